@@ -1,0 +1,34 @@
+//! The forwarding path per scenario: one worker polling its in-memory ports, the same
+//! worker and pipeline the daemon runs (see `vswitch bench` for the multi-worker run).
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use dataplane::bench::{Params, Scenario, setup};
+
+fn scenarios(c: &mut Criterion) {
+    for (name, scenario, macs) in [
+        ("l2/1k_macs", Scenario::L2, 1024),
+        ("l2/100k_macs", Scenario::L2, 100_000),
+        ("vlan/1k_macs", Scenario::Vlan, 1024),
+    ] {
+        let p = Params {
+            scenario,
+            macs,
+            ..Default::default()
+        };
+        let Ok(mut s) = setup(&p) else {
+            panic!("scenario {name} failed to set up");
+        };
+        let Some(mut w) = s.workers.pop() else {
+            panic!("no worker");
+        };
+        // One poll_all moves one batch (64 frames) per port.
+        let per_poll = 64 * w.rx_slots().len() as u64;
+        let mut g = c.benchmark_group("forwarding");
+        g.throughput(Throughput::Elements(per_poll));
+        g.bench_function(format!("{name}/64B"), |b| b.iter(|| w.poll_all()));
+        g.finish();
+    }
+}
+
+criterion_group!(benches, scenarios);
+criterion_main!(benches);

@@ -1,0 +1,224 @@
+//! Per-port counters.
+//!
+//! Each worker owns one [`CounterTable`] and is its only writer, so a counter update is
+//! a plain load and store (no locked read-modify-write); the control thread reads every
+//! worker's table and adds them up. Receive and transmit counters are updated once per
+//! batch, drops once per dropped frame.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use super::fdb::MAX_PORT_SLOTS;
+
+/// Why a frame was dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(usize)]
+pub enum DropReason {
+    /// Too short or inconsistent to forward.
+    Malformed = 0,
+    /// A tag the port does not carry (or a tag on an access port).
+    VlanNotAllowed,
+    /// No network behind the VLAN (or an untagged frame on a trunk without native VLAN).
+    NoNetwork,
+    /// Source MAC not the port's own (port security).
+    MacSpoof,
+    /// Source IPv4 (or ARP sender) not the port's own (port security).
+    IpSpoof,
+    /// Multicast or zero source MAC.
+    BadSrcMac,
+    /// Destination learned on the port it came from.
+    SamePort,
+    /// Containers of a `--no-icc` network may not talk to each other.
+    Icc,
+    /// The egress port's queue was full.
+    TxFull,
+    /// The egress port failed.
+    TxError,
+    /// The gateway service ring was full.
+    ServiceBusy,
+    /// Nowhere to send it (no route out of the network).
+    NoRoute,
+    /// The NAT table refused a new flow.
+    NatFull,
+}
+
+impl DropReason {
+    pub const COUNT: usize = 13;
+    pub const ALL: [DropReason; Self::COUNT] = [
+        DropReason::Malformed,
+        DropReason::VlanNotAllowed,
+        DropReason::NoNetwork,
+        DropReason::MacSpoof,
+        DropReason::IpSpoof,
+        DropReason::BadSrcMac,
+        DropReason::SamePort,
+        DropReason::Icc,
+        DropReason::TxFull,
+        DropReason::TxError,
+        DropReason::ServiceBusy,
+        DropReason::NoRoute,
+        DropReason::NatFull,
+    ];
+
+    /// The name shown in `stats`.
+    pub fn name(self) -> &'static str {
+        match self {
+            DropReason::Malformed => "malformed",
+            DropReason::VlanNotAllowed => "vlan_not_allowed",
+            DropReason::NoNetwork => "no_network",
+            DropReason::MacSpoof => "mac_spoof",
+            DropReason::IpSpoof => "ip_spoof",
+            DropReason::BadSrcMac => "bad_src_mac",
+            DropReason::SamePort => "same_port",
+            DropReason::Icc => "icc",
+            DropReason::TxFull => "tx_full",
+            DropReason::TxError => "tx_error",
+            DropReason::ServiceBusy => "service_busy",
+            DropReason::NoRoute => "no_route",
+            DropReason::NatFull => "nat_full",
+        }
+    }
+}
+
+#[derive(Default)]
+struct PortCounters {
+    rx_packets: AtomicU64,
+    rx_bytes: AtomicU64,
+    tx_packets: AtomicU64,
+    tx_bytes: AtomicU64,
+    drops: [AtomicU64; DropReason::COUNT],
+}
+
+/// Single-writer increment: a load and a store, no locked instruction.
+#[inline]
+fn bump(c: &AtomicU64, n: u64) {
+    c.store(c.load(Relaxed).wrapping_add(n), Relaxed);
+}
+
+/// A snapshot of one port's counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PortStats {
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    pub drops: [u64; DropReason::COUNT],
+}
+
+impl PortStats {
+    pub fn add(&mut self, o: &PortStats) {
+        self.rx_packets += o.rx_packets;
+        self.rx_bytes += o.rx_bytes;
+        self.tx_packets += o.tx_packets;
+        self.tx_bytes += o.tx_bytes;
+        for (a, b) in self.drops.iter_mut().zip(o.drops.iter()) {
+            *a += b;
+        }
+    }
+    pub fn drop_count(&self, r: DropReason) -> u64 {
+        self.drops.get(r as usize).copied().unwrap_or(0)
+    }
+    pub fn total_drops(&self) -> u64 {
+        self.drops.iter().sum()
+    }
+}
+
+/// One worker's counters for every port slot.
+pub struct CounterTable {
+    ports: Box<[PortCounters]>,
+}
+
+impl Default for CounterTable {
+    fn default() -> Self {
+        CounterTable {
+            ports: (0..MAX_PORT_SLOTS)
+                .map(|_| PortCounters::default())
+                .collect(),
+        }
+    }
+}
+
+impl CounterTable {
+    #[inline]
+    pub fn rx(&self, port: u16, packets: u64, bytes: u64) {
+        if let Some(c) = self.ports.get(usize::from(port)) {
+            bump(&c.rx_packets, packets);
+            bump(&c.rx_bytes, bytes);
+        }
+    }
+    #[inline]
+    pub fn tx(&self, port: u16, packets: u64, bytes: u64) {
+        if let Some(c) = self.ports.get(usize::from(port)) {
+            bump(&c.tx_packets, packets);
+            bump(&c.tx_bytes, bytes);
+        }
+    }
+    #[inline]
+    pub fn count_drop(&self, port: u16, reason: DropReason, n: u64) {
+        if let Some(d) = self
+            .ports
+            .get(usize::from(port))
+            .and_then(|c| c.drops.get(reason as usize))
+        {
+            bump(d, n);
+        }
+    }
+    /// Reads one port's counters (any thread).
+    pub fn read(&self, port: u16) -> PortStats {
+        let Some(c) = self.ports.get(usize::from(port)) else {
+            return PortStats::default();
+        };
+        let mut s = PortStats {
+            rx_packets: c.rx_packets.load(Relaxed),
+            rx_bytes: c.rx_bytes.load(Relaxed),
+            tx_packets: c.tx_packets.load(Relaxed),
+            tx_bytes: c.tx_bytes.load(Relaxed),
+            drops: [0; DropReason::COUNT],
+        };
+        for (d, a) in s.drops.iter_mut().zip(c.drops.iter()) {
+            *d = a.load(Relaxed);
+        }
+        s
+    }
+    /// Zeroes a slot (when a port is detached and its slot reused). Only the owning
+    /// worker may call this.
+    pub fn reset(&self, port: u16) {
+        if let Some(c) = self.ports.get(usize::from(port)) {
+            for a in [&c.rx_packets, &c.rx_bytes, &c.tx_packets, &c.tx_bytes]
+                .into_iter()
+                .chain(c.drops.iter())
+            {
+                a.store(0, Relaxed);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_and_reads() {
+        let t = CounterTable::default();
+        t.rx(3, 2, 128);
+        t.tx(3, 1, 64);
+        t.count_drop(3, DropReason::Icc, 1);
+        t.count_drop(9999, DropReason::Icc, 1); // out of range: ignored
+        let s = t.read(3);
+        assert_eq!(
+            (s.rx_packets, s.rx_bytes, s.tx_packets, s.tx_bytes),
+            (2, 128, 1, 64)
+        );
+        assert_eq!(s.drop_count(DropReason::Icc), 1);
+        assert_eq!(s.total_drops(), 1);
+        t.reset(3);
+        assert_eq!(t.read(3), PortStats::default());
+    }
+
+    #[test]
+    fn reasons_are_indexed_in_order() {
+        for (i, r) in DropReason::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i);
+        }
+    }
+}

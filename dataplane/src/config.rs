@@ -1,0 +1,320 @@
+//! The configuration the forwarding path reads: an immutable snapshot.
+//!
+//! The control thread builds a new [`Snapshot`] whenever ports, networks or VLANs change
+//! and publishes it with one atomic pointer swap ([`SnapshotCell`], arc-swap). Workers
+//! load it once per batch; nothing on the forwarding path takes a lock or sees a
+//! half-applied change.
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use crate::bridge::VlanSet;
+use crate::wire::MacAddr;
+
+/// The slot of the gateway service port in every snapshot.
+pub const SERVICE_PORT: u16 = 0;
+/// The slot of the packet uplink port (when one is set).
+pub const UPLINK_PORT: u16 = 1;
+/// The first slot given to container ports.
+pub const FIRST_PORT: u16 = 2;
+/// Marks "no domain" in the VLAN map.
+pub const NO_DOMAIN: u16 = u16::MAX;
+
+/// What a port is to the bridge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PortRole {
+    /// A container or VM interface.
+    Container,
+    /// The gateway service (trusted: frames carry their domain).
+    Gateway,
+    /// The packet uplink (outside segment).
+    Uplink,
+}
+
+/// How a port maps frames to bridge domains.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PortMode {
+    /// Untagged frames of one domain.
+    Access { domain: u16 },
+    /// Tagged frames of the listed VLANs; untagged ones belong to `native`.
+    Trunk { native: Option<u16>, vlans: VlanSet },
+}
+
+/// Port security: what the port may send from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Security {
+    pub mac: MacAddr,
+    /// The port's IPv4 address; 0.0.0.0 is always allowed (DHCP, ARP probes).
+    pub ip: Option<Ipv4Addr>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortConf {
+    pub name: String,
+    /// Bumped each time the slot is given to a new port, so stale FDB entries miss.
+    pub gen_: u16,
+    pub role: PortRole,
+    pub mode: PortMode,
+    pub security: Option<Security>,
+    /// Learned MACs allowed on the port.
+    pub mac_limit: u32,
+}
+
+impl PortConf {
+    /// How frames of `domain` (802.1Q id `vlan`) leave this port: None when the port
+    /// does not carry the domain, Some(0) untagged, Some(vid) tagged.
+    #[inline]
+    pub fn egress_tag(&self, domain: u16, vlan: Option<u16>) -> Option<u16> {
+        match &self.mode {
+            PortMode::Access { domain: d } => (*d == domain).then_some(0),
+            PortMode::Trunk { native, vlans } => {
+                if *native == Some(domain) {
+                    Some(0)
+                } else {
+                    vlan.filter(|v| vlans.contains(*v))
+                }
+            }
+        }
+    }
+}
+
+/// A port carrying a domain, and the tag its frames get there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Member {
+    pub port: u16,
+    pub tag: u16,
+    pub role: PortRole,
+}
+
+/// A bridge domain: one network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DomainConf {
+    pub name: String,
+    /// Its 802.1Q id on trunks (the network's `--vlan`).
+    pub vlan: Option<u16>,
+    pub gateway_mac: MacAddr,
+    pub gateway_ip: Ipv4Addr,
+    pub subnet: Ipv4Addr,
+    pub prefix_len: u8,
+    /// Containers may talk to each other.
+    pub icc: bool,
+    /// Every port that carries the domain (the service port excluded), for flooding.
+    pub members: Vec<Member>,
+}
+
+impl DomainConf {
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        let mask = if self.prefix_len == 0 {
+            0
+        } else {
+            u32::MAX << (32 - u32::from(self.prefix_len.min(32)))
+        };
+        u32::from(ip) & mask == u32::from(self.subnet) & mask
+    }
+}
+
+/// Everything the forwarding path reads.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub version: u64,
+    /// Indexed by port slot.
+    pub ports: Vec<Option<PortConf>>,
+    /// Indexed by domain id.
+    pub domains: Vec<Option<DomainConf>>,
+    /// 802.1Q id -> domain id, [`NO_DOMAIN`] where none.
+    pub vlan_domain: Box<[u16; 4096]>,
+    /// FDB aging in seconds.
+    pub aging_secs: u32,
+}
+
+impl Default for Snapshot {
+    fn default() -> Self {
+        Snapshot {
+            version: 0,
+            ports: Vec::new(),
+            domains: Vec::new(),
+            vlan_domain: Box::new([NO_DOMAIN; 4096]),
+            aging_secs: 300,
+        }
+    }
+}
+
+impl Snapshot {
+    #[inline]
+    pub fn port(&self, slot: u16) -> Option<&PortConf> {
+        self.ports.get(usize::from(slot))?.as_ref()
+    }
+    #[inline]
+    pub fn domain(&self, id: u16) -> Option<&DomainConf> {
+        self.domains.get(usize::from(id))?.as_ref()
+    }
+    #[inline]
+    pub fn vlan_to_domain(&self, vid: u16) -> Option<u16> {
+        let d = *self.vlan_domain.get(usize::from(vid))?;
+        (d != NO_DOMAIN).then_some(d)
+    }
+
+    /// Recomputes the derived tables (VLAN map, flood lists) from ports and domains.
+    /// Call after editing `ports` or `domains`.
+    pub fn rebuild(&mut self) {
+        let mut map = Box::new([NO_DOMAIN; 4096]);
+        for (id, d) in self.domains.iter().enumerate() {
+            if let (Some(d), Ok(id)) = (d, u16::try_from(id))
+                && let Some(v) = d.vlan
+                && let Some(slot) = map.get_mut(usize::from(v))
+            {
+                *slot = id;
+            }
+        }
+        self.vlan_domain = map;
+        let ports = &self.ports;
+        for (id, d) in self.domains.iter_mut().enumerate() {
+            let (Some(d), Ok(id)) = (d, u16::try_from(id)) else {
+                continue;
+            };
+            d.members.clear();
+            for (slot, p) in ports.iter().enumerate() {
+                let (Some(p), Ok(slot)) = (p, u16::try_from(slot)) else {
+                    continue;
+                };
+                if p.role == PortRole::Gateway {
+                    continue;
+                }
+                if let Some(tag) = p.egress_tag(id, d.vlan) {
+                    d.members.push(Member {
+                        port: slot,
+                        tag,
+                        role: p.role,
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// The atomically swapped snapshot shared by the control thread and the workers.
+pub struct SnapshotCell(arc_swap::ArcSwap<Snapshot>);
+
+impl SnapshotCell {
+    pub fn new(s: Snapshot) -> SnapshotCell {
+        SnapshotCell(arc_swap::ArcSwap::from_pointee(s))
+    }
+    /// Publishes a new snapshot; workers see it from their next batch.
+    pub fn store(&self, s: Snapshot) {
+        self.0.store(Arc::new(s));
+    }
+    pub fn load_full(&self) -> Arc<Snapshot> {
+        self.0.load_full()
+    }
+    /// A per-worker cache: loading through it costs one atomic read when unchanged.
+    pub fn cache(self: &Arc<Self>) -> SnapshotCache {
+        SnapshotCache(arc_swap::Cache::new(CellRef(self.clone())))
+    }
+}
+
+/// Lets arc-swap's `Cache` hold the cell by `Arc`.
+pub struct CellRef(Arc<SnapshotCell>);
+impl std::ops::Deref for CellRef {
+    type Target = arc_swap::ArcSwap<Snapshot>;
+    fn deref(&self) -> &Self::Target {
+        &self.0.0
+    }
+}
+
+/// A worker's cached view of the current snapshot.
+pub struct SnapshotCache(arc_swap::Cache<CellRef, Arc<Snapshot>>);
+
+impl SnapshotCache {
+    #[inline]
+    pub fn load(&mut self) -> &Arc<Snapshot> {
+        self.0.load()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn domain(name: &str, vlan: Option<u16>, third: u8) -> DomainConf {
+        DomainConf {
+            name: name.into(),
+            vlan,
+            gateway_mac: MacAddr::from_ipv4(Ipv4Addr::new(10, third, 0, 1)),
+            gateway_ip: Ipv4Addr::new(10, third, 0, 1),
+            subnet: Ipv4Addr::new(10, third, 0, 0),
+            prefix_len: 24,
+            icc: true,
+            members: vec![],
+        }
+    }
+
+    fn port(name: &str, mode: PortMode) -> Option<PortConf> {
+        Some(PortConf {
+            name: name.into(),
+            gen_: 0,
+            role: PortRole::Container,
+            mode,
+            security: None,
+            mac_limit: 1024,
+        })
+    }
+
+    #[test]
+    fn rebuild_derives_vlan_map_and_members() {
+        let mut s = Snapshot {
+            domains: vec![Some(domain("a", None, 1)), Some(domain("b", Some(10), 2))],
+            ports: vec![
+                None,
+                None,
+                port("p2", PortMode::Access { domain: 0 }),
+                port("p3", PortMode::Access { domain: 1 }),
+                port(
+                    "t4",
+                    PortMode::Trunk {
+                        native: Some(0),
+                        vlans: VlanSet::from_ids([10, 20]),
+                    },
+                ),
+            ],
+            ..Default::default()
+        };
+        s.rebuild();
+        assert_eq!(s.vlan_to_domain(10), Some(1));
+        assert_eq!(s.vlan_to_domain(20), None);
+        let a: Vec<_> = s
+            .domain(0)
+            .unwrap()
+            .members
+            .iter()
+            .map(|m| (m.port, m.tag))
+            .collect();
+        assert_eq!(a, vec![(2, 0), (4, 0)]);
+        let b: Vec<_> = s
+            .domain(1)
+            .unwrap()
+            .members
+            .iter()
+            .map(|m| (m.port, m.tag))
+            .collect();
+        assert_eq!(b, vec![(3, 0), (4, 10)]);
+    }
+
+    #[test]
+    fn subnet_contains() {
+        let d = domain("a", None, 1);
+        assert!(d.contains(Ipv4Addr::new(10, 1, 0, 77)));
+        assert!(!d.contains(Ipv4Addr::new(10, 2, 0, 77)));
+    }
+
+    #[test]
+    fn cache_sees_new_snapshots() {
+        let cell = Arc::new(SnapshotCell::new(Snapshot::default()));
+        let mut c = cell.cache();
+        assert_eq!(c.load().version, 0);
+        cell.store(Snapshot {
+            version: 7,
+            ..Default::default()
+        });
+        assert_eq!(c.load().version, 7);
+    }
+}

@@ -1,0 +1,14 @@
+//! The vswitch dataplane: everything that touches a packet.
+//!
+//! - [`wire`]: zero-copy header views and checksums.
+//! - [`port`]: frames, batches, the `Port` trait and its backends.
+//! - [`bridge`]: the forwarding database, VLANs, counters.
+//! - [`pipeline`]: one batch through ingress, decision and egress.
+
+pub mod bench;
+pub mod bridge;
+pub mod config;
+pub mod pipeline;
+pub mod port;
+pub mod wire;
+pub mod worker;

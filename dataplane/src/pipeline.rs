@@ -1,0 +1,904 @@
+//! One batch of frames through ingress → classify → learn/lookup → egress.
+//!
+//! Sans-I/O: [`process`] takes the frames one port received and leaves, in an
+//! [`Egress`], the frames each port should send (as indexes into the batch plus the tag
+//! to push). The worker then calls each port's `send`. Per batch: one snapshot load, one
+//! FDB pin, one clock read, one counter update per port touched. Per frame: header
+//! fields read by offset from the bytes (no parsed header struct), an FDB learn and
+//! lookup, and a push into a preallocated queue. Nothing here allocates or locks.
+
+use crate::bridge::{CounterTable, DropReason, Fdb, FdbRef};
+use crate::config::{PortMode, PortRole, SERVICE_PORT, Snapshot};
+use crate::port::{Batch, MAX_BATCH, TxSel};
+use crate::wire::{EtherType, MacAddr};
+
+/// Per-port send lists for one batch.
+pub struct Egress {
+    queues: Vec<TxQueue>,
+    touched: Vec<u16>,
+}
+
+#[derive(Clone, Copy)]
+struct TxQueue {
+    len: u8,
+    sel: [TxSel; MAX_BATCH],
+}
+
+impl Default for TxQueue {
+    fn default() -> Self {
+        TxQueue {
+            len: 0,
+            sel: [TxSel::default(); MAX_BATCH],
+        }
+    }
+}
+
+impl Default for Egress {
+    fn default() -> Self {
+        Egress::new(64)
+    }
+}
+
+impl Egress {
+    /// Queues for `slots` port slots (grown by [`Egress::fit`] when ports are added).
+    pub fn new(slots: usize) -> Egress {
+        Egress {
+            queues: vec![TxQueue::default(); slots],
+            touched: Vec::with_capacity(slots),
+        }
+    }
+
+    /// Makes room for `slots` ports. Allocates only when the port table grew.
+    pub fn fit(&mut self, slots: usize) {
+        if self.queues.len() < slots {
+            self.queues.resize(slots, TxQueue::default());
+            self.touched
+                .reserve(slots.saturating_sub(self.touched.capacity()));
+        }
+    }
+
+    #[inline(always)]
+    fn push(&mut self, port: u16, idx: usize, vlan: u16) {
+        let Some(q) = self.queues.get_mut(usize::from(port)) else {
+            return;
+        };
+        let n = usize::from(q.len);
+        let Some(slot) = q.sel.get_mut(n) else {
+            return;
+        };
+        *slot = TxSel {
+            idx: idx as u8,
+            vlan,
+        };
+        if n == 0 && self.touched.len() < self.touched.capacity() {
+            self.touched.push(port);
+        }
+        q.len += 1;
+    }
+
+    /// The ports that have frames to send, in first-touched order.
+    #[inline]
+    pub fn touched(&self) -> &[u16] {
+        &self.touched
+    }
+
+    /// The frames port `port` should send.
+    #[inline]
+    pub fn queue(&self, port: u16) -> &[TxSel] {
+        self.queues
+            .get(usize::from(port))
+            .and_then(|q| q.sel.get(..usize::from(q.len)))
+            .unwrap_or(&[])
+    }
+
+    /// Empties every queue for the next batch.
+    #[inline]
+    pub fn clear(&mut self) {
+        for &p in &self.touched {
+            if let Some(q) = self.queues.get_mut(usize::from(p)) {
+                q.len = 0;
+            }
+        }
+        self.touched.clear();
+    }
+}
+
+/// A worker's private pipeline state: its send lists.
+#[derive(Default)]
+pub struct Local {
+    pub egress: Egress,
+}
+
+/// What the pipeline reads and writes besides the frames.
+pub struct Context<'a> {
+    pub snap: &'a Snapshot,
+    pub fdb: &'a Fdb,
+    pub counters: &'a CounterTable,
+    /// The coarse clock (seconds) for FDB ages.
+    pub now: u32,
+}
+
+const ETH_LEN: usize = 14;
+
+#[inline]
+fn mac_at(d: &[u8], at: usize) -> MacAddr {
+    match d.get(at..at + 6) {
+        Some(b) => MacAddr([b[0], b[1], b[2], b[3], b[4], b[5]]),
+        None => MacAddr::ZERO,
+    }
+}
+
+#[inline]
+fn be16_at(d: &[u8], at: usize) -> u16 {
+    match d.get(at..at + 2) {
+        Some(b) => u16::from_be_bytes([b[0], b[1]]),
+        None => 0,
+    }
+}
+
+#[inline]
+fn ip_at(d: &[u8], at: usize) -> Option<[u8; 4]> {
+    d.get(at..at + 4).map(|b| [b[0], b[1], b[2], b[3]])
+}
+
+/// Forwards one batch received on `in_port`, filling `out`. Frames to drop are
+/// counted on `in_port` and left out.
+pub fn process(ctx: &Context<'_>, in_port: u16, batch: &mut Batch, local: &mut Local) {
+    let snap = ctx.snap;
+    let out = &mut local.egress;
+    out.fit(snap.ports.len());
+    let mut rx_bytes = 0u64;
+    let n = batch.len();
+    for f in batch.frames() {
+        rx_bytes += f.len() as u64;
+    }
+    ctx.counters.rx(in_port, n as u64, rx_bytes);
+
+    let Some(pconf) = snap.port(in_port) else {
+        ctx.counters
+            .count_drop(in_port, DropReason::NoNetwork, n as u64);
+        return;
+    };
+    let fdb = ctx.fdb.pin();
+    let trusted = pconf.role == PortRole::Gateway;
+
+    // Bring every frame's FDB slots into cache before deciding any of them, so a
+    // large table costs one overlapped memory access per batch, not two per frame.
+    if let PortMode::Access { domain } = pconf.mode
+        && !trusted
+    {
+        for f in batch.frames() {
+            let d = f.data();
+            fdb.prefetch(domain, mac_at(d, 0));
+            fdb.prefetch(domain, mac_at(d, 6));
+        }
+    }
+
+    for (i, f) in batch.frames_mut().iter_mut().enumerate() {
+        if let Err(r) = forward_one(ctx, &fdb, pconf, trusted, in_port, i, f, out) {
+            ctx.counters.count_drop(in_port, r, 1);
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn forward_one(
+    ctx: &Context<'_>,
+    fdb: &FdbRef<'_>,
+    pconf: &crate::config::PortConf,
+    trusted: bool,
+    in_port: u16,
+    i: usize,
+    f: &mut crate::port::Frame,
+    out: &mut Egress,
+) -> Result<(), DropReason> {
+    let snap = ctx.snap;
+    if f.len() < ETH_LEN {
+        return Err(DropReason::Malformed);
+    }
+    f.in_port = in_port;
+
+    // Classify: which domain, and strip the tag so the frame is untagged inside.
+    let mut ethertype = be16_at(f.data(), 12);
+    let domain = if trusted {
+        f.domain
+    } else {
+        let tagged = ethertype == EtherType::VLAN;
+        let vid = if tagged {
+            be16_at(f.data(), 14) & 0x0fff
+        } else {
+            0
+        };
+        let d = match &pconf.mode {
+            PortMode::Access { domain } => {
+                // Only priority tags (VID 0) are accepted on an access port.
+                if tagged && vid != 0 {
+                    return Err(DropReason::VlanNotAllowed);
+                }
+                *domain
+            }
+            PortMode::Trunk { native, vlans } => {
+                if tagged && vid != 0 {
+                    if !vlans.contains(vid) {
+                        return Err(DropReason::VlanNotAllowed);
+                    }
+                    snap.vlan_to_domain(vid).ok_or(DropReason::NoNetwork)?
+                } else {
+                    native.ok_or(DropReason::NoNetwork)?
+                }
+            }
+        };
+        if tagged {
+            if !f.pop_tag() {
+                return Err(DropReason::Malformed);
+            }
+            ethertype = be16_at(f.data(), 12);
+        }
+        d
+    };
+    f.domain = domain;
+    let Some(dconf) = snap.domain(domain) else {
+        return Err(DropReason::NoNetwork);
+    };
+
+    let d = f.data();
+    let dst = mac_at(d, 0);
+    let src = mac_at(d, 6);
+
+    if !trusted {
+        if src.is_multicast() || src.is_zero() {
+            return Err(DropReason::BadSrcMac);
+        }
+        if let Some(sec) = &pconf.security {
+            if src != sec.mac {
+                return Err(DropReason::MacSpoof);
+            }
+            let own = sec.ip.map(|ip| ip.octets());
+            let allowed = |ip: [u8; 4]| ip == [0; 4] || Some(ip) == own;
+            match ethertype {
+                EtherType::IPV4 => {
+                    let ip = ip_at(d, ETH_LEN + 12).ok_or(DropReason::Malformed)?;
+                    if !allowed(ip) {
+                        return Err(DropReason::IpSpoof);
+                    }
+                }
+                EtherType::ARP => {
+                    let sha = d
+                        .get(ETH_LEN + 8..ETH_LEN + 14)
+                        .ok_or(DropReason::Malformed)?;
+                    let spa = ip_at(d, ETH_LEN + 14).ok_or(DropReason::Malformed)?;
+                    if sha != sec.mac.0 {
+                        return Err(DropReason::MacSpoof);
+                    }
+                    if !allowed(spa) {
+                        return Err(DropReason::IpSpoof);
+                    }
+                }
+                // Anything else may only carry the port's MAC, checked above.
+                _ => {}
+            }
+        }
+        fdb.learn(domain, src, in_port, pconf.gen_, ctx.now, pconf.mac_limit);
+    }
+
+    let from_container = pconf.role == PortRole::Container;
+    if dst.is_multicast() {
+        // Broadcasts also reach the gateway (ARP for it, DHCP); other multicast does not.
+        if dst.is_broadcast() && !trusted {
+            out.push(SERVICE_PORT, i, 0);
+        }
+        flood(dconf, in_port, from_container, i, out);
+        return Ok(());
+    }
+    if dst == dconf.gateway_mac {
+        if trusted {
+            return Err(DropReason::SamePort);
+        }
+        out.push(SERVICE_PORT, i, 0);
+        return Ok(());
+    }
+    if let Some((port, gen_)) = fdb.lookup(domain, dst)
+        && let Some(p) = snap.port(port)
+        && p.gen_ == gen_
+        && let Some(tag) = p.egress_tag(domain, dconf.vlan)
+    {
+        if port == in_port {
+            return Err(DropReason::SamePort);
+        }
+        if !dconf.icc && from_container && p.role == PortRole::Container {
+            return Err(DropReason::Icc);
+        }
+        out.push(port, i, tag);
+        return Ok(());
+    }
+    flood(dconf, in_port, from_container, i, out);
+    Ok(())
+}
+
+#[inline]
+fn flood(
+    dconf: &crate::config::DomainConf,
+    in_port: u16,
+    from_container: bool,
+    i: usize,
+    out: &mut Egress,
+) {
+    let isolate = !dconf.icc && from_container;
+    for m in &dconf.members {
+        if m.port == in_port || (isolate && m.role == PortRole::Container) {
+            continue;
+        }
+        out.push(m.port, i, m.tag);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bridge::VlanSet;
+    use crate::config::{DomainConf, FIRST_PORT, PortConf, Security};
+    use crate::port::{MemoryPort, Port};
+    use std::net::Ipv4Addr;
+
+    const GW1: MacAddr = MacAddr([0x02, 0x42, 10, 1, 0, 1]);
+
+    fn mac(n: u8) -> MacAddr {
+        MacAddr([0x02, 0, 0, 0, 0, n])
+    }
+
+    fn frame(dst: MacAddr, src: MacAddr, ethertype: u16, payload: &[u8]) -> Vec<u8> {
+        let mut v = Vec::new();
+        v.extend_from_slice(&dst.0);
+        v.extend_from_slice(&src.0);
+        v.extend_from_slice(&ethertype.to_be_bytes());
+        v.extend_from_slice(payload);
+        v.resize(v.len().max(60), 0);
+        v
+    }
+
+    fn tagged(dst: MacAddr, src: MacAddr, vid: u16, payload: &[u8]) -> Vec<u8> {
+        let mut v = Vec::new();
+        v.extend_from_slice(&dst.0);
+        v.extend_from_slice(&src.0);
+        v.extend_from_slice(&[0x81, 0x00]);
+        v.extend_from_slice(&vid.to_be_bytes());
+        v.extend_from_slice(&[0x08, 0x00]);
+        v.extend_from_slice(payload);
+        v.resize(v.len().max(64), 0);
+        v
+    }
+
+    fn ipv4(src: [u8; 4], dst: [u8; 4]) -> Vec<u8> {
+        let mut p = vec![0x45, 0, 0, 20, 0, 0, 0, 0, 64, 17, 0, 0];
+        p.extend_from_slice(&src);
+        p.extend_from_slice(&dst);
+        p
+    }
+
+    fn arp(sha: MacAddr, spa: [u8; 4], tpa: [u8; 4]) -> Vec<u8> {
+        let mut p = vec![0, 1, 8, 0, 6, 4, 0, 1];
+        p.extend_from_slice(&sha.0);
+        p.extend_from_slice(&spa);
+        p.extend_from_slice(&[0; 6]);
+        p.extend_from_slice(&tpa);
+        p
+    }
+
+    fn domain(name: &str, vlan: Option<u16>, third: u8, icc: bool) -> Option<DomainConf> {
+        Some(DomainConf {
+            name: name.into(),
+            vlan,
+            gateway_mac: MacAddr([0x02, 0x42, 10, third, 0, 1]),
+            gateway_ip: Ipv4Addr::new(10, third, 0, 1),
+            subnet: Ipv4Addr::new(10, third, 0, 0),
+            prefix_len: 24,
+            icc,
+            members: vec![],
+        })
+    }
+
+    fn access(name: &str, domain: u16) -> Option<PortConf> {
+        Some(PortConf {
+            name: name.into(),
+            gen_: 0,
+            role: PortRole::Container,
+            mode: PortMode::Access { domain },
+            security: None,
+            mac_limit: 1024,
+        })
+    }
+
+    /// Ports: 0 gateway, 1 none, 2..=4 access domain 0 (vlan 10 on trunks), 5 access
+    /// domain 1 (vlan 20), 6 trunk (native 0, vlans 10 20 30), 7 access domain 2 (no icc).
+    struct Rig {
+        snap: Snapshot,
+        fdb: Fdb,
+        counters: CounterTable,
+        ports: Vec<MemoryPort>,
+        now: u32,
+        local: Local,
+    }
+
+    impl Rig {
+        fn new() -> Rig {
+            let gw = Some(PortConf {
+                name: "gateway".into(),
+                gen_: 0,
+                role: PortRole::Gateway,
+                mode: PortMode::Access { domain: 0 },
+                security: None,
+                mac_limit: 0,
+            });
+            let mut snap = Snapshot {
+                domains: vec![
+                    domain("a", Some(10), 1, true),
+                    domain("b", Some(20), 2, true),
+                    domain("c", None, 3, false),
+                ],
+                ports: vec![
+                    gw,
+                    None,
+                    access("p2", 0),
+                    access("p3", 0),
+                    access("p4", 0),
+                    access("p5", 1),
+                    Some(PortConf {
+                        name: "t6".into(),
+                        gen_: 0,
+                        role: PortRole::Container,
+                        mode: PortMode::Trunk {
+                            native: Some(0),
+                            vlans: VlanSet::from_ids([10, 20, 30]),
+                        },
+                        security: None,
+                        mac_limit: 1024,
+                    }),
+                    access("p7", 2),
+                    access("p8", 2),
+                ],
+                ..Default::default()
+            };
+            snap.rebuild();
+            Rig {
+                snap,
+                fdb: Fdb::default(),
+                counters: CounterTable::default(),
+                ports: (0..9).map(|i| MemoryPort::new(format!("m{i}"))).collect(),
+                now: 0,
+                local: Local::default(),
+            }
+        }
+
+        /// Sends `frames` in on `port`; returns what each port sent.
+        fn run(&mut self, port: u16, frames: &[Vec<u8>]) -> Vec<Vec<Vec<u8>>> {
+            self.run_with_domain(port, frames, 0)
+        }
+
+        fn run_with_domain(
+            &mut self,
+            port: u16,
+            frames: &[Vec<u8>],
+            dom: u16,
+        ) -> Vec<Vec<Vec<u8>>> {
+            let mut batch = Batch::new(64, 2048);
+            for f in frames {
+                assert!(batch.push(f, dom));
+            }
+            let ctx = Context {
+                snap: &self.snap,
+                fdb: &self.fdb,
+                counters: &self.counters,
+                now: self.now,
+            };
+            process(&ctx, port, &mut batch, &mut self.local);
+            let out = &mut self.local.egress;
+            for &p in out.touched() {
+                let sel = out.queue(p);
+                let n = self.ports[usize::from(p)].send(&batch, sel).unwrap();
+                self.counters.tx(p, n as u64, 0);
+            }
+            out.clear();
+            self.ports.iter_mut().map(|p| p.take_sent()).collect()
+        }
+    }
+
+    fn who_got(sent: &[Vec<Vec<u8>>]) -> Vec<usize> {
+        sent.iter()
+            .enumerate()
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    #[test]
+    fn unknown_unicast_floods_within_domain_then_learned_goes_direct() {
+        let mut r = Rig::new();
+        let sent = r.run(2, &[frame(mac(3), mac(2), 0x0800, &[])]);
+        // Ports of domain a: 3, 4 and trunk 6 (native, untagged); never 5 or 7.
+        assert_eq!(who_got(&sent), vec![3, 4, 6]);
+        assert_eq!(sent[6][0][12..14], [0x08, 0x00]);
+        // The reply from 3 goes straight to 2, which was learned.
+        let sent = r.run(3, &[frame(mac(2), mac(3), 0x0800, &[])]);
+        assert_eq!(who_got(&sent), vec![2]);
+        // And now 2 -> 3 is direct too.
+        let sent = r.run(2, &[frame(mac(3), mac(2), 0x0800, &[])]);
+        assert_eq!(who_got(&sent), vec![3]);
+    }
+
+    #[test]
+    fn broadcast_reaches_gateway_and_domain_only() {
+        let mut r = Rig::new();
+        let sent = r.run(
+            5,
+            &[frame(
+                MacAddr::BROADCAST,
+                mac(5),
+                0x0806,
+                &arp(mac(5), [10, 2, 0, 5], [10, 2, 0, 1]),
+            )],
+        );
+        // Domain b: the gateway (0) and the trunk (6, tagged 20).
+        assert_eq!(who_got(&sent), vec![0, 6]);
+        assert_eq!(&sent[6][0][12..16], &[0x81, 0x00, 0x00, 20]);
+        // Multicast other than broadcast does not bother the gateway.
+        let sent = r.run(
+            5,
+            &[frame(
+                MacAddr([0x01, 0, 0x5e, 0, 0, 1]),
+                mac(5),
+                0x0800,
+                &[],
+            )],
+        );
+        assert_eq!(who_got(&sent), vec![6]);
+    }
+
+    #[test]
+    fn gateway_mac_goes_to_service_port() {
+        let mut r = Rig::new();
+        let sent = r.run(
+            2,
+            &[frame(
+                GW1,
+                mac(2),
+                0x0800,
+                &ipv4([10, 1, 0, 2], [10, 1, 0, 1]),
+            )],
+        );
+        assert_eq!(who_got(&sent), vec![0]);
+    }
+
+    #[test]
+    fn trunk_pops_tags_and_pushes_them_back() {
+        let mut r = Rig::new();
+        // From the trunk, tagged 20: belongs to domain b; reaches 5 untagged and the
+        // gateway, nothing in domain a.
+        let sent = r.run(6, &[tagged(MacAddr::BROADCAST, mac(60), 20, &[1, 2, 3])]);
+        assert_eq!(who_got(&sent), vec![0, 5]);
+        assert_eq!(sent[5][0][12..14], [0x08, 0x00]);
+        assert_eq!(sent[5][0][14..17], [1, 2, 3]);
+        assert_eq!(sent[5][0].len(), 60);
+        // 5 answers unicast: goes back to the trunk with tag 20.
+        let sent = r.run(5, &[frame(mac(60), mac(5), 0x0800, &[9])]);
+        assert_eq!(who_got(&sent), vec![6]);
+        assert_eq!(&sent[6][0][12..18], &[0x81, 0x00, 0x00, 20, 0x08, 0x00]);
+        assert_eq!(sent[6][0][18], 9);
+    }
+
+    #[test]
+    fn trunk_native_and_disallowed_tags() {
+        let mut r = Rig::new();
+        // Untagged from the trunk: native domain a.
+        let sent = r.run(6, &[frame(MacAddr::BROADCAST, mac(61), 0x0800, &[])]);
+        assert_eq!(who_got(&sent), vec![0, 2, 3, 4]);
+        // Tag 10 is domain a too (the network's --vlan).
+        let sent = r.run(6, &[tagged(mac(2), mac(62), 10, &[])]);
+        assert_eq!(who_got(&sent), vec![2, 3, 4]);
+        // Tag 40 is not carried: dropped. Tag 30 is carried but no network has it.
+        let sent = r.run(
+            6,
+            &[
+                tagged(MacAddr::BROADCAST, mac(61), 40, &[]),
+                tagged(MacAddr::BROADCAST, mac(61), 30, &[]),
+            ],
+        );
+        assert!(who_got(&sent).is_empty());
+        let s = r.counters.read(6);
+        assert_eq!(s.drop_count(DropReason::VlanNotAllowed), 1);
+        assert_eq!(s.drop_count(DropReason::NoNetwork), 1);
+    }
+
+    #[test]
+    fn access_port_drops_tagged_but_takes_priority_tag() {
+        let mut r = Rig::new();
+        let sent = r.run(2, &[tagged(MacAddr::BROADCAST, mac(2), 20, &[])]);
+        assert!(who_got(&sent).is_empty());
+        assert_eq!(r.counters.read(2).drop_count(DropReason::VlanNotAllowed), 1);
+        let sent = r.run(2, &[tagged(MacAddr::BROADCAST, mac(2), 0, &[])]);
+        assert_eq!(who_got(&sent), vec![0, 3, 4, 6]);
+        assert_eq!(sent[3][0][12..14], [0x08, 0x00]);
+    }
+
+    #[test]
+    fn mac_move_redirects_traffic() {
+        let mut r = Rig::new();
+        r.run(2, &[frame(mac(9), mac(1), 0x0800, &[])]);
+        assert_eq!(
+            who_got(&r.run(3, &[frame(mac(1), mac(3), 0x0800, &[])])),
+            vec![2]
+        );
+        // mac(1) now shows up on port 4.
+        r.run(4, &[frame(mac(9), mac(1), 0x0800, &[])]);
+        assert_eq!(
+            who_got(&r.run(3, &[frame(mac(1), mac(3), 0x0800, &[])])),
+            vec![4]
+        );
+        assert_eq!(r.fdb.moves.load(std::sync::atomic::Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn aging_forgets_and_floods_again() {
+        let mut r = Rig::new();
+        r.now = 10;
+        r.run(2, &[frame(mac(9), mac(1), 0x0800, &[])]);
+        r.now = 200;
+        assert_eq!(r.fdb.age(r.now, r.snap.aging_secs), 0);
+        assert_eq!(
+            who_got(&r.run(3, &[frame(mac(1), mac(3), 0x0800, &[])])),
+            vec![2]
+        );
+        r.now = 311;
+        assert_eq!(r.fdb.age(r.now, r.snap.aging_secs), 1);
+        assert_eq!(
+            who_got(&r.run(3, &[frame(mac(1), mac(3), 0x0800, &[])])),
+            vec![2, 4, 6]
+        );
+    }
+
+    #[test]
+    fn per_port_limit_still_forwards() {
+        let mut r = Rig::new();
+        if let Some(Some(p)) = r.snap.ports.get_mut(2) {
+            p.mac_limit = 2;
+        }
+        let frames: Vec<_> = (1..=4)
+            .map(|i| frame(mac(99), mac(i), 0x0800, &[]))
+            .collect();
+        let sent = r.run(2, &frames);
+        assert_eq!(sent[3].len(), 4); // all forwarded (flooded)
+        assert_eq!(r.fdb.port_count(2), 2);
+        assert_eq!(r.fdb.refused.load(std::sync::atomic::Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn port_security_drops_spoofed_sources() {
+        let mut r = Rig::new();
+        if let Some(Some(p)) = r.snap.ports.get_mut(2) {
+            p.security = Some(Security {
+                mac: mac(2),
+                ip: Some(Ipv4Addr::new(10, 1, 0, 2)),
+            });
+        }
+        let frames = vec![
+            // Own MAC, own IP: passes.
+            frame(GW1, mac(2), 0x0800, &ipv4([10, 1, 0, 2], [10, 1, 0, 1])),
+            // DHCP from 0.0.0.0: passes.
+            frame(
+                MacAddr::BROADCAST,
+                mac(2),
+                0x0800,
+                &ipv4([0, 0, 0, 0], [255, 255, 255, 255]),
+            ),
+            // Someone else's MAC.
+            frame(GW1, mac(3), 0x0800, &ipv4([10, 1, 0, 2], [10, 1, 0, 1])),
+            // Someone else's IP.
+            frame(GW1, mac(2), 0x0800, &ipv4([10, 1, 0, 3], [10, 1, 0, 1])),
+            // ARP claiming another IP.
+            frame(
+                MacAddr::BROADCAST,
+                mac(2),
+                0x0806,
+                &arp(mac(2), [10, 1, 0, 3], [10, 1, 0, 1]),
+            ),
+            // ARP with another sender MAC.
+            frame(
+                MacAddr::BROADCAST,
+                mac(2),
+                0x0806,
+                &arp(mac(3), [10, 1, 0, 2], [10, 1, 0, 1]),
+            ),
+            // Truncated IPv4.
+            frame(GW1, mac(2), 0x0800, &[0x45])[..20].to_vec(),
+        ];
+        let sent = r.run(2, &frames);
+        assert_eq!(sent[0].len(), 2);
+        let s = r.counters.read(2);
+        assert_eq!(s.drop_count(DropReason::MacSpoof), 2);
+        assert_eq!(s.drop_count(DropReason::IpSpoof), 2);
+        assert_eq!(s.drop_count(DropReason::Malformed), 1);
+        assert_eq!(s.rx_packets, 7);
+    }
+
+    #[test]
+    fn no_icc_keeps_containers_apart_but_not_from_gateway() {
+        let mut r = Rig::new();
+        // 8 is learned first.
+        r.run(8, &[frame(MacAddr::BROADCAST, mac(8), 0x0800, &[])]);
+        let gw3 = MacAddr([0x02, 0x42, 10, 3, 0, 1]);
+        let sent = r.run(
+            7,
+            &[
+                frame(mac(8), mac(7), 0x0800, &[]),
+                frame(MacAddr::BROADCAST, mac(7), 0x0806, &[]),
+                frame(gw3, mac(7), 0x0800, &[]),
+            ],
+        );
+        assert_eq!(who_got(&sent), vec![0]);
+        assert_eq!(sent[0].len(), 2); // broadcast and gateway-MAC frame
+        assert_eq!(r.counters.read(7).drop_count(DropReason::Icc), 1);
+        // The gateway may still reach container 7.
+        r.run(7, &[frame(gw3, mac(7), 0x0800, &[])]);
+        let sent = r.run_with_domain(0, &[frame(mac(7), gw3, 0x0800, &[])], 2);
+        assert_eq!(who_got(&sent), vec![7]);
+    }
+
+    #[test]
+    fn gateway_frames_use_their_domain_and_are_not_learned() {
+        let mut r = Rig::new();
+        let gw2 = MacAddr([0x02, 0x42, 10, 2, 0, 1]);
+        let sent = r.run_with_domain(0, &[frame(MacAddr::BROADCAST, gw2, 0x0806, &[])], 1);
+        assert_eq!(who_got(&sent), vec![5, 6]);
+        assert_eq!(r.fdb.len(), 0);
+    }
+
+    #[test]
+    fn same_port_and_bad_source_dropped() {
+        let mut r = Rig::new();
+        r.run(2, &[frame(mac(9), mac(1), 0x0800, &[])]);
+        let sent = r.run(
+            2,
+            &[
+                frame(mac(1), mac(5), 0x0800, &[]),
+                frame(mac(3), MacAddr::BROADCAST, 0x0800, &[]),
+                vec![0u8; 13],
+            ],
+        );
+        assert!(who_got(&sent).is_empty());
+        let s = r.counters.read(2);
+        assert_eq!(s.drop_count(DropReason::SamePort), 1);
+        assert_eq!(s.drop_count(DropReason::BadSrcMac), 1);
+        assert_eq!(s.drop_count(DropReason::Malformed), 1);
+    }
+
+    #[test]
+    fn counters_count_rx_and_tx() {
+        let mut r = Rig::new();
+        r.run(
+            2,
+            &[
+                frame(mac(3), mac(2), 0x0800, &[]),
+                frame(mac(3), mac(2), 0x0800, &[]),
+            ],
+        );
+        let s = r.counters.read(2);
+        assert_eq!((s.rx_packets, s.rx_bytes), (2, 120));
+        assert_eq!(r.counters.read(3).tx_packets, 2);
+    }
+
+    #[test]
+    fn stale_generation_floods_instead_of_misdelivering() {
+        let mut r = Rig::new();
+        r.run(3, &[frame(mac(9), mac(1), 0x0800, &[])]);
+        // Port 3 is re-created (new generation) in domain b.
+        if let Some(Some(p)) = r.snap.ports.get_mut(3) {
+            p.gen_ = 1;
+            p.mode = PortMode::Access { domain: 1 };
+        }
+        r.snap.rebuild();
+        let sent = r.run(2, &[frame(mac(1), mac(2), 0x0800, &[])]);
+        assert_eq!(who_got(&sent), vec![4, 6]);
+    }
+
+    #[test]
+    fn removed_ingress_port_drops_everything() {
+        let mut r = Rig::new();
+        r.snap.ports[4] = None;
+        r.snap.rebuild();
+        let sent = r.run(4, &[frame(MacAddr::BROADCAST, mac(4), 0x0800, &[])]);
+        assert!(who_got(&sent).is_empty());
+        assert_eq!(r.counters.read(4).drop_count(DropReason::NoNetwork), 1);
+        let _ = FIRST_PORT;
+    }
+
+    mod prop {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// The domain each port slot may carry frames of, for the isolation check.
+        fn carried(r: &Rig, port: usize) -> Vec<u16> {
+            (0..3u16)
+                .filter(|d| {
+                    r.snap.port(port as u16).is_some_and(|p| {
+                        p.role == PortRole::Gateway
+                            || p.egress_tag(*d, r.snap.domain(*d).and_then(|x| x.vlan))
+                                .is_some()
+                    })
+                })
+                .collect()
+        }
+
+        fn domain_of_output(r: &Rig, port: usize, bytes: &[u8]) -> Option<u16> {
+            if port == 0 {
+                return None; // the gateway takes any domain, checked by frame.domain
+            }
+            let p = r.snap.port(port as u16)?;
+            let tagged = bytes.len() >= 16 && bytes[12..14] == [0x81, 0x00];
+            match &p.mode {
+                PortMode::Access { domain } => {
+                    assert!(!tagged, "access port {port} sent a tagged frame");
+                    Some(*domain)
+                }
+                PortMode::Trunk { native, .. } => {
+                    if tagged {
+                        r.snap
+                            .vlan_to_domain(u16::from_be_bytes([bytes[14], bytes[15]]) & 0xfff)
+                    } else {
+                        *native
+                    }
+                }
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            /// Random bytes in on any port never panic, and whatever comes out leaves
+            /// on a port of the domain the frame came in on.
+            #[test]
+            fn random_frames_never_panic_or_cross_domains(
+                frames in proptest::collection::vec(
+                    (2u16..9, proptest::collection::vec(any::<u8>(), 0..200), any::<bool>(), 0u16..40),
+                    1..64)
+            ) {
+                let mut r = Rig::new();
+                for (port, mut bytes, tag, vid) in frames {
+                    // Bias towards plausible frames: known MACs and real tags.
+                    if bytes.len() >= 14 {
+                        bytes[0] &= 0x03;
+                        if tag {
+                            bytes[12] = 0x81;
+                            bytes[13] = 0x00;
+                            if bytes.len() >= 16 {
+                                bytes[14] = 0;
+                                bytes[15] = (vid as u8) % 40;
+                            }
+                        }
+                    }
+                    let Some(in_domain) = ({
+                        // The domain this frame would classify into, if any.
+                        let p = r.snap.port(port).unwrap();
+                        let is_tagged = bytes.len() >= 16 && bytes[12..14] == [0x81, 0x00];
+                        let vid = if bytes.len() >= 16 { u16::from_be_bytes([bytes[14], bytes[15]]) & 0xfff } else { 0 };
+                        match &p.mode {
+                            PortMode::Access { domain } => Some(*domain),
+                            PortMode::Trunk { native, .. } => if is_tagged && vid != 0 { r.snap.vlan_to_domain(vid) } else { *native },
+                        }
+                    }) else {
+                        r.run(port, &[bytes]);
+                        continue;
+                    };
+                    let sent = r.run(port, &[bytes]);
+                    for (out_port, frames) in sent.iter().enumerate() {
+                        for f in frames {
+                            prop_assert!(carried(&r, out_port).contains(&in_domain) || out_port == 0);
+                            if let Some(d) = domain_of_output(&r, out_port, f) {
+                                prop_assert_eq!(d, in_domain, "frame from port {} left on port {}", port, out_port);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,448 @@
+//! Frames, batches and the `Port` trait.
+//!
+//! A [`Batch`] owns up to [`MAX_BATCH`] preallocated [`Frame`] buffers. A port fills a
+//! batch on receive; the pipeline decides per frame and leaves, per egress port, a list
+//! of [`TxSel`] (frame index plus the VLAN tag to push); the worker hands each list to
+//! its port's `send`. Frames are never copied between receive and send: a flooded frame
+//! is selected by several ports.
+//!
+//! Every buffer keeps [`HEADROOM`] bytes in front of the frame so a VLAN tag can be
+//! pushed by moving the 12 address bytes, and carries a [`VnetHdr`] so a TAP with
+//! offloads can pass a 64 KB super-frame with its segmentation metadata.
+
+pub mod memory;
+pub mod service;
+
+pub use memory::MemoryPort;
+
+use crate::wire::ethernet::HEADER_LEN;
+use crate::wire::vlan::TAG_LEN;
+use std::os::fd::RawFd;
+
+/// Frames a port hands over (or takes) per call.
+pub const MAX_BATCH: usize = 64;
+/// Room in front of each frame for pushing up to two tags.
+pub const HEADROOM: usize = 16;
+/// A buffer for a standard frame with tags (1518 + 8, rounded up).
+pub const STD_FRAME_CAP: usize = 2048 - HEADROOM;
+/// A buffer for a 64 KB super-frame plus its Ethernet header and tags.
+pub const SUPER_FRAME_CAP: usize = 65536 + 32;
+
+/// The virtio-net header a TAP with IFF_VNET_HDR puts before each frame: offload
+/// metadata (checksum to complete, segmentation to do). Little-endian on the wire.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct VnetHdr {
+    pub flags: u8,
+    pub gso_type: u8,
+    pub hdr_len: u16,
+    pub gso_size: u16,
+    pub csum_start: u16,
+    pub csum_offset: u16,
+}
+
+impl VnetHdr {
+    pub const LEN: usize = 10;
+    /// `flags`: the transport checksum is partial; complete it at csum_start+csum_offset.
+    pub const F_NEEDS_CSUM: u8 = 1;
+    /// `flags`: the checksum is known good.
+    pub const F_DATA_VALID: u8 = 2;
+    pub const GSO_NONE: u8 = 0;
+    pub const GSO_TCPV4: u8 = 1;
+    pub const GSO_UDP: u8 = 3;
+    pub const GSO_TCPV6: u8 = 4;
+    pub const GSO_UDP_L4: u8 = 5;
+    pub const GSO_ECN: u8 = 0x80;
+
+    /// Reads a header from the first ten bytes of `b`.
+    pub fn parse(b: &[u8]) -> Option<VnetHdr> {
+        let b: &[u8; 10] = b.get(..Self::LEN)?.try_into().ok()?;
+        Some(VnetHdr {
+            flags: b[0],
+            gso_type: b[1],
+            hdr_len: u16::from_le_bytes([b[2], b[3]]),
+            gso_size: u16::from_le_bytes([b[4], b[5]]),
+            csum_start: u16::from_le_bytes([b[6], b[7]]),
+            csum_offset: u16::from_le_bytes([b[8], b[9]]),
+        })
+    }
+
+    pub fn to_bytes(&self) -> [u8; Self::LEN] {
+        let mut b = [0u8; Self::LEN];
+        b[0] = self.flags;
+        b[1] = self.gso_type;
+        b[2..4].copy_from_slice(&self.hdr_len.to_le_bytes());
+        b[4..6].copy_from_slice(&self.gso_size.to_le_bytes());
+        b[6..8].copy_from_slice(&self.csum_start.to_le_bytes());
+        b[8..10].copy_from_slice(&self.csum_offset.to_le_bytes());
+        b
+    }
+
+    /// A plain frame: nothing to complete, nothing to segment.
+    #[inline]
+    pub fn is_plain(&self) -> bool {
+        self.flags & Self::F_NEEDS_CSUM == 0 && self.gso_type & !Self::GSO_ECN == Self::GSO_NONE
+    }
+}
+
+/// One frame buffer. Invariant: `start + len <= buf.len()` and `start <= HEADROOM`
+/// (plus the room a pop gave back), so the accessors cannot panic.
+pub struct Frame {
+    buf: Box<[u8]>,
+    start: usize,
+    len: usize,
+    /// Offload metadata the frame came with (a TAP with vnet headers), or plain.
+    pub vnet: VnetHdr,
+    /// The bridge domain (network) the frame belongs to, set by classification or by
+    /// the service port for frames the gateway sends.
+    pub domain: u16,
+    /// The port slot the frame came in on (set by the worker).
+    pub in_port: u16,
+}
+
+impl Frame {
+    /// A buffer holding frames up to `cap` bytes (plus headroom).
+    pub fn new(cap: usize) -> Frame {
+        Frame {
+            buf: vec![0u8; HEADROOM + cap].into_boxed_slice(),
+            start: HEADROOM,
+            len: 0,
+            vnet: VnetHdr::default(),
+            domain: 0,
+            in_port: 0,
+        }
+    }
+
+    /// The frame bytes, starting at the Ethernet header.
+    #[inline]
+    pub fn data(&self) -> &[u8] {
+        self.buf
+            .get(self.start..self.start + self.len)
+            .unwrap_or(&[])
+    }
+
+    #[inline]
+    pub fn data_mut(&mut self) -> &mut [u8] {
+        let end = self.start + self.len;
+        self.buf.get_mut(self.start..end).unwrap_or(&mut [])
+    }
+
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The largest frame this buffer takes.
+    #[inline]
+    pub fn capacity(&self) -> usize {
+        self.buf.len() - HEADROOM
+    }
+
+    /// The area a receive writes into (everything past the headroom). Call
+    /// [`Frame::set_received`] with the length read.
+    #[inline]
+    pub fn recv_area(&mut self) -> &mut [u8] {
+        self.buf.get_mut(HEADROOM..).unwrap_or(&mut [])
+    }
+
+    /// Marks `len` bytes at the start of the receive area as the frame.
+    #[inline]
+    pub fn set_received(&mut self, len: usize) {
+        self.start = HEADROOM;
+        self.len = len.min(self.capacity());
+        self.vnet = VnetHdr::default();
+        self.domain = 0;
+    }
+
+    /// Copies `bytes` in as the frame. False (and the frame emptied) when too long.
+    #[inline]
+    pub fn load(&mut self, bytes: &[u8]) -> bool {
+        self.start = HEADROOM;
+        self.vnet = VnetHdr::default();
+        self.domain = 0;
+        match self.buf.get_mut(HEADROOM..HEADROOM + bytes.len()) {
+            Some(dst) => {
+                dst.copy_from_slice(bytes);
+                self.len = bytes.len();
+                true
+            }
+            None => {
+                self.len = 0;
+                false
+            }
+        }
+    }
+
+    /// Truncates the frame to `len` bytes (no-op when already shorter).
+    pub fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
+    }
+
+    /// Removes the 4-byte tag that follows the MAC addresses by moving the addresses
+    /// forward. False when the frame is too short to hold a tag and a header.
+    #[inline]
+    pub fn pop_tag(&mut self) -> bool {
+        if self.len < HEADER_LEN + TAG_LEN {
+            return false;
+        }
+        let s = self.start;
+        self.buf.copy_within(s..s + 12, s + TAG_LEN);
+        self.start += TAG_LEN;
+        self.len -= TAG_LEN;
+        true
+    }
+
+    /// Inserts a tag (TPID, TCI) after the MAC addresses, using the headroom. False when
+    /// there is no room or the frame has no Ethernet header.
+    #[inline]
+    pub fn push_tag(&mut self, tpid: u16, tci: u16) -> bool {
+        if self.start < TAG_LEN || self.len < 12 {
+            return false;
+        }
+        let s = self.start;
+        self.buf.copy_within(s..s + 12, s - TAG_LEN);
+        self.start -= TAG_LEN;
+        self.len += TAG_LEN;
+        let t = self.start + 12;
+        if let Some(dst) = self.buf.get_mut(t..t + 4) {
+            dst[..2].copy_from_slice(&tpid.to_be_bytes());
+            dst[2..].copy_from_slice(&tci.to_be_bytes());
+        }
+        true
+    }
+}
+
+/// A set of frame buffers filled by one receive.
+pub struct Batch {
+    frames: Box<[Frame]>,
+    len: usize,
+}
+
+impl Batch {
+    /// `n` buffers (at most [`MAX_BATCH`]) of `frame_cap` bytes each.
+    pub fn new(n: usize, frame_cap: usize) -> Batch {
+        let n = n.clamp(1, MAX_BATCH);
+        Batch {
+            frames: (0..n).map(|_| Frame::new(frame_cap)).collect(),
+            len: 0,
+        }
+    }
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    #[inline]
+    pub fn capacity(&self) -> usize {
+        self.frames.len()
+    }
+    #[inline]
+    pub fn clear(&mut self) {
+        self.len = 0;
+    }
+    /// The filled frames.
+    #[inline]
+    pub fn frames(&self) -> &[Frame] {
+        self.frames.get(..self.len).unwrap_or(&[])
+    }
+    #[inline]
+    pub fn frames_mut(&mut self) -> &mut [Frame] {
+        let n = self.len;
+        self.frames.get_mut(..n).unwrap_or(&mut [])
+    }
+    /// All buffers, for a receive to fill from index 0; then call [`Batch::set_len`].
+    #[inline]
+    pub fn slots_mut(&mut self) -> &mut [Frame] {
+        &mut self.frames
+    }
+    #[inline]
+    pub fn set_len(&mut self, n: usize) {
+        self.len = n.min(self.frames.len());
+    }
+    /// Frame `i` of the filled ones.
+    #[inline]
+    pub fn get(&self, i: usize) -> Option<&Frame> {
+        self.frames().get(i)
+    }
+    /// Appends a copy of `bytes` (for the slow path and tests). False when full or too long.
+    pub fn push(&mut self, bytes: &[u8], domain: u16) -> bool {
+        let Some(f) = self.frames.get_mut(self.len) else {
+            return false;
+        };
+        if !f.load(bytes) {
+            return false;
+        }
+        f.domain = domain;
+        self.len += 1;
+        true
+    }
+}
+
+/// One frame selected for sending: its index in the batch and the VLAN id to tag it
+/// with on the way out (0: untagged).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TxSel {
+    pub idx: u8,
+    pub vlan: u16,
+}
+
+/// What a port can take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortCaps {
+    /// Takes super-frames with partial checksums and segmentation metadata.
+    pub offloads: bool,
+    /// The largest frame it takes (Ethernet header included, no vnet header).
+    pub max_frame: usize,
+}
+
+impl Default for PortCaps {
+    fn default() -> Self {
+        PortCaps {
+            offloads: false,
+            max_frame: 1518,
+        }
+    }
+}
+
+/// Why a port operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PortError {
+    #[error("port {port}: {source}")]
+    Io {
+        port: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("port {0} is gone (its device was removed)")]
+    Gone(String),
+}
+
+/// A source and sink of frames. Ports do I/O; the pipeline never does.
+pub trait Port: Send {
+    fn name(&self) -> &str;
+    /// Fills `batch` from index 0 with what is waiting (at most its capacity) and sets
+    /// its length. Ok(0) when nothing waits.
+    fn recv(&mut self, batch: &mut Batch) -> Result<usize, PortError>;
+    /// Sends the selected frames of `batch`, tagging each as its `TxSel` says. Returns
+    /// how many went out; the rest were dropped (queue full).
+    fn send(&mut self, batch: &Batch, sel: &[TxSel]) -> Result<usize, PortError>;
+    fn caps(&self) -> PortCaps {
+        PortCaps::default()
+    }
+    /// The descriptor to wait on for receive readiness, if the port has one.
+    fn rx_fd(&self) -> Option<RawFd> {
+        None
+    }
+}
+
+/// Writes `frame` as it goes out on the wire (tag `vlan` pushed when non-zero) into
+/// `out`, returning the length, or None when `out` is too small. Used by ports that copy
+/// (memory, rings); a TAP uses scatter-gather instead.
+#[inline]
+pub fn write_tagged(frame: &[u8], vlan: u16, out: &mut [u8]) -> Option<usize> {
+    if vlan == 0 {
+        let dst = out.get_mut(..frame.len())?;
+        dst.copy_from_slice(frame);
+        return Some(frame.len());
+    }
+    let total = frame.len() + TAG_LEN;
+    if frame.len() < 12 || out.len() < total {
+        return None;
+    }
+    let (macs, rest) = frame.split_at(12);
+    out[..12].copy_from_slice(macs);
+    out[12..14].copy_from_slice(&crate::wire::EtherType::VLAN.to_be_bytes());
+    out[14..16].copy_from_slice(&(vlan & 0x0fff).to_be_bytes());
+    out[16..total].copy_from_slice(rest);
+    Some(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const UNTAGGED: [u8; 18] = [
+        1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 0x08, 0x00, 0xde, 0xad, 0xbe, 0xef,
+    ];
+    const TAGGED: [u8; 22] = [
+        1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 0x81, 0x00, 0x00, 0x0a, 0x08, 0x00, 0xde, 0xad,
+        0xbe, 0xef,
+    ];
+
+    #[test]
+    fn push_and_pop_tag() {
+        let mut f = Frame::new(64);
+        assert!(f.load(&UNTAGGED));
+        assert!(f.push_tag(0x8100, 10));
+        assert_eq!(f.data(), &TAGGED);
+        assert!(f.pop_tag());
+        assert_eq!(f.data(), &UNTAGGED);
+        // Two pushes fit in the headroom, five do not.
+        assert!(f.push_tag(0x8100, 1));
+        assert!(f.push_tag(0x88a8, 2));
+        assert!(f.push_tag(0x88a8, 3));
+        assert!(f.push_tag(0x88a8, 4));
+        assert!(!f.push_tag(0x88a8, 5));
+    }
+
+    #[test]
+    fn pop_refuses_short_frames() {
+        let mut f = Frame::new(64);
+        assert!(f.load(&UNTAGGED[..17]));
+        assert!(!f.pop_tag());
+        assert_eq!(f.len(), 17);
+    }
+
+    #[test]
+    fn load_refuses_oversize() {
+        let mut f = Frame::new(16);
+        assert!(!f.load(&UNTAGGED));
+        assert!(f.is_empty());
+    }
+
+    #[test]
+    fn write_tagged_matches_push() {
+        let mut out = [0u8; 32];
+        assert_eq!(write_tagged(&UNTAGGED, 10, &mut out), Some(22));
+        assert_eq!(&out[..22], &TAGGED);
+        assert_eq!(write_tagged(&UNTAGGED, 0, &mut out), Some(18));
+        assert_eq!(write_tagged(&UNTAGGED, 10, &mut out[..21]), None);
+    }
+
+    #[test]
+    fn vnet_header_round_trip() {
+        let h = VnetHdr {
+            flags: VnetHdr::F_NEEDS_CSUM,
+            gso_type: VnetHdr::GSO_TCPV4,
+            hdr_len: 66,
+            gso_size: 1448,
+            csum_start: 34,
+            csum_offset: 16,
+        };
+        let b = h.to_bytes();
+        assert_eq!(b, [1, 1, 66, 0, 0xa8, 0x05, 34, 0, 16, 0]);
+        assert_eq!(VnetHdr::parse(&b), Some(h));
+        assert!(!h.is_plain());
+        assert!(VnetHdr::default().is_plain());
+        assert_eq!(VnetHdr::parse(&b[..9]), None);
+    }
+
+    #[test]
+    fn batch_push_and_views() {
+        let mut b = Batch::new(2, 64);
+        assert!(b.push(&UNTAGGED, 3));
+        assert!(b.push(&TAGGED, 4));
+        assert!(!b.push(&UNTAGGED, 5));
+        assert_eq!(b.len(), 2);
+        assert_eq!(b.frames()[1].domain, 4);
+        b.clear();
+        assert!(b.frames().is_empty());
+    }
+}

@@ -1,0 +1,185 @@
+//! UDP (RFC 768).
+
+use super::checksum;
+use super::{Result, WireError, be16, need, put16};
+use std::net::Ipv4Addr;
+
+pub const HEADER_LEN: usize = 8;
+
+/// A view of a UDP datagram. The checked length guarantees 8 <= length <= buffer length.
+#[derive(Debug, Clone)]
+pub struct UdpPacket<T: AsRef<[u8]>> {
+    buffer: T,
+}
+
+impl<T: AsRef<[u8]>> UdpPacket<T> {
+    pub fn new_unchecked(buffer: T) -> Self {
+        UdpPacket { buffer }
+    }
+    pub fn new_checked(buffer: T) -> Result<Self> {
+        let p = Self::new_unchecked(buffer);
+        let b = p.buffer.as_ref();
+        need("udp header", HEADER_LEN, b.len())?;
+        let len = usize::from(be16(b, 4));
+        if len < HEADER_LEN {
+            return Err(WireError::Malformed {
+                what: "udp header",
+                why: "length below 8",
+            });
+        }
+        need("udp datagram", len, b.len())?;
+        Ok(p)
+    }
+    #[inline]
+    pub fn src_port(&self) -> u16 {
+        be16(self.buffer.as_ref(), 0)
+    }
+    #[inline]
+    pub fn dst_port(&self) -> u16 {
+        be16(self.buffer.as_ref(), 2)
+    }
+    #[inline]
+    pub fn len(&self) -> usize {
+        usize::from(be16(self.buffer.as_ref(), 4))
+    }
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.len() <= HEADER_LEN
+    }
+    #[inline]
+    pub fn checksum(&self) -> u16 {
+        be16(self.buffer.as_ref(), 6)
+    }
+    #[inline]
+    pub fn payload(&self) -> &[u8] {
+        &self.buffer.as_ref()[HEADER_LEN..self.len()]
+    }
+    /// Verifies the checksum against the pseudo-header; a zero checksum (none) passes.
+    pub fn verify_checksum(&self, src: Ipv4Addr, dst: Ipv4Addr) -> bool {
+        if self.checksum() == 0 {
+            return true;
+        }
+        let len = self.len();
+        let s = checksum::add(
+            checksum::pseudo_header_v4(src, dst, 17, len as u32),
+            checksum::sum(&self.buffer.as_ref()[..len]),
+        );
+        checksum::fold(s) == 0xffff
+    }
+}
+
+impl<T: AsRef<[u8]> + AsMut<[u8]>> UdpPacket<T> {
+    pub fn set_src_port(&mut self, v: u16) {
+        put16(self.buffer.as_mut(), 0, v);
+    }
+    pub fn set_dst_port(&mut self, v: u16) {
+        put16(self.buffer.as_mut(), 2, v);
+    }
+    pub fn set_len(&mut self, v: u16) {
+        put16(self.buffer.as_mut(), 4, v);
+    }
+    pub fn set_checksum(&mut self, v: u16) {
+        put16(self.buffer.as_mut(), 6, v);
+    }
+    pub fn payload_mut(&mut self) -> &mut [u8] {
+        let len = self.len();
+        &mut self.buffer.as_mut()[HEADER_LEN..len]
+    }
+    /// Computes the checksum with the pseudo-header (0 is sent as 0xffff).
+    pub fn fill_checksum(&mut self, src: Ipv4Addr, dst: Ipv4Addr) {
+        self.set_checksum(0);
+        let len = self.len();
+        let s = checksum::add(
+            checksum::pseudo_header_v4(src, dst, 17, len as u32),
+            checksum::sum(&self.buffer.as_ref()[..len]),
+        );
+        let c = match !checksum::fold(s) {
+            0 => 0xffff,
+            c => c,
+        };
+        self.set_checksum(c);
+    }
+    /// Rewrites the source port (incremental checksum update; zero stays zero).
+    pub fn rewrite_src_port(&mut self, port: u16) {
+        let c = checksum::update16_udp(self.checksum(), self.src_port(), port);
+        self.set_src_port(port);
+        self.set_checksum(c);
+    }
+    pub fn rewrite_dst_port(&mut self, port: u16) {
+        let c = checksum::update16_udp(self.checksum(), self.dst_port(), port);
+        self.set_dst_port(port);
+        self.set_checksum(c);
+    }
+    /// Accounts for an address change in the pseudo-header.
+    pub fn update_for_address(&mut self, old: Ipv4Addr, new: Ipv4Addr) {
+        let c = checksum::update32_udp(self.checksum(), u32::from(old), u32::from(new));
+        self.set_checksum(c);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SRC: Ipv4Addr = Ipv4Addr::new(172, 17, 0, 2);
+    const DST: Ipv4Addr = Ipv4Addr::new(172, 17, 0, 1);
+
+    // DNS-ish datagram 40000 -> 53, payload "hi", checksum computed below.
+    const DGRAM: [u8; 10] = [0x9c, 0x40, 0x00, 0x35, 0x00, 0x0a, 0x00, 0x00, 0x68, 0x69];
+
+    fn with_checksum() -> [u8; 10] {
+        let mut b = DGRAM;
+        UdpPacket::new_checked(&mut b[..])
+            .unwrap()
+            .fill_checksum(SRC, DST);
+        b
+    }
+
+    #[test]
+    fn parse_fixture() {
+        let b = with_checksum();
+        let p = UdpPacket::new_checked(&b[..]).unwrap();
+        assert_eq!(p.src_port(), 40000);
+        assert_eq!(p.dst_port(), 53);
+        assert_eq!(p.len(), 10);
+        assert_eq!(p.payload(), b"hi");
+        assert!(p.verify_checksum(SRC, DST));
+        assert!(!p.verify_checksum(SRC, Ipv4Addr::new(1, 2, 3, 4)));
+    }
+
+    #[test]
+    fn lengths_checked() {
+        assert!(UdpPacket::new_checked(&DGRAM[..7]).is_err());
+        assert!(UdpPacket::new_checked(&DGRAM[..9]).is_err()); // length says 10
+        let mut bad = DGRAM;
+        bad[5] = 4; // length 4 < 8
+        assert!(UdpPacket::new_checked(&bad[..]).is_err());
+    }
+
+    #[test]
+    fn nat_rewrite_keeps_checksum() {
+        let mut b = with_checksum();
+        let mut p = UdpPacket::new_checked(&mut b[..]).unwrap();
+        p.rewrite_src_port(1234);
+        let new_src = Ipv4Addr::new(10, 0, 0, 9);
+        p.update_for_address(SRC, new_src);
+        assert!(p.verify_checksum(new_src, DST));
+        assert_eq!(p.src_port(), 1234);
+    }
+
+    #[test]
+    fn against_etherparse() {
+        let b = with_checksum();
+        let s = etherparse::UdpHeaderSlice::from_slice(&b).unwrap();
+        let p = UdpPacket::new_checked(&b[..]).unwrap();
+        assert_eq!(s.source_port(), p.src_port());
+        assert_eq!(s.destination_port(), p.dst_port());
+        assert_eq!(usize::from(s.length()), p.len());
+        let h = s.to_header();
+        assert_eq!(
+            h.calc_checksum_ipv4_raw(SRC.octets(), DST.octets(), b"hi")
+                .unwrap(),
+            p.checksum()
+        );
+    }
+}

@@ -1,0 +1,224 @@
+//! A worker: owns ports, receives batches, runs the pipeline, sends.
+//!
+//! Each worker receives from its own ports and may send to every port (a TAP
+//! descriptor, or one queue of a multi-queue TAP, accepts writes from any thread), so no
+//! frame crosses between workers through a queue. What workers share is read-mostly
+//! and lock-free: the configuration snapshot (arc-swap) and the FDB (a lock-free open-addressing table). Counters
+//! are per worker.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::bridge::{CounterTable, DropReason, Fdb};
+use crate::config::{SnapshotCache, SnapshotCell};
+use crate::pipeline::{self, Context, Local};
+use crate::port::{Batch, Port, STD_FRAME_CAP};
+
+/// The coarse clock the FDB ages by: whole seconds since the worker started, or a
+/// value set by hand (tests).
+pub enum Clock {
+    Real(Instant),
+    Manual(u32),
+}
+
+impl Clock {
+    #[inline]
+    pub fn now(&self) -> u32 {
+        match self {
+            Clock::Real(t) => t.elapsed().as_secs() as u32,
+            Clock::Manual(s) => *s,
+        }
+    }
+}
+
+pub struct Worker {
+    ports: Vec<Option<Box<dyn Port>>>,
+    rx: Vec<u16>,
+    batch: Batch,
+    local: Local,
+    snap: SnapshotCache,
+    fdb: Arc<Fdb>,
+    counters: Arc<CounterTable>,
+    pub clock: Clock,
+}
+
+impl Worker {
+    pub fn new(cell: &Arc<SnapshotCell>, fdb: Arc<Fdb>, counters: Arc<CounterTable>) -> Worker {
+        Worker::with_frame_cap(cell, fdb, counters, STD_FRAME_CAP)
+    }
+
+    /// A worker whose batch buffers take frames up to `frame_cap` bytes (a super-frame
+    /// for ports with offloads).
+    pub fn with_frame_cap(
+        cell: &Arc<SnapshotCell>,
+        fdb: Arc<Fdb>,
+        counters: Arc<CounterTable>,
+        frame_cap: usize,
+    ) -> Worker {
+        Worker {
+            ports: Vec::new(),
+            rx: Vec::new(),
+            batch: Batch::new(crate::port::MAX_BATCH, frame_cap),
+            local: Local::default(),
+            snap: cell.cache(),
+            fdb,
+            counters,
+            clock: Clock::Real(Instant::now()),
+        }
+    }
+
+    pub fn counters(&self) -> &Arc<CounterTable> {
+        &self.counters
+    }
+
+    /// Installs `port` at `slot`; `receive` makes this worker read from it.
+    pub fn add_port(&mut self, slot: u16, port: Box<dyn Port>, receive: bool) {
+        let i = usize::from(slot);
+        if self.ports.len() <= i {
+            self.ports.resize_with(i + 1, || None);
+        }
+        if let Some(s) = self.ports.get_mut(i) {
+            *s = Some(port);
+        }
+        self.rx.retain(|&p| p != slot);
+        if receive {
+            self.rx.push(slot);
+        }
+        self.local.egress.fit(self.ports.len());
+        self.counters.reset(slot);
+    }
+
+    /// Removes the port at `slot`, returning it.
+    pub fn remove_port(&mut self, slot: u16) -> Option<Box<dyn Port>> {
+        self.rx.retain(|&p| p != slot);
+        self.ports.get_mut(usize::from(slot))?.take()
+    }
+
+    pub fn port_mut(&mut self, slot: u16) -> Option<&mut Box<dyn Port>> {
+        self.ports.get_mut(usize::from(slot))?.as_mut()
+    }
+
+    /// The slots this worker receives from.
+    pub fn rx_slots(&self) -> &[u16] {
+        &self.rx
+    }
+
+    /// Receives one batch from `slot` and forwards it. Returns the frames received.
+    pub fn poll_port(&mut self, slot: u16) -> usize {
+        let Some(Some(port)) = self.ports.get_mut(usize::from(slot)) else {
+            return 0;
+        };
+        // A failed receive (the device went away) is the port owner's business: it
+        // sees the error on its own next poll; here the port is simply idle.
+        let n = port.recv(&mut self.batch).unwrap_or(0);
+        if n == 0 {
+            return 0;
+        }
+        let snap = self.snap.load();
+        let ctx = Context {
+            snap,
+            fdb: &self.fdb,
+            counters: &self.counters,
+            now: self.clock.now(),
+        };
+        pipeline::process(&ctx, slot, &mut self.batch, &mut self.local);
+        let egress = &self.local.egress;
+        for &p in egress.touched() {
+            let sel = egress.queue(p);
+            let Some(Some(port)) = self.ports.get_mut(usize::from(p)) else {
+                self.counters
+                    .count_drop(p, DropReason::TxError, sel.len() as u64);
+                continue;
+            };
+            let sent = match port.send(&self.batch, sel) {
+                Ok(k) => k,
+                Err(_) => {
+                    self.counters
+                        .count_drop(p, DropReason::TxError, sel.len() as u64);
+                    continue;
+                }
+            };
+            let mut bytes = 0u64;
+            for s in sel {
+                let tag = if s.vlan != 0 { 4 } else { 0 };
+                bytes += self
+                    .batch
+                    .get(usize::from(s.idx))
+                    .map_or(0, |f| f.len() + tag) as u64;
+            }
+            self.counters.tx(p, sent as u64, bytes);
+            if sent < sel.len() {
+                self.counters
+                    .count_drop(p, DropReason::TxFull, (sel.len() - sent) as u64);
+            }
+        }
+        self.local.egress.clear();
+        n
+    }
+
+    /// One pass over every port this worker receives from. Returns frames received.
+    pub fn poll_all(&mut self) -> usize {
+        let mut total = 0;
+        for i in 0..self.rx.len() {
+            if let Some(&slot) = self.rx.get(i) {
+                total += self.poll_port(slot);
+            }
+        }
+        total
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{DomainConf, PortConf, PortMode, PortRole, Snapshot};
+    use crate::port::MemoryPort;
+    use crate::wire::MacAddr;
+    use std::net::Ipv4Addr;
+
+    #[test]
+    fn worker_forwards_between_memory_ports_and_counts() {
+        let mut snap = Snapshot {
+            domains: vec![Some(DomainConf {
+                name: "n".into(),
+                vlan: None,
+                gateway_mac: MacAddr([2, 0x42, 10, 0, 0, 1]),
+                gateway_ip: Ipv4Addr::new(10, 0, 0, 1),
+                subnet: Ipv4Addr::new(10, 0, 0, 0),
+                prefix_len: 24,
+                icc: true,
+                members: vec![],
+            })],
+            ports: vec![None, None],
+            ..Default::default()
+        };
+        for i in 0..2 {
+            snap.ports.push(Some(PortConf {
+                name: format!("p{i}"),
+                gen_: 0,
+                role: PortRole::Container,
+                mode: PortMode::Access { domain: 0 },
+                security: None,
+                mac_limit: 1024,
+            }));
+        }
+        snap.rebuild();
+        let cell = Arc::new(SnapshotCell::new(snap));
+        let mut w = Worker::new(
+            &cell,
+            Arc::new(Fdb::default()),
+            Arc::new(CounterTable::default()),
+        );
+        let mut a = MemoryPort::new("a");
+        let mut f = vec![0xffu8; 6];
+        f.extend_from_slice(&[2, 0, 0, 0, 0, 1, 0x08, 0x00]);
+        f.resize(60, 0);
+        a.inject(&f);
+        w.add_port(2, Box::new(a), true);
+        w.add_port(3, Box::new(MemoryPort::new("b")), true);
+        assert_eq!(w.poll_all(), 1);
+        let c = w.counters().read(3);
+        assert_eq!((c.tx_packets, c.tx_bytes), (1, 60));
+        assert_eq!(w.counters().read(2).rx_packets, 1);
+    }
+}
