@@ -8,7 +8,8 @@ use common::{OutputText, vswitch};
 fn bench_l2_json_has_the_specified_shape() {
     let out = vswitch(&["bench", "--scenario", "l2", "--seconds", "0.3", "--json"]);
     assert!(out.status.success(), "{}", out.stderr_text());
-    let v: serde_json::Value = serde_json::from_str(out.stdout_text().trim()).expect("one JSON document");
+    let v: serde_json::Value =
+        serde_json::from_str(out.stdout_text().trim()).expect("one JSON document");
     let results = v["results"].as_array().expect("results list");
     assert_eq!(results.len(), 1);
     let r = &results[0];
@@ -38,14 +39,26 @@ fn bench_all_runs_every_scenario_and_names_skipped_ones() {
         .filter_map(|s| s.as_str())
         .collect();
     for s in ["l2", "vlan", "nat"] {
-        assert!(names.contains(&s) ^ skipped.contains(&s), "{s} neither run nor skipped");
+        assert!(
+            names.contains(&s) ^ skipped.contains(&s),
+            "{s} neither run nor skipped"
+        );
     }
     assert!(names.contains(&"l2") && names.contains(&"vlan"));
 }
 
 #[test]
 fn bench_two_workers() {
-    let out = vswitch(&["bench", "--scenario", "vlan", "--workers", "2", "--seconds", "0.3", "--json"]);
+    let out = vswitch(&[
+        "bench",
+        "--scenario",
+        "vlan",
+        "--workers",
+        "2",
+        "--seconds",
+        "0.3",
+        "--json",
+    ]);
     assert!(out.status.success(), "{}", out.stderr_text());
     let v: serde_json::Value = serde_json::from_str(out.stdout_text().trim()).expect("JSON");
     assert_eq!(v["results"][0]["workers"], 2);

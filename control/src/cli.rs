@@ -1,7 +1,13 @@
 //! Command-line definitions (clap) and dispatch.
 
 use clap::{Parser, Subcommand, ValueEnum};
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
 use std::process::ExitCode;
+
+use crate::api::{AttachReq, Request, UplinkReq};
+use crate::client::{Client, ClientError};
+use serde_json::Value;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -16,8 +22,233 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Run the switch: the dataplane and the control socket.
+    Daemon(DaemonArgs),
+    /// Talk to a running daemon.
+    Ctl(CtlArgs),
     /// Run the forwarding pipeline on in-memory ports and report its speed.
     Bench(BenchArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct DaemonArgs {
+    /// Control socket [default: $VSWITCH_SOCKET, $XDG_RUNTIME_DIR/vswitch/ctl.sock or /run/vswitch/ctl.sock]
+    #[arg(long)]
+    pub socket: Option<PathBuf>,
+    /// State directory [default: $XDG_STATE_HOME/vswitch or /var/lib/vswitch]
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+    /// Forwarding threads.
+    #[arg(long, default_value_t = 1)]
+    pub workers: usize,
+    /// Upstream DNS resolver (instead of /etc/resolv.conf's), repeatable.
+    #[arg(long = "upstream-dns", value_name = "ADDR[:PORT]")]
+    pub upstream_dns: Vec<String>,
+    /// Address and prefix of the default bridge's gateway (Docker's bip), e.g. 10.10.0.1/24.
+    #[arg(long)]
+    pub bip: Option<String>,
+    /// MTU of the default bridge network.
+    #[arg(long)]
+    pub default_mtu: Option<u32>,
+    /// Open TAPs without vnet headers and offloads.
+    #[arg(long)]
+    pub no_offload: bool,
+    /// Workers spin instead of sleeping (lower latency, cores always busy).
+    #[arg(long)]
+    pub busy_poll: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct CtlArgs {
+    /// Control socket [default: as for the daemon]
+    #[arg(long, global = true)]
+    pub socket: Option<PathBuf>,
+    /// Print one JSON document.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: CtlCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CtlCommand {
+    /// Networks: create, ls, inspect, rm.
+    #[command(subcommand)]
+    Network(NetworkCmd),
+    /// Attach a container (a namespace, a process, or a TAP) to a network.
+    Attach(AttachArgs),
+    /// Remove a container (all its ports), or with --network only that one.
+    Detach {
+        name: String,
+        #[arg(long)]
+        network: Option<String>,
+    },
+    /// Put an attached container on one more network (eth1, ...).
+    Connect {
+        network: String,
+        name: String,
+        #[arg(long)]
+        ip: Option<Ipv4Addr>,
+        #[arg(long = "alias")]
+        aliases: Vec<String>,
+    },
+    /// Take a container off one network.
+    Disconnect { network: String, name: String },
+    /// Ports.
+    #[command(subcommand)]
+    Port(PortCmd),
+    /// Where masqueraded traffic leaves.
+    #[command(subcommand)]
+    Uplink(UplinkCmd),
+    /// Publish container ports on the host.
+    Publish {
+        name: String,
+        #[arg(short = 'p', long = "publish", required = true, value_name = "SPEC")]
+        specs: Vec<String>,
+    },
+    /// Stop publishing (all of a container's ports, or the given ones).
+    Unpublish {
+        name: String,
+        #[arg(short = 'p', long = "publish", value_name = "SPEC")]
+        specs: Vec<String>,
+    },
+    /// The MAC learning table.
+    #[command(subcommand)]
+    Fdb(FdbCmd),
+    /// NAT flows.
+    #[command(subcommand)]
+    Conntrack(ConntrackCmd),
+    /// Per-port counters.
+    Stats,
+    /// Capture a port's frames to a pcap file.
+    Capture {
+        port: String,
+        #[arg(short = 'w', value_name = "FILE.pcap")]
+        file: Option<PathBuf>,
+        #[arg(short = 'c', value_name = "COUNT")]
+        count: Option<u64>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum NetworkCmd {
+    /// Create a network.
+    Create(NetworkCreateArgs),
+    /// List networks.
+    Ls,
+    /// Show a network (JSON, shaped like docker network inspect).
+    Inspect { name: String },
+    /// Remove a network.
+    Rm {
+        name: String,
+        /// Detach its containers first.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+pub struct NetworkCreateArgs {
+    pub name: String,
+    #[arg(long)]
+    pub subnet: Option<String>,
+    #[arg(long)]
+    pub gateway: Option<Ipv4Addr>,
+    #[arg(long)]
+    pub ip_range: Option<String>,
+    /// 802.1Q id of the network on trunk ports (its ports are access ports).
+    #[arg(long)]
+    pub vlan: Option<u32>,
+    /// Nothing leaves the network.
+    #[arg(long)]
+    pub internal: bool,
+    /// No DNS on the gateway.
+    #[arg(long)]
+    pub no_dns: bool,
+    /// Containers may not talk to each other, only to the gateway.
+    #[arg(long)]
+    pub no_icc: bool,
+    /// No masquerade to the outside.
+    #[arg(long)]
+    pub no_masquerade: bool,
+    #[arg(long)]
+    pub mtu: Option<u32>,
+}
+
+#[derive(clap::Args, Debug)]
+#[command(group(clap::ArgGroup::new("where").required(true).args(["tap", "netns", "pid"])))]
+pub struct AttachArgs {
+    pub network: String,
+    #[arg(long)]
+    pub name: String,
+    /// An existing TAP of the daemon's namespace.
+    #[arg(long)]
+    pub tap: Option<String>,
+    /// A network namespace file (e.g. /run/netns/NAME): the daemon creates eth0 there.
+    #[arg(long)]
+    pub netns: Option<String>,
+    /// The network namespace of a process.
+    #[arg(long)]
+    pub pid: Option<u32>,
+    #[arg(long)]
+    pub ifname: Option<String>,
+    #[arg(long)]
+    pub ip: Option<Ipv4Addr>,
+    #[arg(long)]
+    pub mac: Option<String>,
+    #[arg(long = "alias")]
+    pub aliases: Vec<String>,
+    /// Carry these VLANs tagged (e.g. 10,20); the network's frames go untagged.
+    #[arg(long)]
+    pub trunk: Option<String>,
+    /// Let the port send from any MAC and address.
+    #[arg(long)]
+    pub no_port_security: bool,
+    #[arg(short = 'p', long = "publish", value_name = "SPEC")]
+    pub publish: Vec<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PortCmd {
+    /// List ports.
+    Ls,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum UplinkCmd {
+    /// socket | none | --tap IFNAME|--netns PATH --address CIDR [--next-hop IP]
+    Set {
+        /// socket or none (omit with --tap/--netns).
+        mode: Option<String>,
+        #[arg(long)]
+        tap: Option<String>,
+        #[arg(long)]
+        netns: Option<String>,
+        #[arg(long)]
+        address: Option<String>,
+        #[arg(long)]
+        next_hop: Option<Ipv4Addr>,
+    },
+    /// Show the uplink.
+    Show,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum FdbCmd {
+    Show {
+        #[arg(long)]
+        network: Option<String>,
+    },
+    Flush {
+        #[arg(long)]
+        network: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConntrackCmd {
+    Ls,
+    Flush,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +289,12 @@ pub struct BenchArgs {
 pub enum CliError {
     #[error(transparent)]
     Bench(#[from] dataplane::bench::BenchError),
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error(transparent)]
+    Daemon(#[from] crate::daemon::DaemonError),
+    #[error("{0}")]
+    Usage(String),
 }
 
 pub fn main() -> ExitCode {
@@ -97,7 +334,144 @@ fn usage_line(e: &clap::Error) -> String {
 fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Bench(a) => bench(a),
+        Command::Daemon(a) => crate::daemon_main::run(a),
+        Command::Ctl(a) => ctl(a),
     }
+}
+
+fn ctl(a: CtlArgs) -> Result<(), CliError> {
+    let socket = a
+        .socket
+        .clone()
+        .unwrap_or_else(crate::paths::default_socket);
+    let (req, render): (Request, fn(&Value) -> String) = match a.command {
+        CtlCommand::Network(NetworkCmd::Create(n)) => (
+            Request::NetworkCreate(crate::state::NetworkSpec {
+                name: n.name,
+                subnet: n.subnet,
+                gateway: n.gateway,
+                ip_range: n.ip_range,
+                vlan: n.vlan,
+                internal: n.internal,
+                no_dns: n.no_dns,
+                no_icc: n.no_icc,
+                no_masquerade: n.no_masquerade,
+                mtu: n.mtu,
+            }),
+            |v| v["Id"].as_str().unwrap_or_default().to_string(),
+        ),
+        CtlCommand::Network(NetworkCmd::Ls) => (Request::NetworkLs, crate::render::network_ls),
+        CtlCommand::Network(NetworkCmd::Inspect { name }) => {
+            (Request::NetworkInspect { name }, crate::render::pretty)
+        }
+        CtlCommand::Network(NetworkCmd::Rm { name, force }) => {
+            (Request::NetworkRm { name, force }, |v| {
+                v["removed"].as_str().unwrap_or_default().to_string()
+            })
+        }
+        CtlCommand::Attach(t) => (
+            Request::Attach(AttachReq {
+                network: t.network,
+                name: t.name,
+                tap: t.tap,
+                netns: t.netns,
+                pid: t.pid,
+                ifname: t.ifname,
+                ip: t.ip,
+                mac: t.mac,
+                aliases: t.aliases,
+                trunk: t.trunk,
+                no_port_security: t.no_port_security,
+                publish: t.publish,
+                ..Default::default()
+            }),
+            crate::render::endpoint,
+        ),
+        CtlCommand::Detach { name, network } => {
+            (Request::Detach { name, network }, |_| String::new())
+        }
+        CtlCommand::Connect {
+            network,
+            name,
+            ip,
+            aliases,
+        } => (
+            Request::Connect {
+                network,
+                name,
+                ip,
+                aliases,
+            },
+            crate::render::endpoint,
+        ),
+        CtlCommand::Disconnect { network, name } => {
+            (Request::Disconnect { network, name }, |_| String::new())
+        }
+        CtlCommand::Port(PortCmd::Ls) => (Request::PortLs, crate::render::port_ls),
+        CtlCommand::Uplink(UplinkCmd::Set {
+            mode,
+            tap,
+            netns,
+            address,
+            next_hop,
+        }) => {
+            let mode = match (mode, tap.is_some() || netns.is_some()) {
+                (Some(m), false) => m,
+                (None, true) => "packet".to_string(),
+                (Some(_), true) => {
+                    return Err(CliError::Usage(
+                        "give socket, none, or --tap/--netns with --address, not both".into(),
+                    ));
+                }
+                (None, false) => {
+                    return Err(CliError::Usage(
+                        "uplink set needs socket, none, or --tap/--netns with --address".into(),
+                    ));
+                }
+            };
+            (
+                Request::UplinkSet(UplinkReq {
+                    mode,
+                    tap,
+                    netns,
+                    address,
+                    next_hop,
+                }),
+                crate::render::pretty,
+            )
+        }
+        CtlCommand::Uplink(UplinkCmd::Show) => (Request::UplinkShow, crate::render::pretty),
+        CtlCommand::Publish { name, specs } => {
+            (Request::Publish { name, specs }, crate::render::pretty)
+        }
+        CtlCommand::Unpublish { name, specs } => {
+            (Request::Unpublish { name, specs }, |_| String::new())
+        }
+        CtlCommand::Fdb(FdbCmd::Show { network }) => {
+            (Request::FdbShow { network }, crate::render::fdb)
+        }
+        CtlCommand::Fdb(FdbCmd::Flush { network }) => {
+            (Request::FdbFlush { network }, |_| String::new())
+        }
+        CtlCommand::Conntrack(ConntrackCmd::Ls) => (Request::ConntrackLs, crate::render::pretty),
+        CtlCommand::Conntrack(ConntrackCmd::Flush) => (Request::ConntrackFlush, |_| String::new()),
+        CtlCommand::Stats => (Request::Stats, crate::render::stats),
+        CtlCommand::Capture { port, file, count } => {
+            let _ = file;
+            (Request::Capture { port, count }, crate::render::pretty)
+        }
+    };
+    let mut c = Client::connect(&socket)?;
+    let v = c.call(req)?;
+    if a.json {
+        println!("{v}");
+    } else {
+        let text = render(&v);
+        if !text.is_empty() {
+            println!("{text}");
+        }
+    }
+    Ok(())
 }
 
 fn bench(a: BenchArgs) -> Result<(), CliError> {

@@ -1,3 +1,15 @@
 //! The vswitch control plane: the CLI, the daemon, `ctl`, `run`.
 
+pub mod api;
+pub mod backend;
 pub mod cli;
+pub mod client;
+pub mod daemon;
+pub mod daemon_main;
+pub mod net;
+pub mod paths;
+pub mod publish;
+pub mod render;
+pub mod state;
+pub mod tap_backend;
+pub mod wire;

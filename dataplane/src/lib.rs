@@ -10,5 +10,7 @@ pub mod bridge;
 pub mod config;
 pub mod pipeline;
 pub mod port;
+pub mod runtime;
+pub mod service;
 pub mod wire;
 pub mod worker;

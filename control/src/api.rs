@@ -1,0 +1,211 @@
+//! The control protocol: one JSON object per line over the Unix control socket.
+//!
+//! A request is `{"v": 1, "cmd": "<command>", ...arguments}`; the answer is
+//! `{"ok": true, "data": <value>}` or `{"ok": false, "error": "<one line>"}`. A request
+//! may carry file descriptors (SCM_RIGHTS) on the same message: `vswitch run` hands over
+//! the TAP it created inside its namespace that way (`attach` with `"fd": true`).
+//! docs/protocol.md lists every command.
+
+use serde::{Deserialize, Serialize};
+use std::net::Ipv4Addr;
+
+use crate::state::NetworkSpec;
+
+pub const PROTOCOL_VERSION: u32 = 1;
+/// The longest request or response line accepted.
+pub const MAX_MESSAGE: usize = 4 << 20;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Envelope {
+    pub v: u32,
+    #[serde(flatten)]
+    pub req: Request,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AttachReq {
+    pub network: String,
+    pub name: String,
+    #[serde(default)]
+    pub tap: Option<String>,
+    #[serde(default)]
+    pub netns: Option<String>,
+    #[serde(default)]
+    pub pid: Option<u32>,
+    #[serde(default)]
+    pub ifname: Option<String>,
+    #[serde(default)]
+    pub ip: Option<Ipv4Addr>,
+    #[serde(default)]
+    pub mac: Option<String>,
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    #[serde(default)]
+    pub trunk: Option<String>,
+    #[serde(default)]
+    pub no_port_security: bool,
+    #[serde(default)]
+    pub publish: Vec<String>,
+    /// A `vswitch run` container: the TAP comes as a descriptor on this message, and
+    /// the container goes away when this connection closes.
+    #[serde(default)]
+    pub fd: bool,
+    /// With `fd`: the process whose namespaces the container lives in.
+    #[serde(default)]
+    pub run_pid: Option<u32>,
+    /// With `fd`: this container existed before a daemon restart; take the descriptor
+    /// for its existing endpoint.
+    #[serde(default)]
+    pub reattach: bool,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct UplinkReq {
+    /// "socket", "none" or "packet".
+    pub mode: String,
+    #[serde(default)]
+    pub tap: Option<String>,
+    #[serde(default)]
+    pub netns: Option<String>,
+    #[serde(default)]
+    pub address: Option<String>,
+    #[serde(default)]
+    pub next_hop: Option<Ipv4Addr>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "cmd", rename_all = "snake_case")]
+pub enum Request {
+    /// Protocol and daemon version.
+    Hello,
+    NetworkCreate(NetworkSpec),
+    NetworkLs,
+    NetworkInspect {
+        name: String,
+    },
+    NetworkRm {
+        name: String,
+        #[serde(default)]
+        force: bool,
+    },
+    Attach(AttachReq),
+    Detach {
+        name: String,
+        #[serde(default)]
+        network: Option<String>,
+    },
+    Connect {
+        network: String,
+        name: String,
+        #[serde(default)]
+        ip: Option<Ipv4Addr>,
+        #[serde(default)]
+        aliases: Vec<String>,
+    },
+    Disconnect {
+        network: String,
+        name: String,
+    },
+    PortLs,
+    Publish {
+        name: String,
+        specs: Vec<String>,
+    },
+    Unpublish {
+        name: String,
+        #[serde(default)]
+        specs: Vec<String>,
+    },
+    FdbShow {
+        #[serde(default)]
+        network: Option<String>,
+    },
+    FdbFlush {
+        #[serde(default)]
+        network: Option<String>,
+    },
+    ConntrackLs,
+    ConntrackFlush,
+    Stats,
+    UplinkSet(UplinkReq),
+    UplinkShow,
+    /// Where a container's namespaces are (for `run --network container:NAME`).
+    Sandbox {
+        name: String,
+    },
+    Capture {
+        port: String,
+        #[serde(default)]
+        count: Option<u64>,
+    },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Response {
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Response {
+    pub fn ok(data: serde_json::Value) -> Response {
+        Response {
+            ok: true,
+            data: Some(data),
+            error: None,
+        }
+    }
+    pub fn err(msg: impl std::fmt::Display) -> Response {
+        // One line, whatever the message held.
+        let m = msg.to_string().replace(['\n', '\r'], " ");
+        Response {
+            ok: false,
+            data: None,
+            error: Some(m),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_round_trip_as_documented() {
+        let r: Envelope =
+            serde_json::from_str(r#"{"v":1,"cmd":"network_rm","name":"front"}"#).unwrap();
+        assert_eq!(
+            r.req,
+            Request::NetworkRm {
+                name: "front".into(),
+                force: false
+            }
+        );
+        let r: Envelope = serde_json::from_str(
+            r#"{"v":1,"cmd":"network_create","name":"a","subnet":"10.1.0.0/16","no_icc":true}"#,
+        )
+        .unwrap();
+        let Request::NetworkCreate(s) = r.req else {
+            panic!()
+        };
+        assert!(s.no_icc && s.subnet.as_deref() == Some("10.1.0.0/16"));
+        let r: Envelope = serde_json::from_str(r#"{"v":1,"cmd":"attach","network":"bridge","name":"web","netns":"/run/netns/x","aliases":["www"]}"#).unwrap();
+        let Request::Attach(a) = r.req else { panic!() };
+        assert_eq!(a.aliases, vec!["www".to_string()]);
+        let text = serde_json::to_string(&Envelope {
+            v: 1,
+            req: Request::Stats,
+        })
+        .unwrap();
+        assert_eq!(text, r#"{"v":1,"cmd":"stats"}"#);
+        assert!(serde_json::from_str::<Envelope>(r#"{"v":1,"cmd":"nope"}"#).is_err());
+    }
+
+    #[test]
+    fn errors_are_one_line() {
+        let r = Response::err("a\nb");
+        assert_eq!(r.error.as_deref(), Some("a b"));
+    }
+}

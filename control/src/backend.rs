@@ -1,0 +1,102 @@
+//! How the daemon gets ports: TAPs by name, TAPs it creates inside namespaces, TAP
+//! descriptors handed over by `vswitch run`. Behind a trait so the request logic can be
+//! exercised with in-memory ports.
+
+use std::net::Ipv4Addr;
+use std::os::fd::OwnedFd;
+use std::path::Path;
+
+use dataplane::port::Port;
+use dataplane::wire::MacAddr;
+
+/// One handle per worker: the port (a queue, or a duplicate descriptor) and whether that
+/// worker receives from it.
+pub type Handles = Vec<(Box<dyn Port>, bool)>;
+
+/// How to configure the interface inside a container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IfConfig {
+    pub ifname: String,
+    pub mac: MacAddr,
+    pub mtu: u16,
+    pub addr: Ipv4Addr,
+    pub prefix: u8,
+    /// The default route (only for the container's first interface).
+    pub gateway: Option<Ipv4Addr>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error("{0}")]
+    Failed(String),
+}
+
+pub trait Backend: Send {
+    /// Opens an existing TAP of the daemon's own namespace.
+    fn open_tap(&mut self, ifname: &str, workers: usize) -> Result<Handles, BackendError>;
+    /// Creates the TAP `cfg.ifname` inside the namespace at `ns` (or re-opens it when it
+    /// exists: a restarted daemon), persistent, and configures it.
+    fn create_in_netns(
+        &mut self,
+        ns: &Path,
+        cfg: &IfConfig,
+        workers: usize,
+        reopen: bool,
+    ) -> Result<Handles, BackendError>;
+    /// Removes a TAP the daemon created inside a namespace.
+    fn delete_in_netns(&mut self, ns: &Path, ifname: &str) -> Result<(), BackendError>;
+    /// Takes a TAP descriptor another process opened.
+    fn adopt_fd(&mut self, fd: OwnedFd, workers: usize) -> Result<Handles, BackendError>;
+}
+
+/// A backend of in-memory ports, for tests of the request logic.
+#[derive(Default)]
+pub struct MemoryBackend {
+    pub created: Vec<(String, IfConfig)>,
+    pub deleted: Vec<(String, String)>,
+    /// Namespace paths that fail, to test rollback.
+    pub fail: Vec<String>,
+}
+
+fn memory_handles(name: &str, workers: usize) -> Handles {
+    (0..workers.max(1))
+        .map(|i| {
+            let p: Box<dyn Port> =
+                Box::new(dataplane::port::MemoryPort::new(format!("{name}#{i}")));
+            (p, i == 0)
+        })
+        .collect()
+}
+
+impl Backend for MemoryBackend {
+    fn open_tap(&mut self, ifname: &str, workers: usize) -> Result<Handles, BackendError> {
+        if self.fail.iter().any(|f| f == ifname) {
+            return Err(BackendError::Failed(format!("TAP {ifname} not found")));
+        }
+        Ok(memory_handles(ifname, workers))
+    }
+    fn create_in_netns(
+        &mut self,
+        ns: &Path,
+        cfg: &IfConfig,
+        workers: usize,
+        _reopen: bool,
+    ) -> Result<Handles, BackendError> {
+        let ns = ns.display().to_string();
+        if self.fail.contains(&ns) {
+            return Err(BackendError::Failed(format!(
+                "cannot enter network namespace {ns}"
+            )));
+        }
+        self.created.push((ns, cfg.clone()));
+        Ok(memory_handles(&cfg.ifname, workers))
+    }
+    fn delete_in_netns(&mut self, ns: &Path, ifname: &str) -> Result<(), BackendError> {
+        self.deleted
+            .push((ns.display().to_string(), ifname.to_string()));
+        Ok(())
+    }
+    fn adopt_fd(&mut self, _fd: OwnedFd, workers: usize) -> Result<Handles, BackendError> {
+        Ok(memory_handles("fd", workers))
+    }
+}

@@ -1,0 +1,77 @@
+//! The `ctl` side of the control socket.
+
+use std::os::fd::RawFd;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+
+use crate::api::{Envelope, PROTOCOL_VERSION, Request, Response};
+use crate::wire::{Conn, WireError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error(
+        "cannot reach the daemon at {0}: {1} (is `vswitch daemon` running? --socket or VSWITCH_SOCKET choose another)"
+    )]
+    Connect(PathBuf, std::io::Error),
+    #[error("lost the daemon at {0}: {1}")]
+    Lost(PathBuf, WireError),
+    #[error("the daemon's answer is not understood: {0}")]
+    Garbled(String),
+    /// The daemon refused: its one-line reason.
+    #[error("{0}")]
+    Refused(String),
+}
+
+pub struct Client {
+    conn: Conn,
+    path: PathBuf,
+}
+
+impl Client {
+    pub fn connect(path: &Path) -> Result<Client, ClientError> {
+        let s =
+            UnixStream::connect(path).map_err(|e| ClientError::Connect(path.to_path_buf(), e))?;
+        Ok(Client {
+            conn: Conn::new(s),
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Sends a request (with descriptors) and waits for its answer.
+    pub fn call_with_fds(
+        &mut self,
+        req: Request,
+        fds: &[RawFd],
+    ) -> Result<serde_json::Value, ClientError> {
+        let msg = serde_json::to_vec(&Envelope {
+            v: PROTOCOL_VERSION,
+            req,
+        })
+        .map_err(|e| ClientError::Garbled(e.to_string()))?;
+        self.conn
+            .send(&msg, fds)
+            .map_err(|e| ClientError::Lost(self.path.clone(), e))?;
+        let (line, _) = self
+            .conn
+            .recv()
+            .map_err(|e| ClientError::Lost(self.path.clone(), e))?;
+        let r: Response =
+            serde_json::from_slice(&line).map_err(|e| ClientError::Garbled(e.to_string()))?;
+        if r.ok {
+            Ok(r.data.unwrap_or(serde_json::Value::Null))
+        } else {
+            Err(ClientError::Refused(
+                r.error.unwrap_or_else(|| "refused".into()),
+            ))
+        }
+    }
+
+    pub fn call(&mut self, req: Request) -> Result<serde_json::Value, ClientError> {
+        self.call_with_fds(req, &[])
+    }
+
+    /// The connection, for callers that keep it open (a `run` container lives as long).
+    pub fn stream(&self) -> &UnixStream {
+        &self.conn.stream
+    }
+}

@@ -1,0 +1,836 @@
+//! The daemon: owns the state, the dataplane threads and the ports, and applies control
+//! requests.
+//!
+//! Every request is validated against the state before anything changes; the new state
+//! is saved (atomically) before the dataplane is touched, and a failure on the way
+//! undoes what was done. Configuration reaches the workers as a new snapshot.
+
+mod server;
+mod view;
+
+pub use server::{bind, serve};
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use dataplane::bridge::{DropReason, Fdb, VlanSet};
+use dataplane::config::{
+    DomainConf, FIRST_PORT, PortConf, PortMode, PortRole, SERVICE_PORT, Security, Snapshot,
+};
+use dataplane::runtime::{Runtime, RuntimeConfig};
+use dataplane::service::Gateway;
+use serde_json::{Value, json};
+
+use crate::api::{AttachReq, Request, Response, UplinkReq};
+use crate::backend::{Backend, Handles, IfConfig};
+use crate::net::Ipv4Net;
+use crate::state::{
+    Container, Endpoint, EndpointSpec, PersistError, Sandbox, State, StateError, parse_trunk,
+};
+
+/// How the daemon was started.
+#[derive(Debug, Clone)]
+pub struct DaemonConfig {
+    pub socket: PathBuf,
+    pub state_dir: PathBuf,
+    pub workers: usize,
+    pub upstream_dns: Vec<SocketAddr>,
+    pub bip: Option<Ipv4Net>,
+    pub default_mtu: Option<u16>,
+    /// TAP offloads (vnet headers, TSO/USO, checksum).
+    pub offload: bool,
+    pub busy_poll: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Persist(#[from] PersistError),
+    #[error("{0}")]
+    Backend(#[from] crate::backend::BackendError),
+    #[error(transparent)]
+    Runtime(#[from] dataplane::runtime::RuntimeError),
+    #[error(transparent)]
+    Publish(#[from] crate::publish::PublishError),
+    #[error("{0}")]
+    Refused(String),
+    #[error("control socket {0}: {1}")]
+    Socket(PathBuf, std::io::Error),
+    #[error("state directory {0}: {1}")]
+    StateDir(PathBuf, std::io::Error),
+}
+
+/// A port the daemon runs.
+#[derive(Debug, Clone)]
+struct PortRt {
+    slot: u16,
+    container: String,
+    network: String,
+    /// The namespace the daemon created the TAP in (deleted on detach).
+    netns: Option<PathBuf>,
+    ifname: String,
+}
+
+/// The most port slots (the FDB's limit).
+const MAX_SLOTS: usize = dataplane::bridge::fdb::MAX_PORT_SLOTS;
+
+pub struct Daemon {
+    cfg: DaemonConfig,
+    state: State,
+    rt: Runtime<Gateway>,
+    backend: Box<dyn Backend>,
+    /// Port name -> runtime facts.
+    ports: BTreeMap<String, PortRt>,
+    /// Generation per slot (bumped on reuse).
+    gens: Vec<u16>,
+    /// Containers that live as long as a control connection (`vswitch run`).
+    owners: HashMap<String, u64>,
+    /// Run containers from before a restart, waiting for their process to come back.
+    awaiting: HashMap<String, std::time::Instant>,
+}
+
+/// How long a `vswitch run` container from before a restart is kept for its process to
+/// re-attach.
+pub const REATTACH_GRACE: std::time::Duration = std::time::Duration::from_secs(60);
+
+impl Daemon {
+    /// Loads (or creates) the state and starts the dataplane with the ports it lists.
+    pub fn start(cfg: DaemonConfig, backend: Box<dyn Backend>) -> Result<Daemon, DaemonError> {
+        if !cfg.state_dir.exists() {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&cfg.state_dir)
+                .map_err(|e| DaemonError::StateDir(cfg.state_dir.clone(), e))?;
+        }
+        let state = match State::load(&cfg.state_dir)? {
+            Some(mut s) => {
+                s.ensure_default(cfg.bip, cfg.default_mtu)?;
+                s
+            }
+            None => State::new(cfg.bip, cfg.default_mtu)?,
+        };
+        state.save(&cfg.state_dir)?;
+        let rcfg = RuntimeConfig {
+            workers: cfg.workers.max(1),
+            frame_cap: if cfg.offload {
+                dataplane::port::SUPER_FRAME_CAP
+            } else {
+                dataplane::port::STD_FRAME_CAP
+            },
+            busy_poll: cfg.busy_poll,
+        };
+        let rt = Runtime::start(
+            rcfg,
+            Snapshot::default(),
+            Arc::new(Fdb::default()),
+            Gateway::default(),
+        )?;
+        let mut d = Daemon {
+            cfg,
+            state,
+            rt,
+            backend,
+            ports: BTreeMap::new(),
+            gens: vec![0; MAX_SLOTS],
+            owners: HashMap::new(),
+            awaiting: HashMap::new(),
+        };
+        d.restore();
+        d.apply();
+        Ok(d)
+    }
+
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    pub fn config(&self) -> &DaemonConfig {
+        &self.cfg
+    }
+
+    /// Re-opens the ports of every container in the state (after a restart).
+    fn restore(&mut self) {
+        let containers: Vec<Container> = self.state.containers.values().cloned().collect();
+        for c in containers {
+            if let Sandbox::Run { .. } = c.sandbox {
+                self.awaiting
+                    .insert(c.name.clone(), std::time::Instant::now() + REATTACH_GRACE);
+                continue;
+            }
+            for i in 0..c.endpoints.len() {
+                if let Err(e) = self.open_endpoint(&c, i, true, None) {
+                    eprintln!("vswitch: port {} not restored: {e}", c.port_name(i));
+                }
+            }
+        }
+    }
+
+    fn free_slot(&self) -> Option<u16> {
+        let used: std::collections::HashSet<u16> = self.ports.values().map(|p| p.slot).collect();
+        (FIRST_PORT..MAX_SLOTS as u16).find(|s| !used.contains(s))
+    }
+
+    fn namespace_of(sandbox: &Sandbox) -> Option<PathBuf> {
+        match sandbox {
+            Sandbox::Netns { path } => Some(PathBuf::from(path)),
+            Sandbox::Pid { pid } | Sandbox::Run { pid } => {
+                Some(PathBuf::from(format!("/proc/{pid}/ns/net")))
+            }
+            Sandbox::Tap { .. } => None,
+        }
+    }
+
+    fn if_config(&self, c: &Container, i: usize) -> Option<IfConfig> {
+        let e = c.endpoints.get(i)?;
+        let n = self.state.networks.get(&e.network)?;
+        Some(IfConfig {
+            ifname: e.ifname.clone(),
+            mac: e.mac,
+            mtu: n.mtu,
+            addr: e.ip,
+            prefix: n.subnet.prefix,
+            gateway: (i == 0 && !n.internal).then_some(n.gateway),
+        })
+    }
+
+    /// Opens endpoint `i` of `c` (a TAP by name, in a namespace, or a passed descriptor)
+    /// and installs it in the dataplane. Nothing is left behind on failure.
+    fn open_endpoint(
+        &mut self,
+        c: &Container,
+        i: usize,
+        reopen: bool,
+        fd: Option<OwnedFd>,
+    ) -> Result<(), DaemonError> {
+        let e = c.endpoints.get(i).ok_or_else(|| {
+            DaemonError::Refused(format!("container {:?} has no endpoint {i}", c.name))
+        })?;
+        let slot = self.free_slot().ok_or_else(|| {
+            DaemonError::Refused(format!("no free port slot (at most {MAX_SLOTS} ports)"))
+        })?;
+        let workers = self.rt.workers();
+        let cfg = self
+            .if_config(c, i)
+            .ok_or_else(|| DaemonError::Refused(format!("network {:?} not found", e.network)))?;
+        let mut netns = None;
+        let handles: Handles = match (&c.sandbox, fd) {
+            (_, Some(fd)) => self.backend.adopt_fd(fd, workers)?,
+            (Sandbox::Tap { ifname }, None) => self.backend.open_tap(ifname, workers)?,
+            (Sandbox::Run { .. }, None) => {
+                return Err(DaemonError::Refused(format!(
+                    "container {:?} is a `vswitch run` container: its process hands over its interfaces",
+                    c.name
+                )));
+            }
+            (sb, None) => {
+                let ns = Self::namespace_of(sb)
+                    .ok_or_else(|| DaemonError::Refused("no namespace".into()))?;
+                let h = self.backend.create_in_netns(&ns, &cfg, workers, reopen)?;
+                netns = Some(ns);
+                h
+            }
+        };
+        let name = c.port_name(i);
+        if let Some(g) = self.gens.get_mut(usize::from(slot)) {
+            *g = g.wrapping_add(1);
+        }
+        self.ports.insert(
+            name,
+            PortRt {
+                slot,
+                container: c.name.clone(),
+                network: e.network.clone(),
+                netns,
+                ifname: e.ifname.clone(),
+            },
+        );
+        // The port's configuration first, then its frames.
+        self.apply_with(c);
+        self.rt.add_port(slot, handles);
+        Ok(())
+    }
+
+    /// Takes a port out of the dataplane; deletes the TAP when the daemon made it.
+    fn close_port(&mut self, name: &str, delete: bool) {
+        let Some(p) = self.ports.remove(name) else {
+            return;
+        };
+        self.apply();
+        self.rt.remove_port(p.slot);
+        self.rt.fdb.flush(None, Some(p.slot));
+        if delete && let Some(ns) = &p.netns {
+            let _ = self.backend.delete_in_netns(ns, &p.ifname);
+        }
+    }
+
+    fn save(&self, s: &State) -> Result<(), DaemonError> {
+        s.save(&self.cfg.state_dir)?;
+        Ok(())
+    }
+
+    /// Rebuilds the snapshot (and the gateway's tables) from the state and ports.
+    fn apply(&mut self) {
+        let snap = self.snapshot(None);
+        self.rt.publish(snap);
+        self.push_service();
+    }
+
+    /// As `apply`, with a container not yet in the state counted in.
+    fn apply_with(&mut self, extra: &Container) {
+        let snap = self.snapshot(Some(extra));
+        self.rt.publish(snap);
+        self.push_service();
+    }
+
+    fn snapshot(&self, extra: Option<&Container>) -> Snapshot {
+        let mut s = Snapshot::default();
+        s.version = s.version.wrapping_add(1);
+        let max_domain = self
+            .state
+            .networks
+            .values()
+            .map(|n| usize::from(n.domain) + 1)
+            .max()
+            .unwrap_or(0);
+        s.domains = vec![None; max_domain];
+        for n in self.state.networks.values() {
+            if let Some(d) = s.domains.get_mut(usize::from(n.domain)) {
+                *d = Some(DomainConf {
+                    name: n.name.clone(),
+                    vlan: n.vlan,
+                    gateway_mac: n.gateway_mac(),
+                    gateway_ip: n.gateway,
+                    subnet: n.subnet.network().addr,
+                    prefix_len: n.subnet.prefix,
+                    icc: n.icc,
+                    members: Vec::new(),
+                });
+            }
+        }
+        let max_slot = self
+            .ports
+            .values()
+            .map(|p| usize::from(p.slot) + 1)
+            .max()
+            .unwrap_or(0);
+        s.ports = vec![None; max_slot.max(usize::from(FIRST_PORT))];
+        if let Some(p) = s.ports.get_mut(usize::from(SERVICE_PORT)) {
+            *p = Some(PortConf {
+                name: "gateway".into(),
+                gen_: 0,
+                role: PortRole::Gateway,
+                mode: PortMode::Access { domain: 0 },
+                security: None,
+                mac_limit: 0,
+            });
+        }
+        for (name, p) in &self.ports {
+            let c = self
+                .state
+                .containers
+                .get(&p.container)
+                .or(extra.filter(|c| c.name == p.container));
+            let Some(c) = c else { continue };
+            let Some(e) = c.endpoint(&p.network) else {
+                continue;
+            };
+            let Some(n) = self.state.networks.get(&e.network) else {
+                continue;
+            };
+            let mode = if e.trunk.is_empty() {
+                PortMode::Access { domain: n.domain }
+            } else {
+                PortMode::Trunk {
+                    native: Some(n.domain),
+                    vlans: VlanSet::from_ids(e.trunk.iter().copied()),
+                }
+            };
+            if let Some(slot) = s.ports.get_mut(usize::from(p.slot)) {
+                *slot = Some(PortConf {
+                    name: name.clone(),
+                    gen_: self.gens.get(usize::from(p.slot)).copied().unwrap_or(0),
+                    role: PortRole::Container,
+                    mode,
+                    security: e.port_security.then_some(Security {
+                        mac: e.mac,
+                        ip: Some(e.ip),
+                    }),
+                    mac_limit: dataplane::bridge::fdb::DEFAULT_PORT_LIMIT,
+                });
+            }
+        }
+        s.rebuild();
+        s
+    }
+
+    /// Gives the service thread the gateway's view of the networks.
+    fn push_service(&mut self) {
+        let cfg = self.service_config();
+        self.rt.service_do(move |g, _| g.configure(cfg));
+    }
+
+    fn service_config(&self) -> dataplane::service::ServiceConfig {
+        use dataplane::service::{NetService, ServiceConfig};
+        let mut c = ServiceConfig::default();
+        for n in self.state.networks.values() {
+            let i = usize::from(n.domain);
+            if c.nets.len() <= i {
+                c.nets.resize(i + 1, None);
+            }
+            if let Some(slot) = c.nets.get_mut(i) {
+                *slot = Some(NetService {
+                    name: n.name.clone(),
+                    gateway_ip: n.gateway,
+                    gateway_mac: n.gateway_mac(),
+                    subnet: n.subnet.network().addr,
+                    prefix_len: n.subnet.prefix,
+                    mtu: n.mtu,
+                    internal: n.internal,
+                });
+            }
+        }
+        for p in self.ports.values() {
+            if let (Some(ct), Some(n)) = (
+                self.state.containers.get(&p.container),
+                self.state.networks.get(&p.network),
+            ) && let Some(e) = ct.endpoint(&p.network)
+            {
+                c.leases.insert((n.domain, p.slot), (e.mac, e.ip));
+            }
+        }
+        c
+    }
+
+    // ---- requests ----------------------------------------------------------------
+
+    /// Applies one request from connection `conn`.
+    pub fn handle(&mut self, req: Request, fds: Vec<OwnedFd>, conn: u64) -> Response {
+        match self.dispatch(req, fds, conn) {
+            Ok(v) => Response::ok(v),
+            Err(e) => Response::err(e),
+        }
+    }
+
+    fn dispatch(
+        &mut self,
+        req: Request,
+        fds: Vec<OwnedFd>,
+        conn: u64,
+    ) -> Result<Value, DaemonError> {
+        match req {
+            Request::Hello => Ok(json!({
+                "protocol": crate::api::PROTOCOL_VERSION,
+                "version": env!("CARGO_PKG_VERSION"),
+                "workers": self.rt.workers(),
+            })),
+            Request::NetworkCreate(spec) => {
+                let mut next = self.state.clone();
+                let n = next.create_network(&spec)?.clone();
+                self.save(&next)?;
+                self.state = next;
+                self.apply();
+                Ok(view::network_inspect(&self.state, &n))
+            }
+            Request::NetworkLs => Ok(view::network_ls(&self.state)),
+            Request::NetworkInspect { name } => {
+                let n = self
+                    .state
+                    .networks
+                    .get(&name)
+                    .ok_or(StateError::NoNetwork(name))?;
+                Ok(Value::Array(vec![view::network_inspect(&self.state, n)]))
+            }
+            Request::NetworkRm { name, force } => {
+                let mut next = self.state.clone();
+                let gone = next.remove_network(&name, force)?;
+                self.save(&next)?;
+                // Close the ports of the network's endpoints.
+                let closing: Vec<String> = self
+                    .ports
+                    .iter()
+                    .filter(|(_, p)| p.network == name)
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                self.state = next;
+                for p in closing {
+                    self.close_port(&p, true);
+                }
+                for g in &gone {
+                    self.owners.remove(g);
+                }
+                self.apply();
+                Ok(json!({"removed": name, "containers_removed": gone}))
+            }
+            Request::Attach(a) => self.attach(a, fds, conn),
+            Request::Detach { name, network } => match network {
+                Some(net) => self.disconnect(&name, &net),
+                None => self.detach(&name),
+            },
+            Request::Connect {
+                network,
+                name,
+                ip,
+                aliases,
+            } => self.connect(&network, &name, ip, aliases),
+            Request::Disconnect { network, name } => self.disconnect(&name, &network),
+            Request::PortLs => Ok(self.port_ls()),
+            Request::FdbShow { network } => self.fdb_show(network.as_deref()),
+            Request::FdbFlush { network } => {
+                let domain = match &network {
+                    Some(n) => Some(
+                        self.state
+                            .networks
+                            .get(n)
+                            .ok_or_else(|| StateError::NoNetwork(n.clone()))?
+                            .domain,
+                    ),
+                    None => None,
+                };
+                let n = self.rt.fdb.flush(domain, None);
+                Ok(json!({"flushed": n}))
+            }
+            Request::Stats => Ok(self.stats()),
+            Request::Sandbox { name } => {
+                let c = self
+                    .state
+                    .containers
+                    .get(&name)
+                    .ok_or(StateError::NoContainer(name))?;
+                Ok(view::sandbox(c))
+            }
+            Request::UplinkShow => {
+                Ok(serde_json::to_value(&self.state.uplink).unwrap_or(Value::Null))
+            }
+            Request::UplinkSet(u) => self.uplink_set(u),
+            Request::Publish { .. }
+            | Request::Unpublish { .. }
+            | Request::ConntrackLs
+            | Request::ConntrackFlush => Err(DaemonError::Refused(
+                "published ports and NAT are not available yet".into(),
+            )),
+            Request::Capture { .. } => {
+                Err(DaemonError::Refused("capture is not available yet".into()))
+            }
+        }
+    }
+
+    fn endpoint_spec(a: &AttachReq) -> Result<EndpointSpec, DaemonError> {
+        let mac = match &a.mac {
+            Some(m) => Some(
+                m.parse()
+                    .map_err(|e: dataplane::wire::ethernet::MacParseError| {
+                        DaemonError::Refused(e.to_string())
+                    })?,
+            ),
+            None => None,
+        };
+        let trunk = match &a.trunk {
+            Some(t) => parse_trunk(t)?,
+            None => Vec::new(),
+        };
+        Ok(EndpointSpec {
+            network: a.network.clone(),
+            ip: a.ip,
+            mac,
+            aliases: a.aliases.clone(),
+            trunk,
+            port_security: !a.no_port_security,
+            ifname: a.ifname.clone(),
+        })
+    }
+
+    fn attach(&mut self, a: AttachReq, fds: Vec<OwnedFd>, conn: u64) -> Result<Value, DaemonError> {
+        let sandbox = match (&a.tap, &a.netns, a.pid, a.fd) {
+            (Some(t), None, None, false) => Sandbox::Tap { ifname: t.clone() },
+            (None, Some(p), None, false) => Sandbox::Netns { path: p.clone() },
+            (None, None, Some(pid), false) => Sandbox::Pid { pid },
+            (None, None, None, true) => Sandbox::Run {
+                pid: a.run_pid.ok_or_else(|| {
+                    DaemonError::Refused("a descriptor attach needs run_pid".into())
+                })?,
+            },
+            _ => {
+                return Err(DaemonError::Refused(
+                    "give exactly one of --tap, --netns or --pid".into(),
+                ));
+            }
+        };
+        let fd = if a.fd {
+            Some(fds.into_iter().next().ok_or_else(|| {
+                DaemonError::Refused("the TAP descriptor did not arrive with the request".into())
+            })?)
+        } else {
+            None
+        };
+        if let Sandbox::Netns { path } = &sandbox
+            && !Path::new(path).exists()
+        {
+            return Err(DaemonError::Refused(format!(
+                "network namespace {path} does not exist"
+            )));
+        }
+        if let Sandbox::Pid { pid } = &sandbox
+            && !Path::new(&format!("/proc/{pid}/ns/net")).exists()
+        {
+            return Err(DaemonError::Refused(format!("no process with pid {pid}")));
+        }
+        if a.reattach
+            && let Some(c) = self.state.containers.get(&a.name).cloned()
+            && matches!(c.sandbox, Sandbox::Run { .. })
+        {
+            // The run process is back after a daemon restart: give its endpoint the fd.
+            self.awaiting.remove(&c.name);
+            let mut c2 = c.clone();
+            c2.sandbox = sandbox;
+            self.open_endpoint(&c2, 0, true, fd)?;
+            let mut next = self.state.clone();
+            next.containers.insert(c2.name.clone(), c2.clone());
+            self.save(&next)?;
+            self.state = next;
+            self.owners.insert(c2.name.clone(), conn);
+            self.apply();
+            return Ok(view::attached(&self.state, &c2));
+        }
+        let spec = Self::endpoint_spec(&a)?;
+        let c = self.state.check_attach(&a.name, &sandbox, &spec)?;
+        let mut next = self.state.clone();
+        next.attach(c.clone());
+        self.save(&next)?;
+        if let Err(e) = self.open_endpoint(&c, 0, false, fd) {
+            self.save(&self.state)?;
+            return Err(e);
+        }
+        self.state = next;
+        if a.fd {
+            self.owners.insert(c.name.clone(), conn);
+        }
+        self.apply();
+        Ok(view::attached(&self.state, &c))
+    }
+
+    fn detach(&mut self, name: &str) -> Result<Value, DaemonError> {
+        let mut next = self.state.clone();
+        let c = next.detach(name)?;
+        self.save(&next)?;
+        self.state = next;
+        for i in 0..c.endpoints.len() {
+            self.close_port(&c.port_name(i), true);
+        }
+        self.owners.remove(name);
+        self.awaiting.remove(name);
+        self.apply();
+        Ok(json!({"detached": name}))
+    }
+
+    fn connect(
+        &mut self,
+        network: &str,
+        name: &str,
+        ip: Option<Ipv4Addr>,
+        aliases: Vec<String>,
+    ) -> Result<Value, DaemonError> {
+        let spec = EndpointSpec {
+            network: network.to_string(),
+            ip,
+            aliases,
+            port_security: true,
+            ..Default::default()
+        };
+        let e = self.state.check_connect(name, &spec)?;
+        let mut next = self.state.clone();
+        next.connect(name, e.clone());
+        let c = next
+            .containers
+            .get(name)
+            .cloned()
+            .ok_or_else(|| StateError::NoContainer(name.to_string()))?;
+        self.save(&next)?;
+        let i = c.endpoints.len() - 1;
+        let old = std::mem::replace(&mut self.state, next);
+        if let Err(err) = self.open_endpoint(&c, i, false, None) {
+            self.state = old;
+            self.save(&self.state)?;
+            return Err(err);
+        }
+        self.apply();
+        Ok(view::endpoint_json(&self.state, &c, &e, i))
+    }
+
+    fn disconnect(&mut self, name: &str, network: &str) -> Result<Value, DaemonError> {
+        let c = self
+            .state
+            .containers
+            .get(name)
+            .cloned()
+            .ok_or_else(|| StateError::NoContainer(name.to_string()))?;
+        let i = c
+            .endpoints
+            .iter()
+            .position(|e| e.network == network)
+            .ok_or_else(|| StateError::NotConnected(name.to_string(), network.to_string()))?;
+        let mut next = self.state.clone();
+        next.disconnect(name, network)?;
+        self.save(&next)?;
+        self.state = next;
+        self.close_port(&c.port_name(i), true);
+        self.apply();
+        Ok(json!({"disconnected": name, "network": network}))
+    }
+
+    fn uplink_set(&mut self, u: UplinkReq) -> Result<Value, DaemonError> {
+        use crate::state::Uplink;
+        let uplink = match u.mode.as_str() {
+            "socket" => Uplink::Socket,
+            "none" => Uplink::None,
+            "packet" => {
+                let address: Ipv4Net = u
+                    .address
+                    .as_deref()
+                    .ok_or_else(|| {
+                        DaemonError::Refused("a packet uplink needs --address CIDR".into())
+                    })?
+                    .parse()
+                    .map_err(StateError::from)?;
+                Uplink::Packet {
+                    tap: u.tap,
+                    netns: u.netns,
+                    address,
+                    next_hop: u.next_hop,
+                }
+            }
+            m => {
+                return Err(DaemonError::Refused(format!(
+                    "unknown uplink mode {m:?}: use socket, none or a port"
+                )));
+            }
+        };
+        let mut next = self.state.clone();
+        next.uplink = uplink;
+        self.save(&next)?;
+        self.state = next;
+        self.apply();
+        Ok(serde_json::to_value(&self.state.uplink).unwrap_or(Value::Null))
+    }
+
+    fn port_ls(&self) -> Value {
+        let mut v = Vec::new();
+        for (name, p) in &self.ports {
+            let Some(c) = self.state.containers.get(&p.container) else {
+                continue;
+            };
+            let Some(e) = c.endpoint(&p.network) else {
+                continue;
+            };
+            v.push(view::port_json(name, p.slot, c, e));
+        }
+        Value::Array(v)
+    }
+
+    fn fdb_show(&self, network: Option<&str>) -> Result<Value, DaemonError> {
+        let filter = match network {
+            Some(n) => Some(
+                self.state
+                    .networks
+                    .get(n)
+                    .ok_or_else(|| StateError::NoNetwork(n.to_string()))?
+                    .domain,
+            ),
+            None => None,
+        };
+        let now = self.rt.epoch.elapsed().as_secs() as u32;
+        let slot_names: HashMap<u16, &str> = self
+            .ports
+            .iter()
+            .map(|(k, p)| (p.slot, k.as_str()))
+            .collect();
+        let nets: HashMap<u16, &crate::state::Network> = self
+            .state
+            .networks
+            .values()
+            .map(|n| (n.domain, n))
+            .collect();
+        let rows: Vec<Value> = self
+            .rt
+            .fdb
+            .rows()
+            .into_iter()
+            .filter(|r| filter.is_none_or(|d| d == r.domain))
+            .map(|r| {
+                let net = nets.get(&r.domain);
+                json!({
+                    "mac": r.mac.to_string(),
+                    "vlan": net.and_then(|n| n.vlan),
+                    "network": net.map(|n| n.name.as_str()),
+                    "port": slot_names.get(&r.port).copied().unwrap_or("?"),
+                    "age_secs": now.saturating_sub(r.last_seen),
+                })
+            })
+            .collect();
+        Ok(Value::Array(rows))
+    }
+
+    fn stats(&self) -> Value {
+        let mut ports = Vec::new();
+        let gw = self.rt.stats(SERVICE_PORT);
+        ports.push(view::stats_json("gateway", &gw));
+        for (name, p) in &self.ports {
+            ports.push(view::stats_json(name, &self.rt.stats(p.slot)));
+        }
+        let fdb = &self.rt.fdb;
+        json!({
+            "ports": ports,
+            "fdb": {
+                "entries": fdb.len(),
+                "limit": fdb.total_limit(),
+                "moves": fdb.moves.load(std::sync::atomic::Ordering::Relaxed),
+                "learn_refused": fdb.refused.load(std::sync::atomic::Ordering::Relaxed),
+            },
+            "drop_reasons": DropReason::ALL.iter().map(|r| r.name()).collect::<Vec<_>>(),
+        })
+    }
+
+    /// A control connection closed: its `vswitch run` containers go.
+    pub fn connection_closed(&mut self, conn: u64) {
+        let owned: Vec<String> = self
+            .owners
+            .iter()
+            .filter(|(_, c)| **c == conn)
+            .map(|(n, _)| n.clone())
+            .collect();
+        for n in owned {
+            let _ = self.detach(&n);
+        }
+    }
+
+    /// Drops `vswitch run` containers whose process did not come back after a restart.
+    pub fn expire_awaiting(&mut self) {
+        let now = std::time::Instant::now();
+        let late: Vec<String> = self
+            .awaiting
+            .iter()
+            .filter(|(_, t)| **t <= now)
+            .map(|(n, _)| n.clone())
+            .collect();
+        for n in late {
+            self.awaiting.remove(&n);
+            let _ = self.detach(&n);
+        }
+    }
+
+    /// The endpoint a port name refers to.
+    pub fn endpoint_of_port(&self, port: &str) -> Option<(&Container, &Endpoint)> {
+        let p = self.ports.get(port)?;
+        let c = self.state.containers.get(&p.container)?;
+        Some((c, c.endpoint(&p.network)?))
+    }
+}
+
+#[cfg(test)]
+mod tests;

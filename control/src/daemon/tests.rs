@@ -1,0 +1,325 @@
+use super::*;
+use crate::backend::MemoryBackend;
+use crate::state::NetworkSpec;
+
+fn cfg(dir: &Path) -> DaemonConfig {
+    DaemonConfig {
+        socket: dir.join("ctl.sock"),
+        state_dir: dir.to_path_buf(),
+        workers: 1,
+        upstream_dns: vec![],
+        bip: None,
+        default_mtu: None,
+        offload: false,
+        busy_poll: false,
+    }
+}
+
+struct TempDir(PathBuf);
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        let p = std::env::temp_dir().join(format!("vswitch-daemon-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+}
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn ok(d: &mut Daemon, r: Request) -> Value {
+    let resp = d.handle(r.clone(), vec![], 1);
+    assert!(resp.ok, "{r:?}: {:?}", resp.error);
+    resp.data.unwrap_or(Value::Null)
+}
+
+fn err(d: &mut Daemon, r: Request) -> String {
+    let resp = d.handle(r.clone(), vec![], 1);
+    assert!(!resp.ok, "{r:?} succeeded");
+    resp.error.unwrap_or_default()
+}
+
+fn attach(net: &str, name: &str, ns: &str) -> Request {
+    Request::Attach(AttachReq {
+        network: net.into(),
+        name: name.into(),
+        netns: Some(ns.into()),
+        ..Default::default()
+    })
+}
+
+#[test]
+fn first_start_creates_bridge_and_saves() {
+    let t = TempDir::new("first");
+    let mut d = Daemon::start(cfg(&t.0), Box::new(MemoryBackend::default())).unwrap();
+    let v = ok(&mut d, Request::NetworkLs);
+    assert_eq!(v[0]["Name"], "bridge");
+    assert_eq!(v[0]["Subnet"], "172.17.0.0/16");
+    assert!(t.0.join("state.json").exists());
+}
+
+#[test]
+fn attach_detach_and_inspect() {
+    let t = TempDir::new("attach");
+    let mut d = Daemon::start(cfg(&t.0), Box::new(MemoryBackend::default())).unwrap();
+    ok(
+        &mut d,
+        Request::NetworkCreate(NetworkSpec {
+            name: "front".into(),
+            ..Default::default()
+        }),
+    );
+    // Namespaces must exist: use this process's own.
+    let v = ok(&mut d, attach("front", "web", "/proc/self/ns/net"));
+    assert_eq!(v["ip"], "172.18.0.2");
+    assert_eq!(v["mac"], "02:42:ac:12:00:02");
+    assert_eq!(v["gateway"], "172.18.0.1");
+    let insp = ok(
+        &mut d,
+        Request::NetworkInspect {
+            name: "front".into(),
+        },
+    );
+    let cs = insp[0]["Containers"].as_object().unwrap();
+    assert_eq!(cs.len(), 1);
+    let c = cs.values().next().unwrap();
+    assert_eq!(c["Name"], "web");
+    assert_eq!(c["IPv4Address"], "172.18.0.2/16");
+    let ports = ok(&mut d, Request::PortLs);
+    assert_eq!(ports[0]["name"], "web");
+    assert_eq!(ports[0]["slot"], 2);
+    // The snapshot has the port and the domain.
+    let snap = d.rt.cell.load_full();
+    assert!(snap.port(2).is_some());
+    ok(
+        &mut d,
+        Request::Detach {
+            name: "web".into(),
+            network: None,
+        },
+    );
+    assert!(ok(&mut d, Request::PortLs).as_array().unwrap().is_empty());
+    assert!(
+        err(
+            &mut d,
+            Request::Detach {
+                name: "web".into(),
+                network: None
+            }
+        )
+        .contains("not found")
+    );
+}
+
+#[test]
+fn refused_requests_change_nothing() {
+    let t = TempDir::new("refuse");
+    let mut be = MemoryBackend::default();
+    be.fail.push("/proc/self/ns/net".into());
+    let mut d = Daemon::start(cfg(&t.0), Box::new(be)).unwrap();
+    ok(
+        &mut d,
+        Request::NetworkCreate(NetworkSpec {
+            name: "front".into(),
+            ..Default::default()
+        }),
+    );
+    let before = d.state().clone();
+    let saved = std::fs::read(t.0.join("state.json")).unwrap();
+    for (r, msg) in [
+        (
+            Request::NetworkCreate(NetworkSpec {
+                name: "front".into(),
+                ..Default::default()
+            }),
+            "already exists",
+        ),
+        (
+            Request::NetworkCreate(NetworkSpec {
+                name: "x".into(),
+                subnet: Some("172.18.1.0/24".into()),
+                ..Default::default()
+            }),
+            "overlaps",
+        ),
+        (
+            Request::NetworkRm {
+                name: "nope".into(),
+                force: false,
+            },
+            "not found",
+        ),
+        (attach("nope", "web", "/proc/self/ns/net"), "not found"),
+        (attach("front", "web", "/nonexistent/ns"), "does not exist"),
+        // The backend fails: nothing is left behind.
+        (attach("front", "web", "/proc/self/ns/net"), "cannot enter"),
+        (
+            Request::Connect {
+                network: "front".into(),
+                name: "ghost".into(),
+                ip: None,
+                aliases: vec![],
+            },
+            "not found",
+        ),
+        (
+            Request::FdbShow {
+                network: Some("nope".into()),
+            },
+            "not found",
+        ),
+        (
+            Request::Attach(AttachReq {
+                network: "front".into(),
+                name: "x".into(),
+                ..Default::default()
+            }),
+            "exactly one",
+        ),
+        (
+            Request::Attach(AttachReq {
+                network: "front".into(),
+                name: "x".into(),
+                tap: Some("t".into()),
+                mac: Some("zz".into()),
+                ..Default::default()
+            }),
+            "invalid MAC",
+        ),
+    ] {
+        let e = err(&mut d, r.clone());
+        assert!(e.contains(msg), "{r:?}: {e}");
+        assert_eq!(d.state(), &before, "{r:?} changed the state");
+        assert_eq!(
+            std::fs::read(t.0.join("state.json")).unwrap(),
+            saved,
+            "{r:?} changed the saved state"
+        );
+    }
+    assert!(d.ports.is_empty());
+}
+
+#[test]
+fn connect_gives_eth1_and_disconnect_removes_it() {
+    let t = TempDir::new("connect");
+    let mut d = Daemon::start(cfg(&t.0), Box::new(MemoryBackend::default())).unwrap();
+    ok(
+        &mut d,
+        Request::NetworkCreate(NetworkSpec {
+            name: "back".into(),
+            ..Default::default()
+        }),
+    );
+    ok(&mut d, attach("bridge", "web", "/proc/self/ns/net"));
+    let v = ok(
+        &mut d,
+        Request::Connect {
+            network: "back".into(),
+            name: "web".into(),
+            ip: None,
+            aliases: vec!["api".into()],
+        },
+    );
+    assert_eq!(v["port"], "web/eth1");
+    assert_eq!(v["ifname"], "eth1");
+    assert_eq!(d.ports.len(), 2);
+    ok(
+        &mut d,
+        Request::Disconnect {
+            network: "back".into(),
+            name: "web".into(),
+        },
+    );
+    assert_eq!(d.ports.len(), 1);
+    assert!(
+        err(
+            &mut d,
+            Request::Disconnect {
+                network: "bridge".into(),
+                name: "web".into()
+            }
+        )
+        .contains("only network")
+    );
+}
+
+#[test]
+fn network_rm_with_force_detaches() {
+    let t = TempDir::new("rm");
+    let mut d = Daemon::start(cfg(&t.0), Box::new(MemoryBackend::default())).unwrap();
+    ok(
+        &mut d,
+        Request::NetworkCreate(NetworkSpec {
+            name: "front".into(),
+            ..Default::default()
+        }),
+    );
+    ok(&mut d, attach("front", "web", "/proc/self/ns/net"));
+    assert!(
+        err(
+            &mut d,
+            Request::NetworkRm {
+                name: "front".into(),
+                force: false
+            }
+        )
+        .contains("--force")
+    );
+    ok(
+        &mut d,
+        Request::NetworkRm {
+            name: "front".into(),
+            force: true,
+        },
+    );
+    assert!(d.ports.is_empty());
+    assert!(d.state().containers.is_empty());
+}
+
+#[test]
+fn restart_restores_networks_and_ports() {
+    let t = TempDir::new("restart");
+    {
+        let mut d = Daemon::start(cfg(&t.0), Box::new(MemoryBackend::default())).unwrap();
+        ok(
+            &mut d,
+            Request::NetworkCreate(NetworkSpec {
+                name: "front".into(),
+                vlan: Some(10),
+                ..Default::default()
+            }),
+        );
+        ok(&mut d, attach("front", "web", "/proc/self/ns/net"));
+    }
+    let mut d = Daemon::start(cfg(&t.0), Box::new(MemoryBackend::default())).unwrap();
+    let ports = ok(&mut d, Request::PortLs);
+    assert_eq!(ports[0]["name"], "web");
+    assert_eq!(ports[0]["ip"], "172.18.0.2");
+    let nets = ok(&mut d, Request::NetworkLs);
+    assert_eq!(nets.as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn run_containers_go_with_their_connection() {
+    let t = TempDir::new("run");
+    let mut d = Daemon::start(cfg(&t.0), Box::new(MemoryBackend::default())).unwrap();
+    let f = std::fs::File::open("/dev/null").unwrap();
+    let r = Request::Attach(AttachReq {
+        network: "bridge".into(),
+        name: "job".into(),
+        fd: true,
+        run_pid: Some(std::process::id()),
+        ..Default::default()
+    });
+    let resp = d.handle(r, vec![f.into()], 7);
+    assert!(resp.ok, "{:?}", resp.error);
+    assert_eq!(d.ports.len(), 1);
+    d.connection_closed(8);
+    assert_eq!(d.ports.len(), 1);
+    d.connection_closed(7);
+    assert!(d.ports.is_empty());
+    assert!(d.state().containers.is_empty());
+}

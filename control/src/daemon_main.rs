@@ -1,0 +1,89 @@
+//! `vswitch daemon`: parses the options, starts the dataplane, serves the socket.
+
+use std::net::{IpAddr, SocketAddr};
+
+use crate::cli::{CliError, DaemonArgs};
+use crate::daemon::{self, Daemon, DaemonConfig};
+
+fn parse_upstream(s: &str) -> Result<SocketAddr, CliError> {
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    s.parse::<IpAddr>()
+        .map(|ip| SocketAddr::new(ip, 53))
+        .map_err(|_| {
+            CliError::Usage(format!(
+                "invalid --upstream-dns {s:?}: expected ADDR or ADDR:PORT"
+            ))
+        })
+}
+
+pub fn run(a: DaemonArgs) -> Result<(), CliError> {
+    if !(1..=64).contains(&a.workers) {
+        return Err(CliError::Usage(format!(
+            "--workers {} is out of range: use 1 to 64",
+            a.workers
+        )));
+    }
+    let bip = a
+        .bip
+        .as_deref()
+        .map(|b| {
+            b.parse()
+                .map_err(|e: crate::net::CidrError| CliError::Usage(format!("--bip: {e}")))
+        })
+        .transpose()?;
+    let default_mtu = match a.default_mtu {
+        Some(m) if !(68..=65520).contains(&m) => {
+            return Err(CliError::Usage(format!(
+                "--default-mtu {m} is out of range: use 68 to 65520"
+            )));
+        }
+        m => m.map(|m| m as u16),
+    };
+    let upstream_dns = a
+        .upstream_dns
+        .iter()
+        .map(|s| parse_upstream(s))
+        .collect::<Result<Vec<_>, _>>()?;
+    let cfg = DaemonConfig {
+        socket: a.socket.unwrap_or_else(crate::paths::default_socket),
+        state_dir: a.state_dir.unwrap_or_else(crate::paths::default_state_dir),
+        workers: a.workers,
+        upstream_dns,
+        bip,
+        default_mtu,
+        offload: !a.no_offload,
+        busy_poll: a.busy_poll,
+    };
+    let listener = daemon::bind(&cfg.socket)?;
+    let socket = cfg.socket.clone();
+    install_signal_exit(socket.clone());
+    let d = Daemon::start(cfg, crate::tap_backend::backend())?;
+    eprintln!("vswitch: daemon listening on {}", socket.display());
+    daemon::serve(d, listener)?;
+    Ok(())
+}
+
+/// On SIGTERM or SIGINT: remove the socket and exit. Everything else is already safe on
+/// disk (state saved after each change, TAPs persistent), so exiting at once is a clean
+/// stop, as a kill -9 is a recoverable one.
+fn install_signal_exit(socket: std::path::PathBuf) {
+    // SAFETY: blocking the signals in this (the main) thread before any other thread
+    // starts makes every later thread inherit the mask; the waiter thread takes them.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        let _ = std::thread::Builder::new()
+            .name("vswitch-signals".into())
+            .spawn(move || {
+                let mut sig = 0;
+                libc::sigwait(&set, &mut sig);
+                let _ = std::fs::remove_file(&socket);
+                std::process::exit(0);
+            });
+    }
+}

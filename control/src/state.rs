@@ -1,0 +1,1110 @@
+//! What the daemon knows and keeps across restarts: networks, containers and their
+//! endpoints (one per network they are on), addresses, published ports, the uplink.
+//!
+//! Every change is validated in full before anything is modified, so a refused request
+//! leaves the state exactly as it was. The state is saved atomically (temporary file,
+//! fsync, rename, fsync of the directory) after every change.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use dataplane::wire::MacAddr;
+use serde::{Deserialize, Serialize};
+
+use crate::net::Ipv4Net;
+
+/// The name of the network the daemon creates on first start.
+pub const DEFAULT_NETWORK: &str = "bridge";
+pub const DEFAULT_BRIDGE_SUBNET: &str = "172.17.0.0/16";
+pub const DEFAULT_MTU: u16 = 1500;
+pub const STATE_FILE: &str = "state.json";
+const STATE_VERSION: u32 = 1;
+
+/// How a network's gateway answers DNS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DnsMode {
+    /// Container names and aliases, then forwarding (user-defined networks).
+    Names,
+    /// Forwarding only, no container names (the default bridge, as docker0).
+    ForwardOnly,
+    /// Nothing on port 53 (`--no-dns`).
+    Off,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Network {
+    pub name: String,
+    pub id: String,
+    /// The bridge domain id of the network in the dataplane.
+    pub domain: u16,
+    pub subnet: Ipv4Net,
+    pub gateway: Ipv4Addr,
+    pub ip_range: Option<Ipv4Net>,
+    pub vlan: Option<u16>,
+    pub internal: bool,
+    pub dns: DnsMode,
+    pub icc: bool,
+    pub masquerade: bool,
+    pub mtu: u16,
+    /// Seconds since the Unix epoch.
+    pub created: u64,
+}
+
+impl Network {
+    pub fn gateway_mac(&self) -> MacAddr {
+        MacAddr::from_ipv4(self.gateway)
+    }
+}
+
+/// How a container's interfaces reach the daemon.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Sandbox {
+    /// An existing TAP in the daemon's namespace (`attach --tap`).
+    Tap { ifname: String },
+    /// A network namespace file (`attach --netns`).
+    Netns { path: String },
+    /// The network namespace of a process (`attach --pid`).
+    Pid { pid: u32 },
+    /// A `vswitch run` container: its TAPs arrive as descriptors from the run process.
+    Run { pid: u32 },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoint {
+    pub network: String,
+    pub id: String,
+    /// The interface inside the container (eth0, eth1, ...) or the TAP's own name.
+    pub ifname: String,
+    pub ip: Ipv4Addr,
+    #[serde(with = "mac_text")]
+    pub mac: MacAddr,
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    /// VLANs carried tagged (a trunk port); empty for an access port.
+    #[serde(default)]
+    pub trunk: Vec<u16>,
+    pub port_security: bool,
+}
+
+/// A published port: host side and container side, as `-p` describes them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Published {
+    pub proto: Proto,
+    pub host_ip: Ipv4Addr,
+    pub host_port: u16,
+    pub container_port: u16,
+    /// The host port was picked by the daemon (`-p CPORT`).
+    #[serde(default)]
+    pub auto: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Proto {
+    Tcp,
+    Udp,
+}
+
+impl std::fmt::Display for Proto {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Container {
+    pub name: String,
+    pub id: String,
+    pub sandbox: Sandbox,
+    /// In attachment order: endpoints[0] is eth0 (the port named after the container).
+    pub endpoints: Vec<Endpoint>,
+    #[serde(default)]
+    pub published: Vec<Published>,
+}
+
+impl Container {
+    /// The port name of endpoint `i`: the container's name, then `name/eth1`, ...
+    pub fn port_name(&self, i: usize) -> String {
+        match self.endpoints.get(i) {
+            Some(e) if i > 0 => format!("{}/{}", self.name, e.ifname),
+            _ => self.name.clone(),
+        }
+    }
+
+    pub fn endpoint(&self, network: &str) -> Option<&Endpoint> {
+        self.endpoints.iter().find(|e| e.network == network)
+    }
+}
+
+/// Where masqueraded traffic leaves.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Uplink {
+    /// The host's own sockets (no privileges needed).
+    #[default]
+    Socket,
+    /// Nothing leaves.
+    None,
+    /// A port on the outside segment; vswitch owns `address` there.
+    Packet {
+        tap: Option<String>,
+        netns: Option<String>,
+        address: Ipv4Net,
+        next_hop: Option<Ipv4Addr>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    pub version: u32,
+    pub networks: BTreeMap<String, Network>,
+    pub containers: BTreeMap<String, Container>,
+    #[serde(default)]
+    pub uplink: Uplink,
+}
+
+/// Why a request was refused. Each message names what to change.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StateError {
+    #[error("network {0:?} not found")]
+    NoNetwork(String),
+    #[error("network {0:?} already exists")]
+    NetworkExists(String),
+    #[error("container {0:?} not found")]
+    NoContainer(String),
+    #[error("container {0:?} already exists")]
+    ContainerExists(String),
+    #[error(
+        "invalid name {0:?}: use letters, digits, '_', '.' and '-' (1-63 characters, starting with a letter or digit)"
+    )]
+    BadName(String),
+    #[error(transparent)]
+    Cidr(#[from] crate::net::CidrError),
+    #[error("invalid subnet {given}: it has host bits set; use {canonical}")]
+    NotCanonical { given: String, canonical: String },
+    #[error("invalid subnet {0}: the prefix must be /8 to /30")]
+    SubnetSize(String),
+    #[error("subnet {0} overlaps network {1:?} ({2})")]
+    Overlap(String, String, String),
+    #[error(
+        "no free subnet left in the default pools (172.18.0.0/16-172.31.0.0/16, 192.168.0.0/20 blocks); give --subnet"
+    )]
+    PoolsExhausted,
+    #[error("gateway {0} is not a usable address of subnet {1}")]
+    GatewayOutside(Ipv4Addr, String),
+    #[error("--gateway needs --subnet")]
+    GatewayWithoutSubnet,
+    #[error("ip range {0} is not inside subnet {1}")]
+    RangeOutside(String, String),
+    #[error("invalid VLAN id {0}: use 1 to 4094")]
+    BadVlan(u32),
+    #[error("VLAN {0} is already used by network {1:?}")]
+    VlanTaken(u16, String),
+    #[error("invalid MTU {0}: use 68 to 65520")]
+    BadMtu(u32),
+    #[error("network {0:?} has {1} endpoint(s) attached: detach them first or use --force")]
+    NetworkInUse(String, usize),
+    #[error("the default network {0:?} cannot be removed")]
+    DefaultNetwork(String),
+    #[error("address {0} is not in subnet {1} of network {2:?}")]
+    IpOutside(Ipv4Addr, String, String),
+    #[error("address {0} is already in use on network {1:?}")]
+    IpTaken(Ipv4Addr, String),
+    #[error("address {0} is reserved (network, broadcast or gateway address)")]
+    IpReserved(Ipv4Addr),
+    #[error("network {0:?} has no free address left")]
+    NetworkFull(String),
+    #[error("container {0:?} is already on network {1:?}")]
+    AlreadyConnected(String, String),
+    #[error("container {0:?} is not on network {1:?}")]
+    NotConnected(String, String),
+    #[error(
+        "container {0:?} was attached by TAP name; only containers with a namespace can join more networks"
+    )]
+    NoSandbox(String),
+    #[error("MAC address {0} is not a unicast address")]
+    BadMac(MacAddr),
+    #[error("MAC address {0} is already used by {1:?}")]
+    MacTaken(MacAddr, String),
+    #[error("invalid trunk VLAN list {0:?}: give VLAN ids 1-4094 separated by commas")]
+    BadTrunk(String),
+    #[error("{0:?} is the only network of container {1:?}: use detach to remove the container")]
+    LastNetwork(String, String),
+}
+
+/// MAC addresses as text in JSON ("02:42:ac:11:00:02").
+pub mod mac_text {
+    use dataplane::wire::MacAddr;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(m: &MacAddr, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(m)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<MacAddr, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// A Docker-style 64-hex-digit id, from the kernel's random source.
+pub fn new_id() -> String {
+    let mut b = [0u8; 32];
+    // SAFETY: getrandom writes at most b.len() bytes into b.
+    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+    if n != 32 {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        b[..16].copy_from_slice(&t.to_le_bytes());
+        b[16..20].copy_from_slice(&std::process::id().to_le_bytes());
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Names of networks, containers and aliases: Docker's rule.
+pub fn valid_name(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && b[0].is_ascii_alphanumeric()
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || b"_.-".contains(c))
+}
+
+/// What `network create` asks for.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkSpec {
+    pub name: String,
+    pub subnet: Option<String>,
+    pub gateway: Option<Ipv4Addr>,
+    pub ip_range: Option<String>,
+    pub vlan: Option<u32>,
+    #[serde(default)]
+    pub internal: bool,
+    #[serde(default)]
+    pub no_dns: bool,
+    #[serde(default)]
+    pub no_icc: bool,
+    #[serde(default)]
+    pub no_masquerade: bool,
+    pub mtu: Option<u32>,
+}
+
+/// What `attach` / `connect` ask for one endpoint.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EndpointSpec {
+    pub network: String,
+    pub ip: Option<Ipv4Addr>,
+    pub mac: Option<MacAddr>,
+    pub aliases: Vec<String>,
+    pub trunk: Vec<u16>,
+    pub port_security: bool,
+    pub ifname: Option<String>,
+}
+
+/// Parses `--trunk 10,20,30`.
+pub fn parse_trunk(s: &str) -> Result<Vec<u16>, StateError> {
+    let mut v = Vec::new();
+    for part in s.split(',') {
+        let id: u16 = part
+            .trim()
+            .parse()
+            .map_err(|_| StateError::BadTrunk(s.to_string()))?;
+        if !(1..=4094).contains(&id) {
+            return Err(StateError::BadTrunk(s.to_string()));
+        }
+        if !v.contains(&id) {
+            v.push(id);
+        }
+    }
+    Ok(v)
+}
+
+impl State {
+    /// A fresh state with the default `bridge` network (`bip`: Docker's daemon.json
+    /// `bip`, the gateway address with its prefix; `mtu`: the default MTU).
+    pub fn new(bip: Option<Ipv4Net>, mtu: Option<u16>) -> Result<State, StateError> {
+        let mut s = State {
+            version: STATE_VERSION,
+            networks: BTreeMap::new(),
+            containers: BTreeMap::new(),
+            uplink: Uplink::Socket,
+        };
+        s.ensure_default(bip, mtu)?;
+        Ok(s)
+    }
+
+    /// Creates the default network when missing (first start), with `bip`/`mtu`.
+    pub fn ensure_default(
+        &mut self,
+        bip: Option<Ipv4Net>,
+        mtu: Option<u16>,
+    ) -> Result<(), StateError> {
+        if self.networks.contains_key(DEFAULT_NETWORK) {
+            return Ok(());
+        }
+        let (subnet, gateway) = match bip {
+            Some(b) => (b.network(), Some(b.addr).filter(|a| *a != b.network().addr)),
+            None => (DEFAULT_BRIDGE_SUBNET.parse::<Ipv4Net>()?, None),
+        };
+        let spec = NetworkSpec {
+            name: DEFAULT_NETWORK.into(),
+            subnet: Some(subnet.to_string()),
+            gateway,
+            mtu: mtu.map(u32::from),
+            ..Default::default()
+        };
+        let mut n = self.check_network(&spec)?;
+        n.dns = DnsMode::ForwardOnly;
+        self.networks.insert(n.name.clone(), n);
+        Ok(())
+    }
+
+    /// Validates `spec` against the current state and returns the network it would
+    /// create, without changing anything.
+    pub fn check_network(&self, spec: &NetworkSpec) -> Result<Network, StateError> {
+        if !valid_name(&spec.name) {
+            return Err(StateError::BadName(spec.name.clone()));
+        }
+        if self.networks.contains_key(&spec.name) {
+            return Err(StateError::NetworkExists(spec.name.clone()));
+        }
+        let subnet = match &spec.subnet {
+            Some(s) => {
+                let n: Ipv4Net = s.parse()?;
+                if !n.is_canonical() {
+                    return Err(StateError::NotCanonical {
+                        given: s.clone(),
+                        canonical: n.network().to_string(),
+                    });
+                }
+                if !(8..=30).contains(&n.prefix) {
+                    return Err(StateError::SubnetSize(s.clone()));
+                }
+                if let Some(o) = self.networks.values().find(|o| o.subnet.overlaps(&n)) {
+                    return Err(StateError::Overlap(
+                        n.to_string(),
+                        o.name.clone(),
+                        o.subnet.to_string(),
+                    ));
+                }
+                n
+            }
+            None => {
+                if spec.gateway.is_some() {
+                    return Err(StateError::GatewayWithoutSubnet);
+                }
+                self.free_subnet().ok_or(StateError::PoolsExhausted)?
+            }
+        };
+        let gateway = match spec.gateway {
+            Some(g) => {
+                if !subnet.contains(g) || g == subnet.network().addr || g == subnet.broadcast() {
+                    return Err(StateError::GatewayOutside(g, subnet.to_string()));
+                }
+                g
+            }
+            None => Ipv4Addr::from(subnet.first() + 1),
+        };
+        let ip_range = match &spec.ip_range {
+            Some(r) => {
+                let n: Ipv4Net = r.parse()?;
+                if !subnet.covers(&n) {
+                    return Err(StateError::RangeOutside(r.clone(), subnet.to_string()));
+                }
+                Some(n.network())
+            }
+            None => None,
+        };
+        let vlan = match spec.vlan {
+            Some(v) => {
+                if !(1..=4094).contains(&v) {
+                    return Err(StateError::BadVlan(v));
+                }
+                let v = v as u16;
+                if let Some(o) = self.networks.values().find(|o| o.vlan == Some(v)) {
+                    return Err(StateError::VlanTaken(v, o.name.clone()));
+                }
+                Some(v)
+            }
+            None => None,
+        };
+        let mtu = match spec.mtu {
+            Some(m) if !(68..=65520).contains(&m) => return Err(StateError::BadMtu(m)),
+            Some(m) => m as u16,
+            None => DEFAULT_MTU,
+        };
+        Ok(Network {
+            name: spec.name.clone(),
+            id: new_id(),
+            domain: self.free_domain(),
+            subnet,
+            gateway,
+            ip_range,
+            vlan,
+            internal: spec.internal,
+            dns: if spec.no_dns {
+                DnsMode::Off
+            } else {
+                DnsMode::Names
+            },
+            icc: !spec.no_icc,
+            masquerade: !spec.no_masquerade && !spec.internal,
+            mtu,
+            created: now_secs(),
+        })
+    }
+
+    pub fn create_network(&mut self, spec: &NetworkSpec) -> Result<&Network, StateError> {
+        let n = self.check_network(spec)?;
+        let name = n.name.clone();
+        self.networks.insert(name.clone(), n);
+        self.networks.get(&name).ok_or(StateError::NoNetwork(name))
+    }
+
+    fn free_domain(&self) -> u16 {
+        (0..u16::MAX)
+            .find(|d| !self.networks.values().any(|n| n.domain == *d))
+            .unwrap_or(u16::MAX - 1)
+    }
+
+    /// Docker's pools: the next free /16 of 172.18-31, then /20s of 192.168.0.0/16.
+    fn free_subnet(&self) -> Option<Ipv4Net> {
+        let sixteens = (18..=31u8).map(|b| Ipv4Net::new(Ipv4Addr::new(172, b, 0, 0), 16));
+        let twenties = (0..16u8).map(|i| Ipv4Net::new(Ipv4Addr::new(192, 168, i * 16, 0), 20));
+        sixteens
+            .chain(twenties)
+            .find(|c| !self.networks.values().any(|n| n.subnet.overlaps(c)))
+    }
+
+    /// Endpoints on `network`: (container name, endpoint).
+    pub fn endpoints_on<'a>(
+        &'a self,
+        network: &'a str,
+    ) -> impl Iterator<Item = (&'a Container, &'a Endpoint)> + 'a {
+        self.containers.values().flat_map(move |c| {
+            c.endpoints
+                .iter()
+                .filter(move |e| e.network == network)
+                .map(move |e| (c, e))
+        })
+    }
+
+    /// Removes a network; with `force`, its endpoints go too (and containers left with
+    /// none). Returns the names of containers removed entirely.
+    pub fn remove_network(&mut self, name: &str, force: bool) -> Result<Vec<String>, StateError> {
+        if !self.networks.contains_key(name) {
+            return Err(StateError::NoNetwork(name.to_string()));
+        }
+        if name == DEFAULT_NETWORK {
+            return Err(StateError::DefaultNetwork(name.to_string()));
+        }
+        let n = self.endpoints_on(name).count();
+        if n > 0 && !force {
+            return Err(StateError::NetworkInUse(name.to_string(), n));
+        }
+        let mut gone = Vec::new();
+        for c in self.containers.values_mut() {
+            c.endpoints.retain(|e| e.network != name);
+            if c.endpoints.is_empty() {
+                gone.push(c.name.clone());
+            }
+        }
+        for g in &gone {
+            self.containers.remove(g);
+        }
+        self.networks.remove(name);
+        Ok(gone)
+    }
+
+    /// The address to give a new endpoint on `net` (`want`: asked with --ip).
+    fn pick_ip(&self, net: &Network, want: Option<Ipv4Addr>) -> Result<Ipv4Addr, StateError> {
+        let taken = |ip: Ipv4Addr| self.endpoints_on(&net.name).any(|(_, e)| e.ip == ip);
+        let reserved = |ip: Ipv4Addr| {
+            ip == net.subnet.network().addr || ip == net.subnet.broadcast() || ip == net.gateway
+        };
+        if let Some(ip) = want {
+            if !net.subnet.contains(ip) {
+                return Err(StateError::IpOutside(
+                    ip,
+                    net.subnet.to_string(),
+                    net.name.clone(),
+                ));
+            }
+            if reserved(ip) {
+                return Err(StateError::IpReserved(ip));
+            }
+            if taken(ip) {
+                return Err(StateError::IpTaken(ip, net.name.clone()));
+            }
+            return Ok(ip);
+        }
+        let range = net.ip_range.unwrap_or(net.subnet);
+        let (lo, hi) = (
+            range.first().max(net.subnet.first() + 1),
+            range.last().min(net.subnet.last() - 1),
+        );
+        (lo..=hi)
+            .map(Ipv4Addr::from)
+            .find(|ip| !reserved(*ip) && !taken(*ip))
+            .ok_or_else(|| StateError::NetworkFull(net.name.clone()))
+    }
+
+    /// Validates one endpoint for container `cname` and returns it, changing nothing.
+    fn check_endpoint(
+        &self,
+        cname: &str,
+        spec: &EndpointSpec,
+        ifname: String,
+    ) -> Result<Endpoint, StateError> {
+        let net = self
+            .networks
+            .get(&spec.network)
+            .ok_or_else(|| StateError::NoNetwork(spec.network.clone()))?;
+        for a in &spec.aliases {
+            if !valid_name(a) {
+                return Err(StateError::BadName(a.clone()));
+            }
+        }
+        let ip = self.pick_ip(net, spec.ip)?;
+        let mac = spec.mac.unwrap_or_else(|| MacAddr::from_ipv4(ip));
+        if !mac.is_unicast() || mac.is_zero() {
+            return Err(StateError::BadMac(mac));
+        }
+        if let Some((c, _)) = self.endpoints_on(&net.name).find(|(_, e)| e.mac == mac) {
+            return Err(StateError::MacTaken(mac, c.name.clone()));
+        }
+        for v in &spec.trunk {
+            if !(1..=4094).contains(v) {
+                return Err(StateError::BadVlan(u32::from(*v)));
+            }
+        }
+        let _ = cname;
+        Ok(Endpoint {
+            network: net.name.clone(),
+            id: new_id(),
+            ifname,
+            ip,
+            mac,
+            aliases: spec.aliases.clone(),
+            trunk: spec.trunk.clone(),
+            port_security: spec.port_security && spec.trunk.is_empty(),
+        })
+    }
+
+    /// Validates a new container with its first endpoint; changes nothing.
+    pub fn check_attach(
+        &self,
+        name: &str,
+        sandbox: &Sandbox,
+        spec: &EndpointSpec,
+    ) -> Result<Container, StateError> {
+        if !valid_name(name) {
+            return Err(StateError::BadName(name.to_string()));
+        }
+        if self.containers.contains_key(name) {
+            return Err(StateError::ContainerExists(name.to_string()));
+        }
+        let ifname = match (sandbox, &spec.ifname) {
+            (Sandbox::Tap { ifname }, _) => ifname.clone(),
+            (_, Some(i)) => i.clone(),
+            (_, None) => "eth0".to_string(),
+        };
+        let ep = self.check_endpoint(name, spec, ifname)?;
+        Ok(Container {
+            name: name.to_string(),
+            id: new_id(),
+            sandbox: sandbox.clone(),
+            endpoints: vec![ep],
+            published: Vec::new(),
+        })
+    }
+
+    pub fn attach(&mut self, c: Container) {
+        self.containers.insert(c.name.clone(), c);
+    }
+
+    /// Validates one more endpoint for an existing container; changes nothing.
+    pub fn check_connect(&self, name: &str, spec: &EndpointSpec) -> Result<Endpoint, StateError> {
+        let c = self
+            .containers
+            .get(name)
+            .ok_or_else(|| StateError::NoContainer(name.to_string()))?;
+        if matches!(c.sandbox, Sandbox::Tap { .. }) {
+            return Err(StateError::NoSandbox(name.to_string()));
+        }
+        if c.endpoint(&spec.network).is_some() {
+            return Err(StateError::AlreadyConnected(
+                name.to_string(),
+                spec.network.clone(),
+            ));
+        }
+        let ifname = spec.ifname.clone().unwrap_or_else(|| {
+            (0..)
+                .map(|i| format!("eth{i}"))
+                .find(|n| !c.endpoints.iter().any(|e| &e.ifname == n))
+                .unwrap_or_else(|| "eth9".into())
+        });
+        self.check_endpoint(name, spec, ifname)
+    }
+
+    pub fn connect(&mut self, name: &str, ep: Endpoint) {
+        if let Some(c) = self.containers.get_mut(name) {
+            c.endpoints.push(ep);
+        }
+    }
+
+    /// Takes a container off one network (not its last: that is a detach).
+    pub fn disconnect(&mut self, name: &str, network: &str) -> Result<Endpoint, StateError> {
+        let c = self
+            .containers
+            .get_mut(name)
+            .ok_or_else(|| StateError::NoContainer(name.to_string()))?;
+        let i = c
+            .endpoints
+            .iter()
+            .position(|e| e.network == network)
+            .ok_or_else(|| StateError::NotConnected(name.to_string(), network.to_string()))?;
+        if c.endpoints.len() == 1 {
+            return Err(StateError::LastNetwork(
+                network.to_string(),
+                name.to_string(),
+            ));
+        }
+        Ok(c.endpoints.remove(i))
+    }
+
+    pub fn detach(&mut self, name: &str) -> Result<Container, StateError> {
+        self.containers
+            .remove(name)
+            .ok_or_else(|| StateError::NoContainer(name.to_string()))
+    }
+
+    /// Loads the state from `dir`, or None when there is none yet.
+    pub fn load(dir: &Path) -> Result<Option<State>, PersistError> {
+        let path = dir.join(STATE_FILE);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(PersistError::Read(path, e)),
+        };
+        let s: State = serde_json::from_str(&text)
+            .map_err(|e| PersistError::Parse(path.clone(), e.to_string()))?;
+        if s.version != STATE_VERSION {
+            return Err(PersistError::Version(path, s.version));
+        }
+        Ok(Some(s))
+    }
+
+    /// Writes the state atomically: temporary file, fsync, rename, fsync of the directory.
+    pub fn save(&self, dir: &Path) -> Result<(), PersistError> {
+        use std::io::Write;
+        let path = dir.join(STATE_FILE);
+        let tmp = dir.join(format!(".{STATE_FILE}.tmp"));
+        let text = serde_json::to_vec_pretty(self)
+            .map_err(|e| PersistError::Parse(path.clone(), e.to_string()))?;
+        let write = || -> std::io::Result<()> {
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&text)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &path)?;
+            std::fs::File::open(dir)?.sync_all()
+        };
+        write().map_err(|e| PersistError::Write(path.clone(), e))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PersistError {
+    #[error("cannot read state {0}: {1}")]
+    Read(PathBuf, std::io::Error),
+    #[error("cannot write state {0}: {1}")]
+    Write(PathBuf, std::io::Error),
+    #[error("state {0} is damaged: {1} (move it away to start afresh)")]
+    Parse(PathBuf, String),
+    #[error("state {0} has version {1}, which this vswitch does not read")]
+    Version(PathBuf, u32),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(name: &str) -> NetworkSpec {
+        NetworkSpec {
+            name: name.into(),
+            ..Default::default()
+        }
+    }
+
+    fn ep(network: &str) -> EndpointSpec {
+        EndpointSpec {
+            network: network.into(),
+            port_security: true,
+            ..Default::default()
+        }
+    }
+
+    fn ns(p: &str) -> Sandbox {
+        Sandbox::Netns { path: p.into() }
+    }
+
+    #[test]
+    fn default_network_is_docker0() {
+        let s = State::new(None, None).unwrap();
+        let b = &s.networks["bridge"];
+        assert_eq!(b.subnet.to_string(), "172.17.0.0/16");
+        assert_eq!(b.gateway, Ipv4Addr::new(172, 17, 0, 1));
+        assert_eq!(b.dns, DnsMode::ForwardOnly);
+        assert_eq!(b.mtu, 1500);
+        assert_eq!(b.domain, 0);
+    }
+
+    #[test]
+    fn bip_and_default_mtu() {
+        let s = State::new(Some("10.10.0.1/24".parse().unwrap()), Some(9000)).unwrap();
+        let b = &s.networks["bridge"];
+        assert_eq!(b.subnet.to_string(), "10.10.0.0/24");
+        assert_eq!(b.gateway, Ipv4Addr::new(10, 10, 0, 1));
+        assert_eq!(b.mtu, 9000);
+        let s = State::new(Some("10.20.0.254/24".parse().unwrap()), None).unwrap();
+        assert_eq!(s.networks["bridge"].gateway, Ipv4Addr::new(10, 20, 0, 254));
+    }
+
+    #[test]
+    fn pools_in_docker_order() {
+        let mut s = State::new(None, None).unwrap();
+        let a = s.create_network(&spec("a")).unwrap().subnet;
+        assert_eq!(a.to_string(), "172.18.0.0/16");
+        let b = s.create_network(&spec("b")).unwrap();
+        assert_eq!(b.subnet.to_string(), "172.19.0.0/16");
+        assert_eq!(b.gateway, Ipv4Addr::new(172, 19, 0, 1));
+        assert_eq!(b.domain, 2);
+        for i in 0..12 {
+            s.create_network(&spec(&format!("n{i}"))).unwrap();
+        }
+        // 172.18..172.31 are used: next come /20s of 192.168.
+        assert_eq!(
+            s.create_network(&spec("x")).unwrap().subnet.to_string(),
+            "192.168.0.0/20"
+        );
+        assert_eq!(
+            s.create_network(&spec("y")).unwrap().subnet.to_string(),
+            "192.168.16.0/20"
+        );
+    }
+
+    #[test]
+    fn refusals_change_nothing() {
+        let mut s = State::new(None, None).unwrap();
+        s.create_network(&NetworkSpec {
+            name: "a".into(),
+            subnet: Some("10.1.0.0/16".into()),
+            vlan: Some(10),
+            ..Default::default()
+        })
+        .unwrap();
+        let before = s.clone();
+        let cases = [
+            (spec("a"), "already exists"),
+            (spec("bad name"), "invalid name"),
+            (
+                NetworkSpec {
+                    subnet: Some("10.1.5.0/24".into()),
+                    ..spec("b")
+                },
+                "overlaps",
+            ),
+            (
+                NetworkSpec {
+                    subnet: Some("10.2.0.1/16".into()),
+                    ..spec("b")
+                },
+                "host bits",
+            ),
+            (
+                NetworkSpec {
+                    subnet: Some("10.2.0.0/31".into()),
+                    ..spec("b")
+                },
+                "/8 to /30",
+            ),
+            (
+                NetworkSpec {
+                    subnet: Some("nonsense".into()),
+                    ..spec("b")
+                },
+                "invalid CIDR",
+            ),
+            (
+                NetworkSpec {
+                    subnet: Some("10.2.0.0/16".into()),
+                    gateway: Some(Ipv4Addr::new(10, 3, 0, 1)),
+                    ..spec("b")
+                },
+                "not a usable address",
+            ),
+            (
+                NetworkSpec {
+                    subnet: Some("10.2.0.0/16".into()),
+                    gateway: Some(Ipv4Addr::new(10, 2, 255, 255)),
+                    ..spec("b")
+                },
+                "not a usable address",
+            ),
+            (
+                NetworkSpec {
+                    gateway: Some(Ipv4Addr::new(10, 3, 0, 1)),
+                    ..spec("b")
+                },
+                "needs --subnet",
+            ),
+            (
+                NetworkSpec {
+                    subnet: Some("10.2.0.0/16".into()),
+                    ip_range: Some("10.3.0.0/24".into()),
+                    ..spec("b")
+                },
+                "not inside",
+            ),
+            (
+                NetworkSpec {
+                    vlan: Some(10),
+                    ..spec("b")
+                },
+                "already used",
+            ),
+            (
+                NetworkSpec {
+                    vlan: Some(4095),
+                    ..spec("b")
+                },
+                "1 to 4094",
+            ),
+            (
+                NetworkSpec {
+                    mtu: Some(20),
+                    ..spec("b")
+                },
+                "68 to 65520",
+            ),
+        ];
+        for (sp, msg) in cases {
+            let e = s.create_network(&sp).unwrap_err().to_string();
+            assert!(e.contains(msg), "{sp:?}: {e}");
+            assert_eq!(s, before);
+        }
+        assert!(
+            s.remove_network("nope", false)
+                .unwrap_err()
+                .to_string()
+                .contains("not found")
+        );
+        assert!(s.remove_network("bridge", true).is_err());
+        assert_eq!(s, before);
+    }
+
+    #[test]
+    fn addresses_from_two_up_and_ip_honoured_or_refused() {
+        let mut s = State::new(None, None).unwrap();
+        let c = s.check_attach("web", &ns("/x"), &ep("bridge")).unwrap();
+        assert_eq!(c.endpoints[0].ip, Ipv4Addr::new(172, 17, 0, 2));
+        assert_eq!(c.endpoints[0].mac.to_string(), "02:42:ac:11:00:02");
+        assert_eq!(c.endpoints[0].ifname, "eth0");
+        s.attach(c);
+        let c = s.check_attach("db", &ns("/y"), &ep("bridge")).unwrap();
+        assert_eq!(c.endpoints[0].ip, Ipv4Addr::new(172, 17, 0, 3));
+        s.attach(c);
+        let want = |ip| EndpointSpec {
+            ip: Some(ip),
+            ..ep("bridge")
+        };
+        let c = s
+            .check_attach("x", &ns("/z"), &want(Ipv4Addr::new(172, 17, 9, 9)))
+            .unwrap();
+        assert_eq!(c.endpoints[0].ip, Ipv4Addr::new(172, 17, 9, 9));
+        let before = s.clone();
+        for (ip, msg) in [
+            (Ipv4Addr::new(172, 17, 0, 2), "already in use"),
+            (Ipv4Addr::new(172, 17, 0, 1), "reserved"),
+            (Ipv4Addr::new(172, 17, 255, 255), "reserved"),
+            (Ipv4Addr::new(10, 0, 0, 5), "not in subnet"),
+        ] {
+            let e = s
+                .check_attach("x", &ns("/z"), &want(ip))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(msg), "{ip}: {e}");
+        }
+        assert!(
+            s.check_attach("web", &ns("/z"), &ep("bridge"))
+                .unwrap_err()
+                .to_string()
+                .contains("already exists")
+        );
+        assert!(
+            s.check_attach("q", &ns("/z"), &ep("nope"))
+                .unwrap_err()
+                .to_string()
+                .contains("not found")
+        );
+        assert_eq!(s, before);
+    }
+
+    #[test]
+    fn ip_range_and_exhaustion() {
+        let mut s = State::new(None, None).unwrap();
+        s.create_network(&NetworkSpec {
+            name: "small".into(),
+            subnet: Some("10.9.0.0/29".into()),
+            ip_range: Some("10.9.0.4/30".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        let mut got = Vec::new();
+        for i in 0..2 {
+            let c = s
+                .check_attach(&format!("c{i}"), &ns("/n"), &ep("small"))
+                .unwrap();
+            got.push(c.endpoints[0].ip);
+            s.attach(c);
+        }
+        assert_eq!(
+            got,
+            vec![Ipv4Addr::new(10, 9, 0, 4), Ipv4Addr::new(10, 9, 0, 5)]
+        );
+        // .6 and .7 are in the range, but .7 is the broadcast address.
+        let c = s.check_attach("c2", &ns("/n"), &ep("small")).unwrap();
+        assert_eq!(c.endpoints[0].ip, Ipv4Addr::new(10, 9, 0, 6));
+        s.attach(c);
+        assert!(
+            s.check_attach("c3", &ns("/n"), &ep("small"))
+                .unwrap_err()
+                .to_string()
+                .contains("no free address")
+        );
+    }
+
+    #[test]
+    fn connect_disconnect_and_port_names() {
+        let mut s = State::new(None, None).unwrap();
+        s.create_network(&spec("front")).unwrap();
+        let c = s.check_attach("web", &ns("/n"), &ep("bridge")).unwrap();
+        s.attach(c);
+        let e = s.check_connect("web", &ep("front")).unwrap();
+        assert_eq!(e.ifname, "eth1");
+        assert_eq!(e.ip, Ipv4Addr::new(172, 18, 0, 2));
+        s.connect("web", e);
+        let c = &s.containers["web"];
+        assert_eq!(c.port_name(0), "web");
+        assert_eq!(c.port_name(1), "web/eth1");
+        assert!(
+            s.check_connect("web", &ep("front"))
+                .unwrap_err()
+                .to_string()
+                .contains("already on")
+        );
+        assert!(s.check_connect("nope", &ep("front")).is_err());
+        assert!(s.disconnect("web", "nope").is_err());
+        s.disconnect("web", "front").unwrap();
+        assert!(
+            s.disconnect("web", "bridge")
+                .unwrap_err()
+                .to_string()
+                .contains("only network")
+        );
+        // A TAP-attached container cannot join more networks.
+        let c = s
+            .check_attach(
+                "vm",
+                &Sandbox::Tap {
+                    ifname: "tap9".into(),
+                },
+                &ep("bridge"),
+            )
+            .unwrap();
+        assert_eq!(c.endpoints[0].ifname, "tap9");
+        s.attach(c);
+        assert!(
+            s.check_connect("vm", &ep("front"))
+                .unwrap_err()
+                .to_string()
+                .contains("TAP")
+        );
+    }
+
+    #[test]
+    fn network_rm_in_use_and_force() {
+        let mut s = State::new(None, None).unwrap();
+        s.create_network(&spec("front")).unwrap();
+        let c = s.check_attach("web", &ns("/n"), &ep("front")).unwrap();
+        s.attach(c);
+        let before = s.clone();
+        assert!(
+            s.remove_network("front", false)
+                .unwrap_err()
+                .to_string()
+                .contains("--force")
+        );
+        assert_eq!(s, before);
+        assert_eq!(
+            s.remove_network("front", true).unwrap(),
+            vec!["web".to_string()]
+        );
+        assert!(s.containers.is_empty());
+    }
+
+    #[test]
+    fn trunk_parsing_and_port_security() {
+        assert_eq!(parse_trunk("10,20, 30,10").unwrap(), vec![10, 20, 30]);
+        for bad in ["", "0", "4095", "a,b", "10,,20"] {
+            assert!(parse_trunk(bad).is_err(), "{bad}");
+        }
+        let s = State::new(None, None).unwrap();
+        let c = s
+            .check_attach(
+                "t",
+                &ns("/n"),
+                &EndpointSpec {
+                    trunk: vec![10],
+                    ..ep("bridge")
+                },
+            )
+            .unwrap();
+        assert!(!c.endpoints[0].port_security, "a trunk carries other hosts");
+    }
+
+    #[test]
+    fn save_and_load_round_trip() {
+        let dir = std::env::temp_dir().join(format!("vswitch-state-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut s = State::new(None, None).unwrap();
+        s.create_network(&spec("front")).unwrap();
+        let c = s.check_attach("web", &ns("/n"), &ep("front")).unwrap();
+        s.attach(c);
+        s.save(&dir).unwrap();
+        assert_eq!(State::load(&dir).unwrap(), Some(s));
+        std::fs::write(dir.join(STATE_FILE), b"{broken").unwrap();
+        assert!(
+            State::load(&dir)
+                .unwrap_err()
+                .to_string()
+                .contains("damaged")
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(State::load(&dir).unwrap(), None);
+    }
+}

@@ -1,0 +1,676 @@
+//! The threads: workers that move frames, and the service thread behind the gateway.
+//!
+//! ```text
+//!   control thread ──(snapshot swap, commands)──┐
+//!        │                                       ▼
+//!        │        ┌── worker 0 ── mio poll over its ports' fds ──┐
+//!        │        ├── worker 1 ── ...                             ├─ any worker sends to any port
+//!        │        └───────┬───────────────────────────────────────┘
+//!        │                │ SPSC rings (frames to/from the gateway), one pair per worker
+//!        └──(closures)──► service thread ── mio poll over host sockets, timers
+//! ```
+//!
+//! A worker owns a [`Worker`] (ports, batch, pipeline state) and blocks in `mio::Poll`
+//! until a port is readable or a waker fires (a command from the control thread, or
+//! replies from the service thread). Readable ports are drained batch by batch,
+//! round-robin, until each reports empty. The service thread runs a [`Service`]: the
+//! gateway's protocols and the socket uplink; it is handed every frame the bridge sends
+//! to the gateway and answers through the rings. The control thread reaches it with
+//! closures run on the service thread ([`Runtime::service_call`]).
+
+use std::io;
+use std::os::fd::RawFd;
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token, Waker};
+
+use crate::bridge::{CounterTable, Fdb, PortStats};
+use crate::config::{SERVICE_PORT, Snapshot, SnapshotCell};
+use crate::port::service::{ServiceEnd, ServiceFrame, Wake, service_pair};
+use crate::port::{MAX_BATCH, Port};
+use crate::worker::{Clock, Worker};
+
+const WAKER: Token = Token(usize::MAX);
+
+struct MioWake(Arc<Waker>);
+impl Wake for MioWake {
+    fn wake(&self) {
+        let _ = self.0.wake();
+    }
+}
+
+enum WorkerCmd {
+    Add {
+        slot: u16,
+        port: Box<dyn Port>,
+        rx: bool,
+    },
+    Remove {
+        slot: u16,
+        done: mpsc::Sender<()>,
+    },
+    Stop,
+}
+
+struct WorkerHandle {
+    cmds: mpsc::Sender<WorkerCmd>,
+    waker: Arc<Waker>,
+    counters: Arc<CounterTable>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// Settings of the threads.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    pub workers: usize,
+    /// The largest frame a worker's buffers take (a super-frame with offloads).
+    pub frame_cap: usize,
+    /// Spin instead of sleeping in poll (lower latency, a core always busy).
+    pub busy_poll: bool,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            workers: 1,
+            frame_cap: crate::port::STD_FRAME_CAP,
+            busy_poll: false,
+        }
+    }
+}
+
+/// What the service thread can do while handling an event.
+pub struct ServiceCtx<'a> {
+    ends: &'a mut [ServiceEnd],
+    pub registry: &'a mio::Registry,
+    /// The FDB (aging is the service thread's job).
+    pub fdb: &'a Fdb,
+    pub snapshot: &'a SnapshotCell,
+    /// The clock the FDB ages by.
+    pub epoch: Instant,
+}
+
+impl ServiceCtx<'_> {
+    /// A buffer to build a frame in (recycled from the rings when possible).
+    pub fn buffer(&mut self) -> Vec<u8> {
+        self.ends
+            .first_mut()
+            .map(|e| e.buffer())
+            .unwrap_or_default()
+    }
+    /// Sends a frame into `domain` (the bridge forwards it by destination MAC).
+    pub fn send(&mut self, domain: u16, frame: Vec<u8>) -> bool {
+        match self.ends.first_mut() {
+            Some(e) => e.send(domain, frame),
+            None => false,
+        }
+    }
+    /// Returns a frame's buffer for reuse once handled.
+    pub fn recycle(&mut self, buf: Vec<u8>) {
+        if let Some(e) = self.ends.first_mut() {
+            e.recycle(buf);
+        }
+    }
+    /// Seconds on the FDB clock.
+    pub fn now_secs(&self) -> u32 {
+        self.epoch.elapsed().as_secs() as u32
+    }
+}
+
+/// The gateway's side: protocols answered on the service thread.
+pub trait Service: Send + 'static {
+    /// Registers host sockets etc. (tokens must be below `usize::MAX`).
+    fn setup(&mut self, _ctx: &mut ServiceCtx<'_>) -> io::Result<()> {
+        Ok(())
+    }
+    /// Every frame the bridge sent to the gateway.
+    fn frame(&mut self, ctx: &mut ServiceCtx<'_>, frame: ServiceFrame);
+    /// A registered source is ready.
+    fn event(&mut self, _ctx: &mut ServiceCtx<'_>, _token: Token, _ev: &mio::event::Event) {}
+    /// Called on every wake-up; returns when it next needs to run.
+    fn tick(&mut self, _ctx: &mut ServiceCtx<'_>, _now: Instant) -> Option<Instant> {
+        None
+    }
+}
+
+type ServiceJob<S> = Box<dyn FnOnce(&mut S, &mut ServiceCtx<'_>) + Send>;
+
+struct ServiceHandle<S> {
+    jobs: mpsc::Sender<ServiceJob<S>>,
+    waker: Arc<Waker>,
+    thread: Option<JoinHandle<()>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+pub struct Runtime<S: Service> {
+    pub cell: Arc<SnapshotCell>,
+    pub fdb: Arc<Fdb>,
+    workers: Vec<WorkerHandle>,
+    service: ServiceHandle<S>,
+    pub epoch: Instant,
+}
+
+/// Error starting the threads.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("cannot create an event loop: {0}")]
+    Poll(io::Error),
+    #[error("cannot start a thread: {0}")]
+    Thread(io::Error),
+    #[error("the service thread is gone")]
+    ServiceGone,
+}
+
+impl<S: Service> Runtime<S> {
+    /// Starts the workers and the service thread on `snapshot`.
+    pub fn start(
+        cfg: RuntimeConfig,
+        snapshot: Snapshot,
+        fdb: Arc<Fdb>,
+        service: S,
+    ) -> Result<Runtime<S>, RuntimeError> {
+        let cell = Arc::new(SnapshotCell::new(snapshot));
+        let epoch = Instant::now();
+        let spoll = Poll::new().map_err(RuntimeError::Poll)?;
+        let swaker = Arc::new(Waker::new(spoll.registry(), WAKER).map_err(RuntimeError::Poll)?);
+        let mut ends = Vec::new();
+        let mut workers = Vec::new();
+        for i in 0..cfg.workers.max(1) {
+            let poll = Poll::new().map_err(RuntimeError::Poll)?;
+            let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(RuntimeError::Poll)?);
+            let (sport, send) = service_pair(
+                Arc::new(MioWake(swaker.clone())),
+                Arc::new(MioWake(waker.clone())),
+            );
+            ends.push(send);
+            let counters = Arc::new(CounterTable::default());
+            let mut w = Worker::with_frame_cap(&cell, fdb.clone(), counters.clone(), cfg.frame_cap);
+            w.clock = Clock::Real(epoch);
+            w.add_port(SERVICE_PORT, Box::new(sport), true);
+            let (tx, rx) = mpsc::channel();
+            let busy = cfg.busy_poll;
+            let thread = std::thread::Builder::new()
+                .name(format!("vswitch-worker-{i}"))
+                .spawn(move || worker_loop(w, poll, rx, busy))
+                .map_err(RuntimeError::Thread)?;
+            workers.push(WorkerHandle {
+                cmds: tx,
+                waker,
+                counters,
+                thread: Some(thread),
+            });
+        }
+        let (jtx, jrx) = mpsc::channel::<ServiceJob<S>>();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (c2, f2, st2) = (cell.clone(), fdb.clone(), stop.clone());
+        let thread = std::thread::Builder::new()
+            .name("vswitch-service".into())
+            .spawn(move || service_loop(service, spoll, ends, jrx, c2, f2, epoch, st2))
+            .map_err(RuntimeError::Thread)?;
+        Ok(Runtime {
+            cell,
+            fdb,
+            workers,
+            service: ServiceHandle {
+                jobs: jtx,
+                waker: swaker,
+                thread: Some(thread),
+                stop,
+            },
+            epoch,
+        })
+    }
+
+    pub fn workers(&self) -> usize {
+        self.workers.len()
+    }
+
+    /// Publishes a new configuration; workers use it from their next batch.
+    pub fn publish(&self, snap: Snapshot) {
+        self.cell.store(snap);
+    }
+
+    /// Installs a port at `slot`: `handles[i]` goes to worker i (a queue of a
+    /// multi-queue device, or a duplicate of one descriptor), receiving when its flag
+    /// says so. Workers beyond the handles given get none (they cannot send to it).
+    pub fn add_port(&self, slot: u16, handles: Vec<(Box<dyn Port>, bool)>) {
+        for (w, (port, rx)) in self.workers.iter().zip(handles) {
+            let _ = w.cmds.send(WorkerCmd::Add { slot, port, rx });
+            let _ = w.waker.wake();
+        }
+    }
+
+    /// Removes the port at `slot` from every worker and waits until they let go of it.
+    pub fn remove_port(&self, slot: u16) {
+        let mut waits = Vec::new();
+        for w in &self.workers {
+            let (tx, rx) = mpsc::channel();
+            if w.cmds.send(WorkerCmd::Remove { slot, done: tx }).is_ok() {
+                let _ = w.waker.wake();
+                waits.push(rx);
+            }
+        }
+        for rx in waits {
+            let _ = rx.recv_timeout(Duration::from_secs(5));
+        }
+    }
+
+    /// A port's counters, added up over the workers.
+    pub fn stats(&self, slot: u16) -> PortStats {
+        let mut s = PortStats::default();
+        for w in &self.workers {
+            s.add(&w.counters.read(slot));
+        }
+        s
+    }
+
+    /// Runs `f` on the service thread (fire and forget).
+    pub fn service_do(&self, f: impl FnOnce(&mut S, &mut ServiceCtx<'_>) + Send + 'static) {
+        if self.service.jobs.send(Box::new(f)).is_ok() {
+            let _ = self.service.waker.wake();
+        }
+    }
+
+    /// Runs `f` on the service thread and returns its result.
+    pub fn service_call<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut S, &mut ServiceCtx<'_>) -> R + Send + 'static,
+    ) -> Result<R, RuntimeError> {
+        let (tx, rx) = mpsc::channel();
+        self.service_do(move |s, c| {
+            let _ = tx.send(f(s, c));
+        });
+        rx.recv_timeout(Duration::from_secs(10))
+            .map_err(|_| RuntimeError::ServiceGone)
+    }
+
+    /// Stops every thread and waits for them.
+    pub fn shutdown(mut self) {
+        self.stop_all();
+    }
+
+    fn stop_all(&mut self) {
+        for w in &self.workers {
+            let _ = w.cmds.send(WorkerCmd::Stop);
+            let _ = w.waker.wake();
+        }
+        for w in &mut self.workers {
+            if let Some(t) = w.thread.take() {
+                let _ = t.join();
+            }
+        }
+        self.service
+            .stop
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = self.service.waker.wake();
+        if let Some(t) = self.service.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl<S: Service> Drop for Runtime<S> {
+    fn drop(&mut self) {
+        self.stop_all();
+    }
+}
+
+fn register(poll: &Poll, slot: u16, fd: RawFd) {
+    let _ = poll.registry().register(
+        &mut SourceFd(&fd),
+        Token(usize::from(slot)),
+        Interest::READABLE,
+    );
+}
+
+fn worker_loop(mut w: Worker, mut poll: Poll, cmds: mpsc::Receiver<WorkerCmd>, busy: bool) {
+    let mut events = Events::with_capacity(256);
+    // Ports known to have frames waiting (edge-triggered: drained until a short batch).
+    let mut ready: Vec<u16> = Vec::new();
+    let mut registered: Vec<(u16, RawFd)> = Vec::new();
+    loop {
+        let timeout = if busy || !ready.is_empty() {
+            Some(Duration::ZERO)
+        } else {
+            Some(Duration::from_millis(500))
+        };
+        if let Err(e) = poll.poll(&mut events, timeout)
+            && e.kind() != io::ErrorKind::Interrupted
+        {
+            return;
+        }
+        for ev in events.iter() {
+            if ev.token() == WAKER {
+                continue;
+            }
+            let slot = ev.token().0 as u16;
+            if !ready.contains(&slot) {
+                ready.push(slot);
+            }
+        }
+        // Commands (cheap to check every round).
+        while let Ok(c) = cmds.try_recv() {
+            match c {
+                WorkerCmd::Add { slot, port, rx } => {
+                    if let Some(i) = registered.iter().position(|(s, _)| *s == slot) {
+                        let (_, fd) = registered.swap_remove(i);
+                        let _ = poll.registry().deregister(&mut SourceFd(&fd));
+                    }
+                    let fd = port.rx_fd();
+                    w.add_port(slot, port, rx);
+                    if rx && let Some(fd) = fd {
+                        register(&poll, slot, fd);
+                        registered.push((slot, fd));
+                        // Frames may already wait: edge-triggered registration would
+                        // not report them.
+                        ready.push(slot);
+                    }
+                }
+                WorkerCmd::Remove { slot, done } => {
+                    if let Some(i) = registered.iter().position(|(s, _)| *s == slot) {
+                        let (_, fd) = registered.swap_remove(i);
+                        let _ = poll.registry().deregister(&mut SourceFd(&fd));
+                    }
+                    ready.retain(|s| *s != slot);
+                    drop(w.remove_port(slot));
+                    let _ = done.send(());
+                }
+                WorkerCmd::Stop => return,
+            }
+        }
+        // One batch per ready port per round, so a busy port cannot starve the others.
+        let mut i = 0;
+        while i < ready.len() {
+            let slot = ready[i];
+            if w.poll_port(slot) < MAX_BATCH {
+                ready.swap_remove(i);
+            } else {
+                i += 1;
+            }
+        }
+        // Replies from the gateway.
+        while w.poll_port(SERVICE_PORT) == MAX_BATCH {}
+        let _ = &mut poll;
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn service_loop<S: Service>(
+    mut svc: S,
+    mut poll: Poll,
+    mut ends: Vec<ServiceEnd>,
+    jobs: mpsc::Receiver<ServiceJob<S>>,
+    cell: Arc<SnapshotCell>,
+    fdb: Arc<Fdb>,
+    epoch: Instant,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) {
+    let mut events = Events::with_capacity(256);
+    let mut next_age = Instant::now();
+    {
+        let mut ctx = ServiceCtx {
+            ends: &mut ends,
+            registry: poll.registry(),
+            fdb: &fdb,
+            snapshot: &cell,
+            epoch,
+        };
+        let _ = svc.setup(&mut ctx);
+    }
+    let mut deadline: Option<Instant> = None;
+    loop {
+        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
+        let now = Instant::now();
+        let until = [deadline, Some(next_age)]
+            .into_iter()
+            .flatten()
+            .min()
+            .map(|d| d.saturating_duration_since(now));
+        if let Err(e) = poll.poll(&mut events, until)
+            && e.kind() != io::ErrorKind::Interrupted
+        {
+            return;
+        }
+        let mut ctx = ServiceCtx {
+            ends: &mut ends,
+            registry: poll.registry(),
+            fdb: &fdb,
+            snapshot: &cell,
+            epoch,
+        };
+        for ev in events.iter() {
+            if ev.token() != WAKER {
+                svc.event(&mut ctx, ev.token(), ev);
+            }
+        }
+        while let Ok(job) = jobs.try_recv() {
+            job(&mut svc, &mut ctx);
+        }
+        // Frames from every worker.
+        for i in 0..ctx.ends.len() {
+            while let Some(f) = ctx.ends.get_mut(i).and_then(|e| e.recv()) {
+                svc.frame(&mut ctx, f);
+            }
+        }
+        let now = Instant::now();
+        if now >= next_age {
+            let snap = cell.load_full();
+            fdb.age(ctx.now_secs(), snap.aging_secs);
+            next_age = now + Duration::from_secs(1);
+        }
+        deadline = svc.tick(&mut ctx, now);
+        for e in ctx.ends.iter() {
+            e.flush();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{DomainConf, PortConf, PortMode, PortRole};
+    use crate::wire::MacAddr;
+    use std::net::Ipv4Addr;
+    use std::os::fd::{AsRawFd, OwnedFd};
+
+    /// A port over one end of a socketpair (SOCK_SEQPACKET keeps frame boundaries).
+    struct PairPort {
+        fd: OwnedFd,
+    }
+
+    fn pair() -> (PairPort, OwnedFd) {
+        let mut fds = [0; 2];
+        // SAFETY: socketpair fills two descriptors we then own.
+        let r = unsafe {
+            libc::socketpair(
+                libc::AF_UNIX,
+                libc::SOCK_SEQPACKET | libc::SOCK_NONBLOCK,
+                0,
+                fds.as_mut_ptr(),
+            )
+        };
+        assert_eq!(r, 0);
+        // SAFETY: both descriptors were just created and are owned by nobody else.
+        unsafe {
+            use std::os::fd::FromRawFd;
+            (
+                PairPort {
+                    fd: OwnedFd::from_raw_fd(fds[0]),
+                },
+                OwnedFd::from_raw_fd(fds[1]),
+            )
+        }
+    }
+
+    impl Port for PairPort {
+        fn name(&self) -> &str {
+            "pair"
+        }
+        fn recv(
+            &mut self,
+            batch: &mut crate::port::Batch,
+        ) -> Result<usize, crate::port::PortError> {
+            let mut n = 0;
+            for f in batch.slots_mut() {
+                let area = f.recv_area();
+                // SAFETY: reading into a buffer we own, of its length.
+                let r = unsafe {
+                    libc::read(self.fd.as_raw_fd(), area.as_mut_ptr().cast(), area.len())
+                };
+                if r <= 0 {
+                    break;
+                }
+                f.set_received(r as usize);
+                n += 1;
+            }
+            batch.set_len(n);
+            Ok(n)
+        }
+        fn send(
+            &mut self,
+            batch: &crate::port::Batch,
+            sel: &[crate::port::TxSel],
+        ) -> Result<usize, crate::port::PortError> {
+            let mut n = 0;
+            for s in sel {
+                if let Some(f) = batch.get(usize::from(s.idx)) {
+                    let d = f.data();
+                    // SAFETY: writing from a buffer we own, of its length.
+                    let r = unsafe { libc::write(self.fd.as_raw_fd(), d.as_ptr().cast(), d.len()) };
+                    if r > 0 {
+                        n += 1;
+                    }
+                }
+            }
+            Ok(n)
+        }
+        fn rx_fd(&self) -> Option<RawFd> {
+            Some(self.fd.as_raw_fd())
+        }
+    }
+
+    struct Counting(Arc<std::sync::atomic::AtomicUsize>);
+    impl Service for Counting {
+        fn frame(&mut self, ctx: &mut ServiceCtx<'_>, f: ServiceFrame) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            ctx.recycle(f.data);
+        }
+    }
+
+    fn snapshot() -> Snapshot {
+        let mut s = Snapshot {
+            domains: vec![Some(DomainConf {
+                name: "n".into(),
+                vlan: None,
+                gateway_mac: MacAddr([2, 0x42, 10, 0, 0, 1]),
+                gateway_ip: Ipv4Addr::new(10, 0, 0, 1),
+                subnet: Ipv4Addr::new(10, 0, 0, 0),
+                prefix_len: 24,
+                icc: true,
+                members: vec![],
+            })],
+            ports: vec![
+                Some(PortConf {
+                    name: "gateway".into(),
+                    gen_: 0,
+                    role: PortRole::Gateway,
+                    mode: PortMode::Access { domain: 0 },
+                    security: None,
+                    mac_limit: 0,
+                }),
+                None,
+            ],
+            ..Default::default()
+        };
+        for i in 0..2 {
+            s.ports.push(Some(PortConf {
+                name: format!("p{i}"),
+                gen_: 0,
+                role: PortRole::Container,
+                mode: PortMode::Access { domain: 0 },
+                security: None,
+                mac_limit: 1024,
+            }));
+        }
+        s.rebuild();
+        s
+    }
+
+    fn read_timeout(fd: &OwnedFd, buf: &mut [u8]) -> Option<usize> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            // SAFETY: reading into a buffer we own, of its length.
+            let r = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            if r > 0 {
+                return Some(r as usize);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        None
+    }
+
+    #[test]
+    fn threads_forward_between_fd_ports_and_feed_the_service() {
+        for workers in [1, 2] {
+            let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let rt = Runtime::start(
+                RuntimeConfig {
+                    workers,
+                    ..Default::default()
+                },
+                snapshot(),
+                Arc::new(Fdb::default()),
+                Counting(count.clone()),
+            )
+            .unwrap();
+            let (a, a_peer) = pair();
+            let (b, b_peer) = pair();
+            // Worker 0 receives a, the last worker receives b; every worker can send to both.
+            let dup = |p: &PairPort| PairPort {
+                fd: p.fd.try_clone().unwrap(),
+            };
+            let mut ha: Vec<(Box<dyn Port>, bool)> = vec![(Box::new(dup(&a)), true)];
+            let mut hb: Vec<(Box<dyn Port>, bool)> = Vec::new();
+            for i in 1..workers {
+                ha.push((Box::new(dup(&a)), false));
+                hb.push((Box::new(dup(&b)), i == workers - 1));
+            }
+            hb.insert(0, (Box::new(dup(&b)), workers == 1));
+            rt.add_port(2, ha);
+            rt.add_port(3, hb);
+            // A broadcast from a: reaches b and the gateway.
+            let mut f = vec![0xffu8; 6];
+            f.extend_from_slice(&[2, 0, 0, 0, 0, 0xa, 0x08, 0x06]);
+            f.resize(60, 0);
+            // SAFETY: writing a buffer we own.
+            unsafe { libc::write(a_peer.as_raw_fd(), f.as_ptr().cast(), f.len()) };
+            let mut buf = [0u8; 2048];
+            assert_eq!(read_timeout(&b_peer, &mut buf), Some(60));
+            // b answers a by unicast (a was learned).
+            let mut g = vec![2, 0, 0, 0, 0, 0xa, 2, 0, 0, 0, 0, 0xb, 0x08, 0x00];
+            g.resize(60, 0);
+            // SAFETY: writing a buffer we own.
+            unsafe { libc::write(b_peer.as_raw_fd(), g.as_ptr().cast(), g.len()) };
+            assert_eq!(read_timeout(&a_peer, &mut buf), Some(60));
+            assert_eq!(&buf[..12], &g[..12]);
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while count.load(std::sync::atomic::Ordering::Relaxed) == 0 && Instant::now() < deadline
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            assert_eq!(count.load(std::sync::atomic::Ordering::Relaxed), 1);
+            assert_eq!(rt.stats(2).rx_packets, 1);
+            assert_eq!(rt.stats(3).tx_packets, 1);
+            let n = rt.service_call(|_s, ctx| ctx.fdb.len()).unwrap();
+            assert_eq!(n, 2);
+            rt.remove_port(2);
+            rt.shutdown();
+        }
+    }
+}
