@@ -1,7 +1,15 @@
-//! What the integration tests share: the binary under test, and running it.
+//! What the integration tests share: the binary under test, a daemon per test in a
+//! private directory, network namespaces, and running real tools inside them.
+//!
+//! Everything a test creates carries a unique prefix (`vt<pid>x<n>`) and is removed on
+//! drop, also when the test fails: namespaces (with the TAPs inside them), daemons
+//! (killed by pid), temporary directories.
 #![allow(dead_code)]
 
-use std::process::{Command, Output};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
 
 /// The `vswitch` binary cargo built for this test run.
 pub fn bin() -> &'static str {
@@ -29,4 +37,311 @@ pub fn vswitch(args: &[&str]) -> Output {
         .env_remove("RUST_BACKTRACE")
         .output()
         .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin()))
+}
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// A name unique to this test process and call: `vt<pid>x<n>` plus a tag.
+pub fn unique(tag: &str) -> String {
+    format!(
+        "vt{}x{}{}",
+        std::process::id() % 100_000,
+        SEQ.fetch_add(1, Ordering::Relaxed),
+        tag
+    )
+}
+
+/// Fails the test with a clear message when a tool it drives is missing.
+pub fn require(tools: &[&str]) {
+    for t in tools {
+        let found = Command::new("sh")
+            .args(["-c", &format!("command -v {t}")])
+            .stdout(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(
+            found,
+            "this test needs `{t}` on PATH: run `bash scripts/test`, which installs it"
+        );
+    }
+}
+
+/// Fails the test with a clear message unless it runs as root.
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    let uid = unsafe { libc::geteuid() };
+    assert_eq!(
+        uid, 0,
+        "this test creates network namespaces and TAP devices: run it as root (CI does)"
+    );
+}
+
+/// Runs a command and returns its output; panics if it cannot start.
+pub fn sh(cmd: &str) -> Output {
+    Command::new("sh")
+        .args(["-c", cmd])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd}: {e}"))
+}
+
+/// Runs a command that must succeed.
+pub fn must(cmd: &str) -> String {
+    let o = sh(cmd);
+    assert!(
+        o.status.success(),
+        "`{cmd}` failed: {}{}",
+        o.stdout_text(),
+        o.stderr_text()
+    );
+    o.stdout_text()
+}
+
+/// A temporary directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let p = std::env::temp_dir().join(unique(tag));
+        std::fs::create_dir_all(&p)
+            .unwrap_or_else(|e| panic!("cannot create {}: {e}", p.display()));
+        TempDir(p)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A named network namespace (`ip netns add`), deleted on drop with everything in it.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new(tag: &str) -> Netns {
+        require_root();
+        require(&["ip"]);
+        let name = unique(tag);
+        must(&format!("ip netns add {name}"));
+        must(&format!("ip -n {name} link set lo up"));
+        Netns { name }
+    }
+    /// The namespace file, for `ctl attach --netns`.
+    pub fn path(&self) -> String {
+        format!("/run/netns/{}", self.name)
+    }
+    /// Runs a shell command inside the namespace.
+    pub fn sh(&self, cmd: &str) -> Output {
+        sh(&format!(
+            "ip netns exec {} sh -c '{}'",
+            self.name,
+            cmd.replace('\'', r"'\''")
+        ))
+    }
+    /// Runs a command inside the namespace that must succeed; returns its stdout.
+    pub fn must(&self, cmd: &str) -> String {
+        let o = self.sh(cmd);
+        assert!(
+            o.status.success(),
+            "in {}: `{cmd}` failed: {}{}",
+            self.name,
+            o.stdout_text(),
+            o.stderr_text()
+        );
+        o.stdout_text()
+    }
+    /// Starts a command inside the namespace in the background.
+    pub fn spawn(&self, cmd: &str) -> Proc {
+        Proc::spawn(&format!(
+            "exec ip netns exec {} sh -c '{}'",
+            self.name,
+            cmd.replace('\'', r"'\''")
+        ))
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = sh(&format!("ip netns delete {}", self.name));
+    }
+}
+
+/// A background process, killed (by pid) on drop.
+pub struct Proc {
+    pub child: Child,
+}
+
+impl Proc {
+    pub fn spawn(cmd: &str) -> Proc {
+        let child = Command::new("sh")
+            .args(["-c", cmd])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {cmd}: {e}"));
+        Proc { child }
+    }
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+    /// Waits for the process to end (up to `timeout`) and returns its output.
+    pub fn wait(mut self, timeout: Duration) -> Output {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let child = std::mem::replace(&mut self.child, Command::new("true").spawn().expect("true"));
+        child
+            .wait_with_output()
+            .unwrap_or_else(|e| panic!("wait: {e}"))
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A vswitch daemon with its own socket and state directory, killed on drop.
+pub struct Daemon {
+    pub dir: TempDir,
+    pub proc: Option<Proc>,
+    pub args: Vec<String>,
+}
+
+impl Daemon {
+    pub fn start(extra: &[&str]) -> Daemon {
+        let dir = TempDir::new("d");
+        let mut d = Daemon {
+            dir,
+            proc: None,
+            args: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        d.launch();
+        d
+    }
+
+    /// (Re)starts the daemon process on the same socket and state.
+    pub fn launch(&mut self) {
+        let sock = self.socket();
+        let mut cmd = format!(
+            "exec {} daemon --socket {} --state-dir {}",
+            bin(),
+            sock.display(),
+            self.dir.path().join("state").display()
+        );
+        for a in &self.args {
+            cmd.push(' ');
+            cmd.push_str(a);
+        }
+        self.proc = Some(Proc::spawn(&format!(
+            "{cmd} 2>>{}",
+            self.dir.path().join("daemon.log").display()
+        )));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if std::os::unix::net::UnixStream::connect(&sock).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("the daemon did not start: {}", self.log());
+    }
+
+    /// Kills the daemon with SIGKILL (a crash), leaving its state and TAPs behind.
+    pub fn kill9(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            let _ = p.child.kill();
+            let _ = p.child.wait();
+        }
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("ctl.sock")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
+    }
+
+    /// `vswitch ctl --socket S ARGS...`
+    pub fn ctl(&self, args: &[&str]) -> Output {
+        let sock = self.socket();
+        let mut all = vec!["ctl", "--socket", sock.to_str().unwrap_or_default()];
+        all.extend_from_slice(args);
+        vswitch(&all)
+    }
+
+    /// A ctl command that must succeed; returns stdout.
+    pub fn ctl_ok(&self, args: &[&str]) -> String {
+        let o = self.ctl(args);
+        assert!(
+            o.status.success(),
+            "ctl {args:?} failed: {}\ndaemon log:\n{}",
+            o.stderr_text(),
+            self.log()
+        );
+        o.stdout_text()
+    }
+
+    /// A ctl command with --json that must succeed; returns the parsed document.
+    pub fn ctl_json(&self, args: &[&str]) -> serde_json::Value {
+        let mut a = vec!["--json"];
+        a.extend_from_slice(args);
+        let out = self.ctl_ok(&a);
+        serde_json::from_str(out.trim())
+            .unwrap_or_else(|e| panic!("ctl {args:?}: not JSON ({e}): {out}"))
+    }
+
+    /// A ctl command that must fail with one line on stderr; returns that line.
+    pub fn ctl_err(&self, args: &[&str]) -> String {
+        let o = self.ctl(args);
+        assert!(
+            !o.status.success(),
+            "ctl {args:?} succeeded: {}",
+            o.stdout_text()
+        );
+        let e = o.stderr_text();
+        assert_eq!(
+            e.trim().lines().count(),
+            1,
+            "ctl {args:?}: not one line: {e}"
+        );
+        assert!(e.starts_with("vswitch: "), "ctl {args:?}: {e}");
+        assert!(!e.contains("panicked"), "ctl {args:?}: {e}");
+        e.trim().to_string()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Polls `f` until it returns true or `timeout` passes.
+pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
 }
