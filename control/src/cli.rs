@@ -26,8 +26,32 @@ pub enum Command {
     Daemon(DaemonArgs),
     /// Talk to a running daemon.
     Ctl(CtlArgs),
+    /// Run a command in a fresh network namespace attached to a network.
+    Run(RunArgs),
     /// Run the forwarding pipeline on in-memory ports and report its speed.
     Bench(BenchArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    /// Control socket [default: as for the daemon]
+    #[arg(long)]
+    pub socket: Option<PathBuf>,
+    /// A network, or none, host, container:NAME.
+    #[arg(long)]
+    pub network: String,
+    /// The container's name (its port, and its DNS name).
+    #[arg(long)]
+    pub name: String,
+    #[arg(long)]
+    pub ip: Option<Ipv4Addr>,
+    #[arg(short = 'p', long = "publish", value_name = "SPEC")]
+    pub publish: Vec<String>,
+    #[arg(long = "alias")]
+    pub aliases: Vec<String>,
+    /// The command and its arguments.
+    #[arg(last = true, required = true)]
+    pub command: Vec<String>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -293,6 +317,8 @@ pub enum CliError {
     Client(#[from] ClientError),
     #[error(transparent)]
     Daemon(#[from] crate::daemon::DaemonError),
+    #[error(transparent)]
+    Run(#[from] crate::run::RunError),
     #[error("{0}")]
     Usage(String),
 }
@@ -336,6 +362,18 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Bench(a) => bench(a),
         Command::Daemon(a) => crate::daemon_main::run(a),
         Command::Ctl(a) => ctl(a),
+        Command::Run(a) => {
+            let code = crate::run::run(crate::run::RunSpec {
+                socket: a.socket.unwrap_or_else(crate::paths::default_socket),
+                network: a.network,
+                name: a.name,
+                ip: a.ip,
+                publish: a.publish,
+                aliases: a.aliases,
+                command: a.command,
+            })?;
+            std::process::exit(code);
+        }
     }
 }
 

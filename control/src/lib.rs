@@ -10,6 +10,7 @@ pub mod net;
 pub mod paths;
 pub mod publish;
 pub mod render;
+pub mod run;
 pub mod state;
 pub mod tap_backend;
 pub mod wire;

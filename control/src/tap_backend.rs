@@ -35,3 +35,18 @@ impl Backend for TapBackend {
         Err(unavailable())
     }
 }
+
+/// Brings up `lo` in the current network namespace.
+pub fn loopback_up() -> std::io::Result<()> {
+    Err(std::io::Error::other("not available in this build"))
+}
+
+/// Creates the TAP `ifname` in the current network namespace (for `vswitch run`).
+pub fn create_local_tap(_ifname: &str, _vnet_hdr: bool) -> std::io::Result<OwnedFd> {
+    Err(std::io::Error::other("not available in this build"))
+}
+
+/// Configures an interface of the current network namespace.
+pub fn configure_local(_cfg: &IfConfig) -> std::io::Result<()> {
+    Err(std::io::Error::other("not available in this build"))
+}

@@ -429,6 +429,7 @@ impl Daemon {
                 "protocol": crate::api::PROTOCOL_VERSION,
                 "version": env!("CARGO_PKG_VERSION"),
                 "workers": self.rt.workers(),
+                "offload": self.cfg.offload,
             })),
             Request::NetworkCreate(spec) => {
                 let mut next = self.state.clone();
@@ -503,7 +504,7 @@ impl Daemon {
                     .containers
                     .get(&name)
                     .ok_or(StateError::NoContainer(name))?;
-                Ok(view::sandbox(c))
+                Ok(view::sandbox(&self.state, c))
             }
             Request::UplinkShow => {
                 Ok(serde_json::to_value(&self.state.uplink).unwrap_or(Value::Null))

@@ -121,7 +121,19 @@ pub fn attached(state: &State, c: &Container) -> Value {
     }
 }
 
-pub fn sandbox(c: &Container) -> Value {
+pub fn sandbox(state: &State, c: &Container) -> Value {
+    let mut v = sandbox_paths(c);
+    // What a container joining this one's namespace should use as resolver.
+    if let Some(e) = c.endpoints.first()
+        && let Some(n) = state.networks.get(&e.network)
+        && n.dns != DnsMode::Off
+    {
+        v["resolv"] = json!(format!("nameserver {}\noptions ndots:0\n", n.gateway));
+    }
+    v
+}
+
+fn sandbox_paths(c: &Container) -> Value {
     match &c.sandbox {
         Sandbox::Netns { path } => json!({"netns": path}),
         Sandbox::Pid { pid } | Sandbox::Run { pid } => json!({
