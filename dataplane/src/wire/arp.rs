@@ -19,6 +19,11 @@ pub struct ArpPacket<T: AsRef<[u8]>> {
 }
 
 impl<T: AsRef<[u8]>> ArpPacket<T> {
+    /// The whole buffer the view covers.
+    #[inline]
+    pub fn as_bytes(&self) -> &[u8] {
+        self.buffer.as_ref()
+    }
     pub fn new_unchecked(buffer: T) -> Self {
         ArpPacket { buffer }
     }

@@ -119,6 +119,11 @@ pub struct EthernetFrame<T: AsRef<[u8]>> {
 }
 
 impl<T: AsRef<[u8]>> EthernetFrame<T> {
+    /// The whole buffer the view covers.
+    #[inline]
+    pub fn as_bytes(&self) -> &[u8] {
+        self.buffer.as_ref()
+    }
     /// Wraps without checking; accessors panic on a buffer shorter than 14 bytes.
     pub fn new_unchecked(buffer: T) -> Self {
         EthernetFrame { buffer }

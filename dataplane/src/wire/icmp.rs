@@ -42,6 +42,11 @@ pub struct Icmpv4Packet<T: AsRef<[u8]>> {
 }
 
 impl<T: AsRef<[u8]>> Icmpv4Packet<T> {
+    /// The whole buffer the view covers.
+    #[inline]
+    pub fn as_bytes(&self) -> &[u8] {
+        self.buffer.as_ref()
+    }
     pub fn new_unchecked(buffer: T) -> Self {
         Icmpv4Packet { buffer }
     }

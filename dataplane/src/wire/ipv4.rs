@@ -35,6 +35,11 @@ mod field {
 }
 
 impl<T: AsRef<[u8]>> Ipv4Packet<T> {
+    /// The whole buffer the view covers.
+    #[inline]
+    pub fn as_bytes(&self) -> &[u8] {
+        self.buffer.as_ref()
+    }
     pub fn new_unchecked(buffer: T) -> Self {
         Ipv4Packet { buffer }
     }

@@ -27,6 +27,11 @@ pub struct TcpPacket<T: AsRef<[u8]>> {
 }
 
 impl<T: AsRef<[u8]>> TcpPacket<T> {
+    /// The whole buffer the view covers.
+    #[inline]
+    pub fn as_bytes(&self) -> &[u8] {
+        self.buffer.as_ref()
+    }
     pub fn new_unchecked(buffer: T) -> Self {
         TcpPacket { buffer }
     }

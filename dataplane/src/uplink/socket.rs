@@ -1,0 +1,1124 @@
+//! The socket uplink: containers reach the outside (and the host) through the host's
+//! own sockets, with the host's address, as slirp4netns and pasta do for one namespace.
+//!
+//! - **TCP** is terminated in userspace by smoltcp, one interface for every network
+//!   (`Medium::Ip`, any-IP: it answers for whatever address a container connects to).
+//!   On a container's SYN the uplink opens a listening socket for exactly that
+//!   destination with its SYN-ACK held back, and starts a non-blocking host `connect`;
+//!   only when the host connection is up does the container get its SYN-ACK (refused
+//!   or unreachable: an RST), so the container sees the real outcome. Data is relayed
+//!   between smoltcp's buffers and the host socket without an intermediate copy
+//!   (reads land in smoltcp's transmit ring, writes come from its receive ring).
+//! - **UDP** needs no stack: each flow (container address and port, destination
+//!   address and port) gets a connected host UDP socket; replies are built back into
+//!   packets. Flows expire after [`UDP_IDLE`].
+//! - **ICMP echo** goes out through ping sockets (`SOCK_DGRAM`/`IPPROTO_ICMP`) where the
+//!   host's `net.ipv4.ping_group_range` allows them; otherwise the container is told
+//!   the destination is administratively unreachable.
+//! - The gateway address stands for the host: a connection to GATEWAY:PORT reaches the
+//!   host's 127.0.0.1:PORT.
+//!
+//! Destinations inside any vswitch network are never reached this way (networks stay
+//! isolated), nor is anything from an internal network.
+//!
+//! Sans-I/O towards the switch: IPv4 packets come in by [`SocketUplink::from_container`]
+//! and go out through [`SocketUplink::take_output`]; the caller frames them.
+
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use mio::net::{TcpStream, UdpSocket};
+use mio::{Interest, Registry, Token};
+use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
+use smoltcp::phy::{self, ChecksumCapabilities, Device, DeviceCapabilities, Medium};
+use smoltcp::socket::tcp;
+use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, IpListenEndpoint, Ipv4Address};
+
+use crate::wire::icmp::{IcmpType, UnreachCode};
+use crate::wire::{Icmpv4Packet, IpProtocol, Ipv4Packet, TcpPacket, UdpPacket};
+
+/// Idle UDP flows are closed after this long.
+pub const UDP_IDLE: Duration = Duration::from_secs(120);
+/// Idle echo flows are closed after this long.
+pub const PING_IDLE: Duration = Duration::from_secs(30);
+/// The most TCP connections carried at once.
+pub const MAX_TCP: usize = 1024;
+/// The most UDP flows at once.
+pub const MAX_UDP: usize = 4096;
+/// The most echo flows at once.
+pub const MAX_PING: usize = 256;
+/// smoltcp buffer per direction per connection.
+pub const TCP_BUFFER: usize = 512 * 1024;
+
+/// Token ranges the uplink uses on the service thread's poll.
+pub const TOKEN_TCP: usize = 1 << 20;
+pub const TOKEN_UDP: usize = 2 << 20;
+pub const TOKEN_PING: usize = 3 << 20;
+
+/// What the uplink needs to know of each network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NetView {
+    pub gateway: Ipv4Addr,
+    pub subnet: Ipv4Addr,
+    pub prefix_len: u8,
+    /// Traffic may leave (not internal, masquerade on).
+    pub egress: bool,
+}
+
+impl NetView {
+    fn contains(&self, ip: Ipv4Addr) -> bool {
+        let m = if self.prefix_len == 0 {
+            0
+        } else {
+            u32::MAX << (32 - u32::from(self.prefix_len.min(32)))
+        };
+        u32::from(ip) & m == u32::from(self.subnet) & m
+    }
+}
+
+/// Where a flow from a container goes on the host.
+fn target(nets: &[Option<NetView>], domain: u16, dst: Ipv4Addr, port: u16) -> Option<SocketAddrV4> {
+    let own = nets.get(usize::from(domain))?.as_ref()?;
+    if dst == own.gateway {
+        // The gateway stands for the host's loopback (internal networks included: the
+        // host is not "outside").
+        return own
+            .egress
+            .then_some(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port));
+    }
+    if !own.egress {
+        return None;
+    }
+    if nets.iter().flatten().any(|n| n.contains(dst)) {
+        return None;
+    }
+    if dst.is_loopback() || dst.is_unspecified() || dst.is_broadcast() || dst.is_multicast() {
+        return None;
+    }
+    Some(SocketAddrV4::new(dst, port))
+}
+
+struct QueueDevice {
+    rx: std::collections::VecDeque<Vec<u8>>,
+    tx: Vec<Vec<u8>>,
+}
+
+struct QRx(Vec<u8>);
+struct QTx<'a>(&'a mut Vec<Vec<u8>>);
+
+impl phy::RxToken for QRx {
+    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
+        f(&self.0)
+    }
+}
+
+impl phy::TxToken for QTx<'_> {
+    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+        let mut b = vec![0u8; len];
+        let r = f(&mut b);
+        self.0.push(b);
+        r
+    }
+}
+
+impl Device for QueueDevice {
+    type RxToken<'a> = QRx;
+    type TxToken<'a> = QTx<'a>;
+    fn receive(&mut self, _t: smoltcp::time::Instant) -> Option<(QRx, QTx<'_>)> {
+        let p = self.rx.pop_front()?;
+        Some((QRx(p), QTx(&mut self.tx)))
+    }
+    fn transmit(&mut self, _t: smoltcp::time::Instant) -> Option<QTx<'_>> {
+        Some(QTx(&mut self.tx))
+    }
+    fn capabilities(&self) -> DeviceCapabilities {
+        let mut c = DeviceCapabilities::default();
+        c.medium = Medium::Ip;
+        c.max_transmission_unit = 65535;
+        // Frames come from local TAPs, possibly with partial checksums (offloads):
+        // compute on transmit, do not verify on receive.
+        let mut cs = ChecksumCapabilities::default();
+        cs.ipv4 = phy::Checksum::Tx;
+        cs.tcp = phy::Checksum::Tx;
+        cs.udp = phy::Checksum::Tx;
+        cs.icmpv4 = phy::Checksum::Tx;
+        c.checksum = cs;
+        c
+    }
+}
+
+/// (container address, container port, destination address, destination port)
+type Quad = (Ipv4Addr, u16, Ipv4Addr, u16);
+
+struct TcpConn {
+    handle: SocketHandle,
+    quad: Quad,
+    host: Option<TcpStream>,
+    /// The host connect finished.
+    connected: bool,
+    readable: bool,
+    writable: bool,
+    host_eof: bool,
+    /// FIN passed on to the host.
+    shut_host: bool,
+    /// Published-port connection (the daemon accepted it on the host).
+    inbound: bool,
+}
+
+struct UdpFlow {
+    sock: UdpSocket,
+    key: (u16, Quad),
+    last: Instant,
+}
+
+struct PingFlow {
+    sock: mio::net::UdpSocket,
+    /// (domain, container address, container's echo id, destination)
+    key: (u16, Ipv4Addr, u16, Ipv4Addr),
+    last: Instant,
+}
+
+/// Counters of the socket uplink.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UplinkStats {
+    pub tcp_open: u64,
+    pub tcp_refused: u64,
+    pub udp_flows: u64,
+    pub ping_flows: u64,
+    pub dropped: u64,
+}
+
+pub struct SocketUplink {
+    iface: Interface,
+    dev: QueueDevice,
+    sockets: SocketSet<'static>,
+    tcp: Vec<Option<TcpConn>>,
+    tcp_by_quad: HashMap<Quad, usize>,
+    udp: Vec<Option<UdpFlow>>,
+    udp_by_key: HashMap<(u16, Quad), usize>,
+    ping: Vec<Option<PingFlow>>,
+    ping_by_key: HashMap<(u16, Ipv4Addr, u16, Ipv4Addr), usize>,
+    /// Packets for containers (IPv4, ready to be framed).
+    out: Vec<Vec<u8>>,
+    epoch: Instant,
+    scratch: Vec<u8>,
+    pub stats: UplinkStats,
+    ping_allowed: Option<bool>,
+}
+
+fn smol_now(epoch: Instant) -> smoltcp::time::Instant {
+    smoltcp::time::Instant::from_micros(epoch.elapsed().as_micros() as i64)
+}
+
+fn v4(a: Ipv4Addr) -> Ipv4Address {
+    Ipv4Address::from(a.octets())
+}
+
+impl Default for SocketUplink {
+    fn default() -> Self {
+        SocketUplink::new()
+    }
+}
+
+impl SocketUplink {
+    pub fn new() -> SocketUplink {
+        let mut dev = QueueDevice {
+            rx: Default::default(),
+            tx: Vec::new(),
+        };
+        let epoch = Instant::now();
+        let mut cfg = Config::new(HardwareAddress::Ip);
+        cfg.random_seed = seed();
+        let mut iface = Interface::new(cfg, &mut dev, smol_now(epoch));
+        iface.set_any_ip(true);
+        iface.update_ip_addrs(|a| {
+            let _ = a.push(IpCidr::new(IpAddress::v4(169, 254, 0, 1), 32));
+        });
+        // Any destination is "on a route" (Medium::Ip needs no neighbour).
+        let _ = iface
+            .routes_mut()
+            .add_default_ipv4_route(Ipv4Address::new(169, 254, 0, 1));
+        SocketUplink {
+            iface,
+            dev,
+            sockets: SocketSet::new(Vec::new()),
+            tcp: Vec::new(),
+            tcp_by_quad: HashMap::new(),
+            udp: Vec::new(),
+            udp_by_key: HashMap::new(),
+            ping: Vec::new(),
+            ping_by_key: HashMap::new(),
+            out: Vec::new(),
+            epoch,
+            scratch: vec![0u8; 65536],
+            stats: UplinkStats::default(),
+            ping_allowed: None,
+        }
+    }
+
+    /// Packets ready for containers (IPv4, addressed to them).
+    pub fn take_output(&mut self) -> std::vec::Drain<'_, Vec<u8>> {
+        self.out.append(&mut self.dev.tx);
+        self.out.drain(..)
+    }
+
+    /// An IPv4 packet from a container of `domain` for somewhere outside its network
+    /// (or for its gateway as the host).
+    pub fn from_container(
+        &mut self,
+        reg: &Registry,
+        nets: &[Option<NetView>],
+        domain: u16,
+        pkt: &[u8],
+    ) {
+        let Ok(ip) = Ipv4Packet::new_checked(pkt) else {
+            self.stats.dropped += 1;
+            return;
+        };
+        if ip.is_fragment() {
+            self.stats.dropped += 1;
+            return;
+        }
+        let (src, dst) = (ip.src(), ip.dst());
+        match ip.protocol() {
+            IpProtocol::TCP => {
+                let Ok(t) = TcpPacket::new_checked(ip.payload()) else {
+                    self.stats.dropped += 1;
+                    return;
+                };
+                let quad = (src, t.src_port(), dst, t.dst_port());
+                if t.syn() && !t.ack_flag() && !t.rst() && !self.tcp_by_quad.contains_key(&quad) {
+                    self.open_tcp(reg, nets, domain, quad);
+                }
+                let total = ip.total_len().min(pkt.len());
+                self.dev
+                    .rx
+                    .push_back(pkt.get(..total).unwrap_or(pkt).to_vec());
+                self.poll(reg);
+            }
+            IpProtocol::UDP => {
+                let Ok(u) = UdpPacket::new_checked(ip.payload()) else {
+                    self.stats.dropped += 1;
+                    return;
+                };
+                let quad = (src, u.src_port(), dst, u.dst_port());
+                self.udp_out(reg, nets, domain, quad, u.payload());
+            }
+            IpProtocol::ICMP => {
+                let Ok(i) = Icmpv4Packet::new_checked(ip.payload()) else {
+                    self.stats.dropped += 1;
+                    return;
+                };
+                if i.msg_type() == IcmpType::ECHO_REQUEST {
+                    self.ping_out(reg, nets, domain, src, dst, &i, ip.header());
+                }
+            }
+            _ => self.stats.dropped += 1,
+        }
+    }
+
+    fn open_tcp(&mut self, reg: &Registry, nets: &[Option<NetView>], domain: u16, quad: Quad) {
+        let live = self.tcp.iter().filter(|c| c.is_some()).count();
+        let Some(to) = target(nets, domain, quad.2, quad.3) else {
+            // No listener: smoltcp answers the SYN with an RST.
+            self.stats.tcp_refused += 1;
+            return;
+        };
+        if live >= MAX_TCP {
+            self.stats.tcp_refused += 1;
+            return;
+        }
+        let host = match TcpStream::connect(SocketAddr::V4(to)) {
+            Ok(s) => s,
+            Err(_) => {
+                self.stats.tcp_refused += 1;
+                return;
+            }
+        };
+        let mut sock = tcp::Socket::new(
+            tcp::SocketBuffer::new(vec![0u8; TCP_BUFFER]),
+            tcp::SocketBuffer::new(vec![0u8; TCP_BUFFER]),
+        );
+        sock.set_nagle_enabled(false);
+        sock.set_ack_delay(None);
+        sock.pause_synack(true);
+        if sock
+            .listen(IpListenEndpoint {
+                addr: Some(IpAddress::Ipv4(v4(quad.2))),
+                port: quad.3,
+            })
+            .is_err()
+        {
+            self.stats.tcp_refused += 1;
+            return;
+        }
+        let handle = self.sockets.add(sock);
+        let i = self
+            .tcp
+            .iter()
+            .position(|c| c.is_none())
+            .unwrap_or(self.tcp.len());
+        let mut host = host;
+        if reg
+            .register(
+                &mut host,
+                Token(TOKEN_TCP + i),
+                Interest::READABLE | Interest::WRITABLE,
+            )
+            .is_err()
+        {
+            self.sockets.remove(handle);
+            self.stats.tcp_refused += 1;
+            return;
+        }
+        let conn = TcpConn {
+            handle,
+            quad,
+            host: Some(host),
+            connected: false,
+            readable: false,
+            writable: false,
+            host_eof: false,
+            shut_host: false,
+            inbound: false,
+        };
+        if i == self.tcp.len() {
+            self.tcp.push(Some(conn));
+        } else if let Some(slot) = self.tcp.get_mut(i) {
+            *slot = Some(conn);
+        }
+        self.tcp_by_quad.insert(quad, i);
+        self.stats.tcp_open += 1;
+    }
+
+    /// A host socket of the uplink is ready. Returns false when the token is not ours.
+    pub fn event(
+        &mut self,
+        reg: &Registry,
+        token: Token,
+        readable: bool,
+        writable: bool,
+        error: bool,
+    ) -> bool {
+        let t = token.0;
+        if (TOKEN_TCP..TOKEN_UDP).contains(&t) {
+            let i = t - TOKEN_TCP;
+            if let Some(Some(c)) = self.tcp.get_mut(i) {
+                c.readable |= readable || error;
+                c.writable |= writable;
+                if !c.connected && (writable || error) {
+                    let ok = c.host.as_ref().is_some_and(|h| {
+                        h.take_error().ok().flatten().is_none() && h.peer_addr().is_ok()
+                    });
+                    let sock = self.sockets.get_mut::<tcp::Socket>(c.handle);
+                    if ok {
+                        c.connected = true;
+                        sock.pause_synack(false);
+                    } else {
+                        sock.abort();
+                        if let Some(mut h) = c.host.take() {
+                            let _ = reg.deregister(&mut h);
+                        }
+                    }
+                }
+            }
+            self.poll(reg);
+            return true;
+        }
+        if (TOKEN_UDP..TOKEN_PING).contains(&t) {
+            self.udp_in(t - TOKEN_UDP);
+            return true;
+        }
+        if (TOKEN_PING..TOKEN_PING + (1 << 20)).contains(&t) {
+            self.ping_in(t - TOKEN_PING);
+            return true;
+        }
+        false
+    }
+
+    /// Runs smoltcp and moves data between it and the host sockets until nothing moves.
+    pub fn poll(&mut self, reg: &Registry) {
+        for _ in 0..64 {
+            let now = smol_now(self.epoch);
+            let _ = self.iface.poll(now, &mut self.dev, &mut self.sockets);
+            if !self.pump(reg) {
+                break;
+            }
+        }
+    }
+
+    /// Moves bytes both ways for every connection; true when anything moved.
+    fn pump(&mut self, reg: &Registry) -> bool {
+        let mut moved = false;
+        for i in 0..self.tcp.len() {
+            let Some(Some(c)) = self.tcp.get_mut(i) else {
+                continue;
+            };
+            let sock = self.sockets.get_mut::<tcp::Socket>(c.handle);
+            if let Some(h) = c.host.as_mut()
+                && c.connected
+            {
+                // Container -> host: write straight from smoltcp's receive buffer.
+                while c.writable && sock.can_recv() {
+                    let r = sock.recv(|data| match h.write(data) {
+                        Ok(n) => (n, n),
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => (0, 0),
+                        Err(_) => (0, usize::MAX),
+                    });
+                    match r {
+                        Ok(0) => {
+                            c.writable = false;
+                        }
+                        Ok(usize::MAX) | Err(_) => {
+                            sock.abort();
+                            c.host_eof = true;
+                            break;
+                        }
+                        Ok(_) => moved = true,
+                    }
+                }
+                // Host -> container: read straight into smoltcp's transmit buffer.
+                while c.readable && !c.host_eof && sock.can_send() {
+                    let r = sock.send(|buf| match h.read(buf) {
+                        Ok(0) => (0, Some(0)),
+                        Ok(n) => (n, Some(n)),
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => (0, None),
+                        Err(_) => (0, Some(0)),
+                    });
+                    match r {
+                        Ok(Some(0)) => {
+                            c.host_eof = true;
+                            moved = true;
+                        }
+                        Ok(Some(_)) => moved = true,
+                        Ok(None) => c.readable = false,
+                        Err(_) => break,
+                    }
+                }
+                // The container closed its side and everything reached the host.
+                if !sock.may_recv()
+                    && !sock.can_recv()
+                    && !c.shut_host
+                    && sock.state() != tcp::State::Listen
+                    && sock.state() != tcp::State::SynReceived
+                {
+                    let _ = h.shutdown(std::net::Shutdown::Write);
+                    c.shut_host = true;
+                    moved = true;
+                }
+                // The host closed: a FIN follows the data already queued.
+                if c.host_eof && sock.may_send() {
+                    sock.close();
+                    moved = true;
+                }
+            }
+            let st = sock.state();
+            let gone = st == tcp::State::Closed
+                || st == tcp::State::TimeWait
+                || (c.host.is_none()
+                    && !matches!(st, tcp::State::Listen | tcp::State::SynReceived)
+                    && !c.inbound);
+            if gone || (c.host.is_none() && st == tcp::State::Closed) {
+                let handle = c.handle;
+                let quad = c.quad;
+                if let Some(mut h) = c.host.take() {
+                    let _ = reg.deregister(&mut h);
+                }
+                self.sockets.remove(handle);
+                self.tcp_by_quad.remove(&quad);
+                if let Some(slot) = self.tcp.get_mut(i) {
+                    *slot = None;
+                }
+            }
+        }
+        moved
+    }
+
+    fn udp_out(
+        &mut self,
+        reg: &Registry,
+        nets: &[Option<NetView>],
+        domain: u16,
+        quad: Quad,
+        payload: &[u8],
+    ) {
+        let key = (domain, quad);
+        let i = match self.udp_by_key.get(&key) {
+            Some(&i) => i,
+            None => {
+                let Some(to) = target(nets, domain, quad.2, quad.3) else {
+                    self.stats.dropped += 1;
+                    return;
+                };
+                if self.udp_by_key.len() >= MAX_UDP {
+                    self.stats.dropped += 1;
+                    return;
+                }
+                let bind = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0));
+                let Ok(mut sock) = UdpSocket::bind(bind) else {
+                    self.stats.dropped += 1;
+                    return;
+                };
+                if sock.connect(SocketAddr::V4(to)).is_err() {
+                    self.stats.dropped += 1;
+                    return;
+                }
+                let i = self
+                    .udp
+                    .iter()
+                    .position(|c| c.is_none())
+                    .unwrap_or(self.udp.len());
+                if reg
+                    .register(&mut sock, Token(TOKEN_UDP + i), Interest::READABLE)
+                    .is_err()
+                {
+                    self.stats.dropped += 1;
+                    return;
+                }
+                let f = UdpFlow {
+                    sock,
+                    key,
+                    last: Instant::now(),
+                };
+                if i == self.udp.len() {
+                    self.udp.push(Some(f));
+                } else if let Some(s) = self.udp.get_mut(i) {
+                    *s = Some(f);
+                }
+                self.udp_by_key.insert(key, i);
+                self.stats.udp_flows += 1;
+                i
+            }
+        };
+        if let Some(Some(f)) = self.udp.get_mut(i) {
+            f.last = Instant::now();
+            let _ = f.sock.send(payload);
+        }
+    }
+
+    fn udp_in(&mut self, i: usize) {
+        let Some(Some(f)) = self.udp.get_mut(i) else {
+            return;
+        };
+        let (_, (csrc, cport, dst, dport)) = f.key;
+        while let Ok(n) = f.sock.recv(&mut self.scratch) {
+            f.last = Instant::now();
+            let data = self.scratch.get(..n).unwrap_or(&[]);
+            if let Some(p) = build_udp(dst, dport, csrc, cport, data) {
+                self.out.push(p);
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn ping_out(
+        &mut self,
+        reg: &Registry,
+        nets: &[Option<NetView>],
+        domain: u16,
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        echo: &Icmpv4Packet<&[u8]>,
+        ip_header: &[u8],
+    ) {
+        let key = (domain, src, echo.echo_ident(), dst);
+        let Some(to) = target(nets, domain, dst, 0) else {
+            self.stats.dropped += 1;
+            return;
+        };
+        let i = match self.ping_by_key.get(&key) {
+            Some(&i) => Some(i),
+            None if self.ping_by_key.len() < MAX_PING && self.ping_allowed != Some(false) => {
+                match ping_socket() {
+                    Ok(s) => {
+                        self.ping_allowed = Some(true);
+                        let mut sock = mio::net::UdpSocket::from_std(std::net::UdpSocket::from(s));
+                        let i = self
+                            .ping
+                            .iter()
+                            .position(|c| c.is_none())
+                            .unwrap_or(self.ping.len());
+                        if reg
+                            .register(&mut sock, Token(TOKEN_PING + i), Interest::READABLE)
+                            .is_err()
+                        {
+                            None
+                        } else {
+                            let f = PingFlow {
+                                sock,
+                                key,
+                                last: Instant::now(),
+                            };
+                            if i == self.ping.len() {
+                                self.ping.push(Some(f));
+                            } else if let Some(s) = self.ping.get_mut(i) {
+                                *s = Some(f);
+                            }
+                            self.ping_by_key.insert(key, i);
+                            self.stats.ping_flows += 1;
+                            Some(i)
+                        }
+                    }
+                    Err(_) => {
+                        self.ping_allowed = Some(false);
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
+        let Some(Some(f)) = i.and_then(|i| self.ping.get_mut(i)) else {
+            // No way to ping from here: say so, as a router would.
+            if let Some(p) =
+                build_unreachable(dst, src, UnreachCode::ADMIN_PROHIBITED, ip_header, echo)
+            {
+                self.out.push(p);
+            }
+            return;
+        };
+        f.last = Instant::now();
+        let target = SocketAddr::V4(SocketAddrV4::new(*to.ip(), 0));
+        let _ = f.sock.send_to(echo.as_bytes(), target);
+    }
+
+    fn ping_in(&mut self, i: usize) {
+        let Some(Some(f)) = self.ping.get_mut(i) else {
+            return;
+        };
+        let (_, csrc, id, dst) = f.key;
+        while let Ok((n, _)) = f.sock.recv_from(&mut self.scratch) {
+            f.last = Instant::now();
+            let Some(data) = self.scratch.get_mut(..n) else {
+                break;
+            };
+            // The kernel gives the echo reply (ICMP header on); put the container's id back.
+            let Ok(mut icmp) = Icmpv4Packet::new_checked(&mut *data) else {
+                continue;
+            };
+            if icmp.msg_type() != IcmpType::ECHO_REPLY {
+                continue;
+            }
+            icmp.set_echo_ident(id);
+            icmp.fill_checksum();
+            if let Some(p) = build_ip(dst, csrc, IpProtocol::ICMP, data) {
+                self.out.push(p);
+            }
+        }
+    }
+
+    /// Closes idle UDP and echo flows and finished TCP connections; returns when to
+    /// run next.
+    pub fn tick(&mut self, reg: &Registry, now: Instant) -> Option<Instant> {
+        for (i, slot) in self.udp.iter_mut().enumerate() {
+            if let Some(f) = slot
+                && now.duration_since(f.last) > UDP_IDLE
+            {
+                let _ = reg.deregister(&mut f.sock);
+                self.udp_by_key.remove(&f.key);
+                *slot = None;
+                let _ = i;
+            }
+        }
+        for slot in self.ping.iter_mut() {
+            if let Some(f) = slot
+                && now.duration_since(f.last) > PING_IDLE
+            {
+                let _ = reg.deregister(&mut f.sock);
+                self.ping_by_key.remove(&f.key);
+                *slot = None;
+            }
+        }
+        self.poll(reg);
+        let delay = self.iface.poll_delay(smol_now(self.epoch), &self.sockets);
+        let next = delay.map(|d| now + Duration::from_micros(d.total_micros()));
+        let housekeeping = now + Duration::from_secs(5);
+        Some(next.map_or(housekeeping, |n| n.min(housekeeping)))
+    }
+
+    /// Live TCP connections and UDP flows (for stats).
+    pub fn counts(&self) -> (usize, usize, usize) {
+        (
+            self.tcp_by_quad.len(),
+            self.udp_by_key.len(),
+            self.ping_by_key.len(),
+        )
+    }
+
+    /// The addresses of a live TCP connection's container side, for tests.
+    pub fn tcp_quads(&self) -> Vec<Quad> {
+        self.tcp_by_quad.keys().copied().collect()
+    }
+}
+
+fn seed() -> u64 {
+    let mut b = [0u8; 8];
+    // SAFETY: getrandom writes at most 8 bytes into b.
+    unsafe { libc::getrandom(b.as_mut_ptr().cast(), 8, 0) };
+    u64::from_ne_bytes(b)
+}
+
+/// A ping socket, if the host lets this process have one.
+fn ping_socket() -> io::Result<OwnedFd> {
+    // SAFETY: socket(2) returns a new descriptor or -1.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_INET,
+            libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            libc::IPPROTO_ICMP,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the descriptor was just created and is owned by nobody else.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    let _ = owned.as_raw_fd();
+    Ok(owned)
+}
+
+/// Builds an IPv4 packet with a fresh header around `payload`.
+pub fn build_ip(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, payload: &[u8]) -> Option<Vec<u8>> {
+    let total = 20 + payload.len();
+    let total16 = u16::try_from(total).ok()?;
+    let mut p = vec![0u8; total];
+    {
+        let mut ip = Ipv4Packet::new_unchecked(&mut p[..]);
+        ip.set_version_and_header_len(20);
+        ip.set_total_len(total16);
+        ip.set_dont_fragment(true);
+        ip.set_ttl(64);
+        ip.set_protocol(proto);
+        ip.set_src(src);
+        ip.set_dst(dst);
+        ip.fill_checksum();
+    }
+    p.get_mut(20..)?.copy_from_slice(payload);
+    Some(p)
+}
+
+/// Builds an IPv4/UDP packet.
+pub fn build_udp(
+    src: Ipv4Addr,
+    sport: u16,
+    dst: Ipv4Addr,
+    dport: u16,
+    data: &[u8],
+) -> Option<Vec<u8>> {
+    let ulen = u16::try_from(8 + data.len()).ok()?;
+    let mut seg = vec![0u8; 8 + data.len()];
+    seg.get_mut(8..)?.copy_from_slice(data);
+    {
+        let mut u = UdpPacket::new_unchecked(&mut seg[..]);
+        u.set_src_port(sport);
+        u.set_dst_port(dport);
+        u.set_len(ulen);
+        u.fill_checksum(src, dst);
+    }
+    build_ip(src, dst, IpProtocol::UDP, &seg)
+}
+
+fn build_unreachable(
+    from: Ipv4Addr,
+    to: Ipv4Addr,
+    code: u8,
+    ip_header: &[u8],
+    icmp: &Icmpv4Packet<&[u8]>,
+) -> Option<Vec<u8>> {
+    let quoted: Vec<u8> = ip_header
+        .iter()
+        .chain(icmp.as_bytes().iter().take(8))
+        .copied()
+        .collect();
+    let mut m = vec![0u8; 8 + quoted.len()];
+    m.get_mut(8..)?.copy_from_slice(&quoted);
+    {
+        let mut i = Icmpv4Packet::new_unchecked(&mut m[..]);
+        i.set_msg_type(IcmpType::DEST_UNREACHABLE);
+        i.set_code(code);
+        i.fill_checksum();
+    }
+    build_ip(from, to, IpProtocol::ICMP, &m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::tcp::TcpFlags;
+    use mio::{Events, Poll};
+
+    const C: Ipv4Addr = Ipv4Addr::new(10, 9, 0, 2);
+    const GW: Ipv4Addr = Ipv4Addr::new(10, 9, 0, 1);
+
+    fn nets(egress: bool) -> Vec<Option<NetView>> {
+        vec![
+            Some(NetView {
+                gateway: GW,
+                subnet: Ipv4Addr::new(10, 9, 0, 0),
+                prefix_len: 24,
+                egress,
+            }),
+            Some(NetView {
+                gateway: Ipv4Addr::new(10, 8, 0, 1),
+                subnet: Ipv4Addr::new(10, 8, 0, 0),
+                prefix_len: 24,
+                egress: true,
+            }),
+        ]
+    }
+
+    fn tcp_packet(
+        src: (Ipv4Addr, u16),
+        dst: (Ipv4Addr, u16),
+        seq: u32,
+        ack: u32,
+        flags: u8,
+        data: &[u8],
+    ) -> Vec<u8> {
+        let opts: &[u8] = if flags & TcpFlags::SYN != 0 {
+            &[2, 4, 0x05, 0xb4]
+        } else {
+            &[]
+        };
+        let hl = 20 + opts.len();
+        let mut seg = vec![0u8; hl + data.len()];
+        seg[20..hl].copy_from_slice(opts);
+        seg[hl..].copy_from_slice(data);
+        {
+            let mut t = TcpPacket::new_unchecked(&mut seg[..]);
+            t.set_src_port(src.1);
+            t.set_dst_port(dst.1);
+            t.set_seq(seq);
+            t.set_ack(ack);
+            t.set_header_len(hl);
+            t.set_flags(flags);
+            t.set_window(65535);
+            t.fill_checksum(src.0, dst.0);
+        }
+        build_ip(src.0, dst.0, IpProtocol::TCP, &seg).unwrap()
+    }
+
+    struct Rig {
+        up: SocketUplink,
+        poll: Poll,
+        nets: Vec<Option<NetView>>,
+    }
+
+    impl Rig {
+        fn new(egress: bool) -> Rig {
+            Rig {
+                up: SocketUplink::new(),
+                poll: Poll::new().unwrap(),
+                nets: nets(egress),
+            }
+        }
+        fn send(&mut self, pkt: &[u8]) {
+            self.up
+                .from_container(self.poll.registry(), &self.nets, 0, pkt);
+        }
+        /// Runs events until `want` matches an output packet (returned), or gives up.
+        fn until(&mut self, mut want: impl FnMut(&[u8]) -> bool) -> Option<Vec<u8>> {
+            let mut events = Events::with_capacity(64);
+            for _ in 0..200 {
+                for p in self.up.take_output() {
+                    if want(&p) {
+                        return Some(p);
+                    }
+                }
+                self.poll
+                    .poll(&mut events, Some(Duration::from_millis(10)))
+                    .unwrap();
+                for e in events.iter() {
+                    self.up.event(
+                        self.poll.registry(),
+                        e.token(),
+                        e.is_readable(),
+                        e.is_writable(),
+                        e.is_error(),
+                    );
+                }
+                self.up.tick(self.poll.registry(), Instant::now());
+            }
+            None
+        }
+    }
+
+    fn tcp_of(p: &[u8]) -> Option<(Ipv4Addr, Ipv4Addr, u8, u32, u32, Vec<u8>)> {
+        let ip = Ipv4Packet::new_checked(p).ok()?;
+        if ip.protocol() != IpProtocol::TCP {
+            return None;
+        }
+        let t = TcpPacket::new_checked(ip.payload()).ok()?;
+        assert!(t.verify_checksum(ip.src(), ip.dst()), "bad TCP checksum");
+        Some((
+            ip.src(),
+            ip.dst(),
+            t.flags(),
+            t.seq(),
+            t.ack(),
+            t.payload().to_vec(),
+        ))
+    }
+
+    #[test]
+    fn tcp_to_gateway_reaches_host_loopback_both_ways() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let mut r = Rig::new(true);
+        r.send(&tcp_packet(
+            (C, 40000),
+            (GW, port),
+            1000,
+            0,
+            TcpFlags::SYN,
+            &[],
+        ));
+        // The SYN-ACK comes only once the host connection exists.
+        let synack = r
+            .until(|p| {
+                tcp_of(p).is_some_and(|t| {
+                    t.2 & (TcpFlags::SYN | TcpFlags::ACK) == TcpFlags::SYN | TcpFlags::ACK
+                })
+            })
+            .expect("SYN-ACK");
+        let (src, dst, _, sseq, sack, _) = tcp_of(&synack).unwrap();
+        assert_eq!((src, dst, sack), (GW, C, 1001));
+        let (mut server, _) = l.accept().unwrap();
+        r.send(&tcp_packet(
+            (C, 40000),
+            (GW, port),
+            1001,
+            sseq + 1,
+            TcpFlags::ACK | TcpFlags::PSH,
+            b"hello",
+        ));
+        r.until(|_| false);
+        let mut buf = [0u8; 5];
+        use std::io::Read as _;
+        server
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        server.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"hello");
+        use std::io::Write as _;
+        server.write_all(b"world").unwrap();
+        let data = r
+            .until(|p| tcp_of(p).is_some_and(|t| !t.5.is_empty()))
+            .expect("data");
+        assert_eq!(tcp_of(&data).unwrap().5, b"world");
+        // The server closes: a FIN reaches the container.
+        drop(server);
+        r.until(|p| tcp_of(p).is_some_and(|t| t.2 & TcpFlags::FIN != 0))
+            .expect("FIN");
+    }
+
+    #[test]
+    fn tcp_refused_on_host_is_reset_in_container() {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let mut r = Rig::new(true);
+        r.send(&tcp_packet(
+            (C, 40001),
+            (GW, port),
+            5,
+            0,
+            TcpFlags::SYN,
+            &[],
+        ));
+        // After the host refuses, the container's retransmitted SYN meets an RST.
+        std::thread::sleep(Duration::from_millis(50));
+        r.until(|_| false);
+        r.send(&tcp_packet(
+            (C, 40001),
+            (GW, port),
+            5,
+            0,
+            TcpFlags::SYN,
+            &[],
+        ));
+        let rst = r.until(|p| tcp_of(p).is_some_and(|t| t.2 & TcpFlags::RST != 0));
+        assert!(rst.is_some(), "no RST");
+    }
+
+    #[test]
+    fn other_networks_and_internal_networks_are_not_reached() {
+        let mut r = Rig::new(true);
+        r.send(&tcp_packet(
+            (C, 40002),
+            (Ipv4Addr::new(10, 8, 0, 5), 80),
+            5,
+            0,
+            TcpFlags::SYN,
+            &[],
+        ));
+        assert!(
+            r.until(|p| tcp_of(p).is_some_and(|t| t.2 & TcpFlags::RST != 0))
+                .is_some()
+        );
+        assert_eq!(r.up.stats.tcp_refused, 1);
+        let mut r = Rig::new(false);
+        r.send(&tcp_packet(
+            (C, 40003),
+            (Ipv4Addr::new(192, 0, 2, 1), 80),
+            5,
+            0,
+            TcpFlags::SYN,
+            &[],
+        ));
+        assert!(
+            r.until(|p| tcp_of(p).is_some_and(|t| t.2 & TcpFlags::RST != 0))
+                .is_some()
+        );
+        assert_eq!(
+            target(&nets(false), 0, Ipv4Addr::new(192, 0, 2, 1), 80),
+            None
+        );
+        assert_eq!(
+            target(&nets(true), 0, Ipv4Addr::new(127, 0, 0, 1), 80),
+            None
+        );
+        assert_eq!(
+            target(&nets(true), 0, GW, 80),
+            Some(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 80))
+        );
+        assert_eq!(target(&nets(true), 7, GW, 80), None);
+    }
+
+    #[test]
+    fn udp_flow_carries_both_ways() {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = s.local_addr().unwrap().port();
+        let mut r = Rig::new(true);
+        r.send(&build_udp(C, 5000, GW, port, b"ping").unwrap());
+        let mut buf = [0u8; 64];
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let (n, from) = s.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"ping");
+        s.send_to(b"pong", from).unwrap();
+        let p = r
+            .until(|p| Ipv4Packet::new_checked(p).is_ok_and(|ip| ip.protocol() == IpProtocol::UDP))
+            .expect("reply");
+        let ip = Ipv4Packet::new_checked(&p[..]).unwrap();
+        assert_eq!((ip.src(), ip.dst()), (GW, C));
+        let u = UdpPacket::new_checked(ip.payload()).unwrap();
+        assert_eq!(
+            (u.src_port(), u.dst_port(), u.payload()),
+            (port, 5000, &b"pong"[..])
+        );
+        assert!(u.verify_checksum(ip.src(), ip.dst()));
+        assert_eq!(r.up.counts().1, 1);
+    }
+
+    #[test]
+    fn garbage_is_counted_not_fatal() {
+        let mut r = Rig::new(true);
+        for p in [&[][..], &[0x45, 0, 0, 10][..], &[0x45; 40][..]] {
+            r.send(p);
+        }
+        assert!(r.up.stats.dropped >= 2);
+    }
+}
