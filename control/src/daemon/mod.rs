@@ -377,8 +377,16 @@ impl Daemon {
     }
 
     fn service_config(&self) -> dataplane::service::ServiceConfig {
-        use dataplane::service::{NetService, ServiceConfig};
-        let mut c = ServiceConfig::default();
+        use crate::state::{DnsMode, Uplink};
+        use dataplane::service::{DnsService, NetService, ServiceConfig, UplinkMode};
+        let mut c = ServiceConfig {
+            uplink: match self.state.uplink {
+                Uplink::Socket => UplinkMode::Socket,
+                Uplink::None => UplinkMode::None,
+                Uplink::Packet { .. } => UplinkMode::Packet,
+            },
+            ..Default::default()
+        };
         for n in self.state.networks.values() {
             let i = usize::from(n.domain);
             if c.nets.len() <= i {
@@ -393,6 +401,12 @@ impl Daemon {
                     prefix_len: n.subnet.prefix,
                     mtu: n.mtu,
                     internal: n.internal,
+                    masquerade: n.masquerade,
+                    dns: match n.dns {
+                        DnsMode::Names => DnsService::Names,
+                        DnsMode::ForwardOnly => DnsService::ForwardOnly,
+                        DnsMode::Off => DnsService::Off,
+                    },
                 });
             }
         }

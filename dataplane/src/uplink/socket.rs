@@ -57,6 +57,9 @@ pub const TCP_BUFFER: usize = 512 * 1024;
 pub const TOKEN_TCP: usize = 1 << 20;
 pub const TOKEN_UDP: usize = 2 << 20;
 pub const TOKEN_PING: usize = 3 << 20;
+pub const TOKEN_PUB: usize = 4 << 20;
+/// The most inbound UDP conversations through published ports at once.
+pub const MAX_INBOUND_UDP: usize = 4096;
 
 /// What the uplink needs to know of each network.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -174,6 +177,39 @@ struct UdpFlow {
     last: Instant,
 }
 
+/// A published port: a host socket and where its traffic goes.
+pub enum PublishedSocket {
+    Tcp(std::net::TcpListener),
+    Udp(std::net::UdpSocket),
+}
+
+/// Where a published port leads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PublishTarget {
+    pub domain: u16,
+    pub container: Ipv4Addr,
+    pub port: u16,
+}
+
+enum PubSock {
+    Tcp(mio::net::TcpListener),
+    Udp(UdpSocket),
+}
+
+struct Published {
+    sock: PubSock,
+    to: PublishTarget,
+    /// The host address and port it listens on.
+    local: SocketAddrV4,
+}
+
+/// A client talking UDP to a published port: (container side quad) -> (listener, client).
+struct InboundUdp {
+    listener: usize,
+    client: SocketAddr,
+    last: Instant,
+}
+
 struct PingFlow {
     sock: mio::net::UdpSocket,
     /// (domain, container address, container's echo id, destination)
@@ -207,6 +243,9 @@ pub struct SocketUplink {
     scratch: Vec<u8>,
     pub stats: UplinkStats,
     ping_allowed: Option<bool>,
+    published: Vec<Option<Published>>,
+    inbound_udp: HashMap<(u16, Quad), InboundUdp>,
+    gateways: Vec<Option<Ipv4Addr>>,
 }
 
 fn smol_now(epoch: Instant) -> smoltcp::time::Instant {
@@ -256,6 +295,9 @@ impl SocketUplink {
             scratch: vec![0u8; 65536],
             stats: UplinkStats::default(),
             ping_allowed: None,
+            published: Vec::new(),
+            inbound_udp: HashMap::new(),
+            gateways: Vec::new(),
         }
     }
 
@@ -432,11 +474,190 @@ impl SocketUplink {
             self.udp_in(t - TOKEN_UDP);
             return true;
         }
-        if (TOKEN_PING..TOKEN_PING + (1 << 20)).contains(&t) {
+        if (TOKEN_PING..TOKEN_PUB).contains(&t) {
             self.ping_in(t - TOKEN_PING);
             return true;
         }
+        if (TOKEN_PUB..TOKEN_PUB + (1 << 20)).contains(&t) {
+            self.published_ready(reg, (), t - TOKEN_PUB);
+            self.poll(reg);
+            return true;
+        }
         false
+    }
+
+    /// Starts serving a published port. `gateways[domain]` is the address loopback
+    /// clients appear from inside (Linux drops 127/8 sources arriving on eth0).
+    pub fn publish(&mut self, reg: &Registry, sock: PublishedSocket, to: PublishTarget) -> io::Result<()> {
+        let i = self.published.iter().position(|p| p.is_none()).unwrap_or(self.published.len());
+        let (mut ps, local) = match sock {
+            PublishedSocket::Tcp(l) => {
+                l.set_nonblocking(true)?;
+                let local = match l.local_addr()? {
+                    SocketAddr::V4(a) => a,
+                    SocketAddr::V6(_) => return Err(io::Error::other("IPv6 listeners are not published")),
+                };
+                (PubSock::Tcp(mio::net::TcpListener::from_std(l)), local)
+            }
+            PublishedSocket::Udp(u) => {
+                u.set_nonblocking(true)?;
+                let local = match u.local_addr()? {
+                    SocketAddr::V4(a) => a,
+                    SocketAddr::V6(_) => return Err(io::Error::other("IPv6 sockets are not published")),
+                };
+                (PubSock::Udp(UdpSocket::from_std(u)), local)
+            }
+        };
+        let tok = Token(TOKEN_PUB + i);
+        match &mut ps {
+            PubSock::Tcp(l) => reg.register(l, tok, Interest::READABLE)?,
+            PubSock::Udp(u) => reg.register(u, tok, Interest::READABLE)?,
+        }
+        let p = Published { sock: ps, to, local };
+        if i == self.published.len() {
+            self.published.push(Some(p));
+        } else if let Some(s) = self.published.get_mut(i) {
+            *s = Some(p);
+        }
+        Ok(())
+    }
+
+    /// Stops serving the published port listening on `local` (proto: tcp when true).
+    /// Established connections stay until they close.
+    pub fn unpublish(&mut self, reg: &Registry, local: SocketAddrV4, tcp: bool) -> bool {
+        for (i, slot) in self.published.iter_mut().enumerate() {
+            let Some(p) = slot else { continue };
+            if p.local != local || matches!(p.sock, PubSock::Tcp(_)) != tcp {
+                continue;
+            }
+            match &mut p.sock {
+                PubSock::Tcp(l) => {
+                    let _ = reg.deregister(l);
+                }
+                PubSock::Udp(u) => {
+                    let _ = reg.deregister(u);
+                }
+            }
+            *slot = None;
+            self.inbound_udp.retain(|_, f| f.listener != i);
+            return true;
+        }
+        false
+    }
+
+    /// Where published ports listen: (host address, tcp?).
+    pub fn published_addrs(&self) -> Vec<(SocketAddrV4, bool)> {
+        self.published
+            .iter()
+            .flatten()
+            .map(|p| (p.local, matches!(p.sock, PubSock::Tcp(_))))
+            .collect()
+    }
+
+    fn published_ready(&mut self, reg: &Registry, _nets: (), i: usize) {
+        loop {
+            let Some(Some(p)) = self.published.get_mut(i) else { return };
+            let to = p.to;
+            match &mut p.sock {
+                PubSock::Tcp(l) => {
+                    let Ok((stream, peer)) = l.accept() else { return };
+                    self.accept_inbound(reg, stream, peer, to);
+                }
+                PubSock::Udp(u) => {
+                    let Ok((n, peer)) = u.recv_from(&mut self.scratch) else { return };
+                    let src = self.inside_source(peer, to);
+                    let key = (to.domain, (to.container, to.port, *src.ip(), src.port()));
+                    if !self.inbound_udp.contains_key(&key) && self.inbound_udp.len() >= MAX_INBOUND_UDP {
+                        self.stats.dropped += 1;
+                        continue;
+                    }
+                    self.inbound_udp.insert(
+                        key,
+                        InboundUdp {
+                            listener: i,
+                            client: peer,
+                            last: Instant::now(),
+                        },
+                    );
+                    let data = self.scratch.get(..n).unwrap_or(&[]);
+                    if let Some(pkt) = build_udp(*src.ip(), src.port(), to.container, to.port, data) {
+                        self.out.push(pkt);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The address a client appears from inside: its own, except loopback clients,
+    /// which appear as the network's gateway.
+    fn inside_source(&self, peer: SocketAddr, to: PublishTarget) -> SocketAddrV4 {
+        match peer {
+            SocketAddr::V4(a) if !a.ip().is_loopback() => a,
+            SocketAddr::V4(a) => SocketAddrV4::new(self.gateway_of(to.domain), a.port()),
+            SocketAddr::V6(a) => SocketAddrV4::new(self.gateway_of(to.domain), a.port()),
+        }
+    }
+
+    fn gateway_of(&self, domain: u16) -> Ipv4Addr {
+        self.gateways.get(usize::from(domain)).copied().flatten().unwrap_or(Ipv4Addr::UNSPECIFIED)
+    }
+
+    /// Tells the uplink each network's gateway (for published ports' loopback clients).
+    pub fn set_gateways(&mut self, nets: &[Option<NetView>]) {
+        self.gateways = nets.iter().map(|n| n.map(|n| n.gateway)).collect();
+    }
+
+    fn accept_inbound(&mut self, reg: &Registry, mut stream: TcpStream, peer: SocketAddr, to: PublishTarget) {
+        let live = self.tcp.iter().filter(|c| c.is_some()).count();
+        if live >= MAX_TCP {
+            self.stats.tcp_refused += 1;
+            return;
+        }
+        let src = self.inside_source(peer, to);
+        let quad = (to.container, to.port, *src.ip(), src.port());
+        if self.tcp_by_quad.contains_key(&quad) {
+            self.stats.tcp_refused += 1;
+            return;
+        }
+        let mut sock = tcp::Socket::new(tcp::SocketBuffer::new(vec![0u8; TCP_BUFFER]), tcp::SocketBuffer::new(vec![0u8; TCP_BUFFER]));
+        sock.set_nagle_enabled(false);
+        sock.set_ack_delay(None);
+        let remote = (IpAddress::Ipv4(v4(to.container)), to.port);
+        let local = IpListenEndpoint {
+            addr: Some(IpAddress::Ipv4(v4(*src.ip()))),
+            port: src.port(),
+        };
+        if sock.connect(self.iface.context(), remote, local).is_err() {
+            self.stats.tcp_refused += 1;
+            return;
+        }
+        let handle = self.sockets.add(sock);
+        let i = self.tcp.iter().position(|c| c.is_none()).unwrap_or(self.tcp.len());
+        if reg
+            .register(&mut stream, Token(TOKEN_TCP + i), Interest::READABLE | Interest::WRITABLE)
+            .is_err()
+        {
+            self.sockets.remove(handle);
+            return;
+        }
+        let conn = TcpConn {
+            handle,
+            quad,
+            host: Some(stream),
+            connected: true,
+            readable: true,
+            writable: true,
+            host_eof: false,
+            shut_host: false,
+            inbound: true,
+        };
+        if i == self.tcp.len() {
+            self.tcp.push(Some(conn));
+        } else if let Some(slot) = self.tcp.get_mut(i) {
+            *slot = Some(conn);
+        }
+        self.tcp_by_quad.insert(quad, i);
+        self.stats.tcp_open += 1;
     }
 
     /// Runs smoltcp and moves data between it and the host sockets until nothing moves.
@@ -722,6 +943,7 @@ impl SocketUplink {
                 let _ = i;
             }
         }
+        self.inbound_udp.retain(|_, f| now.duration_since(f.last) <= UDP_IDLE);
         for slot in self.ping.iter_mut() {
             if let Some(f) = slot
                 && now.duration_since(f.last) > PING_IDLE
