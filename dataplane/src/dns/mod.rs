@@ -16,7 +16,8 @@
 //!
 //! - **Local names.** A queries for a container name or alias answer every address of
 //!   the name, rotated by one per query (round robin; the rotation counter is per name,
-//!   in a table of at most [`MAX_ROTATION_NAMES`] names, cleared when full). Any other
+//!   in a table of at most [`MAX_ROTATION_NAMES`] names, cleared when full; networks
+//!   with a name in common share its counter, which only shifts where they start). Any other
 //!   type for a local name is NODATA (NOERROR, no answer), never forwarded; ANY gets the
 //!   A records. `d.c.b.a.in-addr.arpa` PTR queries for a container's address answer its
 //!   name(s). Matching ignores case and the trailing dot; the answer's owner name is the
@@ -62,6 +63,8 @@ mod server;
 
 #[cfg(test)]
 mod fixtures;
+#[cfg(test)]
+mod live_tests;
 
 use std::time::Duration;
 
@@ -122,7 +125,9 @@ pub enum Action {
     },
     /// Send `bytes` to upstream resolver number `upstream` over `transport`, and give
     /// its answer to [`DnsServer::upstream_reply`]. `id` is the message's id (the first
-    /// two bytes), for [`DnsServer::upstream_failed`].
+    /// two bytes). If the message cannot be sent, or a TCP connection to the resolver
+    /// fails or closes before answering, call [`DnsServer::upstream_failed`] with
+    /// `upstream` and `id` so the next resolver is asked at once.
     Forward {
         upstream: usize,
         transport: Transport,

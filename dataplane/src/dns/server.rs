@@ -207,6 +207,10 @@ impl DnsServer {
     /// A message from upstream resolver `upstream` (a UDP payload, or a TCP message
     /// without its length prefix). Returns the reply to the client, a new attempt, or
     /// `None` when the message answers nothing in flight.
+    ///
+    /// The caller vouches for `upstream`: pass only messages whose source address and
+    /// port are that resolver's (a UDP socket `connect`ed to it, or the TCP connection
+    /// opened to it), otherwise anyone who can reach the socket only has to guess an id.
     pub fn upstream_reply(&mut self, upstream: usize, msg: &[u8], now: Instant) -> Option<Action> {
         let Some(key) = self.match_reply(upstream, msg) else {
             self.stats.ignored_replies += 1;
