@@ -3,11 +3,13 @@
 //! - [`wire`]: zero-copy header views and checksums.
 //! - [`port`]: frames, batches, the `Port` trait and its backends.
 //! - [`bridge`]: the forwarding database, VLANs, counters.
+//! - [`dns`]: the embedded DNS server of the gateway (sans-I/O).
 //! - [`pipeline`]: one batch through ingress, decision and egress.
 
 pub mod bench;
 pub mod bridge;
 pub mod config;
+pub mod dns;
 pub mod pipeline;
 pub mod port;
 pub mod runtime;

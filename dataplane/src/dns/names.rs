@@ -1,0 +1,506 @@
+//! The names table of one network: what the embedded DNS answers by itself.
+//!
+//! Built by the control plane with [`NamesBuilder`] and swapped as a whole (the caller
+//! wraps it in an `Arc`); never changed after [`NamesBuilder::build`]. Keys are stored
+//! lowercase without a trailing dot, so lookups are case-insensitive and accept the
+//! name with or without the root label.
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+
+use hickory_proto::rr::Name;
+
+/// The name of the host (the network's gateway address) on every network.
+pub const HOST_NAME: &str = "host.vswitch.internal";
+
+/// Most (name, address) pairs one table holds: a /16 worth of containers, each with a
+/// name and an alias.
+pub const MAX_ENTRIES: usize = 1 << 17;
+
+/// Longest name in presentation form without the trailing dot (RFC 1035: 255 octets
+/// on the wire).
+const MAX_NAME_LEN: usize = 253;
+const MAX_LABEL_LEN: usize = 63;
+const REVERSE_SUFFIX: &str = ".in-addr.arpa";
+
+/// Why the control plane's input was not accepted into a names table.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NamesError {
+    /// The name cannot be a DNS name.
+    #[error(
+        "invalid DNS name {name:?}: {why} (use letters, digits, '-' and '_', labels of 1 to 63 characters separated by dots)"
+    )]
+    InvalidName { name: String, why: &'static str },
+    /// The table reached [`MAX_ENTRIES`].
+    #[error("too many DNS names on one network (at most {limit} name/address pairs)")]
+    TooManyEntries { limit: usize },
+}
+
+/// What a name resolves to locally.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Local<'a> {
+    /// A forward name: its canonical key (for round robin) and its addresses.
+    Addrs { key: &'a str, addrs: &'a [Ipv4Addr] },
+    /// A reverse name (`d.c.b.a.in-addr.arpa`) of a known address: the names it points to.
+    Ptr(&'a [Name]),
+}
+
+/// One network's names, immutable once built.
+#[derive(Debug, Clone)]
+pub struct Names {
+    names_enabled: bool,
+    forward: bool,
+    gateway: Option<Ipv4Addr>,
+    /// `[gateway]`, kept as a slice for [`Local::Addrs`].
+    gateway_addrs: Vec<Ipv4Addr>,
+    gateway_ptr: Vec<Name>,
+    search_domain: Option<String>,
+    by_name: HashMap<Box<str>, Vec<Ipv4Addr>>,
+    by_addr: HashMap<Ipv4Addr, Vec<Name>>,
+}
+
+impl Default for Names {
+    /// A table that knows nothing and forwards everything (no gateway name either).
+    fn default() -> Self {
+        NamesBuilder::new().build()
+    }
+}
+
+impl Names {
+    /// A builder for a table with container names enabled and forwarding on.
+    pub fn builder() -> NamesBuilder {
+        NamesBuilder::new()
+    }
+
+    /// Whether names outside the table are forwarded upstream (false on internal
+    /// networks).
+    pub fn forwards(&self) -> bool {
+        self.forward
+    }
+
+    /// Whether container names resolve (false on the default `bridge` network).
+    pub fn names_enabled(&self) -> bool {
+        self.names_enabled
+    }
+
+    /// The gateway address `host.vswitch.internal` resolves to.
+    pub fn gateway(&self) -> Option<Ipv4Addr> {
+        self.gateway
+    }
+
+    /// The search domain under which names also resolve.
+    pub fn search_domain(&self) -> Option<&str> {
+        self.search_domain.as_deref()
+    }
+
+    /// Distinct forward names in the table (the gateway name not counted).
+    pub fn len(&self) -> usize {
+        self.by_name.len()
+    }
+
+    /// Whether the table has no container names.
+    pub fn is_empty(&self) -> bool {
+        self.by_name.is_empty()
+    }
+
+    /// What `name` resolves to here, or `None` when it is not a local name.
+    pub fn lookup(&self, name: &Name) -> Option<Local<'_>> {
+        let mut buf = [0u8; MAX_NAME_LEN + 2];
+        let key = lower_key(name, &mut buf)?;
+        self.lookup_key(key)
+    }
+
+    fn lookup_key(&self, key: &str) -> Option<Local<'_>> {
+        if key == HOST_NAME {
+            return self.gateway.map(|_| Local::Addrs {
+                key: HOST_NAME,
+                addrs: &self.gateway_addrs,
+            });
+        }
+        if let Some(rest) = key.strip_suffix(REVERSE_SUFFIX) {
+            let ip = parse_reverse(rest)?;
+            if Some(ip) == self.gateway {
+                return Some(Local::Ptr(&self.gateway_ptr));
+            }
+            if !self.names_enabled {
+                return None;
+            }
+            return self.by_addr.get(&ip).map(|n| Local::Ptr(n));
+        }
+        if !self.names_enabled {
+            return None;
+        }
+        if let Some((k, addrs)) = self.by_name.get_key_value(key) {
+            return Some(Local::Addrs { key: k, addrs });
+        }
+        let domain = self.search_domain.as_deref()?;
+        let bare = key.strip_suffix(domain)?.strip_suffix('.')?;
+        self.by_name
+            .get_key_value(bare)
+            .map(|(k, addrs)| Local::Addrs { key: k, addrs })
+    }
+}
+
+/// Builds a [`Names`] table; every method validates its input.
+#[derive(Debug, Clone)]
+pub struct NamesBuilder {
+    names_enabled: bool,
+    forward: bool,
+    gateway: Option<Ipv4Addr>,
+    search_domain: Option<String>,
+    by_name: HashMap<Box<str>, Vec<Ipv4Addr>>,
+    by_addr: HashMap<Ipv4Addr, Vec<String>>,
+    entries: usize,
+}
+
+impl Default for NamesBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl NamesBuilder {
+    /// Names enabled, forwarding on, no gateway, no search domain.
+    pub fn new() -> Self {
+        Self {
+            names_enabled: true,
+            forward: true,
+            gateway: None,
+            search_domain: None,
+            by_name: HashMap::new(),
+            by_addr: HashMap::new(),
+            entries: 0,
+        }
+    }
+
+    /// The gateway address: `host.vswitch.internal` resolves to it, and its reverse
+    /// name to `host.vswitch.internal`, whatever the other settings.
+    pub fn gateway(&mut self, ip: Ipv4Addr) -> &mut Self {
+        self.gateway = Some(ip);
+        self
+    }
+
+    /// `true` for a network that resolves no container names (the default `bridge`
+    /// network, as docker0): only `host.vswitch.internal` is answered locally, and
+    /// names added with [`container`](Self::container) or [`alias`](Self::alias) are
+    /// ignored by lookups.
+    pub fn forward_only(&mut self, yes: bool) -> &mut Self {
+        self.names_enabled = !yes;
+        self
+    }
+
+    /// `false` for an internal network: names not in the table are not forwarded
+    /// upstream but answered SERVFAIL, as Docker's embedded DNS does there.
+    pub fn forward(&mut self, yes: bool) -> &mut Self {
+        self.forward = yes;
+        self
+    }
+
+    /// A domain under which every name also resolves (`web` and `web.DOMAIN`), and
+    /// which PTR answers carry (`web.DOMAIN.`).
+    pub fn search_domain(&mut self, domain: &str) -> Result<&mut Self, NamesError> {
+        self.search_domain = Some(canonical(domain)?);
+        Ok(self)
+    }
+
+    /// A container `name` at `ip`: resolves forward, and `ip` resolves back to it.
+    pub fn container(&mut self, name: &str, ip: Ipv4Addr) -> Result<&mut Self, NamesError> {
+        let key = canonical(name)?;
+        self.add_forward(&key, ip)?;
+        let ptrs = self.by_addr.entry(ip).or_default();
+        if !ptrs.contains(&key) {
+            ptrs.push(key);
+        }
+        Ok(self)
+    }
+
+    /// An alias: resolves forward to `ip` (and to the addresses of every other
+    /// container with the same alias), but is not a reverse name.
+    pub fn alias(&mut self, alias: &str, ip: Ipv4Addr) -> Result<&mut Self, NamesError> {
+        let key = canonical(alias)?;
+        self.add_forward(&key, ip)?;
+        Ok(self)
+    }
+
+    fn add_forward(&mut self, key: &str, ip: Ipv4Addr) -> Result<(), NamesError> {
+        if let Some(addrs) = self.by_name.get_mut(key) {
+            if addrs.contains(&ip) {
+                return Ok(());
+            }
+            if self.entries >= MAX_ENTRIES {
+                return Err(NamesError::TooManyEntries { limit: MAX_ENTRIES });
+            }
+            addrs.push(ip);
+        } else {
+            if self.entries >= MAX_ENTRIES {
+                return Err(NamesError::TooManyEntries { limit: MAX_ENTRIES });
+            }
+            self.by_name.insert(key.into(), vec![ip]);
+        }
+        self.entries += 1;
+        Ok(())
+    }
+
+    /// The finished table. PTR targets are built here, under the search domain if any;
+    /// a target that would be too long for DNS is left out.
+    pub fn build(self) -> Names {
+        let gateway_ptr = Name::from_ascii(format!("{HOST_NAME}."))
+            .map(|n| vec![n])
+            .unwrap_or_default();
+        let by_addr = self
+            .by_addr
+            .into_iter()
+            .map(|(ip, names)| {
+                let targets = names
+                    .iter()
+                    .filter_map(|n| {
+                        let fqdn = match &self.search_domain {
+                            Some(d) => format!("{n}.{d}."),
+                            None => format!("{n}."),
+                        };
+                        Name::from_ascii(fqdn).ok()
+                    })
+                    .collect();
+                (ip, targets)
+            })
+            .collect();
+        Names {
+            names_enabled: self.names_enabled,
+            forward: self.forward,
+            gateway: self.gateway,
+            gateway_addrs: self.gateway.into_iter().collect(),
+            gateway_ptr,
+            search_domain: self.search_domain,
+            by_name: self.by_name,
+            by_addr,
+        }
+    }
+}
+
+fn name_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'-' || b == b'_'
+}
+
+/// The stored form of a control-plane name: lowercase, no trailing dot, validated.
+fn canonical(name: &str) -> Result<String, NamesError> {
+    let bad = |why| NamesError::InvalidName {
+        name: name.to_owned(),
+        why,
+    };
+    let trimmed = name.strip_suffix('.').unwrap_or(name);
+    if trimmed.is_empty() {
+        return Err(bad("empty"));
+    }
+    if trimmed.len() > MAX_NAME_LEN {
+        return Err(bad("longer than 253 characters"));
+    }
+    for label in trimmed.split('.') {
+        if label.is_empty() {
+            return Err(bad("empty label"));
+        }
+        if label.len() > MAX_LABEL_LEN {
+            return Err(bad("label longer than 63 characters"));
+        }
+        if !label.bytes().all(name_char) {
+            return Err(bad("character not allowed"));
+        }
+    }
+    Ok(trimmed.to_ascii_lowercase())
+}
+
+/// Writes `name` lowercase, labels joined by dots, no trailing dot, into `buf` and
+/// returns it; `None` if a label has a byte no table name can contain (so the name
+/// cannot be local).
+fn lower_key<'b>(name: &Name, buf: &'b mut [u8]) -> Option<&'b str> {
+    let mut len = 0;
+    for (i, label) in name.iter().enumerate() {
+        if i > 0 {
+            *buf.get_mut(len)? = b'.';
+            len += 1;
+        }
+        for &b in label {
+            if !name_char(b) {
+                return None;
+            }
+            *buf.get_mut(len)? = b.to_ascii_lowercase();
+            len += 1;
+        }
+    }
+    std::str::from_utf8(buf.get(..len)?).ok()
+}
+
+/// `d.c.b.a` (the part before `.in-addr.arpa`) as the address a.b.c.d; decimal
+/// octets without leading zeros.
+fn parse_reverse(rest: &str) -> Option<Ipv4Addr> {
+    let mut octets = [0u8; 4];
+    let mut parts = rest.split('.');
+    for slot in octets.iter_mut().rev() {
+        let p = parts.next()?;
+        if p.is_empty() || p.len() > 3 || (p.len() > 1 && p.starts_with('0')) {
+            return None;
+        }
+        if !p.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        *slot = p.parse().ok()?;
+    }
+    if parts.next().is_some() {
+        return None;
+    }
+    Some(Ipv4Addr::from(octets))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const WEB: Ipv4Addr = Ipv4Addr::new(172, 18, 0, 2);
+    const WEB2: Ipv4Addr = Ipv4Addr::new(172, 18, 0, 3);
+    const GW: Ipv4Addr = Ipv4Addr::new(172, 18, 0, 1);
+
+    fn name(s: &str) -> Name {
+        Name::from_ascii(s).unwrap()
+    }
+
+    fn table() -> Names {
+        let mut b = Names::builder();
+        b.gateway(GW).search_domain("MyNet").unwrap();
+        b.container("web", WEB).unwrap();
+        b.container("Web2", WEB2).unwrap();
+        b.alias("api", WEB).unwrap();
+        b.alias("api", WEB2).unwrap();
+        b.alias("api", WEB2).unwrap(); // duplicate: ignored
+        b.build()
+    }
+
+    fn addrs(t: &Names, n: &str) -> Option<Vec<Ipv4Addr>> {
+        match t.lookup(&name(n))? {
+            Local::Addrs { addrs, .. } => Some(addrs.to_vec()),
+            Local::Ptr(_) => None,
+        }
+    }
+
+    fn ptrs(t: &Names, n: &str) -> Option<Vec<String>> {
+        match t.lookup(&name(n))? {
+            Local::Ptr(p) => Some(p.iter().map(|n| n.to_ascii()).collect()),
+            Local::Addrs { .. } => None,
+        }
+    }
+
+    #[test]
+    fn forward_names_any_case_with_or_without_root() {
+        let t = table();
+        assert_eq!(addrs(&t, "web"), Some(vec![WEB]));
+        assert_eq!(addrs(&t, "WEB."), Some(vec![WEB]));
+        assert_eq!(addrs(&t, "wEb2"), Some(vec![WEB2]));
+        assert_eq!(addrs(&t, "api"), Some(vec![WEB, WEB2]));
+        assert_eq!(addrs(&t, "web.mynet."), Some(vec![WEB]));
+        assert_eq!(addrs(&t, "Web.MYNET"), Some(vec![WEB]));
+        assert_eq!(addrs(&t, "web.othernet"), None);
+        assert_eq!(addrs(&t, "mynet"), None);
+        assert_eq!(addrs(&t, "xweb"), None);
+        assert_eq!(addrs(&t, "example.com"), None);
+        assert_eq!(t.lookup(&Name::root()), None);
+    }
+
+    #[test]
+    fn key_is_canonical() {
+        let t = table();
+        match t.lookup(&name("WEB2.MyNet.")) {
+            Some(Local::Addrs { key, .. }) => assert_eq!(key, "web2"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn host_name_and_reverse() {
+        let t = table();
+        assert_eq!(addrs(&t, "Host.VSwitch.Internal."), Some(vec![GW]));
+        assert_eq!(
+            ptrs(&t, "1.0.18.172.in-addr.arpa."),
+            Some(vec!["host.vswitch.internal.".to_owned()])
+        );
+        assert_eq!(
+            ptrs(&t, "2.0.18.172.IN-ADDR.ARPA"),
+            Some(vec!["web.mynet.".to_owned()])
+        );
+        // Aliases are not reverse names.
+        assert_eq!(
+            ptrs(&t, "3.0.18.172.in-addr.arpa"),
+            Some(vec!["web2.mynet.".to_owned()])
+        );
+        assert_eq!(ptrs(&t, "9.0.18.172.in-addr.arpa"), None);
+        assert_eq!(ptrs(&t, "02.0.18.172.in-addr.arpa"), None);
+        assert_eq!(ptrs(&t, "0.18.172.in-addr.arpa"), None);
+        assert_eq!(ptrs(&t, "1.2.0.18.172.in-addr.arpa"), None);
+        assert_eq!(ptrs(&t, "256.0.18.172.in-addr.arpa"), None);
+    }
+
+    #[test]
+    fn ptr_without_search_domain_is_bare_fqdn() {
+        let mut b = Names::builder();
+        b.container("web", WEB).unwrap();
+        let t = b.build();
+        assert_eq!(
+            ptrs(&t, "2.0.18.172.in-addr.arpa"),
+            Some(vec!["web.".to_owned()])
+        );
+        // No gateway set: the host name is not local.
+        assert_eq!(addrs(&t, HOST_NAME), None);
+    }
+
+    #[test]
+    fn forward_only_knows_only_the_host() {
+        let mut b = Names::builder();
+        b.gateway(GW).forward_only(true);
+        b.container("web", WEB).unwrap();
+        let t = b.build();
+        assert!(!t.names_enabled());
+        assert_eq!(addrs(&t, "web"), None);
+        assert_eq!(ptrs(&t, "2.0.18.172.in-addr.arpa"), None);
+        assert_eq!(addrs(&t, HOST_NAME), Some(vec![GW]));
+        assert!(ptrs(&t, "1.0.18.172.in-addr.arpa").is_some());
+    }
+
+    #[test]
+    fn invalid_names_are_refused() {
+        let mut b = Names::builder();
+        for bad in [
+            "",
+            ".",
+            "a..b",
+            "we b",
+            "wé",
+            &"a".repeat(64),
+            &"a.".repeat(130),
+        ] {
+            assert!(
+                matches!(b.container(bad, WEB), Err(NamesError::InvalidName { .. })),
+                "{bad:?}"
+            );
+        }
+        assert!(b.container("my_app.v-1", WEB).is_ok());
+        assert!(b.search_domain("a b").is_err());
+        let e = b.container("a b", WEB).unwrap_err().to_string();
+        assert!(e.contains("\"a b\""), "{e}");
+    }
+
+    #[test]
+    fn query_names_with_odd_bytes_are_not_local() {
+        let t = table();
+        let odd = Name::from_labels(vec![&b"we\x00b"[..]]).unwrap();
+        assert_eq!(t.lookup(&odd), None);
+        let dotted = Name::from_labels(vec![&b"web.mynet"[..]]).unwrap();
+        assert_eq!(t.lookup(&dotted), None);
+    }
+
+    #[test]
+    fn entry_limit() {
+        let mut b = Names::builder();
+        b.entries = MAX_ENTRIES;
+        assert_eq!(
+            b.container("web", WEB).unwrap_err(),
+            NamesError::TooManyEntries { limit: MAX_ENTRIES }
+        );
+    }
+}
