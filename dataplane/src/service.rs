@@ -155,13 +155,18 @@ impl Gateway {
 
     /// Frames an IPv4 packet for the container it is addressed to and sends it.
     fn deliver_ip(&mut self, ctx: &mut ServiceCtx<'_>, packet: &[u8]) {
-        let Ok(ip) = Ipv4Packet::new_checked(packet) else { return };
+        let Ok(ip) = Ipv4Packet::new_checked(packet) else {
+            return;
+        };
         let dst = ip.dst();
         let Some(domain) = self.domain_of(dst) else {
             self.stats.no_neighbour += 1;
             return;
         };
-        let (Some(net), Some(mac)) = (self.net(domain), self.neighbours.get(&(domain, dst)).copied()) else {
+        let (Some(net), Some(mac)) = (
+            self.net(domain),
+            self.neighbours.get(&(domain, dst)).copied(),
+        ) else {
             self.stats.no_neighbour += 1;
             return;
         };
@@ -183,20 +188,28 @@ impl Gateway {
     }
 
     fn handle(&mut self, ctx: &mut ServiceCtx<'_>, domain: u16, data: &[u8]) {
-        let Ok(eth) = EthernetFrame::new_checked(data) else { return };
-        let Some(net) = self.net(domain).cloned() else { return };
+        let Ok(eth) = EthernetFrame::new_checked(data) else {
+            return;
+        };
+        let Some(net) = self.net(domain).cloned() else {
+            return;
+        };
         if eth.ethertype() != EtherType::IPV4 {
             self.stats.unanswered += 1;
             return;
         }
-        let Ok(ip) = Ipv4Packet::new_checked(eth.payload()) else { return };
+        let Ok(ip) = Ipv4Packet::new_checked(eth.payload()) else {
+            return;
+        };
         self.remember(domain, ip.src(), eth.src());
-        let routed = eth.dst() == net.gateway_mac && ip.dst() != net.gateway_ip && !ip.dst().is_broadcast();
+        let routed =
+            eth.dst() == net.gateway_mac && ip.dst() != net.gateway_ip && !ip.dst().is_broadcast();
         let to_gateway_host = eth.dst() == net.gateway_mac && ip.dst() == net.gateway_ip;
         if routed || to_gateway_host {
             self.stats.to_uplink += 1;
             let pkt = eth.payload();
-            self.uplink.from_container(ctx.registry, &self.views, domain, pkt);
+            self.uplink
+                .from_container(ctx.registry, &self.views, domain, pkt);
             self.flush_uplink(ctx);
             return;
         }
@@ -212,10 +225,13 @@ impl Service for Gateway {
     }
 
     fn event(&mut self, ctx: &mut ServiceCtx<'_>, token: mio::Token, ev: &mio::event::Event) {
-        if self
-            .uplink
-            .event(ctx.registry, token, ev.is_readable(), ev.is_writable(), ev.is_error() || ev.is_read_closed())
-        {
+        if self.uplink.event(
+            ctx.registry,
+            token,
+            ev.is_readable(),
+            ev.is_writable(),
+            ev.is_error() || ev.is_read_closed(),
+        ) {
             self.flush_uplink(ctx);
         }
     }

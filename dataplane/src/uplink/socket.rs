@@ -488,14 +488,25 @@ impl SocketUplink {
 
     /// Starts serving a published port. `gateways[domain]` is the address loopback
     /// clients appear from inside (Linux drops 127/8 sources arriving on eth0).
-    pub fn publish(&mut self, reg: &Registry, sock: PublishedSocket, to: PublishTarget) -> io::Result<()> {
-        let i = self.published.iter().position(|p| p.is_none()).unwrap_or(self.published.len());
+    pub fn publish(
+        &mut self,
+        reg: &Registry,
+        sock: PublishedSocket,
+        to: PublishTarget,
+    ) -> io::Result<()> {
+        let i = self
+            .published
+            .iter()
+            .position(|p| p.is_none())
+            .unwrap_or(self.published.len());
         let (mut ps, local) = match sock {
             PublishedSocket::Tcp(l) => {
                 l.set_nonblocking(true)?;
                 let local = match l.local_addr()? {
                     SocketAddr::V4(a) => a,
-                    SocketAddr::V6(_) => return Err(io::Error::other("IPv6 listeners are not published")),
+                    SocketAddr::V6(_) => {
+                        return Err(io::Error::other("IPv6 listeners are not published"));
+                    }
                 };
                 (PubSock::Tcp(mio::net::TcpListener::from_std(l)), local)
             }
@@ -503,7 +514,9 @@ impl SocketUplink {
                 u.set_nonblocking(true)?;
                 let local = match u.local_addr()? {
                     SocketAddr::V4(a) => a,
-                    SocketAddr::V6(_) => return Err(io::Error::other("IPv6 sockets are not published")),
+                    SocketAddr::V6(_) => {
+                        return Err(io::Error::other("IPv6 sockets are not published"));
+                    }
                 };
                 (PubSock::Udp(UdpSocket::from_std(u)), local)
             }
@@ -513,7 +526,11 @@ impl SocketUplink {
             PubSock::Tcp(l) => reg.register(l, tok, Interest::READABLE)?,
             PubSock::Udp(u) => reg.register(u, tok, Interest::READABLE)?,
         }
-        let p = Published { sock: ps, to, local };
+        let p = Published {
+            sock: ps,
+            to,
+            local,
+        };
         if i == self.published.len() {
             self.published.push(Some(p));
         } else if let Some(s) = self.published.get_mut(i) {
@@ -556,18 +573,26 @@ impl SocketUplink {
 
     fn published_ready(&mut self, reg: &Registry, _nets: (), i: usize) {
         loop {
-            let Some(Some(p)) = self.published.get_mut(i) else { return };
+            let Some(Some(p)) = self.published.get_mut(i) else {
+                return;
+            };
             let to = p.to;
             match &mut p.sock {
                 PubSock::Tcp(l) => {
-                    let Ok((stream, peer)) = l.accept() else { return };
+                    let Ok((stream, peer)) = l.accept() else {
+                        return;
+                    };
                     self.accept_inbound(reg, stream, peer, to);
                 }
                 PubSock::Udp(u) => {
-                    let Ok((n, peer)) = u.recv_from(&mut self.scratch) else { return };
+                    let Ok((n, peer)) = u.recv_from(&mut self.scratch) else {
+                        return;
+                    };
                     let src = self.inside_source(peer, to);
                     let key = (to.domain, (to.container, to.port, *src.ip(), src.port()));
-                    if !self.inbound_udp.contains_key(&key) && self.inbound_udp.len() >= MAX_INBOUND_UDP {
+                    if !self.inbound_udp.contains_key(&key)
+                        && self.inbound_udp.len() >= MAX_INBOUND_UDP
+                    {
                         self.stats.dropped += 1;
                         continue;
                     }
@@ -580,7 +605,8 @@ impl SocketUplink {
                         },
                     );
                     let data = self.scratch.get(..n).unwrap_or(&[]);
-                    if let Some(pkt) = build_udp(*src.ip(), src.port(), to.container, to.port, data) {
+                    if let Some(pkt) = build_udp(*src.ip(), src.port(), to.container, to.port, data)
+                    {
                         self.out.push(pkt);
                     }
                 }
@@ -599,7 +625,11 @@ impl SocketUplink {
     }
 
     fn gateway_of(&self, domain: u16) -> Ipv4Addr {
-        self.gateways.get(usize::from(domain)).copied().flatten().unwrap_or(Ipv4Addr::UNSPECIFIED)
+        self.gateways
+            .get(usize::from(domain))
+            .copied()
+            .flatten()
+            .unwrap_or(Ipv4Addr::UNSPECIFIED)
     }
 
     /// Tells the uplink each network's gateway (for published ports' loopback clients).
@@ -607,7 +637,13 @@ impl SocketUplink {
         self.gateways = nets.iter().map(|n| n.map(|n| n.gateway)).collect();
     }
 
-    fn accept_inbound(&mut self, reg: &Registry, mut stream: TcpStream, peer: SocketAddr, to: PublishTarget) {
+    fn accept_inbound(
+        &mut self,
+        reg: &Registry,
+        mut stream: TcpStream,
+        peer: SocketAddr,
+        to: PublishTarget,
+    ) {
         let live = self.tcp.iter().filter(|c| c.is_some()).count();
         if live >= MAX_TCP {
             self.stats.tcp_refused += 1;
@@ -619,7 +655,10 @@ impl SocketUplink {
             self.stats.tcp_refused += 1;
             return;
         }
-        let mut sock = tcp::Socket::new(tcp::SocketBuffer::new(vec![0u8; TCP_BUFFER]), tcp::SocketBuffer::new(vec![0u8; TCP_BUFFER]));
+        let mut sock = tcp::Socket::new(
+            tcp::SocketBuffer::new(vec![0u8; TCP_BUFFER]),
+            tcp::SocketBuffer::new(vec![0u8; TCP_BUFFER]),
+        );
         sock.set_nagle_enabled(false);
         sock.set_ack_delay(None);
         let remote = (IpAddress::Ipv4(v4(to.container)), to.port);
@@ -632,9 +671,17 @@ impl SocketUplink {
             return;
         }
         let handle = self.sockets.add(sock);
-        let i = self.tcp.iter().position(|c| c.is_none()).unwrap_or(self.tcp.len());
+        let i = self
+            .tcp
+            .iter()
+            .position(|c| c.is_none())
+            .unwrap_or(self.tcp.len());
         if reg
-            .register(&mut stream, Token(TOKEN_TCP + i), Interest::READABLE | Interest::WRITABLE)
+            .register(
+                &mut stream,
+                Token(TOKEN_TCP + i),
+                Interest::READABLE | Interest::WRITABLE,
+            )
             .is_err()
         {
             self.sockets.remove(handle);
@@ -767,6 +814,18 @@ impl SocketUplink {
         payload: &[u8],
     ) {
         let key = (domain, quad);
+        // A reply to a client of a published port leaves through that port's socket.
+        if let Some(f) = self.inbound_udp.get_mut(&key) {
+            f.last = Instant::now();
+            if let Some(Some(Published {
+                sock: PubSock::Udp(s),
+                ..
+            })) = self.published.get(f.listener)
+            {
+                let _ = s.send_to(payload, f.client);
+            }
+            return;
+        }
         let i = match self.udp_by_key.get(&key) {
             Some(&i) => i,
             None => {
@@ -943,7 +1002,8 @@ impl SocketUplink {
                 let _ = i;
             }
         }
-        self.inbound_udp.retain(|_, f| now.duration_since(f.last) <= UDP_IDLE);
+        self.inbound_udp
+            .retain(|_, f| now.duration_since(f.last) <= UDP_IDLE);
         for slot in self.ping.iter_mut() {
             if let Some(f) = slot
                 && now.duration_since(f.last) > PING_IDLE
