@@ -9,13 +9,24 @@
 //! domain, where the bridge forwards them like any frame.
 
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::Instant;
 
+use mio::{Interest, Registry, Token};
+
+use crate::dns::{Action, ClientRef, DnsConfig, DnsServer, Names, Transport};
 use crate::port::service::ServiceFrame;
 use crate::runtime::{Service, ServiceCtx};
-use crate::uplink::socket::{NetView, SocketUplink};
-use crate::wire::{EtherType, EthernetFrame, Ipv4Packet, MacAddr};
+use crate::uplink::socket::{NetView, SocketUplink, build_udp};
+use crate::wire::{EtherType, EthernetFrame, IpProtocol, Ipv4Packet, MacAddr, UdpPacket};
+
+/// Tokens of the upstream resolvers' UDP sockets (one each) on the service poll.
+const TOKEN_DNS_UDP: usize = 16;
+/// Tokens of TCP connections to upstream resolvers.
+const TOKEN_DNS_TCP: usize = 64;
+const MAX_DNS_TCP: usize = 256;
 
 /// How a network's gateway answers DNS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -75,6 +86,10 @@ pub struct ServiceConfig {
     /// (domain, port slot) -> (MAC, address): what DHCP gives each port.
     pub leases: HashMap<(u16, u16), (MacAddr, Ipv4Addr)>,
     pub uplink: UplinkMode,
+    /// DNS names per domain (None: no DNS on that network).
+    pub names: Vec<Option<Arc<Names>>>,
+    /// Upstream resolvers, in order.
+    pub upstreams: Vec<SocketAddr>,
 }
 
 /// The most (domain, IPv4) -> MAC entries the gateway remembers beyond IPAM's.
@@ -89,16 +104,63 @@ pub struct GatewayStats {
     pub no_neighbour: u64,
 }
 
+/// Where a DNS reply goes.
+#[derive(Debug, Clone, Copy)]
+enum DnsClient {
+    Udp {
+        domain: u16,
+        ip: Ipv4Addr,
+        port: u16,
+    },
+    Tcp {
+        conn: usize,
+    },
+}
+
+/// A TCP connection to an upstream resolver carrying one query.
+struct UpstreamTcp {
+    stream: mio::net::TcpStream,
+    upstream: usize,
+    id: u16,
+    out: Vec<u8>,
+    inb: Vec<u8>,
+}
+
 /// The gateway: ARP, ICMP, DHCP, DNS on each network's gateway address, and the
 /// socket uplink behind it.
-#[derive(Default)]
 pub struct Gateway {
     cfg: ServiceConfig,
     views: Vec<Option<NetView>>,
     /// (domain, address) -> MAC, from IPAM and from what containers send.
     neighbours: HashMap<(u16, Ipv4Addr), MacAddr>,
     uplink: SocketUplink,
+    dns: DnsServer,
+    dns_clients: HashMap<u64, DnsClient>,
+    dns_next: u64,
+    upstream_udp: Vec<Option<mio::net::UdpSocket>>,
+    upstream_tcp: Vec<Option<UpstreamTcp>>,
+    registered: bool,
+    scratch: Vec<u8>,
     pub stats: GatewayStats,
+}
+
+impl Default for Gateway {
+    fn default() -> Self {
+        Gateway {
+            cfg: ServiceConfig::default(),
+            views: Vec::new(),
+            neighbours: HashMap::new(),
+            uplink: SocketUplink::new(),
+            dns: DnsServer::new(DnsConfig::default(), 0),
+            dns_clients: HashMap::new(),
+            dns_next: 1,
+            upstream_udp: Vec::new(),
+            upstream_tcp: Vec::new(),
+            registered: false,
+            scratch: vec![0u8; 65536],
+            stats: GatewayStats::default(),
+        }
+    }
 }
 
 impl Gateway {
@@ -112,6 +174,7 @@ impl Gateway {
                     subnet: n.subnet,
                     prefix_len: n.prefix_len,
                     egress: !n.internal && n.masquerade && cfg.uplink == UplinkMode::Socket,
+                    dns: n.dns != DnsService::Off,
                 })
             })
             .collect();
@@ -119,7 +182,262 @@ impl Gateway {
         for ((domain, _), (mac, ip)) in &cfg.leases {
             self.neighbours.insert((*domain, *ip), *mac);
         }
+        self.uplink.set_gateways(&self.views);
+        let upstreams_changed = cfg.upstreams != self.cfg.upstreams;
         self.cfg = cfg;
+        if upstreams_changed {
+            self.dns.set_upstreams(self.cfg.upstreams.len());
+            self.upstream_udp.clear();
+            self.registered = false;
+        }
+    }
+
+    /// Opens the upstream resolvers' sockets (on the service thread, with its registry).
+    fn ensure_upstreams(&mut self, reg: &Registry) {
+        if self.registered {
+            return;
+        }
+        self.registered = true;
+        for s in self.upstream_udp.iter_mut().flatten() {
+            let _ = reg.deregister(s);
+        }
+        self.upstream_udp = self
+            .cfg
+            .upstreams
+            .iter()
+            .enumerate()
+            .map(|(i, addr)| {
+                let bind: SocketAddr = match addr {
+                    SocketAddr::V4(_) => "0.0.0.0:0".parse().ok()?,
+                    SocketAddr::V6(_) => "[::]:0".parse().ok()?,
+                };
+                let mut s = mio::net::UdpSocket::bind(bind).ok()?;
+                s.connect(*addr).ok()?;
+                reg.register(&mut s, Token(TOKEN_DNS_UDP + i), Interest::READABLE)
+                    .ok()?;
+                Some(s)
+            })
+            .collect();
+    }
+
+    fn dns_client(&mut self, c: DnsClient) -> Option<ClientRef> {
+        if self.dns_clients.len() >= crate::dns::MAX_IN_FLIGHT_LIMIT {
+            return None;
+        }
+        let id = self.dns_next;
+        self.dns_next = self.dns_next.wrapping_add(1);
+        self.dns_clients.insert(id, c);
+        Some(ClientRef(id))
+    }
+
+    /// Carries out what the DNS server decided.
+    fn dns_act(&mut self, ctx: &mut ServiceCtx<'_>, a: Action) {
+        match a {
+            Action::Nothing => {}
+            Action::Reply { client, bytes, .. } => {
+                let Some(c) = self.dns_clients.remove(&client.0) else {
+                    return;
+                };
+                match c {
+                    DnsClient::Udp { domain, ip, port } => {
+                        let Some(gw) = self.net(domain).map(|n| n.gateway_ip) else {
+                            return;
+                        };
+                        if let Some(p) = build_udp(gw, 53, ip, port, &bytes) {
+                            self.deliver_ip(ctx, &p);
+                        }
+                    }
+                    DnsClient::Tcp { conn } => {
+                        self.uplink.dns_reply(ctx.registry, conn, &bytes);
+                        self.flush_uplink(ctx);
+                    }
+                }
+            }
+            Action::Forward {
+                upstream,
+                transport,
+                id,
+                bytes,
+            } => {
+                self.ensure_upstreams(ctx.registry);
+                let sent = match transport {
+                    Transport::Udp => self
+                        .upstream_udp
+                        .get(upstream)
+                        .and_then(|s| s.as_ref())
+                        .is_some_and(|s| s.send(&bytes).is_ok()),
+                    Transport::Tcp => self.forward_tcp(ctx.registry, upstream, id, &bytes),
+                };
+                if !sent && let Some(next) = self.dns.upstream_failed(upstream, id, Instant::now())
+                {
+                    self.dns_act(ctx, next);
+                }
+            }
+        }
+    }
+
+    fn forward_tcp(&mut self, reg: &Registry, upstream: usize, id: u16, msg: &[u8]) -> bool {
+        let Some(addr) = self.cfg.upstreams.get(upstream).copied() else {
+            return false;
+        };
+        let Ok(len) = u16::try_from(msg.len()) else {
+            return false;
+        };
+        let i = self
+            .upstream_tcp
+            .iter()
+            .position(|c| c.is_none())
+            .unwrap_or(self.upstream_tcp.len());
+        if i >= MAX_DNS_TCP {
+            return false;
+        }
+        let Ok(mut stream) = mio::net::TcpStream::connect(addr) else {
+            return false;
+        };
+        if reg
+            .register(
+                &mut stream,
+                Token(TOKEN_DNS_TCP + i),
+                Interest::READABLE | Interest::WRITABLE,
+            )
+            .is_err()
+        {
+            return false;
+        }
+        let mut out = len.to_be_bytes().to_vec();
+        out.extend_from_slice(msg);
+        let c = UpstreamTcp {
+            stream,
+            upstream,
+            id,
+            out,
+            inb: Vec::new(),
+        };
+        if i == self.upstream_tcp.len() {
+            self.upstream_tcp.push(Some(c));
+        } else if let Some(s) = self.upstream_tcp.get_mut(i) {
+            *s = Some(c);
+        }
+        true
+    }
+
+    fn upstream_tcp_ready(&mut self, ctx: &mut ServiceCtx<'_>, i: usize) {
+        let mut done: Option<Result<Vec<u8>, ()>> = None;
+        if let Some(Some(c)) = self.upstream_tcp.get_mut(i) {
+            while !c.out.is_empty() {
+                match c.stream.write(&c.out) {
+                    Ok(n) => {
+                        c.out.drain(..n);
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(_) => {
+                        done = Some(Err(()));
+                        break;
+                    }
+                }
+            }
+            loop {
+                match c.stream.read(&mut self.scratch) {
+                    Ok(0) => {
+                        done.get_or_insert(Err(()));
+                        break;
+                    }
+                    Ok(n) => c
+                        .inb
+                        .extend_from_slice(self.scratch.get(..n).unwrap_or(&[])),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(_) => {
+                        done.get_or_insert(Err(()));
+                        break;
+                    }
+                }
+                if c.inb.len() > 65537 {
+                    break;
+                }
+            }
+            if c.inb.len() >= 2 {
+                let len = usize::from(u16::from_be_bytes([c.inb[0], c.inb[1]]));
+                if c.inb.len() >= len + 2 {
+                    done = Some(Ok(c.inb.get(2..len + 2).unwrap_or(&[]).to_vec()));
+                }
+            }
+        }
+        let Some(result) = done else { return };
+        let Some(Some(mut c)) = self.upstream_tcp.get_mut(i).map(|s| s.take()) else {
+            return;
+        };
+        let _ = ctx.registry.deregister(&mut c.stream);
+        let now = Instant::now();
+        let next = match result {
+            Ok(msg) => self.dns.upstream_reply(c.upstream, &msg, now),
+            Err(()) => self.dns.upstream_failed(c.upstream, c.id, now),
+        };
+        if let Some(a) = next {
+            self.dns_act(ctx, a);
+        }
+    }
+
+    fn upstream_udp_ready(&mut self, ctx: &mut ServiceCtx<'_>, i: usize) {
+        loop {
+            let n = match self.upstream_udp.get(i).and_then(|s| s.as_ref()) {
+                Some(s) => match s.recv(&mut self.scratch) {
+                    Ok(n) => n,
+                    Err(_) => return,
+                },
+                None => return,
+            };
+            let msg = self.scratch.get(..n).unwrap_or(&[]).to_vec();
+            if let Some(a) = self.dns.upstream_reply(i, &msg, Instant::now()) {
+                self.dns_act(ctx, a);
+            }
+        }
+    }
+
+    /// A UDP DNS query to a gateway.
+    fn dns_udp(
+        &mut self,
+        ctx: &mut ServiceCtx<'_>,
+        domain: u16,
+        src: Ipv4Addr,
+        port: u16,
+        msg: &[u8],
+    ) {
+        let Some(names) = self.cfg.names.get(usize::from(domain)).cloned().flatten() else {
+            return;
+        };
+        let Some(client) = self.dns_client(DnsClient::Udp {
+            domain,
+            ip: src,
+            port,
+        }) else {
+            return;
+        };
+        let a = self
+            .dns
+            .query(&names, msg, Transport::Udp, client, Instant::now());
+        if matches!(a, Action::Nothing) {
+            self.dns_clients.remove(&client.0);
+        }
+        self.dns_act(ctx, a);
+    }
+
+    /// DNS-over-TCP messages the uplink collected.
+    fn dns_tcp(&mut self, ctx: &mut ServiceCtx<'_>) {
+        for (conn, domain, msg) in self.uplink.take_dns_requests() {
+            let Some(names) = self.cfg.names.get(usize::from(domain)).cloned().flatten() else {
+                continue;
+            };
+            let Some(client) = self.dns_client(DnsClient::Tcp { conn }) else {
+                continue;
+            };
+            let a = self
+                .dns
+                .query(&names, &msg, Transport::Tcp, client, Instant::now());
+            if matches!(a, Action::Nothing) {
+                self.dns_clients.remove(&client.0);
+            }
+            self.dns_act(ctx, a);
+        }
     }
 
     pub fn config(&self) -> &ServiceConfig {
@@ -185,6 +503,10 @@ impl Gateway {
         for p in out {
             self.deliver_ip(ctx, &p);
         }
+        if !self.uplink.pending_dns() {
+            return;
+        }
+        self.dns_tcp(ctx);
     }
 
     fn handle(&mut self, ctx: &mut ServiceCtx<'_>, domain: u16, data: &[u8]) {
@@ -202,6 +524,19 @@ impl Gateway {
             return;
         };
         self.remember(domain, ip.src(), eth.src());
+        // DNS over UDP on the gateway.
+        if ip.dst() == net.gateway_ip
+            && ip.protocol() == IpProtocol::UDP
+            && net.dns != DnsService::Off
+            && !ip.is_fragment()
+            && let Ok(u) = UdpPacket::new_checked(ip.payload())
+            && u.dst_port() == 53
+        {
+            let (src, port) = (ip.src(), u.src_port());
+            let msg = u.payload().to_vec();
+            self.dns_udp(ctx, domain, src, port, &msg);
+            return;
+        }
         let routed =
             eth.dst() == net.gateway_mac && ip.dst() != net.gateway_ip && !ip.dst().is_broadcast();
         let to_gateway_host = eth.dst() == net.gateway_mac && ip.dst() == net.gateway_ip;
@@ -225,6 +560,15 @@ impl Service for Gateway {
     }
 
     fn event(&mut self, ctx: &mut ServiceCtx<'_>, token: mio::Token, ev: &mio::event::Event) {
+        let t = token.0;
+        if (TOKEN_DNS_UDP..TOKEN_DNS_TCP).contains(&t) {
+            self.upstream_udp_ready(ctx, t - TOKEN_DNS_UDP);
+            return;
+        }
+        if (TOKEN_DNS_TCP..TOKEN_DNS_TCP + MAX_DNS_TCP).contains(&t) {
+            self.upstream_tcp_ready(ctx, t - TOKEN_DNS_TCP);
+            return;
+        }
         if self.uplink.event(
             ctx.registry,
             token,
@@ -239,6 +583,14 @@ impl Service for Gateway {
     fn tick(&mut self, ctx: &mut ServiceCtx<'_>, now: Instant) -> Option<Instant> {
         let next = self.uplink.tick(ctx.registry, now);
         self.flush_uplink(ctx);
-        next
+        let mut actions = Vec::new();
+        self.dns.poll(now, &mut actions);
+        for a in actions {
+            self.dns_act(ctx, a);
+        }
+        match (next, self.dns.next_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 }

@@ -92,6 +92,8 @@ pub struct Daemon {
     owners: HashMap<String, u64>,
     /// Run containers from before a restart, waiting for their process to come back.
     awaiting: HashMap<String, std::time::Instant>,
+    /// Where DNS queries for other names go.
+    upstreams: Vec<SocketAddr>,
 }
 
 /// How long a `vswitch run` container from before a restart is kept for its process to
@@ -141,6 +143,14 @@ impl Daemon {
             gens: vec![0; MAX_SLOTS],
             owners: HashMap::new(),
             awaiting: HashMap::new(),
+            upstreams: Vec::new(),
+        };
+        d.upstreams = if d.cfg.upstream_dns.is_empty() {
+            std::fs::read_to_string("/etc/resolv.conf")
+                .map(|t| dataplane::dns::parse_resolv_conf(&t))
+                .unwrap_or_default()
+        } else {
+            d.cfg.upstream_dns.clone()
         };
         d.restore();
         d.apply();
@@ -408,6 +418,32 @@ impl Daemon {
                         DnsMode::Off => DnsService::Off,
                     },
                 });
+            }
+        }
+        c.upstreams = self.upstreams.clone();
+        for n in self.state.networks.values() {
+            let i = usize::from(n.domain);
+            if c.names.len() <= i {
+                c.names.resize(i + 1, None);
+            }
+            if n.dns == DnsMode::Off {
+                continue;
+            }
+            let mut b = dataplane::dns::Names::builder();
+            b.gateway(n.gateway)
+                .forward(!n.internal)
+                .forward_only(n.dns == DnsMode::ForwardOnly);
+            let _ = b.search_domain(&n.name);
+            if n.dns == DnsMode::Names {
+                for (ct, e) in self.state.endpoints_on(&n.name) {
+                    let _ = b.container(&ct.name, e.ip);
+                    for a in &e.aliases {
+                        let _ = b.alias(a, e.ip);
+                    }
+                }
+            }
+            if let Some(slot) = c.names.get_mut(i) {
+                *slot = Some(Arc::new(b.build()));
             }
         }
         for p in self.ports.values() {

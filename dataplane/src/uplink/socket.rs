@@ -69,6 +69,8 @@ pub struct NetView {
     pub prefix_len: u8,
     /// Traffic may leave (not internal, masquerade on).
     pub egress: bool,
+    /// DNS is served on the gateway (TCP port 53 is answered locally).
+    pub dns: bool,
 }
 
 impl NetView {
@@ -169,7 +171,14 @@ struct TcpConn {
     shut_host: bool,
     /// Published-port connection (the daemon accepted it on the host).
     inbound: bool,
+    /// Answered locally (DNS over TCP on the gateway), no host socket.
+    local: bool,
+    /// Bytes of a local connection not yet a whole message.
+    local_in: Vec<u8>,
 }
+
+/// The most bytes a DNS-over-TCP message takes with its length prefix.
+const DNS_TCP_MAX: usize = 65537;
 
 struct UdpFlow {
     sock: UdpSocket,
@@ -246,6 +255,9 @@ pub struct SocketUplink {
     published: Vec<Option<Published>>,
     inbound_udp: HashMap<(u16, Quad), InboundUdp>,
     gateways: Vec<Option<Ipv4Addr>>,
+    /// DNS messages received over TCP on a gateway: (connection, domain, message).
+    dns_requests: Vec<(usize, u16, Vec<u8>)>,
+    local_domain: HashMap<usize, u16>,
 }
 
 fn smol_now(epoch: Instant) -> smoltcp::time::Instant {
@@ -298,6 +310,8 @@ impl SocketUplink {
             published: Vec::new(),
             inbound_udp: HashMap::new(),
             gateways: Vec::new(),
+            dns_requests: Vec::new(),
+            local_domain: HashMap::new(),
         }
     }
 
@@ -333,7 +347,15 @@ impl SocketUplink {
                 };
                 let quad = (src, t.src_port(), dst, t.dst_port());
                 if t.syn() && !t.ack_flag() && !t.rst() && !self.tcp_by_quad.contains_key(&quad) {
-                    self.open_tcp(reg, nets, domain, quad);
+                    let dns_here = nets
+                        .get(usize::from(domain))
+                        .and_then(|n| n.as_ref())
+                        .is_some_and(|n| n.dns && n.gateway == dst && quad.3 == 53);
+                    if dns_here {
+                        self.open_local(quad, domain);
+                    } else {
+                        self.open_tcp(reg, nets, domain, quad);
+                    }
                 }
                 let total = ip.total_len().min(pkt.len());
                 self.dev
@@ -426,6 +448,8 @@ impl SocketUplink {
             host_eof: false,
             shut_host: false,
             inbound: false,
+            local: false,
+            local_in: Vec::new(),
         };
         if i == self.tcp.len() {
             self.tcp.push(Some(conn));
@@ -434,6 +458,84 @@ impl SocketUplink {
         }
         self.tcp_by_quad.insert(quad, i);
         self.stats.tcp_open += 1;
+    }
+
+    /// A connection answered by the gateway itself (DNS over TCP).
+    fn open_local(&mut self, quad: Quad, domain: u16) {
+        if self.tcp.iter().filter(|c| c.is_some()).count() >= MAX_TCP {
+            self.stats.tcp_refused += 1;
+            return;
+        }
+        let mut sock = tcp::Socket::new(
+            tcp::SocketBuffer::new(vec![0u8; 70_000]),
+            tcp::SocketBuffer::new(vec![0u8; 140_000]),
+        );
+        sock.set_nagle_enabled(false);
+        if sock
+            .listen(IpListenEndpoint {
+                addr: Some(IpAddress::Ipv4(v4(quad.2))),
+                port: quad.3,
+            })
+            .is_err()
+        {
+            return;
+        }
+        let handle = self.sockets.add(sock);
+        let i = self
+            .tcp
+            .iter()
+            .position(|c| c.is_none())
+            .unwrap_or(self.tcp.len());
+        let conn = TcpConn {
+            handle,
+            quad,
+            host: None,
+            connected: true,
+            readable: false,
+            writable: false,
+            host_eof: false,
+            shut_host: false,
+            inbound: false,
+            local: true,
+            local_in: Vec::new(),
+        };
+        let _ = domain;
+        if i == self.tcp.len() {
+            self.tcp.push(Some(conn));
+        } else if let Some(slot) = self.tcp.get_mut(i) {
+            *slot = Some(conn);
+        }
+        self.tcp_by_quad.insert(quad, i);
+        self.local_domain.insert(i, domain);
+    }
+
+    /// Whether DNS-over-TCP messages wait for [`SocketUplink::take_dns_requests`].
+    pub fn pending_dns(&self) -> bool {
+        !self.dns_requests.is_empty()
+    }
+
+    /// DNS messages that arrived over TCP on a gateway: (connection, domain, message).
+    pub fn take_dns_requests(&mut self) -> Vec<(usize, u16, Vec<u8>)> {
+        std::mem::take(&mut self.dns_requests)
+    }
+
+    /// Answers a DNS-over-TCP message on connection `conn`.
+    pub fn dns_reply(&mut self, reg: &Registry, conn: usize, msg: &[u8]) {
+        let Some(Some(c)) = self.tcp.get(conn) else {
+            return;
+        };
+        if !c.local {
+            return;
+        }
+        let Ok(len) = u16::try_from(msg.len()) else {
+            return;
+        };
+        let sock = self.sockets.get_mut::<tcp::Socket>(c.handle);
+        if sock.send_capacity() - sock.send_queue() >= msg.len() + 2 {
+            let _ = sock.send_slice(&len.to_be_bytes());
+            let _ = sock.send_slice(msg);
+        }
+        self.poll(reg);
     }
 
     /// A host socket of the uplink is ready. Returns false when the token is not ours.
@@ -697,6 +799,8 @@ impl SocketUplink {
             host_eof: false,
             shut_host: false,
             inbound: true,
+            local: false,
+            local_in: Vec::new(),
         };
         if i == self.tcp.len() {
             self.tcp.push(Some(conn));
@@ -726,6 +830,34 @@ impl SocketUplink {
                 continue;
             };
             let sock = self.sockets.get_mut::<tcp::Socket>(c.handle);
+            if c.local {
+                // Whole length-prefixed messages go to the DNS server.
+                while sock.can_recv() && c.local_in.len() < DNS_TCP_MAX {
+                    let room = DNS_TCP_MAX - c.local_in.len();
+                    let buf = &mut c.local_in;
+                    let r = sock.recv(|d| {
+                        let n = d.len().min(room);
+                        buf.extend_from_slice(d.get(..n).unwrap_or(&[]));
+                        (n, n)
+                    });
+                    if !matches!(r, Ok(n) if n > 0) {
+                        break;
+                    }
+                    moved = true;
+                }
+                while c.local_in.len() >= 2 {
+                    let len = usize::from(u16::from_be_bytes([c.local_in[0], c.local_in[1]]));
+                    if c.local_in.len() < len + 2 {
+                        break;
+                    }
+                    let msg: Vec<u8> = c.local_in.drain(..len + 2).skip(2).collect();
+                    let d = self.local_domain.get(&i).copied().unwrap_or(0);
+                    self.dns_requests.push((i, d, msg));
+                }
+                if !sock.may_recv() && sock.may_send() && sock.send_queue() == 0 {
+                    sock.close();
+                }
+            }
             if let Some(h) = c.host.as_mut()
                 && c.connected
             {
@@ -797,6 +929,7 @@ impl SocketUplink {
                 }
                 self.sockets.remove(handle);
                 self.tcp_by_quad.remove(&quad);
+                self.local_domain.remove(&i);
                 if let Some(slot) = self.tcp.get_mut(i) {
                     *slot = None;
                 }
@@ -1141,12 +1274,14 @@ mod tests {
                 subnet: Ipv4Addr::new(10, 9, 0, 0),
                 prefix_len: 24,
                 egress,
+                dns: true,
             }),
             Some(NetView {
                 gateway: Ipv4Addr::new(10, 8, 0, 1),
                 subnet: Ipv4Addr::new(10, 8, 0, 0),
                 prefix_len: 24,
                 egress: true,
+                dns: true,
             }),
         ]
     }
