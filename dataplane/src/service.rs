@@ -448,6 +448,21 @@ impl Gateway {
         &self.uplink
     }
 
+    /// Starts serving a published port through the socket uplink.
+    pub fn publish(
+        &mut self,
+        reg: &Registry,
+        sock: crate::uplink::socket::PublishedSocket,
+        to: crate::uplink::socket::PublishTarget,
+    ) -> std::io::Result<()> {
+        self.uplink.publish(reg, sock, to)
+    }
+
+    /// Stops serving a published port.
+    pub fn unpublish(&mut self, reg: &Registry, local: std::net::SocketAddrV4, tcp: bool) -> bool {
+        self.uplink.unpublish(reg, local, tcp)
+    }
+
     fn net(&self, domain: u16) -> Option<&NetService> {
         self.cfg.nets.get(usize::from(domain))?.as_ref()
     }

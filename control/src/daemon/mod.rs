@@ -22,13 +22,15 @@ use dataplane::config::{
 };
 use dataplane::runtime::{Runtime, RuntimeConfig};
 use dataplane::service::Gateway;
+use dataplane::uplink::socket::{PublishTarget, PublishedSocket};
 use serde_json::{Value, json};
 
 use crate::api::{AttachReq, Request, Response, UplinkReq};
 use crate::backend::{Backend, Handles, IfConfig};
 use crate::net::Ipv4Net;
 use crate::state::{
-    Container, Endpoint, EndpointSpec, PersistError, Sandbox, State, StateError, parse_trunk,
+    Container, Endpoint, EndpointSpec, PersistError, Published, Sandbox, State, StateError,
+    parse_trunk,
 };
 
 /// How the daemon was started.
@@ -178,6 +180,27 @@ impl Daemon {
                 if let Err(e) = self.open_endpoint(&c, i, true, None) {
                     eprintln!("vswitch: port {} not restored: {e}", c.port_name(i));
                 }
+            }
+            self.restore_published(&c);
+        }
+    }
+
+    /// Binds a restored container's published ports again (the same host ports).
+    fn restore_published(&self, c: &Container) {
+        let reqs: Vec<crate::publish::PortReq> = c
+            .published
+            .iter()
+            .map(|p| crate::publish::PortReq {
+                proto: p.proto,
+                host_ip: p.host_ip,
+                host_port: Some(p.host_port),
+                container_port: p.container_port,
+            })
+            .collect();
+        for r in reqs {
+            match Self::bind_published(&[r]) {
+                Ok(b) => self.start_published(c, b),
+                Err(e) => eprintln!("vswitch: published port of {} not restored: {e}", c.name),
             }
         }
     }
@@ -560,11 +583,10 @@ impl Daemon {
                 Ok(serde_json::to_value(&self.state.uplink).unwrap_or(Value::Null))
             }
             Request::UplinkSet(u) => self.uplink_set(u),
-            Request::Publish { .. }
-            | Request::Unpublish { .. }
-            | Request::ConntrackLs
-            | Request::ConntrackFlush => Err(DaemonError::Refused(
-                "published ports and NAT are not available yet".into(),
+            Request::Publish { name, specs } => self.publish(&name, &specs),
+            Request::Unpublish { name, specs } => self.unpublish(&name, &specs),
+            Request::ConntrackLs | Request::ConntrackFlush => Err(DaemonError::Refused(
+                "connection tracking needs the packet uplink, which is not available yet".into(),
             )),
             Request::Capture { .. } => {
                 Err(DaemonError::Refused("capture is not available yet".into()))
@@ -647,6 +669,7 @@ impl Daemon {
             self.state = next;
             self.owners.insert(c2.name.clone(), conn);
             self.apply();
+            self.restore_published(&c2);
             return Ok(view::attached(&self.state, &c2));
         }
         let spec = Self::endpoint_spec(&a)?;
@@ -663,6 +686,12 @@ impl Daemon {
             self.owners.insert(c.name.clone(), conn);
         }
         self.apply();
+        if !a.publish.is_empty()
+            && let Err(e) = self.publish(&c.name, &a.publish)
+        {
+            let _ = self.detach(&c.name);
+            return Err(e);
+        }
         Ok(view::attached(&self.state, &c))
     }
 
@@ -671,6 +700,7 @@ impl Daemon {
         let c = next.detach(name)?;
         self.save(&next)?;
         self.state = next;
+        self.stop_published(&c.published);
         for i in 0..c.endpoints.len() {
             self.close_port(&c.port_name(i), true);
         }
@@ -768,6 +798,171 @@ impl Daemon {
         self.state = next;
         self.apply();
         Ok(serde_json::to_value(&self.state.uplink).unwrap_or(Value::Null))
+    }
+
+    /// Binds the host side of `reqs` now, so a taken port is refused before anything
+    /// changes. Returns the published entries with their sockets.
+    fn bind_published(
+        reqs: &[crate::publish::PortReq],
+    ) -> Result<Vec<(Published, PublishedSocket)>, DaemonError> {
+        use crate::state::Proto;
+        let mut out = Vec::new();
+        for r in reqs {
+            let addr = std::net::SocketAddrV4::new(r.host_ip, r.host_port.unwrap_or(0));
+            let what = |e: std::io::Error| {
+                let port = r
+                    .host_port
+                    .map_or("an ephemeral port".to_string(), |p| format!("port {p}"));
+                let why = match e.kind() {
+                    std::io::ErrorKind::AddrInUse => "is already in use".to_string(),
+                    std::io::ErrorKind::PermissionDenied => {
+                        "needs privileges (ports below 1024 need CAP_NET_BIND_SERVICE)".to_string()
+                    }
+                    std::io::ErrorKind::AddrNotAvailable => format!(
+                        "cannot be bound: {} is not an address of this host",
+                        r.host_ip
+                    ),
+                    _ => format!("cannot be bound: {e}"),
+                };
+                DaemonError::Refused(format!("host {port}/{} on {} {why}", r.proto, r.host_ip))
+            };
+            let (sock, local) = match r.proto {
+                Proto::Tcp => {
+                    let l = std::net::TcpListener::bind(addr).map_err(what)?;
+                    let local = l.local_addr().map_err(what)?;
+                    (PublishedSocket::Tcp(l), local)
+                }
+                Proto::Udp => {
+                    let u = std::net::UdpSocket::bind(addr).map_err(what)?;
+                    let local = u.local_addr().map_err(what)?;
+                    (PublishedSocket::Udp(u), local)
+                }
+            };
+            out.push((
+                Published {
+                    proto: r.proto,
+                    host_ip: r.host_ip,
+                    host_port: local.port(),
+                    container_port: r.container_port,
+                    auto: r.host_port.is_none(),
+                },
+                sock,
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Where a container's published ports lead: its first endpoint.
+    fn publish_target(&self, c: &Container, container_port: u16) -> Option<PublishTarget> {
+        let e = c.endpoints.first()?;
+        let n = self.state.networks.get(&e.network)?;
+        Some(PublishTarget {
+            domain: n.domain,
+            container: e.ip,
+            port: container_port,
+        })
+    }
+
+    fn start_published(&self, c: &Container, bound: Vec<(Published, PublishedSocket)>) {
+        for (p, sock) in bound {
+            let Some(to) = self.publish_target(c, p.container_port) else {
+                continue;
+            };
+            self.rt.service_do(move |g, ctx| {
+                if let Err(e) = g.publish(ctx.registry, sock, to) {
+                    eprintln!("vswitch: cannot serve published port {}: {e}", p.host_port);
+                }
+            });
+        }
+    }
+
+    fn stop_published(&self, list: &[Published]) {
+        for p in list {
+            let local = std::net::SocketAddrV4::new(p.host_ip, p.host_port);
+            let tcp = p.proto == crate::state::Proto::Tcp;
+            let _ = self
+                .rt
+                .service_call(move |g, ctx| g.unpublish(ctx.registry, local, tcp));
+        }
+    }
+
+    fn publish(&mut self, name: &str, specs: &[String]) -> Result<Value, DaemonError> {
+        let c = self
+            .state
+            .containers
+            .get(name)
+            .cloned()
+            .ok_or_else(|| StateError::NoContainer(name.to_string()))?;
+        let mut reqs = Vec::new();
+        for s in specs {
+            reqs.extend(crate::publish::parse(s)?);
+        }
+        for r in &reqs {
+            if let Some(port) = r.host_port
+                && let Some(other) = self.state.containers.values().find(|o| {
+                    o.published.iter().any(|p| {
+                        p.proto == r.proto
+                            && p.host_port == port
+                            && (p.host_ip == r.host_ip
+                                || p.host_ip.is_unspecified()
+                                || r.host_ip.is_unspecified())
+                    })
+                })
+            {
+                return Err(DaemonError::Refused(format!(
+                    "host port {port}/{} is already published by {:?}",
+                    r.proto, other.name
+                )));
+            }
+        }
+        let bound = Self::bind_published(&reqs)?;
+        let mut next = self.state.clone();
+        if let Some(nc) = next.containers.get_mut(name) {
+            nc.published.extend(bound.iter().map(|(p, _)| *p));
+        }
+        self.save(&next)?;
+        self.state = next;
+        let list: Vec<Value> = bound.iter().map(|(p, _)| view::published_json(p)).collect();
+        self.start_published(&c, bound);
+        Ok(Value::Array(list))
+    }
+
+    fn unpublish(&mut self, name: &str, specs: &[String]) -> Result<Value, DaemonError> {
+        let c = self
+            .state
+            .containers
+            .get(name)
+            .cloned()
+            .ok_or_else(|| StateError::NoContainer(name.to_string()))?;
+        let mut reqs = Vec::new();
+        for s in specs {
+            reqs.extend(crate::publish::parse(s)?);
+        }
+        let (gone, kept): (Vec<Published>, Vec<Published>) = c.published.iter().partition(|p| {
+            reqs.is_empty()
+                || reqs.iter().any(|r| {
+                    r.proto == p.proto
+                        && r.container_port == p.container_port
+                        && r.host_port.is_none_or(|h| h == p.host_port)
+                        && (r.host_ip.is_unspecified() || r.host_ip == p.host_ip)
+                })
+        });
+        if gone.is_empty() {
+            return Err(DaemonError::Refused(format!(
+                "container {name:?} publishes nothing matching {}",
+                specs.join(" ")
+            )));
+        }
+        let mut next = self.state.clone();
+        if let Some(nc) = next.containers.get_mut(name) {
+            nc.published = kept;
+        }
+        self.save(&next)?;
+        self.state = next;
+        self.stop_published(&gone);
+        Ok(Value::Array(
+            gone.iter().map(view::published_json).collect(),
+        ))
     }
 
     fn port_ls(&self) -> Value {

@@ -323,3 +323,85 @@ fn run_containers_go_with_their_connection() {
     assert!(d.ports.is_empty());
     assert!(d.state().containers.is_empty());
 }
+
+#[test]
+fn publish_binds_now_and_refuses_taken_ports() {
+    let t = TempDir::new("publish");
+    let mut d = Daemon::start(cfg(&t.0), Box::new(MemoryBackend::default())).unwrap();
+    ok(&mut d, attach("bridge", "web", "/proc/self/ns/net"));
+    // An ephemeral host port for container port 80.
+    let v = ok(
+        &mut d,
+        Request::Publish {
+            name: "web".into(),
+            specs: vec!["127.0.0.1::80".into()],
+        },
+    );
+    let port = v[0]["host_port"].as_u64().unwrap() as u16;
+    assert!(port > 0);
+    assert_eq!(v[0]["auto"], true);
+    // It really listens.
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+    // A port someone else holds is refused, and nothing changes.
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let hp = held.local_addr().unwrap().port();
+    let before = d.state().clone();
+    let e = err(
+        &mut d,
+        Request::Publish {
+            name: "web".into(),
+            specs: vec![format!("127.0.0.1:{hp}:81")],
+        },
+    );
+    assert!(e.contains("already in use"), "{e}");
+    assert_eq!(d.state(), &before);
+    // The same host port twice is refused by the state too.
+    let e = err(
+        &mut d,
+        Request::Publish {
+            name: "web".into(),
+            specs: vec![format!("127.0.0.1:{port}:82")],
+        },
+    );
+    assert!(e.contains("already published"), "{e}");
+    assert!(
+        err(
+            &mut d,
+            Request::Publish {
+                name: "nope".into(),
+                specs: vec!["80".into()]
+            }
+        )
+        .contains("not found")
+    );
+    assert!(
+        err(
+            &mut d,
+            Request::Publish {
+                name: "web".into(),
+                specs: vec!["80:80:80:80".into()]
+            }
+        )
+        .contains("invalid port spec")
+    );
+    // Unpublish stops listening at once.
+    ok(
+        &mut d,
+        Request::Unpublish {
+            name: "web".into(),
+            specs: vec![],
+        },
+    );
+    assert!(d.state().containers["web"].published.is_empty());
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
+    assert!(
+        err(
+            &mut d,
+            Request::Unpublish {
+                name: "web".into(),
+                specs: vec!["80".into()]
+            }
+        )
+        .contains("publishes nothing")
+    );
+}

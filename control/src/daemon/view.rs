@@ -163,12 +163,17 @@ pub fn port_json(name: &str, slot: u16, c: &Container, e: &Endpoint) -> Value {
         "mac": e.mac.to_string(),
         "trunk": e.trunk,
         "port_security": e.port_security,
-        "published": c.published.iter().map(|p| json!({
-            "proto": p.proto.to_string(),
-            "host_ip": p.host_ip.to_string(),
-            "host_port": p.host_port,
-            "container_port": p.container_port,
-        })).collect::<Vec<_>>(),
+        "published": c.published.iter().map(published_json).collect::<Vec<_>>(),
+    })
+}
+
+pub fn published_json(p: &crate::state::Published) -> Value {
+    json!({
+        "proto": p.proto.to_string(),
+        "host_ip": p.host_ip.to_string(),
+        "host_port": p.host_port,
+        "container_port": p.container_port,
+        "auto": p.auto,
     })
 }
 
