@@ -8,6 +8,7 @@
 pub mod bench;
 pub mod bridge;
 pub mod config;
+pub mod netns;
 pub mod pipeline;
 pub mod port;
 pub mod wire;

@@ -13,6 +13,7 @@
 pub mod gso;
 pub mod memory;
 pub mod service;
+pub mod tap;
 
 pub use memory::MemoryPort;
 
