@@ -10,6 +10,7 @@ pub mod bench;
 pub mod bridge;
 pub mod config;
 pub mod dns;
+pub mod netns;
 pub mod pipeline;
 pub mod port;
 pub mod runtime;

@@ -10,8 +10,10 @@
 //! pushed by moving the 12 address bytes, and carries a [`VnetHdr`] so a TAP with
 //! offloads can pass a 64 KB super-frame with its segmentation metadata.
 
+pub mod gso;
 pub mod memory;
 pub mod service;
+pub mod tap;
 
 pub use memory::MemoryPort;
 
