@@ -59,7 +59,8 @@ pub fn run(a: DaemonArgs) -> Result<(), CliError> {
     let listener = daemon::bind(&cfg.socket)?;
     let socket = cfg.socket.clone();
     install_signal_exit(socket.clone());
-    let d = Daemon::start(cfg, crate::tap_backend::backend())?;
+    let offload = cfg.offload;
+    let d = Daemon::start(cfg, crate::tap_backend::backend(offload))?;
     eprintln!("vswitch: daemon listening on {}", socket.display());
     daemon::serve(d, listener)?;
     Ok(())

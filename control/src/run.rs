@@ -390,7 +390,7 @@ pub fn run(spec: RunSpec) -> Result<i32, RunError> {
         run_pid: Some(std::process::id()),
         ..Default::default()
     };
-    let ep = client.call_with_fds(Request::Attach(req.clone()), &[tap.as_raw_fd()])?;
+    let ep = client.call_with_fds(Request::Attach(req.clone()), &[tap.as_fd().as_raw_fd()])?;
     let cfg = if_config(&ep)?;
     crate::tap_backend::configure_local(&cfg).map_err(sys("cannot configure eth0"))?;
     private_etc(
@@ -414,7 +414,7 @@ pub fn run(spec: RunSpec) -> Result<i32, RunError> {
                     reattach: true,
                     ..req.clone()
                 };
-                if c.call_with_fds(Request::Attach(r), &[tap.as_raw_fd()])
+                if c.call_with_fds(Request::Attach(r), &[tap.as_fd().as_raw_fd()])
                     .is_ok()
                 {
                     conn = Some(c);

@@ -1,52 +1,166 @@
-//! The real port backend: TAP devices.
+//! The real port backend: TAP devices, via `dataplane::port::tap` and
+//! `dataplane::netns`.
+//!
+//! A TAP the daemon creates inside a namespace is persistent (it outlives the daemon,
+//! so a restarted daemon re-opens it by name) and has one queue per worker (each worker
+//! reads its own). A TAP handed over by `vswitch run` or named with `--tap` has one
+//! queue: the first worker reads it, the others get send-only duplicates.
 
 use std::os::fd::OwnedFd;
 use std::path::Path;
 
+use dataplane::netns::{self, NetnsRef};
+use dataplane::port::Port;
+use dataplane::port::tap::{TapOptions, TapPort};
+
 use crate::backend::{Backend, BackendError, Handles, IfConfig};
 
-pub struct TapBackend;
-
-pub fn backend() -> Box<dyn Backend> {
-    Box::new(TapBackend)
+pub struct TapBackend {
+    offload: bool,
+    uid: u32,
 }
 
-fn unavailable() -> BackendError {
-    BackendError::Failed("TAP ports are not available in this build".into())
+pub fn backend(offload: bool) -> Box<dyn Backend> {
+    // SAFETY: geteuid has no preconditions.
+    let uid = unsafe { libc::geteuid() };
+    Box::new(TapBackend { offload, uid })
+}
+
+fn fail(e: impl std::fmt::Display) -> BackendError {
+    BackendError::Failed(e.to_string())
+}
+
+/// The largest frame a port of MTU `mtu` sends (header and one tag included).
+fn max_frame(mtu: u16) -> usize {
+    usize::from(mtu) + 14 + 4
+}
+
+impl TapBackend {
+    fn opts(&self, queues: usize, persist: bool) -> TapOptions {
+        TapOptions {
+            vnet_hdr: self.offload,
+            offloads: self.offload,
+            multi_queue: queues.max(1),
+            persist,
+            owner: persist.then_some(self.uid),
+            nonblocking: true,
+        }
+    }
+
+    /// One reading queue for worker 0, send-only duplicates for the others.
+    fn single(port: TapPort, workers: usize) -> Result<Handles, BackendError> {
+        let mut h: Handles = Vec::new();
+        for _ in 1..workers.max(1) {
+            let c: Box<dyn Port> = Box::new(port.try_clone().map_err(fail)?);
+            h.push((c, false));
+        }
+        h.insert(0, (Box::new(port), true));
+        Ok(h)
+    }
+}
+
+fn jumbo(p: &mut TapPort, mtu: u16, offload: bool) {
+    if !offload && mtu > 1500 {
+        p.set_max_frame(max_frame(mtu));
+    }
 }
 
 impl Backend for TapBackend {
-    fn open_tap(&mut self, _ifname: &str, _workers: usize) -> Result<Handles, BackendError> {
-        Err(unavailable())
+    fn open_tap(&mut self, ifname: &str, workers: usize) -> Result<Handles, BackendError> {
+        let port = TapPort::open(ifname, &self.opts(1, false)).map_err(fail)?;
+        Self::single(port, workers)
     }
+
     fn create_in_netns(
         &mut self,
-        _ns: &Path,
-        _cfg: &IfConfig,
-        _workers: usize,
+        ns: &Path,
+        cfg: &IfConfig,
+        workers: usize,
         _reopen: bool,
     ) -> Result<Handles, BackendError> {
-        Err(unavailable())
+        let handles: Handles = if workers > 1 {
+            match netns::create_tap_queues_in(ns, &cfg.ifname, &self.opts(workers, true)) {
+                Ok(qs) => qs
+                    .into_iter()
+                    .map(|mut q| {
+                        jumbo(&mut q, cfg.mtu, self.offload);
+                        let b: Box<dyn Port> = Box::new(q);
+                        (b, true)
+                    })
+                    .collect(),
+                // A TAP created with one queue (an earlier run with one worker).
+                Err(_) => {
+                    let mut p =
+                        netns::create_tap_in(ns, &cfg.ifname, &self.opts(1, true)).map_err(fail)?;
+                    jumbo(&mut p, cfg.mtu, self.offload);
+                    Self::single(p, workers)?
+                }
+            }
+        } else {
+            let mut p = match netns::create_tap_in(ns, &cfg.ifname, &self.opts(1, true)) {
+                Ok(p) => p,
+                // A TAP created with several queues (an earlier run with more workers).
+                Err(_) => netns::create_tap_queues_in(ns, &cfg.ifname, &self.opts(2, true))
+                    .map_err(fail)?
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| BackendError::Failed(format!("cannot open {}", cfg.ifname)))?,
+            };
+            jumbo(&mut p, cfg.mtu, self.offload);
+            Self::single(p, 1)?
+        };
+        let ic = netns::IfConfig {
+            mac: Some(cfg.mac),
+            mtu: Some(u32::from(cfg.mtu)),
+            addr: Some((cfg.addr, cfg.prefix)),
+            gateway: cfg.gateway,
+            up: true,
+        };
+        if let Err(e) = netns::configure(ns, &cfg.ifname, &ic) {
+            drop(handles);
+            let _ = netns::delete_tap(ns, &cfg.ifname);
+            return Err(fail(format!(
+                "cannot configure {} in {}: {e}",
+                cfg.ifname,
+                ns.display()
+            )));
+        }
+        Ok(handles)
     }
-    fn delete_in_netns(&mut self, _ns: &Path, _ifname: &str) -> Result<(), BackendError> {
-        Ok(())
+
+    fn delete_in_netns(&mut self, ns: &Path, ifname: &str) -> Result<(), BackendError> {
+        netns::delete_tap(ns, ifname).map(|_| ()).map_err(fail)
     }
-    fn adopt_fd(&mut self, _fd: OwnedFd, _workers: usize) -> Result<Handles, BackendError> {
-        Err(unavailable())
+
+    fn adopt_fd(&mut self, fd: OwnedFd, workers: usize) -> Result<Handles, BackendError> {
+        let port = TapPort::from_fd(fd, "eth0", &self.opts(1, false)).map_err(fail)?;
+        Self::single(port, workers)
     }
 }
 
 /// Brings up `lo` in the current network namespace.
 pub fn loopback_up() -> std::io::Result<()> {
-    Err(std::io::Error::other("not available in this build"))
+    netns::loopback_up(NetnsRef::Current).map_err(std::io::Error::other)
 }
 
 /// Creates the TAP `ifname` in the current network namespace (for `vswitch run`).
-pub fn create_local_tap(_ifname: &str, _vnet_hdr: bool) -> std::io::Result<OwnedFd> {
-    Err(std::io::Error::other("not available in this build"))
+pub fn create_local_tap(ifname: &str, vnet_hdr: bool) -> std::io::Result<TapPort> {
+    let opts = TapOptions {
+        vnet_hdr,
+        offloads: vnet_hdr,
+        ..TapOptions::default()
+    };
+    TapPort::open(ifname, &opts).map_err(std::io::Error::other)
 }
 
 /// Configures an interface of the current network namespace.
-pub fn configure_local(_cfg: &IfConfig) -> std::io::Result<()> {
-    Err(std::io::Error::other("not available in this build"))
+pub fn configure_local(cfg: &IfConfig) -> std::io::Result<()> {
+    let ic = netns::IfConfig {
+        mac: Some(cfg.mac),
+        mtu: Some(u32::from(cfg.mtu)),
+        addr: Some((cfg.addr, cfg.prefix)),
+        gateway: cfg.gateway,
+        up: true,
+    };
+    netns::configure(NetnsRef::Current, &cfg.ifname, &ic).map_err(std::io::Error::other)
 }

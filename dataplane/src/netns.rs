@@ -605,12 +605,12 @@ pub(crate) mod test_support {
     }
 
     impl TestNs {
-        /// A fresh namespace, or None (test skipped) when not running as root.
-        pub fn new() -> Option<TestNs> {
-            if !is_root() {
-                eprintln!("skipped: needs root (network namespaces)");
-                return None;
-            }
+        /// A fresh namespace. Fails the test with a clear message when not root.
+        pub fn new() -> TestNs {
+            assert!(
+                is_root(),
+                "this test creates network namespaces and TAP devices: run it as root (CI does)"
+            );
             let name = format!(
                 "vst-{}-{}",
                 std::process::id(),
@@ -621,10 +621,10 @@ pub(crate) mod test_support {
                 .status()
                 .expect("run ip netns add");
             assert!(st.success(), "ip netns add {name}");
-            Some(TestNs {
+            TestNs {
                 path: PathBuf::from(format!("/run/netns/{name}")),
                 name,
-            })
+            }
         }
 
         /// A command run inside the namespace.
@@ -685,7 +685,7 @@ mod tests {
 
     #[test]
     fn thread_enters_and_descriptors_stay_bound() {
-        let Some(ns) = TestNs::new() else { return };
+        let ns = TestNs::new();
         let outside = ns_inode("/proc/thread-self/ns/net");
         let (inside, sock) = in_netns(&ns.path, || {
             (
@@ -720,7 +720,7 @@ mod tests {
 
     #[test]
     fn configure_sets_mac_mtu_address_route() {
-        let Some(ns) = TestNs::new() else { return };
+        let ns = TestNs::new();
         let port = create_tap_in(&ns.path, "vst0", &TapOptions::plain()).unwrap();
         assert_eq!(port.ifname(), "vst0");
         let mac = MacAddr([0x02, 0x42, 10, 55, 0, 2]);
@@ -787,7 +787,7 @@ mod tests {
 
     #[test]
     fn configure_errors_are_actionable() {
-        let Some(ns) = TestNs::new() else { return };
+        let ns = TestNs::new();
         let e = configure(
             &ns.path,
             "nothere0",
@@ -861,7 +861,7 @@ mod tests {
 
     #[test]
     fn persistent_tap_survives_reopen_and_delete_removes_it() {
-        let Some(ns) = TestNs::new() else { return };
+        let ns = TestNs::new();
         let opts = TapOptions {
             persist: true,
             ..TapOptions::default()
@@ -933,10 +933,15 @@ mod tests {
     #[test]
     fn rootless_user_namespace() {
         use std::os::unix::fs::PermissionsExt;
-        if !super::test_support::is_root() {
-            eprintln!("skipped: needs root (to change /dev/net/tun and become nobody)");
+        if std::env::var_os("VST_ROOTLESS_CHILD").is_some() {
+            // The copy of this test running as nobody inside a user namespace.
+            rootless_child();
             return;
         }
+        assert!(
+            super::test_support::is_root(),
+            "this test changes /dev/net/tun and becomes nobody: run it as root (CI does)"
+        );
         let mode = std::fs::metadata("/dev/net/tun")
             .unwrap()
             .permissions()
@@ -955,8 +960,7 @@ mod tests {
             .arg(&exe)
             .args([
                 "--exact",
-                "netns::tests::rootless_child",
-                "--ignored",
+                "netns::tests::rootless_user_namespace",
                 "--nocapture",
             ])
             .env("VST_ROOTLESS_CHILD", "1")
@@ -972,12 +976,8 @@ mod tests {
         assert!(text.contains("rootless child done"), "{text}");
     }
 
-    #[test]
-    #[ignore = "run by rootless_user_namespace inside a user namespace"]
+    /// What `rootless_user_namespace` checks as nobody, in its own user namespace.
     fn rootless_child() {
-        if std::env::var_os("VST_ROOTLESS_CHILD").is_none() {
-            return;
-        }
         // Root of a user namespace mapped onto nobody.
         let map = std::fs::read_to_string("/proc/self/uid_map").unwrap();
         assert!(map.split_whitespace().nth(1) == Some("65534"), "{map}");

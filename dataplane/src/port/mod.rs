@@ -195,7 +195,24 @@ impl Frame {
         self.buf.copy_within(s..s + 12, s + TAG_LEN);
         self.start += TAG_LEN;
         self.len -= TAG_LEN;
+        self.shift_offloads(-(TAG_LEN as i32));
         true
+    }
+
+    /// Keeps the offload offsets (checksum start, header length) pointing at the same
+    /// bytes after `delta` bytes were inserted (or removed) in the Ethernet header.
+    #[inline]
+    fn shift_offloads(&mut self, delta: i32) {
+        if self.vnet.is_plain() {
+            return;
+        }
+        let adj = |v: u16| (i32::from(v) + delta).clamp(0, i32::from(u16::MAX)) as u16;
+        if self.vnet.flags & VnetHdr::F_NEEDS_CSUM != 0 {
+            self.vnet.csum_start = adj(self.vnet.csum_start);
+        }
+        if self.vnet.gso_type & !VnetHdr::GSO_ECN != VnetHdr::GSO_NONE {
+            self.vnet.hdr_len = adj(self.vnet.hdr_len);
+        }
     }
 
     /// Inserts a tag (TPID, TCI) after the MAC addresses, using the headroom. False when
@@ -214,6 +231,7 @@ impl Frame {
             dst[..2].copy_from_slice(&tpid.to_be_bytes());
             dst[2..].copy_from_slice(&tci.to_be_bytes());
         }
+        self.shift_offloads(TAG_LEN as i32);
         true
     }
 }
@@ -392,6 +410,29 @@ mod tests {
         assert!(f.push_tag(0x88a8, 3));
         assert!(f.push_tag(0x88a8, 4));
         assert!(!f.push_tag(0x88a8, 5));
+    }
+
+    #[test]
+    fn tags_keep_offload_offsets_on_the_same_bytes() {
+        let mut f = Frame::new(64);
+        assert!(f.load(&TAGGED));
+        f.vnet = VnetHdr {
+            flags: VnetHdr::F_NEEDS_CSUM,
+            gso_type: VnetHdr::GSO_TCPV4,
+            hdr_len: 58,
+            gso_size: 1448,
+            csum_start: 38,
+            csum_offset: 16,
+        };
+        assert!(f.pop_tag());
+        assert_eq!((f.vnet.csum_start, f.vnet.hdr_len), (34, 54));
+        assert!(f.push_tag(0x8100, 10));
+        assert_eq!((f.vnet.csum_start, f.vnet.hdr_len), (38, 58));
+        // Plain frames carry no offsets to move.
+        let mut g = Frame::new(64);
+        assert!(g.load(&TAGGED));
+        assert!(g.pop_tag());
+        assert_eq!(g.vnet, VnetHdr::default());
     }
 
     #[test]

@@ -43,6 +43,7 @@ pub struct ServicePort {
     /// Buffers of consumed replies going back to the service.
     spare_out: rtrb::Producer<Vec<u8>>,
     wake_service: Arc<dyn Wake>,
+    segmenter: super::gso::Segmenter,
     /// Frames dropped because the service ring was full.
     pub dropped: u64,
 }
@@ -75,6 +76,7 @@ pub fn service_pair(
             spare_in: spare_svc_c,
             spare_out: spare_wrk_p,
             wake_service,
+            segmenter: super::gso::Segmenter::new(),
             dropped: 0,
         },
         ServiceEnd {
@@ -141,11 +143,41 @@ impl Port for ServicePort {
     }
 
     fn send(&mut self, batch: &Batch, sel: &[TxSel]) -> Result<usize, PortError> {
+        use super::VnetHdr;
         let mut n = 0;
         for s in sel {
             let Some(f) = batch.get(usize::from(s.idx)) else {
                 continue;
             };
+            let gso = f.vnet.gso_type & !VnetHdr::GSO_ECN;
+            if gso != VnetHdr::GSO_NONE && gso != VnetHdr::GSO_TCPV4 && gso != VnetHdr::GSO_TCPV6 {
+                // UDP super-frames: the gateway's protocols want datagrams as sent.
+                let (to, spare, dropped) =
+                    (&mut self.to_service, &mut self.spare_in, &mut self.dropped);
+                let (domain, port) = (f.domain, f.in_port);
+                let _ = self.segmenter.segment(f.data(), &f.vnet, |head, body| {
+                    if to.is_full() {
+                        *dropped += 1;
+                        return false;
+                    }
+                    let mut buf = spare.pop().unwrap_or_default();
+                    buf.clear();
+                    buf.extend_from_slice(head);
+                    buf.extend_from_slice(body);
+                    if to
+                        .push(ServiceFrame {
+                            domain,
+                            port,
+                            data: buf,
+                        })
+                        .is_ok()
+                    {
+                        n += 1;
+                    }
+                    true
+                });
+                continue;
+            }
             if self.to_service.is_full() {
                 self.dropped += 1;
                 continue;
@@ -156,6 +188,16 @@ impl Port for ServicePort {
                 continue;
             };
             buf.truncate(len);
+            // A TCP super-frame goes whole (the gateway's TCP takes 64 KB segments and
+            // trusts local checksums); any other partial checksum is completed here.
+            if gso == VnetHdr::GSO_NONE
+                && f.vnet.flags & VnetHdr::F_NEEDS_CSUM != 0
+                && let Ok((pos, c)) =
+                    super::gso::partial_checksum(&buf, f.vnet.csum_start, f.vnet.csum_offset)
+                && let Some(dst) = buf.get_mut(pos..pos + 2)
+            {
+                dst.copy_from_slice(&c.to_be_bytes());
+            }
             if self
                 .to_service
                 .push(ServiceFrame {

@@ -1,0 +1,182 @@
+//! Two or more network namespaces switched by vswitch: ARP, ping, TCP both ways, VLAN
+//! trunks, MAC learning visible in `fdb show`, and a `kill -9` of the daemon.
+
+mod common;
+
+use common::*;
+use std::time::Duration;
+
+/// A daemon, a network, and `n` namespaces attached to it.
+struct Lan {
+    d: Daemon,
+    ns: Vec<Netns>,
+    ips: Vec<String>,
+}
+
+fn lan(n: usize, daemon_args: &[&str], net_args: &[&str]) -> Lan {
+    require(&["ip", "ping"]);
+    let d = Daemon::start(daemon_args);
+    let mut args = vec!["network", "create", "lan", "--subnet", "10.123.0.0/24"];
+    args.extend_from_slice(net_args);
+    d.ctl_ok(&args);
+    let mut ns = Vec::new();
+    let mut ips = Vec::new();
+    for i in 0..n {
+        let x = Netns::new(&format!("c{i}"));
+        let v = d.ctl_json(&[
+            "attach",
+            "lan",
+            "--name",
+            &format!("c{i}"),
+            "--netns",
+            &x.path(),
+        ]);
+        ips.push(v["ip"].as_str().expect("ip").to_string());
+        ns.push(x);
+    }
+    Lan { d, ns, ips }
+}
+
+#[test]
+fn attach_configures_eth0_like_docker() {
+    let l = lan(1, &[], &[]);
+    let addr = l.ns[0].must("ip -4 -o addr show dev eth0");
+    assert!(addr.contains("10.123.0.2/24"), "{addr}");
+    let link = l.ns[0].must("ip -o link show dev eth0");
+    assert!(link.contains("02:42:0a:7b:00:02"), "{link}");
+    assert!(link.contains("UP"), "{link}");
+    let route = l.ns[0].must("ip -4 route show default");
+    assert!(route.contains("via 10.123.0.1"), "{route}");
+}
+
+#[test]
+fn two_namespaces_ping_and_resolve_arp_through_the_switch() {
+    let l = lan(2, &[], &[]);
+    l.ns[0].must(&format!("ping -c 3 -i 0.2 -W 2 {}", l.ips[1]));
+    l.ns[1].must(&format!("ping -c 3 -i 0.2 -W 2 {}", l.ips[0]));
+    let neigh = l.ns[0].must(&format!("ip neigh show {}", l.ips[1]));
+    assert!(
+        neigh.contains("02:42:0a:7b:00:03"),
+        "ARP did not resolve: {neigh}"
+    );
+    let fdb = l.d.ctl_json(&["fdb", "show", "--network", "lan"]);
+    let macs: Vec<&str> = fdb
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|r| r["mac"].as_str())
+        .collect();
+    assert!(
+        macs.contains(&"02:42:0a:7b:00:02") && macs.contains(&"02:42:0a:7b:00:03"),
+        "{fdb}"
+    );
+    let stats = l.d.ctl_json(&["stats"]);
+    let c0 = stats["ports"]
+        .as_array()
+        .expect("ports")
+        .iter()
+        .find(|p| p["name"] == "c0")
+        .expect("c0");
+    assert!(c0["rx_packets"].as_u64().unwrap_or(0) >= 3, "{c0}");
+    assert!(c0["tx_packets"].as_u64().unwrap_or(0) >= 3, "{c0}");
+}
+
+fn iperf_bytes(out: &str) -> u64 {
+    let v: serde_json::Value =
+        serde_json::from_str(out).unwrap_or_else(|e| panic!("iperf3 JSON: {e}: {out}"));
+    v["end"]["sum_received"]["bytes"].as_u64().unwrap_or(0)
+}
+
+fn tcp_both_ways(l: &Lan) {
+    require(&["iperf3"]);
+    for reverse in ["", "-R"] {
+        let server = l.ns[1].spawn("iperf3 -s -1 -p 5201");
+        std::thread::sleep(Duration::from_millis(300));
+        let out = l.ns[0].must(&format!("iperf3 -c {} -p 5201 -t 2 -J {reverse}", l.ips[1]));
+        let bytes = iperf_bytes(&out);
+        assert!(bytes > 10_000_000, "TCP {reverse} moved only {bytes} bytes");
+        drop(server);
+    }
+}
+
+#[test]
+fn heavy_tcp_moves_data_both_ways() {
+    let l = lan(2, &[], &[]);
+    tcp_both_ways(&l);
+}
+
+#[test]
+fn heavy_tcp_without_offloads_and_with_two_workers() {
+    let l = lan(2, &["--no-offload", "--workers", "2"], &[]);
+    tcp_both_ways(&l);
+}
+
+#[test]
+fn no_icc_keeps_containers_apart() {
+    let l = lan(2, &[], &["--no-icc"]);
+    let o = l.ns[0].sh(&format!("ping -c 2 -i 0.2 -W 1 {}", l.ips[1]));
+    assert!(!o.status.success(), "ping crossed a --no-icc network");
+}
+
+#[test]
+fn restart_after_kill_9_brings_ports_back() {
+    let mut l = lan(2, &[], &[]);
+    l.ns[0].must(&format!("ping -c 1 -W 2 {}", l.ips[1]));
+    let before = l.d.ctl_json(&["port", "ls"]);
+    l.d.kill9();
+    // The TAPs stay in the namespaces while the daemon is gone.
+    l.ns[0].must("ip link show eth0");
+    l.d.launch();
+    let after = l.d.ctl_json(&["port", "ls"]);
+    assert_eq!(
+        before.as_array().map(|a| a.len()),
+        after.as_array().map(|a| a.len())
+    );
+    let ok = eventually(Duration::from_secs(10), || {
+        l.ns[0]
+            .sh(&format!("ping -c 1 -W 1 {}", l.ips[1]))
+            .status
+            .success()
+    });
+    assert!(ok, "no traffic after restart: {}", l.d.log());
+}
+
+#[test]
+fn detach_removes_the_interface() {
+    let l = lan(1, &[], &[]);
+    l.d.ctl_ok(&["detach", "c0"]);
+    let ok = eventually(Duration::from_secs(5), || {
+        !l.ns[0].sh("ip link show eth0").status.success()
+    });
+    assert!(ok, "eth0 still there after detach");
+}
+
+#[test]
+fn connect_adds_eth1_on_a_second_network() {
+    let l = lan(1, &[], &[]);
+    l.d.ctl_ok(&["network", "create", "back", "--subnet", "10.124.0.0/24"]);
+    let v = l.d.ctl_json(&["connect", "back", "c0"]);
+    assert_eq!(v["port"], "c0/eth1");
+    let addr = l.ns[0].must("ip -4 -o addr show dev eth1");
+    assert!(addr.contains("10.124.0.2/24"), "{addr}");
+    // Only eth0 carries the default route.
+    let routes = l.ns[0].must("ip -4 route show default");
+    assert_eq!(routes.lines().count(), 1, "{routes}");
+    l.d.ctl_ok(&["disconnect", "back", "c0"]);
+    assert!(eventually(Duration::from_secs(5), || !l.ns[0]
+        .sh("ip link show eth1")
+        .status
+        .success()));
+}
+
+#[test]
+fn isolation_between_networks() {
+    let l = lan(1, &[], &[]);
+    l.d.ctl_ok(&["network", "create", "other", "--subnet", "10.125.0.0/24"]);
+    let x = Netns::new("o");
+    l.d.ctl_ok(&["attach", "other", "--name", "o", "--netns", &x.path()]);
+    // A route to the other subnet via eth0 does not help: nothing crosses.
+    l.ns[0].must("ip route add 10.125.0.0/24 dev eth0");
+    let o = l.ns[0].sh("ping -c 2 -i 0.2 -W 1 10.125.0.2");
+    assert!(!o.status.success(), "ping crossed networks");
+}

@@ -1,0 +1,256 @@
+//! Rootless: the daemon and `vswitch run` containers as an unprivileged user (`nobody`),
+//! with `/dev/net/tun` opened to everyone as distributions ship it.
+
+mod common;
+
+use common::*;
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+const NOBODY: u32 = 65534;
+
+/// Makes /dev/net/tun usable by every user for the test's life (mode 0666, as on most
+/// distributions), restoring the mode on drop.
+struct TunOpen(u32);
+
+impl TunOpen {
+    fn new() -> TunOpen {
+        require_root();
+        let meta =
+            std::fs::metadata("/dev/net/tun").expect("/dev/net/tun must exist for TAP devices");
+        let old = meta.permissions().mode() & 0o7777;
+        std::fs::set_permissions("/dev/net/tun", std::fs::Permissions::from_mode(0o666))
+            .expect("chmod /dev/net/tun");
+        TunOpen(old)
+    }
+}
+
+impl Drop for TunOpen {
+    fn drop(&mut self) {
+        // Other tests may rely on the open mode too; keep the most open of the two.
+        let keep = self.0 | 0o666;
+        let _ = std::fs::set_permissions("/dev/net/tun", std::fs::Permissions::from_mode(keep));
+    }
+}
+
+fn as_nobody(cmd: &str) -> String {
+    format!("exec setpriv --reuid={NOBODY} --regid={NOBODY} --clear-groups --inh-caps=-all {cmd}")
+}
+
+#[test]
+fn heavy_unprivileged_daemon_and_two_run_containers() {
+    require(&["setpriv", "iperf3", "ping"]);
+    let _tun = TunOpen::new();
+    let t = TempDir::new("rl");
+    must(&format!(
+        "chown -R {NOBODY}:{NOBODY} {}",
+        t.path().display()
+    ));
+    must(&format!("chmod 0755 {}", t.path().display()));
+    let sock = t.path().join("ctl.sock");
+    let state = t.path().join("state");
+    let log = t.path().join("daemon.log");
+    let daemon = Proc::spawn(&as_nobody(&format!(
+        "{} daemon --socket {} --state-dir {} 2>{}",
+        bin(),
+        sock.display(),
+        state.display(),
+        log.display()
+    )));
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            std::os::unix::net::UnixStream::connect(&sock).is_ok()
+        }),
+        "the daemon did not start as nobody: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    // The daemon really runs without privileges.
+    let status =
+        std::fs::read_to_string(format!("/proc/{}/status", daemon.pid())).unwrap_or_default();
+    let uid_line = status
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .unwrap_or_default()
+        .to_string();
+    let ctl = |args: &str| {
+        sh(&as_nobody(&format!(
+            "{} ctl --socket {} {args}",
+            bin(),
+            sock.display()
+        )))
+    };
+    let o = ctl("network create front --subnet 10.140.0.0/24");
+    assert!(o.status.success(), "{}", o.stderr_text());
+
+    let server = Proc::spawn(&as_nobody(&format!(
+        "{} run --socket {} --network front --name srv -- iperf3 -s -1",
+        bin(),
+        sock.display()
+    )));
+    assert!(
+        eventually(Duration::from_secs(10), || ctl("port ls")
+            .stdout_text()
+            .contains("srv")),
+        "the server container did not attach: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let client = sh(&as_nobody(&format!(
+        "{} run --socket {} --network front --name cli -- sh -c 'ping -c 2 -W 2 10.140.0.2 && iperf3 -c 10.140.0.2 -t 2'",
+        bin(),
+        sock.display()
+    )));
+    assert!(
+        client.status.success(),
+        "client container failed: {}{}\ndaemon: {}",
+        client.stdout_text(),
+        client.stderr_text(),
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    assert!(
+        client.stdout_text().contains("receiver"),
+        "{}",
+        client.stdout_text()
+    );
+    let s = server.wait(Duration::from_secs(10));
+    assert!(s.status.success(), "server container: {}", s.stderr_text());
+    // Both containers are gone with their commands.
+    assert!(eventually(Duration::from_secs(5), || ctl("--json port ls")
+        .stdout_text()
+        .trim()
+        == "[]"));
+    assert!(
+        uid_line.contains(&NOBODY.to_string()),
+        "daemon not running as nobody: {uid_line}"
+    );
+    drop(daemon);
+}
+
+#[test]
+fn run_exit_status_is_the_commands() {
+    let d = Daemon::start(&[]);
+    let sock = d.socket();
+    for (cmd, code) in [("true", 0), ("false", 1), ("sh -c 'exit 7'", 7)] {
+        let o = sh(&format!(
+            "{} run --socket {} --network bridge --name st -- {cmd}",
+            bin(),
+            sock.display()
+        ));
+        assert_eq!(o.status.code(), Some(code), "{cmd}: {}", o.stderr_text());
+    }
+    let o = vswitch(&[
+        "run",
+        "--socket",
+        sock.to_str().unwrap_or_default(),
+        "--network",
+        "bridge",
+        "--name",
+        "st",
+        "--",
+        "/nonexistent/cmd",
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        o.stderr_text().contains("/nonexistent/cmd"),
+        "{}",
+        o.stderr_text()
+    );
+}
+
+#[test]
+fn run_network_none_has_loopback_only() {
+    let o = vswitch(&[
+        "run",
+        "--network",
+        "none",
+        "--name",
+        "n",
+        "--",
+        "ip",
+        "-o",
+        "link",
+    ]);
+    assert!(o.status.success(), "{}", o.stderr_text());
+    let text = o.stdout_text();
+    assert!(text.contains("lo:"), "{text}");
+    assert_eq!(text.lines().count(), 1, "more than loopback: {text}");
+    assert!(text.contains("UP"), "lo is down: {text}");
+}
+
+#[test]
+fn run_network_host_sees_the_host() {
+    let o = vswitch(&[
+        "run",
+        "--network",
+        "host",
+        "--name",
+        "h",
+        "--",
+        "sh",
+        "-c",
+        "readlink /proc/self/ns/net",
+    ]);
+    assert!(o.status.success(), "{}", o.stderr_text());
+    let mine = std::fs::read_link("/proc/self/ns/net").expect("ns");
+    assert_eq!(o.stdout_text().trim(), mine.display().to_string());
+}
+
+#[test]
+fn run_container_joins_another_containers_namespace() {
+    let d = Daemon::start(&[]);
+    let sock = d.socket();
+    let _a = Proc::spawn(&format!(
+        "{} run --socket {} --network bridge --name first -- sleep 30",
+        bin(),
+        sock.display()
+    ));
+    assert!(eventually(Duration::from_secs(10), || d
+        .ctl_ok(&["port", "ls"])
+        .contains("first")));
+    let o = vswitch(&[
+        "run",
+        "--socket",
+        sock.to_str().unwrap_or_default(),
+        "--network",
+        "container:first",
+        "--name",
+        "second",
+        "--",
+        "ip",
+        "-4",
+        "-o",
+        "addr",
+        "show",
+        "eth0",
+    ]);
+    assert!(o.status.success(), "{}", o.stderr_text());
+    assert!(
+        o.stdout_text().contains("172.17.0.2"),
+        "{}",
+        o.stdout_text()
+    );
+}
+
+#[test]
+fn run_container_reattaches_after_daemon_restart() {
+    let mut d = Daemon::start(&[]);
+    let sock = d.socket();
+    let _a = Proc::spawn(&format!(
+        "{} run --socket {} --network bridge --name lives -- sleep 60",
+        bin(),
+        sock.display()
+    ));
+    assert!(eventually(Duration::from_secs(10), || d
+        .ctl_ok(&["port", "ls"])
+        .contains("lives")));
+    d.kill9();
+    d.launch();
+    assert!(
+        eventually(Duration::from_secs(10), || d
+            .ctl_json(&["port", "ls"])
+            .as_array()
+            .is_some_and(|a| a.iter().any(|p| p["name"] == "lives"))),
+        "the run container did not come back: {}",
+        d.log()
+    );
+}
