@@ -180,3 +180,22 @@ fn isolation_between_networks() {
     let o = l.ns[0].sh("ping -c 2 -i 0.2 -W 1 10.125.0.2");
     assert!(!o.status.success(), "ping crossed networks");
 }
+
+#[test]
+fn attach_by_pid_uses_that_process_namespace() {
+    let d = Daemon::start(&[]);
+    let n = Netns::new("pid");
+    let holder = n.spawn("sleep 30");
+    // The pid of `sleep` inside the namespace (the shell execs it).
+    let pid = holder.pid().to_string();
+    assert!(eventually(Duration::from_secs(5), || {
+        std::fs::read_link(format!("/proc/{pid}/ns/net")).ok() == std::fs::read_link(n.path()).ok()
+            || sh(&format!("ip netns identify {pid}")).stdout_text().trim() == n.name
+    }));
+    let v = d.ctl_json(&["attach", "bridge", "--name", "bypid", "--pid", &pid]);
+    assert_eq!(v["ip"], "172.17.0.2");
+    let addr = n.must("ip -4 -o addr show dev eth0");
+    assert!(addr.contains("172.17.0.2/16"), "{addr}");
+    let ports = d.ctl_json(&["port", "ls"]);
+    assert_eq!(ports[0]["kind"], "pid");
+}
