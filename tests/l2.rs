@@ -199,3 +199,39 @@ fn attach_by_pid_uses_that_process_namespace() {
     let ports = d.ctl_json(&["port", "ls"]);
     assert_eq!(ports[0]["kind"], "pid");
 }
+
+#[test]
+fn capture_writes_a_pcap_of_a_ports_frames() {
+    require(&["tshark"]);
+    let l = lan(2, &[], &[]);
+    let file = l.d.dir.path().join("c0.pcap");
+    let sock = l.d.socket();
+    let cap = Proc::spawn(&format!(
+        "{} ctl --socket {} capture c0 -w {} -c 20",
+        bin(),
+        sock.display(),
+        file.display()
+    ));
+    std::thread::sleep(Duration::from_millis(300));
+    l.ns[0].must(&format!("ping -c 12 -i 0.1 -W 2 {}", l.ips[1]));
+    let out = cap.wait(Duration::from_secs(10));
+    assert!(out.status.success(), "{}", out.stderr_text());
+    let text = must(&format!(
+        "tshark -r {} -T fields -e ip.src -e ip.dst -e icmp.type 2>/dev/null",
+        file.display()
+    ));
+    let requests = text
+        .lines()
+        .filter(|l| l.starts_with("10.123.0.2\t10.123.0.3\t8"))
+        .count();
+    let replies = text
+        .lines()
+        .filter(|l| l.starts_with("10.123.0.3\t10.123.0.2\t0"))
+        .count();
+    assert!(requests >= 2 && replies >= 2, "captured: {text}");
+    // Only one capture at a time; unknown ports refused.
+    assert!(
+        l.d.ctl_err(&["capture", "nope", "-c", "1"])
+            .contains("not found")
+    );
+}

@@ -495,8 +495,7 @@ fn ctl(a: CtlArgs) -> Result<(), CliError> {
         CtlCommand::Conntrack(ConntrackCmd::Flush) => (Request::ConntrackFlush, |_| String::new()),
         CtlCommand::Stats => (Request::Stats, crate::render::stats),
         CtlCommand::Capture { port, file, count } => {
-            let _ = file;
-            (Request::Capture { port, count }, crate::render::pretty)
+            return crate::capture::run(&socket, &port, file.as_deref(), count);
         }
     };
     let mut c = Client::connect(&socket)?;

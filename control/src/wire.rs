@@ -92,6 +92,12 @@ impl Conn {
         }
     }
 
+    /// Bytes received after the last message, not yet returned (a stream that follows a
+    /// message, such as a capture, starts there).
+    pub fn take_buffered(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.buf)
+    }
+
     /// Sends one message (a newline is added), with descriptors when given.
     pub fn send(&mut self, msg: &[u8], fds: &[RawFd]) -> Result<(), WireError> {
         let mut data = Vec::with_capacity(msg.len() + 1);

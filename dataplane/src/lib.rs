@@ -8,6 +8,7 @@
 
 pub mod bench;
 pub mod bridge;
+pub mod capture;
 pub mod config;
 pub mod dns;
 pub mod netns;

@@ -147,6 +147,8 @@ struct ServiceHandle<S> {
 }
 
 pub struct Runtime<S: Service> {
+    /// A capture in progress, seen by every worker.
+    pub capture: crate::capture::CaptureSlot,
     pub cell: Arc<SnapshotCell>,
     pub fdb: Arc<Fdb>,
     workers: Vec<WorkerHandle>,
@@ -179,6 +181,7 @@ impl<S: Service> Runtime<S> {
         let swaker = Arc::new(Waker::new(spoll.registry(), WAKER).map_err(RuntimeError::Poll)?);
         let mut ends = Vec::new();
         let mut workers = Vec::new();
+        let capture: crate::capture::CaptureSlot = Arc::new(arc_swap::ArcSwapOption::empty());
         for i in 0..cfg.workers.max(1) {
             let poll = Poll::new().map_err(RuntimeError::Poll)?;
             let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(RuntimeError::Poll)?);
@@ -190,6 +193,8 @@ impl<S: Service> Runtime<S> {
             let counters = Arc::new(CounterTable::default());
             let mut w = Worker::with_frame_cap(&cell, fdb.clone(), counters.clone(), cfg.frame_cap);
             w.clock = Clock::Real(epoch);
+            w.index = i;
+            w.capture = Some(capture.clone());
             w.add_port(SERVICE_PORT, Box::new(sport), true);
             let (tx, rx) = mpsc::channel();
             let busy = cfg.busy_poll;
@@ -212,6 +217,7 @@ impl<S: Service> Runtime<S> {
             .spawn(move || service_loop(service, spoll, ends, jrx, c2, f2, epoch, st2))
             .map_err(RuntimeError::Thread)?;
         Ok(Runtime {
+            capture,
             cell,
             fdb,
             workers,

@@ -32,6 +32,10 @@ impl Clock {
 }
 
 pub struct Worker {
+    /// This worker's index (its ring in a capture).
+    pub index: usize,
+    /// Where a capture in progress is published.
+    pub capture: Option<crate::capture::CaptureSlot>,
     ports: Vec<Option<Box<dyn Port>>>,
     rx: Vec<u16>,
     batch: Batch,
@@ -56,6 +60,8 @@ impl Worker {
         frame_cap: usize,
     ) -> Worker {
         Worker {
+            index: 0,
+            capture: None,
             ports: Vec::new(),
             rx: Vec::new(),
             batch: Batch::new(crate::port::MAX_BATCH, frame_cap),
@@ -114,6 +120,14 @@ impl Worker {
         if n == 0 {
             return 0;
         }
+        let cap = self.capture.as_ref().and_then(|c| c.load_full());
+        if let Some(c) = &cap
+            && c.slot == slot
+        {
+            for f in self.batch.frames() {
+                c.record(self.index, f.data());
+            }
+        }
         let snap = self.snap.load();
         let ctx = Context {
             snap,
@@ -138,6 +152,18 @@ impl Worker {
                     continue;
                 }
             };
+            if let Some(c) = &cap
+                && c.slot == p
+            {
+                let mut buf = vec![0u8; 65536 + 4];
+                for s in sel {
+                    if let Some(f) = self.batch.get(usize::from(s.idx))
+                        && let Some(len) = crate::port::write_tagged(f.data(), s.vlan, &mut buf)
+                    {
+                        c.record(self.index, buf.get(..len).unwrap_or(&[]));
+                    }
+                }
+            }
             let mut bytes = 0u64;
             for s in sel {
                 let tag = if s.vlan != 0 { 4 } else { 0 };

@@ -588,9 +588,9 @@ impl Daemon {
             Request::ConntrackLs | Request::ConntrackFlush => Err(DaemonError::Refused(
                 "connection tracking needs the packet uplink, which is not available yet".into(),
             )),
-            Request::Capture { .. } => {
-                Err(DaemonError::Refused("capture is not available yet".into()))
-            }
+            Request::Capture { port, .. } => Err(DaemonError::Refused(format!(
+                "capture of {port:?} must be the only request on its connection"
+            ))),
         }
     }
 
@@ -1040,6 +1040,38 @@ impl Daemon {
             },
             "drop_reasons": DropReason::ALL.iter().map(|r| r.name()).collect::<Vec<_>>(),
         })
+    }
+
+    /// Starts capturing `port`; the workers fill the returned rings until
+    /// [`Daemon::stop_capture`].
+    pub fn start_capture(
+        &mut self,
+        port: &str,
+    ) -> Result<Vec<dataplane::capture::CaptureRing>, DaemonError> {
+        let slot = if port == "gateway" {
+            SERVICE_PORT
+        } else {
+            self.ports
+                .get(port)
+                .ok_or_else(|| {
+                    DaemonError::Refused(format!(
+                        "port {port:?} not found (see `vswitch ctl port ls`)"
+                    ))
+                })?
+                .slot
+        };
+        if self.rt.capture.load().is_some() {
+            return Err(DaemonError::Refused(
+                "another capture is running; one at a time".into(),
+            ));
+        }
+        let (tap, rings) = dataplane::capture::CaptureTap::new(slot, self.rt.workers());
+        self.rt.capture.store(Some(tap));
+        Ok(rings)
+    }
+
+    pub fn stop_capture(&mut self) {
+        self.rt.capture.store(None);
     }
 
     /// A control connection closed: its `vswitch run` containers go.

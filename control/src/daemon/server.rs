@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::{Daemon, DaemonError};
-use crate::api::{Envelope, PROTOCOL_VERSION, Response};
+use crate::api::{Envelope, PROTOCOL_VERSION, Request, Response};
 use crate::wire::{Conn, WireError};
 
 /// Connections served at once; more wait in the listen backlog.
@@ -107,6 +107,14 @@ fn client(d: &Mutex<Daemon>, mut conn: Conn, id: u64) {
             }
             Err(_) => return,
         };
+        if let Ok(Envelope {
+            v: PROTOCOL_VERSION,
+            req: Request::Capture { port, count },
+        }) = serde_json::from_slice::<Envelope>(&msg)
+        {
+            capture(d, conn, &port, count);
+            return;
+        }
         let resp = match serde_json::from_slice::<Envelope>(&msg) {
             Ok(env) if env.v != PROTOCOL_VERSION => Response::err(format!(
                 "protocol version {} is not spoken here (this daemon speaks {PROTOCOL_VERSION}); use a matching vswitch",
@@ -121,4 +129,74 @@ fn client(d: &Mutex<Daemon>, mut conn: Conn, id: u64) {
             return;
         }
     }
+}
+
+/// Streams a port's frames as pcap after an OK line, until `count` frames went out or
+/// the client goes away.
+fn capture(d: &Mutex<Daemon>, mut conn: Conn, port: &str, count: Option<u64>) {
+    use std::io::Write;
+    let rings = match lock(d).start_capture(port) {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = conn.send(
+                &serde_json::to_vec(&Response::err(e)).unwrap_or_default(),
+                &[],
+            );
+            return;
+        }
+    };
+    let ok = Response::ok(serde_json::json!({"capturing": port}));
+    let mut rings = rings;
+    let mut sent = 0u64;
+    let mut out = Vec::new();
+    let stream_ok = conn
+        .send(&serde_json::to_vec(&ok).unwrap_or_default(), &[])
+        .is_ok()
+        && conn
+            .stream
+            .write_all(&dataplane::capture::pcap_header())
+            .is_ok();
+    let _ = conn.stream.set_write_timeout(Some(Duration::from_secs(5)));
+    let mut idle = 0u32;
+    while stream_ok && count.is_none_or(|c| sent < c) {
+        out.clear();
+        for r in rings.iter_mut() {
+            while let Ok(f) = r.pop() {
+                if count.is_some_and(|c| sent >= c) {
+                    break;
+                }
+                dataplane::capture::pcap_record(&f, &mut out);
+                sent += 1;
+            }
+        }
+        if out.is_empty() {
+            idle += 1;
+            // Notice a client that went away even when nothing is captured.
+            if idle % 50 == 0 && peer_gone(&conn) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+            continue;
+        }
+        idle = 0;
+        if conn.stream.write_all(&out).is_err() {
+            break;
+        }
+    }
+    lock(d).stop_capture();
+}
+
+fn peer_gone(conn: &Conn) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut b = [0u8; 1];
+    // SAFETY: a non-blocking peek into a one-byte buffer.
+    let n = unsafe {
+        libc::recv(
+            conn.stream.as_raw_fd(),
+            b.as_mut_ptr().cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    n == 0 || (n < 0 && io::Error::last_os_error().kind() != io::ErrorKind::WouldBlock)
 }
