@@ -898,13 +898,16 @@ impl SocketUplink {
                         Err(_) => break,
                     }
                 }
-                // The container closed its side and everything reached the host.
-                if !sock.may_recv()
-                    && !sock.can_recv()
-                    && !c.shut_host
-                    && sock.state() != tcp::State::Listen
-                    && sock.state() != tcp::State::SynReceived
-                {
+                // The container closed its side (a FIN arrived) and everything reached
+                // the host.
+                let fin_in = matches!(
+                    sock.state(),
+                    tcp::State::CloseWait
+                        | tcp::State::LastAck
+                        | tcp::State::Closing
+                        | tcp::State::TimeWait
+                );
+                if fin_in && !sock.can_recv() && !c.shut_host {
                     let _ = h.shutdown(std::net::Shutdown::Write);
                     c.shut_host = true;
                     moved = true;
@@ -1528,6 +1531,65 @@ mod tests {
         );
         assert!(u.verify_checksum(ip.src(), ip.dst()));
         assert_eq!(r.up.counts().1, 1);
+    }
+
+    #[test]
+    fn published_tcp_port_reaches_the_container_from_the_gateway_address() {
+        let mut r = Rig::new(true);
+        r.up.set_gateways(&r.nets);
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        r.up.publish(
+            r.poll.registry(),
+            PublishedSocket::Tcp(l),
+            PublishTarget {
+                domain: 0,
+                container: C,
+                port: 80,
+            },
+        )
+        .unwrap();
+        let mut client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        // smoltcp opens towards the container, from the gateway (a loopback client).
+        let syn = r
+            .until(|p| tcp_of(p).is_some_and(|t| t.2 & TcpFlags::SYN != 0))
+            .expect("SYN");
+        let (src, dst, _, cseq, _, _) = tcp_of(&syn).unwrap();
+        assert_eq!((src, dst), (GW, C));
+        let cport = TcpPacket::new_checked(Ipv4Packet::new_checked(&syn[..]).unwrap().payload())
+            .unwrap()
+            .src_port();
+        r.send(&tcp_packet(
+            (C, 80),
+            (GW, cport),
+            7000,
+            cseq + 1,
+            TcpFlags::SYN | TcpFlags::ACK,
+            &[],
+        ));
+        r.until(|p| tcp_of(p).is_some_and(|t| t.2 == TcpFlags::ACK));
+        use std::io::{Read as _, Write as _};
+        client.write_all(b"GET").unwrap();
+        let req = r
+            .until(|p| tcp_of(p).is_some_and(|t| !t.5.is_empty()))
+            .expect("request");
+        assert_eq!(tcp_of(&req).unwrap().5, b"GET");
+        // The container answers and closes.
+        r.send(&tcp_packet(
+            (C, 80),
+            (GW, cport),
+            7001,
+            cseq + 4,
+            TcpFlags::ACK | TcpFlags::PSH | TcpFlags::FIN,
+            b"200 OK",
+        ));
+        r.until(|_| false);
+        let mut got = Vec::new();
+        let _ = client.read_to_end(&mut got);
+        assert_eq!(got, b"200 OK");
     }
 
     #[test]
