@@ -11,6 +11,7 @@ pub mod bridge;
 pub mod capture;
 pub mod config;
 pub mod dns;
+pub mod gateway;
 pub mod netns;
 pub mod pipeline;
 pub mod port;

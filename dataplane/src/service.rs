@@ -17,9 +17,11 @@ use std::time::Instant;
 use mio::{Interest, Registry, Token};
 
 use crate::dns::{Action, ClientRef, DnsConfig, DnsServer, Names, Transport};
+use crate::gateway::{GatewayNet, arp, dhcp, icmp};
 use crate::port::service::ServiceFrame;
 use crate::runtime::{Service, ServiceCtx};
 use crate::uplink::socket::{NetView, SocketUplink, build_udp};
+use crate::wire::icmp::{IcmpType, UnreachCode};
 use crate::wire::{EtherType, EthernetFrame, IpProtocol, Ipv4Packet, MacAddr, UdpPacket};
 
 /// Tokens of the upstream resolvers' UDP sockets (one each) on the service poll.
@@ -99,10 +101,18 @@ const NEIGHBOURS: usize = 16384;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct GatewayStats {
     pub frames: u64,
+    pub arp_replies: u64,
+    pub echo_replies: u64,
+    pub dhcp_replies: u64,
+    pub dhcp_ignored: u64,
+    pub icmp_errors: u64,
     pub to_uplink: u64,
     pub unanswered: u64,
     pub no_neighbour: u64,
 }
+
+/// How long a DHCP lease lasts (clients renew at half; the address never changes).
+pub const DHCP_LEASE_SECS: u32 = 3600;
 
 /// Where a DNS reply goes.
 #[derive(Debug, Clone, Copy)]
@@ -131,6 +141,11 @@ struct UpstreamTcp {
 pub struct Gateway {
     cfg: ServiceConfig,
     views: Vec<Option<NetView>>,
+    /// The sans-I/O responders' view of each network, by domain.
+    gnets: Vec<Option<GatewayNet>>,
+    /// ICMP error rate limits, by domain.
+    limits: Vec<icmp::RateLimit>,
+    reply: Vec<u8>,
     /// (domain, address) -> MAC, from IPAM and from what containers send.
     neighbours: HashMap<(u16, Ipv4Addr), MacAddr>,
     uplink: SocketUplink,
@@ -149,6 +164,9 @@ impl Default for Gateway {
         Gateway {
             cfg: ServiceConfig::default(),
             views: Vec::new(),
+            gnets: Vec::new(),
+            limits: Vec::new(),
+            reply: Vec::new(),
             neighbours: HashMap::new(),
             uplink: SocketUplink::new(),
             dns: DnsServer::new(DnsConfig::default(), 0),
@@ -178,6 +196,24 @@ impl Gateway {
                 })
             })
             .collect();
+        self.gnets = cfg
+            .nets
+            .iter()
+            .map(|n| {
+                n.as_ref().map(|n| GatewayNet {
+                    gateway_ip: n.gateway_ip,
+                    gateway_mac: n.gateway_mac,
+                    subnet: n.subnet,
+                    prefix_len: n.prefix_len,
+                    mtu: n.mtu,
+                    dns: n.dns != DnsService::Off,
+                    lease_secs: DHCP_LEASE_SECS,
+                    domain_name: n.name.clone(),
+                })
+            })
+            .collect();
+        self.limits
+            .resize_with(cfg.nets.len(), icmp::RateLimit::default);
         self.neighbours.clear();
         for ((domain, _), (mac, ip)) in &cfg.leases {
             self.neighbours.insert((*domain, *ip), *mac);
@@ -524,13 +560,37 @@ impl Gateway {
         self.dns_tcp(ctx);
     }
 
-    fn handle(&mut self, ctx: &mut ServiceCtx<'_>, domain: u16, data: &[u8]) {
+    /// Sends the frame in `self.reply` into `domain`.
+    fn send_reply(&mut self, ctx: &mut ServiceCtx<'_>, domain: u16) {
+        let mut buf = ctx.buffer();
+        buf.clear();
+        buf.extend_from_slice(&self.reply);
+        ctx.send(domain, buf);
+    }
+
+    fn handle(&mut self, ctx: &mut ServiceCtx<'_>, domain: u16, port: u16, data: &[u8]) {
         let Ok(eth) = EthernetFrame::new_checked(data) else {
             return;
         };
         let Some(net) = self.net(domain).cloned() else {
             return;
         };
+        let Some(gnet) = self.gnets.get(usize::from(domain)).cloned().flatten() else {
+            return;
+        };
+        if eth.ethertype() == EtherType::ARP {
+            if let Some((ip, mac)) = arp::sender(data) {
+                self.remember(domain, ip, mac);
+            }
+            let mut out = std::mem::take(&mut self.reply);
+            let answered = arp::reply(data, &gnet, &mut out);
+            self.reply = out;
+            if answered {
+                self.stats.arp_replies += 1;
+                self.send_reply(ctx, domain);
+            }
+            return;
+        }
         if eth.ethertype() != EtherType::IPV4 {
             self.stats.unanswered += 1;
             return;
@@ -539,38 +599,114 @@ impl Gateway {
             return;
         };
         self.remember(domain, ip.src(), eth.src());
+        let to_gw = ip.dst() == net.gateway_ip;
+        let udp_dport = if ip.protocol() == IpProtocol::UDP && !ip.is_fragment() {
+            UdpPacket::new_checked(ip.payload())
+                .ok()
+                .map(|u| u.dst_port())
+        } else {
+            None
+        };
+        // DHCP: to the gateway or the limited broadcast, port 67.
+        if udp_dport == Some(dhcp::SERVER_PORT) && (to_gw || ip.dst().is_broadcast()) {
+            let leases = &self.cfg.leases;
+            let mut out = std::mem::take(&mut self.reply);
+            let outcome = dhcp::handle(
+                data,
+                &gnet,
+                |_| leases.get(&(domain, port)).map(|(_, ip)| *ip),
+                &mut out,
+            );
+            self.reply = out;
+            if outcome.replied() {
+                self.stats.dhcp_replies += 1;
+                self.send_reply(ctx, domain);
+            } else {
+                self.stats.dhcp_ignored += 1;
+            }
+            return;
+        }
+        if !to_gw && eth.dst() != net.gateway_mac {
+            // A broadcast or multicast not for the gateway.
+            self.stats.unanswered += 1;
+            return;
+        }
+        if to_gw && ip.protocol() == IpProtocol::ICMP {
+            let mut out = std::mem::take(&mut self.reply);
+            let answered = icmp::echo_reply(data, &gnet, &mut out);
+            self.reply = out;
+            if answered {
+                self.stats.echo_replies += 1;
+                self.send_reply(ctx, domain);
+            }
+            return;
+        }
         // DNS over UDP on the gateway.
-        if ip.dst() == net.gateway_ip
-            && ip.protocol() == IpProtocol::UDP
-            && net.dns != DnsService::Off
-            && !ip.is_fragment()
-            && let Ok(u) = UdpPacket::new_checked(ip.payload())
-            && u.dst_port() == 53
-        {
-            let (src, port) = (ip.src(), u.src_port());
-            let msg = u.payload().to_vec();
-            self.dns_udp(ctx, domain, src, port, &msg);
+        if to_gw && udp_dport == Some(53) && net.dns != DnsService::Off {
+            if let Ok(u) = UdpPacket::new_checked(ip.payload()) {
+                let (src, sport) = (ip.src(), u.src_port());
+                let msg = u.payload().to_vec();
+                self.dns_udp(ctx, domain, src, sport, &msg);
+            }
             return;
         }
-        let routed =
-            eth.dst() == net.gateway_mac && ip.dst() != net.gateway_ip && !ip.dst().is_broadcast();
-        let to_gateway_host = eth.dst() == net.gateway_mac && ip.dst() == net.gateway_ip;
-        if routed || to_gateway_host {
-            self.stats.to_uplink += 1;
-            let pkt = eth.payload();
-            self.uplink
-                .from_container(ctx.registry, &self.views, domain, pkt);
-            self.flush_uplink(ctx);
+        // Another UDP port of the gateway: the host's loopback through the socket
+        // uplink, or closed (port unreachable) when nothing may leave.
+        if to_gw && udp_dport.is_some() {
+            let open = self
+                .views
+                .get(usize::from(domain))
+                .and_then(|v| v.as_ref())
+                .is_some_and(|v| v.egress);
+            if !open {
+                self.icmp_error(
+                    ctx,
+                    domain,
+                    data,
+                    &gnet,
+                    IcmpType::DEST_UNREACHABLE,
+                    UnreachCode::PORT,
+                );
+                return;
+            }
+        }
+        // Routed traffic, and TCP/UDP to the gateway as the host: the uplink.
+        self.stats.to_uplink += 1;
+        self.uplink
+            .from_container(ctx.registry, &self.views, domain, eth.payload());
+        self.flush_uplink(ctx);
+    }
+
+    fn icmp_error(
+        &mut self,
+        ctx: &mut ServiceCtx<'_>,
+        domain: u16,
+        data: &[u8],
+        gnet: &GatewayNet,
+        ty: u8,
+        code: u8,
+    ) {
+        let allowed = self
+            .limits
+            .get_mut(usize::from(domain))
+            .is_some_and(|l| l.allow(Instant::now()));
+        if !allowed {
             return;
         }
-        self.stats.unanswered += 1;
+        let mut out = std::mem::take(&mut self.reply);
+        let built = icmp::error(data, gnet, ty, code, gnet.mtu, &mut out);
+        self.reply = out;
+        if built {
+            self.stats.icmp_errors += 1;
+            self.send_reply(ctx, domain);
+        }
     }
 }
 
 impl Service for Gateway {
     fn frame(&mut self, ctx: &mut ServiceCtx<'_>, f: ServiceFrame) {
         self.stats.frames += 1;
-        self.handle(ctx, f.domain, &f.data);
+        self.handle(ctx, f.domain, f.port, &f.data);
         ctx.recycle(f.data);
     }
 

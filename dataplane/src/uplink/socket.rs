@@ -922,6 +922,7 @@ impl SocketUplink {
             let gone = st == tcp::State::Closed
                 || st == tcp::State::TimeWait
                 || (c.host.is_none()
+                    && !c.local
                     && !matches!(st, tcp::State::Listen | tcp::State::SynReceived)
                     && !c.inbound);
             if gone || (c.host.is_none() && st == tcp::State::Closed) {
@@ -1020,11 +1021,22 @@ impl SocketUplink {
             return;
         };
         let (_, (csrc, cport, dst, dport)) = f.key;
-        while let Ok(n) = f.sock.recv(&mut self.scratch) {
-            f.last = Instant::now();
-            let data = self.scratch.get(..n).unwrap_or(&[]);
-            if let Some(p) = build_udp(dst, dport, csrc, cport, data) {
-                self.out.push(p);
+        loop {
+            match f.sock.recv(&mut self.scratch) {
+                Ok(n) => {
+                    f.last = Instant::now();
+                    let data = self.scratch.get(..n).unwrap_or(&[]);
+                    if let Some(p) = build_udp(dst, dport, csrc, cport, data) {
+                        self.out.push(p);
+                    }
+                }
+                // The host answered "port unreachable": tell the container the same.
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                    if let Some(p) = udp_port_unreachable(dst, dport, csrc, cport) {
+                        self.out.push(p);
+                    }
+                }
+                Err(_) => break,
             }
         }
     }
@@ -1236,6 +1248,21 @@ pub fn build_udp(
         u.fill_checksum(src, dst);
     }
     build_ip(src, dst, IpProtocol::UDP, &seg)
+}
+
+/// An ICMP port unreachable from `dst` to the container, quoting a UDP header of the
+/// flow (enough for the container's stack to find its socket).
+fn udp_port_unreachable(dst: Ipv4Addr, dport: u16, csrc: Ipv4Addr, cport: u16) -> Option<Vec<u8>> {
+    let quoted_udp = build_udp(csrc, cport, dst, dport, &[])?;
+    let mut m = vec![0u8; 8];
+    m.extend_from_slice(quoted_udp.get(..28)?);
+    {
+        let mut i = Icmpv4Packet::new_unchecked(&mut m[..]);
+        i.set_msg_type(IcmpType::DEST_UNREACHABLE);
+        i.set_code(UnreachCode::PORT);
+        i.fill_checksum();
+    }
+    build_ip(dst, csrc, IpProtocol::ICMP, &m)
 }
 
 fn build_unreachable(
@@ -1590,6 +1617,52 @@ mod tests {
         let mut got = Vec::new();
         let _ = client.read_to_end(&mut got);
         assert_eq!(got, b"200 OK");
+    }
+
+    #[test]
+    fn dns_over_tcp_on_the_gateway_is_answered_locally() {
+        let mut r = Rig::new(true);
+        r.send(&tcp_packet(
+            (C, 40100),
+            (GW, 53),
+            100,
+            0,
+            TcpFlags::SYN,
+            &[],
+        ));
+        let synack = r
+            .until(|p| {
+                tcp_of(p).is_some_and(|t| {
+                    t.2 & (TcpFlags::SYN | TcpFlags::ACK) == TcpFlags::SYN | TcpFlags::ACK
+                })
+            })
+            .expect("SYN-ACK");
+        let sseq = tcp_of(&synack).unwrap().3;
+        r.send(&tcp_packet(
+            (C, 40100),
+            (GW, 53),
+            101,
+            sseq + 1,
+            TcpFlags::ACK,
+            &[],
+        ));
+        r.send(&tcp_packet(
+            (C, 40100),
+            (GW, 53),
+            101,
+            sseq + 1,
+            TcpFlags::ACK | TcpFlags::PSH,
+            &[0, 3, 7, 8, 9],
+        ));
+        r.until(|_| false);
+        let reqs = r.up.take_dns_requests();
+        assert_eq!(reqs.len(), 1, "{reqs:?}");
+        assert_eq!(reqs[0].2, vec![7, 8, 9]);
+        r.up.dns_reply(r.poll.registry(), reqs[0].0, &[1, 2]);
+        let ans = r
+            .until(|p| tcp_of(p).is_some_and(|t| !t.5.is_empty()))
+            .expect("answer");
+        assert_eq!(tcp_of(&ans).unwrap().5, vec![0, 2, 1, 2]);
     }
 
     #[test]
