@@ -491,7 +491,7 @@ fn ctl(a: CtlArgs) -> Result<(), CliError> {
         CtlCommand::Fdb(FdbCmd::Flush { network }) => {
             (Request::FdbFlush { network }, |_| String::new())
         }
-        CtlCommand::Conntrack(ConntrackCmd::Ls) => (Request::ConntrackLs, crate::render::pretty),
+        CtlCommand::Conntrack(ConntrackCmd::Ls) => (Request::ConntrackLs, crate::render::conntrack),
         CtlCommand::Conntrack(ConntrackCmd::Flush) => (Request::ConntrackFlush, |_| String::new()),
         CtlCommand::Stats => (Request::Stats, crate::render::stats),
         CtlCommand::Capture { port, file, count } => {

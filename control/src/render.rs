@@ -197,3 +197,22 @@ pub fn stats(v: &Value) -> String {
     ));
     out
 }
+
+pub fn conntrack(v: &Value) -> String {
+    let rows = v
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|f| {
+                    vec![
+                        s(&f["protocol"]),
+                        s(&f["inside"]),
+                        s(&f["outside"]),
+                        s(&f["state"]),
+                    ]
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    table(&["PROTO", "INSIDE", "OUTSIDE", "STATE"], rows)
+}

@@ -484,6 +484,13 @@ impl Gateway {
         &self.uplink
     }
 
+    /// Drops every uplink flow; returns how many there were.
+    pub fn flush_uplink_flows(&mut self, reg: &Registry) -> usize {
+        let n = self.uplink.flows().len();
+        self.uplink.flush(reg);
+        n
+    }
+
     /// Starts serving a published port through the socket uplink.
     pub fn publish(
         &mut self,

@@ -585,9 +585,29 @@ impl Daemon {
             Request::UplinkSet(u) => self.uplink_set(u),
             Request::Publish { name, specs } => self.publish(&name, &specs),
             Request::Unpublish { name, specs } => self.unpublish(&name, &specs),
-            Request::ConntrackLs | Request::ConntrackFlush => Err(DaemonError::Refused(
-                "connection tracking needs the packet uplink, which is not available yet".into(),
-            )),
+            Request::ConntrackLs => {
+                let flows = self.rt.service_call(|g, _| g.uplink().flows())?;
+                Ok(Value::Array(
+                    flows
+                        .into_iter()
+                        .map(|f| {
+                            json!({
+                                "protocol": f.proto,
+                                "inside": f.inside.to_string(),
+                                "outside": f.outside.to_string(),
+                                "state": f.state,
+                                "uplink": "socket",
+                            })
+                        })
+                        .collect(),
+                ))
+            }
+            Request::ConntrackFlush => {
+                let n = self
+                    .rt
+                    .service_call(|g, ctx| g.flush_uplink_flows(ctx.registry))?;
+                Ok(json!({"flushed": n}))
+            }
             Request::Capture { port, .. } => Err(DaemonError::Refused(format!(
                 "capture of {port:?} must be the only request on its connection"
             ))),
@@ -1030,7 +1050,34 @@ impl Daemon {
             ports.push(view::stats_json(name, &self.rt.stats(p.slot)));
         }
         let fdb = &self.rt.fdb;
+        let gw = self
+            .rt
+            .service_call(|g, _| {
+                (
+                    g.stats.clone(),
+                    g.uplink().stats.clone(),
+                    g.uplink().counts(),
+                )
+            })
+            .ok();
+        let gateway = gw.as_ref().map(|(s, _, _)| {
+            json!({
+                "frames": s.frames, "arp_replies": s.arp_replies, "echo_replies": s.echo_replies,
+                "dhcp_replies": s.dhcp_replies, "dhcp_ignored": s.dhcp_ignored, "icmp_errors": s.icmp_errors,
+                "routed": s.to_uplink, "unanswered": s.unanswered, "no_neighbour": s.no_neighbour,
+            })
+        });
+        let nat = gw.as_ref().map(|(_, u, (tcp, udp, ping))| {
+            json!({
+                "uplink": "socket",
+                "tcp_open": tcp, "udp_flows": udp, "echo_flows": ping,
+                "tcp_opened_total": u.tcp_open, "tcp_refused": u.tcp_refused,
+                "udp_flows_total": u.udp_flows, "echo_flows_total": u.ping_flows, "dropped": u.dropped,
+            })
+        });
         json!({
+            "gateway": gateway,
+            "nat": nat,
             "ports": ports,
             "fdb": {
                 "entries": fdb.len(),

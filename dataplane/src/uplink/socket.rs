@@ -226,6 +226,17 @@ struct PingFlow {
     last: Instant,
 }
 
+/// One flow of the uplink, for `conntrack ls`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlowInfo {
+    pub proto: &'static str,
+    /// The container's address and port (for ICMP, the echo id as the port).
+    pub inside: SocketAddrV4,
+    /// The far end.
+    pub outside: SocketAddrV4,
+    pub state: String,
+}
+
 /// Counters of the socket uplink.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct UplinkStats {
@@ -1166,6 +1177,75 @@ impl SocketUplink {
         let next = delay.map(|d| now + Duration::from_micros(d.total_micros()));
         let housekeeping = now + Duration::from_secs(5);
         Some(next.map_or(housekeeping, |n| n.min(housekeeping)))
+    }
+
+    /// Every flow carried, for `conntrack ls`.
+    pub fn flows(&self) -> Vec<FlowInfo> {
+        let mut v = Vec::new();
+        for c in self.tcp.iter().flatten() {
+            let st = self.sockets.get::<tcp::Socket>(c.handle).state();
+            v.push(FlowInfo {
+                proto: "tcp",
+                inside: SocketAddrV4::new(c.quad.0, c.quad.1),
+                outside: SocketAddrV4::new(c.quad.2, c.quad.3),
+                state: if c.local {
+                    "local".to_string()
+                } else if c.inbound {
+                    format!("published {st}")
+                } else {
+                    st.to_string()
+                },
+            });
+        }
+        for f in self.udp.iter().flatten() {
+            let (_, q) = f.key;
+            v.push(FlowInfo {
+                proto: "udp",
+                inside: SocketAddrV4::new(q.0, q.1),
+                outside: SocketAddrV4::new(q.2, q.3),
+                state: "active".into(),
+            });
+        }
+        for ((_, q), _) in self.inbound_udp.iter() {
+            v.push(FlowInfo {
+                proto: "udp",
+                inside: SocketAddrV4::new(q.0, q.1),
+                outside: SocketAddrV4::new(q.2, q.3),
+                state: "published".into(),
+            });
+        }
+        for p in self.ping.iter().flatten() {
+            let (_, c, id, d) = p.key;
+            v.push(FlowInfo {
+                proto: "icmp",
+                inside: SocketAddrV4::new(c, id),
+                outside: SocketAddrV4::new(d, 0),
+                state: "echo".into(),
+            });
+        }
+        v
+    }
+
+    /// Drops every flow (TCP connections are reset).
+    pub fn flush(&mut self, reg: &Registry) {
+        for c in self.tcp.iter_mut().flatten() {
+            self.sockets.get_mut::<tcp::Socket>(c.handle).abort();
+            if let Some(mut h) = c.host.take() {
+                let _ = reg.deregister(&mut h);
+            }
+        }
+        self.poll(reg);
+        for f in self.udp.iter_mut().flatten() {
+            let _ = reg.deregister(&mut f.sock);
+        }
+        self.udp.clear();
+        self.udp_by_key.clear();
+        self.inbound_udp.clear();
+        for p in self.ping.iter_mut().flatten() {
+            let _ = reg.deregister(&mut p.sock);
+        }
+        self.ping.clear();
+        self.ping_by_key.clear();
     }
 
     /// Live TCP connections and UDP flows (for stats).
