@@ -43,6 +43,14 @@ pub trait Backend: Send {
         workers: usize,
         reopen: bool,
     ) -> Result<Handles, BackendError>;
+    /// Creates the TAP `ifname` inside `ns` (or re-opens it), persistent, up, with no
+    /// address: the other end of a segment vswitch joins (the packet uplink).
+    fn create_plain_in_netns(
+        &mut self,
+        ns: &Path,
+        ifname: &str,
+        workers: usize,
+    ) -> Result<Handles, BackendError>;
     /// Removes a TAP the daemon created inside a namespace.
     fn delete_in_netns(&mut self, ns: &Path, ifname: &str) -> Result<(), BackendError>;
     /// Takes a TAP descriptor another process opened.
@@ -90,6 +98,20 @@ impl Backend for MemoryBackend {
         }
         self.created.push((ns, cfg.clone()));
         Ok(memory_handles(&cfg.ifname, workers))
+    }
+    fn create_plain_in_netns(
+        &mut self,
+        ns: &Path,
+        ifname: &str,
+        workers: usize,
+    ) -> Result<Handles, BackendError> {
+        let ns_s = ns.display().to_string();
+        if self.fail.contains(&ns_s) {
+            return Err(BackendError::Failed(format!(
+                "cannot enter network namespace {ns_s}"
+            )));
+        }
+        Ok(memory_handles(ifname, workers))
     }
     fn delete_in_netns(&mut self, ns: &Path, ifname: &str) -> Result<(), BackendError> {
         self.deleted

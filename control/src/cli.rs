@@ -548,6 +548,7 @@ fn bench(a: BenchArgs) -> Result<(), CliError> {
                 "workers": o.workers,
                 "frame_size": o.frame_size,
                 "fdb_entries": o.fdb_entries,
+                "new_flows_per_sec": o.new_flows_per_sec.map(|x| round(x, 0)),
             })).collect::<Vec<_>>(),
             "skipped": skipped,
         });
@@ -562,6 +563,9 @@ fn bench(a: BenchArgs) -> Result<(), CliError> {
                 "{:<8} {:>6} {:>14.2} {:>10.1} {:>12} {:>8}",
                 o.scenario, o.workers, o.mpps_per_core, o.ns_per_frame, o.frames, o.fdb_entries
             );
+            if let Some(n) = o.new_flows_per_sec {
+                println!("{:<8} new flows per second: {n:.0}", o.scenario);
+            }
         }
         for s in skipped {
             println!("{s:<8} skipped: not available in this build");

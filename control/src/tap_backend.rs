@@ -128,6 +128,22 @@ impl Backend for TapBackend {
         Ok(handles)
     }
 
+    fn create_plain_in_netns(
+        &mut self,
+        ns: &Path,
+        ifname: &str,
+        workers: usize,
+    ) -> Result<Handles, BackendError> {
+        let p = netns::create_tap_in(ns, ifname, &self.opts(1, true)).map_err(fail)?;
+        let ic = netns::IfConfig {
+            up: true,
+            ..Default::default()
+        };
+        netns::configure(ns, ifname, &ic)
+            .map_err(|e| fail(format!("cannot bring {ifname} up in {}: {e}", ns.display())))?;
+        Self::single(p, workers)
+    }
+
     fn delete_in_netns(&mut self, ns: &Path, ifname: &str) -> Result<(), BackendError> {
         netns::delete_tap(ns, ifname).map(|_| ()).map_err(fail)
     }

@@ -72,6 +72,8 @@ pub struct Outcome {
     pub fdb_entries: usize,
     /// Frames that left on a port (equal to `frames` when nothing was flooded or dropped).
     pub sent: u64,
+    /// NAT: new flows per second (first packet and reply of each).
+    pub new_flows_per_sec: Option<f64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -86,6 +88,8 @@ pub enum BenchError {
     Seconds,
     #[error("the {0} scenario is not available in this build")]
     Unavailable(&'static str),
+    #[error("--flows {0} is out of range: use 1 to 1048576")]
+    Flows(usize),
 }
 
 const PORTS_L2: usize = 4;
@@ -165,6 +169,7 @@ fn domain(name: &str, vlan: Option<u16>, third: u8) -> Option<DomainConf> {
         subnet: Ipv4Addr::new(172, 16 + third, 0, 0),
         prefix_len: 16,
         icc: true,
+        egress: true,
         members: vec![],
     })
 }
@@ -263,6 +268,8 @@ pub struct Setup {
     pub counters: Vec<Arc<CounterTable>>,
     /// The port slots of each worker.
     pub slots: Vec<Vec<u16>>,
+    /// NAT: flows created per second while setting up (each with its reply).
+    pub new_flows_per_sec: Option<f64>,
 }
 
 fn validate(p: &Params) -> Result<(), BenchError> {
@@ -278,15 +285,187 @@ fn validate(p: &Params) -> Result<(), BenchError> {
     if !(p.seconds > 0.0 && p.seconds <= 3600.0) {
         return Err(BenchError::Seconds);
     }
-    if p.scenario == Scenario::Nat {
-        return Err(BenchError::Unavailable("nat"));
+    if !(1..=1 << 20).contains(&p.flows) {
+        return Err(BenchError::Flows(p.flows));
     }
     Ok(())
+}
+
+/// The NAT scenario: per worker a container port and the uplink port; `flows`
+/// established UDP flows, each frame translated one way or the other.
+fn setup_nat(p: &Params) -> Result<Setup, BenchError> {
+    use crate::config::{UPLINK_DOMAIN, UPLINK_PORT, UplinkConf};
+    use crate::nat::{DnatRules, Nat};
+    use crate::uplink::packet::Neighbours;
+    let ext = Ipv4Addr::new(198, 51, 100, 2);
+    let ext_mac = MacAddr::from_ipv4(ext);
+    let hop_mac = MacAddr([0x02, 0, 0, 0, 0, 0x01]);
+    let remote =
+        |k: usize| Ipv4Addr::new(203, 0, (113 + (k >> 16) % 8) as u8, ((k >> 8) & 0xff) as u8);
+    let per = p.flows.div_ceil(p.workers).max(1);
+    let mut dom = domain("nat", None, 1);
+    let gw_mac = dom.as_ref().map(|d| d.gateway_mac).unwrap_or_default();
+    if let Some(d) = dom.as_mut() {
+        d.egress = true;
+    }
+    let mut snap = Snapshot {
+        domains: vec![dom],
+        ports: vec![None; usize::from(FIRST_PORT)],
+        ..Default::default()
+    };
+    if let Some(slot) = snap.ports.get_mut(usize::from(UPLINK_PORT)) {
+        *slot = Some(PortConf {
+            name: "uplink".into(),
+            gen_: 0,
+            role: PortRole::Uplink,
+            mode: PortMode::Access {
+                domain: UPLINK_DOMAIN,
+            },
+            security: None,
+            mac_limit: 0,
+        });
+    }
+    // One container per worker, 172.17.0.<2+w>.
+    let cont = |w: usize| Ipv4Addr::new(172, 17, 0, 2 + w as u8);
+    let mut slots = Vec::new();
+    let mut hosts = Vec::new();
+    for w in 0..p.workers {
+        let slot = snap.ports.len() as u16;
+        snap.ports.push(port(
+            format!("c{w}"),
+            PortMode::Access { domain: 0 },
+            u32::MAX,
+        ));
+        slots.push(vec![slot, UPLINK_PORT]);
+        hosts.push((0u16, cont(w), MacAddr::from_ipv4(cont(w))));
+    }
+    hosts.sort_by_key(|h| (h.0, h.1));
+    snap.uplink = Some(UplinkConf {
+        ext_ip: ext,
+        ext_mac,
+        subnet: Ipv4Addr::new(198, 51, 100, 0),
+        prefix_len: 24,
+        next_hop: Some(Ipv4Addr::new(198, 51, 100, 1)),
+        rules: DnatRules::default(),
+        hosts,
+    });
+    snap.rebuild();
+    let nat = Arc::new(Nat::new(p.flows * 2 + 1024));
+    let neigh = Arc::new(Neighbours::default());
+    neigh.set_next_hop(Some(hop_mac));
+    let fdb = Arc::new(Fdb::new(1024));
+    {
+        let r = fdb.pin();
+        for (w, s) in slots.iter().enumerate() {
+            r.learn(0, MacAddr::from_ipv4(cont(w)), s[0], 0, 0, u32::MAX);
+        }
+    }
+    // Establish every flow, learning the external port each got (timed: new flows per
+    // second, the slow path of the first packet).
+    let rules = DnatRules::default();
+    let mut ext_ports = Vec::new();
+    let t0 = Instant::now();
+    for w in 0..p.workers {
+        let mut v = Vec::new();
+        for k in 0..per {
+            let sport = 1024 + (k % 60000) as u16;
+            let f = udp_frame(&UdpSpec {
+                dst: gw_mac,
+                src: MacAddr::from_ipv4(cont(w)),
+                vlan: None,
+                size: p.frame_size,
+                sip: cont(w),
+                dip: remote(k),
+                sport,
+                dport: 5201,
+            });
+            let mut ip = f.get(14..).unwrap_or(&[]).to_vec();
+            let _ = nat.outbound(&mut ip, 0, ext, &rules, false, 0);
+            let eport = u16::from_be_bytes([
+                ip.get(20).copied().unwrap_or(0),
+                ip.get(21).copied().unwrap_or(0),
+            ]);
+            // Replies mark the flow as replied, as established traffic would.
+            let mut back = udp_frame(&UdpSpec {
+                dst: ext_mac,
+                src: hop_mac,
+                vlan: None,
+                size: p.frame_size,
+                sip: remote(k),
+                dip: ext,
+                sport: 5201,
+                dport: eport,
+            })
+            .get(14..)
+            .unwrap_or(&[])
+            .to_vec();
+            let _ = nat.inbound(&mut back, ext, &rules, false, 0);
+            v.push((sport, eport));
+        }
+        ext_ports.push(v);
+    }
+    let new_flows_per_sec = (per * p.workers) as f64 / t0.elapsed().as_secs_f64().max(1e-9);
+    let cell = Arc::new(SnapshotCell::new(snap));
+    let counters: Vec<Arc<CounterTable>> = (0..p.workers)
+        .map(|_| Arc::new(CounterTable::default()))
+        .collect();
+    let mut built = Vec::new();
+    for w in 0..p.workers {
+        let mut out_frames = Vec::new();
+        let mut in_frames = Vec::new();
+        let n = per.min(TEMPLATES_PER_PORT);
+        for (k, (sport, eport)) in ext_ports[w].iter().enumerate().take(n) {
+            out_frames.push(udp_frame(&UdpSpec {
+                dst: gw_mac,
+                src: MacAddr::from_ipv4(cont(w)),
+                vlan: None,
+                size: p.frame_size,
+                sip: cont(w),
+                dip: remote(k),
+                sport: *sport,
+                dport: 5201,
+            }));
+            in_frames.push(udp_frame(&UdpSpec {
+                dst: ext_mac,
+                src: hop_mac,
+                vlan: None,
+                size: p.frame_size,
+                sip: remote(k),
+                dip: ext,
+                sport: 5201,
+                dport: *eport,
+            }));
+        }
+        let mut wk = Worker::new(&cell, fdb.clone(), counters[w].clone());
+        wk.nat = Some(nat.clone());
+        wk.neigh = Some(neigh.clone());
+        wk.add_port(
+            slots[w][0],
+            Box::new(MemoryPort::cycling(format!("c{w}"), out_frames)),
+            true,
+        );
+        wk.add_port(
+            UPLINK_PORT,
+            Box::new(MemoryPort::cycling(format!("up{w}"), in_frames)),
+            true,
+        );
+        built.push(wk);
+    }
+    Ok(Setup {
+        workers: built,
+        fdb,
+        counters,
+        slots,
+        new_flows_per_sec: Some(new_flows_per_sec),
+    })
 }
 
 /// Builds the ports, snapshot, FDB (filled) and workers of a scenario.
 pub fn setup(p: &Params) -> Result<Setup, BenchError> {
     validate(p)?;
+    if p.scenario == Scenario::Nat {
+        return setup_nat(p);
+    }
     let (domains, workers) = plan(p);
     let limit = u32::MAX;
     let mut snap = Snapshot {
@@ -366,6 +545,7 @@ pub fn setup(p: &Params) -> Result<Setup, BenchError> {
         fdb,
         counters,
         slots: slot_of,
+        new_flows_per_sec: None,
     })
 }
 
@@ -376,6 +556,7 @@ pub fn run(p: &Params) -> Result<Outcome, BenchError> {
         fdb,
         counters,
         slots: slot_of,
+        new_flows_per_sec,
     } = setup(p)?;
     let stop = Arc::new(AtomicBool::new(false));
     let start_line = Arc::new(std::sync::Barrier::new(p.workers + 1));
@@ -429,13 +610,17 @@ pub fn run(p: &Params) -> Result<Outcome, BenchError> {
         frame_size: p.frame_size,
         fdb_entries: fdb.len(),
         sent,
+        new_flows_per_sec,
     })
 }
 
 fn sum_tx(counters: &[Arc<CounterTable>], slots: &[Vec<u16>]) -> u64 {
+    let mut all: Vec<u16> = slots.iter().flatten().copied().collect();
+    all.sort_unstable();
+    all.dedup();
     let mut t = 0;
     for c in counters {
-        for s in slots.iter().flatten() {
+        for s in &all {
             t += c.read(*s).tx_packets;
         }
     }
@@ -503,12 +688,25 @@ mod tests {
                 ..Default::default()
             },
             Params {
-                scenario: Scenario::Nat,
+                flows: 0,
                 ..Default::default()
             },
         ] {
             assert!(run(&p).is_err());
         }
+    }
+
+    #[test]
+    fn nat_scenario_translates_every_frame_both_ways() {
+        let o = run(&Params {
+            scenario: Scenario::Nat,
+            seconds: 0.2,
+            flows: 4096,
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(o.frames > 0);
+        assert_eq!(o.sent, o.frames, "every frame translated and sent");
     }
 
     #[test]

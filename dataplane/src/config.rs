@@ -98,6 +98,8 @@ pub struct DomainConf {
     pub prefix_len: u8,
     /// Containers may talk to each other.
     pub icc: bool,
+    /// Traffic may leave through a packet uplink (masquerade on, not internal).
+    pub egress: bool,
     /// Every port that carries the domain (the service port excluded), for flooding.
     pub members: Vec<Member>,
 }
@@ -125,6 +127,52 @@ pub struct Snapshot {
     pub vlan_domain: Box<[u16; 4096]>,
     /// FDB aging in seconds.
     pub aging_secs: u32,
+    /// The packet uplink, when one is set.
+    pub uplink: Option<UplinkConf>,
+    /// Every network's prefix (address, mask): routed traffic never goes to these.
+    pub inside: Vec<(u32, u32)>,
+}
+
+/// The domain id frames of the uplink segment carry to and from the service port.
+pub const UPLINK_DOMAIN: u16 = u16::MAX - 1;
+
+/// The packet uplink as the forwarding path reads it.
+#[derive(Debug, Clone)]
+pub struct UplinkConf {
+    /// vswitch's address and MAC on the outside segment.
+    pub ext_ip: Ipv4Addr,
+    pub ext_mac: MacAddr,
+    pub subnet: Ipv4Addr,
+    pub prefix_len: u8,
+    pub next_hop: Option<Ipv4Addr>,
+    /// Published ports (DNAT).
+    pub rules: crate::nat::DnatRules,
+    /// (domain, address) -> MAC of every addressed port, sorted, for delivering
+    /// translated packets.
+    pub hosts: Vec<(u16, Ipv4Addr, MacAddr)>,
+}
+
+impl UplinkConf {
+    /// Whether `ip` is on the outside segment itself (no next hop needed).
+    #[inline]
+    pub fn on_link(&self, ip: Ipv4Addr) -> bool {
+        let m = if self.prefix_len == 0 {
+            0
+        } else {
+            u32::MAX << (32 - u32::from(self.prefix_len.min(32)))
+        };
+        u32::from(ip) & m == u32::from(self.subnet) & m
+    }
+
+    /// The MAC of a port addressed `ip` in `domain`.
+    #[inline]
+    pub fn host_mac(&self, domain: u16, ip: Ipv4Addr) -> Option<MacAddr> {
+        self.hosts
+            .binary_search_by_key(&(domain, ip), |h| (h.0, h.1))
+            .ok()
+            .and_then(|i| self.hosts.get(i))
+            .map(|h| h.2)
+    }
 }
 
 impl Default for Snapshot {
@@ -135,6 +183,8 @@ impl Default for Snapshot {
             domains: Vec::new(),
             vlan_domain: Box::new([NO_DOMAIN; 4096]),
             aging_secs: 300,
+            uplink: None,
+            inside: Vec::new(),
         }
     }
 }
@@ -154,9 +204,29 @@ impl Snapshot {
         (d != NO_DOMAIN).then_some(d)
     }
 
+    /// Whether `ip` belongs to any network (routed traffic never goes there).
+    #[inline]
+    pub fn is_inside(&self, ip: Ipv4Addr) -> bool {
+        let a = u32::from(ip);
+        self.inside.iter().any(|(net, mask)| a & mask == *net)
+    }
+
     /// Recomputes the derived tables (VLAN map, flood lists) from ports and domains.
     /// Call after editing `ports` or `domains`.
     pub fn rebuild(&mut self) {
+        self.inside = self
+            .domains
+            .iter()
+            .flatten()
+            .map(|d| {
+                let m = if d.prefix_len == 0 {
+                    0
+                } else {
+                    u32::MAX << (32 - u32::from(d.prefix_len.min(32)))
+                };
+                (u32::from(d.subnet) & m, m)
+            })
+            .collect();
         let mut map = Box::new([NO_DOMAIN; 4096]);
         for (id, d) in self.domains.iter().enumerate() {
             if let (Some(d), Ok(id)) = (d, u16::try_from(id))
@@ -244,6 +314,7 @@ mod tests {
             subnet: Ipv4Addr::new(10, third, 0, 0),
             prefix_len: 24,
             icc: true,
+            egress: true,
             members: vec![],
         }
     }

@@ -8,8 +8,11 @@
 //! lookup, and a push into a preallocated queue. Nothing here allocates or locks.
 
 use crate::bridge::{CounterTable, DropReason, Fdb, FdbRef};
-use crate::config::{PortMode, PortRole, SERVICE_PORT, Snapshot};
+use crate::config::{PortMode, PortRole, SERVICE_PORT, Snapshot, UPLINK_DOMAIN, UPLINK_PORT};
+use crate::nat::{Nat, NatDrop, NatVerdict};
+use crate::port::VnetHdr;
 use crate::port::{Batch, MAX_BATCH, TxSel};
+use crate::uplink::packet::Neighbours;
 use crate::wire::{EtherType, MacAddr};
 
 /// Per-port send lists for one batch.
@@ -114,8 +117,12 @@ pub struct Context<'a> {
     pub snap: &'a Snapshot,
     pub fdb: &'a Fdb,
     pub counters: &'a CounterTable,
-    /// The coarse clock (seconds) for FDB ages.
+    /// The coarse clock (seconds) for FDB ages and NAT timeouts.
     pub now: u32,
+    /// Connection tracking, for the packet uplink.
+    pub nat: Option<&'a Nat>,
+    /// Who is who on the packet uplink's segment.
+    pub neigh: Option<&'a Neighbours>,
 }
 
 const ETH_LEN: usize = 14;
@@ -174,10 +181,210 @@ pub fn process(ctx: &Context<'_>, in_port: u16, batch: &mut Batch, local: &mut L
         }
     }
 
+    // Translated traffic: bring the flow table's slots in for the whole batch first.
+    if let Some(nat) = ctx.nat
+        && snap.uplink.is_some()
+    {
+        let side = if pconf.role == PortRole::Uplink {
+            crate::nat::table::Side::Outside
+        } else {
+            crate::nat::table::Side::Inside
+        };
+        for f in batch.frames() {
+            if let Some(ip) = f.data().get(ETH_LEN..)
+                && be16_at(f.data(), 12) == EtherType::IPV4
+            {
+                nat.prefetch(ip, side);
+            }
+        }
+    }
+    if pconf.role == PortRole::Uplink {
+        for (i, f) in batch.frames_mut().iter_mut().enumerate() {
+            if let Err(r) = from_uplink(ctx, &fdb, i, f, out) {
+                ctx.counters.count_drop(in_port, r, 1);
+            }
+        }
+        return;
+    }
     for (i, f) in batch.frames_mut().iter_mut().enumerate() {
         if let Err(r) = forward_one(ctx, &fdb, pconf, trusted, in_port, i, f, out) {
             ctx.counters.count_drop(in_port, r, 1);
         }
+    }
+}
+
+/// Writes an Ethernet header's MAC addresses in place.
+#[inline]
+fn set_macs(f: &mut crate::port::Frame, dst: MacAddr, src: MacAddr) {
+    if let Some(h) = f.data_mut().get_mut(..12) {
+        h[..6].copy_from_slice(&dst.0);
+        h[6..].copy_from_slice(&src.0);
+    }
+}
+
+/// Decrements an IPv4 TTL in place (incremental checksum). False when it ran out.
+#[inline]
+fn ttl_step(ip: &mut [u8]) -> bool {
+    let (Some(&ttl), Some(&proto)) = (ip.get(8), ip.get(9)) else {
+        return false;
+    };
+    if ttl <= 1 {
+        return false;
+    }
+    let old = u16::from_be_bytes([ttl, proto]);
+    let new = u16::from_be_bytes([ttl - 1, proto]);
+    if let Some(c) = ip.get(10..12).map(|b| u16::from_be_bytes([b[0], b[1]])) {
+        let c = crate::wire::checksum::update16(c, old, new);
+        if let Some(b) = ip.get_mut(8..12) {
+            b[0] = ttl - 1;
+            b[2..4].copy_from_slice(&c.to_be_bytes());
+        }
+    }
+    true
+}
+
+fn nat_drop(d: NatDrop) -> DropReason {
+    match d {
+        NatDrop::TableFull => DropReason::NatFull,
+        NatDrop::Malformed => DropReason::Malformed,
+        _ => DropReason::NoRoute,
+    }
+}
+
+/// Delivers a translated packet to container `ip` of `domain`.
+#[inline]
+fn deliver_in(
+    ctx: &Context<'_>,
+    fdb: &FdbRef<'_>,
+    i: usize,
+    f: &mut crate::port::Frame,
+    out: &mut Egress,
+    to: (u16, std::net::Ipv4Addr),
+) -> Result<(), DropReason> {
+    let (domain, ip) = to;
+    let up = ctx.snap.uplink.as_ref().ok_or(DropReason::NoRoute)?;
+    let dconf = ctx.snap.domain(domain).ok_or(DropReason::NoNetwork)?;
+    let mac = up.host_mac(domain, ip).ok_or(DropReason::NoRoute)?;
+    set_macs(f, mac, dconf.gateway_mac);
+    f.domain = domain;
+    if let Some((port, gen_)) = fdb.lookup(domain, mac)
+        && let Some(p) = ctx.snap.port(port)
+        && p.gen_ == gen_
+        && let Some(tag) = p.egress_tag(domain, dconf.vlan)
+    {
+        out.push(port, i, tag);
+        return Ok(());
+    }
+    flood(dconf, UPLINK_PORT, false, i, out);
+    Ok(())
+}
+
+/// A frame from a container to the gateway, bound outside: translated and sent out the
+/// packet uplink (or, for its own external address, looped back in: hairpin).
+#[inline]
+fn route_out(
+    ctx: &Context<'_>,
+    fdb: &FdbRef<'_>,
+    i: usize,
+    f: &mut crate::port::Frame,
+    out: &mut Egress,
+    domain: u16,
+) -> Result<(), DropReason> {
+    let (Some(up), Some(nat)) = (ctx.snap.uplink.as_ref(), ctx.nat) else {
+        return Err(DropReason::NoRoute);
+    };
+    let partial = f.vnet.flags & VnetHdr::F_NEEDS_CSUM != 0;
+    let Some(ip) = f.data_mut().get_mut(ETH_LEN..) else {
+        return Err(DropReason::Malformed);
+    };
+    if !ttl_step(ip) {
+        // Time exceeded: the gateway answers.
+        out.push(SERVICE_PORT, i, 0);
+        return Ok(());
+    }
+    match nat.outbound(ip, domain, up.ext_ip, &up.rules, partial, ctx.now) {
+        Ok(NatVerdict::Out { dst }) if dst == up.ext_ip => {
+            // Hairpin: the destination is our own external address.
+            match nat.inbound(ip, up.ext_ip, &up.rules, partial, ctx.now) {
+                Ok(NatVerdict::In { domain, ip }) => deliver_in(ctx, fdb, i, f, out, (domain, ip)),
+                Ok(NatVerdict::Out { .. }) => Err(DropReason::NoRoute),
+                Err(d) => Err(nat_drop(d)),
+            }
+        }
+        Ok(NatVerdict::Out { dst }) => {
+            let neigh = ctx.neigh.ok_or(DropReason::NoRoute)?;
+            let mac = if up.on_link(dst) {
+                neigh.lookup(dst)
+            } else {
+                neigh.next_hop()
+            };
+            match mac {
+                Some(m) => {
+                    set_macs(f, m, up.ext_mac);
+                    out.push(UPLINK_PORT, i, 0);
+                    Ok(())
+                }
+                // Not resolved yet: the gateway asks (ARP) and this packet is lost, as
+                // a router without a neighbour entry does.
+                None => {
+                    out.push(SERVICE_PORT, i, 0);
+                    Ok(())
+                }
+            }
+        }
+        Ok(NatVerdict::In { .. }) => Err(DropReason::NoRoute),
+        Err(d) => Err(nat_drop(d)),
+    }
+}
+
+/// A frame arriving on the packet uplink's port.
+#[inline]
+fn from_uplink(
+    ctx: &Context<'_>,
+    fdb: &FdbRef<'_>,
+    i: usize,
+    f: &mut crate::port::Frame,
+    out: &mut Egress,
+) -> Result<(), DropReason> {
+    let (Some(up), Some(nat)) = (ctx.snap.uplink.as_ref(), ctx.nat) else {
+        return Err(DropReason::NoNetwork);
+    };
+    if f.len() < ETH_LEN {
+        return Err(DropReason::Malformed);
+    }
+    f.domain = UPLINK_DOMAIN;
+    let d = f.data();
+    let ethertype = be16_at(d, 12);
+    let dst = mac_at(d, 0);
+    if ethertype == EtherType::ARP {
+        out.push(SERVICE_PORT, i, 0);
+        return Ok(());
+    }
+    if ethertype != EtherType::IPV4 || (dst != up.ext_mac && !dst.is_broadcast()) {
+        return Err(DropReason::NoNetwork);
+    }
+    if ip_at(d, ETH_LEN + 16) != Some(up.ext_ip.octets()) {
+        return Err(DropReason::NoRoute);
+    }
+    let partial = f.vnet.flags & VnetHdr::F_NEEDS_CSUM != 0;
+    let Some(ip) = f.data_mut().get_mut(ETH_LEN..) else {
+        return Err(DropReason::Malformed);
+    };
+    match nat.inbound(ip, up.ext_ip, &up.rules, partial, ctx.now) {
+        Ok(NatVerdict::In { domain, ip: to }) => {
+            if !ttl_step(ip) {
+                return Err(DropReason::NoRoute);
+            }
+            deliver_in(ctx, fdb, i, f, out, (domain, to))
+        }
+        Ok(NatVerdict::Out { .. }) => Err(DropReason::NoRoute),
+        // For the uplink's address itself (ping), or a closed port there (an RST or
+        // port unreachable is due): the gateway answers.
+        Err(NatDrop::Local) | Err(NatDrop::NoFlow) => {
+            out.push(SERVICE_PORT, i, 0);
+            Ok(())
+        }
+        Err(d) => Err(nat_drop(d)),
     }
 }
 
@@ -202,6 +409,11 @@ fn forward_one(
     // Classify: which domain, and strip the tag so the frame is untagged inside.
     let mut ethertype = be16_at(f.data(), 12);
     let domain = if trusted {
+        // The gateway's frames for the uplink segment go straight out there.
+        if f.domain == UPLINK_DOMAIN {
+            out.push(UPLINK_PORT, i, 0);
+            return Ok(());
+        }
         f.domain
     } else {
         let tagged = ethertype == EtherType::VLAN;
@@ -294,6 +506,24 @@ fn forward_one(
     if dst == dconf.gateway_mac {
         if trusted {
             return Err(DropReason::SamePort);
+        }
+        // Routed through the packet uplink: translated here, on the fast path.
+        if snap.uplink.is_some()
+            && ctx.nat.is_some()
+            && ethertype == EtherType::IPV4
+            && let Some(dip) = ip_at(f.data(), ETH_LEN + 16)
+        {
+            let dip = std::net::Ipv4Addr::from(dip);
+            if dip != dconf.gateway_ip
+                && !dip.is_broadcast()
+                && !dip.is_multicast()
+                && !snap.is_inside(dip)
+            {
+                if !dconf.egress {
+                    return Err(DropReason::NoRoute);
+                }
+                return route_out(ctx, fdb, i, f, out, domain);
+            }
         }
         out.push(SERVICE_PORT, i, 0);
         return Ok(());
@@ -394,6 +624,7 @@ mod tests {
             subnet: Ipv4Addr::new(10, third, 0, 0),
             prefix_len: 24,
             icc,
+            egress: true,
             members: vec![],
         })
     }
@@ -490,6 +721,8 @@ mod tests {
                 fdb: &self.fdb,
                 counters: &self.counters,
                 now: self.now,
+                nat: None,
+                neigh: None,
             };
             process(&ctx, port, &mut batch, &mut self.local);
             let out = &mut self.local.egress;

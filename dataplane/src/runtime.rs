@@ -36,6 +36,9 @@ use crate::worker::{Clock, Worker};
 
 const WAKER: Token = Token(usize::MAX);
 
+/// Connection-tracking entries at most, by default.
+pub const DEFAULT_MAX_FLOWS: usize = 65536;
+
 struct MioWake(Arc<Waker>);
 impl Wake for MioWake {
     fn wake(&self) {
@@ -71,6 +74,8 @@ pub struct RuntimeConfig {
     pub frame_cap: usize,
     /// Spin instead of sleeping in poll (lower latency, a core always busy).
     pub busy_poll: bool,
+    /// Connection-tracking entries at most (packet uplink).
+    pub max_flows: usize,
 }
 
 impl Default for RuntimeConfig {
@@ -79,6 +84,7 @@ impl Default for RuntimeConfig {
             workers: 1,
             frame_cap: crate::port::STD_FRAME_CAP,
             busy_poll: false,
+            max_flows: DEFAULT_MAX_FLOWS,
         }
     }
 }
@@ -149,6 +155,10 @@ struct ServiceHandle<S> {
 pub struct Runtime<S: Service> {
     /// A capture in progress, seen by every worker.
     pub capture: crate::capture::CaptureSlot,
+    /// Connection tracking (used while a packet uplink is set).
+    pub nat: Arc<crate::nat::Nat>,
+    /// The packet uplink's neighbours.
+    pub neigh: Arc<crate::uplink::packet::Neighbours>,
     pub cell: Arc<SnapshotCell>,
     pub fdb: Arc<Fdb>,
     workers: Vec<WorkerHandle>,
@@ -182,6 +192,8 @@ impl<S: Service> Runtime<S> {
         let mut ends = Vec::new();
         let mut workers = Vec::new();
         let capture: crate::capture::CaptureSlot = Arc::new(arc_swap::ArcSwapOption::empty());
+        let nat = Arc::new(crate::nat::Nat::new(cfg.max_flows));
+        let neigh = Arc::new(crate::uplink::packet::Neighbours::default());
         for i in 0..cfg.workers.max(1) {
             let poll = Poll::new().map_err(RuntimeError::Poll)?;
             let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(RuntimeError::Poll)?);
@@ -195,6 +207,8 @@ impl<S: Service> Runtime<S> {
             w.clock = Clock::Real(epoch);
             w.index = i;
             w.capture = Some(capture.clone());
+            w.nat = Some(nat.clone());
+            w.neigh = Some(neigh.clone());
             w.add_port(SERVICE_PORT, Box::new(sport), true);
             let (tx, rx) = mpsc::channel();
             let busy = cfg.busy_poll;
@@ -218,6 +232,8 @@ impl<S: Service> Runtime<S> {
             .map_err(RuntimeError::Thread)?;
         Ok(Runtime {
             capture,
+            nat,
+            neigh,
             cell,
             fdb,
             workers,
@@ -579,6 +595,7 @@ mod tests {
                 subnet: Ipv4Addr::new(10, 0, 0, 0),
                 prefix_len: 24,
                 icc: true,
+                egress: true,
                 members: vec![],
             })],
             ports: vec![

@@ -80,6 +80,16 @@ pub enum UplinkMode {
     Packet,
 }
 
+/// vswitch's presence on a packet uplink's segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PacketUplink {
+    pub ext_ip: Ipv4Addr,
+    pub ext_mac: MacAddr,
+    pub subnet: Ipv4Addr,
+    pub prefix_len: u8,
+    pub next_hop: Option<Ipv4Addr>,
+}
+
 /// Everything the service thread answers from; rebuilt by the control thread.
 #[derive(Debug, Clone, Default)]
 pub struct ServiceConfig {
@@ -90,6 +100,8 @@ pub struct ServiceConfig {
     pub uplink: UplinkMode,
     /// DNS names per domain (None: no DNS on that network).
     pub names: Vec<Option<Arc<Names>>>,
+    /// The packet uplink, when set.
+    pub packet: Option<PacketUplink>,
     /// Upstream resolvers, in order.
     pub upstreams: Vec<SocketAddr>,
 }
@@ -156,7 +168,53 @@ pub struct Gateway {
     upstream_tcp: Vec<Option<UpstreamTcp>>,
     registered: bool,
     scratch: Vec<u8>,
+    /// Shared with the workers: connection tracking and the segment's neighbours.
+    nat: Option<Arc<crate::nat::Nat>>,
+    neigh: Option<Arc<crate::uplink::packet::Neighbours>>,
+    next_arp: Option<Instant>,
+    uplink_limit: icmp::RateLimit,
     pub stats: GatewayStats,
+}
+
+/// Builds the RST a host sends for a TCP segment to a closed port (RFC 9293 3.10.7.1).
+fn tcp_reset(frame: &[u8], net: &GatewayNet, out: &mut Vec<u8>) -> bool {
+    use crate::wire::TcpPacket;
+    use crate::wire::tcp::TcpFlags;
+    let Ok(eth) = EthernetFrame::new_checked(frame) else {
+        return false;
+    };
+    let Ok(ip) = Ipv4Packet::new_checked(eth.payload()) else {
+        return false;
+    };
+    let Ok(t) = TcpPacket::new_checked(ip.payload()) else {
+        return false;
+    };
+    if t.rst() || !eth.src().is_unicast() {
+        return false;
+    }
+    let (seq, ack, flags) = if t.ack_flag() {
+        (t.ack(), 0, TcpFlags::RST)
+    } else {
+        let len = t.payload().len() as u32 + u32::from(t.syn()) + u32::from(t.fin());
+        (0, t.seq().wrapping_add(len), TcpFlags::RST | TcpFlags::ACK)
+    };
+    let mut seg = [0u8; 20];
+    {
+        let mut r = TcpPacket::new_unchecked(&mut seg[..]);
+        r.set_src_port(t.dst_port());
+        r.set_dst_port(t.src_port());
+        r.set_seq(seq);
+        r.set_ack(ack);
+        r.set_header_len(20);
+        r.set_flags(flags);
+        r.fill_checksum(net.gateway_ip, ip.src());
+    }
+    crate::gateway::eth_header(out, eth.src(), net.gateway_mac, EtherType::IPV4);
+    if !crate::gateway::ipv4_header(out, net.gateway_ip, ip.src(), IpProtocol::TCP, seg.len()) {
+        return false;
+    }
+    out.extend_from_slice(&seg);
+    true
 }
 
 impl Default for Gateway {
@@ -176,6 +234,10 @@ impl Default for Gateway {
             upstream_tcp: Vec::new(),
             registered: false,
             scratch: vec![0u8; 65536],
+            nat: None,
+            neigh: None,
+            next_arp: None,
+            uplink_limit: icmp::RateLimit::default(),
             stats: GatewayStats::default(),
         }
     }
@@ -480,6 +542,139 @@ impl Gateway {
         &self.cfg
     }
 
+    /// Hands the gateway the state it shares with the workers for a packet uplink.
+    pub fn set_packet_state(
+        &mut self,
+        nat: Arc<crate::nat::Nat>,
+        neigh: Arc<crate::uplink::packet::Neighbours>,
+    ) {
+        self.nat = Some(nat);
+        self.neigh = Some(neigh);
+    }
+
+    /// A frame from the packet uplink's segment: ARP and pings for vswitch's address.
+    fn handle_uplink(&mut self, ctx: &mut ServiceCtx<'_>, data: &[u8]) {
+        let Some(up) = self.cfg.packet else { return };
+        let Ok(eth) = EthernetFrame::new_checked(data) else {
+            return;
+        };
+        let gnet = GatewayNet {
+            gateway_ip: up.ext_ip,
+            gateway_mac: up.ext_mac,
+            subnet: up.subnet,
+            prefix_len: up.prefix_len,
+            mtu: 1500,
+            dns: false,
+            lease_secs: 0,
+            domain_name: String::new(),
+        };
+        if eth.ethertype() == EtherType::ARP {
+            if let Some((ip, mac)) = arp::sender(data)
+                && let Some(n) = &self.neigh
+            {
+                n.learn(ip, mac);
+                if Some(ip) == up.next_hop {
+                    n.set_next_hop(Some(mac));
+                }
+            }
+            let mut out = std::mem::take(&mut self.reply);
+            let answered = arp::reply(data, &gnet, &mut out);
+            self.reply = out;
+            if answered {
+                self.stats.arp_replies += 1;
+                self.send_reply(ctx, crate::config::UPLINK_DOMAIN);
+            }
+            return;
+        }
+        let mut out = std::mem::take(&mut self.reply);
+        let answered = icmp::echo_reply(data, &gnet, &mut out);
+        self.reply = out;
+        if answered {
+            self.stats.echo_replies += 1;
+            self.send_reply(ctx, crate::config::UPLINK_DOMAIN);
+            return;
+        }
+        // Nothing listens there: refuse as a host would (RST, or port unreachable).
+        let Ok(ip) = Ipv4Packet::new_checked(eth.payload()) else {
+            return;
+        };
+        if ip.dst() != up.ext_ip || ip.is_fragment() {
+            return;
+        }
+        if ip.protocol() == IpProtocol::TCP {
+            let mut out = std::mem::take(&mut self.reply);
+            let built = tcp_reset(data, &gnet, &mut out);
+            self.reply = out;
+            if built {
+                self.send_reply(ctx, crate::config::UPLINK_DOMAIN);
+            }
+        } else if ip.protocol() == IpProtocol::UDP && self.uplink_limit.allow(Instant::now()) {
+            let mut out = std::mem::take(&mut self.reply);
+            let built = icmp::error(
+                data,
+                &gnet,
+                IcmpType::DEST_UNREACHABLE,
+                UnreachCode::PORT,
+                0,
+                &mut out,
+            );
+            self.reply = out;
+            if built {
+                self.stats.icmp_errors += 1;
+                self.send_reply(ctx, crate::config::UPLINK_DOMAIN);
+            }
+        }
+    }
+
+    /// Asks the uplink segment who has `ip`.
+    fn arp_uplink(&mut self, ctx: &mut ServiceCtx<'_>, ip: Ipv4Addr) {
+        let Some(up) = self.cfg.packet else { return };
+        let mut out = std::mem::take(&mut self.reply);
+        arp::request(up.ext_mac, up.ext_ip, ip, &mut out);
+        self.reply = out;
+        self.send_reply(ctx, crate::config::UPLINK_DOMAIN);
+    }
+
+    /// A routed frame the workers could not send out the packet uplink: its TTL ran out
+    /// (time exceeded), or its next hop is not resolved yet (ask for it).
+    fn packet_routed(
+        &mut self,
+        ctx: &mut ServiceCtx<'_>,
+        domain: u16,
+        data: &[u8],
+        gnet: &GatewayNet,
+    ) {
+        let Some(up) = self.cfg.packet else { return };
+        let Some(ip) = EthernetFrame::new_checked(data).ok().and_then(|e| {
+            Ipv4Packet::new_checked(e.payload())
+                .ok()
+                .map(|p| (p.ttl(), p.dst()))
+        }) else {
+            return;
+        };
+        if ip.0 <= 1 {
+            self.icmp_error(ctx, domain, data, gnet, IcmpType::TIME_EXCEEDED, 0);
+            return;
+        }
+        let target = if Self::on_link(&up, ip.1) {
+            Some(ip.1)
+        } else {
+            up.next_hop
+        };
+        if let Some(t) = target {
+            self.arp_uplink(ctx, t);
+        }
+    }
+
+    fn on_link(up: &PacketUplink, ip: Ipv4Addr) -> bool {
+        let m = if up.prefix_len == 0 {
+            0
+        } else {
+            u32::MAX << (32 - u32::from(up.prefix_len.min(32)))
+        };
+        u32::from(ip) & m == u32::from(up.subnet) & m
+    }
+
     pub fn uplink(&self) -> &SocketUplink {
         &self.uplink
     }
@@ -677,6 +872,12 @@ impl Gateway {
                 return;
             }
         }
+        // Routed traffic with a packet uplink: the workers translate it; what reaches
+        // the gateway needs a neighbour resolved or a TTL answered.
+        if !to_gw && self.cfg.uplink == UplinkMode::Packet {
+            self.packet_routed(ctx, domain, data, &gnet);
+            return;
+        }
         // Routed traffic, and TCP/UDP to the gateway as the host: the uplink.
         self.stats.to_uplink += 1;
         self.uplink
@@ -713,7 +914,11 @@ impl Gateway {
 impl Service for Gateway {
     fn frame(&mut self, ctx: &mut ServiceCtx<'_>, f: ServiceFrame) {
         self.stats.frames += 1;
-        self.handle(ctx, f.domain, f.port, &f.data);
+        if f.domain == crate::config::UPLINK_DOMAIN {
+            self.handle_uplink(ctx, &f.data);
+        } else {
+            self.handle(ctx, f.domain, f.port, &f.data);
+        }
         ctx.recycle(f.data);
     }
 
@@ -739,6 +944,20 @@ impl Service for Gateway {
     }
 
     fn tick(&mut self, ctx: &mut ServiceCtx<'_>, now: Instant) -> Option<Instant> {
+        // The packet uplink: expire flows, keep asking for an unresolved next hop.
+        if let Some(up) = self.cfg.packet
+            && self.next_arp.is_none_or(|t| now >= t)
+        {
+            self.next_arp = Some(now + std::time::Duration::from_secs(1));
+            if let Some(nat) = &self.nat {
+                nat.table.sweep(ctx.now_secs());
+            }
+            if let (Some(hop), Some(n)) = (up.next_hop, &self.neigh)
+                && n.next_hop().is_none()
+            {
+                self.arp_uplink(ctx, hop);
+            }
+        }
         let next = self.uplink.tick(ctx.registry, now);
         self.flush_uplink(ctx);
         let mut actions = Vec::new();
@@ -746,9 +965,13 @@ impl Service for Gateway {
         for a in actions {
             self.dns_act(ctx, a);
         }
-        match (next, self.dns.next_deadline()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            next,
+            self.dns.next_deadline(),
+            self.next_arp.filter(|_| self.cfg.packet.is_some()),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 }

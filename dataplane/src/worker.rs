@@ -36,6 +36,10 @@ pub struct Worker {
     pub index: usize,
     /// Where a capture in progress is published.
     pub capture: Option<crate::capture::CaptureSlot>,
+    /// Connection tracking for the packet uplink.
+    pub nat: Option<Arc<crate::nat::Nat>>,
+    /// The packet uplink's neighbours.
+    pub neigh: Option<Arc<crate::uplink::packet::Neighbours>>,
     ports: Vec<Option<Box<dyn Port>>>,
     rx: Vec<u16>,
     batch: Batch,
@@ -62,6 +66,8 @@ impl Worker {
         Worker {
             index: 0,
             capture: None,
+            nat: None,
+            neigh: None,
             ports: Vec::new(),
             rx: Vec::new(),
             batch: Batch::new(crate::port::MAX_BATCH, frame_cap),
@@ -134,6 +140,8 @@ impl Worker {
             fdb: &self.fdb,
             counters: &self.counters,
             now: self.clock.now(),
+            nat: self.nat.as_deref(),
+            neigh: self.neigh.as_deref(),
         };
         pipeline::process(&ctx, slot, &mut self.batch, &mut self.local);
         let egress = &self.local.egress;
@@ -213,6 +221,7 @@ mod tests {
                 subnet: Ipv4Addr::new(10, 0, 0, 0),
                 prefix_len: 24,
                 icc: true,
+                egress: true,
                 members: vec![],
             })],
             ports: vec![None, None],

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use dataplane::bridge::{DropReason, Fdb, VlanSet};
 use dataplane::config::{
     DomainConf, FIRST_PORT, PortConf, PortMode, PortRole, SERVICE_PORT, Security, Snapshot,
+    UPLINK_DOMAIN, UPLINK_PORT, UplinkConf,
 };
 use dataplane::runtime::{Runtime, RuntimeConfig};
 use dataplane::service::Gateway;
@@ -96,7 +97,12 @@ pub struct Daemon {
     awaiting: HashMap<String, std::time::Instant>,
     /// Where DNS queries for other names go.
     upstreams: Vec<SocketAddr>,
+    /// The packet uplink's port, when one is open: the namespace its TAP was created in.
+    uplink_port: Option<Option<PathBuf>>,
 }
+
+/// The TAP a packet uplink gets in the outside namespace (`uplink set --netns`).
+pub const UPLINK_IFNAME: &str = "vswitch0";
 
 /// How long a `vswitch run` container from before a restart is kept for its process to
 /// re-attach.
@@ -129,6 +135,7 @@ impl Daemon {
                 dataplane::port::STD_FRAME_CAP
             },
             busy_poll: cfg.busy_poll,
+            max_flows: dataplane::runtime::DEFAULT_MAX_FLOWS,
         };
         let rt = Runtime::start(
             rcfg,
@@ -146,7 +153,12 @@ impl Daemon {
             owners: HashMap::new(),
             awaiting: HashMap::new(),
             upstreams: Vec::new(),
+            uplink_port: None,
         };
+        {
+            let (nat, neigh) = (d.rt.nat.clone(), d.rt.neigh.clone());
+            d.rt.service_do(move |g, _| g.set_packet_state(nat, neigh));
+        }
         d.upstreams = if d.cfg.upstream_dns.is_empty() {
             std::fs::read_to_string("/etc/resolv.conf")
                 .map(|t| dataplane::dns::parse_resolv_conf(&t))
@@ -155,6 +167,9 @@ impl Daemon {
             d.cfg.upstream_dns.clone()
         };
         d.restore();
+        if let Err(e) = d.open_uplink() {
+            eprintln!("vswitch: packet uplink not restored: {e}");
+        }
         d.apply();
         Ok(d)
     }
@@ -185,8 +200,12 @@ impl Daemon {
         }
     }
 
-    /// Binds a restored container's published ports again (the same host ports).
+    /// Binds a restored container's published ports again (the same host ports). With a
+    /// packet uplink, published ports are DNAT rules and bind nothing.
     fn restore_published(&self, c: &Container) {
+        if self.packet_mode() {
+            return;
+        }
         let reqs: Vec<crate::publish::PortReq> = c
             .published
             .iter()
@@ -343,6 +362,7 @@ impl Daemon {
                     subnet: n.subnet.network().addr,
                     prefix_len: n.subnet.prefix,
                     icc: n.icc,
+                    egress: n.masquerade && !n.internal,
                     members: Vec::new(),
                 });
             }
@@ -399,8 +419,108 @@ impl Daemon {
                 });
             }
         }
+        if self.uplink_port.is_some()
+            && let crate::state::Uplink::Packet {
+                address, next_hop, ..
+            } = &self.state.uplink
+        {
+            if let Some(slot) = s.ports.get_mut(usize::from(UPLINK_PORT)) {
+                *slot = Some(PortConf {
+                    name: "uplink".into(),
+                    gen_: 0,
+                    role: PortRole::Uplink,
+                    mode: PortMode::Access {
+                        domain: UPLINK_DOMAIN,
+                    },
+                    security: None,
+                    mac_limit: 0,
+                });
+            }
+            let mut hosts: Vec<(u16, Ipv4Addr, dataplane::wire::MacAddr)> = Vec::new();
+            let mut rules = Vec::new();
+            for c in self.state.containers.values().chain(extra) {
+                for e in &c.endpoints {
+                    if let Some(n) = self.state.networks.get(&e.network) {
+                        hosts.push((n.domain, e.ip, e.mac));
+                    }
+                }
+                if let (Some(e), true) = (c.endpoints.first(), !c.published.is_empty())
+                    && let Some(n) = self.state.networks.get(&e.network)
+                {
+                    for p in &c.published {
+                        rules.push(dataplane::nat::DnatRule {
+                            proto: match p.proto {
+                                crate::state::Proto::Tcp => dataplane::nat::TCP,
+                                crate::state::Proto::Udp => dataplane::nat::UDP,
+                            },
+                            ext_port: p.host_port,
+                            domain: n.domain,
+                            ip: e.ip,
+                            port: p.container_port,
+                        });
+                    }
+                }
+            }
+            hosts.sort_by_key(|h| (h.0, h.1));
+            hosts.dedup_by_key(|h| (h.0, h.1));
+            s.uplink = Some(UplinkConf {
+                ext_ip: address.addr,
+                ext_mac: dataplane::wire::MacAddr::from_ipv4(address.addr),
+                subnet: address.network().addr,
+                prefix_len: address.prefix,
+                next_hop: *next_hop,
+                rules: dataplane::nat::DnatRules::new(rules),
+                hosts,
+            });
+        }
         s.rebuild();
         s
+    }
+
+    fn packet_mode(&self) -> bool {
+        matches!(self.state.uplink, crate::state::Uplink::Packet { .. })
+    }
+
+    /// Opens the packet uplink's port as the state says (nothing for other modes).
+    fn open_uplink(&mut self) -> Result<(), DaemonError> {
+        let crate::state::Uplink::Packet { tap, netns, .. } = self.state.uplink.clone() else {
+            return Ok(());
+        };
+        let workers = self.rt.workers();
+        let (handles, ns) = match (tap, netns) {
+            (Some(t), None) => (self.backend.open_tap(&t, workers)?, None),
+            (None, Some(n)) => {
+                let ns = PathBuf::from(n);
+                (
+                    self.backend
+                        .create_plain_in_netns(&ns, UPLINK_IFNAME, workers)?,
+                    Some(ns),
+                )
+            }
+            _ => {
+                return Err(DaemonError::Refused(
+                    "give exactly one of --tap or --netns".into(),
+                ));
+            }
+        };
+        self.uplink_port = Some(ns);
+        self.apply();
+        self.rt.add_port(UPLINK_PORT, handles);
+        Ok(())
+    }
+
+    /// Closes the packet uplink's port and forgets its flows and neighbours.
+    fn close_uplink(&mut self) {
+        let Some(ns) = self.uplink_port.take() else {
+            return;
+        };
+        self.apply();
+        self.rt.remove_port(UPLINK_PORT);
+        if let Some(ns) = ns {
+            let _ = self.backend.delete_in_netns(&ns, UPLINK_IFNAME);
+        }
+        self.rt.neigh.clear();
+        self.rt.nat.table.flush();
     }
 
     /// Gives the service thread the gateway's view of the networks.
@@ -444,6 +564,21 @@ impl Daemon {
             }
         }
         c.upstreams = self.upstreams.clone();
+        if let (
+            Some(_),
+            crate::state::Uplink::Packet {
+                address, next_hop, ..
+            },
+        ) = (&self.uplink_port, &self.state.uplink)
+        {
+            c.packet = Some(dataplane::service::PacketUplink {
+                ext_ip: address.addr,
+                ext_mac: dataplane::wire::MacAddr::from_ipv4(address.addr),
+                subnet: address.network().addr,
+                prefix_len: address.prefix,
+                next_hop: *next_hop,
+            });
+        }
         for n in self.state.networks.values() {
             let i = usize::from(n.domain);
             if c.names.len() <= i {
@@ -587,26 +722,43 @@ impl Daemon {
             Request::Unpublish { name, specs } => self.unpublish(&name, &specs),
             Request::ConntrackLs => {
                 let flows = self.rt.service_call(|g, _| g.uplink().flows())?;
-                Ok(Value::Array(
-                    flows
-                        .into_iter()
-                        .map(|f| {
-                            json!({
-                                "protocol": f.proto,
-                                "inside": f.inside.to_string(),
-                                "outside": f.outside.to_string(),
-                                "state": f.state,
-                                "uplink": "socket",
-                            })
+                let mut v: Vec<Value> = flows
+                    .into_iter()
+                    .map(|f| {
+                        json!({
+                            "protocol": f.proto,
+                            "inside": f.inside.to_string(),
+                            "outside": f.outside.to_string(),
+                            "state": f.state,
+                            "uplink": "socket",
                         })
-                        .collect(),
-                ))
+                    })
+                    .collect();
+                let now = self.rt.epoch.elapsed().as_secs() as u32;
+                for f in self.rt.nat.table.list(now) {
+                    let proto = match f.proto {
+                        dataplane::nat::TCP => "tcp",
+                        dataplane::nat::UDP => "udp",
+                        _ => "icmp",
+                    };
+                    v.push(json!({
+                        "protocol": proto,
+                        "inside": format!("{}:{}", f.inside.src, f.inside.sport),
+                        "outside": format!("{}:{}", f.outside.dst, f.outside.dport),
+                        "remote": format!("{}:{}", f.inside.dst, f.inside.dport),
+                        "state": f.state,
+                        "expires_in": f.expires_in,
+                        "uplink": "packet",
+                    }));
+                }
+                Ok(Value::Array(v))
             }
             Request::ConntrackFlush => {
                 let n = self
                     .rt
                     .service_call(|g, ctx| g.flush_uplink_flows(ctx.registry))?;
-                Ok(json!({"flushed": n}))
+                let m = self.rt.nat.table.flush();
+                Ok(json!({"flushed": n + m}))
             }
             Request::Capture { port, .. } => Err(DaemonError::Refused(format!(
                 "capture of {port:?} must be the only request on its connection"
@@ -794,11 +946,53 @@ impl Daemon {
                 let address: Ipv4Net = u
                     .address
                     .as_deref()
-                    .ok_or_else(|| {
-                        DaemonError::Refused("a packet uplink needs --address CIDR".into())
-                    })?
+                    .ok_or_else(|| DaemonError::Refused("a packet uplink needs --address CIDR (vswitch's address on that segment)".into()))?
                     .parse()
                     .map_err(StateError::from)?;
+                if address.prefix == 0
+                    || address.prefix > 30
+                    || address.addr == address.network().addr
+                    || address.addr == address.broadcast()
+                {
+                    return Err(DaemonError::Refused(format!(
+                        "{address} is not a usable address with its prefix (e.g. 198.51.100.2/24)"
+                    )));
+                }
+                if let Some(o) = self
+                    .state
+                    .networks
+                    .values()
+                    .find(|n| n.subnet.overlaps(&address))
+                {
+                    return Err(StateError::Overlap(
+                        address.to_string(),
+                        o.name.clone(),
+                        o.subnet.to_string(),
+                    )
+                    .into());
+                }
+                if let Some(h) = u.next_hop
+                    && (!address.contains(h) || h == address.addr)
+                {
+                    return Err(DaemonError::Refused(format!(
+                        "next hop {h} is not another address of {}",
+                        address.network()
+                    )));
+                }
+                match (&u.tap, &u.netns) {
+                    (Some(_), None) => {}
+                    (None, Some(n)) if Path::new(n).exists() => {}
+                    (None, Some(n)) => {
+                        return Err(DaemonError::Refused(format!(
+                            "network namespace {n} does not exist"
+                        )));
+                    }
+                    _ => {
+                        return Err(DaemonError::Refused(
+                            "give exactly one of --tap or --netns".into(),
+                        ));
+                    }
+                }
                 Uplink::Packet {
                     tap: u.tap,
                     netns: u.netns,
@@ -808,15 +1002,37 @@ impl Daemon {
             }
             m => {
                 return Err(DaemonError::Refused(format!(
-                    "unknown uplink mode {m:?}: use socket, none or a port"
+                    "unknown uplink mode {m:?}: use socket, none, or --tap/--netns with --address"
                 )));
             }
         };
+        let was_packet = self.packet_mode();
         let mut next = self.state.clone();
         next.uplink = uplink;
         self.save(&next)?;
-        self.state = next;
+        let old = std::mem::replace(&mut self.state, next);
+        self.close_uplink();
+        if let Err(e) = self.open_uplink() {
+            // Back to what was there.
+            self.state = old;
+            self.save(&self.state)?;
+            let _ = self.open_uplink();
+            self.apply();
+            return Err(e);
+        }
         self.apply();
+        // Published ports: host sockets with the socket uplink, DNAT with a packet one.
+        let now_packet = self.packet_mode();
+        if was_packet != now_packet {
+            let containers: Vec<Container> = self.state.containers.values().cloned().collect();
+            for c in &containers {
+                if now_packet {
+                    self.stop_published(&c.published);
+                } else {
+                    self.restore_published(c);
+                }
+            }
+        }
         Ok(serde_json::to_value(&self.state.uplink).unwrap_or(Value::Null))
     }
 
@@ -935,6 +1151,20 @@ impl Daemon {
                 )));
             }
         }
+        if self.packet_mode() {
+            // DNAT on the uplink's address: nothing to bind on the host.
+            let entries = self.packet_published(&reqs)?;
+            let mut next = self.state.clone();
+            if let Some(nc) = next.containers.get_mut(name) {
+                nc.published.extend(entries.iter().copied());
+            }
+            self.save(&next)?;
+            self.state = next;
+            self.apply();
+            return Ok(Value::Array(
+                entries.iter().map(view::published_json).collect(),
+            ));
+        }
         let bound = Self::bind_published(&reqs)?;
         let mut next = self.state.clone();
         if let Some(nc) = next.containers.get_mut(name) {
@@ -945,6 +1175,38 @@ impl Daemon {
         let list: Vec<Value> = bound.iter().map(|(p, _)| view::published_json(p)).collect();
         self.start_published(&c, bound);
         Ok(Value::Array(list))
+    }
+
+    /// Published entries for a packet uplink: the external ports asked for, or unused
+    /// ones from the ephemeral range.
+    fn packet_published(
+        &self,
+        reqs: &[crate::publish::PortReq],
+    ) -> Result<Vec<Published>, DaemonError> {
+        let mut used: std::collections::HashSet<(crate::state::Proto, u16)> = self
+            .state
+            .containers
+            .values()
+            .flat_map(|c| c.published.iter().map(|p| (p.proto, p.host_port)))
+            .collect();
+        let mut out = Vec::new();
+        for r in reqs {
+            let port = match r.host_port {
+                Some(p) => p,
+                None => (32768..=60999u16)
+                    .find(|p| !used.contains(&(r.proto, *p)))
+                    .ok_or_else(|| DaemonError::Refused("no unused external port left".into()))?,
+            };
+            used.insert((r.proto, port));
+            out.push(Published {
+                proto: r.proto,
+                host_ip: r.host_ip,
+                host_port: port,
+                container_port: r.container_port,
+                auto: r.host_port.is_none(),
+            });
+        }
+        Ok(out)
     }
 
     fn unpublish(&mut self, name: &str, specs: &[String]) -> Result<Value, DaemonError> {
@@ -979,7 +1241,11 @@ impl Daemon {
         }
         self.save(&next)?;
         self.state = next;
-        self.stop_published(&gone);
+        if self.packet_mode() {
+            self.apply();
+        } else {
+            self.stop_published(&gone);
+        }
         Ok(Value::Array(
             gone.iter().map(view::published_json).collect(),
         ))
@@ -1075,9 +1341,19 @@ impl Daemon {
                 "udp_flows_total": u.udp_flows, "echo_flows_total": u.ping_flows, "dropped": u.dropped,
             })
         });
+        let t = &self.rt.nat.table;
+        let packet_nat = json!({
+            "flows": t.len(),
+            "limit": t.max_flows(),
+            "created": t.counters.created.load(std::sync::atomic::Ordering::Relaxed),
+            "refused_full": t.counters.refused_full.load(std::sync::atomic::Ordering::Relaxed),
+            "refused_ports": t.counters.refused_ports.load(std::sync::atomic::Ordering::Relaxed),
+            "expired": t.counters.expired.load(std::sync::atomic::Ordering::Relaxed),
+        });
         json!({
             "gateway": gateway,
             "nat": nat,
+            "packet_nat": packet_nat,
             "ports": ports,
             "fdb": {
                 "entries": fdb.len(),

@@ -1,0 +1,96 @@
+//! Connection tracking and NAT for the packet uplink: masquerade (SNAT) of everything a
+//! network sends out, DNAT of published ports, hairpin, as iptables MASQUERADE/DNAT
+//! with nf_conntrack do, in userspace.
+//!
+//! A flow has two keys: its **inside** tuple (as the container sees it: container
+//! address and port, remote address and port) and its **outside** tuple (remote address
+//! and port, the uplink's external address and the flow's external port). Packets from
+//! containers are looked up by the inside tuple and get their source rewritten to the
+//! external address and port; packets arriving on the uplink are looked up by the
+//! outside tuple and get their destination rewritten back. A flow a container starts
+//! (masquerade) and a flow a client starts on a published port (DNAT) are the same
+//! thing seen from the two ends, and are rewritten the same way.
+//!
+//! - [`table`]: the flow table (lock-free lookups, bounded, never evicting live flows).
+//! - [`rewrite`]: header parsing and in-place rewrites with incremental checksums.
+//!
+//! Timeouts (seconds; Linux's defaults, except established TCP which follows OVS's
+//! 24 hours so a full table drains in a day rather than five):
+//!
+//! | state | timeout |
+//! |---|---|
+//! | TCP SYN sent | 120 |
+//! | TCP SYN received | 60 |
+//! | TCP established | 86400 |
+//! | TCP FIN seen (one side) | 120 |
+//! | TCP closing (both FINs) / TIME_WAIT | 120 |
+//! | TCP closed (RST) | 10 |
+//! | UDP, one direction only | 30 |
+//! | UDP, replies seen | 120 |
+//! | ICMP echo | 30 |
+
+pub mod rewrite;
+pub mod table;
+
+pub use rewrite::{Nat, NatDrop, NatVerdict};
+pub use table::{FlowInfo, FlowTable, NatCounters, Tuple};
+
+use std::net::Ipv4Addr;
+
+/// IP protocols the NAT tracks.
+pub const TCP: u8 = 6;
+pub const UDP: u8 = 17;
+pub const ICMP: u8 = 1;
+
+/// A published port on the packet uplink: (protocol, external port) -> container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DnatRule {
+    pub proto: u8,
+    pub ext_port: u16,
+    pub domain: u16,
+    pub ip: Ipv4Addr,
+    pub port: u16,
+}
+
+/// The published ports, built at configuration time, read per packet.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DnatRules {
+    rules: Vec<DnatRule>,
+}
+
+impl DnatRules {
+    pub fn new(mut rules: Vec<DnatRule>) -> DnatRules {
+        rules.sort_by_key(|r| (r.proto, r.ext_port));
+        rules.dedup_by_key(|r| (r.proto, r.ext_port));
+        DnatRules { rules }
+    }
+
+    #[inline]
+    pub fn find(&self, proto: u8, ext_port: u16) -> Option<&DnatRule> {
+        self.rules
+            .binary_search_by_key(&(proto, ext_port), |r| (r.proto, r.ext_port))
+            .ok()
+            .and_then(|i| self.rules.get(i))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    pub fn rules(&self) -> &[DnatRule] {
+        &self.rules
+    }
+}
+
+/// Timeouts in seconds (see the module table).
+pub mod timeout {
+    pub const TCP_SYN_SENT: u32 = 120;
+    pub const TCP_SYN_RECV: u32 = 60;
+    pub const TCP_ESTABLISHED: u32 = 86400;
+    pub const TCP_FIN_WAIT: u32 = 120;
+    pub const TCP_TIME_WAIT: u32 = 120;
+    pub const TCP_CLOSE: u32 = 10;
+    pub const UDP_UNREPLIED: u32 = 30;
+    pub const UDP_REPLIED: u32 = 120;
+    pub const ICMP: u32 = 30;
+}

@@ -1,0 +1,246 @@
+//! The packet uplink: vswitch owns an address on an outside segment (a namespace whose
+//! end of the segment is the TAP vswitch creates there) and translates packets itself:
+//! masquerade, published ports (DNAT), hairpin, ICMP.
+
+mod common;
+
+use common::*;
+use std::time::Duration;
+
+struct Seg {
+    d: Daemon,
+    out: Netns,
+    c: Netns,
+    /// vswitch's address on the segment, the outside host's, and a host beyond it.
+    ext: String,
+    host: String,
+    far: String,
+}
+
+fn seg(n: u8, next_hop: bool) -> Seg {
+    require(&["socat", "ping"]);
+    let d = Daemon::start(&[]);
+    d.ctl_ok(&[
+        "network",
+        "create",
+        "front",
+        "--subnet",
+        &format!("10.{}.0.0/24", 200 + n),
+    ]);
+    let out = Netns::new("seg");
+    let ext = format!("198.19.{n}.2");
+    let host = format!("198.19.{n}.1");
+    let far = format!("198.20.{n}.1");
+    let mut args = vec![
+        "uplink".to_string(),
+        "set".into(),
+        "--netns".into(),
+        out.path(),
+        "--address".into(),
+        format!("{ext}/24"),
+    ];
+    if next_hop {
+        args.push("--next-hop".into());
+        args.push(host.clone());
+    }
+    let a: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+    d.ctl_ok(&a);
+    out.must(&format!(
+        "ip addr add {host}/24 dev vswitch0 && ip addr add {far}/32 dev lo"
+    ));
+    let c = Netns::new("c");
+    d.ctl_ok(&["attach", "front", "--name", "web", "--netns", &c.path()]);
+    Seg {
+        d,
+        out,
+        c,
+        ext,
+        host,
+        far,
+    }
+}
+
+fn whoami(ns: &Netns, port: u16, udp: bool) -> Proc {
+    let p = if udp {
+        ns.spawn(&format!(
+            "socat UDP-RECVFROM:{port},reuseaddr,fork SYSTEM:'echo $SOCAT_PEERADDR'"
+        ))
+    } else {
+        ns.spawn(&format!(
+            "socat TCP-LISTEN:{port},reuseaddr,fork SYSTEM:'echo $SOCAT_PEERADDR'"
+        ))
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    p
+}
+
+/// Retries `cmd` in `ns` (the first packets may go while the neighbour is resolved).
+fn retry(ns: &Netns, cmd: &str) -> String {
+    let mut last = String::new();
+    for _ in 0..5 {
+        let o = ns.sh(cmd);
+        if o.status.success() && !o.stdout_text().trim().is_empty() {
+            return o.stdout_text();
+        }
+        last = format!("{}{}", o.stdout_text(), o.stderr_text());
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    panic!("`{cmd}` in {} kept failing: {last}", ns.name);
+}
+
+#[test]
+fn masquerade_tcp_udp_icmp_on_the_segment() {
+    let s = seg(1, false);
+    s.out.must("ip link show vswitch0");
+    let _t = whoami(&s.out, 7100, false);
+    let got = retry(
+        &s.c,
+        &format!("socat -T 3 - TCP:{}:7100 </dev/null", s.host),
+    );
+    assert_eq!(got.trim(), s.ext, "the outside host saw another source");
+    let _u = whoami(&s.out, 7101, true);
+    let got = retry(&s.c, &format!("echo hi | socat -T 3 - UDP:{}:7101", s.host));
+    assert_eq!(got.trim(), s.ext);
+    s.c.must(&format!("ping -c 2 -W 2 {}", s.host));
+    let flows = s.d.ctl_json(&["conntrack", "ls"]);
+    let packet: Vec<&serde_json::Value> = flows
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter(|f| f["uplink"] == "packet")
+        .collect();
+    assert!(packet.iter().any(|f| f["protocol"] == "tcp"), "{flows}");
+    assert!(packet.iter().any(|f| f["protocol"] == "udp"), "{flows}");
+    assert!(packet.iter().any(|f| f["protocol"] == "icmp"), "{flows}");
+    let st = s.d.ctl_json(&["stats"]);
+    assert!(
+        st["packet_nat"]["created"].as_u64().unwrap_or(0) >= 3,
+        "{st}"
+    );
+    // vswitch answers pings to its own address on the segment.
+    s.out.must(&format!("ping -c 1 -W 2 {}", s.ext));
+}
+
+#[test]
+fn next_hop_routes_what_is_not_on_the_segment() {
+    let s = seg(2, true);
+    let _t = s.out.spawn(&format!(
+        "socat TCP-LISTEN:7102,bind={},reuseaddr,fork SYSTEM:'echo $SOCAT_PEERADDR'",
+        s.far
+    ));
+    std::thread::sleep(Duration::from_millis(300));
+    let got = retry(&s.c, &format!("socat -T 3 - TCP:{}:7102 </dev/null", s.far));
+    assert_eq!(got.trim(), s.ext);
+}
+
+#[test]
+fn published_ports_dnat_with_the_clients_address_and_hairpin() {
+    let s = seg(3, false);
+    let _t = whoami(&s.c, 80, false);
+    let _u = whoami(&s.c, 53, true);
+    s.d.ctl_ok(&["publish", "web", "-p", "8080:80", "-p", "5353:53/udp"]);
+    let got = retry(
+        &s.out,
+        &format!("socat -T 3 - TCP:{}:8080 </dev/null", s.ext),
+    );
+    assert_eq!(
+        got.trim(),
+        s.host,
+        "the container did not see the real client"
+    );
+    let got = retry(
+        &s.out,
+        &format!("echo hi | socat -T 3 - UDP:{}:5353", s.ext),
+    );
+    assert_eq!(got.trim(), s.host);
+    // Hairpin: another container of the network reaches web through the external address.
+    let o = Netns::new("o");
+    s.d.ctl_ok(&["attach", "front", "--name", "other", "--netns", &o.path()]);
+    let got = retry(&o, &format!("socat -T 3 - TCP:{}:8080 </dev/null", s.ext));
+    assert_eq!(
+        got.trim(),
+        s.ext,
+        "hairpin answers come from the external address"
+    );
+    // Unpublished: closed.
+    s.d.ctl_ok(&["unpublish", "web", "-p", "8080:80"]);
+    let o2 = s
+        .out
+        .sh(&format!("socat -T 2 - TCP:{}:8080 </dev/null", s.ext));
+    assert!(!o2.status.success() || o2.stdout_text().trim().is_empty());
+}
+
+#[test]
+fn uplink_survives_kill_9_and_can_be_switched_back() {
+    let mut s = seg(4, false);
+    let _t = whoami(&s.out, 7103, false);
+    retry(
+        &s.c,
+        &format!("socat -T 3 - TCP:{}:7103 </dev/null", s.host),
+    );
+    s.d.kill9();
+    s.d.launch();
+    let got = retry(
+        &s.c,
+        &format!("socat -T 3 - TCP:{}:7103 </dev/null", s.host),
+    );
+    assert_eq!(got.trim(), s.ext);
+    let show = s.d.ctl_json(&["uplink", "show"]);
+    assert_eq!(show["kind"], "packet", "{show}");
+    s.d.ctl_ok(&["uplink", "set", "socket"]);
+    assert!(
+        eventually(Duration::from_secs(5), || !s
+            .out
+            .sh("ip link show vswitch0")
+            .status
+            .success()),
+        "the uplink TAP stayed"
+    );
+}
+
+#[test]
+fn uplink_refusals() {
+    let d = Daemon::start(&[]);
+    let out = Netns::new("seg");
+    let p = out.path();
+    for (args, msg) in [
+        (vec!["uplink", "set", "--netns", &p], "--address"),
+        (
+            vec!["uplink", "set", "--netns", &p, "--address", "198.19.9.0/24"],
+            "not a usable address",
+        ),
+        (
+            vec!["uplink", "set", "--netns", &p, "--address", "172.17.5.2/24"],
+            "overlaps",
+        ),
+        (
+            vec![
+                "uplink",
+                "set",
+                "--netns",
+                &p,
+                "--address",
+                "198.19.9.2/24",
+                "--next-hop",
+                "10.0.0.1",
+            ],
+            "next hop",
+        ),
+        (
+            vec![
+                "uplink",
+                "set",
+                "--netns",
+                "/nonexistent",
+                "--address",
+                "198.19.9.2/24",
+            ],
+            "does not exist",
+        ),
+    ] {
+        let e = d.ctl_err(&args);
+        assert!(e.contains(msg), "{args:?}: {e}");
+    }
+    let show = d.ctl_json(&["uplink", "show"]);
+    assert_eq!(show["kind"], "socket");
+}
