@@ -85,6 +85,23 @@ fn udp_whoami(ns: &Netns, port: u16) -> Proc {
     p
 }
 
+/// Runs `cmd` (on the host, or in `ns`) until it prints something, a few times.
+fn retry(ns: Option<&Netns>, cmd: &str) -> String {
+    let mut last = String::new();
+    for _ in 0..5 {
+        let o = match ns {
+            Some(n) => n.sh(cmd),
+            None => sh(cmd),
+        };
+        if o.status.success() && !o.stdout_text().trim().is_empty() {
+            return o.stdout_text();
+        }
+        last = format!("{}{}", o.stdout_text(), o.stderr_text());
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    panic!("`{cmd}` kept failing: {last}");
+}
+
 struct Setup {
     d: Daemon,
     c: Netns,
@@ -163,23 +180,23 @@ fn published_ports_keep_the_clients_address() {
     s.d.ctl_ok(&["publish", "web", "-p", "18080:80", "-p", "18053:53/udp"]);
     // From the host's loopback: the container sees its gateway.
     assert_eq!(
-        must("socat -T 5 - TCP:127.0.0.1:18080 </dev/null").trim(),
+        retry(None, "socat -T 5 - TCP:127.0.0.1:18080 </dev/null").trim(),
         "10.174.0.1"
     );
     assert_eq!(
-        must("echo hi | socat -T 3 - UDP:127.0.0.1:18053").trim(),
+        retry(None, "echo hi | socat -T 3 - UDP:127.0.0.1:18053").trim(),
         "10.174.0.1"
     );
     // From the outside host: the container sees the outside host's own address.
-    let got = s.out.ns.must(&format!(
-        "socat -T 5 - TCP:{}:18080 </dev/null",
-        s.out.host_ip
-    ));
+    let got = retry(
+        Some(&s.out.ns),
+        &format!("socat -T 5 - TCP:{}:18080 </dev/null", s.out.host_ip),
+    );
     assert_eq!(got.trim(), s.out.ip, "the client's address was lost");
-    let got = s.out.ns.must(&format!(
-        "echo hi | socat -T 3 - UDP:{}:18053",
-        s.out.host_ip
-    ));
+    let got = retry(
+        Some(&s.out.ns),
+        &format!("echo hi | socat -T 3 - UDP:{}:18053", s.out.host_ip),
+    );
     assert_eq!(got.trim(), s.out.ip);
     // Unpublishing stops listening at once.
     s.d.ctl_ok(&["unpublish", "web", "-p", "18080:80"]);
