@@ -36,6 +36,9 @@ use crate::worker::{Clock, Worker};
 
 const WAKER: Token = Token(usize::MAX);
 
+/// How long a worker keeps polling without sleeping after it last moved a frame.
+pub const SPIN_AFTER_WORK: Duration = Duration::from_micros(200);
+
 /// Connection-tracking entries at most, by default.
 pub const DEFAULT_MAX_FLOWS: usize = 65536;
 
@@ -354,8 +357,12 @@ fn worker_loop(mut w: Worker, mut poll: Poll, cmds: mpsc::Receiver<WorkerCmd>, b
     // Ports known to have frames waiting (edge-triggered: drained until a short batch).
     let mut ready: Vec<u16> = Vec::new();
     let mut registered: Vec<(u16, RawFd)> = Vec::new();
+    // Hybrid polling: after forwarding something, keep polling without sleeping for a
+    // short while, so the answer that usually follows within tens of microseconds
+    // finds the worker awake instead of paying a sleep and a wake-up.
+    let mut last_work = Instant::now() - SPIN_AFTER_WORK;
     loop {
-        let timeout = if busy || !ready.is_empty() {
+        let timeout = if busy || !ready.is_empty() || last_work.elapsed() < SPIN_AFTER_WORK {
             Some(Duration::ZERO)
         } else {
             Some(Duration::from_millis(500))
@@ -406,17 +413,28 @@ fn worker_loop(mut w: Worker, mut poll: Poll, cmds: mpsc::Receiver<WorkerCmd>, b
         }
         // One batch per ready port per round, so a busy port cannot starve the others.
         let mut i = 0;
+        let mut moved = 0;
         while i < ready.len() {
             let slot = ready[i];
-            if w.poll_port(slot) < MAX_BATCH {
+            let n = w.poll_port(slot);
+            moved += n;
+            if n < MAX_BATCH {
                 ready.swap_remove(i);
             } else {
                 i += 1;
             }
         }
         // Replies from the gateway.
-        while w.poll_port(SERVICE_PORT) == MAX_BATCH {}
-        let _ = &mut poll;
+        loop {
+            let n = w.poll_port(SERVICE_PORT);
+            moved += n;
+            if n < MAX_BATCH {
+                break;
+            }
+        }
+        if moved > 0 {
+            last_work = Instant::now();
+        }
     }
 }
 

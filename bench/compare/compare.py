@@ -1,0 +1,349 @@
+"""Runs the same iperf3 and ping work through vswitch, the kernel bridge, vde_switch,
+slirp4netns and pasta, each set up and torn down in namespaces of its own, runs
+alternating between setups; reports medians in a table, JSON and an SVG chart.
+
+Tests:
+  tcp          TCP container -> container, MTU 1500 (iperf3, Gbit/s)
+  udp64        UDP with 64-byte frames at iperf3's full rate (-b 0 -l 18): loss %, pps
+  ping         ping RTT average, ms (200 pings, 5 ms apart)
+  tcp_host     TCP container -> host loopback, MTU 65520 (NAT setups; Gbit/s)
+"""
+import argparse, json, os, platform, shutil, signal, statistics, subprocess, sys, tempfile, time
+
+PREFIX = f"vcmp{os.getpid() % 100000}"
+PROCS = []
+CLEANUP = []
+
+
+def sh(cmd, check=True, timeout=60):
+    r = subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=timeout)
+    if check and r.returncode != 0:
+        raise RuntimeError(f"`{cmd}` failed ({r.returncode}): {r.stdout}{r.stderr}")
+    return r.stdout
+
+
+def spawn(cmd):
+    p = subprocess.Popen(cmd, shell=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    PROCS.append(p)
+    return p
+
+
+def kill(p):
+    try:
+        os.killpg(p.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        p.wait(timeout=3)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        p.wait()
+
+
+def cleanup():
+    for p in reversed(PROCS):
+        kill(p)
+    PROCS.clear()
+    for c in reversed(CLEANUP):
+        subprocess.run(c, shell=True, capture_output=True)
+    CLEANUP.clear()
+
+
+def netns(name):
+    n = f"{PREFIX}{name}"
+    sh(f"ip netns add {n}")
+    CLEANUP.append(f"ip netns del {n}")
+    sh(f"ip -n {n} link set lo up")
+    return n
+
+
+def wait_listen(ns, port, tries=50):
+    # Look for the listening socket (connecting would use up a one-off iperf3 server).
+    for _ in range(tries):
+        out = subprocess.run(in_ns(ns, f"ss -Hltn sport = :{port}"), shell=True, capture_output=True, text=True).stdout
+        if out.strip():
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"nothing listens on port {port}")
+
+
+def in_ns(ns, cmd):
+    return f"ip netns exec {ns} {cmd}" if ns else cmd
+
+
+# ---- setups: each returns {"a": ns, "b": ns, "b_ip": ip} for switch tests, or
+# ---- {"c": ns, "host_ip": ip} for the host test.
+
+def setup_bridge(mtu=1500):
+    br = netns("br")
+    a, b = netns("a"), netns("b")
+    sh(f"ip -n {br} link add br0 type bridge && ip -n {br} link set br0 up")
+    for i, n in ((1, a), (2, b)):
+        sh(f"ip link add {PREFIX}v{i} netns {n} type veth peer name p{i} netns {br}")
+        sh(f"ip -n {n} link set {PREFIX}v{i} name eth0 mtu {mtu} up")
+        sh(f"ip -n {n} addr add 10.250.0.{i}/24 dev eth0")
+        sh(f"ip -n {br} link set p{i} master br0 mtu {mtu} up")
+    return {"a": a, "b": b, "b_ip": "10.250.0.2"}
+
+
+def setup_vde(mtu=1500):
+    d = tempfile.mkdtemp(prefix=PREFIX)
+    CLEANUP.append(f"rm -rf {d}")
+    # Both daemonize (vde_switch quits on end of input otherwise); killed by pid file.
+    sh(f"vde_switch -d -s {d}/sw -p {d}/sw.pid")
+    CLEANUP.append(f"kill $(cat {d}/sw.pid)")
+    a, b = netns("a"), netns("b")
+    for i, n in ((1, a), (2, b)):
+        sh(f"ip netns exec {n} vde_plug2tap -d -P {d}/p{i}.pid -s {d}/sw tap0")
+        CLEANUP.append(f"kill $(cat {d}/p{i}.pid)")
+        for _ in range(50):
+            if subprocess.run(f"ip -n {n} link show tap0", shell=True, capture_output=True).returncode == 0:
+                break
+            time.sleep(0.1)
+        sh(f"ip -n {n} link set tap0 mtu {mtu} up && ip -n {n} addr add 10.252.0.{i}/24 dev tap0")
+    return {"a": a, "b": b, "b_ip": "10.252.0.2"}
+
+
+def setup_vswitch(binary, extra, mtu=1500, host=False):
+    d = tempfile.mkdtemp(prefix=PREFIX)
+    CLEANUP.append(f"rm -rf {d}")
+    spawn(f"{binary} daemon --socket {d}/ctl.sock --state-dir {d}/state {extra}")
+    for _ in range(100):
+        if os.path.exists(f"{d}/ctl.sock"):
+            break
+        time.sleep(0.05)
+    ctl = f"{binary} ctl --socket {d}/ctl.sock"
+    sh(f"{ctl} network create bench --subnet 10.251.0.0/24 --mtu {mtu}")
+    a = netns("a")
+    sh(f"{ctl} attach bench --name a --netns /run/netns/{a}")
+    if host:
+        return {"c": a, "host_ip": "10.251.0.1"}
+    b = netns("b")
+    sh(f"{ctl} attach bench --name b --netns /run/netns/{b}")
+    return {"a": a, "b": b, "b_ip": "10.251.0.3"}
+
+
+def setup_slirp(mtu=65520):
+    c = netns("c")
+    holder = spawn(f"ip netns exec {c} sleep 100000")
+    time.sleep(0.2)
+    pid = sh(f"ip netns pids {c}").split()[0]
+    spawn(f"slirp4netns --configure --mtu={mtu} {pid} tap0")
+    for _ in range(50):
+        if "10.0.2.100" in sh(f"ip -n {c} -4 addr show", check=False):
+            break
+        time.sleep(0.1)
+    del holder
+    return {"c": c, "host_ip": "10.0.2.2"}
+
+
+def setup_pasta(mtu=65520):
+    c = netns("c")
+    # As root pasta would switch to nobody and lose the namespace: keep root.
+    spawn(f"pasta --runas 0 --config-net -f -m {mtu} -t none -u none -T none -U none --netns /run/netns/{c}")
+    gw = ""
+    for _ in range(50):
+        out = sh(f"ip -n {c} -4 route show default", check=False)
+        if "via" in out:
+            gw = out.split("via")[1].split()[0]
+            break
+        time.sleep(0.1)
+    if not gw:
+        raise RuntimeError("pasta did not configure the namespace (does the host have a default route?)")
+    return {"c": c, "host_ip": gw}
+
+
+# ---- tests ----
+
+def iperf(client_ns, server_ns, server_ip, args, bind=None):
+    port = 5201 + (os.getpid() % 500)
+    bindarg = f"-B {bind}" if bind else ""
+    srv = spawn(in_ns(server_ns, f"iperf3 -s -1 -p {port} {bindarg}"))
+    wait_listen(server_ns, port)
+    out = sh(in_ns(client_ns, f"iperf3 -c {server_ip} -p {port} -J {args}"), timeout=60)
+    kill(srv)
+    return json.loads(out)
+
+
+def t_tcp(s, secs):
+    j = iperf(s["a"], s["b"], s["b_ip"], f"-t {secs}")
+    return j["end"]["sum_received"]["bits_per_second"] / 1e9
+
+
+def t_udp64(s, secs):
+    j = iperf(s["a"], s["b"], s["b_ip"], f"-u -b 0 -l 18 -t {secs}")
+    e = j["end"]["sum"]
+    sent = e.get("packets", 0)
+    lost = e.get("lost_packets", 0)
+    secs_ = e.get("seconds", secs) or secs
+    return {"loss_pct": 100.0 * lost / max(sent, 1), "sent_pps": sent / secs_, "recv_pps": (sent - lost) / secs_}
+
+
+def t_ping(s, _secs):
+    out = sh(in_ns(s["a"], f"ping -c 200 -i 0.005 -q {s['b_ip']}"), timeout=60)
+    line = [l for l in out.splitlines() if "min/avg" in l][0]
+    return float(line.split("=")[1].split("/")[1])
+
+
+def t_tcp_host(s, secs):
+    j = iperf(s["c"], None, s["host_ip"], f"-t {secs}", bind="127.0.0.1")
+    return j["end"]["sum_received"]["bits_per_second"] / 1e9
+
+
+def machine():
+    cpu = ""
+    for l in open("/proc/cpuinfo"):
+        if l.startswith("model name"):
+            cpu = l.split(":", 1)[1].strip()
+            break
+    ver = lambda c: subprocess.run(c, shell=True, capture_output=True, text=True).stdout.splitlines()[:1]
+    return {
+        "cores": os.cpu_count(),
+        "cpu": cpu,
+        "kernel": platform.release(),
+        "iperf3": (ver("iperf3 --version") or [""])[0],
+        "slirp4netns": (ver("slirp4netns --version") or [""])[0],
+        "vde2": (ver("dpkg-query -W -f='${Version}' vde2") or [""])[0],
+        "passt": (ver("dpkg-query -W -f='${Version}' passt") or [""])[0],
+    }
+
+
+def svg_chart(results, order, path):
+    tests = [("tcp", "TCP container→container, Gbit/s"), ("tcp_host", "TCP → host loopback, MTU 65520, Gbit/s"),
+             ("udp64_recv", "UDP 64 B delivered, kpps"), ("ping", "ping RTT avg, µs (lower is better)")]
+    colors = {"vswitch": "#2b6cb0", "bridge": "#718096", "vde": "#c05621", "slirp4netns": "#2f855a", "pasta": "#805ad5"}
+    W, H, gh = 900, 70 + 170 * len(tests), 170
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" font-size="12">',
+           f'<rect width="{W}" height="{H}" fill="white"/>',
+           f'<text x="20" y="30" font-size="16" font-weight="bold">vswitch and peers (medians)</text>']
+    y0 = 60
+    for key, title in tests:
+        vals = []
+        for name in order:
+            r = results.get(name, {})
+            if key == "udp64_recv" and "udp64" in r:
+                vals.append((name, r["udp64"]["recv_pps"] / 1000))
+            elif key == "ping" and "ping" in r:
+                vals.append((name, r["ping"] * 1000))
+            elif key in r:
+                vals.append((name, r[key]))
+        out.append(f'<text x="20" y="{y0}" font-weight="bold">{title}</text>')
+        if vals:
+            vmax = max(v for _, v in vals) or 1
+            for i, (name, v) in enumerate(vals):
+                y = y0 + 12 + i * 26
+                w = 600 * v / vmax
+                out.append(f'<text x="20" y="{y + 15}">{name}</text>')
+                out.append(f'<rect x="130" y="{y}" width="{w:.1f}" height="20" fill="{colors.get(name, "#444")}"/>')
+                out.append(f'<text x="{136 + w:.1f}" y="{y + 15}">{v:.2f}</text>')
+        y0 += gh
+    out.append("</svg>")
+    open(path, "w").write("\n".join(out))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--vswitch", required=True)
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--only", default="vswitch,bridge,vde,slirp4netns,pasta")
+    ap.add_argument("--out", default="bench/results")
+    ap.add_argument("--vswitch-args", default="")
+    ap.add_argument("--no-docs", action="store_true", help="do not write docs/compare-results.md and docs/compare.svg")
+    a = ap.parse_args()
+    runs = 2 if a.quick else a.runs
+    secs = 3 if a.quick else 8
+    only = a.only.split(",")
+    os.makedirs(a.out, exist_ok=True)
+    m = machine()
+    print(f"# {m['cores']} cores, {m['cpu']}, kernel {m['kernel']}; {m['iperf3']}; {m['slirp4netns']}; vde2 {m['vde2']}; passt {m['passt']}")
+    print(f"# {runs} runs per test, {secs} s each, alternating setups; vswitch args: '{a.vswitch_args}'")
+    switch_setups = {
+        "vswitch": lambda: setup_vswitch(a.vswitch, a.vswitch_args),
+        "bridge": setup_bridge,
+        "vde": setup_vde,
+    }
+    host_setups = {
+        "vswitch": lambda: setup_vswitch(a.vswitch, a.vswitch_args, mtu=65520, host=True),
+        "slirp4netns": setup_slirp,
+        "pasta": setup_pasta,
+    }
+    raw = {}
+    def record(name, test, v):
+        raw.setdefault(name, {}).setdefault(test, []).append(v)
+    try:
+        for r in range(runs):
+            for name, setup in switch_setups.items():
+                if name not in only:
+                    continue
+                try:
+                    s = setup()
+                    time.sleep(0.3)
+                    record(name, "tcp", t_tcp(s, secs))
+                    record(name, "udp64", t_udp64(s, secs))
+                    record(name, "ping", t_ping(s, secs))
+                except Exception as e:  # noqa: BLE001 - report and go on with the others
+                    print(f"! {name} run {r}: {e}", file=sys.stderr)
+                finally:
+                    cleanup()
+            for name, setup in host_setups.items():
+                if name not in only:
+                    continue
+                try:
+                    s = setup()
+                    time.sleep(0.3)
+                    record(name, "tcp_host", t_tcp_host(s, secs))
+                except Exception as e:  # noqa: BLE001
+                    print(f"! {name} host run {r}: {e}", file=sys.stderr)
+                finally:
+                    cleanup()
+            print(f"# run {r + 1}/{runs} done", file=sys.stderr)
+    finally:
+        cleanup()
+    med = {}
+    for name, tests in raw.items():
+        med[name] = {}
+        for t, vs in tests.items():
+            if t == "udp64":
+                med[name][t] = {k: statistics.median(v[k] for v in vs) for k in vs[0]}
+            else:
+                med[name][t] = statistics.median(vs)
+    order = [n for n in ["vswitch", "bridge", "vde", "slirp4netns", "pasta"] if n in med]
+    def cell(name, t, fmt):
+        v = med.get(name, {}).get(t)
+        return fmt(v) if v is not None else "—"
+    lines = [
+        "| setup | TCP c→c, MTU 1500 (Gbit/s) | UDP 64 B at full rate: loss, delivered | ping avg (ms) | TCP c→host loopback, MTU 65520 (Gbit/s) |",
+        "|---|---|---|---|---|",
+    ]
+    for n in order:
+        lines.append("| {} | {} | {} | {} | {} |".format(
+            n,
+            cell(n, "tcp", lambda v: f"{v:.2f}"),
+            cell(n, "udp64", lambda v: f"{v['loss_pct']:.1f}% lost, {v['recv_pps'] / 1000:.0f} kpps of {v['sent_pps'] / 1000:.0f}"),
+            cell(n, "ping", lambda v: f"{v:.3f}"),
+            cell(n, "tcp_host", lambda v: f"{v:.2f}"),
+        ))
+    table = "\n".join(lines)
+    print(table)
+    header = (f"Machine: {m['cores']} cores, {m['cpu']}, Linux {m['kernel']}. {m['iperf3']}; {m['slirp4netns']}; "
+              f"vde2 {m['vde2']}; passt {m['passt']}. Medians of {runs} runs ({secs} s each), setups alternating. "
+              f"vswitch daemon options: `{a.vswitch_args or '(defaults)'}`.")
+    json.dump({"machine": m, "runs": runs, "seconds": secs, "vswitch_args": a.vswitch_args, "raw": raw, "median": med},
+              open(os.path.join(a.out, "results.json"), "w"), indent=2)
+    open(os.path.join(a.out, "results.md"), "w").write(header + "\n\n" + table + "\n")
+    svg_chart(med, order, os.path.join(a.out, "chart.svg"))
+    if not a.no_docs:
+        open("docs/compare-results.md", "w").write(
+            "# Comparison run (generated by bench/compare/run.sh)\n\n" + header + "\n\n" + table + "\n\n![chart](compare.svg)\n")
+        shutil.copy(os.path.join(a.out, "chart.svg"), "docs/compare.svg")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    finally:
+        cleanup()
