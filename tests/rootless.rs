@@ -51,10 +51,11 @@ fn heavy_unprivileged_daemon_and_two_run_containers() {
     let state = t.path().join("state");
     let log = t.path().join("daemon.log");
     let daemon = Proc::spawn(&as_nobody(&format!(
-        "{} daemon --socket {} --state-dir {} 2>{}",
+        "{} daemon --socket {} --state-dir {} {} 2>{}",
         bin(),
         sock.display(),
         state.display(),
+        env_daemon_args().join(" "),
         log.display()
     )));
     assert!(

@@ -225,12 +225,20 @@ pub struct Daemon {
 }
 
 impl Daemon {
+    /// Starts a daemon with `extra` options, plus those in `$VSWITCH_TEST_DAEMON_ARGS`
+    /// (how the suite runs a second time with `--no-offload`).
     pub fn start(extra: &[&str]) -> Daemon {
         let dir = TempDir::new("d");
+        let mut args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        for a in env_daemon_args() {
+            if !args.contains(&a) {
+                args.push(a);
+            }
+        }
         let mut d = Daemon {
             dir,
             proc: None,
-            args: extra.iter().map(|s| s.to_string()).collect(),
+            args,
         };
         d.launch();
         d
@@ -332,6 +340,13 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         self.kill9();
     }
+}
+
+/// Extra daemon options for the whole suite (`VSWITCH_TEST_DAEMON_ARGS`).
+pub fn env_daemon_args() -> Vec<String> {
+    std::env::var("VSWITCH_TEST_DAEMON_ARGS")
+        .map(|s| s.split_whitespace().map(String::from).collect())
+        .unwrap_or_default()
 }
 
 /// Polls `f` until it returns true or `timeout` passes.
