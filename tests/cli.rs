@@ -65,12 +65,19 @@ fn bench_two_workers() {
 }
 
 #[test]
-fn bad_bench_arguments_get_one_clear_line() {
+fn bad_bench_and_daemon_arguments_get_one_clear_line() {
     for args in [
         vec!["bench", "--frame-size", "20"],
         vec!["bench", "--macs", "0"],
         vec!["bench", "--workers", "0"],
         vec!["bench", "--seconds", "-1"],
+        vec!["daemon", "--workers", "0"],
+        vec!["daemon", "--max-flows", "3"],
+        vec!["daemon", "--fdb-aging", "0"],
+        vec!["daemon", "--mac-limit", "0"],
+        vec!["daemon", "--fdb-limit", "99999999999"],
+        vec!["daemon", "--default-mtu", "20"],
+        vec!["daemon", "--upstream-dns", "nowhere"],
     ] {
         let out = vswitch(&args);
         assert!(!out.status.success(), "{args:?} succeeded");

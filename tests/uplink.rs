@@ -18,8 +18,12 @@ struct Seg {
 }
 
 fn seg(n: u8, next_hop: bool) -> Seg {
+    seg_with(n, next_hop, &[])
+}
+
+fn seg_with(n: u8, next_hop: bool, daemon_args: &[&str]) -> Seg {
     require(&["socat", "ping"]);
-    let d = Daemon::start(&[]);
+    let d = Daemon::start(daemon_args);
     d.ctl_ok(&[
         "network",
         "create",
@@ -119,6 +123,50 @@ fn masquerade_tcp_udp_icmp_on_the_segment() {
     );
     // vswitch answers pings to its own address on the segment.
     s.out.must(&format!("ping -c 1 -W 2 {}", s.ext));
+}
+
+#[test]
+fn a_full_table_refuses_new_flows_while_existing_ones_keep_working() {
+    let s = seg_with(6, false, &["--max-flows", "16"]);
+    let _u = whoami(&s.out, 7106, true);
+    let send = |sport: u16| {
+        s.c.sh(&format!(
+            "echo hi | socat -T 1 - UDP:{}:7106,sourceport={sport},reuseaddr",
+            s.host
+        ))
+        .stdout_text()
+    };
+    // The first flow may wait for the neighbour to be resolved.
+    let got = retry(
+        &s.c,
+        &format!(
+            "echo hi | socat -T 1 - UDP:{}:7106,sourceport=40000,reuseaddr",
+            s.host
+        ),
+    );
+    assert_eq!(got.trim(), s.ext);
+    for sport in 40001..40016 {
+        assert_eq!(send(sport).trim(), s.ext, "flow from port {sport}");
+    }
+    let st = s.d.ctl_json(&["stats"]);
+    assert_eq!(st["packet_nat"]["flows"], 16, "{st}");
+    assert_eq!(st["packet_nat"]["limit"], 16, "{st}");
+    // The table is full: a 17th flow gets no answer and is counted.
+    for _ in 0..2 {
+        assert_eq!(send(40016).trim(), "", "a flow past the limit went through");
+    }
+    let st = s.d.ctl_json(&["stats"]);
+    assert!(
+        st["packet_nat"]["refused_full"].as_u64().unwrap_or(0) >= 2,
+        "{st}"
+    );
+    assert_eq!(st["packet_nat"]["flows"], 16, "{st}");
+    // Live flows were not evicted to make room: the first and the last still work.
+    assert_eq!(send(40000).trim(), s.ext);
+    assert_eq!(send(40015).trim(), s.ext);
+    // Freeing the table lets new flows in again.
+    s.d.ctl_ok(&["conntrack", "flush"]);
+    assert_eq!(send(40016).trim(), s.ext);
 }
 
 #[test]

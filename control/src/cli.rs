@@ -80,6 +80,18 @@ pub struct DaemonArgs {
     /// Workers spin instead of sleeping (lower latency, cores always busy).
     #[arg(long)]
     pub busy_poll: bool,
+    /// Seconds a learned MAC address stays in the FDB without traffic.
+    #[arg(long, value_name = "SECS", default_value_t = 300)]
+    pub fdb_aging: u32,
+    /// MAC addresses one container port may have learned at once.
+    #[arg(long, value_name = "N", default_value_t = 1024)]
+    pub mac_limit: u32,
+    /// MAC addresses in the whole FDB.
+    #[arg(long, value_name = "N", default_value_t = 65536)]
+    pub fdb_limit: u32,
+    /// Connections the packet uplink's NAT table holds; new ones are refused past it.
+    #[arg(long, value_name = "N", default_value_t = 65536)]
+    pub max_flows: usize,
 }
 
 #[derive(clap::Args, Debug)]

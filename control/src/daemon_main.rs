@@ -18,6 +18,16 @@ fn parse_upstream(s: &str) -> Result<SocketAddr, CliError> {
         })
 }
 
+fn range(opt: &str, v: u64, lo: u64, hi: u64) -> Result<(), CliError> {
+    if (lo..=hi).contains(&v) {
+        Ok(())
+    } else {
+        Err(CliError::Usage(format!(
+            "{opt} {v} is out of range: use {lo} to {hi}"
+        )))
+    }
+}
+
 pub fn run(a: DaemonArgs) -> Result<(), CliError> {
     if !(1..=64).contains(&a.workers) {
         return Err(CliError::Usage(format!(
@@ -46,15 +56,25 @@ pub fn run(a: DaemonArgs) -> Result<(), CliError> {
         .iter()
         .map(|s| parse_upstream(s))
         .collect::<Result<Vec<_>, _>>()?;
+    range("--fdb-aging", u64::from(a.fdb_aging), 1, 1_000_000)?;
+    range("--mac-limit", u64::from(a.mac_limit), 1, 1 << 24)?;
+    range("--fdb-limit", u64::from(a.fdb_limit), 16, 1 << 24)?;
+    range("--max-flows", a.max_flows as u64, 16, 1 << 24)?;
     let cfg = DaemonConfig {
-        socket: a.socket.unwrap_or_else(crate::paths::default_socket),
-        state_dir: a.state_dir.unwrap_or_else(crate::paths::default_state_dir),
         workers: a.workers,
         upstream_dns,
         bip,
         default_mtu,
         offload: !a.no_offload,
         busy_poll: a.busy_poll,
+        fdb_aging: a.fdb_aging,
+        mac_limit: a.mac_limit,
+        fdb_limit: a.fdb_limit,
+        max_flows: a.max_flows,
+        ..DaemonConfig::new(
+            a.socket.unwrap_or_else(crate::paths::default_socket),
+            a.state_dir.unwrap_or_else(crate::paths::default_state_dir),
+        )
     };
     let listener = daemon::bind(&cfg.socket)?;
     let socket = cfg.socket.clone();

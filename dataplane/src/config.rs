@@ -17,6 +17,8 @@ pub const SERVICE_PORT: u16 = 0;
 pub const UPLINK_PORT: u16 = 1;
 /// The first slot given to container ports.
 pub const FIRST_PORT: u16 = 2;
+/// Seconds a learned MAC stays in the FDB without traffic, by default.
+pub const DEFAULT_AGING_SECS: u32 = 300;
 /// Marks "no domain" in the VLAN map.
 pub const NO_DOMAIN: u16 = u16::MAX;
 
@@ -182,7 +184,7 @@ impl Default for Snapshot {
             ports: Vec::new(),
             domains: Vec::new(),
             vlan_domain: Box::new([NO_DOMAIN; 4096]),
-            aging_secs: 300,
+            aging_secs: DEFAULT_AGING_SECS,
             uplink: None,
             inside: Vec::new(),
         }

@@ -46,6 +46,34 @@ pub struct DaemonConfig {
     /// TAP offloads (vnet headers, TSO/USO, checksum).
     pub offload: bool,
     pub busy_poll: bool,
+    /// Seconds a learned MAC stays without traffic.
+    pub fdb_aging: u32,
+    /// MACs one container port may have learned at once.
+    pub mac_limit: u32,
+    /// MACs in the whole FDB.
+    pub fdb_limit: u32,
+    /// Connections in the packet uplink's NAT table.
+    pub max_flows: usize,
+}
+
+impl DaemonConfig {
+    /// The defaults `vswitch daemon` starts with.
+    pub fn new(socket: PathBuf, state_dir: PathBuf) -> DaemonConfig {
+        DaemonConfig {
+            socket,
+            state_dir,
+            workers: 1,
+            upstream_dns: Vec::new(),
+            bip: None,
+            default_mtu: None,
+            offload: true,
+            busy_poll: false,
+            fdb_aging: dataplane::config::DEFAULT_AGING_SECS,
+            mac_limit: dataplane::bridge::fdb::DEFAULT_PORT_LIMIT,
+            fdb_limit: dataplane::bridge::fdb::DEFAULT_TOTAL_LIMIT,
+            max_flows: dataplane::runtime::DEFAULT_MAX_FLOWS,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -135,12 +163,12 @@ impl Daemon {
                 dataplane::port::STD_FRAME_CAP
             },
             busy_poll: cfg.busy_poll,
-            max_flows: dataplane::runtime::DEFAULT_MAX_FLOWS,
+            max_flows: cfg.max_flows,
         };
         let rt = Runtime::start(
             rcfg,
             Snapshot::default(),
-            Arc::new(Fdb::default()),
+            Arc::new(Fdb::new(cfg.fdb_limit)),
             Gateway::default(),
         )?;
         let mut d = Daemon {
@@ -342,7 +370,10 @@ impl Daemon {
     }
 
     fn snapshot(&self, extra: Option<&Container>) -> Snapshot {
-        let mut s = Snapshot::default();
+        let mut s = Snapshot {
+            aging_secs: self.cfg.fdb_aging,
+            ..Snapshot::default()
+        };
         s.version = s.version.wrapping_add(1);
         let max_domain = self
             .state
@@ -415,7 +446,7 @@ impl Daemon {
                         mac: e.mac,
                         ip: Some(e.ip),
                     }),
-                    mac_limit: dataplane::bridge::fdb::DEFAULT_PORT_LIMIT,
+                    mac_limit: self.cfg.mac_limit,
                 });
             }
         }

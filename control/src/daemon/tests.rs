@@ -4,14 +4,8 @@ use crate::state::NetworkSpec;
 
 fn cfg(dir: &Path) -> DaemonConfig {
     DaemonConfig {
-        socket: dir.join("ctl.sock"),
-        state_dir: dir.to_path_buf(),
-        workers: 1,
-        upstream_dns: vec![],
-        bip: None,
-        default_mtu: None,
         offload: false,
-        busy_poll: false,
+        ..DaemonConfig::new(dir.join("ctl.sock"), dir.to_path_buf())
     }
 }
 
