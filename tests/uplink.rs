@@ -22,6 +22,11 @@ fn seg(n: u8, next_hop: bool) -> Seg {
 }
 
 fn seg_with(n: u8, next_hop: bool, daemon_args: &[&str]) -> Seg {
+    seg_full(n, next_hop, daemon_args, &[])
+}
+
+/// `uplink_args`: more options for `uplink set`.
+fn seg_full(n: u8, next_hop: bool, daemon_args: &[&str], uplink_args: &[&str]) -> Seg {
     require(&["socat", "ping"]);
     let d = Daemon::start(daemon_args);
     d.ctl_ok(&[
@@ -47,6 +52,7 @@ fn seg_with(n: u8, next_hop: bool, daemon_args: &[&str]) -> Seg {
         args.push("--next-hop".into());
         args.push(host.clone());
     }
+    args.extend(uplink_args.iter().map(|s| s.to_string()));
     let a: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
     d.ctl_ok(&a);
     out.must(&format!(
@@ -167,6 +173,47 @@ fn a_full_table_refuses_new_flows_while_existing_ones_keep_working() {
     // Freeing the table lets new flows in again.
     s.d.ctl_ok(&["conntrack", "flush"]);
     assert_eq!(send(40016).trim(), s.ext);
+}
+
+#[test]
+fn packets_over_the_uplink_mtu_get_fragmentation_needed() {
+    let s = seg_full(7, false, &[], &["--mtu", "1280"]);
+    let show = s.d.ctl_json(&["uplink", "show"]);
+    assert_eq!(show["mtu"], 1280, "{show}");
+    s.out.must("ip link show vswitch0 | grep -q 'mtu 1280'");
+    // Small enough: through.
+    retry(&s.c, &format!("ping -c 1 -W 2 -M do -s 1200 {}", s.host));
+    // Too big with DF: the gateway says so, with the segment's MTU.
+    let o = s.c.sh(&format!("ping -c 1 -W 2 -M do -s 1400 {}", s.host));
+    let text = format!("{}{}", o.stdout_text(), o.stderr_text());
+    assert!(
+        text.contains("Frag needed") && text.contains("1280"),
+        "no fragmentation needed: {text}"
+    );
+    // The kernel learnt the path MTU from it.
+    let route = s.c.sh(&format!("ip route get {}", s.host)).stdout_text();
+    assert!(route.contains("mtu 1280"), "{route}");
+    // TCP (with offloads: super-frames whose segments are too big) finds the path MTU
+    // and delivers everything.
+    let count = std::env::temp_dir().join(format!("vswitch-t-mtu-{}", std::process::id()));
+    let _srv = s.out.spawn(&format!(
+        "socat -u TCP-LISTEN:7107,reuseaddr SYSTEM:'wc -c >{}'",
+        count.display()
+    ));
+    std::thread::sleep(Duration::from_millis(300));
+    s.c.must(&format!(
+        "head -c 300000 /dev/zero | socat -u - TCP:{}:7107",
+        s.host
+    ));
+    std::thread::sleep(Duration::from_millis(500));
+    let n = std::fs::read_to_string(&count).unwrap_or_default();
+    let _ = std::fs::remove_file(&count);
+    assert_eq!(n.trim(), "300000");
+    let st = s.d.ctl_json(&["stats"]);
+    assert!(
+        st["gateway"]["icmp_errors"].as_u64().unwrap_or(0) >= 1,
+        "{st}"
+    );
 }
 
 #[test]

@@ -71,6 +71,8 @@ pub struct UplinkReq {
     pub address: Option<String>,
     #[serde(default)]
     pub next_hop: Option<Ipv4Addr>,
+    #[serde(default)]
+    pub mtu: Option<u32>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

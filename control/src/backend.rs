@@ -49,6 +49,7 @@ pub trait Backend: Send {
         &mut self,
         ns: &Path,
         ifname: &str,
+        mtu: u16,
         workers: usize,
     ) -> Result<Handles, BackendError>;
     /// Removes a TAP the daemon created inside a namespace.
@@ -103,6 +104,7 @@ impl Backend for MemoryBackend {
         &mut self,
         ns: &Path,
         ifname: &str,
+        _mtu: u16,
         workers: usize,
     ) -> Result<Handles, BackendError> {
         let ns_s = ns.display().to_string();

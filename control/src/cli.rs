@@ -252,7 +252,7 @@ pub enum PortCmd {
 
 #[derive(Subcommand, Debug)]
 pub enum UplinkCmd {
-    /// socket | none | --tap IFNAME|--netns PATH --address CIDR [--next-hop IP]
+    /// socket | none | --tap IFNAME|--netns PATH --address CIDR [--next-hop IP] [--mtu N]
     Set {
         /// socket or none (omit with --tap/--netns).
         mode: Option<String>,
@@ -264,6 +264,9 @@ pub enum UplinkCmd {
         address: Option<String>,
         #[arg(long)]
         next_hop: Option<Ipv4Addr>,
+        /// MTU of the outside segment (default 1500).
+        #[arg(long)]
+        mtu: Option<u32>,
     },
     /// Show the uplink.
     Show,
@@ -464,6 +467,7 @@ fn ctl(a: CtlArgs) -> Result<(), CliError> {
             netns,
             address,
             next_hop,
+            mtu,
         }) => {
             let mode = match (mode, tap.is_some() || netns.is_some()) {
                 (Some(m), false) => m,
@@ -486,6 +490,7 @@ fn ctl(a: CtlArgs) -> Result<(), CliError> {
                     netns,
                     address,
                     next_hop,
+                    mtu,
                 }),
                 crate::render::pretty,
             )

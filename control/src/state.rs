@@ -157,8 +157,14 @@ pub enum Uplink {
         netns: Option<String>,
         address: Ipv4Net,
         next_hop: Option<Ipv4Addr>,
+        /// The segment's MTU (default [`DEFAULT_UPLINK_MTU`]).
+        #[serde(default)]
+        mtu: Option<u16>,
     },
 }
+
+/// The packet uplink's MTU when `uplink set` gives none.
+pub const DEFAULT_UPLINK_MTU: u16 = 1500;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {

@@ -132,11 +132,13 @@ impl Backend for TapBackend {
         &mut self,
         ns: &Path,
         ifname: &str,
+        mtu: u16,
         workers: usize,
     ) -> Result<Handles, BackendError> {
         let p = netns::create_tap_in(ns, ifname, &self.opts(1, true)).map_err(fail)?;
         let ic = netns::IfConfig {
             up: true,
+            mtu: Some(u32::from(mtu)),
             ..Default::default()
         };
         netns::configure(ns, ifname, &ic)

@@ -346,6 +346,7 @@ fn setup_nat(p: &Params) -> Result<Setup, BenchError> {
         subnet: Ipv4Addr::new(198, 51, 100, 0),
         prefix_len: 24,
         next_hop: Some(Ipv4Addr::new(198, 51, 100, 1)),
+        mtu: 1500,
         rules: DnatRules::default(),
         hosts,
     });

@@ -147,6 +147,8 @@ pub struct UplinkConf {
     pub subnet: Ipv4Addr,
     pub prefix_len: u8,
     pub next_hop: Option<Ipv4Addr>,
+    /// The segment's MTU: larger packets with DF set get "fragmentation needed".
+    pub mtu: u16,
     /// Published ports (DNAT).
     pub rules: crate::nat::DnatRules,
     /// (domain, address) -> MAC of every addressed port, sorted, for delivering

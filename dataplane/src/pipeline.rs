@@ -294,11 +294,13 @@ fn route_out(
         return Err(DropReason::NoRoute);
     };
     let partial = f.vnet.flags & VnetHdr::F_NEEDS_CSUM != 0;
+    let vnet = f.vnet;
     let Some(ip) = f.data_mut().get_mut(ETH_LEN..) else {
         return Err(DropReason::Malformed);
     };
-    if !ttl_step(ip) {
-        // Time exceeded: the gateway answers.
+    if too_big(ip, &vnet, up.mtu) || !ttl_step(ip) {
+        // Fragmentation needed or time exceeded: the gateway answers (it tells the two
+        // apart: the packet is untranslated, and its TTL is left).
         out.push(SERVICE_PORT, i, 0);
         return Ok(());
     }
@@ -335,6 +337,29 @@ fn route_out(
         Ok(NatVerdict::In { .. }) => Err(DropReason::NoRoute),
         Err(d) => Err(nat_drop(d)),
     }
+}
+
+/// Whether an IPv4 packet with DF set is larger than `mtu` (for a super-frame: whether
+/// its segments are).
+#[inline]
+fn too_big(ip: &[u8], vnet: &VnetHdr, mtu: u16) -> bool {
+    let Some(&[vihl, _, l0, l1, _, _, flags, _]) = ip.first_chunk::<8>() else {
+        return false;
+    };
+    if flags & 0x40 == 0 {
+        return false;
+    }
+    let gso = vnet.gso_type & !VnetHdr::GSO_ECN;
+    if gso == VnetHdr::GSO_NONE {
+        return u16::from_be_bytes([l0, l1]) > mtu;
+    }
+    let ihl = usize::from(vihl & 0x0f) * 4;
+    let l4 = if gso == VnetHdr::GSO_TCPV4 {
+        ip.get(ihl + 12).map_or(20, |d| usize::from(d >> 4) * 4)
+    } else {
+        8
+    };
+    ihl + l4 + usize::from(vnet.gso_size) > usize::from(mtu)
 }
 
 /// A frame arriving on the packet uplink's port.
@@ -1133,5 +1158,34 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn too_big_looks_at_df_and_at_segments_of_super_frames() {
+        // IPv4 header: 1400 bytes total, DF, TCP; then a TCP header with doff 8 (32 B).
+        let mut ip = vec![0u8; 60];
+        ip[0] = 0x45;
+        ip[2..4].copy_from_slice(&1400u16.to_be_bytes());
+        ip[6] = 0x40;
+        ip[9] = 6;
+        ip[20 + 12] = 8 << 4;
+        let plain = VnetHdr::default();
+        assert!(too_big(&ip, &plain, 1280));
+        assert!(!too_big(&ip, &plain, 1400));
+        // Without DF a router may fragment: not "too big".
+        ip[6] = 0;
+        assert!(!too_big(&ip, &plain, 1280));
+        ip[6] = 0x40;
+        // A 64 KB TCP super-frame whose segments are 20 + 32 + 1448 = 1500 bytes.
+        ip[2..4].copy_from_slice(&65000u16.to_be_bytes());
+        let tso = VnetHdr {
+            gso_type: VnetHdr::GSO_TCPV4,
+            gso_size: 1448,
+            ..VnetHdr::default()
+        };
+        assert!(!too_big(&ip, &tso, 1500));
+        assert!(too_big(&ip, &tso, 1499));
+        // Truncated headers are not judged here.
+        assert!(!too_big(&ip[..4], &plain, 68));
     }
 }

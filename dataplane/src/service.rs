@@ -88,6 +88,7 @@ pub struct PacketUplink {
     pub subnet: Ipv4Addr,
     pub prefix_len: u8,
     pub next_hop: Option<Ipv4Addr>,
+    pub mtu: u16,
 }
 
 /// Everything the service thread answers from; rebuilt by the control thread.
@@ -636,7 +637,9 @@ impl Gateway {
     }
 
     /// A routed frame the workers could not send out the packet uplink: its TTL ran out
-    /// (time exceeded), or its next hop is not resolved yet (ask for it).
+    /// (time exceeded), it is larger than the segment's MTU with DF set (fragmentation
+    /// needed; the workers send those untranslated), or its next hop is not resolved yet
+    /// (ask for it; those are translated).
     fn packet_routed(
         &mut self,
         ctx: &mut ServiceCtx<'_>,
@@ -648,12 +651,17 @@ impl Gateway {
         let Some(ip) = EthernetFrame::new_checked(data).ok().and_then(|e| {
             Ipv4Packet::new_checked(e.payload())
                 .ok()
-                .map(|p| (p.ttl(), p.dst()))
+                .map(|p| (p.ttl(), p.dst(), p.src(), p.dont_fragment(), p.total_len()))
         }) else {
             return;
         };
         if ip.0 <= 1 {
-            self.icmp_error(ctx, domain, data, gnet, IcmpType::TIME_EXCEEDED, 0);
+            self.icmp_error(ctx, domain, data, gnet, (IcmpType::TIME_EXCEEDED, 0), 0);
+            return;
+        }
+        if ip.2 != up.ext_ip && ip.3 && ip.4 > usize::from(up.mtu) {
+            let kind = (IcmpType::DEST_UNREACHABLE, UnreachCode::FRAG_NEEDED);
+            self.icmp_error(ctx, domain, data, gnet, kind, up.mtu);
             return;
         }
         let target = if Self::on_link(&up, ip.1) {
@@ -861,14 +869,8 @@ impl Gateway {
                 .and_then(|v| v.as_ref())
                 .is_some_and(|v| v.egress);
             if !open {
-                self.icmp_error(
-                    ctx,
-                    domain,
-                    data,
-                    &gnet,
-                    IcmpType::DEST_UNREACHABLE,
-                    UnreachCode::PORT,
-                );
+                let kind = (IcmpType::DEST_UNREACHABLE, UnreachCode::PORT);
+                self.icmp_error(ctx, domain, data, &gnet, kind, 0);
                 return;
             }
         }
@@ -891,8 +893,8 @@ impl Gateway {
         domain: u16,
         data: &[u8],
         gnet: &GatewayNet,
-        ty: u8,
-        code: u8,
+        (ty, code): (u8, u8),
+        next_hop_mtu: u16,
     ) {
         let allowed = self
             .limits
@@ -902,7 +904,7 @@ impl Gateway {
             return;
         }
         let mut out = std::mem::take(&mut self.reply);
-        let built = icmp::error(data, gnet, ty, code, gnet.mtu, &mut out);
+        let built = icmp::error(data, gnet, ty, code, next_hop_mtu, &mut out);
         self.reply = out;
         if built {
             self.stats.icmp_errors += 1;

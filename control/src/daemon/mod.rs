@@ -452,7 +452,10 @@ impl Daemon {
         }
         if self.uplink_port.is_some()
             && let crate::state::Uplink::Packet {
-                address, next_hop, ..
+                address,
+                next_hop,
+                mtu,
+                ..
             } = &self.state.uplink
         {
             if let Some(slot) = s.ports.get_mut(usize::from(UPLINK_PORT)) {
@@ -500,6 +503,7 @@ impl Daemon {
                 subnet: address.network().addr,
                 prefix_len: address.prefix,
                 next_hop: *next_hop,
+                mtu: mtu.unwrap_or(crate::state::DEFAULT_UPLINK_MTU),
                 rules: dataplane::nat::DnatRules::new(rules),
                 hosts,
             });
@@ -514,9 +518,13 @@ impl Daemon {
 
     /// Opens the packet uplink's port as the state says (nothing for other modes).
     fn open_uplink(&mut self) -> Result<(), DaemonError> {
-        let crate::state::Uplink::Packet { tap, netns, .. } = self.state.uplink.clone() else {
+        let crate::state::Uplink::Packet {
+            tap, netns, mtu, ..
+        } = self.state.uplink.clone()
+        else {
             return Ok(());
         };
+        let mtu = mtu.unwrap_or(crate::state::DEFAULT_UPLINK_MTU);
         let workers = self.rt.workers();
         let (handles, ns) = match (tap, netns) {
             (Some(t), None) => (self.backend.open_tap(&t, workers)?, None),
@@ -524,7 +532,7 @@ impl Daemon {
                 let ns = PathBuf::from(n);
                 (
                     self.backend
-                        .create_plain_in_netns(&ns, UPLINK_IFNAME, workers)?,
+                        .create_plain_in_netns(&ns, UPLINK_IFNAME, mtu, workers)?,
                     Some(ns),
                 )
             }
@@ -598,7 +606,10 @@ impl Daemon {
         if let (
             Some(_),
             crate::state::Uplink::Packet {
-                address, next_hop, ..
+                address,
+                next_hop,
+                mtu,
+                ..
             },
         ) = (&self.uplink_port, &self.state.uplink)
         {
@@ -608,6 +619,7 @@ impl Daemon {
                 subnet: address.network().addr,
                 prefix_len: address.prefix,
                 next_hop: *next_hop,
+                mtu: mtu.unwrap_or(crate::state::DEFAULT_UPLINK_MTU),
             });
         }
         for n in self.state.networks.values() {
@@ -1010,6 +1022,15 @@ impl Daemon {
                         address.network()
                     )));
                 }
+                let mtu = match u.mtu {
+                    None => None,
+                    Some(m) if (576..=65520).contains(&m) => Some(m as u16),
+                    Some(m) => {
+                        return Err(DaemonError::Refused(format!(
+                            "uplink MTU {m} is out of range: use 576 to 65520"
+                        )));
+                    }
+                };
                 match (&u.tap, &u.netns) {
                     (Some(_), None) => {}
                     (None, Some(n)) if Path::new(n).exists() => {}
@@ -1029,6 +1050,7 @@ impl Daemon {
                     netns: u.netns,
                     address,
                     next_hop: u.next_hop,
+                    mtu,
                 }
             }
             m => {
