@@ -275,3 +275,42 @@ fn internal_networks_reach_nothing_outside() {
         "an internal network reached outside"
     );
 }
+
+#[test]
+fn run_publishes_ports_for_as_long_as_its_command_runs() {
+    require(&["socat"]);
+    let d = Daemon::start(&[]);
+    // The container serves one connection, then its command (and the run) ends.
+    let run = Proc::spawn(&format!(
+        "exec {} run --socket {} --network bridge --name pubrun -p 127.0.0.1:18090:80 \
+         -- socat TCP-LISTEN:80,reuseaddr 'SYSTEM:echo $SOCAT_PEERADDR'",
+        bin(),
+        d.socket().display()
+    ));
+    let published = || {
+        d.ctl_json(&["port", "ls"]).as_array().is_some_and(|a| {
+            a.iter().any(|p| {
+                p["name"] == "pubrun" && p["published"][0]["host_port"].as_u64() == Some(18090)
+            })
+        })
+    };
+    assert!(
+        eventually(Duration::from_secs(10), published),
+        "run -p did not publish: {}",
+        d.log()
+    );
+    // From the host's loopback: the container sees its gateway.
+    let got = retry(None, "socat -T 5 - TCP:127.0.0.1:18090 </dev/null");
+    assert_eq!(got.trim(), "172.17.0.1");
+    let out = run.wait(Duration::from_secs(10));
+    assert_eq!(out.status.code(), Some(0), "{}", out.stderr_text());
+    // The command ended: its port and its published port are gone.
+    assert!(eventually(Duration::from_secs(5), || !d
+        .ctl_ok(&["port", "ls"])
+        .contains("pubrun")));
+    assert!(
+        !sh("socat -T 2 - TCP:127.0.0.1:18090 </dev/null")
+            .status
+            .success()
+    );
+}
