@@ -185,16 +185,11 @@ pub fn process(ctx: &Context<'_>, in_port: u16, batch: &mut Batch, local: &mut L
     if let Some(nat) = ctx.nat
         && snap.uplink.is_some()
     {
-        let side = if pconf.role == PortRole::Uplink {
-            crate::nat::table::Side::Outside
-        } else {
-            crate::nat::table::Side::Inside
-        };
         for f in batch.frames() {
             if let Some(ip) = f.data().get(ETH_LEN..)
                 && be16_at(f.data(), 12) == EtherType::IPV4
             {
-                nat.prefetch(ip, side);
+                nat.prefetch(ip);
             }
         }
     }

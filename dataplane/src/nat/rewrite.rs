@@ -486,9 +486,10 @@ impl Nat {
         }
     }
 
-    /// Prefetches the flow-table slot of a packet's key (for a batch's first pass).
+    /// Prefetches the flow-table slot of a packet's key (for a batch's first pass; both
+    /// sides' keys live in one index).
     #[inline]
-    pub fn prefetch(&self, pkt: &[u8], side: Side) {
+    pub fn prefetch(&self, pkt: &[u8]) {
         let Some(&vihl) = pkt.first() else { return };
         let off = usize::from(vihl & 0x0f) * 4;
         let (Some(proto), Some(s), Some(d)) = (pkt.get(9), pkt.get(12..16), pkt.get(16..20)) else {
@@ -508,7 +509,6 @@ impl Nat {
         if t.proto == TCP || t.proto == UDP {
             self.table.prefetch(&t);
         }
-        let _ = side;
     }
 }
 

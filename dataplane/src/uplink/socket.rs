@@ -510,7 +510,6 @@ impl SocketUplink {
             local: true,
             local_in: Vec::new(),
         };
-        let _ = domain;
         if i == self.tcp.len() {
             self.tcp.push(Some(conn));
         } else if let Some(slot) = self.tcp.get_mut(i) {
