@@ -76,6 +76,8 @@ fn bad_bench_and_daemon_arguments_get_one_clear_line() {
         vec!["daemon", "--fdb-aging", "0"],
         vec!["daemon", "--mac-limit", "0"],
         vec!["daemon", "--fdb-limit", "99999999999"],
+        vec!["daemon", "--fdb-limit", "8388608"],
+        vec!["daemon", "--max-flows", "8388608"],
         vec!["daemon", "--default-mtu", "20"],
         vec!["daemon", "--upstream-dns", "nowhere"],
     ] {

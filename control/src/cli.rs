@@ -81,16 +81,16 @@ pub struct DaemonArgs {
     #[arg(long)]
     pub busy_poll: bool,
     /// Seconds a learned MAC address stays in the FDB without traffic.
-    #[arg(long, value_name = "SECS", default_value_t = 300)]
+    #[arg(long, value_name = "SECS", default_value_t = dataplane::config::DEFAULT_AGING_SECS)]
     pub fdb_aging: u32,
     /// MAC addresses one container port may have learned at once.
-    #[arg(long, value_name = "N", default_value_t = 1024)]
+    #[arg(long, value_name = "N", default_value_t = dataplane::bridge::fdb::DEFAULT_PORT_LIMIT)]
     pub mac_limit: u32,
     /// MAC addresses in the whole FDB.
-    #[arg(long, value_name = "N", default_value_t = 65536)]
+    #[arg(long, value_name = "N", default_value_t = dataplane::bridge::fdb::DEFAULT_TOTAL_LIMIT)]
     pub fdb_limit: u32,
     /// Connections the packet uplink's NAT table holds; new ones are refused past it.
-    #[arg(long, value_name = "N", default_value_t = 65536)]
+    #[arg(long, value_name = "N", default_value_t = dataplane::runtime::DEFAULT_MAX_FLOWS)]
     pub max_flows: usize,
 }
 

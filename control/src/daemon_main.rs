@@ -57,9 +57,9 @@ pub fn run(a: DaemonArgs) -> Result<(), CliError> {
         .map(|s| parse_upstream(s))
         .collect::<Result<Vec<_>, _>>()?;
     range("--fdb-aging", u64::from(a.fdb_aging), 1, 1_000_000)?;
-    range("--mac-limit", u64::from(a.mac_limit), 1, 1 << 24)?;
-    range("--fdb-limit", u64::from(a.fdb_limit), 16, 1 << 24)?;
-    range("--max-flows", a.max_flows as u64, 16, 1 << 24)?;
+    range("--mac-limit", u64::from(a.mac_limit), 1, 1 << 22)?;
+    range("--fdb-limit", u64::from(a.fdb_limit), 16, 1 << 22)?;
+    range("--max-flows", a.max_flows as u64, 16, 1 << 22)?;
     let cfg = DaemonConfig {
         workers: a.workers,
         upstream_dns,

@@ -10,8 +10,8 @@
 use crate::bridge::{CounterTable, DropReason, Fdb, FdbRef};
 use crate::config::{PortMode, PortRole, SERVICE_PORT, Snapshot, UPLINK_DOMAIN, UPLINK_PORT};
 use crate::nat::{Nat, NatDrop, NatVerdict};
-use crate::port::VnetHdr;
 use crate::port::{Batch, MAX_BATCH, TxSel};
+use crate::port::{Punt, VnetHdr};
 use crate::uplink::packet::Neighbours;
 use crate::wire::{EtherType, MacAddr};
 
@@ -293,9 +293,15 @@ fn route_out(
     let Some(ip) = f.data_mut().get_mut(ETH_LEN..) else {
         return Err(DropReason::Malformed);
     };
-    if too_big(ip, &vnet, up.mtu) || !ttl_step(ip) {
-        // Fragmentation needed or time exceeded: the gateway answers (it tells the two
-        // apart: the packet is untranslated, and its TTL is left).
+    // Larger than the segment takes, with DF (not for hairpin traffic, which never
+    // crosses it): the gateway answers fragmentation needed.
+    if too_big(ip, &vnet, up.mtu) && ip_at(ip, 16) != Some(up.ext_ip.octets()) {
+        f.punt = Punt::TooBig;
+        out.push(SERVICE_PORT, i, 0);
+        return Ok(());
+    }
+    if !ttl_step(ip) {
+        f.punt = Punt::TimeExceeded;
         out.push(SERVICE_PORT, i, 0);
         return Ok(());
     }
@@ -324,6 +330,7 @@ fn route_out(
                 // Not resolved yet: the gateway asks (ARP) and this packet is lost, as
                 // a router without a neighbour entry does.
                 None => {
+                    f.punt = Punt::Unresolved;
                     out.push(SERVICE_PORT, i, 0);
                     Ok(())
                 }
@@ -344,9 +351,10 @@ fn too_big(ip: &[u8], vnet: &VnetHdr, mtu: u16) -> bool {
     if flags & 0x40 == 0 {
         return false;
     }
+    let total = usize::from(u16::from_be_bytes([l0, l1]));
     let gso = vnet.gso_type & !VnetHdr::GSO_ECN;
     if gso == VnetHdr::GSO_NONE {
-        return u16::from_be_bytes([l0, l1]) > mtu;
+        return total > usize::from(mtu);
     }
     let ihl = usize::from(vihl & 0x0f) * 4;
     let l4 = if gso == VnetHdr::GSO_TCPV4 {
@@ -354,7 +362,8 @@ fn too_big(ip: &[u8], vnet: &VnetHdr, mtu: u16) -> bool {
     } else {
         8
     };
-    ihl + l4 + usize::from(vnet.gso_size) > usize::from(mtu)
+    // A super-frame holding one short segment is that segment.
+    (ihl + l4 + usize::from(vnet.gso_size)).min(total) > usize::from(mtu)
 }
 
 /// A frame arriving on the packet uplink's port.
@@ -1180,6 +1189,9 @@ mod tests {
         };
         assert!(!too_big(&ip, &tso, 1500));
         assert!(too_big(&ip, &tso, 1499));
+        // A super-frame holding one short segment is judged by its length.
+        ip[2..4].copy_from_slice(&1000u16.to_be_bytes());
+        assert!(!too_big(&ip, &tso, 1280));
         // Truncated headers are not judged here.
         assert!(!too_big(&ip[..4], &plain, 68));
     }

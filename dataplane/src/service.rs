@@ -18,6 +18,7 @@ use mio::{Interest, Registry, Token};
 
 use crate::dns::{Action, ClientRef, DnsConfig, DnsServer, Names, Transport};
 use crate::gateway::{GatewayNet, arp, dhcp, icmp};
+use crate::port::Punt;
 use crate::port::service::ServiceFrame;
 use crate::runtime::{Service, ServiceCtx};
 use crate::uplink::socket::{NetView, SocketUplink, build_udp};
@@ -636,36 +637,42 @@ impl Gateway {
         self.send_reply(ctx, crate::config::UPLINK_DOMAIN);
     }
 
-    /// A routed frame the workers could not send out the packet uplink: its TTL ran out
-    /// (time exceeded), it is larger than the segment's MTU with DF set (fragmentation
-    /// needed; the workers send those untranslated), or its next hop is not resolved yet
-    /// (ask for it; those are translated).
+    /// A routed frame the workers could not send out the packet uplink, for the reason
+    /// they give: its TTL ran out (time exceeded), it is larger than the segment's MTU
+    /// with DF set (fragmentation needed), or its next hop is not resolved yet (ask for
+    /// it; this frame is lost, as a router without the neighbour loses it).
     fn packet_routed(
         &mut self,
         ctx: &mut ServiceCtx<'_>,
         domain: u16,
         data: &[u8],
         gnet: &GatewayNet,
+        punt: Punt,
     ) {
         let Some(up) = self.cfg.packet else { return };
-        let Some(ip) = EthernetFrame::new_checked(data).ok().and_then(|e| {
-            Ipv4Packet::new_checked(e.payload())
-                .ok()
-                .map(|p| (p.ttl(), p.dst(), p.src(), p.dont_fragment(), p.total_len()))
-        }) else {
+        match punt {
+            Punt::TimeExceeded => {
+                let kind = (IcmpType::TIME_EXCEEDED, 0);
+                self.icmp_error(ctx, domain, data, gnet, kind, 0);
+                return;
+            }
+            Punt::TooBig => {
+                let kind = (IcmpType::DEST_UNREACHABLE, UnreachCode::FRAG_NEEDED);
+                self.icmp_error(ctx, domain, data, gnet, kind, up.mtu);
+                return;
+            }
+            Punt::Unresolved => {}
+            // Not routed by the workers (e.g. to another network): nothing to do.
+            Punt::None => return,
+        }
+        let Some(dst) = EthernetFrame::new_checked(data)
+            .ok()
+            .and_then(|e| Ipv4Packet::new_checked(e.payload()).ok().map(|p| p.dst()))
+        else {
             return;
         };
-        if ip.0 <= 1 {
-            self.icmp_error(ctx, domain, data, gnet, (IcmpType::TIME_EXCEEDED, 0), 0);
-            return;
-        }
-        if ip.2 != up.ext_ip && ip.3 && ip.4 > usize::from(up.mtu) {
-            let kind = (IcmpType::DEST_UNREACHABLE, UnreachCode::FRAG_NEEDED);
-            self.icmp_error(ctx, domain, data, gnet, kind, up.mtu);
-            return;
-        }
-        let target = if Self::on_link(&up, ip.1) {
-            Some(ip.1)
+        let target = if Self::on_link(&up, dst) {
+            Some(dst)
         } else {
             up.next_hop
         };
@@ -778,7 +785,13 @@ impl Gateway {
         ctx.send(domain, buf);
     }
 
-    fn handle(&mut self, ctx: &mut ServiceCtx<'_>, domain: u16, port: u16, data: &[u8]) {
+    fn handle(
+        &mut self,
+        ctx: &mut ServiceCtx<'_>,
+        domain: u16,
+        (port, punt): (u16, Punt),
+        data: &[u8],
+    ) {
         let Ok(eth) = EthernetFrame::new_checked(data) else {
             return;
         };
@@ -877,7 +890,7 @@ impl Gateway {
         // Routed traffic with a packet uplink: the workers translate it; what reaches
         // the gateway needs a neighbour resolved or a TTL answered.
         if !to_gw && self.cfg.uplink == UplinkMode::Packet {
-            self.packet_routed(ctx, domain, data, &gnet);
+            self.packet_routed(ctx, domain, data, &gnet, punt);
             return;
         }
         // Routed traffic, and TCP/UDP to the gateway as the host: the uplink.
@@ -919,7 +932,7 @@ impl Service for Gateway {
         if f.domain == crate::config::UPLINK_DOMAIN {
             self.handle_uplink(ctx, &f.data);
         } else {
-            self.handle(ctx, f.domain, f.port, &f.data);
+            self.handle(ctx, f.domain, (f.port, f.punt), &f.data);
         }
         ctx.recycle(f.data);
     }

@@ -758,7 +758,11 @@ impl Daemon {
                 Ok(view::sandbox(&self.state, c))
             }
             Request::UplinkShow => {
-                Ok(serde_json::to_value(&self.state.uplink).unwrap_or(Value::Null))
+                let mut u = self.state.uplink.clone();
+                if let crate::state::Uplink::Packet { mtu, .. } = &mut u {
+                    mtu.get_or_insert(crate::state::DEFAULT_UPLINK_MTU);
+                }
+                Ok(serde_json::to_value(&u).unwrap_or(Value::Null))
             }
             Request::UplinkSet(u) => self.uplink_set(u),
             Request::Publish { name, specs } => self.publish(&name, &specs),
@@ -982,6 +986,11 @@ impl Daemon {
 
     fn uplink_set(&mut self, u: UplinkReq) -> Result<Value, DaemonError> {
         use crate::state::Uplink;
+        if u.mode != "packet" && u.mtu.is_some() {
+            return Err(DaemonError::Refused(
+                "--mtu applies to a packet uplink (--tap/--netns with --address)".into(),
+            ));
+        }
         let uplink = match u.mode.as_str() {
             "socket" => Uplink::Socket,
             "none" => Uplink::None,
@@ -1022,12 +1031,18 @@ impl Daemon {
                         address.network()
                     )));
                 }
+                // Without offloads a port's frames are at most STD_FRAME_CAP bytes.
+                let top = if self.cfg.offload {
+                    65520
+                } else {
+                    (dataplane::port::STD_FRAME_CAP - 18) as u32
+                };
                 let mtu = match u.mtu {
                     None => None,
-                    Some(m) if (576..=65520).contains(&m) => Some(m as u16),
+                    Some(m) if (576..=top).contains(&m) => Some(m as u16),
                     Some(m) => {
                         return Err(DaemonError::Refused(format!(
-                            "uplink MTU {m} is out of range: use 576 to 65520"
+                            "uplink MTU {m} is out of range: use 576 to {top}"
                         )));
                     }
                 };

@@ -99,6 +99,23 @@ pub struct Frame {
     pub domain: u16,
     /// The port slot the frame came in on (set by the worker).
     pub in_port: u16,
+    /// Why a routed frame goes to the gateway instead of out (packet uplink).
+    pub punt: Punt,
+}
+
+/// Why the workers hand a routed frame to the gateway rather than send it out the
+/// packet uplink: the gateway answers, or resolves, accordingly.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Punt {
+    /// Not punted: a frame for the gateway itself.
+    #[default]
+    None,
+    /// Its TTL ran out: time exceeded (the frame is untranslated).
+    TimeExceeded,
+    /// Larger than the uplink's MTU with DF set: fragmentation needed (untranslated).
+    TooBig,
+    /// Translated, but its next hop is not resolved yet: ask for it (ARP).
+    Unresolved,
 }
 
 impl Frame {
@@ -111,6 +128,7 @@ impl Frame {
             vnet: VnetHdr::default(),
             domain: 0,
             in_port: 0,
+            punt: Punt::None,
         }
     }
 
@@ -158,6 +176,7 @@ impl Frame {
         self.len = len.min(self.capacity());
         self.vnet = VnetHdr::default();
         self.domain = 0;
+        self.punt = Punt::None;
     }
 
     /// Copies `bytes` in as the frame. False (and the frame emptied) when too long.
@@ -166,6 +185,7 @@ impl Frame {
         self.start = HEADROOM;
         self.vnet = VnetHdr::default();
         self.domain = 0;
+        self.punt = Punt::None;
         match self.buf.get_mut(HEADROOM..HEADROOM + bytes.len()) {
             Some(dst) => {
                 dst.copy_from_slice(bytes);

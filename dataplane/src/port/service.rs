@@ -17,6 +17,8 @@ pub struct ServiceFrame {
     pub domain: u16,
     /// To the service: the port slot it came in on. From the service: unused (0).
     pub port: u16,
+    /// To the service: why a routed frame was handed over.
+    pub punt: super::Punt,
     pub data: Vec<u8>,
 }
 
@@ -109,6 +111,7 @@ impl ServiceEnd {
             .push(ServiceFrame {
                 domain,
                 port: 0,
+                punt: super::Punt::None,
                 data,
             })
             .is_ok()
@@ -154,7 +157,7 @@ impl Port for ServicePort {
                 // UDP super-frames: the gateway's protocols want datagrams as sent.
                 let (to, spare, dropped) =
                     (&mut self.to_service, &mut self.spare_in, &mut self.dropped);
-                let (domain, port) = (f.domain, f.in_port);
+                let (domain, port, punt) = (f.domain, f.in_port, f.punt);
                 let _ = self.segmenter.segment(f.data(), &f.vnet, |head, body| {
                     if to.is_full() {
                         *dropped += 1;
@@ -168,6 +171,7 @@ impl Port for ServicePort {
                         .push(ServiceFrame {
                             domain,
                             port,
+                            punt,
                             data: buf,
                         })
                         .is_ok()
@@ -203,6 +207,7 @@ impl Port for ServicePort {
                 .push(ServiceFrame {
                     domain: f.domain,
                     port: f.in_port,
+                    punt: f.punt,
                     data: buf,
                 })
                 .is_ok()
