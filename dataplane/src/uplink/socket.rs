@@ -1469,6 +1469,16 @@ mod tests {
             }
             None
         }
+        /// Sends a SYN from `from` to `to` with sequence `seq`; returns the SYN-ACK.
+        fn connect(&mut self, from: (Ipv4Addr, u16), to: (Ipv4Addr, u16), seq: u32) -> Vec<u8> {
+            self.send(&tcp_packet(from, to, seq, 0, TcpFlags::SYN, &[]));
+            self.until(|p| {
+                tcp_of(p).is_some_and(|t| {
+                    t.2 & (TcpFlags::SYN | TcpFlags::ACK) == TcpFlags::SYN | TcpFlags::ACK
+                })
+            })
+            .expect("SYN-ACK")
+        }
     }
 
     fn tcp_of(p: &[u8]) -> Option<(Ipv4Addr, Ipv4Addr, u8, u32, u32, Vec<u8>)> {
@@ -1493,22 +1503,8 @@ mod tests {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
         let mut r = Rig::new(true);
-        r.send(&tcp_packet(
-            (C, 40000),
-            (GW, port),
-            1000,
-            0,
-            TcpFlags::SYN,
-            &[],
-        ));
         // The SYN-ACK comes only once the host connection exists.
-        let synack = r
-            .until(|p| {
-                tcp_of(p).is_some_and(|t| {
-                    t.2 & (TcpFlags::SYN | TcpFlags::ACK) == TcpFlags::SYN | TcpFlags::ACK
-                })
-            })
-            .expect("SYN-ACK");
+        let synack = r.connect((C, 40000), (GW, port), 1000);
         let (src, dst, _, sseq, sack, _) = tcp_of(&synack).unwrap();
         assert_eq!((src, dst, sack), (GW, C, 1001));
         let (mut server, _) = l.accept().unwrap();
@@ -1701,21 +1697,7 @@ mod tests {
     #[test]
     fn dns_over_tcp_on_the_gateway_is_answered_locally() {
         let mut r = Rig::new(true);
-        r.send(&tcp_packet(
-            (C, 40100),
-            (GW, 53),
-            100,
-            0,
-            TcpFlags::SYN,
-            &[],
-        ));
-        let synack = r
-            .until(|p| {
-                tcp_of(p).is_some_and(|t| {
-                    t.2 & (TcpFlags::SYN | TcpFlags::ACK) == TcpFlags::SYN | TcpFlags::ACK
-                })
-            })
-            .expect("SYN-ACK");
+        let synack = r.connect((C, 40100), (GW, 53), 100);
         let sseq = tcp_of(&synack).unwrap().3;
         r.send(&tcp_packet(
             (C, 40100),
