@@ -111,6 +111,64 @@ fn heavy_tcp_without_offloads_and_with_two_workers() {
     tcp_both_ways(&l);
 }
 
+/// Datagrams in the order and sizes `udp_bursts_arrive_whole_and_in_order` sends them:
+/// runs of one size (merged into super-frames on the way where the TAP takes them), a
+/// short one closing each run, then larger ones. Receiver and sender print the count
+/// and a hash of the (length, payload) sequence.
+const UDP_BURST_PY: &str = r#"
+import hashlib, socket, sys
+sizes = [7 if i % 40 == 39 else 18 for i in range(120)] + [1400] * 80
+h = hashlib.sha256()
+def payload(i, n):
+    return bytes((i * 7 + j) % 256 for j in range(n))
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+if sys.argv[1] == "recv":
+    s.setsockopt(socket.SOL_SOCKET, 33, 8 << 20)  # SO_RCVBUFFORCE
+    s.bind(("0.0.0.0", 7000))
+    s.settimeout(5)
+    n = 0
+    try:
+        while n < len(sizes):
+            d = s.recv(4096)
+            h.update(len(d).to_bytes(2, "big") + d)
+            n += 1
+    except socket.timeout:
+        pass
+else:
+    for i, n in enumerate(sizes):
+        d = payload(i, n)
+        h.update(len(d).to_bytes(2, "big") + d)
+        s.sendto(d, (sys.argv[2], 7000))
+    n = len(sizes)
+print(n, h.hexdigest())
+"#;
+
+#[test]
+fn udp_bursts_arrive_whole_and_in_order() {
+    require(&["python3", "ss"]);
+    let l = lan(2, &[], &[]);
+    let dir = TempDir::new("udpburst");
+    let py = dir.path().join("burst.py");
+    std::fs::write(&py, UDP_BURST_PY).expect("write the script");
+    let py = py.display();
+    // ARP first, so the burst is not held behind a resolution.
+    l.ns[0].must(&format!("ping -c 1 -W 2 {}", l.ips[1]));
+    let rx = l.ns[1].spawn(&format!("python3 {py} recv"));
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            l.ns[1].must("ss -Huln").contains(":7000")
+        }),
+        "the receiver did not start"
+    );
+    let sent = l.ns[0].must(&format!("python3 {py} send {}", l.ips[1]));
+    let got = rx.wait(Duration::from_secs(10)).stdout_text();
+    assert_eq!(
+        got.trim(),
+        sent.trim(),
+        "received (count, hash) against sent"
+    );
+}
+
 #[test]
 fn no_icc_keeps_containers_apart() {
     let l = lan(2, &[], &["--no-icc"]);

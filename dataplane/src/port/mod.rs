@@ -10,6 +10,7 @@
 //! pushed by moving the 12 address bytes, and carries a [`VnetHdr`] so a TAP with
 //! offloads can pass a 64 KB super-frame with its segmentation metadata.
 
+pub mod coalesce;
 pub mod gso;
 pub mod memory;
 pub mod service;

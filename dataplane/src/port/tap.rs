@@ -40,6 +40,7 @@
 //! descriptor closed. Re-opening a persistent TAP by name attaches to it again: that is
 //! how a restarted daemon gets its ports back.
 
+use super::coalesce;
 use super::gso::Segmenter;
 use super::{Batch, Frame, Port, PortCaps, PortError, SUPER_FRAME_CAP, TxSel, VnetHdr};
 use std::io;
@@ -124,6 +125,10 @@ pub struct TapStats {
     pub tx_sw_segments: u64,
     /// Frames whose offload metadata could not be carried out in software, dropped.
     pub tx_offload_errors: u64,
+    /// Datagrams written merged with others of their flow (one USO super-frame).
+    pub tx_udp_merged: u64,
+    /// Merged writes the kernel refused (merging is then switched off on the port).
+    pub tx_merge_refused: u64,
 }
 
 /// Why a TAP could not be opened or set up.
@@ -436,6 +441,8 @@ pub struct TapPort {
     /// Catches the first byte of a frame too large for the receive buffer.
     spare: [u8; 1],
     seg: Segmenter,
+    /// Merge bursts of one UDP flow into USO super-frames ([`coalesce`]).
+    merge_udp: bool,
     stats: TapStats,
 }
 
@@ -473,6 +480,7 @@ impl TapPort {
             tx_hdr: [0; MAX_VNET_HDR_LEN],
             spare: [0],
             seg: Segmenter::new(),
+            merge_udp: false,
             stats: TapStats::default(),
         }
     }
@@ -537,6 +545,7 @@ impl TapPort {
         let mut q = TapPort::assemble(fd, ifname, self.iff, self.vnet_len, self.nonblocking);
         q.name = self.name.clone();
         q.offload_flags = self.offload_flags;
+        q.merge_udp = self.merge_udp;
         q.max_frame = self.max_frame;
         Ok(q)
     }
@@ -637,6 +646,7 @@ impl TapPort {
         );
         p.name = self.name.clone();
         p.offload_flags = self.offload_flags;
+        p.merge_udp = self.merge_udp;
         p.max_frame = self.max_frame;
         Ok(p)
     }
@@ -682,6 +692,8 @@ impl TapPort {
             0
         };
         self.offload_flags = flags;
+        // A kernel that takes USO from the device takes UDP_L4 super-frames written to it.
+        self.merge_udp = flags & libc::TUN_F_USO4 != 0 && self.vnet_len >= VnetHdr::LEN;
         Ok(())
     }
 
@@ -701,6 +713,17 @@ impl TapPort {
     /// Bytes of vnet header per frame (0: none).
     pub fn vnet_hdr_len(&self) -> usize {
         self.vnet_len
+    }
+
+    /// Whether bursts of one UDP flow are written as one USO super-frame.
+    pub fn merges_udp(&self) -> bool {
+        self.merge_udp
+    }
+
+    /// Turns merging of UDP bursts off (or back on where the device has USO).
+    pub fn set_merge_udp(&mut self, on: bool) {
+        self.merge_udp =
+            on && self.offload_flags & libc::TUN_F_USO4 != 0 && self.vnet_len >= VnetHdr::LEN;
     }
 
     /// The TUN_F_* offloads set on the device (0: none).
@@ -766,6 +789,120 @@ impl TapPort {
                 }
                 o
             }
+        }
+    }
+
+    /// Writes the datagrams at the head of `sel` that are of one UDP flow as one USO
+    /// super-frame ([`coalesce`]): how many went, and how. None when fewer than two
+    /// would merge (send the first on its own). A refusal by the kernel turns merging
+    /// off on this port (`Tx::Dropped`: send them one by one).
+    fn send_merged(&mut self, batch: &Batch, sel: &[TxSel]) -> Option<(usize, Tx)> {
+        use coalesce::{HEADER, MAX_PAYLOAD, MAX_SEGMENTS};
+        let (s0, s1) = (sel.first()?, sel.get(1)?);
+        let first = batch.get(usize::from(s0.idx))?.data();
+        let second = batch.get(usize::from(s1.idx))?.data();
+        // The cheap test first: most frames have no flow-mate right behind them.
+        if s1.vlan != s0.vlan || !coalesce::same_flow(first, second) {
+            return None;
+        }
+        let f0 = batch.get(usize::from(s0.idx))?;
+        let seg = coalesce::candidate(first, &f0.vnet)?;
+        let mut bodies: [&[u8]; MAX_SEGMENTS] = [&[]; MAX_SEGMENTS];
+        bodies[0] = first.get(HEADER..HEADER + seg)?;
+        let (mut n, mut total) = (1, seg);
+        for s in sel.iter().skip(1) {
+            if n >= MAX_SEGMENTS || s.vlan != s0.vlan {
+                break;
+            }
+            let Some(f) = batch.get(usize::from(s.idx)) else {
+                break;
+            };
+            if !coalesce::same_flow(first, f.data()) {
+                break;
+            }
+            let Some(p) = coalesce::candidate(f.data(), &f.vnet) else {
+                break;
+            };
+            let Some(body) = f.data().get(HEADER..HEADER + p) else {
+                break;
+            };
+            if p > seg || total + p > MAX_PAYLOAD {
+                break;
+            }
+            if let Some(b) = bodies.get_mut(n) {
+                *b = body;
+            }
+            n += 1;
+            total += p;
+            if p < seg {
+                break;
+            }
+        }
+        if n < 2 {
+            return None;
+        }
+        let mut head = [0u8; HEADER];
+        let mut vnet = coalesce::super_header(first, total, seg, &mut head)?;
+        let tag = tag_for(s0.vlan);
+        let tag_len = if tag.is_some() { 4 } else { 0 };
+        vnet.hdr_len += tag_len as u16;
+        vnet.csum_start += tag_len as u16;
+        if let Some(d) = self.tx_hdr.get_mut(..VnetHdr::LEN) {
+            d.copy_from_slice(&vnet.to_bytes());
+        }
+        let tag_bytes = tag.unwrap_or_default();
+        let (macs, rest) = head.split_at(12);
+        let pieces: [&[u8]; 4] = [
+            self.tx_hdr.get(..self.vnet_len).unwrap_or(&[]),
+            macs,
+            tag_bytes.get(..tag_len).unwrap_or(&[]),
+            rest,
+        ];
+        let mut iov = [libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        }; 4 + MAX_SEGMENTS];
+        let mut k = 0;
+        for p in pieces.iter().chain(bodies.iter().take(n)) {
+            if p.is_empty() {
+                continue;
+            }
+            if let Some(v) = iov.get_mut(k) {
+                *v = libc::iovec {
+                    iov_base: p.as_ptr() as *mut libc::c_void,
+                    iov_len: p.len(),
+                };
+                k += 1;
+            }
+        }
+        let r = loop {
+            // SAFETY: the first `k` iovecs point into slices that outlive the call;
+            // writev only reads from them.
+            let r = unsafe { libc::writev(self.fd.as_raw_fd(), iov.as_ptr(), k as libc::c_int) };
+            if r >= 0 {
+                break Ok(());
+            }
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                break Err(e);
+            }
+        };
+        match r {
+            Ok(()) => {
+                let bytes = n * (HEADER + tag_len) + total;
+                self.stats.tx_udp_merged += n as u64;
+                self.stats.tx_frames += n as u64;
+                self.stats.tx_bytes += bytes as u64;
+                Some((n, Tx::Sent(bytes)))
+            }
+            Err(e) => match classify(e) {
+                Tx::Dropped => {
+                    self.merge_udp = false;
+                    self.stats.tx_merge_refused += 1;
+                    Some((0, Tx::Dropped))
+                }
+                other => Some((0, other)),
+            },
         }
     }
 
@@ -866,10 +1003,25 @@ impl Port for TapPort {
 
     fn send(&mut self, batch: &Batch, sel: &[TxSel]) -> Result<usize, PortError> {
         let mut sent = 0;
-        for s in sel {
+        let mut i = 0;
+        while let Some(s) = sel.get(i) {
+            i += 1;
             let Some(f) = batch.get(usize::from(s.idx)) else {
                 continue;
             };
+            if self.merge_udp {
+                match self.send_merged(batch, sel.get(i - 1..).unwrap_or(&[])) {
+                    None | Some((_, Tx::Dropped)) => {}
+                    Some((n, Tx::Sent(_))) => {
+                        sent += n;
+                        i += n.saturating_sub(1);
+                        continue;
+                    }
+                    Some((_, Tx::Full)) => break,
+                    Some((_, Tx::Failed(e))) if sent == 0 => return Err(self.port_error(e)),
+                    Some((_, Tx::Failed(_))) => break,
+                }
+            }
             let outcome = if self.vnet_len == 0 && !f.vnet.is_plain() {
                 self.send_segmented(f, s.vlan)
             } else {
@@ -1471,6 +1623,91 @@ mod tests {
         // Another kind of device of that name.
         let e = create_tap_in(&ns.path, "lo", &TapOptions::default()).unwrap_err();
         assert!(e.to_string().contains("not a TAP"), "{e}");
+    }
+
+    #[test]
+    fn udp_bursts_go_down_as_one_super_frame_and_arrive_whole() {
+        let ns = TestNs::new();
+        let mut port = create_tap_in(&ns.path, "vst0", &TapOptions::default()).unwrap();
+        assert!(
+            port.merges_udp(),
+            "this kernel takes no USO on TAPs (Linux 6.2 or later needed)"
+        );
+        let mac = MacAddr([0x02, 0x42, 10, 200, 0, 2]);
+        configure(
+            &ns.path,
+            "vst0",
+            &IfConfig {
+                mac: Some(mac),
+                addr: Some((Ipv4Addr::new(10, 200, 0, 2), 24)),
+                up: true,
+                ..IfConfig::default()
+            },
+        )
+        .unwrap();
+        let sock = in_netns(&ns.path, || std::net::UdpSocket::bind("10.200.0.2:5001"))
+            .unwrap()
+            .unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let datagram = |payload: &[u8], id: u16| {
+            let mut f = mac.0.to_vec();
+            f.extend_from_slice(&GW_MAC.0);
+            f.extend_from_slice(&[0x08, 0x00, 0x45, 0, 0, 0]);
+            f.extend_from_slice(&id.to_be_bytes());
+            f.extend_from_slice(&[0x40, 0, 64, 17, 0, 0, 10, 200, 0, 1, 10, 200, 0, 2]);
+            f.extend_from_slice(&[0x0f, 0xa0, 0x13, 0x89, 0, 0, 0, 0]);
+            f.extend_from_slice(payload);
+            let total = (f.len() - 14) as u16;
+            f[16..18].copy_from_slice(&total.to_be_bytes());
+            let c = crate::wire::checksum::checksum(&f[14..34]);
+            f[24..26].copy_from_slice(&c.to_be_bytes());
+            let ul = total - 20;
+            f[38..40].copy_from_slice(&ul.to_be_bytes());
+            let p = crate::wire::checksum::pseudo_header_v4(
+                Ipv4Addr::new(10, 200, 0, 1),
+                Ipv4Addr::new(10, 200, 0, 2),
+                17,
+                u32::from(ul),
+            );
+            let c = !crate::wire::checksum::fold(crate::wire::checksum::add(
+                p,
+                crate::wire::checksum::sum(&f[34..]),
+            ));
+            f[40..42].copy_from_slice(&c.to_be_bytes());
+            f
+        };
+        // 40 datagrams of one flow, 18 bytes each but the last; number 20 corrupt.
+        let payloads: Vec<Vec<u8>> = (0..40u8)
+            .map(|i| (0..if i == 39 { 7 } else { 18 }).map(|j| i ^ j).collect())
+            .collect();
+        let mut batch = Batch::new(64, STD_FRAME_CAP);
+        for (i, p) in payloads.iter().enumerate() {
+            let mut f = datagram(p, i as u16);
+            if i == 20 {
+                f[45] ^= 0xff;
+            }
+            assert!(batch.push(&f, 0));
+        }
+        let sel: Vec<TxSel> = (0..40).map(|idx| TxSel { idx, vlan: 0 }).collect();
+        assert_eq!(port.send(&batch, &sel).unwrap(), 40);
+        let st = port.stats();
+        assert_eq!(st.tx_frames, 40);
+        assert_eq!(st.tx_udp_merged, 39, "all but the corrupt one");
+        assert_eq!(st.tx_merge_refused, 0);
+        let mut buf = [0u8; 2048];
+        for (i, want) in payloads.iter().enumerate() {
+            if i == 20 {
+                continue;
+            }
+            let (n, from) = sock.recv_from(&mut buf).expect("a datagram");
+            assert_eq!(from, "10.200.0.1:4000".parse().unwrap());
+            assert_eq!(&buf[..n], &want[..], "datagram {i}");
+        }
+        sock.set_nonblocking(true).unwrap();
+        assert!(
+            sock.recv_from(&mut buf).is_err(),
+            "the corrupt one is dropped"
+        );
     }
 
     #[test]

@@ -1,0 +1,305 @@
+//! Merging consecutive UDP datagrams of one flow into one USO super-frame.
+//!
+//! A TAP takes one frame per `write`, and each write runs the receiving kernel's whole
+//! input path (skb, IP, UDP, waking the reader) once. When a burst of datagrams of one
+//! flow goes to the same TAP (a UDP flood, a bulk transfer), they can instead go down as
+//! one super-frame with `VIRTIO_NET_HDR_GSO_UDP_L4` metadata: one header, the payloads
+//! back to back, the datagram size as `gso_size`. The receiving kernel splits it again
+//! in its UDP layer (`udp_rcv_segment`), so the socket sees the same datagrams, in
+//! order, with their checksums computed; a socket with UDP_GRO gets them merged, as it
+//! would from a NIC. This is the kernel's own UDP GRO, done before the write.
+//!
+//! Only datagrams that segmentation gives back unchanged are merged: IPv4 without
+//! options, not fragments, the same Ethernet header, TOS, DF, TTL, addresses and ports,
+//! one payload size (the last may be shorter), and a checksum that is good or partial
+//! (merging must not turn a corrupt datagram into a good one). The IP identification
+//! of the merged ones is not kept (segments count up from the first's).
+//!
+//! Sans-I/O: the TAP port asks [`candidate`] and [`same_flow`] while it walks its send
+//! list and writes [`super_header`]'s header followed by the payloads in one `writev`.
+
+use super::VnetHdr;
+use crate::wire::checksum;
+use std::net::Ipv4Addr;
+
+/// Ethernet (untagged), IPv4 without options, UDP.
+pub const HEADER: usize = 14 + 20 + 8;
+/// Datagrams per super-frame at most (the kernel's UDP_MAX_SEGMENTS was 64 until 6.8).
+pub const MAX_SEGMENTS: usize = 64;
+/// Payload bytes per super-frame at most (the IPv4 total length is 16 bits).
+pub const MAX_PAYLOAD: usize = 65535 - 28;
+
+const UDP_CSUM_START: u16 = 14 + 20;
+const UDP_CSUM_OFFSET: u16 = 6;
+
+fn be16(b: &[u8], at: usize) -> Option<usize> {
+    let x = b.get(at..at + 2)?;
+    Some(usize::from(u16::from_be_bytes([x[0], x[1]])))
+}
+
+/// The payload length of a datagram that may be merged with others of its flow, or
+/// None. Checks the headers and the UDP checksum (unless it is partial, known good or
+/// absent).
+pub fn candidate(frame: &[u8], vnet: &VnetHdr) -> Option<usize> {
+    if vnet.gso_type != VnetHdr::GSO_NONE {
+        return None;
+    }
+    let h = frame.get(..HEADER)?;
+    // IPv4, no options, UDP, not a fragment (MF clear, offset 0).
+    if h[12..14] != [0x08, 0x00] || h[14] != 0x45 || h[23] != 17 || h[20] & 0x3f != 0 || h[21] != 0
+    {
+        return None;
+    }
+    let total = be16(h, 16)?;
+    let udp_len = be16(h, 38)?;
+    if udp_len != total.checked_sub(20)? || udp_len <= 8 || 14 + total > frame.len() {
+        return None;
+    }
+    if checksum::fold(checksum::sum(h.get(14..34)?)) != 0xffff {
+        return None;
+    }
+    let partial = vnet.flags & VnetHdr::F_NEEDS_CSUM != 0;
+    if partial {
+        if vnet.csum_start != UDP_CSUM_START || vnet.csum_offset != UDP_CSUM_OFFSET {
+            return None;
+        }
+    } else if vnet.flags & VnetHdr::F_DATA_VALID == 0 && h[40..42] != [0, 0] {
+        let udp = frame.get(34..34 + udp_len)?;
+        let pseudo = checksum::pseudo_header_v4(src(h), dst(h), 17, udp_len as u32);
+        if checksum::fold(checksum::add(pseudo, checksum::sum(udp))) != 0xffff {
+            return None;
+        }
+    }
+    Some(udp_len - 8)
+}
+
+fn src(h: &[u8]) -> Ipv4Addr {
+    Ipv4Addr::new(h[26], h[27], h[28], h[29])
+}
+
+fn dst(h: &[u8]) -> Ipv4Addr {
+    Ipv4Addr::new(h[30], h[31], h[32], h[33])
+}
+
+/// Whether `next` (a [`candidate`]) is a datagram of `first`'s flow that segmentation of
+/// a super-frame headed by `first` gives back unchanged (but for its IP id).
+pub fn same_flow(first: &[u8], next: &[u8]) -> bool {
+    match (first.get(..HEADER), next.get(..HEADER)) {
+        (Some(a), Some(b)) => {
+            a[..16] == b[..16]         // Ethernet header, version/IHL, TOS
+                && a[20] == b[20]      // DF (the rest of the field is 0 in a candidate)
+                && a[22..24] == b[22..24] // TTL, protocol
+                && a[26..38] == b[26..38] // addresses, ports
+        }
+        _ => false,
+    }
+}
+
+/// Writes into `out` the header of a super-frame carrying `payload` bytes of datagrams
+/// `seg` bytes long, headed by `first`'s headers (a [`candidate`]), and returns its vnet
+/// header, or None when the sizes cannot be one super-frame.
+pub fn super_header(
+    first: &[u8],
+    payload: usize,
+    seg: usize,
+    out: &mut [u8; HEADER],
+) -> Option<VnetHdr> {
+    if payload > MAX_PAYLOAD || seg == 0 || payload <= seg {
+        return None;
+    }
+    out.copy_from_slice(first.get(..HEADER)?);
+    let total = (payload + 28) as u16;
+    let udp_len = (payload + 8) as u16;
+    out[16..18].copy_from_slice(&total.to_be_bytes());
+    out[24..26].copy_from_slice(&[0, 0]);
+    let ip_sum = checksum::checksum(&out[14..34]);
+    out[24..26].copy_from_slice(&ip_sum.to_be_bytes());
+    out[38..40].copy_from_slice(&udp_len.to_be_bytes());
+    // A partial checksum: the pseudo-header's sum, folded, not inverted.
+    let pseudo = checksum::fold(checksum::pseudo_header_v4(
+        src(out),
+        dst(out),
+        17,
+        u32::from(udp_len),
+    ));
+    out[40..42].copy_from_slice(&pseudo.to_be_bytes());
+    Some(VnetHdr {
+        flags: VnetHdr::F_NEEDS_CSUM,
+        gso_type: VnetHdr::GSO_UDP_L4,
+        hdr_len: HEADER as u16,
+        gso_size: u16::try_from(seg).ok()?,
+        csum_start: UDP_CSUM_START,
+        csum_offset: UDP_CSUM_OFFSET,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::port::gso::Segmenter;
+
+    /// A UDP datagram 10.0.0.1:4000 -> 10.0.0.2:5001 as Linux sends it (DF, TTL 64),
+    /// with a full checksum.
+    fn datagram(payload: &[u8], id: u16) -> Vec<u8> {
+        let mut f = vec![
+            0x02, 0x42, 0x0a, 0x00, 0x00, 0x02, 0x02, 0x42, 0x0a, 0x00, 0x00, 0x01, 0x08, 0x00,
+            0x45, 0x00, 0x00, 0x00, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0x00, 0x00, 10, 0, 0, 1,
+            10, 0, 0, 2, 0x0f, 0xa0, 0x13, 0x89, 0x00, 0x00, 0x00, 0x00,
+        ];
+        f.extend_from_slice(payload);
+        let total = (28 + payload.len()) as u16;
+        f[16..18].copy_from_slice(&total.to_be_bytes());
+        f[18..20].copy_from_slice(&id.to_be_bytes());
+        let ip = checksum::checksum(&f[14..34]);
+        f[24..26].copy_from_slice(&ip.to_be_bytes());
+        let ul = (8 + payload.len()) as u16;
+        f[38..40].copy_from_slice(&ul.to_be_bytes());
+        let p = checksum::pseudo_header_v4(src(&f), dst(&f), 17, u32::from(ul));
+        let c = !checksum::fold(checksum::add(p, checksum::sum(&f[34..])));
+        f[40..42].copy_from_slice(&c.to_be_bytes());
+        f
+    }
+
+    #[test]
+    fn a_good_datagram_is_a_candidate() {
+        let f = datagram(&[7; 18], 1);
+        assert_eq!(f.len(), 60);
+        assert_eq!(candidate(&f, &VnetHdr::default()), Some(18));
+        // Ethernet padding after the datagram is fine.
+        let mut padded = datagram(&[7; 4], 1);
+        padded.resize(60, 0);
+        assert_eq!(candidate(&padded, &VnetHdr::default()), Some(4));
+    }
+
+    #[test]
+    fn what_segmentation_would_change_is_not_a_candidate() {
+        let plain = VnetHdr::default();
+        let good = datagram(&[1, 2, 3, 4, 5], 9);
+        type Change = fn(&mut Vec<u8>);
+        let cases: [(&str, Change); 10] = [
+            ("bad udp checksum", |f| f[45] ^= 1),
+            ("bad ip checksum", |f| f[22] = 63),
+            ("ip options", |f| f[14] = 0x46),
+            ("more fragments", |f| f[20] |= 0x20),
+            ("fragment offset", |f| f[21] = 1),
+            ("tcp", |f| f[23] = 6),
+            ("arp", |f| f[13] = 0x06),
+            ("udp length", |f| f[39] -= 1),
+            ("truncated", |f| f.truncate(45)),
+            ("empty payload", |f| f.truncate(42)),
+        ];
+        for (what, change) in cases {
+            let mut f = good.clone();
+            change(&mut f);
+            assert_eq!(candidate(&f, &plain), None, "{what}");
+        }
+        assert_eq!(candidate(&good[..30], &plain), None);
+        let gso = VnetHdr {
+            gso_type: VnetHdr::GSO_UDP_L4,
+            ..plain
+        };
+        assert_eq!(candidate(&good, &gso), None, "already a super-frame");
+    }
+
+    #[test]
+    fn partial_valid_and_absent_checksums_are_not_verified() {
+        let mut f = datagram(&[9; 20], 3);
+        f[40..42].copy_from_slice(&[0x12, 0x34]);
+        assert_eq!(candidate(&f, &VnetHdr::default()), None);
+        let partial = VnetHdr {
+            flags: VnetHdr::F_NEEDS_CSUM,
+            csum_start: 34,
+            csum_offset: 6,
+            ..VnetHdr::default()
+        };
+        assert_eq!(candidate(&f, &partial), Some(20));
+        let elsewhere = VnetHdr {
+            csum_start: 30,
+            ..partial
+        };
+        assert_eq!(candidate(&f, &elsewhere), None);
+        let valid = VnetHdr {
+            flags: VnetHdr::F_DATA_VALID,
+            ..VnetHdr::default()
+        };
+        assert_eq!(candidate(&f, &valid), Some(20));
+        f[40..42].copy_from_slice(&[0, 0]);
+        assert_eq!(candidate(&f, &VnetHdr::default()), Some(20));
+    }
+
+    #[test]
+    fn flows_differ_by_any_kept_header_field() {
+        let a = datagram(&[1; 10], 1);
+        let b = datagram(&[2; 10], 2);
+        assert!(same_flow(&a, &b), "ids and payloads may differ");
+        for at in [0, 6, 13, 15, 20, 22, 26, 30, 34, 36] {
+            let mut c = b.clone();
+            c[at] ^= 0x40;
+            assert!(!same_flow(&a, &c), "byte {at}");
+        }
+        assert!(!same_flow(&a, &b[..20]));
+    }
+
+    /// The super-frame our header describes, segmented the way the kernel does it (our
+    /// software segmenter, checked against Linux elsewhere), gives back the datagrams.
+    #[test]
+    fn the_super_frame_segments_back_into_the_datagrams() {
+        let payloads: Vec<Vec<u8>> = (0..5u8)
+            .map(|i| {
+                (0..if i == 4 { 7 } else { 18 })
+                    .map(|j| i * 31 + j)
+                    .collect()
+            })
+            .collect();
+        let frames: Vec<Vec<u8>> = payloads
+            .iter()
+            .enumerate()
+            .map(|(i, p)| datagram(p, 100 + i as u16))
+            .collect();
+        let total: usize = payloads.iter().map(Vec::len).sum();
+        let mut head = [0u8; HEADER];
+        let vnet = super_header(&frames[0], total, 18, &mut head).expect("header");
+        assert_eq!(vnet.gso_size, 18);
+        assert_eq!(vnet.hdr_len, 42);
+        let mut sup = head.to_vec();
+        for p in &payloads {
+            sup.extend_from_slice(p);
+        }
+        // etherparse agrees on the headers.
+        let (eth, rest) = etherparse::Ethernet2Header::from_slice(&sup).expect("eth");
+        assert_eq!(eth.ether_type, etherparse::EtherType::IPV4);
+        let (ip, _) = etherparse::Ipv4Header::from_slice(rest).expect("ip");
+        assert_eq!(usize::from(ip.total_len), 28 + total);
+        assert_eq!(ip.header_checksum, ip.calc_header_checksum());
+        let mut seg = Segmenter::new();
+        let mut out = Vec::new();
+        seg.segment(&sup, &vnet, |h, b| {
+            let mut f = h.to_vec();
+            f.extend_from_slice(b);
+            out.push(f);
+            true
+        })
+        .expect("segments");
+        assert_eq!(out.len(), frames.len());
+        for (got, want) in out.iter().zip(&frames) {
+            // Everything but the IP id and so the IP checksum.
+            assert_eq!(got[..18], want[..18]);
+            assert_eq!(got[20..24], want[20..24]);
+            assert_eq!(got[26..], want[26..]);
+        }
+    }
+
+    #[test]
+    fn sizes_that_cannot_be_one_super_frame() {
+        let f = datagram(&[0; 18], 1);
+        let mut head = [0u8; HEADER];
+        assert!(
+            super_header(&f, 18, 18, &mut head).is_none(),
+            "one datagram"
+        );
+        assert!(super_header(&f, MAX_PAYLOAD + 1, 18, &mut head).is_none());
+        assert!(super_header(&f, 100, 0, &mut head).is_none());
+        assert!(super_header(&f[..30], 100, 18, &mut head).is_none());
+        assert!(super_header(&f, MAX_PAYLOAD, 1472, &mut head).is_some());
+    }
+}
