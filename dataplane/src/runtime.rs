@@ -434,6 +434,10 @@ fn worker_loop(mut w: Worker, mut poll: Poll, cmds: mpsc::Receiver<WorkerCmd>, b
         }
         if moved > 0 {
             last_work = Instant::now();
+        } else if !busy && ready.is_empty() {
+            // Polling while idle: let a thread that has work on this core (the
+            // sender or receiver of the traffic) go first.
+            std::thread::yield_now();
         }
     }
 }
