@@ -7,13 +7,17 @@
 //! back to back, the datagram size as `gso_size`. The receiving kernel splits it again
 //! in its UDP layer (`udp_rcv_segment`), so the socket sees the same datagrams, in
 //! order, with their checksums computed; a socket with UDP_GRO gets them merged, as it
-//! would from a NIC. This is the kernel's own UDP GRO, done before the write.
+//! would from a NIC with UDP GRO forwarding on. What sits below the socket in the
+//! receiving namespace (netfilter, tc, a packet socket such as tcpdump's) sees one
+//! packet per burst, as it does for TCP with GRO; `--no-offload` turns merging off.
 //!
 //! Only datagrams that segmentation gives back unchanged are merged: IPv4 without
 //! options, not fragments, the same Ethernet header, TOS, DF, TTL, addresses and ports,
-//! one payload size (the last may be shorter), and a checksum that is good or partial
-//! (merging must not turn a corrupt datagram into a good one). The IP identification
-//! of the merged ones is not kept (segments count up from the first's).
+//! one payload size (the last may be shorter), a checksum that is good, or partial
+//! with the seed the kernel would have written (merging must not turn a corrupt
+//! datagram into a good one), and, without DF, IP identifications that count up by one
+//! (segmentation numbers the segments from the first's; with DF the identification
+//! carries no meaning, RFC 6864, and is not kept).
 //!
 //! Sans-I/O: the TAP port asks [`candidate`] and [`same_flow`] while it walks its send
 //! list and writes [`super_header`]'s header followed by the payloads in one `writev`.
@@ -60,7 +64,18 @@ pub fn candidate(frame: &[u8], vnet: &VnetHdr) -> Option<usize> {
     }
     let partial = vnet.flags & VnetHdr::F_NEEDS_CSUM != 0;
     if partial {
-        if vnet.csum_start != UDP_CSUM_START || vnet.csum_offset != UDP_CSUM_OFFSET {
+        // The seed a sender's kernel writes: the pseudo-header sum, folded, not
+        // inverted. Anything else would arrive as a bad checksum if sent alone.
+        let seed = checksum::fold(checksum::pseudo_header_v4(
+            src(h),
+            dst(h),
+            17,
+            udp_len as u32,
+        ));
+        if vnet.csum_start != UDP_CSUM_START
+            || vnet.csum_offset != UDP_CSUM_OFFSET
+            || h[40..42] != seed.to_be_bytes()
+        {
             return None;
         }
     } else if vnet.flags & VnetHdr::F_DATA_VALID == 0 && h[40..42] != [0, 0] {
@@ -90,6 +105,21 @@ pub fn same_flow(first: &[u8], next: &[u8]) -> bool {
                 && a[20] == b[20]      // DF (the rest of the field is 0 in a candidate)
                 && a[22..24] == b[22..24] // TTL, protocol
                 && a[26..38] == b[26..38] // addresses, ports
+        }
+        _ => false,
+    }
+}
+
+/// Whether `next`, of `first`'s flow, may be segment number `pos` (0 for `first`) of a
+/// super-frame headed by `first`: without DF its IP identification must be the one
+/// segmentation will give it, `first`'s plus `pos`.
+pub fn in_sequence(first: &[u8], next: &[u8], pos: usize) -> bool {
+    match (first.get(18..21), next.get(18..20)) {
+        (Some(a), Some(b)) => {
+            a[2] & 0x40 != 0 || {
+                let id0 = u16::from_be_bytes([a[0], a[1]]);
+                u16::from_be_bytes([b[0], b[1]]) == id0.wrapping_add(pos as u16)
+            }
         }
         _ => false,
     }
@@ -212,12 +242,18 @@ mod tests {
             csum_offset: 6,
             ..VnetHdr::default()
         };
+        // A partial checksum must hold the seed the kernel writes, or sent alone it
+        // would arrive bad: merged, it must not arrive good.
+        assert_eq!(candidate(&f, &partial), None, "wrong seed");
+        let seed = checksum::fold(checksum::pseudo_header_v4(src(&f), dst(&f), 17, 28));
+        f[40..42].copy_from_slice(&seed.to_be_bytes());
         assert_eq!(candidate(&f, &partial), Some(20));
         let elsewhere = VnetHdr {
             csum_start: 30,
             ..partial
         };
         assert_eq!(candidate(&f, &elsewhere), None);
+        f[40..42].copy_from_slice(&[0x12, 0x34]);
         let valid = VnetHdr {
             flags: VnetHdr::F_DATA_VALID,
             ..VnetHdr::default()
@@ -238,6 +274,26 @@ mod tests {
             assert!(!same_flow(&a, &c), "byte {at}");
         }
         assert!(!same_flow(&a, &b[..20]));
+    }
+
+    #[test]
+    fn without_df_ids_must_count_up() {
+        let with_df = datagram(&[1; 10], 500);
+        assert!(
+            in_sequence(&with_df, &datagram(&[1; 10], 7), 3),
+            "DF: any id"
+        );
+        let no_df = |id| {
+            let mut f = datagram(&[1; 10], id);
+            f[20] = 0;
+            f
+        };
+        let first = no_df(0xfffe);
+        assert!(in_sequence(&first, &no_df(0xffff), 1));
+        assert!(in_sequence(&first, &no_df(0), 2), "wraps");
+        assert!(!in_sequence(&first, &no_df(3), 2));
+        assert!(!in_sequence(&first, &no_df(0xfffe), 1), "a repeated id");
+        assert!(!in_sequence(&first, &first[..19], 1));
     }
 
     /// The super-frame our header describes, segmented the way the kernel does it (our

@@ -794,8 +794,9 @@ impl TapPort {
 
     /// Writes the datagrams at the head of `sel` that are of one UDP flow as one USO
     /// super-frame ([`coalesce`]): how many went, and how. None when fewer than two
-    /// would merge (send the first on its own). A refusal by the kernel turns merging
-    /// off on this port (`Tx::Dropped`: send them one by one).
+    /// would merge (send the first on its own). EINVAL from the kernel (no USO) turns
+    /// merging off on this port; then, as on any other drop, `Tx::Dropped` says to send
+    /// them one by one.
     fn send_merged(&mut self, batch: &Batch, sel: &[TxSel]) -> Option<(usize, Tx)> {
         use coalesce::{HEADER, MAX_PAYLOAD, MAX_SEGMENTS};
         let (s0, s1) = (sel.first()?, sel.get(1)?);
@@ -809,7 +810,8 @@ impl TapPort {
         let seg = coalesce::candidate(first, &f0.vnet)?;
         let mut bodies: [&[u8]; MAX_SEGMENTS] = [&[]; MAX_SEGMENTS];
         bodies[0] = first.get(HEADER..HEADER + seg)?;
-        let (mut n, mut total) = (1, seg);
+        // `wire`: the bytes the frames would have counted sent one by one.
+        let (mut n, mut total, mut wire) = (1, seg, first.len());
         for s in sel.iter().skip(1) {
             if n >= MAX_SEGMENTS || s.vlan != s0.vlan {
                 break;
@@ -817,7 +819,7 @@ impl TapPort {
             let Some(f) = batch.get(usize::from(s.idx)) else {
                 break;
             };
-            if !coalesce::same_flow(first, f.data()) {
+            if !coalesce::same_flow(first, f.data()) || !coalesce::in_sequence(first, f.data(), n) {
                 break;
             }
             let Some(p) = coalesce::candidate(f.data(), &f.vnet) else {
@@ -834,6 +836,7 @@ impl TapPort {
             }
             n += 1;
             total += p;
+            wire += f.data().len();
             if p < seg {
                 break;
             }
@@ -889,20 +892,20 @@ impl TapPort {
         };
         match r {
             Ok(()) => {
-                let bytes = n * (HEADER + tag_len) + total;
+                let bytes = wire + n * tag_len;
                 self.stats.tx_udp_merged += n as u64;
                 self.stats.tx_frames += n as u64;
                 self.stats.tx_bytes += bytes as u64;
                 Some((n, Tx::Sent(bytes)))
             }
-            Err(e) => match classify(e) {
-                Tx::Dropped => {
-                    self.merge_udp = false;
-                    self.stats.tx_merge_refused += 1;
-                    Some((0, Tx::Dropped))
-                }
-                other => Some((0, other)),
-            },
+            // A kernel that does not take USO super-frames says EINVAL: stop merging on
+            // this port. Other errors are the frames' or passing: send them one by one.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                self.merge_udp = false;
+                self.stats.tx_merge_refused += 1;
+                Some((0, Tx::Dropped))
+            }
+            Err(e) => Some((0, classify(e))),
         }
     }
 
@@ -1694,6 +1697,7 @@ mod tests {
         assert_eq!(st.tx_frames, 40);
         assert_eq!(st.tx_udp_merged, 39, "all but the corrupt one");
         assert_eq!(st.tx_merge_refused, 0);
+        assert_eq!(st.tx_bytes, 39 * 60 + 49, "counted as the frames would be");
         let mut buf = [0u8; 2048];
         for (i, want) in payloads.iter().enumerate() {
             if i == 20 {
@@ -1708,6 +1712,60 @@ mod tests {
             sock.recv_from(&mut buf).is_err(),
             "the corrupt one is dropped"
         );
+    }
+
+    /// The datagrams a Linux socket sends come out of an offloading TAP with a partial
+    /// checksum holding the kernel's seed, and are merge candidates of one flow: merging
+    /// applies to real traffic, not only to crafted frames.
+    #[test]
+    fn datagrams_linux_sends_are_merge_candidates() {
+        let ns = TestNs::new();
+        let mut port = create_tap_in(&ns.path, "vst0", &TapOptions::default()).unwrap();
+        configure(
+            &ns.path,
+            "vst0",
+            &IfConfig {
+                addr: Some((Ipv4Addr::new(10, 200, 0, 2), 24)),
+                up: true,
+                ..IfConfig::default()
+            },
+        )
+        .unwrap();
+        // To the broadcast address: no neighbour to resolve first.
+        in_netns(&ns.path, || -> io::Result<()> {
+            let s = std::net::UdpSocket::bind("10.200.0.2:4000")?;
+            s.set_broadcast(true)?;
+            for i in 0..8u8 {
+                s.send_to(&[i; 100], "10.200.0.255:5001")?;
+            }
+            Ok(())
+        })
+        .unwrap()
+        .unwrap();
+        let mut batch = Batch::new(64, SUPER_FRAME_CAP);
+        let mut got: Vec<(Vec<u8>, VnetHdr)> = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while got.len() < 8 && Instant::now() < deadline {
+            wait_readable(&[port.rx_fd().unwrap()], 50);
+            port.recv(&mut batch).unwrap();
+            for f in batch.frames() {
+                if f.data().get(12..14) == Some(&[0x08, 0x00]) && f.data().get(23) == Some(&17) {
+                    got.push((f.data().to_vec(), f.vnet));
+                }
+            }
+        }
+        assert_eq!(got.len(), 8, "the datagrams did not come out of the TAP");
+        let first = &got[0].0;
+        for (k, (f, vnet)) in got.iter().enumerate() {
+            assert_ne!(
+                vnet.flags & VnetHdr::F_NEEDS_CSUM,
+                0,
+                "datagram {k}: no partial checksum (offloads off?)"
+            );
+            assert_eq!(coalesce::candidate(f, vnet), Some(100), "datagram {k}");
+            assert!(coalesce::same_flow(first, f), "datagram {k}");
+            assert!(coalesce::in_sequence(first, f, k), "datagram {k}");
+        }
     }
 
     #[test]
