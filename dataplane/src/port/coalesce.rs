@@ -64,17 +64,10 @@ pub fn candidate(frame: &[u8], vnet: &VnetHdr) -> Option<usize> {
     }
     let partial = vnet.flags & VnetHdr::F_NEEDS_CSUM != 0;
     if partial {
-        // The seed a sender's kernel writes: the pseudo-header sum, folded, not
-        // inverted. Anything else would arrive as a bad checksum if sent alone.
-        let seed = checksum::fold(checksum::pseudo_header_v4(
-            src(h),
-            dst(h),
-            17,
-            udp_len as u32,
-        ));
+        // Anything but the kernel's seed would arrive as a bad checksum if sent alone.
         if vnet.csum_start != UDP_CSUM_START
             || vnet.csum_offset != UDP_CSUM_OFFSET
-            || h[40..42] != seed.to_be_bytes()
+            || h[40..42] != partial_seed(h, udp_len).to_be_bytes()
         {
             return None;
         }
@@ -86,6 +79,18 @@ pub fn candidate(frame: &[u8], vnet: &VnetHdr) -> Option<usize> {
         }
     }
     Some(udp_len - 8)
+}
+
+/// The value a partial UDP checksum holds before it is completed: the pseudo-header's
+/// sum, folded, not inverted (what a sender's kernel writes, and what segmentation of a
+/// super-frame starts from).
+fn partial_seed(h: &[u8], udp_len: usize) -> u16 {
+    checksum::fold(checksum::pseudo_header_v4(
+        src(h),
+        dst(h),
+        17,
+        udp_len as u32,
+    ))
 }
 
 fn src(h: &[u8]) -> Ipv4Addr {
@@ -145,14 +150,8 @@ pub fn super_header(
     let ip_sum = checksum::checksum(&out[14..34]);
     out[24..26].copy_from_slice(&ip_sum.to_be_bytes());
     out[38..40].copy_from_slice(&udp_len.to_be_bytes());
-    // A partial checksum: the pseudo-header's sum, folded, not inverted.
-    let pseudo = checksum::fold(checksum::pseudo_header_v4(
-        src(out),
-        dst(out),
-        17,
-        u32::from(udp_len),
-    ));
-    out[40..42].copy_from_slice(&pseudo.to_be_bytes());
+    let seed = partial_seed(out, usize::from(udp_len));
+    out[40..42].copy_from_slice(&seed.to_be_bytes());
     Some(VnetHdr {
         flags: VnetHdr::F_NEEDS_CSUM,
         gso_type: VnetHdr::GSO_UDP_L4,
@@ -245,7 +244,7 @@ mod tests {
         // A partial checksum must hold the seed the kernel writes, or sent alone it
         // would arrive bad: merged, it must not arrive good.
         assert_eq!(candidate(&f, &partial), None, "wrong seed");
-        let seed = checksum::fold(checksum::pseudo_header_v4(src(&f), dst(&f), 17, 28));
+        let seed = partial_seed(&f, 28);
         f[40..42].copy_from_slice(&seed.to_be_bytes());
         assert_eq!(candidate(&f, &partial), Some(20));
         let elsewhere = VnetHdr {

@@ -1714,23 +1714,33 @@ mod tests {
         );
     }
 
+    /// TAP `vst0` in `ns`, up, with `addr`/24 when given.
+    fn tap_up(ns: &TestNs, opts: &TapOptions, addr: Option<Ipv4Addr>) -> TapPort {
+        let port = create_tap_in(&ns.path, "vst0", opts).unwrap();
+        configure(
+            &ns.path,
+            "vst0",
+            &IfConfig {
+                addr: addr.map(|a| (a, 24)),
+                up: true,
+                ..IfConfig::default()
+            },
+        )
+        .unwrap();
+        port
+    }
+
     /// The datagrams a Linux socket sends come out of an offloading TAP with a partial
     /// checksum holding the kernel's seed, and are merge candidates of one flow: merging
     /// applies to real traffic, not only to crafted frames.
     #[test]
     fn datagrams_linux_sends_are_merge_candidates() {
         let ns = TestNs::new();
-        let mut port = create_tap_in(&ns.path, "vst0", &TapOptions::default()).unwrap();
-        configure(
-            &ns.path,
-            "vst0",
-            &IfConfig {
-                addr: Some((Ipv4Addr::new(10, 200, 0, 2), 24)),
-                up: true,
-                ..IfConfig::default()
-            },
-        )
-        .unwrap();
+        let mut port = tap_up(
+            &ns,
+            &TapOptions::default(),
+            Some(Ipv4Addr::new(10, 200, 0, 2)),
+        );
         // To the broadcast address: no neighbour to resolve first.
         in_netns(&ns.path, || -> io::Result<()> {
             let s = std::net::UdpSocket::bind("10.200.0.2:4000")?;
@@ -1771,16 +1781,7 @@ mod tests {
     #[test]
     fn send_drops_what_cannot_go_and_keeps_going() {
         let ns = TestNs::new();
-        let mut port = create_tap_in(&ns.path, "vst0", &TapOptions::plain()).unwrap();
-        configure(
-            &ns.path,
-            "vst0",
-            &IfConfig {
-                up: true,
-                ..IfConfig::default()
-            },
-        )
-        .unwrap();
+        let mut port = tap_up(&ns, &TapOptions::plain(), None);
         let mut batch = Batch::new(4, STD_FRAME_CAP);
         // 0: a frame claiming TCP segmentation that is ARP (cannot be segmented);
         // 1: too short to take a tag; 2: a fine broadcast frame.
@@ -1823,17 +1824,7 @@ mod tests {
     #[test]
     fn oversize_frames_are_counted_and_dropped() {
         let ns = TestNs::new();
-        let mut port = create_tap_in(&ns.path, "vst0", &TapOptions::plain()).unwrap();
-        configure(
-            &ns.path,
-            "vst0",
-            &IfConfig {
-                addr: Some((Ipv4Addr::new(10, 90, 0, 2), 24)),
-                up: true,
-                ..IfConfig::default()
-            },
-        )
-        .unwrap();
+        let mut port = tap_up(&ns, &TapOptions::plain(), Some(Ipv4Addr::new(10, 90, 0, 2)));
         // Buffers of 41 bytes: the 42-byte ARP requests the kernel sends do not fit.
         let mut small = Batch::new(4, 41);
         in_netns(&ns.path, || {
