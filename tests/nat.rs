@@ -158,6 +158,17 @@ fn ping_leaves_through_ping_sockets() {
 #[test]
 fn gateway_stands_for_the_hosts_loopback() {
     let s = setup(3);
+    // The host's loopback is reached only by a network that opted in.
+    s.d.ctl_ok(&[
+        "network",
+        "create",
+        "lo",
+        "--subnet",
+        "10.183.0.0/24",
+        "--host-loopback",
+    ]);
+    let c = Netns::new("lo");
+    s.d.ctl_ok(&["attach", "lo", "--name", "lo1", "--netns", &c.path()]);
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
     let port = l.local_addr().expect("addr").port();
     let t = std::thread::spawn(move || {
@@ -166,8 +177,7 @@ fn gateway_stands_for_the_hosts_loopback() {
             let _ = c.write_all(b"from the host\n");
         }
     });
-    let got =
-        s.c.must(&format!("socat -T 5 - TCP:10.173.0.1:{port} </dev/null"));
+    let got = c.must(&format!("socat -T 5 - TCP:10.183.0.1:{port} </dev/null"));
     assert_eq!(got.trim(), "from the host");
     let _ = t.join();
 }

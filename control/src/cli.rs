@@ -92,6 +92,10 @@ pub struct DaemonArgs {
     /// Connections the packet uplink's NAT table holds; new ones are refused past it.
     #[arg(long, value_name = "N", default_value_t = dataplane::runtime::DEFAULT_MAX_FLOWS)]
     pub max_flows: usize,
+    /// The default `bridge` network's GATEWAY:PORT reaches the host's 127.0.0.1 (not only
+    /// the host's main address).
+    #[arg(long)]
+    pub host_loopback: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -209,6 +213,10 @@ pub struct NetworkCreateArgs {
     pub no_masquerade: bool,
     #[arg(long)]
     pub mtu: Option<u32>,
+    /// GATEWAY:PORT reaches the host's 127.0.0.1 (by default only services listening on
+    /// the host's main address answer).
+    #[arg(long)]
+    pub host_loopback: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -409,6 +417,7 @@ fn ctl(a: CtlArgs) -> Result<(), CliError> {
                 no_dns: n.no_dns,
                 no_icc: n.no_icc,
                 no_masquerade: n.no_masquerade,
+                host_loopback: n.host_loopback,
                 mtu: n.mtu,
             }),
             |v| v["Id"].as_str().unwrap_or_default().to_string(),

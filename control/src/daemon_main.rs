@@ -71,6 +71,7 @@ pub fn run(a: DaemonArgs) -> Result<(), CliError> {
         mac_limit: a.mac_limit,
         fdb_limit: a.fdb_limit,
         max_flows: a.max_flows,
+        bridge_host_loopback: a.host_loopback,
         ..DaemonConfig::new(
             a.socket.unwrap_or_else(crate::paths::default_socket),
             a.state_dir.unwrap_or_else(crate::paths::default_state_dir),

@@ -48,6 +48,10 @@ pub struct Network {
     pub icc: bool,
     pub masquerade: bool,
     pub mtu: u16,
+    /// GATEWAY:PORT reaches the host's 127.0.0.1 (`--host-loopback`); otherwise the
+    /// host's main address.
+    #[serde(default)]
+    pub host_loopback: bool,
     /// Seconds since the Unix epoch.
     pub created: u64,
 }
@@ -307,6 +311,9 @@ pub struct NetworkSpec {
     #[serde(default)]
     pub no_masquerade: bool,
     pub mtu: Option<u32>,
+    /// GATEWAY:PORT reaches the host's loopback.
+    #[serde(default)]
+    pub host_loopback: bool,
 }
 
 /// What `attach` / `connect` ask for one endpoint.
@@ -377,6 +384,14 @@ impl State {
         n.dns = DnsMode::ForwardOnly;
         self.networks.insert(n.name.clone(), n);
         Ok(())
+    }
+
+    /// The default network's GATEWAY:PORT reaches the host's loopback or not, as the
+    /// daemon was started (`vswitch daemon --host-loopback`).
+    pub fn set_default_host_loopback(&mut self, on: bool) {
+        if let Some(n) = self.networks.get_mut(DEFAULT_NETWORK) {
+            n.host_loopback = on;
+        }
     }
 
     /// Validates `spec` against the current state and returns the network it would
@@ -470,6 +485,7 @@ impl State {
             icc: !spec.no_icc,
             masquerade: !spec.no_masquerade && !spec.internal,
             mtu,
+            host_loopback: spec.host_loopback,
             created: now_secs(),
         })
     }

@@ -56,6 +56,8 @@ pub struct NetService {
     /// Masquerade on (traffic may leave through the uplink).
     pub masquerade: bool,
     pub dns: DnsService,
+    /// GATEWAY:PORT reaches the host's loopback (else the host's main address).
+    pub host_loopback: bool,
 }
 
 impl NetService {
@@ -257,6 +259,7 @@ impl Gateway {
                     prefix_len: n.prefix_len,
                     egress: !n.internal && n.masquerade && cfg.uplink == UplinkMode::Socket,
                     dns: n.dns != DnsService::Off,
+                    host_loopback: n.host_loopback,
                 })
             })
             .collect();
@@ -875,13 +878,8 @@ impl Gateway {
         }
         // Another UDP port of the gateway: the host's loopback through the socket
         // uplink, or closed (port unreachable) when nothing may leave.
-        if to_gw && udp_dport.is_some() {
-            let open = self
-                .views
-                .get(usize::from(domain))
-                .and_then(|v| v.as_ref())
-                .is_some_and(|v| v.egress);
-            if !open {
+        if let (true, Some(port)) = (to_gw, udp_dport) {
+            if !self.uplink.gateway_open(&self.views, domain, port) {
                 let kind = (IcmpType::DEST_UNREACHABLE, UnreachCode::PORT);
                 self.icmp_error(ctx, domain, data, &gnet, kind, 0);
                 return;

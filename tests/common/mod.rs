@@ -222,12 +222,24 @@ pub struct Daemon {
     pub dir: TempDir,
     pub proc: Option<Proc>,
     pub args: Vec<String>,
+    /// The namespace the daemon runs in (its "host"), when not the test's own.
+    pub netns: Option<String>,
 }
 
 impl Daemon {
     /// Starts a daemon with `extra` options, plus those in `$VSWITCH_TEST_DAEMON_ARGS`
     /// (how the suite runs a second time with `--no-offload`).
     pub fn start(extra: &[&str]) -> Daemon {
+        Daemon::start_with(None, extra)
+    }
+
+    /// Starts a daemon inside `host`, a namespace standing for the host (its own
+    /// addresses and loopback), so traffic to "the host" stays in the test's namespaces.
+    pub fn start_in(host: &Netns, extra: &[&str]) -> Daemon {
+        Daemon::start_with(Some(host.name.clone()), extra)
+    }
+
+    fn start_with(netns: Option<String>, extra: &[&str]) -> Daemon {
         let dir = TempDir::new("d");
         let mut args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
         for a in env_daemon_args() {
@@ -239,6 +251,7 @@ impl Daemon {
             dir,
             proc: None,
             args,
+            netns,
         };
         d.launch();
         d
@@ -247,8 +260,12 @@ impl Daemon {
     /// (Re)starts the daemon process on the same socket and state.
     pub fn launch(&mut self) {
         let sock = self.socket();
+        let enter = match &self.netns {
+            Some(ns) => format!("ip netns exec {ns} "),
+            None => String::new(),
+        };
         let mut cmd = format!(
-            "exec {} daemon --socket {} --state-dir {}",
+            "exec {enter}{} daemon --socket {} --state-dir {}",
             bin(),
             sock.display(),
             self.dir.path().join("state").display()

@@ -54,6 +54,8 @@ pub struct DaemonConfig {
     pub fdb_limit: u32,
     /// Connections in the packet uplink's NAT table.
     pub max_flows: usize,
+    /// The default `bridge` network's GATEWAY:PORT reaches the host's loopback.
+    pub bridge_host_loopback: bool,
 }
 
 impl DaemonConfig {
@@ -72,6 +74,7 @@ impl DaemonConfig {
             mac_limit: dataplane::bridge::fdb::DEFAULT_PORT_LIMIT,
             fdb_limit: dataplane::bridge::fdb::DEFAULT_TOTAL_LIMIT,
             max_flows: dataplane::runtime::DEFAULT_MAX_FLOWS,
+            bridge_host_loopback: false,
         }
     }
 }
@@ -147,13 +150,14 @@ impl Daemon {
                 .create(&cfg.state_dir)
                 .map_err(|e| DaemonError::StateDir(cfg.state_dir.clone(), e))?;
         }
-        let state = match State::load(&cfg.state_dir)? {
+        let mut state = match State::load(&cfg.state_dir)? {
             Some(mut s) => {
                 s.ensure_default(cfg.bip, cfg.default_mtu)?;
                 s
             }
             None => State::new(cfg.bip, cfg.default_mtu)?,
         };
+        state.set_default_host_loopback(cfg.bridge_host_loopback);
         state.save(&cfg.state_dir)?;
         let rcfg = RuntimeConfig {
             workers: cfg.workers.max(1),
@@ -594,6 +598,7 @@ impl Daemon {
                     mtu: n.mtu,
                     internal: n.internal,
                     masquerade: n.masquerade,
+                    host_loopback: n.host_loopback,
                     dns: match n.dns {
                         DnsMode::Names => DnsService::Names,
                         DnsMode::ForwardOnly => DnsService::ForwardOnly,

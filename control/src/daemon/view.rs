@@ -51,6 +51,7 @@ pub fn network_inspect(state: &State, n: &Network) -> Value {
         "com.docker.network.bridge.enable_icc": n.icc.to_string(),
         "com.docker.network.bridge.enable_ip_masquerade": n.masquerade.to_string(),
         "com.docker.network.driver.mtu": n.mtu.to_string(),
+        "vswitch.host_loopback": n.host_loopback.to_string(),
         "vswitch.dns": match n.dns { DnsMode::Names => "names", DnsMode::ForwardOnly => "forward-only", DnsMode::Off => "off" },
     });
     if let Some(v) = n.vlan {

@@ -16,7 +16,9 @@
 //!   host's `net.ipv4.ping_group_range` allows them; otherwise the container is told
 //!   the destination is administratively unreachable.
 //! - The gateway address stands for the host: a connection to GATEWAY:PORT reaches the
-//!   host's 127.0.0.1:PORT.
+//!   host at its main address ([`host`](super::host)), so services bound to 127.0.0.1
+//!   only are not reachable; a network created with `--host-loopback` reaches the
+//!   host's 127.0.0.1:PORT instead. Port 53 of a network without DNS is closed.
 //!
 //! Destinations inside any vswitch network are never reached this way (networks stay
 //! isolated), nor is anything from an internal network.
@@ -37,6 +39,7 @@ use smoltcp::phy::{self, ChecksumCapabilities, Device, DeviceCapabilities, Mediu
 use smoltcp::socket::tcp;
 use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, IpListenEndpoint, Ipv4Address};
 
+use super::host::HostAddress;
 use crate::wire::icmp::{IcmpType, UnreachCode};
 use crate::wire::{Icmpv4Packet, IpProtocol, Ipv4Packet, TcpPacket, UdpPacket};
 
@@ -71,6 +74,9 @@ pub struct NetView {
     pub egress: bool,
     /// DNS is served on the gateway (TCP port 53 is answered locally).
     pub dns: bool,
+    /// GATEWAY:PORT reaches the host's 127.0.0.1:PORT (`--host-loopback`), instead of
+    /// the host's main address.
+    pub host_loopback: bool,
 }
 
 impl NetView {
@@ -84,15 +90,17 @@ impl NetView {
     }
 }
 
-/// Where a flow from a container goes on the host.
-fn target(nets: &[Option<NetView>], domain: u16, dst: Ipv4Addr, port: u16) -> Option<SocketAddrV4> {
+/// Where a flow from a container goes on the host. `host` is the host's main address,
+/// which GATEWAY:PORT stands for unless the network opted in to the host's loopback.
+fn target(
+    nets: &[Option<NetView>],
+    domain: u16,
+    (dst, port): (Ipv4Addr, u16),
+    host: Option<Ipv4Addr>,
+) -> Option<SocketAddrV4> {
     let own = nets.get(usize::from(domain))?.as_ref()?;
     if dst == own.gateway {
-        // The gateway stands for the host's loopback (internal networks included: the
-        // host is not "outside").
-        return own
-            .egress
-            .then_some(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port));
+        return gateway_target(own, port, host);
     }
     if !own.egress {
         return None;
@@ -104,6 +112,21 @@ fn target(nets: &[Option<NetView>], domain: u16, dst: Ipv4Addr, port: u16) -> Op
         return None;
     }
     Some(SocketAddrV4::new(dst, port))
+}
+
+/// What GATEWAY:PORT reaches: nothing from a network that may not leave, nothing on
+/// port 53 of a network without DNS, the host's loopback where the network opted in,
+/// else the host's main address (none: closed).
+fn gateway_target(net: &NetView, port: u16, host: Option<Ipv4Addr>) -> Option<SocketAddrV4> {
+    if !net.egress || (port == 53 && !net.dns) {
+        return None;
+    }
+    let ip = if net.host_loopback {
+        Ipv4Addr::LOCALHOST
+    } else {
+        host?
+    };
+    Some(SocketAddrV4::new(ip, port))
 }
 
 struct QueueDevice {
@@ -269,6 +292,8 @@ pub struct SocketUplink {
     /// DNS messages received over TCP on a gateway: (connection, domain, message).
     dns_requests: Vec<(usize, u16, Vec<u8>)>,
     local_domain: HashMap<usize, u16>,
+    /// The host's main address, which GATEWAY:PORT reaches without `--host-loopback`.
+    host: HostAddress,
 }
 
 fn smol_now(epoch: Instant) -> smoltcp::time::Instant {
@@ -323,7 +348,17 @@ impl SocketUplink {
             gateways: Vec::new(),
             dns_requests: Vec::new(),
             local_domain: HashMap::new(),
+            host: HostAddress::default(),
         }
+    }
+
+    /// Whether GATEWAY:`port` of `domain` leads anywhere on the host (else it is a
+    /// closed port).
+    pub fn gateway_open(&mut self, nets: &[Option<NetView>], domain: u16, port: u16) -> bool {
+        let host = self.host.get(Instant::now());
+        nets.get(usize::from(domain))
+            .and_then(|n| n.as_ref())
+            .is_some_and(|n| gateway_target(n, port, host).is_some())
     }
 
     /// Packets ready for containers (IPv4, addressed to them).
@@ -397,7 +432,12 @@ impl SocketUplink {
 
     fn open_tcp(&mut self, reg: &Registry, nets: &[Option<NetView>], domain: u16, quad: Quad) {
         let live = self.tcp.iter().filter(|c| c.is_some()).count();
-        let Some(to) = target(nets, domain, quad.2, quad.3) else {
+        let Some(to) = target(
+            nets,
+            domain,
+            (quad.2, quad.3),
+            self.host.get(Instant::now()),
+        ) else {
             // No listener: smoltcp answers the SYN with an RST.
             self.stats.tcp_refused += 1;
             return;
@@ -976,7 +1016,12 @@ impl SocketUplink {
         let i = match self.udp_by_key.get(&key) {
             Some(&i) => i,
             None => {
-                let Some(to) = target(nets, domain, quad.2, quad.3) else {
+                let Some(to) = target(
+                    nets,
+                    domain,
+                    (quad.2, quad.3),
+                    self.host.get(Instant::now()),
+                ) else {
                     self.stats.dropped += 1;
                     return;
                 };
@@ -1063,7 +1108,7 @@ impl SocketUplink {
         ip_header: &[u8],
     ) {
         let key = (domain, src, echo.echo_ident(), dst);
-        let Some(to) = target(nets, domain, dst, 0) else {
+        let Some(to) = target(nets, domain, (dst, 0), self.host.get(Instant::now())) else {
             self.stats.dropped += 1;
             return;
         };
@@ -1384,6 +1429,7 @@ mod tests {
                 prefix_len: 24,
                 egress,
                 dns: true,
+                host_loopback: true,
             }),
             Some(NetView {
                 gateway: Ipv4Addr::new(10, 8, 0, 1),
@@ -1391,6 +1437,7 @@ mod tests {
                 prefix_len: 24,
                 egress: true,
                 dns: true,
+                host_loopback: true,
             }),
         ]
     }
@@ -1596,18 +1643,46 @@ mod tests {
                 .is_some()
         );
         assert_eq!(
-            target(&nets(false), 0, Ipv4Addr::new(192, 0, 2, 1), 80),
+            target(&nets(false), 0, (Ipv4Addr::new(192, 0, 2, 1), 80), None),
             None
         );
         assert_eq!(
-            target(&nets(true), 0, Ipv4Addr::new(127, 0, 0, 1), 80),
+            target(&nets(true), 0, (Ipv4Addr::new(127, 0, 0, 1), 80), None),
             None
         );
         assert_eq!(
-            target(&nets(true), 0, GW, 80),
+            target(&nets(true), 0, (GW, 80), None),
             Some(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 80))
         );
-        assert_eq!(target(&nets(true), 7, GW, 80), None);
+        assert_eq!(target(&nets(true), 7, (GW, 80), None), None);
+    }
+
+    #[test]
+    fn the_gateway_is_the_host_main_address_unless_loopback_is_opted_in() {
+        let host = Some(Ipv4Addr::new(203, 0, 113, 5));
+        let mut n = nets(true);
+        if let Some(Some(v)) = n.get_mut(0) {
+            v.host_loopback = false;
+        }
+        assert_eq!(
+            target(&n, 0, (GW, 8080), host),
+            Some(SocketAddrV4::new(Ipv4Addr::new(203, 0, 113, 5), 8080))
+        );
+        // No main address: closed, never the loopback.
+        assert_eq!(target(&n, 0, (GW, 8080), None), None);
+        assert_eq!(
+            target(&nets(true), 0, (GW, 8080), host),
+            Some(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 8080))
+        );
+        // Port 53 of a network without DNS is closed, loopback or not.
+        for v in n.iter_mut().flatten() {
+            v.dns = false;
+        }
+        assert_eq!(target(&n, 0, (GW, 53), host), None);
+        if let Some(Some(v)) = n.get_mut(0) {
+            v.host_loopback = true;
+        }
+        assert_eq!(target(&n, 0, (GW, 53), host), None);
     }
 
     #[test]
