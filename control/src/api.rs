@@ -57,6 +57,13 @@ pub struct AttachReq {
     /// for its existing endpoint.
     #[serde(default)]
     pub reattach: bool,
+    /// The container's id as its engine knows it (a CNI container id); a new random
+    /// id when absent.
+    #[serde(default)]
+    pub id: Option<String>,
+    /// Who manages the container (`cni`, `netavark`): their cleanup touches only theirs.
+    #[serde(default)]
+    pub owner: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -109,6 +116,9 @@ pub enum Request {
         name: String,
     },
     PortLs,
+    /// Every container the state holds, with its endpoints, whether or not its ports
+    /// are open (an engine's cleanup finds what it left behind).
+    ContainerLs,
     Publish {
         name: String,
         specs: Vec<String>,

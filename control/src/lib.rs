@@ -5,6 +5,7 @@ pub mod backend;
 pub mod capture;
 pub mod cli;
 pub mod client;
+pub mod cni;
 pub mod daemon;
 pub mod daemon_main;
 pub mod net;

@@ -130,6 +130,9 @@ pub struct Container {
     pub endpoints: Vec<Endpoint>,
     #[serde(default)]
     pub published: Vec<Published>,
+    /// Who manages it (`cni`, `netavark`), when a container engine attached it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 impl Container {
@@ -652,6 +655,7 @@ impl State {
             sandbox: sandbox.clone(),
             endpoints: vec![ep],
             published: Vec::new(),
+            owner: None,
         })
     }
 

@@ -738,6 +738,9 @@ impl Daemon {
             } => self.connect(&network, &name, ip, aliases),
             Request::Disconnect { network, name } => self.disconnect(&name, &network),
             Request::PortLs => Ok(self.port_ls()),
+            Request::ContainerLs => Ok(view::containers(&self.state, |p| {
+                self.ports.contains_key(p)
+            })),
             Request::FdbShow { network } => self.fdb_show(network.as_deref()),
             Request::FdbFlush { network } => {
                 let domain = match &network {
@@ -897,7 +900,11 @@ impl Daemon {
             return Ok(view::attached(&self.state, &c2));
         }
         let spec = Self::endpoint_spec(&a)?;
-        let c = self.state.check_attach(&a.name, &sandbox, &spec)?;
+        let mut c = self.state.check_attach(&a.name, &sandbox, &spec)?;
+        if let Some(id) = &a.id {
+            c.id = valid_engine_id(id)?;
+        }
+        c.owner = a.owner.as_deref().map(valid_owner).transpose()?;
         let mut next = self.state.clone();
         next.attach(c.clone());
         self.save(&next)?;
@@ -1508,3 +1515,29 @@ impl Daemon {
 
 #[cfg(test)]
 mod tests;
+
+/// An engine's container id: 1 to 128 letters, digits, `_`, `.` or `-`.
+fn valid_engine_id(id: &str) -> Result<String, DaemonError> {
+    let ok = !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b"_.-".contains(&c));
+    if ok {
+        Ok(id.to_string())
+    } else {
+        Err(DaemonError::Refused(format!(
+            "container id {id:?} is not valid: use 1 to 128 letters, digits, '_', '.' or '-'"
+        )))
+    }
+}
+
+/// Who manages a container: one of the engines vswitch knows.
+fn valid_owner(owner: &str) -> Result<String, DaemonError> {
+    match owner {
+        "cni" | "netavark" => Ok(owner.to_string()),
+        o => Err(DaemonError::Refused(format!(
+            "owner {o:?} is not known: use cni or netavark"
+        ))),
+    }
+}

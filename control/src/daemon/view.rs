@@ -146,6 +146,49 @@ fn sandbox_paths(c: &Container) -> Value {
     }
 }
 
+/// `container_ls`: every container of the state, with its endpoints and whether each
+/// endpoint's port is open now.
+pub fn containers(state: &State, open: impl Fn(&str) -> bool) -> Value {
+    let v: Vec<Value> = state
+        .containers
+        .values()
+        .map(|c| {
+            let eps: Vec<Value> = c
+                .endpoints
+                .iter()
+                .enumerate()
+                .map(|(i, e)| {
+                    json!({
+                        "network": e.network,
+                        "ifname": e.ifname,
+                        "ip": e.ip.to_string(),
+                        "mac": e.mac.to_string(),
+                        "port": c.port_name(i),
+                        "open": open(&c.port_name(i)),
+                    })
+                })
+                .collect();
+            json!({
+                "name": c.name,
+                "id": c.id,
+                "owner": c.owner,
+                "sandbox": sandbox_path(&c.sandbox),
+                "endpoints": eps,
+            })
+        })
+        .collect();
+    Value::Array(v)
+}
+
+/// Where a container's interfaces are, as one string.
+fn sandbox_path(s: &Sandbox) -> String {
+    match s {
+        Sandbox::Tap { ifname } => format!("tap:{ifname}"),
+        Sandbox::Netns { path } => path.clone(),
+        Sandbox::Pid { pid } | Sandbox::Run { pid } => format!("/proc/{pid}/ns/net"),
+    }
+}
+
 pub fn port_json(name: &str, slot: u16, c: &Container, e: &Endpoint) -> Value {
     let kind = match &c.sandbox {
         Sandbox::Tap { .. } => "tap",

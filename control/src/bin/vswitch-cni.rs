@@ -1,0 +1,5 @@
+//! `vswitch-cni`: the CNI plugin (see `control::cni`).
+
+fn main() {
+    std::process::exit(control::cni::main());
+}

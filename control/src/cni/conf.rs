@@ -1,0 +1,263 @@
+//! What the runtime hands the plugin: the network configuration on standard input and
+//! the `CNI_*` environment variables. Both are untrusted: every field is checked before
+//! it reaches the daemon, and the daemon checks again.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use super::error::{CniError, Code};
+
+/// The CNI versions this plugin answers (their results differ only in `ips[].version`).
+pub const SUPPORTED: [&str; 5] = ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"];
+
+/// The most bytes of configuration read from standard input.
+pub const MAX_CONFIG: usize = 1 << 20;
+
+/// The plugin's network configuration.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct NetConf {
+    #[serde(rename = "cniVersion", default)]
+    pub cni_version: String,
+    /// The CNI network's name: the vswitch network unless `network` says otherwise.
+    #[serde(default)]
+    pub name: String,
+    /// The vswitch network.
+    #[serde(default)]
+    pub network: Option<String>,
+    /// The daemon's control socket.
+    #[serde(default)]
+    pub socket: Option<PathBuf>,
+    /// How to create the network when it does not exist.
+    #[serde(default)]
+    pub subnet: Option<String>,
+    #[serde(default)]
+    pub gateway: Option<std::net::Ipv4Addr>,
+    #[serde(default)]
+    pub vlan: Option<u32>,
+    #[serde(default)]
+    pub internal: bool,
+    #[serde(default)]
+    pub mtu: Option<u32>,
+    #[serde(rename = "runtimeConfig", default)]
+    pub runtime: RuntimeConfig,
+    /// GC: the attachments the runtime still knows.
+    #[serde(rename = "cni.dev/valid-attachments", default)]
+    pub valid_attachments: Vec<Attachment>,
+}
+
+/// Capabilities the runtime fills in (`runtimeConfig`).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct RuntimeConfig {
+    #[serde(rename = "portMappings", default)]
+    pub port_mappings: Vec<PortMapping>,
+    /// Static addresses, CIDR or bare.
+    #[serde(default)]
+    pub ips: Vec<String>,
+    #[serde(default)]
+    pub mac: Option<String>,
+    /// Network name -> DNS aliases of the container on it.
+    #[serde(default)]
+    pub aliases: HashMap<String, Vec<String>>,
+}
+
+/// One `portMappings` entry.
+#[derive(Debug, Clone, Deserialize)]
+pub struct PortMapping {
+    #[serde(rename = "hostPort")]
+    pub host_port: u16,
+    #[serde(rename = "containerPort")]
+    pub container_port: u16,
+    #[serde(default)]
+    pub protocol: Option<String>,
+    #[serde(rename = "hostIP", default)]
+    pub host_ip: Option<String>,
+}
+
+/// One `cni.dev/valid-attachments` entry.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Attachment {
+    #[serde(rename = "containerID")]
+    pub container_id: String,
+    #[serde(default)]
+    pub ifname: String,
+}
+
+impl NetConf {
+    /// Parses standard input's configuration and checks its version.
+    pub fn parse(bytes: &[u8]) -> Result<NetConf, CniError> {
+        let c: NetConf = serde_json::from_slice(bytes).map_err(|e| {
+            CniError::new(Code::Decode, "the network configuration is not valid JSON")
+                .with_details(e.to_string())
+        })?;
+        if !SUPPORTED.contains(&c.cni_version.as_str()) {
+            return Err(CniError::new(
+                Code::IncompatibleVersion,
+                format!(
+                    "cniVersion {:?} is not supported: use one of {}",
+                    c.cni_version,
+                    SUPPORTED.join(", ")
+                ),
+            ));
+        }
+        Ok(c)
+    }
+
+    /// The vswitch network this configuration puts containers on.
+    pub fn network(&self) -> &str {
+        self.network.as_deref().unwrap_or(&self.name)
+    }
+
+    /// The daemon's socket: the configuration's, else the daemon's default.
+    pub fn socket(&self) -> PathBuf {
+        self.socket
+            .clone()
+            .unwrap_or_else(crate::paths::default_socket)
+    }
+
+    /// Whether the result's IPs carry `version` (CNI before 1.0.0).
+    pub fn legacy_result(&self) -> bool {
+        self.cni_version.starts_with("0.")
+    }
+
+    /// The `-p` specs of the port mappings (`[HOST_IP:]HOST:CONTAINER/PROTO`).
+    pub fn publish_specs(&self) -> Result<Vec<String>, CniError> {
+        self.runtime
+            .port_mappings
+            .iter()
+            .map(|m| {
+                let proto = m.protocol.as_deref().unwrap_or("tcp").to_ascii_lowercase();
+                if proto != "tcp" && proto != "udp" {
+                    return Err(CniError::new(
+                        Code::InvalidConfig,
+                        format!("port mapping protocol {proto:?} is not supported: use tcp or udp"),
+                    ));
+                }
+                let host = match m.host_ip.as_deref().filter(|h| !h.is_empty()) {
+                    Some(h) => format!("{h}:"),
+                    None => String::new(),
+                };
+                Ok(format!(
+                    "{host}{}:{}/{proto}",
+                    m.host_port, m.container_port
+                ))
+            })
+            .collect()
+    }
+
+    /// The static address asked for through the `ips` capability (the first IPv4).
+    pub fn static_ip(&self) -> Result<Option<std::net::Ipv4Addr>, CniError> {
+        for s in &self.runtime.ips {
+            let addr = s.split('/').next().unwrap_or(s);
+            if let Ok(ip) = addr.parse::<std::net::Ipv4Addr>() {
+                return Ok(Some(ip));
+            }
+            if addr.parse::<std::net::Ipv6Addr>().is_err() {
+                return Err(CniError::new(
+                    Code::InvalidConfig,
+                    format!("ips entry {s:?} is not an address"),
+                ));
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// The `CNI_*` environment of one call.
+#[derive(Debug, Clone, Default)]
+pub struct Env {
+    pub command: String,
+    pub container_id: String,
+    pub netns: String,
+    pub ifname: String,
+    /// `K8S_POD_NAME` from `CNI_ARGS`: the name the engine gives the container.
+    pub pod_name: Option<String>,
+}
+
+impl Env {
+    /// Reads the environment through `get` (the process environment in the binary).
+    pub fn read(get: impl Fn(&str) -> Option<String>) -> Env {
+        let args = get("CNI_ARGS").unwrap_or_default();
+        let pod_name = args
+            .split(';')
+            .filter_map(|kv| kv.split_once('='))
+            .find(|(k, _)| *k == "K8S_POD_NAME")
+            .map(|(_, v)| v.to_string())
+            .filter(|v| !v.is_empty());
+        Env {
+            command: get("CNI_COMMAND").unwrap_or_default(),
+            container_id: get("CNI_CONTAINERID").unwrap_or_default(),
+            netns: get("CNI_NETNS").unwrap_or_default(),
+            ifname: get("CNI_IFNAME").unwrap_or_default(),
+            pod_name,
+        }
+    }
+
+    /// The variables ADD, DEL and CHECK need.
+    pub fn require(&self, netns: bool) -> Result<(), CniError> {
+        let missing = [
+            ("CNI_CONTAINERID", self.container_id.is_empty()),
+            ("CNI_IFNAME", self.ifname.is_empty()),
+            ("CNI_NETNS", netns && self.netns.is_empty()),
+        ];
+        match missing.iter().find(|(_, m)| *m) {
+            Some((name, _)) => Err(CniError::new(
+                Code::InvalidEnv,
+                format!("{name} is not set: the container runtime must set it"),
+            )),
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PODMAN: &str = r#"{"cniVersion":"1.0.0","name":"front","type":"vswitch-cni",
+      "runtimeConfig":{"aliases":{"front":["web","1234abcd"]},
+      "portMappings":[{"hostPort":18499,"containerPort":80,"protocol":"tcp"}]}}"#;
+
+    #[test]
+    fn podmans_configuration_is_understood() {
+        let c = NetConf::parse(PODMAN.as_bytes()).unwrap();
+        assert_eq!(c.network(), "front");
+        assert_eq!(c.publish_specs().unwrap(), vec!["18499:80/tcp"]);
+        assert_eq!(c.runtime.aliases["front"], vec!["web", "1234abcd"]);
+        assert!(!c.legacy_result());
+    }
+
+    #[test]
+    fn bad_versions_and_garbage_are_refused_with_their_codes() {
+        let e = NetConf::parse(br#"{"cniVersion":"0.2.0","name":"x"}"#).unwrap_err();
+        assert_eq!(e.code, Code::IncompatibleVersion);
+        let e = NetConf::parse(b"{not json").unwrap_err();
+        assert_eq!(e.code, Code::Decode);
+        let e = NetConf::parse(
+            br#"{"cniVersion":"1.0.0","name":"x","runtimeConfig":{"portMappings":[{"hostPort":70000,"containerPort":1}]}}"#,
+        )
+        .unwrap_err();
+        assert_eq!(e.code, Code::Decode);
+    }
+
+    #[test]
+    fn cni_args_give_the_pod_name() {
+        let e = Env::read(|k| match k {
+            "CNI_ARGS" => Some("IgnoreUnknown=1;K8S_POD_NAME=web".into()),
+            "CNI_COMMAND" => Some("ADD".into()),
+            _ => None,
+        });
+        assert_eq!(e.pod_name.as_deref(), Some("web"));
+        assert_eq!(e.require(true).unwrap_err().code, Code::InvalidEnv);
+    }
+
+    #[test]
+    fn static_ips_take_the_first_ipv4() {
+        let mut c = NetConf::default();
+        c.runtime.ips = vec!["fd00::5/64".into(), "10.1.2.3/24".into()];
+        assert_eq!(c.static_ip().unwrap(), Some("10.1.2.3".parse().unwrap()));
+        c.runtime.ips = vec!["nonsense".into()];
+        assert_eq!(c.static_ip().unwrap_err().code, Code::InvalidConfig);
+    }
+}
