@@ -373,3 +373,134 @@ fn chained_tuning_gets_a_correct_prev_result() {
     let o = plugin(cni_bin(), "CHECK", &env, &cfg);
     assert!(o.status.success(), "CHECK: {}", o.stdout_text());
 }
+
+/// netavark (2.x, from crates.io) as podman 5 calls it: `scripts/test` installs it in
+/// /opt/netavark when it is not on PATH.
+fn netavark() -> String {
+    let found = ["/opt/netavark/bin/netavark"]
+        .into_iter()
+        .map(String::from)
+        .find(|p| Path::new(p).exists())
+        .or_else(|| {
+            let o = sh("command -v netavark");
+            o.status
+                .success()
+                .then(|| o.stdout_text().trim().to_string())
+        });
+    found.expect("this test needs netavark: run `bash scripts/test`, which builds it from crates.io into /opt/netavark")
+}
+
+/// Runs `netavark ARGS` with `input` on stdin, with the plugin directory holding
+/// `vswitch-netavark` and no firewall driver.
+fn netavark_call(plugins: &Path, config: &Path, args: &[&str], input: &str) -> Output {
+    use std::io::Write;
+    let mut c = Command::new(netavark())
+        .env("NETAVARK_FW", "none")
+        .arg("--config")
+        .arg(config)
+        .arg("--plugin-directory")
+        .arg(plugins)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run netavark");
+    if let Some(mut i) = c.stdin.take() {
+        let _ = i.write_all(input.as_bytes());
+    }
+    c.wait_with_output().expect("netavark output")
+}
+
+#[test]
+fn netavark_creates_sets_up_and_tears_down_through_the_plugin() {
+    let d = Daemon::start(&[]);
+    let dir = TempDir::new("nv");
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir_all(&plugins).expect("plugin dir");
+    std::os::unix::fs::symlink(
+        env!("CARGO_BIN_EXE_vswitch-netavark"),
+        plugins.join("vswitch-netavark"),
+    )
+    .expect("link");
+    let net = unique("nv");
+    let sock = d.socket().display().to_string();
+    let network = serde_json::json!({
+        "name": net, "id": "0123abcd", "driver": "vswitch-netavark", "network_interface": "",
+        "subnets": [{"subnet": "10.214.0.0/24", "gateway": "10.214.0.1"}],
+        "ipv6_enabled": false, "internal": false, "dns_enabled": true,
+        "options": {"socket": sock, "mtu": "1400"}
+    });
+    // podman network create -d vswitch-netavark: netavark hands the network to the plugin.
+    let create = serde_json::json!({
+        "network": network,
+        "used": {"interfaces": [], "names": {}, "subnets": []},
+        "options": {"subnet_pools": [], "default_interface_name": null, "check_used_subnets": false}
+    });
+    let o = netavark_call(&plugins, dir.path(), &["create"], &create.to_string());
+    assert!(
+        o.status.success(),
+        "create: {}{}",
+        o.stdout_text(),
+        o.stderr_text()
+    );
+    let created: serde_json::Value = serde_json::from_slice(&o.stdout).expect("network");
+    assert_eq!(created["subnets"][0]["subnet"], "10.214.0.0/24");
+    let inspect = d.ctl_json(&["network", "inspect", &net]);
+    assert_eq!(
+        inspect[0]["Options"]["com.docker.network.driver.mtu"],
+        "1400"
+    );
+    // podman run: setup with a static IP, an alias and a port mapping.
+    let ns = Netns::new("nvc");
+    let opts = serde_json::json!({
+        "container_id": "feedface0123456789", "container_name": "nvweb",
+        "networks": {&net: {"interface_name": "eth0", "static_ips": ["10.214.0.7"], "aliases": ["www"]}},
+        "network_info": {&net: created},
+        "port_mappings": [{"host_ip": "127.0.0.1", "container_port": 80, "host_port": 18641, "range": 1, "protocol": "tcp"}]
+    });
+    let o = netavark_call(
+        &plugins,
+        dir.path(),
+        &["setup", &ns.path()],
+        &opts.to_string(),
+    );
+    assert!(
+        o.status.success(),
+        "setup: {}{}",
+        o.stdout_text(),
+        o.stderr_text()
+    );
+    let status: serde_json::Value = serde_json::from_slice(&o.stdout).expect("status");
+    let block = &status[net.as_str()];
+    assert_eq!(
+        block["interfaces"]["eth0"]["subnets"][0]["ipnet"],
+        "10.214.0.7/24"
+    );
+    assert_eq!(block["dns_server_ips"][0], "10.214.0.1");
+    assert!(ns.must("ip addr show eth0").contains("10.214.0.7/24"));
+    let listed = ports(&d);
+    let port = &listed[0];
+    assert_eq!(port["container"], "nvweb", "{listed}");
+    assert_eq!(port["published"][0]["host_port"], 18641, "{listed}");
+    // The alias resolves through vswitch's DNS inside the container.
+    require(&["dig"]);
+    let a = ns.must("dig @10.214.0.1 +short +tries=2 +time=1 www");
+    assert_eq!(a.trim(), "10.214.0.7");
+    // teardown, twice: detached, and nothing attached is success.
+    for _ in 0..2 {
+        let o = netavark_call(
+            &plugins,
+            dir.path(),
+            &["teardown", &ns.path()],
+            &opts.to_string(),
+        );
+        assert!(
+            o.status.success(),
+            "teardown: {}{}",
+            o.stdout_text(),
+            o.stderr_text()
+        );
+    }
+    assert_eq!(ports(&d), serde_json::json!([]));
+}

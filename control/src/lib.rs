@@ -9,6 +9,7 @@ pub mod cni;
 pub mod daemon;
 pub mod daemon_main;
 pub mod net;
+pub mod netavark;
 pub mod paths;
 pub mod publish;
 pub mod render;

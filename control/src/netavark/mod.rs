@@ -1,0 +1,426 @@
+//! `vswitch-netavark`: a netavark plugin (API 1.0.0), so podman 5+ (netavark 1.6+) runs
+//! containers on vswitch networks: `podman network create -d vswitch-netavark` and
+//! `podman run --network`. The plugin's file name is the driver's name. A thin client of
+//! the daemon's control socket, as `vswitch-cni` is:
+//!
+//! - `create` (the network JSON on stdin and stdout): creates the vswitch network of the
+//!   same name from the first IPv4 subnet (and gateway, `internal`, options `mtu`,
+//!   `vlan`) when the daemon does not have it, and fills in its subnet and gateway;
+//! - `setup NETNS`: attaches NETNS as the asked interface (static IP and MAC, aliases,
+//!   port mappings published by vswitch) and prints the status block (the interface, its
+//!   address, the gateway as DNS server);
+//! - `teardown NETNS`: detaches (nothing attached is success);
+//! - `info`: the plugin's and the API's versions.
+//!
+//! The daemon is found through the network's `options.socket`, else `$VSWITCH_SOCKET`,
+//! else the default socket.
+
+pub mod types;
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::api::{AttachReq, Request};
+use crate::client::{Client, ClientError};
+use crate::state::NetworkSpec;
+use types::{NetAddress, NetInterface, Network, PluginExec, StatusBlock, Subnet};
+
+/// The plugin API netavark speaks.
+pub const API_VERSION: &str = "1.0.0";
+
+/// The most bytes read from standard input.
+const MAX_INPUT: u64 = 1 << 20;
+
+/// Why a plugin call failed: one line for netavark to show.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    #[error("daemon not running at {0}: start it with `vswitch daemon` ({1})")]
+    Daemon(PathBuf, String),
+    #[error("{0}")]
+    Refused(String),
+    #[error("the input is not the JSON netavark sends: {0}")]
+    Input(#[from] serde_json::Error),
+    #[error("cannot read standard input: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("usage: vswitch-netavark create | setup NETNS | teardown NETNS | info")]
+    Usage,
+}
+
+impl From<ClientError> for PluginError {
+    fn from(e: ClientError) -> PluginError {
+        PluginError::Refused(e.to_string())
+    }
+}
+
+/// The daemon's socket for `network`.
+fn socket(network: &Network) -> PathBuf {
+    network
+        .options
+        .as_ref()
+        .and_then(|o| o.get("socket"))
+        .map(PathBuf::from)
+        .unwrap_or_else(crate::paths::default_socket)
+}
+
+fn connect(network: &Network) -> Result<Client, PluginError> {
+    let s = socket(network);
+    Client::connect(&s).map_err(|e| PluginError::Daemon(s, e.to_string()))
+}
+
+/// The first IPv4 subnet (IPv6 ones are refused: vswitch is IPv4 only).
+fn ipv4_subnet(network: &Network) -> Result<Option<&Subnet>, PluginError> {
+    let subnets = network.subnets.as_deref().unwrap_or_default();
+    if let Some(s) = subnets.iter().find(|s| s.subnet.contains(':')) {
+        return Err(PluginError::Refused(format!(
+            "subnet {} is IPv6: vswitch networks are IPv4 only",
+            s.subnet
+        )));
+    }
+    Ok(subnets.first())
+}
+
+fn option_u32(network: &Network, key: &str) -> Result<Option<u32>, PluginError> {
+    match network.options.as_ref().and_then(|o| o.get(key)) {
+        None => Ok(None),
+        Some(v) => v
+            .parse()
+            .map(Some)
+            .map_err(|_| PluginError::Refused(format!("option {key}={v:?} is not a number"))),
+    }
+}
+
+/// The vswitch network as `network_inspect` shows it, creating it when missing.
+fn ensure(client: &mut Client, network: &Network) -> Result<Value, PluginError> {
+    let inspect = |c: &mut Client| {
+        c.call(Request::NetworkInspect {
+            name: network.name.clone(),
+        })
+    };
+    match inspect(client) {
+        Ok(v) => return Ok(v),
+        Err(ClientError::Refused(_)) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let sub = ipv4_subnet(network)?;
+    let gateway = match sub.and_then(|s| s.gateway) {
+        Some(std::net::IpAddr::V4(g)) => Some(g),
+        _ => None,
+    };
+    let spec = NetworkSpec {
+        name: network.name.clone(),
+        subnet: sub.map(|s| s.subnet.clone()),
+        gateway,
+        internal: network.internal,
+        no_dns: !network.dns_enabled,
+        mtu: option_u32(network, "mtu")?,
+        vlan: option_u32(network, "vlan")?,
+        ..Default::default()
+    };
+    match client.call(Request::NetworkCreate(spec)) {
+        Ok(v) => Ok(v),
+        Err(ClientError::Refused(_)) => Ok(inspect(client)?),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `create`: the network as podman will store it.
+pub fn create(mut network: Network) -> Result<Network, PluginError> {
+    if network.name.is_empty() {
+        return Err(PluginError::Refused("the network has no name".into()));
+    }
+    let mut client = connect(&network)?;
+    let v = ensure(&mut client, &network)?;
+    let first = v.get(0).unwrap_or(&v);
+    let cfg = first
+        .pointer("/IPAM/Config/0")
+        .cloned()
+        .unwrap_or(Value::Null);
+    if let (Some(subnet), gw) = (
+        cfg.get("Subnet").and_then(Value::as_str),
+        cfg.get("Gateway").and_then(Value::as_str),
+    ) {
+        network.subnets = Some(vec![Subnet {
+            subnet: subnet.to_string(),
+            gateway: gw.and_then(|g| g.parse().ok()),
+            rest: Default::default(),
+        }]);
+    }
+    Ok(network)
+}
+
+/// The `-p` specs of the port mappings (ranges expanded to `A-B:C-D`).
+fn publish_specs(exec: &PluginExec) -> Result<Vec<String>, PluginError> {
+    let mut v = Vec::new();
+    for m in exec.port_mappings.as_deref().unwrap_or_default() {
+        let host = if m.host_ip.is_empty() {
+            String::new()
+        } else {
+            format!("{}:", m.host_ip)
+        };
+        let n = m.range.max(1) - 1;
+        let (hp, cp) = (m.host_port, m.container_port);
+        let (he, ce) = match (hp.checked_add(n), cp.checked_add(n)) {
+            (Some(a), Some(b)) => (a, b),
+            _ => {
+                return Err(PluginError::Refused(format!(
+                    "port range {hp}+{n} is past 65535"
+                )));
+            }
+        };
+        for proto in m.protocol.split(',').filter(|p| !p.is_empty()) {
+            let spec = if n == 0 {
+                format!("{host}{hp}:{cp}/{proto}")
+            } else {
+                format!("{host}{hp}-{he}:{cp}-{ce}/{proto}")
+            };
+            v.push(spec);
+        }
+    }
+    Ok(v)
+}
+
+/// What `attach` answers (the fields the status block needs).
+#[derive(Debug, Deserialize)]
+struct Attached {
+    ifname: String,
+    ip: std::net::Ipv4Addr,
+    prefix: Option<u8>,
+    gateway: Option<std::net::Ipv4Addr>,
+    dns: Option<bool>,
+    mac: String,
+}
+
+/// `setup NETNS`: attaches the namespace; the status block.
+pub fn setup(netns: &str, exec: &PluginExec) -> Result<StatusBlock, PluginError> {
+    let mut client = connect(&exec.network)?;
+    ensure(&mut client, &exec.network)?;
+    let opts = &exec.network_options;
+    let ip = opts
+        .static_ips
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .find_map(|a| match a {
+            std::net::IpAddr::V4(v4) => Some(*v4),
+            std::net::IpAddr::V6(_) => None,
+        });
+    let name = if crate::state::valid_name(&exec.container_name) {
+        exec.container_name.clone()
+    } else {
+        exec.container_id.chars().take(12).collect()
+    };
+    let req = AttachReq {
+        network: exec.network.name.clone(),
+        name,
+        netns: Some(netns.to_string()),
+        ifname: Some(opts.interface_name.clone()),
+        ip,
+        mac: opts.static_mac.clone(),
+        aliases: opts.aliases.clone().unwrap_or_default(),
+        publish: publish_specs(exec)?,
+        id: Some(exec.container_id.clone()),
+        owner: Some("netavark".into()),
+        ..Default::default()
+    };
+    let reply = client.call(Request::Attach(req))?;
+    let a: Attached = serde_json::from_value(reply)?;
+    Ok(status_block(&a))
+}
+
+fn status_block(a: &Attached) -> StatusBlock {
+    let gateway = a.gateway.map(std::net::IpAddr::V4);
+    let iface = NetInterface {
+        mac_address: a.mac.clone(),
+        subnets: Some(vec![NetAddress {
+            gateway,
+            ipnet: format!("{}/{}", a.ip, a.prefix.unwrap_or(32)),
+        }]),
+    };
+    StatusBlock {
+        dns_search_domains: Some(Vec::new()),
+        dns_server_ips: match (gateway, a.dns) {
+            (Some(g), Some(true)) => Some(vec![g]),
+            _ => None,
+        },
+        interfaces: Some(HashMap::from([(a.ifname.clone(), iface)])),
+    }
+}
+
+/// What `container_ls` reports (the fields teardown needs).
+#[derive(Debug, Deserialize)]
+struct Listed {
+    name: String,
+    id: String,
+    owner: Option<String>,
+    endpoints: Vec<ListedEndpoint>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ListedEndpoint {
+    network: String,
+    ifname: String,
+}
+
+/// `teardown NETNS`: detaches the container's interface on this network.
+pub fn teardown(exec: &PluginExec) -> Result<(), PluginError> {
+    let mut client = connect(&exec.network)?;
+    let list: Vec<Listed> = serde_json::from_value(client.call(Request::ContainerLs)?)?;
+    let ifname = &exec.network_options.interface_name;
+    let found = list.iter().find(|c| {
+        c.owner.as_deref() == Some("netavark")
+            && c.id == exec.container_id
+            && c.endpoints
+                .iter()
+                .any(|e| e.network == exec.network.name && &e.ifname == ifname)
+    });
+    let Some(c) = found else {
+        return Ok(());
+    };
+    let network = (c.endpoints.len() > 1).then(|| exec.network.name.clone());
+    match client.call(Request::Detach {
+        name: c.name.clone(),
+        network,
+    }) {
+        Ok(_) | Err(ClientError::Refused(_)) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn read_stdin() -> Result<Vec<u8>, PluginError> {
+    let mut b = Vec::new();
+    std::io::stdin().take(MAX_INPUT).read_to_end(&mut b)?;
+    Ok(b)
+}
+
+/// Runs the command `args` names; the JSON to print.
+pub fn run(args: &[String]) -> Result<Value, PluginError> {
+    match args {
+        [cmd] if cmd == "create" => {
+            let n: Network = serde_json::from_slice(&read_stdin()?)?;
+            Ok(serde_json::to_value(create(n)?)?)
+        }
+        [cmd, netns] if cmd == "setup" => {
+            let e: PluginExec = serde_json::from_slice(&read_stdin()?)?;
+            Ok(serde_json::to_value(setup(netns, &e)?)?)
+        }
+        [cmd, _netns] if cmd == "teardown" => {
+            let e: PluginExec = serde_json::from_slice(&read_stdin()?)?;
+            teardown(&e)?;
+            Ok(Value::Null)
+        }
+        [] => info(),
+        [cmd] if cmd == "info" => info(),
+        _ => Err(PluginError::Usage),
+    }
+}
+
+fn info() -> Result<Value, PluginError> {
+    Ok(serde_json::to_value(types::Info {
+        version: env!("CARGO_PKG_VERSION").into(),
+        api_version: API_VERSION.into(),
+    })?)
+}
+
+/// The binary's entry: the exit status.
+pub fn main() -> i32 {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut out = std::io::stdout();
+    match run(&args) {
+        Ok(Value::Null) => 0,
+        Ok(v) => {
+            let _ = writeln!(out, "{v}");
+            0
+        }
+        Err(e) => {
+            let j = types::JsonError {
+                error: e.to_string(),
+            };
+            let _ = writeln!(out, "{}", serde_json::to_string(&j).unwrap_or_default());
+            1
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exec(json: &str) -> PluginExec {
+        serde_json::from_str(json).unwrap()
+    }
+
+    const EXEC: &str = r#"{"container_id":"abc123","container_name":"web",
+      "port_mappings":[{"host_ip":"","container_port":80,"host_port":8080,"range":1,"protocol":"tcp"},
+                       {"host_ip":"127.0.0.1","container_port":53,"host_port":5353,"range":2,"protocol":"tcp,udp"}],
+      "network":{"name":"front","id":"x","driver":"vswitch-netavark","network_interface":"","subnets":[{"subnet":"10.89.1.0/24","gateway":"10.89.1.1"}],
+                 "ipv6_enabled":false,"internal":false,"dns_enabled":true,"ipam_options":{"driver":"host-local"}},
+      "network_options":{"interface_name":"eth0","static_ips":["10.89.1.5"],"aliases":["w"]}}"#;
+
+    #[test]
+    fn netavarks_setup_input_is_understood_and_ports_expand() {
+        let e = exec(EXEC);
+        assert_eq!(
+            e.network.subnets.as_ref().unwrap()[0].subnet,
+            "10.89.1.0/24"
+        );
+        assert_eq!(
+            publish_specs(&e).unwrap(),
+            vec![
+                "8080:80/tcp",
+                "127.0.0.1:5353-5354:53-54/tcp",
+                "127.0.0.1:5353-5354:53-54/udp"
+            ]
+        );
+        // Unknown fields survive a round trip.
+        let v = serde_json::to_value(&e.network).unwrap();
+        assert_eq!(v["ipam_options"]["driver"], "host-local");
+    }
+
+    #[test]
+    fn ipv6_subnets_and_bad_options_are_refused() {
+        let mut n = Network {
+            subnets: Some(vec![Subnet {
+                subnet: "fd00::/64".into(),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        };
+        assert!(ipv4_subnet(&n).is_err());
+        n.options = Some(HashMap::from([("mtu".to_string(), "big".to_string())]));
+        assert!(option_u32(&n, "mtu").is_err());
+    }
+
+    #[test]
+    fn the_status_block_has_the_interface_and_the_gateway_as_dns() {
+        let a = Attached {
+            ifname: "eth0".into(),
+            ip: "10.89.1.5".parse().unwrap(),
+            prefix: Some(24),
+            gateway: Some("10.89.1.1".parse().unwrap()),
+            dns: Some(true),
+            mac: "02:42:0a:59:01:05".into(),
+        };
+        let v = serde_json::to_value(status_block(&a)).unwrap();
+        assert_eq!(
+            v["interfaces"]["eth0"]["subnets"][0]["ipnet"],
+            "10.89.1.5/24"
+        );
+        assert_eq!(v["dns_server_ips"][0], "10.89.1.1");
+    }
+
+    #[test]
+    fn a_missing_daemon_is_one_actionable_line() {
+        let mut e = exec(EXEC);
+        e.network.options = Some(HashMap::from([(
+            "socket".to_string(),
+            "/nonexistent/s.sock".to_string(),
+        )]));
+        let err = setup("/proc/self/ns/net", &e).unwrap_err().to_string();
+        assert!(err.contains("start it with `vswitch daemon`"), "{err}");
+        assert!(matches!(run(&["bogus".into()]), Err(PluginError::Usage)));
+    }
+}
