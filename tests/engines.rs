@@ -504,3 +504,57 @@ fn netavark_creates_sets_up_and_tears_down_through_the_plugin() {
     }
     assert_eq!(ports(&d), serde_json::json!([]));
 }
+
+#[test]
+fn engine_containers_survive_a_restart_and_are_cleaned_up_when_gone_meanwhile() {
+    let mut d = Daemon::start(&[]);
+    let net = unique("n");
+    let cfg = conf(&d, &net, "10.215.0.0/24").replace("1.1.0", "1.0.0");
+    let keep = Netns::new("keep");
+    let lost = Netns::new("lost");
+    let (kp, lp) = (keep.path(), lost.path());
+    let env_keep = [
+        ("CNI_CONTAINERID", "keep0001"),
+        ("CNI_NETNS", kp.as_str()),
+        ("CNI_IFNAME", "eth0"),
+        ("CNI_ARGS", "IgnoreUnknown=1;K8S_POD_NAME=kept"),
+    ];
+    let env_lost = [
+        ("CNI_CONTAINERID", "lost0001"),
+        ("CNI_NETNS", lp.as_str()),
+        ("CNI_IFNAME", "eth0"),
+    ];
+    for env in [&env_keep[..], &env_lost[..]] {
+        let o = plugin(cni_bin(), "ADD", env, &cfg);
+        assert!(o.status.success(), "ADD: {}", o.stdout_text());
+    }
+    // The daemon dies; the engine deletes one container meanwhile.
+    d.kill9();
+    drop(lost);
+    d.launch();
+    // The kept one is back (its port, address and DNS name); CHECK says so.
+    let o = plugin(cni_bin(), "CHECK", &env_keep, &cfg);
+    assert!(o.status.success(), "CHECK: {}", o.stdout_text());
+    let a = keep.must("dig @10.215.0.1 +short +tries=2 +time=1 kept");
+    assert_eq!(a.trim(), "10.215.0.2");
+    // DEL of the one that is gone frees its address: a new container gets it.
+    let o = plugin(cni_bin(), "DEL", &env_lost, &cfg);
+    assert!(o.status.success(), "DEL: {}", o.stdout_text());
+    let all = d.ctl_json(&["network", "inspect", &net]);
+    assert_eq!(
+        all[0]["Containers"].as_object().map(|m| m.len()),
+        Some(1),
+        "{all}"
+    );
+    let again = Netns::new("again");
+    let ap = again.path();
+    let env_new = [
+        ("CNI_CONTAINERID", "new00001"),
+        ("CNI_NETNS", ap.as_str()),
+        ("CNI_IFNAME", "eth0"),
+    ];
+    let o = plugin(cni_bin(), "ADD", &env_new, &cfg);
+    assert!(o.status.success(), "ADD: {}", o.stdout_text());
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).expect("result");
+    assert_eq!(r["ips"][0]["address"], "10.215.0.3/24");
+}
