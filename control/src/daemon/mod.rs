@@ -54,6 +54,8 @@ pub struct DaemonConfig {
     pub fdb_limit: u32,
     /// Connections in the packet uplink's NAT table.
     pub max_flows: usize,
+    /// What the socket uplink lets containers hold, and its timeouts.
+    pub uplink: dataplane::uplink::quota::UplinkLimits,
 }
 
 impl DaemonConfig {
@@ -72,6 +74,7 @@ impl DaemonConfig {
             mac_limit: dataplane::bridge::fdb::DEFAULT_PORT_LIMIT,
             fdb_limit: dataplane::bridge::fdb::DEFAULT_TOTAL_LIMIT,
             max_flows: dataplane::runtime::DEFAULT_MAX_FLOWS,
+            uplink: Default::default(),
         }
     }
 }
@@ -169,7 +172,7 @@ impl Daemon {
             rcfg,
             Snapshot::default(),
             Arc::new(Fdb::new(cfg.fdb_limit)),
-            Gateway::default(),
+            Gateway::with_limits(cfg.uplink),
         )?;
         let mut d = Daemon {
             cfg,
@@ -1407,6 +1410,8 @@ impl Daemon {
                 "tcp_open": tcp, "udp_flows": udp, "echo_flows": ping,
                 "tcp_opened_total": u.tcp_open, "tcp_refused": u.tcp_refused,
                 "udp_flows_total": u.udp_flows, "echo_flows_total": u.ping_flows, "dropped": u.dropped,
+                "tcp_handshake_timeouts": u.tcp_handshake_timeouts, "tcp_idle_timeouts": u.tcp_idle_timeouts,
+                "refused_quota": u.refused_quota,
             })
         });
         let t = &self.rt.nat.table;
