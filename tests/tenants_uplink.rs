@@ -298,3 +298,43 @@ fn udp_to_5000_ports_under_1024_descriptors_is_refused_and_counted() {
     t.d.ctl_ok(&["conntrack", "flush"]);
     t.good_still_works();
 }
+
+/// Sends `n` DNS queries for names only upstream knows, each from its own port.
+const DNS_FLOOD: &str = r#"
+import socket, struct, sys
+gw, n = sys.argv[1], int(sys.argv[2])
+for i in range(n):
+    q = struct.pack(">HHHHHH", i, 0x0100, 1, 0, 0, 0)
+    q += b"".join(bytes([len(p)]) + p for p in [b"n%d" % i, b"example", b"org"]) + b"\0"
+    q += struct.pack(">HH", 1, 1)
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.sendto(q, (gw, 53))
+    s.close()
+print("sent", flush=True)
+"#;
+
+#[test]
+fn dns_queries_in_flight_are_limited_per_container() {
+    require(&["dig"]);
+    // An upstream resolver on the host's loopback that never answers.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let up = format!("127.0.0.1:{}", silent.local_addr().expect("addr").port());
+    let d = Daemon::start(&["--upstream-dns", &up, "--uplink-max-dns-per-container", "8"]);
+    let t = tenants(4, d);
+    std::fs::write(t.dir.path().join("flood.py"), DNS_FLOOD).expect("write flood.py");
+    let o = t
+        .evil
+        .sh(&format!("python3 {} {} 200", t.script("flood.py"), t.gw));
+    assert!(o.status.success(), "{}", o.stderr_text());
+    let refused = eventually(Duration::from_secs(10), || {
+        count(&t.port_drops("evil")["dns_quota"]) >= 150
+    });
+    assert!(refused, "evil: {}", t.port_drops("evil"));
+    // The neighbour's queries are still answered (names of its own network).
+    let got = t
+        .good
+        .must(&format!("dig @{} +short +tries=2 +time=2 evil", t.gw));
+    assert_eq!(got.trim(), format!("10.{}.0.2", 144), "{got}");
+    assert!(t.port_drops("good").get("dns_quota").is_none());
+    drop(silent);
+}
