@@ -1,6 +1,7 @@
 //! Command-line definitions (clap) and dispatch.
 
 use clap::{Parser, Subcommand, ValueEnum};
+use dataplane::uplink::quota;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -96,6 +97,36 @@ pub struct DaemonArgs {
     /// the host's main address).
     #[arg(long)]
     pub host_loopback: bool,
+    /// Socket uplink: TCP connections (outbound, published, DNS over TCP) in all.
+    #[arg(long, value_name = "N", default_value_t = quota::DEFAULT_TCP_TOTAL)]
+    pub uplink_max_tcp: usize,
+    /// Socket uplink: TCP connections one container may hold.
+    #[arg(long, value_name = "N", default_value_t = quota::DEFAULT_TCP_PER_CONTAINER)]
+    pub uplink_max_tcp_per_container: usize,
+    /// Socket uplink: UDP flows in all.
+    #[arg(long, value_name = "N", default_value_t = quota::DEFAULT_UDP_TOTAL)]
+    pub uplink_max_udp: usize,
+    /// Socket uplink: UDP flows one container may hold.
+    #[arg(long, value_name = "N", default_value_t = quota::DEFAULT_UDP_PER_CONTAINER)]
+    pub uplink_max_udp_per_container: usize,
+    /// Socket uplink: ICMP echo flows in all.
+    #[arg(long, value_name = "N", default_value_t = quota::DEFAULT_PING_TOTAL)]
+    pub uplink_max_ping: usize,
+    /// Socket uplink: ICMP echo flows one container may hold.
+    #[arg(long, value_name = "N", default_value_t = quota::DEFAULT_PING_PER_CONTAINER)]
+    pub uplink_max_ping_per_container: usize,
+    /// DNS queries the gateways forward upstream at once, in all.
+    #[arg(long, value_name = "N", default_value_t = quota::DEFAULT_DNS_TOTAL)]
+    pub uplink_max_dns: usize,
+    /// DNS queries one container may have in flight.
+    #[arg(long, value_name = "N", default_value_t = quota::DEFAULT_DNS_PER_CONTAINER)]
+    pub uplink_max_dns_per_container: usize,
+    /// Seconds a socket-uplink TCP connection may take to finish its handshake.
+    #[arg(long, value_name = "SECS", default_value_t = quota::DEFAULT_TCP_HANDSHAKE.as_secs())]
+    pub uplink_tcp_handshake_timeout: u64,
+    /// Seconds an established socket-uplink TCP connection may move no data.
+    #[arg(long, value_name = "SECS", default_value_t = quota::DEFAULT_TCP_IDLE.as_secs())]
+    pub uplink_tcp_idle_timeout: u64,
 }
 
 #[derive(clap::Args, Debug)]

@@ -1,6 +1,9 @@
 //! `vswitch daemon`: parses the options, starts the dataplane, serves the socket.
 
 use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use dataplane::uplink::quota::{self, UplinkLimits};
 
 use crate::cli::{CliError, DaemonArgs};
 use crate::daemon::{self, Daemon, DaemonConfig};
@@ -60,6 +63,7 @@ pub fn run(a: DaemonArgs) -> Result<(), CliError> {
     range("--mac-limit", u64::from(a.mac_limit), 1, 1 << 22)?;
     range("--fdb-limit", u64::from(a.fdb_limit), 16, 1 << 22)?;
     range("--max-flows", a.max_flows as u64, 16, 1 << 22)?;
+    let uplink = uplink_limits(&a)?;
     let cfg = DaemonConfig {
         workers: a.workers,
         upstream_dns,
@@ -72,6 +76,7 @@ pub fn run(a: DaemonArgs) -> Result<(), CliError> {
         fdb_limit: a.fdb_limit,
         max_flows: a.max_flows,
         bridge_host_loopback: a.host_loopback,
+        uplink,
         ..DaemonConfig::new(
             a.socket.unwrap_or_else(crate::paths::default_socket),
             a.state_dir.unwrap_or_else(crate::paths::default_state_dir),
@@ -85,6 +90,70 @@ pub fn run(a: DaemonArgs) -> Result<(), CliError> {
     eprintln!("vswitch: daemon listening on {}", socket.display());
     daemon::serve(d, listener)?;
     Ok(())
+}
+
+/// The socket uplink's limits from the options, its descriptor budget from the
+/// process's `RLIMIT_NOFILE` (raised to the hard limit first).
+fn uplink_limits(a: &DaemonArgs) -> Result<UplinkLimits, CliError> {
+    let counts = [
+        ("--uplink-max-tcp", a.uplink_max_tcp),
+        (
+            "--uplink-max-tcp-per-container",
+            a.uplink_max_tcp_per_container,
+        ),
+        ("--uplink-max-udp", a.uplink_max_udp),
+        (
+            "--uplink-max-udp-per-container",
+            a.uplink_max_udp_per_container,
+        ),
+        ("--uplink-max-ping", a.uplink_max_ping),
+        (
+            "--uplink-max-ping-per-container",
+            a.uplink_max_ping_per_container,
+        ),
+        ("--uplink-max-dns", a.uplink_max_dns),
+        (
+            "--uplink-max-dns-per-container",
+            a.uplink_max_dns_per_container,
+        ),
+    ];
+    for (opt, v) in counts {
+        range(opt, v as u64, 1, 1 << 20)?;
+    }
+    let day = 24 * 3600;
+    range(
+        "--uplink-tcp-handshake-timeout",
+        a.uplink_tcp_handshake_timeout,
+        1,
+        day,
+    )?;
+    range(
+        "--uplink-tcp-idle-timeout",
+        a.uplink_tcp_idle_timeout,
+        1,
+        30 * day,
+    )?;
+    let nofile = quota::raise_nofile().unwrap_or(1024);
+    let fds = quota::fd_budget(nofile);
+    let wanted = a.uplink_max_tcp + a.uplink_max_udp + a.uplink_max_ping;
+    if wanted > fds {
+        eprintln!(
+            "vswitch: {nofile} descriptors (RLIMIT_NOFILE): the socket uplink holds at most {fds} host sockets at once; raise the limit for more"
+        );
+    }
+    Ok(UplinkLimits {
+        tcp_per_container: a.uplink_max_tcp_per_container,
+        tcp_total: a.uplink_max_tcp,
+        udp_per_container: a.uplink_max_udp_per_container,
+        udp_total: a.uplink_max_udp,
+        ping_per_container: a.uplink_max_ping_per_container,
+        ping_total: a.uplink_max_ping,
+        dns_per_container: a.uplink_max_dns_per_container,
+        dns_total: a.uplink_max_dns,
+        fds,
+        tcp_handshake: Duration::from_secs(a.uplink_tcp_handshake_timeout),
+        tcp_idle: Duration::from_secs(a.uplink_tcp_idle_timeout),
+    })
 }
 
 /// On SIGTERM or SIGINT: remove the socket and exit. Everything else is already safe on

@@ -101,6 +101,9 @@ pub struct ServiceCtx<'a> {
     pub snapshot: &'a SnapshotCell,
     /// The clock the FDB ages by.
     pub epoch: Instant,
+    /// The service thread's own per-port counters (it is their only writer): what the
+    /// gateway refuses a port, added to the workers' on `stats`.
+    pub counters: &'a CounterTable,
 }
 
 impl ServiceCtx<'_> {
@@ -166,6 +169,7 @@ pub struct Runtime<S: Service> {
     pub fdb: Arc<Fdb>,
     workers: Vec<WorkerHandle>,
     service: ServiceHandle<S>,
+    service_counters: Arc<CounterTable>,
     pub epoch: Instant,
 }
 
@@ -229,9 +233,11 @@ impl<S: Service> Runtime<S> {
         let (jtx, jrx) = mpsc::channel::<ServiceJob<S>>();
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (c2, f2, st2) = (cell.clone(), fdb.clone(), stop.clone());
+        let service_counters = Arc::new(CounterTable::default());
+        let sc2 = service_counters.clone();
         let thread = std::thread::Builder::new()
             .name("vswitch-service".into())
-            .spawn(move || service_loop(service, spoll, ends, jrx, c2, f2, epoch, st2))
+            .spawn(move || service_loop(service, spoll, ends, jrx, (c2, f2, sc2), epoch, st2))
             .map_err(RuntimeError::Thread)?;
         Ok(Runtime {
             capture,
@@ -246,6 +252,7 @@ impl<S: Service> Runtime<S> {
                 thread: Some(thread),
                 stop,
             },
+            service_counters,
             epoch,
         })
     }
@@ -267,6 +274,8 @@ impl<S: Service> Runtime<S> {
             let _ = w.cmds.send(WorkerCmd::Add { slot, port, rx });
             let _ = w.waker.wake();
         }
+        // The service thread zeroes its own counters of the slot.
+        self.service_do(move |_, ctx| ctx.counters.reset(slot));
     }
 
     /// Removes the port at `slot` from every worker and waits until they let go of it.
@@ -286,7 +295,7 @@ impl<S: Service> Runtime<S> {
 
     /// A port's counters, added up over the workers.
     pub fn stats(&self, slot: u16) -> PortStats {
-        let mut s = PortStats::default();
+        let mut s = self.service_counters.read(slot);
         for w in &self.workers {
             s.add(&w.counters.read(slot));
         }
@@ -448,8 +457,7 @@ fn service_loop<S: Service>(
     mut poll: Poll,
     mut ends: Vec<ServiceEnd>,
     jobs: mpsc::Receiver<ServiceJob<S>>,
-    cell: Arc<SnapshotCell>,
-    fdb: Arc<Fdb>,
+    (cell, fdb, counters): (Arc<SnapshotCell>, Arc<Fdb>, Arc<CounterTable>),
     epoch: Instant,
     stop: Arc<std::sync::atomic::AtomicBool>,
 ) {
@@ -462,6 +470,7 @@ fn service_loop<S: Service>(
             fdb: &fdb,
             snapshot: &cell,
             epoch,
+            counters: &counters,
         };
         let _ = svc.setup(&mut ctx);
     }
@@ -487,6 +496,7 @@ fn service_loop<S: Service>(
             fdb: &fdb,
             snapshot: &cell,
             epoch,
+            counters: &counters,
         };
         for ev in events.iter() {
             if ev.token() != WAKER {

@@ -16,12 +16,14 @@ use std::time::Instant;
 
 use mio::{Interest, Registry, Token};
 
+use crate::bridge::DropReason;
 use crate::dns::{Action, ClientRef, DnsConfig, DnsServer, Names, Transport};
 use crate::gateway::{GatewayNet, arp, dhcp, icmp};
 use crate::port::Punt;
 use crate::port::service::ServiceFrame;
 use crate::runtime::{Service, ServiceCtx};
-use crate::uplink::socket::{NetView, SocketUplink, build_udp};
+use crate::uplink::quota::{ContainerId, FlowKind, Quotas, Refusal, UplinkLimits};
+use crate::uplink::socket::{NetView, SocketUplink, TcpConnId, build_udp};
 use crate::wire::icmp::{IcmpType, UnreachCode};
 use crate::wire::{EtherType, EthernetFrame, IpProtocol, Ipv4Packet, MacAddr, UdpPacket};
 
@@ -133,14 +135,27 @@ pub const DHCP_LEASE_SECS: u32 = 3600;
 /// Where a DNS reply goes.
 #[derive(Debug, Clone, Copy)]
 enum DnsClient {
-    Udp {
-        domain: u16,
-        ip: Ipv4Addr,
-        port: u16,
-    },
-    Tcp {
-        conn: usize,
-    },
+    Udp { who: ContainerId, port: u16 },
+    Tcp { who: ContainerId, conn: TcpConnId },
+}
+
+impl DnsClient {
+    fn who(&self) -> ContainerId {
+        match self {
+            DnsClient::Udp { who, .. } | DnsClient::Tcp { who, .. } => *who,
+        }
+    }
+}
+
+/// The port a refusal is counted on.
+fn drop_reason(r: Refusal) -> DropReason {
+    match r {
+        Refusal::TcpQuota => DropReason::TcpQuota,
+        Refusal::UdpQuota => DropReason::UdpQuota,
+        Refusal::PingQuota => DropReason::PingQuota,
+        Refusal::DnsQuota => DropReason::DnsQuota,
+        Refusal::FdLimit => DropReason::FdLimit,
+    }
 }
 
 /// A TCP connection to an upstream resolver carrying one query.
@@ -162,8 +177,16 @@ pub struct Gateway {
     /// ICMP error rate limits, by domain.
     limits: Vec<icmp::RateLimit>,
     reply: Vec<u8>,
-    /// (domain, address) -> MAC, from IPAM and from what containers send.
+    /// (domain, address) -> MAC, from IPAM: never overwritten by what a port sends.
+    leased: HashMap<(u16, Ipv4Addr), MacAddr>,
+    /// (domain, address) -> port slot, from IPAM: where a container's refusals count.
+    lease_ports: HashMap<(u16, Ipv4Addr), u16>,
+    /// (domain, address) -> MAC learned from what ports without an IPAM address send.
     neighbours: HashMap<(u16, Ipv4Addr), MacAddr>,
+    /// DNS queries each container has in flight.
+    dns_quota: Quotas,
+    /// The port of the frame being handled (refusals of unknown senders count there).
+    cur_port: u16,
     uplink: SocketUplink,
     dns: DnsServer,
     dns_clients: HashMap<u64, DnsClient>,
@@ -229,7 +252,11 @@ impl Default for Gateway {
             gnets: Vec::new(),
             limits: Vec::new(),
             reply: Vec::new(),
+            leased: HashMap::new(),
+            lease_ports: HashMap::new(),
             neighbours: HashMap::new(),
+            dns_quota: Quotas::new(UplinkLimits::default()),
+            cur_port: crate::config::SERVICE_PORT,
             uplink: SocketUplink::new(),
             dns: DnsServer::new(DnsConfig::default(), 0),
             dns_clients: HashMap::new(),
@@ -248,6 +275,27 @@ impl Default for Gateway {
 }
 
 impl Gateway {
+    /// A gateway whose socket uplink and DNS forwarding hold flows to `limits`.
+    pub fn with_limits(limits: UplinkLimits) -> Gateway {
+        Gateway {
+            uplink: SocketUplink::with_limits(limits),
+            dns_quota: Quotas::new(limits),
+            ..Gateway::default()
+        }
+    }
+
+    /// Counts what the uplink refused on each container's port.
+    fn count_refusals(&mut self, ctx: &mut ServiceCtx<'_>) {
+        for (who, why) in self.uplink.take_refusals() {
+            let port = self
+                .lease_ports
+                .get(&(who.domain, who.ip))
+                .copied()
+                .unwrap_or(self.cur_port);
+            ctx.counters.count_drop(port, drop_reason(why), 1);
+        }
+    }
+
     pub fn configure(&mut self, cfg: ServiceConfig) {
         self.views = cfg
             .nets
@@ -281,10 +329,14 @@ impl Gateway {
             .collect();
         self.limits
             .resize_with(cfg.nets.len(), icmp::RateLimit::default);
-        self.neighbours.clear();
-        for ((domain, _), (mac, ip)) in &cfg.leases {
-            self.neighbours.insert((*domain, *ip), *mac);
+        self.leased.clear();
+        self.lease_ports.clear();
+        for ((domain, slot), (mac, ip)) in &cfg.leases {
+            self.leased.insert((*domain, *ip), *mac);
+            self.lease_ports.insert((*domain, *ip), *slot);
         }
+        let leased = &self.leased;
+        self.neighbours.retain(|k, _| !leased.contains_key(k));
         self.uplink.set_gateways(&self.views);
         let upstreams_changed = cfg.upstreams != self.cfg.upstreams;
         self.cfg = cfg;
@@ -323,8 +375,19 @@ impl Gateway {
             .collect();
     }
 
-    fn dns_client(&mut self, c: DnsClient) -> Option<ClientRef> {
-        if self.dns_clients.len() >= crate::dns::MAX_IN_FLIGHT_LIMIT {
+    /// A handle for a query in flight, or None (refused and counted: the container has
+    /// its share of queries in flight, or everyone together the global limit).
+    fn dns_client(&mut self, ctx: &mut ServiceCtx<'_>, c: DnsClient) -> Option<ClientRef> {
+        let who = c.who();
+        if self.dns_clients.len() >= crate::dns::MAX_IN_FLIGHT_LIMIT
+            || self.dns_quota.admit(who, FlowKind::Dns, false).is_err()
+        {
+            let port = self
+                .lease_ports
+                .get(&(who.domain, who.ip))
+                .copied()
+                .unwrap_or(self.cur_port);
+            ctx.counters.count_drop(port, DropReason::DnsQuota, 1);
             return None;
         }
         let id = self.dns_next;
@@ -338,19 +401,19 @@ impl Gateway {
         match a {
             Action::Nothing => {}
             Action::Reply { client, bytes, .. } => {
-                let Some(c) = self.dns_clients.remove(&client.0) else {
+                let Some(c) = self.forget_dns_client(client) else {
                     return;
                 };
                 match c {
-                    DnsClient::Udp { domain, ip, port } => {
-                        let Some(gw) = self.net(domain).map(|n| n.gateway_ip) else {
+                    DnsClient::Udp { who, port } => {
+                        let Some(gw) = self.net(who.domain).map(|n| n.gateway_ip) else {
                             return;
                         };
-                        if let Some(p) = build_udp(gw, 53, ip, port, &bytes) {
-                            self.deliver_ip(ctx, &p);
+                        if let Some(p) = build_udp(gw, 53, who.ip, port, &bytes) {
+                            self.deliver_ip(ctx, who.domain, &p);
                         }
                     }
-                    DnsClient::Tcp { conn } => {
+                    DnsClient::Tcp { conn, .. } => {
                         self.uplink.dns_reply(ctx.registry, conn, &bytes);
                         self.flush_uplink(ctx);
                     }
@@ -377,6 +440,13 @@ impl Gateway {
                 }
             }
         }
+    }
+
+    /// Ends a query's life: its client, and its place in the container's quota.
+    fn forget_dns_client(&mut self, client: ClientRef) -> Option<DnsClient> {
+        let c = self.dns_clients.remove(&client.0)?;
+        self.dns_quota.release(c.who(), FlowKind::Dns, false);
+        Some(c)
     }
 
     fn forward_tcp(&mut self, reg: &Registry, upstream: usize, id: u16, msg: &[u8]) -> bool {
@@ -508,36 +578,38 @@ impl Gateway {
         let Some(names) = self.cfg.names.get(usize::from(domain)).cloned().flatten() else {
             return;
         };
-        let Some(client) = self.dns_client(DnsClient::Udp {
-            domain,
-            ip: src,
-            port,
-        }) else {
+        let who = ContainerId { domain, ip: src };
+        let Some(client) = self.dns_client(ctx, DnsClient::Udp { who, port }) else {
             return;
         };
         let a = self
             .dns
             .query(&names, msg, Transport::Udp, client, Instant::now());
         if matches!(a, Action::Nothing) {
-            self.dns_clients.remove(&client.0);
+            self.forget_dns_client(client);
         }
         self.dns_act(ctx, a);
     }
 
     /// DNS-over-TCP messages the uplink collected.
     fn dns_tcp(&mut self, ctx: &mut ServiceCtx<'_>) {
-        for (conn, domain, msg) in self.uplink.take_dns_requests() {
-            let Some(names) = self.cfg.names.get(usize::from(domain)).cloned().flatten() else {
+        for r in self.uplink.take_dns_requests() {
+            let domain = usize::from(r.from.domain);
+            let Some(names) = self.cfg.names.get(domain).cloned().flatten() else {
                 continue;
             };
-            let Some(client) = self.dns_client(DnsClient::Tcp { conn }) else {
+            let c = DnsClient::Tcp {
+                who: r.from,
+                conn: r.conn,
+            };
+            let Some(client) = self.dns_client(ctx, c) else {
                 continue;
             };
             let a = self
                 .dns
-                .query(&names, &msg, Transport::Tcp, client, Instant::now());
+                .query(&names, &r.msg, Transport::Tcp, client, Instant::now());
             if matches!(a, Action::Nothing) {
-                self.dns_clients.remove(&client.0);
+                self.forget_dns_client(client);
             }
             self.dns_act(ctx, a);
         }
@@ -723,17 +795,10 @@ impl Gateway {
         self.cfg.nets.get(usize::from(domain))?.as_ref()
     }
 
-    /// The domain whose subnet holds `ip`.
-    fn domain_of(&self, ip: Ipv4Addr) -> Option<u16> {
-        self.cfg
-            .nets
-            .iter()
-            .position(|n| n.as_ref().is_some_and(|n| n.contains(ip)))
-            .and_then(|i| u16::try_from(i).ok())
-    }
-
+    /// Learns who has `ip` in `domain` from what a port sent. An address IPAM gave out
+    /// is never re-learned: a port without port security cannot take it over.
     fn remember(&mut self, domain: u16, ip: Ipv4Addr, mac: MacAddr) {
-        if ip.is_unspecified() || !mac.is_unicast() {
+        if ip.is_unspecified() || !mac.is_unicast() || self.leased.contains_key(&(domain, ip)) {
             return;
         }
         if self.neighbours.len() >= NEIGHBOURS && !self.neighbours.contains_key(&(domain, ip)) {
@@ -742,19 +807,26 @@ impl Gateway {
         self.neighbours.insert((domain, ip), mac);
     }
 
-    /// Frames an IPv4 packet for the container it is addressed to and sends it.
-    fn deliver_ip(&mut self, ctx: &mut ServiceCtx<'_>, packet: &[u8]) {
+    /// The MAC of `ip` in `domain`: IPAM's, else learned.
+    fn neighbour(&self, domain: u16, ip: Ipv4Addr) -> Option<MacAddr> {
+        let k = (domain, ip);
+        self.leased
+            .get(&k)
+            .or_else(|| self.neighbours.get(&k))
+            .copied()
+    }
+
+    /// Frames an IPv4 packet for the container it is addressed to in `domain` (the
+    /// network its flow came from, never guessed from the address: networks may
+    /// overlap) and sends it there.
+    fn deliver_ip(&mut self, ctx: &mut ServiceCtx<'_>, domain: u16, packet: &[u8]) {
         let Ok(ip) = Ipv4Packet::new_checked(packet) else {
             return;
         };
         let dst = ip.dst();
-        let Some(domain) = self.domain_of(dst) else {
-            self.stats.no_neighbour += 1;
-            return;
-        };
         let (Some(net), Some(mac)) = (
-            self.net(domain),
-            self.neighbours.get(&(domain, dst)).copied(),
+            self.net(domain).filter(|n| n.contains(dst)),
+            self.neighbour(domain, dst),
         ) else {
             self.stats.no_neighbour += 1;
             return;
@@ -770,10 +842,11 @@ impl Gateway {
     }
 
     fn flush_uplink(&mut self, ctx: &mut ServiceCtx<'_>) {
-        let out: Vec<Vec<u8>> = self.uplink.take_output().collect();
-        for p in out {
-            self.deliver_ip(ctx, &p);
+        let out: Vec<(u16, Vec<u8>)> = self.uplink.take_output().collect();
+        for (domain, p) in out {
+            self.deliver_ip(ctx, domain, &p);
         }
+        self.count_refusals(ctx);
         if !self.uplink.pending_dns() {
             return;
         }
@@ -798,6 +871,7 @@ impl Gateway {
         let Ok(eth) = EthernetFrame::new_checked(data) else {
             return;
         };
+        self.cur_port = port;
         let Some(net) = self.net(domain).cloned() else {
             return;
         };
@@ -931,6 +1005,7 @@ impl Service for Gateway {
             self.handle_uplink(ctx, &f.data);
         } else {
             self.handle(ctx, f.domain, (f.port, f.punt), &f.data);
+            self.cur_port = crate::config::SERVICE_PORT;
         }
         ctx.recycle(f.data);
     }

@@ -56,6 +56,8 @@ pub struct DaemonConfig {
     pub max_flows: usize,
     /// The default `bridge` network's GATEWAY:PORT reaches the host's loopback.
     pub bridge_host_loopback: bool,
+    /// What the socket uplink lets containers hold, and its timeouts.
+    pub uplink: dataplane::uplink::quota::UplinkLimits,
 }
 
 impl DaemonConfig {
@@ -75,6 +77,7 @@ impl DaemonConfig {
             fdb_limit: dataplane::bridge::fdb::DEFAULT_TOTAL_LIMIT,
             max_flows: dataplane::runtime::DEFAULT_MAX_FLOWS,
             bridge_host_loopback: false,
+            uplink: Default::default(),
         }
     }
 }
@@ -173,7 +176,7 @@ impl Daemon {
             rcfg,
             Snapshot::default(),
             Arc::new(Fdb::new(cfg.fdb_limit)),
-            Gateway::default(),
+            Gateway::with_limits(cfg.uplink),
         )?;
         let mut d = Daemon {
             cfg,
@@ -1419,6 +1422,8 @@ impl Daemon {
                 "tcp_open": tcp, "udp_flows": udp, "echo_flows": ping,
                 "tcp_opened_total": u.tcp_open, "tcp_refused": u.tcp_refused,
                 "udp_flows_total": u.udp_flows, "echo_flows_total": u.ping_flows, "dropped": u.dropped,
+                "tcp_handshake_timeouts": u.tcp_handshake_timeouts, "tcp_idle_timeouts": u.tcp_idle_timeouts,
+                "refused_quota": u.refused_quota,
             })
         });
         let t = &self.rt.nat.table;

@@ -70,7 +70,20 @@ pub fn serve(daemon: Daemon, listener: UnixListener) -> Result<(), DaemonError> 
     let active = Arc::new(AtomicUsize::new(0));
     let ids = AtomicU64::new(1);
     for stream in listener.incoming() {
-        let Ok(stream) = stream else { continue };
+        let stream = match stream {
+            Ok(s) => s,
+            Err(e) => {
+                // Out of descriptors (or memory): the connection waits in the backlog;
+                // retrying at once would spin a core until one is free.
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+                ) {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                continue;
+            }
+        };
         let conn = Conn::new(stream);
         match conn.peer() {
             Ok(p) if p.uid == me || p.uid == 0 => {}

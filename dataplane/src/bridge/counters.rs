@@ -39,10 +39,22 @@ pub enum DropReason {
     NoRoute,
     /// The NAT table refused a new flow.
     NatFull,
+    /// The socket uplink refused a TCP connection: the container holds its share (or
+    /// every connection the uplink allows is taken).
+    TcpQuota,
+    /// The socket uplink refused a UDP flow (per container or in all).
+    UdpQuota,
+    /// The socket uplink refused an echo flow (per container or in all).
+    PingQuota,
+    /// The gateway refused a DNS query: too many of the container's in flight.
+    DnsQuota,
+    /// The socket uplink refused a flow: its descriptor budget (or the process's) is
+    /// used up.
+    FdLimit,
 }
 
 impl DropReason {
-    pub const COUNT: usize = 13;
+    pub const COUNT: usize = 18;
     pub const ALL: [DropReason; Self::COUNT] = [
         DropReason::Malformed,
         DropReason::VlanNotAllowed,
@@ -57,6 +69,11 @@ impl DropReason {
         DropReason::ServiceBusy,
         DropReason::NoRoute,
         DropReason::NatFull,
+        DropReason::TcpQuota,
+        DropReason::UdpQuota,
+        DropReason::PingQuota,
+        DropReason::DnsQuota,
+        DropReason::FdLimit,
     ];
 
     /// The name shown in `stats`.
@@ -75,6 +92,11 @@ impl DropReason {
             DropReason::ServiceBusy => "service_busy",
             DropReason::NoRoute => "no_route",
             DropReason::NatFull => "nat_full",
+            DropReason::TcpQuota => "tcp_quota",
+            DropReason::UdpQuota => "udp_quota",
+            DropReason::PingQuota => "ping_quota",
+            DropReason::DnsQuota => "dns_quota",
+            DropReason::FdLimit => "fd_limit",
         }
     }
 }

@@ -2,8 +2,10 @@
 //!
 //! - [`socket`]: the host's own sockets carry each flow (no privileges needed).
 //! - [`host`]: the host's main address, which a network's gateway stands for.
+//! - [`quota`]: what the socket uplink lets each container (and all) hold.
 //! - [`packet`]: a port on an outside segment; the workers translate packets (NAT).
 
 pub mod host;
 pub mod packet;
+pub mod quota;
 pub mod socket;

@@ -40,6 +40,7 @@ use smoltcp::socket::tcp;
 use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, IpListenEndpoint, Ipv4Address};
 
 use super::host::HostAddress;
+use super::quota::{ContainerId, FlowKind, Quotas, Refusal, UplinkLimits};
 use crate::wire::icmp::{IcmpType, UnreachCode};
 use crate::wire::{Icmpv4Packet, IpProtocol, Ipv4Packet, TcpPacket, UdpPacket};
 
@@ -47,12 +48,16 @@ use crate::wire::{Icmpv4Packet, IpProtocol, Ipv4Packet, TcpPacket, UdpPacket};
 pub const UDP_IDLE: Duration = Duration::from_secs(120);
 /// Idle echo flows are closed after this long.
 pub const PING_IDLE: Duration = Duration::from_secs(30);
-/// The most TCP connections carried at once.
-pub const MAX_TCP: usize = 1024;
-/// The most UDP flows at once.
-pub const MAX_UDP: usize = 4096;
-/// The most echo flows at once.
-pub const MAX_PING: usize = 256;
+/// Keep-alive on host sockets: first probe after this much silence, then every
+/// [`KEEPALIVE_INTERVAL`], [`KEEPALIVE_PROBES`] unanswered probes end the connection
+/// (a dead peer is found in about two minutes of silence plus one).
+pub const KEEPALIVE_IDLE: Duration = Duration::from_secs(120);
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+pub const KEEPALIVE_PROBES: u32 = 6;
+/// Keep-alive towards containers (smoltcp), and how long unacknowledged data may wait
+/// before the container is given up as dead.
+pub const CONTAINER_KEEPALIVE: Duration = Duration::from_secs(120);
+pub const CONTAINER_ACK_TIMEOUT: Duration = Duration::from_secs(300);
 /// smoltcp buffer per direction per connection.
 pub const TCP_BUFFER: usize = 512 * 1024;
 
@@ -181,9 +186,33 @@ impl Device for QueueDevice {
 /// (container address, container port, destination address, destination port)
 type Quad = (Ipv4Addr, u16, Ipv4Addr, u16);
 
+/// A TCP connection's slot and the generation it had when it was handed out: a late
+/// answer for a slot reused since finds another generation there and goes nowhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpConnId {
+    pub slot: usize,
+    pub generation: u32,
+}
+
+/// A DNS message that arrived over TCP on a gateway.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsTcpRequest {
+    pub conn: TcpConnId,
+    pub from: ContainerId,
+    pub msg: Vec<u8>,
+}
+
 struct TcpConn {
     handle: SocketHandle,
     quad: Quad,
+    /// The container (network and address) the connection belongs to.
+    who: ContainerId,
+    generation: u32,
+    born: Instant,
+    /// Last time data moved either way.
+    last: Instant,
+    /// Ended: removed once smoltcp has sent what the end needs (an RST, say).
+    reap: bool,
     host: Option<TcpStream>,
     /// The host connect finished.
     connected: bool,
@@ -205,6 +234,7 @@ const DNS_TCP_MAX: usize = 65537;
 
 struct UdpFlow {
     sock: UdpSocket,
+    who: ContainerId,
     key: (u16, Quad),
     last: Instant,
 }
@@ -238,12 +268,14 @@ struct Published {
 /// A client talking UDP to a published port: (container side quad) -> (listener, client).
 struct InboundUdp {
     listener: usize,
+    who: ContainerId,
     client: SocketAddr,
     last: Instant,
 }
 
 struct PingFlow {
     sock: mio::net::UdpSocket,
+    who: ContainerId,
     /// (domain, container address, container's echo id, destination)
     key: (u16, Ipv4Addr, u16, Ipv4Addr),
     last: Instant,
@@ -268,6 +300,12 @@ pub struct UplinkStats {
     pub udp_flows: u64,
     pub ping_flows: u64,
     pub dropped: u64,
+    /// TCP connections ended for a handshake that did not finish in time.
+    pub tcp_handshake_timeouts: u64,
+    /// Established TCP connections ended for idling too long.
+    pub tcp_idle_timeouts: u64,
+    /// Flows refused by a quota or the descriptor budget.
+    pub refused_quota: u64,
 }
 
 pub struct SocketUplink {
@@ -280,8 +318,15 @@ pub struct SocketUplink {
     udp_by_key: HashMap<(u16, Quad), usize>,
     ping: Vec<Option<PingFlow>>,
     ping_by_key: HashMap<(u16, Ipv4Addr, u16, Ipv4Addr), usize>,
-    /// Packets for containers (IPv4, ready to be framed).
-    out: Vec<Vec<u8>>,
+    /// Packets for containers (IPv4, ready to be framed) and the network each goes to.
+    out: Vec<(u16, Vec<u8>)>,
+    /// The network of the packet being handled (what smoltcp answers without a
+    /// connection, e.g. an RST to a refused SYN, goes back there).
+    origin: Option<u16>,
+    next_generation: u32,
+    quotas: Quotas,
+    /// Refused flows, for the caller to count on the container's port.
+    refusals: Vec<(ContainerId, Refusal)>,
     epoch: Instant,
     scratch: Vec<u8>,
     pub stats: UplinkStats,
@@ -289,9 +334,8 @@ pub struct SocketUplink {
     published: Vec<Option<Published>>,
     inbound_udp: HashMap<(u16, Quad), InboundUdp>,
     gateways: Vec<Option<Ipv4Addr>>,
-    /// DNS messages received over TCP on a gateway: (connection, domain, message).
-    dns_requests: Vec<(usize, u16, Vec<u8>)>,
-    local_domain: HashMap<usize, u16>,
+    /// DNS messages received over TCP on a gateway.
+    dns_requests: Vec<DnsTcpRequest>,
     /// The host's main address, which GATEWAY:PORT reaches without `--host-loopback`.
     host: HostAddress,
 }
@@ -310,8 +354,44 @@ impl Default for SocketUplink {
     }
 }
 
+/// Whether an I/O error means this process (or the host) is out of descriptors.
+fn out_of_fds(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
+}
+
+/// Turns keep-alive on for a host TCP socket so a dead peer ends the connection.
+fn keepalive(fd: std::os::fd::RawFd) {
+    let set = |level, opt, v: libc::c_int| {
+        // SAFETY: setsockopt reads an int from a pointer valid for its size.
+        unsafe {
+            libc::setsockopt(
+                fd,
+                level,
+                opt,
+                (&v as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+    };
+    let secs = |d: Duration| libc::c_int::try_from(d.as_secs()).unwrap_or(libc::c_int::MAX);
+    set(libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1);
+    set(libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, secs(KEEPALIVE_IDLE));
+    set(
+        libc::IPPROTO_TCP,
+        libc::TCP_KEEPINTVL,
+        secs(KEEPALIVE_INTERVAL),
+    );
+    let probes = libc::c_int::try_from(KEEPALIVE_PROBES).unwrap_or(9);
+    set(libc::IPPROTO_TCP, libc::TCP_KEEPCNT, probes);
+}
+
 impl SocketUplink {
     pub fn new() -> SocketUplink {
+        SocketUplink::with_limits(UplinkLimits::default())
+    }
+
+    /// An uplink that holds its flows to `limits`.
+    pub fn with_limits(limits: UplinkLimits) -> SocketUplink {
         let mut dev = QueueDevice {
             rx: Default::default(),
             tx: Vec::new(),
@@ -347,7 +427,10 @@ impl SocketUplink {
             inbound_udp: HashMap::new(),
             gateways: Vec::new(),
             dns_requests: Vec::new(),
-            local_domain: HashMap::new(),
+            origin: None,
+            next_generation: 0,
+            quotas: Quotas::new(limits),
+            refusals: Vec::new(),
             host: HostAddress::default(),
         }
     }
@@ -361,10 +444,66 @@ impl SocketUplink {
             .is_some_and(|n| gateway_target(n, port, host).is_some())
     }
 
-    /// Packets ready for containers (IPv4, addressed to them).
-    pub fn take_output(&mut self) -> std::vec::Drain<'_, Vec<u8>> {
-        self.out.append(&mut self.dev.tx);
+    /// The limits in force.
+    pub fn limits(&self) -> &UplinkLimits {
+        &self.quotas.limits
+    }
+
+    /// Packets ready for containers (IPv4, addressed to them), each with the network
+    /// (domain) of the flow it belongs to: that is where it must be delivered.
+    pub fn take_output(&mut self) -> std::vec::Drain<'_, (u16, Vec<u8>)> {
+        self.drain_tx();
         self.out.drain(..)
+    }
+
+    /// Flows refused since the last call, with who asked and why.
+    pub fn take_refusals(&mut self) -> std::vec::Drain<'_, (ContainerId, Refusal)> {
+        self.refusals.drain(..)
+    }
+
+    fn refuse(&mut self, who: ContainerId, why: Refusal) {
+        self.stats.refused_quota += 1;
+        // Bounded: the caller drains after every call.
+        if self.refusals.len() < 65536 {
+            self.refusals.push((who, why));
+        }
+    }
+
+    /// Takes one flow of `kind` for `who`, or records the refusal.
+    fn admit(&mut self, who: ContainerId, kind: FlowKind, fd: bool) -> bool {
+        match self.quotas.admit(who, kind, fd) {
+            Ok(()) => true,
+            Err(r) => {
+                self.refuse(who, r);
+                false
+            }
+        }
+    }
+
+    /// Moves what smoltcp sent into the output, each packet tagged with the network of
+    /// its connection (or, for an answer without one, of the packet being handled).
+    fn drain_tx(&mut self) {
+        for p in std::mem::take(&mut self.dev.tx) {
+            let domain = self.tcp_domain_of(&p).or(self.origin);
+            match domain {
+                Some(d) => self.out.push((d, p)),
+                None => self.stats.dropped += 1,
+            }
+        }
+    }
+
+    /// The network of the connection a packet smoltcp sent belongs to.
+    fn tcp_domain_of(&self, p: &[u8]) -> Option<u16> {
+        let ip = Ipv4Packet::new_checked(p).ok()?;
+        let t = TcpPacket::new_checked(ip.payload()).ok()?;
+        let quad = (ip.dst(), t.dst_port(), ip.src(), t.src_port());
+        let i = *self.tcp_by_quad.get(&quad)?;
+        Some(self.tcp.get(i)?.as_ref()?.who.domain)
+    }
+
+    fn generation(&mut self) -> u32 {
+        self.next_generation = self.next_generation.wrapping_add(1);
+        self.next_generation
     }
 
     /// An IPv4 packet from a container of `domain` for somewhere outside its network
@@ -392,7 +531,19 @@ impl SocketUplink {
                     return;
                 };
                 let quad = (src, t.src_port(), dst, t.dst_port());
-                if t.syn() && !t.ack_flag() && !t.rst() && !self.tcp_by_quad.contains_key(&quad) {
+                let owner = self.tcp_by_quad.get(&quad).and_then(|&i| {
+                    self.tcp
+                        .get(i)
+                        .and_then(|c| c.as_ref())
+                        .map(|c| c.who.domain)
+                });
+                if owner.is_some_and(|d| d != domain) {
+                    // Another network's connection (overlapping addresses): not ours
+                    // to touch.
+                    self.stats.dropped += 1;
+                    return;
+                }
+                if t.syn() && !t.ack_flag() && !t.rst() && owner.is_none() {
                     let dns_here = nets
                         .get(usize::from(domain))
                         .and_then(|n| n.as_ref())
@@ -407,7 +558,9 @@ impl SocketUplink {
                 self.dev
                     .rx
                     .push_back(pkt.get(..total).unwrap_or(pkt).to_vec());
+                self.origin = Some(domain);
                 self.poll(reg);
+                self.origin = None;
             }
             IpProtocol::UDP => {
                 let Ok(u) = UdpPacket::new_checked(ip.payload()) else {
@@ -430,76 +583,109 @@ impl SocketUplink {
         }
     }
 
+    /// A container-side socket listening for exactly `quad`'s destination.
+    fn listening_socket(quad: Quad, rx: usize, tx: usize) -> Option<tcp::Socket<'static>> {
+        let mut sock = tcp::Socket::new(
+            tcp::SocketBuffer::new(vec![0u8; rx]),
+            tcp::SocketBuffer::new(vec![0u8; tx]),
+        );
+        sock.set_nagle_enabled(false);
+        sock.set_ack_delay(None);
+        sock.set_keep_alive(Some(CONTAINER_KEEPALIVE.into()));
+        sock.set_timeout(Some(CONTAINER_ACK_TIMEOUT.into()));
+        sock.listen(IpListenEndpoint {
+            addr: Some(IpAddress::Ipv4(v4(quad.2))),
+            port: quad.3,
+        })
+        .ok()?;
+        Some(sock)
+    }
+
     fn open_tcp(&mut self, reg: &Registry, nets: &[Option<NetView>], domain: u16, quad: Quad) {
-        let live = self.tcp.iter().filter(|c| c.is_some()).count();
-        let Some(to) = target(
-            nets,
-            domain,
-            (quad.2, quad.3),
-            self.host.get(Instant::now()),
-        ) else {
+        let host = self.host.get(Instant::now());
+        let Some(to) = target(nets, domain, (quad.2, quad.3), host) else {
             // No listener: smoltcp answers the SYN with an RST.
             self.stats.tcp_refused += 1;
             return;
         };
-        if live >= MAX_TCP {
+        let who = ContainerId { domain, ip: quad.0 };
+        if !self.admit(who, FlowKind::Tcp, true) {
             self.stats.tcp_refused += 1;
             return;
         }
         let host = match TcpStream::connect(SocketAddr::V4(to)) {
             Ok(s) => s,
-            Err(_) => {
+            Err(e) => {
+                self.quotas.release(who, FlowKind::Tcp, true);
+                if out_of_fds(&e) {
+                    self.refuse(who, Refusal::FdLimit);
+                }
                 self.stats.tcp_refused += 1;
                 return;
             }
         };
-        let mut sock = tcp::Socket::new(
-            tcp::SocketBuffer::new(vec![0u8; TCP_BUFFER]),
-            tcp::SocketBuffer::new(vec![0u8; TCP_BUFFER]),
-        );
-        sock.set_nagle_enabled(false);
-        sock.set_ack_delay(None);
+        keepalive(host.as_raw_fd());
+        let Some(mut sock) = Self::listening_socket(quad, TCP_BUFFER, TCP_BUFFER) else {
+            self.quotas.release(who, FlowKind::Tcp, true);
+            self.stats.tcp_refused += 1;
+            return;
+        };
         sock.pause_synack(true);
-        if sock
-            .listen(IpListenEndpoint {
-                addr: Some(IpAddress::Ipv4(v4(quad.2))),
-                port: quad.3,
-            })
-            .is_err()
+        if self
+            .insert_tcp(Some(reg), sock, quad, who, Some(host), false)
+            .is_none()
         {
+            self.quotas.release(who, FlowKind::Tcp, true);
             self.stats.tcp_refused += 1;
             return;
         }
-        let handle = self.sockets.add(sock);
+        self.stats.tcp_open += 1;
+    }
+
+    /// Puts a connection in a free slot (registering its host socket); its slot.
+    fn insert_tcp(
+        &mut self,
+        reg: Option<&Registry>,
+        sock: tcp::Socket<'static>,
+        quad: Quad,
+        who: ContainerId,
+        host: Option<TcpStream>,
+        inbound: bool,
+    ) -> Option<usize> {
         let i = self
             .tcp
             .iter()
             .position(|c| c.is_none())
             .unwrap_or(self.tcp.len());
         let mut host = host;
-        if reg
-            .register(
-                &mut host,
+        if let Some(h) = host.as_mut() {
+            reg?.register(
+                h,
                 Token(TOKEN_TCP + i),
                 Interest::READABLE | Interest::WRITABLE,
             )
-            .is_err()
-        {
-            self.sockets.remove(handle);
-            self.stats.tcp_refused += 1;
-            return;
+            .ok()?;
         }
+        let handle = self.sockets.add(sock);
+        let now = Instant::now();
+        let local = host.is_none();
         let conn = TcpConn {
             handle,
             quad,
-            host: Some(host),
-            connected: false,
-            readable: false,
-            writable: false,
+            who,
+            generation: self.generation(),
+            born: now,
+            last: now,
+            reap: false,
+            host,
+            // Published connections are connected on the host; local ones need none.
+            connected: inbound || local,
+            readable: inbound,
+            writable: inbound,
             host_eof: false,
             shut_host: false,
-            inbound: false,
-            local: false,
+            inbound,
+            local,
             local_in: Vec::new(),
         };
         if i == self.tcp.len() {
@@ -508,55 +694,51 @@ impl SocketUplink {
             *slot = Some(conn);
         }
         self.tcp_by_quad.insert(quad, i);
-        self.stats.tcp_open += 1;
+        Some(i)
     }
 
     /// A connection answered by the gateway itself (DNS over TCP).
     fn open_local(&mut self, quad: Quad, domain: u16) {
-        if self.tcp.iter().filter(|c| c.is_some()).count() >= MAX_TCP {
+        let who = ContainerId { domain, ip: quad.0 };
+        if !self.admit(who, FlowKind::Tcp, false) {
             self.stats.tcp_refused += 1;
             return;
         }
-        let mut sock = tcp::Socket::new(
-            tcp::SocketBuffer::new(vec![0u8; 70_000]),
-            tcp::SocketBuffer::new(vec![0u8; 140_000]),
-        );
-        sock.set_nagle_enabled(false);
-        if sock
-            .listen(IpListenEndpoint {
-                addr: Some(IpAddress::Ipv4(v4(quad.2))),
-                port: quad.3,
-            })
-            .is_err()
-        {
+        let Some(sock) = Self::listening_socket(quad, 70_000, 140_000) else {
+            self.quotas.release(who, FlowKind::Tcp, false);
             return;
-        }
-        let handle = self.sockets.add(sock);
-        let i = self
-            .tcp
-            .iter()
-            .position(|c| c.is_none())
-            .unwrap_or(self.tcp.len());
-        let conn = TcpConn {
-            handle,
-            quad,
-            host: None,
-            connected: true,
-            readable: false,
-            writable: false,
-            host_eof: false,
-            shut_host: false,
-            inbound: false,
-            local: true,
-            local_in: Vec::new(),
         };
-        if i == self.tcp.len() {
-            self.tcp.push(Some(conn));
-        } else if let Some(slot) = self.tcp.get_mut(i) {
-            *slot = Some(conn);
+        if self
+            .insert_tcp(None, sock, quad, who, None, false)
+            .is_none()
+        {
+            self.quotas.release(who, FlowKind::Tcp, false);
         }
-        self.tcp_by_quad.insert(quad, i);
-        self.local_domain.insert(i, domain);
+    }
+
+    /// Ends connection `i` now: the container gets an RST, the host socket is closed.
+    fn abort_tcp(&mut self, reg: &Registry, i: usize) {
+        let Some(Some(c)) = self.tcp.get_mut(i) else {
+            return;
+        };
+        self.sockets.get_mut::<tcp::Socket>(c.handle).abort();
+        if let Some(mut h) = c.host.take() {
+            let _ = reg.deregister(&mut h);
+        }
+        c.reap = true;
+    }
+
+    /// Removes connection `i` entirely: smoltcp socket, host socket, maps, quota.
+    fn remove_tcp(&mut self, reg: &Registry, i: usize) {
+        let Some(mut c) = self.tcp.get_mut(i).and_then(|s| s.take()) else {
+            return;
+        };
+        if let Some(mut h) = c.host.take() {
+            let _ = reg.deregister(&mut h);
+        }
+        self.sockets.remove(c.handle);
+        self.tcp_by_quad.remove(&c.quad);
+        self.quotas.release(c.who, FlowKind::Tcp, !c.local);
     }
 
     /// Whether DNS-over-TCP messages wait for [`SocketUplink::take_dns_requests`].
@@ -564,17 +746,18 @@ impl SocketUplink {
         !self.dns_requests.is_empty()
     }
 
-    /// DNS messages that arrived over TCP on a gateway: (connection, domain, message).
-    pub fn take_dns_requests(&mut self) -> Vec<(usize, u16, Vec<u8>)> {
+    /// DNS messages that arrived over TCP on a gateway.
+    pub fn take_dns_requests(&mut self) -> Vec<DnsTcpRequest> {
         std::mem::take(&mut self.dns_requests)
     }
 
-    /// Answers a DNS-over-TCP message on connection `conn`.
-    pub fn dns_reply(&mut self, reg: &Registry, conn: usize, msg: &[u8]) {
-        let Some(Some(c)) = self.tcp.get(conn) else {
+    /// Answers a DNS-over-TCP message on connection `conn`; an answer for a connection
+    /// that ended (its slot empty or reused: another generation) goes nowhere.
+    pub fn dns_reply(&mut self, reg: &Registry, conn: TcpConnId, msg: &[u8]) {
+        let Some(Some(c)) = self.tcp.get(conn.slot) else {
             return;
         };
-        if !c.local {
+        if !c.local || c.generation != conn.generation || c.reap {
             return;
         }
         let Ok(len) = u16::try_from(msg.len()) else {
@@ -613,6 +796,7 @@ impl SocketUplink {
                         sock.pause_synack(false);
                     } else {
                         sock.abort();
+                        c.reap = true;
                         if let Some(mut h) = c.host.take() {
                             let _ = reg.deregister(&mut h);
                         }
@@ -708,7 +892,14 @@ impl SocketUplink {
                 }
             }
             *slot = None;
-            self.inbound_udp.retain(|_, f| f.listener != i);
+            let quotas = &mut self.quotas;
+            self.inbound_udp.retain(|_, f| {
+                let keep = f.listener != i;
+                if !keep {
+                    quotas.release(f.who, FlowKind::Udp, false);
+                }
+                keep
+            });
             return true;
         }
         false
@@ -731,8 +922,18 @@ impl SocketUplink {
             let to = p.to;
             match &mut p.sock {
                 PubSock::Tcp(l) => {
-                    let Ok((stream, peer)) = l.accept() else {
-                        return;
+                    let (stream, peer) = match l.accept() {
+                        Ok(a) => a,
+                        Err(e) => {
+                            if out_of_fds(&e) {
+                                let who = ContainerId {
+                                    domain: to.domain,
+                                    ip: to.container,
+                                };
+                                self.refuse(who, Refusal::FdLimit);
+                            }
+                            return;
+                        }
                     };
                     self.accept_inbound(reg, stream, peer, to);
                 }
@@ -742,24 +943,32 @@ impl SocketUplink {
                     };
                     let src = self.inside_source(peer, to);
                     let key = (to.domain, (to.container, to.port, *src.ip(), src.port()));
-                    if !self.inbound_udp.contains_key(&key)
-                        && self.inbound_udp.len() >= MAX_INBOUND_UDP
-                    {
-                        self.stats.dropped += 1;
-                        continue;
-                    }
-                    self.inbound_udp.insert(
-                        key,
-                        InboundUdp {
+                    let who = ContainerId {
+                        domain: to.domain,
+                        ip: to.container,
+                    };
+                    if let Some(f) = self.inbound_udp.get_mut(&key) {
+                        f.last = Instant::now();
+                        f.client = peer;
+                    } else {
+                        if self.inbound_udp.len() >= MAX_INBOUND_UDP
+                            || !self.admit(who, FlowKind::Udp, false)
+                        {
+                            self.stats.dropped += 1;
+                            continue;
+                        }
+                        let f = InboundUdp {
                             listener: i,
+                            who,
                             client: peer,
                             last: Instant::now(),
-                        },
-                    );
+                        };
+                        self.inbound_udp.insert(key, f);
+                    }
                     let data = self.scratch.get(..n).unwrap_or(&[]);
                     if let Some(pkt) = build_udp(*src.ip(), src.port(), to.container, to.port, data)
                     {
-                        self.out.push(pkt);
+                        self.out.push((to.domain, pkt));
                     }
                 }
             }
@@ -792,72 +1001,48 @@ impl SocketUplink {
     fn accept_inbound(
         &mut self,
         reg: &Registry,
-        mut stream: TcpStream,
+        stream: TcpStream,
         peer: SocketAddr,
         to: PublishTarget,
     ) {
-        let live = self.tcp.iter().filter(|c| c.is_some()).count();
-        if live >= MAX_TCP {
-            self.stats.tcp_refused += 1;
-            return;
-        }
+        let who = ContainerId {
+            domain: to.domain,
+            ip: to.container,
+        };
         let src = self.inside_source(peer, to);
         let quad = (to.container, to.port, *src.ip(), src.port());
         if self.tcp_by_quad.contains_key(&quad) {
             self.stats.tcp_refused += 1;
             return;
         }
+        // The accepted descriptor exists already; refused, it is closed at once.
+        if !self.admit(who, FlowKind::Tcp, true) {
+            self.stats.tcp_refused += 1;
+            return;
+        }
+        keepalive(stream.as_raw_fd());
         let mut sock = tcp::Socket::new(
             tcp::SocketBuffer::new(vec![0u8; TCP_BUFFER]),
             tcp::SocketBuffer::new(vec![0u8; TCP_BUFFER]),
         );
         sock.set_nagle_enabled(false);
         sock.set_ack_delay(None);
+        sock.set_keep_alive(Some(CONTAINER_KEEPALIVE.into()));
+        sock.set_timeout(Some(CONTAINER_ACK_TIMEOUT.into()));
         let remote = (IpAddress::Ipv4(v4(to.container)), to.port);
         let local = IpListenEndpoint {
             addr: Some(IpAddress::Ipv4(v4(*src.ip()))),
             port: src.port(),
         };
-        if sock.connect(self.iface.context(), remote, local).is_err() {
+        let inserted = sock.connect(self.iface.context(), remote, local).is_ok()
+            && self
+                .insert_tcp(Some(reg), sock, quad, who, Some(stream), true)
+                .is_some();
+        if !inserted {
+            self.quotas.release(who, FlowKind::Tcp, true);
             self.stats.tcp_refused += 1;
             return;
         }
-        let handle = self.sockets.add(sock);
-        let i = self
-            .tcp
-            .iter()
-            .position(|c| c.is_none())
-            .unwrap_or(self.tcp.len());
-        if reg
-            .register(
-                &mut stream,
-                Token(TOKEN_TCP + i),
-                Interest::READABLE | Interest::WRITABLE,
-            )
-            .is_err()
-        {
-            self.sockets.remove(handle);
-            return;
-        }
-        let conn = TcpConn {
-            handle,
-            quad,
-            host: Some(stream),
-            connected: true,
-            readable: true,
-            writable: true,
-            host_eof: false,
-            shut_host: false,
-            inbound: true,
-            local: false,
-            local_in: Vec::new(),
-        };
-        if i == self.tcp.len() {
-            self.tcp.push(Some(conn));
-        } else if let Some(slot) = self.tcp.get_mut(i) {
-            *slot = Some(conn);
-        }
-        self.tcp_by_quad.insert(quad, i);
         self.stats.tcp_open += 1;
     }
 
@@ -866,6 +1051,8 @@ impl SocketUplink {
         for _ in 0..64 {
             let now = smol_now(self.epoch);
             let _ = self.iface.poll(now, &mut self.dev, &mut self.sockets);
+            // Tag what smoltcp sent while its connections still exist.
+            self.drain_tx();
             if !self.pump(reg) {
                 break;
             }
@@ -879,6 +1066,11 @@ impl SocketUplink {
             let Some(Some(c)) = self.tcp.get_mut(i) else {
                 continue;
             };
+            if c.reap {
+                // smoltcp has had its poll to send the RST or last ACK: done.
+                self.remove_tcp(reg, i);
+                continue;
+            }
             let sock = self.sockets.get_mut::<tcp::Socket>(c.handle);
             if c.local {
                 // Whole length-prefixed messages go to the DNS server.
@@ -901,8 +1093,15 @@ impl SocketUplink {
                         break;
                     }
                     let msg: Vec<u8> = c.local_in.drain(..len + 2).skip(2).collect();
-                    let d = self.local_domain.get(&i).copied().unwrap_or(0);
-                    self.dns_requests.push((i, d, msg));
+                    c.last = Instant::now();
+                    self.dns_requests.push(DnsTcpRequest {
+                        conn: TcpConnId {
+                            slot: i,
+                            generation: c.generation,
+                        },
+                        from: c.who,
+                        msg,
+                    });
                 }
                 if !sock.may_recv() && sock.may_send() && sock.send_queue() == 0 {
                     sock.close();
@@ -927,7 +1126,10 @@ impl SocketUplink {
                             c.host_eof = true;
                             break;
                         }
-                        Ok(_) => moved = true,
+                        Ok(_) => {
+                            moved = true;
+                            c.last = Instant::now();
+                        }
                     }
                 }
                 // Host -> container: read straight into smoltcp's transmit buffer.
@@ -943,7 +1145,10 @@ impl SocketUplink {
                             c.host_eof = true;
                             moved = true;
                         }
-                        Ok(Some(_)) => moved = true,
+                        Ok(Some(_)) => {
+                            moved = true;
+                            c.last = Instant::now();
+                        }
                         Ok(None) => c.readable = false,
                         Err(_) => break,
                     }
@@ -975,18 +1180,14 @@ impl SocketUplink {
                     && !c.local
                     && !matches!(st, tcp::State::Listen | tcp::State::SynReceived)
                     && !c.inbound);
-            if gone || (c.host.is_none() && st == tcp::State::Closed) {
-                let handle = c.handle;
-                let quad = c.quad;
+            if gone {
+                // Ended on one side or the other: close the host socket now, remove
+                // the rest after smoltcp's next poll (which sends what is owed).
                 if let Some(mut h) = c.host.take() {
                     let _ = reg.deregister(&mut h);
                 }
-                self.sockets.remove(handle);
-                self.tcp_by_quad.remove(&quad);
-                self.local_domain.remove(&i);
-                if let Some(slot) = self.tcp.get_mut(i) {
-                    *slot = None;
-                }
+                c.reap = true;
+                moved = true;
             }
         }
         moved
@@ -1015,55 +1216,13 @@ impl SocketUplink {
         }
         let i = match self.udp_by_key.get(&key) {
             Some(&i) => i,
-            None => {
-                let Some(to) = target(
-                    nets,
-                    domain,
-                    (quad.2, quad.3),
-                    self.host.get(Instant::now()),
-                ) else {
-                    self.stats.dropped += 1;
-                    return;
-                };
-                if self.udp_by_key.len() >= MAX_UDP {
+            None => match self.open_udp(reg, nets, key) {
+                Some(i) => i,
+                None => {
                     self.stats.dropped += 1;
                     return;
                 }
-                let bind = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0));
-                let Ok(mut sock) = UdpSocket::bind(bind) else {
-                    self.stats.dropped += 1;
-                    return;
-                };
-                if sock.connect(SocketAddr::V4(to)).is_err() {
-                    self.stats.dropped += 1;
-                    return;
-                }
-                let i = self
-                    .udp
-                    .iter()
-                    .position(|c| c.is_none())
-                    .unwrap_or(self.udp.len());
-                if reg
-                    .register(&mut sock, Token(TOKEN_UDP + i), Interest::READABLE)
-                    .is_err()
-                {
-                    self.stats.dropped += 1;
-                    return;
-                }
-                let f = UdpFlow {
-                    sock,
-                    key,
-                    last: Instant::now(),
-                };
-                if i == self.udp.len() {
-                    self.udp.push(Some(f));
-                } else if let Some(s) = self.udp.get_mut(i) {
-                    *s = Some(f);
-                }
-                self.udp_by_key.insert(key, i);
-                self.stats.udp_flows += 1;
-                i
-            }
+            },
         };
         if let Some(Some(f)) = self.udp.get_mut(i) {
             f.last = Instant::now();
@@ -1071,24 +1230,87 @@ impl SocketUplink {
         }
     }
 
+    /// A new UDP flow with its connected host socket; its slot.
+    fn open_udp(
+        &mut self,
+        reg: &Registry,
+        nets: &[Option<NetView>],
+        key: (u16, Quad),
+    ) -> Option<usize> {
+        let (domain, quad) = key;
+        let host = self.host.get(Instant::now());
+        let to = target(nets, domain, (quad.2, quad.3), host)?;
+        let who = ContainerId { domain, ip: quad.0 };
+        if !self.admit(who, FlowKind::Udp, true) {
+            return None;
+        }
+        let Some(sock) = self.udp_socket(who, to) else {
+            self.quotas.release(who, FlowKind::Udp, true);
+            return None;
+        };
+        let mut sock = sock;
+        let i = self
+            .udp
+            .iter()
+            .position(|c| c.is_none())
+            .unwrap_or(self.udp.len());
+        if reg
+            .register(&mut sock, Token(TOKEN_UDP + i), Interest::READABLE)
+            .is_err()
+        {
+            self.quotas.release(who, FlowKind::Udp, true);
+            return None;
+        }
+        let f = UdpFlow {
+            sock,
+            who,
+            key,
+            last: Instant::now(),
+        };
+        if i == self.udp.len() {
+            self.udp.push(Some(f));
+        } else if let Some(s) = self.udp.get_mut(i) {
+            *s = Some(f);
+        }
+        self.udp_by_key.insert(key, i);
+        self.stats.udp_flows += 1;
+        Some(i)
+    }
+
+    /// A host UDP socket connected to `to` (out of descriptors: refused and counted).
+    fn udp_socket(&mut self, who: ContainerId, to: SocketAddrV4) -> Option<UdpSocket> {
+        let bind = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0));
+        let sock = match UdpSocket::bind(bind) {
+            Ok(s) => s,
+            Err(e) => {
+                if out_of_fds(&e) {
+                    self.refuse(who, Refusal::FdLimit);
+                }
+                return None;
+            }
+        };
+        sock.connect(SocketAddr::V4(to)).ok()?;
+        Some(sock)
+    }
+
     fn udp_in(&mut self, i: usize) {
         let Some(Some(f)) = self.udp.get_mut(i) else {
             return;
         };
-        let (_, (csrc, cport, dst, dport)) = f.key;
+        let (domain, (csrc, cport, dst, dport)) = f.key;
         loop {
             match f.sock.recv(&mut self.scratch) {
                 Ok(n) => {
                     f.last = Instant::now();
                     let data = self.scratch.get(..n).unwrap_or(&[]);
                     if let Some(p) = build_udp(dst, dport, csrc, cport, data) {
-                        self.out.push(p);
+                        self.out.push((domain, p));
                     }
                 }
                 // The host answered "port unreachable": tell the container the same.
                 Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
                     if let Some(p) = udp_port_unreachable(dst, dport, csrc, cport) {
-                        self.out.push(p);
+                        self.out.push((domain, p));
                     }
                 }
                 Err(_) => break,
@@ -1114,43 +1336,7 @@ impl SocketUplink {
         };
         let i = match self.ping_by_key.get(&key) {
             Some(&i) => Some(i),
-            None if self.ping_by_key.len() < MAX_PING && self.ping_allowed != Some(false) => {
-                match ping_socket() {
-                    Ok(s) => {
-                        self.ping_allowed = Some(true);
-                        let mut sock = mio::net::UdpSocket::from_std(std::net::UdpSocket::from(s));
-                        let i = self
-                            .ping
-                            .iter()
-                            .position(|c| c.is_none())
-                            .unwrap_or(self.ping.len());
-                        if reg
-                            .register(&mut sock, Token(TOKEN_PING + i), Interest::READABLE)
-                            .is_err()
-                        {
-                            None
-                        } else {
-                            let f = PingFlow {
-                                sock,
-                                key,
-                                last: Instant::now(),
-                            };
-                            if i == self.ping.len() {
-                                self.ping.push(Some(f));
-                            } else if let Some(s) = self.ping.get_mut(i) {
-                                *s = Some(f);
-                            }
-                            self.ping_by_key.insert(key, i);
-                            self.stats.ping_flows += 1;
-                            Some(i)
-                        }
-                    }
-                    Err(_) => {
-                        self.ping_allowed = Some(false);
-                        None
-                    }
-                }
-            }
+            None if self.ping_allowed != Some(false) => self.open_ping(reg, key),
             None => None,
         };
         let Some(Some(f)) = i.and_then(|i| self.ping.get_mut(i)) else {
@@ -1158,7 +1344,7 @@ impl SocketUplink {
             if let Some(p) =
                 build_unreachable(dst, src, UnreachCode::ADMIN_PROHIBITED, ip_header, echo)
             {
-                self.out.push(p);
+                self.out.push((domain, p));
             }
             return;
         };
@@ -1167,11 +1353,62 @@ impl SocketUplink {
         let _ = f.sock.send_to(echo.as_bytes(), target);
     }
 
+    /// A new echo flow with its ping socket; its slot.
+    fn open_ping(&mut self, reg: &Registry, key: (u16, Ipv4Addr, u16, Ipv4Addr)) -> Option<usize> {
+        let who = ContainerId {
+            domain: key.0,
+            ip: key.1,
+        };
+        if !self.admit(who, FlowKind::Ping, true) {
+            return None;
+        }
+        let s = match ping_socket() {
+            Ok(s) => s,
+            Err(e) => {
+                self.quotas.release(who, FlowKind::Ping, true);
+                if out_of_fds(&e) {
+                    self.refuse(who, Refusal::FdLimit);
+                } else {
+                    self.ping_allowed = Some(false);
+                }
+                return None;
+            }
+        };
+        self.ping_allowed = Some(true);
+        let mut sock = mio::net::UdpSocket::from_std(std::net::UdpSocket::from(s));
+        let i = self
+            .ping
+            .iter()
+            .position(|c| c.is_none())
+            .unwrap_or(self.ping.len());
+        if reg
+            .register(&mut sock, Token(TOKEN_PING + i), Interest::READABLE)
+            .is_err()
+        {
+            self.quotas.release(who, FlowKind::Ping, true);
+            return None;
+        }
+        let f = PingFlow {
+            sock,
+            who,
+            key,
+            last: Instant::now(),
+        };
+        if i == self.ping.len() {
+            self.ping.push(Some(f));
+        } else if let Some(s) = self.ping.get_mut(i) {
+            *s = Some(f);
+        }
+        self.ping_by_key.insert(key, i);
+        self.stats.ping_flows += 1;
+        Some(i)
+    }
+
     fn ping_in(&mut self, i: usize) {
         let Some(Some(f)) = self.ping.get_mut(i) else {
             return;
         };
-        let (_, csrc, id, dst) = f.key;
+        let (domain, csrc, id, dst) = f.key;
         while let Ok((n, _)) = f.sock.recv_from(&mut self.scratch) {
             f.last = Instant::now();
             let Some(data) = self.scratch.get_mut(..n) else {
@@ -1187,40 +1424,78 @@ impl SocketUplink {
             icmp.set_echo_ident(id);
             icmp.fill_checksum();
             if let Some(p) = build_ip(dst, csrc, IpProtocol::ICMP, data) {
-                self.out.push(p);
+                self.out.push((domain, p));
             }
         }
     }
 
-    /// Closes idle UDP and echo flows and finished TCP connections; returns when to
-    /// run next.
+    /// Closes idle UDP and echo flows, ends TCP connections whose handshake or idle
+    /// time ran out; returns when to run next.
     pub fn tick(&mut self, reg: &Registry, now: Instant) -> Option<Instant> {
-        for (i, slot) in self.udp.iter_mut().enumerate() {
+        for slot in self.udp.iter_mut() {
             if let Some(f) = slot
                 && now.duration_since(f.last) > UDP_IDLE
             {
                 let _ = reg.deregister(&mut f.sock);
                 self.udp_by_key.remove(&f.key);
+                self.quotas.release(f.who, FlowKind::Udp, true);
                 *slot = None;
-                let _ = i;
             }
         }
-        self.inbound_udp
-            .retain(|_, f| now.duration_since(f.last) <= UDP_IDLE);
+        let quotas = &mut self.quotas;
+        self.inbound_udp.retain(|_, f| {
+            let keep = now.duration_since(f.last) <= UDP_IDLE;
+            if !keep {
+                quotas.release(f.who, FlowKind::Udp, false);
+            }
+            keep
+        });
         for slot in self.ping.iter_mut() {
             if let Some(f) = slot
                 && now.duration_since(f.last) > PING_IDLE
             {
                 let _ = reg.deregister(&mut f.sock);
                 self.ping_by_key.remove(&f.key);
+                self.quotas.release(f.who, FlowKind::Ping, true);
                 *slot = None;
             }
         }
+        self.expire_tcp(reg, now);
         self.poll(reg);
         let delay = self.iface.poll_delay(smol_now(self.epoch), &self.sockets);
         let next = delay.map(|d| now + Duration::from_micros(d.total_micros()));
-        let housekeeping = now + Duration::from_secs(5);
+        let housekeeping = now + Duration::from_secs(1).min(self.quotas.limits.tcp_handshake);
         Some(next.map_or(housekeeping, |n| n.min(housekeeping)))
+    }
+
+    /// Ends connections still in their handshake after the handshake timeout (a SYN
+    /// whose host connect or whose container ACK never came, a published connection
+    /// the container never answered), and established ones idle past the idle timeout.
+    fn expire_tcp(&mut self, reg: &Registry, now: Instant) {
+        let (handshake, idle) = (
+            self.quotas.limits.tcp_handshake,
+            self.quotas.limits.tcp_idle,
+        );
+        for i in 0..self.tcp.len() {
+            let Some(Some(c)) = self.tcp.get(i) else {
+                continue;
+            };
+            if c.reap {
+                continue;
+            }
+            let st = self.sockets.get::<tcp::Socket>(c.handle).state();
+            let opening = matches!(
+                st,
+                tcp::State::Listen | tcp::State::SynSent | tcp::State::SynReceived
+            ) || !c.connected;
+            if opening && now.duration_since(c.born) > handshake {
+                self.stats.tcp_handshake_timeouts += 1;
+                self.abort_tcp(reg, i);
+            } else if !opening && now.duration_since(c.last) > idle {
+                self.stats.tcp_idle_timeouts += 1;
+                self.abort_tcp(reg, i);
+            }
+        }
     }
 
     /// Every flow carried, for `conntrack ls`.
@@ -1272,21 +1547,23 @@ impl SocketUplink {
 
     /// Drops every flow (TCP connections are reset).
     pub fn flush(&mut self, reg: &Registry) {
-        for c in self.tcp.iter_mut().flatten() {
-            self.sockets.get_mut::<tcp::Socket>(c.handle).abort();
-            if let Some(mut h) = c.host.take() {
-                let _ = reg.deregister(&mut h);
-            }
+        for i in 0..self.tcp.len() {
+            self.abort_tcp(reg, i);
         }
         self.poll(reg);
         for f in self.udp.iter_mut().flatten() {
             let _ = reg.deregister(&mut f.sock);
+            self.quotas.release(f.who, FlowKind::Udp, true);
         }
         self.udp.clear();
         self.udp_by_key.clear();
+        for f in self.inbound_udp.values() {
+            self.quotas.release(f.who, FlowKind::Udp, false);
+        }
         self.inbound_udp.clear();
         for p in self.ping.iter_mut().flatten() {
             let _ = reg.deregister(&mut p.sock);
+            self.quotas.release(p.who, FlowKind::Ping, true);
         }
         self.ping.clear();
         self.ping_by_key.clear();
@@ -1477,25 +1754,32 @@ mod tests {
         up: SocketUplink,
         poll: Poll,
         nets: Vec<Option<NetView>>,
+        /// The network packets come from (and every answer must go back to).
+        domain: u16,
     }
 
     impl Rig {
         fn new(egress: bool) -> Rig {
+            Rig::with_limits(egress, UplinkLimits::default())
+        }
+        fn with_limits(egress: bool, limits: UplinkLimits) -> Rig {
             Rig {
-                up: SocketUplink::new(),
+                up: SocketUplink::with_limits(limits),
                 poll: Poll::new().unwrap(),
                 nets: nets(egress),
+                domain: 0,
             }
         }
         fn send(&mut self, pkt: &[u8]) {
             self.up
-                .from_container(self.poll.registry(), &self.nets, 0, pkt);
+                .from_container(self.poll.registry(), &self.nets, self.domain, pkt);
         }
         /// Runs events until `want` matches an output packet (returned), or gives up.
         fn until(&mut self, mut want: impl FnMut(&[u8]) -> bool) -> Option<Vec<u8>> {
             let mut events = Events::with_capacity(64);
             for _ in 0..200 {
-                for p in self.up.take_output() {
+                for (d, p) in self.up.take_output() {
+                    assert_eq!(d, self.domain, "delivered into another network");
                     if want(&p) {
                         return Some(p);
                     }
@@ -1793,8 +2077,21 @@ mod tests {
         r.until(|_| false);
         let reqs = r.up.take_dns_requests();
         assert_eq!(reqs.len(), 1, "{reqs:?}");
-        assert_eq!(reqs[0].2, vec![7, 8, 9]);
-        r.up.dns_reply(r.poll.registry(), reqs[0].0, &[1, 2]);
+        assert_eq!(reqs[0].msg, vec![7, 8, 9]);
+        assert_eq!(reqs[0].from, ContainerId { domain: 0, ip: C });
+        // An answer for another generation of the slot (a connection that ended and
+        // whose slot was reused) goes nowhere.
+        let stale = TcpConnId {
+            generation: reqs[0].conn.generation.wrapping_sub(1),
+            ..reqs[0].conn
+        };
+        r.up.dns_reply(r.poll.registry(), stale, &[6, 6]);
+        assert!(
+            r.until(|p| tcp_of(p).is_some_and(|t| !t.5.is_empty()))
+                .is_none(),
+            "a stale answer was sent"
+        );
+        r.up.dns_reply(r.poll.registry(), reqs[0].conn, &[1, 2]);
         let ans = r
             .until(|p| tcp_of(p).is_some_and(|t| !t.5.is_empty()))
             .expect("answer");
@@ -1808,5 +2105,140 @@ mod tests {
             r.send(p);
         }
         assert!(r.up.stats.dropped >= 2);
+    }
+
+    fn short(handshake_ms: u64, idle_ms: u64) -> UplinkLimits {
+        UplinkLimits {
+            tcp_handshake: Duration::from_millis(handshake_ms),
+            tcp_idle: Duration::from_millis(idle_ms),
+            ..UplinkLimits::default()
+        }
+    }
+
+    fn is_rst(p: &[u8]) -> bool {
+        tcp_of(p).is_some_and(|t| t.2 & TcpFlags::RST != 0)
+    }
+
+    #[test]
+    fn a_handshake_the_container_never_finishes_ends() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let mut r = Rig::with_limits(true, short(300, 60_000));
+        // SYN-ACK comes, the container never ACKs: the slot is freed with an RST.
+        r.connect((C, 41000), (GW, port), 1);
+        assert_eq!(r.up.counts().0, 1);
+        assert!(
+            r.until(is_rst).is_some(),
+            "no RST after the handshake timeout"
+        );
+        r.until(|_| false);
+        assert_eq!(r.up.counts().0, 0);
+        assert_eq!(r.up.stats.tcp_handshake_timeouts, 1);
+        assert_eq!(r.up.quotas.fds(), 0);
+    }
+
+    #[test]
+    fn an_idle_connection_ends_both_sides() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let mut r = Rig::with_limits(true, short(5_000, 400));
+        let synack = r.connect((C, 41001), (GW, port), 10);
+        let sseq = tcp_of(&synack).unwrap().3;
+        r.send(&tcp_packet(
+            (C, 41001),
+            (GW, port),
+            11,
+            sseq + 1,
+            TcpFlags::ACK,
+            &[],
+        ));
+        let (mut server, _) = l.accept().unwrap();
+        assert!(r.until(is_rst).is_some(), "no RST after the idle timeout");
+        // The host side is closed too.
+        server
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut b = [0u8; 1];
+        use std::io::Read as _;
+        assert!(matches!(server.read(&mut b), Ok(0) | Err(_)));
+        r.until(|_| false);
+        assert_eq!(r.up.counts().0, 0);
+        assert_eq!(r.up.stats.tcp_idle_timeouts, 1);
+    }
+
+    #[test]
+    fn a_container_past_its_tcp_share_is_refused_and_others_are_not() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let mut r = Rig::with_limits(
+            true,
+            UplinkLimits {
+                tcp_per_container: 2,
+                ..UplinkLimits::default()
+            },
+        );
+        r.connect((C, 42000), (GW, port), 1);
+        r.connect((C, 42001), (GW, port), 1);
+        r.send(&tcp_packet(
+            (C, 42002),
+            (GW, port),
+            1,
+            0,
+            TcpFlags::SYN,
+            &[],
+        ));
+        assert!(r.until(is_rst).is_some(), "third connection not refused");
+        let refused: Vec<_> = r.up.take_refusals().collect();
+        assert_eq!(
+            refused,
+            vec![(ContainerId { domain: 0, ip: C }, Refusal::TcpQuota)]
+        );
+        // A neighbour still connects.
+        r.connect((Ipv4Addr::new(10, 9, 0, 3), 42000), (GW, port), 1);
+        assert_eq!(r.up.counts().0, 3);
+    }
+
+    #[test]
+    fn replies_go_back_to_the_network_the_flow_came_from() {
+        // Two networks with the same subnet: the address says nothing of the network.
+        let mut r = Rig::new(true);
+        if let Some(Some(n)) = r.nets.get_mut(1) {
+            n.subnet = Ipv4Addr::new(10, 9, 0, 0);
+            n.gateway = GW;
+        }
+        r.domain = 1;
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = s.local_addr().unwrap().port();
+        r.send(&build_udp(C, 5001, GW, port, b"q").unwrap());
+        let mut buf = [0u8; 8];
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let (_, from) = s.recv_from(&mut buf).unwrap();
+        s.send_to(b"a", from).unwrap();
+        // `until` asserts every packet goes to network 1.
+        assert!(r.until(|p| Ipv4Packet::new_checked(p).is_ok_and(|ip| ip.protocol() == IpProtocol::UDP)).is_some());
+        // TCP: a connection of network 1; the same addresses from network 0 cannot
+        // touch it (its RST is dropped, and nothing is sent into network 0).
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let tport = l.local_addr().unwrap().port();
+        r.connect((C, 43000), (GW, tport), 1);
+        let dropped = r.up.stats.dropped;
+        r.up.from_container(
+            r.poll.registry(),
+            &r.nets,
+            0,
+            &tcp_packet((C, 43000), (GW, tport), 2, 0, TcpFlags::RST, &[]),
+        );
+        assert_eq!(r.up.stats.dropped, dropped + 1);
+        assert_eq!(r.up.counts().0, 1);
+        // A refused SYN's RST goes back to where the SYN came from.
+        r.send(&tcp_packet(
+            (C, 43001),
+            (Ipv4Addr::new(10, 9, 0, 9), 80),
+            1,
+            0,
+            TcpFlags::SYN,
+            &[],
+        ));
+        assert!(r.until(is_rst).is_some());
     }
 }

@@ -1,0 +1,341 @@
+//! One container cannot take the socket uplink from the others: its connections end
+//! (handshake and idle timeouts), it holds at most its share of flows, the daemon's
+//! descriptors are budgeted, and what is refused is counted on its port.
+
+mod common;
+
+use common::*;
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+/// A hostile container's helper: opens connections or sends datagrams and holds on.
+const HOG: &str = r#"
+import resource, socket, sys, time
+resource.setrlimit(resource.RLIMIT_NOFILE, (20000, 20000))
+mode, gw, port, n = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+held = []
+if mode == "udp":
+    for i in range(n):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.sendto(b"x", (gw, port + i))
+        s.close()
+    print("sent", flush=True)
+    sys.exit(0)
+for i in range(n):
+    s = socket.socket()
+    s.setblocking(False)
+    try:
+        s.connect((gw, port))
+    except BlockingIOError:
+        pass
+    held.append(s)
+print("opened", len(held), flush=True)
+if mode == "idle-wait":
+    s = held[0]
+    s.setblocking(True)
+    s.settimeout(60)
+    t = time.time()
+    try:
+        got = s.recv(1)
+        print("ended", repr(got), round(time.time() - t), flush=True)
+    except OSError as e:
+        print("ended", e.errno, round(time.time() - t), flush=True)
+    sys.exit(0)
+time.sleep(600)
+"#;
+
+/// A host listener on 127.0.0.1 that never accepts: with a large backlog the kernel
+/// completes handshakes (idle connections), with backlog 0 it drops SYNs once one
+/// waits (connections that never finish their handshake).
+const NO_ACCEPT: &str = r#"
+import socket, sys, time
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+s.listen(int(sys.argv[1]))
+print(s.getsockname()[1], flush=True)
+time.sleep(600)
+"#;
+
+struct Tenants {
+    d: Daemon,
+    evil: Netns,
+    good: Netns,
+    gw: String,
+    dir: TempDir,
+}
+
+fn tenants(n: u8, d: Daemon) -> Tenants {
+    require(&["python3", "socat"]);
+    let subnet = format!("10.{}.0.0/24", 140 + n);
+    d.ctl_ok(&["network", "create", "front", "--subnet", &subnet]);
+    let evil = Netns::new("evil");
+    let good = Netns::new("good");
+    d.ctl_ok(&["attach", "front", "--name", "evil", "--netns", &evil.path()]);
+    d.ctl_ok(&["attach", "front", "--name", "good", "--netns", &good.path()]);
+    let dir = TempDir::new("tu");
+    std::fs::write(dir.path().join("hog.py"), HOG).expect("write hog.py");
+    std::fs::write(dir.path().join("noaccept.py"), NO_ACCEPT).expect("write noaccept.py");
+    Tenants {
+        d,
+        evil,
+        good,
+        gw: format!("10.{}.0.1", 140 + n),
+        dir,
+    }
+}
+
+impl Tenants {
+    fn script(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
+    }
+    /// Starts the hog in the hostile container; returns it once it has said `ready`.
+    fn hog(&self, mode: &str, port: u16, n: usize) -> Proc {
+        let mut p = self.evil.spawn(&format!(
+            "exec python3 {} {mode} {} {port} {n}",
+            self.script("hog.py"),
+            self.gw
+        ));
+        let line = first_line(&mut p);
+        assert!(
+            line.starts_with("opened") || line.starts_with("sent"),
+            "hog: {line}"
+        );
+        p
+    }
+    /// A never-accepting host listener with `backlog`; (process, port).
+    fn no_accept(&self, backlog: u32) -> (Proc, u16) {
+        let mut p = Proc::spawn(&format!(
+            "exec python3 {} {backlog}",
+            self.script("noaccept.py")
+        ));
+        let port = first_line(&mut p).trim().parse().expect("listener port");
+        (p, port)
+    }
+    fn port_drops(&self, port: &str) -> serde_json::Value {
+        let s = self.d.ctl_json(&["stats"]);
+        s["ports"]
+            .as_array()
+            .and_then(|a| a.iter().find(|p| p["name"] == port).cloned())
+            .map(|p| p["drops"].clone())
+            .unwrap_or_else(|| panic!("no port {port} in {s}"))
+    }
+    fn nat(&self) -> serde_json::Value {
+        self.d.ctl_json(&["stats"])["nat"].clone()
+    }
+    /// The good container still reaches a host listener through the gateway, and a
+    /// port it published still reaches it.
+    fn good_still_works(&self) {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
+        let port = l.local_addr().expect("addr").port();
+        let t = std::thread::spawn(move || {
+            if let Ok((mut c, _)) = l.accept() {
+                let _ = c.write_all(b"from the host\n");
+            }
+        });
+        let got = self
+            .good
+            .must(&format!("socat -T 5 - TCP:{}:{port} </dev/null", self.gw));
+        assert_eq!(got.trim(), "from the host", "outbound TCP of the neighbour");
+        let _ = t.join();
+        let _srv = self
+            .good
+            .spawn("exec socat TCP-LISTEN:80,reuseaddr,fork SYSTEM:'echo published'");
+        let v = self.d.ctl_json(&["publish", "good", "-p", "80"]);
+        let hp = v[0]["host_port"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no host port in {v}"));
+        let ok = eventually(Duration::from_secs(10), || {
+            let mut c = match std::net::TcpStream::connect(("127.0.0.1", hp as u16)) {
+                Ok(c) => c,
+                Err(_) => return false,
+            };
+            let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut s = String::new();
+            let _ = c.read_to_string(&mut s);
+            s.trim() == "published"
+        });
+        assert!(ok, "the neighbour's published port: {}", self.d.log());
+    }
+}
+
+fn first_line(p: &mut Proc) -> String {
+    let out = p.child.stdout.as_mut().expect("stdout");
+    let mut line = Vec::new();
+    let mut b = [0u8; 1];
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        match out.read(&mut b) {
+            Ok(1) if b[0] == b'\n' => break,
+            Ok(1) => line.push(b[0]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&line).into_owned()
+}
+
+fn count(v: &serde_json::Value) -> u64 {
+    v.as_u64().unwrap_or(0)
+}
+
+#[test]
+fn idle_and_half_open_connections_of_one_container_leave_the_others_working() {
+    let d = Daemon::start(&[
+        "--uplink-max-tcp",
+        "4096",
+        "--uplink-max-tcp-per-container",
+        "1500",
+    ]);
+    let t = tenants(1, d);
+    // 1100 idle connections, completed by the host's kernel and never used.
+    let (_idle_l, idle_port) = t.no_accept(4096);
+    let _idle = t.hog("hold", idle_port, 1100);
+    // 1100 that never finish their handshake: the host listener's queue is full.
+    let (_half_l, half_port) = t.no_accept(0);
+    let _half = t.hog("hold", half_port, 1100);
+    let filled = eventually(Duration::from_secs(30), || {
+        count(&t.port_drops("evil")["tcp_quota"]) > 0
+    });
+    assert!(
+        filled,
+        "the hostile container was never refused: {}",
+        t.nat()
+    );
+    // Let the rest of the SYNs arrive, then look.
+    std::thread::sleep(Duration::from_secs(2));
+    eprintln!("evil: {} nat: {}", t.port_drops("evil"), t.nat());
+    let open = count(&t.nat()["tcp_open"]);
+    assert!(open <= 1500, "one container holds {open} connections");
+    t.good_still_works();
+    let good = t.port_drops("good");
+    assert!(
+        good.get("tcp_quota").is_none(),
+        "the neighbour was refused: {good}"
+    );
+}
+
+#[test]
+fn handshakes_and_idle_connections_time_out() {
+    let d = Daemon::start(&[
+        "--uplink-tcp-handshake-timeout",
+        "2",
+        "--uplink-tcp-idle-timeout",
+        "3",
+    ]);
+    let t = tenants(2, d);
+    // An idle connection is reset, the container sees it end.
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
+    let port = l.local_addr().expect("addr").port();
+    let held = std::thread::spawn(move || l.accept().map(|(c, _)| c));
+    let p = t.evil.spawn(&format!(
+        "exec python3 {} idle-wait {} {port} 1",
+        t.script("hog.py"),
+        t.gw
+    ));
+    let out = p.wait(Duration::from_secs(40)).stdout_text();
+    assert!(
+        out.contains("ended"),
+        "the idle connection did not end: {out}"
+    );
+    assert!(count(&t.nat()["tcp_idle_timeouts"]) >= 1, "{}", t.nat());
+    // The host side was closed too.
+    let mut server = held.join().expect("accept thread").expect("accept");
+    server
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut b = [0u8; 1];
+    assert!(matches!(server.read(&mut b), Ok(0) | Err(_)));
+    // Connections whose host side never completes are dropped after 2 s.
+    let (_half_l, half_port) = t.no_accept(0);
+    let _half = t.hog("hold", half_port, 20);
+    let ended = eventually(Duration::from_secs(20), || {
+        count(&t.nat()["tcp_handshake_timeouts"]) >= 10
+    });
+    assert!(ended, "handshakes never timed out: {}", t.nat());
+    t.good_still_works();
+}
+
+/// A daemon started under `prlimit --nofile=N:N`.
+fn daemon_with_nofile(n: u32) -> Daemon {
+    require(&["prlimit"]);
+    let dir = TempDir::new("d");
+    let mut d = Daemon {
+        dir,
+        proc: None,
+        args: Vec::new(),
+        netns: None,
+    };
+    let sock = d.socket();
+    let cmd = format!(
+        "exec prlimit --nofile={n}:{n} {} daemon --socket {} --state-dir {} 2>>{}",
+        bin(),
+        sock.display(),
+        d.dir.path().join("state").display(),
+        d.dir.path().join("daemon.log").display()
+    );
+    d.proc = Some(Proc::spawn(&cmd));
+    let up = eventually(Duration::from_secs(10), || {
+        std::os::unix::net::UnixStream::connect(&sock).is_ok()
+    });
+    assert!(up, "the daemon did not start: {}", d.log());
+    d
+}
+
+#[test]
+fn udp_to_5000_ports_under_1024_descriptors_is_refused_and_counted() {
+    let t = tenants(3, daemon_with_nofile(1024));
+    let _hog = t.hog("udp", 20000, 5000);
+    let refused = eventually(Duration::from_secs(20), || {
+        count(&t.port_drops("evil")["fd_limit"]) > 0
+    });
+    assert!(refused, "no fd_limit refusal: {}", t.nat());
+    eprintln!("evil: {} nat: {}", t.port_drops("evil"), t.nat());
+    let flows = count(&t.nat()["udp_flows"]);
+    assert!(flows < 1024, "{flows} UDP flows under 1024 descriptors");
+    // The control socket answers and state saves work.
+    t.d.ctl_ok(&["network", "create", "other", "--subnet", "10.147.0.0/24"]);
+    let text = t.d.ctl_ok(&["stats"]);
+    assert!(text.contains("fd_limit"), "{text}");
+    // The flows end; the neighbour's flows are then admitted.
+    t.d.ctl_ok(&["conntrack", "flush"]);
+    t.good_still_works();
+}
+
+/// Sends `n` DNS queries for names only upstream knows, each from its own port.
+const DNS_FLOOD: &str = r#"
+import socket, struct, sys
+gw, n = sys.argv[1], int(sys.argv[2])
+for i in range(n):
+    q = struct.pack(">HHHHHH", i, 0x0100, 1, 0, 0, 0)
+    q += b"".join(bytes([len(p)]) + p for p in [b"n%d" % i, b"example", b"org"]) + b"\0"
+    q += struct.pack(">HH", 1, 1)
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.sendto(q, (gw, 53))
+    s.close()
+print("sent", flush=True)
+"#;
+
+#[test]
+fn dns_queries_in_flight_are_limited_per_container() {
+    require(&["dig"]);
+    // An upstream resolver on the host's loopback that never answers.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let up = format!("127.0.0.1:{}", silent.local_addr().expect("addr").port());
+    let d = Daemon::start(&["--upstream-dns", &up, "--uplink-max-dns-per-container", "8"]);
+    let t = tenants(4, d);
+    std::fs::write(t.dir.path().join("flood.py"), DNS_FLOOD).expect("write flood.py");
+    let o = t
+        .evil
+        .sh(&format!("python3 {} {} 200", t.script("flood.py"), t.gw));
+    assert!(o.status.success(), "{}", o.stderr_text());
+    let refused = eventually(Duration::from_secs(10), || {
+        count(&t.port_drops("evil")["dns_quota"]) >= 150
+    });
+    assert!(refused, "evil: {}", t.port_drops("evil"));
+    // The neighbour's queries are still answered (names of its own network).
+    let got = t
+        .good
+        .must(&format!("dig @{} +short +tries=2 +time=2 evil", t.gw));
+    assert_eq!(got.trim(), format!("10.{}.0.2", 144), "{got}");
+    assert!(t.port_drops("good").get("dns_quota").is_none());
+    drop(silent);
+}
