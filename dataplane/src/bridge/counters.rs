@@ -21,7 +21,8 @@ pub enum DropReason {
     NoNetwork,
     /// Source MAC not the port's own (port security).
     MacSpoof,
-    /// Source IPv4 (or ARP sender) not the port's own (port security).
+    /// Source IPv4 (or ARP sender) not the port's own, or IPv6 from outside fe80::/64
+    /// and :: (port security).
     IpSpoof,
     /// Multicast or zero source MAC.
     BadSrcMac,
@@ -39,10 +40,22 @@ pub enum DropReason {
     NoRoute,
     /// The NAT table refused a new flow.
     NatFull,
+    /// An IPv6 router advertisement or redirect from a container (RA guard).
+    RaGuard,
+    /// A DHCP or DHCPv6 server message from a container (DHCP guard).
+    DhcpGuard,
+    /// IPv6 whose extension headers cannot be followed to the upper layer.
+    BadIpv6Chain,
+    /// A second tag behind a priority tag, or an 802.1ad tag, on an access port.
+    DoubleTag,
+    /// The container holds its share of the NAT table already.
+    NatQuota,
+    /// The port used its share of the gateway ring for this interval.
+    ServiceQuota,
 }
 
 impl DropReason {
-    pub const COUNT: usize = 13;
+    pub const COUNT: usize = 19;
     pub const ALL: [DropReason; Self::COUNT] = [
         DropReason::Malformed,
         DropReason::VlanNotAllowed,
@@ -57,6 +70,12 @@ impl DropReason {
         DropReason::ServiceBusy,
         DropReason::NoRoute,
         DropReason::NatFull,
+        DropReason::RaGuard,
+        DropReason::DhcpGuard,
+        DropReason::BadIpv6Chain,
+        DropReason::DoubleTag,
+        DropReason::NatQuota,
+        DropReason::ServiceQuota,
     ];
 
     /// The name shown in `stats`.
@@ -75,6 +94,12 @@ impl DropReason {
             DropReason::ServiceBusy => "service_busy",
             DropReason::NoRoute => "no_route",
             DropReason::NatFull => "nat_full",
+            DropReason::RaGuard => "ra_guard",
+            DropReason::DhcpGuard => "dhcp_guard",
+            DropReason::BadIpv6Chain => "bad_ipv6_chain",
+            DropReason::DoubleTag => "double_tag",
+            DropReason::NatQuota => "nat_quota",
+            DropReason::ServiceQuota => "service_quota",
         }
     }
 }
