@@ -309,3 +309,100 @@ fn double_tagged_frames_from_an_access_port_never_leave_a_trunk() {
         d.ctl_ok(&["stats"])
     );
 }
+
+#[test]
+fn trunk_listing_its_own_networks_vlan_is_refused() {
+    let d = Daemon::start(&[]);
+    d.ctl_ok(&[
+        "network",
+        "create",
+        "v10",
+        "--subnet",
+        "10.164.0.0/24",
+        "--vlan",
+        "10",
+    ]);
+    let t = Netns::new("t");
+    let e = d.ctl_err(&[
+        "attach",
+        "v10",
+        "--name",
+        "t",
+        "--netns",
+        &t.path(),
+        "--trunk",
+        "20,10",
+    ]);
+    assert!(
+        e.contains("VLAN 10") && e.contains("--trunk"),
+        "not an actionable refusal: {e}"
+    );
+    // Nothing was attached; the same trunk without its own VLAN is taken.
+    d.ctl_ok(&[
+        "attach",
+        "v10",
+        "--name",
+        "t",
+        "--netns",
+        &t.path(),
+        "--trunk",
+        "20",
+    ]);
+}
+
+/// A TAP created in the host's namespace for `--tap`, deleted on drop wherever it is.
+struct HostTap {
+    name: String,
+    ns: String,
+}
+
+impl Drop for HostTap {
+    fn drop(&mut self) {
+        let _ = sh(&format!("ip link del {} 2>/dev/null", self.name));
+        let _ = sh(&format!(
+            "ip -n {} link del {} 2>/dev/null",
+            self.ns, self.name
+        ));
+    }
+}
+
+#[test]
+fn tap_without_mac_keeps_its_own_mac_and_gets_a_lease() {
+    require_root();
+    require(&["busybox", "ip"]);
+    let d = Daemon::start(&[]);
+    d.ctl_ok(&["network", "create", "n", "--subnet", "10.165.0.0/24"]);
+    let ns = Netns::new("c");
+    let tap = HostTap {
+        name: unique("t"),
+        ns: ns.name.clone(),
+    };
+    must(&format!("ip tuntap add dev {} mode tap", tap.name));
+    let own = must(&format!("cat /sys/class/net/{}/address", tap.name))
+        .trim()
+        .to_string();
+    let v = d.ctl_json(&["attach", "n", "--name", "c", "--tap", &tap.name]);
+    assert_eq!(v["mac"].as_str(), Some(own.as_str()), "{v}");
+    let ip = v["ip"].as_str().expect("ip").to_string();
+    // Into a namespace of its own, as a container's interface; a DHCP client there.
+    must(&format!("ip link set {} netns {}", tap.name, ns.name));
+    ns.must(&format!("ip link set {} up", tap.name));
+    let dir = TempDir::new("dhcp");
+    let script = dir.path().join("s.sh");
+    std::fs::write(&script, "#!/bin/sh\necho \"$1 ip=$ip router=$router\"\n").expect("script");
+    must(&format!("chmod +x {}", script.display()));
+    let out = ns.must(&format!(
+        "busybox udhcpc -i {} -f -q -n -t 5 -T 1 -s {}",
+        tap.name,
+        script.display()
+    ));
+    let bound = out
+        .lines()
+        .find(|l| l.starts_with("bound"))
+        .unwrap_or_else(|| panic!("no lease: {out}\n{}", d.ctl_ok(&["stats"])));
+    assert!(
+        bound.contains(&format!("ip={ip} ")) && bound.contains("router=10.165.0.1"),
+        "{bound}"
+    );
+    assert_eq!(drops(&d, "c", "mac_spoof"), 0);
+}
