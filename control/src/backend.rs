@@ -34,6 +34,11 @@ pub enum BackendError {
 pub trait Backend: Send {
     /// Opens an existing TAP of the daemon's own namespace.
     fn open_tap(&mut self, ifname: &str, workers: usize) -> Result<Handles, BackendError>;
+    /// The MAC address of the existing interface `ifname` (a TAP named by `--tap`), when
+    /// it can be read.
+    fn tap_mac(&self, _ifname: &str) -> Option<dataplane::wire::MacAddr> {
+        None
+    }
     /// Creates the TAP `cfg.ifname` inside the namespace at `ns` (or re-opens it when it
     /// exists: a restarted daemon), persistent, and configures it.
     fn create_in_netns(

@@ -247,6 +247,10 @@ pub enum StateError {
     MacTaken(MacAddr, String),
     #[error("invalid trunk VLAN list {0:?}: give VLAN ids 1-4094 separated by commas")]
     BadTrunk(String),
+    #[error(
+        "VLAN {0} is network {1:?} itself, which the trunk carries untagged: leave it out of --trunk"
+    )]
+    TrunkOwnVlan(u16, String),
     #[error("{0:?} is the only network of container {1:?}: use detach to remove the container")]
     LastNetwork(String, String),
 }
@@ -615,6 +619,9 @@ impl State {
         for v in &spec.trunk {
             if !(1..=4094).contains(v) {
                 return Err(StateError::BadVlan(u32::from(*v)));
+            }
+            if net.vlan == Some(*v) {
+                return Err(StateError::TrunkOwnVlan(*v, net.name.clone()));
             }
         }
         let _ = cname;
@@ -1111,6 +1118,25 @@ mod tests {
             )
             .unwrap();
         assert!(!c.endpoints[0].port_security, "a trunk carries other hosts");
+    }
+
+    #[test]
+    fn trunk_may_not_list_its_own_networks_vlan() {
+        let mut s = State::new(None, None).unwrap();
+        s.create_network(&NetworkSpec {
+            name: "v10".into(),
+            subnet: Some("10.1.0.0/16".into()),
+            vlan: Some(10),
+            ..Default::default()
+        })
+        .unwrap();
+        let spec = |trunk: Vec<u16>| EndpointSpec { trunk, ..ep("v10") };
+        let e = s
+            .check_attach("t", &ns("/n"), &spec(vec![20, 10]))
+            .unwrap_err();
+        assert!(matches!(e, StateError::TrunkOwnVlan(10, _)), "{e}");
+        assert!(e.to_string().contains("leave it out of --trunk"), "{e}");
+        assert!(s.check_attach("t", &ns("/n"), &spec(vec![20])).is_ok());
     }
 
     #[test]

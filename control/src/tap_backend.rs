@@ -66,6 +66,9 @@ fn jumbo(p: &mut TapPort, mtu: u16, offload: bool) {
 }
 
 impl Backend for TapBackend {
+    fn tap_mac(&self, ifname: &str) -> Option<dataplane::wire::MacAddr> {
+        netns::IfSocket::new().ok()?.mac(ifname).ok()
+    }
     fn open_tap(&mut self, ifname: &str, workers: usize) -> Result<Handles, BackendError> {
         let port = TapPort::open(ifname, &self.opts(1, false)).map_err(fail)?;
         Self::single(port, workers)

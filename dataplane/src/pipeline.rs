@@ -453,9 +453,15 @@ fn forward_one(
         };
         let d = match &pconf.mode {
             PortMode::Access { domain } => {
-                // Only priority tags (VID 0) are accepted on an access port.
+                // Only priority tags (VID 0) are accepted on an access port, and never
+                // with another tag behind them (VLAN hopping), nor 802.1ad.
                 if tagged && vid != 0 {
                     return Err(DropReason::VlanNotAllowed);
+                }
+                if ethertype == EtherType::QINQ
+                    || (tagged && crate::wire::vlan::is_tpid(be16_at(f.data(), 16)))
+                {
+                    return Err(DropReason::DoubleTag);
                 }
                 *domain
             }
@@ -503,7 +509,9 @@ fn forward_one(
                     if !allowed(ip) {
                         return Err(DropReason::IpSpoof);
                     }
+                    guard_v4(d)?;
                 }
+                EtherType::IPV6 => guard_v6(d)?,
                 EtherType::ARP => {
                     let sha = d
                         .get(ETH_LEN + 8..ETH_LEN + 14)
@@ -573,6 +581,54 @@ fn forward_one(
     }
     flood(dconf, in_port, from_container, i, out);
     Ok(())
+}
+
+const DHCP_SERVER_PORT: u16 = 67;
+const DHCPV6_SERVER_PORT: u16 = 547;
+
+/// First-hop guard for IPv4 from a secured port: no DHCP server messages (UDP from
+/// port 67). Reads the protocol and, for UDP, the source port; nothing else.
+#[inline(always)]
+fn guard_v4(d: &[u8]) -> Result<(), DropReason> {
+    let Some(&[vihl, _, _, _, _, _, f0, f1, _, proto]) =
+        d.get(ETH_LEN..).and_then(|ip| ip.first_chunk::<10>())
+    else {
+        return Err(DropReason::Malformed);
+    };
+    // Later fragments carry no UDP header; the first one does.
+    if proto != crate::wire::IpProtocol::UDP || u16::from_be_bytes([f0, f1]) & 0x1fff != 0 {
+        return Ok(());
+    }
+    let sport = ETH_LEN + usize::from(vihl & 0x0f) * 4;
+    if be16_at(d, sport) == DHCP_SERVER_PORT {
+        return Err(DropReason::DhcpGuard);
+    }
+    Ok(())
+}
+
+/// First-hop guard for IPv6 from a secured port (RFC 6105): a source in fe80::/64 or
+/// ::, no router advertisement or redirect, no DHCPv6 server message; extension
+/// headers are walked, and a chain that cannot be followed is dropped.
+#[cold]
+fn guard_v6(d: &[u8]) -> Result<(), DropReason> {
+    use crate::wire::ipv6::{Icmpv6Type, NextHeader, Upper, is_unaddressed_source};
+    let ip = d.get(ETH_LEN..).ok_or(DropReason::Malformed)?;
+    let p = crate::wire::Ipv6Packet::new_checked(ip).map_err(|_| DropReason::Malformed)?;
+    if !is_unaddressed_source(&p.src_octets()) {
+        return Err(DropReason::IpSpoof);
+    }
+    let (proto, at) = match p.upper().map_err(|_| DropReason::BadIpv6Chain)? {
+        Upper::At { proto, offset } => (proto, offset),
+        Upper::LaterFragment | Upper::Opaque => return Ok(()),
+    };
+    match proto {
+        NextHeader::ICMPV6 => match ip.get(at) {
+            Some(&(Icmpv6Type::ROUTER_ADVERT | Icmpv6Type::REDIRECT)) => Err(DropReason::RaGuard),
+            _ => Ok(()),
+        },
+        NextHeader::UDP if be16_at(ip, at) == DHCPV6_SERVER_PORT => Err(DropReason::DhcpGuard),
+        _ => Ok(()),
+    }
 }
 
 #[inline]
@@ -991,6 +1047,116 @@ mod tests {
         assert_eq!(s.drop_count(DropReason::IpSpoof), 2);
         assert_eq!(s.drop_count(DropReason::Malformed), 1);
         assert_eq!(s.rx_packets, 7);
+    }
+
+    fn udp4(src: [u8; 4], sport: u16, dport: u16) -> Vec<u8> {
+        let mut p = ipv4(src, [255, 255, 255, 255]);
+        p.extend_from_slice(&sport.to_be_bytes());
+        p.extend_from_slice(&dport.to_be_bytes());
+        p.extend_from_slice(&[0, 8, 0, 0]);
+        p
+    }
+
+    fn ipv6(src_first: u16, next: u8, rest: &[u8]) -> Vec<u8> {
+        let mut p = vec![0x60, 0, 0, 0, 0, rest.len() as u8, next, 255];
+        p.extend_from_slice(&src_first.to_be_bytes());
+        // fe80::1 and the like; `::` (not `::1`) when the first group is zero.
+        p.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        p.push(u8::from(src_first != 0));
+        p.extend_from_slice(&[0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+        p.extend_from_slice(rest);
+        p
+    }
+
+    fn secure(r: &mut Rig, port: usize) {
+        if let Some(Some(p)) = r.snap.ports.get_mut(port) {
+            p.security = Some(Security {
+                mac: mac(port as u8),
+                ip: Some(Ipv4Addr::new(10, 1, 0, port as u8)),
+            });
+        }
+    }
+
+    #[test]
+    fn first_hop_guard_drops_rogue_servers_and_routers() {
+        let mut r = Rig::new();
+        secure(&mut r, 2);
+        let b = MacAddr::BROADCAST;
+        let m6 = MacAddr([0x33, 0x33, 0, 0, 0, 1]);
+        let own = [10, 1, 0, 2];
+        let frames = vec![
+            // DHCP client (68 -> 67) and ordinary UDP pass.
+            frame(b, mac(2), 0x0800, &udp4([0, 0, 0, 0], 68, 67)),
+            frame(b, mac(2), 0x0800, &udp4(own, 5353, 53)),
+            // Neighbour solicitation from fe80:: and DAD from :: pass.
+            frame(m6, mac(2), 0x86dd, &ipv6(0xfe80, 58, &[135, 0, 0, 0])),
+            frame(m6, mac(2), 0x86dd, &ipv6(0, 58, &[135, 0, 0, 0])),
+            // A DHCP server's offer, a DHCPv6 server's advertise.
+            frame(b, mac(2), 0x0800, &udp4(own, 67, 68)),
+            frame(
+                m6,
+                mac(2),
+                0x86dd,
+                &ipv6(0xfe80, 17, &[2, 35, 2, 34, 0, 8, 0, 0]),
+            ),
+            // A router advertisement, a redirect, and an RA behind a destination option.
+            frame(m6, mac(2), 0x86dd, &ipv6(0xfe80, 58, &[134, 0, 0, 0])),
+            frame(m6, mac(2), 0x86dd, &ipv6(0xfe80, 58, &[137, 0, 0, 0])),
+            frame(
+                m6,
+                mac(2),
+                0x86dd,
+                &ipv6(0xfe80, 60, &[58, 0, 1, 4, 0, 0, 0, 0, 134, 0, 0, 0]),
+            ),
+            // A global source; a chain pointing past the end.
+            frame(m6, mac(2), 0x86dd, &ipv6(0x2001, 58, &[128, 0, 0, 0])),
+            frame(
+                m6,
+                mac(2),
+                0x86dd,
+                &ipv6(0xfe80, 0, &[58, 40, 0, 0, 0, 0, 0, 0]),
+            ),
+        ];
+        let sent = r.run(2, &frames);
+        assert_eq!(sent[3].len(), 4);
+        let s = r.counters.read(2);
+        assert_eq!(s.drop_count(DropReason::DhcpGuard), 2);
+        assert_eq!(s.drop_count(DropReason::RaGuard), 3);
+        assert_eq!(s.drop_count(DropReason::IpSpoof), 1);
+        assert_eq!(s.drop_count(DropReason::BadIpv6Chain), 1);
+        // A port without port security (a VM, a nested bridge) is exempt.
+        let sent = r.run(
+            3,
+            &[frame(
+                m6,
+                mac(3),
+                0x86dd,
+                &ipv6(0xfe80, 58, &[134, 0, 0, 0]),
+            )],
+        );
+        assert_eq!(who_got(&sent), vec![2, 4, 6]);
+    }
+
+    #[test]
+    fn access_port_drops_double_tags_and_qinq() {
+        let mut r = Rig::new();
+        let b = MacAddr::BROADCAST;
+        // Priority tag with a VLAN-20 tag behind it.
+        let mut hop = tagged(b, mac(2), 0, &[]);
+        hop[16..18].copy_from_slice(&[0x81, 0x00]);
+        hop[18..22].copy_from_slice(&[0x00, 20, 0x08, 0x00]);
+        // An 802.1ad outer tag.
+        let mut qinq = tagged(b, mac(2), 20, &[]);
+        qinq[12..14].copy_from_slice(&[0x88, 0xa8]);
+        // A priority tag with an 802.1ad tag behind it.
+        let mut prio_ad = hop.clone();
+        prio_ad[16..18].copy_from_slice(&[0x88, 0xa8]);
+        let sent = r.run(2, &[hop.clone(), qinq, prio_ad]);
+        assert!(who_got(&sent).is_empty());
+        assert_eq!(r.counters.read(2).drop_count(DropReason::DoubleTag), 3);
+        // A trunk still takes a tagged frame (its tag is the one popped).
+        let sent = r.run(6, &[tagged(b, mac(60), 10, &[])]);
+        assert_eq!(who_got(&sent), vec![0, 2, 3, 4]);
     }
 
     #[test]

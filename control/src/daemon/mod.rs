@@ -902,7 +902,17 @@ impl Daemon {
             self.restore_published(&c2);
             return Ok(view::attached(&self.state, &c2));
         }
-        let spec = Self::endpoint_spec(&a)?;
+        let mut spec = Self::endpoint_spec(&a)?;
+        // An existing TAP keeps its own MAC unless --mac says otherwise: what it sends
+        // carries that address, and port security must expect it.
+        if let Sandbox::Tap { ifname } = &sandbox
+            && spec.mac.is_none()
+        {
+            spec.mac = self
+                .backend
+                .tap_mac(ifname)
+                .filter(|m| m.is_unicast() && !m.is_zero());
+        }
         let mut c = self.state.check_attach(&a.name, &sandbox, &spec)?;
         if let Some(id) = &a.id {
             c.id = valid_engine_id(id)?;

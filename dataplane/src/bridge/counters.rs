@@ -21,7 +21,8 @@ pub enum DropReason {
     NoNetwork,
     /// Source MAC not the port's own (port security).
     MacSpoof,
-    /// Source IPv4 (or ARP sender) not the port's own (port security).
+    /// Source IPv4 (or ARP sender) not the port's own, or IPv6 from outside fe80::/64
+    /// and :: (port security).
     IpSpoof,
     /// Multicast or zero source MAC.
     BadSrcMac,
@@ -51,10 +52,22 @@ pub enum DropReason {
     /// The socket uplink refused a flow: its descriptor budget (or the process's) is
     /// used up.
     FdLimit,
+    /// An IPv6 router advertisement or redirect from a container (RA guard).
+    RaGuard,
+    /// A DHCP or DHCPv6 server message from a container (DHCP guard).
+    DhcpGuard,
+    /// IPv6 whose extension headers cannot be followed to the upper layer.
+    BadIpv6Chain,
+    /// A second tag behind a priority tag, or an 802.1ad tag, on an access port.
+    DoubleTag,
+    /// The container holds its share of the NAT table already.
+    NatQuota,
+    /// The port used its share of the gateway ring for this interval.
+    ServiceQuota,
 }
 
 impl DropReason {
-    pub const COUNT: usize = 18;
+    pub const COUNT: usize = 24;
     pub const ALL: [DropReason; Self::COUNT] = [
         DropReason::Malformed,
         DropReason::VlanNotAllowed,
@@ -74,6 +87,12 @@ impl DropReason {
         DropReason::PingQuota,
         DropReason::DnsQuota,
         DropReason::FdLimit,
+        DropReason::RaGuard,
+        DropReason::DhcpGuard,
+        DropReason::BadIpv6Chain,
+        DropReason::DoubleTag,
+        DropReason::NatQuota,
+        DropReason::ServiceQuota,
     ];
 
     /// The name shown in `stats`.
@@ -97,6 +116,12 @@ impl DropReason {
             DropReason::PingQuota => "ping_quota",
             DropReason::DnsQuota => "dns_quota",
             DropReason::FdLimit => "fd_limit",
+            DropReason::RaGuard => "ra_guard",
+            DropReason::DhcpGuard => "dhcp_guard",
+            DropReason::BadIpv6Chain => "bad_ipv6_chain",
+            DropReason::DoubleTag => "double_tag",
+            DropReason::NatQuota => "nat_quota",
+            DropReason::ServiceQuota => "service_quota",
         }
     }
 }

@@ -1,0 +1,245 @@
+//! IPv6 (RFC 8200): the fixed header and a bounded walk over the extension headers to
+//! the upper-layer header, for first-hop checks (RA guard, DHCPv6 guard).
+//!
+//! The walk never trusts a length: every header it steps over must lie inside the
+//! buffer, and it stops after [`MAX_EXT_HEADERS`] headers. A chain it cannot follow to
+//! the upper-layer header (truncated, too long) is an error, so a caller can drop what
+//! it cannot inspect (RFC 7112: the first fragment carries the whole chain).
+
+use super::{Result, WireError, be16, need};
+use std::net::Ipv6Addr;
+
+pub const HEADER_LEN: usize = 40;
+
+/// Extension headers walked before giving up.
+pub const MAX_EXT_HEADERS: usize = 8;
+
+/// Next-header values the walk knows.
+pub struct NextHeader;
+impl NextHeader {
+    pub const HOP_BY_HOP: u8 = 0;
+    pub const TCP: u8 = 6;
+    pub const UDP: u8 = 17;
+    pub const ROUTING: u8 = 43;
+    pub const FRAGMENT: u8 = 44;
+    pub const ESP: u8 = 50;
+    pub const AH: u8 = 51;
+    pub const ICMPV6: u8 = 58;
+    pub const NO_NEXT: u8 = 59;
+    pub const DEST_OPTS: u8 = 60;
+    pub const MOBILITY: u8 = 135;
+}
+
+/// ICMPv6 message types (RFC 4443, RFC 4861).
+pub struct Icmpv6Type;
+impl Icmpv6Type {
+    pub const ROUTER_SOLICIT: u8 = 133;
+    pub const ROUTER_ADVERT: u8 = 134;
+    pub const NEIGHBOR_SOLICIT: u8 = 135;
+    pub const NEIGHBOR_ADVERT: u8 = 136;
+    pub const REDIRECT: u8 = 137;
+}
+
+/// A view of an IPv6 packet; the check guarantees the 40-byte fixed header.
+#[derive(Debug, Clone)]
+pub struct Ipv6Packet<T: AsRef<[u8]>> {
+    buffer: T,
+}
+
+/// Where the extension-header walk ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Upper {
+    /// The upper-layer protocol and the offset of its header in the packet; the
+    /// offset is inside the buffer.
+    At { proto: u8, offset: usize },
+    /// A fragment other than the first: no upper-layer header to see.
+    LaterFragment,
+    /// Encrypted (ESP) or no next header: nothing to see.
+    Opaque,
+}
+
+impl<T: AsRef<[u8]>> Ipv6Packet<T> {
+    pub fn new_unchecked(buffer: T) -> Self {
+        Ipv6Packet { buffer }
+    }
+    pub fn new_checked(buffer: T) -> Result<Self> {
+        let p = Self::new_unchecked(buffer);
+        need("ipv6 header", HEADER_LEN, p.buffer.as_ref().len())?;
+        if p.version() != 6 {
+            return Err(WireError::Malformed {
+                what: "ipv6 header",
+                why: "version is not 6",
+            });
+        }
+        Ok(p)
+    }
+    #[inline]
+    pub fn version(&self) -> u8 {
+        self.buffer.as_ref()[0] >> 4
+    }
+    #[inline]
+    pub fn next_header(&self) -> u8 {
+        self.buffer.as_ref()[6]
+    }
+    #[inline]
+    pub fn src_octets(&self) -> [u8; 16] {
+        let mut a = [0u8; 16];
+        a.copy_from_slice(&self.buffer.as_ref()[8..24]);
+        a
+    }
+    #[inline]
+    pub fn src(&self) -> Ipv6Addr {
+        Ipv6Addr::from(self.src_octets())
+    }
+
+    /// Walks the extension headers to the upper-layer header.
+    pub fn upper(&self) -> Result<Upper> {
+        let b = self.buffer.as_ref();
+        let mut proto = self.next_header();
+        let mut at = HEADER_LEN;
+        for _ in 0..=MAX_EXT_HEADERS {
+            let len = match proto {
+                NextHeader::HOP_BY_HOP
+                | NextHeader::ROUTING
+                | NextHeader::DEST_OPTS
+                | NextHeader::MOBILITY => {
+                    need("ipv6 extension header", at + 2, b.len())?;
+                    (usize::from(b[at + 1]) + 1) * 8
+                }
+                NextHeader::AH => {
+                    need("ipv6 authentication header", at + 2, b.len())?;
+                    (usize::from(b[at + 1]) + 2) * 4
+                }
+                NextHeader::FRAGMENT => {
+                    need("ipv6 fragment header", at + 8, b.len())?;
+                    if be16(b, at + 2) & 0xfff8 != 0 {
+                        return Ok(Upper::LaterFragment);
+                    }
+                    8
+                }
+                NextHeader::ESP | NextHeader::NO_NEXT => return Ok(Upper::Opaque),
+                _ => {
+                    need("ipv6 upper-layer header", at + 1, b.len())?;
+                    return Ok(Upper::At { proto, offset: at });
+                }
+            };
+            need("ipv6 extension header", at + len, b.len())?;
+            proto = b[at];
+            at += len;
+        }
+        Err(WireError::Malformed {
+            what: "ipv6 extension headers",
+            why: "chain too long",
+        })
+    }
+}
+
+/// Whether `src` may come from a container vswitch gave no IPv6 address: the
+/// unspecified address (DAD) or link-local `fe80::/64`.
+#[inline]
+pub fn is_unaddressed_source(src: &[u8; 16]) -> bool {
+    *src == [0u8; 16] || src[..8] == [0xfe, 0x80, 0, 0, 0, 0, 0, 0]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn packet(next: u8, ext: &[u8], upper: &[u8]) -> Vec<u8> {
+        let mut v = vec![0x60, 0, 0, 0];
+        let plen = (ext.len() + upper.len()) as u16;
+        v.extend_from_slice(&plen.to_be_bytes());
+        v.push(next);
+        v.push(255);
+        v.extend_from_slice(&[0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+        v.extend_from_slice(&[0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+        v.extend_from_slice(ext);
+        v.extend_from_slice(upper);
+        v
+    }
+
+    #[test]
+    fn upper_layer_directly_after_the_header() {
+        let p = packet(NextHeader::ICMPV6, &[], &[134, 0, 0, 0]);
+        let v = Ipv6Packet::new_checked(&p[..]).expect("view");
+        assert_eq!(
+            v.upper(),
+            Ok(Upper::At {
+                proto: 58,
+                offset: 40
+            })
+        );
+        assert!(is_unaddressed_source(&v.src_octets()));
+    }
+
+    #[test]
+    fn walks_hop_by_hop_dest_opts_and_first_fragment() {
+        let mut ext = vec![NextHeader::DEST_OPTS, 0, 0, 0, 0, 0, 0, 0];
+        ext.extend_from_slice(&[NextHeader::FRAGMENT, 1]);
+        ext.extend_from_slice(&[0; 14]);
+        ext.extend_from_slice(&[NextHeader::ICMPV6, 0, 0, 0, 0, 0, 0, 1]);
+        let p = packet(NextHeader::HOP_BY_HOP, &ext, &[134, 0, 0, 0]);
+        let v = Ipv6Packet::new_checked(&p[..]).expect("view");
+        assert_eq!(
+            v.upper(),
+            Ok(Upper::At {
+                proto: 58,
+                offset: 72
+            })
+        );
+    }
+
+    #[test]
+    fn later_fragment_and_esp_are_not_inspected() {
+        let ext = [NextHeader::ICMPV6, 0, 0, 0x10, 0, 0, 0, 1];
+        let p = packet(NextHeader::FRAGMENT, &ext, &[]);
+        let v = Ipv6Packet::new_checked(&p[..]).expect("view");
+        assert_eq!(v.upper(), Ok(Upper::LaterFragment));
+        let p = packet(NextHeader::ESP, &[], &[1, 2, 3, 4]);
+        let v = Ipv6Packet::new_checked(&p[..]).expect("view");
+        assert_eq!(v.upper(), Ok(Upper::Opaque));
+    }
+
+    #[test]
+    fn hostile_chains_are_errors() {
+        // A length pointing past the end.
+        let p = packet(NextHeader::HOP_BY_HOP, &[NextHeader::ICMPV6, 200], &[]);
+        let v = Ipv6Packet::new_checked(&p[..]).expect("view");
+        assert!(v.upper().is_err());
+        // A chain ending exactly where the upper-layer header should be.
+        let p = packet(
+            NextHeader::DEST_OPTS,
+            &[NextHeader::ICMPV6, 0, 0, 0, 0, 0, 0, 0],
+            &[],
+        );
+        let v = Ipv6Packet::new_checked(&p[..]).expect("view");
+        assert!(v.upper().is_err());
+        // Too many headers.
+        let mut ext = Vec::new();
+        for _ in 0..=MAX_EXT_HEADERS {
+            ext.extend_from_slice(&[NextHeader::DEST_OPTS, 0, 0, 0, 0, 0, 0, 0]);
+        }
+        let p = packet(NextHeader::DEST_OPTS, &ext, &[134, 0, 0, 0]);
+        let v = Ipv6Packet::new_checked(&p[..]).expect("view");
+        assert!(v.upper().is_err());
+        // Short and wrong version.
+        assert!(Ipv6Packet::new_checked(&p[..39]).is_err());
+        let mut q = p.clone();
+        q[0] = 0x40;
+        assert!(Ipv6Packet::new_checked(&q[..]).is_err());
+    }
+
+    #[test]
+    fn sources() {
+        let mut a = [0u8; 16];
+        assert!(is_unaddressed_source(&a));
+        a[0] = 0x20;
+        a[1] = 0x01;
+        assert!(!is_unaddressed_source(&a));
+        let mut l = [0u8; 16];
+        l[0] = 0xfe;
+        l[1] = 0x80;
+        l[5] = 1; // fe80:0:0:1::/64 is not fe80::/64
+        assert!(!is_unaddressed_source(&l));
+    }
+}

@@ -1,0 +1,408 @@
+//! Tenants against each other on layer 2: a hostile container beside innocent ones.
+//! Rogue routers and DHCP servers, VLAN hopping with double tags, and per-container
+//! shares of what the switch holds (NAT flows), with real clients and kernels inside
+//! namespaces and frames crafted with scapy.
+
+mod common;
+
+use common::*;
+use std::time::Duration;
+
+fn require_scapy() {
+    let py = sh("/usr/bin/python3 -c 'import scapy.all'");
+    assert!(
+        py.status.success(),
+        "this test needs scapy (Debian python3-scapy): run `bash scripts/test`"
+    );
+}
+
+/// Runs a python script (scapy) inside `ns` in the background.
+fn spawn_py(ns: &Netns, script: &str) -> (Proc, TempDir) {
+    let dir = TempDir::new("py");
+    let path = dir.path().join("s.py");
+    std::fs::write(&path, script).expect("script");
+    let p = ns.spawn(&format!("exec /usr/bin/python3 {}", path.display()));
+    (p, dir)
+}
+
+/// One port's drop counter from `ctl --json stats` (a reason the daemon knows; only
+/// those counted are listed per port).
+fn drops(d: &Daemon, port: &str, reason: &str) -> u64 {
+    let stats = d.ctl_json(&["stats"]);
+    assert!(
+        stats["drop_reasons"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|r| r == reason)),
+        "no drop reason {reason}: {stats}"
+    );
+    stats["ports"]
+        .as_array()
+        .expect("ports")
+        .iter()
+        .find(|p| p["name"] == port)
+        .unwrap_or_else(|| panic!("no port {port}: {stats}"))["drops"][reason]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+/// Runs busybox udhcpc on eth0 of `ns`; returns the "bound ..." line of its script.
+fn udhcpc(ns: &Netns) -> String {
+    let dir = TempDir::new("dhcp");
+    let script = dir.path().join("s.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\necho \"$1 ip=$ip router=$router server=$serverid\"\n",
+    )
+    .expect("script");
+    must(&format!("chmod +x {}", script.display()));
+    let out = ns.must(&format!(
+        "busybox udhcpc -i eth0 -f -q -n -t 5 -T 1 -s {}",
+        script.display()
+    ));
+    out.lines()
+        .find(|l| l.starts_with("bound"))
+        .unwrap_or_else(|| panic!("no lease: {out}"))
+        .to_string()
+}
+
+/// A rogue IPv6 router (RAs with a prefix and a redirect) and DHCPv6 server, sending
+/// from the container's own MAC and link-local address for `secs` seconds.
+const ROGUE_V6: &str = r#"
+import time
+from scapy.all import *
+conf.verb = 0
+mac = get_if_hwaddr("eth0")
+ll = "fe80::" + "1:2:3:4"
+ra = (Ether(src=mac, dst="33:33:00:00:00:01") / IPv6(src=ll, dst="ff02::1")
+      / ICMPv6ND_RA(routerlifetime=1800)
+      / ICMPv6NDOptPrefixInfo(prefix="2001:db8:66::", prefixlen=64, L=1, A=1,
+                              validlifetime=3600, preferredlifetime=3600)
+      / ICMPv6NDOptSrcLLAddr(lladdr=mac))
+ra_ext = (Ether(src=mac, dst="33:33:00:00:00:01") / IPv6(src=ll, dst="ff02::1")
+      / IPv6ExtHdrDestOpt() / ICMPv6ND_RA(routerlifetime=1800))
+redirect = (Ether(src=mac, dst="33:33:00:00:00:01") / IPv6(src=ll, dst="ff02::1")
+      / ICMPv6ND_Redirect(tgt="fe80::66", dst="2001:db8:77::1"))
+adv = (Ether(src=mac, dst="33:33:00:01:00:02") / IPv6(src=ll, dst="ff02::1:2")
+      / UDP(sport=547, dport=546) / DHCP6_Advertise())
+end = time.time() + SECS
+while time.time() < end:
+    sendp([ra, ra_ext, redirect, adv], iface="eth0")
+    time.sleep(0.3)
+"#;
+
+/// Prints every DHCP/DHCPv6 server message and RA/redirect from MAC seen on eth0.
+const GOOD_SNIFF: &str = r#"
+from scapy.all import *
+conf.verb = 0
+def bad(p):
+    if not p.haslayer(Ether) or p[Ether].src != "MAC":
+        return None
+    if p.haslayer(UDP) and p[UDP].sport in (67, 547):
+        return "server sport=%d" % p[UDP].sport
+    if p.haslayer(ICMPv6ND_RA) or p.haslayer(ICMPv6ND_Redirect):
+        return "router " + p.summary()
+    return None
+for p in sniff(iface="eth0", timeout=12):
+    b = bad(p)
+    if b:
+        print(b, flush=True)
+"#;
+
+#[test]
+fn rogue_router_and_dhcp_server_never_reach_the_neighbours() {
+    require_root();
+    require(&["busybox", "dnsmasq", "ip"]);
+    require_scapy();
+    let d = Daemon::start(&[]);
+    d.ctl_ok(&["network", "create", "n", "--subnet", "10.160.0.0/24"]);
+    let rogue = Netns::new("rogue");
+    let good = Netns::new("good");
+    let r = d.ctl_json(&["attach", "n", "--name", "rogue", "--netns", &rogue.path()]);
+    let rogue_mac = r["mac"].as_str().expect("mac").to_string();
+    let v = d.ctl_json(&["attach", "n", "--name", "good", "--netns", &good.path()]);
+    let good_ip = v["ip"].as_str().expect("ip").to_string();
+    // The innocent one takes router advertisements, as a host does.
+    good.must("sysctl -qw net.ipv6.conf.eth0.disable_ipv6=0 net.ipv6.conf.eth0.accept_ra=1");
+
+    // A real DHCP server in the rogue container, and a rogue IPv6 router.
+    let leases = TempDir::new("leases");
+    let _dnsmasq = rogue.spawn(&format!(
+        "exec dnsmasq --keep-in-foreground --no-daemon --port=0 --interface=eth0 --bind-interfaces \
+         --dhcp-range=10.160.0.100,10.160.0.150,1h --dhcp-authoritative --no-ping --dhcp-option=3,10.160.0.66 \
+         --dhcp-leasefile={} --pid-file= --user=root 2>/dev/null",
+        leases.path().join("l").display()
+    ));
+    // What the innocent one's wire carries from the rogue: server messages, RAs.
+    let (sniff, _sdir) = spawn_py(&good, &GOOD_SNIFF.replace("MAC", &rogue_mac));
+    std::thread::sleep(Duration::from_millis(1000));
+    let (_v6, _dir) = spawn_py(&rogue, &ROGUE_V6.replace("SECS", "6"));
+    std::thread::sleep(Duration::from_millis(500));
+
+    // udhcpc takes the first offer that comes: every one must be the gateway's.
+    good.must("ip addr flush dev eth0");
+    for _ in 0..3 {
+        let bound = udhcpc(&good);
+        assert!(
+            bound.contains(&format!("ip={good_ip} "))
+                && bound.contains("router=10.160.0.1")
+                && bound.contains("server=10.160.0.1"),
+            "a lease not from the gateway: {bound}\n{}",
+            d.log()
+        );
+    }
+    let out = sniff.wait(Duration::from_secs(15));
+    let seen = out.stdout_text();
+    assert!(
+        seen.trim().is_empty(),
+        "the rogue's server messages reached its neighbour: {seen}{}",
+        out.stderr_text()
+    );
+    let addrs = good.must("ip -6 addr show dev eth0");
+    assert!(
+        !addrs.contains("2001:db8:66"),
+        "SLAAC from a rogue RA: {addrs}"
+    );
+    let routes = good.must("ip -6 route show");
+    assert!(
+        !routes.contains("default"),
+        "a rogue default route: {routes}"
+    );
+    assert!(
+        !routes.contains("2001:db8:77"),
+        "a rogue redirect: {routes}"
+    );
+
+    assert!(
+        drops(&d, "rogue", "dhcp_guard") >= 3,
+        "{}",
+        d.ctl_ok(&["stats"])
+    );
+    assert!(
+        drops(&d, "rogue", "ra_guard") >= 6,
+        "{}",
+        d.ctl_ok(&["stats"])
+    );
+    assert_eq!(drops(&d, "good", "dhcp_guard"), 0);
+    let text = d.ctl_ok(&["stats"]);
+    assert!(
+        text.contains("ra_guard") && text.contains("dhcp_guard"),
+        "{text}"
+    );
+}
+
+#[test]
+fn port_without_port_security_may_still_send_router_advertisements() {
+    require_root();
+    require(&["ip"]);
+    require_scapy();
+    let d = Daemon::start(&[]);
+    d.ctl_ok(&["network", "create", "n", "--subnet", "10.161.0.0/24"]);
+    let vm = Netns::new("vm");
+    let good = Netns::new("good");
+    d.ctl_ok(&[
+        "attach",
+        "n",
+        "--name",
+        "vm",
+        "--netns",
+        &vm.path(),
+        "--no-port-security",
+    ]);
+    d.ctl_ok(&["attach", "n", "--name", "good", "--netns", &good.path()]);
+    good.must("sysctl -qw net.ipv6.conf.eth0.disable_ipv6=0 net.ipv6.conf.eth0.accept_ra=1");
+    let (_v6, _dir) = spawn_py(&vm, &ROGUE_V6.replace("SECS", "3"));
+    let ok = eventually(Duration::from_secs(6), || {
+        good.must("ip -6 addr show dev eth0")
+            .contains("2001:db8:66")
+    });
+    assert!(ok, "an RA from a trusted port did not arrive");
+    assert_eq!(drops(&d, "vm", "ra_guard"), 0);
+}
+
+/// Sends frames out of an access port while a trunk listens; returns what the trunk saw
+/// from `src` as "<outer type> <vlan ids...>" lines.
+const DOUBLE_TAG: &str = r#"
+import time, sys
+from scapy.all import *
+conf.verb = 0
+SRC = "MAC"
+arp = ARP(op=1, hwsrc=SRC, psrc="10.162.0.2", pdst="10.162.0.77")
+frames = [
+    Ether(src=SRC, dst="ff:ff:ff:ff:ff:ff") / Dot1Q(vlan=0) / Dot1Q(vlan=20) / arp,
+    Ether(src=SRC, dst="ff:ff:ff:ff:ff:ff", type=0x88a8) / Dot1AD(vlan=20) / Dot1Q(vlan=20) / arp,
+    Ether(src=SRC, dst="ff:ff:ff:ff:ff:ff", type=0x88a8) / Dot1Q(vlan=20) / arp,
+    Ether(src=SRC, dst="ff:ff:ff:ff:ff:ff") / Dot1Q(vlan=0) / Dot1AD(vlan=20) / arp,
+    # The control: plain and priority-tagged frames do cross.
+    Ether(src=SRC, dst="ff:ff:ff:ff:ff:ff") / arp,
+    Ether(src=SRC, dst="ff:ff:ff:ff:ff:ff") / Dot1Q(vlan=0) / arp,
+]
+for _ in range(3):
+    sendp(frames, iface="eth0")
+    time.sleep(0.3)
+"#;
+
+const TRUNK_SNIFF: &str = r#"
+from scapy.all import *
+conf.verb = 0
+pkts = sniff(iface="eth0", timeout=SECS)
+for p in pkts:
+    if p.haslayer(Ether) and p[Ether].src == "MAC" and p.haslayer(ARP) and p[ARP].pdst == "10.162.0.77":
+        vids = []
+        l = p[Ether].payload
+        while isinstance(l, (Dot1Q, Dot1AD)):
+            vids.append(str(l.vlan))
+            l = l.payload
+        print(hex(p[Ether].type), " ".join(vids), flush=True)
+"#;
+
+#[test]
+fn double_tagged_frames_from_an_access_port_never_leave_a_trunk() {
+    require_root();
+    require(&["ip"]);
+    require_scapy();
+    let d = Daemon::start(&[]);
+    d.ctl_ok(&["network", "create", "native", "--subnet", "10.162.0.0/24"]);
+    d.ctl_ok(&[
+        "network",
+        "create",
+        "v20",
+        "--subnet",
+        "10.163.0.0/24",
+        "--vlan",
+        "20",
+    ]);
+    let a = Netns::new("a");
+    let t = Netns::new("t");
+    let va = d.ctl_json(&["attach", "native", "--name", "a", "--netns", &a.path()]);
+    d.ctl_ok(&[
+        "attach",
+        "native",
+        "--name",
+        "t",
+        "--netns",
+        &t.path(),
+        "--trunk",
+        "20",
+    ]);
+    let mac = va["mac"].as_str().expect("mac").to_string();
+    let (sniff, _sdir) = spawn_py(&t, &TRUNK_SNIFF.replace("SECS", "4").replace("MAC", &mac));
+    std::thread::sleep(Duration::from_millis(1000));
+    let (sender, _dir) = spawn_py(&a, &DOUBLE_TAG.replace("MAC", &mac));
+    let _ = sender.wait(Duration::from_secs(10));
+    let out = sniff.wait(Duration::from_secs(10));
+    let seen = out.stdout_text();
+    let lines: Vec<&str> = seen.lines().map(str::trim).collect();
+    // The control frames arrive, untagged (the trunk's native network).
+    assert!(
+        lines.iter().filter(|l| **l == "0x806").count() >= 2,
+        "the plain frames did not cross: {lines:?}\n{}",
+        out.stderr_text()
+    );
+    // Nothing else: no tag at all, so no VLAN 20 behind the trunk.
+    assert!(
+        lines.iter().all(|l| *l == "0x806"),
+        "a tagged frame crossed: {lines:?}"
+    );
+    assert!(
+        drops(&d, "a", "double_tag") >= 12,
+        "{}",
+        d.ctl_ok(&["stats"])
+    );
+}
+
+#[test]
+fn trunk_listing_its_own_networks_vlan_is_refused() {
+    let d = Daemon::start(&[]);
+    d.ctl_ok(&[
+        "network",
+        "create",
+        "v10",
+        "--subnet",
+        "10.164.0.0/24",
+        "--vlan",
+        "10",
+    ]);
+    let t = Netns::new("t");
+    let e = d.ctl_err(&[
+        "attach",
+        "v10",
+        "--name",
+        "t",
+        "--netns",
+        &t.path(),
+        "--trunk",
+        "20,10",
+    ]);
+    assert!(
+        e.contains("VLAN 10") && e.contains("--trunk"),
+        "not an actionable refusal: {e}"
+    );
+    // Nothing was attached; the same trunk without its own VLAN is taken.
+    d.ctl_ok(&[
+        "attach",
+        "v10",
+        "--name",
+        "t",
+        "--netns",
+        &t.path(),
+        "--trunk",
+        "20",
+    ]);
+}
+
+/// A TAP created in the host's namespace for `--tap`, deleted on drop wherever it is.
+struct HostTap {
+    name: String,
+    ns: String,
+}
+
+impl Drop for HostTap {
+    fn drop(&mut self) {
+        let _ = sh(&format!("ip link del {} 2>/dev/null", self.name));
+        let _ = sh(&format!(
+            "ip -n {} link del {} 2>/dev/null",
+            self.ns, self.name
+        ));
+    }
+}
+
+#[test]
+fn tap_without_mac_keeps_its_own_mac_and_gets_a_lease() {
+    require_root();
+    require(&["busybox", "ip"]);
+    let d = Daemon::start(&[]);
+    d.ctl_ok(&["network", "create", "n", "--subnet", "10.165.0.0/24"]);
+    let ns = Netns::new("c");
+    let tap = HostTap {
+        name: unique("t"),
+        ns: ns.name.clone(),
+    };
+    must(&format!("ip tuntap add dev {} mode tap", tap.name));
+    let own = must(&format!("cat /sys/class/net/{}/address", tap.name))
+        .trim()
+        .to_string();
+    let v = d.ctl_json(&["attach", "n", "--name", "c", "--tap", &tap.name]);
+    assert_eq!(v["mac"].as_str(), Some(own.as_str()), "{v}");
+    let ip = v["ip"].as_str().expect("ip").to_string();
+    // Into a namespace of its own, as a container's interface; a DHCP client there.
+    must(&format!("ip link set {} netns {}", tap.name, ns.name));
+    ns.must(&format!("ip link set {} up", tap.name));
+    let dir = TempDir::new("dhcp");
+    let script = dir.path().join("s.sh");
+    std::fs::write(&script, "#!/bin/sh\necho \"$1 ip=$ip router=$router\"\n").expect("script");
+    must(&format!("chmod +x {}", script.display()));
+    let out = ns.must(&format!(
+        "busybox udhcpc -i {} -f -q -n -t 5 -T 1 -s {}",
+        tap.name,
+        script.display()
+    ));
+    let bound = out
+        .lines()
+        .find(|l| l.starts_with("bound"))
+        .unwrap_or_else(|| panic!("no lease: {out}\n{}", d.ctl_ok(&["stats"])));
+    assert!(
+        bound.contains(&format!("ip={ip} ")) && bound.contains("router=10.165.0.1"),
+        "{bound}"
+    );
+    assert_eq!(drops(&d, "c", "mac_spoof"), 0);
+}
