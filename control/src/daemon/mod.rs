@@ -136,6 +136,16 @@ pub const UPLINK_IFNAME: &str = "vswitch0";
 /// re-attach.
 pub const REATTACH_GRACE: std::time::Duration = std::time::Duration::from_secs(60);
 
+/// Test only: with `VSWITCH_TEST_PANIC=service` in the daemon's environment, `network
+/// create` of [`TEST_PANIC_NETWORK`] makes the service thread panic (how the tests
+/// prove that a panic ends the process). Without the variable the name is ordinary.
+pub const TEST_PANIC_ENV: &str = "VSWITCH_TEST_PANIC";
+pub const TEST_PANIC_NETWORK: &str = "vswitch-test-panic";
+
+fn is_test_panic(name: &str) -> bool {
+    name == TEST_PANIC_NETWORK && std::env::var(TEST_PANIC_ENV).is_ok_and(|v| v == "service")
+}
+
 impl Daemon {
     /// Loads (or creates) the state and starts the dataplane with the ports it lists.
     pub fn start(cfg: DaemonConfig, backend: Box<dyn Backend>) -> Result<Daemon, DaemonError> {
@@ -682,6 +692,14 @@ impl Daemon {
                 "workers": self.rt.workers(),
                 "offload": self.cfg.offload,
             })),
+            Request::NetworkCreate(spec) if is_test_panic(&spec.name) => {
+                self.rt.service_do(|_, _| {
+                    panic!("{TEST_PANIC_ENV}=service: panicking on the service thread as asked")
+                });
+                Err(DaemonError::Refused(format!(
+                    "{TEST_PANIC_ENV}: the service thread was told to panic"
+                )))
+            }
             Request::NetworkCreate(spec) => {
                 let mut next = self.state.clone();
                 let n = next.create_network(&spec)?.clone();
