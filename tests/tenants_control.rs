@@ -119,3 +119,216 @@ fn a_panic_ends_the_daemon_and_a_restart_restores_it() {
     assert!(web_port.as_u64().is_some_and(|p| p > 0), "{before:?}");
     drop(p);
 }
+
+/// Starts `ip netns exec NS sleep` as process `pid` (a pid freed just before), by
+/// setting the kernel's last pid; other processes on the machine may race for it, so
+/// this tries a number of times.
+fn sleeper_with_pid(ns: &Netns, pid: u32) -> Option<Proc> {
+    for _ in 0..200 {
+        std::fs::write("/proc/sys/kernel/ns_last_pid", (pid - 1).to_string()).ok()?;
+        let p = Proc {
+            child: std::process::Command::new("ip")
+                .args(["netns", "exec", &ns.name, "sleep", "1000"])
+                .spawn()
+                .ok()?,
+        };
+        if p.pid() == pid {
+            return Some(p);
+        }
+    }
+    None
+}
+
+#[test]
+fn a_pid_container_whose_pid_is_another_process_is_not_restored() {
+    require_root();
+    let mut d = Daemon::start(&[]);
+    let (a, b) = (Netns::new("a"), Netns::new("b"));
+    let first = sleeper(&a);
+    let pid = first.pid();
+    d.ctl_ok(&[
+        "attach",
+        "bridge",
+        "--name",
+        "db",
+        "--pid",
+        &pid.to_string(),
+    ]);
+    a.must("ip link show eth0");
+    d.kill9();
+    drop(first);
+    let second = sleeper_with_pid(&b, pid).expect("could not start a process with the freed pid");
+    assert!(eventually(Duration::from_secs(5), || netns_of(pid)
+        == netns_of_path(&b.path())));
+
+    d.launch();
+    // The socket accepts before the restore is done: `ctl` waits for it.
+    d.ctl_ok(&["network", "ls"]);
+    let log = d.log();
+    let line: Vec<&str> = log.lines().filter(|l| l.contains("not restored")).collect();
+    assert_eq!(line.len(), 1, "{log}");
+    assert!(
+        line[0].starts_with("vswitch: container db not restored: pid")
+            && line[0].contains("another process"),
+        "{log}"
+    );
+    let ls = d.ctl_json(&["port", "ls"]);
+    assert_eq!(ls[0]["name"], "db", "{ls}");
+    assert!(
+        ls[0]["not_restored"]
+            .as_str()
+            .is_some_and(|w| w.contains("another process")),
+        "{ls}"
+    );
+    assert!(d.ctl_ok(&["port", "ls"]).contains("NOT RESTORED"));
+    // Nothing was created in the other process's namespace, and nothing is deleted
+    // there when the stale container goes.
+    b.must("ip link add mine0 type veth peer name mine1");
+    assert!(
+        !b.sh("ip link show eth0").status.success(),
+        "eth0 in the wrong process"
+    );
+    d.ctl_ok(&["network", "create", "front"]);
+    let e = d.ctl_err(&["connect", "front", "db"]);
+    assert!(e.contains("another process"), "{e}");
+    d.ctl_ok(&["detach", "db"]);
+    b.must("ip link show mine0");
+    // The same pid attached afresh is the new process's.
+    d.ctl_ok(&[
+        "attach",
+        "bridge",
+        "--name",
+        "db2",
+        "--pid",
+        &pid.to_string(),
+    ]);
+    b.must("ip link show eth0");
+    drop(second);
+}
+
+fn state_path(d: &Daemon) -> std::path::PathBuf {
+    d.dir.path().join("state").join("state.json")
+}
+
+fn edit_state(d: &Daemon, f: impl FnOnce(&mut serde_json::Value)) {
+    let p = state_path(d);
+    let text = std::fs::read_to_string(&p).expect("state.json");
+    let mut v: serde_json::Value = serde_json::from_str(&text).expect("json");
+    f(&mut v);
+    std::fs::write(&p, serde_json::to_vec_pretty(&v).expect("json")).expect("write");
+}
+
+/// Refusals of a state file the daemon would never have written, one edit each.
+type Edit = fn(&mut serde_json::Value);
+const BAD_STATES: &[(Edit, &str)] = &[
+    (
+        |v| v["networks"]["back"]["vlan"] = 10.into(),
+        "both use VLAN 10",
+    ),
+    (
+        |v| v["networks"]["back"]["vlan"] = 4095.into(),
+        "VLAN 4095 is out of 1-4094",
+    ),
+    (
+        |v| {
+            v["networks"]["back"]["subnet"] = v["networks"]["front"]["subnet"].clone();
+            v["networks"]["back"]["gateway"] = v["networks"]["front"]["gateway"].clone();
+        },
+        "overlap",
+    ),
+    (
+        |v| v["networks"]["back"]["subnet"] = "10.99.0.0/31".into(),
+        "/8 to /30",
+    ),
+    (
+        |v| v["networks"]["back"]["domain"] = v["networks"]["front"]["domain"].clone(),
+        "same bridge domain",
+    ),
+    (
+        |v| v["networks"]["back"]["name"] = "front".into(),
+        "stored under the name",
+    ),
+    (
+        |v| v["containers"]["web"]["endpoints"][0]["network"] = "gone".into(),
+        "does not exist",
+    ),
+    (
+        |v| {
+            v["containers"]["db"]["endpoints"][0]["ip"] =
+                v["containers"]["web"]["endpoints"][0]["ip"].clone()
+        },
+        "both have address",
+    ),
+    (
+        |v| {
+            v["containers"]["db"]["endpoints"][0]["mac"] =
+                v["containers"]["web"]["endpoints"][0]["mac"].clone()
+        },
+        "both have MAC",
+    ),
+    (
+        |v| *v = serde_json::json!({"version": 1, "networks": 7}),
+        "is damaged",
+    ),
+];
+
+fn fallbacks(log: &str) -> Vec<String> {
+    log.lines()
+        .filter(|l| l.contains("starting from the last good state"))
+        .map(String::from)
+        .collect()
+}
+
+#[test]
+fn an_inconsistent_state_is_refused_for_the_last_good_one() {
+    require_root();
+    let mut d = Daemon::start(&[]);
+    let (a, b) = (Netns::new("a"), Netns::new("b"));
+    d.ctl_ok(&["network", "create", "front", "--vlan", "10"]);
+    d.ctl_ok(&["network", "create", "back", "--vlan", "20"]);
+    d.ctl_ok(&["attach", "front", "--name", "web", "--netns", &a.path()]);
+    d.ctl_ok(&["attach", "front", "--name", "db", "--netns", &b.path()]);
+    let good = (d.ctl_json(&["network", "ls"]), ports(&d));
+    let state_dir = d.dir.path().join("state");
+    assert!(state_dir.join("state.json.good").exists());
+    for (n, (edit, want)) in BAD_STATES.iter().enumerate() {
+        d.kill9();
+        edit_state(&d, *edit);
+        d.launch();
+        d.ctl_ok(&["network", "ls"]);
+        let lines = fallbacks(&d.log());
+        assert_eq!(lines.len(), n + 1, "case {want:?}: {}", d.log());
+        let last = lines.last().map(String::as_str).unwrap_or_default();
+        assert!(
+            last.starts_with("vswitch: state ") && last.contains(want),
+            "case {want:?}: {last}"
+        );
+        assert!(state_dir.join("state.json.refused").exists());
+        assert_eq!(
+            (d.ctl_json(&["network", "ls"]), ports(&d)),
+            good,
+            "case {want:?}"
+        );
+    }
+    a.must("ping -c1 -W2 172.18.0.1");
+
+    // Without a last good state there is nothing to fall back to: one line, no start.
+    d.kill9();
+    std::fs::remove_file(state_dir.join("state.json.good")).expect("rm good");
+    std::fs::write(state_path(&d), "{\"version\": 1,").expect("write");
+    let sock = d.socket();
+    let o = vswitch(&[
+        "daemon",
+        "--socket",
+        sock.to_str().unwrap_or_default(),
+        "--state-dir",
+        state_dir.to_str().unwrap_or_default(),
+    ]);
+    assert!(!o.status.success());
+    let e = o.stderr_text();
+    assert_eq!(e.trim().lines().count(), 1, "{e}");
+    assert!(
+        e.contains("is damaged") && e.contains("no usable last good state"),
+        "{e}"
+    );
+}

@@ -136,7 +136,7 @@ pub fn sandbox(state: &State, c: &Container) -> Value {
 fn sandbox_paths(c: &Container) -> Value {
     match &c.sandbox {
         Sandbox::Netns { path } => json!({"netns": path}),
-        Sandbox::Pid { pid } | Sandbox::Run { pid } => json!({
+        Sandbox::Pid { pid, .. } | Sandbox::Run { pid } => json!({
             "netns": format!("/proc/{pid}/ns/net"),
             "userns": format!("/proc/{pid}/ns/user"),
             "pid": pid,
