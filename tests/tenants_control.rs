@@ -332,3 +332,251 @@ fn an_inconsistent_state_is_refused_for_the_last_good_one() {
         "{e}"
     );
 }
+
+// ---- the control socket under abuse ---------------------------------------------
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+/// Runs `ctl network ls` and `ctl stats` over and over in the background while an
+/// abuse goes on; `stop` returns how many rounds ran and the failures seen.
+struct Watch {
+    stop: Arc<AtomicBool>,
+    rounds: Arc<AtomicUsize>,
+    thread: Option<std::thread::JoinHandle<Vec<String>>>,
+}
+
+impl Watch {
+    fn start(d: &Daemon) -> Watch {
+        let sock = d.socket().display().to_string();
+        let (stop, rounds) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicUsize::new(0)),
+        );
+        let (s, r) = (stop.clone(), rounds.clone());
+        let thread = std::thread::spawn(move || {
+            let mut failures = Vec::new();
+            while !s.load(Ordering::Relaxed) {
+                for cmd in ["network ls", "stats"] {
+                    let o = sh(&format!("timeout 10 {} ctl --socket {sock} {cmd}", bin()));
+                    if !o.status.success() {
+                        failures.push(format!("ctl {cmd}: {}", o.stderr_text().trim()));
+                    }
+                }
+                r.fetch_add(1, Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            failures
+        });
+        Watch {
+            stop,
+            rounds,
+            thread: Some(thread),
+        }
+    }
+
+    /// Waits for at least `n` more rounds, then stops; fails the test on any failure.
+    fn finish(mut self, n: usize) {
+        let base = self.rounds.load(Ordering::Relaxed);
+        let ran = eventually(Duration::from_secs(60), || {
+            self.rounds.load(Ordering::Relaxed) >= base + n
+        });
+        self.stop.store(true, Ordering::Relaxed);
+        let failures = self
+            .thread
+            .take()
+            .map(|t| t.join().expect("watch"))
+            .unwrap_or_default();
+        assert!(ran, "ctl did not keep answering: {failures:?}");
+        assert!(failures.is_empty(), "ctl failed meanwhile: {failures:?}");
+    }
+}
+
+fn daemon_pid(d: &Daemon) -> u32 {
+    d.proc.as_ref().expect("running").pid()
+}
+
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|r| r.count())
+        .unwrap_or(0)
+}
+
+/// The daemon's next line on `s` (or what ended the connection), waiting up to `t`.
+fn answer(s: &UnixStream, t: Duration) -> String {
+    s.set_read_timeout(Some(t)).expect("timeout");
+    let mut line = String::new();
+    match BufReader::new(s).read_line(&mut line) {
+        Ok(0) => "<closed>".into(),
+        Ok(_) => line,
+        Err(e) => format!("<{:?}>", e.kind()),
+    }
+}
+
+fn raise_fd_limit() {
+    // SAFETY: getrlimit/setrlimit on this process with a valid struct.
+    unsafe {
+        let mut r: libc::rlimit = std::mem::zeroed();
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut r);
+        r.rlim_cur = r.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+    }
+}
+
+#[test]
+fn a_5_mib_line_is_refused_and_ctl_keeps_answering() {
+    let d = Daemon::start(&[]);
+    let watch = Watch::start(&d);
+    let s = UnixStream::connect(d.socket()).expect("connect");
+    let mut w = s.try_clone().expect("clone");
+    let writer = std::thread::spawn(move || {
+        let chunk = vec![b'x'; 1 << 16];
+        let mut sent = 0usize;
+        while sent < 5 << 20 && w.write_all(&chunk).is_ok() {
+            sent += chunk.len();
+        }
+        sent
+    });
+    let a = answer(&s, Duration::from_secs(20));
+    assert!(
+        a.contains("longer than") || a == "<closed>" || a.contains("ConnectionReset"),
+        "{a}"
+    );
+    let sent = writer.join().expect("writer");
+    assert!(sent < 5 << 20, "the daemon read all {sent} bytes");
+    watch.finish(3);
+}
+
+#[test]
+fn a_thousand_connections_do_not_lock_out_ctl() {
+    raise_fd_limit();
+    let d = Daemon::start(&[]);
+    let mut held = Vec::new();
+    for _ in 0..1000 {
+        held.push(UnixStream::connect(d.socket()).expect("connect"));
+    }
+    let watch = Watch::start(&d);
+    watch.finish(3);
+    // The ones past the limit were told why and closed.
+    let last = answer(held.last().expect("one"), Duration::from_secs(5));
+    assert!(last.contains("too many connections"), "{last}");
+    drop(held);
+    d.ctl_ok(&["network", "ls"]);
+}
+
+#[test]
+fn slow_and_silent_clients_are_cut_off() {
+    let d = Daemon::start(&[]);
+    let watch = Watch::start(&d);
+    let mut silent = Vec::new();
+    let mut partial = Vec::new();
+    // 31 connections: within one process's share (32).
+    for _ in 0..15 {
+        silent.push(UnixStream::connect(d.socket()).expect("connect"));
+        let mut p = UnixStream::connect(d.socket()).expect("connect");
+        p.write_all(br#"{"v": 1, "cmd": "#).expect("write");
+        partial.push(p);
+    }
+    // One byte every second: never a whole request.
+    let drip = UnixStream::connect(d.socket()).expect("connect");
+    let mut dw = drip.try_clone().expect("clone");
+    let dripping = std::thread::spawn(move || {
+        for _ in 0..40 {
+            if dw.write_all(b" ").is_err() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        false
+    });
+    for s in silent.iter().chain(partial.iter()).chain([&drip]) {
+        let a = answer(s, Duration::from_secs(30));
+        assert!(a.contains("not complete within"), "{a}");
+        assert_eq!(answer(s, Duration::from_secs(5)), "<closed>");
+    }
+    assert!(
+        dripping.join().expect("drip"),
+        "the dripping client was never cut off"
+    );
+    watch.finish(3);
+}
+
+/// Sends `data` with `fds` attached (SCM_RIGHTS) in one sendmsg.
+fn send_fds(s: &UnixStream, data: &[u8], fds: &[i32]) -> std::io::Result<()> {
+    let bytes = std::mem::size_of_val(fds);
+    // SAFETY: CMSG_SPACE is a pure computation.
+    let space = unsafe { libc::CMSG_SPACE(bytes as u32) } as usize;
+    let mut cbuf = vec![0u64; space.div_ceil(8)];
+    let mut iov = libc::iovec {
+        iov_base: data.as_ptr() as *mut libc::c_void,
+        iov_len: data.len(),
+    };
+    // SAFETY: msghdr points at buffers that outlive the call; the control buffer holds
+    // one SCM_RIGHTS message with `fds`.
+    let n = unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = cbuf.as_mut_ptr().cast();
+        msg.msg_controllen = space;
+        let c = libc::CMSG_FIRSTHDR(&msg);
+        (*c).cmsg_level = libc::SOL_SOCKET;
+        (*c).cmsg_type = libc::SCM_RIGHTS;
+        (*c).cmsg_len = libc::CMSG_LEN(bytes as u32) as usize;
+        std::ptr::copy_nonoverlapping(fds.as_ptr(), libc::CMSG_DATA(c) as *mut i32, fds.len());
+        libc::sendmsg(s.as_raw_fd(), &msg, libc::MSG_NOSIGNAL)
+    };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+#[test]
+fn descriptor_spam_changes_nothing() {
+    let d = Daemon::start(&[]);
+    let pid = daemon_pid(&d);
+    d.ctl_ok(&["network", "ls"]);
+    let base = open_fds(pid);
+    let watch = Watch::start(&d);
+    let null = std::fs::File::open("/dev/null").expect("null");
+    let fds = vec![null.as_raw_fd(); 200];
+    let ls = br#"{"v": 1, "cmd": "network_ls"}"#;
+
+    // Descriptors on a request that takes none.
+    let s = UnixStream::connect(d.socket()).expect("connect");
+    send_fds(&s, &[ls.as_slice(), b"\n"].concat(), &fds[..4]).expect("send");
+    let a = answer(&s, Duration::from_secs(10));
+    assert!(a.contains("takes no descriptors"), "{a}");
+    // More than one message may carry, at once.
+    send_fds(&s, &[ls.as_slice(), b"\n"].concat(), &fds).expect("send");
+    let a = answer(&s, Duration::from_secs(10));
+    assert!(a.contains("too many descriptors"), "{a}");
+    // Many small pieces of one request, each with descriptors.
+    let s2 = UnixStream::connect(d.socket()).expect("connect");
+    for b in ls.iter() {
+        if send_fds(&s2, &[*b], &fds[..8]).is_err() {
+            break;
+        }
+    }
+    let _ = send_fds(&s2, b"\n", &fds[..8]);
+    let a = answer(&s2, Duration::from_secs(10));
+    assert!(a.contains("too many descriptors"), "{a}");
+    // The same connection still answers a clean request.
+    (&s2)
+        .write_all(&[ls.as_slice(), b"\n"].concat())
+        .expect("write");
+    let a = answer(&s2, Duration::from_secs(10));
+    assert!(a.contains(r#""ok":true"#), "{a}");
+    drop((s, s2));
+    watch.finish(2);
+    assert!(
+        eventually(Duration::from_secs(10), || open_fds(pid) <= base + 2),
+        "descriptors left open in the daemon: {} before, {} after",
+        base,
+        open_fds(pid)
+    );
+}

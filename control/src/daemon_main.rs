@@ -77,6 +77,7 @@ pub fn run(a: DaemonArgs) -> Result<(), CliError> {
         )
     };
     install_panic_exit();
+    raise_fd_limit();
     let listener = daemon::bind(&cfg.socket)?;
     let socket = cfg.socket.clone();
     install_signal_exit(socket.clone());
@@ -142,4 +143,17 @@ fn install_panic_exit() {
             libc::_exit(PANIC_EXIT);
         }
     }));
+}
+
+/// Each `vswitch run` container holds a connection and its TAP queues open: take the
+/// hard descriptor limit rather than the (often 1024) soft one.
+fn raise_fd_limit() {
+    // SAFETY: getrlimit/setrlimit on this process with a valid struct.
+    unsafe {
+        let mut r: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 && r.rlim_cur < r.rlim_max {
+            r.rlim_cur = r.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+        }
+    }
 }

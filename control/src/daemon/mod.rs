@@ -5,6 +5,7 @@
 //! is saved (atomically) before the dataplane is touched, and a failure on the way
 //! undoes what was done. Configuration reaches the workers as a new snapshot.
 
+mod limits;
 mod server;
 mod view;
 
@@ -1533,6 +1534,11 @@ impl Daemon {
 
     pub fn stop_capture(&mut self) {
         self.rt.capture.store(None);
+    }
+
+    /// Does connection `conn` own a `vswitch run` container?
+    pub fn owns_connection(&self, conn: u64) -> bool {
+        self.owners.values().any(|c| *c == conn)
     }
 
     /// A control connection closed: its `vswitch run` containers go.
