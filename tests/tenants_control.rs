@@ -580,3 +580,48 @@ fn descriptor_spam_changes_nothing() {
         open_fds(pid)
     );
 }
+
+#[test]
+fn three_hundred_run_containers_do_not_lock_out_ctl() {
+    require_root();
+    require(&["sleep"]);
+    raise_fd_limit();
+    let d = Daemon::start(&[]);
+    let sock = d.socket().display().to_string();
+    let mut runs = Vec::new();
+    for i in 0..300 {
+        runs.push(Proc::spawn(&format!(
+            "exec {} run --socket {sock} --network bridge --name r{i} -- sleep 1000",
+            bin()
+        )));
+        if i % 50 == 49 {
+            // Let the batch attach before the next (the machine is small).
+            let n = i + 1;
+            let up = eventually(Duration::from_secs(60), || {
+                d.ctl_json(&["port", "ls"]).as_array().map_or(0, Vec::len) >= n
+            });
+            assert!(up, "{n} run containers did not attach: {}", d.log());
+        }
+    }
+    let ls = d.ctl_json(&["port", "ls"]);
+    assert_eq!(ls.as_array().map_or(0, Vec::len), 300);
+    // Every run connection is open and ctl still has its whole pool.
+    let watch = Watch::start(&d);
+    let mut held = Vec::new();
+    for _ in 0..30 {
+        held.push(UnixStream::connect(d.socket()).expect("connect"));
+    }
+    watch.finish(3);
+    let s = UnixStream::connect(d.socket()).expect("connect");
+    (&s).write_all(b"{\"v\": 1, \"cmd\": \"hello\"}\n")
+        .expect("write");
+    let a = answer(&s, Duration::from_secs(10));
+    assert!(a.contains(r#""ok":true"#), "{a}");
+    drop(runs);
+    let gone = eventually(Duration::from_secs(60), || {
+        d.ctl_json(&["port", "ls"])
+            .as_array()
+            .is_some_and(Vec::is_empty)
+    });
+    assert!(gone, "run containers were not detached when they ended");
+}
