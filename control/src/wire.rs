@@ -360,6 +360,46 @@ mod tests {
     }
 
     #[test]
+    fn deadlines_from_the_call_or_from_the_first_byte() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let t = Duration::from_millis(200);
+        let mut b = Conn::limited(b, MAX_REQUEST, Deadline::FromCall(t));
+        assert!(matches!(b.recv(), Err(WireError::TimedOut(_))));
+        // Idle is fine from the first byte; a message begun and not finished is not.
+        b.set_deadline(Deadline::FromFirstByte(t));
+        let mut a2 = a.try_clone().unwrap();
+        let w = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(400));
+            a2.write_all(b"ok\npart").unwrap();
+        });
+        assert_eq!(b.recv().unwrap().0, b"ok");
+        assert!(matches!(b.recv(), Err(WireError::TimedOut(_))));
+        w.join().unwrap();
+        drop(a);
+    }
+
+    #[test]
+    fn descriptors_past_the_limit_refuse_the_message_only() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let (mut a, mut b) = (Conn::new(a), Conn::limited(b, MAX_REQUEST, Deadline::None));
+        let f = tempfile_in_tmp();
+        for _ in 0..3 {
+            a.send_raw(b"x", &[f.as_raw_fd(); MAX_FDS]);
+        }
+        a.send(b"", &[]).unwrap();
+        assert!(matches!(b.recv(), Err(WireError::TooManyFds)));
+        a.send(b"next", &[f.as_raw_fd()]).unwrap();
+        let (m, fds) = b.recv().unwrap();
+        assert_eq!((m.as_slice(), fds.len()), (b"next".as_slice(), 1));
+    }
+
+    impl Conn {
+        fn send_raw(&mut self, data: &[u8], fds: &[RawFd]) {
+            send_with_fds(self.stream.as_raw_fd(), data, fds).unwrap();
+        }
+    }
+
+    #[test]
     fn overlong_message_refused() {
         let (a, b) = UnixStream::pair().unwrap();
         let mut b = Conn::new(b);
