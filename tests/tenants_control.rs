@@ -312,6 +312,26 @@ fn an_inconsistent_state_is_refused_for_the_last_good_one() {
     }
     a.must("ping -c1 -W2 172.18.0.1");
 
+    // A name written twice (JSON keeps only one of them when read naively).
+    d.kill9();
+    let text = std::fs::read_to_string(state_path(&d)).expect("state");
+    let v: serde_json::Value = serde_json::from_str(&text).expect("json");
+    let twice = format!(
+        "\"networks\": {{\"back\": {},",
+        serde_json::to_string(&v["networks"]["front"]).expect("json")
+    );
+    std::fs::write(state_path(&d), text.replacen("\"networks\": {", &twice, 1)).expect("write");
+    d.launch();
+    d.ctl_ok(&["network", "ls"]);
+    let lines = fallbacks(&d.log());
+    let last = lines.last().map(String::as_str).unwrap_or_default();
+    assert!(
+        last.contains("the name \"back\" appears twice"),
+        "{}",
+        d.log()
+    );
+    assert_eq!((d.ctl_json(&["network", "ls"]), ports(&d)), good);
+
     // Without a last good state there is nothing to fall back to: one line, no start.
     d.kill9();
     std::fs::remove_file(state_dir.join("state.json.good")).expect("rm good");

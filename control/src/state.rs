@@ -174,7 +174,9 @@ pub const DEFAULT_UPLINK_MTU: u16 = 1500;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
     pub version: u32,
+    #[serde(deserialize_with = "unique_keys::map")]
     pub networks: BTreeMap<String, Network>,
+    #[serde(deserialize_with = "unique_keys::map")]
     pub containers: BTreeMap<String, Container>,
     #[serde(default)]
     pub uplink: Uplink,
@@ -247,6 +249,42 @@ pub enum StateError {
     BadTrunk(String),
     #[error("{0:?} is the only network of container {1:?}: use detach to remove the container")]
     LastNetwork(String, String),
+}
+
+/// Maps read from JSON with every key once: a name written twice is an error, not a
+/// silent overwrite of the first entry.
+mod unique_keys {
+    use std::collections::BTreeMap;
+    use std::marker::PhantomData;
+
+    use serde::de::{Deserialize, Deserializer, Error, MapAccess, Visitor};
+
+    pub fn map<'de, D: Deserializer<'de>, V: Deserialize<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<String, V>, D::Error> {
+        d.deserialize_map(Unique(PhantomData))
+    }
+
+    struct Unique<V>(PhantomData<V>);
+
+    impl<'de, V: Deserialize<'de>> Visitor<'de> for Unique<V> {
+        type Value = BTreeMap<String, V>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a map of names")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Self::Value, A::Error> {
+            let mut out = BTreeMap::new();
+            while let Some((k, v)) = m.next_entry::<String, V>()? {
+                if out.contains_key(&k) {
+                    return Err(A::Error::custom(format!("the name {k:?} appears twice")));
+                }
+                out.insert(k, v);
+            }
+            Ok(out)
+        }
+    }
 }
 
 /// MAC addresses as text in JSON ("02:42:ac:11:00:02").

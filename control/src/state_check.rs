@@ -9,7 +9,7 @@ use std::net::Ipv4Addr;
 use dataplane::config::UPLINK_DOMAIN;
 use dataplane::wire::MacAddr;
 
-use crate::state::{Container, Network, State, valid_name};
+use crate::state::{Container, Network, State, Uplink, valid_name};
 
 /// What is wrong with a state; each message names the entries involved.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -56,6 +56,12 @@ pub enum Inconsistency {
     BadTrunk(String, u16),
     #[error("containers {0:?} and {1:?} both publish host port {2}")]
     DuplicatePublished(String, String, String),
+    #[error("the packet uplink's address {0} is not usable or overlaps network {1:?}")]
+    BadUplink(String, String),
+    #[error("the packet uplink's next hop {0} is not another address of its segment")]
+    BadNextHop(Ipv4Addr),
+    #[error("the packet uplink's MTU {0} is out of 576-65520")]
+    BadUplinkMtu(u16),
 }
 
 /// Checks every invariant the daemon keeps; the first violation found is returned.
@@ -68,7 +74,39 @@ pub fn check(s: &State) -> Result<(), Inconsistency> {
         check_container(s, key, c)?;
     }
     check_unique_endpoints(s)?;
-    check_published(s)
+    check_published(s)?;
+    check_uplink(s)
+}
+
+fn check_uplink(s: &State) -> Result<(), Inconsistency> {
+    let Uplink::Packet {
+        address,
+        next_hop,
+        mtu,
+        ..
+    } = &s.uplink
+    else {
+        return Ok(());
+    };
+    let a = *address;
+    let usable =
+        (1..=30).contains(&a.prefix) && a.addr != a.network().addr && a.addr != a.broadcast();
+    let clash = s.networks.values().find(|n| n.subnet.overlaps(&a));
+    if !usable || clash.is_some() {
+        let with = clash.map(|n| n.name.clone()).unwrap_or_default();
+        return Err(Inconsistency::BadUplink(a.to_string(), with));
+    }
+    if let Some(h) = next_hop
+        && (!a.contains(*h) || *h == a.addr)
+    {
+        return Err(Inconsistency::BadNextHop(*h));
+    }
+    if let Some(m) = mtu
+        && !(576..=65520).contains(m)
+    {
+        return Err(Inconsistency::BadUplinkMtu(*m));
+    }
+    Ok(())
 }
 
 fn check_network(key: &str, n: &Network) -> Result<(), Inconsistency> {
@@ -312,6 +350,18 @@ mod tests {
         refused(
             |s| s.containers.get_mut("a").expect("a").endpoints[0].network = "gone".into(),
             "does not exist",
+        );
+        refused(
+            |s| {
+                s.uplink = Uplink::Packet {
+                    tap: Some("t".into()),
+                    netns: None,
+                    address: "172.18.0.9/24".parse().expect("cidr"),
+                    next_hop: None,
+                    mtu: None,
+                }
+            },
+            "overlaps network \"front\"",
         );
         refused(
             |s| {
