@@ -371,6 +371,7 @@ struct Watch {
 
 impl Watch {
     fn start(d: &Daemon) -> Watch {
+        require(&["timeout"]);
         let sock = d.socket().display().to_string();
         let (stop, rounds) = (
             Arc::new(AtomicBool::new(false)),
