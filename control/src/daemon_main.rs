@@ -82,6 +82,7 @@ pub fn run(a: DaemonArgs) -> Result<(), CliError> {
             a.state_dir.unwrap_or_else(crate::paths::default_state_dir),
         )
     };
+    install_panic_exit();
     let listener = daemon::bind(&cfg.socket)?;
     let socket = cfg.socket.clone();
     install_signal_exit(socket.clone());
@@ -178,3 +179,38 @@ fn install_signal_exit(socket: std::path::PathBuf) {
             });
     }
 }
+
+/// The exit status after a panic (EX_SOFTWARE): a supervisor (`Restart=on-failure`)
+/// starts the daemon again, which restores the saved state as after a `kill -9`.
+pub const PANIC_EXIT: i32 = 70;
+
+/// Crash-only: a panic on any thread prints one line and ends the whole process at
+/// once, rather than leaving it running with a thread missing.
+fn install_panic_exit() {
+    std::panic::set_hook(Box::new(|info| {
+        let payload = info.payload();
+        let msg = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "no message".into());
+        let at = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        let thread = std::thread::current();
+        let line = format!(
+            "vswitch: fatal: thread {} panicked{at}: {}; exiting with status {PANIC_EXIT} (a restart restores the saved state)\n",
+            thread.name().unwrap_or("unnamed"),
+            msg.replace('\n', " ")
+        );
+        // One write(2), so lines of two panicking threads do not interleave.
+        // SAFETY: writing a valid buffer to stderr, then ending the process without
+        // running destructors or atexit handlers (other threads are mid-flight).
+        unsafe {
+            libc::write(2, line.as_ptr().cast(), line.len());
+            libc::_exit(PANIC_EXIT);
+        }
+    }));
+}
+

@@ -91,7 +91,7 @@ pub fn port_ls(v: &Value) -> String {
         .map(|a| {
             a.iter()
                 .map(|p| {
-                    let published: Vec<String> = p["published"]
+                    let mut published: Vec<String> = p["published"]
                         .as_array()
                         .map(|l| {
                             l.iter()
@@ -107,6 +107,9 @@ pub fn port_ls(v: &Value) -> String {
                                 .collect()
                         })
                         .unwrap_or_default();
+                    if let Some(why) = p["not_restored"].as_str() {
+                        published.push(format!("NOT RESTORED: {why}"));
+                    }
                     vec![
                         s(&p["name"]),
                         s(&p["network"]),

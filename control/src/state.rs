@@ -70,8 +70,13 @@ pub enum Sandbox {
     Tap { ifname: String },
     /// A network namespace file (`attach --netns`).
     Netns { path: String },
-    /// The network namespace of a process (`attach --pid`).
-    Pid { pid: u32 },
+    /// The network namespace of a process (`attach --pid`), with what tells that
+    /// process from a later one given the same pid.
+    Pid {
+        pid: u32,
+        #[serde(default)]
+        identity: Option<crate::procid::ProcIdentity>,
+    },
     /// A `vswitch run` container: its TAPs arrive as descriptors from the run process.
     Run { pid: u32 },
 }
@@ -176,7 +181,9 @@ pub const DEFAULT_UPLINK_MTU: u16 = 1500;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
     pub version: u32,
+    #[serde(deserialize_with = "unique_keys::map")]
     pub networks: BTreeMap<String, Network>,
+    #[serde(deserialize_with = "unique_keys::map")]
     pub containers: BTreeMap<String, Container>,
     #[serde(default)]
     pub uplink: Uplink,
@@ -253,6 +260,42 @@ pub enum StateError {
     TrunkOwnVlan(u16, String),
     #[error("{0:?} is the only network of container {1:?}: use detach to remove the container")]
     LastNetwork(String, String),
+}
+
+/// Maps read from JSON with every key once: a name written twice is an error, not a
+/// silent overwrite of the first entry.
+mod unique_keys {
+    use std::collections::BTreeMap;
+    use std::marker::PhantomData;
+
+    use serde::de::{Deserialize, Deserializer, Error, MapAccess, Visitor};
+
+    pub fn map<'de, D: Deserializer<'de>, V: Deserialize<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<String, V>, D::Error> {
+        d.deserialize_map(Unique(PhantomData))
+    }
+
+    struct Unique<V>(PhantomData<V>);
+
+    impl<'de, V: Deserialize<'de>> Visitor<'de> for Unique<V> {
+        type Value = BTreeMap<String, V>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a map of names")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Self::Value, A::Error> {
+            let mut out = BTreeMap::new();
+            while let Some((k, v)) = m.next_entry::<String, V>()? {
+                if out.contains_key(&k) {
+                    return Err(A::Error::custom(format!("the name {k:?} appears twice")));
+                }
+                out.insert(k, v);
+            }
+            Ok(out)
+        }
+    }
 }
 
 /// MAC addresses as text in JSON ("02:42:ac:11:00:02").
@@ -726,38 +769,103 @@ impl State {
             .ok_or_else(|| StateError::NoContainer(name.to_string()))
     }
 
-    /// Loads the state from `dir`, or None when there is none yet.
+    /// Loads the state from `dir`, or None when there is none yet. A file that does not
+    /// parse or is inconsistent (see `state_check`) is refused.
     pub fn load(dir: &Path) -> Result<Option<State>, PersistError> {
-        let path = dir.join(STATE_FILE);
-        let text = match std::fs::read_to_string(&path) {
-            Ok(t) => t,
+        Self::load_file(&dir.join(STATE_FILE))
+    }
+
+    fn load_file(path: &Path) -> Result<Option<State>, PersistError> {
+        use std::io::Read;
+        let path = path.to_path_buf();
+        let f = match std::fs::File::open(&path) {
+            Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(PersistError::Read(path, e)),
         };
+        let mut text = String::new();
+        f.take(MAX_STATE_BYTES + 1)
+            .read_to_string(&mut text)
+            .map_err(|e| PersistError::Read(path.clone(), e))?;
+        if text.len() as u64 > MAX_STATE_BYTES {
+            return Err(PersistError::TooLarge(path, MAX_STATE_BYTES));
+        }
         let s: State = serde_json::from_str(&text)
             .map_err(|e| PersistError::Parse(path.clone(), e.to_string()))?;
         if s.version != STATE_VERSION {
             return Err(PersistError::Version(path, s.version));
         }
+        crate::state_check::check(&s).map_err(|e| PersistError::Inconsistent(path, e))?;
         Ok(Some(s))
     }
 
-    /// Writes the state atomically: temporary file, fsync, rename, fsync of the directory.
+    /// Loads the state, falling back to the last good one beside it when the current
+    /// file is refused. The refused file is moved to `state.json.refused` (kept for the
+    /// operator); the returned error says why it was refused.
+    pub fn load_or_last_good(dir: &Path) -> Result<Loaded, PersistError> {
+        let refused = match Self::load(dir) {
+            Ok(state) => {
+                return Ok(Loaded {
+                    state,
+                    refused: None,
+                });
+            }
+            Err(e @ PersistError::Read(..)) => return Err(e),
+            Err(e) => e,
+        };
+        let good = dir.join(GOOD_FILE);
+        match Self::load_file(&good) {
+            Ok(Some(s)) => {
+                let kept = dir.join(REFUSED_FILE);
+                std::fs::rename(dir.join(STATE_FILE), &kept)
+                    .map_err(|e| PersistError::Write(kept, e))?;
+                Ok(Loaded {
+                    state: Some(s),
+                    refused: Some(refused),
+                })
+            }
+            Ok(None) | Err(_) => Err(PersistError::NoGood(Box::new(refused), good)),
+        }
+    }
+
+    /// Writes the state atomically (temporary file, fsync, rename, fsync of the
+    /// directory), then the same bytes as the last good state beside it.
     pub fn save(&self, dir: &Path) -> Result<(), PersistError> {
-        use std::io::Write;
         let path = dir.join(STATE_FILE);
-        let tmp = dir.join(format!(".{STATE_FILE}.tmp"));
         let text = serde_json::to_vec_pretty(self)
             .map_err(|e| PersistError::Parse(path.clone(), e.to_string()))?;
-        let write = || -> std::io::Result<()> {
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&text)?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, &path)?;
-            std::fs::File::open(dir)?.sync_all()
-        };
-        write().map_err(|e| PersistError::Write(path.clone(), e))
+        write_atomic(dir, STATE_FILE, &text)?;
+        write_atomic(dir, GOOD_FILE, &text)
     }
+}
+
+/// What `load_or_last_good` found.
+#[derive(Debug)]
+pub struct Loaded {
+    pub state: Option<State>,
+    /// Why the current file was refused, when the last good state was used instead.
+    pub refused: Option<PersistError>,
+}
+
+/// The last state that was loaded or saved whole, beside the current one.
+pub const GOOD_FILE: &str = "state.json.good";
+/// Where a refused state file is moved when the last good one is used instead.
+pub const REFUSED_FILE: &str = "state.json.refused";
+/// The largest state file read (far beyond any real one).
+const MAX_STATE_BYTES: u64 = 64 << 20;
+
+fn write_atomic(dir: &Path, name: &str, text: &[u8]) -> Result<(), PersistError> {
+    use std::io::Write;
+    let path = dir.join(name);
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(text)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &path)?;
+        std::fs::File::open(dir)?.sync_all()
+    };
+    write().map_err(|e| PersistError::Write(path.clone(), e))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -766,10 +874,16 @@ pub enum PersistError {
     Read(PathBuf, std::io::Error),
     #[error("cannot write state {0}: {1}")]
     Write(PathBuf, std::io::Error),
-    #[error("state {0} is damaged: {1} (move it away to start afresh)")]
+    #[error("state {0} is damaged: {1}")]
     Parse(PathBuf, String),
     #[error("state {0} has version {1}, which this vswitch does not read")]
     Version(PathBuf, u32),
+    #[error("state {0} is inconsistent: {1}")]
+    Inconsistent(PathBuf, crate::state_check::Inconsistency),
+    #[error("state {0} is larger than {1} bytes")]
+    TooLarge(PathBuf, u64),
+    #[error("{0}; no usable last good state at {1}: fix the file or move it away to start afresh")]
+    NoGood(Box<PersistError>, PathBuf),
 }
 
 #[cfg(test)]

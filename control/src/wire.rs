@@ -4,17 +4,38 @@
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
 
 use crate::api::MAX_MESSAGE;
 
-/// The most descriptors one message carries.
-const MAX_FDS: usize = 8;
+/// The most descriptors one message carries; more are closed and the message refused.
+pub const MAX_FDS: usize = 8;
+/// The longest request the daemon reads (every request is far shorter).
+pub const MAX_REQUEST: usize = 64 << 10;
+
+/// How long a message may take to arrive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deadline {
+    /// No limit (the `ctl` side, waiting for the daemon).
+    None,
+    /// From the moment `recv` is called: a connection may not sit idle either.
+    FromCall(Duration),
+    /// From the message's first byte: idle between messages is fine (a `vswitch run`
+    /// connection, open as long as its container), a message sent slowly is not.
+    FromFirstByte(Duration),
+}
 
 /// One end of a control connection.
 pub struct Conn {
     pub stream: UnixStream,
     buf: Vec<u8>,
     fds: Vec<OwnedFd>,
+    /// Bytes of `buf` already searched for a newline.
+    scanned: usize,
+    /// Descriptors past [`MAX_FDS`] (or cut off by the kernel) came with this message.
+    fds_overflow: bool,
+    limit: usize,
+    deadline: Deadline,
 }
 
 /// The process at the other end of a Unix socket.
@@ -29,8 +50,12 @@ pub struct Peer {
 pub enum WireError {
     #[error("connection closed")]
     Closed,
-    #[error("message longer than {MAX_MESSAGE} bytes")]
-    TooLong,
+    #[error("message longer than {0} bytes")]
+    TooLong(usize),
+    #[error("too many descriptors on one message (at most {MAX_FDS}); they were closed")]
+    TooManyFds,
+    #[error("request not complete within {0:?}: the connection is closed")]
+    TimedOut(Duration),
     #[error("{0}")]
     Io(#[from] io::Error),
 }
@@ -41,7 +66,24 @@ impl Conn {
             stream,
             buf: Vec::new(),
             fds: Vec::new(),
+            scanned: 0,
+            fds_overflow: false,
+            limit: MAX_MESSAGE,
+            deadline: Deadline::None,
         }
+    }
+
+    /// The daemon's side: requests up to `limit` bytes, arriving within `deadline`.
+    pub fn limited(stream: UnixStream, limit: usize, deadline: Deadline) -> Conn {
+        Conn {
+            limit,
+            deadline,
+            ..Conn::new(stream)
+        }
+    }
+
+    pub fn set_deadline(&mut self, deadline: Deadline) {
+        self.deadline = deadline;
     }
 
     /// The peer's pid, uid and gid (SO_PEERCRED), as the kernel recorded them at connect.
@@ -73,28 +115,91 @@ impl Conn {
     }
 
     /// Reads one message (without its newline) and the descriptors that came with it.
+    /// A message over the limit or past its deadline ends the connection; one with too
+    /// many descriptors is consumed and refused (`TooManyFds`), the connection goes on.
     pub fn recv(&mut self) -> Result<(Vec<u8>, Vec<OwnedFd>), WireError> {
+        let called = Instant::now();
+        let mut first_byte = (!self.buf.is_empty()).then_some(called);
         loop {
-            if let Some(i) = self.buf.iter().position(|&b| b == b'\n') {
-                let mut line: Vec<u8> = self.buf.drain(..=i).collect();
-                line.pop();
-                return Ok((line, std::mem::take(&mut self.fds)));
+            if let Some(line) = self.take_line() {
+                return self.finish(line);
             }
-            if self.buf.len() > MAX_MESSAGE {
-                return Err(WireError::TooLong);
+            if self.buf.len() > self.limit {
+                return Err(WireError::TooLong(self.limit));
             }
+            let timeout = self.timeout(called, first_byte)?;
+            self.stream.set_read_timeout(timeout)?;
             let mut chunk = [0u8; 16384];
-            let n = recv_with_fds(self.stream.as_raw_fd(), &mut chunk, &mut self.fds)?;
+            let (n, truncated) =
+                match recv_with_fds(self.stream.as_raw_fd(), &mut chunk, &mut self.fds) {
+                    Ok(r) => r,
+                    Err(e) if is_timeout(&e) => return Err(self.timed_out()),
+                    Err(e) => return Err(e.into()),
+                };
+            self.fds_overflow |= truncated || self.fds.len() > MAX_FDS;
+            self.fds.truncate(MAX_FDS);
             if n == 0 {
                 return Err(WireError::Closed);
             }
+            first_byte.get_or_insert_with(Instant::now);
             self.buf.extend_from_slice(chunk.get(..n).unwrap_or(&[]));
+        }
+    }
+
+    /// The next whole line in the buffer, searching only bytes not searched before.
+    fn take_line(&mut self) -> Option<Vec<u8>> {
+        let rest = self.buf.get(self.scanned..).unwrap_or(&[]);
+        match rest.iter().position(|&b| b == b'\n') {
+            Some(i) => {
+                let end = self.scanned + i;
+                let mut line: Vec<u8> = self.buf.drain(..=end).collect();
+                line.pop();
+                self.scanned = 0;
+                Some(line)
+            }
+            None => {
+                self.scanned = self.buf.len();
+                None
+            }
+        }
+    }
+
+    fn finish(&mut self, line: Vec<u8>) -> Result<(Vec<u8>, Vec<OwnedFd>), WireError> {
+        let fds = std::mem::take(&mut self.fds);
+        if std::mem::take(&mut self.fds_overflow) {
+            return Err(WireError::TooManyFds);
+        }
+        Ok((line, fds))
+    }
+
+    /// The read timeout for the next read, or the error when the deadline has passed.
+    fn timeout(
+        &self,
+        called: Instant,
+        first_byte: Option<Instant>,
+    ) -> Result<Option<Duration>, WireError> {
+        let (limit, since) = match (self.deadline, first_byte) {
+            (Deadline::None, _) | (Deadline::FromFirstByte(_), None) => return Ok(None),
+            (Deadline::FromCall(l), _) => (l, called),
+            (Deadline::FromFirstByte(l), Some(t)) => (l, t),
+        };
+        match limit.checked_sub(since.elapsed()) {
+            Some(left) if !left.is_zero() => Ok(Some(left)),
+            _ => Err(self.timed_out()),
+        }
+    }
+
+    fn timed_out(&self) -> WireError {
+        match self.deadline {
+            Deadline::FromCall(l) | Deadline::FromFirstByte(l) => WireError::TimedOut(l),
+            Deadline::None => WireError::Closed,
         }
     }
 
     /// Bytes received after the last message, not yet returned (a stream that follows a
     /// message, such as a capture, starts there).
     pub fn take_buffered(&mut self) -> Vec<u8> {
+        self.scanned = 0;
         std::mem::take(&mut self.buf)
     }
 
@@ -120,7 +225,16 @@ fn cmsg_space() -> usize {
     unsafe { libc::CMSG_SPACE((MAX_FDS * std::mem::size_of::<RawFd>()) as u32) as usize }
 }
 
-fn recv_with_fds(fd: RawFd, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> io::Result<usize> {
+fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
+}
+
+/// One recvmsg: the bytes read, and whether the kernel cut descriptors off (more than
+/// the control buffer holds; it closes those itself).
+fn recv_with_fds(fd: RawFd, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> io::Result<(usize, bool)> {
     let mut cbuf = vec![0u64; cmsg_space().div_ceil(8)];
     let mut iov = libc::iovec {
         iov_base: buf.as_mut_ptr().cast(),
@@ -149,7 +263,7 @@ fn recv_with_fds(fd: RawFd, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> io::Resul
         while !c.is_null() {
             if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
                 let data = libc::CMSG_DATA(c) as *const RawFd;
-                let len = (*c).cmsg_len as usize - libc::CMSG_LEN(0) as usize;
+                let len = ((*c).cmsg_len as usize).saturating_sub(libc::CMSG_LEN(0) as usize);
                 for i in 0..len / std::mem::size_of::<RawFd>() {
                     let raw = std::ptr::read_unaligned(data.add(i));
                     fds.push(OwnedFd::from_raw_fd(raw));
@@ -158,7 +272,7 @@ fn recv_with_fds(fd: RawFd, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> io::Resul
             c = libc::CMSG_NXTHDR(&msg, c);
         }
     }
-    Ok(n)
+    Ok((n, msg.msg_flags & libc::MSG_CTRUNC != 0))
 }
 
 fn send_with_fds(fd: RawFd, data: &[u8], fds: &[RawFd]) -> io::Result<usize> {
@@ -246,6 +360,46 @@ mod tests {
     }
 
     #[test]
+    fn deadlines_from_the_call_or_from_the_first_byte() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let t = Duration::from_millis(200);
+        let mut b = Conn::limited(b, MAX_REQUEST, Deadline::FromCall(t));
+        assert!(matches!(b.recv(), Err(WireError::TimedOut(_))));
+        // Idle is fine from the first byte; a message begun and not finished is not.
+        b.set_deadline(Deadline::FromFirstByte(t));
+        let mut a2 = a.try_clone().unwrap();
+        let w = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(400));
+            a2.write_all(b"ok\npart").unwrap();
+        });
+        assert_eq!(b.recv().unwrap().0, b"ok");
+        assert!(matches!(b.recv(), Err(WireError::TimedOut(_))));
+        w.join().unwrap();
+        drop(a);
+    }
+
+    #[test]
+    fn descriptors_past_the_limit_refuse_the_message_only() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let (mut a, mut b) = (Conn::new(a), Conn::limited(b, MAX_REQUEST, Deadline::None));
+        let f = tempfile_in_tmp();
+        for _ in 0..3 {
+            a.send_raw(b"x", &[f.as_raw_fd(); MAX_FDS]);
+        }
+        a.send(b"", &[]).unwrap();
+        assert!(matches!(b.recv(), Err(WireError::TooManyFds)));
+        a.send(b"next", &[f.as_raw_fd()]).unwrap();
+        let (m, fds) = b.recv().unwrap();
+        assert_eq!((m.as_slice(), fds.len()), (b"next".as_slice(), 1));
+    }
+
+    impl Conn {
+        fn send_raw(&mut self, data: &[u8], fds: &[RawFd]) {
+            send_with_fds(self.stream.as_raw_fd(), data, fds).unwrap();
+        }
+    }
+
+    #[test]
     fn overlong_message_refused() {
         let (a, b) = UnixStream::pair().unwrap();
         let mut b = Conn::new(b);
@@ -258,7 +412,7 @@ mod tests {
                 }
             }
         });
-        assert!(matches!(b.recv(), Err(WireError::TooLong)));
+        assert!(matches!(b.recv(), Err(WireError::TooLong(_))));
         drop(b);
         t.join().unwrap();
     }

@@ -5,6 +5,7 @@
 //! is saved (atomically) before the dataplane is touched, and a failure on the way
 //! undoes what was done. Configuration reaches the workers as a new snapshot.
 
+mod limits;
 mod server;
 mod view;
 
@@ -129,6 +130,10 @@ pub struct Daemon {
     owners: HashMap<String, u64>,
     /// Run containers from before a restart, waiting for their process to come back.
     awaiting: HashMap<String, std::time::Instant>,
+    /// Containers whose ports were not restored at start, with the reason (an `attach
+    /// --pid` whose pid now names another process). They keep their addresses until
+    /// detached.
+    unrestored: BTreeMap<String, String>,
     /// Where DNS queries for other names go.
     upstreams: Vec<SocketAddr>,
     /// The packet uplink's port, when one is open: the namespace its TAP was created in.
@@ -142,6 +147,16 @@ pub const UPLINK_IFNAME: &str = "vswitch0";
 /// re-attach.
 pub const REATTACH_GRACE: std::time::Duration = std::time::Duration::from_secs(60);
 
+/// Test only: with `VSWITCH_TEST_PANIC=service` in the daemon's environment, `network
+/// create` of [`TEST_PANIC_NETWORK`] makes the service thread panic (how the tests
+/// prove that a panic ends the process). Without the variable the name is ordinary.
+pub const TEST_PANIC_ENV: &str = "VSWITCH_TEST_PANIC";
+pub const TEST_PANIC_NETWORK: &str = "vswitch-test-panic";
+
+fn is_test_panic(name: &str) -> bool {
+    name == TEST_PANIC_NETWORK && std::env::var(TEST_PANIC_ENV).is_ok_and(|v| v == "service")
+}
+
 impl Daemon {
     /// Loads (or creates) the state and starts the dataplane with the ports it lists.
     pub fn start(cfg: DaemonConfig, backend: Box<dyn Backend>) -> Result<Daemon, DaemonError> {
@@ -153,7 +168,15 @@ impl Daemon {
                 .create(&cfg.state_dir)
                 .map_err(|e| DaemonError::StateDir(cfg.state_dir.clone(), e))?;
         }
-        let mut state = match State::load(&cfg.state_dir)? {
+        let loaded = State::load_or_last_good(&cfg.state_dir)?;
+        if let Some(why) = &loaded.refused {
+            eprintln!(
+                "vswitch: {why}; starting from the last good state {} (the refused file is kept as {})",
+                cfg.state_dir.join(crate::state::GOOD_FILE).display(),
+                cfg.state_dir.join(crate::state::REFUSED_FILE).display()
+            );
+        }
+        let mut state = match loaded.state {
             Some(mut s) => {
                 s.ensure_default(cfg.bip, cfg.default_mtu)?;
                 s
@@ -187,6 +210,7 @@ impl Daemon {
             gens: vec![0; MAX_SLOTS],
             owners: HashMap::new(),
             awaiting: HashMap::new(),
+            unrestored: BTreeMap::new(),
             upstreams: Vec::new(),
             uplink_port: None,
         };
@@ -226,12 +250,29 @@ impl Daemon {
                     .insert(c.name.clone(), std::time::Instant::now() + REATTACH_GRACE);
                 continue;
             }
+            if let Some(why) = Self::wrong_process(&c.sandbox) {
+                eprintln!(
+                    "vswitch: container {} not restored: {why}; detach it and attach the right process",
+                    c.name
+                );
+                self.unrestored.insert(c.name.clone(), why);
+                continue;
+            }
             for i in 0..c.endpoints.len() {
                 if let Err(e) = self.open_endpoint(&c, i, true, None) {
                     eprintln!("vswitch: port {} not restored: {e}", c.port_name(i));
                 }
             }
             self.restore_published(&c);
+        }
+    }
+
+    /// Why an `attach --pid` container's pid no longer names the process it was
+    /// attached with (another process took the pid, or it changed namespace).
+    fn wrong_process(sandbox: &Sandbox) -> Option<String> {
+        match sandbox {
+            Sandbox::Pid { pid, identity } => crate::procid::mismatch(*pid, *identity),
+            _ => None,
         }
     }
 
@@ -267,7 +308,7 @@ impl Daemon {
     fn namespace_of(sandbox: &Sandbox) -> Option<PathBuf> {
         match sandbox {
             Sandbox::Netns { path } => Some(PathBuf::from(path)),
-            Sandbox::Pid { pid } | Sandbox::Run { pid } => {
+            Sandbox::Pid { pid, .. } | Sandbox::Run { pid } => {
                 Some(PathBuf::from(format!("/proc/{pid}/ns/net")))
             }
             Sandbox::Tap { .. } => None,
@@ -690,6 +731,14 @@ impl Daemon {
                 "workers": self.rt.workers(),
                 "offload": self.cfg.offload,
             })),
+            Request::NetworkCreate(spec) if is_test_panic(&spec.name) => {
+                self.rt.service_do(|_, _| {
+                    panic!("{TEST_PANIC_ENV}=service: panicking on the service thread as asked")
+                });
+                Err(DaemonError::Refused(format!(
+                    "{TEST_PANIC_ENV}: the service thread was told to panic"
+                )))
+            }
             Request::NetworkCreate(spec) => {
                 let mut next = self.state.clone();
                 let n = next.create_network(&spec)?.clone();
@@ -853,7 +902,13 @@ impl Daemon {
         let sandbox = match (&a.tap, &a.netns, a.pid, a.fd) {
             (Some(t), None, None, false) => Sandbox::Tap { ifname: t.clone() },
             (None, Some(p), None, false) => Sandbox::Netns { path: p.clone() },
-            (None, None, Some(pid), false) => Sandbox::Pid { pid },
+            (None, None, Some(pid), false) => Sandbox::Pid {
+                pid,
+                identity: Some(
+                    crate::procid::identity(pid)
+                        .map_err(|e| DaemonError::Refused(e.to_string()))?,
+                ),
+            },
             (None, None, None, true) => Sandbox::Run {
                 pid: a.run_pid.ok_or_else(|| {
                     DaemonError::Refused("a descriptor attach needs run_pid".into())
@@ -878,11 +933,6 @@ impl Daemon {
             return Err(DaemonError::Refused(format!(
                 "network namespace {path} does not exist"
             )));
-        }
-        if let Sandbox::Pid { pid } = &sandbox
-            && !Path::new(&format!("/proc/{pid}/ns/net")).exists()
-        {
-            return Err(DaemonError::Refused(format!("no process with pid {pid}")));
         }
         if a.reattach
             && let Some(c) = self.state.containers.get(&a.name).cloned()
@@ -945,11 +995,14 @@ impl Daemon {
         self.save(&next)?;
         self.state = next;
         self.stop_published(&c.published);
+        // A pid that names another process now: its interfaces are not ours to delete.
+        let ours = Self::wrong_process(&c.sandbox).is_none();
         for i in 0..c.endpoints.len() {
-            self.close_port(&c.port_name(i), true);
+            self.close_port(&c.port_name(i), ours);
         }
         self.owners.remove(name);
         self.awaiting.remove(name);
+        self.unrestored.remove(name);
         self.apply();
         Ok(json!({"detached": name}))
     }
@@ -969,6 +1022,13 @@ impl Daemon {
             ..Default::default()
         };
         let e = self.state.check_connect(name, &spec)?;
+        if let Some(c) = self.state.containers.get(name)
+            && let Some(why) = Self::wrong_process(&c.sandbox)
+        {
+            return Err(DaemonError::Refused(format!(
+                "container {name:?}: {why}; detach it and attach the right process"
+            )));
+        }
         let mut next = self.state.clone();
         next.connect(name, e.clone());
         let c = next
@@ -1004,7 +1064,8 @@ impl Daemon {
         next.disconnect(name, network)?;
         self.save(&next)?;
         self.state = next;
-        self.close_port(&c.port_name(i), true);
+        let ours = Self::wrong_process(&c.sandbox).is_none();
+        self.close_port(&c.port_name(i), ours);
         self.apply();
         Ok(json!({"disconnected": name, "network": network}))
     }
@@ -1121,7 +1182,7 @@ impl Daemon {
             for c in &containers {
                 if now_packet {
                     self.stop_published(&c.published);
-                } else {
+                } else if !self.unrestored.contains_key(&c.name) {
                     self.restore_published(c);
                 }
             }
@@ -1355,6 +1416,16 @@ impl Daemon {
             };
             v.push(view::port_json(name, p.slot, c, e));
         }
+        for (name, why) in &self.unrestored {
+            let Some(c) = self.state.containers.get(name) else {
+                continue;
+            };
+            for (i, e) in c.endpoints.iter().enumerate() {
+                let mut p = view::port_json(&c.port_name(i), 0, c, e);
+                p["not_restored"] = json!(why);
+                v.push(p);
+            }
+        }
         Value::Array(v)
     }
 
@@ -1490,6 +1561,11 @@ impl Daemon {
 
     pub fn stop_capture(&mut self) {
         self.rt.capture.store(None);
+    }
+
+    /// Does connection `conn` own a `vswitch run` container?
+    pub fn owns_connection(&self, conn: u64) -> bool {
+        self.owners.values().any(|c| *c == conn)
     }
 
     /// A control connection closed: its `vswitch run` containers go.

@@ -1,21 +1,27 @@
 //! The control socket: a Unix socket reachable by its owner only (mode 0600), each
 //! peer's credentials checked (the daemon's own uid, or root), one thread per
-//! connection, requests applied one at a time.
+//! connection, requests applied one at a time. Connections are counted in pools
+//! (`limits.rs`); a request must arrive whole within [`REQUEST_DEADLINE`] (a `vswitch
+//! run` connection may stay idle between requests, never mid-request), be at most
+//! [`MAX_REQUEST`] bytes and carry descriptors only where it takes them.
 
 use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use super::limits::{Limits, Ticket};
 use super::{Daemon, DaemonError};
 use crate::api::{Envelope, PROTOCOL_VERSION, Request, Response};
-use crate::wire::{Conn, WireError};
+use crate::wire::{Conn, Deadline, MAX_REQUEST, WireError};
 
-/// Connections served at once; more wait in the listen backlog.
-const MAX_CONNECTIONS: usize = 256;
+/// How long a request may take to arrive (and a `ctl` connection stay idle).
+pub const REQUEST_DEADLINE: Duration = Duration::from_secs(10);
+/// How long an answer may wait for a client that does not read it.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn lock(d: &Mutex<Daemon>) -> std::sync::MutexGuard<'_, Daemon> {
     d.lock().unwrap_or_else(|p| p.into_inner())
@@ -67,7 +73,7 @@ pub fn serve(daemon: Daemon, listener: UnixListener) -> Result<(), DaemonError> 
     }
     // SAFETY: geteuid has no preconditions.
     let me = unsafe { libc::geteuid() };
-    let active = Arc::new(AtomicUsize::new(0));
+    let limits = Limits::default();
     let ids = AtomicU64::new(1);
     for stream in listener.incoming() {
         let stream = match stream {
@@ -84,64 +90,111 @@ pub fn serve(daemon: Daemon, listener: UnixListener) -> Result<(), DaemonError> 
                 continue;
             }
         };
-        let conn = Conn::new(stream);
-        match conn.peer() {
-            Ok(p) if p.uid == me || p.uid == 0 => {}
+        let mut conn = Conn::limited(stream, MAX_REQUEST, Deadline::FromCall(REQUEST_DEADLINE));
+        let pid = match conn.peer() {
+            Ok(p) if p.uid == me || p.uid == 0 => p.pid,
             _ => continue, // dropped: not the daemon's user
-        }
-        if active.load(Ordering::Relaxed) >= MAX_CONNECTIONS {
-            continue;
-        }
-        active.fetch_add(1, Ordering::Relaxed);
+        };
+        let ticket = match limits.admit(pid) {
+            Ok(t) => t,
+            Err(why) => {
+                let _ = conn
+                    .stream
+                    .set_write_timeout(Some(Duration::from_millis(100)));
+                reply(&mut conn, &Response::err(why));
+                continue;
+            }
+        };
+        let _ = conn.stream.set_write_timeout(Some(WRITE_TIMEOUT));
         let id = ids.fetch_add(1, Ordering::Relaxed);
-        let (d, a) = (daemon.clone(), active.clone());
-        let spawned = std::thread::Builder::new()
+        let d = daemon.clone();
+        let _ = std::thread::Builder::new()
             .name("vswitch-conn".into())
             .spawn(move || {
-                client(&d, conn, id);
+                client(&d, conn, id, ticket);
                 lock(&d).connection_closed(id);
-                a.fetch_sub(1, Ordering::Relaxed);
             });
-        if spawned.is_err() {
-            active.fetch_sub(1, Ordering::Relaxed);
-        }
     }
     Ok(())
 }
 
-fn client(d: &Mutex<Daemon>, mut conn: Conn, id: u64) {
+fn reply(conn: &mut Conn, r: &Response) -> bool {
+    let text = serde_json::to_vec(r)
+        .unwrap_or_else(|_| br#"{"ok":false,"error":"internal error"}"#.to_vec());
+    conn.send(&text, &[]).is_ok()
+}
+
+/// Does this request take descriptors (the TAP of a `vswitch run` attach)?
+fn takes_fds(req: &Request) -> bool {
+    matches!(req, Request::Attach(a) if a.fd)
+}
+
+fn client(d: &Mutex<Daemon>, mut conn: Conn, id: u64, mut ticket: Ticket) {
     loop {
         let (msg, fds) = match conn.recv() {
             Ok(m) => m,
-            Err(WireError::TooLong) => {
-                let r = Response::err(WireError::TooLong);
-                let _ = conn.send(&serde_json::to_vec(&r).unwrap_or_default(), &[]);
+            Err(e @ WireError::TooManyFds) => {
+                if reply(&mut conn, &Response::err(e)) {
+                    continue;
+                }
+                return;
+            }
+            Err(e @ (WireError::TooLong(_) | WireError::TimedOut(_))) => {
+                reply(&mut conn, &Response::err(e));
                 return;
             }
             Err(_) => return,
         };
-        if let Ok(Envelope {
-            v: PROTOCOL_VERSION,
-            req: Request::Capture { port, count },
-        }) = serde_json::from_slice::<Envelope>(&msg)
-        {
-            capture(d, conn, &port, count);
-            return;
-        }
-        let resp = match serde_json::from_slice::<Envelope>(&msg) {
-            Ok(env) if env.v != PROTOCOL_VERSION => Response::err(format!(
+        let env = match serde_json::from_slice::<Envelope>(&msg) {
+            Ok(env) if env.v != PROTOCOL_VERSION => Err(format!(
                 "protocol version {} is not spoken here (this daemon speaks {PROTOCOL_VERSION}); use a matching vswitch",
                 env.v
             )),
-            Ok(env) => lock(d).handle(env.req, fds, id),
-            Err(e) => Response::err(format!("bad request: {e}")),
+            Ok(env) if !fds.is_empty() && !takes_fds(&env.req) => Err(format!(
+                "this request takes no descriptors ({} were sent and closed)",
+                fds.len()
+            )),
+            Ok(env) => Ok(env.req),
+            Err(e) => Err(format!("bad request: {e}")),
         };
-        let text = serde_json::to_vec(&resp)
-            .unwrap_or_else(|_| br#"{"ok":false,"error":"internal error"}"#.to_vec());
-        if conn.send(&text, &[]).is_err() {
+        let resp = match env {
+            Ok(Request::Capture { port, count }) => {
+                capture(d, conn, &port, count);
+                return;
+            }
+            Ok(req) if takes_fds(&req) => run_attach(d, req, fds, id, &mut ticket, &mut conn),
+            Ok(req) => lock(d).handle(req, fds, id),
+            Err(e) => Response::err(e),
+        };
+        if !reply(&mut conn, &resp) {
             return;
         }
     }
+}
+
+/// An attach with a descriptor: the connection becomes a `vswitch run` container's,
+/// counted in the run pool, idle between requests for as long as the container lives.
+fn run_attach(
+    d: &Mutex<Daemon>,
+    req: Request,
+    fds: Vec<std::os::fd::OwnedFd>,
+    id: u64,
+    ticket: &mut Ticket,
+    conn: &mut Conn,
+) -> Response {
+    if let Err(why) = ticket.reserve_run() {
+        return Response::err(why);
+    }
+    let (resp, owner) = {
+        let mut g = lock(d);
+        let r = g.handle(req, fds, id);
+        (r, g.owns_connection(id))
+    };
+    ticket.settle(owner);
+    if ticket.is_run() {
+        conn.set_deadline(Deadline::FromFirstByte(REQUEST_DEADLINE));
+    }
+    resp
 }
 
 /// Streams a port's frames as pcap after an OK line, until `count` frames went out or

@@ -137,7 +137,7 @@ pub fn sandbox(state: &State, c: &Container) -> Value {
 fn sandbox_paths(c: &Container) -> Value {
     match &c.sandbox {
         Sandbox::Netns { path } => json!({"netns": path}),
-        Sandbox::Pid { pid } | Sandbox::Run { pid } => json!({
+        Sandbox::Pid { pid, .. } | Sandbox::Run { pid } => json!({
             "netns": format!("/proc/{pid}/ns/net"),
             "userns": format!("/proc/{pid}/ns/user"),
             "pid": pid,
@@ -185,7 +185,7 @@ fn sandbox_path(s: &Sandbox) -> String {
     match s {
         Sandbox::Tap { ifname } => format!("tap:{ifname}"),
         Sandbox::Netns { path } => path.clone(),
-        Sandbox::Pid { pid } | Sandbox::Run { pid } => format!("/proc/{pid}/ns/net"),
+        Sandbox::Pid { pid, .. } | Sandbox::Run { pid } => format!("/proc/{pid}/ns/net"),
     }
 }
 

@@ -1,0 +1,375 @@
+//! Consistency of a loaded state file: everything the requests that built it would have
+//! refused. A state that fails here is not used (the daemon starts from the last good
+//! one instead), so a hand-edited or damaged file cannot put two networks on one VLAN
+//! or one address on two containers.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::Ipv4Addr;
+
+use dataplane::config::UPLINK_DOMAIN;
+use dataplane::wire::MacAddr;
+
+use crate::state::{Container, Network, State, Uplink, valid_name};
+
+/// What is wrong with a state; each message names the entries involved.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Inconsistency {
+    #[error("network {0:?} is stored under the name {1:?}")]
+    NetworkKey(String, String),
+    #[error("container {0:?} is stored under the name {1:?}")]
+    ContainerKey(String, String),
+    #[error("{0:?} is not a valid name")]
+    BadName(String),
+    #[error("networks {0:?} and {1:?} have the same bridge domain {2}")]
+    DuplicateDomain(String, String, u16),
+    #[error("network {0:?} has bridge domain {1}, which is reserved")]
+    ReservedDomain(String, u16),
+    #[error("subnets of networks {0:?} and {1:?} overlap")]
+    Overlap(String, String),
+    #[error("network {0:?}: subnet {1} is not a /8 to /30 with no host bits")]
+    BadSubnet(String, String),
+    #[error("network {0:?}: gateway {1} is not a usable address of its subnet")]
+    BadGateway(String, Ipv4Addr),
+    #[error("network {0:?}: ip range {1} is not inside its subnet")]
+    BadRange(String, String),
+    #[error("network {0:?}: VLAN {1} is out of 1-4094")]
+    BadVlan(String, u16),
+    #[error("networks {0:?} and {1:?} both use VLAN {2}")]
+    DuplicateVlan(String, String, u16),
+    #[error("network {0:?}: MTU {1} is out of 68-65520")]
+    BadMtu(String, u16),
+    #[error("container {0:?} has no endpoint")]
+    NoEndpoint(String),
+    #[error("container {0:?} is on network {1:?}, which does not exist")]
+    MissingNetwork(String, String),
+    #[error("container {0:?} is on network {1:?} twice")]
+    TwiceOnNetwork(String, String),
+    #[error("container {0:?}: address {1} is not a usable address of network {2:?}")]
+    BadAddress(String, Ipv4Addr, String),
+    #[error("containers {0:?} and {1:?} both have address {2} on network {3:?}")]
+    DuplicateAddress(String, String, Ipv4Addr, String),
+    #[error("container {0:?}: MAC {1} is not a unicast address")]
+    BadMac(String, MacAddr),
+    #[error("containers {0:?} and {1:?} both have MAC {2} on network {3:?}")]
+    DuplicateMac(String, String, MacAddr, String),
+    #[error("container {0:?}: trunk VLAN {1} is out of 1-4094")]
+    BadTrunk(String, u16),
+    #[error("containers {0:?} and {1:?} both publish host port {2}")]
+    DuplicatePublished(String, String, String),
+    #[error("the packet uplink's address {0} is not usable or overlaps network {1:?}")]
+    BadUplink(String, String),
+    #[error("the packet uplink's next hop {0} is not another address of its segment")]
+    BadNextHop(Ipv4Addr),
+    #[error("the packet uplink's MTU {0} is out of 576-65520")]
+    BadUplinkMtu(u16),
+}
+
+/// Checks every invariant the daemon keeps; the first violation found is returned.
+pub fn check(s: &State) -> Result<(), Inconsistency> {
+    for (key, n) in &s.networks {
+        check_network(key, n)?;
+    }
+    check_network_pairs(s)?;
+    for (key, c) in &s.containers {
+        check_container(s, key, c)?;
+    }
+    check_unique_endpoints(s)?;
+    check_published(s)?;
+    check_uplink(s)
+}
+
+fn check_uplink(s: &State) -> Result<(), Inconsistency> {
+    let Uplink::Packet {
+        address,
+        next_hop,
+        mtu,
+        ..
+    } = &s.uplink
+    else {
+        return Ok(());
+    };
+    let a = *address;
+    let usable =
+        (1..=30).contains(&a.prefix) && a.addr != a.network().addr && a.addr != a.broadcast();
+    let clash = s.networks.values().find(|n| n.subnet.overlaps(&a));
+    if !usable || clash.is_some() {
+        let with = clash.map(|n| n.name.clone()).unwrap_or_default();
+        return Err(Inconsistency::BadUplink(a.to_string(), with));
+    }
+    if let Some(h) = next_hop
+        && (!a.contains(*h) || *h == a.addr)
+    {
+        return Err(Inconsistency::BadNextHop(*h));
+    }
+    if let Some(m) = mtu
+        && !(576..=65520).contains(m)
+    {
+        return Err(Inconsistency::BadUplinkMtu(*m));
+    }
+    Ok(())
+}
+
+fn check_network(key: &str, n: &Network) -> Result<(), Inconsistency> {
+    let bad = |f: fn(String) -> Inconsistency| Err(f(n.name.clone()));
+    if key != n.name {
+        return Err(Inconsistency::NetworkKey(key.into(), n.name.clone()));
+    }
+    if !valid_name(&n.name) {
+        return bad(Inconsistency::BadName);
+    }
+    if n.domain >= UPLINK_DOMAIN {
+        return Err(Inconsistency::ReservedDomain(n.name.clone(), n.domain));
+    }
+    let sub = n.subnet;
+    if !sub.is_canonical() || !(8..=30).contains(&sub.prefix) {
+        return Err(Inconsistency::BadSubnet(n.name.clone(), sub.to_string()));
+    }
+    let g = n.gateway;
+    if !sub.contains(g) || g == sub.network().addr || g == sub.broadcast() {
+        return Err(Inconsistency::BadGateway(n.name.clone(), g));
+    }
+    if let Some(r) = n.ip_range
+        && !sub.covers(&r)
+    {
+        return Err(Inconsistency::BadRange(n.name.clone(), r.to_string()));
+    }
+    if let Some(v) = n.vlan
+        && !(1..=4094).contains(&v)
+    {
+        return Err(Inconsistency::BadVlan(n.name.clone(), v));
+    }
+    if !(68..=65520).contains(&n.mtu) {
+        return Err(Inconsistency::BadMtu(n.name.clone(), n.mtu));
+    }
+    Ok(())
+}
+
+fn check_network_pairs(s: &State) -> Result<(), Inconsistency> {
+    let nets: Vec<&Network> = s.networks.values().collect();
+    for (i, a) in nets.iter().enumerate() {
+        for b in nets.iter().skip(i + 1) {
+            let (x, y) = (a.name.clone(), b.name.clone());
+            if a.domain == b.domain {
+                return Err(Inconsistency::DuplicateDomain(x, y, a.domain));
+            }
+            if a.subnet.overlaps(&b.subnet) {
+                return Err(Inconsistency::Overlap(x, y));
+            }
+            if let Some(v) = a.vlan
+                && a.vlan == b.vlan
+            {
+                return Err(Inconsistency::DuplicateVlan(x, y, v));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_container(s: &State, key: &str, c: &Container) -> Result<(), Inconsistency> {
+    if key != c.name {
+        return Err(Inconsistency::ContainerKey(key.into(), c.name.clone()));
+    }
+    if !valid_name(&c.name) {
+        return Err(Inconsistency::BadName(c.name.clone()));
+    }
+    if c.endpoints.is_empty() {
+        return Err(Inconsistency::NoEndpoint(c.name.clone()));
+    }
+    for (i, e) in c.endpoints.iter().enumerate() {
+        let n = s
+            .networks
+            .get(&e.network)
+            .ok_or_else(|| Inconsistency::MissingNetwork(c.name.clone(), e.network.clone()))?;
+        if c.endpoints
+            .iter()
+            .skip(i + 1)
+            .any(|o| o.network == e.network)
+        {
+            return Err(Inconsistency::TwiceOnNetwork(
+                c.name.clone(),
+                e.network.clone(),
+            ));
+        }
+        let sub = n.subnet;
+        let reserved = [sub.network().addr, sub.broadcast(), n.gateway];
+        if !sub.contains(e.ip) || reserved.contains(&e.ip) {
+            return Err(Inconsistency::BadAddress(
+                c.name.clone(),
+                e.ip,
+                n.name.clone(),
+            ));
+        }
+        if !e.mac.is_unicast() || e.mac.is_zero() {
+            return Err(Inconsistency::BadMac(c.name.clone(), e.mac));
+        }
+        if let Some(v) = e.trunk.iter().find(|v| !(1..=4094).contains(*v)) {
+            return Err(Inconsistency::BadTrunk(c.name.clone(), *v));
+        }
+    }
+    Ok(())
+}
+
+/// No address and no MAC twice on one network.
+fn check_unique_endpoints(s: &State) -> Result<(), Inconsistency> {
+    let mut ips: HashMap<(&str, Ipv4Addr), &str> = HashMap::new();
+    let mut macs: HashMap<(&str, MacAddr), &str> = HashMap::new();
+    for c in s.containers.values() {
+        for e in &c.endpoints {
+            let net = e.network.as_str();
+            if let Some(o) = ips.insert((net, e.ip), &c.name) {
+                return Err(Inconsistency::DuplicateAddress(
+                    o.into(),
+                    c.name.clone(),
+                    e.ip,
+                    net.into(),
+                ));
+            }
+            if let Some(o) = macs.insert((net, e.mac), &c.name) {
+                return Err(Inconsistency::DuplicateMac(
+                    o.into(),
+                    c.name.clone(),
+                    e.mac,
+                    net.into(),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_published(s: &State) -> Result<(), Inconsistency> {
+    let mut seen: BTreeMap<String, &str> = BTreeMap::new();
+    for c in s.containers.values() {
+        for p in &c.published {
+            let key = format!("{}:{}/{}", p.host_ip, p.host_port, p.proto);
+            if let Some(o) = seen.insert(key.clone(), &c.name) {
+                return Err(Inconsistency::DuplicatePublished(
+                    o.into(),
+                    c.name.clone(),
+                    key,
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{EndpointSpec, NetworkSpec, Sandbox};
+
+    fn good() -> State {
+        let mut s = State::new(None, None).expect("state");
+        let spec = NetworkSpec {
+            name: "front".into(),
+            vlan: Some(10),
+            ..Default::default()
+        };
+        s.create_network(&spec).expect("network");
+        for name in ["a", "b"] {
+            let sb = Sandbox::Netns {
+                path: format!("/run/netns/{name}"),
+            };
+            let ep = EndpointSpec {
+                network: "front".into(),
+                port_security: true,
+                ..Default::default()
+            };
+            let c = s.check_attach(name, &sb, &ep).expect("attach");
+            s.attach(c);
+        }
+        s
+    }
+
+    fn refused(f: impl FnOnce(&mut State), want: &str) {
+        let mut s = good();
+        f(&mut s);
+        let e = check(&s).expect_err("refused").to_string();
+        assert!(e.contains(want), "{e:?} lacks {want:?}");
+    }
+
+    #[test]
+    fn a_state_built_by_requests_passes() {
+        assert_eq!(check(&good()), Ok(()));
+    }
+
+    #[test]
+    fn each_inconsistency_is_named() {
+        let net = |s: &mut State| s.networks.get_mut("front").expect("front").clone();
+        refused(
+            |s| s.networks.get_mut("front").expect("n").vlan = Some(4095),
+            "VLAN 4095",
+        );
+        refused(
+            |s| {
+                let mut n = net(s);
+                n.name = "other".into();
+                n.subnet = "10.1.0.0/16".parse().expect("cidr");
+                n.gateway = Ipv4Addr::new(10, 1, 0, 1);
+                n.domain = 7;
+                s.networks.insert("other".into(), n);
+            },
+            "both use VLAN 10",
+        );
+        refused(
+            |s| {
+                let mut n = net(s);
+                n.name = "other".into();
+                n.vlan = None;
+                n.domain = 7;
+                s.networks.insert("other".into(), n);
+            },
+            "overlap",
+        );
+        refused(
+            |s| {
+                let n = s.networks.get_mut("front").expect("n");
+                n.subnet = "172.18.0.0/31".parse().expect("cidr");
+            },
+            "not a /8 to /30",
+        );
+        refused(
+            |s| s.networks.get_mut("front").expect("n").domain = 0,
+            "same bridge domain",
+        );
+        refused(
+            |s| {
+                let ip = s.containers["a"].endpoints[0].ip;
+                s.containers.get_mut("b").expect("b").endpoints[0].ip = ip;
+            },
+            "both have address",
+        );
+        refused(
+            |s| {
+                let mac = s.containers["a"].endpoints[0].mac;
+                s.containers.get_mut("b").expect("b").endpoints[0].mac = mac;
+            },
+            "both have MAC",
+        );
+        refused(
+            |s| s.containers.get_mut("a").expect("a").endpoints[0].network = "gone".into(),
+            "does not exist",
+        );
+        refused(
+            |s| {
+                s.uplink = Uplink::Packet {
+                    tap: Some("t".into()),
+                    netns: None,
+                    address: "172.18.0.9/24".parse().expect("cidr"),
+                    next_hop: None,
+                    mtu: None,
+                }
+            },
+            "overlaps network \"front\"",
+        );
+        refused(
+            |s| {
+                let mut n = s.networks.remove("front").expect("n");
+                n.name = "renamed".into();
+                s.networks.insert("front".into(), n);
+            },
+            "stored under the name",
+        );
+    }
+}
