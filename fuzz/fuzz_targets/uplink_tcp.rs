@@ -11,7 +11,9 @@
 //! - 0: a packet from the container. Bit 0: TCP goes to the host listener instead of
 //!   DNS; bit 1: UDP and ICMP are left out (dropped before the uplink); bit 2: its ACK
 //!   number counts from what the uplink sent last on that connection; bit 3: its
-//!   sequence number counts from what the uplink acknowledged last.
+//!   sequence number counts from what the uplink acknowledged last; bit 4: a TCP
+//!   segment goes to the peer the uplink last sent from to that container address
+//!   and port (answers to the uplink's own connections: published ports).
 //! - 1: every DNS-over-TCP message waiting is answered with the body.
 //! - 2: the host listener accepts; accepted connections get the body (bit 0: are closed).
 //! - 3: a loopback client connects to the published port and sends the body.
@@ -36,9 +38,19 @@ const NETS: [Option<NetView>; 1] = [Some(NetView {
     dns: true,
 })];
 
-/// (container address, container port) -> (next sequence number the uplink sends,
-/// last acknowledgment number it sent).
-type Seqs = HashMap<(Ipv4Addr, u16), (u32, u32)>;
+/// What the uplink last sent to a container's connection.
+#[derive(Clone, Copy)]
+struct Sent {
+    /// The next sequence number it sends.
+    nxt: u32,
+    /// The last acknowledgment number it sent.
+    ack: u32,
+    /// Where it sent from.
+    peer: (Ipv4Addr, u16),
+}
+
+/// (container address, container port) -> what the uplink last sent there.
+type Seqs = HashMap<(Ipv4Addr, u16), Sent>;
 
 struct Host {
     listener: TcpListener,
@@ -85,26 +97,30 @@ fn aim(pkt: &mut [u8], tag: u8, h: &Host, seqs: &Seqs) -> bool {
         return false;
     }
     let src = ip.src();
-    ip.set_dst(GW);
-    let port = match (proto, tag & 1) {
-        (IpProtocol::TCP, 0) => 53,
-        (IpProtocol::TCP, _) => h.listener.local_addr().map_or(0, |a| a.port()),
-        (IpProtocol::UDP, _) => h.udp.local_addr().map_or(0, |a| a.port()),
-        _ => return true,
+    let sent = TcpPacket::new_checked(ip.payload())
+        .ok()
+        .filter(|_| proto == IpProtocol::TCP)
+        .and_then(|t| seqs.get(&(src, t.src_port())).copied());
+    let (dst, port) = match (proto, tag & 1, sent) {
+        (IpProtocol::TCP, _, Some(s)) if tag & 0x10 != 0 => s.peer,
+        (IpProtocol::TCP, 0, _) => (GW, 53),
+        (IpProtocol::TCP, _, _) => (GW, h.listener.local_addr().map_or(0, |a| a.port())),
+        (IpProtocol::UDP, _, _) => (GW, h.udp.local_addr().map_or(0, |a| a.port())),
+        _ => (GW, 0),
     };
+    ip.set_dst(dst);
     let payload = ip.payload_mut();
-    if let Some(p) = payload.get_mut(2..4) {
-        p.copy_from_slice(&port.to_be_bytes());
+    if proto == IpProtocol::TCP || proto == IpProtocol::UDP {
+        if let Some(p) = payload.get_mut(2..4) {
+            p.copy_from_slice(&port.to_be_bytes());
+        }
     }
-    if proto == IpProtocol::TCP
-        && let Ok(mut t) = TcpPacket::new_checked(payload)
-        && let Some(&(nxt, ack)) = seqs.get(&(src, t.src_port()))
-    {
+    if let (Some(s), Ok(mut t)) = (sent, TcpPacket::new_checked(payload)) {
         if tag & 4 != 0 {
-            t.set_ack(nxt.wrapping_add(t.ack()));
+            t.set_ack(s.nxt.wrapping_add(t.ack()));
         }
         if tag & 8 != 0 {
-            t.set_seq(ack.wrapping_add(t.seq()));
+            t.set_seq(s.ack.wrapping_add(t.seq()));
         }
     }
     true
@@ -123,10 +139,12 @@ fn drain(uplink: &mut SocketUplink, seqs: &mut Seqs) {
             panic!("the uplink sent a malformed TCP segment");
         };
         let len = t.payload().len() as u32 + u32::from(t.syn()) + u32::from(t.fin());
-        seqs.insert(
-            (ip.dst(), t.dst_port()),
-            (t.seq().wrapping_add(len), t.ack()),
-        );
+        let sent = Sent {
+            nxt: t.seq().wrapping_add(len),
+            ack: t.ack(),
+            peer: (ip.src(), t.src_port()),
+        };
+        seqs.insert((ip.dst(), t.dst_port()), sent);
     }
 }
 

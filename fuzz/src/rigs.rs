@@ -188,6 +188,24 @@ pub mod pipeline {
         pub now: u32,
     }
 
+    thread_local! {
+        /// The batch and ports of the last rig, reused (allocating their buffers costs
+        /// more than a run). Both are empty between runs.
+        static SPARE: std::cell::Cell<Option<(Batch, Vec<MemoryPort>)>> = const { std::cell::Cell::new(None) };
+    }
+
+    impl Drop for Rig {
+        fn drop(&mut self) {
+            let mut b = std::mem::replace(&mut self.batch, Batch::new(0, 0));
+            b.clear();
+            let mut ports = std::mem::take(&mut self.ports);
+            for p in &mut ports {
+                p.take_sent();
+            }
+            SPARE.set(Some((b, ports)));
+        }
+    }
+
     impl Default for Rig {
         fn default() -> Self {
             Rig::new()
@@ -199,9 +217,12 @@ pub mod pipeline {
             let snap = snapshot();
             let neigh = Neighbours::default();
             neigh.set_next_hop(Some(MacAddr([0x02, 0, 0, 0, 0, 0x01])));
-            let ports = (0..snap.ports.len())
-                .map(|i| MemoryPort::new(format!("m{i}")))
-                .collect();
+            let (batch, ports) = SPARE.take().unwrap_or_else(|| {
+                let ports = (0..snap.ports.len())
+                    .map(|i| MemoryPort::new(format!("m{i}")))
+                    .collect();
+                (Batch::new(64, FRAME_CAP), ports)
+            });
             Rig {
                 snap,
                 fdb: Fdb::new(256),
@@ -211,7 +232,7 @@ pub mod pipeline {
                 ports,
                 local: Local::default(),
                 seg: Segmenter::new(),
-                batch: Batch::new(64, FRAME_CAP),
+                batch,
                 now: 1,
             }
         }
