@@ -51,10 +51,10 @@ fuzz_target!(|data: &[u8]| {
     let mut pending: Option<u16> = None;
     for (tag, body) in records(data) {
         let port = IN_PORTS[usize::from(tag & 7)];
-        if pending.is_some_and(|p| p != port) || tag & 0x10 != 0 {
-            if let Some(p) = pending.take() {
-                run(&mut rig, p);
-            }
+        if (pending.is_some_and(|p| p != port) || tag & 0x10 != 0)
+            && let Some(p) = pending.take()
+        {
+            run(&mut rig, p);
         }
         if tag & 0x10 != 0 {
             rig.now += 100;

@@ -110,10 +110,10 @@ fn aim(pkt: &mut [u8], tag: u8, h: &Host, seqs: &Seqs) -> bool {
     };
     ip.set_dst(dst);
     let payload = ip.payload_mut();
-    if proto == IpProtocol::TCP || proto == IpProtocol::UDP {
-        if let Some(p) = payload.get_mut(2..4) {
-            p.copy_from_slice(&port.to_be_bytes());
-        }
+    if (proto == IpProtocol::TCP || proto == IpProtocol::UDP)
+        && let Some(p) = payload.get_mut(2..4)
+    {
+        p.copy_from_slice(&port.to_be_bytes());
     }
     if let (Some(s), Ok(mut t)) = (sent, TcpPacket::new_checked(payload)) {
         if tag & 4 != 0 {

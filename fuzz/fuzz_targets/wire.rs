@@ -83,12 +83,11 @@ fn ip(b: &mut [u8]) {
     let (_, payload) = p.split_mut();
     l4(proto, src, dst, payload);
     // The quoted packet of an ICMP error is a view of its own.
-    if proto == 1 && payload.len() > 8 {
-        if let Some(inner) = payload.get_mut(8..) {
-            if let Ok(q) = Ipv4Packet::new_checked(&*inner) {
-                black_box((q.src(), q.dst(), q.payload()));
-            }
-        }
+    if proto == 1
+        && let Some(inner) = payload.get(8..)
+        && let Ok(q) = Ipv4Packet::new_checked(inner)
+    {
+        black_box((q.src(), q.dst(), q.payload()));
     }
 }
 

@@ -40,7 +40,8 @@ mod tests {
     #[test]
     fn records_round_trip() {
         let recs: &[(u8, &[u8])] = &[(1, b"abc"), (7, b""), (2, &[0; 300])];
-        let got: Vec<_> = records(&encode(recs)).collect();
+        let bytes = encode(recs);
+        let got: Vec<_> = records(&bytes).collect();
         assert_eq!(got, recs);
         assert_eq!(records(&[5]).collect::<Vec<_>>(), vec![(5, &[][..])]);
         assert_eq!(
