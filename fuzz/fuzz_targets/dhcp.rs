@@ -1,0 +1,34 @@
+//! The DHCP server: any frame in, as if from a port IPAM gave 10.1.0.2 (or nothing,
+//! by the client MAC's last bit). What comes out is a well-formed IPv4/UDP frame from
+//! the gateway, and an offer or ack names only the reserved address.
+#![no_main]
+
+use dataplane::gateway::dhcp::{self, Outcome};
+use dataplane::wire::{EtherType, EthernetFrame, IpProtocol, Ipv4Packet, UdpPacket};
+use libfuzzer_sys::fuzz_target;
+use vswitch_fuzz::rigs::{GW, LEASED, gateway_net};
+
+fuzz_target!(|data: &[u8]| {
+    let net = gateway_net();
+    let mut out = Vec::new();
+    let outcome = dhcp::handle(
+        data,
+        &net,
+        |mac| (mac.0[5] & 1 == 0).then_some(LEASED),
+        &mut out,
+    );
+    match outcome {
+        Outcome::Offer(a) | Outcome::Ack(a) => assert_eq!(a, LEASED),
+        _ => {}
+    }
+    if outcome.replied() {
+        let e = EthernetFrame::new_checked(&out[..]).expect("reply is an Ethernet frame");
+        assert_eq!(e.ethertype(), EtherType::IPV4);
+        let ip = Ipv4Packet::new_checked(e.payload()).expect("reply is IPv4");
+        assert_eq!(ip.src(), GW);
+        assert_eq!(ip.protocol(), IpProtocol::UDP);
+        assert!(ip.verify_checksum());
+        let u = UdpPacket::new_checked(ip.payload()).expect("reply is UDP");
+        assert_eq!(u.src_port(), 67);
+    }
+});

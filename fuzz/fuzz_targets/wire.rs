@@ -1,0 +1,132 @@
+//! The wire views: every view over arbitrary bytes (and over the payloads of the views
+//! around it), every accessor, and the in-place rewrites on a copy.
+#![no_main]
+
+use dataplane::wire::{
+    ArpPacket, EthernetFrame, Icmpv4Packet, Ipv4Packet, TcpPacket, UdpPacket, VlanTag, parse_l2,
+};
+use libfuzzer_sys::fuzz_target;
+use std::hint::black_box;
+use std::net::Ipv4Addr;
+
+const A: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 7);
+
+fn l4(proto: u8, src: Ipv4Addr, dst: Ipv4Addr, b: &mut [u8]) {
+    match proto {
+        6 => {
+            if let Ok(mut t) = TcpPacket::new_checked(&mut *b) {
+                black_box((t.src_port(), t.dst_port(), t.seq(), t.ack(), t.flags()));
+                black_box((
+                    t.window(),
+                    t.urgent(),
+                    t.options(),
+                    t.payload(),
+                    t.mss_option(),
+                ));
+                black_box(t.verify_checksum(src, dst));
+                t.rewrite_src_port(1);
+                t.rewrite_dst_port(2);
+                t.update_for_address(src, A);
+                t.fill_checksum(src, dst);
+            }
+        }
+        17 => {
+            if let Ok(mut u) = UdpPacket::new_checked(&mut *b) {
+                black_box((
+                    u.src_port(),
+                    u.dst_port(),
+                    u.len(),
+                    u.checksum(),
+                    u.payload(),
+                ));
+                black_box(u.verify_checksum(src, dst));
+                u.rewrite_src_port(1);
+                u.rewrite_dst_port(2);
+                u.update_for_address(src, A);
+                u.fill_checksum(src, dst);
+            }
+        }
+        _ => {
+            if let Ok(mut i) = Icmpv4Packet::new_checked(&mut *b) {
+                black_box((i.msg_type(), i.code(), i.echo_ident(), i.echo_seq()));
+                black_box((i.next_hop_mtu(), i.data(), i.verify_checksum()));
+                i.rewrite_echo_ident(7);
+                i.fill_checksum();
+            }
+        }
+    }
+}
+
+fn ip(b: &mut [u8]) {
+    let Ok(mut p) = Ipv4Packet::new_checked(&mut *b) else {
+        return;
+    };
+    black_box((
+        p.version(),
+        p.header_len(),
+        p.total_len(),
+        p.ident(),
+        p.frag_offset(),
+    ));
+    black_box((
+        p.is_fragment(),
+        p.ttl(),
+        p.header(),
+        p.payload(),
+        p.verify_checksum(),
+    ));
+    let (src, dst, proto) = (p.src(), p.dst(), p.protocol());
+    let old = p.rewrite_src(A);
+    p.rewrite_dst(old);
+    p.decrement_ttl();
+    p.fill_checksum();
+    let (_, payload) = p.split_mut();
+    l4(proto, src, dst, payload);
+    // The quoted packet of an ICMP error is a view of its own.
+    if proto == 1
+        && let Some(inner) = payload.get(8..)
+        && let Ok(q) = Ipv4Packet::new_checked(inner)
+    {
+        black_box((q.src(), q.dst(), q.payload()));
+    }
+}
+
+fn arp(b: &[u8]) {
+    if let Ok(a) = ArpPacket::new_checked(b) {
+        black_box((a.operation(), a.sender_mac(), a.sender_ip()));
+        black_box((a.target_mac(), a.target_ip()));
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let mut buf = data.to_vec();
+    if let Ok(l2) = parse_l2(&buf) {
+        black_box(l2);
+    }
+    if let Ok(mut e) = EthernetFrame::new_checked(&mut buf[..]) {
+        black_box((e.dst(), e.src(), e.ethertype()));
+        let payload = e.payload_mut();
+        if let Ok(v) = VlanTag::new_checked(&*payload) {
+            black_box((
+                v.tci(),
+                v.vid(),
+                v.pcp(),
+                v.dei(),
+                v.ethertype(),
+                v.payload(),
+            ));
+        }
+        arp(payload);
+        ip(payload);
+        if let Some(inner) = payload.get_mut(4..) {
+            ip(inner);
+        }
+    }
+    let mut raw = data.to_vec();
+    ip(&mut raw);
+    arp(data);
+    for proto in [6u8, 17, 1] {
+        let mut raw = data.to_vec();
+        l4(proto, A, A, &mut raw);
+    }
+});
