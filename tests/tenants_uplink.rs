@@ -67,7 +67,15 @@ struct Tenants {
 fn tenants(n: u8, d: Daemon) -> Tenants {
     require(&["python3", "socat"]);
     let subnet = format!("10.{}.0.0/24", 140 + n);
-    d.ctl_ok(&["network", "create", "front", "--subnet", &subnet]);
+    // The host listeners are on 127.0.0.1: the network opts in to the host's loopback.
+    d.ctl_ok(&[
+        "network",
+        "create",
+        "front",
+        "--subnet",
+        &subnet,
+        "--host-loopback",
+    ]);
     let evil = Netns::new("evil");
     let good = Netns::new("good");
     d.ctl_ok(&["attach", "front", "--name", "evil", "--netns", &evil.path()]);

@@ -136,12 +136,6 @@ fn uplink_limits(a: &DaemonArgs) -> Result<UplinkLimits, CliError> {
     )?;
     let nofile = quota::raise_nofile().unwrap_or(1024);
     let fds = quota::fd_budget(nofile);
-    let wanted = a.uplink_max_tcp + a.uplink_max_udp + a.uplink_max_ping;
-    if wanted > fds {
-        eprintln!(
-            "vswitch: {nofile} descriptors (RLIMIT_NOFILE): the socket uplink holds at most {fds} host sockets at once; raise the limit for more"
-        );
-    }
     Ok(UplinkLimits {
         tcp_per_container: a.uplink_max_tcp_per_container,
         tcp_total: a.uplink_max_tcp,
