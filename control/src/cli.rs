@@ -92,6 +92,13 @@ pub struct DaemonArgs {
     /// Connections the packet uplink's NAT table holds; new ones are refused past it.
     #[arg(long, value_name = "N", default_value_t = dataplane::runtime::DEFAULT_MAX_FLOWS)]
     pub max_flows: usize,
+    /// Connections one container may hold in the NAT table [default: a quarter of
+    /// --max-flows, at least 4096]
+    #[arg(long, value_name = "N")]
+    pub max_flows_per_container: Option<usize>,
+    /// ICMP errors the gateway sends one container per second.
+    #[arg(long, value_name = "N", default_value_t = dataplane::gateway::icmp::DEFAULT_ERRORS_PER_SEC)]
+    pub icmp_errors_per_sec: u32,
 }
 
 #[derive(clap::Args, Debug)]

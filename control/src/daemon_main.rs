@@ -60,6 +60,15 @@ pub fn run(a: DaemonArgs) -> Result<(), CliError> {
     range("--mac-limit", u64::from(a.mac_limit), 1, 1 << 22)?;
     range("--fdb-limit", u64::from(a.fdb_limit), 16, 1 << 22)?;
     range("--max-flows", a.max_flows as u64, 16, 1 << 22)?;
+    if let Some(n) = a.max_flows_per_container {
+        range("--max-flows-per-container", n as u64, 1, a.max_flows as u64)?;
+    }
+    range(
+        "--icmp-errors-per-sec",
+        u64::from(a.icmp_errors_per_sec),
+        1,
+        100_000,
+    )?;
     let cfg = DaemonConfig {
         workers: a.workers,
         upstream_dns,
@@ -71,6 +80,8 @@ pub fn run(a: DaemonArgs) -> Result<(), CliError> {
         mac_limit: a.mac_limit,
         fdb_limit: a.fdb_limit,
         max_flows: a.max_flows,
+        flows_per_container: a.max_flows_per_container.unwrap_or(0),
+        icmp_errors_per_sec: a.icmp_errors_per_sec,
         ..DaemonConfig::new(
             a.socket.unwrap_or_else(crate::paths::default_socket),
             a.state_dir.unwrap_or_else(crate::paths::default_state_dir),

@@ -241,6 +241,7 @@ fn ttl_step(ip: &mut [u8]) -> bool {
 fn nat_drop(d: NatDrop) -> DropReason {
     match d {
         NatDrop::TableFull => DropReason::NatFull,
+        NatDrop::Quota => DropReason::NatQuota,
         NatDrop::Malformed => DropReason::Malformed,
         _ => DropReason::NoRoute,
     }

@@ -79,6 +79,8 @@ pub struct RuntimeConfig {
     pub busy_poll: bool,
     /// Connection-tracking entries at most (packet uplink).
     pub max_flows: usize,
+    /// Of those, what one container may hold (0: a quarter, at least 4,096).
+    pub flows_per_container: usize,
 }
 
 impl Default for RuntimeConfig {
@@ -88,6 +90,7 @@ impl Default for RuntimeConfig {
             frame_cap: crate::port::STD_FRAME_CAP,
             busy_poll: false,
             max_flows: DEFAULT_MAX_FLOWS,
+            flows_per_container: 0,
         }
     }
 }
@@ -195,7 +198,10 @@ impl<S: Service> Runtime<S> {
         let mut ends = Vec::new();
         let mut workers = Vec::new();
         let capture: crate::capture::CaptureSlot = Arc::new(arc_swap::ArcSwapOption::empty());
-        let nat = Arc::new(crate::nat::Nat::new(cfg.max_flows));
+        let nat = Arc::new(crate::nat::Nat::with_quota(
+            cfg.max_flows,
+            cfg.flows_per_container,
+        ));
         let neigh = Arc::new(crate::uplink::packet::Neighbours::default());
         for i in 0..cfg.workers.max(1) {
             let poll = Poll::new().map_err(RuntimeError::Poll)?;

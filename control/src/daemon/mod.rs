@@ -54,6 +54,10 @@ pub struct DaemonConfig {
     pub fdb_limit: u32,
     /// Connections in the packet uplink's NAT table.
     pub max_flows: usize,
+    /// Connections one container may hold there (0: the default share).
+    pub flows_per_container: usize,
+    /// ICMP errors the gateway sends one container per second.
+    pub icmp_errors_per_sec: u32,
 }
 
 impl DaemonConfig {
@@ -72,6 +76,8 @@ impl DaemonConfig {
             mac_limit: dataplane::bridge::fdb::DEFAULT_PORT_LIMIT,
             fdb_limit: dataplane::bridge::fdb::DEFAULT_TOTAL_LIMIT,
             max_flows: dataplane::runtime::DEFAULT_MAX_FLOWS,
+            flows_per_container: 0,
+            icmp_errors_per_sec: dataplane::gateway::icmp::DEFAULT_ERRORS_PER_SEC,
         }
     }
 }
@@ -164,12 +170,17 @@ impl Daemon {
             },
             busy_poll: cfg.busy_poll,
             max_flows: cfg.max_flows,
+            flows_per_container: cfg.flows_per_container,
         };
         let rt = Runtime::start(
             rcfg,
             Snapshot::default(),
             Arc::new(Fdb::new(cfg.fdb_limit)),
-            Gateway::default(),
+            {
+                let mut g = Gateway::default();
+                g.set_icmp_error_rate(cfg.icmp_errors_per_sec);
+                g
+            },
         )?;
         let mut d = Daemon {
             cfg,
@@ -1426,6 +1437,8 @@ impl Daemon {
             "created": t.counters.created.load(std::sync::atomic::Ordering::Relaxed),
             "refused_full": t.counters.refused_full.load(std::sync::atomic::Ordering::Relaxed),
             "refused_ports": t.counters.refused_ports.load(std::sync::atomic::Ordering::Relaxed),
+            "refused_quota": t.counters.refused_quota.load(std::sync::atomic::Ordering::Relaxed),
+            "per_container": t.quota(),
             "expired": t.counters.expired.load(std::sync::atomic::Ordering::Relaxed),
         });
         json!({
