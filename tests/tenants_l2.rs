@@ -587,3 +587,41 @@ fn icmp_errors_of_one_container_do_not_use_up_its_neighbours_budget() {
     // was asked, so the noisy container was limited.
     assert!(errors < 150, "the noisy container was not limited: {st}");
 }
+
+#[test]
+fn a_port_flooding_the_gateway_is_held_to_its_share() {
+    require_root();
+    require(&["busybox", "ping", "ip"]);
+    let d = Daemon::start(&["--gateway-frames-per-sec", "200"]);
+    d.ctl_ok(&[
+        "network",
+        "create",
+        "iso",
+        "--subnet",
+        "10.168.0.0/24",
+        "--internal",
+    ]);
+    let noisy = Netns::new("noisy");
+    let good = Netns::new("good");
+    d.ctl_ok(&["attach", "iso", "--name", "noisy", "--netns", &noisy.path()]);
+    let v = d.ctl_json(&["attach", "iso", "--name", "good", "--netns", &good.path()]);
+    let good_ip = v["ip"].as_str().expect("ip").to_string();
+    let gw = "10.168.0.1";
+    let (flood, _fdir) = spawn_py(&noisy, &ERROR_FLOOD.replace("SECS", "6").replace("GW", gw));
+    std::thread::sleep(Duration::from_millis(1000));
+    // The neighbour's DHCP and pings to the gateway are all answered meanwhile.
+    good.must("ip addr flush dev eth0");
+    let bound = udhcpc(&good);
+    assert!(bound.contains(&format!("ip={good_ip} ")), "{bound}");
+    good.must(&format!("ip addr add {good_ip}/24 dev eth0"));
+    good.must(&format!("ping -c 5 -i 0.2 -W 2 {gw}"));
+    let sent = flood.wait(Duration::from_secs(20)).stdout_text();
+    let cut = drops(&d, "noisy", "service_quota");
+    let n: u64 = sent.trim().parse().unwrap_or(0);
+    assert!(
+        cut > 0 && n > 6 * 200 + 256,
+        "the flood ({n} datagrams) was not held to 200 a second: {}",
+        d.ctl_ok(&["stats"])
+    );
+    assert_eq!(drops(&d, "good", "service_quota"), 0);
+}

@@ -69,6 +69,12 @@ pub fn run(a: DaemonArgs) -> Result<(), CliError> {
         1,
         100_000,
     )?;
+    range(
+        "--gateway-frames-per-sec",
+        u64::from(a.gateway_frames_per_sec),
+        16,
+        10_000_000,
+    )?;
     let cfg = DaemonConfig {
         workers: a.workers,
         upstream_dns,
@@ -82,6 +88,7 @@ pub fn run(a: DaemonArgs) -> Result<(), CliError> {
         max_flows: a.max_flows,
         flows_per_container: a.max_flows_per_container.unwrap_or(0),
         icmp_errors_per_sec: a.icmp_errors_per_sec,
+        gateway_share: a.gateway_frames_per_sec,
         ..DaemonConfig::new(
             a.socket.unwrap_or_else(crate::paths::default_socket),
             a.state_dir.unwrap_or_else(crate::paths::default_state_dir),

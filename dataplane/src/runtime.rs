@@ -81,6 +81,8 @@ pub struct RuntimeConfig {
     pub max_flows: usize,
     /// Of those, what one container may hold (0: a quarter, at least 4,096).
     pub flows_per_container: usize,
+    /// Frames a second one port may hand the gateway.
+    pub gateway_share: u32,
 }
 
 impl Default for RuntimeConfig {
@@ -91,6 +93,7 @@ impl Default for RuntimeConfig {
             busy_poll: false,
             max_flows: DEFAULT_MAX_FLOWS,
             flows_per_container: 0,
+            gateway_share: crate::pipeline::DEFAULT_GATEWAY_SHARE,
         }
     }
 }
@@ -218,6 +221,7 @@ impl<S: Service> Runtime<S> {
             w.capture = Some(capture.clone());
             w.nat = Some(nat.clone());
             w.neigh = Some(neigh.clone());
+            w.gateway_share = cfg.gateway_share;
             w.add_port(SERVICE_PORT, Box::new(sport), true);
             let (tx, rx) = mpsc::channel();
             let busy = cfg.busy_poll;

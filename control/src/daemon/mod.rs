@@ -58,6 +58,8 @@ pub struct DaemonConfig {
     pub flows_per_container: usize,
     /// ICMP errors the gateway sends one container per second.
     pub icmp_errors_per_sec: u32,
+    /// Frames a second one port may hand the gateway (per worker).
+    pub gateway_share: u32,
 }
 
 impl DaemonConfig {
@@ -78,6 +80,7 @@ impl DaemonConfig {
             max_flows: dataplane::runtime::DEFAULT_MAX_FLOWS,
             flows_per_container: 0,
             icmp_errors_per_sec: dataplane::gateway::icmp::DEFAULT_ERRORS_PER_SEC,
+            gateway_share: dataplane::pipeline::DEFAULT_GATEWAY_SHARE,
         }
     }
 }
@@ -171,6 +174,7 @@ impl Daemon {
             busy_poll: cfg.busy_poll,
             max_flows: cfg.max_flows,
             flows_per_container: cfg.flows_per_container,
+            gateway_share: cfg.gateway_share,
         };
         let rt = Runtime::start(
             rcfg,
