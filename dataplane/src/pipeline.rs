@@ -254,8 +254,10 @@ fn gateway_share(ctx: &Context<'_>, in_port: u16, local: &mut Local) {
         return;
     }
     let slot = usize::from(in_port);
+    // Grows only when the port table did (as the send lists do).
     if local.gw_use.len() <= slot {
-        local.gw_use.resize(slot + 1, GatewayUse::default());
+        let slots = ctx.snap.ports.len().max(slot + 1);
+        local.gw_use.resize(slots, GatewayUse::default());
     }
     let Some(u) = local.gw_use.get_mut(slot) else {
         return;
