@@ -406,3 +406,222 @@ fn tap_without_mac_keeps_its_own_mac_and_gets_a_lease() {
     );
     assert_eq!(drops(&d, "c", "mac_spoof"), 0);
 }
+
+/// UDP from `ns` port `sport` to `host:7166` through the packet uplink; returns what
+/// the outside server answered (the source address it saw), retried a few times (the
+/// first packet waits for the next hop to be resolved).
+fn udp_through(ns: &Netns, host: &str, sport: u16, tries: usize) -> String {
+    let mut got = String::new();
+    for _ in 0..tries {
+        got = ns
+            .sh(&format!(
+                "echo hi | socat -T 1 - UDP:{host}:7166,sourceport={sport},reuseaddr"
+            ))
+            .stdout_text();
+        if !got.trim().is_empty() {
+            break;
+        }
+    }
+    got.trim().to_string()
+}
+
+#[test]
+fn nat_quota_per_container_keeps_room_for_the_neighbours() {
+    require_root();
+    require(&["socat", "ip"]);
+    let d = Daemon::start(&["--max-flows", "64", "--max-flows-per-container", "8"]);
+    d.ctl_ok(&["network", "create", "n", "--subnet", "10.166.0.0/24"]);
+    let out = Netns::new("seg");
+    let (ext, host) = ("198.19.66.2", "198.19.66.1");
+    d.ctl_ok(&[
+        "uplink",
+        "set",
+        "--netns",
+        &out.path(),
+        "--address",
+        &format!("{ext}/24"),
+    ]);
+    out.must(&format!("ip addr add {host}/24 dev vswitch0"));
+    let _server = out.spawn("socat UDP-RECVFROM:7166,reuseaddr,fork SYSTEM:'echo $SOCAT_PEERADDR'");
+    std::thread::sleep(Duration::from_millis(300));
+    let greedy = Netns::new("greedy");
+    let good = Netns::new("good");
+    d.ctl_ok(&["attach", "n", "--name", "greedy", "--netns", &greedy.path()]);
+    d.ctl_ok(&["attach", "n", "--name", "good", "--netns", &good.path()]);
+    let st = d.ctl_json(&["stats"]);
+    assert_eq!(st["packet_nat"]["per_container"], 8, "{st}");
+
+    // The greedy container takes its share...
+    for sport in 41000..41008 {
+        assert_eq!(
+            udp_through(&greedy, host, sport, 4),
+            ext,
+            "flow from {sport}"
+        );
+    }
+    // ...and no more: new flows are refused and counted on its port.
+    for sport in 41008..41012 {
+        assert_eq!(udp_through(&greedy, host, sport, 1), "", "past its quota");
+    }
+    assert!(
+        drops(&d, "greedy", "nat_quota") >= 4,
+        "{}",
+        d.ctl_ok(&["stats"])
+    );
+    // The neighbour still opens flows of its own, and the greedy one's live flows work.
+    for sport in 42000..42004 {
+        assert_eq!(
+            udp_through(&good, host, sport, 4),
+            ext,
+            "neighbour flow {sport}"
+        );
+    }
+    assert_eq!(udp_through(&greedy, host, 41000, 4), ext);
+    assert_eq!(drops(&d, "good", "nat_quota"), 0);
+    let st = d.ctl_json(&["stats"]);
+    assert_eq!(st["packet_nat"]["flows"], 12, "{st}");
+    assert!(
+        st["packet_nat"]["refused_quota"].as_u64().unwrap_or(0) >= 4,
+        "{st}"
+    );
+    assert_eq!(st["packet_nat"]["refused_full"], 0, "{st}");
+}
+
+#[test]
+fn daemon_refuses_a_per_container_flow_quota_above_the_table() {
+    let dir = TempDir::new("q");
+    let o = vswitch(&[
+        "daemon",
+        "--socket",
+        dir.path().join("s").to_str().unwrap_or_default(),
+        "--state-dir",
+        dir.path().join("st").to_str().unwrap_or_default(),
+        "--max-flows",
+        "64",
+        "--max-flows-per-container",
+        "65",
+    ]);
+    assert!(!o.status.success());
+    let e = o.stderr_text();
+    assert_eq!(e.trim().lines().count(), 1, "{e}");
+    assert!(
+        e.contains("--max-flows-per-container 65 is out of range"),
+        "{e}"
+    );
+}
+
+/// Floods UDP to a closed port of the gateway for SECS seconds.
+const ERROR_FLOOD: &str = r#"
+import socket, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+end = time.time() + SECS
+n = 0
+while time.time() < end:
+    for p in range(1000, 1100):
+        try:
+            s.sendto(b"x", ("GW", p))
+        except OSError:
+            pass
+        n += 1
+print(n, flush=True)
+"#;
+
+/// Asks a closed UDP port of the gateway 10 times; prints how often the answer (port
+/// unreachable, seen as ECONNREFUSED) came.
+const ERROR_PROBE: &str = r#"
+import socket, time
+ok = 0
+for i in range(10):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.connect(("GW", 9))
+    s.settimeout(1.0)
+    s.send(b"x")
+    try:
+        s.recv(16)
+    except ConnectionRefusedError:
+        ok += 1
+    except socket.timeout:
+        pass
+    s.close()
+    time.sleep(0.1)
+print(ok, flush=True)
+"#;
+
+#[test]
+fn icmp_errors_of_one_container_do_not_use_up_its_neighbours_budget() {
+    require_root();
+    require(&["ip"]);
+    let d = Daemon::start(&["--icmp-errors-per-sec", "20"]);
+    d.ctl_ok(&[
+        "network",
+        "create",
+        "iso",
+        "--subnet",
+        "10.167.0.0/24",
+        "--internal",
+    ]);
+    let noisy = Netns::new("noisy");
+    let good = Netns::new("good");
+    d.ctl_ok(&["attach", "iso", "--name", "noisy", "--netns", &noisy.path()]);
+    d.ctl_ok(&["attach", "iso", "--name", "good", "--netns", &good.path()]);
+    let gw = "10.167.0.1";
+    let (flood, _fdir) = spawn_py(&noisy, &ERROR_FLOOD.replace("SECS", "5").replace("GW", gw));
+    std::thread::sleep(Duration::from_millis(1000));
+    let (probe, _pdir) = spawn_py(&good, &ERROR_PROBE.replace("GW", gw));
+    let out = probe.wait(Duration::from_secs(20));
+    let answered: u32 = out.stdout_text().trim().parse().unwrap_or(0);
+    let sent = flood.wait(Duration::from_secs(20)).stdout_text();
+    // Every probe of the neighbour is answered although the noisy one asked far more
+    // than the 20 a second each container gets.
+    assert_eq!(
+        answered,
+        10,
+        "the neighbour's errors were eaten by the flood ({} datagrams): {}{}",
+        sent.trim(),
+        out.stdout_text(),
+        out.stderr_text()
+    );
+    let st = d.ctl_json(&["stats"]);
+    let errors = st["gateway"]["icmp_errors"].as_u64().unwrap_or(0);
+    // 5 s of flood at 20 a second (plus a burst of 10) and the probes: far below what
+    // was asked, so the noisy container was limited.
+    assert!(errors < 150, "the noisy container was not limited: {st}");
+}
+
+#[test]
+fn a_port_flooding_the_gateway_is_held_to_its_share() {
+    require_root();
+    require(&["busybox", "ping", "ip"]);
+    let d = Daemon::start(&["--gateway-frames-per-sec", "200"]);
+    d.ctl_ok(&[
+        "network",
+        "create",
+        "iso",
+        "--subnet",
+        "10.168.0.0/24",
+        "--internal",
+    ]);
+    let noisy = Netns::new("noisy");
+    let good = Netns::new("good");
+    d.ctl_ok(&["attach", "iso", "--name", "noisy", "--netns", &noisy.path()]);
+    let v = d.ctl_json(&["attach", "iso", "--name", "good", "--netns", &good.path()]);
+    let good_ip = v["ip"].as_str().expect("ip").to_string();
+    let gw = "10.168.0.1";
+    let (flood, _fdir) = spawn_py(&noisy, &ERROR_FLOOD.replace("SECS", "6").replace("GW", gw));
+    std::thread::sleep(Duration::from_millis(1000));
+    // The neighbour's DHCP and pings to the gateway are all answered meanwhile.
+    good.must("ip addr flush dev eth0");
+    let bound = udhcpc(&good);
+    assert!(bound.contains(&format!("ip={good_ip} ")), "{bound}");
+    good.must(&format!("ip addr add {good_ip}/24 dev eth0"));
+    good.must(&format!("ping -c 5 -i 0.2 -W 2 {gw}"));
+    let sent = flood.wait(Duration::from_secs(20)).stdout_text();
+    let cut = drops(&d, "noisy", "service_quota");
+    let n: u64 = sent.trim().parse().unwrap_or(0);
+    assert!(
+        cut > 0 && n > 6 * 200 + 256,
+        "the flood ({n} datagrams) was not held to 200 a second: {}",
+        d.ctl_ok(&["stats"])
+    );
+    assert_eq!(drops(&d, "good", "service_quota"), 0);
+}

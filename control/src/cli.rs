@@ -127,6 +127,17 @@ pub struct DaemonArgs {
     /// Seconds an established socket-uplink TCP connection may move no data.
     #[arg(long, value_name = "SECS", default_value_t = quota::DEFAULT_TCP_IDLE.as_secs())]
     pub uplink_tcp_idle_timeout: u64,
+    /// Connections one container may hold in the NAT table [default: a quarter of
+    /// --max-flows, at least 4096]
+    #[arg(long, value_name = "N")]
+    pub max_flows_per_container: Option<usize>,
+    /// ICMP errors the gateway sends one container per second.
+    #[arg(long, value_name = "N", default_value_t = dataplane::gateway::icmp::DEFAULT_ERRORS_PER_SEC)]
+    pub icmp_errors_per_sec: u32,
+    /// Frames a second one port may hand the gateway (ARP, DHCP, DNS, ICMP, the socket
+    /// uplink's traffic), per worker.
+    #[arg(long, value_name = "N", default_value_t = dataplane::pipeline::DEFAULT_GATEWAY_SHARE)]
+    pub gateway_frames_per_sec: u32,
 }
 
 #[derive(clap::Args, Debug)]

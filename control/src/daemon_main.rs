@@ -64,6 +64,21 @@ pub fn run(a: DaemonArgs) -> Result<(), CliError> {
     range("--fdb-limit", u64::from(a.fdb_limit), 16, 1 << 22)?;
     range("--max-flows", a.max_flows as u64, 16, 1 << 22)?;
     let uplink = uplink_limits(&a)?;
+    if let Some(n) = a.max_flows_per_container {
+        range("--max-flows-per-container", n as u64, 1, a.max_flows as u64)?;
+    }
+    range(
+        "--icmp-errors-per-sec",
+        u64::from(a.icmp_errors_per_sec),
+        1,
+        100_000,
+    )?;
+    range(
+        "--gateway-frames-per-sec",
+        u64::from(a.gateway_frames_per_sec),
+        16,
+        10_000_000,
+    )?;
     let cfg = DaemonConfig {
         workers: a.workers,
         upstream_dns,
@@ -77,6 +92,9 @@ pub fn run(a: DaemonArgs) -> Result<(), CliError> {
         max_flows: a.max_flows,
         bridge_host_loopback: a.host_loopback,
         uplink,
+        flows_per_container: a.max_flows_per_container.unwrap_or(0),
+        icmp_errors_per_sec: a.icmp_errors_per_sec,
+        gateway_share: a.gateway_frames_per_sec,
         ..DaemonConfig::new(
             a.socket.unwrap_or_else(crate::paths::default_socket),
             a.state_dir.unwrap_or_else(crate::paths::default_state_dir),

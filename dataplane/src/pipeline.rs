@@ -94,6 +94,14 @@ impl Egress {
             .unwrap_or(&[])
     }
 
+    /// Keeps only the first `n` frames queued for `port`.
+    #[inline]
+    fn truncate(&mut self, port: u16, n: usize) {
+        if let Some(q) = self.queues.get_mut(usize::from(port)) {
+            q.len = q.len.min(u8::try_from(n).unwrap_or(u8::MAX));
+        }
+    }
+
     /// Empties every queue for the next batch.
     #[inline]
     pub fn clear(&mut self) {
@@ -106,11 +114,30 @@ impl Egress {
     }
 }
 
-/// A worker's private pipeline state: its send lists.
+/// A worker's private pipeline state: its send lists, and what each port sent the
+/// gateway this second.
 #[derive(Default)]
 pub struct Local {
     pub egress: Egress,
+    gw_use: Vec<GatewayUse>,
 }
+
+/// Frames one port handed the gateway (through this worker's ring) in second `sec`.
+#[derive(Clone, Copy, Default)]
+struct GatewayUse {
+    sec: u32,
+    frames: u32,
+}
+
+/// Frames a second one port may always hand the gateway, by default.
+pub const DEFAULT_GATEWAY_SHARE: u32 = 100_000;
+
+/// Frames a second a port may hand the gateway into any free slot of the ring.
+pub const GATEWAY_LIGHT: u32 = 256;
+
+/// The part of the gateway ring kept for quiet ports: a port past it gets
+/// in only while more than this is free.
+pub const GATEWAY_RESERVE: usize = crate::port::service::SERVICE_RING / 4;
 
 /// What the pipeline reads and writes besides the frames.
 pub struct Context<'a> {
@@ -123,6 +150,10 @@ pub struct Context<'a> {
     pub nat: Option<&'a Nat>,
     /// Who is who on the packet uplink's segment.
     pub neigh: Option<&'a Neighbours>,
+    /// Free slots in this worker's gateway ring when the batch started.
+    pub service_room: usize,
+    /// Frames a second a port may hand the gateway ([`DEFAULT_GATEWAY_SHARE`]).
+    pub gateway_share: u32,
 }
 
 const ETH_LEN: usize = 14;
@@ -199,12 +230,53 @@ pub fn process(ctx: &Context<'_>, in_port: u16, batch: &mut Batch, local: &mut L
                 ctx.counters.count_drop(in_port, r, 1);
             }
         }
+    } else {
+        for (i, f) in batch.frames_mut().iter_mut().enumerate() {
+            if let Err(r) = forward_one(ctx, &fdb, pconf, trusted, in_port, i, f, out) {
+                ctx.counters.count_drop(in_port, r, 1);
+            }
+        }
+    }
+    if !trusted {
+        gateway_share(ctx, in_port, local);
+    }
+}
+
+/// Holds a port to its share of the gateway ring: at most `gateway_share` frames a
+/// second; its first [`GATEWAY_LIGHT`] frames of a second may use the whole ring, the
+/// rest only while more than [`GATEWAY_RESERVE`] slots are free, so the ARP and DHCP of
+/// quiet ports always find room however busy a neighbour keeps the gateway. What is
+/// cut is counted as `service_quota`. One check per batch (a batch comes from one port).
+#[inline]
+fn gateway_share(ctx: &Context<'_>, in_port: u16, local: &mut Local) {
+    let queued = local.egress.queue(SERVICE_PORT).len();
+    if queued == 0 {
         return;
     }
-    for (i, f) in batch.frames_mut().iter_mut().enumerate() {
-        if let Err(r) = forward_one(ctx, &fdb, pconf, trusted, in_port, i, f, out) {
-            ctx.counters.count_drop(in_port, r, 1);
-        }
+    let slot = usize::from(in_port);
+    // Grows only when the port table did (as the send lists do).
+    if local.gw_use.len() <= slot {
+        let slots = ctx.snap.ports.len().max(slot + 1);
+        local.gw_use.resize(slots, GatewayUse::default());
+    }
+    let Some(u) = local.gw_use.get_mut(slot) else {
+        return;
+    };
+    if u.sec != ctx.now {
+        *u = GatewayUse {
+            sec: ctx.now,
+            frames: 0,
+        };
+    }
+    let cap = ctx.gateway_share.saturating_sub(u.frames) as usize;
+    let light = GATEWAY_LIGHT.saturating_sub(u.frames) as usize;
+    let spare = ctx.service_room.saturating_sub(GATEWAY_RESERVE);
+    let allowed = queued.min(cap).min(light.max(spare));
+    u.frames = u.frames.saturating_add(allowed as u32);
+    if allowed < queued {
+        local.egress.truncate(SERVICE_PORT, allowed);
+        ctx.counters
+            .count_drop(in_port, DropReason::ServiceQuota, (queued - allowed) as u64);
     }
 }
 
@@ -241,6 +313,7 @@ fn ttl_step(ip: &mut [u8]) -> bool {
 fn nat_drop(d: NatDrop) -> DropReason {
     match d {
         NatDrop::TableFull => DropReason::NatFull,
+        NatDrop::Quota => DropReason::NatQuota,
         NatDrop::Malformed => DropReason::Malformed,
         _ => DropReason::NoRoute,
     }
@@ -734,6 +807,8 @@ mod tests {
         ports: Vec<MemoryPort>,
         now: u32,
         local: Local,
+        room: usize,
+        share: u32,
     }
 
     impl Rig {
@@ -783,6 +858,8 @@ mod tests {
                 ports: (0..9).map(|i| MemoryPort::new(format!("m{i}"))).collect(),
                 now: 0,
                 local: Local::default(),
+                room: crate::port::service::SERVICE_RING,
+                share: DEFAULT_GATEWAY_SHARE,
             }
         }
 
@@ -819,6 +896,8 @@ mod tests {
                 now: self.now,
                 nat: nat.map(|n| n.0),
                 neigh: nat.map(|n| n.1),
+                service_room: self.room,
+                gateway_share: self.share,
             };
             process(&ctx, port, &mut batch, &mut self.local);
             let out = &mut self.local.egress;
@@ -1157,6 +1236,35 @@ mod tests {
         // A trunk still takes a tagged frame (its tag is the one popped).
         let sent = r.run(6, &[tagged(b, mac(60), 10, &[])]);
         assert_eq!(who_got(&sent), vec![0, 2, 3, 4]);
+    }
+
+    #[test]
+    fn gateway_share_keeps_room_for_quiet_ports() {
+        let mut r = Rig::new();
+        let gw_frames = |n: usize, src: MacAddr| -> Vec<Vec<u8>> {
+            (0..n).map(|_| frame(GW1, src, 0x0800, &[])).collect()
+        };
+        // A busy ring (only the reserve left): a port past its light share is cut...
+        r.room = GATEWAY_RESERVE;
+        for _ in 0..4 {
+            r.run(2, &gw_frames(64, mac(2)));
+        }
+        let cut = r.counters.read(2).drop_count(DropReason::ServiceQuota);
+        assert_eq!(cut, 4 * 64 - u64::from(GATEWAY_LIGHT));
+        // ...while a quiet port still gets its frames to the gateway.
+        let sent = r.run(3, &gw_frames(2, mac(3)));
+        assert_eq!(sent[0].len(), 2);
+        assert_eq!(r.counters.read(3).drop_count(DropReason::ServiceQuota), 0);
+        // With room, the busy port gets in again; a new second starts afresh.
+        r.room = crate::port::service::SERVICE_RING;
+        assert_eq!(r.run(2, &gw_frames(8, mac(2)))[0].len(), 8);
+        // The hard share per second holds whatever the room.
+        r.share = 10;
+        r.now = 1;
+        assert_eq!(r.run(2, &gw_frames(8, mac(2)))[0].len(), 8);
+        assert_eq!(r.run(2, &gw_frames(8, mac(2)))[0].len(), 2);
+        r.now = 2;
+        assert_eq!(r.run(2, &gw_frames(8, mac(2)))[0].len(), 8);
     }
 
     #[test]

@@ -79,6 +79,10 @@ pub struct RuntimeConfig {
     pub busy_poll: bool,
     /// Connection-tracking entries at most (packet uplink).
     pub max_flows: usize,
+    /// Of those, what one container may hold (0: a quarter, at least 4,096).
+    pub flows_per_container: usize,
+    /// Frames a second one port may hand the gateway.
+    pub gateway_share: u32,
 }
 
 impl Default for RuntimeConfig {
@@ -88,6 +92,8 @@ impl Default for RuntimeConfig {
             frame_cap: crate::port::STD_FRAME_CAP,
             busy_poll: false,
             max_flows: DEFAULT_MAX_FLOWS,
+            flows_per_container: 0,
+            gateway_share: crate::pipeline::DEFAULT_GATEWAY_SHARE,
         }
     }
 }
@@ -199,7 +205,10 @@ impl<S: Service> Runtime<S> {
         let mut ends = Vec::new();
         let mut workers = Vec::new();
         let capture: crate::capture::CaptureSlot = Arc::new(arc_swap::ArcSwapOption::empty());
-        let nat = Arc::new(crate::nat::Nat::new(cfg.max_flows));
+        let nat = Arc::new(crate::nat::Nat::with_quota(
+            cfg.max_flows,
+            cfg.flows_per_container,
+        ));
         let neigh = Arc::new(crate::uplink::packet::Neighbours::default());
         for i in 0..cfg.workers.max(1) {
             let poll = Poll::new().map_err(RuntimeError::Poll)?;
@@ -216,6 +225,7 @@ impl<S: Service> Runtime<S> {
             w.capture = Some(capture.clone());
             w.nat = Some(nat.clone());
             w.neigh = Some(neigh.clone());
+            w.gateway_share = cfg.gateway_share;
             w.add_port(SERVICE_PORT, Box::new(sport), true);
             let (tx, rx) = mpsc::channel();
             let busy = cfg.busy_poll;

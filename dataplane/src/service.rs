@@ -174,8 +174,8 @@ pub struct Gateway {
     views: Vec<Option<NetView>>,
     /// The sans-I/O responders' view of each network, by domain.
     gnets: Vec<Option<GatewayNet>>,
-    /// ICMP error rate limits, by domain.
-    limits: Vec<icmp::RateLimit>,
+    /// ICMP error budgets, by port slot.
+    limits: icmp::ErrorBudget,
     reply: Vec<u8>,
     /// (domain, address) -> MAC, from IPAM: never overwritten by what a port sends.
     leased: HashMap<(u16, Ipv4Addr), MacAddr>,
@@ -250,7 +250,7 @@ impl Default for Gateway {
             cfg: ServiceConfig::default(),
             views: Vec::new(),
             gnets: Vec::new(),
-            limits: Vec::new(),
+            limits: icmp::ErrorBudget::default(),
             reply: Vec::new(),
             leased: HashMap::new(),
             lease_ports: HashMap::new(),
@@ -296,6 +296,11 @@ impl Gateway {
         }
     }
 
+    /// Sets the ICMP errors the gateway sends each container per second.
+    pub fn set_icmp_error_rate(&mut self, per_sec: u32) {
+        self.limits = icmp::ErrorBudget::new(per_sec);
+    }
+
     pub fn configure(&mut self, cfg: ServiceConfig) {
         self.views = cfg
             .nets
@@ -327,8 +332,6 @@ impl Gateway {
                 })
             })
             .collect();
-        self.limits
-            .resize_with(cfg.nets.len(), icmp::RateLimit::default);
         self.leased.clear();
         self.lease_ports.clear();
         for ((domain, slot), (mac, ip)) in &cfg.leases {
@@ -719,7 +722,7 @@ impl Gateway {
     fn packet_routed(
         &mut self,
         ctx: &mut ServiceCtx<'_>,
-        domain: u16,
+        (domain, port): (u16, u16),
         data: &[u8],
         gnet: &GatewayNet,
         punt: Punt,
@@ -728,12 +731,12 @@ impl Gateway {
         match punt {
             Punt::TimeExceeded => {
                 let kind = (IcmpType::TIME_EXCEEDED, 0);
-                self.icmp_error(ctx, domain, data, gnet, kind, 0);
+                self.icmp_error(ctx, (domain, port), data, gnet, kind, 0);
                 return;
             }
             Punt::TooBig => {
                 let kind = (IcmpType::DEST_UNREACHABLE, UnreachCode::FRAG_NEEDED);
-                self.icmp_error(ctx, domain, data, gnet, kind, up.mtu);
+                self.icmp_error(ctx, (domain, port), data, gnet, kind, up.mtu);
                 return;
             }
             Punt::Unresolved => {}
@@ -955,14 +958,14 @@ impl Gateway {
         if let (true, Some(port)) = (to_gw, udp_dport) {
             if !self.uplink.gateway_open(&self.views, domain, port) {
                 let kind = (IcmpType::DEST_UNREACHABLE, UnreachCode::PORT);
-                self.icmp_error(ctx, domain, data, &gnet, kind, 0);
+                self.icmp_error(ctx, (domain, port), data, &gnet, kind, 0);
                 return;
             }
         }
         // Routed traffic with a packet uplink: the workers translate it; what reaches
         // the gateway needs a neighbour resolved or a TTL answered.
         if !to_gw && self.cfg.uplink == UplinkMode::Packet {
-            self.packet_routed(ctx, domain, data, &gnet, punt);
+            self.packet_routed(ctx, (domain, port), data, &gnet, punt);
             return;
         }
         // Routed traffic, and TCP/UDP to the gateway as the host: the uplink.
@@ -975,16 +978,13 @@ impl Gateway {
     fn icmp_error(
         &mut self,
         ctx: &mut ServiceCtx<'_>,
-        domain: u16,
+        (domain, port): (u16, u16),
         data: &[u8],
         gnet: &GatewayNet,
         (ty, code): (u8, u8),
         next_hop_mtu: u16,
     ) {
-        let allowed = self
-            .limits
-            .get_mut(usize::from(domain))
-            .is_some_and(|l| l.allow(Instant::now()));
+        let allowed = self.limits.allow(port, Instant::now());
         if !allowed {
             return;
         }

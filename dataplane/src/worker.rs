@@ -40,6 +40,8 @@ pub struct Worker {
     pub nat: Option<Arc<crate::nat::Nat>>,
     /// The packet uplink's neighbours.
     pub neigh: Option<Arc<crate::uplink::packet::Neighbours>>,
+    /// Frames a second one port may hand the gateway.
+    pub gateway_share: u32,
     ports: Vec<Option<Box<dyn Port>>>,
     rx: Vec<u16>,
     batch: Batch,
@@ -68,6 +70,7 @@ impl Worker {
             capture: None,
             nat: None,
             neigh: None,
+            gateway_share: pipeline::DEFAULT_GATEWAY_SHARE,
             ports: Vec::new(),
             rx: Vec::new(),
             batch: Batch::new(crate::port::MAX_BATCH, frame_cap),
@@ -134,6 +137,12 @@ impl Worker {
                 c.record(self.index, f.data());
             }
         }
+        let service_room = self
+            .ports
+            .get(usize::from(crate::config::SERVICE_PORT))
+            .and_then(|p| p.as_ref())
+            .and_then(|p| p.room())
+            .unwrap_or(usize::MAX);
         let snap = self.snap.load();
         let ctx = Context {
             snap,
@@ -142,6 +151,8 @@ impl Worker {
             now: self.clock.now(),
             nat: self.nat.as_deref(),
             neigh: self.neigh.as_deref(),
+            service_room,
+            gateway_share: self.gateway_share,
         };
         pipeline::process(&ctx, slot, &mut self.batch, &mut self.local);
         let egress = &self.local.egress;

@@ -59,6 +59,12 @@ pub struct DaemonConfig {
     pub bridge_host_loopback: bool,
     /// What the socket uplink lets containers hold, and its timeouts.
     pub uplink: dataplane::uplink::quota::UplinkLimits,
+    /// Connections one container may hold there (0: the default share).
+    pub flows_per_container: usize,
+    /// ICMP errors the gateway sends one container per second.
+    pub icmp_errors_per_sec: u32,
+    /// Frames a second one port may hand the gateway (per worker).
+    pub gateway_share: u32,
 }
 
 impl DaemonConfig {
@@ -79,6 +85,9 @@ impl DaemonConfig {
             max_flows: dataplane::runtime::DEFAULT_MAX_FLOWS,
             bridge_host_loopback: false,
             uplink: Default::default(),
+            flows_per_container: 0,
+            icmp_errors_per_sec: dataplane::gateway::icmp::DEFAULT_ERRORS_PER_SEC,
+            gateway_share: dataplane::pipeline::DEFAULT_GATEWAY_SHARE,
         }
     }
 }
@@ -194,12 +203,18 @@ impl Daemon {
             },
             busy_poll: cfg.busy_poll,
             max_flows: cfg.max_flows,
+            flows_per_container: cfg.flows_per_container,
+            gateway_share: cfg.gateway_share,
         };
         let rt = Runtime::start(
             rcfg,
             Snapshot::default(),
             Arc::new(Fdb::new(cfg.fdb_limit)),
-            Gateway::with_limits(cfg.uplink),
+            {
+                let mut g = Gateway::with_limits(cfg.uplink);
+                g.set_icmp_error_rate(cfg.icmp_errors_per_sec);
+                g
+            },
         )?;
         let mut d = Daemon {
             cfg,
@@ -1514,6 +1529,8 @@ impl Daemon {
             "created": t.counters.created.load(std::sync::atomic::Ordering::Relaxed),
             "refused_full": t.counters.refused_full.load(std::sync::atomic::Ordering::Relaxed),
             "refused_ports": t.counters.refused_ports.load(std::sync::atomic::Ordering::Relaxed),
+            "refused_quota": t.counters.refused_quota.load(std::sync::atomic::Ordering::Relaxed),
+            "per_container": t.quota(),
             "expired": t.counters.expired.load(std::sync::atomic::Ordering::Relaxed),
         });
         json!({

@@ -154,6 +154,40 @@ impl Default for RateLimit {
     }
 }
 
+/// ICMP errors a gateway sends to one container each second by default.
+pub const DEFAULT_ERRORS_PER_SEC: u32 = 100;
+
+/// The gateway's ICMP error budget: one token bucket per port slot, so a container
+/// that keeps triggering errors spends only its own budget, never its neighbours'.
+/// The buckets are allocated once, for every slot.
+#[derive(Debug, Clone)]
+pub struct ErrorBudget {
+    ports: Box<[RateLimit]>,
+}
+
+impl ErrorBudget {
+    /// `per_sec` errors a second per port, in bursts of up to half that (at least 1).
+    pub fn new(per_sec: u32) -> ErrorBudget {
+        let bucket = RateLimit::new(per_sec, (per_sec / 2).max(1));
+        ErrorBudget {
+            ports: vec![bucket; crate::bridge::fdb::MAX_PORT_SLOTS].into_boxed_slice(),
+        }
+    }
+
+    /// Takes a token from `port`'s bucket if one is left at `now`.
+    pub fn allow(&mut self, port: u16, now: Instant) -> bool {
+        self.ports
+            .get_mut(usize::from(port))
+            .is_some_and(|b| b.allow(now))
+    }
+}
+
+impl Default for ErrorBudget {
+    fn default() -> Self {
+        ErrorBudget::new(DEFAULT_ERRORS_PER_SEC)
+    }
+}
+
 /// The MAC an Ethernet frame came from, if it carries one worth answering.
 pub fn source_mac(frame: &[u8]) -> Option<MacAddr> {
     let e = EthernetFrame::new_checked(frame).ok()?;
@@ -289,6 +323,23 @@ mod tests {
         let mut b = ping();
         b[30..34].copy_from_slice(&[255, 255, 255, 255]);
         assert!(!error(&b, &net(), 3, 3, 0, &mut o2));
+    }
+
+    #[test]
+    fn error_budget_is_per_port() {
+        let mut b = ErrorBudget::new(4);
+        let t0 = Instant::now();
+        // Port 5 spends its burst of 2...
+        assert!(b.allow(5, t0));
+        assert!(b.allow(5, t0));
+        assert!(!b.allow(5, t0));
+        // ...and port 6 still has all of its own.
+        assert!(b.allow(6, t0));
+        assert!(b.allow(6, t0));
+        // A quarter second later port 5 has one again (4 a second).
+        assert!(b.allow(5, t0 + std::time::Duration::from_millis(250)));
+        // Out of range: never.
+        assert!(!b.allow(u16::MAX, t0));
     }
 
     #[test]

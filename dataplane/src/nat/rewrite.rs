@@ -8,7 +8,7 @@
 
 use std::net::Ipv4Addr;
 
-use super::table::{FlowTable, Side, Tuple};
+use super::table::{FlowTable, Refusal, Side, Tuple};
 use super::{DnatRules, ICMP, TCP, UDP};
 use crate::wire::checksum;
 use crate::wire::icmp::{IcmpType, is_error};
@@ -25,6 +25,8 @@ pub enum NatDrop {
     NoFlow,
     /// The table is full: a new flow was refused.
     TableFull,
+    /// The container holds its quota of flows: a new flow was refused.
+    Quota,
     /// A protocol the NAT does not carry.
     Unsupported,
     /// Addressed to the uplink's own address but not a flow's (ping to it, ARP...): for
@@ -151,10 +153,25 @@ fn tcp_flags(pkt: &[u8], l4: &L4) -> u8 {
     }
 }
 
+/// A refused new flow as a drop.
+fn refused(r: Refusal) -> NatDrop {
+    match r {
+        Refusal::Quota => NatDrop::Quota,
+        Refusal::Full | Refusal::NoPort => NatDrop::TableFull,
+    }
+}
+
 impl Nat {
     pub fn new(max_flows: usize) -> Nat {
         Nat {
             table: FlowTable::new(max_flows),
+        }
+    }
+
+    /// A table of `max_flows`, `quota` of them per container (0: the default share).
+    pub fn with_quota(max_flows: usize, quota: usize) -> Nat {
+        Nat {
+            table: FlowTable::with_quota(max_flows, quota),
         }
     }
 
@@ -237,7 +254,7 @@ impl Nat {
                 .create_outbound(inside, ext, domain, now, |p, port| {
                     rules.find(p, port).is_some()
                 })
-                .ok_or(NatDrop::TableFull)?,
+                .map_err(refused)?,
         };
         self.table.touch(&hit, l4.proto, flags, now);
         // New source: the outside tuple's destination.
@@ -326,7 +343,7 @@ impl Nat {
                 }
                 self.table
                     .create_inbound(outside, (rule.ip, rule.port), rule.domain, now)
-                    .ok_or(NatDrop::TableFull)?
+                    .map_err(refused)?
             }
         };
         self.table.touch(&hit, l4.proto, flags, now);

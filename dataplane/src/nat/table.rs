@@ -12,7 +12,13 @@
 //! The table holds at most `max_flows` flows; a new flow beyond that is refused and
 //! counted, and existing flows keep working. Expired flows are reclaimed by [`sweep`],
 //! and a lookup never returns an expired flow.
+//!
+//! Each container (an inside address of a network) holds at most its quota of flows
+//! (by default a quarter of the table, at least 4,096), so one container opening
+//! connections cannot take the table from its neighbours. The counts live beside the
+//! free list, under the same mutex, in a map sized for the whole table at start.
 
+use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::sync::Mutex;
 use std::sync::atomic::{
@@ -144,6 +150,8 @@ pub struct NatCounters {
     pub created: AtomicU64,
     pub refused_full: AtomicU64,
     pub refused_ports: AtomicU64,
+    /// New flows refused because their container held its quota.
+    pub refused_quota: AtomicU64,
     pub expired: AtomicU64,
 }
 
@@ -170,10 +178,35 @@ pub struct Hit {
     pub other: Tuple,
 }
 
+/// Why a new flow was not created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The table is full.
+    Full,
+    /// No external port was free.
+    NoPort,
+    /// The container holds its quota of flows.
+    Quota,
+}
+
+/// The fewest flows a container's default quota allows.
+pub const MIN_DEFAULT_QUOTA: usize = 4096;
+
+/// The default per-container quota for a table of `max` flows: a quarter of it, at
+/// least [`MIN_DEFAULT_QUOTA`], never more than the table.
+pub fn default_quota(max: usize) -> usize {
+    (max / 4).max(MIN_DEFAULT_QUOTA).min(max)
+}
+
+/// Who a flow counts against: its network and inside address.
+type Owner = (u16, Ipv4Addr);
+
 struct Alloc {
     free: Vec<u32>,
     /// Next pseudo-random port candidate.
     rng: u64,
+    /// Live flows per container; sized for the whole table, so it never grows.
+    owners: HashMap<Owner, u32>,
 }
 
 pub struct FlowTable {
@@ -183,6 +216,8 @@ pub struct FlowTable {
     flows: Box<[Flow]>,
     alloc: Mutex<Alloc>,
     live: AtomicU32,
+    /// Flows one container may hold.
+    quota: u32,
     pub counters: NatCounters,
     /// External ports chosen from this range when the original one is taken.
     pub port_range: (u16, u16),
@@ -292,9 +327,19 @@ fn next_state(proto: u8, state: u32, side: Side, flags: u8) -> u32 {
 }
 
 impl FlowTable {
-    /// A table for at most `max_flows` flows (at least 16).
+    /// A table for at most `max_flows` flows (at least 16), with the default quota.
     pub fn new(max_flows: usize) -> FlowTable {
+        Self::with_quota(max_flows, 0)
+    }
+
+    /// A table for at most `max_flows` flows, of which one container may hold `quota`
+    /// (0: [`default_quota`]).
+    pub fn with_quota(max_flows: usize, quota: usize) -> FlowTable {
         let max = max_flows.clamp(16, 1 << 24);
+        let quota = match quota {
+            0 => default_quota(max),
+            q => q.min(max),
+        };
         // Two keys per flow, at most a quarter full.
         let cap = (max * 8).next_power_of_two();
         FlowTable {
@@ -310,8 +355,10 @@ impl FlowTable {
             alloc: Mutex::new(Alloc {
                 free: (0..max as u32).rev().collect(),
                 rng: random_u64(),
+                owners: HashMap::with_capacity(max),
             }),
             live: AtomicU32::new(0),
+            quota: u32::try_from(quota).unwrap_or(u32::MAX),
             counters: NatCounters::default(),
             port_range: (1024, 65535),
         }
@@ -319,6 +366,11 @@ impl FlowTable {
 
     pub fn max_flows(&self) -> usize {
         self.flows.len()
+    }
+
+    /// Flows one container may hold.
+    pub fn quota(&self) -> usize {
+        self.quota as usize
     }
 
     pub fn len(&self) -> usize {
@@ -467,8 +519,16 @@ impl FlowTable {
         if !flow.live.swap(false, Release) {
             return;
         }
-        self.remove_key(&flow.inside(), idx << 1);
+        let inside = flow.inside();
+        self.remove_key(&inside, idx << 1);
         self.remove_key(&flow.outside(), (idx << 1) | 1);
+        let owner = (flow.domain.load(Relaxed) as u16, inside.src);
+        if let Some(n) = a.owners.get_mut(&owner) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                a.owners.remove(&owner);
+            }
+        }
         a.free.push(idx);
         let _ = self
             .live
@@ -478,7 +538,7 @@ impl FlowTable {
     /// Creates a flow whose inside tuple is `inside`, choosing its external port on
     /// `ext` (keeping the inside source port when free, as MASQUERADE does; never a port
     /// `reserved` says is published). For ICMP echo the port is the identifier.
-    /// Returns the outside tuple's hit, or None when the table is full or no port is free.
+    /// Returns the outside tuple's hit, or why no flow was created.
     pub fn create_outbound(
         &self,
         inside: Tuple,
@@ -486,13 +546,13 @@ impl FlowTable {
         domain: u16,
         now: u32,
         reserved: impl Fn(u8, u16) -> bool,
-    ) -> Option<Hit> {
+    ) -> Result<Hit, Refusal> {
         let Ok(mut a) = self.alloc.lock() else {
-            return None;
+            return Err(Refusal::Full);
         };
         // Another worker may have created it meanwhile.
         if let Some(h) = self.lookup(&inside, Side::Inside, now) {
-            return Some(h);
+            return Ok(h);
         }
         // An expired flow with the same key: reclaim it first.
         self.reclaim_key(&mut a, &inside, Side::Inside);
@@ -539,7 +599,7 @@ impl FlowTable {
                 Some(p) => port = p,
                 None => {
                     self.counters.refused_ports.fetch_add(1, Relaxed);
-                    return None;
+                    return Err(Refusal::NoPort);
                 }
             }
         }
@@ -555,12 +615,12 @@ impl FlowTable {
         to: (Ipv4Addr, u16),
         domain: u16,
         now: u32,
-    ) -> Option<Hit> {
+    ) -> Result<Hit, Refusal> {
         let Ok(mut a) = self.alloc.lock() else {
-            return None;
+            return Err(Refusal::Full);
         };
         if let Some(h) = self.lookup(&outside, Side::Outside, now) {
-            return Some(h);
+            return Ok(h);
         }
         self.reclaim_key(&mut a, &outside, Side::Outside);
         let inside = Tuple {
@@ -572,11 +632,11 @@ impl FlowTable {
         };
         if self.lookup(&inside, Side::Inside, now).is_some() {
             self.counters.refused_ports.fetch_add(1, Relaxed);
-            return None;
+            return Err(Refusal::NoPort);
         }
         self.reclaim_key(&mut a, &inside, Side::Inside);
         let h = self.create(&mut a, inside, outside, domain, now, st::FROM_OUTSIDE)?;
-        Some(Hit {
+        Ok(Hit {
             side: Side::Outside,
             other: inside,
             ..h
@@ -628,12 +688,22 @@ impl FlowTable {
         domain: u16,
         now: u32,
         extra: u32,
-    ) -> Option<Hit> {
-        let Some(idx) = a.free.pop() else {
+    ) -> Result<Hit, Refusal> {
+        if a.free.is_empty() {
             self.counters.refused_full.fetch_add(1, Relaxed);
-            return None;
+            return Err(Refusal::Full);
+        }
+        let owner = (domain, inside.src);
+        if a.owners.get(&owner).is_some_and(|&n| n >= self.quota) {
+            self.counters.refused_quota.fetch_add(1, Relaxed);
+            return Err(Refusal::Quota);
+        }
+        let Some(idx) = a.free.pop() else {
+            return Err(Refusal::Full);
         };
-        let flow = self.flows.get(idx as usize)?;
+        let Some(flow) = self.flows.get(idx as usize) else {
+            return Err(Refusal::Full);
+        };
         let (ia, ib) = inside.pack();
         let (oa, ob) = outside.pack();
         flow.inside_a.store(ia, Relaxed);
@@ -651,14 +721,16 @@ impl FlowTable {
         );
         flow.last.store(now, Relaxed);
         flow.live.store(true, Release);
+        // Counted before a failed insert frees it again (which uncounts it).
+        *a.owners.entry(owner).or_insert(0) += 1;
         if !self.insert_key(&inside, idx << 1) || !self.insert_key(&outside, (idx << 1) | 1) {
             self.free_flow(a, idx);
             self.counters.refused_full.fetch_add(1, Relaxed);
-            return None;
+            return Err(Refusal::Full);
         }
         self.live.fetch_add(1, Relaxed);
         self.counters.created.fetch_add(1, Relaxed);
-        Some(Hit {
+        Ok(Hit {
             index: idx,
             side: Side::Inside,
             domain,
@@ -772,6 +844,41 @@ mod tests {
     }
 
     #[test]
+    fn quota_per_container_leaves_room_for_the_neighbours() {
+        let tb = FlowTable::with_quota(64, 3);
+        assert_eq!(tb.quota(), 3);
+        let greedy = |port| t(UDP, [10, 0, 0, 2], port, [1, 1, 1, 1], 53);
+        for p in 0..3 {
+            assert!(
+                tb.create_outbound(greedy(1000 + p), EXT, 0, 0, |_, _| false)
+                    .is_ok()
+            );
+        }
+        assert_eq!(
+            tb.create_outbound(greedy(2000), EXT, 0, 0, |_, _| false),
+            Err(Refusal::Quota)
+        );
+        assert_eq!(tb.counters.refused_quota.load(Relaxed), 1);
+        // The same address on another network, and a neighbour, are their own owners.
+        assert!(
+            tb.create_outbound(greedy(2000), EXT, 1, 0, |_, _| false)
+                .is_ok()
+        );
+        let other = t(UDP, [10, 0, 0, 3], 1000, [1, 1, 1, 1], 53);
+        assert!(tb.create_outbound(other, EXT, 0, 0, |_, _| false).is_ok());
+        // Established flows of the greedy one still work; once they expire it may open more.
+        assert!(tb.lookup(&greedy(1000), Side::Inside, 0).is_some());
+        assert_eq!(tb.sweep(10_000), 5);
+        assert!(
+            tb.create_outbound(greedy(2000), EXT, 0, 10_000, |_, _| false)
+                .is_ok()
+        );
+        assert_eq!(default_quota(65536), 16384);
+        assert_eq!(default_quota(8192), 4096);
+        assert_eq!(default_quota(100), 100);
+    }
+
+    #[test]
     fn full_table_refuses_new_and_keeps_old() {
         let tb = FlowTable::new(16);
         for i in 0..16u16 {
@@ -783,18 +890,18 @@ mod tests {
                     0,
                     |_, _| false
                 )
-                .is_some()
+                .is_ok()
             );
         }
-        assert!(
+        assert_eq!(
             tb.create_outbound(
                 t(UDP, [10, 0, 0, 2], 2000, [1, 1, 1, 1], 53),
                 EXT,
                 0,
                 0,
                 |_, _| false
-            )
-            .is_none()
+            ),
+            Err(Refusal::Full)
         );
         assert_eq!(tb.counters.refused_full.load(Relaxed), 1);
         for i in 0..16u16 {

@@ -381,6 +381,10 @@ pub trait Port: Send {
     fn rx_fd(&self) -> Option<RawFd> {
         None
     }
+    /// Frames the port can still queue without dropping, when it knows (a ring).
+    fn room(&self) -> Option<usize> {
+        None
+    }
 }
 
 /// Writes `frame` as it goes out on the wire (tag `vlan` pushed when non-zero) into

@@ -227,6 +227,10 @@ impl Port for ServicePort {
             max_frame: super::SUPER_FRAME_CAP,
         }
     }
+
+    fn room(&self) -> Option<usize> {
+        Some(self.to_service.slots())
+    }
 }
 
 #[cfg(test)]
