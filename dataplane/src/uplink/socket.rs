@@ -190,6 +190,9 @@ struct TcpConn {
     last: Instant,
     /// Ended: removed once smoltcp has sent what the end needs (an RST, say).
     reap: bool,
+    /// The container's SYN sequence number while its SYN-ACK is held back (the host
+    /// connect pending): what an RST refusing it must acknowledge.
+    syn_seq: Option<u32>,
     host: Option<TcpStream>,
     /// The host connect finished.
     connected: bool,
@@ -516,7 +519,7 @@ impl SocketUplink {
                     if dns_here {
                         self.open_local(quad, domain);
                     } else {
-                        self.open_tcp(reg, nets, domain, quad);
+                        self.open_tcp(reg, nets, domain, quad, t.seq());
                     }
                 }
                 let total = ip.total_len().min(pkt.len());
@@ -566,7 +569,14 @@ impl SocketUplink {
         Some(sock)
     }
 
-    fn open_tcp(&mut self, reg: &Registry, nets: &[Option<NetView>], domain: u16, quad: Quad) {
+    fn open_tcp(
+        &mut self,
+        reg: &Registry,
+        nets: &[Option<NetView>],
+        domain: u16,
+        quad: Quad,
+        syn_seq: u32,
+    ) {
         let Some(to) = target(nets, domain, quad.2, quad.3) else {
             // No listener: smoltcp answers the SYN with an RST.
             self.stats.tcp_refused += 1;
@@ -595,13 +605,13 @@ impl SocketUplink {
             return;
         };
         sock.pause_synack(true);
-        if self
-            .insert_tcp(Some(reg), sock, quad, who, Some(host), false)
-            .is_none()
-        {
+        let Some(i) = self.insert_tcp(Some(reg), sock, quad, who, Some(host), false) else {
             self.quotas.release(who, FlowKind::Tcp, true);
             self.stats.tcp_refused += 1;
             return;
+        };
+        if let Some(Some(c)) = self.tcp.get_mut(i) {
+            c.syn_seq = Some(syn_seq);
         }
         self.stats.tcp_open += 1;
     }
@@ -641,6 +651,7 @@ impl SocketUplink {
             born: now,
             last: now,
             reap: false,
+            syn_seq: None,
             host,
             // Published connections are connected on the host; local ones need none.
             connected: inbound || local,
@@ -677,6 +688,21 @@ impl SocketUplink {
             .is_none()
         {
             self.quotas.release(who, FlowKind::Tcp, false);
+        }
+    }
+
+    /// Answers the SYN of connection `i` with an RST while its SYN-ACK is still held
+    /// back (smoltcp sends nothing for a socket that never answered).
+    fn refuse_pending(&mut self, i: usize) {
+        let Some(Some(c)) = self.tcp.get_mut(i) else {
+            return;
+        };
+        let Some(seq) = c.syn_seq.take() else {
+            return;
+        };
+        let (csrc, cport, dst, dport) = c.quad;
+        if let Some(p) = tcp_rst(dst, dport, csrc, cport, seq.wrapping_add(1)) {
+            self.out.push((c.who.domain, p));
         }
     }
 
@@ -747,6 +773,7 @@ impl SocketUplink {
         let t = token.0;
         if (TOKEN_TCP..TOKEN_UDP).contains(&t) {
             let i = t - TOKEN_TCP;
+            let mut failed = false;
             if let Some(Some(c)) = self.tcp.get_mut(i) {
                 c.readable |= readable || error;
                 c.writable |= writable;
@@ -754,18 +781,20 @@ impl SocketUplink {
                     let ok = c.host.as_ref().is_some_and(|h| {
                         h.take_error().ok().flatten().is_none() && h.peer_addr().is_ok()
                     });
-                    let sock = self.sockets.get_mut::<tcp::Socket>(c.handle);
                     if ok {
                         c.connected = true;
+                        c.syn_seq = None;
+                        let sock = self.sockets.get_mut::<tcp::Socket>(c.handle);
                         sock.pause_synack(false);
                     } else {
-                        sock.abort();
-                        c.reap = true;
-                        if let Some(mut h) = c.host.take() {
-                            let _ = reg.deregister(&mut h);
-                        }
+                        failed = true;
                     }
                 }
+            }
+            if failed {
+                // Refused or unreachable on the host: the container hears it at once.
+                self.refuse_pending(i);
+                self.abort_tcp(reg, i);
             }
             self.poll(reg);
             return true;
@@ -1453,6 +1482,7 @@ impl SocketUplink {
             ) || !c.connected;
             if opening && now.duration_since(c.born) > handshake {
                 self.stats.tcp_handshake_timeouts += 1;
+                self.refuse_pending(i);
                 self.abort_tcp(reg, i);
             } else if !opening && now.duration_since(c.last) > idle {
                 self.stats.tcp_idle_timeouts += 1;
@@ -1612,6 +1642,22 @@ pub fn build_udp(
         u.fill_checksum(src, dst);
     }
     build_ip(src, dst, IpProtocol::UDP, &seg)
+}
+
+/// An RST+ACK from `src` acknowledging `ack` (refusing a SYN).
+fn tcp_rst(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, ack: u32) -> Option<Vec<u8>> {
+    let mut seg = [0u8; 20];
+    {
+        let mut t = TcpPacket::new_unchecked(&mut seg[..]);
+        t.set_src_port(sport);
+        t.set_dst_port(dport);
+        t.set_seq(0);
+        t.set_ack(ack);
+        t.set_header_len(20);
+        t.set_flags(crate::wire::tcp::TcpFlags::RST | crate::wire::tcp::TcpFlags::ACK);
+        t.fill_checksum(src, dst);
+    }
+    build_ip(src, dst, IpProtocol::TCP, &seg)
 }
 
 /// An ICMP port unreachable from `dst` to the container, quoting a UDP header of the
@@ -2173,5 +2219,53 @@ mod tests {
             &[],
         ));
         assert!(r.until(is_rst).is_some());
+    }
+
+    /// A listener on 127.0.0.1 with backlog 0 and its queue full: further SYNs to it
+    /// are dropped, so connects to it stay pending. (listener, the queued client, port)
+    fn full_listener() -> (OwnedFd, std::net::TcpStream, u16) {
+        // SAFETY: plain socket calls on a descriptor this function owns; the address
+        // structure is fully initialised and its size is passed.
+        unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+            assert!(fd >= 0);
+            let owned = OwnedFd::from_raw_fd(fd);
+            let mut a: libc::sockaddr_in = std::mem::zeroed();
+            a.sin_family = libc::AF_INET as libc::sa_family_t;
+            a.sin_addr.s_addr = u32::from(Ipv4Addr::LOCALHOST).to_be();
+            let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+            assert_eq!(
+                libc::bind(fd, (&a as *const libc::sockaddr_in).cast(), len),
+                0
+            );
+            assert_eq!(libc::listen(fd, 0), 0);
+            let mut got = len;
+            libc::getsockname(fd, (&mut a as *mut libc::sockaddr_in).cast(), &mut got);
+            let port = u16::from_be(a.sin_port);
+            let first = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+            (owned, first, port)
+        }
+    }
+
+    #[test]
+    fn a_host_connect_that_never_completes_is_refused_after_the_handshake_timeout() {
+        let (_l, _first, port) = full_listener();
+        let mut r = Rig::with_limits(true, short(500, 60_000));
+        r.send(&tcp_packet(
+            (C, 44000),
+            (GW, port),
+            77,
+            0,
+            TcpFlags::SYN,
+            &[],
+        ));
+        let rst = r.until(is_rst).expect("no RST after the handshake timeout");
+        let (src, dst, flags, _, ack, _) = tcp_of(&rst).unwrap();
+        assert_eq!((src, dst, ack), (GW, C, 78));
+        assert_eq!(flags, TcpFlags::RST | TcpFlags::ACK);
+        r.until(|_| false);
+        assert_eq!(r.up.counts().0, 0);
+        assert_eq!(r.up.stats.tcp_handshake_timeouts, 1);
+        assert_eq!(r.up.quotas.fds(), 0);
     }
 }
