@@ -190,6 +190,8 @@ struct TcpConn {
     last: Instant,
     /// Ended: removed once smoltcp has sent what the end needs (an RST, say).
     reap: bool,
+    /// Waiting in the uplink's touched list.
+    queued: bool,
     /// The container's SYN sequence number while its SYN-ACK is held back (the host
     /// connect pending): what an RST refusing it must acknowledge.
     syn_seq: Option<u32>,
@@ -316,6 +318,10 @@ pub struct SocketUplink {
     gateways: Vec<Option<Ipv4Addr>>,
     /// DNS messages received over TCP on a gateway.
     dns_requests: Vec<DnsTcpRequest>,
+    /// Connections something happened to since the last pump (a packet from the
+    /// container, a host socket event): only these are looked at, so one container's
+    /// idle connections cost the others nothing.
+    touched: Vec<usize>,
 }
 
 fn smol_now(epoch: Instant) -> smoltcp::time::Instant {
@@ -409,6 +415,7 @@ impl SocketUplink {
             next_generation: 0,
             quotas: Quotas::new(limits),
             refusals: Vec::new(),
+            touched: Vec::new(),
         }
     }
 
@@ -521,6 +528,9 @@ impl SocketUplink {
                     } else {
                         self.open_tcp(reg, nets, domain, quad, t.seq());
                     }
+                }
+                if let Some(&i) = self.tcp_by_quad.get(&quad) {
+                    self.touch(i);
                 }
                 let total = ip.total_len().min(pkt.len());
                 self.dev
@@ -651,6 +661,7 @@ impl SocketUplink {
             born: now,
             last: now,
             reap: false,
+            queued: false,
             syn_seq: None,
             host,
             // Published connections are connected on the host; local ones need none.
@@ -669,6 +680,7 @@ impl SocketUplink {
             *slot = Some(conn);
         }
         self.tcp_by_quad.insert(quad, i);
+        self.touch(i);
         Some(i)
     }
 
@@ -716,6 +728,7 @@ impl SocketUplink {
             let _ = reg.deregister(&mut h);
         }
         c.reap = true;
+        self.touch(i);
     }
 
     /// Removes connection `i` entirely: smoltcp socket, host socket, maps, quota.
@@ -753,7 +766,9 @@ impl SocketUplink {
         let Ok(len) = u16::try_from(msg.len()) else {
             return;
         };
-        let sock = self.sockets.get_mut::<tcp::Socket>(c.handle);
+        let handle = c.handle;
+        self.touch(conn.slot);
+        let sock = self.sockets.get_mut::<tcp::Socket>(handle);
         if sock.send_capacity() - sock.send_queue() >= msg.len() + 2 {
             let _ = sock.send_slice(&len.to_be_bytes());
             let _ = sock.send_slice(msg);
@@ -796,6 +811,7 @@ impl SocketUplink {
                 self.refuse_pending(i);
                 self.abort_tcp(reg, i);
             }
+            self.touch(i);
             self.poll(reg);
             return true;
         }
@@ -1039,149 +1055,101 @@ impl SocketUplink {
         self.stats.tcp_open += 1;
     }
 
-    /// Runs smoltcp and moves data between it and the host sockets until nothing moves.
+    /// Runs smoltcp and moves data between it and the host sockets of the connections
+    /// something happened to, until nothing moves.
     pub fn poll(&mut self, reg: &Registry) {
+        self.poll_with(reg, false);
+    }
+
+    /// As [`SocketUplink::poll`]; `all` looks at every connection first (what smoltcp's
+    /// timers did: retransmissions given up, keep-alives unanswered).
+    fn poll_with(&mut self, reg: &Registry, all: bool) {
+        let mut all = all;
         for _ in 0..64 {
             let now = smol_now(self.epoch);
             let _ = self.iface.poll(now, &mut self.dev, &mut self.sockets);
             // Tag what smoltcp sent while its connections still exist.
             self.drain_tx();
-            if !self.pump(reg) {
+            let moved = self.pump(reg, all);
+            all = false;
+            if !moved {
                 break;
             }
         }
     }
 
-    /// Moves bytes both ways for every connection; true when anything moved.
-    fn pump(&mut self, reg: &Registry) -> bool {
+    /// Marks connection `i` for the next pump.
+    fn touch(&mut self, i: usize) {
+        if let Some(Some(c)) = self.tcp.get_mut(i)
+            && !c.queued
+        {
+            c.queued = true;
+            self.touched.push(i);
+        }
+    }
+
+    /// Moves bytes both ways for the touched connections (or all); true when anything
+    /// moved. A connection that moved is touched again: the next round looks at it.
+    fn pump(&mut self, reg: &Registry, all: bool) -> bool {
+        let mut list = std::mem::take(&mut self.touched);
+        for &i in &list {
+            if let Some(Some(c)) = self.tcp.get_mut(i) {
+                c.queued = false;
+            }
+        }
+        if all {
+            list.clear();
+            list.extend(0..self.tcp.len());
+        }
         let mut moved = false;
-        for i in 0..self.tcp.len() {
-            let Some(Some(c)) = self.tcp.get_mut(i) else {
-                continue;
-            };
-            if c.reap {
-                // smoltcp has had its poll to send the RST or last ACK: done.
-                self.remove_tcp(reg, i);
-                continue;
-            }
-            let sock = self.sockets.get_mut::<tcp::Socket>(c.handle);
-            if c.local {
-                // Whole length-prefixed messages go to the DNS server.
-                while sock.can_recv() && c.local_in.len() < DNS_TCP_MAX {
-                    let room = DNS_TCP_MAX - c.local_in.len();
-                    let buf = &mut c.local_in;
-                    let r = sock.recv(|d| {
-                        let n = d.len().min(room);
-                        buf.extend_from_slice(d.get(..n).unwrap_or(&[]));
-                        (n, n)
-                    });
-                    if !matches!(r, Ok(n) if n > 0) {
-                        break;
-                    }
-                    moved = true;
-                }
-                while c.local_in.len() >= 2 {
-                    let len = usize::from(u16::from_be_bytes([c.local_in[0], c.local_in[1]]));
-                    if c.local_in.len() < len + 2 {
-                        break;
-                    }
-                    let msg: Vec<u8> = c.local_in.drain(..len + 2).skip(2).collect();
-                    c.last = Instant::now();
-                    self.dns_requests.push(DnsTcpRequest {
-                        conn: TcpConnId {
-                            slot: i,
-                            generation: c.generation,
-                        },
-                        from: c.who,
-                        msg,
-                    });
-                }
-                if !sock.may_recv() && sock.may_send() && sock.send_queue() == 0 {
-                    sock.close();
-                }
-            }
-            if let Some(h) = c.host.as_mut()
-                && c.connected
-            {
-                // Container -> host: write straight from smoltcp's receive buffer.
-                while c.writable && sock.can_recv() {
-                    let r = sock.recv(|data| match h.write(data) {
-                        Ok(n) => (n, n),
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => (0, 0),
-                        Err(_) => (0, usize::MAX),
-                    });
-                    match r {
-                        Ok(0) => {
-                            c.writable = false;
-                        }
-                        Ok(usize::MAX) | Err(_) => {
-                            sock.abort();
-                            c.host_eof = true;
-                            break;
-                        }
-                        Ok(_) => {
-                            moved = true;
-                            c.last = Instant::now();
-                        }
-                    }
-                }
-                // Host -> container: read straight into smoltcp's transmit buffer.
-                while c.readable && !c.host_eof && sock.can_send() {
-                    let r = sock.send(|buf| match h.read(buf) {
-                        Ok(0) => (0, Some(0)),
-                        Ok(n) => (n, Some(n)),
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => (0, None),
-                        Err(_) => (0, Some(0)),
-                    });
-                    match r {
-                        Ok(Some(0)) => {
-                            c.host_eof = true;
-                            moved = true;
-                        }
-                        Ok(Some(_)) => {
-                            moved = true;
-                            c.last = Instant::now();
-                        }
-                        Ok(None) => c.readable = false,
-                        Err(_) => break,
-                    }
-                }
-                // The container closed its side (a FIN arrived) and everything reached
-                // the host.
-                let fin_in = matches!(
-                    sock.state(),
-                    tcp::State::CloseWait
-                        | tcp::State::LastAck
-                        | tcp::State::Closing
-                        | tcp::State::TimeWait
-                );
-                if fin_in && !sock.can_recv() && !c.shut_host {
-                    let _ = h.shutdown(std::net::Shutdown::Write);
-                    c.shut_host = true;
-                    moved = true;
-                }
-                // The host closed: a FIN follows the data already queued.
-                if c.host_eof && sock.may_send() {
-                    sock.close();
-                    moved = true;
-                }
-            }
-            let st = sock.state();
-            let gone = st == tcp::State::Closed
-                || st == tcp::State::TimeWait
-                || (c.host.is_none()
-                    && !c.local
-                    && !matches!(st, tcp::State::Listen | tcp::State::SynReceived)
-                    && !c.inbound);
-            if gone {
-                // Ended on one side or the other: close the host socket now, remove
-                // the rest after smoltcp's next poll (which sends what is owed).
-                if let Some(mut h) = c.host.take() {
-                    let _ = reg.deregister(&mut h);
-                }
-                c.reap = true;
+        for &i in &list {
+            if self.pump_one(reg, i) {
                 moved = true;
+                self.touch(i);
             }
+        }
+        list.clear();
+        if self.touched.is_empty() {
+            // Keep the allocation.
+            self.touched = list;
+        }
+        moved
+    }
+
+    /// One connection's turn: bytes both ways, FINs passed on, an end noticed (or,
+    /// once ended and polled, removal). True when anything moved.
+    fn pump_one(&mut self, reg: &Registry, i: usize) -> bool {
+        let Some(Some(c)) = self.tcp.get_mut(i) else {
+            return false;
+        };
+        if c.reap {
+            // smoltcp has had its poll to send the RST or last ACK: done.
+            self.remove_tcp(reg, i);
+            return false;
+        }
+        let sock = self.sockets.get_mut::<tcp::Socket>(c.handle);
+        let mut moved = false;
+        if c.local {
+            moved |= pump_local(c, sock, i, &mut self.dns_requests);
+        }
+        if c.connected && c.host.is_some() {
+            moved |= pump_host(c, sock);
+        }
+        let st = sock.state();
+        let gone = st == tcp::State::Closed
+            || st == tcp::State::TimeWait
+            || (c.host.is_none()
+                && !c.local
+                && !matches!(st, tcp::State::Listen | tcp::State::SynReceived)
+                && !c.inbound);
+        if gone {
+            // Ended on one side or the other: close the host socket now, remove the
+            // rest after smoltcp's next poll (which sends what is owed).
+            if let Some(mut h) = c.host.take() {
+                let _ = reg.deregister(&mut h);
+            }
+            c.reap = true;
+            moved = true;
         }
         moved
     }
@@ -1453,7 +1421,7 @@ impl SocketUplink {
             }
         }
         self.expire_tcp(reg, now);
-        self.poll(reg);
+        self.poll_with(reg, true);
         let delay = self.iface.poll_delay(smol_now(self.epoch), &self.sockets);
         let next = delay.map(|d| now + Duration::from_micros(d.total_micros()));
         let housekeeping = now + Duration::from_secs(1).min(self.quotas.limits.tcp_handshake);
@@ -1642,6 +1610,116 @@ pub fn build_udp(
         u.fill_checksum(src, dst);
     }
     build_ip(src, dst, IpProtocol::UDP, &seg)
+}
+
+/// A DNS-over-TCP connection on a gateway: whole length-prefixed messages go to the
+/// DNS server; closed by the container, closed here too. True when anything moved.
+fn pump_local(
+    c: &mut TcpConn,
+    sock: &mut tcp::Socket<'static>,
+    slot: usize,
+    requests: &mut Vec<DnsTcpRequest>,
+) -> bool {
+    let mut moved = false;
+    while sock.can_recv() && c.local_in.len() < DNS_TCP_MAX {
+        let room = DNS_TCP_MAX - c.local_in.len();
+        let buf = &mut c.local_in;
+        let r = sock.recv(|d| {
+            let n = d.len().min(room);
+            buf.extend_from_slice(d.get(..n).unwrap_or(&[]));
+            (n, n)
+        });
+        if !matches!(r, Ok(n) if n > 0) {
+            break;
+        }
+        moved = true;
+    }
+    while let [a, b, ..] = c.local_in[..] {
+        let len = usize::from(u16::from_be_bytes([a, b]));
+        if c.local_in.len() < len + 2 {
+            break;
+        }
+        let msg: Vec<u8> = c.local_in.drain(..len + 2).skip(2).collect();
+        c.last = Instant::now();
+        requests.push(DnsTcpRequest {
+            conn: TcpConnId {
+                slot,
+                generation: c.generation,
+            },
+            from: c.who,
+            msg,
+        });
+    }
+    if !sock.may_recv() && sock.may_send() && sock.send_queue() == 0 {
+        sock.close();
+    }
+    moved
+}
+
+/// Moves bytes between a connection's smoltcp buffers and its host socket with no
+/// copy in between, and passes FINs on. True when anything moved.
+fn pump_host(c: &mut TcpConn, sock: &mut tcp::Socket<'static>) -> bool {
+    let Some(h) = c.host.as_mut() else {
+        return false;
+    };
+    let mut moved = false;
+    // Container -> host: write straight from smoltcp's receive buffer.
+    while c.writable && sock.can_recv() {
+        let r = sock.recv(|data| match h.write(data) {
+            Ok(n) => (n, n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => (0, 0),
+            Err(_) => (0, usize::MAX),
+        });
+        match r {
+            Ok(0) => c.writable = false,
+            Ok(usize::MAX) | Err(_) => {
+                sock.abort();
+                c.host_eof = true;
+                break;
+            }
+            Ok(_) => {
+                moved = true;
+                c.last = Instant::now();
+            }
+        }
+    }
+    // Host -> container: read straight into smoltcp's transmit buffer.
+    while c.readable && !c.host_eof && sock.can_send() {
+        let r = sock.send(|buf| match h.read(buf) {
+            Ok(0) => (0, Some(0)),
+            Ok(n) => (n, Some(n)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => (0, None),
+            Err(_) => (0, Some(0)),
+        });
+        match r {
+            Ok(Some(0)) => {
+                c.host_eof = true;
+                moved = true;
+            }
+            Ok(Some(_)) => {
+                moved = true;
+                c.last = Instant::now();
+            }
+            Ok(None) => c.readable = false,
+            Err(_) => break,
+        }
+    }
+    // The container closed its side (a FIN arrived) and everything reached the host.
+    let fin_in = matches!(
+        sock.state(),
+        tcp::State::CloseWait | tcp::State::LastAck | tcp::State::Closing | tcp::State::TimeWait
+    );
+    if fin_in && !sock.can_recv() && !c.shut_host {
+        let _ = h.shutdown(std::net::Shutdown::Write);
+        c.shut_host = true;
+        moved = true;
+    }
+    // The host closed: a FIN follows the data already queued.
+    if c.host_eof && sock.may_send() {
+        sock.close();
+        moved = true;
+    }
+    moved
 }
 
 /// An RST+ACK from `src` acknowledging `ack` (refusing a SYN).
