@@ -2408,4 +2408,33 @@ mod tests {
         assert_eq!(r.up.stats.tcp_handshake_timeouts, 1);
         assert_eq!(r.up.quotas.fds(), 0);
     }
+
+    #[test]
+    fn a_published_connection_the_container_never_answers_ends() {
+        let mut r = Rig::with_limits(true, short(300, 60_000));
+        r.up.set_gateways(&r.nets);
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let to = PublishTarget {
+            domain: 0,
+            container: C,
+            port: 80,
+        };
+        r.up.publish(r.poll.registry(), PublishedSocket::Tcp(l), to)
+            .unwrap();
+        let mut client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        r.until(|p| tcp_of(p).is_some_and(|t| t.2 & TcpFlags::SYN != 0))
+            .expect("SYN towards the container");
+        // The container stays silent: the connection ends on both sides.
+        r.until(is_rst).expect("no RST after the handshake timeout");
+        r.until(|_| false);
+        assert_eq!(r.up.counts().0, 0);
+        assert_eq!(r.up.stats.tcp_handshake_timeouts, 1);
+        client
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut b = [0u8; 1];
+        use std::io::Read as _;
+        assert!(matches!(client.read(&mut b), Ok(0) | Err(_)));
+    }
 }
