@@ -1,7 +1,7 @@
 //! The socket uplink: containers reach the outside (and the host) through the host's
 //! own sockets, with the host's address, as slirp4netns and pasta do for one namespace.
 //!
-//! - **TCP** is terminated in userspace by smoltcp, one interface for every network
+//! - **TCP** is terminated in userspace by smoltcp, one interface per container
 //!   (`Medium::Ip`, any-IP: it answers for whatever address a container connects to).
 //!   On a container's SYN the uplink opens a listening socket for exactly that
 //!   destination with its SYN-ACK held back, and starts a non-blocking host `connect`;
@@ -20,6 +20,11 @@
 //!
 //! Destinations inside any vswitch network are never reached this way (networks stay
 //! isolated), nor is anything from an internal network.
+//!
+//! Every connection ends: handshakes and idle time are bounded ([`UplinkLimits`]), host
+//! sockets have keep-alive, and whatever ended a connection releases all of it. What
+//! each container may hold is bounded by [`Quotas`]; refusals are handed to the caller
+//! ([`SocketUplink::take_refusals`]) to be counted on the container's port.
 //!
 //! Sans-I/O towards the switch: IPv4 packets come in by [`SocketUplink::from_container`]
 //! and go out through [`SocketUplink::take_output`]; the caller frames them.
