@@ -21,6 +21,16 @@ if mode == "udp":
         s.close()
     print("sent", flush=True)
     sys.exit(0)
+if mode == "connect-wait":
+    s = socket.socket()
+    s.settimeout(30)
+    t = time.time()
+    try:
+        s.connect((gw, port))
+        print("connected", flush=True)
+    except OSError as e:
+        print("refused" if e.errno == 111 else "error %s" % e, round(time.time() - t), flush=True)
+    sys.exit(0)
 for i in range(n):
     s = socket.socket()
     s.setblocking(False)
@@ -252,8 +262,19 @@ fn handshakes_and_idle_connections_time_out() {
         .expect("timeout");
     let mut b = [0u8; 1];
     assert!(matches!(server.read(&mut b), Ok(0) | Err(_)));
-    // Connections whose host side never completes are dropped after 2 s.
+    // Connections whose host side never completes are refused after 2 s.
     let (_half_l, half_port) = t.no_accept(0);
+    let _first = std::net::TcpStream::connect(("127.0.0.1", half_port)).expect("fill");
+    let p = t.evil.spawn(&format!(
+        "exec python3 {} connect-wait {} {half_port} 1",
+        t.script("hog.py"),
+        t.gw
+    ));
+    let out = p.wait(Duration::from_secs(40)).stdout_text();
+    assert!(
+        out.starts_with("refused"),
+        "a pending connect was not refused: {out}"
+    );
     let _half = t.hog("hold", half_port, 20);
     let ended = eventually(Duration::from_secs(20), || {
         count(&t.nat()["tcp_handshake_timeouts"]) >= 10

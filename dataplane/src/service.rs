@@ -1063,3 +1063,32 @@ impl Service for Gateway {
         .min()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_port_cannot_take_over_an_address_ipam_gave_out() {
+        let mut g = Gateway::default();
+        let ip = Ipv4Addr::new(10, 9, 0, 2);
+        let mine = MacAddr([2, 0, 0, 0, 0, 2]);
+        let evil = MacAddr([2, 0, 0, 0, 0, 66]);
+        let mut leases = HashMap::new();
+        leases.insert((1, 5), (mine, ip));
+        g.configure(ServiceConfig {
+            leases,
+            ..ServiceConfig::default()
+        });
+        // An ARP or IPv4 packet from another port claiming the address changes nothing.
+        g.remember(1, ip, evil);
+        assert_eq!(g.neighbour(1, ip), Some(mine));
+        // The same address in another network is another neighbour.
+        assert_eq!(g.neighbour(2, ip), None);
+        // Addresses IPAM did not give out are learned.
+        let other = Ipv4Addr::new(10, 9, 0, 77);
+        g.remember(1, other, evil);
+        assert_eq!(g.neighbour(1, other), Some(evil));
+        assert_eq!(g.lease_ports.get(&(1, ip)), Some(&5));
+    }
+}
