@@ -167,6 +167,28 @@ def main():
     ]
     write("uplink_tcp", "published", b"".join(pub))
 
+    # Gateway: ARP, ping, DHCP, DNS over UDP to the gateway; punted frames (time
+    # exceeded, too big, unresolved); ARP and ping on the uplink's segment; timers.
+    gw = Ether(src=C2_MAC, dst=GW_MAC) / IP(src=C2, dst=GW)
+    out = Ether(src=C2_MAC, dst=GW_MAC) / IP(src=C2, dst="203.0.113.5", flags="DF")
+    g = [
+        rec(0, raw(f["arp_request"])),
+        rec(0, raw(gw / ICMP(id=3, seq=1) / b"ping")),
+        rec(0, raw(dhcp("discover"))),
+        rec(0, raw(gw / UDP(sport=5353, dport=53) / dns_query("web.", "A", 0x99))),
+        rec(0, raw(gw / UDP(sport=5353, dport=53) / dns_query("example.com.", "A", 0x9a))),
+        rec(0, raw(gw / UDP(sport=5353, dport=9) / b"closed port")),
+        rec(4, raw(out / UDP(sport=1, dport=2) / b"ttl")),
+        rec(8, raw(out / TCP(sport=1, dport=2, flags="A") / (b"b" * 1600))),
+        rec(12, raw(Ether(src=EXT_MAC, dst=HOP_MAC) / IP(src=EXT, dst="203.0.113.5") / UDP(sport=1, dport=2))),
+        rec(0x10, raw(Ether(src=HOP_MAC, dst="ff:ff:ff:ff:ff:ff") /
+                      ARP(op=1, hwsrc=HOP_MAC, psrc="198.51.100.1", pdst=EXT))),
+        rec(0x10, raw(Ether(src=HOP_MAC, dst=EXT_MAC) / IP(src="198.51.100.1", dst=EXT) / ICMP(id=4))),
+        rec(0x30, raw(Ether(src=HOP_MAC, dst=EXT_MAC) /
+                      ARP(op=2, hwsrc=HOP_MAC, psrc="198.51.100.1", hwdst=EXT_MAC, pdst=EXT))),
+    ]
+    write("gateway", "session", b"".join(g))
+
 
 if __name__ == "__main__":
     sys.exit(main())

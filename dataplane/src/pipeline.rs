@@ -555,6 +555,11 @@ fn forward_one(
             }
             ethertype = be16_at(f.data(), 12);
         }
+        // A tag behind the one classified (double tagging, or an S-tag) would leave a
+        // trunk as a tag of another network: VLAN hopping.
+        if crate::wire::vlan::is_tpid(ethertype) {
+            return Err(DropReason::VlanNotAllowed);
+        }
         d
     };
     f.domain = domain;
@@ -1026,6 +1031,36 @@ mod tests {
         let sent = r.run(2, &[tagged(MacAddr::BROADCAST, mac(2), 0, &[])]);
         assert_eq!(who_got(&sent), vec![0, 3, 4, 6]);
         assert_eq!(sent[3][0][12..14], [0x08, 0x00]);
+    }
+
+    /// Found by the `pipeline` fuzz target: a priority tag in front of another tag
+    /// left the inner tag on the frame, so a trunk would have carried it into the
+    /// network of that VLAN (double-tagging VLAN hopping).
+    #[test]
+    fn a_tag_behind_the_classified_one_is_dropped() {
+        let mut r = Rig::new();
+        // The fuzzer's input: priority tag, then another priority tag.
+        let fuzzed = [
+            0xff, 0xff, 0xff, 0x06, 0x00, 0x00, 0x06, 0x08, 0x3a, 0x8e, 0xb5, 0x55, 0x81, 0x00,
+            0x00, 0x00, 0x81, 0x00, 0x00, 0x00, 0x55, 0x00, 0x00,
+        ];
+        assert!(who_got(&r.run(2, &[fuzzed.to_vec()])).is_empty());
+        // Priority tag on an access port hiding VLAN 20 (network b).
+        let mut hop = tagged(MacAddr::BROADCAST, mac(2), 0, &[]);
+        hop.splice(16..16, [0x81, 0x00, 0x00, 20]);
+        assert!(who_got(&r.run(2, &[hop.clone()])).is_empty());
+        // The same behind VLAN 10 on the trunk, and an S-tag on an access port.
+        hop[15] = 10;
+        assert!(who_got(&r.run(6, &[hop])).is_empty());
+        let mut stag = frame(MacAddr::BROADCAST, mac(3), 0x88a8, &[0x00, 20, 0x08, 0x00]);
+        stag.resize(64, 0);
+        assert!(who_got(&r.run(3, &[stag])).is_empty());
+        assert_eq!(r.counters.read(2).drop_count(DropReason::VlanNotAllowed), 2);
+        assert_eq!(r.counters.read(6).drop_count(DropReason::VlanNotAllowed), 1);
+        assert_eq!(r.counters.read(3).drop_count(DropReason::VlanNotAllowed), 1);
+        // A single priority tag still passes.
+        let ok = tagged(MacAddr::BROADCAST, mac(2), 0, &[]);
+        assert_eq!(who_got(&r.run(2, &[ok])), vec![0, 3, 4, 6]);
     }
 
     #[test]

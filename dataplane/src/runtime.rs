@@ -112,6 +112,26 @@ pub struct ServiceCtx<'a> {
     pub counters: &'a CounterTable,
 }
 
+impl<'a> ServiceCtx<'a> {
+    /// A context for driving a [`Service`] outside the runtime (fuzz targets, tests):
+    /// frames it sends go out through `ends[0]`.
+    pub fn new(
+        ends: &'a mut [ServiceEnd],
+        registry: &'a mio::Registry,
+        fdb: &'a Fdb,
+        snapshot: &'a SnapshotCell,
+        epoch: Instant,
+    ) -> Self {
+        ServiceCtx {
+            ends,
+            registry,
+            fdb,
+            snapshot,
+            epoch,
+        }
+    }
+}
+
 impl ServiceCtx<'_> {
     /// A buffer to build a frame in (recycled from the rings when possible).
     pub fn buffer(&mut self) -> Vec<u8> {

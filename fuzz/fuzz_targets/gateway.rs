@@ -1,0 +1,116 @@
+//! The gateway service (`dataplane/src/service.rs`) as the service thread runs it:
+//! frames the bridge hands over (ARP, ICMP, DHCP, DNS over UDP, punted routed frames,
+//! frames of the packet uplink's segment) for the network 10.1.0.0/24 with names,
+//! leases and a packet uplink; no upstream resolvers, so nothing leaves the process.
+//! Every frame the gateway sends is an Ethernet frame from one of its own MACs.
+//!
+//! Input: records (see the crate docs). Tag bits 0-1: the port it came in on (2, 3, 5,
+//! 1); bits 2-3: why it was punted (none, time exceeded, too big, next hop
+//! unresolved); bit 4: it comes from the uplink's segment; bit 5: the timers run first.
+#![no_main]
+
+use dataplane::bridge::fdb::Fdb;
+use dataplane::config::{SnapshotCell, UPLINK_DOMAIN};
+use dataplane::nat::Nat;
+use dataplane::port::service::{ServiceFrame, Wake, service_pair};
+use dataplane::port::{Batch, Port, Punt, SUPER_FRAME_CAP};
+use dataplane::runtime::{Service, ServiceCtx};
+use dataplane::service::{
+    DnsService, Gateway, NetService, PacketUplink, ServiceConfig, UplinkMode,
+};
+use dataplane::uplink::packet::Neighbours;
+use dataplane::wire::{EthernetFrame, MacAddr};
+use libfuzzer_sys::fuzz_target;
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use vswitch_fuzz::rigs::pipeline::{EXT, snapshot};
+use vswitch_fuzz::rigs::{GW, LEASED, names};
+
+struct NoWake;
+impl Wake for NoWake {
+    fn wake(&self) {}
+}
+
+fn config() -> ServiceConfig {
+    let net = NetService {
+        name: "a".into(),
+        gateway_ip: GW,
+        gateway_mac: MacAddr::from_ipv4(GW),
+        subnet: Ipv4Addr::new(10, 1, 0, 0),
+        prefix_len: 24,
+        mtu: 1500,
+        internal: false,
+        masquerade: true,
+        dns: DnsService::Names,
+    };
+    let mut leases = HashMap::new();
+    leases.insert((0, 2), (MacAddr::from_ipv4(LEASED), LEASED));
+    ServiceConfig {
+        nets: vec![Some(net)],
+        leases,
+        uplink: UplinkMode::Packet,
+        names: vec![Some(Arc::new(names()))],
+        packet: Some(PacketUplink {
+            ext_ip: EXT,
+            ext_mac: MacAddr::from_ipv4(EXT),
+            subnet: Ipv4Addr::new(198, 51, 100, 0),
+            prefix_len: 24,
+            next_hop: Some(Ipv4Addr::new(198, 51, 100, 1)),
+            mtu: 1500,
+        }),
+        upstreams: Vec::new(),
+    }
+}
+
+thread_local! {
+    static BATCH: std::cell::RefCell<Batch> = std::cell::RefCell::new(Batch::new(64, SUPER_FRAME_CAP));
+}
+
+const PORTS: [u16; 4] = [2, 3, 5, 1];
+const PUNTS: [Punt; 4] = [
+    Punt::None,
+    Punt::TimeExceeded,
+    Punt::TooBig,
+    Punt::Unresolved,
+];
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(poll) = mio::Poll::new() else { return };
+    let (mut port, end) = service_pair(Arc::new(NoWake), Arc::new(NoWake));
+    let mut ends = [end];
+    let fdb = Fdb::new(256);
+    let cell = SnapshotCell::new(snapshot());
+    let start = Instant::now();
+    let mut gw = Gateway::default();
+    gw.configure(config());
+    gw.set_packet_state(Arc::new(Nat::new(256)), Arc::new(Neighbours::default()));
+    let own = [MacAddr::from_ipv4(GW), MacAddr::from_ipv4(EXT)];
+    let mut later = 0;
+    for (tag, body) in vswitch_fuzz::records(data) {
+        let mut ctx = ServiceCtx::new(&mut ends, poll.registry(), &fdb, &cell, start);
+        if tag & 0x20 != 0 {
+            later += 30;
+            let _ = gw.tick(&mut ctx, start + Duration::from_secs(later));
+        }
+        let uplink = tag & 0x10 != 0;
+        let f = ServiceFrame {
+            domain: if uplink { UPLINK_DOMAIN } else { 0 },
+            port: PORTS[usize::from(tag & 3)],
+            punt: PUNTS[usize::from((tag >> 2) & 3)],
+            data: body.to_vec(),
+        };
+        gw.frame(&mut ctx, f);
+        BATCH.with_borrow_mut(|b| {
+            while port.recv(b).is_ok_and(|n| n > 0) {
+                for f in b.frames() {
+                    let e = EthernetFrame::new_checked(f.data())
+                        .expect("the gateway sent a short frame");
+                    assert!(own.contains(&e.src()), "the gateway sent from {}", e.src());
+                }
+                b.clear();
+            }
+        });
+    }
+});
