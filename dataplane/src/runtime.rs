@@ -121,6 +121,7 @@ impl<'a> ServiceCtx<'a> {
         fdb: &'a Fdb,
         snapshot: &'a SnapshotCell,
         epoch: Instant,
+        counters: &'a CounterTable,
     ) -> Self {
         ServiceCtx {
             ends,
@@ -128,6 +129,7 @@ impl<'a> ServiceCtx<'a> {
             fdb,
             snapshot,
             epoch,
+            counters,
         }
     }
 }

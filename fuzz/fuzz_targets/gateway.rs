@@ -9,6 +9,7 @@
 //! unresolved); bit 4: it comes from the uplink's segment; bit 5: the timers run first.
 #![no_main]
 
+use dataplane::bridge::CounterTable;
 use dataplane::bridge::fdb::Fdb;
 use dataplane::config::{SnapshotCell, UPLINK_DOMAIN};
 use dataplane::nat::Nat;
@@ -76,6 +77,9 @@ const PUNTS: [Punt; 4] = [
     Punt::Unresolved,
 ];
 
+/// The service thread's counters: one table for every run (it is large).
+static COUNTERS: std::sync::OnceLock<CounterTable> = std::sync::OnceLock::new();
+
 fuzz_target!(|data: &[u8]| {
     let Ok(poll) = mio::Poll::new() else { return };
     let (mut port, end) = service_pair(Arc::new(NoWake), Arc::new(NoWake));
@@ -83,13 +87,14 @@ fuzz_target!(|data: &[u8]| {
     let fdb = Fdb::new(256);
     let cell = SnapshotCell::new(snapshot());
     let start = Instant::now();
+    let counters = COUNTERS.get_or_init(CounterTable::default);
     let mut gw = Gateway::default();
     gw.configure(config());
     gw.set_packet_state(Arc::new(Nat::new(256)), Arc::new(Neighbours::default()));
     let own = [MacAddr::from_ipv4(GW), MacAddr::from_ipv4(EXT)];
     let mut later = 0;
     for (tag, body) in vswitch_fuzz::records(data) {
-        let mut ctx = ServiceCtx::new(&mut ends, poll.registry(), &fdb, &cell, start);
+        let mut ctx = ServiceCtx::new(&mut ends, poll.registry(), &fdb, &cell, start, counters);
         if tag & 0x20 != 0 {
             later += 30;
             let _ = gw.tick(&mut ctx, start + Duration::from_secs(later));
