@@ -426,7 +426,7 @@ fn netavark_creates_sets_up_and_tears_down_through_the_plugin() {
     let net = unique("nv");
     let sock = d.socket().display().to_string();
     let network = serde_json::json!({
-        "name": net, "id": "0123abcd", "driver": "vswitch-netavark", "network_interface": "",
+        "name": net, "id": "0123abcd0123abcd0123abcd0123abcd0123abcd0123abcd0123abcd0123abcd", "driver": "vswitch-netavark",
         "subnets": [{"subnet": "10.214.0.0/24", "gateway": "10.214.0.1"}],
         "ipv6_enabled": false, "internal": false, "dns_enabled": true,
         "options": {"socket": sock, "mtu": "1400"}

@@ -225,4 +225,3 @@ fn install_panic_exit() {
         }
     }));
 }
-

@@ -1055,9 +1055,11 @@ mod tests {
         let mut stag = frame(MacAddr::BROADCAST, mac(3), 0x88a8, &[0x00, 20, 0x08, 0x00]);
         stag.resize(64, 0);
         assert!(who_got(&r.run(3, &[stag])).is_empty());
-        assert_eq!(r.counters.read(2).drop_count(DropReason::VlanNotAllowed), 2);
+        // Access ports count them as double tags (first-hop security), the trunk as a
+        // tag it does not carry.
+        assert_eq!(r.counters.read(2).drop_count(DropReason::DoubleTag), 2);
         assert_eq!(r.counters.read(6).drop_count(DropReason::VlanNotAllowed), 1);
-        assert_eq!(r.counters.read(3).drop_count(DropReason::VlanNotAllowed), 1);
+        assert_eq!(r.counters.read(3).drop_count(DropReason::DoubleTag), 1);
         // A single priority tag still passes.
         let ok = tagged(MacAddr::BROADCAST, mac(2), 0, &[]);
         assert_eq!(who_got(&r.run(2, &[ok])), vec![0, 3, 4, 6]);

@@ -955,8 +955,8 @@ impl Gateway {
         }
         // Another UDP port of the gateway: the host's loopback through the socket
         // uplink, or closed (port unreachable) when nothing may leave.
-        if let (true, Some(port)) = (to_gw, udp_dport) {
-            if !self.uplink.gateway_open(&self.views, domain, port) {
+        if let (true, Some(dport)) = (to_gw, udp_dport) {
+            if !self.uplink.gateway_open(&self.views, domain, dport) {
                 let kind = (IcmpType::DEST_UNREACHABLE, UnreachCode::PORT);
                 self.icmp_error(ctx, (domain, port), data, &gnet, kind, 0);
                 return;
