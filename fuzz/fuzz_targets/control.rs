@@ -42,7 +42,10 @@ fn attach(state: &mut State, a: &AttachReq) {
     let sandbox = match (&a.tap, &a.netns, a.pid) {
         (Some(t), _, _) => Sandbox::Tap { ifname: t.clone() },
         (None, Some(p), _) => Sandbox::Netns { path: p.clone() },
-        (None, None, Some(pid)) => Sandbox::Pid { pid },
+        (None, None, Some(pid)) => Sandbox::Pid {
+            pid,
+            identity: None,
+        },
         (None, None, None) => Sandbox::Run {
             pid: a.run_pid.unwrap_or(1),
         },

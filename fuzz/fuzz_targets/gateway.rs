@@ -45,6 +45,8 @@ fn config() -> ServiceConfig {
         internal: false,
         masquerade: true,
         dns: DnsService::Names,
+        // The gateway stands for 127.0.0.1, never for the machine's own address.
+        host_loopback: true,
     };
     let mut leases = HashMap::new();
     leases.insert((0, 2), (MacAddr::from_ipv4(LEASED), LEASED));

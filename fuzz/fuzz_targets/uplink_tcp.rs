@@ -36,6 +36,8 @@ const NETS: [Option<NetView>; 1] = [Some(NetView {
     prefix_len: 0,
     egress: true,
     dns: true,
+    // The gateway stands for 127.0.0.1, never for the machine's own address.
+    host_loopback: true,
 })];
 
 /// What the uplink last sent to a container's connection.
@@ -128,7 +130,7 @@ fn aim(pkt: &mut [u8], tag: u8, h: &Host, seqs: &Seqs) -> bool {
 
 /// Takes what the uplink sent and remembers its sequence numbers per connection.
 fn drain(uplink: &mut SocketUplink, seqs: &mut Seqs) {
-    for out in uplink.take_output() {
+    for (_, out) in uplink.take_output() {
         let Ok(ip) = Ipv4Packet::new_checked(&out[..]) else {
             panic!("the uplink sent a packet that is not IPv4");
         };
@@ -206,8 +208,8 @@ fuzz_target!(|data: &[u8]| {
                 }
             }
             1 => {
-                for (conn, _domain, _msg) in uplink.take_dns_requests() {
-                    uplink.dns_reply(poll.registry(), conn, body);
+                for r in uplink.take_dns_requests() {
+                    uplink.dns_reply(poll.registry(), r.conn, body);
                 }
             }
             2 => host_side(&mut h, tag, body),

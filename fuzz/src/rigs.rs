@@ -260,6 +260,10 @@ pub mod pipeline {
                 now: self.now,
                 nat: Some(&self.nat),
                 neigh: Some(&self.neigh),
+                // A gateway ring always with room and the default share: the share's
+                // arithmetic runs, cutting only what a flood past it would lose.
+                service_room: dataplane::port::service::SERVICE_RING,
+                gateway_share: dataplane::pipeline::DEFAULT_GATEWAY_SHARE,
             };
             process(&ctx, port, &mut self.batch, &mut self.local);
             let out = &mut self.local.egress;
