@@ -8,6 +8,7 @@ pub mod client;
 pub mod cni;
 pub mod daemon;
 pub mod daemon_main;
+pub mod engine;
 pub mod net;
 pub mod netavark;
 pub mod paths;

@@ -11,30 +11,14 @@ pub mod conf;
 pub mod error;
 pub mod result;
 
-use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::api::{AttachReq, Request};
 use crate::client::{Client, ClientError};
+use crate::engine::{self, Listed};
 use crate::state::NetworkSpec;
 use conf::{Env, NetConf};
 use error::{CniError, Code, daemon_down};
-
-/// What `container_ls` reports of one container (the fields the plugin needs).
-#[derive(Debug, Clone, Deserialize)]
-struct Listed {
-    name: String,
-    id: String,
-    owner: Option<String>,
-    endpoints: Vec<ListedEndpoint>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-struct ListedEndpoint {
-    network: String,
-    ifname: String,
-    open: bool,
-}
 
 /// Runs one CNI command: the JSON to print on success, or the error.
 pub fn run(env: &Env, stdin: &[u8]) -> Result<Option<Value>, CniError> {
@@ -72,26 +56,19 @@ fn refused(e: ClientError) -> CniError {
 }
 
 fn containers(client: &mut Client) -> Result<Vec<Listed>, CniError> {
-    let v = client.call(Request::ContainerLs).map_err(refused)?;
-    serde_json::from_value(v).map_err(|e| {
-        CniError::new(
+    engine::containers(client).map_err(|e| match e {
+        engine::ListError::Client(c) => refused(c),
+        engine::ListError::Garbled(g) => CniError::new(
             Code::Decode,
             "the daemon's container list is not understood",
         )
-        .with_details(e.to_string())
+        .with_details(g.to_string()),
     })
 }
 
 /// The plugin's attachment of (container id, network, ifname), if any.
 fn find<'a>(list: &'a [Listed], env: &Env, network: &str) -> Option<(&'a Listed, usize)> {
-    list.iter()
-        .filter(|c| c.owner.as_deref() == Some("cni") && c.id == env.container_id)
-        .find_map(|c| {
-            c.endpoints
-                .iter()
-                .position(|e| e.network == network && e.ifname == env.ifname)
-                .map(|i| (c, i))
-        })
+    engine::find(list, "cni", &env.container_id, (network, &env.ifname))
 }
 
 /// Creates the network from the configuration when the daemon does not have it; returns
@@ -196,20 +173,8 @@ fn add(env: &Env, conf: &NetConf) -> Result<Value, CniError> {
     ))
 }
 
-/// Detaches endpoint `i` of `c`: the whole container when it is its only one.
 fn detach(client: &mut Client, c: &Listed, i: usize) -> Result<(), CniError> {
-    let network = match (c.endpoints.len(), c.endpoints.get(i)) {
-        (1, _) | (_, None) => None,
-        (_, Some(e)) => Some(e.network.clone()),
-    };
-    match client.call(Request::Detach {
-        name: c.name.clone(),
-        network,
-    }) {
-        // Gone meanwhile: what DEL wanted.
-        Ok(_) | Err(ClientError::Refused(_)) => Ok(()),
-        Err(e) => Err(refused(e)),
-    }
+    engine::detach(client, c, i).map_err(refused)
 }
 
 fn del(env: &Env, conf: &NetConf) -> Result<(), CniError> {
@@ -330,6 +295,8 @@ pub fn main() -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::engine::ListedEndpoint;
 
     fn listed(name: &str, id: &str, owner: Option<&str>, eps: &[(&str, &str)]) -> Listed {
         Listed {

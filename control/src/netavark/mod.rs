@@ -26,6 +26,7 @@ use serde_json::Value;
 
 use crate::api::{AttachReq, Request};
 use crate::client::{Client, ClientError};
+use crate::engine;
 use crate::state::NetworkSpec;
 use types::{NetAddress, NetInterface, Network, PluginExec, StatusBlock, Subnet};
 
@@ -250,43 +251,17 @@ fn status_block(a: &Attached) -> StatusBlock {
     }
 }
 
-/// What `container_ls` reports (the fields teardown needs).
-#[derive(Debug, Deserialize)]
-struct Listed {
-    name: String,
-    id: String,
-    owner: Option<String>,
-    endpoints: Vec<ListedEndpoint>,
-}
-
-#[derive(Debug, Deserialize)]
-struct ListedEndpoint {
-    network: String,
-    ifname: String,
-}
-
 /// `teardown NETNS`: detaches the container's interface on this network.
 pub fn teardown(exec: &PluginExec) -> Result<(), PluginError> {
     let mut client = connect(&exec.network)?;
-    let list: Vec<Listed> = serde_json::from_value(client.call(Request::ContainerLs)?)?;
-    let ifname = &exec.network_options.interface_name;
-    let found = list.iter().find(|c| {
-        c.owner.as_deref() == Some("netavark")
-            && c.id == exec.container_id
-            && c.endpoints
-                .iter()
-                .any(|e| e.network == exec.network.name && &e.ifname == ifname)
-    });
-    let Some(c) = found else {
-        return Ok(());
-    };
-    let network = (c.endpoints.len() > 1).then(|| exec.network.name.clone());
-    match client.call(Request::Detach {
-        name: c.name.clone(),
-        network,
-    }) {
-        Ok(_) | Err(ClientError::Refused(_)) => Ok(()),
-        Err(e) => Err(e.into()),
+    let list = engine::containers(&mut client).map_err(|e| PluginError::Refused(e.to_string()))?;
+    let at = (
+        exec.network.name.as_str(),
+        exec.network_options.interface_name.as_str(),
+    );
+    match engine::find(&list, "netavark", &exec.container_id, at) {
+        Some((c, i)) => Ok(engine::detach(&mut client, c, i)?),
+        None => Ok(()),
     }
 }
 
