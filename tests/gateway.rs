@@ -14,23 +14,29 @@ struct Upstream {
 
 fn upstream() -> Upstream {
     require(&["dnsmasq"]);
-    let port = {
-        let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("port");
-        s.local_addr().expect("addr").port()
-    };
-    let p = Proc::spawn(&format!(
-        "exec dnsmasq --keep-in-foreground --no-daemon --port {port} --listen-address=127.0.0.1 --bind-interfaces \
-         --no-resolv --no-hosts --address=/example.test/192.0.2.7 --address=/invalid/ --pid-file= --user=root 2>/dev/null"
-    ));
-    let ok = eventually(Duration::from_secs(5), || {
-        sh(&format!(
-            "dig @127.0.0.1 -p {port} +short +tries=1 +time=1 a.example.test"
-        ))
-        .stdout_text()
-        .contains("192.0.2.7")
-    });
-    assert!(ok, "dnsmasq did not start on 127.0.0.1:{port}");
-    Upstream { _p: p, port }
+    // A free port is only free until someone else takes it (other tests start servers
+    // at the same time): try a few.
+    for _ in 0..5 {
+        let port = {
+            let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("port");
+            s.local_addr().expect("addr").port()
+        };
+        let p = Proc::spawn(&format!(
+            "exec dnsmasq --keep-in-foreground --no-daemon --port {port} --listen-address=127.0.0.1 --bind-interfaces \
+             --no-resolv --no-hosts --address=/example.test/192.0.2.7 --address=/invalid/ --pid-file= --user=root 2>/dev/null"
+        ));
+        let ok = eventually(Duration::from_secs(5), || {
+            sh(&format!(
+                "dig @127.0.0.1 -p {port} +short +tries=1 +time=1 a.example.test"
+            ))
+            .stdout_text()
+            .contains("192.0.2.7")
+        });
+        if ok {
+            return Upstream { _p: p, port };
+        }
+    }
+    panic!("dnsmasq did not start on 127.0.0.1 (5 ports tried)");
 }
 
 struct Site {
