@@ -73,10 +73,16 @@ pub fn detach(client: &mut Client, c: &Listed, i: usize) -> Result<(), ClientErr
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn listed(name: &str, id: &str, owner: Option<&str>, eps: &[(&str, &str)]) -> Listed {
+    /// A listed container with endpoints (network, ifname), all open.
+    pub(crate) fn listed(
+        name: &str,
+        id: &str,
+        owner: Option<&str>,
+        eps: &[(&str, &str)],
+    ) -> Listed {
         Listed {
             name: name.into(),
             id: id.into(),

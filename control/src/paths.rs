@@ -1,4 +1,4 @@
-//! Where the control socket and the state live by default (SPEC.md).
+//! Where the control socket and the state live by default.
 
 use std::path::PathBuf;
 

@@ -509,58 +509,15 @@ fn forward_one(
     f.in_port = in_port;
 
     // Classify: which domain, and strip the tag so the frame is untagged inside.
-    let mut ethertype = be16_at(f.data(), 12);
-    let domain = if trusted {
+    let (domain, ethertype) = if trusted {
         // The gateway's frames for the uplink segment go straight out there.
         if f.domain == UPLINK_DOMAIN {
             out.push(UPLINK_PORT, i, 0);
             return Ok(());
         }
-        f.domain
+        (f.domain, be16_at(f.data(), 12))
     } else {
-        let tagged = ethertype == EtherType::VLAN;
-        let vid = if tagged {
-            be16_at(f.data(), 14) & 0x0fff
-        } else {
-            0
-        };
-        let d = match &pconf.mode {
-            PortMode::Access { domain } => {
-                // Only priority tags (VID 0) are accepted on an access port, and never
-                // with another tag behind them (VLAN hopping), nor 802.1ad.
-                if tagged && vid != 0 {
-                    return Err(DropReason::VlanNotAllowed);
-                }
-                if ethertype == EtherType::QINQ
-                    || (tagged && crate::wire::vlan::is_tpid(be16_at(f.data(), 16)))
-                {
-                    return Err(DropReason::DoubleTag);
-                }
-                *domain
-            }
-            PortMode::Trunk { native, vlans } => {
-                if tagged && vid != 0 {
-                    if !vlans.contains(vid) {
-                        return Err(DropReason::VlanNotAllowed);
-                    }
-                    snap.vlan_to_domain(vid).ok_or(DropReason::NoNetwork)?
-                } else {
-                    native.ok_or(DropReason::NoNetwork)?
-                }
-            }
-        };
-        if tagged {
-            if !f.pop_tag() {
-                return Err(DropReason::Malformed);
-            }
-            ethertype = be16_at(f.data(), 12);
-        }
-        // A tag behind the one classified (double tagging, or an S-tag) would leave a
-        // trunk as a tag of another network: VLAN hopping.
-        if crate::wire::vlan::is_tpid(ethertype) {
-            return Err(DropReason::VlanNotAllowed);
-        }
-        d
+        classify(snap, pconf, f)?
     };
     f.domain = domain;
     let Some(dconf) = snap.domain(domain) else {
@@ -576,35 +533,7 @@ fn forward_one(
             return Err(DropReason::BadSrcMac);
         }
         if let Some(sec) = &pconf.security {
-            if src != sec.mac {
-                return Err(DropReason::MacSpoof);
-            }
-            let own = sec.ip.map(|ip| ip.octets());
-            let allowed = |ip: [u8; 4]| ip == [0; 4] || Some(ip) == own;
-            match ethertype {
-                EtherType::IPV4 => {
-                    let ip = ip_at(d, ETH_LEN + 12).ok_or(DropReason::Malformed)?;
-                    if !allowed(ip) {
-                        return Err(DropReason::IpSpoof);
-                    }
-                    guard_v4(d)?;
-                }
-                EtherType::IPV6 => guard_v6(d)?,
-                EtherType::ARP => {
-                    let sha = d
-                        .get(ETH_LEN + 8..ETH_LEN + 14)
-                        .ok_or(DropReason::Malformed)?;
-                    let spa = ip_at(d, ETH_LEN + 14).ok_or(DropReason::Malformed)?;
-                    if sha != sec.mac.0 {
-                        return Err(DropReason::MacSpoof);
-                    }
-                    if !allowed(spa) {
-                        return Err(DropReason::IpSpoof);
-                    }
-                }
-                // Anything else may only carry the port's MAC, checked above.
-                _ => {}
-            }
+            port_security(sec, d, src, ethertype)?;
         }
         fdb.learn(domain, src, in_port, pconf.gen_, ctx.now, pconf.mac_limit);
     }
@@ -658,6 +587,102 @@ fn forward_one(
         return Ok(());
     }
     flood(dconf, in_port, from_container, i, out);
+    Ok(())
+}
+
+/// Classify a frame of an untrusted port: the domain it belongs to (its port's network,
+/// or the network of its VLAN on a trunk), with its tag popped so the frame is untagged
+/// inside the switch. Returns the domain and the EtherType behind the tag.
+#[inline(always)]
+fn classify(
+    snap: &Snapshot,
+    pconf: &crate::config::PortConf,
+    f: &mut crate::port::Frame,
+) -> Result<(u16, u16), DropReason> {
+    let mut ethertype = be16_at(f.data(), 12);
+    let tagged = ethertype == EtherType::VLAN;
+    let vid = if tagged {
+        be16_at(f.data(), 14) & 0x0fff
+    } else {
+        0
+    };
+    let d = match &pconf.mode {
+        PortMode::Access { domain } => {
+            // Only priority tags (VID 0) are accepted on an access port, and never
+            // with another tag behind them (VLAN hopping), nor 802.1ad.
+            if tagged && vid != 0 {
+                return Err(DropReason::VlanNotAllowed);
+            }
+            if ethertype == EtherType::QINQ
+                || (tagged && crate::wire::vlan::is_tpid(be16_at(f.data(), 16)))
+            {
+                return Err(DropReason::DoubleTag);
+            }
+            *domain
+        }
+        PortMode::Trunk { native, vlans } => {
+            if tagged && vid != 0 {
+                if !vlans.contains(vid) {
+                    return Err(DropReason::VlanNotAllowed);
+                }
+                snap.vlan_to_domain(vid).ok_or(DropReason::NoNetwork)?
+            } else {
+                native.ok_or(DropReason::NoNetwork)?
+            }
+        }
+    };
+    if tagged {
+        if !f.pop_tag() {
+            return Err(DropReason::Malformed);
+        }
+        ethertype = be16_at(f.data(), 12);
+    }
+    // A tag behind the one classified (double tagging, or an S-tag) would leave a
+    // trunk as a tag of another network: VLAN hopping.
+    if crate::wire::vlan::is_tpid(ethertype) {
+        return Err(DropReason::VlanNotAllowed);
+    }
+    Ok((d, ethertype))
+}
+
+/// Port security of a port vswitch addressed: its own MAC and IPv4 (0.0.0.0 allowed for
+/// DHCP) as Ethernet source, IPv4 source and ARP sender, and the first-hop guards.
+#[inline(always)]
+fn port_security(
+    sec: &crate::config::Security,
+    d: &[u8],
+    src: MacAddr,
+    ethertype: u16,
+) -> Result<(), DropReason> {
+    if src != sec.mac {
+        return Err(DropReason::MacSpoof);
+    }
+    let own = sec.ip.map(|ip| ip.octets());
+    let allowed = |ip: [u8; 4]| ip == [0; 4] || Some(ip) == own;
+    match ethertype {
+        EtherType::IPV4 => {
+            let ip = ip_at(d, ETH_LEN + 12).ok_or(DropReason::Malformed)?;
+            if !allowed(ip) {
+                return Err(DropReason::IpSpoof);
+            }
+            guard_v4(d)?;
+        }
+        EtherType::IPV6 => guard_v6(d)?,
+        EtherType::ARP => {
+            let sha = d
+                .get(ETH_LEN + 8..ETH_LEN + 14)
+                .ok_or(DropReason::Malformed)?;
+            let spa = ip_at(d, ETH_LEN + 14).ok_or(DropReason::Malformed)?;
+            if sha != sec.mac.0 {
+                return Err(DropReason::MacSpoof);
+            }
+            if !allowed(spa) {
+                return Err(DropReason::IpSpoof);
+            }
+        }
+        // Anything else may only carry the port's MAC, checked above.
+        _ => {}
+    }
     Ok(())
 }
 

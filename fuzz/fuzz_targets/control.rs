@@ -6,39 +6,23 @@
 #![no_main]
 
 use control::api::{AttachReq, Envelope, Request, Response};
+use control::daemon::Daemon;
 use control::net::Ipv4Net;
-use control::state::{EndpointSpec, Sandbox, State, parse_trunk};
+use control::state::{EndpointSpec, Sandbox, State};
 use control::wire::Conn;
 use control::{publish, render};
 use libfuzzer_sys::fuzz_target;
 use std::io::Write;
 use std::os::unix::net::UnixStream;
 
-fn endpoint_spec(a: &AttachReq) -> Option<EndpointSpec> {
-    let mac = match &a.mac {
-        Some(m) => Some(m.parse().ok()?),
-        None => None,
-    };
-    let trunk = match &a.trunk {
-        Some(t) => parse_trunk(t).ok()?,
-        None => Vec::new(),
-    };
-    Some(EndpointSpec {
-        network: a.network.clone(),
-        ip: a.ip,
-        mac,
-        aliases: a.aliases.clone(),
-        trunk,
-        port_security: !a.no_port_security,
-        ifname: a.ifname.clone(),
-    })
-}
-
 fn attach(state: &mut State, a: &AttachReq) {
     for p in &a.publish {
         let _ = publish::parse(p);
     }
-    let Some(spec) = endpoint_spec(a) else { return };
+    // The daemon's own conversion of the request's arguments.
+    let Ok(spec) = Daemon::endpoint_spec(a) else {
+        return;
+    };
     let sandbox = match (&a.tap, &a.netns, a.pid) {
         (Some(t), _, _) => Sandbox::Tap { ifname: t.clone() },
         (None, Some(p), _) => Sandbox::Netns { path: p.clone() },

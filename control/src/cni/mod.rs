@@ -296,23 +296,7 @@ pub fn main() -> i32 {
 mod tests {
     use super::*;
 
-    use crate::engine::ListedEndpoint;
-
-    fn listed(name: &str, id: &str, owner: Option<&str>, eps: &[(&str, &str)]) -> Listed {
-        Listed {
-            name: name.into(),
-            id: id.into(),
-            owner: owner.map(String::from),
-            endpoints: eps
-                .iter()
-                .map(|(n, i)| ListedEndpoint {
-                    network: n.to_string(),
-                    ifname: i.to_string(),
-                    open: true,
-                })
-                .collect(),
-        }
-    }
+    use crate::engine::tests::listed;
 
     fn env(id: &str, ifname: &str, pod: Option<&str>) -> Env {
         Env {

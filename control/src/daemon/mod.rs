@@ -888,7 +888,8 @@ impl Daemon {
         }
     }
 
-    fn endpoint_spec(a: &AttachReq) -> Result<EndpointSpec, DaemonError> {
+    /// What an `attach` request asks of its endpoint, its arguments parsed and checked.
+    pub fn endpoint_spec(a: &AttachReq) -> Result<EndpointSpec, DaemonError> {
         let mac = match &a.mac {
             Some(m) => Some(
                 m.parse()
@@ -911,6 +912,27 @@ impl Daemon {
             port_security: !a.no_port_security,
             ifname: a.ifname.clone(),
         })
+    }
+
+    /// The container an `attach` would add, checked against the state (nothing changed).
+    fn new_container(&self, a: &AttachReq, sandbox: &Sandbox) -> Result<Container, DaemonError> {
+        let mut spec = Self::endpoint_spec(a)?;
+        // An existing TAP keeps its own MAC unless --mac says otherwise: what it sends
+        // carries that address, and port security must expect it.
+        if let Sandbox::Tap { ifname } = sandbox
+            && spec.mac.is_none()
+        {
+            spec.mac = self
+                .backend
+                .tap_mac(ifname)
+                .filter(|m| m.is_unicast() && !m.is_zero());
+        }
+        let mut c = self.state.check_attach(&a.name, sandbox, &spec)?;
+        if let Some(id) = &a.id {
+            c.id = valid_engine_id(id)?;
+        }
+        c.owner = a.owner.as_deref().map(valid_owner).transpose()?;
+        Ok(c)
     }
 
     fn attach(&mut self, a: AttachReq, fds: Vec<OwnedFd>, conn: u64) -> Result<Value, DaemonError> {
@@ -967,22 +989,7 @@ impl Daemon {
             self.restore_published(&c2);
             return Ok(view::attached(&self.state, &c2));
         }
-        let mut spec = Self::endpoint_spec(&a)?;
-        // An existing TAP keeps its own MAC unless --mac says otherwise: what it sends
-        // carries that address, and port security must expect it.
-        if let Sandbox::Tap { ifname } = &sandbox
-            && spec.mac.is_none()
-        {
-            spec.mac = self
-                .backend
-                .tap_mac(ifname)
-                .filter(|m| m.is_unicast() && !m.is_zero());
-        }
-        let mut c = self.state.check_attach(&a.name, &sandbox, &spec)?;
-        if let Some(id) = &a.id {
-            c.id = valid_engine_id(id)?;
-        }
-        c.owner = a.owner.as_deref().map(valid_owner).transpose()?;
+        let c = self.new_container(&a, &sandbox)?;
         let mut next = self.state.clone();
         next.attach(c.clone());
         self.save(&next)?;

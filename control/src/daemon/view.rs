@@ -1,4 +1,4 @@
-//! JSON shapes of command results (SPEC.md: `network inspect` like Docker's).
+//! JSON shapes of command results (`network inspect` shaped like Docker's).
 
 use serde_json::{Value, json};
 

@@ -157,7 +157,7 @@ pub struct Fdb {
 
 /// The default cap on learned MACs in total.
 pub const DEFAULT_TOTAL_LIMIT: u32 = 65536;
-/// The default cap per port (as SPEC.md says).
+/// The default cap per port.
 pub const DEFAULT_PORT_LIMIT: u32 = 1024;
 
 impl Default for Fdb {
