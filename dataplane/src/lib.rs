@@ -12,6 +12,7 @@ pub mod capture;
 pub mod config;
 pub mod dns;
 pub mod gateway;
+pub mod ids;
 pub mod nat;
 pub mod netns;
 pub mod pipeline;

@@ -11,6 +11,7 @@
 
 pub mod arp;
 pub mod checksum;
+pub mod cidr;
 pub mod ethernet;
 pub mod icmp;
 pub mod ipv4;
@@ -20,6 +21,7 @@ pub mod udp;
 pub mod vlan;
 
 pub use arp::ArpPacket;
+pub use cidr::{CidrError, Ipv4Cidr};
 pub use ethernet::{EtherType, EthernetFrame, MacAddr};
 pub use icmp::Icmpv4Packet;
 pub use ipv4::{IpProtocol, Ipv4Packet};
