@@ -144,6 +144,7 @@ fn ports(d: &Daemon) -> serde_json::Value {
 }
 
 #[test]
+#[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
 fn podman_containers_reach_each_other_by_name_and_publish_through_vswitch() {
     let d = Daemon::start(&[]);
     let mut pm = Podman::new(&d, "10.211.0.0/24", "");
@@ -236,6 +237,7 @@ fn conf(d: &Daemon, net: &str, subnet: &str) -> String {
 }
 
 #[test]
+#[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
 fn del_is_idempotent_and_gc_removes_stale_attachments() {
     let d = Daemon::start(&[]);
     let net = unique("n");
@@ -320,6 +322,7 @@ fn errors_are_cni_error_objects_with_actionable_messages() {
 }
 
 #[test]
+#[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
 fn chained_tuning_gets_a_correct_prev_result() {
     require(&["ip"]);
     let tuning = format!("{CNI_PLUGINS}/tuning");
@@ -413,6 +416,7 @@ fn netavark_call(plugins: &Path, config: &Path, args: &[&str], input: &str) -> O
 }
 
 #[test]
+#[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
 fn netavark_creates_sets_up_and_tears_down_through_the_plugin() {
     let d = Daemon::start(&[]);
     let dir = TempDir::new("nv");
@@ -506,6 +510,7 @@ fn netavark_creates_sets_up_and_tears_down_through_the_plugin() {
 }
 
 #[test]
+#[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
 fn engine_containers_survive_a_restart_and_are_cleaned_up_when_gone_meanwhile() {
     let mut d = Daemon::start(&[]);
     let net = unique("n");

@@ -68,6 +68,7 @@ exec bash -e -x "$scratch/session.sh"
 "#;
 
 #[test]
+#[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
 fn podman_cni_session_runs_as_written() {
     require_root();
     require(&["podman", "runc", "curl", "unshare", "ip"]);
@@ -203,6 +204,7 @@ fn retry(cmd: &str) -> String {
 }
 
 #[test]
+#[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
 fn nerdctl_conflist_works_as_written() {
     require(&["busybox", "curl"]);
     let conflist = heredoc(&block_after("<!-- conflist: nerdctl"));
@@ -210,6 +212,7 @@ fn nerdctl_conflist_works_as_written() {
 }
 
 #[test]
+#[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
 fn kubernetes_conflist_works_as_written() {
     require(&["busybox", "curl"]);
     let conflist = block_after("<!-- conflist: kubernetes");

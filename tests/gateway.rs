@@ -77,6 +77,7 @@ fn dig(ns: &Netns, args: &str) -> String {
 }
 
 #[test]
+#[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
 fn gateway_answers_arp_and_ping() {
     let s = site();
     s.ns[2].must("ping -c 3 -i 0.2 -W 2 10.150.0.1");
@@ -85,6 +86,7 @@ fn gateway_answers_arp_and_ping() {
 }
 
 #[test]
+#[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
 fn dns_names_aliases_round_robin_ptr_case_and_tcp() {
     let s = site();
     let c = &s.ns[2];
@@ -125,6 +127,7 @@ fn dns_names_aliases_round_robin_ptr_case_and_tcp() {
 }
 
 #[test]
+#[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
 fn unknown_names_are_forwarded_and_nxdomain_relayed() {
     let s = site();
     let c = &s.ns[2];
@@ -137,6 +140,7 @@ fn unknown_names_are_forwarded_and_nxdomain_relayed() {
 }
 
 #[test]
+#[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
 fn default_bridge_resolves_no_container_names_but_forwards() {
     let up = upstream();
     let d = Daemon::start(&["--upstream-dns", &format!("127.0.0.1:{}", up.port)]);
@@ -154,6 +158,7 @@ fn default_bridge_resolves_no_container_names_but_forwards() {
 }
 
 #[test]
+#[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
 fn names_of_another_network_do_not_resolve() {
     let s = site();
     s.d.ctl_ok(&["network", "create", "back", "--subnet", "10.151.0.0/24"]);
@@ -164,6 +169,7 @@ fn names_of_another_network_do_not_resolve() {
 }
 
 #[test]
+#[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
 fn closed_udp_port_on_the_gateway_is_refused() {
     let s = site();
     let o = s.ns[2].sh("dig @10.150.0.1 -p 9999 +tries=1 +time=2 web");
@@ -172,6 +178,7 @@ fn closed_udp_port_on_the_gateway_is_refused() {
 }
 
 #[test]
+#[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
 fn udhcpc_on_a_bare_interface_gets_its_port_address() {
     require(&["busybox"]);
     let s = site();
@@ -198,6 +205,7 @@ fn udhcpc_on_a_bare_interface_gets_its_port_address() {
 }
 
 #[test]
+#[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
 fn getent_resolves_names_inside_a_run_container() {
     let s = site();
     let sock = s.d.socket();
@@ -223,6 +231,7 @@ fn getent_resolves_names_inside_a_run_container() {
 }
 
 #[test]
+#[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
 fn internal_networks_do_not_forward_or_leave() {
     let up = upstream();
     let d = Daemon::start(&["--upstream-dns", &format!("127.0.0.1:{}", up.port)]);

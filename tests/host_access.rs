@@ -68,6 +68,7 @@ fn attach(d: &Daemon, net: &str, name: &str) -> Netns {
 }
 
 #[test]
+#[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
 fn the_gateway_reaches_the_hosts_main_address_not_its_loopback() {
     let h = Host::new();
     let d = Daemon::start_in(&h.ns, &[]);
@@ -96,6 +97,7 @@ fn the_gateway_reaches_the_hosts_main_address_not_its_loopback() {
 }
 
 #[test]
+#[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
 fn host_loopback_is_an_opt_in_per_network_and_for_the_default_bridge() {
     let h = Host::new();
     let d = Daemon::start_in(&h.ns, &["--host-loopback"]);
@@ -128,6 +130,7 @@ fn host_loopback_is_an_opt_in_per_network_and_for_the_default_bridge() {
 }
 
 #[test]
+#[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
 fn nothing_answers_on_port_53_of_a_network_without_dns() {
     require(&["dig"]);
     let h = Host::new();

@@ -38,6 +38,7 @@ fn lan(n: usize, daemon_args: &[&str], net_args: &[&str]) -> Lan {
 }
 
 #[test]
+#[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
 fn attach_configures_eth0_like_docker() {
     let l = lan(1, &[], &[]);
     let addr = l.ns[0].must("ip -4 -o addr show dev eth0");
@@ -50,6 +51,7 @@ fn attach_configures_eth0_like_docker() {
 }
 
 #[test]
+#[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
 fn two_namespaces_ping_and_resolve_arp_through_the_switch() {
     let l = lan(2, &[], &[]);
     l.ns[0].must(&format!("ping -c 3 -i 0.2 -W 2 {}", l.ips[1]));
@@ -100,12 +102,14 @@ fn tcp_both_ways(l: &Lan) {
 }
 
 #[test]
+#[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
 fn heavy_tcp_moves_data_both_ways() {
     let l = lan(2, &[], &[]);
     tcp_both_ways(&l);
 }
 
 #[test]
+#[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
 fn heavy_tcp_without_offloads_and_with_two_workers() {
     let l = lan(2, &["--no-offload", "--workers", "2"], &[]);
     tcp_both_ways(&l);
@@ -144,6 +148,7 @@ print(n, h.hexdigest())
 "#;
 
 #[test]
+#[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
 fn udp_bursts_arrive_whole_and_in_order() {
     require(&["python3", "ss"]);
     let l = lan(2, &[], &[]);
@@ -170,6 +175,7 @@ fn udp_bursts_arrive_whole_and_in_order() {
 }
 
 #[test]
+#[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
 fn no_icc_keeps_containers_apart() {
     let l = lan(2, &[], &["--no-icc"]);
     let o = l.ns[0].sh(&format!("ping -c 2 -i 0.2 -W 1 {}", l.ips[1]));
@@ -177,6 +183,7 @@ fn no_icc_keeps_containers_apart() {
 }
 
 #[test]
+#[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
 fn restart_after_kill_9_brings_ports_back() {
     let mut l = lan(2, &[], &[]);
     l.ns[0].must(&format!("ping -c 1 -W 2 {}", l.ips[1]));
@@ -200,6 +207,7 @@ fn restart_after_kill_9_brings_ports_back() {
 }
 
 #[test]
+#[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
 fn detach_removes_the_interface() {
     let l = lan(1, &[], &[]);
     l.d.ctl_ok(&["detach", "c0"]);
@@ -210,6 +218,7 @@ fn detach_removes_the_interface() {
 }
 
 #[test]
+#[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
 fn connect_adds_eth1_on_a_second_network() {
     let l = lan(1, &[], &[]);
     l.d.ctl_ok(&["network", "create", "back", "--subnet", "10.124.0.0/24"]);
@@ -228,6 +237,7 @@ fn connect_adds_eth1_on_a_second_network() {
 }
 
 #[test]
+#[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
 fn isolation_between_networks() {
     let l = lan(1, &[], &[]);
     l.d.ctl_ok(&["network", "create", "other", "--subnet", "10.125.0.0/24"]);
@@ -240,6 +250,7 @@ fn isolation_between_networks() {
 }
 
 #[test]
+#[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
 fn attach_by_pid_uses_that_process_namespace() {
     let d = Daemon::start(&[]);
     let n = Netns::new("pid");
@@ -259,6 +270,7 @@ fn attach_by_pid_uses_that_process_namespace() {
 }
 
 #[test]
+#[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
 fn capture_writes_a_pcap_of_a_ports_frames() {
     require(&["tshark"]);
     let l = lan(2, &[], &[]);

@@ -125,6 +125,7 @@ fn setup(n: u8) -> Setup {
 }
 
 #[test]
+#[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
 fn tcp_and_udp_leave_with_the_hosts_address() {
     let s = setup(1);
     let _t = tcp_whoami(&s.out.ns, 7001);
@@ -149,6 +150,7 @@ fn tcp_and_udp_leave_with_the_hosts_address() {
 }
 
 #[test]
+#[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
 fn ping_leaves_through_ping_sockets() {
     let _r = PingRange::open();
     let s = setup(2);
@@ -156,6 +158,7 @@ fn ping_leaves_through_ping_sockets() {
 }
 
 #[test]
+#[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
 fn gateway_stands_for_the_hosts_loopback() {
     let s = setup(3);
     // The host's loopback is reached only by a network that opted in.
@@ -183,6 +186,7 @@ fn gateway_stands_for_the_hosts_loopback() {
 }
 
 #[test]
+#[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
 fn published_ports_keep_the_clients_address() {
     let s = setup(4);
     let _t = tcp_whoami(&s.c, 80);
@@ -218,6 +222,7 @@ fn published_ports_keep_the_clients_address() {
 }
 
 #[test]
+#[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
 fn hairpin_reaches_a_published_port_through_the_hosts_address() {
     let s = setup(5);
     let other = Netns::new("o");
@@ -232,6 +237,7 @@ fn hairpin_reaches_a_published_port_through_the_hosts_address() {
 }
 
 #[test]
+#[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
 fn publish_refuses_taken_ports_and_picks_free_ones() {
     let s = setup(6);
     let held = std::net::TcpListener::bind("0.0.0.0:0").expect("listen");
@@ -250,6 +256,7 @@ fn publish_refuses_taken_ports_and_picks_free_ones() {
 }
 
 #[test]
+#[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
 fn published_ports_come_back_after_kill_9() {
     let mut s = setup(7);
     let _t = tcp_whoami(&s.c, 80);
@@ -266,6 +273,7 @@ fn published_ports_come_back_after_kill_9() {
 }
 
 #[test]
+#[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
 fn internal_networks_reach_nothing_outside() {
     let s = setup(8);
     s.d.ctl_ok(&[

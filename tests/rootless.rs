@@ -38,6 +38,7 @@ fn as_nobody(cmd: &str) -> String {
 }
 
 #[test]
+#[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
 fn heavy_unprivileged_daemon_and_two_run_containers() {
     require(&["setpriv", "iperf3", "ping"]);
     let _tun = TunOpen::new();

@@ -109,6 +109,7 @@ for p in sniff(iface="eth0", timeout=12):
 "#;
 
 #[test]
+#[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
 fn rogue_router_and_dhcp_server_never_reach_the_neighbours() {
     require_root();
     require(&["busybox", "dnsmasq", "ip"]);
@@ -191,6 +192,7 @@ fn rogue_router_and_dhcp_server_never_reach_the_neighbours() {
 }
 
 #[test]
+#[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
 fn port_without_port_security_may_still_send_router_advertisements() {
     require_root();
     require(&["ip"]);
@@ -256,6 +258,7 @@ for p in pkts:
 "#;
 
 #[test]
+#[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
 fn double_tagged_frames_from_an_access_port_never_leave_a_trunk() {
     require_root();
     require(&["ip"]);
@@ -311,6 +314,7 @@ fn double_tagged_frames_from_an_access_port_never_leave_a_trunk() {
 }
 
 #[test]
+#[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
 fn trunk_listing_its_own_networks_vlan_is_refused() {
     let d = Daemon::start(&[]);
     d.ctl_ok(&[
@@ -367,6 +371,7 @@ impl Drop for HostTap {
 }
 
 #[test]
+#[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
 fn tap_without_mac_keeps_its_own_mac_and_gets_a_lease() {
     require_root();
     require(&["busybox", "ip"]);
@@ -426,6 +431,7 @@ fn udp_through(ns: &Netns, host: &str, sport: u16, tries: usize) -> String {
 }
 
 #[test]
+#[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
 fn nat_quota_per_container_keeps_room_for_the_neighbours() {
     require_root();
     require(&["socat", "ip"]);
@@ -548,6 +554,7 @@ print(ok, flush=True)
 "#;
 
 #[test]
+#[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
 fn icmp_errors_of_one_container_do_not_use_up_its_neighbours_budget() {
     require_root();
     require(&["ip"]);
@@ -589,6 +596,7 @@ fn icmp_errors_of_one_container_do_not_use_up_its_neighbours_budget() {
 }
 
 #[test]
+#[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
 fn a_port_flooding_the_gateway_is_held_to_its_share() {
     require_root();
     require(&["busybox", "ping", "ip"]);

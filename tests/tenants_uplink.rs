@@ -196,6 +196,7 @@ fn count(v: &serde_json::Value) -> u64 {
 }
 
 #[test]
+#[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
 fn idle_and_half_open_connections_of_one_container_leave_the_others_working() {
     let d = Daemon::start(&[
         "--uplink-max-tcp",
@@ -232,6 +233,7 @@ fn idle_and_half_open_connections_of_one_container_leave_the_others_working() {
 }
 
 #[test]
+#[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
 fn handshakes_and_idle_connections_time_out() {
     let d = Daemon::start(&[
         "--uplink-tcp-handshake-timeout",
@@ -310,6 +312,7 @@ fn daemon_with_nofile(n: u32) -> Daemon {
 }
 
 #[test]
+#[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
 fn udp_to_5000_ports_under_1024_descriptors_is_refused_and_counted() {
     let t = tenants(3, daemon_with_nofile(1024));
     let _hog = t.hog("udp", 20000, 5000);
@@ -344,6 +347,7 @@ print("sent", flush=True)
 "#;
 
 #[test]
+#[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
 fn dns_queries_in_flight_are_limited_per_container() {
     require(&["dig"]);
     // An upstream resolver on the host's loopback that never answers.

@@ -99,6 +99,7 @@ fn retry(ns: &Netns, cmd: &str) -> String {
 }
 
 #[test]
+#[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
 fn masquerade_tcp_udp_icmp_on_the_segment() {
     let s = seg(1, false);
     s.out.must("ip link show vswitch0");
@@ -132,6 +133,7 @@ fn masquerade_tcp_udp_icmp_on_the_segment() {
 }
 
 #[test]
+#[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
 fn a_full_table_refuses_new_flows_while_existing_ones_keep_working() {
     let s = seg_with(6, false, &["--max-flows", "16"]);
     let _u = whoami(&s.out, 7106, true);
@@ -179,6 +181,7 @@ fn a_full_table_refuses_new_flows_while_existing_ones_keep_working() {
 }
 
 #[test]
+#[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
 fn packets_over_the_uplink_mtu_get_fragmentation_needed() {
     let s = seg_full(7, false, &[], &["--mtu", "1280"]);
     let show = s.d.ctl_json(&["uplink", "show"]);
@@ -234,6 +237,7 @@ fn packets_over_the_uplink_mtu_get_fragmentation_needed() {
 }
 
 #[test]
+#[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
 fn next_hop_routes_what_is_not_on_the_segment() {
     let s = seg(2, true);
     let _t = s.out.spawn(&format!(
@@ -246,6 +250,7 @@ fn next_hop_routes_what_is_not_on_the_segment() {
 }
 
 #[test]
+#[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
 fn published_ports_dnat_with_the_clients_address_and_hairpin() {
     let s = seg(3, false);
     let _t = whoami(&s.c, 80, false);
@@ -283,6 +288,7 @@ fn published_ports_dnat_with_the_clients_address_and_hairpin() {
 }
 
 #[test]
+#[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
 fn uplink_survives_kill_9_and_can_be_switched_back() {
     let mut s = seg(4, false);
     let _t = whoami(&s.out, 7103, false);
@@ -311,6 +317,7 @@ fn uplink_survives_kill_9_and_can_be_switched_back() {
 }
 
 #[test]
+#[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
 fn uplink_refusals() {
     let d = Daemon::start(&[]);
     let out = Netns::new("seg");

@@ -684,6 +684,7 @@ mod tests {
     }
 
     #[test]
+    #[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
     fn thread_enters_and_descriptors_stay_bound() {
         let ns = TestNs::new();
         let outside = ns_inode("/proc/thread-self/ns/net");
@@ -719,6 +720,7 @@ mod tests {
     }
 
     #[test]
+    #[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
     fn configure_sets_mac_mtu_address_route() {
         let ns = TestNs::new();
         let port = create_tap_in(&ns.path, "vst0", &TapOptions::plain()).unwrap();
@@ -786,6 +788,7 @@ mod tests {
     }
 
     #[test]
+    #[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
     fn configure_errors_are_actionable() {
         let ns = TestNs::new();
         let e = configure(
@@ -860,6 +863,7 @@ mod tests {
     }
 
     #[test]
+    #[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
     fn persistent_tap_survives_reopen_and_delete_removes_it() {
         let ns = TestNs::new();
         let opts = TapOptions {
@@ -931,6 +935,7 @@ mod tests {
     // a network namespace of its own and /dev/net/tun at mode 0666. This test runs
     // `rootless_child` (this test binary) that way and checks it passed.
     #[test]
+    #[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
     fn rootless_user_namespace() {
         use std::os::unix::fs::PermissionsExt;
         if std::env::var_os("VST_ROOTLESS_CHILD").is_some() {

@@ -1240,16 +1240,19 @@ mod tests {
     }
 
     #[test]
+    #[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
     fn ping_plain() {
         ping_through(TapOptions::plain());
     }
 
     #[test]
+    #[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
     fn ping_with_vnet_header_and_offloads() {
         ping_through(TapOptions::default());
     }
 
     #[test]
+    #[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
     fn ping_multi_queue() {
         ping_through(TapOptions {
             multi_queue: 2,
@@ -1413,6 +1416,7 @@ mod tests {
     }
 
     #[test]
+    #[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
     fn tcp_through_mini_bridge_offloads_on_off_mixed() {
         let on = TapOptions::default();
         let off = TapOptions::plain();
@@ -1517,6 +1521,7 @@ mod tests {
     // by the pushed tag) and without (segmented in software, then tagged), go through a
     // kernel bridge to a TAP with offloads and one without; what arrives verifies.
     #[test]
+    #[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
     fn tagged_super_frames_through_a_kernel_bridge() {
         use crate::port::gso::fixtures::{pattern, tcp4_super, udp4_super};
         let ns = TestNs::new();
@@ -1563,6 +1568,7 @@ mod tests {
     }
 
     #[test]
+    #[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
     fn from_fd_adapts_to_the_device() {
         let ns = TestNs::new();
         let port = create_tap_in(&ns.path, "vst0", &TapOptions::default()).unwrap();
@@ -1597,6 +1603,7 @@ mod tests {
     }
 
     #[test]
+    #[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
     fn open_errors_say_what_to_do() {
         let e = TapPort::open("", &TapOptions::default()).unwrap_err();
         assert!(e.to_string().contains("empty"), "{e}");
@@ -1629,6 +1636,7 @@ mod tests {
     }
 
     #[test]
+    #[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
     fn udp_bursts_go_down_as_one_super_frame_and_arrive_whole() {
         let ns = TestNs::new();
         let mut port = create_tap_in(&ns.path, "vst0", &TapOptions::default()).unwrap();
@@ -1734,6 +1742,7 @@ mod tests {
     /// checksum holding the kernel's seed, and are merge candidates of one flow: merging
     /// applies to real traffic, not only to crafted frames.
     #[test]
+    #[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
     fn datagrams_linux_sends_are_merge_candidates() {
         let ns = TestNs::new();
         let mut port = tap_up(
@@ -1779,6 +1788,7 @@ mod tests {
     }
 
     #[test]
+    #[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
     fn send_drops_what_cannot_go_and_keeps_going() {
         let ns = TestNs::new();
         let mut port = tap_up(&ns, &TapOptions::plain(), None);
@@ -1822,6 +1832,7 @@ mod tests {
     }
 
     #[test]
+    #[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
     fn oversize_frames_are_counted_and_dropped() {
         let ns = TestNs::new();
         let mut port = tap_up(&ns, &TapOptions::plain(), Some(Ipv4Addr::new(10, 90, 0, 2)));
