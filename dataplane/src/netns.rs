@@ -324,9 +324,8 @@ impl IfSocket {
             });
         }
         // SAFETY: `fd` was just created and is owned by nobody else.
-        Ok(IfSocket {
-            fd: unsafe { OwnedFd::from_raw_fd(fd) },
-        })
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        Ok(IfSocket { fd })
     }
 
     fn ioctl<T>(
