@@ -377,6 +377,54 @@ fn chained_tuning_gets_a_correct_prev_result() {
     assert!(o.status.success(), "CHECK: {}", o.stdout_text());
 }
 
+#[test]
+#[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
+fn chained_bandwidth_passes_the_result_on_and_names_what_it_cannot_shape() {
+    let bandwidth = format!("{CNI_PLUGINS}/bandwidth");
+    assert!(
+        Path::new(&bandwidth).exists(),
+        "this test needs {bandwidth}: run `bash scripts/test`, which installs containernetworking-plugins"
+    );
+    let d = Daemon::start(&[]);
+    let net = unique("n");
+    let ns = Netns::new("bw");
+    let cfg = conf(&d, &net, "10.214.0.0/24").replace("1.1.0", "1.0.0");
+    let path = ns.path();
+    let env = [
+        ("CNI_CONTAINERID", "shaped1"),
+        ("CNI_NETNS", path.as_str()),
+        ("CNI_IFNAME", "eth0"),
+    ];
+    let o = plugin(cni_bin(), "ADD", &env, &cfg);
+    assert!(o.status.success(), "ADD: {}", o.stdout_text());
+    let prev: serde_json::Value = serde_json::from_slice(&o.stdout).expect("result");
+    let mut bcfg = serde_json::json!({
+        "cniVersion": "1.0.0", "name": net, "type": "bandwidth",
+        "capabilities": {"bandwidth": true}, "prevResult": prev,
+    });
+    // No limit asked (the usual case: the capability is declared, the pod sets none):
+    // the result goes on unchanged.
+    let o = plugin(&bandwidth, "ADD", &env, &bcfg.to_string());
+    assert!(
+        o.status.success(),
+        "bandwidth: {}{}",
+        o.stdout_text(),
+        o.stderr_text()
+    );
+    let out: serde_json::Value = serde_json::from_slice(&o.stdout).expect("bandwidth result");
+    assert_eq!(out, prev);
+    // A limit: the reference plugin shapes the host end of a veth pair, and a TAP has
+    // none; it says so (docs/engines.md).
+    bcfg["runtimeConfig"] = serde_json::json!({"bandwidth": {
+        "ingressRate": 10_000_000, "ingressBurst": 100_000,
+        "egressRate": 10_000_000, "egressBurst": 100_000}});
+    let o = plugin(&bandwidth, "ADD", &env, &bcfg.to_string());
+    assert!(!o.status.success());
+    assert!(o.stdout_text().contains("veth"), "{}", o.stdout_text());
+    let o = plugin(&bandwidth, "DEL", &env, &bcfg.to_string());
+    assert!(o.status.success(), "bandwidth DEL: {}", o.stdout_text());
+}
+
 /// netavark (2.x, from crates.io) as podman 5 calls it: `scripts/test` installs it in
 /// /opt/netavark when it is not on PATH.
 fn netavark() -> String {
