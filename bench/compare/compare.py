@@ -7,6 +7,14 @@ Tests:
   udp64        UDP with 64-byte frames at iperf3's full rate (-b 0 -l 18): loss %, pps
   ping         ping RTT average, ms (200 pings, 5 ms apart)
   tcp_host     TCP container -> host loopback, MTU 65520 (NAT setups; Gbit/s)
+
+With --rootless (the rootless columns: vswitch's socket uplink, pasta, slirp4netns),
+at MTU 1500 and 65520, in Gbit/s:
+  up           container -> a server on the host's loopback (iperf3)
+  down         the same connection, the host sending (iperf3 -R)
+  pub          a client on the host's loopback -> a port published to the container
+               (vswitch `ctl publish`, pasta `-t`, slirp4netns `add_hostfwd` on its API
+               socket)
 """
 import argparse, json, os, platform, shutil, signal, statistics, subprocess, sys, tempfile, time
 
@@ -107,7 +115,11 @@ def setup_vde(mtu=1500):
     return {"a": a, "b": b, "b_ip": "10.252.0.2"}
 
 
-def setup_vswitch(binary, extra, mtu=1500, host=False):
+PUB_PORT = 15201 + (os.getpid() % 500)
+SRV_PORT = 5201 + (os.getpid() % 500)
+
+
+def setup_vswitch(binary, extra, mtu=1500, host=False, publish=False):
     d = tempfile.mkdtemp(prefix=PREFIX)
     CLEANUP.append(f"rm -rf {d}")
     spawn(f"{binary} daemon --socket {d}/ctl.sock --state-dir {d}/state {extra}")
@@ -120,6 +132,8 @@ def setup_vswitch(binary, extra, mtu=1500, host=False):
     sh(f"{ctl} network create bench --subnet 10.251.0.0/24 --mtu {mtu} --host-loopback")
     a = netns("a")
     sh(f"{ctl} attach bench --name a --netns /run/netns/{a}")
+    if publish:
+        sh(f"{ctl} publish a -p 127.0.0.1:{PUB_PORT}:{SRV_PORT}")
     if host:
         return {"c": a, "host_ip": "10.251.0.1"}
     b = netns("b")
@@ -127,24 +141,43 @@ def setup_vswitch(binary, extra, mtu=1500, host=False):
     return {"a": a, "b": b, "b_ip": "10.251.0.3"}
 
 
-def setup_slirp(mtu=65520):
+def setup_slirp(mtu=65520, publish=False):
     c = netns("c")
     holder = spawn(f"ip netns exec {c} sleep 100000")
     time.sleep(0.2)
     pid = sh(f"ip netns pids {c}").split()[0]
-    spawn(f"slirp4netns --configure --mtu={mtu} {pid} tap0")
+    d = tempfile.mkdtemp(prefix=PREFIX)
+    CLEANUP.append(f"rm -rf {d}")
+    api = f"{d}/api.sock"
+    spawn(f"slirp4netns --configure --mtu={mtu} --api-socket {api} {pid} tap0")
     for _ in range(50):
-        if "10.0.2.100" in sh(f"ip -n {c} -4 addr show", check=False):
+        if "10.0.2.100" in sh(f"ip -n {c} -4 addr show", check=False) and os.path.exists(api):
             break
         time.sleep(0.1)
     del holder
+    if publish:
+        slirp_api(api, {"execute": "add_hostfwd", "arguments": {
+            "proto": "tcp", "host_addr": "127.0.0.1", "host_port": PUB_PORT, "guest_port": SRV_PORT}})
     return {"c": c, "host_ip": "10.0.2.2"}
 
 
-def setup_pasta(mtu=65520):
+def slirp_api(path, request):
+    import socket
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as so:
+        so.connect(path)
+        so.sendall(json.dumps(request).encode())
+        so.shutdown(socket.SHUT_WR)
+        answer = json.loads(so.recv(65536).decode() or "{}")
+    if "error" in answer:
+        raise RuntimeError(f"slirp4netns API: {answer}")
+    return answer
+
+
+def setup_pasta(mtu=65520, publish=False):
     c = netns("c")
+    tcp = f"127.0.0.1/{PUB_PORT}:{SRV_PORT}" if publish else "none"
     # As root pasta would switch to nobody and lose the namespace: keep root.
-    spawn(f"pasta --runas 0 --config-net -f -m {mtu} -t none -u none -T none -U none --netns /run/netns/{c}")
+    spawn(f"pasta --runas 0 --config-net -f -m {mtu} -t {tcp} -u none -T none -U none --netns /run/netns/{c}")
     gw = ""
     for _ in range(50):
         out = sh(f"ip -n {c} -4 route show default", check=False)
@@ -192,6 +225,64 @@ def t_ping(s, _secs):
 def t_tcp_host(s, secs):
     j = iperf(s["c"], None, s["host_ip"], f"-t {secs}", bind="127.0.0.1")
     return j["end"]["sum_received"]["bits_per_second"] / 1e9
+
+
+def t_down(s, secs):
+    j = iperf(s["c"], None, s["host_ip"], f"-t {secs} -R", bind="127.0.0.1")
+    return j["end"]["sum_received"]["bits_per_second"] / 1e9
+
+
+def t_pub(s, secs):
+    """A client on the host's loopback to the published port; the server in the container."""
+    srv = spawn(in_ns(s["c"], f"iperf3 -s -1 -p {SRV_PORT}"))
+    wait_listen(s["c"], SRV_PORT)
+    out = sh(f"iperf3 -c 127.0.0.1 -p {PUB_PORT} -J -t {secs}", timeout=60)
+    kill(srv)
+    return json.loads(out)["end"]["sum_received"]["bits_per_second"] / 1e9
+
+
+ROOTLESS_TESTS = [("up", t_tcp_host), ("down", t_down), ("pub", t_pub)]
+
+
+def rootless_runs(a, only, secs, record):
+    """One round of the rootless columns: every setup at both MTUs, alternating."""
+    setups = {
+        "vswitch": lambda mtu: setup_vswitch(a.vswitch, a.vswitch_args, mtu=mtu, host=True, publish=True),
+        "slirp4netns": lambda mtu: setup_slirp(mtu=mtu, publish=True),
+        "pasta": lambda mtu: setup_pasta(mtu=mtu, publish=True),
+    }
+    for mtu in (1500, 65520):
+        for name, setup in setups.items():
+            if name not in only:
+                continue
+            try:
+                s = setup(mtu)
+                time.sleep(0.3)
+                for test, fn in ROOTLESS_TESTS:
+                    record(name, f"{test}_{mtu}", fn(s, secs))
+            except Exception as e:  # noqa: BLE001 - report and go on with the others
+                print(f"! {name} rootless MTU {mtu}: {e}", file=sys.stderr)
+            finally:
+                cleanup()
+
+
+def rootless_table(med, order):
+    cols = [f"{t}_{m}" for m in (1500, 65520) for t, _ in ROOTLESS_TESTS]
+    names = {"up": "up", "down": "down (-R)", "pub": "published"}
+    head = " | ".join(f"{names[c.split('_')[0]]}, MTU {c.split('_')[1]}" for c in cols)
+    lines = [f"| setup | {head} |", "|---" * (len(cols) + 1) + "|"]
+    for n in order:
+        r = med.get(n, {})
+        if not any(c in r for c in cols):
+            continue
+        cells = [f"{r[c]:.2f}" if c in r else "—" for c in cols]
+        lines.append(f"| {n} | " + " | ".join(cells) + " |")
+    ratios = []
+    for c in cols:
+        v, p = med.get("vswitch", {}).get(c), med.get("pasta", {}).get(c)
+        if v and p:
+            ratios.append(f"{c}: vswitch/pasta {v / p:.2f}×")
+    return "\n".join(lines), ratios
 
 
 def machine():
@@ -254,6 +345,8 @@ def main():
     ap.add_argument("--out", default="bench/results")
     ap.add_argument("--vswitch-args", default="")
     ap.add_argument("--no-docs", action="store_true", help="do not write docs/compare-results.md and docs/compare.svg")
+    ap.add_argument("--rootless", action="store_true",
+                    help="only the rootless columns: up, down and published at MTU 1500 and 65520 (vswitch, slirp4netns, pasta)")
     a = ap.parse_args()
     runs = 2 if a.quick else a.runs
     secs = 3 if a.quick else 8
@@ -275,6 +368,8 @@ def main():
     raw = {}
     def record(name, test, v):
         raw.setdefault(name, {}).setdefault(test, []).append(v)
+    if a.rootless:
+        return rootless_main(a, m, runs, secs, only)
     try:
         for r in range(runs):
             for name, setup in switch_setups.items():
@@ -341,6 +436,61 @@ def main():
         open("docs/compare-results.md", "w").write(
             "# Comparison run (generated by bench/compare/run.sh)\n\n" + header + "\n\n" + table + "\n\n![chart](compare.svg)\n")
         shutil.copy(os.path.join(a.out, "chart.svg"), "docs/compare.svg")
+
+
+def rootless_main(a, m, runs, secs, only):
+    raw = {}
+    def record(name, test, v):
+        raw.setdefault(name, {}).setdefault(test, []).append(v)
+    try:
+        for r in range(runs):
+            rootless_runs(a, only, secs, record)
+            print(f"# run {r + 1}/{runs} done", file=sys.stderr)
+    finally:
+        cleanup()
+    med = {n: {t: statistics.median(vs) for t, vs in tests.items()} for n, tests in raw.items()}
+    order = [n for n in ["vswitch", "slirp4netns", "pasta"] if n in med]
+    table, ratios = rootless_table(med, order)
+    print(table)
+    for line in ratios:
+        print(f"# {line}")
+    header = (f"Machine: {m['cores']} cores, {m['cpu']}, Linux {m['kernel']}. {m['iperf3']}; {m['slirp4netns']}; "
+              f"passt {m['passt']}. Medians of {runs} runs ({secs} s each), setups alternating; Gbit/s. "
+              f"vswitch daemon options: `{a.vswitch_args or '(defaults)'}`.")
+    json.dump({"machine": m, "runs": runs, "seconds": secs, "vswitch_args": a.vswitch_args, "raw": raw, "median": med},
+              open(os.path.join(a.out, "rootless.json"), "w"), indent=2)
+    open(os.path.join(a.out, "rootless.md"), "w").write(header + "\n\n" + table + "\n\n" + "\n".join(ratios) + "\n")
+    rootless_chart(med, order, os.path.join(a.out, "rootless.svg"))
+    if not a.no_docs:
+        open("docs/compare-rootless.md", "w").write(
+            "# Rootless comparison run (generated by bench/compare/run.sh --rootless)\n\n" + header + "\n\n" + table
+            + "\n\n" + "\n".join(f"- {r}" for r in ratios) + "\n\n![chart](compare-rootless.svg)\n")
+        shutil.copy(os.path.join(a.out, "rootless.svg"), "docs/compare-rootless.svg")
+
+
+def rootless_chart(med, order, path):
+    cols = [f"{t}_{m}" for m in (1500, 65520) for t, _ in ROOTLESS_TESTS]
+    colors = {"vswitch": "#2b6cb0", "slirp4netns": "#2f855a", "pasta": "#805ad5"}
+    W, gh = 900, 40 + 26 * len(order)
+    H = 60 + gh * len(cols)
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" font-size="12">',
+           f'<rect width="{W}" height="{H}" fill="white"/>',
+           '<text x="20" y="30" font-size="16" font-weight="bold">Rootless paths, Gbit/s (medians)</text>']
+    y0 = 60
+    for c in cols:
+        t, mtu = c.split("_")
+        out.append(f'<text x="20" y="{y0}" font-weight="bold">{t}, MTU {mtu}</text>')
+        vals = [(n, med[n][c]) for n in order if c in med.get(n, {})]
+        vmax = max((v for _, v in vals), default=1) or 1
+        for i, (n, v) in enumerate(vals):
+            y = y0 + 8 + i * 26
+            w = 600 * v / vmax
+            out.append(f'<text x="20" y="{y + 15}">{n}</text>')
+            out.append(f'<rect x="130" y="{y}" width="{w:.1f}" height="20" fill="{colors.get(n, "#444")}"/>')
+            out.append(f'<text x="{136 + w:.1f}" y="{y + 15}">{v:.2f}</text>')
+        y0 += gh
+    out.append("</svg>")
+    open(path, "w").write("\n".join(out))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Side-by-side throughput and latency of vswitch and its peers, run as root:
-#   sudo bench/compare/run.sh [--quick] [--runs N] [--only vswitch,bridge,vde,slirp4netns,pasta]
+#   sudo bench/compare/run.sh [--quick] [--rootless] [--runs N] [--only vswitch,bridge,vde,slirp4netns,pasta]
 #                             [--out DIR] [--vswitch-args "--workers 2"] [--no-docs]
 # Needs: iproute2 iperf3 iputils-ping vde2 slirp4netns passt (Debian packages), python3.
 set -euo pipefail
