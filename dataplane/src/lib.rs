@@ -18,7 +18,6 @@ pub mod netns;
 pub mod pipeline;
 pub mod port;
 pub mod runtime;
-pub mod service;
 pub mod uplink;
 pub mod wire;
 pub mod worker;

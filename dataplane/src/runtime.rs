@@ -1,4 +1,5 @@
-//! The threads: workers that move frames, and the service thread behind the gateway.
+//! The threads: workers that move frames, and the gateway thread (named
+//! `vswitch-service`) that answers for every network's gateway address.
 //!
 //! ```text
 //!   control thread ──(snapshot swap, commands)──┐
@@ -7,16 +8,17 @@
 //!        │        ├── worker 1 ── ...                             ├─ any worker sends to any port
 //!        │        └───────┬───────────────────────────────────────┘
 //!        │                │ SPSC rings (frames to/from the gateway), one pair per worker
-//!        └──(closures)──► service thread ── mio poll over host sockets, timers
+//!        └──(closures)──► gateway thread ── mio poll over host sockets, timers
 //! ```
 //!
 //! A worker owns a [`Worker`] (ports, batch, pipeline state) and blocks in `mio::Poll`
 //! until a port is readable or a waker fires (a command from the control thread, or
-//! replies from the service thread). Readable ports are drained batch by batch,
-//! round-robin, until each reports empty. The service thread runs a [`Service`]: the
-//! gateway's protocols and the socket uplink; it is handed every frame the bridge sends
-//! to the gateway and answers through the rings. The control thread reaches it with
-//! closures run on the service thread ([`Runtime::service_call`]).
+//! replies from the gateway thread). Readable ports are drained batch by batch,
+//! round-robin, until each reports empty. The gateway thread runs a [`GatewayHandler`]
+//! (in the daemon, [`crate::gateway::io::GatewayIo`]: the gateway's protocols and the
+//! socket uplink); it is handed every frame the bridge sends to the gateway and answers
+//! through the rings. The control thread reaches it with
+//! closures run on the gateway thread ([`Runtime::gateway_call`]).
 
 use std::io;
 use std::os::fd::RawFd;
@@ -30,11 +32,11 @@ use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::bridge::{CounterTable, Fdb, PortStats};
 use crate::config::{SERVICE_PORT, Snapshot, SnapshotCell};
-use crate::port::service::{ServiceEnd, ServiceFrame, Wake, service_pair};
+use crate::port::ring::{RingEnd, RingFrame, Wake, ring_pair};
 use crate::port::{MAX_BATCH, Port};
 use crate::worker::{Clock, Worker};
 
-const WAKER: Token = Token(usize::MAX);
+use crate::gateway::io::token::WAKER;
 
 /// How long a worker keeps polling without sleeping after it last moved a frame.
 pub const SPIN_AFTER_WORK: Duration = Duration::from_micros(200);
@@ -98,32 +100,32 @@ impl Default for RuntimeConfig {
     }
 }
 
-/// What the service thread can do while handling an event.
-pub struct ServiceCtx<'a> {
-    ends: &'a mut [ServiceEnd],
+/// What the gateway thread can do while handling an event.
+pub struct GatewayCtx<'a> {
+    ends: &'a mut [RingEnd],
     pub registry: &'a mio::Registry,
-    /// The FDB (aging is the service thread's job).
+    /// The FDB (aging is the gateway thread's job).
     pub fdb: &'a Fdb,
     pub snapshot: &'a SnapshotCell,
     /// The clock the FDB ages by.
     pub epoch: Instant,
-    /// The service thread's own per-port counters (it is their only writer): what the
+    /// The gateway thread's own per-port counters (it is their only writer): what the
     /// gateway refuses a port, added to the workers' on `stats`.
     pub counters: &'a CounterTable,
 }
 
-impl<'a> ServiceCtx<'a> {
-    /// A context for driving a [`Service`] outside the runtime (fuzz targets, tests):
+impl<'a> GatewayCtx<'a> {
+    /// A context for driving a [`GatewayHandler`] outside the runtime (fuzz targets, tests):
     /// frames it sends go out through `ends[0]`.
     pub fn new(
-        ends: &'a mut [ServiceEnd],
+        ends: &'a mut [RingEnd],
         registry: &'a mio::Registry,
         fdb: &'a Fdb,
         snapshot: &'a SnapshotCell,
         epoch: Instant,
         counters: &'a CounterTable,
     ) -> Self {
-        ServiceCtx {
+        GatewayCtx {
             ends,
             registry,
             fdb,
@@ -134,7 +136,7 @@ impl<'a> ServiceCtx<'a> {
     }
 }
 
-impl ServiceCtx<'_> {
+impl GatewayCtx<'_> {
     /// A buffer to build a frame in (recycled from the rings when possible).
     pub fn buffer(&mut self) -> Vec<u8> {
         self.ends
@@ -161,32 +163,33 @@ impl ServiceCtx<'_> {
     }
 }
 
-/// The gateway's side: protocols answered on the service thread.
-pub trait Service: Send + 'static {
+/// What runs on the gateway thread: it is handed the frames the bridge sends to the
+/// gateway, the readiness of the sources it registered, and a tick on every wake-up.
+pub trait GatewayHandler: Send + 'static {
     /// Registers host sockets etc. (tokens must be below `usize::MAX`).
-    fn setup(&mut self, _ctx: &mut ServiceCtx<'_>) -> io::Result<()> {
+    fn setup(&mut self, _ctx: &mut GatewayCtx<'_>) -> io::Result<()> {
         Ok(())
     }
     /// Every frame the bridge sent to the gateway.
-    fn frame(&mut self, ctx: &mut ServiceCtx<'_>, frame: ServiceFrame);
+    fn frame(&mut self, ctx: &mut GatewayCtx<'_>, frame: RingFrame);
     /// A registered source is ready.
-    fn event(&mut self, _ctx: &mut ServiceCtx<'_>, _token: Token, _ev: &mio::event::Event) {}
+    fn event(&mut self, _ctx: &mut GatewayCtx<'_>, _token: Token, _ev: &mio::event::Event) {}
     /// Called on every wake-up; returns when it next needs to run.
-    fn tick(&mut self, _ctx: &mut ServiceCtx<'_>, _now: Instant) -> Option<Instant> {
+    fn tick(&mut self, _ctx: &mut GatewayCtx<'_>, _now: Instant) -> Option<Instant> {
         None
     }
 }
 
-type ServiceJob<S> = Box<dyn FnOnce(&mut S, &mut ServiceCtx<'_>) + Send>;
+type GatewayJob<S> = Box<dyn FnOnce(&mut S, &mut GatewayCtx<'_>) + Send>;
 
-struct ServiceHandle<S> {
-    jobs: mpsc::Sender<ServiceJob<S>>,
+struct GatewayThread<S> {
+    jobs: mpsc::Sender<GatewayJob<S>>,
     waker: Arc<Waker>,
     thread: Option<JoinHandle<()>>,
     stop: Arc<std::sync::atomic::AtomicBool>,
 }
 
-pub struct Runtime<S: Service> {
+pub struct Runtime<S: GatewayHandler> {
     /// A capture in progress, seen by every worker.
     pub capture: crate::capture::CaptureSlot,
     /// Connection tracking (used while a packet uplink is set).
@@ -196,8 +199,8 @@ pub struct Runtime<S: Service> {
     pub cell: Arc<SnapshotCell>,
     pub fdb: Arc<Fdb>,
     workers: Vec<WorkerHandle>,
-    service: ServiceHandle<S>,
-    service_counters: Arc<CounterTable>,
+    gateway: GatewayThread<S>,
+    gateway_counters: Arc<CounterTable>,
     pub epoch: Instant,
 }
 
@@ -208,17 +211,17 @@ pub enum RuntimeError {
     Poll(io::Error),
     #[error("cannot start a thread: {0}")]
     Thread(io::Error),
-    #[error("the service thread is gone")]
-    ServiceGone,
+    #[error("the gateway thread is gone")]
+    GatewayGone,
 }
 
-impl<S: Service> Runtime<S> {
-    /// Starts the workers and the service thread on `snapshot`.
+impl<S: GatewayHandler> Runtime<S> {
+    /// Starts the workers and the gateway thread on `snapshot`.
     pub fn start(
         cfg: RuntimeConfig,
         snapshot: Snapshot,
         fdb: Arc<Fdb>,
-        service: S,
+        gateway: S,
     ) -> Result<Runtime<S>, RuntimeError> {
         let cell = Arc::new(SnapshotCell::new(snapshot));
         let epoch = Instant::now();
@@ -235,7 +238,7 @@ impl<S: Service> Runtime<S> {
         for i in 0..cfg.workers.max(1) {
             let poll = Poll::new().map_err(RuntimeError::Poll)?;
             let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(RuntimeError::Poll)?);
-            let (sport, send) = service_pair(
+            let (sport, send) = ring_pair(
                 Arc::new(MioWake(swaker.clone())),
                 Arc::new(MioWake(waker.clone())),
             );
@@ -262,14 +265,14 @@ impl<S: Service> Runtime<S> {
                 thread: Some(thread),
             });
         }
-        let (jtx, jrx) = mpsc::channel::<ServiceJob<S>>();
+        let (jtx, jrx) = mpsc::channel::<GatewayJob<S>>();
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (c2, f2, st2) = (cell.clone(), fdb.clone(), stop.clone());
-        let service_counters = Arc::new(CounterTable::default());
-        let sc2 = service_counters.clone();
+        let gateway_counters = Arc::new(CounterTable::default());
+        let sc2 = gateway_counters.clone();
         let thread = std::thread::Builder::new()
             .name("vswitch-service".into())
-            .spawn(move || service_loop(service, spoll, ends, jrx, (c2, f2, sc2), epoch, st2))
+            .spawn(move || gateway_loop(gateway, spoll, ends, jrx, (c2, f2, sc2), epoch, st2))
             .map_err(RuntimeError::Thread)?;
         Ok(Runtime {
             capture,
@@ -278,13 +281,13 @@ impl<S: Service> Runtime<S> {
             cell,
             fdb,
             workers,
-            service: ServiceHandle {
+            gateway: GatewayThread {
                 jobs: jtx,
                 waker: swaker,
                 thread: Some(thread),
                 stop,
             },
-            service_counters,
+            gateway_counters,
             epoch,
         })
     }
@@ -306,8 +309,8 @@ impl<S: Service> Runtime<S> {
             let _ = w.cmds.send(WorkerCmd::Add { slot, port, rx });
             let _ = w.waker.wake();
         }
-        // The service thread zeroes its own counters of the slot.
-        self.service_do(move |_, ctx| ctx.counters.reset(slot));
+        // The gateway thread zeroes its own counters of the slot.
+        self.gateway_do(move |_, ctx| ctx.counters.reset(slot));
     }
 
     /// Removes the port at `slot` from every worker and waits until they let go of it.
@@ -327,31 +330,31 @@ impl<S: Service> Runtime<S> {
 
     /// A port's counters, added up over the workers.
     pub fn stats(&self, slot: u16) -> PortStats {
-        let mut s = self.service_counters.read(slot);
+        let mut s = self.gateway_counters.read(slot);
         for w in &self.workers {
             s.add(&w.counters.read(slot));
         }
         s
     }
 
-    /// Runs `f` on the service thread (fire and forget).
-    pub fn service_do(&self, f: impl FnOnce(&mut S, &mut ServiceCtx<'_>) + Send + 'static) {
-        if self.service.jobs.send(Box::new(f)).is_ok() {
-            let _ = self.service.waker.wake();
+    /// Runs `f` on the gateway thread (fire and forget).
+    pub fn gateway_do(&self, f: impl FnOnce(&mut S, &mut GatewayCtx<'_>) + Send + 'static) {
+        if self.gateway.jobs.send(Box::new(f)).is_ok() {
+            let _ = self.gateway.waker.wake();
         }
     }
 
-    /// Runs `f` on the service thread and returns its result.
-    pub fn service_call<R: Send + 'static>(
+    /// Runs `f` on the gateway thread and returns its result.
+    pub fn gateway_call<R: Send + 'static>(
         &self,
-        f: impl FnOnce(&mut S, &mut ServiceCtx<'_>) -> R + Send + 'static,
+        f: impl FnOnce(&mut S, &mut GatewayCtx<'_>) -> R + Send + 'static,
     ) -> Result<R, RuntimeError> {
         let (tx, rx) = mpsc::channel();
-        self.service_do(move |s, c| {
+        self.gateway_do(move |s, c| {
             let _ = tx.send(f(s, c));
         });
         rx.recv_timeout(Duration::from_secs(10))
-            .map_err(|_| RuntimeError::ServiceGone)
+            .map_err(|_| RuntimeError::GatewayGone)
     }
 
     /// Stops every thread and waits for them.
@@ -369,17 +372,17 @@ impl<S: Service> Runtime<S> {
                 let _ = t.join();
             }
         }
-        self.service
+        self.gateway
             .stop
             .store(true, std::sync::atomic::Ordering::Relaxed);
-        let _ = self.service.waker.wake();
-        if let Some(t) = self.service.thread.take() {
+        let _ = self.gateway.waker.wake();
+        if let Some(t) = self.gateway.thread.take() {
             let _ = t.join();
         }
     }
 }
 
-impl<S: Service> Drop for Runtime<S> {
+impl<S: GatewayHandler> Drop for Runtime<S> {
     fn drop(&mut self) {
         self.stop_all();
     }
@@ -484,11 +487,11 @@ fn worker_loop(mut w: Worker, mut poll: Poll, cmds: mpsc::Receiver<WorkerCmd>, b
 }
 
 #[allow(clippy::too_many_arguments)]
-fn service_loop<S: Service>(
+fn gateway_loop<S: GatewayHandler>(
     mut svc: S,
     mut poll: Poll,
-    mut ends: Vec<ServiceEnd>,
-    jobs: mpsc::Receiver<ServiceJob<S>>,
+    mut ends: Vec<RingEnd>,
+    jobs: mpsc::Receiver<GatewayJob<S>>,
     (cell, fdb, counters): (Arc<SnapshotCell>, Arc<Fdb>, Arc<CounterTable>),
     epoch: Instant,
     stop: Arc<std::sync::atomic::AtomicBool>,
@@ -496,7 +499,7 @@ fn service_loop<S: Service>(
     let mut events = Events::with_capacity(256);
     let mut next_age = Instant::now();
     {
-        let mut ctx = ServiceCtx {
+        let mut ctx = GatewayCtx {
             ends: &mut ends,
             registry: poll.registry(),
             fdb: &fdb,
@@ -522,7 +525,7 @@ fn service_loop<S: Service>(
         {
             return;
         }
-        let mut ctx = ServiceCtx {
+        let mut ctx = GatewayCtx {
             ends: &mut ends,
             registry: poll.registry(),
             fdb: &fdb,
@@ -642,8 +645,8 @@ mod tests {
     }
 
     struct Counting(Arc<std::sync::atomic::AtomicUsize>);
-    impl Service for Counting {
-        fn frame(&mut self, ctx: &mut ServiceCtx<'_>, f: ServiceFrame) {
+    impl GatewayHandler for Counting {
+        fn frame(&mut self, ctx: &mut GatewayCtx<'_>, f: RingFrame) {
             self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             ctx.recycle(f.data);
         }
@@ -703,7 +706,7 @@ mod tests {
     }
 
     #[test]
-    fn threads_forward_between_fd_ports_and_feed_the_service() {
+    fn threads_forward_between_fd_ports_and_feed_the_gateway() {
         for workers in [1, 2] {
             let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
             let rt = Runtime::start(
@@ -756,7 +759,7 @@ mod tests {
             assert_eq!(rt.stats(3).tx_packets, 1);
             // The entries themselves (the counter is recounted by the aging sweep and may
             // lag a learn that raced it by one sweep).
-            let n = rt.service_call(|_s, ctx| ctx.fdb.rows().len()).unwrap();
+            let n = rt.gateway_call(|_s, ctx| ctx.fdb.rows().len()).unwrap();
             assert_eq!(n, 2);
             rt.remove_port(2);
             rt.shutdown();
