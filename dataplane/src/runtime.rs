@@ -235,44 +235,32 @@ impl<S: GatewayHandler> Runtime<S> {
             cfg.flows_per_container,
         ));
         let neigh = Arc::new(crate::uplink::packet::Neighbours::default());
+        let shared = WorkerShared {
+            cell: &cell,
+            fdb: &fdb,
+            capture: &capture,
+            nat: &nat,
+            neigh: &neigh,
+            epoch,
+        };
         for i in 0..cfg.workers.max(1) {
-            let poll = Poll::new().map_err(RuntimeError::Poll)?;
-            let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(RuntimeError::Poll)?);
-            let (sport, send) = ring_pair(
-                Arc::new(MioWake(swaker.clone())),
-                Arc::new(MioWake(waker.clone())),
-            );
-            ends.push(send);
-            let counters = Arc::new(CounterTable::default());
-            let mut w = Worker::with_frame_cap(&cell, fdb.clone(), counters.clone(), cfg.frame_cap);
-            w.clock = Clock::Real(epoch);
-            w.index = i;
-            w.capture = Some(capture.clone());
-            w.nat = Some(nat.clone());
-            w.neigh = Some(neigh.clone());
-            w.gateway_share = cfg.gateway_share;
-            w.add_port(SERVICE_PORT, Box::new(sport), true);
-            let (tx, rx) = mpsc::channel();
-            let busy = cfg.busy_poll;
-            let thread = std::thread::Builder::new()
-                .name(format!("vswitch-worker-{i}"))
-                .spawn(move || worker_loop(w, poll, rx, busy))
-                .map_err(RuntimeError::Thread)?;
-            workers.push(WorkerHandle {
-                cmds: tx,
-                waker,
-                counters,
-                thread: Some(thread),
-            });
+            let (handle, end) = spawn_worker(i, &cfg, &shared, &swaker)?;
+            workers.push(handle);
+            ends.push(end);
         }
         let (jtx, jrx) = mpsc::channel::<GatewayJob<S>>();
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (c2, f2, st2) = (cell.clone(), fdb.clone(), stop.clone());
         let gateway_counters = Arc::new(CounterTable::default());
-        let sc2 = gateway_counters.clone();
+        let shared = GatewayShared {
+            cell: cell.clone(),
+            fdb: fdb.clone(),
+            counters: gateway_counters.clone(),
+            epoch,
+        };
+        let st2 = stop.clone();
         let thread = std::thread::Builder::new()
             .name("vswitch-service".into())
-            .spawn(move || gateway_loop(gateway, spoll, ends, jrx, (c2, f2, sc2), epoch, st2))
+            .spawn(move || gateway_loop(gateway, spoll, ends, jrx, shared, st2))
             .map_err(RuntimeError::Thread)?;
         Ok(Runtime {
             capture,
@@ -388,19 +376,137 @@ impl<S: GatewayHandler> Drop for Runtime<S> {
     }
 }
 
-fn register(poll: &Poll, slot: u16, fd: RawFd) {
-    let _ = poll.registry().register(
-        &mut SourceFd(&fd),
-        Token(usize::from(slot)),
-        Interest::READABLE,
+/// The port descriptors a worker's poll watches, by slot (the slot is the token).
+struct Registered(Vec<(u16, RawFd)>);
+
+impl Registered {
+    fn add(&mut self, poll: &Poll, slot: u16, fd: RawFd) {
+        let _ = poll.registry().register(
+            &mut SourceFd(&fd),
+            Token(usize::from(slot)),
+            Interest::READABLE,
+        );
+        self.0.push((slot, fd));
+    }
+
+    fn remove(&mut self, poll: &Poll, slot: u16) {
+        if let Some(i) = self.0.iter().position(|(s, _)| *s == slot) {
+            let (_, fd) = self.0.swap_remove(i);
+            let _ = poll.registry().deregister(&mut SourceFd(&fd));
+        }
+    }
+}
+
+/// Carries out the control thread's commands; false on Stop.
+fn worker_commands(
+    w: &mut Worker,
+    poll: &Poll,
+    cmds: &mpsc::Receiver<WorkerCmd>,
+    (registered, ready): (&mut Registered, &mut Vec<u16>),
+) -> bool {
+    while let Ok(c) = cmds.try_recv() {
+        match c {
+            WorkerCmd::Add { slot, port, rx } => {
+                registered.remove(poll, slot);
+                let fd = port.rx_fd();
+                w.add_port(slot, port, rx);
+                if rx && let Some(fd) = fd {
+                    registered.add(poll, slot, fd);
+                    // Frames may already wait: edge-triggered registration would
+                    // not report them.
+                    ready.push(slot);
+                }
+            }
+            WorkerCmd::Remove { slot, done } => {
+                registered.remove(poll, slot);
+                ready.retain(|s| *s != slot);
+                drop(w.remove_port(slot));
+                let _ = done.send(());
+            }
+            WorkerCmd::Stop => return false,
+        }
+    }
+    true
+}
+
+/// One batch per ready port per round, so a busy port cannot starve the others, then
+/// the gateway's replies; returns the frames moved.
+fn worker_round(w: &mut Worker, ready: &mut Vec<u16>) -> usize {
+    let mut i = 0;
+    let mut moved = 0;
+    while let Some(&slot) = ready.get(i) {
+        let n = w.poll_port(slot);
+        moved += n;
+        if n < MAX_BATCH {
+            ready.swap_remove(i);
+        } else {
+            i += 1;
+        }
+    }
+    // Replies from the gateway.
+    loop {
+        let n = w.poll_port(SERVICE_PORT);
+        moved += n;
+        if n < MAX_BATCH {
+            break;
+        }
+    }
+    moved
+}
+
+/// What every worker shares.
+struct WorkerShared<'a> {
+    cell: &'a Arc<SnapshotCell>,
+    fdb: &'a Arc<Fdb>,
+    capture: &'a crate::capture::CaptureSlot,
+    nat: &'a Arc<crate::nat::Nat>,
+    neigh: &'a Arc<crate::uplink::packet::Neighbours>,
+    epoch: Instant,
+}
+
+/// Starts worker `i` with its ring pair to the gateway (whose waker is `gateway`);
+/// returns its handle and the gateway's end of the rings.
+fn spawn_worker(
+    i: usize,
+    cfg: &RuntimeConfig,
+    sh: &WorkerShared<'_>,
+    gateway: &Arc<Waker>,
+) -> Result<(WorkerHandle, RingEnd), RuntimeError> {
+    let poll = Poll::new().map_err(RuntimeError::Poll)?;
+    let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(RuntimeError::Poll)?);
+    let (ring, end) = ring_pair(
+        Arc::new(MioWake(gateway.clone())),
+        Arc::new(MioWake(waker.clone())),
     );
+    let counters = Arc::new(CounterTable::default());
+    let mut w = Worker::with_frame_cap(sh.cell, sh.fdb.clone(), counters.clone(), cfg.frame_cap);
+    w.clock = Clock::Real(sh.epoch);
+    w.index = i;
+    w.capture = Some(sh.capture.clone());
+    w.nat = Some(sh.nat.clone());
+    w.neigh = Some(sh.neigh.clone());
+    w.gateway_share = cfg.gateway_share;
+    w.add_port(SERVICE_PORT, Box::new(ring), true);
+    let (tx, rx) = mpsc::channel();
+    let busy = cfg.busy_poll;
+    let thread = std::thread::Builder::new()
+        .name(format!("vswitch-worker-{i}"))
+        .spawn(move || worker_loop(w, poll, rx, busy))
+        .map_err(RuntimeError::Thread)?;
+    let handle = WorkerHandle {
+        cmds: tx,
+        waker,
+        counters,
+        thread: Some(thread),
+    };
+    Ok((handle, end))
 }
 
 fn worker_loop(mut w: Worker, mut poll: Poll, cmds: mpsc::Receiver<WorkerCmd>, busy: bool) {
     let mut events = Events::with_capacity(256);
     // Ports known to have frames waiting (edge-triggered: drained until a short batch).
     let mut ready: Vec<u16> = Vec::new();
-    let mut registered: Vec<(u16, RawFd)> = Vec::new();
+    let mut registered = Registered(Vec::new());
     // Hybrid polling: after forwarding something, keep polling without sleeping for a
     // short while, so the answer that usually follows within tens of microseconds
     // finds the worker awake instead of paying a sleep and a wake-up.
@@ -426,57 +532,10 @@ fn worker_loop(mut w: Worker, mut poll: Poll, cmds: mpsc::Receiver<WorkerCmd>, b
             }
         }
         // Commands (cheap to check every round).
-        while let Ok(c) = cmds.try_recv() {
-            match c {
-                WorkerCmd::Add { slot, port, rx } => {
-                    if let Some(i) = registered.iter().position(|(s, _)| *s == slot) {
-                        let (_, fd) = registered.swap_remove(i);
-                        let _ = poll.registry().deregister(&mut SourceFd(&fd));
-                    }
-                    let fd = port.rx_fd();
-                    w.add_port(slot, port, rx);
-                    if rx && let Some(fd) = fd {
-                        register(&poll, slot, fd);
-                        registered.push((slot, fd));
-                        // Frames may already wait: edge-triggered registration would
-                        // not report them.
-                        ready.push(slot);
-                    }
-                }
-                WorkerCmd::Remove { slot, done } => {
-                    if let Some(i) = registered.iter().position(|(s, _)| *s == slot) {
-                        let (_, fd) = registered.swap_remove(i);
-                        let _ = poll.registry().deregister(&mut SourceFd(&fd));
-                    }
-                    ready.retain(|s| *s != slot);
-                    drop(w.remove_port(slot));
-                    let _ = done.send(());
-                }
-                WorkerCmd::Stop => return,
-            }
+        if !worker_commands(&mut w, &poll, &cmds, (&mut registered, &mut ready)) {
+            return;
         }
-        // One batch per ready port per round, so a busy port cannot starve the others.
-        let mut i = 0;
-        let mut moved = 0;
-        while i < ready.len() {
-            let slot = ready[i];
-            let n = w.poll_port(slot);
-            moved += n;
-            if n < MAX_BATCH {
-                ready.swap_remove(i);
-            } else {
-                i += 1;
-            }
-        }
-        // Replies from the gateway.
-        loop {
-            let n = w.poll_port(SERVICE_PORT);
-            moved += n;
-            if n < MAX_BATCH {
-                break;
-            }
-        }
-        if moved > 0 {
+        if worker_round(&mut w, &mut ready) > 0 {
             last_work = Instant::now();
         } else if !busy && ready.is_empty() {
             // Polling while idle: let a thread that has work on this core (the
@@ -486,29 +545,62 @@ fn worker_loop(mut w: Worker, mut poll: Poll, cmds: mpsc::Receiver<WorkerCmd>, b
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What the gateway thread shares with the control thread and the workers.
+struct GatewayShared {
+    cell: Arc<SnapshotCell>,
+    fdb: Arc<Fdb>,
+    counters: Arc<CounterTable>,
+    epoch: Instant,
+}
+
+impl GatewayShared {
+    fn ctx<'a>(&'a self, ends: &'a mut [RingEnd], registry: &'a mio::Registry) -> GatewayCtx<'a> {
+        GatewayCtx {
+            ends,
+            registry,
+            fdb: &self.fdb,
+            snapshot: &self.cell,
+            epoch: self.epoch,
+            counters: &self.counters,
+        }
+    }
+}
+
+/// One wake-up's work after the poll: ready sources, the control thread's jobs, frames
+/// from every worker.
+fn gateway_round<S: GatewayHandler>(
+    g: &mut S,
+    ctx: &mut GatewayCtx<'_>,
+    events: &Events,
+    jobs: &mpsc::Receiver<GatewayJob<S>>,
+) {
+    for ev in events.iter() {
+        if ev.token() != WAKER {
+            g.event(ctx, ev.token(), ev);
+        }
+    }
+    while let Ok(job) = jobs.try_recv() {
+        job(g, ctx);
+    }
+    // Frames from every worker.
+    for i in 0..ctx.ends.len() {
+        while let Some(f) = ctx.ends.get_mut(i).and_then(|e| e.recv()) {
+            g.frame(ctx, f);
+        }
+    }
+}
+
 fn gateway_loop<S: GatewayHandler>(
-    mut svc: S,
+    mut g: S,
     mut poll: Poll,
     mut ends: Vec<RingEnd>,
     jobs: mpsc::Receiver<GatewayJob<S>>,
-    (cell, fdb, counters): (Arc<SnapshotCell>, Arc<Fdb>, Arc<CounterTable>),
-    epoch: Instant,
+    shared: GatewayShared,
     stop: Arc<std::sync::atomic::AtomicBool>,
 ) {
     let mut events = Events::with_capacity(256);
     let mut next_age = Instant::now();
-    {
-        let mut ctx = GatewayCtx {
-            ends: &mut ends,
-            registry: poll.registry(),
-            fdb: &fdb,
-            snapshot: &cell,
-            epoch,
-            counters: &counters,
-        };
-        let _ = svc.setup(&mut ctx);
-    }
+    let _ = g.setup(&mut shared.ctx(&mut ends, poll.registry()));
     let mut deadline: Option<Instant> = None;
     loop {
         if stop.load(std::sync::atomic::Ordering::Relaxed) {
@@ -525,35 +617,15 @@ fn gateway_loop<S: GatewayHandler>(
         {
             return;
         }
-        let mut ctx = GatewayCtx {
-            ends: &mut ends,
-            registry: poll.registry(),
-            fdb: &fdb,
-            snapshot: &cell,
-            epoch,
-            counters: &counters,
-        };
-        for ev in events.iter() {
-            if ev.token() != WAKER {
-                svc.event(&mut ctx, ev.token(), ev);
-            }
-        }
-        while let Ok(job) = jobs.try_recv() {
-            job(&mut svc, &mut ctx);
-        }
-        // Frames from every worker.
-        for i in 0..ctx.ends.len() {
-            while let Some(f) = ctx.ends.get_mut(i).and_then(|e| e.recv()) {
-                svc.frame(&mut ctx, f);
-            }
-        }
+        let mut ctx = shared.ctx(&mut ends, poll.registry());
+        gateway_round(&mut g, &mut ctx, &events, &jobs);
         let now = Instant::now();
         if now >= next_age {
-            let snap = cell.load_full();
-            fdb.age(ctx.now_secs(), snap.aging_secs);
+            let snap = shared.cell.load_full();
+            shared.fdb.age(ctx.now_secs(), snap.aging_secs);
             next_age = now + Duration::from_secs(1);
         }
-        deadline = svc.tick(&mut ctx, now);
+        deadline = g.tick(&mut ctx, now);
         for e in ctx.ends.iter() {
             e.flush();
         }

@@ -120,6 +120,68 @@ impl RingEnd {
     }
 }
 
+impl RingPort {
+    /// Queues each segment of a super-frame as its own frame; returns how many.
+    fn push_segments(&mut self, f: &super::Frame) -> usize {
+        let mut n = 0;
+        let (to, spare, dropped) = (&mut self.to_gateway, &mut self.spare_in, &mut self.dropped);
+        let (domain, port, punt) = (f.domain, f.in_port, f.punt);
+        let _ = self.segmenter.segment(f.data(), &f.vnet, |head, body| {
+            if to.is_full() {
+                *dropped += 1;
+                return false;
+            }
+            let mut buf = spare.pop().unwrap_or_default();
+            buf.clear();
+            buf.extend_from_slice(head);
+            buf.extend_from_slice(body);
+            let frame = RingFrame {
+                domain,
+                port,
+                punt,
+                data: buf,
+            };
+            if to.push(frame).is_ok() {
+                n += 1;
+            }
+            true
+        });
+        n
+    }
+
+    /// Queues a frame whole (with its VLAN tag, if any); false when it was dropped.
+    fn push_whole(&mut self, f: &super::Frame, vlan: u16, gso: u8) -> bool {
+        use super::VnetHdr;
+        if self.to_gateway.is_full() {
+            self.dropped += 1;
+            return false;
+        }
+        let mut buf = self.spare_in.pop().unwrap_or_default();
+        buf.resize(f.len() + 4, 0);
+        let Some(len) = write_tagged(f.data(), vlan, &mut buf) else {
+            return false;
+        };
+        buf.truncate(len);
+        // A TCP super-frame goes whole (the gateway's TCP takes 64 KB segments and
+        // trusts local checksums); any other partial checksum is completed here.
+        if gso == VnetHdr::GSO_NONE
+            && f.vnet.flags & VnetHdr::F_NEEDS_CSUM != 0
+            && let Ok((pos, c)) =
+                super::gso::partial_checksum(&buf, f.vnet.csum_start, f.vnet.csum_offset)
+            && let Some(dst) = buf.get_mut(pos..pos + 2)
+        {
+            dst.copy_from_slice(&c.to_be_bytes());
+        }
+        let frame = RingFrame {
+            domain: f.domain,
+            port: f.in_port,
+            punt: f.punt,
+            data: buf,
+        };
+        self.to_gateway.push(frame).is_ok()
+    }
+}
+
 impl Port for RingPort {
     fn name(&self) -> &str {
         "gateway"
@@ -153,63 +215,8 @@ impl Port for RingPort {
             let gso = f.vnet.gso_type & !VnetHdr::GSO_ECN;
             if gso != VnetHdr::GSO_NONE && gso != VnetHdr::GSO_TCPV4 && gso != VnetHdr::GSO_TCPV6 {
                 // UDP super-frames: the gateway's protocols want datagrams as sent.
-                let (to, spare, dropped) =
-                    (&mut self.to_gateway, &mut self.spare_in, &mut self.dropped);
-                let (domain, port, punt) = (f.domain, f.in_port, f.punt);
-                let _ = self.segmenter.segment(f.data(), &f.vnet, |head, body| {
-                    if to.is_full() {
-                        *dropped += 1;
-                        return false;
-                    }
-                    let mut buf = spare.pop().unwrap_or_default();
-                    buf.clear();
-                    buf.extend_from_slice(head);
-                    buf.extend_from_slice(body);
-                    if to
-                        .push(RingFrame {
-                            domain,
-                            port,
-                            punt,
-                            data: buf,
-                        })
-                        .is_ok()
-                    {
-                        n += 1;
-                    }
-                    true
-                });
-                continue;
-            }
-            if self.to_gateway.is_full() {
-                self.dropped += 1;
-                continue;
-            }
-            let mut buf = self.spare_in.pop().unwrap_or_default();
-            buf.resize(f.len() + 4, 0);
-            let Some(len) = write_tagged(f.data(), s.vlan, &mut buf) else {
-                continue;
-            };
-            buf.truncate(len);
-            // A TCP super-frame goes whole (the gateway's TCP takes 64 KB segments and
-            // trusts local checksums); any other partial checksum is completed here.
-            if gso == VnetHdr::GSO_NONE
-                && f.vnet.flags & VnetHdr::F_NEEDS_CSUM != 0
-                && let Ok((pos, c)) =
-                    super::gso::partial_checksum(&buf, f.vnet.csum_start, f.vnet.csum_offset)
-                && let Some(dst) = buf.get_mut(pos..pos + 2)
-            {
-                dst.copy_from_slice(&c.to_be_bytes());
-            }
-            if self
-                .to_gateway
-                .push(RingFrame {
-                    domain: f.domain,
-                    port: f.in_port,
-                    punt: f.punt,
-                    data: buf,
-                })
-                .is_ok()
-            {
+                n += self.push_segments(f);
+            } else if self.push_whole(f, s.vlan, gso) {
                 n += 1;
             }
         }
@@ -218,7 +225,6 @@ impl Port for RingPort {
         }
         Ok(n)
     }
-
     fn caps(&self) -> PortCaps {
         PortCaps {
             offloads: false,

@@ -87,12 +87,7 @@ pub struct NetView {
 
 impl NetView {
     fn contains(&self, ip: Ipv4Addr) -> bool {
-        let m = if self.prefix_len == 0 {
-            0
-        } else {
-            u32::MAX << (32 - u32::from(self.prefix_len.min(32)))
-        };
-        u32::from(ip) & m == u32::from(self.subnet) & m
+        crate::wire::Ipv4Cidr::new(self.subnet, self.prefix_len).contains(ip)
     }
 }
 
@@ -209,7 +204,7 @@ impl Stack {
             tx: Vec::new(),
         };
         let mut cfg = Config::new(HardwareAddress::Ip);
-        cfg.random_seed = seed();
+        cfg.random_seed = crate::random::u64();
         let mut iface = Interface::new(cfg, &mut dev, smol_now(epoch));
         iface.set_any_ip(true);
         iface.update_ip_addrs(|a| {
@@ -1656,13 +1651,6 @@ impl SocketUplink {
     pub fn tcp_quads(&self) -> Vec<Quad> {
         self.tcp_by_quad.keys().map(|k| k.1).collect()
     }
-}
-
-fn seed() -> u64 {
-    let mut b = [0u8; 8];
-    // SAFETY: getrandom writes at most 8 bytes into b.
-    unsafe { libc::getrandom(b.as_mut_ptr().cast(), 8, 0) };
-    u64::from_ne_bytes(b)
 }
 
 /// A ping socket, if the host lets this process have one.
