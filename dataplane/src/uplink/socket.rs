@@ -545,38 +545,7 @@ impl SocketUplink {
         }
         let (src, dst) = (ip.src(), ip.dst());
         match ip.protocol() {
-            IpProtocol::TCP => {
-                let Ok(t) = TcpPacket::new_checked(ip.payload()) else {
-                    self.stats.dropped += 1;
-                    return;
-                };
-                let quad = (src, t.src_port(), dst, t.dst_port());
-                let known = self.tcp_by_quad.get(&(domain, quad)).copied();
-                if t.syn() && !t.ack_flag() && !t.rst() && known.is_none() {
-                    let dns_here = nets
-                        .get(usize::from(domain))
-                        .and_then(|n| n.as_ref())
-                        .is_some_and(|n| n.dns && n.gateway == dst && quad.3 == 53);
-                    if dns_here {
-                        self.open_local(quad, domain);
-                    } else {
-                        self.open_tcp(reg, nets, domain, quad, t.seq());
-                    }
-                }
-                if let Some(&i) = self.tcp_by_quad.get(&(domain, quad)) {
-                    self.touch(i);
-                }
-                // Into the sender's own stack: a packet for no connection there is
-                // answered there (an RST) and reaches nobody else's.
-                let who = ContainerId { domain, ip: src };
-                let total = ip.total_len().min(pkt.len());
-                self.stack(who)
-                    .dev
-                    .rx
-                    .push_back(pkt.get(..total).unwrap_or(pkt).to_vec());
-                self.active.insert(who);
-                self.poll(reg);
-            }
+            IpProtocol::TCP => self.tcp_from_container(reg, nets, domain, pkt),
             IpProtocol::UDP => {
                 let Ok(u) = UdpPacket::new_checked(ip.payload()) else {
                     self.stats.dropped += 1;
@@ -596,6 +565,52 @@ impl SocketUplink {
             }
             _ => self.stats.dropped += 1,
         }
+    }
+
+    /// A TCP segment from a container: a new connection is opened (on the host, or
+    /// answered here for DNS on the gateway); every segment goes into the sender's
+    /// own stack.
+    fn tcp_from_container(
+        &mut self,
+        reg: &Registry,
+        nets: &[Option<NetView>],
+        domain: u16,
+        pkt: &[u8],
+    ) {
+        let Ok(ip) = Ipv4Packet::new_checked(pkt) else {
+            return;
+        };
+        let (src, dst) = (ip.src(), ip.dst());
+        let Ok(t) = TcpPacket::new_checked(ip.payload()) else {
+            self.stats.dropped += 1;
+            return;
+        };
+        let quad = (src, t.src_port(), dst, t.dst_port());
+        let known = self.tcp_by_quad.get(&(domain, quad)).copied();
+        if t.syn() && !t.ack_flag() && !t.rst() && known.is_none() {
+            let dns_here = nets
+                .get(usize::from(domain))
+                .and_then(|n| n.as_ref())
+                .is_some_and(|n| n.dns && n.gateway == dst && quad.3 == 53);
+            if dns_here {
+                self.open_local(quad, domain);
+            } else {
+                self.open_tcp(reg, nets, domain, quad, t.seq());
+            }
+        }
+        if let Some(&i) = self.tcp_by_quad.get(&(domain, quad)) {
+            self.touch(i);
+        }
+        // Into the sender's own stack: a packet for no connection there is answered
+        // there (an RST) and reaches nobody else's.
+        let who = ContainerId { domain, ip: src };
+        let total = ip.total_len().min(pkt.len());
+        self.stack(who)
+            .dev
+            .rx
+            .push_back(pkt.get(..total).unwrap_or(pkt).to_vec());
+        self.active.insert(who);
+        self.poll(reg);
     }
 
     /// A container-side socket listening for exactly `quad`'s destination.
