@@ -246,7 +246,7 @@ impl Gateway {
             return Verdict::Done;
         }
         if to_gw {
-            return self.to_gateway(f, &net, (&ip, udp_dport), out);
+            return self.for_gateway(f, &net, (&ip, udp_dport), out);
         }
         if eth.dst() != net.gateway_mac {
             // A broadcast or multicast not for the gateway.
@@ -258,7 +258,7 @@ impl Gateway {
 
     /// An IPv4 packet for the gateway's own address: ping, DNS, a closed UDP port, or
     /// the host behind it.
-    fn to_gateway(
+    fn for_gateway(
         &mut self,
         f: Inbound<'_>,
         net: &GatewayNet,

@@ -169,7 +169,7 @@ impl GatewayIo {
     }
 
     /// A frame's IPv4 packet for the socket uplink.
-    fn to_uplink(&mut self, reg: &Registry, domain: u16, frame: &[u8]) {
+    fn send_to_uplink(&mut self, reg: &Registry, domain: u16, frame: &[u8]) {
         let Ok(eth) = EthernetFrame::new_checked(frame) else {
             return;
         };
@@ -217,7 +217,7 @@ impl GatewayHandler for GatewayIo {
             self.cur_port = f.port;
         }
         if self.gateway.frame(inbound, &mut self.actions) == Verdict::ToUplink {
-            self.to_uplink(ctx.registry, f.domain, &f.data);
+            self.send_to_uplink(ctx.registry, f.domain, &f.data);
         }
         self.perform(ctx);
         self.cur_port = SERVICE_PORT;
