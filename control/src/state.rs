@@ -322,9 +322,7 @@ fn now_secs() -> u64 {
 /// A Docker-style 64-hex-digit id, from the kernel's random source.
 pub fn new_id() -> String {
     let mut b = [0u8; 32];
-    // SAFETY: getrandom writes at most b.len() bytes into b.
-    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
-    if n != 32 {
+    if !dataplane::random::fill(&mut b) {
         let t = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());

@@ -137,7 +137,7 @@ pub const GATEWAY_LIGHT: u32 = 256;
 
 /// The part of the gateway ring kept for quiet ports: a port past it gets
 /// in only while more than this is free.
-pub const GATEWAY_RESERVE: usize = crate::port::service::SERVICE_RING / 4;
+pub const GATEWAY_RESERVE: usize = crate::port::ring::RING_SLOTS / 4;
 
 /// What the pipeline reads and writes besides the frames.
 pub struct Context<'a> {
@@ -888,7 +888,7 @@ mod tests {
                 ports: (0..9).map(|i| MemoryPort::new(format!("m{i}"))).collect(),
                 now: 0,
                 local: Local::default(),
-                room: crate::port::service::SERVICE_RING,
+                room: crate::port::ring::RING_SLOTS,
                 share: DEFAULT_GATEWAY_SHARE,
             }
         }
@@ -1318,7 +1318,7 @@ mod tests {
         assert_eq!(sent[0].len(), 2);
         assert_eq!(r.counters.read(3).drop_count(DropReason::ServiceQuota), 0);
         // With room, the busy port gets in again; a new second starts afresh.
-        r.room = crate::port::service::SERVICE_RING;
+        r.room = crate::port::ring::RING_SLOTS;
         assert_eq!(r.run(2, &gw_frames(8, mac(2)))[0].len(), 8);
         // The hard share per second holds whatever the room.
         r.share = 10;

@@ -1,4 +1,5 @@
-//! The threads: workers that move frames, and the service thread behind the gateway.
+//! The threads: workers that move frames, and the gateway thread (named
+//! `vswitch-service`) that answers for every network's gateway address.
 //!
 //! ```text
 //!   control thread ──(snapshot swap, commands)──┐
@@ -7,16 +8,17 @@
 //!        │        ├── worker 1 ── ...                             ├─ any worker sends to any port
 //!        │        └───────┬───────────────────────────────────────┘
 //!        │                │ SPSC rings (frames to/from the gateway), one pair per worker
-//!        └──(closures)──► service thread ── mio poll over host sockets, timers
+//!        └──(closures)──► gateway thread ── mio poll over host sockets, timers
 //! ```
 //!
 //! A worker owns a [`Worker`] (ports, batch, pipeline state) and blocks in `mio::Poll`
 //! until a port is readable or a waker fires (a command from the control thread, or
-//! replies from the service thread). Readable ports are drained batch by batch,
-//! round-robin, until each reports empty. The service thread runs a [`Service`]: the
-//! gateway's protocols and the socket uplink; it is handed every frame the bridge sends
-//! to the gateway and answers through the rings. The control thread reaches it with
-//! closures run on the service thread ([`Runtime::service_call`]).
+//! replies from the gateway thread). Readable ports are drained batch by batch,
+//! round-robin, until each reports empty. The gateway thread runs a [`GatewayHandler`]
+//! (in the daemon, [`crate::gateway::io::GatewayIo`]: the gateway's protocols and the
+//! socket uplink); it is handed every frame the bridge sends to the gateway and answers
+//! through the rings. The control thread reaches it with
+//! closures run on the gateway thread ([`Runtime::gateway_call`]).
 
 use std::io;
 use std::os::fd::RawFd;
@@ -30,11 +32,11 @@ use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::bridge::{CounterTable, Fdb, PortStats};
 use crate::config::{SERVICE_PORT, Snapshot, SnapshotCell};
-use crate::port::service::{ServiceEnd, ServiceFrame, Wake, service_pair};
+use crate::port::ring::{RingEnd, RingFrame, Wake, ring_pair};
 use crate::port::{MAX_BATCH, Port};
 use crate::worker::{Clock, Worker};
 
-const WAKER: Token = Token(usize::MAX);
+use crate::gateway::io::token::WAKER;
 
 /// How long a worker keeps polling without sleeping after it last moved a frame.
 pub const SPIN_AFTER_WORK: Duration = Duration::from_micros(200);
@@ -98,32 +100,32 @@ impl Default for RuntimeConfig {
     }
 }
 
-/// What the service thread can do while handling an event.
-pub struct ServiceCtx<'a> {
-    ends: &'a mut [ServiceEnd],
+/// What the gateway thread can do while handling an event.
+pub struct GatewayCtx<'a> {
+    ends: &'a mut [RingEnd],
     pub registry: &'a mio::Registry,
-    /// The FDB (aging is the service thread's job).
+    /// The FDB (aging is the gateway thread's job).
     pub fdb: &'a Fdb,
     pub snapshot: &'a SnapshotCell,
     /// The clock the FDB ages by.
     pub epoch: Instant,
-    /// The service thread's own per-port counters (it is their only writer): what the
+    /// The gateway thread's own per-port counters (it is their only writer): what the
     /// gateway refuses a port, added to the workers' on `stats`.
     pub counters: &'a CounterTable,
 }
 
-impl<'a> ServiceCtx<'a> {
-    /// A context for driving a [`Service`] outside the runtime (fuzz targets, tests):
+impl<'a> GatewayCtx<'a> {
+    /// A context for driving a [`GatewayHandler`] outside the runtime (fuzz targets, tests):
     /// frames it sends go out through `ends[0]`.
     pub fn new(
-        ends: &'a mut [ServiceEnd],
+        ends: &'a mut [RingEnd],
         registry: &'a mio::Registry,
         fdb: &'a Fdb,
         snapshot: &'a SnapshotCell,
         epoch: Instant,
         counters: &'a CounterTable,
     ) -> Self {
-        ServiceCtx {
+        GatewayCtx {
             ends,
             registry,
             fdb,
@@ -134,7 +136,7 @@ impl<'a> ServiceCtx<'a> {
     }
 }
 
-impl ServiceCtx<'_> {
+impl GatewayCtx<'_> {
     /// A buffer to build a frame in (recycled from the rings when possible).
     pub fn buffer(&mut self) -> Vec<u8> {
         self.ends
@@ -161,32 +163,33 @@ impl ServiceCtx<'_> {
     }
 }
 
-/// The gateway's side: protocols answered on the service thread.
-pub trait Service: Send + 'static {
+/// What runs on the gateway thread: it is handed the frames the bridge sends to the
+/// gateway, the readiness of the sources it registered, and a tick on every wake-up.
+pub trait GatewayHandler: Send + 'static {
     /// Registers host sockets etc. (tokens must be below `usize::MAX`).
-    fn setup(&mut self, _ctx: &mut ServiceCtx<'_>) -> io::Result<()> {
+    fn setup(&mut self, _ctx: &mut GatewayCtx<'_>) -> io::Result<()> {
         Ok(())
     }
     /// Every frame the bridge sent to the gateway.
-    fn frame(&mut self, ctx: &mut ServiceCtx<'_>, frame: ServiceFrame);
+    fn frame(&mut self, ctx: &mut GatewayCtx<'_>, frame: RingFrame);
     /// A registered source is ready.
-    fn event(&mut self, _ctx: &mut ServiceCtx<'_>, _token: Token, _ev: &mio::event::Event) {}
+    fn event(&mut self, _ctx: &mut GatewayCtx<'_>, _token: Token, _ev: &mio::event::Event) {}
     /// Called on every wake-up; returns when it next needs to run.
-    fn tick(&mut self, _ctx: &mut ServiceCtx<'_>, _now: Instant) -> Option<Instant> {
+    fn tick(&mut self, _ctx: &mut GatewayCtx<'_>, _now: Instant) -> Option<Instant> {
         None
     }
 }
 
-type ServiceJob<S> = Box<dyn FnOnce(&mut S, &mut ServiceCtx<'_>) + Send>;
+type GatewayJob<S> = Box<dyn FnOnce(&mut S, &mut GatewayCtx<'_>) + Send>;
 
-struct ServiceHandle<S> {
-    jobs: mpsc::Sender<ServiceJob<S>>,
+struct GatewayThread<S> {
+    jobs: mpsc::Sender<GatewayJob<S>>,
     waker: Arc<Waker>,
     thread: Option<JoinHandle<()>>,
     stop: Arc<std::sync::atomic::AtomicBool>,
 }
 
-pub struct Runtime<S: Service> {
+pub struct Runtime<S: GatewayHandler> {
     /// A capture in progress, seen by every worker.
     pub capture: crate::capture::CaptureSlot,
     /// Connection tracking (used while a packet uplink is set).
@@ -196,8 +199,8 @@ pub struct Runtime<S: Service> {
     pub cell: Arc<SnapshotCell>,
     pub fdb: Arc<Fdb>,
     workers: Vec<WorkerHandle>,
-    service: ServiceHandle<S>,
-    service_counters: Arc<CounterTable>,
+    gateway: GatewayThread<S>,
+    gateway_counters: Arc<CounterTable>,
     pub epoch: Instant,
 }
 
@@ -208,17 +211,17 @@ pub enum RuntimeError {
     Poll(io::Error),
     #[error("cannot start a thread: {0}")]
     Thread(io::Error),
-    #[error("the service thread is gone")]
-    ServiceGone,
+    #[error("the gateway thread is gone")]
+    GatewayGone,
 }
 
-impl<S: Service> Runtime<S> {
-    /// Starts the workers and the service thread on `snapshot`.
+impl<S: GatewayHandler> Runtime<S> {
+    /// Starts the workers and the gateway thread on `snapshot`.
     pub fn start(
         cfg: RuntimeConfig,
         snapshot: Snapshot,
         fdb: Arc<Fdb>,
-        service: S,
+        gateway: S,
     ) -> Result<Runtime<S>, RuntimeError> {
         let cell = Arc::new(SnapshotCell::new(snapshot));
         let epoch = Instant::now();
@@ -232,44 +235,32 @@ impl<S: Service> Runtime<S> {
             cfg.flows_per_container,
         ));
         let neigh = Arc::new(crate::uplink::packet::Neighbours::default());
+        let shared = WorkerShared {
+            cell: &cell,
+            fdb: &fdb,
+            capture: &capture,
+            nat: &nat,
+            neigh: &neigh,
+            epoch,
+        };
         for i in 0..cfg.workers.max(1) {
-            let poll = Poll::new().map_err(RuntimeError::Poll)?;
-            let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(RuntimeError::Poll)?);
-            let (sport, send) = service_pair(
-                Arc::new(MioWake(swaker.clone())),
-                Arc::new(MioWake(waker.clone())),
-            );
-            ends.push(send);
-            let counters = Arc::new(CounterTable::default());
-            let mut w = Worker::with_frame_cap(&cell, fdb.clone(), counters.clone(), cfg.frame_cap);
-            w.clock = Clock::Real(epoch);
-            w.index = i;
-            w.capture = Some(capture.clone());
-            w.nat = Some(nat.clone());
-            w.neigh = Some(neigh.clone());
-            w.gateway_share = cfg.gateway_share;
-            w.add_port(SERVICE_PORT, Box::new(sport), true);
-            let (tx, rx) = mpsc::channel();
-            let busy = cfg.busy_poll;
-            let thread = std::thread::Builder::new()
-                .name(format!("vswitch-worker-{i}"))
-                .spawn(move || worker_loop(w, poll, rx, busy))
-                .map_err(RuntimeError::Thread)?;
-            workers.push(WorkerHandle {
-                cmds: tx,
-                waker,
-                counters,
-                thread: Some(thread),
-            });
+            let (handle, end) = spawn_worker(i, &cfg, &shared, &swaker)?;
+            workers.push(handle);
+            ends.push(end);
         }
-        let (jtx, jrx) = mpsc::channel::<ServiceJob<S>>();
+        let (jtx, jrx) = mpsc::channel::<GatewayJob<S>>();
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (c2, f2, st2) = (cell.clone(), fdb.clone(), stop.clone());
-        let service_counters = Arc::new(CounterTable::default());
-        let sc2 = service_counters.clone();
+        let gateway_counters = Arc::new(CounterTable::default());
+        let shared = GatewayShared {
+            cell: cell.clone(),
+            fdb: fdb.clone(),
+            counters: gateway_counters.clone(),
+            epoch,
+        };
+        let st2 = stop.clone();
         let thread = std::thread::Builder::new()
             .name("vswitch-service".into())
-            .spawn(move || service_loop(service, spoll, ends, jrx, (c2, f2, sc2), epoch, st2))
+            .spawn(move || gateway_loop(gateway, spoll, ends, jrx, shared, st2))
             .map_err(RuntimeError::Thread)?;
         Ok(Runtime {
             capture,
@@ -278,13 +269,13 @@ impl<S: Service> Runtime<S> {
             cell,
             fdb,
             workers,
-            service: ServiceHandle {
+            gateway: GatewayThread {
                 jobs: jtx,
                 waker: swaker,
                 thread: Some(thread),
                 stop,
             },
-            service_counters,
+            gateway_counters,
             epoch,
         })
     }
@@ -306,8 +297,8 @@ impl<S: Service> Runtime<S> {
             let _ = w.cmds.send(WorkerCmd::Add { slot, port, rx });
             let _ = w.waker.wake();
         }
-        // The service thread zeroes its own counters of the slot.
-        self.service_do(move |_, ctx| ctx.counters.reset(slot));
+        // The gateway thread zeroes its own counters of the slot.
+        self.gateway_do(move |_, ctx| ctx.counters.reset(slot));
     }
 
     /// Removes the port at `slot` from every worker and waits until they let go of it.
@@ -327,31 +318,31 @@ impl<S: Service> Runtime<S> {
 
     /// A port's counters, added up over the workers.
     pub fn stats(&self, slot: u16) -> PortStats {
-        let mut s = self.service_counters.read(slot);
+        let mut s = self.gateway_counters.read(slot);
         for w in &self.workers {
             s.add(&w.counters.read(slot));
         }
         s
     }
 
-    /// Runs `f` on the service thread (fire and forget).
-    pub fn service_do(&self, f: impl FnOnce(&mut S, &mut ServiceCtx<'_>) + Send + 'static) {
-        if self.service.jobs.send(Box::new(f)).is_ok() {
-            let _ = self.service.waker.wake();
+    /// Runs `f` on the gateway thread (fire and forget).
+    pub fn gateway_do(&self, f: impl FnOnce(&mut S, &mut GatewayCtx<'_>) + Send + 'static) {
+        if self.gateway.jobs.send(Box::new(f)).is_ok() {
+            let _ = self.gateway.waker.wake();
         }
     }
 
-    /// Runs `f` on the service thread and returns its result.
-    pub fn service_call<R: Send + 'static>(
+    /// Runs `f` on the gateway thread and returns its result.
+    pub fn gateway_call<R: Send + 'static>(
         &self,
-        f: impl FnOnce(&mut S, &mut ServiceCtx<'_>) -> R + Send + 'static,
+        f: impl FnOnce(&mut S, &mut GatewayCtx<'_>) -> R + Send + 'static,
     ) -> Result<R, RuntimeError> {
         let (tx, rx) = mpsc::channel();
-        self.service_do(move |s, c| {
+        self.gateway_do(move |s, c| {
             let _ = tx.send(f(s, c));
         });
         rx.recv_timeout(Duration::from_secs(10))
-            .map_err(|_| RuntimeError::ServiceGone)
+            .map_err(|_| RuntimeError::GatewayGone)
     }
 
     /// Stops every thread and waits for them.
@@ -369,35 +360,153 @@ impl<S: Service> Runtime<S> {
                 let _ = t.join();
             }
         }
-        self.service
+        self.gateway
             .stop
             .store(true, std::sync::atomic::Ordering::Relaxed);
-        let _ = self.service.waker.wake();
-        if let Some(t) = self.service.thread.take() {
+        let _ = self.gateway.waker.wake();
+        if let Some(t) = self.gateway.thread.take() {
             let _ = t.join();
         }
     }
 }
 
-impl<S: Service> Drop for Runtime<S> {
+impl<S: GatewayHandler> Drop for Runtime<S> {
     fn drop(&mut self) {
         self.stop_all();
     }
 }
 
-fn register(poll: &Poll, slot: u16, fd: RawFd) {
-    let _ = poll.registry().register(
-        &mut SourceFd(&fd),
-        Token(usize::from(slot)),
-        Interest::READABLE,
+/// The port descriptors a worker's poll watches, by slot (the slot is the token).
+struct Registered(Vec<(u16, RawFd)>);
+
+impl Registered {
+    fn add(&mut self, poll: &Poll, slot: u16, fd: RawFd) {
+        let _ = poll.registry().register(
+            &mut SourceFd(&fd),
+            Token(usize::from(slot)),
+            Interest::READABLE,
+        );
+        self.0.push((slot, fd));
+    }
+
+    fn remove(&mut self, poll: &Poll, slot: u16) {
+        if let Some(i) = self.0.iter().position(|(s, _)| *s == slot) {
+            let (_, fd) = self.0.swap_remove(i);
+            let _ = poll.registry().deregister(&mut SourceFd(&fd));
+        }
+    }
+}
+
+/// Carries out the control thread's commands; false on Stop.
+fn worker_commands(
+    w: &mut Worker,
+    poll: &Poll,
+    cmds: &mpsc::Receiver<WorkerCmd>,
+    (registered, ready): (&mut Registered, &mut Vec<u16>),
+) -> bool {
+    while let Ok(c) = cmds.try_recv() {
+        match c {
+            WorkerCmd::Add { slot, port, rx } => {
+                registered.remove(poll, slot);
+                let fd = port.rx_fd();
+                w.add_port(slot, port, rx);
+                if rx && let Some(fd) = fd {
+                    registered.add(poll, slot, fd);
+                    // Frames may already wait: edge-triggered registration would
+                    // not report them.
+                    ready.push(slot);
+                }
+            }
+            WorkerCmd::Remove { slot, done } => {
+                registered.remove(poll, slot);
+                ready.retain(|s| *s != slot);
+                drop(w.remove_port(slot));
+                let _ = done.send(());
+            }
+            WorkerCmd::Stop => return false,
+        }
+    }
+    true
+}
+
+/// One batch per ready port per round, so a busy port cannot starve the others, then
+/// the gateway's replies; returns the frames moved.
+fn worker_round(w: &mut Worker, ready: &mut Vec<u16>) -> usize {
+    let mut i = 0;
+    let mut moved = 0;
+    while let Some(&slot) = ready.get(i) {
+        let n = w.poll_port(slot);
+        moved += n;
+        if n < MAX_BATCH {
+            ready.swap_remove(i);
+        } else {
+            i += 1;
+        }
+    }
+    // Replies from the gateway.
+    loop {
+        let n = w.poll_port(SERVICE_PORT);
+        moved += n;
+        if n < MAX_BATCH {
+            break;
+        }
+    }
+    moved
+}
+
+/// What every worker shares.
+struct WorkerShared<'a> {
+    cell: &'a Arc<SnapshotCell>,
+    fdb: &'a Arc<Fdb>,
+    capture: &'a crate::capture::CaptureSlot,
+    nat: &'a Arc<crate::nat::Nat>,
+    neigh: &'a Arc<crate::uplink::packet::Neighbours>,
+    epoch: Instant,
+}
+
+/// Starts worker `i` with its ring pair to the gateway (whose waker is `gateway`);
+/// returns its handle and the gateway's end of the rings.
+fn spawn_worker(
+    i: usize,
+    cfg: &RuntimeConfig,
+    sh: &WorkerShared<'_>,
+    gateway: &Arc<Waker>,
+) -> Result<(WorkerHandle, RingEnd), RuntimeError> {
+    let poll = Poll::new().map_err(RuntimeError::Poll)?;
+    let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(RuntimeError::Poll)?);
+    let (ring, end) = ring_pair(
+        Arc::new(MioWake(gateway.clone())),
+        Arc::new(MioWake(waker.clone())),
     );
+    let counters = Arc::new(CounterTable::default());
+    let mut w = Worker::with_frame_cap(sh.cell, sh.fdb.clone(), counters.clone(), cfg.frame_cap);
+    w.clock = Clock::Real(sh.epoch);
+    w.index = i;
+    w.capture = Some(sh.capture.clone());
+    w.nat = Some(sh.nat.clone());
+    w.neigh = Some(sh.neigh.clone());
+    w.gateway_share = cfg.gateway_share;
+    w.add_port(SERVICE_PORT, Box::new(ring), true);
+    let (tx, rx) = mpsc::channel();
+    let busy = cfg.busy_poll;
+    let thread = std::thread::Builder::new()
+        .name(format!("vswitch-worker-{i}"))
+        .spawn(move || worker_loop(w, poll, rx, busy))
+        .map_err(RuntimeError::Thread)?;
+    let handle = WorkerHandle {
+        cmds: tx,
+        waker,
+        counters,
+        thread: Some(thread),
+    };
+    Ok((handle, end))
 }
 
 fn worker_loop(mut w: Worker, mut poll: Poll, cmds: mpsc::Receiver<WorkerCmd>, busy: bool) {
     let mut events = Events::with_capacity(256);
     // Ports known to have frames waiting (edge-triggered: drained until a short batch).
     let mut ready: Vec<u16> = Vec::new();
-    let mut registered: Vec<(u16, RawFd)> = Vec::new();
+    let mut registered = Registered(Vec::new());
     // Hybrid polling: after forwarding something, keep polling without sleeping for a
     // short while, so the answer that usually follows within tens of microseconds
     // finds the worker awake instead of paying a sleep and a wake-up.
@@ -423,57 +532,10 @@ fn worker_loop(mut w: Worker, mut poll: Poll, cmds: mpsc::Receiver<WorkerCmd>, b
             }
         }
         // Commands (cheap to check every round).
-        while let Ok(c) = cmds.try_recv() {
-            match c {
-                WorkerCmd::Add { slot, port, rx } => {
-                    if let Some(i) = registered.iter().position(|(s, _)| *s == slot) {
-                        let (_, fd) = registered.swap_remove(i);
-                        let _ = poll.registry().deregister(&mut SourceFd(&fd));
-                    }
-                    let fd = port.rx_fd();
-                    w.add_port(slot, port, rx);
-                    if rx && let Some(fd) = fd {
-                        register(&poll, slot, fd);
-                        registered.push((slot, fd));
-                        // Frames may already wait: edge-triggered registration would
-                        // not report them.
-                        ready.push(slot);
-                    }
-                }
-                WorkerCmd::Remove { slot, done } => {
-                    if let Some(i) = registered.iter().position(|(s, _)| *s == slot) {
-                        let (_, fd) = registered.swap_remove(i);
-                        let _ = poll.registry().deregister(&mut SourceFd(&fd));
-                    }
-                    ready.retain(|s| *s != slot);
-                    drop(w.remove_port(slot));
-                    let _ = done.send(());
-                }
-                WorkerCmd::Stop => return,
-            }
+        if !worker_commands(&mut w, &poll, &cmds, (&mut registered, &mut ready)) {
+            return;
         }
-        // One batch per ready port per round, so a busy port cannot starve the others.
-        let mut i = 0;
-        let mut moved = 0;
-        while i < ready.len() {
-            let slot = ready[i];
-            let n = w.poll_port(slot);
-            moved += n;
-            if n < MAX_BATCH {
-                ready.swap_remove(i);
-            } else {
-                i += 1;
-            }
-        }
-        // Replies from the gateway.
-        loop {
-            let n = w.poll_port(SERVICE_PORT);
-            moved += n;
-            if n < MAX_BATCH {
-                break;
-            }
-        }
-        if moved > 0 {
+        if worker_round(&mut w, &mut ready) > 0 {
             last_work = Instant::now();
         } else if !busy && ready.is_empty() {
             // Polling while idle: let a thread that has work on this core (the
@@ -483,29 +545,62 @@ fn worker_loop(mut w: Worker, mut poll: Poll, cmds: mpsc::Receiver<WorkerCmd>, b
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn service_loop<S: Service>(
-    mut svc: S,
-    mut poll: Poll,
-    mut ends: Vec<ServiceEnd>,
-    jobs: mpsc::Receiver<ServiceJob<S>>,
-    (cell, fdb, counters): (Arc<SnapshotCell>, Arc<Fdb>, Arc<CounterTable>),
+/// What the gateway thread shares with the control thread and the workers.
+struct GatewayShared {
+    cell: Arc<SnapshotCell>,
+    fdb: Arc<Fdb>,
+    counters: Arc<CounterTable>,
     epoch: Instant,
+}
+
+impl GatewayShared {
+    fn ctx<'a>(&'a self, ends: &'a mut [RingEnd], registry: &'a mio::Registry) -> GatewayCtx<'a> {
+        GatewayCtx {
+            ends,
+            registry,
+            fdb: &self.fdb,
+            snapshot: &self.cell,
+            epoch: self.epoch,
+            counters: &self.counters,
+        }
+    }
+}
+
+/// One wake-up's work after the poll: ready sources, the control thread's jobs, frames
+/// from every worker.
+fn gateway_round<S: GatewayHandler>(
+    g: &mut S,
+    ctx: &mut GatewayCtx<'_>,
+    events: &Events,
+    jobs: &mpsc::Receiver<GatewayJob<S>>,
+) {
+    for ev in events.iter() {
+        if ev.token() != WAKER {
+            g.event(ctx, ev.token(), ev);
+        }
+    }
+    while let Ok(job) = jobs.try_recv() {
+        job(g, ctx);
+    }
+    // Frames from every worker.
+    for i in 0..ctx.ends.len() {
+        while let Some(f) = ctx.ends.get_mut(i).and_then(|e| e.recv()) {
+            g.frame(ctx, f);
+        }
+    }
+}
+
+fn gateway_loop<S: GatewayHandler>(
+    mut g: S,
+    mut poll: Poll,
+    mut ends: Vec<RingEnd>,
+    jobs: mpsc::Receiver<GatewayJob<S>>,
+    shared: GatewayShared,
     stop: Arc<std::sync::atomic::AtomicBool>,
 ) {
     let mut events = Events::with_capacity(256);
     let mut next_age = Instant::now();
-    {
-        let mut ctx = ServiceCtx {
-            ends: &mut ends,
-            registry: poll.registry(),
-            fdb: &fdb,
-            snapshot: &cell,
-            epoch,
-            counters: &counters,
-        };
-        let _ = svc.setup(&mut ctx);
-    }
+    let _ = g.setup(&mut shared.ctx(&mut ends, poll.registry()));
     let mut deadline: Option<Instant> = None;
     loop {
         if stop.load(std::sync::atomic::Ordering::Relaxed) {
@@ -522,35 +617,15 @@ fn service_loop<S: Service>(
         {
             return;
         }
-        let mut ctx = ServiceCtx {
-            ends: &mut ends,
-            registry: poll.registry(),
-            fdb: &fdb,
-            snapshot: &cell,
-            epoch,
-            counters: &counters,
-        };
-        for ev in events.iter() {
-            if ev.token() != WAKER {
-                svc.event(&mut ctx, ev.token(), ev);
-            }
-        }
-        while let Ok(job) = jobs.try_recv() {
-            job(&mut svc, &mut ctx);
-        }
-        // Frames from every worker.
-        for i in 0..ctx.ends.len() {
-            while let Some(f) = ctx.ends.get_mut(i).and_then(|e| e.recv()) {
-                svc.frame(&mut ctx, f);
-            }
-        }
+        let mut ctx = shared.ctx(&mut ends, poll.registry());
+        gateway_round(&mut g, &mut ctx, &events, &jobs);
         let now = Instant::now();
         if now >= next_age {
-            let snap = cell.load_full();
-            fdb.age(ctx.now_secs(), snap.aging_secs);
+            let snap = shared.cell.load_full();
+            shared.fdb.age(ctx.now_secs(), snap.aging_secs);
             next_age = now + Duration::from_secs(1);
         }
-        deadline = svc.tick(&mut ctx, now);
+        deadline = g.tick(&mut ctx, now);
         for e in ctx.ends.iter() {
             e.flush();
         }
@@ -642,8 +717,8 @@ mod tests {
     }
 
     struct Counting(Arc<std::sync::atomic::AtomicUsize>);
-    impl Service for Counting {
-        fn frame(&mut self, ctx: &mut ServiceCtx<'_>, f: ServiceFrame) {
+    impl GatewayHandler for Counting {
+        fn frame(&mut self, ctx: &mut GatewayCtx<'_>, f: RingFrame) {
             self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             ctx.recycle(f.data);
         }
@@ -703,7 +778,7 @@ mod tests {
     }
 
     #[test]
-    fn threads_forward_between_fd_ports_and_feed_the_service() {
+    fn threads_forward_between_fd_ports_and_feed_the_gateway() {
         for workers in [1, 2] {
             let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
             let rt = Runtime::start(
@@ -756,7 +831,7 @@ mod tests {
             assert_eq!(rt.stats(3).tx_packets, 1);
             // The entries themselves (the counter is recounted by the aging sweep and may
             // lag a learn that raced it by one sweep).
-            let n = rt.service_call(|_s, ctx| ctx.fdb.rows().len()).unwrap();
+            let n = rt.gateway_call(|_s, ctx| ctx.fdb.rows().len()).unwrap();
             assert_eq!(n, 2);
             rt.remove_port(2);
             rt.shutdown();

@@ -1,4 +1,4 @@
-//! The gateway service (`dataplane/src/service.rs`) as the service thread runs it:
+//! The gateway (`dataplane/src/gateway/`) as the gateway thread runs it:
 //! frames the bridge hands over (ARP, ICMP, DHCP, DNS over UDP, punted routed frames,
 //! frames of the packet uplink's segment) for the network 10.1.0.0/24 with names,
 //! leases and a packet uplink; no upstream resolvers, so nothing leaves the process.
@@ -13,11 +13,11 @@ use dataplane::bridge::CounterTable;
 use dataplane::bridge::fdb::Fdb;
 use dataplane::config::{SnapshotCell, UPLINK_DOMAIN};
 use dataplane::nat::Nat;
-use dataplane::port::service::{ServiceFrame, Wake, service_pair};
+use dataplane::port::ring::{RingFrame, Wake, ring_pair};
 use dataplane::port::{Batch, Port, Punt, SUPER_FRAME_CAP};
-use dataplane::runtime::{Service, ServiceCtx};
-use dataplane::service::{
-    DnsService, Gateway, NetService, PacketUplink, ServiceConfig, UplinkMode,
+use dataplane::runtime::{GatewayCtx, GatewayHandler};
+use dataplane::gateway::{
+    GatewayConfig, GatewayIo, NetConfig, NetDns, PacketUplink, UplinkMode,
 };
 use dataplane::uplink::packet::Neighbours;
 use dataplane::wire::{EthernetFrame, MacAddr};
@@ -34,8 +34,8 @@ impl Wake for NoWake {
     fn wake(&self) {}
 }
 
-fn config() -> ServiceConfig {
-    let net = NetService {
+fn config() -> GatewayConfig {
+    let net = NetConfig {
         name: "a".into(),
         gateway_ip: GW,
         gateway_mac: MacAddr::from_ipv4(GW),
@@ -44,13 +44,13 @@ fn config() -> ServiceConfig {
         mtu: 1500,
         internal: false,
         masquerade: true,
-        dns: DnsService::Names,
+        dns: NetDns::Names,
         // The gateway stands for 127.0.0.1, never for the machine's own address.
         host_loopback: true,
     };
     let mut leases = HashMap::new();
     leases.insert((0, 2), (MacAddr::from_ipv4(LEASED), LEASED));
-    ServiceConfig {
+    GatewayConfig {
         nets: vec![Some(net)],
         leases,
         uplink: UplinkMode::Packet,
@@ -79,30 +79,30 @@ const PUNTS: [Punt; 4] = [
     Punt::Unresolved,
 ];
 
-/// The service thread's counters: one table for every run (it is large).
+/// The gateway thread's counters: one table for every run (it is large).
 static COUNTERS: std::sync::OnceLock<CounterTable> = std::sync::OnceLock::new();
 
 fuzz_target!(|data: &[u8]| {
     let Ok(poll) = mio::Poll::new() else { return };
-    let (mut port, end) = service_pair(Arc::new(NoWake), Arc::new(NoWake));
+    let (mut port, end) = ring_pair(Arc::new(NoWake), Arc::new(NoWake));
     let mut ends = [end];
     let fdb = Fdb::new(256);
     let cell = SnapshotCell::new(snapshot());
     let start = Instant::now();
     let counters = COUNTERS.get_or_init(CounterTable::default);
-    let mut gw = Gateway::default();
+    let mut gw = GatewayIo::default();
     gw.configure(config());
     gw.set_packet_state(Arc::new(Nat::new(256)), Arc::new(Neighbours::default()));
     let own = [MacAddr::from_ipv4(GW), MacAddr::from_ipv4(EXT)];
     let mut later = 0;
     for (tag, body) in vswitch_fuzz::records(data) {
-        let mut ctx = ServiceCtx::new(&mut ends, poll.registry(), &fdb, &cell, start, counters);
+        let mut ctx = GatewayCtx::new(&mut ends, poll.registry(), &fdb, &cell, start, counters);
         if tag & 0x20 != 0 {
             later += 30;
             let _ = gw.tick(&mut ctx, start + Duration::from_secs(later));
         }
         let uplink = tag & 0x10 != 0;
-        let f = ServiceFrame {
+        let f = RingFrame {
             domain: if uplink { UPLINK_DOMAIN } else { 0 },
             port: PORTS[usize::from(tag & 3)],
             punt: PUNTS[usize::from((tag >> 2) & 3)],

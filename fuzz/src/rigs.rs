@@ -262,7 +262,7 @@ pub mod pipeline {
                 neigh: Some(&self.neigh),
                 // A gateway ring always with room and the default share: the share's
                 // arithmetic runs, cutting only what a flood past it would lose.
-                service_room: dataplane::port::service::SERVICE_RING,
+                service_room: dataplane::port::ring::RING_SLOTS,
                 gateway_share: dataplane::pipeline::DEFAULT_GATEWAY_SHARE,
             };
             process(&ctx, port, &mut self.batch, &mut self.local);

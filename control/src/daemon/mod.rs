@@ -22,8 +22,8 @@ use dataplane::config::{
     DomainConf, FIRST_PORT, PortConf, PortMode, PortRole, SERVICE_PORT, Security, Snapshot,
     UPLINK_DOMAIN, UPLINK_PORT, UplinkConf,
 };
+use dataplane::gateway::GatewayIo;
 use dataplane::runtime::{Runtime, RuntimeConfig};
-use dataplane::service::Gateway;
 use dataplane::uplink::socket::{PublishTarget, PublishedSocket};
 use serde_json::{Value, json};
 
@@ -129,7 +129,7 @@ const MAX_SLOTS: usize = dataplane::bridge::fdb::MAX_PORT_SLOTS;
 pub struct Daemon {
     cfg: DaemonConfig,
     state: State,
-    rt: Runtime<Gateway>,
+    rt: Runtime<GatewayIo>,
     backend: Box<dyn Backend>,
     /// Port name -> runtime facts.
     ports: BTreeMap<String, PortRt>,
@@ -211,7 +211,7 @@ impl Daemon {
             Snapshot::default(),
             Arc::new(Fdb::new(cfg.fdb_limit)),
             {
-                let mut g = Gateway::with_limits(cfg.uplink);
+                let mut g = GatewayIo::with_limits(cfg.uplink);
                 g.set_icmp_error_rate(cfg.icmp_errors_per_sec);
                 g
             },
@@ -231,7 +231,7 @@ impl Daemon {
         };
         {
             let (nat, neigh) = (d.rt.nat.clone(), d.rt.neigh.clone());
-            d.rt.service_do(move |g, _| g.set_packet_state(nat, neigh));
+            d.rt.gateway_do(move |g, _| g.set_packet_state(nat, neigh));
         }
         d.upstreams = if d.cfg.upstream_dns.is_empty() {
             std::fs::read_to_string("/etc/resolv.conf")
@@ -422,14 +422,14 @@ impl Daemon {
     fn apply(&mut self) {
         let snap = self.snapshot(None);
         self.rt.publish(snap);
-        self.push_service();
+        self.push_gateway();
     }
 
     /// As `apply`, with a container not yet in the state counted in.
     fn apply_with(&mut self, extra: &Container) {
         let snap = self.snapshot(Some(extra));
         self.rt.publish(snap);
-        self.push_service();
+        self.push_gateway();
     }
 
     fn snapshot(&self, extra: Option<&Container>) -> Snapshot {
@@ -625,16 +625,16 @@ impl Daemon {
         self.rt.nat.table.flush();
     }
 
-    /// Gives the service thread the gateway's view of the networks.
-    fn push_service(&mut self) {
-        let cfg = self.service_config();
-        self.rt.service_do(move |g, _| g.configure(cfg));
+    /// Gives the gateway thread the gateway's view of the networks.
+    fn push_gateway(&mut self) {
+        let cfg = self.gateway_config();
+        self.rt.gateway_do(move |g, _| g.configure(cfg));
     }
 
-    fn service_config(&self) -> dataplane::service::ServiceConfig {
+    fn gateway_config(&self) -> dataplane::gateway::GatewayConfig {
         use crate::state::{DnsMode, Uplink};
-        use dataplane::service::{DnsService, NetService, ServiceConfig, UplinkMode};
-        let mut c = ServiceConfig {
+        use dataplane::gateway::{GatewayConfig, NetConfig, NetDns, UplinkMode};
+        let mut c = GatewayConfig {
             uplink: match self.state.uplink {
                 Uplink::Socket => UplinkMode::Socket,
                 Uplink::None => UplinkMode::None,
@@ -648,7 +648,7 @@ impl Daemon {
                 c.nets.resize(i + 1, None);
             }
             if let Some(slot) = c.nets.get_mut(i) {
-                *slot = Some(NetService {
+                *slot = Some(NetConfig {
                     name: n.name.clone(),
                     gateway_ip: n.gateway,
                     gateway_mac: n.gateway_mac(),
@@ -659,9 +659,9 @@ impl Daemon {
                     masquerade: n.masquerade,
                     host_loopback: n.host_loopback,
                     dns: match n.dns {
-                        DnsMode::Names => DnsService::Names,
-                        DnsMode::ForwardOnly => DnsService::ForwardOnly,
-                        DnsMode::Off => DnsService::Off,
+                        DnsMode::Names => NetDns::Names,
+                        DnsMode::ForwardOnly => NetDns::ForwardOnly,
+                        DnsMode::Off => NetDns::Off,
                     },
                 });
             }
@@ -677,7 +677,7 @@ impl Daemon {
             },
         ) = (&self.uplink_port, &self.state.uplink)
         {
-            c.packet = Some(dataplane::service::PacketUplink {
+            c.packet = Some(dataplane::gateway::PacketUplink {
                 ext_ip: address.addr,
                 ext_mac: dataplane::wire::MacAddr::from_ipv4(address.addr),
                 subnet: address.network().addr,
@@ -747,7 +747,7 @@ impl Daemon {
                 "offload": self.cfg.offload,
             })),
             Request::NetworkCreate(spec) if is_test_panic(&spec.name) => {
-                self.rt.service_do(|_, _| {
+                self.rt.gateway_do(|_, _| {
                     panic!("{TEST_PANIC_ENV}=service: panicking on the service thread as asked")
                 });
                 Err(DaemonError::Refused(format!(
@@ -843,7 +843,7 @@ impl Daemon {
             Request::Publish { name, specs } => self.publish(&name, &specs),
             Request::Unpublish { name, specs } => self.unpublish(&name, &specs),
             Request::ConntrackLs => {
-                let flows = self.rt.service_call(|g, _| g.uplink().flows())?;
+                let flows = self.rt.gateway_call(|g, _| g.uplink().flows())?;
                 let mut v: Vec<Value> = flows
                     .into_iter()
                     .map(|f| {
@@ -878,7 +878,7 @@ impl Daemon {
             Request::ConntrackFlush => {
                 let n = self
                     .rt
-                    .service_call(|g, ctx| g.flush_uplink_flows(ctx.registry))?;
+                    .gateway_call(|g, ctx| g.flush_uplink_flows(ctx.registry))?;
                 let m = self.rt.nat.table.flush();
                 Ok(json!({"flushed": n + m}))
             }
@@ -1280,7 +1280,7 @@ impl Daemon {
             let Some(to) = self.publish_target(c, p.container_port) else {
                 continue;
             };
-            self.rt.service_do(move |g, ctx| {
+            self.rt.gateway_do(move |g, ctx| {
                 if let Err(e) = g.publish(ctx.registry, sock, to) {
                     eprintln!("vswitch: cannot serve published port {}: {e}", p.host_port);
                 }
@@ -1294,7 +1294,7 @@ impl Daemon {
             let tcp = p.proto == crate::state::Proto::Tcp;
             let _ = self
                 .rt
-                .service_call(move |g, ctx| g.unpublish(ctx.registry, local, tcp));
+                .gateway_call(move |g, ctx| g.unpublish(ctx.registry, local, tcp));
         }
     }
 
@@ -1504,9 +1504,9 @@ impl Daemon {
         let fdb = &self.rt.fdb;
         let gw = self
             .rt
-            .service_call(|g, _| {
+            .gateway_call(|g, _| {
                 (
-                    g.stats.clone(),
+                    g.stats().clone(),
                     g.uplink().stats.clone(),
                     g.uplink().counts(),
                 )

@@ -167,17 +167,7 @@ impl Default for Fdb {
 }
 
 fn random_seed() -> u64 {
-    let mut b = [0u8; 8];
-    // SAFETY: getrandom writes at most b.len() bytes into b.
-    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
-    if n == 8 {
-        u64::from_ne_bytes(b)
-    } else {
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-        t ^ (std::process::id() as u64).rotate_left(32)
-    }
+    crate::random::u64()
 }
 
 fn capacity_for(limit: u32) -> usize {

@@ -131,6 +131,35 @@ impl DnsServer {
         self.deadlines.first_key_value().map(|(&(t, _), _)| t)
     }
 
+    /// Checks a client's message and parses it: its id and the request, or the error
+    /// reply to send (None: dropped without one).
+    fn parse_query(&mut self, msg: &[u8]) -> Result<(u16, Message), Option<Vec<u8>>> {
+        let Some(head) = RawHeader::parse(msg) else {
+            self.stats.dropped += 1;
+            return Err(None);
+        };
+        if head.is_response() {
+            self.stats.dropped += 1;
+            return Err(None);
+        }
+        self.stats.queries += 1;
+        if head.opcode() != 0 {
+            self.stats.notimp += 1;
+            return Err(Some(header_only_error(&head, ResponseCode::NotImp)));
+        }
+        if head.qdcount != 1 || !head.counts_fit(msg.len()) {
+            self.stats.formerr += 1;
+            return Err(Some(header_only_error(&head, ResponseCode::FormErr)));
+        }
+        match Message::from_vec(msg) {
+            Ok(request) if !request.queries.is_empty() => Ok((head.id, request)),
+            _ => {
+                self.stats.formerr += 1;
+                Err(Some(header_only_error(&head, ResponseCode::FormErr)))
+            }
+        }
+    }
+
     /// One query from a client of the network whose table is `names`. Returns the
     /// reply, a message to forward upstream, or nothing (dropped).
     pub fn query(
@@ -141,35 +170,19 @@ impl DnsServer {
         client: ClientRef,
         now: Instant,
     ) -> Action {
-        let Some(head) = RawHeader::parse(msg) else {
-            self.stats.dropped += 1;
-            return Action::Nothing;
-        };
-        if head.is_response() {
-            self.stats.dropped += 1;
-            return Action::Nothing;
-        }
-        self.stats.queries += 1;
         let reply = |bytes| Action::Reply {
             client,
             transport,
             bytes,
         };
-        if head.opcode() != 0 {
-            self.stats.notimp += 1;
-            return reply(header_only_error(&head, ResponseCode::NotImp));
-        }
-        if head.qdcount != 1 || !head.counts_fit(msg.len()) {
-            self.stats.formerr += 1;
-            return reply(header_only_error(&head, ResponseCode::FormErr));
-        }
-        let Ok(request) = Message::from_vec(msg) else {
-            self.stats.formerr += 1;
-            return reply(header_only_error(&head, ResponseCode::FormErr));
+        let (client_id, request) = match self.parse_query(msg) {
+            Ok(q) => q,
+            Err(Some(error)) => return reply(error),
+            Err(None) => return Action::Nothing,
         };
+        // parse_query made sure there is one.
         let Some(question) = request.queries.first() else {
-            self.stats.formerr += 1;
-            return reply(header_only_error(&head, ResponseCode::FormErr));
+            return Action::Nothing;
         };
         let limit = self.reply_limit(transport, &request);
         if request.edns.as_ref().is_some_and(|e| e.version() > 0) {
@@ -194,7 +207,7 @@ impl DnsServer {
         let pending = Pending {
             client,
             transport,
-            client_id: head.id,
+            client_id,
             limit,
             request,
             bytes: msg.to_vec(),

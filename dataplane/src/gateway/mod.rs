@@ -1,20 +1,43 @@
-//! What each network's gateway address answers, sans-I/O: a frame in, frames out.
+//! The gateway: what each network's gateway address answers, and the I/O behind it.
 //!
+//! Sans-I/O, a frame in and actions out:
+//! - [`dispatch`]: [`Gateway`], which dispatches each frame the bridge sends to the
+//!   gateway by protocol and keeps the tables it answers from (leases, neighbours).
 //! - [`arp`]: who-has for the gateway address; building requests.
 //! - [`icmp`]: echo replies, and the errors the gateway sends (port unreachable,
 //!   fragmentation needed, time exceeded), rate limited.
 //! - [`dhcp`]: the DHCP server that hands each port the address IPAM gave it.
+//! - `resolver`: DNS queries to the gateway, through the sans-I/O [`crate::dns`] server.
+//! - `segment`: vswitch's own address on a packet uplink's segment, and what the
+//!   workers punt on the way out.
+//! - [`action`]: what the gateway asks its I/O to do ([`Action`]).
+//! - [`config`]: what it answers from ([`GatewayConfig`]), rebuilt by the control thread.
 //!
-//! Every function takes an untagged Ethernet frame and writes complete Ethernet frames
+//! The I/O, in [`io`]: [`GatewayIo`] runs on the gateway thread, performs the actions
+//! (rings to the workers, upstream resolvers' sockets, the socket uplink) and holds
+//! every mio token ([`io::token`]).
+//!
+//! The responders take an untagged Ethernet frame and write complete Ethernet frames
 //! into a buffer the caller reuses.
 
+pub mod action;
 pub mod arp;
+pub mod config;
 pub mod dhcp;
+pub mod dispatch;
 pub mod icmp;
+pub mod io;
+mod resolver;
+mod segment;
+
+pub use action::{Action, Actions};
+pub use config::{DHCP_LEASE_SECS, GatewayConfig, NetConfig, NetDns, PacketUplink, UplinkMode};
+pub use dispatch::{Gateway, GatewayStats, Inbound, Verdict};
+pub use io::GatewayIo;
 
 use std::net::Ipv4Addr;
 
-use crate::wire::MacAddr;
+use crate::wire::{Ipv4Cidr, MacAddr};
 
 /// What the gateway knows of one network.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,17 +55,17 @@ pub struct GatewayNet {
 }
 
 impl GatewayNet {
+    /// The network's prefix.
+    pub fn cidr(&self) -> Ipv4Cidr {
+        Ipv4Cidr::new(self.subnet, self.prefix_len)
+    }
+
     pub fn netmask(&self) -> Ipv4Addr {
-        let m = if self.prefix_len == 0 {
-            0
-        } else {
-            u32::MAX << (32 - u32::from(self.prefix_len.min(32)))
-        };
-        Ipv4Addr::from(m)
+        self.cidr().netmask()
     }
 
     pub fn broadcast(&self) -> Ipv4Addr {
-        Ipv4Addr::from(u32::from(self.subnet) | !u32::from(self.netmask()))
+        self.cidr().broadcast()
     }
 }
 

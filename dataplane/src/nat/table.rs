@@ -224,10 +224,7 @@ pub struct FlowTable {
 }
 
 fn random_u64() -> u64 {
-    let mut b = [0u8; 8];
-    // SAFETY: getrandom writes at most 8 bytes into b.
-    unsafe { libc::getrandom(b.as_mut_ptr().cast(), 8, 0) };
-    u64::from_ne_bytes(b) | 1
+    crate::random::u64() | 1
 }
 
 #[inline]

@@ -13,7 +13,7 @@
 pub mod coalesce;
 pub mod gso;
 pub mod memory;
-pub mod service;
+pub mod ring;
 pub mod tap;
 
 pub use memory::MemoryPort;
@@ -96,7 +96,7 @@ pub struct Frame {
     /// Offload metadata the frame came with (a TAP with vnet headers), or plain.
     pub vnet: VnetHdr,
     /// The bridge domain (network) the frame belongs to, set by classification or by
-    /// the service port for frames the gateway sends.
+    /// the gateway's ring port for frames the gateway sends.
     pub domain: u16,
     /// The port slot the frame came in on (set by the worker).
     pub in_port: u16,

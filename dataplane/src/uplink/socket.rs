@@ -46,6 +46,7 @@ use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, IpListenEndpoint, Ipv4Ad
 
 use super::host::HostAddress;
 use super::quota::{ContainerId, FlowKind, Quotas, Refusal, UplinkLimits};
+use crate::gateway::io::token::Source;
 use crate::wire::icmp::{IcmpType, UnreachCode};
 use crate::wire::{Icmpv4Packet, IpProtocol, Ipv4Packet, TcpPacket, UdpPacket};
 
@@ -66,11 +67,6 @@ pub const CONTAINER_ACK_TIMEOUT: Duration = Duration::from_secs(300);
 /// smoltcp buffer per direction per connection.
 pub const TCP_BUFFER: usize = 512 * 1024;
 
-/// Token ranges the uplink uses on the service thread's poll.
-pub const TOKEN_TCP: usize = 1 << 20;
-pub const TOKEN_UDP: usize = 2 << 20;
-pub const TOKEN_PING: usize = 3 << 20;
-pub const TOKEN_PUB: usize = 4 << 20;
 /// The most inbound UDP conversations through published ports at once.
 pub const MAX_INBOUND_UDP: usize = 4096;
 
@@ -91,12 +87,7 @@ pub struct NetView {
 
 impl NetView {
     fn contains(&self, ip: Ipv4Addr) -> bool {
-        let m = if self.prefix_len == 0 {
-            0
-        } else {
-            u32::MAX << (32 - u32::from(self.prefix_len.min(32)))
-        };
-        u32::from(ip) & m == u32::from(self.subnet) & m
+        crate::wire::Ipv4Cidr::new(self.subnet, self.prefix_len).contains(ip)
     }
 }
 
@@ -127,7 +118,11 @@ fn target(
 /// What GATEWAY:PORT reaches: nothing from a network that may not leave, nothing on
 /// port 53 of a network without DNS, the host's loopback where the network opted in,
 /// else the host's main address (none: closed).
-fn gateway_target(net: &NetView, port: u16, host: Option<Ipv4Addr>) -> Option<SocketAddrV4> {
+pub(crate) fn gateway_target(
+    net: &NetView,
+    port: u16,
+    host: Option<Ipv4Addr>,
+) -> Option<SocketAddrV4> {
     if !net.egress || (port == 53 && !net.dns) {
         return None;
     }
@@ -209,7 +204,7 @@ impl Stack {
             tx: Vec::new(),
         };
         let mut cfg = Config::new(HardwareAddress::Ip);
-        cfg.random_seed = seed();
+        cfg.random_seed = crate::random::u64();
         let mut iface = Interface::new(cfg, &mut dev, smol_now(epoch));
         iface.set_any_ip(true);
         iface.update_ip_addrs(|a| {
@@ -479,13 +474,10 @@ impl SocketUplink {
         }
     }
 
-    /// Whether GATEWAY:`port` of `domain` leads anywhere on the host (else it is a
-    /// closed port).
-    pub fn gateway_open(&mut self, nets: &[Option<NetView>], domain: u16, port: u16) -> bool {
-        let host = self.host.get(Instant::now());
-        nets.get(usize::from(domain))
-            .and_then(|n| n.as_ref())
-            .is_some_and(|n| gateway_target(n, port, host).is_some())
+    /// The host's main address, which GATEWAY:PORT stands for (looked up at most once
+    /// a second).
+    pub fn host_address(&mut self, now: Instant) -> Option<Ipv4Addr> {
+        self.host.get(now)
     }
 
     /// The limits in force.
@@ -553,38 +545,7 @@ impl SocketUplink {
         }
         let (src, dst) = (ip.src(), ip.dst());
         match ip.protocol() {
-            IpProtocol::TCP => {
-                let Ok(t) = TcpPacket::new_checked(ip.payload()) else {
-                    self.stats.dropped += 1;
-                    return;
-                };
-                let quad = (src, t.src_port(), dst, t.dst_port());
-                let known = self.tcp_by_quad.get(&(domain, quad)).copied();
-                if t.syn() && !t.ack_flag() && !t.rst() && known.is_none() {
-                    let dns_here = nets
-                        .get(usize::from(domain))
-                        .and_then(|n| n.as_ref())
-                        .is_some_and(|n| n.dns && n.gateway == dst && quad.3 == 53);
-                    if dns_here {
-                        self.open_local(quad, domain);
-                    } else {
-                        self.open_tcp(reg, nets, domain, quad, t.seq());
-                    }
-                }
-                if let Some(&i) = self.tcp_by_quad.get(&(domain, quad)) {
-                    self.touch(i);
-                }
-                // Into the sender's own stack: a packet for no connection there is
-                // answered there (an RST) and reaches nobody else's.
-                let who = ContainerId { domain, ip: src };
-                let total = ip.total_len().min(pkt.len());
-                self.stack(who)
-                    .dev
-                    .rx
-                    .push_back(pkt.get(..total).unwrap_or(pkt).to_vec());
-                self.active.insert(who);
-                self.poll(reg);
-            }
+            IpProtocol::TCP => self.tcp_from_container(reg, nets, domain, pkt),
             IpProtocol::UDP => {
                 let Ok(u) = UdpPacket::new_checked(ip.payload()) else {
                     self.stats.dropped += 1;
@@ -604,6 +565,52 @@ impl SocketUplink {
             }
             _ => self.stats.dropped += 1,
         }
+    }
+
+    /// A TCP segment from a container: a new connection is opened (on the host, or
+    /// answered here for DNS on the gateway); every segment goes into the sender's
+    /// own stack.
+    fn tcp_from_container(
+        &mut self,
+        reg: &Registry,
+        nets: &[Option<NetView>],
+        domain: u16,
+        pkt: &[u8],
+    ) {
+        let Ok(ip) = Ipv4Packet::new_checked(pkt) else {
+            return;
+        };
+        let (src, dst) = (ip.src(), ip.dst());
+        let Ok(t) = TcpPacket::new_checked(ip.payload()) else {
+            self.stats.dropped += 1;
+            return;
+        };
+        let quad = (src, t.src_port(), dst, t.dst_port());
+        let known = self.tcp_by_quad.get(&(domain, quad)).copied();
+        if t.syn() && !t.ack_flag() && !t.rst() && known.is_none() {
+            let dns_here = nets
+                .get(usize::from(domain))
+                .and_then(|n| n.as_ref())
+                .is_some_and(|n| n.dns && n.gateway == dst && quad.3 == 53);
+            if dns_here {
+                self.open_local(quad, domain);
+            } else {
+                self.open_tcp(reg, nets, domain, quad, t.seq());
+            }
+        }
+        if let Some(&i) = self.tcp_by_quad.get(&(domain, quad)) {
+            self.touch(i);
+        }
+        // Into the sender's own stack: a packet for no connection there is answered
+        // there (an RST) and reaches nobody else's.
+        let who = ContainerId { domain, ip: src };
+        let total = ip.total_len().min(pkt.len());
+        self.stack(who)
+            .dev
+            .rx
+            .push_back(pkt.get(..total).unwrap_or(pkt).to_vec());
+        self.active.insert(who);
+        self.poll(reg);
     }
 
     /// A container-side socket listening for exactly `quad`'s destination.
@@ -691,7 +698,7 @@ impl SocketUplink {
         if let Some(h) = host.as_mut() {
             reg?.register(
                 h,
-                Token(TOKEN_TCP + i),
+                Source::Tcp(i).token(),
                 Interest::READABLE | Interest::WRITABLE,
             )
             .ok()?;
@@ -840,53 +847,64 @@ impl SocketUplink {
         writable: bool,
         error: bool,
     ) -> bool {
-        let t = token.0;
-        if (TOKEN_TCP..TOKEN_UDP).contains(&t) {
-            let i = t - TOKEN_TCP;
-            let mut failed = false;
-            if let Some(Some(c)) = self.tcp.get_mut(i) {
-                c.readable |= readable || error;
-                c.writable |= writable;
-                if !c.connected && (writable || error) {
-                    let ok = c.host.as_ref().is_some_and(|h| {
-                        h.take_error().ok().flatten().is_none() && h.peer_addr().is_ok()
-                    });
-                    if ok {
-                        c.connected = true;
-                        c.syn_seq = None;
-                        if let Some(st) = self.stacks.get_mut(&c.who) {
-                            st.sockets
-                                .get_mut::<tcp::Socket>(c.handle)
-                                .pause_synack(false);
-                        }
-                    } else {
-                        failed = true;
+        match Source::of(token) {
+            Some(Source::Tcp(i)) => {
+                self.tcp_ready(reg, i, (readable, writable, error));
+                true
+            }
+            Some(Source::Udp(i)) => {
+                self.udp_in(i);
+                true
+            }
+            Some(Source::Ping(i)) => {
+                self.ping_in(i);
+                true
+            }
+            Some(Source::Published(i)) => {
+                self.published_ready(reg, (), i);
+                self.poll(reg);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// A host TCP connection is ready: its connect finished (the container gets its
+    /// SYN-ACK, or an RST), or it can be read or written.
+    fn tcp_ready(
+        &mut self,
+        reg: &Registry,
+        i: usize,
+        (readable, writable, error): (bool, bool, bool),
+    ) {
+        let mut failed = false;
+        if let Some(Some(c)) = self.tcp.get_mut(i) {
+            c.readable |= readable || error;
+            c.writable |= writable;
+            if !c.connected && (writable || error) {
+                let ok = c.host.as_ref().is_some_and(|h| {
+                    h.take_error().ok().flatten().is_none() && h.peer_addr().is_ok()
+                });
+                if ok {
+                    c.connected = true;
+                    c.syn_seq = None;
+                    if let Some(st) = self.stacks.get_mut(&c.who) {
+                        st.sockets
+                            .get_mut::<tcp::Socket>(c.handle)
+                            .pause_synack(false);
                     }
+                } else {
+                    failed = true;
                 }
             }
-            if failed {
-                // Refused or unreachable on the host: the container hears it at once.
-                self.refuse_pending(i);
-                self.abort_tcp(reg, i);
-            }
-            self.touch(i);
-            self.poll(reg);
-            return true;
         }
-        if (TOKEN_UDP..TOKEN_PING).contains(&t) {
-            self.udp_in(t - TOKEN_UDP);
-            return true;
+        if failed {
+            // Refused or unreachable on the host: the container hears it at once.
+            self.refuse_pending(i);
+            self.abort_tcp(reg, i);
         }
-        if (TOKEN_PING..TOKEN_PUB).contains(&t) {
-            self.ping_in(t - TOKEN_PING);
-            return true;
-        }
-        if (TOKEN_PUB..TOKEN_PUB + (1 << 20)).contains(&t) {
-            self.published_ready(reg, (), t - TOKEN_PUB);
-            self.poll(reg);
-            return true;
-        }
-        false
+        self.touch(i);
+        self.poll(reg);
     }
 
     /// Starts serving a published port. `gateways[domain]` is the address loopback
@@ -924,7 +942,7 @@ impl SocketUplink {
                 (PubSock::Udp(UdpSocket::from_std(u)), local)
             }
         };
-        let tok = Token(TOKEN_PUB + i);
+        let tok = Source::Published(i).token();
         match &mut ps {
             PubSock::Tcp(l) => reg.register(l, tok, Interest::READABLE)?,
             PubSock::Udp(u) => reg.register(u, tok, Interest::READABLE)?,
@@ -1296,7 +1314,7 @@ impl SocketUplink {
             .position(|c| c.is_none())
             .unwrap_or(self.udp.len());
         if reg
-            .register(&mut sock, Token(TOKEN_UDP + i), Interest::READABLE)
+            .register(&mut sock, Source::Udp(i).token(), Interest::READABLE)
             .is_err()
         {
             self.quotas.release(who, FlowKind::Udp, true);
@@ -1423,7 +1441,7 @@ impl SocketUplink {
             .position(|c| c.is_none())
             .unwrap_or(self.ping.len());
         if reg
-            .register(&mut sock, Token(TOKEN_PING + i), Interest::READABLE)
+            .register(&mut sock, Source::Ping(i).token(), Interest::READABLE)
             .is_err()
         {
             self.quotas.release(who, FlowKind::Ping, true);
@@ -1648,13 +1666,6 @@ impl SocketUplink {
     pub fn tcp_quads(&self) -> Vec<Quad> {
         self.tcp_by_quad.keys().map(|k| k.1).collect()
     }
-}
-
-fn seed() -> u64 {
-    let mut b = [0u8; 8];
-    // SAFETY: getrandom writes at most 8 bytes into b.
-    unsafe { libc::getrandom(b.as_mut_ptr().cast(), 8, 0) };
-    u64::from_ne_bytes(b)
 }
 
 /// A ping socket, if the host lets this process have one.

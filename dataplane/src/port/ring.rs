@@ -1,23 +1,24 @@
-//! The service port: the bridge's door to the gateway.
+//! The gateway's ring port: the bridge's door to the gateway.
 //!
 //! Frames the bridge sends to the gateway (ARP for it, IP to its MAC, broadcasts of its
-//! domain) are copied into a single-producer single-consumer ring (rtrb) to the service
+//! domain) are copied into a single-producer single-consumer ring (rtrb) to the gateway
 //! thread, which answers through a ring the other way; those answers are what this port
 //! receives. Buffers travel back on return rings so the steady state allocates nothing.
-//! When the service falls behind, frames are dropped and counted, never queued without
-//! bound.
+//! When the gateway falls behind, frames are dropped and counted, never queued without
+//! bound. Each worker holds a [`RingPort`] at the gateway's slot; the gateway thread
+//! holds the matching [`RingEnd`].
 
 use super::{Batch, Port, PortCaps, PortError, TxSel, write_tagged};
 use std::sync::Arc;
 
-/// A frame on its way to or from the service thread.
+/// A frame on its way to or from the gateway thread.
 #[derive(Debug, Default)]
-pub struct ServiceFrame {
+pub struct RingFrame {
     /// The bridge domain (network) of the frame.
     pub domain: u16,
-    /// To the service: the port slot it came in on. From the service: unused (0).
+    /// To the gateway: the port slot it came in on. From the gateway: unused (0).
     pub port: u16,
-    /// To the service: why a routed frame was handed over.
+    /// To the gateway: why a routed frame was handed over.
     pub punt: super::Punt,
     pub data: Vec<u8>,
 }
@@ -34,66 +35,63 @@ impl Wake for NoWake {
 }
 
 /// Ring sizes: frames in flight each way.
-pub const SERVICE_RING: usize = 1024;
+pub const RING_SLOTS: usize = 1024;
 
 /// The worker's end.
-pub struct ServicePort {
-    to_service: rtrb::Producer<ServiceFrame>,
-    from_service: rtrb::Consumer<ServiceFrame>,
-    /// Empty buffers coming back from the service.
+pub struct RingPort {
+    to_gateway: rtrb::Producer<RingFrame>,
+    from_gateway: rtrb::Consumer<RingFrame>,
+    /// Empty buffers coming back from the gateway.
     spare_in: rtrb::Consumer<Vec<u8>>,
-    /// Buffers of consumed replies going back to the service.
+    /// Buffers of consumed replies going back to the gateway.
     spare_out: rtrb::Producer<Vec<u8>>,
-    wake_service: Arc<dyn Wake>,
+    wake_gateway: Arc<dyn Wake>,
     segmenter: super::gso::Segmenter,
-    /// Frames dropped because the service ring was full.
+    /// Frames dropped because the ring to the gateway was full.
     pub dropped: u64,
 }
 
-/// The service thread's end for one worker.
-pub struct ServiceEnd {
-    pub rx: rtrb::Consumer<ServiceFrame>,
-    pub tx: rtrb::Producer<ServiceFrame>,
-    /// Return buffers of frames the service consumed.
+/// The gateway thread's end of one worker's rings.
+pub struct RingEnd {
+    pub rx: rtrb::Consumer<RingFrame>,
+    pub tx: rtrb::Producer<RingFrame>,
+    /// Return buffers of frames the gateway consumed.
     pub spare_out: rtrb::Producer<Vec<u8>>,
     /// Buffers of replies the worker consumed, to reuse.
     pub spare_in: rtrb::Consumer<Vec<u8>>,
     wake_worker: Arc<dyn Wake>,
 }
 
-/// Creates the two ends. `wake_service` is called after the worker queues frames,
-/// `wake_worker` after the service queues replies.
-pub fn service_pair(
-    wake_service: Arc<dyn Wake>,
-    wake_worker: Arc<dyn Wake>,
-) -> (ServicePort, ServiceEnd) {
-    let (to_p, to_c) = rtrb::RingBuffer::new(SERVICE_RING);
-    let (from_p, from_c) = rtrb::RingBuffer::new(SERVICE_RING);
-    let (spare_svc_p, spare_svc_c) = rtrb::RingBuffer::new(SERVICE_RING);
-    let (spare_wrk_p, spare_wrk_c) = rtrb::RingBuffer::new(SERVICE_RING);
+/// Creates the two ends. `wake_gateway` is called after the worker queues frames,
+/// `wake_worker` after the gateway queues replies.
+pub fn ring_pair(wake_gateway: Arc<dyn Wake>, wake_worker: Arc<dyn Wake>) -> (RingPort, RingEnd) {
+    let (to_p, to_c) = rtrb::RingBuffer::new(RING_SLOTS);
+    let (from_p, from_c) = rtrb::RingBuffer::new(RING_SLOTS);
+    let (spare_gw_p, spare_gw_c) = rtrb::RingBuffer::new(RING_SLOTS);
+    let (spare_wrk_p, spare_wrk_c) = rtrb::RingBuffer::new(RING_SLOTS);
     (
-        ServicePort {
-            to_service: to_p,
-            from_service: from_c,
-            spare_in: spare_svc_c,
+        RingPort {
+            to_gateway: to_p,
+            from_gateway: from_c,
+            spare_in: spare_gw_c,
             spare_out: spare_wrk_p,
-            wake_service,
+            wake_gateway,
             segmenter: super::gso::Segmenter::new(),
             dropped: 0,
         },
-        ServiceEnd {
+        RingEnd {
             rx: to_c,
             tx: from_p,
-            spare_out: spare_svc_p,
+            spare_out: spare_gw_p,
             spare_in: spare_wrk_c,
             wake_worker,
         },
     )
 }
 
-impl ServiceEnd {
+impl RingEnd {
     /// Takes the next frame from the worker.
-    pub fn recv(&mut self) -> Option<ServiceFrame> {
+    pub fn recv(&mut self) -> Option<RingFrame> {
         self.rx.pop().ok()
     }
     /// Hands a consumed frame's buffer back for reuse.
@@ -108,7 +106,7 @@ impl ServiceEnd {
     /// Queues a reply into `domain`. False when the worker's ring is full (dropped).
     pub fn send(&mut self, domain: u16, data: Vec<u8>) -> bool {
         self.tx
-            .push(ServiceFrame {
+            .push(RingFrame {
                 domain,
                 port: 0,
                 punt: super::Punt::None,
@@ -122,7 +120,69 @@ impl ServiceEnd {
     }
 }
 
-impl Port for ServicePort {
+impl RingPort {
+    /// Queues each segment of a super-frame as its own frame; returns how many.
+    fn push_segments(&mut self, f: &super::Frame) -> usize {
+        let mut n = 0;
+        let (to, spare, dropped) = (&mut self.to_gateway, &mut self.spare_in, &mut self.dropped);
+        let (domain, port, punt) = (f.domain, f.in_port, f.punt);
+        let _ = self.segmenter.segment(f.data(), &f.vnet, |head, body| {
+            if to.is_full() {
+                *dropped += 1;
+                return false;
+            }
+            let mut buf = spare.pop().unwrap_or_default();
+            buf.clear();
+            buf.extend_from_slice(head);
+            buf.extend_from_slice(body);
+            let frame = RingFrame {
+                domain,
+                port,
+                punt,
+                data: buf,
+            };
+            if to.push(frame).is_ok() {
+                n += 1;
+            }
+            true
+        });
+        n
+    }
+
+    /// Queues a frame whole (with its VLAN tag, if any); false when it was dropped.
+    fn push_whole(&mut self, f: &super::Frame, vlan: u16, gso: u8) -> bool {
+        use super::VnetHdr;
+        if self.to_gateway.is_full() {
+            self.dropped += 1;
+            return false;
+        }
+        let mut buf = self.spare_in.pop().unwrap_or_default();
+        buf.resize(f.len() + 4, 0);
+        let Some(len) = write_tagged(f.data(), vlan, &mut buf) else {
+            return false;
+        };
+        buf.truncate(len);
+        // A TCP super-frame goes whole (the gateway's TCP takes 64 KB segments and
+        // trusts local checksums); any other partial checksum is completed here.
+        if gso == VnetHdr::GSO_NONE
+            && f.vnet.flags & VnetHdr::F_NEEDS_CSUM != 0
+            && let Ok((pos, c)) =
+                super::gso::partial_checksum(&buf, f.vnet.csum_start, f.vnet.csum_offset)
+            && let Some(dst) = buf.get_mut(pos..pos + 2)
+        {
+            dst.copy_from_slice(&c.to_be_bytes());
+        }
+        let frame = RingFrame {
+            domain: f.domain,
+            port: f.in_port,
+            punt: f.punt,
+            data: buf,
+        };
+        self.to_gateway.push(frame).is_ok()
+    }
+}
+
+impl Port for RingPort {
     fn name(&self) -> &str {
         "gateway"
     }
@@ -130,7 +190,7 @@ impl Port for ServicePort {
     fn recv(&mut self, batch: &mut Batch) -> Result<usize, PortError> {
         let mut n = 0;
         for slot in batch.slots_mut() {
-            let Ok(f) = self.from_service.pop() else {
+            let Ok(f) = self.from_gateway.pop() else {
                 break;
             };
             if slot.load(&f.data) {
@@ -155,72 +215,16 @@ impl Port for ServicePort {
             let gso = f.vnet.gso_type & !VnetHdr::GSO_ECN;
             if gso != VnetHdr::GSO_NONE && gso != VnetHdr::GSO_TCPV4 && gso != VnetHdr::GSO_TCPV6 {
                 // UDP super-frames: the gateway's protocols want datagrams as sent.
-                let (to, spare, dropped) =
-                    (&mut self.to_service, &mut self.spare_in, &mut self.dropped);
-                let (domain, port, punt) = (f.domain, f.in_port, f.punt);
-                let _ = self.segmenter.segment(f.data(), &f.vnet, |head, body| {
-                    if to.is_full() {
-                        *dropped += 1;
-                        return false;
-                    }
-                    let mut buf = spare.pop().unwrap_or_default();
-                    buf.clear();
-                    buf.extend_from_slice(head);
-                    buf.extend_from_slice(body);
-                    if to
-                        .push(ServiceFrame {
-                            domain,
-                            port,
-                            punt,
-                            data: buf,
-                        })
-                        .is_ok()
-                    {
-                        n += 1;
-                    }
-                    true
-                });
-                continue;
-            }
-            if self.to_service.is_full() {
-                self.dropped += 1;
-                continue;
-            }
-            let mut buf = self.spare_in.pop().unwrap_or_default();
-            buf.resize(f.len() + 4, 0);
-            let Some(len) = write_tagged(f.data(), s.vlan, &mut buf) else {
-                continue;
-            };
-            buf.truncate(len);
-            // A TCP super-frame goes whole (the gateway's TCP takes 64 KB segments and
-            // trusts local checksums); any other partial checksum is completed here.
-            if gso == VnetHdr::GSO_NONE
-                && f.vnet.flags & VnetHdr::F_NEEDS_CSUM != 0
-                && let Ok((pos, c)) =
-                    super::gso::partial_checksum(&buf, f.vnet.csum_start, f.vnet.csum_offset)
-                && let Some(dst) = buf.get_mut(pos..pos + 2)
-            {
-                dst.copy_from_slice(&c.to_be_bytes());
-            }
-            if self
-                .to_service
-                .push(ServiceFrame {
-                    domain: f.domain,
-                    port: f.in_port,
-                    punt: f.punt,
-                    data: buf,
-                })
-                .is_ok()
-            {
+                n += self.push_segments(f);
+            } else if self.push_whole(f, s.vlan, gso) {
                 n += 1;
             }
         }
         if n > 0 {
-            self.wake_service.wake();
+            self.wake_gateway.wake();
         }
         Ok(n)
     }
-
     fn caps(&self) -> PortCaps {
         PortCaps {
             offloads: false,
@@ -229,7 +233,7 @@ impl Port for ServicePort {
     }
 
     fn room(&self) -> Option<usize> {
-        Some(self.to_service.slots())
+        Some(self.to_gateway.slots())
     }
 }
 
@@ -249,7 +253,7 @@ mod tests {
     fn frames_cross_both_ways_and_buffers_recycle() {
         let ws = Arc::new(Count(AtomicUsize::new(0)));
         let ww = Arc::new(Count(AtomicUsize::new(0)));
-        let (mut port, mut end) = service_pair(ws.clone(), ww.clone());
+        let (mut port, mut end) = ring_pair(ws.clone(), ww.clone());
         let mut b = Batch::new(4, 2048);
         assert!(b.push(&[7u8; 60], 3));
         b.frames_mut()[0].in_port = 9;
@@ -267,17 +271,17 @@ mod tests {
         assert_eq!(port.recv(&mut rb).unwrap(), 1);
         assert_eq!(rb.frames()[0].domain, 5);
         assert_eq!(rb.frames()[0].data(), &[8u8; 42][..]);
-        // The reply's buffer came back to the service for reuse.
+        // The reply's buffer came back to the gateway for reuse.
         assert!(end.buffer().capacity() >= 42);
     }
 
     #[test]
     fn full_ring_drops_and_counts() {
-        let (mut port, _end) = service_pair(Arc::new(NoWake), Arc::new(NoWake));
+        let (mut port, _end) = ring_pair(Arc::new(NoWake), Arc::new(NoWake));
         let mut b = Batch::new(1, 2048);
         assert!(b.push(&[1u8; 60], 0));
         let sel = [TxSel { idx: 0, vlan: 0 }];
-        for _ in 0..SERVICE_RING {
+        for _ in 0..RING_SLOTS {
             assert_eq!(port.send(&b, &sel).unwrap(), 1);
         }
         assert_eq!(port.send(&b, &sel).unwrap(), 0);

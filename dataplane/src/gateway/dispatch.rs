@@ -1,0 +1,462 @@
+//! The gateway's decisions: a frame in, [`Action`]s out.
+//!
+//! Frames for a network's gateway arrive untagged with their domain and the port they
+//! came in on, and are dispatched by protocol: ARP, ICMP echo, DHCP and DNS are
+//! answered on the spot; a UDP port of the gateway that leads nowhere on the host is
+//! refused; anything else addressed to the gateway's MAC is routed traffic, which the
+//! caller hands to the socket uplink ([`Verdict::ToUplink`]) unless a packet uplink
+//! carries it (the workers translate that; what they punt is answered here). Answers
+//! are framed with the gateway's MAC and the container's (from the address table) and
+//! sent back into the domain, where the bridge forwards them like any frame.
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::action::{Action, Actions};
+use super::config::{DHCP_LEASE_SECS, GatewayConfig, NetDns, UplinkMode};
+use super::resolver::Resolver;
+use super::{GatewayNet, arp, dhcp, icmp};
+use crate::bridge::DropReason;
+use crate::port::Punt;
+use crate::uplink::quota::{ContainerId, Refusal, UplinkLimits};
+use crate::uplink::socket::{NetView, gateway_target};
+use crate::wire::icmp::{IcmpType, UnreachCode};
+use crate::wire::{EtherType, EthernetFrame, IpProtocol, Ipv4Packet, MacAddr, UdpPacket};
+
+/// The most (domain, IPv4) -> MAC entries the gateway remembers beyond IPAM's.
+const NEIGHBOURS: usize = 16384;
+
+/// Counters of the gateway.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GatewayStats {
+    pub frames: u64,
+    pub arp_replies: u64,
+    pub echo_replies: u64,
+    pub dhcp_replies: u64,
+    pub dhcp_ignored: u64,
+    pub icmp_errors: u64,
+    pub to_uplink: u64,
+    pub unanswered: u64,
+    pub no_neighbour: u64,
+}
+
+/// A frame the bridge sent to the gateway, and what the gateway is told with it.
+#[derive(Debug, Clone, Copy)]
+pub struct Inbound<'a> {
+    /// The frame's network ([`crate::config::UPLINK_DOMAIN`]: the packet uplink's
+    /// segment).
+    pub domain: u16,
+    /// The port slot it came in on.
+    pub port: u16,
+    /// Why the workers handed a routed frame over.
+    pub punt: Punt,
+    /// The untagged Ethernet frame.
+    pub data: &'a [u8],
+    pub now: Instant,
+    /// The host's main address, which GATEWAY:PORT stands for (None: unknown).
+    pub host: Option<Ipv4Addr>,
+}
+
+/// What became of a frame besides the actions it queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Answered, refused or dropped here.
+    Done,
+    /// Routed traffic, or TCP/UDP to the gateway as the host: the frame's IPv4 packet
+    /// goes to the socket uplink.
+    ToUplink,
+}
+
+/// The gateway: ARP, ICMP, DHCP and DNS on each network's gateway address, and the
+/// tables it answers from. It performs no I/O: see [`super::io`].
+pub struct Gateway {
+    pub(super) cfg: GatewayConfig,
+    /// The socket uplink's view of each network, by domain.
+    views: Vec<Option<NetView>>,
+    /// The responders' view of each network, by domain.
+    pub(super) nets: Vec<Option<Arc<GatewayNet>>>,
+    /// ICMP error budgets, by port slot.
+    limits: icmp::ErrorBudget,
+    /// (domain, address) -> MAC, from IPAM: never overwritten by what a port sends.
+    leased: HashMap<(u16, Ipv4Addr), MacAddr>,
+    /// (domain, address) -> port slot, from IPAM: where a container's refusals count.
+    lease_ports: HashMap<(u16, Ipv4Addr), u16>,
+    /// (domain, address) -> MAC learned from what ports without an IPAM address send.
+    neighbours: HashMap<(u16, Ipv4Addr), MacAddr>,
+    pub(super) resolver: Resolver,
+    /// Shared with the workers: connection tracking and the segment's neighbours.
+    pub(super) nat: Option<Arc<crate::nat::Nat>>,
+    pub(super) neigh: Option<Arc<crate::uplink::packet::Neighbours>>,
+    pub(super) next_arp: Option<Instant>,
+    pub(super) uplink_limit: icmp::RateLimit,
+    pub stats: GatewayStats,
+}
+
+impl Default for Gateway {
+    fn default() -> Self {
+        Gateway::with_limits(UplinkLimits::default())
+    }
+}
+
+/// The port a refusal is counted on.
+fn drop_reason(r: Refusal) -> DropReason {
+    match r {
+        Refusal::TcpQuota => DropReason::TcpQuota,
+        Refusal::UdpQuota => DropReason::UdpQuota,
+        Refusal::PingQuota => DropReason::PingQuota,
+        Refusal::DnsQuota => DropReason::DnsQuota,
+        Refusal::FdLimit => DropReason::FdLimit,
+    }
+}
+
+impl Gateway {
+    /// A gateway whose DNS forwarding holds each container to `limits`.
+    pub fn with_limits(limits: UplinkLimits) -> Gateway {
+        Gateway {
+            cfg: GatewayConfig::default(),
+            views: Vec::new(),
+            nets: Vec::new(),
+            limits: icmp::ErrorBudget::default(),
+            leased: HashMap::new(),
+            lease_ports: HashMap::new(),
+            neighbours: HashMap::new(),
+            resolver: Resolver::new(limits),
+            nat: None,
+            neigh: None,
+            next_arp: None,
+            uplink_limit: icmp::RateLimit::default(),
+            stats: GatewayStats::default(),
+        }
+    }
+
+    /// Sets the ICMP errors the gateway sends each container per second.
+    pub fn set_icmp_error_rate(&mut self, per_sec: u32) {
+        self.limits = icmp::ErrorBudget::new(per_sec);
+    }
+
+    /// Hands the gateway the state it shares with the workers for a packet uplink.
+    pub fn set_packet_state(
+        &mut self,
+        nat: Arc<crate::nat::Nat>,
+        neigh: Arc<crate::uplink::packet::Neighbours>,
+    ) {
+        self.nat = Some(nat);
+        self.neigh = Some(neigh);
+    }
+
+    /// Takes a new configuration; returns whether the upstream resolvers changed (their
+    /// sockets must be opened anew).
+    pub fn configure(&mut self, cfg: GatewayConfig) -> bool {
+        self.views = cfg
+            .nets
+            .iter()
+            .map(|n| n.as_ref().map(|n| uplink_view(n, cfg.uplink)))
+            .collect();
+        self.nets = cfg
+            .nets
+            .iter()
+            .map(|n| n.as_ref().map(|n| Arc::new(responder_view(n))))
+            .collect();
+        self.set_leases(&cfg);
+        let upstreams_changed = cfg.upstreams != self.cfg.upstreams;
+        self.cfg = cfg;
+        if upstreams_changed {
+            self.resolver.set_upstreams(self.cfg.upstreams.len());
+        }
+        upstreams_changed
+    }
+
+    /// Rebuilds the address tables from IPAM's leases; learned neighbours that IPAM
+    /// now gave out are forgotten.
+    fn set_leases(&mut self, cfg: &GatewayConfig) {
+        self.leased.clear();
+        self.lease_ports.clear();
+        for ((domain, slot), (mac, ip)) in &cfg.leases {
+            self.leased.insert((*domain, *ip), *mac);
+            self.lease_ports.insert((*domain, *ip), *slot);
+        }
+        let leased = &self.leased;
+        self.neighbours.retain(|k, _| !leased.contains_key(k));
+    }
+
+    pub fn config(&self) -> &GatewayConfig {
+        &self.cfg
+    }
+
+    /// The socket uplink's view of each network, by domain.
+    pub fn views(&self) -> &[Option<NetView>] {
+        &self.views
+    }
+
+    /// The port a container's refusals count on: the one IPAM gave its address, else
+    /// `fallback` (the port of the frame being handled).
+    pub(super) fn port_of(&self, who: ContainerId, fallback: u16) -> u16 {
+        self.lease_ports
+            .get(&(who.domain, who.ip))
+            .copied()
+            .unwrap_or(fallback)
+    }
+
+    /// Counts a flow the socket uplink refused `who`.
+    pub fn refused(&self, who: ContainerId, why: Refusal, fallback: u16, out: &mut Actions) {
+        out.push(Action::Drop {
+            port: self.port_of(who, fallback),
+            reason: drop_reason(why),
+        });
+    }
+
+    /// Handles one frame the bridge sent to the gateway.
+    pub fn frame(&mut self, f: Inbound<'_>, out: &mut Actions) -> Verdict {
+        self.stats.frames += 1;
+        if f.domain == crate::config::UPLINK_DOMAIN {
+            self.segment_frame(f, out);
+            return Verdict::Done;
+        }
+        let Ok(eth) = EthernetFrame::new_checked(f.data) else {
+            return Verdict::Done;
+        };
+        let Some(net) = self.nets.get(usize::from(f.domain)).cloned().flatten() else {
+            return Verdict::Done;
+        };
+        if eth.ethertype() == EtherType::ARP {
+            self.arp(f, &net, out);
+            return Verdict::Done;
+        }
+        if eth.ethertype() != EtherType::IPV4 {
+            self.stats.unanswered += 1;
+            return Verdict::Done;
+        }
+        let Ok(ip) = Ipv4Packet::new_checked(eth.payload()) else {
+            return Verdict::Done;
+        };
+        self.remember(f.domain, ip.src(), eth.src());
+        let to_gw = ip.dst() == net.gateway_ip;
+        let udp_dport = if ip.protocol() == IpProtocol::UDP && !ip.is_fragment() {
+            UdpPacket::new_checked(ip.payload())
+                .ok()
+                .map(|u| u.dst_port())
+        } else {
+            None
+        };
+        // DHCP: to the gateway or the limited broadcast, port 67.
+        if udp_dport == Some(dhcp::SERVER_PORT) && (to_gw || ip.dst().is_broadcast()) {
+            self.dhcp(f, &net, out);
+            return Verdict::Done;
+        }
+        if to_gw {
+            return self.for_gateway(f, &net, (&ip, udp_dport), out);
+        }
+        if eth.dst() != net.gateway_mac {
+            // A broadcast or multicast not for the gateway.
+            self.stats.unanswered += 1;
+            return Verdict::Done;
+        }
+        self.routed(f, &net, out)
+    }
+
+    /// An IPv4 packet for the gateway's own address: ping, DNS, a closed UDP port, or
+    /// the host behind it.
+    fn for_gateway(
+        &mut self,
+        f: Inbound<'_>,
+        net: &GatewayNet,
+        (ip, udp_dport): (&Ipv4Packet<&[u8]>, Option<u16>),
+        out: &mut Actions,
+    ) -> Verdict {
+        if ip.protocol() == IpProtocol::ICMP {
+            if out.send_with(f.domain, |b| icmp::echo_reply(f.data, net, b)) {
+                self.stats.echo_replies += 1;
+            }
+            return Verdict::Done;
+        }
+        if udp_dport == Some(53) && net.dns {
+            if let Ok(u) = UdpPacket::new_checked(ip.payload()) {
+                let who = ContainerId {
+                    domain: f.domain,
+                    ip: ip.src(),
+                };
+                let (sport, msg) = (u.src_port(), u.payload().to_vec());
+                self.dns_udp((who, sport), f.port, &msg, f.now, out);
+            }
+            return Verdict::Done;
+        }
+        // Another UDP port of the gateway: the host through the socket uplink, or
+        // closed (port unreachable) when it leads nowhere.
+        if let Some(dport) = udp_dport
+            && !self.gateway_open(f.domain, dport, f.host)
+        {
+            let kind = (IcmpType::DEST_UNREACHABLE, UnreachCode::PORT);
+            self.icmp_error(f, net, kind, 0, out);
+            return Verdict::Done;
+        }
+        self.stats.to_uplink += 1;
+        Verdict::ToUplink
+    }
+
+    /// Routed traffic: the packet uplink's (the workers translate it; what reaches the
+    /// gateway needs a neighbour resolved or a TTL answered), else the socket uplink's.
+    fn routed(&mut self, f: Inbound<'_>, net: &GatewayNet, out: &mut Actions) -> Verdict {
+        if self.cfg.uplink == UplinkMode::Packet {
+            self.packet_routed(f, net, out);
+            return Verdict::Done;
+        }
+        self.stats.to_uplink += 1;
+        Verdict::ToUplink
+    }
+
+    /// Whether GATEWAY:`port` of `domain` leads anywhere on the host (else it is a
+    /// closed port).
+    fn gateway_open(&self, domain: u16, port: u16, host: Option<Ipv4Addr>) -> bool {
+        self.views
+            .get(usize::from(domain))
+            .and_then(|n| n.as_ref())
+            .is_some_and(|n| gateway_target(n, port, host).is_some())
+    }
+
+    fn arp(&mut self, f: Inbound<'_>, net: &GatewayNet, out: &mut Actions) {
+        if let Some((ip, mac)) = arp::sender(f.data) {
+            self.remember(f.domain, ip, mac);
+        }
+        if out.send_with(f.domain, |b| arp::reply(f.data, net, b)) {
+            self.stats.arp_replies += 1;
+        }
+    }
+
+    fn dhcp(&mut self, f: Inbound<'_>, net: &GatewayNet, out: &mut Actions) {
+        let leases = &self.cfg.leases;
+        let lease = |_| leases.get(&(f.domain, f.port)).map(|(_, ip)| *ip);
+        let mut replied = false;
+        out.send_with(f.domain, |b| {
+            replied = dhcp::handle(f.data, net, lease, b).replied();
+            replied
+        });
+        if replied {
+            self.stats.dhcp_replies += 1;
+        } else {
+            self.stats.dhcp_ignored += 1;
+        }
+    }
+
+    /// Sends an ICMP error about `f` back to its sender, within the port's budget.
+    pub(super) fn icmp_error(
+        &mut self,
+        f: Inbound<'_>,
+        net: &GatewayNet,
+        (ty, code): (u8, u8),
+        next_hop_mtu: u16,
+        out: &mut Actions,
+    ) {
+        if !self.limits.allow(f.port, f.now) {
+            return;
+        }
+        if out.send_with(f.domain, |b| {
+            icmp::error(f.data, net, ty, code, next_hop_mtu, b)
+        }) {
+            self.stats.icmp_errors += 1;
+        }
+    }
+
+    /// Learns who has `ip` in `domain` from what a port sent. An address IPAM gave out
+    /// is never re-learned: a port without port security cannot take it over.
+    fn remember(&mut self, domain: u16, ip: Ipv4Addr, mac: MacAddr) {
+        if ip.is_unspecified() || !mac.is_unicast() || self.leased.contains_key(&(domain, ip)) {
+            return;
+        }
+        if self.neighbours.len() >= NEIGHBOURS && !self.neighbours.contains_key(&(domain, ip)) {
+            return;
+        }
+        self.neighbours.insert((domain, ip), mac);
+    }
+
+    /// The MAC of `ip` in `domain`: IPAM's, else learned.
+    fn neighbour(&self, domain: u16, ip: Ipv4Addr) -> Option<MacAddr> {
+        let k = (domain, ip);
+        self.leased
+            .get(&k)
+            .or_else(|| self.neighbours.get(&k))
+            .copied()
+    }
+
+    /// Frames an IPv4 packet for the container it is addressed to in `domain` (the
+    /// network its flow came from, never guessed from the address: networks may
+    /// overlap) and sends it there.
+    pub fn deliver_ip(&mut self, domain: u16, packet: &[u8], out: &mut Actions) {
+        let Ok(ip) = Ipv4Packet::new_checked(packet) else {
+            return;
+        };
+        let dst = ip.dst();
+        let net = self
+            .cfg
+            .nets
+            .get(usize::from(domain))
+            .and_then(|n| n.as_ref());
+        let (Some(net), Some(mac)) = (net.filter(|n| n.contains(dst)), self.neighbour(domain, dst))
+        else {
+            self.stats.no_neighbour += 1;
+            return;
+        };
+        let gw = net.gateway_mac;
+        out.send_with(domain, |b| {
+            super::eth_header(b, mac, gw, EtherType::IPV4);
+            b.extend_from_slice(packet);
+            true
+        });
+    }
+}
+
+/// What the socket uplink needs of a network.
+fn uplink_view(n: &super::NetConfig, uplink: UplinkMode) -> NetView {
+    NetView {
+        gateway: n.gateway_ip,
+        subnet: n.subnet,
+        prefix_len: n.prefix_len,
+        egress: !n.internal && n.masquerade && uplink == UplinkMode::Socket,
+        dns: n.dns != NetDns::Off,
+        host_loopback: n.host_loopback,
+    }
+}
+
+/// What the responders need of a network.
+fn responder_view(n: &super::NetConfig) -> GatewayNet {
+    GatewayNet {
+        gateway_ip: n.gateway_ip,
+        gateway_mac: n.gateway_mac,
+        subnet: n.subnet,
+        prefix_len: n.prefix_len,
+        mtu: n.mtu,
+        dns: n.dns != NetDns::Off,
+        lease_secs: DHCP_LEASE_SECS,
+        domain_name: n.name.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_port_cannot_take_over_an_address_ipam_gave_out() {
+        let mut g = Gateway::default();
+        let ip = Ipv4Addr::new(10, 9, 0, 2);
+        let mine = MacAddr([2, 0, 0, 0, 0, 2]);
+        let evil = MacAddr([2, 0, 0, 0, 0, 66]);
+        let mut leases = HashMap::new();
+        leases.insert((1, 5), (mine, ip));
+        g.configure(GatewayConfig {
+            leases,
+            ..GatewayConfig::default()
+        });
+        // An ARP or IPv4 packet from another port claiming the address changes nothing.
+        g.remember(1, ip, evil);
+        assert_eq!(g.neighbour(1, ip), Some(mine));
+        // The same address in another network is another neighbour.
+        assert_eq!(g.neighbour(2, ip), None);
+        // Addresses IPAM did not give out are learned.
+        let other = Ipv4Addr::new(10, 9, 0, 77);
+        g.remember(1, other, evil);
+        assert_eq!(g.neighbour(1, other), Some(evil));
+        assert_eq!(g.lease_ports.get(&(1, ip)), Some(&5));
+    }
+}

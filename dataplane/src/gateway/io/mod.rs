@@ -1,0 +1,249 @@
+//! The gateway's I/O: everything the gateway thread reads or writes besides the rings.
+//!
+//! [`GatewayIo`] is what the runtime runs on the gateway thread. It hands each frame
+//! from the bridge to the sans-I/O [`Gateway`] and performs the [`Action`]s it returns:
+//! frames go to the workers through the rings, DNS queries to the upstream resolvers'
+//! sockets ([`upstream`]), DNS answers over TCP and routed packets to the socket uplink
+//! (the host's sockets, [`SocketUplink`]), refusals to the per-port counters. Every
+//! source on the gateway thread's poll has its token from [`token`].
+
+pub mod token;
+mod upstream;
+
+use std::net::SocketAddrV4;
+use std::sync::Arc;
+use std::time::Instant;
+
+use mio::{Registry, Token};
+
+use self::token::Source;
+use self::upstream::{TcpDone, Upstreams};
+use super::action::{Action, Actions};
+use super::config::GatewayConfig;
+use super::dispatch::{Gateway, GatewayStats, Inbound, Verdict};
+use crate::config::{SERVICE_PORT, UPLINK_DOMAIN};
+use crate::port::ring::RingFrame;
+use crate::runtime::{GatewayCtx, GatewayHandler};
+use crate::uplink::quota::UplinkLimits;
+use crate::uplink::socket::{PublishTarget, PublishedSocket, SocketUplink};
+use crate::wire::EthernetFrame;
+
+/// The gateway with its sockets: what the gateway thread runs.
+pub struct GatewayIo {
+    gateway: Gateway,
+    uplink: SocketUplink,
+    upstreams: Upstreams,
+    actions: Actions,
+    /// The port refusals of senders IPAM does not know count on: the port of the
+    /// frame being handled, else the gateway's own.
+    cur_port: u16,
+    scratch: Vec<u8>,
+}
+
+impl Default for GatewayIo {
+    fn default() -> Self {
+        GatewayIo::with_limits(UplinkLimits::default())
+    }
+}
+
+impl GatewayIo {
+    /// A gateway whose socket uplink and DNS forwarding hold flows to `limits`.
+    pub fn with_limits(limits: UplinkLimits) -> GatewayIo {
+        GatewayIo {
+            gateway: Gateway::with_limits(limits),
+            uplink: SocketUplink::with_limits(limits),
+            upstreams: Upstreams::default(),
+            actions: Actions::default(),
+            cur_port: SERVICE_PORT,
+            scratch: vec![0u8; 65536],
+        }
+    }
+
+    /// Sets the ICMP errors the gateway sends each container per second.
+    pub fn set_icmp_error_rate(&mut self, per_sec: u32) {
+        self.gateway.set_icmp_error_rate(per_sec);
+    }
+
+    /// Hands the gateway the state it shares with the workers for a packet uplink.
+    pub fn set_packet_state(
+        &mut self,
+        nat: Arc<crate::nat::Nat>,
+        neigh: Arc<crate::uplink::packet::Neighbours>,
+    ) {
+        self.gateway.set_packet_state(nat, neigh);
+    }
+
+    /// Takes a new configuration (new resolvers get new sockets).
+    pub fn configure(&mut self, cfg: GatewayConfig) {
+        if self.gateway.configure(cfg) {
+            self.upstreams.set(&self.gateway.config().upstreams);
+        }
+        self.uplink.set_gateways(self.gateway.views());
+    }
+
+    pub fn config(&self) -> &GatewayConfig {
+        self.gateway.config()
+    }
+
+    pub fn gateway(&self) -> &Gateway {
+        &self.gateway
+    }
+
+    pub fn stats(&self) -> &GatewayStats {
+        &self.gateway.stats
+    }
+
+    pub fn uplink(&self) -> &SocketUplink {
+        &self.uplink
+    }
+
+    /// Drops every uplink flow; returns how many there were.
+    pub fn flush_uplink_flows(&mut self, reg: &Registry) -> usize {
+        let n = self.uplink.flows().len();
+        self.uplink.flush(reg);
+        n
+    }
+
+    /// Starts serving a published port through the socket uplink.
+    pub fn publish(
+        &mut self,
+        reg: &Registry,
+        sock: PublishedSocket,
+        to: PublishTarget,
+    ) -> std::io::Result<()> {
+        self.uplink.publish(reg, sock, to)
+    }
+
+    /// Stops serving a published port.
+    pub fn unpublish(&mut self, reg: &Registry, local: SocketAddrV4, tcp: bool) -> bool {
+        self.uplink.unpublish(reg, local, tcp)
+    }
+
+    /// Performs every queued action (performing one may queue more).
+    fn perform(&mut self, ctx: &mut GatewayCtx<'_>) {
+        while let Some(a) = self.actions.pop() {
+            match a {
+                Action::Send { domain, frame } => {
+                    ctx.send(domain, frame);
+                    self.actions.recycle(ctx.buffer());
+                }
+                Action::Drop { port, reason } => ctx.counters.count_drop(port, reason, 1),
+                Action::DnsTcpReply { conn, bytes } => {
+                    self.uplink.dns_reply(ctx.registry, conn, &bytes);
+                    self.collect_uplink();
+                }
+                Action::Forward {
+                    upstream,
+                    transport,
+                    id,
+                    bytes,
+                } => {
+                    let to = (upstream, transport);
+                    if !self.upstreams.send(ctx.registry, to, id, &bytes) {
+                        let now = Instant::now();
+                        let out = &mut self.actions;
+                        self.gateway.upstream_failed(upstream, id, now, out);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Takes what the socket uplink produced: packets for containers, refusals, DNS
+    /// messages that came over TCP.
+    fn collect_uplink(&mut self) {
+        let out = &mut self.actions;
+        for (domain, p) in self.uplink.take_output() {
+            self.gateway.deliver_ip(domain, &p, out);
+        }
+        for (who, why) in self.uplink.take_refusals() {
+            self.gateway.refused(who, why, self.cur_port, out);
+        }
+        if !self.uplink.pending_dns() {
+            return;
+        }
+        let now = Instant::now();
+        for r in self.uplink.take_dns_requests() {
+            self.gateway.dns_tcp_query(r, self.cur_port, now, out);
+        }
+    }
+
+    /// A frame's IPv4 packet for the socket uplink.
+    fn send_to_uplink(&mut self, reg: &Registry, domain: u16, frame: &[u8]) {
+        let Ok(eth) = EthernetFrame::new_checked(frame) else {
+            return;
+        };
+        self.uplink
+            .from_container(reg, self.gateway.views(), domain, eth.payload());
+        self.collect_uplink();
+    }
+
+    /// Answers from resolver `i` over UDP.
+    fn upstream_udp_ready(&mut self, i: usize) {
+        while let Some(msg) = self.upstreams.recv_udp(i, &mut self.scratch) {
+            let now = Instant::now();
+            self.gateway.upstream_reply(i, msg, now, &mut self.actions);
+        }
+    }
+
+    /// A TCP connection to a resolver is ready.
+    fn upstream_tcp_ready(&mut self, reg: &Registry, i: usize) {
+        let now = Instant::now();
+        let out = &mut self.actions;
+        match self.upstreams.tcp_ready(reg, i, &mut self.scratch) {
+            Some(TcpDone::Answer { upstream, msg }) => {
+                self.gateway.upstream_reply(upstream, &msg, now, out)
+            }
+            Some(TcpDone::Failed { upstream, id }) => {
+                self.gateway.upstream_failed(upstream, id, now, out)
+            }
+            None => {}
+        }
+    }
+}
+
+impl GatewayHandler for GatewayIo {
+    fn frame(&mut self, ctx: &mut GatewayCtx<'_>, f: RingFrame) {
+        let now = Instant::now();
+        let inbound = Inbound {
+            domain: f.domain,
+            port: f.port,
+            punt: f.punt,
+            data: &f.data,
+            now,
+            host: self.uplink.host_address(now),
+        };
+        if f.domain != UPLINK_DOMAIN {
+            self.cur_port = f.port;
+        }
+        if self.gateway.frame(inbound, &mut self.actions) == Verdict::ToUplink {
+            self.send_to_uplink(ctx.registry, f.domain, &f.data);
+        }
+        self.perform(ctx);
+        self.cur_port = SERVICE_PORT;
+        ctx.recycle(f.data);
+    }
+
+    fn event(&mut self, ctx: &mut GatewayCtx<'_>, token: Token, ev: &mio::event::Event) {
+        match Source::of(token) {
+            Some(Source::DnsUdp(i)) => self.upstream_udp_ready(i),
+            Some(Source::DnsTcp(i)) => self.upstream_tcp_ready(ctx.registry, i),
+            _ => {
+                let (r, w) = (ev.is_readable(), ev.is_writable());
+                let err = ev.is_error() || ev.is_read_closed();
+                if self.uplink.event(ctx.registry, token, r, w, err) {
+                    self.collect_uplink();
+                }
+            }
+        }
+        self.perform(ctx);
+    }
+
+    fn tick(&mut self, ctx: &mut GatewayCtx<'_>, now: Instant) -> Option<Instant> {
+        let gateway = self.gateway.tick(now, ctx.now_secs(), &mut self.actions);
+        let uplink = self.uplink.tick(ctx.registry, now);
+        self.collect_uplink();
+        self.perform(ctx);
+        [gateway, uplink].into_iter().flatten().min()
+    }
+}

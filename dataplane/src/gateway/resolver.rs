@@ -1,0 +1,193 @@
+//! The gateway's DNS: queries from containers (UDP on the gateway, or TCP collected by
+//! the socket uplink) go to the sans-I/O [`DnsServer`]; what it decides becomes
+//! [`Action`]s. Each query in flight holds a place in its container's DNS quota until
+//! it is answered or given up.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use super::action::{Action, Actions};
+use super::dispatch::Gateway;
+use crate::bridge::DropReason;
+use crate::dns::{self, ClientRef, DnsConfig, DnsServer, Transport};
+use crate::uplink::quota::{ContainerId, FlowKind, Quotas, UplinkLimits};
+use crate::uplink::socket::{DnsTcpRequest, TcpConnId, build_udp};
+
+/// Where a DNS reply goes.
+#[derive(Debug, Clone, Copy)]
+enum DnsClient {
+    Udp { who: ContainerId, port: u16 },
+    Tcp { who: ContainerId, conn: TcpConnId },
+}
+
+impl DnsClient {
+    fn who(&self) -> ContainerId {
+        match self {
+            DnsClient::Udp { who, .. } | DnsClient::Tcp { who, .. } => *who,
+        }
+    }
+}
+
+/// The DNS server and the clients of the queries it has in flight.
+pub(super) struct Resolver {
+    server: DnsServer,
+    clients: HashMap<u64, DnsClient>,
+    next: u64,
+    /// DNS queries each container has in flight.
+    quota: Quotas,
+}
+
+impl Resolver {
+    pub(super) fn new(limits: UplinkLimits) -> Resolver {
+        Resolver {
+            server: DnsServer::new(DnsConfig::default(), 0),
+            clients: HashMap::new(),
+            next: 1,
+            quota: Quotas::new(limits),
+        }
+    }
+
+    pub(super) fn set_upstreams(&mut self, n: usize) {
+        self.server.set_upstreams(n);
+    }
+
+    /// When the server next needs [`Gateway::poll_dns`].
+    pub(super) fn next_deadline(&self) -> Option<Instant> {
+        self.server.next_deadline()
+    }
+
+    /// Ends a query's life: its client, and its place in the container's quota.
+    fn forget(&mut self, client: ClientRef) -> Option<DnsClient> {
+        let c = self.clients.remove(&client.0)?;
+        self.quota.release(c.who(), FlowKind::Dns, false);
+        Some(c)
+    }
+}
+
+impl Gateway {
+    /// A UDP DNS query from `who`'s port `sport` to its gateway, which came in on
+    /// `port`.
+    pub(super) fn dns_udp(
+        &mut self,
+        (who, sport): (ContainerId, u16),
+        port: u16,
+        msg: &[u8],
+        now: Instant,
+        out: &mut Actions,
+    ) {
+        let c = DnsClient::Udp { who, port: sport };
+        self.dns_query(c, (port, Transport::Udp), msg, now, out);
+    }
+
+    /// A DNS-over-TCP message the socket uplink collected (refusals of an unknown
+    /// sender count on `port`).
+    pub fn dns_tcp_query(&mut self, r: DnsTcpRequest, port: u16, now: Instant, out: &mut Actions) {
+        let c = DnsClient::Tcp {
+            who: r.from,
+            conn: r.conn,
+        };
+        self.dns_query(c, (port, Transport::Tcp), &r.msg, now, out);
+    }
+
+    fn dns_query(
+        &mut self,
+        c: DnsClient,
+        (port, transport): (u16, Transport),
+        msg: &[u8],
+        now: Instant,
+        out: &mut Actions,
+    ) {
+        let domain = usize::from(c.who().domain);
+        let Some(names) = self.cfg.names.get(domain).cloned().flatten() else {
+            return;
+        };
+        let Some(client) = self.dns_client(c, port, out) else {
+            return;
+        };
+        let a = self
+            .resolver
+            .server
+            .query(&names, msg, transport, client, now);
+        if matches!(a, dns::Action::Nothing) {
+            self.resolver.forget(client);
+        }
+        self.dns_act(a, out);
+    }
+
+    /// A handle for a query in flight, or None (refused and counted: the container has
+    /// its share of queries in flight, or everyone together the global limit).
+    fn dns_client(&mut self, c: DnsClient, port: u16, out: &mut Actions) -> Option<ClientRef> {
+        let who = c.who();
+        let r = &mut self.resolver;
+        if r.clients.len() >= dns::MAX_IN_FLIGHT_LIMIT
+            || r.quota.admit(who, FlowKind::Dns, false).is_err()
+        {
+            out.push(Action::Drop {
+                port: self.port_of(who, port),
+                reason: DropReason::DnsQuota,
+            });
+            return None;
+        }
+        let id = r.next;
+        r.next = r.next.wrapping_add(1);
+        r.clients.insert(id, c);
+        Some(ClientRef(id))
+    }
+
+    /// Turns what the DNS server decided into actions.
+    fn dns_act(&mut self, a: dns::Action, out: &mut Actions) {
+        match a {
+            dns::Action::Nothing => {}
+            dns::Action::Reply { client, bytes, .. } => match self.resolver.forget(client) {
+                Some(DnsClient::Udp { who, port }) => {
+                    let Some(gw) = self.cfg.nets.get(usize::from(who.domain)) else {
+                        return;
+                    };
+                    let Some(gw) = gw.as_ref().map(|n| n.gateway_ip) else {
+                        return;
+                    };
+                    if let Some(p) = build_udp(gw, 53, who.ip, port, &bytes) {
+                        self.deliver_ip(who.domain, &p, out);
+                    }
+                }
+                Some(DnsClient::Tcp { conn, .. }) => out.push(Action::DnsTcpReply { conn, bytes }),
+                None => {}
+            },
+            dns::Action::Forward {
+                upstream,
+                transport,
+                id,
+                bytes,
+            } => out.push(Action::Forward {
+                upstream,
+                transport,
+                id,
+                bytes,
+            }),
+        }
+    }
+
+    /// An upstream resolver's answer.
+    pub fn upstream_reply(&mut self, upstream: usize, msg: &[u8], now: Instant, out: &mut Actions) {
+        if let Some(a) = self.resolver.server.upstream_reply(upstream, msg, now) {
+            self.dns_act(a, out);
+        }
+    }
+
+    /// A query could not be sent to an upstream resolver, or its TCP connection failed
+    /// before answering: the next resolver is asked.
+    pub fn upstream_failed(&mut self, upstream: usize, id: u16, now: Instant, out: &mut Actions) {
+        if let Some(a) = self.resolver.server.upstream_failed(upstream, id, now) {
+            self.dns_act(a, out);
+        }
+    }
+
+    /// Retries and gives up queries whose upstream timed out.
+    pub(super) fn poll_dns(&mut self, now: Instant, out: &mut Actions) {
+        let mut actions = Vec::new();
+        self.resolver.server.poll(now, &mut actions);
+        for a in actions {
+            self.dns_act(a, out);
+        }
+    }
+}
