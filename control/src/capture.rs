@@ -7,7 +7,7 @@ use std::path::Path;
 use crate::api::{Envelope, PROTOCOL_VERSION, Request, Response};
 use crate::cli::CliError;
 use crate::client::ClientError;
-use crate::wire::Conn;
+use crate::framing::Conn;
 
 /// One line about a frame: time, MACs, EtherType, length (and the IPv4 addresses).
 fn describe(secs: u32, usecs: u32, data: &[u8]) -> String {

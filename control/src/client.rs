@@ -5,7 +5,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
 use crate::api::{Envelope, PROTOCOL_VERSION, Request, Response};
-use crate::wire::{Conn, WireError};
+use crate::framing::{Conn, FramingError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -14,7 +14,7 @@ pub enum ClientError {
     )]
     Connect(PathBuf, std::io::Error),
     #[error("lost the daemon at {0}: {1}")]
-    Lost(PathBuf, WireError),
+    Lost(PathBuf, FramingError),
     #[error("the daemon's answer is not understood: {0}")]
     Garbled(String),
     /// The daemon refused: its one-line reason.

@@ -9,7 +9,7 @@ use control::api::{AttachReq, Envelope, Request, Response};
 use control::daemon::Daemon;
 use control::net::Ipv4Net;
 use control::state::{EndpointSpec, Sandbox, State};
-use control::wire::Conn;
+use control::framing::Conn;
 use control::{publish, render};
 use libfuzzer_sys::fuzz_target;
 use std::io::Write;
