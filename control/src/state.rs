@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use dataplane::wire::MacAddr;
 use serde::{Deserialize, Serialize};
 
-use crate::net::Ipv4Net;
+use crate::net::Ipv4Cidr;
 
 /// The name of the network the daemon creates on first start.
 pub const DEFAULT_NETWORK: &str = "bridge";
@@ -39,9 +39,11 @@ pub struct Network {
     pub id: String,
     /// The bridge domain id of the network in the dataplane.
     pub domain: u16,
-    pub subnet: Ipv4Net,
+    #[serde(with = "crate::net::cidr")]
+    pub subnet: Ipv4Cidr,
     pub gateway: Ipv4Addr,
-    pub ip_range: Option<Ipv4Net>,
+    #[serde(default, with = "crate::net::cidr_opt")]
+    pub ip_range: Option<Ipv4Cidr>,
     pub vlan: Option<u16>,
     pub internal: bool,
     pub dns: DnsMode,
@@ -167,7 +169,8 @@ pub enum Uplink {
     Packet {
         tap: Option<String>,
         netns: Option<String>,
-        address: Ipv4Net,
+        #[serde(with = "crate::net::cidr")]
+        address: Ipv4Cidr,
         next_hop: Option<Ipv4Addr>,
         /// The segment's MTU (default [`DEFAULT_UPLINK_MTU`]).
         #[serde(default)]
@@ -399,7 +402,7 @@ pub fn parse_trunk(s: &str) -> Result<Vec<u16>, StateError> {
 impl State {
     /// A fresh state with the default `bridge` network (`bip`: Docker's daemon.json
     /// `bip`, the gateway address with its prefix; `mtu`: the default MTU).
-    pub fn new(bip: Option<Ipv4Net>, mtu: Option<u16>) -> Result<State, StateError> {
+    pub fn new(bip: Option<Ipv4Cidr>, mtu: Option<u16>) -> Result<State, StateError> {
         let mut s = State {
             version: STATE_VERSION,
             networks: BTreeMap::new(),
@@ -413,15 +416,18 @@ impl State {
     /// Creates the default network when missing (first start), with `bip`/`mtu`.
     pub fn ensure_default(
         &mut self,
-        bip: Option<Ipv4Net>,
+        bip: Option<Ipv4Cidr>,
         mtu: Option<u16>,
     ) -> Result<(), StateError> {
         if self.networks.contains_key(DEFAULT_NETWORK) {
             return Ok(());
         }
         let (subnet, gateway) = match bip {
-            Some(b) => (b.network(), Some(b.addr).filter(|a| *a != b.network().addr)),
-            None => (DEFAULT_BRIDGE_SUBNET.parse::<Ipv4Net>()?, None),
+            Some(b) => (
+                b.network(),
+                Some(b.addr()).filter(|a| *a != b.network().addr()),
+            ),
+            None => (DEFAULT_BRIDGE_SUBNET.parse::<Ipv4Cidr>()?, None),
         };
         let spec = NetworkSpec {
             name: DEFAULT_NETWORK.into(),
@@ -455,14 +461,14 @@ impl State {
         }
         let subnet = match &spec.subnet {
             Some(s) => {
-                let n: Ipv4Net = s.parse()?;
+                let n: Ipv4Cidr = s.parse()?;
                 if !n.is_canonical() {
                     return Err(StateError::NotCanonical {
                         given: s.clone(),
                         canonical: n.network().to_string(),
                     });
                 }
-                if !(8..=30).contains(&n.prefix) {
+                if !(8..=30).contains(&n.prefix_len()) {
                     return Err(StateError::SubnetSize(s.clone()));
                 }
                 if let Some(o) = self.networks.values().find(|o| o.subnet.overlaps(&n)) {
@@ -483,7 +489,7 @@ impl State {
         };
         let gateway = match spec.gateway {
             Some(g) => {
-                if !subnet.contains(g) || g == subnet.network().addr || g == subnet.broadcast() {
+                if !subnet.contains(g) || g == subnet.network().addr() || g == subnet.broadcast() {
                     return Err(StateError::GatewayOutside(g, subnet.to_string()));
                 }
                 g
@@ -492,7 +498,7 @@ impl State {
         };
         let ip_range = match &spec.ip_range {
             Some(r) => {
-                let n: Ipv4Net = r.parse()?;
+                let n: Ipv4Cidr = r.parse()?;
                 if !subnet.covers(&n) {
                     return Err(StateError::RangeOutside(r.clone(), subnet.to_string()));
                 }
@@ -554,9 +560,9 @@ impl State {
     }
 
     /// Docker's pools: the next free /16 of 172.18-31, then /20s of 192.168.0.0/16.
-    fn free_subnet(&self) -> Option<Ipv4Net> {
-        let sixteens = (18..=31u8).map(|b| Ipv4Net::new(Ipv4Addr::new(172, b, 0, 0), 16));
-        let twenties = (0..16u8).map(|i| Ipv4Net::new(Ipv4Addr::new(192, 168, i * 16, 0), 20));
+    fn free_subnet(&self) -> Option<Ipv4Cidr> {
+        let sixteens = (18..=31u8).map(|b| Ipv4Cidr::new(Ipv4Addr::new(172, b, 0, 0), 16));
+        let twenties = (0..16u8).map(|i| Ipv4Cidr::new(Ipv4Addr::new(192, 168, i * 16, 0), 20));
         sixteens
             .chain(twenties)
             .find(|c| !self.networks.values().any(|n| n.subnet.overlaps(c)))
@@ -606,7 +612,7 @@ impl State {
     fn pick_ip(&self, net: &Network, want: Option<Ipv4Addr>) -> Result<Ipv4Addr, StateError> {
         let taken = |ip: Ipv4Addr| self.endpoints_on(&net.name).any(|(_, e)| e.ip == ip);
         let reserved = |ip: Ipv4Addr| {
-            ip == net.subnet.network().addr || ip == net.subnet.broadcast() || ip == net.gateway
+            ip == net.subnet.network().addr() || ip == net.subnet.broadcast() || ip == net.gateway
         };
         if let Some(ip) = want {
             if !net.subnet.contains(ip) {

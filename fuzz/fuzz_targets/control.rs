@@ -7,7 +7,7 @@
 
 use control::api::{AttachReq, Envelope, Request, Response};
 use control::daemon::Daemon;
-use control::net::Ipv4Net;
+use control::net::Ipv4Cidr;
 use control::state::{EndpointSpec, Sandbox, State};
 use control::framing::Conn;
 use control::{publish, render};
@@ -78,7 +78,7 @@ fn apply(state: &mut State, req: Request) {
         }
         Request::UplinkSet(u) => {
             if let Some(a) = &u.address {
-                let _ = a.parse::<Ipv4Net>();
+                let _ = a.parse::<Ipv4Cidr>();
             }
         }
         _ => {}

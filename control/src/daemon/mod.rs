@@ -29,7 +29,7 @@ use serde_json::{Value, json};
 
 use crate::api::{AttachReq, Request, Response, UplinkReq};
 use crate::backend::{Backend, Handles, IfConfig};
-use crate::net::Ipv4Net;
+use crate::net::Ipv4Cidr;
 use crate::state::{
     Container, Endpoint, EndpointSpec, PersistError, Published, Sandbox, State, StateError,
     parse_trunk,
@@ -42,7 +42,7 @@ pub struct DaemonConfig {
     pub state_dir: PathBuf,
     pub workers: usize,
     pub upstream_dns: Vec<SocketAddr>,
-    pub bip: Option<Ipv4Net>,
+    pub bip: Option<Ipv4Cidr>,
     pub default_mtu: Option<u16>,
     /// TAP offloads (vnet headers, TSO/USO, checksum).
     pub offload: bool,
@@ -338,7 +338,7 @@ impl Daemon {
             mac: e.mac,
             mtu: n.mtu,
             addr: e.ip,
-            prefix: n.subnet.prefix,
+            prefix: n.subnet.prefix_len(),
             gateway: (i == 0 && !n.internal).then_some(n.gateway),
         })
     }
@@ -453,8 +453,8 @@ impl Daemon {
                     vlan: n.vlan,
                     gateway_mac: n.gateway_mac(),
                     gateway_ip: n.gateway,
-                    subnet: n.subnet.network().addr,
-                    prefix_len: n.subnet.prefix,
+                    subnet: n.subnet.network().addr(),
+                    prefix_len: n.subnet.prefix_len(),
                     icc: n.icc,
                     egress: n.masquerade && !n.internal,
                     members: Vec::new(),
@@ -561,10 +561,10 @@ impl Daemon {
             hosts.sort_by_key(|h| (h.0, h.1));
             hosts.dedup_by_key(|h| (h.0, h.1));
             s.uplink = Some(UplinkConf {
-                ext_ip: address.addr,
-                ext_mac: dataplane::wire::MacAddr::from_ipv4(address.addr),
-                subnet: address.network().addr,
-                prefix_len: address.prefix,
+                ext_ip: address.addr(),
+                ext_mac: dataplane::wire::MacAddr::from_ipv4(address.addr()),
+                subnet: address.network().addr(),
+                prefix_len: address.prefix_len(),
                 next_hop: *next_hop,
                 mtu: mtu.unwrap_or(crate::state::DEFAULT_UPLINK_MTU),
                 rules: dataplane::nat::DnatRules::new(rules),
@@ -652,8 +652,8 @@ impl Daemon {
                     name: n.name.clone(),
                     gateway_ip: n.gateway,
                     gateway_mac: n.gateway_mac(),
-                    subnet: n.subnet.network().addr,
-                    prefix_len: n.subnet.prefix,
+                    subnet: n.subnet.network().addr(),
+                    prefix_len: n.subnet.prefix_len(),
                     mtu: n.mtu,
                     internal: n.internal,
                     masquerade: n.masquerade,
@@ -678,10 +678,10 @@ impl Daemon {
         ) = (&self.uplink_port, &self.state.uplink)
         {
             c.packet = Some(dataplane::service::PacketUplink {
-                ext_ip: address.addr,
-                ext_mac: dataplane::wire::MacAddr::from_ipv4(address.addr),
-                subnet: address.network().addr,
-                prefix_len: address.prefix,
+                ext_ip: address.addr(),
+                ext_mac: dataplane::wire::MacAddr::from_ipv4(address.addr()),
+                subnet: address.network().addr(),
+                prefix_len: address.prefix_len(),
                 next_hop: *next_hop,
                 mtu: mtu.unwrap_or(crate::state::DEFAULT_UPLINK_MTU),
             });
@@ -1103,16 +1103,16 @@ impl Daemon {
             "socket" => Uplink::Socket,
             "none" => Uplink::None,
             "packet" => {
-                let address: Ipv4Net = u
+                let address: Ipv4Cidr = u
                     .address
                     .as_deref()
                     .ok_or_else(|| DaemonError::Refused("a packet uplink needs --address CIDR (vswitch's address on that segment)".into()))?
                     .parse()
                     .map_err(StateError::from)?;
-                if address.prefix == 0
-                    || address.prefix > 30
-                    || address.addr == address.network().addr
-                    || address.addr == address.broadcast()
+                if address.prefix_len() == 0
+                    || address.prefix_len() > 30
+                    || address.addr() == address.network().addr()
+                    || address.addr() == address.broadcast()
                 {
                     return Err(DaemonError::Refused(format!(
                         "{address} is not a usable address with its prefix (e.g. 198.51.100.2/24)"
@@ -1132,7 +1132,7 @@ impl Daemon {
                     .into());
                 }
                 if let Some(h) = u.next_hop
-                    && (!address.contains(h) || h == address.addr)
+                    && (!address.contains(h) || h == address.addr())
                 {
                     return Err(DaemonError::Refused(format!(
                         "next hop {h} is not another address of {}",
