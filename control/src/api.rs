@@ -4,7 +4,8 @@
 //! `{"ok": true, "data": <value>}` or `{"ok": false, "error": "<one line>"}`. A request
 //! may carry file descriptors (SCM_RIGHTS) on the same message: `vswitch run` hands over
 //! the TAP it created inside its namespace that way (`attach` with `"fd": true`).
-//! docs/protocol.md lists every command.
+//! docs/protocol.md lists every command; its examples are parsed into these types by the
+//! tests below.
 
 use serde::{Deserialize, Serialize};
 use std::net::Ipv4Addr;
@@ -152,6 +153,9 @@ pub enum Request {
     },
 }
 
+/// A response line: `{"ok": true, "data": ...}` or `{"ok": false, "error": "..."}`.
+/// `data` is one of the [`Reply`] shapes; a client reads it back with the type its
+/// request answers with (see [`Reply`]).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Response {
     pub ok: bool,
@@ -162,10 +166,11 @@ pub struct Response {
 }
 
 impl Response {
-    pub fn ok(data: serde_json::Value) -> Response {
+    pub fn ok(data: Reply) -> Response {
         Response {
             ok: true,
-            data: Some(data),
+            // These shapes have string keys only: serializing them cannot fail.
+            data: Some(serde_json::to_value(data).unwrap_or(serde_json::Value::Null)),
             error: None,
         }
     }
@@ -179,6 +184,9 @@ impl Response {
         }
     }
 }
+
+mod reply;
+pub use reply::*;
 
 #[cfg(test)]
 mod tests {

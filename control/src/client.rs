@@ -70,6 +70,25 @@ impl Client {
         self.call_with_fds(req, &[])
     }
 
+    /// As [`Client::call_with_fds`], the answer read as the type `req` answers with
+    /// (see [`crate::api::Reply`]).
+    pub fn request_with_fds<T: serde::de::DeserializeOwned>(
+        &mut self,
+        req: Request,
+        fds: &[RawFd],
+    ) -> Result<T, ClientError> {
+        let v = self.call_with_fds(req, fds)?;
+        serde_json::from_value(v).map_err(|e| ClientError::Garbled(e.to_string()))
+    }
+
+    /// As [`Client::call`], the answer read as the type `req` answers with.
+    pub fn request<T: serde::de::DeserializeOwned>(
+        &mut self,
+        req: Request,
+    ) -> Result<T, ClientError> {
+        self.request_with_fds(req, &[])
+    }
+
     /// The connection, for callers that keep it open (a `run` container lives as long).
     pub fn stream(&self) -> &UnixStream {
         &self.conn.stream

@@ -87,16 +87,8 @@ fn apply(state: &mut State, req: Request) {
 
 fn render_all(r: &Response) {
     let v = r.data.clone().unwrap_or_default();
-    for f in [
-        render::pretty,
-        render::network_ls,
-        render::endpoint,
-        render::port_ls,
-        render::fdb,
-        render::stats,
-        render::conntrack,
-    ] {
-        let _ = f(&v);
+    for f in render::Render::ALL {
+        let _ = f.text(&v);
     }
 }
 

@@ -25,9 +25,12 @@ use dataplane::config::{
 use dataplane::runtime::{Runtime, RuntimeConfig};
 use dataplane::service::Gateway;
 use dataplane::uplink::socket::{PublishTarget, PublishedSocket};
-use serde_json::{Value, json};
 
-use crate::api::{AttachReq, Request, Response, UplinkReq};
+use crate::api::{
+    AttachReq, ConntrackRow, Detached, Disconnected, FdbCounters, FdbRow, Flushed, GatewayCounters,
+    Hello, NetworkRemoved, PacketNatCounters, Reply, Request, Response, SocketNatCounters, Stats,
+    UplinkReq,
+};
 use crate::backend::{Backend, Handles, IfConfig};
 use crate::net::Ipv4Cidr;
 use crate::state::{
@@ -106,6 +109,10 @@ pub enum DaemonError {
     Publish(#[from] crate::publish::PublishError),
     #[error("{0}")]
     Refused(String),
+    #[error("capture of {0:?} must be the only request on its connection")]
+    CaptureNotAlone(String),
+    #[error("{TEST_PANIC_ENV}: the service thread was told to panic")]
+    TestPanic,
     #[error("control socket {0}: {1}")]
     Socket(PathBuf, std::io::Error),
     #[error("state directory {0}: {1}")]
@@ -738,154 +745,177 @@ impl Daemon {
         req: Request,
         fds: Vec<OwnedFd>,
         conn: u64,
-    ) -> Result<Value, DaemonError> {
-        match req {
-            Request::Hello => Ok(json!({
-                "protocol": crate::api::PROTOCOL_VERSION,
-                "version": env!("CARGO_PKG_VERSION"),
-                "workers": self.rt.workers(),
-                "offload": self.cfg.offload,
-            })),
-            Request::NetworkCreate(spec) if is_test_panic(&spec.name) => {
-                self.rt.service_do(|_, _| {
-                    panic!("{TEST_PANIC_ENV}=service: panicking on the service thread as asked")
-                });
-                Err(DaemonError::Refused(format!(
-                    "{TEST_PANIC_ENV}: the service thread was told to panic"
-                )))
-            }
-            Request::NetworkCreate(spec) => {
-                let mut next = self.state.clone();
-                let n = next.create_network(&spec)?.clone();
-                self.save(&next)?;
-                self.state = next;
-                self.apply();
-                Ok(view::network_inspect(&self.state, &n))
-            }
-            Request::NetworkLs => Ok(view::network_ls(&self.state)),
+    ) -> Result<Reply, DaemonError> {
+        Ok(match req {
+            Request::Hello => Reply::Hello(self.hello()),
+            Request::NetworkCreate(spec) => self.network_create(&spec)?,
+            Request::NetworkLs => Reply::NetworkLs(view::network_ls(&self.state)),
             Request::NetworkInspect { name } => {
                 let n = self
                     .state
                     .networks
                     .get(&name)
                     .ok_or(StateError::NoNetwork(name))?;
-                Ok(Value::Array(vec![view::network_inspect(&self.state, n)]))
+                Reply::Networks(vec![view::network_inspect(&self.state, n)])
             }
-            Request::NetworkRm { name, force } => {
-                let mut next = self.state.clone();
-                let gone = next.remove_network(&name, force)?;
-                self.save(&next)?;
-                // Close the ports of the network's endpoints.
-                let closing: Vec<String> = self
-                    .ports
-                    .iter()
-                    .filter(|(_, p)| p.network == name)
-                    .map(|(k, _)| k.clone())
-                    .collect();
-                self.state = next;
-                for p in closing {
-                    self.close_port(&p, true);
-                }
-                for g in &gone {
-                    self.owners.remove(g);
-                }
-                self.apply();
-                Ok(json!({"removed": name, "containers_removed": gone}))
-            }
-            Request::Attach(a) => self.attach(a, fds, conn),
+            Request::NetworkRm { name, force } => self.network_rm(name, force)?,
+            Request::Attach(a) => self.attach(a, fds, conn)?,
             Request::Detach { name, network } => match network {
-                Some(net) => self.disconnect(&name, &net),
-                None => self.detach(&name),
+                Some(net) => self.disconnect(&name, &net)?,
+                None => self.detach(&name)?,
             },
             Request::Connect {
                 network,
                 name,
                 ip,
                 aliases,
-            } => self.connect(&network, &name, ip, aliases),
-            Request::Disconnect { network, name } => self.disconnect(&name, &network),
-            Request::PortLs => Ok(self.port_ls()),
-            Request::ContainerLs => Ok(view::containers(&self.state, |p| {
+            } => self.connect(&network, &name, ip, aliases)?,
+            Request::Disconnect { network, name } => self.disconnect(&name, &network)?,
+            Request::PortLs => Reply::PortLs(self.port_ls()),
+            Request::ContainerLs => Reply::ContainerLs(view::containers(&self.state, |p| {
                 self.ports.contains_key(p)
             })),
-            Request::FdbShow { network } => self.fdb_show(network.as_deref()),
-            Request::FdbFlush { network } => {
-                let domain = match &network {
-                    Some(n) => Some(
-                        self.state
-                            .networks
-                            .get(n)
-                            .ok_or_else(|| StateError::NoNetwork(n.clone()))?
-                            .domain,
-                    ),
-                    None => None,
-                };
-                let n = self.rt.fdb.flush(domain, None);
-                Ok(json!({"flushed": n}))
-            }
-            Request::Stats => Ok(self.stats()),
+            Request::FdbShow { network } => Reply::FdbShow(self.fdb_show(network.as_deref())?),
+            Request::FdbFlush { network } => Reply::Flushed(self.fdb_flush(network.as_deref())?),
+            Request::Stats => Reply::Stats(Box::new(self.stats())),
             Request::Sandbox { name } => {
                 let c = self
                     .state
                     .containers
                     .get(&name)
                     .ok_or(StateError::NoContainer(name))?;
-                Ok(view::sandbox(&self.state, c))
+                Reply::Sandbox(view::sandbox(&self.state, c))
             }
-            Request::UplinkShow => {
-                let mut u = self.state.uplink.clone();
-                if let crate::state::Uplink::Packet { mtu, .. } = &mut u {
-                    mtu.get_or_insert(crate::state::DEFAULT_UPLINK_MTU);
-                }
-                Ok(serde_json::to_value(&u).unwrap_or(Value::Null))
-            }
-            Request::UplinkSet(u) => self.uplink_set(u),
-            Request::Publish { name, specs } => self.publish(&name, &specs),
-            Request::Unpublish { name, specs } => self.unpublish(&name, &specs),
-            Request::ConntrackLs => {
-                let flows = self.rt.service_call(|g, _| g.uplink().flows())?;
-                let mut v: Vec<Value> = flows
-                    .into_iter()
-                    .map(|f| {
-                        json!({
-                            "protocol": f.proto,
-                            "inside": f.inside.to_string(),
-                            "outside": f.outside.to_string(),
-                            "state": f.state,
-                            "uplink": "socket",
-                        })
-                    })
-                    .collect();
-                let now = self.rt.epoch.elapsed().as_secs() as u32;
-                for f in self.rt.nat.table.list(now) {
-                    let proto = match f.proto {
-                        dataplane::nat::TCP => "tcp",
-                        dataplane::nat::UDP => "udp",
-                        _ => "icmp",
-                    };
-                    v.push(json!({
-                        "protocol": proto,
-                        "inside": format!("{}:{}", f.inside.src, f.inside.sport),
-                        "outside": format!("{}:{}", f.outside.dst, f.outside.dport),
-                        "remote": format!("{}:{}", f.inside.dst, f.inside.dport),
-                        "state": f.state,
-                        "expires_in": f.expires_in,
-                        "uplink": "packet",
-                    }));
-                }
-                Ok(Value::Array(v))
-            }
-            Request::ConntrackFlush => {
-                let n = self
-                    .rt
-                    .service_call(|g, ctx| g.flush_uplink_flows(ctx.registry))?;
-                let m = self.rt.nat.table.flush();
-                Ok(json!({"flushed": n + m}))
-            }
-            Request::Capture { port, .. } => Err(DaemonError::Refused(format!(
-                "capture of {port:?} must be the only request on its connection"
-            ))),
+            Request::UplinkShow => Reply::Uplink(self.uplink_show()),
+            Request::UplinkSet(u) => Reply::Uplink(self.uplink_set(u)?),
+            Request::Publish { name, specs } => self.publish(&name, &specs)?,
+            Request::Unpublish { name, specs } => self.unpublish(&name, &specs)?,
+            Request::ConntrackLs => Reply::ConntrackLs(self.conntrack_ls()?),
+            Request::ConntrackFlush => Reply::Flushed(self.conntrack_flush()?),
+            Request::Capture { port, .. } => return Err(DaemonError::CaptureNotAlone(port)),
+        })
+    }
+
+    fn hello(&self) -> Hello {
+        Hello {
+            protocol: crate::api::PROTOCOL_VERSION,
+            version: env!("CARGO_PKG_VERSION").into(),
+            workers: self.rt.workers(),
+            offload: self.cfg.offload,
         }
+    }
+
+    fn network_create(&mut self, spec: &crate::state::NetworkSpec) -> Result<Reply, DaemonError> {
+        if is_test_panic(&spec.name) {
+            self.rt.service_do(|_, _| {
+                panic!("{TEST_PANIC_ENV}=service: panicking on the service thread as asked")
+            });
+            return Err(DaemonError::TestPanic);
+        }
+        let mut next = self.state.clone();
+        let n = next.create_network(spec)?.clone();
+        self.save(&next)?;
+        self.state = next;
+        self.apply();
+        Ok(Reply::Network(Box::new(view::network_inspect(
+            &self.state,
+            &n,
+        ))))
+    }
+
+    fn network_rm(&mut self, name: String, force: bool) -> Result<Reply, DaemonError> {
+        let mut next = self.state.clone();
+        let gone = next.remove_network(&name, force)?;
+        self.save(&next)?;
+        // Close the ports of the network's endpoints.
+        let closing: Vec<String> = self
+            .ports
+            .iter()
+            .filter(|(_, p)| p.network == name)
+            .map(|(k, _)| k.clone())
+            .collect();
+        self.state = next;
+        for p in closing {
+            self.close_port(&p, true);
+        }
+        for g in &gone {
+            self.owners.remove(g);
+        }
+        self.apply();
+        Ok(Reply::NetworkRemoved(NetworkRemoved {
+            removed: name,
+            containers_removed: gone,
+        }))
+    }
+
+    fn domain_of(&self, network: Option<&str>) -> Result<Option<u16>, DaemonError> {
+        match network {
+            Some(n) => Ok(Some(
+                self.state
+                    .networks
+                    .get(n)
+                    .ok_or_else(|| StateError::NoNetwork(n.to_string()))?
+                    .domain,
+            )),
+            None => Ok(None),
+        }
+    }
+
+    fn fdb_flush(&mut self, network: Option<&str>) -> Result<Flushed, DaemonError> {
+        let domain = self.domain_of(network)?;
+        Ok(Flushed {
+            flushed: self.rt.fdb.flush(domain, None),
+        })
+    }
+
+    fn uplink_show(&self) -> crate::state::Uplink {
+        let mut u = self.state.uplink.clone();
+        if let crate::state::Uplink::Packet { mtu, .. } = &mut u {
+            mtu.get_or_insert(crate::state::DEFAULT_UPLINK_MTU);
+        }
+        u
+    }
+
+    fn conntrack_ls(&self) -> Result<Vec<ConntrackRow>, DaemonError> {
+        let flows = self.rt.service_call(|g, _| g.uplink().flows())?;
+        let mut v: Vec<ConntrackRow> = flows
+            .into_iter()
+            .map(|f| ConntrackRow {
+                protocol: f.proto.to_string(),
+                inside: f.inside.to_string(),
+                outside: f.outside.to_string(),
+                remote: None,
+                state: f.state,
+                expires_in: None,
+                uplink: "socket".into(),
+            })
+            .collect();
+        let now = self.rt.epoch.elapsed().as_secs() as u32;
+        for f in self.rt.nat.table.list(now) {
+            let proto = match f.proto {
+                dataplane::nat::TCP => "tcp",
+                dataplane::nat::UDP => "udp",
+                _ => "icmp",
+            };
+            v.push(ConntrackRow {
+                protocol: proto.into(),
+                inside: format!("{}:{}", f.inside.src, f.inside.sport),
+                outside: format!("{}:{}", f.outside.dst, f.outside.dport),
+                remote: Some(format!("{}:{}", f.inside.dst, f.inside.dport)),
+                state: f.state.into(),
+                expires_in: Some(f.expires_in),
+                uplink: "packet".into(),
+            });
+        }
+        Ok(v)
+    }
+
+    fn conntrack_flush(&mut self) -> Result<Flushed, DaemonError> {
+        let n = self
+            .rt
+            .service_call(|g, ctx| g.flush_uplink_flows(ctx.registry))?;
+        let m = self.rt.nat.table.flush();
+        Ok(Flushed { flushed: n + m })
     }
 
     /// What an `attach` request asks of its endpoint, its arguments parsed and checked.
@@ -935,7 +965,7 @@ impl Daemon {
         Ok(c)
     }
 
-    fn attach(&mut self, a: AttachReq, fds: Vec<OwnedFd>, conn: u64) -> Result<Value, DaemonError> {
+    fn attach(&mut self, a: AttachReq, fds: Vec<OwnedFd>, conn: u64) -> Result<Reply, DaemonError> {
         let sandbox = match (&a.tap, &a.netns, a.pid, a.fd) {
             (Some(t), None, None, false) => Sandbox::Tap { ifname: t.clone() },
             (None, Some(p), None, false) => Sandbox::Netns { path: p.clone() },
@@ -1011,7 +1041,7 @@ impl Daemon {
         Ok(view::attached(&self.state, &c))
     }
 
-    fn detach(&mut self, name: &str) -> Result<Value, DaemonError> {
+    fn detach(&mut self, name: &str) -> Result<Reply, DaemonError> {
         let mut next = self.state.clone();
         let c = next.detach(name)?;
         self.save(&next)?;
@@ -1026,7 +1056,9 @@ impl Daemon {
         self.awaiting.remove(name);
         self.unrestored.remove(name);
         self.apply();
-        Ok(json!({"detached": name}))
+        Ok(Reply::Detached(Detached {
+            detached: name.to_string(),
+        }))
     }
 
     fn connect(
@@ -1035,7 +1067,7 @@ impl Daemon {
         name: &str,
         ip: Option<Ipv4Addr>,
         aliases: Vec<String>,
-    ) -> Result<Value, DaemonError> {
+    ) -> Result<Reply, DaemonError> {
         let spec = EndpointSpec {
             network: network.to_string(),
             ip,
@@ -1067,10 +1099,15 @@ impl Daemon {
             return Err(err);
         }
         self.apply();
-        Ok(view::endpoint_json(&self.state, &c, &e, i))
+        Ok(Reply::Endpoint(Box::new(view::endpoint_info(
+            &self.state,
+            &c,
+            &e,
+            i,
+        ))))
     }
 
-    fn disconnect(&mut self, name: &str, network: &str) -> Result<Value, DaemonError> {
+    fn disconnect(&mut self, name: &str, network: &str) -> Result<Reply, DaemonError> {
         let c = self
             .state
             .containers
@@ -1089,10 +1126,13 @@ impl Daemon {
         let ours = Self::wrong_process(&c.sandbox).is_none();
         self.close_port(&c.port_name(i), ours);
         self.apply();
-        Ok(json!({"disconnected": name, "network": network}))
+        Ok(Reply::Disconnected(Disconnected {
+            disconnected: name.to_string(),
+            network: network.to_string(),
+        }))
     }
 
-    fn uplink_set(&mut self, u: UplinkReq) -> Result<Value, DaemonError> {
+    fn uplink_set(&mut self, u: UplinkReq) -> Result<crate::state::Uplink, DaemonError> {
         use crate::state::Uplink;
         if u.mode != "packet" && u.mtu.is_some() {
             return Err(DaemonError::Refused(
@@ -1209,7 +1249,7 @@ impl Daemon {
                 }
             }
         }
-        Ok(serde_json::to_value(&self.state.uplink).unwrap_or(Value::Null))
+        Ok(self.state.uplink.clone())
     }
 
     /// Binds the host side of `reqs` now, so a taken port is refused before anything
@@ -1298,7 +1338,7 @@ impl Daemon {
         }
     }
 
-    fn publish(&mut self, name: &str, specs: &[String]) -> Result<Value, DaemonError> {
+    fn publish(&mut self, name: &str, specs: &[String]) -> Result<Reply, DaemonError> {
         let c = self
             .state
             .containers
@@ -1337,8 +1377,8 @@ impl Daemon {
             self.save(&next)?;
             self.state = next;
             self.apply();
-            return Ok(Value::Array(
-                entries.iter().map(view::published_json).collect(),
+            return Ok(Reply::Published(
+                entries.iter().map(view::published_entry).collect(),
             ));
         }
         let bound = Self::bind_published(&reqs)?;
@@ -1348,9 +1388,12 @@ impl Daemon {
         }
         self.save(&next)?;
         self.state = next;
-        let list: Vec<Value> = bound.iter().map(|(p, _)| view::published_json(p)).collect();
+        let list = bound
+            .iter()
+            .map(|(p, _)| view::published_entry(p))
+            .collect();
         self.start_published(&c, bound);
-        Ok(Value::Array(list))
+        Ok(Reply::Published(list))
     }
 
     /// Published entries for a packet uplink: the external ports asked for, or unused
@@ -1385,7 +1428,7 @@ impl Daemon {
         Ok(out)
     }
 
-    fn unpublish(&mut self, name: &str, specs: &[String]) -> Result<Value, DaemonError> {
+    fn unpublish(&mut self, name: &str, specs: &[String]) -> Result<Reply, DaemonError> {
         let c = self
             .state
             .containers
@@ -1422,12 +1465,12 @@ impl Daemon {
         } else {
             self.stop_published(&gone);
         }
-        Ok(Value::Array(
-            gone.iter().map(view::published_json).collect(),
+        Ok(Reply::Published(
+            gone.iter().map(view::published_entry).collect(),
         ))
     }
 
-    fn port_ls(&self) -> Value {
+    fn port_ls(&self) -> Vec<crate::api::PortRow> {
         let mut v = Vec::new();
         for (name, p) in &self.ports {
             let Some(c) = self.state.containers.get(&p.container) else {
@@ -1436,22 +1479,22 @@ impl Daemon {
             let Some(e) = c.endpoint(&p.network) else {
                 continue;
             };
-            v.push(view::port_json(name, p.slot, c, e));
+            v.push(view::port_row(name, p.slot, c, e));
         }
         for (name, why) in &self.unrestored {
             let Some(c) = self.state.containers.get(name) else {
                 continue;
             };
             for (i, e) in c.endpoints.iter().enumerate() {
-                let mut p = view::port_json(&c.port_name(i), 0, c, e);
-                p["not_restored"] = json!(why);
+                let mut p = view::port_row(&c.port_name(i), 0, c, e);
+                p.not_restored = Some(why.clone());
                 v.push(p);
             }
         }
-        Value::Array(v)
+        v
     }
 
-    fn fdb_show(&self, network: Option<&str>) -> Result<Value, DaemonError> {
+    fn fdb_show(&self, network: Option<&str>) -> Result<Vec<FdbRow>, DaemonError> {
         let filter = match network {
             Some(n) => Some(
                 self.state
@@ -1474,7 +1517,7 @@ impl Daemon {
             .values()
             .map(|n| (n.domain, n))
             .collect();
-        let rows: Vec<Value> = self
+        let rows = self
             .rt
             .fdb
             .rows()
@@ -1482,26 +1525,23 @@ impl Daemon {
             .filter(|r| filter.is_none_or(|d| d == r.domain))
             .map(|r| {
                 let net = nets.get(&r.domain);
-                json!({
-                    "mac": r.mac.to_string(),
-                    "vlan": net.and_then(|n| n.vlan),
-                    "network": net.map(|n| n.name.as_str()),
-                    "port": slot_names.get(&r.port).copied().unwrap_or("?"),
-                    "age_secs": now.saturating_sub(r.last_seen),
-                })
+                FdbRow {
+                    mac: r.mac,
+                    vlan: net.and_then(|n| n.vlan),
+                    network: net.map(|n| n.name.clone()),
+                    port: slot_names.get(&r.port).copied().unwrap_or("?").to_string(),
+                    age_secs: now.saturating_sub(r.last_seen),
+                }
             })
             .collect();
-        Ok(Value::Array(rows))
+        Ok(rows)
     }
 
-    fn stats(&self) -> Value {
-        let mut ports = Vec::new();
-        let gw = self.rt.stats(SERVICE_PORT);
-        ports.push(view::stats_json("gateway", &gw));
+    fn stats(&self) -> Stats {
+        let mut ports = vec![view::port_counters("gateway", &self.rt.stats(SERVICE_PORT))];
         for (name, p) in &self.ports {
-            ports.push(view::stats_json(name, &self.rt.stats(p.slot)));
+            ports.push(view::port_counters(name, &self.rt.stats(p.slot)));
         }
-        let fdb = &self.rt.fdb;
         let gw = self
             .rt
             .service_call(|g, _| {
@@ -1512,47 +1552,70 @@ impl Daemon {
                 )
             })
             .ok();
-        let gateway = gw.as_ref().map(|(s, _, _)| {
-            json!({
-                "frames": s.frames, "arp_replies": s.arp_replies, "echo_replies": s.echo_replies,
-                "dhcp_replies": s.dhcp_replies, "dhcp_ignored": s.dhcp_ignored, "icmp_errors": s.icmp_errors,
-                "routed": s.to_uplink, "unanswered": s.unanswered, "no_neighbour": s.no_neighbour,
-            })
+        let gateway = gw.as_ref().map(|(s, _, _)| GatewayCounters {
+            frames: s.frames,
+            arp_replies: s.arp_replies,
+            echo_replies: s.echo_replies,
+            dhcp_replies: s.dhcp_replies,
+            dhcp_ignored: s.dhcp_ignored,
+            icmp_errors: s.icmp_errors,
+            routed: s.to_uplink,
+            unanswered: s.unanswered,
+            no_neighbour: s.no_neighbour,
         });
-        let nat = gw.as_ref().map(|(_, u, (tcp, udp, ping))| {
-            json!({
-                "uplink": "socket",
-                "tcp_open": tcp, "udp_flows": udp, "echo_flows": ping,
-                "tcp_opened_total": u.tcp_open, "tcp_refused": u.tcp_refused,
-                "udp_flows_total": u.udp_flows, "echo_flows_total": u.ping_flows, "dropped": u.dropped,
-                "tcp_handshake_timeouts": u.tcp_handshake_timeouts, "tcp_idle_timeouts": u.tcp_idle_timeouts,
-                "refused_quota": u.refused_quota,
-            })
-        });
+        let nat = gw
+            .as_ref()
+            .map(|(_, u, (tcp, udp, ping))| SocketNatCounters {
+                uplink: "socket".into(),
+                tcp_open: *tcp,
+                udp_flows: *udp,
+                echo_flows: *ping,
+                tcp_opened_total: u.tcp_open,
+                tcp_refused: u.tcp_refused,
+                udp_flows_total: u.udp_flows,
+                echo_flows_total: u.ping_flows,
+                dropped: u.dropped,
+                tcp_handshake_timeouts: u.tcp_handshake_timeouts,
+                tcp_idle_timeouts: u.tcp_idle_timeouts,
+                refused_quota: u.refused_quota,
+            });
+        Stats {
+            gateway,
+            nat,
+            packet_nat: self.packet_nat_counters(),
+            ports,
+            fdb: self.fdb_counters(),
+            drop_reasons: DropReason::ALL
+                .iter()
+                .map(|r| r.name().to_string())
+                .collect(),
+        }
+    }
+
+    fn packet_nat_counters(&self) -> PacketNatCounters {
+        use std::sync::atomic::Ordering::Relaxed;
         let t = &self.rt.nat.table;
-        let packet_nat = json!({
-            "flows": t.len(),
-            "limit": t.max_flows(),
-            "created": t.counters.created.load(std::sync::atomic::Ordering::Relaxed),
-            "refused_full": t.counters.refused_full.load(std::sync::atomic::Ordering::Relaxed),
-            "refused_ports": t.counters.refused_ports.load(std::sync::atomic::Ordering::Relaxed),
-            "refused_quota": t.counters.refused_quota.load(std::sync::atomic::Ordering::Relaxed),
-            "per_container": t.quota(),
-            "expired": t.counters.expired.load(std::sync::atomic::Ordering::Relaxed),
-        });
-        json!({
-            "gateway": gateway,
-            "nat": nat,
-            "packet_nat": packet_nat,
-            "ports": ports,
-            "fdb": {
-                "entries": fdb.len(),
-                "limit": fdb.total_limit(),
-                "moves": fdb.moves.load(std::sync::atomic::Ordering::Relaxed),
-                "learn_refused": fdb.refused.load(std::sync::atomic::Ordering::Relaxed),
-            },
-            "drop_reasons": DropReason::ALL.iter().map(|r| r.name()).collect::<Vec<_>>(),
-        })
+        PacketNatCounters {
+            flows: t.len(),
+            limit: t.max_flows(),
+            created: t.counters.created.load(Relaxed),
+            refused_full: t.counters.refused_full.load(Relaxed),
+            refused_ports: t.counters.refused_ports.load(Relaxed),
+            refused_quota: t.counters.refused_quota.load(Relaxed),
+            per_container: t.quota(),
+            expired: t.counters.expired.load(Relaxed),
+        }
+    }
+
+    fn fdb_counters(&self) -> FdbCounters {
+        use std::sync::atomic::Ordering::Relaxed;
+        let fdb = &self.rt.fdb;
+        FdbCounters {
+            entries: fdb.len(),
+            limit: fdb.total_limit(),
+            moves: fdb.moves.load(Relaxed),
+            learn_refused: fdb.refused.load(Relaxed),
+        }
     }
 
     /// Starts capturing `port`; the workers fill the returned rings until

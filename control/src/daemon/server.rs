@@ -211,7 +211,9 @@ fn capture(d: &Mutex<Daemon>, mut conn: Conn, port: &str, count: Option<u64>) {
             return;
         }
     };
-    let ok = Response::ok(serde_json::json!({"capturing": port}));
+    let ok = Response::ok(crate::api::Reply::Capturing(crate::api::Capturing {
+        capturing: port.to_string(),
+    }));
     let mut rings = rings;
     let mut sent = 0u64;
     let mut out = Vec::new();

@@ -1,6 +1,7 @@
 use super::*;
 use crate::backend::MemoryBackend;
 use crate::state::NetworkSpec;
+use serde_json::Value;
 
 fn cfg(dir: &Path) -> DaemonConfig {
     DaemonConfig {
