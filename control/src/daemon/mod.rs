@@ -5,10 +5,12 @@
 //! is saved (atomically) before the dataplane is touched, and a failure on the way
 //! undoes what was done. Configuration reaches the workers as a new snapshot.
 
+mod error;
 mod limits;
 mod server;
 mod view;
 
+pub use error::DaemonError;
 pub use server::{bind, serve};
 
 use std::collections::{BTreeMap, HashMap};
@@ -34,8 +36,7 @@ use crate::api::{
 use crate::backend::{Backend, Handles, IfConfig};
 use crate::net::Ipv4Cidr;
 use crate::state::{
-    Container, Endpoint, EndpointSpec, PersistError, Published, Sandbox, State, StateError,
-    parse_trunk,
+    Container, Endpoint, EndpointSpec, Published, Sandbox, State, StateError, parse_trunk,
 };
 
 /// How the daemon was started.
@@ -93,30 +94,6 @@ impl DaemonConfig {
             gateway_share: dataplane::pipeline::DEFAULT_GATEWAY_SHARE,
         }
     }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum DaemonError {
-    #[error(transparent)]
-    State(#[from] StateError),
-    #[error(transparent)]
-    Persist(#[from] PersistError),
-    #[error("{0}")]
-    Backend(#[from] crate::backend::BackendError),
-    #[error(transparent)]
-    Runtime(#[from] dataplane::runtime::RuntimeError),
-    #[error(transparent)]
-    Publish(#[from] crate::publish::PublishError),
-    #[error("{0}")]
-    Refused(String),
-    #[error("capture of {0:?} must be the only request on its connection")]
-    CaptureNotAlone(String),
-    #[error("{TEST_PANIC_ENV}: the service thread was told to panic")]
-    TestPanic,
-    #[error("control socket {0}: {1}")]
-    Socket(PathBuf, std::io::Error),
-    #[error("state directory {0}: {1}")]
-    StateDir(PathBuf, std::io::Error),
 }
 
 /// A port the daemon runs.
@@ -359,29 +336,24 @@ impl Daemon {
         reopen: bool,
         fd: Option<OwnedFd>,
     ) -> Result<(), DaemonError> {
-        let e = c.endpoints.get(i).ok_or_else(|| {
-            DaemonError::Refused(format!("container {:?} has no endpoint {i}", c.name))
+        let e = c.endpoints.get(i).ok_or_else(|| DaemonError::NoEndpoint {
+            container: c.name.clone(),
+            index: i,
         })?;
-        let slot = self.free_slot().ok_or_else(|| {
-            DaemonError::Refused(format!("no free port slot (at most {MAX_SLOTS} ports)"))
-        })?;
+        let slot = self.free_slot().ok_or_else(|| DaemonError::NoFreeSlot)?;
         let workers = self.rt.workers();
         let cfg = self
             .if_config(c, i)
-            .ok_or_else(|| DaemonError::Refused(format!("network {:?} not found", e.network)))?;
+            .ok_or_else(|| DaemonError::NoNetwork(e.network.clone()))?;
         let mut netns = None;
         let handles: Handles = match (&c.sandbox, fd) {
             (_, Some(fd)) => self.backend.adopt_fd(fd, workers)?,
             (Sandbox::Tap { ifname }, None) => self.backend.open_tap(ifname, workers)?,
             (Sandbox::Run { .. }, None) => {
-                return Err(DaemonError::Refused(format!(
-                    "container {:?} is a `vswitch run` container: its process hands over its interfaces",
-                    c.name
-                )));
+                return Err(DaemonError::RunContainer(c.name.clone()));
             }
             (sb, None) => {
-                let ns = Self::namespace_of(sb)
-                    .ok_or_else(|| DaemonError::Refused("no namespace".into()))?;
+                let ns = Self::namespace_of(sb).ok_or(DaemonError::NoNamespace)?;
                 let h = self.backend.create_in_netns(&ns, &cfg, workers, reopen)?;
                 netns = Some(ns);
                 h
@@ -607,9 +579,7 @@ impl Daemon {
                 )
             }
             _ => {
-                return Err(DaemonError::Refused(
-                    "give exactly one of --tap or --netns".into(),
-                ));
+                return Err(DaemonError::UplinkWhere);
             }
         };
         self.uplink_port = Some(ns);
@@ -921,12 +891,7 @@ impl Daemon {
     /// What an `attach` request asks of its endpoint, its arguments parsed and checked.
     pub fn endpoint_spec(a: &AttachReq) -> Result<EndpointSpec, DaemonError> {
         let mac = match &a.mac {
-            Some(m) => Some(
-                m.parse()
-                    .map_err(|e: dataplane::wire::ethernet::MacParseError| {
-                        DaemonError::Refused(e.to_string())
-                    })?,
-            ),
+            Some(m) => Some(m.parse().map_err(DaemonError::BadMac)?),
             None => None,
         };
         let trunk = match &a.trunk {
@@ -971,35 +936,24 @@ impl Daemon {
             (None, Some(p), None, false) => Sandbox::Netns { path: p.clone() },
             (None, None, Some(pid), false) => Sandbox::Pid {
                 pid,
-                identity: Some(
-                    crate::procid::identity(pid)
-                        .map_err(|e| DaemonError::Refused(e.to_string()))?,
-                ),
+                identity: Some(crate::procid::identity(pid)?),
             },
             (None, None, None, true) => Sandbox::Run {
-                pid: a.run_pid.ok_or_else(|| {
-                    DaemonError::Refused("a descriptor attach needs run_pid".into())
-                })?,
+                pid: a.run_pid.ok_or(DaemonError::NoRunPid)?,
             },
             _ => {
-                return Err(DaemonError::Refused(
-                    "give exactly one of --tap, --netns or --pid".into(),
-                ));
+                return Err(DaemonError::AttachWhere);
             }
         };
         let fd = if a.fd {
-            Some(fds.into_iter().next().ok_or_else(|| {
-                DaemonError::Refused("the TAP descriptor did not arrive with the request".into())
-            })?)
+            Some(fds.into_iter().next().ok_or(DaemonError::NoDescriptor)?)
         } else {
             None
         };
         if let Sandbox::Netns { path } = &sandbox
             && !Path::new(path).exists()
         {
-            return Err(DaemonError::Refused(format!(
-                "network namespace {path} does not exist"
-            )));
+            return Err(DaemonError::NoNetns(path.clone()));
         }
         if a.reattach
             && let Some(c) = self.state.containers.get(&a.name).cloned()
@@ -1079,9 +1033,10 @@ impl Daemon {
         if let Some(c) = self.state.containers.get(name)
             && let Some(why) = Self::wrong_process(&c.sandbox)
         {
-            return Err(DaemonError::Refused(format!(
-                "container {name:?}: {why}; detach it and attach the right process"
-            )));
+            return Err(DaemonError::WrongProcess {
+                name: name.to_string(),
+                why,
+            });
         }
         let mut next = self.state.clone();
         next.connect(name, e.clone());
@@ -1135,9 +1090,7 @@ impl Daemon {
     fn uplink_set(&mut self, u: UplinkReq) -> Result<crate::state::Uplink, DaemonError> {
         use crate::state::Uplink;
         if u.mode != "packet" && u.mtu.is_some() {
-            return Err(DaemonError::Refused(
-                "--mtu applies to a packet uplink (--tap/--netns with --address)".into(),
-            ));
+            return Err(DaemonError::MtuNotPacket);
         }
         let uplink = match u.mode.as_str() {
             "socket" => Uplink::Socket,
@@ -1146,7 +1099,7 @@ impl Daemon {
                 let address: Ipv4Cidr = u
                     .address
                     .as_deref()
-                    .ok_or_else(|| DaemonError::Refused("a packet uplink needs --address CIDR (vswitch's address on that segment)".into()))?
+                    .ok_or(DaemonError::NoUplinkAddress)?
                     .parse()
                     .map_err(StateError::from)?;
                 if address.prefix_len() == 0
@@ -1154,9 +1107,7 @@ impl Daemon {
                     || address.addr() == address.network().addr()
                     || address.addr() == address.broadcast()
                 {
-                    return Err(DaemonError::Refused(format!(
-                        "{address} is not a usable address with its prefix (e.g. 198.51.100.2/24)"
-                    )));
+                    return Err(DaemonError::UnusableAddress(address));
                 }
                 if let Some(o) = self
                     .state
@@ -1174,10 +1125,10 @@ impl Daemon {
                 if let Some(h) = u.next_hop
                     && (!address.contains(h) || h == address.addr())
                 {
-                    return Err(DaemonError::Refused(format!(
-                        "next hop {h} is not another address of {}",
-                        address.network()
-                    )));
+                    return Err(DaemonError::BadNextHop {
+                        hop: h,
+                        segment: address.network(),
+                    });
                 }
                 // Without offloads a port's frames are at most STD_FRAME_CAP bytes.
                 let top = if self.cfg.offload {
@@ -1189,23 +1140,17 @@ impl Daemon {
                     None => None,
                     Some(m) if (576..=top).contains(&m) => Some(m as u16),
                     Some(m) => {
-                        return Err(DaemonError::Refused(format!(
-                            "uplink MTU {m} is out of range: use 576 to {top}"
-                        )));
+                        return Err(DaemonError::UplinkMtu { mtu: m, top });
                     }
                 };
                 match (&u.tap, &u.netns) {
                     (Some(_), None) => {}
                     (None, Some(n)) if Path::new(n).exists() => {}
                     (None, Some(n)) => {
-                        return Err(DaemonError::Refused(format!(
-                            "network namespace {n} does not exist"
-                        )));
+                        return Err(DaemonError::NoNetns(n.clone()));
                     }
                     _ => {
-                        return Err(DaemonError::Refused(
-                            "give exactly one of --tap or --netns".into(),
-                        ));
+                        return Err(DaemonError::UplinkWhere);
                     }
                 }
                 Uplink::Packet {
@@ -1217,9 +1162,7 @@ impl Daemon {
                 }
             }
             m => {
-                return Err(DaemonError::Refused(format!(
-                    "unknown uplink mode {m:?}: use socket, none, or --tap/--netns with --address"
-                )));
+                return Err(DaemonError::UplinkMode(m.to_string()));
             }
         };
         let was_packet = self.packet_mode();
@@ -1261,22 +1204,11 @@ impl Daemon {
         let mut out = Vec::new();
         for r in reqs {
             let addr = std::net::SocketAddrV4::new(r.host_ip, r.host_port.unwrap_or(0));
-            let what = |e: std::io::Error| {
-                let port = r
-                    .host_port
-                    .map_or("an ephemeral port".to_string(), |p| format!("port {p}"));
-                let why = match e.kind() {
-                    std::io::ErrorKind::AddrInUse => "is already in use".to_string(),
-                    std::io::ErrorKind::PermissionDenied => {
-                        "needs privileges (ports below 1024 need CAP_NET_BIND_SERVICE)".to_string()
-                    }
-                    std::io::ErrorKind::AddrNotAvailable => format!(
-                        "cannot be bound: {} is not an address of this host",
-                        r.host_ip
-                    ),
-                    _ => format!("cannot be bound: {e}"),
-                };
-                DaemonError::Refused(format!("host {port}/{} on {} {why}", r.proto, r.host_ip))
+            let what = |source: std::io::Error| DaemonError::Bind {
+                port: r.host_port,
+                proto: r.proto,
+                host_ip: r.host_ip,
+                source,
             };
             let (sock, local) = match r.proto {
                 Proto::Tcp => {
@@ -1361,10 +1293,11 @@ impl Daemon {
                     })
                 })
             {
-                return Err(DaemonError::Refused(format!(
-                    "host port {port}/{} is already published by {:?}",
-                    r.proto, other.name
-                )));
+                return Err(DaemonError::PortPublished {
+                    port,
+                    proto: r.proto,
+                    by: other.name.clone(),
+                });
             }
         }
         if self.packet_mode() {
@@ -1414,7 +1347,7 @@ impl Daemon {
                 Some(p) => p,
                 None => (32768..=60999u16)
                     .find(|p| !used.contains(&(r.proto, *p)))
-                    .ok_or_else(|| DaemonError::Refused("no unused external port left".into()))?,
+                    .ok_or(DaemonError::NoExternalPort)?,
             };
             used.insert((r.proto, port));
             out.push(Published {
@@ -1449,10 +1382,10 @@ impl Daemon {
                 })
         });
         if gone.is_empty() {
-            return Err(DaemonError::Refused(format!(
-                "container {name:?} publishes nothing matching {}",
-                specs.join(" ")
-            )));
+            return Err(DaemonError::NothingPublished {
+                name: name.to_string(),
+                specs: specs.join(" "),
+            });
         }
         let mut next = self.state.clone();
         if let Some(nc) = next.containers.get_mut(name) {
@@ -1629,17 +1562,11 @@ impl Daemon {
         } else {
             self.ports
                 .get(port)
-                .ok_or_else(|| {
-                    DaemonError::Refused(format!(
-                        "port {port:?} not found (see `vswitch ctl port ls`)"
-                    ))
-                })?
+                .ok_or_else(|| DaemonError::NoPort(port.to_string()))?
                 .slot
         };
         if self.rt.capture.load().is_some() {
-            return Err(DaemonError::Refused(
-                "another capture is running; one at a time".into(),
-            ));
+            return Err(DaemonError::CaptureBusy);
         }
         let (tap, rings) = dataplane::capture::CaptureTap::new(slot, self.rt.workers());
         self.rt.capture.store(Some(tap));
@@ -1704,9 +1631,7 @@ fn valid_engine_id(id: &str) -> Result<String, DaemonError> {
     if ok {
         Ok(id.to_string())
     } else {
-        Err(DaemonError::Refused(format!(
-            "container id {id:?} is not valid: use 1 to 128 letters, digits, '_', '.' or '-'"
-        )))
+        Err(DaemonError::BadEngineId(id.to_string()))
     }
 }
 
@@ -1714,8 +1639,6 @@ fn valid_engine_id(id: &str) -> Result<String, DaemonError> {
 fn valid_owner(owner: &str) -> Result<String, DaemonError> {
     match owner {
         "cni" | "netavark" => Ok(owner.to_string()),
-        o => Err(DaemonError::Refused(format!(
-            "owner {o:?} is not known: use cni or netavark"
-        ))),
+        o => Err(DaemonError::UnknownOwner(o.to_string())),
     }
 }

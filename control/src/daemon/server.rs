@@ -69,7 +69,7 @@ pub fn serve(daemon: Daemon, listener: UnixListener) -> Result<(), DaemonError> 
                     lock(&d).expire_awaiting();
                 }
             })
-            .map_err(|e| DaemonError::Refused(format!("cannot start a thread: {e}")))?;
+            .map_err(DaemonError::Thread)?;
     }
     // SAFETY: geteuid has no preconditions.
     let me = unsafe { libc::geteuid() };
