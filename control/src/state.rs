@@ -459,34 +459,7 @@ impl State {
         if self.networks.contains_key(&spec.name) {
             return Err(StateError::NetworkExists(spec.name.clone()));
         }
-        let subnet = match &spec.subnet {
-            Some(s) => {
-                let n: Ipv4Cidr = s.parse()?;
-                if !n.is_canonical() {
-                    return Err(StateError::NotCanonical {
-                        given: s.clone(),
-                        canonical: n.network().to_string(),
-                    });
-                }
-                if !(8..=30).contains(&n.prefix_len()) {
-                    return Err(StateError::SubnetSize(s.clone()));
-                }
-                if let Some(o) = self.networks.values().find(|o| o.subnet.overlaps(&n)) {
-                    return Err(StateError::Overlap(
-                        n.to_string(),
-                        o.name.clone(),
-                        o.subnet.to_string(),
-                    ));
-                }
-                n
-            }
-            None => {
-                if spec.gateway.is_some() {
-                    return Err(StateError::GatewayWithoutSubnet);
-                }
-                self.free_subnet().ok_or(StateError::PoolsExhausted)?
-            }
-        };
+        let subnet = self.check_subnet(spec)?;
         let gateway = match spec.gateway {
             Some(g) => {
                 if !subnet.contains(g) || g == subnet.network().addr() || g == subnet.broadcast() {
@@ -506,19 +479,7 @@ impl State {
             }
             None => None,
         };
-        let vlan = match spec.vlan {
-            Some(v) => {
-                if !(1..=4094).contains(&v) {
-                    return Err(StateError::BadVlan(v));
-                }
-                let v = v as u16;
-                if let Some(o) = self.networks.values().find(|o| o.vlan == Some(v)) {
-                    return Err(StateError::VlanTaken(v, o.name.clone()));
-                }
-                Some(v)
-            }
-            None => None,
-        };
+        let vlan = spec.vlan.map(|v| self.check_vlan(v)).transpose()?;
         let mtu = match spec.mtu {
             Some(m) if !(68..=65520).contains(&m) => return Err(StateError::BadMtu(m)),
             Some(m) => m as u16,
@@ -544,6 +505,47 @@ impl State {
             host_loopback: spec.host_loopback,
             created: now_secs(),
         })
+    }
+
+    /// The subnet a new network asks for (canonical, /8 to /30, apart from the others),
+    /// or a free one from the pools.
+    fn check_subnet(&self, spec: &NetworkSpec) -> Result<Ipv4Cidr, StateError> {
+        let Some(s) = &spec.subnet else {
+            if spec.gateway.is_some() {
+                return Err(StateError::GatewayWithoutSubnet);
+            }
+            return self.free_subnet().ok_or(StateError::PoolsExhausted);
+        };
+        let n: Ipv4Cidr = s.parse()?;
+        if !n.is_canonical() {
+            return Err(StateError::NotCanonical {
+                given: s.clone(),
+                canonical: n.network().to_string(),
+            });
+        }
+        if !(8..=30).contains(&n.prefix_len()) {
+            return Err(StateError::SubnetSize(s.clone()));
+        }
+        if let Some(o) = self.networks.values().find(|o| o.subnet.overlaps(&n)) {
+            return Err(StateError::Overlap(
+                n.to_string(),
+                o.name.clone(),
+                o.subnet.to_string(),
+            ));
+        }
+        Ok(n)
+    }
+
+    /// A VLAN id for a new network: 1 to 4094, no other network's.
+    fn check_vlan(&self, v: u32) -> Result<u16, StateError> {
+        if !(1..=4094).contains(&v) {
+            return Err(StateError::BadVlan(v));
+        }
+        let v = v as u16;
+        if let Some(o) = self.networks.values().find(|o| o.vlan == Some(v)) {
+            return Err(StateError::VlanTaken(v, o.name.clone()));
+        }
+        Ok(v)
     }
 
     pub fn create_network(&mut self, spec: &NetworkSpec) -> Result<&Network, StateError> {
