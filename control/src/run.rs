@@ -360,15 +360,7 @@ pub fn run(spec: RunSpec) -> Result<i32, RunError> {
     }
     let mut client = Client::connect(&spec.socket)?;
     if let Some(target) = spec.network.strip_prefix("container:") {
-        let sb: SandboxInfo = client.request(Request::Sandbox {
-            name: target.to_string(),
-        })?;
-        join(&sb)?;
-        private_etc(sb.resolv.as_deref(), None, &spec.name)?;
-        drop(client);
-        let set = block_signals();
-        let pid = spawn_child(&spec.command)?;
-        return Ok(supervise(pid, &set, || {}));
+        return run_joined(&spec, client, target);
     }
     let hello: Hello = client.request(Request::Hello)?;
     let vnet = hello.offload;
@@ -398,10 +390,37 @@ pub fn run(spec: RunSpec) -> Result<i32, RunError> {
     )?;
     let set = block_signals();
     let pid = spawn_child(&spec.command)?;
-    // Keep the connection; when the daemon goes away, re-attach once it is back.
+    let status = supervise_attached(&spec, client, &req, tap.as_fd().as_raw_fd(), pid, &set);
+    Ok(status)
+}
+
+/// `--network container:NAME`: the command in that container's namespaces.
+fn run_joined(spec: &RunSpec, mut client: Client, target: &str) -> Result<i32, RunError> {
+    let sb: SandboxInfo = client.request(Request::Sandbox {
+        name: target.to_string(),
+    })?;
+    join(&sb)?;
+    private_etc(sb.resolv.as_deref(), None, &spec.name)?;
+    drop(client);
+    let set = block_signals();
+    let pid = spawn_child(&spec.command)?;
+    Ok(supervise(pid, &set, || {}))
+}
+
+/// Waits for the command, keeping the connection that holds the container; when the
+/// daemon goes away, re-attaches (with the same TAP) once it is back. Detaches at the
+/// end.
+fn supervise_attached(
+    spec: &RunSpec,
+    client: Client,
+    req: &AttachReq,
+    tap: std::os::fd::RawFd,
+    pid: libc::pid_t,
+    set: &libc::sigset_t,
+) -> i32 {
     let mut conn = Some(client);
     let mut next_try = Instant::now();
-    let status = supervise(pid, &set, || {
+    let status = supervise(pid, set, || {
         if conn.as_ref().is_some_and(hung_up) {
             conn = None;
         }
@@ -412,9 +431,7 @@ pub fn run(spec: RunSpec) -> Result<i32, RunError> {
                     reattach: true,
                     ..req.clone()
                 };
-                if c.call_with_fds(Request::Attach(r), &[tap.as_fd().as_raw_fd()])
-                    .is_ok()
-                {
+                if c.call_with_fds(Request::Attach(r), &[tap]).is_ok() {
                     conn = Some(c);
                 }
             }
@@ -426,7 +443,7 @@ pub fn run(spec: RunSpec) -> Result<i32, RunError> {
             network: None,
         });
     }
-    Ok(status)
+    status
 }
 
 fn if_config(ep: &EndpointInfo) -> Result<IfConfig, RunError> {
