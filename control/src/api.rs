@@ -284,9 +284,9 @@ mod tests {
     #[test]
     fn the_documented_examples_are_the_types() {
         let doc = include_str!("../../docs/protocol.md");
-        let mut blocks = doc.split("```json ").skip(1);
+        let blocks = doc.split("```json ").skip(1);
         let mut seen = 0;
-        while let Some(b) = blocks.next() {
+        for b in blocks {
             let (info, rest) = b.split_once('\n').unwrap();
             let body = rest.split("```").next().unwrap().trim();
             let r = match info.split_whitespace().collect::<Vec<_>>().as_slice() {

@@ -45,7 +45,7 @@ impl Daemon {
             container: c.name.clone(),
             index: i,
         })?;
-        let slot = self.free_slot().ok_or_else(|| DaemonError::NoFreeSlot)?;
+        let slot = self.free_slot().ok_or(DaemonError::NoFreeSlot)?;
         let workers = self.rt.workers();
         let cfg = self
             .if_config(c, i)
