@@ -1,7 +1,13 @@
 //! `attach`, `detach`, `connect`, `disconnect`: containers and their endpoints, checked
 //! against the state, saved, then their ports opened or closed.
 
-use super::*;
+use std::net::Ipv4Addr;
+use std::os::fd::OwnedFd;
+use std::path::Path;
+
+use super::{Daemon, DaemonError, view};
+use crate::api::{AttachReq, Detached, Disconnected, Reply};
+use crate::state::{Container, EndpointSpec, Sandbox, StateError, parse_trunk};
 
 impl Daemon {
     /// What an `attach` request asks of its endpoint, its arguments parsed and checked.

@@ -20,27 +20,18 @@ pub use error::DaemonError;
 pub use server::{bind, serve};
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::{Ipv4Addr, SocketAddr};
-use std::os::fd::OwnedFd;
-use std::path::{Path, PathBuf};
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use dataplane::bridge::{DropReason, Fdb};
-use dataplane::config::{FIRST_PORT, SERVICE_PORT, Snapshot, UPLINK_PORT};
+use dataplane::bridge::Fdb;
+use dataplane::config::Snapshot;
 use dataplane::runtime::{Runtime, RuntimeConfig};
 use dataplane::service::Gateway;
-use dataplane::uplink::socket::{PublishTarget, PublishedSocket};
 
-use crate::api::{
-    AttachReq, ConntrackRow, Detached, Disconnected, FdbCounters, FdbRow, Flushed, GatewayCounters,
-    Hello, NetworkRemoved, PacketNatCounters, Reply, Request, Response, SocketNatCounters, Stats,
-    UplinkReq,
-};
-use crate::backend::{Backend, Handles, IfConfig};
+use crate::backend::Backend;
 use crate::net::Ipv4Cidr;
-use crate::state::{
-    Container, Endpoint, EndpointSpec, Published, Sandbox, State, StateError, parse_trunk,
-};
+use crate::state::{Container, Endpoint, Sandbox, State};
 
 /// How the daemon was started.
 #[derive(Debug, Clone)]

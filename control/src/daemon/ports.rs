@@ -1,11 +1,20 @@
 //! Container ports: slots, opening an endpoint's TAP (by name, in a namespace, or a
 //! passed descriptor) into the dataplane and closing it, `port_ls`, capture.
 
-use super::*;
+use std::collections::HashSet;
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+
+use dataplane::config::{FIRST_PORT, SERVICE_PORT};
+
+use super::{Daemon, DaemonError, MAX_SLOTS, PortRt, view};
+use crate::api::PortRow;
+use crate::backend::{Handles, IfConfig};
+use crate::state::{Container, Sandbox};
 
 impl Daemon {
     pub(super) fn free_slot(&self) -> Option<u16> {
-        let used: std::collections::HashSet<u16> = self.ports.values().map(|p| p.slot).collect();
+        let used: HashSet<u16> = self.ports.values().map(|p| p.slot).collect();
         (FIRST_PORT..MAX_SLOTS as u16).find(|s| !used.contains(s))
     }
 
@@ -97,7 +106,7 @@ impl Daemon {
         }
     }
 
-    pub(super) fn port_ls(&self) -> Vec<crate::api::PortRow> {
+    pub(super) fn port_ls(&self) -> Vec<PortRow> {
         let mut v = Vec::new();
         for (name, p) in &self.ports {
             let Some(c) = self.state.containers.get(&p.container) else {

@@ -1,6 +1,13 @@
 //! Published ports: host sockets with the socket uplink, DNAT rules with a packet one.
 
-use super::*;
+use std::collections::HashSet;
+
+use dataplane::uplink::socket::{PublishTarget, PublishedSocket};
+
+use super::{Daemon, DaemonError, view};
+use crate::api::Reply;
+use crate::publish::PortReq;
+use crate::state::{Container, Proto, Published, StateError};
 
 impl Daemon {
     /// Binds a restored container's published ports again (the same host ports). With a
@@ -9,10 +16,10 @@ impl Daemon {
         if self.packet_mode() {
             return;
         }
-        let reqs: Vec<crate::publish::PortReq> = c
+        let reqs: Vec<PortReq> = c
             .published
             .iter()
-            .map(|p| crate::publish::PortReq {
+            .map(|p| PortReq {
                 proto: p.proto,
                 host_ip: p.host_ip,
                 host_port: Some(p.host_port),
@@ -30,9 +37,9 @@ impl Daemon {
     /// Binds the host side of `reqs` now, so a taken port is refused before anything
     /// changes. Returns the published entries with their sockets.
     pub(super) fn bind_published(
-        reqs: &[crate::publish::PortReq],
+        reqs: &[PortReq],
     ) -> Result<Vec<(Published, PublishedSocket)>, DaemonError> {
-        use crate::state::Proto;
+        use Proto;
         let mut out = Vec::new();
         for r in reqs {
             let addr = std::net::SocketAddrV4::new(r.host_ip, r.host_port.unwrap_or(0));
@@ -99,7 +106,7 @@ impl Daemon {
     pub(super) fn stop_published(&self, list: &[Published]) {
         for p in list {
             let local = std::net::SocketAddrV4::new(p.host_ip, p.host_port);
-            let tcp = p.proto == crate::state::Proto::Tcp;
+            let tcp = p.proto == Proto::Tcp;
             let _ = self
                 .rt
                 .service_call(move |g, ctx| g.unpublish(ctx.registry, local, tcp));
@@ -167,11 +174,8 @@ impl Daemon {
 
     /// Published entries for a packet uplink: the external ports asked for, or unused
     /// ones from the ephemeral range.
-    pub(super) fn packet_published(
-        &self,
-        reqs: &[crate::publish::PortReq],
-    ) -> Result<Vec<Published>, DaemonError> {
-        let mut used: std::collections::HashSet<(crate::state::Proto, u16)> = self
+    pub(super) fn packet_published(&self, reqs: &[PortReq]) -> Result<Vec<Published>, DaemonError> {
+        let mut used: HashSet<(Proto, u16)> = self
             .state
             .containers
             .values()

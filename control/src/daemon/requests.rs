@@ -1,6 +1,18 @@
 //! Request handling: one control request to one [`Reply`], or the refusal.
 
-use super::*;
+use std::collections::HashMap;
+use std::os::fd::OwnedFd;
+use std::sync::atomic::Ordering::Relaxed;
+
+use dataplane::bridge::DropReason;
+use dataplane::config::SERVICE_PORT;
+
+use super::{Daemon, DaemonError, TEST_PANIC_ENV, is_test_panic, view};
+use crate::api::{
+    ConntrackRow, FdbCounters, FdbRow, Flushed, GatewayCounters, Hello, NetworkRemoved,
+    PacketNatCounters, Reply, Request, Response, SocketNatCounters, Stats,
+};
+use crate::state::{NetworkSpec, StateError};
 
 impl Daemon {
     /// Applies one request from connection `conn`.
@@ -76,10 +88,7 @@ impl Daemon {
         }
     }
 
-    pub(super) fn network_create(
-        &mut self,
-        spec: &crate::state::NetworkSpec,
-    ) -> Result<Reply, DaemonError> {
+    pub(super) fn network_create(&mut self, spec: &NetworkSpec) -> Result<Reply, DaemonError> {
         if is_test_panic(&spec.name) {
             self.rt.service_do(|_, _| {
                 panic!("{TEST_PANIC_ENV}=service: panicking on the service thread as asked")
@@ -283,7 +292,6 @@ impl Daemon {
     }
 
     pub(super) fn packet_nat_counters(&self) -> PacketNatCounters {
-        use std::sync::atomic::Ordering::Relaxed;
         let t = &self.rt.nat.table;
         PacketNatCounters {
             flows: t.len(),
@@ -298,7 +306,6 @@ impl Daemon {
     }
 
     pub(super) fn fdb_counters(&self) -> FdbCounters {
-        use std::sync::atomic::Ordering::Relaxed;
         let fdb = &self.rt.fdb;
         FdbCounters {
             entries: fdb.len(),

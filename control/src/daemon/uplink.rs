@@ -1,7 +1,14 @@
 //! The uplink: `uplink set`/`show`, and the packet uplink's port.
 
-use super::*;
-use crate::state::Uplink;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use dataplane::config::UPLINK_PORT;
+
+use super::{Daemon, DaemonError, UPLINK_IFNAME};
+use crate::api::UplinkReq;
+use crate::net::Ipv4Cidr;
+use crate::state::{Container, DEFAULT_UPLINK_MTU, StateError, Uplink};
 
 impl Daemon {
     pub(super) fn packet_mode(&self) -> bool {
@@ -16,7 +23,7 @@ impl Daemon {
         else {
             return Ok(());
         };
-        let mtu = mtu.unwrap_or(crate::state::DEFAULT_UPLINK_MTU);
+        let mtu = mtu.unwrap_or(DEFAULT_UPLINK_MTU);
         let workers = self.rt.workers();
         let (handles, ns) = match (tap, netns) {
             (Some(t), None) => (self.backend.open_tap(&t, workers)?, None),
@@ -55,7 +62,7 @@ impl Daemon {
     pub(super) fn uplink_show(&self) -> Uplink {
         let mut u = self.state.uplink.clone();
         if let Uplink::Packet { mtu, .. } = &mut u {
-            mtu.get_or_insert(crate::state::DEFAULT_UPLINK_MTU);
+            mtu.get_or_insert(DEFAULT_UPLINK_MTU);
         }
         u
     }
