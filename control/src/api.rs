@@ -4,7 +4,8 @@
 //! `{"ok": true, "data": <value>}` or `{"ok": false, "error": "<one line>"}`. A request
 //! may carry file descriptors (SCM_RIGHTS) on the same message: `vswitch run` hands over
 //! the TAP it created inside its namespace that way (`attach` with `"fd": true`).
-//! docs/protocol.md lists every command.
+//! docs/protocol.md lists every command; its examples are parsed into these types by the
+//! tests below.
 
 use serde::{Deserialize, Serialize};
 use std::net::Ipv4Addr;
@@ -152,6 +153,9 @@ pub enum Request {
     },
 }
 
+/// A response line: `{"ok": true, "data": ...}` or `{"ok": false, "error": "..."}`.
+/// `data` is one of the [`Reply`] shapes; a client reads it back with the type its
+/// request answers with (see [`Reply`]).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Response {
     pub ok: bool,
@@ -162,10 +166,11 @@ pub struct Response {
 }
 
 impl Response {
-    pub fn ok(data: serde_json::Value) -> Response {
+    pub fn ok(data: Reply) -> Response {
         Response {
             ok: true,
-            data: Some(data),
+            // These shapes have string keys only: serializing them cannot fail.
+            data: Some(serde_json::to_value(data).unwrap_or(serde_json::Value::Null)),
             error: None,
         }
     }
@@ -179,6 +184,9 @@ impl Response {
         }
     }
 }
+
+mod reply;
+pub use reply::*;
 
 #[cfg(test)]
 mod tests {
@@ -219,5 +227,119 @@ mod tests {
     fn errors_are_one_line() {
         let r = Response::err("a\nb");
         assert_eq!(r.error.as_deref(), Some("a b"));
+    }
+
+    /// The documented reply `data` read as `T` and printed back: the same JSON.
+    fn same_as<T: serde::de::DeserializeOwned + Serialize>(
+        data: &serde_json::Value,
+    ) -> Result<(), String> {
+        let t: T = serde_json::from_value(data.clone()).map_err(|e| e.to_string())?;
+        let back = serde_json::to_value(&t).map_err(|e| e.to_string())?;
+        if &back == data {
+            Ok(())
+        } else {
+            Err(format!("prints back as {back}"))
+        }
+    }
+
+    fn reply_matches(cmd: &str, data: &serde_json::Value) -> Result<(), String> {
+        match cmd {
+            "hello" => same_as::<Hello>(data),
+            "network_create" => same_as::<NetworkInspect>(data),
+            "network_inspect" => same_as::<Vec<NetworkInspect>>(data),
+            "network_ls" => same_as::<Vec<NetworkRow>>(data),
+            "network_rm" => same_as::<NetworkRemoved>(data),
+            "attach" | "connect" => same_as::<EndpointInfo>(data),
+            "detach" => same_as::<Detached>(data),
+            "disconnect" => same_as::<Disconnected>(data),
+            "container_ls" => same_as::<Vec<ContainerRow>>(data),
+            "port_ls" => same_as::<Vec<PortRow>>(data),
+            "publish" | "unpublish" => same_as::<Vec<PublishedEntry>>(data),
+            "fdb_show" => same_as::<Vec<FdbRow>>(data),
+            "fdb_flush" | "conntrack_flush" => same_as::<Flushed>(data),
+            "stats" => same_as::<Stats>(data),
+            "uplink_set" | "uplink_show" => same_as::<crate::state::Uplink>(data),
+            "sandbox" => same_as::<SandboxInfo>(data),
+            "conntrack_ls" => same_as::<Vec<ConntrackRow>>(data),
+            "capture" => same_as::<Capturing>(data),
+            other => Err(format!("no reply type for {other:?}")),
+        }
+    }
+
+    /// A documented request: it parses, and every key it has is one the type knows
+    /// (printed back, the request has it too).
+    fn request_matches(line: &str) -> Result<(), String> {
+        let doc: serde_json::Value = serde_json::from_str(line).map_err(|e| e.to_string())?;
+        let env: Envelope = serde_json::from_value(doc.clone()).map_err(|e| e.to_string())?;
+        let back = serde_json::to_value(&env).map_err(|e| e.to_string())?;
+        let keys = doc.as_object().map(|o| o.keys().collect::<Vec<_>>());
+        for k in keys.unwrap_or_default() {
+            if back.get(k) != doc.get(k) {
+                return Err(format!("{k:?} is not a field of the request"));
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn the_documented_examples_are_the_types() {
+        let doc = include_str!("../../docs/protocol.md");
+        let blocks = doc.split("```json ").skip(1);
+        let mut seen = 0;
+        for b in blocks {
+            let (info, rest) = b.split_once('\n').unwrap();
+            let body = rest.split("```").next().unwrap().trim();
+            let r = match info.split_whitespace().collect::<Vec<_>>().as_slice() {
+                ["request"] => request_matches(body),
+                ["reply", "error"] => serde_json::from_str::<Response>(body)
+                    .map_err(|e| e.to_string())
+                    .and_then(|r| if r.ok { Err("ok".into()) } else { Ok(()) }),
+                ["reply", cmd] => {
+                    let r: Response = serde_json::from_str(body).unwrap();
+                    assert!(r.ok, "{body}");
+                    reply_matches(cmd, &r.data.unwrap_or_default())
+                }
+                other => Err(format!("unknown example kind {other:?}")),
+            };
+            if let Err(e) = r {
+                panic!("docs/protocol.md example `{info}`: {e}\n{body}");
+            }
+            seen += 1;
+        }
+        assert!(seen >= 25, "only {seen} examples found");
+    }
+
+    #[test]
+    fn every_command_has_a_documented_reply_or_request() {
+        let doc = include_str!("../../docs/protocol.md");
+        for cmd in [
+            "hello",
+            "network_create",
+            "network_ls",
+            "network_inspect",
+            "network_rm",
+            "attach",
+            "detach",
+            "connect",
+            "disconnect",
+            "container_ls",
+            "port_ls",
+            "publish",
+            "unpublish",
+            "fdb_show",
+            "fdb_flush",
+            "conntrack_ls",
+            "conntrack_flush",
+            "stats",
+            "uplink_set",
+            "uplink_show",
+            "sandbox",
+            "capture",
+        ] {
+            assert!(
+                doc.contains(&format!("| `{cmd}` |")),
+                "{cmd} missing from the table"
+            );
+        }
     }
 }

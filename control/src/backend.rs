@@ -4,7 +4,7 @@
 
 use std::net::Ipv4Addr;
 use std::os::fd::OwnedFd;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use dataplane::port::Port;
 use dataplane::wire::MacAddr;
@@ -25,10 +25,36 @@ pub struct IfConfig {
     pub gateway: Option<Ipv4Addr>,
 }
 
+/// Why a port could not be opened, created or deleted. The dataplane's errors keep
+/// their own message and cause (the `io::Error` underneath).
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
-    #[error("{0}")]
-    Failed(String),
+    #[error(transparent)]
+    Tap(#[from] dataplane::port::tap::TapError),
+    #[error(transparent)]
+    Netns(#[from] dataplane::netns::NetnsError),
+    #[error("cannot configure {ifname} in {}: {source}", ns.display())]
+    Configure {
+        ifname: String,
+        ns: PathBuf,
+        #[source]
+        source: dataplane::netns::NetnsError,
+    },
+    #[error("cannot bring {ifname} up in {}: {source}", ns.display())]
+    BringUp {
+        ifname: String,
+        ns: PathBuf,
+        #[source]
+        source: dataplane::netns::NetnsError,
+    },
+    #[error("cannot open {0}")]
+    NoQueue(String),
+    /// The in-memory backend's TAP that is made to fail.
+    #[error("TAP {0} not found")]
+    NoTap(String),
+    /// The in-memory backend's namespace that is made to fail.
+    #[error("cannot enter network namespace {0}")]
+    NoNetns(String),
 }
 
 pub trait Backend: Send {
@@ -85,7 +111,7 @@ fn memory_handles(name: &str, workers: usize) -> Handles {
 impl Backend for MemoryBackend {
     fn open_tap(&mut self, ifname: &str, workers: usize) -> Result<Handles, BackendError> {
         if self.fail.iter().any(|f| f == ifname) {
-            return Err(BackendError::Failed(format!("TAP {ifname} not found")));
+            return Err(BackendError::NoTap(ifname.to_string()));
         }
         Ok(memory_handles(ifname, workers))
     }
@@ -98,9 +124,7 @@ impl Backend for MemoryBackend {
     ) -> Result<Handles, BackendError> {
         let ns = ns.display().to_string();
         if self.fail.contains(&ns) {
-            return Err(BackendError::Failed(format!(
-                "cannot enter network namespace {ns}"
-            )));
+            return Err(BackendError::NoNetns(ns));
         }
         self.created.push((ns, cfg.clone()));
         Ok(memory_handles(&cfg.ifname, workers))
@@ -114,9 +138,7 @@ impl Backend for MemoryBackend {
     ) -> Result<Handles, BackendError> {
         let ns_s = ns.display().to_string();
         if self.fail.contains(&ns_s) {
-            return Err(BackendError::Failed(format!(
-                "cannot enter network namespace {ns_s}"
-            )));
+            return Err(BackendError::NoNetns(ns_s));
         }
         Ok(memory_handles(ifname, workers))
     }

@@ -7,7 +7,7 @@ use std::path::Path;
 use crate::api::{Envelope, PROTOCOL_VERSION, Request, Response};
 use crate::cli::CliError;
 use crate::client::ClientError;
-use crate::wire::Conn;
+use crate::framing::Conn;
 
 /// One line about a frame: time, MACs, EtherType, length (and the IPv4 addresses).
 fn describe(secs: u32, usecs: u32, data: &[u8]) -> String {
@@ -43,12 +43,9 @@ fn describe(secs: u32, usecs: u32, data: &[u8]) -> String {
     line
 }
 
-pub fn run(
-    socket: &Path,
-    port: &str,
-    file: Option<&Path>,
-    count: Option<u64>,
-) -> Result<(), CliError> {
+/// Sends the `capture` request and reads the daemon's OK; the pcap stream follows on
+/// the returned connection.
+fn start(socket: &Path, port: &str, count: Option<u64>) -> Result<Conn, CliError> {
     let stream = std::os::unix::net::UnixStream::connect(socket)
         .map_err(|e| ClientError::Connect(socket.to_path_buf(), e))?;
     let mut conn = Conn::new(stream);
@@ -70,6 +67,17 @@ pub fn run(
     if !r.ok {
         return Err(ClientError::Refused(r.error.unwrap_or_default()).into());
     }
+    Ok(conn)
+}
+
+/// `ctl capture`: the port's frames to `file` as pcap, or one line each to stdout.
+pub fn run(
+    socket: &Path,
+    port: &str,
+    file: Option<&Path>,
+    count: Option<u64>,
+) -> Result<(), CliError> {
+    let mut conn = start(socket, port, count)?;
     let mut out: Box<dyn Write> = match file {
         Some(f) => Box::new(
             std::fs::File::create(f)

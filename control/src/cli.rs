@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use crate::api::{AttachReq, Request, UplinkReq};
 use crate::client::{Client, ClientError};
-use serde_json::Value;
+use crate::render::Render;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -447,52 +447,32 @@ fn ctl(a: CtlArgs) -> Result<(), CliError> {
         .socket
         .clone()
         .unwrap_or_else(crate::paths::default_socket);
-    let (req, render): (Request, fn(&Value) -> String) = match a.command {
-        CtlCommand::Network(NetworkCmd::Create(n)) => (
-            Request::NetworkCreate(crate::state::NetworkSpec {
-                name: n.name,
-                subnet: n.subnet,
-                gateway: n.gateway,
-                ip_range: n.ip_range,
-                vlan: n.vlan,
-                internal: n.internal,
-                no_dns: n.no_dns,
-                no_icc: n.no_icc,
-                no_masquerade: n.no_masquerade,
-                host_loopback: n.host_loopback,
-                mtu: n.mtu,
-            }),
-            |v| v["Id"].as_str().unwrap_or_default().to_string(),
-        ),
-        CtlCommand::Network(NetworkCmd::Ls) => (Request::NetworkLs, crate::render::network_ls),
-        CtlCommand::Network(NetworkCmd::Inspect { name }) => {
-            (Request::NetworkInspect { name }, crate::render::pretty)
+    if let CtlCommand::Capture { port, file, count } = &a.command {
+        return crate::capture::run(&socket, port, file.as_deref(), *count);
+    }
+    let (req, render) = ctl_request(a.command)?;
+    let mut c = Client::connect(&socket)?;
+    let v = c.call(req)?;
+    if a.json {
+        println!("{v}");
+    } else {
+        let text = render
+            .text(&v)
+            .map_err(|e| ClientError::Garbled(e.to_string()))?;
+        if !text.is_empty() {
+            println!("{text}");
         }
-        CtlCommand::Network(NetworkCmd::Rm { name, force }) => {
-            (Request::NetworkRm { name, force }, |v| {
-                v["removed"].as_str().unwrap_or_default().to_string()
-            })
-        }
-        CtlCommand::Attach(t) => (
-            Request::Attach(AttachReq {
-                network: t.network,
-                name: t.name,
-                tap: t.tap,
-                netns: t.netns,
-                pid: t.pid,
-                ifname: t.ifname,
-                ip: t.ip,
-                mac: t.mac,
-                aliases: t.aliases,
-                trunk: t.trunk,
-                no_port_security: t.no_port_security,
-                publish: t.publish,
-                ..Default::default()
-            }),
-            crate::render::endpoint,
-        ),
+    }
+    Ok(())
+}
+
+/// The request a `ctl` command sends and how its answer is shown.
+fn ctl_request(cmd: CtlCommand) -> Result<(Request, Render), CliError> {
+    Ok(match cmd {
+        CtlCommand::Network(n) => network_request(n),
+        CtlCommand::Attach(t) => (Request::Attach(attach_req(t)), Render::Endpoint),
         CtlCommand::Detach { name, network } => {
-            (Request::Detach { name, network }, |_| String::new())
+            (Request::Detach { name, network }, Render::Nothing)
         }
         CtlCommand::Connect {
             network,
@@ -506,77 +486,106 @@ fn ctl(a: CtlArgs) -> Result<(), CliError> {
                 ip,
                 aliases,
             },
-            crate::render::endpoint,
+            Render::Endpoint,
         ),
         CtlCommand::Disconnect { network, name } => {
-            (Request::Disconnect { network, name }, |_| String::new())
+            (Request::Disconnect { network, name }, Render::Nothing)
         }
-        CtlCommand::Port(PortCmd::Ls) => (Request::PortLs, crate::render::port_ls),
-        CtlCommand::Uplink(UplinkCmd::Set {
-            mode,
-            tap,
-            netns,
-            address,
-            next_hop,
-            mtu,
-        }) => {
-            let mode = match (mode, tap.is_some() || netns.is_some()) {
-                (Some(m), false) => m,
-                (None, true) => "packet".to_string(),
-                (Some(_), true) => {
-                    return Err(CliError::Usage(
-                        "give socket, none, or --tap/--netns with --address, not both".into(),
-                    ));
-                }
-                (None, false) => {
-                    return Err(CliError::Usage(
-                        "uplink set needs socket, none, or --tap/--netns with --address".into(),
-                    ));
-                }
-            };
-            (
-                Request::UplinkSet(UplinkReq {
-                    mode,
-                    tap,
-                    netns,
-                    address,
-                    next_hop,
-                    mtu,
-                }),
-                crate::render::pretty,
-            )
-        }
-        CtlCommand::Uplink(UplinkCmd::Show) => (Request::UplinkShow, crate::render::pretty),
-        CtlCommand::Publish { name, specs } => {
-            (Request::Publish { name, specs }, crate::render::pretty)
-        }
+        CtlCommand::Port(PortCmd::Ls) => (Request::PortLs, Render::PortLs),
+        CtlCommand::Uplink(u) => (uplink_request(u)?, Render::Pretty),
+        CtlCommand::Publish { name, specs } => (Request::Publish { name, specs }, Render::Pretty),
         CtlCommand::Unpublish { name, specs } => {
-            (Request::Unpublish { name, specs }, |_| String::new())
+            (Request::Unpublish { name, specs }, Render::Nothing)
         }
-        CtlCommand::Fdb(FdbCmd::Show { network }) => {
-            (Request::FdbShow { network }, crate::render::fdb)
-        }
+        CtlCommand::Fdb(FdbCmd::Show { network }) => (Request::FdbShow { network }, Render::Fdb),
         CtlCommand::Fdb(FdbCmd::Flush { network }) => {
-            (Request::FdbFlush { network }, |_| String::new())
+            (Request::FdbFlush { network }, Render::Nothing)
         }
-        CtlCommand::Conntrack(ConntrackCmd::Ls) => (Request::ConntrackLs, crate::render::conntrack),
-        CtlCommand::Conntrack(ConntrackCmd::Flush) => (Request::ConntrackFlush, |_| String::new()),
-        CtlCommand::Stats => (Request::Stats, crate::render::stats),
-        CtlCommand::Capture { port, file, count } => {
-            return crate::capture::run(&socket, &port, file.as_deref(), count);
+        CtlCommand::Conntrack(ConntrackCmd::Ls) => (Request::ConntrackLs, Render::Conntrack),
+        CtlCommand::Conntrack(ConntrackCmd::Flush) => (Request::ConntrackFlush, Render::Nothing),
+        CtlCommand::Stats => (Request::Stats, Render::Stats),
+        CtlCommand::Capture { port, count, .. } => {
+            (Request::Capture { port, count }, Render::Nothing)
+        }
+    })
+}
+
+fn network_request(cmd: NetworkCmd) -> (Request, Render) {
+    match cmd {
+        NetworkCmd::Create(n) => (
+            Request::NetworkCreate(crate::state::NetworkSpec {
+                name: n.name,
+                subnet: n.subnet,
+                gateway: n.gateway,
+                ip_range: n.ip_range,
+                vlan: n.vlan,
+                internal: n.internal,
+                no_dns: n.no_dns,
+                no_icc: n.no_icc,
+                no_masquerade: n.no_masquerade,
+                host_loopback: n.host_loopback,
+                mtu: n.mtu,
+            }),
+            Render::NetworkId,
+        ),
+        NetworkCmd::Ls => (Request::NetworkLs, Render::NetworkLs),
+        NetworkCmd::Inspect { name } => (Request::NetworkInspect { name }, Render::Pretty),
+        NetworkCmd::Rm { name, force } => (Request::NetworkRm { name, force }, Render::Removed),
+    }
+}
+
+fn attach_req(t: AttachArgs) -> AttachReq {
+    AttachReq {
+        network: t.network,
+        name: t.name,
+        tap: t.tap,
+        netns: t.netns,
+        pid: t.pid,
+        ifname: t.ifname,
+        ip: t.ip,
+        mac: t.mac,
+        aliases: t.aliases,
+        trunk: t.trunk,
+        no_port_security: t.no_port_security,
+        publish: t.publish,
+        ..Default::default()
+    }
+}
+
+fn uplink_request(cmd: UplinkCmd) -> Result<Request, CliError> {
+    let UplinkCmd::Set {
+        mode,
+        tap,
+        netns,
+        address,
+        next_hop,
+        mtu,
+    } = cmd
+    else {
+        return Ok(Request::UplinkShow);
+    };
+    let mode = match (mode, tap.is_some() || netns.is_some()) {
+        (Some(m), false) => m,
+        (None, true) => "packet".to_string(),
+        (Some(_), true) => {
+            return Err(CliError::Usage(
+                "give socket, none, or --tap/--netns with --address, not both".into(),
+            ));
+        }
+        (None, false) => {
+            return Err(CliError::Usage(
+                "uplink set needs socket, none, or --tap/--netns with --address".into(),
+            ));
         }
     };
-    let mut c = Client::connect(&socket)?;
-    let v = c.call(req)?;
-    if a.json {
-        println!("{v}");
-    } else {
-        let text = render(&v);
-        if !text.is_empty() {
-            println!("{text}");
-        }
-    }
-    Ok(())
+    Ok(Request::UplinkSet(UplinkReq {
+        mode,
+        tap,
+        netns,
+        address,
+        next_hop,
+        mtu,
+    }))
 }
 
 fn bench(a: BenchArgs) -> Result<(), CliError> {

@@ -5,7 +5,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
 use crate::api::{Envelope, PROTOCOL_VERSION, Request, Response};
-use crate::wire::{Conn, WireError};
+use crate::framing::{Conn, FramingError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -14,7 +14,7 @@ pub enum ClientError {
     )]
     Connect(PathBuf, std::io::Error),
     #[error("lost the daemon at {0}: {1}")]
-    Lost(PathBuf, WireError),
+    Lost(PathBuf, FramingError),
     #[error("the daemon's answer is not understood: {0}")]
     Garbled(String),
     /// The daemon refused: its one-line reason.
@@ -68,6 +68,25 @@ impl Client {
 
     pub fn call(&mut self, req: Request) -> Result<serde_json::Value, ClientError> {
         self.call_with_fds(req, &[])
+    }
+
+    /// As [`Client::call_with_fds`], the answer read as the type `req` answers with
+    /// (see [`crate::api::Reply`]).
+    pub fn request_with_fds<T: serde::de::DeserializeOwned>(
+        &mut self,
+        req: Request,
+        fds: &[RawFd],
+    ) -> Result<T, ClientError> {
+        let v = self.call_with_fds(req, fds)?;
+        serde_json::from_value(v).map_err(|e| ClientError::Garbled(e.to_string()))
+    }
+
+    /// As [`Client::call`], the answer read as the type `req` answers with.
+    pub fn request<T: serde::de::DeserializeOwned>(
+        &mut self,
+        req: Request,
+    ) -> Result<T, ClientError> {
+        self.request_with_fds(req, &[])
     }
 
     /// The connection, for callers that keep it open (a `run` container lives as long).

@@ -32,6 +32,20 @@ fn range(opt: &str, v: u64, lo: u64, hi: u64) -> Result<(), CliError> {
 }
 
 pub fn run(a: DaemonArgs) -> Result<(), CliError> {
+    let cfg = config(a)?;
+    install_panic_exit();
+    let listener = daemon::bind(&cfg.socket)?;
+    let socket = cfg.socket.clone();
+    install_signal_exit(socket.clone());
+    let offload = cfg.offload;
+    let d = Daemon::start(cfg, crate::tap_backend::backend(offload))?;
+    eprintln!("vswitch: daemon listening on {}", socket.display());
+    daemon::serve(d, listener)?;
+    Ok(())
+}
+
+/// The daemon's configuration from its flags, each checked.
+fn config(a: DaemonArgs) -> Result<DaemonConfig, CliError> {
     if !(1..=64).contains(&a.workers) {
         return Err(CliError::Usage(format!(
             "--workers {} is out of range: use 1 to 64",
@@ -79,7 +93,7 @@ pub fn run(a: DaemonArgs) -> Result<(), CliError> {
         16,
         10_000_000,
     )?;
-    let cfg = DaemonConfig {
+    Ok(DaemonConfig {
         workers: a.workers,
         upstream_dns,
         bip,
@@ -99,16 +113,7 @@ pub fn run(a: DaemonArgs) -> Result<(), CliError> {
             a.socket.unwrap_or_else(crate::paths::default_socket),
             a.state_dir.unwrap_or_else(crate::paths::default_state_dir),
         )
-    };
-    install_panic_exit();
-    let listener = daemon::bind(&cfg.socket)?;
-    let socket = cfg.socket.clone();
-    install_signal_exit(socket.clone());
-    let offload = cfg.offload;
-    let d = Daemon::start(cfg, crate::tap_backend::backend(offload))?;
-    eprintln!("vswitch: daemon listening on {}", socket.display());
-    daemon::serve(d, listener)?;
-    Ok(())
+    })
 }
 
 /// The socket uplink's limits from the options, its descriptor budget from the

@@ -2,27 +2,13 @@
 //! an engine made (marked with its `owner` and its container id) among the daemon's
 //! containers, and detaching one of them.
 
-use serde::Deserialize;
-
 use crate::api::Request;
 use crate::client::{Client, ClientError};
 
-/// What `container_ls` reports of one container (the fields the plugins need).
-#[derive(Debug, Clone, Deserialize)]
-pub struct Listed {
-    pub name: String,
-    pub id: String,
-    pub owner: Option<String>,
-    pub endpoints: Vec<ListedEndpoint>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct ListedEndpoint {
-    pub network: String,
-    pub ifname: String,
-    #[serde(default)]
-    pub open: bool,
-}
+/// What `container_ls` reports of one container.
+pub type Listed = crate::api::ContainerRow;
+/// One endpoint of a [`Listed`] container.
+pub type ListedEndpoint = crate::api::ContainerEndpoint;
 
 /// Why the daemon's container list could not be had.
 #[derive(Debug, thiserror::Error)]
@@ -87,11 +73,15 @@ pub(crate) mod tests {
             name: name.into(),
             id: id.into(),
             owner: owner.map(String::from),
+            sandbox: "/run/netns/x".into(),
             endpoints: eps
                 .iter()
                 .map(|(n, i)| ListedEndpoint {
                     network: n.to_string(),
                     ifname: i.to_string(),
+                    ip: std::net::Ipv4Addr::new(10, 0, 0, 2),
+                    mac: dataplane::wire::MacAddr([2, 0, 0, 0, 0, 2]),
+                    port: format!("{name}-{n}"),
                     open: true,
                 })
                 .collect(),

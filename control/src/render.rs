@@ -1,13 +1,70 @@
 //! Human output of `ctl` commands (`--json` prints the data as is).
 
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-fn s(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Null => "-".to_string(),
-        other => other.to_string(),
+use crate::api::{
+    ConntrackRow, EndpointInfo, FdbRow, NetworkInspect, NetworkRemoved, NetworkRow, PortRow, Stats,
+};
+
+/// How a command's answer is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Render {
+    /// Nothing (the command's success is its output).
+    Nothing,
+    /// The data as indented JSON.
+    Pretty,
+    /// A created network's id.
+    NetworkId,
+    /// A removed network's name.
+    Removed,
+    NetworkLs,
+    Endpoint,
+    PortLs,
+    Fdb,
+    Stats,
+    Conntrack,
+}
+
+impl Render {
+    /// Every way, for the fuzzer.
+    pub const ALL: [Render; 10] = [
+        Render::Nothing,
+        Render::Pretty,
+        Render::NetworkId,
+        Render::Removed,
+        Render::NetworkLs,
+        Render::Endpoint,
+        Render::PortLs,
+        Render::Fdb,
+        Render::Stats,
+        Render::Conntrack,
+    ];
+
+    /// The text for `v`, read as the type this rendering expects.
+    pub fn text(self, v: &Value) -> Result<String, serde_json::Error> {
+        Ok(match self {
+            Render::Nothing => String::new(),
+            Render::Pretty => pretty(v),
+            Render::NetworkId => typed::<NetworkInspect>(v)?.id,
+            Render::Removed => typed::<NetworkRemoved>(v)?.removed,
+            Render::NetworkLs => network_ls(&typed::<Vec<NetworkRow>>(v)?),
+            Render::Endpoint => endpoint(&typed::<EndpointInfo>(v)?),
+            Render::PortLs => port_ls(&typed::<Vec<PortRow>>(v)?),
+            Render::Fdb => fdb(&typed::<Vec<FdbRow>>(v)?),
+            Render::Stats => stats(&typed::<Stats>(v)?),
+            Render::Conntrack => conntrack(&typed::<Vec<ConntrackRow>>(v)?),
+        })
     }
+}
+
+fn typed<T: DeserializeOwned>(v: &Value) -> Result<T, serde_json::Error> {
+    T::deserialize(v)
+}
+
+/// An optional cell: `-` when absent.
+fn opt<T: ToString>(v: &Option<T>) -> String {
+    v.as_ref().map_or_else(|| "-".to_string(), T::to_string)
 }
 
 fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
@@ -38,26 +95,22 @@ pub fn pretty(v: &Value) -> String {
     serde_json::to_string_pretty(v).unwrap_or_default()
 }
 
-pub fn network_ls(v: &Value) -> String {
+pub fn network_ls(v: &[NetworkRow]) -> String {
     let rows = v
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|n| {
-                    vec![
-                        s(&n["Id"]).chars().take(12).collect(),
-                        s(&n["Name"]),
-                        s(&n["Driver"]),
-                        s(&n["Scope"]),
-                        s(&n["Subnet"]),
-                        s(&n["Gateway"]),
-                        s(&n["VLAN"]),
-                        s(&n["Containers"]),
-                    ]
-                })
-                .collect()
+        .iter()
+        .map(|n| {
+            vec![
+                n.id.chars().take(12).collect(),
+                n.name.clone(),
+                n.driver.clone(),
+                n.scope.clone(),
+                n.subnet.to_string(),
+                n.gateway.to_string(),
+                opt(&n.vlan),
+                n.containers.to_string(),
+            ]
         })
-        .unwrap_or_default();
+        .collect();
     table(
         &[
             "NETWORK ID",
@@ -73,56 +126,46 @@ pub fn network_ls(v: &Value) -> String {
     )
 }
 
-pub fn endpoint(v: &Value) -> String {
+pub fn endpoint(v: &EndpointInfo) -> String {
     format!(
         "{} {} {}/{} {} via {}",
-        s(&v["port"]),
-        s(&v["network"]),
-        s(&v["ip"]),
-        s(&v["prefix"]),
-        s(&v["mac"]),
-        s(&v["gateway"])
+        v.port,
+        v.network,
+        v.ip,
+        opt(&v.prefix),
+        v.mac,
+        opt(&v.gateway)
     )
 }
 
-pub fn port_ls(v: &Value) -> String {
+pub fn port_ls(v: &[PortRow]) -> String {
     let rows = v
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|p| {
-                    let mut published: Vec<String> = p["published"]
-                        .as_array()
-                        .map(|l| {
-                            l.iter()
-                                .map(|x| {
-                                    format!(
-                                        "{}:{}->{}/{}",
-                                        s(&x["host_ip"]),
-                                        s(&x["host_port"]),
-                                        s(&x["container_port"]),
-                                        s(&x["proto"])
-                                    )
-                                })
-                                .collect()
-                        })
-                        .unwrap_or_default();
-                    if let Some(why) = p["not_restored"].as_str() {
-                        published.push(format!("NOT RESTORED: {why}"));
-                    }
-                    vec![
-                        s(&p["name"]),
-                        s(&p["network"]),
-                        s(&p["kind"]),
-                        s(&p["ifname"]),
-                        s(&p["ip"]),
-                        s(&p["mac"]),
-                        published.join(", "),
-                    ]
+        .iter()
+        .map(|p| {
+            let mut published: Vec<String> = p
+                .published
+                .iter()
+                .map(|x| {
+                    format!(
+                        "{}:{}->{}/{}",
+                        x.host_ip, x.host_port, x.container_port, x.proto
+                    )
                 })
-                .collect()
+                .collect();
+            if let Some(why) = &p.not_restored {
+                published.push(format!("NOT RESTORED: {why}"));
+            }
+            vec![
+                p.name.clone(),
+                p.network.clone(),
+                p.kind.clone(),
+                p.ifname.clone(),
+                p.ip.to_string(),
+                p.mac.to_string(),
+                published.join(", "),
+            ]
         })
-        .unwrap_or_default();
+        .collect();
     table(
         &[
             "PORT",
@@ -137,85 +180,69 @@ pub fn port_ls(v: &Value) -> String {
     )
 }
 
-pub fn fdb(v: &Value) -> String {
+pub fn fdb(v: &[FdbRow]) -> String {
     let rows = v
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|r| {
-                    vec![
-                        s(&r["mac"]),
-                        s(&r["vlan"]),
-                        s(&r["network"]),
-                        s(&r["port"]),
-                        s(&r["age_secs"]),
-                    ]
-                })
-                .collect()
+        .iter()
+        .map(|r| {
+            vec![
+                r.mac.to_string(),
+                opt(&r.vlan),
+                opt(&r.network),
+                r.port.clone(),
+                r.age_secs.to_string(),
+            ]
         })
-        .unwrap_or_default();
+        .collect();
     table(&["MAC", "VLAN", "NETWORK", "PORT", "AGE"], rows)
 }
 
-pub fn stats(v: &Value) -> String {
-    let rows = v["ports"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|p| {
-                    let drops = p["drops"]
-                        .as_object()
-                        .map(|m| {
-                            m.iter()
-                                .map(|(k, n)| format!("{k}={n}"))
-                                .collect::<Vec<_>>()
-                                .join(",")
-                        })
-                        .unwrap_or_default();
-                    vec![
-                        s(&p["name"]),
-                        s(&p["rx_packets"]),
-                        s(&p["rx_bytes"]),
-                        s(&p["tx_packets"]),
-                        s(&p["tx_bytes"]),
-                        if drops.is_empty() { "-".into() } else { drops },
-                    ]
-                })
-                .collect()
+pub fn stats(v: &Stats) -> String {
+    let rows = v
+        .ports
+        .iter()
+        .map(|p| {
+            let drops = p
+                .drops
+                .0
+                .iter()
+                .map(|(k, n)| format!("{k}={n}"))
+                .collect::<Vec<_>>()
+                .join(",");
+            vec![
+                p.name.clone(),
+                p.rx_packets.to_string(),
+                p.rx_bytes.to_string(),
+                p.tx_packets.to_string(),
+                p.tx_bytes.to_string(),
+                if drops.is_empty() { "-".into() } else { drops },
+            ]
         })
-        .unwrap_or_default();
+        .collect();
     let mut out = table(
         &[
             "PORT", "RX PKTS", "RX BYTES", "TX PKTS", "TX BYTES", "DROPS",
         ],
         rows,
     );
-    let f = &v["fdb"];
+    let f = &v.fdb;
     out.push_str(&format!(
         "\nfdb: {} entries (limit {}), {} moves, {} refused",
-        s(&f["entries"]),
-        s(&f["limit"]),
-        s(&f["moves"]),
-        s(&f["learn_refused"])
+        f.entries, f.limit, f.moves, f.learn_refused
     ));
     out
 }
 
-pub fn conntrack(v: &Value) -> String {
+pub fn conntrack(v: &[ConntrackRow]) -> String {
     let rows = v
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|f| {
-                    vec![
-                        s(&f["protocol"]),
-                        s(&f["inside"]),
-                        s(&f["outside"]),
-                        s(&f["state"]),
-                    ]
-                })
-                .collect()
+        .iter()
+        .map(|f| {
+            vec![
+                f.protocol.clone(),
+                f.inside.clone(),
+                f.outside.clone(),
+                f.state.clone(),
+            ]
         })
-        .unwrap_or_default();
+        .collect();
     table(&["PROTO", "INSIDE", "OUTSIDE", "STATE"], rows)
 }

@@ -19,9 +19,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-
-use crate::api::{AttachReq, Request};
+use crate::api::{AttachReq, EndpointInfo, Hello, Request, SandboxInfo};
 use crate::backend::IfConfig;
 use crate::client::{Client, ClientError};
 
@@ -161,18 +159,19 @@ fn private_etc(resolv: Option<&str>, hosts: Option<&str>, hostname: &str) -> Res
 }
 
 /// Joins the namespaces of another container (`--network container:NAME`).
-fn join(sandbox: &Value) -> Result<(), RunError> {
+fn join(sandbox: &SandboxInfo) -> Result<(), RunError> {
     let open = |p: &str| -> Result<OwnedFd, RunError> {
         std::fs::File::open(p)
             .map(OwnedFd::from)
             .map_err(sys(format!("cannot open namespace {p}")))
     };
-    let net = sandbox["netns"]
-        .as_str()
+    let net = sandbox
+        .netns
+        .as_deref()
         .ok_or_else(|| RunError::Usage("that container has no network namespace to join".into()))?;
     let netfd = open(net)?;
     if !is_root() {
-        let user = sandbox["userns"].as_str().ok_or_else(|| {
+        let user = sandbox.userns.as_deref().ok_or_else(|| {
             RunError::Usage("that container has no user namespace to join".into())
         })?;
         let userfd = open(user)?;
@@ -195,11 +194,9 @@ fn join(sandbox: &Value) -> Result<(), RunError> {
     Ok(())
 }
 
-fn resolv_for(ep: &Value) -> Option<String> {
-    if ep["dns"].as_bool() == Some(true) {
-        ep["gateway"]
-            .as_str()
-            .map(|gw| format!("nameserver {gw}\noptions ndots:0\n"))
+fn resolv_for(dns: Option<bool>, gateway: Option<Ipv4Addr>) -> Option<String> {
+    if dns == Some(true) {
+        gateway.map(|gw| format!("nameserver {gw}\noptions ndots:0\n"))
     } else {
         None
     }
@@ -363,18 +360,10 @@ pub fn run(spec: RunSpec) -> Result<i32, RunError> {
     }
     let mut client = Client::connect(&spec.socket)?;
     if let Some(target) = spec.network.strip_prefix("container:") {
-        let sb = client.call(Request::Sandbox {
-            name: target.to_string(),
-        })?;
-        join(&sb)?;
-        private_etc(sb["resolv"].as_str(), None, &spec.name)?;
-        drop(client);
-        let set = block_signals();
-        let pid = spawn_child(&spec.command)?;
-        return Ok(supervise(pid, &set, || {}));
+        return run_joined(&spec, client, target);
     }
-    let hello = client.call(Request::Hello)?;
-    let vnet = hello["offload"].as_bool().unwrap_or(false);
+    let hello: Hello = client.request(Request::Hello)?;
+    let vnet = hello.offload;
     unshare_all(true)?;
     crate::tap_backend::loopback_up().map_err(sys("cannot bring up loopback"))?;
     let tap = crate::tap_backend::create_local_tap("eth0", vnet).map_err(sys(
@@ -390,20 +379,48 @@ pub fn run(spec: RunSpec) -> Result<i32, RunError> {
         run_pid: Some(std::process::id()),
         ..Default::default()
     };
-    let ep = client.call_with_fds(Request::Attach(req.clone()), &[tap.as_fd().as_raw_fd()])?;
+    let ep: EndpointInfo =
+        client.request_with_fds(Request::Attach(req.clone()), &[tap.as_fd().as_raw_fd()])?;
     let cfg = if_config(&ep)?;
     crate::tap_backend::configure_local(&cfg).map_err(sys("cannot configure eth0"))?;
     private_etc(
-        resolv_for(&ep).as_deref(),
-        Some(&hosts_for(&spec.name, ep["ip"].as_str())),
+        resolv_for(ep.dns, ep.gateway).as_deref(),
+        Some(&hosts_for(&spec.name, Some(&ep.ip.to_string()))),
         &spec.name,
     )?;
     let set = block_signals();
     let pid = spawn_child(&spec.command)?;
-    // Keep the connection; when the daemon goes away, re-attach once it is back.
+    let status = supervise_attached(&spec, client, &req, tap.as_fd().as_raw_fd(), pid, &set);
+    Ok(status)
+}
+
+/// `--network container:NAME`: the command in that container's namespaces.
+fn run_joined(spec: &RunSpec, mut client: Client, target: &str) -> Result<i32, RunError> {
+    let sb: SandboxInfo = client.request(Request::Sandbox {
+        name: target.to_string(),
+    })?;
+    join(&sb)?;
+    private_etc(sb.resolv.as_deref(), None, &spec.name)?;
+    drop(client);
+    let set = block_signals();
+    let pid = spawn_child(&spec.command)?;
+    Ok(supervise(pid, &set, || {}))
+}
+
+/// Waits for the command, keeping the connection that holds the container; when the
+/// daemon goes away, re-attaches (with the same TAP) once it is back. Detaches at the
+/// end.
+fn supervise_attached(
+    spec: &RunSpec,
+    client: Client,
+    req: &AttachReq,
+    tap: std::os::fd::RawFd,
+    pid: libc::pid_t,
+    set: &libc::sigset_t,
+) -> i32 {
     let mut conn = Some(client);
     let mut next_try = Instant::now();
-    let status = supervise(pid, &set, || {
+    let status = supervise(pid, set, || {
         if conn.as_ref().is_some_and(hung_up) {
             conn = None;
         }
@@ -414,9 +431,7 @@ pub fn run(spec: RunSpec) -> Result<i32, RunError> {
                     reattach: true,
                     ..req.clone()
                 };
-                if c.call_with_fds(Request::Attach(r), &[tap.as_fd().as_raw_fd()])
-                    .is_ok()
-                {
+                if c.call_with_fds(Request::Attach(r), &[tap]).is_ok() {
                     conn = Some(c);
                 }
             }
@@ -428,36 +443,24 @@ pub fn run(spec: RunSpec) -> Result<i32, RunError> {
             network: None,
         });
     }
-    Ok(status)
+    status
 }
 
-fn if_config(ep: &Value) -> Result<IfConfig, RunError> {
-    let bad = || RunError::Usage(format!("the daemon's answer is incomplete: {ep}"));
+fn if_config(ep: &EndpointInfo) -> Result<IfConfig, RunError> {
+    let bad = || RunError::Usage(format!("the daemon's answer is incomplete: {ep:?}"));
     Ok(IfConfig {
         ifname: "eth0".into(),
-        mac: ep["mac"]
-            .as_str()
-            .and_then(|m| m.parse().ok())
-            .ok_or_else(bad)?,
-        mtu: ep["mtu"]
-            .as_u64()
-            .and_then(|m| u16::try_from(m).ok())
-            .ok_or_else(bad)?,
-        addr: ep["ip"]
-            .as_str()
-            .and_then(|m| m.parse().ok())
-            .ok_or_else(bad)?,
-        prefix: ep["prefix"]
-            .as_u64()
-            .and_then(|m| u8::try_from(m).ok())
-            .ok_or_else(bad)?,
-        gateway: ep["gateway"].as_str().and_then(|m| m.parse().ok()),
+        mac: ep.mac,
+        mtu: ep.mtu.ok_or_else(bad)?,
+        addr: ep.ip,
+        prefix: ep.prefix.ok_or_else(bad)?,
+        gateway: ep.gateway,
     })
 }
 
 /// For tests: the resolv.conf a run container gets.
 pub fn resolv_text(gateway: &str) -> String {
-    resolv_for(&serde_json::json!({"dns": true, "gateway": gateway})).unwrap_or_default()
+    format!("nameserver {gateway}\noptions ndots:0\n")
 }
 
 #[cfg(test)]
@@ -470,16 +473,26 @@ mod tests {
             resolv_text("172.18.0.1"),
             "nameserver 172.18.0.1\noptions ndots:0\n"
         );
-        assert!(resolv_for(&serde_json::json!({"dns": false, "gateway": "1.2.3.4"})).is_none());
+        assert!(resolv_for(Some(false), Some(Ipv4Addr::new(1, 2, 3, 4))).is_none());
+        assert_eq!(
+            resolv_for(Some(true), Some(Ipv4Addr::new(172, 18, 0, 1))).as_deref(),
+            Some(resolv_text("172.18.0.1").as_str())
+        );
         assert!(hosts_for("web", Some("172.18.0.2")).ends_with("172.18.0.2\tweb\n"));
     }
 
     #[test]
     fn if_config_from_answer() {
-        let ep = serde_json::json!({"mac": "02:42:ac:12:00:02", "mtu": 1500, "ip": "172.18.0.2", "prefix": 16, "gateway": "172.18.0.1"});
+        let ep: EndpointInfo = serde_json::from_value(serde_json::json!({
+            "name": "web", "port": "web", "network": "bridge", "ifname": "eth0",
+            "ip": "172.18.0.2", "prefix": 16, "gateway": "172.18.0.1", "mtu": 1500,
+            "dns": true, "mac": "02:42:ac:12:00:02", "aliases": [], "trunk": [],
+            "port_security": true
+        }))
+        .unwrap();
         let c = if_config(&ep).unwrap();
         assert_eq!(c.prefix, 16);
         assert_eq!(c.gateway, Some(Ipv4Addr::new(172, 18, 0, 1)));
-        assert!(if_config(&serde_json::json!({})).is_err());
+        assert!(if_config(&EndpointInfo { mtu: None, ..ep }).is_err());
     }
 }

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use dataplane::wire::MacAddr;
 use serde::{Deserialize, Serialize};
 
-use crate::net::Ipv4Net;
+use crate::net::Ipv4Cidr;
 
 /// The name of the network the daemon creates on first start.
 pub const DEFAULT_NETWORK: &str = "bridge";
@@ -39,9 +39,11 @@ pub struct Network {
     pub id: String,
     /// The bridge domain id of the network in the dataplane.
     pub domain: u16,
-    pub subnet: Ipv4Net,
+    #[serde(with = "crate::net::cidr")]
+    pub subnet: Ipv4Cidr,
     pub gateway: Ipv4Addr,
-    pub ip_range: Option<Ipv4Net>,
+    #[serde(default, with = "crate::net::cidr_opt")]
+    pub ip_range: Option<Ipv4Cidr>,
     pub vlan: Option<u16>,
     pub internal: bool,
     pub dns: DnsMode,
@@ -167,7 +169,8 @@ pub enum Uplink {
     Packet {
         tap: Option<String>,
         netns: Option<String>,
-        address: Ipv4Net,
+        #[serde(with = "crate::net::cidr")]
+        address: Ipv4Cidr,
         next_hop: Option<Ipv4Addr>,
         /// The segment's MTU (default [`DEFAULT_UPLINK_MTU`]).
         #[serde(default)]
@@ -397,7 +400,7 @@ pub fn parse_trunk(s: &str) -> Result<Vec<u16>, StateError> {
 impl State {
     /// A fresh state with the default `bridge` network (`bip`: Docker's daemon.json
     /// `bip`, the gateway address with its prefix; `mtu`: the default MTU).
-    pub fn new(bip: Option<Ipv4Net>, mtu: Option<u16>) -> Result<State, StateError> {
+    pub fn new(bip: Option<Ipv4Cidr>, mtu: Option<u16>) -> Result<State, StateError> {
         let mut s = State {
             version: STATE_VERSION,
             networks: BTreeMap::new(),
@@ -411,15 +414,18 @@ impl State {
     /// Creates the default network when missing (first start), with `bip`/`mtu`.
     pub fn ensure_default(
         &mut self,
-        bip: Option<Ipv4Net>,
+        bip: Option<Ipv4Cidr>,
         mtu: Option<u16>,
     ) -> Result<(), StateError> {
         if self.networks.contains_key(DEFAULT_NETWORK) {
             return Ok(());
         }
         let (subnet, gateway) = match bip {
-            Some(b) => (b.network(), Some(b.addr).filter(|a| *a != b.network().addr)),
-            None => (DEFAULT_BRIDGE_SUBNET.parse::<Ipv4Net>()?, None),
+            Some(b) => (
+                b.network(),
+                Some(b.addr()).filter(|a| *a != b.network().addr()),
+            ),
+            None => (DEFAULT_BRIDGE_SUBNET.parse::<Ipv4Cidr>()?, None),
         };
         let spec = NetworkSpec {
             name: DEFAULT_NETWORK.into(),
@@ -451,37 +457,10 @@ impl State {
         if self.networks.contains_key(&spec.name) {
             return Err(StateError::NetworkExists(spec.name.clone()));
         }
-        let subnet = match &spec.subnet {
-            Some(s) => {
-                let n: Ipv4Net = s.parse()?;
-                if !n.is_canonical() {
-                    return Err(StateError::NotCanonical {
-                        given: s.clone(),
-                        canonical: n.network().to_string(),
-                    });
-                }
-                if !(8..=30).contains(&n.prefix) {
-                    return Err(StateError::SubnetSize(s.clone()));
-                }
-                if let Some(o) = self.networks.values().find(|o| o.subnet.overlaps(&n)) {
-                    return Err(StateError::Overlap(
-                        n.to_string(),
-                        o.name.clone(),
-                        o.subnet.to_string(),
-                    ));
-                }
-                n
-            }
-            None => {
-                if spec.gateway.is_some() {
-                    return Err(StateError::GatewayWithoutSubnet);
-                }
-                self.free_subnet().ok_or(StateError::PoolsExhausted)?
-            }
-        };
+        let subnet = self.check_subnet(spec)?;
         let gateway = match spec.gateway {
             Some(g) => {
-                if !subnet.contains(g) || g == subnet.network().addr || g == subnet.broadcast() {
+                if !subnet.contains(g) || g == subnet.network().addr() || g == subnet.broadcast() {
                     return Err(StateError::GatewayOutside(g, subnet.to_string()));
                 }
                 g
@@ -490,7 +469,7 @@ impl State {
         };
         let ip_range = match &spec.ip_range {
             Some(r) => {
-                let n: Ipv4Net = r.parse()?;
+                let n: Ipv4Cidr = r.parse()?;
                 if !subnet.covers(&n) {
                     return Err(StateError::RangeOutside(r.clone(), subnet.to_string()));
                 }
@@ -498,19 +477,7 @@ impl State {
             }
             None => None,
         };
-        let vlan = match spec.vlan {
-            Some(v) => {
-                if !(1..=4094).contains(&v) {
-                    return Err(StateError::BadVlan(v));
-                }
-                let v = v as u16;
-                if let Some(o) = self.networks.values().find(|o| o.vlan == Some(v)) {
-                    return Err(StateError::VlanTaken(v, o.name.clone()));
-                }
-                Some(v)
-            }
-            None => None,
-        };
+        let vlan = spec.vlan.map(|v| self.check_vlan(v)).transpose()?;
         let mtu = match spec.mtu {
             Some(m) if !(68..=65520).contains(&m) => return Err(StateError::BadMtu(m)),
             Some(m) => m as u16,
@@ -538,6 +505,47 @@ impl State {
         })
     }
 
+    /// The subnet a new network asks for (canonical, /8 to /30, apart from the others),
+    /// or a free one from the pools.
+    fn check_subnet(&self, spec: &NetworkSpec) -> Result<Ipv4Cidr, StateError> {
+        let Some(s) = &spec.subnet else {
+            if spec.gateway.is_some() {
+                return Err(StateError::GatewayWithoutSubnet);
+            }
+            return self.free_subnet().ok_or(StateError::PoolsExhausted);
+        };
+        let n: Ipv4Cidr = s.parse()?;
+        if !n.is_canonical() {
+            return Err(StateError::NotCanonical {
+                given: s.clone(),
+                canonical: n.network().to_string(),
+            });
+        }
+        if !(8..=30).contains(&n.prefix_len()) {
+            return Err(StateError::SubnetSize(s.clone()));
+        }
+        if let Some(o) = self.networks.values().find(|o| o.subnet.overlaps(&n)) {
+            return Err(StateError::Overlap(
+                n.to_string(),
+                o.name.clone(),
+                o.subnet.to_string(),
+            ));
+        }
+        Ok(n)
+    }
+
+    /// A VLAN id for a new network: 1 to 4094, no other network's.
+    fn check_vlan(&self, v: u32) -> Result<u16, StateError> {
+        if !(1..=4094).contains(&v) {
+            return Err(StateError::BadVlan(v));
+        }
+        let v = v as u16;
+        if let Some(o) = self.networks.values().find(|o| o.vlan == Some(v)) {
+            return Err(StateError::VlanTaken(v, o.name.clone()));
+        }
+        Ok(v)
+    }
+
     pub fn create_network(&mut self, spec: &NetworkSpec) -> Result<&Network, StateError> {
         let n = self.check_network(spec)?;
         let name = n.name.clone();
@@ -552,9 +560,9 @@ impl State {
     }
 
     /// Docker's pools: the next free /16 of 172.18-31, then /20s of 192.168.0.0/16.
-    fn free_subnet(&self) -> Option<Ipv4Net> {
-        let sixteens = (18..=31u8).map(|b| Ipv4Net::new(Ipv4Addr::new(172, b, 0, 0), 16));
-        let twenties = (0..16u8).map(|i| Ipv4Net::new(Ipv4Addr::new(192, 168, i * 16, 0), 20));
+    fn free_subnet(&self) -> Option<Ipv4Cidr> {
+        let sixteens = (18..=31u8).map(|b| Ipv4Cidr::new(Ipv4Addr::new(172, b, 0, 0), 16));
+        let twenties = (0..16u8).map(|i| Ipv4Cidr::new(Ipv4Addr::new(192, 168, i * 16, 0), 20));
         sixteens
             .chain(twenties)
             .find(|c| !self.networks.values().any(|n| n.subnet.overlaps(c)))
@@ -604,7 +612,7 @@ impl State {
     fn pick_ip(&self, net: &Network, want: Option<Ipv4Addr>) -> Result<Ipv4Addr, StateError> {
         let taken = |ip: Ipv4Addr| self.endpoints_on(&net.name).any(|(_, e)| e.ip == ip);
         let reserved = |ip: Ipv4Addr| {
-            ip == net.subnet.network().addr || ip == net.subnet.broadcast() || ip == net.gateway
+            ip == net.subnet.network().addr() || ip == net.subnet.broadcast() || ip == net.gateway
         };
         if let Some(ip) = want {
             if !net.subnet.contains(ip) {

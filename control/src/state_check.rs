@@ -89,15 +89,16 @@ fn check_uplink(s: &State) -> Result<(), Inconsistency> {
         return Ok(());
     };
     let a = *address;
-    let usable =
-        (1..=30).contains(&a.prefix) && a.addr != a.network().addr && a.addr != a.broadcast();
+    let usable = (1..=30).contains(&a.prefix_len())
+        && a.addr() != a.network().addr()
+        && a.addr() != a.broadcast();
     let clash = s.networks.values().find(|n| n.subnet.overlaps(&a));
     if !usable || clash.is_some() {
         let with = clash.map(|n| n.name.clone()).unwrap_or_default();
         return Err(Inconsistency::BadUplink(a.to_string(), with));
     }
     if let Some(h) = next_hop
-        && (!a.contains(*h) || *h == a.addr)
+        && (!a.contains(*h) || *h == a.addr())
     {
         return Err(Inconsistency::BadNextHop(*h));
     }
@@ -121,11 +122,11 @@ fn check_network(key: &str, n: &Network) -> Result<(), Inconsistency> {
         return Err(Inconsistency::ReservedDomain(n.name.clone(), n.domain));
     }
     let sub = n.subnet;
-    if !sub.is_canonical() || !(8..=30).contains(&sub.prefix) {
+    if !sub.is_canonical() || !(8..=30).contains(&sub.prefix_len()) {
         return Err(Inconsistency::BadSubnet(n.name.clone(), sub.to_string()));
     }
     let g = n.gateway;
-    if !sub.contains(g) || g == sub.network().addr || g == sub.broadcast() {
+    if !sub.contains(g) || g == sub.network().addr() || g == sub.broadcast() {
         return Err(Inconsistency::BadGateway(n.name.clone(), g));
     }
     if let Some(r) = n.ip_range
@@ -191,7 +192,7 @@ fn check_container(s: &State, key: &str, c: &Container) -> Result<(), Inconsiste
             ));
         }
         let sub = n.subnet;
-        let reserved = [sub.network().addr, sub.broadcast(), n.gateway];
+        let reserved = [sub.network().addr(), sub.broadcast(), n.gateway];
         if !sub.contains(e.ip) || reserved.contains(&e.ip) {
             return Err(Inconsistency::BadAddress(
                 c.name.clone(),

@@ -26,10 +26,6 @@ pub fn backend(offload: bool) -> Box<dyn Backend> {
     Box::new(TapBackend { offload, uid })
 }
 
-fn fail(e: impl std::fmt::Display) -> BackendError {
-    BackendError::Failed(e.to_string())
-}
-
 /// The largest frame a port of MTU `mtu` sends (header and one tag included).
 fn max_frame(mtu: u16) -> usize {
     usize::from(mtu) + 14 + 4
@@ -51,7 +47,7 @@ impl TapBackend {
     fn single(port: TapPort, workers: usize) -> Result<Handles, BackendError> {
         let mut h: Handles = Vec::new();
         for _ in 1..workers.max(1) {
-            let c: Box<dyn Port> = Box::new(port.try_clone().map_err(fail)?);
+            let c: Box<dyn Port> = Box::new(port.try_clone().map_err(BackendError::from)?);
             h.push((c, false));
         }
         h.insert(0, (Box::new(port), true));
@@ -70,7 +66,7 @@ impl Backend for TapBackend {
         netns::IfSocket::new().ok()?.mac(ifname).ok()
     }
     fn open_tap(&mut self, ifname: &str, workers: usize) -> Result<Handles, BackendError> {
-        let port = TapPort::open(ifname, &self.opts(1, false)).map_err(fail)?;
+        let port = TapPort::open(ifname, &self.opts(1, false)).map_err(BackendError::from)?;
         Self::single(port, workers)
     }
 
@@ -93,8 +89,8 @@ impl Backend for TapBackend {
                     .collect(),
                 // A TAP created with one queue (an earlier run with one worker).
                 Err(_) => {
-                    let mut p =
-                        netns::create_tap_in(ns, &cfg.ifname, &self.opts(1, true)).map_err(fail)?;
+                    let mut p = netns::create_tap_in(ns, &cfg.ifname, &self.opts(1, true))
+                        .map_err(BackendError::from)?;
                     jumbo(&mut p, cfg.mtu, self.offload);
                     Self::single(p, workers)?
                 }
@@ -104,10 +100,10 @@ impl Backend for TapBackend {
                 Ok(p) => p,
                 // A TAP created with several queues (an earlier run with more workers).
                 Err(_) => netns::create_tap_queues_in(ns, &cfg.ifname, &self.opts(2, true))
-                    .map_err(fail)?
+                    .map_err(BackendError::from)?
                     .into_iter()
                     .next()
-                    .ok_or_else(|| BackendError::Failed(format!("cannot open {}", cfg.ifname)))?,
+                    .ok_or_else(|| BackendError::NoQueue(cfg.ifname.clone()))?,
             };
             jumbo(&mut p, cfg.mtu, self.offload);
             Self::single(p, 1)?
@@ -122,11 +118,11 @@ impl Backend for TapBackend {
         if let Err(e) = netns::configure(ns, &cfg.ifname, &ic) {
             drop(handles);
             let _ = netns::delete_tap(ns, &cfg.ifname);
-            return Err(fail(format!(
-                "cannot configure {} in {}: {e}",
-                cfg.ifname,
-                ns.display()
-            )));
+            return Err(BackendError::Configure {
+                ifname: cfg.ifname.clone(),
+                ns: ns.to_path_buf(),
+                source: e,
+            });
         }
         Ok(handles)
     }
@@ -138,23 +134,30 @@ impl Backend for TapBackend {
         mtu: u16,
         workers: usize,
     ) -> Result<Handles, BackendError> {
-        let p = netns::create_tap_in(ns, ifname, &self.opts(1, true)).map_err(fail)?;
+        let p =
+            netns::create_tap_in(ns, ifname, &self.opts(1, true)).map_err(BackendError::from)?;
         let ic = netns::IfConfig {
             up: true,
             mtu: Some(u32::from(mtu)),
             ..Default::default()
         };
-        netns::configure(ns, ifname, &ic)
-            .map_err(|e| fail(format!("cannot bring {ifname} up in {}: {e}", ns.display())))?;
+        netns::configure(ns, ifname, &ic).map_err(|source| BackendError::BringUp {
+            ifname: ifname.to_string(),
+            ns: ns.to_path_buf(),
+            source,
+        })?;
         Self::single(p, workers)
     }
 
     fn delete_in_netns(&mut self, ns: &Path, ifname: &str) -> Result<(), BackendError> {
-        netns::delete_tap(ns, ifname).map(|_| ()).map_err(fail)
+        netns::delete_tap(ns, ifname)
+            .map(|_| ())
+            .map_err(BackendError::from)
     }
 
     fn adopt_fd(&mut self, fd: OwnedFd, workers: usize) -> Result<Handles, BackendError> {
-        let port = TapPort::from_fd(fd, "eth0", &self.opts(1, false)).map_err(fail)?;
+        let port =
+            TapPort::from_fd(fd, "eth0", &self.opts(1, false)).map_err(BackendError::from)?;
         Self::single(port, workers)
     }
 }

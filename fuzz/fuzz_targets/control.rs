@@ -7,9 +7,9 @@
 
 use control::api::{AttachReq, Envelope, Request, Response};
 use control::daemon::Daemon;
-use control::net::Ipv4Net;
+use control::net::Ipv4Cidr;
 use control::state::{EndpointSpec, Sandbox, State};
-use control::wire::Conn;
+use control::framing::Conn;
 use control::{publish, render};
 use libfuzzer_sys::fuzz_target;
 use std::io::Write;
@@ -78,7 +78,7 @@ fn apply(state: &mut State, req: Request) {
         }
         Request::UplinkSet(u) => {
             if let Some(a) = &u.address {
-                let _ = a.parse::<Ipv4Net>();
+                let _ = a.parse::<Ipv4Cidr>();
             }
         }
         _ => {}
@@ -87,16 +87,8 @@ fn apply(state: &mut State, req: Request) {
 
 fn render_all(r: &Response) {
     let v = r.data.clone().unwrap_or_default();
-    for f in [
-        render::pretty,
-        render::network_ls,
-        render::endpoint,
-        render::port_ls,
-        render::fdb,
-        render::stats,
-        render::conntrack,
-    ] {
-        let _ = f(&v);
+    for f in render::Render::ALL {
+        let _ = f.text(&v);
     }
 }
 

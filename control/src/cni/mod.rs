@@ -13,6 +13,7 @@ pub mod result;
 
 use serde_json::{Value, json};
 
+use crate::api::NetworkInspect;
 use crate::api::{AttachReq, Request};
 use crate::client::{Client, ClientError};
 use crate::engine::{self, Listed};
@@ -75,9 +76,12 @@ fn find<'a>(list: &'a [Listed], env: &Env, network: &str) -> Option<(&'a Listed,
 /// whether it is internal.
 fn ensure_network(client: &mut Client, conf: &NetConf) -> Result<bool, CniError> {
     let name = conf.network();
-    let inspect = |c: &mut Client| c.call(Request::NetworkInspect { name: name.into() });
-    let v = match inspect(client) {
-        Ok(v) => v,
+    let inspect = |c: &mut Client| {
+        c.request::<Vec<NetworkInspect>>(Request::NetworkInspect { name: name.into() })
+            .map(|v| v.first().is_some_and(|n| n.internal))
+    };
+    match inspect(client) {
+        Ok(internal) => Ok(internal),
         Err(ClientError::Refused(_)) => {
             let spec = NetworkSpec {
                 name: name.to_string(),
@@ -88,17 +92,15 @@ fn ensure_network(client: &mut Client, conf: &NetConf) -> Result<bool, CniError>
                 mtu: conf.mtu,
                 ..Default::default()
             };
-            match client.call(Request::NetworkCreate(spec)) {
-                Ok(v) => v,
+            match client.request::<NetworkInspect>(Request::NetworkCreate(spec)) {
+                Ok(n) => Ok(n.internal),
                 // Created meanwhile by a parallel ADD: take it as it is.
-                Err(ClientError::Refused(_)) => inspect(client).map_err(refused)?,
-                Err(e) => return Err(refused(e)),
+                Err(ClientError::Refused(_)) => inspect(client).map_err(refused),
+                Err(e) => Err(refused(e)),
             }
         }
-        Err(e) => return Err(refused(e)),
-    };
-    let first = v.get(0).unwrap_or(&v);
-    Ok(first.get("Internal").and_then(Value::as_bool) == Some(true))
+        Err(e) => Err(refused(e)),
+    }
 }
 
 /// The vswitch name of a new attachment: the engine's name for the container when it
@@ -163,7 +165,7 @@ fn add(env: &Env, conf: &NetConf) -> Result<Value, CniError> {
         ..Default::default()
     };
     let reply = client.call(Request::Attach(req)).map_err(refused)?;
-    let ep = result::Endpoint::from_reply(reply)?;
+    let ep = result::endpoint_from_reply(reply)?;
     Ok(result::build(
         &conf.cni_version,
         &ep,

@@ -1,32 +1,23 @@
 //! The ADD result: the interface in the sandbox, its address, the default route and the
 //! gateway as nameserver, in the shape the configuration's `cniVersion` asks for.
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::error::{CniError, Code};
 
-/// What the daemon answers an `attach` with (the fields the result needs).
-#[derive(Debug, Clone, Deserialize)]
-pub struct Endpoint {
-    pub ifname: String,
-    pub ip: std::net::Ipv4Addr,
-    pub prefix: Option<u8>,
-    pub gateway: Option<std::net::Ipv4Addr>,
-    pub dns: Option<bool>,
-    pub mac: String,
-}
+/// What the daemon answers an `attach` with.
+pub type Endpoint = crate::api::EndpointInfo;
 
-impl Endpoint {
-    pub fn from_reply(v: Value) -> Result<Endpoint, CniError> {
-        serde_json::from_value(v).map_err(|e| {
-            CniError::new(
-                Code::Decode,
-                "the daemon's answer to attach is not understood",
-            )
-            .with_details(e.to_string())
-        })
-    }
+/// The daemon's answer to `attach`, read.
+pub fn endpoint_from_reply(v: Value) -> Result<Endpoint, CniError> {
+    serde_json::from_value(v).map_err(|e| {
+        CniError::new(
+            Code::Decode,
+            "the daemon's answer to attach is not understood",
+        )
+        .with_details(e.to_string())
+    })
 }
 
 #[derive(Serialize)]
@@ -57,7 +48,7 @@ pub fn build(
     }
     let mut r = json!({
         "cniVersion": cni_version,
-        "interfaces": [Interface { name: &e.ifname, mac: &e.mac, sandbox }],
+        "interfaces": [Interface { name: &e.ifname, mac: &e.mac.to_string(), sandbox }],
         "ips": [ip],
         "routes": [],
         "dns": {},
@@ -76,9 +67,11 @@ mod tests {
     use super::*;
 
     fn ep() -> Endpoint {
-        Endpoint::from_reply(json!({
-            "name": "web", "ifname": "eth0", "ip": "10.88.0.2", "prefix": 24,
-            "gateway": "10.88.0.1", "mtu": 1500, "dns": true, "mac": "02:42:0a:58:00:02"
+        endpoint_from_reply(json!({
+            "name": "web", "port": "web", "network": "podman", "ifname": "eth0",
+            "ip": "10.88.0.2", "prefix": 24, "gateway": "10.88.0.1", "mtu": 1500,
+            "dns": true, "mac": "02:42:0a:58:00:02", "aliases": [], "trunk": [],
+            "port_security": true
         }))
         .unwrap()
     }

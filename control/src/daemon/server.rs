@@ -16,7 +16,7 @@ use std::time::Duration;
 use super::limits::{Limits, Ticket};
 use super::{Daemon, DaemonError};
 use crate::api::{Envelope, PROTOCOL_VERSION, Request, Response};
-use crate::wire::{Conn, Deadline, MAX_REQUEST, WireError};
+use crate::framing::{Conn, Deadline, FramingError, MAX_REQUEST};
 
 /// How long a request may take to arrive (and a `ctl` connection stay idle).
 pub const REQUEST_DEADLINE: Duration = Duration::from_secs(10);
@@ -69,7 +69,7 @@ pub fn serve(daemon: Daemon, listener: UnixListener) -> Result<(), DaemonError> 
                     lock(&d).expire_awaiting();
                 }
             })
-            .map_err(|e| DaemonError::Refused(format!("cannot start a thread: {e}")))?;
+            .map_err(DaemonError::Thread)?;
     }
     // SAFETY: geteuid has no preconditions.
     let me = unsafe { libc::geteuid() };
@@ -133,13 +133,13 @@ fn client(d: &Mutex<Daemon>, mut conn: Conn, id: u64, mut ticket: Ticket) {
     loop {
         let (msg, fds) = match conn.recv() {
             Ok(m) => m,
-            Err(e @ WireError::TooManyFds) => {
+            Err(e @ FramingError::TooManyFds) => {
                 if reply(&mut conn, &Response::err(e)) {
                     continue;
                 }
                 return;
             }
-            Err(e @ (WireError::TooLong(_) | WireError::TimedOut(_))) => {
+            Err(e @ (FramingError::TooLong(_) | FramingError::TimedOut(_))) => {
                 reply(&mut conn, &Response::err(e));
                 return;
             }
@@ -211,7 +211,9 @@ fn capture(d: &Mutex<Daemon>, mut conn: Conn, port: &str, count: Option<u64>) {
             return;
         }
     };
-    let ok = Response::ok(serde_json::json!({"capturing": port}));
+    let ok = Response::ok(crate::api::Reply::Capturing(crate::api::Capturing {
+        capturing: port.to_string(),
+    }));
     let mut rings = rings;
     let mut sent = 0u64;
     let mut out = Vec::new();

@@ -1,6 +1,9 @@
 use super::*;
+use crate::api::{AttachReq, Request};
 use crate::backend::MemoryBackend;
 use crate::state::NetworkSpec;
+use serde_json::Value;
+use std::path::Path;
 
 fn cfg(dir: &Path) -> DaemonConfig {
     DaemonConfig {

@@ -1,6 +1,11 @@
-//! JSON shapes of command results (`network inspect` shaped like Docker's).
+//! Command results built from the state (`network inspect` shaped like Docker's): pure
+//! functions of what they are given.
 
-use serde_json::{Value, json};
+use crate::api::{
+    ContainerEndpoint, ContainerRow, EndpointInfo, Ipam, IpamConfig, Named, NetworkInspect,
+    NetworkMember, NetworkOptions, NetworkRow, OrderedMap, PortCounters, PortRow, PublishedEntry,
+    Reply, SandboxInfo,
+};
 
 use crate::state::{Container, DnsMode, Endpoint, Network, Sandbox, State};
 use dataplane::bridge::{DropReason, PortStats};
@@ -28,156 +33,165 @@ fn rfc3339(secs: u64) -> String {
 }
 
 /// One network as `docker network inspect` shows it.
-pub fn network_inspect(state: &State, n: &Network) -> Value {
-    let mut containers = serde_json::Map::new();
-    for (c, e) in state.endpoints_on(&n.name) {
-        containers.insert(
-            c.id.clone(),
-            json!({
-                "Name": c.name,
-                "EndpointID": e.id,
-                "MacAddress": e.mac.to_string(),
-                "IPv4Address": format!("{}/{}", e.ip, n.subnet.prefix),
-                "IPv6Address": "",
-                "Aliases": e.aliases,
-            }),
-        );
+pub fn network_inspect(state: &State, n: &Network) -> NetworkInspect {
+    let containers = state
+        .endpoints_on(&n.name)
+        .map(|(c, e)| {
+            let m = NetworkMember {
+                name: c.name.clone(),
+                endpoint_id: e.id.clone(),
+                mac_address: e.mac,
+                ipv4_address: format!("{}/{}", e.ip, n.subnet.prefix_len()),
+                ipv6_address: String::new(),
+                aliases: e.aliases.clone(),
+            };
+            (c.id.clone(), m)
+        })
+        .collect();
+    NetworkInspect {
+        name: n.name.clone(),
+        id: n.id.clone(),
+        created: rfc3339(n.created),
+        scope: "local".into(),
+        driver: "vswitch".into(),
+        enable_ipv6: false,
+        ipam: Ipam {
+            driver: "default".into(),
+            options: OrderedMap::default(),
+            config: vec![IpamConfig {
+                subnet: n.subnet,
+                gateway: n.gateway,
+                ip_range: n.ip_range,
+            }],
+        },
+        internal: n.internal,
+        attachable: true,
+        ingress: false,
+        containers: OrderedMap(containers),
+        options: network_options(n),
+        labels: OrderedMap::default(),
     }
-    let mut cfg = json!({"Subnet": n.subnet.to_string(), "Gateway": n.gateway.to_string()});
-    if let Some(r) = n.ip_range {
-        cfg["IPRange"] = json!(r.to_string());
-    }
-    let mut options = json!({
-        "com.docker.network.bridge.enable_icc": n.icc.to_string(),
-        "com.docker.network.bridge.enable_ip_masquerade": n.masquerade.to_string(),
-        "com.docker.network.driver.mtu": n.mtu.to_string(),
-        "vswitch.host_loopback": n.host_loopback.to_string(),
-        "vswitch.dns": match n.dns { DnsMode::Names => "names", DnsMode::ForwardOnly => "forward-only", DnsMode::Off => "off" },
-    });
-    if let Some(v) = n.vlan {
-        options["vswitch.vlan"] = json!(v.to_string());
-    }
-    json!({
-        "Name": n.name,
-        "Id": n.id,
-        "Created": rfc3339(n.created),
-        "Scope": "local",
-        "Driver": "vswitch",
-        "EnableIPv6": false,
-        "IPAM": {"Driver": "default", "Options": {}, "Config": [cfg]},
-        "Internal": n.internal,
-        "Attachable": true,
-        "Ingress": false,
-        "Containers": containers,
-        "Options": options,
-        "Labels": {},
-    })
 }
 
-pub fn network_ls(state: &State) -> Value {
-    Value::Array(
-        state
-            .networks
-            .values()
-            .map(|n| {
-                json!({
-                    "Name": n.name,
-                    "Id": n.id,
-                    "Driver": "vswitch",
-                    "Scope": "local",
-                    "Subnet": n.subnet.to_string(),
-                    "Gateway": n.gateway.to_string(),
-                    "Internal": n.internal,
-                    "VLAN": n.vlan,
-                    "Containers": state.endpoints_on(&n.name).count(),
-                })
-            })
-            .collect(),
-    )
+fn network_options(n: &Network) -> NetworkOptions {
+    NetworkOptions {
+        enable_icc: n.icc.to_string(),
+        enable_ip_masquerade: n.masquerade.to_string(),
+        mtu: n.mtu.to_string(),
+        host_loopback: n.host_loopback.to_string(),
+        dns: match n.dns {
+            DnsMode::Names => "names",
+            DnsMode::ForwardOnly => "forward-only",
+            DnsMode::Off => "off",
+        }
+        .into(),
+        vlan: n.vlan.map(|v| v.to_string()),
+    }
 }
 
-pub fn endpoint_json(state: &State, c: &Container, e: &Endpoint, i: usize) -> Value {
+pub fn network_ls(state: &State) -> Vec<NetworkRow> {
+    state
+        .networks
+        .values()
+        .map(|n| NetworkRow {
+            name: n.name.clone(),
+            id: n.id.clone(),
+            driver: "vswitch".into(),
+            scope: "local".into(),
+            subnet: n.subnet,
+            gateway: n.gateway,
+            internal: n.internal,
+            vlan: n.vlan,
+            containers: state.endpoints_on(&n.name).count(),
+        })
+        .collect()
+}
+
+pub fn endpoint_info(state: &State, c: &Container, e: &Endpoint, i: usize) -> EndpointInfo {
     let n = state.networks.get(&e.network);
-    json!({
-        "name": c.name,
-        "port": c.port_name(i),
-        "network": e.network,
-        "ifname": e.ifname,
-        "ip": e.ip.to_string(),
-        "prefix": n.map(|n| n.subnet.prefix),
-        "gateway": n.map(|n| n.gateway.to_string()),
-        "mtu": n.map(|n| n.mtu),
-        "dns": n.map(|n| n.dns != DnsMode::Off),
-        "mac": e.mac.to_string(),
-        "aliases": e.aliases,
-        "trunk": e.trunk,
-        "port_security": e.port_security,
-    })
-}
-
-pub fn attached(state: &State, c: &Container) -> Value {
-    match c.endpoints.first() {
-        Some(e) => endpoint_json(state, c, e, 0),
-        None => json!({"name": c.name}),
+    EndpointInfo {
+        name: c.name.clone(),
+        port: c.port_name(i),
+        network: e.network.clone(),
+        ifname: e.ifname.clone(),
+        ip: e.ip,
+        prefix: n.map(|n| n.subnet.prefix_len()),
+        gateway: n.map(|n| n.gateway),
+        mtu: n.map(|n| n.mtu),
+        dns: n.map(|n| n.dns != DnsMode::Off),
+        mac: e.mac,
+        aliases: e.aliases.clone(),
+        trunk: e.trunk.clone(),
+        port_security: e.port_security,
     }
 }
 
-pub fn sandbox(state: &State, c: &Container) -> Value {
+pub fn attached(state: &State, c: &Container) -> Reply {
+    match c.endpoints.first() {
+        Some(e) => Reply::Endpoint(Box::new(endpoint_info(state, c, e, 0))),
+        None => Reply::Named(Named {
+            name: c.name.clone(),
+        }),
+    }
+}
+
+pub fn sandbox(state: &State, c: &Container) -> SandboxInfo {
     let mut v = sandbox_paths(c);
     // What a container joining this one's namespace should use as resolver.
     if let Some(e) = c.endpoints.first()
         && let Some(n) = state.networks.get(&e.network)
         && n.dns != DnsMode::Off
     {
-        v["resolv"] = json!(format!("nameserver {}\noptions ndots:0\n", n.gateway));
+        v.resolv = Some(format!("nameserver {}\noptions ndots:0\n", n.gateway));
     }
     v
 }
 
-fn sandbox_paths(c: &Container) -> Value {
+fn sandbox_paths(c: &Container) -> SandboxInfo {
     match &c.sandbox {
-        Sandbox::Netns { path } => json!({"netns": path}),
-        Sandbox::Pid { pid, .. } | Sandbox::Run { pid } => json!({
-            "netns": format!("/proc/{pid}/ns/net"),
-            "userns": format!("/proc/{pid}/ns/user"),
-            "pid": pid,
-        }),
-        Sandbox::Tap { ifname } => json!({"tap": ifname}),
+        Sandbox::Netns { path } => SandboxInfo {
+            netns: Some(path.clone()),
+            ..Default::default()
+        },
+        Sandbox::Pid { pid, .. } | Sandbox::Run { pid } => SandboxInfo {
+            netns: Some(format!("/proc/{pid}/ns/net")),
+            userns: Some(format!("/proc/{pid}/ns/user")),
+            pid: Some(*pid),
+            ..Default::default()
+        },
+        Sandbox::Tap { ifname } => SandboxInfo {
+            tap: Some(ifname.clone()),
+            ..Default::default()
+        },
     }
 }
 
 /// `container_ls`: every container of the state, with its endpoints and whether each
 /// endpoint's port is open now.
-pub fn containers(state: &State, open: impl Fn(&str) -> bool) -> Value {
-    let v: Vec<Value> = state
+pub fn containers(state: &State, open: impl Fn(&str) -> bool) -> Vec<ContainerRow> {
+    state
         .containers
         .values()
-        .map(|c| {
-            let eps: Vec<Value> = c
+        .map(|c| ContainerRow {
+            name: c.name.clone(),
+            id: c.id.clone(),
+            owner: c.owner.clone(),
+            sandbox: sandbox_path(&c.sandbox),
+            endpoints: c
                 .endpoints
                 .iter()
                 .enumerate()
-                .map(|(i, e)| {
-                    json!({
-                        "network": e.network,
-                        "ifname": e.ifname,
-                        "ip": e.ip.to_string(),
-                        "mac": e.mac.to_string(),
-                        "port": c.port_name(i),
-                        "open": open(&c.port_name(i)),
-                    })
+                .map(|(i, e)| ContainerEndpoint {
+                    network: e.network.clone(),
+                    ifname: e.ifname.clone(),
+                    ip: e.ip,
+                    mac: e.mac,
+                    port: c.port_name(i),
+                    open: open(&c.port_name(i)),
                 })
-                .collect();
-            json!({
-                "name": c.name,
-                "id": c.id,
-                "owner": c.owner,
-                "sandbox": sandbox_path(&c.sandbox),
-                "endpoints": eps,
-            })
+                .collect(),
         })
-        .collect();
-    Value::Array(v)
+        .collect()
 }
 
 /// Where a container's interfaces are, as one string.
@@ -189,54 +203,53 @@ fn sandbox_path(s: &Sandbox) -> String {
     }
 }
 
-pub fn port_json(name: &str, slot: u16, c: &Container, e: &Endpoint) -> Value {
+pub fn port_row(name: &str, slot: u16, c: &Container, e: &Endpoint) -> PortRow {
     let kind = match &c.sandbox {
         Sandbox::Tap { .. } => "tap",
         Sandbox::Netns { .. } => "netns",
         Sandbox::Pid { .. } => "pid",
         Sandbox::Run { .. } => "run",
     };
-    json!({
-        "name": name,
-        "container": c.name,
-        "network": e.network,
-        "ifname": e.ifname,
-        "kind": kind,
-        "slot": slot,
-        "ip": e.ip.to_string(),
-        "mac": e.mac.to_string(),
-        "trunk": e.trunk,
-        "port_security": e.port_security,
-        "published": c.published.iter().map(published_json).collect::<Vec<_>>(),
-    })
-}
-
-pub fn published_json(p: &crate::state::Published) -> Value {
-    json!({
-        "proto": p.proto.to_string(),
-        "host_ip": p.host_ip.to_string(),
-        "host_port": p.host_port,
-        "container_port": p.container_port,
-        "auto": p.auto,
-    })
-}
-
-pub fn stats_json(name: &str, s: &PortStats) -> Value {
-    let mut drops = serde_json::Map::new();
-    for r in DropReason::ALL {
-        let n = s.drop_count(r);
-        if n > 0 {
-            drops.insert(r.name().to_string(), json!(n));
-        }
+    PortRow {
+        name: name.to_string(),
+        container: c.name.clone(),
+        network: e.network.clone(),
+        ifname: e.ifname.clone(),
+        kind: kind.into(),
+        slot,
+        ip: e.ip,
+        mac: e.mac,
+        trunk: e.trunk.clone(),
+        port_security: e.port_security,
+        published: c.published.iter().map(published_entry).collect(),
+        not_restored: None,
     }
-    json!({
-        "name": name,
-        "rx_packets": s.rx_packets,
-        "rx_bytes": s.rx_bytes,
-        "tx_packets": s.tx_packets,
-        "tx_bytes": s.tx_bytes,
-        "drops": drops,
-    })
+}
+
+pub fn published_entry(p: &crate::state::Published) -> PublishedEntry {
+    PublishedEntry {
+        proto: p.proto,
+        host_ip: p.host_ip,
+        host_port: p.host_port,
+        container_port: p.container_port,
+        auto: p.auto,
+    }
+}
+
+pub fn port_counters(name: &str, s: &PortStats) -> PortCounters {
+    let drops = DropReason::ALL
+        .iter()
+        .map(|&r| (r.name().to_string(), s.drop_count(r)))
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    PortCounters {
+        name: name.to_string(),
+        rx_packets: s.rx_packets,
+        rx_bytes: s.rx_bytes,
+        tx_packets: s.tx_packets,
+        tx_bytes: s.tx_bytes,
+        drops: OrderedMap(drops),
+    }
 }
 
 #[cfg(test)]

@@ -21,10 +21,9 @@ use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::path::PathBuf;
 
-use serde::Deserialize;
 use serde_json::Value;
 
-use crate::api::{AttachReq, Request};
+use crate::api::{AttachReq, NetworkInspect, Request};
 use crate::client::{Client, ClientError};
 use crate::engine;
 use crate::state::NetworkSpec;
@@ -95,11 +94,12 @@ fn option_u32(network: &Network, key: &str) -> Result<Option<u32>, PluginError> 
 }
 
 /// The vswitch network as `network_inspect` shows it, creating it when missing.
-fn ensure(client: &mut Client, network: &Network) -> Result<Value, PluginError> {
+fn ensure(client: &mut Client, network: &Network) -> Result<Option<NetworkInspect>, PluginError> {
     let inspect = |c: &mut Client| {
-        c.call(Request::NetworkInspect {
+        c.request::<Vec<NetworkInspect>>(Request::NetworkInspect {
             name: network.name.clone(),
         })
+        .map(|v| v.into_iter().next())
     };
     match inspect(client) {
         Ok(v) => return Ok(v),
@@ -121,8 +121,8 @@ fn ensure(client: &mut Client, network: &Network) -> Result<Value, PluginError> 
         vlan: option_u32(network, "vlan")?,
         ..Default::default()
     };
-    match client.call(Request::NetworkCreate(spec)) {
-        Ok(v) => Ok(v),
+    match client.request::<NetworkInspect>(Request::NetworkCreate(spec)) {
+        Ok(n) => Ok(Some(n)),
         Err(ClientError::Refused(_)) => Ok(inspect(client)?),
         Err(e) => Err(e.into()),
     }
@@ -134,19 +134,11 @@ pub fn create(mut network: Network) -> Result<Network, PluginError> {
         return Err(PluginError::Refused("the network has no name".into()));
     }
     let mut client = connect(&network)?;
-    let v = ensure(&mut client, &network)?;
-    let first = v.get(0).unwrap_or(&v);
-    let cfg = first
-        .pointer("/IPAM/Config/0")
-        .cloned()
-        .unwrap_or(Value::Null);
-    if let (Some(subnet), gw) = (
-        cfg.get("Subnet").and_then(Value::as_str),
-        cfg.get("Gateway").and_then(Value::as_str),
-    ) {
+    let n = ensure(&mut client, &network)?;
+    if let Some(cfg) = n.as_ref().and_then(|n| n.ipam.config.first()) {
         network.subnets = Some(vec![Subnet {
-            subnet: subnet.to_string(),
-            gateway: gw.and_then(|g| g.parse().ok()),
+            subnet: cfg.subnet.to_string(),
+            gateway: Some(std::net::IpAddr::V4(cfg.gateway)),
             rest: Default::default(),
         }]);
     }
@@ -184,16 +176,8 @@ fn publish_specs(exec: &PluginExec) -> Result<Vec<String>, PluginError> {
     Ok(v)
 }
 
-/// What `attach` answers (the fields the status block needs).
-#[derive(Debug, Deserialize)]
-struct Attached {
-    ifname: String,
-    ip: std::net::Ipv4Addr,
-    prefix: Option<u8>,
-    gateway: Option<std::net::Ipv4Addr>,
-    dns: Option<bool>,
-    mac: String,
-}
+/// What `attach` answers.
+type Attached = crate::api::EndpointInfo;
 
 /// `setup NETNS`: attaches the namespace; the status block.
 pub fn setup(netns: &str, exec: &PluginExec) -> Result<StatusBlock, PluginError> {
@@ -235,7 +219,7 @@ pub fn setup(netns: &str, exec: &PluginExec) -> Result<StatusBlock, PluginError>
 fn status_block(a: &Attached) -> StatusBlock {
     let gateway = a.gateway.map(std::net::IpAddr::V4);
     let iface = NetInterface {
-        mac_address: a.mac.clone(),
+        mac_address: a.mac.to_string(),
         subnets: Some(vec![NetAddress {
             gateway,
             ipnet: format!("{}/{}", a.ip, a.prefix.unwrap_or(32)),
@@ -372,12 +356,19 @@ mod tests {
     #[test]
     fn the_status_block_has_the_interface_and_the_gateway_as_dns() {
         let a = Attached {
+            name: "web".into(),
+            port: "web".into(),
+            network: "podman".into(),
             ifname: "eth0".into(),
             ip: "10.89.1.5".parse().unwrap(),
             prefix: Some(24),
             gateway: Some("10.89.1.1".parse().unwrap()),
+            mtu: Some(1500),
             dns: Some(true),
-            mac: "02:42:0a:59:01:05".into(),
+            mac: "02:42:0a:59:01:05".parse().unwrap(),
+            aliases: Vec::new(),
+            trunk: Vec::new(),
+            port_security: true,
         };
         let v = serde_json::to_value(status_block(&a)).unwrap();
         assert_eq!(

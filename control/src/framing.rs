@@ -47,7 +47,7 @@ pub struct Peer {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum WireError {
+pub enum FramingError {
     #[error("connection closed")]
     Closed,
     #[error("message longer than {0} bytes")]
@@ -117,7 +117,7 @@ impl Conn {
     /// Reads one message (without its newline) and the descriptors that came with it.
     /// A message over the limit or past its deadline ends the connection; one with too
     /// many descriptors is consumed and refused (`TooManyFds`), the connection goes on.
-    pub fn recv(&mut self) -> Result<(Vec<u8>, Vec<OwnedFd>), WireError> {
+    pub fn recv(&mut self) -> Result<(Vec<u8>, Vec<OwnedFd>), FramingError> {
         let called = Instant::now();
         let mut first_byte = (!self.buf.is_empty()).then_some(called);
         loop {
@@ -125,7 +125,7 @@ impl Conn {
                 return self.finish(line);
             }
             if self.buf.len() > self.limit {
-                return Err(WireError::TooLong(self.limit));
+                return Err(FramingError::TooLong(self.limit));
             }
             let timeout = self.timeout(called, first_byte)?;
             self.stream.set_read_timeout(timeout)?;
@@ -139,7 +139,7 @@ impl Conn {
             self.fds_overflow |= truncated || self.fds.len() > MAX_FDS;
             self.fds.truncate(MAX_FDS);
             if n == 0 {
-                return Err(WireError::Closed);
+                return Err(FramingError::Closed);
             }
             first_byte.get_or_insert_with(Instant::now);
             self.buf.extend_from_slice(chunk.get(..n).unwrap_or(&[]));
@@ -164,10 +164,10 @@ impl Conn {
         }
     }
 
-    fn finish(&mut self, line: Vec<u8>) -> Result<(Vec<u8>, Vec<OwnedFd>), WireError> {
+    fn finish(&mut self, line: Vec<u8>) -> Result<(Vec<u8>, Vec<OwnedFd>), FramingError> {
         let fds = std::mem::take(&mut self.fds);
         if std::mem::take(&mut self.fds_overflow) {
-            return Err(WireError::TooManyFds);
+            return Err(FramingError::TooManyFds);
         }
         Ok((line, fds))
     }
@@ -177,7 +177,7 @@ impl Conn {
         &self,
         called: Instant,
         first_byte: Option<Instant>,
-    ) -> Result<Option<Duration>, WireError> {
+    ) -> Result<Option<Duration>, FramingError> {
         let (limit, since) = match (self.deadline, first_byte) {
             (Deadline::None, _) | (Deadline::FromFirstByte(_), None) => return Ok(None),
             (Deadline::FromCall(l), _) => (l, called),
@@ -189,10 +189,10 @@ impl Conn {
         }
     }
 
-    fn timed_out(&self) -> WireError {
+    fn timed_out(&self) -> FramingError {
         match self.deadline {
-            Deadline::FromCall(l) | Deadline::FromFirstByte(l) => WireError::TimedOut(l),
-            Deadline::None => WireError::Closed,
+            Deadline::FromCall(l) | Deadline::FromFirstByte(l) => FramingError::TimedOut(l),
+            Deadline::None => FramingError::Closed,
         }
     }
 
@@ -204,7 +204,7 @@ impl Conn {
     }
 
     /// Sends one message (a newline is added), with descriptors when given.
-    pub fn send(&mut self, msg: &[u8], fds: &[RawFd]) -> Result<(), WireError> {
+    pub fn send(&mut self, msg: &[u8], fds: &[RawFd]) -> Result<(), FramingError> {
         let mut data = Vec::with_capacity(msg.len() + 1);
         data.extend_from_slice(msg);
         data.push(b'\n');
@@ -343,11 +343,11 @@ mod tests {
         let me = b.peer().unwrap();
         assert_eq!(me.pid as u32, std::process::id());
         drop(a);
-        assert!(matches!(b.recv(), Err(WireError::Closed)));
+        assert!(matches!(b.recv(), Err(FramingError::Closed)));
     }
 
     fn tempfile_in_tmp() -> std::fs::File {
-        let p = std::env::temp_dir().join(format!("vswitch-wire-{}", std::process::id()));
+        let p = std::env::temp_dir().join(format!("vswitch-framing-{}", std::process::id()));
         let f = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -364,7 +364,7 @@ mod tests {
         let (a, b) = UnixStream::pair().unwrap();
         let t = Duration::from_millis(200);
         let mut b = Conn::limited(b, MAX_REQUEST, Deadline::FromCall(t));
-        assert!(matches!(b.recv(), Err(WireError::TimedOut(_))));
+        assert!(matches!(b.recv(), Err(FramingError::TimedOut(_))));
         // Idle is fine from the first byte; a message begun and not finished is not.
         b.set_deadline(Deadline::FromFirstByte(t));
         let mut a2 = a.try_clone().unwrap();
@@ -373,7 +373,7 @@ mod tests {
             a2.write_all(b"ok\npart").unwrap();
         });
         assert_eq!(b.recv().unwrap().0, b"ok");
-        assert!(matches!(b.recv(), Err(WireError::TimedOut(_))));
+        assert!(matches!(b.recv(), Err(FramingError::TimedOut(_))));
         w.join().unwrap();
         drop(a);
     }
@@ -387,7 +387,7 @@ mod tests {
             a.send_raw(b"x", &[f.as_raw_fd(); MAX_FDS]);
         }
         a.send(b"", &[]).unwrap();
-        assert!(matches!(b.recv(), Err(WireError::TooManyFds)));
+        assert!(matches!(b.recv(), Err(FramingError::TooManyFds)));
         a.send(b"next", &[f.as_raw_fd()]).unwrap();
         let (m, fds) = b.recv().unwrap();
         assert_eq!((m.as_slice(), fds.len()), (b"next".as_slice(), 1));
@@ -412,7 +412,7 @@ mod tests {
                 }
             }
         });
-        assert!(matches!(b.recv(), Err(WireError::TooLong(_))));
+        assert!(matches!(b.recv(), Err(FramingError::TooLong(_))));
         drop(b);
         t.join().unwrap();
     }

@@ -1,0 +1,424 @@
+//! What each command answers with (the `data` of an `ok` response). Field order is the
+//! order on the wire. The daemon builds these; `ctl`, `run` and the engine plugins read
+//! them back, so renaming a field is a compile error on both sides.
+
+use serde::de::{Deserializer, MapAccess, Visitor};
+use serde::ser::{SerializeMap, Serializer};
+use serde::{Deserialize, Serialize};
+use std::net::Ipv4Addr;
+
+use crate::net::Ipv4Cidr;
+use crate::state::{Proto, Uplink};
+use dataplane::wire::MacAddr;
+
+/// Any command's answer.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(untagged)]
+pub enum Reply {
+    Hello(Hello),
+    /// `network_create`.
+    Network(Box<NetworkInspect>),
+    /// `network_inspect`: a list of one, as Docker's.
+    Networks(Vec<NetworkInspect>),
+    NetworkLs(Vec<NetworkRow>),
+    NetworkRemoved(NetworkRemoved),
+    /// `attach`, `connect`.
+    Endpoint(Box<EndpointInfo>),
+    /// `attach` of a container without endpoints.
+    Named(Named),
+    Detached(Detached),
+    Disconnected(Disconnected),
+    ContainerLs(Vec<ContainerRow>),
+    PortLs(Vec<PortRow>),
+    /// `publish`, `unpublish`.
+    Published(Vec<PublishedEntry>),
+    FdbShow(Vec<FdbRow>),
+    /// `fdb_flush`, `conntrack_flush`.
+    Flushed(Flushed),
+    Stats(Box<Stats>),
+    /// `uplink_set`, `uplink_show`.
+    Uplink(Uplink),
+    Sandbox(SandboxInfo),
+    ConntrackLs(Vec<ConntrackRow>),
+    /// `capture`: the line before the pcap stream.
+    Capturing(Capturing),
+}
+
+/// `hello`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Hello {
+    pub protocol: u32,
+    pub version: String,
+    pub workers: usize,
+    /// The daemon's ports use TAP offloads (a `run` TAP needs vnet headers then).
+    pub offload: bool,
+}
+
+/// A JSON object whose keys keep the order they were inserted in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderedMap<V>(pub Vec<(String, V)>);
+
+impl<V> Default for OrderedMap<V> {
+    fn default() -> Self {
+        OrderedMap(Vec::new())
+    }
+}
+
+impl<V: Serialize> Serialize for OrderedMap<V> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in &self.0 {
+            m.serialize_entry(k, v)?;
+        }
+        m.end()
+    }
+}
+
+impl<'de, V: Deserialize<'de>> Deserialize<'de> for OrderedMap<V> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V_<V>(std::marker::PhantomData<V>);
+        impl<'de, V: Deserialize<'de>> Visitor<'de> for V_<V> {
+            type Value = OrderedMap<V>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
+                let mut out = Vec::new();
+                while let Some((k, v)) = a.next_entry()? {
+                    out.push((k, v));
+                }
+                Ok(OrderedMap(out))
+            }
+        }
+        d.deserialize_map(V_(std::marker::PhantomData))
+    }
+}
+
+/// One network as `docker network inspect` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct NetworkInspect {
+    pub name: String,
+    pub id: String,
+    /// RFC 3339, UTC.
+    pub created: String,
+    pub scope: String,
+    pub driver: String,
+    #[serde(rename = "EnableIPv6")]
+    pub enable_ipv6: bool,
+    #[serde(rename = "IPAM")]
+    pub ipam: Ipam,
+    pub internal: bool,
+    pub attachable: bool,
+    pub ingress: bool,
+    /// Container id -> its endpoint on this network.
+    pub containers: OrderedMap<NetworkMember>,
+    pub options: NetworkOptions,
+    pub labels: OrderedMap<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct Ipam {
+    pub driver: String,
+    pub options: OrderedMap<String>,
+    pub config: Vec<IpamConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct IpamConfig {
+    #[serde(rename = "Subnet", with = "crate::net::cidr")]
+    pub subnet: Ipv4Cidr,
+    #[serde(rename = "Gateway")]
+    pub gateway: Ipv4Addr,
+    #[serde(
+        rename = "IPRange",
+        default,
+        with = "crate::net::cidr_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub ip_range: Option<Ipv4Cidr>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NetworkMember {
+    #[serde(rename = "Name")]
+    pub name: String,
+    #[serde(rename = "EndpointID")]
+    pub endpoint_id: String,
+    #[serde(rename = "MacAddress", with = "crate::state::mac_text")]
+    pub mac_address: MacAddr,
+    /// Address and prefix, `172.18.0.2/16`.
+    #[serde(rename = "IPv4Address")]
+    pub ipv4_address: String,
+    #[serde(rename = "IPv6Address")]
+    pub ipv6_address: String,
+    #[serde(rename = "Aliases")]
+    pub aliases: Vec<String>,
+}
+
+/// Docker's option names, values as text ("true", "1500").
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NetworkOptions {
+    #[serde(rename = "com.docker.network.bridge.enable_icc")]
+    pub enable_icc: String,
+    #[serde(rename = "com.docker.network.bridge.enable_ip_masquerade")]
+    pub enable_ip_masquerade: String,
+    #[serde(rename = "com.docker.network.driver.mtu")]
+    pub mtu: String,
+    #[serde(rename = "vswitch.host_loopback")]
+    pub host_loopback: String,
+    /// `names`, `forward-only` or `off`.
+    #[serde(rename = "vswitch.dns")]
+    pub dns: String,
+    #[serde(
+        rename = "vswitch.vlan",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub vlan: Option<String>,
+}
+
+/// One row of `network_ls`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "PascalCase")]
+pub struct NetworkRow {
+    pub name: String,
+    pub id: String,
+    pub driver: String,
+    pub scope: String,
+    #[serde(with = "crate::net::cidr")]
+    pub subnet: Ipv4Cidr,
+    pub gateway: Ipv4Addr,
+    pub internal: bool,
+    #[serde(rename = "VLAN")]
+    pub vlan: Option<u16>,
+    pub containers: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NetworkRemoved {
+    pub removed: String,
+    pub containers_removed: Vec<String>,
+}
+
+/// A container's endpoint on one network (what `attach` and `connect` answer).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct EndpointInfo {
+    pub name: String,
+    pub port: String,
+    pub network: String,
+    pub ifname: String,
+    pub ip: Ipv4Addr,
+    pub prefix: Option<u8>,
+    pub gateway: Option<Ipv4Addr>,
+    pub mtu: Option<u16>,
+    /// The gateway answers DNS on this network.
+    pub dns: Option<bool>,
+    #[serde(with = "crate::state::mac_text")]
+    pub mac: MacAddr,
+    pub aliases: Vec<String>,
+    pub trunk: Vec<u16>,
+    pub port_security: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Named {
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Detached {
+    pub detached: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Disconnected {
+    pub disconnected: String,
+    pub network: String,
+}
+
+/// One container of `container_ls`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ContainerRow {
+    pub name: String,
+    pub id: String,
+    pub owner: Option<String>,
+    /// Where its interfaces are: a namespace path, or `tap:NAME`.
+    pub sandbox: String,
+    pub endpoints: Vec<ContainerEndpoint>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ContainerEndpoint {
+    pub network: String,
+    pub ifname: String,
+    pub ip: Ipv4Addr,
+    #[serde(with = "crate::state::mac_text")]
+    pub mac: MacAddr,
+    pub port: String,
+    /// The port is open in the dataplane now.
+    pub open: bool,
+}
+
+/// One port of `port_ls`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PortRow {
+    pub name: String,
+    pub container: String,
+    pub network: String,
+    pub ifname: String,
+    /// `tap`, `netns`, `pid` or `run`.
+    pub kind: String,
+    pub slot: u16,
+    pub ip: Ipv4Addr,
+    #[serde(with = "crate::state::mac_text")]
+    pub mac: MacAddr,
+    pub trunk: Vec<u16>,
+    pub port_security: bool,
+    pub published: Vec<PublishedEntry>,
+    /// Why the port was not opened at start (its container's pid names another process).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_restored: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PublishedEntry {
+    pub proto: Proto,
+    pub host_ip: Ipv4Addr,
+    pub host_port: u16,
+    pub container_port: u16,
+    /// The host port was chosen by the daemon.
+    pub auto: bool,
+}
+
+/// One row of `fdb_show`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FdbRow {
+    #[serde(with = "crate::state::mac_text")]
+    pub mac: MacAddr,
+    pub vlan: Option<u16>,
+    pub network: Option<String>,
+    /// The port's name (`?` when it is gone).
+    pub port: String,
+    pub age_secs: u32,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Flushed {
+    pub flushed: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Capturing {
+    pub capturing: String,
+}
+
+/// `stats`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Stats {
+    /// `null` when the gateway thread did not answer.
+    pub gateway: Option<GatewayCounters>,
+    /// The socket uplink; `null` as `gateway`.
+    pub nat: Option<SocketNatCounters>,
+    pub packet_nat: PacketNatCounters,
+    pub ports: Vec<PortCounters>,
+    pub fdb: FdbCounters,
+    /// Every drop reason's name, in order.
+    pub drop_reasons: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct GatewayCounters {
+    pub frames: u64,
+    pub arp_replies: u64,
+    pub echo_replies: u64,
+    pub dhcp_replies: u64,
+    pub dhcp_ignored: u64,
+    pub icmp_errors: u64,
+    pub routed: u64,
+    pub unanswered: u64,
+    pub no_neighbour: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SocketNatCounters {
+    /// Always `socket`.
+    pub uplink: String,
+    pub tcp_open: usize,
+    pub udp_flows: usize,
+    pub echo_flows: usize,
+    pub tcp_opened_total: u64,
+    pub tcp_refused: u64,
+    pub udp_flows_total: u64,
+    pub echo_flows_total: u64,
+    pub dropped: u64,
+    pub tcp_handshake_timeouts: u64,
+    pub tcp_idle_timeouts: u64,
+    pub refused_quota: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PacketNatCounters {
+    pub flows: usize,
+    pub limit: usize,
+    pub created: u64,
+    pub refused_full: u64,
+    pub refused_ports: u64,
+    pub refused_quota: u64,
+    pub per_container: usize,
+    pub expired: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PortCounters {
+    pub name: String,
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    /// Reason name -> frames dropped, reasons with none left out.
+    pub drops: OrderedMap<u64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FdbCounters {
+    pub entries: usize,
+    pub limit: u32,
+    pub moves: u64,
+    pub learn_refused: u64,
+}
+
+/// `sandbox`: where a container's namespaces are.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SandboxInfo {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub userns: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tap: Option<String>,
+    /// The resolv.conf a container joining these namespaces should use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolv: Option<String>,
+}
+
+/// One flow of `conntrack_ls`: the socket uplink's or the packet uplink's.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ConntrackRow {
+    pub protocol: String,
+    /// `IP:PORT` as the container sees it.
+    pub inside: String,
+    /// `IP:PORT` as the outside sees it.
+    pub outside: String,
+    /// The far end (packet uplink only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote: Option<String>,
+    pub state: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_in: Option<u32>,
+    /// `socket` or `packet`.
+    pub uplink: String,
+}

@@ -1,0 +1,258 @@
+//! `attach`, `detach`, `connect`, `disconnect`: containers and their endpoints, checked
+//! against the state, saved, then their ports opened or closed.
+
+use std::net::Ipv4Addr;
+use std::os::fd::OwnedFd;
+use std::path::Path;
+
+use super::{Daemon, DaemonError, view};
+use crate::api::{AttachReq, Detached, Disconnected, Reply};
+use crate::state::{Container, EndpointSpec, Sandbox, StateError, parse_trunk};
+
+impl Daemon {
+    /// What an `attach` request asks of its endpoint, its arguments parsed and checked.
+    pub fn endpoint_spec(a: &AttachReq) -> Result<EndpointSpec, DaemonError> {
+        let mac = match &a.mac {
+            Some(m) => Some(m.parse().map_err(DaemonError::BadMac)?),
+            None => None,
+        };
+        let trunk = match &a.trunk {
+            Some(t) => parse_trunk(t)?,
+            None => Vec::new(),
+        };
+        Ok(EndpointSpec {
+            network: a.network.clone(),
+            ip: a.ip,
+            mac,
+            aliases: a.aliases.clone(),
+            trunk,
+            port_security: !a.no_port_security,
+            ifname: a.ifname.clone(),
+        })
+    }
+
+    /// The container an `attach` would add, checked against the state (nothing changed).
+    pub(super) fn new_container(
+        &self,
+        a: &AttachReq,
+        sandbox: &Sandbox,
+    ) -> Result<Container, DaemonError> {
+        let mut spec = Self::endpoint_spec(a)?;
+        // An existing TAP keeps its own MAC unless --mac says otherwise: what it sends
+        // carries that address, and port security must expect it.
+        if let Sandbox::Tap { ifname } = sandbox
+            && spec.mac.is_none()
+        {
+            spec.mac = self
+                .backend
+                .tap_mac(ifname)
+                .filter(|m| m.is_unicast() && !m.is_zero());
+        }
+        let mut c = self.state.check_attach(&a.name, sandbox, &spec)?;
+        if let Some(id) = &a.id {
+            c.id = valid_engine_id(id)?;
+        }
+        c.owner = a.owner.as_deref().map(valid_owner).transpose()?;
+        Ok(c)
+    }
+
+    pub(super) fn attach(
+        &mut self,
+        a: AttachReq,
+        fds: Vec<OwnedFd>,
+        conn: u64,
+    ) -> Result<Reply, DaemonError> {
+        let sandbox = Self::sandbox_of(&a)?;
+        let fd = if a.fd {
+            Some(fds.into_iter().next().ok_or(DaemonError::NoDescriptor)?)
+        } else {
+            None
+        };
+        if a.reattach
+            && let Some(c) = self.state.containers.get(&a.name).cloned()
+            && matches!(c.sandbox, Sandbox::Run { .. })
+        {
+            return self.reattach(c, sandbox, fd, conn);
+        }
+        let c = self.new_container(&a, &sandbox)?;
+        let mut next = self.state.clone();
+        next.attach(c.clone());
+        self.save(&next)?;
+        if let Err(e) = self.open_endpoint(&c, 0, false, fd) {
+            self.save(&self.state)?;
+            return Err(e);
+        }
+        self.state = next;
+        if a.fd {
+            self.owners.insert(c.name.clone(), conn);
+        }
+        self.apply();
+        if !a.publish.is_empty()
+            && let Err(e) = self.publish(&c.name, &a.publish)
+        {
+            let _ = self.detach(&c.name);
+            return Err(e);
+        }
+        Ok(view::attached(&self.state, &c))
+    }
+
+    /// Where an `attach` request says the container's interfaces are.
+    fn sandbox_of(a: &AttachReq) -> Result<Sandbox, DaemonError> {
+        let sandbox = match (&a.tap, &a.netns, a.pid, a.fd) {
+            (Some(t), None, None, false) => Sandbox::Tap { ifname: t.clone() },
+            (None, Some(p), None, false) => Sandbox::Netns { path: p.clone() },
+            (None, None, Some(pid), false) => Sandbox::Pid {
+                pid,
+                identity: Some(crate::procid::identity(pid)?),
+            },
+            (None, None, None, true) => Sandbox::Run {
+                pid: a.run_pid.ok_or(DaemonError::NoRunPid)?,
+            },
+            _ => {
+                return Err(DaemonError::AttachWhere);
+            }
+        };
+        if let Sandbox::Netns { path } = &sandbox
+            && !Path::new(path).exists()
+        {
+            return Err(DaemonError::NoNetns(path.clone()));
+        }
+        Ok(sandbox)
+    }
+
+    /// The run process is back after a daemon restart: give its endpoint the fd.
+    fn reattach(
+        &mut self,
+        c: Container,
+        sandbox: Sandbox,
+        fd: Option<OwnedFd>,
+        conn: u64,
+    ) -> Result<Reply, DaemonError> {
+        self.awaiting.remove(&c.name);
+        let mut c2 = c;
+        c2.sandbox = sandbox;
+        self.open_endpoint(&c2, 0, true, fd)?;
+        let mut next = self.state.clone();
+        next.containers.insert(c2.name.clone(), c2.clone());
+        self.save(&next)?;
+        self.state = next;
+        self.owners.insert(c2.name.clone(), conn);
+        self.apply();
+        self.restore_published(&c2);
+        Ok(view::attached(&self.state, &c2))
+    }
+
+    pub(super) fn detach(&mut self, name: &str) -> Result<Reply, DaemonError> {
+        let mut next = self.state.clone();
+        let c = next.detach(name)?;
+        self.save(&next)?;
+        self.state = next;
+        self.stop_published(&c.published);
+        // A pid that names another process now: its interfaces are not ours to delete.
+        let ours = Self::wrong_process(&c.sandbox).is_none();
+        for i in 0..c.endpoints.len() {
+            self.close_port(&c.port_name(i), ours);
+        }
+        self.owners.remove(name);
+        self.awaiting.remove(name);
+        self.unrestored.remove(name);
+        self.apply();
+        Ok(Reply::Detached(Detached {
+            detached: name.to_string(),
+        }))
+    }
+
+    pub(super) fn connect(
+        &mut self,
+        network: &str,
+        name: &str,
+        ip: Option<Ipv4Addr>,
+        aliases: Vec<String>,
+    ) -> Result<Reply, DaemonError> {
+        let spec = EndpointSpec {
+            network: network.to_string(),
+            ip,
+            aliases,
+            port_security: true,
+            ..Default::default()
+        };
+        let e = self.state.check_connect(name, &spec)?;
+        if let Some(c) = self.state.containers.get(name)
+            && let Some(why) = Self::wrong_process(&c.sandbox)
+        {
+            return Err(DaemonError::WrongProcess {
+                name: name.to_string(),
+                why,
+            });
+        }
+        let mut next = self.state.clone();
+        next.connect(name, e.clone());
+        let c = next
+            .containers
+            .get(name)
+            .cloned()
+            .ok_or_else(|| StateError::NoContainer(name.to_string()))?;
+        self.save(&next)?;
+        let i = c.endpoints.len() - 1;
+        let old = std::mem::replace(&mut self.state, next);
+        if let Err(err) = self.open_endpoint(&c, i, false, None) {
+            self.state = old;
+            self.save(&self.state)?;
+            return Err(err);
+        }
+        self.apply();
+        Ok(Reply::Endpoint(Box::new(view::endpoint_info(
+            &self.state,
+            &c,
+            &e,
+            i,
+        ))))
+    }
+
+    pub(super) fn disconnect(&mut self, name: &str, network: &str) -> Result<Reply, DaemonError> {
+        let c = self
+            .state
+            .containers
+            .get(name)
+            .cloned()
+            .ok_or_else(|| StateError::NoContainer(name.to_string()))?;
+        let i = c
+            .endpoints
+            .iter()
+            .position(|e| e.network == network)
+            .ok_or_else(|| StateError::NotConnected(name.to_string(), network.to_string()))?;
+        let mut next = self.state.clone();
+        next.disconnect(name, network)?;
+        self.save(&next)?;
+        self.state = next;
+        let ours = Self::wrong_process(&c.sandbox).is_none();
+        self.close_port(&c.port_name(i), ours);
+        self.apply();
+        Ok(Reply::Disconnected(Disconnected {
+            disconnected: name.to_string(),
+            network: network.to_string(),
+        }))
+    }
+}
+
+/// An engine's container id: 1 to 128 letters, digits, `_`, `.` or `-`.
+fn valid_engine_id(id: &str) -> Result<String, DaemonError> {
+    let ok = !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b"_.-".contains(&c));
+    if ok {
+        Ok(id.to_string())
+    } else {
+        Err(DaemonError::BadEngineId(id.to_string()))
+    }
+}
+
+/// Who manages a container: one of the engines vswitch knows.
+fn valid_owner(owner: &str) -> Result<String, DaemonError> {
+    match owner {
+        "cni" | "netavark" => Ok(owner.to_string()),
+        o => Err(DaemonError::UnknownOwner(o.to_string())),
+    }
+}

@@ -1,0 +1,317 @@
+//! Request handling: one control request to one [`Reply`], or the refusal.
+
+use std::collections::HashMap;
+use std::os::fd::OwnedFd;
+use std::sync::atomic::Ordering::Relaxed;
+
+use dataplane::bridge::DropReason;
+use dataplane::config::SERVICE_PORT;
+
+use super::{Daemon, DaemonError, TEST_PANIC_ENV, is_test_panic, view};
+use crate::api::{
+    ConntrackRow, FdbCounters, FdbRow, Flushed, GatewayCounters, Hello, NetworkRemoved,
+    PacketNatCounters, Reply, Request, Response, SocketNatCounters, Stats,
+};
+use crate::state::{NetworkSpec, StateError};
+
+impl Daemon {
+    /// Applies one request from connection `conn`.
+    pub fn handle(&mut self, req: Request, fds: Vec<OwnedFd>, conn: u64) -> Response {
+        match self.dispatch(req, fds, conn) {
+            Ok(v) => Response::ok(v),
+            Err(e) => Response::err(e),
+        }
+    }
+
+    pub(super) fn dispatch(
+        &mut self,
+        req: Request,
+        fds: Vec<OwnedFd>,
+        conn: u64,
+    ) -> Result<Reply, DaemonError> {
+        Ok(match req {
+            Request::Hello => Reply::Hello(self.hello()),
+            Request::NetworkCreate(spec) => self.network_create(&spec)?,
+            Request::NetworkLs => Reply::NetworkLs(view::network_ls(&self.state)),
+            Request::NetworkInspect { name } => {
+                let n = self
+                    .state
+                    .networks
+                    .get(&name)
+                    .ok_or(StateError::NoNetwork(name))?;
+                Reply::Networks(vec![view::network_inspect(&self.state, n)])
+            }
+            Request::NetworkRm { name, force } => self.network_rm(name, force)?,
+            Request::Attach(a) => self.attach(a, fds, conn)?,
+            Request::Detach { name, network } => match network {
+                Some(net) => self.disconnect(&name, &net)?,
+                None => self.detach(&name)?,
+            },
+            Request::Connect {
+                network,
+                name,
+                ip,
+                aliases,
+            } => self.connect(&network, &name, ip, aliases)?,
+            Request::Disconnect { network, name } => self.disconnect(&name, &network)?,
+            Request::PortLs => Reply::PortLs(self.port_ls()),
+            Request::ContainerLs => Reply::ContainerLs(view::containers(&self.state, |p| {
+                self.ports.contains_key(p)
+            })),
+            Request::FdbShow { network } => Reply::FdbShow(self.fdb_show(network.as_deref())?),
+            Request::FdbFlush { network } => Reply::Flushed(self.fdb_flush(network.as_deref())?),
+            Request::Stats => Reply::Stats(Box::new(self.stats())),
+            Request::Sandbox { name } => {
+                let c = self
+                    .state
+                    .containers
+                    .get(&name)
+                    .ok_or(StateError::NoContainer(name))?;
+                Reply::Sandbox(view::sandbox(&self.state, c))
+            }
+            Request::UplinkShow => Reply::Uplink(self.uplink_show()),
+            Request::UplinkSet(u) => Reply::Uplink(self.uplink_set(u)?),
+            Request::Publish { name, specs } => self.publish(&name, &specs)?,
+            Request::Unpublish { name, specs } => self.unpublish(&name, &specs)?,
+            Request::ConntrackLs => Reply::ConntrackLs(self.conntrack_ls()?),
+            Request::ConntrackFlush => Reply::Flushed(self.conntrack_flush()?),
+            Request::Capture { port, .. } => return Err(DaemonError::CaptureNotAlone(port)),
+        })
+    }
+
+    pub(super) fn hello(&self) -> Hello {
+        Hello {
+            protocol: crate::api::PROTOCOL_VERSION,
+            version: env!("CARGO_PKG_VERSION").into(),
+            workers: self.rt.workers(),
+            offload: self.cfg.offload,
+        }
+    }
+
+    pub(super) fn network_create(&mut self, spec: &NetworkSpec) -> Result<Reply, DaemonError> {
+        if is_test_panic(&spec.name) {
+            self.rt.gateway_do(|_, _| {
+                panic!("{TEST_PANIC_ENV}=service: panicking on the service thread as asked")
+            });
+            return Err(DaemonError::TestPanic);
+        }
+        let mut next = self.state.clone();
+        let n = next.create_network(spec)?.clone();
+        self.save(&next)?;
+        self.state = next;
+        self.apply();
+        Ok(Reply::Network(Box::new(view::network_inspect(
+            &self.state,
+            &n,
+        ))))
+    }
+
+    pub(super) fn network_rm(&mut self, name: String, force: bool) -> Result<Reply, DaemonError> {
+        let mut next = self.state.clone();
+        let gone = next.remove_network(&name, force)?;
+        self.save(&next)?;
+        // Close the ports of the network's endpoints.
+        let closing: Vec<String> = self
+            .ports
+            .iter()
+            .filter(|(_, p)| p.network == name)
+            .map(|(k, _)| k.clone())
+            .collect();
+        self.state = next;
+        for p in closing {
+            self.close_port(&p, true);
+        }
+        for g in &gone {
+            self.owners.remove(g);
+        }
+        self.apply();
+        Ok(Reply::NetworkRemoved(NetworkRemoved {
+            removed: name,
+            containers_removed: gone,
+        }))
+    }
+
+    pub(super) fn domain_of(&self, network: Option<&str>) -> Result<Option<u16>, DaemonError> {
+        match network {
+            Some(n) => Ok(Some(
+                self.state
+                    .networks
+                    .get(n)
+                    .ok_or_else(|| StateError::NoNetwork(n.to_string()))?
+                    .domain,
+            )),
+            None => Ok(None),
+        }
+    }
+
+    pub(super) fn fdb_flush(&mut self, network: Option<&str>) -> Result<Flushed, DaemonError> {
+        let domain = self.domain_of(network)?;
+        Ok(Flushed {
+            flushed: self.rt.fdb.flush(domain, None),
+        })
+    }
+
+    pub(super) fn fdb_show(&self, network: Option<&str>) -> Result<Vec<FdbRow>, DaemonError> {
+        let filter = match network {
+            Some(n) => Some(
+                self.state
+                    .networks
+                    .get(n)
+                    .ok_or_else(|| StateError::NoNetwork(n.to_string()))?
+                    .domain,
+            ),
+            None => None,
+        };
+        let now = self.rt.epoch.elapsed().as_secs() as u32;
+        let slot_names: HashMap<u16, &str> = self
+            .ports
+            .iter()
+            .map(|(k, p)| (p.slot, k.as_str()))
+            .collect();
+        let nets: HashMap<u16, &crate::state::Network> = self
+            .state
+            .networks
+            .values()
+            .map(|n| (n.domain, n))
+            .collect();
+        let rows = self
+            .rt
+            .fdb
+            .rows()
+            .into_iter()
+            .filter(|r| filter.is_none_or(|d| d == r.domain))
+            .map(|r| {
+                let net = nets.get(&r.domain);
+                FdbRow {
+                    mac: r.mac,
+                    vlan: net.and_then(|n| n.vlan),
+                    network: net.map(|n| n.name.clone()),
+                    port: slot_names.get(&r.port).copied().unwrap_or("?").to_string(),
+                    age_secs: now.saturating_sub(r.last_seen),
+                }
+            })
+            .collect();
+        Ok(rows)
+    }
+
+    pub(super) fn conntrack_ls(&self) -> Result<Vec<ConntrackRow>, DaemonError> {
+        let flows = self.rt.gateway_call(|g, _| g.uplink().flows())?;
+        let mut v: Vec<ConntrackRow> = flows
+            .into_iter()
+            .map(|f| ConntrackRow {
+                protocol: f.proto.to_string(),
+                inside: f.inside.to_string(),
+                outside: f.outside.to_string(),
+                remote: None,
+                state: f.state,
+                expires_in: None,
+                uplink: "socket".into(),
+            })
+            .collect();
+        let now = self.rt.epoch.elapsed().as_secs() as u32;
+        for f in self.rt.nat.table.list(now) {
+            let proto = match f.proto {
+                dataplane::nat::TCP => "tcp",
+                dataplane::nat::UDP => "udp",
+                _ => "icmp",
+            };
+            v.push(ConntrackRow {
+                protocol: proto.into(),
+                inside: format!("{}:{}", f.inside.src, f.inside.sport),
+                outside: format!("{}:{}", f.outside.dst, f.outside.dport),
+                remote: Some(format!("{}:{}", f.inside.dst, f.inside.dport)),
+                state: f.state.into(),
+                expires_in: Some(f.expires_in),
+                uplink: "packet".into(),
+            });
+        }
+        Ok(v)
+    }
+
+    pub(super) fn conntrack_flush(&mut self) -> Result<Flushed, DaemonError> {
+        let n = self
+            .rt
+            .gateway_call(|g, ctx| g.flush_uplink_flows(ctx.registry))?;
+        let m = self.rt.nat.table.flush();
+        Ok(Flushed { flushed: n + m })
+    }
+
+    pub(super) fn stats(&self) -> Stats {
+        let mut ports = vec![view::port_counters("gateway", &self.rt.stats(SERVICE_PORT))];
+        for (name, p) in &self.ports {
+            ports.push(view::port_counters(name, &self.rt.stats(p.slot)));
+        }
+        let gw = self
+            .rt
+            .gateway_call(|g, _| {
+                (
+                    g.stats().clone(),
+                    g.uplink().stats.clone(),
+                    g.uplink().counts(),
+                )
+            })
+            .ok();
+        let gateway = gw.as_ref().map(|(s, _, _)| GatewayCounters {
+            frames: s.frames,
+            arp_replies: s.arp_replies,
+            echo_replies: s.echo_replies,
+            dhcp_replies: s.dhcp_replies,
+            dhcp_ignored: s.dhcp_ignored,
+            icmp_errors: s.icmp_errors,
+            routed: s.to_uplink,
+            unanswered: s.unanswered,
+            no_neighbour: s.no_neighbour,
+        });
+        let nat = gw
+            .as_ref()
+            .map(|(_, u, (tcp, udp, ping))| SocketNatCounters {
+                uplink: "socket".into(),
+                tcp_open: *tcp,
+                udp_flows: *udp,
+                echo_flows: *ping,
+                tcp_opened_total: u.tcp_open,
+                tcp_refused: u.tcp_refused,
+                udp_flows_total: u.udp_flows,
+                echo_flows_total: u.ping_flows,
+                dropped: u.dropped,
+                tcp_handshake_timeouts: u.tcp_handshake_timeouts,
+                tcp_idle_timeouts: u.tcp_idle_timeouts,
+                refused_quota: u.refused_quota,
+            });
+        Stats {
+            gateway,
+            nat,
+            packet_nat: self.packet_nat_counters(),
+            ports,
+            fdb: self.fdb_counters(),
+            drop_reasons: DropReason::ALL
+                .iter()
+                .map(|r| r.name().to_string())
+                .collect(),
+        }
+    }
+
+    pub(super) fn packet_nat_counters(&self) -> PacketNatCounters {
+        let t = &self.rt.nat.table;
+        PacketNatCounters {
+            flows: t.len(),
+            limit: t.max_flows(),
+            created: t.counters.created.load(Relaxed),
+            refused_full: t.counters.refused_full.load(Relaxed),
+            refused_ports: t.counters.refused_ports.load(Relaxed),
+            refused_quota: t.counters.refused_quota.load(Relaxed),
+            per_container: t.quota(),
+            expired: t.counters.expired.load(Relaxed),
+        }
+    }
+
+    pub(super) fn fdb_counters(&self) -> FdbCounters {
+        let fdb = &self.rt.fdb;
+        FdbCounters {
+            entries: fdb.len(),
+            limit: fdb.total_limit(),
+            moves: fdb.moves.load(Relaxed),
+            learn_refused: fdb.refused.load(Relaxed),
+        }
+    }
+}

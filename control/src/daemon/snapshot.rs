@@ -1,0 +1,439 @@
+//! The pure part of the daemon: the dataplane's [`Snapshot`] and the gateway's
+//! [`GatewayConfig`] built from the state and the open ports, with no I/O (unit tested
+//! below without a runtime).
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+
+use dataplane::bridge::VlanSet;
+use dataplane::config::{
+    DomainConf, FIRST_PORT, PortConf, PortMode, PortRole, SERVICE_PORT, Security, Snapshot,
+    UPLINK_DOMAIN, UPLINK_PORT, UplinkConf,
+};
+use dataplane::gateway::{NetDns, NetConfig, PacketUplink, GatewayConfig, UplinkMode};
+use dataplane::wire::MacAddr;
+
+use super::PortRt;
+use crate::net::Ipv4Cidr;
+use crate::state::{Container, DEFAULT_UPLINK_MTU, DnsMode, Network, Proto, State, Uplink};
+
+/// What the snapshot and the gateway's configuration are built from.
+pub(super) struct Inputs<'a> {
+    pub state: &'a State,
+    /// Port name -> the port's slot and endpoint.
+    pub ports: &'a BTreeMap<String, PortRt>,
+    /// Generation per slot.
+    pub gens: &'a [u16],
+    pub aging_secs: u32,
+    pub mac_limit: u32,
+    /// The packet uplink's port is open.
+    pub uplink_open: bool,
+    /// A container not yet in the state (its first port is being opened).
+    pub extra: Option<&'a Container>,
+    /// Where DNS queries for other names go.
+    pub upstreams: &'a [SocketAddr],
+}
+
+/// The packet uplink as the state describes it, when its port is open.
+struct PacketSegment {
+    address: Ipv4Cidr,
+    next_hop: Option<Ipv4Addr>,
+    mtu: u16,
+}
+
+impl Inputs<'_> {
+    fn packet_segment(&self) -> Option<PacketSegment> {
+        match &self.state.uplink {
+            Uplink::Packet {
+                address,
+                next_hop,
+                mtu,
+                ..
+            } if self.uplink_open => Some(PacketSegment {
+                address: *address,
+                next_hop: *next_hop,
+                mtu: mtu.unwrap_or(DEFAULT_UPLINK_MTU),
+            }),
+            _ => None,
+        }
+    }
+
+    /// The containers of the state and the one being attached.
+    fn containers(&self) -> impl Iterator<Item = &Container> {
+        self.state.containers.values().chain(self.extra)
+    }
+}
+
+/// The dataplane's configuration.
+pub(super) fn snapshot(i: &Inputs) -> Snapshot {
+    let mut s = Snapshot {
+        aging_secs: i.aging_secs,
+        ..Snapshot::default()
+    };
+    s.version = s.version.wrapping_add(1);
+    s.domains = domains(i.state);
+    s.ports = ports(i);
+    if let Some(seg) = i.packet_segment() {
+        if let Some(slot) = s.ports.get_mut(usize::from(UPLINK_PORT)) {
+            *slot = Some(fixed_port("uplink", PortRole::Uplink, UPLINK_DOMAIN));
+        }
+        s.uplink = Some(uplink_conf(i, &seg));
+    }
+    s.rebuild();
+    s
+}
+
+/// One bridge domain per network, indexed by domain id.
+fn domains(state: &State) -> Vec<Option<DomainConf>> {
+    let len = state
+        .networks
+        .values()
+        .map(|n| usize::from(n.domain) + 1)
+        .max()
+        .unwrap_or(0);
+    let mut v = vec![None; len];
+    for n in state.networks.values() {
+        if let Some(d) = v.get_mut(usize::from(n.domain)) {
+            *d = Some(DomainConf {
+                name: n.name.clone(),
+                vlan: n.vlan,
+                gateway_mac: n.gateway_mac(),
+                gateway_ip: n.gateway,
+                subnet: n.subnet.network().addr(),
+                prefix_len: n.subnet.prefix_len(),
+                icc: n.icc,
+                egress: n.masquerade && !n.internal,
+                members: Vec::new(),
+            });
+        }
+    }
+    v
+}
+
+/// A port the daemon does not open for a container (the gateway, the uplink).
+fn fixed_port(name: &str, role: PortRole, domain: u16) -> PortConf {
+    PortConf {
+        name: name.into(),
+        gen_: 0,
+        role,
+        mode: PortMode::Access { domain },
+        security: None,
+        mac_limit: 0,
+    }
+}
+
+/// The gateway's port and every open container port, indexed by slot.
+fn ports(i: &Inputs) -> Vec<Option<PortConf>> {
+    let len = i
+        .ports
+        .values()
+        .map(|p| usize::from(p.slot) + 1)
+        .max()
+        .unwrap_or(0);
+    let mut v = vec![None; len.max(usize::from(FIRST_PORT))];
+    if let Some(p) = v.get_mut(usize::from(SERVICE_PORT)) {
+        *p = Some(fixed_port("gateway", PortRole::Gateway, 0));
+    }
+    for (name, p) in i.ports {
+        if let Some(slot) = v.get_mut(usize::from(p.slot)) {
+            *slot = container_port(i, name, p);
+        }
+    }
+    v
+}
+
+fn container_port(i: &Inputs, name: &str, p: &PortRt) -> Option<PortConf> {
+    let c = (i.state.containers.get(&p.container)).or(i.extra.filter(|c| c.name == p.container))?;
+    let e = c.endpoint(&p.network)?;
+    let n = i.state.networks.get(&e.network)?;
+    let mode = if e.trunk.is_empty() {
+        PortMode::Access { domain: n.domain }
+    } else {
+        PortMode::Trunk {
+            native: Some(n.domain),
+            vlans: VlanSet::from_ids(e.trunk.iter().copied()),
+        }
+    };
+    Some(PortConf {
+        name: name.to_string(),
+        gen_: i.gens.get(usize::from(p.slot)).copied().unwrap_or(0),
+        role: PortRole::Container,
+        mode,
+        security: e.port_security.then_some(Security {
+            mac: e.mac,
+            ip: Some(e.ip),
+        }),
+        mac_limit: i.mac_limit,
+    })
+}
+
+fn uplink_conf(i: &Inputs, seg: &PacketSegment) -> UplinkConf {
+    let mut hosts: Vec<(u16, Ipv4Addr, MacAddr)> = i
+        .containers()
+        .flat_map(|c| c.endpoints.iter())
+        .filter_map(|e| Some((i.state.networks.get(&e.network)?.domain, e.ip, e.mac)))
+        .collect();
+    hosts.sort_by_key(|h| (h.0, h.1));
+    hosts.dedup_by_key(|h| (h.0, h.1));
+    let rules = i
+        .containers()
+        .flat_map(|c| dnat_rules(i.state, c))
+        .collect();
+    UplinkConf {
+        ext_ip: seg.address.addr(),
+        ext_mac: MacAddr::from_ipv4(seg.address.addr()),
+        subnet: seg.address.network().addr(),
+        prefix_len: seg.address.prefix_len(),
+        next_hop: seg.next_hop,
+        mtu: seg.mtu,
+        rules: dataplane::nat::DnatRules::new(rules),
+        hosts,
+    }
+}
+
+/// A container's published ports as DNAT rules to its first endpoint.
+fn dnat_rules(state: &State, c: &Container) -> Vec<dataplane::nat::DnatRule> {
+    let Some(e) = c.endpoints.first() else {
+        return Vec::new();
+    };
+    let Some(n) = state.networks.get(&e.network) else {
+        return Vec::new();
+    };
+    c.published
+        .iter()
+        .map(|p| dataplane::nat::DnatRule {
+            proto: match p.proto {
+                Proto::Tcp => dataplane::nat::TCP,
+                Proto::Udp => dataplane::nat::UDP,
+            },
+            ext_port: p.host_port,
+            domain: n.domain,
+            ip: e.ip,
+            port: p.container_port,
+        })
+        .collect()
+}
+
+/// The gateway's view of the networks: addresses, DNS names, leases, the uplink.
+pub(super) fn gateway_config(i: &Inputs) -> GatewayConfig {
+    let mut c = GatewayConfig {
+        uplink: match i.state.uplink {
+            Uplink::Socket => UplinkMode::Socket,
+            Uplink::None => UplinkMode::None,
+            Uplink::Packet { .. } => UplinkMode::Packet,
+        },
+        ..Default::default()
+    };
+    for n in i.state.networks.values() {
+        let d = usize::from(n.domain);
+        if c.nets.len() <= d {
+            c.nets.resize(d + 1, None);
+        }
+        if c.names.len() <= d {
+            c.names.resize(d + 1, None);
+        }
+        if let Some(slot) = c.nets.get_mut(d) {
+            *slot = Some(net_service(n));
+        }
+        if let Some(slot) = c.names.get_mut(d) {
+            *slot = names(i.state, n);
+        }
+    }
+    c.upstreams = i.upstreams.to_vec();
+    c.packet = i.packet_segment().map(|seg| PacketUplink {
+        ext_ip: seg.address.addr(),
+        ext_mac: MacAddr::from_ipv4(seg.address.addr()),
+        subnet: seg.address.network().addr(),
+        prefix_len: seg.address.prefix_len(),
+        next_hop: seg.next_hop,
+        mtu: seg.mtu,
+    });
+    for p in i.ports.values() {
+        if let (Some(ct), Some(n)) = (
+            i.state.containers.get(&p.container),
+            i.state.networks.get(&p.network),
+        ) && let Some(e) = ct.endpoint(&p.network)
+        {
+            c.leases.insert((n.domain, p.slot), (e.mac, e.ip));
+        }
+    }
+    c
+}
+
+fn net_service(n: &Network) -> NetConfig {
+    NetConfig {
+        name: n.name.clone(),
+        gateway_ip: n.gateway,
+        gateway_mac: n.gateway_mac(),
+        subnet: n.subnet.network().addr(),
+        prefix_len: n.subnet.prefix_len(),
+        mtu: n.mtu,
+        internal: n.internal,
+        masquerade: n.masquerade,
+        host_loopback: n.host_loopback,
+        dns: match n.dns {
+            DnsMode::Names => NetDns::Names,
+            DnsMode::ForwardOnly => NetDns::ForwardOnly,
+            DnsMode::Off => NetDns::Off,
+        },
+    }
+}
+
+/// The names the gateway answers on network `n` (none with DNS off).
+fn names(state: &State, n: &Network) -> Option<Arc<dataplane::dns::Names>> {
+    if n.dns == DnsMode::Off {
+        return None;
+    }
+    let mut b = dataplane::dns::Names::builder();
+    b.gateway(n.gateway)
+        .forward(!n.internal)
+        .forward_only(n.dns == DnsMode::ForwardOnly);
+    let _ = b.search_domain(&n.name);
+    if n.dns == DnsMode::Names {
+        for (ct, e) in state.endpoints_on(&n.name) {
+            let _ = b.container(&ct.name, e.ip);
+            for a in &e.aliases {
+                let _ = b.alias(a, e.ip);
+            }
+        }
+    }
+    Some(Arc::new(b.build()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{EndpointSpec, Published, Sandbox};
+
+    struct World {
+        state: State,
+        ports: BTreeMap<String, PortRt>,
+        gens: Vec<u16>,
+    }
+
+    /// The default network with container `web` on it, its port open in slot FIRST_PORT.
+    fn world() -> World {
+        let mut state = State::new(None, None).unwrap();
+        let spec = EndpointSpec {
+            network: "bridge".into(),
+            port_security: true,
+            ..Default::default()
+        };
+        let sandbox = Sandbox::Tap {
+            ifname: "tap-web".into(),
+        };
+        let mut c = state.check_attach("web", &sandbox, &spec).unwrap();
+        c.published.push(Published {
+            proto: Proto::Tcp,
+            host_ip: Ipv4Addr::UNSPECIFIED,
+            host_port: 8080,
+            container_port: 80,
+            auto: false,
+        });
+        let port = PortRt {
+            slot: FIRST_PORT,
+            container: "web".into(),
+            network: "bridge".into(),
+            netns: None,
+            ifname: c.endpoints[0].ifname.clone(),
+        };
+        state.attach(c);
+        let mut gens = vec![0; 64];
+        gens[usize::from(FIRST_PORT)] = 3;
+        World {
+            state,
+            ports: BTreeMap::from([("web".to_string(), port)]),
+            gens,
+        }
+    }
+
+    fn inputs(w: &World, uplink_open: bool) -> Inputs<'_> {
+        Inputs {
+            state: &w.state,
+            ports: &w.ports,
+            gens: &w.gens,
+            aging_secs: 300,
+            mac_limit: 7,
+            uplink_open,
+            extra: None,
+            upstreams: &[],
+        }
+    }
+
+    #[test]
+    fn a_container_port_joins_its_networks_domain() {
+        let w = world();
+        let s = snapshot(&inputs(&w, false));
+        let bridge = &w.state.networks["bridge"];
+        let d = s.domains[usize::from(bridge.domain)].as_ref().unwrap();
+        assert_eq!((d.name.as_str(), d.gateway_ip), ("bridge", bridge.gateway));
+        let gw = s.ports[usize::from(SERVICE_PORT)].as_ref().unwrap();
+        assert_eq!(gw.role, PortRole::Gateway);
+        let p = s.ports[usize::from(FIRST_PORT)].as_ref().unwrap();
+        let e = &w.state.containers["web"].endpoints[0];
+        assert_eq!((p.name.as_str(), p.gen_, p.mac_limit), ("web", 3, 7));
+        assert!(matches!(p.mode, PortMode::Access { domain } if domain == bridge.domain));
+        assert_eq!(
+            p.security.as_ref().map(|s| (s.mac, s.ip)),
+            Some((e.mac, Some(e.ip)))
+        );
+        assert!(s.uplink.is_none());
+        assert_eq!(s.aging_secs, 300);
+    }
+
+    #[test]
+    fn a_port_whose_container_is_not_saved_yet_counts_only_when_given() {
+        let mut w = world();
+        let c = w.state.containers.remove("web").unwrap();
+        assert!(snapshot(&inputs(&w, false)).ports[usize::from(FIRST_PORT)].is_none());
+        let mut i = inputs(&w, false);
+        i.extra = Some(&c);
+        assert!(snapshot(&i).ports[usize::from(FIRST_PORT)].is_some());
+    }
+
+    #[test]
+    fn an_open_packet_uplink_gets_its_port_hosts_and_dnat_rules() {
+        let mut w = world();
+        w.state.uplink = Uplink::Packet {
+            tap: Some("up0".into()),
+            netns: None,
+            address: "198.51.100.2/24".parse().unwrap(),
+            next_hop: Some(Ipv4Addr::new(198, 51, 100, 1)),
+            mtu: None,
+        };
+        assert!(snapshot(&inputs(&w, false)).uplink.is_none());
+        let s = snapshot(&inputs(&w, true));
+        let u = s.uplink.as_ref().unwrap();
+        assert_eq!(u.ext_ip, Ipv4Addr::new(198, 51, 100, 2));
+        assert_eq!((u.prefix_len, u.mtu), (24, DEFAULT_UPLINK_MTU));
+        let e = &w.state.containers["web"].endpoints[0];
+        assert!(u.hosts.iter().any(|h| h.1 == e.ip && h.2 == e.mac));
+        let r = u.rules.find(dataplane::nat::TCP, 8080).unwrap();
+        assert_eq!((r.ip, r.port), (e.ip, 80));
+        let up = s.ports[usize::from(UPLINK_PORT)].as_ref().unwrap();
+        assert_eq!(up.role, PortRole::Uplink);
+        let c = gateway_config(&inputs(&w, true));
+        assert!(matches!(c.uplink, UplinkMode::Packet));
+        assert_eq!(c.packet.map(|p| p.ext_ip), Some(u.ext_ip));
+    }
+
+    #[test]
+    fn the_gateway_knows_names_and_leases() {
+        let w = world();
+        let c = gateway_config(&inputs(&w, false));
+        let bridge = &w.state.networks["bridge"];
+        let e = &w.state.containers["web"].endpoints[0];
+        let d = usize::from(bridge.domain);
+        assert_eq!(
+            c.nets[d].as_ref().map(|n| n.gateway_ip),
+            Some(bridge.gateway)
+        );
+        assert!(c.names[d].is_some());
+        assert_eq!(
+            c.leases.get(&(bridge.domain, FIRST_PORT)),
+            Some(&(e.mac, e.ip))
+        );
+        assert!(c.packet.is_none());
+    }
+}
