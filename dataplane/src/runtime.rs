@@ -307,7 +307,7 @@ impl<S: Service> Runtime<S> {
             let _ = w.waker.wake();
         }
         // The service thread zeroes its own counters of the slot.
-        self.service_do(move |_, ctx| ctx.counters.reset(slot));
+        self.service_do(move |_, ctx| ctx.counters.reset(crate::ids::PortId(slot)));
     }
 
     /// Removes the port at `slot` from every worker and waits until they let go of it.
@@ -327,9 +327,9 @@ impl<S: Service> Runtime<S> {
 
     /// A port's counters, added up over the workers.
     pub fn stats(&self, slot: u16) -> PortStats {
-        let mut s = self.service_counters.read(slot);
+        let mut s = self.service_counters.read(crate::ids::PortId(slot));
         for w in &self.workers {
-            s.add(&w.counters.read(slot));
+            s.add(&w.counters.read(crate::ids::PortId(slot)));
         }
         s
     }
@@ -431,7 +431,7 @@ fn worker_loop(mut w: Worker, mut poll: Poll, cmds: mpsc::Receiver<WorkerCmd>, b
                         let _ = poll.registry().deregister(&mut SourceFd(&fd));
                     }
                     let fd = port.rx_fd();
-                    w.add_port(slot, port, rx);
+                    w.add_port(crate::ids::PortId(slot), port, rx);
                     if rx && let Some(fd) = fd {
                         register(&poll, slot, fd);
                         registered.push((slot, fd));
@@ -446,7 +446,7 @@ fn worker_loop(mut w: Worker, mut poll: Poll, cmds: mpsc::Receiver<WorkerCmd>, b
                         let _ = poll.registry().deregister(&mut SourceFd(&fd));
                     }
                     ready.retain(|s| *s != slot);
-                    drop(w.remove_port(slot));
+                    drop(w.remove_port(crate::ids::PortId(slot)));
                     let _ = done.send(());
                 }
                 WorkerCmd::Stop => return,
@@ -457,7 +457,7 @@ fn worker_loop(mut w: Worker, mut poll: Poll, cmds: mpsc::Receiver<WorkerCmd>, b
         let mut moved = 0;
         while i < ready.len() {
             let slot = ready[i];
-            let n = w.poll_port(slot);
+            let n = w.poll_port(crate::ids::PortId(slot));
             moved += n;
             if n < MAX_BATCH {
                 ready.swap_remove(i);
@@ -665,9 +665,11 @@ mod tests {
             ports: vec![
                 Some(PortConf {
                     name: "gateway".into(),
-                    gen_: 0,
+                    generation: crate::ids::Generation(0),
                     role: PortRole::Gateway,
-                    mode: PortMode::Access { domain: 0 },
+                    mode: PortMode::Access {
+                        domain: crate::ids::DomainId(0),
+                    },
                     security: None,
                     mac_limit: 0,
                 }),
@@ -678,9 +680,11 @@ mod tests {
         for i in 0..2 {
             s.ports.push(Some(PortConf {
                 name: format!("p{i}"),
-                gen_: 0,
+                generation: crate::ids::Generation(0),
                 role: PortRole::Container,
-                mode: PortMode::Access { domain: 0 },
+                mode: PortMode::Access {
+                    domain: crate::ids::DomainId(0),
+                },
                 security: None,
                 mac_limit: 1024,
             }));

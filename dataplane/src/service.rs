@@ -256,7 +256,7 @@ impl Default for Gateway {
             lease_ports: HashMap::new(),
             neighbours: HashMap::new(),
             dns_quota: Quotas::new(UplinkLimits::default()),
-            cur_port: crate::config::SERVICE_PORT,
+            cur_port: crate::config::SERVICE_PORT.0,
             uplink: SocketUplink::new(),
             dns: DnsServer::new(DnsConfig::default(), 0),
             dns_clients: HashMap::new(),
@@ -292,7 +292,8 @@ impl Gateway {
                 .get(&(who.domain, who.ip))
                 .copied()
                 .unwrap_or(self.cur_port);
-            ctx.counters.count_drop(port, drop_reason(why), 1);
+            ctx.counters
+                .count_drop(crate::ids::PortId(port), drop_reason(why), 1);
         }
     }
 
@@ -390,7 +391,8 @@ impl Gateway {
                 .get(&(who.domain, who.ip))
                 .copied()
                 .unwrap_or(self.cur_port);
-            ctx.counters.count_drop(port, DropReason::DnsQuota, 1);
+            ctx.counters
+                .count_drop(crate::ids::PortId(port), DropReason::DnsQuota, 1);
             return None;
         }
         let id = self.dns_next;
@@ -662,7 +664,7 @@ impl Gateway {
             self.reply = out;
             if answered {
                 self.stats.arp_replies += 1;
-                self.send_reply(ctx, crate::config::UPLINK_DOMAIN);
+                self.send_reply(ctx, crate::config::UPLINK_DOMAIN.0);
             }
             return;
         }
@@ -671,7 +673,7 @@ impl Gateway {
         self.reply = out;
         if answered {
             self.stats.echo_replies += 1;
-            self.send_reply(ctx, crate::config::UPLINK_DOMAIN);
+            self.send_reply(ctx, crate::config::UPLINK_DOMAIN.0);
             return;
         }
         // Nothing listens there: refuse as a host would (RST, or port unreachable).
@@ -686,7 +688,7 @@ impl Gateway {
             let built = tcp_reset(data, &gnet, &mut out);
             self.reply = out;
             if built {
-                self.send_reply(ctx, crate::config::UPLINK_DOMAIN);
+                self.send_reply(ctx, crate::config::UPLINK_DOMAIN.0);
             }
         } else if ip.protocol() == IpProtocol::UDP && self.uplink_limit.allow(Instant::now()) {
             let mut out = std::mem::take(&mut self.reply);
@@ -701,7 +703,7 @@ impl Gateway {
             self.reply = out;
             if built {
                 self.stats.icmp_errors += 1;
-                self.send_reply(ctx, crate::config::UPLINK_DOMAIN);
+                self.send_reply(ctx, crate::config::UPLINK_DOMAIN.0);
             }
         }
     }
@@ -712,7 +714,7 @@ impl Gateway {
         let mut out = std::mem::take(&mut self.reply);
         arp::request(up.ext_mac, up.ext_ip, ip, &mut out);
         self.reply = out;
-        self.send_reply(ctx, crate::config::UPLINK_DOMAIN);
+        self.send_reply(ctx, crate::config::UPLINK_DOMAIN.0);
     }
 
     /// A routed frame the workers could not send out the packet uplink, for the reason
@@ -1001,11 +1003,11 @@ impl Gateway {
 impl Service for Gateway {
     fn frame(&mut self, ctx: &mut ServiceCtx<'_>, f: ServiceFrame) {
         self.stats.frames += 1;
-        if f.domain == crate::config::UPLINK_DOMAIN {
+        if f.domain == crate::config::UPLINK_DOMAIN.0 {
             self.handle_uplink(ctx, &f.data);
         } else {
             self.handle(ctx, f.domain, (f.port, f.punt), &f.data);
-            self.cur_port = crate::config::SERVICE_PORT;
+            self.cur_port = crate::config::SERVICE_PORT.0;
         }
         ctx.recycle(f.data);
     }

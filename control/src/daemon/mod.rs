@@ -22,6 +22,7 @@ use dataplane::config::{
     DomainConf, FIRST_PORT, PortConf, PortMode, PortRole, SERVICE_PORT, Security, Snapshot,
     UPLINK_DOMAIN, UPLINK_PORT, UplinkConf,
 };
+use dataplane::ids::{DomainId, Generation, PortId, VlanId};
 use dataplane::runtime::{Runtime, RuntimeConfig};
 use dataplane::service::Gateway;
 use dataplane::uplink::socket::{PublishTarget, PublishedSocket};
@@ -317,7 +318,7 @@ impl Daemon {
 
     fn free_slot(&self) -> Option<u16> {
         let used: std::collections::HashSet<u16> = self.ports.values().map(|p| p.slot).collect();
-        (FIRST_PORT..MAX_SLOTS as u16).find(|s| !used.contains(s))
+        (FIRST_PORT.0..MAX_SLOTS as u16).find(|s| !used.contains(s))
     }
 
     fn namespace_of(sandbox: &Sandbox) -> Option<PathBuf> {
@@ -407,7 +408,7 @@ impl Daemon {
         };
         self.apply();
         self.rt.remove_port(p.slot);
-        self.rt.fdb.flush(None, Some(p.slot));
+        self.rt.fdb.flush(None, Some(PortId(p.slot)));
         if delete && let Some(ns) = &p.netns {
             let _ = self.backend.delete_in_netns(ns, &p.ifname);
         }
@@ -450,7 +451,7 @@ impl Daemon {
             if let Some(d) = s.domains.get_mut(usize::from(n.domain)) {
                 *d = Some(DomainConf {
                     name: n.name.clone(),
-                    vlan: n.vlan,
+                    vlan: n.vlan.and_then(VlanId::new),
                     gateway_mac: n.gateway_mac(),
                     gateway_ip: n.gateway,
                     subnet: n.subnet.network().addr,
@@ -467,13 +468,15 @@ impl Daemon {
             .map(|p| usize::from(p.slot) + 1)
             .max()
             .unwrap_or(0);
-        s.ports = vec![None; max_slot.max(usize::from(FIRST_PORT))];
-        if let Some(p) = s.ports.get_mut(usize::from(SERVICE_PORT)) {
+        s.ports = vec![None; max_slot.max(FIRST_PORT.index())];
+        if let Some(p) = s.ports.get_mut(SERVICE_PORT.index()) {
             *p = Some(PortConf {
                 name: "gateway".into(),
-                gen_: 0,
+                generation: Generation(0),
                 role: PortRole::Gateway,
-                mode: PortMode::Access { domain: 0 },
+                mode: PortMode::Access {
+                    domain: DomainId(0),
+                },
                 security: None,
                 mac_limit: 0,
             });
@@ -492,17 +495,21 @@ impl Daemon {
                 continue;
             };
             let mode = if e.trunk.is_empty() {
-                PortMode::Access { domain: n.domain }
+                PortMode::Access {
+                    domain: DomainId(n.domain),
+                }
             } else {
                 PortMode::Trunk {
-                    native: Some(n.domain),
+                    native: Some(DomainId(n.domain)),
                     vlans: VlanSet::from_ids(e.trunk.iter().copied()),
                 }
             };
             if let Some(slot) = s.ports.get_mut(usize::from(p.slot)) {
                 *slot = Some(PortConf {
                     name: name.clone(),
-                    gen_: self.gens.get(usize::from(p.slot)).copied().unwrap_or(0),
+                    generation: Generation(
+                        self.gens.get(usize::from(p.slot)).copied().unwrap_or(0),
+                    ),
                     role: PortRole::Container,
                     mode,
                     security: e.port_security.then_some(Security {
@@ -521,10 +528,10 @@ impl Daemon {
                 ..
             } = &self.state.uplink
         {
-            if let Some(slot) = s.ports.get_mut(usize::from(UPLINK_PORT)) {
+            if let Some(slot) = s.ports.get_mut(UPLINK_PORT.index()) {
                 *slot = Some(PortConf {
                     name: "uplink".into(),
-                    gen_: 0,
+                    generation: Generation(0),
                     role: PortRole::Uplink,
                     mode: PortMode::Access {
                         domain: UPLINK_DOMAIN,
@@ -533,12 +540,12 @@ impl Daemon {
                     mac_limit: 0,
                 });
             }
-            let mut hosts: Vec<(u16, Ipv4Addr, dataplane::wire::MacAddr)> = Vec::new();
+            let mut hosts: Vec<(DomainId, Ipv4Addr, dataplane::wire::MacAddr)> = Vec::new();
             let mut rules = Vec::new();
             for c in self.state.containers.values().chain(extra) {
                 for e in &c.endpoints {
                     if let Some(n) = self.state.networks.get(&e.network) {
-                        hosts.push((n.domain, e.ip, e.mac));
+                        hosts.push((DomainId(n.domain), e.ip, e.mac));
                     }
                 }
                 if let (Some(e), true) = (c.endpoints.first(), !c.published.is_empty())
@@ -607,7 +614,7 @@ impl Daemon {
         };
         self.uplink_port = Some(ns);
         self.apply();
-        self.rt.add_port(UPLINK_PORT, handles);
+        self.rt.add_port(UPLINK_PORT.0, handles);
         Ok(())
     }
 
@@ -617,7 +624,7 @@ impl Daemon {
             return;
         };
         self.apply();
-        self.rt.remove_port(UPLINK_PORT);
+        self.rt.remove_port(UPLINK_PORT.0);
         if let Some(ns) = ns {
             let _ = self.backend.delete_in_netns(&ns, UPLINK_IFNAME);
         }
@@ -820,7 +827,7 @@ impl Daemon {
                     ),
                     None => None,
                 };
-                let n = self.rt.fdb.flush(domain, None);
+                let n = self.rt.fdb.flush(domain.map(DomainId), None);
                 Ok(json!({"flushed": n}))
             }
             Request::Stats => Ok(self.stats()),
@@ -1479,14 +1486,14 @@ impl Daemon {
             .fdb
             .rows()
             .into_iter()
-            .filter(|r| filter.is_none_or(|d| d == r.domain))
+            .filter(|r| filter.is_none_or(|d| d == r.domain.0))
             .map(|r| {
-                let net = nets.get(&r.domain);
+                let net = nets.get(&r.domain.0);
                 json!({
                     "mac": r.mac.to_string(),
                     "vlan": net.and_then(|n| n.vlan),
                     "network": net.map(|n| n.name.as_str()),
-                    "port": slot_names.get(&r.port).copied().unwrap_or("?"),
+                    "port": slot_names.get(&r.port.0).copied().unwrap_or("?"),
                     "age_secs": now.saturating_sub(r.last_seen),
                 })
             })
@@ -1496,7 +1503,7 @@ impl Daemon {
 
     fn stats(&self) -> Value {
         let mut ports = Vec::new();
-        let gw = self.rt.stats(SERVICE_PORT);
+        let gw = self.rt.stats(SERVICE_PORT.0);
         ports.push(view::stats_json("gateway", &gw));
         for (name, p) in &self.ports {
             ports.push(view::stats_json(name, &self.rt.stats(p.slot)));
@@ -1562,7 +1569,7 @@ impl Daemon {
         port: &str,
     ) -> Result<Vec<dataplane::capture::CaptureRing>, DaemonError> {
         let slot = if port == "gateway" {
-            SERVICE_PORT
+            SERVICE_PORT.0
         } else {
             self.ports
                 .get(port)
