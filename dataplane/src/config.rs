@@ -70,7 +70,7 @@ pub struct PortConf {
 impl PortConf {
     /// How frames of `domain` (802.1Q id `vlan`) leave this port: None when the port
     /// does not carry the domain, else untagged or with the domain's tag.
-    #[inline]
+    #[inline(always)]
     pub fn egress_encap(&self, domain: DomainId, vlan: Option<VlanId>) -> Option<Encap> {
         match &self.mode {
             PortMode::Access { domain: d } => (*d == domain).then_some(Encap::None),

@@ -142,15 +142,14 @@ fn bound_outside(ing: &Ingress<'_>, dconf: &DomainConf, frame: &[u8]) -> bool {
     if snap.uplink.is_none() || ing.ctx.nat.is_none() {
         return false;
     }
-    let dip = EthernetFrame::new_checked(frame)
-        .ok()
-        .and_then(|e| Ipv4Packet::new_checked(e.payload()).ok().map(|p| p.dst()));
-    dip.is_some_and(|dip| {
-        dip != dconf.gateway_ip
-            && !dip.is_broadcast()
-            && !dip.is_multicast()
-            && !snap.is_inside(dip)
-    })
+    let Ok(eth) = EthernetFrame::new_checked(frame) else {
+        return false;
+    };
+    let Ok(ip) = Ipv4Packet::new_checked(eth.payload()) else {
+        return false;
+    };
+    let dip = ip.dst();
+    dip != dconf.gateway_ip && !dip.is_broadcast() && !dip.is_multicast() && !snap.is_inside(dip)
 }
 
 /// A port the FDB knows a destination on, still carrying its domain.
