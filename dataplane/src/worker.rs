@@ -14,6 +14,7 @@ use crate::config::{SERVICE_PORT, SnapshotCache, SnapshotCell};
 use crate::ids::PortId;
 use crate::pipeline::{self, Context, Local};
 use crate::port::{Batch, Port, STD_FRAME_CAP, TxSel};
+use crate::wire::vlan::TAG_LEN;
 
 /// The coarse clock the FDB ages by: whole seconds since the worker started, or a
 /// value set by hand (tests).
@@ -196,7 +197,7 @@ impl Worker {
             }
             let mut bytes = 0u64;
             for s in sel {
-                let tag = if s.vlan != 0 { 4 } else { 0 };
+                let tag = if s.vlan != 0 { TAG_LEN } else { 0 };
                 bytes += self
                     .batch
                     .get(usize::from(s.idx))

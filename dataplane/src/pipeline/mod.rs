@@ -1,12 +1,12 @@
 //! One batch of frames through the stages of the forwarding path:
 //!
 //! - ingress ([`process`]): counters, the batch's prefetches, one stage loop per batch;
-//! - [`classify`]: the domain of a frame of an untrusted port, its tag popped;
-//! - [`security`]: port security and first-hop guards of the ports vswitch addressed;
-//! - [`l2`]: learning, then flooding, the gateway, or the port a MAC was learned on;
-//! - [`route`]: traffic routed through the packet uplink (NAT on the fast path);
-//! - [`egress`]: the per-port send lists, with each frame's [`Encap`]sulation;
-//! - [`share`]: each port's share of the gateway ring.
+//! - `classify`: the domain of a frame of an untrusted port, its tag popped;
+//! - `security`: port security and first-hop guards of the ports vswitch addressed;
+//! - `l2`: learning, then flooding, the gateway, or the port a MAC was learned on;
+//! - `route`: traffic routed through the packet uplink (NAT on the fast path);
+//! - `egress`: the per-port send lists, with each frame's [`Encap`]sulation;
+//! - `share`: each port's share of the gateway ring.
 //!
 //! Sans-I/O: [`process`] takes the frames one port received and leaves, in an
 //! [`Egress`], the frames each port should send (as indexes into the batch plus how to
