@@ -2,6 +2,7 @@
 
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use dataplane::bridge::Fdb;
+use dataplane::ids::{DomainId, Generation, PortId};
 use dataplane::wire::MacAddr;
 
 fn mac(i: u32) -> MacAddr {
@@ -29,7 +30,14 @@ fn fdb(c: &mut Criterion) {
         {
             let r = f.pin();
             for i in 0..n {
-                r.learn(1, mac(i), (i % 64) as u16 + 2, 0, 0, u32::MAX);
+                r.learn(
+                    DomainId(1),
+                    mac(i),
+                    PortId((i % 64) as u16 + 2),
+                    Generation(0),
+                    0,
+                    u32::MAX,
+                );
             }
         }
         let ord = order(n);
@@ -39,7 +47,7 @@ fn fdb(c: &mut Criterion) {
                 let r = f.pin();
                 let mut hits = 0u32;
                 for &i in ord {
-                    hits += u32::from(r.lookup(1, mac(i)).is_some());
+                    hits += u32::from(r.lookup(DomainId(1), mac(i)).is_some());
                 }
                 hits
             })
@@ -50,10 +58,10 @@ fn fdb(c: &mut Criterion) {
                 let mut hits = 0u32;
                 for chunk in ord.chunks(64) {
                     for &i in chunk {
-                        r.prefetch(1, mac(i));
+                        r.prefetch(DomainId(1), mac(i));
                     }
                     for &i in chunk {
-                        hits += u32::from(r.lookup(1, mac(i)).is_some());
+                        hits += u32::from(r.lookup(DomainId(1), mac(i)).is_some());
                     }
                 }
                 hits
@@ -65,7 +73,14 @@ fn fdb(c: &mut Criterion) {
                 now = now.wrapping_add(1);
                 let r = f.pin();
                 for &i in ord {
-                    r.learn(1, mac(i), (i % 64) as u16 + 2, 0, now / 1000, u32::MAX);
+                    r.learn(
+                        DomainId(1),
+                        mac(i),
+                        PortId((i % 64) as u16 + 2),
+                        Generation(0),
+                        now / 1000,
+                        u32::MAX,
+                    );
                 }
             })
         });
@@ -77,7 +92,14 @@ fn fdb(c: &mut Criterion) {
                     let f = Fdb::new((n + 1024).max(1024));
                     let r = f.pin();
                     for i in 0..n {
-                        r.learn(1, mac(i), (i % 64) as u16 + 2, 0, 0, u32::MAX);
+                        r.learn(
+                            DomainId(1),
+                            mac(i),
+                            PortId((i % 64) as u16 + 2),
+                            Generation(0),
+                            0,
+                            u32::MAX,
+                        );
                     }
                     drop(r);
                     f
@@ -85,7 +107,7 @@ fn fdb(c: &mut Criterion) {
                 |f| {
                     let r = f.pin();
                     for i in n..n + 1024 {
-                        r.learn(1, mac(i), 2, 0, 0, u32::MAX);
+                        r.learn(DomainId(1), mac(i), PortId(2), Generation(0), 0, u32::MAX);
                     }
                     drop(r);
                     f

@@ -118,7 +118,7 @@ fn check_network(key: &str, n: &Network) -> Result<(), Inconsistency> {
     if !valid_name(&n.name) {
         return bad(Inconsistency::BadName);
     }
-    if n.domain >= UPLINK_DOMAIN {
+    if n.domain >= UPLINK_DOMAIN.0 {
         return Err(Inconsistency::ReservedDomain(n.name.clone(), n.domain));
     }
     let sub = n.subnet;

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use crate::bridge::{CounterTable, Fdb, VlanSet};
 use crate::config::{DomainConf, FIRST_PORT, PortConf, PortMode, PortRole, Snapshot, SnapshotCell};
+use crate::ids::{DomainId, Generation, PortId, VlanId};
 use crate::port::MemoryPort;
 use crate::wire::MacAddr;
 use crate::worker::Worker;
@@ -163,7 +164,7 @@ fn domain(name: &str, vlan: Option<u16>, third: u8) -> Option<DomainConf> {
     let gw = Ipv4Addr::new(172, 16 + third, 0, 1);
     Some(DomainConf {
         name: name.into(),
-        vlan,
+        vlan: vlan.and_then(VlanId::new),
         gateway_mac: MacAddr::from_ipv4(gw),
         gateway_ip: gw,
         subnet: Ipv4Addr::new(172, 16 + third, 0, 0),
@@ -177,7 +178,7 @@ fn domain(name: &str, vlan: Option<u16>, third: u8) -> Option<DomainConf> {
 fn port(name: String, mode: PortMode, limit: u32) -> Option<PortConf> {
     Some(PortConf {
         name,
-        gen_: 0,
+        generation: Generation::default(),
         role: PortRole::Container,
         mode,
         security: None,
@@ -209,7 +210,9 @@ fn plan(p: &Params) -> (Vec<Option<DomainConf>>, Vec<Vec<PlannedPort>>) {
                 for (d, count) in [(0u16, 2), (1u16, 2)] {
                     for _ in 0..count {
                         ports.push(PlannedPort {
-                            mode: PortMode::Access { domain: d },
+                            mode: PortMode::Access {
+                                domain: DomainId(d),
+                            },
                             tag: None,
                             domain: d,
                             macs: (next..next + each).collect(),
@@ -247,7 +250,9 @@ fn plan(p: &Params) -> (Vec<Option<DomainConf>>, Vec<Vec<PlannedPort>>) {
                 let mut ports = Vec::new();
                 for _ in 0..PORTS_L2 {
                     ports.push(PlannedPort {
-                        mode: PortMode::Access { domain: 0 },
+                        mode: PortMode::Access {
+                            domain: DomainId(0),
+                        },
                         tag: None,
                         domain: 0,
                         macs: (next..next + each).collect(),
@@ -310,13 +315,13 @@ fn setup_nat(p: &Params) -> Result<Setup, BenchError> {
     }
     let mut snap = Snapshot {
         domains: vec![dom],
-        ports: vec![None; usize::from(FIRST_PORT)],
+        ports: vec![None; FIRST_PORT.index()],
         ..Default::default()
     };
-    if let Some(slot) = snap.ports.get_mut(usize::from(UPLINK_PORT)) {
+    if let Some(slot) = snap.ports.get_mut(UPLINK_PORT.index()) {
         *slot = Some(PortConf {
             name: "uplink".into(),
-            gen_: 0,
+            generation: Generation::default(),
             role: PortRole::Uplink,
             mode: PortMode::Access {
                 domain: UPLINK_DOMAIN,
@@ -333,11 +338,13 @@ fn setup_nat(p: &Params) -> Result<Setup, BenchError> {
         let slot = snap.ports.len() as u16;
         snap.ports.push(port(
             format!("c{w}"),
-            PortMode::Access { domain: 0 },
+            PortMode::Access {
+                domain: DomainId(0),
+            },
             u32::MAX,
         ));
-        slots.push(vec![slot, UPLINK_PORT]);
-        hosts.push((0u16, cont(w), MacAddr::from_ipv4(cont(w))));
+        slots.push(vec![slot, UPLINK_PORT.0]);
+        hosts.push((DomainId(0), cont(w), MacAddr::from_ipv4(cont(w))));
     }
     hosts.sort_by_key(|h| (h.0, h.1));
     snap.uplink = Some(UplinkConf {
@@ -358,7 +365,8 @@ fn setup_nat(p: &Params) -> Result<Setup, BenchError> {
     {
         let r = fdb.pin();
         for (w, s) in slots.iter().enumerate() {
-            r.learn(0, MacAddr::from_ipv4(cont(w)), s[0], 0, 0, u32::MAX);
+            let (d, g) = (DomainId(0), Generation::default());
+            r.learn(d, MacAddr::from_ipv4(cont(w)), PortId(s[0]), g, 0, u32::MAX);
         }
     }
     // Establish every flow, learning the external port each got (timed: new flows per
@@ -441,7 +449,7 @@ fn setup_nat(p: &Params) -> Result<Setup, BenchError> {
         wk.nat = Some(nat.clone());
         wk.neigh = Some(neigh.clone());
         wk.add_port(
-            slots[w][0],
+            PortId(slots[w][0]),
             Box::new(MemoryPort::cycling(format!("c{w}"), out_frames)),
             true,
         );
@@ -471,7 +479,7 @@ pub fn setup(p: &Params) -> Result<Setup, BenchError> {
     let limit = u32::MAX;
     let mut snap = Snapshot {
         domains,
-        ports: vec![None; usize::from(FIRST_PORT)],
+        ports: vec![None; FIRST_PORT.index()],
         ..Default::default()
     };
     let mut slot_of = Vec::new();
@@ -493,7 +501,8 @@ pub fn setup(p: &Params) -> Result<Setup, BenchError> {
         for (wi, ports) in workers.iter().enumerate() {
             for (pi, pp) in ports.iter().enumerate() {
                 for &m in &pp.macs {
-                    r.learn(pp.domain, mac(m), slot_of[wi][pi], 0, 0, limit);
+                    let (d, g) = (DomainId(pp.domain), Generation::default());
+                    r.learn(d, mac(m), PortId(slot_of[wi][pi]), g, 0, limit);
                 }
             }
         }
@@ -534,7 +543,7 @@ pub fn setup(p: &Params) -> Result<Setup, BenchError> {
                 })
                 .collect();
             w.add_port(
-                slot_of[wi][pi],
+                PortId(slot_of[wi][pi]),
                 Box::new(MemoryPort::cycling(format!("w{wi}p{pi}"), frames)),
                 true,
             );
@@ -622,7 +631,7 @@ fn sum_tx(counters: &[Arc<CounterTable>], slots: &[Vec<u16>]) -> u64 {
     let mut t = 0;
     for c in counters {
         for s in &all {
-            t += c.read(*s).tx_packets;
+            t += c.read(PortId(*s)).tx_packets;
         }
     }
     t

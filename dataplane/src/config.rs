@@ -9,18 +9,20 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use crate::bridge::VlanSet;
+use crate::ids::{DomainId, Encap, Generation, PortId, VlanId};
 use crate::wire::MacAddr;
+use crate::wire::cidr::mask_of;
 
 /// The slot of the gateway service port in every snapshot.
-pub const SERVICE_PORT: u16 = 0;
+pub const SERVICE_PORT: PortId = PortId(0);
 /// The slot of the packet uplink port (when one is set).
-pub const UPLINK_PORT: u16 = 1;
+pub const UPLINK_PORT: PortId = PortId(1);
 /// The first slot given to container ports.
-pub const FIRST_PORT: u16 = 2;
+pub const FIRST_PORT: PortId = PortId(2);
 /// Seconds a learned MAC stays in the FDB without traffic, by default.
 pub const DEFAULT_AGING_SECS: u32 = 300;
-/// Marks "no domain" in the VLAN map.
-pub const NO_DOMAIN: u16 = u16::MAX;
+/// Marks "no domain" inside the packed VLAN map (never seen outside this module).
+const NO_DOMAIN: u16 = u16::MAX;
 
 /// What a port is to the bridge.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,9 +39,12 @@ pub enum PortRole {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PortMode {
     /// Untagged frames of one domain.
-    Access { domain: u16 },
+    Access { domain: DomainId },
     /// Tagged frames of the listed VLANs; untagged ones belong to `native`.
-    Trunk { native: Option<u16>, vlans: VlanSet },
+    Trunk {
+        native: Option<DomainId>,
+        vlans: VlanSet,
+    },
 }
 
 /// Port security: what the port may send from.
@@ -54,7 +59,7 @@ pub struct Security {
 pub struct PortConf {
     pub name: String,
     /// Bumped each time the slot is given to a new port, so stale FDB entries miss.
-    pub gen_: u16,
+    pub generation: Generation,
     pub role: PortRole,
     pub mode: PortMode,
     pub security: Option<Security>,
@@ -64,27 +69,27 @@ pub struct PortConf {
 
 impl PortConf {
     /// How frames of `domain` (802.1Q id `vlan`) leave this port: None when the port
-    /// does not carry the domain, Some(0) untagged, Some(vid) tagged.
-    #[inline]
-    pub fn egress_tag(&self, domain: u16, vlan: Option<u16>) -> Option<u16> {
+    /// does not carry the domain, else untagged or with the domain's tag.
+    #[inline(always)]
+    pub fn egress_encap(&self, domain: DomainId, vlan: Option<VlanId>) -> Option<Encap> {
         match &self.mode {
-            PortMode::Access { domain: d } => (*d == domain).then_some(0),
+            PortMode::Access { domain: d } => (*d == domain).then_some(Encap::None),
             PortMode::Trunk { native, vlans } => {
                 if *native == Some(domain) {
-                    Some(0)
+                    Some(Encap::None)
                 } else {
-                    vlan.filter(|v| vlans.contains(*v))
+                    vlan.filter(|v| vlans.contains(v.get())).map(Encap::Vlan)
                 }
             }
         }
     }
 }
 
-/// A port carrying a domain, and the tag its frames get there.
+/// A port carrying a domain, and how its frames leave there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Member {
-    pub port: u16,
-    pub tag: u16,
+    pub port: PortId,
+    pub encap: Encap,
     pub role: PortRole,
 }
 
@@ -93,7 +98,7 @@ pub struct Member {
 pub struct DomainConf {
     pub name: String,
     /// Its 802.1Q id on trunks (the network's `--vlan`).
-    pub vlan: Option<u16>,
+    pub vlan: Option<VlanId>,
     pub gateway_mac: MacAddr,
     pub gateway_ip: Ipv4Addr,
     pub subnet: Ipv4Addr,
@@ -108,11 +113,7 @@ pub struct DomainConf {
 
 impl DomainConf {
     pub fn contains(&self, ip: Ipv4Addr) -> bool {
-        let mask = if self.prefix_len == 0 {
-            0
-        } else {
-            u32::MAX << (32 - u32::from(self.prefix_len.min(32)))
-        };
+        let mask = mask_of(self.prefix_len);
         u32::from(ip) & mask == u32::from(self.subnet) & mask
     }
 }
@@ -125,8 +126,9 @@ pub struct Snapshot {
     pub ports: Vec<Option<PortConf>>,
     /// Indexed by domain id.
     pub domains: Vec<Option<DomainConf>>,
-    /// 802.1Q id -> domain id, [`NO_DOMAIN`] where none.
-    pub vlan_domain: Box<[u16; 4096]>,
+    /// 802.1Q id -> domain id, filled by [`Snapshot::rebuild`]; read it through
+    /// [`Snapshot::vlan_to_domain`].
+    pub vlan_domain: VlanMap,
     /// FDB aging in seconds.
     pub aging_secs: u32,
     /// The packet uplink, when one is set.
@@ -135,8 +137,18 @@ pub struct Snapshot {
     pub inside: Vec<(u32, u32)>,
 }
 
+/// 802.1Q id -> domain, packed: one `u16` per id, a sentinel where no domain has it.
+#[derive(Debug, Clone)]
+pub struct VlanMap(Box<[u16; 4096]>);
+
+impl Default for VlanMap {
+    fn default() -> Self {
+        VlanMap(Box::new([NO_DOMAIN; 4096]))
+    }
+}
+
 /// The domain id frames of the uplink segment carry to and from the service port.
-pub const UPLINK_DOMAIN: u16 = u16::MAX - 1;
+pub const UPLINK_DOMAIN: DomainId = DomainId(u16::MAX - 1);
 
 /// The packet uplink as the forwarding path reads it.
 #[derive(Debug, Clone)]
@@ -153,24 +165,20 @@ pub struct UplinkConf {
     pub rules: crate::nat::DnatRules,
     /// (domain, address) -> MAC of every addressed port, sorted, for delivering
     /// translated packets.
-    pub hosts: Vec<(u16, Ipv4Addr, MacAddr)>,
+    pub hosts: Vec<(DomainId, Ipv4Addr, MacAddr)>,
 }
 
 impl UplinkConf {
     /// Whether `ip` is on the outside segment itself (no next hop needed).
     #[inline]
     pub fn on_link(&self, ip: Ipv4Addr) -> bool {
-        let m = if self.prefix_len == 0 {
-            0
-        } else {
-            u32::MAX << (32 - u32::from(self.prefix_len.min(32)))
-        };
+        let m = mask_of(self.prefix_len);
         u32::from(ip) & m == u32::from(self.subnet) & m
     }
 
     /// The MAC of a port addressed `ip` in `domain`.
     #[inline]
-    pub fn host_mac(&self, domain: u16, ip: Ipv4Addr) -> Option<MacAddr> {
+    pub fn host_mac(&self, domain: DomainId, ip: Ipv4Addr) -> Option<MacAddr> {
         self.hosts
             .binary_search_by_key(&(domain, ip), |h| (h.0, h.1))
             .ok()
@@ -185,7 +193,7 @@ impl Default for Snapshot {
             version: 0,
             ports: Vec::new(),
             domains: Vec::new(),
-            vlan_domain: Box::new([NO_DOMAIN; 4096]),
+            vlan_domain: VlanMap::default(),
             aging_secs: DEFAULT_AGING_SECS,
             uplink: None,
             inside: Vec::new(),
@@ -195,17 +203,18 @@ impl Default for Snapshot {
 
 impl Snapshot {
     #[inline]
-    pub fn port(&self, slot: u16) -> Option<&PortConf> {
-        self.ports.get(usize::from(slot))?.as_ref()
+    pub fn port(&self, slot: PortId) -> Option<&PortConf> {
+        self.ports.get(slot.index())?.as_ref()
     }
     #[inline]
-    pub fn domain(&self, id: u16) -> Option<&DomainConf> {
-        self.domains.get(usize::from(id))?.as_ref()
+    pub fn domain(&self, id: DomainId) -> Option<&DomainConf> {
+        self.domains.get(id.index())?.as_ref()
     }
+    /// The domain whose frames carry 802.1Q id `vid` on trunks.
     #[inline]
-    pub fn vlan_to_domain(&self, vid: u16) -> Option<u16> {
-        let d = *self.vlan_domain.get(usize::from(vid))?;
-        (d != NO_DOMAIN).then_some(d)
+    pub fn vlan_to_domain(&self, vid: VlanId) -> Option<DomainId> {
+        let d = *self.vlan_domain.0.get(usize::from(vid.get()))?;
+        (d != NO_DOMAIN).then_some(DomainId(d))
     }
 
     /// Whether `ip` belongs to any network (routed traffic never goes there).
@@ -223,19 +232,15 @@ impl Snapshot {
             .iter()
             .flatten()
             .map(|d| {
-                let m = if d.prefix_len == 0 {
-                    0
-                } else {
-                    u32::MAX << (32 - u32::from(d.prefix_len.min(32)))
-                };
+                let m = mask_of(d.prefix_len);
                 (u32::from(d.subnet) & m, m)
             })
             .collect();
-        let mut map = Box::new([NO_DOMAIN; 4096]);
+        let mut map = VlanMap::default();
         for (id, d) in self.domains.iter().enumerate() {
             if let (Some(d), Ok(id)) = (d, u16::try_from(id))
                 && let Some(v) = d.vlan
-                && let Some(slot) = map.get_mut(usize::from(v))
+                && let Some(slot) = map.0.get_mut(usize::from(v.get()))
             {
                 *slot = id;
             }
@@ -254,10 +259,10 @@ impl Snapshot {
                 if p.role == PortRole::Gateway {
                     continue;
                 }
-                if let Some(tag) = p.egress_tag(id, d.vlan) {
+                if let Some(encap) = p.egress_encap(DomainId(id), d.vlan) {
                     d.members.push(Member {
-                        port: slot,
-                        tag,
+                        port: PortId(slot),
+                        encap,
                         role: p.role,
                     });
                 }
@@ -312,7 +317,7 @@ mod tests {
     fn domain(name: &str, vlan: Option<u16>, third: u8) -> DomainConf {
         DomainConf {
             name: name.into(),
-            vlan,
+            vlan: vlan.and_then(VlanId::new),
             gateway_mac: MacAddr::from_ipv4(Ipv4Addr::new(10, third, 0, 1)),
             gateway_ip: Ipv4Addr::new(10, third, 0, 1),
             subnet: Ipv4Addr::new(10, third, 0, 0),
@@ -326,7 +331,7 @@ mod tests {
     fn port(name: &str, mode: PortMode) -> Option<PortConf> {
         Some(PortConf {
             name: name.into(),
-            gen_: 0,
+            generation: Generation(0),
             role: PortRole::Container,
             mode,
             security: None,
@@ -341,12 +346,22 @@ mod tests {
             ports: vec![
                 None,
                 None,
-                port("p2", PortMode::Access { domain: 0 }),
-                port("p3", PortMode::Access { domain: 1 }),
+                port(
+                    "p2",
+                    PortMode::Access {
+                        domain: DomainId(0),
+                    },
+                ),
+                port(
+                    "p3",
+                    PortMode::Access {
+                        domain: DomainId(1),
+                    },
+                ),
                 port(
                     "t4",
                     PortMode::Trunk {
-                        native: Some(0),
+                        native: Some(DomainId(0)),
                         vlans: VlanSet::from_ids([10, 20]),
                     },
                 ),
@@ -354,24 +369,22 @@ mod tests {
             ..Default::default()
         };
         s.rebuild();
-        assert_eq!(s.vlan_to_domain(10), Some(1));
-        assert_eq!(s.vlan_to_domain(20), None);
-        let a: Vec<_> = s
-            .domain(0)
-            .unwrap()
-            .members
-            .iter()
-            .map(|m| (m.port, m.tag))
-            .collect();
-        assert_eq!(a, vec![(2, 0), (4, 0)]);
-        let b: Vec<_> = s
-            .domain(1)
-            .unwrap()
-            .members
-            .iter()
-            .map(|m| (m.port, m.tag))
-            .collect();
-        assert_eq!(b, vec![(3, 0), (4, 10)]);
+        let vid = |v| VlanId::new(v).unwrap();
+        assert_eq!(s.vlan_to_domain(vid(10)), Some(DomainId(1)));
+        assert_eq!(s.vlan_to_domain(vid(20)), None);
+        let members = |d| -> Vec<_> {
+            s.domain(DomainId(d))
+                .unwrap()
+                .members
+                .iter()
+                .map(|m| (m.port.0, m.encap))
+                .collect()
+        };
+        assert_eq!(members(0), vec![(2, Encap::None), (4, Encap::None)]);
+        assert_eq!(
+            members(1),
+            vec![(3, Encap::None), (4, Encap::Vlan(vid(10)))]
+        );
     }
 
     #[test]

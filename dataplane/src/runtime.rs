@@ -298,7 +298,7 @@ impl<S: GatewayHandler> Runtime<S> {
             let _ = w.waker.wake();
         }
         // The gateway thread zeroes its own counters of the slot.
-        self.gateway_do(move |_, ctx| ctx.counters.reset(slot));
+        self.gateway_do(move |_, ctx| ctx.counters.reset(crate::ids::PortId(slot)));
     }
 
     /// Removes the port at `slot` from every worker and waits until they let go of it.
@@ -318,9 +318,9 @@ impl<S: GatewayHandler> Runtime<S> {
 
     /// A port's counters, added up over the workers.
     pub fn stats(&self, slot: u16) -> PortStats {
-        let mut s = self.gateway_counters.read(slot);
+        let mut s = self.gateway_counters.read(crate::ids::PortId(slot));
         for w in &self.workers {
-            s.add(&w.counters.read(slot));
+            s.add(&w.counters.read(crate::ids::PortId(slot)));
         }
         s
     }
@@ -409,7 +409,7 @@ fn worker_commands(
             WorkerCmd::Add { slot, port, rx } => {
                 registered.remove(poll, slot);
                 let fd = port.rx_fd();
-                w.add_port(slot, port, rx);
+                w.add_port(crate::ids::PortId(slot), port, rx);
                 if rx && let Some(fd) = fd {
                     registered.add(poll, slot, fd);
                     // Frames may already wait: edge-triggered registration would
@@ -420,7 +420,7 @@ fn worker_commands(
             WorkerCmd::Remove { slot, done } => {
                 registered.remove(poll, slot);
                 ready.retain(|s| *s != slot);
-                drop(w.remove_port(slot));
+                drop(w.remove_port(crate::ids::PortId(slot)));
                 let _ = done.send(());
             }
             WorkerCmd::Stop => return false,
@@ -435,7 +435,7 @@ fn worker_round(w: &mut Worker, ready: &mut Vec<u16>) -> usize {
     let mut i = 0;
     let mut moved = 0;
     while let Some(&slot) = ready.get(i) {
-        let n = w.poll_port(slot);
+        let n = w.poll_port(crate::ids::PortId(slot));
         moved += n;
         if n < MAX_BATCH {
             ready.swap_remove(i);
@@ -740,9 +740,11 @@ mod tests {
             ports: vec![
                 Some(PortConf {
                     name: "gateway".into(),
-                    gen_: 0,
+                    generation: crate::ids::Generation(0),
                     role: PortRole::Gateway,
-                    mode: PortMode::Access { domain: 0 },
+                    mode: PortMode::Access {
+                        domain: crate::ids::DomainId(0),
+                    },
                     security: None,
                     mac_limit: 0,
                 }),
@@ -753,9 +755,11 @@ mod tests {
         for i in 0..2 {
             s.ports.push(Some(PortConf {
                 name: format!("p{i}"),
-                gen_: 0,
+                generation: crate::ids::Generation(0),
                 role: PortRole::Container,
-                mode: PortMode::Access { domain: 0 },
+                mode: PortMode::Access {
+                    domain: crate::ids::DomainId(0),
+                },
                 security: None,
                 mac_limit: 1024,
             }));

@@ -3,16 +3,18 @@
 //! Each worker receives from its own ports and may send to every port (a TAP
 //! descriptor, or one queue of a multi-queue TAP, accepts writes from any thread), so no
 //! frame crosses between workers through a queue. What workers share is read-mostly
-//! and lock-free: the configuration snapshot (arc-swap) and the FDB (a lock-free open-addressing table). Counters
-//! are per worker.
+//! and lock-free: the configuration snapshot (arc-swap) and the FDB (a lock-free
+//! open-addressing table). Counters are per worker.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use crate::bridge::{CounterTable, DropReason, Fdb};
-use crate::config::{SnapshotCache, SnapshotCell};
+use crate::config::{SERVICE_PORT, SnapshotCache, SnapshotCell};
+use crate::ids::PortId;
 use crate::pipeline::{self, Context, Local};
-use crate::port::{Batch, Port, STD_FRAME_CAP};
+use crate::port::{Batch, Port, STD_FRAME_CAP, TxSel};
+use crate::wire::vlan::TAG_LEN;
 
 /// The coarse clock the FDB ages by: whole seconds since the worker started, or a
 /// value set by hand (tests).
@@ -43,13 +45,26 @@ pub struct Worker {
     /// Frames a second one port may hand the gateway.
     pub gateway_share: u32,
     ports: Vec<Option<Box<dyn Port>>>,
-    rx: Vec<u16>,
+    rx: Vec<PortId>,
     batch: Batch,
     local: Local,
     snap: SnapshotCache,
     fdb: Arc<Fdb>,
     counters: Arc<CounterTable>,
     pub clock: Clock,
+}
+
+/// Records the frames of `sel` as they went out (tagged) into a capture.
+#[cold]
+fn record_sent(c: &crate::capture::CaptureTap, worker: usize, batch: &Batch, sel: &[TxSel]) {
+    let mut buf = vec![0u8; 65536 + 4];
+    for s in sel {
+        if let Some(f) = batch.get(usize::from(s.idx))
+            && let Some(len) = crate::port::write_tagged(f.data(), s.vlan, &mut buf)
+        {
+            c.record(worker, buf.get(..len).unwrap_or(&[]));
+        }
+    }
 }
 
 impl Worker {
@@ -87,8 +102,8 @@ impl Worker {
     }
 
     /// Installs `port` at `slot`; `receive` makes this worker read from it.
-    pub fn add_port(&mut self, slot: u16, port: Box<dyn Port>, receive: bool) {
-        let i = usize::from(slot);
+    pub fn add_port(&mut self, slot: PortId, port: Box<dyn Port>, receive: bool) {
+        let i = slot.index();
         if self.ports.len() <= i {
             self.ports.resize_with(i + 1, || None);
         }
@@ -104,23 +119,23 @@ impl Worker {
     }
 
     /// Removes the port at `slot`, returning it.
-    pub fn remove_port(&mut self, slot: u16) -> Option<Box<dyn Port>> {
+    pub fn remove_port(&mut self, slot: PortId) -> Option<Box<dyn Port>> {
         self.rx.retain(|&p| p != slot);
-        self.ports.get_mut(usize::from(slot))?.take()
+        self.ports.get_mut(slot.index())?.take()
     }
 
-    pub fn port_mut(&mut self, slot: u16) -> Option<&mut Box<dyn Port>> {
-        self.ports.get_mut(usize::from(slot))?.as_mut()
+    pub fn port_mut(&mut self, slot: PortId) -> Option<&mut Box<dyn Port>> {
+        self.ports.get_mut(slot.index())?.as_mut()
     }
 
     /// The slots this worker receives from.
-    pub fn rx_slots(&self) -> &[u16] {
+    pub fn rx_slots(&self) -> &[PortId] {
         &self.rx
     }
 
     /// Receives one batch from `slot` and forwards it. Returns the frames received.
-    pub fn poll_port(&mut self, slot: u16) -> usize {
-        let Some(Some(port)) = self.ports.get_mut(usize::from(slot)) else {
+    pub fn poll_port(&mut self, slot: PortId) -> usize {
+        let Some(Some(port)) = self.ports.get_mut(slot.index()) else {
             return 0;
         };
         // A failed receive (the device went away) is the port owner's business: it
@@ -131,7 +146,7 @@ impl Worker {
         }
         let cap = self.capture.as_ref().and_then(|c| c.load_full());
         if let Some(c) = &cap
-            && c.slot == slot
+            && c.slot == slot.0
         {
             for f in self.batch.frames() {
                 c.record(self.index, f.data());
@@ -139,7 +154,7 @@ impl Worker {
         }
         let service_room = self
             .ports
-            .get(usize::from(crate::config::SERVICE_PORT))
+            .get(SERVICE_PORT.index())
             .and_then(|p| p.as_ref())
             .and_then(|p| p.room())
             .unwrap_or(usize::MAX);
@@ -155,37 +170,34 @@ impl Worker {
             gateway_share: self.gateway_share,
         };
         pipeline::process(&ctx, slot, &mut self.batch, &mut self.local);
+        self.send_all(cap.as_deref());
+        self.local.egress.clear();
+        n
+    }
+
+    /// Hands each port the frames the pipeline left for it, and counts what went out.
+    fn send_all(&mut self, cap: Option<&crate::capture::CaptureTap>) {
         let egress = &self.local.egress;
         for &p in egress.touched() {
             let sel = egress.queue(p);
-            let Some(Some(port)) = self.ports.get_mut(usize::from(p)) else {
+            let Some(Some(port)) = self.ports.get_mut(p.index()) else {
                 self.counters
                     .count_drop(p, DropReason::TxError, sel.len() as u64);
                 continue;
             };
-            let sent = match port.send(&self.batch, sel) {
-                Ok(k) => k,
-                Err(_) => {
-                    self.counters
-                        .count_drop(p, DropReason::TxError, sel.len() as u64);
-                    continue;
-                }
+            let Ok(sent) = port.send(&self.batch, sel) else {
+                self.counters
+                    .count_drop(p, DropReason::TxError, sel.len() as u64);
+                continue;
             };
-            if let Some(c) = &cap
-                && c.slot == p
+            if let Some(c) = cap
+                && c.slot == p.0
             {
-                let mut buf = vec![0u8; 65536 + 4];
-                for s in sel {
-                    if let Some(f) = self.batch.get(usize::from(s.idx))
-                        && let Some(len) = crate::port::write_tagged(f.data(), s.vlan, &mut buf)
-                    {
-                        c.record(self.index, buf.get(..len).unwrap_or(&[]));
-                    }
-                }
+                record_sent(c, self.index, &self.batch, sel);
             }
             let mut bytes = 0u64;
             for s in sel {
-                let tag = if s.vlan != 0 { 4 } else { 0 };
+                let tag = if s.vlan != 0 { TAG_LEN } else { 0 };
                 bytes += self
                     .batch
                     .get(usize::from(s.idx))
@@ -197,8 +209,6 @@ impl Worker {
                     .count_drop(p, DropReason::TxFull, (sel.len() - sent) as u64);
             }
         }
-        self.local.egress.clear();
-        n
     }
 
     /// One pass over every port this worker receives from. Returns frames received.
@@ -217,6 +227,7 @@ impl Worker {
 mod tests {
     use super::*;
     use crate::config::{DomainConf, PortConf, PortMode, PortRole, Snapshot};
+    use crate::ids::{DomainId, Generation};
     use crate::port::MemoryPort;
     use crate::wire::MacAddr;
     use std::net::Ipv4Addr;
@@ -241,9 +252,11 @@ mod tests {
         for i in 0..2 {
             snap.ports.push(Some(PortConf {
                 name: format!("p{i}"),
-                gen_: 0,
+                generation: Generation(0),
                 role: PortRole::Container,
-                mode: PortMode::Access { domain: 0 },
+                mode: PortMode::Access {
+                    domain: DomainId(0),
+                },
                 security: None,
                 mac_limit: 1024,
             }));
@@ -260,11 +273,11 @@ mod tests {
         f.extend_from_slice(&[2, 0, 0, 0, 0, 1, 0x08, 0x00]);
         f.resize(60, 0);
         a.inject(&f);
-        w.add_port(2, Box::new(a), true);
-        w.add_port(3, Box::new(MemoryPort::new("b")), true);
+        w.add_port(PortId(2), Box::new(a), true);
+        w.add_port(PortId(3), Box::new(MemoryPort::new("b")), true);
         assert_eq!(w.poll_all(), 1);
-        let c = w.counters().read(3);
+        let c = w.counters().read(PortId(3));
         assert_eq!((c.tx_packets, c.tx_bytes), (1, 60));
-        assert_eq!(w.counters().read(2).rx_packets, 1);
+        assert_eq!(w.counters().read(PortId(2)).rx_packets, 1);
     }
 }

@@ -103,7 +103,7 @@ fuzz_target!(|data: &[u8]| {
         }
         let uplink = tag & 0x10 != 0;
         let f = RingFrame {
-            domain: if uplink { UPLINK_DOMAIN } else { 0 },
+            domain: if uplink { UPLINK_DOMAIN.0 } else { 0 },
             port: PORTS[usize::from(tag & 3)],
             punt: PUNTS[usize::from((tag >> 2) & 3)],
             data: body.to_vec(),

@@ -55,6 +55,7 @@ pub mod pipeline {
     use dataplane::config::{
         DomainConf, PortConf, PortMode, PortRole, Security, Snapshot, UPLINK_DOMAIN, UplinkConf,
     };
+    use dataplane::ids::{DomainId, Generation, PortId, VlanId};
     use dataplane::nat::{DnatRule, DnatRules, Nat};
     use dataplane::pipeline::{Context, Local, process};
     use dataplane::port::gso::Segmenter;
@@ -73,7 +74,7 @@ pub mod pipeline {
         let gw = Ipv4Addr::new(10, third, 0, 1);
         Some(DomainConf {
             name: name.into(),
-            vlan,
+            vlan: vlan.and_then(VlanId::new),
             gateway_mac: MacAddr::from_ipv4(gw),
             gateway_ip: gw,
             subnet: Ipv4Addr::new(10, third, 0, 0),
@@ -92,7 +93,7 @@ pub mod pipeline {
     ) -> Option<PortConf> {
         Some(PortConf {
             name: name.into(),
-            gen_: 0,
+            generation: Generation(0),
             role,
             mode,
             security,
@@ -101,7 +102,7 @@ pub mod pipeline {
     }
 
     fn access(name: &str, domain: u16) -> Option<PortConf> {
-        port(name, PortRole::Container, PortMode::Access { domain }, None)
+        port(name, PortRole::Container, PortMode::Access { domain: DomainId(domain) }, None)
     }
 
     pub fn snapshot() -> Snapshot {
@@ -120,7 +121,7 @@ pub mod pipeline {
                 port(
                     "gateway",
                     PortRole::Gateway,
-                    PortMode::Access { domain: 0 },
+                    PortMode::Access { domain: DomainId(0) },
                     None,
                 ),
                 port(
@@ -135,7 +136,7 @@ pub mod pipeline {
                 port(
                     "p3",
                     PortRole::Container,
-                    PortMode::Access { domain: 0 },
+                    PortMode::Access { domain: DomainId(0) },
                     Some(secure),
                 ),
                 access("p4", 1),
@@ -143,7 +144,7 @@ pub mod pipeline {
                     "t5",
                     PortRole::Container,
                     PortMode::Trunk {
-                        native: Some(0),
+                        native: Some(DomainId(0)),
                         vlans: VlanSet::from_ids([10, 20]),
                     },
                     None,
@@ -168,7 +169,7 @@ pub mod pipeline {
             next_hop: Some(Ipv4Addr::new(198, 51, 100, 1)),
             mtu: 1500,
             rules: DnatRules::new(vec![rule]),
-            hosts: vec![(0, c2, MacAddr::from_ipv4(c2))],
+            hosts: vec![(DomainId(0), c2, MacAddr::from_ipv4(c2))],
         });
         snap.rebuild();
         snap
@@ -265,11 +266,11 @@ pub mod pipeline {
                 service_room: dataplane::port::ring::RING_SLOTS,
                 gateway_share: dataplane::pipeline::DEFAULT_GATEWAY_SHARE,
             };
-            process(&ctx, port, &mut self.batch, &mut self.local);
+            process(&ctx, PortId(port), &mut self.batch, &mut self.local);
             let out = &mut self.local.egress;
             for &p in out.touched() {
                 let sel = out.queue(p);
-                if let Some(mp) = self.ports.get_mut(usize::from(p)) {
+                if let Some(mp) = self.ports.get_mut(p.index()) {
                     let _ = mp.send(&self.batch, sel);
                 }
                 for s in sel {

@@ -26,8 +26,8 @@ use std::sync::Arc;
 
 use dataplane::bridge::Fdb;
 use dataplane::config::Snapshot;
-use dataplane::runtime::{Runtime, RuntimeConfig};
 use dataplane::gateway::GatewayIo;
+use dataplane::runtime::{Runtime, RuntimeConfig};
 
 use crate::backend::Backend;
 use crate::net::Ipv4Cidr;

@@ -6,6 +6,7 @@ use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 
 use dataplane::config::{FIRST_PORT, SERVICE_PORT};
+use dataplane::ids::PortId;
 
 use super::{Daemon, DaemonError, MAX_SLOTS, PortRt, view};
 use crate::api::PortRow;
@@ -15,7 +16,7 @@ use crate::state::{Container, Sandbox};
 impl Daemon {
     pub(super) fn free_slot(&self) -> Option<u16> {
         let used: HashSet<u16> = self.ports.values().map(|p| p.slot).collect();
-        (FIRST_PORT..MAX_SLOTS as u16).find(|s| !used.contains(s))
+        (FIRST_PORT.0..MAX_SLOTS as u16).find(|s| !used.contains(s))
     }
 
     pub(super) fn namespace_of(sandbox: &Sandbox) -> Option<PathBuf> {
@@ -100,7 +101,7 @@ impl Daemon {
         };
         self.apply();
         self.rt.remove_port(p.slot);
-        self.rt.fdb.flush(None, Some(p.slot));
+        self.rt.fdb.flush(None, Some(PortId(p.slot)));
         if delete && let Some(ns) = &p.netns {
             let _ = self.backend.delete_in_netns(ns, &p.ifname);
         }
@@ -137,7 +138,7 @@ impl Daemon {
         port: &str,
     ) -> Result<Vec<dataplane::capture::CaptureRing>, DaemonError> {
         let slot = if port == "gateway" {
-            SERVICE_PORT
+            SERVICE_PORT.0
         } else {
             self.ports
                 .get(port)

@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use dataplane::bridge::DropReason;
 use dataplane::config::SERVICE_PORT;
+use dataplane::ids::DomainId;
 
 use super::{Daemon, DaemonError, TEST_PANIC_ENV, is_test_panic, view};
 use crate::api::{
@@ -147,7 +148,7 @@ impl Daemon {
     pub(super) fn fdb_flush(&mut self, network: Option<&str>) -> Result<Flushed, DaemonError> {
         let domain = self.domain_of(network)?;
         Ok(Flushed {
-            flushed: self.rt.fdb.flush(domain, None),
+            flushed: self.rt.fdb.flush(domain.map(DomainId), None),
         })
     }
 
@@ -179,14 +180,18 @@ impl Daemon {
             .fdb
             .rows()
             .into_iter()
-            .filter(|r| filter.is_none_or(|d| d == r.domain))
+            .filter(|r| filter.is_none_or(|d| d == r.domain.0))
             .map(|r| {
-                let net = nets.get(&r.domain);
+                let net = nets.get(&r.domain.0);
                 FdbRow {
                     mac: r.mac,
                     vlan: net.and_then(|n| n.vlan),
                     network: net.map(|n| n.name.clone()),
-                    port: slot_names.get(&r.port).copied().unwrap_or("?").to_string(),
+                    port: slot_names
+                        .get(&r.port.0)
+                        .copied()
+                        .unwrap_or("?")
+                        .to_string(),
                     age_secs: now.saturating_sub(r.last_seen),
                 }
             })
@@ -237,7 +242,10 @@ impl Daemon {
     }
 
     pub(super) fn stats(&self) -> Stats {
-        let mut ports = vec![view::port_counters("gateway", &self.rt.stats(SERVICE_PORT))];
+        let mut ports = vec![view::port_counters(
+            "gateway",
+            &self.rt.stats(SERVICE_PORT.0),
+        )];
         for (name, p) in &self.ports {
             ports.push(view::port_counters(name, &self.rt.stats(p.slot)));
         }

@@ -11,7 +11,8 @@ use dataplane::config::{
     DomainConf, FIRST_PORT, PortConf, PortMode, PortRole, SERVICE_PORT, Security, Snapshot,
     UPLINK_DOMAIN, UPLINK_PORT, UplinkConf,
 };
-use dataplane::gateway::{NetDns, NetConfig, PacketUplink, GatewayConfig, UplinkMode};
+use dataplane::gateway::{GatewayConfig, NetConfig, NetDns, PacketUplink, UplinkMode};
+use dataplane::ids::{DomainId, Generation, VlanId};
 use dataplane::wire::MacAddr;
 
 use super::PortRt;
@@ -75,7 +76,7 @@ pub(super) fn snapshot(i: &Inputs) -> Snapshot {
     s.domains = domains(i.state);
     s.ports = ports(i);
     if let Some(seg) = i.packet_segment() {
-        if let Some(slot) = s.ports.get_mut(usize::from(UPLINK_PORT)) {
+        if let Some(slot) = s.ports.get_mut(UPLINK_PORT.index()) {
             *slot = Some(fixed_port("uplink", PortRole::Uplink, UPLINK_DOMAIN));
         }
         s.uplink = Some(uplink_conf(i, &seg));
@@ -97,7 +98,7 @@ fn domains(state: &State) -> Vec<Option<DomainConf>> {
         if let Some(d) = v.get_mut(usize::from(n.domain)) {
             *d = Some(DomainConf {
                 name: n.name.clone(),
-                vlan: n.vlan,
+                vlan: n.vlan.and_then(VlanId::new),
                 gateway_mac: n.gateway_mac(),
                 gateway_ip: n.gateway,
                 subnet: n.subnet.network().addr(),
@@ -112,10 +113,10 @@ fn domains(state: &State) -> Vec<Option<DomainConf>> {
 }
 
 /// A port the daemon does not open for a container (the gateway, the uplink).
-fn fixed_port(name: &str, role: PortRole, domain: u16) -> PortConf {
+fn fixed_port(name: &str, role: PortRole, domain: DomainId) -> PortConf {
     PortConf {
         name: name.into(),
-        gen_: 0,
+        generation: Generation::default(),
         role,
         mode: PortMode::Access { domain },
         security: None,
@@ -131,9 +132,9 @@ fn ports(i: &Inputs) -> Vec<Option<PortConf>> {
         .map(|p| usize::from(p.slot) + 1)
         .max()
         .unwrap_or(0);
-    let mut v = vec![None; len.max(usize::from(FIRST_PORT))];
-    if let Some(p) = v.get_mut(usize::from(SERVICE_PORT)) {
-        *p = Some(fixed_port("gateway", PortRole::Gateway, 0));
+    let mut v = vec![None; len.max(FIRST_PORT.index())];
+    if let Some(p) = v.get_mut(SERVICE_PORT.index()) {
+        *p = Some(fixed_port("gateway", PortRole::Gateway, DomainId(0)));
     }
     for (name, p) in i.ports {
         if let Some(slot) = v.get_mut(usize::from(p.slot)) {
@@ -148,16 +149,18 @@ fn container_port(i: &Inputs, name: &str, p: &PortRt) -> Option<PortConf> {
     let e = c.endpoint(&p.network)?;
     let n = i.state.networks.get(&e.network)?;
     let mode = if e.trunk.is_empty() {
-        PortMode::Access { domain: n.domain }
+        PortMode::Access {
+            domain: DomainId(n.domain),
+        }
     } else {
         PortMode::Trunk {
-            native: Some(n.domain),
+            native: Some(DomainId(n.domain)),
             vlans: VlanSet::from_ids(e.trunk.iter().copied()),
         }
     };
     Some(PortConf {
         name: name.to_string(),
-        gen_: i.gens.get(usize::from(p.slot)).copied().unwrap_or(0),
+        generation: Generation(i.gens.get(usize::from(p.slot)).copied().unwrap_or(0)),
         role: PortRole::Container,
         mode,
         security: e.port_security.then_some(Security {
@@ -169,10 +172,13 @@ fn container_port(i: &Inputs, name: &str, p: &PortRt) -> Option<PortConf> {
 }
 
 fn uplink_conf(i: &Inputs, seg: &PacketSegment) -> UplinkConf {
-    let mut hosts: Vec<(u16, Ipv4Addr, MacAddr)> = i
+    let mut hosts: Vec<(DomainId, Ipv4Addr, MacAddr)> = i
         .containers()
         .flat_map(|c| c.endpoints.iter())
-        .filter_map(|e| Some((i.state.networks.get(&e.network)?.domain, e.ip, e.mac)))
+        .filter_map(|e| {
+            let domain = DomainId(i.state.networks.get(&e.network)?.domain);
+            Some((domain, e.ip, e.mac))
+        })
         .collect();
     hosts.sort_by_key(|h| (h.0, h.1));
     hosts.dedup_by_key(|h| (h.0, h.1));
@@ -332,7 +338,7 @@ mod tests {
             auto: false,
         });
         let port = PortRt {
-            slot: FIRST_PORT,
+            slot: FIRST_PORT.0,
             container: "web".into(),
             network: "bridge".into(),
             netns: None,
@@ -340,7 +346,7 @@ mod tests {
         };
         state.attach(c);
         let mut gens = vec![0; 64];
-        gens[usize::from(FIRST_PORT)] = 3;
+        gens[FIRST_PORT.index()] = 3;
         World {
             state,
             ports: BTreeMap::from([("web".to_string(), port)]),
@@ -368,12 +374,15 @@ mod tests {
         let bridge = &w.state.networks["bridge"];
         let d = s.domains[usize::from(bridge.domain)].as_ref().unwrap();
         assert_eq!((d.name.as_str(), d.gateway_ip), ("bridge", bridge.gateway));
-        let gw = s.ports[usize::from(SERVICE_PORT)].as_ref().unwrap();
+        let gw = s.ports[SERVICE_PORT.index()].as_ref().unwrap();
         assert_eq!(gw.role, PortRole::Gateway);
-        let p = s.ports[usize::from(FIRST_PORT)].as_ref().unwrap();
+        let p = s.ports[FIRST_PORT.index()].as_ref().unwrap();
         let e = &w.state.containers["web"].endpoints[0];
-        assert_eq!((p.name.as_str(), p.gen_, p.mac_limit), ("web", 3, 7));
-        assert!(matches!(p.mode, PortMode::Access { domain } if domain == bridge.domain));
+        assert_eq!(
+            (p.name.as_str(), p.generation.0, p.mac_limit),
+            ("web", 3, 7)
+        );
+        assert!(matches!(p.mode, PortMode::Access { domain } if domain.0 == bridge.domain));
         assert_eq!(
             p.security.as_ref().map(|s| (s.mac, s.ip)),
             Some((e.mac, Some(e.ip)))
@@ -386,10 +395,10 @@ mod tests {
     fn a_port_whose_container_is_not_saved_yet_counts_only_when_given() {
         let mut w = world();
         let c = w.state.containers.remove("web").unwrap();
-        assert!(snapshot(&inputs(&w, false)).ports[usize::from(FIRST_PORT)].is_none());
+        assert!(snapshot(&inputs(&w, false)).ports[FIRST_PORT.index()].is_none());
         let mut i = inputs(&w, false);
         i.extra = Some(&c);
-        assert!(snapshot(&i).ports[usize::from(FIRST_PORT)].is_some());
+        assert!(snapshot(&i).ports[FIRST_PORT.index()].is_some());
     }
 
     #[test]
@@ -411,7 +420,7 @@ mod tests {
         assert!(u.hosts.iter().any(|h| h.1 == e.ip && h.2 == e.mac));
         let r = u.rules.find(dataplane::nat::TCP, 8080).unwrap();
         assert_eq!((r.ip, r.port), (e.ip, 80));
-        let up = s.ports[usize::from(UPLINK_PORT)].as_ref().unwrap();
+        let up = s.ports[UPLINK_PORT.index()].as_ref().unwrap();
         assert_eq!(up.role, PortRole::Uplink);
         let c = gateway_config(&inputs(&w, true));
         assert!(matches!(c.uplink, UplinkMode::Packet));
@@ -431,7 +440,7 @@ mod tests {
         );
         assert!(c.names[d].is_some());
         assert_eq!(
-            c.leases.get(&(bridge.domain, FIRST_PORT)),
+            c.leases.get(&(bridge.domain, FIRST_PORT.0)),
             Some(&(e.mac, e.ip))
         );
         assert!(c.packet.is_none());

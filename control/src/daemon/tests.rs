@@ -90,7 +90,7 @@ fn attach_detach_and_inspect() {
     assert_eq!(ports[0]["slot"], 2);
     // The snapshot has the port and the domain.
     let snap = d.rt.cell.load_full();
-    assert!(snap.port(2).is_some());
+    assert!(snap.port(dataplane::ids::PortId(2)).is_some());
     ok(
         &mut d,
         Request::Detach {

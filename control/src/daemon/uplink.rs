@@ -41,7 +41,7 @@ impl Daemon {
         };
         self.uplink_port = Some(ns);
         self.apply();
-        self.rt.add_port(UPLINK_PORT, handles);
+        self.rt.add_port(UPLINK_PORT.0, handles);
         Ok(())
     }
 
@@ -51,7 +51,7 @@ impl Daemon {
             return;
         };
         self.apply();
-        self.rt.remove_port(UPLINK_PORT);
+        self.rt.remove_port(UPLINK_PORT.0);
         if let Some(ns) = ns {
             let _ = self.backend.delete_in_netns(&ns, UPLINK_IFNAME);
         }

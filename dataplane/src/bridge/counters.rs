@@ -8,6 +8,7 @@
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use super::fdb::MAX_PORT_SLOTS;
+use crate::ids::PortId;
 
 /// Why a frame was dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -186,32 +187,32 @@ impl Default for CounterTable {
 
 impl CounterTable {
     #[inline]
-    pub fn rx(&self, port: u16, packets: u64, bytes: u64) {
-        if let Some(c) = self.ports.get(usize::from(port)) {
+    pub fn rx(&self, port: PortId, packets: u64, bytes: u64) {
+        if let Some(c) = self.ports.get(port.index()) {
             bump(&c.rx_packets, packets);
             bump(&c.rx_bytes, bytes);
         }
     }
     #[inline]
-    pub fn tx(&self, port: u16, packets: u64, bytes: u64) {
-        if let Some(c) = self.ports.get(usize::from(port)) {
+    pub fn tx(&self, port: PortId, packets: u64, bytes: u64) {
+        if let Some(c) = self.ports.get(port.index()) {
             bump(&c.tx_packets, packets);
             bump(&c.tx_bytes, bytes);
         }
     }
     #[inline]
-    pub fn count_drop(&self, port: u16, reason: DropReason, n: u64) {
+    pub fn count_drop(&self, port: PortId, reason: DropReason, n: u64) {
         if let Some(d) = self
             .ports
-            .get(usize::from(port))
+            .get(port.index())
             .and_then(|c| c.drops.get(reason as usize))
         {
             bump(d, n);
         }
     }
     /// Reads one port's counters (any thread).
-    pub fn read(&self, port: u16) -> PortStats {
-        let Some(c) = self.ports.get(usize::from(port)) else {
+    pub fn read(&self, port: PortId) -> PortStats {
+        let Some(c) = self.ports.get(port.index()) else {
             return PortStats::default();
         };
         let mut s = PortStats {
@@ -228,8 +229,8 @@ impl CounterTable {
     }
     /// Zeroes a slot (when a port is detached and its slot reused). Only the owning
     /// worker may call this.
-    pub fn reset(&self, port: u16) {
-        if let Some(c) = self.ports.get(usize::from(port)) {
+    pub fn reset(&self, port: PortId) {
+        if let Some(c) = self.ports.get(port.index()) {
             for a in [&c.rx_packets, &c.rx_bytes, &c.tx_packets, &c.tx_bytes]
                 .into_iter()
                 .chain(c.drops.iter())
@@ -247,19 +248,19 @@ mod tests {
     #[test]
     fn counts_and_reads() {
         let t = CounterTable::default();
-        t.rx(3, 2, 128);
-        t.tx(3, 1, 64);
-        t.count_drop(3, DropReason::Icc, 1);
-        t.count_drop(9999, DropReason::Icc, 1); // out of range: ignored
-        let s = t.read(3);
+        t.rx(PortId(3), 2, 128);
+        t.tx(PortId(3), 1, 64);
+        t.count_drop(PortId(3), DropReason::Icc, 1);
+        t.count_drop(PortId(9999), DropReason::Icc, 1); // out of range: ignored
+        let s = t.read(PortId(3));
         assert_eq!(
             (s.rx_packets, s.rx_bytes, s.tx_packets, s.tx_bytes),
             (2, 128, 1, 64)
         );
         assert_eq!(s.drop_count(DropReason::Icc), 1);
         assert_eq!(s.total_drops(), 1);
-        t.reset(3);
-        assert_eq!(t.read(3), PortStats::default());
+        t.reset(PortId(3));
+        assert_eq!(t.read(PortId(3)), PortStats::default());
     }
 
     #[test]

@@ -11,9 +11,12 @@
 //!   goes empty -> key -> tombstone, so two workers learning the same MAC at once meet
 //!   at the same slot. Refreshing an age (at most once a second per MAC) and a MAC
 //!   moving are single atomic stores into the slot's value.
-//! - Aging and flushing (control thread) turn entries into tombstones; when tombstones
-//!   pile up the table is rebuilt beside the old one and swapped in (arc-swap). Learns
-//!   that race a rebuild are lost and simply happen again on the MAC's next frame.
+//! - Aging (the service thread, once a second) and flushing (the control thread, when
+//!   a port or network goes) turn entries into tombstones; when tombstones pile up the
+//!   table is rebuilt beside the old one and swapped in (arc-swap). Sweeps and rebuilds
+//!   take a mutex among themselves (never on the forwarding path), so two of them never
+//!   interleave. Learns that race a rebuild are lost and simply happen again on the
+//!   MAC's next frame.
 //!
 //! Limits: a per-port cap (the caller passes the port's) and a total cap. A full port
 //! or table refuses new MACs and keeps the ones it has; frames from a refused MAC are
@@ -23,11 +26,13 @@
 //! The key mixes in a per-process random seed, so addresses chosen to collide on one
 //! machine do not collide on another, and probe chains are bounded.
 
-use std::sync::Arc;
 use std::sync::atomic::{
     AtomicU32, AtomicU64, AtomicUsize, Ordering::Acquire, Ordering::Relaxed, Ordering::Release,
 };
 
+use std::sync::{Arc, Mutex};
+
+use crate::ids::{DomainId, Generation, PortId};
 use crate::wire::MacAddr;
 
 /// Port slots the FDB can name (12 bits in an entry).
@@ -67,7 +72,7 @@ pub enum Learned {
     /// A new address.
     New,
     /// The address moved here from another port (or another generation of it).
-    Moved { from: u16 },
+    Moved { from: PortId },
     /// Refused: the port or the table is at its limit.
     Refused,
 }
@@ -75,10 +80,10 @@ pub enum Learned {
 /// One row of `fdb show`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FdbRow {
-    pub domain: u16,
+    pub domain: DomainId,
     pub mac: MacAddr,
-    pub port: u16,
-    pub gen_: u16,
+    pub port: PortId,
+    pub generation: Generation,
     pub last_seen: u32,
 }
 
@@ -153,6 +158,9 @@ pub struct Fdb {
     pub moves: AtomicU64,
     /// New MACs refused by a limit.
     pub refused: AtomicU64,
+    /// Held by sweeps and rebuilds (aging, flushing, a new limit), which come from
+    /// different threads; the forwarding path never takes it.
+    maintenance: Mutex<()>,
 }
 
 /// The default cap on learned MACs in total.
@@ -186,11 +194,13 @@ impl Fdb {
             total_limit: AtomicU32::new(total_limit),
             moves: AtomicU64::new(0),
             refused: AtomicU64::new(0),
+            maintenance: Mutex::new(()),
         }
     }
 
     /// Changes the total cap; the table is rebuilt when it needs more room.
     pub fn set_total_limit(&self, limit: u32) {
+        let _one = self.maintenance.lock().unwrap_or_else(|e| e.into_inner());
         self.total_limit.store(limit, Relaxed);
         if capacity_for(limit) > self.table.load().slots.len() {
             self.rebuild();
@@ -211,7 +221,12 @@ impl Fdb {
     }
 
     /// Learned entries on `port`.
-    pub fn port_count(&self, port: u16) -> u32 {
+    pub fn port_count(&self, port: PortId) -> u32 {
+        self.count(port.0)
+    }
+
+    #[inline]
+    fn count(&self, port: u16) -> u32 {
         self.per_port
             .get(usize::from(port))
             .map_or(0, |c| c.load(Relaxed))
@@ -239,20 +254,21 @@ impl Fdb {
     }
 
     /// Removes entries not seen for more than `max_age` seconds at time `now`, and
-    /// recounts. Returns how many were removed. Called by one thread (the control
-    /// thread's timer), never concurrently with another sweep.
+    /// recounts. Returns how many were removed. The service thread calls it once a
+    /// second.
     pub fn age(&self, now: u32, max_age: u32) -> usize {
         self.sweep(|_, _, _, seen| now.wrapping_sub(seen) > max_age)
     }
 
     /// Removes every entry (of one domain, or on one port, when given).
-    pub fn flush(&self, domain: Option<u16>, port: Option<u16>) -> usize {
-        self.sweep(|d, p, _, _| domain.is_none_or(|x| x == d) && port.is_none_or(|x| x == p))
+    pub fn flush(&self, domain: Option<DomainId>, port: Option<PortId>) -> usize {
+        self.sweep(|d, p, _, _| domain.is_none_or(|x| x.0 == d) && port.is_none_or(|x| x.0 == p))
     }
 
     /// Tombstones the entries `dead(domain, port, gen, last_seen)` picks; recounts the
     /// rest; rebuilds the table when tombstones take more than an eighth of it.
     fn sweep(&self, dead: impl Fn(u16, u16, u16, u32) -> bool) -> usize {
+        let _one = self.maintenance.lock().unwrap_or_else(|e| e.into_inner());
         let t = self.table.load();
         let mut counts = vec![0u32; MAX_PORT_SLOTS];
         let mut removed = 0;
@@ -292,6 +308,7 @@ impl Fdb {
     }
 
     /// Copies the live entries into a fresh table (sized for the limit) and swaps it in.
+    /// The caller holds `maintenance`.
     fn rebuild(&self) {
         let old = self.table.load_full();
         let new = Table::new(
@@ -333,10 +350,10 @@ impl Fdb {
                 }
                 let (port, gen_, last_seen) = unpack(val);
                 Some(FdbRow {
-                    domain: (k >> 48) as u16,
+                    domain: DomainId((k >> 48) as u16),
                     mac: MacAddr::from_u64(k & 0xffff_ffff_ffff),
-                    port,
-                    gen_,
+                    port: PortId(port),
+                    generation: Generation(gen_),
                     last_seen,
                 })
             })
@@ -355,8 +372,8 @@ pub struct FdbRef<'a> {
 impl FdbRef<'_> {
     /// Asks the CPU to bring the home slot of (domain, mac) into cache.
     #[inline(always)]
-    pub fn prefetch(&self, domain: u16, mac: MacAddr) {
-        let k = key(domain, mac);
+    pub fn prefetch(&self, domain: DomainId, mac: MacAddr) {
+        let k = key(domain.0, mac);
         if let Some(s) = self.table.slot(self.table.home(k)) {
             prefetch_read(s as *const Slot);
         }
@@ -364,26 +381,27 @@ impl FdbRef<'_> {
 
     /// The port and port generation `mac` was learned on in `domain`.
     #[inline]
-    pub fn lookup(&self, domain: u16, mac: MacAddr) -> Option<(u16, u16)> {
-        let v = self.table.find(key(domain, mac))?.val.load(Acquire);
+    pub fn lookup(&self, domain: DomainId, mac: MacAddr) -> Option<(PortId, Generation)> {
+        let v = self.table.find(key(domain.0, mac))?.val.load(Acquire);
         if v & VALID == 0 {
             return None;
         }
         let (port, gen_, _) = unpack(v);
-        Some((port, gen_))
+        Some((PortId(port), Generation(gen_)))
     }
 
     /// Records that `mac` was seen in `domain` on `port` (generation `gen_`) at `now`.
     #[inline]
     pub fn learn(
         &self,
-        domain: u16,
+        domain: DomainId,
         mac: MacAddr,
-        port: u16,
-        gen_: u16,
+        port: PortId,
+        gen_: Generation,
         now: u32,
         port_limit: u32,
     ) -> Learned {
+        let (DomainId(domain), PortId(port), Generation(gen_)) = (domain, port, gen_);
         let f = self.fdb;
         if usize::from(port) >= MAX_PORT_SLOTS || mac.is_zero() || domain == u16::MAX {
             return Learned::Refused;
@@ -398,7 +416,7 @@ impl FdbRef<'_> {
                 return self.update(s, port, gen_, now, port_limit);
             }
             if sk == EMPTY {
-                if f.port_count(port) >= port_limit
+                if f.count(port) >= port_limit
                     || f.total.load(Relaxed) >= f.total_limit.load(Relaxed)
                 {
                     f.refused.fetch_add(1, Relaxed);
@@ -438,7 +456,7 @@ impl FdbRef<'_> {
             s.val.store(pack(port, gen_, now), Release);
             return Learned::Refreshed;
         }
-        if v & VALID != 0 && p != port && f.port_count(port) >= port_limit {
+        if v & VALID != 0 && p != port && f.count(port) >= port_limit {
             f.refused.fetch_add(1, Relaxed);
             return Learned::Refused;
         }
@@ -452,7 +470,7 @@ impl FdbRef<'_> {
             f.count_add(port);
             f.moves.fetch_add(1, Relaxed);
         }
-        Learned::Moved { from: p }
+        Learned::Moved { from: PortId(p) }
     }
 }
 
@@ -470,6 +488,7 @@ fn prefetch_read<T>(p: *const T) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ids::{DomainId as D, Generation as G, PortId as P};
 
     fn mac(n: u32) -> MacAddr {
         let b = n.to_be_bytes();
@@ -480,33 +499,36 @@ mod tests {
     fn learn_lookup_refresh() {
         let f = Fdb::default();
         let r = f.pin();
-        assert_eq!(r.lookup(1, mac(1)), None);
-        assert_eq!(r.learn(1, mac(1), 5, 0, 100, 1024), Learned::New);
-        assert_eq!(r.lookup(1, mac(1)), Some((5, 0)));
-        assert_eq!(r.learn(1, mac(1), 5, 0, 100, 1024), Learned::Known);
-        assert_eq!(r.learn(1, mac(1), 5, 0, 101, 1024), Learned::Refreshed);
+        assert_eq!(r.lookup(D(1), mac(1)), None);
+        assert_eq!(r.learn(D(1), mac(1), P(5), G(0), 100, 1024), Learned::New);
+        assert_eq!(r.lookup(D(1), mac(1)), Some((P(5), G(0))));
+        assert_eq!(r.learn(D(1), mac(1), P(5), G(0), 100, 1024), Learned::Known);
+        assert_eq!(
+            r.learn(D(1), mac(1), P(5), G(0), 101, 1024),
+            Learned::Refreshed
+        );
         // Domains are separate key spaces.
-        assert_eq!(r.lookup(2, mac(1)), None);
+        assert_eq!(r.lookup(D(2), mac(1)), None);
         assert_eq!(f.len(), 1);
-        assert_eq!(f.port_count(5), 1);
+        assert_eq!(f.port_count(P(5)), 1);
     }
 
     #[test]
     fn moves_are_counted_and_recounted() {
         let f = Fdb::default();
         let r = f.pin();
-        r.learn(1, mac(1), 5, 0, 10, 1024);
+        r.learn(D(1), mac(1), P(5), G(0), 10, 1024);
         assert_eq!(
-            r.learn(1, mac(1), 6, 0, 11, 1024),
-            Learned::Moved { from: 5 }
+            r.learn(D(1), mac(1), P(6), G(0), 11, 1024),
+            Learned::Moved { from: P(5) }
         );
-        assert_eq!(r.lookup(1, mac(1)), Some((6, 0)));
+        assert_eq!(r.lookup(D(1), mac(1)), Some((P(6), G(0))));
         assert_eq!(f.moves.load(Relaxed), 1);
-        assert_eq!((f.port_count(5), f.port_count(6)), (0, 1));
+        assert_eq!((f.port_count(P(5)), f.port_count(P(6))), (0, 1));
         // A new generation of the same port slot is a move too (port re-created).
         assert_eq!(
-            r.learn(1, mac(1), 6, 1, 12, 1024),
-            Learned::Moved { from: 6 }
+            r.learn(D(1), mac(1), P(6), G(1), 12, 1024),
+            Learned::Moved { from: P(6) }
         );
         assert_eq!(f.moves.load(Relaxed), 1);
     }
@@ -516,15 +538,15 @@ mod tests {
         let f = Fdb::default();
         {
             let r = f.pin();
-            r.learn(1, mac(1), 5, 0, 0, 1024);
-            r.learn(1, mac(2), 5, 0, 200, 1024);
+            r.learn(D(1), mac(1), P(5), G(0), 0, 1024);
+            r.learn(D(1), mac(2), P(5), G(0), 200, 1024);
         }
         assert_eq!(f.age(300, 300), 0);
         assert_eq!(f.age(301, 300), 1);
         let r = f.pin();
-        assert_eq!(r.lookup(1, mac(1)), None);
-        assert_eq!(r.lookup(1, mac(2)), Some((5, 0)));
-        assert_eq!(f.port_count(5), 1);
+        assert_eq!(r.lookup(D(1), mac(1)), None);
+        assert_eq!(r.lookup(D(1), mac(2)), Some((P(5), G(0))));
+        assert_eq!(f.port_count(P(5)), 1);
         assert_eq!(f.len(), 1);
     }
 
@@ -533,18 +555,18 @@ mod tests {
         let f = Fdb::default();
         let r = f.pin();
         for i in 0..3 {
-            assert_eq!(r.learn(1, mac(i), 5, 0, 0, 3), Learned::New);
+            assert_eq!(r.learn(D(1), mac(i), P(5), G(0), 0, 3), Learned::New);
         }
-        assert_eq!(r.learn(1, mac(3), 5, 0, 0, 3), Learned::Refused);
-        assert_eq!(r.lookup(1, mac(3)), None);
+        assert_eq!(r.learn(D(1), mac(3), P(5), G(0), 0, 3), Learned::Refused);
+        assert_eq!(r.lookup(D(1), mac(3)), None);
         for i in 0..3 {
-            assert_eq!(r.lookup(1, mac(i)), Some((5, 0)));
+            assert_eq!(r.lookup(D(1), mac(i)), Some((P(5), G(0))));
         }
         // Another port still learns.
-        assert_eq!(r.learn(1, mac(3), 6, 0, 0, 3), Learned::New);
+        assert_eq!(r.learn(D(1), mac(3), P(6), G(0), 0, 3), Learned::New);
         // A move into a full port is refused; the entry stays where it was.
-        assert_eq!(r.learn(1, mac(3), 5, 0, 1, 3), Learned::Refused);
-        assert_eq!(r.lookup(1, mac(3)), Some((6, 0)));
+        assert_eq!(r.learn(D(1), mac(3), P(5), G(0), 1, 3), Learned::Refused);
+        assert_eq!(r.lookup(D(1), mac(3)), Some((P(6), G(0))));
         assert_eq!(f.refused.load(Relaxed), 2);
     }
 
@@ -552,12 +574,12 @@ mod tests {
     fn total_limit() {
         let f = Fdb::new(2);
         let r = f.pin();
-        assert_eq!(r.learn(1, mac(1), 1, 0, 0, 10), Learned::New);
-        assert_eq!(r.learn(1, mac(2), 2, 0, 0, 10), Learned::New);
-        assert_eq!(r.learn(1, mac(3), 3, 0, 0, 10), Learned::Refused);
+        assert_eq!(r.learn(D(1), mac(1), P(1), G(0), 0, 10), Learned::New);
+        assert_eq!(r.learn(D(1), mac(2), P(2), G(0), 0, 10), Learned::New);
+        assert_eq!(r.learn(D(1), mac(3), P(3), G(0), 0, 10), Learned::Refused);
         drop(r);
-        assert_eq!(f.flush(None, Some(1)), 1);
-        assert_eq!(f.pin().learn(1, mac(3), 3, 0, 0, 10), Learned::New);
+        assert_eq!(f.flush(None, Some(P(1))), 1);
+        assert_eq!(f.pin().learn(D(1), mac(3), P(3), G(0), 0, 10), Learned::New);
     }
 
     #[test]
@@ -565,15 +587,15 @@ mod tests {
         let f = Fdb::default();
         {
             let r = f.pin();
-            r.learn(1, mac(1), 5, 0, 7, 1024);
-            r.learn(2, mac(1), 6, 0, 8, 1024);
+            r.learn(D(1), mac(1), P(5), G(0), 7, 1024);
+            r.learn(D(2), mac(1), P(6), G(0), 8, 1024);
         }
         let rows = f.rows();
         assert_eq!(rows.len(), 2);
-        assert_eq!(rows[0].domain, 1);
+        assert_eq!(rows[0].domain, D(1));
         assert_eq!(rows[0].mac, mac(1));
         assert_eq!(rows[0].last_seen, 7);
-        assert_eq!(f.flush(Some(2), None), 1);
+        assert_eq!(f.flush(Some(D(2)), None), 1);
         assert_eq!(f.rows().len(), 1);
     }
 
@@ -583,20 +605,23 @@ mod tests {
         {
             let r = f.pin();
             for i in 0..1000 {
-                assert_eq!(r.learn(1, mac(i), 2, 0, 0, u32::MAX), Learned::New);
+                assert_eq!(r.learn(D(1), mac(i), P(2), G(0), 0, u32::MAX), Learned::New);
             }
-            r.learn(1, mac(5000), 3, 0, 50, u32::MAX);
+            r.learn(D(1), mac(5000), P(3), G(0), 50, u32::MAX);
         }
         // Age out all but one: well past the rebuild threshold.
         assert_eq!(f.age(301, 300), 1000);
         let r = f.pin();
-        assert_eq!(r.lookup(1, mac(5000)), Some((3, 0)));
+        assert_eq!(r.lookup(D(1), mac(5000)), Some((P(3), G(0))));
         for i in 0..1000 {
-            assert_eq!(r.lookup(1, mac(i)), None);
+            assert_eq!(r.lookup(D(1), mac(i)), None);
         }
         // The table has room again.
         for i in 0..1000 {
-            assert_eq!(r.learn(2, mac(i), 4, 0, 400, u32::MAX), Learned::New);
+            assert_eq!(
+                r.learn(D(2), mac(i), P(4), G(0), 400, u32::MAX),
+                Learned::New
+            );
         }
         assert_eq!(f.len(), 1001);
     }
@@ -605,10 +630,19 @@ mod tests {
     fn hostile_inputs_are_refused_not_stored() {
         let f = Fdb::default();
         let r = f.pin();
-        assert_eq!(r.learn(1, MacAddr::ZERO, 2, 0, 0, 10), Learned::Refused);
-        assert_eq!(r.learn(u16::MAX, mac(1), 2, 0, 0, 10), Learned::Refused);
-        assert_eq!(r.learn(1, mac(1), 5000, 0, 0, 10), Learned::Refused);
-        assert_eq!(r.lookup(u16::MAX, MacAddr([0xff; 6])), None);
+        assert_eq!(
+            r.learn(D(1), MacAddr::ZERO, P(2), G(0), 0, 10),
+            Learned::Refused
+        );
+        assert_eq!(
+            r.learn(D(u16::MAX), mac(1), P(2), G(0), 0, 10),
+            Learned::Refused
+        );
+        assert_eq!(
+            r.learn(D(1), mac(1), P(5000), G(0), 0, 10),
+            Learned::Refused
+        );
+        assert_eq!(r.lookup(D(u16::MAX), MacAddr([0xff; 6])), None);
         assert!(f.is_empty());
     }
 
@@ -621,7 +655,7 @@ mod tests {
                 std::thread::spawn(move || {
                     let r = f.pin();
                     for i in 0..10_000u32 {
-                        r.learn(1, mac(i), t, 0, 0, u32::MAX);
+                        r.learn(D(1), mac(i), P(t), G(0), 0, u32::MAX);
                     }
                 })
             })
@@ -631,6 +665,6 @@ mod tests {
         }
         f.age(0, 300); // recount
         assert_eq!(f.len(), 10_000);
-        assert_eq!(f.port_count(0) + f.port_count(1), 10_000);
+        assert_eq!(f.port_count(P(0)) + f.port_count(P(1)), 10_000);
     }
 }

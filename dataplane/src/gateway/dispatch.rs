@@ -210,7 +210,7 @@ impl Gateway {
     /// Handles one frame the bridge sent to the gateway.
     pub fn frame(&mut self, f: Inbound<'_>, out: &mut Actions) -> Verdict {
         self.stats.frames += 1;
-        if f.domain == crate::config::UPLINK_DOMAIN {
+        if f.domain == crate::config::UPLINK_DOMAIN.0 {
             self.segment_frame(f, out);
             return Verdict::Done;
         }

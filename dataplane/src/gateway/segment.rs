@@ -90,12 +90,12 @@ impl Gateway {
                     n.set_next_hop(Some(mac));
                 }
             }
-            if out.send_with(UPLINK_DOMAIN, |b| arp::reply(f.data, &net, b)) {
+            if out.send_with(UPLINK_DOMAIN.0, |b| arp::reply(f.data, &net, b)) {
                 self.stats.arp_replies += 1;
             }
             return;
         }
-        if out.send_with(UPLINK_DOMAIN, |b| icmp::echo_reply(f.data, &net, b)) {
+        if out.send_with(UPLINK_DOMAIN.0, |b| icmp::echo_reply(f.data, &net, b)) {
             self.stats.echo_replies += 1;
             return;
         }
@@ -118,10 +118,12 @@ impl Gateway {
         out: &mut Actions,
     ) {
         if ip.protocol() == IpProtocol::TCP {
-            out.send_with(UPLINK_DOMAIN, |b| tcp_reset(f.data, net, b));
+            out.send_with(UPLINK_DOMAIN.0, |b| tcp_reset(f.data, net, b));
         } else if ip.protocol() == IpProtocol::UDP && self.uplink_limit.allow(f.now) {
             let (ty, code) = (IcmpType::DEST_UNREACHABLE, UnreachCode::PORT);
-            if out.send_with(UPLINK_DOMAIN, |b| icmp::error(f.data, net, ty, code, 0, b)) {
+            if out.send_with(UPLINK_DOMAIN.0, |b| {
+                icmp::error(f.data, net, ty, code, 0, b)
+            }) {
                 self.stats.icmp_errors += 1;
             }
         }
@@ -130,7 +132,7 @@ impl Gateway {
     /// Asks the uplink segment who has `ip`.
     fn arp_segment(&mut self, ip: Ipv4Addr, out: &mut Actions) {
         let Some(up) = self.cfg.packet else { return };
-        out.send_with(UPLINK_DOMAIN, |b| {
+        out.send_with(UPLINK_DOMAIN.0, |b| {
             arp::request(up.ext_mac, up.ext_ip, ip, b);
             true
         });

@@ -327,7 +327,10 @@ impl Batch {
 }
 
 /// One frame selected for sending: its index in the batch and the VLAN id to tag it
-/// with on the way out (0: untagged).
+/// with on the way out (0: untagged). The pipeline decides an [`Encap`] per frame and
+/// hands ports this form of it; an encapsulation beyond a tag (a tunnel) adds a field.
+///
+/// [`Encap`]: crate::ids::Encap
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TxSel {
     pub idx: u8,

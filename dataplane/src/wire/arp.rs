@@ -24,11 +24,13 @@ impl<T: AsRef<[u8]>> ArpPacket<T> {
     pub fn as_bytes(&self) -> &[u8] {
         self.buffer.as_ref()
     }
+    #[inline]
     pub fn new_unchecked(buffer: T) -> Self {
         ArpPacket { buffer }
     }
     /// Checks the length and that the packet is Ethernet (1) over IPv4 (0x0800) with
     /// 6- and 4-byte addresses.
+    #[inline]
     pub fn new_checked(buffer: T) -> Result<Self> {
         let p = Self::new_unchecked(buffer);
         let b = p.buffer.as_ref();

@@ -125,14 +125,17 @@ impl<T: AsRef<[u8]>> EthernetFrame<T> {
         self.buffer.as_ref()
     }
     /// Wraps without checking; accessors panic on a buffer shorter than 14 bytes.
+    #[inline]
     pub fn new_unchecked(buffer: T) -> Self {
         EthernetFrame { buffer }
     }
+    #[inline]
     pub fn new_checked(buffer: T) -> Result<Self> {
         let f = Self::new_unchecked(buffer);
         f.check_len()?;
         Ok(f)
     }
+    #[inline]
     pub fn check_len(&self) -> Result<()> {
         need("ethernet header", HEADER_LEN, self.buffer.as_ref().len())
     }

@@ -40,14 +40,17 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
     pub fn as_bytes(&self) -> &[u8] {
         self.buffer.as_ref()
     }
+    #[inline]
     pub fn new_unchecked(buffer: T) -> Self {
         Ipv4Packet { buffer }
     }
+    #[inline]
     pub fn new_checked(buffer: T) -> Result<Self> {
         let p = Self::new_unchecked(buffer);
         p.check_len()?;
         Ok(p)
     }
+    #[inline]
     pub fn check_len(&self) -> Result<()> {
         let b = self.buffer.as_ref();
         need("ipv4 header", MIN_HEADER_LEN, b.len())?;
@@ -211,12 +214,13 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
         old
     }
     /// Decrements the TTL with an incremental checksum update.
+    #[inline]
     pub fn decrement_ttl(&mut self) {
-        let b = self.buffer.as_ref();
-        let old = be16(b, field::TTL);
-        let ttl = self.ttl().saturating_sub(1);
-        self.set_ttl(ttl);
-        let new = be16(self.buffer.as_ref(), field::TTL);
+        // TTL and protocol share a checksum word: the new word is computed, not read
+        // back after a byte store (which would stall store-to-load forwarding).
+        let old = be16(self.buffer.as_ref(), field::TTL);
+        let new = if old >> 8 == 0 { old } else { old - 0x0100 };
+        put16(self.buffer.as_mut(), field::TTL, new);
         let c = checksum::update16(self.checksum(), old, new);
         self.set_checksum(c);
     }

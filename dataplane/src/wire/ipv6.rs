@@ -40,6 +40,13 @@ impl Icmpv6Type {
     pub const REDIRECT: u8 = 137;
 }
 
+/// The message type of the ICMPv6 header at the start of `b` (its first byte), None
+/// when `b` is empty.
+#[inline]
+pub fn icmpv6_type(b: &[u8]) -> Option<u8> {
+    b.first().copied()
+}
+
 /// A view of an IPv6 packet; the check guarantees the 40-byte fixed header.
 #[derive(Debug, Clone)]
 pub struct Ipv6Packet<T: AsRef<[u8]>> {

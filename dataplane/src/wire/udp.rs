@@ -12,6 +12,14 @@ pub struct UdpPacket<T: AsRef<[u8]>> {
     buffer: T,
 }
 
+/// The source port of the UDP header at the start of `b`, without the length checks of
+/// [`UdpPacket::new_checked`]: a first fragment carries the header but not the whole
+/// datagram its length field counts. None when `b` is too short to hold the port.
+#[inline]
+pub fn peek_src_port(b: &[u8]) -> Option<u16> {
+    b.first_chunk::<2>().map(|p| u16::from_be_bytes(*p))
+}
+
 impl<T: AsRef<[u8]>> UdpPacket<T> {
     /// The whole buffer the view covers.
     #[inline]

@@ -28,9 +28,11 @@ pub fn tci(pcp: u8, dei: bool, vid: u16) -> u16 {
 }
 
 impl<T: AsRef<[u8]>> VlanTag<T> {
+    #[inline]
     pub fn new_unchecked(buffer: T) -> Self {
         VlanTag { buffer }
     }
+    #[inline]
     pub fn new_checked(buffer: T) -> Result<Self> {
         let t = Self::new_unchecked(buffer);
         need("802.1Q tag", TAG_LEN, t.buffer.as_ref().len())?;

@@ -54,7 +54,7 @@ impl GatewayIo {
             uplink: SocketUplink::with_limits(limits),
             upstreams: Upstreams::default(),
             actions: Actions::default(),
-            cur_port: SERVICE_PORT,
+            cur_port: SERVICE_PORT.0,
             scratch: vec![0u8; 65536],
         }
     }
@@ -127,7 +127,9 @@ impl GatewayIo {
                     ctx.send(domain, frame);
                     self.actions.recycle(ctx.buffer());
                 }
-                Action::Drop { port, reason } => ctx.counters.count_drop(port, reason, 1),
+                Action::Drop { port, reason } => {
+                    ctx.counters.count_drop(crate::ids::PortId(port), reason, 1)
+                }
                 Action::DnsTcpReply { conn, bytes } => {
                     self.uplink.dns_reply(ctx.registry, conn, &bytes);
                     self.collect_uplink();
@@ -213,14 +215,14 @@ impl GatewayHandler for GatewayIo {
             now,
             host: self.uplink.host_address(now),
         };
-        if f.domain != UPLINK_DOMAIN {
+        if f.domain != UPLINK_DOMAIN.0 {
             self.cur_port = f.port;
         }
         if self.gateway.frame(inbound, &mut self.actions) == Verdict::ToUplink {
             self.send_to_uplink(ctx.registry, f.domain, &f.data);
         }
         self.perform(ctx);
-        self.cur_port = SERVICE_PORT;
+        self.cur_port = SERVICE_PORT.0;
         ctx.recycle(f.data);
     }
 

@@ -1,0 +1,201 @@
+//! The bridge stage: learn the source, then deliver by destination MAC: flood,
+//! the gateway (or a route out), or the port the destination was learned on.
+
+use super::classify::classify;
+use super::security::port_security;
+use super::{Egress, Ingress, route};
+use crate::bridge::DropReason;
+use crate::config::{DomainConf, PortRole, SERVICE_PORT, UPLINK_DOMAIN, UPLINK_PORT};
+use crate::ids::{DomainId, Encap, PortId};
+use crate::port::Frame;
+use crate::wire::ethernet::HEADER_LEN;
+use crate::wire::{EtherType, EthernetFrame, Ipv4Packet, MacAddr};
+
+/// Forwards one frame of a port other than the uplink.
+#[inline(always)]
+pub(super) fn forward_one(
+    ing: &Ingress<'_>,
+    i: usize,
+    f: &mut Frame,
+    out: &mut Egress,
+) -> Result<(), DropReason> {
+    if f.len() < HEADER_LEN {
+        return Err(DropReason::Malformed);
+    }
+    f.in_port = ing.in_port.0;
+    let Some((domain, ethertype)) = ingress_domain(ing, i, f, out)? else {
+        return Ok(());
+    };
+    f.domain = domain.0;
+    let dconf = ing.ctx.snap.domain(domain).ok_or(DropReason::NoNetwork)?;
+    let eth = EthernetFrame::new_checked(f.data()).map_err(|_| DropReason::Malformed)?;
+    let (dst, src) = (eth.dst(), eth.src());
+    if !ing.trusted {
+        admit(ing, domain, src, ethertype, eth.payload())?;
+    }
+    let from_container = ing.port.role == PortRole::Container;
+    if dst.is_multicast() {
+        // Broadcasts also reach the gateway (ARP for it, DHCP); other multicast does not.
+        if dst.is_broadcast() && !ing.trusted {
+            out.push(SERVICE_PORT, i, Encap::None);
+        }
+        flood(dconf, ing.in_port, from_container, i, out);
+        return Ok(());
+    }
+    if dst == dconf.gateway_mac {
+        return to_gateway(ing, i, f, out, (domain, dconf), ethertype);
+    }
+    match known_port(ing, domain, dconf, dst) {
+        Some(to) if to.port == ing.in_port => Err(DropReason::SamePort),
+        Some(to) if !dconf.icc && from_container && to.role == PortRole::Container => {
+            Err(DropReason::Icc)
+        }
+        Some(to) => {
+            out.push(to.port, i, to.encap);
+            Ok(())
+        }
+        None => {
+            flood(dconf, ing.in_port, from_container, i, out);
+            Ok(())
+        }
+    }
+}
+
+/// The domain of a frame and the EtherType behind its tag: classified for an untrusted
+/// port; carried by the frame for the gateway's, whose frames for the uplink segment go
+/// straight out there (None: already queued).
+#[inline(always)]
+fn ingress_domain(
+    ing: &Ingress<'_>,
+    i: usize,
+    f: &mut Frame,
+    out: &mut Egress,
+) -> Result<Option<(DomainId, u16)>, DropReason> {
+    if !ing.trusted {
+        return classify(ing.ctx.snap, ing.port, f).map(Some);
+    }
+    if f.domain == UPLINK_DOMAIN.0 {
+        out.push(UPLINK_PORT, i, Encap::None);
+        return Ok(None);
+    }
+    let eth = EthernetFrame::new_checked(f.data()).map_err(|_| DropReason::Malformed)?;
+    Ok(Some((DomainId(f.domain), eth.ethertype())))
+}
+
+/// What an untrusted port may send from (a unicast source, port security), and the
+/// learning of its source MAC. `l3` is what follows the Ethernet header.
+#[inline(always)]
+fn admit(
+    ing: &Ingress<'_>,
+    domain: DomainId,
+    src: MacAddr,
+    ethertype: u16,
+    l3: &[u8],
+) -> Result<(), DropReason> {
+    if src.is_multicast() || src.is_zero() {
+        return Err(DropReason::BadSrcMac);
+    }
+    if let Some(sec) = &ing.port.security {
+        port_security(sec, l3, src, ethertype)?;
+    }
+    let p = ing.port;
+    ing.fdb.learn(
+        domain,
+        src,
+        ing.in_port,
+        p.generation,
+        ing.ctx.now,
+        p.mac_limit,
+    );
+    Ok(())
+}
+
+/// A frame for the gateway's MAC: routed out through the packet uplink when it is IPv4
+/// bound outside, else for the gateway itself.
+#[inline(always)]
+fn to_gateway(
+    ing: &Ingress<'_>,
+    i: usize,
+    f: &mut Frame,
+    out: &mut Egress,
+    (domain, dconf): (DomainId, &DomainConf),
+    ethertype: u16,
+) -> Result<(), DropReason> {
+    if ing.trusted {
+        return Err(DropReason::SamePort);
+    }
+    if ethertype == EtherType::IPV4 && bound_outside(ing, dconf, f.data()) {
+        if !dconf.egress {
+            return Err(DropReason::NoRoute);
+        }
+        return route::route_out(ing, i, f, out, domain);
+    }
+    out.push(SERVICE_PORT, i, Encap::None);
+    Ok(())
+}
+
+/// Whether an IPv4 frame for the gateway's MAC is for somewhere outside every network
+/// (and a packet uplink is there to take it).
+#[inline(always)]
+fn bound_outside(ing: &Ingress<'_>, dconf: &DomainConf, frame: &[u8]) -> bool {
+    let snap = ing.ctx.snap;
+    if snap.uplink.is_none() || ing.ctx.nat.is_none() {
+        return false;
+    }
+    let Ok(eth) = EthernetFrame::new_checked(frame) else {
+        return false;
+    };
+    let Ok(ip) = Ipv4Packet::new_checked(eth.payload()) else {
+        return false;
+    };
+    let dip = ip.dst();
+    dip != dconf.gateway_ip && !dip.is_broadcast() && !dip.is_multicast() && !snap.is_inside(dip)
+}
+
+/// A port the FDB knows a destination on, still carrying its domain.
+pub(super) struct Known {
+    pub port: PortId,
+    pub encap: Encap,
+    pub role: PortRole,
+}
+
+/// Where `mac` was learned in `domain`, when that port (the same generation of it)
+/// still carries the domain.
+#[inline(always)]
+pub(super) fn known_port(
+    ing: &Ingress<'_>,
+    domain: DomainId,
+    dconf: &DomainConf,
+    mac: MacAddr,
+) -> Option<Known> {
+    let (port, generation) = ing.fdb.lookup(domain, mac)?;
+    let p = ing.ctx.snap.port(port)?;
+    if p.generation != generation {
+        return None;
+    }
+    let encap = p.egress_encap(domain, dconf.vlan)?;
+    Some(Known {
+        port,
+        encap,
+        role: p.role,
+    })
+}
+
+/// Queues a frame for every member of its domain but the port it came in on (and, in
+/// a network without inter-container traffic, no container port for a container's).
+#[inline]
+pub(super) fn flood(
+    dconf: &DomainConf,
+    in_port: PortId,
+    from_container: bool,
+    i: usize,
+    out: &mut Egress,
+) {
+    let isolate = !dconf.icc && from_container;
+    for m in &dconf.members {
+        if m.port == in_port || (isolate && m.role == PortRole::Container) {
+            continue;
+        }
+        out.push(m.port, i, m.encap);
+    }
+}

@@ -1,0 +1,232 @@
+//! Routing through the packet uplink: translated on the fast path (NAT), the TTL
+//! stepped, the MACs rewritten for the next hop; what the workers cannot finish (an
+//! unresolved neighbour, an ICMP error to send) is punted to the gateway.
+
+use std::net::Ipv4Addr;
+
+use super::{Egress, Ingress, l2};
+use crate::bridge::DropReason;
+use crate::config::{SERVICE_PORT, UPLINK_DOMAIN, UPLINK_PORT};
+use crate::ids::{DomainId, Encap};
+use crate::nat::{NatDrop, NatVerdict};
+use crate::port::{Frame, Punt, VnetHdr};
+use crate::wire::{EtherType, EthernetFrame, Ipv4Packet, MacAddr, TcpPacket};
+
+/// UDP header length, the L4 header of a UDP super-frame's segments.
+const UDP_HEADER_LEN: usize = crate::wire::udp::HEADER_LEN;
+
+/// Writes an Ethernet header's MAC addresses in place.
+#[inline]
+fn set_macs(f: &mut Frame, dst: MacAddr, src: MacAddr) {
+    if let Ok(mut eth) = EthernetFrame::new_checked(f.data_mut()) {
+        eth.set_dst(dst);
+        eth.set_src(src);
+    }
+}
+
+/// Decrements an IPv4 TTL in place (incremental checksum). False when it ran out.
+#[inline]
+fn ttl_step(ip: &mut Ipv4Packet<&mut [u8]>) -> bool {
+    if ip.ttl() <= 1 {
+        return false;
+    }
+    ip.decrement_ttl();
+    true
+}
+
+pub(super) fn nat_drop(d: NatDrop) -> DropReason {
+    match d {
+        NatDrop::TableFull => DropReason::NatFull,
+        NatDrop::Quota => DropReason::NatQuota,
+        NatDrop::Malformed => DropReason::Malformed,
+        _ => DropReason::NoRoute,
+    }
+}
+
+/// Delivers a translated packet to container `ip` of `domain`.
+#[inline]
+fn deliver_in(
+    ing: &Ingress<'_>,
+    i: usize,
+    f: &mut Frame,
+    out: &mut Egress,
+    to: (DomainId, Ipv4Addr),
+) -> Result<(), DropReason> {
+    let (domain, ip) = to;
+    let snap = ing.ctx.snap;
+    let up = snap.uplink.as_ref().ok_or(DropReason::NoRoute)?;
+    let dconf = snap.domain(domain).ok_or(DropReason::NoNetwork)?;
+    let mac = up.host_mac(domain, ip).ok_or(DropReason::NoRoute)?;
+    set_macs(f, mac, dconf.gateway_mac);
+    f.domain = domain.0;
+    match l2::known_port(ing, domain, dconf, mac) {
+        Some(to) => out.push(to.port, i, to.encap),
+        None => l2::flood(dconf, UPLINK_PORT, false, i, out),
+    }
+    Ok(())
+}
+
+/// What the gateway must do for a routed packet before it may be translated: answer
+/// "fragmentation needed" or "time exceeded". Steps the TTL when neither.
+#[inline]
+pub(super) fn punt_before_nat(
+    ip: &mut [u8],
+    vnet: &VnetHdr,
+    mtu: u16,
+    ext_ip: Ipv4Addr,
+) -> Result<Option<Punt>, DropReason> {
+    let mut p = Ipv4Packet::new_checked(ip).map_err(|_| DropReason::Malformed)?;
+    // Larger than the segment takes, with DF (not for hairpin traffic, which never
+    // crosses it): the gateway answers fragmentation needed.
+    if too_big(&p, vnet, mtu) && p.dst() != ext_ip {
+        return Ok(Some(Punt::TooBig));
+    }
+    if !ttl_step(&mut p) {
+        return Ok(Some(Punt::TimeExceeded));
+    }
+    Ok(None)
+}
+
+/// A frame from a container to the gateway, bound outside: translated and sent out the
+/// packet uplink (or, for its own external address, looped back in: hairpin).
+#[inline]
+pub(super) fn route_out(
+    ing: &Ingress<'_>,
+    i: usize,
+    f: &mut Frame,
+    out: &mut Egress,
+    domain: DomainId,
+) -> Result<(), DropReason> {
+    let ctx = ing.ctx;
+    let (Some(up), Some(nat)) = (ctx.snap.uplink.as_ref(), ctx.nat) else {
+        return Err(DropReason::NoRoute);
+    };
+    let partial = f.vnet.flags & VnetHdr::F_NEEDS_CSUM != 0;
+    let vnet = f.vnet;
+    let mut eth = EthernetFrame::new_checked(f.data_mut()).map_err(|_| DropReason::Malformed)?;
+    let ip = eth.payload_mut();
+    if let Some(punt) = punt_before_nat(ip, &vnet, up.mtu, up.ext_ip)? {
+        f.punt = punt;
+        out.push(SERVICE_PORT, i, Encap::None);
+        return Ok(());
+    }
+    let dst = match nat.outbound(ip, domain.0, up.ext_ip, &up.rules, partial, ctx.now) {
+        Ok(NatVerdict::Out { dst }) => dst,
+        Ok(NatVerdict::In { .. }) => return Err(DropReason::NoRoute),
+        Err(d) => return Err(nat_drop(d)),
+    };
+    if dst == up.ext_ip {
+        // Hairpin: the destination is our own external address.
+        return match nat.inbound(ip, up.ext_ip, &up.rules, partial, ctx.now) {
+            Ok(NatVerdict::In { domain, ip }) => deliver_in(ing, i, f, out, (DomainId(domain), ip)),
+            Ok(NatVerdict::Out { .. }) => Err(DropReason::NoRoute),
+            Err(d) => Err(nat_drop(d)),
+        };
+    }
+    send_out(ing, i, f, out, dst)
+}
+
+/// Sends a translated packet for `dst` out the packet uplink, to `dst` itself on the
+/// segment or to the next hop.
+#[inline]
+fn send_out(
+    ing: &Ingress<'_>,
+    i: usize,
+    f: &mut Frame,
+    out: &mut Egress,
+    dst: Ipv4Addr,
+) -> Result<(), DropReason> {
+    let up = ing.ctx.snap.uplink.as_ref().ok_or(DropReason::NoRoute)?;
+    let neigh = ing.ctx.neigh.ok_or(DropReason::NoRoute)?;
+    let mac = if up.on_link(dst) {
+        neigh.lookup(dst)
+    } else {
+        neigh.next_hop()
+    };
+    match mac {
+        Some(m) => {
+            set_macs(f, m, up.ext_mac);
+            out.push(UPLINK_PORT, i, Encap::None);
+        }
+        // Not resolved yet: the gateway asks (ARP) and this packet is lost, as a
+        // router without a neighbour entry does.
+        None => {
+            f.punt = Punt::Unresolved;
+            out.push(SERVICE_PORT, i, Encap::None);
+        }
+    }
+    Ok(())
+}
+
+/// Whether an IPv4 packet with DF set is larger than `mtu` (for a super-frame: whether
+/// its segments are).
+#[inline]
+pub(super) fn too_big<T: AsRef<[u8]>>(ip: &Ipv4Packet<T>, vnet: &VnetHdr, mtu: u16) -> bool {
+    if !ip.dont_fragment() {
+        return false;
+    }
+    let total = ip.total_len();
+    let gso = vnet.gso_type & !VnetHdr::GSO_ECN;
+    if gso == VnetHdr::GSO_NONE {
+        return total > usize::from(mtu);
+    }
+    let l4 = if gso == VnetHdr::GSO_TCPV4 {
+        TcpPacket::new_checked(ip.payload())
+            .map_or(crate::wire::tcp::MIN_HEADER_LEN, |t| t.header_len())
+    } else {
+        UDP_HEADER_LEN
+    };
+    // A super-frame holding one short segment is that segment.
+    (ip.header_len() + l4 + usize::from(vnet.gso_size)).min(total) > usize::from(mtu)
+}
+
+/// A frame arriving on the packet uplink's port: ARP goes to the gateway, IPv4 for
+/// the uplink's address is translated back in.
+#[inline]
+pub(super) fn from_uplink(
+    ing: &Ingress<'_>,
+    i: usize,
+    f: &mut Frame,
+    out: &mut Egress,
+) -> Result<(), DropReason> {
+    let ctx = ing.ctx;
+    let (Some(up), Some(nat)) = (ctx.snap.uplink.as_ref(), ctx.nat) else {
+        return Err(DropReason::NoNetwork);
+    };
+    let eth = EthernetFrame::new_checked(f.data()).map_err(|_| DropReason::Malformed)?;
+    let (ethertype, dst) = (eth.ethertype(), eth.dst());
+    let ip_dst = Ipv4Packet::new_checked(eth.payload()).map(|p| p.dst());
+    f.domain = UPLINK_DOMAIN.0;
+    if ethertype == EtherType::ARP {
+        out.push(SERVICE_PORT, i, Encap::None);
+        return Ok(());
+    }
+    if ethertype != EtherType::IPV4 || (dst != up.ext_mac && !dst.is_broadcast()) {
+        return Err(DropReason::NoNetwork);
+    }
+    match ip_dst {
+        Ok(d) if d == up.ext_ip => {}
+        Ok(_) => return Err(DropReason::NoRoute),
+        Err(_) => return Err(DropReason::Malformed),
+    }
+    let partial = f.vnet.flags & VnetHdr::F_NEEDS_CSUM != 0;
+    let mut eth = EthernetFrame::new_checked(f.data_mut()).map_err(|_| DropReason::Malformed)?;
+    let ip = eth.payload_mut();
+    match nat.inbound(ip, up.ext_ip, &up.rules, partial, ctx.now) {
+        Ok(NatVerdict::In { domain, ip: to }) => {
+            let stepped = Ipv4Packet::new_checked(ip).is_ok_and(|mut p| ttl_step(&mut p));
+            if !stepped {
+                return Err(DropReason::NoRoute);
+            }
+            deliver_in(ing, i, f, out, (DomainId(domain), to))
+        }
+        Ok(NatVerdict::Out { .. }) => Err(DropReason::NoRoute),
+        // For the uplink's address itself (ping), or a closed port there (an RST or
+        // port unreachable is due): the gateway answers.
+        Err(NatDrop::Local) | Err(NatDrop::NoFlow) => {
+            out.push(SERVICE_PORT, i, Encap::None);
+            Ok(())
+        }
+        Err(d) => Err(nat_drop(d)),
+    }
+}
