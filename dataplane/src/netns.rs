@@ -965,6 +965,7 @@ mod tests {
             .args([
                 "--exact",
                 "netns::tests::rootless_user_namespace",
+                "--include-ignored",
                 "--nocapture",
             ])
             .env("VST_ROOTLESS_CHILD", "1")
