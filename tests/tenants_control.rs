@@ -74,7 +74,7 @@ fn netns_of_path(p: &str) -> Option<u64> {
 fn a_panic_ends_the_daemon_and_a_restart_restores_it() {
     require_root();
     require(&["ping"]);
-    let mut d = start_with_env("VSWITCH_TEST_PANIC=service");
+    let mut d = start_with_env("VSWITCH_TEST_PANIC=gateway");
     let (a, b) = (Netns::new("a"), Netns::new("b"));
     let p = sleeper(&b);
     let pid = p.pid().to_string();
@@ -105,7 +105,7 @@ fn a_panic_ends_the_daemon_and_a_restart_restores_it() {
     let fatal: Vec<&str> = log.lines().filter(|l| l.contains("panicked")).collect();
     assert_eq!(fatal.len(), 1, "one line about the panic: {log}");
     assert!(
-        fatal[0].starts_with("vswitch: fatal: thread vswitch-service panicked"),
+        fatal[0].starts_with("vswitch: fatal: thread vswitch-gateway panicked"),
         "{log}"
     );
     assert!(!log.contains("RUST_BACKTRACE"), "no backtrace hint: {log}");

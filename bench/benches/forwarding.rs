@@ -3,8 +3,8 @@
 //! The NAT scenarios translate established flows both ways (half the frames from the
 //! containers, half from the uplink).
 
+use control::bench::{Params, Scenario, setup};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use dataplane::bench::{Params, Scenario, setup};
 
 fn scenarios(c: &mut Criterion) {
     for (name, scenario, macs, flows) in [

@@ -377,7 +377,7 @@ pub struct BenchArgs {
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
     #[error(transparent)]
-    Bench(#[from] dataplane::bench::BenchError),
+    Bench(#[from] crate::bench::BenchError),
     #[error(transparent)]
     Client(#[from] ClientError),
     #[error(transparent)]
@@ -589,7 +589,7 @@ fn uplink_request(cmd: UplinkCmd) -> Result<Request, CliError> {
 }
 
 fn bench(a: BenchArgs) -> Result<(), CliError> {
-    use dataplane::bench::{self, Params, Scenario};
+    use crate::bench::{self, Params, Scenario};
     let scenarios: Vec<Scenario> = match a.scenario {
         ScenarioArg::L2 => vec![Scenario::L2],
         ScenarioArg::Vlan => vec![Scenario::Vlan],

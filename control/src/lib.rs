@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod backend;
+pub mod bench;
 pub mod capture;
 pub mod cli;
 pub mod client;

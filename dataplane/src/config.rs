@@ -14,7 +14,7 @@ use crate::wire::MacAddr;
 use crate::wire::cidr::mask_of;
 
 /// The slot of the gateway service port in every snapshot.
-pub const SERVICE_PORT: PortId = PortId(0);
+pub const GATEWAY_PORT: PortId = PortId(0);
 /// The slot of the packet uplink port (when one is set).
 pub const UPLINK_PORT: PortId = PortId(1);
 /// The first slot given to container ports.

@@ -26,7 +26,6 @@
 //! - [`random`]: randomness from the kernel.
 //! - [`bench`]: the `vswitch bench` scenarios, on in-memory ports.
 
-pub mod bench;
 pub mod bridge;
 pub mod capture;
 pub mod config;

@@ -1,5 +1,5 @@
 //! The threads: workers that move frames, and the gateway thread (named
-//! `vswitch-service`) that answers for every network's gateway address.
+//! `vswitch-gateway`) that answers for every network's gateway address.
 //!
 //! ```text
 //!   control thread ──(snapshot swap, commands)──┐
@@ -31,7 +31,7 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::bridge::{CounterTable, Fdb, PortStats};
-use crate::config::{SERVICE_PORT, Snapshot, SnapshotCell};
+use crate::config::{GATEWAY_PORT, Snapshot, SnapshotCell};
 use crate::port::ring::{RingEnd, RingFrame, Wake, ring_pair};
 use crate::port::{MAX_BATCH, Port};
 use crate::worker::{Clock, Worker};
@@ -259,7 +259,7 @@ impl<S: GatewayHandler> Runtime<S> {
         };
         let st2 = stop.clone();
         let thread = std::thread::Builder::new()
-            .name("vswitch-service".into())
+            .name("vswitch-gateway".into())
             .spawn(move || gateway_loop(gateway, spoll, ends, jrx, shared, st2))
             .map_err(RuntimeError::Thread)?;
         Ok(Runtime {
@@ -445,7 +445,7 @@ fn worker_round(w: &mut Worker, ready: &mut Vec<u16>) -> usize {
     }
     // Replies from the gateway.
     loop {
-        let n = w.poll_port(SERVICE_PORT);
+        let n = w.poll_port(GATEWAY_PORT);
         moved += n;
         if n < MAX_BATCH {
             break;
@@ -486,7 +486,7 @@ fn spawn_worker(
     w.nat = Some(sh.nat.clone());
     w.neigh = Some(sh.neigh.clone());
     w.gateway_share = cfg.gateway_share;
-    w.add_port(SERVICE_PORT, Box::new(ring), true);
+    w.add_port(GATEWAY_PORT, Box::new(ring), true);
     let (tx, rx) = mpsc::channel();
     let busy = cfg.busy_poll;
     let thread = std::thread::Builder::new()

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::bridge::{CounterTable, DropReason, Fdb};
-use crate::config::{SERVICE_PORT, SnapshotCache, SnapshotCell};
+use crate::config::{GATEWAY_PORT, SnapshotCache, SnapshotCell};
 use crate::ids::PortId;
 use crate::pipeline::{self, Context, Local};
 use crate::port::{Batch, Port, STD_FRAME_CAP, TxSel};
@@ -154,7 +154,7 @@ impl Worker {
         }
         let service_room = self
             .ports
-            .get(SERVICE_PORT.index())
+            .get(GATEWAY_PORT.index())
             .and_then(|p| p.as_ref())
             .and_then(|p| p.room())
             .unwrap_or(usize::MAX);

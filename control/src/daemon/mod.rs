@@ -134,14 +134,14 @@ pub const UPLINK_IFNAME: &str = "vswitch0";
 /// re-attach.
 pub const REATTACH_GRACE: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// Test only: with `VSWITCH_TEST_PANIC=service` in the daemon's environment, `network
-/// create` of [`TEST_PANIC_NETWORK`] makes the service thread panic (how the tests
+/// Test only: with `VSWITCH_TEST_PANIC=gateway` in the daemon's environment, `network
+/// create` of [`TEST_PANIC_NETWORK`] makes the gateway thread panic (how the tests
 /// prove that a panic ends the process). Without the variable the name is ordinary.
 pub const TEST_PANIC_ENV: &str = "VSWITCH_TEST_PANIC";
 pub const TEST_PANIC_NETWORK: &str = "vswitch-test-panic";
 
 fn is_test_panic(name: &str) -> bool {
-    name == TEST_PANIC_NETWORK && std::env::var(TEST_PANIC_ENV).is_ok_and(|v| v == "service")
+    name == TEST_PANIC_NETWORK && std::env::var(TEST_PANIC_ENV).is_ok_and(|v| v == "gateway")
 }
 
 impl Daemon {
@@ -294,7 +294,7 @@ impl Daemon {
         self.push_gateway();
     }
 
-    /// Gives the service thread the gateway's view of the networks.
+    /// Gives the gateway thread the gateway's view of the networks.
     fn push_gateway(&mut self) {
         let cfg = snapshot::gateway_config(&self.inputs(None));
         self.rt.gateway_do(move |g, _| g.configure(cfg));

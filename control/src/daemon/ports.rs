@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 
-use dataplane::config::{FIRST_PORT, SERVICE_PORT};
+use dataplane::config::{FIRST_PORT, GATEWAY_PORT};
 use dataplane::ids::PortId;
 
 use super::{Daemon, DaemonError, MAX_SLOTS, PortRt, view};
@@ -138,7 +138,7 @@ impl Daemon {
         port: &str,
     ) -> Result<Vec<dataplane::capture::CaptureRing>, DaemonError> {
         let slot = if port == "gateway" {
-            SERVICE_PORT.0
+            GATEWAY_PORT.0
         } else {
             self.ports
                 .get(port)

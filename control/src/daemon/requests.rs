@@ -5,7 +5,7 @@ use std::os::fd::OwnedFd;
 use std::sync::atomic::Ordering::Relaxed;
 
 use dataplane::bridge::DropReason;
-use dataplane::config::SERVICE_PORT;
+use dataplane::config::GATEWAY_PORT;
 use dataplane::ids::DomainId;
 
 use super::{Daemon, DaemonError, TEST_PANIC_ENV, is_test_panic, view};
@@ -92,7 +92,7 @@ impl Daemon {
     pub(super) fn network_create(&mut self, spec: &NetworkSpec) -> Result<Reply, DaemonError> {
         if is_test_panic(&spec.name) {
             self.rt.gateway_do(|_, _| {
-                panic!("{TEST_PANIC_ENV}=service: panicking on the service thread as asked")
+                panic!("{TEST_PANIC_ENV}=gateway: panicking on the gateway thread as asked")
             });
             return Err(DaemonError::TestPanic);
         }
@@ -244,7 +244,7 @@ impl Daemon {
     pub(super) fn stats(&self) -> Stats {
         let mut ports = vec![view::port_counters(
             "gateway",
-            &self.rt.stats(SERVICE_PORT.0),
+            &self.rt.stats(GATEWAY_PORT.0),
         )];
         for (name, p) in &self.ports {
             ports.push(view::port_counters(name, &self.rt.stats(p.slot)));

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use dataplane::bridge::VlanSet;
 use dataplane::config::{
-    DomainConf, FIRST_PORT, PortConf, PortMode, PortRole, SERVICE_PORT, Security, Snapshot,
+    DomainConf, FIRST_PORT, GATEWAY_PORT, PortConf, PortMode, PortRole, Security, Snapshot,
     UPLINK_DOMAIN, UPLINK_PORT, UplinkConf,
 };
 use dataplane::gateway::{GatewayConfig, NetConfig, NetDns, PacketUplink, UplinkMode};
@@ -133,7 +133,7 @@ fn ports(i: &Inputs) -> Vec<Option<PortConf>> {
         .max()
         .unwrap_or(0);
     let mut v = vec![None; len.max(FIRST_PORT.index())];
-    if let Some(p) = v.get_mut(SERVICE_PORT.index()) {
+    if let Some(p) = v.get_mut(GATEWAY_PORT.index()) {
         *p = Some(fixed_port("gateway", PortRole::Gateway, DomainId(0)));
     }
     for (name, p) in i.ports {
@@ -374,7 +374,7 @@ mod tests {
         let bridge = &w.state.networks["bridge"];
         let d = s.domains[usize::from(bridge.domain)].as_ref().unwrap();
         assert_eq!((d.name.as_str(), d.gateway_ip), ("bridge", bridge.gateway));
-        let gw = s.ports[SERVICE_PORT.index()].as_ref().unwrap();
+        let gw = s.ports[GATEWAY_PORT.index()].as_ref().unwrap();
         assert_eq!(gw.role, PortRole::Gateway);
         let p = s.ports[FIRST_PORT.index()].as_ref().unwrap();
         let e = &w.state.containers["web"].endpoints[0];

@@ -11,7 +11,7 @@
 //!   goes empty -> key -> tombstone, so two workers learning the same MAC at once meet
 //!   at the same slot. Refreshing an age (at most once a second per MAC) and a MAC
 //!   moving are single atomic stores into the slot's value.
-//! - Aging (the service thread, once a second) and flushing (the control thread, when
+//! - Aging (the gateway thread, once a second) and flushing (the control thread, when
 //!   a port or network goes) turn entries into tombstones; when tombstones pile up the
 //!   table is rebuilt beside the old one and swapped in (arc-swap). Sweeps and rebuilds
 //!   take a mutex among themselves (never on the forwarding path), so two of them never
@@ -254,7 +254,7 @@ impl Fdb {
     }
 
     /// Removes entries not seen for more than `max_age` seconds at time `now`, and
-    /// recounts. Returns how many were removed. The service thread calls it once a
+    /// recounts. Returns how many were removed. The gateway thread calls it once a
     /// second.
     pub fn age(&self, now: u32, max_age: u32) -> usize {
         self.sweep(|_, _, _, seen| now.wrapping_sub(seen) > max_age)

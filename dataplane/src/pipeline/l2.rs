@@ -5,7 +5,7 @@ use super::classify::classify;
 use super::security::port_security;
 use super::{Egress, Ingress, route};
 use crate::bridge::DropReason;
-use crate::config::{DomainConf, PortRole, SERVICE_PORT, UPLINK_DOMAIN, UPLINK_PORT};
+use crate::config::{DomainConf, GATEWAY_PORT, PortRole, UPLINK_DOMAIN, UPLINK_PORT};
 use crate::ids::{DomainId, Encap, PortId};
 use crate::port::Frame;
 use crate::wire::ethernet::HEADER_LEN;
@@ -37,7 +37,7 @@ pub(super) fn forward_one(
     if dst.is_multicast() {
         // Broadcasts also reach the gateway (ARP for it, DHCP); other multicast does not.
         if dst.is_broadcast() && !ing.trusted {
-            out.push(SERVICE_PORT, i, Encap::None);
+            out.push(GATEWAY_PORT, i, Encap::None);
         }
         flood(dconf, ing.in_port, from_container, i, out);
         return Ok(());
@@ -130,7 +130,7 @@ fn to_gateway(
         }
         return route::route_out(ing, i, f, out, domain);
     }
-    out.push(SERVICE_PORT, i, Encap::None);
+    out.push(GATEWAY_PORT, i, Encap::None);
     Ok(())
 }
 

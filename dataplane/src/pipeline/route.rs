@@ -6,7 +6,7 @@ use std::net::Ipv4Addr;
 
 use super::{Egress, Ingress, l2};
 use crate::bridge::DropReason;
-use crate::config::{SERVICE_PORT, UPLINK_DOMAIN, UPLINK_PORT};
+use crate::config::{GATEWAY_PORT, UPLINK_DOMAIN, UPLINK_PORT};
 use crate::ids::{DomainId, Encap};
 use crate::nat::{NatDrop, NatVerdict};
 use crate::port::{Frame, Punt, VnetHdr};
@@ -107,7 +107,7 @@ pub(super) fn route_out(
     let ip = eth.payload_mut();
     if let Some(punt) = punt_before_nat(ip, &vnet, up.mtu, up.ext_ip)? {
         f.punt = punt;
-        out.push(SERVICE_PORT, i, Encap::None);
+        out.push(GATEWAY_PORT, i, Encap::None);
         return Ok(());
     }
     let dst = match nat.outbound(ip, domain.0, up.ext_ip, &up.rules, partial, ctx.now) {
@@ -152,7 +152,7 @@ fn send_out(
         // router without a neighbour entry does.
         None => {
             f.punt = Punt::Unresolved;
-            out.push(SERVICE_PORT, i, Encap::None);
+            out.push(GATEWAY_PORT, i, Encap::None);
         }
     }
     Ok(())
@@ -198,7 +198,7 @@ pub(super) fn from_uplink(
     let ip_dst = Ipv4Packet::new_checked(eth.payload()).map(|p| p.dst());
     f.domain = UPLINK_DOMAIN.0;
     if ethertype == EtherType::ARP {
-        out.push(SERVICE_PORT, i, Encap::None);
+        out.push(GATEWAY_PORT, i, Encap::None);
         return Ok(());
     }
     if ethertype != EtherType::IPV4 || (dst != up.ext_mac && !dst.is_broadcast()) {
@@ -224,7 +224,7 @@ pub(super) fn from_uplink(
         // For the uplink's address itself (ping), or a closed port there (an RST or
         // port unreachable is due): the gateway answers.
         Err(NatDrop::Local) | Err(NatDrop::NoFlow) => {
-            out.push(SERVICE_PORT, i, Encap::None);
+            out.push(GATEWAY_PORT, i, Encap::None);
             Ok(())
         }
         Err(d) => Err(nat_drop(d)),

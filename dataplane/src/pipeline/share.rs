@@ -2,7 +2,7 @@
 
 use super::{Context, Local};
 use crate::bridge::DropReason;
-use crate::config::SERVICE_PORT;
+use crate::config::GATEWAY_PORT;
 use crate::ids::PortId;
 
 /// Frames a second one port may always hand the gateway, by default.
@@ -29,7 +29,7 @@ pub(super) struct GatewayUse {
 /// cut is counted as `service_quota`. One check per batch (a batch comes from one port).
 #[inline]
 pub(super) fn gateway_share(ctx: &Context<'_>, in_port: PortId, local: &mut Local) {
-    let queued = local.egress.queue(SERVICE_PORT).len();
+    let queued = local.egress.queue(GATEWAY_PORT).len();
     if queued == 0 {
         return;
     }
@@ -54,7 +54,7 @@ pub(super) fn gateway_share(ctx: &Context<'_>, in_port: PortId, local: &mut Loca
     let allowed = queued.min(cap).min(light.max(spare));
     u.frames = u.frames.saturating_add(allowed as u32);
     if allowed < queued {
-        local.egress.truncate(SERVICE_PORT, allowed);
+        local.egress.truncate(GATEWAY_PORT, allowed);
         ctx.counters
             .count_drop(in_port, DropReason::ServiceQuota, (queued - allowed) as u64);
     }

@@ -1,6 +1,6 @@
 //! The packet uplink's shared state: who is who on the outside segment.
 //!
-//! The service thread answers ARP for vswitch's address there and learns the
+//! The gateway thread answers ARP for vswitch's address there and learns the
 //! neighbours (the next hop above all); workers read them per routed packet without a
 //! lock: the next hop's MAC is one atomic, other neighbours a sorted list swapped whole.
 
@@ -44,7 +44,7 @@ impl Neighbours {
             .map(|e| e.1)
     }
 
-    /// Learns (or updates) a neighbour. Allocates; the service thread calls it.
+    /// Learns (or updates) a neighbour. Allocates; the gateway thread calls it.
     pub fn learn(&self, ip: Ipv4Addr, mac: MacAddr) {
         if !mac.is_unicast() || mac.is_zero() || ip.is_unspecified() {
             return;

@@ -1492,7 +1492,7 @@ impl SocketUplink {
     /// time ran out; returns when to run next.
     pub fn tick(&mut self, reg: &Registry, now: Instant) -> Option<Instant> {
         // Housekeeping looks at every flow: at most once a second, not on every wake-up
-        // (the service thread wakes for every batch of frames).
+        // (the gateway thread wakes for every batch of frames).
         let house = self.housekeeping_at.is_none_or(|t| now >= t);
         if house {
             self.expire_udp_and_ping(reg, now);

@@ -21,7 +21,7 @@ use self::upstream::{TcpDone, Upstreams};
 use super::action::{Action, Actions};
 use super::config::GatewayConfig;
 use super::dispatch::{Gateway, GatewayStats, Inbound, Verdict};
-use crate::config::{SERVICE_PORT, UPLINK_DOMAIN};
+use crate::config::{GATEWAY_PORT, UPLINK_DOMAIN};
 use crate::port::ring::RingFrame;
 use crate::runtime::{GatewayCtx, GatewayHandler};
 use crate::uplink::quota::UplinkLimits;
@@ -54,7 +54,7 @@ impl GatewayIo {
             uplink: SocketUplink::with_limits(limits),
             upstreams: Upstreams::default(),
             actions: Actions::default(),
-            cur_port: SERVICE_PORT.0,
+            cur_port: GATEWAY_PORT.0,
             scratch: vec![0u8; 65536],
         }
     }
@@ -222,7 +222,7 @@ impl GatewayHandler for GatewayIo {
             self.send_to_uplink(ctx.registry, f.domain, &f.data);
         }
         self.perform(ctx);
-        self.cur_port = SERVICE_PORT.0;
+        self.cur_port = GATEWAY_PORT.0;
         ctx.recycle(f.data);
     }
 

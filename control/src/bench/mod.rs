@@ -1,4 +1,5 @@
-//! The `vswitch bench` scenarios: the daemon's own workers and pipeline on in-memory
+//! The `vswitch bench` scenarios, built on the dataplane's public API from outside the
+//! forwarding core: the daemon's own workers and pipeline on in-memory
 //! ports, in process, no I/O.
 //!
 //! Each worker thread gets its own ports (cycling memory ports that copy every frame in
@@ -12,12 +13,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::bridge::{CounterTable, Fdb, VlanSet};
-use crate::config::{DomainConf, FIRST_PORT, PortConf, PortMode, PortRole, Snapshot, SnapshotCell};
-use crate::ids::{DomainId, Generation, PortId, VlanId};
-use crate::port::MemoryPort;
-use crate::wire::MacAddr;
-use crate::worker::Worker;
+use dataplane::bridge::{CounterTable, Fdb, VlanSet};
+use dataplane::config::{
+    DomainConf, FIRST_PORT, PortConf, PortMode, PortRole, Snapshot, SnapshotCell,
+};
+use dataplane::ids::{DomainId, Generation, PortId, VlanId};
+use dataplane::port::MemoryPort;
+use dataplane::wire::MacAddr;
+use dataplane::worker::Worker;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scenario {
@@ -141,7 +144,7 @@ pub fn udp_frame(spec: &UdpSpec) -> Vec<u8> {
     let ip_len = size.saturating_sub(l3).max(28);
     f.resize(l3 + ip_len, 0);
     {
-        let mut ip = crate::wire::Ipv4Packet::new_unchecked(&mut f[l3..]);
+        let mut ip = dataplane::wire::Ipv4Packet::new_unchecked(&mut f[l3..]);
         ip.set_version_and_header_len(20);
         ip.set_total_len(ip_len as u16);
         ip.set_ttl(64);
@@ -151,7 +154,7 @@ pub fn udp_frame(spec: &UdpSpec) -> Vec<u8> {
         ip.fill_checksum();
     }
     {
-        let mut u = crate::wire::UdpPacket::new_unchecked(&mut f[l3 + 20..]);
+        let mut u = dataplane::wire::UdpPacket::new_unchecked(&mut f[l3 + 20..]);
         u.set_src_port(sport);
         u.set_dst_port(dport);
         u.set_len((ip_len - 20) as u16);
@@ -299,9 +302,9 @@ fn validate(p: &Params) -> Result<(), BenchError> {
 /// The NAT scenario: per worker a container port and the uplink port; `flows`
 /// established UDP flows, each frame translated one way or the other.
 fn setup_nat(p: &Params) -> Result<Setup, BenchError> {
-    use crate::config::{UPLINK_DOMAIN, UPLINK_PORT, UplinkConf};
-    use crate::nat::{DnatRules, Nat};
-    use crate::uplink::packet::Neighbours;
+    use dataplane::config::{UPLINK_DOMAIN, UPLINK_PORT, UplinkConf};
+    use dataplane::nat::{DnatRules, Nat};
+    use dataplane::uplink::packet::Neighbours;
     let ext = Ipv4Addr::new(198, 51, 100, 2);
     let ext_mac = MacAddr::from_ipv4(ext);
     let hop_mac = MacAddr([0x02, 0, 0, 0, 0, 0x01]);
@@ -732,10 +735,10 @@ mod tests {
             dport: 2,
         });
         assert_eq!(f.len(), 64);
-        let l2 = crate::wire::parse_l2(&f).unwrap();
-        let ip = crate::wire::Ipv4Packet::new_checked(&f[l2.l3_offset..]).unwrap();
+        let l2 = dataplane::wire::parse_l2(&f).unwrap();
+        let ip = dataplane::wire::Ipv4Packet::new_checked(&f[l2.l3_offset..]).unwrap();
         assert!(ip.verify_checksum());
-        let u = crate::wire::UdpPacket::new_checked(ip.payload()).unwrap();
+        let u = dataplane::wire::UdpPacket::new_checked(ip.payload()).unwrap();
         assert!(u.verify_checksum(ip.src(), ip.dst()));
     }
 }
