@@ -299,20 +299,76 @@ fn validate(p: &Params) -> Result<(), BenchError> {
     Ok(())
 }
 
-/// The NAT scenario: per worker a container port and the uplink port; `flows`
-/// established UDP flows, each frame translated one way or the other.
-fn setup_nat(p: &Params) -> Result<Setup, BenchError> {
+/// The addresses of the NAT scenario: the containers (one per worker, 172.17.0.<2+w>),
+/// the uplink's address and next hop, the remote ends.
+struct NatPlan {
+    ext: Ipv4Addr,
+    ext_mac: MacAddr,
+    hop_mac: MacAddr,
+    gw_mac: MacAddr,
+    frame_size: usize,
+}
+
+impl NatPlan {
+    fn container(w: usize) -> Ipv4Addr {
+        Ipv4Addr::new(172, 17, 0, 2 + w as u8)
+    }
+
+    fn remote(k: usize) -> Ipv4Addr {
+        Ipv4Addr::new(203, 0, (113 + (k >> 16) % 8) as u8, ((k >> 8) & 0xff) as u8)
+    }
+
+    /// Container `w`'s frame of flow `k` toward the remote end.
+    fn outbound(&self, w: usize, k: usize, sport: u16) -> Vec<u8> {
+        udp_frame(&UdpSpec {
+            dst: self.gw_mac,
+            src: MacAddr::from_ipv4(Self::container(w)),
+            vlan: None,
+            size: self.frame_size,
+            sip: Self::container(w),
+            dip: Self::remote(k),
+            sport,
+            dport: 5201,
+        })
+    }
+
+    /// The remote end's answer of flow `k`, to the external port it got.
+    fn inbound(&self, k: usize, eport: u16) -> Vec<u8> {
+        udp_frame(&UdpSpec {
+            dst: self.ext_mac,
+            src: self.hop_mac,
+            vlan: None,
+            size: self.frame_size,
+            sip: Self::remote(k),
+            dip: self.ext,
+            sport: 5201,
+            dport: eport,
+        })
+    }
+}
+
+/// The IPv4 packet of a frame built by [`udp_frame`] (untagged), as an owned buffer.
+fn l3_of(frame: &[u8]) -> Vec<u8> {
+    dataplane::wire::EthernetFrame::new_checked(frame)
+        .map(|e| e.payload().to_vec())
+        .unwrap_or_default()
+}
+
+/// The source port of a UDP packet (0 when it is not one).
+fn udp_src_port(ip: &[u8]) -> u16 {
+    let Ok(p) = dataplane::wire::Ipv4Packet::new_checked(ip) else {
+        return 0;
+    };
+    dataplane::wire::UdpPacket::new_checked(p.payload())
+        .map(|u| u.src_port())
+        .unwrap_or(0)
+}
+
+/// The snapshot of the NAT scenario: one network with egress, the uplink port, one
+/// container port per worker; and each worker's slots (its container's, the uplink's).
+fn nat_snapshot(p: &Params, plan: &NatPlan) -> (Snapshot, Vec<Vec<u16>>) {
     use dataplane::config::{UPLINK_DOMAIN, UPLINK_PORT, UplinkConf};
-    use dataplane::nat::{DnatRules, Nat};
-    use dataplane::uplink::packet::Neighbours;
-    let ext = Ipv4Addr::new(198, 51, 100, 2);
-    let ext_mac = MacAddr::from_ipv4(ext);
-    let hop_mac = MacAddr([0x02, 0, 0, 0, 0, 0x01]);
-    let remote =
-        |k: usize| Ipv4Addr::new(203, 0, (113 + (k >> 16) % 8) as u8, ((k >> 8) & 0xff) as u8);
-    let per = p.flows.div_ceil(p.workers).max(1);
     let mut dom = domain("nat", None, 1);
-    let gw_mac = dom.as_ref().map(|d| d.gateway_mac).unwrap_or_default();
     if let Some(d) = dom.as_mut() {
         d.egress = true;
     }
@@ -322,145 +378,121 @@ fn setup_nat(p: &Params) -> Result<Setup, BenchError> {
         ..Default::default()
     };
     if let Some(slot) = snap.ports.get_mut(UPLINK_PORT.index()) {
-        *slot = Some(PortConf {
-            name: "uplink".into(),
-            generation: Generation::default(),
-            role: PortRole::Uplink,
-            mode: PortMode::Access {
+        *slot = port(
+            "uplink".into(),
+            PortMode::Access {
                 domain: UPLINK_DOMAIN,
             },
-            security: None,
-            mac_limit: 0,
-        });
+            0,
+        );
+        if let Some(pc) = slot.as_mut() {
+            pc.role = PortRole::Uplink;
+        }
     }
-    // One container per worker, 172.17.0.<2+w>.
-    let cont = |w: usize| Ipv4Addr::new(172, 17, 0, 2 + w as u8);
-    let mut slots = Vec::new();
-    let mut hosts = Vec::new();
+    let (mut slots, mut hosts) = (Vec::new(), Vec::new());
     for w in 0..p.workers {
         let slot = snap.ports.len() as u16;
-        snap.ports.push(port(
-            format!("c{w}"),
-            PortMode::Access {
-                domain: DomainId(0),
-            },
-            u32::MAX,
-        ));
+        let mode = PortMode::Access {
+            domain: DomainId(0),
+        };
+        snap.ports.push(port(format!("c{w}"), mode, u32::MAX));
         slots.push(vec![slot, UPLINK_PORT.0]);
-        hosts.push((DomainId(0), cont(w), MacAddr::from_ipv4(cont(w))));
+        let c = NatPlan::container(w);
+        hosts.push((DomainId(0), c, MacAddr::from_ipv4(c)));
     }
     hosts.sort_by_key(|h| (h.0, h.1));
     snap.uplink = Some(UplinkConf {
-        ext_ip: ext,
-        ext_mac,
+        ext_ip: plan.ext,
+        ext_mac: plan.ext_mac,
         subnet: Ipv4Addr::new(198, 51, 100, 0),
         prefix_len: 24,
         next_hop: Some(Ipv4Addr::new(198, 51, 100, 1)),
         mtu: 1500,
-        rules: DnatRules::default(),
+        rules: dataplane::nat::DnatRules::default(),
         hosts,
     });
     snap.rebuild();
-    let nat = Arc::new(Nat::new(p.flows * 2 + 1024));
-    let neigh = Arc::new(Neighbours::default());
-    neigh.set_next_hop(Some(hop_mac));
-    let fdb = Arc::new(Fdb::new(1024));
-    {
-        let r = fdb.pin();
-        for (w, s) in slots.iter().enumerate() {
-            let (d, g) = (DomainId(0), Generation::default());
-            r.learn(d, MacAddr::from_ipv4(cont(w)), PortId(s[0]), g, 0, u32::MAX);
-        }
-    }
-    // Establish every flow, learning the external port each got (timed: new flows per
-    // second, the slow path of the first packet).
-    let rules = DnatRules::default();
+    (snap, slots)
+}
+
+/// Establishes `per` flows per worker (each answered, as established traffic would be):
+/// per worker, each flow's (source port, external port), and new flows per second (the
+/// slow path of the first packet).
+fn establish_flows(
+    nat: &dataplane::nat::Nat,
+    plan: &NatPlan,
+    workers: usize,
+    per: usize,
+) -> (Vec<Vec<(u16, u16)>>, f64) {
+    let rules = dataplane::nat::DnatRules::default();
     let mut ext_ports = Vec::new();
     let t0 = Instant::now();
-    for w in 0..p.workers {
+    for w in 0..workers {
         let mut v = Vec::new();
         for k in 0..per {
             let sport = 1024 + (k % 60000) as u16;
-            let f = udp_frame(&UdpSpec {
-                dst: gw_mac,
-                src: MacAddr::from_ipv4(cont(w)),
-                vlan: None,
-                size: p.frame_size,
-                sip: cont(w),
-                dip: remote(k),
-                sport,
-                dport: 5201,
-            });
-            let mut ip = f.get(14..).unwrap_or(&[]).to_vec();
-            let _ = nat.outbound(&mut ip, 0, ext, &rules, false, 0);
-            let eport = u16::from_be_bytes([
-                ip.get(20).copied().unwrap_or(0),
-                ip.get(21).copied().unwrap_or(0),
-            ]);
-            // Replies mark the flow as replied, as established traffic would.
-            let mut back = udp_frame(&UdpSpec {
-                dst: ext_mac,
-                src: hop_mac,
-                vlan: None,
-                size: p.frame_size,
-                sip: remote(k),
-                dip: ext,
-                sport: 5201,
-                dport: eport,
-            })
-            .get(14..)
-            .unwrap_or(&[])
-            .to_vec();
-            let _ = nat.inbound(&mut back, ext, &rules, false, 0);
+            let mut ip = l3_of(&plan.outbound(w, k, sport));
+            let _ = nat.outbound(&mut ip, 0, plan.ext, &rules, false, 0);
+            let eport = udp_src_port(&ip);
+            let mut back = l3_of(&plan.inbound(k, eport));
+            let _ = nat.inbound(&mut back, plan.ext, &rules, false, 0);
             v.push((sport, eport));
         }
         ext_ports.push(v);
     }
-    let new_flows_per_sec = (per * p.workers) as f64 / t0.elapsed().as_secs_f64().max(1e-9);
+    let rate = (per * workers) as f64 / t0.elapsed().as_secs_f64().max(1e-9);
+    (ext_ports, rate)
+}
+
+/// The NAT scenario: per worker a container port and the uplink port; `flows`
+/// established UDP flows, each frame translated one way or the other.
+fn setup_nat(p: &Params) -> Result<Setup, BenchError> {
+    use dataplane::config::UPLINK_PORT;
+    use dataplane::nat::Nat;
+    use dataplane::uplink::packet::Neighbours;
+    let plan = NatPlan {
+        ext: Ipv4Addr::new(198, 51, 100, 2),
+        ext_mac: MacAddr::from_ipv4(Ipv4Addr::new(198, 51, 100, 2)),
+        hop_mac: MacAddr([0x02, 0, 0, 0, 0, 0x01]),
+        gw_mac: domain("nat", None, 1)
+            .map(|d| d.gateway_mac)
+            .unwrap_or_default(),
+        frame_size: p.frame_size,
+    };
+    let per = p.flows.div_ceil(p.workers).max(1);
+    let (snap, slots) = nat_snapshot(p, &plan);
+    let nat = Arc::new(Nat::new(p.flows * 2 + 1024));
+    let neigh = Arc::new(Neighbours::default());
+    neigh.set_next_hop(Some(plan.hop_mac));
+    let fdb = Arc::new(Fdb::new(1024));
+    {
+        let r = fdb.pin();
+        for (w, s) in slots.iter().enumerate() {
+            let (d, g, c) = (DomainId(0), Generation::default(), NatPlan::container(w));
+            let slot = PortId(s.first().copied().unwrap_or(0));
+            r.learn(d, MacAddr::from_ipv4(c), slot, g, 0, u32::MAX);
+        }
+    }
+    let (ext_ports, rate) = establish_flows(&nat, &plan, p.workers, per);
     let cell = Arc::new(SnapshotCell::new(snap));
     let counters: Vec<Arc<CounterTable>> = (0..p.workers)
         .map(|_| Arc::new(CounterTable::default()))
         .collect();
     let mut built = Vec::new();
-    for w in 0..p.workers {
-        let mut out_frames = Vec::new();
-        let mut in_frames = Vec::new();
+    for (w, flows) in ext_ports.iter().enumerate() {
         let n = per.min(TEMPLATES_PER_PORT);
-        for (k, (sport, eport)) in ext_ports[w].iter().enumerate().take(n) {
-            out_frames.push(udp_frame(&UdpSpec {
-                dst: gw_mac,
-                src: MacAddr::from_ipv4(cont(w)),
-                vlan: None,
-                size: p.frame_size,
-                sip: cont(w),
-                dip: remote(k),
-                sport: *sport,
-                dport: 5201,
-            }));
-            in_frames.push(udp_frame(&UdpSpec {
-                dst: ext_mac,
-                src: hop_mac,
-                vlan: None,
-                size: p.frame_size,
-                sip: remote(k),
-                dip: ext,
-                sport: 5201,
-                dport: *eport,
-            }));
-        }
+        let flows = flows.iter().enumerate().take(n);
+        let (out_frames, in_frames): (Vec<_>, Vec<_>) = flows
+            .map(|(k, (sport, eport))| (plan.outbound(w, k, *sport), plan.inbound(k, *eport)))
+            .unzip();
         let mut wk = Worker::new(&cell, fdb.clone(), counters[w].clone());
         wk.nat = Some(nat.clone());
         wk.neigh = Some(neigh.clone());
-        wk.add_port(
-            PortId(slots[w][0]),
-            Box::new(MemoryPort::cycling(format!("c{w}"), out_frames)),
-            true,
-        );
-        wk.add_port(
-            UPLINK_PORT,
-            Box::new(MemoryPort::cycling(format!("up{w}"), in_frames)),
-            true,
-        );
+        let slot = PortId(slots[w].first().copied().unwrap_or(0));
+        let c = MemoryPort::cycling(format!("c{w}"), out_frames);
+        wk.add_port(slot, Box::new(c), true);
+        let up = MemoryPort::cycling(format!("up{w}"), in_frames);
+        wk.add_port(UPLINK_PORT, Box::new(up), true);
         built.push(wk);
     }
     Ok(Setup {
@@ -468,7 +500,7 @@ fn setup_nat(p: &Params) -> Result<Setup, BenchError> {
         fdb,
         counters,
         slots,
-        new_flows_per_sec: Some(new_flows_per_sec),
+        new_flows_per_sec: Some(rate),
     })
 }
 
@@ -479,33 +511,16 @@ pub fn setup(p: &Params) -> Result<Setup, BenchError> {
         return setup_nat(p);
     }
     let (domains, workers) = plan(p);
-    let limit = u32::MAX;
-    let mut snap = Snapshot {
-        domains,
-        ports: vec![None; FIRST_PORT.index()],
-        ..Default::default()
-    };
-    let mut slot_of = Vec::new();
-    for (wi, ports) in workers.iter().enumerate() {
-        let mut slots = Vec::new();
-        for (pi, pp) in ports.iter().enumerate() {
-            let slot = snap.ports.len() as u16;
-            snap.ports
-                .push(port(format!("w{wi}p{pi}"), pp.mode.clone(), limit));
-            slots.push(slot);
-        }
-        slot_of.push(slots);
-    }
-    snap.rebuild();
+    let (snap, slot_of) = l2_snapshot(domains, &workers);
     let total_macs: usize = workers.iter().flatten().map(|pp| pp.macs.len()).sum();
     let fdb = Arc::new(Fdb::new((total_macs as u32).max(1024)));
     {
         let r = fdb.pin();
-        for (wi, ports) in workers.iter().enumerate() {
-            for (pi, pp) in ports.iter().enumerate() {
+        for (ports, slots) in workers.iter().zip(&slot_of) {
+            for (pp, slot) in ports.iter().zip(slots) {
+                let (d, g) = (DomainId(pp.domain), Generation::default());
                 for &m in &pp.macs {
-                    let (d, g) = (DomainId(pp.domain), Generation::default());
-                    r.learn(d, mac(m), PortId(slot_of[wi][pi]), g, 0, limit);
+                    r.learn(d, mac(m), PortId(*slot), g, 0, u32::MAX);
                 }
             }
         }
@@ -515,39 +530,14 @@ pub fn setup(p: &Params) -> Result<Setup, BenchError> {
         .map(|_| Arc::new(CounterTable::default()))
         .collect();
     let mut built = Vec::new();
-    // Frames: each port sends from its MACs to MACs of another port of the same worker
-    // and domain (for VLANs, across the access/trunk boundary: a tag op per frame).
-    for (wi, ports) in workers.iter().enumerate() {
-        let mut w = Worker::new(&cell, fdb.clone(), counters[wi].clone());
-        for (pi, pp) in ports.iter().enumerate() {
-            let peer = (1..ports.len())
-                .map(|k| &ports[(pi + k) % ports.len()])
-                .find(|q| {
-                    q.domain == pp.domain
-                        && (q.tag.is_none() != pp.tag.is_none() || p.scenario == Scenario::L2)
-                })
-                .unwrap_or(pp);
-            let n = pp.macs.len().min(TEMPLATES_PER_PORT);
-            let step = (pp.macs.len() / n).max(1);
-            let frames: Vec<Vec<u8>> = (0..n)
-                .map(|k| {
-                    let s = pp.macs[(k * step) % pp.macs.len()];
-                    let d = peer.macs[(k * step + k / 7) % peer.macs.len()];
-                    udp_frame(&UdpSpec {
-                        dst: mac(d),
-                        src: mac(s),
-                        vlan: pp.tag,
-                        size: p.frame_size,
-                        sip: Ipv4Addr::new(172, 17, 0, 2),
-                        dip: Ipv4Addr::new(172, 17, 0, 3),
-                        sport: 40000 + (k % 1000) as u16,
-                        dport: 5201,
-                    })
-                })
-                .collect();
+    for ((ports, slots), c) in workers.iter().zip(&slot_of).zip(&counters) {
+        let mut w = Worker::new(&cell, fdb.clone(), c.clone());
+        for (pi, slot) in slots.iter().enumerate() {
+            let name = format!("w{}p{pi}", built.len());
+            let frames = l2_frames(p, ports, pi);
             w.add_port(
-                PortId(slot_of[wi][pi]),
-                Box::new(MemoryPort::cycling(format!("w{wi}p{pi}"), frames)),
+                PortId(*slot),
+                Box::new(MemoryPort::cycling(name, frames)),
                 true,
             );
         }
@@ -560,6 +550,64 @@ pub fn setup(p: &Params) -> Result<Setup, BenchError> {
         slots: slot_of,
         new_flows_per_sec: None,
     })
+}
+
+/// The snapshot of the switching scenarios, and each worker's port slots.
+fn l2_snapshot(
+    domains: Vec<Option<DomainConf>>,
+    workers: &[Vec<PlannedPort>],
+) -> (Snapshot, Vec<Vec<u16>>) {
+    let mut snap = Snapshot {
+        domains,
+        ports: vec![None; FIRST_PORT.index()],
+        ..Default::default()
+    };
+    let mut slot_of = Vec::new();
+    for (wi, ports) in workers.iter().enumerate() {
+        let mut slots = Vec::new();
+        for (pi, pp) in ports.iter().enumerate() {
+            let slot = snap.ports.len() as u16;
+            let name = format!("w{wi}p{pi}");
+            snap.ports.push(port(name, pp.mode.clone(), u32::MAX));
+            slots.push(slot);
+        }
+        slot_of.push(slots);
+    }
+    snap.rebuild();
+    (snap, slot_of)
+}
+
+/// Port `pi`'s frames: from its MACs to MACs of another port of the same worker and
+/// domain (for VLANs, across the access/trunk boundary: a tag op per frame).
+fn l2_frames(p: &Params, ports: &[PlannedPort], pi: usize) -> Vec<Vec<u8>> {
+    let Some(pp) = ports.get(pi) else {
+        return Vec::new();
+    };
+    let peer = (1..ports.len())
+        .filter_map(|k| ports.get((pi + k) % ports.len()))
+        .find(|q| {
+            q.domain == pp.domain
+                && (q.tag.is_none() != pp.tag.is_none() || p.scenario == Scenario::L2)
+        })
+        .unwrap_or(pp);
+    let n = pp.macs.len().min(TEMPLATES_PER_PORT);
+    let step = (pp.macs.len() / n.max(1)).max(1);
+    (0..n)
+        .map(|k| {
+            let s = pp.macs[(k * step) % pp.macs.len()];
+            let d = peer.macs[(k * step + k / 7) % peer.macs.len()];
+            udp_frame(&UdpSpec {
+                dst: mac(d),
+                src: mac(s),
+                vlan: pp.tag,
+                size: p.frame_size,
+                sip: Ipv4Addr::new(172, 17, 0, 2),
+                dip: Ipv4Addr::new(172, 17, 0, 3),
+                sport: 40000 + (k % 1000) as u16,
+                dport: 5201,
+            })
+        })
+        .collect()
 }
 
 /// Runs one scenario and reports it.
