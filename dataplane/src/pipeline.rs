@@ -699,7 +699,8 @@ fn guard_v4(d: &[u8]) -> Result<(), DropReason> {
         return Err(DropReason::Malformed);
     };
     // Later fragments carry no UDP header; the first one does.
-    if proto != crate::wire::IpProtocol::UDP || u16::from_be_bytes([f0, f1]) & 0x1fff != 0 {
+    if proto != u8::from(crate::wire::IpProtocol::Udp) || u16::from_be_bytes([f0, f1]) & 0x1fff != 0
+    {
         return Ok(());
     }
     let sport = ETH_LEN + usize::from(vihl & 0x0f) * 4;
@@ -1546,7 +1547,8 @@ mod tests {
     mod nat_prop {
         use super::*;
         use crate::config::{UPLINK_DOMAIN, UplinkConf};
-        use crate::nat::{DnatRule, DnatRules, TCP};
+        use crate::nat::{DnatRule, DnatRules};
+        use crate::wire::IpProtocol::Tcp as TCP;
         use proptest::prelude::*;
 
         const EXT: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);

@@ -237,7 +237,7 @@ fn tcp_reset(frame: &[u8], net: &GatewayNet, out: &mut Vec<u8>) -> bool {
         r.fill_checksum(net.gateway_ip, ip.src());
     }
     crate::gateway::eth_header(out, eth.src(), net.gateway_mac, EtherType::IPV4);
-    if !crate::gateway::ipv4_header(out, net.gateway_ip, ip.src(), IpProtocol::TCP, seg.len()) {
+    if !crate::gateway::ipv4_header(out, net.gateway_ip, ip.src(), IpProtocol::Tcp, seg.len()) {
         return false;
     }
     out.extend_from_slice(&seg);
@@ -681,14 +681,14 @@ impl Gateway {
         if ip.dst() != up.ext_ip || ip.is_fragment() {
             return;
         }
-        if ip.protocol() == IpProtocol::TCP {
+        if ip.protocol() == IpProtocol::Tcp {
             let mut out = std::mem::take(&mut self.reply);
             let built = tcp_reset(data, &gnet, &mut out);
             self.reply = out;
             if built {
                 self.send_reply(ctx, crate::config::UPLINK_DOMAIN);
             }
-        } else if ip.protocol() == IpProtocol::UDP && self.uplink_limit.allow(Instant::now()) {
+        } else if ip.protocol() == IpProtocol::Udp && self.uplink_limit.allow(Instant::now()) {
             let mut out = std::mem::take(&mut self.reply);
             let built = icmp::error(
                 data,
@@ -903,7 +903,7 @@ impl Gateway {
         };
         self.remember(domain, ip.src(), eth.src());
         let to_gw = ip.dst() == net.gateway_ip;
-        let udp_dport = if ip.protocol() == IpProtocol::UDP && !ip.is_fragment() {
+        let udp_dport = if ip.protocol() == IpProtocol::Udp && !ip.is_fragment() {
             UdpPacket::new_checked(ip.payload())
                 .ok()
                 .map(|u| u.dst_port())
@@ -934,7 +934,7 @@ impl Gateway {
             self.stats.unanswered += 1;
             return;
         }
-        if to_gw && ip.protocol() == IpProtocol::ICMP {
+        if to_gw && ip.protocol() == IpProtocol::Icmp {
             let mut out = std::mem::take(&mut self.reply);
             let answered = icmp::echo_reply(data, &gnet, &mut out);
             self.reply = out;

@@ -26,7 +26,7 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(e.ethertype(), EtherType::IPV4);
         let ip = Ipv4Packet::new_checked(e.payload()).expect("reply is IPv4");
         assert_eq!(ip.src(), GW);
-        assert_eq!(ip.protocol(), IpProtocol::UDP);
+        assert_eq!(ip.protocol(), IpProtocol::Udp);
         assert!(ip.verify_checksum());
         let u = UdpPacket::new_checked(ip.payload()).expect("reply is UDP");
         assert_eq!(u.src_port(), 67);

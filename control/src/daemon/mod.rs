@@ -547,8 +547,8 @@ impl Daemon {
                     for p in &c.published {
                         rules.push(dataplane::nat::DnatRule {
                             proto: match p.proto {
-                                crate::state::Proto::Tcp => dataplane::nat::TCP,
-                                crate::state::Proto::Udp => dataplane::nat::UDP,
+                                crate::state::Proto::Tcp => dataplane::wire::IpProtocol::Tcp,
+                                crate::state::Proto::Udp => dataplane::wire::IpProtocol::Udp,
                             },
                             ext_port: p.host_port,
                             domain: n.domain,
@@ -859,8 +859,8 @@ impl Daemon {
                 let now = self.rt.epoch.elapsed().as_secs() as u32;
                 for f in self.rt.nat.table.list(now) {
                     let proto = match f.proto {
-                        dataplane::nat::TCP => "tcp",
-                        dataplane::nat::UDP => "udp",
+                        dataplane::wire::IpProtocol::Tcp => "tcp",
+                        dataplane::wire::IpProtocol::Udp => "udp",
                         _ => "icmp",
                     };
                     v.push(json!({

@@ -205,7 +205,7 @@ pub fn handle(
     let Ok(ip) = Ipv4Packet::new_checked(eth.payload()) else {
         return Outcome::Ignored(Ignored::NotDhcp);
     };
-    if ip.protocol() != IpProtocol::UDP || ip.is_fragment() {
+    if ip.protocol() != IpProtocol::Udp || ip.is_fragment() {
         return Outcome::Ignored(Ignored::NotDhcp);
     }
     let Ok(udp) = UdpPacket::new_checked(ip.payload()) else {
@@ -319,7 +319,7 @@ fn build(
     }
     let dst_ip = to.unwrap_or(Ipv4Addr::BROADCAST);
     eth_header(out, d.chaddr(), net.gateway_mac, EtherType::IPV4);
-    if !ipv4_header(out, net.gateway_ip, dst_ip, IpProtocol::UDP, 8 + m.len()) {
+    if !ipv4_header(out, net.gateway_ip, dst_ip, IpProtocol::Udp, 8 + m.len()) {
         out.clear();
         return;
     }
@@ -396,7 +396,7 @@ mod tests {
         }
         let mut f = Vec::new();
         eth_header(&mut f, MacAddr::BROADCAST, CLIENT, EtherType::IPV4);
-        ipv4_header(&mut f, src, dst, IpProtocol::UDP, udp.len());
+        ipv4_header(&mut f, src, dst, IpProtocol::Udp, udp.len());
         f.extend_from_slice(&udp);
         f
     }

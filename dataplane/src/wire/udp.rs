@@ -1,6 +1,6 @@
 //! UDP (RFC 768).
 
-use super::checksum;
+use super::checksum::{self, Checksum};
 use super::{Result, WireError, be16, need, put16};
 use std::net::Ipv4Addr;
 
@@ -104,20 +104,25 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> UdpPacket<T> {
         };
         self.set_checksum(c);
     }
-    /// Rewrites the source port (incremental checksum update; zero stays zero).
-    pub fn rewrite_src_port(&mut self, port: u16) {
-        let c = checksum::update16_udp(self.checksum(), self.src_port(), port);
+    /// Rewrites the source port, keeping the checksum right for `csum`.
+    #[inline]
+    pub fn rewrite_src_port(&mut self, port: u16, csum: Checksum) {
+        let c = csum.update_covered16(self.checksum(), self.src_port(), port, true);
         self.set_src_port(port);
         self.set_checksum(c);
     }
-    pub fn rewrite_dst_port(&mut self, port: u16) {
-        let c = checksum::update16_udp(self.checksum(), self.dst_port(), port);
+    /// Rewrites the destination port, keeping the checksum right for `csum`.
+    #[inline]
+    pub fn rewrite_dst_port(&mut self, port: u16, csum: Checksum) {
+        let c = csum.update_covered16(self.checksum(), self.dst_port(), port, true);
         self.set_dst_port(port);
         self.set_checksum(c);
     }
-    /// Accounts for an address change in the pseudo-header.
-    pub fn update_for_address(&mut self, old: Ipv4Addr, new: Ipv4Addr) {
-        let c = checksum::update32_udp(self.checksum(), u32::from(old), u32::from(new));
+    /// Accounts for an address change in the pseudo-header (the IP header holds the
+    /// address: rewrite it there).
+    #[inline]
+    pub fn update_for_address(&mut self, old: Ipv4Addr, new: Ipv4Addr, csum: Checksum) {
+        let c = csum.update_pseudo32(self.checksum(), u32::from(old), u32::from(new), true);
         self.set_checksum(c);
     }
 }
@@ -165,11 +170,27 @@ mod tests {
     fn nat_rewrite_keeps_checksum() {
         let mut b = with_checksum();
         let mut p = UdpPacket::new_checked(&mut b[..]).unwrap();
-        p.rewrite_src_port(1234);
+        p.rewrite_src_port(1234, Checksum::Full);
         let new_src = Ipv4Addr::new(10, 0, 0, 9);
-        p.update_for_address(SRC, new_src);
+        p.update_for_address(SRC, new_src, Checksum::Full);
         assert!(p.verify_checksum(new_src, DST));
         assert_eq!(p.src_port(), 1234);
+    }
+
+    #[test]
+    fn nat_rewrite_keeps_partial_checksum_partial() {
+        let mut b = DGRAM;
+        let seed = checksum::fold(checksum::pseudo_header_v4(SRC, DST, 17, 10));
+        let mut p = UdpPacket::new_checked(&mut b[..]).unwrap();
+        p.set_checksum(seed);
+        let new_dst = Ipv4Addr::new(10, 0, 0, 9);
+        p.rewrite_dst_port(5353, Checksum::Partial);
+        p.update_for_address(DST, new_dst, Checksum::Partial);
+        let want = checksum::fold(checksum::pseudo_header_v4(SRC, new_dst, 17, 10));
+        assert_eq!(p.checksum(), want);
+        let done = !checksum::fold(checksum::sum(p.as_bytes()));
+        p.set_checksum(done);
+        assert!(p.verify_checksum(SRC, new_dst));
     }
 
     #[test]
