@@ -416,7 +416,7 @@ impl Segmenter {
         Ok(sent)
     }
 
-    fn ufo<F>(&mut self, frame: &[u8], vnet: &VnetHdr, mut emit: F) -> Result<usize, GsoError>
+    fn ufo<F>(&mut self, frame: &[u8], vnet: &VnetHdr, emit: F) -> Result<usize, GsoError>
     where
         F: FnMut(&[u8], &[u8]) -> bool,
     {
@@ -431,7 +431,7 @@ impl Segmenter {
                 "UDP fragmentation asked for a non-UDP packet",
             ));
         }
-        let (l3, l4) = (lay.l3, lay.l4);
+        let l4 = lay.l4;
         let dgram =
             frame
                 .get(l4..lay.end)
@@ -447,44 +447,56 @@ impl Segmenter {
         if n > MAX_SEGMENTS {
             return Err(GsoError::TooManySegments(n));
         }
-        let hdr_end = l4 + UDP_HEADER_LEN;
-        let head = self.load(frame, hdr_end)?;
+        let head = self.load(frame, l4 + UDP_HEADER_LEN)?;
         if vnet.flags & VnetHdr::F_NEEDS_CSUM != 0 {
             complete_udp(head, &lay, dgram);
         }
-        let ihl = l4 - l3;
-        let mut sent = 0;
-        for i in 0..n {
-            let from = i * frag;
-            let to = (from + frag).min(dgram.len());
-            // The first fragment carries the UDP header (from the head, with its
-            // completed checksum); the others only IP payload.
-            let (head_len, body) = if i == 0 {
-                (hdr_end, dgram.get(UDP_HEADER_LEN..to))
-            } else {
-                (l4, dgram.get(from..to))
-            };
-            let Some(body) = body else {
-                break;
-            };
-            if let Some(ip) = head.get_mut(l3..l4) {
-                let mut p = Ipv4Packet::new_unchecked(ip);
-                if n > 1 {
-                    p.set_fragment(i + 1 < n, from);
-                }
-                p.set_total_len((ihl + to - from) as u16);
-                p.fill_checksum();
-            }
-            let Some(h) = head.get(..head_len) else {
-                break;
-            };
-            if !emit(h, body) {
-                break;
-            }
-            sent += 1;
-        }
-        Ok(sent)
+        Ok(fragment(head, &lay, dgram, frag, emit))
     }
+}
+
+/// Emits the datagram `dgram` as IPv4 fragments of `frag` bytes (a multiple of 8), the
+/// headers in `head` (the UDP header, completed, at the layout's transport offset).
+/// Returns how many `emit` accepted.
+fn fragment<F>(head: &mut [u8], lay: &Layout, dgram: &[u8], frag: usize, mut emit: F) -> usize
+where
+    F: FnMut(&[u8], &[u8]) -> bool,
+{
+    let (l3, l4) = (lay.l3, lay.l4);
+    let hdr_end = l4 + UDP_HEADER_LEN;
+    let n = dgram.len().div_ceil(frag);
+    let ihl = l4 - l3;
+    let mut sent = 0;
+    for i in 0..n {
+        let from = i * frag;
+        let to = (from + frag).min(dgram.len());
+        // The first fragment carries the UDP header (from the head, with its
+        // completed checksum); the others only IP payload.
+        let (head_len, body) = if i == 0 {
+            (hdr_end, dgram.get(UDP_HEADER_LEN..to))
+        } else {
+            (l4, dgram.get(from..to))
+        };
+        let Some(body) = body else {
+            break;
+        };
+        if let Some(ip) = head.get_mut(l3..l4) {
+            let mut p = Ipv4Packet::new_unchecked(ip);
+            if n > 1 {
+                p.set_fragment(i + 1 < n, from);
+            }
+            p.set_total_len((ihl + to - from) as u16);
+            p.fill_checksum();
+        }
+        let Some(h) = head.get(..head_len) else {
+            break;
+        };
+        if !emit(h, body) {
+            break;
+        }
+        sent += 1;
+    }
+    sent
 }
 
 /// Completes the UDP checksum of the whole datagram `dgram` (its header copied into

@@ -200,6 +200,15 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
     }
 }
 
+impl<'a> Ipv4Packet<&'a [u8]> {
+    /// The payload, borrowed from the buffer rather than from the view.
+    #[inline]
+    pub fn into_payload(self) -> &'a [u8] {
+        let (h, t) = (self.header_len(), self.total_len());
+        &self.buffer[h..t]
+    }
+}
+
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
     /// Sets version 4 and the header length (bytes, a multiple of 4).
     pub fn set_version_and_header_len(&mut self, header_len: usize) {

@@ -12,6 +12,7 @@
 pub mod arp;
 pub mod checksum;
 pub mod cidr;
+pub mod dhcp;
 pub mod ethernet;
 pub mod icmp;
 pub mod ipv4;
@@ -24,6 +25,7 @@ pub mod vlan;
 pub use arp::ArpPacket;
 pub use checksum::Checksum;
 pub use cidr::{CidrError, Ipv4Cidr};
+pub use dhcp::DhcpPacket;
 pub use ethernet::{EtherType, EthernetFrame, MacAddr};
 pub use icmp::Icmpv4Packet;
 pub use ipv4::{IpProtocol, Ipv4Packet};

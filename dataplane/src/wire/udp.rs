@@ -73,6 +73,15 @@ impl<T: AsRef<[u8]>> UdpPacket<T> {
     }
 }
 
+impl<'a> UdpPacket<&'a [u8]> {
+    /// The payload, borrowed from the buffer rather than from the view.
+    #[inline]
+    pub fn into_payload(self) -> &'a [u8] {
+        let len = self.len();
+        &self.buffer[HEADER_LEN..len]
+    }
+}
+
 impl<T: AsRef<[u8]> + AsMut<[u8]>> UdpPacket<T> {
     pub fn set_src_port(&mut self, v: u16) {
         put16(self.buffer.as_mut(), 0, v);
