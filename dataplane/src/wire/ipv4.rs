@@ -153,6 +153,11 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
     pub fn frag_offset(&self) -> usize {
         usize::from(be16(self.buffer.as_ref(), field::FLG_OFF) & 0x1fff) * 8
     }
+    /// The flags and fragment offset word as it stands (reserved bit included).
+    #[inline]
+    pub fn flags_and_offset(&self) -> u16 {
+        be16(self.buffer.as_ref(), field::FLG_OFF)
+    }
     /// A fragment other than a whole datagram.
     #[inline]
     pub fn is_fragment(&self) -> bool {

@@ -5,6 +5,9 @@ use super::{Result, WireError, be16, need, put16};
 use std::net::Ipv4Addr;
 
 pub const HEADER_LEN: usize = 8;
+/// Where the checksum field sits in the header (what offload metadata names as the
+/// checksum offset).
+pub const CHECKSUM_AT: usize = 6;
 
 /// A view of a UDP datagram. The checked length guarantees 8 <= length <= buffer length.
 #[derive(Debug, Clone)]
@@ -53,7 +56,7 @@ impl<T: AsRef<[u8]>> UdpPacket<T> {
     }
     #[inline]
     pub fn checksum(&self) -> u16 {
-        be16(self.buffer.as_ref(), 6)
+        be16(self.buffer.as_ref(), CHECKSUM_AT)
     }
     #[inline]
     pub fn payload(&self) -> &[u8] {
@@ -93,7 +96,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> UdpPacket<T> {
         put16(self.buffer.as_mut(), 4, v);
     }
     pub fn set_checksum(&mut self, v: u16) {
-        put16(self.buffer.as_mut(), 6, v);
+        put16(self.buffer.as_mut(), CHECKSUM_AT, v);
     }
     pub fn payload_mut(&mut self) -> &mut [u8] {
         let len = self.len();
