@@ -61,6 +61,25 @@ impl Tuple {
         }
     }
 
+    /// The outside key of this inside tuple once masqueraded behind `ext:port`: the
+    /// remote end, then the external address and port (for ICMP echo the identifier
+    /// `port` stands in the destination port).
+    #[inline]
+    fn masqueraded(&self, ext: Ipv4Addr, port: u16) -> Tuple {
+        let sport = if self.proto == IpProtocol::Icmp {
+            0
+        } else {
+            self.dport
+        };
+        Tuple {
+            proto: self.proto,
+            src: self.dst,
+            sport,
+            dst: ext,
+            dport: port,
+        }
+    }
+
     /// The same flow seen from the other end.
     #[inline]
     pub fn reversed(&self) -> Tuple {
@@ -210,6 +229,24 @@ struct Alloc {
     rng: u64,
     /// Live flows per container; sized for the whole table, so it never grows.
     owners: HashMap<Owner, u32>,
+}
+
+impl Alloc {
+    /// A random port of `range` that `free` accepts, after at most 128 tries.
+    fn random_port(&mut self, range: (u16, u16), free: impl Fn(u16) -> bool) -> Option<u16> {
+        let (lo, hi) = range;
+        let span = u64::from(hi.saturating_sub(lo)) + 1;
+        for _ in 0..128 {
+            self.rng ^= self.rng << 13;
+            self.rng ^= self.rng >> 7;
+            self.rng ^= self.rng << 17;
+            let p = lo.saturating_add((self.rng % span) as u16);
+            if free(p) {
+                return Some(p);
+            }
+        }
+        None
+    }
 }
 
 pub struct FlowTable {
@@ -559,46 +596,16 @@ impl FlowTable {
         }
         // An expired flow with the same key: reclaim it first.
         self.reclaim_key(&mut a, &inside, Side::Inside);
-        let outside_for = |p: u16| {
-            if inside.proto == IpProtocol::Icmp {
-                Tuple {
-                    proto: IpProtocol::Icmp,
-                    src: inside.dst,
-                    sport: 0,
-                    dst: ext,
-                    dport: p,
-                }
-            } else {
-                Tuple {
-                    proto: inside.proto,
-                    src: inside.dst,
-                    sport: inside.dport,
-                    dst: ext,
-                    dport: p,
-                }
-            }
-        };
         let free = |p: u16| {
             p != 0
                 && !reserved(inside.proto, p)
-                && self.lookup(&outside_for(p), Side::Outside, now).is_none()
+                && self
+                    .lookup(&inside.masqueraded(ext, p), Side::Outside, now)
+                    .is_none()
         };
         let mut port = inside.sport;
         if !free(port) {
-            let (lo, hi) = self.port_range;
-            let span = u64::from(hi.saturating_sub(lo)) + 1;
-            let mut found = None;
-            for _ in 0..128 {
-                a.rng ^= a.rng << 13;
-                a.rng ^= a.rng >> 7;
-                a.rng ^= a.rng << 17;
-                let p = lo.saturating_add((a.rng % span) as u16);
-                if free(p) {
-                    found = Some(p);
-                    break;
-                }
-            }
-            match found {
+            match a.random_port(self.port_range, free) {
                 Some(p) => port = p,
                 None => {
                     self.counters.refused_ports.fetch_add(1, Relaxed);
@@ -606,7 +613,7 @@ impl FlowTable {
                 }
             }
         }
-        let outside = outside_for(port);
+        let outside = inside.masqueraded(ext, port);
         self.create(&mut a, inside, outside, domain, now, 0)
     }
 
