@@ -10,7 +10,7 @@
 //! under the mutex.
 //!
 //! The table holds at most `max_flows` flows; a new flow beyond that is refused and
-//! counted, and existing flows keep working. Expired flows are reclaimed by [`sweep`],
+//! counted, and existing flows keep working. Expired flows are reclaimed by [`FlowTable::sweep`],
 //! and a lookup never returns an expired flow.
 //!
 //! Each container (an inside address of a network) holds at most its quota of flows
