@@ -124,55 +124,47 @@ fn refused(r: Refusal) -> NatDrop {
     }
 }
 
-/// What an ICMP error quotes, read before anything is rewritten.
-struct Quote {
-    /// The quoted packet's tuple (it went the other way).
-    tuple: Tuple,
+/// The tuple of the packet the ICMP error `msg` quotes (its header and 8 bytes at
+/// least), read before anything is rewritten.
+fn quoted_tuple(msg: &[u8]) -> Result<Tuple, NatDrop> {
+    let quote = msg.get(8..).ok_or(NatDrop::Malformed)?;
+    let (inner, rest) = split_quote(quote).map_err(|_| NatDrop::Malformed)?;
+    let proto = inner.protocol();
+    let (sport, dport) = match proto {
+        IpProtocol::Tcp | IpProtocol::Udp => {
+            let t = PortsHeader::new_checked(proto, rest).map_err(|_| NatDrop::Malformed)?;
+            (t.src_port(), t.dst_port())
+        }
+        IpProtocol::Icmp => {
+            let m = Icmpv4Packet::new_checked(rest).map_err(|_| NatDrop::Malformed)?;
+            (m.echo_ident(), 0)
+        }
+        _ => return Err(NatDrop::Unsupported),
+    };
+    Ok(Tuple {
+        proto,
+        src: inner.src(),
+        sport,
+        dst: inner.dst(),
+        dport,
+    })
 }
 
-impl Quote {
-    /// Reads the packet quoted by the ICMP error `msg` (header and 8 bytes at least).
-    fn read(msg: &[u8]) -> Result<Quote, NatDrop> {
-        let quote = msg.get(8..).ok_or(NatDrop::Malformed)?;
-        let (inner, rest) = split_quote(quote).map_err(|_| NatDrop::Malformed)?;
-        let proto = inner.protocol();
-        let (sport, dport) = match proto {
-            IpProtocol::Tcp | IpProtocol::Udp => {
-                let t = PortsHeader::new_checked(proto, rest).map_err(|_| NatDrop::Malformed)?;
-                (t.src_port(), t.dst_port())
-            }
-            IpProtocol::Icmp => {
-                let m = Icmpv4Packet::new_checked(rest).map_err(|_| NatDrop::Malformed)?;
-                (m.echo_ident(), 0)
-            }
-            _ => return Err(NatDrop::Unsupported),
-        };
-        let tuple = Tuple {
-            proto,
-            src: inner.src(),
-            sport,
-            dst: inner.dst(),
-            dport,
-        };
-        Ok(Quote { tuple })
-    }
-
-    /// The key of the flow the quote belongs to, as seen from `from`.
-    fn key(&self, from: Side) -> Result<Tuple, NatDrop> {
-        let q = &self.tuple;
-        match (from, q.proto) {
-            // A quoted echo request we sent out: the flow's outside key is
-            // (dst, 0) -> (ext, id).
-            (Side::Outside, IpProtocol::Icmp) => Ok(Tuple {
-                proto: IpProtocol::Icmp,
-                src: q.dst,
-                sport: 0,
-                dst: q.src,
-                dport: q.sport,
-            }),
-            (Side::Inside, IpProtocol::Icmp) => Err(NatDrop::Unsupported),
-            _ => Ok(q.reversed()),
-        }
+/// The key of the flow a quoted packet `q` belongs to, as seen from `from` (the quote
+/// went the other way).
+fn quoted_flow_key(q: &Tuple, from: Side) -> Result<Tuple, NatDrop> {
+    match (from, q.proto) {
+        // A quoted echo request we sent out: the flow's outside key is
+        // (dst, 0) -> (ext, id).
+        (Side::Outside, IpProtocol::Icmp) => Ok(Tuple {
+            proto: IpProtocol::Icmp,
+            src: q.dst,
+            sport: 0,
+            dst: q.src,
+            dport: q.sport,
+        }),
+        (Side::Inside, IpProtocol::Icmp) => Err(NatDrop::Unsupported),
+        _ => Ok(q.reversed()),
     }
 }
 
@@ -369,8 +361,7 @@ impl Nat {
         from: Side,
         now: u32,
     ) -> Result<NatVerdict, NatDrop> {
-        let quote = Quote::read(ip.payload())?;
-        let key = quote.key(from)?;
+        let key = quoted_flow_key(&quoted_tuple(ip.payload())?, from)?;
         let hit = self.table.lookup(&key, from, now).ok_or(NatDrop::NoFlow)?;
         match from {
             Side::Outside => {
