@@ -77,8 +77,7 @@ fn echo_tuple(ty: u8, id: u16, src: Ipv4Addr, dst: Ipv4Addr) -> Option<Tuple> {
 
 /// The flow key of a TCP or UDP packet and its TCP flags.
 #[inline]
-fn ports_tuple(ip: &Ipv4Packet<&mut [u8]>) -> Result<(Tuple, u8), NatDrop> {
-    let proto = ip.protocol();
+fn ports_tuple(ip: &Ipv4Packet<&mut [u8]>, proto: IpProtocol) -> Result<(Tuple, u8), NatDrop> {
     let t = PortsHeader::new_checked(proto, ip.payload()).map_err(|_| NatDrop::Malformed)?;
     let key = Tuple {
         proto,
@@ -93,8 +92,14 @@ fn ports_tuple(ip: &Ipv4Packet<&mut [u8]>) -> Result<(Tuple, u8), NatDrop> {
 /// Rewrites one end of a translated packet: the address (IPv4 header checksum updated)
 /// and the port or echo identifier, with the transport checksum kept right for `csum`.
 #[inline]
-fn translate(ip: &mut Ipv4Packet<&mut [u8]>, end: End, addr: Ipv4Addr, port: u16, csum: Checksum) {
-    let proto = ip.protocol();
+fn translate(
+    ip: &mut Ipv4Packet<&mut [u8]>,
+    proto: IpProtocol,
+    end: End,
+    addr: Ipv4Addr,
+    port: u16,
+    csum: Checksum,
+) {
     let old = match end {
         End::Src => ip.rewrite_src(addr),
         End::Dst => ip.rewrite_dst(addr),
@@ -108,11 +113,7 @@ fn translate(ip: &mut Ipv4Packet<&mut [u8]>, end: End, addr: Ipv4Addr, port: u16
         return;
     }
     if let Ok(mut t) = PortsHeader::new_checked(proto, payload) {
-        t.update_for_address(old, addr, csum);
-        match end {
-            End::Src => t.rewrite_src_port(port, csum),
-            End::Dst => t.rewrite_dst_port(port, csum),
-        }
+        t.translate(old, addr, end == End::Src, port, csum);
     }
 }
 
@@ -248,8 +249,8 @@ impl Nat {
         now: u32,
     ) -> Result<NatVerdict, NatDrop> {
         let mut ip = Self::parse(pkt)?;
-        let dst = ip.dst();
-        let (inside, flags) = if ip.protocol() == IpProtocol::Icmp {
+        let (dst, proto) = (ip.dst(), ip.protocol());
+        let (inside, flags) = if proto == IpProtocol::Icmp {
             let (ty, id) = echo_fields(&ip);
             if is_error(ty) {
                 return self
@@ -259,7 +260,7 @@ impl Nat {
             let t = echo_tuple(ty, id, ip.src(), dst).ok_or(NatDrop::Unsupported)?;
             (t, 0)
         } else {
-            ports_tuple(&ip)?
+            ports_tuple(&ip, proto)?
         };
         let hit = match self.table.lookup(&inside, Side::Inside, now) {
             Some(h) => h,
@@ -276,13 +277,8 @@ impl Nat {
             IpProtocol::Icmp if inside.dport != 0 => hit.other.sport,
             _ => hit.other.dport,
         };
-        translate(
-            &mut ip,
-            End::Src,
-            hit.other.dst,
-            port,
-            Checksum::partial_if(partial),
-        );
+        let csum = Checksum::partial_if(partial);
+        translate(&mut ip, proto, End::Src, hit.other.dst, port, csum);
         Ok(NatVerdict::Out { dst })
     }
 
@@ -301,7 +297,8 @@ impl Nat {
         if ip.dst() != ext {
             return Err(NatDrop::Local);
         }
-        let (outside, flags) = if ip.protocol() == IpProtocol::Icmp {
+        let proto = ip.protocol();
+        let (outside, flags) = if proto == IpProtocol::Icmp {
             let (ty, id) = echo_fields(&ip);
             if is_error(ty) {
                 return self.icmp_error(ip, Side::Outside, now);
@@ -309,7 +306,7 @@ impl Nat {
             let t = echo_tuple(ty, id, ip.src(), ext).ok_or(NatDrop::Unsupported)?;
             (t, 0)
         } else {
-            ports_tuple(&ip)?
+            ports_tuple(&ip, proto)?
         };
         let hit = match self.table.lookup(&outside, Side::Outside, now) {
             Some(h) => h,
@@ -322,7 +319,7 @@ impl Nat {
             _ => hit.other.sport,
         };
         let csum = Checksum::partial_if(partial);
-        translate(&mut ip, End::Dst, hit.other.src, port, csum);
+        translate(&mut ip, proto, End::Dst, hit.other.src, port, csum);
         Ok(NatVerdict::In {
             domain: hit.domain,
             ip: hit.other.src,
@@ -386,12 +383,18 @@ impl Nat {
     /// sides' keys live in one index).
     #[inline]
     pub fn prefetch(&self, pkt: &[u8]) {
-        let Ok(ip) = Ipv4Packet::new_checked(pkt) else {
+        // A hint, not a decision: only the fixed header's length is checked (what its
+        // accessors read), the rest is left to the translation proper.
+        if pkt.len() < crate::wire::ipv4::MIN_HEADER_LEN {
             return;
-        };
+        }
+        let ip = Ipv4Packet::new_unchecked(pkt);
         let proto = ip.protocol();
         // ICMP and other protocols key differently; prefetching them is not worth it.
-        let Ok(t) = PortsHeader::new_checked(proto, ip.payload()) else {
+        let Some(l4) = pkt.get(ip.header_len()..) else {
+            return;
+        };
+        let Ok(t) = PortsHeader::new_checked(proto, l4) else {
             return;
         };
         self.table.prefetch(&Tuple {

@@ -160,6 +160,15 @@ impl Flow {
         Tuple::unpack(self.inside_a.load(Relaxed), self.inside_b.load(Relaxed))
     }
 
+    /// The packed key of one side (compared without unpacking on the fast path).
+    #[inline]
+    fn packed(&self, side: Side) -> (u64, u64) {
+        match side {
+            Side::Inside => (self.inside_a.load(Relaxed), self.inside_b.load(Relaxed)),
+            Side::Outside => (self.outside_a.load(Relaxed), self.outside_b.load(Relaxed)),
+        }
+    }
+
     #[inline]
     fn outside(&self) -> Tuple {
         Tuple::unpack(self.outside_a.load(Relaxed), self.outside_b.load(Relaxed))
@@ -423,7 +432,11 @@ impl FlowTable {
 
     #[inline]
     fn fingerprint(&self, t: &Tuple) -> u64 {
-        let (a, b) = t.pack();
+        self.fingerprint_packed(t.pack())
+    }
+
+    #[inline]
+    fn fingerprint_packed(&self, (a, b): (u64, u64)) -> u64 {
         let h = mix(a ^ self.seed) ^ mix(b.wrapping_add(self.seed.rotate_left(17)));
         match h {
             EMPTY => 1,
@@ -453,7 +466,8 @@ impl FlowTable {
     /// Finds the live, unexpired flow with key `t` on `side`.
     #[inline]
     pub fn lookup(&self, t: &Tuple, side: Side, now: u32) -> Option<Hit> {
-        let fp = self.fingerprint(t);
+        let key = t.pack();
+        let fp = self.fingerprint_packed(key);
         let mut i = fp as usize & self.mask;
         for _ in 0..MAX_PROBE {
             let slot = self.index.get(i)?;
@@ -474,23 +488,22 @@ impl FlowTable {
                 if s == side
                     && let Some(flow) = self.flows.get(idx as usize)
                     && flow.live.load(Acquire)
+                    && flow.packed(side) == key
                 {
-                    let (mine, other) = match side {
-                        Side::Inside => (flow.inside(), flow.outside()),
-                        Side::Outside => (flow.outside(), flow.inside()),
-                    };
-                    if mine == *t {
-                        let state = flow.state.load(Relaxed);
-                        if now.wrapping_sub(flow.last.load(Relaxed)) > lifetime(t.proto, state) {
-                            return None;
-                        }
-                        return Some(Hit {
-                            index: idx,
-                            side,
-                            domain: flow.domain.load(Relaxed) as u16,
-                            other,
-                        });
+                    let state = flow.state.load(Relaxed);
+                    if now.wrapping_sub(flow.last.load(Relaxed)) > lifetime(t.proto, state) {
+                        return None;
                     }
+                    let other = match side {
+                        Side::Inside => flow.outside(),
+                        Side::Outside => flow.inside(),
+                    };
+                    return Some(Hit {
+                        index: idx,
+                        side,
+                        domain: flow.domain.load(Relaxed) as u16,
+                        other,
+                    });
                 }
             }
             i = (i + 1) & self.mask;

@@ -245,18 +245,22 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
             mf | ((offset / 8) as u16 & 0x1fff),
         );
     }
+    #[inline]
     pub fn set_ttl(&mut self, v: u8) {
         self.buffer.as_mut()[field::TTL] = v;
     }
     pub fn set_protocol(&mut self, v: IpProtocol) {
         self.buffer.as_mut()[field::PROTOCOL] = u8::from(v);
     }
+    #[inline]
     pub fn set_checksum(&mut self, v: u16) {
         put16(self.buffer.as_mut(), field::CHECKSUM, v);
     }
+    #[inline]
     pub fn set_src(&mut self, ip: Ipv4Addr) {
         self.buffer.as_mut()[field::SRC..field::SRC + 4].copy_from_slice(&ip.octets());
     }
+    #[inline]
     pub fn set_dst(&mut self, ip: Ipv4Addr) {
         self.buffer.as_mut()[field::DST..field::DST + 4].copy_from_slice(&ip.octets());
     }
@@ -268,6 +272,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
     }
     /// Rewrites the source address, updating the header checksum incrementally.
     /// Returns the old address (the caller updates any transport checksum).
+    #[inline]
     pub fn rewrite_src(&mut self, ip: Ipv4Addr) -> Ipv4Addr {
         let old = self.src();
         let c = checksum::update32(self.checksum(), u32::from(old), u32::from(ip));
@@ -276,6 +281,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
         old
     }
     /// Rewrites the destination address, updating the header checksum incrementally.
+    #[inline]
     pub fn rewrite_dst(&mut self, ip: Ipv4Addr) -> Ipv4Addr {
         let old = self.dst();
         let c = checksum::update32(self.checksum(), u32::from(old), u32::from(ip));
@@ -284,6 +290,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
         old
     }
     /// Decrements the TTL with an incremental checksum update.
+    #[inline]
     pub fn decrement_ttl(&mut self) {
         let b = self.buffer.as_ref();
         let old = be16(b, field::TTL);
@@ -299,6 +306,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
         &mut self.buffer.as_mut()[h..t]
     }
     /// Header and payload, mutably, split at the header's end.
+    #[inline]
     pub fn split_mut(&mut self) -> (&mut [u8], &mut [u8]) {
         let (h, t) = (self.header_len(), self.total_len());
         let b = &mut self.buffer.as_mut()[..t];

@@ -93,12 +93,15 @@ pub(crate) fn need(what: &'static str, needed: usize, got: usize) -> Result<()> 
 
 #[inline]
 pub(crate) fn be16(b: &[u8], at: usize) -> u16 {
-    u16::from_be_bytes([b[at], b[at + 1]])
+    // One bounds check, then one load.
+    let s = &b[at..at + 2];
+    u16::from_be_bytes([s[0], s[1]])
 }
 
 #[inline]
 pub(crate) fn be32(b: &[u8], at: usize) -> u32 {
-    u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+    let s = &b[at..at + 4];
+    u32::from_be_bytes([s[0], s[1], s[2], s[3]])
 }
 
 #[inline]
@@ -113,5 +116,5 @@ pub(crate) fn put32(b: &mut [u8], at: usize, v: u32) {
 
 #[inline]
 pub(crate) fn ip4(b: &[u8], at: usize) -> std::net::Ipv4Addr {
-    std::net::Ipv4Addr::new(b[at], b[at + 1], b[at + 2], b[at + 3])
+    std::net::Ipv4Addr::from(be32(b, at))
 }

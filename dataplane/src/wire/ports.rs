@@ -101,6 +101,27 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> PortsHeader<T> {
         }
         put16(self.buffer.as_mut(), at, port);
     }
+    /// Accounts for an address change `old` -> `new` in the pseudo-header and rewrites
+    /// the source port (`src`) or the destination port to `port`, the checksum read and
+    /// written once: what a NAT does to one end of a packet.
+    #[inline]
+    pub fn translate(
+        &mut self,
+        old: Ipv4Addr,
+        new: Ipv4Addr,
+        src: bool,
+        port: u16,
+        csum: Checksum,
+    ) {
+        let at = if src { SRC_PORT } else { DST_PORT };
+        let old_port = be16(self.buffer.as_ref(), at);
+        if let Some(c) = self.checksum() {
+            let udp = self.udp;
+            let c = csum.update_pseudo32(c, u32::from(old), u32::from(new), udp);
+            self.set_checksum(csum.update_covered16(c, old_port, port, udp));
+        }
+        put16(self.buffer.as_mut(), at, port);
+    }
     /// Rewrites the source port, keeping the checksum right for `csum`.
     #[inline]
     pub fn rewrite_src_port(&mut self, port: u16, csum: Checksum) {
@@ -158,6 +179,20 @@ mod tests {
         let v = UdpPacket::new_checked(&u[..]).unwrap();
         assert!(v.verify_checksum(SRC, EXT));
         assert_eq!(v.dst_port(), 5353);
+    }
+
+    #[test]
+    fn translate_is_address_then_port() {
+        let mut a = tcp();
+        let mut b = a.clone();
+        for csum in [Checksum::Full, Checksum::Partial] {
+            let mut p = PortsHeader::new_checked(IpProtocol::Tcp, &mut a[..]).unwrap();
+            p.translate(SRC, EXT, true, 1024, csum);
+            let mut q = PortsHeader::new_checked(IpProtocol::Tcp, &mut b[..]).unwrap();
+            q.update_for_address(SRC, EXT, csum);
+            q.rewrite_src_port(1024, csum);
+            assert_eq!(a, b);
+        }
     }
 
     #[test]
