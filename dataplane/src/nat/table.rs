@@ -52,8 +52,14 @@ impl Tuple {
 
     #[inline]
     fn unpack(a: u64, b: u64) -> Tuple {
+        Tuple::unpack_as(IpProtocol::from(b as u8), a, b)
+    }
+
+    /// [`Tuple::unpack`] of a key whose protocol is known to be `proto`.
+    #[inline]
+    fn unpack_as(proto: IpProtocol, a: u64, b: u64) -> Tuple {
         Tuple {
-            proto: IpProtocol::from(b as u8),
+            proto,
             src: Ipv4Addr::from((a >> 32) as u32),
             sport: (b >> 48) as u16,
             dst: Ipv4Addr::from(a as u32),
@@ -100,6 +106,17 @@ pub enum Side {
     Inside,
     /// Packets from the outside (destination = external address).
     Outside,
+}
+
+impl Side {
+    /// The other key of the same flow.
+    #[inline]
+    fn other(self) -> Side {
+        match self {
+            Side::Inside => Side::Outside,
+            Side::Outside => Side::Inside,
+        }
+    }
 }
 
 const EMPTY: u64 = 0;
@@ -494,10 +511,9 @@ impl FlowTable {
                     if now.wrapping_sub(flow.last.load(Relaxed)) > lifetime(t.proto, state) {
                         return None;
                     }
-                    let other = match side {
-                        Side::Inside => flow.outside(),
-                        Side::Outside => flow.inside(),
-                    };
+                    // Both keys of a flow share the protocol: no need to decode it.
+                    let (a, b) = flow.packed(side.other());
+                    let other = Tuple::unpack_as(t.proto, a, b);
                     return Some(Hit {
                         index: idx,
                         side,
