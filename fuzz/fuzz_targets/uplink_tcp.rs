@@ -95,24 +95,24 @@ fn aim(pkt: &mut [u8], tag: u8, h: &Host, seqs: &Seqs) -> bool {
         return true;
     };
     let proto = ip.protocol();
-    if proto != IpProtocol::TCP && tag & 2 != 0 {
+    if proto != IpProtocol::Tcp && tag & 2 != 0 {
         return false;
     }
     let src = ip.src();
     let sent = TcpPacket::new_checked(ip.payload())
         .ok()
-        .filter(|_| proto == IpProtocol::TCP)
+        .filter(|_| proto == IpProtocol::Tcp)
         .and_then(|t| seqs.get(&(src, t.src_port())).copied());
     let (dst, port) = match (proto, tag & 1, sent) {
-        (IpProtocol::TCP, _, Some(s)) if tag & 0x10 != 0 => s.peer,
-        (IpProtocol::TCP, 0, _) => (GW, 53),
-        (IpProtocol::TCP, _, _) => (GW, h.listener.local_addr().map_or(0, |a| a.port())),
-        (IpProtocol::UDP, _, _) => (GW, h.udp.local_addr().map_or(0, |a| a.port())),
+        (IpProtocol::Tcp, _, Some(s)) if tag & 0x10 != 0 => s.peer,
+        (IpProtocol::Tcp, 0, _) => (GW, 53),
+        (IpProtocol::Tcp, _, _) => (GW, h.listener.local_addr().map_or(0, |a| a.port())),
+        (IpProtocol::Udp, _, _) => (GW, h.udp.local_addr().map_or(0, |a| a.port())),
         _ => (GW, 0),
     };
     ip.set_dst(dst);
     let payload = ip.payload_mut();
-    if (proto == IpProtocol::TCP || proto == IpProtocol::UDP)
+    if (proto == IpProtocol::Tcp || proto == IpProtocol::Udp)
         && let Some(p) = payload.get_mut(2..4)
     {
         p.copy_from_slice(&port.to_be_bytes());
@@ -134,7 +134,7 @@ fn drain(uplink: &mut SocketUplink, seqs: &mut Seqs) {
         let Ok(ip) = Ipv4Packet::new_checked(&out[..]) else {
             panic!("the uplink sent a packet that is not IPv4");
         };
-        if ip.protocol() != IpProtocol::TCP {
+        if ip.protocol() != IpProtocol::Tcp {
             continue;
         }
         let Ok(t) = TcpPacket::new_checked(ip.payload()) else {

@@ -2,8 +2,10 @@
 //! around it), every accessor, and the in-place rewrites on a copy.
 #![no_main]
 
+use dataplane::wire::ipv4::split_quote;
 use dataplane::wire::{
-    ArpPacket, EthernetFrame, Icmpv4Packet, Ipv4Packet, TcpPacket, UdpPacket, VlanTag, parse_l2,
+    ArpPacket, Checksum, EthernetFrame, Icmpv4Packet, IpProtocol, Ipv4Packet, PortsHeader,
+    TcpPacket, UdpPacket, VlanTag, parse_l2,
 };
 use libfuzzer_sys::fuzz_target;
 use std::hint::black_box;
@@ -11,9 +13,17 @@ use std::net::Ipv4Addr;
 
 const A: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 7);
 
-fn l4(proto: u8, src: Ipv4Addr, dst: Ipv4Addr, b: &mut [u8]) {
+fn l4(proto: IpProtocol, src: Ipv4Addr, dst: Ipv4Addr, b: &mut [u8]) {
+    // The same rewrites through the view TCP and UDP share, in both checksum modes.
+    let csum = Checksum::partial_if(b.first().is_some_and(|x| x & 1 != 0));
+    if let Ok(mut p) = PortsHeader::new_checked(proto, &mut *b) {
+        black_box((p.src_port(), p.dst_port(), p.checksum(), p.tcp_flags()));
+        p.rewrite_src_port(3, csum);
+        p.rewrite_dst_port(4, csum);
+        p.update_for_address(src, A, csum);
+    }
     match proto {
-        6 => {
+        IpProtocol::Tcp => {
             if let Ok(mut t) = TcpPacket::new_checked(&mut *b) {
                 black_box((t.src_port(), t.dst_port(), t.seq(), t.ack(), t.flags()));
                 black_box((
@@ -24,13 +34,13 @@ fn l4(proto: u8, src: Ipv4Addr, dst: Ipv4Addr, b: &mut [u8]) {
                     t.mss_option(),
                 ));
                 black_box(t.verify_checksum(src, dst));
-                t.rewrite_src_port(1);
-                t.rewrite_dst_port(2);
-                t.update_for_address(src, A);
+                t.rewrite_src_port(1, csum);
+                t.rewrite_dst_port(2, csum);
+                t.update_for_address(src, A, csum);
                 t.fill_checksum(src, dst);
             }
         }
-        17 => {
+        IpProtocol::Udp => {
             if let Ok(mut u) = UdpPacket::new_checked(&mut *b) {
                 black_box((
                     u.src_port(),
@@ -40,9 +50,9 @@ fn l4(proto: u8, src: Ipv4Addr, dst: Ipv4Addr, b: &mut [u8]) {
                     u.payload(),
                 ));
                 black_box(u.verify_checksum(src, dst));
-                u.rewrite_src_port(1);
-                u.rewrite_dst_port(2);
-                u.update_for_address(src, A);
+                u.rewrite_src_port(1, csum);
+                u.rewrite_dst_port(2, csum);
+                u.update_for_address(src, A, csum);
                 u.fill_checksum(src, dst);
             }
         }
@@ -83,11 +93,15 @@ fn ip(b: &mut [u8]) {
     let (_, payload) = p.split_mut();
     l4(proto, src, dst, payload);
     // The quoted packet of an ICMP error is a view of its own.
-    if proto == 1
+    if proto == IpProtocol::Icmp
         && let Some(inner) = payload.get(8..)
-        && let Ok(q) = Ipv4Packet::new_checked(inner)
     {
-        black_box((q.src(), q.dst(), q.payload()));
+        if let Ok(q) = Ipv4Packet::new_checked(inner) {
+            black_box((q.src(), q.dst(), q.payload()));
+        }
+        if let Ok((q, rest)) = split_quote(inner) {
+            black_box((q.src(), q.dst(), q.protocol(), rest));
+        }
     }
 }
 
@@ -127,6 +141,6 @@ fuzz_target!(|data: &[u8]| {
     arp(data);
     for proto in [6u8, 17, 1] {
         let mut raw = data.to_vec();
-        l4(proto, A, A, &mut raw);
+        l4(IpProtocol::from(proto), A, A, &mut raw);
     }
 });

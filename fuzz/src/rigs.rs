@@ -155,7 +155,7 @@ pub mod pipeline {
             ..Default::default()
         };
         let rule = DnatRule {
-            proto: 6,
+            proto: dataplane::wire::IpProtocol::Tcp,
             ext_port: 8080,
             domain: 0,
             ip: c2,

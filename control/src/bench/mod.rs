@@ -148,7 +148,7 @@ pub fn udp_frame(spec: &UdpSpec) -> Vec<u8> {
         ip.set_version_and_header_len(20);
         ip.set_total_len(ip_len as u16);
         ip.set_ttl(64);
-        ip.set_protocol(17);
+        ip.set_protocol(dataplane::wire::IpProtocol::Udp);
         ip.set_src(sip);
         ip.set_dst(dip);
         ip.fill_checksum();

@@ -216,8 +216,8 @@ impl Daemon {
         let now = self.rt.epoch.elapsed().as_secs() as u32;
         for f in self.rt.nat.table.list(now) {
             let proto = match f.proto {
-                dataplane::nat::TCP => "tcp",
-                dataplane::nat::UDP => "udp",
+                dataplane::wire::IpProtocol::Tcp => "tcp",
+                dataplane::wire::IpProtocol::Udp => "udp",
                 _ => "icmp",
             };
             v.push(ConntrackRow {

@@ -210,8 +210,8 @@ fn dnat_rules(state: &State, c: &Container) -> Vec<dataplane::nat::DnatRule> {
         .iter()
         .map(|p| dataplane::nat::DnatRule {
             proto: match p.proto {
-                Proto::Tcp => dataplane::nat::TCP,
-                Proto::Udp => dataplane::nat::UDP,
+                Proto::Tcp => dataplane::wire::IpProtocol::Tcp,
+                Proto::Udp => dataplane::wire::IpProtocol::Udp,
             },
             ext_port: p.host_port,
             domain: n.domain,
@@ -418,7 +418,10 @@ mod tests {
         assert_eq!((u.prefix_len, u.mtu), (24, DEFAULT_UPLINK_MTU));
         let e = &w.state.containers["web"].endpoints[0];
         assert!(u.hosts.iter().any(|h| h.1 == e.ip && h.2 == e.mac));
-        let r = u.rules.find(dataplane::nat::TCP, 8080).unwrap();
+        let r = u
+            .rules
+            .find(dataplane::wire::IpProtocol::Tcp, 8080)
+            .unwrap();
         assert_eq!((r.ip, r.port), (e.ip, 80));
         let up = s.ports[UPLINK_PORT.index()].as_ref().unwrap();
         assert_eq!(up.role, PortRole::Uplink);

@@ -12,51 +12,12 @@
 use std::net::Ipv4Addr;
 
 use super::{GatewayNet, eth_header, ipv4_header};
+pub use crate::wire::dhcp::{CLIENT_PORT, DhcpPacket, MsgType, SERVER_PORT};
+use crate::wire::dhcp::{DhcpOption as opt, FLAG_BROADCAST, HEADER_LEN, Op, push_option};
 use crate::wire::{EtherType, EthernetFrame, IpProtocol, Ipv4Packet, MacAddr, UdpPacket};
 
-pub const SERVER_PORT: u16 = 67;
-pub const CLIENT_PORT: u16 = 68;
-const MAGIC: [u8; 4] = [99, 130, 83, 99];
-/// Fixed BOOTP part before the magic cookie.
-const FIXED: usize = 236;
 /// BOOTP's minimum message.
 const MIN_REPLY: usize = 300;
-
-pub struct MsgType;
-impl MsgType {
-    pub const DISCOVER: u8 = 1;
-    pub const OFFER: u8 = 2;
-    pub const REQUEST: u8 = 3;
-    pub const DECLINE: u8 = 4;
-    pub const ACK: u8 = 5;
-    pub const NAK: u8 = 6;
-    pub const RELEASE: u8 = 7;
-    pub const INFORM: u8 = 8;
-}
-
-mod opt {
-    pub const PAD: u8 = 0;
-    pub const SUBNET_MASK: u8 = 1;
-    pub const ROUTER: u8 = 3;
-    pub const DNS: u8 = 6;
-    pub const DOMAIN_NAME: u8 = 15;
-    pub const MTU: u8 = 26;
-    pub const BROADCAST: u8 = 28;
-    pub const REQUESTED_IP: u8 = 50;
-    pub const LEASE_TIME: u8 = 51;
-    pub const MSG_TYPE: u8 = 53;
-    pub const SERVER_ID: u8 = 54;
-    pub const RENEWAL: u8 = 58;
-    pub const REBINDING: u8 = 59;
-    pub const END: u8 = 255;
-}
-
-/// A view of a DHCP message (the UDP payload). The checked length guarantees the fixed
-/// part and the magic cookie are there; options are read with bounds checks.
-#[derive(Debug, Clone)]
-pub struct DhcpPacket<T: AsRef<[u8]>> {
-    buffer: T,
-}
 
 /// Why a message was not answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,95 +59,6 @@ impl Outcome {
     }
 }
 
-fn ip_at(b: &[u8], at: usize) -> Ipv4Addr {
-    match b.get(at..at + 4) {
-        Some(s) => Ipv4Addr::new(s[0], s[1], s[2], s[3]),
-        None => Ipv4Addr::UNSPECIFIED,
-    }
-}
-
-impl<T: AsRef<[u8]>> DhcpPacket<T> {
-    pub fn new_checked(buffer: T) -> Result<Self, Ignored> {
-        let b = buffer.as_ref();
-        if b.len() < FIXED + 4 || b.get(FIXED..FIXED + 4) != Some(&MAGIC[..]) {
-            return Err(Ignored::Malformed);
-        }
-        Ok(DhcpPacket { buffer })
-    }
-    fn b(&self) -> &[u8] {
-        self.buffer.as_ref()
-    }
-    pub fn op(&self) -> u8 {
-        self.b().first().copied().unwrap_or(0)
-    }
-    pub fn htype(&self) -> u8 {
-        self.b().get(1).copied().unwrap_or(0)
-    }
-    pub fn hlen(&self) -> u8 {
-        self.b().get(2).copied().unwrap_or(0)
-    }
-    pub fn xid(&self) -> [u8; 4] {
-        let b = self.b();
-        [b[4], b[5], b[6], b[7]]
-    }
-    pub fn flags(&self) -> u16 {
-        let b = self.b();
-        u16::from_be_bytes([b[10], b[11]])
-    }
-    pub fn broadcast_flag(&self) -> bool {
-        self.flags() & 0x8000 != 0
-    }
-    pub fn ciaddr(&self) -> Ipv4Addr {
-        ip_at(self.b(), 12)
-    }
-    pub fn giaddr(&self) -> Ipv4Addr {
-        ip_at(self.b(), 24)
-    }
-    pub fn chaddr(&self) -> MacAddr {
-        MacAddr::from_slice(self.b().get(28..34).unwrap_or(&[])).unwrap_or_default()
-    }
-    /// The value of option `code`, the first time it appears (None when absent or when
-    /// the options are malformed before it).
-    pub fn option(&self, code: u8) -> Option<&[u8]> {
-        let mut o = self.b().get(FIXED + 4..)?;
-        while let Some((&c, rest)) = o.split_first() {
-            match c {
-                opt::PAD => o = rest,
-                opt::END => return None,
-                _ => {
-                    let (&len, rest) = rest.split_first()?;
-                    let v = rest.get(..usize::from(len))?;
-                    if c == code {
-                        return Some(v);
-                    }
-                    o = rest.get(usize::from(len)..)?;
-                }
-            }
-        }
-        None
-    }
-    pub fn msg_type(&self) -> Option<u8> {
-        self.option(opt::MSG_TYPE).and_then(|v| v.first().copied())
-    }
-    fn option_ip(&self, code: u8) -> Option<Ipv4Addr> {
-        let v = self.option(code)?;
-        (v.len() == 4).then(|| Ipv4Addr::new(v[0], v[1], v[2], v[3]))
-    }
-    pub fn requested_ip(&self) -> Option<Ipv4Addr> {
-        self.option_ip(opt::REQUESTED_IP)
-    }
-    pub fn server_id(&self) -> Option<Ipv4Addr> {
-        self.option_ip(opt::SERVER_ID)
-    }
-}
-
-fn push_opt(out: &mut Vec<u8>, code: u8, v: &[u8]) {
-    let len = v.len().min(255);
-    out.push(code);
-    out.push(len as u8);
-    out.extend_from_slice(v.get(..len).unwrap_or(&[]));
-}
-
 /// Handles a frame sent to the DHCP server from port `port`. `reserved()` gives the
 /// address reserved for that port (the caller's IPAM, by network and port). A reply, if
 /// any, is written into `out`.
@@ -196,41 +68,14 @@ pub fn handle(
     reserved: impl FnOnce(MacAddr) -> Option<Ipv4Addr>,
     out: &mut Vec<u8>,
 ) -> Outcome {
-    let Ok(eth) = EthernetFrame::new_checked(frame) else {
-        return Outcome::Ignored(Ignored::NotDhcp);
+    let d = match request(frame) {
+        Ok(d) => d,
+        Err(why) => return Outcome::Ignored(why),
     };
-    if eth.ethertype() != EtherType::IPV4 {
-        return Outcome::Ignored(Ignored::NotDhcp);
-    }
-    let Ok(ip) = Ipv4Packet::new_checked(eth.payload()) else {
-        return Outcome::Ignored(Ignored::NotDhcp);
-    };
-    if ip.protocol() != IpProtocol::UDP || ip.is_fragment() {
-        return Outcome::Ignored(Ignored::NotDhcp);
-    }
-    let Ok(udp) = UdpPacket::new_checked(ip.payload()) else {
-        return Outcome::Ignored(Ignored::NotDhcp);
-    };
-    if udp.dst_port() != SERVER_PORT {
-        return Outcome::Ignored(Ignored::NotDhcp);
-    }
-    let Ok(d) = DhcpPacket::new_checked(udp.payload()) else {
-        return Outcome::Ignored(Ignored::Malformed);
-    };
-    if d.op() != 1 || d.htype() != 1 || d.hlen() != 6 {
-        return Outcome::Ignored(Ignored::Malformed);
-    }
-    if !d.giaddr().is_unspecified() {
-        return Outcome::Ignored(Ignored::Relayed);
-    }
-    let chaddr = d.chaddr();
-    if !chaddr.is_unicast() || chaddr.is_zero() {
-        return Outcome::Ignored(Ignored::Malformed);
-    }
     let Some(ty) = d.msg_type() else {
         return Outcome::Ignored(Ignored::Malformed);
     };
-    let lease = reserved(chaddr);
+    let lease = reserved(d.chaddr());
     match ty {
         MsgType::DISCOVER => match lease {
             Some(a) => {
@@ -239,27 +84,7 @@ pub fn handle(
             }
             None => Outcome::Ignored(Ignored::NoReservation),
         },
-        MsgType::REQUEST => {
-            if let Some(sid) = d.server_id()
-                && sid != net.gateway_ip
-            {
-                return Outcome::Ignored(Ignored::OtherServer);
-            }
-            // SELECTING and INIT-REBOOT name the address in option 50; RENEWING and
-            // REBINDING in ciaddr.
-            let asked = d.requested_ip().unwrap_or(d.ciaddr());
-            match lease {
-                Some(a) if a == asked => {
-                    let to = (!d.ciaddr().is_unspecified()).then_some(d.ciaddr());
-                    build(&d, net, MsgType::ACK, a, to, out);
-                    Outcome::Ack(a)
-                }
-                _ => {
-                    build(&d, net, MsgType::NAK, Ipv4Addr::UNSPECIFIED, None, out);
-                    Outcome::Nak
-                }
-            }
-        }
+        MsgType::REQUEST => answer_request(&d, net, lease, out),
         MsgType::INFORM => {
             let to = (!d.ciaddr().is_unspecified()).then_some(d.ciaddr());
             build(&d, net, MsgType::ACK, Ipv4Addr::UNSPECIFIED, to, out);
@@ -268,6 +93,63 @@ pub fn handle(
         MsgType::RELEASE => Outcome::Released(d.ciaddr()),
         MsgType::DECLINE => Outcome::Declined(d.requested_ip().unwrap_or(Ipv4Addr::UNSPECIFIED)),
         _ => Outcome::Ignored(Ignored::Unsupported),
+    }
+}
+
+/// The DHCP request a frame carries: a BOOTREQUEST to the server port from an Ethernet
+/// client, not through a relay.
+fn request(frame: &[u8]) -> Result<DhcpPacket<&[u8]>, Ignored> {
+    let eth = EthernetFrame::new_checked(frame).map_err(|_| Ignored::NotDhcp)?;
+    if eth.ethertype() != EtherType::IPV4 {
+        return Err(Ignored::NotDhcp);
+    }
+    let ip = Ipv4Packet::new_checked(eth.into_payload()).map_err(|_| Ignored::NotDhcp)?;
+    if ip.protocol() != IpProtocol::Udp || ip.is_fragment() {
+        return Err(Ignored::NotDhcp);
+    }
+    let udp = UdpPacket::new_checked(ip.into_payload()).map_err(|_| Ignored::NotDhcp)?;
+    if udp.dst_port() != SERVER_PORT {
+        return Err(Ignored::NotDhcp);
+    }
+    let d = DhcpPacket::new_checked(udp.into_payload()).map_err(|_| Ignored::Malformed)?;
+    if d.op() != Op::BOOTREQUEST || !d.is_ethernet() {
+        return Err(Ignored::Malformed);
+    }
+    if !d.giaddr().is_unspecified() {
+        return Err(Ignored::Relayed);
+    }
+    let chaddr = d.chaddr();
+    if !chaddr.is_unicast() || chaddr.is_zero() {
+        return Err(Ignored::Malformed);
+    }
+    Ok(d)
+}
+
+/// A REQUEST: ACK for the port's reservation, NAK for anything else.
+fn answer_request(
+    d: &DhcpPacket<&[u8]>,
+    net: &GatewayNet,
+    lease: Option<Ipv4Addr>,
+    out: &mut Vec<u8>,
+) -> Outcome {
+    if let Some(sid) = d.server_id()
+        && sid != net.gateway_ip
+    {
+        return Outcome::Ignored(Ignored::OtherServer);
+    }
+    // SELECTING and INIT-REBOOT name the address in option 50; RENEWING and
+    // REBINDING in ciaddr.
+    let asked = d.requested_ip().unwrap_or(d.ciaddr());
+    match lease {
+        Some(a) if a == asked => {
+            let to = (!d.ciaddr().is_unspecified()).then_some(d.ciaddr());
+            build(d, net, MsgType::ACK, a, to, out);
+            Outcome::Ack(a)
+        }
+        _ => {
+            build(d, net, MsgType::NAK, Ipv4Addr::UNSPECIFIED, None, out);
+            Outcome::Nak
+        }
     }
 }
 
@@ -281,45 +163,27 @@ fn build(
     to: Option<Ipv4Addr>,
     out: &mut Vec<u8>,
 ) {
-    let mut m = vec![0u8; FIXED];
-    m[0] = 2; // BOOTREPLY
-    m[1] = 1;
-    m[2] = 6;
-    m[4..8].copy_from_slice(&d.xid());
-    m[10..12].copy_from_slice(&(d.flags() & 0x8000).to_be_bytes());
-    if ty != MsgType::NAK {
-        m[12..16].copy_from_slice(&d.ciaddr().octets());
+    let mut m = vec![0u8; HEADER_LEN];
+    {
+        let mut r = DhcpPacket::new_unchecked(&mut m[..]);
+        r.set_op(Op::BOOTREPLY);
+        r.set_ethernet();
+        r.set_xid(d.xid());
+        r.set_flags(d.flags() & FLAG_BROADCAST);
+        if ty != MsgType::NAK {
+            r.set_ciaddr(d.ciaddr());
+        }
+        r.set_yiaddr(yiaddr);
+        r.set_chaddr(d.chaddr());
+        r.set_magic();
     }
-    m[16..20].copy_from_slice(&yiaddr.octets());
-    m[28..34].copy_from_slice(&d.chaddr().0);
-    m.extend_from_slice(&MAGIC);
-    push_opt(&mut m, opt::MSG_TYPE, &[ty]);
-    push_opt(&mut m, opt::SERVER_ID, &net.gateway_ip.octets());
-    if ty != MsgType::NAK {
-        if !yiaddr.is_unspecified() {
-            let lease = net.lease_secs;
-            push_opt(&mut m, opt::LEASE_TIME, &lease.to_be_bytes());
-            push_opt(&mut m, opt::RENEWAL, &(lease / 2).to_be_bytes());
-            push_opt(&mut m, opt::REBINDING, &(lease / 8 * 7).to_be_bytes());
-        }
-        push_opt(&mut m, opt::SUBNET_MASK, &net.netmask().octets());
-        push_opt(&mut m, opt::BROADCAST, &net.broadcast().octets());
-        push_opt(&mut m, opt::ROUTER, &net.gateway_ip.octets());
-        if net.dns {
-            push_opt(&mut m, opt::DNS, &net.gateway_ip.octets());
-        }
-        push_opt(&mut m, opt::MTU, &net.mtu.to_be_bytes());
-        if !net.domain_name.is_empty() {
-            push_opt(&mut m, opt::DOMAIN_NAME, net.domain_name.as_bytes());
-        }
-    }
-    m.push(opt::END);
+    reply_options(&mut m, net, ty, yiaddr);
     if m.len() < MIN_REPLY {
         m.resize(MIN_REPLY, 0);
     }
     let dst_ip = to.unwrap_or(Ipv4Addr::BROADCAST);
     eth_header(out, d.chaddr(), net.gateway_mac, EtherType::IPV4);
-    if !ipv4_header(out, net.gateway_ip, dst_ip, IpProtocol::UDP, 8 + m.len()) {
+    if !ipv4_header(out, net.gateway_ip, dst_ip, IpProtocol::Udp, 8 + m.len()) {
         out.clear();
         return;
     }
@@ -333,6 +197,31 @@ fn build(
         u.set_len((8 + m.len()) as u16);
         u.fill_checksum(net.gateway_ip, dst_ip);
     }
+}
+
+/// Appends the options of a reply of type `ty` (and the end option) to `m`.
+fn reply_options(m: &mut Vec<u8>, net: &GatewayNet, ty: u8, yiaddr: Ipv4Addr) {
+    push_option(m, opt::MSG_TYPE, &[ty]);
+    push_option(m, opt::SERVER_ID, &net.gateway_ip.octets());
+    if ty != MsgType::NAK {
+        if !yiaddr.is_unspecified() {
+            let lease = net.lease_secs;
+            push_option(m, opt::LEASE_TIME, &lease.to_be_bytes());
+            push_option(m, opt::RENEWAL, &(lease / 2).to_be_bytes());
+            push_option(m, opt::REBINDING, &(lease / 8 * 7).to_be_bytes());
+        }
+        push_option(m, opt::SUBNET_MASK, &net.netmask().octets());
+        push_option(m, opt::BROADCAST, &net.broadcast().octets());
+        push_option(m, opt::ROUTER, &net.gateway_ip.octets());
+        if net.dns {
+            push_option(m, opt::DNS, &net.gateway_ip.octets());
+        }
+        push_option(m, opt::MTU, &net.mtu.to_be_bytes());
+        if !net.domain_name.is_empty() {
+            push_option(m, opt::DOMAIN_NAME, net.domain_name.as_bytes());
+        }
+    }
+    m.push(opt::END);
 }
 
 #[cfg(test)]
@@ -358,22 +247,24 @@ mod tests {
     /// A busybox udhcpc message as it sends them (BOOTREQUEST, no broadcast flag,
     /// client id, parameter request list), wrapped in Ethernet/IPv4/UDP from 0.0.0.0.
     fn client_msg(ty: u8, ciaddr: Ipv4Addr, extra: &[(u8, &[u8])]) -> Vec<u8> {
-        let mut m = vec![0u8; FIXED];
-        m[0] = 1;
-        m[1] = 1;
-        m[2] = 6;
-        m[4..8].copy_from_slice(&[0xde, 0xad, 0xbe, 0xef]);
-        m[12..16].copy_from_slice(&ciaddr.octets());
-        m[28..34].copy_from_slice(&CLIENT.0);
-        m.extend_from_slice(&MAGIC);
-        push_opt(&mut m, opt::MSG_TYPE, &[ty]);
+        let mut m = vec![0u8; HEADER_LEN];
+        {
+            let mut d = DhcpPacket::new_unchecked(&mut m[..]);
+            d.set_op(Op::BOOTREQUEST);
+            d.set_ethernet();
+            d.set_xid(0xdead_beef);
+            d.set_ciaddr(ciaddr);
+            d.set_chaddr(CLIENT);
+            d.set_magic();
+        }
+        push_option(&mut m, opt::MSG_TYPE, &[ty]);
         let mut cid = vec![1u8];
         cid.extend_from_slice(&CLIENT.0);
-        push_opt(&mut m, 61, &cid);
+        push_option(&mut m, opt::CLIENT_ID, &cid);
         for (c, v) in extra {
-            push_opt(&mut m, *c, v);
+            push_option(&mut m, *c, v);
         }
-        push_opt(&mut m, 55, &[1, 3, 6, 12, 15, 28, 42, 26]);
+        push_option(&mut m, opt::PARAMETER_LIST, &[1, 3, 6, 12, 15, 28, 42, 26]);
         m.push(opt::END);
         let src = if ciaddr.is_unspecified() {
             Ipv4Addr::UNSPECIFIED
@@ -396,7 +287,7 @@ mod tests {
         }
         let mut f = Vec::new();
         eth_header(&mut f, MacAddr::BROADCAST, CLIENT, EtherType::IPV4);
-        ipv4_header(&mut f, src, dst, IpProtocol::UDP, udp.len());
+        ipv4_header(&mut f, src, dst, IpProtocol::Udp, udp.len());
         f.extend_from_slice(&udp);
         f
     }
@@ -429,8 +320,8 @@ mod tests {
         assert_eq!((dst, mac), (Ipv4Addr::BROADCAST, CLIENT));
         let d = DhcpPacket::new_checked(&payload[..]).unwrap();
         assert_eq!(d.op(), 2);
-        assert_eq!(d.xid(), [0xde, 0xad, 0xbe, 0xef]);
-        assert_eq!(ip_at(&payload, 16), MINE);
+        assert_eq!(d.xid(), 0xdead_beef);
+        assert_eq!(d.yiaddr(), MINE);
         assert_eq!(d.msg_type(), Some(MsgType::OFFER));
         assert_eq!(d.server_id(), Some(net().gateway_ip));
         assert_eq!(d.option(opt::SUBNET_MASK), Some(&[255, 255, 255, 0][..]));
@@ -468,7 +359,10 @@ mod tests {
         assert_eq!(handle(&other, &net(), mine, &mut out), Outcome::Nak);
         let (dst, _, p) = reply_of(&out);
         assert_eq!(dst, Ipv4Addr::BROADCAST);
-        assert_eq!(ip_at(&p, 16), Ipv4Addr::UNSPECIFIED);
+        assert_eq!(
+            DhcpPacket::new_checked(&p[..]).unwrap().yiaddr(),
+            Ipv4Addr::UNSPECIFIED
+        );
         // Renewing: unicast to ciaddr.
         let renew = client_msg(MsgType::REQUEST, MINE, &[]);
         assert_eq!(handle(&renew, &net(), mine, &mut out), Outcome::Ack(MINE));
@@ -525,7 +419,7 @@ mod tests {
         assert_eq!(dst, MINE);
         let d = DhcpPacket::new_checked(&p[..]).unwrap();
         assert!(d.option(opt::LEASE_TIME).is_none());
-        assert_eq!(ip_at(&p, 16), Ipv4Addr::UNSPECIFIED);
+        assert_eq!(d.yiaddr(), Ipv4Addr::UNSPECIFIED);
         assert_eq!(
             handle(
                 &client_msg(MsgType::RELEASE, MINE, &[]),
@@ -555,7 +449,7 @@ mod tests {
         let mut out = Vec::new();
         let good = client_msg(MsgType::DISCOVER, Ipv4Addr::UNSPECIFIED, &[]);
         let mut cookie = good.clone();
-        cookie[42 + FIXED] = 0; // break the magic cookie
+        cookie[42 + crate::wire::dhcp::FIXED_LEN] = 0; // break the magic cookie
         assert!(!handle(&cookie, &net(), mine, &mut out).replied());
         let mut reply_op = good.clone();
         reply_op[42] = 2;
@@ -569,7 +463,7 @@ mod tests {
         assert!(!handle(&good[..200], &net(), mine, &mut out).replied());
         // Options running past the end: no message type found, not answered.
         let mut bad_opts = good.clone();
-        let at = 42 + FIXED + 4;
+        let at = 42 + HEADER_LEN;
         bad_opts[at + 1] = 250;
         assert!(!handle(&bad_opts, &net(), mine, &mut out).replied());
     }

@@ -233,7 +233,7 @@ impl Gateway {
         };
         self.remember(f.domain, ip.src(), eth.src());
         let to_gw = ip.dst() == net.gateway_ip;
-        let udp_dport = if ip.protocol() == IpProtocol::UDP && !ip.is_fragment() {
+        let udp_dport = if ip.protocol() == IpProtocol::Udp && !ip.is_fragment() {
             UdpPacket::new_checked(ip.payload())
                 .ok()
                 .map(|u| u.dst_port())
@@ -265,7 +265,7 @@ impl Gateway {
         (ip, udp_dport): (&Ipv4Packet<&[u8]>, Option<u16>),
         out: &mut Actions,
     ) -> Verdict {
-        if ip.protocol() == IpProtocol::ICMP {
+        if ip.protocol() == IpProtocol::Icmp {
             if out.send_with(f.domain, |b| icmp::echo_reply(f.data, net, b)) {
                 self.stats.echo_replies += 1;
             }

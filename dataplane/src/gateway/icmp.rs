@@ -18,7 +18,7 @@ pub fn echo_reply(frame: &[u8], net: &GatewayNet, out: &mut Vec<u8>) -> bool {
     let Ok(ip) = Ipv4Packet::new_checked(eth.payload()) else {
         return false;
     };
-    if ip.dst() != net.gateway_ip || ip.protocol() != IpProtocol::ICMP || ip.is_fragment() {
+    if ip.dst() != net.gateway_ip || ip.protocol() != IpProtocol::Icmp || ip.is_fragment() {
         return false;
     }
     let Ok(req) = Icmpv4Packet::new_checked(ip.payload()) else {
@@ -33,7 +33,7 @@ pub fn echo_reply(frame: &[u8], net: &GatewayNet, out: &mut Vec<u8>) -> bool {
     }
     let msg = ip.payload();
     eth_header(out, eth.src(), net.gateway_mac, EtherType::IPV4);
-    if !ipv4_header(out, net.gateway_ip, src, IpProtocol::ICMP, msg.len()) {
+    if !ipv4_header(out, net.gateway_ip, src, IpProtocol::Icmp, msg.len()) {
         return false;
     }
     let at = out.len();
@@ -83,7 +83,7 @@ pub fn error(
     if ip.frag_offset() != 0 {
         return false;
     }
-    if ip.protocol() == IpProtocol::ICMP
+    if ip.protocol() == IpProtocol::Icmp
         && let Ok(inner) = Icmpv4Packet::new_checked(ip.payload())
         && is_error(inner.msg_type())
     {
@@ -93,7 +93,7 @@ pub fn error(
     let whole = eth.payload().get(..ip.total_len()).unwrap_or(eth.payload());
     let quote = whole.get(..whole.len().min(548)).unwrap_or(whole);
     eth_header(out, eth.src(), net.gateway_mac, EtherType::IPV4);
-    if !ipv4_header(out, net.gateway_ip, src, IpProtocol::ICMP, 8 + quote.len()) {
+    if !ipv4_header(out, net.gateway_ip, src, IpProtocol::Icmp, 8 + quote.len()) {
         return false;
     }
     let at = out.len();

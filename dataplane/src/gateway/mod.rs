@@ -82,7 +82,7 @@ pub(crate) fn ipv4_header(
     out: &mut Vec<u8>,
     src: Ipv4Addr,
     dst: Ipv4Addr,
-    proto: u8,
+    proto: crate::wire::IpProtocol,
     payload_len: usize,
 ) -> bool {
     let Ok(total) = u16::try_from(20 + payload_len) else {

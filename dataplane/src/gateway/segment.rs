@@ -50,7 +50,7 @@ fn tcp_reset(frame: &[u8], net: &GatewayNet, out: &mut Vec<u8>) -> bool {
         r.fill_checksum(net.gateway_ip, ip.src());
     }
     super::eth_header(out, eth.src(), net.gateway_mac, EtherType::IPV4);
-    if !super::ipv4_header(out, net.gateway_ip, ip.src(), IpProtocol::TCP, seg.len()) {
+    if !super::ipv4_header(out, net.gateway_ip, ip.src(), IpProtocol::Tcp, seg.len()) {
         return false;
     }
     out.extend_from_slice(&seg);
@@ -117,9 +117,9 @@ impl Gateway {
         ip: &Ipv4Packet<&[u8]>,
         out: &mut Actions,
     ) {
-        if ip.protocol() == IpProtocol::TCP {
+        if ip.protocol() == IpProtocol::Tcp {
             out.send_with(UPLINK_DOMAIN.0, |b| tcp_reset(f.data, net, b));
-        } else if ip.protocol() == IpProtocol::UDP && self.uplink_limit.allow(f.now) {
+        } else if ip.protocol() == IpProtocol::Udp && self.uplink_limit.allow(f.now) {
             let (ty, code) = (IcmpType::DEST_UNREACHABLE, UnreachCode::PORT);
             if out.send_with(UPLINK_DOMAIN.0, |b| {
                 icmp::error(f.data, net, ty, code, 0, b)

@@ -37,15 +37,12 @@ pub use table::{FlowInfo, FlowTable, NatCounters, Tuple};
 
 use std::net::Ipv4Addr;
 
-/// IP protocols the NAT tracks.
-pub const TCP: u8 = 6;
-pub const UDP: u8 = 17;
-pub const ICMP: u8 = 1;
+use crate::wire::IpProtocol;
 
 /// A published port on the packet uplink: (protocol, external port) -> container.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DnatRule {
-    pub proto: u8,
+    pub proto: IpProtocol,
     pub ext_port: u16,
     pub domain: u16,
     pub ip: Ipv4Addr,
@@ -66,7 +63,7 @@ impl DnatRules {
     }
 
     #[inline]
-    pub fn find(&self, proto: u8, ext_port: u16) -> Option<&DnatRule> {
+    pub fn find(&self, proto: IpProtocol, ext_port: u16) -> Option<&DnatRule> {
         self.rules
             .binary_search_by_key(&(proto, ext_port), |r| (r.proto, r.ext_port))
             .ok()

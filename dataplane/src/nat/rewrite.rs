@@ -3,16 +3,17 @@
 //!
 //! A frame from an offloading TAP may carry a *partial* transport checksum (the
 //! pseudo-header sum, not inverted, to be completed later by the kernel or the
-//! segmenter). For those, an address change updates the field as a plain sum and a port
-//! change leaves it alone (ports are in the summed bytes, completed later).
+//! segmenter): the caller says so and the rewrites use [`Checksum::Partial`], which
+//! `wire` applies (an address change updates the field as a plain sum, a port change
+//! leaves it alone).
 
 use std::net::Ipv4Addr;
 
-use super::table::{FlowTable, Refusal, Side, Tuple};
-use super::{DnatRules, ICMP, TCP, UDP};
-use crate::wire::checksum;
+use super::DnatRules;
+use super::table::{FlowTable, Hit, Refusal, Side, Tuple};
 use crate::wire::icmp::{IcmpType, is_error};
-use crate::wire::{Icmpv4Packet, Ipv4Packet};
+use crate::wire::ipv4::{split_quote, split_quote_mut};
+use crate::wire::{Checksum, Icmpv4Packet, IpProtocol, Ipv4Packet, PortsHeader};
 
 /// Why a packet was not translated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,108 +49,71 @@ pub struct Nat {
     pub table: FlowTable,
 }
 
-/// Where a packet's transport header starts and what it is.
-struct L4 {
-    proto: u8,
-    off: usize,
+/// Which address of a packet a translation rewrites.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// The source address and port (or echo identifier): leaving through the uplink.
+    Src,
+    /// The destination address and port: arriving for a container.
+    Dst,
 }
 
+/// The flow key of an ICMP echo: the identifier stands in the port of the side that
+/// chose it (the source of a request, the destination of a reply).
+fn echo_tuple(ty: u8, id: u16, src: Ipv4Addr, dst: Ipv4Addr) -> Option<Tuple> {
+    let (sport, dport) = match ty {
+        IcmpType::ECHO_REQUEST => (id, 0),
+        IcmpType::ECHO_REPLY => (0, id),
+        _ => return None,
+    };
+    Some(Tuple {
+        proto: IpProtocol::Icmp,
+        src,
+        sport,
+        dst,
+        dport,
+    })
+}
+
+/// The flow key of a TCP or UDP packet and its TCP flags.
 #[inline]
-fn be16(b: &[u8], at: usize) -> Option<u16> {
-    b.get(at..at + 2).map(|s| u16::from_be_bytes([s[0], s[1]]))
+fn ports_tuple(ip: &Ipv4Packet<&mut [u8]>, proto: IpProtocol) -> Result<(Tuple, u8), NatDrop> {
+    let t = PortsHeader::new_checked(proto, ip.payload()).map_err(|_| NatDrop::Malformed)?;
+    let key = Tuple {
+        proto,
+        src: ip.src(),
+        sport: t.src_port(),
+        dst: ip.dst(),
+        dport: t.dst_port(),
+    };
+    Ok((key, t.tcp_flags()))
 }
 
+/// Rewrites one end of a translated packet: the address (IPv4 header checksum updated)
+/// and the port or echo identifier, with the transport checksum kept right for `csum`.
 #[inline]
-fn put16(b: &mut [u8], at: usize, v: u16) {
-    if let Some(s) = b.get_mut(at..at + 2) {
-        s.copy_from_slice(&v.to_be_bytes());
-    }
-}
-
-#[inline]
-fn put_ip(b: &mut [u8], at: usize, ip: Ipv4Addr) {
-    if let Some(s) = b.get_mut(at..at + 4) {
-        s.copy_from_slice(&ip.octets());
-    }
-}
-
-/// An IPv4 address being rewritten: where it sits, what it was, what it becomes.
-#[derive(Clone, Copy)]
-struct AddrChange {
-    at: usize,
-    old: Ipv4Addr,
-    new: Ipv4Addr,
-}
-
-/// Where a transport protocol keeps its checksum, relative to its header.
-#[inline]
-fn csum_at(proto: u8) -> Option<usize> {
-    match proto {
-        TCP => Some(16),
-        UDP => Some(6),
-        _ => None,
-    }
-}
-
-/// Updates the IPv4 header checksum and the transport checksum at `l4` for an address
-/// change `old` -> `new` (the pseudo-header), then a port change at `port_at`.
-#[inline]
-fn rewrite_addr_port(
-    pkt: &mut [u8],
-    addr: AddrChange,
-    l4: &L4,
-    port_at: Option<usize>,
-    new_port: u16,
-    partial: bool,
+fn translate(
+    ip: &mut Ipv4Packet<&mut [u8]>,
+    proto: IpProtocol,
+    end: End,
+    addr: Ipv4Addr,
+    port: u16,
+    csum: Checksum,
 ) {
-    let AddrChange {
-        at: addr_at,
-        old,
-        new,
-    } = addr;
-    // IPv4 header checksum.
-    if let Some(c) = be16(pkt, 10) {
-        put16(
-            pkt,
-            10,
-            checksum::update32(c, u32::from(old), u32::from(new)),
-        );
-    }
-    put_ip(pkt, addr_at, new);
-    let Some(ck) = csum_at(l4.proto).map(|o| l4.off + o) else {
-        // ICMP: no pseudo-header; only the identifier below.
-        if let (Some(p), Some(c)) = (port_at, be16(pkt, l4.off + 2))
-            && let Some(old_p) = be16(pkt, p)
-        {
-            put16(pkt, l4.off + 2, checksum::update16(c, old_p, new_port));
-            put16(pkt, p, new_port);
+    let old = match end {
+        End::Src => ip.rewrite_src(addr),
+        End::Dst => ip.rewrite_dst(addr),
+    };
+    let payload = ip.payload_mut();
+    if proto == IpProtocol::Icmp {
+        // No pseudo-header: only the identifier.
+        if let Ok(mut m) = Icmpv4Packet::new_checked(payload) {
+            m.rewrite_echo_ident(port);
         }
         return;
-    };
-    let Some(c) = be16(pkt, ck) else { return };
-    let old_p = port_at.and_then(|p| be16(pkt, p)).unwrap_or(new_port);
-    let c = if partial {
-        // A partial checksum is a plain sum of the pseudo-header: ports are completed
-        // later with the data.
-        !checksum::update32(!c, u32::from(old), u32::from(new))
-    } else if l4.proto == UDP {
-        let c = checksum::update32_udp(c, u32::from(old), u32::from(new));
-        checksum::update16_udp(c, old_p, new_port)
-    } else {
-        let c = checksum::update32(c, u32::from(old), u32::from(new));
-        checksum::update16(c, old_p, new_port)
-    };
-    put16(pkt, ck, c);
-    if let Some(p) = port_at {
-        put16(pkt, p, new_port);
     }
-}
-
-fn tcp_flags(pkt: &[u8], l4: &L4) -> u8 {
-    if l4.proto == TCP {
-        pkt.get(l4.off + 13).copied().unwrap_or(0)
-    } else {
-        0
+    if let Ok(mut t) = PortsHeader::new_checked(proto, payload) {
+        t.translate(old, addr, end == End::Src, port, csum);
     }
 }
 
@@ -158,6 +122,85 @@ fn refused(r: Refusal) -> NatDrop {
     match r {
         Refusal::Quota => NatDrop::Quota,
         Refusal::Full | Refusal::NoPort => NatDrop::TableFull,
+    }
+}
+
+/// The tuple of the packet the ICMP error `msg` quotes (its header and 8 bytes at
+/// least), read before anything is rewritten.
+fn quoted_tuple(msg: &[u8]) -> Result<Tuple, NatDrop> {
+    let quote = msg.get(8..).ok_or(NatDrop::Malformed)?;
+    let (inner, rest) = split_quote(quote).map_err(|_| NatDrop::Malformed)?;
+    let proto = inner.protocol();
+    let (sport, dport) = match proto {
+        IpProtocol::Tcp | IpProtocol::Udp => {
+            let t = PortsHeader::new_checked(proto, rest).map_err(|_| NatDrop::Malformed)?;
+            (t.src_port(), t.dst_port())
+        }
+        IpProtocol::Icmp => {
+            let m = Icmpv4Packet::new_checked(rest).map_err(|_| NatDrop::Malformed)?;
+            (m.echo_ident(), 0)
+        }
+        _ => return Err(NatDrop::Unsupported),
+    };
+    Ok(Tuple {
+        proto,
+        src: inner.src(),
+        sport,
+        dst: inner.dst(),
+        dport,
+    })
+}
+
+/// The key of the flow a quoted packet `q` belongs to, as seen from `from` (the quote
+/// went the other way).
+fn quoted_flow_key(q: &Tuple, from: Side) -> Result<Tuple, NatDrop> {
+    match (from, q.proto) {
+        // A quoted echo request we sent out: the flow's outside key is
+        // (dst, 0) -> (ext, id).
+        (Side::Outside, IpProtocol::Icmp) => Ok(Tuple {
+            proto: IpProtocol::Icmp,
+            src: q.dst,
+            sport: 0,
+            dst: q.src,
+            dport: q.sport,
+        }),
+        (Side::Inside, IpProtocol::Icmp) => Err(NatDrop::Unsupported),
+        _ => Ok(q.reversed()),
+    }
+}
+
+/// Rewrites an ICMP error about a flow: the outer address at `end` becomes `addr`, and
+/// the quoted packet's opposite end becomes `addr` and `port`; the ICMP checksum is
+/// recomputed (errors are small).
+fn translate_error(ip: &mut Ipv4Packet<&mut [u8]>, end: End, addr: Ipv4Addr, port: u16) {
+    match end {
+        End::Src => ip.rewrite_src(addr),
+        End::Dst => ip.rewrite_dst(addr),
+    };
+    let msg = ip.payload_mut();
+    if let Some(quote) = msg.get_mut(8..)
+        && let Ok((mut inner, rest)) = split_quote_mut(quote)
+    {
+        let proto = inner.protocol();
+        // The quote went the other way: our destination was its source.
+        let (old, inner_end) = match end {
+            End::Dst => (inner.rewrite_src(addr), End::Src),
+            End::Src => (inner.rewrite_dst(addr), End::Dst),
+        };
+        if proto == IpProtocol::Icmp {
+            if let Ok(mut m) = Icmpv4Packet::new_checked(rest) {
+                m.set_echo_ident(port);
+            }
+        } else if let Ok(mut t) = PortsHeader::new_checked(proto, rest) {
+            t.update_for_address(old, addr, Checksum::Full);
+            match inner_end {
+                End::Src => t.rewrite_src_port(port, Checksum::Full),
+                End::Dst => t.rewrite_dst_port(port, Checksum::Full),
+            }
+        }
+    }
+    if let Ok(mut m) = Icmpv4Packet::new_checked(msg) {
+        m.fill_checksum();
     }
 }
 
@@ -175,23 +218,23 @@ impl Nat {
         }
     }
 
-    fn parse(pkt: &[u8]) -> Result<(Ipv4Packet<&[u8]>, L4), NatDrop> {
+    /// The IPv4 view of a packet the NAT can translate: whole or first fragment, TCP,
+    /// UDP or ICMP, with the transport header's fixed part present.
+    #[inline]
+    fn parse(pkt: &mut [u8]) -> Result<Ipv4Packet<&mut [u8]>, NatDrop> {
         let ip = Ipv4Packet::new_checked(pkt).map_err(|_| NatDrop::Malformed)?;
         if ip.frag_offset() != 0 {
             return Err(NatDrop::Fragment);
         }
-        let off = ip.header_len();
-        let proto = ip.protocol();
-        let need = match proto {
-            TCP => 20,
-            UDP => 8,
-            ICMP => 8,
+        let need = match ip.protocol() {
+            IpProtocol::Tcp => 20,
+            IpProtocol::Udp | IpProtocol::Icmp => 8,
             _ => return Err(NatDrop::Unsupported),
         };
-        if pkt.len() < off + need || ip.total_len() < off + need {
+        if ip.payload().len() < need {
             return Err(NatDrop::Malformed);
         }
-        Ok((ip, L4 { proto, off }))
+        Ok(ip)
     }
 
     /// A packet from a container of `domain`, leaving through the uplink whose address
@@ -205,48 +248,20 @@ impl Nat {
         partial: bool,
         now: u32,
     ) -> Result<NatVerdict, NatDrop> {
-        let (ip, l4) = Self::parse(pkt)?;
-        let (src, dst) = (ip.src(), ip.dst());
-        let off = l4.off;
-        let inside = match l4.proto {
-            ICMP => {
-                let ty = pkt.get(off).copied().unwrap_or(0);
-                if is_error(ty) {
-                    return self
-                        .icmp_error(pkt, &l4, Side::Inside, ext, now)
-                        .map(|_| NatVerdict::Out { dst });
-                }
-                if ty != IcmpType::ECHO_REQUEST && ty != IcmpType::ECHO_REPLY {
-                    return Err(NatDrop::Unsupported);
-                }
-                let id = be16(pkt, off + 4).ok_or(NatDrop::Malformed)?;
-                if ty == IcmpType::ECHO_REQUEST {
-                    Tuple {
-                        proto: ICMP,
-                        src,
-                        sport: id,
-                        dst,
-                        dport: 0,
-                    }
-                } else {
-                    Tuple {
-                        proto: ICMP,
-                        src,
-                        sport: 0,
-                        dst,
-                        dport: id,
-                    }
-                }
+        let mut ip = Self::parse(pkt)?;
+        let (dst, proto) = (ip.dst(), ip.protocol());
+        let (inside, flags) = if proto == IpProtocol::Icmp {
+            let (ty, id) = echo_fields(&ip);
+            if is_error(ty) {
+                return self
+                    .icmp_error(ip, Side::Inside, now)
+                    .map(|_| NatVerdict::Out { dst });
             }
-            p => Tuple {
-                proto: p,
-                src,
-                sport: be16(pkt, off).ok_or(NatDrop::Malformed)?,
-                dst,
-                dport: be16(pkt, off + 2).ok_or(NatDrop::Malformed)?,
-            },
+            let t = echo_tuple(ty, id, ip.src(), dst).ok_or(NatDrop::Unsupported)?;
+            (t, 0)
+        } else {
+            ports_tuple(&ip, proto)?
         };
-        let flags = tcp_flags(pkt, &l4);
         let hit = match self.table.lookup(&inside, Side::Inside, now) {
             Some(h) => h,
             None => self
@@ -256,25 +271,14 @@ impl Nat {
                 })
                 .map_err(refused)?,
         };
-        self.table.touch(&hit, l4.proto, flags, now);
+        self.table.touch(&hit, inside.proto, flags, now);
         // New source: the outside tuple's destination.
-        let (new_src, new_port, port_at) = match l4.proto {
-            ICMP if inside.dport == 0 => (hit.other.dst, hit.other.dport, Some(off + 4)),
-            ICMP => (hit.other.dst, hit.other.sport, Some(off + 4)),
-            _ => (hit.other.dst, hit.other.dport, Some(off)),
+        let port = match inside.proto {
+            IpProtocol::Icmp if inside.dport != 0 => hit.other.sport,
+            _ => hit.other.dport,
         };
-        rewrite_addr_port(
-            pkt,
-            AddrChange {
-                at: 12,
-                old: src,
-                new: new_src,
-            },
-            &l4,
-            port_at,
-            new_port,
-            partial,
-        );
+        let csum = Checksum::partial_if(partial);
+        translate(&mut ip, proto, End::Src, hit.other.dst, port, csum);
         Ok(NatVerdict::Out { dst })
     }
 
@@ -289,215 +293,87 @@ impl Nat {
         partial: bool,
         now: u32,
     ) -> Result<NatVerdict, NatDrop> {
-        let (ip, l4) = Self::parse(pkt)?;
-        let (src, dst) = (ip.src(), ip.dst());
-        if dst != ext {
+        let mut ip = Self::parse(pkt)?;
+        if ip.dst() != ext {
             return Err(NatDrop::Local);
         }
-        let off = l4.off;
-        let outside = match l4.proto {
-            ICMP => {
-                let ty = pkt.get(off).copied().unwrap_or(0);
-                if is_error(ty) {
-                    return self.icmp_error(pkt, &l4, Side::Outside, ext, now);
-                }
-                let id = be16(pkt, off + 4).ok_or(NatDrop::Malformed)?;
-                match ty {
-                    IcmpType::ECHO_REPLY => Tuple {
-                        proto: ICMP,
-                        src,
-                        sport: 0,
-                        dst,
-                        dport: id,
-                    },
-                    IcmpType::ECHO_REQUEST => Tuple {
-                        proto: ICMP,
-                        src,
-                        sport: id,
-                        dst,
-                        dport: 0,
-                    },
-                    _ => return Err(NatDrop::Unsupported),
-                }
+        let proto = ip.protocol();
+        let (outside, flags) = if proto == IpProtocol::Icmp {
+            let (ty, id) = echo_fields(&ip);
+            if is_error(ty) {
+                return self.icmp_error(ip, Side::Outside, now);
             }
-            p => Tuple {
-                proto: p,
-                src,
-                sport: be16(pkt, off).ok_or(NatDrop::Malformed)?,
-                dst,
-                dport: be16(pkt, off + 2).ok_or(NatDrop::Malformed)?,
-            },
+            let t = echo_tuple(ty, id, ip.src(), ext).ok_or(NatDrop::Unsupported)?;
+            (t, 0)
+        } else {
+            ports_tuple(&ip, proto)?
         };
-        let flags = tcp_flags(pkt, &l4);
         let hit = match self.table.lookup(&outside, Side::Outside, now) {
             Some(h) => h,
-            None => {
-                // Echo requests to the uplink's address are the gateway's to answer.
-                if l4.proto == ICMP {
-                    return Err(NatDrop::Local);
-                }
-                // A new connection: only to a published port, and for TCP only a SYN.
-                let rule = rules.find(l4.proto, outside.dport).ok_or(NatDrop::NoFlow)?;
-                if l4.proto == TCP && flags & 0x12 != 0x02 {
-                    return Err(NatDrop::NoFlow);
-                }
-                self.table
-                    .create_inbound(outside, (rule.ip, rule.port), rule.domain, now)
-                    .map_err(refused)?
-            }
+            None => self.inbound_new(&outside, flags, rules, now)?,
         };
-        self.table.touch(&hit, l4.proto, flags, now);
+        self.table.touch(&hit, outside.proto, flags, now);
         // New destination: the inside tuple's source.
-        let (new_dst, new_port, port_at) = match l4.proto {
-            ICMP if outside.sport == 0 => (hit.other.src, hit.other.sport, Some(off + 4)),
-            ICMP => (hit.other.src, hit.other.dport, Some(off + 4)),
-            _ => (hit.other.src, hit.other.sport, Some(off + 2)),
+        let port = match outside.proto {
+            IpProtocol::Icmp if outside.sport != 0 => hit.other.dport,
+            _ => hit.other.sport,
         };
-        rewrite_addr_port(
-            pkt,
-            AddrChange {
-                at: 16,
-                old: dst,
-                new: new_dst,
-            },
-            &l4,
-            port_at,
-            new_port,
-            partial,
-        );
+        let csum = Checksum::partial_if(partial);
+        translate(&mut ip, proto, End::Dst, hit.other.src, port, csum);
         Ok(NatVerdict::In {
             domain: hit.domain,
-            ip: new_dst,
+            ip: hit.other.src,
         })
+    }
+
+    /// A flow for a packet from outside that matched none: only a new connection to a
+    /// published port (for TCP only a SYN) makes one.
+    fn inbound_new(
+        &self,
+        outside: &Tuple,
+        flags: u8,
+        rules: &DnatRules,
+        now: u32,
+    ) -> Result<Hit, NatDrop> {
+        // Echo requests to the uplink's address are the gateway's to answer.
+        if outside.proto == IpProtocol::Icmp {
+            return Err(NatDrop::Local);
+        }
+        let rule = rules
+            .find(outside.proto, outside.dport)
+            .ok_or(NatDrop::NoFlow)?;
+        if outside.proto == IpProtocol::Tcp && flags & 0x12 != 0x02 {
+            return Err(NatDrop::NoFlow);
+        }
+        self.table
+            .create_inbound(*outside, (rule.ip, rule.port), rule.domain, now)
+            .map_err(refused)
     }
 
     /// Translates an ICMP error about a tracked flow: the outer address on our side and
     /// the quoted packet's matching address and port, with every checksum made right.
     fn icmp_error(
         &self,
-        pkt: &mut [u8],
-        l4: &L4,
+        mut ip: Ipv4Packet<&mut [u8]>,
         from: Side,
-        ext: Ipv4Addr,
         now: u32,
     ) -> Result<NatVerdict, NatDrop> {
-        let inner_at = l4.off + 8;
-        let inner = Ipv4Packet::new_checked(pkt.get(inner_at..).ok_or(NatDrop::Malformed)?)
-            .or_else(|_| {
-                // Quotes are often cut: accept a header whose total length runs past.
-                let b = pkt.get(inner_at..).ok_or(NatDrop::Malformed)?;
-                let hl = usize::from(*b.first().ok_or(NatDrop::Malformed)? & 0x0f) * 4;
-                if b.len() < hl + 8 || hl < 20 {
-                    return Err(NatDrop::Malformed);
-                }
-                Ok(Ipv4Packet::new_unchecked(b))
-            })?;
-        let hl = inner.header_len();
-        let (isrc, idst, iproto) = (inner.src(), inner.dst(), inner.protocol());
-        let ports_at = inner_at + hl;
-        let (sp, dp) = match iproto {
-            TCP | UDP => (
-                be16(pkt, ports_at).ok_or(NatDrop::Malformed)?,
-                be16(pkt, ports_at + 2).ok_or(NatDrop::Malformed)?,
-            ),
-            ICMP => {
-                let id = be16(pkt, ports_at + 4).ok_or(NatDrop::Malformed)?;
-                (id, 0)
-            }
-            _ => return Err(NatDrop::Unsupported),
-        };
-        // The quoted packet went the other way: its reverse is the flow's key on our side.
-        let quoted = Tuple {
-            proto: iproto,
-            src: isrc,
-            sport: sp,
-            dst: idst,
-            dport: dp,
-        };
-        let key = match (from, iproto) {
-            // Quoted echo request we sent out: the flow's outside key is (dst, 0) -> (ext, id).
-            (Side::Outside, ICMP) => Tuple {
-                proto: ICMP,
-                src: idst,
-                sport: 0,
-                dst: isrc,
-                dport: sp,
-            },
-            (Side::Inside, ICMP) => return Err(NatDrop::Unsupported),
-            _ => quoted.reversed(),
-        };
+        let key = quoted_flow_key(&quoted_tuple(ip.payload())?, from)?;
         let hit = self.table.lookup(&key, from, now).ok_or(NatDrop::NoFlow)?;
-        let ihl_csum = inner_at + 10;
-        let outer_src = Ipv4Packet::new_checked(&pkt[..])
-            .map_err(|_| NatDrop::Malformed)?
-            .src();
         match from {
             Side::Outside => {
-                // Outer destination (us) -> the container; quoted source (ext:port) ->
-                // the container's address and port.
+                // Outer destination (us) and quoted source (ext:port) -> the container.
                 let (cip, cport) = (hit.other.src, hit.other.sport);
-                let outer_dst = ext;
-                if let Some(c) = be16(pkt, 10) {
-                    put16(
-                        pkt,
-                        10,
-                        checksum::update32(c, u32::from(outer_dst), u32::from(cip)),
-                    );
-                }
-                put_ip(pkt, 16, cip);
-                if let Some(c) = be16(pkt, ihl_csum) {
-                    put16(
-                        pkt,
-                        ihl_csum,
-                        checksum::update32(c, u32::from(isrc), u32::from(cip)),
-                    );
-                }
-                put_ip(pkt, inner_at + 12, cip);
-                match iproto {
-                    ICMP => put16(pkt, ports_at + 4, cport),
-                    _ => {
-                        if let Some(o) = csum_at(iproto)
-                            && let Some(c) = be16(pkt, ports_at + o)
-                        {
-                            let c = checksum::update32(c, u32::from(isrc), u32::from(cip));
-                            put16(pkt, ports_at + o, checksum::update16(c, sp, cport));
-                        }
-                        put16(pkt, ports_at, cport);
-                    }
-                }
-                fill_icmp(pkt, l4.off);
+                translate_error(&mut ip, End::Dst, cip, cport);
                 Ok(NatVerdict::In {
                     domain: hit.domain,
                     ip: cip,
                 })
             }
             Side::Inside => {
-                // Outer source (the container) -> ext; quoted destination -> ext:port.
+                // Outer source (the container) and quoted destination -> ext:port.
                 let (eip, eport) = (hit.other.dst, hit.other.dport);
-                if let Some(c) = be16(pkt, 10) {
-                    put16(
-                        pkt,
-                        10,
-                        checksum::update32(c, u32::from(outer_src), u32::from(eip)),
-                    );
-                }
-                put_ip(pkt, 12, eip);
-                if let Some(c) = be16(pkt, ihl_csum) {
-                    put16(
-                        pkt,
-                        ihl_csum,
-                        checksum::update32(c, u32::from(idst), u32::from(eip)),
-                    );
-                }
-                put_ip(pkt, inner_at + 16, eip);
-                if let Some(o) = csum_at(iproto)
-                    && let Some(c) = be16(pkt, ports_at + o)
-                {
-                    let c = checksum::update32(c, u32::from(idst), u32::from(eip));
-                    put16(pkt, ports_at + o, checksum::update16(c, dp, eport));
-                }
-                put16(pkt, ports_at + 2, eport);
-                fill_icmp(pkt, l4.off);
+                translate_error(&mut ip, End::Src, eip, eport);
                 Ok(NatVerdict::Out { dst: hit.other.src })
             }
         }
@@ -507,37 +383,36 @@ impl Nat {
     /// sides' keys live in one index).
     #[inline]
     pub fn prefetch(&self, pkt: &[u8]) {
-        let Some(&vihl) = pkt.first() else { return };
-        let off = usize::from(vihl & 0x0f) * 4;
-        let (Some(proto), Some(s), Some(d)) = (pkt.get(9), pkt.get(12..16), pkt.get(16..20)) else {
+        // A hint, not a decision: only the fixed header's length is checked (what its
+        // accessors read), the rest is left to the translation proper.
+        if pkt.len() < crate::wire::ipv4::MIN_HEADER_LEN {
             return;
-        };
-        let (Some(sp), Some(dp)) = (be16(pkt, off), be16(pkt, off + 2)) else {
-            return;
-        };
-        let t = Tuple {
-            proto: *proto,
-            src: Ipv4Addr::new(s[0], s[1], s[2], s[3]),
-            sport: sp,
-            dst: Ipv4Addr::new(d[0], d[1], d[2], d[3]),
-            dport: dp,
-        };
-        // ICMP and other protocols key differently; prefetching them is not worth it.
-        if t.proto == TCP || t.proto == UDP {
-            self.table.prefetch(&t);
         }
+        let ip = Ipv4Packet::new_unchecked(pkt);
+        let proto = ip.protocol();
+        // ICMP and other protocols key differently; prefetching them is not worth it.
+        let Some(l4) = pkt.get(ip.header_len()..) else {
+            return;
+        };
+        let Ok(t) = PortsHeader::new_checked(proto, l4) else {
+            return;
+        };
+        self.table.prefetch(&Tuple {
+            proto,
+            src: ip.src(),
+            sport: t.src_port(),
+            dst: ip.dst(),
+            dport: t.dst_port(),
+        });
     }
 }
 
-/// Recomputes the ICMP checksum of the message starting at `off` (errors are small).
-fn fill_icmp(pkt: &mut [u8], off: usize) {
-    let total = Ipv4Packet::new_checked(&pkt[..])
-        .map(|p| p.total_len())
-        .unwrap_or(pkt.len());
-    if let Some(m) = pkt.get_mut(off..total.min(pkt.len()))
-        && m.len() >= 8
-    {
-        Icmpv4Packet::new_unchecked(m).fill_checksum();
+/// The type and identifier of an ICMP message (the parse guaranteed its 8 bytes).
+#[inline]
+fn echo_fields(ip: &Ipv4Packet<&mut [u8]>) -> (u8, u16) {
+    match Icmpv4Packet::new_checked(ip.payload()) {
+        Ok(m) => (m.msg_type(), m.echo_ident()),
+        Err(_) => (0xff, 0),
     }
 }
 
@@ -546,6 +421,7 @@ mod tests {
     use super::*;
     use crate::nat::DnatRule;
     use crate::uplink::socket::{build_ip, build_udp};
+    use crate::wire::checksum;
     use crate::wire::{TcpPacket, UdpPacket};
 
     const C: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
@@ -565,26 +441,26 @@ mod tests {
             t.set_window(65535);
             t.fill_checksum(src.0, dst.0);
         }
-        build_ip(src.0, dst.0, TCP, &seg).unwrap()
+        build_ip(src.0, dst.0, IpProtocol::Tcp, &seg).unwrap()
     }
 
     fn valid(pkt: &[u8]) -> (Ipv4Addr, Ipv4Addr) {
         let ip = Ipv4Packet::new_checked(pkt).unwrap();
         assert!(ip.verify_checksum(), "IP checksum");
         match ip.protocol() {
-            TCP => assert!(
+            IpProtocol::Tcp => assert!(
                 TcpPacket::new_checked(ip.payload())
                     .unwrap()
                     .verify_checksum(ip.src(), ip.dst()),
                 "TCP checksum"
             ),
-            UDP => assert!(
+            IpProtocol::Udp => assert!(
                 UdpPacket::new_checked(ip.payload())
                     .unwrap()
                     .verify_checksum(ip.src(), ip.dst()),
                 "UDP checksum"
             ),
-            ICMP => assert!(
+            IpProtocol::Icmp => assert!(
                 Icmpv4Packet::new_checked(ip.payload())
                     .unwrap()
                     .verify_checksum(),
@@ -673,7 +549,7 @@ mod tests {
             let mut m = vec![ty, 0, 0, 0, (id >> 8) as u8, id as u8, 0, 1, 9, 9];
             let c = checksum::checksum(&m);
             m[2..4].copy_from_slice(&c.to_be_bytes());
-            build_ip(src, dst, ICMP, &m).unwrap()
+            build_ip(src, dst, IpProtocol::Icmp, &m).unwrap()
         };
         let mut a = mk(C, R, 8, 7);
         let mut b = mk(Ipv4Addr::new(10, 0, 0, 3), R, 8, 7);
@@ -713,7 +589,7 @@ mod tests {
         m.extend_from_slice(&out[..28]);
         let c = checksum::checksum(&m);
         m[2..4].copy_from_slice(&c.to_be_bytes());
-        let mut err = build_ip(router, EXT, ICMP, &m).unwrap();
+        let mut err = build_ip(router, EXT, IpProtocol::Icmp, &m).unwrap();
         assert_eq!(
             nat.inbound(&mut err, EXT, &rules, false, 0),
             Ok(NatVerdict::In { domain: 4, ip: C })
@@ -733,7 +609,7 @@ mod tests {
     fn published_port_dnat_and_reply() {
         let nat = Nat::new(64);
         let rules = DnatRules::new(vec![DnatRule {
-            proto: TCP,
+            proto: IpProtocol::Tcp,
             ext_port: 8080,
             domain: 2,
             ip: C,
@@ -777,7 +653,7 @@ mod tests {
         let nat = Nat::new(64);
         let b = Ipv4Addr::new(10, 0, 0, 7);
         let rules = DnatRules::new(vec![DnatRule {
-            proto: TCP,
+            proto: IpProtocol::Tcp,
             ext_port: 8080,
             domain: 2,
             ip: b,
@@ -840,7 +716,7 @@ mod tests {
             nat.outbound(&mut [0u8; 10], 0, EXT, &rules, false, 0),
             Err(NatDrop::Malformed)
         );
-        let mut gre = build_ip(C, R, 47, &[0; 8]).unwrap();
+        let mut gre = build_ip(C, R, IpProtocol::from(47), &[0; 8]).unwrap();
         assert_eq!(
             nat.outbound(&mut gre, 0, EXT, &rules, false, 0),
             Err(NatDrop::Unsupported)
@@ -856,7 +732,7 @@ mod tests {
             inbound in proptest::prelude::any::<bool>(),
         ) {
             let nat = Nat::new(64);
-            let rules = DnatRules::new(vec![DnatRule { proto: UDP, ext_port: 53, domain: 0, ip: C, port: 53 }]);
+            let rules = DnatRules::new(vec![DnatRule { proto: IpProtocol::Udp, ext_port: 53, domain: 0, ip: C, port: 53 }]);
             let mut r = raw.clone();
             let _ = nat.outbound(&mut r, 0, EXT, &rules, false, 0);
             let mut r = raw;
@@ -878,15 +754,15 @@ mod tests {
                 let ok_before = {
                     let b = Ipv4Packet::new_checked(&before[..]).unwrap();
                     match b.protocol() {
-                        TCP => TcpPacket::new_checked(b.payload()).map(|t| t.verify_checksum(b.src(), b.dst())).unwrap_or(false),
-                        UDP => UdpPacket::new_checked(b.payload()).map(|u| u.verify_checksum(b.src(), b.dst())).unwrap_or(false),
+                        IpProtocol::Tcp => TcpPacket::new_checked(b.payload()).map(|t| t.verify_checksum(b.src(), b.dst())).unwrap_or(false),
+                        IpProtocol::Udp => UdpPacket::new_checked(b.payload()).map(|u| u.verify_checksum(b.src(), b.dst())).unwrap_or(false),
                         _ => false,
                     }
                 };
                 if ok_before {
                     let ok_after = match ip.protocol() {
-                        TCP => TcpPacket::new_checked(ip.payload()).map(|t| t.verify_checksum(ip.src(), ip.dst())).unwrap_or(false),
-                        UDP => UdpPacket::new_checked(ip.payload()).map(|u| u.verify_checksum(ip.src(), ip.dst())).unwrap_or(false),
+                        IpProtocol::Tcp => TcpPacket::new_checked(ip.payload()).map(|t| t.verify_checksum(ip.src(), ip.dst())).unwrap_or(false),
+                        IpProtocol::Udp => UdpPacket::new_checked(ip.payload()).map(|u| u.verify_checksum(ip.src(), ip.dst())).unwrap_or(false),
                         _ => true,
                     };
                     proptest::prop_assert!(ok_after);

@@ -10,7 +10,7 @@
 //! under the mutex.
 //!
 //! The table holds at most `max_flows` flows; a new flow beyond that is refused and
-//! counted, and existing flows keep working. Expired flows are reclaimed by [`sweep`],
+//! counted, and existing flows keep working. Expired flows are reclaimed by [`FlowTable::sweep`],
 //! and a lookup never returns an expired flow.
 //!
 //! Each container (an inside address of a network) holds at most its quota of flows
@@ -25,13 +25,14 @@ use std::sync::atomic::{
     AtomicBool, AtomicU32, AtomicU64, Ordering::Acquire, Ordering::Relaxed, Ordering::Release,
 };
 
-use super::{ICMP, TCP, UDP, timeout};
+use super::timeout;
+use crate::wire::IpProtocol;
 
 /// Protocol, source, destination. For ICMP echo the identifier stands in the port of the
 /// side that chose it (source port of a request, destination port of a reply).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Tuple {
-    pub proto: u8,
+    pub proto: IpProtocol,
     pub src: Ipv4Addr,
     pub sport: u16,
     pub dst: Ipv4Addr,
@@ -43,18 +44,45 @@ impl Tuple {
     fn pack(&self) -> (u64, u64) {
         (
             (u64::from(u32::from(self.src)) << 32) | u64::from(u32::from(self.dst)),
-            (u64::from(self.sport) << 48) | (u64::from(self.dport) << 32) | u64::from(self.proto),
+            (u64::from(self.sport) << 48)
+                | (u64::from(self.dport) << 32)
+                | u64::from(u8::from(self.proto)),
         )
     }
 
     #[inline]
     fn unpack(a: u64, b: u64) -> Tuple {
+        Tuple::unpack_as(IpProtocol::from(b as u8), a, b)
+    }
+
+    /// [`Tuple::unpack`] of a key whose protocol is known to be `proto`.
+    #[inline]
+    fn unpack_as(proto: IpProtocol, a: u64, b: u64) -> Tuple {
         Tuple {
-            proto: b as u8,
+            proto,
             src: Ipv4Addr::from((a >> 32) as u32),
             sport: (b >> 48) as u16,
             dst: Ipv4Addr::from(a as u32),
             dport: (b >> 32) as u16,
+        }
+    }
+
+    /// The outside key of this inside tuple once masqueraded behind `ext:port`: the
+    /// remote end, then the external address and port (for ICMP echo the identifier
+    /// `port` stands in the destination port).
+    #[inline]
+    fn masqueraded(&self, ext: Ipv4Addr, port: u16) -> Tuple {
+        let sport = if self.proto == IpProtocol::Icmp {
+            0
+        } else {
+            self.dport
+        };
+        Tuple {
+            proto: self.proto,
+            src: self.dst,
+            sport,
+            dst: ext,
+            dport: port,
         }
     }
 
@@ -78,6 +106,17 @@ pub enum Side {
     Inside,
     /// Packets from the outside (destination = external address).
     Outside,
+}
+
+impl Side {
+    /// The other key of the same flow.
+    #[inline]
+    fn other(self) -> Side {
+        match self {
+            Side::Inside => Side::Outside,
+            Side::Outside => Side::Inside,
+        }
+    }
 }
 
 const EMPTY: u64 = 0;
@@ -138,6 +177,15 @@ impl Flow {
         Tuple::unpack(self.inside_a.load(Relaxed), self.inside_b.load(Relaxed))
     }
 
+    /// The packed key of one side (compared without unpacking on the fast path).
+    #[inline]
+    fn packed(&self, side: Side) -> (u64, u64) {
+        match side {
+            Side::Inside => (self.inside_a.load(Relaxed), self.inside_b.load(Relaxed)),
+            Side::Outside => (self.outside_a.load(Relaxed), self.outside_b.load(Relaxed)),
+        }
+    }
+
     #[inline]
     fn outside(&self) -> Tuple {
         Tuple::unpack(self.outside_a.load(Relaxed), self.outside_b.load(Relaxed))
@@ -158,7 +206,7 @@ pub struct NatCounters {
 /// One row of `conntrack ls`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FlowInfo {
-    pub proto: u8,
+    pub proto: IpProtocol,
     pub domain: u16,
     /// As the container sees it.
     pub inside: Tuple,
@@ -209,6 +257,24 @@ struct Alloc {
     owners: HashMap<Owner, u32>,
 }
 
+impl Alloc {
+    /// A random port of `range` that `free` accepts, after at most 128 tries.
+    fn random_port(&mut self, range: (u16, u16), free: impl Fn(u16) -> bool) -> Option<u16> {
+        let (lo, hi) = range;
+        let span = u64::from(hi.saturating_sub(lo)) + 1;
+        for _ in 0..128 {
+            self.rng ^= self.rng << 13;
+            self.rng ^= self.rng >> 7;
+            self.rng ^= self.rng << 17;
+            let p = lo.saturating_add((self.rng % span) as u16);
+            if free(p) {
+                return Some(p);
+            }
+        }
+        None
+    }
+}
+
 pub struct FlowTable {
     index: Box<[Slot]>,
     mask: usize,
@@ -236,9 +302,9 @@ fn mix(mut h: u64) -> u64 {
 }
 
 /// Seconds a flow in `state` lives after its last packet.
-fn lifetime(proto: u8, state: u32) -> u32 {
+fn lifetime(proto: IpProtocol, state: u32) -> u32 {
     match proto {
-        TCP => match state & st::MASK {
+        IpProtocol::Tcp => match state & st::MASK {
             st::SYN_SENT => timeout::TCP_SYN_SENT,
             st::SYN_RECV => timeout::TCP_SYN_RECV,
             st::ESTABLISHED => timeout::TCP_ESTABLISHED,
@@ -247,16 +313,16 @@ fn lifetime(proto: u8, state: u32) -> u32 {
             st::CLOSE => timeout::TCP_CLOSE,
             _ => timeout::TCP_SYN_SENT,
         },
-        UDP if state & st::REPLIED != 0 => timeout::UDP_REPLIED,
-        UDP => timeout::UDP_UNREPLIED,
-        ICMP => timeout::ICMP,
+        IpProtocol::Udp if state & st::REPLIED != 0 => timeout::UDP_REPLIED,
+        IpProtocol::Udp => timeout::UDP_UNREPLIED,
+        IpProtocol::Icmp => timeout::ICMP,
         _ => timeout::UDP_UNREPLIED,
     }
 }
 
-fn state_name(proto: u8, state: u32) -> &'static str {
+fn state_name(proto: IpProtocol, state: u32) -> &'static str {
     match proto {
-        TCP => match state & st::MASK {
+        IpProtocol::Tcp => match state & st::MASK {
             st::SYN_SENT => "SYN_SENT",
             st::SYN_RECV => "SYN_RECV",
             st::ESTABLISHED => "ESTABLISHED",
@@ -277,13 +343,13 @@ const RST: u8 = 0x04;
 const ACK: u8 = 0x10;
 
 /// The state after a packet with `flags` from `side`.
-fn next_state(proto: u8, state: u32, side: Side, flags: u8) -> u32 {
+fn next_state(proto: IpProtocol, state: u32, side: Side, flags: u8) -> u32 {
     let from_outside = side == Side::Outside;
     let mut s = state;
     if from_outside {
         s |= st::REPLIED;
     }
-    if proto != TCP {
+    if proto != IpProtocol::Tcp {
         return s;
     }
     let initiator_outside = state & st::FROM_OUTSIDE != 0;
@@ -380,7 +446,11 @@ impl FlowTable {
 
     #[inline]
     fn fingerprint(&self, t: &Tuple) -> u64 {
-        let (a, b) = t.pack();
+        self.fingerprint_packed(t.pack())
+    }
+
+    #[inline]
+    fn fingerprint_packed(&self, (a, b): (u64, u64)) -> u64 {
         let h = mix(a ^ self.seed) ^ mix(b.wrapping_add(self.seed.rotate_left(17)));
         match h {
             EMPTY => 1,
@@ -410,7 +480,8 @@ impl FlowTable {
     /// Finds the live, unexpired flow with key `t` on `side`.
     #[inline]
     pub fn lookup(&self, t: &Tuple, side: Side, now: u32) -> Option<Hit> {
-        let fp = self.fingerprint(t);
+        let key = t.pack();
+        let fp = self.fingerprint_packed(key);
         let mut i = fp as usize & self.mask;
         for _ in 0..MAX_PROBE {
             let slot = self.index.get(i)?;
@@ -431,23 +502,21 @@ impl FlowTable {
                 if s == side
                     && let Some(flow) = self.flows.get(idx as usize)
                     && flow.live.load(Acquire)
+                    && flow.packed(side) == key
                 {
-                    let (mine, other) = match side {
-                        Side::Inside => (flow.inside(), flow.outside()),
-                        Side::Outside => (flow.outside(), flow.inside()),
-                    };
-                    if mine == *t {
-                        let state = flow.state.load(Relaxed);
-                        if now.wrapping_sub(flow.last.load(Relaxed)) > lifetime(t.proto, state) {
-                            return None;
-                        }
-                        return Some(Hit {
-                            index: idx,
-                            side,
-                            domain: flow.domain.load(Relaxed) as u16,
-                            other,
-                        });
+                    let state = flow.state.load(Relaxed);
+                    if now.wrapping_sub(flow.last.load(Relaxed)) > lifetime(t.proto, state) {
+                        return None;
                     }
+                    // Both keys of a flow share the protocol: no need to decode it.
+                    let (a, b) = flow.packed(side.other());
+                    let other = Tuple::unpack_as(t.proto, a, b);
+                    return Some(Hit {
+                        index: idx,
+                        side,
+                        domain: flow.domain.load(Relaxed) as u16,
+                        other,
+                    });
                 }
             }
             i = (i + 1) & self.mask;
@@ -458,7 +527,7 @@ impl FlowTable {
     /// Records a packet of flow `hit` with TCP `flags` at `now`: state and age, written
     /// only when they change.
     #[inline]
-    pub fn touch(&self, hit: &Hit, proto: u8, flags: u8, now: u32) {
+    pub fn touch(&self, hit: &Hit, proto: IpProtocol, flags: u8, now: u32) {
         let Some(flow) = self.flows.get(hit.index as usize) else {
             return;
         };
@@ -542,7 +611,7 @@ impl FlowTable {
         ext: Ipv4Addr,
         domain: u16,
         now: u32,
-        reserved: impl Fn(u8, u16) -> bool,
+        reserved: impl Fn(IpProtocol, u16) -> bool,
     ) -> Result<Hit, Refusal> {
         let Ok(mut a) = self.alloc.lock() else {
             return Err(Refusal::Full);
@@ -553,46 +622,16 @@ impl FlowTable {
         }
         // An expired flow with the same key: reclaim it first.
         self.reclaim_key(&mut a, &inside, Side::Inside);
-        let outside_for = |p: u16| {
-            if inside.proto == ICMP {
-                Tuple {
-                    proto: ICMP,
-                    src: inside.dst,
-                    sport: 0,
-                    dst: ext,
-                    dport: p,
-                }
-            } else {
-                Tuple {
-                    proto: inside.proto,
-                    src: inside.dst,
-                    sport: inside.dport,
-                    dst: ext,
-                    dport: p,
-                }
-            }
-        };
         let free = |p: u16| {
             p != 0
                 && !reserved(inside.proto, p)
-                && self.lookup(&outside_for(p), Side::Outside, now).is_none()
+                && self
+                    .lookup(&inside.masqueraded(ext, p), Side::Outside, now)
+                    .is_none()
         };
         let mut port = inside.sport;
         if !free(port) {
-            let (lo, hi) = self.port_range;
-            let span = u64::from(hi.saturating_sub(lo)) + 1;
-            let mut found = None;
-            for _ in 0..128 {
-                a.rng ^= a.rng << 13;
-                a.rng ^= a.rng >> 7;
-                a.rng ^= a.rng << 17;
-                let p = lo.saturating_add((a.rng % span) as u16);
-                if free(p) {
-                    found = Some(p);
-                    break;
-                }
-            }
-            match found {
+            match a.random_port(self.port_range, free) {
                 Some(p) => port = p,
                 None => {
                     self.counters.refused_ports.fetch_add(1, Relaxed);
@@ -600,7 +639,7 @@ impl FlowTable {
                 }
             }
         }
-        let outside = outside_for(port);
+        let outside = inside.masqueraded(ext, port);
         self.create(&mut a, inside, outside, domain, now, 0)
     }
 
@@ -709,7 +748,7 @@ impl FlowTable {
         flow.outside_b.store(ob, Relaxed);
         flow.domain.store(u32::from(domain), Relaxed);
         flow.state.store(
-            if inside.proto == TCP {
+            if inside.proto == IpProtocol::Tcp {
                 st::SYN_SENT | extra
             } else {
                 extra
@@ -796,7 +835,7 @@ impl FlowTable {
 mod tests {
     use super::*;
 
-    fn t(proto: u8, s: [u8; 4], sp: u16, d: [u8; 4], dp: u16) -> Tuple {
+    fn t(proto: IpProtocol, s: [u8; 4], sp: u16, d: [u8; 4], dp: u16) -> Tuple {
         Tuple {
             proto,
             src: Ipv4Addr::from(s),
@@ -811,7 +850,7 @@ mod tests {
     #[test]
     fn outbound_keeps_port_and_both_keys_find_it() {
         let tb = FlowTable::new(64);
-        let inside = t(UDP, [10, 0, 0, 2], 5000, [203, 0, 113, 9], 53);
+        let inside = t(IpProtocol::Udp, [10, 0, 0, 2], 5000, [203, 0, 113, 9], 53);
         let h = tb.create_outbound(inside, EXT, 3, 0, |_, _| false).unwrap();
         assert_eq!(h.other.dport, 5000, "source port kept");
         assert_eq!((h.other.src, h.other.dst), (inside.dst, EXT));
@@ -826,16 +865,16 @@ mod tests {
     #[test]
     fn port_collision_falls_back_to_another_port() {
         let tb = FlowTable::new(64);
-        let a = t(TCP, [10, 0, 0, 2], 4000, [203, 0, 113, 9], 80);
-        let b = t(TCP, [10, 0, 0, 3], 4000, [203, 0, 113, 9], 80);
+        let a = t(IpProtocol::Tcp, [10, 0, 0, 2], 4000, [203, 0, 113, 9], 80);
+        let b = t(IpProtocol::Tcp, [10, 0, 0, 3], 4000, [203, 0, 113, 9], 80);
         let ha = tb.create_outbound(a, EXT, 0, 0, |_, _| false).unwrap();
         let hb = tb.create_outbound(b, EXT, 0, 0, |_, _| false).unwrap();
         assert_eq!(ha.other.dport, 4000);
         assert_ne!(hb.other.dport, 4000);
         // Published ports are never chosen.
-        let c = t(TCP, [10, 0, 0, 4], 8080, [203, 0, 113, 9], 80);
+        let c = t(IpProtocol::Tcp, [10, 0, 0, 4], 8080, [203, 0, 113, 9], 80);
         let hc = tb
-            .create_outbound(c, EXT, 0, 0, |p, port| p == TCP && port == 8080)
+            .create_outbound(c, EXT, 0, 0, |p, port| p == IpProtocol::Tcp && port == 8080)
             .unwrap();
         assert_ne!(hc.other.dport, 8080);
     }
@@ -844,7 +883,7 @@ mod tests {
     fn quota_per_container_leaves_room_for_the_neighbours() {
         let tb = FlowTable::with_quota(64, 3);
         assert_eq!(tb.quota(), 3);
-        let greedy = |port| t(UDP, [10, 0, 0, 2], port, [1, 1, 1, 1], 53);
+        let greedy = |port| t(IpProtocol::Udp, [10, 0, 0, 2], port, [1, 1, 1, 1], 53);
         for p in 0..3 {
             assert!(
                 tb.create_outbound(greedy(1000 + p), EXT, 0, 0, |_, _| false)
@@ -861,7 +900,7 @@ mod tests {
             tb.create_outbound(greedy(2000), EXT, 1, 0, |_, _| false)
                 .is_ok()
         );
-        let other = t(UDP, [10, 0, 0, 3], 1000, [1, 1, 1, 1], 53);
+        let other = t(IpProtocol::Udp, [10, 0, 0, 3], 1000, [1, 1, 1, 1], 53);
         assert!(tb.create_outbound(other, EXT, 0, 0, |_, _| false).is_ok());
         // Established flows of the greedy one still work; once they expire it may open more.
         assert!(tb.lookup(&greedy(1000), Side::Inside, 0).is_some());
@@ -881,7 +920,7 @@ mod tests {
         for i in 0..16u16 {
             assert!(
                 tb.create_outbound(
-                    t(UDP, [10, 0, 0, 2], 1000 + i, [1, 1, 1, 1], 53),
+                    t(IpProtocol::Udp, [10, 0, 0, 2], 1000 + i, [1, 1, 1, 1], 53),
                     EXT,
                     0,
                     0,
@@ -892,7 +931,7 @@ mod tests {
         }
         assert_eq!(
             tb.create_outbound(
-                t(UDP, [10, 0, 0, 2], 2000, [1, 1, 1, 1], 53),
+                t(IpProtocol::Udp, [10, 0, 0, 2], 2000, [1, 1, 1, 1], 53),
                 EXT,
                 0,
                 0,
@@ -904,7 +943,7 @@ mod tests {
         for i in 0..16u16 {
             assert!(
                 tb.lookup(
-                    &t(UDP, [10, 0, 0, 2], 1000 + i, [1, 1, 1, 1], 53),
+                    &t(IpProtocol::Udp, [10, 0, 0, 2], 1000 + i, [1, 1, 1, 1], 53),
                     Side::Inside,
                     1
                 )
@@ -916,7 +955,7 @@ mod tests {
     #[test]
     fn udp_timeouts_unreplied_and_replied() {
         let tb = FlowTable::new(16);
-        let inside = t(UDP, [10, 0, 0, 2], 5000, [1, 1, 1, 1], 53);
+        let inside = t(IpProtocol::Udp, [10, 0, 0, 2], 5000, [1, 1, 1, 1], 53);
         let h = tb
             .create_outbound(inside, EXT, 0, 100, |_, _| false)
             .unwrap();
@@ -931,7 +970,7 @@ mod tests {
             .create_outbound(inside, EXT, 0, 200, |_, _| false)
             .unwrap();
         let ho = tb.lookup(&h2.other, Side::Outside, 200).unwrap();
-        tb.touch(&ho, UDP, 0, 200);
+        tb.touch(&ho, IpProtocol::Udp, 0, 200);
         assert!(
             tb.lookup(&inside, Side::Inside, 320).is_some(),
             "replied lives 120 s"
@@ -943,23 +982,23 @@ mod tests {
     #[test]
     fn tcp_states_and_their_timeouts() {
         let tb = FlowTable::new(16);
-        let inside = t(TCP, [10, 0, 0, 2], 40000, [1, 1, 1, 1], 80);
+        let inside = t(IpProtocol::Tcp, [10, 0, 0, 2], 40000, [1, 1, 1, 1], 80);
         let h = tb.create_outbound(inside, EXT, 0, 0, |_, _| false).unwrap();
         let hi = tb.lookup(&inside, Side::Inside, 0).unwrap();
         let ho = tb.lookup(&h.other, Side::Outside, 0).unwrap();
         let state = |now| tb.list(now)[0].state;
         assert_eq!(state(0), "SYN_SENT");
-        tb.touch(&ho, TCP, SYN | ACK, 1);
+        tb.touch(&ho, IpProtocol::Tcp, SYN | ACK, 1);
         assert_eq!(state(1), "SYN_RECV");
-        tb.touch(&hi, TCP, ACK, 1);
+        tb.touch(&hi, IpProtocol::Tcp, ACK, 1);
         assert_eq!(state(1), "ESTABLISHED");
         assert!(
             tb.lookup(&inside, Side::Inside, 1 + 86000).is_some(),
             "established lives a day"
         );
-        tb.touch(&hi, TCP, FIN | ACK, 2);
+        tb.touch(&hi, IpProtocol::Tcp, FIN | ACK, 2);
         assert_eq!(state(2), "FIN_WAIT");
-        tb.touch(&ho, TCP, FIN | ACK, 3);
+        tb.touch(&ho, IpProtocol::Tcp, FIN | ACK, 3);
         assert_eq!(state(3), "TIME_WAIT");
         assert!(tb.lookup(&inside, Side::Inside, 123).is_some());
         assert!(
@@ -967,9 +1006,9 @@ mod tests {
             "TIME_WAIT lives 120 s"
         );
         // A new SYN on the same pair reopens it.
-        tb.touch(&hi, TCP, SYN, 100);
+        tb.touch(&hi, IpProtocol::Tcp, SYN, 100);
         assert_eq!(state(100), "SYN_SENT");
-        tb.touch(&ho, TCP, RST, 101);
+        tb.touch(&ho, IpProtocol::Tcp, RST, 101);
         assert_eq!(state(101), "CLOSE");
         assert!(
             tb.lookup(&inside, Side::Inside, 112).is_none(),
@@ -980,18 +1019,26 @@ mod tests {
     #[test]
     fn inbound_flows_and_icmp_ids() {
         let tb = FlowTable::new(16);
-        let arrived = t(TCP, [203, 0, 113, 7], 55555, EXT.octets(), 8080);
+        let arrived = t(IpProtocol::Tcp, [203, 0, 113, 7], 55555, EXT.octets(), 8080);
         let h = tb
             .create_inbound(arrived, (Ipv4Addr::new(10, 0, 0, 5), 80), 2, 0)
             .unwrap();
-        assert_eq!(h.other, t(TCP, [10, 0, 0, 5], 80, [203, 0, 113, 7], 55555));
+        assert_eq!(
+            h.other,
+            t(IpProtocol::Tcp, [10, 0, 0, 5], 80, [203, 0, 113, 7], 55555)
+        );
         let back = tb.lookup(&h.other, Side::Inside, 0).unwrap();
         assert_eq!(back.other, arrived);
         // The initiator is outside: SYN-ACK from inside, ACK from outside.
-        tb.touch(&back, TCP, SYN | ACK, 0);
-        tb.touch(&tb.lookup(&arrived, Side::Outside, 0).unwrap(), TCP, ACK, 0);
+        tb.touch(&back, IpProtocol::Tcp, SYN | ACK, 0);
+        tb.touch(
+            &tb.lookup(&arrived, Side::Outside, 0).unwrap(),
+            IpProtocol::Tcp,
+            ACK,
+            0,
+        );
         assert_eq!(tb.list(0)[0].state, "ESTABLISHED");
-        let echo = t(ICMP, [10, 0, 0, 2], 0x1234, [1, 1, 1, 1], 0);
+        let echo = t(IpProtocol::Icmp, [10, 0, 0, 2], 0x1234, [1, 1, 1, 1], 0);
         let he = tb.create_outbound(echo, EXT, 0, 0, |_, _| false).unwrap();
         assert_eq!((he.other.sport, he.other.dport), (0, 0x1234));
     }
@@ -1005,7 +1052,7 @@ mod tests {
                 std::thread::spawn(move || {
                     for i in 0..5000u16 {
                         let inside = t(
-                            UDP,
+                            IpProtocol::Udp,
                             [10, 0, (i >> 8) as u8, i as u8],
                             1000 + (i % 7),
                             [1, 1, 1, 1],

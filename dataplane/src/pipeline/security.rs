@@ -53,7 +53,7 @@ pub(super) fn port_security(
 #[inline(always)]
 fn guard_v4(ip: &Ipv4Packet<&[u8]>) -> Result<(), DropReason> {
     // Later fragments carry no UDP header; the first one does.
-    if ip.protocol() != IpProtocol::UDP || ip.frag_offset() != 0 {
+    if ip.protocol() != IpProtocol::Udp || ip.frag_offset() != 0 {
         return Ok(());
     }
     if peek_src_port(ip.payload()) == Some(DHCP_SERVER_PORT) {

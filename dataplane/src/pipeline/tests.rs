@@ -835,7 +835,8 @@ fn too_big_looks_at_df_and_at_segments_of_super_frames() {
 mod nat_prop {
     use super::*;
     use crate::config::{UPLINK_DOMAIN, UplinkConf};
-    use crate::nat::{DnatRule, DnatRules, TCP};
+    use crate::nat::{DnatRule, DnatRules};
+    use crate::wire::IpProtocol::Tcp as TCP;
     use proptest::prelude::*;
 
     const EXT: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);

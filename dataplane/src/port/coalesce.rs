@@ -23,22 +23,42 @@
 //! list and writes [`super_header`]'s header followed by the payloads in one `writev`.
 
 use super::VnetHdr;
-use crate::wire::checksum;
-use std::net::Ipv4Addr;
+use crate::wire::{
+    EtherType, EthernetFrame, IpProtocol, Ipv4Packet, UdpPacket, ethernet, ipv4, udp,
+};
 
+/// Where the IPv4 header starts (untagged Ethernet).
+const L3: usize = ethernet::HEADER_LEN;
+/// Where the UDP header starts (IPv4 without options).
+const L4: usize = L3 + ipv4::MIN_HEADER_LEN;
 /// Ethernet (untagged), IPv4 without options, UDP.
-pub const HEADER: usize = 14 + 20 + 8;
+pub const HEADER: usize = L4 + udp::HEADER_LEN;
 /// Datagrams per super-frame at most (the kernel's UDP_MAX_SEGMENTS was 64 until 6.8).
 pub const MAX_SEGMENTS: usize = 64;
 /// Payload bytes per super-frame at most (the IPv4 total length is 16 bits).
-pub const MAX_PAYLOAD: usize = 65535 - 28;
+pub const MAX_PAYLOAD: usize = 65535 - (HEADER - L3);
 
-const UDP_CSUM_START: u16 = 14 + 20;
-const UDP_CSUM_OFFSET: u16 = 6;
+const UDP_CSUM_START: u16 = L4 as u16;
+const UDP_CSUM_OFFSET: u16 = udp::CHECKSUM_AT as u16;
 
-fn be16(b: &[u8], at: usize) -> Option<usize> {
-    let x = b.get(at..at + 2)?;
-    Some(usize::from(u16::from_be_bytes([x[0], x[1]])))
+/// The Ethernet, IPv4 and UDP header views of one frame.
+type Headers<'a> = (
+    EthernetFrame<&'a [u8]>,
+    Ipv4Packet<&'a [u8]>,
+    UdpPacket<&'a [u8]>,
+);
+
+/// The three header views of a frame at least [`HEADER`] bytes long, over exactly its
+/// first [`HEADER`] bytes (the IPv4 view's lengths are not checked: read header fields
+/// only).
+#[inline]
+fn headers(h: &[u8]) -> Option<Headers<'_>> {
+    let h = h.get(..HEADER)?;
+    Some((
+        EthernetFrame::new_unchecked(h),
+        Ipv4Packet::new_unchecked(h.get(L3..L4)?),
+        UdpPacket::new_unchecked(h.get(L4..)?),
+    ))
 }
 
 /// The payload length of a datagram that may be merged with others of its flow, or
@@ -48,83 +68,74 @@ pub fn candidate(frame: &[u8], vnet: &VnetHdr) -> Option<usize> {
     if vnet.gso_type != VnetHdr::GSO_NONE {
         return None;
     }
-    let h = frame.get(..HEADER)?;
+    let eth = EthernetFrame::new_checked(frame).ok()?;
     // IPv4, no options, UDP, not a fragment (MF clear, offset 0).
-    if h[12..14] != [0x08, 0x00] || h[14] != 0x45 || h[23] != 17 || h[20] & 0x3f != 0 || h[21] != 0
+    if eth.ethertype() != EtherType::IPV4 {
+        return None;
+    }
+    let ip = Ipv4Packet::new_checked(eth.payload()).ok()?;
+    if ip.header_len() != ipv4::MIN_HEADER_LEN
+        || ip.protocol() != IpProtocol::Udp
+        || ip.is_fragment()
+        || !ip.verify_checksum()
     {
         return None;
     }
-    let total = be16(h, 16)?;
-    let udp_len = be16(h, 38)?;
-    if udp_len != total.checked_sub(20)? || udp_len <= 8 || 14 + total > frame.len() {
+    let udp = UdpPacket::new_checked(ip.payload()).ok()?;
+    let udp_len = udp.len();
+    if udp_len != ip.payload().len() || udp_len <= udp::HEADER_LEN {
         return None;
     }
-    if checksum::fold(checksum::sum(h.get(14..34)?)) != 0xffff {
-        return None;
-    }
-    let partial = vnet.flags & VnetHdr::F_NEEDS_CSUM != 0;
-    if partial {
+    if vnet.flags & VnetHdr::F_NEEDS_CSUM != 0 {
         // Anything but the kernel's seed would arrive as a bad checksum if sent alone.
         if vnet.csum_start != UDP_CSUM_START
             || vnet.csum_offset != UDP_CSUM_OFFSET
-            || h[40..42] != partial_seed(h, udp_len).to_be_bytes()
+            || udp.checksum() != partial_seed(&ip, udp_len)
         {
             return None;
         }
-    } else if vnet.flags & VnetHdr::F_DATA_VALID == 0 && h[40..42] != [0, 0] {
-        let udp = frame.get(34..34 + udp_len)?;
-        let pseudo = checksum::pseudo_header_v4(src(h), dst(h), 17, udp_len as u32);
-        if checksum::fold(checksum::add(pseudo, checksum::sum(udp))) != 0xffff {
-            return None;
-        }
+    } else if vnet.flags & VnetHdr::F_DATA_VALID == 0 && !udp.verify_checksum(ip.src(), ip.dst()) {
+        return None;
     }
-    Some(udp_len - 8)
+    Some(udp_len - udp::HEADER_LEN)
 }
 
 /// The value a partial UDP checksum holds before it is completed: the pseudo-header's
 /// sum, folded, not inverted (what a sender's kernel writes, and what segmentation of a
 /// super-frame starts from).
-fn partial_seed(h: &[u8], udp_len: usize) -> u16 {
-    checksum::fold(checksum::pseudo_header_v4(
-        src(h),
-        dst(h),
-        17,
-        udp_len as u32,
-    ))
-}
-
-fn src(h: &[u8]) -> Ipv4Addr {
-    Ipv4Addr::new(h[26], h[27], h[28], h[29])
-}
-
-fn dst(h: &[u8]) -> Ipv4Addr {
-    Ipv4Addr::new(h[30], h[31], h[32], h[33])
+fn partial_seed<T: AsRef<[u8]>>(ip: &Ipv4Packet<T>, udp_len: usize) -> u16 {
+    crate::wire::checksum::fold(ip.pseudo_header_sum(IpProtocol::Udp, udp_len as u32))
 }
 
 /// Whether `next` (a [`candidate`]) is a datagram of `first`'s flow that segmentation of
 /// a super-frame headed by `first` gives back unchanged (but for its IP id).
 pub fn same_flow(first: &[u8], next: &[u8]) -> bool {
-    match (first.get(..HEADER), next.get(..HEADER)) {
-        (Some(a), Some(b)) => {
-            a[..16] == b[..16]         // Ethernet header, version/IHL, TOS
-                && a[20] == b[20]      // DF (the rest of the field is 0 in a candidate)
-                && a[22..24] == b[22..24] // TTL, protocol
-                && a[26..38] == b[26..38] // addresses, ports
-        }
-        _ => false,
-    }
+    let (Some((ea, ia, ua)), Some((eb, ib, ub))) = (headers(first), headers(next)) else {
+        return false;
+    };
+    ea.dst() == eb.dst()
+        && ea.src() == eb.src()
+        && ea.ethertype() == eb.ethertype()
+        && ia.version() == ib.version()
+        && ia.header_len() == ib.header_len()
+        && ia.dscp_ecn() == ib.dscp_ecn()
+        // DF (the rest of the word is 0 in a candidate)
+        && ia.flags_and_offset() == ib.flags_and_offset()
+        && ia.ttl() == ib.ttl()
+        && ia.protocol() == ib.protocol()
+        && ia.src() == ib.src()
+        && ia.dst() == ib.dst()
+        && ua.src_port() == ub.src_port()
+        && ua.dst_port() == ub.dst_port()
 }
 
 /// Whether `next`, of `first`'s flow, may be segment number `pos` (0 for `first`) of a
 /// super-frame headed by `first`: without DF its IP identification must be the one
 /// segmentation will give it, `first`'s plus `pos`.
 pub fn in_sequence(first: &[u8], next: &[u8], pos: usize) -> bool {
-    match (first.get(18..21), next.get(18..20)) {
-        (Some(a), Some(b)) => {
-            a[2] & 0x40 != 0 || {
-                let id0 = u16::from_be_bytes([a[0], a[1]]);
-                u16::from_be_bytes([b[0], b[1]]) == id0.wrapping_add(pos as u16)
-            }
+    match (headers(first), headers(next)) {
+        (Some((_, a, _)), Some((_, b, _))) => {
+            a.dont_fragment() || b.ident() == a.ident().wrapping_add(pos as u16)
         }
         _ => false,
     }
@@ -143,15 +154,15 @@ pub fn super_header(
         return None;
     }
     out.copy_from_slice(first.get(..HEADER)?);
-    let total = (payload + 28) as u16;
-    let udp_len = (payload + 8) as u16;
-    out[16..18].copy_from_slice(&total.to_be_bytes());
-    out[24..26].copy_from_slice(&[0, 0]);
-    let ip_sum = checksum::checksum(&out[14..34]);
-    out[24..26].copy_from_slice(&ip_sum.to_be_bytes());
-    out[38..40].copy_from_slice(&udp_len.to_be_bytes());
-    let seed = partial_seed(out, usize::from(udp_len));
-    out[40..42].copy_from_slice(&seed.to_be_bytes());
+    let udp_len = payload + udp::HEADER_LEN;
+    let (l3, l4) = out.split_at_mut(L4);
+    let mut ip = Ipv4Packet::new_unchecked(l3.get_mut(L3..)?);
+    ip.set_total_len((udp_len + ipv4::MIN_HEADER_LEN) as u16);
+    ip.fill_checksum();
+    let seed = partial_seed(&ip, udp_len);
+    let mut u = UdpPacket::new_unchecked(l4);
+    u.set_len(udp_len as u16);
+    u.set_checksum(seed);
     Some(VnetHdr {
         flags: VnetHdr::F_NEEDS_CSUM,
         gso_type: VnetHdr::GSO_UDP_L4,
@@ -166,6 +177,8 @@ pub fn super_header(
 mod tests {
     use super::*;
     use crate::port::gso::Segmenter;
+    use crate::wire::checksum;
+    use std::net::Ipv4Addr;
 
     /// A UDP datagram 10.0.0.1:4000 -> 10.0.0.2:5001 as Linux sends it (DF, TTL 64),
     /// with a full checksum.
@@ -183,7 +196,8 @@ mod tests {
         f[24..26].copy_from_slice(&ip.to_be_bytes());
         let ul = (8 + payload.len()) as u16;
         f[38..40].copy_from_slice(&ul.to_be_bytes());
-        let p = checksum::pseudo_header_v4(src(&f), dst(&f), 17, u32::from(ul));
+        let (src, dst) = (Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2));
+        let p = checksum::pseudo_header_v4(src, dst, 17, u32::from(ul));
         let c = !checksum::fold(checksum::add(p, checksum::sum(&f[34..])));
         f[40..42].copy_from_slice(&c.to_be_bytes());
         f
@@ -244,7 +258,7 @@ mod tests {
         // A partial checksum must hold the seed the kernel writes, or sent alone it
         // would arrive bad: merged, it must not arrive good.
         assert_eq!(candidate(&f, &partial), None, "wrong seed");
-        let seed = partial_seed(&f, 28);
+        let seed = partial_seed(&Ipv4Packet::new_checked(&f[14..]).unwrap(), 28);
         f[40..42].copy_from_slice(&seed.to_be_bytes());
         assert_eq!(candidate(&f, &partial), Some(20));
         let elsewhere = VnetHdr {

@@ -37,9 +37,10 @@
 
 use super::{Frame, VnetHdr};
 use crate::wire::checksum;
-use crate::wire::ipv4::IpProtocol;
 use crate::wire::tcp::TcpFlags;
-use crate::wire::{EtherType, Ipv4Packet, TcpPacket, WireError, parse_l2};
+use crate::wire::{
+    EtherType, IpProtocol, Ipv4Packet, Ipv6Packet, TcpPacket, UdpPacket, WireError, parse_l2,
+};
 
 /// The longest head (all headers of one segment) the segmenter rewrites.
 pub const MAX_HEADER: usize = 256;
@@ -47,12 +48,7 @@ pub const MAX_HEADER: usize = 256;
 /// under 800).
 pub const MAX_SEGMENTS: usize = 1024;
 
-const IPV6_HEADER_LEN: usize = 40;
-const UDP_HEADER_LEN: usize = 8;
-const UDP_CSUM_AT: usize = 6;
-const UDP_LEN_AT: usize = 4;
-const IPV4_FLAGS_AT: usize = 6;
-const IPV4_MF: u16 = 0x2000;
+const UDP_HEADER_LEN: usize = crate::wire::udp::HEADER_LEN;
 
 /// Why a frame's offload metadata could not be carried out. The frame is dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -81,7 +77,7 @@ struct Layout {
     l4: usize,
     /// End of the IP packet (Ethernet padding excluded).
     end: usize,
-    proto: u8,
+    proto: IpProtocol,
 }
 
 fn truncated(what: &'static str, needed: usize, got: usize) -> GsoError {
@@ -109,30 +105,21 @@ fn layout(frame: &[u8]) -> Result<Layout, GsoError> {
             })
         }
         EtherType::IPV6 => {
-            let h: &[u8; IPV6_HEADER_LEN] = ip
-                .get(..IPV6_HEADER_LEN)
-                .and_then(|h| h.try_into().ok())
-                .ok_or(truncated("ipv6 header", IPV6_HEADER_LEN, ip.len()))?;
-            if h[0] >> 4 != 6 {
-                return Err(GsoError::Wire(WireError::Malformed {
-                    what: "ipv6 header",
-                    why: "version is not 6",
-                }));
-            }
-            let plen = usize::from(u16::from_be_bytes([h[4], h[5]]));
-            if plen == 0 {
+            let p = Ipv6Packet::new_checked(ip)?;
+            if p.payload_len() == 0 {
                 return Err(GsoError::Mismatch("IPv6 jumbograms are not segmented"));
             }
-            let end = l3 + IPV6_HEADER_LEN + plen;
+            let l4 = l3 + crate::wire::ipv6::HEADER_LEN;
+            let end = l4 + p.payload_len();
             if end > frame.len() {
                 return Err(truncated("ipv6 packet", end, frame.len()));
             }
             Ok(Layout {
                 v6: true,
                 l3,
-                l4: l3 + IPV6_HEADER_LEN,
+                l4,
                 end,
-                proto: h[6],
+                proto: IpProtocol::from(p.next_header()),
             })
         }
         _ => Err(GsoError::Mismatch(
@@ -142,13 +129,15 @@ fn layout(frame: &[u8]) -> Result<Layout, GsoError> {
 }
 
 /// The pseudo-header sum without the length: addresses and protocol.
-fn pseudo_base(head: &[u8], lay: &Layout, proto: u8) -> u32 {
-    let addrs = if lay.v6 {
-        head.get(lay.l3 + 8..lay.l3 + IPV6_HEADER_LEN)
+fn pseudo_base(head: &[u8], lay: &Layout) -> u32 {
+    let ip = head.get(lay.l3..lay.l4).unwrap_or(&[]);
+    if lay.v6 {
+        Ipv6Packet::new_checked(ip).map_or(0, |p| p.pseudo_header_sum(lay.proto, 0))
+    } else if ip.len() >= crate::wire::ipv4::MIN_HEADER_LEN {
+        Ipv4Packet::new_unchecked(ip).pseudo_header_sum(lay.proto, 0)
     } else {
-        head.get(lay.l3 + 12..lay.l3 + 20)
-    };
-    checksum::add(checksum::sum(addrs.unwrap_or(&[])), u32::from(proto))
+        0
+    }
 }
 
 /// Adds a transport length to a pseudo-header base sum.
@@ -168,16 +157,52 @@ fn finish(base: u32, hdr: &[u8], body: &[u8]) -> u16 {
     }
 }
 
-fn set16(b: &mut [u8], at: usize, v: u16) {
+/// Stores a completed checksum at the position the offload metadata names.
+fn store_checksum(b: &mut [u8], at: usize, v: u16) {
     if let Some(d) = b.get_mut(at..at + 2) {
         d.copy_from_slice(&v.to_be_bytes());
     }
 }
 
-fn get16(b: &[u8], at: usize) -> u16 {
-    match b.get(at..at + 2) {
-        Some(&[x, y]) => u16::from_be_bytes([x, y]),
-        _ => 0,
+/// The transport header fields that change from one segment to the next.
+#[derive(Debug, Clone, Copy)]
+enum Cut {
+    /// TCP: the first segment's sequence number and flags.
+    Tcp { seq0: u32, flags0: u8 },
+    /// UDP (USO): every piece a datagram of its own.
+    Udp,
+}
+
+impl Cut {
+    /// Rewrites the transport header `th` of segment `i` of `n`, carrying `chunk` from
+    /// payload offset `from`, with its full checksum over `base` (the pseudo-header sum
+    /// without the length).
+    fn fix(self, th: &mut [u8], base: u32, i: usize, n: usize, from: usize, chunk: &[u8]) {
+        let len = th.len() + chunk.len();
+        match self {
+            Cut::Tcp { seq0, flags0 } => {
+                let mut t = TcpPacket::new_unchecked(&mut *th);
+                t.set_seq(seq0.wrapping_add(from as u32));
+                let mut f = flags0;
+                if i > 0 {
+                    f &= !TcpFlags::CWR;
+                }
+                if i + 1 < n {
+                    f &= !(TcpFlags::FIN | TcpFlags::PSH);
+                }
+                t.set_flags(f);
+                t.set_checksum(0);
+                let c = finish(with_len(base, len), th, chunk);
+                TcpPacket::new_unchecked(th).set_checksum(c);
+            }
+            Cut::Udp => {
+                let mut u = UdpPacket::new_unchecked(&mut *th);
+                u.set_len(len as u16);
+                u.set_checksum(0);
+                let c = finish(with_len(base, len), th, chunk);
+                UdpPacket::new_unchecked(th).set_checksum(c);
+            }
+        }
     }
 }
 
@@ -221,7 +246,7 @@ pub fn complete_checksum(frame: &mut Frame) -> Result<(), GsoError> {
         return Ok(());
     }
     let (pos, c) = partial_checksum(frame.data(), frame.vnet.csum_start, frame.vnet.csum_offset)?;
-    set16(frame.data_mut(), pos, c);
+    store_checksum(frame.data_mut(), pos, c);
     frame.vnet.flags &= !VnetHdr::F_NEEDS_CSUM;
     frame.vnet.flags |= VnetHdr::F_DATA_VALID;
     Ok(())
@@ -297,18 +322,12 @@ impl Segmenter {
         let (pos, c) = partial_checksum(frame, vnet.csum_start, vnet.csum_offset)?;
         let end = pos + 2;
         let head = self.load(frame, end)?;
-        set16(head, pos, c);
+        store_checksum(head, pos, c);
         let body = frame.get(end..).unwrap_or(&[]);
         Ok(usize::from(emit(head, body)))
     }
 
-    fn tcp<F>(
-        &mut self,
-        frame: &[u8],
-        gso_size: u16,
-        v6: bool,
-        mut emit: F,
-    ) -> Result<usize, GsoError>
+    fn tcp<F>(&mut self, frame: &[u8], gso_size: u16, v6: bool, emit: F) -> Result<usize, GsoError>
     where
         F: FnMut(&[u8], &[u8]) -> bool,
     {
@@ -318,7 +337,7 @@ impl Segmenter {
                 "the TCP segmentation type names the other IP version",
             ));
         }
-        if lay.proto != IpProtocol::TCP {
+        if lay.proto != IpProtocol::Tcp {
             return Err(GsoError::Mismatch(
                 "TCP segmentation asked for a non-TCP packet",
             ));
@@ -328,63 +347,19 @@ impl Segmenter {
                 .get(lay.l4..lay.end)
                 .ok_or(truncated("tcp segment", lay.end, frame.len()))?;
         let tcp = TcpPacket::new_checked(l4_bytes)?;
-        let hdr_end = lay.l4 + tcp.header_len();
-        let (seq0, flags0) = (tcp.seq(), tcp.flags());
-        let payload = frame.get(hdr_end..lay.end).unwrap_or(&[]);
-        let mss = usize::from(gso_size);
-        if mss == 0 {
-            return Err(GsoError::BadGsoSize(gso_size));
-        }
-        let n = payload.len().div_ceil(mss).max(1);
-        if n > MAX_SEGMENTS {
-            return Err(GsoError::TooManySegments(n));
-        }
-        let (l3, l4) = (lay.l3, lay.l4);
-        let head = self.load(frame, hdr_end)?;
-        let base = pseudo_base(head, &lay, IpProtocol::TCP);
-        let id0 = if v6 { 0 } else { get16(head, l3 + 4) };
-        let mut sent = 0;
-        for i in 0..n {
-            let from = i * mss;
-            let chunk = payload
-                .get(from..(from + mss).min(payload.len()))
-                .unwrap_or(&[]);
-            fix_ip(
-                head,
-                &lay,
-                hdr_end + chunk.len(),
-                id0.wrapping_add(i as u16),
-            );
-            let Some(th) = head.get_mut(l4..hdr_end) else {
-                break;
-            };
-            let mut t = TcpPacket::new_unchecked(&mut *th);
-            t.set_seq(seq0.wrapping_add(from as u32));
-            let mut f = flags0;
-            if i > 0 {
-                f &= !TcpFlags::CWR;
-            }
-            if i + 1 < n {
-                f &= !(TcpFlags::FIN | TcpFlags::PSH);
-            }
-            t.set_flags(f);
-            t.set_checksum(0);
-            let c = finish(with_len(base, th.len() + chunk.len()), th, chunk);
-            TcpPacket::new_unchecked(&mut *th).set_checksum(c);
-            if !emit(head, chunk) {
-                break;
-            }
-            sent += 1;
-        }
-        Ok(sent)
+        let cut = Cut::Tcp {
+            seq0: tcp.seq(),
+            flags0: tcp.flags(),
+        };
+        self.cut(frame, &lay, lay.l4 + tcp.header_len(), gso_size, cut, emit)
     }
 
-    fn uso<F>(&mut self, frame: &[u8], gso_size: u16, mut emit: F) -> Result<usize, GsoError>
+    fn uso<F>(&mut self, frame: &[u8], gso_size: u16, emit: F) -> Result<usize, GsoError>
     where
         F: FnMut(&[u8], &[u8]) -> bool,
     {
         let lay = layout(frame)?;
-        if lay.proto != IpProtocol::UDP {
+        if lay.proto != IpProtocol::Udp {
             return Err(GsoError::Mismatch(
                 "UDP segmentation asked for a non-UDP packet",
             ));
@@ -393,6 +368,23 @@ impl Segmenter {
         if hdr_end > lay.end {
             return Err(truncated("udp header", hdr_end, lay.end));
         }
+        self.cut(frame, &lay, hdr_end, gso_size, Cut::Udp, emit)
+    }
+
+    /// Cuts the payload between `hdr_end` and the end of the IP packet into `gso_size`
+    /// pieces, each emitted behind a copy of the headers fixed for it.
+    fn cut<F>(
+        &mut self,
+        frame: &[u8],
+        lay: &Layout,
+        hdr_end: usize,
+        gso_size: u16,
+        cut: Cut,
+        mut emit: F,
+    ) -> Result<usize, GsoError>
+    where
+        F: FnMut(&[u8], &[u8]) -> bool,
+    {
         let payload = frame.get(hdr_end..lay.end).unwrap_or(&[]);
         let mss = usize::from(gso_size);
         if mss == 0 {
@@ -402,31 +394,20 @@ impl Segmenter {
         if n > MAX_SEGMENTS {
             return Err(GsoError::TooManySegments(n));
         }
-        let (l3, l4) = (lay.l3, lay.l4);
-        let v6 = lay.v6;
         let head = self.load(frame, hdr_end)?;
-        let base = pseudo_base(head, &lay, IpProtocol::UDP);
-        let id0 = if v6 { 0 } else { get16(head, l3 + 4) };
+        let base = pseudo_base(head, lay);
+        let id0 = first_ident(head, lay);
         let mut sent = 0;
         for i in 0..n {
             let from = i * mss;
             let chunk = payload
                 .get(from..(from + mss).min(payload.len()))
                 .unwrap_or(&[]);
-            fix_ip(
-                head,
-                &lay,
-                hdr_end + chunk.len(),
-                id0.wrapping_add(i as u16),
-            );
-            let Some(uh) = head.get_mut(l4..hdr_end) else {
+            fix_ip(head, lay, hdr_end + chunk.len(), id0.wrapping_add(i as u16));
+            let Some(th) = head.get_mut(lay.l4..hdr_end) else {
                 break;
             };
-            let udp_len = UDP_HEADER_LEN + chunk.len();
-            set16(uh, UDP_LEN_AT, udp_len as u16);
-            set16(uh, UDP_CSUM_AT, 0);
-            let c = finish(with_len(base, udp_len), uh, chunk);
-            set16(uh, UDP_CSUM_AT, c);
+            cut.fix(th, base, i, n, from, chunk);
             if !emit(head, chunk) {
                 break;
             }
@@ -435,7 +416,7 @@ impl Segmenter {
         Ok(sent)
     }
 
-    fn ufo<F>(&mut self, frame: &[u8], vnet: &VnetHdr, mut emit: F) -> Result<usize, GsoError>
+    fn ufo<F>(&mut self, frame: &[u8], vnet: &VnetHdr, emit: F) -> Result<usize, GsoError>
     where
         F: FnMut(&[u8], &[u8]) -> bool,
     {
@@ -445,12 +426,12 @@ impl Segmenter {
                 "UDP fragmentation offload is handled for IPv4 only",
             ));
         }
-        if lay.proto != IpProtocol::UDP {
+        if lay.proto != IpProtocol::Udp {
             return Err(GsoError::Mismatch(
                 "UDP fragmentation asked for a non-UDP packet",
             ));
         }
-        let (l3, l4) = (lay.l3, lay.l4);
+        let l4 = lay.l4;
         let dgram =
             frame
                 .get(l4..lay.end)
@@ -466,52 +447,78 @@ impl Segmenter {
         if n > MAX_SEGMENTS {
             return Err(GsoError::TooManySegments(n));
         }
-        let hdr_end = l4 + UDP_HEADER_LEN;
-        let head = self.load(frame, hdr_end)?;
+        let head = self.load(frame, l4 + UDP_HEADER_LEN)?;
         if vnet.flags & VnetHdr::F_NEEDS_CSUM != 0 {
-            let base = pseudo_base(head, &lay, IpProtocol::UDP);
-            let (before, after) = (
-                dgram.get(..UDP_CSUM_AT).unwrap_or(&[]),
-                dgram.get(UDP_HEADER_LEN..).unwrap_or(&[]),
-            );
-            // The datagram with a zero checksum field: the first six header bytes, then
-            // everything past the header (both pieces start at an even offset).
-            let c = finish(with_len(base, dgram.len()), before, after);
-            set16(head, l4 + UDP_CSUM_AT, c);
+            complete_udp(head, &lay, dgram);
         }
-        let ihl = l4 - l3;
-        let mut sent = 0;
-        for i in 0..n {
-            let from = i * frag;
-            let to = (from + frag).min(dgram.len());
-            // The first fragment carries the UDP header (from the head, with its
-            // completed checksum); the others only IP payload.
-            let (head_len, body) = if i == 0 {
-                (hdr_end, dgram.get(UDP_HEADER_LEN..to))
-            } else {
-                (l4, dgram.get(from..to))
-            };
-            let Some(body) = body else {
-                break;
-            };
+        Ok(fragment(head, &lay, dgram, frag, emit))
+    }
+}
+
+/// Emits the datagram `dgram` as IPv4 fragments of `frag` bytes (a multiple of 8), the
+/// headers in `head` (the UDP header, completed, at the layout's transport offset).
+/// Returns how many `emit` accepted.
+fn fragment<F>(head: &mut [u8], lay: &Layout, dgram: &[u8], frag: usize, mut emit: F) -> usize
+where
+    F: FnMut(&[u8], &[u8]) -> bool,
+{
+    let (l3, l4) = (lay.l3, lay.l4);
+    let hdr_end = l4 + UDP_HEADER_LEN;
+    let n = dgram.len().div_ceil(frag);
+    let ihl = l4 - l3;
+    let mut sent = 0;
+    for i in 0..n {
+        let from = i * frag;
+        let to = (from + frag).min(dgram.len());
+        // The first fragment carries the UDP header (from the head, with its
+        // completed checksum); the others only IP payload.
+        let (head_len, body) = if i == 0 {
+            (hdr_end, dgram.get(UDP_HEADER_LEN..to))
+        } else {
+            (l4, dgram.get(from..to))
+        };
+        let Some(body) = body else {
+            break;
+        };
+        if let Some(ip) = head.get_mut(l3..l4) {
+            let mut p = Ipv4Packet::new_unchecked(ip);
             if n > 1 {
-                let mf = if i + 1 < n { IPV4_MF } else { 0 };
-                set16(head, l3 + IPV4_FLAGS_AT, mf | (from / 8) as u16);
+                p.set_fragment(i + 1 < n, from);
             }
-            if let Some(ip) = head.get_mut(l3..l4) {
-                let mut p = Ipv4Packet::new_unchecked(ip);
-                p.set_total_len((ihl + to - from) as u16);
-                p.fill_checksum();
-            }
-            let Some(h) = head.get(..head_len) else {
-                break;
-            };
-            if !emit(h, body) {
-                break;
-            }
-            sent += 1;
+            p.set_total_len((ihl + to - from) as u16);
+            p.fill_checksum();
         }
-        Ok(sent)
+        let Some(h) = head.get(..head_len) else {
+            break;
+        };
+        if !emit(h, body) {
+            break;
+        }
+        sent += 1;
+    }
+    sent
+}
+
+/// Completes the UDP checksum of the whole datagram `dgram` (its header copied into
+/// `head` at the layout's transport offset) in `head`.
+fn complete_udp(head: &mut [u8], lay: &Layout, dgram: &[u8]) {
+    let base = pseudo_base(head, lay);
+    let after = dgram.get(UDP_HEADER_LEN..).unwrap_or(&[]);
+    if let Some(uh) = head.get_mut(lay.l4..lay.l4 + UDP_HEADER_LEN) {
+        // The datagram with a zero checksum field: the header so, then the data.
+        UdpPacket::new_unchecked(&mut *uh).set_checksum(0);
+        let c = finish(with_len(base, dgram.len()), uh, after);
+        UdpPacket::new_unchecked(uh).set_checksum(c);
+    }
+}
+
+/// The IPv4 identification of the first segment (0 for IPv6, which has none).
+fn first_ident(head: &[u8], lay: &Layout) -> u16 {
+    match head.get(lay.l3..lay.l4) {
+        Some(ip) if !lay.v6 && ip.len() >= crate::wire::ipv4::MIN_HEADER_LEN => {
+            Ipv4Packet::new_unchecked(ip).ident()
+        }
+        _ => 0,
     }
 }
 
@@ -521,7 +528,10 @@ impl Segmenter {
 fn fix_ip(head: &mut [u8], lay: &Layout, seg_end: usize, ident: u16) {
     let ip_len = seg_end - lay.l3;
     if lay.v6 {
-        set16(head, lay.l3 + 4, (ip_len - IPV6_HEADER_LEN) as u16);
+        if let Some(ip) = head.get_mut(lay.l3..lay.l4) {
+            let payload_len = ip_len - crate::wire::ipv6::HEADER_LEN;
+            Ipv6Packet::new_unchecked(ip).set_payload_len(payload_len as u16);
+        }
         return;
     }
     if let Some(ip) = head.get_mut(lay.l3..lay.l4) {

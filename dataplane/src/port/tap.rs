@@ -1140,7 +1140,7 @@ mod tests {
             EtherType::IPV4 => {
                 let ip = Ipv4Packet::new_checked(l3).ok()?;
                 assert!(ip.verify_checksum());
-                if ip.protocol() != IpProtocol::ICMP {
+                if ip.protocol() != IpProtocol::Icmp {
                     return None;
                 }
                 let icmp = Icmpv4Packet::new_checked(ip.payload()).ok()?;

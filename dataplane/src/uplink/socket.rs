@@ -545,8 +545,8 @@ impl SocketUplink {
         }
         let (src, dst) = (ip.src(), ip.dst());
         match ip.protocol() {
-            IpProtocol::TCP => self.tcp_from_container(reg, nets, domain, pkt),
-            IpProtocol::UDP => {
+            IpProtocol::Tcp => self.tcp_from_container(reg, nets, domain, pkt),
+            IpProtocol::Udp => {
                 let Ok(u) = UdpPacket::new_checked(ip.payload()) else {
                     self.stats.dropped += 1;
                     return;
@@ -554,7 +554,7 @@ impl SocketUplink {
                 let quad = (src, u.src_port(), dst, u.dst_port());
                 self.udp_out(reg, nets, domain, quad, u.payload());
             }
-            IpProtocol::ICMP => {
+            IpProtocol::Icmp => {
                 let Ok(i) = Icmpv4Packet::new_checked(ip.payload()) else {
                     self.stats.dropped += 1;
                     return;
@@ -1482,7 +1482,7 @@ impl SocketUplink {
             }
             icmp.set_echo_ident(id);
             icmp.fill_checksum();
-            if let Some(p) = build_ip(dst, csrc, IpProtocol::ICMP, data) {
+            if let Some(p) = build_ip(dst, csrc, IpProtocol::Icmp, data) {
                 self.out.push((domain, p));
             }
         }
@@ -1688,7 +1688,12 @@ fn ping_socket() -> io::Result<OwnedFd> {
 }
 
 /// Builds an IPv4 packet with a fresh header around `payload`.
-pub fn build_ip(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, payload: &[u8]) -> Option<Vec<u8>> {
+pub fn build_ip(
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    proto: IpProtocol,
+    payload: &[u8],
+) -> Option<Vec<u8>> {
     let total = 20 + payload.len();
     let total16 = u16::try_from(total).ok()?;
     let mut p = vec![0u8; total];
@@ -1725,7 +1730,7 @@ pub fn build_udp(
         u.set_len(ulen);
         u.fill_checksum(src, dst);
     }
-    build_ip(src, dst, IpProtocol::UDP, &seg)
+    build_ip(src, dst, IpProtocol::Udp, &seg)
 }
 
 /// A DNS-over-TCP connection on a gateway: whole length-prefixed messages go to the
@@ -1851,7 +1856,7 @@ fn tcp_rst(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, ack: u32) -> Op
         t.set_flags(crate::wire::tcp::TcpFlags::RST | crate::wire::tcp::TcpFlags::ACK);
         t.fill_checksum(src, dst);
     }
-    build_ip(src, dst, IpProtocol::TCP, &seg)
+    build_ip(src, dst, IpProtocol::Tcp, &seg)
 }
 
 /// An ICMP port unreachable from `dst` to the container, quoting a UDP header of the
@@ -1866,7 +1871,7 @@ fn udp_port_unreachable(dst: Ipv4Addr, dport: u16, csrc: Ipv4Addr, cport: u16) -
         i.set_code(UnreachCode::PORT);
         i.fill_checksum();
     }
-    build_ip(dst, csrc, IpProtocol::ICMP, &m)
+    build_ip(dst, csrc, IpProtocol::Icmp, &m)
 }
 
 fn build_unreachable(
@@ -1889,7 +1894,7 @@ fn build_unreachable(
         i.set_code(code);
         i.fill_checksum();
     }
-    build_ip(from, to, IpProtocol::ICMP, &m)
+    build_ip(from, to, IpProtocol::Icmp, &m)
 }
 
 #[cfg(test)]
@@ -1950,7 +1955,7 @@ mod tests {
             t.set_window(65535);
             t.fill_checksum(src.0, dst.0);
         }
-        build_ip(src.0, dst.0, IpProtocol::TCP, &seg).unwrap()
+        build_ip(src.0, dst.0, IpProtocol::Tcp, &seg).unwrap()
     }
 
     struct Rig {
@@ -2017,7 +2022,7 @@ mod tests {
 
     fn tcp_of(p: &[u8]) -> Option<(Ipv4Addr, Ipv4Addr, u8, u32, u32, Vec<u8>)> {
         let ip = Ipv4Packet::new_checked(p).ok()?;
-        if ip.protocol() != IpProtocol::TCP {
+        if ip.protocol() != IpProtocol::Tcp {
             return None;
         }
         let t = TcpPacket::new_checked(ip.payload()).ok()?;
@@ -2184,7 +2189,7 @@ mod tests {
         assert_eq!(&buf[..n], b"ping");
         s.send_to(b"pong", from).unwrap();
         let p = r
-            .until(|p| Ipv4Packet::new_checked(p).is_ok_and(|ip| ip.protocol() == IpProtocol::UDP))
+            .until(|p| Ipv4Packet::new_checked(p).is_ok_and(|ip| ip.protocol() == IpProtocol::Udp))
             .expect("reply");
         let ip = Ipv4Packet::new_checked(&p[..]).unwrap();
         assert_eq!((ip.src(), ip.dst()), (GW, C));
@@ -2418,7 +2423,7 @@ mod tests {
         let (_, from) = s.recv_from(&mut buf).unwrap();
         s.send_to(b"a", from).unwrap();
         // `until` asserts every packet goes to network 1.
-        assert!(r.until(|p| Ipv4Packet::new_checked(p).is_ok_and(|ip| ip.protocol() == IpProtocol::UDP)).is_some());
+        assert!(r.until(|p| Ipv4Packet::new_checked(p).is_ok_and(|ip| ip.protocol() == IpProtocol::Udp)).is_some());
         // TCP: a connection of network 1; the same addresses from network 0 cannot
         // touch it (its RST meets network 0's own stack; nothing goes into network 0).
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -109,9 +109,126 @@ pub fn update32_udp(hc: u16, old: u32, new: u32) -> u16 {
     }
 }
 
+/// What the checksum field of a TCP or UDP header holds, so a rewrite knows how to
+/// keep it right.
+///
+/// A frame whose checksum is offloaded (virtio-net `VIRTIO_NET_HDR_F_NEEDS_CSUM`, Linux
+/// `CHECKSUM_PARTIAL`) carries in that field only the pseudo-header sum, folded and not
+/// inverted; whoever completes it later (the kernel, a NIC, the segmenter) adds the
+/// header and data. Changing an address then changes that sum like any other sum, and
+/// changing a port changes nothing yet (ports are summed at completion).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Checksum {
+    /// The finished checksum: the inverted sum of pseudo-header, header and data (for
+    /// UDP, 0 means "none" and stays 0).
+    Full,
+    /// The partial checksum of an offloaded frame: the pseudo-header sum only.
+    Partial,
+}
+
+impl Checksum {
+    /// `Partial` when `partial`, else `Full`.
+    #[inline]
+    pub fn partial_if(partial: bool) -> Checksum {
+        if partial {
+            Checksum::Partial
+        } else {
+            Checksum::Full
+        }
+    }
+
+    /// The field `field` after a 32-bit word of the pseudo-header (an address) changes
+    /// from `old` to `new`. `udp` applies UDP's zero rule to a full checksum.
+    #[inline]
+    pub fn update_pseudo32(self, field: u16, old: u32, new: u32, udp: bool) -> u16 {
+        match self {
+            Checksum::Full if udp => update32_udp(field, old, new),
+            Checksum::Full => update32(field, old, new),
+            // A plain sum: update it as the complement of a checksum.
+            Checksum::Partial => !update32(!field, old, new),
+        }
+    }
+
+    /// The field `field` after a 16-bit word of the header (a port) changes from `old`
+    /// to `new`. A partial checksum does not cover the header yet: it is unchanged.
+    #[inline]
+    pub fn update_covered16(self, field: u16, old: u16, new: u16, udp: bool) -> u16 {
+        match self {
+            Checksum::Full if udp => update16_udp(field, old, new),
+            Checksum::Full => update16(field, old, new),
+            Checksum::Partial => field,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A TCP segment 10.0.0.1:1000 -> 10.0.0.2:80 with 3 data bytes, checksum field at 16.
+    fn segment() -> (Ipv4Addr, Ipv4Addr, Vec<u8>) {
+        let mut seg = vec![0u8; 23];
+        seg[0..2].copy_from_slice(&1000u16.to_be_bytes());
+        seg[2..4].copy_from_slice(&80u16.to_be_bytes());
+        seg[12] = 0x50;
+        seg[20..].copy_from_slice(b"abc");
+        (Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2), seg)
+    }
+
+    fn full(src: Ipv4Addr, dst: Ipv4Addr, seg: &[u8]) -> u16 {
+        let mut s = seg.to_vec();
+        s[16..18].copy_from_slice(&[0, 0]);
+        !fold(add(pseudo_header_v4(src, dst, 6, s.len() as u32), sum(&s)))
+    }
+
+    fn partial(src: Ipv4Addr, dst: Ipv4Addr, seg: &[u8]) -> u16 {
+        fold(pseudo_header_v4(src, dst, 6, seg.len() as u32))
+    }
+
+    #[test]
+    fn full_mode_follows_address_and_port_changes() {
+        let (src, dst, mut seg) = segment();
+        let c = full(src, dst, &seg);
+        let new = Ipv4Addr::new(192, 0, 2, 7);
+        let c = Checksum::Full.update_pseudo32(c, u32::from(src), u32::from(new), false);
+        let c = Checksum::Full.update_covered16(c, 1000, 4242, false);
+        seg[0..2].copy_from_slice(&4242u16.to_be_bytes());
+        assert_eq!(c, full(new, dst, &seg));
+    }
+
+    #[test]
+    fn partial_mode_updates_the_pseudo_header_sum_only() {
+        let (src, dst, mut seg) = segment();
+        let c = partial(src, dst, &seg);
+        let new = Ipv4Addr::new(192, 0, 2, 7);
+        let c = Checksum::Partial.update_pseudo32(c, u32::from(src), u32::from(new), false);
+        let c = Checksum::Partial.update_covered16(c, 1000, 4242, false);
+        seg[0..2].copy_from_slice(&4242u16.to_be_bytes());
+        assert_eq!(c, partial(new, dst, &seg));
+        // Completing it (what the kernel or the segmenter does) gives the full checksum.
+        seg[16..18].copy_from_slice(&c.to_be_bytes());
+        assert_eq!(!fold(sum(&seg)), full(new, dst, &seg));
+        // Updating it as a full checksum would not.
+        let wrong = Checksum::Full.update_pseudo32(
+            partial(src, dst, &seg),
+            u32::from(src),
+            u32::from(new),
+            false,
+        );
+        assert_ne!(wrong, c);
+    }
+
+    #[test]
+    fn full_udp_keeps_zero_partial_does_not_apply_it() {
+        assert_eq!(Checksum::Full.update_pseudo32(0, 1, 2, true), 0);
+        assert_eq!(Checksum::Full.update_covered16(0, 1, 2, true), 0);
+        assert_eq!(
+            Checksum::Partial.update_covered16(0x1234, 1, 2, true),
+            0x1234
+        );
+        assert_eq!(Checksum::partial_if(true), Checksum::Partial);
+        assert_eq!(Checksum::partial_if(false), Checksum::Full);
+    }
 
     // The example from RFC 1071 section 3.
     #[test]

@@ -164,6 +164,14 @@ impl<T: AsRef<[u8]>> EthernetFrame<T> {
     }
 }
 
+impl<'a> EthernetFrame<&'a [u8]> {
+    /// The payload, borrowed from the buffer rather than from the view.
+    #[inline]
+    pub fn into_payload(self) -> &'a [u8] {
+        &self.buffer[HEADER_LEN..]
+    }
+}
+
 impl<T: AsRef<[u8]> + AsMut<[u8]>> EthernetFrame<T> {
     #[inline]
     pub fn set_dst(&mut self, m: MacAddr) {

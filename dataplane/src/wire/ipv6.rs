@@ -6,8 +6,17 @@
 //! the upper-layer header (truncated, too long) is an error, so a caller can drop what
 //! it cannot inspect (RFC 7112: the first fragment carries the whole chain).
 
-use super::{Result, WireError, be16, need};
+use super::{IpProtocol, Result, WireError, be16, checksum, need, put16};
 use std::net::Ipv6Addr;
+
+mod field {
+    pub const VER_TC_FLOW: usize = 0;
+    pub const PAYLOAD_LEN: usize = 4;
+    pub const NEXT_HEADER: usize = 6;
+    pub const SRC: core::ops::Range<usize> = 8..24;
+    /// Source and destination, the addresses of the pseudo-header.
+    pub const ADDRESSES: core::ops::Range<usize> = 8..40;
+}
 
 pub const HEADER_LEN: usize = 40;
 
@@ -82,17 +91,30 @@ impl<T: AsRef<[u8]>> Ipv6Packet<T> {
     }
     #[inline]
     pub fn version(&self) -> u8 {
-        self.buffer.as_ref()[0] >> 4
+        self.buffer.as_ref()[field::VER_TC_FLOW] >> 4
+    }
+    /// Bytes after the fixed header (0 for a jumbogram, RFC 2675).
+    #[inline]
+    pub fn payload_len(&self) -> usize {
+        usize::from(be16(self.buffer.as_ref(), field::PAYLOAD_LEN))
     }
     #[inline]
     pub fn next_header(&self) -> u8 {
-        self.buffer.as_ref()[6]
+        self.buffer.as_ref()[field::NEXT_HEADER]
     }
     #[inline]
     pub fn src_octets(&self) -> [u8; 16] {
         let mut a = [0u8; 16];
-        a.copy_from_slice(&self.buffer.as_ref()[8..24]);
+        a.copy_from_slice(&self.buffer.as_ref()[field::SRC]);
         a
+    }
+    /// Partial sum of the pseudo-header (RFC 8200 section 8.1) for an upper-layer
+    /// packet of `proto` and `len` bytes.
+    #[inline]
+    pub fn pseudo_header_sum(&self, proto: IpProtocol, len: u32) -> u32 {
+        let addrs = checksum::sum(&self.buffer.as_ref()[field::ADDRESSES]);
+        let rest = u32::from(u8::from(proto)) + (len >> 16) + (len & 0xffff);
+        checksum::add(addrs, rest)
     }
     #[inline]
     pub fn src(&self) -> Ipv6Addr {
@@ -138,6 +160,12 @@ impl<T: AsRef<[u8]>> Ipv6Packet<T> {
             what: "ipv6 extension headers",
             why: "chain too long",
         })
+    }
+}
+
+impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv6Packet<T> {
+    pub fn set_payload_len(&mut self, len: u16) {
+        put16(self.buffer.as_mut(), field::PAYLOAD_LEN, len);
     }
 }
 
@@ -234,6 +262,21 @@ mod tests {
         let mut q = p.clone();
         q[0] = 0x40;
         assert!(Ipv6Packet::new_checked(&q[..]).is_err());
+    }
+
+    #[test]
+    fn fixed_header_fields_and_pseudo_header() {
+        let mut p = packet(NextHeader::TCP, &[], &[0; 20]);
+        let mut v = Ipv6Packet::new_checked(&mut p[..]).expect("view");
+        assert_eq!((v.payload_len(), v.next_header()), (20, 6));
+        v.set_payload_len(1000);
+        assert_eq!(v.payload_len(), 1000);
+        // fe80::1 -> ff02::1, TCP, 20 bytes.
+        let want = checksum::fold(0xfe80u32 + 1 + 0xff02 + 1 + 6 + 20);
+        assert_eq!(
+            checksum::fold(v.pseudo_header_sum(IpProtocol::Tcp, 20)),
+            want
+        );
     }
 
     #[test]

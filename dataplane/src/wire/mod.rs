@@ -1,31 +1,63 @@
-//! Zero-copy views over frame bytes.
+//! Zero-copy views over frame bytes: the only code in the dataplane that knows where a
+//! header field sits. Everything else reads and rewrites packets through these views.
 //!
-//! Every view wraps a buffer (`&[u8]`, `&mut [u8]`, or anything `AsRef<[u8]>`) and is
-//! built with `new_checked`, which verifies every length the accessors rely on. After a
-//! successful check no accessor can panic, whatever the bytes say. `new_unchecked` exists
-//! for buffers the caller sized itself (building a reply into a fresh buffer); its
-//! accessors may panic on a short buffer.
+//! What is modelled:
+//!
+//! - [`ethernet`]: Ethernet II frames and MAC addresses; [`vlan`]: 802.1Q / 802.1ad tags
+//!   and [`parse_l2`], which finds the network header behind up to two tags.
+//! - [`arp`]: ARP for Ethernet and IPv4.
+//! - [`ipv4`]: IPv4 headers, [`IpProtocol`] (the protocol numbers, with an `Unknown`
+//!   variant for the rest), incremental address and TTL rewrites, and the packet an
+//!   ICMP error quotes ([`ipv4::split_quote`]: a header whose total length runs past
+//!   the quote).
+//! - [`ipv6`]: the fixed IPv6 header (lengths, next header, pseudo-header sum) and a
+//!   bounded walk over extension headers. It is what segmentation and first-hop checks
+//!   need today, and where IPv6 forwarding grows.
+//! - [`tcp`], [`udp`]: TCP and UDP headers; [`ports`]: the part they share (ports and a
+//!   pseudo-header checksum) for code that rewrites either, such as NAT.
+//! - [`icmp`]: ICMPv4 echo and errors.
+//! - [`dhcp`]: DHCP messages (the BOOTP fixed part, the magic cookie, the options).
+//! - [`cidr`]: IPv4 prefixes.
+//! - [`checksum`]: the Internet checksum, its incremental update (RFC 1624), and
+//!   [`Checksum`], what a TCP or UDP checksum field holds: `Full`, a finished checksum,
+//!   or `Partial`, the pseudo-header sum alone of a frame whose checksum is offloaded
+//!   (virtio-net `NEEDS_CSUM`, Linux `CHECKSUM_PARTIAL`), completed later over header
+//!   and data. Rewrites of addresses and ports take the mode: a partial checksum is
+//!   updated as a plain sum for an address and left alone for a port.
+//!
+//! The view contract (after smoltcp's): every view wraps a buffer (`&[u8]`,
+//! `&mut [u8]`, or anything `AsRef<[u8]>`) and is built with `new_checked`, which
+//! verifies every length the accessors rely on. After a successful check no accessor
+//! can panic, whatever the bytes say. `new_unchecked` exists for buffers the caller
+//! sized itself (building a reply into a fresh buffer, a header already checked); its
+//! accessors may panic on a short buffer. Accessors are `#[inline]` loads and stores at
+//! fixed offsets, so going through a view costs what indexing the bytes would.
 //!
 //! Setters write in place. Checksums are either recomputed (`fill_checksum`) or updated
-//! incrementally (RFC 1624) through [`checksum`].
+//! incrementally through [`checksum`].
 
 pub mod arp;
 pub mod checksum;
 pub mod cidr;
+pub mod dhcp;
 pub mod ethernet;
 pub mod icmp;
 pub mod ipv4;
 pub mod ipv6;
+pub mod ports;
 pub mod tcp;
 pub mod udp;
 pub mod vlan;
 
 pub use arp::ArpPacket;
+pub use checksum::Checksum;
 pub use cidr::{CidrError, Ipv4Cidr};
+pub use dhcp::DhcpPacket;
 pub use ethernet::{EtherType, EthernetFrame, MacAddr};
 pub use icmp::Icmpv4Packet;
 pub use ipv4::{IpProtocol, Ipv4Packet};
 pub use ipv6::Ipv6Packet;
+pub use ports::PortsHeader;
 pub use tcp::TcpPacket;
 pub use udp::UdpPacket;
 pub use vlan::{VlanTag, parse_l2};
@@ -61,12 +93,15 @@ pub(crate) fn need(what: &'static str, needed: usize, got: usize) -> Result<()> 
 
 #[inline]
 pub(crate) fn be16(b: &[u8], at: usize) -> u16 {
-    u16::from_be_bytes([b[at], b[at + 1]])
+    // One bounds check, then one load.
+    let s = &b[at..at + 2];
+    u16::from_be_bytes([s[0], s[1]])
 }
 
 #[inline]
 pub(crate) fn be32(b: &[u8], at: usize) -> u32 {
-    u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+    let s = &b[at..at + 4];
+    u32::from_be_bytes([s[0], s[1], s[2], s[3]])
 }
 
 #[inline]
@@ -81,5 +116,5 @@ pub(crate) fn put32(b: &mut [u8], at: usize, v: u32) {
 
 #[inline]
 pub(crate) fn ip4(b: &[u8], at: usize) -> std::net::Ipv4Addr {
-    std::net::Ipv4Addr::new(b[at], b[at + 1], b[at + 2], b[at + 3])
+    std::net::Ipv4Addr::from(be32(b, at))
 }

@@ -1,6 +1,6 @@
 //! TCP headers (RFC 9293).
 
-use super::checksum;
+use super::checksum::{self, Checksum};
 use super::{Result, WireError, be16, be32, need, put16, put32};
 use std::net::Ipv4Addr;
 
@@ -185,19 +185,25 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> TcpPacket<T> {
         );
         self.set_checksum(!checksum::fold(s));
     }
-    pub fn rewrite_src_port(&mut self, port: u16) {
-        let c = checksum::update16(self.checksum(), self.src_port(), port);
+    /// Rewrites the source port, keeping the checksum right for `csum`.
+    #[inline]
+    pub fn rewrite_src_port(&mut self, port: u16, csum: Checksum) {
+        let c = csum.update_covered16(self.checksum(), self.src_port(), port, false);
         self.set_src_port(port);
         self.set_checksum(c);
     }
-    pub fn rewrite_dst_port(&mut self, port: u16) {
-        let c = checksum::update16(self.checksum(), self.dst_port(), port);
+    /// Rewrites the destination port, keeping the checksum right for `csum`.
+    #[inline]
+    pub fn rewrite_dst_port(&mut self, port: u16, csum: Checksum) {
+        let c = csum.update_covered16(self.checksum(), self.dst_port(), port, false);
         self.set_dst_port(port);
         self.set_checksum(c);
     }
-    /// Accounts for an address change in the pseudo-header.
-    pub fn update_for_address(&mut self, old: Ipv4Addr, new: Ipv4Addr) {
-        let c = checksum::update32(self.checksum(), u32::from(old), u32::from(new));
+    /// Accounts for an address change in the pseudo-header (the IP header holds the
+    /// address: rewrite it there).
+    #[inline]
+    pub fn update_for_address(&mut self, old: Ipv4Addr, new: Ipv4Addr, csum: Checksum) {
+        let c = csum.update_pseudo32(self.checksum(), u32::from(old), u32::from(new), false);
         self.set_checksum(c);
     }
 }
@@ -262,9 +268,27 @@ mod tests {
     fn nat_rewrite_keeps_checksum() {
         let mut b = with_checksum();
         let mut p = TcpPacket::new_checked(&mut b[..]).unwrap();
-        p.rewrite_src_port(61000);
+        p.rewrite_src_port(61000, Checksum::Full);
         let out = Ipv4Addr::new(198, 51, 100, 7);
-        p.update_for_address(SRC, out);
+        p.update_for_address(SRC, out, Checksum::Full);
+        assert!(p.verify_checksum(out, DST));
+    }
+
+    #[test]
+    fn nat_rewrite_keeps_partial_checksum_partial() {
+        let mut b = SYN;
+        let len = b.len() as u32;
+        let seed = checksum::fold(checksum::pseudo_header_v4(SRC, DST, 6, len));
+        let mut p = TcpPacket::new_checked(&mut b[..]).unwrap();
+        p.set_checksum(seed);
+        let out = Ipv4Addr::new(198, 51, 100, 7);
+        p.rewrite_src_port(61000, Checksum::Partial);
+        p.update_for_address(SRC, out, Checksum::Partial);
+        let want = checksum::fold(checksum::pseudo_header_v4(out, DST, 6, len));
+        assert_eq!(p.checksum(), want);
+        // Completed over header and data it verifies.
+        let done = !checksum::fold(checksum::sum(p.as_bytes()));
+        p.set_checksum(done);
         assert!(p.verify_checksum(out, DST));
     }
 

@@ -1,10 +1,13 @@
 //! UDP (RFC 768).
 
-use super::checksum;
+use super::checksum::{self, Checksum};
 use super::{Result, WireError, be16, need, put16};
 use std::net::Ipv4Addr;
 
 pub const HEADER_LEN: usize = 8;
+/// Where the checksum field sits in the header (what offload metadata names as the
+/// checksum offset).
+pub const CHECKSUM_AT: usize = 6;
 
 /// A view of a UDP datagram. The checked length guarantees 8 <= length <= buffer length.
 #[derive(Debug, Clone)]
@@ -61,7 +64,7 @@ impl<T: AsRef<[u8]>> UdpPacket<T> {
     }
     #[inline]
     pub fn checksum(&self) -> u16 {
-        be16(self.buffer.as_ref(), 6)
+        be16(self.buffer.as_ref(), CHECKSUM_AT)
     }
     #[inline]
     pub fn payload(&self) -> &[u8] {
@@ -81,6 +84,15 @@ impl<T: AsRef<[u8]>> UdpPacket<T> {
     }
 }
 
+impl<'a> UdpPacket<&'a [u8]> {
+    /// The payload, borrowed from the buffer rather than from the view.
+    #[inline]
+    pub fn into_payload(self) -> &'a [u8] {
+        let len = self.len();
+        &self.buffer[HEADER_LEN..len]
+    }
+}
+
 impl<T: AsRef<[u8]> + AsMut<[u8]>> UdpPacket<T> {
     pub fn set_src_port(&mut self, v: u16) {
         put16(self.buffer.as_mut(), 0, v);
@@ -92,7 +104,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> UdpPacket<T> {
         put16(self.buffer.as_mut(), 4, v);
     }
     pub fn set_checksum(&mut self, v: u16) {
-        put16(self.buffer.as_mut(), 6, v);
+        put16(self.buffer.as_mut(), CHECKSUM_AT, v);
     }
     pub fn payload_mut(&mut self) -> &mut [u8] {
         let len = self.len();
@@ -112,20 +124,25 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> UdpPacket<T> {
         };
         self.set_checksum(c);
     }
-    /// Rewrites the source port (incremental checksum update; zero stays zero).
-    pub fn rewrite_src_port(&mut self, port: u16) {
-        let c = checksum::update16_udp(self.checksum(), self.src_port(), port);
+    /// Rewrites the source port, keeping the checksum right for `csum`.
+    #[inline]
+    pub fn rewrite_src_port(&mut self, port: u16, csum: Checksum) {
+        let c = csum.update_covered16(self.checksum(), self.src_port(), port, true);
         self.set_src_port(port);
         self.set_checksum(c);
     }
-    pub fn rewrite_dst_port(&mut self, port: u16) {
-        let c = checksum::update16_udp(self.checksum(), self.dst_port(), port);
+    /// Rewrites the destination port, keeping the checksum right for `csum`.
+    #[inline]
+    pub fn rewrite_dst_port(&mut self, port: u16, csum: Checksum) {
+        let c = csum.update_covered16(self.checksum(), self.dst_port(), port, true);
         self.set_dst_port(port);
         self.set_checksum(c);
     }
-    /// Accounts for an address change in the pseudo-header.
-    pub fn update_for_address(&mut self, old: Ipv4Addr, new: Ipv4Addr) {
-        let c = checksum::update32_udp(self.checksum(), u32::from(old), u32::from(new));
+    /// Accounts for an address change in the pseudo-header (the IP header holds the
+    /// address: rewrite it there).
+    #[inline]
+    pub fn update_for_address(&mut self, old: Ipv4Addr, new: Ipv4Addr, csum: Checksum) {
+        let c = csum.update_pseudo32(self.checksum(), u32::from(old), u32::from(new), true);
         self.set_checksum(c);
     }
 }
@@ -173,11 +190,27 @@ mod tests {
     fn nat_rewrite_keeps_checksum() {
         let mut b = with_checksum();
         let mut p = UdpPacket::new_checked(&mut b[..]).unwrap();
-        p.rewrite_src_port(1234);
+        p.rewrite_src_port(1234, Checksum::Full);
         let new_src = Ipv4Addr::new(10, 0, 0, 9);
-        p.update_for_address(SRC, new_src);
+        p.update_for_address(SRC, new_src, Checksum::Full);
         assert!(p.verify_checksum(new_src, DST));
         assert_eq!(p.src_port(), 1234);
+    }
+
+    #[test]
+    fn nat_rewrite_keeps_partial_checksum_partial() {
+        let mut b = DGRAM;
+        let seed = checksum::fold(checksum::pseudo_header_v4(SRC, DST, 17, 10));
+        let mut p = UdpPacket::new_checked(&mut b[..]).unwrap();
+        p.set_checksum(seed);
+        let new_dst = Ipv4Addr::new(10, 0, 0, 9);
+        p.rewrite_dst_port(5353, Checksum::Partial);
+        p.update_for_address(DST, new_dst, Checksum::Partial);
+        let want = checksum::fold(checksum::pseudo_header_v4(SRC, new_dst, 17, 10));
+        assert_eq!(p.checksum(), want);
+        let done = !checksum::fold(checksum::sum(p.as_bytes()));
+        p.set_checksum(done);
+        assert!(p.verify_checksum(SRC, new_dst));
     }
 
     #[test]
