@@ -66,11 +66,22 @@ pub type CaptureRing = rtrb::Consumer<Captured>;
 /// The pcap file header: version 2.4, microsecond timestamps, Ethernet links.
 pub fn pcap_header() -> [u8; 24] {
     let mut h = [0u8; 24];
-    h[0..4].copy_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
-    h[4..6].copy_from_slice(&2u16.to_le_bytes());
-    h[6..8].copy_from_slice(&4u16.to_le_bytes());
-    h[16..20].copy_from_slice(&(SNAPLEN as u32).to_le_bytes());
-    h[20..24].copy_from_slice(&1u32.to_le_bytes());
+    let fields: [&[u8]; 7] = [
+        &0xa1b2_c3d4u32.to_le_bytes(), // magic
+        &2u16.to_le_bytes(),           // major version
+        &4u16.to_le_bytes(),           // minor version
+        &0i32.to_le_bytes(),           // time zone
+        &0u32.to_le_bytes(),           // timestamp accuracy
+        &(SNAPLEN as u32).to_le_bytes(),
+        &1u32.to_le_bytes(), // link type: Ethernet
+    ];
+    let mut at = 0;
+    for f in fields {
+        if let Some(d) = h.get_mut(at..at + f.len()) {
+            d.copy_from_slice(f);
+        }
+        at += f.len();
+    }
     h
 }
 

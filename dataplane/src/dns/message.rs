@@ -4,87 +4,11 @@
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::Record;
 
-/// Bytes in the fixed DNS header.
-pub const HEADER_LEN: usize = 12;
+pub use crate::wire::dns::{RawHeader, header_only_error, set_id};
 /// The UDP reply limit without EDNS (RFC 1035).
 pub const CLASSIC_UDP_LIMIT: usize = 512;
 /// The largest DNS message (TCP's two-byte length prefix).
 pub const MAX_MESSAGE: usize = u16::MAX as usize;
-
-const FLAG_QR: u16 = 0x8000;
-const FLAG_TC: u16 = 0x0200;
-const FLAG_RD: u16 = 0x0100;
-const FLAG_RA: u16 = 0x0080;
-/// Smallest question: root name (1) + type (2) + class (2).
-const MIN_QUESTION: usize = 5;
-/// Smallest resource record: root name (1) + type, class, ttl, rdlength (10).
-const MIN_RECORD: usize = 11;
-
-/// The fixed header, read without trusting anything after it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RawHeader {
-    pub id: u16,
-    pub flags: u16,
-    pub qdcount: u16,
-    pub ancount: u16,
-    pub nscount: u16,
-    pub arcount: u16,
-}
-
-impl RawHeader {
-    /// The header of `msg`, or `None` if it is shorter than 12 bytes.
-    pub fn parse(msg: &[u8]) -> Option<Self> {
-        let b: &[u8; HEADER_LEN] = msg.get(..HEADER_LEN)?.try_into().ok()?;
-        Some(Self {
-            id: u16::from_be_bytes([b[0], b[1]]),
-            flags: u16::from_be_bytes([b[2], b[3]]),
-            qdcount: u16::from_be_bytes([b[4], b[5]]),
-            ancount: u16::from_be_bytes([b[6], b[7]]),
-            nscount: u16::from_be_bytes([b[8], b[9]]),
-            arcount: u16::from_be_bytes([b[10], b[11]]),
-        })
-    }
-
-    pub fn is_response(&self) -> bool {
-        self.flags & FLAG_QR != 0
-    }
-
-    pub fn opcode(&self) -> u8 {
-        ((self.flags >> 11) & 0x0f) as u8
-    }
-
-    pub fn truncated(&self) -> bool {
-        self.flags & FLAG_TC != 0
-    }
-
-    /// Whether `len` bytes can hold the sections the counts announce. Checked before a
-    /// full parse so that a short message cannot make the parser reserve memory for
-    /// thousands of records.
-    pub fn counts_fit(&self, len: usize) -> bool {
-        let records =
-            usize::from(self.ancount) + usize::from(self.nscount) + usize::from(self.arcount);
-        HEADER_LEN + usize::from(self.qdcount) * MIN_QUESTION + records * MIN_RECORD <= len
-    }
-}
-
-/// Replaces the id (the first two bytes) of a message in place.
-pub fn set_id(msg: &mut [u8], id: u16) {
-    if let Some(b) = msg.get_mut(..2) {
-        b.copy_from_slice(&id.to_be_bytes());
-    }
-}
-
-/// A bare 12-byte error reply to a query whose header is all that could be read:
-/// same id and opcode, RD copied, RA set, no sections.
-pub fn header_only_error(query: &RawHeader, rcode: ResponseCode) -> Vec<u8> {
-    let opcode = query.flags & 0x7800;
-    let flags = FLAG_QR | opcode | (query.flags & FLAG_RD) | FLAG_RA | (rcode.low() as u16 & 0x0f);
-    let mut out = Vec::with_capacity(HEADER_LEN);
-    out.extend_from_slice(&query.id.to_be_bytes());
-    out.extend_from_slice(&flags.to_be_bytes());
-    out.extend_from_slice(&[0; 8]);
-    out
-}
 
 /// A response to a parsed `query`: same id, opcode, question, RD and CD; RA set; an
 /// OPT record (advertising `udp_payload`) when the query had one.
@@ -190,7 +114,7 @@ mod tests {
     fn header_only_error_bytes() {
         let q = RawHeader::parse(&[0x12, 0x34, 0x29, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]).unwrap();
         // opcode 5 (UPDATE), RD set -> QR, opcode 5, RD, RA, NOTIMP.
-        let e = header_only_error(&q, ResponseCode::NotImp);
+        let e = header_only_error(&q, ResponseCode::NotImp.low());
         assert_eq!(e, [0x12, 0x34, 0xa9, 0x84, 0, 0, 0, 0, 0, 0, 0, 0]);
         let m = Message::from_vec(&e).unwrap();
         assert_eq!(m.response_code, ResponseCode::NotImp);

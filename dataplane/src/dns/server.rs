@@ -145,17 +145,17 @@ impl DnsServer {
         self.stats.queries += 1;
         if head.opcode() != 0 {
             self.stats.notimp += 1;
-            return Err(Some(header_only_error(&head, ResponseCode::NotImp)));
+            return Err(Some(header_only_error(&head, ResponseCode::NotImp.low())));
         }
         if head.qdcount != 1 || !head.counts_fit(msg.len()) {
             self.stats.formerr += 1;
-            return Err(Some(header_only_error(&head, ResponseCode::FormErr)));
+            return Err(Some(header_only_error(&head, ResponseCode::FormErr.low())));
         }
         match Message::from_vec(msg) {
             Ok(request) if !request.queries.is_empty() => Ok((head.id, request)),
             _ => {
                 self.stats.formerr += 1;
-                Err(Some(header_only_error(&head, ResponseCode::FormErr)))
+                Err(Some(header_only_error(&head, ResponseCode::FormErr.low())))
             }
         }
     }
@@ -464,7 +464,7 @@ fn fallback_error(request: &Message, rcode: ResponseCode) -> Vec<u8> {
         nscount: 0,
         arcount: 0,
     };
-    header_only_error(&head, rcode)
+    header_only_error(&head, rcode.low())
 }
 
 #[cfg(test)]

@@ -31,61 +31,8 @@ pub const STD_FRAME_CAP: usize = 2048 - HEADROOM;
 /// A buffer for a 64 KB super-frame plus its Ethernet header and tags.
 pub const SUPER_FRAME_CAP: usize = 65536 + 32;
 
-/// The virtio-net header a TAP with IFF_VNET_HDR puts before each frame: offload
-/// metadata (checksum to complete, segmentation to do). Little-endian on the wire.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct VnetHdr {
-    pub flags: u8,
-    pub gso_type: u8,
-    pub hdr_len: u16,
-    pub gso_size: u16,
-    pub csum_start: u16,
-    pub csum_offset: u16,
-}
-
-impl VnetHdr {
-    pub const LEN: usize = 10;
-    /// `flags`: the transport checksum is partial; complete it at csum_start+csum_offset.
-    pub const F_NEEDS_CSUM: u8 = 1;
-    /// `flags`: the checksum is known good.
-    pub const F_DATA_VALID: u8 = 2;
-    pub const GSO_NONE: u8 = 0;
-    pub const GSO_TCPV4: u8 = 1;
-    pub const GSO_UDP: u8 = 3;
-    pub const GSO_TCPV6: u8 = 4;
-    pub const GSO_UDP_L4: u8 = 5;
-    pub const GSO_ECN: u8 = 0x80;
-
-    /// Reads a header from the first ten bytes of `b`.
-    pub fn parse(b: &[u8]) -> Option<VnetHdr> {
-        let b: &[u8; 10] = b.get(..Self::LEN)?.try_into().ok()?;
-        Some(VnetHdr {
-            flags: b[0],
-            gso_type: b[1],
-            hdr_len: u16::from_le_bytes([b[2], b[3]]),
-            gso_size: u16::from_le_bytes([b[4], b[5]]),
-            csum_start: u16::from_le_bytes([b[6], b[7]]),
-            csum_offset: u16::from_le_bytes([b[8], b[9]]),
-        })
-    }
-
-    pub fn to_bytes(&self) -> [u8; Self::LEN] {
-        let mut b = [0u8; Self::LEN];
-        b[0] = self.flags;
-        b[1] = self.gso_type;
-        b[2..4].copy_from_slice(&self.hdr_len.to_le_bytes());
-        b[4..6].copy_from_slice(&self.gso_size.to_le_bytes());
-        b[6..8].copy_from_slice(&self.csum_start.to_le_bytes());
-        b[8..10].copy_from_slice(&self.csum_offset.to_le_bytes());
-        b
-    }
-
-    /// A plain frame: nothing to complete, nothing to segment.
-    #[inline]
-    pub fn is_plain(&self) -> bool {
-        self.flags & Self::F_NEEDS_CSUM == 0 && self.gso_type & !Self::GSO_ECN == Self::GSO_NONE
-    }
-}
+pub use crate::wire::vlan::write_tagged;
+pub use crate::wire::vnet::VnetHdr;
 
 /// One frame buffer. Invariant: `start + len <= buf.len()` and `start <= HEADROOM`
 /// (plus the room a pop gave back), so the accessors cannot panic.
@@ -388,28 +335,6 @@ pub trait Port: Send {
     fn room(&self) -> Option<usize> {
         None
     }
-}
-
-/// Writes `frame` as it goes out on the wire (tag `vlan` pushed when non-zero) into
-/// `out`, returning the length, or None when `out` is too small. Used by ports that copy
-/// (memory, rings); a TAP uses scatter-gather instead.
-#[inline]
-pub fn write_tagged(frame: &[u8], vlan: u16, out: &mut [u8]) -> Option<usize> {
-    if vlan == 0 {
-        let dst = out.get_mut(..frame.len())?;
-        dst.copy_from_slice(frame);
-        return Some(frame.len());
-    }
-    let total = frame.len() + TAG_LEN;
-    if frame.len() < 12 || out.len() < total {
-        return None;
-    }
-    let (macs, rest) = frame.split_at(12);
-    out[..12].copy_from_slice(macs);
-    out[12..14].copy_from_slice(&crate::wire::EtherType::VLAN.to_be_bytes());
-    out[14..16].copy_from_slice(&(vlan & 0x0fff).to_be_bytes());
-    out[16..total].copy_from_slice(rest);
-    Some(total)
 }
 
 #[cfg(test)]

@@ -40,6 +40,7 @@ pub mod arp;
 pub mod checksum;
 pub mod cidr;
 pub mod dhcp;
+pub mod dns;
 pub mod ethernet;
 pub mod icmp;
 pub mod ipv4;
@@ -48,6 +49,7 @@ pub mod ports;
 pub mod tcp;
 pub mod udp;
 pub mod vlan;
+pub mod vnet;
 
 pub use arp::ArpPacket;
 pub use checksum::Checksum;

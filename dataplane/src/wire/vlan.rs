@@ -131,6 +131,33 @@ pub fn parse_l2(frame: &[u8]) -> Result<L2Info> {
     })
 }
 
+/// Bytes of the two MAC addresses in front of a tag.
+const MAC_LEN: usize = 6;
+
+/// Writes `frame` as it goes out on the wire (tag `vlan` pushed when non-zero) into
+/// `out`, returning the length, or None when `out` is too small. Used by ports that copy
+/// (memory, rings); a TAP uses scatter-gather instead.
+#[inline]
+pub fn write_tagged(frame: &[u8], vlan: u16, out: &mut [u8]) -> Option<usize> {
+    if vlan == 0 {
+        let dst = out.get_mut(..frame.len())?;
+        dst.copy_from_slice(frame);
+        return Some(frame.len());
+    }
+    let total = frame.len() + TAG_LEN;
+    if frame.len() < 2 * MAC_LEN || out.len() < total {
+        return None;
+    }
+    let (macs, rest) = frame.split_at(2 * MAC_LEN);
+    let (head, tail) = out.split_at_mut(2 * MAC_LEN);
+    head.copy_from_slice(macs);
+    let (tag, body) = tail.split_at_mut(TAG_LEN);
+    tag[..2].copy_from_slice(&crate::wire::EtherType::VLAN.to_be_bytes());
+    tag[2..].copy_from_slice(&(vlan & 0x0fff).to_be_bytes());
+    body.get_mut(..rest.len())?.copy_from_slice(rest);
+    Some(total)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
