@@ -798,54 +798,12 @@ impl TapPort {
     /// merging off on this port; then, as on any other drop, `Tx::Dropped` says to send
     /// them one by one.
     fn send_merged(&mut self, batch: &Batch, sel: &[TxSel]) -> Option<(usize, Tx)> {
-        use coalesce::{HEADER, MAX_PAYLOAD, MAX_SEGMENTS};
-        let (s0, s1) = (sel.first()?, sel.get(1)?);
+        use coalesce::HEADER;
+        let s0 = sel.first()?;
         let first = batch.get(usize::from(s0.idx))?.data();
-        let second = batch.get(usize::from(s1.idx))?.data();
-        // The cheap test first: most frames have no flow-mate right behind them.
-        if s1.vlan != s0.vlan || !coalesce::same_flow(first, second) {
-            return None;
-        }
-        let f0 = batch.get(usize::from(s0.idx))?;
-        let seg = coalesce::candidate(first, &f0.vnet)?;
-        let mut bodies: [&[u8]; MAX_SEGMENTS] = [&[]; MAX_SEGMENTS];
-        bodies[0] = first.get(HEADER..HEADER + seg)?;
-        // `wire`: the bytes the frames would have counted sent one by one.
-        let (mut n, mut total, mut wire) = (1, seg, first.len());
-        for s in sel.iter().skip(1) {
-            if n >= MAX_SEGMENTS || s.vlan != s0.vlan {
-                break;
-            }
-            let Some(f) = batch.get(usize::from(s.idx)) else {
-                break;
-            };
-            if !coalesce::same_flow(first, f.data()) || !coalesce::in_sequence(first, f.data(), n) {
-                break;
-            }
-            let Some(p) = coalesce::candidate(f.data(), &f.vnet) else {
-                break;
-            };
-            let Some(body) = f.data().get(HEADER..HEADER + p) else {
-                break;
-            };
-            if p > seg || total + p > MAX_PAYLOAD {
-                break;
-            }
-            if let Some(b) = bodies.get_mut(n) {
-                *b = body;
-            }
-            n += 1;
-            total += p;
-            wire += f.data().len();
-            if p < seg {
-                break;
-            }
-        }
-        if n < 2 {
-            return None;
-        }
+        let run = merge_run(batch, sel)?;
         let mut head = [0u8; HEADER];
-        let mut vnet = coalesce::super_header(first, total, seg, &mut head)?;
+        let mut vnet = coalesce::super_header(first, run.total, run.seg, &mut head)?;
         let tag = tag_for(s0.vlan);
         let tag_len = if tag.is_some() { 4 } else { 0 };
         vnet.hdr_len += tag_len as u16;
@@ -861,51 +819,28 @@ impl TapPort {
             tag_bytes.get(..tag_len).unwrap_or(&[]),
             rest,
         ];
-        let mut iov = [libc::iovec {
-            iov_base: std::ptr::null_mut(),
-            iov_len: 0,
-        }; 4 + MAX_SEGMENTS];
-        let mut k = 0;
-        for p in pieces.iter().chain(bodies.iter().take(n)) {
-            if p.is_empty() {
-                continue;
-            }
-            if let Some(v) = iov.get_mut(k) {
-                *v = libc::iovec {
-                    iov_base: p.as_ptr() as *mut libc::c_void,
-                    iov_len: p.len(),
-                };
-                k += 1;
-            }
-        }
-        let r = loop {
-            // SAFETY: the first `k` iovecs point into slices that outlive the call;
-            // writev only reads from them.
-            let r = unsafe { libc::writev(self.fd.as_raw_fd(), iov.as_ptr(), k as libc::c_int) };
-            if r >= 0 {
-                break Ok(());
-            }
-            let e = io::Error::last_os_error();
-            if e.kind() != io::ErrorKind::Interrupted {
-                break Err(e);
-            }
-        };
+        let bodies = run.bodies.get(..run.n).unwrap_or(&[]);
+        let r = writev_all(self.fd.as_raw_fd(), pieces.iter().chain(bodies));
+        Some(self.merged_sent(r, run.n, run.wire + run.n * tag_len))
+    }
+
+    /// Counts a merged write and says what became of its frames.
+    fn merged_sent(&mut self, r: io::Result<()>, n: usize, bytes: usize) -> (usize, Tx) {
         match r {
             Ok(()) => {
-                let bytes = wire + n * tag_len;
                 self.stats.tx_udp_merged += n as u64;
                 self.stats.tx_frames += n as u64;
                 self.stats.tx_bytes += bytes as u64;
-                Some((n, Tx::Sent(bytes)))
+                (n, Tx::Sent(bytes))
             }
             // A kernel that does not take USO super-frames says EINVAL: stop merging on
             // this port. Other errors are the frames' or passing: send them one by one.
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
                 self.merge_udp = false;
                 self.stats.tx_merge_refused += 1;
-                Some((0, Tx::Dropped))
+                (0, Tx::Dropped)
             }
-            Err(e) => Some((0, classify(e))),
+            Err(e) => (0, classify(e)),
         }
     }
 
@@ -1059,6 +994,103 @@ impl Port for TapPort {
 
     fn rx_fd(&self) -> Option<RawFd> {
         Some(self.fd.as_raw_fd())
+    }
+}
+
+/// The datagrams at the head of a send list that merge into one USO super-frame.
+struct MergeRun<'a> {
+    bodies: [&'a [u8]; coalesce::MAX_SEGMENTS],
+    /// Datagrams in the run (at least two).
+    n: usize,
+    /// The datagram size (the last may be shorter).
+    seg: usize,
+    /// Payload bytes in all.
+    total: usize,
+    /// The bytes the frames would have counted sent one by one.
+    wire: usize,
+}
+
+/// The run of datagrams of one UDP flow, in sequence, at the head of `sel`; None when
+/// fewer than two would merge.
+fn merge_run<'a>(batch: &'a Batch, sel: &[TxSel]) -> Option<MergeRun<'a>> {
+    use coalesce::{HEADER, MAX_PAYLOAD, MAX_SEGMENTS};
+    let (s0, s1) = (sel.first()?, sel.get(1)?);
+    let f0 = batch.get(usize::from(s0.idx))?;
+    let first = f0.data();
+    let second = batch.get(usize::from(s1.idx))?.data();
+    // The cheap test first: most frames have no flow-mate right behind them.
+    if s1.vlan != s0.vlan || !coalesce::same_flow(first, second) {
+        return None;
+    }
+    let seg = coalesce::candidate(first, &f0.vnet)?;
+    let mut run = MergeRun {
+        bodies: [&[]; MAX_SEGMENTS],
+        n: 1,
+        seg,
+        total: seg,
+        wire: first.len(),
+    };
+    if let Some(b) = run.bodies.first_mut() {
+        *b = first.get(HEADER..HEADER + seg)?;
+    }
+    for s in sel.iter().skip(1) {
+        if run.n >= MAX_SEGMENTS || s.vlan != s0.vlan {
+            break;
+        }
+        let Some(f) = batch.get(usize::from(s.idx)) else {
+            break;
+        };
+        let (d, n) = (f.data(), run.n);
+        if !coalesce::same_flow(first, d) || !coalesce::in_sequence(first, d, n) {
+            break;
+        }
+        let Some(p) = coalesce::candidate(d, &f.vnet) else {
+            break;
+        };
+        let Some(body) = d.get(HEADER..HEADER + p) else {
+            break;
+        };
+        if p > seg || run.total + p > MAX_PAYLOAD {
+            break;
+        }
+        if let Some(b) = run.bodies.get_mut(n) {
+            *b = body;
+        }
+        (run.n, run.total, run.wire) = (n + 1, run.total + p, run.wire + d.len());
+        if p < seg {
+            break;
+        }
+    }
+    (run.n >= 2).then_some(run)
+}
+
+/// Writes the non-empty pieces with one `writev` (retried on EINTR).
+fn writev_all<'a>(fd: RawFd, pieces: impl Iterator<Item = &'a &'a [u8]>) -> io::Result<()> {
+    let mut iov = [libc::iovec {
+        iov_base: std::ptr::null_mut(),
+        iov_len: 0,
+    }; 4 + coalesce::MAX_SEGMENTS];
+    let mut k = 0;
+    for p in pieces.filter(|p| !p.is_empty()) {
+        if let Some(v) = iov.get_mut(k) {
+            *v = libc::iovec {
+                iov_base: p.as_ptr() as *mut libc::c_void,
+                iov_len: p.len(),
+            };
+            k += 1;
+        }
+    }
+    loop {
+        // SAFETY: the first `k` iovecs point into slices that outlive the call;
+        // writev only reads from them.
+        let r = unsafe { libc::writev(fd, iov.as_ptr(), k as libc::c_int) };
+        if r >= 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
     }
 }
 
