@@ -17,6 +17,8 @@
 //!   pseudo-header checksum) for code that rewrites either, such as NAT.
 //! - [`icmp`]: ICMPv4 echo and errors.
 //! - [`dhcp`]: DHCP messages (the BOOTP fixed part, the magic cookie, the options).
+//! - [`dns`]: the fixed DNS header, read before a message is trusted to hickory-proto.
+//! - [`vnet`]: the virtio-net header (offload metadata) a TAP puts before each frame.
 //! - [`cidr`]: IPv4 prefixes.
 //! - [`checksum`]: the Internet checksum, its incremental update (RFC 1624), and
 //!   [`Checksum`], what a TCP or UDP checksum field holds: `Full`, a finished checksum,
