@@ -1,5 +1,8 @@
 //! The CLI as a user meets it: `vswitch bench`, help, and bad input.
 
+// Test code: a failed step is the test failing.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::{OutputText, vswitch};

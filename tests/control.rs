@@ -1,5 +1,8 @@
 //! The control plane through the real binary: networks, refusals, persistence.
 
+// Test code: a failed step is the test failing.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::*;

@@ -4,6 +4,9 @@
 //! idempotent, GC removes what the runtime no longer lists, and the reference `tuning`
 //! plugin chained after it gets a correct `prevResult`.
 
+// Test code: a failed step is the test failing.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::path::{Path, PathBuf};

@@ -6,6 +6,9 @@
 //! configurations (those engines are not on the test machines) are taken from the page as
 //! written and driven through the plugin the way those runtimes call it.
 
+// Test code: a failed step is the test failing.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::io::Write;

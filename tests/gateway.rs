@@ -1,6 +1,9 @@
 //! What a container talks to first: the gateway's ARP, ICMP, DHCP and DNS, with real
 //! clients (ping, dig, busybox udhcpc, getent) inside namespaces.
 
+// Test code: a failed step is the test failing.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::*;

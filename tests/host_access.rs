@@ -6,6 +6,9 @@
 //! host: a veth pair inside it carries its "main address" and default route, so no traffic
 //! reaches the machine's real addresses.
 
+// Test code: a failed step is the test failing.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::*;

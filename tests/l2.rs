@@ -1,6 +1,9 @@
 //! Two or more network namespaces switched by vswitch: ARP, ping, TCP both ways, VLAN
 //! trunks, MAC learning visible in `fdb show`, and a `kill -9` of the daemon.
 
+// Test code: a failed step is the test failing.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::*;

@@ -2,6 +2,9 @@
 //! reaches an "outside" host (its own namespace behind a veth from the host) with the
 //! host's address, and published ports reach containers with the client's address.
 
+// Test code: a failed step is the test failing.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::*;

@@ -1,6 +1,9 @@
 //! Rootless: the daemon and `vswitch run` containers as an unprivileged user (`nobody`),
 //! with `/dev/net/tun` opened to everyone as distributions ship it.
 
+// Test code: a failed step is the test failing.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::*;

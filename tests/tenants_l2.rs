@@ -3,6 +3,9 @@
 //! shares of what the switch holds (NAT flows), with real clients and kernels inside
 //! namespaces and frames crafted with scapy.
 
+// Test code: a failed step is the test failing.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::*;

@@ -2,6 +2,9 @@
 //! (handshake and idle timeouts), it holds at most its share of flows, the daemon's
 //! descriptors are budgeted, and what is refused is counted on its port.
 
+// Test code: a failed step is the test failing.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::*;

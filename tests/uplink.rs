@@ -2,6 +2,9 @@
 //! end of the segment is the TAP vswitch creates there) and translates packets itself:
 //! masquerade, published ports (DNAT), hairpin, ICMP.
 
+// Test code: a failed step is the test failing.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::*;

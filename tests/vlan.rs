@@ -2,6 +2,9 @@
 //! own network untagged; frames are crafted and captured with scapy (no 8021q module
 //! is needed).
 
+// Test code: a failed step is the test failing.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::*;

@@ -40,6 +40,9 @@
 //! - `--bufs N` (128): provided buffers per TAP for `multishot`;
 //! - `--pin`: the forwarding thread on CPU 1, iperf3 and ping on CPU 0.
 
+// A measurement harness with fixed set-up: a failed step ends the run with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::VecDeque;
 use std::io;
 use std::net::Ipv4Addr;
@@ -841,24 +844,16 @@ mod ring {
         n
     }
 
-    pub fn fwd_ring(
-        ports: &mut [TapPort; 2],
-        o: &Opts,
-        stop: &AtomicBool,
-        count: &Count,
-        multishot: bool,
-    ) {
-        let mut ring = build(o).expect("io_uring");
-        let fds = [ports[0].as_fd().as_raw_fd(), ports[1].as_fd().as_raw_fd()];
-        let t = targets(&ring, fds, o.fixed_files);
+    /// Each port's receive side: a buffer ring (multishot) or a batch of slot buffers.
+    fn new_rx(ring: &IoUring, ports: &[TapPort; 2], o: &Opts, multishot: bool) -> [Rx; 2] {
         let cap = frame_cap(o.plain);
-        let mut rx: [Rx; 2] = [0, 1].map(|p| {
+        [0, 1].map(|p| {
             let vnet_len = ports[p].vnet_hdr_len();
             let buf_len = vnet_len + cap + 1;
             let kind = if multishot {
                 let entries = o.bufs.next_power_of_two();
                 RxKind::Multi {
-                    br: BufRing::new(&ring, p as u16, entries, buf_len).expect("buffer ring"),
+                    br: BufRing::new(ring, p as u16, entries, buf_len).expect("buffer ring"),
                     armed: false,
                 }
             } else {
@@ -874,76 +869,142 @@ mod ring {
                 inflight: 0,
                 vnet_len,
             }
-        });
-        for p in 0..2 {
-            arm(&mut ring, &mut rx[p], t[p], p);
-            if !multishot {
-                for s in 0..MAX_BATCH as u16 {
-                    read_slot(&mut ring, &mut rx[p], t[p], p, s);
+        })
+    }
+
+    /// The forwarder's ring with what its reads and writes use.
+    struct RingFwd<'a> {
+        ring: IoUring,
+        rx: [Rx; 2],
+        t: [Target; 2],
+        vnet: [usize; 2],
+        /// Writes in flight.
+        writes: usize,
+        count: &'a Count,
+    }
+
+    impl RingFwd<'_> {
+        /// Puts the first reads in flight: the multishot reads, or a read per slot.
+        fn start(&mut self, multishot: bool) {
+            for p in 0..2 {
+                arm(&mut self.ring, &mut self.rx[p], self.t[p], p);
+                if !multishot {
+                    for s in 0..MAX_BATCH as u16 {
+                        read_slot(&mut self.ring, &mut self.rx[p], self.t[p], p, s);
+                    }
                 }
             }
+            let _ = self.ring.submit();
         }
-        let _ = ring.submit();
-        let vnet = [ports[0].vnet_hdr_len(), ports[1].vnet_hdr_len()];
-        let mut batch = Batch::new(MAX_BATCH, cap);
-        let mut writer = Writer::new();
-        let mut writes = 0usize;
-        let mut last_work = Instant::now();
-        while !stop.load(Ordering::Relaxed) {
-            harvest(&mut ring, &mut rx, &mut writes, count);
+
+        fn harvest(&mut self) {
+            harvest(&mut self.ring, &mut self.rx, &mut self.writes, self.count);
+        }
+
+        /// Sends each port's pending frames (a batch at most) to the other port and
+        /// waits for the writes; returns the frames moved.
+        fn forward(&mut self, batch: &mut Batch, writer: &mut Writer) -> usize {
             let mut moved = 0;
             for p in 0..2 {
-                if rx[p].pending.is_empty() {
+                if self.rx[p].pending.is_empty() {
                     continue;
                 }
-                let n = fill(&mut ring, &mut rx[p], t[p], p, &mut batch, count);
+                let n = fill(
+                    &mut self.ring,
+                    &mut self.rx[p],
+                    self.t[p],
+                    p,
+                    batch,
+                    self.count,
+                );
                 if n == 0 {
                     continue;
                 }
-                writes += writer.queue(&mut ring, t[1 - p], 1 - p, vnet[1 - p], &batch);
+                self.writes += writer.queue(
+                    &mut self.ring,
+                    self.t[1 - p],
+                    1 - p,
+                    self.vnet[1 - p],
+                    batch,
+                );
                 // The batch and the writer's iovecs stay untouched until every write
                 // has completed.
-                while writes > 0 {
-                    submit_wait(&ring, 1);
-                    harvest(&mut ring, &mut rx, &mut writes, count);
+                while self.writes > 0 {
+                    submit_wait(&self.ring, 1);
+                    self.harvest();
                 }
-                counter(count, p).fetch_add(n as u64, Ordering::Relaxed);
+                counter(self.count, p).fetch_add(n as u64, Ordering::Relaxed);
                 moved += n;
             }
             for p in 0..2 {
-                arm(&mut ring, &mut rx[p], t[p], p);
+                arm(&mut self.ring, &mut self.rx[p], self.t[p], p);
             }
-            if moved > 0 {
+            moved
+        }
+
+        /// Cancels the reads and waits for them (and the writes) before the buffers go.
+        fn finish(mut self) {
+            for tp in &self.t {
+                let e = opcode::AsyncCancel2::new(match tp.fixed {
+                    Some(i) => types::CancelBuilder::fd(types::Fixed(i)).all(),
+                    None => types::CancelBuilder::fd(types::Fd(tp.fd)).all(),
+                })
+                .build()
+                .user_data(KIND_CANCEL);
+                push(&mut self.ring, &e);
+            }
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while (self.rx[0].inflight > 0 || self.rx[1].inflight > 0 || self.writes > 0)
+                && Instant::now() < deadline
+            {
+                wait_one(&self.ring, Duration::from_millis(50));
+                self.harvest();
+            }
+            // The ring goes first: nothing refers to the buffers after it.
+            drop(self.ring);
+            drop(self.rx);
+        }
+    }
+
+    pub fn fwd_ring(
+        ports: &mut [TapPort; 2],
+        o: &Opts,
+        stop: &AtomicBool,
+        count: &Count,
+        multishot: bool,
+    ) {
+        let ring = build(o).expect("io_uring");
+        let fds = [ports[0].as_fd().as_raw_fd(), ports[1].as_fd().as_raw_fd()];
+        let t = targets(&ring, fds, o.fixed_files);
+        let rx = new_rx(&ring, ports, o, multishot);
+        let vnet = [ports[0].vnet_hdr_len(), ports[1].vnet_hdr_len()];
+        let mut f = RingFwd {
+            ring,
+            rx,
+            t,
+            vnet,
+            writes: 0,
+            count,
+        };
+        f.start(multishot);
+        let mut batch = Batch::new(MAX_BATCH, frame_cap(o.plain));
+        let mut writer = Writer::new();
+        let mut last_work = Instant::now();
+        while !stop.load(Ordering::Relaxed) {
+            f.harvest();
+            if f.forward(&mut batch, &mut writer) > 0 {
                 last_work = Instant::now();
-                let _ = ring.submit();
+                let _ = f.ring.submit();
                 continue;
             }
             if o.busy || last_work.elapsed() < SPIN_AFTER_WORK {
-                let _ = ring.submit();
-                get_events(&ring);
+                let _ = f.ring.submit();
+                get_events(&f.ring);
             } else {
-                wait_one(&ring, Duration::from_millis(100));
+                wait_one(&f.ring, Duration::from_millis(100));
             }
         }
-        // Cancel the reads and wait for them before the buffers go.
-        for tp in &t {
-            let e = opcode::AsyncCancel2::new(match tp.fixed {
-                Some(i) => types::CancelBuilder::fd(types::Fixed(i)).all(),
-                None => types::CancelBuilder::fd(types::Fd(tp.fd)).all(),
-            })
-            .build()
-            .user_data(KIND_CANCEL);
-            push(&mut ring, &e);
-        }
-        let deadline = Instant::now() + Duration::from_secs(2);
-        while (rx[0].inflight > 0 || rx[1].inflight > 0 || writes > 0) && Instant::now() < deadline
-        {
-            wait_one(&ring, Duration::from_millis(50));
-            harvest(&mut ring, &mut rx, &mut writes, count);
-        }
-        // The ring goes first: nothing refers to the buffers after it.
-        drop(ring);
-        drop(rx);
+        f.finish();
     }
 }
 
@@ -1070,16 +1131,14 @@ fn receiver_line(text: &str) -> &str {
         .unwrap_or("")
 }
 
-fn run_mode(mode: Mode, o: &Opts, run: u32) -> Result_ {
-    let (na, nb, mut ports) = setup_ns(o);
-    if mode == Mode::Pending {
-        for p in &ports {
-            set_blocking(p, true);
-        }
-    }
-    let stop = Arc::new(AtomicBool::new(false));
-    let count = Arc::new(Count::default());
-    let mut r = Result_::default();
+/// Starts the forwarding thread over `ports`; returns it and its CPU-time clock.
+fn spawn_forwarder(
+    mode: Mode,
+    mut ports: [TapPort; 2],
+    o: &Opts,
+    stop: &Arc<AtomicBool>,
+    count: &Arc<Count>,
+) -> (std::thread::JoinHandle<[TapPort; 2]>, libc::clockid_t) {
     let fwd = {
         let (stop, count, o) = (stop.clone(), count.clone(), o.clone());
         std::thread::spawn(move || {
@@ -1096,45 +1155,145 @@ fn run_mode(mode: Mode, o: &Opts, run: u32) -> Result_ {
         })
     };
     let mut clock: libc::clockid_t = 0;
-    // SAFETY: the thread is alive (joined below); a valid out pointer.
+    // SAFETY: the thread is alive (joined by the caller); a valid out pointer.
     unsafe { libc::pthread_getcpuclockid(fwd.as_pthread_t(), &mut clock) };
-    let stopper = StopOnDrop(stop.clone());
-    let secs = o.secs;
-    let base = 5201 + (run as u16) * 10;
-    // Warm-up: ARP, and the forwarder's first frames.
-    let _ = na
-        .cmd("ping", None)
-        .args(["-c", "3", "-i", "0.05", "-q", B_IP])
-        .output();
-    if o.tests.iter().any(|t| t == "ping") {
-        let out = na
-            .cmd("ping", o.pin.then_some(0))
+    (fwd, clock)
+}
+
+/// Sleeps until 1 s after `t0` and returns the end of the run's middle, 1 s before the
+/// end of a run of `secs` seconds.
+fn sleep_to_middle(t0: Instant, secs: u32) -> Instant {
+    let from = t0 + Duration::from_secs(1);
+    let to = t0 + Duration::from_secs(u64::from(secs.max(3)) - 1);
+    std::thread::sleep(from.saturating_duration_since(Instant::now()));
+    to
+}
+
+/// Over the middle of a UDP run: frames forwarded A to B per second, the forwarder's
+/// CPU use and the machine's busy CPUs.
+fn udp_window(count: &Count, clock: libc::clockid_t, t0: Instant, secs: u32) -> (f64, f64, f64) {
+    let to = sleep_to_middle(t0, secs);
+    let (f0, c0, j0) = (
+        count.ab.load(Ordering::Relaxed),
+        thread_cpu(clock),
+        cpu_jiffies(),
+    );
+    let s0 = Instant::now();
+    std::thread::sleep(to.saturating_duration_since(Instant::now()));
+    let el = s0.elapsed().as_secs_f64();
+    let (f1, c1, j1) = (
+        count.ab.load(Ordering::Relaxed),
+        thread_cpu(clock),
+        cpu_jiffies(),
+    );
+    let busy = (j1.0 - j0.0) as f64 / (j1.1 - j0.1).max(1) as f64;
+    (
+        (f1 - f0) as f64 / el,
+        (c1 - c0).as_secs_f64() / el,
+        busy * 2.0,
+    )
+}
+
+/// The forwarder's CPU use over the middle of a TCP run.
+fn tcp_window(clock: libc::clockid_t, t0: Instant, secs: u32) -> f64 {
+    let to = sleep_to_middle(t0, secs);
+    let c0 = thread_cpu(clock);
+    let s0 = Instant::now();
+    std::thread::sleep(to.saturating_duration_since(Instant::now()));
+    (thread_cpu(clock) - c0).as_secs_f64() / s0.elapsed().as_secs_f64()
+}
+
+/// (avg, max) RTT in ms from ping's summary line.
+fn parse_rtt(text: &str) -> Option<(f64, f64)> {
+    let l = text.lines().find(|l| l.contains("min/avg/max"))?;
+    let v: Vec<f64> = l
+        .split('=')
+        .nth(1)
+        .unwrap_or("")
+        .trim()
+        .trim_end_matches(" ms")
+        .split('/')
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    Some((
+        v.get(1).copied().unwrap_or(0.0),
+        v.get(2).copied().unwrap_or(0.0),
+    ))
+}
+
+/// (loss %, datagrams sent per second) from iperf3's UDP receiver line.
+fn parse_udp_loss(text: &str, secs: u32) -> Option<(f64, f64)> {
+    let line = receiver_line(text);
+    // "... 0.004 ms  1234/5678 (22%)  receiver"
+    let w = line
+        .split_whitespace()
+        .find(|w| w.contains('/') && !w.contains("bits"))?;
+    let (lost, total) = w.split_once('/')?;
+    let (lost, total): (f64, f64) = (lost.parse().unwrap_or(0.0), total.parse().unwrap_or(0.0));
+    let loss = if total > 0.0 {
+        100.0 * lost / total
+    } else {
+        0.0
+    };
+    Some((loss, total / f64::from(secs)))
+}
+
+/// Gbit/s from iperf3's TCP receiver line.
+fn parse_tcp_gbits(text: &str) -> f64 {
+    let line = receiver_line(text);
+    let w: Vec<&str> = line.split_whitespace().collect();
+    w.iter()
+        .position(|x| *x == "Gbits/sec")
+        .and_then(|i| w.get(i - 1))
+        .and_then(|x| x.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// The traffic tests of one run, with the running forwarder.
+struct Tests<'a> {
+    na: &'a Ns,
+    nb: &'a Ns,
+    o: &'a Opts,
+    count: &'a Count,
+    /// The forwarder's CPU-time clock.
+    clock: libc::clockid_t,
+    /// The first iperf3 port of the run.
+    base: u16,
+}
+
+impl Tests<'_> {
+    fn warm_up(&self) {
+        // Warm-up: ARP, and the forwarder's first frames.
+        let _ = self
+            .na
+            .cmd("ping", None)
+            .args(["-c", "3", "-i", "0.05", "-q", B_IP])
+            .output();
+    }
+
+    fn ping(&self, r: &mut Result_) {
+        let out = self
+            .na
+            .cmd("ping", self.o.pin.then_some(0))
             .args(["-c", "200", "-i", "0.005", "-q", B_IP])
             .output()
             .expect("ping");
         let text = String::from_utf8_lossy(&out.stdout);
-        if let Some(l) = text.lines().find(|l| l.contains("min/avg/max")) {
-            let v: Vec<f64> = l
-                .split('=')
-                .nth(1)
-                .unwrap_or("")
-                .trim()
-                .trim_end_matches(" ms")
-                .split('/')
-                .filter_map(|x| x.parse().ok())
-                .collect();
-            r.rtt_avg_ms = v.get(1).copied().unwrap_or(0.0);
-            r.rtt_max_ms = v.get(2).copied().unwrap_or(0.0);
+        if let Some((avg, max)) = parse_rtt(&text) {
+            r.rtt_avg_ms = avg;
+            r.rtt_max_ms = max;
         }
     }
-    if o.tests.iter().any(|t| t == "udp") {
-        let drops0 = tx_dropped(&na, "vtp0");
-        let rcv0 = udp_rcvbuf_errors(&nb);
+
+    fn udp(&self, r: &mut Result_) {
+        let (na, nb, secs) = (self.na, self.nb, self.o.secs);
+        let drops0 = tx_dropped(na, "vtp0");
+        let rcv0 = udp_rcvbuf_errors(nb);
         let mut window = (0.0, 0.0, 0.0);
         let text = iperf(
-            &na,
-            &nb,
-            base,
+            na,
+            nb,
+            self.base,
             &[
                 "-u",
                 "-b",
@@ -1146,84 +1305,65 @@ fn run_mode(mode: Mode, o: &Opts, run: u32) -> Result_ {
                 "-f",
                 "m",
             ],
-            o.pin,
-            |t0| {
-                // The middle of the run: from 1 s after the start to 1 s before the end.
-                let from = t0 + Duration::from_secs(1);
-                let to = t0 + Duration::from_secs(u64::from(secs.max(3)) - 1);
-                std::thread::sleep(from.saturating_duration_since(Instant::now()));
-                let (f0, c0, j0) = (
-                    count.ab.load(Ordering::Relaxed),
-                    thread_cpu(clock),
-                    cpu_jiffies(),
-                );
-                let s0 = Instant::now();
-                std::thread::sleep(to.saturating_duration_since(Instant::now()));
-                let el = s0.elapsed().as_secs_f64();
-                let (f1, c1, j1) = (
-                    count.ab.load(Ordering::Relaxed),
-                    thread_cpu(clock),
-                    cpu_jiffies(),
-                );
-                let busy = (j1.0 - j0.0) as f64 / (j1.1 - j0.1).max(1) as f64;
-                window = (
-                    (f1 - f0) as f64 / el,
-                    (c1 - c0).as_secs_f64() / el,
-                    busy * 2.0,
-                );
-            },
+            self.o.pin,
+            |t0| window = udp_window(self.count, self.clock, t0, secs),
         );
-        r.udp_fps = window.0;
-        r.udp_cpu = window.1;
-        r.udp_busy_cpus = window.2;
-        r.tx_drops = tx_dropped(&na, "vtp0") - drops0;
-        r.rcvbuf_errors = udp_rcvbuf_errors(&nb) - rcv0;
-        let line = receiver_line(&text);
-        // "... 0.004 ms  1234/5678 (22%)  receiver"
-        if let Some(w) = line
-            .split_whitespace()
-            .find(|w| w.contains('/') && !w.contains("bits"))
-            && let Some((lost, total)) = w.split_once('/')
-        {
-            let (lost, total): (f64, f64) =
-                (lost.parse().unwrap_or(0.0), total.parse().unwrap_or(0.0));
-            r.udp_loss = if total > 0.0 {
-                100.0 * lost / total
-            } else {
-                0.0
-            };
-            r.udp_sent_pps = total / f64::from(secs);
+        (r.udp_fps, r.udp_cpu, r.udp_busy_cpus) = window;
+        r.tx_drops = tx_dropped(na, "vtp0") - drops0;
+        r.rcvbuf_errors = udp_rcvbuf_errors(nb) - rcv0;
+        if let Some((loss, sent_pps)) = parse_udp_loss(&text, secs) {
+            r.udp_loss = loss;
+            r.udp_sent_pps = sent_pps;
         } else {
             eprintln!("no UDP receiver line in iperf3 output:\n{text}");
         }
     }
-    if o.tests.iter().any(|t| t == "tcp") {
+
+    fn tcp(&self, r: &mut Result_) {
+        let secs = self.o.secs;
         let mut cpu = 0.0;
         let text = iperf(
-            &na,
-            &nb,
-            base + 1,
+            self.na,
+            self.nb,
+            self.base + 1,
             &["-t", &secs.to_string(), "-f", "g"],
-            o.pin,
-            |t0| {
-                let from = t0 + Duration::from_secs(1);
-                let to = t0 + Duration::from_secs(u64::from(secs.max(3)) - 1);
-                std::thread::sleep(from.saturating_duration_since(Instant::now()));
-                let c0 = thread_cpu(clock);
-                let s0 = Instant::now();
-                std::thread::sleep(to.saturating_duration_since(Instant::now()));
-                cpu = (thread_cpu(clock) - c0).as_secs_f64() / s0.elapsed().as_secs_f64();
-            },
+            self.o.pin,
+            |t0| cpu = tcp_window(self.clock, t0, secs),
         );
         r.tcp_cpu = cpu;
-        let line = receiver_line(&text);
-        let w: Vec<&str> = line.split_whitespace().collect();
-        r.tcp_gbits = w
-            .iter()
-            .position(|x| *x == "Gbits/sec")
-            .and_then(|i| w.get(i - 1))
-            .and_then(|x| x.parse().ok())
-            .unwrap_or(0.0);
+        r.tcp_gbits = parse_tcp_gbits(&text);
+    }
+}
+
+fn run_mode(mode: Mode, o: &Opts, run: u32) -> Result_ {
+    let (na, nb, ports) = setup_ns(o);
+    if mode == Mode::Pending {
+        for p in &ports {
+            set_blocking(p, true);
+        }
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let count = Arc::new(Count::default());
+    let mut r = Result_::default();
+    let (fwd, clock) = spawn_forwarder(mode, ports, o, &stop, &count);
+    let stopper = StopOnDrop(stop.clone());
+    let tests = Tests {
+        na: &na,
+        nb: &nb,
+        o,
+        count: &count,
+        clock,
+        base: 5201 + (run as u16) * 10,
+    };
+    tests.warm_up();
+    if o.tests.iter().any(|t| t == "ping") {
+        tests.ping(&mut r);
+    }
+    if o.tests.iter().any(|t| t == "udp") {
+        tests.udp(&mut r);
+    }
+    if o.tests.iter().any(|t| t == "tcp") {
+        tests.tcp(&mut r);
     }
     drop(stopper);
     let ports = fwd.join().expect("forwarder");

@@ -82,10 +82,8 @@ fn unshare_all(with_net: bool) -> Result<(), RunError> {
         flags |= libc::CLONE_NEWUSER;
     }
     // SAFETY: unshare affects only this (single-threaded) process.
-    check(
-        unsafe { libc::unshare(flags) },
-        "cannot create namespaces (unshare)",
-    )?;
+    let r = unsafe { libc::unshare(flags) };
+    check(r, "cannot create namespaces (unshare)")?;
     if rootless {
         map_root(uid, gid)?;
     }
@@ -111,18 +109,16 @@ fn cstr(s: &str) -> Result<CString, RunError> {
 fn private_etc(resolv: Option<&str>, hosts: Option<&str>, hostname: &str) -> Result<(), RunError> {
     let root = cstr("/")?;
     // SAFETY: plain mount(2) calls with valid C strings; null for unused arguments.
-    check(
-        unsafe {
-            libc::mount(
-                std::ptr::null(),
-                root.as_ptr(),
-                std::ptr::null(),
-                libc::MS_REC | libc::MS_PRIVATE,
-                std::ptr::null(),
-            )
-        },
-        "cannot make mounts private",
-    )?;
+    let r = unsafe {
+        libc::mount(
+            std::ptr::null(),
+            root.as_ptr(),
+            std::ptr::null(),
+            libc::MS_REC | libc::MS_PRIVATE,
+            std::ptr::null(),
+        )
+    };
+    check(r, "cannot make mounts private")?;
     for (target, content) in [("/etc/resolv.conf", resolv), ("/etc/hosts", hosts)] {
         let Some(content) = content else { continue };
         let dir = std::env::temp_dir();
@@ -176,21 +172,15 @@ fn join(sandbox: &SandboxInfo) -> Result<(), RunError> {
         })?;
         let userfd = open(user)?;
         // SAFETY: setns on descriptors we own; this process is single-threaded.
-        check(
-            unsafe { libc::setns(userfd.as_raw_fd(), libc::CLONE_NEWUSER) },
-            "cannot join the container's user namespace",
-        )?;
+        let r = unsafe { libc::setns(userfd.as_raw_fd(), libc::CLONE_NEWUSER) };
+        check(r, "cannot join the container's user namespace")?;
     }
     // SAFETY: as above.
-    check(
-        unsafe { libc::setns(netfd.as_raw_fd(), libc::CLONE_NEWNET) },
-        "cannot join the container's network namespace",
-    )?;
+    let r = unsafe { libc::setns(netfd.as_raw_fd(), libc::CLONE_NEWNET) };
+    check(r, "cannot join the container's network namespace")?;
     // SAFETY: unshare affects only this process.
-    check(
-        unsafe { libc::unshare(libc::CLONE_NEWNS | libc::CLONE_NEWUTS) },
-        "cannot create a mount namespace",
-    )?;
+    let r = unsafe { libc::unshare(libc::CLONE_NEWNS | libc::CLONE_NEWUTS) };
+    check(r, "cannot create a mount namespace")?;
     Ok(())
 }
 
@@ -221,10 +211,8 @@ fn spawn_child(cmd: &[String]) -> Result<libc::pid_t, RunError> {
     // A pipe tells the parent whether exec failed (closed on exec by O_CLOEXEC).
     let mut p = [0; 2];
     // SAFETY: pipe2 fills two descriptors.
-    check(
-        unsafe { libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC) },
-        "cannot create a pipe",
-    )?;
+    let r = unsafe { libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC) };
+    check(r, "cannot create a pipe")?;
     // SAFETY: the child only calls async-signal-safe functions before execvp.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
