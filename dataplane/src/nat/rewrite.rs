@@ -76,7 +76,7 @@ fn echo_tuple(ty: u8, id: u16, src: Ipv4Addr, dst: Ipv4Addr) -> Option<Tuple> {
 }
 
 /// The flow key of a TCP or UDP packet and its TCP flags.
-#[inline]
+#[inline(always)]
 fn ports_tuple(ip: &Ipv4Packet<&mut [u8]>, proto: IpProtocol) -> Result<(Tuple, u8), NatDrop> {
     let t = PortsHeader::new_checked(proto, ip.payload()).map_err(|_| NatDrop::Malformed)?;
     let key = Tuple {
@@ -91,7 +91,7 @@ fn ports_tuple(ip: &Ipv4Packet<&mut [u8]>, proto: IpProtocol) -> Result<(Tuple, 
 
 /// Rewrites one end of a translated packet: the address (IPv4 header checksum updated)
 /// and the port or echo identifier, with the transport checksum kept right for `csum`.
-#[inline]
+#[inline(always)]
 fn translate(
     ip: &mut Ipv4Packet<&mut [u8]>,
     proto: IpProtocol,
@@ -408,7 +408,7 @@ impl Nat {
 }
 
 /// The type and identifier of an ICMP message (the parse guaranteed its 8 bytes).
-#[inline]
+#[inline(always)]
 fn echo_fields(ip: &Ipv4Packet<&mut [u8]>) -> (u8, u16) {
     match Icmpv4Packet::new_checked(ip.payload()) {
         Ok(m) => (m.msg_type(), m.echo_ident()),

@@ -16,7 +16,7 @@ use crate::wire::{EtherType, EthernetFrame, Ipv4Packet, MacAddr, TcpPacket};
 const UDP_HEADER_LEN: usize = crate::wire::udp::HEADER_LEN;
 
 /// Writes an Ethernet header's MAC addresses in place.
-#[inline]
+#[inline(always)]
 fn set_macs(f: &mut Frame, dst: MacAddr, src: MacAddr) {
     if let Ok(mut eth) = EthernetFrame::new_checked(f.data_mut()) {
         eth.set_dst(dst);
@@ -25,7 +25,7 @@ fn set_macs(f: &mut Frame, dst: MacAddr, src: MacAddr) {
 }
 
 /// Decrements an IPv4 TTL in place (incremental checksum). False when it ran out.
-#[inline]
+#[inline(always)]
 fn ttl_step(ip: &mut Ipv4Packet<&mut [u8]>) -> bool {
     if ip.ttl() <= 1 {
         return false;
@@ -44,7 +44,7 @@ pub(super) fn nat_drop(d: NatDrop) -> DropReason {
 }
 
 /// Delivers a translated packet to container `ip` of `domain`.
-#[inline]
+#[inline(always)]
 fn deliver_in(
     ing: &Ingress<'_>,
     i: usize,
@@ -68,7 +68,7 @@ fn deliver_in(
 
 /// What the gateway must do for a routed packet before it may be translated: answer
 /// "fragmentation needed" or "time exceeded". Steps the TTL when neither.
-#[inline]
+#[inline(always)]
 pub(super) fn punt_before_nat(
     ip: &mut [u8],
     vnet: &VnetHdr,
@@ -89,7 +89,7 @@ pub(super) fn punt_before_nat(
 
 /// A frame from a container to the gateway, bound outside: translated and sent out the
 /// packet uplink (or, for its own external address, looped back in: hairpin).
-#[inline]
+#[inline(always)]
 pub(super) fn route_out(
     ing: &Ingress<'_>,
     i: usize,
@@ -128,7 +128,7 @@ pub(super) fn route_out(
 
 /// Sends a translated packet for `dst` out the packet uplink, to `dst` itself on the
 /// segment or to the next hop.
-#[inline]
+#[inline(always)]
 fn send_out(
     ing: &Ingress<'_>,
     i: usize,
@@ -160,7 +160,7 @@ fn send_out(
 
 /// Whether an IPv4 packet with DF set is larger than `mtu` (for a super-frame: whether
 /// its segments are).
-#[inline]
+#[inline(always)]
 pub(super) fn too_big<T: AsRef<[u8]>>(ip: &Ipv4Packet<T>, vnet: &VnetHdr, mtu: u16) -> bool {
     if !ip.dont_fragment() {
         return false;
@@ -182,7 +182,7 @@ pub(super) fn too_big<T: AsRef<[u8]>>(ip: &Ipv4Packet<T>, vnet: &VnetHdr, mtu: u
 
 /// A frame arriving on the packet uplink's port: ARP goes to the gateway, IPv4 for
 /// the uplink's address is translated back in.
-#[inline]
+#[inline(always)]
 pub(super) fn from_uplink(
     ing: &Ingress<'_>,
     i: usize,
