@@ -91,7 +91,7 @@ fn udp_whoami(ns: &Netns, port: u16) -> Proc {
 /// Runs `cmd` (on the host, or in `ns`) until it prints something, a few times.
 fn retry(ns: Option<&Netns>, cmd: &str) -> String {
     let mut last = String::new();
-    for _ in 0..5 {
+    for _ in 0..20 {
         let o = match ns {
             Some(n) => n.sh(cmd),
             None => sh(cmd),

@@ -148,14 +148,16 @@ fn a_full_table_refuses_new_flows_while_existing_ones_keep_working() {
         .stdout_text()
     };
     // A flow that must go through: a lost reply (the first waits for the neighbour to
-    // be resolved; a busy machine) is retried from the same port, which reuses the flow.
+    // be resolved; a busy machine, a server still starting: refused at once) is retried
+    // from the same port, which reuses the flow.
     let through = |sport: u16| {
         let mut got = String::new();
-        for _ in 0..4 {
+        for _ in 0..10 {
             got = send(sport);
             if !got.trim().is_empty() {
                 break;
             }
+            std::thread::sleep(std::time::Duration::from_millis(200));
         }
         got
     };

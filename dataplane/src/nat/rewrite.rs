@@ -222,7 +222,13 @@ impl Nat {
     /// UDP or ICMP, with the transport header's fixed part present.
     #[inline]
     fn parse(pkt: &mut [u8]) -> Result<Ipv4Packet<&mut [u8]>, NatDrop> {
-        let ip = Ipv4Packet::new_checked(pkt).map_err(|_| NatDrop::Malformed)?;
+        Ipv4Packet::new_checked(pkt).map_err(|_| NatDrop::Malformed)
+    }
+
+    /// What translation needs of a checked IPv4 packet: not a fragment, a protocol NAT
+    /// knows, its ports (or echo identifier) inside the packet.
+    #[inline(always)]
+    fn translatable(ip: &Ipv4Packet<&mut [u8]>) -> Result<(), NatDrop> {
         if ip.frag_offset() != 0 {
             return Err(NatDrop::Fragment);
         }
@@ -234,7 +240,7 @@ impl Nat {
         if ip.payload().len() < need {
             return Err(NatDrop::Malformed);
         }
-        Ok(ip)
+        Ok(())
     }
 
     /// A packet from a container of `domain`, leaving through the uplink whose address
@@ -248,7 +254,22 @@ impl Nat {
         partial: bool,
         now: u32,
     ) -> Result<NatVerdict, NatDrop> {
-        let mut ip = Self::parse(pkt)?;
+        let ip = Self::parse(pkt)?;
+        self.outbound_ip(ip, domain, ext, rules, partial, now)
+    }
+
+    /// [`Nat::outbound`] on a packet the caller already holds a checked view of.
+    #[inline]
+    pub fn outbound_ip(
+        &self,
+        mut ip: Ipv4Packet<&mut [u8]>,
+        domain: u16,
+        ext: Ipv4Addr,
+        rules: &DnatRules,
+        partial: bool,
+        now: u32,
+    ) -> Result<NatVerdict, NatDrop> {
+        Self::translatable(&ip)?;
         let (dst, proto) = (ip.dst(), ip.protocol());
         let (inside, flags) = if proto == IpProtocol::Icmp {
             let (ty, id) = echo_fields(&ip);
@@ -293,7 +314,21 @@ impl Nat {
         partial: bool,
         now: u32,
     ) -> Result<NatVerdict, NatDrop> {
-        let mut ip = Self::parse(pkt)?;
+        let ip = Self::parse(pkt)?;
+        self.inbound_ip(ip, ext, rules, partial, now)
+    }
+
+    /// [`Nat::inbound`] on a packet the caller already holds a checked view of.
+    #[inline]
+    pub fn inbound_ip(
+        &self,
+        mut ip: Ipv4Packet<&mut [u8]>,
+        ext: Ipv4Addr,
+        rules: &DnatRules,
+        partial: bool,
+        now: u32,
+    ) -> Result<NatVerdict, NatDrop> {
+        Self::translatable(&ip)?;
         if ip.dst() != ext {
             return Err(NatDrop::Local);
         }

@@ -70,18 +70,17 @@ fn deliver_in(
 /// "fragmentation needed" or "time exceeded". Steps the TTL when neither.
 #[inline(always)]
 pub(super) fn punt_before_nat(
-    ip: &mut [u8],
+    p: &mut Ipv4Packet<&mut [u8]>,
     vnet: &VnetHdr,
     mtu: u16,
     ext_ip: Ipv4Addr,
 ) -> Result<Option<Punt>, DropReason> {
-    let mut p = Ipv4Packet::new_checked(ip).map_err(|_| DropReason::Malformed)?;
     // Larger than the segment takes, with DF (not for hairpin traffic, which never
     // crosses it): the gateway answers fragmentation needed.
-    if too_big(&p, vnet, mtu) && p.dst() != ext_ip {
+    if too_big(p, vnet, mtu) && p.dst() != ext_ip {
         return Ok(Some(Punt::TooBig));
     }
-    if !ttl_step(&mut p) {
+    if !ttl_step(p) {
         return Ok(Some(Punt::TimeExceeded));
     }
     Ok(None)
@@ -104,19 +103,20 @@ pub(super) fn route_out(
     let partial = f.vnet.flags & VnetHdr::F_NEEDS_CSUM != 0;
     let vnet = f.vnet;
     let mut eth = EthernetFrame::new_checked(f.data_mut()).map_err(|_| DropReason::Malformed)?;
-    let ip = eth.payload_mut();
-    if let Some(punt) = punt_before_nat(ip, &vnet, up.mtu, up.ext_ip)? {
+    let mut ip = Ipv4Packet::new_checked(eth.payload_mut()).map_err(|_| DropReason::Malformed)?;
+    if let Some(punt) = punt_before_nat(&mut ip, &vnet, up.mtu, up.ext_ip)? {
         f.punt = punt;
         out.push(GATEWAY_PORT, i, Encap::None);
         return Ok(());
     }
-    let dst = match nat.outbound(ip, domain.0, up.ext_ip, &up.rules, partial, ctx.now) {
+    let dst = match nat.outbound_ip(ip, domain.0, up.ext_ip, &up.rules, partial, ctx.now) {
         Ok(NatVerdict::Out { dst }) => dst,
         Ok(NatVerdict::In { .. }) => return Err(DropReason::NoRoute),
         Err(d) => return Err(nat_drop(d)),
     };
     if dst == up.ext_ip {
         // Hairpin: the destination is our own external address.
+        let ip = eth.payload_mut();
         return match nat.inbound(ip, up.ext_ip, &up.rules, partial, ctx.now) {
             Ok(NatVerdict::In { domain, ip }) => deliver_in(ing, i, f, out, (DomainId(domain), ip)),
             Ok(NatVerdict::Out { .. }) => Err(DropReason::NoRoute),
@@ -193,10 +193,10 @@ pub(super) fn from_uplink(
     let (Some(up), Some(nat)) = (ctx.snap.uplink.as_ref(), ctx.nat) else {
         return Err(DropReason::NoNetwork);
     };
-    let eth = EthernetFrame::new_checked(f.data()).map_err(|_| DropReason::Malformed)?;
-    let (ethertype, dst) = (eth.ethertype(), eth.dst());
-    let ip_dst = Ipv4Packet::new_checked(eth.payload()).map(|p| p.dst());
     f.domain = UPLINK_DOMAIN.0;
+    let partial = f.vnet.flags & VnetHdr::F_NEEDS_CSUM != 0;
+    let mut eth = EthernetFrame::new_checked(f.data_mut()).map_err(|_| DropReason::Malformed)?;
+    let (ethertype, dst) = (eth.ethertype(), eth.dst());
     if ethertype == EtherType::ARP {
         out.push(GATEWAY_PORT, i, Encap::None);
         return Ok(());
@@ -204,16 +204,13 @@ pub(super) fn from_uplink(
     if ethertype != EtherType::IPV4 || (dst != up.ext_mac && !dst.is_broadcast()) {
         return Err(DropReason::NoNetwork);
     }
-    match ip_dst {
-        Ok(d) if d == up.ext_ip => {}
-        Ok(_) => return Err(DropReason::NoRoute),
-        Err(_) => return Err(DropReason::Malformed),
+    let ip = Ipv4Packet::new_checked(eth.payload_mut()).map_err(|_| DropReason::Malformed)?;
+    if ip.dst() != up.ext_ip {
+        return Err(DropReason::NoRoute);
     }
-    let partial = f.vnet.flags & VnetHdr::F_NEEDS_CSUM != 0;
-    let mut eth = EthernetFrame::new_checked(f.data_mut()).map_err(|_| DropReason::Malformed)?;
-    let ip = eth.payload_mut();
-    match nat.inbound(ip, up.ext_ip, &up.rules, partial, ctx.now) {
+    match nat.inbound_ip(ip, up.ext_ip, &up.rules, partial, ctx.now) {
         Ok(NatVerdict::In { domain, ip: to }) => {
+            let ip = eth.payload_mut();
             let stepped = Ipv4Packet::new_checked(ip).is_ok_and(|mut p| ttl_step(&mut p));
             if !stepped {
                 return Err(DropReason::NoRoute);
