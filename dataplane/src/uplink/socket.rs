@@ -137,6 +137,9 @@ pub(crate) fn gateway_target(
 struct QueueDevice {
     rx: std::collections::VecDeque<Vec<u8>>,
     tx: Vec<Vec<u8>>,
+    /// smoltcp leaves TCP checksums to the uplink (super-frames: most need only the
+    /// pseudo-header sum).
+    tcp_csum_here: bool,
 }
 
 struct QRx(Vec<u8>);
@@ -175,7 +178,11 @@ impl Device for QueueDevice {
         // compute on transmit, do not verify on receive.
         let mut cs = ChecksumCapabilities::default();
         cs.ipv4 = phy::Checksum::Tx;
-        cs.tcp = phy::Checksum::Tx;
+        cs.tcp = if self.tcp_csum_here {
+            phy::Checksum::None
+        } else {
+            phy::Checksum::Tx
+        };
         cs.udp = phy::Checksum::Tx;
         cs.icmpv4 = phy::Checksum::Tx;
         c.checksum = cs;
@@ -198,10 +205,11 @@ struct Stack {
 }
 
 impl Stack {
-    fn new(epoch: Instant) -> Stack {
+    fn new(epoch: Instant, super_frames: bool) -> Stack {
         let mut dev = QueueDevice {
             rx: Default::default(),
             tx: Vec::new(),
+            tcp_csum_here: super_frames,
         };
         let mut cfg = Config::new(HardwareAddress::Ip);
         cfg.random_seed = crate::random::u64();
@@ -534,8 +542,10 @@ impl SocketUplink {
 
     /// `who`'s stack, created on first use.
     fn stack(&mut self, who: ContainerId) -> &mut Stack {
-        let epoch = self.epoch;
-        self.stacks.entry(who).or_insert_with(|| Stack::new(epoch))
+        let (epoch, sf) = (self.epoch, self.super_frames);
+        self.stacks
+            .entry(who)
+            .or_insert_with(|| Stack::new(epoch, sf))
     }
 
     fn generation(&mut self) -> u32 {
@@ -1724,9 +1734,10 @@ const MIN_MSS: u16 = 536;
 /// device's MTU (65535) allows, so a segment and its headers fit in one 64 KB frame.
 const SUPER_MSS: u16 = 65535 - 40;
 
-/// For a TCP packet smoltcp built toward a container in `domain`: when it carries more
-/// than its connection's MSS, the segment size to cut it into, its checksum field set
-/// to the pseudo-header sum (what segmentation expects); else 0 (left as it is).
+/// For a TCP packet smoltcp built toward a container in `domain` (without its checksum,
+/// left to this): when it carries more than its connection's MSS, the segment size to
+/// cut it into, its checksum field set to the pseudo-header sum (what segmentation
+/// expects); else 0, its checksum computed in full.
 fn super_frame(
     tcp: &[Option<TcpConn>],
     by_quad: &HashMap<(u16, Quad), usize>,
@@ -1745,6 +1756,7 @@ fn super_frame(
     };
     let payload = t.payload().len();
     if payload <= usize::from(MIN_MSS) {
+        t.fill_checksum(src, dst);
         return 0;
     }
     let quad = (dst, t.dst_port(), src, t.src_port());
@@ -1754,6 +1766,7 @@ fn super_frame(
         .and_then(|c| c.as_ref())
         .map_or(0, |c| c.mss);
     if mss == 0 || payload <= usize::from(mss) {
+        t.fill_checksum(src, dst);
         return 0;
     }
     let len = t.as_bytes().len() as u32;
