@@ -2181,6 +2181,50 @@ mod tests {
     }
 
     #[test]
+    fn super_frames_toward_the_container_are_cut_at_its_mss() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let mut r = Rig::new(true);
+        r.up.set_super_frames(true);
+        // The container announces MSS 1460; smoltcp is shown more.
+        let synack = r.connect((C, 40001), (GW, port), 1000);
+        let (_, _, _, sseq, _, _) = tcp_of(&synack).unwrap();
+        let (mut server, _) = l.accept().unwrap();
+        let ack = tcp_packet((C, 40001), (GW, port), 1001, sseq + 1, TcpFlags::ACK, &[]);
+        r.send(&ack);
+        use std::io::Write as _;
+        server.write_all(&vec![7u8; 60_000]).unwrap();
+        let mut found = None;
+        let mut events = Events::with_capacity(64);
+        for _ in 0..100 {
+            for (_, p, gso) in r.up.take_output() {
+                if gso != 0 && found.is_none() {
+                    found = Some((p, gso));
+                }
+            }
+            if found.is_some() {
+                break;
+            }
+            r.poll
+                .poll(&mut events, Some(Duration::from_millis(10)))
+                .unwrap();
+            for e in events.iter() {
+                let (rd, wr, er) = (e.is_readable(), e.is_writable(), e.is_error());
+                r.up.event(r.poll.registry(), e.token(), rd, wr, er);
+            }
+        }
+        let (p, gso) = found.expect("a super-frame");
+        assert_eq!(gso, 1460);
+        let ip = Ipv4Packet::new_checked(&p[..]).unwrap();
+        let t = TcpPacket::new_checked(ip.payload()).unwrap();
+        assert!(t.payload().len() > 1460, "{}", t.payload().len());
+        // Only the pseudo-header sum, as segmentation expects.
+        let len = ip.payload().len() as u32;
+        let pseudo = checksum::pseudo_header_v4(GW, C, IpProtocol::TCP, len);
+        assert_eq!(t.checksum(), checksum::fold(pseudo));
+    }
+
+    #[test]
     fn tcp_refused_on_host_is_reset_in_container() {
         let port = {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
