@@ -104,11 +104,46 @@ fn tcp_both_ways(l: &Lan) {
     }
 }
 
+/// A port's offload counters from `stats --json`.
+fn offload_counters(l: &Lan, port: &str) -> serde_json::Value {
+    let stats = l.d.ctl_json(&["stats"]);
+    stats["ports"]
+        .as_array()
+        .expect("ports")
+        .iter()
+        .find(|p| p["name"] == port)
+        .map(|p| p["offload"].clone())
+        .unwrap_or_else(|| panic!("no port {port}: {stats}"))
+}
+
+fn counter(v: &serde_json::Value, name: &str) -> u64 {
+    v[name]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no {name} in {v}"))
+}
+
 #[test]
 #[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
 fn heavy_tcp_moves_data_both_ways() {
     let l = lan(2, &[], &[]);
     tcp_both_ways(&l);
+    // Both containers sent TCP in super-frames and got them as they were; without
+    // offloads (the suite's second pass) nothing is a super-frame.
+    let offloads = !env_daemon_args().iter().any(|a| a == "--no-offload");
+    for port in ["c0", "c1"] {
+        let o = offload_counters(&l, port);
+        if offloads {
+            assert!(counter(&o, "rx_super") > 0, "{port}: {o}");
+            assert!(counter(&o, "tx_super") > 0, "{port}: {o}");
+        } else {
+            assert_eq!(
+                counter(&o, "rx_super") + counter(&o, "tx_super"),
+                0,
+                "{port}: {o}"
+            );
+        }
+        assert_eq!(counter(&o, "tx_sw_segments"), 0, "{port}: {o}");
+    }
 }
 
 #[test]
@@ -116,6 +151,14 @@ fn heavy_tcp_moves_data_both_ways() {
 fn heavy_tcp_without_offloads_and_with_two_workers() {
     let l = lan(2, &["--no-offload", "--workers", "2"], &[]);
     tcp_both_ways(&l);
+    for port in ["c0", "c1"] {
+        let o = offload_counters(&l, port);
+        assert_eq!(
+            counter(&o, "rx_super") + counter(&o, "tx_super"),
+            0,
+            "{port}: {o}"
+        );
+    }
 }
 
 /// Datagrams in the order and sizes `udp_bursts_arrive_whole_and_in_order` sends them:

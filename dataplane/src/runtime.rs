@@ -146,8 +146,17 @@ impl GatewayCtx<'_> {
     }
     /// Sends a frame into `domain` (the bridge forwards it by destination MAC).
     pub fn send(&mut self, domain: u16, frame: Vec<u8>) -> bool {
+        self.send_offload(domain, frame, crate::port::VnetHdr::default())
+    }
+    /// As [`GatewayCtx::send`], a super-frame with its offload metadata.
+    pub fn send_offload(
+        &mut self,
+        domain: u16,
+        frame: Vec<u8>,
+        vnet: crate::port::VnetHdr,
+    ) -> bool {
         match self.ends.first_mut() {
-            Some(e) => e.send(domain, frame),
+            Some(e) => e.send_offload(domain, frame, vnet),
             None => false,
         }
     }

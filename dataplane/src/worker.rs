@@ -144,6 +144,9 @@ impl Worker {
         if n == 0 {
             return 0;
         }
+        if let Some(o) = port.offload_counts() {
+            self.counters.set_offloads(slot, &o);
+        }
         let cap = self.capture.as_ref().and_then(|c| c.load_full());
         if let Some(c) = &cap
             && c.slot == slot.0
@@ -190,6 +193,9 @@ impl Worker {
                     .count_drop(p, DropReason::TxError, sel.len() as u64);
                 continue;
             };
+            if let Some(o) = port.offload_counts() {
+                self.counters.set_offloads(p, &o);
+            }
             if let Some(c) = cap
                 && c.slot == p.0
             {

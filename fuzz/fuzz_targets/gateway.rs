@@ -107,6 +107,7 @@ fuzz_target!(|data: &[u8]| {
             port: PORTS[usize::from(tag & 3)],
             punt: PUNTS[usize::from((tag >> 2) & 3)],
             data: body.to_vec(),
+            ..Default::default()
         };
         gw.frame(&mut ctx, f);
         BATCH.with_borrow_mut(|b| {

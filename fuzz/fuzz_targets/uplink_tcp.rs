@@ -130,7 +130,7 @@ fn aim(pkt: &mut [u8], tag: u8, h: &Host, seqs: &Seqs) -> bool {
 
 /// Takes what the uplink sent and remembers its sequence numbers per connection.
 fn drain(uplink: &mut SocketUplink, seqs: &mut Seqs) {
-    for (_, out) in uplink.take_output() {
+    for (_, out, _) in uplink.take_output() {
         let Ok(ip) = Ipv4Packet::new_checked(&out[..]) else {
             panic!("the uplink sent a packet that is not IPv4");
         };

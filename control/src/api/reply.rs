@@ -379,6 +379,24 @@ pub struct PortCounters {
     pub tx_bytes: u64,
     /// Reason name -> frames dropped, reasons with none left out.
     pub drops: OrderedMap<u64>,
+    /// What a TAP with offloads did with super-frames (zero on other ports).
+    #[serde(default)]
+    pub offload: OffloadCounters,
+}
+
+/// A port's super-frame counters.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct OffloadCounters {
+    /// Super-frames received (frames with segmentation metadata).
+    pub rx_super: u64,
+    /// Super-frames passed to the kernel as they are (merged datagrams included).
+    pub tx_super: u64,
+    /// Frames written for super-frames segmented in software.
+    pub tx_sw_segments: u64,
+    /// Datagrams written merged with others of their flow.
+    pub tx_udp_merged: u64,
+    /// Merged writes the kernel refused.
+    pub tx_merge_refused: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]

@@ -228,6 +228,8 @@ impl Daemon {
         };
         let mut g = GatewayIo::with_limits(cfg.uplink);
         g.set_icmp_error_rate(cfg.icmp_errors_per_sec);
+        // With offloads the workers' buffers hold 64 KB frames and the TAPs take them.
+        g.set_super_frames(cfg.offload);
         let fdb = Arc::new(Fdb::new(cfg.fdb_limit));
         Ok(Runtime::start(rcfg, Snapshot::default(), fdb, g)?)
     }

@@ -3,8 +3,8 @@
 
 use crate::api::{
     ContainerEndpoint, ContainerRow, EndpointInfo, Ipam, IpamConfig, Named, NetworkInspect,
-    NetworkMember, NetworkOptions, NetworkRow, OrderedMap, PortCounters, PortRow, PublishedEntry,
-    Reply, SandboxInfo,
+    NetworkMember, NetworkOptions, NetworkRow, OffloadCounters, OrderedMap, PortCounters, PortRow,
+    PublishedEntry, Reply, SandboxInfo,
 };
 
 use crate::state::{Container, DnsMode, Endpoint, Network, Sandbox, State};
@@ -249,6 +249,13 @@ pub fn port_counters(name: &str, s: &PortStats) -> PortCounters {
         tx_packets: s.tx_packets,
         tx_bytes: s.tx_bytes,
         drops: OrderedMap(drops),
+        offload: OffloadCounters {
+            rx_super: s.offload.rx_super,
+            tx_super: s.offload.tx_super,
+            tx_sw_segments: s.offload.tx_sw_segments,
+            tx_udp_merged: s.offload.tx_udp_merged,
+            tx_merge_refused: s.offload.tx_merge_refused,
+        },
     }
 }
 

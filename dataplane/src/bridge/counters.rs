@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use super::fdb::MAX_PORT_SLOTS;
 use crate::ids::PortId;
+use crate::port::OffloadCounts;
 
 /// Why a frame was dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,6 +135,20 @@ struct PortCounters {
     tx_packets: AtomicU64,
     tx_bytes: AtomicU64,
     drops: [AtomicU64; DropReason::COUNT],
+    /// The port's own offload counters, as its worker last copied them.
+    offload: [AtomicU64; OFFLOAD_COUNTERS],
+}
+
+const OFFLOAD_COUNTERS: usize = 5;
+
+fn offload_array(o: &OffloadCounts) -> [u64; OFFLOAD_COUNTERS] {
+    [
+        o.rx_super,
+        o.tx_super,
+        o.tx_sw_segments,
+        o.tx_udp_merged,
+        o.tx_merge_refused,
+    ]
 }
 
 /// Single-writer increment: a load and a store, no locked instruction.
@@ -150,6 +165,7 @@ pub struct PortStats {
     pub tx_packets: u64,
     pub tx_bytes: u64,
     pub drops: [u64; DropReason::COUNT],
+    pub offload: OffloadCounts,
 }
 
 impl PortStats {
@@ -161,6 +177,7 @@ impl PortStats {
         for (a, b) in self.drops.iter_mut().zip(o.drops.iter()) {
             *a += b;
         }
+        self.offload.add(&o.offload);
     }
     pub fn drop_count(&self, r: DropReason) -> u64 {
         self.drops.get(r as usize).copied().unwrap_or(0)
@@ -210,6 +227,15 @@ impl CounterTable {
             bump(d, n);
         }
     }
+    /// Copies the port's cumulative offload counters (its worker, after its I/O).
+    #[inline]
+    pub fn set_offloads(&self, port: PortId, o: &OffloadCounts) {
+        if let Some(c) = self.ports.get(port.index()) {
+            for (a, v) in c.offload.iter().zip(offload_array(o)) {
+                a.store(v, Relaxed);
+            }
+        }
+    }
     /// Reads one port's counters (any thread).
     pub fn read(&self, port: PortId) -> PortStats {
         let Some(c) = self.ports.get(port.index()) else {
@@ -221,10 +247,25 @@ impl CounterTable {
             tx_packets: c.tx_packets.load(Relaxed),
             tx_bytes: c.tx_bytes.load(Relaxed),
             drops: [0; DropReason::COUNT],
+            offload: OffloadCounts::default(),
         };
         for (d, a) in s.drops.iter_mut().zip(c.drops.iter()) {
             *d = a.load(Relaxed);
         }
+        let [
+            rx_super,
+            tx_super,
+            tx_sw_segments,
+            tx_udp_merged,
+            tx_merge_refused,
+        ] = c.offload.each_ref().map(|a| a.load(Relaxed));
+        s.offload = OffloadCounts {
+            rx_super,
+            tx_super,
+            tx_sw_segments,
+            tx_udp_merged,
+            tx_merge_refused,
+        };
         s
     }
     /// Zeroes a slot (when a port is detached and its slot reused). Only the owning
@@ -234,6 +275,7 @@ impl CounterTable {
             for a in [&c.rx_packets, &c.rx_bytes, &c.tx_packets, &c.tx_bytes]
                 .into_iter()
                 .chain(c.drops.iter())
+                .chain(c.offload.iter())
             {
                 a.store(0, Relaxed);
             }
@@ -259,6 +301,15 @@ mod tests {
         );
         assert_eq!(s.drop_count(DropReason::Icc), 1);
         assert_eq!(s.total_drops(), 1);
+        let o = OffloadCounts {
+            rx_super: 1,
+            tx_super: 2,
+            tx_sw_segments: 3,
+            tx_udp_merged: 4,
+            tx_merge_refused: 5,
+        };
+        t.set_offloads(PortId(3), &o);
+        assert_eq!(t.read(PortId(3)).offload, o);
         t.reset(PortId(3));
         assert_eq!(t.read(PortId(3)), PortStats::default());
     }

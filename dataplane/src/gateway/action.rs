@@ -9,14 +9,20 @@ use std::collections::VecDeque;
 
 use crate::bridge::DropReason;
 use crate::dns::Transport;
+use crate::port::VnetHdr;
 use crate::uplink::socket::TcpConnId;
 
 /// One thing for the I/O to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
     /// Send a complete (untagged) Ethernet frame into `domain`; the bridge forwards it
-    /// by destination MAC.
-    Send { domain: u16, frame: Vec<u8> },
+    /// by destination MAC; `vnet` is plain but for a super-frame (the socket uplink's
+    /// TCP toward a container whose port takes them).
+    Send {
+        domain: u16,
+        frame: Vec<u8>,
+        vnet: VnetHdr,
+    },
     /// Write a DNS answer to a client connected over TCP through the socket uplink.
     DnsTcpReply { conn: TcpConnId, bytes: Vec<u8> },
     /// Send a query to upstream resolver number `upstream`; if it cannot be sent, tell
@@ -72,9 +78,23 @@ impl Actions {
     /// Builds a frame with `build` (which reports whether it wrote one) and queues it
     /// for `domain`; returns whether it did.
     pub fn send_with(&mut self, domain: u16, build: impl FnOnce(&mut Vec<u8>) -> bool) -> bool {
+        self.send_offload_with(domain, VnetHdr::default(), build)
+    }
+
+    /// As [`Actions::send_with`], the frame carrying offload metadata `vnet`.
+    pub fn send_offload_with(
+        &mut self,
+        domain: u16,
+        vnet: VnetHdr,
+        build: impl FnOnce(&mut Vec<u8>) -> bool,
+    ) -> bool {
         let mut b = self.buffer();
         if build(&mut b) {
-            self.push(Action::Send { domain, frame: b });
+            self.push(Action::Send {
+                domain,
+                frame: b,
+                vnet,
+            });
             true
         } else {
             self.recycle(b);

@@ -19,11 +19,14 @@ use super::config::{DHCP_LEASE_SECS, GatewayConfig, NetDns, UplinkMode};
 use super::resolver::Resolver;
 use super::{GatewayNet, arp, dhcp, icmp};
 use crate::bridge::DropReason;
-use crate::port::Punt;
+use crate::port::{Punt, VnetHdr};
 use crate::uplink::quota::{ContainerId, Refusal, UplinkLimits};
 use crate::uplink::socket::{NetView, gateway_target};
+use crate::wire::ethernet::HEADER_LEN as ETH_HEADER_LEN;
 use crate::wire::icmp::{IcmpType, UnreachCode};
-use crate::wire::{EtherType, EthernetFrame, IpProtocol, Ipv4Packet, MacAddr, UdpPacket};
+use crate::wire::{
+    EtherType, EthernetFrame, IpProtocol, Ipv4Packet, MacAddr, TcpPacket, UdpPacket,
+};
 
 /// The most (domain, IPv4) -> MAC entries the gateway remembers beyond IPAM's.
 const NEIGHBOURS: usize = 16384;
@@ -383,8 +386,23 @@ impl Gateway {
     /// network its flow came from, never guessed from the address: networks may
     /// overlap) and sends it there.
     pub fn deliver_ip(&mut self, domain: u16, packet: &[u8], out: &mut Actions) {
+        self.deliver_ip_gso(domain, packet, 0, out);
+    }
+
+    /// As [`Gateway::deliver_ip`]; a non-zero `gso_size` makes the packet a TCP
+    /// super-frame (its checksum field holding the pseudo-header sum) to be cut into
+    /// segments of that size where it is delivered.
+    pub fn deliver_ip_gso(&mut self, domain: u16, packet: &[u8], gso_size: u16, out: &mut Actions) {
         let Ok(ip) = Ipv4Packet::new_checked(packet) else {
             return;
+        };
+        let vnet = if gso_size == 0 {
+            VnetHdr::default()
+        } else {
+            let Some(v) = super_frame_vnet(&ip, gso_size) else {
+                return;
+            };
+            v
         };
         let dst = ip.dst();
         let net = self
@@ -398,12 +416,25 @@ impl Gateway {
             return;
         };
         let gw = net.gateway_mac;
-        out.send_with(domain, |b| {
+        out.send_offload_with(domain, vnet, |b| {
             super::eth_header(b, mac, gw, EtherType::IPV4);
             b.extend_from_slice(packet);
             true
         });
     }
+}
+
+/// The offload metadata of a TCP/IPv4 packet sent as a super-frame behind an Ethernet
+/// header; None when it is not TCP.
+fn super_frame_vnet(ip: &Ipv4Packet<&[u8]>, gso_size: u16) -> Option<VnetHdr> {
+    if ip.protocol() != IpProtocol::Tcp {
+        return None;
+    }
+    let tcp = TcpPacket::new_checked(ip.payload()).ok()?;
+    let l4 = ETH_HEADER_LEN + ip.header_len();
+    let l4_start = u16::try_from(l4).ok()?;
+    let hdr_len = u16::try_from(l4 + tcp.header_len()).ok()?;
+    Some(VnetHdr::tcpv4(l4_start, hdr_len, gso_size))
 }
 
 /// What the socket uplink needs of a network.

@@ -315,6 +315,33 @@ pub enum PortError {
     Gone(String),
 }
 
+/// What a port with offloads counted of its super-frames since it was opened (cumulative;
+/// its worker copies them into its counter table).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OffloadCounts {
+    /// Frames received with segmentation metadata (super-frames).
+    pub rx_super: u64,
+    /// Super-frames handed to the kernel as they are (with their segmentation metadata),
+    /// merged datagrams included.
+    pub tx_super: u64,
+    /// Frames written on behalf of super-frames segmented in software.
+    pub tx_sw_segments: u64,
+    /// Datagrams written merged with others of their flow.
+    pub tx_udp_merged: u64,
+    /// Merged writes the kernel refused.
+    pub tx_merge_refused: u64,
+}
+
+impl OffloadCounts {
+    pub fn add(&mut self, o: &OffloadCounts) {
+        self.rx_super += o.rx_super;
+        self.tx_super += o.tx_super;
+        self.tx_sw_segments += o.tx_sw_segments;
+        self.tx_udp_merged += o.tx_udp_merged;
+        self.tx_merge_refused += o.tx_merge_refused;
+    }
+}
+
 /// A source and sink of frames. Ports do I/O; the pipeline never does.
 pub trait Port: Send {
     fn name(&self) -> &str;
@@ -333,6 +360,10 @@ pub trait Port: Send {
     }
     /// Frames the port can still queue without dropping, when it knows (a ring).
     fn room(&self) -> Option<usize> {
+        None
+    }
+    /// Its offload counters, when it has offloads to count (a TAP).
+    fn offload_counts(&self) -> Option<OffloadCounts> {
         None
     }
 }

@@ -20,6 +20,9 @@ pub struct RingFrame {
     pub port: u16,
     /// To the gateway: why a routed frame was handed over.
     pub punt: super::Punt,
+    /// From the gateway: offload metadata of a super-frame (the socket uplink's TCP
+    /// toward a container), or plain.
+    pub vnet: super::VnetHdr,
     pub data: Vec<u8>,
 }
 
@@ -105,11 +108,16 @@ impl RingEnd {
     }
     /// Queues a reply into `domain`. False when the worker's ring is full (dropped).
     pub fn send(&mut self, domain: u16, data: Vec<u8>) -> bool {
+        self.send_offload(domain, data, super::VnetHdr::default())
+    }
+    /// Queues a reply with offload metadata (a super-frame); as [`RingEnd::send`].
+    pub fn send_offload(&mut self, domain: u16, data: Vec<u8>, vnet: super::VnetHdr) -> bool {
         self.tx
             .push(RingFrame {
                 domain,
                 port: 0,
                 punt: super::Punt::None,
+                vnet,
                 data,
             })
             .is_ok()
@@ -123,6 +131,7 @@ impl RingEnd {
 impl RingPort {
     /// Queues each segment of a super-frame as its own frame; returns how many.
     fn push_segments(&mut self, f: &super::Frame) -> usize {
+        use super::VnetHdr;
         let mut n = 0;
         let (to, spare, dropped) = (&mut self.to_gateway, &mut self.spare_in, &mut self.dropped);
         let (domain, port, punt) = (f.domain, f.in_port, f.punt);
@@ -139,6 +148,7 @@ impl RingPort {
                 domain,
                 port,
                 punt,
+                vnet: VnetHdr::default(),
                 data: buf,
             };
             if to.push(frame).is_ok() {
@@ -176,6 +186,7 @@ impl RingPort {
             domain: f.domain,
             port: f.in_port,
             punt: f.punt,
+            vnet: VnetHdr::default(),
             data: buf,
         };
         self.to_gateway.push(frame).is_ok()
@@ -195,6 +206,7 @@ impl Port for RingPort {
             };
             if slot.load(&f.data) {
                 slot.domain = f.domain;
+                slot.vnet = f.vnet;
                 n += 1;
             }
             let mut buf = f.data;

@@ -42,7 +42,9 @@
 
 use super::coalesce;
 use super::gso::Segmenter;
-use super::{Batch, Frame, Port, PortCaps, PortError, SUPER_FRAME_CAP, TxSel, VnetHdr};
+use super::{
+    Batch, Frame, OffloadCounts, Port, PortCaps, PortError, SUPER_FRAME_CAP, TxSel, VnetHdr,
+};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
@@ -113,12 +115,17 @@ impl TapOptions {
 pub struct TapStats {
     pub rx_frames: u64,
     pub rx_bytes: u64,
+    /// Frames received with segmentation metadata (super-frames).
+    pub rx_super: u64,
     /// Frames larger than the batch buffer, dropped.
     pub rx_truncated: u64,
     /// Reads that returned less than a vnet header.
     pub rx_errors: u64,
     pub tx_frames: u64,
     pub tx_bytes: u64,
+    /// Super-frames written as they are, with their segmentation metadata (merged
+    /// datagrams: one per merged write).
+    pub tx_super: u64,
     /// Frames the kernel refused (bad offload metadata, too short), dropped.
     pub tx_rejected: u64,
     /// Frames written on behalf of super-frames segmented in software.
@@ -781,7 +788,12 @@ impl TapPort {
             &[]
         };
         match write_pieces(self.fd.as_raw_fd(), vnet, &[], f.data(), tag) {
-            Ok(n) => Tx::Sent(n.saturating_sub(self.vnet_len)),
+            Ok(n) => {
+                if self.vnet_len > 0 && f.vnet.is_gso() {
+                    self.stats.tx_super += 1;
+                }
+                Tx::Sent(n.saturating_sub(self.vnet_len))
+            }
             Err(e) => {
                 let o = classify(e);
                 if matches!(o, Tx::Dropped) {
@@ -829,6 +841,7 @@ impl TapPort {
         match r {
             Ok(()) => {
                 self.stats.tx_udp_merged += n as u64;
+                self.stats.tx_super += 1;
                 self.stats.tx_frames += n as u64;
                 self.stats.tx_bytes += bytes as u64;
                 (n, Tx::Sent(bytes))
@@ -919,6 +932,9 @@ impl Port for TapPort {
                     slot.set_received(flen);
                     if self.vnet_len > 0 {
                         slot.vnet = VnetHdr::parse(&self.rx_hdr).unwrap_or_default();
+                        if slot.vnet.is_gso() {
+                            self.stats.rx_super += 1;
+                        }
                     }
                     self.stats.rx_frames += 1;
                     self.stats.rx_bytes += flen as u64;
@@ -978,6 +994,17 @@ impl Port for TapPort {
             }
         }
         Ok(sent)
+    }
+
+    fn offload_counts(&self) -> Option<OffloadCounts> {
+        let s = &self.stats;
+        Some(OffloadCounts {
+            rx_super: s.rx_super,
+            tx_super: s.tx_super,
+            tx_sw_segments: s.tx_sw_segments,
+            tx_udp_merged: s.tx_udp_merged,
+            tx_merge_refused: s.tx_merge_refused,
+        })
     }
 
     fn caps(&self) -> PortCaps {

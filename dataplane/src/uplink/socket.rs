@@ -48,7 +48,7 @@ use super::host::HostAddress;
 use super::quota::{ContainerId, FlowKind, Quotas, Refusal, UplinkLimits};
 use crate::gateway::io::token::Source;
 use crate::wire::icmp::{IcmpType, UnreachCode};
-use crate::wire::{Icmpv4Packet, IpProtocol, Ipv4Packet, TcpPacket, UdpPacket};
+use crate::wire::{Icmpv4Packet, IpProtocol, Ipv4Packet, TcpPacket, UdpPacket, checksum};
 
 /// Idle UDP flows are closed after this long.
 pub const UDP_IDLE: Duration = Duration::from_secs(120);
@@ -137,6 +137,9 @@ pub(crate) fn gateway_target(
 struct QueueDevice {
     rx: std::collections::VecDeque<Vec<u8>>,
     tx: Vec<Vec<u8>>,
+    /// smoltcp leaves TCP checksums to the uplink (super-frames: most need only the
+    /// pseudo-header sum).
+    tcp_csum_here: bool,
 }
 
 struct QRx(Vec<u8>);
@@ -175,7 +178,11 @@ impl Device for QueueDevice {
         // compute on transmit, do not verify on receive.
         let mut cs = ChecksumCapabilities::default();
         cs.ipv4 = phy::Checksum::Tx;
-        cs.tcp = phy::Checksum::Tx;
+        cs.tcp = if self.tcp_csum_here {
+            phy::Checksum::None
+        } else {
+            phy::Checksum::Tx
+        };
         cs.udp = phy::Checksum::Tx;
         cs.icmpv4 = phy::Checksum::Tx;
         c.checksum = cs;
@@ -198,10 +205,11 @@ struct Stack {
 }
 
 impl Stack {
-    fn new(epoch: Instant) -> Stack {
+    fn new(epoch: Instant, super_frames: bool) -> Stack {
         let mut dev = QueueDevice {
             rx: Default::default(),
             tx: Vec::new(),
+            tcp_csum_here: super_frames,
         };
         let mut cfg = Config::new(HardwareAddress::Ip);
         cfg.random_seed = crate::random::u64();
@@ -277,6 +285,9 @@ struct TcpConn {
     local: bool,
     /// Bytes of a local connection not yet a whole message.
     local_in: Vec<u8>,
+    /// The MSS the container announced, when smoltcp was shown a larger one (its
+    /// segments are then super-frames cut at this size); 0 otherwise.
+    mss: u16,
 }
 
 /// The most bytes a DNS-over-TCP message takes with its length prefix.
@@ -371,8 +382,12 @@ pub struct SocketUplink {
     udp_by_key: HashMap<(u16, Quad), usize>,
     ping: Vec<Option<PingFlow>>,
     ping_by_key: HashMap<(u16, Ipv4Addr, u16, Ipv4Addr), usize>,
-    /// Packets for containers (IPv4, ready to be framed) and the network each goes to.
-    out: Vec<(u16, Vec<u8>)>,
+    /// Packets for containers (IPv4, ready to be framed), the network each goes to and,
+    /// for a TCP super-frame, the segment size it is to be cut into (else 0).
+    out: Vec<(u16, Vec<u8>, u16)>,
+    /// Containers' ports take super-frames: their TCP gets segments up to 64 KB,
+    /// marked for segmentation at the container's own MSS.
+    super_frames: bool,
     next_generation: u32,
     quotas: Quotas,
     /// Refused flows, for the caller to count on the container's port.
@@ -458,6 +473,7 @@ impl SocketUplink {
             ping: Vec::new(),
             ping_by_key: HashMap::new(),
             out: Vec::new(),
+            super_frames: false,
             epoch,
             scratch: vec![0u8; 65536],
             stats: UplinkStats::default(),
@@ -485,9 +501,18 @@ impl SocketUplink {
         &self.quotas.limits
     }
 
+    /// Sends containers TCP in super-frames (up to 64 KB, cut at each connection's MSS
+    /// where they are delivered): for ports that take offloads. Applies to connections
+    /// opened from then on.
+    pub fn set_super_frames(&mut self, on: bool) {
+        self.super_frames = on;
+    }
+
     /// Packets ready for containers (IPv4, addressed to them), each with the network
-    /// (domain) of the flow it belongs to: that is where it must be delivered.
-    pub fn take_output(&mut self) -> std::vec::Drain<'_, (u16, Vec<u8>)> {
+    /// (domain) of the flow it belongs to: that is where it must be delivered. The third
+    /// member is non-zero for a TCP super-frame: the segment size (the container's MSS)
+    /// to cut it into; its checksum field then holds only the pseudo-header sum.
+    pub fn take_output(&mut self) -> std::vec::Drain<'_, (u16, Vec<u8>, u16)> {
         self.out.drain(..)
     }
 
@@ -517,8 +542,10 @@ impl SocketUplink {
 
     /// `who`'s stack, created on first use.
     fn stack(&mut self, who: ContainerId) -> &mut Stack {
-        let epoch = self.epoch;
-        self.stacks.entry(who).or_insert_with(|| Stack::new(epoch))
+        let (epoch, sf) = (self.epoch, self.super_frames);
+        self.stacks
+            .entry(who)
+            .or_insert_with(|| Stack::new(epoch, sf))
     }
 
     fn generation(&mut self) -> u32 {
@@ -598,19 +625,43 @@ impl SocketUplink {
                 self.open_tcp(reg, nets, domain, quad, t.seq());
             }
         }
-        if let Some(&i) = self.tcp_by_quad.get(&(domain, quad)) {
+        let conn = self.tcp_by_quad.get(&(domain, quad)).copied();
+        if let Some(i) = conn {
             self.touch(i);
         }
         // Into the sender's own stack: a packet for no connection there is answered
         // there (an RST) and reaches nobody else's.
         let who = ContainerId { domain, ip: src };
         let total = ip.total_len().min(pkt.len());
-        self.stack(who)
-            .dev
-            .rx
-            .push_back(pkt.get(..total).unwrap_or(pkt).to_vec());
+        let mut copy = pkt.get(..total).unwrap_or(pkt).to_vec();
+        if t.syn()
+            && self.super_frames
+            && let Some(i) = conn
+        {
+            self.widen_mss(i, &mut copy);
+        }
+        self.stack(who).dev.rx.push_back(copy);
         self.active.insert(who);
         self.poll(reg);
+    }
+
+    /// Shows smoltcp a SYN (or SYN-ACK) of connection `i` with the largest MSS, so it
+    /// builds super-frames toward the container; keeps the container's own MSS to cut
+    /// them at. A SYN without the option, or with one below the minimum, is left alone.
+    fn widen_mss(&mut self, i: usize, pkt: &mut [u8]) {
+        let Some(Some(c)) = self.tcp.get_mut(i) else {
+            return;
+        };
+        let Ok(mut ip) = Ipv4Packet::new_checked(&mut pkt[..]) else {
+            return;
+        };
+        let Ok(mut t) = TcpPacket::new_checked(ip.payload_mut()) else {
+            return;
+        };
+        match t.mss_option() {
+            Some(m) if m >= MIN_MSS && t.set_mss_option(SUPER_MSS) => c.mss = m,
+            _ => c.mss = 0,
+        }
     }
 
     /// A container-side socket listening for exactly `quad`'s destination.
@@ -726,6 +777,7 @@ impl SocketUplink {
             inbound,
             local,
             local_in: Vec::new(),
+            mss: 0,
         };
         if i == self.tcp.len() {
             self.tcp.push(Some(conn));
@@ -767,7 +819,7 @@ impl SocketUplink {
         };
         let (csrc, cport, dst, dport) = c.quad;
         if let Some(p) = tcp_rst(dst, dport, csrc, cport, seq.wrapping_add(1)) {
-            self.out.push((c.who.domain, p));
+            self.out.push((c.who.domain, p, 0));
         }
     }
 
@@ -1053,7 +1105,7 @@ impl SocketUplink {
                     let data = self.scratch.get(..n).unwrap_or(&[]);
                     if let Some(pkt) = build_udp(*src.ip(), src.port(), to.container, to.port, data)
                     {
-                        self.out.push((to.domain, pkt));
+                        self.out.push((to.domain, pkt, 0));
                     }
                 }
             }
@@ -1155,8 +1207,14 @@ impl SocketUplink {
                         .poll_delay(now, &st.sockets)
                         .map(|d| Instant::now() + Duration::from_micros(d.total_micros()));
                     // What a container's stack sends goes into its network.
+                    let from = self.out.len();
                     self.out
-                        .extend(st.dev.tx.drain(..).map(|p| (who.domain, p)));
+                        .extend(st.dev.tx.drain(..).map(|p| (who.domain, p, 0)));
+                    if self.super_frames {
+                        for (d, p, gso) in self.out.iter_mut().skip(from) {
+                            *gso = super_frame(&self.tcp, &self.tcp_by_quad, *d, p);
+                        }
+                    }
                 }
             }
             let moved = self.pump(reg, all && round == 0);
@@ -1363,13 +1421,13 @@ impl SocketUplink {
                     f.last = Instant::now();
                     let data = self.scratch.get(..n).unwrap_or(&[]);
                     if let Some(p) = build_udp(dst, dport, csrc, cport, data) {
-                        self.out.push((domain, p));
+                        self.out.push((domain, p, 0));
                     }
                 }
                 // The host answered "port unreachable": tell the container the same.
                 Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
                     if let Some(p) = udp_port_unreachable(dst, dport, csrc, cport) {
-                        self.out.push((domain, p));
+                        self.out.push((domain, p, 0));
                     }
                 }
                 Err(_) => break,
@@ -1403,7 +1461,7 @@ impl SocketUplink {
             if let Some(p) =
                 build_unreachable(dst, src, UnreachCode::ADMIN_PROHIBITED, ip_header, echo)
             {
-                self.out.push((domain, p));
+                self.out.push((domain, p, 0));
             }
             return;
         };
@@ -1483,7 +1541,7 @@ impl SocketUplink {
             icmp.set_echo_ident(id);
             icmp.fill_checksum();
             if let Some(p) = build_ip(dst, csrc, IpProtocol::Icmp, data) {
-                self.out.push((domain, p));
+                self.out.push((domain, p, 0));
             }
         }
     }
@@ -1669,6 +1727,58 @@ impl SocketUplink {
 }
 
 /// A ping socket, if the host lets this process have one.
+/// The smallest MSS a container may announce and still get super-frames (RFC 9293's
+/// default); smoltcp builds no smaller segments.
+const MIN_MSS: u16 = 536;
+/// The MSS smoltcp is shown for a container that gets super-frames: as large as its
+/// device's MTU (65535) allows, so a segment and its headers fit in one 64 KB frame.
+const SUPER_MSS: u16 = 65535 - 40;
+
+/// For a TCP packet smoltcp built toward a container in `domain` (without its checksum,
+/// left to this): when it carries more than its connection's MSS, the segment size to
+/// cut it into, its checksum field set to the pseudo-header sum (what segmentation
+/// expects); else 0, its checksum computed in full.
+fn super_frame(
+    tcp: &[Option<TcpConn>],
+    by_quad: &HashMap<(u16, Quad), usize>,
+    domain: u16,
+    pkt: &mut [u8],
+) -> u16 {
+    let Ok(mut ip) = Ipv4Packet::new_checked(&mut pkt[..]) else {
+        return 0;
+    };
+    if ip.protocol() != IpProtocol::Tcp {
+        return 0;
+    }
+    let (src, dst) = (ip.src(), ip.dst());
+    let Ok(mut t) = TcpPacket::new_checked(ip.payload_mut()) else {
+        return 0;
+    };
+    let payload = t.payload().len();
+    if payload <= usize::from(MIN_MSS) {
+        t.fill_checksum(src, dst);
+        return 0;
+    }
+    let quad = (dst, t.dst_port(), src, t.src_port());
+    let mss = by_quad
+        .get(&(domain, quad))
+        .and_then(|&i| tcp.get(i))
+        .and_then(|c| c.as_ref())
+        .map_or(0, |c| c.mss);
+    if mss == 0 || payload <= usize::from(mss) {
+        t.fill_checksum(src, dst);
+        return 0;
+    }
+    let len = t.as_bytes().len() as u32;
+    t.set_checksum(checksum::fold(checksum::pseudo_header_v4(
+        src,
+        dst,
+        u8::from(IpProtocol::Tcp),
+        len,
+    )));
+    mss
+}
+
 fn ping_socket() -> io::Result<OwnedFd> {
     // SAFETY: socket(2) returns a new descriptor or -1.
     let fd = unsafe {
@@ -1986,7 +2096,7 @@ mod tests {
         fn until(&mut self, mut want: impl FnMut(&[u8]) -> bool) -> Option<Vec<u8>> {
             let mut events = Events::with_capacity(64);
             for _ in 0..200 {
-                for (d, p) in self.up.take_output() {
+                for (d, p, _) in self.up.take_output() {
                     assert_eq!(d, self.domain, "delivered into another network");
                     if want(&p) {
                         return Some(p);
@@ -2073,6 +2183,50 @@ mod tests {
         drop(server);
         r.until(|p| tcp_of(p).is_some_and(|t| t.2 & TcpFlags::FIN != 0))
             .expect("FIN");
+    }
+
+    #[test]
+    fn super_frames_toward_the_container_are_cut_at_its_mss() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let mut r = Rig::new(true);
+        r.up.set_super_frames(true);
+        // The container announces MSS 1460; smoltcp is shown more.
+        let synack = r.connect((C, 40001), (GW, port), 1000);
+        let (_, _, _, sseq, _, _) = tcp_of(&synack).unwrap();
+        let (mut server, _) = l.accept().unwrap();
+        let ack = tcp_packet((C, 40001), (GW, port), 1001, sseq + 1, TcpFlags::ACK, &[]);
+        r.send(&ack);
+        use std::io::Write as _;
+        server.write_all(&vec![7u8; 60_000]).unwrap();
+        let mut found = None;
+        let mut events = Events::with_capacity(64);
+        for _ in 0..100 {
+            for (_, p, gso) in r.up.take_output() {
+                if gso != 0 && found.is_none() {
+                    found = Some((p, gso));
+                }
+            }
+            if found.is_some() {
+                break;
+            }
+            r.poll
+                .poll(&mut events, Some(Duration::from_millis(10)))
+                .unwrap();
+            for e in events.iter() {
+                let (rd, wr, er) = (e.is_readable(), e.is_writable(), e.is_error());
+                r.up.event(r.poll.registry(), e.token(), rd, wr, er);
+            }
+        }
+        let (p, gso) = found.expect("a super-frame");
+        assert_eq!(gso, 1460);
+        let ip = Ipv4Packet::new_checked(&p[..]).unwrap();
+        let t = TcpPacket::new_checked(ip.payload()).unwrap();
+        assert!(t.payload().len() > 1460, "{}", t.payload().len());
+        // Only the pseudo-header sum, as segmentation expects.
+        let len = ip.payload().len() as u32;
+        let pseudo = checksum::pseudo_header_v4(GW, C, u8::from(IpProtocol::Tcp), len);
+        assert_eq!(t.checksum(), checksum::fold(pseudo));
     }
 
     #[test]

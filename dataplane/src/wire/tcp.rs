@@ -5,6 +5,8 @@ use super::{Result, WireError, be16, be32, need, put16, put32};
 use std::net::Ipv4Addr;
 
 pub const MIN_HEADER_LEN: usize = 20;
+/// Where the checksum sits in the header (for offload metadata: `csum_offset`).
+pub const CHECKSUM_OFFSET: usize = 16;
 
 /// TCP flag bits (low byte of offset 13, plus NS not used).
 pub struct TcpFlags;
@@ -175,6 +177,34 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> TcpPacket<T> {
         let hl = self.header_len();
         &mut self.buffer.as_mut()[hl..]
     }
+    /// Replaces the value of the MSS option (checksum updated); false when the header
+    /// carries none.
+    pub fn set_mss_option(&mut self, mss: u16) -> bool {
+        let Some(old) = self.mss_option() else {
+            return false;
+        };
+        let hl = self.header_len();
+        let mut at = MIN_HEADER_LEN;
+        while at + 1 < hl {
+            let b = self.buffer.as_ref();
+            let (Some(&kind), Some(&len)) = (b.get(at), b.get(at + 1)) else {
+                return false;
+            };
+            match kind {
+                0 => return false,
+                1 => at += 1,
+                2 if len == 4 && at + 4 <= hl => {
+                    let c = checksum::update16(self.checksum(), old, mss);
+                    put16(self.buffer.as_mut(), at + 2, mss);
+                    self.set_checksum(c);
+                    return true;
+                }
+                _ if len < 2 => return false,
+                _ => at += usize::from(len),
+            }
+        }
+        false
+    }
     /// Computes the checksum over pseudo-header, header and payload.
     pub fn fill_checksum(&mut self, src: Ipv4Addr, dst: Ipv4Addr) {
         self.set_checksum(0);
@@ -211,6 +241,23 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> TcpPacket<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mss_option_is_rewritten_with_its_checksum() {
+        let mut b = SYN.to_vec();
+        TcpPacket::new_unchecked(&mut b[..]).fill_checksum(SRC, DST);
+        let mut t = TcpPacket::new_checked(&mut b[..]).unwrap();
+        assert!(t.set_mss_option(65000));
+        assert_eq!(t.mss_option(), Some(65000));
+        assert!(t.verify_checksum(SRC, DST));
+        let mut plain = SYN[..20].to_vec();
+        plain[12] = 0x50;
+        assert!(
+            !TcpPacket::new_checked(&mut plain[..])
+                .unwrap()
+                .set_mss_option(1)
+        );
+    }
 
     const SRC: Ipv4Addr = Ipv4Addr::new(172, 17, 0, 2);
     const DST: Ipv4Addr = Ipv4Addr::new(93, 184, 216, 34);

@@ -49,6 +49,26 @@ impl VnetHdr {
         [self.flags, self.gso_type, h0, h1, g0, g1, s0, s1, o0, o1]
     }
 
+    /// A TCP/IPv4 super-frame to cut into `gso_size` segments, its checksum field
+    /// holding the pseudo-header sum: `l4_start` is where the TCP header starts in the
+    /// frame, `hdr_len` where its payload does.
+    pub fn tcpv4(l4_start: u16, hdr_len: u16, gso_size: u16) -> VnetHdr {
+        VnetHdr {
+            flags: Self::F_NEEDS_CSUM,
+            gso_type: Self::GSO_TCPV4,
+            hdr_len,
+            gso_size,
+            csum_start: l4_start,
+            csum_offset: crate::wire::tcp::CHECKSUM_OFFSET as u16,
+        }
+    }
+
+    /// A super-frame: segmentation to do.
+    #[inline]
+    pub fn is_gso(&self) -> bool {
+        self.gso_type & !Self::GSO_ECN != Self::GSO_NONE
+    }
+
     /// A plain frame: nothing to complete, nothing to segment.
     #[inline]
     pub fn is_plain(&self) -> bool {

@@ -59,6 +59,12 @@ impl GatewayIo {
         }
     }
 
+    /// Lets the socket uplink send containers TCP in super-frames (their ports take
+    /// offloads; software segmentation covers a port that does not).
+    pub fn set_super_frames(&mut self, on: bool) {
+        self.uplink.set_super_frames(on);
+    }
+
     /// Sets the ICMP errors the gateway sends each container per second.
     pub fn set_icmp_error_rate(&mut self, per_sec: u32) {
         self.gateway.set_icmp_error_rate(per_sec);
@@ -123,8 +129,12 @@ impl GatewayIo {
     fn perform(&mut self, ctx: &mut GatewayCtx<'_>) {
         while let Some(a) = self.actions.pop() {
             match a {
-                Action::Send { domain, frame } => {
-                    ctx.send(domain, frame);
+                Action::Send {
+                    domain,
+                    frame,
+                    vnet,
+                } => {
+                    ctx.send_offload(domain, frame, vnet);
                     self.actions.recycle(ctx.buffer());
                 }
                 Action::Drop { port, reason } => {
@@ -155,8 +165,8 @@ impl GatewayIo {
     /// messages that came over TCP.
     fn collect_uplink(&mut self) {
         let out = &mut self.actions;
-        for (domain, p) in self.uplink.take_output() {
-            self.gateway.deliver_ip(domain, &p, out);
+        for (domain, p, gso_size) in self.uplink.take_output() {
+            self.gateway.deliver_ip_gso(domain, &p, gso_size, out);
         }
         for (who, why) in self.uplink.take_refusals() {
             self.gateway.refused(who, why, self.cur_port, out);
