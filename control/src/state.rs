@@ -719,12 +719,16 @@ impl State {
         self.containers.insert(c.name.clone(), c);
     }
 
+    /// The container named `name`, or the refusal naming it.
+    pub fn container(&self, name: &str) -> Result<&Container, StateError> {
+        self.containers
+            .get(name)
+            .ok_or_else(|| StateError::NoContainer(name.to_string()))
+    }
+
     /// Validates one more endpoint for an existing container; changes nothing.
     pub fn check_connect(&self, name: &str, spec: &EndpointSpec) -> Result<Endpoint, StateError> {
-        let c = self
-            .containers
-            .get(name)
-            .ok_or_else(|| StateError::NoContainer(name.to_string()))?;
+        let c = self.container(name)?;
         if matches!(c.sandbox, Sandbox::Tap { .. }) {
             return Err(StateError::NoSandbox(name.to_string()));
         }

@@ -187,11 +187,7 @@ impl Daemon {
         }
         let mut next = self.state.clone();
         next.connect(name, e.clone());
-        let c = next
-            .containers
-            .get(name)
-            .cloned()
-            .ok_or_else(|| StateError::NoContainer(name.to_string()))?;
+        let c = next.container(name)?.clone();
         self.save(&next)?;
         let i = c.endpoints.len() - 1;
         let old = std::mem::replace(&mut self.state, next);
@@ -210,12 +206,7 @@ impl Daemon {
     }
 
     pub(super) fn disconnect(&mut self, name: &str, network: &str) -> Result<Reply, DaemonError> {
-        let c = self
-            .state
-            .containers
-            .get(name)
-            .cloned()
-            .ok_or_else(|| StateError::NoContainer(name.to_string()))?;
+        let c = self.state.container(name)?.clone();
         let i = c
             .endpoints
             .iter()

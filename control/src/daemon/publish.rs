@@ -7,7 +7,7 @@ use dataplane::uplink::socket::{PublishTarget, PublishedSocket};
 use super::{Daemon, DaemonError, view};
 use crate::api::Reply;
 use crate::publish::PortReq;
-use crate::state::{Container, Proto, Published, StateError};
+use crate::state::{Container, Proto, Published};
 
 impl Daemon {
     /// Binds a restored container's published ports again (the same host ports). With a
@@ -114,12 +114,7 @@ impl Daemon {
     }
 
     pub(super) fn publish(&mut self, name: &str, specs: &[String]) -> Result<Reply, DaemonError> {
-        let c = self
-            .state
-            .containers
-            .get(name)
-            .cloned()
-            .ok_or_else(|| StateError::NoContainer(name.to_string()))?;
+        let c = self.state.container(name)?.clone();
         let mut reqs = Vec::new();
         for s in specs {
             reqs.extend(crate::publish::parse(s)?);
@@ -202,12 +197,7 @@ impl Daemon {
     }
 
     pub(super) fn unpublish(&mut self, name: &str, specs: &[String]) -> Result<Reply, DaemonError> {
-        let c = self
-            .state
-            .containers
-            .get(name)
-            .cloned()
-            .ok_or_else(|| StateError::NoContainer(name.to_string()))?;
+        let c = self.state.container(name)?.clone();
         let mut reqs = Vec::new();
         for s in specs {
             reqs.extend(crate::publish::parse(s)?);

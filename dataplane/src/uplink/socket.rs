@@ -740,11 +740,7 @@ impl SocketUplink {
         host: Option<TcpStream>,
         inbound: bool,
     ) -> Option<usize> {
-        let i = self
-            .tcp
-            .iter()
-            .position(|c| c.is_none())
-            .unwrap_or(self.tcp.len());
+        let i = free_slot(&self.tcp);
         let mut host = host;
         if let Some(h) = host.as_mut() {
             reg?.register(
@@ -779,11 +775,7 @@ impl SocketUplink {
             local_in: Vec::new(),
             mss: 0,
         };
-        if i == self.tcp.len() {
-            self.tcp.push(Some(conn));
-        } else if let Some(slot) = self.tcp.get_mut(i) {
-            *slot = Some(conn);
-        }
+        fill_slot(&mut self.tcp, i, conn);
         self.tcp_by_quad.insert((who.domain, quad), i);
         self.touch(i);
         Some(i)
@@ -967,11 +959,7 @@ impl SocketUplink {
         sock: PublishedSocket,
         to: PublishTarget,
     ) -> io::Result<()> {
-        let i = self
-            .published
-            .iter()
-            .position(|p| p.is_none())
-            .unwrap_or(self.published.len());
+        let i = free_slot(&self.published);
         let (mut ps, local) = match sock {
             PublishedSocket::Tcp(l) => {
                 l.set_nonblocking(true)?;
@@ -1004,11 +992,7 @@ impl SocketUplink {
             to,
             local,
         };
-        if i == self.published.len() {
-            self.published.push(Some(p));
-        } else if let Some(s) = self.published.get_mut(i) {
-            *s = Some(p);
-        }
+        fill_slot(&mut self.published, i, p);
         Ok(())
     }
 
@@ -1366,11 +1350,7 @@ impl SocketUplink {
             return None;
         };
         let mut sock = sock;
-        let i = self
-            .udp
-            .iter()
-            .position(|c| c.is_none())
-            .unwrap_or(self.udp.len());
+        let i = free_slot(&self.udp);
         if reg
             .register(&mut sock, Source::Udp(i).token(), Interest::READABLE)
             .is_err()
@@ -1384,11 +1364,7 @@ impl SocketUplink {
             key,
             last: Instant::now(),
         };
-        if i == self.udp.len() {
-            self.udp.push(Some(f));
-        } else if let Some(s) = self.udp.get_mut(i) {
-            *s = Some(f);
-        }
+        fill_slot(&mut self.udp, i, f);
         self.udp_by_key.insert(key, i);
         self.stats.udp_flows += 1;
         Some(i)
@@ -1493,11 +1469,7 @@ impl SocketUplink {
         };
         self.ping_allowed = Some(true);
         let mut sock = mio::net::UdpSocket::from_std(std::net::UdpSocket::from(s));
-        let i = self
-            .ping
-            .iter()
-            .position(|c| c.is_none())
-            .unwrap_or(self.ping.len());
+        let i = free_slot(&self.ping);
         if reg
             .register(&mut sock, Source::Ping(i).token(), Interest::READABLE)
             .is_err()
@@ -1511,11 +1483,7 @@ impl SocketUplink {
             key,
             last: Instant::now(),
         };
-        if i == self.ping.len() {
-            self.ping.push(Some(f));
-        } else if let Some(s) = self.ping.get_mut(i) {
-            *s = Some(f);
-        }
+        fill_slot(&mut self.ping, i, f);
         self.ping_by_key.insert(key, i);
         self.stats.ping_flows += 1;
         Some(i)
@@ -1795,6 +1763,23 @@ fn ping_socket() -> io::Result<OwnedFd> {
     let owned = unsafe { OwnedFd::from_raw_fd(fd) };
     let _ = owned.as_raw_fd();
     Ok(owned)
+}
+
+/// The first free slot of a table of flows (its end when none is free).
+fn free_slot<T>(table: &[Option<T>]) -> usize {
+    table
+        .iter()
+        .position(Option::is_none)
+        .unwrap_or(table.len())
+}
+
+/// Puts `x` into slot `i`, as given by [`free_slot`] (growing the table at its end).
+fn fill_slot<T>(table: &mut Vec<Option<T>>, i: usize, x: T) {
+    if i == table.len() {
+        table.push(Some(x));
+    } else if let Some(s) = table.get_mut(i) {
+        *s = Some(x);
+    }
 }
 
 /// Builds an IPv4 packet with a fresh header around `payload`.
