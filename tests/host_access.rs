@@ -156,7 +156,7 @@ fn nothing_answers_on_port_53_of_a_network_without_dns() {
         "--host-loopback",
     ]);
     let c = attach(&d, "quiet", "c1");
-    let udp = c.sh("echo hi | socat -T 2 - UDP:10.194.0.1:53");
+    let udp = c.sh("echo hi | socat -T 2 -t 2 - UDP:10.194.0.1:53");
     assert!(
         !udp.stdout_text().contains("not-dns"),
         "gateway:53 reached the host over UDP: {}",

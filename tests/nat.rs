@@ -141,7 +141,7 @@ fn tcp_and_udp_leave_with_the_hosts_address() {
     );
     let _u = udp_whoami(&s.out.ns, 7002);
     let got =
-        s.c.must(&format!("echo hi | socat -T 3 - UDP:{}:7002", s.out.ip));
+        s.c.must(&format!("echo hi | socat -T 3 -t 3 - UDP:{}:7002", s.out.ip));
     assert_eq!(got.trim(), s.out.host_ip);
     let flows = s.d.ctl_json(&["conntrack", "ls"]);
     assert!(
@@ -201,7 +201,7 @@ fn published_ports_keep_the_clients_address() {
         "10.174.0.1"
     );
     assert_eq!(
-        retry(None, "echo hi | socat -T 3 - UDP:127.0.0.1:18053").trim(),
+        retry(None, "echo hi | socat -T 3 -t 3 - UDP:127.0.0.1:18053").trim(),
         "10.174.0.1"
     );
     // From the outside host: the container sees the outside host's own address.
@@ -212,7 +212,7 @@ fn published_ports_keep_the_clients_address() {
     assert_eq!(got.trim(), s.out.ip, "the client's address was lost");
     let got = retry(
         Some(&s.out.ns),
-        &format!("echo hi | socat -T 3 - UDP:{}:18053", s.out.host_ip),
+        &format!("echo hi | socat -T 3 -t 3 - UDP:{}:18053", s.out.host_ip),
     );
     assert_eq!(got.trim(), s.out.ip);
     // Unpublishing stops listening at once.

@@ -423,7 +423,7 @@ fn udp_through(ns: &Netns, host: &str, sport: u16, tries: usize) -> String {
     for _ in 0..tries {
         got = ns
             .sh(&format!(
-                "echo hi | socat -T 1 - UDP:{host}:7166,sourceport={sport},reuseaddr"
+                "echo hi | socat -T 1 -t 1 - UDP:{host}:7166,sourceport={sport},reuseaddr"
             ))
             .stdout_text();
         if !got.trim().is_empty() {

@@ -113,7 +113,7 @@ fn masquerade_tcp_udp_icmp_on_the_segment() {
     );
     assert_eq!(got.trim(), s.ext, "the outside host saw another source");
     let _u = whoami(&s.out, 7101, true);
-    let got = retry(&s.c, &format!("echo hi | socat -T 3 - UDP:{}:7101", s.host));
+    let got = retry(&s.c, &format!("echo hi | socat -T 3 -t 3 - UDP:{}:7101", s.host));
     assert_eq!(got.trim(), s.ext);
     s.c.must(&format!("ping -c 2 -W 2 {}", s.host));
     let flows = s.d.ctl_json(&["conntrack", "ls"]);
@@ -142,7 +142,7 @@ fn a_full_table_refuses_new_flows_while_existing_ones_keep_working() {
     let _u = whoami(&s.out, 7106, true);
     let send = |sport: u16| {
         s.c.sh(&format!(
-            "echo hi | socat -T 1 - UDP:{}:7106,sourceport={sport},reuseaddr",
+            "echo hi | socat -T 1 -t 1 - UDP:{}:7106,sourceport={sport},reuseaddr",
             s.host
         ))
         .stdout_text()
@@ -272,7 +272,7 @@ fn published_ports_dnat_with_the_clients_address_and_hairpin() {
     );
     let got = retry(
         &s.out,
-        &format!("echo hi | socat -T 3 - UDP:{}:5353", s.ext),
+        &format!("echo hi | socat -T 3 -t 3 - UDP:{}:5353", s.ext),
     );
     assert_eq!(got.trim(), s.host);
     // Hairpin: another container of the network reaches web through the external address.
