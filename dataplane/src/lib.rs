@@ -23,8 +23,8 @@
 //! Around them:
 //! - [`runtime`]: the worker threads and the gateway thread.
 //! - [`netns`]: network namespaces and the interfaces inside them.
+//! - [`rtnl`]: the routing rule a spliced published port needs inside a namespace.
 //! - [`random`]: randomness from the kernel.
-//! - [`bench`]: the `vswitch bench` scenarios, on in-memory ports.
 
 pub mod bridge;
 pub mod capture;
@@ -37,6 +37,7 @@ pub mod netns;
 pub mod pipeline;
 pub mod port;
 pub mod random;
+pub mod rtnl;
 pub mod runtime;
 pub mod uplink;
 pub mod wire;

@@ -78,7 +78,7 @@ fn host(uplink: &mut SocketUplink, poll: &Poll) -> Option<Host> {
         port: 80,
     };
     uplink
-        .publish(poll.registry(), PublishedSocket::Tcp(pubsock), to)
+        .publish(poll.registry(), PublishedSocket::Tcp(pubsock), to, None)
         .ok()?;
     Some(Host {
         listener,

@@ -356,6 +356,12 @@ pub struct SocketNatCounters {
     pub tcp_handshake_timeouts: u64,
     pub tcp_idle_timeouts: u64,
     pub refused_quota: u64,
+    /// Published-port connections from the host's loopback spliced into the container.
+    #[serde(default)]
+    pub tcp_spliced: u64,
+    /// Loopback clients that took the frame path (the namespace could not be entered).
+    #[serde(default)]
+    pub splice_fallbacks: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]

@@ -90,13 +90,27 @@ impl Daemon {
         })
     }
 
+    /// The container's network namespace, where loopback clients of its published
+    /// ports are spliced (None: a bare TAP, a namespace that cannot be opened, a pid
+    /// that names another process now; those clients take the frame path).
+    fn splice_netns(c: &Container) -> Option<std::os::fd::OwnedFd> {
+        if Self::wrong_process(&c.sandbox).is_some() {
+            return None;
+        }
+        let path = Self::namespace_of(&c.sandbox)?;
+        std::fs::File::open(path)
+            .ok()
+            .map(std::os::fd::OwnedFd::from)
+    }
+
     pub(super) fn start_published(&self, c: &Container, bound: Vec<(Published, PublishedSocket)>) {
         for (p, sock) in bound {
             let Some(to) = self.publish_target(c, p.container_port) else {
                 continue;
             };
+            let netns = Self::splice_netns(c);
             self.rt.gateway_do(move |g, ctx| {
-                if let Err(e) = g.publish(ctx.registry, sock, to) {
+                if let Err(e) = g.publish(ctx.registry, sock, to, netns) {
                     eprintln!("vswitch: cannot serve published port {}: {e}", p.host_port);
                 }
             });

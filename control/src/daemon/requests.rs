@@ -285,6 +285,8 @@ impl Daemon {
                 tcp_handshake_timeouts: u.tcp_handshake_timeouts,
                 tcp_idle_timeouts: u.tcp_idle_timeouts,
                 refused_quota: u.refused_quota,
+                tcp_spliced: u.tcp_spliced,
+                splice_fallbacks: u.splice_fallbacks,
             });
         Stats {
             gateway,

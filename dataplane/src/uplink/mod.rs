@@ -1,6 +1,8 @@
 //! How masqueraded traffic leaves the switch.
 //!
 //! - [`socket`]: the host's own sockets carry each flow (no privileges needed).
+//! - [`splice`]: loopback clients of published ports spliced into the container's
+//!   namespace, socket to socket, with no frames.
 //! - [`host`]: the host's main address, which a network's gateway stands for.
 //! - [`quota`]: what the socket uplink lets each container (and all) hold.
 //! - [`packet`]: a port on an outside segment; the workers translate packets (NAT).
@@ -9,3 +11,4 @@ pub mod host;
 pub mod packet;
 pub mod quota;
 pub mod socket;
+pub mod splice;

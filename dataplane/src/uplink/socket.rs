@@ -34,7 +34,7 @@
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use mio::net::{TcpStream, UdpSocket};
@@ -46,6 +46,7 @@ use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, IpListenEndpoint, Ipv4Ad
 
 use super::host::HostAddress;
 use super::quota::{ContainerId, FlowKind, Quotas, Refusal, UplinkLimits};
+use super::splice::{self, Pumped, SocketPool, Splice, SpliceError};
 use crate::gateway::io::token::Source;
 use crate::wire::icmp::{IcmpType, UnreachCode};
 use crate::wire::{Icmpv4Packet, IpProtocol, Ipv4Packet, TcpPacket, UdpPacket, checksum};
@@ -324,6 +325,30 @@ struct Published {
     to: PublishTarget,
     /// The host address and port it listens on.
     local: SocketAddrV4,
+    /// The container's network namespace, until its loopback clients are spliced.
+    netns: Option<OwnedFd>,
+    splice: Splicing,
+}
+
+/// Whether loopback clients of a published port are spliced into the container.
+enum Splicing {
+    /// Not yet: set up with the first loopback client.
+    Untried,
+    /// Sockets of the container's namespace, its return rule installed.
+    Ready(SocketPool),
+    /// The namespace cannot be entered or routed (or is not known): frames.
+    Unavailable,
+}
+
+/// A published-port connection from the host's loopback, spliced into the container.
+struct SplicedConn {
+    s: Splice,
+    who: ContainerId,
+    /// The container's end, and the source it sees (the gateway, the client's port).
+    inside: SocketAddrV4,
+    from: SocketAddrV4,
+    born: Instant,
+    last: Instant,
 }
 
 /// A client talking UDP to a published port: (container side quad) -> (listener, client).
@@ -367,6 +392,10 @@ pub struct UplinkStats {
     pub tcp_idle_timeouts: u64,
     /// Flows refused by a quota or the descriptor budget.
     pub refused_quota: u64,
+    /// Published-port connections from the host's loopback spliced into the container.
+    pub tcp_spliced: u64,
+    /// Loopback clients that took the frame path because splicing was not possible.
+    pub splice_fallbacks: u64,
 }
 
 pub struct SocketUplink {
@@ -397,6 +426,7 @@ pub struct SocketUplink {
     pub stats: UplinkStats,
     ping_allowed: Option<bool>,
     published: Vec<Option<Published>>,
+    splices: Vec<Option<SplicedConn>>,
     inbound_udp: HashMap<(u16, Quad), InboundUdp>,
     gateways: Vec<Option<Ipv4Addr>>,
     /// DNS messages received over TCP on a gateway.
@@ -479,6 +509,7 @@ impl SocketUplink {
             stats: UplinkStats::default(),
             ping_allowed: None,
             published: Vec::new(),
+            splices: Vec::new(),
             inbound_udp: HashMap::new(),
             gateways: Vec::new(),
             dns_requests: Vec::new(),
@@ -909,6 +940,10 @@ impl SocketUplink {
                 self.poll(reg);
                 true
             }
+            Some(Source::Splice(i)) => {
+                self.splice_ready(reg, i);
+                true
+            }
             _ => false,
         }
     }
@@ -952,12 +987,14 @@ impl SocketUplink {
     }
 
     /// Starts serving a published port. `gateways[domain]` is the address loopback
-    /// clients appear from inside (Linux drops 127/8 sources arriving on eth0).
+    /// clients appear from inside (Linux drops 127/8 sources arriving on eth0). With the
+    /// container's namespace (`netns`), TCP clients on the host's loopback are spliced.
     pub fn publish(
         &mut self,
         reg: &Registry,
         sock: PublishedSocket,
         to: PublishTarget,
+        netns: Option<OwnedFd>,
     ) -> io::Result<()> {
         let i = free_slot(&self.published);
         let (mut ps, local) = match sock {
@@ -991,6 +1028,8 @@ impl SocketUplink {
             sock: ps,
             to,
             local,
+            netns,
+            splice: Splicing::Untried,
         };
         fill_slot(&mut self.published, i, p);
         Ok(())
@@ -1056,7 +1095,9 @@ impl SocketUplink {
                             return;
                         }
                     };
-                    self.accept_inbound(reg, stream, peer, to);
+                    if let Some(stream) = self.try_splice(reg, i, stream, peer) {
+                        self.accept_inbound(reg, stream, peer, to);
+                    }
                 }
                 PubSock::Udp(u) => {
                     let Ok((n, peer)) = u.recv_from(&mut self.scratch) else {
@@ -1117,6 +1158,144 @@ impl SocketUplink {
     /// Tells the uplink each network's gateway (for published ports' loopback clients).
     pub fn set_gateways(&mut self, nets: &[Option<NetView>]) {
         self.gateways = nets.iter().map(|n| n.map(|n| n.gateway)).collect();
+    }
+
+    /// Splices a loopback client into the container's namespace; gives the stream back
+    /// when the connection is to take the frame path instead.
+    fn try_splice(
+        &mut self,
+        reg: &Registry,
+        i: usize,
+        stream: TcpStream,
+        peer: SocketAddr,
+    ) -> Option<TcpStream> {
+        if !matches!(peer, SocketAddr::V4(a) if a.ip().is_loopback()) {
+            return Some(stream);
+        }
+        let Some(Some(p)) = self.published.get(i) else {
+            return Some(stream);
+        };
+        let to = p.to;
+        let from = self.inside_source(peer, to);
+        if !self.splice_ready_for(i) {
+            self.stats.splice_fallbacks += 1;
+            return Some(stream);
+        }
+        let who = ContainerId {
+            domain: to.domain,
+            ip: to.container,
+        };
+        if !self.admit(who, FlowKind::Tcp, true) {
+            self.stats.tcp_refused += 1;
+            return None;
+        }
+        let dst = SocketAddrV4::new(to.container, to.port);
+        let inner = match self.published.get_mut(i) {
+            Some(Some(Published {
+                splice: Splicing::Ready(pool),
+                ..
+            })) => pool.take(),
+            _ => Err(SpliceError::NoSocket),
+        };
+        let inner =
+            inner.and_then(|fd| splice::connect(fd, from, dst).map_err(SpliceError::Socket));
+        match inner {
+            Ok(inner) => self.splice_opened(reg, stream, inner, (who, from, dst)),
+            Err(e) => {
+                // Once the rule is in, a frame-path reply would be routed to the
+                // loopback too: the connection is refused.
+                self.quotas.release(who, FlowKind::Tcp, true);
+                self.stats.tcp_refused += 1;
+                if matches!(e, SpliceError::NoSocket) {
+                    self.refuse(who, Refusal::FdLimit);
+                }
+            }
+        }
+        None
+    }
+
+    /// Whether published port `i` splices: its pool is started on first use (its thread
+    /// installs the rule); a namespace that cannot be entered or routed sends its
+    /// loopback clients to the frame path from then on.
+    fn splice_ready_for(&mut self, i: usize) -> bool {
+        let gateway = self
+            .published
+            .get(i)
+            .and_then(Option::as_ref)
+            .map_or(Ipv4Addr::UNSPECIFIED, |p| self.gateway_of(p.to.domain));
+        let Some(Some(p)) = self.published.get_mut(i) else {
+            return false;
+        };
+        if matches!(p.splice, Splicing::Untried) {
+            let to = SocketAddrV4::new(p.to.container, p.to.port);
+            let started = match p.netns.take() {
+                Some(ns) => SocketPool::start(ns.as_fd(), to, gateway),
+                None => Err(SpliceError::NoSocket),
+            };
+            p.splice = match started {
+                Ok(pool) => Splicing::Ready(pool),
+                Err(e) => {
+                    eprintln!("vswitch: published port {} takes frames: {e}", p.local);
+                    Splicing::Unavailable
+                }
+            };
+        }
+        matches!(p.splice, Splicing::Ready(_))
+    }
+
+    /// Files a spliced connection (its inner socket connecting).
+    fn splice_opened(
+        &mut self,
+        reg: &Registry,
+        stream: TcpStream,
+        inner: TcpStream,
+        (who, from, dst): (ContainerId, SocketAddrV4, SocketAddrV4),
+    ) {
+        let slot = free_slot(&self.splices);
+        let mut s = match Splice::new(stream, inner) {
+            Ok(s) => s,
+            Err(_) => {
+                self.quotas.release(who, FlowKind::Tcp, true);
+                self.refuse(who, Refusal::FdLimit);
+                return;
+            }
+        };
+        if s.register(reg, Source::Splice(slot).token()).is_err() {
+            s.deregister(reg);
+            self.quotas.release(who, FlowKind::Tcp, true);
+            return;
+        }
+        let now = Instant::now();
+        let c = SplicedConn {
+            s,
+            who,
+            inside: dst,
+            from,
+            born: now,
+            last: now,
+        };
+        fill_slot(&mut self.splices, slot, c);
+        self.stats.tcp_open += 1;
+        self.stats.tcp_spliced += 1;
+    }
+
+    /// Moves a spliced connection's bytes; ends it when both sides are done or failed.
+    fn splice_ready(&mut self, reg: &Registry, i: usize) {
+        let Some(Some(c)) = self.splices.get_mut(i) else {
+            return;
+        };
+        match c.s.pump() {
+            Ok(Pumped::Open(true)) => c.last = Instant::now(),
+            Ok(Pumped::Open(false) | Pumped::Connecting) => {}
+            Ok(Pumped::Done) | Err(_) => self.end_splice(reg, i),
+        }
+    }
+
+    fn end_splice(&mut self, reg: &Registry, i: usize) {
+        if let Some(mut c) = self.splices.get_mut(i).and_then(Option::take) {
+            c.s.deregister(reg);
+            self.quotas.release(c.who, FlowKind::Tcp, true);
+        }
     }
 
     fn accept_inbound(
@@ -1603,6 +1782,18 @@ impl SocketUplink {
                 self.abort_tcp(reg, i);
             }
         }
+        for i in 0..self.splices.len() {
+            let Some(Some(c)) = self.splices.get(i) else {
+                continue;
+            };
+            if !c.s.connected() && now.duration_since(c.born) > handshake {
+                self.stats.tcp_handshake_timeouts += 1;
+                self.end_splice(reg, i);
+            } else if now.duration_since(c.last) > idle {
+                self.stats.tcp_idle_timeouts += 1;
+                self.end_splice(reg, i);
+            }
+        }
     }
 
     /// Every flow carried, for `conntrack ls`.
@@ -1624,6 +1815,14 @@ impl SocketUplink {
                 } else {
                     st.to_string()
                 },
+            });
+        }
+        for c in self.splices.iter().flatten() {
+            v.push(FlowInfo {
+                proto: "tcp",
+                inside: c.inside,
+                outside: c.from,
+                state: "published spliced".into(),
             });
         }
         for f in self.udp.iter().flatten() {
@@ -1660,6 +1859,9 @@ impl SocketUplink {
         for i in 0..self.tcp.len() {
             self.abort_tcp(reg, i);
         }
+        for i in 0..self.splices.len() {
+            self.end_splice(reg, i);
+        }
         self.poll(reg);
         for f in self.udp.iter_mut().flatten() {
             let _ = reg.deregister(&mut f.sock);
@@ -1682,7 +1884,7 @@ impl SocketUplink {
     /// Live TCP connections and UDP flows (for stats).
     pub fn counts(&self) -> (usize, usize, usize) {
         (
-            self.tcp_by_quad.len(),
+            self.tcp_by_quad.len() + self.splices.iter().flatten().count(),
             self.udp_by_key.len(),
             self.ping_by_key.len(),
         )
@@ -2355,6 +2557,7 @@ mod tests {
                 container: C,
                 port: 80,
             },
+            None,
         )
         .unwrap();
         let mut client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -2647,7 +2850,7 @@ mod tests {
             container: C,
             port: 80,
         };
-        r.up.publish(r.poll.registry(), PublishedSocket::Tcp(l), to)
+        r.up.publish(r.poll.registry(), PublishedSocket::Tcp(l), to, None)
             .unwrap();
         let mut client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
         r.until(|p| tcp_of(p).is_some_and(|t| t.2 & TcpFlags::SYN != 0))

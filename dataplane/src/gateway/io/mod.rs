@@ -116,8 +116,9 @@ impl GatewayIo {
         reg: &Registry,
         sock: PublishedSocket,
         to: PublishTarget,
+        netns: Option<std::os::fd::OwnedFd>,
     ) -> std::io::Result<()> {
-        self.uplink.publish(reg, sock, to)
+        self.uplink.publish(reg, sock, to, netns)
     }
 
     /// Stops serving a published port.

@@ -17,7 +17,8 @@ const TCP: usize = 1 << 20;
 const UDP: usize = 2 << 20;
 const PING: usize = 3 << 20;
 const PUBLISHED: usize = 4 << 20;
-const END: usize = 5 << 20;
+const SPLICE: usize = 5 << 20;
+const END: usize = 6 << 20;
 
 // One UDP socket per upstream resolver fits below the TCP range.
 const _: () = assert!(DNS_UDP + crate::dns::MAX_UPSTREAMS <= DNS_TCP);
@@ -38,6 +39,8 @@ pub enum Source {
     Ping(usize),
     /// A published port's listening or bound socket.
     Published(usize),
+    /// Both sockets of a spliced published-port connection.
+    Splice(usize),
 }
 
 impl Source {
@@ -51,6 +54,7 @@ impl Source {
             Source::Udp(i) => UDP + i,
             Source::Ping(i) => PING + i,
             Source::Published(i) => PUBLISHED + i,
+            Source::Splice(i) => SPLICE + i,
         })
     }
 
@@ -66,7 +70,8 @@ impl Source {
             _ if t < UDP => Source::Tcp(t - TCP),
             _ if t < PING => Source::Udp(t - UDP),
             _ if t < PUBLISHED => Source::Ping(t - PING),
-            _ if t < END => Source::Published(t - PUBLISHED),
+            _ if t < SPLICE => Source::Published(t - PUBLISHED),
+            _ if t < END => Source::Splice(t - SPLICE),
             _ => return None,
         })
     }
@@ -87,6 +92,8 @@ mod tests {
             Source::Udp(9),
             Source::Ping(3),
             Source::Published((1 << 20) - 1),
+            Source::Splice(0),
+            Source::Splice((1 << 20) - 1),
         ] {
             assert_eq!(Source::of(s.token()), Some(s));
         }

@@ -1,0 +1,233 @@
+//! Routing netlink: the two requests a spliced published port needs inside a
+//! container's namespace (see [`uplink::splice`](crate::uplink::splice)).
+//!
+//! A loopback client of a published port is spliced: the daemon opens a socket inside
+//! the container's namespace, bound (`IP_TRANSPARENT`) to the network's gateway and the
+//! client's port, and connects it to the container, so the container sees the same
+//! source as on the frame path. The container's replies to the gateway would leave by
+//! its interface; a policy rule sends exactly those back to the loopback instead:
+//!
+//! ```text
+//! ip rule add pref 31000 from CONTAINER to GATEWAY ipproto tcp sport PORT lookup 30323
+//! ip route add local GATEWAY dev lo table 30323
+//! ```
+//!
+//! Only TCP from the published container port to the gateway matches, so everything
+//! else the container sends the gateway (DNS, its own connections) is untouched.
+//!
+//! The messages are built field by field in native byte order (netlink's), addresses
+//! in network order; nothing here runs the `ip` binary.
+
+use std::io;
+use std::net::Ipv4Addr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+/// The routing table holding the gateway as a local address.
+pub const SPLICE_TABLE: u32 = 30323;
+/// The rule's preference: after the local table's (0), before the main table's (32766).
+pub const SPLICE_RULE_PREF: u32 = 31000;
+
+const NLMSG_ERROR: u16 = 2;
+const NLM_F_REQUEST: u16 = 0x1;
+const NLM_F_ACK: u16 = 0x4;
+const NLM_F_EXCL: u16 = 0x200;
+const NLM_F_CREATE: u16 = 0x400;
+const RTM_NEWROUTE: u16 = 24;
+const RTM_NEWRULE: u16 = 32;
+const FR_ACT_TO_TBL: u8 = 1;
+const FRA_DST: u16 = 1;
+const FRA_SRC: u16 = 2;
+const FRA_PRIORITY: u16 = 6;
+const FRA_TABLE: u16 = 15;
+const FRA_IP_PROTO: u16 = 22;
+const FRA_SPORT_RANGE: u16 = 23;
+const RTA_DST: u16 = 1;
+const RTA_OIF: u16 = 4;
+const RTA_TABLE: u16 = 15;
+const RTPROT_STATIC: u8 = 4;
+const RT_SCOPE_HOST: u8 = 254;
+const RTN_LOCAL: u8 = 2;
+/// The loopback device's index, the same in every namespace.
+const LOOPBACK_IFINDEX: u32 = 1;
+const TCP: u8 = 6;
+
+/// One netlink request under construction.
+struct Msg(Vec<u8>);
+
+impl Msg {
+    fn new(kind: u16) -> Msg {
+        let mut v = Vec::with_capacity(96);
+        v.extend_from_slice(&0u32.to_ne_bytes()); // length, set by `finish`
+        v.extend_from_slice(&kind.to_ne_bytes());
+        let flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL;
+        v.extend_from_slice(&flags.to_ne_bytes());
+        v.extend_from_slice(&1u32.to_ne_bytes()); // sequence
+        v.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel fills it
+        Msg(v)
+    }
+
+    fn bytes(&mut self, b: &[u8]) -> &mut Msg {
+        self.0.extend_from_slice(b);
+        self
+    }
+
+    /// One attribute, padded to 4 bytes.
+    fn attr(&mut self, kind: u16, payload: &[u8]) -> &mut Msg {
+        let len = 4 + payload.len();
+        self.0.extend_from_slice(&(len as u16).to_ne_bytes());
+        self.0.extend_from_slice(&kind.to_ne_bytes());
+        self.0.extend_from_slice(payload);
+        self.0.resize(self.0.len().next_multiple_of(4), 0);
+        self
+    }
+
+    fn finish(mut self) -> Vec<u8> {
+        let len = (self.0.len() as u32).to_ne_bytes();
+        if let Some(h) = self.0.get_mut(..4) {
+            h.copy_from_slice(&len);
+        }
+        self.0
+    }
+}
+
+/// `ip rule add pref SPLICE_RULE_PREF from container to gateway ipproto tcp sport port
+/// lookup SPLICE_TABLE`.
+fn rule_request(container: Ipv4Addr, gateway: Ipv4Addr, port: u16) -> Vec<u8> {
+    let mut m = Msg::new(RTM_NEWRULE);
+    // struct fib_rule_hdr: family, dst_len, src_len, tos, table, res1, res2, action, flags
+    m.bytes(&[libc::AF_INET as u8, 32, 32, 0, 0, 0, 0, FR_ACT_TO_TBL])
+        .bytes(&0u32.to_ne_bytes())
+        .attr(FRA_PRIORITY, &SPLICE_RULE_PREF.to_ne_bytes())
+        .attr(FRA_TABLE, &SPLICE_TABLE.to_ne_bytes())
+        .attr(FRA_SRC, &container.octets())
+        .attr(FRA_DST, &gateway.octets())
+        .attr(FRA_IP_PROTO, &[TCP]);
+    let mut range = port.to_ne_bytes().to_vec();
+    range.extend_from_slice(&port.to_ne_bytes());
+    m.attr(FRA_SPORT_RANGE, &range);
+    m.finish()
+}
+
+/// `ip route add local gateway dev lo table SPLICE_TABLE`.
+fn local_route_request(gateway: Ipv4Addr) -> Vec<u8> {
+    let mut m = Msg::new(RTM_NEWROUTE);
+    // struct rtmsg: family, dst_len, src_len, tos, table, protocol, scope, type, flags
+    let table = 0; // RT_TABLE_UNSPEC: the table is the attribute
+    m.bytes(&[
+        libc::AF_INET as u8,
+        32,
+        0,
+        0,
+        table,
+        RTPROT_STATIC,
+        RT_SCOPE_HOST,
+        RTN_LOCAL,
+    ])
+    .bytes(&0u32.to_ne_bytes())
+    .attr(RTA_TABLE, &SPLICE_TABLE.to_ne_bytes())
+    .attr(RTA_DST, &gateway.octets())
+    .attr(RTA_OIF, &LOOPBACK_IFINDEX.to_ne_bytes());
+    m.finish()
+}
+
+/// Installs the rule and the local route in the calling thread's namespace (already
+/// there: success).
+pub fn splice_rules(container: Ipv4Addr, gateway: Ipv4Addr, port: u16) -> io::Result<()> {
+    let sock = netlink_socket()?;
+    request(&sock, &local_route_request(gateway))?;
+    request(&sock, &rule_request(container, gateway, port))
+}
+
+fn netlink_socket() -> io::Result<OwnedFd> {
+    // SAFETY: plain socket(2); the descriptor is owned at once.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            libc::NETLINK_ROUTE,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd was just returned by socket(2) and is owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Sends one request and reads its acknowledgement; "exists already" is success.
+fn request(sock: &OwnedFd, msg: &[u8]) -> io::Result<()> {
+    // SAFETY: msg is a valid buffer of msg.len() bytes; the destination is the kernel
+    // (a zeroed sockaddr_nl).
+    let sent = unsafe {
+        let mut to: libc::sockaddr_nl = std::mem::zeroed();
+        to.nl_family = libc::AF_NETLINK as u16;
+        libc::sendto(
+            sock.as_raw_fd(),
+            msg.as_ptr().cast(),
+            msg.len(),
+            0,
+            (&raw const to).cast(),
+            std::mem::size_of::<libc::sockaddr_nl>() as u32,
+        )
+    };
+    if sent < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut buf = [0u8; 1024];
+    // SAFETY: buf is a valid writable buffer of buf.len() bytes.
+    let n = unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    ack_status(buf.get(..n as usize).unwrap_or(&[]))
+}
+
+/// The outcome an acknowledgement (`NLMSG_ERROR`, error 0 for success) reports.
+fn ack_status(reply: &[u8]) -> io::Result<()> {
+    let field = |at: usize| -> Option<[u8; 4]> { reply.get(at..at + 4)?.try_into().ok() };
+    let kind = reply
+        .get(4..6)
+        .and_then(|b| b.try_into().ok())
+        .map(u16::from_ne_bytes);
+    let code = field(16).map(i32::from_ne_bytes);
+    match (kind, code) {
+        (Some(NLMSG_ERROR), Some(0)) => Ok(()),
+        (Some(NLMSG_ERROR), Some(e)) if -e == libc::EEXIST => Ok(()),
+        (Some(NLMSG_ERROR), Some(e)) => Err(io::Error::from_raw_os_error(-e)),
+        _ => Err(io::Error::other("unexpected netlink reply")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_padded_and_carry_their_length() {
+        let r = rule_request(Ipv4Addr::new(10, 0, 0, 2), Ipv4Addr::new(10, 0, 0, 1), 80);
+        assert_eq!(r.len() % 4, 0);
+        assert_eq!(
+            u32::from_ne_bytes([r[0], r[1], r[2], r[3]]) as usize,
+            r.len()
+        );
+        // header 16 + fib_rule_hdr 12 + prio 8 + table 8 + src 8 + dst 8 + proto 8 + sport 8
+        assert_eq!(r.len(), 76);
+        let l = local_route_request(Ipv4Addr::new(10, 0, 0, 1));
+        assert_eq!(l.len(), 16 + 12 + 8 + 8 + 8);
+    }
+
+    #[test]
+    fn acknowledgements_are_read_and_short_replies_refused() {
+        let mut ack = vec![0u8; 36];
+        ack[4..6].copy_from_slice(&NLMSG_ERROR.to_ne_bytes());
+        assert!(ack_status(&ack).is_ok());
+        ack[16..20].copy_from_slice(&(-libc::EEXIST).to_ne_bytes());
+        assert!(ack_status(&ack).is_ok());
+        ack[16..20].copy_from_slice(&(-libc::EPERM).to_ne_bytes());
+        assert_eq!(
+            ack_status(&ack).unwrap_err().raw_os_error(),
+            Some(libc::EPERM)
+        );
+        assert!(ack_status(&ack[..10]).is_err());
+    }
+}

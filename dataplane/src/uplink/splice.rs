@@ -1,0 +1,355 @@
+//! Loopback clients of published ports, spliced: no frames at all.
+//!
+//! A client on the host's loopback reaches a published port; the container sees it
+//! coming from its network's gateway (Linux drops 127/8 sources arriving on eth0). On
+//! the frame path every byte then crosses smoltcp, the gateway ring, a worker and the
+//! container's TAP. Spliced, the daemon opens a socket inside the container's
+//! namespace, bound with `IP_TRANSPARENT` to GATEWAY:CLIENT_PORT (what the frame path
+//! shows the container), connects it to CONTAINER:PORT, and moves bytes between the
+//! two sockets with `splice(2)` through two pipes, as pasta does. The container's
+//! replies are kept on its loopback by one policy rule per published container port
+//! ([`rtnl`](crate::rtnl)), installed with the first spliced connection.
+//!
+//! Where the namespace cannot be entered, the rule not installed or the socket not
+//! bound (no privileges over the namespace, a port taken inside), the connection takes
+//! the frame path instead; the container sees the same either way.
+
+use std::io;
+use std::net::SocketAddrV4;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+use mio::net::TcpStream;
+use mio::{Interest, Registry, Token};
+
+use crate::netns::NetnsError;
+
+/// Bytes a pipe of a spliced connection holds, per direction.
+pub const PIPE_SIZE: usize = 1 << 20;
+
+/// Why a connection could not be spliced (it then takes the frame path).
+#[derive(Debug, thiserror::Error)]
+pub enum SpliceError {
+    #[error("cannot enter the container's network namespace: {0}")]
+    Netns(#[from] NetnsError),
+    #[error("cannot route the gateway back to the loopback inside the container: {0}")]
+    Rules(#[source] io::Error),
+    #[error("cannot open a socket inside the container's namespace: {0}")]
+    Socket(#[source] io::Error),
+    #[error("no socket ready inside the container's namespace (out of descriptors?)")]
+    NoSocket,
+}
+
+fn last_error() -> io::Error {
+    io::Error::last_os_error()
+}
+
+fn check(r: libc::c_int) -> io::Result<libc::c_int> {
+    if r < 0 { Err(last_error()) } else { Ok(r) }
+}
+
+/// A TCP socket of the calling thread's namespace, non-blocking.
+fn tcp_socket() -> io::Result<OwnedFd> {
+    let kind = libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
+    // SAFETY: plain socket(2); the descriptor is owned at once below.
+    let fd = check(unsafe { libc::socket(libc::AF_INET, kind, 0) })?;
+    // SAFETY: fd was just returned by socket(2) and is owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn set_int(fd: RawFd, level: libc::c_int, opt: libc::c_int, v: libc::c_int) -> io::Result<()> {
+    let len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: v lives across the call and len is its size.
+    check(unsafe { libc::setsockopt(fd, level, opt, (&raw const v).cast(), len) }).map(|_| ())
+}
+
+fn sockaddr(a: SocketAddrV4) -> libc::sockaddr_in {
+    libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: a.port().to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from_ne_bytes(a.ip().octets()),
+        },
+        sin_zero: [0; 8],
+    }
+}
+
+/// Binds `fd` to `from` (any address: `IP_TRANSPARENT`; another port of it where that
+/// one is taken) and starts connecting to `to`.
+fn bind_and_connect(fd: &OwnedFd, from: SocketAddrV4, to: SocketAddrV4) -> io::Result<()> {
+    let raw = fd.as_raw_fd();
+    set_int(raw, libc::SOL_IP, libc::IP_TRANSPARENT, 1)?;
+    set_int(raw, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
+    set_int(raw, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1)?;
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    let bind = |a: SocketAddrV4| {
+        let f = sockaddr(a);
+        // SAFETY: f is a valid sockaddr_in of `len` bytes.
+        check(unsafe { libc::bind(raw, (&raw const f).cast(), len) })
+    };
+    // The client's port is taken inside (a socket of the container's own, a connection
+    // still in TIME-WAIT): any other port of the gateway will do.
+    if let Err(e) = bind(from) {
+        if e.raw_os_error() != Some(libc::EADDRINUSE) {
+            return Err(e);
+        }
+        bind(SocketAddrV4::new(*from.ip(), 0))?;
+    }
+    let t = sockaddr(to);
+    // SAFETY: t is a valid sockaddr_in of `len` bytes.
+    match check(unsafe { libc::connect(raw, (&raw const t).cast(), len) }) {
+        Err(e) if e.raw_os_error() != Some(libc::EINPROGRESS) => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// Sockets made ahead inside a container's namespace, so a connection costs no thread
+/// and no namespace switch: one thread per spliced published port lives in the
+/// namespace and keeps [`POOL_DEPTH`] fresh sockets queued; it ends when the pool is
+/// dropped (the port unpublished).
+pub struct SocketPool {
+    rx: std::sync::mpsc::Receiver<OwnedFd>,
+    spare: Option<OwnedFd>,
+}
+
+/// Sockets a pool holds ready.
+pub const POOL_DEPTH: usize = 4;
+
+impl SocketPool {
+    /// Starts the pool's thread in `netns`: it installs the return rule for
+    /// CONTAINER:PORT → GATEWAY first. Waits for the first socket, so a namespace that
+    /// cannot be entered or routed is known at once.
+    pub fn start(
+        netns: BorrowedFd<'_>,
+        container: SocketAddrV4,
+        gateway: std::net::Ipv4Addr,
+    ) -> Result<SocketPool, SpliceError> {
+        let ns = netns.try_clone_to_owned().map_err(SpliceError::Socket)?;
+        let (tx, rx) = std::sync::mpsc::sync_channel(POOL_DEPTH);
+        let (first_tx, first_rx) = std::sync::mpsc::sync_channel(1);
+        std::thread::Builder::new()
+            .name("vswitch-splice".into())
+            .stack_size(64 * 1024)
+            .spawn(move || fill(ns, (container, gateway), first_tx, tx))
+            .map_err(|source| SpliceError::Netns(NetnsError::Thread { source }))?;
+        let first = first_rx
+            .recv()
+            .map_err(|_| SpliceError::Netns(NetnsError::Panicked))??;
+        Ok(SocketPool {
+            rx,
+            spare: Some(first),
+        })
+    }
+
+    /// A fresh socket of the namespace (waits a moment for one when the queue ran dry).
+    pub fn take(&mut self) -> Result<OwnedFd, SpliceError> {
+        if let Some(s) = self.spare.take() {
+            return Ok(s);
+        }
+        match self.rx.try_recv() {
+            Ok(s) => Ok(s),
+            Err(_) => self
+                .rx
+                .recv_timeout(std::time::Duration::from_millis(20))
+                .map_err(|_| SpliceError::NoSocket),
+        }
+    }
+}
+
+/// The pool's thread: enters the namespace, installs the rule, then makes sockets
+/// until the pool is gone. The first outcome goes to `first`.
+fn fill(
+    ns: OwnedFd,
+    (container, gateway): (SocketAddrV4, std::net::Ipv4Addr),
+    first: std::sync::mpsc::SyncSender<Result<OwnedFd, SpliceError>>,
+    rest: std::sync::mpsc::SyncSender<OwnedFd>,
+) {
+    // SAFETY: setns on a valid descriptor; it changes only this thread's network
+    // namespace, and this thread serves only that namespace until it ends.
+    if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        let source = last_error();
+        let _ = first.send(Err(SpliceError::Netns(NetnsError::Enter { source })));
+        return;
+    }
+    drop(ns);
+    let routed = crate::rtnl::splice_rules(*container.ip(), gateway, container.port());
+    let made = routed
+        .map_err(SpliceError::Rules)
+        .and_then(|()| tcp_socket().map_err(SpliceError::Socket));
+    let ok = made.is_ok();
+    if first.send(made).is_err() || !ok {
+        return;
+    }
+    loop {
+        match tcp_socket() {
+            Ok(s) => {
+                if rest.send(s).is_err() {
+                    return;
+                }
+            }
+            // Out of descriptors: try again later (the pool waits only briefly).
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(50)),
+        }
+    }
+}
+
+/// Binds a socket of the container's namespace to `from` and starts connecting it to
+/// `to`.
+pub fn connect(fd: OwnedFd, from: SocketAddrV4, to: SocketAddrV4) -> io::Result<TcpStream> {
+    bind_and_connect(&fd, from, to)?;
+    Ok(TcpStream::from_std(std::net::TcpStream::from(fd)))
+}
+
+/// One direction: a pipe and what went through it.
+struct Pipe {
+    r: OwnedFd,
+    w: OwnedFd,
+    /// Bytes in the pipe.
+    held: usize,
+    cap: usize,
+    /// The source ended.
+    eof: bool,
+    /// The end was passed on (`shutdown(SHUT_WR)` of the destination).
+    shut: bool,
+}
+
+impl Pipe {
+    fn new() -> io::Result<Pipe> {
+        let mut fds = [0; 2];
+        // SAFETY: fds has room for the two descriptors pipe2 writes.
+        check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) })?;
+        // SAFETY: both were just returned by pipe2 and are owned by nobody else.
+        let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        // A smaller pipe (the system's limit) still works: fewer bytes per call.
+        // SAFETY: F_SETPIPE_SZ on a pipe we own.
+        let size = unsafe { libc::fcntl(w.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_SIZE as i32) };
+        let cap = usize::try_from(size).unwrap_or(16 * 4096);
+        Ok(Pipe {
+            r,
+            w,
+            held: 0,
+            cap,
+            eof: false,
+            shut: false,
+        })
+    }
+}
+
+/// Moves up to `len` bytes from `from` to `to` without copying them to userspace.
+/// Ok(None): nothing to move now.
+fn splice_once(from: RawFd, to: RawFd, len: usize) -> io::Result<Option<usize>> {
+    let flags = libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK;
+    let null = std::ptr::null_mut();
+    loop {
+        // SAFETY: both descriptors are open; no offsets (sockets and pipes).
+        let n = unsafe { libc::splice(from, null, to, null, len, flags) };
+        if let Ok(n) = usize::try_from(n) {
+            return Ok(Some(n));
+        }
+        let e = last_error();
+        match e.raw_os_error() {
+            Some(libc::EINTR) => continue,
+            Some(libc::EAGAIN) => return Ok(None),
+            _ => return Err(e),
+        }
+    }
+}
+
+/// One direction as far as it goes: source into the pipe, pipe into the destination,
+/// until neither moves; then the source's end is passed on. Returns whether anything
+/// moved.
+fn flow(from: &TcpStream, p: &mut Pipe, to: &TcpStream) -> io::Result<bool> {
+    let mut moved = false;
+    loop {
+        let mut step = false;
+        if !p.eof && p.held < p.cap {
+            match splice_once(from.as_raw_fd(), p.w.as_raw_fd(), p.cap - p.held)? {
+                Some(0) => p.eof = true,
+                Some(n) => (p.held, step) = (p.held + n, true),
+                None => {}
+            }
+        }
+        if p.held > 0
+            && let Some(n) = splice_once(p.r.as_raw_fd(), to.as_raw_fd(), p.held)?
+        {
+            p.held -= n;
+            step |= n > 0;
+        }
+        moved |= step;
+        if !step {
+            break;
+        }
+    }
+    if p.eof && p.held == 0 && !p.shut {
+        p.shut = true;
+        to.shutdown(std::net::Shutdown::Write)?;
+    }
+    Ok(moved)
+}
+
+/// A spliced connection: the client's socket on the host, one inside the container.
+pub struct Splice {
+    pub host: TcpStream,
+    pub inner: TcpStream,
+    up: Pipe,
+    down: Pipe,
+    connected: bool,
+}
+
+/// Where a spliced connection stands after a pump.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pumped {
+    /// Still connecting to the container.
+    Connecting,
+    /// Open; whether bytes moved.
+    Open(bool),
+    /// Both directions ended.
+    Done,
+}
+
+impl Splice {
+    pub fn new(host: TcpStream, inner: TcpStream) -> io::Result<Splice> {
+        Ok(Splice {
+            host,
+            inner,
+            up: Pipe::new()?,
+            down: Pipe::new()?,
+            connected: false,
+        })
+    }
+
+    /// Both sockets on `reg`, under one token.
+    pub fn register(&mut self, reg: &Registry, token: Token) -> io::Result<()> {
+        let both = Interest::READABLE | Interest::WRITABLE;
+        reg.register(&mut self.host, token, both)?;
+        reg.register(&mut self.inner, token, both)
+    }
+
+    pub fn deregister(&mut self, reg: &Registry) {
+        let _ = reg.deregister(&mut self.host);
+        let _ = reg.deregister(&mut self.inner);
+    }
+
+    pub fn connected(&self) -> bool {
+        self.connected
+    }
+
+    /// Moves what can move both ways. An error (the container refused, a reset) ends
+    /// the connection.
+    pub fn pump(&mut self) -> io::Result<Pumped> {
+        if !self.connected {
+            if let Some(e) = self.inner.take_error()? {
+                return Err(e);
+            }
+            if self.inner.peer_addr().is_err() {
+                return Ok(Pumped::Connecting);
+            }
+            self.connected = true;
+        }
+        let a = flow(&self.host, &mut self.up, &self.inner)?;
+        let b = flow(&self.inner, &mut self.down, &self.host)?;
+        if self.up.shut && self.down.shut {
+            return Ok(Pumped::Done);
+        }
+        Ok(Pumped::Open(a || b))
+    }
+}
