@@ -140,8 +140,10 @@ fn tcp_and_udp_leave_with_the_hosts_address() {
         "the outside host saw another source"
     );
     let _u = udp_whoami(&s.out.ns, 7002);
-    let got =
-        s.c.must(&format!("echo hi | socat -T 3 -t 3 - UDP:{}:7002", s.out.ip));
+    let got = s.c.must(&format!(
+        "echo hi | socat -T 3 -t 3 - UDP:{}:7002",
+        s.out.ip
+    ));
     assert_eq!(got.trim(), s.out.host_ip);
     let flows = s.d.ctl_json(&["conntrack", "ls"]);
     assert!(

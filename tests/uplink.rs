@@ -113,7 +113,10 @@ fn masquerade_tcp_udp_icmp_on_the_segment() {
     );
     assert_eq!(got.trim(), s.ext, "the outside host saw another source");
     let _u = whoami(&s.out, 7101, true);
-    let got = retry(&s.c, &format!("echo hi | socat -T 3 -t 3 - UDP:{}:7101", s.host));
+    let got = retry(
+        &s.c,
+        &format!("echo hi | socat -T 3 -t 3 - UDP:{}:7101", s.host),
+    );
     assert_eq!(got.trim(), s.ext);
     s.c.must(&format!("ping -c 2 -W 2 {}", s.host));
     let flows = s.d.ctl_json(&["conntrack", "ls"]);
