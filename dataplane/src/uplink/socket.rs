@@ -66,9 +66,10 @@ pub const CONTAINER_KEEPALIVE: Duration = Duration::from_secs(120);
 pub const CONTAINER_ACK_TIMEOUT: Duration = Duration::from_secs(300);
 /// smoltcp buffer per direction of a connection, at most. It covers the hop between
 /// the container and the uplink (beyond, the host's own socket buffers cover the path):
-/// its bandwidth-delay product, some 10 Gbit/s over the 0.2 to 0.5 ms round trip the
-/// hop has on a busy host, about 512 KiB. Larger measured slower (data waits longer
-/// between its copy in and its copy out, out of the cache); smaller stalls the sender.
+/// its bandwidth-delay product, some 10 Gbit/s over the round trip of about half a
+/// millisecond that scheduling on a busy host stretches the hop to (40 µs at best):
+/// about 512 KiB. Larger measured slower (data waits longer between its copy in and
+/// its copy out, out of the cache); smaller stalls the sender.
 pub const TCP_BUFFER: usize = 512 * 1024;
 /// smoltcp buffer per direction of a connection opened while its container's
 /// connections hold [`TCP_BUFFER_BUDGET`]: 64 KiB over that round trip still carries
