@@ -167,14 +167,23 @@ impl RingPort {
             return false;
         }
         let mut buf = self.spare_in.pop().unwrap_or_default();
-        buf.resize(f.len() + 4, 0);
-        let Some(len) = write_tagged(f.data(), vlan, &mut buf) else {
-            return false;
-        };
-        buf.truncate(len);
-        // A TCP super-frame goes whole (the gateway's TCP takes 64 KB segments and
-        // trusts local checksums); any other partial checksum is completed here.
+        buf.clear();
+        if vlan == 0 {
+            // Untagged (the usual case): one copy, no zeroing first.
+            buf.extend_from_slice(f.data());
+        } else {
+            buf.resize(f.len() + 4, 0);
+            let Some(len) = write_tagged(f.data(), vlan, &mut buf) else {
+                return false;
+            };
+            buf.truncate(len);
+        }
+        // TCP goes as it is, super-frame or not (the gateway's TCP takes 64 KB segments
+        // and trusts local checksums: it never reads a TCP checksum); any other partial
+        // checksum is completed here.
+        let tcp_csum = usize::from(f.vnet.csum_offset) == crate::wire::tcp::CHECKSUM_OFFSET;
         if gso == VnetHdr::GSO_NONE
+            && !tcp_csum
             && f.vnet.flags & VnetHdr::F_NEEDS_CSUM != 0
             && let Ok((pos, c)) =
                 super::gso::partial_checksum(&buf, f.vnet.csum_start, f.vnet.csum_offset)
@@ -285,6 +294,51 @@ mod tests {
         assert_eq!(rb.frames()[0].data(), &[8u8; 42][..]);
         // The reply's buffer came back to the gateway for reuse.
         assert!(end.buffer().capacity() >= 42);
+    }
+
+    /// A frame whose transport checksum is left partial at `csum_offset` past byte 34.
+    fn partial(csum_offset: u16) -> (Batch, u16) {
+        use crate::port::VnetHdr;
+        let mut b = Batch::new(1, 2048);
+        let mut data = [0u8; 100];
+        data[12] = 0x08;
+        let field = 34 + usize::from(csum_offset);
+        data[field] = 0x12;
+        data[field + 1] = 0x34;
+        data[90] = 0xab;
+        assert!(b.push(&data, 1));
+        b.frames_mut()[0].vnet = VnetHdr {
+            flags: VnetHdr::F_NEEDS_CSUM,
+            csum_start: 34,
+            csum_offset,
+            ..VnetHdr::default()
+        };
+        (b, 0x1234)
+    }
+
+    #[test]
+    fn tcp_goes_with_its_partial_checksum_and_others_are_completed() {
+        let (mut port, mut end) = ring_pair(Arc::new(NoWake), Arc::new(NoWake));
+        let sel = [TxSel { idx: 0, vlan: 0 }];
+        // TCP (checksum 16 bytes in): the gateway's TCP never reads it.
+        let (b, sum) = partial(16);
+        assert_eq!(port.send(&b, &sel).unwrap(), 1);
+        let f = end.recv().unwrap();
+        assert_eq!(&f.data[..], b.frames()[0].data());
+        assert_eq!(u16::from_be_bytes([f.data[50], f.data[51]]), sum);
+        // UDP (6 bytes in): completed.
+        let (b, sum) = partial(6);
+        assert_eq!(port.send(&b, &sel).unwrap(), 1);
+        let f = end.recv().unwrap();
+        assert_eq!(f.data.len(), 100);
+        assert_ne!(u16::from_be_bytes([f.data[40], f.data[41]]), sum);
+        // Tagged on the way: the tag is pushed, the rest kept.
+        let (b, _) = partial(16);
+        assert_eq!(port.send(&b, &[TxSel { idx: 0, vlan: 5 }]).unwrap(), 1);
+        let f = end.recv().unwrap();
+        assert_eq!(f.data.len(), 104);
+        assert_eq!(&f.data[12..16], &[0x81, 0, 0, 5]);
+        assert_eq!(&f.data[16..], &b.frames()[0].data()[12..]);
     }
 
     #[test]

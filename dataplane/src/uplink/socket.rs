@@ -65,8 +65,21 @@ pub const KEEPALIVE_PROBES: u32 = 6;
 /// before the container is given up as dead.
 pub const CONTAINER_KEEPALIVE: Duration = Duration::from_secs(120);
 pub const CONTAINER_ACK_TIMEOUT: Duration = Duration::from_secs(300);
-/// smoltcp buffer per direction per connection.
+/// smoltcp buffer per direction of a connection, at most. It covers the hop between
+/// the container and the uplink (beyond, the host's own socket buffers cover the path):
+/// its bandwidth-delay product, some 10 Gbit/s over the round trip of about half a
+/// millisecond that scheduling on a busy host stretches the hop to (40 µs at best):
+/// about 512 KiB. Larger measured slower (data waits longer between its copy in and
+/// its copy out, out of the cache); smaller stalls the sender.
 pub const TCP_BUFFER: usize = 512 * 1024;
+/// smoltcp buffer per direction of a connection opened while its container's
+/// connections hold [`TCP_BUFFER_BUDGET`]: 64 KiB over that round trip still carries
+/// a gigabit or more.
+pub const TCP_BUFFER_MIN: usize = 64 * 1024;
+/// The smoltcp buffer memory (both directions) a container's connections take at
+/// [`TCP_BUFFER`] before further ones get [`TCP_BUFFER_MIN`]: 32 fast connections.
+/// smoltcp's buffers are fixed when a socket is made, so the size is chosen at open.
+pub const TCP_BUFFER_BUDGET: usize = 32 * 1024 * 1024;
 
 /// The most inbound UDP conversations through published ports at once.
 pub const MAX_INBOUND_UDP: usize = 4096;
@@ -289,6 +302,8 @@ struct TcpConn {
     /// The MSS the container announced, when smoltcp was shown a larger one (its
     /// segments are then super-frames cut at this size); 0 otherwise.
     mss: u16,
+    /// smoltcp buffer bytes (both directions), counted in the container's budget.
+    buffers: usize,
 }
 
 /// The most bytes a DNS-over-TCP message takes with its length prefix.
@@ -437,6 +452,8 @@ pub struct SocketUplink {
     /// container, a host socket event): only these are looked at, so one container's
     /// idle connections cost the others nothing.
     touched: Vec<usize>,
+    /// smoltcp buffer bytes each container's connections hold.
+    buffers: HashMap<ContainerId, usize>,
 }
 
 fn smol_now(epoch: Instant) -> smoltcp::time::Instant {
@@ -518,6 +535,7 @@ impl SocketUplink {
             refusals: Vec::new(),
             host: HostAddress::default(),
             touched: Vec::new(),
+            buffers: HashMap::new(),
         }
     }
 
@@ -744,7 +762,8 @@ impl SocketUplink {
             }
         };
         keepalive(host.as_raw_fd());
-        let Some(mut sock) = Self::listening_socket(quad, TCP_BUFFER, TCP_BUFFER) else {
+        let size = self.buffer_size(who);
+        let Some(mut sock) = Self::listening_socket(quad, size, size) else {
             self.quotas.release(who, FlowKind::Tcp, true);
             self.stats.tcp_refused += 1;
             return;
@@ -781,7 +800,9 @@ impl SocketUplink {
             )
             .ok()?;
         }
+        let buffers = sock.recv_capacity() + sock.send_capacity();
         let handle = self.stack(who).sockets.add(sock);
+        *self.buffers.entry(who).or_default() += buffers;
         let now = Instant::now();
         let local = host.is_none();
         let conn = TcpConn {
@@ -805,6 +826,7 @@ impl SocketUplink {
             local,
             local_in: Vec::new(),
             mss: 0,
+            buffers,
         };
         fill_slot(&mut self.tcp, i, conn);
         self.tcp_by_quad.insert((who.domain, quad), i);
@@ -876,6 +898,23 @@ impl SocketUplink {
         }
         self.tcp_by_quad.remove(&(c.who.domain, c.quad));
         self.quotas.release(c.who, FlowKind::Tcp, !c.local);
+        if let Some(b) = self.buffers.get_mut(&c.who) {
+            *b = b.saturating_sub(c.buffers);
+            if *b == 0 {
+                self.buffers.remove(&c.who);
+            }
+        }
+    }
+
+    /// The smoltcp buffer size (each direction) for a new connection of `who`: the
+    /// full [`TCP_BUFFER`] while its connections stay within [`TCP_BUFFER_BUDGET`].
+    fn buffer_size(&self, who: ContainerId) -> usize {
+        let held = self.buffers.get(&who).copied().unwrap_or(0);
+        if held + 2 * TCP_BUFFER <= TCP_BUFFER_BUDGET {
+            TCP_BUFFER
+        } else {
+            TCP_BUFFER_MIN
+        }
     }
 
     /// Whether DNS-over-TCP messages wait for [`SocketUplink::take_dns_requests`].
@@ -1321,9 +1360,10 @@ impl SocketUplink {
             return;
         }
         keepalive(stream.as_raw_fd());
+        let size = self.buffer_size(who);
         let mut sock = tcp::Socket::new(
-            tcp::SocketBuffer::new(vec![0u8; TCP_BUFFER]),
-            tcp::SocketBuffer::new(vec![0u8; TCP_BUFFER]),
+            tcp::SocketBuffer::new(vec![0u8; size]),
+            tcp::SocketBuffer::new(vec![0u8; size]),
         );
         sock.set_nagle_enabled(false);
         sock.set_ack_delay(None);
@@ -2746,6 +2786,34 @@ mod tests {
         // A neighbour still connects.
         r.connect((Ipv4Addr::new(10, 9, 0, 3), 42000), (GW, port), 1);
         assert_eq!(r.up.counts().0, 3);
+    }
+
+    #[test]
+    fn connections_past_a_containers_buffer_budget_get_small_buffers() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let mut r = Rig::new(true);
+        let full = TCP_BUFFER_BUDGET / (2 * TCP_BUFFER);
+        for i in 0..=full {
+            r.connect((C, 42000 + i as u16), (GW, port), 1);
+        }
+        let mut sizes: Vec<usize> = r.up.tcp.iter().flatten().map(|c| c.buffers).collect();
+        sizes.sort_unstable();
+        assert_eq!(sizes[0], 2 * TCP_BUFFER_MIN);
+        assert!(sizes[1..].iter().all(|&b| b == 2 * TCP_BUFFER));
+        let who = ContainerId { domain: 0, ip: C };
+        assert_eq!(r.up.buffers[&who], sizes.iter().sum::<usize>());
+        // A neighbour has its own budget.
+        r.connect((Ipv4Addr::new(10, 9, 0, 3), 42000), (GW, port), 1);
+        let n =
+            r.up.tcp
+                .iter()
+                .flatten()
+                .filter(|c| c.buffers == 2 * TCP_BUFFER);
+        assert_eq!(n.count(), full + 1);
+        // Ended connections give their share back.
+        r.up.flush(r.poll.registry());
+        assert!(r.up.buffers.is_empty());
     }
 
     #[test]
