@@ -40,35 +40,71 @@ fn as_nobody(cmd: &str) -> String {
     format!("exec setpriv --reuid={NOBODY} --regid={NOBODY} --clear-groups --inh-caps=-all {cmd}")
 }
 
+/// A daemon running as `nobody`, with its socket, state and log in a directory of its
+/// own; killed on drop.
+struct NobodyDaemon {
+    daemon: Proc,
+    sock: std::path::PathBuf,
+    log: std::path::PathBuf,
+    _t: TempDir,
+    _tun: TunOpen,
+}
+
+impl NobodyDaemon {
+    fn start() -> NobodyDaemon {
+        let tun = TunOpen::new();
+        let t = TempDir::new("rl");
+        must(&format!(
+            "chown -R {NOBODY}:{NOBODY} {}",
+            t.path().display()
+        ));
+        must(&format!("chmod 0755 {}", t.path().display()));
+        let sock = t.path().join("ctl.sock");
+        let state = t.path().join("state");
+        let log = t.path().join("daemon.log");
+        let daemon = Proc::spawn(&as_nobody(&format!(
+            "{} daemon --socket {} --state-dir {} {} 2>{}",
+            bin(),
+            sock.display(),
+            state.display(),
+            env_daemon_args().join(" "),
+            log.display()
+        )));
+        let d = NobodyDaemon {
+            daemon,
+            sock,
+            log,
+            _t: t,
+            _tun: tun,
+        };
+        assert!(
+            eventually(Duration::from_secs(10), || {
+                std::os::unix::net::UnixStream::connect(&d.sock).is_ok()
+            }),
+            "the daemon did not start as nobody: {}",
+            d.log()
+        );
+        d
+    }
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+    /// `vswitch ctl ARGS` as nobody.
+    fn ctl(&self, args: &str) -> std::process::Output {
+        sh(&as_nobody(&format!(
+            "{} ctl --socket {} {args}",
+            bin(),
+            self.sock.display()
+        )))
+    }
+}
+
 #[test]
 #[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
 fn heavy_unprivileged_daemon_and_two_run_containers() {
     require(&["setpriv", "iperf3", "ping"]);
-    let _tun = TunOpen::new();
-    let t = TempDir::new("rl");
-    must(&format!(
-        "chown -R {NOBODY}:{NOBODY} {}",
-        t.path().display()
-    ));
-    must(&format!("chmod 0755 {}", t.path().display()));
-    let sock = t.path().join("ctl.sock");
-    let state = t.path().join("state");
-    let log = t.path().join("daemon.log");
-    let daemon = Proc::spawn(&as_nobody(&format!(
-        "{} daemon --socket {} --state-dir {} {} 2>{}",
-        bin(),
-        sock.display(),
-        state.display(),
-        env_daemon_args().join(" "),
-        log.display()
-    )));
-    assert!(
-        eventually(Duration::from_secs(10), || {
-            std::os::unix::net::UnixStream::connect(&sock).is_ok()
-        }),
-        "the daemon did not start as nobody: {}",
-        std::fs::read_to_string(&log).unwrap_or_default()
-    );
+    let nd = NobodyDaemon::start();
+    let (sock, daemon) = (&nd.sock, &nd.daemon);
     // The daemon really runs without privileges.
     let status =
         std::fs::read_to_string(format!("/proc/{}/status", daemon.pid())).unwrap_or_default();
@@ -77,13 +113,7 @@ fn heavy_unprivileged_daemon_and_two_run_containers() {
         .find(|l| l.starts_with("Uid:"))
         .unwrap_or_default()
         .to_string();
-    let ctl = |args: &str| {
-        sh(&as_nobody(&format!(
-            "{} ctl --socket {} {args}",
-            bin(),
-            sock.display()
-        )))
-    };
+    let ctl = |args: &str| nd.ctl(args);
     let o = ctl("network create front --subnet 10.140.0.0/24");
     assert!(o.status.success(), "{}", o.stderr_text());
 
@@ -97,7 +127,7 @@ fn heavy_unprivileged_daemon_and_two_run_containers() {
             .stdout_text()
             .contains("srv")),
         "the server container did not attach: {}",
-        std::fs::read_to_string(&log).unwrap_or_default()
+        nd.log()
     );
     std::thread::sleep(Duration::from_millis(500));
     let client = sh(&as_nobody(&format!(
@@ -110,7 +140,7 @@ fn heavy_unprivileged_daemon_and_two_run_containers() {
         "client container failed: {}{}\ndaemon: {}",
         client.stdout_text(),
         client.stderr_text(),
-        std::fs::read_to_string(&log).unwrap_or_default()
+        nd.log()
     );
     assert!(
         client.stdout_text().contains("receiver"),
@@ -128,7 +158,6 @@ fn heavy_unprivileged_daemon_and_two_run_containers() {
         uid_line.contains(&NOBODY.to_string()),
         "daemon not running as nobody: {uid_line}"
     );
-    drop(daemon);
 }
 
 #[test]
@@ -257,5 +286,40 @@ fn run_container_reattaches_after_daemon_restart() {
             .is_some_and(|a| a.iter().any(|p| p["name"] == "lives"))),
         "the run container did not come back: {}",
         d.log()
+    );
+}
+
+#[test]
+#[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
+fn rootless_published_ports_take_frames_for_loopback_clients() {
+    require(&["setpriv", "socat"]);
+    let nd = NobodyDaemon::start();
+    let o = nd.ctl("network create pub --subnet 10.141.0.0/24");
+    assert!(o.status.success(), "{}", o.stderr_text());
+    // An unprivileged daemon may not enter the container's namespace: its loopback
+    // clients take the frame path, and the container sees the same source.
+    let _run = Proc::spawn(&as_nobody(&format!(
+        "{} run --socket {} --network pub --name web -p 127.0.0.1:18097:80 -- \
+         socat TCP-LISTEN:80,reuseaddr,fork SYSTEM:\"echo \\$SOCAT_PEERADDR\"",
+        bin(),
+        nd.sock.display()
+    )));
+    let mut got = String::new();
+    let answered = eventually(Duration::from_secs(10), || {
+        got = sh("socat -T 3 - TCP:127.0.0.1:18097 </dev/null").stdout_text();
+        !got.trim().is_empty()
+    });
+    assert!(
+        answered,
+        "no answer through the published port: {}",
+        nd.log()
+    );
+    assert_eq!(got.trim(), "10.141.0.1");
+    let st = nd.ctl("--json stats").stdout_text();
+    let v: serde_json::Value = serde_json::from_str(&st).expect("stats json");
+    assert_eq!(v["nat"]["tcp_spliced"], 0, "{st}");
+    assert!(
+        v["nat"]["splice_fallbacks"].as_u64().unwrap_or(0) >= 1,
+        "{st}"
     );
 }

@@ -1,6 +1,7 @@
 //! Large TCP streams through the socket uplink arrive byte for byte, both ways, at MTU
 //! 1500 and 9000: a container's upload to the host and download from it, and a
-//! published port read and written from the host's loopback. With offloads the
+//! published port read and written from another namespace (a remote client, on the
+//! frame path: loopback clients are spliced, `tests/splice.rs`). With offloads the
 //! container's TCP comes in super-frames (cut at its MSS by its kernel, or in software
 //! for a port without offloads) and its port counts them; with `--no-offload` (the
 //! suite's second pass) nothing is a super-frame, and only MTU 1500 runs (the workers'
@@ -15,11 +16,16 @@ mod common;
 use common::*;
 use std::time::Duration;
 
+/// The host's address on the link to the remote client.
+const HOST_LAN: &str = "192.168.203.1";
+
 /// Megabytes each stream carries.
 const MIB: usize = 64;
 
 struct Rig {
     host: Netns,
+    /// A client beyond the host, reaching it at [`HOST_LAN`] through a veth pair.
+    remote: Netns,
     d: Daemon,
     c: Netns,
     gw: String,
@@ -44,6 +50,13 @@ fn rig(mtu: u16, subnet: u8) -> Rig {
         &mtu_text,
         "--host-loopback",
     ]);
+    let remote = Netns::new("sfr");
+    host.must(&format!(
+        "ip link add r0 type veth peer name r1 netns {} && ip addr add {HOST_LAN}/24 dev r0 \
+         && ip link set r0 up",
+        remote.name
+    ));
+    remote.must("ip addr add 192.168.203.2/24 dev r1 && ip link set r1 up");
     let c = Netns::new("sfc");
     let v = d.ctl_json(&["attach", "sf", "--name", "c", "--netns", &c.path()]);
     let gw = v["gateway"].as_str().expect("gateway").to_string();
@@ -53,6 +66,7 @@ fn rig(mtu: u16, subnet: u8) -> Rig {
     let sum = sha256(&must(&format!("sha256sum < {file}")));
     Rig {
         host,
+        remote,
         d,
         c,
         gw,
@@ -127,21 +141,14 @@ fn streams_arrive_whole(mtu: u16, subnet: u8) {
         &format!("socat -u FILE:{f} TCP:{gw}:7402"),
     );
     assert_eq!(got, r.sum, "upload at MTU {mtu}");
-    // A published port, read from the host's loopback: the container sends.
-    r.d.ctl_ok(&[
-        "publish",
-        "c",
-        "-p",
-        "127.0.0.1:17403:80",
-        "-p",
-        "127.0.0.1:17404:81",
-    ]);
+    // A published port, read by a remote client: the container sends.
+    r.d.ctl_ok(&["publish", "c", "-p", "17403:80", "-p", "17404:81"]);
     let got = transfer(
         &r.c,
         80,
         &format!("exec socat -u FILE:{f} TCP-LISTEN:80,reuseaddr"),
-        &r.host,
-        "socat -u TCP:127.0.0.1:17403 - | sha256sum",
+        &r.remote,
+        &format!("socat -u TCP:{HOST_LAN}:17403 - | sha256sum"),
     );
     assert_eq!(got, r.sum, "published port read at MTU {mtu}");
     // ... and written: the container reads.
@@ -149,8 +156,8 @@ fn streams_arrive_whole(mtu: u16, subnet: u8) {
         &r.c,
         81,
         "socat -u TCP-LISTEN:81,reuseaddr - | sha256sum",
-        &r.host,
-        &format!("socat -u FILE:{f} TCP:127.0.0.1:17404"),
+        &r.remote,
+        &format!("socat -u FILE:{f} TCP:{HOST_LAN}:17404"),
     );
     assert_eq!(got, r.sum, "published port written at MTU {mtu}");
     let o = offload(&r);

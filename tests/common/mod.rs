@@ -6,6 +6,7 @@
 //! (killed by pid), temporary directories.
 #![allow(dead_code)]
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -179,8 +180,10 @@ pub struct Proc {
 
 impl Proc {
     pub fn spawn(cmd: &str) -> Proc {
+        // Its own process group, so dropping it ends what the shell started too.
         let child = Command::new("sh")
             .args(["-c", cmd])
+            .process_group(0)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -198,11 +201,14 @@ impl Proc {
                 break;
             }
             if Instant::now() > deadline {
+                self.kill_group();
                 let _ = self.child.kill();
                 break;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+        // What it left running in the background would hold its output open.
+        self.kill_group();
         let child = std::mem::replace(&mut self.child, Command::new("true").spawn().expect("true"));
         child
             .wait_with_output()
@@ -210,8 +216,19 @@ impl Proc {
     }
 }
 
+impl Proc {
+    /// Kills the process group this process leads (the shell and its children).
+    fn kill_group(&self) {
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.child.id())])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
 impl Drop for Proc {
     fn drop(&mut self) {
+        self.kill_group();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
