@@ -39,15 +39,6 @@ fn rig(subnet: u8) -> Rig {
     Rig { host, d, c, gw }
 }
 
-fn listening(ns: &Netns, port: u16) {
-    let up = eventually(Duration::from_secs(5), || {
-        ns.sh(&format!("ss -Htln sport = :{port} | grep -q LISTEN"))
-            .status
-            .success()
-    });
-    assert!(up, "nothing listens on {port} in {}", ns.name);
-}
-
 fn nat(r: &Rig) -> serde_json::Value {
     r.d.ctl_json(&["stats"])["nat"].clone()
 }
@@ -63,10 +54,6 @@ fn port_packets(r: &Rig) -> u64 {
         .cloned()
         .unwrap_or_else(|| panic!("no port web: {stats}"));
     p["rx_packets"].as_u64().unwrap() + p["tx_packets"].as_u64().unwrap()
-}
-
-fn sha256(out: &str) -> String {
-    out.split_whitespace().next().unwrap_or("").to_string()
 }
 
 #[test]

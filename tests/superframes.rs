@@ -76,20 +76,6 @@ fn rig(mtu: u16, subnet: u8) -> Rig {
     }
 }
 
-fn sha256(out: &str) -> String {
-    out.split_whitespace().next().unwrap_or("").to_string()
-}
-
-/// Waits until something listens on `port` of namespace `ns`.
-fn listening(ns: &Netns, port: u16) {
-    let up = eventually(Duration::from_secs(5), || {
-        ns.sh(&format!("ss -Htln sport = :{port} | grep -q LISTEN"))
-            .status
-            .success()
-    });
-    assert!(up, "nothing listens on {port} in {}", ns.name);
-}
-
 /// Runs `server` in `srv` (it prints a checksum or sends the file), then `client` in
 /// `cli`; returns the checksum whichever side printed it.
 fn transfer(srv: &Netns, port: u16, server: &str, cli: &Netns, client: &str) -> String {

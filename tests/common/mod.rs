@@ -394,3 +394,18 @@ pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     }
     false
 }
+
+/// Waits until something listens on TCP `port` in namespace `ns`.
+pub fn listening(ns: &Netns, port: u16) {
+    let up = eventually(Duration::from_secs(5), || {
+        ns.sh(&format!("ss -Htln sport = :{port} | grep -q LISTEN"))
+            .status
+            .success()
+    });
+    assert!(up, "nothing listens on {port} in {}", ns.name);
+}
+
+/// The checksum `sha256sum` printed (its first word).
+pub fn sha256(out: &str) -> String {
+    out.split_whitespace().next().unwrap_or("").to_string()
+}

@@ -478,16 +478,7 @@ fn out_of_fds(e: &io::Error) -> bool {
 /// Turns keep-alive on for a host TCP socket so a dead peer ends the connection.
 fn keepalive(fd: std::os::fd::RawFd) {
     let set = |level, opt, v: libc::c_int| {
-        // SAFETY: setsockopt reads an int from a pointer valid for its size.
-        unsafe {
-            libc::setsockopt(
-                fd,
-                level,
-                opt,
-                (&v as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
+        let _ = splice::set_int(fd, level, opt, v);
     };
     let secs = |d: Duration| libc::c_int::try_from(d.as_secs()).unwrap_or(libc::c_int::MAX);
     set(libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1);
@@ -1257,11 +1248,15 @@ impl SocketUplink {
     /// installs the rule); a namespace that cannot be entered or routed sends its
     /// loopback clients to the frame path from then on.
     fn splice_ready_for(&mut self, i: usize) -> bool {
-        let gateway = self
+        let Some(domain) = self
             .published
             .get(i)
             .and_then(Option::as_ref)
-            .map_or(Ipv4Addr::UNSPECIFIED, |p| self.gateway_of(p.to.domain));
+            .map(|p| p.to.domain)
+        else {
+            return false;
+        };
+        let gateway = self.gateway_of(domain);
         let Some(Some(p)) = self.published.get_mut(i) else {
             return false;
         };
@@ -1290,6 +1285,7 @@ impl SocketUplink {
         inner: TcpStream,
         (who, from, dst): (ContainerId, SocketAddrV4, SocketAddrV4),
     ) {
+        keepalive(stream.as_raw_fd());
         let slot = free_slot(&self.splices);
         let mut s = match Splice::new(stream, inner) {
             Ok(s) => s,
