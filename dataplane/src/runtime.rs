@@ -148,6 +148,19 @@ impl GatewayCtx<'_> {
     pub fn send(&mut self, domain: u16, frame: Vec<u8>) -> bool {
         self.send_offload(domain, frame, crate::port::VnetHdr::default())
     }
+    /// As [`GatewayCtx::send_offload`], the frame being `buf[..len]`.
+    pub fn send_frame(
+        &mut self,
+        domain: u16,
+        buf: Vec<u8>,
+        len: usize,
+        vnet: crate::port::VnetHdr,
+    ) -> bool {
+        match self.ends.first_mut() {
+            Some(e) => e.send_frame(domain, buf, len, vnet),
+            None => false,
+        }
+    }
     /// As [`GatewayCtx::send`], a super-frame with its offload metadata.
     pub fn send_offload(
         &mut self,
@@ -635,7 +648,7 @@ fn gateway_loop<S: GatewayHandler>(
             next_age = now + Duration::from_secs(1);
         }
         deadline = g.tick(&mut ctx, now);
-        for e in ctx.ends.iter() {
+        for e in ctx.ends.iter_mut() {
             e.flush();
         }
     }

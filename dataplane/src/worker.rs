@@ -54,6 +54,48 @@ pub struct Worker {
     pub clock: Clock,
 }
 
+/// Hands port `p` the frames of `sel` and counts them (bytes and capture first: the
+/// gateway's port, the last one served, may take the frames' buffers).
+fn send_port(
+    ports: &mut [Option<Box<dyn Port>>],
+    batch: &mut Batch,
+    counters: &CounterTable,
+    (worker, cap): (usize, Option<&crate::capture::CaptureTap>),
+    p: PortId,
+    sel: &[TxSel],
+) {
+    let Some(Some(port)) = ports.get_mut(p.index()) else {
+        counters.count_drop(p, DropReason::TxError, sel.len() as u64);
+        return;
+    };
+    if let Some(c) = cap
+        && c.slot == p.0
+    {
+        record_sent(c, worker, batch, sel);
+    }
+    let mut bytes = 0u64;
+    for s in sel {
+        let tag = if s.vlan != 0 { TAG_LEN } else { 0 };
+        bytes += batch.get(usize::from(s.idx)).map_or(0, |f| f.len() + tag) as u64;
+    }
+    let sent = if p == GATEWAY_PORT {
+        port.send_last(batch, sel)
+    } else {
+        port.send(batch, sel)
+    };
+    let Ok(sent) = sent else {
+        counters.count_drop(p, DropReason::TxError, sel.len() as u64);
+        return;
+    };
+    if let Some(o) = port.offload_counts() {
+        counters.set_offloads(p, &o);
+    }
+    counters.tx(p, sent as u64, bytes);
+    if sent < sel.len() {
+        counters.count_drop(p, DropReason::TxFull, (sel.len() - sent) as u64);
+    }
+}
+
 /// Records the frames of `sel` as they went out (tagged) into a capture.
 #[cold]
 fn record_sent(c: &crate::capture::CaptureTap, worker: usize, batch: &Batch, sel: &[TxSel]) {
@@ -179,41 +221,24 @@ impl Worker {
     }
 
     /// Hands each port the frames the pipeline left for it, and counts what went out.
+    /// The gateway's ring goes last: it may take the frames' buffers.
     fn send_all(&mut self, cap: Option<&crate::capture::CaptureTap>) {
-        let egress = &self.local.egress;
-        for &p in egress.touched() {
-            let sel = egress.queue(p);
-            let Some(Some(port)) = self.ports.get_mut(p.index()) else {
-                self.counters
-                    .count_drop(p, DropReason::TxError, sel.len() as u64);
-                continue;
-            };
-            let Ok(sent) = port.send(&self.batch, sel) else {
-                self.counters
-                    .count_drop(p, DropReason::TxError, sel.len() as u64);
-                continue;
-            };
-            if let Some(o) = port.offload_counts() {
-                self.counters.set_offloads(p, &o);
-            }
-            if let Some(c) = cap
-                && c.slot == p.0
-            {
-                record_sent(c, self.index, &self.batch, sel);
-            }
-            let mut bytes = 0u64;
-            for s in sel {
-                let tag = if s.vlan != 0 { TAG_LEN } else { 0 };
-                bytes += self
-                    .batch
-                    .get(usize::from(s.idx))
-                    .map_or(0, |f| f.len() + tag) as u64;
-            }
-            self.counters.tx(p, sent as u64, bytes);
-            if sent < sel.len() {
-                self.counters
-                    .count_drop(p, DropReason::TxFull, (sel.len() - sent) as u64);
-            }
+        let Worker {
+            ports,
+            batch,
+            local,
+            counters,
+            index,
+            ..
+        } = self;
+        let egress = &local.egress;
+        let others = egress.touched().iter().filter(|&&p| p != GATEWAY_PORT);
+        for &p in others {
+            send_port(ports, batch, counters, (*index, cap), p, egress.queue(p));
+        }
+        if egress.touched().contains(&GATEWAY_PORT) {
+            let sel = egress.queue(GATEWAY_PORT);
+            send_port(ports, batch, counters, (*index, cap), GATEWAY_PORT, sel);
         }
     }
 

@@ -128,14 +128,38 @@ fn aim(pkt: &mut [u8], tag: u8, h: &Host, seqs: &Seqs) -> bool {
     true
 }
 
+/// Hands the uplink `pkt` as the gateway does: in a frame's buffer, after 14 bytes of
+/// Ethernet header and before stale bytes the packet's own length may claim (packets
+/// of even length), or borrowed.
+fn in_frame(uplink: &mut SocketUplink, poll: &Poll, pkt: &[u8]) {
+    if pkt.len() % 2 == 1 {
+        uplink.from_container(poll.registry(), &NETS, 0, pkt);
+        return;
+    }
+    let mut frame = vec![0xa5u8; 14 + pkt.len() + 64];
+    let ip = 14..14 + pkt.len();
+    if let Some(dst) = frame.get_mut(ip.clone()) {
+        dst.copy_from_slice(pkt);
+    }
+    uplink.from_container_frame(poll.registry(), &NETS, 0, &mut frame, ip);
+}
+
 /// Takes what the uplink sent and remembers its sequence numbers per connection.
 fn drain(uplink: &mut SocketUplink, seqs: &mut Seqs) {
-    for (_, out, _) in uplink.take_output() {
-        let Ok(ip) = Ipv4Packet::new_checked(&out[..]) else {
+    uplink.drain_output(|o| {
+        check_sent(o.packet(), seqs);
+        Some(o.buf)
+    });
+}
+
+/// Checks one packet the uplink sent and remembers its sequence numbers.
+fn check_sent(out: &[u8], seqs: &mut Seqs) {
+    {
+        let Ok(ip) = Ipv4Packet::new_checked(out) else {
             panic!("the uplink sent a packet that is not IPv4");
         };
         if ip.protocol() != IpProtocol::Tcp {
-            continue;
+            return;
         }
         let Ok(t) = TcpPacket::new_checked(ip.payload()) else {
             panic!("the uplink sent a malformed TCP segment");
@@ -204,7 +228,7 @@ fuzz_target!(|data: &[u8]| {
             0 => {
                 let mut pkt = body.to_vec();
                 if aim(&mut pkt, tag, &h, &seqs) {
-                    uplink.from_container(poll.registry(), &NETS, 0, &pkt);
+                    in_frame(&mut uplink, &poll, &pkt);
                 }
             }
             1 => {

@@ -20,7 +20,10 @@ pub enum Action {
     /// TCP toward a container whose port takes them).
     Send {
         domain: u16,
+        /// The frame is `frame[..len]`: a buffer the socket uplink built a packet in
+        /// keeps its length past the frame (reused, it needs no zeroing).
         frame: Vec<u8>,
+        len: usize,
         vnet: VnetHdr,
     },
     /// Write a DNS answer to a client connected over TCP through the socket uplink.
@@ -92,6 +95,7 @@ impl Actions {
         if build(&mut b) {
             self.push(Action::Send {
                 domain,
+                len: b.len(),
                 frame: b,
                 vnet,
             });

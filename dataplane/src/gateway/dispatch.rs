@@ -393,16 +393,58 @@ impl Gateway {
     /// super-frame (its checksum field holding the pseudo-header sum) to be cut into
     /// segments of that size where it is delivered.
     pub fn deliver_ip_gso(&mut self, domain: u16, packet: &[u8], gso_size: u16, out: &mut Actions) {
-        let Ok(ip) = Ipv4Packet::new_checked(packet) else {
+        let Some((dst, src, vnet)) = self.delivery(domain, packet, gso_size) else {
             return;
         };
+        out.send_offload_with(domain, vnet, |b| {
+            super::eth_header(b, dst, src, EtherType::IPV4);
+            b.extend_from_slice(packet);
+            true
+        });
+    }
+
+    /// As [`Gateway::deliver_ip_gso`], for the packet at `buf[ETH_HEADER_LEN..end]`:
+    /// the Ethernet header is written in front of it and the frame (`buf[..end]`) sent
+    /// from `buf`, not copied. Gives `buf` back when nothing was sent.
+    pub fn deliver_ip_in_place(
+        &mut self,
+        domain: u16,
+        mut buf: Vec<u8>,
+        end: usize,
+        gso_size: u16,
+        out: &mut Actions,
+    ) -> Option<Vec<u8>> {
+        let packet = buf.get(ETH_HEADER_LEN..end).unwrap_or(&[]);
+        let Some((dst, src, vnet)) = self.delivery(domain, packet, gso_size) else {
+            return Some(buf);
+        };
+        let mut eth = EthernetFrame::new_checked(buf.get_mut(..end)?).ok()?;
+        eth.set_dst(dst);
+        eth.set_src(src);
+        eth.set_ethertype(EtherType::IPV4);
+        out.push(Action::Send {
+            domain,
+            frame: buf,
+            len: end,
+            vnet,
+        });
+        None
+    }
+
+    /// Where an IPv4 packet for a container of `domain` goes: the container's MAC, the
+    /// gateway's, and the frame's offload metadata. None (counted) when it has no
+    /// neighbour there.
+    fn delivery(
+        &mut self,
+        domain: u16,
+        packet: &[u8],
+        gso_size: u16,
+    ) -> Option<(MacAddr, MacAddr, VnetHdr)> {
+        let ip = Ipv4Packet::new_checked(packet).ok()?;
         let vnet = if gso_size == 0 {
             VnetHdr::default()
         } else {
-            let Some(v) = super_frame_vnet(&ip, gso_size) else {
-                return;
-            };
-            v
+            super_frame_vnet(&ip, gso_size)?
         };
         let dst = ip.dst();
         let net = self
@@ -413,14 +455,9 @@ impl Gateway {
         let (Some(net), Some(mac)) = (net.filter(|n| n.contains(dst)), self.neighbour(domain, dst))
         else {
             self.stats.no_neighbour += 1;
-            return;
+            return None;
         };
-        let gw = net.gateway_mac;
-        out.send_offload_with(domain, vnet, |b| {
-            super::eth_header(b, mac, gw, EtherType::IPV4);
-            b.extend_from_slice(packet);
-            true
-        });
+        Some((mac, net.gateway_mac, vnet))
     }
 }
 
@@ -489,5 +526,52 @@ mod tests {
         g.remember(1, other, evil);
         assert_eq!(g.neighbour(1, other), Some(evil));
         assert_eq!(g.lease_ports.get(&(1, ip)), Some(&5));
+    }
+
+    #[test]
+    fn a_packet_built_with_headroom_leaves_in_its_own_buffer() {
+        let (gw_mac, ctr_mac) = (MacAddr([2, 0, 0, 0, 0, 1]), MacAddr([2, 0, 0, 0, 0, 2]));
+        let ctr = Ipv4Addr::new(10, 9, 0, 2);
+        let mut leases = HashMap::new();
+        leases.insert((0, 5), (ctr_mac, ctr));
+        let mut g = Gateway::default();
+        g.configure(GatewayConfig {
+            nets: vec![Some(super::super::NetConfig {
+                name: "n".into(),
+                gateway_ip: Ipv4Addr::new(10, 9, 0, 1),
+                gateway_mac: gw_mac,
+                subnet: Ipv4Addr::new(10, 9, 0, 0),
+                prefix_len: 24,
+                mtu: 1500,
+                internal: false,
+                masquerade: true,
+                dns: NetDns::Off,
+                host_loopback: false,
+            })],
+            leases,
+            ..GatewayConfig::default()
+        });
+        // 14 bytes of room, a 20-byte IPv4 header to the container, stale bytes after.
+        let mut buf = vec![0xeeu8; 100];
+        let ip = [
+            0x45, 0, 0, 20, 0, 0, 0x40, 0, 64, 6, 0, 0, 10, 9, 0, 1, 10, 9, 0, 2,
+        ];
+        buf[ETH_HEADER_LEN..ETH_HEADER_LEN + 20].copy_from_slice(&ip);
+        let mut out = Actions::default();
+        assert!(g.deliver_ip_in_place(0, buf, 34, 0, &mut out).is_none());
+        let Some(Action::Send { frame, len, .. }) = out.pop() else {
+            panic!("nothing sent");
+        };
+        assert_eq!((len, frame.len()), (34, 100), "the buffer keeps its length");
+        let eth = EthernetFrame::new_checked(&frame[..len]).unwrap();
+        assert_eq!((eth.dst(), eth.src()), (ctr_mac, gw_mac));
+        assert_eq!(eth.ethertype(), EtherType::IPV4);
+        assert_eq!(eth.payload(), &ip[..]);
+        // To nobody known: the buffer comes back.
+        let mut buf = vec![0u8; 34];
+        buf[ETH_HEADER_LEN..].copy_from_slice(&ip);
+        buf[33] = 99;
+        assert!(g.deliver_ip_in_place(0, buf, 34, 0, &mut out).is_some());
+        assert!(out.pop().is_none());
     }
 }

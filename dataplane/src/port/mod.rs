@@ -30,6 +30,8 @@ pub const HEADROOM: usize = 16;
 pub const STD_FRAME_CAP: usize = 2048 - HEADROOM;
 /// A buffer for a 64 KB super-frame plus its Ethernet header and tags.
 pub const SUPER_FRAME_CAP: usize = 65536 + 32;
+/// The whole buffer of a frame that takes super-frames (headroom included).
+pub const SUPER_FRAME_BUF: usize = HEADROOM + SUPER_FRAME_CAP;
 
 pub use crate::wire::vlan::write_tagged;
 pub use crate::wire::vnet::VnetHdr;
@@ -37,7 +39,7 @@ pub use crate::wire::vnet::VnetHdr;
 /// One frame buffer. Invariant: `start + len <= buf.len()` and `start <= HEADROOM`
 /// (plus the room a pop gave back), so the accessors cannot panic.
 pub struct Frame {
-    buf: Box<[u8]>,
+    buf: Vec<u8>,
     start: usize,
     len: usize,
     /// Offload metadata the frame came with (a TAP with vnet headers), or plain.
@@ -70,7 +72,7 @@ impl Frame {
     /// A buffer holding frames up to `cap` bytes (plus headroom).
     pub fn new(cap: usize) -> Frame {
         Frame {
-            buf: vec![0u8; HEADROOM + cap].into_boxed_slice(),
+            buf: vec![0u8; HEADROOM + cap],
             start: HEADROOM,
             len: 0,
             vnet: VnetHdr::default(),
@@ -145,6 +147,44 @@ impl Frame {
                 false
             }
         }
+    }
+
+    /// Takes `data` (a frame `data[..len]`, at least half as long as this buffer, in a
+    /// buffer with the capacity of it) as this frame's buffer instead of copying it in,
+    /// and returns the buffer it replaces; gives `data` back when it does not qualify.
+    /// The buffer never gets smaller, so a later receive into it has the room it had.
+    #[inline]
+    pub fn take_whole(&mut self, mut data: Vec<u8>, len: usize) -> Result<Vec<u8>, Vec<u8>> {
+        let room = self.buf.len();
+        if len < room / 2 || len > data.len() || data.capacity() < room {
+            return Err(data);
+        }
+        // Zeroes only growth past the frame, if any.
+        if data.len() < room {
+            data.resize(room, 0);
+        }
+        let old = std::mem::replace(&mut self.buf, data);
+        self.start = 0;
+        self.len = len;
+        self.vnet = VnetHdr::default();
+        self.domain = 0;
+        self.punt = Punt::None;
+        Ok(old)
+    }
+
+    /// Gives this frame's buffer away for `other`, which must be at least as long (a
+    /// later receive keeps its room); returns the buffer with where the frame starts
+    /// and ends in it, and leaves this frame empty. Gives `other` back when too short.
+    #[inline]
+    pub fn swap_out(&mut self, other: Vec<u8>) -> Result<(Vec<u8>, usize, usize), Vec<u8>> {
+        if other.len() < self.buf.len() {
+            return Err(other);
+        }
+        let old = std::mem::replace(&mut self.buf, other);
+        let (start, end) = (self.start, self.start + self.len);
+        self.start = HEADROOM;
+        self.len = 0;
+        Ok((old, start, end))
     }
 
     /// Truncates the frame to `len` bytes (no-op when already shorter).
@@ -351,6 +391,12 @@ pub trait Port: Send {
     /// Sends the selected frames of `batch`, tagging each as its `TxSel` says. Returns
     /// how many went out; the rest were dropped (queue full).
     fn send(&mut self, batch: &Batch, sel: &[TxSel]) -> Result<usize, PortError>;
+    /// As [`Port::send`], for the last port a batch goes to: nothing reads the frames
+    /// after it, so the port may take their buffers instead of copying them (the
+    /// gateway's ring does). Frames it took are left empty.
+    fn send_last(&mut self, batch: &mut Batch, sel: &[TxSel]) -> Result<usize, PortError> {
+        self.send(batch, sel)
+    }
     fn caps(&self) -> PortCaps {
         PortCaps::default()
     }
@@ -425,6 +471,29 @@ mod tests {
         assert!(f.load(&UNTAGGED[..17]));
         assert!(!f.pop_tag());
         assert_eq!(f.len(), 17);
+    }
+
+    #[test]
+    fn whole_buffers_change_places_and_never_shrink() {
+        let mut f = Frame::new(STD_FRAME_CAP);
+        let room = f.capacity() + HEADROOM;
+        // Too short a frame, or a buffer without the room: refused, given back.
+        assert!(f.take_whole(vec![1u8; room], room / 2 - 1).is_err());
+        assert!(f.take_whole(vec![1u8; room / 2], room / 2).is_err());
+        // A frame in a longer buffer: taken; the old buffer comes back.
+        let mut data = vec![7u8; room + 10];
+        data[0] = 9;
+        let old = f.take_whole(data, room / 2 + 1).unwrap();
+        assert_eq!(old.len(), room);
+        assert_eq!(f.len(), room / 2 + 1);
+        assert_eq!(f.data()[0], 9);
+        assert!(f.capacity() >= STD_FRAME_CAP);
+        // Given away for a buffer at least as long, the frame is left empty.
+        assert!(f.swap_out(vec![0u8; 10]).is_err());
+        let (buf, start, end) = f.swap_out(vec![0u8; room + 10]).unwrap();
+        assert_eq!((start, end, buf[0]), (0, room / 2 + 1, 9));
+        assert!(f.is_empty());
+        assert_eq!(f.recv_area().len(), room + 10 - HEADROOM);
     }
 
     #[test]

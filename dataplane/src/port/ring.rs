@@ -23,7 +23,18 @@ pub struct RingFrame {
     /// From the gateway: offload metadata of a super-frame (the socket uplink's TCP
     /// toward a container), or plain.
     pub vnet: super::VnetHdr,
+    /// The buffer; the frame is `data[start..end]` (a worker's frame buffer taken whole
+    /// has room around it).
     pub data: Vec<u8>,
+    pub start: usize,
+    pub end: usize,
+}
+
+impl RingFrame {
+    /// The frame's bytes.
+    pub fn frame(&self) -> &[u8] {
+        self.data.get(self.start..self.end).unwrap_or(&[])
+    }
 }
 
 /// Wakes the thread at the other end of a ring (an eventfd, a waker, an unpark).
@@ -63,6 +74,8 @@ pub struct RingEnd {
     /// Buffers of replies the worker consumed, to reuse.
     pub spare_in: rtrb::Consumer<Vec<u8>>,
     wake_worker: Arc<dyn Wake>,
+    /// Frames were queued since the worker was last woken.
+    queued: bool,
 }
 
 /// Creates the two ends. `wake_gateway` is called after the worker queues frames,
@@ -88,6 +101,7 @@ pub fn ring_pair(wake_gateway: Arc<dyn Wake>, wake_worker: Arc<dyn Wake>) -> (Ri
             spare_out: spare_gw_p,
             spare_in: spare_wrk_c,
             wake_worker,
+            queued: false,
         },
     )
 }
@@ -97,12 +111,12 @@ impl RingEnd {
     pub fn recv(&mut self) -> Option<RingFrame> {
         self.rx.pop().ok()
     }
-    /// Hands a consumed frame's buffer back for reuse.
-    pub fn recycle(&mut self, mut buf: Vec<u8>) {
-        buf.clear();
+    /// Hands a consumed frame's buffer back for reuse. It keeps its length: a worker
+    /// clears it before copying a frame in, or takes it whole for a frame buffer.
+    pub fn recycle(&mut self, buf: Vec<u8>) {
         let _ = self.spare_out.push(buf);
     }
-    /// A buffer to build a reply in.
+    /// A buffer to build a reply in (not cleared: it may hold an old frame).
     pub fn buffer(&mut self) -> Vec<u8> {
         self.spare_in.pop().unwrap_or_default()
     }
@@ -112,23 +126,101 @@ impl RingEnd {
     }
     /// Queues a reply with offload metadata (a super-frame); as [`RingEnd::send`].
     pub fn send_offload(&mut self, domain: u16, data: Vec<u8>, vnet: super::VnetHdr) -> bool {
-        self.tx
+        let len = data.len();
+        self.send_frame(domain, data, len, vnet)
+    }
+    /// As [`RingEnd::send_offload`], the frame being `data[..len]` (the buffer keeps
+    /// its length past it).
+    pub fn send_frame(
+        &mut self,
+        domain: u16,
+        data: Vec<u8>,
+        len: usize,
+        vnet: super::VnetHdr,
+    ) -> bool {
+        let sent = self
+            .tx
             .push(RingFrame {
                 domain,
                 port: 0,
                 punt: super::Punt::None,
                 vnet,
+                start: 0,
+                end: len.min(data.len()),
                 data,
             })
-            .is_ok()
+            .is_ok();
+        self.queued |= sent;
+        sent
     }
-    /// Wakes the worker after a run of sends.
-    pub fn flush(&self) {
-        self.wake_worker.wake();
+    /// Wakes the worker after a run of sends (not when nothing was sent).
+    pub fn flush(&mut self) {
+        if std::mem::take(&mut self.queued) {
+            self.wake_worker.wake();
+        }
     }
 }
 
 impl RingPort {
+    /// Queues the frame of `s` in its own buffer, a spare one of at least that length
+    /// taking its place in the batch: for an untagged TCP frame (super-frame or not)
+    /// of half a super-frame or more, with such a spare at hand. Some(queued), or None
+    /// when it is to be copied instead.
+    fn take(&mut self, batch: &mut Batch, s: &TxSel) -> Option<bool> {
+        use super::VnetHdr;
+        let f = batch.frames_mut().get_mut(usize::from(s.idx))?;
+        let gso = f.vnet.gso_type & !VnetHdr::GSO_ECN;
+        let tcp = usize::from(f.vnet.csum_offset) == crate::wire::tcp::CHECKSUM_OFFSET;
+        let plain = f.vnet.flags & VnetHdr::F_NEEDS_CSUM == 0 && gso == VnetHdr::GSO_NONE;
+        if s.vlan != 0 || f.len() < super::SUPER_FRAME_BUF / 2 || !(tcp || plain) {
+            return None;
+        }
+        if gso != VnetHdr::GSO_NONE && gso != VnetHdr::GSO_TCPV4 && gso != VnetHdr::GSO_TCPV6 {
+            return None;
+        }
+        if self.to_gateway.is_full() {
+            self.dropped += 1;
+            return Some(false);
+        }
+        let room = f.capacity() + super::HEADROOM;
+        // A spare that is (nearly) as long: little or nothing to zero.
+        let fits = |b: &Vec<u8>| b.capacity() >= room && b.len() >= room / 2;
+        if !self.spare_in.peek().is_ok_and(fits) {
+            return None;
+        }
+        let (domain, port, punt) = (f.domain, f.in_port, f.punt);
+        let mut spare = self.spare_in.pop().ok()?;
+        // Only growth is zeroed: buffers in circulation keep their length.
+        spare.resize(room, 0);
+        let (data, start, end) = f.swap_out(spare).ok()?;
+        let frame = RingFrame {
+            domain,
+            port,
+            punt,
+            vnet: VnetHdr::default(),
+            data,
+            start,
+            end,
+        };
+        Some(self.to_gateway.push(frame).is_ok())
+    }
+
+    /// Queues a copy of the frame of `s` (its segments, for a UDP super-frame); returns
+    /// how many frames went.
+    fn push_sel(&mut self, batch: &Batch, s: &TxSel) -> usize {
+        use super::VnetHdr;
+        let Some(f) = batch.get(usize::from(s.idx)) else {
+            return 0;
+        };
+        let gso = f.vnet.gso_type & !VnetHdr::GSO_ECN;
+        if gso != VnetHdr::GSO_NONE && gso != VnetHdr::GSO_TCPV4 && gso != VnetHdr::GSO_TCPV6 {
+            // UDP super-frames: the gateway's protocols want datagrams as sent.
+            self.push_segments(f)
+        } else {
+            usize::from(self.push_whole(f, s.vlan, gso))
+        }
+    }
+
     /// Queues each segment of a super-frame as its own frame; returns how many.
     fn push_segments(&mut self, f: &super::Frame) -> usize {
         use super::VnetHdr;
@@ -149,6 +241,8 @@ impl RingPort {
                 port,
                 punt,
                 vnet: VnetHdr::default(),
+                start: 0,
+                end: buf.len(),
                 data: buf,
             };
             if to.push(frame).is_ok() {
@@ -168,6 +262,10 @@ impl RingPort {
         }
         let mut buf = self.spare_in.pop().unwrap_or_default();
         buf.clear();
+        if f.len() >= super::SUPER_FRAME_BUF / 2 {
+            // Room for a later frame to be taken whole into this buffer.
+            buf.reserve(super::SUPER_FRAME_BUF);
+        }
         if vlan == 0 {
             // Untagged (the usual case): one copy, no zeroing first.
             buf.extend_from_slice(f.data());
@@ -196,6 +294,8 @@ impl RingPort {
             port: f.in_port,
             punt: f.punt,
             vnet: VnetHdr::default(),
+            start: 0,
+            end: buf.len(),
             data: buf,
         };
         self.to_gateway.push(frame).is_ok()
@@ -209,37 +309,49 @@ impl Port for RingPort {
 
     fn recv(&mut self, batch: &mut Batch) -> Result<usize, PortError> {
         let mut n = 0;
-        for slot in batch.slots_mut() {
+        let slots = batch.slots_mut();
+        while let Some(slot) = slots.get_mut(n) {
             let Ok(f) = self.from_gateway.pop() else {
                 break;
             };
-            if slot.load(&f.data) {
-                slot.domain = f.domain;
-                slot.vnet = f.vnet;
-                n += 1;
-            }
-            let mut buf = f.data;
-            buf.clear();
-            let _ = self.spare_out.push(buf);
+            // A super-frame's buffer becomes the slot's (the slot's goes back in its
+            // place); a small frame is copied. One too large for the slot is dropped.
+            let back = if f.start == 0 {
+                match slot.take_whole(f.data, f.end) {
+                    Ok(old) => Some(old),
+                    Err(data) => slot.load(data.get(..f.end).unwrap_or(&[])).then_some(data),
+                }
+            } else {
+                slot.load(f.frame()).then_some(f.data)
+            };
+            let Some(back) = back else {
+                continue;
+            };
+            slot.domain = f.domain;
+            slot.vnet = f.vnet;
+            n += 1;
+            // Back with its length: whoever builds in it next clears it or, as the
+            // socket uplink does, writes over it without zeroing it first.
+            let _ = self.spare_out.push(back);
         }
         batch.set_len(n);
         Ok(n)
     }
 
     fn send(&mut self, batch: &Batch, sel: &[TxSel]) -> Result<usize, PortError> {
-        use super::VnetHdr;
+        let n = sel.iter().map(|s| self.push_sel(batch, s)).sum();
+        if n > 0 {
+            self.wake_gateway.wake();
+        }
+        Ok(n)
+    }
+    fn send_last(&mut self, batch: &mut Batch, sel: &[TxSel]) -> Result<usize, PortError> {
         let mut n = 0;
         for s in sel {
-            let Some(f) = batch.get(usize::from(s.idx)) else {
-                continue;
+            n += match self.take(batch, s) {
+                Some(queued) => usize::from(queued),
+                None => self.push_sel(batch, s),
             };
-            let gso = f.vnet.gso_type & !VnetHdr::GSO_ECN;
-            if gso != VnetHdr::GSO_NONE && gso != VnetHdr::GSO_TCPV4 && gso != VnetHdr::GSO_TCPV6 {
-                // UDP super-frames: the gateway's protocols want datagrams as sent.
-                n += self.push_segments(f);
-            } else if self.push_whole(f, s.vlan, gso) {
-                n += 1;
-            }
         }
         if n > 0 {
             self.wake_gateway.wake();
@@ -286,6 +398,9 @@ mod tests {
         let mut reply = end.buffer();
         reply.extend_from_slice(&[8u8; 42]);
         assert!(end.send(5, reply));
+        end.flush();
+        assert_eq!(ww.0.load(Ordering::Relaxed), 1);
+        // Nothing sent since: the worker is left asleep.
         end.flush();
         assert_eq!(ww.0.load(Ordering::Relaxed), 1);
         let mut rb = Batch::new(4, 2048);
@@ -339,6 +454,70 @@ mod tests {
         assert_eq!(f.data.len(), 104);
         assert_eq!(&f.data[12..16], &[0x81, 0, 0, 5]);
         assert_eq!(&f.data[16..], &b.frames()[0].data()[12..]);
+    }
+
+    #[test]
+    fn large_tcp_frames_go_in_their_own_buffer_and_others_are_copied() {
+        use crate::port::{SUPER_FRAME_BUF, SUPER_FRAME_CAP, VnetHdr};
+        let (mut port, mut end) = ring_pair(Arc::new(NoWake), Arc::new(NoWake));
+        let mut b = Batch::new(3, SUPER_FRAME_CAP);
+        let big: Vec<u8> = (0..40000u32).map(|i| i as u8).collect();
+        for data in [&big[..], &big[..], &big[..100]] {
+            assert!(b.push(data, 1));
+        }
+        for f in b.frames_mut() {
+            f.vnet = VnetHdr {
+                flags: VnetHdr::F_NEEDS_CSUM,
+                csum_start: 34,
+                csum_offset: 16,
+                ..VnetHdr::default()
+            };
+        }
+        // No spare as long as a frame buffer yet: copied.
+        let sel = [TxSel { idx: 0, vlan: 0 }];
+        assert_eq!(port.send_last(&mut b, &sel).unwrap(), 1);
+        let f = end.recv().unwrap();
+        assert_eq!((f.start, f.end), (0, big.len()));
+        assert_eq!(b.frames()[0].len(), big.len(), "a copy leaves the frame");
+        // With one: taken, the spare standing in for it.
+        end.recycle(vec![0u8; SUPER_FRAME_BUF]);
+        end.recycle(vec![0u8; SUPER_FRAME_BUF]);
+        let sel = [TxSel { idx: 1, vlan: 0 }, TxSel { idx: 2, vlan: 0 }];
+        assert_eq!(port.send_last(&mut b, &sel).unwrap(), 2);
+        let f = end.recv().unwrap();
+        assert_eq!(f.frame(), &big[..]);
+        assert!(f.start > 0 && f.data.len() >= SUPER_FRAME_BUF);
+        assert!(b.frames()[1].is_empty());
+        assert!(b.frames_mut()[1].recv_area().len() >= SUPER_FRAME_CAP);
+        // A small one is copied.
+        let f = end.recv().unwrap();
+        assert_eq!((f.start, f.frame()), (0, &big[..100]));
+        // Tagged on the way: copied with its tag.
+        let mut b = Batch::new(1, SUPER_FRAME_CAP);
+        assert!(b.push(&big, 1));
+        end.recycle(vec![0u8; SUPER_FRAME_BUF]);
+        let sel = [TxSel { idx: 0, vlan: 7 }];
+        assert_eq!(port.send_last(&mut b, &sel).unwrap(), 1);
+        let f = end.recv().unwrap();
+        assert_eq!(f.frame().len(), big.len() + 4);
+        assert_eq!(b.frames()[0].len(), big.len());
+    }
+
+    #[test]
+    fn a_reply_in_a_long_buffer_becomes_the_slot_buffer() {
+        use crate::port::{SUPER_FRAME_BUF, SUPER_FRAME_CAP};
+        let (mut port, mut end) = ring_pair(Arc::new(NoWake), Arc::new(NoWake));
+        let mut data = vec![5u8; SUPER_FRAME_BUF + 8];
+        data[0] = 1;
+        assert!(end.send_frame(2, data, 50000, crate::port::VnetHdr::default()));
+        assert!(end.send_frame(2, vec![6u8; 200], 60, crate::port::VnetHdr::default()));
+        let mut rb = Batch::new(4, SUPER_FRAME_CAP);
+        assert_eq!(port.recv(&mut rb).unwrap(), 2);
+        assert_eq!(rb.frames()[0].len(), 50000);
+        assert_eq!((rb.frames()[0].data()[0], rb.frames()[0].domain), (1, 2));
+        assert_eq!(rb.frames()[1].data(), &[6u8; 60][..]);
+        // The slot's own buffer went back, whole.
+        assert_eq!(end.buffer().len(), SUPER_FRAME_BUF);
     }
 
     #[test]

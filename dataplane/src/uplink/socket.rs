@@ -149,40 +149,151 @@ pub(crate) fn gateway_target(
 }
 
 struct QueueDevice {
-    rx: std::collections::VecDeque<Vec<u8>>,
-    tx: Vec<Vec<u8>>,
+    rx: std::collections::VecDeque<RxPacket>,
+    /// Packets smoltcp built: each at [`LINK_HEADROOM`] of its buffer, up to the end
+    /// given.
+    tx: Vec<(Vec<u8>, usize)>,
+    /// Spare buffers lent by the uplink for the length of a poll: transmitted packets
+    /// are built in them.
+    pool: Vec<Vec<u8>>,
+    /// Buffers of received packets smoltcp has read, for the uplink to take back.
+    done: Vec<Vec<u8>>,
     /// smoltcp leaves TCP checksums to the uplink (super-frames: most need only the
     /// pseudo-header sum).
     tcp_csum_here: bool,
 }
 
-struct QRx(Vec<u8>);
-struct QTx<'a>(&'a mut Vec<Vec<u8>>);
+/// The most spare packet buffers the uplink keeps (a received frame's buffer goes to
+/// smoltcp as it is, and smoltcp's packets are built in recycled ones).
+const POOL_BUFFERS: usize = 16;
 
-impl phy::RxToken for QRx {
+/// Keeps `buf` for reuse while the pool has room.
+fn give_back(pool: &mut Vec<Vec<u8>>, buf: Vec<u8>) {
+    if pool.len() < POOL_BUFFERS {
+        pool.push(buf);
+    }
+}
+
+/// Room smoltcp leaves in front of each packet it builds: the gateway writes the
+/// Ethernet header there and sends the frame from the same buffer.
+pub const LINK_HEADROOM: usize = crate::wire::ethernet::HEADER_LEN;
+
+/// A packet for a container: the IPv4 packet is `buf[start..end]`.
+#[derive(Debug)]
+pub struct OutPacket {
+    /// The network (domain) of the flow it belongs to: where it must be delivered.
+    pub domain: u16,
+    pub buf: Vec<u8>,
+    pub start: usize,
+    pub end: usize,
+    /// Non-zero for a TCP super-frame: the segment size (the container's MSS) to cut
+    /// it into; its checksum field then holds only the pseudo-header sum.
+    pub gso_size: u16,
+}
+
+impl OutPacket {
+    /// A whole buffer as the packet.
+    fn plain(domain: u16, buf: Vec<u8>) -> OutPacket {
+        let end = buf.len();
+        OutPacket {
+            domain,
+            buf,
+            start: 0,
+            end,
+            gso_size: 0,
+        }
+    }
+    /// The IPv4 packet.
+    pub fn packet(&self) -> &[u8] {
+        self.buf.get(self.start..self.end).unwrap_or(&[])
+    }
+    fn packet_mut(&mut self) -> &mut [u8] {
+        self.buf.get_mut(self.start..self.end).unwrap_or(&mut [])
+    }
+}
+
+/// A container's TCP segment on its way into smoltcp's queue.
+enum Segment<'a> {
+    /// Bytes to copy.
+    Borrowed(&'a [u8]),
+    /// A frame's buffer and where its IPv4 packet lies in it: taken whole.
+    Frame(&'a mut Vec<u8>, std::ops::Range<usize>),
+}
+
+impl Segment<'_> {
+    /// The IPv4 packet.
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Segment::Borrowed(p) => p,
+            Segment::Frame(f, ip) => f.get(ip.clone()).unwrap_or(&[]),
+        }
+    }
+}
+
+/// A packet queued for smoltcp: the IPv4 packet is `buf[start..end]` (a frame's buffer
+/// taken whole, its Ethernet header left in front).
+struct RxPacket {
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
+struct QRx<'a> {
+    pkt: RxPacket,
+    done: &'a mut Vec<Vec<u8>>,
+}
+struct QTx<'a> {
+    tx: &'a mut Vec<(Vec<u8>, usize)>,
+    pool: &'a mut Vec<Vec<u8>>,
+}
+
+impl phy::RxToken for QRx<'_> {
     fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
-        f(&self.0)
+        let RxPacket { buf, start, end } = self.pkt;
+        let r = f(buf.get(start..end).unwrap_or(&[]));
+        give_back(self.done, buf);
+        r
     }
 }
 
 impl phy::TxToken for QTx<'_> {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-        let mut b = vec![0u8; len];
-        let r = f(&mut b);
-        self.0.push(b);
+        let mut b = self.pool.pop().unwrap_or_default();
+        let end = LINK_HEADROOM + len;
+        // A recycled buffer keeps its length: only growth is zeroed. A large packet
+        // gets a buffer a worker can take as a frame buffer as it is.
+        if b.len() < end {
+            if end > crate::port::SUPER_FRAME_BUF / 2 {
+                b.reserve_exact(crate::port::SUPER_FRAME_BUF.saturating_sub(b.len()));
+            }
+            b.resize(end, 0);
+        }
+        let r = f(b.get_mut(LINK_HEADROOM..end).unwrap_or(&mut []));
+        self.tx.push((b, end));
         r
     }
 }
 
 impl Device for QueueDevice {
-    type RxToken<'a> = QRx;
+    type RxToken<'a> = QRx<'a>;
     type TxToken<'a> = QTx<'a>;
-    fn receive(&mut self, _t: smoltcp::time::Instant) -> Option<(QRx, QTx<'_>)> {
-        let p = self.rx.pop_front()?;
-        Some((QRx(p), QTx(&mut self.tx)))
+    fn receive(&mut self, _t: smoltcp::time::Instant) -> Option<(QRx<'_>, QTx<'_>)> {
+        let pkt = self.rx.pop_front()?;
+        let rx = QRx {
+            pkt,
+            done: &mut self.done,
+        };
+        let tx = QTx {
+            tx: &mut self.tx,
+            pool: &mut self.pool,
+        };
+        Some((rx, tx))
     }
     fn transmit(&mut self, _t: smoltcp::time::Instant) -> Option<QTx<'_>> {
-        Some(QTx(&mut self.tx))
+        Some(QTx {
+            tx: &mut self.tx,
+            pool: &mut self.pool,
+        })
     }
     fn capabilities(&self) -> DeviceCapabilities {
         let mut c = DeviceCapabilities::default();
@@ -223,6 +334,8 @@ impl Stack {
         let mut dev = QueueDevice {
             rx: Default::default(),
             tx: Vec::new(),
+            pool: Vec::new(),
+            done: Vec::new(),
             tcp_csum_here: super_frames,
         };
         let mut cfg = Config::new(HardwareAddress::Ip);
@@ -428,7 +541,10 @@ pub struct SocketUplink {
     ping_by_key: HashMap<(u16, Ipv4Addr, u16, Ipv4Addr), usize>,
     /// Packets for containers (IPv4, ready to be framed), the network each goes to and,
     /// for a TCP super-frame, the segment size it is to be cut into (else 0).
-    out: Vec<(u16, Vec<u8>, u16)>,
+    out: Vec<OutPacket>,
+    /// Spare packet buffers (at most [`POOL_BUFFERS`]): lent to a stack's device while
+    /// it is polled, swapped for the buffers of frames handed over whole.
+    pool: Vec<Vec<u8>>,
     /// Containers' ports take super-frames: their TCP gets segments up to 64 KB,
     /// marked for segmentation at the container's own MSS.
     super_frames: bool,
@@ -511,6 +627,7 @@ impl SocketUplink {
             ping: Vec::new(),
             ping_by_key: HashMap::new(),
             out: Vec::new(),
+            pool: Vec::new(),
             super_frames: false,
             epoch,
             scratch: vec![0u8; 65536],
@@ -552,8 +669,31 @@ impl SocketUplink {
     /// (domain) of the flow it belongs to: that is where it must be delivered. The third
     /// member is non-zero for a TCP super-frame: the segment size (the container's MSS)
     /// to cut it into; its checksum field then holds only the pseudo-header sum.
-    pub fn take_output(&mut self) -> std::vec::Drain<'_, (u16, Vec<u8>, u16)> {
-        self.out.drain(..)
+    #[cfg(test)]
+    pub fn take_output(&mut self) -> Vec<(u16, Vec<u8>, u16)> {
+        let out = self.out.drain(..);
+        out.map(|o| (o.domain, o.packet().to_vec(), o.gso_size))
+            .collect()
+    }
+
+    /// Hands each packet for a container to `each`, which takes its buffer (to send
+    /// the frame from it) or gives it back for reuse.
+    pub fn drain_output(&mut self, mut each: impl FnMut(OutPacket) -> Option<Vec<u8>>) {
+        for o in self.out.drain(..) {
+            if let Some(b) = each(o) {
+                give_back(&mut self.pool, b);
+            }
+        }
+    }
+
+    /// Offers a spare buffer (one the workers gave back); returned when not kept.
+    pub fn offer_buffer(&mut self, buf: Vec<u8>) -> Option<Vec<u8>> {
+        if self.pool.len() < POOL_BUFFERS && buf.capacity() > 0 {
+            self.pool.push(buf);
+            None
+        } else {
+            Some(buf)
+        }
     }
 
     /// Flows refused since the last call, with who asked and why.
@@ -612,7 +752,7 @@ impl SocketUplink {
         }
         let (src, dst) = (ip.src(), ip.dst());
         match ip.protocol() {
-            IpProtocol::Tcp => self.tcp_from_container(reg, nets, domain, pkt),
+            IpProtocol::Tcp => self.tcp_from_container(reg, nets, domain, Segment::Borrowed(pkt)),
             IpProtocol::Udp => {
                 let Ok(u) = UdpPacket::new_checked(ip.payload()) else {
                     self.stats.dropped += 1;
@@ -634,6 +774,29 @@ impl SocketUplink {
         }
     }
 
+    /// As [`SocketUplink::from_container`], for the IPv4 packet at `ip` of a frame's
+    /// buffer: a TCP segment goes to smoltcp in that very buffer, and `frame` is left
+    /// holding a spare one (possibly empty) for the caller to recycle.
+    pub fn from_container_frame(
+        &mut self,
+        reg: &Registry,
+        nets: &[Option<NetView>],
+        domain: u16,
+        frame: &mut Vec<u8>,
+        ip: std::ops::Range<usize>,
+    ) {
+        let tcp = frame
+            .get(ip.clone())
+            .and_then(|p| Ipv4Packet::new_checked(p).ok())
+            .is_some_and(|ip| !ip.is_fragment() && ip.protocol() == IpProtocol::Tcp);
+        if tcp {
+            self.tcp_from_container(reg, nets, domain, Segment::Frame(frame, ip));
+        } else {
+            let pkt = frame.get(ip).unwrap_or(&[]);
+            self.from_container(reg, nets, domain, pkt);
+        }
+    }
+
     /// A TCP segment from a container: a new connection is opened (on the host, or
     /// answered here for DNS on the gateway); every segment goes into the sender's
     /// own stack.
@@ -642,19 +805,21 @@ impl SocketUplink {
         reg: &Registry,
         nets: &[Option<NetView>],
         domain: u16,
-        pkt: &[u8],
+        seg: Segment<'_>,
     ) {
-        let Ok(ip) = Ipv4Packet::new_checked(pkt) else {
+        let Ok(ip) = Ipv4Packet::new_checked(seg.bytes()) else {
             return;
         };
         let (src, dst) = (ip.src(), ip.dst());
+        let total = ip.total_len().min(seg.bytes().len());
         let Ok(t) = TcpPacket::new_checked(ip.payload()) else {
             self.stats.dropped += 1;
             return;
         };
         let quad = (src, t.src_port(), dst, t.dst_port());
+        let (syn, opening, seq) = (t.syn(), t.syn() && !t.ack_flag() && !t.rst(), t.seq());
         let known = self.tcp_by_quad.get(&(domain, quad)).copied();
-        if t.syn() && !t.ack_flag() && !t.rst() && known.is_none() {
+        if opening && known.is_none() {
             let dns_here = nets
                 .get(usize::from(domain))
                 .and_then(|n| n.as_ref())
@@ -662,7 +827,7 @@ impl SocketUplink {
             if dns_here {
                 self.open_local(quad, domain);
             } else {
-                self.open_tcp(reg, nets, domain, quad, t.seq());
+                self.open_tcp(reg, nets, domain, quad, seq);
             }
         }
         let conn = self.tcp_by_quad.get(&(domain, quad)).copied();
@@ -672,17 +837,40 @@ impl SocketUplink {
         // Into the sender's own stack: a packet for no connection there is answered
         // there (an RST) and reaches nobody else's.
         let who = ContainerId { domain, ip: src };
-        let total = ip.total_len().min(pkt.len());
-        let mut copy = pkt.get(..total).unwrap_or(pkt).to_vec();
-        if t.syn()
+        let mut pkt = self.rx_packet(seg, total);
+        if syn
             && self.super_frames
             && let Some(i) = conn
+            && let Some(bytes) = pkt.buf.get_mut(pkt.start..pkt.end)
         {
-            self.widen_mss(i, &mut copy);
+            self.widen_mss(i, bytes);
         }
-        self.stack(who).dev.rx.push_back(copy);
+        self.stack(who).dev.rx.push_back(pkt);
         self.active.insert(who);
         self.poll(reg);
+    }
+
+    /// The first `len` bytes of `seg` as a packet for smoltcp's queue: a frame's buffer
+    /// is taken as it is (and a spare one left in its place), a borrowed one copied.
+    fn rx_packet(&mut self, seg: Segment<'_>, len: usize) -> RxPacket {
+        let mut buf = self.pool.pop().unwrap_or_default();
+        match seg {
+            Segment::Frame(frame, ip) => {
+                std::mem::swap(frame, &mut buf);
+                let end = (ip.start + len).min(ip.end);
+                RxPacket {
+                    buf,
+                    start: ip.start,
+                    end,
+                }
+            }
+            Segment::Borrowed(p) => {
+                buf.clear();
+                buf.extend_from_slice(p.get(..len).unwrap_or(p));
+                let end = buf.len();
+                RxPacket { buf, start: 0, end }
+            }
+        }
     }
 
     /// Shows smoltcp a SYN (or SYN-ACK) of connection `i` with the largest MSS, so it
@@ -855,7 +1043,7 @@ impl SocketUplink {
         };
         let (csrc, cport, dst, dport) = c.quad;
         if let Some(p) = tcp_rst(dst, dport, csrc, cport, seq.wrapping_add(1)) {
-            self.out.push((c.who.domain, p, 0));
+            self.out.push(OutPacket::plain(c.who.domain, p));
         }
     }
 
@@ -1160,7 +1348,7 @@ impl SocketUplink {
                     let data = self.scratch.get(..n).unwrap_or(&[]);
                     if let Some(pkt) = build_udp(*src.ip(), src.port(), to.container, to.port, data)
                     {
-                        self.out.push((to.domain, pkt, 0));
+                        self.out.push(OutPacket::plain(to.domain, pkt));
                     }
                 }
             }
@@ -1400,18 +1588,30 @@ impl SocketUplink {
             let active = std::mem::take(&mut self.active);
             for who in &active {
                 if let Some(st) = self.stacks.get_mut(who) {
+                    std::mem::swap(&mut st.dev.pool, &mut self.pool);
                     let _ = st.iface.poll(now, &mut st.dev, &mut st.sockets);
+                    std::mem::swap(&mut st.dev.pool, &mut self.pool);
+                    for b in st.dev.done.drain(..) {
+                        give_back(&mut self.pool, b);
+                    }
                     st.due = st
                         .iface
                         .poll_delay(now, &st.sockets)
                         .map(|d| Instant::now() + Duration::from_micros(d.total_micros()));
                     // What a container's stack sends goes into its network.
                     let from = self.out.len();
-                    self.out
-                        .extend(st.dev.tx.drain(..).map(|p| (who.domain, p, 0)));
+                    let built = st.dev.tx.drain(..).map(|(buf, end)| OutPacket {
+                        domain: who.domain,
+                        buf,
+                        start: LINK_HEADROOM,
+                        end,
+                        gso_size: 0,
+                    });
+                    self.out.extend(built);
                     if self.super_frames {
-                        for (d, p, gso) in self.out.iter_mut().skip(from) {
-                            *gso = super_frame(&self.tcp, &self.tcp_by_quad, *d, p);
+                        for o in self.out.iter_mut().skip(from) {
+                            let (tcp, by_quad) = (&self.tcp, &self.tcp_by_quad);
+                            o.gso_size = super_frame(tcp, by_quad, o.domain, o.packet_mut());
                         }
                     }
                 }
@@ -1612,13 +1812,13 @@ impl SocketUplink {
                     f.last = Instant::now();
                     let data = self.scratch.get(..n).unwrap_or(&[]);
                     if let Some(p) = build_udp(dst, dport, csrc, cport, data) {
-                        self.out.push((domain, p, 0));
+                        self.out.push(OutPacket::plain(domain, p));
                     }
                 }
                 // The host answered "port unreachable": tell the container the same.
                 Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
                     if let Some(p) = udp_port_unreachable(dst, dport, csrc, cport) {
-                        self.out.push((domain, p, 0));
+                        self.out.push(OutPacket::plain(domain, p));
                     }
                 }
                 Err(_) => break,
@@ -1652,7 +1852,7 @@ impl SocketUplink {
             if let Some(p) =
                 build_unreachable(dst, src, UnreachCode::ADMIN_PROHIBITED, ip_header, echo)
             {
-                self.out.push((domain, p, 0));
+                self.out.push(OutPacket::plain(domain, p));
             }
             return;
         };
@@ -1724,7 +1924,7 @@ impl SocketUplink {
             icmp.set_echo_ident(id);
             icmp.fill_checksum();
             if let Some(p) = build_ip(dst, csrc, IpProtocol::Icmp, data) {
-                self.out.push((domain, p, 0));
+                self.out.push(OutPacket::plain(domain, p));
             }
         }
     }
@@ -2406,6 +2606,27 @@ mod tests {
         drop(server);
         r.until(|p| tcp_of(p).is_some_and(|t| t.2 & TcpFlags::FIN != 0))
             .expect("FIN");
+    }
+
+    #[test]
+    fn a_frame_buffer_goes_to_smoltcp_whole_and_bounded_by_its_frame() {
+        let mut r = Rig::new(true);
+        let spare = vec![3u8; 10];
+        r.up.pool.push(spare);
+        // The packet claims 1000 bytes; the frame ends at 60: nothing past it is read.
+        let mut frame = vec![0xaau8; 200];
+        let pkt = r.up.rx_packet(Segment::Frame(&mut frame, 14..60), 1000);
+        assert_eq!((pkt.start, pkt.end, pkt.buf.len()), (14, 60, 200));
+        assert_eq!(frame, vec![3u8; 10], "a spare left in the frame's place");
+        // Borrowed bytes are copied, up to the length asked.
+        let pkt = r.up.rx_packet(Segment::Borrowed(&[1, 2, 3, 4]), 3);
+        assert_eq!(pkt.buf.get(pkt.start..pkt.end), Some(&[1u8, 2, 3][..]));
+        // Buffers smoltcp read, and packets delivered, come back to the pool, bounded.
+        for _ in 0..2 * POOL_BUFFERS {
+            give_back(&mut r.up.pool, vec![0u8; 8]);
+        }
+        assert_eq!(r.up.pool.len(), POOL_BUFFERS);
+        assert!(r.up.offer_buffer(vec![0u8; 8]).is_some());
     }
 
     #[test]

@@ -25,7 +25,7 @@ use crate::config::{GATEWAY_PORT, UPLINK_DOMAIN};
 use crate::port::ring::RingFrame;
 use crate::runtime::{GatewayCtx, GatewayHandler};
 use crate::uplink::quota::UplinkLimits;
-use crate::uplink::socket::{PublishTarget, PublishedSocket, SocketUplink};
+use crate::uplink::socket::{LINK_HEADROOM, PublishTarget, PublishedSocket, SocketUplink};
 use crate::wire::EthernetFrame;
 
 /// The gateway with its sockets: what the gateway thread runs.
@@ -133,10 +133,15 @@ impl GatewayIo {
                 Action::Send {
                     domain,
                     frame,
+                    len,
                     vnet,
                 } => {
-                    ctx.send_offload(domain, frame, vnet);
-                    self.actions.recycle(ctx.buffer());
+                    ctx.send_frame(domain, frame, len, vnet);
+                    // A buffer back from the workers for one sent: the uplink's
+                    // packets leave in theirs.
+                    if let Some(b) = self.uplink.offer_buffer(ctx.buffer()) {
+                        self.actions.recycle(b);
+                    }
                 }
                 Action::Drop { port, reason } => {
                     ctx.counters.count_drop(crate::ids::PortId(port), reason, 1)
@@ -166,9 +171,16 @@ impl GatewayIo {
     /// messages that came over TCP.
     fn collect_uplink(&mut self) {
         let out = &mut self.actions;
-        for (domain, p, gso_size) in self.uplink.take_output() {
-            self.gateway.deliver_ip_gso(domain, &p, gso_size, out);
-        }
+        let gateway = &mut self.gateway;
+        self.uplink.drain_output(|o| {
+            if o.start == LINK_HEADROOM {
+                // Built with room for the Ethernet header: sent from its own buffer.
+                gateway.deliver_ip_in_place(o.domain, o.buf, o.end, o.gso_size, out)
+            } else {
+                gateway.deliver_ip_gso(o.domain, o.packet(), o.gso_size, out);
+                Some(o.buf)
+            }
+        });
         for (who, why) in self.uplink.take_refusals() {
             self.gateway.refused(who, why, self.cur_port, out);
         }
@@ -181,13 +193,26 @@ impl GatewayIo {
         }
     }
 
-    /// A frame's IPv4 packet for the socket uplink.
-    fn send_to_uplink(&mut self, reg: &Registry, domain: u16, frame: &[u8]) {
-        let Ok(eth) = EthernetFrame::new_checked(frame) else {
+    /// A frame's IPv4 packet for the socket uplink. The uplink may keep the frame's
+    /// buffer (a TCP segment goes to its stack as it is) and leave a spare one in its
+    /// place.
+    fn send_to_uplink(
+        &mut self,
+        reg: &Registry,
+        domain: u16,
+        buf: &mut Vec<u8>,
+        frame: std::ops::Range<usize>,
+    ) {
+        let Some(eth) = buf.get(frame.clone()) else {
             return;
         };
+        let Ok(eth) = EthernetFrame::new_checked(eth) else {
+            return;
+        };
+        let ip = frame.end - eth.payload().len()..frame.end;
+        let views = self.gateway.views();
         self.uplink
-            .from_container(reg, self.gateway.views(), domain, eth.payload());
+            .from_container_frame(reg, views, domain, buf, ip);
         self.collect_uplink();
     }
 
@@ -222,19 +247,22 @@ impl GatewayHandler for GatewayIo {
             domain: f.domain,
             port: f.port,
             punt: f.punt,
-            data: &f.data,
+            data: f.frame(),
             now,
             host: self.uplink.host_address(now),
         };
         if f.domain != UPLINK_DOMAIN.0 {
             self.cur_port = f.port;
         }
-        if self.gateway.frame(inbound, &mut self.actions) == Verdict::ToUplink {
-            self.send_to_uplink(ctx.registry, f.domain, &f.data);
+        let verdict = self.gateway.frame(inbound, &mut self.actions);
+        let (start, end) = (f.start, f.end);
+        let mut data = f.data;
+        if verdict == Verdict::ToUplink {
+            self.send_to_uplink(ctx.registry, f.domain, &mut data, start..end);
         }
         self.perform(ctx);
         self.cur_port = GATEWAY_PORT.0;
-        ctx.recycle(f.data);
+        ctx.recycle(data);
     }
 
     fn event(&mut self, ctx: &mut GatewayCtx<'_>, token: Token, ev: &mio::event::Event) {
