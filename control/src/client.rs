@@ -27,6 +27,14 @@ pub struct Client {
     path: PathBuf,
 }
 
+/// The other end closed the connection (a write found it gone).
+fn closed_by_peer(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+    )
+}
+
 impl Client {
     pub fn connect(path: &Path) -> Result<Client, ClientError> {
         let s =
@@ -48,13 +56,16 @@ impl Client {
             req,
         })
         .map_err(|e| ClientError::Garbled(e.to_string()))?;
-        self.conn
-            .send(&msg, fds)
-            .map_err(|e| ClientError::Lost(self.path.clone(), e))?;
-        let (line, _) = self
-            .conn
-            .recv()
-            .map_err(|e| ClientError::Lost(self.path.clone(), e))?;
+        let (line, _) = match self.conn.send(&msg, fds) {
+            Ok(()) => self.conn.recv(),
+            // The daemon refuses a connection over its limits before reading anything
+            // and closes it: its answer may be waiting although the send failed.
+            Err(FramingError::Io(e)) if closed_by_peer(&e) => {
+                self.conn.recv().map_err(|_| FramingError::Io(e))
+            }
+            Err(e) => Err(e),
+        }
+        .map_err(|e| ClientError::Lost(self.path.clone(), e))?;
         let r: Response =
             serde_json::from_slice(&line).map_err(|e| ClientError::Garbled(e.to_string()))?;
         if r.ok {
@@ -92,5 +103,35 @@ impl Client {
     /// The connection, for callers that keep it open (a `run` container lives as long).
     pub fn stream(&self) -> &UnixStream {
         &self.conn.stream
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write as _;
+    use std::os::unix::net::UnixListener;
+
+    #[test]
+    fn a_refusal_before_the_request_is_read_is_what_the_caller_sees() {
+        let dir = std::env::temp_dir().join(format!("vswitch-client-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let path = dir.join("s");
+        let _ = std::fs::remove_file(&path);
+        let l = UnixListener::bind(&path).unwrap();
+        // A daemon over its connection limit: answers at once and closes.
+        let daemon = std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            s.write_all(b"{\"ok\":false,\"error\":\"too many connections: retry shortly\"}\n")
+                .unwrap();
+        });
+        let mut c = Client::connect(&path).unwrap();
+        daemon.join().unwrap();
+        // The daemon has closed: the send fails, the refusal is still there to read.
+        match c.call(Request::Hello) {
+            Err(ClientError::Refused(why)) => assert!(why.contains("too many connections")),
+            other => panic!("expected the refusal, got {other:?}"),
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
