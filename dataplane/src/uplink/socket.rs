@@ -81,6 +81,9 @@ pub const TCP_BUFFER_MIN: usize = 64 * 1024;
 /// smoltcp's buffers are fixed when a socket is made, so the size is chosen at open.
 pub const TCP_BUFFER_BUDGET: usize = 32 * 1024 * 1024;
 
+/// How soon a published port that ran out of descriptors accepts again.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+
 /// The most inbound UDP conversations through published ports at once.
 pub const MAX_INBOUND_UDP: usize = 4096;
 
@@ -557,6 +560,10 @@ pub struct SocketUplink {
     pub stats: UplinkStats,
     ping_allowed: Option<bool>,
     published: Vec<Option<Published>>,
+    /// Published ports whose accept ran out of descriptors: their listeners are
+    /// edge-triggered, so the waiting clients are accepted again on a timer, not only
+    /// when the next one arrives.
+    accept_retry: Vec<usize>,
     splices: Vec<Option<SplicedConn>>,
     inbound_udp: HashMap<(u16, Quad), InboundUdp>,
     gateways: Vec<Option<Ipv4Addr>>,
@@ -634,6 +641,7 @@ impl SocketUplink {
             stats: UplinkStats::default(),
             ping_allowed: None,
             published: Vec::new(),
+            accept_retry: Vec::new(),
             splices: Vec::new(),
             inbound_udp: HashMap::new(),
             gateways: Vec::new(),
@@ -1309,6 +1317,9 @@ impl SocketUplink {
                                     ip: to.container,
                                 };
                                 self.refuse(who, Refusal::FdLimit);
+                                if !self.accept_retry.contains(&i) {
+                                    self.accept_retry.push(i);
+                                }
                             }
                             return;
                         }
@@ -1949,10 +1960,22 @@ impl SocketUplink {
             .map(|(k, _)| *k)
             .collect();
         self.active.extend(due);
+        self.retry_accepts(reg);
         self.poll_with(reg, house);
-        let next = self.stacks.values().filter_map(|s| s.due).min();
+        let mut next = self.stacks.values().filter_map(|s| s.due).min();
+        if !self.accept_retry.is_empty() {
+            next = Some(next.map_or(now + ACCEPT_RETRY, |n| n.min(now + ACCEPT_RETRY)));
+        }
         let house_at = self.housekeeping_at.unwrap_or(now);
         Some(next.map_or(house_at, |n| n.min(house_at)))
+    }
+
+    /// Accepts again on the published ports that ran out of descriptors (a port still
+    /// out of them goes back on the list).
+    fn retry_accepts(&mut self, reg: &Registry) {
+        for i in std::mem::take(&mut self.accept_retry) {
+            self.published_ready(reg, (), i);
+        }
     }
 
     /// Closes UDP and echo flows idle past their timeouts.
@@ -2798,6 +2821,35 @@ mod tests {
         );
         assert!(u.verify_checksum(ip.src(), ip.dst()));
         assert_eq!(r.up.counts().1, 1);
+    }
+
+    #[test]
+    fn a_published_port_out_of_descriptors_accepts_again_on_a_timer() {
+        let mut r = Rig::new(true);
+        r.up.set_gateways(&r.nets);
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let to = PublishTarget {
+            domain: 0,
+            container: C,
+            port: 80,
+        };
+        let reg = r.poll.registry();
+        r.up.publish(reg, PublishedSocket::Tcp(l), to, None)
+            .unwrap();
+        let _client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        // As after an accept that ran out of descriptors: the client waits in the
+        // backlog and no readiness comes again (edge-triggered); the timer takes it.
+        let i = r.up.published.iter().position(|p| p.is_some()).unwrap();
+        r.up.accept_retry.push(i);
+        r.up.tick(r.poll.registry(), Instant::now());
+        assert!(r.up.accept_retry.is_empty());
+        let out = r.up.take_output();
+        let syn = out.iter().find_map(|(_, p, _)| tcp_of(p));
+        assert!(
+            syn.is_some_and(|t| t.2 & TcpFlags::SYN != 0),
+            "no SYN toward the container"
+        );
     }
 
     #[test]
