@@ -102,13 +102,10 @@ fuzz_target!(|data: &[u8]| {
             let _ = gw.tick(&mut ctx, start + Duration::from_secs(later));
         }
         let uplink = tag & 0x10 != 0;
-        let f = RingFrame {
-            domain: if uplink { UPLINK_DOMAIN.0 } else { 0 },
-            port: PORTS[usize::from(tag & 3)],
-            punt: PUNTS[usize::from((tag >> 2) & 3)],
-            data: body.to_vec(),
-            ..Default::default()
-        };
+        let mut f = RingFrame::whole(body.to_vec());
+        f.domain = if uplink { UPLINK_DOMAIN.0 } else { 0 };
+        f.port = PORTS[usize::from(tag & 3)];
+        f.punt = PUNTS[usize::from((tag >> 2) & 3)];
         gw.frame(&mut ctx, f);
         BATCH.with_borrow_mut(|b| {
             while port.recv(b).is_ok_and(|n| n > 0) {

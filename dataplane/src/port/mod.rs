@@ -40,6 +40,9 @@ pub use crate::wire::vnet::VnetHdr;
 /// (plus the room a pop gave back), so the accessors cannot panic.
 pub struct Frame {
     buf: Vec<u8>,
+    /// The largest frame this slot takes; `buf` holds at least `HEADROOM + cap` bytes
+    /// (it may hold more after taking a longer buffer whole).
+    cap: usize,
     start: usize,
     len: usize,
     /// Offload metadata the frame came with (a TAP with vnet headers), or plain.
@@ -73,6 +76,7 @@ impl Frame {
     pub fn new(cap: usize) -> Frame {
         Frame {
             buf: vec![0u8; HEADROOM + cap],
+            cap,
             start: HEADROOM,
             len: 0,
             vnet: VnetHdr::default(),
@@ -109,14 +113,16 @@ impl Frame {
     /// The largest frame this buffer takes.
     #[inline]
     pub fn capacity(&self) -> usize {
-        self.buf.len() - HEADROOM
+        self.cap
     }
 
-    /// The area a receive writes into (everything past the headroom). Call
+    /// The area a receive writes into (the frame's room past the headroom). Call
     /// [`Frame::set_received`] with the length read.
     #[inline]
     pub fn recv_area(&mut self) -> &mut [u8] {
-        self.buf.get_mut(HEADROOM..).unwrap_or(&mut [])
+        self.buf
+            .get_mut(HEADROOM..HEADROOM + self.cap)
+            .unwrap_or(&mut [])
     }
 
     /// Marks `len` bytes at the start of the receive area as the frame.
@@ -136,6 +142,10 @@ impl Frame {
         self.vnet = VnetHdr::default();
         self.domain = 0;
         self.punt = Punt::None;
+        if bytes.len() > self.cap {
+            self.len = 0;
+            return false;
+        }
         match self.buf.get_mut(HEADROOM..HEADROOM + bytes.len()) {
             Some(dst) => {
                 dst.copy_from_slice(bytes);
@@ -149,14 +159,16 @@ impl Frame {
         }
     }
 
-    /// Takes `data` (a frame `data[..len]`, at least half as long as this buffer, in a
-    /// buffer with the capacity of it) as this frame's buffer instead of copying it in,
+    /// Takes `data` (a frame `data[..len]`, at least half as long as this buffer and no
+    /// longer than a frame it takes, in a buffer with the capacity of it) as this
+    /// frame's buffer instead of copying it in,
     /// and returns the buffer it replaces; gives `data` back when it does not qualify.
     /// The buffer never gets smaller, so a later receive into it has the room it had.
     #[inline]
     pub fn take_whole(&mut self, mut data: Vec<u8>, len: usize) -> Result<Vec<u8>, Vec<u8>> {
-        let room = self.buf.len();
-        if len < room / 2 || len > data.len() || data.capacity() < room {
+        let room = HEADROOM + self.cap;
+        let too_long = len > self.cap || len > data.len();
+        if len < room / 2 || too_long || data.capacity() < room {
             return Err(data);
         }
         // Zeroes only growth past the frame, if any.
@@ -177,7 +189,7 @@ impl Frame {
     /// and ends in it, and leaves this frame empty. Gives `other` back when too short.
     #[inline]
     pub fn swap_out(&mut self, other: Vec<u8>) -> Result<(Vec<u8>, usize, usize), Vec<u8>> {
-        if other.len() < self.buf.len() {
+        if other.len() < HEADROOM + self.cap {
             return Err(other);
         }
         let old = std::mem::replace(&mut self.buf, other);
@@ -480,6 +492,8 @@ mod tests {
         // Too short a frame, or a buffer without the room: refused, given back.
         assert!(f.take_whole(vec![1u8; room], room / 2 - 1).is_err());
         assert!(f.take_whole(vec![1u8; room / 2], room / 2).is_err());
+        // Longer than a frame this slot takes (a load would refuse it too).
+        assert!(f.take_whole(vec![1u8; 2 * room], room).is_err());
         // A frame in a longer buffer: taken; the old buffer comes back.
         let mut data = vec![7u8; room + 10];
         data[0] = 9;
@@ -493,7 +507,11 @@ mod tests {
         let (buf, start, end) = f.swap_out(vec![0u8; room + 10]).unwrap();
         assert_eq!((start, end, buf[0]), (0, room / 2 + 1, 9));
         assert!(f.is_empty());
-        assert_eq!(f.recv_area().len(), room + 10 - HEADROOM);
+        assert_eq!(
+            f.recv_area().len(),
+            STD_FRAME_CAP,
+            "a longer buffer, the same room"
+        );
     }
 
     #[test]

@@ -12,7 +12,7 @@ use super::{Batch, Port, PortCaps, PortError, TxSel, write_tagged};
 use std::sync::Arc;
 
 /// A frame on its way to or from the gateway thread.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct RingFrame {
     /// The bridge domain (network) of the frame.
     pub domain: u16,
@@ -31,6 +31,18 @@ pub struct RingFrame {
 }
 
 impl RingFrame {
+    /// `data`, all of it, as a plain frame of domain 0 from port 0.
+    pub fn whole(data: Vec<u8>) -> RingFrame {
+        RingFrame {
+            domain: 0,
+            port: 0,
+            punt: super::Punt::None,
+            vnet: super::VnetHdr::default(),
+            start: 0,
+            end: data.len(),
+            data,
+        }
+    }
     /// The frame's bytes.
     pub fn frame(&self) -> &[u8] {
         self.data.get(self.start..self.end).unwrap_or(&[])
