@@ -564,6 +564,10 @@ pub struct SocketUplink {
     /// edge-triggered, so the waiting clients are accepted again on a timer, not only
     /// when the next one arrives.
     accept_retry: Vec<usize>,
+    /// When they are tried again.
+    accept_retry_at: Option<Instant>,
+    /// A retry is running: its failures were counted already.
+    accept_retrying: bool,
     splices: Vec<Option<SplicedConn>>,
     inbound_udp: HashMap<(u16, Quad), InboundUdp>,
     gateways: Vec<Option<Ipv4Addr>>,
@@ -642,6 +646,8 @@ impl SocketUplink {
             ping_allowed: None,
             published: Vec::new(),
             accept_retry: Vec::new(),
+            accept_retry_at: None,
+            accept_retrying: false,
             splices: Vec::new(),
             inbound_udp: HashMap::new(),
             gateways: Vec::new(),
@@ -1316,10 +1322,14 @@ impl SocketUplink {
                                     domain: to.domain,
                                     ip: to.container,
                                 };
-                                self.refuse(who, Refusal::FdLimit);
+                                if !self.accept_retrying {
+                                    self.refuse(who, Refusal::FdLimit);
+                                }
                                 if !self.accept_retry.contains(&i) {
                                     self.accept_retry.push(i);
                                 }
+                                let at = Instant::now() + ACCEPT_RETRY;
+                                self.accept_retry_at.get_or_insert(at);
                             }
                             return;
                         }
@@ -1960,22 +1970,28 @@ impl SocketUplink {
             .map(|(k, _)| *k)
             .collect();
         self.active.extend(due);
-        self.retry_accepts(reg);
+        self.retry_accepts(reg, now);
         self.poll_with(reg, house);
         let mut next = self.stacks.values().filter_map(|s| s.due).min();
-        if !self.accept_retry.is_empty() {
-            next = Some(next.map_or(now + ACCEPT_RETRY, |n| n.min(now + ACCEPT_RETRY)));
+        if let Some(at) = self.accept_retry_at {
+            next = Some(next.map_or(at, |n| n.min(at)));
         }
         let house_at = self.housekeeping_at.unwrap_or(now);
         Some(next.map_or(house_at, |n| n.min(house_at)))
     }
 
-    /// Accepts again on the published ports that ran out of descriptors (a port still
-    /// out of them goes back on the list).
-    fn retry_accepts(&mut self, reg: &Registry) {
+    /// Accepts again, once their time has come, on the published ports that ran out of
+    /// descriptors (a port still out of them goes back on the list, not counted again).
+    fn retry_accepts(&mut self, reg: &Registry, now: Instant) {
+        if self.accept_retry_at.is_none_or(|at| now < at) {
+            return;
+        }
+        self.accept_retry_at = None;
+        self.accept_retrying = true;
         for i in std::mem::take(&mut self.accept_retry) {
             self.published_ready(reg, (), i);
         }
+        self.accept_retrying = false;
     }
 
     /// Closes UDP and echo flows idle past their timeouts.
@@ -2842,8 +2858,16 @@ mod tests {
         // backlog and no readiness comes again (edge-triggered); the timer takes it.
         let i = r.up.published.iter().position(|p| p.is_some()).unwrap();
         r.up.accept_retry.push(i);
-        r.up.tick(r.poll.registry(), Instant::now());
-        assert!(r.up.accept_retry.is_empty());
+        let now = Instant::now();
+        r.up.accept_retry_at = Some(now + ACCEPT_RETRY);
+        // Not before its time (the gateway ticks on every wake-up)...
+        let next = r.up.tick(r.poll.registry(), now);
+        assert!(next.is_some_and(|t| t <= now + ACCEPT_RETRY));
+        assert_eq!(r.up.accept_retry, [i]);
+        assert!(r.up.take_output().is_empty());
+        // ...then accepted.
+        r.up.tick(r.poll.registry(), now + ACCEPT_RETRY);
+        assert!(r.up.accept_retry.is_empty() && r.up.accept_retry_at.is_none());
         let out = r.up.take_output();
         let syn = out.iter().find_map(|(_, p, _)| tcp_of(p));
         assert!(
