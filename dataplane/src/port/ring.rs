@@ -173,6 +173,13 @@ impl RingEnd {
     }
 }
 
+/// A super-frame of UDP (`gso`: the type without its ECN bit): the gateway's protocols
+/// want its datagrams one by one.
+fn udp_super(gso: u8) -> bool {
+    use super::VnetHdr;
+    gso != VnetHdr::GSO_NONE && gso != VnetHdr::GSO_TCPV4 && gso != VnetHdr::GSO_TCPV6
+}
+
 impl RingPort {
     /// Queues the frame of `s` in its own buffer, a spare one of at least that length
     /// taking its place in the batch: for an untagged TCP frame (super-frame or not)
@@ -184,10 +191,8 @@ impl RingPort {
         let gso = f.vnet.gso_type & !VnetHdr::GSO_ECN;
         let tcp = usize::from(f.vnet.csum_offset) == crate::wire::tcp::CHECKSUM_OFFSET;
         let plain = f.vnet.flags & VnetHdr::F_NEEDS_CSUM == 0 && gso == VnetHdr::GSO_NONE;
-        if s.vlan != 0 || f.len() < super::SUPER_FRAME_BUF / 2 || !(tcp || plain) {
-            return None;
-        }
-        if gso != VnetHdr::GSO_NONE && gso != VnetHdr::GSO_TCPV4 && gso != VnetHdr::GSO_TCPV6 {
+        let small = f.len() < super::SUPER_FRAME_BUF / 2;
+        if s.vlan != 0 || small || !(tcp || plain) || udp_super(gso) {
             return None;
         }
         if self.to_gateway.is_full() {
@@ -225,8 +230,7 @@ impl RingPort {
             return 0;
         };
         let gso = f.vnet.gso_type & !VnetHdr::GSO_ECN;
-        if gso != VnetHdr::GSO_NONE && gso != VnetHdr::GSO_TCPV4 && gso != VnetHdr::GSO_TCPV6 {
-            // UDP super-frames: the gateway's protocols want datagrams as sent.
+        if udp_super(gso) {
             self.push_segments(f)
         } else {
             usize::from(self.push_whole(f, s.vlan, gso))

@@ -2550,6 +2550,23 @@ mod tests {
                 domain: 0,
             }
         }
+        /// Publishes the container's port 80 on a free port of the host's loopback,
+        /// which it returns.
+        fn publish_tcp_80(&mut self) -> u16 {
+            self.up.set_gateways(&self.nets);
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let port = l.local_addr().unwrap().port();
+            let to = PublishTarget {
+                domain: 0,
+                container: C,
+                port: 80,
+            };
+            let reg = self.poll.registry();
+            self.up
+                .publish(reg, PublishedSocket::Tcp(l), to, None)
+                .unwrap();
+            port
+        }
         fn send(&mut self, pkt: &[u8]) {
             self.up
                 .from_container(self.poll.registry(), &self.nets, self.domain, pkt);
@@ -2842,17 +2859,7 @@ mod tests {
     #[test]
     fn a_published_port_out_of_descriptors_accepts_again_on_a_timer() {
         let mut r = Rig::new(true);
-        r.up.set_gateways(&r.nets);
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = l.local_addr().unwrap().port();
-        let to = PublishTarget {
-            domain: 0,
-            container: C,
-            port: 80,
-        };
-        let reg = r.poll.registry();
-        r.up.publish(reg, PublishedSocket::Tcp(l), to, None)
-            .unwrap();
+        let port = r.publish_tcp_80();
         let _client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
         // As after an accept that ran out of descriptors: the client waits in the
         // backlog and no readiness comes again (edge-triggered); the timer takes it.
@@ -2879,20 +2886,7 @@ mod tests {
     #[test]
     fn published_tcp_port_reaches_the_container_from_the_gateway_address() {
         let mut r = Rig::new(true);
-        r.up.set_gateways(&r.nets);
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = l.local_addr().unwrap().port();
-        r.up.publish(
-            r.poll.registry(),
-            PublishedSocket::Tcp(l),
-            PublishTarget {
-                domain: 0,
-                container: C,
-                port: 80,
-            },
-            None,
-        )
-        .unwrap();
+        let port = r.publish_tcp_80();
         let mut client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
         client
             .set_read_timeout(Some(Duration::from_secs(5)))
@@ -3203,16 +3197,7 @@ mod tests {
     #[test]
     fn a_published_connection_the_container_never_answers_ends() {
         let mut r = Rig::with_limits(true, short(300, 60_000));
-        r.up.set_gateways(&r.nets);
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = l.local_addr().unwrap().port();
-        let to = PublishTarget {
-            domain: 0,
-            container: C,
-            port: 80,
-        };
-        r.up.publish(r.poll.registry(), PublishedSocket::Tcp(l), to, None)
-            .unwrap();
+        let port = r.publish_tcp_80();
         let mut client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
         r.until(|p| tcp_of(p).is_some_and(|t| t.2 & TcpFlags::SYN != 0))
             .expect("SYN towards the container");
