@@ -237,6 +237,33 @@ fn idle_and_half_open_connections_of_one_container_leave_the_others_working() {
 
 #[test]
 #[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
+fn connects_pending_on_the_host_leave_the_gateway_thread_asleep() {
+    let d = Daemon::start(&[]);
+    let t = tenants(5, d);
+    // 200 connections whose host side never completes (the listener's queue is full):
+    // each SYN-ACK is held back until the handshake timeout (60 s by default).
+    let (_half_l, half_port) = t.no_accept(0);
+    let _first = std::net::TcpStream::connect(("127.0.0.1", half_port)).expect("fill");
+    let _half = t.hog("hold", half_port, 200);
+    let held = eventually(Duration::from_secs(20), || {
+        count(&t.nat()["tcp_open"]) >= 200
+    });
+    assert!(held, "the pending connections never arrived: {}", t.nat());
+    let pid = t.d.proc.as_ref().expect("daemon").pid();
+    let before = thread_cpu(pid, "vswitch-gateway");
+    std::thread::sleep(Duration::from_secs(3));
+    let used = thread_cpu(pid, "vswitch-gateway") - before;
+    // Nothing moves: the gateway thread sleeps until a timer (it spun on a core, 3 s
+    // of CPU in 3 s, while any SYN-ACK was held back).
+    assert!(
+        used < Duration::from_secs(1),
+        "the gateway thread used {used:?} of CPU in 3 s with nothing to do"
+    );
+    t.good_still_works();
+}
+
+#[test]
+#[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
 fn handshakes_and_idle_connections_time_out() {
     let d = Daemon::start(&[
         "--uplink-tcp-handshake-timeout",

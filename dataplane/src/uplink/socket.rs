@@ -31,7 +31,7 @@
 //! Sans-I/O towards the switch: IPv4 packets come in by [`SocketUplink::from_container`]
 //! and go out through [`SocketUplink::take_output`]; the caller frames them.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
@@ -80,6 +80,10 @@ pub const TCP_BUFFER_MIN: usize = 64 * 1024;
 /// [`TCP_BUFFER`] before further ones get [`TCP_BUFFER_MIN`]: 32 fast connections.
 /// smoltcp's buffers are fixed when a socket is made, so the size is chosen at open.
 pub const TCP_BUFFER_BUDGET: usize = 32 * 1024 * 1024;
+
+/// How soon a stack that wants a poll at once right after one is polled again (see
+/// [`poll_delay`]).
+const POLL_AGAIN: Duration = Duration::from_millis(10);
 
 /// How soon a published port that ran out of descriptors accepts again.
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
@@ -534,6 +538,9 @@ pub struct SocketUplink {
     stacks: HashMap<ContainerId, Stack>,
     /// Stacks to poll: a packet arrived, or a connection of theirs moved.
     active: std::collections::HashSet<ContainerId>,
+    /// Every stack with a smoltcp timer, by when it is due (each stack's `due`, once):
+    /// a wake-up finds the due ones without looking at the others.
+    timers: BTreeSet<(Instant, ContainerId)>,
     /// When every flow is next looked at (timeouts).
     housekeeping_at: Option<Instant>,
     tcp: Vec<Option<TcpConn>>,
@@ -584,7 +591,43 @@ pub struct SocketUplink {
 }
 
 fn smol_now(epoch: Instant) -> smoltcp::time::Instant {
-    smoltcp::time::Instant::from_micros(epoch.elapsed().as_micros() as i64)
+    smol_at(epoch, Instant::now())
+}
+
+/// `at` on smoltcp's clock, which starts at `epoch`.
+fn smol_at(epoch: Instant, at: Instant) -> smoltcp::time::Instant {
+    smoltcp::time::Instant::from_micros(at.saturating_duration_since(epoch).as_micros() as i64)
+}
+
+/// How long after a poll a stack is polled again for its timers, from smoltcp's `delay`.
+/// smoltcp asks for another poll at once, after one that did all it could, only for
+/// what no poll can move (a socket whose SYN-ACK is held back while the host connect is
+/// pending asks for it forever): such a stack is polled again after [`POLL_AGAIN`].
+/// What can move it (a packet, a host event) polls it at once anyway.
+fn poll_delay(delay: smoltcp::time::Duration) -> Duration {
+    match delay.total_micros() {
+        0 => POLL_AGAIN,
+        us => Duration::from_micros(us),
+    }
+}
+
+/// Sets when `st` (the stack of `who`) next wants a poll, keeping `timers` in step.
+fn set_due(
+    timers: &mut BTreeSet<(Instant, ContainerId)>,
+    st: &mut Stack,
+    who: ContainerId,
+    due: Option<Instant>,
+) {
+    if st.due == due {
+        return;
+    }
+    if let Some(old) = st.due {
+        timers.remove(&(old, who));
+    }
+    if let Some(at) = due {
+        timers.insert((at, who));
+    }
+    st.due = due;
 }
 
 fn v4(a: Ipv4Addr) -> Ipv4Address {
@@ -630,6 +673,7 @@ impl SocketUplink {
         SocketUplink {
             stacks: HashMap::new(),
             active: Default::default(),
+            timers: BTreeSet::new(),
             housekeeping_at: None,
             tcp: Vec::new(),
             tcp_by_quad: HashMap::new(),
@@ -1605,7 +1649,8 @@ impl SocketUplink {
             self.active.extend(self.stacks.keys().copied());
         }
         for round in 0..64 {
-            let now = smol_now(self.epoch);
+            let wall = Instant::now();
+            let now = smol_at(self.epoch, wall);
             let active = std::mem::take(&mut self.active);
             for who in &active {
                 if let Some(st) = self.stacks.get_mut(who) {
@@ -1615,10 +1660,11 @@ impl SocketUplink {
                     for b in st.dev.done.drain(..) {
                         give_back(&mut self.pool, b);
                     }
-                    st.due = st
+                    let due = st
                         .iface
                         .poll_delay(now, &st.sockets)
-                        .map(|d| Instant::now() + Duration::from_micros(d.total_micros()));
+                        .map(|d| wall + poll_delay(d));
+                    set_due(&mut self.timers, st, *who, due);
                     // What a container's stack sends goes into its network.
                     let from = self.out.len();
                     let built = st.dev.tx.drain(..).map(|(buf, end)| OutPacket {
@@ -1639,8 +1685,10 @@ impl SocketUplink {
             }
             let moved = self.pump(reg, all && round == 0);
             for who in &active {
-                if self.stacks.get(who).is_some_and(|s| s.is_empty()) {
-                    self.stacks.remove(who);
+                if self.stacks.get(who).is_some_and(|s| s.is_empty())
+                    && let Some(mut st) = self.stacks.remove(who)
+                {
+                    set_due(&mut self.timers, &mut st, *who, None);
                 }
             }
             if !moved && self.active.is_empty() {
@@ -1962,17 +2010,20 @@ impl SocketUplink {
             let period = Duration::from_secs(1).min(self.quotas.limits.tcp_handshake);
             self.housekeeping_at = Some(now + period);
         }
-        // Stacks whose smoltcp timers are due (retransmissions, keep-alives).
-        let due: Vec<ContainerId> = self
-            .stacks
-            .iter()
-            .filter(|(_, s)| s.due.is_some_and(|d| d <= now))
-            .map(|(k, _)| *k)
-            .collect();
-        self.active.extend(due);
+        // Stacks whose smoltcp timers are due (retransmissions, keep-alives): polled,
+        // which sets their next time.
+        while let Some(&(at, who)) = self.timers.first()
+            && at <= now
+        {
+            self.timers.pop_first();
+            if let Some(st) = self.stacks.get_mut(&who) {
+                st.due = None;
+            }
+            self.active.insert(who);
+        }
         self.retry_accepts(reg, now);
         self.poll_with(reg, house);
-        let mut next = self.stacks.values().filter_map(|s| s.due).min();
+        let mut next = self.timers.first().map(|&(at, _)| at);
         if let Some(at) = self.accept_retry_at {
             next = Some(next.map_or(at, |n| n.min(at)));
         }
@@ -3014,6 +3065,42 @@ mod tests {
         assert_eq!(r.up.quotas.fds(), 0);
     }
 
+    /// The stacks with a smoltcp timer are exactly those in the timer index, once each.
+    fn timers_in_step(up: &SocketUplink) {
+        let due: BTreeSet<_> = up
+            .stacks
+            .iter()
+            .filter_map(|(who, st)| st.due.map(|at| (at, *who)))
+            .collect();
+        assert_eq!(due, up.timers);
+    }
+
+    #[test]
+    fn a_stacks_timer_alone_brings_its_retransmission() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let mut r = Rig::with_limits(true, short(1_800, 60_000));
+        let synack = |p: &[u8]| {
+            tcp_of(p).is_some_and(|t| {
+                t.2 & (TcpFlags::SYN | TcpFlags::ACK) == TcpFlags::SYN | TcpFlags::ACK
+            })
+        };
+        r.connect((C, 41002), (GW, port), 1);
+        timers_in_step(&r.up);
+        assert_eq!(r.up.timers.len(), 1, "the SYN-ACK's retransmission timer");
+        // Nothing more from the container: only the timer brings the SYN-ACK again.
+        assert!(r.until(synack).is_some(), "SYN-ACK not retransmitted");
+        timers_in_step(&r.up);
+        // The handshake timeout ends it; its stack and timer go with it.
+        assert!(
+            r.until(is_rst).is_some(),
+            "no RST after the handshake timeout"
+        );
+        r.until(|_| false);
+        assert_eq!(r.up.counts().0, 0);
+        assert!(r.up.stacks.is_empty() && r.up.timers.is_empty());
+    }
+
     #[test]
     fn an_idle_connection_ends_both_sides() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -3192,6 +3279,39 @@ mod tests {
         assert_eq!(r.up.counts().0, 0);
         assert_eq!(r.up.stats.tcp_handshake_timeouts, 1);
         assert_eq!(r.up.quotas.fds(), 0);
+    }
+
+    #[test]
+    fn a_pending_host_connect_leaves_the_uplink_asleep() {
+        let (_l, _first, port) = full_listener();
+        let mut r = Rig::with_limits(true, short(60_000, 60_000));
+        r.send(&tcp_packet(
+            (C, 44001),
+            (GW, port),
+            77,
+            0,
+            TcpFlags::SYN,
+            &[],
+        ));
+        r.until(|_| false);
+        assert_eq!(
+            r.up.counts().0,
+            1,
+            "the connection is held, its connect pending"
+        );
+        // Its SYN-ACK held back, smoltcp asks for a poll at once after every poll: the
+        // uplink must not wake the gateway thread for it on every round.
+        let reg = r.poll.registry();
+        for _ in 0..3 {
+            let now = Instant::now();
+            let next = r.up.tick(reg, now).expect("a next time");
+            assert!(
+                next >= now + POLL_AGAIN / 2,
+                "next poll in {:?}",
+                next.saturating_duration_since(now)
+            );
+        }
+        timers_in_step(&r.up);
     }
 
     #[test]
