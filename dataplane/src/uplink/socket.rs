@@ -1760,8 +1760,12 @@ impl SocketUplink {
             moved |= pump_host(c, sock);
         }
         let st = sock.state();
+        // Every connection is made on the container's SYN (smoltcp has processed it
+        // by now) or by smoltcp's own connect: back in Listen, the container reset
+        // the handshake (a SYN scan does), so nothing will come of it.
         let gone = st == tcp::State::Closed
             || st == tcp::State::TimeWait
+            || st == tcp::State::Listen
             || (c.host.is_none()
                 && !c.local
                 && !matches!(st, tcp::State::Listen | tcp::State::SynReceived)
@@ -3099,6 +3103,35 @@ mod tests {
         r.until(|_| false);
         assert_eq!(r.up.counts().0, 0);
         assert!(r.up.stacks.is_empty() && r.up.timers.is_empty());
+    }
+
+    #[test]
+    fn a_handshake_the_container_resets_ends_at_once() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let mut r = Rig::with_limits(true, short(60_000, 60_000));
+        // SYN, SYN-ACK, RST: what a SYN scan does to every port it finds open.
+        r.connect((C, 41003), (GW, port), 1);
+        r.send(&tcp_packet(
+            (C, 41003),
+            (GW, port),
+            2,
+            0,
+            TcpFlags::RST,
+            &[],
+        ));
+        r.until(|_| false);
+        assert_eq!(r.up.counts().0, 0, "the connection outlived its reset");
+        assert_eq!(r.up.quotas.fds(), 0);
+        assert!(r.up.stacks.is_empty() && r.up.timers.is_empty());
+        // The host side was closed too.
+        let (mut server, _) = l.accept().unwrap();
+        server
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut b = [0u8; 1];
+        use std::io::Read as _;
+        assert!(matches!(server.read(&mut b), Ok(0) | Err(_)));
     }
 
     #[test]
