@@ -81,6 +81,10 @@ pub const TCP_BUFFER_MIN: usize = 64 * 1024;
 /// smoltcp's buffers are fixed when a socket is made, so the size is chosen at open.
 pub const TCP_BUFFER_BUDGET: usize = 32 * 1024 * 1024;
 
+/// The largest SYN kept while its host connect is pending (headers with options are
+/// at most 120 bytes; a longer one carries data, and the container sends it again).
+const HELD_SYN_MAX: usize = 2048;
+
 /// How soon a stack that wants a poll at once right after one is polled again (see
 /// [`poll_delay`]).
 const POLL_AGAIN: Duration = Duration::from_millis(10);
@@ -405,6 +409,9 @@ struct TcpConn {
     /// The container's SYN sequence number while its SYN-ACK is held back (the host
     /// connect pending): what an RST refusing it must acknowledge.
     syn_seq: Option<u32>,
+    /// That SYN, kept from smoltcp until the host connect finishes (smoltcp answers it
+    /// then); none when it was larger than [`HELD_SYN_MAX`].
+    held_syn: Option<Vec<u8>>,
     host: Option<TcpStream>,
     /// The host connect finished.
     connected: bool,
@@ -875,7 +882,12 @@ impl SocketUplink {
             return;
         };
         let quad = (src, t.src_port(), dst, t.dst_port());
-        let (syn, opening, seq) = (t.syn(), t.syn() && !t.ack_flag() && !t.rst(), t.seq());
+        let (syn, opening, seq, rst) = (
+            t.syn(),
+            t.syn() && !t.ack_flag() && !t.rst(),
+            t.seq(),
+            t.rst(),
+        );
         let known = self.tcp_by_quad.get(&(domain, quad)).copied();
         if opening && known.is_none() {
             let dns_here = nets
@@ -903,9 +915,46 @@ impl SocketUplink {
         {
             self.widen_mss(i, bytes);
         }
+        if let Some(i) = conn
+            && self.held_back(reg, i, &pkt, opening, rst)
+        {
+            give_back(&mut self.pool, pkt.buf);
+            return;
+        }
         self.stack(who).dev.rx.push_back(pkt);
         self.active.insert(who);
         self.poll(reg);
+    }
+
+    /// Keeps what the container sends on connection `i` from smoltcp while its host
+    /// connect is pending (true: `pkt` was taken care of): its first SYN is kept for
+    /// later, an RST (the container gave up) ends the connection, the rest (SYNs sent
+    /// again) is dropped. smoltcp, shown a SYN it may not answer yet, would ask to be
+    /// polled without end.
+    fn held_back(
+        &mut self,
+        reg: &Registry,
+        i: usize,
+        pkt: &RxPacket,
+        opening: bool,
+        rst: bool,
+    ) -> bool {
+        let Some(Some(c)) = self.tcp.get_mut(i) else {
+            return false;
+        };
+        if c.connected || c.syn_seq.is_none() {
+            return false;
+        }
+        if rst {
+            self.abort_tcp(reg, i);
+        } else if opening
+            && c.held_syn.is_none()
+            && let Some(bytes) = pkt.buf.get(pkt.start..pkt.end)
+            && bytes.len() <= HELD_SYN_MAX
+        {
+            c.held_syn = Some(bytes.to_vec());
+        }
+        true
     }
 
     /// The first `len` bytes of `seg` as a packet for smoltcp's queue: a frame's buffer
@@ -1000,12 +1049,11 @@ impl SocketUplink {
         };
         keepalive(host.as_raw_fd());
         let size = self.buffer_size(who);
-        let Some(mut sock) = Self::listening_socket(quad, size, size) else {
+        let Some(sock) = Self::listening_socket(quad, size, size) else {
             self.quotas.release(who, FlowKind::Tcp, true);
             self.stats.tcp_refused += 1;
             return;
         };
-        sock.pause_synack(true);
         let Some(i) = self.insert_tcp(Some(reg), sock, quad, who, Some(host), false) else {
             self.quotas.release(who, FlowKind::Tcp, true);
             self.stats.tcp_refused += 1;
@@ -1052,6 +1100,7 @@ impl SocketUplink {
             reap: false,
             queued: false,
             syn_seq: None,
+            held_syn: None,
             host,
             // Published connections are connected on the host; local ones need none.
             connected: inbound || local,
@@ -1243,10 +1292,17 @@ impl SocketUplink {
                 if ok {
                     c.connected = true;
                     c.syn_seq = None;
-                    if let Some(st) = self.stacks.get_mut(&c.who) {
-                        st.sockets
-                            .get_mut::<tcp::Socket>(c.handle)
-                            .pause_synack(false);
+                    // smoltcp sees the SYN now, and answers it.
+                    if let Some(syn) = c.held_syn.take() {
+                        let who = c.who;
+                        let end = syn.len();
+                        let pkt = RxPacket {
+                            buf: syn,
+                            start: 0,
+                            end,
+                        };
+                        self.stack(who).dev.rx.push_back(pkt);
+                        self.active.insert(who);
                     }
                 } else {
                     failed = true;
@@ -1761,11 +1817,12 @@ impl SocketUplink {
         }
         let st = sock.state();
         // Every connection is made on the container's SYN (smoltcp has processed it
-        // by now) or by smoltcp's own connect: back in Listen, the container reset
-        // the handshake (a SYN scan does), so nothing will come of it.
+        // by now, unless it is held back while the host connect is pending) or by
+        // smoltcp's own connect: back in Listen, the container reset the handshake (a
+        // SYN scan does), so nothing will come of it.
         let gone = st == tcp::State::Closed
             || st == tcp::State::TimeWait
-            || st == tcp::State::Listen
+            || (st == tcp::State::Listen && c.syn_seq.is_none())
             || (c.host.is_none()
                 && !c.local
                 && !matches!(st, tcp::State::Listen | tcp::State::SynReceived)
@@ -3345,6 +3402,19 @@ mod tests {
             );
         }
         timers_in_step(&r.up);
+        // The container gives up: the connection ends at once, host socket and all.
+        r.send(&tcp_packet(
+            (C, 44001),
+            (GW, port),
+            78,
+            0,
+            TcpFlags::RST,
+            &[],
+        ));
+        r.until(|_| false);
+        assert_eq!(r.up.counts().0, 0);
+        assert_eq!(r.up.quotas.fds(), 0);
+        assert!(r.up.stacks.is_empty() && r.up.timers.is_empty());
     }
 
     #[test]
