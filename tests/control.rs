@@ -223,6 +223,40 @@ fn refused_requests_are_one_line_and_change_nothing() {
 }
 
 #[test]
+fn a_reader_that_goes_away_is_not_an_error() {
+    let d = Daemon::start(&[]);
+    // stdout a pipe whose reader is gone (`ctl … | head` once head has its lines).
+    let mut fds = [0; 2];
+    // SAFETY: pipe writes two descriptors into the array it is given.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    // SAFETY: both descriptors were just made by pipe and are owned here alone.
+    let (read, write) = unsafe {
+        use std::os::fd::FromRawFd as _;
+        (
+            std::os::fd::OwnedFd::from_raw_fd(fds[0]),
+            std::os::fd::OwnedFd::from_raw_fd(fds[1]),
+        )
+    };
+    drop(read);
+    let sock = d.socket();
+    for args in [&["network", "ls"][..], &["--json", "network", "ls"][..]] {
+        let o = std::process::Command::new(bin())
+            .args(["ctl", "--socket", sock.to_str().unwrap_or_default()])
+            .args(args)
+            .stdout(std::process::Stdio::from(write.try_clone().expect("dup")))
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .expect("run ctl");
+        assert!(o.status.success(), "ctl {args:?}: {}", o.stderr_text());
+        assert!(
+            o.stderr_text().is_empty(),
+            "ctl {args:?}: {}",
+            o.stderr_text()
+        );
+    }
+}
+
+#[test]
 fn usage_errors_are_one_line_too() {
     let d = Daemon::start(&[]);
     let sock = d.socket();

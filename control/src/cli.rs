@@ -386,6 +386,19 @@ pub enum CliError {
     Run(#[from] crate::run::RunError),
     #[error("{0}")]
     Usage(String),
+    #[error("cannot write the output: {0}")]
+    Output(std::io::Error),
+}
+
+/// Writes `text` and a newline to stdout. A reader that went away (`ctl … | head`) is
+/// not an error: it has what it wanted.
+fn print_line(text: &str) -> Result<(), CliError> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    match writeln!(out, "{text}").and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(CliError::Output(e)),
+        _ => Ok(()),
+    }
 }
 
 pub fn main() -> ExitCode {
@@ -454,13 +467,13 @@ fn ctl(a: CtlArgs) -> Result<(), CliError> {
     let mut c = Client::connect(&socket)?;
     let v = c.call(req)?;
     if a.json {
-        println!("{v}");
+        print_line(&v.to_string())?;
     } else {
         let text = render
             .text(&v)
             .map_err(|e| ClientError::Garbled(e.to_string()))?;
         if !text.is_empty() {
-            println!("{text}");
+            print_line(&text)?;
         }
     }
     Ok(())
@@ -629,24 +642,25 @@ fn bench(a: BenchArgs) -> Result<(), CliError> {
             })).collect::<Vec<_>>(),
             "skipped": skipped,
         });
-        println!("{v}");
+        print_line(&v.to_string())?;
     } else {
-        println!(
+        let mut lines = vec![format!(
             "{:<6} {:>8} {:>14} {:>10} {:>12} {:>8}",
             "scenario", "workers", "Mpps/core", "ns/frame", "frames", "FDB"
-        );
+        )];
         for o in &results {
-            println!(
+            lines.push(format!(
                 "{:<8} {:>6} {:>14.2} {:>10.1} {:>12} {:>8}",
                 o.scenario, o.workers, o.mpps_per_core, o.ns_per_frame, o.frames, o.fdb_entries
-            );
+            ));
             if let Some(n) = o.new_flows_per_sec {
-                println!("{:<8} new flows per second: {n:.0}", o.scenario);
+                lines.push(format!("{:<8} new flows per second: {n:.0}", o.scenario));
             }
         }
         for s in skipped {
-            println!("{s:<8} skipped: not available in this build");
+            lines.push(format!("{s:<8} skipped: not available in this build"));
         }
+        print_line(&lines.join("\n"))?;
     }
     Ok(())
 }
