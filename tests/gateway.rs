@@ -173,6 +173,30 @@ fn names_of_another_network_do_not_resolve() {
 
 #[test]
 #[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
+fn a_resolver_whose_port_is_closed_gets_servfail_without_waiting() {
+    require(&["dig"]);
+    // A port nothing listens on: the resolver's host answers ICMP port unreachable.
+    let closed = std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .expect("a free port")
+        .port();
+    let d = Daemon::start(&["--upstream-dns", &format!("127.0.0.1:{closed}")]);
+    d.ctl_ok(&["network", "create", "front", "--subnet", "10.152.0.0/24"]);
+    let c = Netns::new("rc");
+    d.ctl_ok(&["attach", "front", "--name", "rc", "--netns", &c.path()]);
+    // The daemon waits 2 s for a resolver that says nothing; this one said no at once,
+    // so the answer comes within dig's 1 s.
+    let o = c.sh("dig @10.152.0.1 +tries=1 +time=1 x.example.test");
+    let text = o.stdout_text();
+    assert!(
+        text.contains("status: SERVFAIL"),
+        "no SERVFAIL from a refusing resolver: {text}{}",
+        o.stderr_text()
+    );
+}
+
+#[test]
+#[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
 fn closed_udp_port_on_the_gateway_is_refused() {
     let s = site();
     let o = s.ns[2].sh("dig @10.150.0.1 -p 9999 +tries=1 +time=2 web");

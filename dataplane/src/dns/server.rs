@@ -280,6 +280,24 @@ impl DnsServer {
         Some(self.next_upstream(p, upstream, now))
     }
 
+    /// Resolver `upstream` refused UDP (ICMP port unreachable on the socket every UDP
+    /// attempt to it shares): each of those attempts moves on to the next resolver at
+    /// once, or gets SERVFAIL after the last.
+    pub fn upstream_refused(&mut self, upstream: usize, now: Instant, out: &mut Vec<Action>) {
+        let lost: Vec<(usize, u16)> = self
+            .pending
+            .iter()
+            .filter(|(k, p)| k.0 == upstream && p.upstream_transport == Transport::Udp)
+            .map(|(k, _)| *k)
+            .collect();
+        for key in lost {
+            if let Some(p) = self.take(key) {
+                self.stats.upstream_errors += 1;
+                out.push(self.next_upstream(p, upstream, now));
+            }
+        }
+    }
+
     /// Handles every attempt whose timeout is at or before `now`: the next resolver is
     /// asked, or the client gets SERVFAIL.
     pub fn poll(&mut self, now: Instant, out: &mut Vec<Action>) {
@@ -955,6 +973,30 @@ mod tests {
         assert_eq!(s.upstream_failed(1, id, now), None);
         let (up, _, _, _) = forward(s.upstream_failed(0, id, now).unwrap());
         assert_eq!(up, 1);
+    }
+
+    #[test]
+    fn a_refusing_upstream_fails_its_udp_queries_over_at_once() {
+        let mut s = server(2);
+        let now = Instant::now();
+        forward(udp(&mut s, &table(), &DIG_NX, now));
+        forward(udp(&mut s, &table(), &DIG_NX, now));
+        let mut out = Vec::new();
+        s.upstream_refused(1, now, &mut out);
+        assert!(out.is_empty(), "nothing was sent to the second resolver");
+        s.upstream_refused(0, now, &mut out);
+        assert_eq!(out.len(), 2);
+        for a in out.drain(..) {
+            assert_eq!(forward(a).0, 1, "on to the next resolver");
+        }
+        // The last resolver refuses too: SERVFAIL, without waiting for a timeout.
+        s.upstream_refused(1, now, &mut out);
+        assert_eq!(out.len(), 2);
+        for a in out.drain(..) {
+            assert_eq!(parsed(a).response_code, ResponseCode::ServFail);
+        }
+        assert_eq!(s.in_flight(), 0);
+        assert_eq!(s.stats().upstream_errors, 4);
     }
 
     #[test]

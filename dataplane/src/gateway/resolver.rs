@@ -182,6 +182,18 @@ impl Gateway {
         }
     }
 
+    /// Resolver `upstream` refused UDP (its port is closed): its queries sent over UDP
+    /// go on to the next resolver, or get SERVFAIL, at once.
+    pub fn upstream_refused(&mut self, upstream: usize, now: Instant, out: &mut Actions) {
+        let mut actions = Vec::new();
+        self.resolver
+            .server
+            .upstream_refused(upstream, now, &mut actions);
+        for a in actions {
+            self.dns_act(a, out);
+        }
+    }
+
     /// Retries and gives up queries whose upstream timed out.
     pub(super) fn poll_dns(&mut self, now: Instant, out: &mut Actions) {
         let mut actions = Vec::new();

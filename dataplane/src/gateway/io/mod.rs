@@ -17,7 +17,7 @@ use std::time::Instant;
 use mio::{Registry, Token};
 
 use self::token::Source;
-use self::upstream::{TcpDone, Upstreams};
+use self::upstream::{TcpDone, UdpRecv, Upstreams};
 use super::action::{Action, Actions};
 use super::config::GatewayConfig;
 use super::dispatch::{Gateway, GatewayStats, Inbound, Verdict};
@@ -218,9 +218,13 @@ impl GatewayIo {
 
     /// Answers from resolver `i` over UDP.
     fn upstream_udp_ready(&mut self, i: usize) {
-        while let Some(msg) = self.upstreams.recv_udp(i, &mut self.scratch) {
+        loop {
             let now = Instant::now();
-            self.gateway.upstream_reply(i, msg, now, &mut self.actions);
+            match self.upstreams.recv_udp(i, &mut self.scratch) {
+                UdpRecv::Msg(msg) => self.gateway.upstream_reply(i, msg, now, &mut self.actions),
+                UdpRecv::Refused => self.gateway.upstream_refused(i, now, &mut self.actions),
+                UdpRecv::Empty => break,
+            }
         }
     }
 

@@ -31,6 +31,17 @@ pub(super) enum TcpDone {
     Failed { upstream: usize, id: u16 },
 }
 
+/// What reading a resolver's UDP socket gave.
+pub(super) enum UdpRecv<'b> {
+    /// An answer (or anything the resolver sent).
+    Msg(&'b [u8]),
+    /// The resolver's port is closed (ICMP port unreachable): every query sent to it
+    /// over UDP is lost.
+    Refused,
+    /// Nothing more to read.
+    Empty,
+}
+
 /// The upstream resolvers' sockets.
 #[derive(Default)]
 pub(super) struct Upstreams {
@@ -93,11 +104,17 @@ impl Upstreams {
         }
     }
 
-    /// Reads the next datagram from resolver `i` into `buf`; None when there is none.
-    pub(super) fn recv_udp<'b>(&self, i: usize, buf: &'b mut [u8]) -> Option<&'b [u8]> {
-        let s = self.udp.get(i)?.as_ref()?;
-        let n = s.recv(buf).ok()?;
-        buf.get(..n)
+    /// Reads the next datagram from resolver `i` into `buf`.
+    pub(super) fn recv_udp<'b>(&self, i: usize, buf: &'b mut [u8]) -> UdpRecv<'b> {
+        let Some(s) = self.udp.get(i).and_then(|s| s.as_ref()) else {
+            return UdpRecv::Empty;
+        };
+        match s.recv(buf) {
+            Ok(n) => buf.get(..n).map_or(UdpRecv::Empty, UdpRecv::Msg),
+            // An ICMP port unreachable came back: nothing listens there.
+            Err(e) if e.kind() == ErrorKind::ConnectionRefused => UdpRecv::Refused,
+            Err(_) => UdpRecv::Empty,
+        }
     }
 
     fn connect_tcp(&mut self, reg: &Registry, upstream: usize, id: u16, msg: &[u8]) -> bool {
