@@ -81,10 +81,6 @@ pub const TCP_BUFFER_MIN: usize = 64 * 1024;
 /// smoltcp's buffers are fixed when a socket is made, so the size is chosen at open.
 pub const TCP_BUFFER_BUDGET: usize = 32 * 1024 * 1024;
 
-/// The largest SYN kept while its host connect is pending (headers with options are
-/// at most 120 bytes; a longer one carries data, and the container sends it again).
-const HELD_SYN_MAX: usize = 2048;
-
 /// How soon a stack that wants a poll at once right after one is polled again (see
 /// [`poll_delay`]).
 const POLL_AGAIN: Duration = Duration::from_millis(10);
@@ -409,8 +405,8 @@ struct TcpConn {
     /// The container's SYN sequence number while its SYN-ACK is held back (the host
     /// connect pending): what an RST refusing it must acknowledge.
     syn_seq: Option<u32>,
-    /// That SYN, kept from smoltcp until the host connect finishes (smoltcp answers it
-    /// then); none when it was larger than [`HELD_SYN_MAX`].
+    /// That SYN's headers, kept from smoltcp until the host connect finishes (smoltcp
+    /// answers it then); data in the SYN is left out (unacknowledged, it is sent again).
     held_syn: Option<Vec<u8>>,
     host: Option<TcpStream>,
     /// The host connect finished.
@@ -599,6 +595,19 @@ pub struct SocketUplink {
 
 fn smol_now(epoch: Instant) -> smoltcp::time::Instant {
     smol_at(epoch, Instant::now())
+}
+
+/// A SYN's IPv4 and TCP headers as a packet of their own (at most 120 bytes), its data
+/// left out. smoltcp verifies no checksum it receives, so only the length is fixed.
+fn syn_headers(pkt: &[u8]) -> Option<Vec<u8>> {
+    let ip = Ipv4Packet::new_checked(pkt).ok()?;
+    let tcp_len = TcpPacket::new_checked(ip.payload()).ok()?.header_len();
+    let len = ip.header_len() + tcp_len;
+    let mut headers = pkt.get(..len)?.to_vec();
+    let mut ip = Ipv4Packet::new_unchecked(&mut headers[..]);
+    ip.set_total_len(u16::try_from(len).ok()?);
+    ip.fill_checksum();
+    Some(headers)
 }
 
 /// `at` on smoltcp's clock, which starts at `epoch`.
@@ -947,12 +956,8 @@ impl SocketUplink {
         }
         if rst {
             self.abort_tcp(reg, i);
-        } else if opening
-            && c.held_syn.is_none()
-            && let Some(bytes) = pkt.buf.get(pkt.start..pkt.end)
-            && bytes.len() <= HELD_SYN_MAX
-        {
-            c.held_syn = Some(bytes.to_vec());
+        } else if opening && c.held_syn.is_none() {
+            c.held_syn = pkt.buf.get(pkt.start..pkt.end).and_then(syn_headers);
         }
         true
     }
@@ -3189,6 +3194,30 @@ mod tests {
         let mut b = [0u8; 1];
         use std::io::Read as _;
         assert!(matches!(server.read(&mut b), Ok(0) | Err(_)));
+    }
+
+    #[test]
+    fn a_syn_carrying_data_is_answered_once_the_host_connect_finishes() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let mut r = Rig::new(true);
+        // Held while the connect is pending: its headers only (the data is not taken,
+        // so the container sends it again after the handshake).
+        r.send(&tcp_packet(
+            (C, 41004),
+            (GW, port),
+            500,
+            0,
+            TcpFlags::SYN,
+            &[7u8; 3000],
+        ));
+        let synack = r
+            .until(|p| tcp_of(p).is_some_and(|t| t.2 & TcpFlags::SYN != 0))
+            .expect("SYN-ACK");
+        let (_, _, flags, _, ack, _) = tcp_of(&synack).unwrap();
+        assert_eq!(flags, TcpFlags::SYN | TcpFlags::ACK);
+        assert_eq!(ack, 501, "the SYN's data was acknowledged");
+        assert_eq!(r.up.counts().0, 1);
     }
 
     #[test]
