@@ -1054,11 +1054,14 @@ impl SocketUplink {
         };
         keepalive(host.as_raw_fd());
         let size = self.buffer_size(who);
-        let Some(sock) = Self::listening_socket(quad, size, size) else {
+        let Some(mut sock) = Self::listening_socket(quad, size, size) else {
             self.quotas.release(who, FlowKind::Tcp, true);
             self.stats.tcp_refused += 1;
             return;
         };
+        // It listens once the host connect finishes: a listening socket takes any SYN
+        // to its address and port, another connection's sent again included.
+        sock.close();
         let Some(i) = self.insert_tcp(Some(reg), sock, quad, who, Some(host), false) else {
             self.quotas.release(who, FlowKind::Tcp, true);
             self.stats.tcp_refused += 1;
@@ -1298,6 +1301,15 @@ impl SocketUplink {
                     c.connected = true;
                     c.syn_seq = None;
                     // smoltcp sees the SYN now, and answers it.
+                    if let Some(st) = self.stacks.get_mut(&c.who) {
+                        let _ =
+                            st.sockets
+                                .get_mut::<tcp::Socket>(c.handle)
+                                .listen(IpListenEndpoint {
+                                    addr: Some(IpAddress::Ipv4(v4(c.quad.2))),
+                                    port: c.quad.3,
+                                });
+                    }
                     if let Some(syn) = c.held_syn.take() {
                         let who = c.who;
                         let end = syn.len();
@@ -1822,12 +1834,12 @@ impl SocketUplink {
         }
         let st = sock.state();
         // Every connection is made on the container's SYN (smoltcp has processed it
-        // by now, unless it is held back while the host connect is pending) or by
-        // smoltcp's own connect: back in Listen, the container reset the handshake (a
-        // SYN scan does), so nothing will come of it.
-        let gone = st == tcp::State::Closed
+        // by now, unless it is held back, its socket closed, while the host connect is
+        // pending) or by smoltcp's own connect: back in Listen, the container reset the
+        // handshake (a SYN scan does), so nothing will come of it.
+        let pending = c.syn_seq.is_some();
+        let gone = (!pending && matches!(st, tcp::State::Closed | tcp::State::Listen))
             || st == tcp::State::TimeWait
-            || (st == tcp::State::Listen && c.syn_seq.is_none())
             || (c.host.is_none()
                 && !c.local
                 && !matches!(st, tcp::State::Listen | tcp::State::SynReceived)
