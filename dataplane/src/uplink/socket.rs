@@ -597,6 +597,14 @@ fn smol_now(epoch: Instant) -> smoltcp::time::Instant {
     smol_at(epoch, Instant::now())
 }
 
+/// Where a container-side socket for `quad` listens: exactly its destination.
+fn listen_endpoint(quad: Quad) -> IpListenEndpoint {
+    IpListenEndpoint {
+        addr: Some(IpAddress::Ipv4(v4(quad.2))),
+        port: quad.3,
+    }
+}
+
 /// A SYN's IPv4 and TCP headers as a packet of their own (at most 120 bytes), its data
 /// left out. smoltcp verifies no checksum it receives, so only the length is fixed.
 fn syn_headers(pkt: &[u8]) -> Option<Vec<u8>> {
@@ -617,9 +625,9 @@ fn smol_at(epoch: Instant, at: Instant) -> smoltcp::time::Instant {
 
 /// How long after a poll a stack is polled again for its timers, from smoltcp's `delay`.
 /// smoltcp asks for another poll at once, after one that did all it could, only for
-/// what no poll can move (a socket whose SYN-ACK is held back while the host connect is
-/// pending asks for it forever): such a stack is polled again after [`POLL_AGAIN`].
-/// What can move it (a packet, a host event) polls it at once anyway.
+/// what no poll can move (a socket told to hold its SYN-ACK back asked for it forever;
+/// none is made now, the SYN itself is held): such a stack is polled again after
+/// [`POLL_AGAIN`]. What can move it (a packet, a host event) polls it at once anyway.
 fn poll_delay(delay: smoltcp::time::Duration) -> Duration {
     match delay.total_micros() {
         0 => POLL_AGAIN,
@@ -1004,8 +1012,8 @@ impl SocketUplink {
         }
     }
 
-    /// A container-side socket listening for exactly `quad`'s destination.
-    fn listening_socket(quad: Quad, rx: usize, tx: usize) -> Option<tcp::Socket<'static>> {
+    /// A container-side socket, not listening yet.
+    fn container_socket(rx: usize, tx: usize) -> tcp::Socket<'static> {
         let mut sock = tcp::Socket::new(
             tcp::SocketBuffer::new(vec![0u8; rx]),
             tcp::SocketBuffer::new(vec![0u8; tx]),
@@ -1014,11 +1022,13 @@ impl SocketUplink {
         sock.set_ack_delay(None);
         sock.set_keep_alive(Some(CONTAINER_KEEPALIVE.into()));
         sock.set_timeout(Some(CONTAINER_ACK_TIMEOUT.into()));
-        sock.listen(IpListenEndpoint {
-            addr: Some(IpAddress::Ipv4(v4(quad.2))),
-            port: quad.3,
-        })
-        .ok()?;
+        sock
+    }
+
+    /// A container-side socket listening for exactly `quad`'s destination.
+    fn listening_socket(quad: Quad, rx: usize, tx: usize) -> Option<tcp::Socket<'static>> {
+        let mut sock = Self::container_socket(rx, tx);
+        sock.listen(listen_endpoint(quad)).ok()?;
         Some(sock)
     }
 
@@ -1054,14 +1064,9 @@ impl SocketUplink {
         };
         keepalive(host.as_raw_fd());
         let size = self.buffer_size(who);
-        let Some(mut sock) = Self::listening_socket(quad, size, size) else {
-            self.quotas.release(who, FlowKind::Tcp, true);
-            self.stats.tcp_refused += 1;
-            return;
-        };
-        // It listens once the host connect finishes: a listening socket takes any SYN
-        // to its address and port, another connection's sent again included.
-        sock.close();
+        // It listens once the host connect finishes (`answer_syn`): a listening socket
+        // takes any SYN to its address and port, another connection's sent again included.
+        let sock = Self::container_socket(size, size);
         let Some(i) = self.insert_tcp(Some(reg), sock, quad, who, Some(host), false) else {
             self.quotas.release(who, FlowKind::Tcp, true);
             self.stats.tcp_refused += 1;
@@ -1289,7 +1294,7 @@ impl SocketUplink {
         i: usize,
         (readable, writable, error): (bool, bool, bool),
     ) {
-        let mut failed = false;
+        let (mut answer, mut failed) = (false, false);
         if let Some(Some(c)) = self.tcp.get_mut(i) {
             c.readable |= readable || error;
             c.writable |= writable;
@@ -1300,31 +1305,14 @@ impl SocketUplink {
                 if ok {
                     c.connected = true;
                     c.syn_seq = None;
-                    // smoltcp sees the SYN now, and answers it.
-                    if let Some(st) = self.stacks.get_mut(&c.who) {
-                        let _ =
-                            st.sockets
-                                .get_mut::<tcp::Socket>(c.handle)
-                                .listen(IpListenEndpoint {
-                                    addr: Some(IpAddress::Ipv4(v4(c.quad.2))),
-                                    port: c.quad.3,
-                                });
-                    }
-                    if let Some(syn) = c.held_syn.take() {
-                        let who = c.who;
-                        let end = syn.len();
-                        let pkt = RxPacket {
-                            buf: syn,
-                            start: 0,
-                            end,
-                        };
-                        self.stack(who).dev.rx.push_back(pkt);
-                        self.active.insert(who);
-                    }
+                    answer = true;
                 } else {
                     failed = true;
                 }
             }
+        }
+        if answer {
+            self.answer_syn(i);
         }
         if failed {
             // Refused or unreachable on the host: the container hears it at once.
@@ -1333,6 +1321,25 @@ impl SocketUplink {
         }
         self.touch(i);
         self.poll(reg);
+    }
+
+    /// Connection `i`'s host connect finished: its socket listens and smoltcp is handed
+    /// the SYN held back meanwhile, which it answers.
+    fn answer_syn(&mut self, i: usize) {
+        let Some(Some(c)) = self.tcp.get_mut(i) else {
+            return;
+        };
+        let (who, handle, quad, syn) = (c.who, c.handle, c.quad, c.held_syn.take());
+        let st = self.stack(who);
+        let _ = st
+            .sockets
+            .get_mut::<tcp::Socket>(handle)
+            .listen(listen_endpoint(quad));
+        if let Some(buf) = syn {
+            let end = buf.len();
+            st.dev.rx.push_back(RxPacket { buf, start: 0, end });
+        }
+        self.active.insert(who);
     }
 
     /// Starts serving a published port. `gateways[domain]` is the address loopback
@@ -2700,6 +2707,10 @@ mod tests {
             self.up
                 .from_container(self.poll.registry(), &self.nets, self.domain, pkt);
         }
+        /// A segment without data or acknowledgment from the container.
+        fn send_bare(&mut self, from: (Ipv4Addr, u16), to: (Ipv4Addr, u16), seq: u32, flags: u8) {
+            self.send(&tcp_packet(from, to, seq, 0, flags, &[]));
+        }
         /// Runs events until `want` matches an output packet (returned), or gives up.
         fn until(&mut self, mut want: impl FnMut(&[u8]) -> bool) -> Option<Vec<u8>> {
             let mut events = Events::with_capacity(64);
@@ -2865,25 +2876,11 @@ mod tests {
             l.local_addr().unwrap().port()
         };
         let mut r = Rig::new(true);
-        r.send(&tcp_packet(
-            (C, 40001),
-            (GW, port),
-            5,
-            0,
-            TcpFlags::SYN,
-            &[],
-        ));
+        r.send_bare((C, 40001), (GW, port), 5, TcpFlags::SYN);
         // After the host refuses, the container's retransmitted SYN meets an RST.
         std::thread::sleep(Duration::from_millis(50));
         r.until(|_| false);
-        r.send(&tcp_packet(
-            (C, 40001),
-            (GW, port),
-            5,
-            0,
-            TcpFlags::SYN,
-            &[],
-        ));
+        r.send_bare((C, 40001), (GW, port), 5, TcpFlags::SYN);
         let rst = r.until(|p| tcp_of(p).is_some_and(|t| t.2 & TcpFlags::RST != 0));
         assert!(rst.is_some(), "no RST");
     }
@@ -3186,14 +3183,7 @@ mod tests {
         let mut r = Rig::with_limits(true, short(60_000, 60_000));
         // SYN, SYN-ACK, RST: what a SYN scan does to every port it finds open.
         r.connect((C, 41003), (GW, port), 1);
-        r.send(&tcp_packet(
-            (C, 41003),
-            (GW, port),
-            2,
-            0,
-            TcpFlags::RST,
-            &[],
-        ));
+        r.send_bare((C, 41003), (GW, port), 2, TcpFlags::RST);
         r.until(|_| false);
         assert_eq!(r.up.counts().0, 0, "the connection outlived its reset");
         assert_eq!(r.up.quotas.fds(), 0);
@@ -3274,14 +3264,7 @@ mod tests {
         );
         r.connect((C, 42000), (GW, port), 1);
         r.connect((C, 42001), (GW, port), 1);
-        r.send(&tcp_packet(
-            (C, 42002),
-            (GW, port),
-            1,
-            0,
-            TcpFlags::SYN,
-            &[],
-        ));
+        r.send_bare((C, 42002), (GW, port), 1, TcpFlags::SYN);
         assert!(r.until(is_rst).is_some(), "third connection not refused");
         let refused: Vec<_> = r.up.take_refusals().collect();
         assert_eq!(
@@ -3394,14 +3377,7 @@ mod tests {
     fn a_host_connect_that_never_completes_is_refused_after_the_handshake_timeout() {
         let (_l, _first, port) = full_listener();
         let mut r = Rig::with_limits(true, short(500, 60_000));
-        r.send(&tcp_packet(
-            (C, 44000),
-            (GW, port),
-            77,
-            0,
-            TcpFlags::SYN,
-            &[],
-        ));
+        r.send_bare((C, 44000), (GW, port), 77, TcpFlags::SYN);
         let rst = r.until(is_rst).expect("no RST after the handshake timeout");
         let (src, dst, flags, _, ack, _) = tcp_of(&rst).unwrap();
         assert_eq!((src, dst, ack), (GW, C, 78));
@@ -3416,14 +3392,7 @@ mod tests {
     fn a_pending_host_connect_leaves_the_uplink_asleep() {
         let (_l, _first, port) = full_listener();
         let mut r = Rig::with_limits(true, short(60_000, 60_000));
-        r.send(&tcp_packet(
-            (C, 44001),
-            (GW, port),
-            77,
-            0,
-            TcpFlags::SYN,
-            &[],
-        ));
+        r.send_bare((C, 44001), (GW, port), 77, TcpFlags::SYN);
         r.until(|_| false);
         assert_eq!(
             r.up.counts().0,
@@ -3444,14 +3413,7 @@ mod tests {
         }
         timers_in_step(&r.up);
         // The container gives up: the connection ends at once, host socket and all.
-        r.send(&tcp_packet(
-            (C, 44001),
-            (GW, port),
-            78,
-            0,
-            TcpFlags::RST,
-            &[],
-        ));
+        r.send_bare((C, 44001), (GW, port), 78, TcpFlags::RST);
         r.until(|_| false);
         assert_eq!(r.up.counts().0, 0);
         assert_eq!(r.up.quotas.fds(), 0);
