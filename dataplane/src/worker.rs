@@ -236,8 +236,8 @@ impl Worker {
         for &p in others {
             send_port(ports, batch, counters, (*index, cap), p, egress.queue(p));
         }
-        if egress.touched().contains(&GATEWAY_PORT) {
-            let sel = egress.queue(GATEWAY_PORT);
+        let sel = egress.queue(GATEWAY_PORT);
+        if !sel.is_empty() {
             send_port(ports, batch, counters, (*index, cap), GATEWAY_PORT, sel);
         }
     }
@@ -262,6 +262,118 @@ mod tests {
     use crate::port::MemoryPort;
     use crate::wire::MacAddr;
     use std::net::Ipv4Addr;
+
+    fn domain() -> DomainConf {
+        DomainConf {
+            name: "n".into(),
+            vlan: None,
+            gateway_mac: MacAddr([2, 0x42, 10, 0, 0, 1]),
+            gateway_ip: Ipv4Addr::new(10, 0, 0, 1),
+            subnet: Ipv4Addr::new(10, 0, 0, 0),
+            prefix_len: 16,
+            icc: true,
+            egress: true,
+            members: vec![],
+        }
+    }
+
+    fn container(i: usize) -> PortConf {
+        PortConf {
+            name: format!("p{i}"),
+            generation: Generation(0),
+            role: PortRole::Container,
+            mode: PortMode::Access {
+                domain: DomainId(0),
+            },
+            security: None,
+            mac_limit: 1024,
+        }
+    }
+
+    fn frame(dst: MacAddr, src: MacAddr) -> Vec<u8> {
+        let mut f = dst.0.to_vec();
+        f.extend_from_slice(&src.0);
+        f.extend_from_slice(&[0x08, 0x00]);
+        f.resize(60, 0);
+        f
+    }
+
+    fn mac_of(slot: usize) -> MacAddr {
+        let b = (slot as u16).to_be_bytes();
+        MacAddr([2, 0x10, 0, 0, b[0], b[1]])
+    }
+
+    /// A worker over `slots` port slots, every container slot a memory port on one
+    /// network (the gateway's slot and the uplink's empty), attached one at a time as
+    /// the daemon attaches them.
+    fn network_of(slots: usize) -> Worker {
+        let mut snap = Snapshot {
+            domains: vec![Some(domain())],
+            ports: vec![None, None],
+            ..Default::default()
+        };
+        snap.ports.extend((2..slots).map(|i| Some(container(i))));
+        snap.rebuild();
+        let cell = Arc::new(SnapshotCell::new(snap));
+        let mut w = Worker::new(
+            &cell,
+            Arc::new(Fdb::default()),
+            Arc::new(CounterTable::default()),
+        );
+        for i in 2..slots {
+            w.add_port(PortId(i as u16), Box::new(MemoryPort::new("m")), true);
+        }
+        w
+    }
+
+    fn tx_of(w: &Worker, slot: usize) -> u64 {
+        w.counters().read(PortId(slot as u16)).tx_packets
+    }
+
+    /// Every per-port table a worker keeps (send lists, the gateway share, its port
+    /// table, the counters, the FDB's per-port counts) serves every port, for port
+    /// counts on both sides of each power of two they are sized by, up to the daemon's
+    /// limit: a broadcast from the last port reaches every other port, and a unicast
+    /// to the last port reaches it alone.
+    #[test]
+    fn every_port_table_serves_every_slot_across_powers_of_two() {
+        let mut sizes = vec![4usize, 4095, 4096];
+        for k in 2..12 {
+            sizes.extend([(1 << k) - 1, 1 << k, (1 << k) + 1]);
+        }
+        for slots in sizes.into_iter().filter(|s| (4..=4096).contains(s)) {
+            let mut w = network_of(slots);
+            let (last, first) = (slots - 1, 2usize);
+            let bcast = frame(MacAddr::BROADCAST, mac_of(last));
+            inject(&mut w, last, &bcast);
+            assert_eq!(w.poll_all(), 1, "{slots} slots");
+            let missed: Vec<usize> = (first..last).filter(|&p| tx_of(&w, p) != 1).collect();
+            assert!(
+                missed.is_empty(),
+                "{slots} slots: broadcast missed {missed:?}"
+            );
+            assert_eq!(tx_of(&w, last), 0, "{slots} slots: echoed to its sender");
+            // The first port answers the last by unicast: learned, so no flood.
+            inject(&mut w, first, &frame(mac_of(last), mac_of(first)));
+            assert_eq!(w.poll_all(), 1);
+            assert_eq!(
+                tx_of(&w, last),
+                1,
+                "{slots} slots: unicast to the last port"
+            );
+            assert!(
+                (first + 1..last).all(|p| tx_of(&w, p) == 1),
+                "{slots}: flooded"
+            );
+            assert_eq!(w.counters().read(PortId(last as u16)).rx_packets, 1);
+        }
+    }
+
+    fn inject(w: &mut Worker, slot: usize, f: &[u8]) {
+        let mut p = MemoryPort::new("m");
+        p.inject(f);
+        w.add_port(PortId(slot as u16), Box::new(p), true);
+    }
 
     #[test]
     fn worker_forwards_between_memory_ports_and_counts() {
