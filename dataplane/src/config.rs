@@ -5,13 +5,13 @@
 //! load it once per batch; nothing on the forwarding path takes a lock or sees a
 //! half-applied change.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 use crate::bridge::VlanSet;
 use crate::ids::{DomainId, Encap, Generation, PortId, VlanId};
-use crate::wire::MacAddr;
 use crate::wire::cidr::mask_of;
+use crate::wire::{Ipv4Cidr, Ipv6Cidr, MacAddr, ipv6};
 
 /// The slot of the gateway service port in every snapshot.
 pub const GATEWAY_PORT: PortId = PortId(0);
@@ -53,6 +53,44 @@ pub struct Security {
     pub mac: MacAddr,
     /// The port's IPv4 address; 0.0.0.0 is always allowed (DHCP, ARP probes).
     pub ip: Option<Ipv4Addr>,
+    /// The port's IPv6 address; its link-local (EUI-64 of `mac`) and :: (duplicate
+    /// address detection) are always allowed.
+    pub ip6: Option<Ipv6Addr>,
+}
+
+/// A network's IPv4: its prefix and the gateway's address in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Net4 {
+    pub gateway: Ipv4Addr,
+    pub subnet: Ipv4Cidr,
+}
+
+impl Net4 {
+    /// The gateway `gateway` on its /`prefix_len`.
+    pub fn of(gateway: Ipv4Addr, prefix_len: u8) -> Net4 {
+        Net4 {
+            gateway,
+            subnet: Ipv4Cidr::new(gateway, prefix_len).network(),
+        }
+    }
+}
+
+/// A network's IPv6: its prefix and the gateway's address in it (the gateway also
+/// answers on its link-local address, the EUI-64 of its MAC).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Net6 {
+    pub gateway: Ipv6Addr,
+    pub subnet: Ipv6Cidr,
+}
+
+impl Net6 {
+    /// The gateway `gateway` on its /`prefix_len`.
+    pub fn of(gateway: Ipv6Addr, prefix_len: u8) -> Net6 {
+        Net6 {
+            gateway,
+            subnet: Ipv6Cidr::new(gateway, prefix_len).network(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,9 +138,10 @@ pub struct DomainConf {
     /// Its 802.1Q id on trunks (the network's `--vlan`).
     pub vlan: Option<VlanId>,
     pub gateway_mac: MacAddr,
-    pub gateway_ip: Ipv4Addr,
-    pub subnet: Ipv4Addr,
-    pub prefix_len: u8,
+    /// IPv4 (None: an IPv6-only network).
+    pub v4: Option<Net4>,
+    /// IPv6 (None: IPv4 only).
+    pub v6: Option<Net6>,
     /// Containers may talk to each other.
     pub icc: bool,
     /// Traffic may leave through a packet uplink (masquerade on, not internal).
@@ -113,8 +152,34 @@ pub struct DomainConf {
 
 impl DomainConf {
     pub fn contains(&self, ip: Ipv4Addr) -> bool {
-        let mask = mask_of(self.prefix_len);
-        u32::from(ip) & mask == u32::from(self.subnet) & mask
+        self.v4.is_some_and(|v| v.subnet.contains(ip))
+    }
+
+    /// The gateway's IPv4 address (None on an IPv6-only network).
+    #[inline]
+    pub fn gateway_ip(&self) -> Option<Ipv4Addr> {
+        self.v4.map(|v| v.gateway)
+    }
+
+    /// Whether the gateway listens to the IPv6 multicast group `dst` maps to: all
+    /// routers (router solicitations), all DHCPv6 agents, and the solicited-node
+    /// groups of its two addresses (neighbour solicitations). Only 33:33:... groups
+    /// of a network with IPv6 are looked at.
+    #[inline]
+    pub fn gateway_listens(&self, dst: MacAddr) -> bool {
+        let Some(v6) = &self.v6 else {
+            return false;
+        };
+        if !dst.is_ipv6_multicast() {
+            return false;
+        }
+        let groups = [
+            ipv6::ALL_ROUTERS,
+            ipv6::ALL_DHCP_AGENTS,
+            ipv6::solicited_node(&v6.gateway),
+            ipv6::solicited_node(&ipv6::link_local(self.gateway_mac)),
+        ];
+        groups.iter().any(|g| ipv6::multicast_mac(g) == dst)
     }
 }
 
@@ -231,10 +296,8 @@ impl Snapshot {
             .domains
             .iter()
             .flatten()
-            .map(|d| {
-                let m = mask_of(d.prefix_len);
-                (u32::from(d.subnet) & m, m)
-            })
+            .filter_map(|d| d.v4)
+            .map(|v| (v.subnet.first(), v.subnet.mask()))
             .collect();
         let mut map = VlanMap::default();
         for (id, d) in self.domains.iter().enumerate() {
@@ -319,9 +382,8 @@ mod tests {
             name: name.into(),
             vlan: vlan.and_then(VlanId::new),
             gateway_mac: MacAddr::from_ipv4(Ipv4Addr::new(10, third, 0, 1)),
-            gateway_ip: Ipv4Addr::new(10, third, 0, 1),
-            subnet: Ipv4Addr::new(10, third, 0, 0),
-            prefix_len: 24,
+            v4: Some(Net4::of(Ipv4Addr::new(10, third, 0, 1), 24)),
+            v6: None,
             icc: true,
             egress: true,
             members: vec![],

@@ -657,7 +657,7 @@ fn gateway_loop<S: GatewayHandler>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{DomainConf, PortConf, PortMode, PortRole};
+    use crate::config::{DomainConf, Net4, PortConf, PortMode, PortRole};
     use crate::wire::MacAddr;
     use std::net::Ipv4Addr;
     use std::os::fd::{AsRawFd, OwnedFd};
@@ -752,9 +752,8 @@ mod tests {
                 name: "n".into(),
                 vlan: None,
                 gateway_mac: MacAddr([2, 0x42, 10, 0, 0, 1]),
-                gateway_ip: Ipv4Addr::new(10, 0, 0, 1),
-                subnet: Ipv4Addr::new(10, 0, 0, 0),
-                prefix_len: 24,
+                v4: Some(Net4::of(Ipv4Addr::new(10, 0, 0, 1), 24)),
+                v6: None,
                 icc: true,
                 egress: true,
                 members: vec![],

@@ -257,7 +257,7 @@ impl Worker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{DomainConf, PortConf, PortMode, PortRole, Snapshot};
+    use crate::config::{DomainConf, Net4, PortConf, PortMode, PortRole, Snapshot};
     use crate::ids::{DomainId, Generation};
     use crate::port::MemoryPort;
     use crate::wire::MacAddr;
@@ -268,9 +268,8 @@ mod tests {
             name: "n".into(),
             vlan: None,
             gateway_mac: MacAddr([2, 0x42, 10, 0, 0, 1]),
-            gateway_ip: Ipv4Addr::new(10, 0, 0, 1),
-            subnet: Ipv4Addr::new(10, 0, 0, 0),
-            prefix_len: 16,
+            v4: Some(Net4::of(Ipv4Addr::new(10, 0, 0, 1), 16)),
+            v6: None,
             icc: true,
             egress: true,
             members: vec![],
@@ -382,9 +381,8 @@ mod tests {
                 name: "n".into(),
                 vlan: None,
                 gateway_mac: MacAddr([2, 0x42, 10, 0, 0, 1]),
-                gateway_ip: Ipv4Addr::new(10, 0, 0, 1),
-                subnet: Ipv4Addr::new(10, 0, 0, 0),
-                prefix_len: 24,
+                v4: Some(Net4::of(Ipv4Addr::new(10, 0, 0, 1), 24)),
+                v6: None,
                 icc: true,
                 egress: true,
                 members: vec![],

@@ -17,7 +17,7 @@ use dataplane::port::ring::{RingFrame, Wake, ring_pair};
 use dataplane::port::{Batch, Port, Punt, SUPER_FRAME_CAP};
 use dataplane::runtime::{GatewayCtx, GatewayHandler};
 use dataplane::gateway::{
-    GatewayConfig, GatewayIo, NetConfig, NetDns, PacketUplink, UplinkMode,
+    GatewayConfig, GatewayIo, Lease, Net4, Net6, NetConfig, NetDns, PacketUplink, UplinkMode,
 };
 use dataplane::uplink::packet::Neighbours;
 use dataplane::wire::{EthernetFrame, MacAddr};
@@ -37,10 +37,10 @@ impl Wake for NoWake {
 fn config() -> GatewayConfig {
     let net = NetConfig {
         name: "a".into(),
-        gateway_ip: GW,
         gateway_mac: MacAddr::from_ipv4(GW),
-        subnet: Ipv4Addr::new(10, 1, 0, 0),
-        prefix_len: 24,
+        v4: Some(Net4::of(GW, 24)),
+        // Dual stack, so the IPv6 arm (NDP, DHCPv6, echo, errors, DNS) is fuzzed too.
+        v6: Some(Net6::of("fd00:1::1".parse().unwrap_or(std::net::Ipv6Addr::LOCALHOST), 64)),
         mtu: 1500,
         internal: false,
         masquerade: true,
@@ -49,7 +49,12 @@ fn config() -> GatewayConfig {
         host_loopback: true,
     };
     let mut leases = HashMap::new();
-    leases.insert((0, 2), (MacAddr::from_ipv4(LEASED), LEASED));
+    let lease = Lease {
+        mac: MacAddr::from_ipv4(LEASED),
+        v4: Some(LEASED),
+        v6: Some(std::net::Ipv6Addr::new(0xfd00, 1, 0, 0, 0, 0, 0, 2)),
+    };
+    leases.insert((0, 2), lease);
     GatewayConfig {
         nets: vec![Some(net)],
         leases,

@@ -53,7 +53,8 @@ pub mod pipeline {
     use dataplane::bridge::counters::CounterTable;
     use dataplane::bridge::fdb::Fdb;
     use dataplane::config::{
-        DomainConf, PortConf, PortMode, PortRole, Security, Snapshot, UPLINK_DOMAIN, UplinkConf,
+        DomainConf, Net4, PortConf, PortMode, PortRole, Security, Snapshot, UPLINK_DOMAIN,
+        UplinkConf,
     };
     use dataplane::ids::{DomainId, Generation, PortId, VlanId};
     use dataplane::nat::{DnatRule, DnatRules, Nat};
@@ -76,9 +77,8 @@ pub mod pipeline {
             name: name.into(),
             vlan: vlan.and_then(VlanId::new),
             gateway_mac: MacAddr::from_ipv4(gw),
-            gateway_ip: gw,
-            subnet: Ipv4Addr::new(10, third, 0, 0),
-            prefix_len: 24,
+            v4: Some(Net4::of(gw, 24)),
+            v6: None,
             icc,
             egress: true,
             members: vec![],
@@ -110,6 +110,7 @@ pub mod pipeline {
         let secure = Security {
             mac: MacAddr::from_ipv4(Ipv4Addr::new(10, 1, 0, 3)),
             ip: Some(Ipv4Addr::new(10, 1, 0, 3)),
+            ip6: Some(std::net::Ipv6Addr::new(0xfd00, 1, 0, 0, 0, 0, 0, 3)),
         };
         let mut snap = Snapshot {
             domains: vec![

@@ -7,11 +7,12 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
 use dataplane::bridge::VlanSet;
+use dataplane::config::Net4;
 use dataplane::config::{
     DomainConf, FIRST_PORT, GATEWAY_PORT, PortConf, PortMode, PortRole, Security, Snapshot,
     UPLINK_DOMAIN, UPLINK_PORT, UplinkConf,
 };
-use dataplane::gateway::{GatewayConfig, NetConfig, NetDns, PacketUplink, UplinkMode};
+use dataplane::gateway::{GatewayConfig, Lease, NetConfig, NetDns, PacketUplink, UplinkMode};
 use dataplane::ids::{DomainId, Generation, VlanId};
 use dataplane::wire::MacAddr;
 
@@ -100,9 +101,8 @@ fn domains(state: &State) -> Vec<Option<DomainConf>> {
                 name: n.name.clone(),
                 vlan: n.vlan.and_then(VlanId::new),
                 gateway_mac: n.gateway_mac(),
-                gateway_ip: n.gateway,
-                subnet: n.subnet.network().addr(),
-                prefix_len: n.subnet.prefix_len(),
+                v4: Some(Net4::of(n.gateway, n.subnet.prefix_len())),
+                v6: None,
                 icc: n.icc,
                 egress: n.masquerade && !n.internal,
                 members: Vec::new(),
@@ -166,6 +166,7 @@ fn container_port(i: &Inputs, name: &str, p: &PortRt) -> Option<PortConf> {
         security: e.port_security.then_some(Security {
             mac: e.mac,
             ip: Some(e.ip),
+            ip6: None,
         }),
         mac_limit: i.mac_limit,
     })
@@ -261,7 +262,12 @@ pub(super) fn gateway_config(i: &Inputs) -> GatewayConfig {
             i.state.networks.get(&p.network),
         ) && let Some(e) = ct.endpoint(&p.network)
         {
-            c.leases.insert((n.domain, p.slot), (e.mac, e.ip));
+            let lease = Lease {
+                mac: e.mac,
+                v4: Some(e.ip),
+                v6: None,
+            };
+            c.leases.insert((n.domain, p.slot), lease);
         }
     }
     c
@@ -270,10 +276,9 @@ pub(super) fn gateway_config(i: &Inputs) -> GatewayConfig {
 fn net_service(n: &Network) -> NetConfig {
     NetConfig {
         name: n.name.clone(),
-        gateway_ip: n.gateway,
         gateway_mac: n.gateway_mac(),
-        subnet: n.subnet.network().addr(),
-        prefix_len: n.subnet.prefix_len(),
+        v4: Some(Net4::of(n.gateway, n.subnet.prefix_len())),
+        v6: None,
         mtu: n.mtu,
         internal: n.internal,
         masquerade: n.masquerade,
@@ -373,7 +378,10 @@ mod tests {
         let s = snapshot(&inputs(&w, false));
         let bridge = &w.state.networks["bridge"];
         let d = s.domains[usize::from(bridge.domain)].as_ref().unwrap();
-        assert_eq!((d.name.as_str(), d.gateway_ip), ("bridge", bridge.gateway));
+        assert_eq!(
+            (d.name.as_str(), d.gateway_ip()),
+            ("bridge", Some(bridge.gateway))
+        );
         let gw = s.ports[GATEWAY_PORT.index()].as_ref().unwrap();
         assert_eq!(gw.role, PortRole::Gateway);
         let p = s.ports[FIRST_PORT.index()].as_ref().unwrap();
@@ -438,13 +446,15 @@ mod tests {
         let e = &w.state.containers["web"].endpoints[0];
         let d = usize::from(bridge.domain);
         assert_eq!(
-            c.nets[d].as_ref().map(|n| n.gateway_ip),
+            c.nets[d].as_ref().and_then(|n| n.v4).map(|v| v.gateway),
             Some(bridge.gateway)
         );
         assert!(c.names[d].is_some());
         assert_eq!(
-            c.leases.get(&(bridge.domain, FIRST_PORT.0)),
-            Some(&(e.mac, e.ip))
+            c.leases
+                .get(&(bridge.domain, FIRST_PORT.0))
+                .map(|l| (l.mac, l.v4)),
+            Some((e.mac, Some(e.ip)))
         );
         assert!(c.packet.is_none());
     }

@@ -23,8 +23,8 @@ pub enum DropReason {
     NoNetwork,
     /// Source MAC not the port's own (port security).
     MacSpoof,
-    /// Source IPv4 (or ARP sender) not the port's own, or IPv6 from outside fe80::/64
-    /// and :: (port security).
+    /// Source IPv4 (or ARP sender) not the port's own, or an IPv6 source not its
+    /// address, its link-local or :: (port security).
     IpSpoof,
     /// Multicast or zero source MAC.
     BadSrcMac,
@@ -66,10 +66,13 @@ pub enum DropReason {
     NatQuota,
     /// The port used its share of the gateway ring for this interval.
     ServiceQuota,
+    /// A neighbour advertisement for an address not the port's, or a link-layer
+    /// address option not its MAC (neighbour discovery guard).
+    NdSpoof,
 }
 
 impl DropReason {
-    pub const COUNT: usize = 24;
+    pub const COUNT: usize = 25;
     pub const ALL: [DropReason; Self::COUNT] = [
         DropReason::Malformed,
         DropReason::VlanNotAllowed,
@@ -95,6 +98,7 @@ impl DropReason {
         DropReason::DoubleTag,
         DropReason::NatQuota,
         DropReason::ServiceQuota,
+        DropReason::NdSpoof,
     ];
 
     /// The name shown in `stats`.
@@ -124,6 +128,7 @@ impl DropReason {
             DropReason::DoubleTag => "double_tag",
             DropReason::NatQuota => "nat_quota",
             DropReason::ServiceQuota => "service_quota",
+            DropReason::NdSpoof => "nd_spoof",
         }
     }
 }

@@ -4,9 +4,10 @@
 //! thread whole.
 
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
+pub use crate::config::{Net4, Net6};
 use crate::dns::Names;
 use crate::wire::{Ipv4Cidr, MacAddr};
 
@@ -25,14 +26,16 @@ pub enum NetDns {
     Off,
 }
 
-/// The gateway's view of one network.
+/// The gateway's view of one network: its address families (at least one), each with
+/// its prefix and the gateway's address there.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NetConfig {
     pub name: String,
-    pub gateway_ip: Ipv4Addr,
     pub gateway_mac: MacAddr,
-    pub subnet: Ipv4Addr,
-    pub prefix_len: u8,
+    /// IPv4 (None: an IPv6-only network).
+    pub v4: Option<Net4>,
+    /// IPv6 (None: IPv4 only).
+    pub v6: Option<Net6>,
     pub mtu: u16,
     pub internal: bool,
     /// Masquerade on (traffic may leave through the uplink).
@@ -43,14 +46,23 @@ pub struct NetConfig {
 }
 
 impl NetConfig {
-    /// The network's prefix.
-    pub fn cidr(&self) -> Ipv4Cidr {
-        Ipv4Cidr::new(self.subnet, self.prefix_len)
+    /// Whether `ip` is in the network's IPv4 prefix.
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        self.v4.is_some_and(|v| v.subnet.contains(ip))
     }
 
-    pub fn contains(&self, ip: Ipv4Addr) -> bool {
-        self.cidr().contains(ip)
+    /// Whether `ip` is in the network's IPv6 prefix.
+    pub fn contains6(&self, ip: Ipv6Addr) -> bool {
+        self.v6.is_some_and(|v| v.subnet.contains(ip))
     }
+}
+
+/// What IPAM gave one port: its MAC and its address of each family the network has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lease {
+    pub mac: MacAddr,
+    pub v4: Option<Ipv4Addr>,
+    pub v6: Option<Ipv6Addr>,
 }
 
 /// Where routed traffic leaves.
@@ -88,8 +100,8 @@ impl PacketUplink {
 pub struct GatewayConfig {
     /// By domain id.
     pub nets: Vec<Option<NetConfig>>,
-    /// (domain, port slot) -> (MAC, address): what DHCP gives each port.
-    pub leases: HashMap<(u16, u16), (MacAddr, Ipv4Addr)>,
+    /// (domain, port slot) -> what DHCP and DHCPv6 give each port.
+    pub leases: HashMap<(u16, u16), Lease>,
     pub uplink: UplinkMode,
     /// DNS names per domain (None: no DNS on that network).
     pub names: Vec<Option<Arc<Names>>>,

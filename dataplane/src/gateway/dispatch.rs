@@ -1,7 +1,8 @@
 //! The gateway's decisions: a frame in, [`Action`]s out.
 //!
 //! Frames for a network's gateway arrive untagged with their domain and the port they
-//! came in on, and are dispatched by protocol: ARP, ICMP echo, DHCP and DNS are
+//! came in on, and are dispatched by address family (IPv6 in `dispatch6`), then by
+//! protocol: ARP, ICMP echo, DHCP and DNS are
 //! answered on the spot; a UDP port of the gateway that leads nowhere on the host is
 //! refused; anything else addressed to the gateway's MAC is routed traffic, which the
 //! caller hands to the socket uplink ([`Verdict::ToUplink`]) unless a packet uplink
@@ -10,14 +11,14 @@
 //! sent back into the domain, where the bridge forwards them like any frame.
 
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::Instant;
 
 use super::action::{Action, Actions};
 use super::config::{DHCP_LEASE_SECS, GatewayConfig, NetDns, UplinkMode};
 use super::resolver::Resolver;
-use super::{GatewayNet, arp, dhcp, icmp};
+use super::{GatewayNet, GatewayNet6, arp, dhcp, icmp};
 use crate::bridge::DropReason;
 use crate::port::{Punt, VnetHdr};
 use crate::uplink::quota::{ContainerId, Refusal, UplinkLimits};
@@ -28,7 +29,7 @@ use crate::wire::{
     EtherType, EthernetFrame, IpProtocol, Ipv4Packet, MacAddr, TcpPacket, UdpPacket,
 };
 
-/// The most (domain, IPv4) -> MAC entries the gateway remembers beyond IPAM's.
+/// The most (domain, address) -> MAC entries the gateway remembers beyond IPAM's.
 const NEIGHBOURS: usize = 16384;
 
 /// Counters of the gateway.
@@ -43,6 +44,10 @@ pub struct GatewayStats {
     pub to_uplink: u64,
     pub unanswered: u64,
     pub no_neighbour: u64,
+    /// Neighbour advertisements for the gateway's IPv6 addresses.
+    pub nd_replies: u64,
+    /// Router advertisements, solicited and periodic.
+    pub router_adverts: u64,
 }
 
 /// A frame the bridge sent to the gateway, and what the gateway is told with it.
@@ -78,16 +83,20 @@ pub struct Gateway {
     pub(super) cfg: GatewayConfig,
     /// The socket uplink's view of each network, by domain.
     views: Vec<Option<NetView>>,
-    /// The responders' view of each network, by domain.
+    /// The IPv4 responders' view of each network, by domain (None: no IPv4).
     pub(super) nets: Vec<Option<Arc<GatewayNet>>>,
-    /// ICMP error budgets, by port slot.
-    limits: icmp::ErrorBudget,
+    /// The IPv6 responders' view of each network, by domain (None: no IPv6).
+    pub(super) nets6: Vec<Option<Arc<GatewayNet6>>>,
+    /// ICMP and ICMPv6 error budgets, by port slot.
+    pub(super) limits: icmp::ErrorBudget,
     /// (domain, address) -> MAC, from IPAM: never overwritten by what a port sends.
-    leased: HashMap<(u16, Ipv4Addr), MacAddr>,
+    leased: HashMap<(u16, IpAddr), MacAddr>,
     /// (domain, address) -> port slot, from IPAM: where a container's refusals count.
-    lease_ports: HashMap<(u16, Ipv4Addr), u16>,
+    lease_ports: HashMap<(u16, IpAddr), u16>,
     /// (domain, address) -> MAC learned from what ports without an IPAM address send.
-    neighbours: HashMap<(u16, Ipv4Addr), MacAddr>,
+    neighbours: HashMap<(u16, IpAddr), MacAddr>,
+    /// When the next unsolicited router advertisements go out (None: at once).
+    pub(super) next_ra: Option<Instant>,
     pub(super) resolver: Resolver,
     /// Shared with the workers: connection tracking and the segment's neighbours.
     pub(super) nat: Option<Arc<crate::nat::Nat>>,
@@ -121,6 +130,7 @@ impl Gateway {
             cfg: GatewayConfig::default(),
             views: Vec::new(),
             nets: Vec::new(),
+            nets6: Vec::new(),
             limits: icmp::ErrorBudget::default(),
             leased: HashMap::new(),
             lease_ports: HashMap::new(),
@@ -129,6 +139,7 @@ impl Gateway {
             nat: None,
             neigh: None,
             next_arp: None,
+            next_ra: None,
             uplink_limit: icmp::RateLimit::default(),
             stats: GatewayStats::default(),
         }
@@ -155,13 +166,21 @@ impl Gateway {
         self.views = cfg
             .nets
             .iter()
-            .map(|n| n.as_ref().map(|n| uplink_view(n, cfg.uplink)))
+            .map(|n| n.as_ref().and_then(|n| uplink_view(n, cfg.uplink)))
             .collect();
         self.nets = cfg
             .nets
             .iter()
-            .map(|n| n.as_ref().map(|n| Arc::new(responder_view(n))))
+            .map(|n| n.as_ref().and_then(responder_view).map(Arc::new))
             .collect();
+        let nets6: Vec<_> = (cfg.nets.iter())
+            .map(|n| n.as_ref().and_then(responder_view6).map(Arc::new))
+            .collect();
+        if nets6 != self.nets6 {
+            // New or changed IPv6 networks hear from their router at once.
+            self.next_ra = None;
+        }
+        self.nets6 = nets6;
         self.set_leases(&cfg);
         let upstreams_changed = cfg.upstreams != self.cfg.upstreams;
         self.cfg = cfg;
@@ -176,9 +195,12 @@ impl Gateway {
     fn set_leases(&mut self, cfg: &GatewayConfig) {
         self.leased.clear();
         self.lease_ports.clear();
-        for ((domain, slot), (mac, ip)) in &cfg.leases {
-            self.leased.insert((*domain, *ip), *mac);
-            self.lease_ports.insert((*domain, *ip), *slot);
+        for ((domain, slot), lease) in &cfg.leases {
+            let addrs = [lease.v4.map(IpAddr::V4), lease.v6.map(IpAddr::V6)];
+            for ip in addrs.into_iter().flatten() {
+                self.leased.insert((*domain, ip), lease.mac);
+                self.lease_ports.insert((*domain, ip), *slot);
+            }
         }
         let leased = &self.leased;
         self.neighbours.retain(|k, _| !leased.contains_key(k));
@@ -195,7 +217,7 @@ impl Gateway {
 
     /// The port a container's refusals count on: the one IPAM gave its address, else
     /// `fallback` (the port of the frame being handled).
-    pub(super) fn port_of(&self, who: ContainerId, fallback: u16) -> u16 {
+    pub(super) fn port_of(&self, who: ContainerId<IpAddr>, fallback: u16) -> u16 {
         self.lease_ports
             .get(&(who.domain, who.ip))
             .copied()
@@ -205,7 +227,7 @@ impl Gateway {
     /// Counts a flow the socket uplink refused `who`.
     pub fn refused(&self, who: ContainerId, why: Refusal, fallback: u16, out: &mut Actions) {
         out.push(Action::Drop {
-            port: self.port_of(who, fallback),
+            port: self.port_of(who.into(), fallback),
             reason: drop_reason(why),
         });
     }
@@ -220,7 +242,11 @@ impl Gateway {
         let Ok(eth) = EthernetFrame::new_checked(f.data) else {
             return Verdict::Done;
         };
+        if eth.ethertype() == EtherType::IPV6 {
+            return self.frame6(f, out);
+        }
         let Some(net) = self.nets.get(usize::from(f.domain)).cloned().flatten() else {
+            self.stats.unanswered += 1;
             return Verdict::Done;
         };
         if eth.ethertype() == EtherType::ARP {
@@ -234,7 +260,7 @@ impl Gateway {
         let Ok(ip) = Ipv4Packet::new_checked(eth.payload()) else {
             return Verdict::Done;
         };
-        self.remember(f.domain, ip.src(), eth.src());
+        self.remember(f.domain, ip.src().into(), eth.src());
         let to_gw = ip.dst() == net.gateway_ip;
         let udp_dport = if ip.protocol() == IpProtocol::Udp && !ip.is_fragment() {
             UdpPacket::new_checked(ip.payload())
@@ -278,10 +304,11 @@ impl Gateway {
             if let Ok(u) = UdpPacket::new_checked(ip.payload()) {
                 let who = ContainerId {
                     domain: f.domain,
-                    ip: ip.src(),
+                    ip: IpAddr::V4(ip.src()),
                 };
                 let (sport, msg) = (u.src_port(), u.payload().to_vec());
-                self.dns_udp((who, sport), f.port, &msg, f.now, out);
+                let server = IpAddr::V4(net.gateway_ip);
+                self.dns_udp((who, sport, server), f.port, &msg, f.now, out);
             }
             return Verdict::Done;
         }
@@ -320,7 +347,7 @@ impl Gateway {
 
     fn arp(&mut self, f: Inbound<'_>, net: &GatewayNet, out: &mut Actions) {
         if let Some((ip, mac)) = arp::sender(f.data) {
-            self.remember(f.domain, ip, mac);
+            self.remember(f.domain, ip.into(), mac);
         }
         if out.send_with(f.domain, |b| arp::reply(f.data, net, b)) {
             self.stats.arp_replies += 1;
@@ -329,7 +356,7 @@ impl Gateway {
 
     fn dhcp(&mut self, f: Inbound<'_>, net: &GatewayNet, out: &mut Actions) {
         let leases = &self.cfg.leases;
-        let lease = |_| leases.get(&(f.domain, f.port)).map(|(_, ip)| *ip);
+        let lease = |_| leases.get(&(f.domain, f.port)).and_then(|l| l.v4);
         let mut replied = false;
         out.send_with(f.domain, |b| {
             replied = dhcp::handle(f.data, net, lease, b).replied();
@@ -363,7 +390,7 @@ impl Gateway {
 
     /// Learns who has `ip` in `domain` from what a port sent. An address IPAM gave out
     /// is never re-learned: a port without port security cannot take it over.
-    fn remember(&mut self, domain: u16, ip: Ipv4Addr, mac: MacAddr) {
+    pub(super) fn remember(&mut self, domain: u16, ip: IpAddr, mac: MacAddr) {
         if ip.is_unspecified() || !mac.is_unicast() || self.leased.contains_key(&(domain, ip)) {
             return;
         }
@@ -374,7 +401,7 @@ impl Gateway {
     }
 
     /// The MAC of `ip` in `domain`: IPAM's, else learned.
-    fn neighbour(&self, domain: u16, ip: Ipv4Addr) -> Option<MacAddr> {
+    pub(super) fn neighbour(&self, domain: u16, ip: IpAddr) -> Option<MacAddr> {
         let k = (domain, ip);
         self.leased
             .get(&k)
@@ -452,8 +479,10 @@ impl Gateway {
             .nets
             .get(usize::from(domain))
             .and_then(|n| n.as_ref());
-        let (Some(net), Some(mac)) = (net.filter(|n| n.contains(dst)), self.neighbour(domain, dst))
-        else {
+        let (Some(net), Some(mac)) = (
+            net.filter(|n| n.contains(dst)),
+            self.neighbour(domain, dst.into()),
+        ) else {
             self.stats.no_neighbour += 1;
             return None;
         };
@@ -474,35 +503,62 @@ fn super_frame_vnet(ip: &Ipv4Packet<&[u8]>, gso_size: u16) -> Option<VnetHdr> {
     Some(VnetHdr::tcpv4(l4_start, hdr_len, gso_size))
 }
 
-/// What the socket uplink needs of a network.
-fn uplink_view(n: &super::NetConfig, uplink: UplinkMode) -> NetView {
-    NetView {
-        gateway: n.gateway_ip,
-        subnet: n.subnet,
-        prefix_len: n.prefix_len,
+/// What the socket uplink needs of a network (its IPv4: the socket uplink carries no
+/// IPv6 yet).
+fn uplink_view(n: &super::NetConfig, uplink: UplinkMode) -> Option<NetView> {
+    let v4 = n.v4?;
+    Some(NetView {
+        gateway: v4.gateway,
+        subnet: v4.subnet.network().addr(),
+        prefix_len: v4.subnet.prefix_len(),
         egress: !n.internal && n.masquerade && uplink == UplinkMode::Socket,
         dns: n.dns != NetDns::Off,
         host_loopback: n.host_loopback,
-    }
+    })
 }
 
-/// What the responders need of a network.
-fn responder_view(n: &super::NetConfig) -> GatewayNet {
-    GatewayNet {
-        gateway_ip: n.gateway_ip,
+/// What the IPv4 responders need of a network.
+fn responder_view(n: &super::NetConfig) -> Option<GatewayNet> {
+    let v4 = n.v4?;
+    Some(GatewayNet {
+        gateway_ip: v4.gateway,
         gateway_mac: n.gateway_mac,
-        subnet: n.subnet,
-        prefix_len: n.prefix_len,
+        subnet: v4.subnet.network().addr(),
+        prefix_len: v4.subnet.prefix_len(),
         mtu: n.mtu,
         dns: n.dns != NetDns::Off,
         lease_secs: DHCP_LEASE_SECS,
         domain_name: n.name.clone(),
-    }
+    })
+}
+
+/// What the IPv6 responders need of a network.
+fn responder_view6(n: &super::NetConfig) -> Option<GatewayNet6> {
+    let v6 = n.v6?;
+    Some(GatewayNet6 {
+        gateway: v6.gateway,
+        link_local: crate::wire::ipv6::link_local(n.gateway_mac),
+        gateway_mac: n.gateway_mac,
+        subnet: v6.subnet,
+        mtu: n.mtu,
+        dns: n.dns != NetDns::Off,
+        router: !n.internal,
+        lease_secs: DHCP_LEASE_SECS,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::gateway::{Lease, Net4};
+
+    fn lease(mac: MacAddr, ip: Ipv4Addr) -> Lease {
+        Lease {
+            mac,
+            v4: Some(ip),
+            v6: None,
+        }
+    }
 
     #[test]
     fn a_port_cannot_take_over_an_address_ipam_gave_out() {
@@ -511,18 +567,19 @@ mod tests {
         let mine = MacAddr([2, 0, 0, 0, 0, 2]);
         let evil = MacAddr([2, 0, 0, 0, 0, 66]);
         let mut leases = HashMap::new();
-        leases.insert((1, 5), (mine, ip));
+        leases.insert((1, 5), lease(mine, ip));
         g.configure(GatewayConfig {
             leases,
             ..GatewayConfig::default()
         });
         // An ARP or IPv4 packet from another port claiming the address changes nothing.
+        let ip = IpAddr::V4(ip);
         g.remember(1, ip, evil);
         assert_eq!(g.neighbour(1, ip), Some(mine));
         // The same address in another network is another neighbour.
         assert_eq!(g.neighbour(2, ip), None);
         // Addresses IPAM did not give out are learned.
-        let other = Ipv4Addr::new(10, 9, 0, 77);
+        let other = IpAddr::V4(Ipv4Addr::new(10, 9, 0, 77));
         g.remember(1, other, evil);
         assert_eq!(g.neighbour(1, other), Some(evil));
         assert_eq!(g.lease_ports.get(&(1, ip)), Some(&5));
@@ -533,15 +590,14 @@ mod tests {
         let (gw_mac, ctr_mac) = (MacAddr([2, 0, 0, 0, 0, 1]), MacAddr([2, 0, 0, 0, 0, 2]));
         let ctr = Ipv4Addr::new(10, 9, 0, 2);
         let mut leases = HashMap::new();
-        leases.insert((0, 5), (ctr_mac, ctr));
+        leases.insert((0, 5), lease(ctr_mac, ctr));
         let mut g = Gateway::default();
         g.configure(GatewayConfig {
             nets: vec![Some(super::super::NetConfig {
                 name: "n".into(),
-                gateway_ip: Ipv4Addr::new(10, 9, 0, 1),
                 gateway_mac: gw_mac,
-                subnet: Ipv4Addr::new(10, 9, 0, 0),
-                prefix_len: 24,
+                v4: Some(Net4::of(Ipv4Addr::new(10, 9, 0, 1), 24)),
+                v6: None,
                 mtu: 1500,
                 internal: false,
                 masquerade: true,

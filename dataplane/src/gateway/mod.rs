@@ -7,6 +7,11 @@
 //! - [`icmp`]: echo replies, and the errors the gateway sends (port unreachable,
 //!   fragmentation needed, time exceeded), rate limited.
 //! - [`dhcp`]: the DHCP server that hands each port the address IPAM gave it.
+//! - IPv6, one more arm of the same dispatch (`dispatch6`): [`ndp`] (neighbour
+//!   advertisements for the gateway's addresses, router advertisements), [`icmp6`]
+//!   (echo, errors), [`dhcp6`] (stateful DHCPv6 of the IPAM address), DNS on the
+//!   gateway's IPv6 address, and the path of routed IPv6, which answers "no route"
+//!   until an uplink carries IPv6 ([`Gateway::not_yet_routed`]).
 //! - `resolver`: DNS queries to the gateway, through the sans-I/O [`crate::dns`] server.
 //! - `segment`: vswitch's own address on a packet uplink's segment, and what the
 //!   workers punt on the way out.
@@ -24,20 +29,26 @@ pub mod action;
 pub mod arp;
 pub mod config;
 pub mod dhcp;
+pub mod dhcp6;
 pub mod dispatch;
+mod dispatch6;
 pub mod icmp;
+pub mod icmp6;
 pub mod io;
+pub mod ndp;
 mod resolver;
 mod segment;
 
 pub use action::{Action, Actions};
-pub use config::{DHCP_LEASE_SECS, GatewayConfig, NetConfig, NetDns, PacketUplink, UplinkMode};
+pub use config::{
+    DHCP_LEASE_SECS, GatewayConfig, Lease, Net4, Net6, NetConfig, NetDns, PacketUplink, UplinkMode,
+};
 pub use dispatch::{Gateway, GatewayStats, Inbound, Verdict};
 pub use io::GatewayIo;
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
-use crate::wire::{Ipv4Cidr, MacAddr};
+use crate::wire::{Ipv4Cidr, Ipv6Cidr, MacAddr};
 
 /// What the gateway knows of one network.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,6 +77,37 @@ impl GatewayNet {
 
     pub fn broadcast(&self) -> Ipv4Addr {
         self.cidr().broadcast()
+    }
+}
+
+/// What the IPv6 responders know of one network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayNet6 {
+    /// The gateway's address in the network's prefix.
+    pub gateway: Ipv6Addr,
+    /// Its link-local address (the EUI-64 of its MAC): router advertisements come
+    /// from it.
+    pub link_local: Ipv6Addr,
+    pub gateway_mac: MacAddr,
+    pub subnet: Ipv6Cidr,
+    pub mtu: u16,
+    /// DNS is served on the gateway (advertised in RDNSS and DHCPv6).
+    pub dns: bool,
+    /// The gateway is a default router (not on an internal network).
+    pub router: bool,
+    pub lease_secs: u32,
+}
+
+impl GatewayNet6 {
+    /// Whether `a` is one of the gateway's two addresses.
+    pub fn is_gateway(&self, a: &Ipv6Addr) -> bool {
+        *a == self.gateway || *a == self.link_local
+    }
+
+    /// Whether hosts form their address from the prefix by SLAAC: a /64 (RFC 4862),
+    /// where IPAM's address is the same EUI-64 address.
+    pub fn slaac(&self) -> bool {
+        self.subnet.prefix_len() == 64
     }
 }
 
@@ -101,5 +143,104 @@ pub(crate) fn ipv4_header(
     ip.set_src(src);
     ip.set_dst(dst);
     ip.fill_checksum();
+    true
+}
+
+/// Appends an IPv6 header (hop limit `hops`) for `payload_len` bytes of `next`.
+pub(crate) fn ipv6_header(
+    out: &mut Vec<u8>,
+    (src, dst): (Ipv6Addr, Ipv6Addr),
+    next: u8,
+    hops: u8,
+    payload_len: usize,
+) -> bool {
+    let Ok(len) = u16::try_from(payload_len) else {
+        return false;
+    };
+    let at = out.len();
+    out.resize(at + crate::wire::ipv6::HEADER_LEN, 0);
+    let Some(b) = out.get_mut(at..) else {
+        return false;
+    };
+    let mut ip = crate::wire::Ipv6Packet::new_unchecked(b);
+    ip.init();
+    ip.set_payload_len(len);
+    ip.set_next_header(next);
+    ip.set_hop_limit(hops);
+    ip.set_src(src);
+    ip.set_dst(dst);
+    true
+}
+
+/// Writes a whole Ethernet frame holding an ICMPv6 message into `out`: `fill` writes
+/// the message after the headers (its checksum is filled here).
+pub(crate) fn icmp6_frame(
+    out: &mut Vec<u8>,
+    (dst_mac, src_mac): (MacAddr, MacAddr),
+    (src, dst): (Ipv6Addr, Ipv6Addr),
+    hops: u8,
+    fill: impl FnOnce(&mut Vec<u8>),
+) -> bool {
+    eth_header(out, dst_mac, src_mac, crate::wire::EtherType::IPV6);
+    let ip_at = out.len();
+    if !ipv6_header(
+        out,
+        (src, dst),
+        crate::wire::ipv6::NextHeader::ICMPV6,
+        hops,
+        0,
+    ) {
+        return false;
+    }
+    let at = out.len();
+    fill(out);
+    let Ok(len) = u16::try_from(out.len() - at) else {
+        return false;
+    };
+    if let Some(ip) = out.get_mut(ip_at..at) {
+        crate::wire::Ipv6Packet::new_unchecked(ip).set_payload_len(len);
+    }
+    let Some(m) = out.get_mut(at..) else {
+        return false;
+    };
+    if m.len() < crate::wire::icmpv6::HEADER_LEN {
+        return false;
+    }
+    crate::wire::Icmpv6Packet::new_unchecked(m).fill_checksum(&src, &dst);
+    true
+}
+
+/// Builds an IPv6/UDP packet (no Ethernet header) from `src` to `dst` carrying
+/// `payload`, checksum filled; None when it would be too long.
+pub fn udp6_packet(src: (Ipv6Addr, u16), dst: (Ipv6Addr, u16), payload: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(48 + payload.len());
+    udp6_append(&mut out, src, dst, payload).then_some(out)
+}
+
+/// Appends an IPv6 header and a UDP datagram carrying `payload` to `out`.
+pub(crate) fn udp6_append(
+    out: &mut Vec<u8>,
+    (src, sport): (Ipv6Addr, u16),
+    (dst, dport): (Ipv6Addr, u16),
+    payload: &[u8],
+) -> bool {
+    let Ok(len) = u16::try_from(8 + payload.len()) else {
+        return false;
+    };
+    let next = crate::wire::ipv6::NextHeader::UDP;
+    if !ipv6_header(out, (src, dst), next, 64, usize::from(len)) {
+        return false;
+    }
+    let at = out.len();
+    out.resize(at + 8, 0);
+    out.extend_from_slice(payload);
+    let Some(b) = out.get_mut(at..) else {
+        return false;
+    };
+    let mut u = crate::wire::UdpPacket::new_unchecked(b);
+    u.set_src_port(sport);
+    u.set_dst_port(dport);
+    u.set_len(len);
+    u.fill_checksum_v6(&src, &dst);
     true
 }

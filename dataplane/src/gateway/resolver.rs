@@ -4,6 +4,7 @@
 //! it is answered or given up.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::time::Instant;
 
 use super::action::{Action, Actions};
@@ -13,15 +14,23 @@ use crate::dns::{self, ClientRef, DnsConfig, DnsServer, Transport};
 use crate::uplink::quota::{ContainerId, FlowKind, Quotas, UplinkLimits};
 use crate::uplink::socket::{DnsTcpRequest, TcpConnId, build_udp};
 
-/// Where a DNS reply goes.
+/// Where a DNS reply goes: a UDP client by its address (either family), its port and
+/// the gateway address it asked; a TCP one by its connection.
 #[derive(Debug, Clone, Copy)]
 enum DnsClient {
-    Udp { who: ContainerId, port: u16 },
-    Tcp { who: ContainerId, conn: TcpConnId },
+    Udp {
+        who: ContainerId<IpAddr>,
+        port: u16,
+        server: IpAddr,
+    },
+    Tcp {
+        who: ContainerId<IpAddr>,
+        conn: TcpConnId,
+    },
 }
 
 impl DnsClient {
-    fn who(&self) -> ContainerId {
+    fn who(&self) -> ContainerId<IpAddr> {
         match self {
             DnsClient::Udp { who, .. } | DnsClient::Tcp { who, .. } => *who,
         }
@@ -33,8 +42,8 @@ pub(super) struct Resolver {
     server: DnsServer,
     clients: HashMap<u64, DnsClient>,
     next: u64,
-    /// DNS queries each container has in flight.
-    quota: Quotas,
+    /// DNS queries each container (each of its addresses) has in flight.
+    quota: Quotas<IpAddr>,
 }
 
 impl Resolver {
@@ -65,17 +74,21 @@ impl Resolver {
 }
 
 impl Gateway {
-    /// A UDP DNS query from `who`'s port `sport` to its gateway, which came in on
-    /// `port`.
+    /// A UDP DNS query from `who`'s port `sport` to its gateway's address `server`,
+    /// which came in on `port`.
     pub(super) fn dns_udp(
         &mut self,
-        (who, sport): (ContainerId, u16),
+        (who, sport, server): (ContainerId<IpAddr>, u16, IpAddr),
         port: u16,
         msg: &[u8],
         now: Instant,
         out: &mut Actions,
     ) {
-        let c = DnsClient::Udp { who, port: sport };
+        let c = DnsClient::Udp {
+            who,
+            port: sport,
+            server,
+        };
         self.dns_query(c, (port, Transport::Udp), msg, now, out);
     }
 
@@ -83,7 +96,7 @@ impl Gateway {
     /// sender count on `port`).
     pub fn dns_tcp_query(&mut self, r: DnsTcpRequest, port: u16, now: Instant, out: &mut Actions) {
         let c = DnsClient::Tcp {
-            who: r.from,
+            who: r.from.into(),
             conn: r.conn,
         };
         self.dns_query(c, (port, Transport::Tcp), &r.msg, now, out);
@@ -139,16 +152,8 @@ impl Gateway {
         match a {
             dns::Action::Nothing => {}
             dns::Action::Reply { client, bytes, .. } => match self.resolver.forget(client) {
-                Some(DnsClient::Udp { who, port }) => {
-                    let Some(gw) = self.cfg.nets.get(usize::from(who.domain)) else {
-                        return;
-                    };
-                    let Some(gw) = gw.as_ref().map(|n| n.gateway_ip) else {
-                        return;
-                    };
-                    if let Some(p) = build_udp(gw, 53, who.ip, port, &bytes) {
-                        self.deliver_ip(who.domain, &p, out);
-                    }
+                Some(DnsClient::Udp { who, port, server }) => {
+                    self.udp_answer((who, port, server), &bytes, out)
                 }
                 Some(DnsClient::Tcp { conn, .. }) => out.push(Action::DnsTcpReply { conn, bytes }),
                 None => {}
@@ -164,6 +169,29 @@ impl Gateway {
                 id,
                 bytes,
             }),
+        }
+    }
+
+    /// Sends a DNS answer over UDP from `server`:53 to `who`'s `port`, in the family
+    /// the query came in.
+    fn udp_answer(
+        &mut self,
+        (who, port, server): (ContainerId<IpAddr>, u16, IpAddr),
+        bytes: &[u8],
+        out: &mut Actions,
+    ) {
+        match (server, who.ip) {
+            (IpAddr::V4(gw), IpAddr::V4(ip)) => {
+                if let Some(p) = build_udp(gw, 53, ip, port, bytes) {
+                    self.deliver_ip(who.domain, &p, out);
+                }
+            }
+            (IpAddr::V6(gw), IpAddr::V6(ip)) => {
+                if let Some(p) = super::udp6_packet((gw, 53), (ip, port), bytes) {
+                    self.deliver_ip6(who.domain, &p, out);
+                }
+            }
+            _ => {}
         }
     }
 

@@ -199,12 +199,13 @@ impl Gateway {
         self.next_arp
     }
 
-    /// Runs the gateway's timers: the segment's, and the DNS server's retries. Returns
-    /// when they next need to run.
+    /// Runs the gateway's timers: the segment's, the DNS server's retries, the periodic
+    /// router advertisements. Returns when they next need to run.
     pub fn tick(&mut self, now: Instant, now_secs: u32, out: &mut Actions) -> Option<Instant> {
         let segment = self.tick_segment(now, now_secs, out);
         self.poll_dns(now, out);
-        [segment, self.resolver.next_deadline()]
+        let ra = self.tick_ra(now, out);
+        [segment, self.resolver.next_deadline(), ra]
             .into_iter()
             .flatten()
             .min()

@@ -35,8 +35,10 @@ pub(super) fn forward_one(
     }
     let from_container = ing.port.role == PortRole::Container;
     if dst.is_multicast() {
-        // Broadcasts also reach the gateway (ARP for it, DHCP); other multicast does not.
-        if dst.is_broadcast() && !ing.trusted {
+        // Broadcasts also reach the gateway (ARP for it, DHCP), and so do the IPv6
+        // groups it listens to (router and neighbour solicitations, DHCPv6); other
+        // multicast does not.
+        if !ing.trusted && (dst.is_broadcast() || dconf.gateway_listens(dst)) {
             out.push(GATEWAY_PORT, i, Encap::None);
         }
         flood(dconf, ing.in_port, from_container, i, out);
@@ -149,7 +151,10 @@ fn bound_outside(ing: &Ingress<'_>, dconf: &DomainConf, frame: &[u8]) -> bool {
         return false;
     };
     let dip = ip.dst();
-    dip != dconf.gateway_ip && !dip.is_broadcast() && !dip.is_multicast() && !snap.is_inside(dip)
+    Some(dip) != dconf.gateway_ip()
+        && !dip.is_broadcast()
+        && !dip.is_multicast()
+        && !snap.is_inside(dip)
 }
 
 /// A port the FDB knows a destination on, still carrying its domain.

@@ -1,6 +1,6 @@
 use super::*;
 use crate::bridge::VlanSet;
-use crate::config::{DomainConf, FIRST_PORT, PortConf, Security};
+use crate::config::{DomainConf, FIRST_PORT, Net4, PortConf, Security};
 use crate::ids::{DomainId, Generation, VlanId};
 use crate::nat::Nat;
 use crate::port::{MemoryPort, Port, VnetHdr};
@@ -56,9 +56,8 @@ fn domain(name: &str, vlan: Option<u16>, third: u8, icc: bool) -> Option<DomainC
         name: name.into(),
         vlan: vlan.and_then(VlanId::new),
         gateway_mac: MacAddr([0x02, 0x42, 10, third, 0, 1]),
-        gateway_ip: Ipv4Addr::new(10, third, 0, 1),
-        subnet: Ipv4Addr::new(10, third, 0, 0),
-        prefix_len: 24,
+        v4: Some(Net4::of(Ipv4Addr::new(10, third, 0, 1), 24)),
+        v6: None,
         icc,
         egress: true,
         members: vec![],
@@ -411,6 +410,7 @@ fn port_security_drops_spoofed_sources() {
         p.security = Some(Security {
             mac: mac(2),
             ip: Some(Ipv4Addr::new(10, 1, 0, 2)),
+            ip6: None,
         });
     }
     let frames = vec![
@@ -464,10 +464,14 @@ fn udp4(src: [u8; 4], sport: u16, dport: u16) -> Vec<u8> {
 
 fn ipv6(src_first: u16, next: u8, rest: &[u8]) -> Vec<u8> {
     let mut p = vec![0x60, 0, 0, 0, 0, rest.len() as u8, next, 255];
-    p.extend_from_slice(&src_first.to_be_bytes());
-    // fe80::1 and the like; `::` (not `::1`) when the first group is zero.
-    p.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
-    p.push(u8::from(src_first != 0));
+    // mac(2)'s link-local for fe80; `::` when the first group is zero; else that
+    // group and the same interface id.
+    let mut src = crate::wire::ipv6::link_local(mac(2)).octets();
+    src[..2].copy_from_slice(&src_first.to_be_bytes());
+    if src_first == 0 {
+        src = [0; 16];
+    }
+    p.extend_from_slice(&src);
     p.extend_from_slice(&[0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
     p.extend_from_slice(rest);
     p
@@ -478,6 +482,7 @@ fn secure(r: &mut Rig, port: usize) {
         p.security = Some(Security {
             mac: mac(port as u8),
             ip: Some(Ipv4Addr::new(10, 1, 0, port as u8)),
+            ip6: None,
         });
     }
 }
@@ -972,4 +977,174 @@ mod nat_prop {
             }
         }
     }
+}
+
+/// An IPv6 packet from `src` to ff02::1 carrying `next` and `rest`.
+fn ipv6_from(src: std::net::Ipv6Addr, next: u8, rest: &[u8]) -> Vec<u8> {
+    let mut p = ipv6(0, next, rest);
+    p[8..24].copy_from_slice(&src.octets());
+    p
+}
+
+/// A neighbour advertisement (or solicitation, `ty` 135) for `target` with a
+/// link-layer address option `ll`.
+fn nd(ty: u8, target: std::net::Ipv6Addr, ll: MacAddr) -> Vec<u8> {
+    let mut m = vec![ty, 0, 0, 0, 0x20, 0, 0, 0];
+    m.extend_from_slice(&target.octets());
+    m.extend_from_slice(&[if ty == 136 { 2 } else { 1 }, 1]);
+    m.extend_from_slice(&ll.0);
+    m
+}
+
+fn secure6(r: &mut Rig, port: usize, ip6: &str) {
+    if let Some(Some(p)) = r.snap.ports.get_mut(port) {
+        p.security = Some(Security {
+            mac: mac(port as u8),
+            ip: None,
+            ip6: Some(ip6.parse().unwrap()),
+        });
+    }
+}
+
+#[test]
+fn ipv6_port_security_allows_own_link_local_and_address_only() {
+    use crate::wire::ipv6::link_local;
+    let mut r = Rig::new();
+    secure6(&mut r, 2, "2001:db8:1::2");
+    let m6 = MacAddr([0x33, 0x33, 0, 0, 0, 1]);
+    let own: std::net::Ipv6Addr = "2001:db8:1::2".parse().unwrap();
+    let udp = [0x30, 0x39, 0x30, 0x39, 0, 8, 0, 0];
+    let frames = vec![
+        // Its address, its link-local, :: pass.
+        frame(m6, mac(2), 0x86dd, &ipv6_from(own, 17, &udp)),
+        frame(m6, mac(2), 0x86dd, &ipv6_from(link_local(mac(2)), 17, &udp)),
+        frame(
+            m6,
+            mac(2),
+            0x86dd,
+            &ipv6_from("::".parse().unwrap(), 58, &[143, 0, 0, 0]),
+        ),
+        // Another port's address, another MAC's link-local, a made-up link-local.
+        frame(
+            m6,
+            mac(2),
+            0x86dd,
+            &ipv6_from("2001:db8:1::3".parse().unwrap(), 17, &udp),
+        ),
+        frame(m6, mac(2), 0x86dd, &ipv6_from(link_local(mac(3)), 17, &udp)),
+        frame(
+            m6,
+            mac(2),
+            0x86dd,
+            &ipv6_from("fe80::1".parse().unwrap(), 17, &udp),
+        ),
+        // IPv4 from a port IPAM gave only IPv6: only 0.0.0.0 passes.
+        frame(GW1, mac(2), 0x0800, &ipv4([10, 1, 0, 2], [10, 1, 0, 1])),
+    ];
+    let sent = r.run(2, &frames);
+    assert_eq!(sent[3].len(), 3);
+    let s = r.counters.read(PortId(2));
+    assert_eq!(s.drop_count(DropReason::IpSpoof), 4);
+}
+
+#[test]
+fn neighbour_discovery_guard_holds_a_port_to_its_own_addresses() {
+    use crate::wire::ipv6::link_local;
+    let mut r = Rig::new();
+    secure6(&mut r, 2, "2001:db8:1::2");
+    let m6 = MacAddr([0x33, 0x33, 0, 0, 0, 1]);
+    let ll = link_local(mac(2));
+    let own: std::net::Ipv6Addr = "2001:db8:1::2".parse().unwrap();
+    let other: std::net::Ipv6Addr = "2001:db8:1::3".parse().unwrap();
+    let frames = vec![
+        // Advertisements of its own addresses with its MAC; a solicitation with it.
+        frame(
+            m6,
+            mac(2),
+            0x86dd,
+            &ipv6_from(ll, 58, &nd(136, own, mac(2))),
+        ),
+        frame(
+            m6,
+            mac(2),
+            0x86dd,
+            &ipv6_from(own, 58, &nd(136, ll, mac(2))),
+        ),
+        frame(
+            m6,
+            mac(2),
+            0x86dd,
+            &ipv6_from(ll, 58, &nd(135, other, mac(2))),
+        ),
+        // Advertising another's address; its own with another's MAC; soliciting with
+        // another's MAC (neighbour cache poisoning, all three).
+        frame(
+            m6,
+            mac(2),
+            0x86dd,
+            &ipv6_from(ll, 58, &nd(136, other, mac(2))),
+        ),
+        frame(
+            m6,
+            mac(2),
+            0x86dd,
+            &ipv6_from(ll, 58, &nd(136, own, mac(3))),
+        ),
+        frame(
+            m6,
+            mac(2),
+            0x86dd,
+            &ipv6_from(ll, 58, &nd(135, other, mac(3))),
+        ),
+    ];
+    let sent = r.run(2, &frames);
+    assert_eq!(sent[3].len(), 3);
+    assert_eq!(
+        r.counters.read(PortId(2)).drop_count(DropReason::NdSpoof),
+        3
+    );
+}
+
+#[test]
+fn the_gateway_hears_the_ipv6_groups_it_listens_to() {
+    use crate::config::Net6;
+    let mut r = Rig::new();
+    if let Some(Some(d)) = r.snap.domains.get_mut(0) {
+        d.v6 = Some(Net6::of("2001:db8:1::1".parse().unwrap(), 64));
+    }
+    r.snap.rebuild();
+    let ll = crate::wire::ipv6::link_local(GW1);
+    let groups = [
+        // All routers (router solicitation), all DHCPv6 agents, the solicited-node
+        // groups of ::1 and of the gateway's link-local.
+        MacAddr([0x33, 0x33, 0, 0, 0, 2]),
+        MacAddr([0x33, 0x33, 0, 1, 0, 2]),
+        MacAddr([0x33, 0x33, 0xff, 0, 0, 1]),
+        MacAddr([
+            0x33,
+            0x33,
+            0xff,
+            ll.octets()[13],
+            ll.octets()[14],
+            ll.octets()[15],
+        ]),
+    ];
+    for g in groups {
+        let sent = r.run(2, &[frame(g, mac(2), 0x86dd, &ipv6(0xfe80, 59, &[]))]);
+        assert_eq!(who_got(&sent), vec![0, 3, 4, 6], "{g}");
+    }
+    // mDNS and all nodes: flooded, not the gateway's.
+    for g in [
+        MacAddr([0x33, 0x33, 0, 0, 0, 0xfb]),
+        MacAddr([0x33, 0x33, 0, 0, 0, 1]),
+    ] {
+        let sent = r.run(2, &[frame(g, mac(2), 0x86dd, &ipv6(0xfe80, 59, &[]))]);
+        assert_eq!(who_got(&sent), vec![3, 4, 6], "{g}");
+    }
+    // A network without IPv6 keeps them from the gateway.
+    let sent = r.run(
+        5,
+        &[frame(groups[0], mac(5), 0x86dd, &ipv6(0xfe80, 59, &[]))],
+    );
+    assert!(!who_got(&sent).contains(&0));
 }

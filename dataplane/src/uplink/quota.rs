@@ -2,20 +2,31 @@
 //! them together may hold, how many host descriptors the flows may take, and how long
 //! a connection may wait or idle.
 //!
-//! A container is its (network, IPv4 address) ([`ContainerId`]): port security ties an
-//! addressed port to exactly one. [`Quotas`] counts what each container holds and
+//! A container is its (network, address) ([`ContainerId`], IPv4 unless its address
+//! family parameter says otherwise): port security ties an addressed port to its own. [`Quotas`] counts what each container holds and
 //! refuses a new flow past its share, past the global limit, or past the descriptor
 //! budget, naming the reason ([`Refusal`]) so it can be counted on the container's port.
 
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
+use std::hash::Hash;
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
-/// A container, as the uplink sees it: its network (domain) and address.
+/// A container, as the uplink sees it: its network (domain) and address, of family
+/// `A` (`Ipv4Addr` by default; `IpAddr` where both families count, as DNS does).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ContainerId {
+pub struct ContainerId<A = Ipv4Addr> {
     pub domain: u16,
-    pub ip: Ipv4Addr,
+    pub ip: A,
+}
+
+impl From<ContainerId> for ContainerId<IpAddr> {
+    fn from(c: ContainerId) -> Self {
+        ContainerId {
+            domain: c.domain,
+            ip: IpAddr::V4(c.ip),
+        }
+    }
 }
 
 /// What a flow is, for its quota.
@@ -129,16 +140,27 @@ impl UplinkLimits {
 }
 
 /// What every container holds, and the totals.
-#[derive(Debug, Default)]
-pub struct Quotas {
+#[derive(Debug)]
+pub struct Quotas<A = Ipv4Addr> {
     pub limits: UplinkLimits,
-    held: HashMap<ContainerId, [u32; KINDS]>,
+    held: HashMap<ContainerId<A>, [u32; KINDS]>,
     totals: [usize; KINDS],
     fds: usize,
 }
 
-impl Quotas {
-    pub fn new(limits: UplinkLimits) -> Quotas {
+impl<A> Default for Quotas<A> {
+    fn default() -> Self {
+        Quotas {
+            limits: UplinkLimits::default(),
+            held: HashMap::new(),
+            totals: [0; KINDS],
+            fds: 0,
+        }
+    }
+}
+
+impl<A: Copy + Eq + Hash> Quotas<A> {
+    pub fn new(limits: UplinkLimits) -> Quotas<A> {
         Quotas {
             limits,
             ..Quotas::default()
@@ -146,7 +168,7 @@ impl Quotas {
     }
 
     /// Takes one flow of `kind` for `who` (and a descriptor when `fd`), or says why not.
-    pub fn admit(&mut self, who: ContainerId, kind: FlowKind, fd: bool) -> Result<(), Refusal> {
+    pub fn admit(&mut self, who: ContainerId<A>, kind: FlowKind, fd: bool) -> Result<(), Refusal> {
         let k = kind as usize;
         let total = self.totals.get(k).copied().unwrap_or(usize::MAX);
         let mine = self
@@ -171,7 +193,7 @@ impl Quotas {
     }
 
     /// Gives back what [`Quotas::admit`] took.
-    pub fn release(&mut self, who: ContainerId, kind: FlowKind, fd: bool) {
+    pub fn release(&mut self, who: ContainerId<A>, kind: FlowKind, fd: bool) {
         let k = kind as usize;
         if let Some(h) = self.held.get_mut(&who) {
             if let Some(n) = h.get_mut(k) {
@@ -190,7 +212,7 @@ impl Quotas {
     }
 
     /// Flows of `kind` `who` holds.
-    pub fn held(&self, who: ContainerId, kind: FlowKind) -> usize {
+    pub fn held(&self, who: ContainerId<A>, kind: FlowKind) -> usize {
         self.held
             .get(&who)
             .and_then(|h| h.get(kind as usize))

@@ -26,6 +26,11 @@ impl MacAddr {
     pub fn is_multicast(&self) -> bool {
         self.0[0] & 1 != 0
     }
+    /// An IPv6 multicast group's MAC (33:33:..., RFC 2464).
+    #[inline]
+    pub fn is_ipv6_multicast(&self) -> bool {
+        self.0[0] == 0x33 && self.0[1] == 0x33
+    }
     #[inline]
     pub fn is_unicast(&self) -> bool {
         !self.is_multicast()

@@ -1,19 +1,23 @@
-//! IPv6 (RFC 8200): the fixed header and a bounded walk over the extension headers to
-//! the upper-layer header, for first-hop checks (RA guard, DHCPv6 guard).
+//! IPv6 (RFC 8200): the fixed header, a bounded walk over the extension headers to
+//! the upper-layer header (for first-hop checks and the gateway), and the address
+//! rules vswitch relies on: the EUI-64 interface identifier of a MAC (RFC 4291
+//! appendix A), link-local addresses, solicited-node groups and their MACs (RFC 2464).
 //!
 //! The walk never trusts a length: every header it steps over must lie inside the
 //! buffer, and it stops after [`MAX_EXT_HEADERS`] headers. A chain it cannot follow to
 //! the upper-layer header (truncated, too long) is an error, so a caller can drop what
 //! it cannot inspect (RFC 7112: the first fragment carries the whole chain).
 
-use super::{IpProtocol, Result, WireError, be16, checksum, need, put16};
+use super::{IpProtocol, MacAddr, Result, WireError, be16, checksum, need, put16};
 use std::net::Ipv6Addr;
 
 mod field {
     pub const VER_TC_FLOW: usize = 0;
     pub const PAYLOAD_LEN: usize = 4;
     pub const NEXT_HEADER: usize = 6;
+    pub const HOP_LIMIT: usize = 7;
     pub const SRC: core::ops::Range<usize> = 8..24;
+    pub const DST: core::ops::Range<usize> = 24..40;
     /// Source and destination, the addresses of the pseudo-header.
     pub const ADDRESSES: core::ops::Range<usize> = 8..40;
 }
@@ -42,6 +46,12 @@ impl NextHeader {
 /// ICMPv6 message types (RFC 4443, RFC 4861).
 pub struct Icmpv6Type;
 impl Icmpv6Type {
+    pub const DEST_UNREACHABLE: u8 = 1;
+    pub const PACKET_TOO_BIG: u8 = 2;
+    pub const TIME_EXCEEDED: u8 = 3;
+    pub const PARAMETER_PROBLEM: u8 = 4;
+    pub const ECHO_REQUEST: u8 = 128;
+    pub const ECHO_REPLY: u8 = 129;
     pub const ROUTER_SOLICIT: u8 = 133;
     pub const ROUTER_ADVERT: u8 = 134;
     pub const NEIGHBOR_SOLICIT: u8 = 135;
@@ -120,6 +130,37 @@ impl<T: AsRef<[u8]>> Ipv6Packet<T> {
     pub fn src(&self) -> Ipv6Addr {
         Ipv6Addr::from(self.src_octets())
     }
+    #[inline]
+    pub fn dst_octets(&self) -> [u8; 16] {
+        let mut a = [0u8; 16];
+        a.copy_from_slice(&self.buffer.as_ref()[field::DST]);
+        a
+    }
+    #[inline]
+    pub fn dst(&self) -> Ipv6Addr {
+        Ipv6Addr::from(self.dst_octets())
+    }
+    #[inline]
+    pub fn hop_limit(&self) -> u8 {
+        self.buffer.as_ref()[field::HOP_LIMIT]
+    }
+    /// What follows the fixed header, up to the payload length (or the buffer's end,
+    /// when the length says more than the buffer holds or is 0).
+    #[inline]
+    pub fn payload(&self) -> &[u8] {
+        let b = self.buffer.as_ref();
+        let end = match self.payload_len() {
+            0 => b.len(),
+            n => (HEADER_LEN + n).min(b.len()),
+        };
+        b.get(HEADER_LEN..end).unwrap_or_default()
+    }
+    /// The packet as the payload length delimits it (Ethernet padding cut off).
+    #[inline]
+    pub fn packet(&self) -> &[u8] {
+        let b = self.buffer.as_ref();
+        b.get(..HEADER_LEN + self.payload().len()).unwrap_or(b)
+    }
 
     /// Walks the extension headers to the upper-layer header.
     pub fn upper(&self) -> Result<Upper> {
@@ -163,17 +204,95 @@ impl<T: AsRef<[u8]>> Ipv6Packet<T> {
     }
 }
 
+impl<'a> Ipv6Packet<&'a [u8]> {
+    /// The payload (as [`Ipv6Packet::payload`] delimits it), borrowed from the buffer
+    /// rather than from the view.
+    #[inline]
+    pub fn into_payload(self) -> &'a [u8] {
+        let n = self.payload().len();
+        self.buffer
+            .get(HEADER_LEN..HEADER_LEN + n)
+            .unwrap_or_default()
+    }
+}
+
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv6Packet<T> {
     pub fn set_payload_len(&mut self, len: u16) {
         put16(self.buffer.as_mut(), field::PAYLOAD_LEN, len);
     }
+    /// Version 6, traffic class and flow label 0.
+    pub fn init(&mut self) {
+        let b = self.buffer.as_mut();
+        b[field::VER_TC_FLOW..field::PAYLOAD_LEN].copy_from_slice(&[0x60, 0, 0, 0]);
+    }
+    pub fn set_next_header(&mut self, v: u8) {
+        self.buffer.as_mut()[field::NEXT_HEADER] = v;
+    }
+    pub fn set_hop_limit(&mut self, v: u8) {
+        self.buffer.as_mut()[field::HOP_LIMIT] = v;
+    }
+    pub fn set_src(&mut self, a: Ipv6Addr) {
+        self.buffer.as_mut()[field::SRC].copy_from_slice(&a.octets());
+    }
+    pub fn set_dst(&mut self, a: Ipv6Addr) {
+        self.buffer.as_mut()[field::DST].copy_from_slice(&a.octets());
+    }
 }
 
-/// Whether `src` may come from a container vswitch gave no IPv6 address: the
-/// unspecified address (DAD) or link-local `fe80::/64`.
+/// Partial sum of the pseudo-header (RFC 8200 section 8.1) of an upper-layer packet of
+/// `proto` and `len` bytes from `src` to `dst`.
 #[inline]
-pub fn is_unaddressed_source(src: &[u8; 16]) -> bool {
-    *src == [0u8; 16] || src[..8] == [0xfe, 0x80, 0, 0, 0, 0, 0, 0]
+pub fn pseudo_header_sum(src: &Ipv6Addr, dst: &Ipv6Addr, proto: u8, len: u32) -> u32 {
+    let addrs = checksum::add(checksum::sum(&src.octets()), checksum::sum(&dst.octets()));
+    checksum::add(addrs, u32::from(proto) + (len >> 16) + (len & 0xffff))
+}
+
+/// The modified EUI-64 interface identifier of `mac` (RFC 4291 appendix A): the
+/// universal/local bit inverted, ff:fe in the middle.
+#[inline]
+pub fn eui64(mac: MacAddr) -> [u8; 8] {
+    let m = mac.0;
+    [m[0] ^ 0x02, m[1], m[2], 0xff, 0xfe, m[3], m[4], m[5]]
+}
+
+/// The address of `prefix` (its first 64 bits) with `mac`'s EUI-64 interface
+/// identifier: what SLAAC forms on a /64 (RFC 4862).
+pub fn with_eui64(prefix: Ipv6Addr, mac: MacAddr) -> Ipv6Addr {
+    let mut a = prefix.octets();
+    a[8..].copy_from_slice(&eui64(mac));
+    Ipv6Addr::from(a)
+}
+
+/// The link-local address `fe80::/64` + EUI-64 of `mac`.
+pub fn link_local(mac: MacAddr) -> Ipv6Addr {
+    with_eui64(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0), mac)
+}
+
+/// The solicited-node group of `a` (RFC 4291 section 2.7.1): ff02::1:ffXX:XXXX.
+pub fn solicited_node(a: &Ipv6Addr) -> Ipv6Addr {
+    let o = a.octets();
+    Ipv6Addr::from([
+        0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xff, o[13], o[14], o[15],
+    ])
+}
+
+/// The Ethernet group a multicast IPv6 address maps to (RFC 2464): 33:33 + its last
+/// four bytes.
+pub fn multicast_mac(a: &Ipv6Addr) -> MacAddr {
+    let o = a.octets();
+    MacAddr([0x33, 0x33, o[12], o[13], o[14], o[15]])
+}
+
+/// All nodes on the link (ff02::1), all routers (ff02::2), and all DHCPv6 relay agents
+/// and servers (ff02::1:2).
+pub const ALL_NODES: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
+pub const ALL_ROUTERS: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 2);
+pub const ALL_DHCP_AGENTS: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 1, 2);
+
+/// Whether `a` is link-local unicast (fe80::/10).
+#[inline]
+pub fn is_link_local(a: &Ipv6Addr) -> bool {
+    a.segments()[0] & 0xffc0 == 0xfe80
 }
 
 #[cfg(test)]
@@ -204,7 +323,7 @@ mod tests {
                 offset: 40
             })
         );
-        assert!(is_unaddressed_source(&v.src_octets()));
+        assert!(is_link_local(&v.src()));
     }
 
     #[test]
@@ -280,16 +399,68 @@ mod tests {
     }
 
     #[test]
+    fn addresses_of_a_mac() {
+        // Linux's link-local for 02:42:ac:11:00:02 (`ip -6 addr` on docker0's peer).
+        let mac = MacAddr([0x02, 0x42, 0xac, 0x11, 0x00, 0x02]);
+        let ll: Ipv6Addr = "fe80::42:acff:fe11:2".parse().unwrap();
+        assert_eq!(link_local(mac), ll);
+        assert!(is_link_local(&ll));
+        let p: Ipv6Addr = "2001:db8:1::".parse().unwrap();
+        assert_eq!(
+            with_eui64(p, mac),
+            "2001:db8:1:0:42:acff:fe11:2".parse::<Ipv6Addr>().unwrap()
+        );
+        let sn = solicited_node(&ll);
+        assert_eq!(sn, "ff02::1:ff11:2".parse::<Ipv6Addr>().unwrap());
+        assert_eq!(
+            multicast_mac(&sn),
+            MacAddr([0x33, 0x33, 0xff, 0x11, 0x00, 0x02])
+        );
+        assert!(!is_link_local(&p));
+    }
+
+    #[test]
+    fn builds_a_header() {
+        let mut b = [0xeeu8; 40];
+        let mut v = Ipv6Packet::new_unchecked(&mut b[..]);
+        v.init();
+        v.set_payload_len(8);
+        v.set_next_header(NextHeader::ICMPV6);
+        v.set_hop_limit(255);
+        v.set_src(ALL_ROUTERS);
+        v.set_dst(ALL_NODES);
+        let v = Ipv6Packet::new_checked(&b[..]).unwrap();
+        assert_eq!((v.version(), v.hop_limit(), v.next_header()), (6, 255, 58));
+        assert_eq!((v.src(), v.dst()), (ALL_ROUTERS, ALL_NODES));
+        assert_eq!(
+            v.payload(),
+            &[] as &[u8],
+            "payload length past the buffer is cut"
+        );
+        let sum = pseudo_header_sum(&ALL_ROUTERS, &ALL_NODES, 58, 8);
+        assert_eq!(
+            checksum::fold(sum),
+            checksum::fold(v.pseudo_header_sum(IpProtocol::Icmpv6, 8))
+        );
+    }
+
+    #[test]
+    fn walks_the_router_alert_of_a_captured_mld_report() {
+        let f = crate::wire::captured::bytes(crate::wire::captured::MLD_REPORT);
+        let v = Ipv6Packet::new_checked(&f[14..]).unwrap();
+        let Ok(Upper::At { proto, offset }) = v.upper() else {
+            panic!("no upper layer");
+        };
+        assert_eq!((proto, offset), (NextHeader::ICMPV6, 48));
+        assert_eq!(v.packet()[offset], 143);
+        assert_eq!(v.payload().len(), v.payload_len());
+    }
+
+    #[test]
     fn sources() {
-        let mut a = [0u8; 16];
-        assert!(is_unaddressed_source(&a));
-        a[0] = 0x20;
-        a[1] = 0x01;
-        assert!(!is_unaddressed_source(&a));
-        let mut l = [0u8; 16];
-        l[0] = 0xfe;
-        l[1] = 0x80;
-        l[5] = 1; // fe80:0:0:1::/64 is not fe80::/64
-        assert!(!is_unaddressed_source(&l));
+        let a: Ipv6Addr = "2001:db8::1".parse().unwrap();
+        assert!(!is_link_local(&a));
+        // fe80::/10, not only fe80::/64.
+        assert!(is_link_local(&"febf::1".parse().unwrap()));
     }
 }

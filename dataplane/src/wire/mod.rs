@@ -10,16 +10,18 @@
 //!   variant for the rest), incremental address and TTL rewrites, and the packet an
 //!   ICMP error quotes ([`ipv4::split_quote`]: a header whose total length runs past
 //!   the quote).
-//! - [`ipv6`]: the fixed IPv6 header (lengths, next header, pseudo-header sum) and a
-//!   bounded walk over extension headers. It is what segmentation and first-hop checks
-//!   need today, and where IPv6 forwarding grows.
+//! - [`ipv6`]: the fixed IPv6 header (lengths, addresses, hop limit, pseudo-header
+//!   sum), a bounded walk over extension headers, and the address rules (EUI-64,
+//!   link-local, solicited-node groups and their MACs).
 //! - [`tcp`], [`udp`]: TCP and UDP headers; [`ports`]: the part they share (ports and a
 //!   pseudo-header checksum) for code that rewrites either, such as NAT.
-//! - [`icmp`]: ICMPv4 echo and errors.
-//! - [`dhcp`]: DHCP messages (the BOOTP fixed part, the magic cookie, the options).
+//! - [`icmp`]: ICMPv4 echo and errors; [`icmpv6`]: ICMPv6 echo and errors;
+//!   [`ndp`]: neighbour discovery bodies and options (RA, NS, NA, RDNSS).
+//! - [`dhcp`]: DHCP messages (the BOOTP fixed part, the magic cookie, the options);
+//!   [`dhcpv6`]: DHCPv6 messages and their options (IA_NA, IAADDR).
 //! - [`dns`]: the fixed DNS header, read before a message is trusted to hickory-proto.
 //! - [`vnet`]: the virtio-net header (offload metadata) a TAP puts before each frame.
-//! - [`cidr`]: IPv4 prefixes.
+//! - [`cidr`]: IPv4 and IPv6 prefixes.
 //! - [`checksum`]: the Internet checksum, its incremental update (RFC 1624), and
 //!   [`Checksum`], what a TCP or UDP checksum field holds: `Full`, a finished checksum,
 //!   or `Partial`, the pseudo-header sum alone of a frame whose checksum is offloaded
@@ -39,14 +41,19 @@
 //! incrementally through [`checksum`].
 
 pub mod arp;
+#[cfg(test)]
+pub(crate) mod captured;
 pub mod checksum;
 pub mod cidr;
 pub mod dhcp;
+pub mod dhcpv6;
 pub mod dns;
 pub mod ethernet;
 pub mod icmp;
+pub mod icmpv6;
 pub mod ipv4;
 pub mod ipv6;
+pub mod ndp;
 pub mod ports;
 pub mod tcp;
 pub mod udp;
@@ -55,10 +62,11 @@ pub mod vnet;
 
 pub use arp::ArpPacket;
 pub use checksum::Checksum;
-pub use cidr::{CidrError, Ipv4Cidr};
+pub use cidr::{Cidr6Error, CidrError, Ipv4Cidr, Ipv6Cidr};
 pub use dhcp::DhcpPacket;
 pub use ethernet::{EtherType, EthernetFrame, MacAddr};
 pub use icmp::Icmpv4Packet;
+pub use icmpv6::Icmpv6Packet;
 pub use ipv4::{IpProtocol, Ipv4Packet};
 pub use ipv6::Ipv6Packet;
 pub use ports::PortsHeader;

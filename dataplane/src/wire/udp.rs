@@ -112,12 +112,19 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> UdpPacket<T> {
     }
     /// Computes the checksum with the pseudo-header (0 is sent as 0xffff).
     pub fn fill_checksum(&mut self, src: Ipv4Addr, dst: Ipv4Addr) {
+        let len = self.len();
+        self.fill_with_pseudo(checksum::pseudo_header_v4(src, dst, 17, len as u32));
+    }
+    /// As [`UdpPacket::fill_checksum`], over the IPv6 pseudo-header (where the
+    /// checksum is mandatory).
+    pub fn fill_checksum_v6(&mut self, src: &std::net::Ipv6Addr, dst: &std::net::Ipv6Addr) {
+        let len = self.len();
+        self.fill_with_pseudo(super::ipv6::pseudo_header_sum(src, dst, 17, len as u32));
+    }
+    fn fill_with_pseudo(&mut self, pseudo: u32) {
         self.set_checksum(0);
         let len = self.len();
-        let s = checksum::add(
-            checksum::pseudo_header_v4(src, dst, 17, len as u32),
-            checksum::sum(&self.buffer.as_ref()[..len]),
-        );
+        let s = checksum::add(pseudo, checksum::sum(&self.buffer.as_ref()[..len]));
         let c = match !checksum::fold(s) {
             0 => 0xffff,
             c => c,

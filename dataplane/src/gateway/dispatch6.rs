@@ -1,0 +1,262 @@
+//! The IPv6 arm of [`Gateway::frame`]: neighbour discovery, router advertisements,
+//! echo, DHCPv6 and DNS on the gateway's IPv6 addresses, and routed IPv6.
+//!
+//! Routed IPv6 (to the gateway's MAC, for an address that is not the gateway's) has no
+//! uplink yet: it takes [`Gateway::not_yet_routed`], which answers ICMPv6 "no route to
+//! destination" (hop limit exhausted: "time exceeded"). TCP and UDP to the gateway's
+//! IPv6 address other than DNS and DHCPv6 are refused with "port unreachable" (the
+//! host behind the gateway is reached over IPv4 only for now). An uplink carrying IPv6
+//! replaces the body of `not_yet_routed` and hands its packets for containers to
+//! [`Gateway::deliver_ip6`].
+
+use std::net::{IpAddr, Ipv6Addr};
+use std::time::{Duration, Instant};
+
+use super::action::Actions;
+use super::dispatch::{Gateway, Inbound, Verdict};
+use super::{GatewayNet6, dhcp6, icmp6, ndp};
+use crate::uplink::quota::ContainerId;
+use crate::wire::icmpv6::Unreach6Code;
+use crate::wire::ipv6::{ALL_NODES, Icmpv6Type, NextHeader, Upper, multicast_mac};
+use crate::wire::{EtherType, EthernetFrame, Ipv6Packet, MacAddr, UdpPacket};
+
+/// What dispatch reads of an IPv6 frame.
+struct Frame6 {
+    src_mac: MacAddr,
+    dst_mac: MacAddr,
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    hops: u8,
+    /// The upper-layer protocol and, for UDP, the destination port.
+    proto: Option<u8>,
+    udp: Option<(u16, u16)>,
+    icmp_type: Option<u8>,
+}
+
+impl Frame6 {
+    fn parse(frame: &[u8]) -> Option<Frame6> {
+        let eth = EthernetFrame::new_checked(frame).ok()?;
+        let (src_mac, dst_mac) = (eth.src(), eth.dst());
+        let ip = Ipv6Packet::new_checked(eth.into_payload()).ok()?;
+        let mut f = Frame6 {
+            src_mac,
+            dst_mac,
+            src: ip.src(),
+            dst: ip.dst(),
+            hops: ip.hop_limit(),
+            proto: None,
+            udp: None,
+            icmp_type: None,
+        };
+        if let Ok(Upper::At { proto, offset }) = ip.upper() {
+            f.proto = Some(proto);
+            let upper = ip.packet().get(offset..).unwrap_or_default();
+            match proto {
+                NextHeader::UDP => {
+                    f.udp = UdpPacket::new_checked(upper)
+                        .ok()
+                        .map(|u| (u.src_port(), u.dst_port()))
+                }
+                NextHeader::ICMPV6 => f.icmp_type = upper.first().copied(),
+                _ => {}
+            }
+        }
+        Some(f)
+    }
+}
+
+/// Where DNS listens and DHCPv6 serves.
+const DNS_PORT: u16 = 53;
+
+impl Gateway {
+    /// Handles an IPv6 frame for the gateway of its network.
+    pub(super) fn frame6(&mut self, f: Inbound<'_>, out: &mut Actions) -> Verdict {
+        let net = self.nets6.get(usize::from(f.domain)).cloned().flatten();
+        let (Some(net), Some(p)) = (net, Frame6::parse(f.data)) else {
+            self.stats.unanswered += 1;
+            return Verdict::Done;
+        };
+        self.learn6(f, &p);
+        if self.local6(f, &net, &p, out) {
+            return Verdict::Done;
+        }
+        if p.dst.is_multicast() || p.dst_mac != net.gateway_mac {
+            self.stats.unanswered += 1;
+            return Verdict::Done;
+        }
+        if net.is_gateway(&p.dst) {
+            // TCP or UDP to another port of the gateway: closed over IPv6.
+            if matches!(p.proto, Some(NextHeader::TCP | NextHeader::UDP)) {
+                let kind = (Icmpv6Type::DEST_UNREACHABLE, Unreach6Code::PORT);
+                self.icmp6_error(f, &net, kind, 0, out);
+            } else {
+                self.stats.unanswered += 1;
+            }
+            return Verdict::Done;
+        }
+        if p.hops <= 1 {
+            self.icmp6_error(f, &net, (Icmpv6Type::TIME_EXCEEDED, 0), 0, out);
+            return Verdict::Done;
+        }
+        self.not_yet_routed(f, &net, out);
+        Verdict::Done
+    }
+
+    /// What the gateway answers itself: neighbour and router solicitations, echo,
+    /// DHCPv6, DNS. Returns whether the frame was one of those.
+    fn local6(&mut self, f: Inbound<'_>, net: &GatewayNet6, p: &Frame6, out: &mut Actions) -> bool {
+        match (p.icmp_type, p.udp) {
+            (Some(Icmpv6Type::NEIGHBOR_SOLICIT), _) => {
+                if out.send_with(f.domain, |b| ndp::na_reply(f.data, net, b)) {
+                    self.stats.nd_replies += 1;
+                }
+            }
+            (Some(Icmpv6Type::ROUTER_SOLICIT), _) => {
+                if out.send_with(f.domain, |b| ndp::solicited_ra(f.data, net, b)) {
+                    self.stats.router_adverts += 1;
+                }
+            }
+            (Some(Icmpv6Type::ECHO_REQUEST), _) if net.is_gateway(&p.dst) => {
+                if out.send_with(f.domain, |b| icmp6::echo_reply(f.data, net, b)) {
+                    self.stats.echo_replies += 1;
+                }
+            }
+            (Some(Icmpv6Type::NEIGHBOR_ADVERT), _) => {}
+            (_, Some((_, crate::wire::dhcpv6::SERVER_PORT))) => self.dhcp6(f, net, out),
+            (_, Some((sport, DNS_PORT))) if net.is_gateway(&p.dst) && net.dns => {
+                self.dns6(f, (p.src, sport, p.dst), out)
+            }
+            _ => return false,
+        }
+        true
+    }
+
+    /// Learns who has an address from neighbour discovery (with its link-layer option)
+    /// or from any unicast source.
+    fn learn6(&mut self, f: Inbound<'_>, p: &Frame6) {
+        if let Some((a, mac)) = ndp::announced(f.data) {
+            self.remember(f.domain, IpAddr::V6(a), mac);
+        } else if !p.src.is_unspecified() && !p.src.is_multicast() {
+            self.remember(f.domain, IpAddr::V6(p.src), p.src_mac);
+        }
+    }
+
+    fn dhcp6(&mut self, f: Inbound<'_>, net: &GatewayNet6, out: &mut Actions) {
+        let lease = (self.cfg.leases.get(&(f.domain, f.port))).and_then(|l| l.v6);
+        let mut replied = false;
+        out.send_with(f.domain, |b| {
+            replied = dhcp6::handle(f.data, net, lease, b).replied();
+            replied
+        });
+        if replied {
+            self.stats.dhcp_replies += 1;
+        } else {
+            self.stats.dhcp_ignored += 1;
+        }
+    }
+
+    /// A DNS query over UDP to the gateway's IPv6 address.
+    fn dns6(
+        &mut self,
+        f: Inbound<'_>,
+        (src, sport, dst): (Ipv6Addr, u16, Ipv6Addr),
+        out: &mut Actions,
+    ) {
+        let Some(msg) = udp_payload(f.data) else {
+            return;
+        };
+        let who = ContainerId {
+            domain: f.domain,
+            ip: IpAddr::V6(src),
+        };
+        let server = IpAddr::V6(dst);
+        self.dns_udp((who, sport, server), f.port, &msg, f.now, out);
+    }
+
+    /// Routed IPv6 while no uplink carries IPv6: "no route to destination" to the
+    /// sender, within its port's error budget. The socket uplink's IPv6 flows, NAT66
+    /// and routed mode take over here.
+    pub fn not_yet_routed(&mut self, f: Inbound<'_>, net: &GatewayNet6, out: &mut Actions) {
+        let kind = (Icmpv6Type::DEST_UNREACHABLE, Unreach6Code::NO_ROUTE);
+        self.icmp6_error(f, net, kind, 0, out);
+    }
+
+    /// Sends an ICMPv6 error about `f` back to its sender, within the port's budget
+    /// (`word`: the MTU of packet too big, else 0).
+    pub fn icmp6_error(
+        &mut self,
+        f: Inbound<'_>,
+        net: &GatewayNet6,
+        kind: (u8, u8),
+        word: u32,
+        out: &mut Actions,
+    ) {
+        if !self.limits.allow(f.port, f.now) {
+            return;
+        }
+        if out.send_with(f.domain, |b| icmp6::error(f.data, net, kind, word, b)) {
+            self.stats.icmp_errors += 1;
+        }
+    }
+
+    /// Frames an IPv6 packet for the container it is addressed to in `domain` (the
+    /// network its flow came from) and sends it there; counted as `no_neighbour` when
+    /// nobody there has the address.
+    pub fn deliver_ip6(&mut self, domain: u16, packet: &[u8], out: &mut Actions) {
+        let Ok(ip) = Ipv6Packet::new_checked(packet) else {
+            return;
+        };
+        let dst = ip.dst();
+        let net = self.nets6.get(usize::from(domain)).cloned().flatten();
+        let mac = self.neighbour(domain, IpAddr::V6(dst));
+        let (Some(net), Some(mac)) = (net.filter(|n| n.subnet.contains(dst) || ipv6_ll(&dst)), mac)
+        else {
+            self.stats.no_neighbour += 1;
+            return;
+        };
+        out.send_with(domain, |b| {
+            super::eth_header(b, mac, net.gateway_mac, EtherType::IPV6);
+            b.extend_from_slice(packet);
+            true
+        });
+    }
+
+    /// Sends the periodic router advertisements when due; returns when next.
+    pub(super) fn tick_ra(&mut self, now: Instant, out: &mut Actions) -> Option<Instant> {
+        if self.nets6.iter().all(Option::is_none) {
+            return None;
+        }
+        if self.next_ra.is_some_and(|t| now < t) {
+            return self.next_ra;
+        }
+        let to = (multicast_mac(&ALL_NODES), ALL_NODES);
+        for (d, n) in self.nets6.iter().enumerate() {
+            let (Some(n), Ok(d)) = (n, u16::try_from(d)) else {
+                continue;
+            };
+            if out.send_with(d, |b| ndp::router_advert(n, to, b)) {
+                self.stats.router_adverts += 1;
+            }
+        }
+        self.next_ra = Some(now + Duration::from_secs(ndp::RA_INTERVAL_SECS));
+        self.next_ra
+    }
+}
+
+fn ipv6_ll(a: &Ipv6Addr) -> bool {
+    crate::wire::ipv6::is_link_local(a)
+}
+
+/// The UDP payload of an IPv6 frame.
+fn udp_payload(frame: &[u8]) -> Option<Vec<u8>> {
+    let eth = EthernetFrame::new_checked(frame).ok()?;
+    let ip = Ipv6Packet::new_checked(eth.into_payload()).ok()?;
+    let Upper::At { offset, .. } = ip.upper().ok()? else {
+        return None;
+    };
+    let udp = UdpPacket::new_checked(ip.packet().get(offset..)?).ok()?;
+    Some(udp.payload().to_vec())
+}
+
+#[cfg(test)]
+mod tests;
