@@ -3,10 +3,12 @@
 //! Built by the control plane with [`NamesBuilder`] and swapped as a whole (the caller
 //! wraps it in an `Arc`); never changed after [`NamesBuilder::build`]. Keys are stored
 //! lowercase without a trailing dot, so lookups are case-insensitive and accept the
-//! name with or without the root label.
+//! name with or without the root label. A name holds addresses of both families (A
+//! and AAAA answers come from the same entry); reverse names are `in-addr.arpa` and
+//! `ip6.arpa` (nibbles).
 
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use hickory_proto::rr::Name;
 
@@ -22,6 +24,7 @@ pub const MAX_ENTRIES: usize = 1 << 17;
 const MAX_NAME_LEN: usize = 253;
 const MAX_LABEL_LEN: usize = 63;
 const REVERSE_SUFFIX: &str = ".in-addr.arpa";
+const REVERSE6_SUFFIX: &str = ".ip6.arpa";
 
 /// Why the control plane's input was not accepted into a names table.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -39,9 +42,11 @@ pub enum NamesError {
 /// What a name resolves to locally.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Local<'a> {
-    /// A forward name: its canonical key (for round robin) and its addresses.
-    Addrs { key: &'a str, addrs: &'a [Ipv4Addr] },
-    /// A reverse name (`d.c.b.a.in-addr.arpa`) of a known address: the names it points to.
+    /// A forward name: its canonical key (for round robin) and its addresses (both
+    /// families, in the order they were added).
+    Addrs { key: &'a str, addrs: &'a [IpAddr] },
+    /// A reverse name (`d.c.b.a.in-addr.arpa`, or the nibbles of an IPv6 address under
+    /// `ip6.arpa`) of a known address: the names it points to.
     Ptr(&'a [Name]),
 }
 
@@ -50,13 +55,12 @@ pub enum Local<'a> {
 pub struct Names {
     names_enabled: bool,
     forward: bool,
-    gateway: Option<Ipv4Addr>,
-    /// `[gateway]`, kept as a slice for [`Local::Addrs`].
-    gateway_addrs: Vec<Ipv4Addr>,
+    /// The gateway's addresses (one per family), kept as a slice for [`Local::Addrs`].
+    gateway_addrs: Vec<IpAddr>,
     gateway_ptr: Vec<Name>,
     search_domain: Option<String>,
-    by_name: HashMap<Box<str>, Vec<Ipv4Addr>>,
-    by_addr: HashMap<Ipv4Addr, Vec<Name>>,
+    by_name: HashMap<Box<str>, Vec<IpAddr>>,
+    by_addr: HashMap<IpAddr, Vec<Name>>,
 }
 
 impl Default for Names {
@@ -83,9 +87,12 @@ impl Names {
         self.names_enabled
     }
 
-    /// The gateway address `host.vswitch.internal` resolves to.
+    /// The gateway's IPv4 address `host.vswitch.internal` resolves to.
     pub fn gateway(&self) -> Option<Ipv4Addr> {
-        self.gateway
+        self.gateway_addrs.iter().find_map(|a| match a {
+            IpAddr::V4(v) => Some(*v),
+            IpAddr::V6(_) => None,
+        })
     }
 
     /// The search domain under which names also resolve.
@@ -112,14 +119,17 @@ impl Names {
 
     fn lookup_key(&self, key: &str) -> Option<Local<'_>> {
         if key == HOST_NAME {
-            return self.gateway.map(|_| Local::Addrs {
+            return (!self.gateway_addrs.is_empty()).then_some(Local::Addrs {
                 key: HOST_NAME,
                 addrs: &self.gateway_addrs,
             });
         }
-        if let Some(rest) = key.strip_suffix(REVERSE_SUFFIX) {
-            let ip = parse_reverse(rest)?;
-            if Some(ip) == self.gateway {
+        let reverse = (key.strip_suffix(REVERSE_SUFFIX))
+            .map(|r| parse_reverse(r).map(IpAddr::V4))
+            .or_else(|| key.strip_suffix(REVERSE6_SUFFIX).map(parse_reverse6));
+        if let Some(ip) = reverse {
+            let ip = ip?;
+            if self.gateway_addrs.contains(&ip) {
                 return Some(Local::Ptr(&self.gateway_ptr));
             }
             if !self.names_enabled {
@@ -146,10 +156,10 @@ impl Names {
 pub struct NamesBuilder {
     names_enabled: bool,
     forward: bool,
-    gateway: Option<Ipv4Addr>,
+    gateway: Vec<IpAddr>,
     search_domain: Option<String>,
-    by_name: HashMap<Box<str>, Vec<Ipv4Addr>>,
-    by_addr: HashMap<Ipv4Addr, Vec<String>>,
+    by_name: HashMap<Box<str>, Vec<IpAddr>>,
+    by_addr: HashMap<IpAddr, Vec<String>>,
     entries: usize,
 }
 
@@ -165,7 +175,7 @@ impl NamesBuilder {
         Self {
             names_enabled: true,
             forward: true,
-            gateway: None,
+            gateway: Vec::new(),
             search_domain: None,
             by_name: HashMap::new(),
             by_addr: HashMap::new(),
@@ -173,10 +183,13 @@ impl NamesBuilder {
         }
     }
 
-    /// The gateway address: `host.vswitch.internal` resolves to it, and its reverse
-    /// name to `host.vswitch.internal`, whatever the other settings.
-    pub fn gateway(&mut self, ip: Ipv4Addr) -> &mut Self {
-        self.gateway = Some(ip);
+    /// A gateway address (call once per family): `host.vswitch.internal` resolves to
+    /// it, and its reverse name to `host.vswitch.internal`, whatever the other settings.
+    pub fn gateway(&mut self, ip: impl Into<IpAddr>) -> &mut Self {
+        let ip = ip.into();
+        if !self.gateway.contains(&ip) {
+            self.gateway.push(ip);
+        }
         self
     }
 
@@ -203,8 +216,14 @@ impl NamesBuilder {
         Ok(self)
     }
 
-    /// A container `name` at `ip`: resolves forward, and `ip` resolves back to it.
-    pub fn container(&mut self, name: &str, ip: Ipv4Addr) -> Result<&mut Self, NamesError> {
+    /// A container `name` at `ip` (call once per address): resolves forward, and `ip`
+    /// resolves back to it.
+    pub fn container(
+        &mut self,
+        name: &str,
+        ip: impl Into<IpAddr>,
+    ) -> Result<&mut Self, NamesError> {
+        let ip = ip.into();
         let key = canonical(name)?;
         self.add_forward(&key, ip)?;
         let ptrs = self.by_addr.entry(ip).or_default();
@@ -216,13 +235,14 @@ impl NamesBuilder {
 
     /// An alias: resolves forward to `ip` (and to the addresses of every other
     /// container with the same alias), but is not a reverse name.
-    pub fn alias(&mut self, alias: &str, ip: Ipv4Addr) -> Result<&mut Self, NamesError> {
+    pub fn alias(&mut self, alias: &str, ip: impl Into<IpAddr>) -> Result<&mut Self, NamesError> {
+        let ip = ip.into();
         let key = canonical(alias)?;
         self.add_forward(&key, ip)?;
         Ok(self)
     }
 
-    fn add_forward(&mut self, key: &str, ip: Ipv4Addr) -> Result<(), NamesError> {
+    fn add_forward(&mut self, key: &str, ip: IpAddr) -> Result<(), NamesError> {
         if let Some(addrs) = self.by_name.get_mut(key) {
             if addrs.contains(&ip) {
                 return Ok(());
@@ -267,8 +287,7 @@ impl NamesBuilder {
         Names {
             names_enabled: self.names_enabled,
             forward: self.forward,
-            gateway: self.gateway,
-            gateway_addrs: self.gateway.into_iter().collect(),
+            gateway_addrs: self.gateway,
             gateway_ptr,
             search_domain: self.search_domain,
             by_name: self.by_name,
@@ -350,6 +369,22 @@ fn parse_reverse(rest: &str) -> Option<Ipv4Addr> {
     Some(Ipv4Addr::from(octets))
 }
 
+/// The nibbles before `.ip6.arpa` (least significant first, 32 of them, one hex
+/// digit each) as the IPv6 address they name.
+fn parse_reverse6(rest: &str) -> Option<IpAddr> {
+    let mut v: u128 = 0;
+    let mut n = 0;
+    for (i, p) in rest.split('.').enumerate() {
+        if i >= 32 || p.len() != 1 {
+            return None;
+        }
+        let d = u128::from(char::from(*p.as_bytes().first()?).to_digit(16)?);
+        v |= d << (4 * i);
+        n += 1;
+    }
+    (n == 32).then_some(IpAddr::V6(Ipv6Addr::from(v)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -373,11 +408,67 @@ mod tests {
         b.build()
     }
 
+    /// The IPv4 addresses of a name.
     fn addrs(t: &Names, n: &str) -> Option<Vec<Ipv4Addr>> {
+        match t.lookup(&name(n))? {
+            Local::Addrs { addrs, .. } => Some(
+                addrs
+                    .iter()
+                    .filter_map(|a| match a {
+                        IpAddr::V4(v) => Some(*v),
+                        IpAddr::V6(_) => None,
+                    })
+                    .collect(),
+            ),
+            Local::Ptr(_) => None,
+        }
+    }
+
+    fn all_addrs(t: &Names, n: &str) -> Option<Vec<IpAddr>> {
         match t.lookup(&name(n))? {
             Local::Addrs { addrs, .. } => Some(addrs.to_vec()),
             Local::Ptr(_) => None,
         }
+    }
+
+    #[test]
+    fn dual_stack_names_and_ip6_arpa() {
+        let web6: Ipv6Addr = "2001:db8:1::42:acff:fe12:2".parse().unwrap();
+        let gw6: Ipv6Addr = "2001:db8:1::1".parse().unwrap();
+        let mut b = Names::builder();
+        b.gateway(GW).gateway(gw6).search_domain("mynet").unwrap();
+        b.container("web", WEB).unwrap();
+        b.container("web", web6).unwrap();
+        b.alias("api", web6).unwrap();
+        let t = b.build();
+        let w: Vec<IpAddr> = vec![WEB.into(), web6.into()];
+        assert_eq!(all_addrs(&t, "web"), Some(w));
+        assert_eq!(all_addrs(&t, "api"), Some(vec![web6.into()]));
+        assert_eq!(all_addrs(&t, HOST_NAME), Some(vec![GW.into(), gw6.into()]));
+        assert_eq!(t.gateway(), Some(GW));
+        // 2001:db8:1::42:acff:fe12:2, nibbles reversed (as `dig -x` asks).
+        let rev = "2.0.0.0.2.1.e.f.f.f.c.a.2.4.0.0.0.0.0.0.1.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa.";
+        assert_eq!(ptrs(&t, rev), Some(vec!["web.mynet.".to_owned()]));
+        assert_eq!(
+            ptrs(&t, &rev.to_uppercase()),
+            Some(vec!["web.mynet.".to_owned()])
+        );
+        let gw_rev = "1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.1.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa";
+        assert_eq!(
+            ptrs(&t, gw_rev),
+            Some(vec!["host.vswitch.internal.".to_owned()])
+        );
+        // Too few nibbles, two-digit labels, not hex: not local.
+        assert_eq!(ptrs(&t, &rev[2..]), None);
+        assert_eq!(ptrs(&t, &format!("0.{rev}")), None);
+        assert_eq!(
+            ptrs(
+                &t,
+                "20.0.0.0.2.1.e.f.f.f.c.a.2.4.0.0.0.0.0.0.1.0.0.0.8.b.d.0.1.0.0.ip6.arpa"
+            ),
+            None
+        );
+        assert_eq!(ptrs(&t, &rev.replace("e.f", "g.f")), None);
     }
 
     fn ptrs(t: &Names, n: &str) -> Option<Vec<String>> {

@@ -1,10 +1,11 @@
 //! The server: local answers, and the state of forwarded queries.
 
 use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
 use std::time::Instant;
 
 use hickory_proto::op::{Header, Message, Query, ResponseCode};
-use hickory_proto::rr::rdata::{A, PTR};
+use hickory_proto::rr::rdata::{A, AAAA, PTR};
 use hickory_proto::rr::{DNSClass, RData, Record, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 
@@ -344,11 +345,25 @@ impl DnsServer {
         let owner = question.name();
         let ttl = self.cfg.ttl;
         match local {
-            Local::Addrs { key, addrs } if matches!(qtype, RecordType::A | RecordType::ANY) => {
-                let start = self.rotation_start(key, addrs.len());
-                let (head, tail) = addrs.split_at(start.min(addrs.len()));
+            Local::Addrs { key, addrs }
+                if matches!(qtype, RecordType::A | RecordType::AAAA | RecordType::ANY) =>
+            {
+                // The family asked for, rotated by itself.
+                let want: Vec<IpAddr> = (addrs.iter().copied())
+                    .filter(|a| match qtype {
+                        RecordType::A => a.is_ipv4(),
+                        RecordType::AAAA => a.is_ipv6(),
+                        _ => true,
+                    })
+                    .collect();
+                let start = self.rotation_start(key, want.len());
+                let (head, tail) = want.split_at(start.min(want.len()));
                 for ip in tail.iter().chain(head) {
-                    resp.add_answer(Record::from_rdata(owner.clone(), ttl, RData::A(A(*ip))));
+                    let rdata = match ip {
+                        IpAddr::V4(v) => RData::A(A(*v)),
+                        IpAddr::V6(v) => RData::AAAA(AAAA(*v)),
+                    };
+                    resp.add_answer(Record::from_rdata(owner.clone(), ttl, rdata));
                 }
             }
             Local::Ptr(targets) if matches!(qtype, RecordType::PTR | RecordType::ANY) => {
@@ -741,6 +756,40 @@ mod tests {
                 .eq_case(&Name::from_ascii("WeB.MyNet.").unwrap())
         );
         assert_eq!(a_answers(&m), vec![WEB]);
+    }
+
+    #[test]
+    fn aaaa_and_a_of_a_dual_stack_name_each_rotate() {
+        let (a6, b6): (std::net::Ipv6Addr, std::net::Ipv6Addr) = (
+            "2001:db8:1::2".parse().unwrap(),
+            "2001:db8:1::3".parse().unwrap(),
+        );
+        let mut b = Names::builder();
+        b.gateway(GW).gateway(a6);
+        for (v4, v6) in [(WEB, a6), (DB, b6)] {
+            b.alias("api", v4).unwrap();
+            b.alias("api", v6).unwrap();
+        }
+        let t = b.build();
+        let mut s = server(1);
+        let aaaa = |s: &mut DnsServer, id| {
+            let q = query_bytes(id, "api", RecordType::AAAA, None);
+            let m = parsed(udp(s, &t, &q, Instant::now()));
+            m.answers
+                .iter()
+                .map(|r| match &r.data {
+                    RData::AAAA(AAAA(ip)) => *ip,
+                    other => panic!("not an AAAA record: {other:?}"),
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(aaaa(&mut s, 1), vec![a6, b6]);
+        assert_eq!(aaaa(&mut s, 2), vec![b6, a6]);
+        let q = query_bytes(3, "api", RecordType::A, None);
+        let m = parsed(udp(&mut s, &t, &q, Instant::now()));
+        assert_eq!(a_answers(&m).len(), 2);
+        let q = query_bytes(4, "api", RecordType::ANY, None);
+        assert_eq!(parsed(udp(&mut s, &t, &q, Instant::now())).answers.len(), 4);
     }
 
     #[test]
