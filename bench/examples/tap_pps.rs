@@ -1049,6 +1049,7 @@ fn setup_ns(o: &Opts) -> (Ns, Ns, [TapPort; 2]) {
                 addr: Some((Ipv4Addr::new(10, 77, 0, i as u8 + 1), 24)),
                 gateway: None,
                 up: true,
+                ..IfConfig::default()
             },
         )
         .expect("configure");

@@ -37,6 +37,9 @@ pub struct AttachReq {
     pub ifname: Option<String>,
     #[serde(default)]
     pub ip: Option<Ipv4Addr>,
+    /// The IPv6 address to give (`--ip6`), on a network with IPv6.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip6: Option<std::net::Ipv6Addr>,
     #[serde(default)]
     pub mac: Option<String>,
     #[serde(default)]
@@ -109,6 +112,8 @@ pub enum Request {
         name: String,
         #[serde(default)]
         ip: Option<Ipv4Addr>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ip6: Option<std::net::Ipv6Addr>,
         #[serde(default)]
         aliases: Vec<String>,
     },

@@ -19,10 +19,14 @@ pub struct IfConfig {
     pub ifname: String,
     pub mac: MacAddr,
     pub mtu: u16,
-    pub addr: Ipv4Addr,
-    pub prefix: u8,
+    /// IPv4 address and prefix length (None on an IPv6-only network).
+    pub addr: Option<(Ipv4Addr, u8)>,
     /// The default route (only for the container's first interface).
     pub gateway: Option<Ipv4Addr>,
+    /// IPv6 address and prefix length (on a network with IPv6).
+    pub addr6: Option<(std::net::Ipv6Addr, u8)>,
+    /// The IPv6 default route (only for the container's first interface).
+    pub gateway6: Option<std::net::Ipv6Addr>,
 }
 
 /// Why a port could not be opened, created or deleted. The dataplane's errors keep

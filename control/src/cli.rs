@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand, ValueEnum};
 use dataplane::uplink::quota;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -46,6 +46,9 @@ pub struct RunArgs {
     pub name: String,
     #[arg(long)]
     pub ip: Option<Ipv4Addr>,
+    /// The IPv6 address, on a network with IPv6.
+    #[arg(long)]
+    pub ip6: Option<Ipv6Addr>,
     #[arg(short = 'p', long = "publish", value_name = "SPEC")]
     pub publish: Vec<String>,
     #[arg(long = "alias")]
@@ -72,6 +75,13 @@ pub struct DaemonArgs {
     /// Address and prefix of the default bridge's gateway (Docker's bip), e.g. 10.10.0.1/24.
     #[arg(long)]
     pub bip: Option<String>,
+    /// IPv6 on the default bridge network (a /64 of the daemon's unique local prefix,
+    /// or --fixed-cidr-v6).
+    #[arg(long)]
+    pub ipv6: bool,
+    /// The default bridge's IPv6 prefix, e.g. 2001:db8:1::/64 (with --ipv6).
+    #[arg(long, value_name = "PREFIX", requires = "ipv6")]
+    pub fixed_cidr_v6: Option<String>,
     /// MTU of the default bridge network.
     #[arg(long)]
     pub default_mtu: Option<u32>,
@@ -171,6 +181,9 @@ pub enum CtlCommand {
         name: String,
         #[arg(long)]
         ip: Option<Ipv4Addr>,
+        /// The IPv6 address, on a network with IPv6.
+        #[arg(long)]
+        ip6: Option<Ipv6Addr>,
         #[arg(long = "alias")]
         aliases: Vec<String>,
     },
@@ -232,10 +245,19 @@ pub enum NetworkCmd {
 #[derive(clap::Args, Debug)]
 pub struct NetworkCreateArgs {
     pub name: String,
+    /// The network's prefix; one IPv4 and one IPv6 prefix for a dual-stack network.
     #[arg(long)]
-    pub subnet: Option<String>,
+    pub subnet: Vec<String>,
+    /// The gateway's address in a --subnet (one per family).
     #[arg(long)]
-    pub gateway: Option<Ipv4Addr>,
+    pub gateway: Vec<IpAddr>,
+    /// IPv6 too (a /64 of the daemon's unique local prefix unless an IPv6 --subnet is
+    /// given).
+    #[arg(long)]
+    pub ipv6: bool,
+    /// IPv4 (`--ipv4=false`: an IPv6-only network).
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub ipv4: Option<bool>,
     #[arg(long)]
     pub ip_range: Option<String>,
     /// 802.1Q id of the network on trunk ports (its ports are access ports).
@@ -280,6 +302,10 @@ pub struct AttachArgs {
     pub ifname: Option<String>,
     #[arg(long)]
     pub ip: Option<Ipv4Addr>,
+    /// The IPv6 address, on a network with IPv6 (else IPAM's: the EUI-64 address of
+    /// the port's MAC on a /64).
+    #[arg(long)]
+    pub ip6: Option<Ipv6Addr>,
     #[arg(long)]
     pub mac: Option<String>,
     #[arg(long = "alias")]
@@ -446,6 +472,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 network: a.network,
                 name: a.name,
                 ip: a.ip,
+                ip6: a.ip6,
                 publish: a.publish,
                 aliases: a.aliases,
                 command: a.command,
@@ -482,7 +509,7 @@ fn ctl(a: CtlArgs) -> Result<(), CliError> {
 /// The request a `ctl` command sends and how its answer is shown.
 fn ctl_request(cmd: CtlCommand) -> Result<(Request, Render), CliError> {
     Ok(match cmd {
-        CtlCommand::Network(n) => network_request(n),
+        CtlCommand::Network(n) => network_request(n)?,
         CtlCommand::Attach(t) => (Request::Attach(attach_req(t)), Render::Endpoint),
         CtlCommand::Detach { name, network } => {
             (Request::Detach { name, network }, Render::Nothing)
@@ -491,12 +518,14 @@ fn ctl_request(cmd: CtlCommand) -> Result<(Request, Render), CliError> {
             network,
             name,
             ip,
+            ip6,
             aliases,
         } => (
             Request::Connect {
                 network,
                 name,
                 ip,
+                ip6,
                 aliases,
             },
             Render::Endpoint,
@@ -523,28 +552,54 @@ fn ctl_request(cmd: CtlCommand) -> Result<(Request, Render), CliError> {
     })
 }
 
-fn network_request(cmd: NetworkCmd) -> (Request, Render) {
-    match cmd {
-        NetworkCmd::Create(n) => (
-            Request::NetworkCreate(crate::state::NetworkSpec {
-                name: n.name,
-                subnet: n.subnet,
-                gateway: n.gateway,
-                ip_range: n.ip_range,
-                vlan: n.vlan,
-                internal: n.internal,
-                no_dns: n.no_dns,
-                no_icc: n.no_icc,
-                no_masquerade: n.no_masquerade,
-                host_loopback: n.host_loopback,
-                mtu: n.mtu,
-            }),
-            Render::NetworkId,
-        ),
+fn network_request(cmd: NetworkCmd) -> Result<(Request, Render), CliError> {
+    Ok(match cmd {
+        NetworkCmd::Create(n) => (Request::NetworkCreate(network_spec(n)?), Render::NetworkId),
         NetworkCmd::Ls => (Request::NetworkLs, Render::NetworkLs),
         NetworkCmd::Inspect { name } => (Request::NetworkInspect { name }, Render::Pretty),
         NetworkCmd::Rm { name, force } => (Request::NetworkRm { name, force }, Render::Removed),
+    })
+}
+
+/// At most one of `items` (of one address family, named `family`).
+fn one_of<T>(family: &str, mut items: Vec<T>) -> Result<Option<T>, CliError> {
+    if items.len() > 1 {
+        return Err(CliError::Usage(format!(
+            "more than one {family} --subnet or --gateway: give at most one of each family"
+        )));
     }
+    Ok(items.pop())
+}
+
+/// `network create`'s arguments as a request: --subnet and --gateway sorted by family.
+fn network_spec(n: NetworkCreateArgs) -> Result<crate::state::NetworkSpec, CliError> {
+    let (v6, v4): (Vec<String>, Vec<String>) = n.subnet.into_iter().partition(|s| s.contains(':'));
+    let (g6, g4): (Vec<IpAddr>, Vec<IpAddr>) = n.gateway.into_iter().partition(IpAddr::is_ipv6);
+    let as_v4 = |a: IpAddr| match a {
+        IpAddr::V4(v) => Some(v),
+        IpAddr::V6(_) => None,
+    };
+    let as_v6 = |a: IpAddr| match a {
+        IpAddr::V6(v) => Some(v),
+        IpAddr::V4(_) => None,
+    };
+    Ok(crate::state::NetworkSpec {
+        name: n.name,
+        subnet: one_of("IPv4", v4)?,
+        gateway: one_of("IPv4", g4)?.and_then(as_v4),
+        ipv6: n.ipv6,
+        no_ipv4: n.ipv4 == Some(false),
+        subnet6: one_of("IPv6", v6)?,
+        gateway6: one_of("IPv6", g6)?.and_then(as_v6),
+        ip_range: n.ip_range,
+        vlan: n.vlan,
+        internal: n.internal,
+        no_dns: n.no_dns,
+        no_icc: n.no_icc,
+        no_masquerade: n.no_masquerade,
+        host_loopback: n.host_loopback,
+        mtu: n.mtu,
+    })
 }
 
 fn attach_req(t: AttachArgs) -> AttachReq {
@@ -556,6 +611,7 @@ fn attach_req(t: AttachArgs) -> AttachReq {
         pid: t.pid,
         ifname: t.ifname,
         ip: t.ip,
+        ip6: t.ip6,
         mac: t.mac,
         aliases: t.aliases,
         trunk: t.trunk,

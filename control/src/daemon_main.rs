@@ -60,6 +60,15 @@ fn config(a: DaemonArgs) -> Result<DaemonConfig, CliError> {
                 .map_err(|e: crate::net::CidrError| CliError::Usage(format!("--bip: {e}")))
         })
         .transpose()?;
+    let fixed_v6 = a
+        .fixed_cidr_v6
+        .as_deref()
+        .map(|b| {
+            b.parse().map_err(|e: crate::net::Cidr6Error| {
+                CliError::Usage(format!("--fixed-cidr-v6: {e}"))
+            })
+        })
+        .transpose()?;
     let default_mtu = match a.default_mtu {
         Some(m) if !(68..=65520).contains(&m) => {
             return Err(CliError::Usage(format!(
@@ -97,6 +106,7 @@ fn config(a: DaemonArgs) -> Result<DaemonConfig, CliError> {
         workers: a.workers,
         upstream_dns,
         bip,
+        bridge_ipv6: a.ipv6.then_some(fixed_v6),
         default_mtu,
         offload: !a.no_offload,
         busy_poll: a.busy_poll,

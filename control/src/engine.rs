@@ -79,7 +79,8 @@ pub(crate) mod tests {
                 .map(|(n, i)| ListedEndpoint {
                     network: n.to_string(),
                     ifname: i.to_string(),
-                    ip: std::net::Ipv4Addr::new(10, 0, 0, 2),
+                    ip: Some(std::net::Ipv4Addr::new(10, 0, 0, 2)),
+                    ip6: None,
                     mac: dataplane::wire::MacAddr([2, 0, 0, 0, 0, 2]),
                     port: format!("{name}-{n}"),
                     open: true,

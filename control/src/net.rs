@@ -1,41 +1,66 @@
-//! IPv4 prefixes in the state and on the control socket: the dataplane's
-//! [`Ipv4Cidr`], written as its `A.B.C.D/N` string. Fields of that type take
-//! `#[serde(with = "crate::net::cidr")]` (or `cidr_opt` for an `Option`).
+//! IPv4 and IPv6 prefixes in the state and on the control socket: the dataplane's
+//! [`Ipv4Cidr`] and [`Ipv6Cidr`], written as their `A.B.C.D/N` or `X:Y::/N` strings.
+//! Fields of either type take `#[serde(with = "crate::net::cidr")]` (or `cidr_opt` for
+//! an `Option`).
 
-pub use dataplane::wire::{CidrError, Ipv4Cidr};
+pub use dataplane::wire::{Cidr6Error, CidrError, Ipv4Cidr, Ipv6Cidr};
 
-/// Serde for an [`Ipv4Cidr`] as `"172.18.0.0/16"`.
+/// Serde for a prefix as its string (`"172.18.0.0/16"`, `"2001:db8:1::/64"`).
 pub mod cidr {
-    use super::Ipv4Cidr;
     use serde::{Deserialize, Deserializer, Serializer};
+    use std::fmt::Display;
+    use std::str::FromStr;
 
-    pub fn serialize<S: Serializer>(c: &Ipv4Cidr, s: S) -> Result<S::Ok, S::Error> {
+    pub fn serialize<S: Serializer, C: Display>(c: &C, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(c)
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Ipv4Cidr, D::Error> {
+    pub fn deserialize<'de, D, C>(d: D) -> Result<C, D::Error>
+    where
+        D: Deserializer<'de>,
+        C: FromStr<Err: Display>,
+    {
         let s = String::deserialize(d)?;
         s.parse().map_err(serde::de::Error::custom)
     }
 }
 
-/// Serde for an `Option<Ipv4Cidr>`: the string, or `null`.
+/// Serde for an optional prefix: the string, or `null`.
 pub mod cidr_opt {
-    use super::Ipv4Cidr;
     use serde::{Deserialize, Deserializer, Serializer};
+    use std::fmt::Display;
+    use std::str::FromStr;
 
-    pub fn serialize<S: Serializer>(c: &Option<Ipv4Cidr>, s: S) -> Result<S::Ok, S::Error> {
+    pub fn serialize<S: Serializer, C: Display>(c: &Option<C>, s: S) -> Result<S::Ok, S::Error> {
         match c {
             Some(c) => s.collect_str(c),
             None => s.serialize_none(),
         }
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Ipv4Cidr>, D::Error> {
+    pub fn deserialize<'de, D, C>(d: D) -> Result<Option<C>, D::Error>
+    where
+        D: Deserializer<'de>,
+        C: FromStr<Err: Display>,
+    {
         Option::<String>::deserialize(d)?
             .map(|s| s.parse().map_err(serde::de::Error::custom))
             .transpose()
     }
+}
+
+/// The resolv.conf of a container whose gateway answers DNS: each gateway address the
+/// network has (IPv4 first), and ndots:0.
+pub fn resolv_conf(v4: Option<std::net::Ipv4Addr>, v6: Option<std::net::Ipv6Addr>) -> String {
+    let mut s = String::new();
+    for g in [v4.map(std::net::IpAddr::V4), v6.map(std::net::IpAddr::V6)]
+        .into_iter()
+        .flatten()
+    {
+        s.push_str(&format!("nameserver {g}\n"));
+    }
+    s.push_str("options ndots:0\n");
+    s
 }
 
 #[cfg(test)]

@@ -104,8 +104,8 @@ pub fn network_ls(v: &[NetworkRow]) -> String {
                 n.name.clone(),
                 n.driver.clone(),
                 n.scope.clone(),
-                n.subnet.to_string(),
-                n.gateway.to_string(),
+                both(&n.subnet, &n.subnet6),
+                both(&n.gateway, &n.gateway6),
                 opt(&n.vlan),
                 n.containers.to_string(),
             ]
@@ -126,15 +126,28 @@ pub fn network_ls(v: &[NetworkRow]) -> String {
     )
 }
 
+/// `A,B` of two optional values (one per address family), the one there is, or `-`.
+fn both<A: std::fmt::Display, B: std::fmt::Display>(a: &Option<A>, b: &Option<B>) -> String {
+    match (a, b) {
+        (Some(a), Some(b)) => format!("{a},{b}"),
+        (Some(a), None) => a.to_string(),
+        (None, Some(b)) => b.to_string(),
+        (None, None) => "-".into(),
+    }
+}
+
 pub fn endpoint(v: &EndpointInfo) -> String {
+    let with = |a: Option<String>, p: &Option<u8>| a.map(|a| format!("{a}/{}", opt(p)));
     format!(
-        "{} {} {}/{} {} via {}",
+        "{} {} {} {} via {}",
         v.port,
         v.network,
-        v.ip,
-        opt(&v.prefix),
+        both(
+            &with(v.ip.map(|a| a.to_string()), &v.prefix),
+            &with(v.ip6.map(|a| a.to_string()), &v.prefix6)
+        ),
         v.mac,
-        opt(&v.gateway)
+        both(&v.gateway, &v.gateway6)
     )
 }
 
@@ -160,7 +173,8 @@ pub fn port_ls(v: &[PortRow]) -> String {
                 p.network.clone(),
                 p.kind.clone(),
                 p.ifname.clone(),
-                p.ip.to_string(),
+                opt(&p.ip),
+                opt(&p.ip6),
                 p.mac.to_string(),
                 published.join(", "),
             ]
@@ -173,6 +187,7 @@ pub fn port_ls(v: &[PortRow]) -> String {
             "KIND",
             "IFNAME",
             "IP",
+            "IPV6",
             "MAC",
             "PUBLISHED",
         ],

@@ -58,6 +58,7 @@ pub struct RunSpec {
     pub network: String,
     pub name: String,
     pub ip: Option<Ipv4Addr>,
+    pub ip6: Option<std::net::Ipv6Addr>,
     pub publish: Vec<String>,
     pub aliases: Vec<String>,
     pub command: Vec<String>,
@@ -184,17 +185,18 @@ fn join(sandbox: &SandboxInfo) -> Result<(), RunError> {
     Ok(())
 }
 
-fn resolv_for(dns: Option<bool>, gateway: Option<Ipv4Addr>) -> Option<String> {
-    if dns == Some(true) {
-        gateway.map(|gw| format!("nameserver {gw}\noptions ndots:0\n"))
-    } else {
-        None
+/// The resolv.conf of a container: each gateway address its network has, when the
+/// gateway answers DNS there.
+fn resolv_for(ep: &EndpointInfo) -> Option<String> {
+    if ep.dns != Some(true) || (ep.gateway.is_none() && ep.gateway6.is_none()) {
+        return None;
     }
+    Some(crate::net::resolv_conf(ep.gateway, ep.gateway6))
 }
 
-fn hosts_for(name: &str, ip: Option<&str>) -> String {
+fn hosts_for(name: &str, ips: &[String]) -> String {
     let mut h = String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
-    if let Some(ip) = ip {
+    for ip in ips {
         h.push_str(&format!("{ip}\t{name}\n"));
     }
     h
@@ -313,7 +315,7 @@ fn run_plain(spec: &RunSpec, with_net: bool) -> Result<i32, RunError> {
     if with_net {
         unshare_all(true)?;
         crate::tap_backend::loopback_up().map_err(sys("cannot bring up loopback"))?;
-        private_etc(None, Some(&hosts_for(&spec.name, None)), &spec.name)?;
+        private_etc(None, Some(&hosts_for(&spec.name, &[])), &spec.name)?;
     }
     let set = block_signals();
     let pid = spawn_child(&spec.command)?;
@@ -361,6 +363,7 @@ pub fn run(spec: RunSpec) -> Result<i32, RunError> {
         network: spec.network.clone(),
         name: spec.name.clone(),
         ip: spec.ip,
+        ip6: spec.ip6,
         aliases: spec.aliases.clone(),
         publish: spec.publish.clone(),
         fd: true,
@@ -372,8 +375,8 @@ pub fn run(spec: RunSpec) -> Result<i32, RunError> {
     let cfg = if_config(&ep)?;
     crate::tap_backend::configure_local(&cfg).map_err(sys("cannot configure eth0"))?;
     private_etc(
-        resolv_for(ep.dns, ep.gateway).as_deref(),
-        Some(&hosts_for(&spec.name, Some(&ep.ip.to_string()))),
+        resolv_for(&ep).as_deref(),
+        Some(&hosts_for(&spec.name, &endpoint_addrs(&ep))),
         &spec.name,
     )?;
     let set = block_signals();
@@ -434,15 +437,35 @@ fn supervise_attached(
     status
 }
 
+/// The endpoint's addresses, IPv4 first, as text.
+fn endpoint_addrs(ep: &EndpointInfo) -> Vec<String> {
+    let v4 = ep.ip.map(|a| a.to_string());
+    v4.into_iter()
+        .chain(ep.ip6.map(|a| a.to_string()))
+        .collect()
+}
+
 fn if_config(ep: &EndpointInfo) -> Result<IfConfig, RunError> {
     let bad = || RunError::Usage(format!("the daemon's answer is incomplete: {ep:?}"));
+    let addr = match ep.ip {
+        Some(a) => Some((a, ep.prefix.ok_or_else(bad)?)),
+        None => None,
+    };
+    let addr6 = match ep.ip6 {
+        Some(a) => Some((a, ep.prefix6.ok_or_else(bad)?)),
+        None => None,
+    };
+    if addr.is_none() && addr6.is_none() {
+        return Err(bad());
+    }
     Ok(IfConfig {
         ifname: "eth0".into(),
         mac: ep.mac,
         mtu: ep.mtu.ok_or_else(bad)?,
-        addr: ep.ip,
-        prefix: ep.prefix.ok_or_else(bad)?,
+        addr,
         gateway: ep.gateway,
+        addr6,
+        gateway6: ep.gateway6,
     })
 }
 
@@ -461,12 +484,7 @@ mod tests {
             resolv_text("172.18.0.1"),
             "nameserver 172.18.0.1\noptions ndots:0\n"
         );
-        assert!(resolv_for(Some(false), Some(Ipv4Addr::new(1, 2, 3, 4))).is_none());
-        assert_eq!(
-            resolv_for(Some(true), Some(Ipv4Addr::new(172, 18, 0, 1))).as_deref(),
-            Some(resolv_text("172.18.0.1").as_str())
-        );
-        assert!(hosts_for("web", Some("172.18.0.2")).ends_with("172.18.0.2\tweb\n"));
+        assert!(hosts_for("web", &["172.18.0.2".into()]).ends_with("172.18.0.2\tweb\n"));
     }
 
     #[test]
@@ -479,8 +497,33 @@ mod tests {
         }))
         .unwrap();
         let c = if_config(&ep).unwrap();
-        assert_eq!(c.prefix, 16);
+        assert_eq!(c.addr, Some((Ipv4Addr::new(172, 18, 0, 2), 16)));
         assert_eq!(c.gateway, Some(Ipv4Addr::new(172, 18, 0, 1)));
+        assert_eq!(
+            resolv_for(&ep).as_deref(),
+            Some(resolv_text("172.18.0.1").as_str())
+        );
+        assert!(
+            resolv_for(&EndpointInfo {
+                dns: Some(false),
+                ..ep.clone()
+            })
+            .is_none()
+        );
+        // A dual-stack network: both addresses configured, both gateways named.
+        let both = EndpointInfo {
+            ip6: Some("fd00:1::2".parse().unwrap()),
+            prefix6: Some(64),
+            gateway6: Some("fd00:1::1".parse().unwrap()),
+            ..ep.clone()
+        };
+        let c = if_config(&both).unwrap();
+        assert_eq!(c.addr6, Some(("fd00:1::2".parse().unwrap(), 64)));
+        assert_eq!(
+            resolv_for(&both).as_deref(),
+            Some("nameserver 172.18.0.1\nnameserver fd00:1::1\noptions ndots:0\n")
+        );
+        assert_eq!(endpoint_addrs(&both), ["172.18.0.2", "fd00:1::2"]);
         assert!(if_config(&EndpointInfo { mtu: None, ..ep }).is_err());
     }
 }

@@ -6,13 +6,13 @@
 //! fsync, rename, fsync of the directory) after every change.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
 use dataplane::wire::MacAddr;
 use serde::{Deserialize, Serialize};
 
-use crate::net::Ipv4Cidr;
+use crate::net::{Ipv4Cidr, Ipv6Cidr};
 
 /// The name of the network the daemon creates on first start.
 pub const DEFAULT_NETWORK: &str = "bridge";
@@ -33,15 +33,29 @@ pub enum DnsMode {
     Off,
 }
 
+/// A network's IPv6: its prefix and the gateway's address in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Net6 {
+    #[serde(with = "crate::net::cidr")]
+    pub subnet: Ipv6Cidr,
+    pub gateway: Ipv6Addr,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Network {
     pub name: String,
     pub id: String,
     /// The bridge domain id of the network in the dataplane.
     pub domain: u16,
-    #[serde(with = "crate::net::cidr")]
-    pub subnet: Ipv4Cidr,
-    pub gateway: Ipv4Addr,
+    /// The IPv4 prefix (None: an IPv6-only network, `--ipv4=false`).
+    #[serde(default, with = "crate::net::cidr_opt")]
+    pub subnet: Option<Ipv4Cidr>,
+    /// The gateway's IPv4 address (None exactly when `subnet` is).
+    #[serde(default)]
+    pub gateway: Option<Ipv4Addr>,
+    /// IPv6 (`--ipv6`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6: Option<Net6>,
     #[serde(default, with = "crate::net::cidr_opt")]
     pub ip_range: Option<Ipv4Cidr>,
     pub vlan: Option<u16>,
@@ -59,8 +73,32 @@ pub struct Network {
 }
 
 impl Network {
+    /// 02:42 and the gateway's IPv4 address (Docker's scheme); on an IPv6-only network
+    /// 02:42 and the first four bytes of the network's id.
     pub fn gateway_mac(&self) -> MacAddr {
-        MacAddr::from_ipv4(self.gateway)
+        match self.gateway {
+            Some(g) => MacAddr::from_ipv4(g),
+            None => {
+                let hex = |i: usize| {
+                    (self.id.get(2 * i..2 * i + 2))
+                        .and_then(|h| u8::from_str_radix(h, 16).ok())
+                        .unwrap_or(0)
+                };
+                MacAddr([0x02, 0x42, hex(0), hex(1), hex(2), hex(3)])
+            }
+        }
+    }
+
+    /// The IPv4 prefix and gateway, when the network has IPv4.
+    pub fn v4(&self) -> Option<(Ipv4Cidr, Ipv4Addr)> {
+        self.subnet.zip(self.gateway)
+    }
+
+    /// Whether a prefix of either family of `self` overlaps one of `o`.
+    pub fn overlaps(&self, o: &Network) -> bool {
+        let v4 = matches!((self.subnet, o.subnet), (Some(a), Some(b)) if a.overlaps(&b));
+        let v6 = matches!((self.ipv6, o.ipv6), (Some(a), Some(b)) if a.subnet.overlaps(&b.subnet));
+        v4 || v6
     }
 }
 
@@ -89,7 +127,12 @@ pub struct Endpoint {
     pub id: String,
     /// The interface inside the container (eth0, eth1, ...) or the TAP's own name.
     pub ifname: String,
-    pub ip: Ipv4Addr,
+    /// The IPv4 address (None on an IPv6-only network).
+    #[serde(default)]
+    pub ip: Option<Ipv4Addr>,
+    /// The IPv6 address (on a network with IPv6).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip6: Option<Ipv6Addr>,
     #[serde(with = "mac_text")]
     pub mac: MacAddr,
     #[serde(default)]
@@ -190,6 +233,14 @@ pub struct State {
     pub containers: BTreeMap<String, Container>,
     #[serde(default)]
     pub uplink: Uplink,
+    /// The unique local /48 (RFC 4193) IPv6 networks without `--subnet` take their /64
+    /// from: generated once, with a random global id, and kept.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::net::cidr_opt"
+    )]
+    pub ula: Option<Ipv6Cidr>,
 }
 
 /// Why a request was refused. Each message names what to change.
@@ -209,6 +260,32 @@ pub enum StateError {
     BadName(String),
     #[error(transparent)]
     Cidr(#[from] crate::net::CidrError),
+    #[error(transparent)]
+    Cidr6(#[from] crate::net::Cidr6Error),
+    #[error("a network needs IPv4 or IPv6: --ipv4=false goes with --ipv6")]
+    NoFamily,
+    #[error("--ipv4=false leaves no IPv4: drop the IPv4 --subnet, --gateway or --ip-range")]
+    Ipv4Disabled,
+    #[error("invalid IPv6 subnet {0}: the prefix must be /32 to /124")]
+    Subnet6Size(String),
+    #[error("gateway {0} is not a usable address of IPv6 subnet {1}")]
+    Gateway6Outside(Ipv6Addr, String),
+    #[error("IPv6 --gateway needs an IPv6 --subnet")]
+    Gateway6WithoutSubnet,
+    #[error("more than one {0} --subnet or --gateway: give at most one of each family")]
+    TwoOfAFamily(&'static str),
+    #[error("network {0:?} has no IPv6: create it with --ipv6 to give --ip6")]
+    NoIpv6(String),
+    #[error("network {0:?} is IPv6-only: it has no IPv4 address to give with --ip")]
+    NoIpv4(String),
+    #[error("address {0} is not in IPv6 subnet {1} of network {2:?}")]
+    Ip6Outside(Ipv6Addr, String, String),
+    #[error("address {0} is already in use on network {1:?}")]
+    Ip6Taken(Ipv6Addr, String),
+    #[error("address {0} is reserved (the subnet-router anycast or the gateway address)")]
+    Ip6Reserved(Ipv6Addr),
+    #[error("no free IPv6 subnet left in the unique local prefix {0}: give --subnet")]
+    Pool6Exhausted(String),
     #[error("invalid subnet {given}: it has host bits set; use {canonical}")]
     NotCanonical { given: String, canonical: String },
     #[error("invalid subnet {0}: the prefix must be /8 to /30")]
@@ -351,6 +428,17 @@ pub struct NetworkSpec {
     pub name: String,
     pub subnet: Option<String>,
     pub gateway: Option<Ipv4Addr>,
+    /// IPv6 on (`--ipv6`; also implied by an IPv6 subnet).
+    #[serde(default)]
+    pub ipv6: bool,
+    /// IPv4 off (`--ipv4=false`): an IPv6-only network.
+    #[serde(default)]
+    pub no_ipv4: bool,
+    /// The IPv6 prefix (else a /64 of the daemon's unique local /48).
+    #[serde(default)]
+    pub subnet6: Option<String>,
+    #[serde(default)]
+    pub gateway6: Option<Ipv6Addr>,
     pub ip_range: Option<String>,
     pub vlan: Option<u32>,
     #[serde(default)]
@@ -372,6 +460,7 @@ pub struct NetworkSpec {
 pub struct EndpointSpec {
     pub network: String,
     pub ip: Option<Ipv4Addr>,
+    pub ip6: Option<Ipv6Addr>,
     pub mac: Option<MacAddr>,
     pub aliases: Vec<String>,
     pub trunk: Vec<u16>,
@@ -406,6 +495,7 @@ impl State {
             networks: BTreeMap::new(),
             containers: BTreeMap::new(),
             uplink: Uplink::Socket,
+            ula: None,
         };
         s.ensure_default(bip, mtu)?;
         Ok(s)
@@ -448,6 +538,81 @@ impl State {
         }
     }
 
+    /// The default network gets IPv6 as the daemon was started (`--ipv6`, with
+    /// `--fixed-cidr-v6` or a /64 of the unique local prefix), when it has none yet;
+    /// its endpoints get their IPv6 addresses. Returns whether anything changed.
+    pub fn set_default_ipv6(&mut self, fixed: Option<Ipv6Cidr>) -> Result<bool, StateError> {
+        if self
+            .networks
+            .get(DEFAULT_NETWORK)
+            .is_none_or(|n| n.ipv6.is_some())
+        {
+            return Ok(false);
+        }
+        if fixed.is_none() {
+            self.ensure_ula();
+        }
+        let spec = NetworkSpec {
+            ipv6: true,
+            subnet6: fixed.map(|f| f.to_string()),
+            ..Default::default()
+        };
+        let v6 = self.check_v6(&spec)?;
+        if let Some(n) = self.networks.get_mut(DEFAULT_NETWORK) {
+            n.ipv6 = v6;
+        }
+        let Some(net) = self.networks.get(DEFAULT_NETWORK).cloned() else {
+            return Ok(false);
+        };
+        let mut given: Vec<(String, usize, Ipv6Addr)> = Vec::new();
+        for (c, i, e) in self.endpoint_slots(DEFAULT_NETWORK) {
+            let taken = |a: Ipv6Addr| given.iter().any(|g| g.2 == a);
+            let ip6 = self.pick_ip6_avoiding(&net, e.mac, None, &taken)?;
+            given.push((c, i, ip6));
+        }
+        for (c, i, ip6) in given {
+            if let Some(e) = self
+                .containers
+                .get_mut(&c)
+                .and_then(|c| c.endpoints.get_mut(i))
+            {
+                e.ip6 = Some(ip6);
+            }
+        }
+        Ok(true)
+    }
+
+    /// (container, endpoint index, endpoint) of every endpoint on `network`.
+    fn endpoint_slots(&self, network: &str) -> Vec<(String, usize, Endpoint)> {
+        let mut v = Vec::new();
+        for c in self.containers.values() {
+            for (i, e) in c.endpoints.iter().enumerate() {
+                if e.network == network {
+                    v.push((c.name.clone(), i, e.clone()));
+                }
+            }
+        }
+        v
+    }
+
+    /// Generates the unique local /48 once: fd00::/8 and a random 40-bit global id.
+    pub fn ensure_ula(&mut self) -> Ipv6Cidr {
+        if let Some(u) = self.ula {
+            return u;
+        }
+        let mut g = [0u8; 5];
+        if !dataplane::random::fill(&mut g) {
+            let t = now_secs().to_le_bytes();
+            g.copy_from_slice(&t[..5]);
+        }
+        let mut a = [0u8; 16];
+        a[0] = 0xfd;
+        a[1..6].copy_from_slice(&g);
+        let u = Ipv6Cidr::new(Ipv6Addr::from(a), 48);
+        self.ula = Some(u);
+        u
+    }
+
     /// Validates `spec` against the current state and returns the network it would
     /// create, without changing anything.
     pub fn check_network(&self, spec: &NetworkSpec) -> Result<Network, StateError> {
@@ -457,25 +622,21 @@ impl State {
         if self.networks.contains_key(&spec.name) {
             return Err(StateError::NetworkExists(spec.name.clone()));
         }
-        let subnet = self.check_subnet(spec)?;
-        let gateway = match spec.gateway {
-            Some(g) => {
-                if !subnet.contains(g) || g == subnet.network().addr() || g == subnet.broadcast() {
-                    return Err(StateError::GatewayOutside(g, subnet.to_string()));
-                }
-                g
-            }
-            None => Ipv4Addr::from(subnet.first() + 1),
-        };
-        let ip_range = match &spec.ip_range {
-            Some(r) => {
+        let v4 = self.check_v4(spec)?;
+        let ipv6 = self.check_v6(spec)?;
+        if v4.is_none() && ipv6.is_none() {
+            return Err(StateError::NoFamily);
+        }
+        let ip_range = match (&spec.ip_range, v4) {
+            (Some(r), Some((subnet, _))) => {
                 let n: Ipv4Cidr = r.parse()?;
                 if !subnet.covers(&n) {
                     return Err(StateError::RangeOutside(r.clone(), subnet.to_string()));
                 }
                 Some(n.network())
             }
-            None => None,
+            (Some(_), None) => return Err(StateError::Ipv4Disabled),
+            (None, _) => None,
         };
         let vlan = spec.vlan.map(|v| self.check_vlan(v)).transpose()?;
         let mtu = match spec.mtu {
@@ -487,8 +648,9 @@ impl State {
             name: spec.name.clone(),
             id: new_id(),
             domain: self.free_domain(),
-            subnet,
-            gateway,
+            subnet: v4.map(|v| v.0),
+            gateway: v4.map(|v| v.1),
+            ipv6,
             ip_range,
             vlan,
             internal: spec.internal,
@@ -503,6 +665,95 @@ impl State {
             host_loopback: spec.host_loopback,
             created: now_secs(),
         })
+    }
+
+    /// The IPv4 of a new network: prefix and gateway, or None with `--ipv4=false`.
+    fn check_v4(&self, spec: &NetworkSpec) -> Result<Option<(Ipv4Cidr, Ipv4Addr)>, StateError> {
+        if spec.no_ipv4 {
+            if spec.subnet.is_some() || spec.gateway.is_some() || spec.ip_range.is_some() {
+                return Err(StateError::Ipv4Disabled);
+            }
+            return Ok(None);
+        }
+        let subnet = self.check_subnet(spec)?;
+        let gateway = match spec.gateway {
+            Some(g) => {
+                if !subnet.contains(g) || g == subnet.network().addr() || g == subnet.broadcast() {
+                    return Err(StateError::GatewayOutside(g, subnet.to_string()));
+                }
+                g
+            }
+            None => Ipv4Addr::from(subnet.first() + 1),
+        };
+        Ok(Some((subnet, gateway)))
+    }
+
+    /// The IPv6 of a new network (with `--ipv6` or an IPv6 subnet): the prefix given
+    /// (canonical, /32 to /124, apart from the others) or the next free /64 of the
+    /// unique local /48, and the gateway (given, or the prefix's first address after
+    /// the subnet-router anycast one).
+    fn check_v6(&self, spec: &NetworkSpec) -> Result<Option<Net6>, StateError> {
+        if !spec.ipv6 && spec.subnet6.is_none() {
+            if spec.gateway6.is_some() {
+                return Err(StateError::Gateway6WithoutSubnet);
+            }
+            return Ok(None);
+        }
+        let subnet = match &spec.subnet6 {
+            Some(s) => self.check_subnet6(s)?,
+            None => {
+                if spec.gateway6.is_some() {
+                    return Err(StateError::Gateway6WithoutSubnet);
+                }
+                self.free_subnet6()?
+            }
+        };
+        let first = subnet.network().addr();
+        let gateway = match spec.gateway6 {
+            Some(g) if !subnet.contains(g) || g == first => {
+                return Err(StateError::Gateway6Outside(g, subnet.to_string()));
+            }
+            Some(g) => g,
+            None => Ipv6Addr::from(u128::from(first) + 1),
+        };
+        Ok(Some(Net6 { subnet, gateway }))
+    }
+
+    fn check_subnet6(&self, s: &str) -> Result<Ipv6Cidr, StateError> {
+        let n: Ipv6Cidr = s.parse()?;
+        if !n.is_canonical() {
+            return Err(StateError::NotCanonical {
+                given: s.to_string(),
+                canonical: n.network().to_string(),
+            });
+        }
+        if !(32..=124).contains(&n.prefix_len()) {
+            return Err(StateError::Subnet6Size(s.to_string()));
+        }
+        let other = (self.networks.values())
+            .find_map(|o| o.ipv6.filter(|v| v.subnet.overlaps(&n)).map(|v| (o, v)));
+        if let Some((o, v)) = other {
+            return Err(StateError::Overlap(
+                n.to_string(),
+                o.name.clone(),
+                v.subnet.to_string(),
+            ));
+        }
+        Ok(n)
+    }
+
+    /// The first /64 of the unique local /48 no network uses.
+    fn free_subnet6(&self) -> Result<Ipv6Cidr, StateError> {
+        let ula = self
+            .ula
+            .ok_or(StateError::Pool6Exhausted("(none yet)".into()))?;
+        let base = u128::from(ula.network().addr());
+        (0..=u128::from(u16::MAX))
+            .map(|i| Ipv6Cidr::new(Ipv6Addr::from(base | (i << 64)), 64))
+            .find(|c| {
+                !(self.networks.values()).any(|n| n.ipv6.is_some_and(|v| v.subnet.overlaps(c)))
+            })
+            .ok_or_else(|| StateError::Pool6Exhausted(ula.to_string()))
     }
 
     /// The subnet a new network asks for (canonical, /8 to /30, apart from the others),
@@ -524,11 +775,13 @@ impl State {
         if !(8..=30).contains(&n.prefix_len()) {
             return Err(StateError::SubnetSize(s.clone()));
         }
-        if let Some(o) = self.networks.values().find(|o| o.subnet.overlaps(&n)) {
+        let other = (self.networks.values())
+            .find_map(|o| o.subnet.filter(|v| v.overlaps(&n)).map(|v| (o, v)));
+        if let Some((o, v)) = other {
             return Err(StateError::Overlap(
                 n.to_string(),
                 o.name.clone(),
-                o.subnet.to_string(),
+                v.to_string(),
             ));
         }
         Ok(n)
@@ -547,6 +800,9 @@ impl State {
     }
 
     pub fn create_network(&mut self, spec: &NetworkSpec) -> Result<&Network, StateError> {
+        if spec.ipv6 && spec.subnet6.is_none() {
+            self.ensure_ula();
+        }
         let n = self.check_network(spec)?;
         let name = n.name.clone();
         self.networks.insert(name.clone(), n);
@@ -565,7 +821,7 @@ impl State {
         let twenties = (0..16u8).map(|i| Ipv4Cidr::new(Ipv4Addr::new(192, 168, i * 16, 0), 20));
         sixteens
             .chain(twenties)
-            .find(|c| !self.networks.values().any(|n| n.subnet.overlaps(c)))
+            .find(|c| !(self.networks.values()).any(|n| n.subnet.is_some_and(|s| s.overlaps(c))))
     }
 
     /// Endpoints on `network`: (container name, endpoint).
@@ -608,17 +864,28 @@ impl State {
         Ok(gone)
     }
 
-    /// The address to give a new endpoint on `net` (`want`: asked with --ip).
-    fn pick_ip(&self, net: &Network, want: Option<Ipv4Addr>) -> Result<Ipv4Addr, StateError> {
-        let taken = |ip: Ipv4Addr| self.endpoints_on(&net.name).any(|(_, e)| e.ip == ip);
+    /// The IPv4 address to give a new endpoint on `net` (`want`: asked with --ip);
+    /// None on an IPv6-only network.
+    fn pick_ip(
+        &self,
+        net: &Network,
+        want: Option<Ipv4Addr>,
+    ) -> Result<Option<Ipv4Addr>, StateError> {
+        let Some((subnet, gateway)) = net.v4() else {
+            return match want {
+                Some(_) => Err(StateError::NoIpv4(net.name.clone())),
+                None => Ok(None),
+            };
+        };
+        let taken = |ip: Ipv4Addr| self.endpoints_on(&net.name).any(|(_, e)| e.ip == Some(ip));
         let reserved = |ip: Ipv4Addr| {
-            ip == net.subnet.network().addr() || ip == net.subnet.broadcast() || ip == net.gateway
+            ip == subnet.network().addr() || ip == subnet.broadcast() || ip == gateway
         };
         if let Some(ip) = want {
-            if !net.subnet.contains(ip) {
+            if !subnet.contains(ip) {
                 return Err(StateError::IpOutside(
                     ip,
-                    net.subnet.to_string(),
+                    subnet.to_string(),
                     net.name.clone(),
                 ));
             }
@@ -628,17 +895,104 @@ impl State {
             if taken(ip) {
                 return Err(StateError::IpTaken(ip, net.name.clone()));
             }
-            return Ok(ip);
+            return Ok(Some(ip));
         }
-        let range = net.ip_range.unwrap_or(net.subnet);
+        let range = net.ip_range.unwrap_or(subnet);
         let (lo, hi) = (
-            range.first().max(net.subnet.first() + 1),
-            range.last().min(net.subnet.last() - 1),
+            range.first().max(subnet.first() + 1),
+            range.last().min(subnet.last() - 1),
         );
         (lo..=hi)
             .map(Ipv4Addr::from)
             .find(|ip| !reserved(*ip) && !taken(*ip))
+            .map(Some)
             .ok_or_else(|| StateError::NetworkFull(net.name.clone()))
+    }
+
+    /// The IPv6 address to give a new endpoint with MAC `mac` on `net` (`want`: asked
+    /// with --ip6); None on a network without IPv6. The policy, so that SLAAC and
+    /// DHCPv6 agree with IPAM: on a /64, the EUI-64 address of the MAC (what SLAAC
+    /// forms); on other prefixes, or when that address is taken, the lowest free one.
+    fn pick_ip6(
+        &self,
+        net: &Network,
+        mac: MacAddr,
+        want: Option<Ipv6Addr>,
+    ) -> Result<Option<Ipv6Addr>, StateError> {
+        let Some(_) = net.ipv6 else {
+            return match want {
+                Some(_) => Err(StateError::NoIpv6(net.name.clone())),
+                None => Ok(None),
+            };
+        };
+        self.pick_ip6_avoiding(net, mac, want, &|_| false).map(Some)
+    }
+
+    /// As [`State::pick_ip6`] for a network with IPv6, also avoiding what `also`
+    /// says is taken.
+    fn pick_ip6_avoiding(
+        &self,
+        net: &Network,
+        mac: MacAddr,
+        want: Option<Ipv6Addr>,
+        also: &dyn Fn(Ipv6Addr) -> bool,
+    ) -> Result<Ipv6Addr, StateError> {
+        let v6 = net
+            .ipv6
+            .ok_or_else(|| StateError::NoIpv6(net.name.clone()))?;
+        let subnet = v6.subnet;
+        let taken =
+            |ip: Ipv6Addr| also(ip) || self.endpoints_on(&net.name).any(|(_, e)| e.ip6 == Some(ip));
+        let reserved = |ip: Ipv6Addr| ip == subnet.network().addr() || ip == v6.gateway;
+        if let Some(ip) = want {
+            if !subnet.contains(ip) {
+                return Err(StateError::Ip6Outside(
+                    ip,
+                    subnet.to_string(),
+                    net.name.clone(),
+                ));
+            }
+            if reserved(ip) {
+                return Err(StateError::Ip6Reserved(ip));
+            }
+            if taken(ip) {
+                return Err(StateError::Ip6Taken(ip, net.name.clone()));
+            }
+            return Ok(ip);
+        }
+        if subnet.prefix_len() == 64 {
+            let ip = dataplane::wire::ipv6::with_eui64(subnet.network().addr(), mac);
+            if !reserved(ip) && !taken(ip) {
+                return Ok(ip);
+            }
+        }
+        let first = subnet.first();
+        (1..=u128::from(u32::MAX))
+            .map_while(|i| first.checked_add(i).filter(|a| *a <= subnet.last()))
+            .map(Ipv6Addr::from)
+            .find(|ip| !reserved(*ip) && !taken(*ip))
+            .ok_or_else(|| StateError::NetworkFull(net.name.clone()))
+    }
+
+    /// A MAC for an endpoint on `net` with IPv4 `ip`: Docker's 02:42 + the address;
+    /// without IPv4, 02:42 and four random bytes no endpoint there has.
+    fn new_mac(&self, net: &Network, ip: Option<Ipv4Addr>) -> MacAddr {
+        if let Some(ip) = ip {
+            return MacAddr::from_ipv4(ip);
+        }
+        let taken = |m: MacAddr| self.endpoints_on(&net.name).any(|(_, e)| e.mac == m);
+        let mut last = MacAddr([0x02, 0x42, 0, 0, 0, 2]);
+        for _ in 0..16 {
+            let mut b = [0u8; 4];
+            if !dataplane::random::fill(&mut b) {
+                break;
+            }
+            last = MacAddr([0x02, 0x42, b[0], b[1], b[2], b[3]]);
+            if !taken(last) && last != net.gateway_mac() {
+                return last;
+            }
+        }
+        last
     }
 
     /// Validates one endpoint for container `cname` and returns it, changing nothing.
@@ -658,13 +1012,14 @@ impl State {
             }
         }
         let ip = self.pick_ip(net, spec.ip)?;
-        let mac = spec.mac.unwrap_or_else(|| MacAddr::from_ipv4(ip));
+        let mac = spec.mac.unwrap_or_else(|| self.new_mac(net, ip));
         if !mac.is_unicast() || mac.is_zero() {
             return Err(StateError::BadMac(mac));
         }
         if let Some((c, _)) = self.endpoints_on(&net.name).find(|(_, e)| e.mac == mac) {
             return Err(StateError::MacTaken(mac, c.name.clone()));
         }
+        let ip6 = self.pick_ip6(net, mac, spec.ip6)?;
         for v in &spec.trunk {
             if !(1..=4094).contains(v) {
                 return Err(StateError::BadVlan(u32::from(*v)));
@@ -679,6 +1034,7 @@ impl State {
             id: new_id(),
             ifname,
             ip,
+            ip6,
             mac,
             aliases: spec.aliases.clone(),
             trunk: spec.trunk.clone(),
@@ -923,8 +1279,8 @@ mod tests {
     fn default_network_is_docker0() {
         let s = State::new(None, None).unwrap();
         let b = &s.networks["bridge"];
-        assert_eq!(b.subnet.to_string(), "172.17.0.0/16");
-        assert_eq!(b.gateway, Ipv4Addr::new(172, 17, 0, 1));
+        assert_eq!(b.subnet.unwrap().to_string(), "172.17.0.0/16");
+        assert_eq!(b.gateway, Some(Ipv4Addr::new(172, 17, 0, 1)));
         assert_eq!(b.dns, DnsMode::ForwardOnly);
         assert_eq!(b.mtu, 1500);
         assert_eq!(b.domain, 0);
@@ -934,32 +1290,43 @@ mod tests {
     fn bip_and_default_mtu() {
         let s = State::new(Some("10.10.0.1/24".parse().unwrap()), Some(9000)).unwrap();
         let b = &s.networks["bridge"];
-        assert_eq!(b.subnet.to_string(), "10.10.0.0/24");
-        assert_eq!(b.gateway, Ipv4Addr::new(10, 10, 0, 1));
+        assert_eq!(b.subnet.unwrap().to_string(), "10.10.0.0/24");
+        assert_eq!(b.gateway, Some(Ipv4Addr::new(10, 10, 0, 1)));
         assert_eq!(b.mtu, 9000);
         let s = State::new(Some("10.20.0.254/24".parse().unwrap()), None).unwrap();
-        assert_eq!(s.networks["bridge"].gateway, Ipv4Addr::new(10, 20, 0, 254));
+        assert_eq!(
+            s.networks["bridge"].gateway,
+            Some(Ipv4Addr::new(10, 20, 0, 254))
+        );
     }
 
     #[test]
     fn pools_in_docker_order() {
         let mut s = State::new(None, None).unwrap();
         let a = s.create_network(&spec("a")).unwrap().subnet;
-        assert_eq!(a.to_string(), "172.18.0.0/16");
+        assert_eq!(a.unwrap().to_string(), "172.18.0.0/16");
         let b = s.create_network(&spec("b")).unwrap();
-        assert_eq!(b.subnet.to_string(), "172.19.0.0/16");
-        assert_eq!(b.gateway, Ipv4Addr::new(172, 19, 0, 1));
+        assert_eq!(b.subnet.unwrap().to_string(), "172.19.0.0/16");
+        assert_eq!(b.gateway, Some(Ipv4Addr::new(172, 19, 0, 1)));
         assert_eq!(b.domain, 2);
         for i in 0..12 {
             s.create_network(&spec(&format!("n{i}"))).unwrap();
         }
         // 172.18..172.31 are used: next come /20s of 192.168.
         assert_eq!(
-            s.create_network(&spec("x")).unwrap().subnet.to_string(),
+            s.create_network(&spec("x"))
+                .unwrap()
+                .subnet
+                .unwrap()
+                .to_string(),
             "192.168.0.0/20"
         );
         assert_eq!(
-            s.create_network(&spec("y")).unwrap().subnet.to_string(),
+            s.create_network(&spec("y"))
+                .unwrap()
+                .subnet
+                .unwrap()
+                .to_string(),
             "192.168.16.0/20"
         );
     }
@@ -1078,12 +1445,12 @@ mod tests {
     fn addresses_from_two_up_and_ip_honoured_or_refused() {
         let mut s = State::new(None, None).unwrap();
         let c = s.check_attach("web", &ns("/x"), &ep("bridge")).unwrap();
-        assert_eq!(c.endpoints[0].ip, Ipv4Addr::new(172, 17, 0, 2));
+        assert_eq!(c.endpoints[0].ip, Some(Ipv4Addr::new(172, 17, 0, 2)));
         assert_eq!(c.endpoints[0].mac.to_string(), "02:42:ac:11:00:02");
         assert_eq!(c.endpoints[0].ifname, "eth0");
         s.attach(c);
         let c = s.check_attach("db", &ns("/y"), &ep("bridge")).unwrap();
-        assert_eq!(c.endpoints[0].ip, Ipv4Addr::new(172, 17, 0, 3));
+        assert_eq!(c.endpoints[0].ip, Some(Ipv4Addr::new(172, 17, 0, 3)));
         s.attach(c);
         let want = |ip| EndpointSpec {
             ip: Some(ip),
@@ -1092,7 +1459,7 @@ mod tests {
         let c = s
             .check_attach("x", &ns("/z"), &want(Ipv4Addr::new(172, 17, 9, 9)))
             .unwrap();
-        assert_eq!(c.endpoints[0].ip, Ipv4Addr::new(172, 17, 9, 9));
+        assert_eq!(c.endpoints[0].ip, Some(Ipv4Addr::new(172, 17, 9, 9)));
         let before = s.clone();
         for (ip, msg) in [
             (Ipv4Addr::new(172, 17, 0, 2), "already in use"),
@@ -1141,11 +1508,14 @@ mod tests {
         }
         assert_eq!(
             got,
-            vec![Ipv4Addr::new(10, 9, 0, 4), Ipv4Addr::new(10, 9, 0, 5)]
+            vec![
+                Some(Ipv4Addr::new(10, 9, 0, 4)),
+                Some(Ipv4Addr::new(10, 9, 0, 5))
+            ]
         );
         // .6 and .7 are in the range, but .7 is the broadcast address.
         let c = s.check_attach("c2", &ns("/n"), &ep("small")).unwrap();
-        assert_eq!(c.endpoints[0].ip, Ipv4Addr::new(10, 9, 0, 6));
+        assert_eq!(c.endpoints[0].ip, Some(Ipv4Addr::new(10, 9, 0, 6)));
         s.attach(c);
         assert!(
             s.check_attach("c3", &ns("/n"), &ep("small"))
@@ -1163,7 +1533,7 @@ mod tests {
         s.attach(c);
         let e = s.check_connect("web", &ep("front")).unwrap();
         assert_eq!(e.ifname, "eth1");
-        assert_eq!(e.ip, Ipv4Addr::new(172, 18, 0, 2));
+        assert_eq!(e.ip, Some(Ipv4Addr::new(172, 18, 0, 2)));
         s.connect("web", e);
         let c = &s.containers["web"];
         assert_eq!(c.port_name(0), "web");
@@ -1284,3 +1654,6 @@ mod tests {
         assert_eq!(State::load(&dir).unwrap(), None);
     }
 }
+
+#[cfg(test)]
+mod tests6;

@@ -4,12 +4,12 @@
 //! or one address on two containers.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use dataplane::config::UPLINK_DOMAIN;
 use dataplane::wire::MacAddr;
 
-use crate::state::{Container, Network, State, Uplink, valid_name};
+use crate::state::{Container, Endpoint, Network, State, Uplink, valid_name};
 
 /// What is wrong with a state; each message names the entries involved.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -29,7 +29,9 @@ pub enum Inconsistency {
     #[error("network {0:?}: subnet {1} is not a /8 to /30 with no host bits")]
     BadSubnet(String, String),
     #[error("network {0:?}: gateway {1} is not a usable address of its subnet")]
-    BadGateway(String, Ipv4Addr),
+    BadGateway(String, IpAddr),
+    #[error("network {0:?} has neither IPv4 (subnet and gateway) nor IPv6")]
+    NoFamily(String),
     #[error("network {0:?}: ip range {1} is not inside its subnet")]
     BadRange(String, String),
     #[error("network {0:?}: VLAN {1} is out of 1-4094")]
@@ -45,9 +47,11 @@ pub enum Inconsistency {
     #[error("container {0:?} is on network {1:?} twice")]
     TwiceOnNetwork(String, String),
     #[error("container {0:?}: address {1} is not a usable address of network {2:?}")]
-    BadAddress(String, Ipv4Addr, String),
+    BadAddress(String, IpAddr, String),
     #[error("containers {0:?} and {1:?} both have address {2} on network {3:?}")]
-    DuplicateAddress(String, String, Ipv4Addr, String),
+    DuplicateAddress(String, String, IpAddr, String),
+    #[error("container {0:?}: its addresses on network {1:?} are not of the network's families")]
+    FamilyMismatch(String, String),
     #[error("container {0:?}: MAC {1} is not a unicast address")]
     BadMac(String, MacAddr),
     #[error("containers {0:?} and {1:?} both have MAC {2} on network {3:?}")]
@@ -92,7 +96,7 @@ fn check_uplink(s: &State) -> Result<(), Inconsistency> {
     let usable = (1..=30).contains(&a.prefix_len())
         && a.addr() != a.network().addr()
         && a.addr() != a.broadcast();
-    let clash = s.networks.values().find(|n| n.subnet.overlaps(&a));
+    let clash = (s.networks.values()).find(|n| n.subnet.is_some_and(|s| s.overlaps(&a)));
     if !usable || clash.is_some() {
         let with = clash.map(|n| n.name.clone()).unwrap_or_default();
         return Err(Inconsistency::BadUplink(a.to_string(), with));
@@ -121,16 +125,9 @@ fn check_network(key: &str, n: &Network) -> Result<(), Inconsistency> {
     if n.domain >= UPLINK_DOMAIN.0 {
         return Err(Inconsistency::ReservedDomain(n.name.clone(), n.domain));
     }
-    let sub = n.subnet;
-    if !sub.is_canonical() || !(8..=30).contains(&sub.prefix_len()) {
-        return Err(Inconsistency::BadSubnet(n.name.clone(), sub.to_string()));
-    }
-    let g = n.gateway;
-    if !sub.contains(g) || g == sub.network().addr() || g == sub.broadcast() {
-        return Err(Inconsistency::BadGateway(n.name.clone(), g));
-    }
+    check_families(n)?;
     if let Some(r) = n.ip_range
-        && !sub.covers(&r)
+        && !n.subnet.is_some_and(|sub| sub.covers(&r))
     {
         return Err(Inconsistency::BadRange(n.name.clone(), r.to_string()));
     }
@@ -145,6 +142,32 @@ fn check_network(key: &str, n: &Network) -> Result<(), Inconsistency> {
     Ok(())
 }
 
+/// A network's IPv4 (subnet and gateway together) and IPv6, at least one of them.
+fn check_families(n: &Network) -> Result<(), Inconsistency> {
+    match (n.subnet, n.gateway) {
+        (Some(sub), Some(g)) => {
+            if !sub.is_canonical() || !(8..=30).contains(&sub.prefix_len()) {
+                return Err(Inconsistency::BadSubnet(n.name.clone(), sub.to_string()));
+            }
+            if !sub.contains(g) || g == sub.network().addr() || g == sub.broadcast() {
+                return Err(Inconsistency::BadGateway(n.name.clone(), g.into()));
+            }
+        }
+        (None, None) if n.ipv6.is_some() => {}
+        _ => return Err(Inconsistency::NoFamily(n.name.clone())),
+    }
+    if let Some(v6) = n.ipv6 {
+        let sub = v6.subnet;
+        if !sub.is_canonical() || !(32..=124).contains(&sub.prefix_len()) {
+            return Err(Inconsistency::BadSubnet(n.name.clone(), sub.to_string()));
+        }
+        if !sub.contains(v6.gateway) || v6.gateway == sub.network().addr() {
+            return Err(Inconsistency::BadGateway(n.name.clone(), v6.gateway.into()));
+        }
+    }
+    Ok(())
+}
+
 fn check_network_pairs(s: &State) -> Result<(), Inconsistency> {
     let nets: Vec<&Network> = s.networks.values().collect();
     for (i, a) in nets.iter().enumerate() {
@@ -153,7 +176,7 @@ fn check_network_pairs(s: &State) -> Result<(), Inconsistency> {
             if a.domain == b.domain {
                 return Err(Inconsistency::DuplicateDomain(x, y, a.domain));
             }
-            if a.subnet.overlaps(&b.subnet) {
+            if a.overlaps(b) {
                 return Err(Inconsistency::Overlap(x, y));
             }
             if let Some(v) = a.vlan
@@ -191,15 +214,7 @@ fn check_container(s: &State, key: &str, c: &Container) -> Result<(), Inconsiste
                 e.network.clone(),
             ));
         }
-        let sub = n.subnet;
-        let reserved = [sub.network().addr(), sub.broadcast(), n.gateway];
-        if !sub.contains(e.ip) || reserved.contains(&e.ip) {
-            return Err(Inconsistency::BadAddress(
-                c.name.clone(),
-                e.ip,
-                n.name.clone(),
-            ));
-        }
+        check_addresses(c, e, n)?;
         if !e.mac.is_unicast() || e.mac.is_zero() {
             return Err(Inconsistency::BadMac(c.name.clone(), e.mac));
         }
@@ -210,20 +225,59 @@ fn check_container(s: &State, key: &str, c: &Container) -> Result<(), Inconsiste
     Ok(())
 }
 
+/// An endpoint has an address of each family its network has, and only those, each
+/// a usable address of the network's prefix.
+fn check_addresses(c: &Container, e: &Endpoint, n: &Network) -> Result<(), Inconsistency> {
+    let bad = |ip: IpAddr| Inconsistency::BadAddress(c.name.clone(), ip, n.name.clone());
+    match (n.v4(), e.ip) {
+        (Some((sub, gw)), Some(ip)) => {
+            let reserved = [sub.network().addr(), sub.broadcast(), gw];
+            if !sub.contains(ip) || reserved.contains(&ip) {
+                return Err(bad(ip.into()));
+            }
+        }
+        (None, None) => {}
+        _ => {
+            return Err(Inconsistency::FamilyMismatch(
+                c.name.clone(),
+                n.name.clone(),
+            ));
+        }
+    }
+    match (n.ipv6, e.ip6) {
+        (Some(v6), Some(ip)) => {
+            if !v6.subnet.contains(ip) || ip == v6.gateway || ip == v6.subnet.network().addr() {
+                return Err(bad(ip.into()));
+            }
+        }
+        (_, None) => {}
+        (None, Some(_)) => {
+            return Err(Inconsistency::FamilyMismatch(
+                c.name.clone(),
+                n.name.clone(),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// No address and no MAC twice on one network.
 fn check_unique_endpoints(s: &State) -> Result<(), Inconsistency> {
-    let mut ips: HashMap<(&str, Ipv4Addr), &str> = HashMap::new();
+    let mut ips: HashMap<(&str, IpAddr), &str> = HashMap::new();
     let mut macs: HashMap<(&str, MacAddr), &str> = HashMap::new();
     for c in s.containers.values() {
         for e in &c.endpoints {
             let net = e.network.as_str();
-            if let Some(o) = ips.insert((net, e.ip), &c.name) {
-                return Err(Inconsistency::DuplicateAddress(
-                    o.into(),
-                    c.name.clone(),
-                    e.ip,
-                    net.into(),
-                ));
+            let addrs = [e.ip.map(IpAddr::V4), e.ip6.map(IpAddr::V6)];
+            for ip in addrs.into_iter().flatten() {
+                if let Some(o) = ips.insert((net, ip), &c.name) {
+                    return Err(Inconsistency::DuplicateAddress(
+                        o.into(),
+                        c.name.clone(),
+                        ip,
+                        net.into(),
+                    ));
+                }
             }
             if let Some(o) = macs.insert((net, e.mac), &c.name) {
                 return Err(Inconsistency::DuplicateMac(
@@ -306,8 +360,8 @@ mod tests {
             |s| {
                 let mut n = net(s);
                 n.name = "other".into();
-                n.subnet = "10.1.0.0/16".parse().expect("cidr");
-                n.gateway = Ipv4Addr::new(10, 1, 0, 1);
+                n.subnet = Some("10.1.0.0/16".parse().expect("cidr"));
+                n.gateway = Some(Ipv4Addr::new(10, 1, 0, 1));
                 n.domain = 7;
                 s.networks.insert("other".into(), n);
             },
@@ -326,7 +380,7 @@ mod tests {
         refused(
             |s| {
                 let n = s.networks.get_mut("front").expect("n");
-                n.subnet = "172.18.0.0/31".parse().expect("cidr");
+                n.subnet = Some("172.18.0.0/31".parse().expect("cidr"));
             },
             "not a /8 to /30",
         );

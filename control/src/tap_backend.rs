@@ -108,13 +108,7 @@ impl Backend for TapBackend {
             jumbo(&mut p, cfg.mtu, self.offload);
             Self::single(p, 1)?
         };
-        let ic = netns::IfConfig {
-            mac: Some(cfg.mac),
-            mtu: Some(u32::from(cfg.mtu)),
-            addr: Some((cfg.addr, cfg.prefix)),
-            gateway: cfg.gateway,
-            up: true,
-        };
+        let ic = netns_config(cfg);
         if let Err(e) = netns::configure(ns, &cfg.ifname, &ic) {
             drop(handles);
             let _ = netns::delete_tap(ns, &cfg.ifname);
@@ -177,14 +171,21 @@ pub fn create_local_tap(ifname: &str, vnet_hdr: bool) -> std::io::Result<TapPort
     TapPort::open(ifname, &opts).map_err(std::io::Error::other)
 }
 
-/// Configures an interface of the current network namespace.
-pub fn configure_local(cfg: &IfConfig) -> std::io::Result<()> {
-    let ic = netns::IfConfig {
+/// What the dataplane's namespace code sets on an endpoint's interface.
+fn netns_config(cfg: &IfConfig) -> netns::IfConfig {
+    netns::IfConfig {
         mac: Some(cfg.mac),
         mtu: Some(u32::from(cfg.mtu)),
-        addr: Some((cfg.addr, cfg.prefix)),
+        addr: cfg.addr,
         gateway: cfg.gateway,
+        addr6: cfg.addr6,
+        gateway6: cfg.gateway6,
         up: true,
-    };
+    }
+}
+
+/// Configures an interface of the current network namespace.
+pub fn configure_local(cfg: &IfConfig) -> std::io::Result<()> {
+    let ic = netns_config(cfg);
     netns::configure(NetnsRef::Current, &cfg.ifname, &ic).map_err(std::io::Error::other)
 }

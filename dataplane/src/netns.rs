@@ -20,7 +20,7 @@ use crate::port::tap::{TapError, TapOptions, TapPort, check_ifname, ifreq_for};
 use crate::wire::MacAddr;
 use std::ffi::CString;
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
@@ -107,6 +107,13 @@ pub enum NetnsError {
     },
     #[error("invalid IPv4 prefix length /{0} (0 to 32)")]
     BadPrefix(u8),
+    #[error("{ifname}: cannot set {key} (is IPv6 enabled in the kernel?): {source}")]
+    Sysctl {
+        ifname: String,
+        key: &'static str,
+        #[source]
+        source: io::Error,
+    },
 }
 
 fn open_hint(e: &io::Error) -> &'static str {
@@ -245,6 +252,14 @@ pub struct IfConfig {
     pub addr: Option<(Ipv4Addr, u8)>,
     /// Default route via this gateway; needs `up` and an address on its subnet.
     pub gateway: Option<Ipv4Addr>,
+    /// IPv6 address and prefix length. The interface's IPv6 is set for an address
+    /// vswitch gives: IPv6 on, link-local from the MAC (EUI-64, what port security
+    /// allows), no duplicate address detection (IPAM made the address unique, port
+    /// security keeps others off it: the address works at once), router
+    /// advertisements ignored (address and default route are set here).
+    pub addr6: Option<(Ipv6Addr, u8)>,
+    /// IPv6 default route via this gateway.
+    pub gateway6: Option<Ipv6Addr>,
     /// Bring the interface up (true) or down (false).
     pub up: bool,
 }
@@ -575,12 +590,136 @@ impl IfSocket {
                 self.set_ipv4(ifname, addr, prefix)?;
             }
         }
+        if cfg.addr6.is_some() {
+            ipv6_for_vswitch(ifname)?;
+        }
         self.set_up(ifname, cfg.up)?;
         if let Some(gw) = cfg.gateway {
             self.add_default_route(ifname, gw)?;
         }
+        if let Some((addr, prefix)) = cfg.addr6 {
+            let index = self.index(ifname)?.unwrap_or(0);
+            ipv6_address(ifname, index, addr, prefix)?;
+            if let Some(gw) = cfg.gateway6 {
+                ipv6_default_route(ifname, index, gw)?;
+            }
+        }
         Ok(())
     }
+}
+
+/// The interface settings of an interface vswitch gives an IPv6 address, as
+/// (sysctl, value) under /proc/sys/net/ipv6/conf/IFNAME: see [`IfConfig::addr6`].
+const IPV6_SYSCTLS: [(&str, &str); 4] = [
+    ("disable_ipv6", "0"),
+    ("addr_gen_mode", "0"),
+    ("accept_dad", "0"),
+    ("accept_ra", "0"),
+];
+
+/// Sets [`IPV6_SYSCTLS`] on `ifname` in the calling thread's network namespace.
+fn ipv6_for_vswitch(ifname: &str) -> Result<(), NetnsError> {
+    check_ifname(ifname)?;
+    for (key, value) in IPV6_SYSCTLS {
+        let path = format!("/proc/sys/net/ipv6/conf/{ifname}/{key}");
+        std::fs::write(&path, value).map_err(|source| NetnsError::Sysctl {
+            ifname: ifname.to_string(),
+            key,
+            source,
+        })?;
+    }
+    Ok(())
+}
+
+/// An AF_INET6 datagram socket for IPv6 interface ioctls.
+fn inet6_socket() -> Result<OwnedFd, NetnsError> {
+    // SAFETY: plain socket creation; the result is checked.
+    let fd = unsafe { libc::socket(libc::AF_INET6, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(NetnsError::Socket {
+            source: io::Error::last_os_error(),
+        });
+    }
+    // SAFETY: `fd` was just created and is owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Runs an IPv6 ioctl; EEXIST (already there) is fine.
+fn ioctl6<T>(
+    ifname: &str,
+    op: &'static str,
+    req: libc::c_ulong,
+    arg: &mut T,
+) -> Result<(), NetnsError> {
+    let fd = inet6_socket()?;
+    // SAFETY: `arg` is a live, exclusive reference to the structure the request
+    // expects (an in6_ifreq or an in6_rtmsg).
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), req as libc::Ioctl, arg as *mut T) };
+    if r < 0 {
+        let source = io::Error::last_os_error();
+        if source.raw_os_error() == Some(libc::EEXIST) {
+            return Ok(());
+        }
+        return Err(NetnsError::Ioctl {
+            ifname: ifname.to_string(),
+            op,
+            source,
+        });
+    }
+    Ok(())
+}
+
+fn in6(a: Ipv6Addr) -> libc::in6_addr {
+    libc::in6_addr {
+        s6_addr: a.octets(),
+    }
+}
+
+/// Adds `addr`/`prefix` to interface `index` (its prefix route comes with it).
+fn ipv6_address(ifname: &str, index: u32, addr: Ipv6Addr, prefix: u8) -> Result<(), NetnsError> {
+    let mut r = libc::in6_ifreq {
+        ifr6_addr: in6(addr),
+        ifr6_prefixlen: u32::from(prefix.min(128)),
+        ifr6_ifindex: index as libc::c_int,
+    };
+    ioctl6(ifname, "adding the IPv6 address", libc::SIOCSIFADDR, &mut r)
+}
+
+/// The kernel's `struct in6_rtmsg` (libc's keeps its fields private).
+#[repr(C)]
+struct In6RtMsg {
+    dst: libc::in6_addr,
+    src: libc::in6_addr,
+    gateway: libc::in6_addr,
+    kind: u32,
+    dst_len: u16,
+    src_len: u16,
+    metric: u32,
+    info: libc::c_ulong,
+    flags: u32,
+    ifindex: libc::c_int,
+}
+
+/// Adds the IPv6 default route via `gateway` out of interface `index`.
+fn ipv6_default_route(ifname: &str, index: u32, gateway: Ipv6Addr) -> Result<(), NetnsError> {
+    let mut rt = In6RtMsg {
+        dst: in6(Ipv6Addr::UNSPECIFIED),
+        src: in6(Ipv6Addr::UNSPECIFIED),
+        gateway: in6(gateway),
+        kind: 0,
+        dst_len: 0,
+        src_len: 0,
+        metric: 1024,
+        info: 0,
+        flags: u32::from(libc::RTF_UP | libc::RTF_GATEWAY),
+        ifindex: index as libc::c_int,
+    };
+    ioctl6(
+        ifname,
+        "adding the IPv6 default route",
+        libc::SIOCADDRT,
+        &mut rt,
+    )
 }
 
 /// Namespaces for tests: created with `ip netns add` under a name unique to the test
@@ -730,6 +869,8 @@ mod tests {
             mtu: Some(1400),
             addr: Some((Ipv4Addr::new(10, 55, 0, 2), 24)),
             gateway: Some(Ipv4Addr::new(10, 55, 0, 1)),
+            addr6: Some(("fd00:55::2".parse().unwrap(), 64)),
+            gateway6: Some("fd00:55::1".parse().unwrap()),
             up: true,
         };
         configure(&ns.path, "vst0", &cfg).unwrap();
@@ -758,6 +899,33 @@ mod tests {
                 .any(|l| l.starts_with("vst0\t0000370A\t00000000")),
             "{routes}"
         );
+        // IPv6: the address at once (no duplicate address detection, so not
+        // tentative), the default route via the gateway, the EUI-64 link-local.
+        let read = |f: &str| in_netns(&ns.path, || std::fs::read_to_string(f).unwrap()).unwrap();
+        let addrs = read("/proc/thread-self/net/if_inet6");
+        assert!(
+            addrs.contains("fd000055000000000000000000000002"),
+            "{addrs}"
+        );
+        assert!(
+            addrs.contains("fe800000000000000042"),
+            "EUI-64 link-local: {addrs}"
+        );
+        // if_inet6: address, index, prefix length, scope, flags (0x40: tentative).
+        let flags = |l: &str| u8::from_str_radix(l.split_whitespace().nth(4).unwrap(), 16).unwrap();
+        let tentative = addrs
+            .lines()
+            .any(|l| l.starts_with("fd0000550") && flags(l) & 0x40 != 0);
+        assert!(!tentative, "{addrs}");
+        let routes6 = read("/proc/thread-self/net/ipv6_route");
+        assert!(
+            routes6
+                .lines()
+                .any(|l| l.starts_with("00000000000000000000000000000000 00")
+                    && l.contains("fd000055000000000000000000000001")),
+            "{routes6}"
+        );
+        assert_eq!(read("/proc/sys/net/ipv6/conf/vst0/accept_ra").trim(), "0");
 
         // A new address replaces the old; MAC changes while up.
         let mac2 = MacAddr([0x02, 0x42, 10, 55, 0, 3]);
@@ -1002,6 +1170,7 @@ mod tests {
                 addr: Some((Ipv4Addr::new(10, 9, 0, 2), 24)),
                 gateway: Some(Ipv4Addr::new(10, 9, 0, 1)),
                 up: true,
+                ..IfConfig::default()
             },
         )
         .unwrap();

@@ -5,9 +5,9 @@
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::ser::{SerializeMap, Serializer};
 use serde::{Deserialize, Serialize};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use crate::net::Ipv4Cidr;
+use crate::net::{Ipv4Cidr, Ipv6Cidr};
 use crate::state::{Proto, Uplink};
 use dataplane::wire::MacAddr;
 
@@ -104,6 +104,8 @@ pub struct NetworkInspect {
     pub created: String,
     pub scope: String,
     pub driver: String,
+    #[serde(rename = "EnableIPv4", default = "yes")]
+    pub enable_ipv4: bool,
     #[serde(rename = "EnableIPv6")]
     pub enable_ipv6: bool,
     #[serde(rename = "IPAM")]
@@ -117,6 +119,10 @@ pub struct NetworkInspect {
     pub labels: OrderedMap<String>,
 }
 
+fn yes() -> bool {
+    true
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "PascalCase")]
 pub struct Ipam {
@@ -127,10 +133,11 @@ pub struct Ipam {
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct IpamConfig {
-    #[serde(rename = "Subnet", with = "crate::net::cidr")]
-    pub subnet: Ipv4Cidr,
+    /// An IPv4 or IPv6 prefix (one entry per family, IPv4 first, as Docker lists them).
+    #[serde(rename = "Subnet")]
+    pub subnet: String,
     #[serde(rename = "Gateway")]
-    pub gateway: Ipv4Addr,
+    pub gateway: IpAddr,
     #[serde(
         rename = "IPRange",
         default,
@@ -187,9 +194,20 @@ pub struct NetworkRow {
     pub id: String,
     pub driver: String,
     pub scope: String,
-    #[serde(with = "crate::net::cidr")]
-    pub subnet: Ipv4Cidr,
-    pub gateway: Ipv4Addr,
+    /// The IPv4 prefix and gateway (None: IPv6-only).
+    #[serde(default, with = "crate::net::cidr_opt")]
+    pub subnet: Option<Ipv4Cidr>,
+    #[serde(default)]
+    pub gateway: Option<Ipv4Addr>,
+    /// The IPv6 prefix and gateway (None: no IPv6).
+    #[serde(
+        default,
+        with = "crate::net::cidr_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub subnet6: Option<Ipv6Cidr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway6: Option<Ipv6Addr>,
     pub internal: bool,
     #[serde(rename = "VLAN")]
     pub vlan: Option<u16>,
@@ -209,9 +227,16 @@ pub struct EndpointInfo {
     pub port: String,
     pub network: String,
     pub ifname: String,
-    pub ip: Ipv4Addr,
+    pub ip: Option<Ipv4Addr>,
     pub prefix: Option<u8>,
     pub gateway: Option<Ipv4Addr>,
+    /// The IPv6 address, its prefix length and the gateway's IPv6 address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip6: Option<Ipv6Addr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix6: Option<u8>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway6: Option<Ipv6Addr>,
     pub mtu: Option<u16>,
     /// The gateway answers DNS on this network.
     pub dns: Option<bool>,
@@ -253,7 +278,9 @@ pub struct ContainerRow {
 pub struct ContainerEndpoint {
     pub network: String,
     pub ifname: String,
-    pub ip: Ipv4Addr,
+    pub ip: Option<Ipv4Addr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip6: Option<Ipv6Addr>,
     #[serde(with = "crate::state::mac_text")]
     pub mac: MacAddr,
     pub port: String,
@@ -271,7 +298,9 @@ pub struct PortRow {
     /// `tap`, `netns`, `pid` or `run`.
     pub kind: String,
     pub slot: u16,
-    pub ip: Ipv4Addr,
+    pub ip: Option<Ipv4Addr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip6: Option<Ipv6Addr>,
     #[serde(with = "crate::state::mac_text")]
     pub mac: MacAddr,
     pub trunk: Vec<u16>,

@@ -36,20 +36,25 @@ pub fn build(
     legacy: bool,
 ) -> Value {
     let prefix = e.prefix.unwrap_or(32);
-    let mut ip = json!({
-        "address": format!("{}/{prefix}", e.ip),
-        "interface": 0,
-    });
-    if let Some(gw) = e.gateway {
-        ip["gateway"] = json!(gw.to_string());
-    }
-    if legacy {
-        ip["version"] = json!("4");
-    }
+    let ips: Vec<Value> = (e.ip.iter())
+        .map(|a| {
+            let mut ip = json!({
+                "address": format!("{a}/{prefix}"),
+                "interface": 0,
+            });
+            if let Some(gw) = e.gateway {
+                ip["gateway"] = json!(gw.to_string());
+            }
+            if legacy {
+                ip["version"] = json!("4");
+            }
+            ip
+        })
+        .collect();
     let mut r = json!({
         "cniVersion": cni_version,
         "interfaces": [Interface { name: &e.ifname, mac: &e.mac.to_string(), sandbox }],
-        "ips": [ip],
+        "ips": ips,
         "routes": [],
         "dns": {},
     });

@@ -23,6 +23,7 @@ impl Daemon {
         Ok(EndpointSpec {
             network: a.network.clone(),
             ip: a.ip,
+            ip6: a.ip6,
             mac,
             aliases: a.aliases.clone(),
             trunk,
@@ -166,12 +167,13 @@ impl Daemon {
         &mut self,
         network: &str,
         name: &str,
-        ip: Option<Ipv4Addr>,
+        (ip, ip6): (Option<Ipv4Addr>, Option<std::net::Ipv6Addr>),
         aliases: Vec<String>,
     ) -> Result<Reply, DaemonError> {
         let spec = EndpointSpec {
             network: network.to_string(),
             ip,
+            ip6,
             aliases,
             port_security: true,
             ..Default::default()

@@ -41,6 +41,9 @@ pub struct DaemonConfig {
     pub workers: usize,
     pub upstream_dns: Vec<SocketAddr>,
     pub bip: Option<Ipv4Cidr>,
+    /// IPv6 on the default bridge (`--ipv6`), with `--fixed-cidr-v6` (Some(Some)) or a
+    /// /64 of the unique local prefix (Some(None)).
+    pub bridge_ipv6: Option<Option<crate::net::Ipv6Cidr>>,
     pub default_mtu: Option<u16>,
     /// TAP offloads (vnet headers, TSO/USO, checksum).
     pub offload: bool,
@@ -74,6 +77,7 @@ impl DaemonConfig {
             workers: 1,
             upstream_dns: Vec::new(),
             bip: None,
+            bridge_ipv6: None,
             default_mtu: None,
             offload: true,
             busy_poll: false,
@@ -208,6 +212,9 @@ impl Daemon {
             None => State::new(cfg.bip, cfg.default_mtu)?,
         };
         state.set_default_host_loopback(cfg.bridge_host_loopback);
+        if let Some(fixed) = cfg.bridge_ipv6 {
+            state.set_default_ipv6(fixed)?;
+        }
         state.save(&cfg.state_dir)?;
         Ok(state)
     }

@@ -36,9 +36,10 @@ impl Daemon {
             ifname: e.ifname.clone(),
             mac: e.mac,
             mtu: n.mtu,
-            addr: e.ip,
-            prefix: n.subnet.prefix_len(),
-            gateway: (i == 0 && !n.internal).then_some(n.gateway),
+            addr: e.ip.zip(n.subnet.map(|s| s.prefix_len())),
+            gateway: n.gateway.filter(|_| i == 0 && !n.internal),
+            addr6: e.ip6.zip(n.ipv6.map(|v| v.subnet.prefix_len())),
+            gateway6: n.ipv6.map(|v| v.gateway).filter(|_| i == 0 && !n.internal),
         })
     }
 

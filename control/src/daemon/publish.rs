@@ -85,7 +85,7 @@ impl Daemon {
         let n = self.state.networks.get(&e.network)?;
         Some(PublishTarget {
             domain: n.domain,
-            container: e.ip,
+            container: e.ip?,
             port: container_port,
         })
     }

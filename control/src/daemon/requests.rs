@@ -52,8 +52,9 @@ impl Daemon {
                 network,
                 name,
                 ip,
+                ip6,
                 aliases,
-            } => self.connect(&network, &name, ip, aliases)?,
+            } => self.connect(&network, &name, (ip, ip6), aliases)?,
             Request::Disconnect { network, name } => self.disconnect(&name, &network)?,
             Request::PortLs => Reply::PortLs(self.port_ls()),
             Request::ContainerLs => Reply::ContainerLs(view::containers(&self.state, |p| {

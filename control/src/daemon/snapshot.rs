@@ -3,15 +3,15 @@
 //! below without a runtime).
 
 use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
 use dataplane::bridge::VlanSet;
-use dataplane::config::Net4;
 use dataplane::config::{
     DomainConf, FIRST_PORT, GATEWAY_PORT, PortConf, PortMode, PortRole, Security, Snapshot,
     UPLINK_DOMAIN, UPLINK_PORT, UplinkConf,
 };
+use dataplane::config::{Net4, Net6};
 use dataplane::gateway::{GatewayConfig, Lease, NetConfig, NetDns, PacketUplink, UplinkMode};
 use dataplane::ids::{DomainId, Generation, VlanId};
 use dataplane::wire::MacAddr;
@@ -101,8 +101,8 @@ fn domains(state: &State) -> Vec<Option<DomainConf>> {
                 name: n.name.clone(),
                 vlan: n.vlan.and_then(VlanId::new),
                 gateway_mac: n.gateway_mac(),
-                v4: Some(Net4::of(n.gateway, n.subnet.prefix_len())),
-                v6: None,
+                v4: net4(n),
+                v6: net6(n),
                 icc: n.icc,
                 egress: n.masquerade && !n.internal,
                 members: Vec::new(),
@@ -165,8 +165,8 @@ fn container_port(i: &Inputs, name: &str, p: &PortRt) -> Option<PortConf> {
         mode,
         security: e.port_security.then_some(Security {
             mac: e.mac,
-            ip: Some(e.ip),
-            ip6: None,
+            ip: e.ip,
+            ip6: e.ip6,
         }),
         mac_limit: i.mac_limit,
     })
@@ -178,7 +178,7 @@ fn uplink_conf(i: &Inputs, seg: &PacketSegment) -> UplinkConf {
         .flat_map(|c| c.endpoints.iter())
         .filter_map(|e| {
             let domain = DomainId(i.state.networks.get(&e.network)?.domain);
-            Some((domain, e.ip, e.mac))
+            Some((domain, e.ip?, e.mac))
         })
         .collect();
     hosts.sort_by_key(|h| (h.0, h.1));
@@ -204,7 +204,7 @@ fn dnat_rules(state: &State, c: &Container) -> Vec<dataplane::nat::DnatRule> {
     let Some(e) = c.endpoints.first() else {
         return Vec::new();
     };
-    let Some(n) = state.networks.get(&e.network) else {
+    let (Some(n), Some(ip)) = (state.networks.get(&e.network), e.ip) else {
         return Vec::new();
     };
     c.published
@@ -216,7 +216,7 @@ fn dnat_rules(state: &State, c: &Container) -> Vec<dataplane::nat::DnatRule> {
             },
             ext_port: p.host_port,
             domain: n.domain,
-            ip: e.ip,
+            ip,
             port: p.container_port,
         })
         .collect()
@@ -264,8 +264,8 @@ pub(super) fn gateway_config(i: &Inputs) -> GatewayConfig {
         {
             let lease = Lease {
                 mac: e.mac,
-                v4: Some(e.ip),
-                v6: None,
+                v4: e.ip,
+                v6: e.ip6,
             };
             c.leases.insert((n.domain, p.slot), lease);
         }
@@ -273,12 +273,25 @@ pub(super) fn gateway_config(i: &Inputs) -> GatewayConfig {
     c
 }
 
+/// A network's IPv4 as the dataplane takes it.
+fn net4(n: &Network) -> Option<Net4> {
+    n.v4().map(|(subnet, gateway)| Net4 { gateway, subnet })
+}
+
+/// A network's IPv6 as the dataplane takes it.
+fn net6(n: &Network) -> Option<Net6> {
+    n.ipv6.map(|v| Net6 {
+        gateway: v.gateway,
+        subnet: v.subnet,
+    })
+}
+
 fn net_service(n: &Network) -> NetConfig {
     NetConfig {
         name: n.name.clone(),
         gateway_mac: n.gateway_mac(),
-        v4: Some(Net4::of(n.gateway, n.subnet.prefix_len())),
-        v6: None,
+        v4: net4(n),
+        v6: net6(n),
         mtu: n.mtu,
         internal: n.internal,
         masquerade: n.masquerade,
@@ -297,15 +310,24 @@ fn names(state: &State, n: &Network) -> Option<Arc<dataplane::dns::Names>> {
         return None;
     }
     let mut b = dataplane::dns::Names::builder();
-    b.gateway(n.gateway)
-        .forward(!n.internal)
+    let gateways = [
+        n.gateway.map(IpAddr::V4),
+        n.ipv6.map(|v| IpAddr::V6(v.gateway)),
+    ];
+    for g in gateways.into_iter().flatten() {
+        b.gateway(g);
+    }
+    b.forward(!n.internal)
         .forward_only(n.dns == DnsMode::ForwardOnly);
     let _ = b.search_domain(&n.name);
     if n.dns == DnsMode::Names {
         for (ct, e) in state.endpoints_on(&n.name) {
-            let _ = b.container(&ct.name, e.ip);
-            for a in &e.aliases {
-                let _ = b.alias(a, e.ip);
+            let addrs = [e.ip.map(IpAddr::V4), e.ip6.map(IpAddr::V6)];
+            for ip in addrs.into_iter().flatten() {
+                let _ = b.container(&ct.name, ip);
+                for a in &e.aliases {
+                    let _ = b.alias(a, ip);
+                }
             }
         }
     }
@@ -380,7 +402,7 @@ mod tests {
         let d = s.domains[usize::from(bridge.domain)].as_ref().unwrap();
         assert_eq!(
             (d.name.as_str(), d.gateway_ip()),
-            ("bridge", Some(bridge.gateway))
+            ("bridge", bridge.gateway)
         );
         let gw = s.ports[GATEWAY_PORT.index()].as_ref().unwrap();
         assert_eq!(gw.role, PortRole::Gateway);
@@ -393,7 +415,7 @@ mod tests {
         assert!(matches!(p.mode, PortMode::Access { domain } if domain.0 == bridge.domain));
         assert_eq!(
             p.security.as_ref().map(|s| (s.mac, s.ip)),
-            Some((e.mac, Some(e.ip)))
+            Some((e.mac, e.ip))
         );
         assert!(s.uplink.is_none());
         assert_eq!(s.aging_secs, 300);
@@ -425,12 +447,12 @@ mod tests {
         assert_eq!(u.ext_ip, Ipv4Addr::new(198, 51, 100, 2));
         assert_eq!((u.prefix_len, u.mtu), (24, DEFAULT_UPLINK_MTU));
         let e = &w.state.containers["web"].endpoints[0];
-        assert!(u.hosts.iter().any(|h| h.1 == e.ip && h.2 == e.mac));
+        assert!(u.hosts.iter().any(|h| Some(h.1) == e.ip && h.2 == e.mac));
         let r = u
             .rules
             .find(dataplane::wire::IpProtocol::Tcp, 8080)
             .unwrap();
-        assert_eq!((r.ip, r.port), (e.ip, 80));
+        assert_eq!((Some(r.ip), r.port), (e.ip, 80));
         let up = s.ports[UPLINK_PORT.index()].as_ref().unwrap();
         assert_eq!(up.role, PortRole::Uplink);
         let c = gateway_config(&inputs(&w, true));
@@ -447,14 +469,14 @@ mod tests {
         let d = usize::from(bridge.domain);
         assert_eq!(
             c.nets[d].as_ref().and_then(|n| n.v4).map(|v| v.gateway),
-            Some(bridge.gateway)
+            bridge.gateway
         );
         assert!(c.names[d].is_some());
         assert_eq!(
             c.leases
                 .get(&(bridge.domain, FIRST_PORT.0))
                 .map(|l| (l.mac, l.v4)),
-            Some((e.mac, Some(e.ip)))
+            Some((e.mac, e.ip))
         );
         assert!(c.packet.is_none());
     }

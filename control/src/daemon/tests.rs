@@ -155,6 +155,7 @@ fn refused_requests_change_nothing() {
         (attach("front", "web", "/proc/self/ns/net"), "cannot enter"),
         (
             Request::Connect {
+                ip6: None,
                 network: "front".into(),
                 name: "ghost".into(),
                 ip: None,
@@ -214,6 +215,7 @@ fn connect_gives_eth1_and_disconnect_removes_it() {
     let v = ok(
         &mut d,
         Request::Connect {
+            ip6: None,
             network: "back".into(),
             name: "web".into(),
             ip: None,

@@ -150,13 +150,12 @@ impl Daemon {
         {
             return Err(DaemonError::UnusableAddress(*address));
         }
-        if let Some(o) = (self.state.networks.values()).find(|n| n.subnet.overlaps(address)) {
-            return Err(StateError::Overlap(
-                address.to_string(),
-                o.name.clone(),
-                o.subnet.to_string(),
-            )
-            .into());
+        let clash = (self.state.networks.values())
+            .find_map(|n| n.subnet.filter(|s| s.overlaps(address)).map(|s| (n, s)));
+        if let Some((o, s)) = clash {
+            return Err(
+                StateError::Overlap(address.to_string(), o.name.clone(), s.to_string()).into(),
+            );
         }
         if let Some(h) = next_hop
             && (!address.contains(h) || h == address.addr())

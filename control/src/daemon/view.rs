@@ -41,8 +41,8 @@ pub fn network_inspect(state: &State, n: &Network) -> NetworkInspect {
                 name: c.name.clone(),
                 endpoint_id: e.id.clone(),
                 mac_address: e.mac,
-                ipv4_address: format!("{}/{}", e.ip, n.subnet.prefix_len()),
-                ipv6_address: String::new(),
+                ipv4_address: with_prefix(e.ip, n.subnet.map(|s| s.prefix_len())),
+                ipv6_address: with_prefix(e.ip6, n.ipv6.map(|v| v.subnet.prefix_len())),
                 aliases: e.aliases.clone(),
             };
             (c.id.clone(), m)
@@ -54,15 +54,12 @@ pub fn network_inspect(state: &State, n: &Network) -> NetworkInspect {
         created: rfc3339(n.created),
         scope: "local".into(),
         driver: "vswitch".into(),
-        enable_ipv6: false,
+        enable_ipv4: n.subnet.is_some(),
+        enable_ipv6: n.ipv6.is_some(),
         ipam: Ipam {
             driver: "default".into(),
             options: OrderedMap::default(),
-            config: vec![IpamConfig {
-                subnet: n.subnet,
-                gateway: n.gateway,
-                ip_range: n.ip_range,
-            }],
+            config: ipam_configs(n),
         },
         internal: n.internal,
         attachable: true,
@@ -71,6 +68,30 @@ pub fn network_inspect(state: &State, n: &Network) -> NetworkInspect {
         options: network_options(n),
         labels: OrderedMap::default(),
     }
+}
+
+/// `ADDR/PREFIX`, or "" without an address (as Docker shows a family a container does
+/// not have).
+fn with_prefix(a: Option<impl std::fmt::Display>, prefix: Option<u8>) -> String {
+    match (a, prefix) {
+        (Some(a), Some(p)) => format!("{a}/{p}"),
+        _ => String::new(),
+    }
+}
+
+/// One IPAM entry per address family, IPv4 first.
+fn ipam_configs(n: &Network) -> Vec<IpamConfig> {
+    let v4 = n.v4().map(|(subnet, gateway)| IpamConfig {
+        subnet: subnet.to_string(),
+        gateway: gateway.into(),
+        ip_range: n.ip_range,
+    });
+    let v6 = n.ipv6.map(|v| IpamConfig {
+        subnet: v.subnet.to_string(),
+        gateway: v.gateway.into(),
+        ip_range: None,
+    });
+    v4.into_iter().chain(v6).collect()
 }
 
 fn network_options(n: &Network) -> NetworkOptions {
@@ -100,6 +121,8 @@ pub fn network_ls(state: &State) -> Vec<NetworkRow> {
             scope: "local".into(),
             subnet: n.subnet,
             gateway: n.gateway,
+            subnet6: n.ipv6.map(|v| v.subnet),
+            gateway6: n.ipv6.map(|v| v.gateway),
             internal: n.internal,
             vlan: n.vlan,
             containers: state.endpoints_on(&n.name).count(),
@@ -115,8 +138,11 @@ pub fn endpoint_info(state: &State, c: &Container, e: &Endpoint, i: usize) -> En
         network: e.network.clone(),
         ifname: e.ifname.clone(),
         ip: e.ip,
-        prefix: n.map(|n| n.subnet.prefix_len()),
-        gateway: n.map(|n| n.gateway),
+        prefix: n.and_then(|n| n.subnet).map(|s| s.prefix_len()),
+        gateway: n.and_then(|n| n.gateway),
+        ip6: e.ip6,
+        prefix6: n.and_then(|n| n.ipv6).map(|v| v.subnet.prefix_len()),
+        gateway6: n.and_then(|n| n.ipv6).map(|v| v.gateway),
         mtu: n.map(|n| n.mtu),
         dns: n.map(|n| n.dns != DnsMode::Off),
         mac: e.mac,
@@ -142,7 +168,10 @@ pub fn sandbox(state: &State, c: &Container) -> SandboxInfo {
         && let Some(n) = state.networks.get(&e.network)
         && n.dns != DnsMode::Off
     {
-        v.resolv = Some(format!("nameserver {}\noptions ndots:0\n", n.gateway));
+        v.resolv = Some(crate::net::resolv_conf(
+            n.gateway,
+            n.ipv6.map(|v| v.gateway),
+        ));
     }
     v
 }
@@ -185,6 +214,7 @@ pub fn containers(state: &State, open: impl Fn(&str) -> bool) -> Vec<ContainerRo
                     network: e.network.clone(),
                     ifname: e.ifname.clone(),
                     ip: e.ip,
+                    ip6: e.ip6,
                     mac: e.mac,
                     port: c.port_name(i),
                     open: open(&c.port_name(i)),
@@ -218,6 +248,7 @@ pub fn port_row(name: &str, slot: u16, c: &Container, e: &Endpoint) -> PortRow {
         kind: kind.into(),
         slot,
         ip: e.ip,
+        ip6: e.ip6,
         mac: e.mac,
         trunk: e.trunk.clone(),
         port_security: e.port_security,

@@ -138,7 +138,7 @@ pub fn create(mut network: Network) -> Result<Network, PluginError> {
     if let Some(cfg) = n.as_ref().and_then(|n| n.ipam.config.first()) {
         network.subnets = Some(vec![Subnet {
             subnet: cfg.subnet.to_string(),
-            gateway: Some(std::net::IpAddr::V4(cfg.gateway)),
+            gateway: Some(cfg.gateway),
             rest: Default::default(),
         }]);
     }
@@ -220,10 +220,14 @@ fn status_block(a: &Attached) -> StatusBlock {
     let gateway = a.gateway.map(std::net::IpAddr::V4);
     let iface = NetInterface {
         mac_address: a.mac.to_string(),
-        subnets: Some(vec![NetAddress {
-            gateway,
-            ipnet: format!("{}/{}", a.ip, a.prefix.unwrap_or(32)),
-        }]),
+        subnets: Some(
+            (a.ip.iter())
+                .map(|ip| NetAddress {
+                    gateway,
+                    ipnet: format!("{ip}/{}", a.prefix.unwrap_or(32)),
+                })
+                .collect(),
+        ),
     };
     StatusBlock {
         dns_search_domains: Some(Vec::new()),
@@ -360,8 +364,11 @@ mod tests {
             port: "web".into(),
             network: "podman".into(),
             ifname: "eth0".into(),
-            ip: "10.89.1.5".parse().unwrap(),
+            ip: Some("10.89.1.5".parse().unwrap()),
             prefix: Some(24),
+            ip6: None,
+            prefix6: None,
+            gateway6: None,
             gateway: Some("10.89.1.1".parse().unwrap()),
             mtu: Some(1500),
             dns: Some(true),

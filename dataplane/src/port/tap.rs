@@ -1270,6 +1270,7 @@ mod tests {
                 addr: Some((Ipv4Addr::new(10, 200, 0, 2), 24)),
                 gateway: Some(Ipv4Addr::new(10, 200, 0, 1)),
                 up: true,
+                ..IfConfig::default()
             },
         )
         .unwrap();
@@ -1407,6 +1408,7 @@ mod tests {
                     addr: Some((Ipv4Addr::new(10, 77, 0, host), 24)),
                     gateway: None,
                     up: true,
+                    ..IfConfig::default()
                 },
             )
             .unwrap();
