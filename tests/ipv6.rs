@@ -184,8 +184,10 @@ fn a_bare_tap_configures_itself_by_slaac_with_the_gateway_as_router_and_dns() {
     host.must(&format!("ip link set {tap} up"));
     let want = ip6_of(&d, "vm");
     let got = eventually(Duration::from_secs(10), || {
-        host.must(&format!("ip -6 addr show dev {tap} scope global -tentative"))
-            .contains(&want)
+        host.must(&format!(
+            "ip -6 addr show dev {tap} scope global -tentative"
+        ))
+        .contains(&want)
     });
     assert!(
         got,

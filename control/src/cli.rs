@@ -369,6 +369,8 @@ pub enum ConntrackCmd {
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ScenarioArg {
     L2,
+    /// The l2 scenario with IPv6/UDP frames.
+    L2v6,
     Vlan,
     Nat,
     All,
@@ -394,6 +396,9 @@ pub struct BenchArgs {
     /// Worker threads (one core each).
     #[arg(long, default_value_t = 1)]
     pub workers: usize,
+    /// l2, l2v6: port security on every port (one MAC each, its addresses checked).
+    #[arg(long)]
+    pub port_security: bool,
     /// Print one JSON document.
     #[arg(long)]
     pub json: bool,
@@ -661,9 +666,10 @@ fn bench(a: BenchArgs) -> Result<(), CliError> {
     use crate::bench::{self, Params, Scenario};
     let scenarios: Vec<Scenario> = match a.scenario {
         ScenarioArg::L2 => vec![Scenario::L2],
+        ScenarioArg::L2v6 => vec![Scenario::L2v6],
         ScenarioArg::Vlan => vec![Scenario::Vlan],
         ScenarioArg::Nat => vec![Scenario::Nat],
-        ScenarioArg::All => vec![Scenario::L2, Scenario::Vlan, Scenario::Nat],
+        ScenarioArg::All => vec![Scenario::L2, Scenario::L2v6, Scenario::Vlan, Scenario::Nat],
     };
     let mut results = Vec::new();
     let mut skipped = Vec::new();
@@ -675,6 +681,7 @@ fn bench(a: BenchArgs) -> Result<(), CliError> {
             flows: a.flows,
             seconds: a.seconds,
             workers: a.workers,
+            port_security: a.port_security,
         };
         match bench::run(&p) {
             Ok(o) => results.push(o),
@@ -694,6 +701,7 @@ fn bench(a: BenchArgs) -> Result<(), CliError> {
                 "workers": o.workers,
                 "frame_size": o.frame_size,
                 "fdb_entries": o.fdb_entries,
+                "port_security": o.port_security,
                 "new_flows_per_sec": o.new_flows_per_sec.map(|x| round(x, 0)),
             })).collect::<Vec<_>>(),
             "skipped": skipped,

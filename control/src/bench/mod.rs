@@ -8,7 +8,7 @@
 //! before the clock starts, so the measured path is learned unicast: classify, learn
 //! (refresh), lookup, egress.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -25,6 +25,9 @@ use dataplane::worker::Worker;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scenario {
     L2,
+    /// As `L2`, the frames IPv6/UDP (switching is the same path for either family:
+    /// the figure shows it).
+    L2v6,
     Vlan,
     Nat,
 }
@@ -33,6 +36,7 @@ impl Scenario {
     pub fn name(self) -> &'static str {
         match self {
             Scenario::L2 => "l2",
+            Scenario::L2v6 => "l2v6",
             Scenario::Vlan => "vlan",
             Scenario::Nat => "nat",
         }
@@ -50,6 +54,9 @@ pub struct Params {
     pub flows: usize,
     pub seconds: f64,
     pub workers: usize,
+    /// l2/l2v6: every port has port security (one MAC and its addresses each), so
+    /// frames go through the IPv4 or IPv6 source checks and first-hop guards.
+    pub port_security: bool,
 }
 
 impl Default for Params {
@@ -61,6 +68,7 @@ impl Default for Params {
             flows: 1024,
             seconds: 3.0,
             workers: 1,
+            port_security: false,
         }
     }
 }
@@ -78,6 +86,7 @@ pub struct Outcome {
     pub sent: u64,
     /// NAT: new flows per second (first packet and reply of each).
     pub new_flows_per_sec: Option<f64>,
+    pub port_security: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -118,6 +127,21 @@ pub struct UdpSpec {
     pub dip: Ipv4Addr,
     pub sport: u16,
     pub dport: u16,
+}
+
+/// An Ethernet + IPv6 + UDP frame (untagged) from `sip` to `dip`, with a valid
+/// checksum.
+pub fn udp6_frame(spec: &UdpSpec, (sip, dip): (Ipv6Addr, Ipv6Addr)) -> Vec<u8> {
+    let mut f = Vec::with_capacity(spec.size);
+    f.extend_from_slice(&spec.dst.0);
+    f.extend_from_slice(&spec.src.0);
+    f.extend_from_slice(&[0x86, 0xdd]);
+    let payload = spec.size.saturating_sub(f.len() + 48);
+    let body = vec![0u8; payload];
+    if let Some(p) = dataplane::gateway::udp6_packet((sip, spec.sport), (dip, spec.dport), &body) {
+        f.extend_from_slice(&p);
+    }
+    f
 }
 
 /// An Ethernet + IPv4 + UDP frame, optionally tagged, with valid checksums.
@@ -245,7 +269,11 @@ fn plan(p: &Params) -> (Vec<Option<DomainConf>>, Vec<Vec<PlannedPort>>) {
             )
         }
         _ => {
-            let each = (p.macs / (w * PORTS_L2)).max(1);
+            let each = if p.port_security {
+                1
+            } else {
+                (p.macs / (w * PORTS_L2)).max(1)
+            };
             let mut workers = Vec::new();
             let mut next = 0usize;
             for _ in 0..w {
@@ -510,7 +538,7 @@ pub fn setup(p: &Params) -> Result<Setup, BenchError> {
         return setup_nat(p);
     }
     let (domains, workers) = plan(p);
-    let (snap, slot_of) = l2_snapshot(domains, &workers);
+    let (snap, slot_of) = l2_snapshot(domains, &workers, p.port_security);
     let total_macs: usize = workers.iter().flatten().map(|pp| pp.macs.len()).sum();
     let fdb = Arc::new(Fdb::new((total_macs as u32).max(1024)));
     {
@@ -552,9 +580,37 @@ pub fn setup(p: &Params) -> Result<Setup, BenchError> {
 }
 
 /// The snapshot of the switching scenarios, and each worker's port slots.
+/// The IPv4 and IPv6 addresses of the host with MAC number `m`.
+fn host_ips(m: usize) -> (Ipv4Addr, Ipv6Addr) {
+    let b = (m as u32).to_be_bytes();
+    let v6 = Ipv6Addr::new(
+        0xfd00,
+        0x17,
+        0,
+        0,
+        0,
+        0,
+        u16::from_be_bytes([b[0], b[1]]),
+        u16::from_be_bytes([b[2], b[3]]),
+    );
+    (Ipv4Addr::new(172, 17 + (b[1] & 7), b[2], b[3]), v6)
+}
+
+/// Port security for a planned port: its one MAC and that host's addresses.
+fn security_of(pp: &PlannedPort) -> Option<dataplane::config::Security> {
+    let m = *pp.macs.first()?;
+    let (ip, ip6) = host_ips(m);
+    Some(dataplane::config::Security {
+        mac: mac(m),
+        ip: Some(ip),
+        ip6: Some(ip6),
+    })
+}
+
 fn l2_snapshot(
     domains: Vec<Option<DomainConf>>,
     workers: &[Vec<PlannedPort>],
+    secure: bool,
 ) -> (Snapshot, Vec<Vec<u16>>) {
     let mut snap = Snapshot {
         domains,
@@ -567,7 +623,11 @@ fn l2_snapshot(
         for (pi, pp) in ports.iter().enumerate() {
             let slot = snap.ports.len() as u16;
             let name = format!("w{wi}p{pi}");
-            snap.ports.push(port(name, pp.mode.clone(), u32::MAX));
+            let mut conf = port(name, pp.mode.clone(), u32::MAX);
+            if let Some(c) = conf.as_mut().filter(|_| secure) {
+                c.security = security_of(pp);
+            }
+            snap.ports.push(conf);
             slots.push(slot);
         }
         slot_of.push(slots);
@@ -586,7 +646,8 @@ fn l2_frames(p: &Params, ports: &[PlannedPort], pi: usize) -> Vec<Vec<u8>> {
         .filter_map(|k| ports.get((pi + k) % ports.len()))
         .find(|q| {
             q.domain == pp.domain
-                && (q.tag.is_none() != pp.tag.is_none() || p.scenario == Scenario::L2)
+                && (q.tag.is_none() != pp.tag.is_none()
+                    || matches!(p.scenario, Scenario::L2 | Scenario::L2v6))
         })
         .unwrap_or(pp);
     let n = pp.macs.len().min(TEMPLATES_PER_PORT);
@@ -595,16 +656,22 @@ fn l2_frames(p: &Params, ports: &[PlannedPort], pi: usize) -> Vec<Vec<u8>> {
         .map(|k| {
             let s = pp.macs[(k * step) % pp.macs.len()];
             let d = peer.macs[(k * step + k / 7) % peer.macs.len()];
-            udp_frame(&UdpSpec {
+            let ((sip, sip6), (dip, dip6)) = (host_ips(s), host_ips(d));
+            let spec = UdpSpec {
                 dst: mac(d),
                 src: mac(s),
                 vlan: pp.tag,
                 size: p.frame_size,
-                sip: Ipv4Addr::new(172, 17, 0, 2),
-                dip: Ipv4Addr::new(172, 17, 0, 3),
+                sip,
+                dip,
                 sport: 40000 + (k % 1000) as u16,
                 dport: 5201,
-            })
+            };
+            if p.scenario == Scenario::L2v6 {
+                udp6_frame(&spec, (sip6, dip6))
+            } else {
+                udp_frame(&spec)
+            }
         })
         .collect()
 }
@@ -671,6 +738,7 @@ pub fn run(p: &Params) -> Result<Outcome, BenchError> {
         fdb_entries: fdb.len(),
         sent,
         new_flows_per_sec,
+        port_security: p.port_security,
     })
 }
 
@@ -713,6 +781,52 @@ mod tests {
         assert_eq!(o.fdb_entries, 1024);
         // Learned unicast: every frame leaves exactly once.
         assert_eq!(o.sent, o.frames);
+    }
+
+    #[test]
+    fn l2v6_scenario_forwards_ipv6_frames_by_unicast() {
+        let o = run(&Params {
+            scenario: Scenario::L2v6,
+            seconds: 0.2,
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(o.scenario, "l2v6");
+        assert!(o.frames > 0);
+        assert_eq!(o.sent, o.frames);
+        let f = udp6_frame(
+            &UdpSpec {
+                dst: mac(1),
+                src: mac(2),
+                vlan: None,
+                size: 64,
+                sip: Ipv4Addr::UNSPECIFIED,
+                dip: Ipv4Addr::UNSPECIFIED,
+                sport: 1,
+                dport: 2,
+            },
+            ("fd00::2".parse().unwrap(), "fd00::3".parse().unwrap()),
+        );
+        assert_eq!(f.len(), 64);
+        let ip = dataplane::wire::Ipv6Packet::new_checked(&f[14..]).unwrap();
+        assert_eq!((ip.next_header(), ip.payload_len()), (17, 10));
+    }
+
+    #[test]
+    fn secured_ports_pass_their_own_frames_of_either_family() {
+        for scenario in [Scenario::L2, Scenario::L2v6] {
+            let o = run(&Params {
+                scenario,
+                port_security: true,
+                seconds: 0.2,
+                ..Default::default()
+            })
+            .unwrap();
+            assert!(o.frames > 0 && o.port_security);
+            assert_eq!(o.fdb_entries, 4);
+            // Nothing refused by port security: every frame leaves once.
+            assert_eq!(o.sent, o.frames, "{scenario:?}");
+        }
     }
 
     #[test]
