@@ -75,7 +75,7 @@ import time
 from scapy.all import *
 conf.verb = 0
 mac = get_if_hwaddr("eth0")
-ll = "fe80::" + "1:2:3:4"
+ll = "fe80::" + in6_mactoifaceid(mac)
 ra = (Ether(src=mac, dst="33:33:00:00:00:01") / IPv6(src=ll, dst="ff02::1")
       / ICMPv6ND_RA(routerlifetime=1800)
       / ICMPv6NDOptPrefixInfo(prefix="2001:db8:66::", prefixlen=64, L=1, A=1,
