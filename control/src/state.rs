@@ -1263,7 +1263,7 @@ mod tests {
         }
     }
 
-    fn ep(network: &str) -> EndpointSpec {
+    pub(super) fn ep(network: &str) -> EndpointSpec {
         EndpointSpec {
             network: network.into(),
             port_security: true,
@@ -1271,7 +1271,7 @@ mod tests {
         }
     }
 
-    fn ns(p: &str) -> Sandbox {
+    pub(super) fn ns(p: &str) -> Sandbox {
         Sandbox::Netns { path: p.into() }
     }
 

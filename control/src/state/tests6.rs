@@ -1,19 +1,8 @@
 //! IPv6 in the state: dual-stack and IPv6-only networks, IPAM's address policy, the
 //! unique local prefix, the default bridge, and states written before IPv6.
 
+use super::tests::{ep, ns};
 use super::*;
-
-fn ep(network: &str) -> EndpointSpec {
-    EndpointSpec {
-        network: network.into(),
-        port_security: true,
-        ..Default::default()
-    }
-}
-
-fn ns(p: &str) -> Sandbox {
-    Sandbox::Netns { path: p.into() }
-}
 
 fn dual(name: &str, subnet6: Option<&str>) -> NetworkSpec {
     NetworkSpec {

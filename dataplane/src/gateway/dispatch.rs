@@ -357,11 +357,12 @@ impl Gateway {
     fn dhcp(&mut self, f: Inbound<'_>, net: &GatewayNet, out: &mut Actions) {
         let leases = &self.cfg.leases;
         let lease = |_| leases.get(&(f.domain, f.port)).and_then(|l| l.v4);
-        let mut replied = false;
-        out.send_with(f.domain, |b| {
-            replied = dhcp::handle(f.data, net, lease, b).replied();
-            replied
-        });
+        let replied = out.send_with(f.domain, |b| dhcp::handle(f.data, net, lease, b).replied());
+        self.count_dhcp(replied);
+    }
+
+    /// Counts a DHCP or DHCPv6 message answered or not.
+    pub(super) fn count_dhcp(&mut self, replied: bool) {
         if replied {
             self.stats.dhcp_replies += 1;
         } else {

@@ -143,16 +143,8 @@ impl Gateway {
 
     fn dhcp6(&mut self, f: Inbound<'_>, net: &GatewayNet6, out: &mut Actions) {
         let lease = (self.cfg.leases.get(&(f.domain, f.port))).and_then(|l| l.v6);
-        let mut replied = false;
-        out.send_with(f.domain, |b| {
-            replied = dhcp6::handle(f.data, net, lease, b).replied();
-            replied
-        });
-        if replied {
-            self.stats.dhcp_replies += 1;
-        } else {
-            self.stats.dhcp_ignored += 1;
-        }
+        let replied = out.send_with(f.domain, |b| dhcp6::handle(f.data, net, lease, b).replied());
+        self.count_dhcp(replied);
     }
 
     /// A DNS query over UDP to the gateway's IPv6 address.

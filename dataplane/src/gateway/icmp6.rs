@@ -8,21 +8,24 @@ use std::net::Ipv6Addr;
 use super::{GatewayNet6, icmp6_frame};
 use crate::wire::icmpv6::{self, MIN_MTU};
 use crate::wire::ipv6::{HEADER_LEN, Icmpv6Type, NextHeader, Upper, is_link_local};
-use crate::wire::{EtherType, EthernetFrame, Icmpv6Packet, Ipv6Packet};
+use crate::wire::{EtherType, EthernetFrame, Icmpv6Packet, Ipv6Packet, MacAddr};
 
 /// Hop limit of what the gateway sends (Linux's default).
 const HOPS: u8 = 64;
 
-/// Answers an echo request to one of the gateway's addresses with an echo reply.
-pub fn echo_reply(frame: &[u8], net: &GatewayNet6, out: &mut Vec<u8>) -> bool {
-    let Ok(eth) = EthernetFrame::new_checked(frame) else {
-        return false;
-    };
+/// The source MAC and IPv6 packet of a frame from a unicast MAC.
+fn ipv6_from_unicast(frame: &[u8]) -> Option<(MacAddr, Ipv6Packet<&[u8]>)> {
+    let eth = EthernetFrame::new_checked(frame).ok()?;
     if eth.ethertype() != EtherType::IPV6 || !eth.src().is_unicast() {
-        return false;
+        return None;
     }
     let src_mac = eth.src();
-    let Ok(ip) = Ipv6Packet::new_checked(eth.into_payload()) else {
+    Some((src_mac, Ipv6Packet::new_checked(eth.into_payload()).ok()?))
+}
+
+/// Answers an echo request to one of the gateway's addresses with an echo reply.
+pub fn echo_reply(frame: &[u8], net: &GatewayNet6, out: &mut Vec<u8>) -> bool {
+    let Some((src_mac, ip)) = ipv6_from_unicast(frame) else {
         return false;
     };
     let (src, dst) = (ip.src(), ip.dst());
@@ -64,14 +67,7 @@ pub fn error(
     word: u32,
     out: &mut Vec<u8>,
 ) -> bool {
-    let Ok(eth) = EthernetFrame::new_checked(frame) else {
-        return false;
-    };
-    if eth.ethertype() != EtherType::IPV6 || !eth.src().is_unicast() {
-        return false;
-    }
-    let src_mac = eth.src();
-    let Ok(ip) = Ipv6Packet::new_checked(eth.into_payload()) else {
+    let Some((src_mac, ip)) = ipv6_from_unicast(frame) else {
         return false;
     };
     let (src, dst) = (ip.src(), ip.dst());
@@ -129,7 +125,6 @@ pub fn source_ip(frame: &[u8]) -> Option<Ipv6Addr> {
 mod tests {
     use super::*;
     use crate::gateway::ndp::tests::net;
-    use crate::wire::MacAddr;
     use crate::wire::captured::{self, bytes};
     use crate::wire::icmpv6::Unreach6Code;
 
