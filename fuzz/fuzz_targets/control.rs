@@ -7,9 +7,9 @@
 
 use control::api::{AttachReq, Envelope, Request, Response};
 use control::daemon::Daemon;
+use control::framing::Conn;
 use control::net::Ipv4Cidr;
 use control::state::{EndpointSpec, Sandbox, State};
-use control::framing::Conn;
 use control::{publish, render};
 use libfuzzer_sys::fuzz_target;
 use std::io::Write;
@@ -52,11 +52,13 @@ fn apply(state: &mut State, req: Request) {
             network,
             name,
             ip,
+            ip6,
             aliases,
         } => {
             let spec = EndpointSpec {
                 network,
                 ip,
+                ip6,
                 aliases,
                 port_security: true,
                 ..Default::default()

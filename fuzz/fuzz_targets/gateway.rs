@@ -12,13 +12,13 @@
 use dataplane::bridge::CounterTable;
 use dataplane::bridge::fdb::Fdb;
 use dataplane::config::{SnapshotCell, UPLINK_DOMAIN};
+use dataplane::gateway::{
+    GatewayConfig, GatewayIo, Lease, Net4, Net6, NetConfig, NetDns, PacketUplink, UplinkMode,
+};
 use dataplane::nat::Nat;
 use dataplane::port::ring::{RingFrame, Wake, ring_pair};
 use dataplane::port::{Batch, Port, Punt, SUPER_FRAME_CAP};
 use dataplane::runtime::{GatewayCtx, GatewayHandler};
-use dataplane::gateway::{
-    GatewayConfig, GatewayIo, Lease, Net4, Net6, NetConfig, NetDns, PacketUplink, UplinkMode,
-};
 use dataplane::uplink::packet::Neighbours;
 use dataplane::wire::{EthernetFrame, MacAddr};
 use libfuzzer_sys::fuzz_target;
@@ -40,7 +40,10 @@ fn config() -> GatewayConfig {
         gateway_mac: MacAddr::from_ipv4(GW),
         v4: Some(Net4::of(GW, 24)),
         // Dual stack, so the IPv6 arm (NDP, DHCPv6, echo, errors, DNS) is fuzzed too.
-        v6: Some(Net6::of("fd00:1::1".parse().unwrap_or(std::net::Ipv6Addr::LOCALHOST), 64)),
+        v6: Some(Net6::of(
+            "fd00:1::1".parse().unwrap_or(std::net::Ipv6Addr::LOCALHOST),
+            64,
+        )),
         mtu: 1500,
         internal: false,
         masquerade: true,

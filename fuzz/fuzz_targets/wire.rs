@@ -105,6 +105,39 @@ fn ip(b: &mut [u8]) {
     }
 }
 
+/// IPv6 and what rides on it: the fixed header and extension walk, ICMPv6, neighbour
+/// discovery and its options, DHCPv6 and its identity associations.
+fn ip6(b: &[u8]) {
+    use dataplane::wire::dhcpv6::{Dhcpv6Message, IaNa};
+    use dataplane::wire::ndp::{NdpMessage, PrefixInfo, rdnss_servers};
+    use dataplane::wire::{Icmpv6Packet, Ipv6Packet};
+    if let Ok(p) = Ipv6Packet::new_checked(b) {
+        black_box((p.src(), p.dst(), p.hop_limit(), p.payload(), p.packet()));
+        black_box(p.upper());
+    }
+    if let Ok(i) = Icmpv6Packet::new_checked(b) {
+        let a = std::net::Ipv6Addr::LOCALHOST;
+        black_box((i.msg_type(), i.echo_ident(), i.mtu(), i.data()));
+        black_box(i.verify_checksum(&a, &a));
+    }
+    if let Ok(m) = NdpMessage::new_checked(b) {
+        black_box((m.target(), m.flags(), m.router_lifetime(), m.lladdr()));
+        for (_, body) in m.options().flatten() {
+            black_box((PrefixInfo::parse(body), rdnss_servers(body).count()));
+        }
+    }
+    if let Ok(m) = Dhcpv6Message::new_checked(b) {
+        black_box((m.msg_type(), m.transaction_id()));
+        for (code, body) in m.options().flatten() {
+            if code == 3
+                && let Ok(ia) = IaNa::parse(body)
+            {
+                black_box(ia.addresses().count());
+            }
+        }
+    }
+}
+
 fn arp(b: &[u8]) {
     if let Ok(a) = ArpPacket::new_checked(b) {
         black_box((a.operation(), a.sender_mac(), a.sender_ip()));
@@ -139,6 +172,7 @@ fuzz_target!(|data: &[u8]| {
     let mut raw = data.to_vec();
     ip(&mut raw);
     arp(data);
+    ip6(data);
     for proto in [6u8, 17, 1] {
         let mut raw = data.to_vec();
         l4(IpProtocol::from(proto), A, A, &mut raw);

@@ -102,7 +102,14 @@ pub mod pipeline {
     }
 
     fn access(name: &str, domain: u16) -> Option<PortConf> {
-        port(name, PortRole::Container, PortMode::Access { domain: DomainId(domain) }, None)
+        port(
+            name,
+            PortRole::Container,
+            PortMode::Access {
+                domain: DomainId(domain),
+            },
+            None,
+        )
     }
 
     pub fn snapshot() -> Snapshot {
@@ -122,7 +129,9 @@ pub mod pipeline {
                 port(
                     "gateway",
                     PortRole::Gateway,
-                    PortMode::Access { domain: DomainId(0) },
+                    PortMode::Access {
+                        domain: DomainId(0),
+                    },
                     None,
                 ),
                 port(
@@ -137,7 +146,9 @@ pub mod pipeline {
                 port(
                     "p3",
                     PortRole::Container,
-                    PortMode::Access { domain: DomainId(0) },
+                    PortMode::Access {
+                        domain: DomainId(0),
+                    },
                     Some(secure),
                 ),
                 access("p4", 1),
