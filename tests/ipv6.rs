@@ -351,3 +351,53 @@ fn a_run_container_names_both_gateways_in_resolv_conf() {
     );
     assert!(out.contains("fd00:164::"), "{out}");
 }
+
+/// dnsmasq on the host's IPv6 loopback answering example.test (A and AAAA): an
+/// upstream resolver reached over IPv6.
+fn upstream6() -> (Proc, u16) {
+    require(&["dnsmasq"]);
+    for _ in 0..5 {
+        let port = {
+            let s = std::net::UdpSocket::bind("[::1]:0").expect("the host has no IPv6 loopback");
+            s.local_addr().expect("addr").port()
+        };
+        let p = Proc::spawn(&format!(
+            "exec dnsmasq --keep-in-foreground --no-daemon --port {port} --listen-address=::1 \
+             --bind-interfaces --no-resolv --no-hosts --address=/example.test/2001:db8::7 \
+             --address=/example.test/192.0.2.7 --pid-file= --user=root 2>/dev/null"
+        ));
+        let ok = eventually(Duration::from_secs(5), || {
+            sh(&format!(
+                "dig @::1 -p {port} +short +tries=1 +time=1 AAAA a.example.test"
+            ))
+            .stdout_text()
+            .contains("2001:db8::7")
+        });
+        if ok {
+            return (p, port);
+        }
+    }
+    panic!("dnsmasq did not start on ::1 (5 ports tried)");
+}
+
+#[test]
+#[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
+fn other_names_are_forwarded_to_an_upstream_resolver_over_ipv6() {
+    require(&["dig"]);
+    let (_up, port) = upstream6();
+    let d = Daemon::start(&["--upstream-dns", &format!("[::1]:{port}")]);
+    d.ctl_ok(&[
+        "network",
+        "create",
+        "net",
+        "--ipv6",
+        "--subnet",
+        "fd00:165::/64",
+    ]);
+    let a = Netns::new("a");
+    d.ctl_ok(&["attach", "net", "--name", "a", "--netns", &a.path()]);
+    let aaaa = a.must("dig @fd00:165::1 +short +tries=2 +time=2 AAAA x.example.test");
+    assert_eq!(aaaa.trim(), "2001:db8::7", "{}", d.log());
+    let a4 = a.must("dig @fd00:165::1 +short +tries=2 +time=2 A x.example.test");
+    assert_eq!(a4.trim(), "192.0.2.7");
+}
