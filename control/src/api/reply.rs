@@ -368,6 +368,12 @@ pub struct GatewayCounters {
     pub routed: u64,
     pub unanswered: u64,
     pub no_neighbour: u64,
+    /// Neighbour advertisements for the gateways' IPv6 addresses.
+    #[serde(default)]
+    pub nd_replies: u64,
+    /// Router advertisements sent, solicited and periodic.
+    #[serde(default)]
+    pub router_adverts: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]

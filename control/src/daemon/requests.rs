@@ -270,6 +270,8 @@ impl Daemon {
             routed: s.to_uplink,
             unanswered: s.unanswered,
             no_neighbour: s.no_neighbour,
+            nd_replies: s.nd_replies,
+            router_adverts: s.router_adverts,
         });
         let nat = gw
             .as_ref()
