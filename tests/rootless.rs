@@ -323,3 +323,28 @@ fn rootless_published_ports_take_frames_for_loopback_clients() {
         "{st}"
     );
 }
+
+#[test]
+#[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
+fn an_unprivileged_run_container_gets_its_ipv6_address_and_gateway() {
+    require(&["setpriv", "ping"]);
+    let nd = NobodyDaemon::start();
+    let o = nd.ctl("network create six --ipv6 --ipv4=false --subnet fd00:166::/64");
+    assert!(o.status.success(), "{}", o.stderr_text());
+    // Configured inside its own user namespace: address, route, no DAD, ping at once.
+    let c = sh(&as_nobody(&format!(
+        "{} run --socket {} --network six --name r -- sh -c 'cat /etc/resolv.conf; ip -6 route show default; ping -6 -c 1 -W 2 fd00:166::1'",
+        bin(),
+        nd.sock.display()
+    )));
+    let out = c.stdout_text();
+    assert!(
+        c.status.success(),
+        "{out}{}\ndaemon: {}",
+        c.stderr_text(),
+        nd.log()
+    );
+    assert!(out.contains("nameserver fd00:166::1\n"), "{out}");
+    assert!(!out.contains("nameserver 1"), "an IPv4 nameserver: {out}");
+    assert!(out.contains("default via fd00:166::1"), "{out}");
+}
