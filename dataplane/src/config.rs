@@ -91,6 +91,9 @@ pub struct Member {
     pub port: PortId,
     pub encap: Encap,
     pub role: PortRole,
+    /// A container's access port under port security: a host, never a router (its
+    /// router advertisements are refused), so frames for routers alone skip it.
+    pub host: bool,
 }
 
 /// A bridge domain: one network.
@@ -246,27 +249,49 @@ impl Snapshot {
             }
         }
         self.vlan_domain = map;
-        let ports = &self.ports;
-        for (id, d) in self.domains.iter_mut().enumerate() {
-            let (Some(d), Ok(id)) = (d, u16::try_from(id)) else {
+        for d in self.domains.iter_mut().flatten() {
+            d.members.clear();
+        }
+        // One pass over the ports: an access port joins its one domain; only trunks
+        // are matched against every domain (O(ports + trunks x domains), not
+        // O(ports x domains), for thousands of ports in hundreds of networks).
+        for (slot, p) in self.ports.iter().enumerate() {
+            let (Some(p), Ok(slot)) = (p, u16::try_from(slot)) else {
                 continue;
             };
-            d.members.clear();
-            for (slot, p) in ports.iter().enumerate() {
-                let (Some(p), Ok(slot)) = (p, u16::try_from(slot)) else {
-                    continue;
-                };
-                if p.role == PortRole::Gateway {
-                    continue;
+            if p.role == PortRole::Gateway {
+                continue;
+            }
+            match &p.mode {
+                PortMode::Access { domain } => {
+                    if let Some(Some(d)) = self.domains.get_mut(domain.index()) {
+                        d.members.push(Member::of(p, PortId(slot), Encap::None));
+                    }
                 }
-                if let Some(encap) = p.egress_encap(DomainId(id), d.vlan) {
-                    d.members.push(Member {
-                        port: PortId(slot),
-                        encap,
-                        role: p.role,
-                    });
+                PortMode::Trunk { .. } => {
+                    for (id, d) in self.domains.iter_mut().enumerate() {
+                        let (Some(d), Ok(id)) = (d, u16::try_from(id)) else {
+                            continue;
+                        };
+                        if let Some(encap) = p.egress_encap(DomainId(id), d.vlan) {
+                            d.members.push(Member::of(p, PortId(slot), encap));
+                        }
+                    }
                 }
             }
+        }
+    }
+}
+
+impl Member {
+    fn of(p: &PortConf, port: PortId, encap: Encap) -> Member {
+        Member {
+            port,
+            encap,
+            role: p.role,
+            host: p.role == PortRole::Container
+                && p.security.is_some()
+                && matches!(p.mode, PortMode::Access { .. }),
         }
     }
 }

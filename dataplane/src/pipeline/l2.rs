@@ -39,7 +39,11 @@ pub(super) fn forward_one(
         if dst.is_broadcast() && !ing.trusted {
             out.push(GATEWAY_PORT, i, Encap::None);
         }
-        flood(dconf, ing.in_port, from_container, i, out);
+        if dst.is_ipv6_router_group() {
+            flood_routers(dconf, ing.in_port, from_container, i, out);
+        } else {
+            flood(dconf, ing.in_port, from_container, i, out);
+        }
         return Ok(());
     }
     if dst == dconf.gateway_mac {
@@ -194,6 +198,28 @@ pub(super) fn flood(
     let isolate = !dconf.icc && from_container;
     for m in &dconf.members {
         if m.port == in_port || (isolate && m.role == PortRole::Container) {
+            continue;
+        }
+        out.push(m.port, i, m.encap);
+    }
+}
+
+/// Floods a frame for IPv6 routers alone (router solicitations, MLD reports) to the
+/// members that may be routers: not to containers' secured access ports, which are
+/// hosts. Every container sends a few of these when its interface comes up; flooded to
+/// every port of a network of N containers they cost N^2 deliveries, each a pass of
+/// the receiving kernel's IPv6 input only to be dropped.
+#[cold]
+fn flood_routers(
+    dconf: &DomainConf,
+    in_port: PortId,
+    from_container: bool,
+    i: usize,
+    out: &mut Egress,
+) {
+    let isolate = !dconf.icc && from_container;
+    for m in &dconf.members {
+        if m.port == in_port || m.host || (isolate && m.role == PortRole::Container) {
             continue;
         }
         out.push(m.port, i, m.encap);

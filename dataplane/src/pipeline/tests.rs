@@ -973,3 +973,26 @@ mod nat_prop {
         }
     }
 }
+
+/// Router solicitations and MLD reports (for routers alone) skip containers' secured
+/// access ports, which are hosts; other IPv6 multicast still reaches every member.
+#[test]
+fn ipv6_router_groups_skip_secured_hosts() {
+    let mut r = Rig::new();
+    if let Some(Some(p)) = r.snap.ports.get_mut(3) {
+        p.security = Some(Security {
+            mac: mac(3),
+            ip: Some(Ipv4Addr::new(10, 1, 0, 3)),
+        });
+    }
+    r.snap.rebuild();
+    let six = |dst| frame(MacAddr(dst), mac(2), 0x86dd, &[0x60, 0, 0, 0]);
+    // The positive control: all-nodes multicast reaches the secured port 3 too.
+    let sent = r.run(2, &[six([0x33, 0x33, 0, 0, 0, 1])]);
+    assert_eq!(who_got(&sent), vec![3, 4, 6]);
+    for group in [MacAddr::IPV6_ALL_ROUTERS, MacAddr::IPV6_MLDV2_ROUTERS] {
+        let sent = r.run(2, &[six(group.0)]);
+        // Port 4 (no port security) and the trunk may be routers; 3 is a host.
+        assert_eq!(who_got(&sent), vec![4, 6], "{group}");
+    }
+}
