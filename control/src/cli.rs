@@ -368,6 +368,10 @@ pub struct BenchArgs {
     /// Worker threads (one core each).
     #[arg(long, default_value_t = 1)]
     pub workers: usize,
+    /// Ports of the l2 scenario in all, each sending to every other port of its worker
+    /// in turn [default: 4 per worker, each sending to the next]
+    #[arg(long)]
+    pub ports: Option<usize>,
     /// Print one JSON document.
     #[arg(long)]
     pub json: bool,
@@ -619,6 +623,7 @@ fn bench(a: BenchArgs) -> Result<(), CliError> {
             flows: a.flows,
             seconds: a.seconds,
             workers: a.workers,
+            ports: a.ports,
         };
         match bench::run(&p) {
             Ok(o) => results.push(o),
@@ -638,6 +643,7 @@ fn bench(a: BenchArgs) -> Result<(), CliError> {
                 "workers": o.workers,
                 "frame_size": o.frame_size,
                 "fdb_entries": o.fdb_entries,
+                "ports": o.ports,
                 "new_flows_per_sec": o.new_flows_per_sec.map(|x| round(x, 0)),
             })).collect::<Vec<_>>(),
             "skipped": skipped,

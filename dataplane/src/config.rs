@@ -112,9 +112,20 @@ pub struct DomainConf {
     pub egress: bool,
     /// Every port that carries the domain (the service port excluded), for flooding.
     pub members: Vec<Member>,
+    /// The IPv4 address of each secured access port of the domain, with the port,
+    /// sorted by address (filled by [`Snapshot::rebuild`]): an ARP request for one of
+    /// them goes to its port alone.
+    pub owners: Vec<(Ipv4Addr, PortId)>,
 }
 
 impl DomainConf {
+    /// The secured port that owns `ip` in this domain (an address IPAM gave it).
+    #[inline]
+    pub fn owner(&self, ip: Ipv4Addr) -> Option<PortId> {
+        let i = self.owners.binary_search_by_key(&ip, |o| o.0).ok()?;
+        self.owners.get(i).map(|o| o.1)
+    }
+
     pub fn contains(&self, ip: Ipv4Addr) -> bool {
         let mask = mask_of(self.prefix_len);
         u32::from(ip) & mask == u32::from(self.subnet) & mask
@@ -251,6 +262,7 @@ impl Snapshot {
         self.vlan_domain = map;
         for d in self.domains.iter_mut().flatten() {
             d.members.clear();
+            d.owners.clear();
         }
         // One pass over the ports: an access port joins its one domain; only trunks
         // are matched against every domain (O(ports + trunks x domains), not
@@ -265,7 +277,11 @@ impl Snapshot {
             match &p.mode {
                 PortMode::Access { domain } => {
                     if let Some(Some(d)) = self.domains.get_mut(domain.index()) {
-                        d.members.push(Member::of(p, PortId(slot), Encap::None));
+                        let m = Member::of(p, PortId(slot), Encap::None);
+                        if let (true, Some(ip)) = (m.host, p.security.and_then(|s| s.ip)) {
+                            d.owners.push((ip, m.port));
+                        }
+                        d.members.push(m);
                     }
                 }
                 PortMode::Trunk { .. } => {
@@ -279,6 +295,19 @@ impl Snapshot {
                     }
                 }
             }
+        }
+        for d in self.domains.iter_mut().flatten() {
+            d.owners.sort_unstable();
+            // An address two ports claim belongs to neither: its requests are flooded.
+            let mut dup = Vec::new();
+            for w in d.owners.windows(2) {
+                if let [a, b] = w
+                    && a.0 == b.0
+                {
+                    dup.push(a.0);
+                }
+            }
+            d.owners.retain(|o| !dup.contains(&o.0));
         }
     }
 }
@@ -350,6 +379,7 @@ mod tests {
             icc: true,
             egress: true,
             members: vec![],
+            owners: vec![],
         }
     }
 

@@ -274,6 +274,7 @@ mod tests {
             icc: true,
             egress: true,
             members: vec![],
+            owners: vec![],
         }
     }
 
@@ -388,6 +389,7 @@ mod tests {
                 icc: true,
                 egress: true,
                 members: vec![],
+                owners: vec![],
             })],
             ports: vec![None, None],
             ..Default::default()

@@ -50,6 +50,9 @@ pub struct Params {
     pub flows: usize,
     pub seconds: f64,
     pub workers: usize,
+    /// The l2 scenario's ports in all (split over the workers), each sending to every
+    /// other port of its worker in turn; None: four per worker, each sending to the next.
+    pub ports: Option<usize>,
 }
 
 impl Default for Params {
@@ -61,6 +64,7 @@ impl Default for Params {
             flows: 1024,
             seconds: 3.0,
             workers: 1,
+            ports: None,
         }
     }
 }
@@ -74,6 +78,8 @@ pub struct Outcome {
     pub workers: usize,
     pub frame_size: usize,
     pub fdb_entries: usize,
+    /// Ports in all (every worker's).
+    pub ports: usize,
     /// Frames that left on a port (equal to `frames` when nothing was flooded or dropped).
     pub sent: u64,
     /// NAT: new flows per second (first packet and reply of each).
@@ -94,7 +100,13 @@ pub enum BenchError {
     Unavailable(&'static str),
     #[error("--flows {0} is out of range: use 1 to 1048576")]
     Flows(usize),
+    #[error("--ports {0} is out of range: use 2 per worker up to {MAX_BENCH_PORTS} in all")]
+    Ports(usize),
 }
+
+/// The most ports a scenario may have: every slot the daemon can give containers.
+pub const MAX_BENCH_PORTS: usize =
+    dataplane::bridge::fdb::MAX_PORT_SLOTS - dataplane::config::FIRST_PORT.index();
 
 const PORTS_L2: usize = 4;
 /// Template frames kept per port (they cycle); with more MACs than this per port, the
@@ -175,6 +187,7 @@ fn domain(name: &str, vlan: Option<u16>, third: u8) -> Option<DomainConf> {
         icc: true,
         egress: true,
         members: vec![],
+        owners: vec![],
     })
 }
 
@@ -246,12 +259,13 @@ fn plan(p: &Params) -> (Vec<Option<DomainConf>>, Vec<Vec<PlannedPort>>) {
             )
         }
         _ => {
-            let each = (p.macs / (w * PORTS_L2)).max(1);
+            let per = p.ports.map_or(PORTS_L2, |n| n / w);
+            let each = (p.macs / (w * per)).max(1);
             let mut workers = Vec::new();
             let mut next = 0usize;
             for _ in 0..w {
                 let mut ports = Vec::new();
-                for _ in 0..PORTS_L2 {
+                for _ in 0..per {
                     ports.push(PlannedPort {
                         mode: PortMode::Access {
                             domain: DomainId(0),
@@ -295,6 +309,11 @@ fn validate(p: &Params) -> Result<(), BenchError> {
     }
     if !(1..=1 << 20).contains(&p.flows) {
         return Err(BenchError::Flows(p.flows));
+    }
+    if let Some(n) = p.ports
+        && !(2 * p.workers..=MAX_BENCH_PORTS).contains(&n)
+    {
+        return Err(BenchError::Ports(n));
     }
     Ok(())
 }
@@ -578,7 +597,9 @@ fn l2_snapshot(
 }
 
 /// Port `pi`'s frames: from its MACs to MACs of another port of the same worker and
-/// domain (for VLANs, across the access/trunk boundary: a tag op per frame).
+/// domain (for VLANs, across the access/trunk boundary: a tag op per frame). With
+/// `--ports`, frame k goes to the (k mod (n-1))+1-th port after this one, so a batch
+/// reaches up to 64 ports.
 fn l2_frames(p: &Params, ports: &[PlannedPort], pi: usize) -> Vec<Vec<u8>> {
     let Some(pp) = ports.get(pi) else {
         return Vec::new();
@@ -590,12 +611,24 @@ fn l2_frames(p: &Params, ports: &[PlannedPort], pi: usize) -> Vec<Vec<u8>> {
                 && (q.tag.is_none() != pp.tag.is_none() || p.scenario == Scenario::L2)
         })
         .unwrap_or(pp);
-    let n = pp.macs.len().min(TEMPLATES_PER_PORT);
+    let spread = p.ports.is_some() && ports.len() > 1;
+    let n = if spread {
+        pp.macs.len().max(ports.len() - 1)
+    } else {
+        pp.macs.len()
+    }
+    .min(TEMPLATES_PER_PORT);
     let step = (pp.macs.len() / n.max(1)).max(1);
     (0..n)
         .map(|k| {
+            let to = if spread {
+                ports.get((pi + 1 + k % (ports.len() - 1)) % ports.len())
+            } else {
+                Some(peer)
+            };
+            let to = to.unwrap_or(peer);
             let s = pp.macs[(k * step) % pp.macs.len()];
-            let d = peer.macs[(k * step + k / 7) % peer.macs.len()];
+            let d = to.macs[(k * step + k / 7) % to.macs.len()];
             udp_frame(&UdpSpec {
                 dst: mac(d),
                 src: mac(s),
@@ -627,9 +660,10 @@ pub fn run(p: &Params) -> Result<Outcome, BenchError> {
         let line = start_line.clone();
         handles.push(std::thread::spawn(move || {
             pin_to_cpu(wi);
-            // Warm up caches and the branch predictor.
+            // Warm up caches and the branch predictor: some 8000 batches.
             let mut warm = 0u64;
-            for _ in 0..2000 {
+            let rounds = (8000 / w.rx_slots().len().max(1)).max(2);
+            for _ in 0..rounds {
                 warm += w.poll_all() as u64;
             }
             line.wait();
@@ -670,6 +704,7 @@ pub fn run(p: &Params) -> Result<Outcome, BenchError> {
         workers: p.workers,
         frame_size: p.frame_size,
         fdb_entries: fdb.len(),
+        ports: slot_of.iter().map(Vec::len).sum(),
         sent,
         new_flows_per_sec,
     })
@@ -716,6 +751,23 @@ mod tests {
         assert_eq!(o.sent, o.frames);
     }
 
+    /// A thousand ports, each sending to every other in turn: every frame still leaves
+    /// once (learned unicast), through up to 64 ports per batch.
+    #[test]
+    fn l2_scenario_with_a_thousand_ports_forwards_every_frame() {
+        let o = run(&Params {
+            seconds: 0.2,
+            ports: Some(1000),
+            macs: 1000,
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(o.ports, 1000);
+        assert_eq!(o.fdb_entries, 1000);
+        assert!(o.frames > 0);
+        assert_eq!(o.sent, o.frames);
+    }
+
     #[test]
     fn vlan_scenario_runs_two_workers() {
         let o = run(&Params {
@@ -750,6 +802,14 @@ mod tests {
             },
             Params {
                 flows: 0,
+                ..Default::default()
+            },
+            Params {
+                ports: Some(1),
+                ..Default::default()
+            },
+            Params {
+                ports: Some(MAX_BENCH_PORTS + 1),
                 ..Default::default()
             },
         ] {

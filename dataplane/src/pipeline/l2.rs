@@ -9,7 +9,7 @@ use crate::config::{DomainConf, GATEWAY_PORT, PortRole, UPLINK_DOMAIN, UPLINK_PO
 use crate::ids::{DomainId, Encap, PortId};
 use crate::port::Frame;
 use crate::wire::ethernet::HEADER_LEN;
-use crate::wire::{EtherType, EthernetFrame, Ipv4Packet, MacAddr};
+use crate::wire::{ArpOp, ArpPacket, EtherType, EthernetFrame, Ipv4Packet, MacAddr};
 
 /// Forwards one frame of a port other than the uplink.
 #[inline(always)]
@@ -39,7 +39,11 @@ pub(super) fn forward_one(
         if dst.is_broadcast() && !ing.trusted {
             out.push(GATEWAY_PORT, i, Encap::None);
         }
-        if dst.is_ipv6_router_group() {
+        let to_routers = dst.is_ipv6_router_group()
+            || (dst.is_broadcast()
+                && ethertype == EtherType::ARP
+                && directed_arp(ing, dconf, from_container, i, eth.payload(), out));
+        if to_routers {
             flood_routers(dconf, ing.in_port, from_container, i, out);
         } else {
             flood(dconf, ing.in_port, from_container, i, out);
@@ -204,12 +208,51 @@ pub(super) fn flood(
     }
 }
 
-/// Floods a frame for IPv6 routers alone (router solicitations, MLD reports) to the
-/// members that may be routers: not to containers' secured access ports, which are
-/// hosts. Every container sends a few of these when its interface comes up; flooded to
-/// every port of a network of N containers they cost N^2 deliveries, each a pass of
-/// the receiving kernel's IPv6 input only to be dropped.
-#[cold]
+/// An ARP request for an address the switch knows the owner of: the gateway's (which
+/// has the frame already), or one IPAM gave a secured port, queued for that port alone.
+/// True when it was such a request: the rest of the network's hosts need not see it
+/// (the ports that may be anything, trunks and ports without port security, still
+/// do). Flooded to every port of a network of N containers, the ARP requests of N
+/// containers cost N^2 deliveries.
+#[inline(always)]
+fn directed_arp(
+    ing: &Ingress<'_>,
+    dconf: &DomainConf,
+    from_container: bool,
+    i: usize,
+    l3: &[u8],
+    out: &mut Egress,
+) -> bool {
+    let Ok(arp) = ArpPacket::new_checked(l3) else {
+        return false;
+    };
+    if arp.operation() != ArpOp::REQUEST {
+        return false;
+    }
+    let target = arp.target_ip();
+    if target == dconf.gateway_ip {
+        return true;
+    }
+    let Some(owner) = dconf.owner(target) else {
+        return false;
+    };
+    // A port asking for its own address (a probe, an announcement) asks everyone.
+    if owner == ing.in_port {
+        return false;
+    }
+    if dconf.icc || !from_container {
+        out.push(owner, i, Encap::None);
+    }
+    true
+}
+
+/// Floods a frame to the members that are not secured hosts (trunks, ports without
+/// port security, the uplink): what is for routers alone (router solicitations, MLD
+/// reports) or for one known host (a directed ARP request). Every container sends a
+/// few of the former when its interface comes up; flooded to every port of a network
+/// of N containers they cost N^2 deliveries, each a pass of the receiving kernel's
+/// input only to be dropped.
+#[inline]
 fn flood_routers(
     dconf: &DomainConf,
     in_port: PortId,

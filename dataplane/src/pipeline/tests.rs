@@ -62,6 +62,7 @@ fn domain(name: &str, vlan: Option<u16>, third: u8, icc: bool) -> Option<DomainC
         icc,
         egress: true,
         members: vec![],
+        owners: vec![],
     })
 }
 
@@ -995,4 +996,73 @@ fn ipv6_router_groups_skip_secured_hosts() {
         // Port 4 (no port security) and the trunk may be routers; 3 is a host.
         assert_eq!(who_got(&sent), vec![4, 6], "{group}");
     }
+}
+
+fn secure_at(r: &mut Rig, port: usize, ip: [u8; 4]) {
+    if let Some(Some(p)) = r.snap.ports.get_mut(port) {
+        p.security = Some(Security {
+            mac: mac(port as u8),
+            ip: Some(Ipv4Addr::from(ip)),
+        });
+    }
+    r.snap.rebuild();
+}
+
+fn arp_request(from: u8, spa: [u8; 4], tpa: [u8; 4]) -> Vec<u8> {
+    frame(
+        MacAddr::BROADCAST,
+        mac(from),
+        0x0806,
+        &arp(mac(from), spa, tpa),
+    )
+}
+
+/// An ARP request for an address IPAM gave a secured port goes to that port (and the
+/// gateway, and the members that may be anything) instead of every host of the network;
+/// one for an unknown address is flooded as before.
+#[test]
+fn arp_requests_for_known_owners_are_directed() {
+    let mut r = Rig::new();
+    secure_at(&mut r, 3, [10, 1, 0, 3]);
+    secure_at(&mut r, 4, [10, 1, 0, 4]);
+    // The positive control: an unknown address reaches every member.
+    let sent = r.run(2, &[arp_request(2, [10, 1, 0, 2], [10, 1, 0, 99])]);
+    assert_eq!(who_got(&sent), vec![0, 3, 4, 6]);
+    // Port 3's address: port 3, the gateway and the trunk; not port 4.
+    let sent = r.run(2, &[arp_request(2, [10, 1, 0, 2], [10, 1, 0, 3])]);
+    assert_eq!(who_got(&sent), vec![0, 3, 6]);
+    // The gateway's address: the gateway (and the trunk) alone.
+    let sent = r.run(2, &[arp_request(2, [10, 1, 0, 2], [10, 1, 0, 1])]);
+    assert_eq!(who_got(&sent), vec![0, 6]);
+    // A port probing its own address asks everyone.
+    let sent = r.run(3, &[arp_request(3, [0, 0, 0, 0], [10, 1, 0, 3])]);
+    assert_eq!(who_got(&sent), vec![0, 2, 4, 6]);
+    // Replies are unicast, as before.
+    let reply = frame(
+        mac(2),
+        mac(3),
+        0x0806,
+        &arp(mac(3), [10, 1, 0, 3], [10, 1, 0, 2]),
+    );
+    assert_eq!(who_got(&r.run(3, &[reply])), vec![2]);
+}
+
+/// With inter-container traffic off, a directed request reaches no other container.
+#[test]
+fn directed_arp_keeps_no_icc_isolation() {
+    let mut r = Rig::new();
+    secure_at(&mut r, 7, [10, 3, 0, 7]);
+    secure_at(&mut r, 8, [10, 3, 0, 8]);
+    let sent = r.run_with_domain(7, &[arp_request(7, [10, 3, 0, 7], [10, 3, 0, 8])], 2);
+    assert_eq!(who_got(&sent), vec![0]);
+}
+
+/// Two ports claiming one address: neither owns it, requests for it are flooded.
+#[test]
+fn a_doubly_claimed_address_is_flooded() {
+    let mut r = Rig::new();
+    secure_at(&mut r, 3, [10, 1, 0, 9]);
+    secure_at(&mut r, 4, [10, 1, 0, 9]);
+    let sent = r.run(2, &[arp_request(2, [10, 1, 0, 2], [10, 1, 0, 9])]);
+    assert_eq!(who_got(&sent), vec![0, 3, 4, 6]);
 }

@@ -53,7 +53,7 @@ pub mod udp;
 pub mod vlan;
 pub mod vnet;
 
-pub use arp::ArpPacket;
+pub use arp::{ArpOp, ArpPacket};
 pub use checksum::Checksum;
 pub use cidr::{CidrError, Ipv4Cidr};
 pub use dhcp::DhcpPacket;
