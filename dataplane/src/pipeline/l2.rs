@@ -35,19 +35,7 @@ pub(super) fn forward_one(
     }
     let from_container = ing.port.role == PortRole::Container;
     if dst.is_multicast() {
-        // Broadcasts also reach the gateway (ARP for it, DHCP); other multicast does not.
-        if dst.is_broadcast() && !ing.trusted {
-            out.push(GATEWAY_PORT, i, Encap::None);
-        }
-        let to_routers = dst.is_ipv6_router_group()
-            || (dst.is_broadcast()
-                && ethertype == EtherType::ARP
-                && directed_arp(ing, dconf, from_container, i, eth.payload(), out));
-        if to_routers {
-            flood_routers(dconf, ing.in_port, from_container, i, out);
-        } else {
-            flood(dconf, ing.in_port, from_container, i, out);
-        }
+        forward_group(ing, (dconf, ethertype), (dst, eth.payload()), i, out);
         return Ok(());
     }
     if dst == dconf.gateway_mac {
@@ -66,6 +54,33 @@ pub(super) fn forward_one(
             flood(dconf, ing.in_port, from_container, i, out);
             Ok(())
         }
+    }
+}
+
+/// A broadcast or multicast frame: to every other member of the network, but what
+/// only routers or one known host need (router solicitations, MLD reports, directed
+/// ARP requests) not to the other hosts. Broadcasts also reach the gateway (ARP for it,
+/// DHCP); other multicast does not.
+#[inline(always)]
+fn forward_group(
+    ing: &Ingress<'_>,
+    (dconf, ethertype): (&DomainConf, u16),
+    (dst, l3): (MacAddr, &[u8]),
+    i: usize,
+    out: &mut Egress,
+) {
+    let from_container = ing.port.role == PortRole::Container;
+    if dst.is_broadcast() && !ing.trusted {
+        out.push(GATEWAY_PORT, i, Encap::None);
+    }
+    let hosts_need_not = dst.is_ipv6_router_group()
+        || (dst.is_broadcast()
+            && ethertype == EtherType::ARP
+            && directed_arp(ing, dconf, from_container, i, l3, out));
+    if hosts_need_not {
+        flood_to_non_hosts(dconf, ing.in_port, from_container, i, out);
+    } else {
+        flood(dconf, ing.in_port, from_container, i, out);
     }
 }
 
@@ -253,7 +268,7 @@ fn directed_arp(
 /// of N containers they cost N^2 deliveries, each a pass of the receiving kernel's
 /// input only to be dropped.
 #[inline]
-fn flood_routers(
+fn flood_to_non_hosts(
     dconf: &DomainConf,
     in_port: PortId,
     from_container: bool,
