@@ -17,7 +17,7 @@ mod uplink;
 mod view;
 
 pub use error::DaemonError;
-pub use server::{bind, serve};
+pub use server::{bind, serve, serve_stream};
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
