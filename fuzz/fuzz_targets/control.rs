@@ -15,9 +15,9 @@
 use control::api::{AttachReq, Envelope, Request, Response};
 use control::backend::MemoryBackend;
 use control::daemon::{Daemon, DaemonConfig, serve_stream};
+use control::framing::Conn;
 use control::net::Ipv4Cidr;
 use control::state::{EndpointSpec, Sandbox, State};
-use control::framing::Conn;
 use control::{publish, render};
 use libfuzzer_sys::fuzz_target;
 use std::io::{BufRead, BufReader, Write};
@@ -156,7 +156,11 @@ fn daemon_replies(data: &[u8]) {
     };
     let mut lines: Vec<Vec<u8>> = data.split(|&b| b == b'\n').map(tame).collect();
     let partial = lines.pop().unwrap_or_default();
-    let mut input: Vec<u8> = lines.iter().flat_map(|l| l.iter().chain(b"\n")).copied().collect();
+    let mut input: Vec<u8> = lines
+        .iter()
+        .flat_map(|l| l.iter().chain(b"\n"))
+        .copied()
+        .collect();
     input.extend_from_slice(&partial);
     let Ok((mut tx, rx)) = UnixStream::pair() else {
         return;
@@ -166,7 +170,10 @@ fn daemon_replies(data: &[u8]) {
     let reader = tx.try_clone().ok();
     let replies = std::thread::spawn(move || {
         reader.map_or_else(Vec::new, |r| {
-            BufReader::new(r).lines().map_while(Result::ok).collect::<Vec<_>>()
+            BufReader::new(r)
+                .lines()
+                .map_while(Result::ok)
+                .collect::<Vec<_>>()
         })
     });
     let _ = tx.write_all(&input);

@@ -45,7 +45,10 @@ fn check(in_port: u16, sent: &[Vec<Vec<u8>>]) {
                         matches!(vid, None | Some(10) | Some(20)),
                         "trunk sent tag {vid:?}"
                     );
-                    assert!(!is_tag(inner), "trunk sent a frame tagged twice: {inner:x?}");
+                    assert!(
+                        !is_tag(inner),
+                        "trunk sent a frame tagged twice: {inner:x?}"
+                    );
                 }
                 2..=7 => assert!(
                     !is_tag(outer),

@@ -83,10 +83,19 @@ fn arp(b: &[u8]) {
 fn ip_fields(p: &Ipv4Packet<&[u8]>) -> impl PartialEq + std::fmt::Debug {
     (
         (p.version(), p.header_len(), p.dscp_ecn(), p.total_len()),
-        (p.ident(), p.dont_fragment(), p.more_fragments(), p.frag_offset()),
+        (
+            p.ident(),
+            p.dont_fragment(),
+            p.more_fragments(),
+            p.frag_offset(),
+        ),
         (p.ttl(), p.protocol(), p.checksum(), p.src(), p.dst()),
         // The reserved flag bit is not modelled.
-        (p.flags_and_offset() & 0x7fff, p.header()[20..].to_vec(), p.payload().to_vec()),
+        (
+            p.flags_and_offset() & 0x7fff,
+            p.header()[20..].to_vec(),
+            p.payload().to_vec(),
+        ),
     )
 }
 
@@ -127,14 +136,24 @@ fn ipv4_checksums(b: &mut [u8]) {
         return;
     };
     p.fill_checksum();
-    assert!(p.verify_checksum(), "ipv4: a filled checksum does not verify");
+    assert!(
+        p.verify_checksum(),
+        "ipv4: a filled checksum does not verify"
+    );
     let old = p.rewrite_src(A);
     p.rewrite_dst(old);
     p.decrement_ttl();
-    assert!(p.verify_checksum(), "ipv4: an incremental rewrite broke the checksum");
+    assert!(
+        p.verify_checksum(),
+        "ipv4: an incremental rewrite broke the checksum"
+    );
     let kept = p.checksum();
     p.fill_checksum();
-    assert_eq!(p.checksum(), kept, "ipv4: incremental and fresh checksums differ");
+    assert_eq!(
+        p.checksum(),
+        kept,
+        "ipv4: incremental and fresh checksums differ"
+    );
 }
 
 fn udp(src: Ipv4Addr, dst: Ipv4Addr, b: &mut [u8]) {
@@ -159,12 +178,22 @@ fn udp(src: Ipv4Addr, dst: Ipv4Addr, b: &mut [u8]) {
         assert_eq!(u.checksum(), 0, "udp: a zero checksum did not stay zero");
     }
     u.fill_checksum(src, dst);
-    assert!(u.verify_checksum(src, dst), "udp: a filled checksum does not verify");
+    assert!(
+        u.verify_checksum(src, dst),
+        "udp: a filled checksum does not verify"
+    );
     u.rewrite_src_port(1, Checksum::Full);
     u.rewrite_dst_port(2, Checksum::Full);
     u.update_for_address(src, A, Checksum::Full);
-    assert!(u.verify_checksum(A, dst), "udp: an incremental rewrite broke it");
-    assert_ne!(u.checksum(), 0, "udp: a rewrite produced the 'none' checksum");
+    assert!(
+        u.verify_checksum(A, dst),
+        "udp: an incremental rewrite broke it"
+    );
+    assert_ne!(
+        u.checksum(),
+        0,
+        "udp: a rewrite produced the 'none' checksum"
+    );
     partial(IpProtocol::Udp, src, dst, b, len);
 }
 
@@ -220,11 +249,17 @@ fn tcp(src: Ipv4Addr, dst: Ipv4Addr, b: &mut [u8]) {
     let len = b.len();
     let mut t = TcpPacket::new_checked(&mut *b).expect("tcp");
     t.fill_checksum(src, dst);
-    assert!(t.verify_checksum(src, dst), "tcp: a filled checksum does not verify");
+    assert!(
+        t.verify_checksum(src, dst),
+        "tcp: a filled checksum does not verify"
+    );
     t.rewrite_src_port(1, Checksum::Full);
     t.rewrite_dst_port(2, Checksum::Full);
     t.update_for_address(src, A, Checksum::Full);
-    assert!(t.verify_checksum(A, dst), "tcp: an incremental rewrite broke it");
+    assert!(
+        t.verify_checksum(A, dst),
+        "tcp: an incremental rewrite broke it"
+    );
     if t.set_mss_option(1200) {
         assert_eq!(t.mss_option(), Some(1200));
     }
@@ -246,7 +281,10 @@ fn icmp(b: &mut [u8]) {
     assert_eq!(out, b, "icmp: emitted bytes differ");
     let mut i = Icmpv4Packet::new_checked(&mut *b).expect("icmp");
     i.fill_checksum();
-    assert!(i.verify_checksum(), "icmp: a filled checksum does not verify");
+    assert!(
+        i.verify_checksum(),
+        "icmp: a filled checksum does not verify"
+    );
     i.rewrite_echo_ident(7);
     assert!(i.verify_checksum(), "icmp: the echo id rewrite broke it");
     i.set_next_hop_mtu(1280);
