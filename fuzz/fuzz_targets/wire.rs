@@ -379,10 +379,9 @@ fn ip(b: &mut [u8]) {
     // The quoted packet of an ICMP error is a view of its own.
     if proto == IpProtocol::Icmp
         && let Some(inner) = payload.get(8..)
+        && let Ok((q, rest)) = split_quote(inner)
     {
-        if let Ok((q, rest)) = split_quote(inner) {
-            black_box((q.src(), q.dst(), q.protocol(), rest));
-        }
+        black_box((q.src(), q.dst(), q.protocol(), rest));
     }
 }
 
