@@ -554,7 +554,7 @@ fn nat_quota_per_container_keeps_room_for_the_neighbours() {
     ]);
     out.must(&format!("ip addr add {host}/24 dev vswitch0"));
     let _server = out.spawn("socat UDP-RECVFROM:7166,reuseaddr,fork SYSTEM:'echo $SOCAT_PEERADDR'");
-    listening_udp(&out, 7166);
+    std::thread::sleep(Duration::from_millis(300));
     let greedy = Netns::new("greedy");
     let good = Netns::new("good");
     d.ctl_ok(&["attach", "n", "--name", "greedy", "--netns", &greedy.path()]);
