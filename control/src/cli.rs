@@ -372,6 +372,9 @@ pub struct BenchArgs {
     /// in turn [default: 4 per worker, each sending to the next]
     #[arg(long)]
     pub ports: Option<usize>,
+    /// Port security on the containers' ports (nat scenario only).
+    #[arg(long)]
+    pub port_security: bool,
     /// Print one JSON document.
     #[arg(long)]
     pub json: bool,
@@ -624,6 +627,9 @@ fn bench(a: BenchArgs) -> Result<(), CliError> {
             seconds: a.seconds,
             workers: a.workers,
             ports: a.ports,
+            // With every scenario, port security applies to the one that has it.
+            port_security: a.port_security
+                && (s == Scenario::Nat || a.scenario != ScenarioArg::All),
         };
         match bench::run(&p) {
             Ok(o) => results.push(o),

@@ -61,6 +61,8 @@ enum WorkerCmd {
         slot: u16,
         done: mpsc::Sender<()>,
     },
+    /// A closure run on the worker's thread between rounds.
+    Run(Box<dyn FnOnce(&mut Worker) + Send>),
     Stop,
 }
 
@@ -347,6 +349,16 @@ impl<S: GatewayHandler> Runtime<S> {
         s
     }
 
+    /// Runs `f` on worker `i`'s thread between two rounds (fire and forget); nothing
+    /// happens when there is no such worker.
+    pub fn worker_do(&self, i: usize, f: impl FnOnce(&mut Worker) + Send + 'static) {
+        if let Some(w) = self.workers.get(i)
+            && w.cmds.send(WorkerCmd::Run(Box::new(f))).is_ok()
+        {
+            let _ = w.waker.wake();
+        }
+    }
+
     /// Runs `f` on the gateway thread (fire and forget).
     pub fn gateway_do(&self, f: impl FnOnce(&mut S, &mut GatewayCtx<'_>) + Send + 'static) {
         if self.gateway.jobs.send(Box::new(f)).is_ok() {
@@ -493,6 +505,7 @@ fn worker_commands(
                 drop(w.remove_port(crate::ids::PortId(slot)));
                 let _ = done.send(());
             }
+            WorkerCmd::Run(f) => f(w),
             WorkerCmd::Stop => return false,
         }
     }

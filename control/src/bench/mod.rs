@@ -53,6 +53,10 @@ pub struct Params {
     /// The l2 scenario's ports in all (split over the workers), each sending to every
     /// other port of its worker in turn; None: four per worker, each sending to the next.
     pub ports: Option<usize>,
+    /// Port security on the containers' ports (the NAT scenario, where each container
+    /// port sends from one MAC and address): every frame goes through the checks and
+    /// the first-hop guards a container's frames do.
+    pub port_security: bool,
 }
 
 impl Default for Params {
@@ -65,6 +69,7 @@ impl Default for Params {
             seconds: 3.0,
             workers: 1,
             ports: None,
+            port_security: false,
         }
     }
 }
@@ -102,6 +107,8 @@ pub enum BenchError {
     Flows(usize),
     #[error("--ports {0} is out of range: use 2 per worker up to {MAX_BENCH_PORTS} in all")]
     Ports(usize),
+    #[error("--port-security needs the nat scenario (the l2 and vlan ports send from many MACs)")]
+    PortSecurity,
 }
 
 /// The most ports a scenario may have: every slot the daemon can give containers.
@@ -315,6 +322,9 @@ fn validate(p: &Params) -> Result<(), BenchError> {
     {
         return Err(BenchError::Ports(n));
     }
+    if p.port_security && p.scenario != Scenario::Nat {
+        return Err(BenchError::PortSecurity);
+    }
     Ok(())
 }
 
@@ -414,9 +424,16 @@ fn nat_snapshot(p: &Params, plan: &NatPlan) -> (Snapshot, Vec<Vec<u16>>) {
         let mode = PortMode::Access {
             domain: DomainId(0),
         };
-        snap.ports.push(port(format!("c{w}"), mode, u32::MAX));
-        slots.push(vec![slot, UPLINK_PORT.0]);
         let c = NatPlan::container(w);
+        let mut pc = port(format!("c{w}"), mode, u32::MAX);
+        if let Some(pc) = pc.as_mut().filter(|_| p.port_security) {
+            pc.security = Some(dataplane::config::Security {
+                mac: MacAddr::from_ipv4(c),
+                ip: Some(c),
+            });
+        }
+        snap.ports.push(pc);
+        slots.push(vec![slot, UPLINK_PORT.0]);
         hosts.push((DomainId(0), c, MacAddr::from_ipv4(c)));
     }
     hosts.sort_by_key(|h| (h.0, h.1));
@@ -812,6 +829,10 @@ mod tests {
                 ports: Some(MAX_BENCH_PORTS + 1),
                 ..Default::default()
             },
+            Params {
+                port_security: true,
+                ..Default::default()
+            },
         ] {
             assert!(run(&p).is_err());
         }
@@ -819,15 +840,18 @@ mod tests {
 
     #[test]
     fn nat_scenario_translates_every_frame_both_ways() {
-        let o = run(&Params {
-            scenario: Scenario::Nat,
-            seconds: 0.2,
-            flows: 4096,
-            ..Default::default()
-        })
-        .unwrap();
-        assert!(o.frames > 0);
-        assert_eq!(o.sent, o.frames, "every frame translated and sent");
+        for port_security in [false, true] {
+            let o = run(&Params {
+                scenario: Scenario::Nat,
+                seconds: 0.2,
+                flows: 4096,
+                port_security,
+                ..Default::default()
+            })
+            .unwrap();
+            assert!(o.frames > 0);
+            assert_eq!(o.sent, o.frames, "every frame translated and sent");
+        }
     }
 
     #[test]

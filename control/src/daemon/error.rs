@@ -102,7 +102,7 @@ pub enum DaemonError {
     #[error("capture of {0:?} must be the only request on its connection")]
     CaptureNotAlone(String),
 
-    #[error("{TEST_PANIC_ENV}: the gateway thread was told to panic")]
+    #[error("{TEST_PANIC_ENV}: a thread of the daemon was told to panic")]
     TestPanic,
 }
 

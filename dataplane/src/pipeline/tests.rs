@@ -543,6 +543,102 @@ fn first_hop_guard_drops_rogue_servers_and_routers() {
     assert_eq!(who_got(&sent), vec![2, 4, 6]);
 }
 
+/// IPv4 UDP from `src` with `payload`; `more` sets the more-fragments bit.
+fn udp4_payload(src: [u8; 4], sport: u16, dport: u16, payload: &[u8], more: bool) -> Vec<u8> {
+    let mut p = ipv4(src, [255, 255, 255, 255]);
+    let total = (28 + payload.len()) as u16;
+    p[2..4].copy_from_slice(&total.to_be_bytes());
+    if more {
+        p[6] = 0x20;
+    }
+    p.extend_from_slice(&sport.to_be_bytes());
+    p.extend_from_slice(&dport.to_be_bytes());
+    p.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    p.extend_from_slice(&[0, 0]);
+    p.extend_from_slice(payload);
+    p
+}
+
+/// A DHCP message with `op` and message type `t`.
+fn dhcp_msg(op: u8, t: u8) -> Vec<u8> {
+    use crate::wire::dhcp::{DhcpOption, DhcpPacket, HEADER_LEN, push_option};
+    let mut m = vec![0u8; HEADER_LEN];
+    let mut d = DhcpPacket::new_unchecked(&mut m[..]);
+    d.set_op(op);
+    d.set_ethernet();
+    d.set_magic();
+    push_option(&mut m, DhcpOption::MSG_TYPE, &[t]);
+    m.push(DhcpOption::END);
+    m
+}
+
+/// IPv6 UDP from fe80:: with a DHCPv6 message of type `t`.
+fn udp6(sport: u16, dport: u16, t: u8) -> Vec<u8> {
+    let mut u = sport.to_be_bytes().to_vec();
+    u.extend_from_slice(&dport.to_be_bytes());
+    u.extend_from_slice(&[0, 12, 0, 0, t, 1, 2, 3]);
+    ipv6(0xfe80, 17, &u)
+}
+
+#[test]
+fn dhcp_guard_knows_server_messages_by_meaning_from_any_port() {
+    use crate::wire::dhcp::{MsgType, Op};
+    use crate::wire::dhcpv6::MsgType as V6;
+    let mut r = Rig::new();
+    secure(&mut r, 2);
+    let (b, m6) = (MacAddr::BROADCAST, MacAddr([0x33, 0x33, 0, 1, 0, 2]));
+    let own = [10, 1, 0, 2];
+    let v4 = |sport, dport, body: &[u8], more| {
+        frame(
+            b,
+            mac(2),
+            0x0800,
+            &udp4_payload(own, sport, dport, body, more),
+        )
+    };
+    let allowed = vec![
+        // A client's DISCOVER and REQUEST, ordinary UDP that happens to start like a
+        // BOOTREPLY on another port, a DHCPv6 SOLICIT, and UDP to 546 that is a
+        // client's message.
+        v4(68, 67, &dhcp_msg(Op::BOOTREQUEST, MsgType::DISCOVER), false),
+        v4(68, 67, &dhcp_msg(Op::BOOTREQUEST, MsgType::REQUEST), false),
+        v4(9999, 9999, &dhcp_msg(Op::BOOTREPLY, MsgType::OFFER), false),
+        v4(9999, 53, &[2, 0, 0, 0], true),
+        frame(m6, mac(2), 0x86dd, &udp6(546, 547, V6::SOLICIT)),
+        frame(m6, mac(2), 0x86dd, &udp6(9999, 9999, V6::ADVERTISE)),
+    ];
+    let sent = r.run(2, &allowed);
+    assert_eq!(sent[3].len(), allowed.len(), "allowed frames were dropped");
+    let rogue = vec![
+        // Offers, acks and naks from any port to a client (68) or relay (67).
+        v4(9999, 68, &dhcp_msg(Op::BOOTREPLY, MsgType::OFFER), false),
+        v4(9999, 68, &dhcp_msg(Op::BOOTREQUEST, MsgType::ACK), false),
+        v4(9999, 67, &dhcp_msg(Op::BOOTREPLY, MsgType::NAK), false),
+        // A BOOTREPLY without options (plain BOOTP), and one cut to its op byte.
+        v4(9999, 68, &[Op::BOOTREPLY; 240], false),
+        v4(9999, 68, &[Op::BOOTREPLY], false),
+        // A first fragment to the client port: its options could hide further on.
+        v4(
+            9999,
+            68,
+            &dhcp_msg(Op::BOOTREQUEST, MsgType::DISCOVER),
+            true,
+        ),
+        // From the server port, whatever it says.
+        v4(67, 68, &dhcp_msg(Op::BOOTREQUEST, MsgType::DISCOVER), false),
+        // DHCPv6 server messages from any port to a client (546) or relay (547).
+        frame(m6, mac(2), 0x86dd, &udp6(9999, 546, V6::ADVERTISE)),
+        frame(m6, mac(2), 0x86dd, &udp6(9999, 546, V6::REPLY)),
+        frame(m6, mac(2), 0x86dd, &udp6(9999, 546, V6::RECONFIGURE)),
+        frame(m6, mac(2), 0x86dd, &udp6(9999, 547, V6::RELAY_REPL)),
+        frame(m6, mac(2), 0x86dd, &udp6(547, 9999, V6::SOLICIT)),
+    ];
+    let sent = r.run(2, &rogue);
+    assert!(who_got(&sent).is_empty(), "a server message got through");
+    let s = r.counters.read(PortId(2));
+    assert_eq!(s.drop_count(DropReason::DhcpGuard), rogue.len() as u64);
+}
+
 #[test]
 fn access_port_drops_double_tags_and_qinq() {
     let mut r = Rig::new();

@@ -17,6 +17,7 @@
 //!   pseudo-header checksum) for code that rewrites either, such as NAT.
 //! - [`icmp`]: ICMPv4 echo and errors.
 //! - [`dhcp`]: DHCP messages (the BOOTP fixed part, the magic cookie, the options).
+//! - [`dhcpv6`]: DHCPv6 messages (the type and transaction id they start with).
 //! - [`dns`]: the fixed DNS header, read before a message is trusted to hickory-proto.
 //! - [`vnet`]: the virtio-net header (offload metadata) a TAP puts before each frame.
 //! - [`cidr`]: IPv4 prefixes.
@@ -42,6 +43,7 @@ pub mod arp;
 pub mod checksum;
 pub mod cidr;
 pub mod dhcp;
+pub mod dhcpv6;
 pub mod dns;
 pub mod ethernet;
 pub mod icmp;
