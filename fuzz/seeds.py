@@ -6,7 +6,7 @@ import os
 import struct
 import sys
 
-from scapy.all import (ARP, BOOTP, DHCP, DNS, DNSQR, DNSRR, DNSRROPT, ICMP, IP, TCP,
+from scapy.all import (ARP, BOOTP, DHCP, DHCP6_Advertise, DNS, DNSQR, DNSRR, DNSRROPT, ICMP, IP, TCP,
                        UDP, Dot1Q, Ether, raw)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -50,6 +50,11 @@ def frames():
         UDP(sport=1, dport=2),
         "qinq": Ether(src=C2_MAC, dst=GW_MAC, type=0x88a8) / Dot1Q(vlan=100) /
         Dot1Q(vlan=10) / IP(src=C2, dst=GW) / ICMP(),
+        # A DHCP offer from a port other than 67 (the first-hop guard's by-meaning case).
+        "dhcp_offer": Ether(src=C2_MAC, dst="ff:ff:ff:ff:ff:ff") /
+        IP(src=C2, dst="255.255.255.255") / UDP(sport=9999, dport=68) /
+        BOOTP(op=2, yiaddr="10.1.0.9", xid=0x4321) /
+        DHCP(options=[("message-type", "offer"), ("server_id", C2), "end"]),
     }
 
 
@@ -65,6 +70,8 @@ def main():
     f = frames()
     for k, v in f.items():
         write("wire", k, raw(v))
+    # A bare DHCPv6 advertise (the target also reads its input as a UDP payload).
+    write("wire", "dhcpv6_advertise", raw(DHCP6_Advertise(trid=0x123456)))
     write("arp", "request", raw(f["arp_request"]))
     write("arp", "probe", raw(Ether(src=C2_MAC, dst="ff:ff:ff:ff:ff:ff") /
                               ARP(op=1, hwsrc=C2_MAC, psrc="0.0.0.0", pdst=GW)))

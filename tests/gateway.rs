@@ -167,6 +167,10 @@ fn names_of_another_network_do_not_resolve() {
     s.d.ctl_ok(&["network", "create", "back", "--subnet", "10.151.0.0/24"]);
     let b = Netns::new("bk");
     s.d.ctl_ok(&["attach", "back", "--name", "hidden", "--netns", &b.path()]);
+    // The control: each network resolves its own names.
+    let own = b.must("dig @10.151.0.1 +short +tries=2 +time=2 hidden");
+    assert_eq!(own.trim(), "10.151.0.2", "{own}");
+    assert_eq!(dig(&s.ns[2], "+short web").trim(), "10.150.0.2");
     let o = dig(&s.ns[2], "hidden");
     assert!(!o.contains("10.151.0.2"), "{o}");
 }
@@ -262,6 +266,8 @@ fn getent_resolves_names_inside_a_run_container() {
 fn internal_networks_do_not_forward_or_leave() {
     let up = upstream();
     let d = Daemon::start(&["--upstream-dns", &format!("127.0.0.1:{}", up.port)]);
+    // Both networks opt in to the host's loopback, where the listener below is: only
+    // the internal one must not reach it.
     d.ctl_ok(&[
         "network",
         "create",
@@ -269,9 +275,20 @@ fn internal_networks_do_not_forward_or_leave() {
         "--subnet",
         "10.152.0.0/24",
         "--internal",
+        "--host-loopback",
+    ]);
+    d.ctl_ok(&[
+        "network",
+        "create",
+        "open",
+        "--subnet",
+        "10.153.0.0/24",
+        "--host-loopback",
     ]);
     let a = Netns::new("i");
+    let b = Netns::new("o");
     d.ctl_ok(&["attach", "iso", "--name", "inner", "--netns", &a.path()]);
+    d.ctl_ok(&["attach", "open", "--name", "outer", "--netns", &b.path()]);
     let o = a.must("dig @10.152.0.1 +tries=1 +time=2 x.example.test");
     assert!(
         !o.contains("192.0.2.7"),
@@ -281,9 +298,13 @@ fn internal_networks_do_not_forward_or_leave() {
         a.must("dig @10.152.0.1 +short +tries=1 +time=2 inner")
             .contains("10.152.0.2")
     );
-    // The gateway (host) is not reachable over TCP from an internal network either.
+    // The gateway (host) is not reachable over TCP from an internal network either,
+    // while the same listener answers the other network (the control).
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
     let port = l.local_addr().expect("addr").port();
+    b.must(&format!(
+        "timeout 5 bash -c 'echo > /dev/tcp/10.153.0.1/{port}'"
+    ));
     let o = a.sh(&format!(
         "timeout 3 bash -c 'echo > /dev/tcp/10.152.0.1/{port}'"
     ));

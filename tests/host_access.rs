@@ -124,6 +124,11 @@ fn host_loopback_is_an_opt_in_per_network_and_for_the_default_bridge() {
         fetch(&b, "172.17.0.1", LO_ONLY).as_deref(),
         Some("loopback-only")
     );
+    // The control: the plain network reaches the host at its main address.
+    assert_eq!(
+        fetch(&plain, "10.193.0.1", ALL).as_deref(),
+        Some("every-address")
+    );
     assert_eq!(fetch(&plain, "10.193.0.1", LO_ONLY), None);
     let inspect = d.ctl_json(&["network", "inspect", "lo"]);
     assert_eq!(
@@ -145,6 +150,9 @@ fn nothing_answers_on_port_53_of_a_network_without_dns() {
     let _tcp = h
         .ns
         .spawn("exec socat TCP-LISTEN:53,bind=127.0.0.1,fork,reuseaddr SYSTEM:\"echo not-dns\"");
+    let _udp = h.ns.spawn(
+        "exec socat UDP-LISTEN:7303,bind=127.0.0.1,fork,reuseaddr SYSTEM:\"echo udp-loopback\"",
+    );
     let d = Daemon::start_in(&h.ns, &[]);
     d.ctl_ok(&[
         "network",
@@ -156,6 +164,18 @@ fn nothing_answers_on_port_53_of_a_network_without_dns() {
         "--host-loopback",
     ]);
     let c = attach(&d, "quiet", "c1");
+    // The control: this network does reach the host's loopback on other ports, over
+    // TCP and UDP.
+    assert_eq!(
+        fetch(&c, "10.194.0.1", LO_ONLY).as_deref(),
+        Some("loopback-only")
+    );
+    let udp_ok = eventually(std::time::Duration::from_secs(10), || {
+        c.sh("echo hi | socat -T 1 -t 1 - UDP:10.194.0.1:7303")
+            .stdout_text()
+            .contains("udp-loopback")
+    });
+    assert!(udp_ok, "UDP to the host's loopback did not answer");
     let udp = c.sh("echo hi | socat -T 2 -t 2 - UDP:10.194.0.1:53");
     assert!(
         !udp.stdout_text().contains("not-dns"),

@@ -96,7 +96,7 @@ fn tcp_both_ways(l: &Lan) {
     require(&["iperf3"]);
     for reverse in ["", "-R"] {
         let server = l.ns[1].spawn("iperf3 -s -1 -p 5201");
-        std::thread::sleep(Duration::from_millis(300));
+        listening(&l.ns[1], 5201);
         let out = l.ns[0].must(&format!("iperf3 -c {} -p 5201 -t 2 -J {reverse}", l.ips[1]));
         let bytes = iperf_bytes(&out);
         assert!(bytes > 10_000_000, "TCP {reverse} moved only {bytes} bytes");
@@ -224,6 +224,10 @@ fn udp_bursts_arrive_whole_and_in_order() {
 #[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
 fn no_icc_keeps_containers_apart() {
     let l = lan(2, &[], &["--no-icc"]);
+    // Both are up and reach their gateway (the control), but not each other.
+    for ns in &l.ns {
+        ns.must("ping -c 1 -W 2 10.123.0.1");
+    }
     let o = l.ns[0].sh(&format!("ping -c 2 -i 0.2 -W 1 {}", l.ips[1]));
     assert!(!o.status.success(), "ping crossed a --no-icc network");
 }
@@ -256,6 +260,7 @@ fn restart_after_kill_9_brings_ports_back() {
 #[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
 fn detach_removes_the_interface() {
     let l = lan(1, &[], &[]);
+    l.ns[0].must("ip link show eth0");
     l.d.ctl_ok(&["detach", "c0"]);
     let ok = eventually(Duration::from_secs(5), || {
         !l.ns[0].sh("ip link show eth0").status.success()
@@ -288,7 +293,12 @@ fn isolation_between_networks() {
     let l = lan(1, &[], &[]);
     l.d.ctl_ok(&["network", "create", "other", "--subnet", "10.125.0.0/24"]);
     let x = Netns::new("o");
+    let y = Netns::new("p");
     l.d.ctl_ok(&["attach", "other", "--name", "o", "--netns", &x.path()]);
+    l.d.ctl_ok(&["attach", "other", "--name", "p", "--netns", &y.path()]);
+    // The control: o answers pings from its own network, c0 reaches its gateway.
+    y.must("ping -c 1 -W 2 10.125.0.2");
+    l.ns[0].must("ping -c 1 -W 2 10.123.0.1");
     // A route to the other subnet via eth0 does not help: nothing crosses.
     l.ns[0].must("ip route add 10.125.0.0/24 dev eth0");
     let o = l.ns[0].sh("ping -c 2 -i 0.2 -W 1 10.125.0.2");

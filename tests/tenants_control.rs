@@ -125,6 +125,47 @@ fn a_panic_ends_the_daemon_and_a_restart_restores_it() {
     drop(p);
 }
 
+/// A panic on a worker or on a connection thread ends the daemon as one on the gateway
+/// thread does: status 70, one line naming the thread, and a restart serves again.
+#[test]
+#[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
+fn a_panic_on_a_worker_or_a_connection_thread_ends_the_daemon() {
+    require_root();
+    require(&["ping"]);
+    for (site, thread) in [
+        ("worker", "vswitch-worker-0"),
+        ("connection", "vswitch-conn"),
+    ] {
+        let mut d = start_with_env(&format!("VSWITCH_TEST_PANIC={site}"));
+        let a = Netns::new("a");
+        d.ctl_ok(&["attach", "bridge", "--name", "web", "--netns", &a.path()]);
+        // Alive: the worker forwards the container's frames to the gateway and back.
+        a.must("ping -c1 -W2 172.17.0.1");
+        let _ = d.ctl(&["network", "create", "vswitch-test-panic"]);
+        let out = d
+            .proc
+            .take()
+            .expect("running")
+            .wait(Duration::from_secs(10));
+        let log = d.log();
+        assert_eq!(
+            out.status.code(),
+            Some(70),
+            "{site}: {:?}: {log}",
+            out.status
+        );
+        let fatal: Vec<&str> = log.lines().filter(|l| l.contains("panicked")).collect();
+        assert_eq!(fatal.len(), 1, "{site}: one line about the panic: {log}");
+        assert!(
+            fatal[0].starts_with(&format!("vswitch: fatal: thread {thread} panicked at ")),
+            "{site}: {log}"
+        );
+        d.launch();
+        assert_eq!(ports(&d).len(), 1, "{site}: {}", d.log());
+        a.must("ping -c1 -W2 172.17.0.1");
+    }
+}
+
 /// Starts `ip netns exec NS sleep` as process `pid` (a pid freed just before), by
 /// setting the kernel's last pid; other processes on the machine may race for it, so
 /// this tries a number of times.
@@ -210,6 +251,92 @@ fn a_pid_container_whose_pid_is_another_process_is_not_restored() {
     ]);
     b.must("ip link show eth0");
     drop(second);
+}
+
+/// A process that moves into the network namespace at argv[1] on SIGUSR1 (same pid,
+/// same start time: only its namespace changes).
+const MOVER: &str = r#"
+import ctypes, os, signal, sys, time
+libc = ctypes.CDLL(None, use_errno=True)
+def move(*_):
+    fd = os.open(sys.argv[1], os.O_RDONLY)
+    r = libc.setns(fd, 0x40000000)
+    print("moved" if r == 0 else "setns failed %d" % ctypes.get_errno(), flush=True)
+signal.signal(signal.SIGUSR1, move)
+print("ready", flush=True)
+while True:
+    time.sleep(1)
+"#;
+
+#[test]
+#[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
+fn a_pid_container_whose_process_changed_namespace_is_not_restored() {
+    require_root();
+    require(&["python3", "ping"]);
+    let mut d = Daemon::start(&[]);
+    let (a, b) = (Netns::new("a"), Netns::new("b"));
+    let dir = TempDir::new("mv");
+    let script = dir.path().join("mover.py");
+    std::fs::write(&script, MOVER).expect("script");
+    let mut p = a.spawn(&format!("exec python3 {} {}", script.display(), b.path()));
+    assert_eq!(p.line(), "ready", "the mover did not start");
+    let pid = p.pid();
+    assert!(
+        eventually(Duration::from_secs(5), || netns_of(pid)
+            == netns_of_path(&a.path())),
+        "process {pid} did not enter {}",
+        a.name
+    );
+    d.ctl_ok(&[
+        "attach",
+        "bridge",
+        "--name",
+        "db",
+        "--pid",
+        &pid.to_string(),
+    ]);
+    a.must("ping -c1 -W2 172.17.0.1");
+    d.kill9();
+    // The same process (pid and start time unchanged) moves to another namespace.
+    must(&format!("kill -USR1 {pid}"));
+    if !eventually(Duration::from_secs(5), || {
+        netns_of(pid) == netns_of_path(&b.path())
+    }) {
+        let out = p.wait(Duration::from_secs(1));
+        panic!(
+            "process {pid} did not move to {}: {}{}",
+            b.name,
+            out.stdout_text(),
+            out.stderr_text()
+        );
+    }
+    d.launch();
+    d.ctl_ok(&["network", "ls"]);
+    let log = d.log();
+    let line: Vec<&str> = log.lines().filter(|l| l.contains("not restored")).collect();
+    assert_eq!(line.len(), 1, "{log}");
+    assert!(
+        line[0].starts_with("vswitch: container db not restored: process")
+            && line[0].contains("another network namespace"),
+        "{log}"
+    );
+    assert!(d.ctl_ok(&["port", "ls"]).contains("NOT RESTORED"));
+    assert!(
+        !b.sh("ip link show eth0").status.success(),
+        "eth0 created in the namespace the process moved to"
+    );
+    // The process itself can be attached afresh where it is now.
+    d.ctl_ok(&["detach", "db"]);
+    d.ctl_ok(&[
+        "attach",
+        "bridge",
+        "--name",
+        "db",
+        "--pid",
+        &pid.to_string(),
+    ]);
+    b.must("ping -c1 -W2 172.17.0.1");
+    drop(p);
 }
 
 fn state_path(d: &Daemon) -> std::path::PathBuf {
@@ -653,4 +780,191 @@ fn three_hundred_run_containers_do_not_lock_out_ctl() {
             .is_some_and(Vec::is_empty)
     });
     assert!(gone, "run containers were not detached when they ended");
+}
+
+/// Holds control connections from one process: opens N, asks `hello` on each, then
+/// opens EXTRA more and prints what each of those was told; keeps the first N alive
+/// (a `hello` on each every 2 s, within the 10 s idle limit) until killed.
+const HOLDER: &str = r#"
+import socket, sys, time
+path, n, extra = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+def line(s):
+    b = b""
+    while not b.endswith(b"\n"):
+        c = s.recv(4096)
+        if not c:
+            return "<closed>"
+        b += c
+    return b.decode().strip()
+def hello(s):
+    s.sendall(b'{"v": 1, "cmd": "hello"}\n')
+    return line(s)
+held = []
+for _ in range(n):
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(10)
+    s.connect(path)
+    held.append(s)
+ok = sum('"ok":true' in hello(s) for s in held)
+told = []
+for _ in range(extra):
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(10)
+    s.connect(path)
+    told.append(line(s))
+print("ok=%d" % ok, flush=True)
+for t in told:
+    print("told", t, flush=True)
+while True:
+    time.sleep(2)
+    for s in held:
+        hello(s)
+"#;
+
+/// Starts a holder; returns it and its report (the `ok=` line, then one line per
+/// extra connection).
+fn holder(d: &Daemon, script: &std::path::Path, n: usize, extra: usize) -> (Proc, Vec<String>) {
+    let mut p = Proc::spawn(&format!(
+        "exec python3 {} {} {n} {extra}",
+        script.display(),
+        d.socket().display()
+    ));
+    let out = p.child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(out).lines();
+    let report: Vec<String> = (0..=extra)
+        .map(|_| lines.next().and_then(Result::ok).unwrap_or_default())
+        .collect();
+    (p, report)
+}
+
+#[test]
+fn the_ctl_pool_holds_256_connections_and_32_per_process() {
+    require(&["python3"]);
+    let d = Daemon::start(&[]);
+    let dir = TempDir::new("hold");
+    let script = dir.path().join("holder.py");
+    std::fs::write(&script, HOLDER).expect("script");
+    // One process: 32 connections served, the 33rd told why and closed.
+    let (first, report) = holder(&d, &script, 32, 1);
+    assert_eq!(report[0], "ok=32", "{report:?}\n{}", d.log());
+    assert!(
+        report[1].contains("too many connections from process"),
+        "{report:?}"
+    );
+    // Seven more processes fill the pool to 256, every connection served.
+    let mut all = vec![first];
+    for _ in 0..7 {
+        let (p, report) = holder(&d, &script, 32, 0);
+        assert_eq!(report[0], "ok=32", "{report:?}");
+        all.push(p);
+    }
+    // The 257th, from a process of its own, is refused for the pool.
+    let (_p, report) = holder(&d, &script, 0, 1);
+    assert!(
+        report[1].contains("too many connections (256 ctl clients connected)"),
+        "{report:?}"
+    );
+    // Slots come back when a process goes.
+    drop(all.pop());
+    let admitted = eventually(Duration::from_secs(10), || {
+        holder(&d, &script, 1, 0).1[0] == "ok=1"
+    });
+    assert!(admitted, "the freed slots were not given back");
+}
+
+/// Sends `{"v": 1, "cmd": "hello"}` one byte at a time over `spread`, then returns the
+/// answer and when it came.
+fn dripped_hello(sock: &std::path::Path, spread: Duration) -> (String, Duration) {
+    let s = UnixStream::connect(sock).expect("connect");
+    let t0 = std::time::Instant::now();
+    let req = b"{\"v\": 1, \"cmd\": \"hello\"}\n";
+    let gap = spread / req.len() as u32;
+    for b in req {
+        (&s).write_all(&[*b]).expect("write");
+        std::thread::sleep(gap);
+    }
+    let a = answer(&s, Duration::from_secs(20));
+    (a, t0.elapsed())
+}
+
+#[test]
+fn a_request_has_ten_seconds_to_arrive() {
+    let d = Daemon::start(&[]);
+    // A silent connection is cut at the deadline, not before...
+    let silent = UnixStream::connect(d.socket()).expect("connect");
+    let t0 = std::time::Instant::now();
+    // ...while a request sent slowly over 7 s is served.
+    let sock = d.socket();
+    let slow = std::thread::spawn(move || dripped_hello(&sock, Duration::from_secs(7)));
+    let a = answer(&silent, Duration::from_secs(30));
+    let cut = t0.elapsed();
+    assert!(a.contains("not complete within 10s"), "{a}");
+    assert!(
+        cut >= Duration::from_millis(9900),
+        "cut after {cut:?}, before the 10 s deadline"
+    );
+    let (got, took) = slow.join().expect("slow client");
+    assert!(
+        got.contains(r#""ok":true"#),
+        "a request sent over {took:?} was not served: {got}"
+    );
+}
+
+#[test]
+fn a_request_may_be_64_kib_and_not_a_byte_more() {
+    let d = Daemon::start(&[]);
+    // `hello` padded with spaces to exactly N bytes before its newline.
+    let padded = |n: usize| {
+        let mut r = b"{\"v\": 1, \"cmd\": \"hello\"".to_vec();
+        r.resize(n - 1, b' ');
+        r.extend_from_slice(b"}\n");
+        r
+    };
+    for (len, served) in [(65536, true), (65537, false), (70000, false)] {
+        let s = UnixStream::connect(d.socket()).expect("connect");
+        // One write: the daemon reads it 16 KiB at a time, so the end of the line
+        // arrives in the read that crosses the limit.
+        let _ = (&s).write_all(&padded(len));
+        let a = answer(&s, Duration::from_secs(10));
+        if served {
+            assert!(a.contains(r#""ok":true"#), "{len} bytes: {a}");
+        } else {
+            assert!(a.contains("longer than 65536 bytes"), "{len} bytes: {a}");
+            assert_eq!(answer(&s, Duration::from_secs(5)), "<closed>");
+        }
+    }
+    d.ctl_ok(&["network", "ls"]);
+}
+
+#[test]
+#[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
+fn only_the_daemons_user_is_served() {
+    use std::os::unix::fs::PermissionsExt;
+    require_root();
+    require(&["setpriv", "socat"]);
+    let d = Daemon::start(&[]);
+    let sock = d.socket().display().to_string();
+    let hello = |who: &str| {
+        let o = sh(&format!(
+            "echo '{{\"v\": 1, \"cmd\": \"hello\"}}' | {who} socat -t 5 - UNIX-CONNECT:{sock}"
+        ));
+        (o.stdout_text(), o.stderr_text())
+    };
+    let nobody = "setpriv --reuid=65534 --regid=65534 --clear-groups";
+    // Root is served (the control), nobody cannot even open the socket (mode 0600)...
+    assert!(hello("").0.contains(r#""ok":true"#), "{:?}", hello(""));
+    let (out, err) = hello(nobody);
+    assert!(
+        out.is_empty() && err.contains("Permission denied"),
+        "{out}{err}"
+    );
+    // ...and with the socket opened to everyone, the daemon itself refuses the peer
+    // (SO_PEERCRED): the connection closes without an answer.
+    std::fs::set_permissions(d.dir.path(), std::fs::Permissions::from_mode(0o755)).expect("dir");
+    std::fs::set_permissions(d.socket(), std::fs::Permissions::from_mode(0o666)).expect("sock");
+    let (out, err) = hello(nobody);
+    assert!(out.trim().is_empty(), "nobody was answered: {out}");
+    assert!(!err.contains("Permission denied"), "{err}");
+    assert!(hello("").0.contains(r#""ok":true"#));
+    d.ctl_ok(&["network", "ls"]);
 }

@@ -50,6 +50,11 @@ fn drops(d: &Daemon, port: &str, reason: &str) -> u64 {
 
 /// Runs busybox udhcpc on eth0 of `ns`; returns the "bound ..." line of its script.
 fn udhcpc(ns: &Netns) -> String {
+    udhcpc_on(ns, "eth0")
+}
+
+/// Runs busybox udhcpc on `ifname` of `ns`; returns the "bound ..." line of its script.
+fn udhcpc_on(ns: &Netns, ifname: &str) -> String {
     let dir = TempDir::new("dhcp");
     let script = dir.path().join("s.sh");
     std::fs::write(
@@ -59,7 +64,7 @@ fn udhcpc(ns: &Netns) -> String {
     .expect("script");
     must(&format!("chmod +x {}", script.display()));
     let out = ns.must(&format!(
-        "busybox udhcpc -i eth0 -f -q -n -t 5 -T 1 -s {}",
+        "busybox udhcpc -i {ifname} -f -q -n -t 5 -T 1 -s {}",
         script.display()
     ));
     out.lines()
@@ -93,23 +98,92 @@ while time.time() < end:
     time.sleep(0.3)
 "#;
 
-/// Prints every DHCP/DHCPv6 server message and RA/redirect from MAC seen on eth0.
-const GOOD_SNIFF: &str = r#"
+/// A rogue DHCP and DHCPv6 server answering from any port (9999) for `secs` seconds:
+/// offers, acks and naks to the client port (68) and a relay's (67), DHCPv6 advertise,
+/// reply and reconfigure to 546 and a relay-reply to 547; between them, the controls: UDP
+/// broadcasts from its own address that port security lets through.
+const ROGUE_ANY_PORT: &str = r#"
+import time
 from scapy.all import *
 conf.verb = 0
-def bad(p):
+mac, ip = get_if_hwaddr("eth0"), get_if_addr("eth0")
+ll = "fe80::" + in6_mactoifaceid(mac)
+def v4(dport, op, t):
+    return (Ether(src=mac, dst="ff:ff:ff:ff:ff:ff") / IP(src=ip, dst="255.255.255.255")
+            / UDP(sport=9999, dport=dport)
+            / BOOTP(op=op, chaddr=b"\x02\x42\x0a\xa0\x00\x03", yiaddr="10.160.0.125", siaddr=ip)
+            / DHCP(options=[("message-type", t), ("server_id", ip),
+                            ("router", "10.160.0.66"), ("lease_time", 3600), "end"]))
+def v6(dport, msg):
+    return (Ether(src=mac, dst="33:33:00:01:00:02") / IPv6(src=ll, dst="ff02::1:2")
+            / UDP(sport=9999, dport=dport) / msg)
+rogue = [v4(68, 2, "offer"), v4(68, 1, "ack"), v4(67, 2, "nak"),
+         v6(546, DHCP6_Advertise()), v6(546, DHCP6_Reply()), v6(546, DHCP6_Reconf()),
+         v6(547, DHCP6_RelayReply())]
+alive = [Ether(src=mac, dst="ff:ff:ff:ff:ff:ff") / IP(src=ip, dst="255.255.255.255")
+         / UDP(sport=9999, dport=9999) / Raw(b"alive4"),
+         Ether(src=mac, dst="33:33:00:00:00:01") / IPv6(src=ll, dst="ff02::1")
+         / UDP(sport=9999, dport=9999) / Raw(b"alive6")]
+end = time.time() + SECS
+while time.time() < end:
+    sendp(alive + rogue, iface="eth0")
+    time.sleep(0.3)
+"#;
+
+/// What IFACE carries from MAC for SECS seconds: "alive4"/"alive6" for the rogue's
+/// control frames, a line for every DHCP/DHCPv6 message (by its ports, whatever they
+/// are), RA or redirect; "listening" first, once the sniffer runs.
+const GOOD_SNIFF: &str = r#"
+import time
+from scapy.all import *
+conf.verb = 0
+def seen(p):
     if not p.haslayer(Ether) or p[Ether].src != "MAC":
         return None
-    if p.haslayer(UDP) and p[UDP].sport in (67, 547):
-        return "server sport=%d" % p[UDP].sport
+    if p.haslayer(UDP):
+        u = p[UDP]
+        if bytes(u.payload) in (b"alive4", b"alive6"):
+            return bytes(u.payload).decode()
+        if u.sport in (67, 547) or u.dport in (67, 68, 546, 547):
+            return "server %d>%d %s" % (u.sport, u.dport, bytes(u.payload)[:1].hex())
     if p.haslayer(ICMPv6ND_RA) or p.haslayer(ICMPv6ND_Redirect):
         return "router " + p.summary()
     return None
-for p in sniff(iface="eth0", timeout=12):
-    b = bad(p)
-    if b:
-        print(b, flush=True)
+s = AsyncSniffer(iface="IFACE", store=False, prn=lambda p: (lambda b: b and print(b, flush=True))(seen(p)))
+s.start()
+time.sleep(0.3)
+print("listening", flush=True)
+time.sleep(SECS)
+s.stop()
 "#;
+
+/// A sniffer for `mac`'s frames on `iface` of `ns`, running once this returns.
+fn sniffer(ns: &Netns, iface: &str, mac: &str, secs: u32) -> (Proc, TempDir) {
+    let script = GOOD_SNIFF
+        .replace("IFACE", iface)
+        .replace("MAC", mac)
+        .replace("SECS", &secs.to_string());
+    let (mut p, dir) = spawn_py(ns, &script);
+    let first = p.line();
+    assert_eq!(
+        first.trim(),
+        "listening",
+        "the sniffer in {} did not start",
+        ns.name
+    );
+    (p, dir)
+}
+
+/// The sniffer's lines: the controls seen, and anything else it reported.
+fn sniffed(p: Proc, secs: u32) -> (Vec<String>, Vec<String>) {
+    let out = p.wait(Duration::from_secs(u64::from(secs) + 10));
+    let lines: Vec<String> = out
+        .stdout_text()
+        .lines()
+        .map(|l| l.trim().to_string())
+        .collect();
+    lines.into_iter().partition(|l| l.starts_with("alive"))
+}
 
 #[test]
 #[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
@@ -125,10 +199,26 @@ fn rogue_router_and_dhcp_server_never_reach_the_neighbours() {
     let rogue_mac = r["mac"].as_str().expect("mac").to_string();
     let v = d.ctl_json(&["attach", "n", "--name", "good", "--netns", &good.path()]);
     let good_ip = v["ip"].as_str().expect("ip").to_string();
+    // A bare TAP (`--tap`, no MAC given) in a namespace of its own: a DHCP client too.
+    let bare = Netns::new("bare");
+    let tap = HostTap {
+        name: unique("t"),
+        ns: bare.name.clone(),
+    };
+    must(&format!("ip tuntap add dev {} mode tap", tap.name));
+    let b = d.ctl_json(&["attach", "n", "--name", "bare", "--tap", &tap.name]);
+    let bare_ip = b["ip"].as_str().expect("ip").to_string();
+    must(&format!("ip link set {} netns {}", tap.name, bare.name));
+    bare.must(&format!("ip link set {} up", tap.name));
     // The innocent one takes router advertisements, as a host does.
     good.must("sysctl -qw net.ipv6.conf.eth0.disable_ipv6=0 net.ipv6.conf.eth0.accept_ra=1");
 
-    // A real DHCP server in the rogue container, and a rogue IPv6 router.
+    // What the neighbours' wires carry from the rogue.
+    let secs = 12;
+    let (sniff, _sdir) = sniffer(&good, "eth0", &rogue_mac, secs);
+    let (sniff_bare, _bdir) = sniffer(&bare, &tap.name, &rogue_mac, secs);
+    // A real DHCP server in the rogue container, a rogue answering from any port, and a
+    // rogue IPv6 router.
     let leases = TempDir::new("leases");
     let _dnsmasq = rogue.spawn(&format!(
         "exec dnsmasq --keep-in-foreground --no-daemon --port=0 --interface=eth0 --bind-interfaces \
@@ -136,9 +226,7 @@ fn rogue_router_and_dhcp_server_never_reach_the_neighbours() {
          --dhcp-leasefile={} --pid-file= --user=root 2>/dev/null",
         leases.path().join("l").display()
     ));
-    // What the innocent one's wire carries from the rogue: server messages, RAs.
-    let (sniff, _sdir) = spawn_py(&good, &GOOD_SNIFF.replace("MAC", &rogue_mac));
-    std::thread::sleep(Duration::from_millis(1000));
+    let (_any, _adir) = spawn_py(&rogue, &ROGUE_ANY_PORT.replace("SECS", "7"));
     let (_v6, _dir) = spawn_py(&rogue, &ROGUE_V6.replace("SECS", "6"));
     std::thread::sleep(Duration::from_millis(500));
 
@@ -154,13 +242,24 @@ fn rogue_router_and_dhcp_server_never_reach_the_neighbours() {
             d.log()
         );
     }
-    let out = sniff.wait(Duration::from_secs(15));
-    let seen = out.stdout_text();
+    let bound = udhcpc_on(&bare, &tap.name);
     assert!(
-        seen.trim().is_empty(),
-        "the rogue's server messages reached its neighbour: {seen}{}",
-        out.stderr_text()
+        bound.contains(&format!("ip={bare_ip} ")) && bound.contains("server=10.160.0.1"),
+        "the bare TAP's lease: {bound}"
     );
+    for (name, p) in [("good", sniff), ("bare", sniff_bare)] {
+        let (alive, bad) = sniffed(p, secs);
+        // The control: the rogue's allowed broadcasts reached this neighbour.
+        assert!(
+            alive.iter().any(|l| l == "alive4") && alive.iter().any(|l| l == "alive6"),
+            "{name}: the rogue's allowed frames did not arrive: {alive:?}"
+        );
+        let kinds: std::collections::BTreeSet<&String> = bad.iter().collect();
+        assert!(
+            bad.is_empty(),
+            "{name}: the rogue's server messages reached its neighbour: {kinds:?}"
+        );
+    }
     let addrs = good.must("ip -6 addr show dev eth0");
     assert!(
         !addrs.contains("2001:db8:66"),
@@ -176,8 +275,10 @@ fn rogue_router_and_dhcp_server_never_reach_the_neighbours() {
         "a rogue redirect: {routes}"
     );
 
+    // dnsmasq's answers, the 7 any-port messages about 20 times, and the DHCPv6
+    // advertise of the IPv6 rogue.
     assert!(
-        drops(&d, "rogue", "dhcp_guard") >= 3,
+        drops(&d, "rogue", "dhcp_guard") >= 60,
         "{}",
         d.ctl_ok(&["stats"])
     );
@@ -187,6 +288,7 @@ fn rogue_router_and_dhcp_server_never_reach_the_neighbours() {
         d.ctl_ok(&["stats"])
     );
     assert_eq!(drops(&d, "good", "dhcp_guard"), 0);
+    assert_eq!(drops(&d, "bare", "dhcp_guard"), 0);
     let text = d.ctl_ok(&["stats"]);
     assert!(
         text.contains("ra_guard") && text.contains("dhcp_guard"),

@@ -9,7 +9,7 @@ mod common;
 
 use common::*;
 use std::io::{Read, Write};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A hostile container's helper: opens connections or sends datagrams and holds on.
 const HOG: &str = r#"
@@ -116,7 +116,7 @@ impl Tenants {
             self.script("hog.py"),
             self.gw
         ));
-        let line = first_line(&mut p);
+        let line = p.line();
         assert!(
             line.starts_with("opened") || line.starts_with("sent"),
             "hog: {line}"
@@ -129,7 +129,7 @@ impl Tenants {
             "exec python3 {} {backlog}",
             self.script("noaccept.py")
         ));
-        let port = first_line(&mut p).trim().parse().expect("listener port");
+        let port = p.line().trim().parse().expect("listener port");
         (p, port)
     }
     fn port_drops(&self, port: &str) -> serde_json::Value {
@@ -177,21 +177,6 @@ impl Tenants {
         });
         assert!(ok, "the neighbour's published port: {}", self.d.log());
     }
-}
-
-fn first_line(p: &mut Proc) -> String {
-    let out = p.child.stdout.as_mut().expect("stdout");
-    let mut line = Vec::new();
-    let mut b = [0u8; 1];
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
-        match out.read(&mut b) {
-            Ok(1) if b[0] == b'\n' => break,
-            Ok(1) => line.push(b[0]),
-            _ => break,
-        }
-    }
-    String::from_utf8_lossy(&line).into_owned()
 }
 
 fn count(v: &serde_json::Value) -> u64 {
@@ -401,4 +386,105 @@ fn dns_queries_in_flight_are_limited_per_container() {
     assert_eq!(got.trim(), format!("10.{}.0.2", 144), "{got}");
     assert!(t.port_drops("good").get("dns_quota").is_none());
     drop(silent);
+}
+
+/// Opens N UDP flows to GW:PORT (a socket each), asking an echo server on each (three
+/// tries); prints 1 or 0 per flow, then whether the first flow still answers.
+const UDP_FLOWS: &str = r#"
+import socket, sys
+gw, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+def ask(s):
+    for _ in range(3):
+        s.sendto(b"x", (gw, port))
+        try:
+            s.recv(100)
+            return True
+        except socket.timeout:
+            pass
+    return False
+socks = []
+for i in range(n):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(0.5)
+    socks.append(s)
+print(" ".join("1" if ask(s) else "0" for s in socks), flush=True)
+print("again", "1" if ask(socks[0]) else "0", flush=True)
+"#;
+
+#[test]
+#[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
+fn udp_flows_past_a_containers_quota_are_refused_and_counted() {
+    let d = Daemon::start(&["--uplink-max-udp-per-container", "8"]);
+    let t = tenants(6, d);
+    std::fs::write(t.dir.path().join("udp.py"), UDP_FLOWS).expect("write udp.py");
+    // An echo server on the host's loopback.
+    let echo = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let port = echo.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        let mut b = [0u8; 100];
+        while let Ok((n, from)) = echo.recv_from(&mut b) {
+            let _ = echo.send_to(&b[..n], from);
+        }
+    });
+    let flows = |ns: &Netns, n: usize| {
+        ns.must(&format!(
+            "python3 {} {} {port} {n}",
+            t.script("udp.py"),
+            t.gw
+        ))
+    };
+    // The hostile container's first 8 flows are answered, the next 2 refused, and its
+    // live flows keep working.
+    let out = flows(&t.evil, 10);
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        ["1 1 1 1 1 1 1 1 0 0", "again 1"],
+        "{}",
+        t.nat()
+    );
+    assert!(
+        count(&t.port_drops("evil")["udp_quota"]) >= 2,
+        "{}",
+        t.port_drops("evil")
+    );
+    // The neighbour has its own share.
+    let out = flows(&t.good, 3);
+    assert_eq!(out.lines().next(), Some("1 1 1"), "{}", t.nat());
+    assert!(t.port_drops("good").get("udp_quota").is_none());
+}
+
+#[test]
+#[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
+fn echo_flows_past_a_containers_quota_are_refused_and_counted() {
+    require(&["ping", "sysctl"]);
+    // A namespace standing for the host, with an address outside every network that
+    // answers pings; ping sockets allowed there (the uplink's echo flows use them).
+    let host = Netns::new("host");
+    host.must(
+        "ip addr add 198.18.88.1/32 dev lo \
+         && sysctl -qw net.ipv4.ping_group_range='0 2147483647'",
+    );
+    let d = Daemon::start_in(&host, &["--uplink-max-ping-per-container", "4"]);
+    d.ctl_ok(&["network", "create", "front", "--subnet", "10.148.0.0/24"]);
+    let (evil, good) = (Netns::new("evil"), Netns::new("good"));
+    d.ctl_ok(&["attach", "front", "--name", "evil", "--netns", &evil.path()]);
+    d.ctl_ok(&["attach", "front", "--name", "good", "--netns", &good.path()]);
+    // Each ping is a process of its own: an identifier, so an echo flow, of its own.
+    let pings = |ns: &Netns, n: usize| {
+        ns.must(&format!(
+            "for i in $(seq {n}); do ping -c1 -W1 198.18.88.1 >/dev/null && echo -n 1 || echo -n 0; done"
+        ))
+    };
+    assert_eq!(pings(&evil, 6), "111100", "{}", d.ctl_ok(&["stats"]));
+    let drops = |port: &str| {
+        let s = d.ctl_json(&["stats"]);
+        s["ports"]
+            .as_array()
+            .and_then(|a| a.iter().find(|p| p["name"] == port).cloned())
+            .map(|p| count(&p["drops"]["ping_quota"]))
+            .unwrap_or_else(|| panic!("no port {port} in {s}"))
+    };
+    assert!(drops("evil") >= 2, "{}", d.ctl_ok(&["stats"]));
+    assert_eq!(pings(&good, 2), "11");
+    assert_eq!(drops("good"), 0);
 }

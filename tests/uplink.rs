@@ -83,7 +83,11 @@ fn whoami(ns: &Netns, port: u16, udp: bool) -> Proc {
             "socat TCP-LISTEN:{port},reuseaddr,fork SYSTEM:'echo $SOCAT_PEERADDR'"
         ))
     };
-    std::thread::sleep(Duration::from_millis(300));
+    if udp {
+        listening_udp(ns, port);
+    } else {
+        listening(ns, port);
+    }
     p
 }
 
@@ -252,7 +256,7 @@ fn next_hop_routes_what_is_not_on_the_segment() {
         "socat TCP-LISTEN:7102,bind={},reuseaddr,fork SYSTEM:'echo $SOCAT_PEERADDR'",
         s.far
     ));
-    std::thread::sleep(Duration::from_millis(300));
+    listening(&s.out, 7102);
     let got = retry(&s.c, &format!("socat -T 3 - TCP:{}:7102 </dev/null", s.far));
     assert_eq!(got.trim(), s.ext);
 }

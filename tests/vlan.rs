@@ -180,12 +180,22 @@ fn access_port_drops_tagged_frames() {
     ]);
     d.ctl_ok(&["attach", "v10", "--name", "b", "--netns", &b.path()]);
     let mac = va["mac"].as_str().expect("mac").to_string();
+    // The tagged request asks for b's own address, the untagged one (the control) for
+    // the gateway's: only the untagged one is answered.
     let got = exchange(
         &a,
-        &[arp_who_has(Some(10), &mac, "10.133.0.2", "10.133.0.3")],
+        &[
+            arp_who_has(Some(10), &mac, "10.133.0.2", "10.133.0.3"),
+            arp_who_has(None, &mac, "10.133.0.2", "10.133.0.1"),
+        ],
     );
     assert!(
-        !got.iter().any(|l| l.contains("op=2")),
+        got.iter()
+            .any(|l| l == "vlan=none arp op=2 10.133.0.1 > 10.133.0.2"),
+        "the untagged control was not answered: {got:?}"
+    );
+    assert!(
+        !got.iter().any(|l| l.contains("op=2 10.133.0.3")),
         "a tagged frame on an access port was answered: {got:?}"
     );
     let stats = d.ctl_json(&["stats"]);

@@ -396,7 +396,12 @@ pub struct BenchArgs {
     /// Worker threads (one core each).
     #[arg(long, default_value_t = 1)]
     pub workers: usize,
-    /// l2, l2v6: port security on every port (one MAC each, its addresses checked).
+    /// Ports of the l2 scenario in all, each sending to every other port of its worker
+    /// in turn [default: 4 per worker, each sending to the next]
+    #[arg(long)]
+    pub ports: Option<usize>,
+    /// Port security on the containers' ports (nat, l2 and l2v6: one MAC and its
+    /// addresses each, checked on every frame).
     #[arg(long)]
     pub port_security: bool,
     /// Print one JSON document.
@@ -681,7 +686,9 @@ fn bench(a: BenchArgs) -> Result<(), CliError> {
             flows: a.flows,
             seconds: a.seconds,
             workers: a.workers,
-            port_security: a.port_security,
+            ports: a.ports,
+            // With every scenario, port security applies to those that have it.
+            port_security: a.port_security && s != Scenario::Vlan,
         };
         match bench::run(&p) {
             Ok(o) => results.push(o),
@@ -701,6 +708,7 @@ fn bench(a: BenchArgs) -> Result<(), CliError> {
                 "workers": o.workers,
                 "frame_size": o.frame_size,
                 "fdb_entries": o.fdb_entries,
+                "ports": o.ports,
                 "port_security": o.port_security,
                 "new_flows_per_sec": o.new_flows_per_sec.map(|x| round(x, 0)),
             })).collect::<Vec<_>>(),

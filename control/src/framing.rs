@@ -122,6 +122,11 @@ impl Conn {
         let mut first_byte = (!self.buf.is_empty()).then_some(called);
         loop {
             if let Some(line) = self.take_line() {
+                // A read takes up to 16 KiB, so a line may end past the limit in the
+                // same read that crossed it: it is as long as if it had not ended.
+                if line.len() > self.limit {
+                    return Err(FramingError::TooLong(self.limit));
+                }
                 return self.finish(line);
             }
             if self.buf.len() > self.limit {
@@ -415,5 +420,32 @@ mod tests {
         assert!(matches!(b.recv(), Err(FramingError::TooLong(_))));
         drop(b);
         t.join().unwrap();
+    }
+
+    #[test]
+    fn the_limit_is_exact_whatever_the_reads() {
+        // A line of exactly the limit is taken; one byte more is refused, also when
+        // its end arrives in the read that crossed the limit.
+        for (len, ok) in [
+            (MAX_REQUEST, true),
+            (MAX_REQUEST + 1, false),
+            (MAX_REQUEST + 9000, false),
+        ] {
+            let (a, b) = UnixStream::pair().unwrap();
+            let mut b = Conn::limited(b, MAX_REQUEST, Deadline::None);
+            let mut line = vec![b' '; len];
+            line.push(b'\n');
+            let t = std::thread::spawn(move || {
+                let mut a = a;
+                let _ = a.write_all(&line);
+                a
+            });
+            match b.recv() {
+                Ok((l, _)) => assert!(ok && l.len() == len, "a line of {len} bytes was taken"),
+                Err(FramingError::TooLong(n)) => assert!(!ok && n == MAX_REQUEST, "{len}"),
+                Err(e) => panic!("{len}: {e}"),
+            }
+            drop(t.join().unwrap());
+        }
     }
 }

@@ -248,6 +248,8 @@ pub struct State {
 pub enum StateError {
     #[error("network {0:?} not found")]
     NoNetwork(String),
+    #[error("at most {0} networks per daemon: remove one first (`network rm`)")]
+    TooManyNetworks(usize),
     #[error("network {0:?} already exists")]
     NetworkExists(String),
     #[error("container {0:?} not found")]
@@ -622,6 +624,9 @@ impl State {
         if self.networks.contains_key(&spec.name) {
             return Err(StateError::NetworkExists(spec.name.clone()));
         }
+        if self.networks.len() >= MAX_NETWORKS {
+            return Err(StateError::TooManyNetworks(MAX_NETWORKS));
+        }
         let v4 = self.check_v4(spec)?;
         let ipv6 = self.check_v6(spec)?;
         if v4.is_none() && ipv6.is_none() {
@@ -809,10 +814,19 @@ impl State {
         self.networks.get(&name).ok_or(StateError::NoNetwork(name))
     }
 
+    /// The lowest domain id no network has (there are at most [`MAX_NETWORKS`]).
     fn free_domain(&self) -> u16 {
-        (0..u16::MAX)
-            .find(|d| !self.networks.values().any(|n| n.domain == *d))
-            .unwrap_or(u16::MAX - 1)
+        let mut used: Vec<u16> = self.networks.values().map(|n| n.domain).collect();
+        used.sort_unstable();
+        used.dedup();
+        let mut want = 0u16;
+        for d in used {
+            if d != want {
+                break;
+            }
+            want = want.saturating_add(1);
+        }
+        want
     }
 
     /// Docker's pools: the next free /16 of 172.18-31, then /20s of 192.168.0.0/16.
@@ -1220,6 +1234,10 @@ pub const REFUSED_FILE: &str = "state.json.refused";
 /// The largest state file read (far beyond any real one).
 const MAX_STATE_BYTES: u64 = 64 << 20;
 
+/// The most networks a daemon holds (each a bridge domain; the FDB keys domains in 16
+/// bits, and every change rebuilds what the dataplane reads of each).
+pub const MAX_NETWORKS: usize = 4094;
+
 fn write_atomic(dir: &Path, name: &str, text: &[u8]) -> Result<(), PersistError> {
     use std::io::Write;
     let path = dir.join(name);
@@ -1329,6 +1347,40 @@ mod tests {
                 .to_string(),
             "192.168.16.0/20"
         );
+    }
+
+    /// The limit on networks holds and is refused clearly; domain ids are reused once
+    /// freed, lowest first.
+    #[test]
+    fn networks_are_refused_past_the_limit() {
+        let mut s = State::new(None, None).unwrap();
+        for i in 1..MAX_NETWORKS {
+            let (hi, lo) = (i / 256, i % 256);
+            s.create_network(&NetworkSpec {
+                name: format!("n{i}"),
+                subnet: Some(format!("10.{hi}.{lo}.0/24")),
+                ..Default::default()
+            })
+            .unwrap();
+        }
+        assert_eq!(s.networks.len(), MAX_NETWORKS);
+        let e = s
+            .create_network(&NetworkSpec {
+                name: "one-more".into(),
+                subnet: Some("11.0.0.0/24".into()),
+                ..Default::default()
+            })
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("at most 4094 networks"), "{e}");
+        let freed = s.networks["n77"].domain;
+        s.remove_network("n77", false).unwrap();
+        let again = s.create_network(&NetworkSpec {
+            name: "one-more".into(),
+            subnet: Some("11.0.0.0/24".into()),
+            ..Default::default()
+        });
+        assert_eq!(again.unwrap().domain, freed);
     }
 
     #[test]

@@ -14,6 +14,10 @@ use crate::state::{Container, Endpoint, Network, State, Uplink, valid_name};
 /// What is wrong with a state; each message names the entries involved.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Inconsistency {
+    #[error("{0} networks, more than a daemon holds ({1})")]
+    TooManyNetworks(usize, usize),
+    #[error("{0} endpoints, more than a daemon's ports ({1})")]
+    TooManyEndpoints(usize, usize),
     #[error("network {0:?} is stored under the name {1:?}")]
     NetworkKey(String, String),
     #[error("container {0:?} is stored under the name {1:?}")]
@@ -70,6 +74,7 @@ pub enum Inconsistency {
 
 /// Checks every invariant the daemon keeps; the first violation found is returned.
 pub fn check(s: &State) -> Result<(), Inconsistency> {
+    check_sizes(s)?;
     for (key, n) in &s.networks {
         check_network(key, n)?;
     }
@@ -80,6 +85,23 @@ pub fn check(s: &State) -> Result<(), Inconsistency> {
     check_unique_endpoints(s)?;
     check_published(s)?;
     check_uplink(s)
+}
+
+/// No more networks or endpoints than a daemon can run (the checks after this one
+/// compare pairs, so they stay bounded too).
+fn check_sizes(s: &State) -> Result<(), Inconsistency> {
+    let max_ports = dataplane::bridge::fdb::MAX_PORT_SLOTS - dataplane::config::FIRST_PORT.index();
+    if s.networks.len() > crate::state::MAX_NETWORKS {
+        return Err(Inconsistency::TooManyNetworks(
+            s.networks.len(),
+            crate::state::MAX_NETWORKS,
+        ));
+    }
+    let endpoints: usize = s.containers.values().map(|c| c.endpoints.len()).sum();
+    if endpoints > max_ports {
+        return Err(Inconsistency::TooManyEndpoints(endpoints, max_ports));
+    }
+    Ok(())
 }
 
 fn check_uplink(s: &State) -> Result<(), Inconsistency> {
@@ -342,6 +364,32 @@ mod tests {
         f(&mut s);
         let e = check(&s).expect_err("refused").to_string();
         assert!(e.contains(want), "{e:?} lacks {want:?}");
+    }
+
+    /// A state file with more networks or endpoints than a daemon runs is refused by
+    /// size, before the checks that compare pairs.
+    #[test]
+    fn oversized_states_are_refused() {
+        refused(
+            |s| {
+                let n = s.networks.get("front").expect("front").clone();
+                for i in 0..crate::state::MAX_NETWORKS {
+                    s.networks.insert(format!("x{i}"), n.clone());
+                }
+            },
+            "more than a daemon holds (4094)",
+        );
+        refused(
+            |s| {
+                let c = s.containers.get("a").expect("a").clone();
+                for i in 0..2100 {
+                    let mut c = c.clone();
+                    c.endpoints.push(c.endpoints[0].clone());
+                    s.containers.insert(format!("y{i}"), c);
+                }
+            },
+            "more than a daemon's ports (4094)",
+        );
     }
 
     #[test]

@@ -129,6 +129,9 @@ pub struct Member {
     pub port: PortId,
     pub encap: Encap,
     pub role: PortRole,
+    /// A container's access port under port security: a host, never a router (its
+    /// router advertisements are refused), so frames for routers alone skip it.
+    pub host: bool,
 }
 
 /// A bridge domain: one network.
@@ -148,9 +151,20 @@ pub struct DomainConf {
     pub egress: bool,
     /// Every port that carries the domain (the service port excluded), for flooding.
     pub members: Vec<Member>,
+    /// The IPv4 address of each secured access port of the domain, with the port,
+    /// sorted by address (filled by [`Snapshot::rebuild`]): an ARP request for one of
+    /// them goes to its port alone.
+    pub owners: Vec<(Ipv4Addr, PortId)>,
 }
 
 impl DomainConf {
+    /// The secured port that owns `ip` in this domain (an address IPAM gave it).
+    #[inline]
+    pub fn owner(&self, ip: Ipv4Addr) -> Option<PortId> {
+        let i = self.owners.binary_search_by_key(&ip, |o| o.0).ok()?;
+        self.owners.get(i).map(|o| o.1)
+    }
+
     pub fn contains(&self, ip: Ipv4Addr) -> bool {
         self.v4.is_some_and(|v| v.subnet.contains(ip))
     }
@@ -309,27 +323,67 @@ impl Snapshot {
             }
         }
         self.vlan_domain = map;
-        let ports = &self.ports;
-        for (id, d) in self.domains.iter_mut().enumerate() {
-            let (Some(d), Ok(id)) = (d, u16::try_from(id)) else {
+        for d in self.domains.iter_mut().flatten() {
+            d.members.clear();
+            d.owners.clear();
+        }
+        // One pass over the ports: an access port joins its one domain; only trunks
+        // are matched against every domain (O(ports + trunks x domains), not
+        // O(ports x domains), for thousands of ports in hundreds of networks).
+        for (slot, p) in self.ports.iter().enumerate() {
+            let (Some(p), Ok(slot)) = (p, u16::try_from(slot)) else {
                 continue;
             };
-            d.members.clear();
-            for (slot, p) in ports.iter().enumerate() {
-                let (Some(p), Ok(slot)) = (p, u16::try_from(slot)) else {
-                    continue;
-                };
-                if p.role == PortRole::Gateway {
-                    continue;
+            if p.role == PortRole::Gateway {
+                continue;
+            }
+            match &p.mode {
+                PortMode::Access { domain } => {
+                    if let Some(Some(d)) = self.domains.get_mut(domain.index()) {
+                        let m = Member::of(p, PortId(slot), Encap::None);
+                        if let (true, Some(ip)) = (m.host, p.security.and_then(|s| s.ip)) {
+                            d.owners.push((ip, m.port));
+                        }
+                        d.members.push(m);
+                    }
                 }
-                if let Some(encap) = p.egress_encap(DomainId(id), d.vlan) {
-                    d.members.push(Member {
-                        port: PortId(slot),
-                        encap,
-                        role: p.role,
-                    });
+                PortMode::Trunk { .. } => {
+                    for (id, d) in self.domains.iter_mut().enumerate() {
+                        let (Some(d), Ok(id)) = (d, u16::try_from(id)) else {
+                            continue;
+                        };
+                        if let Some(encap) = p.egress_encap(DomainId(id), d.vlan) {
+                            d.members.push(Member::of(p, PortId(slot), encap));
+                        }
+                    }
                 }
             }
+        }
+        for d in self.domains.iter_mut().flatten() {
+            d.owners.sort_unstable();
+            // An address two ports claim belongs to neither: its requests are flooded.
+            let mut dup = Vec::new();
+            for w in d.owners.windows(2) {
+                if let [a, b] = w
+                    && a.0 == b.0
+                {
+                    dup.push(a.0);
+                }
+            }
+            d.owners.retain(|o| !dup.contains(&o.0));
+        }
+    }
+}
+
+impl Member {
+    fn of(p: &PortConf, port: PortId, encap: Encap) -> Member {
+        Member {
+            port,
+            encap,
+            role: p.role,
+            host: p.role == PortRole::Container
+                && p.security.is_some()
+                && matches!(p.mode, PortMode::Access { .. }),
         }
     }
 }
@@ -387,6 +441,7 @@ mod tests {
             icc: true,
             egress: true,
             members: vec![],
+            owners: vec![],
         }
     }
 

@@ -61,6 +61,8 @@ enum WorkerCmd {
         slot: u16,
         done: mpsc::Sender<()>,
     },
+    /// A closure run on the worker's thread between rounds.
+    Run(Box<dyn FnOnce(&mut Worker) + Send>),
     Stop,
 }
 
@@ -347,6 +349,16 @@ impl<S: GatewayHandler> Runtime<S> {
         s
     }
 
+    /// Runs `f` on worker `i`'s thread between two rounds (fire and forget); nothing
+    /// happens when there is no such worker.
+    pub fn worker_do(&self, i: usize, f: impl FnOnce(&mut Worker) + Send + 'static) {
+        if let Some(w) = self.workers.get(i)
+            && w.cmds.send(WorkerCmd::Run(Box::new(f))).is_ok()
+        {
+            let _ = w.waker.wake();
+        }
+    }
+
     /// Runs `f` on the gateway thread (fire and forget).
     pub fn gateway_do(&self, f: impl FnOnce(&mut S, &mut GatewayCtx<'_>) + Send + 'static) {
         if self.gateway.jobs.send(Box::new(f)).is_ok() {
@@ -419,12 +431,60 @@ impl Registered {
     }
 }
 
+/// The ports known to have frames waiting (edge-triggered: drained until a short
+/// batch), each listed once, found in constant time however many ports a worker has.
+struct Ready {
+    list: Vec<u16>,
+    listed: Vec<bool>,
+}
+
+impl Ready {
+    fn new() -> Ready {
+        Ready {
+            list: Vec::new(),
+            listed: vec![false; crate::bridge::fdb::MAX_PORT_SLOTS],
+        }
+    }
+
+    fn insert(&mut self, slot: u16) {
+        if let Some(m) = self.listed.get_mut(usize::from(slot))
+            && !*m
+        {
+            *m = true;
+            self.list.push(slot);
+        }
+    }
+
+    fn get(&self, i: usize) -> Option<u16> {
+        self.list.get(i).copied()
+    }
+
+    fn remove_at(&mut self, i: usize) {
+        if i < self.list.len() {
+            let slot = self.list.swap_remove(i);
+            if let Some(m) = self.listed.get_mut(usize::from(slot)) {
+                *m = false;
+            }
+        }
+    }
+
+    fn remove(&mut self, slot: u16) {
+        if let Some(i) = self.list.iter().position(|s| *s == slot) {
+            self.remove_at(i);
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+}
+
 /// Carries out the control thread's commands; false on Stop.
 fn worker_commands(
     w: &mut Worker,
     poll: &Poll,
     cmds: &mpsc::Receiver<WorkerCmd>,
-    (registered, ready): (&mut Registered, &mut Vec<u16>),
+    (registered, ready): (&mut Registered, &mut Ready),
 ) -> bool {
     while let Ok(c) = cmds.try_recv() {
         match c {
@@ -436,15 +496,16 @@ fn worker_commands(
                     registered.add(poll, slot, fd);
                     // Frames may already wait: edge-triggered registration would
                     // not report them.
-                    ready.push(slot);
+                    ready.insert(slot);
                 }
             }
             WorkerCmd::Remove { slot, done } => {
                 registered.remove(poll, slot);
-                ready.retain(|s| *s != slot);
+                ready.remove(slot);
                 drop(w.remove_port(crate::ids::PortId(slot)));
                 let _ = done.send(());
             }
+            WorkerCmd::Run(f) => f(w),
             WorkerCmd::Stop => return false,
         }
     }
@@ -453,14 +514,14 @@ fn worker_commands(
 
 /// One batch per ready port per round, so a busy port cannot starve the others, then
 /// the gateway's replies; returns the frames moved.
-fn worker_round(w: &mut Worker, ready: &mut Vec<u16>) -> usize {
+fn worker_round(w: &mut Worker, ready: &mut Ready) -> usize {
     let mut i = 0;
     let mut moved = 0;
-    while let Some(&slot) = ready.get(i) {
+    while let Some(slot) = ready.get(i) {
         let n = w.poll_port(crate::ids::PortId(slot));
         moved += n;
         if n < MAX_BATCH {
-            ready.swap_remove(i);
+            ready.remove_at(i);
         } else {
             i += 1;
         }
@@ -526,8 +587,7 @@ fn spawn_worker(
 
 fn worker_loop(mut w: Worker, mut poll: Poll, cmds: mpsc::Receiver<WorkerCmd>, busy: bool) {
     let mut events = Events::with_capacity(256);
-    // Ports known to have frames waiting (edge-triggered: drained until a short batch).
-    let mut ready: Vec<u16> = Vec::new();
+    let mut ready = Ready::new();
     let mut registered = Registered(Vec::new());
     // Hybrid polling: after forwarding something, keep polling without sleeping for a
     // short while, so the answer that usually follows within tens of microseconds
@@ -548,9 +608,8 @@ fn worker_loop(mut w: Worker, mut poll: Poll, cmds: mpsc::Receiver<WorkerCmd>, b
             if ev.token() == WAKER {
                 continue;
             }
-            let slot = ev.token().0 as u16;
-            if !ready.contains(&slot) {
-                ready.push(slot);
+            if let Ok(slot) = u16::try_from(ev.token().0) {
+                ready.insert(slot);
             }
         }
         // Commands (cheap to check every round).
@@ -757,6 +816,7 @@ mod tests {
                 icc: true,
                 egress: true,
                 members: vec![],
+                owners: vec![],
             })],
             ports: vec![
                 Some(PortConf {

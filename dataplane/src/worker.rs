@@ -273,6 +273,7 @@ mod tests {
             icc: true,
             egress: true,
             members: vec![],
+            owners: vec![],
         }
     }
 
@@ -386,6 +387,7 @@ mod tests {
                 icc: true,
                 egress: true,
                 members: vec![],
+                owners: vec![],
             })],
             ports: vec![None, None],
             ..Default::default()

@@ -82,6 +82,7 @@ pub mod pipeline {
             icc,
             egress: true,
             members: vec![],
+            owners: vec![],
         })
     }
 

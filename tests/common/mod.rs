@@ -217,6 +217,23 @@ impl Proc {
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
+    /// The next line of the process's stdout (without its newline; empty at the end),
+    /// read a byte at a time so that what follows stays for whoever reads the rest.
+    pub fn line(&mut self) -> String {
+        use std::io::Read;
+        let Some(out) = self.child.stdout.as_mut() else {
+            return String::new();
+        };
+        let mut line = Vec::new();
+        let mut b = [0u8; 1];
+        while let Ok(1) = out.read(&mut b) {
+            if b[0] == b'\n' {
+                break;
+            }
+            line.push(b[0]);
+        }
+        String::from_utf8_lossy(&line).into_owned()
+    }
     /// Waits for the process to end (up to `timeout`) and returns its output.
     pub fn wait(mut self, timeout: Duration) -> Output {
         let deadline = Instant::now() + timeout;
@@ -427,6 +444,16 @@ pub fn listening(ns: &Netns, port: u16) {
             .success()
     });
     assert!(up, "nothing listens on {port} in {}", ns.name);
+}
+
+/// Waits until something listens on UDP `port` in namespace `ns`.
+pub fn listening_udp(ns: &Netns, port: u16) {
+    let up = eventually(Duration::from_secs(5), || {
+        ns.sh(&format!("ss -Huln sport = :{port} | grep -q ."))
+            .status
+            .success()
+    });
+    assert!(up, "nothing listens on UDP {port} in {}", ns.name);
 }
 
 /// The checksum `sha256sum` printed (its first word).

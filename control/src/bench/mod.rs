@@ -54,8 +54,13 @@ pub struct Params {
     pub flows: usize,
     pub seconds: f64,
     pub workers: usize,
-    /// l2/l2v6: every port has port security (one MAC and its addresses each), so
-    /// frames go through the IPv4 or IPv6 source checks and first-hop guards.
+    /// The l2 scenario's ports in all (split over the workers), each sending to every
+    /// other port of its worker in turn; None: four per worker, each sending to the next.
+    pub ports: Option<usize>,
+    /// Port security on the containers' ports: in the NAT scenario each container port
+    /// sends from one MAC and address; in l2 and l2v6 each port gets one MAC and that
+    /// host's IPv4 and IPv6 addresses. Every frame goes through the source checks and
+    /// first-hop guards of its family, as a container's frames do.
     pub port_security: bool,
 }
 
@@ -68,6 +73,7 @@ impl Default for Params {
             flows: 1024,
             seconds: 3.0,
             workers: 1,
+            ports: None,
             port_security: false,
         }
     }
@@ -82,6 +88,8 @@ pub struct Outcome {
     pub workers: usize,
     pub frame_size: usize,
     pub fdb_entries: usize,
+    /// Ports in all (every worker's).
+    pub ports: usize,
     /// Frames that left on a port (equal to `frames` when nothing was flooded or dropped).
     pub sent: u64,
     /// NAT: new flows per second (first packet and reply of each).
@@ -103,7 +111,17 @@ pub enum BenchError {
     Unavailable(&'static str),
     #[error("--flows {0} is out of range: use 1 to 1048576")]
     Flows(usize),
+    #[error("--ports {0} is out of range: use 2 per worker up to {MAX_BENCH_PORTS} in all")]
+    Ports(usize),
+    #[error(
+        "--port-security needs the nat, l2 or l2v6 scenario (the vlan scenario's ports send from many MACs)"
+    )]
+    PortSecurity,
 }
+
+/// The most ports a scenario may have: every slot the daemon can give containers.
+pub const MAX_BENCH_PORTS: usize =
+    dataplane::bridge::fdb::MAX_PORT_SLOTS - dataplane::config::FIRST_PORT.index();
 
 const PORTS_L2: usize = 4;
 /// Template frames kept per port (they cycle); with more MACs than this per port, the
@@ -198,6 +216,7 @@ fn domain(name: &str, vlan: Option<u16>, third: u8) -> Option<DomainConf> {
         icc: true,
         egress: true,
         members: vec![],
+        owners: vec![],
     })
 }
 
@@ -269,16 +288,17 @@ fn plan(p: &Params) -> (Vec<Option<DomainConf>>, Vec<Vec<PlannedPort>>) {
             )
         }
         _ => {
-            let each = if p.port_security {
+            let per = p.ports.map_or(PORTS_L2, |n| n / w);
+            let each = if p.port_security && p.scenario != Scenario::Vlan {
                 1
             } else {
-                (p.macs / (w * PORTS_L2)).max(1)
+                (p.macs / (w * per)).max(1)
             };
             let mut workers = Vec::new();
             let mut next = 0usize;
             for _ in 0..w {
                 let mut ports = Vec::new();
-                for _ in 0..PORTS_L2 {
+                for _ in 0..per {
                     ports.push(PlannedPort {
                         mode: PortMode::Access {
                             domain: DomainId(0),
@@ -322,6 +342,14 @@ fn validate(p: &Params) -> Result<(), BenchError> {
     }
     if !(1..=1 << 20).contains(&p.flows) {
         return Err(BenchError::Flows(p.flows));
+    }
+    if let Some(n) = p.ports
+        && !(2 * p.workers..=MAX_BENCH_PORTS).contains(&n)
+    {
+        return Err(BenchError::Ports(n));
+    }
+    if p.port_security && p.scenario == Scenario::Vlan {
+        return Err(BenchError::PortSecurity);
     }
     Ok(())
 }
@@ -422,9 +450,17 @@ fn nat_snapshot(p: &Params, plan: &NatPlan) -> (Snapshot, Vec<Vec<u16>>) {
         let mode = PortMode::Access {
             domain: DomainId(0),
         };
-        snap.ports.push(port(format!("c{w}"), mode, u32::MAX));
-        slots.push(vec![slot, UPLINK_PORT.0]);
         let c = NatPlan::container(w);
+        let mut pc = port(format!("c{w}"), mode, u32::MAX);
+        if let Some(pc) = pc.as_mut().filter(|_| p.port_security) {
+            pc.security = Some(dataplane::config::Security {
+                mac: MacAddr::from_ipv4(c),
+                ip: Some(c),
+                ip6: None,
+            });
+        }
+        snap.ports.push(pc);
+        slots.push(vec![slot, UPLINK_PORT.0]);
         hosts.push((DomainId(0), c, MacAddr::from_ipv4(c)));
     }
     hosts.sort_by_key(|h| (h.0, h.1));
@@ -538,7 +574,8 @@ pub fn setup(p: &Params) -> Result<Setup, BenchError> {
         return setup_nat(p);
     }
     let (domains, workers) = plan(p);
-    let (snap, slot_of) = l2_snapshot(domains, &workers, p.port_security);
+    let secure = p.port_security && p.scenario != Scenario::Vlan;
+    let (snap, slot_of) = l2_snapshot(domains, &workers, secure);
     let total_macs: usize = workers.iter().flatten().map(|pp| pp.macs.len()).sum();
     let fdb = Arc::new(Fdb::new((total_macs as u32).max(1024)));
     {
@@ -637,7 +674,9 @@ fn l2_snapshot(
 }
 
 /// Port `pi`'s frames: from its MACs to MACs of another port of the same worker and
-/// domain (for VLANs, across the access/trunk boundary: a tag op per frame).
+/// domain (for VLANs, across the access/trunk boundary: a tag op per frame). With
+/// `--ports`, frame k goes to the (k mod (n-1))+1-th port after this one, so a batch
+/// reaches up to 64 ports.
 fn l2_frames(p: &Params, ports: &[PlannedPort], pi: usize) -> Vec<Vec<u8>> {
     let Some(pp) = ports.get(pi) else {
         return Vec::new();
@@ -650,12 +689,24 @@ fn l2_frames(p: &Params, ports: &[PlannedPort], pi: usize) -> Vec<Vec<u8>> {
                     || matches!(p.scenario, Scenario::L2 | Scenario::L2v6))
         })
         .unwrap_or(pp);
-    let n = pp.macs.len().min(TEMPLATES_PER_PORT);
+    let spread = p.ports.is_some() && ports.len() > 1;
+    let n = if spread {
+        pp.macs.len().max(ports.len() - 1)
+    } else {
+        pp.macs.len()
+    }
+    .min(TEMPLATES_PER_PORT);
     let step = (pp.macs.len() / n.max(1)).max(1);
     (0..n)
         .map(|k| {
+            let to = if spread {
+                ports.get((pi + 1 + k % (ports.len() - 1)) % ports.len())
+            } else {
+                Some(peer)
+            };
+            let to = to.unwrap_or(peer);
             let s = pp.macs[(k * step) % pp.macs.len()];
-            let d = peer.macs[(k * step + k / 7) % peer.macs.len()];
+            let d = to.macs[(k * step + k / 7) % to.macs.len()];
             let ((sip, sip6), (dip, dip6)) = (host_ips(s), host_ips(d));
             let spec = UdpSpec {
                 dst: mac(d),
@@ -693,9 +744,10 @@ pub fn run(p: &Params) -> Result<Outcome, BenchError> {
         let line = start_line.clone();
         handles.push(std::thread::spawn(move || {
             pin_to_cpu(wi);
-            // Warm up caches and the branch predictor.
+            // Warm up caches and the branch predictor: some 8000 batches.
             let mut warm = 0u64;
-            for _ in 0..2000 {
+            let rounds = (8000 / w.rx_slots().len().max(1)).max(2);
+            for _ in 0..rounds {
                 warm += w.poll_all() as u64;
             }
             line.wait();
@@ -736,6 +788,7 @@ pub fn run(p: &Params) -> Result<Outcome, BenchError> {
         workers: p.workers,
         frame_size: p.frame_size,
         fdb_entries: fdb.len(),
+        ports: slot_of.iter().map(Vec::len).sum(),
         sent,
         new_flows_per_sec,
         port_security: p.port_security,
@@ -780,6 +833,23 @@ mod tests {
         assert!(o.frames > 0);
         assert_eq!(o.fdb_entries, 1024);
         // Learned unicast: every frame leaves exactly once.
+        assert_eq!(o.sent, o.frames);
+    }
+
+    /// A thousand ports, each sending to every other in turn: every frame still leaves
+    /// once (learned unicast), through up to 64 ports per batch.
+    #[test]
+    fn l2_scenario_with_a_thousand_ports_forwards_every_frame() {
+        let o = run(&Params {
+            seconds: 0.2,
+            ports: Some(1000),
+            macs: 1000,
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(o.ports, 1000);
+        assert_eq!(o.fdb_entries, 1000);
+        assert!(o.frames > 0);
         assert_eq!(o.sent, o.frames);
     }
 
@@ -865,6 +935,19 @@ mod tests {
                 flows: 0,
                 ..Default::default()
             },
+            Params {
+                ports: Some(1),
+                ..Default::default()
+            },
+            Params {
+                ports: Some(MAX_BENCH_PORTS + 1),
+                ..Default::default()
+            },
+            Params {
+                scenario: Scenario::Vlan,
+                port_security: true,
+                ..Default::default()
+            },
         ] {
             assert!(run(&p).is_err());
         }
@@ -872,15 +955,18 @@ mod tests {
 
     #[test]
     fn nat_scenario_translates_every_frame_both_ways() {
-        let o = run(&Params {
-            scenario: Scenario::Nat,
-            seconds: 0.2,
-            flows: 4096,
-            ..Default::default()
-        })
-        .unwrap();
-        assert!(o.frames > 0);
-        assert_eq!(o.sent, o.frames, "every frame translated and sent");
+        for port_security in [false, true] {
+            let o = run(&Params {
+                scenario: Scenario::Nat,
+                seconds: 0.2,
+                flows: 4096,
+                port_security,
+                ..Default::default()
+            })
+            .unwrap();
+            assert!(o.frames > 0);
+            assert_eq!(o.sent, o.frames, "every frame translated and sent");
+        }
     }
 
     #[test]

@@ -32,7 +32,10 @@ pub enum DaemonError {
     // ---- attach, connect ----
     #[error("container {container:?} has no endpoint {index}")]
     NoEndpoint { container: String, index: usize },
-    #[error("no free port slot (at most {MAX_SLOTS} ports)")]
+    #[error(
+        "no free port: a daemon holds at most {} container ports; detach one first",
+        MAX_SLOTS - dataplane::config::FIRST_PORT.index()
+    )]
     NoFreeSlot,
     #[error("network {0:?} not found")]
     NoNetwork(String),
@@ -99,7 +102,7 @@ pub enum DaemonError {
     #[error("capture of {0:?} must be the only request on its connection")]
     CaptureNotAlone(String),
 
-    #[error("{TEST_PANIC_ENV}: the gateway thread was told to panic")]
+    #[error("{TEST_PANIC_ENV}: a thread of the daemon was told to panic")]
     TestPanic,
 }
 

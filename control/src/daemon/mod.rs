@@ -17,7 +17,7 @@ mod uplink;
 mod view;
 
 pub use error::DaemonError;
-pub use server::{bind, serve};
+pub use server::{bind, serve, serve_stream};
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -138,14 +138,32 @@ pub const UPLINK_IFNAME: &str = "vswitch0";
 /// re-attach.
 pub const REATTACH_GRACE: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// Test only: with `VSWITCH_TEST_PANIC=gateway` in the daemon's environment, `network
-/// create` of [`TEST_PANIC_NETWORK`] makes the gateway thread panic (how the tests
-/// prove that a panic ends the process). Without the variable the name is ordinary.
+/// Test only: with `VSWITCH_TEST_PANIC=gateway` (or `worker`, or `connection`) in the
+/// daemon's environment, `network create` of [`TEST_PANIC_NETWORK`] makes that thread
+/// panic: the gateway thread, the first worker, or the connection's own thread (how the
+/// tests prove that a panic on any of them ends the process). Without the variable the
+/// name is ordinary.
 pub const TEST_PANIC_ENV: &str = "VSWITCH_TEST_PANIC";
 pub const TEST_PANIC_NETWORK: &str = "vswitch-test-panic";
 
-fn is_test_panic(name: &str) -> bool {
-    name == TEST_PANIC_NETWORK && std::env::var(TEST_PANIC_ENV).is_ok_and(|v| v == "gateway")
+/// The thread a test panic is asked on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TestPanic {
+    Gateway,
+    Worker,
+    Connection,
+}
+
+fn test_panic(name: &str) -> Option<TestPanic> {
+    if name != TEST_PANIC_NETWORK {
+        return None;
+    }
+    match std::env::var(TEST_PANIC_ENV).ok()?.as_str() {
+        "gateway" => Some(TestPanic::Gateway),
+        "worker" => Some(TestPanic::Worker),
+        "connection" => Some(TestPanic::Connection),
+        _ => None,
+    }
 }
 
 impl Daemon {

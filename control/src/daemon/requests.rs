@@ -8,7 +8,7 @@ use dataplane::bridge::DropReason;
 use dataplane::config::GATEWAY_PORT;
 use dataplane::ids::DomainId;
 
-use super::{Daemon, DaemonError, TEST_PANIC_ENV, is_test_panic, view};
+use super::{Daemon, DaemonError, TEST_PANIC_ENV, TestPanic, test_panic, view};
 use crate::api::{
     ConntrackRow, FdbCounters, FdbRow, Flushed, GatewayCounters, Hello, NetworkRemoved,
     PacketNatCounters, Reply, Request, Response, SocketNatCounters, Stats,
@@ -91,10 +91,8 @@ impl Daemon {
     }
 
     pub(super) fn network_create(&mut self, spec: &NetworkSpec) -> Result<Reply, DaemonError> {
-        if is_test_panic(&spec.name) {
-            self.rt.gateway_do(|_, _| {
-                panic!("{TEST_PANIC_ENV}=gateway: panicking on the gateway thread as asked")
-            });
+        if let Some(site) = test_panic(&spec.name) {
+            self.panic_as_asked(site);
             return Err(DaemonError::TestPanic);
         }
         let mut next = self.state.clone();
@@ -106,6 +104,21 @@ impl Daemon {
             &self.state,
             &n,
         ))))
+    }
+
+    /// Test only: panics on the thread `site` names (see [`TEST_PANIC_ENV`]).
+    fn panic_as_asked(&self, site: TestPanic) {
+        match site {
+            TestPanic::Gateway => self.rt.gateway_do(|_, _| {
+                panic!("{TEST_PANIC_ENV}=gateway: panicking on the gateway thread as asked")
+            }),
+            TestPanic::Worker => self.rt.worker_do(0, |_| {
+                panic!("{TEST_PANIC_ENV}=worker: panicking on a worker thread as asked")
+            }),
+            TestPanic::Connection => {
+                panic!("{TEST_PANIC_ENV}=connection: panicking on the connection thread as asked")
+            }
+        }
     }
 
     pub(super) fn network_rm(&mut self, name: String, force: bool) -> Result<Reply, DaemonError> {

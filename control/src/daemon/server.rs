@@ -110,12 +110,27 @@ pub fn serve(daemon: Daemon, listener: UnixListener) -> Result<(), DaemonError> 
         let d = daemon.clone();
         let _ = std::thread::Builder::new()
             .name("vswitch-conn".into())
-            .spawn(move || {
-                client(&d, conn, id, ticket);
-                lock(&d).connection_closed(id);
-            });
+            .spawn(move || connection(&d, conn, id, ticket));
     }
     Ok(())
+}
+
+/// What each connection thread runs: the connection's requests, one reply each, then
+/// what the daemon forgets about the connection.
+fn connection(d: &Mutex<Daemon>, conn: Conn, id: u64, ticket: Ticket) {
+    client(d, conn, id, ticket);
+    lock(d).connection_closed(id);
+}
+
+/// Serves `stream` on the calling thread as a `ctl` connection admitted by the accept
+/// loop would be served (same framing, limits, deadlines and replies), until it ends:
+/// how the `control` fuzz target drives the daemon without a listening socket.
+pub fn serve_stream(d: &Mutex<Daemon>, stream: UnixStream, id: u64) {
+    let conn = Conn::limited(stream, MAX_REQUEST, Deadline::FromCall(REQUEST_DEADLINE));
+    let _ = conn.stream.set_write_timeout(Some(WRITE_TIMEOUT));
+    if let Ok(ticket) = Limits::default().admit(0) {
+        connection(d, conn, id, ticket);
+    }
 }
 
 fn reply(conn: &mut Conn, r: &Response) -> bool {

@@ -106,6 +106,7 @@ fn domains(state: &State) -> Vec<Option<DomainConf>> {
                 icc: n.icc,
                 egress: n.masquerade && !n.internal,
                 members: Vec::new(),
+                owners: vec![],
             });
         }
     }

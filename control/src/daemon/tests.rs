@@ -404,3 +404,32 @@ fn publish_binds_now_and_refuses_taken_ports() {
         .contains("publishes nothing")
     );
 }
+
+/// Past its port slots the daemon refuses an attach with a message that says the
+/// limit and what to do, and nothing of the refused container is kept.
+#[test]
+fn attach_past_the_port_limit_is_refused_clearly() {
+    let t = TempDir::new("portlimit");
+    let mut d = Daemon::start(cfg(&t.0), Box::new(MemoryBackend::default())).unwrap();
+    ok(&mut d, attach("bridge", "first", "/proc/self/ns/net"));
+    // Every other slot taken (as 4094 attached ports would take them).
+    for slot in 3..MAX_SLOTS as u16 {
+        d.ports.insert(
+            format!("filler{slot}"),
+            PortRt {
+                slot,
+                container: format!("filler{slot}"),
+                network: "bridge".into(),
+                netns: None,
+                ifname: "eth0".into(),
+            },
+        );
+    }
+    let e = err(&mut d, attach("bridge", "last", "/proc/self/ns/net"));
+    assert!(e.contains("at most 4094 container ports"), "{e}");
+    let v = ok(&mut d, Request::ContainerLs);
+    assert!(
+        !v.to_string().contains("\"last\""),
+        "the refused container was kept: {v}"
+    );
+}

@@ -10,7 +10,7 @@ use std::net::Ipv6Addr;
 
 use super::{GatewayNet6, eth_header, udp6_append};
 use crate::wire::dhcpv6::{
-    self, CLIENT_PORT, Dhcpv6Message, IaAddr, IaNa, Msg6Type, Opt6, SERVER_PORT, Status6,
+    self, CLIENT_PORT, Dhcpv6Packet, IaAddr, IaNa, MsgType, Opt6, SERVER_PORT, Status6,
 };
 use crate::wire::ipv6::{ALL_DHCP_AGENTS, NextHeader};
 use crate::wire::{EtherType, EthernetFrame, Ipv6Packet, MacAddr, UdpPacket};
@@ -36,7 +36,7 @@ impl Outcome6 {
 struct Request<'a> {
     mac: MacAddr,
     from: Ipv6Addr,
-    msg: Dhcpv6Message<&'a [u8]>,
+    msg: Dhcpv6Packet<&'a [u8]>,
 }
 
 /// The server's DUID: DUID-LL (type 3) with hardware type Ethernet and the MAC.
@@ -65,7 +65,7 @@ fn request<'a>(frame: &'a [u8], net: &GatewayNet6) -> Option<Request<'a>> {
     if udp.dst_port() != SERVER_PORT || udp.src_port() != CLIENT_PORT {
         return None;
     }
-    let msg = Dhcpv6Message::new_checked(udp.into_payload()).ok()?;
+    let msg = Dhcpv6Packet::new_checked(udp.into_payload()).ok()?;
     Some(Request { mac, from, msg })
 }
 
@@ -92,19 +92,19 @@ pub fn handle(
     let for_us = matches!(server, Ok(Some(s)) if s == ours);
     let rapid = matches!(m.option(Opt6::RAPID_COMMIT), Ok(Some(_)));
     let (reply, ia) = match m.msg_type() {
-        Msg6Type::SOLICIT if server == Ok(None) => {
+        MsgType::SOLICIT if server == Ok(None) => {
             let ty = if rapid {
-                Msg6Type::REPLY
+                MsgType::REPLY
             } else {
-                Msg6Type::ADVERTISE
+                MsgType::ADVERTISE
             };
             (ty, true)
         }
-        Msg6Type::REQUEST | Msg6Type::RENEW if for_us => (Msg6Type::REPLY, true),
-        Msg6Type::REBIND | Msg6Type::CONFIRM if server == Ok(None) => (Msg6Type::REPLY, true),
-        Msg6Type::RELEASE | Msg6Type::DECLINE if for_us => (Msg6Type::REPLY, false),
-        Msg6Type::INFORMATION_REQUEST if matches!(server, Ok(None)) || for_us => {
-            (Msg6Type::REPLY, false)
+        MsgType::REQUEST | MsgType::RENEW if for_us => (MsgType::REPLY, true),
+        MsgType::REBIND | MsgType::CONFIRM if server == Ok(None) => (MsgType::REPLY, true),
+        MsgType::RELEASE | MsgType::DECLINE if for_us => (MsgType::REPLY, false),
+        MsgType::INFORMATION_REQUEST if matches!(server, Ok(None)) || for_us => {
+            (MsgType::REPLY, false)
         }
         _ => return Outcome6::Ignored,
     };
@@ -113,7 +113,7 @@ pub fn handle(
         return Outcome6::Ignored;
     }
     let given = lease.filter(|_| ia);
-    if reply == Msg6Type::ADVERTISE {
+    if reply == MsgType::ADVERTISE {
         Outcome6::Advertised(given)
     } else {
         Outcome6::Replied(given)
@@ -130,7 +130,7 @@ fn reply_body(
     client: &[u8],
 ) -> Vec<u8> {
     let mut b = vec![ty];
-    b.extend_from_slice(&r.msg.transaction_id());
+    b.extend_from_slice(&r.msg.transaction_id().to_be_bytes()[1..]);
     dhcpv6::push_option(&mut b, Opt6::CLIENTID, client);
     dhcpv6::push_option(&mut b, Opt6::SERVERID, &server_duid(net.gateway_mac));
     if ia {
@@ -147,7 +147,7 @@ fn reply_body(
         let times = (iaid, secs / 2, secs / 5 * 4);
         dhcpv6::push_ia_na(&mut b, times, addr);
     }
-    if rapid && ty == Msg6Type::REPLY {
+    if rapid && ty == MsgType::REPLY {
         dhcpv6::push_option(&mut b, Opt6::RAPID_COMMIT, &[]);
     }
     dhcpv6::push_status(&mut b, Status6::SUCCESS, "success");
@@ -179,14 +179,14 @@ mod tests {
         "2001:db8:1:0:42:acff:fe11:2".parse().unwrap()
     }
 
-    fn reply_of(out: &[u8]) -> (Ipv6Packet<&[u8]>, Dhcpv6Message<&[u8]>) {
+    fn reply_of(out: &[u8]) -> (Ipv6Packet<&[u8]>, Dhcpv6Packet<&[u8]>) {
         let ip = Ipv6Packet::new_checked(&out[14..]).unwrap();
         let udp = UdpPacket::new_checked(&out[54..]).unwrap();
         assert_eq!((udp.src_port(), udp.dst_port()), (547, 546));
-        (ip, Dhcpv6Message::new_checked(&out[62..]).unwrap())
+        (ip, Dhcpv6Packet::new_checked(&out[62..]).unwrap())
     }
 
-    fn address_of(m: &Dhcpv6Message<&[u8]>) -> Option<Ipv6Addr> {
+    fn address_of(m: &Dhcpv6Packet<&[u8]>) -> Option<Ipv6Addr> {
         let ia = IaNa::parse(m.option(Opt6::IA_NA).unwrap().unwrap()).unwrap();
         ia.addresses().next()
     }
@@ -198,7 +198,7 @@ mod tests {
         // The server id option (14 bytes: DUID-LLT) becomes DUID-LL (10): rebuild the
         // message with our id.
         let msg = f[62..].to_vec();
-        let m = Dhcpv6Message::new_checked(&msg[..]).unwrap();
+        let m = Dhcpv6Packet::new_checked(&msg[..]).unwrap();
         let mut b = msg[..4].to_vec();
         for o in m.options() {
             let (c, body) = o.unwrap();
@@ -228,8 +228,8 @@ mod tests {
             ip.dst(),
             "fe80::42:acff:fe11:2".parse::<Ipv6Addr>().unwrap()
         );
-        assert_eq!(m.msg_type(), Msg6Type::ADVERTISE);
-        assert_eq!(m.transaction_id(), [0xac, 0xe5, 0x06]);
+        assert_eq!(m.msg_type(), MsgType::ADVERTISE);
+        assert_eq!(m.transaction_id(), 0xace506);
         assert_eq!(address_of(&m), Some(leased()));
         let sid = m.option(Opt6::SERVERID).unwrap().unwrap();
         assert_eq!(sid, &server_duid(net().gateway_mac)[..]);
@@ -237,7 +237,7 @@ mod tests {
         assert_eq!(dns, &net().gateway.octets()[..]);
         // The client id comes back as it was.
         let sol = bytes(captured::SOLICIT);
-        let q = Dhcpv6Message::new_checked(&sol[62..]).unwrap();
+        let q = Dhcpv6Packet::new_checked(&sol[62..]).unwrap();
         assert_eq!(m.option(Opt6::CLIENTID), q.option(Opt6::CLIENTID));
         let ia = IaNa::parse(m.option(Opt6::IA_NA).unwrap().unwrap()).unwrap();
         assert_eq!(ia.iaid, 0xac11_0002);
@@ -253,7 +253,7 @@ mod tests {
         let r = handle(&request_to_us(), &net(), Some(leased()), &mut out);
         assert_eq!(r, Outcome6::Replied(Some(leased())));
         let (_, m) = reply_of(&out);
-        assert_eq!(m.msg_type(), Msg6Type::REPLY);
+        assert_eq!(m.msg_type(), MsgType::REPLY);
         assert_eq!(address_of(&m), Some(leased()));
     }
 

@@ -9,7 +9,7 @@ use crate::config::{DomainConf, GATEWAY_PORT, PortRole, UPLINK_DOMAIN, UPLINK_PO
 use crate::ids::{DomainId, Encap, PortId};
 use crate::port::Frame;
 use crate::wire::ethernet::HEADER_LEN;
-use crate::wire::{EtherType, EthernetFrame, Ipv4Packet, MacAddr};
+use crate::wire::{ArpOp, ArpPacket, EtherType, EthernetFrame, Ipv4Packet, MacAddr};
 
 /// Forwards one frame of a port other than the uplink.
 #[inline(always)]
@@ -35,13 +35,7 @@ pub(super) fn forward_one(
     }
     let from_container = ing.port.role == PortRole::Container;
     if dst.is_multicast() {
-        // Broadcasts also reach the gateway (ARP for it, DHCP), and so do the IPv6
-        // groups it listens to (router and neighbour solicitations, DHCPv6); other
-        // multicast does not.
-        if !ing.trusted && (dst.is_broadcast() || dconf.gateway_listens(dst)) {
-            out.push(GATEWAY_PORT, i, Encap::None);
-        }
-        flood(dconf, ing.in_port, from_container, i, out);
+        forward_group(ing, (dconf, ethertype), (dst, eth.payload()), i, out);
         return Ok(());
     }
     if dst == dconf.gateway_mac {
@@ -60,6 +54,36 @@ pub(super) fn forward_one(
             flood(dconf, ing.in_port, from_container, i, out);
             Ok(())
         }
+    }
+}
+
+/// A broadcast or multicast frame: to every other member of the network, but what
+/// only routers or one known host need (router solicitations, MLD reports, directed
+/// ARP requests) not to the other hosts. Broadcasts also reach the gateway (ARP for it,
+/// DHCP), and so do the IPv6 groups it listens to (`DomainConf::gateway_listens`);
+/// other multicast does not.
+#[inline(always)]
+fn forward_group(
+    ing: &Ingress<'_>,
+    (dconf, ethertype): (&DomainConf, u16),
+    (dst, l3): (MacAddr, &[u8]),
+    i: usize,
+    out: &mut Egress,
+) {
+    let from_container = ing.port.role == PortRole::Container;
+    // Broadcasts reach the gateway (ARP for it, DHCP), and so do the IPv6 groups it
+    // listens to on a network with IPv6 (router and neighbour solicitations, DHCPv6).
+    if !ing.trusted && (dst.is_broadcast() || dconf.gateway_listens(dst)) {
+        out.push(GATEWAY_PORT, i, Encap::None);
+    }
+    let hosts_need_not = dst.is_ipv6_router_group()
+        || (dst.is_broadcast()
+            && ethertype == EtherType::ARP
+            && directed_arp(ing, dconf, from_container, i, l3, out));
+    if hosts_need_not {
+        flood_to_non_hosts(dconf, ing.in_port, from_container, i, out);
+    } else {
+        flood(dconf, ing.in_port, from_container, i, out);
     }
 }
 
@@ -199,6 +223,67 @@ pub(super) fn flood(
     let isolate = !dconf.icc && from_container;
     for m in &dconf.members {
         if m.port == in_port || (isolate && m.role == PortRole::Container) {
+            continue;
+        }
+        out.push(m.port, i, m.encap);
+    }
+}
+
+/// An ARP request for an address the switch knows the owner of: the gateway's (which
+/// has the frame already), or one IPAM gave a secured port, queued for that port alone.
+/// True when it was such a request: the rest of the network's hosts need not see it
+/// (the ports that may be anything, trunks and ports without port security, still
+/// do). Flooded to every port of a network of N containers, the ARP requests of N
+/// containers cost N^2 deliveries.
+#[inline(always)]
+fn directed_arp(
+    ing: &Ingress<'_>,
+    dconf: &DomainConf,
+    from_container: bool,
+    i: usize,
+    l3: &[u8],
+    out: &mut Egress,
+) -> bool {
+    let Ok(arp) = ArpPacket::new_checked(l3) else {
+        return false;
+    };
+    if arp.operation() != ArpOp::REQUEST {
+        return false;
+    }
+    let target = arp.target_ip();
+    if Some(target) == dconf.gateway_ip() {
+        return true;
+    }
+    let Some(owner) = dconf.owner(target) else {
+        return false;
+    };
+    // A port asking for its own address (a probe, an announcement) asks everyone.
+    if owner == ing.in_port {
+        return false;
+    }
+    if dconf.icc || !from_container {
+        out.push(owner, i, Encap::None);
+    }
+    true
+}
+
+/// Floods a frame to the members that are not secured hosts (trunks, ports without
+/// port security, the uplink): what is for routers alone (router solicitations, MLD
+/// reports) or for one known host (a directed ARP request). Every container sends a
+/// few of the former when its interface comes up; flooded to every port of a network
+/// of N containers they cost N^2 deliveries, each a pass of the receiving kernel's
+/// input only to be dropped.
+#[inline]
+fn flood_to_non_hosts(
+    dconf: &DomainConf,
+    in_port: PortId,
+    from_container: bool,
+    i: usize,
+    out: &mut Egress,
+) {
+    let isolate = !dconf.icc && from_container;
+    for m in &dconf.members {
+        if m.port == in_port || m.host || (isolate && m.role == PortRole::Container) {
             continue;
         }
         out.push(m.port, i, m.encap);

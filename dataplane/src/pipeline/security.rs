@@ -6,11 +6,9 @@ use crate::bridge::DropReason;
 use crate::config::Security;
 use crate::wire::ipv6::{Icmpv6Type, NextHeader, Upper, icmpv6_type, link_local};
 use crate::wire::ndp::NdpMessage;
-use crate::wire::udp::peek_src_port;
+use crate::wire::udp::{peek_payload, peek_ports};
 use crate::wire::{ArpPacket, EtherType, IpProtocol, Ipv4Packet, Ipv6Packet, MacAddr};
-
-const DHCP_SERVER_PORT: u16 = 67;
-const DHCPV6_SERVER_PORT: u16 = 547;
+use crate::wire::{dhcp, dhcpv6};
 
 /// Port security of a port vswitch addressed: its own MAC and IPv4 (0.0.0.0 allowed for
 /// DHCP) as Ethernet source, IPv4 source and ARP sender, its own IPv6 addresses as
@@ -55,23 +53,61 @@ pub(super) fn port_security(
     Ok(())
 }
 
-/// First-hop guard for IPv4 from a secured port: no DHCP server messages (UDP from
-/// port 67). Reads the protocol and, for UDP, the source port; nothing else.
+/// First-hop guard for IPv4 from a secured port: no DHCP server messages. Reads the
+/// protocol and, for UDP, both ports (one load); only UDP from or to a DHCP port is
+/// looked at further ([`dhcp_guard_v4`]).
 #[inline(always)]
 fn guard_v4(ip: &Ipv4Packet<&[u8]>) -> Result<(), DropReason> {
     // Later fragments carry no UDP header; the first one does.
     if ip.protocol() != IpProtocol::Udp || ip.frag_offset() != 0 {
         return Ok(());
     }
-    if peek_src_port(ip.payload()) == Some(DHCP_SERVER_PORT) {
+    match peek_ports(ip.payload()) {
+        Some((sport, dport))
+            if sport == dhcp::SERVER_PORT
+                || dport == dhcp::CLIENT_PORT
+                || dport == dhcp::SERVER_PORT =>
+        {
+            dhcp_guard_v4(ip, sport)
+        }
+        _ => Ok(()),
+    }
+}
+
+/// UDP from or to a DHCP port: refused when it comes from the server port (only a
+/// server or relay sends from 67), or when it goes to a client or relay (port 68 or
+/// 67) and is a server message by its meaning, whatever its source port: a BOOTREPLY,
+/// an OFFER, ACK or NAK. A first fragment to those ports is refused too: a DHCP message
+/// is never fragmented, and its options could hide in the later fragments.
+#[cold]
+fn dhcp_guard_v4(ip: &Ipv4Packet<&[u8]>, sport: u16) -> Result<(), DropReason> {
+    let payload = ip.payload();
+    if sport == dhcp::SERVER_PORT
+        || ip.more_fragments()
+        || dhcp::is_server_message(peek_payload(payload))
+    {
+        return Err(DropReason::DhcpGuard);
+    }
+    Ok(())
+}
+
+/// DHCPv6 from a secured port: refused from the server port (547), or to a client or
+/// relay (546, 547) when its type is one only servers send (ADVERTISE, REPLY,
+/// RECONFIGURE, RELAY-REPL, ...), whatever its source port.
+fn dhcp_guard_v6(udp: &[u8]) -> Result<(), DropReason> {
+    let Some((sport, dport)) = peek_ports(udp) else {
+        return Ok(());
+    };
+    let to_dhcp = dport == dhcpv6::CLIENT_PORT || dport == dhcpv6::SERVER_PORT;
+    if sport == dhcpv6::SERVER_PORT || (to_dhcp && dhcpv6::is_server_message(peek_payload(udp))) {
         return Err(DropReason::DhcpGuard);
     }
     Ok(())
 }
 
 /// First-hop guard for IPv6 from a secured port (RFC 6105): no router advertisement
-/// or redirect, no DHCPv6 server message; extension headers are walked, and a chain
-/// that cannot be followed is dropped.
+/// or redirect, no DHCPv6 server message ([`dhcp_guard_v6`]); extension headers are
+/// walked, and a chain that cannot be followed is dropped.
 #[inline]
 fn guard_v6(ip: &[u8]) -> Result<(), DropReason> {
     let p = Ipv6Packet::new_checked(ip).map_err(|_| DropReason::Malformed)?;
@@ -85,9 +121,7 @@ fn guard_v6(ip: &[u8]) -> Result<(), DropReason> {
             Some(Icmpv6Type::ROUTER_ADVERT | Icmpv6Type::REDIRECT) => Err(DropReason::RaGuard),
             _ => Ok(()),
         },
-        NextHeader::UDP if peek_src_port(upper) == Some(DHCPV6_SERVER_PORT) => {
-            Err(DropReason::DhcpGuard)
-        }
+        NextHeader::UDP => dhcp_guard_v6(upper),
         _ => Ok(()),
     }
 }

@@ -61,6 +61,7 @@ fn domain(name: &str, vlan: Option<u16>, third: u8, icc: bool) -> Option<DomainC
         icc,
         egress: true,
         members: vec![],
+        owners: vec![],
     })
 }
 
@@ -545,6 +546,102 @@ fn first_hop_guard_drops_rogue_servers_and_routers() {
         )],
     );
     assert_eq!(who_got(&sent), vec![2, 4, 6]);
+}
+
+/// IPv4 UDP from `src` with `payload`; `more` sets the more-fragments bit.
+fn udp4_payload(src: [u8; 4], sport: u16, dport: u16, payload: &[u8], more: bool) -> Vec<u8> {
+    let mut p = ipv4(src, [255, 255, 255, 255]);
+    let total = (28 + payload.len()) as u16;
+    p[2..4].copy_from_slice(&total.to_be_bytes());
+    if more {
+        p[6] = 0x20;
+    }
+    p.extend_from_slice(&sport.to_be_bytes());
+    p.extend_from_slice(&dport.to_be_bytes());
+    p.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    p.extend_from_slice(&[0, 0]);
+    p.extend_from_slice(payload);
+    p
+}
+
+/// A DHCP message with `op` and message type `t`.
+fn dhcp_msg(op: u8, t: u8) -> Vec<u8> {
+    use crate::wire::dhcp::{DhcpOption, DhcpPacket, HEADER_LEN, push_option};
+    let mut m = vec![0u8; HEADER_LEN];
+    let mut d = DhcpPacket::new_unchecked(&mut m[..]);
+    d.set_op(op);
+    d.set_ethernet();
+    d.set_magic();
+    push_option(&mut m, DhcpOption::MSG_TYPE, &[t]);
+    m.push(DhcpOption::END);
+    m
+}
+
+/// IPv6 UDP from fe80:: with a DHCPv6 message of type `t`.
+fn udp6(sport: u16, dport: u16, t: u8) -> Vec<u8> {
+    let mut u = sport.to_be_bytes().to_vec();
+    u.extend_from_slice(&dport.to_be_bytes());
+    u.extend_from_slice(&[0, 12, 0, 0, t, 1, 2, 3]);
+    ipv6(0xfe80, 17, &u)
+}
+
+#[test]
+fn dhcp_guard_knows_server_messages_by_meaning_from_any_port() {
+    use crate::wire::dhcp::{MsgType, Op};
+    use crate::wire::dhcpv6::MsgType as V6;
+    let mut r = Rig::new();
+    secure(&mut r, 2);
+    let (b, m6) = (MacAddr::BROADCAST, MacAddr([0x33, 0x33, 0, 1, 0, 2]));
+    let own = [10, 1, 0, 2];
+    let v4 = |sport, dport, body: &[u8], more| {
+        frame(
+            b,
+            mac(2),
+            0x0800,
+            &udp4_payload(own, sport, dport, body, more),
+        )
+    };
+    let allowed = vec![
+        // A client's DISCOVER and REQUEST, ordinary UDP that happens to start like a
+        // BOOTREPLY on another port, a DHCPv6 SOLICIT, and UDP to 546 that is a
+        // client's message.
+        v4(68, 67, &dhcp_msg(Op::BOOTREQUEST, MsgType::DISCOVER), false),
+        v4(68, 67, &dhcp_msg(Op::BOOTREQUEST, MsgType::REQUEST), false),
+        v4(9999, 9999, &dhcp_msg(Op::BOOTREPLY, MsgType::OFFER), false),
+        v4(9999, 53, &[2, 0, 0, 0], true),
+        frame(m6, mac(2), 0x86dd, &udp6(546, 547, V6::SOLICIT)),
+        frame(m6, mac(2), 0x86dd, &udp6(9999, 9999, V6::ADVERTISE)),
+    ];
+    let sent = r.run(2, &allowed);
+    assert_eq!(sent[3].len(), allowed.len(), "allowed frames were dropped");
+    let rogue = vec![
+        // Offers, acks and naks from any port to a client (68) or relay (67).
+        v4(9999, 68, &dhcp_msg(Op::BOOTREPLY, MsgType::OFFER), false),
+        v4(9999, 68, &dhcp_msg(Op::BOOTREQUEST, MsgType::ACK), false),
+        v4(9999, 67, &dhcp_msg(Op::BOOTREPLY, MsgType::NAK), false),
+        // A BOOTREPLY without options (plain BOOTP), and one cut to its op byte.
+        v4(9999, 68, &[Op::BOOTREPLY; 240], false),
+        v4(9999, 68, &[Op::BOOTREPLY], false),
+        // A first fragment to the client port: its options could hide further on.
+        v4(
+            9999,
+            68,
+            &dhcp_msg(Op::BOOTREQUEST, MsgType::DISCOVER),
+            true,
+        ),
+        // From the server port, whatever it says.
+        v4(67, 68, &dhcp_msg(Op::BOOTREQUEST, MsgType::DISCOVER), false),
+        // DHCPv6 server messages from any port to a client (546) or relay (547).
+        frame(m6, mac(2), 0x86dd, &udp6(9999, 546, V6::ADVERTISE)),
+        frame(m6, mac(2), 0x86dd, &udp6(9999, 546, V6::REPLY)),
+        frame(m6, mac(2), 0x86dd, &udp6(9999, 546, V6::RECONFIGURE)),
+        frame(m6, mac(2), 0x86dd, &udp6(9999, 547, V6::RELAY_REPL)),
+        frame(m6, mac(2), 0x86dd, &udp6(547, 9999, V6::SOLICIT)),
+    ];
+    let sent = r.run(2, &rogue);
+    assert!(who_got(&sent).is_empty(), "a server message got through");
+    let s = r.counters.read(PortId(2));
+    assert_eq!(s.drop_count(DropReason::DhcpGuard), rogue.len() as u64);
 }
 
 #[test]
@@ -1147,4 +1244,98 @@ fn the_gateway_hears_the_ipv6_groups_it_listens_to() {
         &[frame(groups[0], mac(5), 0x86dd, &ipv6(0xfe80, 59, &[]))],
     );
     assert!(!who_got(&sent).contains(&0));
+}
+
+/// Router solicitations and MLD reports (for routers alone) skip containers' secured
+/// access ports, which are hosts; other IPv6 multicast still reaches every member.
+#[test]
+fn ipv6_router_groups_skip_secured_hosts() {
+    let mut r = Rig::new();
+    if let Some(Some(p)) = r.snap.ports.get_mut(3) {
+        p.security = Some(Security {
+            mac: mac(3),
+            ip: Some(Ipv4Addr::new(10, 1, 0, 3)),
+            ip6: None,
+        });
+    }
+    r.snap.rebuild();
+    let six = |dst| frame(MacAddr(dst), mac(2), 0x86dd, &[0x60, 0, 0, 0]);
+    // The positive control: all-nodes multicast reaches the secured port 3 too.
+    let sent = r.run(2, &[six([0x33, 0x33, 0, 0, 0, 1])]);
+    assert_eq!(who_got(&sent), vec![3, 4, 6]);
+    for group in [MacAddr::IPV6_ALL_ROUTERS, MacAddr::IPV6_MLDV2_ROUTERS] {
+        let sent = r.run(2, &[six(group.0)]);
+        // Port 4 (no port security) and the trunk may be routers; 3 is a host.
+        assert_eq!(who_got(&sent), vec![4, 6], "{group}");
+    }
+}
+
+fn secure_at(r: &mut Rig, port: usize, ip: [u8; 4]) {
+    if let Some(Some(p)) = r.snap.ports.get_mut(port) {
+        p.security = Some(Security {
+            mac: mac(port as u8),
+            ip: Some(Ipv4Addr::from(ip)),
+            ip6: None,
+        });
+    }
+    r.snap.rebuild();
+}
+
+fn arp_request(from: u8, spa: [u8; 4], tpa: [u8; 4]) -> Vec<u8> {
+    frame(
+        MacAddr::BROADCAST,
+        mac(from),
+        0x0806,
+        &arp(mac(from), spa, tpa),
+    )
+}
+
+/// An ARP request for an address IPAM gave a secured port goes to that port (and the
+/// gateway, and the members that may be anything) instead of every host of the network;
+/// one for an unknown address is flooded as before.
+#[test]
+fn arp_requests_for_known_owners_are_directed() {
+    let mut r = Rig::new();
+    secure_at(&mut r, 3, [10, 1, 0, 3]);
+    secure_at(&mut r, 4, [10, 1, 0, 4]);
+    // The positive control: an unknown address reaches every member.
+    let sent = r.run(2, &[arp_request(2, [10, 1, 0, 2], [10, 1, 0, 99])]);
+    assert_eq!(who_got(&sent), vec![0, 3, 4, 6]);
+    // Port 3's address: port 3, the gateway and the trunk; not port 4.
+    let sent = r.run(2, &[arp_request(2, [10, 1, 0, 2], [10, 1, 0, 3])]);
+    assert_eq!(who_got(&sent), vec![0, 3, 6]);
+    // The gateway's address: the gateway (and the trunk) alone.
+    let sent = r.run(2, &[arp_request(2, [10, 1, 0, 2], [10, 1, 0, 1])]);
+    assert_eq!(who_got(&sent), vec![0, 6]);
+    // A port probing its own address asks everyone.
+    let sent = r.run(3, &[arp_request(3, [0, 0, 0, 0], [10, 1, 0, 3])]);
+    assert_eq!(who_got(&sent), vec![0, 2, 4, 6]);
+    // Replies are unicast, as before.
+    let reply = frame(
+        mac(2),
+        mac(3),
+        0x0806,
+        &arp(mac(3), [10, 1, 0, 3], [10, 1, 0, 2]),
+    );
+    assert_eq!(who_got(&r.run(3, &[reply])), vec![2]);
+}
+
+/// With inter-container traffic off, a directed request reaches no other container.
+#[test]
+fn directed_arp_keeps_no_icc_isolation() {
+    let mut r = Rig::new();
+    secure_at(&mut r, 7, [10, 3, 0, 7]);
+    secure_at(&mut r, 8, [10, 3, 0, 8]);
+    let sent = r.run_with_domain(7, &[arp_request(7, [10, 3, 0, 7], [10, 3, 0, 8])], 2);
+    assert_eq!(who_got(&sent), vec![0]);
+}
+
+/// Two ports claiming one address: neither owns it, requests for it are flooded.
+#[test]
+fn a_doubly_claimed_address_is_flooded() {
+    let mut r = Rig::new();
+    secure_at(&mut r, 3, [10, 1, 0, 9]);
+    secure_at(&mut r, 4, [10, 1, 0, 9]);
+    let sent = r.run(2, &[arp_request(2, [10, 1, 0, 2], [10, 1, 0, 9])]);
+    assert_eq!(who_got(&sent), vec![0, 3, 4, 6]);
 }

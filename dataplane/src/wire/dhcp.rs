@@ -221,6 +221,23 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> DhcpPacket<T> {
     }
 }
 
+/// Is the UDP payload `b` a message only a DHCP server (or a relay answering for one)
+/// sends: a BOOTREPLY (RFC 951, whatever its options say), or a message of type OFFER,
+/// ACK or NAK? Reads the `op` byte and, when the message is whole (fixed part and
+/// cookie), its options. Client messages (DISCOVER, REQUEST, DECLINE, RELEASE, INFORM)
+/// and anything shorter than an `op` byte are not.
+pub fn is_server_message(b: &[u8]) -> bool {
+    if b.first() == Some(&Op::BOOTREPLY) {
+        return true;
+    }
+    DhcpPacket::new_checked(b).is_ok_and(|d| {
+        matches!(
+            d.msg_type(),
+            Some(MsgType::OFFER | MsgType::ACK | MsgType::NAK)
+        )
+    })
+}
+
 /// Appends option `code` with value `v` (cut to 255 bytes) to a message being built.
 pub fn push_option(out: &mut Vec<u8>, code: u8, v: &[u8]) {
     let len = v.len().min(255);
@@ -334,6 +351,31 @@ mod tests {
         let d = DhcpPacket::new_checked(&m[..]).unwrap();
         assert_eq!(d.options().count(), 0);
         assert_eq!(d.msg_type(), None);
+    }
+
+    #[test]
+    fn server_messages_are_known_by_op_or_type() {
+        let mut m = message();
+        assert!(!is_server_message(&m), "a DISCOVER is the client's");
+        for t in [MsgType::OFFER, MsgType::ACK, MsgType::NAK] {
+            m[HEADER_LEN + 2] = t;
+            assert!(is_server_message(&m), "type {t} with op BOOTREQUEST");
+        }
+        for t in [
+            MsgType::REQUEST,
+            MsgType::DECLINE,
+            MsgType::RELEASE,
+            MsgType::INFORM,
+        ] {
+            m[HEADER_LEN + 2] = t;
+            assert!(!is_server_message(&m), "type {t}");
+        }
+        // A BOOTREPLY is a server's with any options, or none (plain BOOTP).
+        m[0] = Op::BOOTREPLY;
+        assert!(is_server_message(&m));
+        assert!(is_server_message(&m[..1]));
+        assert!(!is_server_message(&[]));
+        assert!(!is_server_message(b"hello"));
     }
 
     #[test]

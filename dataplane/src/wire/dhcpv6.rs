@@ -1,25 +1,32 @@
-//! DHCPv6 (RFC 8415): the message header (type, transaction id), the options behind
-//! it, and the nested options of an identity association (IA_NA, IAADDR).
+//! DHCPv6 messages (RFC 8415): the message type and transaction id every client and
+//! server message starts with. Relay messages (RELAY-FORW, RELAY-REPL) start with the
+//! type too; what follows it differs, and nothing here reads it.
 //!
-//! [`Dhcpv6Message::new_checked`] verifies the 4-byte header; [`Options`] walks
-//! options and ends with an error at one that runs past its container, so nothing here
-//! can panic whatever the bytes say. The `push_*` functions append options to a reply.
+//! The checked view guarantees the 4 bytes of type and transaction id. [`Options`]
+//! walks the options behind them and ends with an error at one that runs past its
+//! container, so nothing here can panic whatever the bytes say; [`IaNa`] and [`IaAddr`]
+//! read the nested options of an identity association. The `push_*` functions append
+//! options to a reply (the gateway's DHCPv6 server).
 
 use std::net::Ipv6Addr;
 
 use super::{Result, WireError, be16, be32, need};
 
+/// The UDP port of the client.
 pub const CLIENT_PORT: u16 = 546;
+/// The UDP port of servers and relay agents.
 pub const SERVER_PORT: u16 = 547;
-const HEADER_LEN: usize = 4;
+/// Message type and transaction id.
+pub const HEADER_LEN: usize = 4;
 /// IAID, T1, T2 before the options of an IA_NA.
 const IA_NA_FIXED: usize = 12;
 /// Address, preferred and valid lifetimes before the options of an IAADDR.
 const IAADDR_FIXED: usize = 24;
 
-/// Message types.
-pub struct Msg6Type;
-impl Msg6Type {
+/// DHCPv6 message types (RFC 8415 section 7.3; leasequery RFC 5007, DHCPv4 over
+/// DHCPv6 RFC 7341).
+pub struct MsgType;
+impl MsgType {
     pub const SOLICIT: u8 = 1;
     pub const ADVERTISE: u8 = 2;
     pub const REQUEST: u8 = 3;
@@ -33,6 +40,10 @@ impl Msg6Type {
     pub const INFORMATION_REQUEST: u8 = 11;
     pub const RELAY_FORW: u8 = 12;
     pub const RELAY_REPL: u8 = 13;
+    pub const LEASEQUERY_REPLY: u8 = 15;
+    pub const LEASEQUERY_DONE: u8 = 16;
+    pub const LEASEQUERY_DATA: u8 = 17;
+    pub const DHCPV4_RESPONSE: u8 = 21;
 }
 
 /// Option codes.
@@ -58,48 +69,93 @@ impl Status6 {
     pub const NOT_ON_LINK: u16 = 4;
 }
 
-/// Whether a message of type `ty` is one only a server or relay sends.
+/// Is `msg_type` one only a server sends (to a client, or to a relay agent that
+/// passes it on)?
 #[inline]
-pub fn is_server_message(ty: u8) -> bool {
+pub fn is_server_type(msg_type: u8) -> bool {
     matches!(
-        ty,
-        Msg6Type::ADVERTISE | Msg6Type::REPLY | Msg6Type::RECONFIGURE | Msg6Type::RELAY_REPL
+        msg_type,
+        MsgType::ADVERTISE
+            | MsgType::REPLY
+            | MsgType::RECONFIGURE
+            | MsgType::RELAY_REPL
+            | MsgType::LEASEQUERY_REPLY
+            | MsgType::LEASEQUERY_DONE
+            | MsgType::LEASEQUERY_DATA
+            | MsgType::DHCPV4_RESPONSE
     )
 }
 
-/// A view of a DHCPv6 client/server message (not a relay message).
+mod field {
+    use core::ops::Range;
+    pub const MSG_TYPE: usize = 0;
+    pub const TRANSACTION_ID: Range<usize> = 1..4;
+}
+
+/// A view of a DHCPv6 message (a UDP payload).
 #[derive(Debug, Clone)]
-pub struct Dhcpv6Message<T: AsRef<[u8]>> {
+pub struct Dhcpv6Packet<T: AsRef<[u8]>> {
     buffer: T,
 }
 
-impl<T: AsRef<[u8]>> Dhcpv6Message<T> {
+impl<T: AsRef<[u8]>> Dhcpv6Packet<T> {
     pub fn new_unchecked(buffer: T) -> Self {
-        Dhcpv6Message { buffer }
+        Dhcpv6Packet { buffer }
     }
-    /// Checks the 4-byte header.
+    /// Checks that the type and transaction id are there.
     pub fn new_checked(buffer: T) -> Result<Self> {
         need("dhcpv6 message", HEADER_LEN, buffer.as_ref().len())?;
-        Ok(Dhcpv6Message { buffer })
+        Ok(Self::new_unchecked(buffer))
     }
     #[inline]
     pub fn msg_type(&self) -> u8 {
-        self.buffer.as_ref()[0]
+        self.buffer.as_ref()[field::MSG_TYPE]
     }
-    /// The 24-bit transaction id.
+    /// The 24-bit transaction id (for relay messages: the hop count and the first two
+    /// bytes of the link address).
     #[inline]
-    pub fn transaction_id(&self) -> [u8; 3] {
-        let b = self.buffer.as_ref();
-        [b[1], b[2], b[3]]
+    pub fn transaction_id(&self) -> u32 {
+        let t = &self.buffer.as_ref()[field::TRANSACTION_ID];
+        u32::from_be_bytes([0, t[0], t[1], t[2]])
     }
+    /// What follows the type and transaction id.
+    #[inline]
+    pub fn body(&self) -> &[u8] {
+        &self.buffer.as_ref()[HEADER_LEN..]
+    }
+    /// Is this a message only a server sends?
+    #[inline]
+    pub fn is_server_message(&self) -> bool {
+        is_server_type(self.msg_type())
+    }
+    /// The options of a client or server message.
     pub fn options(&self) -> Options<'_> {
-        Options::new(&self.buffer.as_ref()[HEADER_LEN..])
+        Options::new(self.body())
     }
     /// The body of the first option `code`; an error when the options cannot be walked
     /// up to it.
     pub fn option(&self, code: u16) -> Result<Option<&[u8]>> {
         find(self.options(), code)
     }
+}
+
+impl<T: AsRef<[u8]> + AsMut<[u8]>> Dhcpv6Packet<T> {
+    pub fn set_msg_type(&mut self, t: u8) {
+        self.buffer.as_mut()[field::MSG_TYPE] = t;
+    }
+    /// Sets the transaction id (its low 24 bits).
+    pub fn set_transaction_id(&mut self, id: u32) {
+        let b = id.to_be_bytes();
+        self.buffer.as_mut()[field::TRANSACTION_ID].copy_from_slice(&b[1..]);
+    }
+}
+
+/// Is the UDP payload `b` a DHCPv6 server message? Its first byte is the type; a
+/// message too short to carry a transaction id is not one a client would take, but is
+/// refused all the same when its type is a server's (nothing legitimate sends it).
+#[inline]
+pub fn is_server_message(b: &[u8]) -> bool {
+    b.first().is_some_and(|&t| is_server_type(t))
 }
 
 /// The first option `code` of `opts`.
@@ -249,6 +305,30 @@ mod tests {
     use super::*;
     use crate::wire::captured::{self, bytes};
 
+    #[test]
+    fn fields_round_trip_and_match_rfc_8415() {
+        let mut m = [0u8; 10];
+        let mut d = Dhcpv6Packet::new_unchecked(&mut m[..]);
+        d.set_msg_type(MsgType::SOLICIT);
+        d.set_transaction_id(0x12_3456);
+        let d = Dhcpv6Packet::new_checked(&m[..]).unwrap();
+        assert_eq!((d.msg_type(), d.transaction_id()), (1, 0x12_3456));
+        assert_eq!(d.body().len(), 6);
+        assert_eq!(m[..4], [1, 0x12, 0x34, 0x56]);
+        assert!(Dhcpv6Packet::new_checked(&m[..3]).is_err());
+    }
+
+    #[test]
+    fn server_types_are_the_servers_only() {
+        let server = [2, 7, 10, 13, 15, 16, 17, 21];
+        for t in 0..=255u8 {
+            assert_eq!(is_server_type(t), server.contains(&t), "type {t}");
+            assert_eq!(is_server_message(&[t, 0, 0, 0]), server.contains(&t));
+        }
+        assert!(!is_server_message(&[]));
+        assert!(is_server_message(&[MsgType::ADVERTISE]));
+    }
+
     /// The DHCPv6 message of a captured frame (behind Ethernet, IPv6 and UDP).
     fn msg(hex: &str) -> Vec<u8> {
         bytes(hex)[14 + 40 + 8..].to_vec()
@@ -257,9 +337,9 @@ mod tests {
     #[test]
     fn solicit_from_dhclient() {
         let b = msg(captured::SOLICIT);
-        let m = Dhcpv6Message::new_checked(&b[..]).unwrap();
-        assert_eq!(m.msg_type(), Msg6Type::SOLICIT);
-        assert_eq!(m.transaction_id(), [0xac, 0xe5, 0x06]);
+        let m = Dhcpv6Packet::new_checked(&b[..]).unwrap();
+        assert_eq!(m.msg_type(), MsgType::SOLICIT);
+        assert_eq!(m.transaction_id(), 0xace506);
         let codes: Vec<u16> = m.options().map(|o| o.unwrap().0).collect();
         assert_eq!(
             codes,
@@ -270,14 +350,14 @@ mod tests {
         let ia = IaNa::parse(m.option(Opt6::IA_NA).unwrap().unwrap()).unwrap();
         assert_eq!((ia.iaid, ia.t1, ia.t2), (0xac11_0002, 3600, 5400));
         assert_eq!(ia.addresses().count(), 0);
-        assert!(!is_server_message(m.msg_type()));
+        assert!(!m.is_server_message());
     }
 
     #[test]
     fn request_names_the_advertised_address() {
         let b = msg(captured::REQUEST);
-        let m = Dhcpv6Message::new_checked(&b[..]).unwrap();
-        assert_eq!(m.msg_type(), Msg6Type::REQUEST);
+        let m = Dhcpv6Packet::new_checked(&b[..]).unwrap();
+        assert_eq!(m.msg_type(), MsgType::REQUEST);
         assert!(m.option(Opt6::SERVERID).unwrap().is_some());
         let ia = IaNa::parse(m.option(Opt6::IA_NA).unwrap().unwrap()).unwrap();
         let want: Ipv6Addr = "2001:db8:1::174".parse().unwrap();
@@ -287,8 +367,8 @@ mod tests {
     #[test]
     fn reply_from_dnsmasq_and_our_builders() {
         let b = msg(captured::REPLY);
-        let m = Dhcpv6Message::new_checked(&b[..]).unwrap();
-        assert!(is_server_message(m.msg_type()));
+        let m = Dhcpv6Packet::new_checked(&b[..]).unwrap();
+        assert!(m.is_server_message());
         let ia = m.option(Opt6::IA_NA).unwrap().unwrap();
         // The same IA_NA built here, less dnsmasq's status option inside it.
         let mut built = Vec::new();
@@ -309,19 +389,19 @@ mod tests {
     fn hostile_options() {
         let mut b = msg(captured::SOLICIT);
         b[7] = 0xff; // the client id's length runs past the message
-        let m = Dhcpv6Message::new_checked(&b[..]).unwrap();
+        let m = Dhcpv6Packet::new_checked(&b[..]).unwrap();
         assert!(m.option(Opt6::IA_NA).is_err());
-        assert!(Dhcpv6Message::new_checked(&b[..3]).is_err());
+        assert!(Dhcpv6Packet::new_checked(&b[..3]).is_err());
         assert!(IaNa::parse(&[0; 11]).is_err());
         assert!(IaAddr::parse(&[0; 23]).is_err());
-        let m = Dhcpv6Message::new_checked(&[1u8, 0, 0, 0, 0, 1][..]).unwrap();
+        let m = Dhcpv6Packet::new_checked(&[1u8, 0, 0, 0, 0, 1][..]).unwrap();
         assert!(m.options().next().unwrap().is_err());
     }
 
     proptest::proptest! {
         #[test]
         fn random_bytes_never_panic(b in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..120)) {
-            if let Ok(m) = Dhcpv6Message::new_checked(&b[..]) {
+            if let Ok(m) = Dhcpv6Packet::new_checked(&b[..]) {
                 for (c, body) in m.options().flatten() {
                     if c == Opt6::IA_NA && let Ok(ia) = IaNa::parse(body) {
                         let _ = ia.addresses().count();

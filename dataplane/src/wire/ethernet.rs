@@ -10,6 +10,10 @@ pub struct MacAddr(pub [u8; 6]);
 impl MacAddr {
     pub const BROADCAST: MacAddr = MacAddr([0xff; 6]);
     pub const ZERO: MacAddr = MacAddr([0; 6]);
+    /// IPv6 all-routers (ff02::2): router solicitations, MLDv1 done.
+    pub const IPV6_ALL_ROUTERS: MacAddr = MacAddr([0x33, 0x33, 0, 0, 0, 0x02]);
+    /// IPv6 all-MLDv2-capable routers (ff02::16): MLDv2 reports.
+    pub const IPV6_MLDV2_ROUTERS: MacAddr = MacAddr([0x33, 0x33, 0, 0, 0, 0x16]);
 
     /// Reads a MAC from the first six bytes of `b`, if there are six.
     #[inline]
@@ -30,6 +34,12 @@ impl MacAddr {
     #[inline]
     pub fn is_ipv6_multicast(&self) -> bool {
         self.0[0] == 0x33 && self.0[1] == 0x33
+    }
+    /// A group only routers (and multicast snooping switches) listen to: what a
+    /// host sends there (router solicitations, MLD reports) is for routers alone.
+    #[inline]
+    pub fn is_ipv6_router_group(&self) -> bool {
+        *self == Self::IPV6_ALL_ROUTERS || *self == Self::IPV6_MLDV2_ROUTERS
     }
     #[inline]
     pub fn is_unicast(&self) -> bool {

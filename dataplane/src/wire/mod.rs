@@ -18,7 +18,8 @@
 //! - [`icmp`]: ICMPv4 echo and errors; [`icmpv6`]: ICMPv6 echo and errors;
 //!   [`ndp`]: neighbour discovery bodies and options (RA, NS, NA, RDNSS).
 //! - [`dhcp`]: DHCP messages (the BOOTP fixed part, the magic cookie, the options);
-//!   [`dhcpv6`]: DHCPv6 messages and their options (IA_NA, IAADDR).
+//!   [`dhcpv6`]: DHCPv6 messages (the type and transaction id they start with) and
+//!   their options (IA_NA, IAADDR).
 //! - [`dns`]: the fixed DNS header, read before a message is trusted to hickory-proto.
 //! - [`vnet`]: the virtio-net header (offload metadata) a TAP puts before each frame.
 //! - [`cidr`]: IPv4 and IPv6 prefixes.
@@ -60,7 +61,7 @@ pub mod udp;
 pub mod vlan;
 pub mod vnet;
 
-pub use arp::ArpPacket;
+pub use arp::{ArpOp, ArpPacket};
 pub use checksum::Checksum;
 pub use cidr::{Cidr6Error, CidrError, Ipv4Cidr, Ipv6Cidr};
 pub use dhcp::DhcpPacket;

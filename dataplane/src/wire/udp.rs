@@ -23,6 +23,31 @@ pub fn peek_src_port(b: &[u8]) -> Option<u16> {
     b.first_chunk::<2>().map(|p| u16::from_be_bytes(*p))
 }
 
+/// The source and destination ports of the UDP header at the start of `b` (one load,
+/// no length checks, as [`peek_src_port`]), None when `b` is too short to hold them.
+#[inline]
+pub fn peek_ports(b: &[u8]) -> Option<(u16, u16)> {
+    b.first_chunk::<4>().map(|p| {
+        (
+            u16::from_be_bytes([p[0], p[1]]),
+            u16::from_be_bytes([p[2], p[3]]),
+        )
+    })
+}
+
+/// The payload of the UDP header at the start of `b`: what follows the 8 header bytes,
+/// cut to the header's length when that is shorter (a first fragment holds less than
+/// the length says, so the rest of `b` is taken then). Empty when `b` is shorter than
+/// a header.
+#[inline]
+pub fn peek_payload(b: &[u8]) -> &[u8] {
+    let len = b
+        .get(4..6)
+        .map_or(0, |l| usize::from(u16::from_be_bytes([l[0], l[1]])));
+    let end = len.clamp(HEADER_LEN, b.len().max(HEADER_LEN));
+    b.get(HEADER_LEN..end).unwrap_or(&[])
+}
+
 impl<T: AsRef<[u8]>> UdpPacket<T> {
     /// The whole buffer the view covers.
     #[inline]
@@ -157,6 +182,23 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> UdpPacket<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn peeks_read_ports_and_payload_without_trusting_the_length() {
+        let d = [0x9c, 0x40, 0, 68, 0, 11, 0, 0, 1, 2, 3, 9, 9];
+        assert_eq!(peek_src_port(&d), Some(40000));
+        assert_eq!(peek_ports(&d), Some((40000, 68)));
+        assert_eq!(peek_payload(&d), &[1, 2, 3]);
+        // A first fragment: the length counts more than the buffer holds.
+        let mut cut = d;
+        cut[5] = 200;
+        assert_eq!(peek_payload(&cut), &d[8..]);
+        // A length below the header's: no payload.
+        cut[5] = 3;
+        assert!(peek_payload(&cut).is_empty());
+        assert_eq!(peek_ports(&d[..3]), None);
+        assert!(peek_payload(&d[..7]).is_empty());
+    }
 
     const SRC: Ipv4Addr = Ipv4Addr::new(172, 17, 0, 2);
     const DST: Ipv4Addr = Ipv4Addr::new(172, 17, 0, 1);

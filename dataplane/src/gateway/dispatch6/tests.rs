@@ -111,7 +111,7 @@ fn dhcpv6_gives_the_port_its_ipam_address() {
     let mut g = gateway(NetDns::Names);
     let adv = answer(&mut g, &bytes(captured::SOLICIT));
     assert_eq!(adv.len(), 1);
-    let m = dhcpv6::Dhcpv6Message::new_checked(&adv[0][62..]).unwrap();
+    let m = dhcpv6::Dhcpv6Packet::new_checked(&adv[0][62..]).unwrap();
     let ia = dhcpv6::IaNa::parse(m.option(dhcpv6::Opt6::IA_NA).unwrap().unwrap()).unwrap();
     assert_eq!(ia.addresses().collect::<Vec<_>>(), [host6()]);
     assert_eq!(g.stats.dhcp_replies, 1);
