@@ -42,6 +42,8 @@ pub enum Reply {
     ConntrackLs(Vec<ConntrackRow>),
     /// `capture`: the line before the pcap stream.
     Capturing(Capturing),
+    AddressReserved(AddressReserved),
+    AddressReleased(AddressReleased),
 }
 
 /// `hello`.
@@ -307,6 +309,23 @@ pub struct FdbRow {
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Flushed {
     pub flushed: usize,
+}
+
+/// `address_reserve`: the address held, with its network's prefix and gateway.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AddressReserved {
+    pub network: String,
+    pub ip: Ipv4Addr,
+    pub prefix: u8,
+    pub gateway: Ipv4Addr,
+}
+
+/// `address_release`: whether a reservation was given back.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AddressReleased {
+    pub network: String,
+    pub ip: Ipv4Addr,
+    pub released: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
