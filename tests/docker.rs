@@ -455,12 +455,23 @@ fn seed_commands_run_on_a_vswitch_network() {
     assert!(sz.starts_with("10.231.0.1"), "{sz} is outside --ip-range");
     let ns = h.exec_ok("beijing", "nslookup sz");
     assert!(ns.contains(&sz), "{ns}");
+    // That is Docker's resolver; vswitch's gateway answers none of Docker's names (one
+    // authority for them), it only forwards.
+    let conf = h.exec_ok("beijing", "cat /etc/resolv.conf");
+    assert!(conf.contains("nameserver 127.0.0.11"), "{conf}");
+    let gw = h.exec("beijing", "timeout 5 nslookup shenzhen 10.231.0.1");
+    assert!(!gw.stdout_text().contains(&sz), "{}", gw.stdout_text());
     let tea = h.exec_ok("tea", "ip addr show eth0");
     for want in ["10.231.0.96/24", "02:00:0a:e7:00:60", "mtu 1400"] {
         assert!(tea.contains(want), "{want} not in {tea}");
     }
     let ports = h.ports();
     assert_eq!(ports.len(), 3, "{ports:?}");
+    assert!(ports.iter().all(|p| {
+        p["ip"]
+            .as_str()
+            .is_some_and(|ip| ip.starts_with("10.231.0."))
+    }));
     assert!(
         ports
             .iter()
@@ -492,6 +503,35 @@ fn seed_commands_run_on_a_vswitch_network() {
         owner.contains("vswitch") && !owner.contains("docker-proxy"),
         "{owner}"
     );
+    // -p 80: a host port vswitch picks.
+    h.ok(&[
+        "run",
+        "-d",
+        "--rm",
+        "-p",
+        "80",
+        "--network",
+        "greatwall",
+        "--name",
+        "latte",
+        "busybox",
+        "httpd",
+        "-f",
+        "-p",
+        "80",
+        "-h",
+        "/www",
+    ]);
+    let auto = h
+        .ports()
+        .iter()
+        .find_map(|p| {
+            let e = &p["published"][0];
+            (e["auto"] == true).then(|| e["host_port"].as_u64())
+        })
+        .flatten()
+        .expect("an automatic host port");
+    assert_eq!(h.curl_retry(auto as u16).trim(), "hello from vswitch");
     // The way out (masquerade), then --internal with none.
     let way_out = "timeout 3 wget -q -O- http://198.18.31.1:8000/";
     assert_eq!(
@@ -572,7 +612,7 @@ fn seed_commands_run_on_a_vswitch_network() {
     assert!(e.contains("has active endpoints"), "{e}");
     // rm -f and network rm leave nothing behind.
     h.ok(&[
-        "rm", "-f", "beijing", "shenzhen", "tea", "coffee", "safe", "api",
+        "rm", "-f", "beijing", "shenzhen", "tea", "coffee", "latte", "safe", "api",
     ]);
     assert!(h.ports().is_empty(), "{:?}", h.ports());
     assert_eq!(h.host_taps(), 0);
