@@ -706,7 +706,7 @@ fn restarts_and_deaths_leave_nothing_behind() {
     );
 }
 
-/// The vswitch network of Docker network `name`.
+/// The vswitch network of Docker network `name` (named by its id).
 fn front_name(h: &DockerHost, name: &str) -> String {
     let id = h.ok(&["network", "inspect", "-f", "{{.Id}}", name]);
     format!("docker-{}", &id.trim()[..12])
@@ -757,6 +757,8 @@ fn vswitch_errors_reach_the_docker_command_as_one_line() {
         "vswitch",
         "-o",
         "vswitch.icc=false",
+        "-o",
+        "vswitch.vlan=7",
         "quiet",
     ]);
     h.ok(&[
@@ -787,6 +789,8 @@ fn vswitch_errors_reach_the_docker_command_as_one_line() {
         "quiet",
     ]);
     h.exec_retry("ann", &format!("ping -c 1 -W 2 {}", gw.trim()));
+    let v = vswitch_network(&h, &front_name(&h, "quiet"));
+    assert_eq!(v["Options"]["vswitch.vlan"], "7", "{v}");
     let b = h.ip_of("bob", "quiet");
     assert!(
         !h.exec("ann", &format!("ping -c 1 -W 2 {b}"))

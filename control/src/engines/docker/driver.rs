@@ -57,8 +57,8 @@ impl Plugin {
             Ok(_) => {}
             Err(ClientError::Refused(why)) if !ours && why.contains("overlaps") => {
                 return Err(DockerError::Refused(format!(
-                    "{why}: Docker's default IPAM chose {}; let vswitch choose with --ipam-driver vswitch, or give --subnet",
-                    v4.pool
+                    "{why}: Docker's default IPAM chose {}; let vswitch choose with --ipam-driver {}, or give --subnet",
+                    v4.pool, self.driver
                 )));
             }
             Err(e) => return Err(e.into()),

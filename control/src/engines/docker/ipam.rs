@@ -116,8 +116,14 @@ impl Plugin {
             // The network is made after its gateway and `--aux-address`es are asked for:
             // they are what was asked (CreateNetwork takes them to the daemon).
             (None, _, Some(ip)) | (Some(_), true, Some(ip)) => usable(pool, ip)?,
-            (None, _, None) | (Some(_), true, None) => std::net::Ipv4Addr::from(pool.first() + 1),
+            (_, true, None) => std::net::Ipv4Addr::from(pool.first() + 1),
             (Some(n), false, want) => reserve(&mut c, &n.name, want)?,
+            (None, false, None) => {
+                return Err(refuse(format!(
+                    "no vswitch network has subnet {pool}: vswitch's IPAM serves networks of its driver (-d {})",
+                    self.driver
+                )));
+            }
         };
         Ok(json!({
             "Address": format!("{ip}/{}", pool.prefix_len()),
@@ -191,7 +197,11 @@ mod tests {
 
     #[test]
     fn ipv6_pools_are_refused_before_the_daemon_is_asked() {
-        let p = Plugin::new("/nonexistent.sock".into(), "/proc/1/ns/net".into());
+        let p = Plugin::new(
+            "/nonexistent.sock".into(),
+            "/proc/1/ns/net".into(),
+            "vswitch",
+        );
         let e = p
             .request_pool(RequestPool {
                 pool: String::new(),

@@ -106,15 +106,18 @@ struct Held {
 /// The plugin: the daemon's socket and what it holds between calls.
 pub struct Plugin {
     socket: PathBuf,
+    /// The driver's name (the socket's file name): what users type after `-d`.
+    driver: String,
     /// The namespace the daemon creates TAPs in for Docker to move (Docker's own).
     host_ns: String,
     held: Mutex<Held>,
 }
 
 impl Plugin {
-    pub fn new(socket: PathBuf, host_ns: String) -> Plugin {
+    pub fn new(socket: PathBuf, host_ns: String, driver: &str) -> Plugin {
         Plugin {
             socket,
+            driver: driver.to_string(),
             host_ns,
             held: Mutex::new(Held::default()),
         }
@@ -285,7 +288,7 @@ pub fn main() -> std::process::ExitCode {
         args.listen.display(),
         socket.display()
     );
-    let plugin = Arc::new(Plugin::new(socket, host_namespace()));
+    let plugin = Arc::new(Plugin::new(socket, host_namespace(), &driver));
     let served = http::serve(listener, Arc::new(move |r| plugin.handle(r)));
     if let Err(e) = served {
         eprintln!("vswitch-docker: {e}");
@@ -298,7 +301,11 @@ mod tests {
     use super::*;
 
     fn plugin() -> Plugin {
-        Plugin::new("/nonexistent/vswitch.sock".into(), "/proc/1/ns/net".into())
+        Plugin::new(
+            "/nonexistent/vswitch.sock".into(),
+            "/proc/1/ns/net".into(),
+            "vswitch",
+        )
     }
 
     #[test]
