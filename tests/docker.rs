@@ -22,6 +22,11 @@ use serde_json::Value;
 /// The docker.io CLI (another `docker` on PATH may speak a newer API only).
 const DOCKER: &str = "/usr/bin/docker";
 
+/// A container's command serving the image's page on port 80.
+const HTTPD: [&str; 6] = ["httpd", "-f", "-p", "80", "-h", "/www"];
+/// What the image's page says.
+const PAGE: &str = "hello from vswitch";
+
 /// One test's Docker host: the host namespace, the private mount namespace (a process
 /// holds it), the vswitch daemon, the plugin and dockerd.
 struct DockerHost {
@@ -168,7 +173,7 @@ impl DockerHost {
             std::fs::create_dir_all(root.join(d)).expect("rootfs");
         }
         busybox::rootfs(&root);
-        std::fs::write(root.join("www/index.html"), "hello from vswitch\n").expect("page");
+        std::fs::write(root.join("www/index.html"), format!("{PAGE}\n")).expect("page");
         let tar = self.dir.path().join("busybox.tar");
         must(&format!(
             "tar -C {} -cf {} .",
@@ -177,6 +182,34 @@ impl DockerHost {
         ));
         let t = tar.to_string_lossy().to_string();
         self.ok(&["import", "-c", "CMD [\"sh\"]", &t, "busybox"]);
+    }
+
+    /// `docker network create -d vswitch --ipam-driver vswitch ARGS... NAME`.
+    fn network(&self, name: &str, args: &[&str]) {
+        let mut a = vec![
+            "network",
+            "create",
+            "-d",
+            "vswitch",
+            "--ipam-driver",
+            "vswitch",
+        ];
+        a.extend_from_slice(args);
+        a.push(name);
+        self.ok(&a);
+    }
+
+    /// `docker run -d --name NAME --network NET ARGS... busybox CMD...`; no `CMD` is the
+    /// seeds' busybox: `sh` on a terminal (`-it`).
+    fn run(&self, name: &str, network: &str, args: &[&str], cmd: &[&str]) {
+        let mut a = vec!["run", "-d", "--name", name, "--network", network];
+        if cmd.is_empty() {
+            a.push("-it");
+        }
+        a.extend_from_slice(args);
+        a.push("busybox");
+        a.extend_from_slice(cmd);
+        self.ok(&a);
     }
 
     fn log(&self, name: &str) -> String {
@@ -392,59 +425,26 @@ fn inspect_agrees(h: &DockerHost, docker_name: &str, vswitch_name: &str) {
 fn seed_commands_run_on_a_vswitch_network() {
     let h = DockerHost::start();
     let _out = host_server(&h, "198.18.31.1", 8000);
-    h.ok(&[
-        "network",
-        "create",
-        "-d",
-        "vswitch",
-        "--ipam-driver",
-        "vswitch",
-        "--subnet",
-        "10.231.0.0/24",
-        "--ip-range",
-        "10.231.0.128/25",
-        "-o",
-        "com.docker.network.driver.mtu=1400",
-        "-o",
-        "vswitch.name=greatwall",
+    let mtu = "com.docker.network.driver.mtu=1400";
+    let range = ["--subnet", "10.231.0.0/24", "--ip-range", "10.231.0.128/25"];
+    h.network(
         "greatwall",
-    ]);
-    h.ok(&[
-        "run",
-        "-itd",
-        "--rm",
-        "--network",
-        "greatwall",
-        "--name",
-        "beijing",
-        "busybox",
-    ]);
-    h.ok(&[
-        "run",
-        "-itd",
-        "--rm",
-        "--network",
-        "greatwall",
-        "--network-alias",
-        "sz",
-        "--name",
+        &[&range[..], &["-o", mtu, "-o", "vswitch.name=greatwall"]].concat(),
+    );
+    h.run("beijing", "greatwall", &["--rm"], &[]);
+    h.run(
         "shenzhen",
-        "busybox",
-    ]);
-    h.ok(&[
-        "run",
-        "-itd",
-        "--rm",
-        "--network",
         "greatwall",
-        "--ip",
-        "10.231.0.96",
-        "--mac-address",
-        "02:00:0a:e7:00:60",
-        "--name",
+        &["--rm", "--network-alias", "sz"],
+        &[],
+    );
+    let mac = "02:00:0a:e7:00:60";
+    h.run(
         "tea",
-        "busybox",
-    ]);
+        "greatwall",
+        &["--rm", "--ip", "10.231.0.96", "--mac-address", mac],
+        &[],
+    );
     // Names, aliases and the short id through Docker's resolver; addresses from
     // vswitch's IPAM, in the range asked for.
     h.exec_retry(
@@ -462,139 +462,60 @@ fn seed_commands_run_on_a_vswitch_network() {
     let gw = h.exec("beijing", "timeout 5 nslookup shenzhen 10.231.0.1");
     assert!(!gw.stdout_text().contains(&sz), "{}", gw.stdout_text());
     let tea = h.exec_ok("tea", "ip addr show eth0");
-    for want in ["10.231.0.96/24", "02:00:0a:e7:00:60", "mtu 1400"] {
+    for want in ["10.231.0.96/24", mac, "mtu 1400"] {
         assert!(tea.contains(want), "{want} not in {tea}");
     }
     let ports = h.ports();
     assert_eq!(ports.len(), 3, "{ports:?}");
-    assert!(ports.iter().all(|p| {
+    let ours = |p: &Value| {
         p["ip"]
             .as_str()
             .is_some_and(|ip| ip.starts_with("10.231.0."))
-    }));
+    };
+    assert!(ports.iter().all(ours), "{ports:?}");
     assert!(
         ports
             .iter()
-            .any(|p| p["ip"] == "10.231.0.96" && p["mac"] == "02:00:0a:e7:00:60")
+            .any(|p| p["ip"] == "10.231.0.96" && p["mac"] == mac)
     );
     assert!(ports.iter().all(|p| p["kind"] == "handoff"));
     // -p: published by vswitch (no docker-proxy), answered from the host's loopback.
-    h.ok(&[
-        "run",
-        "-d",
-        "--rm",
-        "-p",
-        "8080:80",
-        "--network",
-        "greatwall",
-        "--name",
-        "coffee",
-        "busybox",
-        "httpd",
-        "-f",
-        "-p",
-        "80",
-        "-h",
-        "/www",
-    ]);
-    assert_eq!(h.curl_retry(8080).trim(), "hello from vswitch");
+    h.run("coffee", "greatwall", &["--rm", "-p", "8080:80"], &HTTPD);
+    assert_eq!(h.curl_retry(8080).trim(), PAGE);
     let owner = h.host.must("ss -Htlnp sport = :8080");
     assert!(
         owner.contains("vswitch") && !owner.contains("docker-proxy"),
         "{owner}"
     );
     // -p 80: a host port vswitch picks.
-    h.ok(&[
-        "run",
-        "-d",
-        "--rm",
-        "-p",
-        "80",
-        "--network",
-        "greatwall",
-        "--name",
-        "latte",
-        "busybox",
-        "httpd",
-        "-f",
-        "-p",
-        "80",
-        "-h",
-        "/www",
-    ]);
-    let auto = h
-        .ports()
-        .iter()
-        .find_map(|p| {
-            let e = &p["published"][0];
-            (e["auto"] == true).then(|| e["host_port"].as_u64())
-        })
-        .flatten()
-        .expect("an automatic host port");
-    assert_eq!(h.curl_retry(auto as u16).trim(), "hello from vswitch");
+    h.run("latte", "greatwall", &["--rm", "-p", "80"], &HTTPD);
+    let auto = h.ports().iter().find_map(|p| {
+        let e = &p["published"][0];
+        (e["auto"] == true)
+            .then(|| e["host_port"].as_u64())
+            .flatten()
+    });
+    let auto = u16::try_from(auto.expect("an automatic host port")).unwrap();
+    assert_eq!(h.curl_retry(auto).trim(), PAGE);
     // The way out (masquerade), then --internal with none.
     let way_out = "timeout 3 wget -q -O- http://198.18.31.1:8000/";
-    assert_eq!(
-        h.exec_retry("beijing", way_out).trim(),
-        "hello from vswitch"
-    );
-    h.ok(&[
-        "network",
-        "create",
-        "-d",
-        "vswitch",
-        "--ipam-driver",
-        "vswitch",
-        "--internal",
-        "vault",
-    ]);
-    h.ok(&[
-        "run",
-        "-itd",
-        "--rm",
-        "--network",
-        "vault",
-        "--name",
-        "safe",
-        "busybox",
-    ]);
+    assert_eq!(h.exec_retry("beijing", way_out).trim(), PAGE);
+    h.network("vault", &["--internal"]);
+    h.run("safe", "vault", &["--rm"], &[]);
     assert!(
         !h.exec("safe", way_out).status.success(),
         "an internal network got out"
     );
     // A second network is isolated; connect and disconnect work live.
-    h.ok(&[
-        "network",
-        "create",
-        "-d",
-        "vswitch",
-        "--ipam-driver",
-        "vswitch",
-        "back",
-    ]);
-    h.ok(&[
-        "run",
-        "-d",
-        "--rm",
-        "--network",
-        "back",
-        "--name",
-        "api",
-        "busybox",
-        "httpd",
-        "-f",
-        "-p",
-        "80",
-        "-h",
-        "/www",
-    ]);
+    h.network("back", &[]);
+    h.run("api", "back", &["--rm"], &HTTPD);
     let api = format!("timeout 2 wget -q -O- http://{}/", h.ip_of("api", "back"));
     assert!(
         !h.exec("beijing", &api).status.success(),
         "another network was reached"
     );
     h.ok(&["network", "connect", "back", "beijing"]);
-    assert_eq!(h.exec_retry("beijing", &api).trim(), "hello from vswitch");
+    assert_eq!(h.exec_retry("beijing", &api).trim(), PAGE);
     h.exec_ok("beijing", "timeout 2 wget -q -O- http://api/");
     h.ok(&["network", "disconnect", "back", "beijing"]);
     assert!(
@@ -603,10 +524,8 @@ fn seed_commands_run_on_a_vswitch_network() {
     );
     // docker network inspect shows what vswitch shows.
     inspect_agrees(&h, "greatwall", "greatwall");
-    assert_eq!(
-        vswitch_network(&h, "greatwall")["Options"]["com.docker.network.driver.mtu"],
-        "1400"
-    );
+    let opts = &vswitch_network(&h, "greatwall")["Options"];
+    assert_eq!(opts["com.docker.network.driver.mtu"], "1400");
     // rm of a network in use: refused as Docker refuses it.
     let e = h.fails(&["network", "rm", "greatwall"]);
     assert!(e.contains("has active endpoints"), "{e}");
@@ -626,66 +545,20 @@ fn seed_commands_run_on_a_vswitch_network() {
 #[ignore = "needs root, dockerd and tools: `bash scripts/test` runs it"]
 fn restarts_and_deaths_leave_nothing_behind() {
     let mut h = DockerHost::start();
-    h.ok(&[
-        "network",
-        "create",
-        "-d",
-        "vswitch",
-        "--ipam-driver",
-        "vswitch",
-        "front",
-    ]);
-    h.ok(&[
-        "run",
-        "-d",
-        "--name",
-        "web",
-        "--network",
-        "front",
-        "-p",
-        "8080:80",
-        "busybox",
-        "httpd",
-        "-f",
-        "-p",
-        "80",
-        "-h",
-        "/www",
-    ]);
-    h.ok(&[
-        "run",
-        "-itd",
-        "--name",
-        "cli",
-        "--network",
-        "front",
-        "busybox",
-    ]);
-    h.exec_retry("cli", "timeout 2 wget -q -O- http://web/");
+    h.network("front", &[]);
+    h.run("web", "front", &["-p", "8080:80"], &HTTPD);
+    h.run("cli", "front", &[], &[]);
+    let fetch = "timeout 2 wget -q -O- http://web/";
+    h.exec_retry("cli", fetch);
     // The vswitch daemon crashes and comes back: its TAPs are found in the containers
     // (under Docker's names for them), the published port is bound again.
     h.daemon.kill9();
     h.launch_daemon();
     assert_eq!(h.ports().len(), 2, "{:?}", h.ports());
-    assert_eq!(
-        h.exec_retry("cli", "timeout 2 wget -q -O- http://web/")
-            .trim(),
-        "hello from vswitch"
-    );
-    assert_eq!(h.curl_retry(8080).trim(), "hello from vswitch");
+    assert_eq!(h.exec_retry("cli", fetch).trim(), PAGE);
+    assert_eq!(h.curl_retry(8080).trim(), PAGE);
     // A container that dies leaves nothing.
-    h.ok(&[
-        "run",
-        "-d",
-        "--name",
-        "short",
-        "--network",
-        "front",
-        "busybox",
-        "sh",
-        "-c",
-        "exit 3",
-    ]);
+    h.run("short", "front", &[], &["sh", "-c", "exit 3"]);
     let gone = eventually(Duration::from_secs(15), || h.ports().len() == 2);
     assert!(gone, "the dead container's port stayed: {:?}", h.ports());
     // dockerd crashes; the next one stops what the last ran, and vswitch follows.
@@ -695,15 +568,11 @@ fn restarts_and_deaths_leave_nothing_behind() {
     assert!(clean, "ports left after dockerd's restart: {:?}", h.ports());
     assert_eq!(h.host_taps(), 0);
     assert!(!h.curl(8080).status.success(), "8080 still answers");
-    let front = vswitch_network(&h, front_name(&h, "front").as_str());
+    let front = vswitch_network(&h, &front_name(&h, "front"));
     assert_eq!(front["Containers"], serde_json::json!({}), "{front}");
     // And Docker goes on with vswitch.
     h.ok(&["start", "web", "cli"]);
-    assert_eq!(
-        h.exec_retry("cli", "timeout 2 wget -q -O- http://web/")
-            .trim(),
-        "hello from vswitch"
-    );
+    assert_eq!(h.exec_retry("cli", fetch).trim(), PAGE);
 }
 
 /// The vswitch network of Docker network `name` (named by its id).
@@ -712,75 +581,38 @@ fn front_name(h: &DockerHost, name: &str) -> String {
     format!("docker-{}", &id.trim()[..12])
 }
 
+/// `docker network create -d vswitch ARGS... NAME`, which must fail: its error line.
+fn create_fails(h: &DockerHost, name: &str, args: &[&str]) -> String {
+    let mut a = vec!["network", "create", "-d", "vswitch"];
+    a.extend_from_slice(args);
+    a.push(name);
+    h.fails(&a)
+}
+
 #[test]
 #[ignore = "needs root, dockerd and tools: `bash scripts/test` runs it"]
 fn vswitch_errors_reach_the_docker_command_as_one_line() {
     require(&["socat"]);
     let mut h = DockerHost::start();
-    let e = h.fails(&[
-        "network",
-        "create",
-        "-d",
-        "vswitch",
-        "--ipam-driver",
-        "vswitch",
-        "-o",
-        "vswitch.vlna=5",
-        "typo",
-    ]);
+    let create = |name: &str, args: &[&str]| create_fails(&h, name, args);
+    let ours = ["--ipam-driver", "vswitch", "-o"];
+    let e = create("typo", &[&ours[..], &["vswitch.vlna=5"]].concat());
     assert!(e.contains("unknown option vswitch.vlna"), "{e}");
-    let e = h.fails(&[
-        "network",
-        "create",
-        "-d",
-        "vswitch",
-        "--ipam-driver",
-        "vswitch",
-        "-o",
-        "vswitch.vlan=5000",
-        "badvlan",
-    ]);
+    let e = create("badvlan", &[&ours[..], &["vswitch.vlan=5000"]].concat());
     assert!(e.contains("invalid VLAN id 5000"), "{e}");
     // Docker's own IPAM picks 172.17.0.0/16 here: vswitch's default network has it.
-    let e = h.fails(&["network", "create", "-d", "vswitch", "docker-ipam"]);
+    let e = create("docker-ipam", &[]);
     assert!(
         e.contains("overlaps") && e.contains("--ipam-driver vswitch"),
         "{e}"
     );
     // -o vswitch.icc=false: containers reach the gateway, not each other.
-    h.ok(&[
-        "network",
-        "create",
-        "-d",
-        "vswitch",
-        "--ipam-driver",
-        "vswitch",
-        "-o",
-        "vswitch.icc=false",
-        "-o",
-        "vswitch.vlan=7",
+    h.network(
         "quiet",
-    ]);
-    h.ok(&[
-        "run",
-        "-itd",
-        "--rm",
-        "--network",
-        "quiet",
-        "--name",
-        "ann",
-        "busybox",
-    ]);
-    h.ok(&[
-        "run",
-        "-itd",
-        "--rm",
-        "--network",
-        "quiet",
-        "--name",
-        "bob",
-        "busybox",
-    ]);
+        &["-o", "vswitch.icc=false", "-o", "vswitch.vlan=7"],
+    );
+    h.run("ann", "quiet", &["--rm"], &[]);
+    h.run("bob", "quiet", &["--rm"], &[]);
     let gw = h.ok(&[
         "network",
         "inspect",
@@ -800,9 +632,7 @@ fn vswitch_errors_reach_the_docker_command_as_one_line() {
     // A host port that is taken: the container does not start, nothing is left.
     let _taken = h.host.spawn("exec socat TCP-LISTEN:8081,reuseaddr,fork -");
     listening(&h.host, 8081);
-    let o = h.docker(&[
-        "run",
-        "-d",
+    let args = [
         "--name",
         "taken",
         "-p",
@@ -810,11 +640,8 @@ fn vswitch_errors_reach_the_docker_command_as_one_line() {
         "--network",
         "quiet",
         "busybox",
-        "httpd",
-        "-f",
-        "-p",
-        "80",
-    ]);
+    ];
+    let o = h.docker(&[&["run", "-d"][..], &args, &HTTPD].concat());
     assert!(!o.status.success());
     let e = o.stderr_text();
     let line: Vec<&str> = e.lines().filter(|l| l.contains("8081")).collect();
@@ -823,15 +650,7 @@ fn vswitch_errors_reach_the_docker_command_as_one_line() {
     assert_eq!(h.ports().len(), 2, "{:?}", h.ports());
     // The daemon is down: one line saying so, and what to do.
     h.daemon.kill9();
-    let e = h.fails(&[
-        "network",
-        "create",
-        "-d",
-        "vswitch",
-        "--ipam-driver",
-        "vswitch",
-        "later",
-    ]);
+    let e = create_fails(&h, "later", &["--ipam-driver", "vswitch"]);
     assert!(e.contains("start it with `vswitch daemon`"), "{e}");
     h.launch_daemon();
 }
@@ -844,62 +663,33 @@ fn published_ports_take_the_packet_uplink_too() {
     let out = Netns::new("out");
     let hold = out.spawn("exec sleep 100000");
     let out_ns = format!("/proc/{}/ns/net", hold.pid());
-    h.daemon.ctl_ok(&[
+    let uplink = [
         "uplink",
         "set",
         "--netns",
         &out_ns,
         "--address",
         "198.19.41.2/24",
-    ]);
+    ];
+    h.daemon.ctl_ok(&uplink);
     out.must("ip addr add 198.19.41.1/24 dev vswitch0");
     let www = h.dir.path().join("rootfs/www");
+    let bb = busybox::static_busybox();
     let _srv = out.spawn(&format!(
-        "exec {} httpd -f -p 198.19.41.1:8000 -h {}",
-        busybox::static_busybox(),
+        "exec {bb} httpd -f -p 198.19.41.1:8000 -h {}",
         www.display()
     ));
     listening(&out, 8000);
-    h.ok(&[
-        "network",
-        "create",
-        "-d",
-        "vswitch",
-        "--ipam-driver",
-        "vswitch",
-        "front",
-    ]);
-    h.ok(&[
-        "run",
-        "-d",
-        "--rm",
-        "--name",
-        "web",
-        "--network",
-        "front",
-        "-p",
-        "8080:80",
-        "busybox",
-        "httpd",
-        "-f",
-        "-p",
-        "80",
-        "-h",
-        "/www",
-    ]);
+    h.network("front", &[]);
+    h.run("web", "front", &["--rm", "-p", "8080:80"], &HTTPD);
     // In through the uplink's address (DNAT), out through it (masquerade).
-    let mut got = String::new();
-    for _ in 0..20 {
-        let o = out.sh("curl -s -m 2 http://198.19.41.2:8080/");
-        if o.status.success() {
-            got = o.stdout_text();
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    assert_eq!(got.trim(), "hello from vswitch");
+    let into = || out.sh("curl -s -m 2 http://198.19.41.2:8080/");
+    assert!(eventually(Duration::from_secs(5), || into()
+        .status
+        .success()));
+    assert_eq!(into().stdout_text().trim(), PAGE);
     let back = h.exec_retry("web", "timeout 2 wget -q -O- http://198.19.41.1:8000/");
-    assert_eq!(back.trim(), "hello from vswitch");
+    assert_eq!(back.trim(), PAGE);
     h.ok(&["rm", "-f", "web"]);
     assert!(h.ports().is_empty());
 }

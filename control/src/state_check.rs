@@ -358,11 +358,9 @@ mod tests {
         refused(
             |s| {
                 let mut n = net(s);
-                n.name = "other".into();
-                n.subnet = "10.1.0.0/16".parse().expect("cidr");
-                n.gateway = Ipv4Addr::new(10, 1, 0, 1);
-                n.vlan = None;
-                n.domain = 7;
+                (n.subnet, n.gateway) =
+                    ("10.1.0.0/16".parse().expect("cidr"), [10, 1, 0, 1].into());
+                (n.name, n.vlan, n.domain) = ("other".into(), None, 7);
                 s.networks.insert("other".into(), n);
             },
             "have the same id",

@@ -126,16 +126,7 @@ impl Backend for TapBackend {
             gateway: cfg.gateway,
             up: true,
         };
-        if let Err(e) = netns::configure(ns, &cfg.ifname, &ic) {
-            drop(handles);
-            let _ = netns::delete_tap(ns, &cfg.ifname);
-            return Err(BackendError::Configure {
-                ifname: cfg.ifname.clone(),
-                ns: ns.to_path_buf(),
-                source: e,
-            });
-        }
-        Ok(handles)
+        configured(handles, ns, &cfg.ifname, &ic)
     }
 
     fn create_plain_in_netns(
@@ -195,16 +186,7 @@ impl Backend for TapBackend {
             mtu: Some(u32::from(cfg.mtu)),
             ..Default::default()
         };
-        if let Err(e) = netns::configure(host, &cfg.ifname, &ic) {
-            drop(handles);
-            let _ = netns::delete_tap(host, &cfg.ifname);
-            return Err(BackendError::Configure {
-                ifname: cfg.ifname.clone(),
-                ns: host.to_path_buf(),
-                source: e,
-            });
-        }
-        Ok(handles)
+        configured(handles, host, &cfg.ifname, &ic)
     }
 
     fn delete_handoff(
@@ -221,6 +203,26 @@ impl Backend for TapBackend {
         }
         Ok(())
     }
+}
+
+/// `handles` once `ifname` of `ns` is configured as `ic` says; the TAP deleted when it
+/// cannot be.
+fn configured(
+    handles: Handles,
+    ns: &Path,
+    ifname: &str,
+    ic: &netns::IfConfig,
+) -> Result<Handles, BackendError> {
+    if let Err(e) = netns::configure(ns, ifname, ic) {
+        drop(handles);
+        let _ = netns::delete_tap(ns, ifname);
+        return Err(BackendError::Configure {
+            ifname: ifname.to_string(),
+            ns: ns.to_path_buf(),
+            source: e,
+        });
+    }
+    Ok(handles)
 }
 
 /// The name of the interface of `ns` whose MAC is `mac` (an engine renames the TAPs it
