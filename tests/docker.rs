@@ -508,6 +508,20 @@ fn seed_commands_run_on_a_vswitch_network() {
     );
     // A second network is isolated; connect and disconnect work live.
     h.network("back", &[]);
+    // Containers started at once get an address each: vswitch's IPAM holds what it
+    // gives Docker until the endpoint takes it.
+    let many = ["p1", "p2", "p3", "p4"];
+    std::thread::scope(|t| {
+        for n in many {
+            let h = &h;
+            t.spawn(move || h.run(n, "back", &["--rm"], &["sleep", "1000"]));
+        }
+    });
+    let mut ips: Vec<String> = many.iter().map(|n| h.ip_of(n, "back")).collect();
+    ips.sort();
+    ips.dedup();
+    assert_eq!(ips.len(), many.len(), "{ips:?}");
+    h.ok(&[&["rm", "-f"][..], &many].concat());
     h.run("api", "back", &["--rm"], &HTTPD);
     let api = format!("timeout 2 wget -q -O- http://{}/", h.ip_of("api", "back"));
     assert!(

@@ -201,6 +201,13 @@ fn serve_one(mut s: UnixStream, handler: &(dyn Fn(&Request) -> Response + Send +
     let _ = write_response(&mut s, &r);
 }
 
+fn transient(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM | libc::ECONNABORTED)
+    )
+}
+
 /// Accepts connections on `listener` for ever, each on a thread of its own (at most
 /// [`MAX_CONNECTIONS`] at once).
 pub fn serve(
@@ -212,6 +219,11 @@ pub fn serve(
         let (mut s, _) = match listener.accept() {
             Ok(c) => c,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            // Out of descriptors, or a client gone before it was taken: wait, go on.
+            Err(e) if transient(&e) => {
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
             Err(e) => return Err(e),
         };
         if live.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTIONS {
