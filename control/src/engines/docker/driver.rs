@@ -8,7 +8,7 @@ use super::types::{
     InterfaceName, Join, Joined, NetworkRef,
 };
 use super::{DockerError, MAX_PENDING, OWNER, Pending, Plugin, container_of, network_of};
-use crate::api::{AttachReq, NetworkInspect, Request};
+use crate::api::{AttachReq, Request};
 use crate::client::{Client, ClientError};
 use crate::engines::{self, short_id};
 use dataplane::wire::MacAddr;
@@ -47,22 +47,21 @@ impl Plugin {
         let ours = v4.address_space == super::ipam::ADDRESS_SPACE;
         spec.ip_range = self.held().pools.remove(&v4.pool).flatten();
         let mut c = self.client()?;
-        if let Some(n) = network_of(&mut c, &r.network_id)? {
-            // Asked again (a Docker restart): the network is there.
-            if n.subnet.to_string() == v4.pool {
-                return Ok(json!({}));
-            }
+        let rows = super::networks(&mut c)?;
+        // Asked again (a Docker restart): the network is there.
+        if rows
+            .iter()
+            .any(|n| n.id == r.network_id && n.subnet.to_string() == v4.pool)
+        {
+            return Ok(json!({}));
         }
-        match c.request::<NetworkInspect>(Request::NetworkCreate(spec.clone())) {
-            Ok(_) => {}
-            Err(ClientError::Refused(why)) if !ours && why.contains("overlaps") => {
-                return Err(DockerError::Refused(format!(
-                    "{why}: Docker's default IPAM chose {}; let vswitch choose with --ipam-driver {}, or give --subnet",
-                    v4.pool, self.driver
-                )));
-            }
-            Err(e) => return Err(e.into()),
+        if !ours && let Some(o) = rows.iter().find(|n| overlaps(n, &v4.pool)) {
+            return Err(DockerError::Refused(format!(
+                "subnet {} that Docker's default IPAM chose overlaps vswitch network {:?} ({}): let vswitch choose with --ipam-driver {}, or give --subnet",
+                v4.pool, o.name, o.subnet, self.driver
+            )));
         }
+        c.call(Request::NetworkCreate(spec.clone()))?;
         if ours {
             reserve_aux(&mut c, &spec.name, &v4)?;
         }
@@ -260,6 +259,12 @@ fn reserve_aux(
         })?;
     }
     Ok(())
+}
+
+/// Whether vswitch network `n` overlaps the subnet `pool` (CIDR text).
+fn overlaps(n: &crate::api::NetworkRow, pool: &str) -> bool {
+    pool.parse::<crate::net::Ipv4Cidr>()
+        .is_ok_and(|p| p.overlaps(&n.subnet))
 }
 
 fn unknown_network(id: &str) -> DockerError {
