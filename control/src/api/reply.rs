@@ -270,7 +270,7 @@ pub struct PortRow {
     pub container: String,
     pub network: String,
     pub ifname: String,
-    /// `tap`, `netns`, `pid` or `run`.
+    /// `tap`, `netns`, `pid`, `run` or `handoff` (a TAP its engine moves, Docker's).
     pub kind: String,
     pub slot: u16,
     pub ip: Ipv4Addr,
