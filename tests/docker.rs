@@ -426,10 +426,17 @@ fn seed_commands_run_on_a_vswitch_network() {
     let h = DockerHost::start();
     let _out = host_server(&h, "198.18.31.1", 8000);
     let mtu = "com.docker.network.driver.mtu=1400";
-    let range = ["--subnet", "10.231.0.0/24", "--ip-range", "10.231.0.128/25"];
+    let ipam = [
+        "--subnet",
+        "10.231.0.0/24",
+        "--gateway",
+        "10.231.0.254",
+        "--ip-range",
+        "10.231.0.128/25",
+    ];
     h.network(
         "greatwall",
-        &[&range[..], &["-o", mtu, "-o", "vswitch.name=greatwall"]].concat(),
+        &[&ipam[..], &["-o", mtu, "-o", "vswitch.name=greatwall"]].concat(),
     );
     h.run("beijing", "greatwall", &["--rm"], &[]);
     h.run(
@@ -459,8 +466,10 @@ fn seed_commands_run_on_a_vswitch_network() {
     // authority for them), it only forwards.
     let conf = h.exec_ok("beijing", "cat /etc/resolv.conf");
     assert!(conf.contains("nameserver 127.0.0.11"), "{conf}");
-    let gw = h.exec("beijing", "timeout 5 nslookup shenzhen 10.231.0.1");
+    let gw = h.exec("beijing", "timeout 5 nslookup shenzhen 10.231.0.254");
     assert!(!gw.stdout_text().contains(&sz), "{}", gw.stdout_text());
+    let route = h.exec_ok("tea", "ip route");
+    assert!(route.contains("default via 10.231.0.254"), "{route}");
     let tea = h.exec_ok("tea", "ip addr show eth0");
     for want in ["10.231.0.96/24", mac, "mtu 1400"] {
         assert!(tea.contains(want), "{want} not in {tea}");
