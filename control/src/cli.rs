@@ -431,7 +431,7 @@ pub fn main() -> ExitCode {
 }
 
 /// clap's first line without its "error: " prefix, plus a pointer to --help.
-fn usage_line(e: &clap::Error) -> String {
+pub(crate) fn usage_line(e: &clap::Error) -> String {
     let text = e.render().to_string();
     let first = text
         .lines()
@@ -545,6 +545,7 @@ fn network_request(cmd: NetworkCmd) -> (Request, Render) {
                 no_masquerade: n.no_masquerade,
                 host_loopback: n.host_loopback,
                 mtu: n.mtu,
+                ..Default::default()
             }),
             Render::NetworkId,
         ),
