@@ -7,6 +7,8 @@
 // Test code: a failed step is the test failing.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "common/busybox.rs"]
+mod busybox;
 mod common;
 
 use std::path::{Path, PathBuf};
@@ -52,7 +54,7 @@ impl Podman {
             std::fs::create_dir_all(p.join(sub)).expect("podman dirs");
         }
         std::os::unix::fs::symlink(cni_bin(), p.join("plugins/vswitch-cni")).expect("link");
-        busybox_rootfs(&p.join("rootfs"));
+        busybox::rootfs(&p.join("rootfs"));
         let conflist = format!(
             r#"{{"cniVersion":"1.0.0","name":"{net}","plugins":[{{"type":"vswitch-cni","socket":"{}","subnet":"{subnet}","capabilities":{{"portMappings":true,"aliases":true,"ips":true,"mac":true}}}}{chain}]}}"#,
             d.socket().display()
@@ -118,27 +120,6 @@ impl Drop for Podman {
         for n in &self.names {
             let _ = self.cmd(&["rm", "-f", "-t", "0", n]);
         }
-    }
-}
-
-/// A root filesystem holding a static busybox and the applets the tests use.
-fn busybox_rootfs(root: &Path) {
-    let bb = ["/bin/busybox", "/usr/bin/busybox"]
-        .into_iter()
-        .find(|p| {
-            Command::new("sh")
-                .arg("-c")
-                .arg(format!("ldd {p} 2>&1 | grep -q 'not a dynamic'"))
-                .status()
-                .map(|s| s.success())
-                .unwrap_or(false)
-        })
-        .expect("this test needs a static busybox: run `bash scripts/test`, which installs busybox-static");
-    std::fs::copy(bb, root.join("bin/busybox")).expect("copy busybox");
-    for applet in [
-        "sh", "ping", "wget", "nc", "cat", "echo", "sleep", "ip", "httpd", "dd", "wc", "nslookup",
-    ] {
-        let _ = std::os::unix::fs::symlink("busybox", root.join("bin").join(applet));
     }
 }
 

@@ -1,8 +1,8 @@
 //! The sessions of docs/engines.md, run as written.
 //!
-//! The podman 4 session runs verbatim (bash `-e`) in fresh mount, network and PID
-//! namespaces whose writable directories are private overlays, so the machine is left as
-//! it was and every process the session starts ends with it. The nerdctl and Kubernetes
+//! The podman 4 and Docker sessions run verbatim (bash `-e`) in fresh mount, network and
+//! PID namespaces whose writable directories are private (overlays or tmpfs), so the
+//! machine is left as it was and every process the session starts ends with it. The nerdctl and Kubernetes
 //! configurations (those engines are not on the test machines) are taken from the page as
 //! written and driven through the plugin the way those runtimes call it.
 
@@ -70,23 +70,37 @@ cd "$scratch/checkout"
 exec bash -e -x "$scratch/session.sh"
 "#;
 
-#[test]
-#[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
-fn podman_cni_session_runs_as_written() {
-    require_root();
-    require(&["podman", "runc", "curl", "unshare", "ip"]);
-    let session = block_after("<!-- session: podman-cni");
+/// Files by name: (name, path or text).
+type Named<'a> = &'a [(&'a str, &'a str)];
+
+/// Runs the session after `marker` under `harness` (given the scratch directory), in
+/// fresh mount, network and PID namespaces, with `vswitch` (and `links`, name -> file)
+/// first on PATH and `target/release/NAME` for each of `release`; `files` are written
+/// into the scratch directory. Its stdout; the test fails with the output when it fails.
+fn run_session(
+    marker: &str,
+    harness: &str,
+    files: Named,
+    (release, links): (Named, Named),
+) -> String {
+    let session = block_after(marker);
     let dir = TempDir::new("docs");
     let p = dir.path();
-    let release = p.join("checkout/target/release");
-    std::fs::create_dir_all(&release).expect("checkout dir");
+    let target = p.join("checkout/target/release");
+    std::fs::create_dir_all(&target).expect("checkout dir");
     std::fs::create_dir_all(p.join("bin")).expect("bin dir");
-    let cni = env!("CARGO_BIN_EXE_vswitch-cni");
-    std::os::unix::fs::symlink(cni, release.join("vswitch-cni")).expect("link plugin");
+    for (name, file) in release {
+        std::os::unix::fs::symlink(file, target.join(name)).expect("link a binary");
+    }
     std::os::unix::fs::symlink(bin(), p.join("bin/vswitch")).expect("link vswitch");
+    for (name, file) in links {
+        std::os::unix::fs::symlink(file, p.join("bin").join(name)).expect("link a tool");
+    }
     std::fs::write(p.join("session.sh"), &session).expect("session");
-    std::fs::write(p.join("podman-defaults.conf"), PODMAN_DEFAULTS).expect("defaults");
-    std::fs::write(p.join("harness.sh"), HARNESS).expect("harness");
+    std::fs::write(p.join("harness.sh"), harness).expect("harness");
+    for (name, text) in files {
+        std::fs::write(p.join(name), text).expect("scratch file");
+    }
     let path = format!(
         "{}:{}",
         p.join("bin").display(),
@@ -104,18 +118,75 @@ fn podman_cni_session_runs_as_written() {
         .env_remove("XDG_RUNTIME_DIR")
         .env_remove("XDG_STATE_HOME")
         .env_remove("CONTAINERS_CONF")
+        .env_remove("DOCKER_HOST")
         .stdin(Stdio::null())
         .output()
         .expect("run the session");
     let (out, err) = (o.stdout_text(), o.stderr_text());
     assert!(o.status.success(), "the session failed:\n{out}\n{err}");
     println!("{out}");
+    out
+}
+
+#[test]
+#[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
+fn podman_cni_session_runs_as_written() {
+    require_root();
+    require(&["podman", "runc", "curl", "unshare", "ip"]);
+    let out = run_session(
+        "<!-- session: podman-cni",
+        HARNESS,
+        &[("podman-defaults.conf", PODMAN_DEFAULTS)],
+        (&[("vswitch-cni", env!("CARGO_BIN_EXE_vswitch-cni"))], &[]),
+    );
     // wget in the second container and curl from the host both got the page.
-    assert_eq!(out.matches("hello from web").count(), 2, "{out}\n{err}");
+    assert_eq!(out.matches("hello from web").count(), 2, "{out}");
     // port ls showed web on front, then nothing once podman removed it.
     let ls: Vec<&str> = out.lines().filter(|l| l.contains("front")).collect();
     assert_eq!(ls.len(), 1, "web listed once, then gone: {out}");
     assert!(ls.iter().all(|l| l.contains("web")), "{out}");
+}
+
+/// What a machine running Docker has before the session: a dockerd (vswitch needs
+/// neither its bridge nor its iptables rules), private directories for it and vswitch.
+const DOCKER_HARNESS: &str = r#"set -eu
+ip link set lo up
+scratch=$1
+for d in /run /srv /etc/docker /var/lib/docker /var/lib/vswitch /var/tmp; do
+  mkdir -p "$d"
+  mount -t tmpfs tmpfs "$d"
+done
+cd "$scratch/checkout"
+dockerd --bridge=none --iptables=false --ip6tables=false --storage-driver=vfs \
+  >"$scratch/dockerd.log" 2>&1 &
+until docker version >/dev/null 2>&1; do sleep 0.2; done
+bash -e -x "$scratch/session.sh"
+"#;
+
+#[test]
+#[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
+fn docker_session_runs_as_written() {
+    require_root();
+    require(&["dockerd", "curl", "unshare", "ip", "tar"]);
+    // The docker.io CLI: another `docker` on PATH may speak a newer API only.
+    let out = run_session(
+        "<!-- session: docker",
+        DOCKER_HARNESS,
+        &[],
+        (
+            &[("vswitch-docker", env!("CARGO_BIN_EXE_vswitch-docker"))],
+            &[("docker", "/usr/bin/docker")],
+        ),
+    );
+    // wget in a second container and curl from the host both got the page.
+    assert_eq!(out.matches("hello from web").count(), 2, "{out}");
+    // port ls showed web's endpoint with 8080 published, then nothing.
+    let ls: Vec<&str> = out.lines().filter(|l| l.contains("10.89.10.")).collect();
+    assert_eq!(ls.len(), 1, "web listed once, then gone: {out}");
+    assert!(
+        ls[0].contains("8080->80/tcp") && ls[0].contains("handoff"),
+        "{out}"
+    );
 }
 
 /// Runs the plugin as a runtime does.

@@ -65,9 +65,18 @@ pub struct AttachReq {
     /// id when absent.
     #[serde(default)]
     pub id: Option<String>,
-    /// Who manages the container (`cni`, `netavark`): their cleanup touches only theirs.
+    /// Who manages the container (`cni`, `netavark`, `docker`): their cleanup touches
+    /// only theirs.
     #[serde(default)]
     pub owner: Option<String>,
+    /// With `netns` and `ifname`: the daemon creates the TAP in this namespace (the
+    /// engine's own) with only its MAC and MTU set, and the engine moves it into `netns`
+    /// and configures it there (Docker's `Join`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub create_in: Option<String>,
+    /// `ip` may be an address reserved with `address_reserve`: the endpoint takes it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub claim: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -150,6 +159,18 @@ pub enum Request {
     /// Where a container's namespaces are (for `run --network container:NAME`).
     Sandbox {
         name: String,
+    },
+    /// Holds an address of a network for an engine's IPAM (Docker's `RequestAddress`):
+    /// `ip`, else the next free one; no endpoint gets it unless its `attach` claims it.
+    AddressReserve {
+        network: String,
+        #[serde(default)]
+        ip: Option<Ipv4Addr>,
+    },
+    /// Gives a reservation back (an endpoint's address is never touched).
+    AddressRelease {
+        network: String,
+        ip: Ipv4Addr,
     },
     Capture {
         port: String,
@@ -267,6 +288,8 @@ mod tests {
             "sandbox" => same_as::<SandboxInfo>(data),
             "conntrack_ls" => same_as::<Vec<ConntrackRow>>(data),
             "capture" => same_as::<Capturing>(data),
+            "address_reserve" => same_as::<AddressReserved>(data),
+            "address_release" => same_as::<AddressReleased>(data),
             other => Err(format!("no reply type for {other:?}")),
         }
     }
@@ -340,6 +363,8 @@ mod tests {
             "uplink_show",
             "sandbox",
             "capture",
+            "address_reserve",
+            "address_release",
         ] {
             assert!(
                 doc.contains(&format!("| `{cmd}` |")),

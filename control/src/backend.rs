@@ -59,6 +59,9 @@ pub enum BackendError {
     /// The in-memory backend's namespace that is made to fail.
     #[error("cannot enter network namespace {0}")]
     NoNetns(String),
+    /// A handed-off TAP found neither in the container's namespace nor where it was made.
+    #[error("TAP {0} is neither in the container's namespace nor where it was created")]
+    HandoffGone(String),
 }
 
 pub trait Backend: Send {
@@ -89,6 +92,26 @@ pub trait Backend: Send {
     ) -> Result<Handles, BackendError>;
     /// Removes a TAP the daemon created inside a namespace.
     fn delete_in_netns(&mut self, ns: &Path, ifname: &str) -> Result<(), BackendError>;
+    /// Creates the TAP `cfg.ifname` in `at.0` (the engine's namespace), persistent, with
+    /// only its MAC and MTU set: the engine moves it into the container's namespace
+    /// `at.1` and configures it there. With `reopen` (a restarted daemon) it is found
+    /// where it is now: in the container's namespace under
+    /// whatever name the engine gave it (by its MAC), else still in the engine's; nowhere is
+    /// [`BackendError::HandoffGone`].
+    fn handoff_tap(
+        &mut self,
+        at: (&Path, &Path),
+        cfg: &IfConfig,
+        workers: usize,
+        reopen: bool,
+    ) -> Result<Handles, BackendError>;
+    /// Removes a handed-off TAP wherever it is now (see [`Backend::handoff_tap`]).
+    fn delete_handoff(
+        &mut self,
+        at: (&Path, &Path),
+        ifname: &str,
+        mac: MacAddr,
+    ) -> Result<(), BackendError>;
     /// Takes a TAP descriptor another process opened.
     fn adopt_fd(&mut self, fd: OwnedFd, workers: usize) -> Result<Handles, BackendError>;
 }
@@ -153,5 +176,29 @@ impl Backend for MemoryBackend {
     }
     fn adopt_fd(&mut self, _fd: OwnedFd, workers: usize) -> Result<Handles, BackendError> {
         Ok(memory_handles("fd", workers))
+    }
+    fn handoff_tap(
+        &mut self,
+        (host, netns): (&Path, &Path),
+        cfg: &IfConfig,
+        workers: usize,
+        reopen: bool,
+    ) -> Result<Handles, BackendError> {
+        let (h, n) = (host.display().to_string(), netns.display().to_string());
+        if self.fail.contains(&h) || (reopen && self.fail.contains(&n)) {
+            return Err(BackendError::HandoffGone(cfg.ifname.clone()));
+        }
+        self.created.push((h, cfg.clone()));
+        Ok(memory_handles(&cfg.ifname, workers))
+    }
+    fn delete_handoff(
+        &mut self,
+        (host, _): (&Path, &Path),
+        ifname: &str,
+        _mac: MacAddr,
+    ) -> Result<(), BackendError> {
+        self.deleted
+            .push((host.display().to_string(), ifname.to_string()));
+        Ok(())
     }
 }

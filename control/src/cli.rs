@@ -460,7 +460,7 @@ pub fn main() -> ExitCode {
 }
 
 /// clap's first line without its "error: " prefix, plus a pointer to --help.
-fn usage_line(e: &clap::Error) -> String {
+pub(crate) fn usage_line(e: &clap::Error) -> String {
     let text = e.render().to_string();
     let first = text
         .lines()
@@ -609,6 +609,7 @@ fn network_spec(n: NetworkCreateArgs) -> Result<crate::state::NetworkSpec, CliEr
         no_masquerade: n.no_masquerade,
         host_loopback: n.host_loopback,
         mtu: n.mtu,
+        ..Default::default()
     })
 }
 

@@ -70,6 +70,10 @@ pub struct Network {
     pub host_loopback: bool,
     /// Seconds since the Unix epoch.
     pub created: u64,
+    /// Addresses held for an engine's IPAM (`address_reserve`) until an endpoint takes
+    /// them or they are released; never given to anyone else.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reserved: Vec<Ipv4Addr>,
 }
 
 impl Network {
@@ -119,6 +123,11 @@ pub enum Sandbox {
     },
     /// A `vswitch run` container: its TAPs arrive as descriptors from the run process.
     Run { pid: u32 },
+    /// A TAP the daemon creates in `host` (the engine's own namespace) with only its MAC
+    /// and MTU set; the engine moves it into the container's namespace `netns`, renames
+    /// and configures it there (Docker's `Join`), and moves it back when the container
+    /// leaves.
+    Handoff { host: String, netns: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -342,6 +351,16 @@ pub enum StateError {
     TrunkOwnVlan(u16, String),
     #[error("{0:?} is the only network of container {1:?}: use detach to remove the container")]
     LastNetwork(String, String),
+    #[error(
+        "invalid network id {0:?}: use 1 to 64 letters, digits, '_', '.' or '-' (a container engine's network id)"
+    )]
+    BadNetworkId(String),
+    #[error(
+        "container {0:?} has an interface its engine moves and configures: connect it to more networks through the engine"
+    )]
+    EngineMoves(String),
+    #[error("network id {0} is already network {1:?}'s")]
+    NetworkIdTaken(String, String),
 }
 
 /// Maps read from JSON with every key once: a name written twice is an error, not a
@@ -424,6 +443,25 @@ pub fn valid_name(s: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || b"_.-".contains(c))
 }
 
+/// Docker's pools: the next /16 of 172.18-31, then /20 of 192.168.0.0/16, that
+/// overlaps none of `used`.
+pub fn free_pool(used: &[Ipv4Cidr]) -> Option<Ipv4Cidr> {
+    let sixteens = (18..=31u8).map(|b| Ipv4Cidr::new(Ipv4Addr::new(172, b, 0, 0), 16));
+    let twenties = (0..16u8).map(|i| Ipv4Cidr::new(Ipv4Addr::new(192, 168, i * 16, 0), 20));
+    sixteens
+        .chain(twenties)
+        .find(|c| !used.iter().any(|u| u.overlaps(c)))
+}
+
+/// A network id an engine may give: 1 to 64 letters, digits, `_`, `.` or `-`.
+pub fn valid_network_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b"_.-".contains(&c))
+}
+
 /// What `network create` asks for.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NetworkSpec {
@@ -455,6 +493,14 @@ pub struct NetworkSpec {
     /// GATEWAY:PORT reaches the host's loopback.
     #[serde(default)]
     pub host_loopback: bool,
+    /// The network's id when a container engine names it (Docker's network id); a new
+    /// random one otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// The gateway forwards DNS queries but answers no container names: the engine
+    /// resolves its containers itself (Docker's resolver at 127.0.0.11).
+    #[serde(default)]
+    pub dns_forward_only: bool,
 }
 
 /// What `attach` / `connect` ask for one endpoint.
@@ -468,6 +514,8 @@ pub struct EndpointSpec {
     pub trunk: Vec<u16>,
     pub port_security: bool,
     pub ifname: Option<String>,
+    /// `ip` may be one reserved with `address_reserve`: the endpoint takes it.
+    pub claim: bool,
 }
 
 /// Parses `--trunk 10,20,30`.
@@ -649,9 +697,13 @@ impl State {
             Some(m) => m as u16,
             None => DEFAULT_MTU,
         };
+        let id = match &spec.id {
+            Some(id) => self.check_network_id(id)?,
+            None => new_id(),
+        };
         Ok(Network {
             name: spec.name.clone(),
-            id: new_id(),
+            id,
             domain: self.free_domain(),
             subnet: v4.map(|v| v.0),
             gateway: v4.map(|v| v.1),
@@ -659,16 +711,17 @@ impl State {
             ip_range,
             vlan,
             internal: spec.internal,
-            dns: if spec.no_dns {
-                DnsMode::Off
-            } else {
-                DnsMode::Names
+            dns: match (spec.no_dns, spec.dns_forward_only) {
+                (true, _) => DnsMode::Off,
+                (false, true) => DnsMode::ForwardOnly,
+                (false, false) => DnsMode::Names,
             },
             icc: !spec.no_icc,
             masquerade: !spec.no_masquerade && !spec.internal,
             mtu,
             host_loopback: spec.host_loopback,
             created: now_secs(),
+            reserved: Vec::new(),
         })
     }
 
@@ -761,6 +814,17 @@ impl State {
             .ok_or_else(|| StateError::Pool6Exhausted(ula.to_string()))
     }
 
+    /// An engine's id for a new network: valid, and no other network's.
+    fn check_network_id(&self, id: &str) -> Result<String, StateError> {
+        if !valid_network_id(id) {
+            return Err(StateError::BadNetworkId(id.to_string()));
+        }
+        match self.networks.values().find(|n| n.id == id) {
+            Some(n) => Err(StateError::NetworkIdTaken(id.to_string(), n.name.clone())),
+            None => Ok(id.to_string()),
+        }
+    }
+
     /// The subnet a new network asks for (canonical, /8 to /30, apart from the others),
     /// or a free one from the pools.
     fn check_subnet(&self, spec: &NetworkSpec) -> Result<Ipv4Cidr, StateError> {
@@ -829,13 +893,9 @@ impl State {
         want
     }
 
-    /// Docker's pools: the next free /16 of 172.18-31, then /20s of 192.168.0.0/16.
     fn free_subnet(&self) -> Option<Ipv4Cidr> {
-        let sixteens = (18..=31u8).map(|b| Ipv4Cidr::new(Ipv4Addr::new(172, b, 0, 0), 16));
-        let twenties = (0..16u8).map(|i| Ipv4Cidr::new(Ipv4Addr::new(192, 168, i * 16, 0), 20));
-        sixteens
-            .chain(twenties)
-            .find(|c| !(self.networks.values()).any(|n| n.subnet.is_some_and(|s| s.overlaps(c))))
+        let used: Vec<Ipv4Cidr> = self.networks.values().filter_map(|n| n.subnet).collect();
+        free_pool(&used)
     }
 
     /// Endpoints on `network`: (container name, endpoint).
@@ -878,12 +938,14 @@ impl State {
         Ok(gone)
     }
 
-    /// The IPv4 address to give a new endpoint on `net` (`want`: asked with --ip);
-    /// None on an IPv6-only network.
+    /// The IPv4 address to give a new endpoint on `net` (`want`: asked with --ip;
+    /// `claim`: `want` may be one of the network's reservations); None on an IPv6-only
+    /// network.
     fn pick_ip(
         &self,
         net: &Network,
         want: Option<Ipv4Addr>,
+        claim: bool,
     ) -> Result<Option<Ipv4Addr>, StateError> {
         let Some((subnet, gateway)) = net.v4() else {
             return match want {
@@ -891,7 +953,16 @@ impl State {
                 None => Ok(None),
             };
         };
-        let taken = |ip: Ipv4Addr| self.endpoints_on(&net.name).any(|(_, e)| e.ip == Some(ip));
+        let reserved_set: std::collections::HashSet<Ipv4Addr> =
+            net.reserved.iter().copied().collect();
+        let held = |ip: Ipv4Addr| reserved_set.contains(&ip);
+        // One pass over the network's endpoints, not one per candidate address (a
+        // network of thousands made that quadratic: 400 ms an attach at 4000).
+        let used: std::collections::HashSet<Ipv4Addr> = self
+            .endpoints_on(&net.name)
+            .filter_map(|(_, e)| e.ip)
+            .collect();
+        let taken = |ip: Ipv4Addr| used.contains(&ip);
         let reserved = |ip: Ipv4Addr| {
             ip == subnet.network().addr() || ip == subnet.broadcast() || ip == gateway
         };
@@ -906,7 +977,7 @@ impl State {
             if reserved(ip) {
                 return Err(StateError::IpReserved(ip));
             }
-            if taken(ip) {
+            if taken(ip) || (held(ip) && !claim) {
                 return Err(StateError::IpTaken(ip, net.name.clone()));
             }
             return Ok(Some(ip));
@@ -918,7 +989,7 @@ impl State {
         );
         (lo..=hi)
             .map(Ipv4Addr::from)
-            .find(|ip| !reserved(*ip) && !taken(*ip))
+            .find(|ip| !reserved(*ip) && !held(*ip) && !taken(*ip))
             .map(Some)
             .ok_or_else(|| StateError::NetworkFull(net.name.clone()))
     }
@@ -1009,6 +1080,47 @@ impl State {
         last
     }
 
+    /// Holds an address of `network` for an engine's IPAM (`want`, else the next free
+    /// one) until an endpoint claims it or [`State::release`] gives it back.
+    pub fn reserve(
+        &mut self,
+        network: &str,
+        want: Option<Ipv4Addr>,
+    ) -> Result<Ipv4Addr, StateError> {
+        let net = self
+            .networks
+            .get(network)
+            .ok_or_else(|| StateError::NoNetwork(network.to_string()))?;
+        let ip = self
+            .pick_ip(net, want, false)?
+            .ok_or_else(|| StateError::NoIpv4(network.to_string()))?;
+        if let Some(n) = self.networks.get_mut(network) {
+            n.reserved.push(ip);
+        }
+        Ok(ip)
+    }
+
+    /// Gives a reservation back; false when `ip` was not reserved (an endpoint's
+    /// address is never touched).
+    pub fn release(&mut self, network: &str, ip: Ipv4Addr) -> Result<bool, StateError> {
+        let n = self
+            .networks
+            .get_mut(network)
+            .ok_or_else(|| StateError::NoNetwork(network.to_string()))?;
+        let before = n.reserved.len();
+        n.reserved.retain(|r| *r != ip);
+        Ok(n.reserved.len() != before)
+    }
+
+    /// Endpoints take the reservations of their addresses.
+    fn claim(&mut self, eps: &[Endpoint]) {
+        for e in eps {
+            if let Some(n) = self.networks.get_mut(&e.network) {
+                n.reserved.retain(|r| Some(*r) != e.ip);
+            }
+        }
+    }
+
     /// Validates one endpoint for container `cname` and returns it, changing nothing.
     fn check_endpoint(
         &self,
@@ -1025,7 +1137,7 @@ impl State {
                 return Err(StateError::BadName(a.clone()));
             }
         }
-        let ip = self.pick_ip(net, spec.ip)?;
+        let ip = self.pick_ip(net, spec.ip, spec.claim)?;
         let mac = spec.mac.unwrap_or_else(|| self.new_mac(net, ip));
         if !mac.is_unicast() || mac.is_zero() {
             return Err(StateError::BadMac(mac));
@@ -1086,6 +1198,7 @@ impl State {
     }
 
     pub fn attach(&mut self, c: Container) {
+        self.claim(&c.endpoints);
         self.containers.insert(c.name.clone(), c);
     }
 
@@ -1101,6 +1214,9 @@ impl State {
         let c = self.container(name)?;
         if matches!(c.sandbox, Sandbox::Tap { .. }) {
             return Err(StateError::NoSandbox(name.to_string()));
+        }
+        if matches!(c.sandbox, Sandbox::Handoff { .. }) {
+            return Err(StateError::EngineMoves(name.to_string()));
         }
         if c.endpoint(&spec.network).is_some() {
             return Err(StateError::AlreadyConnected(
@@ -1118,6 +1234,7 @@ impl State {
     }
 
     pub fn connect(&mut self, name: &str, ep: Endpoint) {
+        self.claim(std::slice::from_ref(&ep));
         if let Some(c) = self.containers.get_mut(name) {
             c.endpoints.push(ep);
         }

@@ -44,6 +44,12 @@ pub enum Inconsistency {
     DuplicateVlan(String, String, u16),
     #[error("network {0:?}: MTU {1} is out of 68-65520")]
     BadMtu(String, u16),
+    #[error("networks {0:?} and {1:?} have the same id")]
+    DuplicateId(String, String),
+    #[error("network {0:?}: reserved address {1} is not a usable address of it, or reserved twice")]
+    BadReservation(String, Ipv4Addr),
+    #[error("network {0:?}: address {1} is both reserved and container {2:?}'s")]
+    ReservedInUse(String, Ipv4Addr, String),
     #[error("container {0:?} has no endpoint")]
     NoEndpoint(String),
     #[error("container {0:?} is on network {1:?}, which does not exist")]
@@ -161,6 +167,17 @@ fn check_network(key: &str, n: &Network) -> Result<(), Inconsistency> {
     if !(68..=65520).contains(&n.mtu) {
         return Err(Inconsistency::BadMtu(n.name.clone(), n.mtu));
     }
+    for (i, r) in n.reserved.iter().enumerate() {
+        let unusable = match n.v4() {
+            Some((sub, g)) => {
+                !sub.contains(*r) || [sub.network().addr(), sub.broadcast(), g].contains(r)
+            }
+            None => true,
+        };
+        if unusable || n.reserved.iter().skip(i + 1).any(|o| o == r) {
+            return Err(Inconsistency::BadReservation(n.name.clone(), *r));
+        }
+    }
     Ok(())
 }
 
@@ -205,6 +222,9 @@ fn check_network_pairs(s: &State) -> Result<(), Inconsistency> {
                 && a.vlan == b.vlan
             {
                 return Err(Inconsistency::DuplicateVlan(x, y, v));
+            }
+            if a.id == b.id {
+                return Err(Inconsistency::DuplicateId(x, y));
             }
         }
     }
@@ -290,6 +310,13 @@ fn check_unique_endpoints(s: &State) -> Result<(), Inconsistency> {
     for c in s.containers.values() {
         for e in &c.endpoints {
             let net = e.network.as_str();
+            if let Some(ip) = e.ip
+                && s.networks
+                    .get(net)
+                    .is_some_and(|n| n.reserved.contains(&ip))
+            {
+                return Err(Inconsistency::ReservedInUse(net.into(), ip, c.name.clone()));
+            }
             let addrs = [e.ip.map(IpAddr::V4), e.ip6.map(IpAddr::V6)];
             for ip in addrs.into_iter().flatten() {
                 if let Some(o) = ips.insert((net, ip), &c.name) {
@@ -431,6 +458,32 @@ mod tests {
                 n.subnet = Some("172.18.0.0/31".parse().expect("cidr"));
             },
             "not a /8 to /30",
+        );
+        refused(
+            |s| {
+                let mut n = net(s);
+                (n.subnet, n.gateway) = (
+                    Some("10.1.0.0/16".parse().expect("cidr")),
+                    Some([10, 1, 0, 1].into()),
+                );
+                (n.name, n.vlan, n.domain) = ("other".into(), None, 7);
+                s.networks.insert("other".into(), n);
+            },
+            "have the same id",
+        );
+        refused(
+            |s| {
+                let ip = s.containers["a"].endpoints[0].ip.expect("IPv4");
+                s.networks.get_mut("front").expect("n").reserved.push(ip);
+            },
+            "both reserved and container \"a\"'s",
+        );
+        refused(
+            |s| {
+                let n = s.networks.get_mut("front").expect("n");
+                n.reserved = n.gateway.into_iter().collect();
+            },
+            "reserved address",
         );
         refused(
             |s| s.networks.get_mut("front").expect("n").domain = 0,

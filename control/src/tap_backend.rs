@@ -43,6 +43,47 @@ impl TapBackend {
         }
     }
 
+    /// The persistent TAP `ifname` of `ns`, created or attached to: one queue per
+    /// worker, or one queue and duplicates when it was made with one (or one worker).
+    fn queues(
+        &self,
+        ns: &Path,
+        ifname: &str,
+        mtu: u16,
+        workers: usize,
+    ) -> Result<Handles, BackendError> {
+        if workers > 1 {
+            return match netns::create_tap_queues_in(ns, ifname, &self.opts(workers, true)) {
+                Ok(qs) => Ok(qs
+                    .into_iter()
+                    .map(|mut q| {
+                        jumbo(&mut q, mtu, self.offload);
+                        let b: Box<dyn Port> = Box::new(q);
+                        (b, true)
+                    })
+                    .collect()),
+                // A TAP created with one queue (an earlier run with one worker).
+                Err(_) => {
+                    let mut p = netns::create_tap_in(ns, ifname, &self.opts(1, true))
+                        .map_err(BackendError::from)?;
+                    jumbo(&mut p, mtu, self.offload);
+                    Self::single(p, workers)
+                }
+            };
+        }
+        let mut p = match netns::create_tap_in(ns, ifname, &self.opts(1, true)) {
+            Ok(p) => p,
+            // A TAP created with several queues (an earlier run with more workers).
+            Err(_) => netns::create_tap_queues_in(ns, ifname, &self.opts(2, true))
+                .map_err(BackendError::from)?
+                .into_iter()
+                .next()
+                .ok_or_else(|| BackendError::NoQueue(ifname.to_string()))?,
+        };
+        jumbo(&mut p, mtu, self.offload);
+        Self::single(p, 1)
+    }
+
     /// One reading queue for worker 0, send-only duplicates for the others.
     fn single(port: TapPort, workers: usize) -> Result<Handles, BackendError> {
         let mut h: Handles = Vec::new();
@@ -77,48 +118,9 @@ impl Backend for TapBackend {
         workers: usize,
         _reopen: bool,
     ) -> Result<Handles, BackendError> {
-        let handles: Handles = if workers > 1 {
-            match netns::create_tap_queues_in(ns, &cfg.ifname, &self.opts(workers, true)) {
-                Ok(qs) => qs
-                    .into_iter()
-                    .map(|mut q| {
-                        jumbo(&mut q, cfg.mtu, self.offload);
-                        let b: Box<dyn Port> = Box::new(q);
-                        (b, true)
-                    })
-                    .collect(),
-                // A TAP created with one queue (an earlier run with one worker).
-                Err(_) => {
-                    let mut p = netns::create_tap_in(ns, &cfg.ifname, &self.opts(1, true))
-                        .map_err(BackendError::from)?;
-                    jumbo(&mut p, cfg.mtu, self.offload);
-                    Self::single(p, workers)?
-                }
-            }
-        } else {
-            let mut p = match netns::create_tap_in(ns, &cfg.ifname, &self.opts(1, true)) {
-                Ok(p) => p,
-                // A TAP created with several queues (an earlier run with more workers).
-                Err(_) => netns::create_tap_queues_in(ns, &cfg.ifname, &self.opts(2, true))
-                    .map_err(BackendError::from)?
-                    .into_iter()
-                    .next()
-                    .ok_or_else(|| BackendError::NoQueue(cfg.ifname.clone()))?,
-            };
-            jumbo(&mut p, cfg.mtu, self.offload);
-            Self::single(p, 1)?
-        };
+        let handles = self.queues(ns, &cfg.ifname, cfg.mtu, workers)?;
         let ic = netns_config(cfg);
-        if let Err(e) = netns::configure(ns, &cfg.ifname, &ic) {
-            drop(handles);
-            let _ = netns::delete_tap(ns, &cfg.ifname);
-            return Err(BackendError::Configure {
-                ifname: cfg.ifname.clone(),
-                ns: ns.to_path_buf(),
-                source: e,
-            });
-        }
-        Ok(handles)
+        configured(handles, ns, &cfg.ifname, &ic)
     }
 
     fn create_plain_in_netns(
@@ -154,6 +156,85 @@ impl Backend for TapBackend {
             TapPort::from_fd(fd, "eth0", &self.opts(1, false)).map_err(BackendError::from)?;
         Self::single(port, workers)
     }
+
+    fn handoff_tap(
+        &mut self,
+        (host, ns): (&Path, &Path),
+        cfg: &IfConfig,
+        workers: usize,
+        reopen: bool,
+    ) -> Result<Handles, BackendError> {
+        if reopen {
+            if let Ok(Some(name)) = named_by_mac(ns, cfg.mac) {
+                return self.queues(ns, &name, cfg.mtu, workers);
+            }
+            let there = netns::in_netns(host, || netns::IfSocket::new()?.index(&cfg.ifname));
+            return match there {
+                Ok(Ok(Some(_))) => self.queues(host, &cfg.ifname, cfg.mtu, workers),
+                _ => Err(BackendError::HandoffGone(cfg.ifname.clone())),
+            };
+        }
+        let handles = self.queues(host, &cfg.ifname, cfg.mtu, workers)?;
+        let ic = netns::IfConfig {
+            mac: Some(cfg.mac),
+            mtu: Some(u32::from(cfg.mtu)),
+            ..Default::default()
+        };
+        configured(handles, host, &cfg.ifname, &ic)
+    }
+
+    fn delete_handoff(
+        &mut self,
+        (host, ns): (&Path, &Path),
+        ifname: &str,
+        mac: dataplane::wire::MacAddr,
+    ) -> Result<(), BackendError> {
+        // Where it was made (Docker moves it back there when the container leaves); a
+        // namespace gone meanwhile holds nothing.
+        if matches!(netns::delete_tap(host, ifname), Ok(true)) {
+            return Ok(());
+        }
+        if let Some(name) = named_by_mac(ns, mac)? {
+            netns::delete_tap(ns, &name)?;
+        }
+        Ok(())
+    }
+}
+
+/// `handles` once `ifname` of `ns` is configured as `ic` says; the TAP deleted when it
+/// cannot be.
+fn configured(
+    handles: Handles,
+    ns: &Path,
+    ifname: &str,
+    ic: &netns::IfConfig,
+) -> Result<Handles, BackendError> {
+    if let Err(e) = netns::configure(ns, ifname, ic) {
+        drop(handles);
+        let _ = netns::delete_tap(ns, ifname);
+        return Err(BackendError::Configure {
+            ifname: ifname.to_string(),
+            ns: ns.to_path_buf(),
+            source: e,
+        });
+    }
+    Ok(handles)
+}
+
+/// The name of the interface of `ns` whose MAC is `mac` (an engine renames the TAPs it
+/// moves into a container: eth0, eth1, ...).
+fn named_by_mac(ns: &Path, mac: dataplane::wire::MacAddr) -> Result<Option<String>, BackendError> {
+    let found = netns::in_netns(ns, || -> Result<Option<String>, netns::NetnsError> {
+        // This thread's own view: /proc/thread-self/net follows the thread's namespace.
+        let dev = std::fs::read_to_string("/proc/thread-self/net/dev").unwrap_or_default();
+        let s = netns::IfSocket::new()?;
+        Ok(dev
+            .lines()
+            .skip(2)
+            .filter_map(|l| l.split_once(':').map(|(n, _)| n.trim().to_string()))
+            .find(|n| s.mac(n).is_ok_and(|m| m == mac)))
+    })??;
+    Ok(found)
 }
 
 /// Brings up `lo` in the current network namespace.

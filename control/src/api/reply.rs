@@ -42,6 +42,8 @@ pub enum Reply {
     ConntrackLs(Vec<ConntrackRow>),
     /// `capture`: the line before the pcap stream.
     Capturing(Capturing),
+    AddressReserved(AddressReserved),
+    AddressReleased(AddressReleased),
 }
 
 /// `hello`.
@@ -295,7 +297,7 @@ pub struct PortRow {
     pub container: String,
     pub network: String,
     pub ifname: String,
-    /// `tap`, `netns`, `pid` or `run`.
+    /// `tap`, `netns`, `pid`, `run` or `handoff` (a TAP its engine moves, Docker's).
     pub kind: String,
     pub slot: u16,
     pub ip: Option<Ipv4Addr>,
@@ -336,6 +338,23 @@ pub struct FdbRow {
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Flushed {
     pub flushed: usize,
+}
+
+/// `address_reserve`: the address held, with its network's prefix and gateway.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AddressReserved {
+    pub network: String,
+    pub ip: Ipv4Addr,
+    pub prefix: u8,
+    pub gateway: Ipv4Addr,
+}
+
+/// `address_release`: whether a reservation was given back.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AddressReleased {
+    pub network: String,
+    pub ip: Ipv4Addr,
+    pub released: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

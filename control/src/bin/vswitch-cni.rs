@@ -1,5 +1,5 @@
-//! `vswitch-cni`: the CNI plugin (see `control::cni`).
+//! `vswitch-cni`: the CNI plugin (see `control::engines::cni`).
 
 fn main() {
-    std::process::exit(control::cni::main());
+    std::process::exit(control::engines::cni::main());
 }

@@ -1,5 +1,5 @@
-//! `vswitch-netavark`: the netavark plugin (see `control::netavark`).
+//! `vswitch-netavark`: the netavark plugin (see `control::engines::netavark`).
 
 fn main() {
-    std::process::exit(control::netavark::main());
+    std::process::exit(control::engines::netavark::main());
 }

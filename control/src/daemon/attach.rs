@@ -29,6 +29,7 @@ impl Daemon {
             trunk,
             port_security: !a.no_port_security,
             ifname: a.ifname.clone(),
+            claim: a.claim,
         })
     }
 
@@ -99,6 +100,9 @@ impl Daemon {
 
     /// Where an `attach` request says the container's interfaces are.
     fn sandbox_of(a: &AttachReq) -> Result<Sandbox, DaemonError> {
+        if let Some(host) = &a.create_in {
+            return Self::handoff_of(a, host);
+        }
         let sandbox = match (&a.tap, &a.netns, a.pid, a.fd) {
             (Some(t), None, None, false) => Sandbox::Tap { ifname: t.clone() },
             (None, Some(p), None, false) => Sandbox::Netns { path: p.clone() },
@@ -119,6 +123,24 @@ impl Daemon {
             return Err(DaemonError::NoNetns(path.clone()));
         }
         Ok(sandbox)
+    }
+
+    /// A TAP made in `host` for the engine to move into `netns`, which need not exist
+    /// yet (Docker makes the container's namespace after `Join`).
+    fn handoff_of(a: &AttachReq, host: &str) -> Result<Sandbox, DaemonError> {
+        let Some(netns) = &a.netns else {
+            return Err(DaemonError::HandoffWhere);
+        };
+        if a.tap.is_some() || a.pid.is_some() || a.fd || a.ifname.is_none() {
+            return Err(DaemonError::HandoffWhere);
+        }
+        if !Path::new(host).exists() {
+            return Err(DaemonError::NoNetns(host.to_string()));
+        }
+        Ok(Sandbox::Handoff {
+            host: host.to_string(),
+            netns: netns.clone(),
+        })
     }
 
     /// The run process is back after a daemon restart: give its endpoint the fd.
@@ -245,7 +267,7 @@ fn valid_engine_id(id: &str) -> Result<String, DaemonError> {
 /// Who manages a container: one of the engines vswitch knows.
 fn valid_owner(owner: &str) -> Result<String, DaemonError> {
     match owner {
-        "cni" | "netavark" => Ok(owner.to_string()),
+        "cni" | "netavark" | "docker" => Ok(owner.to_string()),
         o => Err(DaemonError::UnknownOwner(o.to_string())),
     }
 }

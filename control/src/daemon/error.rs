@@ -59,8 +59,14 @@ pub enum DaemonError {
     WrongProcess { name: String, why: String },
     #[error("container id {0:?} is not valid: use 1 to 128 letters, digits, '_', '.' or '-'")]
     BadEngineId(String),
-    #[error("owner {0:?} is not known: use cni or netavark")]
+    #[error("owner {0:?} is not known: use cni, netavark or docker")]
     UnknownOwner(String),
+    #[error("create_in needs netns (where the engine moves the TAP) and ifname (the TAP's name)")]
+    HandoffWhere,
+    #[error(
+        "the TAP of container {0:?} is neither in its namespace nor where it was created: its engine removed it"
+    )]
+    HandoffGone(String),
 
     // ---- uplink ----
     #[error("give exactly one of --tap or --netns")]

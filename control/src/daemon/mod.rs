@@ -103,6 +103,9 @@ struct PortRt {
     /// The namespace the daemon created the TAP in (deleted on detach).
     netns: Option<PathBuf>,
     ifname: String,
+    /// A TAP an engine moves into the container: where it was made, where it goes, and
+    /// its MAC (how it is found there under the engine's name for it).
+    handoff: Option<(PathBuf, PathBuf, dataplane::wire::MacAddr)>,
 }
 
 /// The most port slots (the FDB's limit).
@@ -284,10 +287,24 @@ impl Daemon {
                 self.unrestored.insert(c.name.clone(), why);
                 continue;
             }
+            let mut gone = false;
             for i in 0..c.endpoints.len() {
-                if let Err(e) = self.open_endpoint(&c, i, true, None) {
-                    eprintln!("vswitch: port {} not restored: {e}", c.port_name(i));
+                match self.open_endpoint(&c, i, true, None) {
+                    Ok(()) => {}
+                    Err(DaemonError::Backend(crate::backend::BackendError::HandoffGone(_))) => {
+                        gone = true
+                    }
+                    Err(e) => eprintln!("vswitch: port {} not restored: {e}", c.port_name(i)),
                 }
+            }
+            if gone {
+                // Its engine took the container down while the daemon was away.
+                eprintln!(
+                    "vswitch: container {} removed: its interface is gone",
+                    c.name
+                );
+                let _ = self.detach(&c.name);
+                continue;
             }
             self.restore_published(&c);
         }

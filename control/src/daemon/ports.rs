@@ -25,6 +25,7 @@ impl Daemon {
             Sandbox::Pid { pid, .. } | Sandbox::Run { pid } => {
                 Some(PathBuf::from(format!("/proc/{pid}/ns/net")))
             }
+            Sandbox::Handoff { netns, .. } => Some(PathBuf::from(netns)),
             Sandbox::Tap { .. } => None,
         }
     }
@@ -62,9 +63,18 @@ impl Daemon {
             .if_config(c, i)
             .ok_or_else(|| DaemonError::NoNetwork(e.network.clone()))?;
         let mut netns = None;
+        let mut handoff = None;
         let handles: Handles = match (&c.sandbox, fd) {
             (_, Some(fd)) => self.backend.adopt_fd(fd, workers)?,
             (Sandbox::Tap { ifname }, None) => self.backend.open_tap(ifname, workers)?,
+            (Sandbox::Handoff { host, netns }, None) => {
+                let at = (PathBuf::from(host), PathBuf::from(netns));
+                let h = self
+                    .backend
+                    .handoff_tap((&at.0, &at.1), &cfg, workers, reopen)?;
+                handoff = Some((at.0, at.1, e.mac));
+                h
+            }
             (Sandbox::Run { .. }, None) => {
                 return Err(DaemonError::RunContainer(c.name.clone()));
             }
@@ -87,6 +97,7 @@ impl Daemon {
                 network: e.network.clone(),
                 netns,
                 ifname: e.ifname.clone(),
+                handoff,
             },
         );
         // The port's configuration first, then its frames.
@@ -105,6 +116,9 @@ impl Daemon {
         self.rt.fdb.flush(None, Some(PortId(p.slot)));
         if delete && let Some(ns) = &p.netns {
             let _ = self.backend.delete_in_netns(ns, &p.ifname);
+        }
+        if delete && let Some((host, ns, mac)) = &p.handoff {
+            let _ = self.backend.delete_handoff((host, ns), &p.ifname, *mac);
         }
     }
 

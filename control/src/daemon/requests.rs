@@ -10,8 +10,8 @@ use dataplane::ids::DomainId;
 
 use super::{Daemon, DaemonError, TEST_PANIC_ENV, TestPanic, test_panic, view};
 use crate::api::{
-    ConntrackRow, FdbCounters, FdbRow, Flushed, GatewayCounters, Hello, NetworkRemoved,
-    PacketNatCounters, Reply, Request, Response, SocketNatCounters, Stats,
+    AddressReleased, AddressReserved, ConntrackRow, FdbCounters, FdbRow, Flushed, GatewayCounters,
+    Hello, NetworkRemoved, PacketNatCounters, Reply, Request, Response, SocketNatCounters, Stats,
 };
 use crate::state::{NetworkSpec, StateError};
 
@@ -78,7 +78,49 @@ impl Daemon {
             Request::ConntrackLs => Reply::ConntrackLs(self.conntrack_ls()?),
             Request::ConntrackFlush => Reply::Flushed(self.conntrack_flush()?),
             Request::Capture { port, .. } => return Err(DaemonError::CaptureNotAlone(port)),
+            Request::AddressReserve { network, ip } => self.address_reserve(&network, ip)?,
+            Request::AddressRelease { network, ip } => self.address_release(&network, ip)?,
         })
+    }
+
+    fn address_reserve(
+        &mut self,
+        network: &str,
+        want: Option<std::net::Ipv4Addr>,
+    ) -> Result<Reply, DaemonError> {
+        let mut next = self.state.clone();
+        let ip = next.reserve(network, want)?;
+        let n = next
+            .networks
+            .get(network)
+            .ok_or_else(|| StateError::NoNetwork(network.to_string()))?;
+        let reply = AddressReserved {
+            network: network.to_string(),
+            ip,
+            prefix: n.subnet.map_or(32, |s| s.prefix_len()),
+            gateway: n.gateway.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED),
+        };
+        self.save(&next)?;
+        self.state = next;
+        Ok(Reply::AddressReserved(reply))
+    }
+
+    fn address_release(
+        &mut self,
+        network: &str,
+        ip: std::net::Ipv4Addr,
+    ) -> Result<Reply, DaemonError> {
+        let mut next = self.state.clone();
+        let released = next.release(network, ip)?;
+        if released {
+            self.save(&next)?;
+            self.state = next;
+        }
+        Ok(Reply::AddressReleased(AddressReleased {
+            network: network.to_string(),
+            ip,
+            released,
+        }))
     }
 
     pub(super) fn hello(&self) -> Hello {

@@ -370,6 +370,7 @@ mod tests {
             container: "web".into(),
             network: "bridge".into(),
             netns: None,
+            handoff: None,
             ifname: c.endpoints[0].ifname.clone(),
         };
         state.attach(c);

@@ -422,6 +422,7 @@ fn attach_past_the_port_limit_is_refused_clearly() {
                 network: "bridge".into(),
                 netns: None,
                 ifname: "eth0".into(),
+                handoff: None,
             },
         );
     }
@@ -432,4 +433,135 @@ fn attach_past_the_port_limit_is_refused_clearly() {
         !v.to_string().contains("\"last\""),
         "the refused container was kept: {v}"
     );
+}
+
+/// A Docker endpoint: its TAP made in the engine's namespace for the engine to move.
+fn handoff(net: &str, name: &str, ip: &str) -> Request {
+    Request::Attach(AttachReq {
+        network: net.into(),
+        name: name.into(),
+        netns: Some("/run/docker/netns/not-yet".into()),
+        create_in: Some("/proc/self/ns/net".into()),
+        ifname: Some(format!("vsw{name}")),
+        ip: Some(ip.parse().unwrap()),
+        claim: true,
+        id: Some(format!("{name}0000")),
+        owner: Some("docker".into()),
+        ..Default::default()
+    })
+}
+
+#[test]
+fn reservations_hold_addresses_until_an_endpoint_claims_them() {
+    let t = TempDir::new("reserve");
+    let mut d = Daemon::start(cfg(&t.0), Box::new(MemoryBackend::default())).unwrap();
+    let spec = NetworkSpec {
+        name: "front".into(),
+        subnet: Some("10.9.0.0/24".into()),
+        id: Some("d0c4e7".into()),
+        dns_forward_only: true,
+        ..Default::default()
+    };
+    let n = ok(&mut d, Request::NetworkCreate(spec.clone()));
+    assert_eq!(n["Id"], "d0c4e7");
+    assert_eq!(n["Options"]["vswitch.dns"], "forward-only");
+    let again = NetworkSpec {
+        name: "other".into(),
+        subnet: Some("10.10.0.0/24".into()),
+        ..spec
+    };
+    assert!(err(&mut d, Request::NetworkCreate(again)).contains("already network \"front\"'s"));
+    let r = ok(
+        &mut d,
+        Request::AddressReserve {
+            network: "front".into(),
+            ip: None,
+        },
+    );
+    assert_eq!((&r["ip"], &r["prefix"]), (&"10.9.0.2".into(), &24.into()));
+    // Nobody else gets it: not an attach that does not claim it, not the next free one.
+    let plain = Request::Attach(AttachReq {
+        network: "front".into(),
+        name: "web".into(),
+        netns: Some("/proc/self/ns/net".into()),
+        ip: Some("10.9.0.2".parse().unwrap()),
+        ..Default::default()
+    });
+    assert!(err(&mut d, plain).contains("already in use"));
+    let v = ok(&mut d, attach("front", "web", "/proc/self/ns/net"));
+    assert_eq!(v["ip"], "10.9.0.3");
+    // The endpoint that claims it takes it; releasing it then touches nothing.
+    let v = ok(&mut d, handoff("front", "dock", "10.9.0.2"));
+    assert_eq!(v["ifname"], "vswdock");
+    assert!(d.state().networks["front"].reserved.is_empty());
+    let rel = Request::AddressRelease {
+        network: "front".into(),
+        ip: "10.9.0.2".parse().unwrap(),
+    };
+    assert_eq!(ok(&mut d, rel.clone())["released"], false);
+    assert_eq!(
+        d.state().containers["dock"].endpoints[0]
+            .ip
+            .map(|a| a.to_string())
+            .unwrap_or_default(),
+        "10.9.0.2"
+    );
+    ok(
+        &mut d,
+        Request::AddressReserve {
+            network: "front".into(),
+            ip: Some("10.9.0.9".parse().unwrap()),
+        },
+    );
+    let rel9 = Request::AddressRelease {
+        network: "front".into(),
+        ip: "10.9.0.9".parse().unwrap(),
+    };
+    assert_eq!(ok(&mut d, rel9)["released"], true);
+}
+
+#[test]
+fn handoff_endpoints_are_the_engines_and_go_when_their_tap_is_gone() {
+    let t = TempDir::new("handoff");
+    {
+        let mut d = Daemon::start(cfg(&t.0), Box::new(MemoryBackend::default())).unwrap();
+        let v = ok(&mut d, handoff("bridge", "dock", "172.17.0.5"));
+        assert_eq!(v["mac"], "02:42:ac:11:00:05");
+        let ports = ok(&mut d, Request::PortLs);
+        assert_eq!(ports[0]["kind"], "handoff");
+        let c = ok(&mut d, Request::ContainerLs);
+        assert_eq!(c[0]["sandbox"], "/run/docker/netns/not-yet");
+        assert_eq!(c[0]["owner"], "docker");
+        ok(
+            &mut d,
+            Request::NetworkCreate(NetworkSpec {
+                name: "back".into(),
+                ..Default::default()
+            }),
+        );
+        let more = Request::Connect {
+            ip6: None,
+            network: "back".into(),
+            name: "dock".into(),
+            ip: None,
+            aliases: vec![],
+        };
+        assert!(err(&mut d, more).contains("through the engine"));
+        ok(&mut d, handoff("bridge", "kept", "172.17.0.6"));
+    }
+    // Restarted: a TAP found nowhere was taken down by its engine meanwhile.
+    let gone = MemoryBackend {
+        fail: vec!["/proc/self/ns/net".into()],
+        ..Default::default()
+    };
+    let mut d = Daemon::start(cfg(&t.0), Box::new(gone)).unwrap();
+    assert!(d.state().containers.is_empty());
+    assert_eq!(ok(&mut d, Request::PortLs), serde_json::json!([]));
+    let bad = Request::Attach(AttachReq {
+        network: "bridge".into(),
+        name: "x".into(),
+        create_in: Some("/proc/self/ns/net".into()),
+        ..Default::default()
+    });
+    assert!(err(&mut d, bad).contains("create_in needs netns"));
 }

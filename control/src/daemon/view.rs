@@ -178,7 +178,11 @@ pub fn sandbox(state: &State, c: &Container) -> SandboxInfo {
 
 fn sandbox_paths(c: &Container) -> SandboxInfo {
     match &c.sandbox {
-        Sandbox::Netns { path } => SandboxInfo {
+        Sandbox::Netns { path }
+        | Sandbox::Handoff {
+            netns: path,
+            host: _,
+        } => SandboxInfo {
             netns: Some(path.clone()),
             ..Default::default()
         },
@@ -229,6 +233,7 @@ fn sandbox_path(s: &Sandbox) -> String {
     match s {
         Sandbox::Tap { ifname } => format!("tap:{ifname}"),
         Sandbox::Netns { path } => path.clone(),
+        Sandbox::Handoff { netns, .. } => netns.clone(),
         Sandbox::Pid { pid, .. } | Sandbox::Run { pid } => format!("/proc/{pid}/ns/net"),
     }
 }
@@ -239,6 +244,7 @@ pub fn port_row(name: &str, slot: u16, c: &Container, e: &Endpoint) -> PortRow {
         Sandbox::Netns { .. } => "netns",
         Sandbox::Pid { .. } => "pid",
         Sandbox::Run { .. } => "run",
+        Sandbox::Handoff { .. } => "handoff",
     };
     PortRow {
         name: name.to_string(),

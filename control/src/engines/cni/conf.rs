@@ -127,21 +127,15 @@ impl NetConf {
             .port_mappings
             .iter()
             .map(|m| {
-                let proto = m.protocol.as_deref().unwrap_or("tcp").to_ascii_lowercase();
-                if proto != "tcp" && proto != "udp" {
-                    return Err(CniError::new(
-                        Code::InvalidConfig,
-                        format!("port mapping protocol {proto:?} is not supported: use tcp or udp"),
-                    ));
+                crate::engines::PortMap {
+                    host_ip: m.host_ip.as_deref().unwrap_or_default(),
+                    host_port: Some(m.host_port),
+                    container_port: m.container_port,
+                    count: 1,
+                    proto: m.protocol.as_deref().unwrap_or("tcp"),
                 }
-                let host = match m.host_ip.as_deref().filter(|h| !h.is_empty()) {
-                    Some(h) => format!("{h}:"),
-                    None => String::new(),
-                };
-                Ok(format!(
-                    "{host}{}:{}/{proto}",
-                    m.host_port, m.container_port
-                ))
+                .spec()
+                .map_err(|e| CniError::new(Code::InvalidConfig, e.to_string()))
             })
             .collect()
     }

@@ -13,10 +13,9 @@ pub mod result;
 
 use serde_json::{Value, json};
 
-use crate::api::NetworkInspect;
 use crate::api::{AttachReq, Request};
 use crate::client::{Client, ClientError};
-use crate::engine::{self, Listed};
+use crate::engines::{self as engine, Listed};
 use crate::state::NetworkSpec;
 use conf::{Env, NetConf};
 use error::{CniError, Code, daemon_down};
@@ -75,38 +74,24 @@ fn find<'a>(list: &'a [Listed], env: &Env, network: &str) -> Option<(&'a Listed,
 /// Creates the network from the configuration when the daemon does not have it; returns
 /// whether it is internal.
 fn ensure_network(client: &mut Client, conf: &NetConf) -> Result<bool, CniError> {
-    let name = conf.network();
-    let inspect = |c: &mut Client| {
-        c.request::<Vec<NetworkInspect>>(Request::NetworkInspect { name: name.into() })
-            .map(|v| v.first().is_some_and(|n| n.internal))
+    let spec = NetworkSpec {
+        name: conf.network().to_string(),
+        subnet: conf.subnet.clone(),
+        gateway: conf.gateway,
+        vlan: conf.vlan,
+        internal: conf.internal,
+        mtu: conf.mtu,
+        ..Default::default()
     };
-    match inspect(client) {
-        Ok(internal) => Ok(internal),
-        Err(ClientError::Refused(_)) => {
-            let spec = NetworkSpec {
-                name: name.to_string(),
-                subnet: conf.subnet.clone(),
-                gateway: conf.gateway,
-                vlan: conf.vlan,
-                internal: conf.internal,
-                mtu: conf.mtu,
-                ..Default::default()
-            };
-            match client.request::<NetworkInspect>(Request::NetworkCreate(spec)) {
-                Ok(n) => Ok(n.internal),
-                // Created meanwhile by a parallel ADD: take it as it is.
-                Err(ClientError::Refused(_)) => inspect(client).map_err(refused),
-                Err(e) => Err(refused(e)),
-            }
-        }
-        Err(e) => Err(refused(e)),
-    }
+    engine::ensure_network(client, &spec)
+        .map(|n| n.internal)
+        .map_err(refused)
 }
 
 /// The vswitch name of a new attachment: the engine's name for the container when it
 /// is free, else the short id and the interface.
 fn pick_name(list: &[Listed], env: &Env) -> String {
-    let short: String = env.container_id.chars().take(12).collect();
+    let short = engine::short_id(&env.container_id);
     let taken = |n: &str| list.iter().any(|c| c.name == n);
     match &env.pod_name {
         Some(p) if crate::state::valid_name(p) && !taken(p) => p.clone(),
@@ -220,14 +205,7 @@ fn check(env: &Env, conf: &NetConf) -> Result<(), CniError> {
 fn status(conf: &NetConf) -> Result<(), CniError> {
     let socket = conf.socket();
     let unavailable = |e: &dyn std::fmt::Display| {
-        CniError::new(
-            Code::NotAvailable,
-            format!(
-                "daemon not running at {}: start it with `vswitch daemon`",
-                socket.display()
-            ),
-        )
-        .with_details(e.to_string())
+        CniError::new(Code::NotAvailable, engine::daemon_down(&socket)).with_details(e.to_string())
     };
     let mut client = Client::connect(&socket).map_err(|e| unavailable(&e))?;
     client
@@ -298,7 +276,7 @@ pub fn main() -> i32 {
 mod tests {
     use super::*;
 
-    use crate::engine::tests::listed;
+    use crate::engines::tests::listed;
 
     fn env(id: &str, ifname: &str, pod: Option<&str>) -> Env {
         Env {

@@ -69,12 +69,6 @@ impl CniError {
 
 /// The daemon could not be reached at `socket`.
 pub fn daemon_down(socket: &std::path::Path, e: impl std::fmt::Display) -> CniError {
-    CniError::new(
-        Code::TryAgainLater,
-        format!(
-            "daemon not running at {}: start it with `vswitch daemon`",
-            socket.display()
-        ),
-    )
-    .with_details(e.to_string())
+    CniError::new(Code::TryAgainLater, crate::engines::daemon_down(socket))
+        .with_details(e.to_string())
 }

@@ -25,7 +25,7 @@ use serde_json::Value;
 
 use crate::api::{AttachReq, NetworkInspect, Request};
 use crate::client::{Client, ClientError};
-use crate::engine;
+use crate::engines as engine;
 use crate::state::NetworkSpec;
 use types::{NetAddress, NetInterface, Network, PluginExec, StatusBlock, Subnet};
 
@@ -38,8 +38,8 @@ const MAX_INPUT: u64 = 1 << 20;
 /// Why a plugin call failed: one line for netavark to show.
 #[derive(Debug, thiserror::Error)]
 pub enum PluginError {
-    #[error("daemon not running at {0}: start it with `vswitch daemon` ({1})")]
-    Daemon(PathBuf, String),
+    #[error("{} ({why})", engine::daemon_down(.socket))]
+    Daemon { socket: PathBuf, why: String },
     #[error("{0}")]
     Refused(String),
     #[error("the input is not the JSON netavark sends: {0}")]
@@ -68,7 +68,10 @@ fn socket(network: &Network) -> PathBuf {
 
 fn connect(network: &Network) -> Result<Client, PluginError> {
     let s = socket(network);
-    Client::connect(&s).map_err(|e| PluginError::Daemon(s, e.to_string()))
+    Client::connect(&s).map_err(|e| PluginError::Daemon {
+        why: e.to_string(),
+        socket: s,
+    })
 }
 
 /// The first IPv4 subnet (IPv6 ones are refused: vswitch is IPv4 only).
@@ -94,18 +97,7 @@ fn option_u32(network: &Network, key: &str) -> Result<Option<u32>, PluginError> 
 }
 
 /// The vswitch network as `network_inspect` shows it, creating it when missing.
-fn ensure(client: &mut Client, network: &Network) -> Result<Option<NetworkInspect>, PluginError> {
-    let inspect = |c: &mut Client| {
-        c.request::<Vec<NetworkInspect>>(Request::NetworkInspect {
-            name: network.name.clone(),
-        })
-        .map(|v| v.into_iter().next())
-    };
-    match inspect(client) {
-        Ok(v) => return Ok(v),
-        Err(ClientError::Refused(_)) => {}
-        Err(e) => return Err(e.into()),
-    }
+fn ensure(client: &mut Client, network: &Network) -> Result<NetworkInspect, PluginError> {
     let sub = ipv4_subnet(network)?;
     let gateway = match sub.and_then(|s| s.gateway) {
         Some(std::net::IpAddr::V4(g)) => Some(g),
@@ -121,11 +113,7 @@ fn ensure(client: &mut Client, network: &Network) -> Result<Option<NetworkInspec
         vlan: option_u32(network, "vlan")?,
         ..Default::default()
     };
-    match client.request::<NetworkInspect>(Request::NetworkCreate(spec)) {
-        Ok(n) => Ok(Some(n)),
-        Err(ClientError::Refused(_)) => Ok(inspect(client)?),
-        Err(e) => Err(e.into()),
-    }
+    Ok(engine::ensure_network(client, &spec)?)
 }
 
 /// `create`: the network as podman will store it.
@@ -135,7 +123,7 @@ pub fn create(mut network: Network) -> Result<Network, PluginError> {
     }
     let mut client = connect(&network)?;
     let n = ensure(&mut client, &network)?;
-    if let Some(cfg) = n.as_ref().and_then(|n| n.ipam.config.first()) {
+    if let Some(cfg) = n.ipam.config.first() {
         network.subnets = Some(vec![Subnet {
             subnet: cfg.subnet.to_string(),
             gateway: Some(cfg.gateway),
@@ -145,32 +133,22 @@ pub fn create(mut network: Network) -> Result<Network, PluginError> {
     Ok(network)
 }
 
-/// The `-p` specs of the port mappings (ranges expanded to `A-B:C-D`).
+/// The `-p` specs of the port mappings (ranges as `A-B:C-D`).
 fn publish_specs(exec: &PluginExec) -> Result<Vec<String>, PluginError> {
     let mut v = Vec::new();
     for m in exec.port_mappings.as_deref().unwrap_or_default() {
-        let host = if m.host_ip.is_empty() {
-            String::new()
-        } else {
-            format!("{}:", m.host_ip)
-        };
-        let n = m.range.max(1) - 1;
-        let (hp, cp) = (m.host_port, m.container_port);
-        let (he, ce) = match (hp.checked_add(n), cp.checked_add(n)) {
-            (Some(a), Some(b)) => (a, b),
-            _ => {
-                return Err(PluginError::Refused(format!(
-                    "port range {hp}+{n} is past 65535"
-                )));
-            }
-        };
         for proto in m.protocol.split(',').filter(|p| !p.is_empty()) {
-            let spec = if n == 0 {
-                format!("{host}{hp}:{cp}/{proto}")
-            } else {
-                format!("{host}{hp}-{he}:{cp}-{ce}/{proto}")
+            let map = engine::PortMap {
+                host_ip: &m.host_ip,
+                host_port: Some(m.host_port),
+                container_port: m.container_port,
+                count: m.range,
+                proto,
             };
-            v.push(spec);
+            v.push(
+                map.spec()
+                    .map_err(|e| PluginError::Refused(e.to_string()))?,
+            );
         }
     }
     Ok(v)
@@ -196,7 +174,7 @@ pub fn setup(netns: &str, exec: &PluginExec) -> Result<StatusBlock, PluginError>
     let name = if crate::state::valid_name(&exec.container_name) {
         exec.container_name.clone()
     } else {
-        exec.container_id.chars().take(12).collect()
+        engine::short_id(&exec.container_id)
     };
     let req = AttachReq {
         network: exec.network.name.clone(),

@@ -1,0 +1,278 @@
+//! The network driver's calls: networks, endpoints, joining a container, published ports.
+
+use serde_json::{Value, json};
+
+use super::options::{self, ENABLE_IPV6};
+use super::types::{
+    CreateEndpoint, CreateNetwork, EndpointInterface, EndpointRef, ExternalConnectivity,
+    InterfaceName, Join, Joined, NetworkRef,
+};
+use super::{DockerError, MAX_PENDING, OWNER, Pending, Plugin, container_of, network_of};
+use crate::api::{AttachReq, Request};
+use crate::client::{Client, ClientError};
+use crate::engines::{self, short_id};
+use dataplane::wire::MacAddr;
+
+/// The name Docker gives the TAP in the container: `eth` and an index.
+const DST_PREFIX: &str = "eth";
+
+/// The TAP of endpoint `id` in Docker's namespace before Docker moves it (15
+/// characters, an interface name's most).
+pub fn tap_name(id: &str) -> String {
+    format!("vsw{}", short_id(id))
+}
+
+impl Plugin {
+    pub(super) fn create_network(&self, r: CreateNetwork) -> Result<Value, DockerError> {
+        let v6 = r.ipv6_data.as_deref().unwrap_or_default();
+        if !v6.is_empty() || options::flag(&r.options, ENABLE_IPV6) {
+            return Err(DockerError::Refused(
+                "vswitch networks are IPv4 only: create the network without --ipv6".into(),
+            ));
+        }
+        let v4 = match r.ipv4_data.as_deref().unwrap_or_default() {
+            [one] => one.clone(),
+            [] => {
+                return Err(DockerError::Refused(
+                    "the network has no IPv4 subnet".into(),
+                ));
+            }
+            _ => {
+                return Err(DockerError::Refused(
+                    "a vswitch network has one subnet: give one --subnet".into(),
+                ));
+            }
+        };
+        let mut spec = options::network_spec(&r.network_id, &r.options, &v4)?;
+        let ours = v4.address_space == super::ipam::ADDRESS_SPACE;
+        spec.ip_range = self.held().pools.remove(&v4.pool).flatten();
+        let mut c = self.client()?;
+        let rows = super::networks(&mut c)?;
+        // Asked again (a Docker restart): the network is there.
+        if rows
+            .iter()
+            .any(|n| n.id == r.network_id && n.subnet.is_some_and(|s| s.to_string() == v4.pool))
+        {
+            return Ok(json!({}));
+        }
+        if !ours && let Some(o) = rows.iter().find(|n| overlaps(n, &v4.pool)) {
+            return Err(DockerError::Refused(format!(
+                "subnet {} that Docker's default IPAM chose overlaps vswitch network {:?} ({}): let vswitch choose with --ipam-driver {}, or give --subnet",
+                v4.pool,
+                o.name,
+                o.subnet.map(|s| s.to_string()).unwrap_or_default(),
+                self.driver
+            )));
+        }
+        c.call(Request::NetworkCreate(spec.clone()))?;
+        if ours {
+            reserve_aux(&mut c, &spec.name, &v4)?;
+        }
+        Ok(json!({}))
+    }
+
+    pub(super) fn delete_network(&self, r: NetworkRef) -> Result<Value, DockerError> {
+        let mut c = self.client()?;
+        let Some(n) = network_of(&mut c, &r.network_id)? else {
+            return Ok(json!({}));
+        };
+        // Docker refuses to remove a network with endpoints before it asks; what is left
+        // is the plugin's own (endpoints Docker dropped while the daemon was away).
+        let list = engines::containers(&mut c).map_err(|e| DockerError::Refused(e.to_string()))?;
+        let others = list
+            .iter()
+            .filter(|l| l.endpoints.iter().any(|e| e.network == n.name))
+            .any(|l| l.owner.as_deref() != Some(OWNER));
+        c.call(Request::NetworkRm {
+            name: n.name,
+            force: !others,
+        })?;
+        Ok(json!({}))
+    }
+
+    pub(super) fn create_endpoint(&self, r: CreateEndpoint) -> Result<Value, DockerError> {
+        let asked = r.interface.unwrap_or_default();
+        if !asked.address_ipv6.is_empty() {
+            return Err(DockerError::Refused(
+                "vswitch gives IPv4 addresses only".into(),
+            ));
+        }
+        if asked.address.is_empty() {
+            return Err(DockerError::Refused(
+                "Docker gave the endpoint no IPv4 address".into(),
+            ));
+        }
+        let ip = options::addr_of(&asked.address)?;
+        let mac = match asked.mac_address.as_str() {
+            "" => MacAddr::from_ipv4(ip),
+            m => m
+                .parse()
+                .map_err(|e| DockerError::Refused(format!("MAC address {m:?}: {e}")))?,
+        };
+        let mut c = self.client()?;
+        let n = network_of(&mut c, &r.network_id)?.ok_or_else(|| unknown_network(&r.network_id))?;
+        let mut held = self.held();
+        if held.endpoints.len() >= MAX_PENDING && !held.endpoints.contains_key(&r.endpoint_id) {
+            return Err(DockerError::Refused(format!(
+                "{MAX_PENDING} endpoints are waiting to be joined already"
+            )));
+        }
+        held.endpoints.insert(
+            r.endpoint_id,
+            Pending {
+                network: n.name,
+                ip,
+                mac,
+            },
+        );
+        // Docker sets the MAC vswitch gives when the user named none.
+        let answer = EndpointInterface {
+            mac_address: if asked.mac_address.is_empty() {
+                mac.to_string()
+            } else {
+                String::new()
+            },
+            ..Default::default()
+        };
+        Ok(json!({ "Interface": answer }))
+    }
+
+    pub(super) fn join(&self, r: Join) -> Result<Value, DockerError> {
+        let mut c = self.client()?;
+        let n = network_of(&mut c, &r.network_id)?.ok_or_else(|| unknown_network(&r.network_id))?;
+        let tap = tap_name(&r.endpoint_id);
+        if container_of(&mut c, &r.endpoint_id)?.is_none() {
+            let p = self.held().endpoints.remove(&r.endpoint_id).ok_or_else(|| {
+                DockerError::Refused(format!(
+                    "endpoint {} was not created through this plugin (did vswitch-docker restart in between?): start the container again",
+                    short_id(&r.endpoint_id)
+                ))
+            })?;
+            let req = AttachReq {
+                network: p.network,
+                name: short_id(&r.endpoint_id),
+                netns: Some(r.sandbox_key),
+                create_in: Some(self.host_ns.clone()),
+                ifname: Some(tap.clone()),
+                ip: Some(p.ip),
+                mac: Some(p.mac.to_string()),
+                claim: true,
+                id: Some(r.endpoint_id.clone()),
+                owner: Some(OWNER.into()),
+                ..Default::default()
+            };
+            c.call(Request::Attach(req))?;
+        }
+        let joined = Joined {
+            interface_name: InterfaceName {
+                src_name: tap,
+                dst_prefix: DST_PREFIX.into(),
+            },
+            gateway: if n.internal {
+                String::new()
+            } else {
+                n.gateway.map(|g| g.to_string()).unwrap_or_default()
+            },
+            disable_gateway_service: false,
+        };
+        Ok(serde_json::to_value(joined)?)
+    }
+
+    pub(super) fn delete_endpoint(&self, r: EndpointRef) -> Result<Value, DockerError> {
+        self.held().endpoints.remove(&r.endpoint_id);
+        let mut c = self.client()?;
+        if let Some(l) = container_of(&mut c, &r.endpoint_id)? {
+            engines::detach(&mut c, &l, 0)?;
+        }
+        Ok(json!({}))
+    }
+
+    pub(super) fn oper_info(&self, r: EndpointRef) -> Result<Value, DockerError> {
+        let mut c = self.client()?;
+        let value = match container_of(&mut c, &r.endpoint_id)? {
+            Some(l) => json!({
+                "vswitch.container": l.name,
+                "vswitch.sandbox": l.sandbox,
+                "vswitch.port_open": l.endpoints.first().is_some_and(|e| e.open),
+            }),
+            None => json!({}),
+        };
+        Ok(json!({ "Value": value }))
+    }
+
+    pub(super) fn program_external(&self, r: ExternalConnectivity) -> Result<Value, DockerError> {
+        let bindings = options::bindings(&r.options)?;
+        if bindings.is_empty() {
+            return Ok(json!({}));
+        }
+        let name = short_id(&r.endpoint_id);
+        let mut c = self.client()?;
+        for b in &bindings {
+            publish_one(&mut c, &name, &options::specs(b)?)?;
+        }
+        Ok(json!({}))
+    }
+
+    pub(super) fn revoke_external(&self, r: EndpointRef) -> Result<Value, DockerError> {
+        let mut c = self.client()?;
+        if let Some(l) = container_of(&mut c, &r.endpoint_id)? {
+            // Nothing published is what was wanted.
+            match c.call(Request::Unpublish {
+                name: l.name,
+                specs: Vec::new(),
+            }) {
+                Ok(_) | Err(ClientError::Refused(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(json!({}))
+    }
+}
+
+/// Publishes the first of `specs` whose host port is free (one spec but for Docker's
+/// host port ranges).
+fn publish_one(c: &mut Client, name: &str, specs: &[String]) -> Result<(), DockerError> {
+    let mut last = None;
+    for s in specs {
+        match c.call(Request::Publish {
+            name: name.to_string(),
+            specs: vec![s.clone()],
+        }) {
+            Ok(_) => return Ok(()),
+            Err(ClientError::Refused(why)) => last = Some(why),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(DockerError::Refused(
+        last.unwrap_or_else(|| "nothing to publish".into()),
+    ))
+}
+
+/// Holds the `--aux-address`es of a network vswitch's IPAM serves, so no endpoint gets
+/// them.
+fn reserve_aux(
+    c: &mut Client,
+    network: &str,
+    v4: &super::types::IpamData,
+) -> Result<(), DockerError> {
+    for a in v4.aux_addresses.iter().flat_map(|m| m.values()) {
+        c.call(Request::AddressReserve {
+            network: network.to_string(),
+            ip: Some(options::addr_of(a)?),
+        })?;
+    }
+    Ok(())
+}
+
+/// Whether vswitch network `n` overlaps the subnet `pool` (CIDR text).
+fn overlaps(n: &crate::api::NetworkRow, pool: &str) -> bool {
+    pool.parse::<crate::net::Ipv4Cidr>()
+        .is_ok_and(|p| n.subnet.is_some_and(|s| p.overlaps(&s)))
+}
+
+fn unknown_network(id: &str) -> DockerError {
+    DockerError::Refused(format!(
+        "network {} is not a vswitch network (was the vswitch state reset?): remove it with `docker network rm`",
+        short_id(id)
+    ))
+}
