@@ -155,6 +155,11 @@ pub struct DomainConf {
     /// sorted by address (filled by [`Snapshot::rebuild`]): an ARP request for one of
     /// them goes to its port alone.
     pub owners: Vec<(Ipv4Addr, PortId)>,
+    /// The solicited-node groups each secured access port listens to (the low 24
+    /// bits of its EUI-64 link-local and of its IPv6 address, the only addresses port
+    /// security lets it use), with the port, sorted: a neighbour solicitation goes to
+    /// the ports of its group alone.
+    pub listeners: Vec<(u32, PortId)>,
 }
 
 impl DomainConf {
@@ -163,6 +168,14 @@ impl DomainConf {
     pub fn owner(&self, ip: Ipv4Addr) -> Option<PortId> {
         let i = self.owners.binary_search_by_key(&ip, |o| o.0).ok()?;
         self.owners.get(i).map(|o| o.1)
+    }
+
+    /// The secured ports listening to the solicited-node group of key `key`.
+    #[inline]
+    pub fn listeners_of(&self, key: u32) -> &[(u32, PortId)] {
+        let from = self.listeners.partition_point(|l| l.0 < key);
+        let to = self.listeners.partition_point(|l| l.0 <= key);
+        self.listeners.get(from..to).unwrap_or(&[])
     }
 
     pub fn contains(&self, ip: Ipv4Addr) -> bool {
@@ -323,13 +336,19 @@ impl Snapshot {
             }
         }
         self.vlan_domain = map;
+        self.join_domains();
+    }
+
+    /// Each domain's members, owners and listeners, in one pass over the ports: an
+    /// access port joins its one domain; only trunks are matched against every domain
+    /// (O(ports + trunks x domains), not O(ports x domains), for thousands of ports in
+    /// hundreds of networks).
+    fn join_domains(&mut self) {
         for d in self.domains.iter_mut().flatten() {
             d.members.clear();
             d.owners.clear();
+            d.listeners.clear();
         }
-        // One pass over the ports: an access port joins its one domain; only trunks
-        // are matched against every domain (O(ports + trunks x domains), not
-        // O(ports x domains), for thousands of ports in hundreds of networks).
         for (slot, p) in self.ports.iter().enumerate() {
             let (Some(p), Ok(slot)) = (p, u16::try_from(slot)) else {
                 continue;
@@ -340,11 +359,7 @@ impl Snapshot {
             match &p.mode {
                 PortMode::Access { domain } => {
                     if let Some(Some(d)) = self.domains.get_mut(domain.index()) {
-                        let m = Member::of(p, PortId(slot), Encap::None);
-                        if let (true, Some(ip)) = (m.host, p.security.and_then(|s| s.ip)) {
-                            d.owners.push((ip, m.port));
-                        }
-                        d.members.push(m);
+                        d.join(p, PortId(slot));
                     }
                 }
                 PortMode::Trunk { .. } => {
@@ -360,18 +375,45 @@ impl Snapshot {
             }
         }
         for d in self.domains.iter_mut().flatten() {
-            d.owners.sort_unstable();
-            // An address two ports claim belongs to neither: its requests are flooded.
-            let mut dup = Vec::new();
-            for w in d.owners.windows(2) {
-                if let [a, b] = w
-                    && a.0 == b.0
-                {
-                    dup.push(a.0);
-                }
-            }
-            d.owners.retain(|o| !dup.contains(&o.0));
+            d.settle_owners();
         }
+    }
+}
+
+impl DomainConf {
+    /// Access port `p` at `slot` joins: a member, and for a secured host the owner of
+    /// its IPv4 address and a listener of its solicited-node groups.
+    fn join(&mut self, p: &PortConf, slot: PortId) {
+        let m = Member::of(p, slot, Encap::None);
+        self.members.push(m);
+        let Some(sec) = p.security.filter(|_| m.host) else {
+            return;
+        };
+        if let Some(ip) = sec.ip {
+            self.owners.push((ip, slot));
+        }
+        let key = |a: &Ipv6Addr| ipv6::multicast_mac(&ipv6::solicited_node(a)).solicited_node_key();
+        let addrs = [Some(ipv6::link_local(sec.mac)), sec.ip6];
+        for k in addrs.iter().flatten().filter_map(key) {
+            self.listeners.push((k, slot));
+        }
+    }
+
+    /// Sorts owners and listeners; an address two ports claim belongs to neither (its
+    /// ARP requests are flooded).
+    fn settle_owners(&mut self) {
+        self.owners.sort_unstable();
+        let mut dup = Vec::new();
+        for w in self.owners.windows(2) {
+            if let [a, b] = w
+                && a.0 == b.0
+            {
+                dup.push(a.0);
+            }
+        }
+        self.owners.retain(|o| !dup.contains(&o.0));
+        self.listeners.sort_unstable();
+        self.listeners.dedup();
     }
 }
 
@@ -442,6 +484,7 @@ mod tests {
             egress: true,
             members: vec![],
             owners: vec![],
+            listeners: vec![],
         }
     }
 

@@ -817,6 +817,7 @@ mod tests {
                 egress: true,
                 members: vec![],
                 owners: vec![],
+                listeners: vec![],
             })],
             ports: vec![
                 Some(PortConf {

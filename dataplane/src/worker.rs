@@ -274,6 +274,7 @@ mod tests {
             egress: true,
             members: vec![],
             owners: vec![],
+            listeners: vec![],
         }
     }
 
@@ -388,6 +389,7 @@ mod tests {
                 egress: true,
                 members: vec![],
                 owners: vec![],
+                listeners: vec![],
             })],
             ports: vec![None, None],
             ..Default::default()

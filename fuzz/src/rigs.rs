@@ -83,6 +83,7 @@ pub mod pipeline {
             egress: true,
             members: vec![],
             owners: vec![],
+            listeners: vec![],
         })
     }
 

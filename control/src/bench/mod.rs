@@ -217,6 +217,7 @@ fn domain(name: &str, vlan: Option<u16>, third: u8) -> Option<DomainConf> {
         egress: true,
         members: vec![],
         owners: vec![],
+        listeners: vec![],
     })
 }
 

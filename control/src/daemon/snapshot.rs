@@ -107,6 +107,7 @@ fn domains(state: &State) -> Vec<Option<DomainConf>> {
                 egress: n.masquerade && !n.internal,
                 members: Vec::new(),
                 owners: vec![],
+                listeners: vec![],
             });
         }
     }

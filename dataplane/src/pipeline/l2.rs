@@ -79,7 +79,8 @@ fn forward_group(
     let hosts_need_not = dst.is_ipv6_router_group()
         || (dst.is_broadcast()
             && ethertype == EtherType::ARP
-            && directed_arp(ing, dconf, from_container, i, l3, out));
+            && directed_arp(ing, dconf, from_container, i, l3, out))
+        || directed_nd(ing, dconf, from_container, dst, i, out);
     if hosts_need_not {
         flood_to_non_hosts(dconf, ing.in_port, from_container, i, out);
     } else {
@@ -263,6 +264,31 @@ fn directed_arp(
     }
     if dconf.icc || !from_container {
         out.push(owner, i, Encap::None);
+    }
+    true
+}
+
+/// A frame to an IPv6 solicited-node group (neighbour solicitations, duplicate address
+/// detection): queued for the secured ports listening to it alone, as ARP requests are
+/// (`directed_arp`). True when it was one: the other hosts need not see it.
+#[inline(always)]
+fn directed_nd(
+    ing: &Ingress<'_>,
+    dconf: &DomainConf,
+    from_container: bool,
+    dst: MacAddr,
+    i: usize,
+    out: &mut Egress,
+) -> bool {
+    let Some(key) = dst.solicited_node_key() else {
+        return false;
+    };
+    if dconf.icc || !from_container {
+        for &(_, port) in dconf.listeners_of(key) {
+            if port != ing.in_port {
+                out.push(port, i, Encap::None);
+            }
+        }
     }
     true
 }

@@ -62,6 +62,7 @@ fn domain(name: &str, vlan: Option<u16>, third: u8, icc: bool) -> Option<DomainC
         egress: true,
         members: vec![],
         owners: vec![],
+        listeners: vec![],
     })
 }
 
@@ -1338,4 +1339,39 @@ fn a_doubly_claimed_address_is_flooded() {
     secure_at(&mut r, 4, [10, 1, 0, 9]);
     let sent = r.run(2, &[arp_request(2, [10, 1, 0, 2], [10, 1, 0, 9])]);
     assert_eq!(who_got(&sent), vec![0, 3, 4, 6]);
+}
+
+/// A neighbour solicitation goes to the secured ports listening to its solicited-node
+/// group (their EUI-64 link-local, their IPv6 address) and to the members that may be
+/// anything, not to every host of the network.
+#[test]
+fn neighbour_solicitations_are_directed_to_their_group() {
+    use crate::wire::ipv6;
+    let mut r = Rig::new();
+    secure_at(&mut r, 3, [10, 1, 0, 3]);
+    secure_at(&mut r, 4, [10, 1, 0, 4]);
+    let ip6 = "fd00::4:77".parse::<std::net::Ipv6Addr>().unwrap();
+    if let Some(Some(p)) = r.snap.ports.get_mut(4)
+        && let Some(s) = p.security.as_mut()
+    {
+        s.ip6 = Some(ip6);
+    }
+    r.snap.rebuild();
+    let ns = |target: std::net::Ipv6Addr| {
+        let group = ipv6::multicast_mac(&ipv6::solicited_node(&target));
+        frame(group, mac(2), 0x86dd, &[0x60, 0, 0, 0])
+    };
+    // The positive control: all-nodes multicast reaches every member.
+    let all = frame(MacAddr([0x33, 0x33, 0, 0, 0, 1]), mac(2), 0x86dd, &[0x60]);
+    assert_eq!(who_got(&r.run(2, &[all])), vec![3, 4, 6]);
+    // Port 3's link-local: port 3 and the trunk.
+    assert_eq!(
+        who_got(&r.run(2, &[ns(ipv6::link_local(mac(3)))])),
+        vec![3, 6]
+    );
+    // Port 4's IPv6 address: port 4 and the trunk.
+    assert_eq!(who_got(&r.run(2, &[ns(ip6)])), vec![4, 6]);
+    // An address no secured port may use: only the members that may be anything.
+    let nobody = "fd00::dead:beef".parse().unwrap();
+    assert_eq!(who_got(&r.run(2, &[ns(nobody)])), vec![6]);
 }

@@ -41,6 +41,13 @@ impl MacAddr {
     pub fn is_ipv6_router_group(&self) -> bool {
         *self == Self::IPV6_ALL_ROUTERS || *self == Self::IPV6_MLDV2_ROUTERS
     }
+    /// The low 24 bits of the addresses an IPv6 solicited-node group (ff02::1:ffXX:XXXX,
+    /// at 33:33:ff:XX:XX:XX) is for, when this is one.
+    #[inline]
+    pub fn solicited_node_key(&self) -> Option<u32> {
+        let [a, b, c, x, y, z] = self.0;
+        (a == 0x33 && b == 0x33 && c == 0xff).then(|| u32::from_be_bytes([0, x, y, z]))
+    }
     #[inline]
     pub fn is_unicast(&self) -> bool {
         !self.is_multicast()
