@@ -351,7 +351,7 @@ for _ in range(3):
 const TRUNK_SNIFF: &str = r#"
 from scapy.all import *
 conf.verb = 0
-pkts = sniff(iface="eth0", timeout=SECS)
+pkts = sniff(iface="eth0", timeout=SECS, started_callback=lambda: print("ready", flush=True))
 for p in pkts:
     if p.haslayer(Ether) and p[Ether].src == "MAC" and p.haslayer(ARP) and p[ARP].pdst == "10.162.0.77":
         vids = []
@@ -393,8 +393,9 @@ fn double_tagged_frames_from_an_access_port_never_leave_a_trunk() {
         "20",
     ]);
     let mac = va["mac"].as_str().expect("mac").to_string();
-    let (sniff, _sdir) = spawn_py(&t, &TRUNK_SNIFF.replace("SECS", "4").replace("MAC", &mac));
-    std::thread::sleep(Duration::from_millis(1000));
+    let (mut sniff, _sdir) = spawn_py(&t, &TRUNK_SNIFF.replace("SECS", "8").replace("MAC", &mac));
+    // Sent only once the sniffer listens (starting scapy takes seconds on a busy host).
+    assert_eq!(sniff.line(), "ready", "the sniffer did not start");
     let (sender, _dir) = spawn_py(&a, &DOUBLE_TAG.replace("MAC", &mac));
     let _ = sender.wait(Duration::from_secs(10));
     let out = sniff.wait(Duration::from_secs(10));
