@@ -37,6 +37,20 @@ pub enum SpliceError {
     Socket(#[source] io::Error),
     #[error("no socket ready inside the container's namespace (out of descriptors?)")]
     NoSocket,
+    #[error("the container shares the daemon's own network namespace: not spliced")]
+    OwnNamespace,
+}
+
+/// Whether `netns` is the network namespace the daemon itself runs in. A container's
+/// return rule is never installed there: it would route the host's own traffic.
+fn is_own_namespace(netns: BorrowedFd<'_>) -> io::Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let own = std::fs::metadata("/proc/self/ns/net")?;
+    // SAFETY: fstat on a descriptor we borrow, into a zeroed stat we own.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; the descriptor stays valid for the call.
+    check(unsafe { libc::fstat(netns.as_raw_fd(), &mut st) })?;
+    Ok(st.st_dev == own.dev() && st.st_ino == own.ino())
 }
 
 fn last_error() -> io::Error {
@@ -129,6 +143,9 @@ impl SocketPool {
         container: SocketAddrV4,
         gateway: std::net::Ipv4Addr,
     ) -> Result<SocketPool, SpliceError> {
+        if is_own_namespace(netns).map_err(SpliceError::Socket)? {
+            return Err(SpliceError::OwnNamespace);
+        }
         let ns = netns.try_clone_to_owned().map_err(SpliceError::Socket)?;
         let (tx, rx) = std::sync::mpsc::sync_channel(POOL_DEPTH);
         let (first_tx, first_rx) = std::sync::mpsc::sync_channel(1);
@@ -357,5 +374,25 @@ impl Splice {
             return Ok(Pumped::Done);
         }
         Ok(Pumped::Open(a || b))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+
+    /// A "container" in the daemon's own namespace is never spliced: its return rule
+    /// would route the host's own traffic.
+    #[test]
+    fn the_daemons_own_namespace_is_refused() {
+        let own = std::fs::File::open("/proc/self/ns/net").unwrap();
+        let to = SocketAddrV4::new(std::net::Ipv4Addr::new(172, 17, 0, 2), 80);
+        let r = SocketPool::start(own.as_fd(), to, std::net::Ipv4Addr::new(172, 17, 0, 1));
+        assert!(matches!(r, Err(SpliceError::OwnNamespace)), "{:?}", r.err());
+        // The check itself: the own namespace is recognised, another descriptor not.
+        assert!(is_own_namespace(own.as_fd()).unwrap());
+        let other = std::fs::File::open("/proc/self/ns/user").unwrap();
+        assert!(!is_own_namespace(other.as_fd()).unwrap());
     }
 }
