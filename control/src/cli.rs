@@ -404,6 +404,10 @@ pub struct BenchArgs {
     /// addresses each, checked on every frame).
     #[arg(long)]
     pub port_security: bool,
+    /// Count the CPU's retired instructions per frame (and per new NAT flow), where the
+    /// CPU's counters can be read: a figure the host's load does not move.
+    #[arg(long)]
+    pub instructions: bool,
     /// Print one JSON document.
     #[arg(long)]
     pub json: bool,
@@ -690,6 +694,7 @@ fn bench(a: BenchArgs) -> Result<(), CliError> {
             ports: a.ports,
             // With every scenario, port security applies to those that have it.
             port_security: a.port_security && s != Scenario::Vlan,
+            instructions: a.instructions,
         };
         match bench::run(&p) {
             Ok(o) => results.push(o),
@@ -712,6 +717,9 @@ fn bench(a: BenchArgs) -> Result<(), CliError> {
                 "ports": o.ports,
                 "port_security": o.port_security,
                 "new_flows_per_sec": o.new_flows_per_sec.map(|x| round(x, 0)),
+                "instructions_per_frame": o.instructions_per_frame.map(|x| round(x, 1)),
+                "instructions_per_new_flow": o.instructions_per_new_flow.map(|x| round(x, 1)),
+                "counters_unavailable": o.counters_unavailable,
             })).collect::<Vec<_>>(),
             "skipped": skipped,
         });
@@ -729,6 +737,7 @@ fn bench(a: BenchArgs) -> Result<(), CliError> {
             if let Some(n) = o.new_flows_per_sec {
                 lines.push(format!("{:<8} new flows per second: {n:.0}", o.scenario));
             }
+            lines.extend(instruction_lines(o));
         }
         for s in skipped {
             lines.push(format!("{s:<8} skipped: not available in this build"));
@@ -736,6 +745,24 @@ fn bench(a: BenchArgs) -> Result<(), CliError> {
         print_line(&lines.join("\n"))?;
     }
     Ok(())
+}
+
+/// The instruction counts of a scenario, or why they are missing.
+fn instruction_lines(o: &crate::bench::Outcome) -> Vec<String> {
+    let mut lines = Vec::new();
+    if let Some(n) = o.instructions_per_frame {
+        lines.push(format!("{:<8} instructions per frame: {n:.1}", o.scenario));
+    }
+    if let Some(n) = o.instructions_per_new_flow {
+        lines.push(format!(
+            "{:<8} instructions per new flow: {n:.1}",
+            o.scenario
+        ));
+    }
+    if let Some(why) = &o.counters_unavailable {
+        lines.push(format!("{:<8} no instruction counts: {why}", o.scenario));
+    }
+    lines
 }
 
 fn round(x: f64, digits: i32) -> f64 {

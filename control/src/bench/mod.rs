@@ -22,6 +22,8 @@ use dataplane::port::MemoryPort;
 use dataplane::wire::MacAddr;
 use dataplane::worker::Worker;
 
+mod counter;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scenario {
     L2,
@@ -62,6 +64,8 @@ pub struct Params {
     /// host's IPv4 and IPv6 addresses. Every frame goes through the source checks and
     /// first-hop guards of its family, as a container's frames do.
     pub port_security: bool,
+    /// Count the CPU's retired instructions per frame (and per new flow).
+    pub instructions: bool,
 }
 
 impl Default for Params {
@@ -75,6 +79,7 @@ impl Default for Params {
             workers: 1,
             ports: None,
             port_security: false,
+            instructions: false,
         }
     }
 }
@@ -95,6 +100,12 @@ pub struct Outcome {
     /// NAT: new flows per second (first packet and reply of each).
     pub new_flows_per_sec: Option<f64>,
     pub port_security: bool,
+    /// Instructions retired per frame, from the CPU's counters (`--instructions`).
+    pub instructions_per_frame: Option<f64>,
+    /// NAT: instructions per new flow (its first packet and its reply).
+    pub instructions_per_new_flow: Option<f64>,
+    /// Why the instruction counts are missing when they were asked for.
+    pub counters_unavailable: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -326,6 +337,10 @@ pub struct Setup {
     pub slots: Vec<Vec<u16>>,
     /// NAT: flows created per second while setting up (each with its reply).
     pub new_flows_per_sec: Option<f64>,
+    /// NAT: instructions per new flow, when counted.
+    pub instructions_per_new_flow: Option<f64>,
+    /// Why the instructions were not counted, when they were asked for.
+    pub counters_unavailable: Option<String>,
 }
 
 fn validate(p: &Params) -> Result<(), BenchError> {
@@ -479,43 +494,76 @@ fn nat_snapshot(p: &Params, plan: &NatPlan) -> (Snapshot, Vec<Vec<u16>>) {
     (snap, slots)
 }
 
-/// Establishes `per` flows per worker (each answered, as established traffic would be):
-/// per worker, each flow's (source port, external port), and new flows per second (the
-/// slow path of the first packet).
-fn establish_flows(
-    nat: &dataplane::nat::Nat,
-    plan: &NatPlan,
-    workers: usize,
-    per: usize,
-) -> (Vec<Vec<(u16, u16)>>, f64) {
+/// What establishing the NAT scenario's flows measured.
+struct Established {
+    /// Per worker, each flow's (source port, external port).
+    ext_ports: Vec<Vec<(u16, u16)>>,
+    /// New flows per second (the slow path of the first packet, then the reply).
+    rate: f64,
+    /// Instructions per new flow, when counted.
+    instructions: Option<f64>,
+    /// Why they were not counted, when asked for.
+    unavailable: Option<String>,
+}
+
+/// Time (and instructions, when counted) spent translating.
+#[derive(Default)]
+struct Spent {
+    time: Duration,
+    instructions: u64,
+}
+
+impl Spent {
+    /// Runs `f`, adding its time and instructions.
+    fn add(&mut self, counter: Option<&counter::Instructions>, f: impl FnOnce()) {
+        if let Some(c) = counter {
+            c.start();
+        }
+        let t = Instant::now();
+        f();
+        self.time += t.elapsed();
+        self.instructions += counter.map_or(0, counter::Instructions::stop);
+    }
+}
+
+/// Establishes `per` flows per worker (each answered, as established traffic would be).
+/// Only the translations are measured: the packets are built before (first packets) or
+/// between (the replies, which need the port chosen) the measured loops.
+fn establish_flows(nat: &dataplane::nat::Nat, plan: &NatPlan, p: &Params) -> Established {
+    let (workers, per) = (p.workers, p.flows.div_ceil(p.workers).max(1));
     let rules = dataplane::nat::DnatRules::default();
+    let mut unavailable = None;
+    let counter = counter::start_if(p.instructions, &mut unavailable);
     let mut ext_ports = Vec::new();
-    // Only the translations are timed: the packets are built before the clock runs
-    // (first packets) or while it is stopped (the replies, which need the port chosen).
-    let mut spent = Duration::ZERO;
+    let mut spent = Spent::default();
     for w in 0..workers {
         let sports: Vec<u16> = (0..per).map(|k| 1024 + (k % 60000) as u16).collect();
         let mut out: Vec<Vec<u8>> = (0..per)
             .map(|k| l3_of(&plan.outbound(w, k, sports[k])))
             .collect();
-        let t = Instant::now();
-        for ip in &mut out {
-            let _ = nat.outbound(ip, 0, plan.ext, &rules, false, 0);
-        }
-        spent += t.elapsed();
+        spent.add(counter.as_ref(), || {
+            for ip in &mut out {
+                let _ = nat.outbound(ip, 0, plan.ext, &rules, false, 0);
+            }
+        });
         let eports: Vec<u16> = out.iter().map(|ip| udp_src_port(ip)).collect();
         let mut back: Vec<Vec<u8>> = (0..per)
             .map(|k| l3_of(&plan.inbound(k, eports[k])))
             .collect();
-        let t = Instant::now();
-        for ip in &mut back {
-            let _ = nat.inbound(ip, plan.ext, &rules, false, 0);
-        }
-        spent += t.elapsed();
+        spent.add(counter.as_ref(), || {
+            for ip in &mut back {
+                let _ = nat.inbound(ip, plan.ext, &rules, false, 0);
+            }
+        });
         ext_ports.push(sports.into_iter().zip(eports).collect());
     }
-    let rate = (per * workers) as f64 / spent.as_secs_f64().max(1e-9);
-    (ext_ports, rate)
+    let flows = (per * workers) as f64;
+    Established {
+        ext_ports,
+        rate: flows / spent.time.as_secs_f64().max(1e-9),
+        instructions: counter.map(|_| spent.instructions as f64 / flows),
+        unavailable,
+    }
 }
 
 /// The NAT scenario: per worker a container port and the uplink port; `flows`
@@ -535,7 +583,9 @@ fn setup_nat(p: &Params) -> Result<Setup, BenchError> {
     };
     let per = p.flows.div_ceil(p.workers).max(1);
     let (snap, slots) = nat_snapshot(p, &plan);
-    let nat = Arc::new(Nat::new(p.flows * 2 + 1024));
+    // One container per worker holds every flow of the run: its quota is the table's.
+    let max = p.flows * 2 + 1024;
+    let nat = Arc::new(Nat::with_quota(max, max));
     let neigh = Arc::new(Neighbours::default());
     neigh.set_next_hop(Some(plan.hop_mac));
     let fdb = Arc::new(Fdb::new(1024));
@@ -547,13 +597,13 @@ fn setup_nat(p: &Params) -> Result<Setup, BenchError> {
             r.learn(d, MacAddr::from_ipv4(c), slot, g, 0, u32::MAX);
         }
     }
-    let (ext_ports, rate) = establish_flows(&nat, &plan, p.workers, per);
+    let est = establish_flows(&nat, &plan, p);
     let cell = Arc::new(SnapshotCell::new(snap));
     let counters: Vec<Arc<CounterTable>> = (0..p.workers)
         .map(|_| Arc::new(CounterTable::default()))
         .collect();
     let mut built = Vec::new();
-    for (w, flows) in ext_ports.iter().enumerate() {
+    for (w, flows) in est.ext_ports.iter().enumerate() {
         let n = per.min(TEMPLATES_PER_PORT);
         let flows = flows.iter().enumerate().take(n);
         let (out_frames, in_frames): (Vec<_>, Vec<_>) = flows
@@ -574,7 +624,9 @@ fn setup_nat(p: &Params) -> Result<Setup, BenchError> {
         fdb,
         counters,
         slots,
-        new_flows_per_sec: Some(rate),
+        new_flows_per_sec: Some(est.rate),
+        instructions_per_new_flow: est.instructions,
+        counters_unavailable: est.unavailable,
     })
 }
 
@@ -624,6 +676,8 @@ pub fn setup(p: &Params) -> Result<Setup, BenchError> {
         counters,
         slots: slot_of,
         new_flows_per_sec: None,
+        instructions_per_new_flow: None,
+        counters_unavailable: None,
     })
 }
 
@@ -746,7 +800,10 @@ pub fn run(p: &Params) -> Result<Outcome, BenchError> {
         counters,
         slots: slot_of,
         new_flows_per_sec,
+        instructions_per_new_flow,
+        counters_unavailable,
     } = setup(p)?;
+    let want = p.instructions;
     let stop = Arc::new(AtomicBool::new(false));
     let start_line = Arc::new(std::sync::Barrier::new(p.workers + 1));
     let mut handles = Vec::new();
@@ -762,6 +819,8 @@ pub fn run(p: &Params) -> Result<Outcome, BenchError> {
                 warm += w.poll_all() as u64;
             }
             line.wait();
+            let mut why = None;
+            let counter = counter::start_if(want, &mut why);
             let t = Instant::now();
             let mut frames = 0u64;
             // The stop flag read every 256 batches or so, whatever the port count.
@@ -771,7 +830,9 @@ pub fn run(p: &Params) -> Result<Outcome, BenchError> {
                     frames += w.poll_all() as u64;
                 }
             }
-            (frames, t.elapsed(), warm)
+            let el = t.elapsed();
+            let instructions = counter.map(|c| c.stop());
+            (frames, el, warm, instructions.ok_or(why))
         }));
     }
     start_line.wait();
@@ -780,11 +841,22 @@ pub fn run(p: &Params) -> Result<Outcome, BenchError> {
     let mut frames = 0u64;
     let mut core_time = 0f64;
     let mut warm = 0u64;
+    let mut instructions = Some(0u64);
+    let mut unavailable = counters_unavailable;
     for h in handles {
-        let (f, el, wf) = h.join().unwrap_or((0, Duration::from_secs(1), 0));
+        let (f, el, wf, ins) = h
+            .join()
+            .unwrap_or((0, Duration::from_secs(1), 0, Err(None)));
         frames += f;
         warm += wf;
         core_time += el.as_secs_f64();
+        match ins {
+            Ok(n) => instructions = instructions.map(|t| t + n),
+            Err(why) => {
+                instructions = None;
+                unavailable = unavailable.or(why);
+            }
+        }
     }
     let sent = sum_tx(&counters, &slot_of).saturating_sub(warm);
     let per_core_secs = core_time / p.workers as f64;
@@ -805,6 +877,11 @@ pub fn run(p: &Params) -> Result<Outcome, BenchError> {
         sent,
         new_flows_per_sec,
         port_security: p.port_security,
+        instructions_per_frame: instructions
+            .filter(|_| want && frames > 0)
+            .map(|n| n as f64 / frames as f64),
+        instructions_per_new_flow,
+        counters_unavailable: unavailable,
     })
 }
 

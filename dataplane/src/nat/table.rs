@@ -19,6 +19,7 @@
 //! free list, under the same mutex, in a map sized for the whole table at start.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher};
 use std::net::Ipv4Addr;
 use std::sync::Mutex;
 use std::sync::atomic::{
@@ -246,15 +247,49 @@ pub fn default_quota(max: usize) -> usize {
     (max / 4).max(MIN_DEFAULT_QUOTA).min(max)
 }
 
-/// Who a flow counts against: its network and inside address.
-type Owner = (u16, Ipv4Addr);
+/// Who a flow counts against: its network and inside address, packed in one word.
+type Owner = u64;
+
+fn owner(domain: u16, src: Ipv4Addr) -> Owner {
+    (u64::from(domain) << 32) | u64::from(u32::from(src))
+}
+
+/// Hashes an [`Owner`] with the table's seeded mix: one multiply-xorshift round where
+/// SipHash took some two hundred instructions per new flow. A container cannot choose
+/// its network's number, and the seed is random per table, so it cannot aim its
+/// addresses at one bucket either; the map is sized for the whole table and never grows.
+#[derive(Clone, Copy)]
+struct OwnerHash(u64);
+
+impl BuildHasher for OwnerHash {
+    type Hasher = OwnerHasher;
+    fn build_hasher(&self) -> OwnerHasher {
+        OwnerHasher(self.0)
+    }
+}
+
+struct OwnerHasher(u64);
+
+impl Hasher for OwnerHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = mix(self.0 ^ u64::from(*b));
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = mix(self.0 ^ v);
+    }
+}
 
 struct Alloc {
     free: Vec<u32>,
     /// Next pseudo-random port candidate.
     rng: u64,
     /// Live flows per container; sized for the whole table, so it never grows.
-    owners: HashMap<Owner, u32>,
+    owners: HashMap<Owner, u32, OwnerHash>,
 }
 
 impl Alloc {
@@ -418,7 +453,7 @@ impl FlowTable {
             alloc: Mutex::new(Alloc {
                 free: (0..max as u32).rev().collect(),
                 rng: random_u64(),
-                owners: HashMap::with_capacity(max),
+                owners: HashMap::with_capacity_and_hasher(max, OwnerHash(random_u64())),
             }),
             live: AtomicU32::new(0),
             quota: u32::try_from(quota).unwrap_or(u32::MAX),
@@ -588,7 +623,7 @@ impl FlowTable {
         let inside = flow.inside();
         self.remove_key(&inside, idx << 1);
         self.remove_key(&flow.outside(), (idx << 1) | 1);
-        let owner = (flow.domain.load(Relaxed) as u16, inside.src);
+        let owner = owner(flow.domain.load(Relaxed) as u16, inside.src);
         if let Some(n) = a.owners.get_mut(&owner) {
             *n = n.saturating_sub(1);
             if *n == 0 {
@@ -729,7 +764,7 @@ impl FlowTable {
             self.counters.refused_full.fetch_add(1, Relaxed);
             return Err(Refusal::Full);
         }
-        let owner = (domain, inside.src);
+        let owner = owner(domain, inside.src);
         if a.owners.get(&owner).is_some_and(|&n| n >= self.quota) {
             self.counters.refused_quota.fetch_add(1, Relaxed);
             return Err(Refusal::Quota);
