@@ -300,7 +300,7 @@ def setup_vswitch_rootless(binary, extra, mtu):
     sh(f"{ctl} network create bench --subnet 10.251.0.0/24 --mtu {mtu} --host-loopback")
     spawn(f"{NOBODY} {binary} run --socket {d}/ctl.sock --network bench --name a "
                 f"-p 127.0.0.1:{PUB_PORT}:{SRV_PORT} -- {HOLD}")
-    return {"enter": enter(holder()), "host_ip": "10.251.0.1"}
+    return {"enter": enter(holder()), "host_ip": "10.251.0.1", "ctl": ctl}
 
 
 def setup_pasta_rootless(mtu):
@@ -360,6 +360,10 @@ def t_pub_rl(s, secs):
         time.sleep(0.1)
     out = sh(f"iperf3 -c 127.0.0.1 -p {PUB_PORT} -J -t {secs}", timeout=60)
     kill(srv)
+    if "ctl" in s:
+        nat = json.loads(sh(f"{s['ctl']} --json stats"))["nat"]
+        print(f"# vswitch published port: tcp_spliced {nat['tcp_spliced']}, "
+              f"splice_fallbacks {nat['splice_fallbacks']}", file=sys.stderr)
     return json.loads(out)["end"]["sum_received"]["bits_per_second"] / 1e9
 
 
