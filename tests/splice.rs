@@ -21,6 +21,12 @@ struct Rig {
 }
 
 fn rig(subnet: u8) -> Rig {
+    rig_with(subnet, false)
+}
+
+/// The rig, with the container's namespace as `ip netns add` leaves it (`lo` down)
+/// when `fresh`.
+fn rig_with(subnet: u8, fresh: bool) -> Rig {
     require(&["socat", "sha256sum", "head", "ip", "dig"]);
     let host = Netns::new("sph");
     let d = Daemon::start_in(&host, &[]);
@@ -34,6 +40,9 @@ fn rig(subnet: u8) -> Rig {
         "--host-loopback",
     ]);
     let c = Netns::new("spc");
+    if fresh {
+        must(&format!("ip -n {} link set lo down", c.name));
+    }
     let v = d.ctl_json(&["attach", "sp", "--name", "web", "--netns", &c.path()]);
     let gw = v["gateway"].as_str().expect("gateway").to_string();
     Rig { host, d, c, gw }
@@ -134,4 +143,84 @@ fn spliced_streams_arrive_whole_both_ways_without_frames() {
     // 64 MiB crossed without frames: only the odd ARP or neighbour probe.
     let frames = port_packets(&r) - before;
     assert!(frames < 100, "{frames} frames crossed the port");
+}
+
+/// Whether `lo` is up in `ns`.
+fn lo_up(ns: &Netns) -> bool {
+    ns.must("ip -o link show lo").contains(",UP")
+}
+
+#[test]
+#[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
+fn a_fresh_namespace_gets_its_loopback_up_and_its_port_spliced() {
+    let r = rig_with(217, true);
+    // `attach` brought lo up (as Docker and the CNI loopback plugin do).
+    assert!(lo_up(&r.c), "{}", r.c.must("ip -o link show lo"));
+    r.d.ctl_ok(&["publish", "web", "-p", "127.0.0.1:17517:80"]);
+    let _srv =
+        r.c.spawn("exec socat TCP-LISTEN:80,reuseaddr,fork SYSTEM:\"echo \\$SOCAT_PEERADDR\"");
+    listening(&r.c, 80);
+    let got = r.host.must("socat -T 5 - TCP:127.0.0.1:17517 </dev/null");
+    assert_eq!(got.trim(), r.gw, "the container saw another source");
+    let n = nat(&r);
+    assert_eq!(n["tcp_spliced"], 1, "{n}");
+    assert_eq!(n["splice_fallbacks"], 0, "{n}");
+}
+
+#[test]
+#[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
+fn a_splice_without_an_answer_inside_falls_back_to_frames() {
+    let r = rig(218);
+    r.d.ctl_ok(&["publish", "web", "-p", "127.0.0.1:17518:80"]);
+    let _srv =
+        r.c.spawn("exec socat TCP-LISTEN:80,reuseaddr,fork SYSTEM:\"echo \\$SOCAT_PEERADDR\"");
+    listening(&r.c, 80);
+    // -t: a client waits for the answer after its own end (a fallback takes a second).
+    let ask = || {
+        r.host
+            .must("socat -T 10 -t 10 - TCP:127.0.0.1:17518 </dev/null")
+    };
+    // Positive control: spliced while the container's loopback works.
+    assert_eq!(ask().trim(), r.gw);
+    let n = nat(&r);
+    assert_eq!(
+        (n["tcp_spliced"].as_u64(), n["splice_fallbacks"].as_u64()),
+        (Some(1), Some(0)),
+        "{n}"
+    );
+    // Its loopback down, the connect inside hangs: after the connect timeout the client
+    // is answered through frames, from the same source, and the return rule is gone.
+    r.c.must("ip link set lo down");
+    let before = port_packets(&r);
+    let got = ask();
+    assert_eq!(
+        got.trim(),
+        r.gw,
+        "the fallen-back client saw another source: {}\n{}",
+        nat(&r),
+        r.d.log()
+    );
+    let n = nat(&r);
+    assert_eq!(
+        (n["tcp_spliced"].as_u64(), n["splice_fallbacks"].as_u64()),
+        (Some(2), Some(1)),
+        "{n}"
+    );
+    assert!(
+        port_packets(&r) > before,
+        "no frame crossed the container's port"
+    );
+    let rules = r.c.must("ip rule");
+    assert!(
+        !rules.contains("lookup 30323"),
+        "the return rule stayed: {rules}"
+    );
+    // The port takes frames from then on, at once.
+    assert_eq!(ask().trim(), r.gw);
+    let n = nat(&r);
+    assert_eq!(
+        (n["tcp_spliced"].as_u64(), n["splice_fallbacks"].as_u64()),
+        (Some(2), Some(2)),
+        "{n}"
+    );
 }

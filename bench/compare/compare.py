@@ -9,7 +9,11 @@ Tests:
   tcp_host     TCP container -> host loopback, MTU 65520 (NAT setups; Gbit/s)
 
 With --rootless (the rootless columns: vswitch's socket uplink, pasta, slirp4netns),
-at MTU 1500 and 65520, in Gbit/s:
+at MTU 1500 and 65520, in Gbit/s; every tool runs as an unprivileged user (nobody),
+the container being a user and network namespace that user made (vswitch: the daemon
+as nobody with /dev/net/tun opened to all, the container by `vswitch run`; pasta with
+the command it starts; slirp4netns joining a namespace `unshare --user --net` made),
+the iperf3 ends inside entered with nsenter as that user:
   up           container -> a server on the host's loopback (iperf3)
   down         the same connection, the host sending (iperf3 -R)
   pub          a client on the host's loopback -> a port published to the container
@@ -244,12 +248,134 @@ def t_pub(s, secs):
 ROOTLESS_TESTS = [("up", t_tcp_host), ("down", t_down), ("pub", t_pub)]
 
 
+# ---- rootless setups: everything as nobody; each returns {"enter": prefix that runs a
+# ---- command inside the container, "host_ip": the host as the container reaches it}.
+
+NOBODY = "setpriv --reuid=65534 --regid=65534 --clear-groups --inh-caps=-all"
+
+
+def nobody_dir():
+    d = tempfile.mkdtemp(prefix=PREFIX)
+    CLEANUP.append(f"rm -rf {d}")
+    sh(f"chown 65534:65534 {d} && chmod 0755 {d}")
+    return d
+
+
+# What each rootless container runs: a sleep found by its unique length.
+HOLD = f"sleep {900000 + os.getpid() % 100000}"
+
+
+def holder(tries=100):
+    """The pid of the container's holding process (HOLD, as nobody), once it runs."""
+    for _ in range(tries):
+        out = sh(f"pgrep -u 65534 -f '^{HOLD}$'", check=False).split()
+        if out:
+            # It may be the init of a PID namespace (pasta), deaf to SIGTERM.
+            CLEANUP.append(f"kill -9 {out[0]}")
+            return int(out[0])
+        time.sleep(0.05)
+    raise RuntimeError(f"the container's `{HOLD}` did not start")
+
+
+def enter(pid):
+    return f"{NOBODY} nsenter -t {pid} -U -n --preserve-credentials"
+
+
+def tun_open():
+    """/dev/net/tun usable by every user (as most distributions ship it) while the run
+    lasts (vswitch, pasta and slirp4netns all open it); gives the mode to restore."""
+    mode = oct(os.stat("/dev/net/tun").st_mode & 0o7777)[2:]
+    sh("chmod 0666 /dev/net/tun")
+    return mode
+
+
+def setup_vswitch_rootless(binary, extra, mtu):
+    d = nobody_dir()
+    spawn(f"{NOBODY} {binary} daemon --socket {d}/ctl.sock --state-dir {d}/state {extra}")
+    for _ in range(100):
+        if os.path.exists(f"{d}/ctl.sock"):
+            break
+        time.sleep(0.05)
+    ctl = f"{NOBODY} {binary} ctl --socket {d}/ctl.sock"
+    sh(f"{ctl} network create bench --subnet 10.251.0.0/24 --mtu {mtu} --host-loopback")
+    spawn(f"{NOBODY} {binary} run --socket {d}/ctl.sock --network bench --name a "
+                f"-p 127.0.0.1:{PUB_PORT}:{SRV_PORT} -- {HOLD}")
+    return {"enter": enter(holder()), "host_ip": "10.251.0.1", "ctl": ctl}
+
+
+def setup_pasta_rootless(mtu):
+    spawn(f"{NOBODY} pasta --config-net -f -m {mtu} -t 127.0.0.1/{PUB_PORT}:{SRV_PORT} -u none -T none -U none "
+          f"-- {HOLD}")
+    s = {"enter": enter(holder())}
+    for _ in range(50):
+        out = sh(f"{s['enter']} ip -4 route show default", check=False)
+        if "via" in out:
+            s["host_ip"] = out.split("via")[1].split()[0]
+            return s
+        time.sleep(0.1)
+    raise RuntimeError("pasta did not configure the namespace (does the host have a default route?)")
+
+
+def setup_slirp_rootless(mtu):
+    spawn(f"{NOBODY} unshare --user --map-root-user --net {HOLD}")
+    pid = holder()
+    d = nobody_dir()
+    api = f"{d}/api.sock"
+    spawn(f"{NOBODY} slirp4netns --configure --mtu={mtu} --api-socket {api} "
+          f"--userns-path=/proc/{pid}/ns/user {pid} tap0")
+    s = {"enter": enter(pid), "host_ip": "10.0.2.2"}
+    for _ in range(50):
+        if "10.0.2.100" in sh(f"{s['enter']} ip -4 addr show", check=False) and os.path.exists(api):
+            break
+        time.sleep(0.1)
+    slirp_api(api, {"execute": "add_hostfwd", "arguments": {
+        "proto": "tcp", "host_addr": "127.0.0.1", "host_port": PUB_PORT, "guest_port": SRV_PORT}})
+    return s
+
+
+def rl_iperf(s, args, reverse=False):
+    """iperf3 from inside the container to a server on the host's loopback."""
+    srv = spawn(f"iperf3 -s -1 -p {SRV_PORT} -B 127.0.0.1")
+    wait_listen(None, SRV_PORT)
+    rev = "-R" if reverse else ""
+    out = sh(f"{s['enter']} iperf3 -c {s['host_ip']} -p {SRV_PORT} -J {args} {rev}", timeout=60)
+    kill(srv)
+    return json.loads(out)["end"]["sum_received"]["bits_per_second"] / 1e9
+
+
+def t_up_rl(s, secs):
+    return rl_iperf(s, f"-t {secs}")
+
+
+def t_down_rl(s, secs):
+    return rl_iperf(s, f"-t {secs}", reverse=True)
+
+
+def t_pub_rl(s, secs):
+    """A client on the host's loopback to the published port; the server in the container."""
+    srv = spawn(f"{s['enter']} iperf3 -s -1 -p {SRV_PORT}")
+    for _ in range(50):
+        if sh(f"{s['enter']} ss -Hltn sport = :{SRV_PORT}", check=False).strip():
+            break
+        time.sleep(0.1)
+    out = sh(f"iperf3 -c 127.0.0.1 -p {PUB_PORT} -J -t {secs}", timeout=60)
+    kill(srv)
+    if "ctl" in s:
+        nat = json.loads(sh(f"{s['ctl']} --json stats"))["nat"]
+        print(f"# vswitch published port: tcp_spliced {nat['tcp_spliced']}, "
+              f"splice_fallbacks {nat['splice_fallbacks']}", file=sys.stderr)
+    return json.loads(out)["end"]["sum_received"]["bits_per_second"] / 1e9
+
+
+ROOTLESS_RUNS = [("up", t_up_rl), ("down", t_down_rl), ("pub", t_pub_rl)]
+
+
 def rootless_runs(a, only, secs, record):
     """One round of the rootless columns: every setup at both MTUs, alternating."""
     setups = {
-        "vswitch": lambda mtu: setup_vswitch(a.vswitch, a.vswitch_args, mtu=mtu, host=True, publish=True),
-        "slirp4netns": lambda mtu: setup_slirp(mtu=mtu, publish=True),
-        "pasta": lambda mtu: setup_pasta(mtu=mtu, publish=True),
+        "vswitch": lambda mtu: setup_vswitch_rootless(a.vswitch, a.vswitch_args, mtu),
+        "slirp4netns": setup_slirp_rootless,
+        "pasta": setup_pasta_rootless,
     }
     for mtu in (1500, 65520):
         for name, setup in setups.items():
@@ -258,7 +384,7 @@ def rootless_runs(a, only, secs, record):
             try:
                 s = setup(mtu)
                 time.sleep(0.3)
-                for test, fn in ROOTLESS_TESTS:
+                for test, fn in ROOTLESS_RUNS:
                     record(name, f"{test}_{mtu}", fn(s, secs))
             except Exception as e:  # noqa: BLE001 - report and go on with the others
                 print(f"! {name} rootless MTU {mtu}: {e}", file=sys.stderr)
@@ -442,12 +568,14 @@ def rootless_main(a, m, runs, secs, only):
     raw = {}
     def record(name, test, v):
         raw.setdefault(name, {}).setdefault(test, []).append(v)
+    mode = tun_open()
     try:
         for r in range(runs):
             rootless_runs(a, only, secs, record)
             print(f"# run {r + 1}/{runs} done", file=sys.stderr)
     finally:
         cleanup()
+        sh(f"chmod {mode} /dev/net/tun", check=False)
     med = {n: {t: statistics.median(vs) for t, vs in tests.items()} for n, tests in raw.items()}
     order = [n for n in ["vswitch", "slirp4netns", "pasta"] if n in med]
     table, ratios = rootless_table(med, order)
@@ -456,6 +584,7 @@ def rootless_main(a, m, runs, secs, only):
         print(f"# {line}")
     header = (f"Machine: {m['cores']} cores, {m['cpu']}, Linux {m['kernel']}. {m['iperf3']}; {m['slirp4netns']}; "
               f"passt {m['passt']}. Medians of {runs} runs ({secs} s each), setups alternating; Gbit/s. "
+              f"Every tool and container as an unprivileged user (nobody) in user namespaces of its own. "
               f"vswitch daemon options: `{a.vswitch_args or '(defaults)'}`.")
     json.dump({"machine": m, "runs": runs, "seconds": secs, "vswitch_args": a.vswitch_args, "raw": raw, "median": med},
               open(os.path.join(a.out, "rootless.json"), "w"), indent=2)

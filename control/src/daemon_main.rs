@@ -33,6 +33,7 @@ fn range(opt: &str, v: u64, lo: u64, hi: u64) -> Result<(), CliError> {
 
 pub fn run(a: DaemonArgs) -> Result<(), CliError> {
     let cfg = config(a)?;
+    start_splice_helper();
     install_panic_exit();
     let listener = daemon::bind(&cfg.socket)?;
     let socket = cfg.socket.clone();
@@ -42,6 +43,19 @@ pub fn run(a: DaemonArgs) -> Result<(), CliError> {
     eprintln!("vswitch: daemon listening on {}", socket.display());
     daemon::serve(d, listener)?;
     Ok(())
+}
+
+/// Without root, spliced published ports need the splice helper (it joins the
+/// containers' user namespaces, which only a single-threaded process may): forked here,
+/// before any thread starts. Where it cannot start, loopback clients take frames.
+fn start_splice_helper() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return;
+    }
+    if let Err(e) = dataplane::uplink::splice_helper::start() {
+        eprintln!("vswitch: loopback clients of published ports take frames: {e}");
+    }
 }
 
 /// The daemon's configuration from its flags, each checked.

@@ -120,7 +120,14 @@ impl Backend for TapBackend {
     ) -> Result<Handles, BackendError> {
         let handles = self.queues(ns, &cfg.ifname, cfg.mtu, workers)?;
         let ic = netns_config(cfg);
-        configured(handles, ns, &cfg.ifname, &ic)
+        let handles = configured(handles, ns, &cfg.ifname, &ic)?;
+        // A fresh namespace (`ip netns add`) has its loopback down, and the container
+        // cannot reach its own address (nor a spliced published port it): up, as
+        // Docker and the CNI `loopback` plugin do.
+        if let Err(e) = netns::loopback_up(ns) {
+            eprintln!("vswitch: cannot bring up lo in {}: {e}", ns.display());
+        }
+        Ok(handles)
     }
 
     fn create_plain_in_netns(

@@ -34,6 +34,7 @@ const NLM_F_EXCL: u16 = 0x200;
 const NLM_F_CREATE: u16 = 0x400;
 const RTM_NEWROUTE: u16 = 24;
 const RTM_NEWRULE: u16 = 32;
+const RTM_DELRULE: u16 = 33;
 const FR_ACT_TO_TBL: u8 = 1;
 const FRA_DST: u16 = 1;
 const FRA_SRC: u16 = 2;
@@ -59,7 +60,10 @@ impl Msg {
         let mut v = Vec::with_capacity(96);
         v.extend_from_slice(&0u32.to_ne_bytes()); // length, set by `finish`
         v.extend_from_slice(&kind.to_ne_bytes());
-        let flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL;
+        let flags = match kind {
+            RTM_DELRULE => NLM_F_REQUEST | NLM_F_ACK,
+            _ => NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
+        };
         v.extend_from_slice(&flags.to_ne_bytes());
         v.extend_from_slice(&1u32.to_ne_bytes()); // sequence
         v.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel fills it
@@ -91,9 +95,9 @@ impl Msg {
 }
 
 /// `ip rule add pref SPLICE_RULE_PREF from container to gateway ipproto tcp sport port
-/// lookup SPLICE_TABLE`.
-fn rule_request(container: Ipv4Addr, gateway: Ipv4Addr, port: u16) -> Vec<u8> {
-    let mut m = Msg::new(RTM_NEWRULE);
+/// lookup SPLICE_TABLE` (`kind` RTM_NEWRULE), or the same `ip rule del` (RTM_DELRULE).
+fn rule_request(kind: u16, container: Ipv4Addr, gateway: Ipv4Addr, port: u16) -> Vec<u8> {
+    let mut m = Msg::new(kind);
     // struct fib_rule_hdr: family, dst_len, src_len, tos, table, res1, res2, action, flags
     m.bytes(&[libc::AF_INET as u8, 32, 32, 0, 0, 0, 0, FR_ACT_TO_TBL])
         .bytes(&0u32.to_ne_bytes())
@@ -135,7 +139,17 @@ fn local_route_request(gateway: Ipv4Addr) -> Vec<u8> {
 pub fn splice_rules(container: Ipv4Addr, gateway: Ipv4Addr, port: u16) -> io::Result<()> {
     let sock = netlink_socket()?;
     request(&sock, &local_route_request(gateway))?;
-    request(&sock, &rule_request(container, gateway, port))
+    request(&sock, &rule_request(RTM_NEWRULE, container, gateway, port))
+}
+
+/// Removes the rule [`splice_rules`] installed (gone already: success). The local route
+/// stays: only such rules consult its table.
+pub fn remove_splice_rule(container: Ipv4Addr, gateway: Ipv4Addr, port: u16) -> io::Result<()> {
+    let sock = netlink_socket()?;
+    match request(&sock, &rule_request(RTM_DELRULE, container, gateway, port)) {
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+        r => r,
+    }
 }
 
 fn netlink_socket() -> io::Result<OwnedFd> {
@@ -204,7 +218,8 @@ mod tests {
 
     #[test]
     fn requests_are_padded_and_carry_their_length() {
-        let r = rule_request(Ipv4Addr::new(10, 0, 0, 2), Ipv4Addr::new(10, 0, 0, 1), 80);
+        let (c, g) = (Ipv4Addr::new(10, 0, 0, 2), Ipv4Addr::new(10, 0, 0, 1));
+        let r = rule_request(RTM_NEWRULE, c, g, 80);
         assert_eq!(r.len() % 4, 0);
         assert_eq!(
             u32::from_ne_bytes([r[0], r[1], r[2], r[3]]) as usize,
@@ -212,6 +227,12 @@ mod tests {
         );
         // header 16 + fib_rule_hdr 12 + prio 8 + table 8 + src 8 + dst 8 + proto 8 + sport 8
         assert_eq!(r.len(), 76);
+        // Removal: the same rule, neither created nor exclusive.
+        let d = rule_request(RTM_DELRULE, c, g, 80);
+        assert_eq!(d.len(), 76);
+        assert_eq!(u16::from_ne_bytes([d[4], d[5]]), RTM_DELRULE);
+        assert_eq!(u16::from_ne_bytes([d[6], d[7]]), NLM_F_REQUEST | NLM_F_ACK);
+        assert_eq!(d[8..], r[8..]);
         let l = local_route_request(Ipv4Addr::new(10, 0, 0, 1));
         assert_eq!(l.len(), 16 + 12 + 8 + 8 + 8);
     }

@@ -98,9 +98,17 @@ impl Daemon {
             return None;
         }
         let path = Self::namespace_of(&c.sandbox)?;
-        std::fs::File::open(path)
-            .ok()
-            .map(std::os::fd::OwnedFd::from)
+        match std::fs::File::open(&path) {
+            Ok(f) => Some(f.into()),
+            Err(e) => {
+                eprintln!(
+                    "vswitch: the ports of {} take frames: cannot open {}: {e}",
+                    c.name,
+                    path.display()
+                );
+                None
+            }
+        }
     }
 
     pub(super) fn start_published(&self, c: &Container, bound: Vec<(Published, PublishedSocket)>) {

@@ -485,6 +485,10 @@ struct SplicedConn {
     /// The container's end, and the source it sees (the gateway, the client's port).
     inside: SocketAddrV4,
     from: SocketAddrV4,
+    /// The client, and the published port it came through (for the frame path, when
+    /// the inner connect fails).
+    peer: SocketAddr,
+    listener: (usize, PublishTarget),
     born: Instant,
     last: Instant,
 }
@@ -1563,7 +1567,13 @@ impl SocketUplink {
         let inner =
             inner.and_then(|fd| splice::connect(fd, from, dst).map_err(SpliceError::Socket));
         match inner {
-            Ok(inner) => self.splice_opened(reg, stream, inner, (who, from, dst)),
+            Ok(inner) => self.splice_opened(reg, (stream, peer), inner, (who, from, (i, to))),
+            // The connect failed at once (no route inside): frames, from now on.
+            Err(SpliceError::Socket(e)) if splice::falls_back(&e) => {
+                self.quotas.release(who, FlowKind::Tcp, true);
+                self.stop_splicing((i, to), &e);
+                return Some(stream);
+            }
             Err(e) => {
                 // Once the rule is in, a frame-path reply would be routed to the
                 // loopback too: the connection is refused.
@@ -1614,10 +1624,11 @@ impl SocketUplink {
     fn splice_opened(
         &mut self,
         reg: &Registry,
-        stream: TcpStream,
+        (stream, peer): (TcpStream, SocketAddr),
         inner: TcpStream,
-        (who, from, dst): (ContainerId, SocketAddrV4, SocketAddrV4),
+        (who, from, listener): (ContainerId, SocketAddrV4, (usize, PublishTarget)),
     ) {
+        let dst = SocketAddrV4::new(listener.1.container, listener.1.port);
         keepalive(stream.as_raw_fd());
         let slot = free_slot(&self.splices);
         let mut s = match Splice::new(stream, inner) {
@@ -1639,6 +1650,8 @@ impl SocketUplink {
             who,
             inside: dst,
             from,
+            peer,
+            listener,
             born: now,
             last: now,
         };
@@ -1655,7 +1668,42 @@ impl SocketUplink {
         match c.s.pump() {
             Ok(Pumped::Open(true)) => c.last = Instant::now(),
             Ok(Pumped::Open(false) | Pumped::Connecting) => {}
+            Err(e) if !c.s.connected() && splice::falls_back(&e) => {
+                self.splice_fallback(reg, i);
+            }
             Ok(Pumped::Done) | Err(_) => self.end_splice(reg, i),
+        }
+    }
+
+    /// A spliced connection whose connect inside the container failed or hung (its
+    /// loopback down, a firewall inside): the client takes the frame path, and so does
+    /// the port from now on (its pool ended, the return rule removed, so the
+    /// container's replies leave by its interface again). Counted as a fallback.
+    fn splice_fallback(&mut self, reg: &Registry, i: usize) {
+        let Some(mut c) = self.splices.get_mut(i).and_then(Option::take) else {
+            return;
+        };
+        c.s.deregister(reg);
+        self.quotas.release(c.who, FlowKind::Tcp, true);
+        let why = io::Error::from(io::ErrorKind::TimedOut);
+        let why = c.s.inner.take_error().ok().flatten().unwrap_or(why);
+        self.stop_splicing(c.listener, &why);
+        self.accept_inbound(reg, c.s.into_host(), c.peer, c.listener.1);
+    }
+
+    /// Published port `listener` takes frames from now on: its pool ends and the
+    /// return rule goes. Counts the client that falls back.
+    fn stop_splicing(&mut self, (listener, to): (usize, PublishTarget), why: &io::Error) {
+        self.stats.splice_fallbacks += 1;
+        if let Some(Some(p)) = self.published.get_mut(listener)
+            && p.to == to
+            && let Splicing::Ready(pool) = std::mem::replace(&mut p.splice, Splicing::Unavailable)
+        {
+            eprintln!(
+                "vswitch: published port {} takes frames: cannot connect inside the container: {why}",
+                p.local
+            );
+            pool.abandon();
         }
     }
 
@@ -2197,7 +2245,9 @@ impl SocketUplink {
             let Some(Some(c)) = self.splices.get(i) else {
                 continue;
             };
-            if !c.s.connected() && now.duration_since(c.born) > handshake {
+            if !c.s.connected() && now.duration_since(c.born) > splice::CONNECT_TIMEOUT {
+                self.splice_fallback(reg, i);
+            } else if !c.s.connected() && now.duration_since(c.born) > handshake {
                 self.stats.tcp_handshake_timeouts += 1;
                 self.end_splice(reg, i);
             } else if now.duration_since(c.last) > idle {

@@ -39,6 +39,11 @@ pub enum SpliceError {
     NoSocket,
     #[error("the container shares the daemon's own network namespace: not spliced")]
     OwnNamespace,
+    #[error("the splice helper: {stage}{}", errno.as_ref().map(|e| format!(": {e}")).unwrap_or_default())]
+    Helper {
+        stage: super::splice_helper::JoinStage,
+        errno: Option<io::Error>,
+    },
 }
 
 /// Whether `netns` is the network namespace the daemon itself runs in. A container's
@@ -93,13 +98,10 @@ fn sockaddr(a: SocketAddrV4) -> libc::sockaddr_in {
     }
 }
 
-/// Binds `fd` to `from` (any address: `IP_TRANSPARENT`; another port of it where that
-/// one is taken) and starts connecting to `to`.
+/// Binds `fd` (an [`inner_socket`]: `IP_TRANSPARENT` set, so any address will do) to
+/// `from` (another port of it where that one is taken) and starts connecting to `to`.
 fn bind_and_connect(fd: &OwnedFd, from: SocketAddrV4, to: SocketAddrV4) -> io::Result<()> {
     let raw = fd.as_raw_fd();
-    set_int(raw, libc::SOL_IP, libc::IP_TRANSPARENT, 1)?;
-    set_int(raw, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
-    set_int(raw, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1)?;
     let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
     let bind = |a: SocketAddrV4| {
         let f = sockaddr(a);
@@ -123,19 +125,61 @@ fn bind_and_connect(fd: &OwnedFd, from: SocketAddrV4, to: SocketAddrV4) -> io::R
 }
 
 /// Sockets made ahead inside a container's namespace, so a connection costs no thread
-/// and no namespace switch: one thread per spliced published port lives in the
-/// namespace and keeps [`POOL_DEPTH`] fresh sockets queued; it ends when the pool is
-/// dropped (the port unpublished).
+/// and no namespace switch: something living in the namespace keeps [`POOL_DEPTH`]
+/// fresh sockets queued; it ends when the pool is dropped (the port unpublished). That
+/// is a thread of the daemon where the daemon may enter the namespace, else a process
+/// of the splice helper ([`splice_helper`](super::splice_helper)) in the container's
+/// user and network namespaces.
 pub struct SocketPool {
-    rx: std::sync::mpsc::Receiver<OwnedFd>,
+    source: PoolSource,
     spare: Option<OwnedFd>,
+}
+
+enum PoolSource {
+    Thread(ThreadPool),
+    Helper(super::splice_helper::HelperPool),
+}
+
+/// A daemon thread in the namespace, handing sockets over a channel.
+struct ThreadPool {
+    rx: std::sync::mpsc::Receiver<OwnedFd>,
+    /// Set before the pool is dropped when the port falls back to frames: the thread
+    /// then removes the return rule.
+    abandon: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Signalled by the thread when it has ended (the rule removed where asked).
+    done: std::sync::mpsc::Receiver<()>,
 }
 
 /// Sockets a pool holds ready.
 pub const POOL_DEPTH: usize = 4;
 
+/// How long a spliced connection's connect inside the container may take before the
+/// client is handed to the frame path (a namespace whose loopback is down, a firewall
+/// inside dropping it). A local connect that is answered at all takes microseconds.
+pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// How long removing the return rule may hold the caller when a port falls back.
+const ABANDON_WAIT: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Whether an inner connect that failed sends its client to the frame path: anything
+/// but the container's own answer (a refusal or a reset, which the frame path would
+/// get as well).
+pub fn falls_back(e: &io::Error) -> bool {
+    !matches!(
+        e.raw_os_error(),
+        Some(libc::ECONNREFUSED | libc::ECONNRESET)
+    )
+}
+
+/// What a pool's maker is told: the container's end and the gateway it sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolTarget {
+    pub container: SocketAddrV4,
+    pub gateway: std::net::Ipv4Addr,
+}
+
 impl SocketPool {
-    /// Starts the pool's thread in `netns`: it installs the return rule for
+    /// Starts the pool in `netns`: its maker installs the return rule for
     /// CONTAINER:PORT → GATEWAY first. Waits for the first socket, so a namespace that
     /// cannot be entered or routed is known at once.
     pub fn start(
@@ -146,19 +190,17 @@ impl SocketPool {
         if is_own_namespace(netns).map_err(SpliceError::Socket)? {
             return Err(SpliceError::OwnNamespace);
         }
-        let ns = netns.try_clone_to_owned().map_err(SpliceError::Socket)?;
-        let (tx, rx) = std::sync::mpsc::sync_channel(POOL_DEPTH);
-        let (first_tx, first_rx) = std::sync::mpsc::sync_channel(1);
-        std::thread::Builder::new()
-            .name("vswitch-splice".into())
-            .stack_size(64 * 1024)
-            .spawn(move || fill(ns, (container, gateway), first_tx, tx))
-            .map_err(|source| SpliceError::Netns(NetnsError::Thread { source }))?;
-        let first = first_rx
-            .recv()
-            .map_err(|_| SpliceError::Netns(NetnsError::Panicked))??;
+        let to = PoolTarget { container, gateway };
+        if super::splice_helper::running() {
+            let (pool, first) = super::splice_helper::HelperPool::start(netns, to)?;
+            return Ok(SocketPool {
+                source: PoolSource::Helper(pool),
+                spare: Some(first),
+            });
+        }
+        let (pool, first) = ThreadPool::start(netns, to)?;
         Ok(SocketPool {
-            rx,
+            source: PoolSource::Thread(pool),
             spare: Some(first),
         })
     }
@@ -168,6 +210,51 @@ impl SocketPool {
         if let Some(s) = self.spare.take() {
             return Ok(s);
         }
+        match &mut self.source {
+            PoolSource::Thread(t) => t.take(),
+            PoolSource::Helper(h) => h.take(),
+        }
+    }
+
+    /// Ends the pool and removes the return rule (waiting briefly for it), so the
+    /// container's replies to the gateway leave by its interface again: the port takes
+    /// frames from now on.
+    pub fn abandon(self) {
+        match self.source {
+            PoolSource::Thread(t) => t.abandon(),
+            PoolSource::Helper(h) => h.abandon(),
+        }
+    }
+}
+
+impl ThreadPool {
+    fn start(netns: BorrowedFd<'_>, to: PoolTarget) -> Result<(ThreadPool, OwnedFd), SpliceError> {
+        use std::sync::atomic::AtomicBool;
+        let ns = netns.try_clone_to_owned().map_err(SpliceError::Socket)?;
+        let (tx, rx) = std::sync::mpsc::sync_channel(POOL_DEPTH);
+        let (first_tx, first_rx) = std::sync::mpsc::sync_channel(1);
+        let (done_tx, done) = std::sync::mpsc::sync_channel(1);
+        let abandon = std::sync::Arc::new(AtomicBool::new(false));
+        let flag = abandon.clone();
+        std::thread::Builder::new()
+            .name("vswitch-splice".into())
+            .stack_size(64 * 1024)
+            .spawn(move || {
+                fill(ns, to, first_tx, tx);
+                if flag.load(std::sync::atomic::Ordering::Acquire) {
+                    let c = to.container;
+                    let _ = crate::rtnl::remove_splice_rule(*c.ip(), to.gateway, c.port());
+                }
+                let _ = done_tx.send(());
+            })
+            .map_err(|source| SpliceError::Netns(NetnsError::Thread { source }))?;
+        let first = first_rx
+            .recv()
+            .map_err(|_| SpliceError::Netns(NetnsError::Panicked))??;
+        Ok((ThreadPool { rx, abandon, done }, first))
+    }
+
+    fn take(&mut self) -> Result<OwnedFd, SpliceError> {
         match self.rx.try_recv() {
             Ok(s) => Ok(s),
             Err(_) => self
@@ -176,13 +263,34 @@ impl SocketPool {
                 .map_err(|_| SpliceError::NoSocket),
         }
     }
+
+    fn abandon(self) {
+        self.abandon
+            .store(true, std::sync::atomic::Ordering::Release);
+        let ThreadPool { rx, done, .. } = self;
+        drop(rx);
+        let _ = done.recv_timeout(ABANDON_WAIT);
+    }
+}
+
+/// A TCP socket of the calling thread's namespace made ready for a spliced connection:
+/// `IP_TRANSPARENT` (it binds to the gateway's address, not one of the namespace's),
+/// `SO_REUSEADDR`, `TCP_NODELAY`. Set where the socket is made, by a thread or process
+/// privileged in the namespace, so the daemon needs no privilege to bind it.
+pub(super) fn inner_socket() -> io::Result<OwnedFd> {
+    let fd = tcp_socket()?;
+    let raw = fd.as_raw_fd();
+    set_int(raw, libc::SOL_IP, libc::IP_TRANSPARENT, 1)?;
+    set_int(raw, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
+    set_int(raw, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1)?;
+    Ok(fd)
 }
 
 /// The pool's thread: enters the namespace, installs the rule, then makes sockets
 /// until the pool is gone. The first outcome goes to `first`.
 fn fill(
     ns: OwnedFd,
-    (container, gateway): (SocketAddrV4, std::net::Ipv4Addr),
+    to: PoolTarget,
     first: std::sync::mpsc::SyncSender<Result<OwnedFd, SpliceError>>,
     rest: std::sync::mpsc::SyncSender<OwnedFd>,
 ) {
@@ -194,16 +302,17 @@ fn fill(
         return;
     }
     drop(ns);
-    let routed = crate::rtnl::splice_rules(*container.ip(), gateway, container.port());
+    let c = to.container;
+    let routed = crate::rtnl::splice_rules(*c.ip(), to.gateway, c.port());
     let made = routed
         .map_err(SpliceError::Rules)
-        .and_then(|()| tcp_socket().map_err(SpliceError::Socket));
+        .and_then(|()| inner_socket().map_err(SpliceError::Socket));
     let ok = made.is_ok();
     if first.send(made).is_err() || !ok {
         return;
     }
     loop {
-        match tcp_socket() {
+        match inner_socket() {
             Ok(s) => {
                 if rest.send(s).is_err() {
                     return;
@@ -330,6 +439,11 @@ pub enum Pumped {
 }
 
 impl Splice {
+    /// The client's socket, for the frame path when the inner connect failed.
+    pub fn into_host(self) -> TcpStream {
+        self.host
+    }
+
     pub fn new(host: TcpStream, inner: TcpStream) -> io::Result<Splice> {
         Ok(Splice {
             host,
