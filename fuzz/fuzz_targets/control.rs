@@ -56,6 +56,9 @@ fn apply(state: &mut State, req: Request) {
         Request::NetworkRm { name, force } => {
             let _ = state.remove_network(&name, force);
         }
+        Request::NetworkUpdate(u) => {
+            let _ = state.update_network(&u);
+        }
         Request::Attach(a) => attach(state, &a),
         Request::Connect {
             network,
@@ -63,6 +66,7 @@ fn apply(state: &mut State, req: Request) {
             ip,
             ip6,
             aliases,
+            ..
         } => {
             let spec = EndpointSpec {
                 network,

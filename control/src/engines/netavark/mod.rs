@@ -354,6 +354,9 @@ mod tests {
             aliases: Vec::new(),
             trunk: Vec::new(),
             port_security: true,
+            resolv_conf: None,
+            hostname: None,
+            extra_hosts: Vec::new(),
         };
         let v = serde_json::to_value(status_block(&a)).unwrap();
         assert_eq!(
