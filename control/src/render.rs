@@ -311,3 +311,43 @@ pub fn conntrack(v: &[ConntrackRow]) -> String {
         .collect();
     table(&["PROTO", "INSIDE", "OUTSIDE", "STATE"], rows)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::Proto;
+
+    fn entry(proto: Proto, host_port: u16, container_port: u16) -> PublishedEntry {
+        PublishedEntry {
+            proto,
+            host_ip: std::net::Ipv4Addr::UNSPECIFIED,
+            host_port,
+            container_port,
+            auto: false,
+        }
+    }
+
+    #[test]
+    fn consecutive_ports_show_as_one_range_as_docker_ps_does() {
+        let mut v: Vec<PublishedEntry> = (0..1000)
+            .map(|i| entry(Proto::Tcp, 20000 + i, 20000 + i))
+            .collect();
+        v.push(entry(Proto::Udp, 20000, 20000));
+        v.push(entry(Proto::Tcp, 8080, 80));
+        v.push(entry(Proto::Tcp, 9000, 81)); // host port not following: its own entry
+        v.reverse();
+        assert_eq!(
+            compact_published(&v),
+            vec![
+                "0.0.0.0:8080->80/tcp",
+                "0.0.0.0:9000->81/tcp",
+                "0.0.0.0:20000-20999->20000-20999/tcp",
+                "0.0.0.0:20000->20000/udp",
+            ]
+        );
+        assert_eq!(
+            ports(&v[..2]),
+            "80/tcp -> 0.0.0.0:8080\n81/tcp -> 0.0.0.0:9000"
+        );
+    }
+}
