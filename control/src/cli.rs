@@ -249,10 +249,10 @@ pub enum CtlCommand {
     /// Where masqueraded traffic leaves.
     #[command(subcommand)]
     Uplink(UplinkCmd),
-    /// Publish container ports on the host (without -p: show what it has published).
+    /// Publish container ports on the host (`port show NAME` lists what it has).
     Publish {
         name: String,
-        #[arg(short = 'p', long = "publish", value_name = "SPEC")]
+        #[arg(short = 'p', long = "publish", required = true, value_name = "SPEC")]
         specs: Vec<String>,
     },
     /// Stop publishing (all of a container's ports, or the given ones).
@@ -647,9 +647,6 @@ fn ctl_request(cmd: CtlCommand) -> Result<(Request, Render), CliError> {
         }
         CtlCommand::Port(PortCmd::Ls) => (Request::PortLs, Render::PortLs),
         CtlCommand::Port(PortCmd::Show { name }) => (Request::PublishLs { name }, Render::Ports),
-        CtlCommand::Publish { name, specs } if specs.is_empty() => {
-            (Request::PublishLs { name }, Render::Ports)
-        }
         CtlCommand::Uplink(u) => (uplink_request(u)?, Render::Pretty),
         CtlCommand::Publish { name, specs } => (Request::Publish { name, specs }, Render::Pretty),
         CtlCommand::Unpublish { name, specs } => {
