@@ -456,6 +456,37 @@ mod tests {
     }
 
     #[test]
+    fn resolvers_of_networks_and_containers_follow_the_daemons_and_route_their_queries() {
+        let mut w = world();
+        let sa = |s: &str| -> SocketAddr { s.parse().unwrap() };
+        let net = w.state.networks.get_mut("bridge").unwrap();
+        net.dns_servers = vec![sa("10.0.0.2:53")];
+        net.dns_search = vec!["corp.test".into()];
+        let web = w.state.containers.get_mut("web").unwrap();
+        web.dns.servers = vec![sa("10.0.0.1:53"), sa("10.0.0.3:53")];
+        web.dns.hosts = vec![crate::state::ExtraHost {
+            name: "gw".into(),
+            ip: None,
+        }];
+        let daemons = [sa("10.0.0.1:53")];
+        let i = Inputs {
+            upstreams: &daemons,
+            ..inputs(&w, false)
+        };
+        let g = gateway_config(&i);
+        let want = ["10.0.0.1:53", "10.0.0.2:53", "10.0.0.3:53"]
+            .map(sa)
+            .to_vec();
+        assert_eq!(g.upstreams, want);
+        let d = usize::from(w.state.networks["bridge"].domain);
+        let names = g.names[d].as_ref().unwrap();
+        let ip = w.state.containers["web"].endpoints[0].ip.unwrap();
+        assert_eq!(names.route(None), Some(&[1][..]));
+        assert_eq!(names.route(Some(ip.into())), Some(&[0, 2][..]));
+        assert_eq!(names.search_domain(), Some("bridge"));
+    }
+
+    #[test]
     fn a_container_port_joins_its_networks_domain() {
         let w = world();
         let s = snapshot(&inputs(&w, false));
