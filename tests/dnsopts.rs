@@ -41,6 +41,17 @@ fn short(ns: &Netns, server: &str, name: &str) -> String {
         .to_string()
 }
 
+/// Polls `f` until it gives `want` (a change the daemon applies reaches the gateway
+/// thread as a message, a moment after `ctl` returns); asserts it did within 10 s.
+fn becomes(what: &str, want: &str, mut f: impl FnMut() -> String) {
+    let mut last = String::new();
+    let ok = eventually(Duration::from_secs(10), || {
+        last = f();
+        last == want
+    });
+    assert!(ok, "{what}: still {last:?}, not {want:?}");
+}
+
 /// `vswitch run` on `d`'s network with `args`, running `script` with sh; its output.
 fn run(d: &Daemon, args: &[&str], script: &str) -> String {
     let sock = d.socket();
@@ -90,8 +101,12 @@ fn a_network_resolves_through_its_own_dns_while_another_uses_the_daemons() {
     // takes one of its own.
     d.ctl_ok(&["network", "update", "own", "--clear-dns"]);
     d.ctl_ok(&["network", "update", "plain", "--dns", "127.0.0.1:5302"]);
-    assert_eq!(short(&a, "10.211.0.1", "x.test"), "192.0.2.1");
-    assert_eq!(short(&b, "10.212.0.1", "x.test"), "192.0.2.2");
+    becomes("own after --clear-dns", "192.0.2.1", || {
+        short(&a, "10.211.0.1", "x.test")
+    });
+    becomes("plain after --dns", "192.0.2.2", || {
+        short(&b, "10.212.0.1", "x.test")
+    });
     // A container's own --dns: only its queries go there.
     let c = Netns::new("dnnc");
     d.ctl_ok(&[
@@ -186,28 +201,27 @@ fn network_update_internal_cuts_egress_live_and_back() {
     let c = Netns::new("dnnc");
     d.ctl_ok(&["attach", "egress", "--name", "c", "--netns", &c.path()]);
     let reach = || {
-        c.sh("socat -T 3 - TCP:10.214.9.1:7000 </dev/null")
-            .stdout_text()
+        let o = c.sh("socat -T 3 - TCP:10.214.9.1:7000 </dev/null");
+        o.stdout_text().trim().to_string()
     };
     // Positive control: the outside answers before the update.
-    assert_eq!(reach().trim(), "outside");
+    assert_eq!(reach(), "outside");
     let n = d.ctl_json(&["network", "update", "egress", "--internal"]);
     assert_eq!(n["Internal"], true);
-    assert_eq!(
-        reach().trim(),
-        "",
-        "an internal network still reached outside"
-    );
+    becomes("egress of an internal network", "", reach);
     // The gateway itself still answers (the network is alive, only egress is cut).
     c.must("ping -c1 -W2 10.214.0.1");
     d.ctl_ok(&["network", "update", "egress", "--internal=false"]);
-    assert_eq!(reach().trim(), "outside");
+    becomes("egress once not internal", "outside", reach);
     // ICC off live: the containers no longer reach each other, the gateway still.
     let e = Netns::new("dnne");
     d.ctl_ok(&["attach", "egress", "--name", "e", "--netns", &e.path()]);
     c.must("ping -c1 -W2 10.214.0.3");
     d.ctl_ok(&["network", "update", "egress", "--no-icc"]);
-    assert!(!c.sh("ping -c1 -W2 10.214.0.3").status.success());
+    let cut = eventually(Duration::from_secs(10), || {
+        !c.sh("ping -c1 -W1 10.214.0.3").status.success()
+    });
+    assert!(cut, "--no-icc did not cut container to container traffic");
     c.must("ping -c1 -W2 10.214.0.1");
     // MTU only on an empty network, refused in one line otherwise.
     let err = d.ctl_err(&["network", "update", "egress", "--mtu", "1400"]);
