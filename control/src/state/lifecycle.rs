@@ -213,6 +213,30 @@ mod tests {
         // The range's last address is the broadcast.
         assert_eq!((u.in_use, u.available), (3, 127));
     }
+
+    #[test]
+    fn ipv6_use_counts_stop_at_u64_max() {
+        let mut s = State::new(None, None).unwrap();
+        s.create_network(&NetworkSpec {
+            name: "six".into(),
+            subnet6: Some("2001:db8:6::/64".into()),
+            subnet: Some("10.42.0.0/24".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        let n = s.networks["six"].clone();
+        let u = s.use_v6(&n).unwrap();
+        assert_eq!((u.in_use, u.available), (2, u64::MAX - 2));
+        s.create_network(&NetworkSpec {
+            name: "small".into(),
+            subnet6: Some("2001:db8:7::/120".into()),
+            subnet: Some("10.43.0.0/24".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        let n = s.networks["small"].clone();
+        assert_eq!(s.use_v6(&n).unwrap().available, 254);
+    }
 }
 
 #[cfg(test)]
