@@ -465,6 +465,7 @@ fn netavark_creates_sets_up_and_tears_down_through_the_plugin() {
         "name": net, "id": "0123abcd0123abcd0123abcd0123abcd0123abcd0123abcd0123abcd0123abcd", "driver": "vswitch-netavark",
         "subnets": [{"subnet": "10.214.0.0/24", "gateway": "10.214.0.1"}],
         "ipv6_enabled": false, "internal": false, "dns_enabled": true,
+        "network_dns_servers": ["127.0.0.1"],
         "options": {"socket": sock, "mtu": "1400"}
     });
     // podman network create -d vswitch-netavark: netavark hands the network to the plugin.
@@ -487,6 +488,9 @@ fn netavark_creates_sets_up_and_tears_down_through_the_plugin() {
         inspect[0]["Options"]["com.docker.network.driver.mtu"],
         "1400"
     );
+    // podman network create --dns: the network's own resolver.
+    assert_eq!(inspect[0]["Options"]["vswitch.dns_servers"], "127.0.0.1:53");
+    assert_eq!(created["network_dns_servers"][0], "127.0.0.1");
     // podman run: setup with a static IP, an alias and a port mapping.
     let ns = Netns::new("nvc");
     let opts = serde_json::json!({

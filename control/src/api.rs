@@ -10,7 +10,7 @@
 use serde::{Deserialize, Serialize};
 use std::net::Ipv4Addr;
 
-use crate::state::NetworkSpec;
+use crate::state::{DnsOpts, NetworkSpec, NetworkUpdate};
 
 pub const PROTOCOL_VERSION: u32 = 1;
 /// The longest request or response line accepted.
@@ -77,6 +77,16 @@ pub struct AttachReq {
     /// `ip` may be an address reserved with `address_reserve`: the endpoint takes it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub claim: bool,
+    /// The container's DNS settings (`dns`, `dns_search`, `dns_option`, `hostname`,
+    /// `add_host`).
+    #[serde(flatten)]
+    pub dns_opts: DnsOpts,
+    /// Publish every `expose` port on a free host port (Docker's `-P`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub publish_all: bool,
+    /// Ports the container serves, `PORT[-END][/PROTO]` (`--expose`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub expose: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -95,6 +105,8 @@ pub struct UplinkReq {
     pub mtu: Option<u32>,
 }
 
+// One request per control message, read and dropped: its size does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "cmd", rename_all = "snake_case")]
 pub enum Request {
@@ -110,6 +122,10 @@ pub enum Request {
         #[serde(default)]
         force: bool,
     },
+    /// Changes a network live (DNS, internal, ICC, MTU of an empty network).
+    NetworkUpdate(NetworkUpdate),
+    /// Removes every network without endpoints (never the default one).
+    NetworkPrune,
     Attach(AttachReq),
     Detach {
         name: String,
@@ -125,6 +141,9 @@ pub enum Request {
         ip6: Option<std::net::Ipv6Addr>,
         #[serde(default)]
         aliases: Vec<String>,
+        /// The container's DNS settings, replacing those it has where given.
+        #[serde(flatten)]
+        dns_opts: DnsOpts,
     },
     Disconnect {
         network: String,
@@ -142,6 +161,10 @@ pub enum Request {
         name: String,
         #[serde(default)]
         specs: Vec<String>,
+    },
+    /// What a container has published (`ctl port show NAME`, `docker port`).
+    PublishLs {
+        name: String,
     },
     FdbShow {
         #[serde(default)]
@@ -275,12 +298,14 @@ mod tests {
             "network_inspect" => same_as::<Vec<NetworkInspect>>(data),
             "network_ls" => same_as::<Vec<NetworkRow>>(data),
             "network_rm" => same_as::<NetworkRemoved>(data),
+            "network_update" => same_as::<NetworkInspect>(data),
+            "network_prune" => same_as::<NetworkPruned>(data),
             "attach" | "connect" => same_as::<EndpointInfo>(data),
             "detach" => same_as::<Detached>(data),
             "disconnect" => same_as::<Disconnected>(data),
             "container_ls" => same_as::<Vec<ContainerRow>>(data),
             "port_ls" => same_as::<Vec<PortRow>>(data),
-            "publish" | "unpublish" => same_as::<Vec<PublishedEntry>>(data),
+            "publish" | "unpublish" | "publish_ls" => same_as::<Vec<PublishedEntry>>(data),
             "fdb_show" => same_as::<Vec<FdbRow>>(data),
             "fdb_flush" | "conntrack_flush" => same_as::<Flushed>(data),
             "stats" => same_as::<Stats>(data),
@@ -346,6 +371,9 @@ mod tests {
             "network_ls",
             "network_inspect",
             "network_rm",
+            "network_update",
+            "network_prune",
+            "publish_ls",
             "attach",
             "detach",
             "connect",

@@ -53,9 +53,57 @@ pub struct RunArgs {
     pub publish: Vec<String>,
     #[arg(long = "alias")]
     pub aliases: Vec<String>,
+    #[command(flatten)]
+    pub dns: DnsArgs,
+    #[command(flatten)]
+    pub expose: ExposeArgs,
     /// The command and its arguments.
     #[arg(last = true, required = true)]
     pub command: Vec<String>,
+}
+
+/// A container's DNS options (`attach`, `connect`, `run`), as Docker's.
+#[derive(clap::Args, Debug, Default)]
+pub struct DnsArgs {
+    /// Upstream resolver of this container, IP[:PORT] (the gateway forwards its
+    /// queries there), repeatable.
+    #[arg(long = "dns", value_name = "IP[:PORT]")]
+    pub dns: Vec<String>,
+    /// Search domain (resolv.conf `search`; NAME.DOMAIN answered as NAME), repeatable.
+    #[arg(long = "dns-search", value_name = "DOMAIN")]
+    pub dns_search: Vec<String>,
+    /// resolv.conf option (ndots:2, timeout:1, ...), repeatable.
+    #[arg(long = "dns-option", value_name = "OPT")]
+    pub dns_option: Vec<String>,
+    /// The container's hostname (also a DNS name of it on its networks).
+    #[arg(long)]
+    pub hostname: Option<String>,
+    /// A name only this container resolves, NAME:IP or NAME:host-gateway, repeatable.
+    #[arg(long = "add-host", value_name = "NAME:IP")]
+    pub add_host: Vec<String>,
+}
+
+impl DnsArgs {
+    fn opts(self) -> crate::state::DnsOpts {
+        crate::state::DnsOpts {
+            dns: self.dns,
+            dns_search: self.dns_search,
+            dns_option: self.dns_option,
+            hostname: self.hostname,
+            add_host: self.add_host,
+        }
+    }
+}
+
+/// Docker's `-P` and `--expose`.
+#[derive(clap::Args, Debug, Default)]
+pub struct ExposeArgs {
+    /// Publish every --expose port on a free host port.
+    #[arg(short = 'P', long)]
+    pub publish_all: bool,
+    /// A port the container serves, PORT[-END][/tcp|/udp], repeatable.
+    #[arg(long, value_name = "PORT[/PROTO]")]
+    pub expose: Vec<String>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -72,6 +120,10 @@ pub struct DaemonArgs {
     /// Upstream DNS resolver (instead of /etc/resolv.conf's), repeatable.
     #[arg(long = "upstream-dns", value_name = "ADDR[:PORT]")]
     pub upstream_dns: Vec<String>,
+    /// Where networks without --subnet take their prefix, e.g. base=10.10.0.0/16,size=24
+    /// (repeatable; replaces Docker's default pools).
+    #[arg(long = "default-address-pool", value_name = "base=CIDR,size=N")]
+    pub default_address_pool: Vec<String>,
     /// Address and prefix of the default bridge's gateway (Docker's bip), e.g. 10.10.0.1/24.
     #[arg(long)]
     pub bip: Option<String>,
@@ -186,6 +238,8 @@ pub enum CtlCommand {
         ip6: Option<Ipv6Addr>,
         #[arg(long = "alias")]
         aliases: Vec<String>,
+        #[command(flatten)]
+        dns: DnsArgs,
     },
     /// Take a container off one network.
     Disconnect { network: String, name: String },
@@ -195,7 +249,7 @@ pub enum CtlCommand {
     /// Where masqueraded traffic leaves.
     #[command(subcommand)]
     Uplink(UplinkCmd),
-    /// Publish container ports on the host.
+    /// Publish container ports on the host (`port show NAME` lists what it has).
     Publish {
         name: String,
         #[arg(short = 'p', long = "publish", required = true, value_name = "SPEC")]
@@ -240,6 +294,36 @@ pub enum NetworkCmd {
         #[arg(long)]
         force: bool,
     },
+    /// Change a network live: DNS, --internal, --no-icc, MTU (of an empty network).
+    Update(NetworkUpdateArgs),
+    /// Remove every network without containers (never `bridge`).
+    Prune,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct NetworkUpdateArgs {
+    pub name: String,
+    /// The network's upstream resolvers (replacing its list), repeatable.
+    #[arg(long = "dns", value_name = "IP[:PORT]")]
+    pub dns: Vec<String>,
+    /// Forget the network's resolvers: the daemon's again.
+    #[arg(long, conflicts_with = "dns")]
+    pub clear_dns: bool,
+    /// The network's search domains (replacing its list), repeatable.
+    #[arg(long = "dns-search", value_name = "DOMAIN")]
+    pub dns_search: Vec<String>,
+    /// Forget the network's search domains.
+    #[arg(long, conflicts_with = "dns_search")]
+    pub clear_dns_search: bool,
+    /// Nothing leaves (`--internal=false`: traffic leaves again, masqueraded).
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub internal: Option<bool>,
+    /// Containers may not talk to each other (`--no-icc=false`: they may again).
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub no_icc: Option<bool>,
+    /// The MTU, on a network without containers.
+    #[arg(long)]
+    pub mtu: Option<u32>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -281,6 +365,13 @@ pub struct NetworkCreateArgs {
     /// the host's main address answer).
     #[arg(long)]
     pub host_loopback: bool,
+    /// The network's upstream resolvers, IP[:PORT], instead of the daemon's (repeatable).
+    #[arg(long = "dns", value_name = "IP[:PORT]")]
+    pub dns: Vec<String>,
+    /// Search domain: NAME.DOMAIN is answered as NAME, and run containers search it
+    /// (repeatable).
+    #[arg(long = "dns-search", value_name = "DOMAIN")]
+    pub dns_search: Vec<String>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -318,12 +409,18 @@ pub struct AttachArgs {
     pub no_port_security: bool,
     #[arg(short = 'p', long = "publish", value_name = "SPEC")]
     pub publish: Vec<String>,
+    #[command(flatten)]
+    pub dns: DnsArgs,
+    #[command(flatten)]
+    pub expose: ExposeArgs,
 }
 
 #[derive(Subcommand, Debug)]
 pub enum PortCmd {
     /// List ports.
     Ls,
+    /// What a container has published, as `docker port` shows it.
+    Show { name: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -489,6 +586,9 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 ip6: a.ip6,
                 publish: a.publish,
                 aliases: a.aliases,
+                dns: a.dns.opts(),
+                publish_all: a.expose.publish_all,
+                expose: a.expose.expose,
                 command: a.command,
             })?;
             std::process::exit(code);
@@ -534,6 +634,7 @@ fn ctl_request(cmd: CtlCommand) -> Result<(Request, Render), CliError> {
             ip,
             ip6,
             aliases,
+            dns,
         } => (
             Request::Connect {
                 network,
@@ -541,6 +642,7 @@ fn ctl_request(cmd: CtlCommand) -> Result<(Request, Render), CliError> {
                 ip,
                 ip6,
                 aliases,
+                dns_opts: dns.opts(),
             },
             Render::Endpoint,
         ),
@@ -548,6 +650,7 @@ fn ctl_request(cmd: CtlCommand) -> Result<(Request, Render), CliError> {
             (Request::Disconnect { network, name }, Render::Nothing)
         }
         CtlCommand::Port(PortCmd::Ls) => (Request::PortLs, Render::PortLs),
+        CtlCommand::Port(PortCmd::Show { name }) => (Request::PublishLs { name }, Render::Ports),
         CtlCommand::Uplink(u) => (uplink_request(u)?, Render::Pretty),
         CtlCommand::Publish { name, specs } => (Request::Publish { name, specs }, Render::Pretty),
         CtlCommand::Unpublish { name, specs } => {
@@ -572,6 +675,8 @@ fn network_request(cmd: NetworkCmd) -> Result<(Request, Render), CliError> {
         NetworkCmd::Ls => (Request::NetworkLs, Render::NetworkLs),
         NetworkCmd::Inspect { name } => (Request::NetworkInspect { name }, Render::Pretty),
         NetworkCmd::Rm { name, force } => (Request::NetworkRm { name, force }, Render::Removed),
+        NetworkCmd::Update(u) => (Request::NetworkUpdate(network_update(u)), Render::NetworkId),
+        NetworkCmd::Prune => (Request::NetworkPrune, Render::Pruned),
     })
 }
 
@@ -613,8 +718,23 @@ fn network_spec(n: NetworkCreateArgs) -> Result<crate::state::NetworkSpec, CliEr
         no_masquerade: n.no_masquerade,
         host_loopback: n.host_loopback,
         mtu: n.mtu,
+        dns: n.dns,
+        dns_search: n.dns_search,
         ..Default::default()
     })
+}
+
+/// `network update`'s arguments: what is not given stays.
+fn network_update(u: NetworkUpdateArgs) -> crate::state::NetworkUpdate {
+    let list = |v: Vec<String>, clear: bool| (clear || !v.is_empty()).then_some(v);
+    crate::state::NetworkUpdate {
+        name: u.name,
+        dns: list(u.dns, u.clear_dns),
+        dns_search: list(u.dns_search, u.clear_dns_search),
+        internal: u.internal,
+        icc: u.no_icc.map(|n| !n),
+        mtu: u.mtu,
+    }
 }
 
 fn attach_req(t: AttachArgs) -> AttachReq {
@@ -632,6 +752,9 @@ fn attach_req(t: AttachArgs) -> AttachReq {
         trunk: t.trunk,
         no_port_security: t.no_port_security,
         publish: t.publish,
+        dns_opts: t.dns.opts(),
+        publish_all: t.expose.publish_all,
+        expose: t.expose.expose,
         ..Default::default()
     }
 }

@@ -32,7 +32,11 @@ fn range(opt: &str, v: u64, lo: u64, hi: u64) -> Result<(), CliError> {
 }
 
 pub fn run(a: DaemonArgs) -> Result<(), CliError> {
-    let cfg = config(a)?;
+    let pools = pools(&a.default_address_pool)?;
+    let cfg = DaemonConfig {
+        pools,
+        ..config(a)?
+    };
     start_splice_helper();
     install_panic_exit();
     let listener = daemon::bind(&cfg.socket)?;
@@ -138,6 +142,14 @@ fn config(a: DaemonArgs) -> Result<DaemonConfig, CliError> {
             a.state_dir.unwrap_or_else(crate::paths::default_state_dir),
         )
     })
+}
+
+/// `--default-address-pool` values.
+fn pools(v: &[String]) -> Result<Vec<crate::state::AddressPool>, CliError> {
+    (v.iter())
+        .map(|s| s.parse::<crate::state::AddressPool>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| CliError::Usage(e.to_string()))
 }
 
 /// The socket uplink's limits from the options, its descriptor budget from the

@@ -52,14 +52,30 @@ pub mod cidr_opt {
 /// The resolv.conf of a container whose gateway answers DNS: each gateway address the
 /// network has (IPv4 first), and ndots:0.
 pub fn resolv_conf(v4: Option<std::net::Ipv4Addr>, v6: Option<std::net::Ipv6Addr>) -> String {
+    let gws = [v4.map(std::net::IpAddr::V4), v6.map(std::net::IpAddr::V6)];
+    resolv_conf_with(&gws.into_iter().flatten().collect::<Vec<_>>(), &[], &[])
+}
+
+/// A resolv.conf: `servers`, a `search` line, and `options` (`ndots:0` when neither
+/// search domains nor options are given: container names have no dots, and nothing is
+/// to be searched).
+pub fn resolv_conf_with(
+    servers: &[std::net::IpAddr],
+    search: &[String],
+    options: &[String],
+) -> String {
     let mut s = String::new();
-    for g in [v4.map(std::net::IpAddr::V4), v6.map(std::net::IpAddr::V6)]
-        .into_iter()
-        .flatten()
-    {
+    for g in servers {
         s.push_str(&format!("nameserver {g}\n"));
     }
-    s.push_str("options ndots:0\n");
+    if !search.is_empty() {
+        s.push_str(&format!("search {}\n", search.join(" ")));
+    }
+    if !options.is_empty() {
+        s.push_str(&format!("options {}\n", options.join(" ")));
+    } else if search.is_empty() {
+        s.push_str("options ndots:0\n");
+    }
     s
 }
 

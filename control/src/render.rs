@@ -4,7 +4,8 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::api::{
-    ConntrackRow, EndpointInfo, FdbRow, NetworkInspect, NetworkRemoved, NetworkRow, PortRow, Stats,
+    ConntrackRow, EndpointInfo, FdbRow, NetworkInspect, NetworkPruned, NetworkRemoved, NetworkRow,
+    PortRow, PublishedEntry, Stats,
 };
 
 /// How a command's answer is shown.
@@ -24,11 +25,15 @@ pub enum Render {
     Fdb,
     Stats,
     Conntrack,
+    /// A container's published ports, as `docker port`.
+    Ports,
+    /// What `network prune` removed.
+    Pruned,
 }
 
 impl Render {
     /// Every way, for the fuzzer.
-    pub const ALL: [Render; 10] = [
+    pub const ALL: [Render; 12] = [
         Render::Nothing,
         Render::Pretty,
         Render::NetworkId,
@@ -39,6 +44,8 @@ impl Render {
         Render::Fdb,
         Render::Stats,
         Render::Conntrack,
+        Render::Ports,
+        Render::Pruned,
     ];
 
     /// The text for `v`, read as the type this rendering expects.
@@ -54,6 +61,8 @@ impl Render {
             Render::Fdb => fdb(&typed::<Vec<FdbRow>>(v)?),
             Render::Stats => stats(&typed::<Stats>(v)?),
             Render::Conntrack => conntrack(&typed::<Vec<ConntrackRow>>(v)?),
+            Render::Ports => ports(&typed::<Vec<PublishedEntry>>(v)?),
+            Render::Pruned => typed::<NetworkPruned>(v)?.removed.join("\n"),
         })
     }
 }
@@ -155,16 +164,7 @@ pub fn port_ls(v: &[PortRow]) -> String {
     let rows = v
         .iter()
         .map(|p| {
-            let mut published: Vec<String> = p
-                .published
-                .iter()
-                .map(|x| {
-                    format!(
-                        "{}:{}->{}/{}",
-                        x.host_ip, x.host_port, x.container_port, x.proto
-                    )
-                })
-                .collect();
+            let mut published = compact_published(&p.published);
             if let Some(why) = &p.not_restored {
                 published.push(format!("NOT RESTORED: {why}"));
             }
@@ -193,6 +193,56 @@ pub fn port_ls(v: &[PortRow]) -> String {
         ],
         rows,
     )
+}
+
+/// Published ports as `docker ps` shows them: a run of consecutive ports (host and
+/// container both counting up, one protocol and host address) as one range,
+/// `0.0.0.0:20000-20999->20000-20999/tcp`.
+pub fn compact_published(v: &[PublishedEntry]) -> Vec<String> {
+    let mut sorted: Vec<&PublishedEntry> = v.iter().collect();
+    sorted.sort_by_key(|x| (x.proto, x.host_ip, x.container_port, x.host_port));
+    let mut runs: Vec<(&PublishedEntry, u16)> = Vec::new();
+    for x in sorted {
+        if let Some((first, n)) = runs.last_mut() {
+            let next = |a: u16| u32::from(a) + u32::from(*n);
+            let follows = first.proto == x.proto
+                && first.host_ip == x.host_ip
+                && next(first.host_port) == u32::from(x.host_port)
+                && next(first.container_port) == u32::from(x.container_port);
+            if follows {
+                *n += 1;
+                continue;
+            }
+        }
+        runs.push((x, 1));
+    }
+    (runs.into_iter())
+        .map(|(x, n)| {
+            let span = |a: u16| match n {
+                1 => a.to_string(),
+                _ => format!("{a}-{}", a.saturating_add(n - 1)),
+            };
+            format!(
+                "{}:{}->{}/{}",
+                x.host_ip,
+                span(x.host_port),
+                span(x.container_port),
+                x.proto
+            )
+        })
+        .collect()
+}
+
+/// `docker port NAME`: one line per published port (ranges compacted).
+pub fn ports(v: &[PublishedEntry]) -> String {
+    let lines: Vec<String> = compact_published(v)
+        .into_iter()
+        .filter_map(|s| {
+            let (host, rest) = s.split_once("->")?;
+            Some(format!("{rest} -> {host}"))
+        })
+        .collect();
+    lines.join("\n")
 }
 
 pub fn fdb(v: &[FdbRow]) -> String {
@@ -260,4 +310,44 @@ pub fn conntrack(v: &[ConntrackRow]) -> String {
         })
         .collect();
     table(&["PROTO", "INSIDE", "OUTSIDE", "STATE"], rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::Proto;
+
+    fn entry(proto: Proto, host_port: u16, container_port: u16) -> PublishedEntry {
+        PublishedEntry {
+            proto,
+            host_ip: std::net::Ipv4Addr::UNSPECIFIED,
+            host_port,
+            container_port,
+            auto: false,
+        }
+    }
+
+    #[test]
+    fn consecutive_ports_show_as_one_range_as_docker_ps_does() {
+        let mut v: Vec<PublishedEntry> = (0..1000)
+            .map(|i| entry(Proto::Tcp, 20000 + i, 20000 + i))
+            .collect();
+        v.push(entry(Proto::Udp, 20000, 20000));
+        v.push(entry(Proto::Tcp, 8080, 80));
+        v.push(entry(Proto::Tcp, 9000, 81)); // host port not following: its own entry
+        v.reverse();
+        assert_eq!(
+            compact_published(&v),
+            vec![
+                "0.0.0.0:8080->80/tcp",
+                "0.0.0.0:9000->81/tcp",
+                "0.0.0.0:20000-20999->20000-20999/tcp",
+                "0.0.0.0:20000->20000/udp",
+            ]
+        );
+        assert_eq!(
+            ports(&v[..2]),
+            "80/tcp -> 0.0.0.0:8080\n81/tcp -> 0.0.0.0:9000"
+        );
+    }
 }

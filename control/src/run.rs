@@ -61,6 +61,11 @@ pub struct RunSpec {
     pub ip6: Option<std::net::Ipv6Addr>,
     pub publish: Vec<String>,
     pub aliases: Vec<String>,
+    /// `--dns`, `--dns-search`, `--dns-option`, `--hostname`, `--add-host`.
+    pub dns: crate::state::DnsOpts,
+    /// `-P` with the `--expose` ports.
+    pub publish_all: bool,
+    pub expose: Vec<String>,
     pub command: Vec<String>,
 }
 
@@ -366,6 +371,9 @@ pub fn run(spec: RunSpec) -> Result<i32, RunError> {
         ip6: spec.ip6,
         aliases: spec.aliases.clone(),
         publish: spec.publish.clone(),
+        dns_opts: spec.dns.clone(),
+        publish_all: spec.publish_all,
+        expose: spec.expose.clone(),
         fd: true,
         run_pid: Some(std::process::id()),
         ..Default::default()
@@ -374,11 +382,15 @@ pub fn run(spec: RunSpec) -> Result<i32, RunError> {
         client.request_with_fds(Request::Attach(req.clone()), &[tap.as_fd().as_raw_fd()])?;
     let cfg = if_config(&ep)?;
     crate::tap_backend::configure_local(&cfg).map_err(sys("cannot configure eth0"))?;
-    private_etc(
-        resolv_for(&ep).as_deref(),
-        Some(&hosts_for(&spec.name, &endpoint_addrs(&ep))),
-        &spec.name,
-    )?;
+    let hostname = ep.hostname.clone().unwrap_or_else(|| spec.name.clone());
+    let mut hosts = hosts_for(&hostname, &endpoint_addrs(&ep));
+    for h in &ep.extra_hosts {
+        if let Some(ip) = h.ip {
+            hosts.push_str(&format!("{ip}\t{}\n", h.name));
+        }
+    }
+    let resolv = ep.resolv_conf.clone().or_else(|| resolv_for(&ep));
+    private_etc(resolv.as_deref(), Some(&hosts), &hostname)?;
     let set = block_signals();
     let pid = spawn_child(&spec.command)?;
     let status = supervise_attached(&spec, client, &req, tap.as_fd().as_raw_fd(), pid, &set);

@@ -6,13 +6,18 @@
 //! fsync, rename, fsync of the directory) after every change.
 
 use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use dataplane::wire::MacAddr;
 use serde::{Deserialize, Serialize};
 
 use crate::net::{Ipv4Cidr, Ipv6Cidr};
+
+pub mod dnsopts;
+pub mod lifecycle;
+pub use dnsopts::{AddressPool, ContainerDns, DnsOpts, ExtraHost};
+pub use lifecycle::{NetworkUpdate, SubnetUse};
 
 /// The name of the network the daemon creates on first start.
 pub const DEFAULT_NETWORK: &str = "bridge";
@@ -74,6 +79,13 @@ pub struct Network {
     /// them or they are released; never given to anyone else.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reserved: Vec<Ipv4Addr>,
+    /// The network's own upstream resolvers (`--dns`), instead of the daemon's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns_servers: Vec<SocketAddr>,
+    /// Search domains (`--dns-search`): `NAME.DOMAIN` is answered as `NAME`, and `run`
+    /// containers get them in resolv.conf.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns_search: Vec<String>,
 }
 
 impl Network {
@@ -192,6 +204,9 @@ pub struct Container {
     /// Who manages it (`cni`, `netavark`), when a container engine attached it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
+    /// Its own DNS settings (`--dns`, `--dns-search`, `--add-host`, ...).
+    #[serde(default, skip_serializing_if = "ContainerDns::is_empty")]
+    pub dns: ContainerDns,
 }
 
 impl Container {
@@ -250,6 +265,10 @@ pub struct State {
         with = "crate::net::cidr_opt"
     )]
     pub ula: Option<Ipv6Cidr>,
+    /// Where networks without `--subnet` take their prefix (`vswitch daemon
+    /// --default-address-pool`; none: Docker's pools). The daemon's setting, not saved.
+    #[serde(skip)]
+    pub pools: Vec<AddressPool>,
 }
 
 /// Why a request was refused. Each message names what to change.
@@ -361,6 +380,34 @@ pub enum StateError {
     EngineMoves(String),
     #[error("network id {0} is already network {1:?}'s")]
     NetworkIdTaken(String, String),
+    #[error("{0}")]
+    BadDnsServer(String),
+    #[error(
+        "invalid DNS search domain {0:?}: use labels of letters, digits and '-' separated by dots"
+    )]
+    BadSearchDomain(String),
+    #[error("invalid DNS option {0:?}: give one resolv.conf option such as ndots:2 or timeout:1")]
+    BadDnsOption(String),
+    #[error("invalid hostname {0:?}: use letters, digits and '-' (at most 63 characters)")]
+    BadHostname(String),
+    #[error("invalid --add-host {0:?}: give NAME:IP or NAME:host-gateway")]
+    BadAddHost(String),
+    #[error("too many {0} values: at most {1}")]
+    TooManyDns(&'static str, usize),
+    #[error("at most {0} distinct DNS resolvers across networks and containers: reuse one")]
+    TooManyResolvers(usize),
+    #[error(
+        "invalid --default-address-pool {0:?}: give base=CIDR,size=N (a canonical /8 to /30 base, N from its prefix to 30, at most 65536 subnets)"
+    )]
+    BadPool(String),
+    #[error("no free subnet left in the address pools ({0}); give --subnet")]
+    OwnPoolsExhausted(String),
+    #[error(
+        "network {0:?} has {1} endpoint(s): its MTU changes only when it has none (their interfaces keep the MTU they were made with)"
+    )]
+    MtuInUse(String, usize),
+    #[error("the default network {0:?} cannot be made internal")]
+    DefaultInternal(String),
 }
 
 /// Maps read from JSON with every key once: a name written twice is an error, not a
@@ -501,6 +548,12 @@ pub struct NetworkSpec {
     /// resolves its containers itself (Docker's resolver at 127.0.0.11).
     #[serde(default)]
     pub dns_forward_only: bool,
+    /// The network's upstream resolvers, `IP[:PORT]` (`--dns`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns: Vec<String>,
+    /// Search domains (`--dns-search`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns_search: Vec<String>,
 }
 
 /// What `attach` / `connect` ask for one endpoint.
@@ -546,6 +599,7 @@ impl State {
             containers: BTreeMap::new(),
             uplink: Uplink::Socket,
             ula: None,
+            pools: Vec::new(),
         };
         s.ensure_default(bip, mtu)?;
         Ok(s)
@@ -701,6 +755,8 @@ impl State {
             Some(id) => self.check_network_id(id)?,
             None => new_id(),
         };
+        let dns_servers = dnsopts::parse_servers(&spec.dns)?;
+        self.check_resolvers(&dns_servers)?;
         Ok(Network {
             name: spec.name.clone(),
             id,
@@ -722,6 +778,8 @@ impl State {
             host_loopback: spec.host_loopback,
             created: now_secs(),
             reserved: Vec::new(),
+            dns_servers,
+            dns_search: dnsopts::parse_search(&spec.dns_search)?,
         })
     }
 
@@ -832,7 +890,7 @@ impl State {
             if spec.gateway.is_some() {
                 return Err(StateError::GatewayWithoutSubnet);
             }
-            return self.free_subnet().ok_or(StateError::PoolsExhausted);
+            return self.free_subnet();
         };
         let n: Ipv4Cidr = s.parse()?;
         if !n.is_canonical() {
@@ -893,9 +951,49 @@ impl State {
         want
     }
 
-    fn free_subnet(&self) -> Option<Ipv4Cidr> {
+    /// The first free prefix of the daemon's pools (Docker's when none were given).
+    fn free_subnet(&self) -> Result<Ipv4Cidr, StateError> {
         let used: Vec<Ipv4Cidr> = self.networks.values().filter_map(|n| n.subnet).collect();
-        free_pool(&used)
+        if self.pools.is_empty() {
+            return free_pool(&used).ok_or(StateError::PoolsExhausted);
+        }
+        let mut ranges: Vec<(u32, u32)> = used.iter().map(|c| (c.first(), c.last())).collect();
+        ranges.sort_unstable();
+        (self.pools.iter())
+            .find_map(|p| p.free_block(&ranges))
+            .ok_or_else(|| {
+                let all: Vec<String> = self.pools.iter().map(|p| p.base.to_string()).collect();
+                StateError::OwnPoolsExhausted(all.join(", "))
+            })
+    }
+
+    /// Every resolver networks and containers name, each once, in a fixed order
+    /// (networks by name, then containers by name).
+    pub fn named_resolvers(&self) -> Vec<SocketAddr> {
+        let mut v: Vec<SocketAddr> = Vec::new();
+        let nets = self.networks.values().flat_map(|n| n.dns_servers.iter());
+        let cts = self.containers.values().flat_map(|c| c.dns.servers.iter());
+        for a in nets.chain(cts) {
+            if !v.contains(a) {
+                v.push(*a);
+            }
+        }
+        v
+    }
+
+    /// Refuses `more` resolvers when they would take the distinct ones past
+    /// [`dnsopts::MAX_RESOLVERS`].
+    pub fn check_resolvers(&self, more: &[SocketAddr]) -> Result<(), StateError> {
+        let mut all = self.named_resolvers();
+        for a in more {
+            if !all.contains(a) {
+                all.push(*a);
+            }
+        }
+        if all.len() > dnsopts::MAX_RESOLVERS {
+            return Err(StateError::TooManyResolvers(dnsopts::MAX_RESOLVERS));
+        }
+        Ok(())
     }
 
     /// Endpoints on `network`: (container name, endpoint).
@@ -1194,6 +1292,7 @@ impl State {
             endpoints: vec![ep],
             published: Vec::new(),
             owner: None,
+            dns: ContainerDns::default(),
         })
     }
 

@@ -76,6 +76,8 @@ pub enum Inconsistency {
     BadNextHop(Ipv4Addr),
     #[error("the packet uplink's MTU {0} is out of 576-65520")]
     BadUplinkMtu(u16),
+    #[error("{0:?}: its DNS settings are not valid ({1})")]
+    BadDns(String, String),
 }
 
 /// Checks every invariant the daemon keeps; the first violation found is returned.
@@ -90,7 +92,60 @@ pub fn check(s: &State) -> Result<(), Inconsistency> {
     }
     check_unique_endpoints(s)?;
     check_published(s)?;
+    check_dns(s)?;
     check_uplink(s)
+}
+
+/// Resolvers, search domains and DNS options within their limits and well formed, as
+/// `network create`, `attach` and `connect` would have taken them.
+fn check_dns(s: &State) -> Result<(), Inconsistency> {
+    use crate::state::dnsopts::{self, MAX_DNS_ITEMS, MAX_EXTRA_HOSTS, MAX_RESOLVERS};
+    let bad = |who: &str, why: &str| Inconsistency::BadDns(who.to_string(), why.to_string());
+    let search_ok =
+        |v: &[String]| v.len() <= MAX_DNS_ITEMS && v.iter().all(|d| dnsopts::valid_domain(d));
+    for n in s.networks.values() {
+        if n.dns_servers.len() > MAX_DNS_ITEMS || !search_ok(&n.dns_search) {
+            return Err(bad(&n.name, "too many resolvers or a bad search domain"));
+        }
+    }
+    for c in s.containers.values() {
+        let d = &c.dns;
+        let opts = DnsOptsOf(d);
+        if d.servers.len() > MAX_DNS_ITEMS
+            || !search_ok(&d.search)
+            || d.hosts.len() > MAX_EXTRA_HOSTS
+        {
+            return Err(bad(&c.name, "too many entries or a bad search domain"));
+        }
+        if let Err(e) = opts.check() {
+            return Err(bad(&c.name, &e));
+        }
+    }
+    if s.named_resolvers().len() > MAX_RESOLVERS {
+        return Err(bad("state", "too many distinct resolvers"));
+    }
+    Ok(())
+}
+
+/// A container's stored DNS settings, checked as their options would be.
+struct DnsOptsOf<'a>(&'a crate::state::ContainerDns);
+
+impl DnsOptsOf<'_> {
+    fn check(&self) -> Result<(), String> {
+        let d = self.0;
+        let o = crate::state::DnsOpts {
+            dns_option: d.options.clone(),
+            hostname: d.hostname.clone(),
+            add_host: (d.hosts.iter())
+                .map(|h| match h.ip {
+                    Some(ip) => format!("{}:{ip}", h.name),
+                    None => format!("{}:host-gateway", h.name),
+                })
+                .collect(),
+            ..Default::default()
+        };
+        o.parse().map(|_| ()).map_err(|e| e.to_string())
+    }
 }
 
 /// No more networks or endpoints than a daemon can run (the checks after this one

@@ -43,7 +43,11 @@ fn attach(state: &mut State, a: &AttachReq) {
             pid: a.run_pid.unwrap_or(1),
         },
     };
-    if let Ok(c) = state.check_attach(&a.name, &sandbox, &spec) {
+    let Ok(dns) = a.dns_opts.parse() else {
+        return;
+    };
+    if let Ok(mut c) = state.check_attach(&a.name, &sandbox, &spec) {
+        c.dns = dns;
         state.attach(c);
     }
 }
@@ -56,6 +60,9 @@ fn apply(state: &mut State, req: Request) {
         Request::NetworkRm { name, force } => {
             let _ = state.remove_network(&name, force);
         }
+        Request::NetworkUpdate(u) => {
+            let _ = state.update_network(&u);
+        }
         Request::Attach(a) => attach(state, &a),
         Request::Connect {
             network,
@@ -63,6 +70,7 @@ fn apply(state: &mut State, req: Request) {
             ip,
             ip6,
             aliases,
+            ..
         } => {
             let spec = EndpointSpec {
                 network,
@@ -140,7 +148,7 @@ fn tame(line: &[u8]) -> Vec<u8> {
     let outside = serde_json::from_slice::<Envelope>(line).is_ok_and(|e| match e.req {
         Request::Publish { .. } | Request::Unpublish { .. } => true,
         Request::UplinkSet(_) | Request::Capture { .. } => true,
-        Request::Attach(a) => !a.publish.is_empty() || a.fd,
+        Request::Attach(a) => !a.publish.is_empty() || a.publish_all || a.fd,
         _ => false,
     });
     if outside {

@@ -44,6 +44,7 @@ pub enum Reply {
     Capturing(Capturing),
     AddressReserved(AddressReserved),
     AddressReleased(AddressReleased),
+    NetworkPruned(NetworkPruned),
 }
 
 /// `hello`.
@@ -119,6 +120,38 @@ pub struct NetworkInspect {
     pub containers: OrderedMap<NetworkMember>,
     pub options: NetworkOptions,
     pub labels: OrderedMap<String>,
+    /// How much of each prefix is in use (Docker's `Status.IPAM.Subnets`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<NetworkStatus>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NetworkStatus {
+    #[serde(rename = "IPAM")]
+    pub ipam: IpamStatus,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct IpamStatus {
+    /// Prefix -> its use, IPv4 first.
+    #[serde(rename = "Subnets")]
+    pub subnets: OrderedMap<SubnetStatus>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SubnetStatus {
+    /// The network and broadcast addresses, the gateway, endpoints, reservations.
+    #[serde(rename = "IPsInUse")]
+    pub ips_in_use: u64,
+    /// Addresses IPAM may still give (in the `--ip-range`), at most `u64::MAX`.
+    #[serde(rename = "DynamicIPsAvailable")]
+    pub dynamic_ips_available: u64,
+}
+
+/// What `network prune` removed.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NetworkPruned {
+    pub removed: Vec<String>,
 }
 
 fn yes() -> bool {
@@ -186,6 +219,20 @@ pub struct NetworkOptions {
         skip_serializing_if = "Option::is_none"
     )]
     pub vlan: Option<String>,
+    /// The network's own resolvers (`--dns`), comma separated.
+    #[serde(
+        rename = "vswitch.dns_servers",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub dns_servers: Option<String>,
+    /// Its search domains (`--dns-search`), comma separated.
+    #[serde(
+        rename = "vswitch.dns_search",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub dns_search: Option<String>,
 }
 
 /// One row of `network_ls`.
@@ -247,6 +294,15 @@ pub struct EndpointInfo {
     pub aliases: Vec<String>,
     pub trunk: Vec<u16>,
     pub port_security: bool,
+    /// The resolv.conf the container should have (its resolvers, search domains and
+    /// options), when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolv_conf: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    /// `--add-host` entries, `host-gateway` given as the gateway's address.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra_hosts: Vec<crate::state::ExtraHost>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

@@ -7,7 +7,9 @@ use std::path::Path;
 
 use super::{Daemon, DaemonError, view};
 use crate::api::{AttachReq, Detached, Disconnected, Reply};
-use crate::state::{Container, EndpointSpec, Sandbox, StateError, parse_trunk};
+use crate::state::{
+    Container, ContainerDns, DnsOpts, EndpointSpec, Sandbox, StateError, parse_trunk,
+};
 
 impl Daemon {
     /// What an `attach` request asks of its endpoint, its arguments parsed and checked.
@@ -55,6 +57,8 @@ impl Daemon {
             c.id = valid_engine_id(id)?;
         }
         c.owner = a.owner.as_deref().map(valid_owner).transpose()?;
+        c.dns = a.dns_opts.parse()?;
+        self.state.check_resolvers(&c.dns.servers)?;
         Ok(c)
     }
 
@@ -77,6 +81,7 @@ impl Daemon {
             return self.reattach(c, sandbox, fd, conn);
         }
         let c = self.new_container(&a, &sandbox)?;
+        let publish = publish_specs(&a)?;
         let mut next = self.state.clone();
         next.attach(c.clone());
         self.save(&next)?;
@@ -89,8 +94,8 @@ impl Daemon {
             self.owners.insert(c.name.clone(), conn);
         }
         self.apply();
-        if !a.publish.is_empty()
-            && let Err(e) = self.publish(&c.name, &a.publish)
+        if !publish.is_empty()
+            && let Err(e) = self.publish(&c.name, &publish)
         {
             let _ = self.detach(&c.name);
             return Err(e);
@@ -191,6 +196,7 @@ impl Daemon {
         name: &str,
         (ip, ip6): (Option<Ipv4Addr>, Option<std::net::Ipv6Addr>),
         aliases: Vec<String>,
+        dns_opts: &DnsOpts,
     ) -> Result<Reply, DaemonError> {
         let spec = EndpointSpec {
             network: network.to_string(),
@@ -211,6 +217,13 @@ impl Daemon {
         }
         let mut next = self.state.clone();
         next.connect(name, e.clone());
+        if !dns_opts.is_empty()
+            && let Some(c) = next.containers.get_mut(name)
+        {
+            merge_dns(&mut c.dns, dns_opts.parse()?);
+            let servers = c.dns.servers.clone();
+            self.state.check_resolvers(&servers)?;
+        }
         let c = next.container(name)?.clone();
         self.save(&next)?;
         let i = c.endpoints.len() - 1;
@@ -248,6 +261,48 @@ impl Daemon {
             network: network.to_string(),
         }))
     }
+}
+
+/// What `connect` gave replaces what the container had, option by option.
+fn merge_dns(have: &mut ContainerDns, given: ContainerDns) {
+    if !given.servers.is_empty() {
+        have.servers = given.servers;
+    }
+    if !given.search.is_empty() {
+        have.search = given.search;
+    }
+    if !given.options.is_empty() {
+        have.options = given.options;
+    }
+    if given.hostname.is_some() {
+        have.hostname = given.hostname;
+    }
+    for h in given.hosts {
+        if !have.hosts.contains(&h) {
+            have.hosts.push(h);
+        }
+    }
+}
+
+/// The `-p` specs of an attach, with every `--expose` port on a free host port when
+/// `publish_all` (Docker's `-P`).
+fn publish_specs(a: &AttachReq) -> Result<Vec<String>, DaemonError> {
+    let mut specs = a.publish.clone();
+    if !a.publish_all {
+        return Ok(specs);
+    }
+    if a.expose.is_empty() {
+        return Err(DaemonError::PublishAllNothing);
+    }
+    for e in &a.expose {
+        // PORT[-END][/PROTO]: no host part; the grammar of `-p` checks the rest.
+        if e.contains(':') {
+            return Err(DaemonError::BadExpose(e.clone()));
+        }
+        crate::publish::parse(e).map_err(|_| DaemonError::BadExpose(e.clone()))?;
+        specs.push(e.clone());
+    }
+    Ok(specs)
 }
 
 /// An engine's container id: 1 to 128 letters, digits, `_`, `.` or `-`.

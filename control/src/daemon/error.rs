@@ -110,6 +110,10 @@ pub enum DaemonError {
 
     #[error("{TEST_PANIC_ENV}: a thread of the daemon was told to panic")]
     TestPanic,
+    #[error("--publish-all publishes the --expose ports: give at least one --expose PORT[/PROTO]")]
+    PublishAllNothing,
+    #[error("invalid --expose {0:?}: give PORT, PORT-END, with /tcp or /udp")]
+    BadExpose(String),
 }
 
 fn bind_port(port: Option<u16>) -> String {

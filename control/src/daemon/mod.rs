@@ -66,6 +66,8 @@ pub struct DaemonConfig {
     pub icmp_errors_per_sec: u32,
     /// Frames a second one port may hand the gateway (per worker).
     pub gateway_share: u32,
+    /// Where networks without `--subnet` take their prefix (none: Docker's pools).
+    pub pools: Vec<crate::state::AddressPool>,
 }
 
 impl DaemonConfig {
@@ -90,6 +92,7 @@ impl DaemonConfig {
             flows_per_container: 0,
             icmp_errors_per_sec: dataplane::gateway::icmp::DEFAULT_ERRORS_PER_SEC,
             gateway_share: dataplane::pipeline::DEFAULT_GATEWAY_SHARE,
+            pools: Vec::new(),
         }
     }
 }
@@ -232,6 +235,7 @@ impl Daemon {
             }
             None => State::new(cfg.bip, cfg.default_mtu)?,
         };
+        state.pools = cfg.pools.clone();
         state.set_default_host_loopback(cfg.bridge_host_loopback);
         if let Some(fixed) = cfg.bridge_ipv6 {
             state.set_default_ipv6(fixed)?;

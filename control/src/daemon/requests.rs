@@ -43,6 +43,9 @@ impl Daemon {
                 Reply::Networks(vec![view::network_inspect(&self.state, n)])
             }
             Request::NetworkRm { name, force } => self.network_rm(name, force)?,
+            Request::NetworkUpdate(u) => self.network_update(&u)?,
+            Request::NetworkPrune => self.network_prune()?,
+            Request::PublishLs { name } => self.publish_ls(&name)?,
             Request::Attach(a) => self.attach(a, fds, conn)?,
             Request::Detach { name, network } => match network {
                 Some(net) => self.disconnect(&name, &net)?,
@@ -54,7 +57,8 @@ impl Daemon {
                 ip,
                 ip6,
                 aliases,
-            } => self.connect(&network, &name, (ip, ip6), aliases)?,
+                dns_opts,
+            } => self.connect(&network, &name, (ip, ip6), aliases, &dns_opts)?,
             Request::Disconnect { network, name } => self.disconnect(&name, &network)?,
             Request::PortLs => Reply::PortLs(self.port_ls()),
             Request::ContainerLs => Reply::ContainerLs(view::containers(&self.state, |p| {
@@ -146,6 +150,49 @@ impl Daemon {
             &self.state,
             &n,
         ))))
+    }
+
+    /// `network update`: the state changed and saved, then the snapshot and the
+    /// gateway's configuration rebuilt (ICC, egress, DNS take effect for the next
+    /// frame, flow and query).
+    pub(super) fn network_update(
+        &mut self,
+        u: &crate::state::NetworkUpdate,
+    ) -> Result<Reply, DaemonError> {
+        let mut next = self.state.clone();
+        let n = next.update_network(u)?;
+        self.save(&next)?;
+        self.state = next;
+        self.apply();
+        Ok(Reply::Network(Box::new(view::network_inspect(
+            &self.state,
+            &n,
+        ))))
+    }
+
+    /// `network prune`: every network without endpoints goes (not the default one).
+    pub(super) fn network_prune(&mut self) -> Result<Reply, DaemonError> {
+        let names = self.state.prunable();
+        let mut next = self.state.clone();
+        for n in &names {
+            next.remove_network(n, false)?;
+        }
+        if !names.is_empty() {
+            self.save(&next)?;
+            self.state = next;
+            self.apply();
+        }
+        Ok(Reply::NetworkPruned(crate::api::NetworkPruned {
+            removed: names,
+        }))
+    }
+
+    /// What a container has published.
+    pub(super) fn publish_ls(&self, name: &str) -> Result<Reply, DaemonError> {
+        let c = self.state.container(name)?;
+        Ok(Reply::Published(
+            c.published.iter().map(view::published_entry).collect(),
+        ))
     }
 
     /// Test only: panics on the thread `site` names (see [`TEST_PANIC_ENV`]).

@@ -234,6 +234,7 @@ pub(super) fn gateway_config(i: &Inputs) -> GatewayConfig {
         },
         ..Default::default()
     };
+    let upstreams = all_upstreams(i);
     for n in i.state.networks.values() {
         let d = usize::from(n.domain);
         if c.nets.len() <= d {
@@ -246,10 +247,10 @@ pub(super) fn gateway_config(i: &Inputs) -> GatewayConfig {
             *slot = Some(net_service(n));
         }
         if let Some(slot) = c.names.get_mut(d) {
-            *slot = names(i.state, n);
+            *slot = names(i.state, n, &upstreams);
         }
     }
-    c.upstreams = i.upstreams.to_vec();
+    c.upstreams = upstreams;
     c.packet = i.packet_segment().map(|seg| PacketUplink {
         ext_ip: seg.address.addr(),
         ext_mac: MacAddr::from_ipv4(seg.address.addr()),
@@ -306,8 +307,54 @@ fn net_service(n: &Network) -> NetConfig {
     }
 }
 
-/// The names the gateway answers on network `n` (none with DNS off).
-fn names(state: &State, n: &Network) -> Option<Arc<dataplane::dns::Names>> {
+/// The daemon's resolvers, then every other one a network or a container names.
+fn all_upstreams(i: &Inputs) -> Vec<SocketAddr> {
+    let mut v = i.upstreams.to_vec();
+    for a in i.state.named_resolvers() {
+        if !v.contains(&a) {
+            v.push(a);
+        }
+    }
+    v
+}
+
+/// Where `servers` are in `all`.
+fn route(all: &[SocketAddr], servers: &[SocketAddr]) -> Vec<usize> {
+    (servers.iter())
+        .filter_map(|s| all.iter().position(|a| a == s))
+        .collect()
+}
+
+/// What each container on `n` resolves for itself: its resolvers, search domains,
+/// `--add-host` names (`host-gateway`: the gateway of the address's family).
+fn client_names(
+    b: &mut dataplane::dns::NamesBuilder,
+    ct: &Container,
+    ips: &[IpAddr],
+    (n, all): (&Network, &[SocketAddr]),
+) {
+    for ip in ips {
+        if !ct.dns.servers.is_empty() {
+            b.client_upstreams(*ip, route(all, &ct.dns.servers));
+        }
+        for d in &ct.dns.search {
+            let _ = b.client_search(*ip, d);
+        }
+        let gw = match ip {
+            IpAddr::V4(_) => n.gateway.map(IpAddr::V4),
+            IpAddr::V6(_) => n.ipv6.map(|v| IpAddr::V6(v.gateway)),
+        };
+        for h in &ct.dns.hosts {
+            if let Some(to) = h.ip.or(gw) {
+                let _ = b.client_host(*ip, &h.name, to);
+            }
+        }
+    }
+}
+
+/// The names the gateway answers on network `n` (none with DNS off); `all`: every
+/// upstream resolver, in the gateway's order.
+fn names(state: &State, n: &Network, all: &[SocketAddr]) -> Option<Arc<dataplane::dns::Names>> {
     if n.dns == DnsMode::Off {
         return None;
     }
@@ -322,14 +369,25 @@ fn names(state: &State, n: &Network) -> Option<Arc<dataplane::dns::Names>> {
     b.forward(!n.internal)
         .forward_only(n.dns == DnsMode::ForwardOnly);
     let _ = b.search_domain(&n.name);
-    if n.dns == DnsMode::Names {
-        for (ct, e) in state.endpoints_on(&n.name) {
-            let addrs = [e.ip.map(IpAddr::V4), e.ip6.map(IpAddr::V6)];
-            for ip in addrs.into_iter().flatten() {
-                let _ = b.container(&ct.name, ip);
-                for a in &e.aliases {
-                    let _ = b.alias(a, ip);
-                }
+    for d in &n.dns_search {
+        let _ = b.search_domain(d);
+    }
+    if !n.dns_servers.is_empty() {
+        b.upstreams(route(all, &n.dns_servers));
+    }
+    for (ct, e) in state.endpoints_on(&n.name) {
+        let addrs: Vec<IpAddr> = [e.ip.map(IpAddr::V4), e.ip6.map(IpAddr::V6)]
+            .into_iter()
+            .flatten()
+            .collect();
+        client_names(&mut b, ct, &addrs, (n, all));
+        if n.dns != DnsMode::Names {
+            continue;
+        }
+        for ip in &addrs {
+            let _ = b.container(&ct.name, *ip);
+            for a in e.aliases.iter().chain(&ct.dns.hostname) {
+                let _ = b.alias(a, *ip);
             }
         }
     }
@@ -395,6 +453,37 @@ mod tests {
             extra: None,
             upstreams: &[],
         }
+    }
+
+    #[test]
+    fn resolvers_of_networks_and_containers_follow_the_daemons_and_route_their_queries() {
+        let mut w = world();
+        let sa = |s: &str| -> SocketAddr { s.parse().unwrap() };
+        let net = w.state.networks.get_mut("bridge").unwrap();
+        net.dns_servers = vec![sa("10.0.0.2:53")];
+        net.dns_search = vec!["corp.test".into()];
+        let web = w.state.containers.get_mut("web").unwrap();
+        web.dns.servers = vec![sa("10.0.0.1:53"), sa("10.0.0.3:53")];
+        web.dns.hosts = vec![crate::state::ExtraHost {
+            name: "gw".into(),
+            ip: None,
+        }];
+        let daemons = [sa("10.0.0.1:53")];
+        let i = Inputs {
+            upstreams: &daemons,
+            ..inputs(&w, false)
+        };
+        let g = gateway_config(&i);
+        let want = ["10.0.0.1:53", "10.0.0.2:53", "10.0.0.3:53"]
+            .map(sa)
+            .to_vec();
+        assert_eq!(g.upstreams, want);
+        let d = usize::from(w.state.networks["bridge"].domain);
+        let names = g.names[d].as_ref().unwrap();
+        let ip = w.state.containers["web"].endpoints[0].ip.unwrap();
+        assert_eq!(names.route(None), Some(&[1][..]));
+        assert_eq!(names.route(Some(ip.into())), Some(&[0, 2][..]));
+        assert_eq!(names.search_domain(), Some("bridge"));
     }
 
     #[test]

@@ -160,6 +160,7 @@ fn refused_requests_change_nothing() {
                 name: "ghost".into(),
                 ip: None,
                 aliases: vec![],
+                dns_opts: Default::default(),
             },
             "not found",
         ),
@@ -220,6 +221,7 @@ fn connect_gives_eth1_and_disconnect_removes_it() {
             name: "web".into(),
             ip: None,
             aliases: vec!["api".into()],
+            dns_opts: Default::default(),
         },
     );
     assert_eq!(v["port"], "web/eth1");
@@ -545,6 +547,7 @@ fn handoff_endpoints_are_the_engines_and_go_when_their_tap_is_gone() {
             name: "dock".into(),
             ip: None,
             aliases: vec![],
+            dns_opts: Default::default(),
         };
         assert!(err(&mut d, more).contains("through the engine"));
         ok(&mut d, handoff("bridge", "kept", "172.17.0.6"));

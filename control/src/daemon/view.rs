@@ -6,6 +6,7 @@ use crate::api::{
     NetworkMember, NetworkOptions, NetworkRow, OffloadCounters, OrderedMap, PortCounters, PortRow,
     PublishedEntry, Reply, SandboxInfo,
 };
+use crate::api::{IpamStatus, NetworkStatus, SubnetStatus};
 
 use crate::state::{Container, DnsMode, Endpoint, Network, Sandbox, State};
 use dataplane::bridge::{DropReason, PortStats};
@@ -67,6 +68,27 @@ pub fn network_inspect(state: &State, n: &Network) -> NetworkInspect {
         containers: OrderedMap(containers),
         options: network_options(n),
         labels: OrderedMap::default(),
+        status: Some(network_status(state, n)),
+    }
+}
+
+/// Docker's `Status.IPAM.Subnets`: each prefix's addresses in use and still free.
+fn network_status(state: &State, n: &Network) -> NetworkStatus {
+    let v4 = (n.subnet.zip(state.use_v4(n))).map(|(p, u)| (p.to_string(), u));
+    let v6 = (n.ipv6.zip(state.use_v6(n))).map(|(v, u)| (v.subnet.to_string(), u));
+    let subnets = (v4.into_iter().chain(v6))
+        .map(|(p, u)| {
+            let s = SubnetStatus {
+                ips_in_use: u.in_use,
+                dynamic_ips_available: u.available,
+            };
+            (p, s)
+        })
+        .collect();
+    NetworkStatus {
+        ipam: IpamStatus {
+            subnets: OrderedMap(subnets),
+        },
     }
 }
 
@@ -107,7 +129,15 @@ fn network_options(n: &Network) -> NetworkOptions {
         }
         .into(),
         vlan: n.vlan.map(|v| v.to_string()),
+        dns_servers: join_nonempty(n.dns_servers.iter().map(|a| a.to_string())),
+        dns_search: join_nonempty(n.dns_search.iter().cloned()),
     }
+}
+
+/// The items joined by commas, or None when there are none.
+fn join_nonempty(items: impl Iterator<Item = String>) -> Option<String> {
+    let v: Vec<String> = items.collect();
+    (!v.is_empty()).then(|| v.join(","))
 }
 
 pub fn network_ls(state: &State) -> Vec<NetworkRow> {
@@ -149,7 +179,51 @@ pub fn endpoint_info(state: &State, c: &Container, e: &Endpoint, i: usize) -> En
         aliases: e.aliases.clone(),
         trunk: e.trunk.clone(),
         port_security: e.port_security,
+        resolv_conf: n.and_then(|n| container_resolv(c, n)),
+        hostname: c.dns.hostname.clone(),
+        extra_hosts: n.map(|n| extra_hosts(c, n)).unwrap_or_default(),
     }
+}
+
+/// The resolv.conf of container `c` on network `n`: the gateway where it answers DNS
+/// (forwarding to the container's or the network's resolvers), else the container's
+/// own resolvers; the container's search domains, then the network's; its options.
+pub fn container_resolv(c: &Container, n: &Network) -> Option<String> {
+    let servers: Vec<std::net::IpAddr> = if n.dns != DnsMode::Off {
+        let gws = [n.gateway.map(Into::into), n.ipv6.map(|v| v.gateway.into())];
+        gws.into_iter().flatten().collect()
+    } else {
+        c.dns.servers.iter().map(|s| s.ip()).collect()
+    };
+    if servers.is_empty() {
+        return None;
+    }
+    let mut search = c.dns.search.clone();
+    search.extend(
+        n.dns_search
+            .iter()
+            .filter(|d| !c.dns.search.contains(d))
+            .cloned(),
+    );
+    Some(crate::net::resolv_conf_with(
+        &servers,
+        &search,
+        &c.dns.options,
+    ))
+}
+
+/// The container's `--add-host` entries with `host-gateway` resolved to `n`'s gateway
+/// (IPv4, else IPv6; left out on a network with neither).
+pub fn extra_hosts(c: &Container, n: &Network) -> Vec<crate::state::ExtraHost> {
+    let gw = (n.gateway.map(std::net::IpAddr::V4)).or(n.ipv6.map(|v| v.gateway.into()));
+    (c.dns.hosts.iter())
+        .filter_map(|h| {
+            Some(crate::state::ExtraHost {
+                name: h.name.clone(),
+                ip: Some(h.ip.or(gw)?),
+            })
+        })
+        .collect()
 }
 
 pub fn attached(state: &State, c: &Container) -> Reply {
@@ -166,12 +240,8 @@ pub fn sandbox(state: &State, c: &Container) -> SandboxInfo {
     // What a container joining this one's namespace should use as resolver.
     if let Some(e) = c.endpoints.first()
         && let Some(n) = state.networks.get(&e.network)
-        && n.dns != DnsMode::Off
     {
-        v.resolv = Some(crate::net::resolv_conf(
-            n.gateway,
-            n.ipv6.map(|v| v.gateway),
-        ));
+        v.resolv = container_resolv(c, n);
     }
     v
 }

@@ -68,7 +68,10 @@ mod live_tests;
 
 use std::time::Duration;
 
-pub use names::{HOST_NAME, Local, MAX_ENTRIES, Names, NamesBuilder, NamesError};
+pub use names::{
+    HOST_ALIASES, HOST_NAME, Local, MAX_ENTRIES, MAX_ROUTE, MAX_SEARCH_DOMAINS, Names,
+    NamesBuilder, NamesError,
+};
 pub use resolv::{MAX_UPSTREAMS, UpstreamError, parse_resolv_conf, parse_upstream};
 pub use server::{DnsServer, DnsStats, MAX_IN_FLIGHT_LIMIT, MAX_ROTATION_NAMES};
 

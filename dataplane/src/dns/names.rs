@@ -15,6 +15,15 @@ use hickory_proto::rr::Name;
 /// The name of the host (the network's gateway address) on every network.
 pub const HOST_NAME: &str = "host.vswitch.internal";
 
+/// Other names of [`HOST_NAME`], as Docker Desktop and Podman call the host.
+pub const HOST_ALIASES: [&str; 2] = ["host.docker.internal", "host.containers.internal"];
+
+/// Search domains one table (or one client) holds at most (glibc reads six).
+pub const MAX_SEARCH_DOMAINS: usize = 6;
+
+/// Upstream resolvers one route (a network's, a container's) lists at most.
+pub const MAX_ROUTE: usize = super::MAX_UPSTREAMS;
+
 /// Most (name, address) pairs one table holds: a /16 worth of containers, each with a
 /// name and an alias.
 pub const MAX_ENTRIES: usize = 1 << 17;
@@ -37,6 +46,18 @@ pub enum NamesError {
     /// The table reached [`MAX_ENTRIES`].
     #[error("too many DNS names on one network (at most {limit} name/address pairs)")]
     TooManyEntries { limit: usize },
+    /// More than [`MAX_SEARCH_DOMAINS`] search domains.
+    #[error("too many DNS search domains (at most {limit})")]
+    TooManySearchDomains { limit: usize },
+}
+
+/// What one client (a container's address) resolves for itself alone: its
+/// `--add-host` names, its search domains, its own upstream resolvers.
+#[derive(Debug, Clone, Default)]
+struct ClientView {
+    hosts: HashMap<Box<str>, Vec<IpAddr>>,
+    search: Vec<String>,
+    upstreams: Option<Vec<usize>>,
 }
 
 /// What a name resolves to locally.
@@ -58,9 +79,14 @@ pub struct Names {
     /// The gateway's addresses (one per family), kept as a slice for [`Local::Addrs`].
     gateway_addrs: Vec<IpAddr>,
     gateway_ptr: Vec<Name>,
-    search_domain: Option<String>,
+    /// The first one names PTR targets.
+    search_domains: Vec<String>,
     by_name: HashMap<Box<str>, Vec<IpAddr>>,
     by_addr: HashMap<IpAddr, Vec<Name>>,
+    /// The network's upstream resolvers (indexes into the caller's list), when not all
+    /// of them in order.
+    upstreams: Option<Vec<usize>>,
+    clients: HashMap<IpAddr, ClientView>,
 }
 
 impl Default for Names {
@@ -95,9 +121,16 @@ impl Names {
         })
     }
 
-    /// The search domain under which names also resolve.
+    /// The (first) search domain under which names also resolve.
     pub fn search_domain(&self) -> Option<&str> {
-        self.search_domain.as_deref()
+        self.search_domains.first().map(String::as_str)
+    }
+
+    /// The upstream resolvers a query from `from` goes to, in order (indexes into the
+    /// caller's list), or None for all of them in order.
+    pub fn route(&self, from: Option<IpAddr>) -> Option<&[usize]> {
+        let own = from.and_then(|f| self.clients.get(&f)?.upstreams.as_deref());
+        own.or(self.upstreams.as_deref())
     }
 
     /// Distinct forward names in the table (the gateway name not counted).
@@ -112,13 +145,49 @@ impl Names {
 
     /// What `name` resolves to here, or `None` when it is not a local name.
     pub fn lookup(&self, name: &Name) -> Option<Local<'_>> {
+        self.lookup_from(name, None)
+    }
+
+    /// What `name` resolves to for a query from `from`: its own `--add-host` names
+    /// first (also under its search domains), then the network's names (under the
+    /// network's search domains and its own).
+    pub fn lookup_from(&self, name: &Name, from: Option<IpAddr>) -> Option<Local<'_>> {
         let mut buf = [0u8; MAX_NAME_LEN + 2];
         let key = lower_key(name, &mut buf)?;
-        self.lookup_key(key)
+        let client = from.and_then(|f| self.clients.get(&f));
+        if let Some(c) = client {
+            let own = |k: &str| c.hosts.get_key_value(k);
+            let hit = own(key).or_else(|| self.bare_names(key, &c.search).find_map(own));
+            if let Some((k, addrs)) = hit {
+                return Some(Local::Addrs { key: k, addrs });
+            }
+        }
+        if let Some(l) = self.lookup_key(key) {
+            return Some(l);
+        }
+        let search = client.map_or(&[][..], |c| &c.search[..]);
+        if !self.names_enabled {
+            return None;
+        }
+        let (k, addrs) = self
+            .bare_names(key, search)
+            .find_map(|b| self.by_name.get_key_value(b))?;
+        Some(Local::Addrs { key: k, addrs })
+    }
+
+    /// `key` without each of `domains` it ends with (`web` of `web.corp.test`).
+    fn bare_names<'k>(
+        &self,
+        key: &'k str,
+        domains: &'k [String],
+    ) -> impl Iterator<Item = &'k str> + 'k {
+        domains
+            .iter()
+            .filter_map(move |d| key.strip_suffix(d.as_str())?.strip_suffix('.'))
     }
 
     fn lookup_key(&self, key: &str) -> Option<Local<'_>> {
-        if key == HOST_NAME {
+        if key == HOST_NAME || HOST_ALIASES.contains(&key) {
             return (!self.gateway_addrs.is_empty()).then_some(Local::Addrs {
                 key: HOST_NAME,
                 addrs: &self.gateway_addrs,
@@ -143,10 +212,8 @@ impl Names {
         if let Some((k, addrs)) = self.by_name.get_key_value(key) {
             return Some(Local::Addrs { key: k, addrs });
         }
-        let domain = self.search_domain.as_deref()?;
-        let bare = key.strip_suffix(domain)?.strip_suffix('.')?;
-        self.by_name
-            .get_key_value(bare)
+        self.bare_names(key, &self.search_domains)
+            .find_map(|b| self.by_name.get_key_value(b))
             .map(|(k, addrs)| Local::Addrs { key: k, addrs })
     }
 }
@@ -157,10 +224,12 @@ pub struct NamesBuilder {
     names_enabled: bool,
     forward: bool,
     gateway: Vec<IpAddr>,
-    search_domain: Option<String>,
+    search_domains: Vec<String>,
     by_name: HashMap<Box<str>, Vec<IpAddr>>,
     by_addr: HashMap<IpAddr, Vec<String>>,
     entries: usize,
+    upstreams: Option<Vec<usize>>,
+    clients: HashMap<IpAddr, ClientView>,
 }
 
 impl Default for NamesBuilder {
@@ -176,10 +245,12 @@ impl NamesBuilder {
             names_enabled: true,
             forward: true,
             gateway: Vec::new(),
-            search_domain: None,
+            search_domains: Vec::new(),
             by_name: HashMap::new(),
             by_addr: HashMap::new(),
             entries: 0,
+            upstreams: None,
+            clients: HashMap::new(),
         }
     }
 
@@ -209,10 +280,53 @@ impl NamesBuilder {
         self
     }
 
-    /// A domain under which every name also resolves (`web` and `web.DOMAIN`), and
-    /// which PTR answers carry (`web.DOMAIN.`).
+    /// A domain under which every name also resolves (`web` and `web.DOMAIN`); the
+    /// first one given is what PTR answers carry (`web.DOMAIN.`). At most
+    /// [`MAX_SEARCH_DOMAINS`].
     pub fn search_domain(&mut self, domain: &str) -> Result<&mut Self, NamesError> {
-        self.search_domain = Some(canonical(domain)?);
+        push_domain(&mut self.search_domains, domain)?;
+        Ok(self)
+    }
+
+    /// The network's upstream resolvers, in order (indexes into the caller's list; at
+    /// most [`MAX_ROUTE`], the rest ignored). Without this call: all of them.
+    pub fn upstreams(&mut self, route: Vec<usize>) -> &mut Self {
+        self.upstreams = Some(route.into_iter().take(MAX_ROUTE).collect());
+        self
+    }
+
+    /// Upstream resolvers for the queries of `client` alone (a container's `--dns`).
+    pub fn client_upstreams(&mut self, client: IpAddr, route: Vec<usize>) -> &mut Self {
+        let c = self.clients.entry(client).or_default();
+        c.upstreams = Some(route.into_iter().take(MAX_ROUTE).collect());
+        self
+    }
+
+    /// A search domain of `client` alone: its queries for `NAME.DOMAIN` are answered
+    /// as `NAME`.
+    pub fn client_search(&mut self, client: IpAddr, domain: &str) -> Result<&mut Self, NamesError> {
+        let c = self.clients.entry(client).or_default();
+        push_domain(&mut c.search, domain)?;
+        Ok(self)
+    }
+
+    /// A name only `client` resolves (`--add-host NAME:IP`), before every other name.
+    pub fn client_host(
+        &mut self,
+        client: IpAddr,
+        name: &str,
+        ip: impl Into<IpAddr>,
+    ) -> Result<&mut Self, NamesError> {
+        let (ip, key) = (ip.into(), canonical(name)?);
+        if self.entries >= MAX_ENTRIES {
+            return Err(NamesError::TooManyEntries { limit: MAX_ENTRIES });
+        }
+        let c = self.clients.entry(client).or_default();
+        let addrs = c.hosts.entry(key.into()).or_default();
+        if !addrs.contains(&ip) {
+            addrs.push(ip);
+            self.entries += 1;
+        }
         Ok(self)
     }
 
@@ -274,7 +388,7 @@ impl NamesBuilder {
                 let targets = names
                     .iter()
                     .filter_map(|n| {
-                        let fqdn = match &self.search_domain {
+                        let fqdn = match self.search_domains.first() {
                             Some(d) => format!("{n}.{d}."),
                             None => format!("{n}."),
                         };
@@ -289,11 +403,28 @@ impl NamesBuilder {
             forward: self.forward,
             gateway_addrs: self.gateway,
             gateway_ptr,
-            search_domain: self.search_domain,
+            search_domains: self.search_domains,
             by_name: self.by_name,
             by_addr,
+            upstreams: self.upstreams,
+            clients: self.clients,
         }
     }
+}
+
+/// Adds a search domain to `list` (canonical, once, at most [`MAX_SEARCH_DOMAINS`]).
+fn push_domain(list: &mut Vec<String>, domain: &str) -> Result<(), NamesError> {
+    let d = canonical(domain)?;
+    if list.contains(&d) {
+        return Ok(());
+    }
+    if list.len() >= MAX_SEARCH_DOMAINS {
+        return Err(NamesError::TooManySearchDomains {
+            limit: MAX_SEARCH_DOMAINS,
+        });
+    }
+    list.push(d);
+    Ok(())
 }
 
 fn name_char(b: u8) -> bool {
@@ -429,6 +560,28 @@ mod tests {
             Local::Addrs { addrs, .. } => Some(addrs.to_vec()),
             Local::Ptr(_) => None,
         }
+    }
+
+    #[test]
+    fn host_aliases_and_search_domains_of_the_network() {
+        let mut b = Names::builder();
+        b.gateway(GW).search_domain("mynet").unwrap();
+        b.search_domain("Corp.Test.").unwrap();
+        b.container("web", WEB).unwrap();
+        let t = b.build();
+        for n in ["host.docker.internal", "HOST.containers.internal."] {
+            assert_eq!(addrs(&t, n), Some(vec![GW]), "{n}");
+        }
+        assert_eq!(addrs(&t, "web.corp.test"), Some(vec![WEB]));
+        assert_eq!(addrs(&t, "web.mynet"), Some(vec![WEB]));
+        assert_eq!(addrs(&t, "web.other.test"), None);
+        // PTR targets keep the first search domain.
+        assert_eq!(t.search_domain(), Some("mynet"));
+        let mut b = Names::builder();
+        for i in 0..MAX_SEARCH_DOMAINS {
+            b.search_domain(&format!("d{i}.test")).unwrap();
+        }
+        assert!(b.search_domain("one-more.test").is_err());
     }
 
     #[test]

@@ -71,6 +71,10 @@ struct Pending {
     upstream_transport: Transport,
     /// Key of this attempt in `deadlines`.
     deadline: (Instant, u64),
+    /// The resolvers this query may ask, in order (None: every one, from 0), and the
+    /// place in that list of the one asked now.
+    route: Option<Vec<usize>>,
+    hop: usize,
 }
 
 /// The embedded DNS server of every network; see the [module docs](super).
@@ -171,6 +175,21 @@ impl DnsServer {
         client: ClientRef,
         now: Instant,
     ) -> Action {
+        self.query_from(names, None, msg, transport, client, now)
+    }
+
+    /// As [`query`](Self::query) for a client at address `from`: its own names
+    /// (`--add-host`), search domains and upstream resolvers (`--dns`) apply, else the
+    /// network's ([`Names::route`]).
+    pub fn query_from(
+        &mut self,
+        names: &Names,
+        from: Option<std::net::IpAddr>,
+        msg: &[u8],
+        transport: Transport,
+        client: ClientRef,
+        now: Instant,
+    ) -> Action {
         let reply = |bytes| Action::Reply {
             client,
             transport,
@@ -191,15 +210,25 @@ impl DnsServer {
         }
 
         let class_ok = matches!(question.query_class(), DNSClass::IN | DNSClass::ANY);
-        if let Some(local) = names.lookup(question.name()).filter(|_| class_ok) {
+        if let Some(local) = names
+            .lookup_from(question.name(), from)
+            .filter(|_| class_ok)
+        {
             self.stats.local += 1;
             return reply(self.local_answer(&request, question, local, limit));
         }
 
-        if !names.forwards() || self.upstreams == 0 {
+        let route: Option<Vec<usize>> = names
+            .route(from)
+            .map(|r| r.iter().copied().filter(|u| *u < self.upstreams).collect());
+        let first = match &route {
+            Some(r) => r.first().copied(),
+            None => (self.upstreams > 0).then_some(0),
+        };
+        let Some(first) = first.filter(|_| names.forwards()) else {
             self.stats.servfail += 1;
             return reply(self.error_reply(&request, ResponseCode::ServFail, limit));
-        }
+        };
         if self.pending.len() >= self.cfg.max_in_flight {
             self.stats.refused_in_flight += 1;
             return reply(self.error_reply(&request, ResponseCode::Refused, limit));
@@ -214,8 +243,10 @@ impl DnsServer {
             bytes: msg.to_vec(),
             upstream_transport: Transport::Udp,
             deadline: (now, 0),
+            route,
+            hop: 0,
         };
-        self.attempt(pending, 0, Transport::Udp, now)
+        self.attempt(pending, first, Transport::Udp, now)
     }
 
     /// A message from upstream resolver `upstream` (a UDP payload, or a TCP message
@@ -427,12 +458,15 @@ impl DnsServer {
     }
 
     /// After `failed` did not answer: the next resolver, or SERVFAIL after the last.
-    fn next_upstream(&mut self, p: Pending, failed: usize, now: Instant) -> Action {
-        let next = failed.saturating_add(1);
-        if next < self.upstreams {
-            self.attempt(p, next, Transport::Udp, now)
-        } else {
-            self.servfail(p)
+    fn next_upstream(&mut self, mut p: Pending, failed: usize, now: Instant) -> Action {
+        p.hop = p.hop.saturating_add(1);
+        let next = match &p.route {
+            Some(r) => r.get(p.hop).copied(),
+            None => Some(failed.saturating_add(1)),
+        };
+        match next.filter(|n| *n < self.upstreams) {
+            Some(n) => self.attempt(p, n, Transport::Udp, now),
+            None => self.servfail(p),
         }
     }
 
@@ -969,6 +1003,45 @@ mod tests {
         let (_, b) = reply(s.upstream_reply(1, &answer, t1).unwrap());
         assert_eq!(b, DNSMASQ_NXDOMAIN);
         assert_eq!(s.stats().upstream_timeouts, 1);
+    }
+
+    #[test]
+    fn a_networks_and_a_clients_own_resolvers_are_asked_in_their_order() {
+        let mut s = server(4);
+        let t0 = Instant::now();
+        let mut b = NamesBuilder::new();
+        b.gateway(GW).upstreams(vec![3, 1, 9]);
+        b.container("web", WEB).unwrap();
+        b.client_upstreams(DB.into(), vec![2]);
+        b.client_host(DB.into(), "files.corp", CACHE).unwrap();
+        b.client_search(DB.into(), "corp.test").unwrap();
+        let t = b.build();
+        let q = query_bytes(1, "x.example.", RecordType::A, None);
+        // The network's list: 3, then 1; 9 is past the resolvers there are.
+        let (up, _, _, bytes) = forward(s.query(&t, &q, Transport::Udp, C, t0));
+        assert_eq!(up, 3);
+        let fail = answer_to(&bytes, ResponseCode::ServFail, &[], false);
+        let (up, _, _, bytes) = forward(s.upstream_reply(3, &fail, t0).unwrap());
+        assert_eq!(up, 1);
+        let fail = answer_to(&bytes, ResponseCode::ServFail, &[], false);
+        let m = parsed(s.upstream_reply(1, &fail, t0).unwrap());
+        assert_eq!(m.response_code, ResponseCode::ServFail);
+        // A client with its own resolver: only that one.
+        let from = Some(DB.into());
+        let (up, _, _, _) = forward(s.query_from(&t, from, &q, Transport::Udp, C, t0));
+        assert_eq!(up, 2);
+        // Its --add-host name (also under its search domain), for it alone.
+        for n in ["files.corp.", "files.corp.corp.test."] {
+            let q = query_bytes(2, n, RecordType::A, None);
+            let m = parsed(s.query_from(&t, from, &q, Transport::Udp, C, t0));
+            assert_eq!(m.answers.len(), 1, "{n}");
+            let other = s.query_from(&t, Some(WEB.into()), &q, Transport::Udp, C, t0);
+            assert!(matches!(other, Action::Forward { upstream: 3, .. }), "{n}");
+        }
+        // web.corp.test is web for the client that searches corp.test.
+        let q = query_bytes(3, "web.corp.test.", RecordType::A, None);
+        let m = parsed(s.query_from(&t, from, &q, Transport::Udp, C, t0));
+        assert_eq!(m.answers.len(), 1);
     }
 
     #[test]

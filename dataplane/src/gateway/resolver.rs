@@ -117,10 +117,8 @@ impl Gateway {
         let Some(client) = self.dns_client(c, port, out) else {
             return;
         };
-        let a = self
-            .resolver
-            .server
-            .query(&names, msg, transport, client, now);
+        let from = Some(c.who().ip);
+        let a = (self.resolver.server).query_from(&names, from, msg, transport, client, now);
         if matches!(a, dns::Action::Nothing) {
             self.resolver.forget(client);
         }

@@ -60,6 +60,32 @@ pub struct RuntimeConfig {
     /// Network name -> DNS aliases of the container on it.
     #[serde(default)]
     pub aliases: HashMap<String, Vec<String>>,
+    /// The `dns` capability: the container's own resolvers, search domains, options.
+    #[serde(default)]
+    pub dns: RuntimeDns,
+}
+
+/// `runtimeConfig.dns` (CNI's `dns` capability, as containerd and CRI-O fill it).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct RuntimeDns {
+    #[serde(default)]
+    pub servers: Vec<String>,
+    #[serde(default)]
+    pub searches: Vec<String>,
+    #[serde(default)]
+    pub options: Vec<String>,
+}
+
+impl RuntimeDns {
+    /// As the container's DNS options of an `attach`.
+    pub fn opts(&self) -> crate::state::DnsOpts {
+        crate::state::DnsOpts {
+            dns: self.servers.clone(),
+            dns_search: self.searches.clone(),
+            dns_option: self.options.clone(),
+            ..Default::default()
+        }
+    }
 }
 
 /// One `portMappings` entry.
@@ -220,6 +246,18 @@ mod tests {
         assert_eq!(c.publish_specs().unwrap(), vec!["18499:80/tcp"]);
         assert_eq!(c.runtime.aliases["front"], vec!["web", "1234abcd"]);
         assert!(!c.legacy_result());
+    }
+
+    #[test]
+    fn the_dns_capability_becomes_the_containers_dns_options() {
+        let c = NetConf::parse(
+            br#"{"cniVersion":"1.0.0","name":"front","runtimeConfig":{"dns":{"servers":["10.0.0.53"],"searches":["corp.test"],"options":["ndots:2"]}}}"#,
+        )
+        .unwrap();
+        let o = c.runtime.dns.opts();
+        assert_eq!(o.dns, vec!["10.0.0.53"]);
+        assert_eq!(o.dns_search, vec!["corp.test"]);
+        assert_eq!(o.dns_option, vec!["ndots:2"]);
     }
 
     #[test]

@@ -147,6 +147,7 @@ fn add(env: &Env, conf: &NetConf) -> Result<Value, CniError> {
         publish: conf.publish_specs()?,
         id: Some(env.container_id.clone()),
         owner: Some("cni".into()),
+        dns_opts: conf.runtime.dns.opts(),
         ..Default::default()
     };
     let reply = client.call(Request::Attach(req)).map_err(refused)?;

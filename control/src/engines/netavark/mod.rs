@@ -111,6 +111,9 @@ fn ensure(client: &mut Client, network: &Network) -> Result<NetworkInspect, Plug
         no_dns: !network.dns_enabled,
         mtu: option_u32(network, "mtu")?,
         vlan: option_u32(network, "vlan")?,
+        dns: (network.network_dns_servers.iter().flatten())
+            .map(|a| a.to_string())
+            .collect(),
         ..Default::default()
     };
     Ok(engine::ensure_network(client, &spec)?)
@@ -354,6 +357,9 @@ mod tests {
             aliases: Vec::new(),
             trunk: Vec::new(),
             port_security: true,
+            resolv_conf: None,
+            hostname: None,
+            extra_hosts: Vec::new(),
         };
         let v = serde_json::to_value(status_block(&a)).unwrap();
         assert_eq!(

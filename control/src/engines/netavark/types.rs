@@ -25,6 +25,9 @@ pub struct Network {
     pub subnets: Option<Vec<Subnet>>,
     #[serde(default)]
     pub options: Option<HashMap<String, String>>,
+    /// The network's resolvers (`podman network create --dns`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_dns_servers: Option<Vec<IpAddr>>,
     #[serde(flatten)]
     pub rest: Map<String, Value>,
 }
