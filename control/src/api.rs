@@ -77,6 +77,10 @@ pub struct AttachReq {
     /// `ip` may be an address reserved with `address_reserve`: the endpoint takes it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub claim: bool,
+    /// Bandwidth limits of the port (`rate_in`, `rate_out` in bits a second, `burst`
+    /// in bytes).
+    #[serde(flatten, default)]
+    pub limits: crate::limit::PortLimits,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -97,6 +101,8 @@ pub struct UplinkReq {
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "cmd", rename_all = "snake_case")]
+// One request per control call, parsed and dropped: its size is never multiplied.
+#[allow(clippy::large_enum_variant)]
 pub enum Request {
     /// Protocol and daemon version.
     Hello,
@@ -125,6 +131,9 @@ pub enum Request {
         ip6: Option<std::net::Ipv6Addr>,
         #[serde(default)]
         aliases: Vec<String>,
+        /// Bandwidth limits of the new port.
+        #[serde(flatten, default)]
+        limits: crate::limit::PortLimits,
     },
     Disconnect {
         network: String,
@@ -176,6 +185,15 @@ pub enum Request {
         port: String,
         #[serde(default)]
         count: Option<u64>,
+    },
+    /// Sets a port's bandwidth limits live: the directions given replace the port's (a
+    /// rate of 0 removes one), `clear` removes both; none given: shows them.
+    Limit {
+        port: String,
+        #[serde(flatten, default)]
+        limits: crate::limit::PortLimits,
+        #[serde(default)]
+        clear: bool,
     },
 }
 
@@ -290,6 +308,7 @@ mod tests {
             "capture" => same_as::<Capturing>(data),
             "address_reserve" => same_as::<AddressReserved>(data),
             "address_release" => same_as::<AddressReleased>(data),
+            "limit" => same_as::<LimitInfo>(data),
             other => Err(format!("no reply type for {other:?}")),
         }
     }
@@ -350,6 +369,7 @@ mod tests {
             "detach",
             "connect",
             "disconnect",
+            "limit",
             "container_ls",
             "port_ls",
             "publish",

@@ -53,6 +53,8 @@ pub struct RunArgs {
     pub publish: Vec<String>,
     #[arg(long = "alias")]
     pub aliases: Vec<String>,
+    #[command(flatten)]
+    pub limits: LimitArgs,
     /// The command and its arguments.
     #[arg(last = true, required = true)]
     pub command: Vec<String>,
@@ -186,6 +188,8 @@ pub enum CtlCommand {
         ip6: Option<Ipv6Addr>,
         #[arg(long = "alias")]
         aliases: Vec<String>,
+        #[command(flatten)]
+        limits: LimitArgs,
     },
     /// Take a container off one network.
     Disconnect { network: String, name: String },
@@ -215,6 +219,16 @@ pub enum CtlCommand {
     Conntrack(ConntrackCmd),
     /// Per-port counters.
     Stats,
+    /// A port's bandwidth limits, changed live (none given: shows them).
+    Limit {
+        /// The port (`ctl port ls`: NAME, or NAME/eth1 for a second network).
+        port: String,
+        #[command(flatten)]
+        limits: LimitArgs,
+        /// Remove both limits.
+        #[arg(long, conflicts_with_all = ["rate_in", "rate_out", "burst"])]
+        clear: bool,
+    },
     /// Capture a port's frames to a pcap file.
     Capture {
         port: String,
@@ -318,6 +332,34 @@ pub struct AttachArgs {
     pub no_port_security: bool,
     #[arg(short = 'p', long = "publish", value_name = "SPEC")]
     pub publish: Vec<String>,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+/// Bandwidth limits of a port (`attach`, `connect`, `run`, `ctl limit`).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct LimitArgs {
+    /// Limit what the container receives, e.g. 100mbit (bits a second: kbit, mbit,
+    /// gbit; 0 removes the limit).
+    #[arg(long, value_name = "RATE", value_parser = crate::limit::parse_rate)]
+    pub rate_in: Option<u64>,
+    /// Limit what the container sends, e.g. 100mbit.
+    #[arg(long, value_name = "RATE", value_parser = crate::limit::parse_rate)]
+    pub rate_out: Option<u64>,
+    /// Bytes the container may send or receive at once above the rate, e.g. 256k
+    /// [default: 5 ms of the rate, at least 64k].
+    #[arg(long, value_name = "BYTES", value_parser = crate::limit::parse_bytes)]
+    pub burst: Option<u64>,
+}
+
+impl LimitArgs {
+    pub fn to_limits(&self) -> crate::limit::PortLimits {
+        crate::limit::PortLimits {
+            rate_in: self.rate_in,
+            rate_out: self.rate_out,
+            burst: self.burst,
+        }
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -485,6 +527,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 ip6: a.ip6,
                 publish: a.publish,
                 aliases: a.aliases,
+                limits: a.limits.to_limits(),
                 command: a.command,
             })?;
             std::process::exit(code);
@@ -530,6 +573,7 @@ fn ctl_request(cmd: CtlCommand) -> Result<(Request, Render), CliError> {
             ip,
             ip6,
             aliases,
+            limits,
         } => (
             Request::Connect {
                 network,
@@ -537,6 +581,7 @@ fn ctl_request(cmd: CtlCommand) -> Result<(Request, Render), CliError> {
                 ip,
                 ip6,
                 aliases,
+                limits: limits.to_limits(),
             },
             Render::Endpoint,
         ),
@@ -556,6 +601,18 @@ fn ctl_request(cmd: CtlCommand) -> Result<(Request, Render), CliError> {
         CtlCommand::Conntrack(ConntrackCmd::Ls) => (Request::ConntrackLs, Render::Conntrack),
         CtlCommand::Conntrack(ConntrackCmd::Flush) => (Request::ConntrackFlush, Render::Nothing),
         CtlCommand::Stats => (Request::Stats, Render::Stats),
+        CtlCommand::Limit {
+            port,
+            limits,
+            clear,
+        } => (
+            Request::Limit {
+                port,
+                limits: limits.to_limits(),
+                clear,
+            },
+            Render::Limits,
+        ),
         CtlCommand::Capture { port, count, .. } => {
             (Request::Capture { port, count }, Render::Nothing)
         }
@@ -628,6 +685,7 @@ fn attach_req(t: AttachArgs) -> AttachReq {
         trunk: t.trunk,
         no_port_security: t.no_port_security,
         publish: t.publish,
+        limits: t.limits.to_limits(),
         ..Default::default()
     }
 }

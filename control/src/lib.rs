@@ -10,6 +10,7 @@ pub mod daemon;
 pub mod daemon_main;
 pub mod engines;
 pub mod framing;
+pub mod limit;
 pub mod net;
 pub mod paths;
 pub mod procid;

@@ -24,11 +24,13 @@ pub enum Render {
     Fdb,
     Stats,
     Conntrack,
+    /// A port's bandwidth limits, one line.
+    Limits,
 }
 
 impl Render {
     /// Every way, for the fuzzer.
-    pub const ALL: [Render; 10] = [
+    pub const ALL: [Render; 11] = [
         Render::Nothing,
         Render::Pretty,
         Render::NetworkId,
@@ -39,6 +41,7 @@ impl Render {
         Render::Fdb,
         Render::Stats,
         Render::Conntrack,
+        Render::Limits,
     ];
 
     /// The text for `v`, read as the type this rendering expects.
@@ -54,8 +57,19 @@ impl Render {
             Render::Fdb => fdb(&typed::<Vec<FdbRow>>(v)?),
             Render::Stats => stats(&typed::<Stats>(v)?),
             Render::Conntrack => conntrack(&typed::<Vec<ConntrackRow>>(v)?),
+            Render::Limits => limits(&typed::<crate::api::LimitInfo>(v)?),
         })
     }
+}
+
+fn limits(l: &crate::api::LimitInfo) -> String {
+    let burst = l.burst.map_or_else(String::new, |b| format!(" burst {b}"));
+    format!(
+        "{}: in {} out {}{burst}",
+        l.port,
+        l.rate_in.as_deref().unwrap_or("unlimited"),
+        l.rate_out.as_deref().unwrap_or("unlimited")
+    )
 }
 
 fn typed<T: DeserializeOwned>(v: &Value) -> Result<T, serde_json::Error> {

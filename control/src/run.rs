@@ -61,6 +61,8 @@ pub struct RunSpec {
     pub ip6: Option<std::net::Ipv6Addr>,
     pub publish: Vec<String>,
     pub aliases: Vec<String>,
+    /// Bandwidth limits of its port.
+    pub limits: crate::limit::PortLimits,
     pub command: Vec<String>,
 }
 
@@ -366,6 +368,7 @@ pub fn run(spec: RunSpec) -> Result<i32, RunError> {
         ip6: spec.ip6,
         aliases: spec.aliases.clone(),
         publish: spec.publish.clone(),
+        limits: spec.limits,
         fd: true,
         run_pid: Some(std::process::id()),
         ..Default::default()

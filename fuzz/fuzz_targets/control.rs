@@ -63,12 +63,14 @@ fn apply(state: &mut State, req: Request) {
             ip,
             ip6,
             aliases,
+            limits,
         } => {
             let spec = EndpointSpec {
                 network,
                 ip,
                 ip6,
                 aliases,
+                limits,
                 port_security: true,
                 ..Default::default()
             };

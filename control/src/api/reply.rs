@@ -44,6 +44,21 @@ pub enum Reply {
     Capturing(Capturing),
     AddressReserved(AddressReserved),
     AddressReleased(AddressReleased),
+    /// `limit`.
+    Limits(LimitInfo),
+}
+
+/// `limit`: a port's bandwidth limits after the change (rates as `100mbit`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LimitInfo {
+    pub port: String,
+    #[serde(default)]
+    pub rate_in: Option<String>,
+    #[serde(default)]
+    pub rate_out: Option<String>,
+    /// The buckets' depth in bytes, when given (else 5 ms of the rate, at least 64 KiB).
+    #[serde(default)]
+    pub burst: Option<u64>,
 }
 
 /// `hello`.

@@ -7,6 +7,7 @@
 
 mod attach;
 mod error;
+mod limit;
 mod limits;
 mod ports;
 mod publish;

@@ -54,7 +54,15 @@ impl Daemon {
                 ip,
                 ip6,
                 aliases,
-            } => self.connect(&network, &name, (ip, ip6), aliases)?,
+                limits,
+            } => {
+                limits.check()?;
+                let r = self.connect(&network, &name, (ip, ip6), aliases)?;
+                if !limits.normalized().is_none() {
+                    self.limit_endpoint(&name, &network, &limits, false)?;
+                }
+                r
+            }
             Request::Disconnect { network, name } => self.disconnect(&name, &network)?,
             Request::PortLs => Reply::PortLs(self.port_ls()),
             Request::ContainerLs => Reply::ContainerLs(view::containers(&self.state, |p| {
@@ -78,6 +86,11 @@ impl Daemon {
             Request::ConntrackLs => Reply::ConntrackLs(self.conntrack_ls()?),
             Request::ConntrackFlush => Reply::Flushed(self.conntrack_flush()?),
             Request::Capture { port, .. } => return Err(DaemonError::CaptureNotAlone(port)),
+            Request::Limit {
+                port,
+                limits,
+                clear,
+            } => Reply::Limits(self.limit(&port, &limits, clear)?),
             Request::AddressReserve { network, ip } => self.address_reserve(&network, ip)?,
             Request::AddressRelease { network, ip } => self.address_release(&network, ip)?,
         })

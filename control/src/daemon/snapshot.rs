@@ -172,7 +172,7 @@ fn container_port(i: &Inputs, name: &str, p: &PortRt) -> Option<PortConf> {
             ip6: e.ip6,
         }),
         mac_limit: i.mac_limit,
-        limits: Default::default(),
+        limits: e.limits.to_dataplane(),
     })
 }
 
