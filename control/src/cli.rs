@@ -150,6 +150,9 @@ pub struct DaemonArgs {
     /// uplink's traffic), per worker.
     #[arg(long, value_name = "N", default_value_t = dataplane::pipeline::DEFAULT_GATEWAY_SHARE)]
     pub gateway_frames_per_sec: u32,
+    /// Serve Prometheus metrics on http://ADDR/metrics (e.g. 127.0.0.1:9323).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -347,7 +350,7 @@ pub struct LimitArgs {
     #[arg(long, value_name = "RATE", value_parser = crate::limit::parse_rate)]
     pub rate_out: Option<u64>,
     /// Bytes the container may send or receive at once above the rate, e.g. 256k
-    /// [default: 5 ms of the rate, at least 64k].
+    /// [default: 50 ms of the rate, at least 64k].
     #[arg(long, value_name = "BYTES", value_parser = crate::limit::parse_bytes)]
     pub burst: Option<u64>,
 }

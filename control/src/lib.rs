@@ -11,6 +11,7 @@ pub mod daemon_main;
 pub mod engines;
 pub mod framing;
 pub mod limit;
+pub mod metrics;
 pub mod net;
 pub mod paths;
 pub mod procid;

@@ -33,7 +33,7 @@ pub struct PortLimits {
     /// Out of the container: bits a second.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_out: Option<u64>,
-    /// The buckets' depth in bytes (default: 5 ms of the rate, at least 64 KiB).
+    /// The buckets' depth in bytes (default: 50 ms of the rate, at least 64 KiB).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub burst: Option<u64>,
 }

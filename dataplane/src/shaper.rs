@@ -29,7 +29,7 @@ pub struct Rate {
 /// The fewest bytes a bucket holds: a whole super-frame must fit.
 pub const MIN_BURST: u64 = 64 * 1024;
 /// The default depth: this much of the rate (and at least [`MIN_BURST`]).
-pub const DEFAULT_BURST_MS: u64 = 5;
+pub const DEFAULT_BURST_MS: u64 = 50;
 /// A held port is looked at again at least this often, whatever its balance (a limit
 /// raised or cleared takes effect within it).
 pub const MAX_HOLD_NS: u64 = 50_000_000;
@@ -221,11 +221,12 @@ mod tests {
     fn rate_from_bits_has_a_burst_of_a_few_ms_and_at_least_a_super_frame() {
         let r = mbit(100);
         assert_eq!(r.bytes_per_sec, 12_500_000);
-        assert_eq!(r.burst, MIN_BURST.max(62_500));
+        assert_eq!(r.burst, 625_000);
         assert_eq!(
             Rate::from_bits(8_000_000_000, None).unwrap().burst,
-            5_000_000
+            50_000_000
         );
+        assert_eq!(Rate::from_bits(8_000_000, None).unwrap().burst, MIN_BURST);
         assert_eq!(Rate::from_bits(7, None), None);
         assert_eq!(Rate::from_bits(8_000, Some(10)).unwrap().burst, MIN_BURST);
     }

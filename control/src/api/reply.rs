@@ -378,7 +378,7 @@ pub struct Capturing {
 }
 
 /// `stats`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Stats {
     /// `null` when the gateway thread did not answer.
     pub gateway: Option<GatewayCounters>,
