@@ -159,7 +159,7 @@ fn ports(t: &mut Text, s: &Scrape) {
             t.sample(name, &[a, b, c, ("reason", reason.as_str())], *n);
         }
     }
-    let name = "vswitch_port_rate_limit_bits_per_second";
+    let name = "vswitch_port_rate_limit_bytes_per_second";
     t.family(
         name,
         "gauge",
@@ -169,7 +169,7 @@ fn ports(t: &mut Text, s: &Scrape) {
         for (dir, r) in [("in", l.rate_in), ("out", l.rate_out)] {
             if let Some(r) = r {
                 let [a, b, c] = labels_of(s, &l.port);
-                t.sample(name, &[a, b, c, ("direction", dir)], r);
+                t.sample(name, &[a, b, c, ("direction", dir)], r / 8);
             }
         }
     }
@@ -441,7 +441,7 @@ mod tests {
             "vswitch_port_rx_bytes_total{port=\"web\\\"1\",network=\"front\",container=\"web\"} 1234\n"
         ));
         assert!(text.contains("reason=\"mac_spoof\"} 3\n"), "{text}");
-        assert!(text.contains("direction=\"out\"} 100000000\n"), "{text}");
+        assert!(text.contains("direction=\"out\"} 12500000\n"), "{text}");
         assert!(text.contains("# TYPE vswitch_port_rx_bytes_total counter\n"));
         assert!(text.contains("vswitch_nat_refused_total{reason=\"quota\"} 0\n"));
         for line in text.lines().filter(|l| !l.starts_with('#')) {
