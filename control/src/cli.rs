@@ -31,6 +31,13 @@ pub enum Command {
     Run(RunArgs),
     /// Run the forwarding pipeline on in-memory ports and report its speed.
     Bench(BenchArgs),
+    /// Print a shell completion script (e.g. `vswitch completions bash > /etc/bash_completion.d/vswitch`).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages (vswitch.1 and one per subcommand) into DIR.
+    Man { dir: PathBuf },
 }
 
 #[derive(clap::Args, Debug)]
@@ -150,6 +157,10 @@ pub struct DaemonArgs {
     /// uplink's traffic), per worker.
     #[arg(long, value_name = "N", default_value_t = dataplane::pipeline::DEFAULT_GATEWAY_SHARE)]
     pub gateway_frames_per_sec: u32,
+    /// What the log shows: error, warn, info, debug, trace, or a RUST_LOG filter
+    /// [default: $RUST_LOG, else info]. Control actions are info, reads debug.
+    #[arg(long, value_name = "LEVEL")]
+    pub log_level: Option<String>,
     /// Serve Prometheus metrics on http://ADDR/metrics (e.g. 127.0.0.1:9323).
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<std::net::SocketAddr>,
@@ -519,6 +530,12 @@ pub(crate) fn usage_line(e: &clap::Error) -> String {
 fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Bench(a) => bench(a),
+        Command::Completions { shell } => crate::manpages::completions(shell),
+        Command::Man { dir } => {
+            let n = crate::manpages::man(&dir)?;
+            print_line(&format!("{n} man pages in {}", dir.display()))?;
+            Ok(())
+        }
         Command::Daemon(a) => crate::daemon_main::run(a),
         Command::Ctl(a) => ctl(a),
         Command::Run(a) => {

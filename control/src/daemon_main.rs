@@ -33,6 +33,7 @@ fn range(opt: &str, v: u64, lo: u64, hi: u64) -> Result<(), CliError> {
 
 pub fn run(a: DaemonArgs) -> Result<(), CliError> {
     let metrics = a.metrics;
+    crate::logging::init(a.log_level.as_deref());
     let cfg = config(a)?;
     install_panic_exit();
     let listener = daemon::bind(&cfg.socket)?;

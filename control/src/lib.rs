@@ -11,6 +11,8 @@ pub mod daemon_main;
 pub mod engines;
 pub mod framing;
 pub mod limit;
+pub mod logging;
+pub mod manpages;
 pub mod metrics;
 pub mod net;
 pub mod paths;

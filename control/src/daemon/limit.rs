@@ -65,8 +65,8 @@ impl Daemon {
         self.save(&next)?;
         self.state = next;
         self.apply();
-        eprintln!(
-            "vswitch: limits of {container} on {network}: in {}, out {}",
+        log::info!(
+            "limits of {container} on {network}: in {}, out {}",
             now.rate_in.map_or("none".into(), format_rate),
             now.rate_out.map_or("none".into(), format_rate)
         );

@@ -18,9 +18,17 @@ use crate::state::{NetworkSpec, StateError};
 impl Daemon {
     /// Applies one request from connection `conn`.
     pub fn handle(&mut self, req: Request, fds: Vec<OwnedFd>, conn: u64) -> Response {
+        let what = crate::logging::describe(&req);
+        let level = crate::logging::level_of(&req);
         match self.dispatch(req, fds, conn) {
-            Ok(v) => Response::ok(v),
-            Err(e) => Response::err(e),
+            Ok(v) => {
+                log::log!(level, "{what}: done");
+                Response::ok(v)
+            }
+            Err(e) => {
+                log::log!(level.min(log::Level::Info), "{what}: refused: {e}");
+                Response::err(e)
+            }
         }
     }
 
