@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{OutputText, vswitch};
+use common::{OutputText, TempDir, vswitch};
 
 #[test]
 fn bench_l2_json_has_the_specified_shape() {
@@ -98,4 +98,29 @@ fn unknown_subcommand_is_a_usage_error() {
     let out = vswitch(&["frobnicate"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(out.stderr_text().contains("frobnicate"));
+}
+
+#[test]
+fn completions_for_every_shell_and_man_pages_for_every_command() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = vswitch(&["completions", shell]);
+        assert!(out.status.success(), "{shell}: {}", out.stderr_text());
+        assert!(
+            out.stdout_text().contains("rate-out"),
+            "{shell}: no --rate-out"
+        );
+    }
+    let dir = TempDir::new("shpman");
+    let out = vswitch(&["man", &dir.path().display().to_string()]);
+    assert!(out.status.success(), "{}", out.stderr_text());
+    for page in [
+        "vswitch.1",
+        "vswitch-daemon.1",
+        "vswitch-ctl-limit.1",
+        "vswitch-run.1",
+    ] {
+        assert!(dir.path().join(page).exists(), "no {page}");
+    }
+    let bad = vswitch(&["completions", "tcsh"]);
+    assert!(!bad.status.success());
 }

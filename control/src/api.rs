@@ -87,6 +87,10 @@ pub struct AttachReq {
     /// Ports the container serves, `PORT[-END][/PROTO]` (`--expose`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub expose: Vec<String>,
+    /// Bandwidth limits of the port (`rate_in`, `rate_out` in bits a second, `burst`
+    /// in bytes).
+    #[serde(flatten, default)]
+    pub limits: crate::limit::PortLimits,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -105,10 +109,10 @@ pub struct UplinkReq {
     pub mtu: Option<u32>,
 }
 
-// One request per control message, read and dropped: its size does not matter.
-#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "cmd", rename_all = "snake_case")]
+// One request per control call, parsed and dropped: its size is never multiplied.
+#[allow(clippy::large_enum_variant)]
 pub enum Request {
     /// Protocol and daemon version.
     Hello,
@@ -144,6 +148,9 @@ pub enum Request {
         /// The container's DNS settings, replacing those it has where given.
         #[serde(flatten)]
         dns_opts: DnsOpts,
+        /// Bandwidth limits of the new port.
+        #[serde(flatten, default)]
+        limits: crate::limit::PortLimits,
     },
     Disconnect {
         network: String,
@@ -199,6 +206,15 @@ pub enum Request {
         port: String,
         #[serde(default)]
         count: Option<u64>,
+    },
+    /// Sets a port's bandwidth limits live: the directions given replace the port's (a
+    /// rate of 0 removes one), `clear` removes both; none given: shows them.
+    Limit {
+        port: String,
+        #[serde(flatten, default)]
+        limits: crate::limit::PortLimits,
+        #[serde(default)]
+        clear: bool,
     },
 }
 
@@ -315,6 +331,7 @@ mod tests {
             "capture" => same_as::<Capturing>(data),
             "address_reserve" => same_as::<AddressReserved>(data),
             "address_release" => same_as::<AddressReleased>(data),
+            "limit" => same_as::<LimitInfo>(data),
             other => Err(format!("no reply type for {other:?}")),
         }
     }
@@ -378,6 +395,7 @@ mod tests {
             "detach",
             "connect",
             "disconnect",
+            "limit",
             "container_ls",
             "port_ls",
             "publish",

@@ -31,6 +31,13 @@ pub enum Command {
     Run(RunArgs),
     /// Run the forwarding pipeline on in-memory ports and report its speed.
     Bench(BenchArgs),
+    /// Print a shell completion script (e.g. `vswitch completions bash > /etc/bash_completion.d/vswitch`).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages (vswitch.1 and one per subcommand) into DIR.
+    Man { dir: PathBuf },
 }
 
 #[derive(clap::Args, Debug)]
@@ -57,6 +64,8 @@ pub struct RunArgs {
     pub dns: DnsArgs,
     #[command(flatten)]
     pub expose: ExposeArgs,
+    #[command(flatten)]
+    pub limits: LimitArgs,
     /// The command and its arguments.
     #[arg(last = true, required = true)]
     pub command: Vec<String>,
@@ -200,6 +209,13 @@ pub struct DaemonArgs {
     /// uplink's traffic), per worker.
     #[arg(long, value_name = "N", default_value_t = dataplane::pipeline::DEFAULT_GATEWAY_SHARE)]
     pub gateway_frames_per_sec: u32,
+    /// What the log shows: error, warn, info, debug, trace, or a RUST_LOG filter
+    /// [default: $RUST_LOG, else info]. Control actions are info, reads debug.
+    #[arg(long, value_name = "LEVEL")]
+    pub log_level: Option<String>,
+    /// Serve Prometheus metrics on http://ADDR/metrics (e.g. 127.0.0.1:9323).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -240,6 +256,8 @@ pub enum CtlCommand {
         aliases: Vec<String>,
         #[command(flatten)]
         dns: DnsArgs,
+        #[command(flatten)]
+        limits: LimitArgs,
     },
     /// Take a container off one network.
     Disconnect { network: String, name: String },
@@ -269,6 +287,16 @@ pub enum CtlCommand {
     Conntrack(ConntrackCmd),
     /// Per-port counters.
     Stats,
+    /// A port's bandwidth limits, changed live (none given: shows them).
+    Limit {
+        /// The port (`ctl port ls`: NAME, or NAME/eth1 for a second network).
+        port: String,
+        #[command(flatten)]
+        limits: LimitArgs,
+        /// Remove both limits.
+        #[arg(long, conflicts_with_all = ["rate_in", "rate_out", "burst"])]
+        clear: bool,
+    },
     /// Capture a port's frames to a pcap file.
     Capture {
         port: String,
@@ -413,6 +441,34 @@ pub struct AttachArgs {
     pub dns: DnsArgs,
     #[command(flatten)]
     pub expose: ExposeArgs,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+/// Bandwidth limits of a port (`attach`, `connect`, `run`, `ctl limit`).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct LimitArgs {
+    /// Limit what the container receives, e.g. 100mbit (bits a second: kbit, mbit,
+    /// gbit; 0 removes the limit).
+    #[arg(long, value_name = "RATE", value_parser = crate::limit::parse_rate)]
+    pub rate_in: Option<u64>,
+    /// Limit what the container sends, e.g. 100mbit.
+    #[arg(long, value_name = "RATE", value_parser = crate::limit::parse_rate)]
+    pub rate_out: Option<u64>,
+    /// Bytes the container may send or receive at once above the rate, e.g. 256k
+    /// [default: 50 ms of the rate, at least 64k].
+    #[arg(long, value_name = "BYTES", value_parser = crate::limit::parse_bytes)]
+    pub burst: Option<u64>,
+}
+
+impl LimitArgs {
+    pub fn to_limits(&self) -> crate::limit::PortLimits {
+        crate::limit::PortLimits {
+            rate_in: self.rate_in,
+            rate_out: self.rate_out,
+            burst: self.burst,
+        }
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -575,6 +631,12 @@ pub(crate) fn usage_line(e: &clap::Error) -> String {
 fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Bench(a) => bench(a),
+        Command::Completions { shell } => crate::manpages::completions(shell),
+        Command::Man { dir } => {
+            let n = crate::manpages::man(&dir)?;
+            print_line(&format!("{n} man pages in {}", dir.display()))?;
+            Ok(())
+        }
         Command::Daemon(a) => crate::daemon_main::run(a),
         Command::Ctl(a) => ctl(a),
         Command::Run(a) => {
@@ -589,6 +651,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 dns: a.dns.opts(),
                 publish_all: a.expose.publish_all,
                 expose: a.expose.expose,
+                limits: a.limits.to_limits(),
                 command: a.command,
             })?;
             std::process::exit(code);
@@ -635,6 +698,7 @@ fn ctl_request(cmd: CtlCommand) -> Result<(Request, Render), CliError> {
             ip6,
             aliases,
             dns,
+            limits,
         } => (
             Request::Connect {
                 network,
@@ -643,6 +707,7 @@ fn ctl_request(cmd: CtlCommand) -> Result<(Request, Render), CliError> {
                 ip6,
                 aliases,
                 dns_opts: dns.opts(),
+                limits: limits.to_limits(),
             },
             Render::Endpoint,
         ),
@@ -663,6 +728,18 @@ fn ctl_request(cmd: CtlCommand) -> Result<(Request, Render), CliError> {
         CtlCommand::Conntrack(ConntrackCmd::Ls) => (Request::ConntrackLs, Render::Conntrack),
         CtlCommand::Conntrack(ConntrackCmd::Flush) => (Request::ConntrackFlush, Render::Nothing),
         CtlCommand::Stats => (Request::Stats, Render::Stats),
+        CtlCommand::Limit {
+            port,
+            limits,
+            clear,
+        } => (
+            Request::Limit {
+                port,
+                limits: limits.to_limits(),
+                clear,
+            },
+            Render::Limits,
+        ),
         CtlCommand::Capture { port, count, .. } => {
             (Request::Capture { port, count }, Render::Nothing)
         }
@@ -755,6 +832,7 @@ fn attach_req(t: AttachArgs) -> AttachReq {
         dns_opts: t.dns.opts(),
         publish_all: t.expose.publish_all,
         expose: t.expose.expose,
+        limits: t.limits.to_limits(),
         ..Default::default()
     }
 }

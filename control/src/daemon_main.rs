@@ -32,6 +32,8 @@ fn range(opt: &str, v: u64, lo: u64, hi: u64) -> Result<(), CliError> {
 }
 
 pub fn run(a: DaemonArgs) -> Result<(), CliError> {
+    let metrics = a.metrics;
+    crate::logging::init(a.log_level.as_deref());
     let pools = pools(&a.default_address_pool)?;
     let cfg = DaemonConfig {
         pools,
@@ -40,12 +42,24 @@ pub fn run(a: DaemonArgs) -> Result<(), CliError> {
     start_splice_helper();
     install_panic_exit();
     let listener = daemon::bind(&cfg.socket)?;
+    let metrics = metrics
+        .map(|addr| {
+            std::net::TcpListener::bind(addr)
+                .map_err(|e| CliError::Usage(format!("--metrics {addr}: cannot listen there: {e}")))
+        })
+        .transpose()?;
     let socket = cfg.socket.clone();
     install_signal_exit(socket.clone());
     let offload = cfg.offload;
     let d = Daemon::start(cfg, crate::tap_backend::backend(offload))?;
     eprintln!("vswitch: daemon listening on {}", socket.display());
-    daemon::serve(d, listener)?;
+    if let Some(m) = &metrics {
+        eprintln!(
+            "vswitch: metrics on http://{}/metrics",
+            m.local_addr().map_err(|e| CliError::Usage(e.to_string()))?
+        );
+    }
+    daemon::serve_with_metrics(d, listener, metrics)?;
     Ok(())
 }
 

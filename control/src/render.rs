@@ -29,11 +29,13 @@ pub enum Render {
     Ports,
     /// What `network prune` removed.
     Pruned,
+    /// A port's bandwidth limits, one line.
+    Limits,
 }
 
 impl Render {
     /// Every way, for the fuzzer.
-    pub const ALL: [Render; 12] = [
+    pub const ALL: [Render; 13] = [
         Render::Nothing,
         Render::Pretty,
         Render::NetworkId,
@@ -46,6 +48,7 @@ impl Render {
         Render::Conntrack,
         Render::Ports,
         Render::Pruned,
+        Render::Limits,
     ];
 
     /// The text for `v`, read as the type this rendering expects.
@@ -63,8 +66,19 @@ impl Render {
             Render::Conntrack => conntrack(&typed::<Vec<ConntrackRow>>(v)?),
             Render::Ports => ports(&typed::<Vec<PublishedEntry>>(v)?),
             Render::Pruned => typed::<NetworkPruned>(v)?.removed.join("\n"),
+            Render::Limits => limits(&typed::<crate::api::LimitInfo>(v)?),
         })
     }
+}
+
+fn limits(l: &crate::api::LimitInfo) -> String {
+    let burst = l.burst.map_or_else(String::new, |b| format!(" burst {b}"));
+    format!(
+        "{}: in {} out {}{burst}",
+        l.port,
+        l.rate_in.as_deref().unwrap_or("unlimited"),
+        l.rate_out.as_deref().unwrap_or("unlimited")
+    )
 }
 
 fn typed<T: DeserializeOwned>(v: &Value) -> Result<T, serde_json::Error> {

@@ -66,6 +66,8 @@ pub struct RunSpec {
     /// `-P` with the `--expose` ports.
     pub publish_all: bool,
     pub expose: Vec<String>,
+    /// Bandwidth limits of its port.
+    pub limits: crate::limit::PortLimits,
     pub command: Vec<String>,
 }
 
@@ -374,6 +376,7 @@ pub fn run(spec: RunSpec) -> Result<i32, RunError> {
         dns_opts: spec.dns.clone(),
         publish_all: spec.publish_all,
         expose: spec.expose.clone(),
+        limits: spec.limits,
         fd: true,
         run_pid: Some(std::process::id()),
         ..Default::default()

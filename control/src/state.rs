@@ -162,6 +162,9 @@ pub struct Endpoint {
     #[serde(default)]
     pub trunk: Vec<u16>,
     pub port_security: bool,
+    /// Bandwidth limits of the port (none: unlimited).
+    #[serde(default, skip_serializing_if = "crate::limit::PortLimits::is_none")]
+    pub limits: crate::limit::PortLimits,
 }
 
 /// A published port: host side and container side, as `-p` describes them.
@@ -569,6 +572,8 @@ pub struct EndpointSpec {
     pub ifname: Option<String>,
     /// `ip` may be one reserved with `address_reserve`: the endpoint takes it.
     pub claim: bool,
+    /// Bandwidth limits of the port.
+    pub limits: crate::limit::PortLimits,
 }
 
 /// Parses `--trunk 10,20,30`.
@@ -1263,6 +1268,7 @@ impl State {
             aliases: spec.aliases.clone(),
             trunk: spec.trunk.clone(),
             port_security: spec.port_security && spec.trunk.is_empty(),
+            limits: spec.limits.normalized(),
         })
     }
 

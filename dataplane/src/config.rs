@@ -103,6 +103,8 @@ pub struct PortConf {
     pub security: Option<Security>,
     /// Learned MACs allowed on the port.
     pub mac_limit: u32,
+    /// Bandwidth limits (the worker's token buckets; none: unlimited).
+    pub limits: crate::shaper::Limits,
 }
 
 impl PortConf {
@@ -227,6 +229,9 @@ pub struct Snapshot {
     pub uplink: Option<UplinkConf>,
     /// Every network's prefix (address, mask): routed traffic never goes to these.
     pub inside: Vec<(u32, u32)>,
+    /// Some port has a bandwidth limit (set by [`Snapshot::rebuild`]): without one the
+    /// workers skip the shaper with this one test per batch.
+    pub shaped: bool,
 }
 
 /// 802.1Q id -> domain, packed: one `u16` per id, a sentinel where no domain has it.
@@ -289,6 +294,7 @@ impl Default for Snapshot {
             aging_secs: DEFAULT_AGING_SECS,
             uplink: None,
             inside: Vec::new(),
+            shaped: false,
         }
     }
 }
@@ -336,6 +342,7 @@ impl Snapshot {
             }
         }
         self.vlan_domain = map;
+        self.shaped = self.ports.iter().flatten().any(|p| !p.limits.is_none());
         self.join_domains();
     }
 
@@ -496,6 +503,7 @@ mod tests {
             mode,
             security: None,
             mac_limit: 1024,
+            limits: Default::default(),
         })
     }
 

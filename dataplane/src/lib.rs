@@ -12,6 +12,7 @@
 //! - [`bridge`]: the forwarding database, counters, drop reasons.
 //! - [`nat`]: connection tracking and NAT for the packet uplink.
 //! - [`worker`]: a worker's ports, batch and pipeline state.
+//! - [`shaper`]: bandwidth limits per port and direction (token buckets).
 //! - [`capture`]: copies of a port's frames for `vswitch ctl capture`.
 //!
 //! The gateway, on its own thread:
@@ -39,6 +40,7 @@ pub mod port;
 pub mod random;
 pub mod rtnl;
 pub mod runtime;
+pub mod shaper;
 pub mod uplink;
 pub mod wire;
 pub mod worker;

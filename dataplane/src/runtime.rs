@@ -585,6 +585,15 @@ fn spawn_worker(
     Ok((handle, end))
 }
 
+/// How long a worker may sleep: `idle`, or less when a port held to its rate is due
+/// sooner.
+fn held_timeout(w: &Worker, idle: Duration) -> Duration {
+    match w.next_due() {
+        Some(due) => Duration::from_nanos(due.saturating_sub(w.clock.nanos())).min(idle),
+        None => idle,
+    }
+}
+
 fn worker_loop(mut w: Worker, mut poll: Poll, cmds: mpsc::Receiver<WorkerCmd>, busy: bool) {
     let mut events = Events::with_capacity(256);
     let mut ready = Ready::new();
@@ -597,7 +606,7 @@ fn worker_loop(mut w: Worker, mut poll: Poll, cmds: mpsc::Receiver<WorkerCmd>, b
         let timeout = if busy || !ready.is_empty() || last_work.elapsed() < SPIN_AFTER_WORK {
             Some(Duration::ZERO)
         } else {
-            Some(Duration::from_millis(500))
+            Some(held_timeout(&w, Duration::from_millis(500)))
         };
         if let Err(e) = poll.poll(&mut events, timeout)
             && e.kind() != io::ErrorKind::Interrupted
@@ -612,6 +621,7 @@ fn worker_loop(mut w: Worker, mut poll: Poll, cmds: mpsc::Receiver<WorkerCmd>, b
                 ready.insert(slot);
             }
         }
+        w.release_due(|slot| ready.insert(slot));
         // Commands (cheap to check every round).
         if !worker_commands(&mut w, &poll, &cmds, (&mut registered, &mut ready)) {
             return;
@@ -829,6 +839,7 @@ mod tests {
                     },
                     security: None,
                     mac_limit: 0,
+                    limits: Default::default(),
                 }),
                 None,
             ],
@@ -844,6 +855,7 @@ mod tests {
                 },
                 security: None,
                 mac_limit: 1024,
+                limits: Default::default(),
             }));
         }
         s.rebuild();

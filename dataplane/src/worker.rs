@@ -13,7 +13,8 @@ use crate::bridge::{CounterTable, DropReason, Fdb};
 use crate::config::{GATEWAY_PORT, SnapshotCache, SnapshotCell};
 use crate::ids::PortId;
 use crate::pipeline::{self, Context, Local};
-use crate::port::{Batch, Port, STD_FRAME_CAP, TxSel};
+use crate::port::{Batch, MAX_BATCH, Port, STD_FRAME_CAP, TxSel};
+use crate::shaper::{Rate, Shaper, frames_for};
 use crate::wire::vlan::TAG_LEN;
 
 /// The coarse clock the FDB ages by: whole seconds since the worker started, or a
@@ -29,6 +30,15 @@ impl Clock {
         match self {
             Clock::Real(t) => t.elapsed().as_secs() as u32,
             Clock::Manual(s) => *s,
+        }
+    }
+
+    /// Nanoseconds since the start (the shaper's clock).
+    #[inline]
+    pub fn nanos(&self) -> u64 {
+        match self {
+            Clock::Real(t) => u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX),
+            Clock::Manual(s) => u64::from(*s) * 1_000_000_000,
         }
     }
 }
@@ -52,6 +62,8 @@ pub struct Worker {
     fdb: Arc<Fdb>,
     counters: Arc<CounterTable>,
     pub clock: Clock,
+    /// Token buckets of the ports with bandwidth limits.
+    shaper: Shaper,
 }
 
 /// Hands port `p` the frames of `sel` and counts them (bytes and capture first: the
@@ -96,6 +108,36 @@ fn send_port(
     }
 }
 
+/// Whether a port held to `rate` may be read now; if so, how many frames the batch
+/// takes (about what its bucket holds). When it may not, it is held until its bucket
+/// refills.
+#[inline]
+fn admit_rx(shaper: &mut Shaper, batch: &mut Batch, (slot, r): (PortId, Rate), now: u64) -> bool {
+    let b = shaper.rx(slot.0);
+    b.fill(r, now);
+    if b.tokens() <= 0 {
+        let due = now.saturating_add(b.wait_ns(r));
+        shaper.hold(slot.0, due);
+        return false;
+    }
+    batch.set_limit(frames_for(b.tokens(), MAX_BATCH));
+    true
+}
+
+/// Charges a held-to-rate port's bucket for the batch it gave, and holds the port
+/// when it may have more waiting (it filled the batch it was allowed).
+#[inline]
+fn charge_rx(shaper: &mut Shaper, batch: &mut Batch, (slot, r): (PortId, Rate), now: u64) {
+    let bytes: usize = batch.frames().iter().map(|f| f.len()).sum();
+    let b = shaper.rx(slot.0);
+    b.charge(bytes as u64);
+    if batch.len() >= batch.capacity() {
+        let due = now.saturating_add(b.wait_ns(r));
+        shaper.hold(slot.0, due);
+    }
+    batch.set_limit(MAX_BATCH);
+}
+
 /// Records the frames of `sel` as they went out (tagged) into a capture.
 #[cold]
 fn record_sent(c: &crate::capture::CaptureTap, worker: usize, batch: &Batch, sel: &[TxSel]) {
@@ -136,6 +178,7 @@ impl Worker {
             fdb,
             counters,
             clock: Clock::Real(Instant::now()),
+            shaper: Shaper::default(),
         }
     }
 
@@ -163,6 +206,7 @@ impl Worker {
     /// Removes the port at `slot`, returning it.
     pub fn remove_port(&mut self, slot: PortId) -> Option<Box<dyn Port>> {
         self.rx.retain(|&p| p != slot);
+        self.shaper.forget(slot.0);
         self.ports.get_mut(slot.index())?.take()
     }
 
@@ -175,14 +219,39 @@ impl Worker {
         &self.rx
     }
 
-    /// Receives one batch from `slot` and forwards it. Returns the frames received.
+    /// Receives one batch from `slot` and forwards it. Returns the frames received
+    /// (none from a port held to its rate: it is read again when it may send).
     pub fn poll_port(&mut self, slot: PortId) -> usize {
+        let snap = self.snap.load();
+        let rate_out = if snap.shaped {
+            snap.port(slot).and_then(|p| p.limits.rate_out)
+        } else {
+            None
+        };
+        if let Some(r) = rate_out
+            && !admit_rx(
+                &mut self.shaper,
+                &mut self.batch,
+                (slot, r),
+                self.clock.nanos(),
+            )
+        {
+            return 0;
+        }
         let Some(Some(port)) = self.ports.get_mut(slot.index()) else {
             return 0;
         };
         // A failed receive (the device went away) is the port owner's business: it
         // sees the error on its own next poll; here the port is simply idle.
         let n = port.recv(&mut self.batch).unwrap_or(0);
+        if let Some(r) = rate_out {
+            charge_rx(
+                &mut self.shaper,
+                &mut self.batch,
+                (slot, r),
+                self.clock.nanos(),
+            );
+        }
         if n == 0 {
             return 0;
         }
@@ -203,7 +272,7 @@ impl Worker {
             .and_then(|p| p.as_ref())
             .and_then(|p| p.room())
             .unwrap_or(usize::MAX);
-        let snap = self.snap.load();
+        let shaped = snap.shaped;
         let ctx = Context {
             snap,
             fdb: &self.fdb,
@@ -215,9 +284,63 @@ impl Worker {
             gateway_share: self.gateway_share,
         };
         pipeline::process(&ctx, slot, &mut self.batch, &mut self.local);
+        if shaped {
+            self.police_tx();
+        }
         self.send_all(cap.as_deref());
         self.local.egress.clear();
         n
+    }
+
+    /// The earliest time (the clock's nanoseconds) a port held to its rate is due.
+    pub fn next_due(&self) -> Option<u64> {
+        self.shaper.next_due()
+    }
+
+    /// Hands `ready` the ports held to their rate that are due now.
+    pub fn release_due(&mut self, ready: impl FnMut(u16)) {
+        if self.shaper.next_due().is_none() {
+            return;
+        }
+        let now = self.clock.nanos();
+        self.shaper.release(now, ready);
+    }
+
+    /// Holds the send lists of ports with a limit into the container to their buckets:
+    /// each list keeps the frames up to the one that empties the bucket (drop-tail), the
+    /// rest are counted as `rate_limit`.
+    #[cold]
+    fn police_tx(&mut self) {
+        let snap = self.snap.load();
+        let now = self.clock.nanos();
+        let touched = self.local.egress.touched().len();
+        for i in 0..touched {
+            let Some(&p) = self.local.egress.touched().get(i) else {
+                break;
+            };
+            let Some(r) = snap.port(p).and_then(|c| c.limits.rate_in) else {
+                continue;
+            };
+            let b = self.shaper.tx(p.0);
+            b.fill(r, now);
+            let sel = self.local.egress.queue(p);
+            let mut keep = 0;
+            for s in sel {
+                if b.tokens() <= 0 {
+                    break;
+                }
+                let tag = if s.vlan != 0 { TAG_LEN } else { 0 };
+                let len = self.batch.get(usize::from(s.idx)).map_or(0, |f| f.len());
+                b.charge((len + tag) as u64);
+                keep += 1;
+            }
+            let cut = sel.len() - keep;
+            if cut > 0 {
+                self.local.egress.truncate(p, keep);
+                self.counters
+                    .count_drop(p, DropReason::RateLimit, cut as u64);
+            }
+        }
     }
 
     /// Hands each port the frames the pipeline left for it, and counts what went out.
@@ -288,6 +411,7 @@ mod tests {
             },
             security: None,
             mac_limit: 1024,
+            limits: Default::default(),
         }
     }
 
@@ -404,6 +528,7 @@ mod tests {
                 },
                 security: None,
                 mac_limit: 1024,
+                limits: Default::default(),
             }));
         }
         snap.rebuild();
@@ -426,3 +551,7 @@ mod tests {
         assert_eq!(w.counters().read(PortId(2)).rx_packets, 1);
     }
 }
+
+#[cfg(test)]
+#[path = "worker_shaping_tests.rs"]
+mod shaping_tests;

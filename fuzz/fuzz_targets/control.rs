@@ -70,6 +70,7 @@ fn apply(state: &mut State, req: Request) {
             ip,
             ip6,
             aliases,
+            limits,
             ..
         } => {
             let spec = EndpointSpec {
@@ -77,6 +78,7 @@ fn apply(state: &mut State, req: Request) {
                 ip,
                 ip6,
                 aliases,
+                limits,
                 port_security: true,
                 ..Default::default()
             };

@@ -45,6 +45,21 @@ pub enum Reply {
     AddressReserved(AddressReserved),
     AddressReleased(AddressReleased),
     NetworkPruned(NetworkPruned),
+    /// `limit`.
+    Limits(LimitInfo),
+}
+
+/// `limit`: a port's bandwidth limits after the change (rates as `100mbit`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LimitInfo {
+    pub port: String,
+    #[serde(default)]
+    pub rate_in: Option<String>,
+    #[serde(default)]
+    pub rate_out: Option<String>,
+    /// The buckets' depth in bytes, when given (else 5 ms of the rate, at least 64 KiB).
+    #[serde(default)]
+    pub burst: Option<u64>,
 }
 
 /// `hello`.
@@ -419,7 +434,7 @@ pub struct Capturing {
 }
 
 /// `stats`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Stats {
     /// `null` when the gateway thread did not answer.
     pub gateway: Option<GatewayCounters>,

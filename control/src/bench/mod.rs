@@ -240,6 +240,7 @@ fn port(name: String, mode: PortMode, limit: u32) -> Option<PortConf> {
         mode,
         security: None,
         mac_limit: limit,
+        limits: Default::default(),
     })
 }
 

@@ -32,6 +32,10 @@ impl Daemon {
             port_security: !a.no_port_security,
             ifname: a.ifname.clone(),
             claim: a.claim,
+            limits: {
+                a.limits.check()?;
+                a.limits
+            },
         })
     }
 

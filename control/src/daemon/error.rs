@@ -24,6 +24,8 @@ pub enum DaemonError {
     Publish(#[from] crate::publish::PublishError),
     #[error("control socket {0}: {1}")]
     Socket(PathBuf, #[source] io::Error),
+    #[error(transparent)]
+    Limit(#[from] crate::limit::LimitError),
     #[error("state directory {0}: {1}")]
     StateDir(PathBuf, #[source] io::Error),
     #[error("cannot start a thread: {0}")]

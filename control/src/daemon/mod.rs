@@ -7,7 +7,9 @@
 
 mod attach;
 mod error;
+mod limit;
 mod limits;
+mod metrics;
 mod ports;
 mod publish;
 mod requests;
@@ -17,7 +19,7 @@ mod uplink;
 mod view;
 
 pub use error::DaemonError;
-pub use server::{bind, serve, serve_stream};
+pub use server::{bind, serve, serve_stream, serve_with_metrics};
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;

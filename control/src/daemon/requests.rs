@@ -18,9 +18,17 @@ use crate::state::{NetworkSpec, StateError};
 impl Daemon {
     /// Applies one request from connection `conn`.
     pub fn handle(&mut self, req: Request, fds: Vec<OwnedFd>, conn: u64) -> Response {
+        let what = crate::logging::describe(&req);
+        let level = crate::logging::level_of(&req);
         match self.dispatch(req, fds, conn) {
-            Ok(v) => Response::ok(v),
-            Err(e) => Response::err(e),
+            Ok(v) => {
+                log::log!(level, "{what}: done");
+                Response::ok(v)
+            }
+            Err(e) => {
+                log::log!(level.min(log::Level::Info), "{what}: refused: {e}");
+                Response::err(e)
+            }
         }
     }
 
@@ -58,7 +66,15 @@ impl Daemon {
                 ip6,
                 aliases,
                 dns_opts,
-            } => self.connect(&network, &name, (ip, ip6), aliases, &dns_opts)?,
+                limits,
+            } => {
+                limits.check()?;
+                let r = self.connect(&network, &name, (ip, ip6), aliases, &dns_opts)?;
+                if !limits.normalized().is_none() {
+                    self.limit_endpoint(&name, &network, &limits, false)?;
+                }
+                r
+            }
             Request::Disconnect { network, name } => self.disconnect(&name, &network)?,
             Request::PortLs => Reply::PortLs(self.port_ls()),
             Request::ContainerLs => Reply::ContainerLs(view::containers(&self.state, |p| {
@@ -82,6 +98,11 @@ impl Daemon {
             Request::ConntrackLs => Reply::ConntrackLs(self.conntrack_ls()?),
             Request::ConntrackFlush => Reply::Flushed(self.conntrack_flush()?),
             Request::Capture { port, .. } => return Err(DaemonError::CaptureNotAlone(port)),
+            Request::Limit {
+                port,
+                limits,
+                clear,
+            } => Reply::Limits(self.limit(&port, &limits, clear)?),
             Request::AddressReserve { network, ip } => self.address_reserve(&network, ip)?,
             Request::AddressRelease { network, ip } => self.address_release(&network, ip)?,
         })

@@ -57,7 +57,20 @@ pub fn bind(path: &Path) -> Result<UnixListener, DaemonError> {
 
 /// Serves requests until the process ends.
 pub fn serve(daemon: Daemon, listener: UnixListener) -> Result<(), DaemonError> {
+    serve_with_metrics(daemon, listener, None)
+}
+
+/// As [`serve`], with Prometheus metrics served on `metrics` from a thread of their own.
+pub fn serve_with_metrics(
+    daemon: Daemon,
+    listener: UnixListener,
+    metrics: Option<std::net::TcpListener>,
+) -> Result<(), DaemonError> {
     let daemon = Arc::new(Mutex::new(daemon));
+    if let Some(m) = metrics {
+        crate::metrics::spawn(m, crate::metrics::source_of(daemon.clone()))
+            .map_err(DaemonError::Thread)?;
+    }
     // Run containers whose process did not come back after a restart.
     {
         let d = daemon.clone();

@@ -123,6 +123,7 @@ fn fixed_port(name: &str, role: PortRole, domain: DomainId) -> PortConf {
         mode: PortMode::Access { domain },
         security: None,
         mac_limit: 0,
+        limits: Default::default(),
     }
 }
 
@@ -171,6 +172,7 @@ fn container_port(i: &Inputs, name: &str, p: &PortRt) -> Option<PortConf> {
             ip6: e.ip6,
         }),
         mac_limit: i.mac_limit,
+        limits: e.limits.to_dataplane(),
     })
 }
 

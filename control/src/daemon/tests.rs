@@ -156,6 +156,7 @@ fn refused_requests_change_nothing() {
         (
             Request::Connect {
                 ip6: None,
+                limits: Default::default(),
                 network: "front".into(),
                 name: "ghost".into(),
                 ip: None,
@@ -217,6 +218,7 @@ fn connect_gives_eth1_and_disconnect_removes_it() {
         &mut d,
         Request::Connect {
             ip6: None,
+            limits: Default::default(),
             network: "back".into(),
             name: "web".into(),
             ip: None,
@@ -543,6 +545,7 @@ fn handoff_endpoints_are_the_engines_and_go_when_their_tap_is_gone() {
         );
         let more = Request::Connect {
             ip6: None,
+            limits: Default::default(),
             network: "back".into(),
             name: "dock".into(),
             ip: None,

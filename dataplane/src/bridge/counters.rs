@@ -69,10 +69,13 @@ pub enum DropReason {
     /// A neighbour advertisement for an address not the port's, or a link-layer
     /// address option not its MAC (neighbour discovery guard).
     NdSpoof,
+    /// Past the port's bandwidth limit into the container (`rate_in`; counted on the
+    /// limited port).
+    RateLimit,
 }
 
 impl DropReason {
-    pub const COUNT: usize = 25;
+    pub const COUNT: usize = 26;
     pub const ALL: [DropReason; Self::COUNT] = [
         DropReason::Malformed,
         DropReason::VlanNotAllowed,
@@ -99,6 +102,7 @@ impl DropReason {
         DropReason::NatQuota,
         DropReason::ServiceQuota,
         DropReason::NdSpoof,
+        DropReason::RateLimit,
     ];
 
     /// The name shown in `stats`.
@@ -129,6 +133,7 @@ impl DropReason {
             DropReason::NatQuota => "nat_quota",
             DropReason::ServiceQuota => "service_quota",
             DropReason::NdSpoof => "nd_spoof",
+            DropReason::RateLimit => "rate_limit",
         }
     }
 }

@@ -113,7 +113,7 @@ impl Egress {
 
     /// Keeps only the first `n` frames queued for `port`.
     #[inline]
-    pub(super) fn truncate(&mut self, port: PortId, n: usize) {
+    pub fn truncate(&mut self, port: PortId, n: usize) {
         if let Some(q) = self.queues.get_mut(port.index()) {
             q.len = q.len.min(u8::try_from(n).unwrap_or(u8::MAX));
         }

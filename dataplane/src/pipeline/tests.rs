@@ -76,6 +76,7 @@ fn access(name: &str, domain: u16) -> Option<PortConf> {
         },
         security: None,
         mac_limit: 1024,
+        limits: Default::default(),
     })
 }
 
@@ -103,6 +104,7 @@ impl Rig {
             },
             security: None,
             mac_limit: 0,
+            limits: Default::default(),
         });
         let mut snap = Snapshot {
             domains: vec![
@@ -127,6 +129,7 @@ impl Rig {
                     },
                     security: None,
                     mac_limit: 1024,
+                    limits: Default::default(),
                 }),
                 access("p7", 2),
                 access("p8", 2),
@@ -961,6 +964,7 @@ mod nat_prop {
             },
             security: None,
             mac_limit: 0,
+            limits: Default::default(),
         });
         r.snap.uplink = Some(UplinkConf {
             ext_ip: EXT,

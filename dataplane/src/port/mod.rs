@@ -260,6 +260,8 @@ impl Frame {
 pub struct Batch {
     frames: Box<[Frame]>,
     len: usize,
+    /// How many buffers a receive may fill (all but for a port held to a rate).
+    limit: usize,
 }
 
 impl Batch {
@@ -269,6 +271,7 @@ impl Batch {
         Batch {
             frames: (0..n).map(|_| Frame::new(frame_cap)).collect(),
             len: 0,
+            limit: n,
         }
     }
     #[inline]
@@ -279,9 +282,15 @@ impl Batch {
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
+    /// The frames a receive may fill.
     #[inline]
     pub fn capacity(&self) -> usize {
-        self.frames.len()
+        self.limit
+    }
+    /// Lets the next receives fill at most `n` frames (1 to all of them).
+    #[inline]
+    pub fn set_limit(&mut self, n: usize) {
+        self.limit = n.clamp(1, self.frames.len());
     }
     #[inline]
     pub fn clear(&mut self) {
@@ -297,10 +306,11 @@ impl Batch {
         let n = self.len;
         self.frames.get_mut(..n).unwrap_or(&mut [])
     }
-    /// All buffers, for a receive to fill from index 0; then call [`Batch::set_len`].
+    /// The buffers a receive may fill, from index 0; then call [`Batch::set_len`].
     #[inline]
     pub fn slots_mut(&mut self) -> &mut [Frame] {
-        &mut self.frames
+        let n = self.limit;
+        self.frames.get_mut(..n).unwrap_or(&mut [])
     }
     #[inline]
     pub fn set_len(&mut self, n: usize) {

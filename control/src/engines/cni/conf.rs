@@ -63,6 +63,9 @@ pub struct RuntimeConfig {
     /// The `dns` capability: the container's own resolvers, search domains, options.
     #[serde(default)]
     pub dns: RuntimeDns,
+    /// The `bandwidth` capability (Kubernetes' ingress and egress bandwidth).
+    #[serde(default)]
+    pub bandwidth: Option<Bandwidth>,
 }
 
 /// `runtimeConfig.dns` (CNI's `dns` capability, as containerd and CRI-O fill it).
@@ -86,6 +89,20 @@ impl RuntimeDns {
             ..Default::default()
         }
     }
+}
+
+/// The `bandwidth` capability, as the reference `bandwidth` plugin reads it: rates in
+/// bits a second, bursts in bits; ingress is into the container.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+pub struct Bandwidth {
+    #[serde(rename = "ingressRate", default)]
+    pub ingress_rate: u64,
+    #[serde(rename = "ingressBurst", default)]
+    pub ingress_burst: u64,
+    #[serde(rename = "egressRate", default)]
+    pub egress_rate: u64,
+    #[serde(rename = "egressBurst", default)]
+    pub egress_burst: u64,
 }
 
 /// One `portMappings` entry.
@@ -145,6 +162,25 @@ impl NetConf {
     /// Whether the result's IPs carry `version` (CNI before 1.0.0).
     pub fn legacy_result(&self) -> bool {
         self.cni_version.starts_with("0.")
+    }
+
+    /// The port's limits from the `bandwidth` capability (rates of 0: none; one burst
+    /// for both directions, the larger, in bytes).
+    pub fn limits(&self) -> Result<crate::limit::PortLimits, CniError> {
+        let Some(b) = self.runtime.bandwidth else {
+            return Ok(Default::default());
+        };
+        let rate = |r: u64| (r != 0).then_some(r);
+        let burst = b.ingress_burst.max(b.egress_burst) / 8;
+        let l = crate::limit::PortLimits {
+            rate_in: rate(b.ingress_rate),
+            rate_out: rate(b.egress_rate),
+            burst: (burst != 0).then_some(burst),
+        };
+        l.check().map_err(|e| {
+            CniError::new(Code::InvalidConfig, format!("runtimeConfig.bandwidth: {e}"))
+        })?;
+        Ok(l)
     }
 
     /// The `-p` specs of the port mappings (`[HOST_IP:]HOST:CONTAINER/PROTO`).
@@ -291,5 +327,25 @@ mod tests {
         assert_eq!(c.static_ip().unwrap(), Some("10.1.2.3".parse().unwrap()));
         c.runtime.ips = vec!["nonsense".into()];
         assert_eq!(c.static_ip().unwrap_err().code, Code::InvalidConfig);
+    }
+
+    #[test]
+    fn the_bandwidth_capability_becomes_the_ports_limits() {
+        let c = NetConf::parse(
+            br#"{"cniVersion":"1.0.0","name":"x","runtimeConfig":{"bandwidth":
+              {"ingressRate":100000000,"ingressBurst":800000,"egressRate":50000000,"egressBurst":1600000}}}"#,
+        )
+        .unwrap();
+        let l = c.limits().unwrap();
+        assert_eq!(l.rate_in, Some(100_000_000));
+        assert_eq!(l.rate_out, Some(50_000_000));
+        assert_eq!(l.burst, Some(200_000));
+        let none = NetConf::parse(br#"{"cniVersion":"1.0.0","name":"x"}"#).unwrap();
+        assert!(none.limits().unwrap().is_none());
+        let slow = NetConf::parse(
+            br#"{"cniVersion":"1.0.0","name":"x","runtimeConfig":{"bandwidth":{"egressRate":10}}}"#,
+        )
+        .unwrap();
+        assert!(slow.limits().is_err());
     }
 }

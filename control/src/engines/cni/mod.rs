@@ -145,6 +145,7 @@ fn add(env: &Env, conf: &NetConf) -> Result<Value, CniError> {
         ip: conf.static_ip()?,
         mac: conf.runtime.mac.clone(),
         publish: conf.publish_specs()?,
+        limits: conf.limits()?,
         id: Some(env.container_id.clone()),
         owner: Some("cni".into()),
         dns_opts: conf.runtime.dns.opts(),

@@ -1,0 +1,309 @@
+//! Bandwidth limits per port and direction: token buckets a worker keeps.
+//!
+//! A port's [`Limits`] come in its `PortConf` (the snapshot); the buckets are the
+//! worker's own plain structs, indexed by port slot, so nothing is shared or locked.
+//! A bucket holds bytes: it fills at the rate up to its depth (the burst), and a frame
+//! is charged its whole length after it passed (a 64 KB super-frame costs 64 KB), so
+//! the balance may go below zero; the port then waits until it is paid back.
+//!
+//! - **From the container** (`rate_out`, what the switch receives on the port): the
+//!   worker does not read the port while its bucket is empty. The frames wait in the
+//!   port's own queue (the TAP's), which is pacing: TCP sees a slower link, not losses,
+//!   and a UDP sender above the rate loses what overflows that queue.
+//! - **To the container** (`rate_in`, what the switch sends to the port): each worker
+//!   sending to the port charges its own bucket and drops the frames of a send list past
+//!   an empty bucket (drop-tail; counted as `rate_limit` on the shaped port). With
+//!   several workers sending to one port each holds the port to the rate by itself.
+//!
+//! Everything here is sans-I/O: the time is passed in (nanoseconds of a monotonic
+//! clock).
+
+/// One direction's limit: bytes a second, and how many bytes may pass at once after a
+/// quiet spell (the bucket's depth).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub bytes_per_sec: u64,
+    pub burst: u64,
+}
+
+/// The fewest bytes a bucket holds: a whole super-frame must fit.
+pub const MIN_BURST: u64 = 64 * 1024;
+/// The default depth: this much of the rate (and at least [`MIN_BURST`]).
+pub const DEFAULT_BURST_MS: u64 = 50;
+/// A held port is looked at again at least this often, whatever its balance (a limit
+/// raised or cleared takes effect within it).
+pub const MAX_HOLD_NS: u64 = 50_000_000;
+
+impl Rate {
+    /// `bits_per_sec` with `burst` bytes (None: [`DEFAULT_BURST_MS`] of the rate), the
+    /// depth never below [`MIN_BURST`]. None for a rate of zero.
+    pub fn from_bits(bits_per_sec: u64, burst: Option<u64>) -> Option<Rate> {
+        let bytes_per_sec = bits_per_sec / 8;
+        if bytes_per_sec == 0 {
+            return None;
+        }
+        let burst = burst.unwrap_or(bytes_per_sec.saturating_mul(DEFAULT_BURST_MS) / 1000);
+        Some(Rate {
+            bytes_per_sec,
+            burst: burst.max(MIN_BURST),
+        })
+    }
+}
+
+/// A port's limits in both directions (seen from the container).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// Into the container: what the switch sends to the port.
+    pub rate_in: Option<Rate>,
+    /// Out of the container: what the switch receives from the port.
+    pub rate_out: Option<Rate>,
+}
+
+impl Limits {
+    pub fn is_none(&self) -> bool {
+        self.rate_in.is_none() && self.rate_out.is_none()
+    }
+}
+
+/// A token bucket in bytes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Bucket {
+    tokens: i64,
+    stamp: u64,
+    /// The rate it was filled at (a new rate starts it full).
+    rate: Option<Rate>,
+}
+
+impl Bucket {
+    /// Adds what `rate` gave since the last fill, up to the depth; a bucket seeing a
+    /// rate for the first time (or a changed one) starts full.
+    #[inline]
+    pub fn fill(&mut self, rate: Rate, now: u64) {
+        if self.rate != Some(rate) {
+            self.rate = Some(rate);
+            self.tokens = clamp_i64(rate.burst);
+            self.stamp = now;
+            return;
+        }
+        let dt = now.saturating_sub(self.stamp);
+        let rate_ns = u128::from(rate.bytes_per_sec);
+        let add = u128::from(dt) * rate_ns / 1_000_000_000;
+        let burst = clamp_i64(rate.burst);
+        let add = i64::try_from(add).unwrap_or(i64::MAX);
+        if self.tokens.saturating_add(add) >= burst {
+            self.tokens = burst;
+            self.stamp = now;
+            return;
+        }
+        self.tokens += add;
+        // Only the time the whole bytes took: the rest carries to the next fill, so
+        // fills every microsecond add up.
+        let used = u128::from(add.unsigned_abs()) * 1_000_000_000 / rate_ns.max(1);
+        self.stamp = self
+            .stamp
+            .saturating_add(u64::try_from(used).unwrap_or(u64::MAX));
+    }
+
+    /// The balance in bytes (below zero: owed).
+    #[inline]
+    pub fn tokens(&self) -> i64 {
+        self.tokens
+    }
+
+    /// Charges `bytes` that passed.
+    #[inline]
+    pub fn charge(&mut self, bytes: u64) {
+        self.tokens = self.tokens.saturating_sub(clamp_i64(bytes));
+    }
+
+    /// Nanoseconds until the balance is above zero at `rate` (0 when it is), at most
+    /// [`MAX_HOLD_NS`].
+    pub fn wait_ns(&self, rate: Rate) -> u64 {
+        if self.tokens > 0 {
+            return 0;
+        }
+        let owed = u128::from(self.tokens.unsigned_abs()) + 1;
+        let ns = owed * 1_000_000_000 / u128::from(rate.bytes_per_sec.max(1));
+        u64::try_from(ns).unwrap_or(u64::MAX).min(MAX_HOLD_NS)
+    }
+}
+
+fn clamp_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// How many frames to read from a port whose bucket holds `tokens` bytes: about one
+/// per 16 KB of balance (a super-frame or a dozen full-size frames), 1 to `max`, so
+/// a batch overdraws the bucket by little.
+#[inline]
+pub fn frames_for(tokens: i64, max: usize) -> usize {
+    let n = usize::try_from(tokens.max(0) / 16_384).unwrap_or(usize::MAX);
+    n.saturating_add(1).min(max).max(1)
+}
+
+/// A worker's buckets, by port slot, and the ports it stopped reading until a time.
+#[derive(Debug, Default)]
+pub struct Shaper {
+    rx: Vec<Bucket>,
+    tx: Vec<Bucket>,
+    /// (slot, when to read it again).
+    held: Vec<(u16, u64)>,
+}
+
+fn bucket(v: &mut Vec<Bucket>, slot: u16) -> &mut Bucket {
+    let i = usize::from(slot);
+    if v.len() <= i {
+        v.resize(i + 1, Bucket::default());
+    }
+    // Just sized to hold `i`.
+    let last = v.len() - 1;
+    let i = i.min(last);
+    &mut v[i]
+}
+
+impl Shaper {
+    /// The bucket of what the worker receives from `slot`.
+    pub fn rx(&mut self, slot: u16) -> &mut Bucket {
+        bucket(&mut self.rx, slot)
+    }
+
+    /// The bucket of what the worker sends to `slot`.
+    pub fn tx(&mut self, slot: u16) -> &mut Bucket {
+        bucket(&mut self.tx, slot)
+    }
+
+    /// Stops reading `slot` until `until` (once: a slot held already keeps its time).
+    pub fn hold(&mut self, slot: u16, until: u64) {
+        if !self.held.iter().any(|(s, _)| *s == slot) {
+            self.held.push((slot, until));
+        }
+    }
+
+    /// The earliest time a held port is due, if any.
+    pub fn next_due(&self) -> Option<u64> {
+        self.held.iter().map(|(_, t)| *t).min()
+    }
+
+    /// Hands `ready` every held port due at `now` and forgets them.
+    pub fn release(&mut self, now: u64, mut ready: impl FnMut(u16)) {
+        self.held.retain(|&(slot, t)| {
+            if t <= now {
+                ready(slot);
+                false
+            } else {
+                true
+            }
+        });
+    }
+
+    /// Forgets a port (removed from the worker).
+    pub fn forget(&mut self, slot: u16) {
+        self.held.retain(|(s, _)| *s != slot);
+        for v in [&mut self.rx, &mut self.tx] {
+            if let Some(b) = v.get_mut(usize::from(slot)) {
+                *b = Bucket::default();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: u64 = 1_000_000;
+
+    fn mbit(n: u64) -> Rate {
+        Rate::from_bits(n * 1_000_000, None).unwrap()
+    }
+
+    #[test]
+    fn rate_from_bits_has_a_burst_of_a_few_ms_and_at_least_a_super_frame() {
+        let r = mbit(100);
+        assert_eq!(r.bytes_per_sec, 12_500_000);
+        assert_eq!(r.burst, 625_000);
+        assert_eq!(
+            Rate::from_bits(8_000_000_000, None).unwrap().burst,
+            50_000_000
+        );
+        assert_eq!(Rate::from_bits(8_000_000, None).unwrap().burst, MIN_BURST);
+        assert_eq!(Rate::from_bits(7, None), None);
+        assert_eq!(Rate::from_bits(8_000, Some(10)).unwrap().burst, MIN_BURST);
+    }
+
+    #[test]
+    fn a_bucket_passes_the_rate_over_time_whatever_the_frame_sizes() {
+        let r = mbit(100);
+        let mut b = Bucket::default();
+        let mut now = 0;
+        let mut passed = 0u64;
+        // A sender that always has a frame: 64 KB and 1514-byte frames alternating.
+        let sizes = [65_536u64, 1514, 1514, 9000];
+        let mut i = 0;
+        while now < 2_000 * MS {
+            b.fill(r, now);
+            if b.tokens() > 0 {
+                let s = sizes[i % sizes.len()];
+                b.charge(s);
+                passed += s;
+                i += 1;
+            } else {
+                now += b.wait_ns(r).max(1);
+            }
+        }
+        let want = 2 * r.bytes_per_sec + r.burst;
+        let err = passed.abs_diff(want) as f64 / want as f64;
+        assert!(err < 0.01, "passed {passed}, want {want}");
+    }
+
+    #[test]
+    fn a_bucket_never_holds_more_than_its_burst_and_a_new_rate_starts_full() {
+        let r = mbit(10);
+        let mut b = Bucket::default();
+        b.fill(r, 0);
+        assert_eq!(b.tokens(), r.burst as i64);
+        b.fill(r, 60_000 * MS);
+        assert_eq!(b.tokens(), r.burst as i64);
+        b.charge(10 * r.burst);
+        assert!(b.wait_ns(r) > 0 && b.wait_ns(r) <= MAX_HOLD_NS);
+        let r2 = mbit(20);
+        b.fill(r2, 60_001 * MS);
+        assert_eq!(b.tokens(), r2.burst as i64);
+    }
+
+    #[test]
+    fn fills_every_microsecond_add_up() {
+        let r = mbit(1);
+        let mut b = Bucket::default();
+        b.fill(r, 0);
+        b.charge(r.burst);
+        for t in 0..=500_000u64 {
+            b.fill(r, t * 1000);
+        }
+        // Half a second at 125,000 bytes a second.
+        assert!((62_000..=62_500).contains(&b.tokens()), "{}", b.tokens());
+    }
+
+    #[test]
+    fn frames_for_bounds_the_read() {
+        assert_eq!(frames_for(-5, 64), 1);
+        assert_eq!(frames_for(0, 64), 1);
+        assert_eq!(frames_for(100_000, 64), 7);
+        assert_eq!(frames_for(i64::MAX, 64), 64);
+    }
+
+    #[test]
+    fn held_ports_come_back_when_due_once() {
+        let mut s = Shaper::default();
+        s.hold(5, 100);
+        s.hold(5, 50);
+        s.hold(7, 200);
+        assert_eq!(s.next_due(), Some(100));
+        let mut got = vec![];
+        s.release(150, |p| got.push(p));
+        assert_eq!(got, vec![5]);
+        s.forget(7);
+        assert_eq!(s.next_due(), None);
+        assert_eq!(s.rx(4000).tokens(), 0);
+    }
+}
