@@ -77,6 +77,9 @@ pub struct AttachReq {
     /// `ip` may be an address reserved with `address_reserve`: the endpoint takes it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub claim: bool,
+    /// A VM: the daemon listens on this Unix socket path for QEMU's `-netdev stream`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vm_socket: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]

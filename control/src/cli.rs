@@ -284,7 +284,7 @@ pub struct NetworkCreateArgs {
 }
 
 #[derive(clap::Args, Debug)]
-#[command(group(clap::ArgGroup::new("where").required(true).args(["tap", "netns", "pid"])))]
+#[command(group(clap::ArgGroup::new("where").required(true).args(["tap", "netns", "pid", "vm_socket"])))]
 pub struct AttachArgs {
     pub network: String,
     #[arg(long)]
@@ -298,6 +298,9 @@ pub struct AttachArgs {
     /// The network namespace of a process.
     #[arg(long)]
     pub pid: Option<u32>,
+    /// A VM: listen on this Unix socket for QEMU's `-netdev stream,server=off,...`.
+    #[arg(long, value_name = "PATH")]
+    pub vm_socket: Option<String>,
     #[arg(long)]
     pub ifname: Option<String>,
     #[arg(long)]
@@ -628,6 +631,7 @@ fn attach_req(t: AttachArgs) -> AttachReq {
         trunk: t.trunk,
         no_port_security: t.no_port_security,
         publish: t.publish,
+        vm_socket: t.vm_socket,
         ..Default::default()
     }
 }

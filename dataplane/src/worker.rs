@@ -183,6 +183,10 @@ impl Worker {
         // A failed receive (the device went away) is the port owner's business: it
         // sees the error on its own next poll; here the port is simply idle.
         let n = port.recv(&mut self.batch).unwrap_or(0);
+        // A peer that connected, or was cut off, may have sent no frame.
+        if let Some(p) = port.peer_counts() {
+            self.counters.set_peer(slot, &p);
+        }
         if n == 0 {
             return 0;
         }
