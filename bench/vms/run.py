@@ -93,7 +93,7 @@ class Vm:
     def ready(self):
         for _ in range(240):
             try:
-                m = re.search(r"VMX ready (\S+)", open(self.console).read())
+                m = re.search(r"VMX ready ([0-9.]+)", open(self.console).read())
             except FileNotFoundError:
                 m = None
             if m:
@@ -171,6 +171,9 @@ def setup_passt(tmp):
         if os.path.exists(f"{tmp}/passt.sock"):
             break
         time.sleep(0.1)
+    else:
+        os.killpg(p.pid, 9)
+        raise RuntimeError(f"passt did not create {tmp}/passt.sock: {open(f'{tmp}/passt.log').read()[-300:]}")
     vm = Vm(tmp, "passt", f"-netdev stream,id=n0,server=off,addr.type=unix,addr.path={tmp}/passt.sock", "02:00:00:77:03:03")
     vm.ready()
     try:
