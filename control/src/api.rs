@@ -91,6 +91,9 @@ pub struct AttachReq {
     /// in bytes).
     #[serde(flatten, default)]
     pub limits: crate::limit::PortLimits,
+    /// A VM: the daemon listens on this Unix socket path for QEMU's `-netdev stream`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vm_socket: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]

@@ -37,6 +37,8 @@ pub enum BackendError {
     Tap(#[from] dataplane::port::tap::TapError),
     #[error(transparent)]
     Netns(#[from] dataplane::netns::NetnsError),
+    #[error(transparent)]
+    VmSocket(#[from] dataplane::port::stream::StreamError),
     #[error("cannot configure {ifname} in {}: {source}", ns.display())]
     Configure {
         ifname: String,
@@ -114,6 +116,15 @@ pub trait Backend: Send {
     ) -> Result<(), BackendError>;
     /// Takes a TAP descriptor another process opened.
     fn adopt_fd(&mut self, fd: OwnedFd, workers: usize) -> Result<Handles, BackendError>;
+    /// Listens on the Unix socket `path` for a VM's QEMU (`-netdev stream`), for frames
+    /// of a network of MTU `mtu`: the first worker receives, the others send.
+    fn open_vm_socket(
+        &mut self,
+        path: &Path,
+        name: &str,
+        mtu: u16,
+        workers: usize,
+    ) -> Result<Handles, BackendError>;
 }
 
 /// A backend of in-memory ports, for tests of the request logic.
@@ -176,6 +187,19 @@ impl Backend for MemoryBackend {
     }
     fn adopt_fd(&mut self, _fd: OwnedFd, workers: usize) -> Result<Handles, BackendError> {
         Ok(memory_handles("fd", workers))
+    }
+    fn open_vm_socket(
+        &mut self,
+        path: &Path,
+        name: &str,
+        _mtu: u16,
+        workers: usize,
+    ) -> Result<Handles, BackendError> {
+        let p = path.display().to_string();
+        if self.fail.contains(&p) {
+            return Err(BackendError::NoTap(p));
+        }
+        Ok(memory_handles(name, workers))
     }
     fn handoff_tap(
         &mut self,

@@ -403,7 +403,7 @@ pub struct NetworkCreateArgs {
 }
 
 #[derive(clap::Args, Debug)]
-#[command(group(clap::ArgGroup::new("where").required(true).args(["tap", "netns", "pid"])))]
+#[command(group(clap::ArgGroup::new("where").required(true).args(["tap", "netns", "pid", "vm_socket"])))]
 pub struct AttachArgs {
     pub network: String,
     #[arg(long)]
@@ -417,6 +417,9 @@ pub struct AttachArgs {
     /// The network namespace of a process.
     #[arg(long)]
     pub pid: Option<u32>,
+    /// A VM: listen on this Unix socket for QEMU's `-netdev stream,server=off,...`.
+    #[arg(long, value_name = "PATH")]
+    pub vm_socket: Option<String>,
     #[arg(long)]
     pub ifname: Option<String>,
     #[arg(long)]
@@ -833,6 +836,7 @@ fn attach_req(t: AttachArgs) -> AttachReq {
         publish_all: t.expose.publish_all,
         expose: t.expose.expose,
         limits: t.limits.to_limits(),
+        vm_socket: t.vm_socket,
         ..Default::default()
     }
 }

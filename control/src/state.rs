@@ -140,6 +140,9 @@ pub enum Sandbox {
     /// and configures it there (Docker's `Join`), and moves it back when the container
     /// leaves.
     Handoff { host: String, netns: String },
+    /// A VM: the daemon listens on the Unix socket `socket` for its QEMU's `-netdev
+    /// stream`; the VM configures its interface itself (DHCP).
+    Vm { socket: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -358,7 +361,7 @@ pub enum StateError {
     #[error("container {0:?} is not on network {1:?}")]
     NotConnected(String, String),
     #[error(
-        "container {0:?} was attached by TAP name; only containers with a namespace can join more networks"
+        "container {0:?} was attached by TAP name or VM socket; only containers with a namespace can join more networks"
     )]
     NoSandbox(String),
     #[error("MAC address {0} is not a unicast address")]
@@ -1317,7 +1320,7 @@ impl State {
     /// Validates one more endpoint for an existing container; changes nothing.
     pub fn check_connect(&self, name: &str, spec: &EndpointSpec) -> Result<Endpoint, StateError> {
         let c = self.container(name)?;
-        if matches!(c.sandbox, Sandbox::Tap { .. }) {
+        if matches!(c.sandbox, Sandbox::Tap { .. } | Sandbox::Vm { .. }) {
             return Err(StateError::NoSandbox(name.to_string()));
         }
         if matches!(c.sandbox, Sandbox::Handoff { .. }) {

@@ -1,5 +1,5 @@
 //! The real port backend: TAP devices, via `dataplane::port::tap` and
-//! `dataplane::netns`.
+//! `dataplane::netns`, and VM sockets, via `dataplane::port::stream`.
 //!
 //! A TAP the daemon creates inside a namespace is persistent (it outlives the daemon,
 //! so a restarted daemon re-opens it by name) and has one queue per worker (each worker
@@ -11,6 +11,7 @@ use std::path::Path;
 
 use dataplane::netns::{self, NetnsRef};
 use dataplane::port::Port;
+use dataplane::port::stream::StreamPort;
 use dataplane::port::tap::{TapOptions, TapPort};
 
 use crate::backend::{Backend, BackendError, Handles, IfConfig};
@@ -156,6 +157,22 @@ impl Backend for TapBackend {
         netns::delete_tap(ns, ifname)
             .map(|_| ())
             .map_err(BackendError::from)
+    }
+
+    fn open_vm_socket(
+        &mut self,
+        path: &Path,
+        name: &str,
+        mtu: u16,
+        workers: usize,
+    ) -> Result<Handles, BackendError> {
+        let port = StreamPort::listen(path, name, max_frame(mtu))?;
+        let mut h: Handles = Vec::new();
+        for _ in 1..workers.max(1) {
+            h.push((Box::new(port.sender()), false));
+        }
+        h.insert(0, (Box::new(port), true));
+        Ok(h)
     }
 
     fn adopt_fd(&mut self, fd: OwnedFd, workers: usize) -> Result<Handles, BackendError> {

@@ -252,6 +252,10 @@ impl Worker {
                 self.clock.nanos(),
             );
         }
+        // A peer that connected, or was cut off, may have sent no frame.
+        if let Some(p) = port.peer_counts() {
+            self.counters.set_peer(slot, &p);
+        }
         if n == 0 {
             return 0;
         }

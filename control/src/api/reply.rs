@@ -513,6 +513,18 @@ pub struct PortCounters {
     /// What a TAP with offloads did with super-frames (zero on other ports).
     #[serde(default)]
     pub offload: OffloadCounters,
+    /// A VM socket's peer: connections taken, peers cut off (zero on other ports).
+    #[serde(default)]
+    pub peer: PeerCounters,
+}
+
+/// A VM socket's peer counters.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PeerCounters {
+    /// Connections taken: the first and every reconnection (a rebooted VM's QEMU).
+    pub connects: u64,
+    /// Peers cut off for sending a length over the frame limit or bytes no frame has.
+    pub cut_off: u64,
 }
 
 /// A port's super-frame counters.
@@ -549,6 +561,9 @@ pub struct SandboxInfo {
     pub pid: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tap: Option<String>,
+    /// A VM's socket (`attach --vm-socket`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vm_socket: Option<String>,
     /// The resolv.conf a container joining these namespaces should use.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resolv: Option<String>,

@@ -56,6 +56,9 @@ impl Daemon {
                 .tap_mac(ifname)
                 .filter(|m| m.is_unicast() && !m.is_zero());
         }
+        if let Sandbox::Vm { .. } = sandbox {
+            self.check_vm_mtu(&spec.network)?;
+        }
         let mut c = self.state.check_attach(&a.name, sandbox, &spec)?;
         if let Some(id) = &a.id {
             c.id = valid_engine_id(id)?;
@@ -112,6 +115,12 @@ impl Daemon {
         if let Some(host) = &a.create_in {
             return Self::handoff_of(a, host);
         }
+        if let Some(socket) = &a.vm_socket {
+            if a.tap.is_some() || a.netns.is_some() || a.pid.is_some() || a.fd {
+                return Err(DaemonError::AttachWhere);
+            }
+            return Self::vm_socket_of(socket);
+        }
         let sandbox = match (&a.tap, &a.netns, a.pid, a.fd) {
             (Some(t), None, None, false) => Sandbox::Tap { ifname: t.clone() },
             (None, Some(p), None, false) => Sandbox::Netns { path: p.clone() },
@@ -132,6 +141,19 @@ impl Daemon {
             return Err(DaemonError::NoNetns(path.clone()));
         }
         Ok(sandbox)
+    }
+
+    /// A VM's socket: an absolute path that fits a Unix socket address, in a directory
+    /// that exists.
+    fn vm_socket_of(socket: &str) -> Result<Sandbox, DaemonError> {
+        let p = Path::new(socket);
+        let dir_ok = p.parent().is_some_and(|d| d.is_dir());
+        if !p.is_absolute() || socket.len() > 107 || !dir_ok || p.file_name().is_none() {
+            return Err(DaemonError::BadVmSocket(socket.to_string()));
+        }
+        Ok(Sandbox::Vm {
+            socket: socket.to_string(),
+        })
     }
 
     /// A TAP made in `host` for the engine to move into `netns`, which need not exist
@@ -284,6 +306,22 @@ fn merge_dns(have: &mut ContainerDns, given: ContainerDns) {
     for h in given.hosts {
         if !have.hosts.contains(&h) {
             have.hosts.push(h);
+        }
+    }
+}
+
+impl Daemon {
+    /// A VM socket carries frames up to `stream::MAX_FRAME` bytes: the network's MTU
+    /// must fit.
+    fn check_vm_mtu(&self, network: &str) -> Result<(), DaemonError> {
+        let max = dataplane::port::stream::MAX_FRAME;
+        match self.state.networks.get(network) {
+            Some(n) if usize::from(n.mtu) + 18 > max => Err(DaemonError::VmMtu {
+                network: network.to_string(),
+                mtu: n.mtu,
+                max,
+            }),
+            _ => Ok(()),
         }
     }
 }

@@ -51,8 +51,21 @@ pub enum DaemonError {
     Process(#[from] crate::procid::ProcIdError),
     #[error("a descriptor attach needs run_pid")]
     NoRunPid,
-    #[error("give exactly one of --tap, --netns or --pid")]
+    #[error("give exactly one of --tap, --netns, --pid or --vm-socket")]
     AttachWhere,
+    #[error(
+        "--vm-socket {0:?}: give an absolute path of at most 107 bytes in an existing directory"
+    )]
+    BadVmSocket(String),
+    #[error(
+        "network {network:?} has MTU {mtu}; a VM socket carries frames of at most {max} bytes (MTU {}): use a network with a smaller MTU",
+        max - 18
+    )]
+    VmMtu {
+        network: String,
+        mtu: u16,
+        max: usize,
+    },
     #[error("the TAP descriptor did not arrive with the request")]
     NoDescriptor,
     #[error("network namespace {0} does not exist")]

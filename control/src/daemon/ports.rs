@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 use std::os::fd::OwnedFd;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use dataplane::config::{FIRST_PORT, GATEWAY_PORT};
 use dataplane::ids::PortId;
@@ -26,7 +26,7 @@ impl Daemon {
                 Some(PathBuf::from(format!("/proc/{pid}/ns/net")))
             }
             Sandbox::Handoff { netns, .. } => Some(PathBuf::from(netns)),
-            Sandbox::Tap { .. } => None,
+            Sandbox::Tap { .. } | Sandbox::Vm { .. } => None,
         }
     }
 
@@ -67,6 +67,11 @@ impl Daemon {
         let handles: Handles = match (&c.sandbox, fd) {
             (_, Some(fd)) => self.backend.adopt_fd(fd, workers)?,
             (Sandbox::Tap { ifname }, None) => self.backend.open_tap(ifname, workers)?,
+            (Sandbox::Vm { socket }, None) => {
+                let name = c.port_name(i);
+                self.backend
+                    .open_vm_socket(Path::new(socket), &name, cfg.mtu, workers)?
+            }
             (Sandbox::Handoff { host, netns }, None) => {
                 let at = (PathBuf::from(host), PathBuf::from(netns));
                 let h = self

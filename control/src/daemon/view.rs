@@ -3,8 +3,8 @@
 
 use crate::api::{
     ContainerEndpoint, ContainerRow, EndpointInfo, Ipam, IpamConfig, Named, NetworkInspect,
-    NetworkMember, NetworkOptions, NetworkRow, OffloadCounters, OrderedMap, PortCounters, PortRow,
-    PublishedEntry, Reply, SandboxInfo,
+    NetworkMember, NetworkOptions, NetworkRow, OffloadCounters, OrderedMap, PeerCounters,
+    PortCounters, PortRow, PublishedEntry, Reply, SandboxInfo,
 };
 use crate::api::{IpamStatus, NetworkStatus, SubnetStatus};
 
@@ -266,6 +266,10 @@ fn sandbox_paths(c: &Container) -> SandboxInfo {
             tap: Some(ifname.clone()),
             ..Default::default()
         },
+        Sandbox::Vm { socket } => SandboxInfo {
+            vm_socket: Some(socket.clone()),
+            ..Default::default()
+        },
     }
 }
 
@@ -305,6 +309,7 @@ fn sandbox_path(s: &Sandbox) -> String {
         Sandbox::Netns { path } => path.clone(),
         Sandbox::Handoff { netns, .. } => netns.clone(),
         Sandbox::Pid { pid, .. } | Sandbox::Run { pid } => format!("/proc/{pid}/ns/net"),
+        Sandbox::Vm { socket } => format!("vm:{socket}"),
     }
 }
 
@@ -315,6 +320,7 @@ pub fn port_row(name: &str, slot: u16, c: &Container, e: &Endpoint) -> PortRow {
         Sandbox::Pid { .. } => "pid",
         Sandbox::Run { .. } => "run",
         Sandbox::Handoff { .. } => "handoff",
+        Sandbox::Vm { .. } => "vm",
     };
     PortRow {
         name: name.to_string(),
@@ -362,6 +368,10 @@ pub fn port_counters(name: &str, s: &PortStats) -> PortCounters {
             tx_sw_segments: s.offload.tx_sw_segments,
             tx_udp_merged: s.offload.tx_udp_merged,
             tx_merge_refused: s.offload.tx_merge_refused,
+        },
+        peer: PeerCounters {
+            connects: s.peer.connects,
+            cut_off: s.peer.cut_off,
         },
     }
 }

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use super::fdb::MAX_PORT_SLOTS;
 use crate::ids::PortId;
-use crate::port::OffloadCounts;
+use crate::port::{OffloadCounts, PeerCounts};
 
 /// Why a frame was dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -147,6 +147,8 @@ struct PortCounters {
     drops: [AtomicU64; DropReason::COUNT],
     /// The port's own offload counters, as its worker last copied them.
     offload: [AtomicU64; OFFLOAD_COUNTERS],
+    /// The port's own peer counters, as its receiving worker last copied them.
+    peer: [AtomicU64; 2],
 }
 
 const OFFLOAD_COUNTERS: usize = 5;
@@ -176,6 +178,7 @@ pub struct PortStats {
     pub tx_bytes: u64,
     pub drops: [u64; DropReason::COUNT],
     pub offload: OffloadCounts,
+    pub peer: PeerCounts,
 }
 
 impl PortStats {
@@ -188,6 +191,7 @@ impl PortStats {
             *a += b;
         }
         self.offload.add(&o.offload);
+        self.peer.add(&o.peer);
     }
     pub fn drop_count(&self, r: DropReason) -> u64 {
         self.drops.get(r as usize).copied().unwrap_or(0)
@@ -246,6 +250,15 @@ impl CounterTable {
             }
         }
     }
+    /// Copies the port's cumulative peer counters (its receiving worker, after a receive).
+    #[inline]
+    pub fn set_peer(&self, port: PortId, p: &PeerCounts) {
+        if let Some(c) = self.ports.get(port.index()) {
+            for (a, v) in c.peer.iter().zip([p.connects, p.cut_off]) {
+                a.store(v, Relaxed);
+            }
+        }
+    }
     /// Reads one port's counters (any thread).
     pub fn read(&self, port: PortId) -> PortStats {
         let Some(c) = self.ports.get(port.index()) else {
@@ -258,6 +271,7 @@ impl CounterTable {
             tx_bytes: c.tx_bytes.load(Relaxed),
             drops: [0; DropReason::COUNT],
             offload: OffloadCounts::default(),
+            peer: PeerCounts::default(),
         };
         for (d, a) in s.drops.iter_mut().zip(c.drops.iter()) {
             *d = a.load(Relaxed);
@@ -276,6 +290,8 @@ impl CounterTable {
             tx_udp_merged,
             tx_merge_refused,
         };
+        let [connects, cut_off] = c.peer.each_ref().map(|a| a.load(Relaxed));
+        s.peer = PeerCounts { connects, cut_off };
         s
     }
     /// Zeroes a slot (when a port is detached and its slot reused). Only the owning
@@ -286,6 +302,7 @@ impl CounterTable {
                 .into_iter()
                 .chain(c.drops.iter())
                 .chain(c.offload.iter())
+                .chain(c.peer.iter())
             {
                 a.store(0, Relaxed);
             }
@@ -320,6 +337,12 @@ mod tests {
         };
         t.set_offloads(PortId(3), &o);
         assert_eq!(t.read(PortId(3)).offload, o);
+        let p = PeerCounts {
+            connects: 2,
+            cut_off: 1,
+        };
+        t.set_peer(PortId(3), &p);
+        assert_eq!(t.read(PortId(3)).peer, p);
         t.reset(PortId(3));
         assert_eq!(t.read(PortId(3)), PortStats::default());
     }

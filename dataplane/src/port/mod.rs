@@ -14,6 +14,7 @@ pub mod coalesce;
 pub mod gso;
 pub mod memory;
 pub mod ring;
+pub mod stream;
 pub mod tap;
 
 pub use memory::MemoryPort;
@@ -404,6 +405,24 @@ impl OffloadCounts {
     }
 }
 
+/// What a port with a peer that connects (a VM's stream socket) counted of it since it
+/// was opened (cumulative; its receiving worker copies them into its counter table).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PeerCounts {
+    /// Connections taken (the first, and each reconnection).
+    pub connects: u64,
+    /// Peers cut off for what they sent: a length over the port's frame limit, or
+    /// bytes that are no frame.
+    pub cut_off: u64,
+}
+
+impl PeerCounts {
+    pub fn add(&mut self, o: &PeerCounts) {
+        self.connects += o.connects;
+        self.cut_off += o.cut_off;
+    }
+}
+
 /// A source and sink of frames. Ports do I/O; the pipeline never does.
 pub trait Port: Send {
     fn name(&self) -> &str;
@@ -432,6 +451,10 @@ pub trait Port: Send {
     }
     /// Its offload counters, when it has offloads to count (a TAP).
     fn offload_counts(&self) -> Option<OffloadCounts> {
+        None
+    }
+    /// Its peer counters, when it has a peer that connects (a VM's socket).
+    fn peer_counts(&self) -> Option<PeerCounts> {
         None
     }
 }

@@ -420,7 +420,8 @@ fn readable_now(fd: RawFd) -> bool {
     r > 0 && p.revents & libc::POLLIN != 0
 }
 
-fn tag_for(vlan: u16) -> Option<[u8; 4]> {
+/// The 802.1Q tag for `vlan` (0: none), as it goes on the wire.
+pub(super) fn tag_for(vlan: u16) -> Option<[u8; 4]> {
     if vlan == 0 {
         return None;
     }

@@ -56,6 +56,7 @@ pub mod ipv4;
 pub mod ipv6;
 pub mod ndp;
 pub mod ports;
+pub mod stream;
 pub mod tcp;
 pub mod udp;
 pub mod vlan;
