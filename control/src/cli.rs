@@ -144,10 +144,11 @@ pub struct DaemonArgs {
     /// ICMP errors the gateway sends one container per second.
     #[arg(long, value_name = "N", default_value_t = dataplane::gateway::icmp::DEFAULT_ERRORS_PER_SEC)]
     pub icmp_errors_per_sec: u32,
-    /// Frames a second one port may hand the gateway (ARP, DHCP, DNS, ICMP, the socket
-    /// uplink's traffic), per worker.
-    #[arg(long, value_name = "N", default_value_t = dataplane::pipeline::DEFAULT_GATEWAY_SHARE)]
-    pub gateway_frames_per_sec: u32,
+    /// Frames the gateway thread holds waiting, for all ports (ARP, DHCP, DNS, ICMP,
+    /// the socket uplink's traffic), served in turn per port; when full, the longest
+    /// port's newest frames are cut.
+    #[arg(long, value_name = "N", default_value_t = dataplane::fair::DEFAULT_QUEUE_FRAMES)]
+    pub gateway_queue: usize,
 }
 
 #[derive(clap::Args, Debug)]

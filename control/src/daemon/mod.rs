@@ -64,8 +64,8 @@ pub struct DaemonConfig {
     pub flows_per_container: usize,
     /// ICMP errors the gateway sends one container per second.
     pub icmp_errors_per_sec: u32,
-    /// Frames a second one port may hand the gateway (per worker).
-    pub gateway_share: u32,
+    /// Frames the gateway thread holds waiting for all ports (its fair queue).
+    pub gateway_queue: usize,
 }
 
 impl DaemonConfig {
@@ -89,7 +89,7 @@ impl DaemonConfig {
             uplink: Default::default(),
             flows_per_container: 0,
             icmp_errors_per_sec: dataplane::gateway::icmp::DEFAULT_ERRORS_PER_SEC,
-            gateway_share: dataplane::pipeline::DEFAULT_GATEWAY_SHARE,
+            gateway_queue: dataplane::fair::DEFAULT_QUEUE_FRAMES,
         }
     }
 }
@@ -252,7 +252,7 @@ impl Daemon {
             busy_poll: cfg.busy_poll,
             max_flows: cfg.max_flows,
             flows_per_container: cfg.flows_per_container,
-            gateway_share: cfg.gateway_share,
+            gateway_queue: cfg.gateway_queue,
         };
         let mut g = GatewayIo::with_limits(cfg.uplink);
         g.set_icmp_error_rate(cfg.icmp_errors_per_sec);

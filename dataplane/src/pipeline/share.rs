@@ -5,9 +5,6 @@ use crate::bridge::DropReason;
 use crate::config::GATEWAY_PORT;
 use crate::ids::PortId;
 
-/// Frames a second one port may always hand the gateway, by default.
-pub const DEFAULT_GATEWAY_SHARE: u32 = 100_000;
-
 /// Frames a second a port may hand the gateway into any free slot of the ring.
 pub const GATEWAY_LIGHT: u32 = 256;
 
@@ -22,11 +19,14 @@ pub(super) struct GatewayUse {
     frames: u32,
 }
 
-/// Holds a port to its share of the gateway ring: at most `gateway_share` frames a
-/// second; its first [`GATEWAY_LIGHT`] frames of a second may use the whole ring, the
-/// rest only while more than [`GATEWAY_RESERVE`] slots are free, so the ARP and DHCP of
-/// quiet ports always find room however busy a neighbour keeps the gateway. What is
-/// cut is counted as `service_quota`. One check per batch (a batch comes from one port).
+/// Keeps the last [`GATEWAY_RESERVE`] slots of the worker's gateway ring for quiet
+/// ports: a port's frames take any free slot while more than the reserve is free (the
+/// ring is only the way in: the gateway thread moves its frames into its fair queue at
+/// once, `crate::fair`, so the ring fills only while that thread is kept from running),
+/// and past that only its first [`GATEWAY_LIGHT`] frames of a second, so the ARP and
+/// DHCP of quiet ports find room however busy a neighbour keeps the gateway. Nothing is
+/// cut while the ring has room. What is cut is counted as `service_quota`. One check
+/// per batch (a batch comes from one port).
 #[inline]
 pub(super) fn gateway_share(ctx: &Context<'_>, in_port: PortId, local: &mut Local) {
     let queued = local.egress.queue(GATEWAY_PORT).len();
@@ -48,10 +48,9 @@ pub(super) fn gateway_share(ctx: &Context<'_>, in_port: PortId, local: &mut Loca
             frames: 0,
         };
     }
-    let cap = ctx.gateway_share.saturating_sub(u.frames) as usize;
     let light = GATEWAY_LIGHT.saturating_sub(u.frames) as usize;
     let spare = ctx.service_room.saturating_sub(GATEWAY_RESERVE);
-    let allowed = queued.min(cap).min(light.max(spare));
+    let allowed = queued.min(light.max(spare));
     u.frames = u.frames.saturating_add(allowed as u32);
     if allowed < queued {
         local.egress.truncate(GATEWAY_PORT, allowed);

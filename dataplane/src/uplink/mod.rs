@@ -3,10 +3,12 @@
 //! - [`socket`]: the host's own sockets carry each flow (no privileges needed).
 //! - [`splice`]: loopback clients of published ports spliced into the container's
 //!   namespace, socket to socket, with no frames.
+//! - [`challenge`]: RFC 5961 challenge ACKs for inexact RSTs from containers.
 //! - [`host`]: the host's main address, which a network's gateway stands for.
 //! - [`quota`]: what the socket uplink lets each container (and all) hold.
 //! - [`packet`]: a port on an outside segment; the workers translate packets (NAT).
 
+pub mod challenge;
 pub mod host;
 pub mod packet;
 pub mod quota;
