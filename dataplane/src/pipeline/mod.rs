@@ -44,6 +44,7 @@ use crate::wire::{EtherType, EthernetFrame};
 pub struct Local {
     pub egress: Egress,
     gw_use: Vec<share::GatewayUse>,
+    gw_top: share::GatewayTop,
 }
 
 /// What the pipeline reads and writes besides the frames.
