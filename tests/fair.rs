@@ -180,7 +180,7 @@ fn a_syn_flooding_neighbour_slows_only_itself() {
         .trim()
         .parse()
         .unwrap_or(0);
-    let out = dns.wait(Duration::from_secs(60)).stdout_text();
+    let out = dns.wait(Duration::from_secs(180)).stdout_text();
     let st = d.ctl_json(&["stats"]);
     // Positive controls: the flood reached the gateway and its handshakes the uplink.
     assert!(sent > 10_000, "the flooder sent {sent} SYNs only");

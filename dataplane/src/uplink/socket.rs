@@ -938,6 +938,14 @@ impl SocketUplink {
             }
         }
         let conn = self.tcp_by_quad.get(&(domain, quad)).copied();
+        if opening && known.is_none() && conn.is_none() {
+            // Refused (a quota, no listener): the RST is built here, not by smoltcp,
+            // which would look at every socket of the container to find none.
+            if let Some(p) = tcp_rst(dst, quad.3, src, quad.1, seq.wrapping_add(1)) {
+                self.out.push(OutPacket::plain(domain, p));
+            }
+            return;
+        }
         if let Some(i) = conn {
             self.touch(i);
         }
