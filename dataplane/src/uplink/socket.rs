@@ -939,12 +939,7 @@ impl SocketUplink {
         }
         let conn = self.tcp_by_quad.get(&(domain, quad)).copied();
         if opening && known.is_none() && conn.is_none() {
-            // Refused (a quota, no listener): the RST is built here, not by smoltcp,
-            // which would look at every socket of the container to find none.
-            if let Some(p) = tcp_rst(dst, quad.3, src, quad.1, seq.wrapping_add(1)) {
-                self.out.push(OutPacket::plain(domain, p));
-            }
-            return;
+            return self.refuse_syn(domain, quad, seq);
         }
         if let Some(i) = conn {
             self.touch(i);
@@ -1010,6 +1005,15 @@ impl SocketUplink {
         self.batching = false;
         if !self.active.is_empty() || !self.touched.is_empty() {
             self.poll(reg);
+        }
+    }
+
+    /// A SYN refused (a quota, no listener): the RST is built here, not by smoltcp,
+    /// which would look at every socket of the container to find none.
+    fn refuse_syn(&mut self, domain: u16, quad: Quad, seq: u32) {
+        let (src, sport, dst, dport) = quad;
+        if let Some(p) = tcp_rst(dst, dport, src, sport, seq.wrapping_add(1)) {
+            self.out.push(OutPacket::plain(domain, p));
         }
     }
 
