@@ -706,7 +706,7 @@ fn icmp_errors_of_one_container_do_not_use_up_its_neighbours_budget() {
 fn a_port_flooding_the_gateway_is_held_to_its_share() {
     require_root();
     require(&["busybox", "ping", "ip"]);
-    let d = Daemon::start(&["--gateway-frames-per-sec", "200"]);
+    let d = Daemon::start(&["--gateway-queue", "64"]);
     d.ctl_ok(&[
         "network",
         "create",
@@ -730,12 +730,18 @@ fn a_port_flooding_the_gateway_is_held_to_its_share() {
     good.must(&format!("ip addr add {good_ip}/24 dev eth0"));
     good.must(&format!("ping -c 5 -i 0.2 -W 2 {gw}"));
     let sent = flood.wait(Duration::from_secs(20)).stdout_text();
-    let cut = drops(&d, "noisy", "service_quota");
     let n: u64 = sent.trim().parse().unwrap_or(0);
+    // The positive control: the flood ran and reached the gateway (a queue of 64
+    // frames: what did not fit was cut from the flooder's own).
+    let st = d.ctl_json(&["stats"]);
+    let noisy = st["ports"]
+        .as_array()
+        .and_then(|a| a.iter().find(|p| p["name"] == "noisy").cloned())
+        .expect("noisy");
+    let rx = noisy["rx_packets"].as_u64().unwrap_or(0);
     assert!(
-        cut > 0 && n > 6 * 200 + 256,
-        "the flood ({n} datagrams) was not held to 200 a second: {}",
-        d.ctl_ok(&["stats"])
+        n > 1000 && rx * 2 > n,
+        "the flood ({n} datagrams, {rx} received): {st}"
     );
     assert_eq!(drops(&d, "good", "service_quota"), 0);
 }

@@ -205,10 +205,6 @@ pub struct DaemonArgs {
     /// ICMP errors the gateway sends one container per second.
     #[arg(long, value_name = "N", default_value_t = dataplane::gateway::icmp::DEFAULT_ERRORS_PER_SEC)]
     pub icmp_errors_per_sec: u32,
-    /// Frames a second one port may hand the gateway (ARP, DHCP, DNS, ICMP, the socket
-    /// uplink's traffic), per worker.
-    #[arg(long, value_name = "N", default_value_t = dataplane::pipeline::DEFAULT_GATEWAY_SHARE)]
-    pub gateway_frames_per_sec: u32,
     /// What the log shows: error, warn, info, debug, trace, or a RUST_LOG filter
     /// [default: $RUST_LOG, else info]. Control actions are info, reads debug.
     #[arg(long, value_name = "LEVEL")]
@@ -216,6 +212,11 @@ pub struct DaemonArgs {
     /// Serve Prometheus metrics on http://ADDR/metrics (e.g. 127.0.0.1:9323).
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<std::net::SocketAddr>,
+    /// Frames the gateway thread holds waiting, for all ports (ARP, DHCP, DNS, ICMP,
+    /// the socket uplink's traffic), served in turn per port; when full, the longest
+    /// port's newest frames are cut.
+    #[arg(long, value_name = "N", default_value_t = dataplane::fair::DEFAULT_QUEUE_FRAMES)]
+    pub gateway_queue: usize,
 }
 
 #[derive(clap::Args, Debug)]
@@ -230,6 +231,8 @@ pub struct CtlArgs {
     pub command: CtlCommand,
 }
 
+// One command per process, parsed once: the variants' sizes are never multiplied.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum CtlCommand {
     /// Networks: create, ls, inspect, rm.

@@ -129,10 +129,10 @@ fn config(a: DaemonArgs) -> Result<DaemonConfig, CliError> {
         100_000,
     )?;
     range(
-        "--gateway-frames-per-sec",
-        u64::from(a.gateway_frames_per_sec),
-        16,
-        10_000_000,
+        "--gateway-queue",
+        a.gateway_queue as u64,
+        dataplane::fair::QUANTUM as u64,
+        1_000_000,
     )?;
     Ok(DaemonConfig {
         workers: a.workers,
@@ -150,7 +150,7 @@ fn config(a: DaemonArgs) -> Result<DaemonConfig, CliError> {
         uplink,
         flows_per_container: a.max_flows_per_container.unwrap_or(0),
         icmp_errors_per_sec: a.icmp_errors_per_sec,
-        gateway_share: a.gateway_frames_per_sec,
+        gateway_queue: a.gateway_queue,
         ..DaemonConfig::new(
             a.socket.unwrap_or_else(crate::paths::default_socket),
             a.state_dir.unwrap_or_else(crate::paths::default_state_dir),

@@ -451,6 +451,10 @@ impl SnapshotCell {
     pub fn load_full(&self) -> Arc<Snapshot> {
         self.0.load_full()
     }
+    /// A short look at the current snapshot (no reference count taken, usually).
+    pub fn peek(&self) -> arc_swap::Guard<Arc<Snapshot>> {
+        self.0.load()
+    }
     /// A per-worker cache: loading through it costs one atomic read when unchanged.
     pub fn cache(self: &Arc<Self>) -> SnapshotCache {
         SnapshotCache(arc_swap::Cache::new(CellRef(self.clone())))

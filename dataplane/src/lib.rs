@@ -31,6 +31,7 @@ pub mod bridge;
 pub mod capture;
 pub mod config;
 pub mod dns;
+pub mod fair;
 pub mod gateway;
 pub mod ids;
 pub mod nat;

@@ -32,6 +32,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::bridge::{CounterTable, Fdb, PortStats};
 use crate::config::{GATEWAY_PORT, Snapshot, SnapshotCell};
+use crate::fair::FairQueue;
 use crate::port::ring::{RingEnd, RingFrame, Wake, ring_pair};
 use crate::port::{MAX_BATCH, Port};
 use crate::worker::{Clock, Worker};
@@ -85,8 +86,8 @@ pub struct RuntimeConfig {
     pub max_flows: usize,
     /// Of those, what one container may hold (0: a quarter, at least 4,096).
     pub flows_per_container: usize,
-    /// Frames a second one port may hand the gateway.
-    pub gateway_share: u32,
+    /// Frames the gateway thread holds waiting for all ports (its fair queue).
+    pub gateway_queue: usize,
 }
 
 impl Default for RuntimeConfig {
@@ -97,7 +98,7 @@ impl Default for RuntimeConfig {
             busy_poll: false,
             max_flows: DEFAULT_MAX_FLOWS,
             flows_per_container: 0,
-            gateway_share: crate::pipeline::DEFAULT_GATEWAY_SHARE,
+            gateway_queue: crate::fair::DEFAULT_QUEUE_FRAMES,
         }
     }
 }
@@ -196,6 +197,13 @@ pub trait GatewayHandler: Send + 'static {
     }
     /// Every frame the bridge sent to the gateway.
     fn frame(&mut self, ctx: &mut GatewayCtx<'_>, frame: RingFrame);
+    /// One port's turn of the fair queue: up to [`crate::fair::QUANTUM`] of its frames,
+    /// handled as one batch (by default, one by one).
+    fn frames(&mut self, ctx: &mut GatewayCtx<'_>, frames: &mut dyn Iterator<Item = RingFrame>) {
+        for f in frames {
+            self.frame(ctx, f);
+        }
+    }
     /// A registered source is ready.
     fn event(&mut self, _ctx: &mut GatewayCtx<'_>, _token: Token, _ev: &mio::event::Event) {}
     /// Called on every wake-up; returns when it next needs to run.
@@ -203,6 +211,10 @@ pub trait GatewayHandler: Send + 'static {
         None
     }
 }
+
+/// How long a control request waits for the gateway thread before it answers that the
+/// daemon is busy (well inside the 10 s a request has).
+pub const GATEWAY_CALL_DEADLINE: Duration = Duration::from_secs(2);
 
 type GatewayJob<S> = Box<dyn FnOnce(&mut S, &mut GatewayCtx<'_>) + Send>;
 
@@ -237,6 +249,8 @@ pub enum RuntimeError {
     Thread(io::Error),
     #[error("the gateway thread is gone")]
     GatewayGone,
+    #[error("the daemon is busy: its gateway thread did not answer within {0:?}; try again")]
+    GatewayBusy(Duration),
 }
 
 impl<S: GatewayHandler> Runtime<S> {
@@ -280,6 +294,7 @@ impl<S: GatewayHandler> Runtime<S> {
             fdb: fdb.clone(),
             counters: gateway_counters.clone(),
             epoch,
+            queue_frames: cfg.gateway_queue,
         };
         let st2 = stop.clone();
         let thread = std::thread::Builder::new()
@@ -366,17 +381,30 @@ impl<S: GatewayHandler> Runtime<S> {
         }
     }
 
-    /// Runs `f` on the gateway thread and returns its result.
+    /// Runs `f` on the gateway thread and returns its result, or
+    /// [`RuntimeError::GatewayBusy`] when the thread does not get to it within
+    /// [`GATEWAY_CALL_DEADLINE`] (it still runs, later; its result is dropped).
     pub fn gateway_call<R: Send + 'static>(
         &self,
+        f: impl FnOnce(&mut S, &mut GatewayCtx<'_>) -> R + Send + 'static,
+    ) -> Result<R, RuntimeError> {
+        self.gateway_call_within(GATEWAY_CALL_DEADLINE, f)
+    }
+
+    /// As [`Runtime::gateway_call`], waiting at most `deadline`.
+    pub fn gateway_call_within<R: Send + 'static>(
+        &self,
+        deadline: Duration,
         f: impl FnOnce(&mut S, &mut GatewayCtx<'_>) -> R + Send + 'static,
     ) -> Result<R, RuntimeError> {
         let (tx, rx) = mpsc::channel();
         self.gateway_do(move |s, c| {
             let _ = tx.send(f(s, c));
         });
-        rx.recv_timeout(Duration::from_secs(10))
-            .map_err(|_| RuntimeError::GatewayGone)
+        rx.recv_timeout(deadline).map_err(|e| match e {
+            mpsc::RecvTimeoutError::Timeout => RuntimeError::GatewayBusy(deadline),
+            mpsc::RecvTimeoutError::Disconnected => RuntimeError::GatewayGone,
+        })
     }
 
     /// Stops every thread and waits for them.
@@ -568,7 +596,6 @@ fn spawn_worker(
     w.capture = Some(sh.capture.clone());
     w.nat = Some(sh.nat.clone());
     w.neigh = Some(sh.neigh.clone());
-    w.gateway_share = cfg.gateway_share;
     w.add_port(GATEWAY_PORT, Box::new(ring), true);
     let (tx, rx) = mpsc::channel();
     let busy = cfg.busy_poll;
@@ -642,6 +669,7 @@ struct GatewayShared {
     fdb: Arc<Fdb>,
     counters: Arc<CounterTable>,
     epoch: Instant,
+    queue_frames: usize,
 }
 
 impl GatewayShared {
@@ -657,14 +685,16 @@ impl GatewayShared {
     }
 }
 
-/// One wake-up's work after the poll: ready sources, the control thread's jobs, frames
-/// from every worker.
+/// One wake-up's work after the poll: ready sources, the control thread's jobs, the
+/// frames the rings hold moved into the fair queue, and one round of it (a quantum of
+/// frames for each port that has some). True when frames are left for the next round.
 fn gateway_round<S: GatewayHandler>(
     g: &mut S,
     ctx: &mut GatewayCtx<'_>,
+    fair: &mut FairQueue,
     events: &Events,
     jobs: &mpsc::Receiver<GatewayJob<S>>,
-) {
+) -> bool {
     for ev in events.iter() {
         if ev.token() != WAKER {
             g.event(ctx, ev.token(), ev);
@@ -673,12 +703,14 @@ fn gateway_round<S: GatewayHandler>(
     while let Ok(job) = jobs.try_recv() {
         job(g, ctx);
     }
-    // Frames from every worker.
-    for i in 0..ctx.ends.len() {
-        while let Some(f) = ctx.ends.get_mut(i).and_then(|e| e.recv()) {
-            g.frame(ctx, f);
+    let counters = ctx.counters;
+    for e in ctx.ends.iter_mut() {
+        while let Some(f) = e.recv() {
+            fair.push(f, counters, &mut |b| e.recycle(b));
         }
     }
+    fair.round(|_, turn| g.frames(ctx, turn));
+    !fair.is_empty()
 }
 
 fn gateway_loop<S: GatewayHandler>(
@@ -693,6 +725,8 @@ fn gateway_loop<S: GatewayHandler>(
     let mut next_age = Instant::now();
     let _ = g.setup(&mut shared.ctx(&mut ends, poll.registry()));
     let mut deadline: Option<Instant> = None;
+    let mut fair = FairQueue::new(shared.queue_frames);
+    let mut more = false;
     loop {
         if stop.load(std::sync::atomic::Ordering::Relaxed) {
             return;
@@ -703,13 +737,15 @@ fn gateway_loop<S: GatewayHandler>(
             .flatten()
             .min()
             .map(|d| d.saturating_duration_since(now));
+        // Frames still queued: look at the sockets and jobs without sleeping.
+        let until = if more { Some(Duration::ZERO) } else { until };
         if let Err(e) = poll.poll(&mut events, until)
             && e.kind() != io::ErrorKind::Interrupted
         {
             return;
         }
         let mut ctx = shared.ctx(&mut ends, poll.registry());
-        gateway_round(&mut g, &mut ctx, &events, &jobs);
+        more = gateway_round(&mut g, &mut ctx, &mut fair, &events, &jobs);
         let now = Instant::now();
         if now >= next_age {
             let snap = shared.cell.load_full();

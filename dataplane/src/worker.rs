@@ -52,8 +52,6 @@ pub struct Worker {
     pub nat: Option<Arc<crate::nat::Nat>>,
     /// The packet uplink's neighbours.
     pub neigh: Option<Arc<crate::uplink::packet::Neighbours>>,
-    /// Frames a second one port may hand the gateway.
-    pub gateway_share: u32,
     ports: Vec<Option<Box<dyn Port>>>,
     rx: Vec<PortId>,
     batch: Batch,
@@ -169,7 +167,6 @@ impl Worker {
             capture: None,
             nat: None,
             neigh: None,
-            gateway_share: pipeline::DEFAULT_GATEWAY_SHARE,
             ports: Vec::new(),
             rx: Vec::new(),
             batch: Batch::new(crate::port::MAX_BATCH, frame_cap),
@@ -285,7 +282,6 @@ impl Worker {
             nat: self.nat.as_deref(),
             neigh: self.neigh.as_deref(),
             service_room,
-            gateway_share: self.gateway_share,
         };
         pipeline::process(&ctx, slot, &mut self.batch, &mut self.local);
         if shaped {

@@ -487,6 +487,10 @@ pub struct SocketNatCounters {
     /// Loopback clients that took the frame path (the namespace could not be entered).
     #[serde(default)]
     pub splice_fallbacks: u64,
+    /// RSTs from containers inside the window but inexact, answered with a challenge
+    /// ACK instead of ending the connection (RFC 5961).
+    #[serde(default)]
+    pub challenge_acks: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]

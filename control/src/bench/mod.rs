@@ -793,6 +793,48 @@ fn l2_frames(p: &Params, ports: &[PlannedPort], pi: usize) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// What the worker threads of a run report together.
+struct Joined {
+    frames: u64,
+    core_time: f64,
+    warm: u64,
+    /// Instructions in all, when every worker counted them.
+    instructions: Option<u64>,
+    unavailable: Option<String>,
+}
+
+/// One worker thread's frames, time, warm-up frames and instructions (or why none).
+type WorkerRun = (u64, Duration, u64, Result<u64, Option<String>>);
+
+fn join_workers(
+    handles: Vec<std::thread::JoinHandle<WorkerRun>>,
+    unavailable: Option<String>,
+) -> Joined {
+    let mut j = Joined {
+        frames: 0,
+        core_time: 0.0,
+        warm: 0,
+        instructions: Some(0),
+        unavailable,
+    };
+    for h in handles {
+        let (f, el, wf, ins) = h
+            .join()
+            .unwrap_or((0, Duration::from_secs(1), 0, Err(None)));
+        j.frames += f;
+        j.warm += wf;
+        j.core_time += el.as_secs_f64();
+        match ins {
+            Ok(n) => j.instructions = j.instructions.map(|t| t + n),
+            Err(why) => {
+                j.instructions = None;
+                j.unavailable = j.unavailable.take().or(why);
+            }
+        }
+    }
+    j
+}
+
 /// Runs one scenario and reports it.
 pub fn run(p: &Params) -> Result<Outcome, BenchError> {
     let Setup {
@@ -839,26 +881,13 @@ pub fn run(p: &Params) -> Result<Outcome, BenchError> {
     start_line.wait();
     std::thread::sleep(Duration::from_secs_f64(p.seconds));
     stop.store(true, Ordering::Relaxed);
-    let mut frames = 0u64;
-    let mut core_time = 0f64;
-    let mut warm = 0u64;
-    let mut instructions = Some(0u64);
-    let mut unavailable = counters_unavailable;
-    for h in handles {
-        let (f, el, wf, ins) = h
-            .join()
-            .unwrap_or((0, Duration::from_secs(1), 0, Err(None)));
-        frames += f;
-        warm += wf;
-        core_time += el.as_secs_f64();
-        match ins {
-            Ok(n) => instructions = instructions.map(|t| t + n),
-            Err(why) => {
-                instructions = None;
-                unavailable = unavailable.or(why);
-            }
-        }
-    }
+    let Joined {
+        frames,
+        core_time,
+        warm,
+        instructions,
+        unavailable,
+    } = join_workers(handles, counters_unavailable);
     let sent = sum_tx(&counters, &slot_of).saturating_sub(warm);
     let per_core_secs = core_time / p.workers as f64;
     let mpps_per_core = frames as f64 / per_core_secs / p.workers as f64 / 1e6;

@@ -66,10 +66,10 @@ pub struct DaemonConfig {
     pub flows_per_container: usize,
     /// ICMP errors the gateway sends one container per second.
     pub icmp_errors_per_sec: u32,
-    /// Frames a second one port may hand the gateway (per worker).
-    pub gateway_share: u32,
     /// Where networks without `--subnet` take their prefix (none: Docker's pools).
     pub pools: Vec<crate::state::AddressPool>,
+    /// Frames the gateway thread holds waiting for all ports (its fair queue).
+    pub gateway_queue: usize,
 }
 
 impl DaemonConfig {
@@ -93,8 +93,8 @@ impl DaemonConfig {
             uplink: Default::default(),
             flows_per_container: 0,
             icmp_errors_per_sec: dataplane::gateway::icmp::DEFAULT_ERRORS_PER_SEC,
-            gateway_share: dataplane::pipeline::DEFAULT_GATEWAY_SHARE,
             pools: Vec::new(),
+            gateway_queue: dataplane::fair::DEFAULT_QUEUE_FRAMES,
         }
     }
 }
@@ -258,7 +258,7 @@ impl Daemon {
             busy_poll: cfg.busy_poll,
             max_flows: cfg.max_flows,
             flows_per_container: cfg.flows_per_container,
-            gateway_share: cfg.gateway_share,
+            gateway_queue: cfg.gateway_queue,
         };
         let mut g = GatewayIo::with_limits(cfg.uplink);
         g.set_icmp_error_rate(cfg.icmp_errors_per_sec);

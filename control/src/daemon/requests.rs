@@ -15,6 +15,10 @@ use crate::api::{
 };
 use crate::state::{NetworkSpec, StateError};
 
+/// How long `stats` waits for the gateway thread's own counters: past it the reply
+/// leaves them out (`gateway` null) rather than wait behind a busy gateway.
+const STATS_GATEWAY_DEADLINE: std::time::Duration = std::time::Duration::from_millis(150);
+
 impl Daemon {
     /// Applies one request from connection `conn`.
     pub fn handle(&mut self, req: Request, fds: Vec<OwnedFd>, conn: u64) -> Response {
@@ -373,9 +377,11 @@ impl Daemon {
         for (name, p) in &self.ports {
             ports.push(view::port_counters(name, &self.rt.stats(p.slot)));
         }
+        // The counters of the workers are atomics; the gateway's own come from its
+        // thread, which gets a short while: a busy gateway leaves them out.
         let gw = self
             .rt
-            .gateway_call(|g, _| {
+            .gateway_call_within(STATS_GATEWAY_DEADLINE, |g, _| {
                 (
                     g.stats().clone(),
                     g.uplink().stats.clone(),
@@ -413,6 +419,7 @@ impl Daemon {
                 refused_quota: u.refused_quota,
                 tcp_spliced: u.tcp_spliced,
                 splice_fallbacks: u.splice_fallbacks,
+                challenge_acks: u.challenge_acks,
             });
         Stats {
             gateway,

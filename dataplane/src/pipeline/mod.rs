@@ -28,7 +28,7 @@ mod share;
 mod tests;
 
 pub use egress::Egress;
-pub use share::{DEFAULT_GATEWAY_SHARE, GATEWAY_LIGHT, GATEWAY_RESERVE};
+pub use share::{GATEWAY_LIGHT, GATEWAY_RESERVE};
 
 use crate::bridge::{CounterTable, DropReason, Fdb, FdbRef};
 use crate::config::{PortConf, PortMode, PortRole, Snapshot};
@@ -44,6 +44,7 @@ use crate::wire::{EtherType, EthernetFrame};
 pub struct Local {
     pub egress: Egress,
     gw_use: Vec<share::GatewayUse>,
+    gw_top: share::GatewayTop,
 }
 
 /// What the pipeline reads and writes besides the frames.
@@ -59,8 +60,6 @@ pub struct Context<'a> {
     pub neigh: Option<&'a Neighbours>,
     /// Free slots in this worker's gateway ring when the batch started.
     pub service_room: usize,
-    /// Frames a second a port may hand the gateway ([`DEFAULT_GATEWAY_SHARE`]).
-    pub gateway_share: u32,
 }
 
 /// What every frame of one batch shares (a batch comes from one port), read once and

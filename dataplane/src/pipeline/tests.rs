@@ -90,7 +90,6 @@ struct Rig {
     now: u32,
     local: Local,
     room: usize,
-    share: u32,
 }
 
 impl Rig {
@@ -145,7 +144,6 @@ impl Rig {
             now: 0,
             local: Local::default(),
             room: crate::port::ring::RING_SLOTS,
-            share: DEFAULT_GATEWAY_SHARE,
         }
     }
 
@@ -178,7 +176,6 @@ impl Rig {
             nat: nat.map(|n| n.0),
             neigh: nat.map(|n| n.1),
             service_room: self.room,
-            gateway_share: self.share,
         };
         process(&ctx, PortId(port), &mut batch, &mut self.local);
         let out = &mut self.local.egress;
@@ -679,19 +676,32 @@ fn gateway_share_keeps_room_for_quiet_ports() {
     let gw_frames = |n: usize, src: MacAddr| -> Vec<Vec<u8>> {
         (0..n).map(|_| frame(GW1, src, 0x0800, &[])).collect()
     };
-    // A busy ring (only the reserve left): a port past its light share is cut...
+    // A busy ring (only the reserve left), two ports sending: a port past its light
+    // share, the heaviest, is cut...
     r.room = GATEWAY_RESERVE;
-    for _ in 0..4 {
+    r.run(3, &gw_frames(1, mac(3)));
+    for _ in 0..6 {
         r.run(2, &gw_frames(64, mac(2)));
     }
     let cut = r
         .counters
         .read(PortId(2))
         .drop_count(DropReason::ServiceQuota);
-    assert_eq!(cut, 4 * 64 - u64::from(GATEWAY_LIGHT));
-    // ...while a quiet port still gets its frames to the gateway.
+    assert_eq!(cut, 6 * 64 - u64::from(GATEWAY_LIGHT));
+    // ...while a quiet port still gets its frames to the gateway, and so does a busy
+    // one lighter than the heaviest (past its own light share).
     let sent = r.run(3, &gw_frames(2, mac(3)));
     assert_eq!(sent[0].len(), 2);
+    for _ in 0..3 {
+        r.run(4, &gw_frames(64, mac(4)));
+    }
+    assert_eq!(r.run(4, &gw_frames(10, mac(4)))[0].len(), 10);
+    assert_eq!(
+        r.counters
+            .read(PortId(4))
+            .drop_count(DropReason::ServiceQuota),
+        0
+    );
     assert_eq!(
         r.counters
             .read(PortId(3))
@@ -701,13 +711,22 @@ fn gateway_share_keeps_room_for_quiet_ports() {
     // With room, the busy port gets in again; a new second starts afresh.
     r.room = crate::port::ring::RING_SLOTS;
     assert_eq!(r.run(2, &gw_frames(8, mac(2)))[0].len(), 8);
-    // The hard share per second holds whatever the room.
-    r.share = 10;
-    r.now = 1;
-    assert_eq!(r.run(2, &gw_frames(8, mac(2)))[0].len(), 8);
-    assert_eq!(r.run(2, &gw_frames(8, mac(2)))[0].len(), 2);
-    r.now = 2;
-    assert_eq!(r.run(2, &gw_frames(8, mac(2)))[0].len(), 8);
+    // A lone port (nobody else this second or the last) may fill the ring.
+    r.now = 10;
+    r.room = GATEWAY_RESERVE;
+    for _ in 0..6 {
+        assert_eq!(r.run(2, &gw_frames(64, mac(2)))[0].len(), 64);
+    }
+    // Work-conserving: with room, a lone port's burst of any size is never cut.
+    for _ in 0..100 {
+        assert_eq!(r.run(2, &gw_frames(64, mac(2)))[0].len(), 64);
+    }
+    assert_eq!(
+        r.counters
+            .read(PortId(2))
+            .drop_count(DropReason::ServiceQuota),
+        cut
+    );
 }
 
 #[test]

@@ -44,6 +44,7 @@ use smoltcp::phy::{self, ChecksumCapabilities, Device, DeviceCapabilities, Mediu
 use smoltcp::socket::tcp;
 use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, IpListenEndpoint, Ipv4Address};
 
+use super::challenge;
 use super::host::HostAddress;
 use super::quota::{ContainerId, FlowKind, Quotas, Refusal, UplinkLimits};
 use super::splice::{self, Pumped, SocketPool, Splice, SpliceError};
@@ -427,6 +428,12 @@ struct TcpConn {
     mss: u16,
     /// smoltcp buffer bytes (both directions), counted in the container's budget.
     buffers: usize,
+    /// The container's initial sequence number (its first SYN or SYN-ACK), the bytes
+    /// taken out of smoltcp's receive buffer since, and the last acknowledgement it
+    /// sent: what an RST is judged by (RFC 5961, `challenge`).
+    isn: Option<u32>,
+    taken: u32,
+    peer_ack: Option<u32>,
 }
 
 /// The most bytes a DNS-over-TCP message takes with its length prefix.
@@ -538,6 +545,9 @@ pub struct UplinkStats {
     pub tcp_spliced: u64,
     /// Loopback clients that took the frame path because splicing was not possible.
     pub splice_fallbacks: u64,
+    /// RSTs from containers inside the window but not at its start, answered with a
+    /// challenge ACK instead of ending the connection (RFC 5961).
+    pub challenge_acks: u64,
 }
 
 pub struct SocketUplink {
@@ -565,6 +575,13 @@ pub struct SocketUplink {
     /// Containers' ports take super-frames: their TCP gets segments up to 64 KB,
     /// marked for segmentation at the container's own MSS.
     super_frames: bool,
+    /// The tenant the frame being handled counts as: the address of its port when the
+    /// port has no port security (it may send from any address; all of them count as
+    /// one container), else none (the source address is the container).
+    tenant: Option<Ipv4Addr>,
+    /// Frames from containers are queued into their stacks and the stacks polled by
+    /// [`SocketUplink::end_batch`], once for a batch of frames, not after each.
+    batching: bool,
     next_generation: u32,
     quotas: Quotas,
     /// Refused flows, for the caller to count on the container's port.
@@ -712,6 +729,8 @@ impl SocketUplink {
             out: Vec::new(),
             pool: Vec::new(),
             super_frames: false,
+            batching: false,
+            tenant: None,
             epoch,
             scratch: vec![0u8; 65536],
             stats: UplinkStats::default(),
@@ -909,6 +928,7 @@ impl SocketUplink {
             t.seq(),
             t.rst(),
         );
+        let t_ack = (t.ack_flag() && !t.rst()).then(|| t.ack());
         let known = self.tcp_by_quad.get(&(domain, quad)).copied();
         if opening && known.is_none() {
             let dns_here = nets
@@ -922,12 +942,15 @@ impl SocketUplink {
             }
         }
         let conn = self.tcp_by_quad.get(&(domain, quad)).copied();
+        if opening && known.is_none() && conn.is_none() {
+            return self.refuse_syn(domain, quad, seq);
+        }
         if let Some(i) = conn {
             self.touch(i);
         }
         // Into the sender's own stack: a packet for no connection there is answered
         // there (an RST) and reaches nobody else's.
-        let who = ContainerId { domain, ip: src };
+        let who = self.tenant_of(domain, src);
         let mut pkt = self.rx_packet(seg, total);
         if syn
             && self.super_frames
@@ -936,15 +959,139 @@ impl SocketUplink {
         {
             self.widen_mss(i, bytes);
         }
+        if let Some(i) = conn {
+            self.note_segment(i, syn.then_some(seq), t_ack);
+        }
         if let Some(i) = conn
             && self.held_back(reg, i, &pkt, opening, rst)
         {
             give_back(&mut self.pool, pkt.buf);
             return;
         }
+        if rst
+            && let Some(i) = conn
+            && !self.challenge_rst(reg, i, seq, &mut pkt)
+        {
+            give_back(&mut self.pool, pkt.buf);
+            return;
+        }
         self.stack(who).dev.rx.push_back(pkt);
         self.active.insert(who);
-        self.poll(reg);
+        if !self.batching {
+            self.poll(reg);
+        }
+    }
+
+    /// Sets who the next frames count as ([`SocketUplink::tenant`]): `Some(port's
+    /// address)` for a port without port security, None otherwise.
+    pub fn set_tenant(&mut self, tenant: Option<Ipv4Addr>) {
+        self.tenant = tenant;
+    }
+
+    /// The container a flow from `src` in `domain` belongs to.
+    fn tenant_of(&self, domain: u16, src: Ipv4Addr) -> ContainerId {
+        ContainerId {
+            domain,
+            ip: self.tenant.unwrap_or(src),
+        }
+    }
+
+    /// Starts a batch of frames from containers: their TCP segments wait in their
+    /// stacks' queues until [`SocketUplink::end_batch`] polls each stack once (smoltcp
+    /// looks at every socket of an interface on each poll: once per batch, not per
+    /// frame).
+    pub fn begin_batch(&mut self) {
+        self.batching = true;
+    }
+
+    /// Ends a batch: every stack a frame went into is polled, once.
+    pub fn end_batch(&mut self, reg: &Registry) {
+        self.batching = false;
+        if !self.active.is_empty() || !self.touched.is_empty() {
+            self.poll(reg);
+        }
+    }
+
+    /// A SYN refused (a quota, no listener): the RST is built here, not by smoltcp,
+    /// which would look at every socket of the container to find none.
+    fn refuse_syn(&mut self, domain: u16, quad: Quad, seq: u32) {
+        let (src, sport, dst, dport) = quad;
+        if let Some(p) = tcp_rst(dst, dport, src, sport, seq.wrapping_add(1)) {
+            self.out.push(OutPacket::plain(domain, p));
+        }
+    }
+
+    /// Remembers what an RST on connection `i` is judged by: the container's first SYN
+    /// (or SYN-ACK), its latest acknowledgement.
+    fn note_segment(&mut self, i: usize, syn_seq: Option<u32>, ack: Option<u32>) {
+        let Some(Some(c)) = self.tcp.get_mut(i) else {
+            return;
+        };
+        if c.isn.is_none() {
+            c.isn = syn_seq;
+        }
+        if ack.is_some() {
+            c.peer_ack = ack;
+        }
+    }
+
+    /// An RST from the container on connection `i`, synchronized (RFC 5961 §3): at
+    /// exactly the next sequence number it goes to smoltcp (the connection ends); inside
+    /// the window, inexact, it becomes a probe smoltcp answers with a challenge ACK;
+    /// outside, it is dropped (false). Before the handshake ends smoltcp's own rules
+    /// apply (an RST puts a SYN-RECEIVED socket back to listening).
+    fn challenge_rst(&mut self, reg: &Registry, i: usize, seq: u32, pkt: &mut RxPacket) -> bool {
+        let Some(Some(c)) = self.tcp.get(i) else {
+            return true;
+        };
+        let (who, handle) = (c.who, c.handle);
+        // Segments of this batch still queued come before the RST.
+        if self
+            .stacks
+            .get(&who)
+            .is_some_and(|st| !st.dev.rx.is_empty())
+        {
+            self.poll(reg);
+        }
+        let (Some(Some(c)), Some(st)) = (self.tcp.get(i), self.stacks.get(&who)) else {
+            return true;
+        };
+        let (Some(isn), Some(ack)) = (c.isn, c.peer_ack) else {
+            return true;
+        };
+        if c.handle != handle {
+            return true;
+        }
+        let sock = st.sockets.get::<tcp::Socket>(handle);
+        let fin = matches!(
+            sock.state(),
+            tcp::State::CloseWait
+                | tcp::State::LastAck
+                | tcp::State::Closing
+                | tcp::State::TimeWait
+        );
+        let synced = fin
+            || matches!(
+                sock.state(),
+                tcp::State::Established | tcp::State::FinWait1 | tcp::State::FinWait2
+            );
+        if !synced {
+            return true;
+        }
+        let nxt = challenge::rcv_nxt(isn, c.taken, sock.recv_queue(), fin);
+        let window = sock.recv_capacity() as u32;
+        match challenge::judge(seq, nxt, window) {
+            challenge::RstVerdict::Reset => true,
+            challenge::RstVerdict::Outside => false,
+            challenge::RstVerdict::Challenge => {
+                self.stats.challenge_acks += 1;
+                let ip = pkt.buf.get_mut(pkt.start..pkt.end).and_then(|p| {
+                    let hl = Ipv4Packet::new_checked(&*p).ok()?.header_len();
+                    p.get_mut(hl..)
+                });
+                ip.is_some_and(|tcp| challenge::into_probe(tcp, nxt, ack))
+            }
+        }
     }
 
     /// Keeps what the container sends on connection `i` from smoltcp while its host
@@ -1050,7 +1197,7 @@ impl SocketUplink {
             self.stats.tcp_refused += 1;
             return;
         };
-        let who = ContainerId { domain, ip: quad.0 };
+        let who = self.tenant_of(domain, quad.0);
         if !self.admit(who, FlowKind::Tcp, true) {
             self.stats.tcp_refused += 1;
             return;
@@ -1130,6 +1277,9 @@ impl SocketUplink {
             local_in: Vec::new(),
             mss: 0,
             buffers,
+            isn: None,
+            taken: 0,
+            peer_ack: None,
         };
         fill_slot(&mut self.tcp, i, conn);
         self.tcp_by_quad.insert((who.domain, quad), i);
@@ -1139,7 +1289,7 @@ impl SocketUplink {
 
     /// A connection answered by the gateway itself (DNS over TCP).
     fn open_local(&mut self, quad: Quad, domain: u16) {
-        let who = ContainerId { domain, ip: quad.0 };
+        let who = self.tenant_of(domain, quad.0);
         if !self.admit(who, FlowKind::Tcp, false) {
             self.stats.tcp_refused += 1;
             return;
@@ -1958,7 +2108,7 @@ impl SocketUplink {
         let (domain, quad) = key;
         let host = self.host.get(Instant::now());
         let to = target(nets, domain, (quad.2, quad.3), host)?;
-        let who = ContainerId { domain, ip: quad.0 };
+        let who = self.tenant_of(domain, quad.0);
         if !self.admit(who, FlowKind::Udp, true) {
             return None;
         }
@@ -2065,10 +2215,7 @@ impl SocketUplink {
 
     /// A new echo flow with its ping socket; its slot.
     fn open_ping(&mut self, reg: &Registry, key: (u16, Ipv4Addr, u16, Ipv4Addr)) -> Option<usize> {
-        let who = ContainerId {
-            domain: key.0,
-            ip: key.1,
-        };
+        let who = self.tenant_of(key.0, key.1);
         if !self.admit(who, FlowKind::Ping, true) {
             return None;
         }
@@ -2343,6 +2490,11 @@ impl SocketUplink {
     }
 
     /// Live TCP connections and UDP flows (for stats).
+    /// TCP connections, UDP and echo flows open (a few loads: for every wake-up).
+    pub fn flow_count(&self) -> usize {
+        self.tcp_by_quad.len() + self.udp_by_key.len() + self.ping_by_key.len()
+    }
+
     pub fn counts(&self) -> (usize, usize, usize) {
         (
             self.tcp_by_quad.len() + self.splices.iter().flatten().count(),
@@ -2508,8 +2660,9 @@ fn pump_local(
             buf.extend_from_slice(d.get(..n).unwrap_or(&[]));
             (n, n)
         });
-        if !matches!(r, Ok(n) if n > 0) {
-            break;
+        match r {
+            Ok(n) if n > 0 => c.taken = c.taken.wrapping_add(n as u32),
+            _ => break,
         }
         moved = true;
     }
@@ -2556,8 +2709,9 @@ fn pump_host(c: &mut TcpConn, sock: &mut tcp::Socket<'static>) -> bool {
                 c.host_eof = true;
                 break;
             }
-            Ok(_) => {
+            Ok(n) => {
                 moved = true;
+                c.taken = c.taken.wrapping_add(n as u32);
                 c.last = Instant::now();
             }
         }
@@ -3249,6 +3403,44 @@ mod tests {
     }
 
     #[test]
+    fn an_inexact_rst_is_challenged_and_an_exact_one_resets() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let mut r = Rig::with_limits(true, short(60_000, 60_000));
+        let (me, gw) = ((C, 41005), (GW, port));
+        let synack = tcp_of(&r.connect(me, gw, 1000)).unwrap();
+        let ours = synack.3.wrapping_add(1);
+        r.send(&tcp_packet(me, gw, 1001, ours, TcpFlags::ACK, b"hello"));
+        let (mut server, _) = l.accept().unwrap();
+        server
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut b = [0u8; 5];
+        use std::io::Read as _;
+        server.read_exact(&mut b).unwrap();
+        r.until(|_| false);
+        // In the window, 100 bytes past the next expected (1006): a challenge ACK of
+        // 1006, and the connection stays.
+        r.send_bare(me, gw, 1106, TcpFlags::RST);
+        let ack = r.until(|p| tcp_of(p).is_some_and(|t| t.2 == TcpFlags::ACK && t.4 == 1006));
+        assert!(ack.is_some(), "no challenge ACK");
+        assert_eq!(r.up.stats.challenge_acks, 1);
+        assert_eq!(r.up.counts().0, 1, "an inexact RST ended the connection");
+        // Outside the window: nothing, the connection stays.
+        r.send_bare(me, gw, 1006u32.wrapping_sub(10), TcpFlags::RST);
+        r.until(|_| false);
+        assert_eq!(r.up.counts().0, 1, "an RST outside the window ended it");
+        // Exactly the next number: the connection ends (the positive control).
+        r.send_bare(me, gw, 1006, TcpFlags::RST);
+        r.until(|_| false);
+        assert_eq!(
+            r.up.counts().0,
+            0,
+            "the exact RST did not end the connection"
+        );
+    }
+
+    #[test]
     fn a_syn_carrying_data_is_answered_once_the_host_connect_finishes() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
@@ -3322,6 +3514,40 @@ mod tests {
             vec![(ContainerId { domain: 0, ip: C }, Refusal::TcpQuota)]
         );
         // A neighbour still connects.
+        r.connect((Ipv4Addr::new(10, 9, 0, 3), 42000), (GW, port), 1);
+        assert_eq!(r.up.counts().0, 3);
+    }
+
+    #[test]
+    fn a_port_without_port_security_is_one_tenant_whatever_its_sources() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let mut r = Rig::with_limits(
+            true,
+            UplinkLimits {
+                tcp_per_container: 2,
+                ..UplinkLimits::default()
+            },
+        );
+        // The gateway says: these frames come from a port without port security whose
+        // address is C. Three sources, one tenant.
+        r.up.set_tenant(Some(C));
+        r.connect((Ipv4Addr::new(10, 9, 0, 50), 42000), (GW, port), 1);
+        r.connect((Ipv4Addr::new(10, 9, 0, 51), 42000), (GW, port), 1);
+        r.send_bare(
+            (Ipv4Addr::new(10, 9, 0, 52), 42000),
+            (GW, port),
+            1,
+            TcpFlags::SYN,
+        );
+        assert!(r.until(is_rst).is_some(), "third source not refused");
+        let refused: Vec<_> = r.up.take_refusals().collect();
+        assert_eq!(
+            refused,
+            vec![(ContainerId { domain: 0, ip: C }, Refusal::TcpQuota)]
+        );
+        // A secured neighbour (its source is itself) still connects: the control.
+        r.up.set_tenant(None);
         r.connect((Ipv4Addr::new(10, 9, 0, 3), 42000), (GW, port), 1);
         assert_eq!(r.up.counts().0, 3);
     }

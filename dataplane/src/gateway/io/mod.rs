@@ -8,6 +8,7 @@
 //! source on the gateway thread's poll has its token from [`token`].
 
 pub mod token;
+mod trim;
 mod upstream;
 
 use std::net::SocketAddrV4;
@@ -38,6 +39,7 @@ pub struct GatewayIo {
     /// frame being handled, else the gateway's own.
     cur_port: u16,
     scratch: Vec<u8>,
+    trimmer: trim::Trimmer,
 }
 
 impl Default for GatewayIo {
@@ -56,6 +58,7 @@ impl GatewayIo {
             actions: Actions::default(),
             cur_port: GATEWAY_PORT.0,
             scratch: vec![0u8; 65536],
+            trimmer: trim::Trimmer::default(),
         }
     }
 
@@ -216,6 +219,28 @@ impl GatewayIo {
         self.collect_uplink();
     }
 
+    /// Who a frame from `port` counts as in the socket uplink's quotas: a port without
+    /// port security may send from any address, so all of its flows count as one
+    /// container, the address IPAM gave it (None: the source address, which port
+    /// security ties to the port).
+    fn tenant(&self, ctx: &GatewayCtx<'_>, domain: u16, port: u16) -> Option<std::net::Ipv4Addr> {
+        let unsecured = ctx
+            .snapshot
+            .peek()
+            .ports
+            .get(usize::from(port))
+            .and_then(|p| p.as_ref())
+            .is_some_and(|p| p.security.is_none());
+        if !unsecured {
+            return None;
+        }
+        self.gateway
+            .config()
+            .leases
+            .get(&(domain, port))
+            .and_then(|l| l.v4)
+    }
+
     /// Answers from resolver `i` over UDP.
     fn upstream_udp_ready(&mut self, i: usize) {
         loop {
@@ -262,11 +287,25 @@ impl GatewayHandler for GatewayIo {
         let (start, end) = (f.start, f.end);
         let mut data = f.data;
         if verdict == Verdict::ToUplink {
+            self.uplink.set_tenant(self.tenant(ctx, f.domain, f.port));
             self.send_to_uplink(ctx.registry, f.domain, &mut data, start..end);
+            self.uplink.set_tenant(None);
         }
         self.perform(ctx);
         self.cur_port = GATEWAY_PORT.0;
         ctx.recycle(data);
+    }
+
+    /// One port's turn: its TCP segments for the socket uplink go into its stack's
+    /// queue, and the stack is polled once when the turn ends.
+    fn frames(&mut self, ctx: &mut GatewayCtx<'_>, frames: &mut dyn Iterator<Item = RingFrame>) {
+        self.uplink.begin_batch();
+        for f in frames {
+            self.frame(ctx, f);
+        }
+        self.uplink.end_batch(ctx.registry);
+        self.collect_uplink();
+        self.perform(ctx);
     }
 
     fn event(&mut self, ctx: &mut GatewayCtx<'_>, token: Token, ev: &mio::event::Event) {
@@ -289,6 +328,7 @@ impl GatewayHandler for GatewayIo {
         let uplink = self.uplink.tick(ctx.registry, now);
         self.collect_uplink();
         self.perform(ctx);
-        [gateway, uplink].into_iter().flatten().min()
+        let trim = self.trimmer.tick(self.uplink.flow_count(), now);
+        [gateway, uplink, trim].into_iter().flatten().min()
     }
 }
