@@ -393,7 +393,7 @@ fn ip6(b: &[u8]) {
     use dataplane::wire::{Icmpv6Packet, Ipv6Packet};
     if let Ok(p) = Ipv6Packet::new_checked(b) {
         black_box((p.src(), p.dst(), p.hop_limit(), p.payload(), p.packet()));
-        black_box(p.upper());
+        let _ = black_box(p.upper());
     }
     if let Ok(i) = Icmpv6Packet::new_checked(b) {
         let a = std::net::Ipv6Addr::LOCALHOST;
@@ -401,7 +401,7 @@ fn ip6(b: &[u8]) {
         black_box(i.verify_checksum(&a, &a));
     }
     if let Ok(m) = NdpMessage::new_checked(b) {
-        black_box((m.target(), m.flags(), m.router_lifetime(), m.lladdr()));
+        let _ = black_box((m.target(), m.flags(), m.router_lifetime(), m.lladdr()));
         for (_, body) in m.options().flatten() {
             black_box((PrefixInfo::parse(body), rdnss_servers(body).count()));
         }
