@@ -112,7 +112,8 @@ const BCAST_PY: &str = r#"
 import fcntl, os, socket, struct, sys, time
 dst, want, rounds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-ip = socket.inet_aton(socket.inet_ntoa(fcntl.ioctl(probe.fileno(), 0x8915, struct.pack("256s", b"eth0"))[20:24]))
+own = socket.inet_ntoa(fcntl.ioctl(probe.fileno(), 0x8915, struct.pack("256s", b"eth0"))[20:24])
+ip = socket.inet_aton(own)
 mac = fcntl.ioctl(probe.fileno(), 0x8927, struct.pack("256s", b"eth0"))[18:24]
 raw = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
 raw.bind(("eth0", 0))
@@ -142,7 +143,8 @@ for r in range(rounds):
             break
         hl = (data[0] & 15) * 4
         t, _, _, i = struct.unpack("!BBHH", data[hl:hl + 6])
-        if t == 0 and i == ident:
+        # The sender's own kernel answers the broadcast too (over loopback): not a member.
+        if t == 0 and i == ident and src != own:
             seen.add(src)
     if len(seen) >= want:
         break
