@@ -386,7 +386,7 @@ mod tests {
     use crate::wire::MacAddr;
     use std::net::Ipv4Addr;
 
-    fn domain() -> DomainConf {
+    pub(super) fn domain() -> DomainConf {
         DomainConf {
             name: "n".into(),
             vlan: None,
@@ -401,7 +401,7 @@ mod tests {
         }
     }
 
-    fn container(i: usize) -> PortConf {
+    pub(super) fn container(i: usize) -> PortConf {
         PortConf {
             name: format!("p{i}"),
             generation: Generation(0),

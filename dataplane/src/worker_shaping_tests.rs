@@ -1,12 +1,10 @@
 //! A worker holding ports to their bandwidth limits (manual clock).
 
 use super::*;
-use crate::config::{DomainConf, Net4, PortConf, PortMode, PortRole, Snapshot};
-use crate::ids::{DomainId, Generation};
+use crate::config::{PortConf, Snapshot};
 use crate::port::MemoryPort;
 use crate::shaper::{Limits, Rate};
 use crate::wire::MacAddr;
-use std::net::Ipv4Addr;
 
 /// 8 Mbit/s: a megabyte a second, the smallest bucket (64 KiB).
 fn one_mb() -> Rate {
@@ -15,15 +13,8 @@ fn one_mb() -> Rate {
 
 fn port(i: usize, limits: Limits) -> Option<PortConf> {
     Some(PortConf {
-        name: format!("p{i}"),
-        generation: Generation(0),
-        role: PortRole::Container,
-        mode: PortMode::Access {
-            domain: DomainId(0),
-        },
-        security: None,
-        mac_limit: 1024,
         limits,
+        ..super::tests::container(i)
     })
 }
 
@@ -31,18 +22,7 @@ fn port(i: usize, limits: Limits) -> Option<PortConf> {
 /// frames of 1000 bytes to port 3's MAC waiting, port 3 has sent once (learned).
 fn pair(a: Limits, b: Limits, frames: usize) -> Worker {
     let mut snap = Snapshot {
-        domains: vec![Some(DomainConf {
-            name: "n".into(),
-            vlan: None,
-            gateway_mac: MacAddr([2, 0x42, 10, 0, 0, 1]),
-            v4: Some(Net4::of(Ipv4Addr::new(10, 0, 0, 1), 24)),
-            v6: None,
-            icc: true,
-            egress: true,
-            members: vec![],
-            owners: vec![],
-            listeners: vec![],
-        })],
+        domains: vec![Some(super::tests::domain())],
         ports: vec![None, None, port(2, a), port(3, b)],
         ..Default::default()
     };
