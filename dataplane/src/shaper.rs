@@ -172,6 +172,13 @@ impl Shaper {
         bucket(&mut self.tx, slot)
     }
 
+    /// Sizes both bucket tables to hold `slot` (when a port is added: never while
+    /// frames are forwarded).
+    pub fn fit(&mut self, slot: u16) {
+        bucket(&mut self.rx, slot);
+        bucket(&mut self.tx, slot);
+    }
+
     /// Stops reading `slot` until `until` (once: a slot held already keeps its time).
     pub fn hold(&mut self, slot: u16, until: u64) {
         if !self.held.iter().any(|(s, _)| *s == slot) {

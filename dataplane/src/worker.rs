@@ -197,6 +197,8 @@ impl Worker {
             self.rx.push(slot);
         }
         self.local.egress.fit(self.ports.len());
+        // Buckets sized with the port table, so a limit set later allocates nothing.
+        self.shaper.fit(slot.0);
         self.counters.reset(slot);
     }
 
