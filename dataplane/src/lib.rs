@@ -24,7 +24,8 @@
 //! Around them:
 //! - [`runtime`]: the worker threads and the gateway thread.
 //! - [`netns`]: network namespaces and the interfaces inside them.
-//! - [`rtnl`]: the routing rule a spliced published port needs inside a namespace.
+//! - [`rtnl`]: the routing rule a spliced published port needs inside a namespace, and
+//!   IPv6 addresses added without duplicate address detection.
 //! - [`random`]: randomness from the kernel.
 
 pub mod bridge;

@@ -675,14 +675,14 @@ fn in6(a: Ipv6Addr) -> libc::in6_addr {
     }
 }
 
-/// Adds `addr`/`prefix` to interface `index` (its prefix route comes with it).
+/// Adds `addr`/`prefix` to interface `index` (its prefix route comes with it), usable
+/// at once: no duplicate address detection, never tentative.
 fn ipv6_address(ifname: &str, index: u32, addr: Ipv6Addr, prefix: u8) -> Result<(), NetnsError> {
-    let mut r = libc::in6_ifreq {
-        ifr6_addr: in6(addr),
-        ifr6_prefixlen: u32::from(prefix.min(128)),
-        ifr6_ifindex: index as libc::c_int,
-    };
-    ioctl6(ifname, "adding the IPv6 address", libc::SIOCSIFADDR, &mut r)
+    crate::rtnl::add_address6(index, addr, prefix).map_err(|source| NetnsError::Ioctl {
+        ifname: ifname.to_string(),
+        op: "adding the IPv6 address",
+        source,
+    })
 }
 
 /// The kernel's `struct in6_rtmsg` (libc's keeps its fields private).

@@ -19,7 +19,7 @@
 //! in network order; nothing here runs the `ip` binary.
 
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 /// The routing table holding the gateway as a local address.
@@ -33,6 +33,7 @@ const NLM_F_ACK: u16 = 0x4;
 const NLM_F_EXCL: u16 = 0x200;
 const NLM_F_CREATE: u16 = 0x400;
 const RTM_NEWROUTE: u16 = 24;
+const RTM_NEWADDR: u16 = 20;
 const RTM_NEWRULE: u16 = 32;
 const RTM_DELRULE: u16 = 33;
 const FR_ACT_TO_TBL: u8 = 1;
@@ -42,6 +43,12 @@ const FRA_PRIORITY: u16 = 6;
 const FRA_TABLE: u16 = 15;
 const FRA_IP_PROTO: u16 = 22;
 const FRA_SPORT_RANGE: u16 = 23;
+const IFA_ADDRESS: u16 = 1;
+const IFA_LOCAL: u16 = 2;
+const IFA_FLAGS: u16 = 8;
+const IFA_F_NODAD: u32 = 0x02;
+const IFA_F_PERMANENT: u32 = 0x80;
+const RT_SCOPE_UNIVERSE: u8 = 0;
 const RTA_DST: u16 = 1;
 const RTA_OIF: u16 = 4;
 const RTA_TABLE: u16 = 15;
@@ -132,6 +139,33 @@ fn local_route_request(gateway: Ipv4Addr) -> Vec<u8> {
     .attr(RTA_DST, &gateway.octets())
     .attr(RTA_OIF, &LOOPBACK_IFINDEX.to_ne_bytes());
     m.finish()
+}
+
+/// `ip -6 addr add addr/prefix dev INDEX nodad`: the address usable at once, never
+/// tentative (an address added without `nodad` stays tentative until the kernel's
+/// address worker runs, even with `accept_dad` 0, and a bind to it fails meanwhile).
+fn address6_request(index: u32, addr: Ipv6Addr, prefix: u8) -> Vec<u8> {
+    let mut m = Msg::new(RTM_NEWADDR);
+    // struct ifaddrmsg: family, prefixlen, flags, scope, index
+    let flags = (IFA_F_NODAD | IFA_F_PERMANENT) as u8;
+    m.bytes(&[
+        libc::AF_INET6 as u8,
+        prefix.min(128),
+        flags,
+        RT_SCOPE_UNIVERSE,
+    ])
+    .bytes(&index.to_ne_bytes())
+    .attr(IFA_LOCAL, &addr.octets())
+    .attr(IFA_ADDRESS, &addr.octets())
+    .attr(IFA_FLAGS, &(IFA_F_NODAD | IFA_F_PERMANENT).to_ne_bytes());
+    m.finish()
+}
+
+/// Adds an IPv6 address without duplicate address detection to interface `index` in
+/// the calling thread's namespace (already there: success).
+pub fn add_address6(index: u32, addr: Ipv6Addr, prefix: u8) -> io::Result<()> {
+    let sock = netlink_socket()?;
+    request(&sock, &address6_request(index, addr, prefix))
 }
 
 /// Installs the rule and the local route in the calling thread's namespace (already
@@ -235,6 +269,11 @@ mod tests {
         assert_eq!(d[8..], r[8..]);
         let l = local_route_request(Ipv4Addr::new(10, 0, 0, 1));
         assert_eq!(l.len(), 16 + 12 + 8 + 8 + 8);
+        // header 16 + ifaddrmsg 8 + local 20 + address 20 + flags 8
+        let a = address6_request(7, Ipv6Addr::LOCALHOST, 64);
+        assert_eq!(a.len(), 16 + 8 + 20 + 20 + 8);
+        assert_eq!(u32::from_ne_bytes([a[20], a[21], a[22], a[23]]), 7);
+        assert_eq!(a[17], 64);
     }
 
     #[test]
