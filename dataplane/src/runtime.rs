@@ -649,6 +649,7 @@ fn worker_loop(mut w: Worker, mut poll: Poll, cmds: mpsc::Receiver<WorkerCmd>, b
             }
         }
         w.release_due(|slot| ready.insert(slot));
+        w.send_held();
         // Commands (cheap to check every round).
         if !worker_commands(&mut w, &poll, &cmds, (&mut registered, &mut ready)) {
             return;

@@ -11,12 +11,16 @@
 //!   port's own queue (the TAP's), which is pacing: TCP sees a slower link, not losses,
 //!   and a UDP sender above the rate loses what overflows that queue.
 //! - **To the container** (`rate_in`, what the switch sends to the port): each worker
-//!   sending to the port charges its own bucket and drops the frames of a send list past
-//!   an empty bucket (drop-tail; counted as `rate_limit` on the shaped port). With
-//!   several workers sending to one port each holds the port to the rate by itself.
+//!   sending to the port charges its own bucket; the frames of a send list past an
+//!   empty bucket wait in the worker's [`queue`] for the port and leave as the bucket
+//!   refills (pacing again); what overflows the queue is dropped (counted as
+//!   `rate_limit` on the shaped port). With several workers sending to one port each
+//!   holds the port to the rate by itself.
 //!
 //! Everything here is sans-I/O: the time is passed in (nanoseconds of a monotonic
 //! clock).
+
+pub mod queue;
 
 /// One direction's limit: bytes a second, and how many bytes may pass at once after a
 /// quiet spell (the bucket's depth).

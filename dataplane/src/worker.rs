@@ -14,6 +14,7 @@ use crate::config::{GATEWAY_PORT, SnapshotCache, SnapshotCell};
 use crate::ids::PortId;
 use crate::pipeline::{self, Context, Local};
 use crate::port::{Batch, MAX_BATCH, Port, STD_FRAME_CAP, TxSel};
+use crate::shaper::queue::{Held, queue_limit};
 use crate::shaper::{Rate, Shaper, frames_for};
 use crate::wire::vlan::TAG_LEN;
 
@@ -62,6 +63,10 @@ pub struct Worker {
     pub clock: Clock,
     /// Token buckets of the ports with bandwidth limits.
     shaper: Shaper,
+    /// Frames into ports held to their rate, waiting for their buckets.
+    held: Held,
+    /// The send list of a pass over [`Worker::held`] (room for a batch).
+    held_sel: Vec<TxSel>,
 }
 
 /// Hands port `p` the frames of `sel` and counts them (bytes and capture first: the
@@ -176,6 +181,8 @@ impl Worker {
             counters,
             clock: Clock::Real(Instant::now()),
             shaper: Shaper::default(),
+            held: Held::default(),
+            held_sel: Vec::with_capacity(MAX_BATCH),
         }
     }
 
@@ -199,6 +206,7 @@ impl Worker {
         self.local.egress.fit(self.ports.len());
         // Buckets sized with the port table, so a limit set later allocates nothing.
         self.shaper.fit(slot.0);
+        self.held.fit(slot.0);
         self.counters.reset(slot);
     }
 
@@ -206,6 +214,7 @@ impl Worker {
     pub fn remove_port(&mut self, slot: PortId) -> Option<Box<dyn Port>> {
         self.rx.retain(|&p| p != slot);
         self.shaper.forget(slot.0);
+        self.held.forget(slot.0);
         self.ports.get_mut(slot.index())?.take()
     }
 
@@ -294,9 +303,13 @@ impl Worker {
         n
     }
 
-    /// The earliest time (the clock's nanoseconds) a port held to its rate is due.
+    /// The earliest time (the clock's nanoseconds) a port held to its rate is due, or
+    /// frames waiting for a port's bucket may leave.
     pub fn next_due(&self) -> Option<u64> {
-        self.shaper.next_due()
+        match (self.shaper.next_due(), self.held.next_due()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Hands `ready` the ports held to their rate that are due now.
@@ -309,40 +322,139 @@ impl Worker {
     }
 
     /// Holds the send lists of ports with a limit into the container to their buckets:
-    /// each list keeps the frames up to the one that empties the bucket (drop-tail), the
-    /// rest are counted as `rate_limit`.
+    /// each list keeps the frames the bucket passes; the rest wait in the port's queue
+    /// (behind any frames already waiting there), and what overflows it is counted as
+    /// `rate_limit`.
     #[cold]
     fn police_tx(&mut self) {
-        let snap = self.snap.load();
         let now = self.clock.nanos();
         let touched = self.local.egress.touched().len();
         for i in 0..touched {
             let Some(&p) = self.local.egress.touched().get(i) else {
                 break;
             };
-            let Some(r) = snap.port(p).and_then(|c| c.limits.rate_in) else {
+            let Some(r) = self.snap.load().port(p).and_then(|c| c.limits.rate_in) else {
                 continue;
             };
-            let b = self.shaper.tx(p.0);
-            b.fill(r, now);
-            let sel = self.local.egress.queue(p);
-            let mut keep = 0;
+            self.police_port(p, r, now);
+        }
+    }
+
+    /// [`Worker::police_tx`] for port `p`, held to `r`.
+    fn police_port(&mut self, p: PortId, r: Rate, now: u64) {
+        let Worker {
+            shaper,
+            held,
+            local,
+            batch,
+            counters,
+            ..
+        } = self;
+        let b = shaper.tx(p.0);
+        b.fill(r, now);
+        let sel = local.egress.queue(p);
+        let listed = sel.len();
+        let mut keep = 0;
+        if !held.holds(p.0) {
             for s in sel {
                 if b.tokens() <= 0 {
                     break;
                 }
                 let tag = if s.vlan != 0 { TAG_LEN } else { 0 };
-                let len = self.batch.get(usize::from(s.idx)).map_or(0, |f| f.len());
+                let len = batch.get(usize::from(s.idx)).map_or(0, |f| f.len());
                 b.charge((len + tag) as u64);
                 keep += 1;
             }
-            let cut = sel.len() - keep;
-            if cut > 0 {
-                self.local.egress.truncate(p, keep);
-                self.counters
-                    .count_drop(p, DropReason::RateLimit, cut as u64);
+        }
+        let limit = queue_limit(r);
+        let mut cut = 0u64;
+        for s in sel.get(keep..).unwrap_or(&[]) {
+            let queued = batch
+                .get(usize::from(s.idx))
+                .is_some_and(|f| held.push(p.0, limit, f.data(), (s.vlan, f.vnet, f.domain)));
+            cut += u64::from(!queued);
+        }
+        if keep < listed {
+            local.egress.truncate(p, keep);
+            held.due_by(now.saturating_add(b.wait_ns(r)));
+        }
+        if cut > 0 {
+            counters.count_drop(p, DropReason::RateLimit, cut);
+        }
+    }
+
+    /// Sends the frames waiting for ports' buckets that may leave now (every one of a
+    /// port whose limit was cleared), and sets when to look again.
+    pub fn send_held(&mut self) {
+        let now = self.clock.nanos();
+        if self.held.next_due().is_none_or(|d| d > now) {
+            return;
+        }
+        self.held.clear_due();
+        let active = self.held.take_active();
+        for &slot in &active {
+            if let Some(due) = self.send_held_port(PortId(slot), now) {
+                self.held.due_by(due);
             }
         }
+        self.held.restore_active(active);
+    }
+
+    /// One batch of the frames waiting for `p`, as many as its bucket passes; when some
+    /// are left, the time to send more.
+    fn send_held_port(&mut self, p: PortId, now: u64) -> Option<u64> {
+        if self.ports.get(p.index()).is_none_or(|x| x.is_none()) {
+            self.held.forget(p.0);
+            return None;
+        }
+        let rate = self.snap.load().port(p).and_then(|c| c.limits.rate_in);
+        let Worker {
+            shaper,
+            held,
+            batch,
+            held_sel: sel,
+            ..
+        } = self;
+        let b = shaper.tx(p.0);
+        batch.clear();
+        sel.clear();
+        while sel.len() < MAX_BATCH {
+            if let Some(r) = rate {
+                b.fill(r, now);
+                if b.tokens() <= 0 {
+                    break;
+                }
+            }
+            let Some(f) = held.pop(p.0) else { break };
+            let idx = batch.len();
+            if batch.push(&f.buf, f.domain) {
+                if let Some(last) = batch.frames_mut().last_mut() {
+                    last.vnet = f.vnet;
+                }
+                let tag = if f.vlan != 0 { TAG_LEN } else { 0 };
+                b.charge((f.buf.len() + tag) as u64);
+                sel.push(TxSel {
+                    idx: u8::try_from(idx).unwrap_or(u8::MAX),
+                    vlan: f.vlan,
+                });
+            }
+            held.recycle(f.buf);
+        }
+        let cap = self.capture.as_ref().and_then(|c| c.load_full());
+        let (ports, batch, counters) = (&mut self.ports, &mut self.batch, &self.counters);
+        send_port(
+            ports,
+            batch,
+            counters,
+            (self.index, cap.as_deref()),
+            p,
+            &self.held_sel,
+        );
+        if !self.held.holds(p.0) {
+            return None;
+        }
+        let wait = rate.map_or(0, |r| self.shaper.tx(p.0).wait_ns(r));
+        Some(now.saturating_add(wait))
     }
 
     /// Hands each port the frames the pipeline left for it, and counts what went out.

@@ -56,6 +56,14 @@ fn frame(dst: MacAddr, src: MacAddr, len: usize) -> Vec<u8> {
     f
 }
 
+/// Sends what waits for port buckets until nothing more may leave at this time (a
+/// batch at a time).
+fn flush(w: &mut Worker) {
+    for _ in 0..100 {
+        w.send_held();
+    }
+}
+
 /// Polls port 2 until it gives nothing more at this time.
 fn drain(w: &mut Worker) {
     for _ in 0..1000 {
@@ -94,17 +102,81 @@ fn a_port_limited_out_of_the_container_is_read_only_as_its_bucket_allows() {
 }
 
 #[test]
-fn a_port_limited_into_the_container_drops_past_its_bucket() {
+fn a_port_limited_into_the_container_queues_past_its_bucket_and_paces_them_out() {
     let limits = Limits {
         rate_in: Some(one_mb()),
         rate_out: None,
     };
     let mut w = pair(Limits::default(), limits, 200);
     drain(&mut w);
-    let c3 = w.counters().read(PortId(3));
+    let tx = |w: &Worker| w.counters().read(PortId(3)).tx_packets;
+    let cut = |w: &Worker| {
+        w.counters()
+            .read(PortId(3))
+            .drop_count(DropReason::RateLimit)
+    };
     assert_eq!(w.counters().read(PortId(2)).rx_packets, 200);
+    // The bucket (65,536 bytes) passes 66 frames of 1000; the other 134 wait.
+    assert_eq!(tx(&w), 66);
+    assert_eq!(cut(&w), 0);
+    let due = w.next_due().expect("frames wait for the bucket");
+    // Not before they are due...
+    flush(&mut w);
+    assert_eq!(tx(&w), 66);
+    assert!(due > 0 && due <= crate::shaper::MAX_HOLD_NS, "{due}");
+    // ...and a second later as much as the bucket holds, in order, then the rest.
+    w.clock = Clock::Manual(1);
+    flush(&mut w);
+    assert_eq!(tx(&w), 66 + 66);
+    w.clock = Clock::Manual(2);
+    flush(&mut w);
+    assert_eq!(tx(&w), 66 * 3);
+    w.clock = Clock::Manual(3);
+    flush(&mut w);
+    assert_eq!(tx(&w), 200);
+    assert_eq!(cut(&w), 0);
+    assert_eq!(w.next_due(), None, "nothing left waiting");
+}
+
+#[test]
+fn what_overflows_the_queue_of_a_limited_port_is_dropped_and_counted() {
+    let limits = Limits {
+        rate_in: Some(one_mb()),
+        rate_out: None,
+    };
+    let mut w = pair(Limits::default(), limits, 400);
+    drain(&mut w);
+    let c3 = w.counters().read(PortId(3));
+    // 66 pass, the queue takes 262 of 1000 bytes (256 KiB), 72 are cut.
     assert_eq!(c3.tx_packets, 66);
-    assert_eq!(c3.drop_count(DropReason::RateLimit), 200 - 66);
+    assert_eq!(c3.drop_count(DropReason::RateLimit), 400 - 66 - 262);
+    // The port going away drops what waited for it.
+    w.remove_port(PortId(3));
+    w.clock = Clock::Manual(1);
+    flush(&mut w);
+    assert_eq!(w.counters().read(PortId(3)).tx_packets, 66);
+}
+
+#[test]
+fn frames_waiting_for_a_cleared_limit_leave_at_once() {
+    let limits = Limits {
+        rate_in: Some(one_mb()),
+        rate_out: None,
+    };
+    let mut w = pair(Limits::default(), limits, 200);
+    drain(&mut w);
+    assert_eq!(w.counters().read(PortId(3)).tx_packets, 66);
+    let mut snap = (**w.snap.load()).clone();
+    if let Some(Some(p)) = snap.ports.get_mut(3) {
+        p.limits = Limits::default();
+    }
+    snap.rebuild();
+    let cell = Arc::new(SnapshotCell::new(snap));
+    w.snap = cell.cache();
+    w.clock = Clock::Manual(1);
+    // Every waiting frame, a batch at a time, with no bucket to wait for.
+    flush(&mut w);
+    assert_eq!(w.counters().read(PortId(3)).tx_packets, 200);
 }
 
 #[test]
@@ -117,5 +189,9 @@ fn an_unlimited_port_is_never_held() {
     let mut w = pair(Limits::default(), limits, 1500);
     drain(&mut w);
     assert_eq!(w.counters().read(PortId(2)).rx_packets, 1500);
-    assert_eq!(w.next_due(), None);
+    assert_eq!(w.shaper.next_due(), None, "the sender is never held");
+    assert!(
+        w.held.next_due().is_some(),
+        "while frames wait for the limited port"
+    );
 }

@@ -227,6 +227,7 @@ fn dig(port: u16, args: &[&str]) -> String {
 }
 
 #[test]
+#[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
 fn dig_against_the_server_with_dnsmasq_upstream() {
     assert!(
         installed("dig") && installed("dnsmasq"),
