@@ -56,9 +56,19 @@ fn sample(text: &str, name: &str, labels: &[&str]) -> u64 {
 #[test]
 #[ignore = "needs root, namespaces and promtool: `bash scripts/test` runs it"]
 fn promtool_accepts_the_metrics_and_a_ports_counters_move_with_traffic() {
-    require(&["ip", "ping", "promtool"]);
+    require(&["ip", "ping", "dig", "promtool"]);
     let d = Daemon::start(&["--metrics", "127.0.0.1:0"]);
-    d.ctl_ok(&["network", "create", "mtr", "--subnet", "10.126.0.0/24"]);
+    // Names the network does not know go to a closed port on the loopback: refused,
+    // answered SERVFAIL.
+    d.ctl_ok(&[
+        "network",
+        "create",
+        "mtr",
+        "--subnet",
+        "10.126.0.0/24",
+        "--dns",
+        "127.0.0.1:9",
+    ]);
     let a = Netns::new("shpma");
     let b = Netns::new("shpmb");
     d.ctl_ok(&[
@@ -85,7 +95,20 @@ fn promtool_accepts_the_metrics_and_a_ports_counters_move_with_traffic() {
     let port_a = ["port=\"a\"", "network=\"mtr\"", "container=\"a\""];
     let rx0 = sample(&before, "vswitch_port_rx_packets_total", &port_a);
     a.must(&format!("ping -c 5 -i 0.2 -W 2 {ip_b}"));
+    // The embedded DNS counts per network: b's name asked twice, answered from the
+    // names table.
+    for _ in 0..2 {
+        let got = a.must("dig +short +tries=1 +time=3 @10.126.0.1 b");
+        assert_eq!(got.trim(), ip_b, "dig b");
+    }
+    let failed = a.must("dig +tries=1 +time=3 @10.126.0.1 nosuch.example");
+    assert!(failed.contains("SERVFAIL"), "{failed}");
     let (_, after) = get(&addr, "/metrics");
+    let net = ["network=\"mtr\""];
+    assert_eq!(sample(&after, "vswitch_dns_queries_total", &net), 3);
+    assert_eq!(sample(&after, "vswitch_dns_answers_total", &net), 3);
+    assert_eq!(sample(&after, "vswitch_dns_forwarded_total", &net), 1);
+    assert_eq!(sample(&after, "vswitch_dns_failures_total", &net), 1);
     let rx1 = sample(&after, "vswitch_port_rx_packets_total", &port_a);
     assert!(rx1 >= rx0 + 5, "a's rx_packets went from {rx0} to {rx1}");
     let tx = sample(&after, "vswitch_port_tx_bytes_total", &["port=\"b\""]);

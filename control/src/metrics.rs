@@ -91,6 +91,7 @@ pub fn render(s: &Scrape) -> String {
     ports(&mut t, s);
     fdb(&mut t, &s.stats);
     gateway(&mut t, &s.stats);
+    dns(&mut t, &s.stats);
     socket_uplink(&mut t, &s.stats);
     packet_nat(&mut t, &s.stats);
     t.0
@@ -233,6 +234,41 @@ fn gateway(t: &mut Text, s: &Stats) {
     ];
     for (what, help, v) in rows {
         t.one(&format!("vswitch_gateway_{what}_total"), "counter", help, v);
+    }
+}
+
+/// One counter of a network's DNS row.
+type DnsField = fn(&crate::api::DnsCounters) -> u64;
+
+/// The embedded DNS, one sample per network it has served.
+fn dns(t: &mut Text, s: &Stats) {
+    if s.dns.is_empty() {
+        return;
+    }
+    let rows: [(&str, &str, DnsField); 4] = [
+        (
+            "queries",
+            "DNS queries from the network's containers.",
+            |d| d.queries,
+        ),
+        ("answers", "DNS answers sent to them.", |d| d.answers),
+        (
+            "forwarded",
+            "Their queries sent to an upstream resolver.",
+            |d| d.forwarded,
+        ),
+        (
+            "failures",
+            "Their queries answered SERVFAIL or REFUSED, or refused by their share.",
+            |d| d.failures,
+        ),
+    ];
+    for (what, help, get) in rows {
+        let name = format!("vswitch_dns_{what}_total");
+        t.family(&name, "counter", help);
+        for d in &s.dns {
+            t.sample(&name, &[("network", &d.network)], get(d));
+        }
     }
 }
 

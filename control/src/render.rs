@@ -308,6 +308,12 @@ pub fn stats(v: &Stats) -> String {
         "\nfdb: {} entries (limit {}), {} moves, {} refused",
         f.entries, f.limit, f.moves, f.learn_refused
     ));
+    for d in &v.dns {
+        out.push_str(&format!(
+            "\ndns {}: {} queries, {} answers, {} forwarded, {} failed",
+            d.network, d.queries, d.answers, d.forwarded, d.failures
+        ));
+    }
     out
 }
 

@@ -445,6 +445,25 @@ pub struct Stats {
     pub fdb: FdbCounters,
     /// Every drop reason's name, in order.
     pub drop_reasons: Vec<String>,
+    /// The embedded DNS, per network (networks it has served); empty when the gateway
+    /// thread did not answer.
+    #[serde(default)]
+    pub dns: Vec<DnsCounters>,
+}
+
+/// What the embedded DNS did for one network's containers.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DnsCounters {
+    pub network: String,
+    /// Queries received, refused ones included.
+    pub queries: u64,
+    /// Answers sent, whatever their code.
+    pub answers: u64,
+    /// Queries sent to an upstream resolver (first attempts).
+    pub forwarded: u64,
+    /// Answered SERVFAIL or REFUSED, or refused by the container's share of queries in
+    /// flight.
+    pub failures: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]

@@ -10,8 +10,9 @@ use dataplane::ids::DomainId;
 
 use super::{Daemon, DaemonError, TEST_PANIC_ENV, TestPanic, test_panic, view};
 use crate::api::{
-    AddressReleased, AddressReserved, ConntrackRow, FdbCounters, FdbRow, Flushed, GatewayCounters,
-    Hello, NetworkRemoved, PacketNatCounters, Reply, Request, Response, SocketNatCounters, Stats,
+    AddressReleased, AddressReserved, ConntrackRow, DnsCounters, FdbCounters, FdbRow, Flushed,
+    GatewayCounters, Hello, NetworkRemoved, PacketNatCounters, Reply, Request, Response,
+    SocketNatCounters, Stats,
 };
 use crate::state::{NetworkSpec, StateError};
 
@@ -421,9 +422,14 @@ impl Daemon {
                 splice_fallbacks: u.splice_fallbacks,
                 challenge_acks: u.challenge_acks,
             });
+        let dns = gw
+            .as_ref()
+            .map(|(s, _, _)| self.dns_counters(&s.dns))
+            .unwrap_or_default();
         Stats {
             gateway,
             nat,
+            dns,
             packet_nat: self.packet_nat_counters(),
             ports,
             fdb: self.fdb_counters(),
@@ -432,6 +438,28 @@ impl Daemon {
                 .map(|r| r.name().to_string())
                 .collect(),
         }
+    }
+
+    /// The gateway's DNS counts by domain, named by network (networks since removed,
+    /// and networks never served, left out).
+    fn dns_counters(&self, by_domain: &[dataplane::gateway::DnsNetCounts]) -> Vec<DnsCounters> {
+        let mut rows: Vec<DnsCounters> = self
+            .state
+            .networks
+            .values()
+            .filter_map(|n| {
+                let c = by_domain.get(usize::from(n.domain))?;
+                (c.queries > 0).then(|| DnsCounters {
+                    network: n.name.clone(),
+                    queries: c.queries,
+                    answers: c.answers,
+                    forwarded: c.forwarded,
+                    failures: c.failures,
+                })
+            })
+            .collect();
+        rows.sort_by(|a, b| a.network.cmp(&b.network));
+        rows
     }
 
     pub(super) fn packet_nat_counters(&self) -> PacketNatCounters {

@@ -48,6 +48,34 @@ pub struct GatewayStats {
     pub nd_replies: u64,
     /// Router advertisements, solicited and periodic.
     pub router_adverts: u64,
+    /// The embedded DNS's counts, by domain (network).
+    pub dns: Vec<DnsNetCounts>,
+}
+
+/// What the embedded DNS did for one network's containers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DnsNetCounts {
+    /// Queries received (refused ones included).
+    pub queries: u64,
+    /// Answers sent, whatever their code.
+    pub answers: u64,
+    /// Queries sent to an upstream resolver (first attempts).
+    pub forwarded: u64,
+    /// Queries that failed: answered SERVFAIL or REFUSED, or refused by the container's
+    /// share of queries in flight.
+    pub failures: u64,
+}
+
+impl GatewayStats {
+    /// The DNS counts of `domain`, the table grown to hold it (once per new network).
+    pub(super) fn dns_of(&mut self, domain: u16) -> &mut DnsNetCounts {
+        let i = usize::from(domain);
+        if self.dns.len() <= i {
+            self.dns.resize(i + 1, DnsNetCounts::default());
+        }
+        let last = self.dns.len() - 1;
+        &mut self.dns[i.min(last)]
+    }
 }
 
 /// A frame the bridge sent to the gateway, and what the gateway is told with it.

@@ -43,7 +43,7 @@ pub use action::{Action, Actions};
 pub use config::{
     DHCP_LEASE_SECS, GatewayConfig, Lease, Net4, Net6, NetConfig, NetDns, PacketUplink, UplinkMode,
 };
-pub use dispatch::{Gateway, GatewayStats, Inbound, Verdict};
+pub use dispatch::{DnsNetCounts, Gateway, GatewayStats, Inbound, Verdict};
 pub use io::GatewayIo;
 
 use std::net::{Ipv4Addr, Ipv6Addr};

@@ -13,6 +13,7 @@ use crate::bridge::DropReason;
 use crate::dns::{self, ClientRef, DnsConfig, DnsServer, Transport};
 use crate::uplink::quota::{ContainerId, FlowKind, Quotas, UplinkLimits};
 use crate::uplink::socket::{DnsTcpRequest, TcpConnId, build_udp};
+use crate::wire::dns::RawHeader;
 
 /// Where a DNS reply goes: a UDP client by its address (either family), its port and
 /// the gateway address it asked; a TCP one by its connection.
@@ -114,13 +115,19 @@ impl Gateway {
         let Some(names) = self.cfg.names.get(domain).cloned().flatten() else {
             return;
         };
+        self.stats.dns_of(c.who().domain).queries += 1;
         let Some(client) = self.dns_client(c, port, out) else {
+            self.stats.dns_of(c.who().domain).failures += 1;
             return;
         };
         let from = Some(c.who().ip);
         let a = (self.resolver.server).query_from(&names, from, msg, transport, client, now);
-        if matches!(a, dns::Action::Nothing) {
-            self.resolver.forget(client);
+        match a {
+            dns::Action::Nothing => {
+                self.resolver.forget(client);
+            }
+            dns::Action::Forward { .. } => self.stats.dns_of(c.who().domain).forwarded += 1,
+            dns::Action::Reply { .. } => {}
         }
         self.dns_act(a, out);
     }
@@ -149,13 +156,21 @@ impl Gateway {
     fn dns_act(&mut self, a: dns::Action, out: &mut Actions) {
         match a {
             dns::Action::Nothing => {}
-            dns::Action::Reply { client, bytes, .. } => match self.resolver.forget(client) {
-                Some(DnsClient::Udp { who, port, server }) => {
-                    self.udp_answer((who, port, server), &bytes, out)
+            dns::Action::Reply { client, bytes, .. } => {
+                let c = self.resolver.forget(client);
+                if let Some(c) = &c {
+                    self.count_answer(c.who().domain, &bytes);
                 }
-                Some(DnsClient::Tcp { conn, .. }) => out.push(Action::DnsTcpReply { conn, bytes }),
-                None => {}
-            },
+                match c {
+                    Some(DnsClient::Udp { who, port, server }) => {
+                        self.udp_answer((who, port, server), &bytes, out)
+                    }
+                    Some(DnsClient::Tcp { conn, .. }) => {
+                        out.push(Action::DnsTcpReply { conn, bytes })
+                    }
+                    None => {}
+                }
+            }
             dns::Action::Forward {
                 upstream,
                 transport,
@@ -168,6 +183,15 @@ impl Gateway {
                 bytes,
             }),
         }
+    }
+
+    /// Counts an answer to one of `domain`'s containers (a failure when it says
+    /// SERVFAIL or REFUSED).
+    fn count_answer(&mut self, domain: u16, bytes: &[u8]) {
+        let failed = RawHeader::parse(bytes).is_some_and(|h| matches!(h.rcode(), 2 | 5));
+        let c = self.stats.dns_of(domain);
+        c.answers += 1;
+        c.failures += u64::from(failed);
     }
 
     /// Sends a DNS answer over UDP from `server`:53 to `who`'s `port`, in the family

@@ -51,6 +51,11 @@ impl RawHeader {
         self.flags & FLAG_TC != 0
     }
 
+    /// The response code (the low four bits; an EDNS extension is not read).
+    pub fn rcode(&self) -> u8 {
+        (self.flags & 0x000f) as u8
+    }
+
     /// Whether `len` bytes can hold the sections the counts announce. Checked before a
     /// full parse so that a short message cannot make the parser reserve memory for
     /// thousands of records.
