@@ -120,6 +120,13 @@ fn promtool_accepts_the_metrics_and_a_ports_counters_move_with_traffic() {
     );
     assert_eq!(limit, 125_000_000);
     assert!(sample(&after, "vswitch_fdb_entries", &[]) >= 2);
+    // The workers' time: some of it moved the pings' frames (seconds, fractional).
+    let busy = after
+        .lines()
+        .find(|l| l.starts_with("vswitch_worker_busy_seconds_total{worker=\"0\"}"))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("no worker 0 busy time in\n{after}"));
+    assert!(busy > 0.0, "worker 0 was never busy: {busy}");
     // promtool reads the scrape from standard input: no complaint, status 0.
     let mut p = Command::new("promtool")
         .args(["check", "metrics"])

@@ -69,6 +69,15 @@ impl Text {
         let _ = writeln!(self.0, " {v}");
     }
 
+    /// A sample with a fractional value (seconds).
+    fn sample_f64(&mut self, name: &str, labels: &[(&str, &str)], v: f64) {
+        let l: Vec<String> = labels
+            .iter()
+            .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
+            .collect();
+        let _ = writeln!(self.0, "{name}{{{}}} {v:.6}", l.join(","));
+    }
+
     /// A family of one unlabelled sample.
     fn one(&mut self, name: &str, kind: &str, help: &str, v: u64) {
         self.family(name, kind, help);
@@ -92,6 +101,7 @@ pub fn render(s: &Scrape) -> String {
     fdb(&mut t, &s.stats);
     gateway(&mut t, &s.stats);
     dns(&mut t, &s.stats);
+    workers(&mut t, &s.stats);
     socket_uplink(&mut t, &s.stats);
     packet_nat(&mut t, &s.stats);
     t.0
@@ -234,6 +244,33 @@ fn gateway(t: &mut Text, s: &Stats) {
     ];
     for (what, help, v) in rows {
         t.one(&format!("vswitch_gateway_{what}_total"), "counter", help, v);
+    }
+}
+
+/// One of a worker's times.
+type WorkerField = fn(&crate::api::WorkerTimes) -> u64;
+
+/// Each worker thread's busy and idle seconds.
+fn workers(t: &mut Text, s: &Stats) {
+    let rows: [(&str, &str, WorkerField); 2] = [
+        (
+            "busy",
+            "Seconds a worker spent in rounds that moved frames.",
+            |w| w.busy_ns,
+        ),
+        (
+            "idle",
+            "Seconds a worker waited in its poll or found nothing to move.",
+            |w| w.idle_ns,
+        ),
+    ];
+    for (what, help, get) in rows {
+        let name = format!("vswitch_worker_{what}_seconds_total");
+        t.family(&name, "counter", help);
+        for w in &s.workers {
+            let index = w.worker.to_string();
+            t.sample_f64(&name, &[("worker", &index)], get(w) as f64 / 1e9);
+        }
     }
 }
 

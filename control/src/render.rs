@@ -308,6 +308,14 @@ pub fn stats(v: &Stats) -> String {
         "\nfdb: {} entries (limit {}), {} moves, {} refused",
         f.entries, f.limit, f.moves, f.learn_refused
     ));
+    for w in &v.workers {
+        out.push_str(&format!(
+            "\nworker {}: {:.1} s busy, {:.1} s idle",
+            w.worker,
+            w.busy_ns as f64 / 1e9,
+            w.idle_ns as f64 / 1e9
+        ));
+    }
     for d in &v.dns {
         out.push_str(&format!(
             "\ndns {}: {} queries, {} answers, {} forwarded, {} failed",

@@ -71,7 +71,31 @@ struct WorkerHandle {
     cmds: mpsc::Sender<WorkerCmd>,
     waker: Arc<Waker>,
     counters: Arc<CounterTable>,
+    time: Arc<WorkerTime>,
     thread: Option<JoinHandle<()>>,
+}
+
+/// Where a worker's time went, in nanoseconds since it started: rounds that moved
+/// frames (busy), and the rest (sleeping in its poll, or polling and finding nothing).
+/// Written by the worker alone, once a round.
+#[derive(Debug, Default)]
+pub struct WorkerTime {
+    busy_ns: std::sync::atomic::AtomicU64,
+    idle_ns: std::sync::atomic::AtomicU64,
+}
+
+impl WorkerTime {
+    /// Adds one round of `ns` nanoseconds.
+    fn add(&self, busy: bool, ns: u64) {
+        let c = if busy { &self.busy_ns } else { &self.idle_ns };
+        c.fetch_add(ns, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// (busy, idle) nanoseconds so far.
+    pub fn read(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.busy_ns.load(Relaxed), self.idle_ns.load(Relaxed))
+    }
 }
 
 /// Settings of the threads.
@@ -355,6 +379,11 @@ impl<S: GatewayHandler> Runtime<S> {
         }
     }
 
+    /// Each worker's (busy, idle) nanoseconds, by worker index.
+    pub fn worker_times(&self) -> Vec<(u64, u64)> {
+        self.workers.iter().map(|w| w.time.read()).collect()
+    }
+
     /// A port's counters, added up over the workers.
     pub fn stats(&self, slot: u16) -> PortStats {
         let mut s = self.gateway_counters.read(crate::ids::PortId(slot));
@@ -599,14 +628,17 @@ fn spawn_worker(
     w.add_port(GATEWAY_PORT, Box::new(ring), true);
     let (tx, rx) = mpsc::channel();
     let busy = cfg.busy_poll;
+    let time = Arc::new(WorkerTime::default());
+    let t = time.clone();
     let thread = std::thread::Builder::new()
         .name(format!("vswitch-worker-{i}"))
-        .spawn(move || worker_loop(w, poll, rx, busy))
+        .spawn(move || worker_loop(w, poll, rx, (busy, &t)))
         .map_err(RuntimeError::Thread)?;
     let handle = WorkerHandle {
         cmds: tx,
         waker,
         counters,
+        time,
         thread: Some(thread),
     };
     Ok((handle, end))
@@ -621,7 +653,16 @@ fn held_timeout(w: &Worker, idle: Duration) -> Duration {
     }
 }
 
-fn worker_loop(mut w: Worker, mut poll: Poll, cmds: mpsc::Receiver<WorkerCmd>, busy: bool) {
+fn nanos_between(a: Instant, b: Instant) -> u64 {
+    u64::try_from(b.saturating_duration_since(a).as_nanos()).unwrap_or(u64::MAX)
+}
+
+fn worker_loop(
+    mut w: Worker,
+    mut poll: Poll,
+    cmds: mpsc::Receiver<WorkerCmd>,
+    (busy, time): (bool, &WorkerTime),
+) {
     let mut events = Events::with_capacity(256);
     let mut ready = Ready::new();
     let mut registered = Registered(Vec::new());
@@ -629,6 +670,7 @@ fn worker_loop(mut w: Worker, mut poll: Poll, cmds: mpsc::Receiver<WorkerCmd>, b
     // short while, so the answer that usually follows within tens of microseconds
     // finds the worker awake instead of paying a sleep and a wake-up.
     let mut last_work = Instant::now() - SPIN_AFTER_WORK;
+    let mut round_start = Instant::now();
     loop {
         let timeout = if busy || !ready.is_empty() || last_work.elapsed() < SPIN_AFTER_WORK {
             Some(Duration::ZERO)
@@ -640,6 +682,8 @@ fn worker_loop(mut w: Worker, mut poll: Poll, cmds: mpsc::Receiver<WorkerCmd>, b
         {
             return;
         }
+        let woke = Instant::now();
+        time.add(false, nanos_between(round_start, woke));
         for ev in events.iter() {
             if ev.token() == WAKER {
                 continue;
@@ -654,8 +698,13 @@ fn worker_loop(mut w: Worker, mut poll: Poll, cmds: mpsc::Receiver<WorkerCmd>, b
         if !worker_commands(&mut w, &poll, &cmds, (&mut registered, &mut ready)) {
             return;
         }
-        if worker_round(&mut w, &mut ready) > 0 {
-            last_work = Instant::now();
+        let moved = worker_round(&mut w, &mut ready) > 0;
+        let now = Instant::now();
+        // The poll's wait is idle; the round after it busy when it moved frames.
+        time.add(moved, nanos_between(woke, now));
+        round_start = now;
+        if moved {
+            last_work = now;
         } else if !busy && ready.is_empty() {
             // Polling while idle: let a thread that has work on this core (the
             // sender or receiver of the traffic) go first.

@@ -449,6 +449,19 @@ pub struct Stats {
     /// thread did not answer.
     #[serde(default)]
     pub dns: Vec<DnsCounters>,
+    /// Each worker thread's time: rounds that moved frames, and the rest.
+    #[serde(default)]
+    pub workers: Vec<WorkerTimes>,
+}
+
+/// Where one worker thread's time went since the daemon started, in nanoseconds.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct WorkerTimes {
+    pub worker: usize,
+    /// Rounds that moved frames.
+    pub busy_ns: u64,
+    /// Waiting in its poll, or rounds that found nothing.
+    pub idle_ns: u64,
 }
 
 /// What the embedded DNS did for one network's containers.

@@ -12,7 +12,7 @@ use super::{Daemon, DaemonError, TEST_PANIC_ENV, TestPanic, test_panic, view};
 use crate::api::{
     AddressReleased, AddressReserved, ConntrackRow, DnsCounters, FdbCounters, FdbRow, Flushed,
     GatewayCounters, Hello, NetworkRemoved, PacketNatCounters, Reply, Request, Response,
-    SocketNatCounters, Stats,
+    SocketNatCounters, Stats, WorkerTimes,
 };
 use crate::state::{NetworkSpec, StateError};
 
@@ -426,10 +426,18 @@ impl Daemon {
             .as_ref()
             .map(|(s, _, _)| self.dns_counters(&s.dns))
             .unwrap_or_default();
+        let workers = (self.rt.worker_times().into_iter().enumerate())
+            .map(|(worker, (busy_ns, idle_ns))| WorkerTimes {
+                worker,
+                busy_ns,
+                idle_ns,
+            })
+            .collect();
         Stats {
             gateway,
             nat,
             dns,
+            workers,
             packet_nat: self.packet_nat_counters(),
             ports,
             fdb: self.fdb_counters(),
