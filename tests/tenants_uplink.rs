@@ -607,3 +607,169 @@ fn an_inexact_rst_gets_a_challenge_ack_and_an_exact_one_ends_the_connection() {
         "{st}"
     );
 }
+
+/// A host echo server: each connection sends `size` bytes, gets `size` bytes of `y`
+/// back, and is closed.
+const ECHO: &str = r#"
+import socket, sys, threading
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen(4096)
+size = int(sys.argv[2])
+def serve(c):
+    try:
+        got = 0
+        while got < size:
+            b = c.recv(65536)
+            if not b:
+                break
+            got += len(b)
+        c.sendall(b"y" * size)
+    except OSError:
+        pass
+    c.close()
+print("up", flush=True)
+while True:
+    c, _ = s.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+"#;
+
+/// Opens `n` connections at once, then sends `size` bytes on each and reads the
+/// `size` bytes of `y` back; prints how many carried their bytes both ways.
+const ECHO_CLIENT: &str = r#"
+import asyncio, resource, sys
+resource.setrlimit(resource.RLIMIT_NOFILE, (8192, 8192))
+gw, port, n, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+ok = 0
+async def one(start):
+    global ok
+    try:
+        r, w = await asyncio.wait_for(asyncio.open_connection(gw, port), 60)
+        await start.wait()
+        w.write(b"x" * size)
+        await w.drain()
+        got = await asyncio.wait_for(r.readexactly(size), 120)
+        w.close()
+        ok += got == b"y" * size
+    except Exception:
+        pass
+async def main():
+    start = asyncio.Event()
+    tasks = [asyncio.create_task(one(start)) for _ in range(n)]
+    await asyncio.sleep(1)
+    start.set()
+    await asyncio.gather(*tasks)
+asyncio.run(main())
+print("ok", ok, flush=True)
+"#;
+
+/// The resident size of process `pid`, in bytes.
+fn rss(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .map_or(0, |kib| kib * 1024)
+}
+
+/// Runs one cycle of the echo client; (connections that carried their bytes, the
+/// daemon's RSS at its peak during the cycle).
+fn echo_cycle(c: &Netns, client: &str, conns: usize, size: usize, pid: u32) -> (usize, u64) {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watch = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut peak = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                peak = peak.max(rss(pid));
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            peak
+        })
+    };
+    let out = c.must(&format!("python3 {client} 10.178.0.1 7501 {conns} {size}"));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let peak = watch.join().unwrap();
+    let ok = out
+        .trim()
+        .strip_prefix("ok ")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    (ok, peak)
+}
+
+#[test]
+#[ignore = "needs root, namespaces and python3: `bash scripts/test` runs it"]
+fn memory_of_closed_connections_is_given_back_cycle_after_cycle() {
+    const CONNS: usize = 600;
+    const SIZE: usize = 64 * 1024;
+    const MIB: u64 = 1 << 20;
+    require(&["python3"]);
+    let host = Netns::new("host");
+    let dir = TempDir::new("mem");
+    let (echo, client) = (dir.path().join("echo.py"), dir.path().join("client.py"));
+    std::fs::write(&echo, ECHO).unwrap();
+    std::fs::write(&client, ECHO_CLIENT).unwrap();
+    let mut server = host.spawn(&format!("exec python3 {} 7501 {SIZE}", echo.display()));
+    assert_eq!(server.line().trim(), "up");
+    let d = Daemon::start_in(&host, &[]);
+    let pid = d.proc.as_ref().unwrap().pid();
+    d.ctl_ok(&[
+        "network",
+        "create",
+        "mem",
+        "--subnet",
+        "10.178.0.0/24",
+        "--host-loopback",
+    ]);
+    let c = Netns::new("c");
+    d.ctl_ok(&["attach", "mem", "--name", "c", "--netns", &c.path()]);
+    let client = client.display().to_string();
+    let start = rss(pid);
+    let mut cycles = Vec::new();
+    for _ in 0..4 {
+        let (ok, peak) = echo_cycle(&c, &client, CONNS, SIZE, pid);
+        let closed = eventually(Duration::from_secs(60), || {
+            let n = &d.ctl_json(&["stats"])["nat"];
+            n["tcp_open"].as_u64() == Some(0)
+        });
+        assert!(closed, "connections left open: {}", d.ctl_ok(&["stats"]));
+        // Past the trims that follow the last close (at most 2 s apart, then 0.2 s).
+        std::thread::sleep(Duration::from_secs(4));
+        cycles.push((ok, peak, rss(pid)));
+    }
+    let figures: Vec<String> = cycles
+        .iter()
+        .map(|(ok, peak, after)| {
+            format!(
+                "{ok} ok, peak {} MiB, after {} MiB",
+                peak / MIB,
+                after / MIB
+            )
+        })
+        .collect();
+    eprintln!("memory: start {} MiB, cycles {figures:?}", start / MIB);
+    // Positive controls: every connection carried its bytes both ways, and what they
+    // held showed in the daemon's RSS while they were open.
+    let first = cycles[0].2;
+    for &(ok, peak, _) in &cycles {
+        assert_eq!(ok, CONNS, "{figures:?}\n{}", d.log());
+        assert!(
+            peak >= first + 32 * MIB,
+            "the flows did not show: {figures:?}"
+        );
+    }
+    // Cycles do not grow it: the last within 20% (or 8 MiB) of the first...
+    let last = cycles[cycles.len() - 1].2;
+    let bound = (first + first / 5).max(first + 8 * MIB);
+    assert!(last <= bound, "RSS grew cycle after cycle: {figures:?}");
+    // ...and each returns within 20% (or 8 MiB) of where the daemon started (without
+    // the pools freed, the first cycle alone left 14 MiB more held).
+    let bound = (start + start / 5).max(start + 8 * MIB);
+    for &(_, _, after) in &cycles {
+        assert!(
+            after <= bound,
+            "not given back: started at {} MiB, {figures:?}",
+            start / MIB
+        );
+    }
+}

@@ -206,6 +206,13 @@ impl GatewayCtx<'_> {
             e.recycle(buf);
         }
     }
+    /// Frees the spare frame buffers of every ring, the workers' sides included (see
+    /// [`RingEnd::shed`]).
+    pub fn shed_spares(&mut self) {
+        for e in self.ends.iter_mut() {
+            e.shed();
+        }
+    }
     /// Seconds on the FDB clock.
     pub fn now_secs(&self) -> u32 {
         self.epoch.elapsed().as_secs() as u32

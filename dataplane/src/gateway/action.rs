@@ -71,6 +71,14 @@ impl Actions {
         b
     }
 
+    /// Frees the spare buffers (flows ended: a later burst makes new ones).
+    pub fn shed(&mut self) {
+        self.spare = Vec::new();
+        if self.queue.is_empty() {
+            self.queue = VecDeque::new();
+        }
+    }
+
     /// Keeps a buffer for a later frame (empty ones, never used, are not kept).
     pub fn recycle(&mut self, buf: Vec<u8>) {
         if buf.capacity() > 0 && self.spare.len() < SPARES {

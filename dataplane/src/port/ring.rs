@@ -4,12 +4,14 @@
 //! domain) are copied into a single-producer single-consumer ring (rtrb) to the gateway
 //! thread, which answers through a ring the other way; those answers are what this port
 //! receives. Buffers travel back on return rings so the steady state allocates nothing.
+//! Once flows have ended the gateway frees the spares of both sides ([`RingEnd::shed`]).
 //! When the gateway falls behind, frames are dropped and counted, never queued without
 //! bound. Each worker holds a [`RingPort`] at the gateway's slot; the gateway thread
 //! holds the matching [`RingEnd`].
 
 use super::{Batch, Port, PortCaps, PortError, TxSel, write_tagged};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// A frame on its way to or from the gateway thread.
 #[derive(Debug)]
@@ -73,6 +75,9 @@ pub struct RingPort {
     spare_out: rtrb::Producer<Vec<u8>>,
     wake_gateway: Arc<dyn Wake>,
     segmenter: super::gso::Segmenter,
+    /// Set by the gateway when flows ended: the spare buffers waiting here are freed
+    /// on the next receive.
+    shed: Arc<AtomicBool>,
     /// Frames dropped because the ring to the gateway was full.
     pub dropped: u64,
 }
@@ -86,6 +91,7 @@ pub struct RingEnd {
     /// Buffers of replies the worker consumed, to reuse.
     pub spare_in: rtrb::Consumer<Vec<u8>>,
     wake_worker: Arc<dyn Wake>,
+    shed: Arc<AtomicBool>,
     /// Frames were queued since the worker was last woken.
     queued: bool,
 }
@@ -97,6 +103,7 @@ pub fn ring_pair(wake_gateway: Arc<dyn Wake>, wake_worker: Arc<dyn Wake>) -> (Ri
     let (from_p, from_c) = rtrb::RingBuffer::new(RING_SLOTS);
     let (spare_gw_p, spare_gw_c) = rtrb::RingBuffer::new(RING_SLOTS);
     let (spare_wrk_p, spare_wrk_c) = rtrb::RingBuffer::new(RING_SLOTS);
+    let shed = Arc::new(AtomicBool::new(false));
     (
         RingPort {
             to_gateway: to_p,
@@ -105,6 +112,7 @@ pub fn ring_pair(wake_gateway: Arc<dyn Wake>, wake_worker: Arc<dyn Wake>) -> (Ri
             spare_out: spare_wrk_p,
             wake_gateway,
             segmenter: super::gso::Segmenter::new(),
+            shed: shed.clone(),
             dropped: 0,
         },
         RingEnd {
@@ -113,6 +121,7 @@ pub fn ring_pair(wake_gateway: Arc<dyn Wake>, wake_worker: Arc<dyn Wake>) -> (Ri
             spare_out: spare_gw_p,
             spare_in: spare_wrk_c,
             wake_worker,
+            shed,
             queued: false,
         },
     )
@@ -164,6 +173,15 @@ impl RingEnd {
             .is_ok();
         self.queued |= sent;
         sent
+    }
+    /// Frees the spare buffers waiting on both sides once flows have ended: the ones
+    /// here now, the worker's on its next receive (it is woken for it). Buffers in
+    /// circulation are only ever added (a side that finds no spare makes one), so
+    /// without this the most a burst ever needed stays allocated for good.
+    pub fn shed(&mut self) {
+        while self.spare_in.pop().is_ok() {}
+        self.shed.store(true, Ordering::Relaxed);
+        self.wake_worker.wake();
     }
     /// Wakes the worker after a run of sends (not when nothing was sent).
     pub fn flush(&mut self) {
@@ -324,6 +342,9 @@ impl Port for RingPort {
     }
 
     fn recv(&mut self, batch: &mut Batch) -> Result<usize, PortError> {
+        if self.shed.load(Ordering::Relaxed) && self.shed.swap(false, Ordering::Relaxed) {
+            while self.spare_in.pop().is_ok() {}
+        }
         let mut n = 0;
         let slots = batch.slots_mut();
         while let Some(slot) = slots.get_mut(n) {
@@ -425,6 +446,37 @@ mod tests {
         assert_eq!(rb.frames()[0].data(), &[8u8; 42][..]);
         // The reply's buffer came back to the gateway for reuse.
         assert!(end.buffer().capacity() >= 42);
+    }
+
+    #[test]
+    fn shed_frees_the_spares_of_both_sides() {
+        let ww = Arc::new(Count(AtomicUsize::new(0)));
+        let (mut port, mut end) = ring_pair(Arc::new(NoWake), ww.clone());
+        // Spares waiting on both sides.
+        for _ in 0..3 {
+            end.recycle(vec![0u8; 1000]);
+            assert!(port.spare_out.push(vec![0u8; 1000]).is_ok());
+        }
+        // Positive control: they are there to be reused.
+        assert_eq!((port.spare_in.slots(), end.spare_in.slots()), (3, 3));
+        end.shed();
+        assert_eq!(end.spare_in.slots(), 0, "the gateway's side, at once");
+        assert_eq!(
+            ww.0.load(Ordering::Relaxed),
+            1,
+            "the worker woken for its side"
+        );
+        let mut b = Batch::new(4, 2048);
+        assert_eq!(port.recv(&mut b).unwrap(), 0);
+        assert_eq!(
+            port.spare_in.slots(),
+            0,
+            "the worker's side, on its next receive"
+        );
+        // Only once: later spares are kept.
+        end.recycle(vec![0u8; 1000]);
+        assert_eq!(port.recv(&mut b).unwrap(), 0);
+        assert_eq!(port.spare_in.slots(), 1);
     }
 
     /// A frame whose transport checksum is left partial at `csum_offset` past byte 34.

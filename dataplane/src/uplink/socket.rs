@@ -2490,6 +2490,27 @@ impl SocketUplink {
     }
 
     /// Live TCP connections and UDP flows (for stats).
+    /// Gives back what the tables and pools hold past their live entries, once flows
+    /// have ended: a burst of thousands of connections leaves tables of thousands of
+    /// free slots (and maps with their room) behind otherwise, which only ever grow.
+    pub fn shed(&mut self) {
+        self.pool = Vec::new();
+        shrink_table(&mut self.tcp);
+        shrink_table(&mut self.udp);
+        shrink_table(&mut self.ping);
+        shrink_table(&mut self.splices);
+        self.tcp_by_quad.shrink_to_fit();
+        self.udp_by_key.shrink_to_fit();
+        self.ping_by_key.shrink_to_fit();
+        self.inbound_udp.shrink_to_fit();
+        self.stacks.shrink_to_fit();
+        self.active.shrink_to_fit();
+        self.buffers.shrink_to_fit();
+        self.touched.shrink_to_fit();
+        self.out.shrink_to_fit();
+        self.refusals.shrink_to_fit();
+    }
+
     /// TCP connections, UDP and echo flows open (a few loads: for every wake-up).
     pub fn flow_count(&self) -> usize {
         self.tcp_by_quad.len() + self.udp_by_key.len() + self.ping_by_key.len()
@@ -2578,6 +2599,14 @@ fn ping_socket() -> io::Result<OwnedFd> {
     let owned = unsafe { OwnedFd::from_raw_fd(fd) };
     let _ = owned.as_raw_fd();
     Ok(owned)
+}
+
+/// Drops the free slots at a table's end and the room past them.
+fn shrink_table<T>(table: &mut Vec<Option<T>>) {
+    while table.last().is_some_and(Option::is_none) {
+        table.pop();
+    }
+    table.shrink_to_fit();
 }
 
 /// The first free slot of a table of flows (its end when none is free).
@@ -3400,6 +3429,27 @@ mod tests {
         let mut b = [0u8; 1];
         use std::io::Read as _;
         assert!(matches!(server.read(&mut b), Ok(0) | Err(_)));
+    }
+
+    #[test]
+    fn shed_gives_back_the_tables_of_ended_connections() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let mut r = Rig::with_limits(true, short(60_000, 60_000));
+        for i in 0..40u16 {
+            r.connect((C, 42000 + i), (GW, port), 1);
+        }
+        // Positive control: the tables grew with the connections.
+        assert_eq!(r.up.counts().0, 40);
+        assert!(r.up.tcp.len() >= 40 && r.up.tcp_by_quad.capacity() >= 40);
+        for i in 0..40u16 {
+            r.send_bare((C, 42000 + i), (GW, port), 2, TcpFlags::RST);
+        }
+        r.until(|_| false);
+        assert_eq!(r.up.counts().0, 0);
+        assert!(r.up.tcp.len() >= 40, "ended connections leave their slots");
+        r.up.shed();
+        assert_eq!((r.up.tcp.capacity(), r.up.tcp_by_quad.capacity()), (0, 0));
     }
 
     #[test]

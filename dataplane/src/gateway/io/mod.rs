@@ -328,7 +328,12 @@ impl GatewayHandler for GatewayIo {
         let uplink = self.uplink.tick(ctx.registry, now);
         self.collect_uplink();
         self.perform(ctx);
-        let trim = self.trimmer.tick(self.uplink.flow_count(), now);
+        let (uplink_, actions) = (&mut self.uplink, &mut self.actions);
+        let trim = self.trimmer.tick(uplink_.flow_count(), now, || {
+            uplink_.shed();
+            actions.shed();
+            ctx.shed_spares();
+        });
         [gateway, uplink, trim].into_iter().flatten().min()
     }
 }
