@@ -2,7 +2,9 @@
 //! containers on a vswitch network, they resolve and reach each other by name, `-p`
 //! publishes through vswitch, `podman rm -f` leaves nothing behind; the plugin's DEL is
 //! idempotent, GC removes what the runtime no longer lists, and the reference `tuning`
-//! plugin chained after it gets a correct `prevResult`.
+//! plugin chained after it gets a correct `prevResult`. On a dual-stack network the
+//! result carries both families and podman's containers reach each other by name over
+//! IPv6; netavark drives the netavark plugin the same way for both families.
 
 // Test code: a failed step is the test failing.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -34,6 +36,11 @@ impl Podman {
     /// A podman whose network `net` is the vswitch CNI plugin on daemon `d`, followed by
     /// `chain` (more plugin objects, JSON).
     fn new(d: &Daemon, subnet: &str, chain: &str) -> Podman {
+        Podman::with(d, &format!(r#""subnet":"{subnet}""#), chain)
+    }
+
+    /// As [`Podman::new`], the plugin's network keys given as JSON (`"subnet":[...]`).
+    fn with(d: &Daemon, keys: &str, chain: &str) -> Podman {
         require(&["podman", "runc", "curl"]);
         assert!(
             Path::new(&format!("{CNI_PLUGINS}/tuning")).exists(),
@@ -56,7 +63,7 @@ impl Podman {
         std::os::unix::fs::symlink(cni_bin(), p.join("plugins/vswitch-cni")).expect("link");
         busybox::rootfs(&p.join("rootfs"));
         let conflist = format!(
-            r#"{{"cniVersion":"1.0.0","name":"{net}","plugins":[{{"type":"vswitch-cni","socket":"{}","subnet":"{subnet}","capabilities":{{"portMappings":true,"aliases":true,"ips":true,"mac":true}}}}{chain}]}}"#,
+            r#"{{"cniVersion":"1.0.0","name":"{net}","plugins":[{{"type":"vswitch-cni","socket":"{}",{keys},"capabilities":{{"portMappings":true,"aliases":true,"ips":true,"mac":true}}}}{chain}]}}"#,
             d.socket().display()
         );
         std::fs::write(p.join(format!("net/{net}.conflist")), conflist).expect("conflist");
@@ -180,6 +187,55 @@ fn podman_containers_reach_each_other_by_name_and_publish_through_vswitch() {
     let inspect = d.ctl_json(&["network", "inspect", &pm.net]);
     assert_eq!(inspect[0]["Containers"], serde_json::json!({}), "{inspect}");
     assert!(!sh("curl -s -m 2 http://127.0.0.1:18611/").status.success());
+}
+
+/// podman 4 on a dual-stack network (the conflist's subnets of both families): `--ip6`
+/// is the container's IPv6 address on eth0 and in `podman inspect` (the plugin's
+/// result), and a second container reaches the first by name over IPv6: ping by name
+/// (the AAAA the gateway answers) and HTTP to the address of that AAAA.
+#[test]
+#[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
+fn podman_dual_stack_containers_reach_each_other_by_name_over_ipv6() {
+    let d = Daemon::start(&[]);
+    let keys = r#""subnet":["10.216.0.0/24","fd00:216::/64"]"#;
+    let mut pm = Podman::with(&d, keys, "");
+    let srv = unique("srv6");
+    let o = pm.run(
+        &srv,
+        &["-d", "--ip6", "fd00:216::80"],
+        "echo hello-over-ipv6 > /tmp/index.html; httpd -f -p [::]:80 -h /tmp",
+    );
+    assert!(o.status.success(), "podman run: {}", o.stderr_text());
+    let addr = pm.cmd(&["exec", &srv, "ip", "-6", "addr", "show", "dev", "eth0"]);
+    assert!(
+        addr.stdout_text().contains("inet6 fd00:216::80/64"),
+        "{}{}",
+        addr.stdout_text(),
+        addr.stderr_text()
+    );
+    let fmt = format!(
+        "{{{{.NetworkSettings.Networks.{}.GlobalIPv6Address}}}}",
+        pm.net
+    );
+    let inspected = pm.cmd(&["inspect", "--format", &fmt, &srv]);
+    assert_eq!(inspected.stdout_text().trim(), "fd00:216::80");
+    let net = d.ctl_json(&["network", "inspect", &pm.net]);
+    assert_eq!(net[0]["EnableIPv6"], true, "{net}");
+    // The client: its own IPAM address on eth0, then the server by name over IPv6.
+    let cli = unique("cli6");
+    let script = format!(
+        "ip -6 addr show dev eth0 scope global; ping -6 -c 1 -W 2 {srv} || exit 1; \
+         nslookup -type=aaaa {srv} | while read k v; do case $v in fd00:*) echo aaaa $v;; esac; done > /tmp/aaaa; \
+         while read k v; do timeout 5 wget -qO- http://[$v]/index.html; done < /tmp/aaaa"
+    );
+    let o = pm.run(&cli, &["--rm"], &script);
+    let out = o.stdout_text();
+    assert!(o.status.success(), "client: {out}{}", o.stderr_text());
+    assert!(out.contains("inet6 fd00:216::"), "{out}");
+    assert!(out.contains("from fd00:216::80"), "ping6 by name: {out}");
+    assert!(out.contains("hello-over-ipv6"), "HTTP over the AAAA: {out}");
+    pm.rm(&srv);
+    assert_eq!(ports(&d), serde_json::json!([]));
 }
 
 fn retry_curl(url: &str) -> String {
@@ -317,7 +373,8 @@ fn chained_tuning_gets_a_correct_prev_result() {
     let d = Daemon::start(&[]);
     let net = unique("n");
     let ns = Netns::new("tun");
-    let cfg = conf(&d, &net, "10.213.0.0/24");
+    // Dual stack: the reference plugin reads a result with both families.
+    let cfg = conf(&d, &net, "10.213.0.0/24").replace("\"subnet\"", "\"ipv6\":true,\"subnet\"");
     let path = ns.path();
     let env = [
         ("CNI_CONTAINERID", "tuned1"),
@@ -351,6 +408,8 @@ fn chained_tuning_gets_a_correct_prev_result() {
     let out: serde_json::Value = serde_json::from_slice(&o.stdout).expect("tuning result");
     assert_eq!(out["interfaces"][0]["mac"], prev["interfaces"][0]["mac"]);
     assert_eq!(out["ips"], prev["ips"]);
+    assert_eq!(out["ips"].as_array().map(Vec::len), Some(2), "{out}");
+    assert_eq!(out["routes"][1]["dst"], "::/0", "{out}");
     assert!(ns.must("ip link show eth0").contains("mtu 1400"));
     assert_eq!(
         ns.must("cat /proc/sys/net/ipv4/conf/eth0/arp_ignore")

@@ -230,11 +230,12 @@ impl NetConf {
             .collect()
     }
 
-    /// The static addresses asked for through the `ips` capability: the first of each
+    /// The static addresses asked for through the `ips` capability, then `IP` in
+    /// `CNI_ARGS` (what podman passes for one `--ip` or `--ip6`): the first of each
     /// family (CIDR or bare).
-    pub fn static_ips(&self) -> Result<(Option<Ipv4Addr>, Option<Ipv6Addr>), CniError> {
+    pub fn static_ips(&self, env: &Env) -> Result<(Option<Ipv4Addr>, Option<Ipv6Addr>), CniError> {
         let (mut v4, mut v6) = (None, None);
-        for s in &self.runtime.ips {
+        for s in self.runtime.ips.iter().chain(&env.ips) {
             let addr = s.split('/').next().unwrap_or(s);
             match addr.parse::<IpAddr>() {
                 Ok(IpAddr::V4(a)) => v4 = v4.or(Some(a)),
@@ -276,24 +277,34 @@ pub struct Env {
     pub ifname: String,
     /// `K8S_POD_NAME` from `CNI_ARGS`: the name the engine gives the container.
     pub pod_name: Option<String>,
+    /// `IP` from `CNI_ARGS` (comma separated, either family): static addresses.
+    pub ips: Vec<String>,
+    /// `MAC` from `CNI_ARGS`: the interface's MAC.
+    pub mac: Option<String>,
 }
 
 impl Env {
     /// Reads the environment through `get` (the process environment in the binary).
     pub fn read(get: impl Fn(&str) -> Option<String>) -> Env {
         let args = get("CNI_ARGS").unwrap_or_default();
-        let pod_name = args
-            .split(';')
-            .filter_map(|kv| kv.split_once('='))
-            .find(|(k, _)| *k == "K8S_POD_NAME")
-            .map(|(_, v)| v.to_string())
-            .filter(|v| !v.is_empty());
+        let arg = |key: &str| {
+            args.split(';')
+                .filter_map(|kv| kv.split_once('='))
+                .find(|(k, _)| *k == key)
+                .map(|(_, v)| v.to_string())
+                .filter(|v| !v.is_empty())
+        };
+        let ips = arg("IP")
+            .map(|v| v.split(',').map(String::from).collect())
+            .unwrap_or_default();
         Env {
             command: get("CNI_COMMAND").unwrap_or_default(),
             container_id: get("CNI_CONTAINERID").unwrap_or_default(),
             netns: get("CNI_NETNS").unwrap_or_default(),
             ifname: get("CNI_IFNAME").unwrap_or_default(),
-            pod_name,
+            pod_name: arg("K8S_POD_NAME"),
+            ips,
+            mac: arg("MAC"),
         }
     }
 
@@ -364,6 +375,21 @@ mod tests {
             _ => None,
         });
         assert_eq!(e.pod_name.as_deref(), Some("web"));
+        assert!(e.ips.is_empty() && e.mac.is_none());
+        // podman's one --ip6 (or --ip) and --mac-address.
+        let e = Env::read(|k| match k {
+            "CNI_ARGS" => {
+                Some("IgnoreUnknown=1;K8S_POD_NAME=web;IP=fd00::80;MAC=02:00:00:00:00:80".into())
+            }
+            _ => None,
+        });
+        assert_eq!(e.ips, vec!["fd00::80"]);
+        assert_eq!(e.mac.as_deref(), Some("02:00:00:00:00:80"));
+        let c = NetConf::default();
+        assert_eq!(
+            c.static_ips(&e).unwrap(),
+            (None, Some("fd00::80".parse().unwrap()))
+        );
         assert_eq!(e.require(true).unwrap_err().code, Code::InvalidEnv);
     }
 
@@ -372,16 +398,19 @@ mod tests {
         let mut c = NetConf::default();
         c.runtime.ips = vec!["fd00::5/64".into(), "10.1.2.3/24".into(), "fd00::6".into()];
         assert_eq!(
-            c.static_ips().unwrap(),
+            c.static_ips(&Env::default()).unwrap(),
             (
                 Some("10.1.2.3".parse().unwrap()),
                 Some("fd00::5".parse().unwrap())
             )
         );
         c.runtime.ips = vec!["10.1.2.3".into()];
-        assert_eq!(c.static_ips().unwrap().1, None);
+        assert_eq!(c.static_ips(&Env::default()).unwrap().1, None);
         c.runtime.ips = vec!["nonsense".into()];
-        assert_eq!(c.static_ips().unwrap_err().code, Code::InvalidConfig);
+        assert_eq!(
+            c.static_ips(&Env::default()).unwrap_err().code,
+            Code::InvalidConfig
+        );
     }
 
     #[test]

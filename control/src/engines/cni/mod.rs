@@ -126,7 +126,7 @@ fn add(env: &Env, conf: &NetConf) -> Result<Value, CniError> {
         ));
     }
     let name = pick_name(&list, env);
-    let (ip, ip6) = conf.static_ips()?;
+    let (ip, ip6) = conf.static_ips(env)?;
     let req = AttachReq {
         network: conf.network().to_string(),
         aliases: aliases(conf, env, &name),
@@ -135,7 +135,7 @@ fn add(env: &Env, conf: &NetConf) -> Result<Value, CniError> {
         ifname: Some(env.ifname.clone()),
         ip,
         ip6,
-        mac: conf.runtime.mac.clone(),
+        mac: conf.runtime.mac.clone().or_else(|| env.mac.clone()),
         publish: conf.publish_specs()?,
         limits: conf.limits()?,
         id: Some(env.container_id.clone()),
@@ -279,6 +279,7 @@ mod tests {
             netns: "/run/netns/x".into(),
             ifname: ifname.into(),
             pod_name: pod.map(String::from),
+            ..Default::default()
         }
     }
 
