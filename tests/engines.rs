@@ -506,10 +506,9 @@ fn netavark_call(plugins: &Path, config: &Path, args: &[&str], input: &str) -> O
     c.wait_with_output().expect("netavark output")
 }
 
-#[test]
-#[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
-fn netavark_creates_sets_up_and_tears_down_through_the_plugin() {
-    let d = Daemon::start(&[]);
+/// A directory for netavark's configuration and its plugin directory holding
+/// `vswitch-netavark`.
+fn netavark_plugins() -> (TempDir, PathBuf) {
     let dir = TempDir::new("nv");
     let plugins = dir.path().join("plugins");
     std::fs::create_dir_all(&plugins).expect("plugin dir");
@@ -518,6 +517,14 @@ fn netavark_creates_sets_up_and_tears_down_through_the_plugin() {
         plugins.join("vswitch-netavark"),
     )
     .expect("link");
+    (dir, plugins)
+}
+
+#[test]
+#[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
+fn netavark_creates_sets_up_and_tears_down_through_the_plugin() {
+    let d = Daemon::start(&[]);
+    let (dir, plugins) = netavark_plugins();
     let net = unique("nv");
     let sock = d.socket().display().to_string();
     let network = serde_json::json!({
@@ -600,6 +607,88 @@ fn netavark_creates_sets_up_and_tears_down_through_the_plugin() {
             o.stdout_text(),
             o.stderr_text()
         );
+    }
+    assert_eq!(ports(&d), serde_json::json!([]));
+}
+
+/// `podman network create --ipv6 -d vswitch-netavark` and two `podman run`s, as netavark
+/// runs the plugin for podman 5: the network comes back with both subnets, the static
+/// IPv6 address is on eth0 and in the status block, and one container reaches the other
+/// by name over IPv6 (the AAAA from the gateway's IPv6 address, then ping6 to it).
+#[test]
+#[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
+fn netavark_dual_stack_containers_reach_each_other_by_name_over_ipv6() {
+    require(&["dig", "ping"]);
+    let d = Daemon::start(&[]);
+    let (dir, plugins) = netavark_plugins();
+    let call = |args: &[&str], input: &serde_json::Value| {
+        let o = netavark_call(&plugins, dir.path(), args, &input.to_string());
+        assert!(
+            o.status.success(),
+            "{args:?}: {}{}",
+            o.stdout_text(),
+            o.stderr_text()
+        );
+        o.stdout_text()
+    };
+    let net = unique("nv6");
+    let network = serde_json::json!({
+        "name": net, "id": "4567abcd0123abcd0123abcd0123abcd0123abcd0123abcd0123abcd0123abcd",
+        "driver": "vswitch-netavark", "subnets": [], "ipv6_enabled": true,
+        "internal": false, "dns_enabled": true,
+        "options": {"socket": d.socket().display().to_string()}
+    });
+    let create = serde_json::json!({
+        "network": network,
+        "used": {"interfaces": [], "names": {}, "subnets": []},
+        "options": {"subnet_pools": [], "default_interface_name": null, "check_used_subnets": false}
+    });
+    let created: serde_json::Value =
+        serde_json::from_str(&call(&["create"], &create)).expect("network");
+    assert_eq!(created["ipv6_enabled"], true, "{created}");
+    let subnet6 = created["subnets"][1]["subnet"].as_str().unwrap_or_default();
+    let gw6 = created["subnets"][1]["gateway"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(subnet6.ends_with("::/64") && gw6.contains(':'), "{created}");
+    assert!(
+        !created["subnets"][0]["subnet"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(':')
+    );
+    let web6 = subnet6.replace("::/64", "::7");
+    let opts = |id: &str, name: &str, ips: serde_json::Value| {
+        serde_json::json!({
+            "container_id": id, "container_name": name,
+            "networks": {&net: {"interface_name": "eth0", "static_ips": ips}},
+            "network_info": {&net: created},
+        })
+    };
+    let (web, cli) = (Netns::new("nv6w"), Netns::new("nv6c"));
+    let web_opts = opts("feed6001", "web6", serde_json::json!([web6]));
+    let cli_opts = opts("feed6002", "cli6", serde_json::json!([]));
+    let status: serde_json::Value =
+        serde_json::from_str(&call(&["setup", &web.path()], &web_opts)).expect("status");
+    let block = &status[net.as_str()];
+    let subnets = &block["interfaces"]["eth0"]["subnets"];
+    assert_eq!(subnets[1]["ipnet"], format!("{web6}/64"), "{status}");
+    assert_eq!(subnets[1]["gateway"], gw6, "{status}");
+    assert_eq!(block["dns_server_ips"][1], gw6, "{status}");
+    assert!(
+        web.must("ip -6 addr show dev eth0")
+            .contains(&format!("inet6 {web6}/64"))
+    );
+    call(&["setup", &cli.path()], &cli_opts);
+    let own = cli.must("ip -6 addr show dev eth0 scope global");
+    assert!(own.contains(&subnet6.replace("::/64", ":")), "{own}");
+    // By name over IPv6: the AAAA the gateway answers on its IPv6 address, then ping6.
+    let aaaa = cli.must(&format!("dig AAAA @{gw6} +short +tries=2 +time=1 web6"));
+    assert_eq!(aaaa.trim(), web6);
+    let ping = cli.must(&format!("ping -6 -c 1 -W 2 {}", aaaa.trim()));
+    assert!(ping.contains("1 received"), "{ping}");
+    for (ns, o) in [(&web, &web_opts), (&cli, &cli_opts)] {
+        call(&["teardown", &ns.path()], o);
     }
     assert_eq!(ports(&d), serde_json::json!([]));
 }
