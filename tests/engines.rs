@@ -326,6 +326,56 @@ fn del_is_idempotent_and_gc_removes_stale_attachments() {
     assert_eq!(ports(&d).as_array().map(Vec::len), Some(1));
 }
 
+/// An IPv6-only network from the configuration (`ipv6`, `ipv4: false`), driven as
+/// containerd and CRI-O drive the plugin: the `ips` capability's IPv6 address is the
+/// container's, on eth0 and in the result, with the IPv6 default route and nameserver
+/// and no IPv4 anywhere; the result's gateway answers ping6.
+#[test]
+#[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
+fn an_ipv6_only_network_gets_the_asked_address_route_and_nameserver() {
+    let d = Daemon::start(&[]);
+    let net = unique("n6");
+    let ns = Netns::new("cni6");
+    let cfg = serde_json::json!({
+        "cniVersion": "1.0.0", "name": net, "type": "vswitch-cni",
+        "socket": d.socket().display().to_string(),
+        "subnet": "fd00:217::/64", "ipv4": false,
+        "runtimeConfig": {"ips": ["fd00:217::17/64"]},
+    });
+    let path = ns.path();
+    let env = [
+        ("CNI_CONTAINERID", "six00001"),
+        ("CNI_NETNS", path.as_str()),
+        ("CNI_IFNAME", "eth0"),
+    ];
+    let o = plugin(cni_bin(), "ADD", &env, &cfg.to_string());
+    assert!(o.status.success(), "ADD: {}", o.stdout_text());
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).expect("result");
+    assert_eq!(
+        r["ips"],
+        serde_json::json!([{"address": "fd00:217::17/64", "gateway": "fd00:217::1", "interface": 0}]),
+        "{r}"
+    );
+    assert_eq!(
+        r["routes"],
+        serde_json::json!([{"dst": "::/0", "gw": "fd00:217::1"}])
+    );
+    assert_eq!(r["dns"]["nameservers"], serde_json::json!(["fd00:217::1"]));
+    assert!(
+        ns.must("ip -6 addr show dev eth0")
+            .contains("inet6 fd00:217::17/64")
+    );
+    assert!(!ns.must("ip -4 addr show dev eth0").contains("inet "));
+    assert!(
+        ns.must("ip -6 route show default")
+            .contains("via fd00:217::1")
+    );
+    ns.must("ping -6 -c 1 -W 2 fd00:217::1");
+    let o = plugin(cni_bin(), "DEL", &env, &cfg.to_string());
+    assert!(o.status.success(), "DEL: {}", o.stdout_text());
+    assert_eq!(ports(&d), serde_json::json!([]));
+}
+
 #[test]
 fn errors_are_cni_error_objects_with_actionable_messages() {
     let dir = TempDir::new("nosock");
