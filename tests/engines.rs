@@ -717,7 +717,15 @@ fn netavark_dual_stack_containers_reach_each_other_by_name_over_ipv6() {
     };
     let (web, cli) = (Netns::new("nv6w"), Netns::new("nv6c"));
     let web_opts = opts("feed6001", "web6", serde_json::json!([web6]));
-    let cli_opts = opts("feed6002", "cli6", serde_json::json!([]));
+    // As podman 5 passes them: an address of each family it allocated from the subnets.
+    let subnet4 = created["subnets"][0]["subnet"].as_str().unwrap_or_default();
+    let net4 = subnet4.split('/').next().unwrap_or_default();
+    let cli4 = format!(
+        "{}.9",
+        net4.rsplit_once('.').map(|(a, _)| a).unwrap_or_default()
+    );
+    let cli6 = subnet6.replace("::/64", "::9");
+    let cli_opts = opts("feed6002", "cli6", serde_json::json!([cli4, cli6]));
     let status: serde_json::Value =
         serde_json::from_str(&call(&["setup", &web.path()], &web_opts)).expect("status");
     let block = &status[net.as_str()];
@@ -730,8 +738,9 @@ fn netavark_dual_stack_containers_reach_each_other_by_name_over_ipv6() {
             .contains(&format!("inet6 {web6}/64"))
     );
     call(&["setup", &cli.path()], &cli_opts);
-    let own = cli.must("ip -6 addr show dev eth0 scope global");
-    assert!(own.contains(&subnet6.replace("::/64", ":")), "{own}");
+    let own = cli.must("ip addr show dev eth0");
+    assert!(own.contains(&format!("inet {cli4}/")), "{own}");
+    assert!(own.contains(&format!("inet6 {cli6}/64")), "{own}");
     // By name over IPv6: the AAAA the gateway answers on its IPv6 address, then ping6.
     let aaaa = cli.must(&format!("dig AAAA @{gw6} +short +tries=2 +time=1 web6"));
     assert_eq!(aaaa.trim(), web6);
