@@ -2,7 +2,9 @@
 //! containers on a vswitch network, they resolve and reach each other by name, `-p`
 //! publishes through vswitch, `podman rm -f` leaves nothing behind; the plugin's DEL is
 //! idempotent, GC removes what the runtime no longer lists, and the reference `tuning`
-//! plugin chained after it gets a correct `prevResult`.
+//! plugin chained after it gets a correct `prevResult`. On a dual-stack network the
+//! result carries both families and podman's containers reach each other by name over
+//! IPv6; netavark drives the netavark plugin the same way for both families.
 
 // Test code: a failed step is the test failing.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -34,6 +36,11 @@ impl Podman {
     /// A podman whose network `net` is the vswitch CNI plugin on daemon `d`, followed by
     /// `chain` (more plugin objects, JSON).
     fn new(d: &Daemon, subnet: &str, chain: &str) -> Podman {
+        Podman::with(d, &format!(r#""subnet":"{subnet}""#), chain)
+    }
+
+    /// As [`Podman::new`], the plugin's network keys given as JSON (`"subnet":[...]`).
+    fn with(d: &Daemon, keys: &str, chain: &str) -> Podman {
         require(&["podman", "runc", "curl"]);
         assert!(
             Path::new(&format!("{CNI_PLUGINS}/tuning")).exists(),
@@ -56,7 +63,7 @@ impl Podman {
         std::os::unix::fs::symlink(cni_bin(), p.join("plugins/vswitch-cni")).expect("link");
         busybox::rootfs(&p.join("rootfs"));
         let conflist = format!(
-            r#"{{"cniVersion":"1.0.0","name":"{net}","plugins":[{{"type":"vswitch-cni","socket":"{}","subnet":"{subnet}","capabilities":{{"portMappings":true,"aliases":true,"ips":true,"mac":true}}}}{chain}]}}"#,
+            r#"{{"cniVersion":"1.0.0","name":"{net}","plugins":[{{"type":"vswitch-cni","socket":"{}",{keys},"capabilities":{{"portMappings":true,"aliases":true,"ips":true,"mac":true}}}}{chain}]}}"#,
             d.socket().display()
         );
         std::fs::write(p.join(format!("net/{net}.conflist")), conflist).expect("conflist");
@@ -182,6 +189,55 @@ fn podman_containers_reach_each_other_by_name_and_publish_through_vswitch() {
     assert!(!sh("curl -s -m 2 http://127.0.0.1:18611/").status.success());
 }
 
+/// podman 4 on a dual-stack network (the conflist's subnets of both families): `--ip6`
+/// is the container's IPv6 address on eth0 and in `podman inspect` (the plugin's
+/// result), and a second container reaches the first by name over IPv6: ping by name
+/// (the AAAA the gateway answers) and HTTP to the address of that AAAA.
+#[test]
+#[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
+fn podman_dual_stack_containers_reach_each_other_by_name_over_ipv6() {
+    let d = Daemon::start(&[]);
+    let keys = r#""subnet":["10.216.0.0/24","fd00:216::/64"]"#;
+    let mut pm = Podman::with(&d, keys, "");
+    let srv = unique("srv6");
+    let o = pm.run(
+        &srv,
+        &["-d", "--ip6", "fd00:216::80"],
+        "echo hello-over-ipv6 > /tmp/index.html; httpd -f -p [::]:80 -h /tmp",
+    );
+    assert!(o.status.success(), "podman run: {}", o.stderr_text());
+    let addr = pm.cmd(&["exec", &srv, "ip", "-6", "addr", "show", "dev", "eth0"]);
+    assert!(
+        addr.stdout_text().contains("inet6 fd00:216::80/64"),
+        "{}{}",
+        addr.stdout_text(),
+        addr.stderr_text()
+    );
+    let fmt = format!(
+        "{{{{.NetworkSettings.Networks.{}.GlobalIPv6Address}}}}",
+        pm.net
+    );
+    let inspected = pm.cmd(&["inspect", "--format", &fmt, &srv]);
+    assert_eq!(inspected.stdout_text().trim(), "fd00:216::80");
+    let net = d.ctl_json(&["network", "inspect", &pm.net]);
+    assert_eq!(net[0]["EnableIPv6"], true, "{net}");
+    // The client: its own IPAM address on eth0, then the server by name over IPv6.
+    let cli = unique("cli6");
+    let script = format!(
+        "ip -6 addr show dev eth0 scope global; ping -6 -c 1 -W 2 {srv} || exit 1; \
+         nslookup -type=aaaa {srv} | while read k v; do case $v in fd00:*) echo aaaa $v;; esac; done > /tmp/aaaa; \
+         while read k v; do timeout 5 wget -qO- http://[$v]/index.html; done < /tmp/aaaa"
+    );
+    let o = pm.run(&cli, &["--rm"], &script);
+    let out = o.stdout_text();
+    assert!(o.status.success(), "client: {out}{}", o.stderr_text());
+    assert!(out.contains("inet6 fd00:216::"), "{out}");
+    assert!(out.contains("from fd00:216::80"), "ping6 by name: {out}");
+    assert!(out.contains("hello-over-ipv6"), "HTTP over the AAAA: {out}");
+    pm.rm(&srv);
+    assert_eq!(ports(&d), serde_json::json!([]));
+}
+
 fn retry_curl(url: &str) -> String {
     let mut last = String::new();
     for _ in 0..20 {
@@ -270,6 +326,56 @@ fn del_is_idempotent_and_gc_removes_stale_attachments() {
     assert_eq!(ports(&d).as_array().map(Vec::len), Some(1));
 }
 
+/// An IPv6-only network from the configuration (`ipv6`, `ipv4: false`), driven as
+/// containerd and CRI-O drive the plugin: the `ips` capability's IPv6 address is the
+/// container's, on eth0 and in the result, with the IPv6 default route and nameserver
+/// and no IPv4 anywhere; the result's gateway answers ping6.
+#[test]
+#[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
+fn an_ipv6_only_network_gets_the_asked_address_route_and_nameserver() {
+    let d = Daemon::start(&[]);
+    let net = unique("n6");
+    let ns = Netns::new("cni6");
+    let cfg = serde_json::json!({
+        "cniVersion": "1.0.0", "name": net, "type": "vswitch-cni",
+        "socket": d.socket().display().to_string(),
+        "subnet": "fd00:217::/64", "ipv4": false,
+        "runtimeConfig": {"ips": ["fd00:217::17/64"]},
+    });
+    let path = ns.path();
+    let env = [
+        ("CNI_CONTAINERID", "six00001"),
+        ("CNI_NETNS", path.as_str()),
+        ("CNI_IFNAME", "eth0"),
+    ];
+    let o = plugin(cni_bin(), "ADD", &env, &cfg.to_string());
+    assert!(o.status.success(), "ADD: {}", o.stdout_text());
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).expect("result");
+    assert_eq!(
+        r["ips"],
+        serde_json::json!([{"address": "fd00:217::17/64", "gateway": "fd00:217::1", "interface": 0}]),
+        "{r}"
+    );
+    assert_eq!(
+        r["routes"],
+        serde_json::json!([{"dst": "::/0", "gw": "fd00:217::1"}])
+    );
+    assert_eq!(r["dns"]["nameservers"], serde_json::json!(["fd00:217::1"]));
+    assert!(
+        ns.must("ip -6 addr show dev eth0")
+            .contains("inet6 fd00:217::17/64")
+    );
+    assert!(!ns.must("ip -4 addr show dev eth0").contains("inet "));
+    assert!(
+        ns.must("ip -6 route show default")
+            .contains("via fd00:217::1")
+    );
+    ns.must("ping -6 -c 1 -W 2 fd00:217::1");
+    let o = plugin(cni_bin(), "DEL", &env, &cfg.to_string());
+    assert!(o.status.success(), "DEL: {}", o.stdout_text());
+    assert_eq!(ports(&d), serde_json::json!([]));
+}
+
 #[test]
 fn errors_are_cni_error_objects_with_actionable_messages() {
     let dir = TempDir::new("nosock");
@@ -317,7 +423,8 @@ fn chained_tuning_gets_a_correct_prev_result() {
     let d = Daemon::start(&[]);
     let net = unique("n");
     let ns = Netns::new("tun");
-    let cfg = conf(&d, &net, "10.213.0.0/24");
+    // Dual stack: the reference plugin reads a result with both families.
+    let cfg = conf(&d, &net, "10.213.0.0/24").replace("\"subnet\"", "\"ipv6\":true,\"subnet\"");
     let path = ns.path();
     let env = [
         ("CNI_CONTAINERID", "tuned1"),
@@ -351,6 +458,8 @@ fn chained_tuning_gets_a_correct_prev_result() {
     let out: serde_json::Value = serde_json::from_slice(&o.stdout).expect("tuning result");
     assert_eq!(out["interfaces"][0]["mac"], prev["interfaces"][0]["mac"]);
     assert_eq!(out["ips"], prev["ips"]);
+    assert_eq!(out["ips"].as_array().map(Vec::len), Some(2), "{out}");
+    assert_eq!(out["routes"][1]["dst"], "::/0", "{out}");
     assert!(ns.must("ip link show eth0").contains("mtu 1400"));
     assert_eq!(
         ns.must("cat /proc/sys/net/ipv4/conf/eth0/arp_ignore")
@@ -447,10 +556,9 @@ fn netavark_call(plugins: &Path, config: &Path, args: &[&str], input: &str) -> O
     c.wait_with_output().expect("netavark output")
 }
 
-#[test]
-#[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
-fn netavark_creates_sets_up_and_tears_down_through_the_plugin() {
-    let d = Daemon::start(&[]);
+/// A directory for netavark's configuration and its plugin directory holding
+/// `vswitch-netavark`.
+fn netavark_plugins() -> (TempDir, PathBuf) {
     let dir = TempDir::new("nv");
     let plugins = dir.path().join("plugins");
     std::fs::create_dir_all(&plugins).expect("plugin dir");
@@ -459,6 +567,14 @@ fn netavark_creates_sets_up_and_tears_down_through_the_plugin() {
         plugins.join("vswitch-netavark"),
     )
     .expect("link");
+    (dir, plugins)
+}
+
+#[test]
+#[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
+fn netavark_creates_sets_up_and_tears_down_through_the_plugin() {
+    let d = Daemon::start(&[]);
+    let (dir, plugins) = netavark_plugins();
     let net = unique("nv");
     let sock = d.socket().display().to_string();
     let network = serde_json::json!({
@@ -541,6 +657,97 @@ fn netavark_creates_sets_up_and_tears_down_through_the_plugin() {
             o.stdout_text(),
             o.stderr_text()
         );
+    }
+    assert_eq!(ports(&d), serde_json::json!([]));
+}
+
+/// `podman network create --ipv6 -d vswitch-netavark` and two `podman run`s, as netavark
+/// runs the plugin for podman 5: the network comes back with both subnets, the static
+/// IPv6 address is on eth0 and in the status block, and one container reaches the other
+/// by name over IPv6 (the AAAA from the gateway's IPv6 address, then ping6 to it).
+#[test]
+#[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
+fn netavark_dual_stack_containers_reach_each_other_by_name_over_ipv6() {
+    require(&["dig", "ping"]);
+    let d = Daemon::start(&[]);
+    let (dir, plugins) = netavark_plugins();
+    let call = |args: &[&str], input: &serde_json::Value| {
+        let o = netavark_call(&plugins, dir.path(), args, &input.to_string());
+        assert!(
+            o.status.success(),
+            "{args:?}: {}{}",
+            o.stdout_text(),
+            o.stderr_text()
+        );
+        o.stdout_text()
+    };
+    let net = unique("nv6");
+    let network = serde_json::json!({
+        "name": net, "id": "4567abcd0123abcd0123abcd0123abcd0123abcd0123abcd0123abcd0123abcd",
+        "driver": "vswitch-netavark", "subnets": [], "ipv6_enabled": true,
+        "internal": false, "dns_enabled": true,
+        "options": {"socket": d.socket().display().to_string()}
+    });
+    let create = serde_json::json!({
+        "network": network,
+        "used": {"interfaces": [], "names": {}, "subnets": []},
+        "options": {"subnet_pools": [], "default_interface_name": null, "check_used_subnets": false}
+    });
+    let created: serde_json::Value =
+        serde_json::from_str(&call(&["create"], &create)).expect("network");
+    assert_eq!(created["ipv6_enabled"], true, "{created}");
+    let subnet6 = created["subnets"][1]["subnet"].as_str().unwrap_or_default();
+    let gw6 = created["subnets"][1]["gateway"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(subnet6.ends_with("::/64") && gw6.contains(':'), "{created}");
+    assert!(
+        !created["subnets"][0]["subnet"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(':')
+    );
+    let web6 = subnet6.replace("::/64", "::7");
+    let opts = |id: &str, name: &str, ips: serde_json::Value| {
+        serde_json::json!({
+            "container_id": id, "container_name": name,
+            "networks": {&net: {"interface_name": "eth0", "static_ips": ips}},
+            "network_info": {&net: created},
+        })
+    };
+    let (web, cli) = (Netns::new("nv6w"), Netns::new("nv6c"));
+    let web_opts = opts("feed6001", "web6", serde_json::json!([web6]));
+    // As podman 5 passes them: an address of each family it allocated from the subnets.
+    let subnet4 = created["subnets"][0]["subnet"].as_str().unwrap_or_default();
+    let net4 = subnet4.split('/').next().unwrap_or_default();
+    let cli4 = format!(
+        "{}.9",
+        net4.rsplit_once('.').map(|(a, _)| a).unwrap_or_default()
+    );
+    let cli6 = subnet6.replace("::/64", "::9");
+    let cli_opts = opts("feed6002", "cli6", serde_json::json!([cli4, cli6]));
+    let status: serde_json::Value =
+        serde_json::from_str(&call(&["setup", &web.path()], &web_opts)).expect("status");
+    let block = &status[net.as_str()];
+    let subnets = &block["interfaces"]["eth0"]["subnets"];
+    assert_eq!(subnets[1]["ipnet"], format!("{web6}/64"), "{status}");
+    assert_eq!(subnets[1]["gateway"], gw6, "{status}");
+    assert_eq!(block["dns_server_ips"][1], gw6, "{status}");
+    assert!(
+        web.must("ip -6 addr show dev eth0")
+            .contains(&format!("inet6 {web6}/64"))
+    );
+    call(&["setup", &cli.path()], &cli_opts);
+    let own = cli.must("ip addr show dev eth0");
+    assert!(own.contains(&format!("inet {cli4}/")), "{own}");
+    assert!(own.contains(&format!("inet6 {cli6}/64")), "{own}");
+    // By name over IPv6: the AAAA the gateway answers on its IPv6 address, then ping6.
+    let aaaa = cli.must(&format!("dig AAAA @{gw6} +short +tries=2 +time=1 web6"));
+    assert_eq!(aaaa.trim(), web6);
+    let ping = cli.must(&format!("ping -6 -c 1 -W 2 {}", aaaa.trim()));
+    assert!(ping.contains("1 received"), "{ping}");
+    for (ns, o) in [(&web, &web_opts), (&cli, &cli_opts)] {
+        call(&["teardown", &ns.path()], o);
     }
     assert_eq!(ports(&d), serde_json::json!([]));
 }

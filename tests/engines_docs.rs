@@ -73,17 +73,16 @@ exec bash -e -x "$scratch/session.sh"
 /// Files by name: (name, path or text).
 type Named<'a> = &'a [(&'a str, &'a str)];
 
-/// Runs the session after `marker` under `harness` (given the scratch directory), in
+/// Runs `session` under `harness` (given the scratch directory), in
 /// fresh mount, network and PID namespaces, with `vswitch` (and `links`, name -> file)
 /// first on PATH and `target/release/NAME` for each of `release`; `files` are written
 /// into the scratch directory. Its stdout; the test fails with the output when it fails.
 fn run_session(
-    marker: &str,
+    session: &str,
     harness: &str,
     files: Named,
     (release, links): (Named, Named),
 ) -> String {
-    let session = block_after(marker);
     let dir = TempDir::new("docs");
     let p = dir.path();
     let target = p.join("checkout/target/release");
@@ -96,7 +95,7 @@ fn run_session(
     for (name, file) in links {
         std::os::unix::fs::symlink(file, p.join("bin").join(name)).expect("link a tool");
     }
-    std::fs::write(p.join("session.sh"), &session).expect("session");
+    std::fs::write(p.join("session.sh"), session).expect("session");
     std::fs::write(p.join("harness.sh"), harness).expect("harness");
     for (name, text) in files {
         std::fs::write(p.join(name), text).expect("scratch file");
@@ -133,8 +132,11 @@ fn run_session(
 fn podman_cni_session_runs_as_written() {
     require_root();
     require(&["podman", "runc", "curl", "unshare", "ip"]);
+    // The dual-stack session continues the first one.
+    let session =
+        block_after("<!-- session: podman-cni ") + &block_after("<!-- session: podman-cni-dual");
     let out = run_session(
-        "<!-- session: podman-cni",
+        &session,
         HARNESS,
         &[("podman-defaults.conf", PODMAN_DEFAULTS)],
         (&[("vswitch-cni", env!("CARGO_BIN_EXE_vswitch-cni"))], &[]),
@@ -145,6 +147,9 @@ fn podman_cni_session_runs_as_written() {
     let ls: Vec<&str> = out.lines().filter(|l| l.contains("front")).collect();
     assert_eq!(ls.len(), 1, "web listed once, then gone: {out}");
     assert!(ls.iter().all(|l| l.contains("web")), "{out}");
+    // Dual stack: podman shows the asked IPv6 address; web answers ping over IPv6.
+    assert!(out.lines().any(|l| l.trim() == "fd00:89:11::80"), "{out}");
+    assert!(out.contains("from fd00:89:11::80"), "{out}");
 }
 
 /// What a machine running Docker has before the session: a dockerd (vswitch needs
@@ -170,7 +175,7 @@ fn docker_session_runs_as_written() {
     require(&["dockerd", "curl", "unshare", "ip", "tar"]);
     // The docker.io CLI: another `docker` on PATH may speak a newer API only.
     let out = run_session(
-        "<!-- session: docker",
+        &block_after("<!-- session: docker"),
         DOCKER_HARNESS,
         &[],
         (

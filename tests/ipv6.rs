@@ -1,7 +1,8 @@
 //! IPv6 inside the host, with real kernel stacks in namespaces: dual-stack and
 //! IPv6-only networks (ping6, iperf3 -6), DNS (AAAA, ip6.arpa) on both gateway
 //! addresses, a bare TAP that configures itself by SLAAC, a DHCPv6 client, the
-//! router advertisement guard, and addresses kept across a daemon restart.
+//! router advertisement guard, addresses kept across a daemon restart, and `port ls`,
+//! `fdb show` and `capture` on IPv6 traffic.
 
 // Test code: a failed step is the test failing.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -154,6 +155,41 @@ fn ipv6_only_containers_ping6_and_iperf3() {
         (&v[0]["EnableIPv4"], &v[0]["EnableIPv6"]),
         (&false.into(), &true.into())
     );
+}
+
+/// On an IPv6-only network (so every frame is IPv6): `port ls` shows each port's IPv6
+/// address, `fdb show` the MACs its traffic taught the bridge, and `capture` lines the
+/// echo requests and replies with their IPv6 addresses and protocol (58, ICMPv6).
+#[test]
+#[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
+fn port_ls_fdb_show_and_capture_show_ipv6() {
+    let n = net(&["--ipv6", "--ipv4=false"], &["a", "b"]);
+    let (a6, b6) = (ip6_of(&n.d, "a"), ip6_of(&n.d, "b"));
+    let cap = Proc::spawn(&format!(
+        "{} ctl --socket {} capture b -c 8",
+        bin(),
+        n.d.socket().display()
+    ));
+    std::thread::sleep(Duration::from_millis(300));
+    n.ns[0].must(&format!("ping -6 -c 12 -i 0.1 -W 2 {b6}"));
+    let out = cap.wait(Duration::from_secs(10));
+    assert!(out.status.success(), "{}", out.stderr_text());
+    let lines = out.stdout_text();
+    let to = format!("ethertype 0x86dd {a6} > {b6} proto 58 length");
+    let back = format!("ethertype 0x86dd {b6} > {a6} proto 58 length");
+    assert!(lines.contains(&to) && lines.contains(&back), "{lines}");
+    let ports = n.d.ctl_ok(&["port", "ls"]);
+    for (name, ip6) in [("a", &a6), ("b", &b6)] {
+        let row = ports.lines().find(|l| l.starts_with(&format!("{name} ")));
+        assert!(row.is_some_and(|r| r.contains(ip6.as_str())), "{ports}");
+    }
+    let fdb = n.d.ctl_ok(&["fdb", "show", "--network", "net"]);
+    let listed = n.d.ctl_json(&["port", "ls"]);
+    for p in listed.as_array().into_iter().flatten() {
+        let (mac, name) = (p["mac"].as_str().unwrap(), p["name"].as_str().unwrap());
+        let row = fdb.lines().find(|l| l.starts_with(mac));
+        assert!(row.is_some_and(|r| r.contains(name)), "{mac} {name}: {fdb}");
+    }
 }
 
 #[test]

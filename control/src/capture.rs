@@ -9,7 +9,8 @@ use crate::cli::CliError;
 use crate::client::ClientError;
 use crate::framing::Conn;
 
-/// One line about a frame: time, MACs, EtherType, length (and the IPv4 addresses).
+/// One line about a frame: time, MACs, EtherType, length (and the IP addresses and
+/// upper-layer protocol, either family).
 fn describe(secs: u32, usecs: u32, data: &[u8]) -> String {
     let mac = |b: &[u8]| {
         dataplane::wire::MacAddr::from_slice(b)
@@ -25,22 +26,37 @@ fn describe(secs: u32, usecs: u32, data: &[u8]) -> String {
                 line.push_str(&format!(" vlan {vid}"));
             }
             line.push_str(&format!(" ethertype 0x{:04x}", l2.ethertype));
-            if l2.ethertype == dataplane::wire::EtherType::IPV4
-                && let Some(p) = data.get(l2.l3_offset..)
-                && let Ok(ip) = dataplane::wire::Ipv4Packet::new_checked(p)
-            {
-                line.push_str(&format!(
-                    " {} > {} proto {}",
-                    ip.src(),
-                    ip.dst(),
-                    ip.protocol()
-                ));
-            }
+            let l3 = data.get(l2.l3_offset..).unwrap_or_default();
+            line.push_str(&describe_ip(l2.ethertype, l3));
         }
         Err(_) => line.push_str("malformed"),
     }
     line.push_str(&format!(" length {}", data.len()));
     line
+}
+
+/// ` SRC > DST proto N` of an IPv4 or IPv6 packet (for IPv6 the protocol past its
+/// extension headers: `proto 58` for ICMPv6 behind a hop-by-hop header), else nothing.
+fn describe_ip(ethertype: u16, l3: &[u8]) -> String {
+    use dataplane::wire::{EtherType, Ipv4Packet, Ipv6Packet, ipv6::Upper};
+    match ethertype {
+        EtherType::IPV4 => match Ipv4Packet::new_checked(l3) {
+            Ok(ip) => format!(" {} > {} proto {}", ip.src(), ip.dst(), ip.protocol()),
+            Err(_) => String::new(),
+        },
+        EtherType::IPV6 => match Ipv6Packet::new_checked(l3) {
+            Ok(ip) => {
+                let proto = match ip.upper() {
+                    Ok(Upper::At { proto, .. }) => proto.to_string(),
+                    Ok(Upper::LaterFragment) => "fragment".into(),
+                    Ok(Upper::Opaque) | Err(_) => ip.next_header().to_string(),
+                };
+                format!(" {} > {} proto {proto}", ip.src(), ip.dst())
+            }
+            Err(_) => String::new(),
+        },
+        _ => String::new(),
+    }
 }
 
 /// Sends the `capture` request and reads the daemon's OK; the pcap stream follows on
@@ -120,4 +136,44 @@ pub fn run(
     }
     let _ = out.flush();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An Ethernet frame of `ethertype` carrying `l3`.
+    fn frame(ethertype: u16, l3: &[u8]) -> Vec<u8> {
+        let mut f = vec![0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1];
+        f.extend_from_slice(&ethertype.to_be_bytes());
+        f.extend_from_slice(l3);
+        f
+    }
+
+    #[test]
+    fn ipv4_and_ipv6_frames_show_their_addresses_and_protocol() {
+        let v4 = [
+            0x45, 0, 0, 20, 0, 0, 0, 0, 64, 6, 0, 0, 10, 0, 0, 2, 10, 0, 0, 1,
+        ];
+        let line = describe(1, 5, &frame(0x0800, &v4));
+        assert_eq!(
+            line,
+            "1.000005 02:00:00:00:00:01 > 02:00:00:00:00:02 ethertype 0x0800 10.0.0.2 > 10.0.0.1 proto 6 length 34"
+        );
+        // IPv6: a hop-by-hop header (8 bytes) in front of ICMPv6 (an echo request).
+        let mut v6 = vec![0x60, 0, 0, 0, 0, 16, 0, 64];
+        v6.extend_from_slice(&"fd00::2".parse::<std::net::Ipv6Addr>().unwrap().octets());
+        v6.extend_from_slice(&"fd00::1".parse::<std::net::Ipv6Addr>().unwrap().octets());
+        v6.extend_from_slice(&[58, 0, 1, 4, 0, 0, 0, 0, 128, 0, 0, 0, 0, 1, 0, 1]);
+        let line = describe(2, 0, &frame(0x86dd, &v6));
+        assert!(
+            line.ends_with("ethertype 0x86dd fd00::2 > fd00::1 proto 58 length 70"),
+            "{line}"
+        );
+        // Short or other frames: the Ethernet part alone.
+        let line = describe(3, 0, &frame(0x86dd, &v6[..20]));
+        assert!(line.ends_with("ethertype 0x86dd length 34"), "{line}");
+        let line = describe(3, 0, &frame(0x0806, &[0; 28]));
+        assert!(line.ends_with("ethertype 0x0806 length 42"), "{line}");
+    }
 }

@@ -14,6 +14,7 @@ pub mod cni;
 pub mod docker;
 pub mod netavark;
 
+use std::net::IpAddr;
 use std::path::Path;
 
 use crate::api::{NetworkInspect, Request};
@@ -139,6 +140,52 @@ impl PortMap<'_> {
     }
 }
 
+/// Why an engine's subnets and gateways do not make one network.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FamilyError {
+    #[error("more than one {0} subnet: give at most one IPv4 and one IPv6 subnet")]
+    Subnets(&'static str),
+    #[error("more than one {0} gateway: give at most one IPv4 and one IPv6 gateway")]
+    Gateways(&'static str),
+}
+
+/// Puts an engine's subnets and gateways into `spec` by address family, as `network
+/// create --subnet ... --gateway ...` does: at most one of each family; an IPv6 subnet
+/// or gateway turns IPv6 on.
+pub fn by_family(
+    spec: &mut NetworkSpec,
+    subnets: &[String],
+    gateways: &[IpAddr],
+) -> Result<(), FamilyError> {
+    let one = |v: Vec<String>, family| match v.as_slice() {
+        [] => Ok(None),
+        [s] => Ok(Some(s.clone())),
+        _ => Err(FamilyError::Subnets(family)),
+    };
+    let (v6, v4): (Vec<String>, Vec<String>) =
+        subnets.iter().cloned().partition(|s| s.contains(':'));
+    let mut g4 = gateways.iter().filter_map(|g| match g {
+        IpAddr::V4(a) => Some(*a),
+        IpAddr::V6(_) => None,
+    });
+    let mut g6 = gateways.iter().filter_map(|g| match g {
+        IpAddr::V6(a) => Some(*a),
+        IpAddr::V4(_) => None,
+    });
+    spec.subnet = one(v4, "IPv4")?;
+    spec.subnet6 = one(v6, "IPv6")?;
+    spec.gateway = g4.next();
+    spec.gateway6 = g6.next();
+    if g4.next().is_some() {
+        return Err(FamilyError::Gateways("IPv4"));
+    }
+    if g6.next().is_some() {
+        return Err(FamilyError::Gateways("IPv6"));
+    }
+    spec.ipv6 |= spec.subnet6.is_some() || spec.gateway6.is_some();
+    Ok(())
+}
+
 /// The network `spec` names as the daemon has it, created from `spec` when missing (a
 /// parallel call that created it first is fine).
 pub fn ensure_network(
@@ -218,6 +265,32 @@ pub(crate) mod tests {
             count,
             proto: Box::leak(proto.to_string().into_boxed_str()),
         }
+    }
+
+    #[test]
+    fn subnets_and_gateways_go_to_their_family() {
+        let mut spec = NetworkSpec::default();
+        let nets = ["fd00:1::/64".to_string(), "10.1.0.0/24".to_string()];
+        let gws: [IpAddr; 2] = ["10.1.0.1".parse().unwrap(), "fd00:1::1".parse().unwrap()];
+        by_family(&mut spec, &nets, &gws).unwrap();
+        assert_eq!(spec.subnet.as_deref(), Some("10.1.0.0/24"));
+        assert_eq!(spec.subnet6.as_deref(), Some("fd00:1::/64"));
+        assert_eq!(spec.gateway, Some("10.1.0.1".parse().unwrap()));
+        assert_eq!(spec.gateway6, Some("fd00:1::1".parse().unwrap()));
+        assert!(spec.ipv6);
+        let mut v4 = NetworkSpec::default();
+        by_family(&mut v4, &nets[1..], &[]).unwrap();
+        assert!(!v4.ipv6 && v4.subnet6.is_none());
+        let two = ["fd00:1::/64".to_string(), "fd00:2::/64".to_string()];
+        assert_eq!(
+            by_family(&mut v4, &two, &[]),
+            Err(FamilyError::Subnets("IPv6"))
+        );
+        let twice = [gws[0], gws[0]];
+        assert_eq!(
+            by_family(&mut v4, &[], &twice),
+            Err(FamilyError::Gateways("IPv4"))
+        );
     }
 
     #[test]

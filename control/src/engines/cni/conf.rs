@@ -3,9 +3,10 @@
 //! it reaches the daemon, and the daemon checks again.
 
 use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 
 use super::error::{CniError, Code};
 
@@ -29,11 +30,19 @@ pub struct NetConf {
     /// The daemon's control socket.
     #[serde(default)]
     pub socket: Option<PathBuf>,
-    /// How to create the network when it does not exist.
+    /// How to create the network when it does not exist: a subnet, or one of each
+    /// family (`["10.89.0.0/24", "fd00:89::/64"]`), and their gateways likewise.
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub subnet: Vec<String>,
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub gateway: Vec<IpAddr>,
+    /// IPv6 as well (a /64 of the daemon's unique local prefix when no IPv6 subnet is
+    /// given).
     #[serde(default)]
-    pub subnet: Option<String>,
+    pub ipv6: bool,
+    /// `false`: no IPv4 (an IPv6-only network).
     #[serde(default)]
-    pub gateway: Option<std::net::Ipv4Addr>,
+    pub ipv4: Option<bool>,
     #[serde(default)]
     pub vlan: Option<u32>,
     #[serde(default)]
@@ -45,6 +54,25 @@ pub struct NetConf {
     /// GC: the attachments the runtime still knows.
     #[serde(rename = "cni.dev/valid-attachments", default)]
     pub valid_attachments: Vec<Attachment>,
+}
+
+/// A value or a list of them, as a list.
+fn one_or_many<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either<T> {
+        One(T),
+        Many(Vec<T>),
+    }
+    Ok(match Option::<Either<T>>::deserialize(d)? {
+        None => Vec::new(),
+        Some(Either::One(t)) => vec![t],
+        Some(Either::Many(v)) => v,
+    })
 }
 
 /// Capabilities the runtime fills in (`runtimeConfig`).
@@ -202,21 +230,41 @@ impl NetConf {
             .collect()
     }
 
-    /// The static address asked for through the `ips` capability (the first IPv4).
-    pub fn static_ip(&self) -> Result<Option<std::net::Ipv4Addr>, CniError> {
-        for s in &self.runtime.ips {
+    /// The static addresses asked for through the `ips` capability, then `IP` in
+    /// `CNI_ARGS` (what podman passes for one `--ip` or `--ip6`): the first of each
+    /// family (CIDR or bare).
+    pub fn static_ips(&self, env: &Env) -> Result<(Option<Ipv4Addr>, Option<Ipv6Addr>), CniError> {
+        let (mut v4, mut v6) = (None, None);
+        for s in self.runtime.ips.iter().chain(&env.ips) {
             let addr = s.split('/').next().unwrap_or(s);
-            if let Ok(ip) = addr.parse::<std::net::Ipv4Addr>() {
-                return Ok(Some(ip));
-            }
-            if addr.parse::<std::net::Ipv6Addr>().is_err() {
-                return Err(CniError::new(
-                    Code::InvalidConfig,
-                    format!("ips entry {s:?} is not an address"),
-                ));
+            match addr.parse::<IpAddr>() {
+                Ok(IpAddr::V4(a)) => v4 = v4.or(Some(a)),
+                Ok(IpAddr::V6(a)) => v6 = v6.or(Some(a)),
+                Err(_) => {
+                    return Err(CniError::new(
+                        Code::InvalidConfig,
+                        format!("ips entry {s:?} is not an address"),
+                    ));
+                }
             }
         }
-        Ok(None)
+        Ok((v4, v6))
+    }
+
+    /// How the network is created when the daemon does not have it.
+    pub fn network_spec(&self) -> Result<crate::state::NetworkSpec, CniError> {
+        let mut spec = crate::state::NetworkSpec {
+            name: self.network().to_string(),
+            ipv6: self.ipv6,
+            no_ipv4: self.ipv4 == Some(false),
+            vlan: self.vlan,
+            internal: self.internal,
+            mtu: self.mtu,
+            ..Default::default()
+        };
+        crate::engines::by_family(&mut spec, &self.subnet, &self.gateway)
+            .map_err(|e| CniError::new(Code::InvalidConfig, e.to_string()))?;
+        Ok(spec)
     }
 }
 
@@ -229,24 +277,34 @@ pub struct Env {
     pub ifname: String,
     /// `K8S_POD_NAME` from `CNI_ARGS`: the name the engine gives the container.
     pub pod_name: Option<String>,
+    /// `IP` from `CNI_ARGS` (comma separated, either family): static addresses.
+    pub ips: Vec<String>,
+    /// `MAC` from `CNI_ARGS`: the interface's MAC.
+    pub mac: Option<String>,
 }
 
 impl Env {
     /// Reads the environment through `get` (the process environment in the binary).
     pub fn read(get: impl Fn(&str) -> Option<String>) -> Env {
         let args = get("CNI_ARGS").unwrap_or_default();
-        let pod_name = args
-            .split(';')
-            .filter_map(|kv| kv.split_once('='))
-            .find(|(k, _)| *k == "K8S_POD_NAME")
-            .map(|(_, v)| v.to_string())
-            .filter(|v| !v.is_empty());
+        let arg = |key: &str| {
+            args.split(';')
+                .filter_map(|kv| kv.split_once('='))
+                .find(|(k, _)| *k == key)
+                .map(|(_, v)| v.to_string())
+                .filter(|v| !v.is_empty())
+        };
+        let ips = arg("IP")
+            .map(|v| v.split(',').map(String::from).collect())
+            .unwrap_or_default();
         Env {
             command: get("CNI_COMMAND").unwrap_or_default(),
             container_id: get("CNI_CONTAINERID").unwrap_or_default(),
             netns: get("CNI_NETNS").unwrap_or_default(),
             ifname: get("CNI_IFNAME").unwrap_or_default(),
-            pod_name,
+            pod_name: arg("K8S_POD_NAME"),
+            ips,
+            mac: arg("MAC"),
         }
     }
 
@@ -317,16 +375,74 @@ mod tests {
             _ => None,
         });
         assert_eq!(e.pod_name.as_deref(), Some("web"));
+        assert!(e.ips.is_empty() && e.mac.is_none());
+        // podman's one --ip6 (or --ip) and --mac-address.
+        let e = Env::read(|k| match k {
+            "CNI_ARGS" => {
+                Some("IgnoreUnknown=1;K8S_POD_NAME=web;IP=fd00::80;MAC=02:00:00:00:00:80".into())
+            }
+            _ => None,
+        });
+        assert_eq!(e.ips, vec!["fd00::80"]);
+        assert_eq!(e.mac.as_deref(), Some("02:00:00:00:00:80"));
+        let c = NetConf::default();
+        assert_eq!(
+            c.static_ips(&e).unwrap(),
+            (None, Some("fd00::80".parse().unwrap()))
+        );
         assert_eq!(e.require(true).unwrap_err().code, Code::InvalidEnv);
     }
 
     #[test]
-    fn static_ips_take_the_first_ipv4() {
+    fn static_ips_take_the_first_of_each_family() {
         let mut c = NetConf::default();
-        c.runtime.ips = vec!["fd00::5/64".into(), "10.1.2.3/24".into()];
-        assert_eq!(c.static_ip().unwrap(), Some("10.1.2.3".parse().unwrap()));
+        c.runtime.ips = vec!["fd00::5/64".into(), "10.1.2.3/24".into(), "fd00::6".into()];
+        assert_eq!(
+            c.static_ips(&Env::default()).unwrap(),
+            (
+                Some("10.1.2.3".parse().unwrap()),
+                Some("fd00::5".parse().unwrap())
+            )
+        );
+        c.runtime.ips = vec!["10.1.2.3".into()];
+        assert_eq!(c.static_ips(&Env::default()).unwrap().1, None);
         c.runtime.ips = vec!["nonsense".into()];
-        assert_eq!(c.static_ip().unwrap_err().code, Code::InvalidConfig);
+        assert_eq!(
+            c.static_ips(&Env::default()).unwrap_err().code,
+            Code::InvalidConfig
+        );
+    }
+
+    #[test]
+    fn subnets_of_both_families_make_a_dual_stack_network() {
+        let c = NetConf::parse(
+            br#"{"cniVersion":"1.0.0","name":"x","subnet":["10.89.0.0/24","fd00:89::/64"],"gateway":["fd00:89::1"]}"#,
+        )
+        .unwrap();
+        let s = c.network_spec().unwrap();
+        assert_eq!(s.subnet.as_deref(), Some("10.89.0.0/24"));
+        assert_eq!(s.subnet6.as_deref(), Some("fd00:89::/64"));
+        assert_eq!(s.gateway6, Some("fd00:89::1".parse().unwrap()));
+        assert!(s.ipv6 && !s.no_ipv4);
+        let one = NetConf::parse(
+            br#"{"cniVersion":"1.0.0","name":"x","subnet":"10.89.0.0/24","gateway":"10.89.0.1"}"#,
+        )
+        .unwrap()
+        .network_spec()
+        .unwrap();
+        assert_eq!(one.gateway, Some("10.89.0.1".parse().unwrap()));
+        assert!(!one.ipv6);
+        let only6 =
+            NetConf::parse(br#"{"cniVersion":"1.0.0","name":"x","ipv6":true,"ipv4":false}"#)
+                .unwrap()
+                .network_spec()
+                .unwrap();
+        assert!(only6.ipv6 && only6.no_ipv4 && only6.subnet6.is_none());
+        let two = NetConf::parse(
+            br#"{"cniVersion":"1.0.0","name":"x","subnet":["10.1.0.0/24","10.2.0.0/24"]}"#,
+        )
+        .unwrap();
+        assert_eq!(two.network_spec().unwrap_err().code, Code::InvalidConfig);
     }
 
     #[test]

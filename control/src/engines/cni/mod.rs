@@ -16,7 +16,6 @@ use serde_json::{Value, json};
 use crate::api::{AttachReq, Request};
 use crate::client::{Client, ClientError};
 use crate::engines::{self as engine, Listed};
-use crate::state::NetworkSpec;
 use conf::{Env, NetConf};
 use error::{CniError, Code, daemon_down};
 
@@ -74,16 +73,7 @@ fn find<'a>(list: &'a [Listed], env: &Env, network: &str) -> Option<(&'a Listed,
 /// Creates the network from the configuration when the daemon does not have it; returns
 /// whether it is internal.
 fn ensure_network(client: &mut Client, conf: &NetConf) -> Result<bool, CniError> {
-    let spec = NetworkSpec {
-        name: conf.network().to_string(),
-        subnet: conf.subnet.clone(),
-        gateway: conf.gateway,
-        vlan: conf.vlan,
-        internal: conf.internal,
-        mtu: conf.mtu,
-        ..Default::default()
-    };
-    engine::ensure_network(client, &spec)
+    engine::ensure_network(client, &conf.network_spec()?)
         .map(|n| n.internal)
         .map_err(refused)
 }
@@ -136,14 +126,16 @@ fn add(env: &Env, conf: &NetConf) -> Result<Value, CniError> {
         ));
     }
     let name = pick_name(&list, env);
+    let (ip, ip6) = conf.static_ips(env)?;
     let req = AttachReq {
         network: conf.network().to_string(),
         aliases: aliases(conf, env, &name),
         name,
         netns: Some(env.netns.clone()),
         ifname: Some(env.ifname.clone()),
-        ip: conf.static_ip()?,
-        mac: conf.runtime.mac.clone(),
+        ip,
+        ip6,
+        mac: conf.runtime.mac.clone().or_else(|| env.mac.clone()),
         publish: conf.publish_specs()?,
         limits: conf.limits()?,
         id: Some(env.container_id.clone()),
@@ -287,6 +279,7 @@ mod tests {
             netns: "/run/netns/x".into(),
             ifname: ifname.into(),
             pod_name: pod.map(String::from),
+            ..Default::default()
         }
     }
 

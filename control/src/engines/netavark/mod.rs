@@ -4,11 +4,12 @@
 //! the daemon's control socket, as `vswitch-cni` is:
 //!
 //! - `create` (the network JSON on stdin and stdout): creates the vswitch network of the
-//!   same name from the first IPv4 subnet (and gateway, `internal`, options `mtu`,
-//!   `vlan`) when the daemon does not have it, and fills in its subnet and gateway;
-//! - `setup NETNS`: attaches NETNS as the asked interface (static IP and MAC, aliases,
-//!   port mappings published by vswitch) and prints the status block (the interface, its
-//!   address, the gateway as DNS server);
+//!   same name from its subnets, one per family (and gateways, `ipv6_enabled`,
+//!   `internal`, options `mtu`, `vlan`) when the daemon does not have it, and fills in
+//!   its subnets and gateways;
+//! - `setup NETNS`: attaches NETNS as the asked interface (static IPs of either family and
+//!   MAC, aliases, port mappings published by vswitch) and prints the status block (the
+//!   interface, its addresses, the gateway's addresses as DNS servers);
 //! - `teardown NETNS`: detaches (nothing attached is success);
 //! - `info`: the plugin's and the API's versions.
 //!
@@ -74,16 +75,17 @@ fn connect(network: &Network) -> Result<Client, PluginError> {
     })
 }
 
-/// The first IPv4 subnet (IPv6 ones are refused: vswitch is IPv4 only).
-fn ipv4_subnet(network: &Network) -> Result<Option<&Subnet>, PluginError> {
+/// The network's subnets and gateways in `spec`, as podman means them: one subnet per
+/// family; `ipv6_enabled` is dual stack (an IPv4 pool taken when only an IPv6 subnet is
+/// given), and IPv6 subnets alone without it an IPv6-only network.
+fn subnets_by_family(network: &Network, spec: &mut NetworkSpec) -> Result<(), PluginError> {
     let subnets = network.subnets.as_deref().unwrap_or_default();
-    if let Some(s) = subnets.iter().find(|s| s.subnet.contains(':')) {
-        return Err(PluginError::Refused(format!(
-            "subnet {} is IPv6: vswitch networks are IPv4 only",
-            s.subnet
-        )));
-    }
-    Ok(subnets.first())
+    let nets: Vec<String> = subnets.iter().map(|s| s.subnet.clone()).collect();
+    let gateways: Vec<std::net::IpAddr> = subnets.iter().filter_map(|s| s.gateway).collect();
+    spec.ipv6 = network.ipv6_enabled;
+    engine::by_family(spec, &nets, &gateways).map_err(|e| PluginError::Refused(e.to_string()))?;
+    spec.no_ipv4 = spec.subnet.is_none() && spec.subnet6.is_some() && !network.ipv6_enabled;
+    Ok(())
 }
 
 fn option_u32(network: &Network, key: &str) -> Result<Option<u32>, PluginError> {
@@ -98,15 +100,8 @@ fn option_u32(network: &Network, key: &str) -> Result<Option<u32>, PluginError> 
 
 /// The vswitch network as `network_inspect` shows it, creating it when missing.
 fn ensure(client: &mut Client, network: &Network) -> Result<NetworkInspect, PluginError> {
-    let sub = ipv4_subnet(network)?;
-    let gateway = match sub.and_then(|s| s.gateway) {
-        Some(std::net::IpAddr::V4(g)) => Some(g),
-        _ => None,
-    };
-    let spec = NetworkSpec {
+    let mut spec = NetworkSpec {
         name: network.name.clone(),
-        subnet: sub.map(|s| s.subnet.clone()),
-        gateway,
         internal: network.internal,
         no_dns: !network.dns_enabled,
         mtu: option_u32(network, "mtu")?,
@@ -116,23 +111,28 @@ fn ensure(client: &mut Client, network: &Network) -> Result<NetworkInspect, Plug
             .collect(),
         ..Default::default()
     };
+    subnets_by_family(network, &mut spec)?;
     Ok(engine::ensure_network(client, &spec)?)
 }
 
-/// `create`: the network as podman will store it.
+/// `create`: the network as podman will store it (a subnet per family the vswitch
+/// network has, IPv4 first).
 pub fn create(mut network: Network) -> Result<Network, PluginError> {
     if network.name.is_empty() {
         return Err(PluginError::Refused("the network has no name".into()));
     }
     let mut client = connect(&network)?;
     let n = ensure(&mut client, &network)?;
-    if let Some(cfg) = n.ipam.config.first() {
-        network.subnets = Some(vec![Subnet {
-            subnet: cfg.subnet.to_string(),
-            gateway: Some(cfg.gateway),
-            rest: Default::default(),
-        }]);
-    }
+    network.subnets = Some(
+        (n.ipam.config.iter())
+            .map(|cfg| Subnet {
+                subnet: cfg.subnet.to_string(),
+                gateway: Some(cfg.gateway),
+                rest: Default::default(),
+            })
+            .collect(),
+    );
+    network.ipv6_enabled = n.enable_ipv6;
     Ok(network)
 }
 
@@ -165,15 +165,15 @@ pub fn setup(netns: &str, exec: &PluginExec) -> Result<StatusBlock, PluginError>
     let mut client = connect(&exec.network)?;
     ensure(&mut client, &exec.network)?;
     let opts = &exec.network_options;
-    let ip = opts
-        .static_ips
-        .as_deref()
-        .unwrap_or_default()
-        .iter()
-        .find_map(|a| match a {
-            std::net::IpAddr::V4(v4) => Some(*v4),
-            std::net::IpAddr::V6(_) => None,
-        });
+    let statics = opts.static_ips.as_deref().unwrap_or_default();
+    let ip = statics.iter().find_map(|a| match a {
+        std::net::IpAddr::V4(v4) => Some(*v4),
+        std::net::IpAddr::V6(_) => None,
+    });
+    let ip6 = statics.iter().find_map(|a| match a {
+        std::net::IpAddr::V6(v6) => Some(*v6),
+        std::net::IpAddr::V4(_) => None,
+    });
     let name = if crate::state::valid_name(&exec.container_name) {
         exec.container_name.clone()
     } else {
@@ -185,6 +185,7 @@ pub fn setup(netns: &str, exec: &PluginExec) -> Result<StatusBlock, PluginError>
         netns: Some(netns.to_string()),
         ifname: Some(opts.interface_name.clone()),
         ip,
+        ip6,
         mac: opts.static_mac.clone(),
         aliases: opts.aliases.clone().unwrap_or_default(),
         publish: publish_specs(exec)?,
@@ -197,25 +198,28 @@ pub fn setup(netns: &str, exec: &PluginExec) -> Result<StatusBlock, PluginError>
     Ok(status_block(&a))
 }
 
+/// The status block: the interface with an address per family and its gateway, and the
+/// gateway's addresses as DNS servers where it answers DNS.
 fn status_block(a: &Attached) -> StatusBlock {
-    let gateway = a.gateway.map(std::net::IpAddr::V4);
+    use std::net::IpAddr;
+    let v4 = a.ip.map(|ip| NetAddress {
+        gateway: a.gateway.map(IpAddr::V4),
+        ipnet: format!("{ip}/{}", a.prefix.unwrap_or(32)),
+    });
+    let v6 = a.ip6.map(|ip| NetAddress {
+        gateway: a.gateway6.map(IpAddr::V6),
+        ipnet: format!("{ip}/{}", a.prefix6.unwrap_or(128)),
+    });
     let iface = NetInterface {
         mac_address: a.mac.to_string(),
-        subnets: Some(
-            (a.ip.iter())
-                .map(|ip| NetAddress {
-                    gateway,
-                    ipnet: format!("{ip}/{}", a.prefix.unwrap_or(32)),
-                })
-                .collect(),
-        ),
+        subnets: Some(v4.into_iter().chain(v6).collect()),
     };
+    let gateways: Vec<IpAddr> = (a.gateway.map(IpAddr::V4).into_iter())
+        .chain(a.gateway6.map(IpAddr::V6))
+        .collect();
     StatusBlock {
         dns_search_domains: Some(Vec::new()),
-        dns_server_ips: match (gateway, a.dns) {
-            (Some(g), Some(true)) => Some(vec![g]),
-            _ => None,
-        },
+        dns_server_ips: (a.dns == Some(true) && !gateways.is_empty()).then_some(gateways),
         interfaces: Some(HashMap::from([(a.ifname.clone(), iface)])),
     }
 }
@@ -324,17 +328,55 @@ mod tests {
         assert_eq!(v["ipam_options"]["driver"], "host-local");
     }
 
-    #[test]
-    fn ipv6_subnets_and_bad_options_are_refused() {
-        let mut n = Network {
-            subnets: Some(vec![Subnet {
-                subnet: "fd00::/64".into(),
-                ..Default::default()
-            }]),
+    fn subnet(s: &str, gw: Option<&str>) -> Subnet {
+        Subnet {
+            subnet: s.into(),
+            gateway: gw.map(|g| g.parse().unwrap()),
+            ..Default::default()
+        }
+    }
+
+    fn spec_of(subnets: Vec<Subnet>, ipv6_enabled: bool) -> Result<NetworkSpec, PluginError> {
+        let n = Network {
+            subnets: Some(subnets),
+            ipv6_enabled,
             ..Default::default()
         };
-        assert!(ipv4_subnet(&n).is_err());
-        n.options = Some(HashMap::from([("mtu".to_string(), "big".to_string())]));
+        let mut spec = NetworkSpec::default();
+        subnets_by_family(&n, &mut spec).map(|_| spec)
+    }
+
+    #[test]
+    fn podmans_subnets_go_to_their_family() {
+        let dual = vec![
+            subnet("10.89.1.0/24", Some("10.89.1.1")),
+            subnet("fd00:89::/64", Some("fd00:89::1")),
+        ];
+        let s = spec_of(dual, true).unwrap();
+        assert_eq!(s.subnet.as_deref(), Some("10.89.1.0/24"));
+        assert_eq!(s.subnet6.as_deref(), Some("fd00:89::/64"));
+        assert_eq!(s.gateway6, Some("fd00:89::1".parse().unwrap()));
+        assert!(s.ipv6 && !s.no_ipv4);
+        // --ipv6 alone: dual stack, both prefixes taken by the daemon.
+        let s = spec_of(Vec::new(), true).unwrap();
+        assert!(s.ipv6 && !s.no_ipv4 && s.subnet.is_none());
+        // An IPv6 subnet alone: IPv6-only, as podman makes it; with --ipv6, dual stack.
+        let s = spec_of(vec![subnet("fd00:89::/64", None)], false).unwrap();
+        assert!(s.ipv6 && s.no_ipv4);
+        let s = spec_of(vec![subnet("fd00:89::/64", None)], true).unwrap();
+        assert!(s.ipv6 && !s.no_ipv4);
+        let s = spec_of(vec![subnet("10.89.1.0/24", None)], false).unwrap();
+        assert!(!s.ipv6 && !s.no_ipv4);
+        let two = vec![subnet("fd00:1::/64", None), subnet("fd00:2::/64", None)];
+        assert!(spec_of(two, true).is_err());
+    }
+
+    #[test]
+    fn bad_options_are_refused() {
+        let n = Network {
+            options: Some(HashMap::from([("mtu".to_string(), "big".to_string())])),
+            ..Default::default()
+        };
         assert!(option_u32(&n, "mtu").is_err());
     }
 
@@ -366,7 +408,23 @@ mod tests {
             v["interfaces"]["eth0"]["subnets"][0]["ipnet"],
             "10.89.1.5/24"
         );
-        assert_eq!(v["dns_server_ips"][0], "10.89.1.1");
+        assert_eq!(v["dns_server_ips"], serde_json::json!(["10.89.1.1"]));
+        // Dual stack: an address per family, each with its gateway, both as DNS servers.
+        let dual = Attached {
+            ip6: Some("fd00:89::5".parse().unwrap()),
+            prefix6: Some(64),
+            gateway6: Some("fd00:89::1".parse().unwrap()),
+            ..a
+        };
+        let v = serde_json::to_value(status_block(&dual)).unwrap();
+        let subnets = &v["interfaces"]["eth0"]["subnets"];
+        assert_eq!(subnets[1]["ipnet"], "fd00:89::5/64");
+        assert_eq!(subnets[1]["gateway"], "fd00:89::1");
+        assert_eq!(subnets[0]["gateway"], "10.89.1.1");
+        assert_eq!(
+            v["dns_server_ips"],
+            serde_json::json!(["10.89.1.1", "fd00:89::1"])
+        );
     }
 
     #[test]

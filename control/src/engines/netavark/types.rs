@@ -23,6 +23,9 @@ pub struct Network {
     pub dns_enabled: bool,
     #[serde(default)]
     pub subnets: Option<Vec<Subnet>>,
+    /// IPv6 on (`podman network create --ipv6`): dual stack.
+    #[serde(default)]
+    pub ipv6_enabled: bool,
     #[serde(default)]
     pub options: Option<HashMap<String, String>>,
     /// The network's resolvers (`podman network create --dns`).
@@ -35,7 +38,7 @@ pub struct Network {
 /// One subnet of a network.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Subnet {
-    /// CIDR, e.g. `10.89.0.0/24` (IPv6 subnets are refused: vswitch is IPv4 only).
+    /// CIDR, e.g. `10.89.0.0/24` or `fd00:89::/64`.
     pub subnet: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway: Option<IpAddr>,
@@ -99,7 +102,7 @@ pub struct NetInterface {
 #[derive(Debug, Clone, Serialize)]
 pub struct NetAddress {
     pub gateway: Option<IpAddr>,
-    /// `10.89.0.2/24`.
+    /// `10.89.0.2/24`, `fd00:89::2/64`.
     pub ipnet: String,
 }
 
