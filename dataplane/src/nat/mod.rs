@@ -12,7 +12,10 @@
 //! thing seen from the two ends, and are rewritten the same way.
 //!
 //! - [`table`]: the flow table (lock-free lookups, bounded, never evicting live flows).
-//! - [`rewrite`]: header parsing and in-place rewrites with incremental checksums.
+//! - [`af`]: the address family a table holds ([`V4`], [`V6`]): how tuples are packed.
+//! - [`rewrite`]: header parsing and in-place rewrites with incremental checksums, and
+//!   the flow logic both families share; `rewrite6`: the IPv6 packet's side of it
+//!   (NAT66 masquerade, and the routed mode's tracking).
 //!
 //! Timeouts (seconds; Linux's defaults, except established TCP which follows OVS's
 //! 24 hours so a full table drains in a day rather than five):
@@ -29,9 +32,12 @@
 //! | UDP, replies seen | 120 |
 //! | ICMP echo | 30 |
 
+pub mod af;
 pub mod rewrite;
+mod rewrite6;
 pub mod table;
 
+pub use af::{Af, V4, V6};
 pub use rewrite::{Nat, NatDrop, NatVerdict};
 pub use table::{FlowInfo, FlowTable, NatCounters, Tuple};
 
