@@ -488,6 +488,7 @@ pub enum PortCmd {
 #[derive(Subcommand, Debug)]
 pub enum UplinkCmd {
     /// socket | none | --tap IFNAME|--netns PATH --address CIDR [--next-hop IP] [--mtu N]
+    /// [--address6 CIDR [--next-hop6 IP]]
     Set {
         /// socket or none (omit with --tap/--netns).
         mode: Option<String>,
@@ -502,6 +503,13 @@ pub enum UplinkCmd {
         /// MTU of the outside segment (default 1500).
         #[arg(long)]
         mtu: Option<u32>,
+        /// vswitch's IPv6 address on the segment (ADDR/N): networks with IPv6 leave
+        /// through it (NAT66), or are routed as they are (`--no-masquerade`).
+        #[arg(long)]
+        address6: Option<String>,
+        /// The IPv6 router beyond the segment.
+        #[arg(long)]
+        next_hop6: Option<std::net::Ipv6Addr>,
     },
     /// Show the uplink.
     Show,
@@ -852,6 +860,8 @@ fn uplink_request(cmd: UplinkCmd) -> Result<Request, CliError> {
         address,
         next_hop,
         mtu,
+        address6,
+        next_hop6,
     } = cmd
     else {
         return Ok(Request::UplinkShow);
@@ -877,6 +887,8 @@ fn uplink_request(cmd: UplinkCmd) -> Result<Request, CliError> {
         address,
         next_hop,
         mtu,
+        address6,
+        next_hop6,
     }))
 }
 

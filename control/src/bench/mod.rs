@@ -489,6 +489,7 @@ fn nat_snapshot(p: &Params, plan: &NatPlan) -> (Snapshot, Vec<Vec<u16>>) {
         next_hop: Some(Ipv4Addr::new(198, 51, 100, 1)),
         mtu: 1500,
         rules: dataplane::nat::DnatRules::default(),
+        v6: None,
         hosts,
     });
     snap.rebuild();

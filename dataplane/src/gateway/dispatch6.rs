@@ -94,6 +94,10 @@ impl Gateway {
             }
             return Verdict::Done;
         }
+        // Punted by the workers on the way out the packet uplink.
+        if self.packet_routed6(f, &net, out) {
+            return Verdict::Done;
+        }
         if p.hops <= 1 {
             self.icmp6_error(f, &net, (Icmpv6Type::TIME_EXCEEDED, 0), 0, out);
             return Verdict::Done;

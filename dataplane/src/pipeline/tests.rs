@@ -999,6 +999,7 @@ mod nat_prop {
                 ip: INSIDE,
                 port: 80,
             }]),
+            v6: None,
             hosts: vec![(DomainId(0), INSIDE, mac(2))],
         });
         r.snap.rebuild();
