@@ -239,3 +239,43 @@ fn packet_too_big_from_a_smaller_uplink_mtu_reaches_the_container() {
     let peer = tcp_through(&s, 7205);
     assert!(saw(&peer, &s.ext6), "{peer}");
 }
+
+#[test]
+#[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
+fn packet_too_big_from_a_router_beyond_is_translated_back_to_the_container() {
+    // The outside host routes to a far host over a link of MTU 1300.
+    let s = seg6(4, &[], &["--next-hop6", "2001:db8:66:4::1"]);
+    let far = Netns::new("far6");
+    s.out.must(&format!(
+        "sysctl -qw net.ipv6.conf.all.forwarding=1 && \
+         ip link add up0 mtu 1300 type veth peer name dn0 netns {} && \
+         ip link set up0 up && ip -6 addr add 2001:db8:77:4::1/64 dev up0 nodad",
+        far.name
+    ));
+    far.must(
+        "ip link set dn0 up && ip -6 addr add 2001:db8:77:4::2/64 dev dn0 nodad && \
+         ip -6 route add default via 2001:db8:77:4::1",
+    );
+    retry(&s.c, "ping -6 -c 1 -W 2 2001:db8:77:4::2");
+    // Too big for the far link: the router's packet too big, about the translated
+    // packet and sent to vswitch's address, reaches the container translated back.
+    let o = s.c.sh("ping -6 -c 1 -W 2 -M do -s 1400 2001:db8:77:4::2");
+    let text = format!("{}{}", o.stdout_text(), o.stderr_text());
+    assert!(
+        text.contains("Packet too big") && text.contains("1300"),
+        "no packet too big from the router: {text}"
+    );
+    let route = s.c.must("ip -6 route get 2001:db8:77:4::2");
+    assert!(route.contains("mtu 1300"), "path MTU not learnt: {route}");
+    // And TCP over that path delivers everything.
+    let _t = tcp_digest(&far, 7206);
+    let file = std::env::temp_dir().join(format!("vswitch-t-nat66-far-{}", std::process::id()));
+    let f = file.display();
+    s.c.must(&format!("head -c 300000 /dev/urandom > {f}"));
+    let want = sha256(&s.c.must(&format!("sha256sum {f}")));
+    let got = retry(&s.c, &format!("socat -T 5 - TCP6:[2001:db8:77:4::2]:7206 < {f}"));
+    let _ = std::fs::remove_file(&file);
+    let mut lines = got.lines();
+    assert!(saw(lines.next().unwrap_or_default(), &s.ext6), "{got}");
+    assert_eq!(sha256(lines.next().unwrap_or_default()), want, "{got}");
+}
