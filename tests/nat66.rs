@@ -273,7 +273,10 @@ fn packet_too_big_from_a_router_beyond_is_translated_back_to_the_container() {
     let f = file.display();
     s.c.must(&format!("head -c 300000 /dev/urandom > {f}"));
     let want = sha256(&s.c.must(&format!("sha256sum {f}")));
-    let got = retry(&s.c, &format!("socat -T 5 - TCP6:[2001:db8:77:4::2]:7206 < {f}"));
+    let got = retry(
+        &s.c,
+        &format!("socat -T 5 - TCP6:[2001:db8:77:4::2]:7206 < {f}"),
+    );
     let _ = std::fs::remove_file(&file);
     let mut lines = got.lines();
     assert!(saw(lines.next().unwrap_or_default(), &s.ext6), "{got}");

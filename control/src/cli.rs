@@ -540,6 +540,8 @@ pub enum ScenarioArg {
     L2v6,
     Vlan,
     Nat,
+    /// The nat scenario with IPv6/UDP frames (NAT66).
+    Nat66,
     All,
 }
 
@@ -899,7 +901,14 @@ fn bench(a: BenchArgs) -> Result<(), CliError> {
         ScenarioArg::L2v6 => vec![Scenario::L2v6],
         ScenarioArg::Vlan => vec![Scenario::Vlan],
         ScenarioArg::Nat => vec![Scenario::Nat],
-        ScenarioArg::All => vec![Scenario::L2, Scenario::L2v6, Scenario::Vlan, Scenario::Nat],
+        ScenarioArg::Nat66 => vec![Scenario::Nat66],
+        ScenarioArg::All => vec![
+            Scenario::L2,
+            Scenario::L2v6,
+            Scenario::Vlan,
+            Scenario::Nat,
+            Scenario::Nat66,
+        ],
     };
     let mut results = Vec::new();
     let mut skipped = Vec::new();
