@@ -894,9 +894,10 @@ fn uplink_request(cmd: UplinkCmd) -> Result<Request, CliError> {
     }))
 }
 
-fn bench(a: BenchArgs) -> Result<(), CliError> {
-    use crate::bench::{self, Params, Scenario};
-    let scenarios: Vec<Scenario> = match a.scenario {
+/// The scenarios `--scenario` names.
+fn scenarios_of(scenario: &ScenarioArg) -> Vec<crate::bench::Scenario> {
+    use crate::bench::Scenario;
+    match scenario {
         ScenarioArg::L2 => vec![Scenario::L2],
         ScenarioArg::L2v6 => vec![Scenario::L2v6],
         ScenarioArg::Vlan => vec![Scenario::Vlan],
@@ -909,7 +910,12 @@ fn bench(a: BenchArgs) -> Result<(), CliError> {
             Scenario::Nat,
             Scenario::Nat66,
         ],
-    };
+    }
+}
+
+fn bench(a: BenchArgs) -> Result<(), CliError> {
+    use crate::bench::{self, Params, Scenario};
+    let scenarios = scenarios_of(&a.scenario);
     let mut results = Vec::new();
     let mut skipped = Vec::new();
     for s in scenarios {
