@@ -1,6 +1,7 @@
 //! Connection tracking and NAT for the packet uplink: masquerade (SNAT) of everything a
 //! network sends out, DNAT of published ports, hairpin, as iptables MASQUERADE/DNAT
-//! with nf_conntrack do, in userspace.
+//! with nf_conntrack do, in userspace; for IPv6, NAT66 masquerade or the routed mode's
+//! tracking (a flow table per address family, one code for both).
 //!
 //! A flow has two keys: its **inside** tuple (as the container sees it: container
 //! address and port, remote address and port) and its **outside** tuple (remote address
@@ -30,7 +31,7 @@
 //! | TCP closed (RST) | 10 |
 //! | UDP, one direction only | 30 |
 //! | UDP, replies seen | 120 |
-//! | ICMP echo | 30 |
+//! | ICMP (and ICMPv6) echo | 30 |
 
 pub mod af;
 pub mod rewrite;
