@@ -1511,7 +1511,10 @@ mod nat6 {
         let (mut r, nat, neigh) = rig6(true, 1500);
         let ext_mac = MacAddr::from_ipv4(Ipv4Addr::new(198, 51, 100, 2));
         let probe = udp6((ext_mac, HOP), (FAR, 53), (INSIDE6, 5000), 10);
-        assert!(who_got(&r.run_full(1, &[probe.clone()], 0, Some((&nat, &neigh)))).is_empty());
+        assert!(
+            who_got(&r.run_full(1, std::slice::from_ref(&probe), 0, Some((&nat, &neigh))))
+                .is_empty()
+        );
         let f = udp6((GW, mac(2)), (INSIDE6, 5000), (FAR, 53), 10);
         let sent = r.run_full(2, &[f], 0, Some((&nat, &neigh)));
         assert_eq!(addrs(&sent[1][0]).0, INSIDE6, "not rewritten");
