@@ -110,6 +110,11 @@ pub struct UplinkReq {
     pub next_hop: Option<Ipv4Addr>,
     #[serde(default)]
     pub mtu: Option<u32>,
+    /// vswitch's IPv6 address on the segment (`ADDR/N`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address6: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_hop6: Option<std::net::Ipv6Addr>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -488,6 +488,7 @@ pub enum PortCmd {
 #[derive(Subcommand, Debug)]
 pub enum UplinkCmd {
     /// socket | none | --tap IFNAME|--netns PATH --address CIDR [--next-hop IP] [--mtu N]
+    /// [--address6 CIDR [--next-hop6 IP]]
     Set {
         /// socket or none (omit with --tap/--netns).
         mode: Option<String>,
@@ -502,6 +503,13 @@ pub enum UplinkCmd {
         /// MTU of the outside segment (default 1500).
         #[arg(long)]
         mtu: Option<u32>,
+        /// vswitch's IPv6 address on the segment (ADDR/N): networks with IPv6 leave
+        /// through it (NAT66), or are routed as they are (`--no-masquerade`).
+        #[arg(long)]
+        address6: Option<String>,
+        /// The IPv6 router beyond the segment.
+        #[arg(long)]
+        next_hop6: Option<std::net::Ipv6Addr>,
     },
     /// Show the uplink.
     Show,
@@ -532,6 +540,8 @@ pub enum ScenarioArg {
     L2v6,
     Vlan,
     Nat,
+    /// The nat scenario with IPv6/UDP frames (NAT66).
+    Nat66,
     All,
 }
 
@@ -852,6 +862,8 @@ fn uplink_request(cmd: UplinkCmd) -> Result<Request, CliError> {
         address,
         next_hop,
         mtu,
+        address6,
+        next_hop6,
     } = cmd
     else {
         return Ok(Request::UplinkShow);
@@ -877,18 +889,33 @@ fn uplink_request(cmd: UplinkCmd) -> Result<Request, CliError> {
         address,
         next_hop,
         mtu,
+        address6,
+        next_hop6,
     }))
 }
 
-fn bench(a: BenchArgs) -> Result<(), CliError> {
-    use crate::bench::{self, Params, Scenario};
-    let scenarios: Vec<Scenario> = match a.scenario {
+/// The scenarios `--scenario` names.
+fn scenarios_of(scenario: &ScenarioArg) -> Vec<crate::bench::Scenario> {
+    use crate::bench::Scenario;
+    match scenario {
         ScenarioArg::L2 => vec![Scenario::L2],
         ScenarioArg::L2v6 => vec![Scenario::L2v6],
         ScenarioArg::Vlan => vec![Scenario::Vlan],
         ScenarioArg::Nat => vec![Scenario::Nat],
-        ScenarioArg::All => vec![Scenario::L2, Scenario::L2v6, Scenario::Vlan, Scenario::Nat],
-    };
+        ScenarioArg::Nat66 => vec![Scenario::Nat66],
+        ScenarioArg::All => vec![
+            Scenario::L2,
+            Scenario::L2v6,
+            Scenario::Vlan,
+            Scenario::Nat,
+            Scenario::Nat66,
+        ],
+    }
+}
+
+fn bench(a: BenchArgs) -> Result<(), CliError> {
+    use crate::bench::{self, Params, Scenario};
+    let scenarios = scenarios_of(&a.scenario);
     let mut results = Vec::new();
     let mut skipped = Vec::new();
     for s in scenarios {

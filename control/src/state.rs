@@ -248,6 +248,15 @@ pub enum Uplink {
         /// The segment's MTU (default [`DEFAULT_UPLINK_MTU`]).
         #[serde(default)]
         mtu: Option<u16>,
+        /// vswitch's IPv6 address on the segment (none: IPv6 does not leave).
+        #[serde(
+            default,
+            skip_serializing_if = "Option::is_none",
+            with = "crate::net::cidr_opt"
+        )]
+        address6: Option<Ipv6Cidr>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        next_hop6: Option<Ipv6Addr>,
     },
 }
 

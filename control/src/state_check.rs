@@ -570,6 +570,8 @@ mod tests {
                     address: "172.18.0.9/24".parse().expect("cidr"),
                     next_hop: None,
                     mtu: None,
+                    address6: None,
+                    next_hop6: None,
                 }
             },
             "overlaps network \"front\"",

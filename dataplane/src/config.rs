@@ -263,6 +263,55 @@ pub struct UplinkConf {
     /// (domain, address) -> MAC of every addressed port, sorted, for delivering
     /// translated packets.
     pub hosts: Vec<(DomainId, Ipv4Addr, MacAddr)>,
+    /// IPv6 on the segment (None: the uplink carries IPv4 only).
+    pub v6: Option<Uplink6>,
+}
+
+/// The packet uplink's IPv6: vswitch's address on the segment, where routed IPv6
+/// leaves, and how each network's IPv6 does (NAT66 masquerade, or routed as it is).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Uplink6 {
+    pub ext_ip: Ipv6Addr,
+    /// The segment's prefix (addresses in it are reached without the next hop).
+    pub prefix: Ipv6Cidr,
+    pub next_hop: Option<Ipv6Addr>,
+    /// Every network's IPv6 prefix: routed traffic never goes to these.
+    pub inside: Vec<Ipv6Cidr>,
+    /// The networks whose IPv6 is routed as it is (masquerade off, not internal),
+    /// sorted.
+    pub routed: Vec<DomainId>,
+    /// (domain, address) -> MAC of every port with an IPv6 address, sorted.
+    pub hosts: Vec<(DomainId, Ipv6Addr, MacAddr)>,
+}
+
+impl Uplink6 {
+    /// Whether `ip` is on the segment itself.
+    #[inline]
+    pub fn on_link(&self, ip: Ipv6Addr) -> bool {
+        self.prefix.contains(ip)
+    }
+
+    /// Whether `ip` is in some network (never routed out).
+    #[inline]
+    pub fn is_inside(&self, ip: Ipv6Addr) -> bool {
+        self.inside.iter().any(|p| p.contains(ip))
+    }
+
+    /// Whether `domain`'s IPv6 is routed as it is (else masqueraded, where it leaves).
+    #[inline]
+    pub fn routes(&self, domain: DomainId) -> bool {
+        self.routed.binary_search(&domain).is_ok()
+    }
+
+    /// The MAC of a port addressed `ip` in `domain`.
+    #[inline]
+    pub fn host_mac(&self, domain: DomainId, ip: Ipv6Addr) -> Option<MacAddr> {
+        self.hosts
+            .binary_search_by_key(&(domain, ip), |h| (h.0, h.1))
+            .ok()
+            .and_then(|i| self.hosts.get(i))
+            .map(|h| h.2)
+    }
 }
 
 impl UplinkConf {

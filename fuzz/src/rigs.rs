@@ -184,7 +184,8 @@ pub mod pipeline {
             next_hop: Some(Ipv4Addr::new(198, 51, 100, 1)),
             mtu: 1500,
             rules: DnatRules::new(vec![rule]),
-            hosts: vec![(DomainId(0), c2, MacAddr::from_ipv4(c2))],
+            v6: None,
+        hosts: vec![(DomainId(0), c2, MacAddr::from_ipv4(c2))],
         });
         snap.rebuild();
         snap

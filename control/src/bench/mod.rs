@@ -32,6 +32,8 @@ pub enum Scenario {
     L2v6,
     Vlan,
     Nat,
+    /// As `Nat`, the frames IPv6/UDP: NAT66 through the IPv6 flow table.
+    Nat66,
 }
 
 impl Scenario {
@@ -41,6 +43,7 @@ impl Scenario {
             Scenario::L2v6 => "l2v6",
             Scenario::Vlan => "vlan",
             Scenario::Nat => "nat",
+            Scenario::Nat66 => "nat66",
         }
     }
 }
@@ -379,20 +382,44 @@ struct NatPlan {
     hop_mac: MacAddr,
     gw_mac: MacAddr,
     frame_size: usize,
+    /// NAT66: the same flows over IPv6 (the addresses' IPv6 twins).
+    v6: bool,
 }
+
+/// The uplink's IPv6 address in the NAT66 scenario, and its next hop.
+const EXT6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xff, 0, 0, 0, 0, 2);
+const HOP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xff, 0, 0, 0, 0, 1);
 
 impl NatPlan {
     fn container(w: usize) -> Ipv4Addr {
         Ipv4Addr::new(172, 17, 0, 2 + w as u8)
     }
 
+    fn container6(w: usize) -> Ipv6Addr {
+        Ipv6Addr::new(0xfd00, 0x17, 0, 0, 0, 0, 0, 2 + w as u16)
+    }
+
     fn remote(k: usize) -> Ipv4Addr {
         Ipv4Addr::new(203, 0, (113 + (k >> 16) % 8) as u8, ((k >> 8) & 0xff) as u8)
     }
 
+    fn remote6(k: usize) -> Ipv6Addr {
+        let k = k as u32;
+        Ipv6Addr::new(0x2001, 0xdb8, 113, 0, 0, 0, (k >> 16) as u16, k as u16)
+    }
+
+    /// A UDP frame of the plan's family (`v6`: the IPv6 addresses given).
+    fn frame(&self, spec: UdpSpec, v6: (Ipv6Addr, Ipv6Addr)) -> Vec<u8> {
+        if self.v6 {
+            udp6_frame(&spec, v6)
+        } else {
+            udp_frame(&spec)
+        }
+    }
+
     /// Container `w`'s frame of flow `k` toward the remote end.
     fn outbound(&self, w: usize, k: usize, sport: u16) -> Vec<u8> {
-        udp_frame(&UdpSpec {
+        let spec = UdpSpec {
             dst: self.gw_mac,
             src: MacAddr::from_ipv4(Self::container(w)),
             vlan: None,
@@ -401,12 +428,13 @@ impl NatPlan {
             dip: Self::remote(k),
             sport,
             dport: 5201,
-        })
+        };
+        self.frame(spec, (Self::container6(w), Self::remote6(k)))
     }
 
     /// The remote end's answer of flow `k`, to the external port it got.
     fn inbound(&self, k: usize, eport: u16) -> Vec<u8> {
-        udp_frame(&UdpSpec {
+        let spec = UdpSpec {
             dst: self.ext_mac,
             src: self.hop_mac,
             vlan: None,
@@ -415,7 +443,28 @@ impl NatPlan {
             dip: self.ext,
             sport: 5201,
             dport: eport,
-        })
+        };
+        self.frame(spec, (Self::remote6(k), EXT6))
+    }
+
+    /// Translates a packet from a container (NAT or NAT66).
+    fn translate_out(&self, nat: &dataplane::nat::Nat, ip: &mut [u8]) {
+        let rules = dataplane::nat::DnatRules::default();
+        let _ = if self.v6 {
+            nat.outbound6(ip, 0, Some(EXT6), false, 0).map(|_| ())
+        } else {
+            nat.outbound(ip, 0, self.ext, &rules, false, 0).map(|_| ())
+        };
+    }
+
+    /// Translates a packet from the outside (NAT or NAT66).
+    fn translate_in(&self, nat: &dataplane::nat::Nat, ip: &mut [u8]) {
+        let rules = dataplane::nat::DnatRules::default();
+        let _ = if self.v6 {
+            nat.inbound6(ip, Some(EXT6), false, 0).map(|_| ())
+        } else {
+            nat.inbound(ip, self.ext, &rules, false, 0).map(|_| ())
+        };
     }
 }
 
@@ -426,12 +475,16 @@ fn l3_of(frame: &[u8]) -> Vec<u8> {
         .unwrap_or_default()
 }
 
-/// The source port of a UDP packet (0 when it is not one).
+/// The source port of a UDP packet of either family (0 when it is not one).
 fn udp_src_port(ip: &[u8]) -> u16 {
-    let Ok(p) = dataplane::wire::Ipv4Packet::new_checked(ip) else {
+    let payload = match ip.first().map(|b| b >> 4) {
+        Some(6) => dataplane::wire::Ipv6Packet::new_checked(ip).map(|p| p.payload().to_vec()),
+        _ => dataplane::wire::Ipv4Packet::new_checked(ip).map(|p| p.payload().to_vec()),
+    };
+    let Ok(payload) = payload else {
         return 0;
     };
-    dataplane::wire::UdpPacket::new_checked(p.payload())
+    dataplane::wire::UdpPacket::new_checked(&payload[..])
         .map(|u| u.src_port())
         .unwrap_or(0)
 }
@@ -443,6 +496,12 @@ fn nat_snapshot(p: &Params, plan: &NatPlan) -> (Snapshot, Vec<Vec<u16>>) {
     let mut dom = domain("nat", None, 1);
     if let Some(d) = dom.as_mut() {
         d.egress = true;
+        if plan.v6 {
+            d.v6 = Some(dataplane::config::Net6::of(
+                Ipv6Addr::new(0xfd00, 0x17, 0, 0, 0, 0, 0, 1),
+                64,
+            ));
+        }
     }
     let mut snap = Snapshot {
         domains: vec![dom],
@@ -473,7 +532,7 @@ fn nat_snapshot(p: &Params, plan: &NatPlan) -> (Snapshot, Vec<Vec<u16>>) {
             pc.security = Some(dataplane::config::Security {
                 mac: MacAddr::from_ipv4(c),
                 ip: Some(c),
-                ip6: None,
+                ip6: Some(NatPlan::container6(w)),
             });
         }
         snap.ports.push(pc);
@@ -481,6 +540,23 @@ fn nat_snapshot(p: &Params, plan: &NatPlan) -> (Snapshot, Vec<Vec<u16>>) {
         hosts.push((DomainId(0), c, MacAddr::from_ipv4(c)));
     }
     hosts.sort_by_key(|h| (h.0, h.1));
+    let hosts6 = (0..p.workers)
+        .map(|w| {
+            (
+                DomainId(0),
+                NatPlan::container6(w),
+                MacAddr::from_ipv4(NatPlan::container(w)),
+            )
+        })
+        .collect();
+    let v6 = plan.v6.then(|| dataplane::config::Uplink6 {
+        ext_ip: EXT6,
+        prefix: dataplane::wire::Ipv6Cidr::new(EXT6, 64).network(),
+        next_hop: Some(HOP6),
+        inside: vec![dataplane::wire::Ipv6Cidr::new(NatPlan::container6(0), 64).network()],
+        routed: Vec::new(),
+        hosts: hosts6,
+    });
     snap.uplink = Some(UplinkConf {
         ext_ip: plan.ext,
         ext_mac: plan.ext_mac,
@@ -489,6 +565,7 @@ fn nat_snapshot(p: &Params, plan: &NatPlan) -> (Snapshot, Vec<Vec<u16>>) {
         next_hop: Some(Ipv4Addr::new(198, 51, 100, 1)),
         mtu: 1500,
         rules: dataplane::nat::DnatRules::default(),
+        v6,
         hosts,
     });
     snap.rebuild();
@@ -532,7 +609,6 @@ impl Spent {
 /// between (the replies, which need the port chosen) the measured loops.
 fn establish_flows(nat: &dataplane::nat::Nat, plan: &NatPlan, p: &Params) -> Established {
     let (workers, per) = (p.workers, p.flows.div_ceil(p.workers).max(1));
-    let rules = dataplane::nat::DnatRules::default();
     let mut unavailable = None;
     let counter = counter::start_if(p.instructions, &mut unavailable);
     let mut ext_ports = Vec::new();
@@ -544,7 +620,7 @@ fn establish_flows(nat: &dataplane::nat::Nat, plan: &NatPlan, p: &Params) -> Est
             .collect();
         spent.add(counter.as_ref(), || {
             for ip in &mut out {
-                let _ = nat.outbound(ip, 0, plan.ext, &rules, false, 0);
+                plan.translate_out(nat, ip);
             }
         });
         let eports: Vec<u16> = out.iter().map(|ip| udp_src_port(ip)).collect();
@@ -553,7 +629,7 @@ fn establish_flows(nat: &dataplane::nat::Nat, plan: &NatPlan, p: &Params) -> Est
             .collect();
         spent.add(counter.as_ref(), || {
             for ip in &mut back {
-                let _ = nat.inbound(ip, plan.ext, &rules, false, 0);
+                plan.translate_in(nat, ip);
             }
         });
         ext_ports.push(sports.into_iter().zip(eports).collect());
@@ -581,6 +657,7 @@ fn setup_nat(p: &Params) -> Result<Setup, BenchError> {
             .map(|d| d.gateway_mac)
             .unwrap_or_default(),
         frame_size: p.frame_size,
+        v6: p.scenario == Scenario::Nat66,
     };
     let per = p.flows.div_ceil(p.workers).max(1);
     let (snap, slots) = nat_snapshot(p, &plan);
@@ -589,6 +666,7 @@ fn setup_nat(p: &Params) -> Result<Setup, BenchError> {
     let nat = Arc::new(Nat::with_quota(max, max));
     let neigh = Arc::new(Neighbours::default());
     neigh.set_next_hop(Some(plan.hop_mac));
+    neigh.v6.set_next_hop(Some(plan.hop_mac));
     let fdb = Arc::new(Fdb::new(1024));
     {
         let r = fdb.pin();
@@ -634,7 +712,7 @@ fn setup_nat(p: &Params) -> Result<Setup, BenchError> {
 /// Builds the ports, snapshot, FDB (filled) and workers of a scenario.
 pub fn setup(p: &Params) -> Result<Setup, BenchError> {
     validate(p)?;
-    if p.scenario == Scenario::Nat {
+    if matches!(p.scenario, Scenario::Nat | Scenario::Nat66) {
         return setup_nat(p);
     }
     let (domains, workers) = plan(p);
@@ -1075,17 +1153,22 @@ mod tests {
 
     #[test]
     fn nat_scenario_translates_every_frame_both_ways() {
-        for port_security in [false, true] {
-            let o = run(&Params {
-                scenario: Scenario::Nat,
-                seconds: 0.2,
-                flows: 4096,
-                port_security,
-                ..Default::default()
-            })
-            .unwrap();
-            assert!(o.frames > 0);
-            assert_eq!(o.sent, o.frames, "every frame translated and sent");
+        for scenario in [Scenario::Nat, Scenario::Nat66] {
+            for port_security in [false, true] {
+                let o = run(&Params {
+                    scenario,
+                    seconds: 0.2,
+                    flows: 4096,
+                    port_security,
+                    ..Default::default()
+                })
+                .unwrap();
+                assert!(o.frames > 0, "{scenario:?}");
+                assert_eq!(
+                    o.sent, o.frames,
+                    "{scenario:?}: every frame translated and sent"
+                );
+            }
         }
     }
 

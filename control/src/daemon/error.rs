@@ -94,6 +94,17 @@ pub enum DaemonError {
     UnusableAddress(Ipv4Cidr),
     #[error("next hop {hop} is not another address of {segment}")]
     BadNextHop { hop: Ipv4Addr, segment: Ipv4Cidr },
+    #[error("--next-hop6 needs --address6: vswitch's IPv6 address on the segment")]
+    NoUplinkAddress6,
+    #[error(
+        "{0} is not a usable IPv6 address with its prefix (a global or unique local one, e.g. 2001:db8:ff::2/64)"
+    )]
+    UnusableAddress6(crate::net::Ipv6Cidr),
+    #[error("IPv6 next hop {hop} is neither another address of {segment} nor link-local")]
+    BadNextHop6 {
+        hop: std::net::Ipv6Addr,
+        segment: crate::net::Ipv6Cidr,
+    },
     #[error("uplink MTU {mtu} is out of range: use 576 to {top}")]
     UplinkMtu { mtu: u32, top: u32 },
     #[error("unknown uplink mode {0:?}: use socket, none, or --tap/--netns with --address")]

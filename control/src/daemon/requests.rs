@@ -343,22 +343,8 @@ impl Daemon {
             })
             .collect();
         let now = self.rt.epoch.elapsed().as_secs() as u32;
-        for f in self.rt.nat.table.list(now) {
-            let proto = match f.proto {
-                dataplane::wire::IpProtocol::Tcp => "tcp",
-                dataplane::wire::IpProtocol::Udp => "udp",
-                _ => "icmp",
-            };
-            v.push(ConntrackRow {
-                protocol: proto.into(),
-                inside: format!("{}:{}", f.inside.src, f.inside.sport),
-                outside: format!("{}:{}", f.outside.dst, f.outside.dport),
-                remote: Some(format!("{}:{}", f.inside.dst, f.inside.dport)),
-                state: f.state.into(),
-                expires_in: Some(f.expires_in),
-                uplink: "packet".into(),
-            });
-        }
+        v.extend(self.rt.nat.table.list(now).into_iter().map(packet_row));
+        v.extend(self.rt.nat.table6.list(now).into_iter().map(packet_row));
         Ok(v)
     }
 
@@ -366,7 +352,7 @@ impl Daemon {
         let n = self
             .rt
             .gateway_call(|g, ctx| g.flush_uplink_flows(ctx.registry))?;
-        let m = self.rt.nat.table.flush();
+        let m = self.rt.nat.table.flush() + self.rt.nat.table6.flush();
         Ok(Flushed { flushed: n + m })
     }
 
@@ -471,16 +457,21 @@ impl Daemon {
     }
 
     pub(super) fn packet_nat_counters(&self) -> PacketNatCounters {
-        let t = &self.rt.nat.table;
+        // Both families' tables, each of `limit` flows.
+        let (t, t6) = (&self.rt.nat.table, &self.rt.nat.table6);
+        let (c, c6) = (&t.counters, &t6.counters);
+        let sum = |a: &std::sync::atomic::AtomicU64, b: &std::sync::atomic::AtomicU64| {
+            a.load(Relaxed) + b.load(Relaxed)
+        };
         PacketNatCounters {
-            flows: t.len(),
+            flows: t.len() + t6.len(),
             limit: t.max_flows(),
-            created: t.counters.created.load(Relaxed),
-            refused_full: t.counters.refused_full.load(Relaxed),
-            refused_ports: t.counters.refused_ports.load(Relaxed),
-            refused_quota: t.counters.refused_quota.load(Relaxed),
+            created: sum(&c.created, &c6.created),
+            refused_full: sum(&c.refused_full, &c6.refused_full),
+            refused_ports: sum(&c.refused_ports, &c6.refused_ports),
+            refused_quota: sum(&c.refused_quota, &c6.refused_quota),
             per_container: t.quota(),
-            expired: t.counters.expired.load(Relaxed),
+            expired: sum(&c.expired, &c6.expired),
         }
     }
 
@@ -492,5 +483,34 @@ impl Daemon {
             moves: fdb.moves.load(Relaxed),
             learn_refused: fdb.refused.load(Relaxed),
         }
+    }
+}
+
+/// A packet-uplink flow of either family as a `conntrack ls` row (`IP:PORT`, IPv6
+/// addresses in brackets).
+fn packet_row<A: dataplane::nat::Af>(f: dataplane::nat::FlowInfo<A>) -> ConntrackRow {
+    use dataplane::wire::IpProtocol;
+    let proto = match f.proto {
+        IpProtocol::Tcp => "tcp",
+        IpProtocol::Udp => "udp",
+        IpProtocol::Icmpv6 => "icmpv6",
+        _ => "icmp",
+    };
+    let at = |a: A::Addr, p: u16| {
+        let a = a.to_string();
+        if a.contains(':') {
+            format!("[{a}]:{p}")
+        } else {
+            format!("{a}:{p}")
+        }
+    };
+    ConntrackRow {
+        protocol: proto.into(),
+        inside: at(f.inside.src, f.inside.sport),
+        outside: at(f.outside.dst, f.outside.dport),
+        remote: Some(at(f.inside.dst, f.inside.dport)),
+        state: f.state.into(),
+        expires_in: Some(f.expires_in),
+        uplink: "packet".into(),
     }
 }

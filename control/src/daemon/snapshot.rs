@@ -3,21 +3,22 @@
 //! below without a runtime).
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
 use dataplane::bridge::VlanSet;
 use dataplane::config::{
     DomainConf, FIRST_PORT, GATEWAY_PORT, PortConf, PortMode, PortRole, Security, Snapshot,
-    UPLINK_DOMAIN, UPLINK_PORT, UplinkConf,
+    UPLINK_DOMAIN, UPLINK_PORT, Uplink6, UplinkConf,
 };
 use dataplane::config::{Net4, Net6};
+use dataplane::gateway::config::PacketUplink6;
 use dataplane::gateway::{GatewayConfig, Lease, NetConfig, NetDns, PacketUplink, UplinkMode};
 use dataplane::ids::{DomainId, Generation, VlanId};
 use dataplane::wire::MacAddr;
 
 use super::PortRt;
-use crate::net::Ipv4Cidr;
+use crate::net::{Ipv4Cidr, Ipv6Cidr};
 use crate::state::{Container, DEFAULT_UPLINK_MTU, DnsMode, Network, Proto, State, Uplink};
 
 /// What the snapshot and the gateway's configuration are built from.
@@ -42,6 +43,8 @@ struct PacketSegment {
     address: Ipv4Cidr,
     next_hop: Option<Ipv4Addr>,
     mtu: u16,
+    address6: Option<Ipv6Cidr>,
+    next_hop6: Option<Ipv6Addr>,
 }
 
 impl Inputs<'_> {
@@ -51,11 +54,15 @@ impl Inputs<'_> {
                 address,
                 next_hop,
                 mtu,
+                address6,
+                next_hop6,
                 ..
             } if self.uplink_open => Some(PacketSegment {
                 address: *address,
                 next_hop: *next_hop,
                 mtu: mtu.unwrap_or(DEFAULT_UPLINK_MTU),
+                address6: *address6,
+                next_hop6: *next_hop6,
             }),
             _ => None,
         }
@@ -200,6 +207,40 @@ fn uplink_conf(i: &Inputs, seg: &PacketSegment) -> UplinkConf {
         mtu: seg.mtu,
         rules: dataplane::nat::DnatRules::new(rules),
         hosts,
+        v6: seg.address6.map(|a| uplink6(i, a, seg.next_hop6)),
+    }
+}
+
+/// The packet uplink's IPv6: every network's prefix, the routed ones (masquerade off,
+/// not internal), every port's IPv6 address.
+fn uplink6(i: &Inputs, address: Ipv6Cidr, next_hop: Option<Ipv6Addr>) -> Uplink6 {
+    let nets = i.state.networks.values();
+    let inside = nets
+        .clone()
+        .filter_map(|n| n.ipv6.map(|v| v.subnet))
+        .collect();
+    let mut routed: Vec<DomainId> = nets
+        .filter(|n| n.ipv6.is_some() && !n.masquerade && !n.internal)
+        .map(|n| DomainId(n.domain))
+        .collect();
+    routed.sort();
+    let mut hosts: Vec<(DomainId, Ipv6Addr, MacAddr)> = i
+        .containers()
+        .flat_map(|c| c.endpoints.iter())
+        .filter_map(|e| {
+            let domain = DomainId(i.state.networks.get(&e.network)?.domain);
+            Some((domain, e.ip6?, e.mac))
+        })
+        .collect();
+    hosts.sort_by_key(|h| (h.0, h.1));
+    hosts.dedup_by_key(|h| (h.0, h.1));
+    Uplink6 {
+        ext_ip: address.addr(),
+        prefix: address.network(),
+        next_hop,
+        inside,
+        routed,
+        hosts,
     }
 }
 
@@ -260,6 +301,11 @@ pub(super) fn gateway_config(i: &Inputs) -> GatewayConfig {
         prefix_len: seg.address.prefix_len(),
         next_hop: seg.next_hop,
         mtu: seg.mtu,
+        v6: seg.address6.map(|a| PacketUplink6 {
+            ext_ip: a.addr(),
+            prefix: a.network(),
+            next_hop: seg.next_hop6,
+        }),
     });
     for p in i.ports.values() {
         if let (Some(ct), Some(n)) = (
@@ -534,6 +580,8 @@ mod tests {
             address: "198.51.100.2/24".parse().unwrap(),
             next_hop: Some(Ipv4Addr::new(198, 51, 100, 1)),
             mtu: None,
+            address6: None,
+            next_hop6: None,
         };
         assert!(snapshot(&inputs(&w, false)).uplink.is_none());
         let s = snapshot(&inputs(&w, true));

@@ -1,13 +1,13 @@
 //! The uplink: `uplink set`/`show`, and the packet uplink's port.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
 use dataplane::config::UPLINK_PORT;
 
 use super::{Daemon, DaemonError, UPLINK_IFNAME};
 use crate::api::UplinkReq;
-use crate::net::Ipv4Cidr;
+use crate::net::{Ipv4Cidr, Ipv6Cidr};
 use crate::state::{Container, DEFAULT_UPLINK_MTU, StateError, Uplink};
 
 impl Daemon {
@@ -57,6 +57,7 @@ impl Daemon {
         }
         self.rt.neigh.clear();
         self.rt.nat.table.flush();
+        self.rt.nat.table6.flush();
     }
 
     pub(super) fn uplink_show(&self) -> Uplink {
@@ -121,6 +122,7 @@ impl Daemon {
             .map_err(StateError::from)?;
         self.check_uplink_address(&address, u.next_hop)?;
         let mtu = self.uplink_mtu(u.mtu)?;
+        let address6 = self.uplink_address6(u.address6.as_deref(), u.next_hop6)?;
         match (&u.tap, &u.netns) {
             (Some(_), None) => {}
             (None, Some(n)) if Path::new(n).exists() => {}
@@ -133,7 +135,49 @@ impl Daemon {
             address,
             next_hop: u.next_hop,
             mtu,
+            address6,
+            next_hop6: u.next_hop6,
         })
+    }
+
+    /// vswitch's IPv6 address on the outside segment: a host address of its prefix,
+    /// apart from every network, with the next hop on the segment or link-local.
+    fn uplink_address6(
+        &self,
+        address6: Option<&str>,
+        next_hop6: Option<Ipv6Addr>,
+    ) -> Result<Option<Ipv6Cidr>, DaemonError> {
+        let Some(a) = address6 else {
+            if next_hop6.is_some() {
+                return Err(DaemonError::NoUplinkAddress6);
+            }
+            return Ok(None);
+        };
+        let a: Ipv6Cidr = a.parse().map_err(StateError::from)?;
+        let usable = (1..=127).contains(&a.prefix_len())
+            && a.addr() != a.network().addr()
+            && !a.addr().is_multicast()
+            && !dataplane::wire::ipv6::is_link_local(&a.addr());
+        if !usable {
+            return Err(DaemonError::UnusableAddress6(a));
+        }
+        let clash = (self.state.networks.values()).find_map(|n| {
+            n.ipv6
+                .filter(|v| v.subnet.overlaps(&a))
+                .map(|v| (n, v.subnet))
+        });
+        if let Some((o, s)) = clash {
+            return Err(StateError::Overlap(a.to_string(), o.name.clone(), s.to_string()).into());
+        }
+        if let Some(h) = next_hop6
+            && (h == a.addr() || !(a.contains(h) || dataplane::wire::ipv6::is_link_local(&h)))
+        {
+            return Err(DaemonError::BadNextHop6 {
+                hop: h,
+                segment: a.network(),
+            });
+        }
+        Ok(Some(a))
     }
 
     /// vswitch's address on the outside segment: a host address of its prefix, apart

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 pub use crate::config::{Net4, Net6};
 use crate::dns::Names;
-use crate::wire::{Ipv4Cidr, MacAddr};
+use crate::wire::{Ipv4Cidr, Ipv6Cidr, MacAddr};
 
 /// How long a DHCP lease lasts (clients renew at half; the address never changes).
 pub const DHCP_LEASE_SECS: u32 = 3600;
@@ -86,6 +86,23 @@ pub struct PacketUplink {
     pub prefix_len: u8,
     pub next_hop: Option<Ipv4Addr>,
     pub mtu: u16,
+    /// vswitch's IPv6 on the segment (None: IPv4 only).
+    pub v6: Option<PacketUplink6>,
+}
+
+/// vswitch's IPv6 address on a packet uplink's segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PacketUplink6 {
+    pub ext_ip: Ipv6Addr,
+    pub prefix: Ipv6Cidr,
+    pub next_hop: Option<Ipv6Addr>,
+}
+
+impl PacketUplink6 {
+    /// Whether `ip` is on the segment itself (else it is reached through the next hop).
+    pub fn on_link(&self, ip: Ipv6Addr) -> bool {
+        self.prefix.contains(ip)
+    }
 }
 
 impl PacketUplink {

@@ -7,7 +7,9 @@
 //! IPv6 address other than DNS and DHCPv6 are refused with "port unreachable" (the
 //! host behind the gateway is reached over IPv4 only for now). An uplink carrying IPv6
 //! replaces the body of `not_yet_routed` and hands its packets for containers to
-//! [`Gateway::deliver_ip6`].
+//! [`Gateway::deliver_ip6`]. A packet uplink with an IPv6 address routes IPv6 on the
+//! workers; the frames they punt (packet too big, time exceeded, an unresolved
+//! neighbour) are answered by `Gateway::packet_routed6` before that.
 
 use std::net::{IpAddr, Ipv6Addr};
 use std::time::{Duration, Instant};
@@ -92,6 +94,10 @@ impl Gateway {
             } else {
                 self.stats.unanswered += 1;
             }
+            return Verdict::Done;
+        }
+        // Punted by the workers on the way out the packet uplink.
+        if self.packet_routed6(f, &net, out) {
             return Verdict::Done;
         }
         if p.hops <= 1 {

@@ -38,6 +38,7 @@ pub mod io;
 pub mod ndp;
 mod resolver;
 mod segment;
+mod segment6;
 
 pub use action::{Action, Actions};
 pub use config::{

@@ -93,6 +93,28 @@ pub fn na_reply(frame: &[u8], net: &GatewayNet6, out: &mut Vec<u8>) -> bool {
     })
 }
 
+/// A neighbour solicitation from `(mac, src)` for `target`, to its solicited-node
+/// group (RFC 4861 section 7.2.2), into `out`.
+pub fn solicit(from: (MacAddr, Ipv6Addr), target: Ipv6Addr, out: &mut Vec<u8>) -> bool {
+    let group = crate::wire::ipv6::solicited_node(&target);
+    let (mac, src) = from;
+    icmp6_frame(
+        out,
+        (multicast_mac(&group), mac),
+        (src, group),
+        ND_HOP_LIMIT,
+        |b| {
+            let at = b.len();
+            b.extend_from_slice(&[Icmpv6Type::NEIGHBOR_SOLICIT, 0, 0, 0]);
+            b.resize(at + 24, 0);
+            if let Some(m) = b.get_mut(at..) {
+                NdpMessage::new_unchecked(m).set_target(target);
+            }
+            ndp::push_lladdr(b, NdpOption::SOURCE_LLADDR, mac);
+        },
+    )
+}
+
 /// Answers a router solicitation: the advertisement goes to the soliciting host (its
 /// address and MAC), or to all nodes when it has no address yet.
 pub fn solicited_ra(frame: &[u8], net: &GatewayNet6, out: &mut Vec<u8>) -> bool {

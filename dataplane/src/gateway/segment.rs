@@ -81,6 +81,10 @@ impl Gateway {
         let Ok(eth) = EthernetFrame::new_checked(f.data) else {
             return;
         };
+        if eth.ethertype() == EtherType::IPV6 {
+            self.segment_frame6(f, out);
+            return;
+        }
         if eth.ethertype() == EtherType::ARP {
             if let Some((ip, mac)) = arp::sender(f.data)
                 && let Some(n) = &self.neigh
@@ -189,12 +193,14 @@ impl Gateway {
             self.next_arp = Some(now + SEGMENT_TICK);
             if let Some(nat) = &self.nat {
                 nat.table.sweep(now_secs);
+                nat.table6.sweep(now_secs);
             }
             if let (Some(hop), Some(n)) = (up.next_hop, &self.neigh)
                 && n.next_hop().is_none()
             {
                 self.arp_segment(hop, out);
             }
+            self.tick_segment6(out);
         }
         self.next_arp
     }

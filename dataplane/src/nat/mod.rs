@@ -1,6 +1,7 @@
 //! Connection tracking and NAT for the packet uplink: masquerade (SNAT) of everything a
 //! network sends out, DNAT of published ports, hairpin, as iptables MASQUERADE/DNAT
-//! with nf_conntrack do, in userspace.
+//! with nf_conntrack do, in userspace; for IPv6, NAT66 masquerade or the routed mode's
+//! tracking (a flow table per address family, one code for both).
 //!
 //! A flow has two keys: its **inside** tuple (as the container sees it: container
 //! address and port, remote address and port) and its **outside** tuple (remote address
@@ -12,7 +13,10 @@
 //! thing seen from the two ends, and are rewritten the same way.
 //!
 //! - [`table`]: the flow table (lock-free lookups, bounded, never evicting live flows).
-//! - [`rewrite`]: header parsing and in-place rewrites with incremental checksums.
+//! - [`af`]: the address family a table holds ([`V4`], [`V6`]): how tuples are packed.
+//! - [`rewrite`]: header parsing and in-place rewrites with incremental checksums, and
+//!   the flow logic both families share; `rewrite6`: the IPv6 packet's side of it
+//!   (NAT66 masquerade, and the routed mode's tracking).
 //!
 //! Timeouts (seconds; Linux's defaults, except established TCP which follows OVS's
 //! 24 hours so a full table drains in a day rather than five):
@@ -27,11 +31,14 @@
 //! | TCP closed (RST) | 10 |
 //! | UDP, one direction only | 30 |
 //! | UDP, replies seen | 120 |
-//! | ICMP echo | 30 |
+//! | ICMP (and ICMPv6) echo | 30 |
 
+pub mod af;
 pub mod rewrite;
+mod rewrite6;
 pub mod table;
 
+pub use af::{Af, V4, V6};
 pub use rewrite::{Nat, NatDrop, NatVerdict};
 pub use table::{FlowInfo, FlowTable, NatCounters, Tuple};
 

@@ -10,6 +10,7 @@
 use std::net::Ipv4Addr;
 
 use super::DnatRules;
+use super::af::{Af, V4, V6};
 use super::table::{FlowTable, Hit, Refusal, Side, Tuple};
 use crate::wire::icmp::{IcmpType, is_error};
 use crate::wire::ipv4::{split_quote, split_quote_mut};
@@ -37,42 +38,61 @@ pub enum NatDrop {
 
 /// What happened to a translated packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NatVerdict {
+pub enum NatVerdict<A: Af = V4> {
     /// Rewritten to leave through the uplink (destination `dst`).
-    Out { dst: Ipv4Addr },
+    Out { dst: A::Addr },
     /// Rewritten towards container `ip` in `domain`.
-    In { domain: u16, ip: Ipv4Addr },
+    In { domain: u16, ip: A::Addr },
 }
 
-/// The NAT: a flow table and the rules of translation.
+/// The NAT: a flow table per address family and the rules of translation.
 pub struct Nat {
     pub table: FlowTable,
+    /// IPv6 flows: NAT66 masquerade, and the routed mode's tracking.
+    pub table6: FlowTable<V6>,
 }
 
 /// Which address of a packet a translation rewrites.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum End {
+pub(super) enum End {
     /// The source address and port (or echo identifier): leaving through the uplink.
     Src,
     /// The destination address and port: arriving for a container.
     Dst,
 }
 
+/// An ICMP echo message of either family: a request or a reply.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Echo {
+    Request,
+    Reply,
+}
+
 /// The flow key of an ICMP echo: the identifier stands in the port of the side that
 /// chose it (the source of a request, the destination of a reply).
-fn echo_tuple(ty: u8, id: u16, src: Ipv4Addr, dst: Ipv4Addr) -> Option<Tuple> {
-    let (sport, dport) = match ty {
-        IcmpType::ECHO_REQUEST => (id, 0),
-        IcmpType::ECHO_REPLY => (0, id),
-        _ => return None,
+#[inline(always)]
+pub(super) fn echo_tuple<A: Af>(echo: Echo, id: u16, src: A::Addr, dst: A::Addr) -> Tuple<A> {
+    let (sport, dport) = match echo {
+        Echo::Request => (id, 0),
+        Echo::Reply => (0, id),
     };
-    Some(Tuple {
-        proto: IpProtocol::Icmp,
+    Tuple {
+        proto: A::ICMP,
         src,
         sport,
         dst,
         dport,
-    })
+    }
+}
+
+/// An ICMPv4 type as an echo message.
+#[inline(always)]
+fn echo_of(ty: u8) -> Option<Echo> {
+    match ty {
+        IcmpType::ECHO_REQUEST => Some(Echo::Request),
+        IcmpType::ECHO_REPLY => Some(Echo::Reply),
+        _ => None,
+    }
 }
 
 /// The flow key of a TCP or UDP packet and its TCP flags.
@@ -118,7 +138,7 @@ fn translate(
 }
 
 /// A refused new flow as a drop.
-fn refused(r: Refusal) -> NatDrop {
+pub(super) fn refused(r: Refusal) -> NatDrop {
     match r {
         Refusal::Quota => NatDrop::Quota,
         Refusal::Full | Refusal::NoPort => NatDrop::TableFull,
@@ -153,20 +173,71 @@ fn quoted_tuple(msg: &[u8]) -> Result<Tuple, NatDrop> {
 
 /// The key of the flow a quoted packet `q` belongs to, as seen from `from` (the quote
 /// went the other way).
-fn quoted_flow_key(q: &Tuple, from: Side) -> Result<Tuple, NatDrop> {
-    match (from, q.proto) {
+pub(super) fn quoted_flow_key<A: Af>(q: &Tuple<A>, from: Side) -> Result<Tuple<A>, NatDrop> {
+    match from {
         // A quoted echo request we sent out: the flow's outside key is
         // (dst, 0) -> (ext, id).
-        (Side::Outside, IpProtocol::Icmp) => Ok(Tuple {
-            proto: IpProtocol::Icmp,
+        Side::Outside if q.proto == A::ICMP => Ok(Tuple {
+            proto: A::ICMP,
             src: q.dst,
             sport: 0,
             dst: q.src,
             dport: q.sport,
         }),
-        (Side::Inside, IpProtocol::Icmp) => Err(NatDrop::Unsupported),
+        Side::Inside if q.proto == A::ICMP => Err(NatDrop::Unsupported),
         _ => Ok(q.reversed()),
     }
+}
+
+/// The flow of a packet from a container (`inside`, with its TCP `flags`): found, or
+/// created with its external port on `ext` (never one `reserved` says is published),
+/// and touched. Returns it with the packet's new source port (or echo identifier).
+#[inline(always)]
+pub(super) fn flow_out<A: Af>(
+    table: &FlowTable<A>,
+    (inside, flags): (&Tuple<A>, u8),
+    (ext, domain): (A::Addr, u16),
+    now: u32,
+    reserved: impl Fn(IpProtocol, u16) -> bool,
+) -> Result<(Hit<A>, u16), NatDrop> {
+    let hit = match table.lookup(inside, Side::Inside, now) {
+        Some(h) => h,
+        None => table
+            .create_outbound(*inside, ext, domain, now, reserved)
+            .map_err(refused)?,
+    };
+    table.touch(&hit, inside.proto, flags, now);
+    // New source: the outside tuple's destination.
+    let port = if inside.proto == A::ICMP && inside.dport != 0 {
+        hit.other.sport
+    } else {
+        hit.other.dport
+    };
+    Ok((hit, port))
+}
+
+/// The flow of a packet from outside (`outside`, with its TCP `flags`): found, or made
+/// by `new` (a published port), and touched. Returns it with the packet's new
+/// destination port (or echo identifier).
+#[inline(always)]
+pub(super) fn flow_in<A: Af>(
+    table: &FlowTable<A>,
+    (outside, flags): (&Tuple<A>, u8),
+    now: u32,
+    new: impl FnOnce() -> Result<Hit<A>, NatDrop>,
+) -> Result<(Hit<A>, u16), NatDrop> {
+    let hit = match table.lookup(outside, Side::Outside, now) {
+        Some(h) => h,
+        None => new()?,
+    };
+    table.touch(&hit, outside.proto, flags, now);
+    // New destination: the inside tuple's source.
+    let port = if outside.proto == A::ICMP && outside.sport != 0 {
+        hit.other.dport
+    } else {
+        hit.other.sport
+    };
+    Ok((hit, port))
 }
 
 /// Rewrites an ICMP error about a flow: the outer address at `end` becomes `addr`, and
@@ -206,15 +277,15 @@ fn translate_error(ip: &mut Ipv4Packet<&mut [u8]>, end: End, addr: Ipv4Addr, por
 
 impl Nat {
     pub fn new(max_flows: usize) -> Nat {
-        Nat {
-            table: FlowTable::new(max_flows),
-        }
+        Self::with_quota(max_flows, 0)
     }
 
-    /// A table of `max_flows`, `quota` of them per container (0: the default share).
+    /// Tables of `max_flows` each, `quota` of them per container (0: the default
+    /// share).
     pub fn with_quota(max_flows: usize, quota: usize) -> Nat {
         Nat {
             table: FlowTable::with_quota(max_flows, quota),
+            table6: FlowTable::with_quota(max_flows, quota),
         }
     }
 
@@ -278,26 +349,18 @@ impl Nat {
                     .icmp_error(ip, Side::Inside, now)
                     .map(|_| NatVerdict::Out { dst });
             }
-            let t = echo_tuple(ty, id, ip.src(), dst).ok_or(NatDrop::Unsupported)?;
-            (t, 0)
+            let echo = echo_of(ty).ok_or(NatDrop::Unsupported)?;
+            (echo_tuple(echo, id, ip.src(), dst), 0)
         } else {
             ports_tuple(&ip, proto)?
         };
-        let hit = match self.table.lookup(&inside, Side::Inside, now) {
-            Some(h) => h,
-            None => self
-                .table
-                .create_outbound(inside, ext, domain, now, |p, port| {
-                    rules.find(p, port).is_some()
-                })
-                .map_err(refused)?,
-        };
-        self.table.touch(&hit, inside.proto, flags, now);
-        // New source: the outside tuple's destination.
-        let port = match inside.proto {
-            IpProtocol::Icmp if inside.dport != 0 => hit.other.sport,
-            _ => hit.other.dport,
-        };
+        let (hit, port) = flow_out(
+            &self.table,
+            (&inside, flags),
+            (ext, domain),
+            now,
+            |p, port| rules.find(p, port).is_some(),
+        )?;
         let csum = Checksum::partial_if(partial);
         translate(&mut ip, proto, End::Src, hit.other.dst, port, csum);
         Ok(NatVerdict::Out { dst })
@@ -338,21 +401,14 @@ impl Nat {
             if is_error(ty) {
                 return self.icmp_error(ip, Side::Outside, now);
             }
-            let t = echo_tuple(ty, id, ip.src(), ext).ok_or(NatDrop::Unsupported)?;
-            (t, 0)
+            let echo = echo_of(ty).ok_or(NatDrop::Unsupported)?;
+            (echo_tuple(echo, id, ip.src(), ext), 0)
         } else {
             ports_tuple(&ip, proto)?
         };
-        let hit = match self.table.lookup(&outside, Side::Outside, now) {
-            Some(h) => h,
-            None => self.inbound_new(&outside, flags, rules, now)?,
-        };
-        self.table.touch(&hit, outside.proto, flags, now);
-        // New destination: the inside tuple's source.
-        let port = match outside.proto {
-            IpProtocol::Icmp if outside.sport != 0 => hit.other.dport,
-            _ => hit.other.sport,
-        };
+        let (hit, port) = flow_in(&self.table, (&outside, flags), now, || {
+            self.inbound_new(&outside, flags, rules, now)
+        })?;
         let csum = Checksum::partial_if(partial);
         translate(&mut ip, proto, End::Dst, hit.other.src, port, csum);
         Ok(NatVerdict::In {

@@ -20,64 +20,33 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
-use std::net::Ipv4Addr;
 use std::sync::Mutex;
 use std::sync::atomic::{
     AtomicBool, AtomicU32, AtomicU64, Ordering::Acquire, Ordering::Relaxed, Ordering::Release,
 };
 
+use super::af::{Af, V4, mix};
 use super::timeout;
 use crate::wire::IpProtocol;
 
 /// Protocol, source, destination. For ICMP echo the identifier stands in the port of the
 /// side that chose it (source port of a request, destination port of a reply).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Tuple {
+pub struct Tuple<A: Af = V4> {
     pub proto: IpProtocol,
-    pub src: Ipv4Addr,
+    pub src: A::Addr,
     pub sport: u16,
-    pub dst: Ipv4Addr,
+    pub dst: A::Addr,
     pub dport: u16,
 }
 
-impl Tuple {
-    #[inline]
-    fn pack(&self) -> (u64, u64) {
-        (
-            (u64::from(u32::from(self.src)) << 32) | u64::from(u32::from(self.dst)),
-            (u64::from(self.sport) << 48)
-                | (u64::from(self.dport) << 32)
-                | u64::from(u8::from(self.proto)),
-        )
-    }
-
-    #[inline]
-    fn unpack(a: u64, b: u64) -> Tuple {
-        Tuple::unpack_as(IpProtocol::from(b as u8), a, b)
-    }
-
-    /// [`Tuple::unpack`] of a key whose protocol is known to be `proto`.
-    #[inline]
-    fn unpack_as(proto: IpProtocol, a: u64, b: u64) -> Tuple {
-        Tuple {
-            proto,
-            src: Ipv4Addr::from((a >> 32) as u32),
-            sport: (b >> 48) as u16,
-            dst: Ipv4Addr::from(a as u32),
-            dport: (b >> 32) as u16,
-        }
-    }
-
+impl<A: Af> Tuple<A> {
     /// The outside key of this inside tuple once masqueraded behind `ext:port`: the
     /// remote end, then the external address and port (for ICMP echo the identifier
     /// `port` stands in the destination port).
     #[inline]
-    fn masqueraded(&self, ext: Ipv4Addr, port: u16) -> Tuple {
-        let sport = if self.proto == IpProtocol::Icmp {
-            0
-        } else {
-            self.dport
-        };
+    fn masqueraded(&self, ext: A::Addr, port: u16) -> Tuple<A> {
+        let sport = if self.proto == A::ICMP { 0 } else { self.dport };
         Tuple {
             proto: self.proto,
             src: self.dst,
@@ -89,7 +58,7 @@ impl Tuple {
 
     /// The same flow seen from the other end.
     #[inline]
-    pub fn reversed(&self) -> Tuple {
+    pub fn reversed(&self) -> Tuple<A> {
         Tuple {
             proto: self.proto,
             src: self.dst,
@@ -148,24 +117,20 @@ mod st {
     pub const FROM_OUTSIDE: u32 = 1 << 11;
 }
 
-struct Flow {
-    inside_a: AtomicU64,
-    inside_b: AtomicU64,
-    outside_a: AtomicU64,
-    outside_b: AtomicU64,
+struct Flow<A: Af> {
+    inside: A::Stored,
+    outside: A::Stored,
     domain: AtomicU32,
     state: AtomicU32,
     last: AtomicU32,
     live: AtomicBool,
 }
 
-impl Flow {
-    fn empty() -> Flow {
+impl<A: Af> Flow<A> {
+    fn empty() -> Flow<A> {
         Flow {
-            inside_a: AtomicU64::new(0),
-            inside_b: AtomicU64::new(0),
-            outside_a: AtomicU64::new(0),
-            outside_b: AtomicU64::new(0),
+            inside: A::empty(),
+            outside: A::empty(),
             domain: AtomicU32::new(0),
             state: AtomicU32::new(0),
             last: AtomicU32::new(0),
@@ -174,22 +139,24 @@ impl Flow {
     }
 
     #[inline]
-    fn inside(&self) -> Tuple {
-        Tuple::unpack(self.inside_a.load(Relaxed), self.inside_b.load(Relaxed))
+    fn inside(&self) -> Tuple<A> {
+        let k = A::load(&self.inside);
+        A::unpack(A::proto_of(&k), &k)
     }
 
     /// The packed key of one side (compared without unpacking on the fast path).
     #[inline]
-    fn packed(&self, side: Side) -> (u64, u64) {
+    fn packed(&self, side: Side) -> A::Key {
         match side {
-            Side::Inside => (self.inside_a.load(Relaxed), self.inside_b.load(Relaxed)),
-            Side::Outside => (self.outside_a.load(Relaxed), self.outside_b.load(Relaxed)),
+            Side::Inside => A::load(&self.inside),
+            Side::Outside => A::load(&self.outside),
         }
     }
 
     #[inline]
-    fn outside(&self) -> Tuple {
-        Tuple::unpack(self.outside_a.load(Relaxed), self.outside_b.load(Relaxed))
+    fn outside(&self) -> Tuple<A> {
+        let k = A::load(&self.outside);
+        A::unpack(A::proto_of(&k), &k)
     }
 }
 
@@ -206,25 +173,25 @@ pub struct NatCounters {
 
 /// One row of `conntrack ls`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FlowInfo {
+pub struct FlowInfo<A: Af = V4> {
     pub proto: IpProtocol,
     pub domain: u16,
     /// As the container sees it.
-    pub inside: Tuple,
+    pub inside: Tuple<A>,
     /// As the outside sees it.
-    pub outside: Tuple,
+    pub outside: Tuple<A>,
     pub state: &'static str,
     pub expires_in: u32,
 }
 
 /// A flow found by a lookup.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Hit {
+pub struct Hit<A: Af = V4> {
     pub index: u32,
     pub side: Side,
     pub domain: u16,
     /// The other side's tuple: for an inside hit, the outside tuple, and the reverse.
-    pub other: Tuple,
+    pub other: Tuple<A>,
 }
 
 /// Why a new flow was not created.
@@ -247,14 +214,8 @@ pub fn default_quota(max: usize) -> usize {
     (max / 4).max(MIN_DEFAULT_QUOTA).min(max)
 }
 
-/// Who a flow counts against: its network and inside address, packed in one word.
-type Owner = u64;
-
-fn owner(domain: u16, src: Ipv4Addr) -> Owner {
-    (u64::from(domain) << 32) | u64::from(u32::from(src))
-}
-
-/// Hashes an [`Owner`] with the table's seeded mix: one multiply-xorshift round where
+/// Hashes who a flow counts against ([`Af::owner`]: for IPv4 its network and inside
+/// address packed in one word) with the table's seeded mix: one multiply-xorshift round where
 /// SipHash took some two hundred instructions per new flow. A container cannot choose
 /// its network's number, and the seed is random per table, so it cannot aim its
 /// addresses at one bucket either; the map is sized for the whole table and never grows.
@@ -282,17 +243,23 @@ impl Hasher for OwnerHasher {
     fn write_u64(&mut self, v: u64) {
         self.0 = mix(self.0 ^ v);
     }
+    fn write_u16(&mut self, v: u16) {
+        self.0 = mix(self.0 ^ u64::from(v));
+    }
+    fn write_u128(&mut self, v: u128) {
+        self.0 = mix(mix(self.0 ^ (v >> 64) as u64) ^ v as u64);
+    }
 }
 
-struct Alloc {
+struct Alloc<A: Af> {
     free: Vec<u32>,
     /// Next pseudo-random port candidate.
     rng: u64,
     /// Live flows per container; sized for the whole table, so it never grows.
-    owners: HashMap<Owner, u32, OwnerHash>,
+    owners: HashMap<A::Owner, u32, OwnerHash>,
 }
 
-impl Alloc {
+impl<A: Af> Alloc<A> {
     /// A random port of `range` that `free` accepts, after at most 128 tries.
     fn random_port(&mut self, range: (u16, u16), free: impl Fn(u16) -> bool) -> Option<u16> {
         let (lo, hi) = range;
@@ -310,12 +277,12 @@ impl Alloc {
     }
 }
 
-pub struct FlowTable {
+pub struct FlowTable<A: Af = V4> {
     index: Box<[Slot]>,
     mask: usize,
     seed: u64,
-    flows: Box<[Flow]>,
-    alloc: Mutex<Alloc>,
+    flows: Box<[Flow<A>]>,
+    alloc: Mutex<Alloc<A>>,
     live: AtomicU32,
     /// Flows one container may hold.
     quota: u32,
@@ -326,14 +293,6 @@ pub struct FlowTable {
 
 fn random_u64() -> u64 {
     crate::random::u64() | 1
-}
-
-#[inline]
-fn mix(mut h: u64) -> u64 {
-    h = h.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    h ^= h >> 32;
-    h = h.wrapping_mul(0xd6e8_feb8_6659_fd93);
-    h ^ (h >> 29)
 }
 
 /// Seconds a flow in `state` lives after its last packet.
@@ -350,7 +309,7 @@ fn lifetime(proto: IpProtocol, state: u32) -> u32 {
         },
         IpProtocol::Udp if state & st::REPLIED != 0 => timeout::UDP_REPLIED,
         IpProtocol::Udp => timeout::UDP_UNREPLIED,
-        IpProtocol::Icmp => timeout::ICMP,
+        IpProtocol::Icmp | IpProtocol::Icmpv6 => timeout::ICMP,
         _ => timeout::UDP_UNREPLIED,
     }
 }
@@ -424,15 +383,15 @@ fn next_state(proto: IpProtocol, state: u32, side: Side, flags: u8) -> u32 {
     (s & !st::MASK) | ns
 }
 
-impl FlowTable {
+impl<A: Af> FlowTable<A> {
     /// A table for at most `max_flows` flows (at least 16), with the default quota.
-    pub fn new(max_flows: usize) -> FlowTable {
+    pub fn new(max_flows: usize) -> FlowTable<A> {
         Self::with_quota(max_flows, 0)
     }
 
     /// A table for at most `max_flows` flows, of which one container may hold `quota`
     /// (0: [`default_quota`]).
-    pub fn with_quota(max_flows: usize, quota: usize) -> FlowTable {
+    pub fn with_quota(max_flows: usize, quota: usize) -> FlowTable<A> {
         let max = max_flows.clamp(16, 1 << 24);
         let quota = match quota {
             0 => default_quota(max),
@@ -480,13 +439,13 @@ impl FlowTable {
     }
 
     #[inline]
-    fn fingerprint(&self, t: &Tuple) -> u64 {
-        self.fingerprint_packed(t.pack())
+    fn fingerprint(&self, t: &Tuple<A>) -> u64 {
+        self.fingerprint_packed(&A::pack(t))
     }
 
     #[inline]
-    fn fingerprint_packed(&self, (a, b): (u64, u64)) -> u64 {
-        let h = mix(a ^ self.seed) ^ mix(b.wrapping_add(self.seed.rotate_left(17)));
+    fn fingerprint_packed(&self, key: &A::Key) -> u64 {
+        let h = A::fingerprint(key, self.seed);
         match h {
             EMPTY => 1,
             TOMB => 2,
@@ -496,7 +455,7 @@ impl FlowTable {
 
     /// Brings the slot a tuple's lookup starts at into cache.
     #[inline]
-    pub fn prefetch(&self, t: &Tuple) {
+    pub fn prefetch(&self, t: &Tuple<A>) {
         let fp = self.fingerprint(t);
         if let Some(s) = self.index.get(fp as usize & self.mask) {
             #[cfg(target_arch = "x86_64")]
@@ -514,9 +473,9 @@ impl FlowTable {
 
     /// Finds the live, unexpired flow with key `t` on `side`.
     #[inline]
-    pub fn lookup(&self, t: &Tuple, side: Side, now: u32) -> Option<Hit> {
-        let key = t.pack();
-        let fp = self.fingerprint_packed(key);
+    pub fn lookup(&self, t: &Tuple<A>, side: Side, now: u32) -> Option<Hit<A>> {
+        let key = A::pack(t);
+        let fp = self.fingerprint_packed(&key);
         let mut i = fp as usize & self.mask;
         for _ in 0..MAX_PROBE {
             let slot = self.index.get(i)?;
@@ -544,8 +503,7 @@ impl FlowTable {
                         return None;
                     }
                     // Both keys of a flow share the protocol: no need to decode it.
-                    let (a, b) = flow.packed(side.other());
-                    let other = Tuple::unpack_as(t.proto, a, b);
+                    let other = A::unpack(t.proto, &flow.packed(side.other()));
                     return Some(Hit {
                         index: idx,
                         side,
@@ -562,7 +520,7 @@ impl FlowTable {
     /// Records a packet of flow `hit` with TCP `flags` at `now`: state and age, written
     /// only when they change.
     #[inline]
-    pub fn touch(&self, hit: &Hit, proto: IpProtocol, flags: u8, now: u32) {
+    pub fn touch(&self, hit: &Hit<A>, proto: IpProtocol, flags: u8, now: u32) {
         let Some(flow) = self.flows.get(hit.index as usize) else {
             return;
         };
@@ -576,7 +534,7 @@ impl FlowTable {
         }
     }
 
-    fn insert_key(&self, t: &Tuple, val: u32) -> bool {
+    fn insert_key(&self, t: &Tuple<A>, val: u32) -> bool {
         let fp = self.fingerprint(t);
         let mut i = fp as usize & self.mask;
         for _ in 0..MAX_PROBE {
@@ -594,7 +552,7 @@ impl FlowTable {
         false
     }
 
-    fn remove_key(&self, t: &Tuple, val: u32) {
+    fn remove_key(&self, t: &Tuple<A>, val: u32) {
         let fp = self.fingerprint(t);
         let mut i = fp as usize & self.mask;
         for _ in 0..MAX_PROBE {
@@ -613,7 +571,7 @@ impl FlowTable {
         }
     }
 
-    fn free_flow(&self, a: &mut Alloc, idx: u32) {
+    fn free_flow(&self, a: &mut Alloc<A>, idx: u32) {
         let Some(flow) = self.flows.get(idx as usize) else {
             return;
         };
@@ -623,7 +581,7 @@ impl FlowTable {
         let inside = flow.inside();
         self.remove_key(&inside, idx << 1);
         self.remove_key(&flow.outside(), (idx << 1) | 1);
-        let owner = owner(flow.domain.load(Relaxed) as u16, inside.src);
+        let owner = A::owner(flow.domain.load(Relaxed) as u16, inside.src);
         if let Some(n) = a.owners.get_mut(&owner) {
             *n = n.saturating_sub(1);
             if *n == 0 {
@@ -642,12 +600,12 @@ impl FlowTable {
     /// Returns the outside tuple's hit, or why no flow was created.
     pub fn create_outbound(
         &self,
-        inside: Tuple,
-        ext: Ipv4Addr,
+        inside: Tuple<A>,
+        ext: A::Addr,
         domain: u16,
         now: u32,
         reserved: impl Fn(IpProtocol, u16) -> bool,
-    ) -> Result<Hit, Refusal> {
+    ) -> Result<Hit<A>, Refusal> {
         let Ok(mut a) = self.alloc.lock() else {
             return Err(Refusal::Full);
         };
@@ -682,11 +640,11 @@ impl FlowTable {
     /// (client -> external address and port), `to` the container's address and port.
     pub fn create_inbound(
         &self,
-        outside: Tuple,
-        to: (Ipv4Addr, u16),
+        outside: Tuple<A>,
+        to: (A::Addr, u16),
         domain: u16,
         now: u32,
-    ) -> Result<Hit, Refusal> {
+    ) -> Result<Hit<A>, Refusal> {
         let Ok(mut a) = self.alloc.lock() else {
             return Err(Refusal::Full);
         };
@@ -715,7 +673,7 @@ impl FlowTable {
     }
 
     /// Frees a dead or expired flow still holding `key` (so its key can be reused).
-    fn reclaim_key(&self, a: &mut Alloc, key: &Tuple, side: Side) {
+    fn reclaim_key(&self, a: &mut Alloc<A>, key: &Tuple<A>, side: Side) {
         let fp = self.fingerprint(key);
         let mut i = fp as usize & self.mask;
         for _ in 0..MAX_PROBE {
@@ -753,18 +711,18 @@ impl FlowTable {
 
     fn create(
         &self,
-        a: &mut Alloc,
-        inside: Tuple,
-        outside: Tuple,
+        a: &mut Alloc<A>,
+        inside: Tuple<A>,
+        outside: Tuple<A>,
         domain: u16,
         now: u32,
         extra: u32,
-    ) -> Result<Hit, Refusal> {
+    ) -> Result<Hit<A>, Refusal> {
         if a.free.is_empty() {
             self.counters.refused_full.fetch_add(1, Relaxed);
             return Err(Refusal::Full);
         }
-        let owner = owner(domain, inside.src);
+        let owner = A::owner(domain, inside.src);
         if a.owners.get(&owner).is_some_and(|&n| n >= self.quota) {
             self.counters.refused_quota.fetch_add(1, Relaxed);
             return Err(Refusal::Quota);
@@ -775,12 +733,8 @@ impl FlowTable {
         let Some(flow) = self.flows.get(idx as usize) else {
             return Err(Refusal::Full);
         };
-        let (ia, ib) = inside.pack();
-        let (oa, ob) = outside.pack();
-        flow.inside_a.store(ia, Relaxed);
-        flow.inside_b.store(ib, Relaxed);
-        flow.outside_a.store(oa, Relaxed);
-        flow.outside_b.store(ob, Relaxed);
+        A::store(&flow.inside, &A::pack(&inside));
+        A::store(&flow.outside, &A::pack(&outside));
         flow.domain.store(u32::from(domain), Relaxed);
         flow.state.store(
             if inside.proto == IpProtocol::Tcp {
@@ -845,7 +799,7 @@ impl FlowTable {
     }
 
     /// Every live flow, for `conntrack ls`.
-    pub fn list(&self, now: u32) -> Vec<FlowInfo> {
+    pub fn list(&self, now: u32) -> Vec<FlowInfo<A>> {
         self.flows
             .iter()
             .filter(|f| f.live.load(Acquire))
@@ -869,6 +823,7 @@ impl FlowTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::Ipv4Addr;
 
     fn t(proto: IpProtocol, s: [u8; 4], sp: u16, d: [u8; 4], dp: u16) -> Tuple {
         Tuple {

@@ -3,7 +3,7 @@
 
 use super::classify::classify;
 use super::security::port_security;
-use super::{Egress, Ingress, route};
+use super::{Egress, Ingress, route, route6};
 use crate::bridge::DropReason;
 use crate::config::{DomainConf, GATEWAY_PORT, PortRole, UPLINK_DOMAIN, UPLINK_PORT};
 use crate::ids::{DomainId, Encap, PortId};
@@ -138,7 +138,7 @@ fn admit(
 }
 
 /// A frame for the gateway's MAC: routed out through the packet uplink when it is IPv4
-/// bound outside, else for the gateway itself.
+/// or IPv6 bound outside, else for the gateway itself.
 #[inline(always)]
 fn to_gateway(
     ing: &Ingress<'_>,
@@ -156,6 +156,9 @@ fn to_gateway(
             return Err(DropReason::NoRoute);
         }
         return route::route_out(ing, i, f, out, domain);
+    }
+    if ethertype == EtherType::IPV6 && route6::bound_outside6(ing, dconf, f.data()) {
+        return route6::route_out6(ing, i, f, out, (domain, dconf));
     }
     out.push(GATEWAY_PORT, i, Encap::None);
     Ok(())

@@ -5,6 +5,7 @@
 //! - `security`: port security and first-hop guards of the ports vswitch addressed;
 //! - `l2`: learning, then flooding, the gateway, or the port a MAC was learned on;
 //! - `route`: traffic routed through the packet uplink (NAT on the fast path);
+//!   `route6` its IPv6 (NAT66, or routed as it is);
 //! - `egress`: the per-port send lists, with each frame's [`Encap`]sulation;
 //! - `share`: each port's share of the gateway ring.
 //!
@@ -22,6 +23,7 @@ mod classify;
 mod egress;
 mod l2;
 mod route;
+mod route6;
 mod security;
 mod share;
 #[cfg(test)]
@@ -135,10 +137,13 @@ fn prefetch(ing: &Ingress<'_>, batch: &Batch) {
         && ing.ctx.snap.uplink.is_some()
     {
         for f in batch.frames() {
-            if let Ok(eth) = EthernetFrame::new_checked(f.data())
-                && eth.ethertype() == EtherType::IPV4
-            {
-                nat.prefetch(eth.payload());
+            let Ok(eth) = EthernetFrame::new_checked(f.data()) else {
+                continue;
+            };
+            match eth.ethertype() {
+                EtherType::IPV4 => nat.prefetch(eth.payload()),
+                EtherType::IPV6 => nat.prefetch6(eth.payload()),
+                _ => {}
             }
         }
     }

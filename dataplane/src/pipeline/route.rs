@@ -17,7 +17,7 @@ const UDP_HEADER_LEN: usize = crate::wire::udp::HEADER_LEN;
 
 /// Writes an Ethernet header's MAC addresses in place.
 #[inline(always)]
-fn set_macs(f: &mut Frame, dst: MacAddr, src: MacAddr) {
+pub(super) fn set_macs(f: &mut Frame, dst: MacAddr, src: MacAddr) {
     if let Ok(mut eth) = EthernetFrame::new_checked(f.data_mut()) {
         eth.set_dst(dst);
         eth.set_src(src);
@@ -181,7 +181,7 @@ pub(super) fn too_big<T: AsRef<[u8]>>(ip: &Ipv4Packet<T>, vnet: &VnetHdr, mtu: u
 }
 
 /// A frame arriving on the packet uplink's port: ARP goes to the gateway, IPv4 for
-/// the uplink's address is translated back in.
+/// the uplink's address is translated back in, IPv6 takes `route6`.
 #[inline(always)]
 pub(super) fn from_uplink(
     ing: &Ingress<'_>,
@@ -200,6 +200,9 @@ pub(super) fn from_uplink(
     if ethertype == EtherType::ARP {
         out.push(GATEWAY_PORT, i, Encap::None);
         return Ok(());
+    }
+    if ethertype == EtherType::IPV6 {
+        return super::route6::from_uplink6(ing, i, f, out, up.ext_mac);
     }
     if ethertype != EtherType::IPV4 || (dst != up.ext_mac && !dst.is_broadcast()) {
         return Err(DropReason::NoNetwork);

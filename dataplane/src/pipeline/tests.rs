@@ -999,6 +999,7 @@ mod nat_prop {
                 ip: INSIDE,
                 port: 80,
             }]),
+            v6: None,
             hosts: vec![(DomainId(0), INSIDE, mac(2))],
         });
         r.snap.rebuild();
@@ -1397,4 +1398,150 @@ fn neighbour_solicitations_are_directed_to_their_group() {
     // An address no secured port may use: only the members that may be anything.
     let nobody = "fd00::dead:beef".parse().unwrap();
     assert_eq!(who_got(&r.run(2, &[ns(nobody)])), vec![6]);
+}
+
+/// IPv6 through the packet uplink: NAT66 and the routed mode on the fast path, and
+/// what is punted to the gateway.
+mod nat6 {
+    use super::*;
+    use crate::config::{UPLINK_DOMAIN, Uplink6, UplinkConf};
+    use crate::wire::Ipv6Cidr;
+    use std::net::Ipv6Addr;
+
+    const EXT6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xff, 0, 0, 0, 0, 2);
+    const INSIDE6: Ipv6Addr = Ipv6Addr::new(0xfd00, 1, 0, 0, 0, 0, 0, 2);
+    const FAR: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 9, 0, 0, 0, 0, 9);
+    const HOP: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0x99]);
+    const GW: MacAddr = MacAddr([0x02, 0x42, 10, 1, 0, 1]);
+
+    /// The rig with a packet uplink carrying IPv6 on port 1 (next hop resolved);
+    /// network 0's IPv6 routed as it is when `routed`, else masqueraded.
+    fn rig6(routed: bool, mtu: u16) -> (Rig, Nat, Neighbours) {
+        let mut r = Rig::new();
+        r.snap.ports[1] = Some(PortConf {
+            name: "uplink".into(),
+            generation: Generation(0),
+            role: PortRole::Uplink,
+            mode: PortMode::Access {
+                domain: UPLINK_DOMAIN,
+            },
+            security: None,
+            mac_limit: 0,
+            limits: Default::default(),
+        });
+        let ext = Ipv4Addr::new(198, 51, 100, 2);
+        r.snap.uplink = Some(UplinkConf {
+            ext_ip: ext,
+            ext_mac: MacAddr::from_ipv4(ext),
+            subnet: Ipv4Addr::new(198, 51, 100, 0),
+            prefix_len: 24,
+            next_hop: None,
+            mtu,
+            rules: Default::default(),
+            v6: Some(Uplink6 {
+                ext_ip: EXT6,
+                prefix: Ipv6Cidr::new(EXT6, 64).network(),
+                next_hop: Some(Ipv6Addr::new(0x2001, 0xdb8, 0xff, 0, 0, 0, 0, 1)),
+                inside: vec![Ipv6Cidr::new(INSIDE6, 64).network()],
+                routed: if routed { vec![DomainId(0)] } else { vec![] },
+                hosts: vec![(DomainId(0), INSIDE6, mac(2))],
+            }),
+            hosts: vec![],
+        });
+        if let Some(Some(d)) = r.snap.domains.get_mut(0) {
+            d.egress = !routed;
+        }
+        r.snap.rebuild();
+        let neigh = Neighbours::default();
+        neigh.v6.set_next_hop(Some(HOP));
+        (r, Nat::new(64), neigh)
+    }
+
+    /// An Ethernet frame of an IPv6/UDP packet of `len` payload bytes.
+    fn udp6(
+        macs: (MacAddr, MacAddr),
+        src: (Ipv6Addr, u16),
+        dst: (Ipv6Addr, u16),
+        len: usize,
+    ) -> Vec<u8> {
+        let mut f = Vec::new();
+        f.extend_from_slice(&macs.0.0);
+        f.extend_from_slice(&macs.1.0);
+        f.extend_from_slice(&[0x86, 0xdd]);
+        f.extend_from_slice(&crate::gateway::udp6_packet(src, dst, &vec![7u8; len]).unwrap());
+        f
+    }
+
+    fn addrs(f: &[u8]) -> (Ipv6Addr, Ipv6Addr, u8) {
+        let ip = crate::wire::Ipv6Packet::new_checked(&f[14..]).unwrap();
+        (ip.src(), ip.dst(), ip.hop_limit())
+    }
+
+    #[test]
+    fn nat66_out_and_back_in_on_the_fast_path() {
+        let (mut r, nat, neigh) = rig6(false, 1500);
+        let f = udp6((GW, mac(2)), (INSIDE6, 5000), (FAR, 53), 10);
+        let sent = r.run_full(2, &[f], 0, Some((&nat, &neigh)));
+        assert_eq!(who_got(&sent), vec![1], "{sent:?}");
+        let out = &sent[1][0];
+        assert_eq!(out[0..6], HOP.0);
+        let (src, dst, hops) = addrs(out);
+        assert_eq!((src, dst), (EXT6, FAR));
+        assert_eq!(hops, 63, "hop limit stepped");
+        let eport = u16::from_be_bytes([out[54], out[55]]);
+        let ext_mac = MacAddr::from_ipv4(Ipv4Addr::new(198, 51, 100, 2));
+        let back = udp6((ext_mac, HOP), (FAR, 53), (EXT6, eport), 10);
+        let sent = r.run_full(1, &[back], 0, Some((&nat, &neigh)));
+        assert_eq!(who_got(&sent), vec![2], "{sent:?}");
+        assert_eq!(addrs(&sent[2][0]).1, INSIDE6);
+        assert_eq!(sent[2][0][0..6], mac(2).0);
+        // Nothing known: dropped on the way in, but for the uplink's own address it is
+        // the gateway's (a closed port, a ping).
+        let stray = udp6((ext_mac, HOP), (FAR, 53), (INSIDE6, 5000), 10);
+        assert!(who_got(&r.run_full(1, &[stray], 0, Some((&nat, &neigh)))).is_empty());
+        let to_us = udp6((ext_mac, HOP), (FAR, 53), (EXT6, 9), 10);
+        assert_eq!(
+            who_got(&r.run_full(1, &[to_us], 0, Some((&nat, &neigh)))),
+            vec![0]
+        );
+    }
+
+    #[test]
+    fn routed_ipv6_passes_as_it_is_and_lets_only_replies_in() {
+        let (mut r, nat, neigh) = rig6(true, 1500);
+        let ext_mac = MacAddr::from_ipv4(Ipv4Addr::new(198, 51, 100, 2));
+        let probe = udp6((ext_mac, HOP), (FAR, 53), (INSIDE6, 5000), 10);
+        assert!(
+            who_got(&r.run_full(1, std::slice::from_ref(&probe), 0, Some((&nat, &neigh))))
+                .is_empty()
+        );
+        let f = udp6((GW, mac(2)), (INSIDE6, 5000), (FAR, 53), 10);
+        let sent = r.run_full(2, &[f], 0, Some((&nat, &neigh)));
+        assert_eq!(addrs(&sent[1][0]).0, INSIDE6, "not rewritten");
+        let sent = r.run_full(1, &[probe], 0, Some((&nat, &neigh)));
+        assert_eq!(who_got(&sent), vec![2], "the reply comes in");
+    }
+
+    #[test]
+    fn too_big_and_last_hop_go_to_the_gateway_and_link_local_is_not_routed() {
+        let (mut r, nat, neigh) = rig6(false, 1280);
+        let big = udp6((GW, mac(2)), (INSIDE6, 5000), (FAR, 53), 1300);
+        assert_eq!(
+            who_got(&r.run_full(2, &[big], 0, Some((&nat, &neigh)))),
+            vec![0]
+        );
+        let mut last = udp6((GW, mac(2)), (INSIDE6, 5000), (FAR, 53), 10);
+        last[21] = 1;
+        assert_eq!(
+            who_got(&r.run_full(2, &[last], 0, Some((&nat, &neigh)))),
+            vec![0]
+        );
+        let ll = crate::wire::ipv6::link_local(mac(2));
+        let f = udp6((GW, mac(2)), (ll, 5000), (FAR, 53), 10);
+        assert_eq!(
+            who_got(&r.run_full(2, &[f], 0, Some((&nat, &neigh)))),
+            vec![0]
+        );
+        assert!(nat.table6.is_empty(), "nothing tracked");
+    }
 }

@@ -2,9 +2,10 @@
 //!
 //! The gateway thread answers ARP for vswitch's address there and learns the
 //! neighbours (the next hop above all); workers read them per routed packet without a
-//! lock: the next hop's MAC is one atomic, other neighbours a sorted list swapped whole.
+//! lock: the next hop's MAC is one atomic, other neighbours a sorted list swapped whole
+//! (one of each per address family).
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
@@ -12,16 +13,33 @@ use crate::wire::MacAddr;
 
 const KNOWN: u64 = 1 << 63;
 
-/// The most neighbours remembered on the outside segment.
+/// The most neighbours remembered on the outside segment, per address family.
 pub const MAX_NEIGHBOURS: usize = 4096;
 
+/// The segment's neighbours of each address family.
 #[derive(Default)]
 pub struct Neighbours {
-    next_hop: AtomicU64,
-    map: arc_swap::ArcSwap<Vec<(Ipv4Addr, MacAddr)>>,
+    v4: Family<Ipv4Addr>,
+    /// IPv6 neighbours, learnt from neighbour discovery.
+    pub v6: Family<Ipv6Addr>,
 }
 
-impl Neighbours {
+/// The neighbours of one address family: the next hop's MAC, the others' list.
+pub struct Family<A> {
+    next_hop: AtomicU64,
+    map: arc_swap::ArcSwap<Vec<(A, MacAddr)>>,
+}
+
+impl<A> Default for Family<A> {
+    fn default() -> Self {
+        Family {
+            next_hop: AtomicU64::new(0),
+            map: arc_swap::ArcSwap::from_pointee(Vec::new()),
+        }
+    }
+}
+
+impl<A: Copy + Ord + Into<IpAddr>> Family<A> {
     /// The next hop's MAC, once resolved.
     #[inline]
     pub fn next_hop(&self) -> Option<MacAddr> {
@@ -36,7 +54,7 @@ impl Neighbours {
 
     /// The MAC of an on-link neighbour.
     #[inline]
-    pub fn lookup(&self, ip: Ipv4Addr) -> Option<MacAddr> {
+    pub fn lookup(&self, ip: A) -> Option<MacAddr> {
         let m = self.map.load();
         m.binary_search_by_key(&ip, |e| e.0)
             .ok()
@@ -45,8 +63,8 @@ impl Neighbours {
     }
 
     /// Learns (or updates) a neighbour. Allocates; the gateway thread calls it.
-    pub fn learn(&self, ip: Ipv4Addr, mac: MacAddr) {
-        if !mac.is_unicast() || mac.is_zero() || ip.is_unspecified() {
+    pub fn learn(&self, ip: A, mac: MacAddr) {
+        if !mac.is_unicast() || mac.is_zero() || ip.into().is_unspecified() {
             return;
         }
         let cur = self.map.load();
@@ -71,6 +89,34 @@ impl Neighbours {
     pub fn clear(&self) {
         self.set_next_hop(None);
         self.map.store(Arc::new(Vec::new()));
+    }
+}
+
+impl Neighbours {
+    /// The IPv4 next hop's MAC, once resolved.
+    #[inline]
+    pub fn next_hop(&self) -> Option<MacAddr> {
+        self.v4.next_hop()
+    }
+
+    pub fn set_next_hop(&self, mac: Option<MacAddr>) {
+        self.v4.set_next_hop(mac);
+    }
+
+    /// The MAC of an on-link IPv4 neighbour.
+    #[inline]
+    pub fn lookup(&self, ip: Ipv4Addr) -> Option<MacAddr> {
+        self.v4.lookup(ip)
+    }
+
+    /// Learns (or updates) an IPv4 neighbour.
+    pub fn learn(&self, ip: Ipv4Addr, mac: MacAddr) {
+        self.v4.learn(ip, mac);
+    }
+
+    pub fn clear(&self) {
+        self.v4.clear();
+        self.v6.clear();
     }
 }
 

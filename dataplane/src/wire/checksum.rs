@@ -109,6 +109,28 @@ pub fn update32_udp(hc: u16, old: u32, new: u32) -> u16 {
     }
 }
 
+/// An address of a pseudo-header: how a checksum follows its change.
+pub trait PseudoAddr: Copy {
+    /// The field `field` (kept as `csum` says) after the address changes from `self`
+    /// to `new`.
+    fn update(self, csum: Checksum, field: u16, new: Self, udp: bool) -> u16;
+}
+
+impl PseudoAddr for Ipv4Addr {
+    #[inline(always)]
+    fn update(self, csum: Checksum, field: u16, new: Ipv4Addr, udp: bool) -> u16 {
+        csum.update_pseudo32(field, u32::from(self), u32::from(new), udp)
+    }
+}
+
+impl PseudoAddr for std::net::Ipv6Addr {
+    #[inline(always)]
+    fn update(self, csum: Checksum, field: u16, new: std::net::Ipv6Addr, udp: bool) -> u16 {
+        let (old, new) = (fold(sum(&self.octets())), fold(sum(&new.octets())));
+        csum.update_pseudo16(field, old, new, udp)
+    }
+}
+
 /// What the checksum field of a TCP or UDP header holds, so a rewrite knows how to
 /// keep it right.
 ///
@@ -146,6 +168,19 @@ impl Checksum {
             Checksum::Full => update32(field, old, new),
             // A plain sum: update it as the complement of a checksum.
             Checksum::Partial => !update32(!field, old, new),
+        }
+    }
+
+    /// The field `field` after words of the pseudo-header whose folded sum was `old`
+    /// change to words whose folded sum is `new` (an IPv6 address: its eight words
+    /// summed are one word, RFC 1624 applied to the sum). `udp` applies UDP's zero rule
+    /// to a full checksum.
+    #[inline]
+    pub fn update_pseudo16(self, field: u16, old: u16, new: u16, udp: bool) -> u16 {
+        match self {
+            Checksum::Full if udp => update16_udp(field, old, new),
+            Checksum::Full => update16(field, old, new),
+            Checksum::Partial => !update16(!field, old, new),
         }
     }
 

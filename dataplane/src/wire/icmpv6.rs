@@ -111,6 +111,27 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Icmpv6Packet<T> {
     pub fn set_word(&mut self, v: u32) {
         put32(self.buffer.as_mut(), 4, v);
     }
+    /// Echo data, or the quoted packet of an error.
+    #[inline]
+    pub fn data_mut(&mut self) -> &mut [u8] {
+        self.buffer
+            .as_mut()
+            .get_mut(HEADER_LEN..)
+            .unwrap_or_default()
+    }
+    /// Translates an echo message: the identifier becomes `ident` and one address of
+    /// the pseudo-header changes from `old` to `new`, the checksum updated for both
+    /// (RFC 1624).
+    #[inline]
+    pub fn translate_echo(&mut self, old: Ipv6Addr, new: Ipv6Addr, ident: u16) {
+        let c = checksum::update16(self.checksum(), self.echo_ident(), ident);
+        let (o, n) = (
+            checksum::fold(checksum::sum(&old.octets())),
+            checksum::fold(checksum::sum(&new.octets())),
+        );
+        put16(self.buffer.as_mut(), 2, checksum::update16(c, o, n));
+        self.set_echo_ident(ident);
+    }
     /// Computes the checksum over the whole buffer for a message from `src` to `dst`.
     pub fn fill_checksum(&mut self, src: &Ipv6Addr, dst: &Ipv6Addr) {
         put16(self.buffer.as_mut(), 2, 0);

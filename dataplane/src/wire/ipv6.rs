@@ -237,6 +237,51 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv6Packet<T> {
     pub fn set_dst(&mut self, a: Ipv6Addr) {
         self.buffer.as_mut()[field::DST].copy_from_slice(&a.octets());
     }
+    /// Rewrites the source address; returns the old one (IPv6 has no header checksum:
+    /// the upper layer's follows the pseudo-header).
+    #[inline]
+    pub fn rewrite_src(&mut self, a: Ipv6Addr) -> Ipv6Addr {
+        let old = self.src();
+        self.set_src(a);
+        old
+    }
+    /// Rewrites the destination address; returns the old one.
+    #[inline]
+    pub fn rewrite_dst(&mut self, a: Ipv6Addr) -> Ipv6Addr {
+        let old = self.dst();
+        self.set_dst(a);
+        old
+    }
+    /// Takes one from the hop limit; false (and unchanged) when it was 1 or 0: a
+    /// router may not forward the packet.
+    #[inline]
+    pub fn step_hop_limit(&mut self) -> bool {
+        let h = self.hop_limit();
+        if h <= 1 {
+            return false;
+        }
+        self.set_hop_limit(h - 1);
+        true
+    }
+    /// What follows the fixed header, as [`Ipv6Packet::payload`] delimits it.
+    #[inline]
+    pub fn payload_mut(&mut self) -> &mut [u8] {
+        let n = self.payload().len();
+        self.buffer
+            .as_mut()
+            .get_mut(HEADER_LEN..HEADER_LEN + n)
+            .unwrap_or_default()
+    }
+    /// The packet from byte `offset` (an upper-layer header's, from [`Ipv6Packet::upper`])
+    /// to the end of the payload.
+    #[inline]
+    pub fn upper_mut(&mut self, offset: usize) -> &mut [u8] {
+        let end = HEADER_LEN + self.payload().len();
+        self.buffer
+            .as_mut()
+            .get_mut(offset..end)
+            .unwrap_or_default()
+    }
 }
 
 /// Partial sum of the pseudo-header (RFC 8200 section 8.1) of an upper-layer packet of

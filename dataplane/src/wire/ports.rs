@@ -7,9 +7,8 @@
 //! a quoted TCP header cut before its checksum has none to read or update
 //! ([`PortsHeader::checksum`] is `None`, the rewrites change only the ports).
 
-use super::checksum::Checksum;
+use super::checksum::{Checksum, PseudoAddr};
 use super::{IpProtocol, Result, WireError, be16, need, put16};
-use std::net::Ipv4Addr;
 
 /// Bytes the view needs: both ports, and UDP's length and checksum.
 pub const MIN_LEN: usize = 8;
@@ -86,10 +85,10 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> PortsHeader<T> {
     }
     /// Accounts for an address change in the pseudo-header.
     #[inline]
-    pub fn update_for_address(&mut self, old: Ipv4Addr, new: Ipv4Addr, csum: Checksum) {
+    pub fn update_for_address<A: PseudoAddr>(&mut self, old: A, new: A, csum: Checksum) {
         if let Some(c) = self.checksum() {
             let udp = self.udp;
-            self.set_checksum(csum.update_pseudo32(c, u32::from(old), u32::from(new), udp));
+            self.set_checksum(old.update(csum, c, new, udp));
         }
     }
     #[inline]
@@ -105,10 +104,10 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> PortsHeader<T> {
     /// the source port (`src`) or the destination port to `port`, the checksum read and
     /// written once: what a NAT does to one end of a packet.
     #[inline]
-    pub fn translate(
+    pub fn translate<A: PseudoAddr>(
         &mut self,
-        old: Ipv4Addr,
-        new: Ipv4Addr,
+        old: A,
+        new: A,
         src: bool,
         port: u16,
         csum: Checksum,
@@ -117,7 +116,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> PortsHeader<T> {
         let old_port = be16(self.buffer.as_ref(), at);
         if let Some(c) = self.checksum() {
             let udp = self.udp;
-            let c = csum.update_pseudo32(c, u32::from(old), u32::from(new), udp);
+            let c = old.update(csum, c, new, udp);
             self.set_checksum(csum.update_covered16(c, old_port, port, udp));
         }
         put16(self.buffer.as_mut(), at, port);
@@ -138,6 +137,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> PortsHeader<T> {
 mod tests {
     use super::*;
     use crate::wire::{TcpPacket, UdpPacket};
+    use std::net::Ipv4Addr;
 
     const SRC: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
     const DST: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 9);

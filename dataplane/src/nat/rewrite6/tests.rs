@@ -1,0 +1,286 @@
+//! NAT66 and the routed mode's tracking on IPv6 packets built by etherparse.
+
+use std::net::Ipv6Addr;
+
+use super::*;
+use crate::nat::{Nat, NatDrop, NatVerdict};
+use crate::wire::checksum;
+use crate::wire::ipv6::pseudo_header_sum;
+use etherparse::PacketBuilder;
+
+const C: Ipv6Addr = Ipv6Addr::new(0xfd00, 1, 0, 0, 0, 0, 0, 2);
+const R: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 9, 0, 0, 0, 0, 9);
+const EXT: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xff, 0, 0, 0, 0, 2);
+
+fn tcp(src: (Ipv6Addr, u16), dst: (Ipv6Addr, u16), syn: bool, data: &[u8]) -> Vec<u8> {
+    let b = PacketBuilder::ipv6(src.0.octets(), dst.0.octets(), 64).tcp(src.1, dst.1, 1000, 65535);
+    let b = if syn { b.syn() } else { b.ack(1) };
+    let mut v = Vec::new();
+    b.write(&mut v, data).unwrap();
+    v
+}
+
+fn udp(src: (Ipv6Addr, u16), dst: (Ipv6Addr, u16), data: &[u8]) -> Vec<u8> {
+    let mut v = Vec::new();
+    PacketBuilder::ipv6(src.0.octets(), dst.0.octets(), 64)
+        .udp(src.1, dst.1)
+        .write(&mut v, data)
+        .unwrap();
+    v
+}
+
+fn echo(src: Ipv6Addr, dst: Ipv6Addr, request: bool, id: u16) -> Vec<u8> {
+    let b = PacketBuilder::ipv6(src.octets(), dst.octets(), 64);
+    let b = if request {
+        b.icmpv6_echo_request(id, 1)
+    } else {
+        b.icmpv6_echo_reply(id, 1)
+    };
+    let mut v = Vec::new();
+    b.write(&mut v, b"ping").unwrap();
+    v
+}
+
+/// Source, destination and the upper layer's ports (or echo id), with its checksum
+/// checked against the pseudo-header.
+fn valid6(pkt: &[u8]) -> (Ipv6Addr, Ipv6Addr, u16, u16) {
+    let ip = Ipv6Packet::new_checked(pkt).unwrap();
+    let Ok(crate::wire::ipv6::Upper::At { proto, offset }) = ip.upper() else {
+        panic!("no upper layer")
+    };
+    let l4 = &pkt[offset..];
+    let s = checksum::add(
+        pseudo_header_sum(&ip.src(), &ip.dst(), proto, l4.len() as u32),
+        checksum::sum(l4),
+    );
+    assert_eq!(checksum::fold(s), 0xffff, "upper-layer checksum");
+    let w = |i: usize| u16::from_be_bytes([l4[i], l4[i + 1]]);
+    if proto == 58 {
+        (ip.src(), ip.dst(), w(4), 0)
+    } else {
+        (ip.src(), ip.dst(), w(0), w(2))
+    }
+}
+
+#[test]
+fn nat66_tcp_both_ways_and_states() {
+    let nat = Nat::new(64);
+    let mut syn = tcp((C, 40000), (R, 80), true, &[]);
+    assert_eq!(
+        nat.outbound6(&mut syn, 1, Some(EXT), false, 0),
+        Ok(NatVerdict::Out { dst: R })
+    );
+    assert_eq!(valid6(&syn), (EXT, R, 40000, 80));
+    let mut reply = tcp((R, 80), (EXT, 40000), false, b"hello");
+    assert_eq!(
+        nat.inbound6(&mut reply, Some(EXT), false, 0),
+        Ok(NatVerdict::In { domain: 1, ip: C })
+    );
+    assert_eq!(valid6(&reply), (R, C, 80, 40000));
+    let flows = nat.table6.list(0);
+    assert_eq!((flows.len(), flows[0].inside.src), (1, C));
+    assert!(nat.table.is_empty(), "IPv4's table untouched");
+    // Not for us, and nothing known: refused.
+    let mut other = tcp((R, 80), (EXT, 40001), false, b"x");
+    assert_eq!(
+        nat.inbound6(&mut other, Some(EXT), false, 0),
+        Err(NatDrop::NoFlow)
+    );
+    let mut elsewhere = tcp((R, 80), (C, 40000), false, b"x");
+    assert_eq!(
+        nat.inbound6(&mut elsewhere, Some(EXT), false, 0),
+        Err(NatDrop::Local)
+    );
+}
+
+#[test]
+fn nat66_udp_ports_collide_and_echo_ids_map() {
+    let nat = Nat::new(64);
+    let c2 = Ipv6Addr::new(0xfd00, 1, 0, 0, 0, 0, 0, 3);
+    let mut a = udp((C, 5353), (R, 53), b"q");
+    let mut b = udp((c2, 5353), (R, 53), b"q");
+    nat.outbound6(&mut a, 0, Some(EXT), false, 0).unwrap();
+    nat.outbound6(&mut b, 0, Some(EXT), false, 0).unwrap();
+    assert_eq!(valid6(&a).2, 5353);
+    let pb = valid6(&b).2;
+    assert_ne!(pb, 5353);
+    let mut r = udp((R, 53), (EXT, pb), b"a");
+    assert_eq!(
+        nat.inbound6(&mut r, Some(EXT), false, 0),
+        Ok(NatVerdict::In { domain: 0, ip: c2 })
+    );
+    assert_eq!(valid6(&r), (R, c2, 53, 5353));
+    let mut p1 = echo(C, R, true, 7);
+    let mut p2 = echo(c2, R, true, 7);
+    nat.outbound6(&mut p1, 0, Some(EXT), false, 0).unwrap();
+    nat.outbound6(&mut p2, 0, Some(EXT), false, 0).unwrap();
+    assert_eq!(valid6(&p1).2, 7);
+    let id2 = valid6(&p2).2;
+    assert_ne!(id2, 7);
+    let mut reply = echo(R, EXT, false, id2);
+    assert_eq!(
+        nat.inbound6(&mut reply, Some(EXT), false, 0),
+        Ok(NatVerdict::In { domain: 0, ip: c2 })
+    );
+    assert_eq!(valid6(&reply), (R, c2, 7, 0));
+    // A ping to the uplink's own address is the gateway's.
+    let mut to_us = echo(R, EXT, true, 1);
+    assert_eq!(
+        nat.inbound6(&mut to_us, Some(EXT), false, 0),
+        Err(NatDrop::Local)
+    );
+}
+
+/// An ICMPv6 error from `from` to `to` quoting `quoted` (cut to `cut` bytes).
+fn error6(from: Ipv6Addr, to: Ipv6Addr, ty: u8, word: u32, quoted: &[u8], cut: usize) -> Vec<u8> {
+    let mut m = vec![ty, 0, 0, 0];
+    m.extend_from_slice(&word.to_be_bytes());
+    m.extend_from_slice(&quoted[..cut.min(quoted.len())]);
+    let mut v = Vec::new();
+    PacketBuilder::ipv6(from.octets(), to.octets(), 64)
+        .icmpv6(etherparse::Icmpv6Type::Unknown {
+            type_u8: 200,
+            code_u8: 0,
+            bytes5to8: [0; 4],
+        })
+        .write(&mut v, &[])
+        .unwrap();
+    // Replace the builder's message by ours, then fill the checksum.
+    v.truncate(40);
+    v.extend_from_slice(&m);
+    let len = m.len() as u16;
+    v[4..6].copy_from_slice(&len.to_be_bytes());
+    let mut ip = Ipv6Packet::new_checked(&mut v[..]).unwrap();
+    let (s, d) = (ip.src(), ip.dst());
+    crate::wire::icmpv6::Icmpv6Packet::new_checked(ip.upper_mut(40))
+        .unwrap()
+        .fill_checksum(&s, &d);
+    v
+}
+
+#[test]
+fn packet_too_big_about_a_flow_reaches_the_container() {
+    let nat = Nat::new(64);
+    let mut out = tcp((C, 40000), (R, 443), false, &[0u8; 1300]);
+    nat.outbound6(&mut out, 4, Some(EXT), false, 0).unwrap();
+    let router = Ipv6Addr::new(0x2001, 0xdb8, 0xff, 0, 0, 0, 0, 1);
+    let mut err = error6(router, EXT, 2, 1280, &out, 1232);
+    assert_eq!(
+        nat.inbound6(&mut err, Some(EXT), false, 0),
+        Ok(NatVerdict::In { domain: 4, ip: C })
+    );
+    let (src, dst, _, _) = valid6(&err);
+    assert_eq!((src, dst), (router, C));
+    let m = crate::wire::icmpv6::Icmpv6Packet::new_checked(&err[40..]).unwrap();
+    assert_eq!((m.msg_type(), m.mtu()), (2, 1280));
+    let inner = Ipv6Packet::new_checked(m.data()).unwrap();
+    assert_eq!((inner.src(), inner.dst()), (C, R));
+    assert_eq!(u16::from_be_bytes([m.data()[40], m.data()[41]]), 40000);
+    // An error quoting no flow of ours goes nowhere.
+    let stray = tcp((C, 1), (R, 443), false, &[]);
+    let mut e2 = error6(router, EXT, 1, 0, &stray, 60);
+    assert_eq!(
+        nat.inbound6(&mut e2, Some(EXT), false, 0),
+        Err(NatDrop::NoFlow)
+    );
+}
+
+#[test]
+fn routed_mode_tracks_without_rewriting_and_admits_only_replies() {
+    let nat = Nat::new(64);
+    let mut syn = tcp((C, 40000), (R, 80), true, &[]);
+    let before = syn.clone();
+    assert_eq!(
+        nat.outbound6(&mut syn, 2, None, false, 0),
+        Ok(NatVerdict::Out { dst: R })
+    );
+    assert_eq!(syn, before, "routed: nothing rewritten");
+    let mut reply = tcp((R, 80), (C, 40000), false, b"ok");
+    let kept = reply.clone();
+    assert_eq!(
+        nat.inbound6(&mut reply, None, false, 0),
+        Ok(NatVerdict::In { domain: 2, ip: C })
+    );
+    assert_eq!(reply, kept);
+    // A connection the container never started is not let in.
+    let mut probe = tcp((R, 5555), (C, 22), true, &[]);
+    assert_eq!(
+        nat.inbound6(&mut probe, None, false, 0),
+        Err(NatDrop::NoFlow)
+    );
+    let mut ping = echo(C, R, true, 9);
+    nat.outbound6(&mut ping, 2, None, false, 0).unwrap();
+    let mut pong = echo(R, C, false, 9);
+    assert_eq!(
+        nat.inbound6(&mut pong, None, false, 0),
+        Ok(NatVerdict::In { domain: 2, ip: C })
+    );
+    let rows = nat.table6.list(0);
+    assert_eq!(rows.len(), 2);
+    assert!(
+        rows.iter()
+            .all(|r| r.outside.dst == C || r.outside.src == R)
+    );
+}
+
+#[test]
+fn partial_checksums_follow_the_address_as_sums() {
+    let nat = Nat::new(64);
+    let mut p = tcp((C, 40000), (R, 80), false, b"x");
+    let len = (p.len() - 40) as u32;
+    let pseudo = checksum::fold(pseudo_header_sum(&C, &R, 6, len));
+    p[56..58].copy_from_slice(&pseudo.to_be_bytes());
+    nat.outbound6(&mut p, 0, Some(EXT), true, 0).unwrap();
+    let expect = checksum::fold(pseudo_header_sum(&EXT, &R, 6, len));
+    assert_eq!(u16::from_be_bytes([p[56], p[57]]), expect);
+    let c = !checksum::fold(checksum::add(checksum::sum(&p[40..]), 0));
+    p[56..58].copy_from_slice(&c.to_be_bytes());
+    valid6(&p);
+}
+
+#[test]
+fn fragments_and_garbage_are_refused() {
+    let nat = Nat::new(64);
+    assert_eq!(
+        nat.outbound6(&mut [0x60; 20], 0, Some(EXT), false, 0),
+        Err(NatDrop::Malformed)
+    );
+    // A later fragment: fragment header with offset 8.
+    let mut f = udp((C, 1), (R, 2), b"abcdefgh");
+    f[6] = 44;
+    let mut frag = f[..40].to_vec();
+    frag.extend_from_slice(&[17, 0, 0, 8, 0, 0, 0, 1]);
+    frag.extend_from_slice(&f[40..]);
+    let n = (frag.len() - 40) as u16;
+    frag[4..6].copy_from_slice(&n.to_be_bytes());
+    assert_eq!(
+        nat.outbound6(&mut frag, 0, Some(EXT), false, 0),
+        Err(NatDrop::Fragment)
+    );
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(1000))]
+    #[test]
+    fn mutated_ipv6_packets_never_panic(
+        flips in proptest::collection::vec((0usize..90, proptest::prelude::any::<u8>()), 0..6),
+        inbound in proptest::prelude::any::<bool>(),
+        routed in proptest::prelude::any::<bool>(),
+    ) {
+        let nat = Nat::new(64);
+        let ext = (!routed).then_some(EXT);
+        let mut seed = udp((C, 1234), (R, 53), b"hi");
+        let _ = nat.outbound6(&mut seed, 0, ext, false, 0);
+        let mut p = if inbound {
+            let mut e = error6(R, EXT, 1, 0, &seed, 60);
+            e.extend_from_slice(&[0; 8]);
+            e
+        } else {
+            tcp((C, 1234), (R, 80), true, b"hi")
+        };
+        for (i, v) in flips {
+            if let Some(x) = p.get_mut(i) { *x = v; }
+        }
+        let _ = if inbound { nat.inbound6(&mut p, ext, false, 0) } else { nat.outbound6(&mut p, 0, ext, false, 0) };
+    }
+}

@@ -1,0 +1,224 @@
+//! IPv6 through the packet uplink: each network's IPv6 masqueraded behind the uplink's
+//! address (NAT66) or routed as it is (a network with masquerade off), tracked by the
+//! IPv6 flow table either way; the hop limit stepped, the MACs rewritten for the next
+//! hop. What the workers cannot finish (packet too big, hop limit exceeded, an
+//! unresolved neighbour) is punted to the gateway, as for IPv4.
+
+use std::net::Ipv6Addr;
+
+use super::route::{nat_drop, set_macs};
+use super::{Egress, Ingress, l2};
+use crate::bridge::DropReason;
+use crate::config::{DomainConf, GATEWAY_PORT, UPLINK_PORT, Uplink6};
+use crate::ids::{DomainId, Encap};
+use crate::nat::{NatDrop, NatVerdict};
+use crate::port::{Frame, Punt, VnetHdr};
+use crate::wire::ipv6::{HEADER_LEN, Icmpv6Type, NextHeader, Upper, is_link_local};
+use crate::wire::{EthernetFrame, Ipv6Packet, MacAddr, TcpPacket};
+
+/// Whether an IPv6 frame for the gateway's MAC is for somewhere outside every network,
+/// from an address that may be routed, with a packet uplink carrying IPv6 to take it.
+#[inline(always)]
+pub(super) fn bound_outside6(ing: &Ingress<'_>, dconf: &DomainConf, frame: &[u8]) -> bool {
+    let Some(up6) = ing.ctx.snap.uplink.as_ref().and_then(|u| u.v6.as_ref()) else {
+        return false;
+    };
+    if ing.ctx.nat.is_none() {
+        return false;
+    }
+    let Ok(eth) = EthernetFrame::new_checked(frame) else {
+        return false;
+    };
+    let Ok(ip) = Ipv6Packet::new_checked(eth.payload()) else {
+        return false;
+    };
+    let (src, dst) = (ip.src(), ip.dst());
+    let routable = |a: &Ipv6Addr| !a.is_unspecified() && !a.is_multicast() && !is_link_local(a);
+    routable(&src)
+        && routable(&dst)
+        && dconf.v6.is_none_or(|v| v.gateway != dst)
+        && dst != up6.ext_ip
+        && !up6.is_inside(dst)
+}
+
+/// The uplink's IPv6 and the NAT, when both are there.
+#[inline(always)]
+fn uplink6<'a>(ing: &Ingress<'a>) -> Result<(&'a Uplink6, &'a crate::nat::Nat), DropReason> {
+    let up6 = (ing.ctx.snap.uplink.as_ref()).and_then(|u| u.v6.as_ref());
+    up6.zip(ing.ctx.nat).ok_or(DropReason::NoRoute)
+}
+
+/// An IPv6 frame from a container bound outside: checked against the segment's MTU
+/// and its hop limit, tracked (and masqueraded, unless its network is routed), sent
+/// out the packet uplink.
+#[inline(always)]
+pub(super) fn route_out6(
+    ing: &Ingress<'_>,
+    i: usize,
+    f: &mut Frame,
+    out: &mut Egress,
+    (domain, dconf): (DomainId, &DomainConf),
+) -> Result<(), DropReason> {
+    let ctx = ing.ctx;
+    let (up6, nat) = uplink6(ing)?;
+    let mtu = ctx.snap.uplink.as_ref().map_or(0, |u| u.mtu);
+    // Masqueraded where masquerade is on, else routed as it is where the network may
+    // reach the outside at all.
+    let ext = if dconf.egress {
+        Some(up6.ext_ip)
+    } else if up6.routes(domain) {
+        None
+    } else {
+        return Err(DropReason::NoRoute);
+    };
+    let partial = f.vnet.flags & VnetHdr::F_NEEDS_CSUM != 0;
+    let vnet = f.vnet;
+    let mut eth = EthernetFrame::new_checked(f.data_mut()).map_err(|_| DropReason::Malformed)?;
+    let mut ip = Ipv6Packet::new_checked(eth.payload_mut()).map_err(|_| DropReason::Malformed)?;
+    // IPv6 routers never fragment: too big is always answered (packet too big).
+    let punt = if too_big6(&ip, &vnet, mtu) {
+        Some(Punt::TooBig)
+    } else if !ip.step_hop_limit() {
+        Some(Punt::TimeExceeded)
+    } else {
+        None
+    };
+    if let Some(p) = punt {
+        f.punt = p;
+        out.push(GATEWAY_PORT, i, Encap::None);
+        return Ok(());
+    }
+    let dst = match nat.outbound6(eth.payload_mut(), domain.0, ext, partial, ctx.now) {
+        Ok(NatVerdict::Out { dst }) => dst,
+        Ok(NatVerdict::In { .. }) => return Err(DropReason::NoRoute),
+        Err(d) => return Err(nat_drop(d)),
+    };
+    send_out6(ing, i, f, out, (up6, dst))
+}
+
+/// Sends a packet for `dst` out the packet uplink: to `dst` on the segment, or to the
+/// next hop; not resolved yet, the gateway solicits it.
+#[inline(always)]
+fn send_out6(
+    ing: &Ingress<'_>,
+    i: usize,
+    f: &mut Frame,
+    out: &mut Egress,
+    (up6, dst): (&Uplink6, Ipv6Addr),
+) -> Result<(), DropReason> {
+    let up = ing.ctx.snap.uplink.as_ref().ok_or(DropReason::NoRoute)?;
+    let neigh = ing.ctx.neigh.ok_or(DropReason::NoRoute)?;
+    let mac = if up6.on_link(dst) {
+        neigh.v6.lookup(dst)
+    } else {
+        neigh.v6.next_hop()
+    };
+    match mac {
+        Some(m) => {
+            set_macs(f, m, up.ext_mac);
+            out.push(UPLINK_PORT, i, Encap::None);
+        }
+        None => {
+            f.punt = Punt::Unresolved;
+            out.push(GATEWAY_PORT, i, Encap::None);
+        }
+    }
+    Ok(())
+}
+
+/// Whether an IPv6 packet is larger than `mtu` (a super-frame: its segments).
+#[inline(always)]
+fn too_big6<T: AsRef<[u8]>>(ip: &Ipv6Packet<T>, vnet: &VnetHdr, mtu: u16) -> bool {
+    let total = HEADER_LEN + ip.payload().len();
+    let gso = vnet.gso_type & !VnetHdr::GSO_ECN;
+    if gso == VnetHdr::GSO_NONE {
+        return total > usize::from(mtu);
+    }
+    let l4 = if gso == VnetHdr::GSO_TCPV6 && ip.next_header() == NextHeader::TCP {
+        TcpPacket::new_checked(ip.payload())
+            .map_or(crate::wire::tcp::MIN_HEADER_LEN, |t| t.header_len())
+    } else if gso == VnetHdr::GSO_TCPV6 {
+        crate::wire::tcp::MIN_HEADER_LEN
+    } else {
+        crate::wire::udp::HEADER_LEN
+    };
+    (HEADER_LEN + l4 + usize::from(vnet.gso_size)).min(total) > usize::from(mtu)
+}
+
+/// Whether an IPv6 packet is neighbour or router discovery (the gateway's to answer).
+#[inline(always)]
+fn discovery<T: AsRef<[u8]>>(ip: &Ipv6Packet<T>) -> bool {
+    match ip.upper() {
+        Ok(Upper::At {
+            proto: NextHeader::ICMPV6,
+            offset,
+        }) => ip
+            .packet()
+            .get(offset)
+            .is_some_and(|&t| (Icmpv6Type::ROUTER_SOLICIT..=Icmpv6Type::REDIRECT).contains(&t)),
+        _ => false,
+    }
+}
+
+/// An IPv6 frame arriving on the packet uplink: neighbour discovery and multicast go to
+/// the gateway; a packet of a tracked flow (for the uplink's address, translated back,
+/// or for a routed network's container) is delivered to its container.
+#[inline(always)]
+pub(super) fn from_uplink6(
+    ing: &Ingress<'_>,
+    i: usize,
+    f: &mut Frame,
+    out: &mut Egress,
+    ext_mac: MacAddr,
+) -> Result<(), DropReason> {
+    let (up6, nat) = uplink6(ing)?;
+    let partial = f.vnet.flags & VnetHdr::F_NEEDS_CSUM != 0;
+    let mut eth = EthernetFrame::new_checked(f.data_mut()).map_err(|_| DropReason::Malformed)?;
+    let dst_mac = eth.dst();
+    let ip = Ipv6Packet::new_checked(eth.payload_mut()).map_err(|_| DropReason::Malformed)?;
+    if dst_mac.is_multicast() || discovery(&ip) {
+        out.push(GATEWAY_PORT, i, Encap::None);
+        return Ok(());
+    }
+    if dst_mac != ext_mac {
+        return Err(DropReason::NoNetwork);
+    }
+    let ext = (ip.dst() == up6.ext_ip).then_some(up6.ext_ip);
+    match nat.inbound6(eth.payload_mut(), ext, partial, ing.ctx.now) {
+        Ok(NatVerdict::In { domain, ip: to }) => {
+            let stepped =
+                Ipv6Packet::new_checked(eth.payload_mut()).is_ok_and(|mut p| p.step_hop_limit());
+            if !stepped {
+                return Err(DropReason::NoRoute);
+            }
+            deliver_in6(ing, i, f, out, (up6, DomainId(domain), to))
+        }
+        Ok(NatVerdict::Out { .. }) => Err(DropReason::NoRoute),
+        // For the uplink's address itself (ping, a closed port): the gateway's.
+        Err(NatDrop::Local | NatDrop::NoFlow) if ext.is_some() => {
+            out.push(GATEWAY_PORT, i, Encap::None);
+            Ok(())
+        }
+        Err(d) => Err(nat_drop(d)),
+    }
+}
+
+/// Delivers an IPv6 packet to container `ip` of `domain`.
+#[inline(always)]
+fn deliver_in6(
+    ing: &Ingress<'_>,
+    i: usize,
+    f: &mut Frame,
+    out: &mut Egress,
+    (up6, domain, ip): (&Uplink6, DomainId, Ipv6Addr),
+) -> Result<(), DropReason> {
+    let dconf = ing.ctx.snap.domain(domain).ok_or(DropReason::NoNetwork)?;
+    let mac = up6.host_mac(domain, ip).ok_or(DropReason::NoRoute)?;
+    set_macs(f, mac, dconf.gateway_mac);
+    f.domain = domain.0;
+    match l2::known_port(ing, domain, dconf, mac) {
+        Some(to) => out.push(to.port, i, to.encap),
+        None => l2::flood(dconf, UPLINK_PORT, false, i, out),
+    }
+    Ok(())
+}

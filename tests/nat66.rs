@@ -1,0 +1,284 @@
+//! IPv6 through the packet uplink, with real kernel stacks: a dual-stack network
+//! masqueraded behind vswitch's IPv6 address on the segment (NAT66: TCP with its data
+//! checked, UDP, ping6, `conntrack ls`), a network with masquerade off routed as it is
+//! (the outside sees the container's address, and reaches it only in reply), and a
+//! segment with a smaller MTU whose packet too big reaches the container.
+
+// Test code: a failed step is the test failing.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::*;
+use std::time::Duration;
+
+struct Seg6 {
+    d: Daemon,
+    out: Netns,
+    c: Netns,
+    /// vswitch's IPv6 address on the segment, the outside host's, the container's.
+    ext6: String,
+    host6: String,
+    c6: String,
+}
+
+/// A daemon with network `front` (IPv4 and IPv6 `fd00:66:N::/64`, `create` more
+/// options) whose container `web` reaches an outside namespace through a packet
+/// uplink with both families (`uplink` more options).
+fn seg6(n: u8, create: &[&str], uplink: &[&str]) -> Seg6 {
+    require(&["socat", "ping", "sha256sum"]);
+    let d = Daemon::start(&[]);
+    let (v4, v6) = (
+        format!("10.{}.0.0/24", 220 + n),
+        format!("fd00:66:{n}::/64"),
+    );
+    let mut args = vec!["network", "create", "front", "--subnet", &v4, "--ipv6"];
+    args.extend_from_slice(&["--subnet", &v6]);
+    args.extend_from_slice(create);
+    d.ctl_ok(&args);
+    let out = Netns::new("seg6");
+    let (ext6, host6) = (format!("2001:db8:66:{n}::2"), format!("2001:db8:66:{n}::1"));
+    let (ext, a6) = (format!("198.19.{}.2/24", 100 + n), format!("{ext6}/64"));
+    let p = out.path();
+    let mut args = vec!["uplink", "set", "--netns", &p, "--address", &ext];
+    args.extend_from_slice(&["--address6", &a6]);
+    args.extend_from_slice(uplink);
+    d.ctl_ok(&args);
+    out.must(&format!(
+        "sysctl -qw net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.vswitch0.accept_dad=0 && \
+         ip -6 addr add {host6}/64 dev vswitch0 nodad && \
+         ip addr add 198.19.{}.1/24 dev vswitch0",
+        100 + n
+    ));
+    let c = Netns::new("c6");
+    d.ctl_ok(&["attach", "front", "--name", "web", "--netns", &c.path()]);
+    let c6 = ip6_of(&d, "web");
+    Seg6 {
+        d,
+        out,
+        c,
+        ext6,
+        host6,
+        c6,
+    }
+}
+
+/// The IPv6 address IPAM gave container `name` (from `port ls`).
+fn ip6_of(d: &Daemon, name: &str) -> String {
+    let ports = d.ctl_json(&["port", "ls"]);
+    let p = ports
+        .as_array()
+        .and_then(|a| a.iter().find(|p| p["name"] == name))
+        .unwrap_or_else(|| panic!("no port {name}: {ports}"));
+    p["ip6"].as_str().expect("an IPv6 address").to_string()
+}
+
+/// Retries `cmd` in `ns` until it succeeds with output (the first packets may go while
+/// vswitch solicits the neighbour).
+fn retry(ns: &Netns, cmd: &str) -> String {
+    let mut last = String::new();
+    for _ in 0..8 {
+        let o = ns.sh(cmd);
+        if o.status.success() && !o.stdout_text().trim().is_empty() {
+            return o.stdout_text();
+        }
+        last = format!("{}{}", o.stdout_text(), o.stderr_text());
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    panic!("`{cmd}` in {} kept failing: {last}", ns.name);
+}
+
+/// A TCP listener on `port` answering each connection with the client's address and
+/// the SHA-256 of what it sent.
+fn tcp_digest(ns: &Netns, port: u16) -> Proc {
+    let p = ns.spawn(&format!(
+        "socat TCP6-LISTEN:{port},ipv6only=1,reuseaddr,fork \
+         SYSTEM:'echo $SOCAT_PEERADDR; sha256sum'"
+    ));
+    listening(ns, port);
+    p
+}
+
+/// A UDP listener on `port` answering each datagram with the client's address.
+fn udp_whoami(ns: &Netns, port: u16) -> Proc {
+    let p = ns.spawn(&format!(
+        "socat UDP6-RECVFROM:{port},ipv6only=1,reuseaddr,fork SYSTEM:'echo $SOCAT_PEERADDR'"
+    ));
+    listening_udp(ns, port);
+    p
+}
+
+/// Sends 300 KB of random bytes over TCP from `s.c` to the outside host; returns what
+/// the listener saw (its first line: the client's address) and checks the digest.
+fn tcp_through(s: &Seg6, port: u16) -> String {
+    let file = std::env::temp_dir().join(format!("vswitch-t-nat66-{}-{port}", std::process::id()));
+    let f = file.display();
+    s.c.must(&format!("head -c 300000 /dev/urandom > {f}"));
+    let want = sha256(&s.c.must(&format!("sha256sum {f}")));
+    let got = retry(
+        &s.c,
+        &format!("socat -T 5 - TCP6:[{}]:{port} < {f}", s.host6),
+    );
+    let _ = std::fs::remove_file(&file);
+    let mut lines = got.lines();
+    let peer = lines.next().unwrap_or_default().to_string();
+    assert_eq!(sha256(lines.next().unwrap_or_default()), want, "{got}");
+    peer
+}
+
+/// Whether socat's `[2001:0db8:...]` (in `text`) is `want`.
+fn saw(text: &str, want: &str) -> bool {
+    let want: std::net::Ipv6Addr = want.parse().expect("an IPv6 address");
+    let inner = text.trim().trim_start_matches('[');
+    let addr = inner.split(']').next().unwrap_or_default();
+    addr.parse::<std::net::Ipv6Addr>().is_ok_and(|a| a == want)
+}
+
+/// The packet uplink's IPv6 flows `conntrack ls` shows.
+fn flows6(d: &Daemon) -> Vec<serde_json::Value> {
+    let flows = d.ctl_json(&["conntrack", "ls"]);
+    (flows.as_array().expect("list").iter())
+        .filter(|f| {
+            f["uplink"] == "packet" && f["inside"].as_str().is_some_and(|i| i.contains(']'))
+        })
+        .cloned()
+        .collect()
+}
+
+#[test]
+#[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
+fn nat66_tcp_udp_ping6_leave_with_the_uplinks_address() {
+    let s = seg6(1, &[], &[]);
+    let _t = tcp_digest(&s.out, 7200);
+    let peer = tcp_through(&s, 7200);
+    assert!(
+        saw(&peer, &s.ext6),
+        "the outside saw {peer}, not {}",
+        s.ext6
+    );
+    let _u = udp_whoami(&s.out, 7201);
+    let got = retry(
+        &s.c,
+        &format!("echo hi | socat -T 3 -t 3 - UDP6:[{}]:7201", s.host6),
+    );
+    assert!(saw(&got, &s.ext6), "{got}");
+    s.c.must(&format!("ping -6 -c 2 -W 2 {}", s.host6));
+    // IPv4 still leaves beside it.
+    retry(&s.c, "ping -c 1 -W 2 198.19.101.1");
+    let rows = flows6(&s.d);
+    for proto in ["tcp", "udp", "icmpv6"] {
+        let row = rows.iter().find(|f| f["protocol"] == proto);
+        let row = row.unwrap_or_else(|| panic!("no {proto} flow: {rows:?}"));
+        assert!(row["inside"].as_str().unwrap().contains(&s.c6), "{row}");
+        assert!(row["outside"].as_str().unwrap().contains(&s.ext6), "{row}");
+    }
+    // vswitch answers pings to its IPv6 address on the segment.
+    s.out.must(&format!("ping -6 -c 1 -W 2 {}", s.ext6));
+}
+
+#[test]
+#[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
+fn routed_ipv6_keeps_the_containers_address_and_admits_only_replies() {
+    let s = seg6(2, &["--no-masquerade"], &[]);
+    // The outside routes the network's prefix to vswitch.
+    s.out
+        .must(&format!("ip -6 route add fd00:66:2::/64 via {}", s.ext6));
+    let _t = tcp_digest(&s.out, 7202);
+    let peer = tcp_through(&s, 7202);
+    assert!(saw(&peer, &s.c6), "the outside saw {peer}, not {}", s.c6);
+    let _u = udp_whoami(&s.out, 7203);
+    let got = retry(
+        &s.c,
+        &format!("echo hi | socat -T 3 -t 3 - UDP6:[{}]:7203", s.host6),
+    );
+    assert!(saw(&got, &s.c6), "{got}");
+    s.c.must(&format!("ping -6 -c 2 -W 2 {}", s.host6));
+    let rows = flows6(&s.d);
+    assert!(rows.iter().any(|f| f["protocol"] == "tcp"), "{rows:?}");
+    // A connection the container did not start is not let in, while the container's
+    // listener is alive (it answers inside).
+    let _l =
+        s.c.spawn("socat TCP6-LISTEN:7204,reuseaddr,fork SYSTEM:'echo inside'");
+    listening(&s.c, 7204);
+    let own =
+        s.c.must(&format!("socat -T 2 - TCP6:[{}]:7204 </dev/null", s.c6));
+    assert_eq!(own.trim(), "inside");
+    let o = s.out.sh(&format!(
+        "socat -T 2 - TCP6:[{}]:7204,connect-timeout=2 </dev/null",
+        s.c6
+    ));
+    assert!(
+        !o.status.success() || o.stdout_text().trim().is_empty(),
+        "the outside reached the container: {}",
+        o.stdout_text()
+    );
+}
+
+#[test]
+#[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
+fn packet_too_big_from_a_smaller_uplink_mtu_reaches_the_container() {
+    let s = seg6(3, &[], &["--mtu", "1280"]);
+    // Small enough: through (the neighbour resolved first).
+    retry(
+        &s.c,
+        &format!("ping -6 -c 1 -W 2 -M do -s 1200 {}", s.host6),
+    );
+    let o =
+        s.c.sh(&format!("ping -6 -c 1 -W 2 -M do -s 1400 {}", s.host6));
+    let text = format!("{}{}", o.stdout_text(), o.stderr_text());
+    assert!(
+        text.contains("Packet too big") && text.contains("1280"),
+        "no packet too big: {text}"
+    );
+    let route = s.c.must(&format!("ip -6 route get {}", s.host6));
+    assert!(route.contains("mtu 1280"), "path MTU not learnt: {route}");
+    // TCP finds the path MTU and delivers everything.
+    s.out.must("ip link set vswitch0 mtu 1500");
+    s.c.must("ip -6 route flush cache");
+    let _t = tcp_digest(&s.out, 7205);
+    let peer = tcp_through(&s, 7205);
+    assert!(saw(&peer, &s.ext6), "{peer}");
+}
+
+#[test]
+#[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
+fn packet_too_big_from_a_router_beyond_is_translated_back_to_the_container() {
+    // The outside host routes to a far host over a link of MTU 1300.
+    let s = seg6(4, &[], &["--next-hop6", "2001:db8:66:4::1"]);
+    let far = Netns::new("far6");
+    s.out.must(&format!(
+        "sysctl -qw net.ipv6.conf.all.forwarding=1 && \
+         ip link add up0 mtu 1300 type veth peer name dn0 netns {} && \
+         ip link set up0 up && ip -6 addr add 2001:db8:77:4::1/64 dev up0 nodad",
+        far.name
+    ));
+    far.must(
+        "ip link set dn0 up && ip -6 addr add 2001:db8:77:4::2/64 dev dn0 nodad && \
+         ip -6 route add default via 2001:db8:77:4::1",
+    );
+    retry(&s.c, "ping -6 -c 1 -W 2 2001:db8:77:4::2");
+    // Too big for the far link: the router's packet too big, about the translated
+    // packet and sent to vswitch's address, reaches the container translated back.
+    let o = s.c.sh("ping -6 -c 1 -W 2 -M do -s 1400 2001:db8:77:4::2");
+    let text = format!("{}{}", o.stdout_text(), o.stderr_text());
+    assert!(
+        text.contains("Packet too big") && text.contains("1300"),
+        "no packet too big from the router: {text}"
+    );
+    let route = s.c.must("ip -6 route get 2001:db8:77:4::2");
+    assert!(route.contains("mtu 1300"), "path MTU not learnt: {route}");
+    // And TCP over that path delivers everything.
+    let _t = tcp_digest(&far, 7206);
+    let file = std::env::temp_dir().join(format!("vswitch-t-nat66-far-{}", std::process::id()));
+    let f = file.display();
+    s.c.must(&format!("head -c 300000 /dev/urandom > {f}"));
+    let want = sha256(&s.c.must(&format!("sha256sum {f}")));
+    let got = retry(
+        &s.c,
+        &format!("socat -T 5 - TCP6:[2001:db8:77:4::2]:7206 < {f}"),
+    );
+    let _ = std::fs::remove_file(&file);
+    let mut lines = got.lines();
+    assert!(saw(lines.next().unwrap_or_default(), &s.ext6), "{got}");
+    assert_eq!(sha256(lines.next().unwrap_or_default()), want, "{got}");
+}
