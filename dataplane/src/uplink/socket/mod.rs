@@ -1,0 +1,679 @@
+//! The socket uplink: containers reach the outside (and the host) through the host's
+//! own sockets, with the host's address, as slirp4netns and pasta do for one namespace.
+//!
+//! - **TCP** is terminated in userspace by smoltcp, one interface per container
+//!   (`Medium::Ip`, any-IP: it answers for whatever address a container connects to).
+//!   On a container's SYN the uplink opens a listening socket for exactly that
+//!   destination with its SYN-ACK held back, and starts a non-blocking host `connect`;
+//!   only when the host connection is up does the container get its SYN-ACK (refused
+//!   or unreachable: an RST), so the container sees the real outcome. Data is relayed
+//!   between smoltcp's buffers and the host socket without an intermediate copy
+//!   (reads land in smoltcp's transmit ring, writes come from its receive ring).
+//! - **UDP** needs no stack: each flow (container address and port, destination
+//!   address and port) gets a connected host UDP socket; replies are built back into
+//!   packets. Flows expire after [`UDP_IDLE`].
+//! - **ICMP echo** goes out through ping sockets (`SOCK_DGRAM`/`IPPROTO_ICMP`) where the
+//!   host's `net.ipv4.ping_group_range` allows them; otherwise the container is told
+//!   the destination is administratively unreachable.
+//! - The gateway address stands for the host: a connection to GATEWAY:PORT reaches the
+//!   host at its main address ([`host`](super::host)), so services bound to 127.0.0.1
+//!   only are not reachable; a network created with `--host-loopback` reaches the
+//!   host's 127.0.0.1:PORT instead. Port 53 of a network without DNS is closed.
+//!
+//! Destinations inside any vswitch network are never reached this way (networks stay
+//! isolated), nor is anything from an internal network.
+//!
+//! Every connection ends: handshakes and idle time are bounded ([`UplinkLimits`]), host
+//! sockets have keep-alive, and whatever ended a connection releases all of it. What
+//! each container may hold is bounded by [`Quotas`]; refusals are handed to the caller
+//! ([`SocketUplink::take_refusals`]) to be counted on the container's port.
+//!
+//! The code is split by protocol: `tcp` (smoltcp stacks in `stack`), `udp`,
+//! `ping`, `published` ports and their loopback clients `spliced` into the
+//! container; this module holds the flow tables, dispatch and housekeeping.
+//!
+//! Sans-I/O towards the switch: IPv4 packets come in by [`SocketUplink::from_container`]
+//! and go out through [`SocketUplink::take_output`]; the caller frames them.
+
+use std::collections::{BTreeSet, HashMap};
+use std::io::{self, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use mio::net::{TcpStream, UdpSocket};
+use mio::{Interest, Registry, Token};
+use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
+use smoltcp::phy::{self, ChecksumCapabilities, Device, DeviceCapabilities, Medium};
+use smoltcp::socket::tcp as smol_tcp;
+use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, IpListenEndpoint, Ipv4Address};
+
+use super::challenge;
+use super::host::HostAddress;
+use super::quota::{ContainerId, FlowKind, Quotas, Refusal, UplinkLimits};
+use super::splice::{self, Pumped, SocketPool, Splice, SpliceError};
+use crate::gateway::io::token::Source;
+use crate::wire::icmp::{IcmpType, UnreachCode};
+use crate::wire::{Icmpv4Packet, IpProtocol, Ipv4Packet, TcpPacket, UdpPacket, checksum};
+
+mod ping;
+mod published;
+mod spliced;
+mod stack;
+mod tcp;
+#[cfg(test)]
+mod tests;
+mod udp;
+
+pub use self::ping::PING_IDLE;
+use self::ping::*;
+use self::published::*;
+pub use self::published::{MAX_INBOUND_UDP, PublishTarget, PublishedSocket};
+use self::spliced::*;
+use self::stack::*;
+pub use self::stack::{LINK_HEADROOM, OutPacket};
+use self::tcp::*;
+pub use self::tcp::{
+    CONTAINER_ACK_TIMEOUT, CONTAINER_KEEPALIVE, DnsTcpRequest, TCP_BUFFER, TCP_BUFFER_BUDGET,
+    TCP_BUFFER_MIN, TcpConnId,
+};
+use self::udp::*;
+pub use self::udp::{UDP_IDLE, build_ip, build_udp};
+
+/// Keep-alive on host sockets: first probe after this much silence, then every
+/// [`KEEPALIVE_INTERVAL`], [`KEEPALIVE_PROBES`] unanswered probes end the connection
+/// (a dead peer is found in about two minutes of silence plus one).
+pub const KEEPALIVE_IDLE: Duration = Duration::from_secs(120);
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+pub const KEEPALIVE_PROBES: u32 = 6;
+
+/// What the uplink needs to know of each network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NetView {
+    pub gateway: Ipv4Addr,
+    pub subnet: Ipv4Addr,
+    pub prefix_len: u8,
+    /// Traffic may leave (not internal, masquerade on).
+    pub egress: bool,
+    /// DNS is served on the gateway (TCP port 53 is answered locally).
+    pub dns: bool,
+    /// GATEWAY:PORT reaches the host's 127.0.0.1:PORT (`--host-loopback`), instead of
+    /// the host's main address.
+    pub host_loopback: bool,
+}
+
+impl NetView {
+    fn contains(&self, ip: Ipv4Addr) -> bool {
+        crate::wire::Ipv4Cidr::new(self.subnet, self.prefix_len).contains(ip)
+    }
+}
+
+/// Where a flow from a container goes on the host. `host` is the host's main address,
+/// which GATEWAY:PORT stands for unless the network opted in to the host's loopback.
+fn target(
+    nets: &[Option<NetView>],
+    domain: u16,
+    (dst, port): (Ipv4Addr, u16),
+    host: Option<Ipv4Addr>,
+) -> Option<SocketAddrV4> {
+    let own = nets.get(usize::from(domain))?.as_ref()?;
+    if dst == own.gateway {
+        return gateway_target(own, port, host);
+    }
+    if !own.egress {
+        return None;
+    }
+    if nets.iter().flatten().any(|n| n.contains(dst)) {
+        return None;
+    }
+    if dst.is_loopback() || dst.is_unspecified() || dst.is_broadcast() || dst.is_multicast() {
+        return None;
+    }
+    Some(SocketAddrV4::new(dst, port))
+}
+
+/// What GATEWAY:PORT reaches: nothing from a network that may not leave, nothing on
+/// port 53 of a network without DNS, the host's loopback where the network opted in,
+/// else the host's main address (none: closed).
+pub(crate) fn gateway_target(
+    net: &NetView,
+    port: u16,
+    host: Option<Ipv4Addr>,
+) -> Option<SocketAddrV4> {
+    if !net.egress || (port == 53 && !net.dns) {
+        return None;
+    }
+    let ip = if net.host_loopback {
+        Ipv4Addr::LOCALHOST
+    } else {
+        host?
+    };
+    Some(SocketAddrV4::new(ip, port))
+}
+
+/// One flow of the uplink, for `conntrack ls`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlowInfo {
+    pub proto: &'static str,
+    /// The container's address and port (for ICMP, the echo id as the port).
+    pub inside: SocketAddrV4,
+    /// The far end.
+    pub outside: SocketAddrV4,
+    pub state: String,
+}
+
+/// Counters of the socket uplink.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UplinkStats {
+    pub tcp_open: u64,
+    pub tcp_refused: u64,
+    pub udp_flows: u64,
+    pub ping_flows: u64,
+    pub dropped: u64,
+    /// TCP connections ended for a handshake that did not finish in time.
+    pub tcp_handshake_timeouts: u64,
+    /// Established TCP connections ended for idling too long.
+    pub tcp_idle_timeouts: u64,
+    /// Flows refused by a quota or the descriptor budget.
+    pub refused_quota: u64,
+    /// Published-port connections from the host's loopback spliced into the container.
+    pub tcp_spliced: u64,
+    /// Loopback clients that took the frame path because splicing was not possible.
+    pub splice_fallbacks: u64,
+    /// RSTs from containers inside the window but not at its start, answered with a
+    /// challenge ACK instead of ending the connection (RFC 5961).
+    pub challenge_acks: u64,
+}
+
+pub struct SocketUplink {
+    /// Each container's TCP stack (while it has connections).
+    stacks: HashMap<ContainerId, Stack>,
+    /// Stacks to poll: a packet arrived, or a connection of theirs moved.
+    active: std::collections::HashSet<ContainerId>,
+    /// Every stack with a smoltcp timer, by when it is due (each stack's `due`, once):
+    /// a wake-up finds the due ones without looking at the others.
+    timers: BTreeSet<(Instant, ContainerId)>,
+    /// When every flow is next looked at (timeouts).
+    housekeeping_at: Option<Instant>,
+    tcp: Vec<Option<TcpConn>>,
+    tcp_by_quad: HashMap<(u16, Quad), usize>,
+    udp: Vec<Option<UdpFlow>>,
+    udp_by_key: HashMap<(u16, Quad), usize>,
+    ping: Vec<Option<PingFlow>>,
+    ping_by_key: HashMap<(u16, Ipv4Addr, u16, Ipv4Addr), usize>,
+    /// Packets for containers (IPv4, ready to be framed), the network each goes to and,
+    /// for a TCP super-frame, the segment size it is to be cut into (else 0).
+    out: Vec<OutPacket>,
+    /// Spare packet buffers (at most [`POOL_BUFFERS`]): lent to a stack's device while
+    /// it is polled, swapped for the buffers of frames handed over whole.
+    pool: Vec<Vec<u8>>,
+    /// Containers' ports take super-frames: their TCP gets segments up to 64 KB,
+    /// marked for segmentation at the container's own MSS.
+    super_frames: bool,
+    /// The tenant the frame being handled counts as: the address of its port when the
+    /// port has no port security (it may send from any address; all of them count as
+    /// one container), else none (the source address is the container).
+    tenant: Option<Ipv4Addr>,
+    /// Frames from containers are queued into their stacks and the stacks polled by
+    /// [`SocketUplink::end_batch`], once for a batch of frames, not after each.
+    batching: bool,
+    next_generation: u32,
+    quotas: Quotas,
+    /// Refused flows, for the caller to count on the container's port.
+    refusals: Vec<(ContainerId, Refusal)>,
+    epoch: Instant,
+    scratch: Vec<u8>,
+    pub stats: UplinkStats,
+    ping_allowed: Option<bool>,
+    published: Vec<Option<Published>>,
+    /// Published ports whose accept ran out of descriptors: their listeners are
+    /// edge-triggered, so the waiting clients are accepted again on a timer, not only
+    /// when the next one arrives.
+    accept_retry: Vec<usize>,
+    /// When they are tried again.
+    accept_retry_at: Option<Instant>,
+    /// A retry is running: its failures were counted already.
+    accept_retrying: bool,
+    splices: Vec<Option<SplicedConn>>,
+    inbound_udp: HashMap<(u16, Quad), InboundUdp>,
+    gateways: Vec<Option<Ipv4Addr>>,
+    /// DNS messages received over TCP on a gateway.
+    dns_requests: Vec<DnsTcpRequest>,
+    /// The host's main address, which GATEWAY:PORT reaches without `--host-loopback`.
+    host: HostAddress,
+    /// Connections something happened to since the last pump (a packet from the
+    /// container, a host socket event): only these are looked at, so one container's
+    /// idle connections cost the others nothing.
+    touched: Vec<usize>,
+    /// smoltcp buffer bytes each container's connections hold.
+    buffers: HashMap<ContainerId, usize>,
+}
+
+impl Default for SocketUplink {
+    fn default() -> Self {
+        SocketUplink::new()
+    }
+}
+
+/// Whether an I/O error means this process (or the host) is out of descriptors.
+fn out_of_fds(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
+}
+
+/// Turns keep-alive on for a host TCP socket so a dead peer ends the connection.
+fn keepalive(fd: std::os::fd::RawFd) {
+    let set = |level, opt, v: libc::c_int| {
+        let _ = splice::set_int(fd, level, opt, v);
+    };
+    let secs = |d: Duration| libc::c_int::try_from(d.as_secs()).unwrap_or(libc::c_int::MAX);
+    set(libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1);
+    set(libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, secs(KEEPALIVE_IDLE));
+    set(
+        libc::IPPROTO_TCP,
+        libc::TCP_KEEPINTVL,
+        secs(KEEPALIVE_INTERVAL),
+    );
+    let probes = libc::c_int::try_from(KEEPALIVE_PROBES).unwrap_or(9);
+    set(libc::IPPROTO_TCP, libc::TCP_KEEPCNT, probes);
+}
+
+/// The first free slot of a table of flows (its end when none is free).
+fn free_slot<T>(table: &[Option<T>]) -> usize {
+    table
+        .iter()
+        .position(Option::is_none)
+        .unwrap_or(table.len())
+}
+
+/// Puts `x` into slot `i`, as given by [`free_slot`] (growing the table at its end).
+fn fill_slot<T>(table: &mut Vec<Option<T>>, i: usize, x: T) {
+    if i == table.len() {
+        table.push(Some(x));
+    } else if let Some(s) = table.get_mut(i) {
+        *s = Some(x);
+    }
+}
+impl SocketUplink {
+    pub fn new() -> SocketUplink {
+        SocketUplink::with_limits(UplinkLimits::default())
+    }
+
+    /// An uplink that holds its flows to `limits`.
+    pub fn with_limits(limits: UplinkLimits) -> SocketUplink {
+        let epoch = Instant::now();
+        SocketUplink {
+            stacks: HashMap::new(),
+            active: Default::default(),
+            timers: BTreeSet::new(),
+            housekeeping_at: None,
+            tcp: Vec::new(),
+            tcp_by_quad: HashMap::new(),
+            udp: Vec::new(),
+            udp_by_key: HashMap::new(),
+            ping: Vec::new(),
+            ping_by_key: HashMap::new(),
+            out: Vec::new(),
+            pool: Vec::new(),
+            super_frames: false,
+            batching: false,
+            tenant: None,
+            epoch,
+            scratch: vec![0u8; 65536],
+            stats: UplinkStats::default(),
+            ping_allowed: None,
+            published: Vec::new(),
+            accept_retry: Vec::new(),
+            accept_retry_at: None,
+            accept_retrying: false,
+            splices: Vec::new(),
+            inbound_udp: HashMap::new(),
+            gateways: Vec::new(),
+            dns_requests: Vec::new(),
+            next_generation: 0,
+            quotas: Quotas::new(limits),
+            refusals: Vec::new(),
+            host: HostAddress::default(),
+            touched: Vec::new(),
+            buffers: HashMap::new(),
+        }
+    }
+
+    /// The host's main address, which GATEWAY:PORT stands for (looked up at most once
+    /// a second).
+    pub fn host_address(&mut self, now: Instant) -> Option<Ipv4Addr> {
+        self.host.get(now)
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &UplinkLimits {
+        &self.quotas.limits
+    }
+
+    /// Sends containers TCP in super-frames (up to 64 KB, cut at each connection's MSS
+    /// where they are delivered): for ports that take offloads. Applies to connections
+    /// opened from then on.
+    pub fn set_super_frames(&mut self, on: bool) {
+        self.super_frames = on;
+    }
+
+    /// Packets ready for containers (IPv4, addressed to them), each with the network
+    /// (domain) of the flow it belongs to: that is where it must be delivered. The third
+    /// member is non-zero for a TCP super-frame: the segment size (the container's MSS)
+    /// to cut it into; its checksum field then holds only the pseudo-header sum.
+    #[cfg(test)]
+    pub fn take_output(&mut self) -> Vec<(u16, Vec<u8>, u16)> {
+        let out = self.out.drain(..);
+        out.map(|o| (o.domain, o.packet().to_vec(), o.gso_size))
+            .collect()
+    }
+
+    /// Hands each packet for a container to `each`, which takes its buffer (to send
+    /// the frame from it) or gives it back for reuse.
+    pub fn drain_output(&mut self, mut each: impl FnMut(OutPacket) -> Option<Vec<u8>>) {
+        for o in self.out.drain(..) {
+            if let Some(b) = each(o) {
+                give_back(&mut self.pool, b);
+            }
+        }
+    }
+
+    /// Offers a spare buffer (one the workers gave back); returned when not kept.
+    pub fn offer_buffer(&mut self, buf: Vec<u8>) -> Option<Vec<u8>> {
+        if self.pool.len() < POOL_BUFFERS && buf.capacity() > 0 {
+            self.pool.push(buf);
+            None
+        } else {
+            Some(buf)
+        }
+    }
+
+    /// Flows refused since the last call, with who asked and why.
+    pub fn take_refusals(&mut self) -> std::vec::Drain<'_, (ContainerId, Refusal)> {
+        self.refusals.drain(..)
+    }
+
+    fn refuse(&mut self, who: ContainerId, why: Refusal) {
+        self.stats.refused_quota += 1;
+        // Bounded: the caller drains after every call.
+        if self.refusals.len() < 65536 {
+            self.refusals.push((who, why));
+        }
+    }
+
+    /// Takes one flow of `kind` for `who`, or records the refusal.
+    fn admit(&mut self, who: ContainerId, kind: FlowKind, fd: bool) -> bool {
+        match self.quotas.admit(who, kind, fd) {
+            Ok(()) => true,
+            Err(r) => {
+                self.refuse(who, r);
+                false
+            }
+        }
+    }
+
+    fn generation(&mut self) -> u32 {
+        self.next_generation = self.next_generation.wrapping_add(1);
+        self.next_generation
+    }
+
+    /// An IPv4 packet from a container of `domain` for somewhere outside its network
+    /// (or for its gateway as the host).
+    pub fn from_container(
+        &mut self,
+        reg: &Registry,
+        nets: &[Option<NetView>],
+        domain: u16,
+        pkt: &[u8],
+    ) {
+        let Ok(ip) = Ipv4Packet::new_checked(pkt) else {
+            self.stats.dropped += 1;
+            return;
+        };
+        if ip.is_fragment() {
+            self.stats.dropped += 1;
+            return;
+        }
+        let (src, dst) = (ip.src(), ip.dst());
+        match ip.protocol() {
+            IpProtocol::Tcp => self.tcp_from_container(reg, nets, domain, Segment::Borrowed(pkt)),
+            IpProtocol::Udp => {
+                let Ok(u) = UdpPacket::new_checked(ip.payload()) else {
+                    self.stats.dropped += 1;
+                    return;
+                };
+                let quad = (src, u.src_port(), dst, u.dst_port());
+                self.udp_out(reg, nets, domain, quad, u.payload());
+            }
+            IpProtocol::Icmp => {
+                let Ok(i) = Icmpv4Packet::new_checked(ip.payload()) else {
+                    self.stats.dropped += 1;
+                    return;
+                };
+                if i.msg_type() == IcmpType::ECHO_REQUEST {
+                    self.ping_out(reg, nets, domain, src, dst, &i, ip.header());
+                }
+            }
+            _ => self.stats.dropped += 1,
+        }
+    }
+
+    /// As [`SocketUplink::from_container`], for the IPv4 packet at `ip` of a frame's
+    /// buffer: a TCP segment goes to smoltcp in that very buffer, and `frame` is left
+    /// holding a spare one (possibly empty) for the caller to recycle.
+    pub fn from_container_frame(
+        &mut self,
+        reg: &Registry,
+        nets: &[Option<NetView>],
+        domain: u16,
+        frame: &mut Vec<u8>,
+        ip: std::ops::Range<usize>,
+    ) {
+        let tcp = frame
+            .get(ip.clone())
+            .and_then(|p| Ipv4Packet::new_checked(p).ok())
+            .is_some_and(|ip| !ip.is_fragment() && ip.protocol() == IpProtocol::Tcp);
+        if tcp {
+            self.tcp_from_container(reg, nets, domain, Segment::Frame(frame, ip));
+        } else {
+            let pkt = frame.get(ip).unwrap_or(&[]);
+            self.from_container(reg, nets, domain, pkt);
+        }
+    }
+
+    /// Sets who the next frames count as ([`SocketUplink::tenant`]): `Some(port's
+    /// address)` for a port without port security, None otherwise.
+    pub fn set_tenant(&mut self, tenant: Option<Ipv4Addr>) {
+        self.tenant = tenant;
+    }
+
+    /// The container a flow from `src` in `domain` belongs to.
+    fn tenant_of(&self, domain: u16, src: Ipv4Addr) -> ContainerId {
+        ContainerId {
+            domain,
+            ip: self.tenant.unwrap_or(src),
+        }
+    }
+
+    /// Starts a batch of frames from containers: their TCP segments wait in their
+    /// stacks' queues until [`SocketUplink::end_batch`] polls each stack once (smoltcp
+    /// looks at every socket of an interface on each poll: once per batch, not per
+    /// frame).
+    pub fn begin_batch(&mut self) {
+        self.batching = true;
+    }
+
+    /// Ends a batch: every stack a frame went into is polled, once.
+    pub fn end_batch(&mut self, reg: &Registry) {
+        self.batching = false;
+        if !self.active.is_empty() || !self.touched.is_empty() {
+            self.poll(reg);
+        }
+    }
+
+    /// A host socket of the uplink is ready. Returns false when the token is not ours.
+    pub fn event(
+        &mut self,
+        reg: &Registry,
+        token: Token,
+        readable: bool,
+        writable: bool,
+        error: bool,
+    ) -> bool {
+        match Source::of(token) {
+            Some(Source::Tcp(i)) => {
+                self.tcp_ready(reg, i, (readable, writable, error));
+                true
+            }
+            Some(Source::Udp(i)) => {
+                self.udp_in(i);
+                true
+            }
+            Some(Source::Ping(i)) => {
+                self.ping_in(i);
+                true
+            }
+            Some(Source::Published(i)) => {
+                self.published_ready(reg, (), i);
+                self.poll(reg);
+                true
+            }
+            Some(Source::Splice(i)) => {
+                self.splice_ready(reg, i);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Closes idle UDP and echo flows, ends TCP connections whose handshake or idle
+    /// time ran out; returns when to run next.
+    pub fn tick(&mut self, reg: &Registry, now: Instant) -> Option<Instant> {
+        // Housekeeping looks at every flow: at most once a second, not on every wake-up
+        // (the gateway thread wakes for every batch of frames).
+        let house = self.housekeeping_at.is_none_or(|t| now >= t);
+        if house {
+            self.expire_udp_and_ping(reg, now);
+            self.expire_tcp(reg, now);
+            let period = Duration::from_secs(1).min(self.quotas.limits.tcp_handshake);
+            self.housekeeping_at = Some(now + period);
+        }
+        // Stacks whose smoltcp timers are due (retransmissions, keep-alives): polled,
+        // which sets their next time.
+        while let Some(&(at, who)) = self.timers.first()
+            && at <= now
+        {
+            self.timers.pop_first();
+            if let Some(st) = self.stacks.get_mut(&who) {
+                st.due = None;
+            }
+            self.active.insert(who);
+        }
+        self.retry_accepts(reg, now);
+        self.poll_with(reg, house);
+        let mut next = self.timers.first().map(|&(at, _)| at);
+        if let Some(at) = self.accept_retry_at {
+            next = Some(next.map_or(at, |n| n.min(at)));
+        }
+        let house_at = self.housekeeping_at.unwrap_or(now);
+        Some(next.map_or(house_at, |n| n.min(house_at)))
+    }
+
+    /// Every flow carried, for `conntrack ls`.
+    pub fn flows(&self) -> Vec<FlowInfo> {
+        let mut v = Vec::new();
+        for c in self.tcp.iter().flatten() {
+            let st = self
+                .stacks
+                .get(&c.who)
+                .map_or(smol_tcp::State::Closed, |s| s.state(c.handle));
+            v.push(FlowInfo {
+                proto: "tcp",
+                inside: SocketAddrV4::new(c.quad.0, c.quad.1),
+                outside: SocketAddrV4::new(c.quad.2, c.quad.3),
+                state: if c.local {
+                    "local".to_string()
+                } else if c.inbound {
+                    format!("published {st}")
+                } else {
+                    st.to_string()
+                },
+            });
+        }
+        for c in self.splices.iter().flatten() {
+            v.push(FlowInfo {
+                proto: "tcp",
+                inside: c.inside,
+                outside: c.from,
+                state: "published spliced".into(),
+            });
+        }
+        for f in self.udp.iter().flatten() {
+            let (_, q) = f.key;
+            v.push(FlowInfo {
+                proto: "udp",
+                inside: SocketAddrV4::new(q.0, q.1),
+                outside: SocketAddrV4::new(q.2, q.3),
+                state: "active".into(),
+            });
+        }
+        for ((_, q), _) in self.inbound_udp.iter() {
+            v.push(FlowInfo {
+                proto: "udp",
+                inside: SocketAddrV4::new(q.0, q.1),
+                outside: SocketAddrV4::new(q.2, q.3),
+                state: "published".into(),
+            });
+        }
+        for p in self.ping.iter().flatten() {
+            let (_, c, id, d) = p.key;
+            v.push(FlowInfo {
+                proto: "icmp",
+                inside: SocketAddrV4::new(c, id),
+                outside: SocketAddrV4::new(d, 0),
+                state: "echo".into(),
+            });
+        }
+        v
+    }
+
+    /// Drops every flow (TCP connections are reset).
+    pub fn flush(&mut self, reg: &Registry) {
+        for i in 0..self.tcp.len() {
+            self.abort_tcp(reg, i);
+        }
+        for i in 0..self.splices.len() {
+            self.end_splice(reg, i);
+        }
+        self.poll(reg);
+        for f in self.udp.iter_mut().flatten() {
+            let _ = reg.deregister(&mut f.sock);
+            self.quotas.release(f.who, FlowKind::Udp, true);
+        }
+        self.udp.clear();
+        self.udp_by_key.clear();
+        for f in self.inbound_udp.values() {
+            self.quotas.release(f.who, FlowKind::Udp, false);
+        }
+        self.inbound_udp.clear();
+        for p in self.ping.iter_mut().flatten() {
+            let _ = reg.deregister(&mut p.sock);
+            self.quotas.release(p.who, FlowKind::Ping, true);
+        }
+        self.ping.clear();
+        self.ping_by_key.clear();
+    }
+
+    /// Live TCP connections and UDP flows (for stats).
+    /// TCP connections, UDP and echo flows open (a few loads: for every wake-up).
+    pub fn flow_count(&self) -> usize {
+        self.tcp_by_quad.len() + self.udp_by_key.len() + self.ping_by_key.len()
+    }
+
+    pub fn counts(&self) -> (usize, usize, usize) {
+        (
+            self.tcp_by_quad.len() + self.splices.iter().flatten().count(),
+            self.udp_by_key.len(),
+            self.ping_by_key.len(),
+        )
+    }
+}

@@ -1,0 +1,294 @@
+//! Published ports: host sockets whose clients reach a container through the uplink.
+
+use super::*;
+
+/// How soon a published port that ran out of descriptors accepts again.
+pub(super) const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+
+/// The most inbound UDP conversations through published ports at once.
+pub const MAX_INBOUND_UDP: usize = 4096;
+
+/// A published port: a host socket and where its traffic goes.
+pub enum PublishedSocket {
+    Tcp(std::net::TcpListener),
+    Udp(std::net::UdpSocket),
+}
+
+/// Where a published port leads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PublishTarget {
+    pub domain: u16,
+    pub container: Ipv4Addr,
+    pub port: u16,
+}
+
+pub(super) enum PubSock {
+    Tcp(mio::net::TcpListener),
+    Udp(UdpSocket),
+}
+
+pub(super) struct Published {
+    pub(super) sock: PubSock,
+    pub(super) to: PublishTarget,
+    /// The host address and port it listens on.
+    pub(super) local: SocketAddrV4,
+    /// The container's network namespace, until its loopback clients are spliced.
+    pub(super) netns: Option<OwnedFd>,
+    pub(super) splice: Splicing,
+}
+
+/// Whether loopback clients of a published port are spliced into the container.
+pub(super) enum Splicing {
+    /// Not yet: set up with the first loopback client.
+    Untried,
+    /// Sockets of the container's namespace, its return rule installed.
+    Ready(SocketPool),
+    /// The namespace cannot be entered or routed (or is not known): frames.
+    Unavailable,
+}
+impl SocketUplink {
+    /// Starts serving a published port. `gateways[domain]` is the address loopback
+    /// clients appear from inside (Linux drops 127/8 sources arriving on eth0). With the
+    /// container's namespace (`netns`), TCP clients on the host's loopback are spliced.
+    pub fn publish(
+        &mut self,
+        reg: &Registry,
+        sock: PublishedSocket,
+        to: PublishTarget,
+        netns: Option<OwnedFd>,
+    ) -> io::Result<()> {
+        let i = free_slot(&self.published);
+        let (mut ps, local) = match sock {
+            PublishedSocket::Tcp(l) => {
+                l.set_nonblocking(true)?;
+                let local = match l.local_addr()? {
+                    SocketAddr::V4(a) => a,
+                    SocketAddr::V6(_) => {
+                        return Err(io::Error::other("IPv6 listeners are not published"));
+                    }
+                };
+                (PubSock::Tcp(mio::net::TcpListener::from_std(l)), local)
+            }
+            PublishedSocket::Udp(u) => {
+                u.set_nonblocking(true)?;
+                let local = match u.local_addr()? {
+                    SocketAddr::V4(a) => a,
+                    SocketAddr::V6(_) => {
+                        return Err(io::Error::other("IPv6 sockets are not published"));
+                    }
+                };
+                (PubSock::Udp(UdpSocket::from_std(u)), local)
+            }
+        };
+        let tok = Source::Published(i).token();
+        match &mut ps {
+            PubSock::Tcp(l) => reg.register(l, tok, Interest::READABLE)?,
+            PubSock::Udp(u) => reg.register(u, tok, Interest::READABLE)?,
+        }
+        let p = Published {
+            sock: ps,
+            to,
+            local,
+            netns,
+            splice: Splicing::Untried,
+        };
+        fill_slot(&mut self.published, i, p);
+        Ok(())
+    }
+
+    /// Stops serving the published port listening on `local` (proto: tcp when true).
+    /// Established connections stay until they close.
+    pub fn unpublish(&mut self, reg: &Registry, local: SocketAddrV4, tcp: bool) -> bool {
+        for (i, slot) in self.published.iter_mut().enumerate() {
+            let Some(p) = slot else { continue };
+            if p.local != local || matches!(p.sock, PubSock::Tcp(_)) != tcp {
+                continue;
+            }
+            match &mut p.sock {
+                PubSock::Tcp(l) => {
+                    let _ = reg.deregister(l);
+                }
+                PubSock::Udp(u) => {
+                    let _ = reg.deregister(u);
+                }
+            }
+            *slot = None;
+            let quotas = &mut self.quotas;
+            self.inbound_udp.retain(|_, f| {
+                let keep = f.listener != i;
+                if !keep {
+                    quotas.release(f.who, FlowKind::Udp, false);
+                }
+                keep
+            });
+            return true;
+        }
+        false
+    }
+
+    /// Where published ports listen: (host address, tcp?).
+    pub fn published_addrs(&self) -> Vec<(SocketAddrV4, bool)> {
+        self.published
+            .iter()
+            .flatten()
+            .map(|p| (p.local, matches!(p.sock, PubSock::Tcp(_))))
+            .collect()
+    }
+
+    pub(super) fn published_ready(&mut self, reg: &Registry, _nets: (), i: usize) {
+        loop {
+            let Some(Some(p)) = self.published.get_mut(i) else {
+                return;
+            };
+            let to = p.to;
+            match &mut p.sock {
+                PubSock::Tcp(l) => {
+                    let (stream, peer) = match l.accept() {
+                        Ok(a) => a,
+                        Err(e) => {
+                            if out_of_fds(&e) {
+                                let who = ContainerId {
+                                    domain: to.domain,
+                                    ip: to.container,
+                                };
+                                if !self.accept_retrying {
+                                    self.refuse(who, Refusal::FdLimit);
+                                }
+                                if !self.accept_retry.contains(&i) {
+                                    self.accept_retry.push(i);
+                                }
+                                let at = Instant::now() + ACCEPT_RETRY;
+                                self.accept_retry_at.get_or_insert(at);
+                            }
+                            return;
+                        }
+                    };
+                    if let Some(stream) = self.try_splice(reg, i, stream, peer) {
+                        self.accept_inbound(reg, stream, peer, to);
+                    }
+                }
+                PubSock::Udp(u) => {
+                    let Ok((n, peer)) = u.recv_from(&mut self.scratch) else {
+                        return;
+                    };
+                    let src = self.inside_source(peer, to);
+                    let key = (to.domain, (to.container, to.port, *src.ip(), src.port()));
+                    let who = ContainerId {
+                        domain: to.domain,
+                        ip: to.container,
+                    };
+                    if let Some(f) = self.inbound_udp.get_mut(&key) {
+                        f.last = Instant::now();
+                        f.client = peer;
+                    } else {
+                        if self.inbound_udp.len() >= MAX_INBOUND_UDP
+                            || !self.admit(who, FlowKind::Udp, false)
+                        {
+                            self.stats.dropped += 1;
+                            continue;
+                        }
+                        let f = InboundUdp {
+                            listener: i,
+                            who,
+                            client: peer,
+                            last: Instant::now(),
+                        };
+                        self.inbound_udp.insert(key, f);
+                    }
+                    let data = self.scratch.get(..n).unwrap_or(&[]);
+                    if let Some(pkt) = build_udp(*src.ip(), src.port(), to.container, to.port, data)
+                    {
+                        self.out.push(OutPacket::plain(to.domain, pkt));
+                    }
+                }
+            }
+        }
+    }
+
+    /// The address a client appears from inside: its own, except loopback clients,
+    /// which appear as the network's gateway.
+    pub(super) fn inside_source(&self, peer: SocketAddr, to: PublishTarget) -> SocketAddrV4 {
+        match peer {
+            SocketAddr::V4(a) if !a.ip().is_loopback() => a,
+            SocketAddr::V4(a) => SocketAddrV4::new(self.gateway_of(to.domain), a.port()),
+            SocketAddr::V6(a) => SocketAddrV4::new(self.gateway_of(to.domain), a.port()),
+        }
+    }
+
+    pub(super) fn gateway_of(&self, domain: u16) -> Ipv4Addr {
+        self.gateways
+            .get(usize::from(domain))
+            .copied()
+            .flatten()
+            .unwrap_or(Ipv4Addr::UNSPECIFIED)
+    }
+
+    /// Tells the uplink each network's gateway (for published ports' loopback clients).
+    pub fn set_gateways(&mut self, nets: &[Option<NetView>]) {
+        self.gateways = nets.iter().map(|n| n.map(|n| n.gateway)).collect();
+    }
+
+    pub(super) fn accept_inbound(
+        &mut self,
+        reg: &Registry,
+        stream: TcpStream,
+        peer: SocketAddr,
+        to: PublishTarget,
+    ) {
+        let who = ContainerId {
+            domain: to.domain,
+            ip: to.container,
+        };
+        let src = self.inside_source(peer, to);
+        let quad = (to.container, to.port, *src.ip(), src.port());
+        if self.tcp_by_quad.contains_key(&(to.domain, quad)) {
+            self.stats.tcp_refused += 1;
+            return;
+        }
+        // The accepted descriptor exists already; refused, it is closed at once.
+        if !self.admit(who, FlowKind::Tcp, true) {
+            self.stats.tcp_refused += 1;
+            return;
+        }
+        keepalive(stream.as_raw_fd());
+        let size = self.buffer_size(who);
+        let mut sock = smol_tcp::Socket::new(
+            smol_tcp::SocketBuffer::new(vec![0u8; size]),
+            smol_tcp::SocketBuffer::new(vec![0u8; size]),
+        );
+        sock.set_nagle_enabled(false);
+        sock.set_ack_delay(None);
+        sock.set_keep_alive(Some(CONTAINER_KEEPALIVE.into()));
+        sock.set_timeout(Some(CONTAINER_ACK_TIMEOUT.into()));
+        let remote = (IpAddress::Ipv4(v4(to.container)), to.port);
+        let local = IpListenEndpoint {
+            addr: Some(IpAddress::Ipv4(v4(*src.ip()))),
+            port: src.port(),
+        };
+        let cx = self.stack(who).iface.context();
+        let inserted = sock.connect(cx, remote, local).is_ok()
+            && self
+                .insert_tcp(Some(reg), sock, quad, who, Some(stream), true)
+                .is_some();
+        if !inserted {
+            self.quotas.release(who, FlowKind::Tcp, true);
+            self.stats.tcp_refused += 1;
+            return;
+        }
+        self.stats.tcp_open += 1;
+    }
+
+    /// Accepts again, once their time has come, on the published ports that ran out of
+    /// descriptors (a port still out of them goes back on the list, not counted again).
+    pub(super) fn retry_accepts(&mut self, reg: &Registry, now: Instant) {
+        if self.accept_retry_at.is_none_or(|at| now < at) {
+            return;
+        }
+        self.accept_retry_at = None;
+        self.accept_retrying = true;
+        for i in std::mem::take(&mut self.accept_retry) {
+            self.published_ready(reg, (), i);
+        }
+        self.accept_retrying = false;
+    }
+}
