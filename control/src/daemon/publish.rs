@@ -83,11 +83,14 @@ impl Daemon {
     ) -> Option<PublishTarget> {
         let e = c.endpoints.first()?;
         let n = self.state.networks.get(&e.network)?;
-        Some(PublishTarget {
+        let to = PublishTarget {
             domain: n.domain,
-            container: e.ip?,
+            container: e.ip,
+            container6: e.ip6,
             port: container_port,
-        })
+        };
+        to.inside(std::net::Ipv4Addr::UNSPECIFIED.into())?;
+        Some(to)
     }
 
     /// The container's network namespace, where loopback clients of its published
@@ -127,7 +130,7 @@ impl Daemon {
 
     pub(super) fn stop_published(&self, list: &[Published]) {
         for p in list {
-            let local = std::net::SocketAddrV4::new(p.host_ip, p.host_port);
+            let local = std::net::SocketAddr::new(p.host_ip.into(), p.host_port);
             let tcp = p.proto == Proto::Tcp;
             let _ = self
                 .rt

@@ -37,7 +37,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::io::{self, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
@@ -50,12 +50,12 @@ use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, IpListenEndpoint, Ipv4Ad
 
 use super::challenge;
 use super::host::HostAddress;
-use super::quota::{ContainerId, FlowKind, Quotas, Refusal, UplinkLimits};
+use super::quota::{FlowKind, Quotas, Refusal, UplinkLimits};
 use super::splice::{self, Pumped, SocketPool, Splice, SpliceError};
 use crate::gateway::io::token::Source;
-use crate::wire::icmp::{IcmpType, UnreachCode};
-use crate::wire::{Icmpv4Packet, IpProtocol, Ipv4Packet, TcpPacket, UdpPacket, checksum};
+use crate::wire::{IpProtocol, Ipv4Packet, TcpPacket, UdpPacket, checksum};
 
+mod family;
 mod ping;
 mod published;
 mod spliced;
@@ -87,12 +87,20 @@ pub const KEEPALIVE_IDLE: Duration = Duration::from_secs(120);
 pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 pub const KEEPALIVE_PROBES: u32 = 6;
 
+/// A container, as the uplink sees it: its network and its address, of either family
+/// (a dual-stack container's two addresses hold their flows apart).
+pub type ContainerId = super::quota::ContainerId<IpAddr>;
+
 /// What the uplink needs to know of each network.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NetView {
+    /// The IPv4 gateway and subnet (0.0.0.0/32 on an IPv6-only network: nothing is in
+    /// it and nothing is for it).
     pub gateway: Ipv4Addr,
     pub subnet: Ipv4Addr,
     pub prefix_len: u8,
+    /// The IPv6 gateway and prefix (None: no IPv6).
+    pub v6: Option<NetView6>,
     /// Traffic may leave (not internal, masquerade on).
     pub egress: bool,
     /// DNS is served on the gateway (TCP port 53 is answered locally).
@@ -102,9 +110,55 @@ pub struct NetView {
     pub host_loopback: bool,
 }
 
+/// A network's IPv6, as the uplink sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NetView6 {
+    pub gateway: Ipv6Addr,
+    pub subnet: crate::wire::Ipv6Cidr,
+}
+
 impl NetView {
-    fn contains(&self, ip: Ipv4Addr) -> bool {
-        crate::wire::Ipv4Cidr::new(self.subnet, self.prefix_len).contains(ip)
+    /// Whether `ip` is in the network (of either family).
+    fn contains(&self, ip: IpAddr) -> bool {
+        match ip {
+            IpAddr::V4(a) => crate::wire::Ipv4Cidr::new(self.subnet, self.prefix_len).contains(a),
+            IpAddr::V6(a) => self.v6.is_some_and(|n| n.subnet.contains(a)),
+        }
+    }
+
+    /// Whether `ip` is the network's gateway (of either family).
+    pub fn is_gateway(&self, ip: IpAddr) -> bool {
+        match ip {
+            IpAddr::V4(a) => a == self.gateway && !a.is_unspecified(),
+            IpAddr::V6(a) => self.v6.is_some_and(|n| n.gateway == a),
+        }
+    }
+
+    /// The gateway of `ip`'s family, if the network has that family.
+    fn gateway_for(&self, ip: IpAddr) -> Option<IpAddr> {
+        match ip {
+            IpAddr::V4(_) if !self.gateway.is_unspecified() => Some(self.gateway.into()),
+            IpAddr::V4(_) => None,
+            IpAddr::V6(_) => self.v6.map(|n| n.gateway.into()),
+        }
+    }
+}
+
+/// Whether the host's sockets may be asked to reach `dst`: not the host itself (a
+/// loopback or IPv4-mapped address), not a multicast, broadcast or link-local one.
+fn routable(dst: IpAddr) -> bool {
+    match dst {
+        IpAddr::V4(a) => {
+            !(a.is_loopback() || a.is_unspecified() || a.is_broadcast() || a.is_multicast())
+        }
+        IpAddr::V6(a) => {
+            !(a.is_loopback()
+                || a.is_unspecified()
+                || a.is_multicast()
+                || crate::wire::ipv6::is_link_local(&a)
+                || a.to_ipv4_mapped().is_some()
+                || matches!(a.segments(), [0, 0, 0, 0, 0, 0, _, _]))
+        }
     }
 }
 
@@ -113,12 +167,12 @@ impl NetView {
 fn target(
     nets: &[Option<NetView>],
     domain: u16,
-    (dst, port): (Ipv4Addr, u16),
+    (dst, port): (IpAddr, u16),
     host: Option<Ipv4Addr>,
-) -> Option<SocketAddrV4> {
+) -> Option<SocketAddr> {
     let own = nets.get(usize::from(domain))?.as_ref()?;
-    if dst == own.gateway {
-        return gateway_target(own, port, host);
+    if own.is_gateway(dst) {
+        return gateway_target(own, port, host).map(SocketAddr::V4);
     }
     if !own.egress {
         return None;
@@ -126,10 +180,7 @@ fn target(
     if nets.iter().flatten().any(|n| n.contains(dst)) {
         return None;
     }
-    if dst.is_loopback() || dst.is_unspecified() || dst.is_broadcast() || dst.is_multicast() {
-        return None;
-    }
-    Some(SocketAddrV4::new(dst, port))
+    routable(dst).then_some(SocketAddr::new(dst, port))
 }
 
 /// What GATEWAY:PORT reaches: nothing from a network that may not leave, nothing on
@@ -156,9 +207,9 @@ pub(crate) fn gateway_target(
 pub struct FlowInfo {
     pub proto: &'static str,
     /// The container's address and port (for ICMP, the echo id as the port).
-    pub inside: SocketAddrV4,
+    pub inside: SocketAddr,
     /// The far end.
-    pub outside: SocketAddrV4,
+    pub outside: SocketAddr,
     pub state: String,
 }
 
@@ -200,7 +251,7 @@ pub struct SocketUplink {
     udp: Vec<Option<UdpFlow>>,
     udp_by_key: HashMap<(u16, Quad), usize>,
     ping: Vec<Option<PingFlow>>,
-    ping_by_key: HashMap<(u16, Ipv4Addr, u16, Ipv4Addr), usize>,
+    ping_by_key: HashMap<PingKey, usize>,
     /// Packets for containers (IPv4, ready to be framed), the network each goes to and,
     /// for a TCP super-frame, the segment size it is to be cut into (else 0).
     out: Vec<OutPacket>,
@@ -213,18 +264,19 @@ pub struct SocketUplink {
     /// The tenant the frame being handled counts as: the address of its port when the
     /// port has no port security (it may send from any address; all of them count as
     /// one container), else none (the source address is the container).
-    tenant: Option<Ipv4Addr>,
+    tenant: Option<IpAddr>,
     /// Frames from containers are queued into their stacks and the stacks polled by
     /// [`SocketUplink::end_batch`], once for a batch of frames, not after each.
     batching: bool,
     next_generation: u32,
-    quotas: Quotas,
+    quotas: Quotas<IpAddr>,
     /// Refused flows, for the caller to count on the container's port.
     refusals: Vec<(ContainerId, Refusal)>,
     epoch: Instant,
     scratch: Vec<u8>,
     pub stats: UplinkStats,
-    ping_allowed: Option<bool>,
+    /// Whether the host lets this process have ping sockets, by family (IPv4, IPv6).
+    ping_allowed: [Option<bool>; 2],
     published: Vec<Option<Published>>,
     /// Published ports whose accept ran out of descriptors: their listeners are
     /// edge-triggered, so the waiting clients are accepted again on a timer, not only
@@ -236,7 +288,9 @@ pub struct SocketUplink {
     accept_retrying: bool,
     splices: Vec<Option<SplicedConn>>,
     inbound_udp: HashMap<(u16, Quad), InboundUdp>,
-    gateways: Vec<Option<Ipv4Addr>>,
+    /// Each network's view (its gateways: what published ports' loopback clients
+    /// appear as inside).
+    gateways: Vec<Option<NetView>>,
     /// DNS messages received over TCP on a gateway.
     dns_requests: Vec<DnsTcpRequest>,
     /// The host's main address, which GATEWAY:PORT reaches without `--host-loopback`.
@@ -320,7 +374,7 @@ impl SocketUplink {
             epoch,
             scratch: vec![0u8; 65536],
             stats: UplinkStats::default(),
-            ping_allowed: None,
+            ping_allowed: [None; 2],
             published: Vec::new(),
             accept_retry: Vec::new(),
             accept_retry_at: None,
@@ -416,8 +470,8 @@ impl SocketUplink {
         self.next_generation
     }
 
-    /// An IPv4 packet from a container of `domain` for somewhere outside its network
-    /// (or for its gateway as the host).
+    /// An IP packet (of either family) from a container of `domain` for somewhere
+    /// outside its network (or for its gateway as the host).
     pub fn from_container(
         &mut self,
         reg: &Registry,
@@ -425,39 +479,31 @@ impl SocketUplink {
         domain: u16,
         pkt: &[u8],
     ) {
-        let Ok(ip) = Ipv4Packet::new_checked(pkt) else {
+        let Some(l3) = family::L3::parse(pkt) else {
             self.stats.dropped += 1;
             return;
         };
-        if ip.is_fragment() {
-            self.stats.dropped += 1;
-            return;
-        }
-        let (src, dst) = (ip.src(), ip.dst());
-        match ip.protocol() {
-            IpProtocol::Tcp => self.tcp_from_container(reg, nets, domain, Segment::Borrowed(pkt)),
-            IpProtocol::Udp => {
-                let Ok(u) = UdpPacket::new_checked(ip.payload()) else {
+        match l3.proto {
+            family::TCP => self.tcp_from_container(reg, nets, domain, Segment::Borrowed(pkt)),
+            family::UDP => {
+                let Ok(u) = UdpPacket::new_checked(l3.payload) else {
                     self.stats.dropped += 1;
                     return;
                 };
-                let quad = (src, u.src_port(), dst, u.dst_port());
+                let quad = (l3.src, u.src_port(), l3.dst, u.dst_port());
                 self.udp_out(reg, nets, domain, quad, u.payload());
             }
-            IpProtocol::Icmp => {
-                let Ok(i) = Icmpv4Packet::new_checked(ip.payload()) else {
-                    self.stats.dropped += 1;
-                    return;
-                };
-                if i.msg_type() == IcmpType::ECHO_REQUEST {
-                    self.ping_out(reg, nets, domain, src, dst, &i, ip.header());
+            p if p == family::icmp_proto(l3.src) => {
+                let ty = l3.payload.first().copied().unwrap_or(0);
+                if family::is_echo_request(l3.src, ty) && l3.payload.len() >= 8 {
+                    self.ping_out(reg, nets, domain, &l3);
                 }
             }
             _ => self.stats.dropped += 1,
         }
     }
 
-    /// As [`SocketUplink::from_container`], for the IPv4 packet at `ip` of a frame's
+    /// As [`SocketUplink::from_container`], for the IP packet at `ip` of a frame's
     /// buffer: a TCP segment goes to smoltcp in that very buffer, and `frame` is left
     /// holding a spare one (possibly empty) for the caller to recycle.
     pub fn from_container_frame(
@@ -470,8 +516,8 @@ impl SocketUplink {
     ) {
         let tcp = frame
             .get(ip.clone())
-            .and_then(|p| Ipv4Packet::new_checked(p).ok())
-            .is_some_and(|ip| !ip.is_fragment() && ip.protocol() == IpProtocol::Tcp);
+            .and_then(family::L3::parse)
+            .is_some_and(|l3| l3.proto == family::TCP);
         if tcp {
             self.tcp_from_container(reg, nets, domain, Segment::Frame(frame, ip));
         } else {
@@ -482,12 +528,12 @@ impl SocketUplink {
 
     /// Sets who the next frames count as ([`SocketUplink::tenant`]): `Some(port's
     /// address)` for a port without port security, None otherwise.
-    pub fn set_tenant(&mut self, tenant: Option<Ipv4Addr>) {
+    pub fn set_tenant(&mut self, tenant: Option<IpAddr>) {
         self.tenant = tenant;
     }
 
     /// The container a flow from `src` in `domain` belongs to.
-    fn tenant_of(&self, domain: u16, src: Ipv4Addr) -> ContainerId {
+    fn tenant_of(&self, domain: u16, src: IpAddr) -> ContainerId {
         ContainerId {
             domain,
             ip: self.tenant.unwrap_or(src),
@@ -588,8 +634,8 @@ impl SocketUplink {
                 .map_or(smol_tcp::State::Closed, |s| s.state(c.handle));
             v.push(FlowInfo {
                 proto: "tcp",
-                inside: SocketAddrV4::new(c.quad.0, c.quad.1),
-                outside: SocketAddrV4::new(c.quad.2, c.quad.3),
+                inside: SocketAddr::new(c.quad.0, c.quad.1),
+                outside: SocketAddr::new(c.quad.2, c.quad.3),
                 state: if c.local {
                     "local".to_string()
                 } else if c.inbound {
@@ -602,8 +648,8 @@ impl SocketUplink {
         for c in self.splices.iter().flatten() {
             v.push(FlowInfo {
                 proto: "tcp",
-                inside: c.inside,
-                outside: c.from,
+                inside: c.inside.into(),
+                outside: c.from.into(),
                 state: "published spliced".into(),
             });
         }
@@ -611,16 +657,16 @@ impl SocketUplink {
             let (_, q) = f.key;
             v.push(FlowInfo {
                 proto: "udp",
-                inside: SocketAddrV4::new(q.0, q.1),
-                outside: SocketAddrV4::new(q.2, q.3),
+                inside: SocketAddr::new(q.0, q.1),
+                outside: SocketAddr::new(q.2, q.3),
                 state: "active".into(),
             });
         }
         for ((_, q), _) in self.inbound_udp.iter() {
             v.push(FlowInfo {
                 proto: "udp",
-                inside: SocketAddrV4::new(q.0, q.1),
-                outside: SocketAddrV4::new(q.2, q.3),
+                inside: SocketAddr::new(q.0, q.1),
+                outside: SocketAddr::new(q.2, q.3),
                 state: "published".into(),
             });
         }
@@ -628,8 +674,8 @@ impl SocketUplink {
             let (_, c, id, d) = p.key;
             v.push(FlowInfo {
                 proto: "icmp",
-                inside: SocketAddrV4::new(c, id),
-                outside: SocketAddrV4::new(d, 0),
+                inside: SocketAddr::new(c, id),
+                outside: SocketAddr::new(d, 0),
                 state: "echo".into(),
             });
         }

@@ -14,12 +14,37 @@ pub enum PublishedSocket {
     Udp(std::net::UdpSocket),
 }
 
-/// Where a published port leads.
+/// Where a published port leads: a container's port, at its IPv4 address, its IPv6
+/// one, or both.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PublishTarget {
     pub domain: u16,
-    pub container: Ipv4Addr,
+    pub container: Option<Ipv4Addr>,
+    pub container6: Option<Ipv6Addr>,
     pub port: u16,
+}
+
+impl PublishTarget {
+    /// The container address a client at `client` reaches: of the client's family
+    /// where the container has it, else the other (as Docker's proxy does: an IPv6
+    /// client reaches an IPv4-only container over IPv4).
+    pub fn inside(&self, client: IpAddr) -> Option<IpAddr> {
+        let v4 = self.container.map(IpAddr::V4);
+        let v6 = self.container6.map(IpAddr::V6);
+        match client {
+            IpAddr::V4(_) => v4.or(v6),
+            IpAddr::V6(_) => v6.or(v4),
+        }
+    }
+
+    /// The container its quotas count on: its IPv4 address, else its IPv6 one.
+    fn who(&self) -> Option<ContainerId> {
+        let ip = self.inside(Ipv4Addr::UNSPECIFIED.into())?;
+        Some(ContainerId {
+            domain: self.domain,
+            ip,
+        })
+    }
 }
 
 pub(super) enum PubSock {
@@ -31,7 +56,7 @@ pub(super) struct Published {
     pub(super) sock: PubSock,
     pub(super) to: PublishTarget,
     /// The host address and port it listens on.
-    pub(super) local: SocketAddrV4,
+    pub(super) local: SocketAddr,
     /// The container's network namespace, until its loopback clients are spliced.
     pub(super) netns: Option<OwnedFd>,
     pub(super) splice: Splicing,
@@ -61,25 +86,18 @@ impl SocketUplink {
         let (mut ps, local) = match sock {
             PublishedSocket::Tcp(l) => {
                 l.set_nonblocking(true)?;
-                let local = match l.local_addr()? {
-                    SocketAddr::V4(a) => a,
-                    SocketAddr::V6(_) => {
-                        return Err(io::Error::other("IPv6 listeners are not published"));
-                    }
-                };
+                let local = l.local_addr()?;
                 (PubSock::Tcp(mio::net::TcpListener::from_std(l)), local)
             }
             PublishedSocket::Udp(u) => {
                 u.set_nonblocking(true)?;
-                let local = match u.local_addr()? {
-                    SocketAddr::V4(a) => a,
-                    SocketAddr::V6(_) => {
-                        return Err(io::Error::other("IPv6 sockets are not published"));
-                    }
-                };
+                let local = u.local_addr()?;
                 (PubSock::Udp(UdpSocket::from_std(u)), local)
             }
         };
+        if to.who().is_none() {
+            return Err(io::Error::other("the container has no address to publish"));
+        }
         let tok = Source::Published(i).token();
         match &mut ps {
             PubSock::Tcp(l) => reg.register(l, tok, Interest::READABLE)?,
@@ -98,7 +116,7 @@ impl SocketUplink {
 
     /// Stops serving the published port listening on `local` (proto: tcp when true).
     /// Established connections stay until they close.
-    pub fn unpublish(&mut self, reg: &Registry, local: SocketAddrV4, tcp: bool) -> bool {
+    pub fn unpublish(&mut self, reg: &Registry, local: SocketAddr, tcp: bool) -> bool {
         for (i, slot) in self.published.iter_mut().enumerate() {
             let Some(p) = slot else { continue };
             if p.local != local || matches!(p.sock, PubSock::Tcp(_)) != tcp {
@@ -127,7 +145,7 @@ impl SocketUplink {
     }
 
     /// Where published ports listen: (host address, tcp?).
-    pub fn published_addrs(&self) -> Vec<(SocketAddrV4, bool)> {
+    pub fn published_addrs(&self) -> Vec<(SocketAddr, bool)> {
         self.published
             .iter()
             .flatten()
@@ -146,11 +164,9 @@ impl SocketUplink {
                     let (stream, peer) = match l.accept() {
                         Ok(a) => a,
                         Err(e) => {
-                            if out_of_fds(&e) {
-                                let who = ContainerId {
-                                    domain: to.domain,
-                                    ip: to.container,
-                                };
+                            if out_of_fds(&e)
+                                && let Some(who) = to.who()
+                            {
                                 if !self.accept_retrying {
                                     self.refuse(who, Refusal::FdLimit);
                                 }
@@ -171,61 +187,88 @@ impl SocketUplink {
                     let Ok((n, peer)) = u.recv_from(&mut self.scratch) else {
                         return;
                     };
-                    let src = self.inside_source(peer, to);
-                    let key = (to.domain, (to.container, to.port, *src.ip(), src.port()));
-                    let who = ContainerId {
-                        domain: to.domain,
-                        ip: to.container,
-                    };
-                    if let Some(f) = self.inbound_udp.get_mut(&key) {
-                        f.last = Instant::now();
-                        f.client = peer;
-                    } else {
-                        if self.inbound_udp.len() >= MAX_INBOUND_UDP
-                            || !self.admit(who, FlowKind::Udp, false)
-                        {
-                            self.stats.dropped += 1;
-                            continue;
-                        }
-                        let f = InboundUdp {
-                            listener: i,
-                            who,
-                            client: peer,
-                            last: Instant::now(),
-                        };
-                        self.inbound_udp.insert(key, f);
-                    }
-                    let data = self.scratch.get(..n).unwrap_or(&[]);
-                    if let Some(pkt) = build_udp(*src.ip(), src.port(), to.container, to.port, data)
-                    {
-                        self.out.push(OutPacket::plain(to.domain, pkt));
+                    if !self.inbound_datagram(i, peer, n) {
+                        self.stats.dropped += 1;
                     }
                 }
             }
         }
     }
 
-    /// The address a client appears from inside: its own, except loopback clients,
-    /// which appear as the network's gateway.
-    pub(super) fn inside_source(&self, peer: SocketAddr, to: PublishTarget) -> SocketAddrV4 {
-        match peer {
-            SocketAddr::V4(a) if !a.ip().is_loopback() => a,
-            SocketAddr::V4(a) => SocketAddrV4::new(self.gateway_of(to.domain), a.port()),
-            SocketAddr::V6(a) => SocketAddrV4::new(self.gateway_of(to.domain), a.port()),
+    /// A datagram of `n` bytes (in the scratch buffer) from `peer` to published UDP
+    /// port `i`: into the container, from the client's conversation. False when it was
+    /// refused (no room for another conversation).
+    fn inbound_datagram(&mut self, i: usize, peer: SocketAddr, n: usize) -> bool {
+        let Some(Some(p)) = self.published.get(i) else {
+            return false;
+        };
+        let to = p.to;
+        let Some((inside, src)) = self.inside_source(peer, to) else {
+            return false;
+        };
+        let key = (to.domain, (inside, to.port, src.ip(), src.port()));
+        let who = ContainerId {
+            domain: to.domain,
+            ip: inside,
+        };
+        if let Some(f) = self.inbound_udp.get_mut(&key) {
+            f.last = Instant::now();
+            f.client = peer;
+        } else {
+            if self.inbound_udp.len() >= MAX_INBOUND_UDP || !self.admit(who, FlowKind::Udp, false) {
+                return false;
+            }
+            let f = InboundUdp {
+                listener: i,
+                who,
+                client: peer,
+                last: Instant::now(),
+            };
+            self.inbound_udp.insert(key, f);
         }
+        let data = self.scratch.get(..n).unwrap_or(&[]);
+        if let Some(pkt) = family::build_udp((src.ip(), src.port()), (inside, to.port), data) {
+            self.out.push(OutPacket::plain(to.domain, pkt));
+        }
+        true
     }
 
-    pub(super) fn gateway_of(&self, domain: u16) -> Ipv4Addr {
-        self.gateways
-            .get(usize::from(domain))
-            .copied()
-            .flatten()
-            .unwrap_or(Ipv4Addr::UNSPECIFIED)
+    /// The container address a client reaches and the source it appears from there:
+    /// its own where the families agree, except loopback clients, which appear as the
+    /// network's gateway (Linux drops 127/8 and ::1 sources arriving on eth0); a client
+    /// of the other family appears as the gateway too. None: the container has no
+    /// address, or its network no gateway of that family.
+    pub(super) fn inside_source(
+        &self,
+        peer: SocketAddr,
+        to: PublishTarget,
+    ) -> Option<(IpAddr, SocketAddr)> {
+        let inside = to.inside(peer.ip())?;
+        let own = peer.ip().is_ipv4() == inside.is_ipv4() && !peer.ip().is_loopback();
+        if own {
+            return Some((inside, peer));
+        }
+        let gateway = self.gateway_of(to.domain, inside)?;
+        Some((inside, SocketAddr::new(gateway, peer.port())))
+    }
+
+    /// The gateway of `domain` of `ip`'s family.
+    pub(super) fn gateway_of(&self, domain: u16, ip: IpAddr) -> Option<IpAddr> {
+        let net = self.gateways.get(usize::from(domain))?.as_ref()?;
+        net.gateway_for(ip)
+    }
+
+    /// The IPv4 gateway of `domain` (unspecified: none), for spliced clients.
+    pub(super) fn gateway4_of(&self, domain: u16) -> Ipv4Addr {
+        match self.gateway_of(domain, Ipv4Addr::UNSPECIFIED.into()) {
+            Some(IpAddr::V4(a)) => a,
+            _ => Ipv4Addr::UNSPECIFIED,
+        }
     }
 
     /// Tells the uplink each network's gateway (for published ports' loopback clients).
     pub fn set_gateways(&mut self, nets: &[Option<NetView>]) {
-        self.gateways = nets.iter().map(|n| n.map(|n| n.gateway)).collect();
+        self.gateways = nets.to_vec();
     }
 
     pub(super) fn accept_inbound(
@@ -235,12 +278,15 @@ impl SocketUplink {
         peer: SocketAddr,
         to: PublishTarget,
     ) {
+        let Some((inside, src)) = self.inside_source(peer, to) else {
+            self.stats.tcp_refused += 1;
+            return;
+        };
         let who = ContainerId {
             domain: to.domain,
-            ip: to.container,
+            ip: inside,
         };
-        let src = self.inside_source(peer, to);
-        let quad = (to.container, to.port, *src.ip(), src.port());
+        let quad = (inside, to.port, src.ip(), src.port());
         if self.tcp_by_quad.contains_key(&(to.domain, quad)) {
             self.stats.tcp_refused += 1;
             return;
@@ -260,9 +306,9 @@ impl SocketUplink {
         sock.set_ack_delay(None);
         sock.set_keep_alive(Some(CONTAINER_KEEPALIVE.into()));
         sock.set_timeout(Some(CONTAINER_ACK_TIMEOUT.into()));
-        let remote = (IpAddress::Ipv4(v4(to.container)), to.port);
+        let remote = (IpAddress::from(inside), to.port);
         let local = IpListenEndpoint {
-            addr: Some(IpAddress::Ipv4(v4(*src.ip()))),
+            addr: Some(IpAddress::from(src.ip())),
             port: src.port(),
         };
         let cx = self.stack(who).iface.context();

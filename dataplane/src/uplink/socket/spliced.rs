@@ -34,20 +34,24 @@ impl SocketUplink {
             return Some(stream);
         };
         let to = p.to;
-        let from = self.inside_source(peer, to);
+        // IPv4 only: the container's IPv4 address, seen from its IPv4 gateway.
+        let Some(container) = to.container else {
+            return Some(stream);
+        };
+        let from = SocketAddrV4::new(self.gateway4_of(to.domain), peer.port());
         if !self.splice_ready_for(i) {
             self.stats.splice_fallbacks += 1;
             return Some(stream);
         }
         let who = ContainerId {
             domain: to.domain,
-            ip: to.container,
+            ip: container.into(),
         };
         if !self.admit(who, FlowKind::Tcp, true) {
             self.stats.tcp_refused += 1;
             return None;
         }
-        let dst = SocketAddrV4::new(to.container, to.port);
+        let dst = SocketAddrV4::new(container, to.port);
         let inner = match self.published.get_mut(i) {
             Some(Some(Published {
                 splice: Splicing::Ready(pool),
@@ -90,15 +94,16 @@ impl SocketUplink {
         else {
             return false;
         };
-        let gateway = self.gateway_of(domain);
+        let gateway = self.gateway4_of(domain);
         let Some(Some(p)) = self.published.get_mut(i) else {
             return false;
         };
         if matches!(p.splice, Splicing::Untried) {
-            let to = SocketAddrV4::new(p.to.container, p.to.port);
-            let started = match p.netns.take() {
-                Some(ns) => SocketPool::start(ns.as_fd(), to, gateway),
-                None => Err(SpliceError::NoSocket),
+            let started = match (p.netns.take(), p.to.container) {
+                (Some(ns), Some(c)) => {
+                    SocketPool::start(ns.as_fd(), SocketAddrV4::new(c, p.to.port), gateway)
+                }
+                _ => Err(SpliceError::NoSocket),
             };
             p.splice = match started {
                 Ok(pool) => Splicing::Ready(pool),
@@ -119,7 +124,10 @@ impl SocketUplink {
         inner: TcpStream,
         (who, from, listener): (ContainerId, SocketAddrV4, (usize, PublishTarget)),
     ) {
-        let dst = SocketAddrV4::new(listener.1.container, listener.1.port);
+        let Some(container) = listener.1.container else {
+            return;
+        };
+        let dst = SocketAddrV4::new(container, listener.1.port);
         keepalive(stream.as_raw_fd());
         let slot = free_slot(&self.splices);
         let mut s = match Splice::new(stream, inner) {

@@ -198,13 +198,16 @@ impl Stack {
         cfg.random_seed = crate::random::u64();
         let mut iface = Interface::new(cfg, &mut dev, smol_now(epoch));
         iface.set_any_ip(true);
+        let (own4, own6) = (Ipv4Address::new(169, 254, 0, 1), STACK_V6);
         iface.update_ip_addrs(|a| {
-            let _ = a.push(IpCidr::new(IpAddress::v4(169, 254, 0, 1), 32));
+            let _ = a.push(IpCidr::new(IpAddress::Ipv4(own4), 32));
+            let _ = a.push(IpCidr::new(IpAddress::Ipv6(own6), 128));
         });
-        // Any destination is "on a route" (Medium::Ip needs no neighbour).
-        let _ = iface
-            .routes_mut()
-            .add_default_ipv4_route(Ipv4Address::new(169, 254, 0, 1));
+        // Any destination of either family is "on a route" (Medium::Ip needs no
+        // neighbour).
+        let routes = iface.routes_mut();
+        let _ = routes.add_default_ipv4_route(own4);
+        let _ = routes.add_default_ipv6_route(own6);
         Stack {
             iface,
             dev,
@@ -262,9 +265,9 @@ pub(super) fn set_due(
     st.due = due;
 }
 
-pub(super) fn v4(a: Ipv4Addr) -> Ipv4Address {
-    Ipv4Address::from(a.octets())
-}
+/// The IPv6 address a stack owns itself (a link-local one: no packet of a container
+/// is from or to it); its IPv4 one is 169.254.0.1.
+const STACK_V6: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1);
 impl SocketUplink {
     /// `who`'s stack, created on first use.
     pub(super) fn stack(&mut self, who: ContainerId) -> &mut Stack {

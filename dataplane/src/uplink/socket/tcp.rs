@@ -24,7 +24,7 @@ pub const TCP_BUFFER_MIN: usize = 64 * 1024;
 pub const TCP_BUFFER_BUDGET: usize = 32 * 1024 * 1024;
 
 /// (container address, container port, destination address, destination port)
-pub(super) type Quad = (Ipv4Addr, u16, Ipv4Addr, u16);
+pub(super) type Quad = (IpAddr, u16, IpAddr, u16);
 
 /// A TCP connection's slot and the generation it had when it was handed out: a late
 /// answer for a slot reused since finds another generation there and goes nowhere.
@@ -94,21 +94,18 @@ pub(super) const DNS_TCP_MAX: usize = 65537;
 /// Where a container-side socket for `quad` listens: exactly its destination.
 pub(super) fn listen_endpoint(quad: Quad) -> IpListenEndpoint {
     IpListenEndpoint {
-        addr: Some(IpAddress::Ipv4(v4(quad.2))),
+        addr: Some(IpAddress::from(quad.2)),
         port: quad.3,
     }
 }
 
-/// A SYN's IPv4 and TCP headers as a packet of their own (at most 120 bytes), its data
+/// A SYN's IP and TCP headers as a packet of their own (at most 120 bytes), its data
 /// left out. smoltcp verifies no checksum it receives, so only the length is fixed.
 pub(super) fn syn_headers(pkt: &[u8]) -> Option<Vec<u8>> {
-    let ip = Ipv4Packet::new_checked(pkt).ok()?;
-    let tcp_len = TcpPacket::new_checked(ip.payload()).ok()?.header_len();
-    let len = ip.header_len() + tcp_len;
-    let mut headers = pkt.get(..len)?.to_vec();
-    let mut ip = Ipv4Packet::new_unchecked(&mut headers[..]);
-    ip.set_total_len(u16::try_from(len).ok()?);
-    ip.fill_checksum();
+    let l3 = family::L3::parse(pkt)?;
+    let tcp_len = TcpPacket::new_checked(l3.payload).ok()?.header_len();
+    let mut headers = pkt.get(..l3.header.len() + tcp_len)?.to_vec();
+    family::set_length(&mut headers)?;
     Some(headers)
 }
 
@@ -129,35 +126,34 @@ pub(super) fn super_frame(
     domain: u16,
     pkt: &mut [u8],
 ) -> u16 {
-    let Ok(mut ip) = Ipv4Packet::new_checked(&mut pkt[..]) else {
+    let Some(l3) = family::L3::parse(pkt).filter(|l3| l3.proto == family::TCP) else {
         return 0;
     };
-    if ip.protocol() != IpProtocol::Tcp {
-        return 0;
-    }
-    let (src, dst) = (ip.src(), ip.dst());
-    let Ok(mut t) = TcpPacket::new_checked(ip.payload_mut()) else {
+    let (src, dst, hl) = (l3.src, l3.dst, l3.header.len());
+    let end = hl + l3.payload.len();
+    let Some(Ok(mut t)) = pkt.get_mut(hl..end).map(TcpPacket::new_checked) else {
         return 0;
     };
     let payload = t.payload().len();
-    if payload <= usize::from(MIN_MSS) {
-        t.fill_checksum(src, dst);
-        return 0;
-    }
     let quad = (dst, t.dst_port(), src, t.src_port());
     let mss = by_quad
         .get(&(domain, quad))
         .and_then(|&i| tcp.get(i))
         .and_then(|c| c.as_ref())
         .map_or(0, |c| c.mss);
-    if mss == 0 || payload <= usize::from(mss) {
-        t.fill_checksum(src, dst);
+    // IPv6 is never widened (its MSS stays the container's): checksummed in full.
+    let (IpAddr::V4(s4), IpAddr::V4(d4)) = (src, dst) else {
+        family::fill_tcp_checksum(&mut t, src, dst);
+        return 0;
+    };
+    if payload <= usize::from(MIN_MSS) || mss == 0 || payload <= usize::from(mss) {
+        t.fill_checksum(s4, d4);
         return 0;
     }
     let len = t.as_bytes().len() as u32;
     t.set_checksum(checksum::fold(checksum::pseudo_header_v4(
-        src,
-        dst,
+        s4,
+        d4,
         u8::from(IpProtocol::Tcp),
         len,
     )));
@@ -281,9 +277,9 @@ pub(super) fn pump_host(c: &mut TcpConn, sock: &mut smol_tcp::Socket<'static>) -
 
 /// An RST+ACK from `src` acknowledging `ack` (refusing a SYN).
 pub(super) fn tcp_rst(
-    src: Ipv4Addr,
+    src: IpAddr,
     sport: u16,
-    dst: Ipv4Addr,
+    dst: IpAddr,
     dport: u16,
     ack: u32,
 ) -> Option<Vec<u8>> {
@@ -296,9 +292,9 @@ pub(super) fn tcp_rst(
         t.set_ack(ack);
         t.set_header_len(20);
         t.set_flags(crate::wire::tcp::TcpFlags::RST | crate::wire::tcp::TcpFlags::ACK);
-        t.fill_checksum(src, dst);
+        family::fill_tcp_checksum(&mut t, src, dst);
     }
-    build_ip(src, dst, IpProtocol::Tcp, &seg)
+    family::build(src, dst, family::TCP, &seg)
 }
 impl SocketUplink {
     /// A TCP segment from a container: a new connection is opened (on the host, or
@@ -311,12 +307,12 @@ impl SocketUplink {
         domain: u16,
         seg: Segment<'_>,
     ) {
-        let Ok(ip) = Ipv4Packet::new_checked(seg.bytes()) else {
+        let Some(l3) = family::L3::parse(seg.bytes()) else {
             return;
         };
-        let (src, dst) = (ip.src(), ip.dst());
-        let total = ip.total_len().min(seg.bytes().len());
-        let Ok(t) = TcpPacket::new_checked(ip.payload()) else {
+        let (src, dst) = (l3.src, l3.dst);
+        let total = l3.header.len() + l3.payload.len();
+        let Ok(t) = TcpPacket::new_checked(l3.payload) else {
             self.stats.dropped += 1;
             return;
         };
@@ -328,22 +324,13 @@ impl SocketUplink {
             t.rst(),
         );
         let t_ack = (t.ack_flag() && !t.rst()).then(|| t.ack());
-        let known = self.tcp_by_quad.get(&(domain, quad)).copied();
-        if opening && known.is_none() {
-            let dns_here = nets
-                .get(usize::from(domain))
-                .and_then(|n| n.as_ref())
-                .is_some_and(|n| n.dns && n.gateway == dst && quad.3 == 53);
-            if dns_here {
-                self.open_local(quad, domain);
-            } else {
-                self.open_tcp(reg, nets, domain, quad, seq);
-            }
-        }
-        let conn = self.tcp_by_quad.get(&(domain, quad)).copied();
-        if opening && known.is_none() && conn.is_none() {
-            return self.refuse_syn(domain, quad, seq);
-        }
+        let conn = match self.tcp_by_quad.get(&(domain, quad)).copied() {
+            None if opening => match self.open_for(reg, nets, domain, &l3, seq) {
+                Some(i) => Some(i),
+                None => return,
+            },
+            known => known,
+        };
         if let Some(i) = conn {
             self.touch(i);
         }
@@ -379,6 +366,39 @@ impl SocketUplink {
         if !self.batching {
             self.poll(reg);
         }
+    }
+
+    /// A container's SYN for a connection it does not have: the connection is opened
+    /// (on the host, or answered here for DNS on the gateway); its slot, else None with
+    /// the SYN answered (an RST, or unreachable where the host has no route).
+    fn open_for(
+        &mut self,
+        reg: &Registry,
+        nets: &[Option<NetView>],
+        domain: u16,
+        syn: &family::L3<'_>,
+        seq: u32,
+    ) -> Option<usize> {
+        let t = TcpPacket::new_checked(syn.payload).ok()?;
+        let (sport, dport) = (t.src_port(), t.dst_port());
+        let quad = (syn.src, sport, syn.dst, dport);
+        let dns_here = nets
+            .get(usize::from(domain))
+            .and_then(|n| n.as_ref())
+            .is_some_and(|n| n.dns && n.is_gateway(syn.dst) && dport == 53);
+        let unreachable = if dns_here {
+            self.open_local(quad, domain);
+            None
+        } else {
+            self.open_tcp(reg, nets, domain, quad, seq)
+        };
+        let conn = self.tcp_by_quad.get(&(domain, quad)).copied();
+        match (conn, unreachable) {
+            (Some(i), _) => return Some(i),
+            (None, Some(why)) => self.unreachable_to(domain, syn, why),
+            (None, None) => self.refuse_syn(domain, quad, seq),
+        }
+        None
     }
 
     /// A SYN refused (a quota, no listener): the RST is built here, not by smoltcp,
@@ -463,7 +483,7 @@ impl SocketUplink {
             challenge::RstVerdict::Challenge => {
                 self.stats.challenge_acks += 1;
                 let ip = pkt.buf.get_mut(pkt.start..pkt.end).and_then(|p| {
-                    let hl = Ipv4Packet::new_checked(&*p).ok()?.header_len();
+                    let hl = family::L3::parse(p)?.header.len();
                     p.get_mut(hl..)
                 });
                 ip.is_some_and(|tcp| challenge::into_probe(tcp, nxt, ack))
@@ -528,6 +548,10 @@ impl SocketUplink {
         let Some(Some(c)) = self.tcp.get_mut(i) else {
             return;
         };
+        // IPv4 only: IPv6 is delivered in segments of the container's MSS.
+        if family::version(pkt) != 4 {
+            return;
+        }
         let Ok(mut ip) = Ipv4Packet::new_checked(&mut pkt[..]) else {
             return;
         };
@@ -571,19 +595,19 @@ impl SocketUplink {
         domain: u16,
         quad: Quad,
         syn_seq: u32,
-    ) {
+    ) -> Option<family::Unreachable> {
         let host = self.host.get(Instant::now());
         let Some(to) = target(nets, domain, (quad.2, quad.3), host) else {
-            // No listener: smoltcp answers the SYN with an RST.
+            // No listener: the SYN is answered with an RST.
             self.stats.tcp_refused += 1;
-            return;
+            return None;
         };
         let who = self.tenant_of(domain, quad.0);
         if !self.admit(who, FlowKind::Tcp, true) {
             self.stats.tcp_refused += 1;
-            return;
+            return None;
         }
-        let host = match TcpStream::connect(SocketAddr::V4(to)) {
+        let host = match TcpStream::connect(to) {
             Ok(s) => s,
             Err(e) => {
                 self.quotas.release(who, FlowKind::Tcp, true);
@@ -591,7 +615,7 @@ impl SocketUplink {
                     self.refuse(who, Refusal::FdLimit);
                 }
                 self.stats.tcp_refused += 1;
-                return;
+                return family::Unreachable::of(&e);
             }
         };
         keepalive(host.as_raw_fd());
@@ -602,12 +626,13 @@ impl SocketUplink {
         let Some(i) = self.insert_tcp(Some(reg), sock, quad, who, Some(host), false) else {
             self.quotas.release(who, FlowKind::Tcp, true);
             self.stats.tcp_refused += 1;
-            return;
+            return None;
         };
         if let Some(Some(c)) = self.tcp.get_mut(i) {
             c.syn_seq = Some(syn_seq);
         }
         self.stats.tcp_open += 1;
+        None
     }
 
     /// Puts a connection in a free slot (registering its host socket); its slot.
@@ -690,6 +715,14 @@ impl SocketUplink {
     /// Answers the SYN of connection `i` with an RST while its SYN-ACK is still held
     /// back (smoltcp sends nothing for a socket that never answered).
     pub(super) fn refuse_pending(&mut self, i: usize) {
+        self.fail_pending(i, None);
+    }
+
+    /// As [`SocketUplink::refuse_pending`], for a host connect that failed with
+    /// `why`: a destination the host has no route to is answered as a router would
+    /// (ICMP or ICMPv6 unreachable, quoting the SYN held back), anything else with an
+    /// RST.
+    pub(super) fn fail_pending(&mut self, i: usize, why: Option<family::Unreachable>) {
         let Some(Some(c)) = self.tcp.get_mut(i) else {
             return;
         };
@@ -697,7 +730,16 @@ impl SocketUplink {
             return;
         };
         let (csrc, cport, dst, dport) = c.quad;
-        if let Some(p) = tcp_rst(dst, dport, csrc, cport, seq.wrapping_add(1)) {
+        let syn = c.held_syn.as_deref().and_then(family::L3::parse);
+        let p = match (why, syn) {
+            (Some(why), Some(syn)) => {
+                let quoted = c.held_syn.as_deref().unwrap_or_default();
+                let quoted = quoted.get(..syn.header.len() + 8).unwrap_or(quoted);
+                family::unreachable(dst, csrc, why, quoted)
+            }
+            _ => tcp_rst(dst, dport, csrc, cport, seq.wrapping_add(1)),
+        };
+        if let Some(p) = p {
             self.out.push(OutPacket::plain(c.who.domain, p));
         }
     }
@@ -794,29 +836,32 @@ impl SocketUplink {
         i: usize,
         (readable, writable, error): (bool, bool, bool),
     ) {
-        let (mut answer, mut failed) = (false, false);
+        let (mut answer, mut failed) = (false, None);
         if let Some(Some(c)) = self.tcp.get_mut(i) {
             c.readable |= readable || error;
             c.writable |= writable;
             if !c.connected && (writable || error) {
-                let ok = c.host.as_ref().is_some_and(|h| {
-                    h.take_error().ok().flatten().is_none() && h.peer_addr().is_ok()
+                let err = c.host.as_ref().map(|h| match h.take_error() {
+                    Ok(None) => h.peer_addr().err(),
+                    Ok(Some(e)) | Err(e) => Some(e),
                 });
-                if ok {
-                    c.connected = true;
-                    c.syn_seq = None;
-                    answer = true;
-                } else {
-                    failed = true;
+                match err {
+                    Some(None) => {
+                        c.connected = true;
+                        c.syn_seq = None;
+                        answer = true;
+                    }
+                    Some(Some(e)) => failed = Some(family::Unreachable::of(&e)),
+                    None => failed = Some(None),
                 }
             }
         }
         if answer {
             self.answer_syn(i);
         }
-        if failed {
+        if let Some(why) = failed {
             // Refused or unreachable on the host: the container hears it at once.
-            self.refuse_pending(i);
+            self.fail_pending(i, why);
             self.abort_tcp(reg, i);
         }
         self.touch(i);

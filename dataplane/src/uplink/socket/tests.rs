@@ -1,9 +1,12 @@
 use super::*;
+use crate::wire::Ipv6Packet;
 use crate::wire::tcp::TcpFlags;
 use mio::{Events, Poll};
 
 const C: Ipv4Addr = Ipv4Addr::new(10, 9, 0, 2);
 const GW: Ipv4Addr = Ipv4Addr::new(10, 9, 0, 1);
+const C6: Ipv6Addr = Ipv6Addr::new(0xfd00, 9, 0, 0, 0, 0, 0, 2);
+const GW6: Ipv6Addr = Ipv6Addr::new(0xfd00, 9, 0, 0, 0, 0, 0, 1);
 
 fn nets(egress: bool) -> Vec<Option<NetView>> {
     vec![
@@ -11,6 +14,10 @@ fn nets(egress: bool) -> Vec<Option<NetView>> {
             gateway: GW,
             subnet: Ipv4Addr::new(10, 9, 0, 0),
             prefix_len: 24,
+            v6: Some(NetView6 {
+                gateway: GW6,
+                subnet: crate::wire::Ipv6Cidr::new("fd00:9::".parse().unwrap(), 64),
+            }),
             egress,
             dns: true,
             host_loopback: true,
@@ -19,6 +26,7 @@ fn nets(egress: bool) -> Vec<Option<NetView>> {
             gateway: Ipv4Addr::new(10, 8, 0, 1),
             subnet: Ipv4Addr::new(10, 8, 0, 0),
             prefix_len: 24,
+            v6: None,
             egress: true,
             dns: true,
             host_loopback: true,
@@ -26,9 +34,9 @@ fn nets(egress: bool) -> Vec<Option<NetView>> {
     ]
 }
 
-fn tcp_packet(
-    src: (Ipv4Addr, u16),
-    dst: (Ipv4Addr, u16),
+fn tcp_packet<A: Into<IpAddr> + Copy>(
+    src: (A, u16),
+    dst: (A, u16),
     seq: u32,
     ack: u32,
     flags: u8,
@@ -52,9 +60,9 @@ fn tcp_packet(
         t.set_header_len(hl);
         t.set_flags(flags);
         t.set_window(65535);
-        t.fill_checksum(src.0, dst.0);
+        family::fill_tcp_checksum(&mut t, src.0.into(), dst.0.into());
     }
-    build_ip(src.0, dst.0, IpProtocol::Tcp, &seg).unwrap()
+    family::build(src.0.into(), dst.0.into(), family::TCP, &seg).unwrap()
 }
 
 struct Rig {
@@ -85,7 +93,8 @@ impl Rig {
         let port = l.local_addr().unwrap().port();
         let to = PublishTarget {
             domain: 0,
-            container: C,
+            container: Some(C),
+            container6: None,
             port: 80,
         };
         let reg = self.poll.registry();
@@ -99,7 +108,13 @@ impl Rig {
             .from_container(self.poll.registry(), &self.nets, self.domain, pkt);
     }
     /// A segment without data or acknowledgment from the container.
-    fn send_bare(&mut self, from: (Ipv4Addr, u16), to: (Ipv4Addr, u16), seq: u32, flags: u8) {
+    fn send_bare<A: Into<IpAddr> + Copy>(
+        &mut self,
+        from: (A, u16),
+        to: (A, u16),
+        seq: u32,
+        flags: u8,
+    ) {
         self.send(&tcp_packet(from, to, seq, 0, flags, &[]));
     }
     /// Runs events until `want` matches an output packet (returned), or gives up.
@@ -129,10 +144,15 @@ impl Rig {
         None
     }
     /// Sends a SYN from `from` to `to` with sequence `seq`; returns the SYN-ACK.
-    fn connect(&mut self, from: (Ipv4Addr, u16), to: (Ipv4Addr, u16), seq: u32) -> Vec<u8> {
+    fn connect<A: Into<IpAddr> + Copy>(
+        &mut self,
+        from: (A, u16),
+        to: (A, u16),
+        seq: u32,
+    ) -> Vec<u8> {
         self.send(&tcp_packet(from, to, seq, 0, TcpFlags::SYN, &[]));
         self.until(|p| {
-            tcp_of(p).is_some_and(|t| {
+            tcp6_of(p).is_some_and(|t| {
                 t.2 & (TcpFlags::SYN | TcpFlags::ACK) == TcpFlags::SYN | TcpFlags::ACK
             })
         })
@@ -155,6 +175,22 @@ fn tcp_of(p: &[u8]) -> Option<(Ipv4Addr, Ipv4Addr, u8, u32, u32, Vec<u8>)> {
         t.ack(),
         t.payload().to_vec(),
     ))
+}
+
+/// A TCP segment of either family: (source, destination, flags, seq, ack, data), its
+/// checksum checked.
+fn tcp6_of(p: &[u8]) -> Option<(IpAddr, IpAddr, u8, u32, u32, Vec<u8>)> {
+    let l3 = family::L3::parse(p)?;
+    if l3.proto != family::TCP {
+        return None;
+    }
+    let t = TcpPacket::new_checked(l3.payload).ok()?;
+    let mut copy = l3.payload.to_vec();
+    let mut c = TcpPacket::new_unchecked(&mut copy[..]);
+    family::fill_tcp_checksum(&mut c, l3.src, l3.dst);
+    assert_eq!(c.checksum(), t.checksum(), "bad TCP checksum");
+    let data = t.payload().to_vec();
+    Some((l3.src, l3.dst, t.flags(), t.seq(), t.ack(), data))
 }
 
 #[test]
@@ -306,18 +342,28 @@ fn other_networks_and_internal_networks_are_not_reached() {
             .is_some()
     );
     assert_eq!(
-        target(&nets(false), 0, (Ipv4Addr::new(192, 0, 2, 1), 80), None),
+        target(
+            &nets(false),
+            0,
+            (Ipv4Addr::new(192, 0, 2, 1).into(), 80),
+            None
+        ),
         None
     );
     assert_eq!(
-        target(&nets(true), 0, (Ipv4Addr::new(127, 0, 0, 1), 80), None),
+        target(
+            &nets(true),
+            0,
+            (Ipv4Addr::new(127, 0, 0, 1).into(), 80),
+            None
+        ),
         None
     );
     assert_eq!(
-        target(&nets(true), 0, (GW, 80), None),
-        Some(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 80))
+        target(&nets(true), 0, (GW.into(), 80), None),
+        Some(SocketAddr::from((Ipv4Addr::LOCALHOST, 80)))
     );
-    assert_eq!(target(&nets(true), 7, (GW, 80), None), None);
+    assert_eq!(target(&nets(true), 7, (GW.into(), 80), None), None);
 }
 
 #[test]
@@ -328,24 +374,24 @@ fn the_gateway_is_the_host_main_address_unless_loopback_is_opted_in() {
         v.host_loopback = false;
     }
     assert_eq!(
-        target(&n, 0, (GW, 8080), host),
-        Some(SocketAddrV4::new(Ipv4Addr::new(203, 0, 113, 5), 8080))
+        target(&n, 0, (GW.into(), 8080), host),
+        Some(SocketAddr::from((Ipv4Addr::new(203, 0, 113, 5), 8080)))
     );
     // No main address: closed, never the loopback.
-    assert_eq!(target(&n, 0, (GW, 8080), None), None);
+    assert_eq!(target(&n, 0, (GW.into(), 8080), None), None);
     assert_eq!(
-        target(&nets(true), 0, (GW, 8080), host),
-        Some(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 8080))
+        target(&nets(true), 0, (GW.into(), 8080), host),
+        Some(SocketAddr::from((Ipv4Addr::LOCALHOST, 8080)))
     );
     // Port 53 of a network without DNS is closed, loopback or not.
     for v in n.iter_mut().flatten() {
         v.dns = false;
     }
-    assert_eq!(target(&n, 0, (GW, 53), host), None);
+    assert_eq!(target(&n, 0, (GW.into(), 53), host), None);
     if let Some(Some(v)) = n.get_mut(0) {
         v.host_loopback = true;
     }
-    assert_eq!(target(&n, 0, (GW, 53), host), None);
+    assert_eq!(target(&n, 0, (GW.into(), 53), host), None);
 }
 
 #[test]
@@ -472,7 +518,13 @@ fn dns_over_tcp_on_the_gateway_is_answered_locally() {
     let reqs = r.up.take_dns_requests();
     assert_eq!(reqs.len(), 1, "{reqs:?}");
     assert_eq!(reqs[0].msg, vec![7, 8, 9]);
-    assert_eq!(reqs[0].from, ContainerId { domain: 0, ip: C });
+    assert_eq!(
+        reqs[0].from,
+        ContainerId {
+            domain: 0,
+            ip: C.into()
+        }
+    );
     // An answer for another generation of the slot (a connection that ended and
     // whose slot was reused) goes nowhere.
     let stale = TcpConnId {
@@ -697,7 +749,13 @@ fn a_container_past_its_tcp_share_is_refused_and_others_are_not() {
     let refused: Vec<_> = r.up.take_refusals().collect();
     assert_eq!(
         refused,
-        vec![(ContainerId { domain: 0, ip: C }, Refusal::TcpQuota)]
+        vec![(
+            ContainerId {
+                domain: 0,
+                ip: C.into()
+            },
+            Refusal::TcpQuota
+        )]
     );
     // A neighbour still connects.
     r.connect((Ipv4Addr::new(10, 9, 0, 3), 42000), (GW, port), 1);
@@ -717,7 +775,7 @@ fn a_port_without_port_security_is_one_tenant_whatever_its_sources() {
     );
     // The gateway says: these frames come from a port without port security whose
     // address is C. Three sources, one tenant.
-    r.up.set_tenant(Some(C));
+    r.up.set_tenant(Some(C.into()));
     r.connect((Ipv4Addr::new(10, 9, 0, 50), 42000), (GW, port), 1);
     r.connect((Ipv4Addr::new(10, 9, 0, 51), 42000), (GW, port), 1);
     r.send_bare(
@@ -730,7 +788,13 @@ fn a_port_without_port_security_is_one_tenant_whatever_its_sources() {
     let refused: Vec<_> = r.up.take_refusals().collect();
     assert_eq!(
         refused,
-        vec![(ContainerId { domain: 0, ip: C }, Refusal::TcpQuota)]
+        vec![(
+            ContainerId {
+                domain: 0,
+                ip: C.into()
+            },
+            Refusal::TcpQuota
+        )]
     );
     // A secured neighbour (its source is itself) still connects: the control.
     r.up.set_tenant(None);
@@ -751,7 +815,10 @@ fn connections_past_a_containers_buffer_budget_get_small_buffers() {
     sizes.sort_unstable();
     assert_eq!(sizes[0], 2 * TCP_BUFFER_MIN);
     assert!(sizes[1..].iter().all(|&b| b == 2 * TCP_BUFFER));
-    let who = ContainerId { domain: 0, ip: C };
+    let who = ContainerId {
+        domain: 0,
+        ip: C.into(),
+    };
     assert_eq!(r.up.buffers[&who], sizes.iter().sum::<usize>());
     // A neighbour has its own budget.
     r.connect((Ipv4Addr::new(10, 9, 0, 3), 42000), (GW, port), 1);
@@ -903,4 +970,136 @@ fn a_published_connection_the_container_never_answers_ends() {
     let mut b = [0u8; 1];
     use std::io::Read as _;
     assert!(matches!(client.read(&mut b), Ok(0) | Err(_)));
+}
+
+#[test]
+fn tcp_over_ipv6_to_the_gateway_reaches_the_host_both_ways() {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let mut r = Rig::new(true);
+    let synack = r.connect((C6, 40000), (GW6, port), 1000);
+    let (src, dst, _, sseq, sack, _) = tcp6_of(&synack).unwrap();
+    assert_eq!((src, dst, sack), (GW6.into(), C6.into(), 1001));
+    let (mut server, _) = l.accept().unwrap();
+    let ack = TcpFlags::ACK | TcpFlags::PSH;
+    r.send(&tcp_packet(
+        (C6, 40000),
+        (GW6, port),
+        1001,
+        sseq + 1,
+        ack,
+        b"hello",
+    ));
+    r.until(|_| false);
+    let mut buf = [0u8; 5];
+    use std::io::{Read as _, Write as _};
+    server
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    server.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"hello");
+    server.write_all(b"world").unwrap();
+    let data = r
+        .until(|p| tcp6_of(p).is_some_and(|t| !t.5.is_empty()))
+        .expect("data");
+    assert_eq!(tcp6_of(&data).unwrap().5, b"world");
+    let quads = r.up.tcp_quads();
+    assert_eq!(quads, vec![(C6.into(), 40000, GW6.into(), port)]);
+    drop(server);
+    r.until(|p| tcp6_of(p).is_some_and(|t| t.2 & TcpFlags::FIN != 0))
+        .expect("FIN");
+}
+
+#[test]
+fn udp_over_ipv6_carries_both_ways() {
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = s.local_addr().unwrap().port();
+    let mut r = Rig::new(true);
+    let p = family::build_udp((C6.into(), 5000), (GW6.into(), port), b"ping").unwrap();
+    r.send(&p);
+    let mut buf = [0u8; 64];
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let (n, from) = s.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"ping");
+    s.send_to(b"pong", from).unwrap();
+    let p = r
+        .until(|p| family::L3::parse(p).is_some_and(|l| l.proto == family::UDP))
+        .expect("reply");
+    let ip = Ipv6Packet::new_checked(&p[..]).unwrap();
+    assert_eq!((ip.src(), ip.dst()), (GW6, C6));
+    let u = UdpPacket::new_checked(ip.payload()).unwrap();
+    assert_eq!(
+        (u.src_port(), u.dst_port(), u.payload()),
+        (port, 5000, &b"pong"[..])
+    );
+    let mut copy = ip.payload().to_vec();
+    UdpPacket::new_unchecked(&mut copy[..]).fill_checksum_v6(&GW6, &C6);
+    assert_eq!(copy, ip.payload(), "bad UDP checksum");
+    assert_eq!(r.up.flows()[0].inside, SocketAddr::from((C6, 5000)));
+}
+
+#[test]
+fn ipv6_destinations_that_are_the_host_or_no_ones_are_not_reached() {
+    let n = nets(true);
+    let to = |a: &str| target(&n, 0, (a.parse::<IpAddr>().unwrap(), 80), None);
+    for a in [
+        "::1",
+        "::",
+        "::ffff:127.0.0.1",
+        "::127.0.0.1",
+        "fe80::1",
+        "ff02::1",
+    ] {
+        assert_eq!(to(a), None, "{a}");
+    }
+    // Inside a vswitch network: never; elsewhere: the address itself (the control).
+    assert_eq!(to("fd00:9::77"), None);
+    assert_eq!(to("2001:db8::1"), Some("[2001:db8::1]:80".parse().unwrap()));
+    // An internal network reaches nothing over IPv6 either.
+    let n = nets(false);
+    assert_eq!(
+        target(&n, 0, ("2001:db8::1".parse().unwrap(), 80), None),
+        None
+    );
+}
+
+#[test]
+fn a_published_port_takes_ipv6_clients_to_the_container_over_ipv6_or_ipv4() {
+    let mut r = Rig::new(true);
+    r.up.set_gateways(&r.nets);
+    let publish = |r: &mut Rig, container6: Option<Ipv6Addr>| {
+        let l = std::net::TcpListener::bind("[::1]:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let to = PublishTarget {
+            domain: 0,
+            container: Some(C),
+            container6,
+            port: 80,
+        };
+        let reg = r.poll.registry();
+        r.up.publish(reg, PublishedSocket::Tcp(l), to, None)
+            .unwrap();
+        port
+    };
+    // A dual-stack container: over IPv6, the loopback client seen as the gateway.
+    let port = publish(&mut r, Some(C6));
+    let _client = std::net::TcpStream::connect(("::1", port)).unwrap();
+    let syn = r
+        .until(|p| tcp6_of(p).is_some_and(|t| t.2 & TcpFlags::SYN != 0))
+        .expect("SYN into the container");
+    let (src, dst, ..) = tcp6_of(&syn).unwrap();
+    assert_eq!((src, dst), (GW6.into(), C6.into()));
+    // An IPv4-only container: the same client reaches it over IPv4 (as a proxy would).
+    let port = publish(&mut r, None);
+    let _client = std::net::TcpStream::connect(("::1", port)).unwrap();
+    let syn = r
+        .until(|p| tcp6_of(p).is_some_and(|t| t.2 & TcpFlags::SYN != 0))
+        .expect("SYN into the container");
+    let (src, dst, ..) = tcp6_of(&syn).unwrap();
+    assert_eq!((src, dst), (GW.into(), C.into()));
+    let addrs = r.up.published_addrs();
+    assert!(
+        addrs.iter().all(|(a, tcp)| a.is_ipv6() && *tcp),
+        "{addrs:?}"
+    );
 }

@@ -67,25 +67,21 @@ pub fn build_udp(
     build_ip(src, dst, IpProtocol::Udp, &seg)
 }
 
-/// An ICMP port unreachable from `dst` to the container, quoting a UDP header of the
-/// flow (enough for the container's stack to find its socket).
-pub(super) fn udp_port_unreachable(
-    dst: Ipv4Addr,
-    dport: u16,
-    csrc: Ipv4Addr,
-    cport: u16,
-) -> Option<Vec<u8>> {
-    let quoted_udp = build_udp(csrc, cport, dst, dport, &[])?;
-    let mut m = vec![0u8; 8];
-    m.extend_from_slice(quoted_udp.get(..28)?);
-    {
-        let mut i = Icmpv4Packet::new_unchecked(&mut m[..]);
-        i.set_msg_type(IcmpType::DEST_UNREACHABLE);
-        i.set_code(UnreachCode::PORT);
-        i.fill_checksum();
-    }
-    build_ip(dst, csrc, IpProtocol::Icmp, &m)
+/// An ICMP (or ICMPv6) unreachable to the container about its UDP flow `quad`,
+/// quoting the flow's headers (enough for the container's stack to find its socket).
+pub(super) fn udp_unreachable(quad: Quad, why: family::Unreachable) -> Option<Vec<u8>> {
+    let (csrc, cport, dst, dport) = quad;
+    let quoted = family::build_udp((csrc, cport), (dst, dport), &[])?;
+    family::unreachable(dst, csrc, why, &quoted)
 }
+
+/// A host UDP socket of `to`'s family connected to it.
+fn udp_socket(to: SocketAddr) -> io::Result<UdpSocket> {
+    let sock = UdpSocket::bind(SocketAddr::new(family::unspecified(to.ip()), 0))?;
+    sock.connect(to)?;
+    Ok(sock)
+}
+
 impl SocketUplink {
     pub(super) fn udp_out(
         &mut self,
@@ -138,11 +134,20 @@ impl SocketUplink {
         if !self.admit(who, FlowKind::Udp, true) {
             return None;
         }
-        let Some(sock) = self.udp_socket(who, to) else {
-            self.quotas.release(who, FlowKind::Udp, true);
-            return None;
+        let mut sock = match udp_socket(to) {
+            Ok(s) => s,
+            Err(e) => {
+                self.quotas.release(who, FlowKind::Udp, true);
+                if out_of_fds(&e) {
+                    self.refuse(who, Refusal::FdLimit);
+                } else if let Some(why) = family::Unreachable::of(&e) {
+                    // No route on the host (no IPv6 there, say): the container hears so.
+                    let p = udp_unreachable(quad, why);
+                    self.out.extend(p.map(|p| OutPacket::plain(domain, p)));
+                }
+                return None;
+            }
         };
-        let mut sock = sock;
         let i = free_slot(&self.udp);
         if reg
             .register(&mut sock, Source::Udp(i).token(), Interest::READABLE)
@@ -163,22 +168,6 @@ impl SocketUplink {
         Some(i)
     }
 
-    /// A host UDP socket connected to `to` (out of descriptors: refused and counted).
-    pub(super) fn udp_socket(&mut self, who: ContainerId, to: SocketAddrV4) -> Option<UdpSocket> {
-        let bind = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0));
-        let sock = match UdpSocket::bind(bind) {
-            Ok(s) => s,
-            Err(e) => {
-                if out_of_fds(&e) {
-                    self.refuse(who, Refusal::FdLimit);
-                }
-                return None;
-            }
-        };
-        sock.connect(SocketAddr::V4(to)).ok()?;
-        Some(sock)
-    }
-
     pub(super) fn udp_in(&mut self, i: usize) {
         let Some(Some(f)) = self.udp.get_mut(i) else {
             return;
@@ -189,13 +178,14 @@ impl SocketUplink {
                 Ok(n) => {
                     f.last = Instant::now();
                     let data = self.scratch.get(..n).unwrap_or(&[]);
-                    if let Some(p) = build_udp(dst, dport, csrc, cport, data) {
+                    if let Some(p) = family::build_udp((dst, dport), (csrc, cport), data) {
                         self.out.push(OutPacket::plain(domain, p));
                     }
                 }
                 // The host answered "port unreachable": tell the container the same.
                 Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
-                    if let Some(p) = udp_port_unreachable(dst, dport, csrc, cport) {
+                    let quad = (csrc, cport, dst, dport);
+                    if let Some(p) = udp_unreachable(quad, family::Unreachable::Port) {
                         self.out.push(OutPacket::plain(domain, p));
                     }
                 }
