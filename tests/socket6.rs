@@ -243,6 +243,16 @@ fn a_published_port_listens_on_both_families_and_keeps_ipv6_clients_addresses() 
     assert_eq!(seen.trim(), "fd00:170::1");
     let o = r.host.sh("curl -4 -sS --max-time 3 http://127.0.0.1:8070/");
     assert!(!o.status.success(), "8070 listens on IPv4 too");
-    let ls = r.d.ctl_ok(&["publish", "ls", "s6p"]);
-    assert!(ls.contains("[::1]:8070") || ls.contains("::1"), "{ls}");
+    let ls = r.d.ctl_ok(&["port", "show", "s6p"]);
+    assert!(ls.contains("80/tcp -> [::1]:8070"), "{ls}");
+    // Unpublished, both sockets of the default go.
+    r.d.ctl_ok(&["unpublish", "s6p", "-p", "8080:80"]);
+    for url in ["-6 http://[::1]:8080/", "-4 http://127.0.0.1:8080/"] {
+        let o = r.host.sh(&format!("curl -sS --max-time 3 {url}"));
+        assert!(!o.status.success(), "{url} still answers");
+    }
+    assert_eq!(
+        peer_seen(&r.host, "-6 http://[::1]:8070/").trim(),
+        "fd00:170::1"
+    );
 }
