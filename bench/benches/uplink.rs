@@ -17,6 +17,7 @@ const NETS: [Option<NetView>; 1] = [Some(NetView {
     gateway: GW,
     subnet: Ipv4Addr::new(10, 1, 0, 0),
     prefix_len: 16,
+    v6: None,
     egress: true,
     dns: false,
     host_loopback: true,

@@ -1,15 +1,18 @@
-//! Docker's `-p` grammar: `[HOSTIP:][HOSTPORT[-END]:]CPORT[-END][/tcp|/udp]`.
+//! Docker's `-p` grammar: `[HOSTIP:][HOSTPORT[-END]:]CPORT[-END][/tcp|/udp]`, an IPv6
+//! HOSTIP in brackets (`[::1]:8080:80`).
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use crate::state::Proto;
 
 /// One published port as asked: the host port is None when the daemon should pick a
-/// free one from the ephemeral range.
+/// free one from the ephemeral range. The host address 0.0.0.0 (the default) stands
+/// for every address of both families, as Docker's default does; `::` for every IPv6
+/// one only.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PortReq {
     pub proto: Proto,
-    pub host_ip: Ipv4Addr,
+    pub host_ip: IpAddr,
     pub host_port: Option<u16>,
     pub container_port: u16,
 }
@@ -56,18 +59,26 @@ pub fn parse(spec: &str) -> Result<Vec<PortReq>, PublishError> {
         Some(_) => return Err(PublishError::Proto(spec.to_string())),
         None => (spec, Proto::Tcp),
     };
+    // An IPv6 host address comes in brackets: [::1]:8080:80.
+    let (ip6, rest) = match rest.strip_prefix('[').and_then(|r| r.split_once("]:")) {
+        Some((ip, r)) => (Some(ip), r),
+        None => (None, rest),
+    };
     let parts: Vec<&str> = rest.split(':').collect();
-    let (ip, host, cont) = match parts.as_slice() {
-        [c] => (None, None, *c),
-        [h, c] => (None, Some(*h), *c),
-        [ip, h, c] => (Some(*ip), Some(*h).filter(|h| !h.is_empty()), *c),
+    let (ip, host, cont) = match (ip6, parts.as_slice()) {
+        (None, [c]) => (None, None, *c),
+        (None, [h, c]) => (None, Some(*h), *c),
+        (None, [ip, h, c]) => (Some(*ip), Some(*h).filter(|h| !h.is_empty()), *c),
+        (Some(ip), [h, c]) => (Some(ip), Some(*h).filter(|h| !h.is_empty()), *c),
         _ => return Err(PublishError::Syntax(spec.to_string())),
     };
     let host_ip = match ip {
         Some(ip) => ip
-            .parse()
-            .map_err(|_| PublishError::Syntax(spec.to_string()))?,
-        None => Ipv4Addr::UNSPECIFIED,
+            .parse::<IpAddr>()
+            .ok()
+            .filter(|a| a.is_ipv6() == ip6.is_some())
+            .ok_or_else(|| PublishError::Syntax(spec.to_string()))?,
+        None => Ipv4Addr::UNSPECIFIED.into(),
     };
     let (c0, c1) = range(spec, cont)?;
     let host = host.map(|h| range(spec, h)).transpose()?;
@@ -102,17 +113,25 @@ mod tests {
         let p = one("8080:80");
         assert_eq!(
             (p.proto, p.host_ip, p.host_port, p.container_port),
-            (Proto::Tcp, Ipv4Addr::UNSPECIFIED, Some(8080), 80)
+            (Proto::Tcp, Ipv4Addr::UNSPECIFIED.into(), Some(8080), 80)
         );
         let p = one("127.0.0.1:5353:53/udp");
         assert_eq!(
             (p.proto, p.host_ip, p.host_port, p.container_port),
-            (Proto::Udp, Ipv4Addr::LOCALHOST, Some(5353), 53)
+            (Proto::Udp, Ipv4Addr::LOCALHOST.into(), Some(5353), 53)
         );
         let p = one("80");
         assert_eq!((p.host_port, p.container_port), (None, 80));
         let p = one("127.0.0.1::80");
-        assert_eq!((p.host_ip, p.host_port), (Ipv4Addr::LOCALHOST, None));
+        assert_eq!((p.host_ip, p.host_port), (Ipv4Addr::LOCALHOST.into(), None));
+        let p = one("[::1]:8080:80/udp");
+        let v6: IpAddr = "::1".parse().unwrap();
+        assert_eq!(
+            (p.proto, p.host_ip, p.host_port),
+            (Proto::Udp, v6, Some(8080))
+        );
+        let p = one("[::]::80");
+        assert_eq!((p.host_ip, p.host_port), (IpAddr::from([0u16; 8]), None));
         let v = parse("8000-8002:80-82/tcp").unwrap();
         assert_eq!(
             v.iter()
@@ -139,6 +158,9 @@ mod tests {
             ("8080:80/sctp", "tcp or udp"),
             ("a:b:c:d", "expected"),
             ("nothost:80:80", "expected"),
+            ("::1:8080:80", "expected"),
+            ("[127.0.0.1]:8080:80", "expected"),
+            ("[::1]:80", "expected"),
             ("", "1 to 65535"),
         ] {
             let e = parse(s).unwrap_err().to_string();

@@ -236,9 +236,13 @@ pub fn compact_published(v: &[PublishedEntry]) -> Vec<String> {
                 1 => a.to_string(),
                 _ => format!("{a}-{}", a.saturating_add(n - 1)),
             };
+            let host_ip = match x.host_ip {
+                std::net::IpAddr::V6(a) => format!("[{a}]"),
+                a => a.to_string(),
+            };
             format!(
                 "{}:{}->{}/{}",
-                x.host_ip,
+                host_ip,
                 span(x.host_port),
                 span(x.container_port),
                 x.proto
@@ -348,7 +352,7 @@ mod tests {
     fn entry(proto: Proto, host_port: u16, container_port: u16) -> PublishedEntry {
         PublishedEntry {
             proto,
-            host_ip: std::net::Ipv4Addr::UNSPECIFIED,
+            host_ip: std::net::Ipv4Addr::UNSPECIFIED.into(),
             host_port,
             container_port,
             auto: false,

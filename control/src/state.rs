@@ -174,7 +174,7 @@ pub struct Endpoint {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Published {
     pub proto: Proto,
-    pub host_ip: Ipv4Addr,
+    pub host_ip: std::net::IpAddr,
     pub host_port: u16,
     pub container_port: u16,
     /// The host port was picked by the daemon (`-p CPORT`).

@@ -400,7 +400,8 @@ fn check_published(s: &State) -> Result<(), Inconsistency> {
     let mut seen: BTreeMap<String, &str> = BTreeMap::new();
     for c in s.containers.values() {
         for p in &c.published {
-            let key = format!("{}:{}/{}", p.host_ip, p.host_port, p.proto);
+            let addr = std::net::SocketAddr::new(p.host_ip, p.host_port);
+            let key = format!("{addr}/{}", p.proto);
             if let Some(o) = seen.insert(key.clone(), &c.name) {
                 return Err(Inconsistency::DuplicatePublished(
                     o.into(),

@@ -34,6 +34,7 @@ const NETS: [Option<NetView>; 1] = [Some(NetView {
     gateway: GW,
     subnet: Ipv4Addr::UNSPECIFIED,
     prefix_len: 0,
+    v6: None,
     egress: true,
     dns: true,
     // The gateway stands for 127.0.0.1, never for the machine's own address.
@@ -73,6 +74,7 @@ fn host(uplink: &mut SocketUplink, poll: &Poll) -> Option<Host> {
     let pubsock = TcpListener::bind(loopback()).ok()?;
     let published = pubsock.local_addr().ok()?;
     let to = PublishTarget {
+        container6: None,
         domain: 0,
         container: Ipv4Addr::new(10, 1, 0, 2),
         port: 80,

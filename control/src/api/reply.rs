@@ -387,7 +387,7 @@ pub struct PortRow {
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 pub struct PublishedEntry {
     pub proto: Proto,
-    pub host_ip: Ipv4Addr,
+    pub host_ip: IpAddr,
     pub host_port: u16,
     pub container_port: u16,
     /// The host port was chosen by the daemon.

@@ -115,7 +115,7 @@ pub enum DaemonError {
     Bind {
         port: Option<u16>,
         proto: Proto,
-        host_ip: Ipv4Addr,
+        host_ip: std::net::IpAddr,
         #[source]
         source: io::Error,
     },
@@ -146,7 +146,7 @@ fn bind_port(port: Option<u16>) -> String {
     port.map_or("an ephemeral port".to_string(), |p| format!("port {p}"))
 }
 
-fn bind_why(e: &io::Error, host_ip: Ipv4Addr) -> String {
+fn bind_why(e: &io::Error, host_ip: std::net::IpAddr) -> String {
     match e.kind() {
         io::ErrorKind::AddrInUse => "is already in use".to_string(),
         io::ErrorKind::PermissionDenied => {
@@ -168,7 +168,7 @@ mod tests {
         let e = DaemonError::Bind {
             port: Some(8080),
             proto: Proto::Tcp,
-            host_ip: Ipv4Addr::UNSPECIFIED,
+            host_ip: Ipv4Addr::UNSPECIFIED.into(),
             source: io::Error::from(io::ErrorKind::AddrInUse),
         };
         assert_eq!(

@@ -1,6 +1,7 @@
 //! Published ports: host sockets with the socket uplink, DNAT rules with a packet one.
 
 use std::collections::HashSet;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use dataplane::uplink::socket::{PublishTarget, PublishedSocket};
 
@@ -8,6 +9,17 @@ use super::{Daemon, DaemonError, view};
 use crate::api::Reply;
 use crate::publish::PortReq;
 use crate::state::{Container, Proto, Published};
+
+/// Published entries with their host sockets, bound.
+pub(super) type Bound = Vec<(Published, Vec<PublishedSocket>)>;
+
+/// Whether a bind failed for want of IPv6 on the host.
+fn no_ipv6(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EAFNOSUPPORT | libc::EADDRNOTAVAIL | libc::EPROTONOSUPPORT)
+    )
+}
 
 impl Daemon {
     /// Binds a restored container's published ports again (the same host ports). With a
@@ -35,44 +47,61 @@ impl Daemon {
     }
 
     /// Binds the host side of `reqs` now, so a taken port is refused before anything
-    /// changes. Returns the published entries with their sockets.
-    pub(super) fn bind_published(
-        reqs: &[PortReq],
-    ) -> Result<Vec<(Published, PublishedSocket)>, DaemonError> {
-        use Proto;
+    /// changes. Returns the published entries with their sockets: two for the default
+    /// 0.0.0.0 (its IPv4 socket and an IPv6-only one on `[::]`, the same port; a host
+    /// without IPv6 gets the first alone), one for a given address.
+    pub(super) fn bind_published(reqs: &[PortReq]) -> Result<Bound, DaemonError> {
         let mut out = Vec::new();
         for r in reqs {
-            let addr = std::net::SocketAddrV4::new(r.host_ip, r.host_port.unwrap_or(0));
             let what = |source: std::io::Error| DaemonError::Bind {
                 port: r.host_port,
                 proto: r.proto,
                 host_ip: r.host_ip,
                 source,
             };
-            let (sock, local) = match r.proto {
-                Proto::Tcp => {
-                    let l = std::net::TcpListener::bind(addr).map_err(what)?;
-                    let local = l.local_addr().map_err(what)?;
-                    (PublishedSocket::Tcp(l), local)
-                }
-                Proto::Udp => {
-                    let u = std::net::UdpSocket::bind(addr).map_err(what)?;
-                    let local = u.local_addr().map_err(what)?;
-                    (PublishedSocket::Udp(u), local)
-                }
-            };
+            let socks = Self::bind_one(r).map_err(what)?;
+            let port = socks.first().and_then(|s| s.local_addr().ok());
             out.push((
                 Published {
                     proto: r.proto,
                     host_ip: r.host_ip,
-                    host_port: local.port(),
+                    host_port: port.map_or(0, |a| a.port()),
                     container_port: r.container_port,
                     auto: r.host_port.is_none(),
                 },
-                sock,
+                socks,
             ));
         }
         Ok(out)
+    }
+
+    /// The host sockets of one published port (see [`Daemon::bind_published`]). An
+    /// ephemeral port is taken on IPv4 first, then the same on IPv6: a few tries when
+    /// IPv6 has it in use.
+    fn bind_one(r: &PortReq) -> std::io::Result<Vec<PublishedSocket>> {
+        let tcp = r.proto == Proto::Tcp;
+        let addr = SocketAddr::new(r.host_ip, r.host_port.unwrap_or(0));
+        let dual = r.host_ip == IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+        let mut tries = if r.host_port.is_none() { 8 } else { 1 };
+        loop {
+            let first = PublishedSocket::bind(tcp, addr)?;
+            if !dual {
+                return Ok(vec![first]);
+            }
+            let port = first.local_addr()?.port();
+            let any6 = SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), port);
+            match PublishedSocket::bind(tcp, any6) {
+                Ok(second) => return Ok(vec![first, second]),
+                // No IPv6 on this host: IPv4 alone, as Docker does.
+                Err(e) if no_ipv6(&e) => return Ok(vec![first]),
+                Err(e) => {
+                    tries -= 1;
+                    if tries == 0 {
+                        return Err(e);
+                    }
+                }
+            }
+        }
     }
 
     /// Where a container's published ports lead: its first endpoint.
@@ -83,11 +112,14 @@ impl Daemon {
     ) -> Option<PublishTarget> {
         let e = c.endpoints.first()?;
         let n = self.state.networks.get(&e.network)?;
-        Some(PublishTarget {
+        let to = PublishTarget {
             domain: n.domain,
-            container: e.ip?,
+            container: e.ip,
+            container6: e.ip6,
             port: container_port,
-        })
+        };
+        to.inside(Ipv4Addr::UNSPECIFIED.into())?;
+        Some(to)
     }
 
     /// The container's network namespace, where loopback clients of its published
@@ -111,27 +143,37 @@ impl Daemon {
         }
     }
 
-    pub(super) fn start_published(&self, c: &Container, bound: Vec<(Published, PublishedSocket)>) {
-        for (p, sock) in bound {
+    pub(super) fn start_published(&self, c: &Container, bound: Bound) {
+        for (p, socks) in bound {
             let Some(to) = self.publish_target(c, p.container_port) else {
                 continue;
             };
-            let netns = Self::splice_netns(c);
-            self.rt.gateway_do(move |g, ctx| {
-                if let Err(e) = g.publish(ctx.registry, sock, to, netns) {
-                    eprintln!("vswitch: cannot serve published port {}: {e}", p.host_port);
-                }
-            });
+            for sock in socks {
+                // Loopback clients are spliced over IPv4 only: the IPv6 socket needs no
+                // namespace.
+                let v4 = sock.local_addr().is_ok_and(|a| a.is_ipv4());
+                let netns = v4.then(|| Self::splice_netns(c)).flatten();
+                self.rt.gateway_do(move |g, ctx| {
+                    if let Err(e) = g.publish(ctx.registry, sock, to, netns) {
+                        eprintln!("vswitch: cannot serve published port {}: {e}", p.host_port);
+                    }
+                });
+            }
         }
     }
 
     pub(super) fn stop_published(&self, list: &[Published]) {
         for p in list {
-            let local = std::net::SocketAddrV4::new(p.host_ip, p.host_port);
             let tcp = p.proto == Proto::Tcp;
-            let _ = self
-                .rt
-                .gateway_call(move |g, ctx| g.unpublish(ctx.registry, local, tcp));
+            let mut locals = vec![SocketAddr::new(p.host_ip, p.host_port)];
+            if p.host_ip == IpAddr::V4(Ipv4Addr::UNSPECIFIED) {
+                locals.push(SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), p.host_port));
+            }
+            for local in locals {
+                let _ = self
+                    .rt
+                    .gateway_call(move |g, ctx| g.unpublish(ctx.registry, local, tcp));
+            }
         }
     }
 

@@ -467,7 +467,7 @@ mod tests {
         let mut c = state.check_attach("web", &sandbox, &spec).unwrap();
         c.published.push(Published {
             proto: Proto::Tcp,
-            host_ip: Ipv4Addr::UNSPECIFIED,
+            host_ip: Ipv4Addr::UNSPECIFIED.into(),
             host_port: 8080,
             container_port: 80,
             auto: false,

@@ -129,6 +129,7 @@ impl PortMap<'_> {
         };
         let host_ip = match self.host_ip {
             "" => String::new(),
+            ip if ip.contains(':') && !ip.starts_with('[') => format!("[{ip}]:"),
             ip => format!("{ip}:"),
         };
         let container = range(self.container_port)?;

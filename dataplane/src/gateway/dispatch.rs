@@ -22,7 +22,7 @@ use super::{GatewayNet, GatewayNet6, arp, dhcp, icmp};
 use crate::bridge::DropReason;
 use crate::port::{Punt, VnetHdr};
 use crate::uplink::quota::{ContainerId, Refusal, UplinkLimits};
-use crate::uplink::socket::{NetView, gateway_target};
+use crate::uplink::socket::{NetView, NetView6, gateway_target};
 use crate::wire::ethernet::HEADER_LEN as ETH_HEADER_LEN;
 use crate::wire::icmp::{IcmpType, UnreachCode};
 use crate::wire::{
@@ -253,9 +253,15 @@ impl Gateway {
     }
 
     /// Counts a flow the socket uplink refused `who`.
-    pub fn refused(&self, who: ContainerId, why: Refusal, fallback: u16, out: &mut Actions) {
+    pub fn refused(
+        &self,
+        who: ContainerId<IpAddr>,
+        why: Refusal,
+        fallback: u16,
+        out: &mut Actions,
+    ) {
         out.push(Action::Drop {
-            port: self.port_of(who.into(), fallback),
+            port: self.port_of(who, fallback),
             reason: drop_reason(why),
         });
     }
@@ -366,7 +372,7 @@ impl Gateway {
 
     /// Whether GATEWAY:`port` of `domain` leads anywhere on the host (else it is a
     /// closed port).
-    fn gateway_open(&self, domain: u16, port: u16, host: Option<Ipv4Addr>) -> bool {
+    pub(super) fn gateway_open(&self, domain: u16, port: u16, host: Option<Ipv4Addr>) -> bool {
         self.views
             .get(usize::from(domain))
             .and_then(|n| n.as_ref())
@@ -532,14 +538,26 @@ fn super_frame_vnet(ip: &Ipv4Packet<&[u8]>, gso_size: u16) -> Option<VnetHdr> {
     Some(VnetHdr::tcpv4(l4_start, hdr_len, gso_size))
 }
 
-/// What the socket uplink needs of a network (its IPv4: the socket uplink carries no
-/// IPv6 yet).
+/// What the socket uplink needs of a network, of both families (an IPv6-only network
+/// has 0.0.0.0/32 for its IPv4).
 fn uplink_view(n: &super::NetConfig, uplink: UplinkMode) -> Option<NetView> {
-    let v4 = n.v4?;
+    let (gateway, subnet, prefix_len) = match n.v4 {
+        Some(v4) => (
+            v4.gateway,
+            v4.subnet.network().addr(),
+            v4.subnet.prefix_len(),
+        ),
+        None => (Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED, 32),
+    };
+    let v6 = n.v6.map(|v6| NetView6 {
+        gateway: v6.gateway,
+        subnet: v6.subnet,
+    });
     Some(NetView {
-        gateway: v4.gateway,
-        subnet: v4.subnet.network().addr(),
-        prefix_len: v4.subnet.prefix_len(),
+        gateway,
+        subnet,
+        prefix_len,
+        v6,
         egress: !n.internal && n.masquerade && uplink == UplinkMode::Socket,
         dns: n.dns != NetDns::Off,
         host_loopback: n.host_loopback,

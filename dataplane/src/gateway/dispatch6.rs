@@ -1,20 +1,22 @@
 //! The IPv6 arm of [`Gateway::frame`]: neighbour discovery, router advertisements,
 //! echo, DHCPv6 and DNS on the gateway's IPv6 addresses, and routed IPv6.
 //!
-//! Routed IPv6 (to the gateway's MAC, for an address that is not the gateway's) has no
-//! uplink yet: it takes [`Gateway::not_yet_routed`], which answers ICMPv6 "no route to
-//! destination" (hop limit exhausted: "time exceeded"). TCP and UDP to the gateway's
-//! IPv6 address other than DNS and DHCPv6 are refused with "port unreachable" (the
-//! host behind the gateway is reached over IPv4 only for now). An uplink carrying IPv6
-//! replaces the body of `not_yet_routed` and hands its packets for containers to
-//! [`Gateway::deliver_ip6`]. A packet uplink with an IPv6 address routes IPv6 on the
-//! workers; the frames they punt (packet too big, time exceeded, an unresolved
-//! neighbour) are answered by `Gateway::packet_routed6` before that.
+//! Routed IPv6 (to the gateway's MAC, for an address that is not the gateway's; hop
+//! limit exhausted: "time exceeded") goes to the socket uplink ([`Verdict::ToUplink`])
+//! where that is the uplink, as IPv4 does; its packets for containers come back
+//! through [`Gateway::deliver_ip6`]. A packet uplink with an IPv6 address routes IPv6
+//! on the workers; the frames they punt (packet too big, time exceeded, an unresolved
+//! neighbour) are answered by `Gateway::packet_routed6`, and what else reaches the
+//! gateway takes [`Gateway::not_yet_routed`], which answers ICMPv6 "no route to
+//! destination". TCP and UDP to the gateway's IPv6 address other than DNS and DHCPv6
+//! reach the host as they do over IPv4 (`gateway_target`: the host's main address or
+//! its loopback), or are refused with "port unreachable" where that leads nowhere.
 
 use std::net::{IpAddr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
 use super::action::Actions;
+use super::config::UplinkMode;
 use super::dispatch::{Gateway, Inbound, Verdict};
 use super::{GatewayNet6, dhcp6, icmp6, ndp};
 use crate::uplink::quota::ContainerId;
@@ -87,14 +89,7 @@ impl Gateway {
             return Verdict::Done;
         }
         if net.is_gateway(&p.dst) {
-            // TCP or UDP to another port of the gateway: closed over IPv6.
-            if matches!(p.proto, Some(NextHeader::TCP | NextHeader::UDP)) {
-                let kind = (Icmpv6Type::DEST_UNREACHABLE, Unreach6Code::PORT);
-                self.icmp6_error(f, &net, kind, 0, out);
-            } else {
-                self.stats.unanswered += 1;
-            }
-            return Verdict::Done;
+            return self.for_gateway6(f, &net, &p, out);
         }
         // Punted by the workers on the way out the packet uplink.
         if self.packet_routed6(f, &net, out) {
@@ -104,7 +99,39 @@ impl Gateway {
             self.icmp6_error(f, &net, (Icmpv6Type::TIME_EXCEEDED, 0), 0, out);
             return Verdict::Done;
         }
+        if self.cfg.uplink == UplinkMode::Socket {
+            self.stats.to_uplink += 1;
+            return Verdict::ToUplink;
+        }
         self.not_yet_routed(f, &net, out);
+        Verdict::Done
+    }
+
+    /// TCP or UDP to another port of the gateway's IPv6 address: the host through the
+    /// socket uplink (as over IPv4), or closed when it leads nowhere.
+    fn for_gateway6(
+        &mut self,
+        f: Inbound<'_>,
+        net: &GatewayNet6,
+        p: &Frame6,
+        out: &mut Actions,
+    ) -> Verdict {
+        let port = match (p.proto, p.udp) {
+            (Some(NextHeader::UDP), Some((_, port))) => Some(port),
+            (Some(NextHeader::TCP), _) => tcp_dport(f.data),
+            _ => {
+                self.stats.unanswered += 1;
+                return Verdict::Done;
+            }
+        };
+        let open = self.cfg.uplink == UplinkMode::Socket
+            && port.is_some_and(|port| self.gateway_open(f.domain, port, f.host));
+        if open {
+            self.stats.to_uplink += 1;
+            return Verdict::ToUplink;
+        }
+        let kind = (Icmpv6Type::DEST_UNREACHABLE, Unreach6Code::PORT);
+        self.icmp6_error(f, net, kind, 0, out);
         Verdict::Done
     }
 
@@ -243,6 +270,17 @@ impl Gateway {
 
 fn ipv6_ll(a: &Ipv6Addr) -> bool {
     crate::wire::ipv6::is_link_local(a)
+}
+
+/// The TCP destination port of an IPv6 frame.
+fn tcp_dport(frame: &[u8]) -> Option<u16> {
+    let eth = EthernetFrame::new_checked(frame).ok()?;
+    let ip = Ipv6Packet::new_checked(eth.into_payload()).ok()?;
+    let Upper::At { offset, .. } = ip.upper().ok()? else {
+        return None;
+    };
+    let tcp = crate::wire::TcpPacket::new_checked(ip.packet().get(offset..)?).ok()?;
+    Some(tcp.dst_port())
 }
 
 /// The UDP payload of an IPv6 frame.

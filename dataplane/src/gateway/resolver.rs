@@ -97,7 +97,7 @@ impl Gateway {
     /// sender count on `port`).
     pub fn dns_tcp_query(&mut self, r: DnsTcpRequest, port: u16, now: Instant, out: &mut Actions) {
         let c = DnsClient::Tcp {
-            who: r.from.into(),
+            who: r.from,
             conn: r.conn,
         };
         self.dns_query(c, (port, Transport::Tcp), &r.msg, now, out);

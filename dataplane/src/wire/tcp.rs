@@ -215,6 +215,16 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> TcpPacket<T> {
         );
         self.set_checksum(!checksum::fold(s));
     }
+    /// As [`TcpPacket::fill_checksum`], over the IPv6 pseudo-header.
+    pub fn fill_checksum_v6(&mut self, src: &std::net::Ipv6Addr, dst: &std::net::Ipv6Addr) {
+        self.set_checksum(0);
+        let b = self.buffer.as_ref();
+        let s = checksum::add(
+            super::ipv6::pseudo_header_sum(src, dst, 6, b.len() as u32),
+            checksum::sum(b),
+        );
+        self.set_checksum(!checksum::fold(s));
+    }
     /// Rewrites the source port, keeping the checksum right for `csum`.
     #[inline]
     pub fn rewrite_src_port(&mut self, port: u16, csum: Checksum) {

@@ -118,8 +118,15 @@ fn dhcpv6_gives_the_port_its_ipam_address() {
 }
 
 #[test]
-fn routed_ipv6_is_not_yet_routed_and_hop_limits_are_kept() {
+fn routed_ipv6_goes_to_the_socket_uplink_else_no_route_and_hop_limits_are_kept() {
     let mut g = gateway(NetDns::Names);
+    let mut out = Actions::default();
+    let f = routed("2001:db8:99::1", 64);
+    assert_eq!(g.frame(inbound(&f), &mut out), Verdict::ToUplink);
+    assert!(out.pop().is_none());
+    let mut cfg = g.config().clone();
+    cfg.uplink = UplinkMode::Packet;
+    g.configure(cfg);
     let e = answer(&mut g, &routed("2001:db8:99::1", 64));
     assert_eq!(
         icmp_type(&e[0]),

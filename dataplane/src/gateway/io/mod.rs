@@ -11,7 +11,7 @@ pub mod token;
 mod trim;
 mod upstream;
 
-use std::net::SocketAddrV4;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -125,7 +125,7 @@ impl GatewayIo {
     }
 
     /// Stops serving a published port.
-    pub fn unpublish(&mut self, reg: &Registry, local: SocketAddrV4, tcp: bool) -> bool {
+    pub fn unpublish(&mut self, reg: &Registry, local: SocketAddr, tcp: bool) -> bool {
         self.uplink.unpublish(reg, local, tcp)
     }
 
@@ -176,7 +176,10 @@ impl GatewayIo {
         let out = &mut self.actions;
         let gateway = &mut self.gateway;
         self.uplink.drain_output(|o| {
-            if o.start == LINK_HEADROOM {
+            if o.packet().first().is_some_and(|b| b >> 4 == 6) {
+                gateway.deliver_ip6(o.domain, o.packet(), out);
+                Some(o.buf)
+            } else if o.start == LINK_HEADROOM {
                 // Built with room for the Ethernet header: sent from its own buffer.
                 gateway.deliver_ip_in_place(o.domain, o.buf, o.end, o.gso_size, out)
             } else {
@@ -196,7 +199,7 @@ impl GatewayIo {
         }
     }
 
-    /// A frame's IPv4 packet for the socket uplink. The uplink may keep the frame's
+    /// A frame's IP packet (of either family) for the socket uplink. The uplink may keep the frame's
     /// buffer (a TCP segment goes to its stack as it is) and leave a spare one in its
     /// place.
     fn send_to_uplink(
@@ -223,7 +226,7 @@ impl GatewayIo {
     /// port security may send from any address, so all of its flows count as one
     /// container, the address IPAM gave it (None: the source address, which port
     /// security ties to the port).
-    fn tenant(&self, ctx: &GatewayCtx<'_>, domain: u16, port: u16) -> Option<std::net::Ipv4Addr> {
+    fn tenant(&self, ctx: &GatewayCtx<'_>, domain: u16, port: u16) -> Option<IpAddr> {
         let unsecured = ctx
             .snapshot
             .peek()
@@ -238,7 +241,7 @@ impl GatewayIo {
             .config()
             .leases
             .get(&(domain, port))
-            .and_then(|l| l.v4)
+            .and_then(|l| l.v4.map(IpAddr::V4).or(l.v6.map(IpAddr::V6)))
     }
 
     /// Answers from resolver `i` over UDP.

@@ -1,0 +1,219 @@
+//! Published-port clients on the host's loopback spliced into the container's
+//! namespace, socket to socket.
+
+use super::*;
+
+/// A published-port connection from the host's loopback, spliced into the container.
+pub(super) struct SplicedConn {
+    pub(super) s: Splice,
+    pub(super) who: ContainerId,
+    /// The container's end, and the source it sees (the gateway, the client's port).
+    pub(super) inside: SocketAddrV4,
+    pub(super) from: SocketAddrV4,
+    /// The client, and the published port it came through (for the frame path, when
+    /// the inner connect fails).
+    pub(super) peer: SocketAddr,
+    pub(super) listener: (usize, PublishTarget),
+    pub(super) born: Instant,
+    pub(super) last: Instant,
+}
+impl SocketUplink {
+    /// Splices a loopback client into the container's namespace; gives the stream back
+    /// when the connection is to take the frame path instead.
+    pub(super) fn try_splice(
+        &mut self,
+        reg: &Registry,
+        i: usize,
+        stream: TcpStream,
+        peer: SocketAddr,
+    ) -> Option<TcpStream> {
+        if !matches!(peer, SocketAddr::V4(a) if a.ip().is_loopback()) {
+            return Some(stream);
+        }
+        let Some(Some(p)) = self.published.get(i) else {
+            return Some(stream);
+        };
+        let to = p.to;
+        // IPv4 only: the container's IPv4 address, seen from its IPv4 gateway.
+        let Some(container) = to.container else {
+            return Some(stream);
+        };
+        let from = SocketAddrV4::new(self.gateway4_of(to.domain), peer.port());
+        if !self.splice_ready_for(i) {
+            self.stats.splice_fallbacks += 1;
+            return Some(stream);
+        }
+        let who = ContainerId {
+            domain: to.domain,
+            ip: container.into(),
+        };
+        if !self.admit(who, FlowKind::Tcp, true) {
+            self.stats.tcp_refused += 1;
+            return None;
+        }
+        let dst = SocketAddrV4::new(container, to.port);
+        let inner = match self.published.get_mut(i) {
+            Some(Some(Published {
+                splice: Splicing::Ready(pool),
+                ..
+            })) => pool.take(),
+            _ => Err(SpliceError::NoSocket),
+        };
+        let inner =
+            inner.and_then(|fd| splice::connect(fd, from, dst).map_err(SpliceError::Socket));
+        match inner {
+            Ok(inner) => self.splice_opened(reg, (stream, peer), inner, (who, from, (i, to))),
+            // The connect failed at once (no route inside): frames, from now on.
+            Err(SpliceError::Socket(e)) if splice::falls_back(&e) => {
+                self.quotas.release(who, FlowKind::Tcp, true);
+                self.stop_splicing((i, to), &e);
+                return Some(stream);
+            }
+            Err(e) => {
+                // Once the rule is in, a frame-path reply would be routed to the
+                // loopback too: the connection is refused.
+                self.quotas.release(who, FlowKind::Tcp, true);
+                self.stats.tcp_refused += 1;
+                if matches!(e, SpliceError::NoSocket) {
+                    self.refuse(who, Refusal::FdLimit);
+                }
+            }
+        }
+        None
+    }
+
+    /// Whether published port `i` splices: its pool is started on first use (its thread
+    /// installs the rule); a namespace that cannot be entered or routed sends its
+    /// loopback clients to the frame path from then on.
+    pub(super) fn splice_ready_for(&mut self, i: usize) -> bool {
+        let Some(domain) = self
+            .published
+            .get(i)
+            .and_then(Option::as_ref)
+            .map(|p| p.to.domain)
+        else {
+            return false;
+        };
+        let gateway = self.gateway4_of(domain);
+        let Some(Some(p)) = self.published.get_mut(i) else {
+            return false;
+        };
+        if matches!(p.splice, Splicing::Untried) {
+            let started = match (p.netns.take(), p.to.container) {
+                (Some(ns), Some(c)) => {
+                    SocketPool::start(ns.as_fd(), SocketAddrV4::new(c, p.to.port), gateway)
+                }
+                _ => Err(SpliceError::NoSocket),
+            };
+            p.splice = match started {
+                Ok(pool) => Splicing::Ready(pool),
+                Err(e) => {
+                    eprintln!("vswitch: published port {} takes frames: {e}", p.local);
+                    Splicing::Unavailable
+                }
+            };
+        }
+        matches!(p.splice, Splicing::Ready(_))
+    }
+
+    /// Files a spliced connection (its inner socket connecting).
+    pub(super) fn splice_opened(
+        &mut self,
+        reg: &Registry,
+        (stream, peer): (TcpStream, SocketAddr),
+        inner: TcpStream,
+        (who, from, listener): (ContainerId, SocketAddrV4, (usize, PublishTarget)),
+    ) {
+        let Some(container) = listener.1.container else {
+            return;
+        };
+        let dst = SocketAddrV4::new(container, listener.1.port);
+        keepalive(stream.as_raw_fd());
+        let slot = free_slot(&self.splices);
+        let mut s = match Splice::new(stream, inner) {
+            Ok(s) => s,
+            Err(_) => {
+                self.quotas.release(who, FlowKind::Tcp, true);
+                self.refuse(who, Refusal::FdLimit);
+                return;
+            }
+        };
+        if s.register(reg, Source::Splice(slot).token()).is_err() {
+            s.deregister(reg);
+            self.quotas.release(who, FlowKind::Tcp, true);
+            return;
+        }
+        let now = Instant::now();
+        let c = SplicedConn {
+            s,
+            who,
+            inside: dst,
+            from,
+            peer,
+            listener,
+            born: now,
+            last: now,
+        };
+        fill_slot(&mut self.splices, slot, c);
+        self.stats.tcp_open += 1;
+        self.stats.tcp_spliced += 1;
+    }
+
+    /// Moves a spliced connection's bytes; ends it when both sides are done or failed.
+    pub(super) fn splice_ready(&mut self, reg: &Registry, i: usize) {
+        let Some(Some(c)) = self.splices.get_mut(i) else {
+            return;
+        };
+        match c.s.pump() {
+            Ok(Pumped::Open(true)) => c.last = Instant::now(),
+            Ok(Pumped::Open(false) | Pumped::Connecting) => {}
+            Err(e) if !c.s.connected() && splice::falls_back(&e) => {
+                self.splice_fallback(reg, i);
+            }
+            Ok(Pumped::Done) | Err(_) => self.end_splice(reg, i),
+        }
+    }
+
+    /// A spliced connection whose connect inside the container failed or hung (its
+    /// loopback down, a firewall inside): the client takes the frame path, and so does
+    /// the port from now on (its pool ended, the return rule removed, so the
+    /// container's replies leave by its interface again). Counted as a fallback.
+    pub(super) fn splice_fallback(&mut self, reg: &Registry, i: usize) {
+        let Some(mut c) = self.splices.get_mut(i).and_then(Option::take) else {
+            return;
+        };
+        c.s.deregister(reg);
+        self.quotas.release(c.who, FlowKind::Tcp, true);
+        let why = io::Error::from(io::ErrorKind::TimedOut);
+        let why = c.s.inner.take_error().ok().flatten().unwrap_or(why);
+        self.stop_splicing(c.listener, &why);
+        self.accept_inbound(reg, c.s.into_host(), c.peer, c.listener.1);
+    }
+
+    /// Published port `listener` takes frames from now on: its pool ends and the
+    /// return rule goes. Counts the client that falls back.
+    pub(super) fn stop_splicing(
+        &mut self,
+        (listener, to): (usize, PublishTarget),
+        why: &io::Error,
+    ) {
+        self.stats.splice_fallbacks += 1;
+        if let Some(Some(p)) = self.published.get_mut(listener)
+            && p.to == to
+            && let Splicing::Ready(pool) = std::mem::replace(&mut p.splice, Splicing::Unavailable)
+        {
+            eprintln!(
+                "vswitch: published port {} takes frames: cannot connect inside the container: {why}",
+                p.local
+            );
+            pool.abandon();
+        }
+    }
+
+    pub(super) fn end_splice(&mut self, reg: &Registry, i: usize) {
+        if let Some(mut c) = self.splices.get_mut(i).and_then(Option::take) {
+            c.s.deregister(reg);
+            self.quotas.release(c.who, FlowKind::Tcp, true);
+        }
+    }
+}

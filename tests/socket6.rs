@@ -1,0 +1,258 @@
+//! IPv6 through the socket uplink, with real kernel stacks in namespaces. The daemon
+//! runs inside a namespace of the test's own standing for the host; a veth pair leads
+//! from it to an "outside" namespace holding the servers (2001:db8:5::2 and
+//! 198.18.5.2), so no traffic reaches the machine's real addresses. The host has no
+//! IPv6 default route: anything past the outside prefix is unreachable from it, and
+//! containers are told so.
+
+// Test code: a failed step is the test failing.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::*;
+use std::time::Duration;
+
+const OUT6: &str = "2001:db8:5::2";
+const HOST6: &str = "2001:db8:5::1";
+const OUT4: &str = "198.18.5.2";
+const HOST4: &str = "198.18.5.1";
+
+/// The host namespace (the daemon's), the outside one, and a daemon with a dual-stack
+/// network `net` and an IPv4-only one `v4`.
+struct Rig {
+    host: Netns,
+    out: Netns,
+    d: Daemon,
+}
+
+impl Rig {
+    fn new() -> Rig {
+        require(&["socat", "curl", "ping", "python3"]);
+        let host = Netns::new("s6h");
+        let out = Netns::new("s6o");
+        host.must(&format!(
+            "ip link add s6a type veth peer name s6b netns {} \
+             && ip addr add {HOST6}/64 dev s6a nodad && ip addr add {HOST4}/24 dev s6a \
+             && ip link set s6a up \
+             && sysctl -qw net.ipv4.ping_group_range=\"0 2147483647\"",
+            out.name
+        ));
+        out.must(&format!(
+            "ip addr add {OUT6}/64 dev s6b nodad && ip addr add {OUT4}/24 dev s6b \
+             && ip link set s6b up"
+        ));
+        let d = Daemon::start_in(&host, &[]);
+        d.ctl_ok(&[
+            "network",
+            "create",
+            "net",
+            "--subnet",
+            "10.170.0.0/24",
+            "--ipv6",
+            "--subnet",
+            "fd00:170::/64",
+        ]);
+        d.ctl_ok(&["network", "create", "v4", "--subnet", "10.171.0.0/24"]);
+        Rig { host, out, d }
+    }
+
+    fn attach(&self, net: &str, name: &str) -> Netns {
+        let c = Netns::new(name);
+        let p = c.path();
+        self.d
+            .ctl_ok(&["attach", net, "--name", name, "--netns", &p]);
+        c
+    }
+}
+
+/// A file of `n` pseudo-random bytes served over HTTP on every address of `ns` (port
+/// 8080); its sha256.
+fn serve(ns: &Netns, dir: &TempDir, n: usize) -> (Proc, String) {
+    let f = dir.path().join("blob");
+    must(&format!("head -c {n} /dev/urandom > {}", f.display()));
+    let sum = sha256(&must(&format!("sha256sum {}", f.display())));
+    let p = ns.spawn(&format!(
+        "exec python3 -m http.server 8080 --bind :: --directory {}",
+        dir.path().display()
+    ));
+    listening(ns, 8080);
+    (p, sum)
+}
+
+/// A server on every address of `ns` (both families) that answers each client with
+/// the address it sees it come from: over TCP as an HTTP response, over UDP as
+/// "pong-ADDRESS".
+const PEER_PY: &str = r#"
+import socket, sys, threading
+def addr(a):
+    return a[0][7:] if a[0].startswith("::ffff:") else a[0]
+def tcp(port):
+    s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    s.bind(("::", port)); s.listen(16)
+    while True:
+        c, a = s.accept()
+        try:
+            c.recv(4096)
+            c.sendall(("HTTP/1.0 200 OK\r\n\r\n" + addr(a)).encode())
+        finally:
+            c.close()
+def udp(port):
+    s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    s.bind(("::", port))
+    while True:
+        d, a = s.recvfrom(2048)
+        s.sendto(("pong-" + addr(a) + "\n").encode(), a)
+threading.Thread(target=udp, args=(int(sys.argv[1]),), daemon=True).start()
+tcp(int(sys.argv[1]))
+"#;
+
+/// Starts [`PEER_PY`] on `port` (TCP and UDP) in `ns`.
+fn peer_server(ns: &Netns, dir: &TempDir, port: u16) -> Proc {
+    let f = dir.path().join("peer.py");
+    std::fs::write(&f, PEER_PY).unwrap();
+    let p = ns.spawn(&format!("exec python3 {} {port}", f.display()));
+    listening(ns, port);
+    p
+}
+
+#[test]
+#[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
+fn tcp_udp_and_ping_over_ipv6_leave_through_the_hosts_ipv6_sockets() {
+    let r = Rig::new();
+    let c = r.attach("net", "s6c");
+    // TCP: a download and an upload over IPv6, the bytes checked.
+    let dir = TempDir::new("s6www");
+    let (_http, sum) = serve(&r.out, &dir, 3_000_000);
+    let got = c.must(&format!(
+        "curl -6 -sS --max-time 20 http://[{OUT6}]:8080/blob | sha256sum"
+    ));
+    assert_eq!(sha256(&got), sum, "the download over IPv6 differs");
+    let up = dir.path().join("up");
+    let _sink = r.out.spawn(&format!(
+        "exec socat -u TCP6-LISTEN:8081,reuseaddr CREATE:{}",
+        up.display()
+    ));
+    listening(&r.out, 8081);
+    let blob = dir.path().join("blob");
+    c.must(&format!(
+        "socat -u FILE:{} TCP6:[{OUT6}]:8081",
+        blob.display()
+    ));
+    let uploaded = eventually(Duration::from_secs(10), || {
+        sha256(&must(&format!("sha256sum {}", up.display()))) == sum
+    });
+    assert!(uploaded, "the upload over IPv6 differs");
+    // UDP over IPv6: the server sees the host's IPv6 address (masqueraded).
+    let _peer = peer_server(&r.out, &dir, 9000);
+    let pong = c.must(&format!("echo ping | socat -T 3 - UDP6:[{OUT6}]:9000"));
+    assert_eq!(pong.trim(), format!("pong-{HOST6}"), "the UDP reply");
+    let seen = c.must(&format!("curl -6 -sS --max-time 10 http://[{OUT6}]:9000/"));
+    assert_eq!(seen.trim(), HOST6, "the TCP peer");
+    // ICMPv6 echo through a ping socket.
+    c.must(&format!("ping -6 -c 2 -W 3 {OUT6}"));
+    let flows = r.d.ctl_ok(&["conntrack", "ls"]);
+    assert!(flows.contains(OUT6), "{flows}");
+    // IPv4 still leaves as it did: the control.
+    let got = c.must(&format!(
+        "curl -4 -sS --max-time 20 http://{OUT4}:8080/blob | sha256sum"
+    ));
+    assert_eq!(sha256(&got), sum);
+}
+
+#[test]
+#[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
+fn where_the_host_has_no_ipv6_route_the_container_hears_unreachable() {
+    let r = Rig::new();
+    let c = r.attach("net", "s6u");
+    // TCP: the connect fails at once with the router's answer (no hang, no RST).
+    let o = c.sh(
+        "python3 -c \"import socket; s = socket.socket(socket.AF_INET6); s.settimeout(10); \
+         s.connect((\\\"2001:db8:99::1\\\", 80))\"",
+    );
+    let text = o.stderr_text();
+    assert!(text.contains("Network is unreachable"), "connect: {text}");
+    // ICMPv6 echo: "destination unreachable".
+    let o = c.sh("ping -6 -c 1 -W 3 2001:db8:99::1");
+    let text = o.stdout_text() + &o.stderr_text();
+    assert!(text.contains("nreachable"), "ping: {text}");
+    // UDP: the socket sees the error on its next receive.
+    let o = c.sh("echo x | socat -T 2 - UDP6:[2001:db8:99::1]:9");
+    assert!(!o.status.success() || o.stdout_text().is_empty());
+    // The reachable prefix works from the same container: the positive control.
+    c.must(&format!("ping -6 -c 1 -W 3 {OUT6}"));
+}
+
+#[test]
+#[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
+fn the_gateways_ipv6_address_stands_for_the_host() {
+    let r = Rig::new();
+    let c = r.attach("net", "s6g");
+    let _srv = r
+        .host
+        .spawn("exec socat TCP-LISTEN:7401,fork,reuseaddr SYSTEM:\"echo the-host\"");
+    listening(&r.host, 7401);
+    // GATEWAY6:PORT reaches the host's main address, as GATEWAY:PORT does.
+    let v4 = c.must("socat -T 3 - TCP:10.170.0.1:7401 </dev/null");
+    assert_eq!(v4.trim(), "the-host");
+    let v6 = c.must("socat -T 3 - TCP6:[fd00:170::1]:7401 </dev/null");
+    assert_eq!(v6.trim(), "the-host");
+}
+
+/// The address the container's server saw a client come from (`url`: curl's
+/// arguments).
+fn peer_seen(client: &Netns, url: &str) -> String {
+    client.must(&format!("curl -sS --max-time 10 {url}"))
+}
+
+#[test]
+#[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
+fn a_published_port_listens_on_both_families_and_keeps_ipv6_clients_addresses() {
+    let r = Rig::new();
+    let c = r.attach("net", "s6p");
+    let c4 = r.attach("v4", "s6q");
+    // Each container answers HTTP with the client address it sees.
+    let dir = TempDir::new("s6pub");
+    let _s = peer_server(&c, &dir, 80);
+    let _s4 = peer_server(&c4, &dir, 80);
+    r.d.ctl_ok(&["publish", "s6p", "-p", "8080:80"]);
+    r.d.ctl_ok(&["publish", "s6q", "-p", "8090:80"]);
+    r.d.ctl_ok(&["publish", "s6p", "-p", "[::1]:8070:80"]);
+    // From the host (the daemon's namespace): curl -6 on its loopback and its address.
+    let seen = peer_seen(&r.host, "-6 http://[::1]:8080/");
+    assert_eq!(
+        seen.trim(),
+        "fd00:170::1",
+        "a loopback client appears as the gateway"
+    );
+    let seen = peer_seen(&r.host, "-4 http://127.0.0.1:8080/");
+    assert_eq!(seen.trim(), "10.170.0.1");
+    // From outside, over IPv6: the client's own address reaches a dual-stack container.
+    let seen = peer_seen(&r.out, &format!("-6 http://[{HOST6}]:8080/"));
+    assert_eq!(seen.trim(), OUT6, "the client's address is kept");
+    let seen = peer_seen(&r.out, &format!("-4 http://{HOST4}:8080/"));
+    assert_eq!(seen.trim(), OUT4);
+    // An IPv4-only container is reached by IPv6 clients over IPv4 (as Docker's proxy).
+    let seen = peer_seen(&r.out, &format!("-6 http://[{HOST6}]:8090/"));
+    assert_eq!(seen.trim(), "10.171.0.1");
+    // [::1]:8070 listens on the host's IPv6 loopback only.
+    let seen = peer_seen(&r.host, "-6 http://[::1]:8070/");
+    assert_eq!(seen.trim(), "fd00:170::1");
+    let o = r.host.sh("curl -4 -sS --max-time 3 http://127.0.0.1:8070/");
+    assert!(!o.status.success(), "8070 listens on IPv4 too");
+    let ls = r.d.ctl_ok(&["port", "show", "s6p"]);
+    assert!(ls.contains("80/tcp -> [::1]:8070"), "{ls}");
+    // Unpublished, both sockets of the default go.
+    r.d.ctl_ok(&["unpublish", "s6p", "-p", "8080:80"]);
+    for url in ["-6 http://[::1]:8080/", "-4 http://127.0.0.1:8080/"] {
+        let o = r.host.sh(&format!("curl -sS --max-time 3 {url}"));
+        assert!(!o.status.success(), "{url} still answers");
+    }
+    assert_eq!(
+        peer_seen(&r.host, "-6 http://[::1]:8070/").trim(),
+        "fd00:170::1"
+    );
+}
