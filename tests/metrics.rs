@@ -143,6 +143,17 @@ fn promtool_accepts_the_metrics_and_a_ports_counters_move_with_traffic() {
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     );
+    // The failed query is a notable event: one log line within the timer's period,
+    // with its count (the daemon logs at info, so its control lines are there too).
+    let logged = eventually(Duration::from_secs(12), || {
+        d.log().contains("event network=mtr: 1 DNS queries failed")
+    });
+    assert!(logged, "no DNS event in the log:\n{}", d.log());
+    assert!(
+        d.log().contains("network_create name=mtr"),
+        "the log is alive: {}",
+        d.log()
+    );
     let (head, _) = get(&addr, "/other");
     assert!(head.starts_with("HTTP/1.1 404"), "{head}");
 }

@@ -9,6 +9,7 @@ pub mod client;
 pub mod daemon;
 pub mod daemon_main;
 pub mod engines;
+pub mod events;
 pub mod framing;
 pub mod limit;
 pub mod logging;

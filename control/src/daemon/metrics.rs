@@ -1,8 +1,11 @@
 //! What the metrics thread reads of the daemon: the counters (as `ctl stats`) and what
-//! each port is.
+//! each port is; and what the timer thread logs as notable events.
+
+use std::sync::atomic::Ordering::Relaxed;
 
 use super::Daemon;
 use crate::api::Stats;
+use crate::events::{self, NOTABLE};
 use crate::metrics::PortLabels;
 
 impl Daemon {
@@ -32,5 +35,50 @@ impl Daemon {
                 }
             })
             .collect()
+    }
+
+    /// The log lines for the notable events since the last call (the first call
+    /// reports what happened since the daemon started).
+    pub fn take_events(&mut self) -> Vec<(log::Level, String)> {
+        let now = self.event_snapshot();
+        let lines = events::changes(&self.events, &now);
+        self.events = now;
+        lines
+    }
+
+    /// The counters events are read from: lock-free ones, and the gateway's DNS counts
+    /// when its thread answers within a moment (else the last ones, so nothing is said).
+    fn event_snapshot(&self) -> events::Snapshot {
+        let ports = self
+            .ports
+            .iter()
+            .map(|(name, p)| {
+                let s = self.rt.stats(p.slot);
+                (name.clone(), NOTABLE.map(|r| s.drop_count(r)))
+            })
+            .collect();
+        let dns = self
+            .rt
+            .gateway_call_within(std::time::Duration::from_millis(20), |g, _| {
+                g.stats().dns.clone()
+            });
+        let dns_failures = match dns {
+            Ok(by_domain) => (self.state.networks.values())
+                .filter_map(|n| {
+                    let c = by_domain.get(usize::from(n.domain))?;
+                    Some((n.name.clone(), c.failures))
+                })
+                .collect(),
+            Err(_) => self.events.dns_failures.clone(),
+        };
+        let nat = self.packet_nat_counters();
+        events::Snapshot {
+            fdb_moves: self.rt.fdb.moves.load(Relaxed),
+            fdb_refused: self.rt.fdb.refused.load(Relaxed),
+            nat_refused_full: nat.refused_full,
+            nat_refused_ports: nat.refused_ports,
+            ports,
+            dns_failures,
+        }
     }
 }

@@ -137,6 +137,8 @@ pub struct Daemon {
     upstreams: Vec<SocketAddr>,
     /// The packet uplink's port, when one is open: the namespace its TAP was created in.
     uplink_port: Option<Option<PathBuf>>,
+    /// The counters notable events were last logged from.
+    events: crate::events::Snapshot,
 }
 
 /// The TAP a packet uplink gets in the outside namespace (`uplink set --netns`).
@@ -191,6 +193,7 @@ impl Daemon {
             unrestored: BTreeMap::new(),
             upstreams: Vec::new(),
             uplink_port: None,
+            events: crate::events::Snapshot::default(),
         };
         {
             let (nat, neigh) = (d.rt.nat.clone(), d.rt.neigh.clone());

@@ -77,9 +77,17 @@ pub fn serve_with_metrics(
         std::thread::Builder::new()
             .name("vswitch-timer".into())
             .spawn(move || {
+                let mut ticks = 0u64;
                 loop {
                     std::thread::sleep(Duration::from_secs(1));
                     lock(&d).expire_awaiting();
+                    ticks += 1;
+                    if ticks % crate::events::PERIOD.as_secs() == 0 {
+                        let lines = lock(&d).take_events();
+                        for (level, line) in lines {
+                            log::log!(level, "{line}");
+                        }
+                    }
                 }
             })
             .map_err(DaemonError::Thread)?;
