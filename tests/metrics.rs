@@ -120,6 +120,14 @@ fn promtool_accepts_the_metrics_and_a_ports_counters_move_with_traffic() {
     );
     assert_eq!(limit, 125_000_000);
     assert!(sample(&after, "vswitch_fdb_entries", &[]) >= 2);
+    // Two containers leased on mtr, beside the network's, broadcast and gateway
+    // addresses (counted as Docker's IPsInUse counts them).
+    let v4 = ["network=\"mtr\"", "family=\"ipv4\""];
+    assert_eq!(sample(&after, "vswitch_network_addresses_in_use", &v4), 5);
+    assert_eq!(
+        sample(&after, "vswitch_network_addresses_available", &v4),
+        256 - 5
+    );
     // The workers' time: some of it moved the pings' frames (seconds, fractional).
     let busy = after
         .lines()

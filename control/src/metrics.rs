@@ -34,11 +34,23 @@ pub struct PortLabels {
     pub rate_out: Option<u64>,
 }
 
+/// A network's addresses of one family: those leased (to containers, by IPAM, which
+/// DHCP and DHCPv6 serve) and those still free for dynamic leases.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NetworkAddresses {
+    pub network: String,
+    /// `ipv4` or `ipv6`.
+    pub family: &'static str,
+    pub in_use: u64,
+    pub available: u64,
+}
+
 /// Everything one scrape shows.
 #[derive(Debug, Clone, Default)]
 pub struct Scrape {
     pub stats: Stats,
     pub ports: Vec<PortLabels>,
+    pub networks: Vec<NetworkAddresses>,
 }
 
 /// Prometheus text, family by family.
@@ -101,6 +113,7 @@ pub fn render(s: &Scrape) -> String {
     fdb(&mut t, &s.stats);
     gateway(&mut t, &s.stats);
     dns(&mut t, &s.stats);
+    addresses(&mut t, s);
     workers(&mut t, &s.stats);
     socket_uplink(&mut t, &s.stats);
     packet_nat(&mut t, &s.stats);
@@ -246,6 +259,39 @@ fn gateway(t: &mut Text, s: &Stats) {
         t.one(&format!("vswitch_gateway_{what}_total"), "counter", help, v);
     }
 }
+
+/// Each network's leased and free addresses, per family.
+fn addresses(t: &mut Text, s: &Scrape) {
+    if s.networks.is_empty() {
+        return;
+    }
+    let rows: [(&str, &str, AddrField); 2] = [
+        (
+            "in_use",
+            "Addresses leased to containers (IPAM, served by DHCP and DHCPv6).",
+            |n| n.in_use,
+        ),
+        (
+            "available",
+            "Addresses still free for dynamic leases.",
+            |n| n.available,
+        ),
+    ];
+    for (what, help, get) in rows {
+        let name = format!("vswitch_network_addresses_{what}");
+        t.family(&name, "gauge", help);
+        for n in &s.networks {
+            t.sample(
+                &name,
+                &[("network", &n.network), ("family", n.family)],
+                get(n),
+            );
+        }
+    }
+}
+
+/// One count of a network's addresses.
+type AddrField = fn(&NetworkAddresses) -> u64;
 
 /// One of a worker's times.
 type WorkerField = fn(&crate::api::WorkerTimes) -> u64;
@@ -480,6 +526,7 @@ pub fn source_of(d: Arc<Mutex<crate::daemon::Daemon>>) -> Source {
         Scrape {
             stats: d.stats_now(),
             ports: d.port_labels(),
+            networks: d.network_addresses(),
         }
     })
 }
@@ -508,6 +555,12 @@ mod tests {
                 rate_out: Some(100_000_000),
                 rate_in: None,
             }],
+            networks: vec![NetworkAddresses {
+                network: "front".into(),
+                family: "ipv6",
+                in_use: 4,
+                available: 100,
+            }],
         };
         let text = render(&s);
         assert!(text.contains(
@@ -517,6 +570,9 @@ mod tests {
         assert!(text.contains("direction=\"out\"} 12500000\n"), "{text}");
         assert!(text.contains("# TYPE vswitch_port_rx_bytes_total counter\n"));
         assert!(text.contains("vswitch_nat_refused_total{reason=\"quota\"} 0\n"));
+        assert!(text.contains(
+            "vswitch_network_addresses_in_use{network=\"front\",family=\"ipv6\"} 4\n"
+        ));
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             assert!(
                 line.rsplit(' ').next().unwrap().parse::<u64>().is_ok(),

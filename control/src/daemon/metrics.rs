@@ -37,6 +37,25 @@ impl Daemon {
             .collect()
     }
 
+    /// Each network's leased and free addresses, per family (as `network inspect`'s
+    /// `Status.IPAM.Subnets`).
+    pub fn network_addresses(&self) -> Vec<crate::metrics::NetworkAddresses> {
+        let mut out = Vec::new();
+        for n in self.state.networks.values() {
+            let v4 = self.state.use_v4(n).map(|u| ("ipv4", u));
+            let v6 = self.state.use_v6(n).map(|u| ("ipv6", u));
+            for (family, u) in v4.into_iter().chain(v6) {
+                out.push(crate::metrics::NetworkAddresses {
+                    network: n.name.clone(),
+                    family,
+                    in_use: u.in_use,
+                    available: u.available,
+                });
+            }
+        }
+        out
+    }
+
     /// The log lines for the notable events since the last call (the first call
     /// reports what happened since the daemon started).
     pub fn take_events(&mut self) -> Vec<(log::Level, String)> {
