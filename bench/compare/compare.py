@@ -97,8 +97,9 @@ def setup_bridge(mtu=1500):
         sh(f"ip link add {PREFIX}v{i} netns {n} type veth peer name p{i} netns {br}")
         sh(f"ip -n {n} link set {PREFIX}v{i} name eth0 mtu {mtu} up")
         sh(f"ip -n {n} addr add 10.250.0.{i}/24 dev eth0")
+        sh(f"ip -n {n} addr add fd00:250::{i}/64 dev eth0 nodad")
         sh(f"ip -n {br} link set p{i} master br0 mtu {mtu} up")
-    return {"a": a, "b": b, "b_ip": "10.250.0.2"}
+    return {"a": a, "b": b, "b_ip": "10.250.0.2", "b_ip6": "fd00:250::2"}
 
 
 def setup_vde(mtu=1500):
@@ -116,7 +117,8 @@ def setup_vde(mtu=1500):
                 break
             time.sleep(0.1)
         sh(f"ip -n {n} link set tap0 mtu {mtu} up && ip -n {n} addr add 10.252.0.{i}/24 dev tap0")
-    return {"a": a, "b": b, "b_ip": "10.252.0.2"}
+        sh(f"ip -n {n} addr add fd00:252::{i}/64 dev tap0 nodad")
+    return {"a": a, "b": b, "b_ip": "10.252.0.2", "b_ip6": "fd00:252::2"}
 
 
 PUB_PORT = 15201 + (os.getpid() % 500)
@@ -133,7 +135,8 @@ def setup_vswitch(binary, extra, mtu=1500, host=False, publish=False):
         time.sleep(0.05)
     ctl = f"{binary} ctl --socket {d}/ctl.sock"
     # The host test reaches an iperf3 server on the host's loopback: opt in.
-    sh(f"{ctl} network create bench --subnet 10.251.0.0/24 --mtu {mtu} --host-loopback")
+    sh(f"{ctl} network create bench --subnet 10.251.0.0/24 --ipv6 --subnet fd00:251::/64 "
+       f"--mtu {mtu} --host-loopback")
     a = netns("a")
     sh(f"{ctl} attach bench --name a --netns /run/netns/{a}")
     if publish:
@@ -141,8 +144,8 @@ def setup_vswitch(binary, extra, mtu=1500, host=False, publish=False):
     if host:
         return {"c": a, "host_ip": "10.251.0.1"}
     b = netns("b")
-    sh(f"{ctl} attach bench --name b --netns /run/netns/{b}")
-    return {"a": a, "b": b, "b_ip": "10.251.0.3"}
+    got = json.loads(sh(f"{ctl} --json attach bench --name b --netns /run/netns/{b}"))
+    return {"a": a, "b": b, "b_ip": "10.251.0.3", "b_ip6": got["ip6"]}
 
 
 def setup_slirp(mtu=65520, publish=False):
@@ -208,6 +211,11 @@ def iperf(client_ns, server_ns, server_ip, args, bind=None):
 
 def t_tcp(s, secs):
     j = iperf(s["a"], s["b"], s["b_ip"], f"-t {secs}")
+    return j["end"]["sum_received"]["bits_per_second"] / 1e9
+
+
+def t_tcp6(s, secs):
+    j = iperf(s["a"], s["b"], s["b_ip6"], f"-t {secs}")
     return j["end"]["sum_received"]["bits_per_second"] / 1e9
 
 
@@ -297,7 +305,8 @@ def setup_vswitch_rootless(binary, extra, mtu):
             break
         time.sleep(0.05)
     ctl = f"{NOBODY} {binary} ctl --socket {d}/ctl.sock"
-    sh(f"{ctl} network create bench --subnet 10.251.0.0/24 --mtu {mtu} --host-loopback")
+    sh(f"{ctl} network create bench --subnet 10.251.0.0/24 --ipv6 --subnet fd00:251::/64 "
+       f"--mtu {mtu} --host-loopback")
     spawn(f"{NOBODY} {binary} run --socket {d}/ctl.sock --network bench --name a "
                 f"-p 127.0.0.1:{PUB_PORT}:{SRV_PORT} -- {HOLD}")
     return {"enter": enter(holder()), "host_ip": "10.251.0.1", "ctl": ctl}
@@ -430,7 +439,8 @@ def machine():
 
 
 def svg_chart(results, order, path):
-    tests = [("tcp", "TCP container→container, Gbit/s"), ("tcp_host", "TCP → host loopback, MTU 65520, Gbit/s"),
+    tests = [("tcp", "TCP container→container, Gbit/s"), ("tcp6", "TCP container→container over IPv6, Gbit/s"),
+             ("tcp_host", "TCP → host loopback, MTU 65520, Gbit/s"),
              ("udp64_recv", "UDP 64 B delivered, kpps"), ("ping", "ping RTT avg, µs (lower is better)")]
     colors = {"vswitch": "#2b6cb0", "bridge": "#718096", "vde": "#c05621", "slirp4netns": "#2f855a", "pasta": "#805ad5"}
     W, H, gh = 900, 70 + 170 * len(tests), 170
@@ -505,6 +515,7 @@ def main():
                     s = setup()
                     time.sleep(0.3)
                     record(name, "tcp", t_tcp(s, secs))
+                    record(name, "tcp6", t_tcp6(s, secs))
                     record(name, "udp64", t_udp64(s, secs))
                     record(name, "ping", t_ping(s, secs))
                 except Exception as e:  # noqa: BLE001 - report and go on with the others
@@ -538,13 +549,14 @@ def main():
         v = med.get(name, {}).get(t)
         return fmt(v) if v is not None else "—"
     lines = [
-        "| setup | TCP c→c, MTU 1500 (Gbit/s) | UDP 64 B at full rate: loss, delivered | ping avg (ms) | TCP c→host loopback, MTU 65520 (Gbit/s) |",
-        "|---|---|---|---|---|",
+        "| setup | TCP c→c, MTU 1500 (Gbit/s) | TCP c→c over IPv6 (Gbit/s) | UDP 64 B at full rate: loss, delivered | ping avg (ms) | TCP c→host loopback, MTU 65520 (Gbit/s) |",
+        "|---|---|---|---|---|---|",
     ]
     for n in order:
-        lines.append("| {} | {} | {} | {} | {} |".format(
+        lines.append("| {} | {} | {} | {} | {} | {} |".format(
             n,
             cell(n, "tcp", lambda v: f"{v:.2f}"),
+            cell(n, "tcp6", lambda v: f"{v:.2f}"),
             cell(n, "udp64", lambda v: f"{v['loss_pct']:.1f}% lost, {v['recv_pps'] / 1000:.0f} kpps of {v['sent_pps'] / 1000:.0f}"),
             cell(n, "ping", lambda v: f"{v:.3f}"),
             cell(n, "tcp_host", lambda v: f"{v:.2f}"),
