@@ -21,6 +21,26 @@ impl TcpFlags {
     pub const CWR: u8 = 0x80;
 }
 
+/// Whether an Ethernet frame carries an IPv4 TCP segment opening a connection (SYN
+/// without ACK, first fragment): of all frames, the one that asks its receiver for the
+/// most work for its size (a connection's state, or an answer refusing it).
+pub fn opens_ipv4_connection(frame: &[u8]) -> bool {
+    use super::{EtherType, EthernetFrame, IpProtocol, Ipv4Packet};
+    let Ok(eth) = EthernetFrame::new_checked(frame) else {
+        return false;
+    };
+    if eth.ethertype() != EtherType::IPV4 {
+        return false;
+    }
+    let Ok(ip) = Ipv4Packet::new_checked(eth.payload()) else {
+        return false;
+    };
+    if ip.protocol() != IpProtocol::Tcp || ip.frag_offset() != 0 {
+        return false;
+    }
+    TcpPacket::new_checked(ip.payload()).is_ok_and(|t| t.syn() && !t.ack_flag())
+}
+
 /// A view of a TCP segment. The checked length guarantees 20 <= header_len <= buffer
 /// length; the payload is everything after the header (the IP layer bounds the buffer).
 #[derive(Debug, Clone)]
