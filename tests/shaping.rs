@@ -29,8 +29,13 @@ struct Rig {
 }
 
 fn rig(limit: &[&str]) -> Rig {
+    rig_with(&[], limit)
+}
+
+/// [`rig`] with `daemon` arguments for the daemon.
+fn rig_with(daemon: &[&str], limit: &[&str]) -> Rig {
     require(&["ip", "iperf3", "ss"]);
-    let d = Daemon::start(&[]);
+    let d = Daemon::start(daemon);
     d.ctl_ok(&["network", "create", "shp", "--subnet", "10.124.0.0/24"]);
     let attach = |name: &str, extra: &[&str]| {
         let ns = Netns::new(&format!("shp{name}"));
@@ -190,6 +195,34 @@ fn rate_in_paces_tcp_and_udp_into_the_container_and_counts_what_overflowed() {
         .map(|p| p["drops"]["rate_limit"].as_u64().unwrap_or(0))
         .unwrap();
     assert!(cut > 0, "nothing counted as rate_limit: {v}");
+}
+
+#[test]
+#[ignore = "needs root, namespaces and iperf3: `bash scripts/test` runs it"]
+fn two_workers_sending_into_a_limited_container_share_its_rate() {
+    // Two workers, each reading one queue of every TAP: the kernel spreads the four
+    // streams over both, so both workers send into the limited port at once.
+    let r = rig_with(&["--workers", "2"], &["--rate-in", "100mbit"]);
+    let s = server(&r.shaped, 5321);
+    let tcp = finish(client(&r.sink, &r.shaped_ip, 5321, "-P 4"));
+    drop(s);
+    paced(
+        tcp,
+        "TCP into the limited container, four streams over two workers",
+    );
+    // Positive control: both workers moved frames (each has busy time).
+    let v = r.d.ctl_json(&["stats"]);
+    let busy: Vec<u64> = v["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["busy_ns"].as_u64().unwrap_or(0))
+        .collect();
+    assert_eq!(busy.len(), 2, "{v}");
+    assert!(
+        busy.iter().all(|&b| b > 0),
+        "a worker never moved a frame: {busy:?}"
+    );
 }
 
 #[test]

@@ -570,9 +570,11 @@ mod tests {
         assert!(text.contains("direction=\"out\"} 12500000\n"), "{text}");
         assert!(text.contains("# TYPE vswitch_port_rx_bytes_total counter\n"));
         assert!(text.contains("vswitch_nat_refused_total{reason=\"quota\"} 0\n"));
-        assert!(text.contains(
-            "vswitch_network_addresses_in_use{network=\"front\",family=\"ipv6\"} 4\n"
-        ));
+        assert!(
+            text.contains(
+                "vswitch_network_addresses_in_use{network=\"front\",family=\"ipv6\"} 4\n"
+            )
+        );
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             assert!(
                 line.rsplit(' ').next().unwrap().parse::<u64>().is_ok(),

@@ -310,6 +310,7 @@ impl<S: GatewayHandler> Runtime<S> {
             capture: &capture,
             nat: &nat,
             neigh: &neigh,
+            tx_buckets: Arc::new(crate::shaper::SharedBuckets::default()),
             epoch,
         };
         for i in 0..cfg.workers.max(1) {
@@ -608,6 +609,8 @@ struct WorkerShared<'a> {
     capture: &'a crate::capture::CaptureSlot,
     nat: &'a Arc<crate::nat::Nat>,
     neigh: &'a Arc<crate::uplink::packet::Neighbours>,
+    /// What every worker sends to each port, charged to one bucket a port.
+    tx_buckets: Arc<crate::shaper::SharedBuckets>,
     epoch: Instant,
 }
 
@@ -632,6 +635,7 @@ fn spawn_worker(
     w.capture = Some(sh.capture.clone());
     w.nat = Some(sh.nat.clone());
     w.neigh = Some(sh.neigh.clone());
+    w.tx_buckets = sh.tx_buckets.clone();
     w.add_port(GATEWAY_PORT, Box::new(ring), true);
     let (tx, rx) = mpsc::channel();
     let busy = cfg.busy_poll;

@@ -10,17 +10,19 @@
 //!   worker does not read the port while its bucket is empty. The frames wait in the
 //!   port's own queue (the TAP's), which is pacing: TCP sees a slower link, not losses,
 //!   and a UDP sender above the rate loses what overflows that queue.
-//! - **To the container** (`rate_in`, what the switch sends to the port): each worker
-//!   sending to the port charges its own bucket; the frames of a send list past an
-//!   empty bucket wait in the worker's [`queue`] for the port and leave as the bucket
-//!   refills (pacing again); what overflows the queue is dropped (counted as
-//!   `rate_limit` on the shaped port). With several workers sending to one port each
-//!   holds the port to the rate by itself.
+//! - **To the container** (`rate_in`, what the switch sends to the port): any worker
+//!   may send to the port, so its bucket is one [`SharedBucket`] every worker charges
+//!   (atomics, no lock); the frames of a send list past an empty bucket wait in the
+//!   sending worker's [`queue`] for the port and leave as the bucket refills (pacing
+//!   again); what overflows the queue is dropped (counted as `rate_limit` on the shaped
+//!   port).
 //!
 //! Everything here is sans-I/O: the time is passed in (nanoseconds of a monotonic
 //! clock).
 
 pub mod queue;
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 /// One direction's limit: bytes a second, and how many bytes may pass at once after a
 /// quiet spell (the bucket's depth).
@@ -132,6 +134,112 @@ impl Bucket {
     }
 }
 
+/// A bucket several workers fill and charge at once: [`Bucket`]'s arithmetic on
+/// atomics. Filling is claimed by moving the stamp (compare and exchange), so each
+/// interval of time is added once whoever fills; charges subtract at once. Races cost
+/// at most one frame's overdraw, never a lock.
+#[derive(Debug, Default)]
+pub struct SharedBucket {
+    tokens: AtomicI64,
+    stamp: AtomicU64,
+    /// The rate it was filled at ([`rate_key`]; 0: none yet).
+    rate: AtomicU64,
+}
+
+/// A rate as one word, never 0 (a changed rate or burst gives another word).
+fn rate_key(r: Rate) -> u64 {
+    (r.bytes_per_sec ^ r.burst.rotate_left(32)) | 1
+}
+
+impl SharedBucket {
+    /// Adds what `rate` gave since the last fill, up to the depth; a bucket meeting a
+    /// rate for the first time (or a changed one) starts full.
+    pub fn fill(&self, rate: Rate, now: u64) {
+        let burst = clamp_i64(rate.burst);
+        let key = rate_key(rate);
+        if self.rate.load(Ordering::Acquire) != key {
+            self.tokens.store(burst, Ordering::Relaxed);
+            self.stamp.store(now, Ordering::Relaxed);
+            self.rate.store(key, Ordering::Release);
+            return;
+        }
+        let stamp = self.stamp.load(Ordering::Acquire);
+        let dt = now.saturating_sub(stamp);
+        let rate_ns = u128::from(rate.bytes_per_sec.max(1));
+        let add = i64::try_from(u128::from(dt) * rate_ns / 1_000_000_000).unwrap_or(i64::MAX);
+        if add == 0 {
+            return;
+        }
+        // Only the time the whole bytes took: the rest carries to the next fill.
+        let used = u128::from(add.unsigned_abs()) * 1_000_000_000 / rate_ns;
+        let to = stamp.saturating_add(u64::try_from(used).unwrap_or(u64::MAX));
+        let claimed = self
+            .stamp
+            .compare_exchange(stamp, to, Ordering::AcqRel, Ordering::Relaxed);
+        if claimed.is_ok() {
+            let _ = self
+                .tokens
+                .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |t| {
+                    Some(t.saturating_add(add).min(burst))
+                });
+        }
+    }
+
+    /// The balance in bytes (below zero: owed).
+    pub fn tokens(&self) -> i64 {
+        self.tokens.load(Ordering::Acquire)
+    }
+
+    /// Charges `bytes` that passed.
+    pub fn charge(&self, bytes: u64) {
+        self.tokens.fetch_sub(clamp_i64(bytes), Ordering::AcqRel);
+    }
+
+    /// Nanoseconds until the balance is above zero at `rate` (0 when it is), at most
+    /// [`MAX_HOLD_NS`].
+    pub fn wait_ns(&self, rate: Rate) -> u64 {
+        Bucket {
+            tokens: self.tokens(),
+            ..Bucket::default()
+        }
+        .wait_ns(rate)
+    }
+
+    /// Forgets the rate (the port's slot is free again): the next fill starts full.
+    pub fn reset(&self) {
+        self.rate.store(0, Ordering::Release);
+    }
+}
+
+/// The buckets of what the workers send to each port slot, shared by all of them.
+#[derive(Debug)]
+pub struct SharedBuckets(Box<[SharedBucket]>);
+
+impl SharedBuckets {
+    /// One bucket for each of `slots` port slots.
+    pub fn new(slots: usize) -> SharedBuckets {
+        SharedBuckets((0..slots).map(|_| SharedBucket::default()).collect())
+    }
+
+    /// The bucket of slot `slot` (the last one for a slot past the table, which holds
+    /// every slot a port can have).
+    pub fn get(&self, slot: u16) -> &SharedBucket {
+        let i = usize::from(slot).min(self.0.len().saturating_sub(1));
+        static NONE: SharedBucket = SharedBucket {
+            tokens: AtomicI64::new(0),
+            stamp: AtomicU64::new(0),
+            rate: AtomicU64::new(0),
+        };
+        self.0.get(i).unwrap_or(&NONE)
+    }
+}
+
+impl Default for SharedBuckets {
+    fn default() -> SharedBuckets {
+        SharedBuckets::new(crate::bridge::fdb::MAX_PORT_SLOTS)
+    }
+}
+
 fn clamp_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
@@ -145,11 +253,12 @@ pub fn frames_for(tokens: i64, max: usize) -> usize {
     n.saturating_add(1).min(max).max(1)
 }
 
-/// A worker's buckets, by port slot, and the ports it stopped reading until a time.
+/// A worker's buckets of what it receives from its ports (`rate_out`), by port slot,
+/// and the ports it stopped reading until a time. (What workers send to a port is
+/// charged to its [`SharedBucket`].)
 #[derive(Debug, Default)]
 pub struct Shaper {
     rx: Vec<Bucket>,
-    tx: Vec<Bucket>,
     /// (slot, when to read it again).
     held: Vec<(u16, u64)>,
 }
@@ -171,16 +280,10 @@ impl Shaper {
         bucket(&mut self.rx, slot)
     }
 
-    /// The bucket of what the worker sends to `slot`.
-    pub fn tx(&mut self, slot: u16) -> &mut Bucket {
-        bucket(&mut self.tx, slot)
-    }
-
-    /// Sizes both bucket tables to hold `slot` (when a port is added: never while
+    /// Sizes the bucket table to hold `slot` (when a port is added: never while
     /// frames are forwarded).
     pub fn fit(&mut self, slot: u16) {
         bucket(&mut self.rx, slot);
-        bucket(&mut self.tx, slot);
     }
 
     /// Stops reading `slot` until `until` (once: a slot held already keeps its time).
@@ -210,10 +313,8 @@ impl Shaper {
     /// Forgets a port (removed from the worker).
     pub fn forget(&mut self, slot: u16) {
         self.held.retain(|(s, _)| *s != slot);
-        for v in [&mut self.rx, &mut self.tx] {
-            if let Some(b) = v.get_mut(usize::from(slot)) {
-                *b = Bucket::default();
-            }
+        if let Some(b) = self.rx.get_mut(usize::from(slot)) {
+            *b = Bucket::default();
         }
     }
 }
@@ -301,6 +402,43 @@ mod tests {
         assert_eq!(frames_for(0, 64), 1);
         assert_eq!(frames_for(100_000, 64), 7);
         assert_eq!(frames_for(i64::MAX, 64), 64);
+    }
+
+    #[test]
+    fn a_shared_bucket_passes_the_rate_to_two_threads_together() {
+        use std::sync::Arc;
+        let r = mbit(100);
+        let b = Arc::new(SharedBucket::default());
+        b.fill(r, 0);
+        // Two senders that always have a frame, on a clock they share: each step
+        // both fill and send while the balance allows.
+        let passed: u64 = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..2)
+                .map(|_| {
+                    let b = b.clone();
+                    s.spawn(move || {
+                        let mut sent = 0u64;
+                        for ms in 0..2_000u64 {
+                            b.fill(r, ms * MS);
+                            while b.tokens() > 0 {
+                                b.charge(1514);
+                                sent += 1514;
+                            }
+                        }
+                        sent
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).sum()
+        });
+        // Two seconds of the rate and the first burst, not twice that.
+        let want = 2 * r.bytes_per_sec + r.burst;
+        let err = passed.abs_diff(want) as f64 / want as f64;
+        assert!(err < 0.05, "passed {passed}, want {want}");
+        assert!(b.wait_ns(r) <= MAX_HOLD_NS);
+        b.reset();
+        b.fill(r, 3_000 * MS);
+        assert_eq!(b.tokens(), r.burst as i64, "a reset bucket starts full");
     }
 
     #[test]

@@ -15,7 +15,7 @@ use crate::ids::PortId;
 use crate::pipeline::{self, Context, Local};
 use crate::port::{Batch, MAX_BATCH, Port, STD_FRAME_CAP, TxSel};
 use crate::shaper::queue::{Held, queue_limit};
-use crate::shaper::{Rate, Shaper, frames_for};
+use crate::shaper::{Rate, Shaper, SharedBuckets, frames_for};
 use crate::wire::vlan::TAG_LEN;
 
 /// The coarse clock the FDB ages by: whole seconds since the worker started, or a
@@ -63,6 +63,9 @@ pub struct Worker {
     pub clock: Clock,
     /// Token buckets of the ports with bandwidth limits.
     shaper: Shaper,
+    /// The buckets of what workers send to each port (`rate_in`): shared by every
+    /// worker of a runtime, since any of them may send to a port.
+    pub tx_buckets: Arc<SharedBuckets>,
     /// Frames into ports held to their rate, waiting for their buckets.
     held: Held,
     /// The send list of a pass over [`Worker::held`] (room for a batch).
@@ -181,6 +184,7 @@ impl Worker {
             counters,
             clock: Clock::Real(Instant::now()),
             shaper: Shaper::default(),
+            tx_buckets: Arc::new(SharedBuckets::default()),
             held: Held::default(),
             held_sel: Vec::with_capacity(MAX_BATCH),
         }
@@ -214,6 +218,7 @@ impl Worker {
     pub fn remove_port(&mut self, slot: PortId) -> Option<Box<dyn Port>> {
         self.rx.retain(|&p| p != slot);
         self.shaper.forget(slot.0);
+        self.tx_buckets.get(slot.0).reset();
         self.held.forget(slot.0);
         self.ports.get_mut(slot.index())?.take()
     }
@@ -343,14 +348,14 @@ impl Worker {
     /// [`Worker::police_tx`] for port `p`, held to `r`.
     fn police_port(&mut self, p: PortId, r: Rate, now: u64) {
         let Worker {
-            shaper,
+            tx_buckets,
             held,
             local,
             batch,
             counters,
             ..
         } = self;
-        let b = shaper.tx(p.0);
+        let b = tx_buckets.get(p.0);
         b.fill(r, now);
         let sel = local.egress.queue(p);
         let listed = sel.len();
@@ -409,13 +414,13 @@ impl Worker {
         }
         let rate = self.snap.load().port(p).and_then(|c| c.limits.rate_in);
         let Worker {
-            shaper,
+            tx_buckets,
             held,
             batch,
             held_sel: sel,
             ..
         } = self;
-        let b = shaper.tx(p.0);
+        let b = tx_buckets.get(p.0);
         batch.clear();
         sel.clear();
         while sel.len() < MAX_BATCH {
@@ -453,7 +458,7 @@ impl Worker {
         if !self.held.holds(p.0) {
             return None;
         }
-        let wait = rate.map_or(0, |r| self.shaper.tx(p.0).wait_ns(r));
+        let wait = rate.map_or(0, |r| self.tx_buckets.get(p.0).wait_ns(r));
         Some(now.saturating_add(wait))
     }
 
