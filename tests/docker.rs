@@ -716,3 +716,85 @@ fn published_ports_take_the_packet_uplink_too() {
     h.ok(&["rm", "-f", "web"]);
     assert!(h.ports().is_empty());
 }
+
+/// A container's `{{.NetworkSettings.Networks.NET.FIELD}}`.
+fn net_field(h: &DockerHost, c: &str, network: &str, field: &str) -> String {
+    let f = format!("{{{{.NetworkSettings.Networks.{network}.{field}}}}}");
+    h.ok(&["inspect", "-f", &f, c]).trim().to_string()
+}
+
+#[test]
+#[ignore = "needs root, dockerd and tools: `bash scripts/test` runs it"]
+fn dual_stack_networks_through_the_plugin() {
+    let h = DockerHost::start();
+    // vswitch's IPAM: both subnets given, then the IPv6 one picked by vswitch.
+    h.network(
+        "dual",
+        &[
+            "--ipv6",
+            "--subnet",
+            "10.232.0.0/24",
+            "--subnet",
+            "fd00:232::/64",
+        ],
+    );
+    h.run("alpha", "dual", &["--rm"], &[]);
+    h.run("beta", "dual", &["--rm", "--ip6", "fd00:232::99"], &[]);
+    // By name over IPv6 (Docker's resolver answers AAAA), both ways.
+    h.exec_retry("alpha", "ping -6 -c 1 -W 2 beta");
+    h.exec_retry("beta", "ping -6 -c 1 -W 2 alpha");
+    h.exec_retry("alpha", "ping -4 -c 1 -W 2 beta");
+    // Docker shows the addresses vswitch gave, and eth0 has them.
+    let beta6 = net_field(&h, "beta", "dual", "GlobalIPv6Address");
+    assert_eq!(beta6, "fd00:232::99");
+    let alpha6 = net_field(&h, "alpha", "dual", "GlobalIPv6Address");
+    assert!(alpha6.starts_with("fd00:232::"), "{alpha6}");
+    assert_eq!(net_field(&h, "alpha", "dual", "IPv6Gateway"), "fd00:232::1");
+    let ports = h.ports();
+    for (c, ip6) in [("alpha", &alpha6), ("beta", &beta6)] {
+        let id = net_field(&h, c, "dual", "EndpointID");
+        let p = ports
+            .iter()
+            .find(|p| p["container"].as_str().is_some_and(|n| id.starts_with(n)));
+        assert_eq!(
+            p.map(|p| &p["ip6"]),
+            Some(&Value::from(ip6.as_str())),
+            "{ports:?}"
+        );
+        let eth0 = h.exec_ok(c, "ip -6 addr show dev eth0 scope global");
+        assert!(eth0.contains(&format!("{ip6}/64")), "{eth0}");
+    }
+    let route = h.exec_ok("alpha", "ip -6 route");
+    assert!(route.contains("default via fd00:232::1"), "{route}");
+    let d: Value = serde_json::from_str(&h.ok(&["network", "inspect", "dual"])).unwrap();
+    assert_eq!(d[0]["EnableIPv6"], true, "{d}");
+    let v = vswitch_network(&h, &front_name(&h, "dual"));
+    assert_eq!(v["EnableIPv6"], true, "{v}");
+    // An IPv6 subnet vswitch picks (a /64 of its unique local /48).
+    h.network("auto6", &["--ipv6"]);
+    h.run("gamma", "auto6", &["--rm"], &[]);
+    let g6 = net_field(&h, "gamma", "auto6", "GlobalIPv6Address");
+    assert!(g6.starts_with("fd"), "{g6}");
+    // Docker's own IPAM: vswitch takes the addresses Docker gives.
+    h.ok(&[
+        "network",
+        "create",
+        "-d",
+        "vswitch",
+        "--ipv6",
+        "--subnet",
+        "10.233.0.0/24",
+        "--subnet",
+        "fd00:233::/64",
+        "plain6",
+    ]);
+    h.run("delta", "plain6", &["--rm"], &[]);
+    h.run("epsilon", "plain6", &["--rm", "--ip6", "fd00:233::77"], &[]);
+    h.exec_retry("delta", "ping -6 -c 1 -W 2 epsilon");
+    let d6 = net_field(&h, "delta", "plain6", "GlobalIPv6Address");
+    assert!(d6.starts_with("fd00:233::"), "{d6}");
+    // Gone with the containers: no port, no address held.
+    h.ok(&["rm", "-f", "alpha", "beta", "gamma", "delta", "epsilon"]);
+    assert!(h.ports().is_empty(), "{:?}", h.ports());
+    h.ok(&["network", "rm", "dual", "auto6", "plain6"]);
+}

@@ -44,6 +44,7 @@ pub enum Reply {
     Capturing(Capturing),
     AddressReserved(AddressReserved),
     AddressReleased(AddressReleased),
+    Ula(Ula),
     NetworkPruned(NetworkPruned),
     /// `limit`.
     Limits(LimitInfo),
@@ -415,16 +416,23 @@ pub struct Flushed {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct AddressReserved {
     pub network: String,
-    pub ip: Ipv4Addr,
+    pub ip: std::net::IpAddr,
     pub prefix: u8,
-    pub gateway: Ipv4Addr,
+    pub gateway: std::net::IpAddr,
+}
+
+/// `ula`: the daemon's unique local IPv6 prefix (RFC 4193).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Ula {
+    #[serde(with = "crate::net::cidr")]
+    pub ula: Ipv6Cidr,
 }
 
 /// `address_release`: whether a reservation was given back.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct AddressReleased {
     pub network: String,
-    pub ip: Ipv4Addr,
+    pub ip: std::net::IpAddr,
     pub released: bool,
 }
 

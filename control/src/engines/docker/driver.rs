@@ -2,7 +2,8 @@
 
 use serde_json::{Value, json};
 
-use super::options::{self, ENABLE_IPV6};
+use super::ipam::Subnet;
+use super::options;
 use super::types::{
     CreateEndpoint, CreateNetwork, EndpointInterface, EndpointRef, ExternalConnectivity,
     InterfaceName, Join, Joined, NetworkRef,
@@ -24,12 +25,15 @@ pub fn tap_name(id: &str) -> String {
 
 impl Plugin {
     pub(super) fn create_network(&self, r: CreateNetwork) -> Result<Value, DockerError> {
-        let v6 = r.ipv6_data.as_deref().unwrap_or_default();
-        if !v6.is_empty() || options::flag(&r.options, ENABLE_IPV6) {
-            return Err(DockerError::Refused(
-                "vswitch networks are IPv4 only: create the network without --ipv6".into(),
-            ));
-        }
+        let v6 = match r.ipv6_data.as_deref().unwrap_or_default() {
+            [] => None,
+            [one] => Some(one.clone()),
+            _ => {
+                return Err(DockerError::Refused(
+                    "a vswitch network has one IPv6 subnet: give one IPv6 --subnet".into(),
+                ));
+            }
+        };
         let v4 = match r.ipv4_data.as_deref().unwrap_or_default() {
             [one] => one.clone(),
             [] => {
@@ -44,6 +48,7 @@ impl Plugin {
             }
         };
         let mut spec = options::network_spec(&r.network_id, &r.options, &v4)?;
+        options::with_v6(&mut spec, &r.options, v6.as_ref())?;
         let ours = v4.address_space == super::ipam::ADDRESS_SPACE;
         spec.ip_range = self.held().pools.remove(&v4.pool).flatten();
         let mut c = self.client()?;
@@ -55,18 +60,22 @@ impl Plugin {
         {
             return Ok(json!({}));
         }
-        if !ours && let Some(o) = rows.iter().find(|n| overlaps(n, &v4.pool)) {
+        let pools = std::iter::once(&v4.pool).chain(v6.as_ref().map(|d| &d.pool));
+        let clash = pools
+            .filter_map(|p| Subnet::parse(p).ok())
+            .find_map(|p| rows.iter().find_map(|n| p.clash(n).map(|s| (p, n, s))));
+        if !ours && let Some((pool, o, subnet)) = clash {
             return Err(DockerError::Refused(format!(
-                "subnet {} that Docker's default IPAM chose overlaps vswitch network {:?} ({}): let vswitch choose with --ipam-driver {}, or give --subnet",
-                v4.pool,
-                o.name,
-                o.subnet.map(|s| s.to_string()).unwrap_or_default(),
-                self.driver
+                "subnet {pool} that Docker's default IPAM chose overlaps vswitch network {:?} ({subnet}): let vswitch choose with --ipam-driver {}, or give --subnet",
+                o.name, self.driver
             )));
         }
         c.call(Request::NetworkCreate(spec.clone()))?;
         if ours {
             reserve_aux(&mut c, &spec.name, &v4)?;
+            if let Some(v6) = &v6 {
+                reserve_aux(&mut c, &spec.name, v6)?;
+            }
         }
         Ok(json!({}))
     }
@@ -92,11 +101,10 @@ impl Plugin {
 
     pub(super) fn create_endpoint(&self, r: CreateEndpoint) -> Result<Value, DockerError> {
         let asked = r.interface.unwrap_or_default();
-        if !asked.address_ipv6.is_empty() {
-            return Err(DockerError::Refused(
-                "vswitch gives IPv4 addresses only".into(),
-            ));
-        }
+        let ip6 = match asked.address_ipv6.as_str() {
+            "" => None,
+            a => Some(options::addr6_of(a)?),
+        };
         if asked.address.is_empty() {
             return Err(DockerError::Refused(
                 "Docker gave the endpoint no IPv4 address".into(),
@@ -122,6 +130,7 @@ impl Plugin {
             Pending {
                 network: n.name,
                 ip,
+                ip6,
                 mac,
             },
         );
@@ -155,6 +164,7 @@ impl Plugin {
                 create_in: Some(self.host_ns.clone()),
                 ifname: Some(tap.clone()),
                 ip: Some(p.ip),
+                ip6: p.ip6,
                 mac: Some(p.mac.to_string()),
                 claim: true,
                 id: Some(r.endpoint_id.clone()),
@@ -168,10 +178,13 @@ impl Plugin {
                 src_name: tap,
                 dst_prefix: DST_PREFIX.into(),
             },
-            gateway: if n.internal {
-                String::new()
-            } else {
-                n.gateway.map(|g| g.to_string()).unwrap_or_default()
+            gateway: match n.gateway {
+                Some(g) if !n.internal => g.to_string(),
+                _ => String::new(),
+            },
+            gateway_ipv6: match n.gateway6 {
+                Some(g) if !n.internal => g.to_string(),
+                _ => String::new(),
             },
             disable_gateway_service: false,
         };
@@ -258,16 +271,11 @@ fn reserve_aux(
     for a in v4.aux_addresses.iter().flat_map(|m| m.values()) {
         c.call(Request::AddressReserve {
             network: network.to_string(),
-            ip: Some(options::addr_of(a)?),
+            ip: Some(options::ip_of(a)?),
+            ipv6: false,
         })?;
     }
     Ok(())
-}
-
-/// Whether vswitch network `n` overlaps the subnet `pool` (CIDR text).
-fn overlaps(n: &crate::api::NetworkRow, pool: &str) -> bool {
-    pool.parse::<crate::net::Ipv4Cidr>()
-        .is_ok_and(|p| n.subnet.is_some_and(|s| p.overlaps(&s)))
 }
 
 fn unknown_network(id: &str) -> DockerError {

@@ -90,6 +90,7 @@ impl DockerError {
 struct Pending {
     network: String,
     ip: Ipv4Addr,
+    ip6: Option<std::net::Ipv6Addr>,
     mac: MacAddr,
 }
 

@@ -72,6 +72,38 @@ pub fn addr_of(cidr: &str) -> Result<std::net::Ipv4Addr, DockerError> {
         .map_err(|_| refuse(format!("{cidr:?} is not an IPv4 address")))
 }
 
+/// The address of a CIDR, either family (`fd00:1::2/64` -> `fd00:1::2`).
+pub fn ip_of(cidr: &str) -> Result<std::net::IpAddr, DockerError> {
+    let a = cidr.split('/').next().unwrap_or_default();
+    a.parse()
+        .map_err(|_| refuse(format!("{cidr:?} is not an IP address")))
+}
+
+/// The IPv6 address of a CIDR.
+pub fn addr6_of(cidr: &str) -> Result<std::net::Ipv6Addr, DockerError> {
+    let a = cidr.split('/').next().unwrap_or_default();
+    a.parse()
+        .map_err(|_| refuse(format!("{cidr:?} is not an IPv6 address")))
+}
+
+/// The network's IPv6 (`--ipv6`): the subnet and gateway Docker's IPAM gave, else
+/// (no IPv6 subnet) IPv6 without either, a /64 the daemon picks.
+pub fn with_v6(
+    spec: &mut NetworkSpec,
+    options: &Options,
+    v6: Option<&IpamData>,
+) -> Result<(), DockerError> {
+    spec.ipv6 = flag(options, ENABLE_IPV6) || v6.is_some();
+    if let Some(v6) = v6 {
+        spec.subnet6 = Some(v6.pool.clone());
+        spec.gateway6 = match v6.gateway.as_str() {
+            "" => None,
+            g => Some(addr6_of(g)?),
+        };
+    }
+    Ok(())
+}
+
 /// The vswitch network for Docker network `id`: named by `-o vswitch.name`, else
 /// `docker-` and the id's first 12 digits; its subnet and gateway Docker's IPAM's.
 pub fn network_spec(
