@@ -750,6 +750,12 @@ fn dual_stack_networks_through_the_plugin() {
     let alpha6 = net_field(&h, "alpha", "dual", "GlobalIPv6Address");
     assert!(alpha6.starts_with("fd00:232::"), "{alpha6}");
     assert_eq!(net_field(&h, "alpha", "dual", "IPv6Gateway"), "fd00:232::1");
+    // The gateway's router advertisements reached the containers (a route through
+    // its link-local address beside Docker's through its address)...
+    let route = h.exec_retry("alpha", "ip -6 route | grep 'default via fe80::'");
+    assert!(route.contains("dev eth0"), "{route}");
+    let route = h.exec_ok("alpha", "ip -6 route");
+    assert!(route.contains("default via fd00:232::1"), "{route}");
     let ports = h.ports();
     for (c, ip6) in [("alpha", &alpha6), ("beta", &beta6)] {
         let id = net_field(&h, c, "dual", "EndpointID");
@@ -761,15 +767,16 @@ fn dual_stack_networks_through_the_plugin() {
             Some(&Value::from(ip6.as_str())),
             "{ports:?}"
         );
+        // ... and that address is eth0's only one: they let no SLAAC address beside it.
         let eth0 = h.exec_ok(c, "ip -6 addr show dev eth0 scope global");
         assert!(eth0.contains(&format!("{ip6}/64")), "{eth0}");
+        assert_eq!(eth0.matches("inet6 ").count(), 1, "{eth0}");
     }
-    let route = h.exec_ok("alpha", "ip -6 route");
-    assert!(route.contains("default via fd00:232::1"), "{route}");
     let d: Value = serde_json::from_str(&h.ok(&["network", "inspect", "dual"])).unwrap();
     assert_eq!(d[0]["EnableIPv6"], true, "{d}");
     let v = vswitch_network(&h, &front_name(&h, "dual"));
     assert_eq!(v["EnableIPv6"], true, "{v}");
+    assert_eq!(v["Options"]["vswitch.slaac"], "false", "{v}");
     // An IPv6 subnet vswitch picks (a /64 of its unique local /48).
     h.network("auto6", &["--ipv6"]);
     h.run("gamma", "auto6", &["--rm"], &[]);

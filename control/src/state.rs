@@ -82,6 +82,10 @@ pub struct Network {
     /// The IPv6 addresses held the same way.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reserved6: Vec<Ipv6Addr>,
+    /// Router advertisements do not let hosts form addresses (SLAAC): the engine
+    /// configures them (Docker).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_slaac: bool,
     /// The network's own upstream resolvers (`--dns`), instead of the daemon's.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dns_servers: Vec<SocketAddr>,
@@ -569,6 +573,10 @@ pub struct NetworkSpec {
     /// The network's upstream resolvers, `IP[:PORT]` (`--dns`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dns: Vec<String>,
+    /// Router advertisements without the autonomous flag: the engine configures the
+    /// containers' IPv6 addresses (Docker), so SLAAC must not add a second one.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_slaac: bool,
     /// Search domains (`--dns-search`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dns_search: Vec<String>,
@@ -799,6 +807,7 @@ impl State {
             created: now_secs(),
             reserved: Vec::new(),
             reserved6: Vec::new(),
+            no_slaac: spec.no_slaac,
             dns_servers,
             dns_search: dnsopts::parse_search(&spec.dns_search)?,
         })

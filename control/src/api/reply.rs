@@ -249,6 +249,14 @@ pub struct NetworkOptions {
         skip_serializing_if = "Option::is_none"
     )]
     pub dns_search: Option<String>,
+    /// `false` when router advertisements let no host form its address (the engine
+    /// configures them: Docker's networks); absent otherwise.
+    #[serde(
+        rename = "vswitch.slaac",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub slaac: Option<String>,
 }
 
 /// One row of `network_ls`.

@@ -122,6 +122,8 @@ pub fn network_spec(
         id: Some(id.to_string()),
         // Docker's resolver at 127.0.0.11 answers the containers' names.
         dns_forward_only: true,
+        // Docker configures the containers' addresses; SLAAC would add a second one.
+        no_slaac: true,
         ..Default::default()
     };
     for (key, value) in generic(options)? {
