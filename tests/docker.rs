@@ -805,3 +805,54 @@ fn dual_stack_networks_through_the_plugin() {
     assert!(h.ports().is_empty(), "{:?}", h.ports());
     h.ok(&["network", "rm", "dual", "auto6", "plain6"]);
 }
+
+/// Docker's `docker ps`, `docker port` and `inspect` read a container's ports from the
+/// driver's `EndpointOperInfo` as Go values (`[]types.PortBinding`) that a plugin's
+/// JSON never decodes into (moby/libnetwork#2451): the plugin answers them as Docker's
+/// bridge driver does, and Docker shows none. vswitch's `ctl port show` shows them.
+#[test]
+#[ignore = "needs root, dockerd and tools: `bash scripts/test` runs it"]
+fn published_ports_are_shown_by_vswitch_not_by_docker_ps() {
+    let h = DockerHost::start();
+    h.network("front", &[]);
+    h.run("web", "front", &["--rm", "-p", "8080:80"], &HTTPD);
+    assert_eq!(h.curl_retry(8080).trim(), PAGE);
+    // The plugin answers the port map in Docker's words...
+    let ids = h.ok(&[
+        "inspect",
+        "-f",
+        "{{.NetworkSettings.Networks.front.NetworkID}} {{.NetworkSettings.Networks.front.EndpointID}}",
+        "web",
+    ]);
+    let (net, ep) = ids.trim().split_once(' ').unwrap();
+    let body = format!(r#"{{"NetworkID":"{net}","EndpointID":"{ep}"}}"#);
+    let o = Command::new("sh")
+        .args([
+            "-c",
+            &h.inside(&format!(
+                "curl -s --unix-socket {} -d '{body}' http://plugin/NetworkDriver.EndpointOperInfo",
+                "/run/docker/plugins/vswitch.sock"
+            )),
+        ])
+        .output()
+        .unwrap();
+    let info: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let map = &info["Value"]["com.docker.network.portmap"][0];
+    assert_eq!(
+        (&map["Proto"], &map["Port"]),
+        (&6.into(), &80.into()),
+        "{info}"
+    );
+    assert_eq!(map["HostPort"], 8080, "{info}");
+    assert_eq!(
+        info["Value"]["com.docker.network.endpoint.exposedports"][0]["Port"],
+        80
+    );
+    // ... vswitch shows it ...
+    let shown = h.daemon.ctl_ok(&["port", "show", &ep[..12]]);
+    assert!(shown.contains("80/tcp -> 0.0.0.0:8080"), "{shown}");
+    // ... and Docker does not (if this fails, Docker reads plugins' port maps now:
+    // docs/engines.md says otherwise).
+    let ps = h.ok(&["ps", "--format", "{{.Names}} [{{.Ports}}]"]);
+    assert_eq!(ps.trim(), "web []", "{ps}");
+}

@@ -9,9 +9,10 @@ use super::types::{
     InterfaceName, Join, Joined, NetworkRef,
 };
 use super::{DockerError, MAX_PENDING, OWNER, Pending, Plugin, container_of, network_of};
-use crate::api::{AttachReq, Request};
+use crate::api::{AttachReq, PublishedEntry, Request};
 use crate::client::{Client, ClientError};
 use crate::engines::{self, short_id};
+use crate::state::Proto;
 use dataplane::wire::MacAddr;
 
 /// The name Docker gives the TAP in the container: `eth` and an index.
@@ -202,15 +203,27 @@ impl Plugin {
 
     pub(super) fn oper_info(&self, r: EndpointRef) -> Result<Value, DockerError> {
         let mut c = self.client()?;
-        let value = match container_of(&mut c, &r.endpoint_id)? {
-            Some(l) => json!({
-                "vswitch.container": l.name,
-                "vswitch.sandbox": l.sandbox,
-                "vswitch.port_open": l.endpoints.first().is_some_and(|e| e.open),
-            }),
-            None => json!({}),
+        let Some(l) = container_of(&mut c, &r.endpoint_id)? else {
+            return Ok(json!({ "Value": {} }));
         };
-        Ok(json!({ "Value": value }))
+        // What is published, in the shape Docker's own bridge driver answers.
+        let published: Vec<PublishedEntry> = c
+            .request(Request::PublishLs {
+                name: l.name.clone(),
+            })
+            .unwrap_or_default();
+        let ip = l.endpoints.first().and_then(|e| e.ip);
+        let map: Vec<Value> = published.iter().map(|p| port_binding(p, ip)).collect();
+        let exposed: Vec<Value> = (published.iter())
+            .map(|p| json!({"Proto": proto_number(p.proto), "Port": p.container_port}))
+            .collect();
+        Ok(json!({ "Value": {
+            "vswitch.container": l.name,
+            "vswitch.sandbox": l.sandbox,
+            "vswitch.port_open": l.endpoints.first().is_some_and(|e| e.open),
+            options::PORTMAP: map,
+            options::EXPOSED: exposed,
+        }}))
     }
 
     pub(super) fn program_external(&self, r: ExternalConnectivity) -> Result<Value, DockerError> {
@@ -240,6 +253,26 @@ impl Plugin {
         }
         Ok(json!({}))
     }
+}
+
+/// IP protocol number of `p` (Docker's `Proto`).
+fn proto_number(p: Proto) -> u8 {
+    match p {
+        Proto::Tcp => 6,
+        Proto::Udp => 17,
+    }
+}
+
+/// One published port as Docker's `types.PortBinding` JSON.
+fn port_binding(p: &PublishedEntry, ip: Option<std::net::Ipv4Addr>) -> Value {
+    json!({
+        "Proto": proto_number(p.proto),
+        "IP": ip.map(|a| a.to_string()).unwrap_or_default(),
+        "Port": p.container_port,
+        "HostIP": p.host_ip.to_string(),
+        "HostPort": p.host_port,
+        "HostPortEnd": p.host_port,
+    })
 }
 
 /// Publishes the first of `specs` whose host port is free (one spec but for Docker's

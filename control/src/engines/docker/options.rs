@@ -17,6 +17,8 @@ pub const INTERNAL: &str = "com.docker.network.internal";
 pub const ENABLE_IPV6: &str = "com.docker.network.enable_ipv6";
 /// A container's `-p`/`-P` bindings.
 pub const PORTMAP: &str = "com.docker.network.portmap";
+/// A container's exposed ports.
+pub const EXPOSED: &str = "com.docker.network.endpoint.exposedports";
 
 /// The `vswitch.*` options `docker network create -d vswitch -o` takes; any other
 /// `vswitch.` key is refused (a typo must not pass silently). Docker's own bridge
