@@ -35,11 +35,13 @@ impl Plugin {
                 ));
             }
         };
+        // None: an IPv6-only network (Docker 28's `--ipv4=false`).
         let v4 = match r.ipv4_data.as_deref().unwrap_or_default() {
-            [one] => one.clone(),
+            [] if v6.is_some() => None,
+            [one] => Some(one.clone()),
             [] => {
                 return Err(DockerError::Refused(
-                    "the network has no IPv4 subnet".into(),
+                    "the network has no subnet of either family".into(),
                 ));
             }
             _ => {
@@ -48,20 +50,27 @@ impl Plugin {
                 ));
             }
         };
-        let mut spec = options::network_spec(&r.network_id, &r.options, &v4)?;
+        let mut spec = options::network_spec(&r.network_id, &r.options, v4.as_ref())?;
         options::with_v6(&mut spec, &r.options, v6.as_ref())?;
-        let ours = v4.address_space == super::ipam::ADDRESS_SPACE;
-        spec.ip_range = self.held().pools.remove(&v4.pool).flatten();
+        let first = v4.as_ref().or(v6.as_ref());
+        let ours = first.is_some_and(|d| d.address_space == super::ipam::ADDRESS_SPACE);
+        if let Some(v4) = &v4 {
+            spec.ip_range = self.held().pools.remove(&v4.pool).flatten();
+        }
+        if let Some(v6) = &v6 {
+            self.held().pools.remove(&v6.pool);
+        }
         let mut c = self.client()?;
         let rows = super::networks(&mut c)?;
         // Asked again (a Docker restart): the network is there.
-        if rows
-            .iter()
-            .any(|n| n.id == r.network_id && n.subnet.is_some_and(|s| s.to_string() == v4.pool))
-        {
+        let same_v4 = |n: &crate::api::NetworkRow| {
+            v4.as_ref()
+                .is_none_or(|v| n.subnet.is_some_and(|s| s.to_string() == v.pool))
+        };
+        if rows.iter().any(|n| n.id == r.network_id && same_v4(n)) {
             return Ok(json!({}));
         }
-        let pools = std::iter::once(&v4.pool).chain(v6.as_ref().map(|d| &d.pool));
+        let pools = (v4.iter().chain(v6.iter())).map(|d| &d.pool);
         let clash = pools
             .filter_map(|p| Subnet::parse(p).ok())
             .find_map(|p| rows.iter().find_map(|n| p.clash(n).map(|s| (p, n, s))));
@@ -73,9 +82,8 @@ impl Plugin {
         }
         c.call(Request::NetworkCreate(spec.clone()))?;
         if ours {
-            reserve_aux(&mut c, &spec.name, &v4)?;
-            if let Some(v6) = &v6 {
-                reserve_aux(&mut c, &spec.name, v6)?;
+            for d in v4.iter().chain(v6.iter()) {
+                reserve_aux(&mut c, &spec.name, d)?;
             }
         }
         Ok(json!({}))
@@ -106,15 +114,19 @@ impl Plugin {
             "" => None,
             a => Some(options::addr6_of(a)?),
         };
-        if asked.address.is_empty() {
-            return Err(DockerError::Refused(
-                "Docker gave the endpoint no IPv4 address".into(),
-            ));
-        }
-        let ip = options::addr_of(&asked.address)?;
-        let mac = match asked.mac_address.as_str() {
-            "" => MacAddr::from_ipv4(ip),
-            m => m
+        let ip = match asked.address.as_str() {
+            "" => None,
+            a => Some(options::addr_of(a)?),
+        };
+        let mac = match (asked.mac_address.as_str(), ip, ip6) {
+            ("", Some(ip), _) => MacAddr::from_ipv4(ip),
+            ("", None, Some(ip6)) => mac_of_ipv6(ip6),
+            ("", None, None) => {
+                return Err(DockerError::Refused(
+                    "Docker gave the endpoint no address".into(),
+                ));
+            }
+            (m, _, _) => m
                 .parse()
                 .map_err(|e| DockerError::Refused(format!("MAC address {m:?}: {e}")))?,
         };
@@ -164,7 +176,7 @@ impl Plugin {
                 netns: Some(r.sandbox_key),
                 create_in: Some(self.host_ns.clone()),
                 ifname: Some(tap.clone()),
-                ip: Some(p.ip),
+                ip: p.ip,
                 ip6: p.ip6,
                 mac: Some(p.mac.to_string()),
                 claim: true,
@@ -255,6 +267,13 @@ impl Plugin {
     }
 }
 
+/// The MAC of an endpoint with no IPv4 address: 02:42 and the last four bytes of its
+/// IPv6 address (Docker's scheme takes the IPv4 address's four).
+fn mac_of_ipv6(ip6: std::net::Ipv6Addr) -> MacAddr {
+    let o = ip6.octets();
+    MacAddr([0x02, 0x42, o[12], o[13], o[14], o[15]])
+}
+
 /// IP protocol number of `p` (Docker's `Proto`).
 fn proto_number(p: Proto) -> u8 {
     match p {
@@ -316,4 +335,16 @@ fn unknown_network(id: &str) -> DockerError {
         "network {} is not a vswitch network (was the vswitch state reset?): remove it with `docker network rm`",
         short_id(id)
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_endpoint_without_ipv4_gets_a_mac_of_its_ipv6_address() {
+        let m = mac_of_ipv6("fd00:5::a:b0c:d".parse().unwrap());
+        assert_eq!(m.to_string(), "02:42:0b:0c:00:0d");
+        assert!(m.is_unicast());
+    }
 }

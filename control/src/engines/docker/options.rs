@@ -107,19 +107,21 @@ pub fn with_v6(
 }
 
 /// The vswitch network for Docker network `id`: named by `-o vswitch.name`, else
-/// `docker-` and the id's first 12 digits; its subnet and gateway Docker's IPAM's.
+/// `docker-` and the id's first 12 digits; its subnet and gateway Docker's IPAM's (no
+/// IPv4: an IPv6-only network).
 pub fn network_spec(
     id: &str,
     options: &Options,
-    v4: &IpamData,
+    v4: Option<&IpamData>,
 ) -> Result<NetworkSpec, DockerError> {
     let mut spec = NetworkSpec {
         name: format!("docker-{}", crate::engines::short_id(id)),
-        subnet: Some(v4.pool.clone()),
-        gateway: match v4.gateway.as_str() {
-            "" => None,
-            g => Some(addr_of(g)?),
+        subnet: v4.map(|v| v.pool.clone()),
+        gateway: match v4.map(|v| v.gateway.as_str()) {
+            None | Some("") => None,
+            Some(g) => Some(addr_of(g)?),
         },
+        no_ipv4: v4.is_none(),
         internal: flag(options, INTERNAL),
         id: Some(id.to_string()),
         // Docker's resolver at 127.0.0.11 answers the containers' names.
@@ -230,7 +232,7 @@ mod tests {
             }
         }));
         let id = "325a698da7829b3bf4dad12a86fc248bd7d7907ea4bba912d8b15adb44651ee6";
-        let s = network_spec(id, &o, &v4("10.77.0.0/24", "10.77.0.1/24")).unwrap();
+        let s = network_spec(id, &o, Some(&v4("10.77.0.0/24", "10.77.0.1/24"))).unwrap();
         assert_eq!(s.name, "docker-325a698da782");
         assert_eq!(s.subnet.as_deref(), Some("10.77.0.0/24"));
         assert_eq!(s.gateway, Some("10.77.0.1".parse().unwrap()));
@@ -239,7 +241,7 @@ mod tests {
         assert_eq!(s.id.as_deref(), Some(id));
         let named = opts(json!({"com.docker.network.generic": {"vswitch.name": "front"}}));
         assert_eq!(
-            network_spec(id, &named, &v4("10.1.0.0/16", ""))
+            network_spec(id, &named, Some(&v4("10.1.0.0/16", "")))
                 .unwrap()
                 .name,
             "front"
@@ -247,11 +249,40 @@ mod tests {
     }
 
     #[test]
+    fn ipv6_comes_with_its_subnet_or_alone() {
+        let v6 = IpamData {
+            pool: "fd00:5::/64".into(),
+            gateway: "fd00:5::fe/64".into(),
+            ..Default::default()
+        };
+        let o = opts(json!({ENABLE_IPV6: true}));
+        let mut s = network_spec("abc", &o, Some(&v4("10.5.0.0/24", ""))).unwrap();
+        with_v6(&mut s, &o, Some(&v6)).unwrap();
+        assert!(s.ipv6 && !s.no_ipv4 && s.no_slaac);
+        assert_eq!(s.subnet6.as_deref(), Some("fd00:5::/64"));
+        assert_eq!(s.gateway6, Some("fd00:5::fe".parse().unwrap()));
+        // IPv6 only (Docker 28's --ipv4=false).
+        let mut s = network_spec("abc", &o, None).unwrap();
+        with_v6(&mut s, &o, Some(&v6)).unwrap();
+        assert!(s.no_ipv4 && s.subnet.is_none() && s.gateway.is_none());
+        // --ipv6 without an IPv6 subnet: the daemon picks one.
+        let mut s = network_spec("abc", &o, Some(&v4("10.5.0.0/24", ""))).unwrap();
+        with_v6(&mut s, &o, None).unwrap();
+        assert!(s.ipv6 && s.subnet6.is_none());
+        assert!(addr6_of("10.0.0.1/24").is_err());
+        assert_eq!(ip_of("fd00::2/64").unwrap().to_string(), "fd00::2");
+    }
+
+    #[test]
     fn typos_and_bad_values_are_refused_by_name() {
         let bad = |g: Value| {
-            network_spec("abc", &opts(json!({ GENERIC: g })), &v4("10.1.0.0/16", ""))
-                .unwrap_err()
-                .to_string()
+            network_spec(
+                "abc",
+                &opts(json!({ GENERIC: g })),
+                Some(&v4("10.1.0.0/16", "")),
+            )
+            .unwrap_err()
+            .to_string()
         };
         assert!(bad(json!({"vswitch.vlna": "5"})).contains("unknown option vswitch.vlna"));
         assert!(bad(json!({"vswitch.vlan": "five"})).contains("not a number"));
