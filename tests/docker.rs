@@ -856,3 +856,99 @@ fn published_ports_are_shown_by_vswitch_not_by_docker_ps() {
     let ps = h.ok(&["ps", "--format", "{{.Names}} [{{.Ports}}]"]);
     assert_eq!(ps.trim(), "web []", "{ps}");
 }
+
+/// One plugin call as Docker makes it (POST of JSON to the plugin's socket); the answer.
+fn plugin_call(h: &DockerHost, method: &str, body: &Value) -> Value {
+    let cmd = h.inside(&format!(
+        "curl -s --unix-socket /run/docker/plugins/vswitch.sock -d '{body}' http://plugin/{method}"
+    ));
+    let o = Command::new("sh").args(["-c", &cmd]).output().unwrap();
+    let v: Value = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("{method}: {e}: {}", o.stdout_text()));
+    assert!(v.get("Err").is_none(), "{method}: {v}");
+    v
+}
+
+/// Docker 28's `network create --ipv6 --ipv4=false` and a container on it, as the
+/// calls Docker makes (dockerd 20.10 has no `--ipv4=false`), and what Docker does with
+/// the TAP (moves, names, addresses it).
+#[test]
+#[ignore = "needs root, dockerd and tools: `bash scripts/test` runs it"]
+fn an_ipv6_only_network_as_docker_28_asks_for_it() {
+    use serde_json::json;
+    let h = DockerHost::start();
+    let (net, ep) = ("6a".repeat(32), "e6".repeat(32));
+    let pool = plugin_call(
+        &h,
+        "IpamDriver.RequestPool",
+        &json!({"AddressSpace": "vswitch", "Pool": "fd00:234::/64", "V6": true}),
+    );
+    let pool_id = pool["PoolID"].as_str().unwrap();
+    let gw = json!({"RequestAddressType": "com.docker.network.gateway"});
+    let g = plugin_call(
+        &h,
+        "IpamDriver.RequestAddress",
+        &json!({"PoolID": pool_id, "Address": "", "Options": gw}),
+    );
+    assert_eq!(g["Address"], "fd00:234::1/64");
+    plugin_call(
+        &h,
+        "NetworkDriver.CreateNetwork",
+        &json!({"NetworkID": net, "Options": {"com.docker.network.enable_ipv6": true},
+                "IPv4Data": [], "IPv6Data": [{"AddressSpace": "vswitch",
+                "Pool": "fd00:234::/64", "Gateway": "fd00:234::1/64"}]}),
+    );
+    let a = plugin_call(
+        &h,
+        "IpamDriver.RequestAddress",
+        &json!({"PoolID": pool_id, "Address": "", "Options": null}),
+    );
+    let addr = a["Address"].as_str().unwrap().to_string();
+    assert_eq!(addr, "fd00:234::2/64");
+    let e = plugin_call(
+        &h,
+        "NetworkDriver.CreateEndpoint",
+        &json!({"NetworkID": net, "EndpointID": ep,
+                "Interface": {"Address": "", "AddressIPv6": addr, "MacAddress": ""}}),
+    );
+    assert_eq!(e["Interface"]["MacAddress"], "02:42:00:00:00:02");
+    let ctr = Netns::new("v6o");
+    let hold = ctr.spawn("exec sleep 100000");
+    let j = plugin_call(
+        &h,
+        "NetworkDriver.Join",
+        &json!({"NetworkID": net, "EndpointID": ep,
+                "SandboxKey": format!("/proc/{}/ns/net", hold.pid())}),
+    );
+    assert_eq!(j["GatewayIPv6"], "fd00:234::1", "{j}");
+    assert!(j.get("Gateway").is_none(), "{j}");
+    let tap = j["InterfaceName"]["SrcName"].as_str().unwrap();
+    // What Docker does with it.
+    h.host
+        .must(&format!("ip link set {tap} netns {}", hold.pid()));
+    ctr.must(&format!(
+        "ip link set {tap} name eth0 && ip -6 addr add {addr} dev eth0 nodad \
+         && ip link set eth0 up && ip -6 route add default via fd00:234::1"
+    ));
+    let ping = || ctr.sh("ping -6 -c 1 -W 1 fd00:234::1").status.success();
+    assert!(
+        eventually(Duration::from_secs(10), ping),
+        "no answer over IPv6"
+    );
+    let v = vswitch_network(&h, &format!("docker-{}", &net[..12]));
+    assert_eq!(v["EnableIPv4"], false, "{v}");
+    assert_eq!(v["EnableIPv6"], true, "{v}");
+    let ports = h.ports();
+    assert_eq!(ports[0]["ip6"], "fd00:234::2", "{ports:?}");
+    assert!(ports[0]["ip"].is_null(), "{ports:?}");
+    // Docker's way out: Leave, DeleteEndpoint, DeleteNetwork.
+    let r = json!({"NetworkID": net, "EndpointID": ep});
+    plugin_call(&h, "NetworkDriver.Leave", &r);
+    plugin_call(&h, "NetworkDriver.DeleteEndpoint", &r);
+    plugin_call(
+        &h,
+        "NetworkDriver.DeleteNetwork",
+        &json!({"NetworkID": net}),
+    );
+    assert!(h.ports().is_empty(), "{:?}", h.ports());
+}
