@@ -777,6 +777,15 @@ fn dual_stack_networks_through_the_plugin() {
     let v = vswitch_network(&h, &front_name(&h, "dual"));
     assert_eq!(v["EnableIPv6"], true, "{v}");
     assert_eq!(v["Options"]["vswitch.slaac"], "false", "{v}");
+    // -p on a dual-stack network: the host's IPv6 loopback reaches it too. (A loopback
+    // client appears as the gateway; the gateway passes the container's IPv6 answers
+    // on only where GATEWAY:PORT leads to the host, which needs the host's main
+    // address, as a host has one.)
+    h.host.must("ip addr add 198.18.33.1/32 dev lo");
+    h.run("web6", "dual", &["--rm", "-p", "8086:80"], &HTTPD);
+    assert_eq!(h.curl_retry(8086).trim(), PAGE);
+    let curl6 = h.host.must("curl -s -m 3 -g http://[::1]:8086/");
+    assert_eq!(curl6.trim(), PAGE);
     // An IPv6 subnet vswitch picks (a /64 of its unique local /48).
     h.network("auto6", &["--ipv6"]);
     h.run("gamma", "auto6", &["--rm"], &[]);
@@ -801,7 +810,9 @@ fn dual_stack_networks_through_the_plugin() {
     let d6 = net_field(&h, "delta", "plain6", "GlobalIPv6Address");
     assert!(d6.starts_with("fd00:233::"), "{d6}");
     // Gone with the containers: no port, no address held.
-    h.ok(&["rm", "-f", "alpha", "beta", "gamma", "delta", "epsilon"]);
+    h.ok(&[
+        "rm", "-f", "alpha", "beta", "web6", "gamma", "delta", "epsilon",
+    ]);
     assert!(h.ports().is_empty(), "{:?}", h.ports());
     h.ok(&["network", "rm", "dual", "auto6", "plain6"]);
 }
