@@ -726,7 +726,7 @@ fn net_field(h: &DockerHost, c: &str, network: &str, field: &str) -> String {
 #[test]
 #[ignore = "needs root, dockerd and tools: `bash scripts/test` runs it"]
 fn dual_stack_networks_through_the_plugin() {
-    let h = DockerHost::start();
+    let mut h = DockerHost::start();
     // vswitch's IPAM: both subnets given, then the IPv6 one picked by vswitch.
     h.network(
         "dual",
@@ -786,6 +786,22 @@ fn dual_stack_networks_through_the_plugin() {
     assert_eq!(h.curl_retry(8086).trim(), PAGE);
     let curl6 = h.host.must("curl -s -m 3 -g http://[::1]:8086/");
     assert_eq!(curl6.trim(), PAGE);
+    // The vswitch daemon crashes and comes back: every IPv6 address is kept.
+    let before = h.ports();
+    h.daemon.kill9();
+    h.launch_daemon();
+    h.exec_retry("alpha", "ping -6 -c 1 -W 2 beta");
+    let again = h.ports();
+    let ip6s = |p: &[Value]| {
+        let mut v: Vec<String> = p.iter().map(|p| p["ip6"].to_string()).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(ip6s(&again), ip6s(&before), "{again:?}");
+    let back6 = h
+        .host
+        .must("curl -s -m 3 --retry 5 --retry-all-errors -g http://[::1]:8086/");
+    assert_eq!(back6.trim(), PAGE);
     // An IPv6 subnet vswitch picks (a /64 of its unique local /48).
     h.network("auto6", &["--ipv6"]);
     h.run("gamma", "auto6", &["--rm"], &[]);
