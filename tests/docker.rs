@@ -738,6 +738,16 @@ fn dual_stack_networks_through_the_plugin() {
             "fd00:232::/64",
         ],
     );
+    // An IPv6 subnet that overlaps it: refused in one line, by either IPAM.
+    let v6 = ["--ipv6", "--subnet", "fd00:232::/80", "--subnet"];
+    let e = create_fails(
+        &h,
+        "clash6",
+        &[&["--ipam-driver", "vswitch"][..], &v6, &["10.240.0.0/24"]].concat(),
+    );
+    assert!(e.contains("overlaps") && e.contains("fd00:232::/64"), "{e}");
+    let e = create_fails(&h, "clash6d", &[&v6[..], &["10.241.0.0/24"]].concat());
+    assert!(e.contains("overlaps") && e.contains("fd00:232::/64"), "{e}");
     h.run("alpha", "dual", &["--rm"], &[]);
     h.run("beta", "dual", &["--rm", "--ip6", "fd00:232::99"], &[]);
     // By name over IPv6 (Docker's resolver answers AAAA), both ways.
