@@ -127,8 +127,18 @@ impl Plugin {
         }
         let mut c = self.client()?;
         let rows = networks(&mut c)?;
+        let ula = if r.v6 && r.pool.is_empty() {
+            Some(c.request::<crate::api::Ula>(Request::Ula)?.ula)
+        } else {
+            None
+        };
+        // Held from the choice to the insertion: two pools asked at once differ.
+        let mut held = self.held();
         let pool = if r.pool.is_empty() {
-            self.free_pool(&mut c, &rows, r.v6)?
+            let taken: Vec<Subnet> = (held.pools.keys())
+                .filter_map(|s| Subnet::parse(s).ok())
+                .collect();
+            free_pool(&rows, &taken, ula)?
         } else {
             let want = Subnet::parse(&r.pool)?;
             if matches!(want, Subnet::V6(_)) != r.v6 {
@@ -144,16 +154,12 @@ impl Plugin {
             }
             want
         };
-        let range = match r.sub_pool.as_str() {
-            "" => None,
-            s => Some(s.to_string()),
-        };
-        let mut held = self.held();
         if held.pools.len() >= MAX_PENDING {
             return Err(refuse(format!(
                 "{MAX_PENDING} pools are waiting for their networks already"
             )));
         }
+        let range = Some(r.sub_pool).filter(|s| !s.is_empty());
         held.pools.insert(pool.to_string(), range);
         let gateway = format!("{}/{}", pool.gateway(), pool.prefix_len());
         Ok(json!({
@@ -161,47 +167,6 @@ impl Plugin {
             "Pool": pool.to_string(),
             "Data": {GATEWAY_TYPE: gateway},
         }))
-    }
-
-    /// A subnet no vswitch network and no pool held has: from vswitch's default IPv4
-    /// pools, or a /64 of the daemon's unique local /48.
-    fn free_pool(
-        &self,
-        c: &mut Client,
-        rows: &[NetworkRow],
-        v6: bool,
-    ) -> Result<Subnet, DockerError> {
-        let held: Vec<Subnet> = (self.held().pools.keys())
-            .filter_map(|s| Subnet::parse(s).ok())
-            .collect();
-        if v6 {
-            let held6: Vec<Ipv6Cidr> = (held.iter())
-                .filter_map(|s| match s {
-                    Subnet::V6(c) => Some(*c),
-                    Subnet::V4(_) => None,
-                })
-                .collect();
-            let ula: crate::api::Ula = c.request(Request::Ula)?;
-            let base = u128::from(ula.ula.network().addr());
-            let used = |s: &Ipv6Cidr| {
-                rows.iter()
-                    .any(|n| n.subnet6.is_some_and(|o| o.overlaps(s)))
-                    || held6.iter().any(|o| o.overlaps(s))
-            };
-            return (0..=u128::from(u16::MAX))
-                .map(|i| Ipv6Cidr::new(Ipv6Addr::from(base | (i << 64)), 64))
-                .find(|s| !used(s))
-                .map(Subnet::V6)
-                .ok_or_else(|| refuse(format!("every /64 of {} is used: give --subnet", ula.ula)));
-        }
-        let mut used: Vec<Ipv4Cidr> = rows.iter().filter_map(|n| n.subnet).collect();
-        used.extend(held.iter().filter_map(|s| match s {
-            Subnet::V4(c) => Some(*c),
-            Subnet::V6(_) => None,
-        }));
-        crate::state::free_pool(&used)
-            .map(Subnet::V4)
-            .ok_or_else(|| refuse("vswitch's default pools are all used: give --subnet".into()))
     }
 
     pub(super) fn release_pool(&self, r: ReleasePool) -> Result<Value, DockerError> {
@@ -261,6 +226,40 @@ impl Plugin {
     }
 }
 
+/// A subnet no vswitch network and no pool `held` has: with `ula` (an IPv6 pool), the
+/// first free /64 of it; else from vswitch's default IPv4 pools.
+fn free_pool(
+    rows: &[NetworkRow],
+    held: &[Subnet],
+    ula: Option<Ipv6Cidr>,
+) -> Result<Subnet, DockerError> {
+    if let Some(ula) = ula {
+        let used = |s: &Ipv6Cidr| {
+            let held6 = held
+                .iter()
+                .any(|h| matches!(h, Subnet::V6(o) if o.overlaps(s)));
+            held6
+                || rows
+                    .iter()
+                    .any(|n| n.subnet6.is_some_and(|o| o.overlaps(s)))
+        };
+        let base = u128::from(ula.network().addr());
+        return (0..=u128::from(u16::MAX))
+            .map(|i| Ipv6Cidr::new(Ipv6Addr::from(base | (i << 64)), 64))
+            .find(|s| !used(s))
+            .map(Subnet::V6)
+            .ok_or_else(|| refuse(format!("every /64 of {ula} is used: give --subnet")));
+    }
+    let mut used: Vec<Ipv4Cidr> = rows.iter().filter_map(|n| n.subnet).collect();
+    used.extend(held.iter().filter_map(|s| match s {
+        Subnet::V4(c) => Some(*c),
+        Subnet::V6(_) => None,
+    }));
+    crate::state::free_pool(&used)
+        .map(Subnet::V4)
+        .ok_or_else(|| refuse("vswitch's default pools are all used: give --subnet".into()))
+}
+
 /// An address of `network` reserved in the daemon (`want`, else the next free one of
 /// `pool`'s family).
 fn reserve(
@@ -302,5 +301,18 @@ mod tests {
         assert!(v6.usable("fd00:1::2".parse().unwrap()).is_ok());
         assert!(v6.usable("fd00:1::".parse().unwrap()).is_err());
         assert_eq!(v6.gateway().to_string(), "fd00:1::1");
+    }
+
+    #[test]
+    fn free_pools_skip_networks_and_held_pools() {
+        let ula: Ipv6Cidr = "fd12:3456:789a::/48".parse().unwrap();
+        let held = [Subnet::parse("fd12:3456:789a::/64").unwrap()];
+        let p = free_pool(&[], &held, Some(ula)).unwrap();
+        assert_eq!(p.to_string(), "fd12:3456:789a:1::/64");
+        let held = [Subnet::parse("172.18.0.0/16").unwrap()];
+        assert_eq!(
+            free_pool(&[], &held, None).unwrap().to_string(),
+            "172.19.0.0/16"
+        );
     }
 }
