@@ -74,7 +74,8 @@ pub struct AttachReq {
     /// and configures it there (Docker's `Join`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub create_in: Option<String>,
-    /// `ip` may be an address reserved with `address_reserve`: the endpoint takes it.
+    /// `ip` and `ip6` may be addresses reserved with `address_reserve`: the endpoint
+    /// takes them.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub claim: bool,
     /// The container's DNS settings (`dns`, `dns_search`, `dns_option`, `hostname`,

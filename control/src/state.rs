@@ -593,7 +593,8 @@ pub struct EndpointSpec {
     pub trunk: Vec<u16>,
     pub port_security: bool,
     pub ifname: Option<String>,
-    /// `ip` may be one reserved with `address_reserve`: the endpoint takes it.
+    /// `ip` and `ip6` may be ones reserved with `address_reserve`: the endpoint takes
+    /// them.
     pub claim: bool,
     /// Bandwidth limits of the port.
     pub limits: crate::limit::PortLimits,
