@@ -835,6 +835,27 @@ fn dual_stack_networks_through_the_plugin() {
     h.exec_retry("delta", "ping -6 -c 1 -W 2 epsilon");
     let d6 = net_field(&h, "delta", "plain6", "GlobalIPv6Address");
     assert!(d6.starts_with("fd00:233::"), "{d6}");
+    // network connect --ip6 live, and disconnect.
+    h.ok(&[
+        "network",
+        "connect",
+        "--ip6",
+        "fd00:233::88",
+        "plain6",
+        "alpha",
+    ]);
+    assert_eq!(
+        net_field(&h, "alpha", "plain6", "GlobalIPv6Address"),
+        "fd00:233::88"
+    );
+    h.exec_retry("alpha", "ping -6 -c 1 -W 2 delta");
+    h.exec_retry("delta", "ping -6 -c 1 -W 2 fd00:233::88");
+    h.ok(&["network", "disconnect", "plain6", "alpha"]);
+    let gone = h.exec("delta", "ping -6 -c 1 -W 2 fd00:233::88");
+    assert!(
+        !gone.status.success(),
+        "disconnect left the address answering"
+    );
     // Gone with the containers: no port, no address held.
     h.ok(&[
         "rm", "-f", "alpha", "beta", "web6", "gamma", "delta", "epsilon",
