@@ -174,8 +174,10 @@ fn docker_session_runs_as_written() {
     require_root();
     require(&["dockerd", "curl", "unshare", "ip", "tar"]);
     // The docker.io CLI: another `docker` on PATH may speak a newer API only.
+    // The dual-stack session continues the first one.
+    let session = block_after("<!-- session: docker ") + &block_after("<!-- session: docker-dual");
     let out = run_session(
-        &block_after("<!-- session: docker"),
+        &session,
         DOCKER_HARNESS,
         &[],
         (
@@ -192,6 +194,9 @@ fn docker_session_runs_as_written() {
         ls[0].contains("8080->80/tcp") && ls[0].contains("handoff"),
         "{out}"
     );
+    // Dual stack: Docker shows the asked IPv6 address; web answers ping over IPv6.
+    assert!(out.lines().any(|l| l.trim() == "fd00:89:11::80"), "{out}");
+    assert!(out.contains("from fd00:89:11::80"), "{out}");
 }
 
 /// Runs the plugin as a runtime does.

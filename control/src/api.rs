@@ -74,7 +74,8 @@ pub struct AttachReq {
     /// and configures it there (Docker's `Join`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub create_in: Option<String>,
-    /// `ip` may be an address reserved with `address_reserve`: the endpoint takes it.
+    /// `ip` and `ip6` may be addresses reserved with `address_reserve`: the endpoint
+    /// takes them.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub claim: bool,
     /// The container's DNS settings (`dns`, `dns_search`, `dns_option`, `hostname`,
@@ -199,16 +200,23 @@ pub enum Request {
         name: String,
     },
     /// Holds an address of a network for an engine's IPAM (Docker's `RequestAddress`):
-    /// `ip`, else the next free one; no endpoint gets it unless its `attach` claims it.
+    /// `ip`, else the next free one (IPv6 with `ipv6`); no endpoint gets it unless its
+    /// `attach` claims it.
     AddressReserve {
         network: String,
         #[serde(default)]
-        ip: Option<Ipv4Addr>,
+        ip: Option<std::net::IpAddr>,
+        /// With no `ip`: an IPv6 address.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        ipv6: bool,
     },
+    /// The daemon's unique local IPv6 /48 (made now if it has none): where an engine's
+    /// IPAM takes IPv6 subnets from when none is given.
+    Ula,
     /// Gives a reservation back (an endpoint's address is never touched).
     AddressRelease {
         network: String,
-        ip: Ipv4Addr,
+        ip: std::net::IpAddr,
     },
     Capture {
         port: String,
@@ -339,6 +347,7 @@ mod tests {
             "capture" => same_as::<Capturing>(data),
             "address_reserve" => same_as::<AddressReserved>(data),
             "address_release" => same_as::<AddressReleased>(data),
+            "ula" => same_as::<Ula>(data),
             "limit" => same_as::<LimitInfo>(data),
             other => Err(format!("no reply type for {other:?}")),
         }
@@ -419,6 +428,7 @@ mod tests {
             "capture",
             "address_reserve",
             "address_release",
+            "ula",
         ] {
             assert!(
                 doc.contains(&format!("| `{cmd}` |")),

@@ -79,6 +79,13 @@ pub struct Network {
     /// them or they are released; never given to anyone else.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reserved: Vec<Ipv4Addr>,
+    /// The IPv6 addresses held the same way.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reserved6: Vec<Ipv6Addr>,
+    /// Router advertisements do not let hosts form addresses (SLAAC): the engine
+    /// configures them (Docker).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_slaac: bool,
     /// The network's own upstream resolvers (`--dns`), instead of the daemon's.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dns_servers: Vec<SocketAddr>,
@@ -566,6 +573,10 @@ pub struct NetworkSpec {
     /// The network's upstream resolvers, `IP[:PORT]` (`--dns`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dns: Vec<String>,
+    /// Router advertisements without the autonomous flag: the engine configures the
+    /// containers' IPv6 addresses (Docker), so SLAAC must not add a second one.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_slaac: bool,
     /// Search domains (`--dns-search`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dns_search: Vec<String>,
@@ -582,7 +593,8 @@ pub struct EndpointSpec {
     pub trunk: Vec<u16>,
     pub port_security: bool,
     pub ifname: Option<String>,
-    /// `ip` may be one reserved with `address_reserve`: the endpoint takes it.
+    /// `ip` and `ip6` may be ones reserved with `address_reserve`: the endpoint takes
+    /// them.
     pub claim: bool,
     /// Bandwidth limits of the port.
     pub limits: crate::limit::PortLimits,
@@ -688,7 +700,7 @@ impl State {
         let mut given: Vec<(String, usize, Ipv6Addr)> = Vec::new();
         for (c, i, e) in self.endpoint_slots(DEFAULT_NETWORK) {
             let taken = |a: Ipv6Addr| given.iter().any(|g| g.2 == a);
-            let ip6 = self.pick_ip6_avoiding(&net, e.mac, None, &taken)?;
+            let ip6 = self.pick_ip6_avoiding(&net, Some(e.mac), None, &taken)?;
             given.push((c, i, ip6));
         }
         for (c, i, ip6) in given {
@@ -795,6 +807,8 @@ impl State {
             host_loopback: spec.host_loopback,
             created: now_secs(),
             reserved: Vec::new(),
+            reserved6: Vec::new(),
+            no_slaac: spec.no_slaac,
             dns_servers,
             dns_search: dnsopts::parse_search(&spec.dns_search)?,
         })
@@ -1113,11 +1127,13 @@ impl State {
     /// with --ip6); None on a network without IPv6. The policy, so that SLAAC and
     /// DHCPv6 agree with IPAM: on a /64, the EUI-64 address of the MAC (what SLAAC
     /// forms); on other prefixes, or when that address is taken, the lowest free one.
+    /// Reservations (`address_reserve`) are taken, but for `want` with `claim`.
     fn pick_ip6(
         &self,
         net: &Network,
         mac: MacAddr,
         want: Option<Ipv6Addr>,
+        claim: bool,
     ) -> Result<Option<Ipv6Addr>, StateError> {
         let Some(_) = net.ipv6 else {
             return match want {
@@ -1125,15 +1141,17 @@ impl State {
                 None => Ok(None),
             };
         };
-        self.pick_ip6_avoiding(net, mac, want, &|_| false).map(Some)
+        let held = |ip: Ipv6Addr| net.reserved6.contains(&ip) && !(claim && want == Some(ip));
+        self.pick_ip6_avoiding(net, Some(mac), want, &held)
+            .map(Some)
     }
 
     /// As [`State::pick_ip6`] for a network with IPv6, also avoiding what `also`
-    /// says is taken.
+    /// says is taken; without a MAC, the lowest free address.
     fn pick_ip6_avoiding(
         &self,
         net: &Network,
-        mac: MacAddr,
+        mac: Option<MacAddr>,
         want: Option<Ipv6Addr>,
         also: &dyn Fn(Ipv6Addr) -> bool,
     ) -> Result<Ipv6Addr, StateError> {
@@ -1160,7 +1178,7 @@ impl State {
             }
             return Ok(ip);
         }
-        if subnet.prefix_len() == 64 {
+        if let Some(mac) = mac.filter(|_| subnet.prefix_len() == 64) {
             let ip = dataplane::wire::ipv6::with_eui64(subnet.network().addr(), mac);
             if !reserved(ip) && !taken(ip) {
                 return Ok(ip);
@@ -1193,6 +1211,40 @@ impl State {
             }
         }
         last
+    }
+
+    /// Holds an IPv6 address of `network` for an engine's IPAM (`want`, else the lowest
+    /// free one: the engine knows no MAC yet) until an endpoint claims it or
+    /// [`State::release6`] gives it back.
+    pub fn reserve6(
+        &mut self,
+        network: &str,
+        want: Option<Ipv6Addr>,
+    ) -> Result<Ipv6Addr, StateError> {
+        let net = self
+            .networks
+            .get(network)
+            .ok_or_else(|| StateError::NoNetwork(network.to_string()))?;
+        if net.ipv6.is_none() {
+            return Err(StateError::NoIpv6(network.to_string()));
+        }
+        let held = |ip: Ipv6Addr| net.reserved6.contains(&ip);
+        let ip = self.pick_ip6_avoiding(net, None, want, &held)?;
+        if let Some(n) = self.networks.get_mut(network) {
+            n.reserved6.push(ip);
+        }
+        Ok(ip)
+    }
+
+    /// Gives an IPv6 reservation back; false when `ip` was not reserved.
+    pub fn release6(&mut self, network: &str, ip: Ipv6Addr) -> Result<bool, StateError> {
+        let n = self
+            .networks
+            .get_mut(network)
+            .ok_or_else(|| StateError::NoNetwork(network.to_string()))?;
+        let before = n.reserved6.len();
+        n.reserved6.retain(|r| *r != ip);
+        Ok(n.reserved6.len() != before)
     }
 
     /// Holds an address of `network` for an engine's IPAM (`want`, else the next free
@@ -1232,6 +1284,7 @@ impl State {
         for e in eps {
             if let Some(n) = self.networks.get_mut(&e.network) {
                 n.reserved.retain(|r| Some(*r) != e.ip);
+                n.reserved6.retain(|r| Some(*r) != e.ip6);
             }
         }
     }
@@ -1260,7 +1313,7 @@ impl State {
         if let Some((c, _)) = self.endpoints_on(&net.name).find(|(_, e)| e.mac == mac) {
             return Err(StateError::MacTaken(mac, c.name.clone()));
         }
-        let ip6 = self.pick_ip6(net, mac, spec.ip6)?;
+        let ip6 = self.pick_ip6(net, mac, spec.ip6, spec.claim)?;
         for v in &spec.trunk {
             if !(1..=4094).contains(v) {
                 return Err(StateError::BadVlan(u32::from(*v)));

@@ -50,6 +50,10 @@ pub enum Inconsistency {
     BadReservation(String, Ipv4Addr),
     #[error("network {0:?}: address {1} is both reserved and container {2:?}'s")]
     ReservedInUse(String, Ipv4Addr, String),
+    #[error("network {0:?}: reserved address {1} is not a usable address of it, or reserved twice")]
+    BadReservation6(String, std::net::Ipv6Addr),
+    #[error("network {0:?}: address {1} is both reserved and container {2:?}'s")]
+    Reserved6InUse(String, std::net::Ipv6Addr, String),
     #[error("container {0:?} has no endpoint")]
     NoEndpoint(String),
     #[error("container {0:?} is on network {1:?}, which does not exist")]
@@ -233,6 +237,22 @@ fn check_network(key: &str, n: &Network) -> Result<(), Inconsistency> {
             return Err(Inconsistency::BadReservation(n.name.clone(), *r));
         }
     }
+    check_reservations6(n)
+}
+
+/// The IPv6 reservations: usable addresses of the network's prefix, each once.
+fn check_reservations6(n: &Network) -> Result<(), Inconsistency> {
+    for (i, r) in n.reserved6.iter().enumerate() {
+        let unusable = match n.ipv6 {
+            Some(v6) => {
+                !v6.subnet.contains(*r) || [v6.subnet.network().addr(), v6.gateway].contains(r)
+            }
+            None => true,
+        };
+        if unusable || n.reserved6.iter().skip(i + 1).any(|o| o == r) {
+            return Err(Inconsistency::BadReservation6(n.name.clone(), *r));
+        }
+    }
     Ok(())
 }
 
@@ -371,6 +391,17 @@ fn check_unique_endpoints(s: &State) -> Result<(), Inconsistency> {
                     .is_some_and(|n| n.reserved.contains(&ip))
             {
                 return Err(Inconsistency::ReservedInUse(net.into(), ip, c.name.clone()));
+            }
+            if let Some(ip) = e.ip6
+                && s.networks
+                    .get(net)
+                    .is_some_and(|n| n.reserved6.contains(&ip))
+            {
+                return Err(Inconsistency::Reserved6InUse(
+                    net.into(),
+                    ip,
+                    c.name.clone(),
+                ));
             }
             let addrs = [e.ip.map(IpAddr::V4), e.ip6.map(IpAddr::V6)];
             for ip in addrs.into_iter().flatten() {

@@ -44,6 +44,7 @@ pub enum Reply {
     Capturing(Capturing),
     AddressReserved(AddressReserved),
     AddressReleased(AddressReleased),
+    Ula(Ula),
     NetworkPruned(NetworkPruned),
     /// `limit`.
     Limits(LimitInfo),
@@ -248,6 +249,14 @@ pub struct NetworkOptions {
         skip_serializing_if = "Option::is_none"
     )]
     pub dns_search: Option<String>,
+    /// `false` when router advertisements let no host form its address (the engine
+    /// configures them: Docker's networks); absent otherwise.
+    #[serde(
+        rename = "vswitch.slaac",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub slaac: Option<String>,
 }
 
 /// One row of `network_ls`.
@@ -415,16 +424,23 @@ pub struct Flushed {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct AddressReserved {
     pub network: String,
-    pub ip: Ipv4Addr,
+    pub ip: std::net::IpAddr,
     pub prefix: u8,
-    pub gateway: Ipv4Addr,
+    pub gateway: std::net::IpAddr,
+}
+
+/// `ula`: the daemon's unique local IPv6 prefix (RFC 4193).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Ula {
+    #[serde(with = "crate::net::cidr")]
+    pub ula: Ipv6Cidr,
 }
 
 /// `address_release`: whether a reservation was given back.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct AddressReleased {
     pub network: String,
-    pub ip: Ipv4Addr,
+    pub ip: std::net::IpAddr,
     pub released: bool,
 }
 

@@ -1,6 +1,7 @@
 //! Request handling: one control request to one [`Reply`], or the refusal.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -108,40 +109,67 @@ impl Daemon {
                 limits,
                 clear,
             } => Reply::Limits(self.limit(&port, &limits, clear)?),
-            Request::AddressReserve { network, ip } => self.address_reserve(&network, ip)?,
+            Request::AddressReserve { network, ip, ipv6 } => {
+                self.address_reserve(&network, ip, ipv6)?
+            }
             Request::AddressRelease { network, ip } => self.address_release(&network, ip)?,
+            Request::Ula => Reply::Ula(self.ula()?),
         })
     }
 
     fn address_reserve(
         &mut self,
         network: &str,
-        want: Option<std::net::Ipv4Addr>,
+        want: Option<IpAddr>,
+        ipv6: bool,
     ) -> Result<Reply, DaemonError> {
         let mut next = self.state.clone();
-        let ip = next.reserve(network, want)?;
+        let ip = match want {
+            Some(IpAddr::V4(a)) => IpAddr::V4(next.reserve(network, Some(a))?),
+            Some(IpAddr::V6(a)) => IpAddr::V6(next.reserve6(network, Some(a))?),
+            None if ipv6 => IpAddr::V6(next.reserve6(network, None)?),
+            None => IpAddr::V4(next.reserve(network, None)?),
+        };
         let n = next
             .networks
             .get(network)
             .ok_or_else(|| StateError::NoNetwork(network.to_string()))?;
+        let (prefix, gateway) = match (ip, n.ipv6) {
+            (IpAddr::V6(_), Some(v6)) => (v6.subnet.prefix_len(), IpAddr::V6(v6.gateway)),
+            _ => (
+                n.subnet.map_or(32, |s| s.prefix_len()),
+                IpAddr::V4(n.gateway.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED)),
+            ),
+        };
         let reply = AddressReserved {
             network: network.to_string(),
             ip,
-            prefix: n.subnet.map_or(32, |s| s.prefix_len()),
-            gateway: n.gateway.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED),
+            prefix,
+            gateway,
         };
         self.save(&next)?;
         self.state = next;
         Ok(Reply::AddressReserved(reply))
     }
 
-    fn address_release(
-        &mut self,
-        network: &str,
-        ip: std::net::Ipv4Addr,
-    ) -> Result<Reply, DaemonError> {
+    /// The unique local /48, generated and saved the first time it is asked for.
+    fn ula(&mut self) -> Result<crate::api::Ula, DaemonError> {
+        if let Some(ula) = self.state.ula {
+            return Ok(crate::api::Ula { ula });
+        }
         let mut next = self.state.clone();
-        let released = next.release(network, ip)?;
+        let ula = next.ensure_ula();
+        self.save(&next)?;
+        self.state = next;
+        Ok(crate::api::Ula { ula })
+    }
+
+    fn address_release(&mut self, network: &str, ip: IpAddr) -> Result<Reply, DaemonError> {
+        let mut next = self.state.clone();
+        let released = match ip {
+            IpAddr::V4(a) => next.release(network, a)?,
+            IpAddr::V6(a) => next.release6(network, a)?,
+        };
         if released {
             self.save(&next)?;
             self.state = next;

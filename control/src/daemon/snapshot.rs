@@ -347,6 +347,7 @@ fn net_service(n: &Network) -> NetConfig {
         internal: n.internal,
         masquerade: n.masquerade,
         host_loopback: n.host_loopback,
+        slaac: !n.no_slaac,
         dns: match n.dns {
             DnsMode::Names => NetDns::Names,
             DnsMode::ForwardOnly => NetDns::ForwardOnly,

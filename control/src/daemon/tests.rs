@@ -480,6 +480,7 @@ fn reservations_hold_addresses_until_an_endpoint_claims_them() {
         Request::AddressReserve {
             network: "front".into(),
             ip: None,
+            ipv6: false,
         },
     );
     assert_eq!((&r["ip"], &r["prefix"]), (&"10.9.0.2".into(), &24.into()));
@@ -515,6 +516,7 @@ fn reservations_hold_addresses_until_an_endpoint_claims_them() {
         Request::AddressReserve {
             network: "front".into(),
             ip: Some("10.9.0.9".parse().unwrap()),
+            ipv6: false,
         },
     );
     let rel9 = Request::AddressRelease {

@@ -131,6 +131,7 @@ fn network_options(n: &Network) -> NetworkOptions {
         vlan: n.vlan.map(|v| v.to_string()),
         dns_servers: join_nonempty(n.dns_servers.iter().map(|a| a.to_string())),
         dns_search: join_nonempty(n.dns_search.iter().cloned()),
+        slaac: (n.ipv6.is_some() && n.no_slaac).then(|| "false".into()),
     }
 }
 

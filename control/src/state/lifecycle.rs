@@ -76,7 +76,9 @@ impl State {
     /// reservations), never the default one.
     pub fn prunable(&self) -> Vec<String> {
         (self.networks.values())
-            .filter(|n| n.name != DEFAULT_NETWORK && n.reserved.is_empty())
+            .filter(|n| {
+                n.name != DEFAULT_NETWORK && n.reserved.is_empty() && n.reserved6.is_empty()
+            })
             .filter(|n| self.endpoints_on(&n.name).next().is_none())
             .map(|n| n.name.clone())
             .collect()

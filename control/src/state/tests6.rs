@@ -238,3 +238,45 @@ fn a_loaded_state_is_checked_per_family() {
     let e = crate::state_check::check(&bad).unwrap_err().to_string();
     assert!(e.contains("neither IPv4"), "{e}");
 }
+
+#[test]
+fn ipv6_reservations_are_held_until_claimed_or_released() {
+    let mut s = State::new(None, None).unwrap();
+    s.create_network(&dual("d", Some("fd00:7::/64"))).unwrap();
+    // No MAC yet (an engine's IPAM): the lowest free address, then the next.
+    let a = s.reserve6("d", None).unwrap();
+    assert_eq!(a, "fd00:7::2".parse::<Ipv6Addr>().unwrap());
+    assert_eq!(s.reserve6("d", None).unwrap().to_string(), "fd00:7::3");
+    assert!(matches!(
+        s.reserve6("d", Some(a)).unwrap_err(),
+        StateError::Ip6Taken(..)
+    ));
+    // Nobody else gets it; the endpoint that claims it takes it.
+    let want = EndpointSpec {
+        ip6: Some(a),
+        ..ep("d")
+    };
+    assert!(s.check_attach("x", &ns("/x"), &want).is_err());
+    let c = s
+        .check_attach(
+            "dock",
+            &ns("/d"),
+            &EndpointSpec {
+                claim: true,
+                ..want
+            },
+        )
+        .unwrap();
+    s.attach(c);
+    assert_eq!(s.networks["d"].reserved6.len(), 1);
+    assert!(
+        !s.release6("d", a).unwrap(),
+        "an endpoint's address is kept"
+    );
+    assert!(s.release6("d", "fd00:7::3".parse().unwrap()).unwrap());
+    assert!(s.networks["d"].reserved6.is_empty());
+    assert!(matches!(
+        s.reserve6("bridge", None).unwrap_err(),
+        StateError::NoIpv6(_)
+    ));
+}

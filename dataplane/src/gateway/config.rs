@@ -43,6 +43,10 @@ pub struct NetConfig {
     pub dns: NetDns,
     /// GATEWAY:PORT reaches the host's loopback (else the host's main address).
     pub host_loopback: bool,
+    /// Router advertisements let hosts form their IPv6 address (SLAAC, on a /64);
+    /// off where the engine configures the address itself (Docker), so that a host
+    /// does not take a second address beside it.
+    pub slaac: bool,
 }
 
 impl NetConfig {

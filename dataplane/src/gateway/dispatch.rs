@@ -591,6 +591,7 @@ fn responder_view6(n: &super::NetConfig) -> Option<GatewayNet6> {
         dns: n.dns != NetDns::Off,
         router: !n.internal,
         lease_secs: DHCP_LEASE_SECS,
+        autonomous: n.slaac,
     })
 }
 
@@ -650,6 +651,7 @@ mod tests {
                 masquerade: true,
                 dns: NetDns::Off,
                 host_loopback: false,
+                slaac: true,
             })],
             leases,
             ..GatewayConfig::default()

@@ -97,6 +97,8 @@ pub struct GatewayNet6 {
     /// The gateway is a default router (not on an internal network).
     pub router: bool,
     pub lease_secs: u32,
+    /// The network lets hosts form their address by SLAAC ([`super::NetConfig::slaac`]).
+    pub autonomous: bool,
 }
 
 impl GatewayNet6 {
@@ -106,9 +108,10 @@ impl GatewayNet6 {
     }
 
     /// Whether hosts form their address from the prefix by SLAAC: a /64 (RFC 4862),
-    /// where IPAM's address is the same EUI-64 address.
+    /// where IPAM's address is the same EUI-64 address, on a network whose engine
+    /// does not configure addresses itself.
     pub fn slaac(&self) -> bool {
-        self.subnet.prefix_len() == 64
+        self.autonomous && self.subnet.prefix_len() == 64
     }
 }
 

@@ -202,6 +202,7 @@ pub(crate) mod tests {
             dns: true,
             router: true,
             lease_secs: 3600,
+            autonomous: true,
         }
     }
 
@@ -313,6 +314,19 @@ pub(crate) mod tests {
         assert_eq!(ra.router_lifetime(), 0);
         let opts: Vec<_> = ra.options().map(|o| o.unwrap().0).collect();
         assert!(!opts.contains(&NdpOption::RDNSS));
+        let p = ra.options().next().unwrap().unwrap();
+        assert_eq!(PrefixInfo::parse(p.1).unwrap().flags, ndp::PREFIX_ON_LINK);
+        // A /64 whose engine configures the addresses (Docker): no SLAAC either.
+        let mut n = net();
+        n.autonomous = false;
+        let mut out = Vec::new();
+        assert!(router_advert(
+            &n,
+            (multicast_mac(&ALL_NODES), ALL_NODES),
+            &mut out
+        ));
+        let (_, m) = icmp_of(&out);
+        let ra = NdpMessage::new_checked(m).unwrap();
         let p = ra.options().next().unwrap().unwrap();
         assert_eq!(PrefixInfo::parse(p.1).unwrap().flags, ndp::PREFIX_ON_LINK);
     }

@@ -29,6 +29,7 @@ impl Gateway {
             dns: false,
             router: false,
             lease_secs: 0,
+            autonomous: false,
         };
         Some((v6, net))
     }

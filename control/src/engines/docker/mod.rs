@@ -89,7 +89,8 @@ impl DockerError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Pending {
     network: String,
-    ip: Ipv4Addr,
+    ip: Option<Ipv4Addr>,
+    ip6: Option<std::net::Ipv6Addr>,
     mac: MacAddr,
 }
 

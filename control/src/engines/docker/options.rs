@@ -17,6 +17,8 @@ pub const INTERNAL: &str = "com.docker.network.internal";
 pub const ENABLE_IPV6: &str = "com.docker.network.enable_ipv6";
 /// A container's `-p`/`-P` bindings.
 pub const PORTMAP: &str = "com.docker.network.portmap";
+/// A container's exposed ports.
+pub const EXPOSED: &str = "com.docker.network.endpoint.exposedports";
 
 /// The `vswitch.*` options `docker network create -d vswitch -o` takes; any other
 /// `vswitch.` key is refused (a typo must not pass silently). Docker's own bridge
@@ -72,24 +74,60 @@ pub fn addr_of(cidr: &str) -> Result<std::net::Ipv4Addr, DockerError> {
         .map_err(|_| refuse(format!("{cidr:?} is not an IPv4 address")))
 }
 
+/// The address of a CIDR, either family (`fd00:1::2/64` -> `fd00:1::2`).
+pub fn ip_of(cidr: &str) -> Result<std::net::IpAddr, DockerError> {
+    let a = cidr.split('/').next().unwrap_or_default();
+    a.parse()
+        .map_err(|_| refuse(format!("{cidr:?} is not an IP address")))
+}
+
+/// The IPv6 address of a CIDR.
+pub fn addr6_of(cidr: &str) -> Result<std::net::Ipv6Addr, DockerError> {
+    let a = cidr.split('/').next().unwrap_or_default();
+    a.parse()
+        .map_err(|_| refuse(format!("{cidr:?} is not an IPv6 address")))
+}
+
+/// The network's IPv6 (`--ipv6`): the subnet and gateway Docker's IPAM gave, else
+/// (no IPv6 subnet) IPv6 without either, a /64 the daemon picks.
+pub fn with_v6(
+    spec: &mut NetworkSpec,
+    options: &Options,
+    v6: Option<&IpamData>,
+) -> Result<(), DockerError> {
+    spec.ipv6 = flag(options, ENABLE_IPV6) || v6.is_some();
+    if let Some(v6) = v6 {
+        spec.subnet6 = Some(v6.pool.clone());
+        spec.gateway6 = match v6.gateway.as_str() {
+            "" => None,
+            g => Some(addr6_of(g)?),
+        };
+    }
+    Ok(())
+}
+
 /// The vswitch network for Docker network `id`: named by `-o vswitch.name`, else
-/// `docker-` and the id's first 12 digits; its subnet and gateway Docker's IPAM's.
+/// `docker-` and the id's first 12 digits; its subnet and gateway Docker's IPAM's (no
+/// IPv4: an IPv6-only network).
 pub fn network_spec(
     id: &str,
     options: &Options,
-    v4: &IpamData,
+    v4: Option<&IpamData>,
 ) -> Result<NetworkSpec, DockerError> {
     let mut spec = NetworkSpec {
         name: format!("docker-{}", crate::engines::short_id(id)),
-        subnet: Some(v4.pool.clone()),
-        gateway: match v4.gateway.as_str() {
-            "" => None,
-            g => Some(addr_of(g)?),
+        subnet: v4.map(|v| v.pool.clone()),
+        gateway: match v4.map(|v| v.gateway.as_str()) {
+            None | Some("") => None,
+            Some(g) => Some(addr_of(g)?),
         },
+        no_ipv4: v4.is_none(),
         internal: flag(options, INTERNAL),
         id: Some(id.to_string()),
         // Docker's resolver at 127.0.0.11 answers the containers' names.
         dns_forward_only: true,
+        // Docker configures the containers' addresses; SLAAC would add a second one.
+        no_slaac: true,
         ..Default::default()
     };
     for (key, value) in generic(options)? {
@@ -194,7 +232,7 @@ mod tests {
             }
         }));
         let id = "325a698da7829b3bf4dad12a86fc248bd7d7907ea4bba912d8b15adb44651ee6";
-        let s = network_spec(id, &o, &v4("10.77.0.0/24", "10.77.0.1/24")).unwrap();
+        let s = network_spec(id, &o, Some(&v4("10.77.0.0/24", "10.77.0.1/24"))).unwrap();
         assert_eq!(s.name, "docker-325a698da782");
         assert_eq!(s.subnet.as_deref(), Some("10.77.0.0/24"));
         assert_eq!(s.gateway, Some("10.77.0.1".parse().unwrap()));
@@ -203,7 +241,7 @@ mod tests {
         assert_eq!(s.id.as_deref(), Some(id));
         let named = opts(json!({"com.docker.network.generic": {"vswitch.name": "front"}}));
         assert_eq!(
-            network_spec(id, &named, &v4("10.1.0.0/16", ""))
+            network_spec(id, &named, Some(&v4("10.1.0.0/16", "")))
                 .unwrap()
                 .name,
             "front"
@@ -211,11 +249,40 @@ mod tests {
     }
 
     #[test]
+    fn ipv6_comes_with_its_subnet_or_alone() {
+        let v6 = IpamData {
+            pool: "fd00:5::/64".into(),
+            gateway: "fd00:5::fe/64".into(),
+            ..Default::default()
+        };
+        let o = opts(json!({ENABLE_IPV6: true}));
+        let mut s = network_spec("abc", &o, Some(&v4("10.5.0.0/24", ""))).unwrap();
+        with_v6(&mut s, &o, Some(&v6)).unwrap();
+        assert!(s.ipv6 && !s.no_ipv4 && s.no_slaac);
+        assert_eq!(s.subnet6.as_deref(), Some("fd00:5::/64"));
+        assert_eq!(s.gateway6, Some("fd00:5::fe".parse().unwrap()));
+        // IPv6 only (Docker 28's --ipv4=false).
+        let mut s = network_spec("abc", &o, None).unwrap();
+        with_v6(&mut s, &o, Some(&v6)).unwrap();
+        assert!(s.no_ipv4 && s.subnet.is_none() && s.gateway.is_none());
+        // --ipv6 without an IPv6 subnet: the daemon picks one.
+        let mut s = network_spec("abc", &o, Some(&v4("10.5.0.0/24", ""))).unwrap();
+        with_v6(&mut s, &o, None).unwrap();
+        assert!(s.ipv6 && s.subnet6.is_none());
+        assert!(addr6_of("10.0.0.1/24").is_err());
+        assert_eq!(ip_of("fd00::2/64").unwrap().to_string(), "fd00::2");
+    }
+
+    #[test]
     fn typos_and_bad_values_are_refused_by_name() {
         let bad = |g: Value| {
-            network_spec("abc", &opts(json!({ GENERIC: g })), &v4("10.1.0.0/16", ""))
-                .unwrap_err()
-                .to_string()
+            network_spec(
+                "abc",
+                &opts(json!({ GENERIC: g })),
+                Some(&v4("10.1.0.0/16", "")),
+            )
+            .unwrap_err()
+            .to_string()
         };
         assert!(bad(json!({"vswitch.vlna": "5"})).contains("unknown option vswitch.vlna"));
         assert!(bad(json!({"vswitch.vlan": "five"})).contains("not a number"));

@@ -105,6 +105,8 @@ pub struct Joined {
     pub interface_name: InterfaceName,
     #[serde(skip_serializing_if = "String::is_empty")]
     pub gateway: String,
+    #[serde(rename = "GatewayIPv6", skip_serializing_if = "String::is_empty")]
+    pub gateway_ipv6: String,
     pub disable_gateway_service: bool,
 }
 
@@ -225,6 +227,7 @@ mod tests {
                 dst_prefix: "eth".into(),
             },
             gateway: String::new(),
+            gateway_ipv6: String::new(),
             disable_gateway_service: false,
         };
         assert_eq!(

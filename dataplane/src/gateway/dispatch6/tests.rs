@@ -36,6 +36,7 @@ fn gateway(dns: NetDns) -> Gateway {
             masquerade: true,
             dns,
             host_loopback: false,
+            slaac: true,
         })],
         leases,
         names: vec![Some(std::sync::Arc::new(crate::dns::Names::default()))],
