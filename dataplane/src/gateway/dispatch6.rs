@@ -17,6 +17,7 @@ use super::action::Actions;
 use super::config::UplinkMode;
 use super::dispatch::{Gateway, Inbound, Verdict};
 use super::{GatewayNet6, dhcp6, icmp6, ndp};
+use crate::port::VnetHdr;
 use crate::uplink::quota::ContainerId;
 use crate::wire::icmpv6::Unreach6Code;
 use crate::wire::ipv6::{ALL_NODES, Icmpv6Type, NextHeader, Upper, multicast_mac};
@@ -222,8 +223,29 @@ impl Gateway {
     /// network its flow came from) and sends it there; counted as `no_neighbour` when
     /// nobody there has the address.
     pub fn deliver_ip6(&mut self, domain: u16, packet: &[u8], out: &mut Actions) {
-        let Ok(ip) = Ipv6Packet::new_checked(packet) else {
+        let Some((mac, gateway_mac, _)) = self.delivery6(domain, packet, 0) else {
             return;
+        };
+        out.send_with(domain, |b| {
+            super::eth_header(b, mac, gateway_mac, EtherType::IPV6);
+            b.extend_from_slice(packet);
+            true
+        });
+    }
+
+    /// Where an IPv6 packet for a container of `domain` goes: its MAC, the gateway's,
+    /// and the frame's offload metadata (a non-zero `gso_size`: a TCP super-frame to
+    /// cut at that size). None (counted) when nobody there has the address.
+    pub(super) fn delivery6(
+        &mut self,
+        domain: u16,
+        packet: &[u8],
+        gso_size: u16,
+    ) -> Option<(MacAddr, MacAddr, VnetHdr)> {
+        let ip = Ipv6Packet::new_checked(packet).ok()?;
+        let vnet = match gso_size {
+            0 => VnetHdr::default(),
+            _ => super::dispatch::super_frame_vnet6(&ip, gso_size)?,
         };
         let dst = ip.dst();
         let net = self.nets6.get(usize::from(domain)).cloned().flatten();
@@ -231,13 +253,9 @@ impl Gateway {
         let (Some(net), Some(mac)) = (net.filter(|n| n.subnet.contains(dst) || ipv6_ll(&dst)), mac)
         else {
             self.stats.no_neighbour += 1;
-            return;
+            return None;
         };
-        out.send_with(domain, |b| {
-            super::eth_header(b, mac, net.gateway_mac, EtherType::IPV6);
-            b.extend_from_slice(packet);
-            true
-        });
+        Some((mac, net.gateway_mac, vnet))
     }
 
     /// Sends the periodic router advertisements when due; returns when next.

@@ -176,10 +176,7 @@ impl GatewayIo {
         let out = &mut self.actions;
         let gateway = &mut self.gateway;
         self.uplink.drain_output(|o| {
-            if o.packet().first().is_some_and(|b| b >> 4 == 6) {
-                gateway.deliver_ip6(o.domain, o.packet(), out);
-                Some(o.buf)
-            } else if o.start == LINK_HEADROOM {
+            if o.start == LINK_HEADROOM {
                 // Built with room for the Ethernet header: sent from its own buffer.
                 gateway.deliver_ip_in_place(o.domain, o.buf, o.end, o.gso_size, out)
             } else {

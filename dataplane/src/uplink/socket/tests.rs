@@ -254,15 +254,41 @@ fn a_frame_buffer_goes_to_smoltcp_whole_and_bounded_by_its_frame() {
 
 #[test]
 fn super_frames_toward_the_container_are_cut_at_its_mss() {
+    let (p, gso) = super_frame_of(C, GW);
+    assert_eq!(gso, 1460);
+    let ip = Ipv4Packet::new_checked(&p[..]).unwrap();
+    let t = TcpPacket::new_checked(ip.payload()).unwrap();
+    assert!(t.payload().len() > 1460, "{}", t.payload().len());
+    // Only the pseudo-header sum, as segmentation expects.
+    let len = ip.payload().len() as u32;
+    let pseudo = checksum::pseudo_header_v4(GW, C, u8::from(IpProtocol::Tcp), len);
+    assert_eq!(t.checksum(), checksum::fold(pseudo));
+}
+
+#[test]
+fn ipv6_super_frames_toward_the_container_are_cut_at_its_mss() {
+    let (p, gso) = super_frame_of(C6, GW6);
+    assert_eq!(gso, 1460);
+    let ip = Ipv6Packet::new_checked(&p[..]).unwrap();
+    let t = TcpPacket::new_checked(ip.payload()).unwrap();
+    assert!(t.payload().len() > 1460, "{}", t.payload().len());
+    let len = ip.payload().len() as u32;
+    let pseudo = crate::wire::ipv6::pseudo_header_sum(&GW6, &C6, 6, len);
+    assert_eq!(t.checksum(), checksum::fold(pseudo));
+}
+
+/// The first super-frame smoltcp builds toward container `c` (MSS 1460) for a host
+/// sending 60 KB through gateway `gw`, with its segment size.
+fn super_frame_of<A: Into<IpAddr> + Copy>(c: A, gw: A) -> (Vec<u8>, u16) {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
     let mut r = Rig::new(true);
     r.up.set_super_frames(true);
     // The container announces MSS 1460; smoltcp is shown more.
-    let synack = r.connect((C, 40001), (GW, port), 1000);
-    let (_, _, _, sseq, _, _) = tcp_of(&synack).unwrap();
+    let synack = r.connect((c, 40001), (gw, port), 1000);
+    let (_, _, _, sseq, _, _) = tcp6_of(&synack).unwrap();
     let (mut server, _) = l.accept().unwrap();
-    let ack = tcp_packet((C, 40001), (GW, port), 1001, sseq + 1, TcpFlags::ACK, &[]);
+    let ack = tcp_packet((c, 40001), (gw, port), 1001, sseq + 1, TcpFlags::ACK, &[]);
     r.send(&ack);
     use std::io::Write as _;
     server.write_all(&vec![7u8; 60_000]).unwrap();
@@ -285,15 +311,7 @@ fn super_frames_toward_the_container_are_cut_at_its_mss() {
             r.up.event(r.poll.registry(), e.token(), rd, wr, er);
         }
     }
-    let (p, gso) = found.expect("a super-frame");
-    assert_eq!(gso, 1460);
-    let ip = Ipv4Packet::new_checked(&p[..]).unwrap();
-    let t = TcpPacket::new_checked(ip.payload()).unwrap();
-    assert!(t.payload().len() > 1460, "{}", t.payload().len());
-    // Only the pseudo-header sum, as segmentation expects.
-    let len = ip.payload().len() as u32;
-    let pseudo = checksum::pseudo_header_v4(GW, C, u8::from(IpProtocol::Tcp), len);
-    assert_eq!(t.checksum(), checksum::fold(pseudo));
+    found.expect("a super-frame")
 }
 
 #[test]
