@@ -28,6 +28,10 @@ struct Rig {
 
 impl Rig {
     fn new() -> Rig {
+        Rig::with(&[])
+    }
+
+    fn with(daemon_args: &[&str]) -> Rig {
         require(&["socat", "curl", "ping", "python3"]);
         let host = Netns::new("s6h");
         let out = Netns::new("s6o");
@@ -42,7 +46,7 @@ impl Rig {
             "ip addr add {OUT6}/64 dev s6b nodad && ip addr add {OUT4}/24 dev s6b \
              && ip link set s6b up"
         ));
-        let d = Daemon::start_in(&host, &[]);
+        let d = Daemon::start_in(&host, daemon_args);
         d.ctl_ok(&[
             "network",
             "create",
@@ -255,4 +259,20 @@ fn a_published_port_listens_on_both_families_and_keeps_ipv6_clients_addresses() 
         peer_seen(&r.host, "-6 http://[::1]:8070/").trim(),
         "fd00:170::1"
     );
+}
+
+#[test]
+#[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
+fn a_dual_stack_containers_two_families_share_one_quota() {
+    let r = Rig::with(&["--uplink-max-ping-per-container", "1"]);
+    let c = r.attach("net", "s6t");
+    // Its IPv4 echo flow takes the one it may hold (the positive control)...
+    c.must(&format!("ping -4 -c 1 -W 3 {OUT4}"));
+    // ...so its IPv6 one is refused while that lasts, and counted on its port.
+    let o = c.sh(&format!("ping -6 -c 1 -W 3 {OUT6}"));
+    assert!(!o.status.success(), "{}", o.stdout_text());
+    let s = r.d.ctl_json(&["stats"]);
+    let ports = s["ports"].as_array().cloned().unwrap_or_default();
+    let p = ports.iter().find(|p| p["name"] == "s6t").expect("port");
+    assert!(p["drops"]["ping_quota"].as_u64().unwrap_or(0) >= 1, "{p}");
 }

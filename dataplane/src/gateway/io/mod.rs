@@ -219,21 +219,12 @@ impl GatewayIo {
         self.collect_uplink();
     }
 
-    /// Who a frame from `port` counts as in the socket uplink's quotas: a port without
-    /// port security may send from any address, so all of its flows count as one
-    /// container, the address IPAM gave it (None: the source address, which port
-    /// security ties to the port).
-    fn tenant(&self, ctx: &GatewayCtx<'_>, domain: u16, port: u16) -> Option<IpAddr> {
-        let unsecured = ctx
-            .snapshot
-            .peek()
-            .ports
-            .get(usize::from(port))
-            .and_then(|p| p.as_ref())
-            .is_some_and(|p| p.security.is_none());
-        if !unsecured {
-            return None;
-        }
+    /// Who a frame from `port` counts as in the socket uplink's quotas: the address
+    /// IPAM gave the port (its IPv4 one, else its IPv6 one), so all of a port's flows
+    /// count as one container whichever family they use, and whatever source a port
+    /// without port security sends from (None: no IPAM address, the source address
+    /// counts, which port security ties to the port).
+    fn tenant(&self, domain: u16, port: u16) -> Option<IpAddr> {
         self.gateway
             .config()
             .leases
@@ -287,7 +278,7 @@ impl GatewayHandler for GatewayIo {
         let (start, end) = (f.start, f.end);
         let mut data = f.data;
         if verdict == Verdict::ToUplink {
-            self.uplink.set_tenant(self.tenant(ctx, f.domain, f.port));
+            self.uplink.set_tenant(self.tenant(f.domain, f.port));
             self.send_to_uplink(ctx.registry, f.domain, &mut data, start..end);
             self.uplink.set_tenant(None);
         }

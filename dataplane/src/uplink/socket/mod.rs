@@ -88,7 +88,8 @@ pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 pub const KEEPALIVE_PROBES: u32 = 6;
 
 /// A container, as the uplink sees it: its network and its address, of either family
-/// (a dual-stack container's two addresses hold their flows apart).
+/// (the gateway names a port's IPAM address, its IPv4 one first, as the tenant of all
+/// its flows: a dual-stack container's flows of both families count together).
 pub type ContainerId = super::quota::ContainerId<IpAddr>;
 
 /// What the uplink needs to know of each network.
@@ -261,9 +262,10 @@ pub struct SocketUplink {
     /// Containers' ports take super-frames: their TCP gets segments up to 64 KB,
     /// marked for segmentation at the container's own MSS.
     super_frames: bool,
-    /// The tenant the frame being handled counts as: the address of its port when the
-    /// port has no port security (it may send from any address; all of them count as
-    /// one container), else none (the source address is the container).
+    /// The tenant the frame being handled counts as: the address IPAM gave its port
+    /// (a port without port security may send from any address, a dual-stack one from
+    /// both families: all of them count as one container), else none (the source
+    /// address is the container).
     tenant: Option<IpAddr>,
     /// Frames from containers are queued into their stacks and the stacks polled by
     /// [`SocketUplink::end_batch`], once for a batch of frames, not after each.
@@ -527,7 +529,7 @@ impl SocketUplink {
     }
 
     /// Sets who the next frames count as ([`SocketUplink::tenant`]): `Some(port's
-    /// address)` for a port without port security, None otherwise.
+    /// address)`, None for a port IPAM gave none.
     pub fn set_tenant(&mut self, tenant: Option<IpAddr>) {
         self.tenant = tenant;
     }
