@@ -193,9 +193,9 @@ impl Gateway {
         self.dns_udp((who, sport, server), f.port, &msg, f.now, out);
     }
 
-    /// Routed IPv6 while no uplink carries IPv6: "no route to destination" to the
-    /// sender, within its port's error budget. The socket uplink's IPv6 flows, NAT66
-    /// and routed mode take over here.
+    /// Routed IPv6 where the uplink is not the socket uplink (which carries it):
+    /// "no route to destination" to the sender, within its port's error budget. The
+    /// packet uplink's NAT66 and routed mode take over here.
     pub fn not_yet_routed(&mut self, f: Inbound<'_>, net: &GatewayNet6, out: &mut Actions) {
         let kind = (Icmpv6Type::DEST_UNREACHABLE, Unreach6Code::NO_ROUTE);
         self.icmp6_error(f, net, kind, 0, out);

@@ -1085,39 +1085,44 @@ fn ipv6_destinations_that_are_the_host_or_no_ones_are_not_reached() {
 fn a_published_port_takes_ipv6_clients_to_the_container_over_ipv6_or_ipv4() {
     let mut r = Rig::new(true);
     r.up.set_gateways(&r.nets);
-    let publish = |r: &mut Rig, container6: Option<Ipv6Addr>| {
-        let l = std::net::TcpListener::bind("[::1]:0").unwrap();
-        let port = l.local_addr().unwrap().port();
-        let to = PublishTarget {
-            domain: 0,
-            container: Some(C),
-            container6,
-            port: 80,
+    // Each case publishes another container port: its SYN is told from earlier ones'
+    // retransmissions by that.
+    let publish =
+        |r: &mut Rig, host: &str, (v4, v6): (Option<Ipv4Addr>, Option<Ipv6Addr>), port| {
+            let l = std::net::TcpListener::bind(host).unwrap();
+            let local = l.local_addr().unwrap();
+            let to = PublishTarget {
+                domain: 0,
+                container: v4,
+                container6: v6,
+                port,
+            };
+            let reg = r.poll.registry();
+            r.up.publish(reg, PublishedSocket::Tcp(l), to, None)
+                .unwrap();
+            let client = std::net::TcpStream::connect(local).unwrap();
+            let to_port = |p: &[u8]| {
+                let l3 = family::L3::parse(p);
+                l3.and_then(|l| TcpPacket::new_checked(l.payload).ok())
+                    .is_some_and(|t| t.syn() && t.dst_port() == port)
+            };
+            let syn = r.until(to_port).expect("SYN into the container");
+            let (src, dst, ..) = tcp6_of(&syn).unwrap();
+            (src, dst, client)
         };
-        let reg = r.poll.registry();
-        r.up.publish(reg, PublishedSocket::Tcp(l), to, None)
-            .unwrap();
-        port
-    };
     // A dual-stack container: over IPv6, the loopback client seen as the gateway.
-    let port = publish(&mut r, Some(C6));
-    let _client = std::net::TcpStream::connect(("::1", port)).unwrap();
-    let syn = r
-        .until(|p| tcp6_of(p).is_some_and(|t| t.2 & TcpFlags::SYN != 0))
-        .expect("SYN into the container");
-    let (src, dst, ..) = tcp6_of(&syn).unwrap();
+    let (src, dst, _c1) = publish(&mut r, "[::1]:0", (Some(C), Some(C6)), 80);
     assert_eq!((src, dst), (GW6.into(), C6.into()));
     // An IPv4-only container: the same client reaches it over IPv4 (as a proxy would).
-    let port = publish(&mut r, None);
-    let _client = std::net::TcpStream::connect(("::1", port)).unwrap();
-    let syn = r
-        .until(|p| tcp6_of(p).is_some_and(|t| t.2 & TcpFlags::SYN != 0))
-        .expect("SYN into the container");
-    let (src, dst, ..) = tcp6_of(&syn).unwrap();
+    let (src, dst, _c2) = publish(&mut r, "[::1]:0", (Some(C), None), 81);
     assert_eq!((src, dst), (GW.into(), C.into()));
+    // An IPv6-only container: an IPv4 client reaches it over IPv6, seen as the gateway.
+    let (src, dst, _c3) = publish(&mut r, "127.0.0.1:0", (None, Some(C6)), 82);
+    assert_eq!((src, dst), (GW6.into(), C6.into()));
     let addrs = r.up.published_addrs();
-    assert!(
-        addrs.iter().all(|(a, tcp)| a.is_ipv6() && *tcp),
+    assert_eq!(
+        addrs.iter().filter(|(a, _)| a.is_ipv6()).count(),
+        2,
         "{addrs:?}"
     );
 }
