@@ -5,16 +5,19 @@
 //!   (`Medium::Ip`, any-IP: it answers for whatever address a container connects to).
 //!   On a container's SYN the uplink opens a listening socket for exactly that
 //!   destination with its SYN-ACK held back, and starts a non-blocking host `connect`;
-//!   only when the host connection is up does the container get its SYN-ACK (refused
-//!   or unreachable: an RST), so the container sees the real outcome. Data is relayed
+//!   only when the host connection is up does the container get its SYN-ACK (refused:
+//!   an RST; no route on the host: ICMP unreachable), so the container sees the real
+//!   outcome. Data is relayed
 //!   between smoltcp's buffers and the host socket without an intermediate copy
 //!   (reads land in smoltcp's transmit ring, writes come from its receive ring).
 //! - **UDP** needs no stack: each flow (container address and port, destination
 //!   address and port) gets a connected host UDP socket; replies are built back into
 //!   packets. Flows expire after [`UDP_IDLE`].
-//! - **ICMP echo** goes out through ping sockets (`SOCK_DGRAM`/`IPPROTO_ICMP`) where the
-//!   host's `net.ipv4.ping_group_range` allows them; otherwise the container is told
-//!   the destination is administratively unreachable.
+//! - **ICMP echo** goes out through ping sockets (`SOCK_DGRAM`/`IPPROTO_ICMP`, or
+//!   `IPPROTO_ICMPV6`) where the host's `net.ipv4.ping_group_range` allows them;
+//!   otherwise the container is told the destination is administratively unreachable.
+//! - **IPv6** is one more arm of each (`family`): flows are keyed by `IpAddr`, host
+//!   sockets are of the destination's family, smoltcp speaks both.
 //! - The gateway address stands for the host: a connection to GATEWAY:PORT reaches the
 //!   host at its main address ([`host`](super::host)), so services bound to 127.0.0.1
 //!   only are not reachable; a network created with `--host-loopback` reaches the
@@ -32,8 +35,9 @@
 //! `ping`, `published` ports and their loopback clients `spliced` into the
 //! container; this module holds the flow tables, dispatch and housekeeping.
 //!
-//! Sans-I/O towards the switch: IPv4 packets come in by [`SocketUplink::from_container`]
-//! and go out through [`SocketUplink::take_output`]; the caller frames them.
+//! Sans-I/O towards the switch: IP packets of either family come in by
+//! [`SocketUplink::from_container`] and go out through [`SocketUplink::drain_output`];
+//! the caller frames them.
 
 use std::collections::{BTreeSet, HashMap};
 use std::io::{self, Read, Write};
