@@ -215,7 +215,7 @@ fn peer_seen(client: &Netns, url: &str) -> String {
 #[test]
 #[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
 fn a_published_port_listens_on_both_families_and_keeps_ipv6_clients_addresses() {
-    let r = Rig::new();
+    let mut r = Rig::new();
     let c = r.attach("net", "s6p");
     let c4 = r.attach("v4", "s6q");
     // Each container answers HTTP with the client address it sees.
@@ -259,6 +259,21 @@ fn a_published_port_listens_on_both_families_and_keeps_ipv6_clients_addresses() 
         peer_seen(&r.host, "-6 http://[::1]:8070/").trim(),
         "fd00:170::1"
     );
+    // A restarted daemon listens on both families again.
+    r.d.ctl_ok(&["publish", "s6p", "-p", "8080:80"]);
+    r.d.kill9();
+    r.d.launch();
+    for url in ["-6 http://[::1]:8080/", "-4 http://127.0.0.1:8080/"] {
+        let back = eventually(Duration::from_secs(10), || {
+            r.host
+                .sh(&format!("curl -sS --max-time 3 {url}"))
+                .status
+                .success()
+        });
+        assert!(back, "{url} after a restart: {}", r.d.log());
+    }
+    let seen = peer_seen(&r.out, &format!("-6 http://[{HOST6}]:8080/"));
+    assert_eq!(seen.trim(), OUT6);
 }
 
 #[test]
