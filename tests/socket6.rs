@@ -28,6 +28,10 @@ struct Rig {
 
 impl Rig {
     fn new() -> Rig {
+        Rig::with(&[])
+    }
+
+    fn with(daemon_args: &[&str]) -> Rig {
         require(&["socat", "curl", "ping", "python3"]);
         let host = Netns::new("s6h");
         let out = Netns::new("s6o");
@@ -42,7 +46,7 @@ impl Rig {
             "ip addr add {OUT6}/64 dev s6b nodad && ip addr add {OUT4}/24 dev s6b \
              && ip link set s6b up"
         ));
-        let d = Daemon::start_in(&host, &[]);
+        let d = Daemon::start_in(&host, daemon_args);
         d.ctl_ok(&[
             "network",
             "create",
@@ -211,7 +215,7 @@ fn peer_seen(client: &Netns, url: &str) -> String {
 #[test]
 #[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
 fn a_published_port_listens_on_both_families_and_keeps_ipv6_clients_addresses() {
-    let r = Rig::new();
+    let mut r = Rig::new();
     let c = r.attach("net", "s6p");
     let c4 = r.attach("v4", "s6q");
     // Each container answers HTTP with the client address it sees.
@@ -255,4 +259,35 @@ fn a_published_port_listens_on_both_families_and_keeps_ipv6_clients_addresses() 
         peer_seen(&r.host, "-6 http://[::1]:8070/").trim(),
         "fd00:170::1"
     );
+    // A restarted daemon listens on both families again.
+    r.d.ctl_ok(&["publish", "s6p", "-p", "8080:80"]);
+    r.d.kill9();
+    r.d.launch();
+    for url in ["-6 http://[::1]:8080/", "-4 http://127.0.0.1:8080/"] {
+        let back = eventually(Duration::from_secs(10), || {
+            r.host
+                .sh(&format!("curl -sS --max-time 3 {url}"))
+                .status
+                .success()
+        });
+        assert!(back, "{url} after a restart: {}", r.d.log());
+    }
+    let seen = peer_seen(&r.out, &format!("-6 http://[{HOST6}]:8080/"));
+    assert_eq!(seen.trim(), OUT6);
+}
+
+#[test]
+#[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
+fn a_dual_stack_containers_two_families_share_one_quota() {
+    let r = Rig::with(&["--uplink-max-ping-per-container", "1"]);
+    let c = r.attach("net", "s6t");
+    // Its IPv4 echo flow takes the one it may hold (the positive control)...
+    c.must(&format!("ping -4 -c 1 -W 3 {OUT4}"));
+    // ...so its IPv6 one is refused while that lasts, and counted on its port.
+    let o = c.sh(&format!("ping -6 -c 1 -W 3 {OUT6}"));
+    assert!(!o.status.success(), "{}", o.stdout_text());
+    let s = r.d.ctl_json(&["stats"]);
+    let ports = s["ports"].as_array().cloned().unwrap_or_default();
+    let p = ports.iter().find(|p| p["name"] == "s6t").expect("port");
+    assert!(p["drops"]["ping_quota"].as_u64().unwrap_or(0) >= 1, "{p}");
 }

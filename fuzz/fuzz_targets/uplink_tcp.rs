@@ -76,7 +76,7 @@ fn host(uplink: &mut SocketUplink, poll: &Poll) -> Option<Host> {
     let to = PublishTarget {
         container6: None,
         domain: 0,
-        container: Ipv4Addr::new(10, 1, 0, 2),
+        container: Some(Ipv4Addr::new(10, 1, 0, 2)),
         port: 80,
     };
     uplink

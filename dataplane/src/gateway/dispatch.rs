@@ -26,7 +26,7 @@ use crate::uplink::socket::{NetView, NetView6, gateway_target};
 use crate::wire::ethernet::HEADER_LEN as ETH_HEADER_LEN;
 use crate::wire::icmp::{IcmpType, UnreachCode};
 use crate::wire::{
-    EtherType, EthernetFrame, IpProtocol, Ipv4Packet, MacAddr, TcpPacket, UdpPacket,
+    EtherType, EthernetFrame, IpProtocol, Ipv4Packet, Ipv6Packet, MacAddr, TcpPacket, UdpPacket,
 };
 
 /// The most (domain, address) -> MAC entries the gateway remembers beyond IPAM's.
@@ -455,11 +455,11 @@ impl Gateway {
     /// super-frame (its checksum field holding the pseudo-header sum) to be cut into
     /// segments of that size where it is delivered.
     pub fn deliver_ip_gso(&mut self, domain: u16, packet: &[u8], gso_size: u16, out: &mut Actions) {
-        let Some((dst, src, vnet)) = self.delivery(domain, packet, gso_size) else {
+        let Some((dst, src, vnet, ty)) = self.delivery(domain, packet, gso_size) else {
             return;
         };
         out.send_offload_with(domain, vnet, |b| {
-            super::eth_header(b, dst, src, EtherType::IPV4);
+            super::eth_header(b, dst, src, ty);
             b.extend_from_slice(packet);
             true
         });
@@ -477,13 +477,13 @@ impl Gateway {
         out: &mut Actions,
     ) -> Option<Vec<u8>> {
         let packet = buf.get(ETH_HEADER_LEN..end).unwrap_or(&[]);
-        let Some((dst, src, vnet)) = self.delivery(domain, packet, gso_size) else {
+        let Some((dst, src, vnet, ty)) = self.delivery(domain, packet, gso_size) else {
             return Some(buf);
         };
         let mut eth = EthernetFrame::new_checked(buf.get_mut(..end)?).ok()?;
         eth.set_dst(dst);
         eth.set_src(src);
-        eth.set_ethertype(EtherType::IPV4);
+        eth.set_ethertype(ty);
         out.push(Action::Send {
             domain,
             frame: buf,
@@ -493,15 +493,19 @@ impl Gateway {
         None
     }
 
-    /// Where an IPv4 packet for a container of `domain` goes: the container's MAC, the
-    /// gateway's, and the frame's offload metadata. None (counted) when it has no
-    /// neighbour there.
+    /// Where an IP packet (of either family) for a container of `domain` goes: the
+    /// container's MAC, the gateway's, the frame's offload metadata and EtherType.
+    /// None (counted) when it has no neighbour there.
     fn delivery(
         &mut self,
         domain: u16,
         packet: &[u8],
         gso_size: u16,
-    ) -> Option<(MacAddr, MacAddr, VnetHdr)> {
+    ) -> Option<(MacAddr, MacAddr, VnetHdr, u16)> {
+        if Ipv6Packet::new_checked(packet).is_ok() {
+            let (mac, gw, vnet) = self.delivery6(domain, packet, gso_size)?;
+            return Some((mac, gw, vnet, EtherType::IPV6));
+        }
         let ip = Ipv4Packet::new_checked(packet).ok()?;
         let vnet = if gso_size == 0 {
             VnetHdr::default()
@@ -521,8 +525,21 @@ impl Gateway {
             self.stats.no_neighbour += 1;
             return None;
         };
-        Some((mac, net.gateway_mac, vnet))
+        Some((mac, net.gateway_mac, vnet, EtherType::IPV4))
     }
+}
+
+/// The offload metadata of a TCP/IPv6 packet (no extension headers) sent as a
+/// super-frame behind an Ethernet header; None when it is not TCP.
+pub(super) fn super_frame_vnet6(ip: &Ipv6Packet<&[u8]>, gso_size: u16) -> Option<VnetHdr> {
+    if ip.next_header() != crate::wire::ipv6::NextHeader::TCP {
+        return None;
+    }
+    let tcp = TcpPacket::new_checked(ip.payload()).ok()?;
+    let l4 = ETH_HEADER_LEN + crate::wire::ipv6::HEADER_LEN;
+    let l4_start = u16::try_from(l4).ok()?;
+    let hdr_len = u16::try_from(l4 + tcp.header_len()).ok()?;
+    Some(VnetHdr::tcpv6(l4_start, hdr_len, gso_size))
 }
 
 /// The offload metadata of a TCP/IPv4 packet sent as a super-frame behind an Ethernet

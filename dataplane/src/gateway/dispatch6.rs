@@ -19,6 +19,7 @@ use super::action::Actions;
 use super::config::UplinkMode;
 use super::dispatch::{Gateway, Inbound, Verdict};
 use super::{GatewayNet6, dhcp6, icmp6, ndp};
+use crate::port::VnetHdr;
 use crate::uplink::quota::ContainerId;
 use crate::wire::icmpv6::Unreach6Code;
 use crate::wire::ipv6::{ALL_NODES, Icmpv6Type, NextHeader, Upper, multicast_mac};
@@ -198,9 +199,9 @@ impl Gateway {
         self.dns_udp((who, sport, server), f.port, &msg, f.now, out);
     }
 
-    /// Routed IPv6 while no uplink carries IPv6: "no route to destination" to the
-    /// sender, within its port's error budget. The socket uplink's IPv6 flows, NAT66
-    /// and routed mode take over here.
+    /// Routed IPv6 where the uplink is not the socket uplink (which carries it):
+    /// "no route to destination" to the sender, within its port's error budget. The
+    /// packet uplink's NAT66 and routed mode take over here.
     pub fn not_yet_routed(&mut self, f: Inbound<'_>, net: &GatewayNet6, out: &mut Actions) {
         let kind = (Icmpv6Type::DEST_UNREACHABLE, Unreach6Code::NO_ROUTE);
         self.icmp6_error(f, net, kind, 0, out);
@@ -228,8 +229,29 @@ impl Gateway {
     /// network its flow came from) and sends it there; counted as `no_neighbour` when
     /// nobody there has the address.
     pub fn deliver_ip6(&mut self, domain: u16, packet: &[u8], out: &mut Actions) {
-        let Ok(ip) = Ipv6Packet::new_checked(packet) else {
+        let Some((mac, gateway_mac, _)) = self.delivery6(domain, packet, 0) else {
             return;
+        };
+        out.send_with(domain, |b| {
+            super::eth_header(b, mac, gateway_mac, EtherType::IPV6);
+            b.extend_from_slice(packet);
+            true
+        });
+    }
+
+    /// Where an IPv6 packet for a container of `domain` goes: its MAC, the gateway's,
+    /// and the frame's offload metadata (a non-zero `gso_size`: a TCP super-frame to
+    /// cut at that size). None (counted) when nobody there has the address.
+    pub(super) fn delivery6(
+        &mut self,
+        domain: u16,
+        packet: &[u8],
+        gso_size: u16,
+    ) -> Option<(MacAddr, MacAddr, VnetHdr)> {
+        let ip = Ipv6Packet::new_checked(packet).ok()?;
+        let vnet = match gso_size {
+            0 => VnetHdr::default(),
+            _ => super::dispatch::super_frame_vnet6(&ip, gso_size)?,
         };
         let dst = ip.dst();
         let net = self.nets6.get(usize::from(domain)).cloned().flatten();
@@ -237,13 +259,9 @@ impl Gateway {
         let (Some(net), Some(mac)) = (net.filter(|n| n.subnet.contains(dst) || ipv6_ll(&dst)), mac)
         else {
             self.stats.no_neighbour += 1;
-            return;
+            return None;
         };
-        out.send_with(domain, |b| {
-            super::eth_header(b, mac, net.gateway_mac, EtherType::IPV6);
-            b.extend_from_slice(packet);
-            true
-        });
+        Some((mac, net.gateway_mac, vnet))
     }
 
     /// Sends the periodic router advertisements when due; returns when next.

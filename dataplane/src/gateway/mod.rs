@@ -10,8 +10,9 @@
 //! - IPv6, one more arm of the same dispatch (`dispatch6`): [`ndp`] (neighbour
 //!   advertisements for the gateway's addresses, router advertisements), [`icmp6`]
 //!   (echo, errors), [`dhcp6`] (stateful DHCPv6 of the IPAM address), DNS on the
-//!   gateway's IPv6 address, and the path of routed IPv6, which answers "no route"
-//!   until an uplink carries IPv6 ([`Gateway::not_yet_routed`]).
+//!   gateway's IPv6 address, and the path of routed IPv6: to the socket uplink like
+//!   IPv4, else "no route" ([`Gateway::not_yet_routed`]) until the packet uplink
+//!   carries IPv6.
 //! - `resolver`: DNS queries to the gateway, through the sans-I/O [`crate::dns`] server.
 //! - `segment`: vswitch's own address on a packet uplink's segment, and what the
 //!   workers punt on the way out.

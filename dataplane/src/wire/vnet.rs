@@ -63,6 +63,14 @@ impl VnetHdr {
         }
     }
 
+    /// As [`VnetHdr::tcpv4`], for TCP over IPv6.
+    pub fn tcpv6(l4_start: u16, hdr_len: u16, gso_size: u16) -> VnetHdr {
+        VnetHdr {
+            gso_type: Self::GSO_TCPV6,
+            ..Self::tcpv4(l4_start, hdr_len, gso_size)
+        }
+    }
+
     /// A super-frame: segmentation to do.
     #[inline]
     pub fn is_gso(&self) -> bool {

@@ -176,10 +176,7 @@ impl GatewayIo {
         let out = &mut self.actions;
         let gateway = &mut self.gateway;
         self.uplink.drain_output(|o| {
-            if o.packet().first().is_some_and(|b| b >> 4 == 6) {
-                gateway.deliver_ip6(o.domain, o.packet(), out);
-                Some(o.buf)
-            } else if o.start == LINK_HEADROOM {
+            if o.start == LINK_HEADROOM {
                 // Built with room for the Ethernet header: sent from its own buffer.
                 gateway.deliver_ip_in_place(o.domain, o.buf, o.end, o.gso_size, out)
             } else {
@@ -222,21 +219,12 @@ impl GatewayIo {
         self.collect_uplink();
     }
 
-    /// Who a frame from `port` counts as in the socket uplink's quotas: a port without
-    /// port security may send from any address, so all of its flows count as one
-    /// container, the address IPAM gave it (None: the source address, which port
-    /// security ties to the port).
-    fn tenant(&self, ctx: &GatewayCtx<'_>, domain: u16, port: u16) -> Option<IpAddr> {
-        let unsecured = ctx
-            .snapshot
-            .peek()
-            .ports
-            .get(usize::from(port))
-            .and_then(|p| p.as_ref())
-            .is_some_and(|p| p.security.is_none());
-        if !unsecured {
-            return None;
-        }
+    /// Who a frame from `port` counts as in the socket uplink's quotas: the address
+    /// IPAM gave the port (its IPv4 one, else its IPv6 one), so all of a port's flows
+    /// count as one container whichever family they use, and whatever source a port
+    /// without port security sends from (None: no IPAM address, the source address
+    /// counts, which port security ties to the port).
+    fn tenant(&self, domain: u16, port: u16) -> Option<IpAddr> {
         self.gateway
             .config()
             .leases
@@ -290,7 +278,7 @@ impl GatewayHandler for GatewayIo {
         let (start, end) = (f.start, f.end);
         let mut data = f.data;
         if verdict == Verdict::ToUplink {
-            self.uplink.set_tenant(self.tenant(ctx, f.domain, f.port));
+            self.uplink.set_tenant(self.tenant(f.domain, f.port));
             self.send_to_uplink(ctx.registry, f.domain, &mut data, start..end);
             self.uplink.set_tenant(None);
         }

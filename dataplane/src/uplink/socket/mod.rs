@@ -5,16 +5,19 @@
 //!   (`Medium::Ip`, any-IP: it answers for whatever address a container connects to).
 //!   On a container's SYN the uplink opens a listening socket for exactly that
 //!   destination with its SYN-ACK held back, and starts a non-blocking host `connect`;
-//!   only when the host connection is up does the container get its SYN-ACK (refused
-//!   or unreachable: an RST), so the container sees the real outcome. Data is relayed
+//!   only when the host connection is up does the container get its SYN-ACK (refused:
+//!   an RST; no route on the host: ICMP unreachable), so the container sees the real
+//!   outcome. Data is relayed
 //!   between smoltcp's buffers and the host socket without an intermediate copy
 //!   (reads land in smoltcp's transmit ring, writes come from its receive ring).
 //! - **UDP** needs no stack: each flow (container address and port, destination
 //!   address and port) gets a connected host UDP socket; replies are built back into
 //!   packets. Flows expire after [`UDP_IDLE`].
-//! - **ICMP echo** goes out through ping sockets (`SOCK_DGRAM`/`IPPROTO_ICMP`) where the
-//!   host's `net.ipv4.ping_group_range` allows them; otherwise the container is told
-//!   the destination is administratively unreachable.
+//! - **ICMP echo** goes out through ping sockets (`SOCK_DGRAM`/`IPPROTO_ICMP`, or
+//!   `IPPROTO_ICMPV6`) where the host's `net.ipv4.ping_group_range` allows them;
+//!   otherwise the container is told the destination is administratively unreachable.
+//! - **IPv6** is one more arm of each (`family`): flows are keyed by `IpAddr`, host
+//!   sockets are of the destination's family, smoltcp speaks both.
 //! - The gateway address stands for the host: a connection to GATEWAY:PORT reaches the
 //!   host at its main address ([`host`](super::host)), so services bound to 127.0.0.1
 //!   only are not reachable; a network created with `--host-loopback` reaches the
@@ -32,8 +35,9 @@
 //! `ping`, `published` ports and their loopback clients `spliced` into the
 //! container; this module holds the flow tables, dispatch and housekeeping.
 //!
-//! Sans-I/O towards the switch: IPv4 packets come in by [`SocketUplink::from_container`]
-//! and go out through [`SocketUplink::take_output`]; the caller frames them.
+//! Sans-I/O towards the switch: IP packets of either family come in by
+//! [`SocketUplink::from_container`] and go out through [`SocketUplink::drain_output`];
+//! the caller frames them.
 
 use std::collections::{BTreeSet, HashMap};
 use std::io::{self, Read, Write};
@@ -88,7 +92,8 @@ pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 pub const KEEPALIVE_PROBES: u32 = 6;
 
 /// A container, as the uplink sees it: its network and its address, of either family
-/// (a dual-stack container's two addresses hold their flows apart).
+/// (the gateway names a port's IPAM address, its IPv4 one first, as the tenant of all
+/// its flows: a dual-stack container's flows of both families count together).
 pub type ContainerId = super::quota::ContainerId<IpAddr>;
 
 /// What the uplink needs to know of each network.
@@ -261,9 +266,10 @@ pub struct SocketUplink {
     /// Containers' ports take super-frames: their TCP gets segments up to 64 KB,
     /// marked for segmentation at the container's own MSS.
     super_frames: bool,
-    /// The tenant the frame being handled counts as: the address of its port when the
-    /// port has no port security (it may send from any address; all of them count as
-    /// one container), else none (the source address is the container).
+    /// The tenant the frame being handled counts as: the address IPAM gave its port
+    /// (a port without port security may send from any address, a dual-stack one from
+    /// both families: all of them count as one container), else none (the source
+    /// address is the container).
     tenant: Option<IpAddr>,
     /// Frames from containers are queued into their stacks and the stacks polled by
     /// [`SocketUplink::end_batch`], once for a batch of frames, not after each.
@@ -535,7 +541,7 @@ impl SocketUplink {
     }
 
     /// Sets who the next frames count as ([`SocketUplink::tenant`]): `Some(port's
-    /// address)` for a port without port security, None otherwise.
+    /// address)`, None for a port IPAM gave none.
     pub fn set_tenant(&mut self, tenant: Option<IpAddr>) {
         self.tenant = tenant;
     }

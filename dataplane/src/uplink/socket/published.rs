@@ -103,7 +103,8 @@ impl PublishTarget {
         }
     }
 
-    /// The container its quotas count on: its IPv4 address, else its IPv6 one.
+    /// The container its quotas count on: its IPv4 address, else its IPv6 one (as the
+    /// gateway counts a port's outbound flows of both families).
     fn who(&self) -> Option<ContainerId> {
         let ip = self.inside(Ipv4Addr::UNSPECIFIED.into())?;
         Some(ContainerId {
@@ -269,14 +270,10 @@ impl SocketUplink {
             return false;
         };
         let to = p.to;
-        let Some((inside, src)) = self.inside_source(peer, to) else {
+        let (Some((inside, src)), Some(who)) = (self.inside_source(peer, to), to.who()) else {
             return false;
         };
         let key = (to.domain, (inside, to.port, src.ip(), src.port()));
-        let who = ContainerId {
-            domain: to.domain,
-            ip: inside,
-        };
         if let Some(f) = self.inbound_udp.get_mut(&key) {
             f.last = Instant::now();
             f.client = peer;
@@ -344,13 +341,9 @@ impl SocketUplink {
         peer: SocketAddr,
         to: PublishTarget,
     ) {
-        let Some((inside, src)) = self.inside_source(peer, to) else {
+        let (Some((inside, src)), Some(who)) = (self.inside_source(peer, to), to.who()) else {
             self.stats.tcp_refused += 1;
             return;
-        };
-        let who = ContainerId {
-            domain: to.domain,
-            ip: inside,
         };
         let quad = (inside, to.port, src.ip(), src.port());
         if self.tcp_by_quad.contains_key(&(to.domain, quad)) {

@@ -113,8 +113,10 @@ pub(super) fn syn_headers(pkt: &[u8]) -> Option<Vec<u8>> {
 /// default); smoltcp builds no smaller segments.
 pub(super) const MIN_MSS: u16 = 536;
 /// The MSS smoltcp is shown for a container that gets super-frames: as large as its
-/// device's MTU (65535) allows, so a segment and its headers fit in one 64 KB frame.
+/// device's MTU (65535) allows, so a segment and its headers fit in one 64 KB frame
+/// (IPv4's: 20 bytes of IP header; IPv6 takes 20 more).
 pub(super) const SUPER_MSS: u16 = 65535 - 40;
+const SUPER_MSS6: u16 = SUPER_MSS - 20;
 
 /// For a TCP packet smoltcp built toward a container in `domain` (without its checksum,
 /// left to this): when it carries more than its connection's MSS, the segment size to
@@ -141,22 +143,19 @@ pub(super) fn super_frame(
         .and_then(|&i| tcp.get(i))
         .and_then(|c| c.as_ref())
         .map_or(0, |c| c.mss);
-    // IPv6 is never widened (its MSS stays the container's): checksummed in full.
-    let (IpAddr::V4(s4), IpAddr::V4(d4)) = (src, dst) else {
-        family::fill_tcp_checksum(&mut t, src, dst);
-        return 0;
-    };
     if payload <= usize::from(MIN_MSS) || mss == 0 || payload <= usize::from(mss) {
-        t.fill_checksum(s4, d4);
+        family::fill_tcp_checksum(&mut t, src, dst);
         return 0;
     }
     let len = t.as_bytes().len() as u32;
-    t.set_checksum(checksum::fold(checksum::pseudo_header_v4(
-        s4,
-        d4,
-        u8::from(IpProtocol::Tcp),
-        len,
-    )));
+    let pseudo = match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => checksum::pseudo_header_v4(s, d, family::TCP, len),
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            crate::wire::ipv6::pseudo_header_sum(&s, &d, family::TCP, len)
+        }
+        _ => return 0,
+    };
+    t.set_checksum(checksum::fold(pseudo));
     mss
 }
 
@@ -548,18 +547,20 @@ impl SocketUplink {
         let Some(Some(c)) = self.tcp.get_mut(i) else {
             return;
         };
-        // IPv4 only: IPv6 is delivered in segments of the container's MSS.
-        if family::version(pkt) != 4 {
-            return;
-        }
-        let Ok(mut ip) = Ipv4Packet::new_checked(&mut pkt[..]) else {
+        let Some(l3) = family::L3::parse(pkt) else {
             return;
         };
-        let Ok(mut t) = TcpPacket::new_checked(ip.payload_mut()) else {
+        let (hl, end) = (l3.header.len(), l3.header.len() + l3.payload.len());
+        let widest = if l3.src.is_ipv4() {
+            SUPER_MSS
+        } else {
+            SUPER_MSS6
+        };
+        let Some(Ok(mut t)) = pkt.get_mut(hl..end).map(TcpPacket::new_checked) else {
             return;
         };
         match t.mss_option() {
-            Some(m) if m >= MIN_MSS && t.set_mss_option(SUPER_MSS) => c.mss = m,
+            Some(m) if m >= MIN_MSS && t.set_mss_option(widest) => c.mss = m,
             _ => c.mss = 0,
         }
     }

@@ -254,15 +254,41 @@ fn a_frame_buffer_goes_to_smoltcp_whole_and_bounded_by_its_frame() {
 
 #[test]
 fn super_frames_toward_the_container_are_cut_at_its_mss() {
+    let (p, gso) = super_frame_of(C, GW);
+    assert_eq!(gso, 1460);
+    let ip = Ipv4Packet::new_checked(&p[..]).unwrap();
+    let t = TcpPacket::new_checked(ip.payload()).unwrap();
+    assert!(t.payload().len() > 1460, "{}", t.payload().len());
+    // Only the pseudo-header sum, as segmentation expects.
+    let len = ip.payload().len() as u32;
+    let pseudo = checksum::pseudo_header_v4(GW, C, u8::from(IpProtocol::Tcp), len);
+    assert_eq!(t.checksum(), checksum::fold(pseudo));
+}
+
+#[test]
+fn ipv6_super_frames_toward_the_container_are_cut_at_its_mss() {
+    let (p, gso) = super_frame_of(C6, GW6);
+    assert_eq!(gso, 1460);
+    let ip = Ipv6Packet::new_checked(&p[..]).unwrap();
+    let t = TcpPacket::new_checked(ip.payload()).unwrap();
+    assert!(t.payload().len() > 1460, "{}", t.payload().len());
+    let len = ip.payload().len() as u32;
+    let pseudo = crate::wire::ipv6::pseudo_header_sum(&GW6, &C6, 6, len);
+    assert_eq!(t.checksum(), checksum::fold(pseudo));
+}
+
+/// The first super-frame smoltcp builds toward container `c` (MSS 1460) for a host
+/// sending 60 KB through gateway `gw`, with its segment size.
+fn super_frame_of<A: Into<IpAddr> + Copy>(c: A, gw: A) -> (Vec<u8>, u16) {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
     let mut r = Rig::new(true);
     r.up.set_super_frames(true);
     // The container announces MSS 1460; smoltcp is shown more.
-    let synack = r.connect((C, 40001), (GW, port), 1000);
-    let (_, _, _, sseq, _, _) = tcp_of(&synack).unwrap();
+    let synack = r.connect((c, 40001), (gw, port), 1000);
+    let (_, _, _, sseq, _, _) = tcp6_of(&synack).unwrap();
     let (mut server, _) = l.accept().unwrap();
-    let ack = tcp_packet((C, 40001), (GW, port), 1001, sseq + 1, TcpFlags::ACK, &[]);
+    let ack = tcp_packet((c, 40001), (gw, port), 1001, sseq + 1, TcpFlags::ACK, &[]);
     r.send(&ack);
     use std::io::Write as _;
     server.write_all(&vec![7u8; 60_000]).unwrap();
@@ -285,15 +311,7 @@ fn super_frames_toward_the_container_are_cut_at_its_mss() {
             r.up.event(r.poll.registry(), e.token(), rd, wr, er);
         }
     }
-    let (p, gso) = found.expect("a super-frame");
-    assert_eq!(gso, 1460);
-    let ip = Ipv4Packet::new_checked(&p[..]).unwrap();
-    let t = TcpPacket::new_checked(ip.payload()).unwrap();
-    assert!(t.payload().len() > 1460, "{}", t.payload().len());
-    // Only the pseudo-header sum, as segmentation expects.
-    let len = ip.payload().len() as u32;
-    let pseudo = checksum::pseudo_header_v4(GW, C, u8::from(IpProtocol::Tcp), len);
-    assert_eq!(t.checksum(), checksum::fold(pseudo));
+    found.expect("a super-frame")
 }
 
 #[test]
@@ -1088,39 +1106,44 @@ fn ipv6_destinations_that_are_the_host_or_no_ones_are_not_reached() {
 fn a_published_port_takes_ipv6_clients_to_the_container_over_ipv6_or_ipv4() {
     let mut r = Rig::new(true);
     r.up.set_gateways(&r.nets);
-    let publish = |r: &mut Rig, container6: Option<Ipv6Addr>| {
-        let l = std::net::TcpListener::bind("[::1]:0").unwrap();
-        let port = l.local_addr().unwrap().port();
-        let to = PublishTarget {
-            domain: 0,
-            container: Some(C),
-            container6,
-            port: 80,
+    // Each case publishes another container port: its SYN is told from earlier ones'
+    // retransmissions by that.
+    let publish =
+        |r: &mut Rig, host: &str, (v4, v6): (Option<Ipv4Addr>, Option<Ipv6Addr>), port| {
+            let l = std::net::TcpListener::bind(host).unwrap();
+            let local = l.local_addr().unwrap();
+            let to = PublishTarget {
+                domain: 0,
+                container: v4,
+                container6: v6,
+                port,
+            };
+            let reg = r.poll.registry();
+            r.up.publish(reg, PublishedSocket::Tcp(l), to, None)
+                .unwrap();
+            let client = std::net::TcpStream::connect(local).unwrap();
+            let to_port = |p: &[u8]| {
+                let l3 = family::L3::parse(p);
+                l3.and_then(|l| TcpPacket::new_checked(l.payload).ok())
+                    .is_some_and(|t| t.syn() && t.dst_port() == port)
+            };
+            let syn = r.until(to_port).expect("SYN into the container");
+            let (src, dst, ..) = tcp6_of(&syn).unwrap();
+            (src, dst, client)
         };
-        let reg = r.poll.registry();
-        r.up.publish(reg, PublishedSocket::Tcp(l), to, None)
-            .unwrap();
-        port
-    };
     // A dual-stack container: over IPv6, the loopback client seen as the gateway.
-    let port = publish(&mut r, Some(C6));
-    let _client = std::net::TcpStream::connect(("::1", port)).unwrap();
-    let syn = r
-        .until(|p| tcp6_of(p).is_some_and(|t| t.2 & TcpFlags::SYN != 0))
-        .expect("SYN into the container");
-    let (src, dst, ..) = tcp6_of(&syn).unwrap();
+    let (src, dst, _c1) = publish(&mut r, "[::1]:0", (Some(C), Some(C6)), 80);
     assert_eq!((src, dst), (GW6.into(), C6.into()));
     // An IPv4-only container: the same client reaches it over IPv4 (as a proxy would).
-    let port = publish(&mut r, None);
-    let _client = std::net::TcpStream::connect(("::1", port)).unwrap();
-    let syn = r
-        .until(|p| tcp6_of(p).is_some_and(|t| t.2 & TcpFlags::SYN != 0))
-        .expect("SYN into the container");
-    let (src, dst, ..) = tcp6_of(&syn).unwrap();
+    let (src, dst, _c2) = publish(&mut r, "[::1]:0", (Some(C), None), 81);
     assert_eq!((src, dst), (GW.into(), C.into()));
+    // An IPv6-only container: an IPv4 client reaches it over IPv6, seen as the gateway.
+    let (src, dst, _c3) = publish(&mut r, "127.0.0.1:0", (None, Some(C6)), 82);
+    assert_eq!((src, dst), (GW6.into(), C6.into()));
     let addrs = r.up.published_addrs();
-    assert!(
-        addrs.iter().all(|(a, tcp)| a.is_ipv6() && *tcp),
+    assert_eq!(
+        addrs.iter().filter(|(a, _)| a.is_ipv6()).count(),
+        2,
         "{addrs:?}"
     );
 }
