@@ -36,7 +36,10 @@ sent = answered = 0
 while sent < n or out:
     while sent < n and len(out) < inflight:
         i = sent & 0xffff
-        s.send(struct.pack("!HHHHHH", i, 0x0100, 1, 0, 0, 0) + q)
+        try:
+            s.send(struct.pack("!HHHHHH", i, 0x0100, 1, 0, 0, 0) + q)
+        except (socket.timeout, BlockingIOError):
+            break  # the socket's send buffer is full (a busy host): read answers first
         out[i] = time.time()
         sent += 1
     try:
