@@ -16,18 +16,24 @@ use super::rewrite::{Echo, End, echo_tuple, flow_in, flow_out, quoted_flow_key};
 use super::table::{Side, Tuple};
 use super::{Nat, NatDrop, NatVerdict};
 use crate::wire::icmpv6::{Icmpv6Packet, is_error};
-use crate::wire::ipv6::{Icmpv6Type, Upper};
+use crate::wire::ipv6::{HEADER_LEN, Icmpv6Type, NextHeader, Upper};
 use crate::wire::{Checksum, IpProtocol, Ipv6Packet, PortsHeader};
 
 /// The upper-layer protocol of a packet the NAT translates and where its header
 /// starts: TCP, UDP or ICMPv6, first fragments and whole packets only.
 #[inline(always)]
 fn upper_of(ip: &Ipv6Packet<&mut [u8]>) -> Result<(IpProtocol, usize), NatDrop> {
-    let (proto, offset) = match ip.upper() {
-        Ok(Upper::At { proto, offset }) => (IpProtocol::from(proto), offset),
-        Ok(Upper::LaterFragment) => return Err(NatDrop::Fragment),
-        Ok(Upper::Opaque) => return Err(NatDrop::Unsupported),
-        Err(_) => return Err(NatDrop::Malformed),
+    let (proto, offset) = match ip.next_header() {
+        // Right behind the fixed header (nearly every packet): no walk.
+        NextHeader::TCP | NextHeader::UDP | NextHeader::ICMPV6 => {
+            (IpProtocol::from(ip.next_header()), HEADER_LEN)
+        }
+        _ => match ip.upper() {
+            Ok(Upper::At { proto, offset }) => (IpProtocol::from(proto), offset),
+            Ok(Upper::LaterFragment) => return Err(NatDrop::Fragment),
+            Ok(Upper::Opaque) => return Err(NatDrop::Unsupported),
+            Err(_) => return Err(NatDrop::Malformed),
+        },
     };
     let need = match proto {
         IpProtocol::Tcp => crate::wire::tcp::MIN_HEADER_LEN,
