@@ -239,14 +239,14 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv6Packet<T> {
     }
     /// Rewrites the source address; returns the old one (IPv6 has no header checksum:
     /// the upper layer's follows the pseudo-header).
-    #[inline]
+    #[inline(always)]
     pub fn rewrite_src(&mut self, a: Ipv6Addr) -> Ipv6Addr {
         let old = self.src();
         self.set_src(a);
         old
     }
     /// Rewrites the destination address; returns the old one.
-    #[inline]
+    #[inline(always)]
     pub fn rewrite_dst(&mut self, a: Ipv6Addr) -> Ipv6Addr {
         let old = self.dst();
         self.set_dst(a);
