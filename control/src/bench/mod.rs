@@ -540,7 +540,7 @@ fn nat_snapshot(p: &Params, plan: &NatPlan) -> (Snapshot, Vec<Vec<u16>>) {
         hosts.push((DomainId(0), c, MacAddr::from_ipv4(c)));
     }
     hosts.sort_by_key(|h| (h.0, h.1));
-    let hosts6 = (0..p.workers)
+    let hosts6: Vec<_> = (0..p.workers)
         .map(|w| {
             (
                 DomainId(0),
@@ -549,13 +549,14 @@ fn nat_snapshot(p: &Params, plan: &NatPlan) -> (Snapshot, Vec<Vec<u16>>) {
             )
         })
         .collect();
-    let v6 = plan.v6.then(|| dataplane::config::Uplink6 {
-        ext_ip: EXT6,
-        prefix: dataplane::wire::Ipv6Cidr::new(EXT6, 64).network(),
-        next_hop: Some(HOP6),
-        inside: vec![dataplane::wire::Ipv6Cidr::new(NatPlan::container6(0), 64).network()],
-        routed: Vec::new(),
-        hosts: hosts6,
+    let v6 = plan.v6.then(|| {
+        dataplane::config::Uplink6::new(
+            dataplane::wire::Ipv6Cidr::new(EXT6, 64),
+            Some(HOP6),
+            &[dataplane::wire::Ipv6Cidr::new(NatPlan::container6(0), 64).network()],
+            Vec::new(),
+            &hosts6,
+        )
     });
     snap.uplink = Some(UplinkConf {
         ext_ip: plan.ext,
