@@ -138,9 +138,35 @@ impl PseudoAddr for Ipv4Addr {
 }
 
 impl PseudoAddr for std::net::Ipv6Addr {
+    /// RFC 1624 over the address's words at once: the new address's 32-bit words and
+    /// the old one's complemented (a 32-bit word's complement is its negation modulo
+    /// 0xffff too) summed with the field in one accumulator, folded once.
     #[inline(always)]
     fn update(self, csum: Checksum, field: u16, new: std::net::Ipv6Addr, udp: bool) -> u16 {
-        csum.update_pseudo16(field, sum_ipv6(&self), sum_ipv6(&new), udp)
+        let (old, new) = (u128::from(self), u128::from(new));
+        let words = |v: u128| {
+            let v = [
+                (v >> 96) as u32,
+                (v >> 64) as u32,
+                (v >> 32) as u32,
+                v as u32,
+            ];
+            v.iter().map(|w| u64::from(*w)).sum::<u64>()
+        };
+        let delta = words(new) + words(!old);
+        let fold64 = |mut acc: u64| {
+            acc = (acc & 0xffff_ffff) + (acc >> 32);
+            acc = (acc & 0xffff_ffff) + (acc >> 32);
+            fold(acc as u32)
+        };
+        match csum {
+            Checksum::Full if udp && field == 0 => 0,
+            Checksum::Full => match !fold64(u64::from(!field) + delta) {
+                0 if udp => 0xffff,
+                c => c,
+            },
+            Checksum::Partial => fold64(u64::from(field) + delta),
+        }
     }
 }
 
@@ -212,6 +238,24 @@ impl Checksum {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        /// The one-pass IPv6 update agrees with RFC 1624 over the folded sums (up to
+        /// the two forms of zero), for full and partial checksums.
+        #[test]
+        fn ipv6_update_in_one_pass_agrees_with_the_folded_sums(
+            field in proptest::prelude::any::<u16>(),
+            old in proptest::prelude::any::<u128>(),
+            new in proptest::prelude::any::<u128>(),
+        ) {
+            let (o, n) = (std::net::Ipv6Addr::from(old), std::net::Ipv6Addr::from(new));
+            for csum in [Checksum::Full, Checksum::Partial] {
+                let a = o.update(csum, field, n, false);
+                let b = csum.update_pseudo16(field, sum_ipv6(&o), sum_ipv6(&n), false);
+                proptest::prop_assert!(a == b || (a | b == 0xffff && (a == 0 || b == 0)));
+            }
+        }
+    }
 
     #[test]
     fn an_ipv6_address_sums_as_its_bytes_do() {
