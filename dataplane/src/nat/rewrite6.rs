@@ -76,19 +76,20 @@ fn key_of(
     Ok(Some((key, t.tcp_flags())))
 }
 
-/// Rewrites one end of a translated packet: the address and the port or echo
-/// identifier, the upper layer's checksum kept right for `csum`.
+/// Rewrites one end of a translated packet from `old` (the address the flow key read
+/// there) to `addr`, and the port or echo identifier, the upper layer's checksum kept
+/// right for `csum`.
 #[inline(always)]
 fn translate(
     ip: &mut Ipv6Packet<&mut [u8]>,
     (proto, offset): (IpProtocol, usize),
-    (end, addr, port): (End, Ipv6Addr, u16),
+    (end, old, addr, port): (End, Ipv6Addr, Ipv6Addr, u16),
     csum: Checksum,
 ) {
-    let old = match end {
-        End::Src => ip.rewrite_src(addr),
-        End::Dst => ip.rewrite_dst(addr),
-    };
+    match end {
+        End::Src => ip.set_src(addr),
+        End::Dst => ip.set_dst(addr),
+    }
     let upper = ip.upper_mut(offset);
     if proto == IpProtocol::Icmpv6 {
         if let Ok(mut m) = Icmpv6Packet::new_checked(upper) {
@@ -188,7 +189,8 @@ impl Nat {
         )?;
         if ext.is_some() {
             let csum = Checksum::partial_if(partial);
-            translate(&mut ip, upper, (End::Src, hit.other.dst, port), csum);
+            let to = (End::Src, inside.src, hit.other.dst, port);
+            translate(&mut ip, upper, to, csum);
         }
         Ok(NatVerdict::Out { dst })
     }
@@ -222,7 +224,8 @@ impl Nat {
         })?;
         if ext.is_some() {
             let csum = Checksum::partial_if(partial);
-            translate(&mut ip, upper, (End::Dst, hit.other.src, port), csum);
+            let to = (End::Dst, dst, hit.other.src, port);
+            translate(&mut ip, upper, to, csum);
         }
         Ok(NatVerdict::In {
             domain: hit.domain,
