@@ -198,6 +198,27 @@ fn check_uplink(s: &State) -> Result<(), Inconsistency> {
     {
         return Err(Inconsistency::BadUplinkMtu(*m));
     }
+    check_uplink6(s)
+}
+
+/// The packet uplink's IPv6 address: a unicast, not link-local address of its prefix,
+/// apart from every network's IPv6 prefix.
+fn check_uplink6(s: &State) -> Result<(), Inconsistency> {
+    let Uplink::Packet {
+        address6: Some(a), ..
+    } = &s.uplink
+    else {
+        return Ok(());
+    };
+    let usable = (1..=127).contains(&a.prefix_len())
+        && a.addr() != a.network().addr()
+        && !a.addr().is_multicast()
+        && !dataplane::wire::ipv6::is_link_local(&a.addr());
+    let clash = (s.networks.values()).find(|n| n.ipv6.is_some_and(|v| v.subnet.overlaps(a)));
+    if !usable || clash.is_some() {
+        let with = clash.map(|n| n.name.clone()).unwrap_or_default();
+        return Err(Inconsistency::BadUplink(a.to_string(), with));
+    }
     Ok(())
 }
 
@@ -607,6 +628,20 @@ mod tests {
                 }
             },
             "overlaps network \"front\"",
+        );
+        refused(
+            |s| {
+                s.uplink = Uplink::Packet {
+                    tap: Some("t".into()),
+                    netns: None,
+                    address: "198.51.100.2/24".parse().expect("cidr"),
+                    next_hop: None,
+                    mtu: None,
+                    address6: Some("fe80::2/64".parse().expect("cidr")),
+                    next_hop6: None,
+                }
+            },
+            "fe80::2/64 is not usable",
         );
         refused(
             |s| {

@@ -269,32 +269,67 @@ pub struct UplinkConf {
 
 /// The packet uplink's IPv6: vswitch's address on the segment, where routed IPv6
 /// leaves, and how each network's IPv6 does (NAT66 masquerade, or routed as it is).
+///
+/// Prefixes and addresses the workers compare per packet are kept as integers (a
+/// prefix as its network and mask): made by [`Uplink6::new`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Uplink6 {
     pub ext_ip: Ipv6Addr,
-    /// The segment's prefix (addresses in it are reached without the next hop).
-    pub prefix: Ipv6Cidr,
+    /// The segment's prefix as (network, mask): addresses in it are reached without
+    /// the next hop.
+    pub segment: (u128, u128),
     pub next_hop: Option<Ipv6Addr>,
-    /// Every network's IPv6 prefix: routed traffic never goes to these.
-    pub inside: Vec<Ipv6Cidr>,
+    /// Every network's IPv6 prefix as (network, mask): routed traffic never goes to
+    /// these.
+    pub inside: Vec<(u128, u128)>,
     /// The networks whose IPv6 is routed as it is (masquerade off, not internal),
     /// sorted.
     pub routed: Vec<DomainId>,
     /// (domain, address) -> MAC of every port with an IPv6 address, sorted.
-    pub hosts: Vec<(DomainId, Ipv6Addr, MacAddr)>,
+    pub hosts: Vec<(DomainId, u128, MacAddr)>,
+}
+
+/// A prefix as (network, mask) integers.
+fn masked(p: Ipv6Cidr) -> (u128, u128) {
+    (u128::from(p.addr()) & p.mask(), p.mask())
 }
 
 impl Uplink6 {
+    /// vswitch's `address` on the segment, its next hop, the networks' prefixes, the
+    /// routed networks and each port's (domain, IPv6 address, MAC).
+    pub fn new(
+        address: Ipv6Cidr,
+        next_hop: Option<Ipv6Addr>,
+        inside: &[Ipv6Cidr],
+        mut routed: Vec<DomainId>,
+        hosts: &[(DomainId, Ipv6Addr, MacAddr)],
+    ) -> Uplink6 {
+        routed.sort();
+        routed.dedup();
+        let mut hosts: Vec<_> = hosts.iter().map(|h| (h.0, u128::from(h.1), h.2)).collect();
+        hosts.sort_by_key(|h| (h.0, h.1));
+        hosts.dedup_by_key(|h| (h.0, h.1));
+        Uplink6 {
+            ext_ip: address.addr(),
+            segment: masked(address),
+            next_hop,
+            inside: inside.iter().map(|p| masked(*p)).collect(),
+            routed,
+            hosts,
+        }
+    }
+
     /// Whether `ip` is on the segment itself.
     #[inline]
     pub fn on_link(&self, ip: Ipv6Addr) -> bool {
-        self.prefix.contains(ip)
+        u128::from(ip) & self.segment.1 == self.segment.0
     }
 
     /// Whether `ip` is in some network (never routed out).
     #[inline]
     pub fn is_inside(&self, ip: Ipv6Addr) -> bool {
-        self.inside.iter().any(|p| p.contains(ip))
+        let a = u128::from(ip);
+        self.inside.iter().any(|&(net, mask)| a & mask == net)
     }
 
     /// Whether `domain`'s IPv6 is routed as it is (else masqueraded, where it leaves).
@@ -307,7 +342,7 @@ impl Uplink6 {
     #[inline]
     pub fn host_mac(&self, domain: DomainId, ip: Ipv6Addr) -> Option<MacAddr> {
         self.hosts
-            .binary_search_by_key(&(domain, ip), |h| (h.0, h.1))
+            .binary_search_by_key(&(domain, u128::from(ip)), |h| (h.0, h.1))
             .ok()
             .and_then(|i| self.hosts.get(i))
             .map(|h| h.2)

@@ -489,6 +489,27 @@ fn udp_src_port(ip: &[u8]) -> u16 {
         .unwrap_or(0)
 }
 
+/// The NAT66 scenario's uplink: its address, next hop, the network's prefix, each
+/// worker's container.
+fn nat_uplink6(workers: usize) -> dataplane::config::Uplink6 {
+    let hosts: Vec<_> = (0..workers)
+        .map(|w| {
+            (
+                DomainId(0),
+                NatPlan::container6(w),
+                MacAddr::from_ipv4(NatPlan::container(w)),
+            )
+        })
+        .collect();
+    dataplane::config::Uplink6::new(
+        dataplane::wire::Ipv6Cidr::new(EXT6, 64),
+        Some(HOP6),
+        &[dataplane::wire::Ipv6Cidr::new(NatPlan::container6(0), 64).network()],
+        Vec::new(),
+        &hosts,
+    )
+}
+
 /// The snapshot of the NAT scenario: one network with egress, the uplink port, one
 /// container port per worker; and each worker's slots (its container's, the uplink's).
 fn nat_snapshot(p: &Params, plan: &NatPlan) -> (Snapshot, Vec<Vec<u16>>) {
@@ -540,23 +561,7 @@ fn nat_snapshot(p: &Params, plan: &NatPlan) -> (Snapshot, Vec<Vec<u16>>) {
         hosts.push((DomainId(0), c, MacAddr::from_ipv4(c)));
     }
     hosts.sort_by_key(|h| (h.0, h.1));
-    let hosts6 = (0..p.workers)
-        .map(|w| {
-            (
-                DomainId(0),
-                NatPlan::container6(w),
-                MacAddr::from_ipv4(NatPlan::container(w)),
-            )
-        })
-        .collect();
-    let v6 = plan.v6.then(|| dataplane::config::Uplink6 {
-        ext_ip: EXT6,
-        prefix: dataplane::wire::Ipv6Cidr::new(EXT6, 64).network(),
-        next_hop: Some(HOP6),
-        inside: vec![dataplane::wire::Ipv6Cidr::new(NatPlan::container6(0), 64).network()],
-        routed: Vec::new(),
-        hosts: hosts6,
-    });
+    let v6 = plan.v6.then(|| nat_uplink6(p.workers));
     snap.uplink = Some(UplinkConf {
         ext_ip: plan.ext,
         ext_mac: plan.ext_mac,

@@ -215,16 +215,15 @@ fn uplink_conf(i: &Inputs, seg: &PacketSegment) -> UplinkConf {
 /// not internal), every port's IPv6 address.
 fn uplink6(i: &Inputs, address: Ipv6Cidr, next_hop: Option<Ipv6Addr>) -> Uplink6 {
     let nets = i.state.networks.values();
-    let inside = nets
+    let inside: Vec<Ipv6Cidr> = nets
         .clone()
         .filter_map(|n| n.ipv6.map(|v| v.subnet))
         .collect();
-    let mut routed: Vec<DomainId> = nets
+    let routed: Vec<DomainId> = nets
         .filter(|n| n.ipv6.is_some() && !n.masquerade && !n.internal)
         .map(|n| DomainId(n.domain))
         .collect();
-    routed.sort();
-    let mut hosts: Vec<(DomainId, Ipv6Addr, MacAddr)> = i
+    let hosts: Vec<(DomainId, Ipv6Addr, MacAddr)> = i
         .containers()
         .flat_map(|c| c.endpoints.iter())
         .filter_map(|e| {
@@ -232,16 +231,7 @@ fn uplink6(i: &Inputs, address: Ipv6Cidr, next_hop: Option<Ipv6Addr>) -> Uplink6
             Some((domain, e.ip6?, e.mac))
         })
         .collect();
-    hosts.sort_by_key(|h| (h.0, h.1));
-    hosts.dedup_by_key(|h| (h.0, h.1));
-    Uplink6 {
-        ext_ip: address.addr(),
-        prefix: address.network(),
-        next_hop,
-        inside,
-        routed,
-        hosts,
-    }
+    Uplink6::new(address, next_hop, &inside, routed, &hosts)
 }
 
 /// A container's published ports as DNAT rules to its first endpoint.

@@ -33,6 +33,8 @@ pub trait Af: Copy + Eq + Debug + Hash + Send + Sync + 'static {
     fn empty() -> Self::Stored;
     fn load(s: &Self::Stored) -> Self::Key;
     fn store(s: &Self::Stored, k: &Self::Key);
+    /// Whether two packed tuples are the same (word by word, no call to `memcmp`).
+    fn same(a: &Self::Key, b: &Self::Key) -> bool;
     /// A keyed hash of a packed tuple.
     fn fingerprint(k: &Self::Key, seed: u64) -> u64;
     fn owner(domain: u16, addr: Self::Addr) -> Self::Owner;
@@ -108,6 +110,11 @@ impl Af for V4 {
     }
 
     #[inline(always)]
+    fn same(a: &(u64, u64), b: &(u64, u64)) -> bool {
+        a == b
+    }
+
+    #[inline(always)]
     fn fingerprint(&(a, b): &(u64, u64), seed: u64) -> u64 {
         mix(a ^ seed) ^ mix(b.wrapping_add(seed.rotate_left(17)))
     }
@@ -180,8 +187,15 @@ impl Af for V6 {
     }
 
     #[inline(always)]
+    fn same(&[a0, a1, a2, a3, a4]: &[u64; 5], &[b0, b1, b2, b3, b4]: &[u64; 5]) -> bool {
+        ((a0 ^ b0) | (a1 ^ b1) | (a2 ^ b2) | (a3 ^ b3) | (a4 ^ b4)) == 0
+    }
+
+    #[inline(always)]
     fn fingerprint(&[s0, s1, d0, d1, p]: &[u64; 5], seed: u64) -> u64 {
-        // Each address folded to a word first (one round each), then as IPv4's two.
+        // Each address folded to a word by a keyed round over its high word (the low
+        // word enters after it, so no choice of both words cancels out without the
+        // seed), then as IPv4's two words.
         let src = mix(s0 ^ seed) ^ s1;
         let dst = mix(d0 ^ seed.rotate_left(31)) ^ d1;
         mix(src ^ seed) ^ mix(dst.wrapping_add(seed.rotate_left(17)) ^ p.rotate_left(7))

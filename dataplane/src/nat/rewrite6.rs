@@ -16,18 +16,24 @@ use super::rewrite::{Echo, End, echo_tuple, flow_in, flow_out, quoted_flow_key};
 use super::table::{Side, Tuple};
 use super::{Nat, NatDrop, NatVerdict};
 use crate::wire::icmpv6::{Icmpv6Packet, is_error};
-use crate::wire::ipv6::{Icmpv6Type, Upper};
+use crate::wire::ipv6::{HEADER_LEN, Icmpv6Type, NextHeader, Upper};
 use crate::wire::{Checksum, IpProtocol, Ipv6Packet, PortsHeader};
 
 /// The upper-layer protocol of a packet the NAT translates and where its header
 /// starts: TCP, UDP or ICMPv6, first fragments and whole packets only.
 #[inline(always)]
 fn upper_of(ip: &Ipv6Packet<&mut [u8]>) -> Result<(IpProtocol, usize), NatDrop> {
-    let (proto, offset) = match ip.upper() {
-        Ok(Upper::At { proto, offset }) => (IpProtocol::from(proto), offset),
-        Ok(Upper::LaterFragment) => return Err(NatDrop::Fragment),
-        Ok(Upper::Opaque) => return Err(NatDrop::Unsupported),
-        Err(_) => return Err(NatDrop::Malformed),
+    let (proto, offset) = match ip.next_header() {
+        // Right behind the fixed header (nearly every packet): no walk.
+        NextHeader::TCP | NextHeader::UDP | NextHeader::ICMPV6 => {
+            (IpProtocol::from(ip.next_header()), HEADER_LEN)
+        }
+        _ => match ip.upper() {
+            Ok(Upper::At { proto, offset }) => (IpProtocol::from(proto), offset),
+            Ok(Upper::LaterFragment) => return Err(NatDrop::Fragment),
+            Ok(Upper::Opaque) => return Err(NatDrop::Unsupported),
+            Err(_) => return Err(NatDrop::Malformed),
+        },
     };
     let need = match proto {
         IpProtocol::Tcp => crate::wire::tcp::MIN_HEADER_LEN,
@@ -70,19 +76,20 @@ fn key_of(
     Ok(Some((key, t.tcp_flags())))
 }
 
-/// Rewrites one end of a translated packet: the address and the port or echo
-/// identifier, the upper layer's checksum kept right for `csum`.
+/// Rewrites one end of a translated packet from `old` (the address the flow key read
+/// there) to `addr`, and the port or echo identifier, the upper layer's checksum kept
+/// right for `csum`.
 #[inline(always)]
 fn translate(
     ip: &mut Ipv6Packet<&mut [u8]>,
     (proto, offset): (IpProtocol, usize),
-    (end, addr, port): (End, Ipv6Addr, u16),
+    (end, old, addr, port): (End, Ipv6Addr, Ipv6Addr, u16),
     csum: Checksum,
 ) {
-    let old = match end {
-        End::Src => ip.rewrite_src(addr),
-        End::Dst => ip.rewrite_dst(addr),
-    };
+    match end {
+        End::Src => ip.set_src(addr),
+        End::Dst => ip.set_dst(addr),
+    }
     let upper = ip.upper_mut(offset);
     if proto == IpProtocol::Icmpv6 {
         if let Ok(mut m) = Icmpv6Packet::new_checked(upper) {
@@ -182,7 +189,8 @@ impl Nat {
         )?;
         if ext.is_some() {
             let csum = Checksum::partial_if(partial);
-            translate(&mut ip, upper, (End::Src, hit.other.dst, port), csum);
+            let to = (End::Src, inside.src, hit.other.dst, port);
+            translate(&mut ip, upper, to, csum);
         }
         Ok(NatVerdict::Out { dst })
     }
@@ -216,7 +224,8 @@ impl Nat {
         })?;
         if ext.is_some() {
             let csum = Checksum::partial_if(partial);
-            translate(&mut ip, upper, (End::Dst, hit.other.src, port), csum);
+            let to = (End::Dst, dst, hit.other.src, port);
+            translate(&mut ip, upper, to, csum);
         }
         Ok(NatVerdict::In {
             domain: hit.domain,

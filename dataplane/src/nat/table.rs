@@ -496,7 +496,7 @@ impl<A: Af> FlowTable<A> {
                 if s == side
                     && let Some(flow) = self.flows.get(idx as usize)
                     && flow.live.load(Acquire)
-                    && flow.packed(side) == key
+                    && A::same(&flow.packed(side), &key)
                 {
                     let state = flow.state.load(Relaxed);
                     if now.wrapping_sub(flow.last.load(Relaxed)) > lifetime(t.proto, state) {

@@ -13,7 +13,7 @@ use crate::config::{DomainConf, GATEWAY_PORT, UPLINK_PORT, Uplink6};
 use crate::ids::{DomainId, Encap};
 use crate::nat::{NatDrop, NatVerdict};
 use crate::port::{Frame, Punt, VnetHdr};
-use crate::wire::ipv6::{HEADER_LEN, Icmpv6Type, NextHeader, Upper, is_link_local};
+use crate::wire::ipv6::{HEADER_LEN, Icmpv6Type, NextHeader, is_link_local};
 use crate::wire::{EthernetFrame, Ipv6Packet, MacAddr, TcpPacket};
 
 /// Whether an IPv6 frame for the gateway's MAC is for somewhere outside every network,
@@ -146,18 +146,13 @@ fn too_big6<T: AsRef<[u8]>>(ip: &Ipv6Packet<T>, vnet: &VnetHdr, mtu: u16) -> boo
 }
 
 /// Whether an IPv6 packet is neighbour or router discovery (the gateway's to answer).
+/// Discovery has no extension headers (RFC 4861 sends it bare, hop limit 255): only
+/// ICMPv6 right behind the fixed header is looked at.
 #[inline(always)]
 fn discovery<T: AsRef<[u8]>>(ip: &Ipv6Packet<T>) -> bool {
-    match ip.upper() {
-        Ok(Upper::At {
-            proto: NextHeader::ICMPV6,
-            offset,
-        }) => ip
-            .packet()
-            .get(offset)
-            .is_some_and(|&t| (Icmpv6Type::ROUTER_SOLICIT..=Icmpv6Type::REDIRECT).contains(&t)),
-        _ => false,
-    }
+    ip.next_header() == NextHeader::ICMPV6
+        && crate::wire::ipv6::icmpv6_type(ip.payload())
+            .is_some_and(|t| (Icmpv6Type::ROUTER_SOLICIT..=Icmpv6Type::REDIRECT).contains(&t))
 }
 
 /// An IPv6 frame arriving on the packet uplink: neighbour discovery and multicast go to

@@ -1438,14 +1438,13 @@ mod nat6 {
             next_hop: None,
             mtu,
             rules: Default::default(),
-            v6: Some(Uplink6 {
-                ext_ip: EXT6,
-                prefix: Ipv6Cidr::new(EXT6, 64).network(),
-                next_hop: Some(Ipv6Addr::new(0x2001, 0xdb8, 0xff, 0, 0, 0, 0, 1)),
-                inside: vec![Ipv6Cidr::new(INSIDE6, 64).network()],
-                routed: if routed { vec![DomainId(0)] } else { vec![] },
-                hosts: vec![(DomainId(0), INSIDE6, mac(2))],
-            }),
+            v6: Some(Uplink6::new(
+                Ipv6Cidr::new(EXT6, 64),
+                Some(Ipv6Addr::new(0x2001, 0xdb8, 0xff, 0, 0, 0, 0, 1)),
+                &[Ipv6Cidr::new(INSIDE6, 64).network()],
+                if routed { vec![DomainId(0)] } else { vec![] },
+                &[(DomainId(0), INSIDE6, mac(2))],
+            )),
             hosts: vec![],
         });
         if let Some(Some(d)) = r.snap.domains.get_mut(0) {

@@ -125,10 +125,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Icmpv6Packet<T> {
     #[inline]
     pub fn translate_echo(&mut self, old: Ipv6Addr, new: Ipv6Addr, ident: u16) {
         let c = checksum::update16(self.checksum(), self.echo_ident(), ident);
-        let (o, n) = (
-            checksum::fold(checksum::sum(&old.octets())),
-            checksum::fold(checksum::sum(&new.octets())),
-        );
+        let (o, n) = (checksum::sum_ipv6(&old), checksum::sum_ipv6(&new));
         put16(self.buffer.as_mut(), 2, checksum::update16(c, o, n));
         self.set_echo_ident(ident);
     }

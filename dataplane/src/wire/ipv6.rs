@@ -231,22 +231,24 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv6Packet<T> {
     pub fn set_hop_limit(&mut self, v: u8) {
         self.buffer.as_mut()[field::HOP_LIMIT] = v;
     }
+    #[inline(always)]
     pub fn set_src(&mut self, a: Ipv6Addr) {
         self.buffer.as_mut()[field::SRC].copy_from_slice(&a.octets());
     }
+    #[inline(always)]
     pub fn set_dst(&mut self, a: Ipv6Addr) {
         self.buffer.as_mut()[field::DST].copy_from_slice(&a.octets());
     }
     /// Rewrites the source address; returns the old one (IPv6 has no header checksum:
     /// the upper layer's follows the pseudo-header).
-    #[inline]
+    #[inline(always)]
     pub fn rewrite_src(&mut self, a: Ipv6Addr) -> Ipv6Addr {
         let old = self.src();
         self.set_src(a);
         old
     }
     /// Rewrites the destination address; returns the old one.
-    #[inline]
+    #[inline(always)]
     pub fn rewrite_dst(&mut self, a: Ipv6Addr) -> Ipv6Addr {
         let old = self.dst();
         self.set_dst(a);
