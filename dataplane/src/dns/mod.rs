@@ -19,7 +19,7 @@
 //!   in a table of at most [`MAX_ROTATION_NAMES`] names, cleared when full; networks
 //!   with a name in common share its counter, which only shifts where they start). Any other
 //!   type for a local name is NODATA (NOERROR, no answer), never forwarded; ANY gets the
-//!   A records. `d.c.b.a.in-addr.arpa` PTR queries for a container's address answer its
+//!   A and AAAA records. `d.c.b.a.in-addr.arpa` PTR queries for a container's address answer its
 //!   name(s). Matching ignores case and the trailing dot; the answer's owner name is the
 //!   question's own name, so mixed-case (0x20) questions get their case back. Local
 //!   answers are authoritative (AA) and offer recursion (RA).

@@ -100,8 +100,8 @@ pub struct Inbound<'a> {
 pub enum Verdict {
     /// Answered, refused or dropped here.
     Done,
-    /// Routed traffic, or TCP/UDP to the gateway as the host: the frame's IPv4 packet
-    /// goes to the socket uplink.
+    /// Routed traffic, or TCP/UDP to the gateway as the host: the frame's IPv4 or IPv6
+    /// packet goes to the socket uplink.
     ToUplink,
 }
 

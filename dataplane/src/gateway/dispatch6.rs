@@ -4,7 +4,8 @@
 //! Routed IPv6 (to the gateway's MAC, for an address that is not the gateway's; hop
 //! limit exhausted: "time exceeded") goes to the socket uplink ([`Verdict::ToUplink`])
 //! where that is the uplink, as IPv4 does; its packets for containers come back
-//! through [`Gateway::deliver_ip6`]. A packet uplink with an IPv6 address routes IPv6
+//! through [`Gateway::deliver_ip_in_place`] and [`Gateway::deliver_ip_gso`] (either
+//! family; [`Gateway::deliver_ip6`] frames the DNS server's answers). A packet uplink with an IPv6 address routes IPv6
 //! on the workers; the frames they punt (packet too big, time exceeded, an unresolved
 //! neighbour) are answered by `Gateway::packet_routed6`, and what else reaches the
 //! gateway takes [`Gateway::not_yet_routed`], which answers ICMPv6 "no route to
