@@ -13,7 +13,8 @@ use dataplane::bridge::CounterTable;
 use dataplane::bridge::fdb::Fdb;
 use dataplane::config::{SnapshotCell, UPLINK_DOMAIN};
 use dataplane::gateway::{
-    GatewayConfig, GatewayIo, Lease, Net4, Net6, NetConfig, NetDns, PacketUplink, UplinkMode,
+    GatewayConfig, GatewayIo, Lease, Net4, Net6, NetConfig, NetDns, PacketUplink, PacketUplink6,
+    UplinkMode,
 };
 use dataplane::nat::Nat;
 use dataplane::port::ring::{RingFrame, Wake, ring_pair};
@@ -50,6 +51,7 @@ fn config() -> GatewayConfig {
         dns: NetDns::Names,
         // The gateway stands for 127.0.0.1, never for the machine's own address.
         host_loopback: true,
+        slaac: true,
     };
     let mut leases = HashMap::new();
     let lease = Lease {
@@ -70,6 +72,16 @@ fn config() -> GatewayConfig {
             prefix_len: 24,
             next_hop: Some(Ipv4Addr::new(198, 51, 100, 1)),
             mtu: 1500,
+            // IPv6 on the segment too, so the NAT66 punts (too big, hop limit, an
+            // unresolved neighbour) and the segment's NDP and echo are fuzzed.
+            v6: Some(PacketUplink6 {
+                ext_ip: std::net::Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 2),
+                prefix: dataplane::wire::Ipv6Cidr::new(
+                    std::net::Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 0),
+                    64,
+                ),
+                next_hop: Some(std::net::Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 1)),
+            }),
         }),
         upstreams: Vec::new(),
     }

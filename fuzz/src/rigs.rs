@@ -185,7 +185,7 @@ pub mod pipeline {
             mtu: 1500,
             rules: DnatRules::new(vec![rule]),
             v6: None,
-        hosts: vec![(DomainId(0), c2, MacAddr::from_ipv4(c2))],
+            hosts: vec![(DomainId(0), c2, MacAddr::from_ipv4(c2))],
         });
         snap.rebuild();
         snap

@@ -43,7 +43,8 @@ mod segment6;
 
 pub use action::{Action, Actions};
 pub use config::{
-    DHCP_LEASE_SECS, GatewayConfig, Lease, Net4, Net6, NetConfig, NetDns, PacketUplink, UplinkMode,
+    DHCP_LEASE_SECS, GatewayConfig, Lease, Net4, Net6, NetConfig, NetDns, PacketUplink,
+    PacketUplink6, UplinkMode,
 };
 pub use dispatch::{DnsNetCounts, Gateway, GatewayStats, Inbound, Verdict};
 pub use io::GatewayIo;

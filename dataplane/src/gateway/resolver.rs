@@ -16,13 +16,18 @@ use crate::uplink::socket::{DnsTcpRequest, TcpConnId, build_udp};
 use crate::wire::dns::RawHeader;
 
 /// Where a DNS reply goes: a UDP client by its address (either family), its port and
-/// the gateway address it asked; a TCP one by its connection.
+/// the gateway address it asked; a TCP one by its connection. Each with the container
+/// its query counts on ([`DnsClient::tenant`]).
 #[derive(Debug, Clone, Copy)]
 enum DnsClient {
     Udp {
         who: ContainerId<IpAddr>,
         port: u16,
         server: IpAddr,
+        /// The port's IPAM address (its IPv4 one, else its IPv6 one; the source where
+        /// the port has none): a container's queries share one quota whichever family
+        /// or source address they come from.
+        tenant: ContainerId<IpAddr>,
     },
     Tcp {
         who: ContainerId<IpAddr>,
@@ -34,6 +39,14 @@ impl DnsClient {
     fn who(&self) -> ContainerId<IpAddr> {
         match self {
             DnsClient::Udp { who, .. } | DnsClient::Tcp { who, .. } => *who,
+        }
+    }
+
+    /// Who the query counts on in the DNS quotas.
+    fn tenant(&self) -> ContainerId<IpAddr> {
+        match self {
+            DnsClient::Udp { tenant, .. } => *tenant,
+            DnsClient::Tcp { who, .. } => *who,
         }
     }
 }
@@ -69,7 +82,7 @@ impl Resolver {
     /// Ends a query's life: its client, and its place in the container's quota.
     fn forget(&mut self, client: ClientRef) -> Option<DnsClient> {
         let c = self.clients.remove(&client.0)?;
-        self.quota.release(c.who(), FlowKind::Dns, false);
+        self.quota.release(c.tenant(), FlowKind::Dns, false);
         Some(c)
     }
 }
@@ -85,10 +98,17 @@ impl Gateway {
         now: Instant,
         out: &mut Actions,
     ) {
+        let lease = self.cfg.leases.get(&(who.domain, port));
+        let owned = lease.and_then(|l| l.v4.map(IpAddr::V4).or(l.v6.map(IpAddr::V6)));
+        let tenant = ContainerId {
+            domain: who.domain,
+            ip: owned.unwrap_or(who.ip),
+        };
         let c = DnsClient::Udp {
             who,
             port: sport,
             server,
+            tenant,
         };
         self.dns_query(c, (port, Transport::Udp), msg, now, out);
     }
@@ -135,7 +155,7 @@ impl Gateway {
     /// A handle for a query in flight, or None (refused and counted: the container has
     /// its share of queries in flight, or everyone together the global limit).
     fn dns_client(&mut self, c: DnsClient, port: u16, out: &mut Actions) -> Option<ClientRef> {
-        let who = c.who();
+        let who = c.tenant();
         let r = &mut self.resolver;
         if r.clients.len() >= dns::MAX_IN_FLIGHT_LIMIT
             || r.quota.admit(who, FlowKind::Dns, false).is_err()
@@ -162,9 +182,9 @@ impl Gateway {
                     self.count_answer(c.who().domain, &bytes);
                 }
                 match c {
-                    Some(DnsClient::Udp { who, port, server }) => {
-                        self.udp_answer((who, port, server), &bytes, out)
-                    }
+                    Some(DnsClient::Udp {
+                        who, port, server, ..
+                    }) => self.udp_answer((who, port, server), &bytes, out),
                     Some(DnsClient::Tcp { conn, .. }) => {
                         out.push(Action::DnsTcpReply { conn, bytes })
                     }

@@ -2,6 +2,7 @@ use std::collections::HashMap;
 use std::net::Ipv4Addr;
 
 use super::*;
+use crate::bridge::DropReason;
 use crate::gateway::action::Action;
 use crate::gateway::{GatewayConfig, Lease, Net4, Net6, NetConfig, NetDns};
 use crate::port::Punt;
@@ -144,26 +145,78 @@ fn routed_ipv6_goes_to_the_socket_uplink_else_no_route_and_hop_limits_are_kept()
     assert_eq!(g.stats.icmp_errors, 2);
 }
 
+/// A UDP datagram from `src` port 0x3039 to [2001:db8:1::1]:`dport` (the echo frame
+/// made UDP).
+fn udp6(src: Ipv6Addr, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let mut f = routed("2001:db8:1::1", 64);
+    f.truncate(54);
+    f[22..38].copy_from_slice(&src.octets());
+    f[20] = NextHeader::UDP;
+    let len = (8 + payload.len()) as u16;
+    f[18..20].copy_from_slice(&len.to_be_bytes());
+    f.extend_from_slice(&[0x30, 0x39]);
+    f.extend_from_slice(&dport.to_be_bytes());
+    f.extend_from_slice(&len.to_be_bytes());
+    f.extend_from_slice(&[0, 0]);
+    f.extend_from_slice(payload);
+    let ip = Ipv6Packet::new_checked(&f[14..]).unwrap();
+    let (s, d) = (ip.src(), ip.dst());
+    UdpPacket::new_unchecked(&mut f[54..]).fill_checksum_v6(&s, &d);
+    f
+}
+
+/// A query for NAME's A record with id `id`, recursion desired.
+fn query(id: u16, name: &str) -> Vec<u8> {
+    let mut q = id.to_be_bytes().to_vec();
+    q.extend_from_slice(&[1, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
+    for l in name.split('.') {
+        q.push(l.len() as u8);
+        q.extend_from_slice(l.as_bytes());
+    }
+    q.extend_from_slice(&[0, 0, 1, 0, 1]);
+    q
+}
+
+#[test]
+fn a_containers_dns_queries_share_one_quota_whatever_their_source() {
+    let limits = crate::uplink::quota::UplinkLimits {
+        dns_per_container: 2,
+        ..Default::default()
+    };
+    let mut g = Gateway::with_limits(limits);
+    let mut cfg = gateway(NetDns::Names).config().clone();
+    cfg.upstreams = vec!["127.0.0.1:53".parse().unwrap()];
+    g.configure(cfg);
+    // What one query became: forwarded upstream, or dropped as over the quota.
+    let mut ask = |src: Ipv6Addr, id: u16| {
+        let mut out = Actions::default();
+        let f = udp6(src, 53, &query(id, &format!("n{id}.example.org")));
+        assert_eq!(g.frame(inbound(&f), &mut out), Verdict::Done);
+        let mut got = (false, false);
+        while let Some(a) = out.pop() {
+            match a {
+                Action::Forward { .. } => got.0 = true,
+                Action::Drop {
+                    reason: DropReason::DnsQuota,
+                    ..
+                } => got.1 = true,
+                _ => {}
+            }
+        }
+        got
+    };
+    // The port's global address: its share of two, forwarded (the positive control).
+    assert_eq!(ask(host6(), 1), (true, false));
+    assert_eq!(ask(host6(), 2), (true, false));
+    // The same port from its link-local address counts on the same share: refused.
+    let ll: Ipv6Addr = "fe80::42:acff:fe11:2".parse().unwrap();
+    assert_eq!(ask(ll, 3), (false, true));
+}
+
 #[test]
 fn closed_gateway_ports_are_unreachable_and_dns_answers_over_ipv6() {
     let mut g = gateway(NetDns::Names);
-    // A UDP datagram to [2001:db8:1::1]:9 (the echo frame made UDP).
-    let udp = |dport: u16, payload: &[u8]| {
-        let mut f = routed("2001:db8:1::1", 64);
-        f.truncate(54);
-        f[20] = NextHeader::UDP;
-        let len = (8 + payload.len()) as u16;
-        f[18..20].copy_from_slice(&len.to_be_bytes());
-        f.extend_from_slice(&[0x30, 0x39]);
-        f.extend_from_slice(&dport.to_be_bytes());
-        f.extend_from_slice(&len.to_be_bytes());
-        f.extend_from_slice(&[0, 0]);
-        f.extend_from_slice(payload);
-        let ip = Ipv6Packet::new_checked(&f[14..]).unwrap();
-        let (s, d) = (ip.src(), ip.dst());
-        UdpPacket::new_unchecked(&mut f[54..]).fill_checksum_v6(&s, &d);
-        f
-    };
+    let udp = |dport: u16, payload: &[u8]| udp6(host6(), dport, payload);
     let e = answer(&mut g, &udp(9, b"x"));
     assert_eq!(
         icmp_type(&e[0]),
