@@ -93,8 +93,9 @@ fn send_port(
     }
     let mut bytes = 0u64;
     for s in sel {
-        let tag = if s.vlan != 0 { TAG_LEN } else { 0 };
-        bytes += batch.get(usize::from(s.idx)).map_or(0, |f| f.len() + tag) as u64;
+        bytes += batch
+            .get(usize::from(s.idx))
+            .map_or(0, |f| wire_len(f.len(), s.vlan));
     }
     let sent = if p == GATEWAY_PORT {
         port.send_last(batch, sel)
@@ -112,6 +113,13 @@ fn send_port(
     if sent < sel.len() {
         counters.count_drop(p, DropReason::TxFull, (sel.len() - sent) as u64);
     }
+}
+
+/// The bytes a frame of `len` takes on the way out, with its tag when `vlan` is set.
+#[inline]
+fn wire_len(len: usize, vlan: u16) -> u64 {
+    let tag = if vlan != 0 { TAG_LEN } else { 0 };
+    (len + tag) as u64
 }
 
 /// Whether a port held to `rate` may be read now; if so, how many frames the batch
@@ -365,9 +373,8 @@ impl Worker {
                 if b.tokens() <= 0 {
                     break;
                 }
-                let tag = if s.vlan != 0 { TAG_LEN } else { 0 };
                 let len = batch.get(usize::from(s.idx)).map_or(0, |f| f.len());
-                b.charge((len + tag) as u64);
+                b.charge(wire_len(len, s.vlan));
                 keep += 1;
             }
         }
@@ -436,8 +443,7 @@ impl Worker {
                 if let Some(last) = batch.frames_mut().last_mut() {
                     last.vnet = f.vnet;
                 }
-                let tag = if f.vlan != 0 { TAG_LEN } else { 0 };
-                b.charge((f.buf.len() + tag) as u64);
+                b.charge(wire_len(f.buf.len(), f.vlan));
                 sel.push(TxSel {
                     idx: u8::try_from(idx).unwrap_or(u8::MAX),
                     vlan: f.vlan,

@@ -150,8 +150,10 @@ fn what_overflows_the_queue_of_a_limited_port_is_dropped_and_counted() {
     // 66 pass, the queue takes 262 of 1000 bytes (256 KiB), 72 are cut.
     assert_eq!(c3.tx_packets, 66);
     assert_eq!(c3.drop_count(DropReason::RateLimit), 400 - 66 - 262);
-    // The port going away drops what waited for it.
+    // The port going away drops what waited for it (262 frames were waiting).
+    assert_eq!(w.held.bytes(3), 262 * 1000);
     w.remove_port(PortId(3));
+    assert_eq!(w.held.bytes(3), 0);
     w.clock = Clock::Manual(1);
     flush(&mut w);
     assert_eq!(w.counters().read(PortId(3)).tx_packets, 66);

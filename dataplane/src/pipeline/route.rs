@@ -143,19 +143,43 @@ fn send_out(
     } else {
         neigh.next_hop()
     };
+    to_next_hop(i, f, out, (mac, up.ext_mac));
+    Ok(())
+}
+
+/// Hands frame `i`, bound out the packet uplink, to the MAC of its next hop (from the
+/// uplink's MAC `ext_mac`); not resolved yet, to the gateway, which asks (ARP or
+/// neighbour solicitation) while this packet is lost, as a router without a
+/// neighbour entry does. Both families.
+#[inline(always)]
+pub(super) fn to_next_hop(
+    i: usize,
+    f: &mut Frame,
+    out: &mut Egress,
+    (mac, ext_mac): (Option<MacAddr>, MacAddr),
+) {
     match mac {
         Some(m) => {
-            set_macs(f, m, up.ext_mac);
+            set_macs(f, m, ext_mac);
             out.push(UPLINK_PORT, i, Encap::None);
         }
-        // Not resolved yet: the gateway asks (ARP) and this packet is lost, as a
-        // router without a neighbour entry does.
         None => {
             f.punt = Punt::Unresolved;
             out.push(GATEWAY_PORT, i, Encap::None);
         }
     }
-    Ok(())
+}
+
+/// The transport header a segment of a super-frame repeats: for TCP segmentation
+/// (`tcp_gso`) the TCP header's length, read from `tcp` where the packet holds TCP
+/// (the minimum where it cannot be read); UDP's header otherwise. Both families.
+#[inline(always)]
+pub(super) fn segment_l4_len(tcp_gso: bool, tcp: Option<&[u8]>) -> usize {
+    if !tcp_gso {
+        return UDP_HEADER_LEN;
+    }
+    tcp.and_then(|p| TcpPacket::new_checked(p).ok())
+        .map_or(crate::wire::tcp::MIN_HEADER_LEN, |t| t.header_len())
 }
 
 /// Whether an IPv4 packet with DF set is larger than `mtu` (for a super-frame: whether
@@ -170,12 +194,7 @@ pub(super) fn too_big<T: AsRef<[u8]>>(ip: &Ipv4Packet<T>, vnet: &VnetHdr, mtu: u
     if gso == VnetHdr::GSO_NONE {
         return total > usize::from(mtu);
     }
-    let l4 = if gso == VnetHdr::GSO_TCPV4 {
-        TcpPacket::new_checked(ip.payload())
-            .map_or(crate::wire::tcp::MIN_HEADER_LEN, |t| t.header_len())
-    } else {
-        UDP_HEADER_LEN
-    };
+    let l4 = segment_l4_len(gso == VnetHdr::GSO_TCPV4, Some(ip.payload()));
     // A super-frame holding one short segment is that segment.
     (ip.header_len() + l4 + usize::from(vnet.gso_size)).min(total) > usize::from(mtu)
 }

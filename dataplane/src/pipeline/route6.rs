@@ -6,7 +6,7 @@
 
 use std::net::Ipv6Addr;
 
-use super::route::{nat_drop, set_macs};
+use super::route::{nat_drop, segment_l4_len, set_macs, to_next_hop};
 use super::{Egress, Ingress, l2};
 use crate::bridge::DropReason;
 use crate::config::{DomainConf, GATEWAY_PORT, UPLINK_PORT, Uplink6};
@@ -14,7 +14,7 @@ use crate::ids::{DomainId, Encap};
 use crate::nat::{NatDrop, NatVerdict};
 use crate::port::{Frame, Punt, VnetHdr};
 use crate::wire::ipv6::{HEADER_LEN, Icmpv6Type, NextHeader, is_link_local};
-use crate::wire::{EthernetFrame, Ipv6Packet, MacAddr, TcpPacket};
+use crate::wire::{EthernetFrame, Ipv6Packet, MacAddr};
 
 /// Whether an IPv6 frame for the gateway's MAC is for somewhere outside every network,
 /// from an address that may be routed, with a packet uplink carrying IPv6 to take it.
@@ -113,16 +113,7 @@ fn send_out6(
     } else {
         neigh.v6.next_hop()
     };
-    match mac {
-        Some(m) => {
-            set_macs(f, m, up.ext_mac);
-            out.push(UPLINK_PORT, i, Encap::None);
-        }
-        None => {
-            f.punt = Punt::Unresolved;
-            out.push(GATEWAY_PORT, i, Encap::None);
-        }
-    }
+    to_next_hop(i, f, out, (mac, up.ext_mac));
     Ok(())
 }
 
@@ -134,14 +125,8 @@ fn too_big6<T: AsRef<[u8]>>(ip: &Ipv6Packet<T>, vnet: &VnetHdr, mtu: u16) -> boo
     if gso == VnetHdr::GSO_NONE {
         return total > usize::from(mtu);
     }
-    let l4 = if gso == VnetHdr::GSO_TCPV6 && ip.next_header() == NextHeader::TCP {
-        TcpPacket::new_checked(ip.payload())
-            .map_or(crate::wire::tcp::MIN_HEADER_LEN, |t| t.header_len())
-    } else if gso == VnetHdr::GSO_TCPV6 {
-        crate::wire::tcp::MIN_HEADER_LEN
-    } else {
-        crate::wire::udp::HEADER_LEN
-    };
+    let tcp = (ip.next_header() == NextHeader::TCP).then(|| ip.payload());
+    let l4 = segment_l4_len(gso == VnetHdr::GSO_TCPV6, tcp);
     (HEADER_LEN + l4 + usize::from(vnet.gso_size)).min(total) > usize::from(mtu)
 }
 
