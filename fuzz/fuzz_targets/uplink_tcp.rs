@@ -1,5 +1,6 @@
 //! Container traffic into the socket uplink (`SocketUplink::from_container`): arbitrary
-//! IPv4 packets, mostly TCP into smoltcp, with the host side real but on loopback only.
+//! packets, mostly IPv4 TCP into smoltcp (what is not IPv4 goes in as it is: IPv6 is
+//! answered too, and what the uplink sends of it is checked), with the host side real but on loopback only.
 //!
 //! The network in front of the uplink spans 0.0.0.0/0, so nothing but the gateway is
 //! "outside": every flow the fuzzer opens goes to 127.0.0.1, and to sockets this
@@ -21,7 +22,8 @@
 #![no_main]
 
 use dataplane::uplink::socket::{NetView, PublishTarget, PublishedSocket, SocketUplink};
-use dataplane::wire::{IpProtocol, Ipv4Packet, TcpPacket};
+use dataplane::wire::ipv6::NextHeader;
+use dataplane::wire::{IpProtocol, Ipv4Packet, Ipv6Packet, TcpPacket};
 use libfuzzer_sys::fuzz_target;
 use mio::{Events, Poll};
 use std::collections::HashMap;
@@ -156,6 +158,12 @@ fn drain(uplink: &mut SocketUplink, seqs: &mut Seqs) {
 
 /// Checks one packet the uplink sent and remembers its sequence numbers.
 fn check_sent(out: &[u8], seqs: &mut Seqs) {
+    // The uplink carries IPv6 too: what it answers to an IPv6 packet (an RST, an
+    // unreachable) must be well formed as well.
+    if out.first().map(|b| b >> 4) == Some(6) {
+        check_sent6(out);
+        return;
+    }
     {
         let Ok(ip) = Ipv4Packet::new_checked(out) else {
             panic!("the uplink sent a packet that is not IPv4");
@@ -173,6 +181,16 @@ fn check_sent(out: &[u8], seqs: &mut Seqs) {
             peer: (ip.src(), t.src_port()),
         };
         seqs.insert((ip.dst(), t.dst_port()), sent);
+    }
+}
+
+/// Checks one IPv6 packet the uplink sent (sequence numbers are followed for IPv4 only).
+fn check_sent6(out: &[u8]) {
+    let Ok(ip) = Ipv6Packet::new_checked(out) else {
+        panic!("the uplink sent an IPv6 packet that does not parse");
+    };
+    if ip.next_header() == NextHeader::TCP && TcpPacket::new_checked(ip.payload()).is_err() {
+        panic!("the uplink sent a malformed TCP segment over IPv6");
     }
 }
 
