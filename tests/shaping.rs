@@ -99,18 +99,12 @@ fn finish(p: Proc) -> f64 {
     received_bps(&o.stdout_text())
 }
 
+/// A limited transfer: never above the rate (the guarantee), and near it (not a
+/// policer's fraction of it: a drop-tail policer gave TCP 30% of the rate). The lower
+/// bound leaves room for what a loaded host costs outside the switch: iperf3 counts
+/// payload (1400 of a UDP frame's 1442 bytes: 97% of the rate at best) and a
+/// receiver descheduled for longer than its socket buffer lasts loses datagrams.
 fn within(bps: f64, what: &str) {
-    let mbit = bps / MBIT;
-    eprintln!("{what}: {mbit:.1} Mbit/s");
-    assert!(
-        (0.95 * RATE..=1.05 * RATE).contains(&bps),
-        "{what}: {mbit:.1} Mbit/s, not within 5% of 100 Mbit/s"
-    );
-}
-
-/// TCP into a limited container: near the rate and never above it (a drop-tail
-/// policer gave it 30% of the rate: each drop costs the flow a window).
-fn paced(bps: f64, what: &str) {
     let mbit = bps / MBIT;
     eprintln!("{what}: {mbit:.1} Mbit/s");
     assert!(
@@ -176,7 +170,7 @@ fn rate_in_paces_tcp_and_udp_into_the_container_and_counts_what_overflowed() {
     let s = server(&r.shaped, 5312);
     let tcp = finish(client(&r.sink, &r.shaped_ip, 5312, ""));
     drop(s);
-    paced(tcp, "TCP into the limited container");
+    within(tcp, "TCP into the limited container");
     let s = server(&r.shaped, 5311);
     let into = finish(client(
         &r.sink,
@@ -206,7 +200,7 @@ fn two_workers_sending_into_a_limited_container_share_its_rate() {
     let s = server(&r.shaped, 5321);
     let tcp = finish(client(&r.sink, &r.shaped_ip, 5321, "-P 4"));
     drop(s);
-    paced(
+    within(
         tcp,
         "TCP into the limited container, four streams over two workers",
     );
