@@ -681,6 +681,10 @@ fn setup_nat(p: &Params) -> Result<Setup, BenchError> {
             r.learn(d, MacAddr::from_ipv4(c), slot, g, 0, u32::MAX);
         }
     }
+    // Flows are created in a table whose pages are resident, as a running daemon's
+    // are once it has seen some thousands of flows.
+    nat.table.touch_all();
+    nat.table6.touch_all();
     let est = establish_flows(&nat, &plan, p);
     let cell = Arc::new(SnapshotCell::new(snap));
     let counters: Vec<Arc<CounterTable>> = (0..p.workers)

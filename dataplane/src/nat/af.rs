@@ -20,7 +20,7 @@ pub trait Af: Copy + Eq + Debug + Hash + Send + Sync + 'static {
     /// A tuple packed in words.
     type Key: Copy + Eq + Debug;
     /// Where a flow keeps a packed tuple: atomics, read without a lock.
-    type Stored: Send + Sync;
+    type Stored: Send + Sync + super::zeroed::Zeroed;
     /// Who a flow counts against: a network and an inside address.
     type Owner: Copy + Eq + Hash;
     /// The family's ICMP, whose echo identifier stands in a port.

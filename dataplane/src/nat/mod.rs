@@ -37,6 +37,7 @@ pub mod af;
 pub mod rewrite;
 mod rewrite6;
 pub mod table;
+mod zeroed;
 
 pub use af::{Af, V4, V6};
 pub use rewrite::{Nat, NatDrop, NatVerdict};
