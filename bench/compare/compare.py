@@ -1,12 +1,21 @@
-"""Runs the same iperf3 and ping work through vswitch, the kernel bridge, vde_switch,
-slirp4netns and pasta, each set up and torn down in namespaces of its own, runs
-alternating between setups; reports medians in a table, JSON and an SVG chart.
+"""Runs the same iperf3, ping and sockperf work through vswitch, the kernel bridge, Open
+vSwitch's userspace datapath, vde_switch, slirp4netns and pasta, each set up and torn
+down in namespaces of its own, runs alternating between setups; reports medians in a
+table, JSON and an SVG chart. --only picks setups, --tests tests.
 
-Tests:
+Tests between two containers (vswitch, bridge, ovs, vde):
   tcp          TCP container -> container, MTU 1500 (iperf3, Gbit/s)
+  tcp6         the same over IPv6
   udp64        UDP with 64-byte frames at iperf3's full rate (-b 0 -l 18): loss %, pps
   ping         ping RTT average, ms (200 pings, 5 ms apart)
+  sockperf_udp sockperf ping-pong over UDP, round trip p50 and p99, µs
+  sockperf_tcp the same over TCP
+  ping_idle    20 pings 0.5 s apart (each finds the path idle): RTT average and median, ms
+  idle_cpu     the switch process's CPU over 10 s without traffic, % of a core (vswitch, ovs)
+Tests to the host (vswitch, slirp4netns, pasta):
   tcp_host     TCP container -> host loopback, MTU 65520 (NAT setups; Gbit/s)
+  tcp_host6    the same over IPv6 (vswitch: the gateway's IPv6 address, leading to the
+               host's 127.0.0.1; pasta: its IPv6 gateway, mapped to the host's ::1)
 
 With --rootless (the rootless columns: vswitch's socket uplink, pasta, slirp4netns),
 at MTU 1500 and 65520, in Gbit/s; every tool runs as an unprivileged user (nobody),
@@ -102,6 +111,46 @@ def setup_bridge(mtu=1500):
     return {"a": a, "b": b, "b_ip": "10.250.0.2", "b_ip6": "fd00:250::2"}
 
 
+def ovs_env(d):
+    """OVS_* variables that keep the database, sockets, pid and log files in `d`."""
+    return (f"env OVS_RUNDIR={d} OVS_DBDIR={d} OVS_LOGDIR={d} OVS_SYSCONFDIR={d} "
+            f"OVS_PKGDATADIR=/usr/share/openvswitch")
+
+
+def setup_ovs(mtu=1500):
+    """Open vSwitch's userspace datapath: ovsdb-server and ovs-vswitchd started here (not
+    the system service) in a namespace of their own, with their database and sockets in a
+    temporary directory; a `datapath_type=netdev` bridge with userspace TSO on and one
+    `type=tap` port per container, each tap moved into its container's namespace."""
+    sw = netns("ovs")
+    d = tempfile.mkdtemp(prefix=PREFIX)
+    CLEANUP.append(f"rm -rf {d}")
+    env = ovs_env(d)
+    sh(f"ovsdb-tool create {d}/conf.db /usr/share/openvswitch/vswitch.ovsschema")
+    spawn(f"exec {env} ip netns exec {sw} ovsdb-server {d}/conf.db --remote=punix:{d}/db.sock "
+          f"--pidfile={d}/ovsdb.pid --unixctl={d}/ovsdb.ctl --log-file={d}/ovsdb.log")
+    for _ in range(100):
+        if os.path.exists(f"{d}/db.sock"):
+            break
+        time.sleep(0.05)
+    vsctl = f"ovs-vsctl --db=unix:{d}/db.sock --timeout=20"
+    sh(f"{vsctl} --no-wait init")
+    sh(f"{vsctl} --no-wait set Open_vSwitch . other_config:userspace-tso-enable=true")
+    vs = spawn(f"exec {env} ip netns exec {sw} ovs-vswitchd unix:{d}/db.sock --pidfile={d}/vs.pid "
+               f"--unixctl={d}/vs.ctl --log-file={d}/vs.log")
+    # Without --no-wait, ovs-vsctl waits until ovs-vswitchd has applied the change.
+    sh(f"{vsctl} add-br br0 -- set bridge br0 datapath_type=netdev")
+    a, b = netns("a"), netns("b")
+    for i, n in ((1, a), (2, b)):
+        tap = f"{PREFIX}o{i}"
+        sh(f"{vsctl} add-port br0 {tap} -- set Interface {tap} type=tap")
+        sh(f"ip -n {sw} link set {tap} netns {n}")
+        sh(f"ip -n {n} link set {tap} name eth0 mtu {mtu} up")
+        sh(f"ip -n {n} addr add 10.253.0.{i}/24 dev eth0")
+        sh(f"ip -n {n} addr add fd00:253::{i}/64 dev eth0 nodad")
+    return {"a": a, "b": b, "b_ip": "10.253.0.2", "b_ip6": "fd00:253::2", "pid": vs.pid}
+
+
 def setup_vde(mtu=1500):
     d = tempfile.mkdtemp(prefix=PREFIX)
     CLEANUP.append(f"rm -rf {d}")
@@ -128,7 +177,7 @@ SRV_PORT = 5201 + (os.getpid() % 500)
 def setup_vswitch(binary, extra, mtu=1500, host=False, publish=False):
     d = tempfile.mkdtemp(prefix=PREFIX)
     CLEANUP.append(f"rm -rf {d}")
-    spawn(f"{binary} daemon --socket {d}/ctl.sock --state-dir {d}/state {extra}")
+    daemon = spawn(f"exec {binary} daemon --socket {d}/ctl.sock --state-dir {d}/state {extra}")
     for _ in range(100):
         if os.path.exists(f"{d}/ctl.sock"):
             break
@@ -142,10 +191,11 @@ def setup_vswitch(binary, extra, mtu=1500, host=False, publish=False):
     if publish:
         sh(f"{ctl} publish a -p 127.0.0.1:{PUB_PORT}:{SRV_PORT}")
     if host:
-        return {"c": a, "host_ip": "10.251.0.1"}
+        # Over IPv6 the gateway's TCP ports lead to the host's 127.0.0.1 as well.
+        return {"c": a, "host_ip": "10.251.0.1", "host_ip6": "fd00:251::1", "host_bind6": "127.0.0.1"}
     b = netns("b")
     got = json.loads(sh(f"{ctl} --json attach bench --name b --netns /run/netns/{b}"))
-    return {"a": a, "b": b, "b_ip": "10.251.0.3", "b_ip6": got["ip6"]}
+    return {"a": a, "b": b, "b_ip": "10.251.0.3", "b_ip6": got["ip6"], "pid": daemon.pid}
 
 
 def setup_slirp(mtu=65520, publish=False):
@@ -156,7 +206,7 @@ def setup_slirp(mtu=65520, publish=False):
     d = tempfile.mkdtemp(prefix=PREFIX)
     CLEANUP.append(f"rm -rf {d}")
     api = f"{d}/api.sock"
-    spawn(f"slirp4netns --configure --mtu={mtu} --api-socket {api} {pid} tap0")
+    spawn(f"slirp4netns --configure --enable-ipv6 --mtu={mtu} --api-socket {api} {pid} tap0")
     for _ in range(50):
         if "10.0.2.100" in sh(f"ip -n {c} -4 addr show", check=False) and os.path.exists(api):
             break
@@ -165,7 +215,8 @@ def setup_slirp(mtu=65520, publish=False):
     if publish:
         slirp_api(api, {"execute": "add_hostfwd", "arguments": {
             "proto": "tcp", "host_addr": "127.0.0.1", "host_port": PUB_PORT, "guest_port": SRV_PORT}})
-    return {"c": c, "host_ip": "10.0.2.2"}
+    # libslirp maps its IPv6 gateway fd00::2 to the host's ::1 as 10.0.2.2 to 127.0.0.1.
+    return {"c": c, "host_ip": "10.0.2.2", "host_ip6": "fd00::2", "host_bind6": "::1"}
 
 
 def slirp_api(path, request):
@@ -194,7 +245,15 @@ def setup_pasta(mtu=65520, publish=False):
         time.sleep(0.1)
     if not gw:
         raise RuntimeError("pasta did not configure the namespace (does the host have a default route?)")
-    return {"c": c, "host_ip": gw}
+    s = {"c": c, "host_ip": gw}
+    # IPv6: pasta copies the host's default route; its gateway is mapped to the host's ::1.
+    for _ in range(30):
+        out = sh(f"ip -n {c} -6 route show default", check=False)
+        if "via" in out:
+            s["host_ip6"], s["host_bind6"] = out.split("via")[1].split()[0], "::1"
+            break
+        time.sleep(0.1)
+    return s
 
 
 # ---- tests ----
@@ -234,9 +293,86 @@ def t_ping(s, _secs):
     return float(line.split("=")[1].split("/")[1])
 
 
+def rtts(out):
+    """The per-packet round trips of ping's output, in ms."""
+    return [float(w.split("=")[1]) for l in out.splitlines() for w in l.split() if w.startswith("time=")]
+
+
+def t_ping_idle(s, _secs):
+    """20 pings 0.5 s apart: every one finds the path idle (after one ping that resolves
+    the neighbour, not counted). Average and median RTT, ms."""
+    sh(in_ns(s["a"], f"ping -c 1 -W 2 -q {s['b_ip']}"), check=False)
+    time.sleep(0.5)
+    got = rtts(sh(in_ns(s["a"], f"ping -c 20 -i 0.5 {s['b_ip']}"), timeout=60))
+    return {"avg": statistics.mean(got), "p50": statistics.median(got), "max": max(got)}
+
+
+def sockperf(s, secs, tcp):
+    """sockperf ping-pong (one message in flight, 14 bytes), a server in b: round trip
+    (`--full-rtt`) median and 99th percentile, µs."""
+    port = 11111 + (os.getpid() % 500)
+    proto = "--tcp" if tcp else ""
+    srv = spawn(in_ns(s["b"], f"sockperf server -i {s['b_ip']} -p {port} {proto}"))
+    for _ in range(50):
+        if sh(in_ns(s["b"], f"ss -Hl{'t' if tcp else 'u'}n sport = :{port}"), check=False).strip():
+            break
+        time.sleep(0.1)
+    out = sh(in_ns(s["a"], f"sockperf ping-pong -i {s['b_ip']} -p {port} {proto} -t {secs} --full-rtt"),
+             timeout=secs + 30)
+    kill(srv)
+    pct = {}
+    for l in out.splitlines():
+        if "percentile" in l and "=" in l:
+            k = l.split("percentile")[1].split("=")[0].strip()
+            pct[k] = float(l.split("=")[1])
+    return {"p50": pct["50.000"], "p99": pct["99.000"]}
+
+
+def t_sockperf_udp(s, secs):
+    return sockperf(s, min(secs, 5), tcp=False)
+
+
+def t_sockperf_tcp(s, secs):
+    return sockperf(s, min(secs, 5), tcp=True)
+
+
+def cpu_ticks(pid):
+    """utime + stime of a process (all its threads), in clock ticks."""
+    f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return int(f[11]) + int(f[12])
+
+
+def t_idle_cpu(s, _secs, window=10.0):
+    """The switch process's CPU over `window` seconds without traffic, % of one core."""
+    if "pid" not in s:
+        raise KeyError("no switch process")
+    time.sleep(1)
+    t0, c0 = time.monotonic(), cpu_ticks(s["pid"])
+    time.sleep(window)
+    t1, c1 = time.monotonic(), cpu_ticks(s["pid"])
+    return 100.0 * (c1 - c0) / os.sysconf("SC_CLK_TCK") / (t1 - t0)
+
+
+# What runs between two containers, in this order (ping_idle and idle_cpu last: the
+# path is quiet by then).
+SWITCH_TESTS = {"tcp": t_tcp, "tcp6": t_tcp6, "udp64": t_udp64, "ping": t_ping,
+                "sockperf_udp": t_sockperf_udp, "sockperf_tcp": t_sockperf_tcp,
+                "ping_idle": t_ping_idle, "idle_cpu": t_idle_cpu}
+
+
+def t_tcp_host6(s, secs):
+    if "host_ip6" not in s:
+        raise KeyError("no IPv6 path to the host's loopback")
+    j = iperf(s["c"], None, s["host_ip6"], f"-t {secs}", bind=s["host_bind6"])
+    return j["end"]["sum_received"]["bits_per_second"] / 1e9
+
+
 def t_tcp_host(s, secs):
     j = iperf(s["c"], None, s["host_ip"], f"-t {secs}", bind="127.0.0.1")
     return j["end"]["sum_received"]["bits_per_second"] / 1e9
+
+
+HOST_TESTS = {"tcp_host": t_tcp_host, "tcp_host6": t_tcp_host6}
 
 
 def t_down(s, secs):
@@ -435,14 +571,21 @@ def machine():
         "slirp4netns": (ver("slirp4netns --version") or [""])[0],
         "vde2": (ver("dpkg-query -W -f='${Version}' vde2") or [""])[0],
         "passt": (ver("dpkg-query -W -f='${Version}' passt") or [""])[0],
+        "ovs": (ver("ovs-vswitchd --version") or [""])[0],
+        "sockperf": (ver("sockperf --version 2>&1") or [""])[0],
     }
 
 
 def svg_chart(results, order, path):
     tests = [("tcp", "TCP container→container, Gbit/s"), ("tcp6", "TCP container→container over IPv6, Gbit/s"),
              ("tcp_host", "TCP → host loopback, MTU 65520, Gbit/s"),
-             ("udp64_recv", "UDP 64 B delivered, kpps"), ("ping", "ping RTT avg, µs (lower is better)")]
-    colors = {"vswitch": "#2b6cb0", "bridge": "#718096", "vde": "#c05621", "slirp4netns": "#2f855a", "pasta": "#805ad5"}
+             ("tcp_host6", "TCP → host loopback over IPv6, MTU 65520, Gbit/s"),
+             ("udp64_recv", "UDP 64 B delivered, kpps"), ("ping", "ping RTT avg, µs (lower is better)"),
+             ("ping_idle", "ping 0.5 s apart, median RTT, µs (lower is better)"),
+             ("sockperf_udp", "sockperf UDP ping-pong, median RTT, µs (lower is better)"),
+             ("sockperf_tcp", "sockperf TCP ping-pong, median RTT, µs (lower is better)")]
+    colors = {"vswitch": "#2b6cb0", "bridge": "#718096", "ovs": "#b7791f", "vde": "#c05621",
+              "slirp4netns": "#2f855a", "pasta": "#805ad5"}
     W, H, gh = 900, 70 + 170 * len(tests), 170
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" font-size="12">',
            f'<rect width="{W}" height="{H}" fill="white"/>',
@@ -456,6 +599,10 @@ def svg_chart(results, order, path):
                 vals.append((name, r["udp64"]["recv_pps"] / 1000))
             elif key == "ping" and "ping" in r:
                 vals.append((name, r["ping"] * 1000))
+            elif key == "ping_idle" and key in r:
+                vals.append((name, r[key]["p50"] * 1000))
+            elif key.startswith("sockperf") and key in r:
+                vals.append((name, r[key]["p50"]))
             elif key in r:
                 vals.append((name, r[key]))
         out.append(f'<text x="20" y="{y0}" font-weight="bold">{title}</text>')
@@ -472,12 +619,60 @@ def svg_chart(results, order, path):
     open(path, "w").write("\n".join(out))
 
 
+# Which Debian package gives each tool, and which setups or tests need it.
+TOOLS = {"ip": "iproute2", "iperf3": "iperf3", "ping": "iputils-ping", "vde_switch": "vde2",
+         "vde_plug2tap": "vde2", "slirp4netns": "slirp4netns", "pasta": "passt", "sockperf": "sockperf",
+         "ovsdb-server": "openvswitch-switch", "ovs-vswitchd": "openvswitch-switch",
+         "ovs-vsctl": "openvswitch-switch"}
+NEEDS = {"vde": ["vde_switch", "vde_plug2tap"], "slirp4netns": ["slirp4netns"], "pasta": ["pasta"],
+         "ovs": ["ovsdb-server", "ovs-vswitchd", "ovs-vsctl"],
+         "sockperf_udp": ["sockperf"], "sockperf_tcp": ["sockperf"]}
+SETUPS = ["vswitch", "bridge", "ovs", "vde", "slirp4netns", "pasta"]
+
+
+def check_tools(selected):
+    """Exits naming the missing tools of the selected setups and tests, and their packages."""
+    need = ["ip", "iperf3", "ping"] + [t for x in selected for t in NEEDS.get(x, [])]
+    missing = sorted({t for t in need if not shutil.which(t)})
+    if missing:
+        pkgs = " ".join(sorted({TOOLS[t] for t in missing}))
+        sys.exit(f"missing {', '.join(missing)}: apt-get install -y {pkgs} "
+                 f"(or leave them out with --only / --tests)")
+
+
+def med_of(vs):
+    if isinstance(vs[0], dict):
+        return {k: statistics.median(v[k] for v in vs) for k in vs[0]}
+    return statistics.median(vs)
+
+
+def one_setup(name, setup, tests, secs, record, what):
+    try:
+        s = setup()
+        time.sleep(0.3)
+        for t, fn in tests.items():
+            try:
+                record(name, t, fn(s, secs))
+            except KeyError:
+                continue  # not measured for this setup (no such path)
+    except Exception as e:  # noqa: BLE001 - report and go on with the others
+        print(f"! {name} {what}: {e}", file=sys.stderr)
+    finally:
+        cleanup()
+
+
+def uptime():
+    return sh("uptime", check=False).strip()
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--vswitch", required=True)
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--only", default="vswitch,bridge,vde,slirp4netns,pasta")
+    ap.add_argument("--only", default=",".join(SETUPS), help="setups, comma-separated: " + ",".join(SETUPS))
+    ap.add_argument("--tests", default=",".join(list(SWITCH_TESTS) + list(HOST_TESTS)),
+                    help="tests, comma-separated: " + ",".join(list(SWITCH_TESTS) + list(HOST_TESTS)))
     ap.add_argument("--out", default="bench/results")
     ap.add_argument("--vswitch-args", default="")
     ap.add_argument("--no-docs", action="store_true", help="do not write docs/compare-results.md and docs/compare.svg")
@@ -486,14 +681,44 @@ def main():
     a = ap.parse_args()
     runs = 2 if a.quick else a.runs
     secs = 3 if a.quick else 8
-    only = a.only.split(",")
+    only, tests = a.only.split(","), a.tests.split(",")
+    check_tools([x for x in only if x in ("slirp4netns", "pasta")] if a.rootless else only + tests)
     os.makedirs(a.out, exist_ok=True)
     m = machine()
-    print(f"# {m['cores']} cores, {m['cpu']}, kernel {m['kernel']}; {m['iperf3']}; {m['slirp4netns']}; vde2 {m['vde2']}; passt {m['passt']}")
+    print(f"# {m['cores']} cores, {m['cpu']}, kernel {m['kernel']}; {m['iperf3']}; {m['slirp4netns']}; vde2 {m['vde2']}; passt {m['passt']}; {m['ovs']}; {m['sockperf']}")
     print(f"# {runs} runs per test, {secs} s each, alternating setups; vswitch args: '{a.vswitch_args}'")
+    if a.rootless:
+        return rootless_main(a, m, runs, secs, only)
+    load = [uptime()]
+    print(f"# before: {load[0]}")
+    raw = run_rounds(a, only, tests, runs, secs)
+    load.append(uptime())
+    print(f"# after: {load[1]}")
+    med = {name: {t: med_of(vs) for t, vs in r.items()} for name, r in raw.items()}
+    order = [n for n in SETUPS if n in med]
+    table, lat = tables(med, order)
+    print(table + "\n\n" + lat)
+    header = (f"Machine: {m['cores']} cores, {m['cpu']}, Linux {m['kernel']}. {m['iperf3']}; {m['slirp4netns']}; "
+              f"vde2 {m['vde2']}; passt {m['passt']}; {m['ovs']}; {m['sockperf']}. Medians of {runs} runs "
+              f"({secs} s each; sockperf {min(secs, 5)} s), setups alternating. "
+              f"vswitch daemon options: `{a.vswitch_args or '(defaults)'}`. Load: before `{load[0]}`; after `{load[1]}`.")
+    json.dump({"machine": m, "runs": runs, "seconds": secs, "vswitch_args": a.vswitch_args, "uptime": load,
+               "raw": raw, "median": med}, open(os.path.join(a.out, "results.json"), "w"), indent=2)
+    open(os.path.join(a.out, "results.md"), "w").write(header + "\n\n" + table + "\n\n" + lat + "\n")
+    svg_chart(med, order, os.path.join(a.out, "chart.svg"))
+    if not a.no_docs:
+        open("docs/compare-results.md", "w").write(
+            "# Comparison run (generated by bench/compare/run.sh)\n\n" + header + "\n\n" + table + "\n\n"
+            + LAT_NOTE + "\n\n" + lat + "\n\n![chart](compare.svg)\n")
+        shutil.copy(os.path.join(a.out, "chart.svg"), "docs/compare.svg")
+
+
+def run_rounds(a, only, tests, runs, secs):
+    """`runs` rounds of every selected setup and test, alternating setups; raw figures."""
     switch_setups = {
         "vswitch": lambda: setup_vswitch(a.vswitch, a.vswitch_args),
         "bridge": setup_bridge,
+        "ovs": setup_ovs,
         "vde": setup_vde,
     }
     host_setups = {
@@ -501,79 +726,64 @@ def main():
         "slirp4netns": setup_slirp,
         "pasta": setup_pasta,
     }
+    sw = {t: f for t, f in SWITCH_TESTS.items() if t in tests}
+    ho = {t: f for t, f in HOST_TESTS.items() if t in tests}
     raw = {}
     def record(name, test, v):
         raw.setdefault(name, {}).setdefault(test, []).append(v)
-    if a.rootless:
-        return rootless_main(a, m, runs, secs, only)
     try:
         for r in range(runs):
-            for name, setup in switch_setups.items():
-                if name not in only:
-                    continue
-                try:
-                    s = setup()
-                    time.sleep(0.3)
-                    record(name, "tcp", t_tcp(s, secs))
-                    record(name, "tcp6", t_tcp6(s, secs))
-                    record(name, "udp64", t_udp64(s, secs))
-                    record(name, "ping", t_ping(s, secs))
-                except Exception as e:  # noqa: BLE001 - report and go on with the others
-                    print(f"! {name} run {r}: {e}", file=sys.stderr)
-                finally:
-                    cleanup()
-            for name, setup in host_setups.items():
-                if name not in only:
-                    continue
-                try:
-                    s = setup()
-                    time.sleep(0.3)
-                    record(name, "tcp_host", t_tcp_host(s, secs))
-                except Exception as e:  # noqa: BLE001
-                    print(f"! {name} host run {r}: {e}", file=sys.stderr)
-                finally:
-                    cleanup()
+            for group, setups in ((sw, switch_setups), (ho, host_setups)):
+                for name, setup in setups.items():
+                    if name in only and group:
+                        one_setup(name, setup, group, secs, record, f"run {r}")
             print(f"# run {r + 1}/{runs} done", file=sys.stderr)
     finally:
         cleanup()
-    med = {}
-    for name, tests in raw.items():
-        med[name] = {}
-        for t, vs in tests.items():
-            if t == "udp64":
-                med[name][t] = {k: statistics.median(v[k] for v in vs) for k in vs[0]}
-            else:
-                med[name][t] = statistics.median(vs)
-    order = [n for n in ["vswitch", "bridge", "vde", "slirp4netns", "pasta"] if n in med]
+    return raw
+
+
+LAT_NOTE = ("Latency: `ping` 200 pings 5 ms apart (average); `ping -i 0.5` 20 pings half a second apart, "
+            "each finding the path idle (average and median); sockperf ping-pong, one 14-byte message in "
+            "flight for 5 s, round trips (`--full-rtt`) median and 99th percentile; idle CPU: the switch "
+            "process's utime + stime over 10 s without traffic, % of one core.")
+
+
+def tables(med, order):
     def cell(name, t, fmt):
         v = med.get(name, {}).get(t)
         return fmt(v) if v is not None else "—"
     lines = [
-        "| setup | TCP c→c, MTU 1500 (Gbit/s) | TCP c→c over IPv6 (Gbit/s) | UDP 64 B at full rate: loss, delivered | ping avg (ms) | TCP c→host loopback, MTU 65520 (Gbit/s) |",
+        "| setup | TCP c→c, MTU 1500 (Gbit/s) | TCP c→c over IPv6 (Gbit/s) | UDP 64 B at full rate: loss, delivered | TCP c→host loopback, MTU 65520 (Gbit/s) | same over IPv6 (Gbit/s) |",
         "|---|---|---|---|---|---|",
     ]
     for n in order:
+        if not any(t in med.get(n, {}) for t in ("tcp", "tcp6", "udp64", "tcp_host", "tcp_host6")):
+            continue
         lines.append("| {} | {} | {} | {} | {} | {} |".format(
             n,
             cell(n, "tcp", lambda v: f"{v:.2f}"),
             cell(n, "tcp6", lambda v: f"{v:.2f}"),
             cell(n, "udp64", lambda v: f"{v['loss_pct']:.1f}% lost, {v['recv_pps'] / 1000:.0f} kpps of {v['sent_pps'] / 1000:.0f}"),
-            cell(n, "ping", lambda v: f"{v:.3f}"),
             cell(n, "tcp_host", lambda v: f"{v:.2f}"),
+            cell(n, "tcp_host6", lambda v: f"{v:.2f}"),
         ))
-    table = "\n".join(lines)
-    print(table)
-    header = (f"Machine: {m['cores']} cores, {m['cpu']}, Linux {m['kernel']}. {m['iperf3']}; {m['slirp4netns']}; "
-              f"vde2 {m['vde2']}; passt {m['passt']}. Medians of {runs} runs ({secs} s each), setups alternating. "
-              f"vswitch daemon options: `{a.vswitch_args or '(defaults)'}`.")
-    json.dump({"machine": m, "runs": runs, "seconds": secs, "vswitch_args": a.vswitch_args, "raw": raw, "median": med},
-              open(os.path.join(a.out, "results.json"), "w"), indent=2)
-    open(os.path.join(a.out, "results.md"), "w").write(header + "\n\n" + table + "\n")
-    svg_chart(med, order, os.path.join(a.out, "chart.svg"))
-    if not a.no_docs:
-        open("docs/compare-results.md", "w").write(
-            "# Comparison run (generated by bench/compare/run.sh)\n\n" + header + "\n\n" + table + "\n\n![chart](compare.svg)\n")
-        shutil.copy(os.path.join(a.out, "chart.svg"), "docs/compare.svg")
+    lat = [
+        "| setup | ping avg, 5 ms apart (ms) | ping 0.5 s apart: avg / median (ms) | sockperf UDP RTT p50 / p99 (µs) | sockperf TCP RTT p50 / p99 (µs) | idle CPU (% of a core) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for n in order:
+        if not any(t in med.get(n, {}) for t in ("ping", "ping_idle", "sockperf_udp", "sockperf_tcp", "idle_cpu")):
+            continue
+        lat.append("| {} | {} | {} | {} | {} | {} |".format(
+            n,
+            cell(n, "ping", lambda v: f"{v:.3f}"),
+            cell(n, "ping_idle", lambda v: f"{v['avg']:.3f} / {v['p50']:.3f}"),
+            cell(n, "sockperf_udp", lambda v: f"{v['p50']:.1f} / {v['p99']:.1f}"),
+            cell(n, "sockperf_tcp", lambda v: f"{v['p50']:.1f} / {v['p99']:.1f}"),
+            cell(n, "idle_cpu", lambda v: f"{v:.2f}"),
+        ))
+    return "\n".join(lines), "\n".join(lat)
 
 
 def rootless_main(a, m, runs, secs, only):
