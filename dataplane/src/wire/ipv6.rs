@@ -72,6 +72,14 @@ pub struct Ipv6Packet<T: AsRef<[u8]>> {
     buffer: T,
 }
 
+/// What the extension-header walk found: where it ended, and whether it crossed a
+/// fragment header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Walk {
+    pub upper: Upper,
+    pub fragment: bool,
+}
+
 /// Where the extension-header walk ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Upper {
@@ -164,9 +172,17 @@ impl<T: AsRef<[u8]>> Ipv6Packet<T> {
 
     /// Walks the extension headers to the upper-layer header.
     pub fn upper(&self) -> Result<Upper> {
+        self.walk().map(|w| w.upper)
+    }
+
+    /// As [`Ipv6Packet::upper`], also telling whether the packet is a fragment (a
+    /// fragment header was crossed: a first fragment's upper layer is only a part).
+    pub fn walk(&self) -> Result<Walk> {
         let b = self.buffer.as_ref();
         let mut proto = self.next_header();
         let mut at = HEADER_LEN;
+        let mut fragment = false;
+        let done = |upper, fragment| Ok(Walk { upper, fragment });
         for _ in 0..=MAX_EXT_HEADERS {
             let len = match proto {
                 NextHeader::HOP_BY_HOP
@@ -183,14 +199,15 @@ impl<T: AsRef<[u8]>> Ipv6Packet<T> {
                 NextHeader::FRAGMENT => {
                     need("ipv6 fragment header", at + 8, b.len())?;
                     if be16(b, at + 2) & 0xfff8 != 0 {
-                        return Ok(Upper::LaterFragment);
+                        return done(Upper::LaterFragment, true);
                     }
+                    fragment = true;
                     8
                 }
-                NextHeader::ESP | NextHeader::NO_NEXT => return Ok(Upper::Opaque),
+                NextHeader::ESP | NextHeader::NO_NEXT => return done(Upper::Opaque, fragment),
                 _ => {
                     need("ipv6 upper-layer header", at + 1, b.len())?;
-                    return Ok(Upper::At { proto, offset: at });
+                    return done(Upper::At { proto, offset: at }, fragment);
                 }
             };
             need("ipv6 extension header", at + len, b.len())?;
@@ -388,6 +405,21 @@ mod tests {
                 offset: 72
             })
         );
+        assert!(v.walk().is_ok_and(|w| w.fragment));
+        // Without the fragment header: the same upper layer, not a fragment.
+        let mut ext = vec![NextHeader::DEST_OPTS, 0, 0, 0, 0, 0, 0, 0];
+        ext.extend_from_slice(&[NextHeader::UDP, 0, 0, 0, 0, 0, 0, 0]);
+        let p = packet(NextHeader::HOP_BY_HOP, &ext, &[0; 8]);
+        let v = Ipv6Packet::new_checked(&p[..]).expect("view");
+        let w = v.walk().expect("a chain");
+        assert_eq!(
+            w.upper,
+            Upper::At {
+                proto: 17,
+                offset: 56
+            }
+        );
+        assert!(!w.fragment);
     }
 
     #[test]

@@ -138,11 +138,7 @@ pub(super) fn fill_tcp_checksum<T: AsRef<[u8]> + AsMut<[u8]>>(
     src: IpAddr,
     dst: IpAddr,
 ) {
-    match (src, dst) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => t.fill_checksum(s, d),
-        (IpAddr::V6(s), IpAddr::V6(d)) => t.fill_checksum_v6(&s, &d),
-        _ => {}
-    }
+    t.fill_checksum_ip(src, dst);
 }
 
 /// The protocol number of ICMP in `ip`'s family.
