@@ -347,6 +347,35 @@ pub fn multicast_mac(a: &Ipv6Addr) -> MacAddr {
     MacAddr([0x33, 0x33, o[12], o[13], o[14], o[15]])
 }
 
+/// Removes the extension headers of the IPv6 packet in `pkt` in place, for a stack
+/// that reads none but hop-by-hop (smoltcp): the fixed header moves up to sit just
+/// before the upper-layer header, which becomes its next header, and the payload
+/// length shrinks by what was removed. Returns where the packet now starts in `pkt`
+/// (0: there was nothing to remove); None for what the walk cannot follow to an upper
+/// layer, or a fragment.
+pub fn strip_extension_headers(pkt: &mut [u8]) -> Option<usize> {
+    let (proto, offset, len) = {
+        let ip = Ipv6Packet::new_checked(&pkt[..]).ok()?;
+        let walk = ip.walk().ok()?;
+        let Upper::At { proto, offset } = walk.upper else {
+            return None;
+        };
+        if walk.fragment {
+            return None;
+        }
+        (proto, offset, ip.payload_len())
+    };
+    let start = offset.checked_sub(HEADER_LEN)?;
+    if start == 0 {
+        return Some(0);
+    }
+    pkt.copy_within(..HEADER_LEN, start);
+    let mut ip = Ipv6Packet::new_unchecked(pkt.get_mut(start..)?);
+    ip.set_next_header(proto);
+    ip.set_payload_len(u16::try_from(len.checked_sub(start)?).ok()?);
+    Some(start)
+}
+
 /// All nodes on the link (ff02::1), all routers (ff02::2), and all DHCPv6 relay agents
 /// and servers (ff02::1:2).
 pub const ALL_NODES: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
@@ -420,6 +449,29 @@ mod tests {
             }
         );
         assert!(!w.fragment);
+    }
+
+    #[test]
+    fn extension_headers_are_stripped_in_place() {
+        let mut ext = vec![NextHeader::ROUTING, 0, 0, 0, 0, 0, 0, 0];
+        ext.extend_from_slice(&[NextHeader::TCP, 0, 1, 4, 0, 0, 0, 0]);
+        let mut p = packet(NextHeader::DEST_OPTS, &ext, &[7; 20]);
+        let fixed = p[..40].to_vec();
+        assert_eq!(strip_extension_headers(&mut p), Some(16));
+        let v = Ipv6Packet::new_checked(&p[16..]).expect("view");
+        assert_eq!(v.next_header(), NextHeader::TCP);
+        assert_eq!(v.payload_len(), 20);
+        assert_eq!(v.payload(), &[7; 20]);
+        assert_eq!(p[16..20], fixed[..4]);
+        assert_eq!(p[23..56], fixed[7..40]);
+        // Nothing to strip; a fragment and a broken chain are refused.
+        let mut p = packet(NextHeader::TCP, &[], &[7; 20]);
+        assert_eq!(strip_extension_headers(&mut p), Some(0));
+        let ext = [NextHeader::TCP, 0, 0, 0, 0, 0, 0, 1];
+        let mut p = packet(NextHeader::FRAGMENT, &ext, &[7; 20]);
+        assert_eq!(strip_extension_headers(&mut p), None);
+        let mut p = packet(NextHeader::DEST_OPTS, &[NextHeader::TCP, 9], &[]);
+        assert_eq!(strip_extension_headers(&mut p), None);
     }
 
     #[test]
