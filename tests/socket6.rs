@@ -377,3 +377,75 @@ fn extension_headers_are_stepped_over_and_fragments_dropped_and_counted() {
     // The path is alive after them.
     assert_eq!(send("dstopt").trim(), pong);
 }
+
+/// Sends a TCP SYN to `dst`:`port` (either family) with scapy; prints what came back:
+/// "rst", "unreachable" (ICMP or ICMPv6 destination unreachable), "synack" or
+/// "silence".
+const SYN_PY: &str = r#"
+import sys
+from scapy.all import IP, IPv6, TCP, ICMP, ICMPv6DestUnreach, sr1
+dst, port = sys.argv[1], int(sys.argv[2])
+ip = IPv6(dst=dst) if ":" in dst else IP(dst=dst)
+a = sr1(ip / TCP(sport=40001, dport=port, flags="S"), timeout=3, verbose=False)
+if a is None:
+    print("silence")
+elif a.haslayer(ICMPv6DestUnreach) or (a.haslayer(ICMP) and a[ICMP].type == 3):
+    print("unreachable")
+elif "R" in str(a[TCP].flags):
+    print("rst")
+else:
+    print("synack")
+"#;
+
+#[test]
+#[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
+fn the_gateways_ipv6_ports_are_refused_as_its_ipv4_ones_where_they_lead_nowhere() {
+    let r = Rig::new();
+    let dir = TempDir::new("s6gw");
+    let syn = dir.path().join("syn.py");
+    std::fs::write(&syn, SYN_PY).unwrap();
+    let _srv = r
+        .host
+        .spawn("exec socat TCP-LISTEN:7401,fork,reuseaddr SYSTEM:\"echo the-host\"");
+    listening(&r.host, 7401);
+    // A network that may not leave: GATEWAY:PORT leads nowhere, and TCP is refused
+    // with an RST in both families.
+    r.d.ctl_ok(&[
+        "network",
+        "create",
+        "shut",
+        "--subnet",
+        "10.172.0.0/24",
+        "--ipv6",
+        "--subnet",
+        "fd00:172::/64",
+        "--no-masquerade",
+    ]);
+    let s = r.attach("shut", "s6n");
+    for gw in ["10.172.0.1", "fd00:172::1"] {
+        let got = s.must(&format!("/usr/bin/python3 {} {gw} 7401", syn.display()));
+        assert_eq!(got.trim(), "rst", "a SYN to {gw}:7401");
+    }
+    // The host's listener is alive, reached through the gateway of a network that
+    // leaves (the positive control)...
+    let c = r.attach("net", "s6k");
+    let v6 = c.must("socat -T 3 - TCP6:[fd00:170::1]:7401 </dev/null");
+    assert_eq!(v6.trim(), "the-host");
+    // ...until a packet uplink routes that network: its gateway no longer stands for
+    // the host, and both families are refused alike.
+    let p = r.out.path();
+    r.d.ctl_ok(&[
+        "uplink",
+        "set",
+        "--netns",
+        &p,
+        "--address",
+        "198.18.7.2/24",
+        "--address6",
+        "2001:db8:7::2/64",
+    ]);
+    for gw in ["10.170.0.1", "fd00:170::1"] {
+        let got = c.must(&format!("/usr/bin/python3 {} {gw} 7401", syn.display()));
+        assert_eq!(got.trim(), "rst", "a SYN to {gw}:7401 with a packet uplink");
+    }
+}
