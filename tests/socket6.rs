@@ -449,3 +449,22 @@ fn the_gateways_ipv6_ports_are_refused_as_its_ipv4_ones_where_they_lead_nowhere(
         assert_eq!(got.trim(), "rst", "a SYN to {gw}:7401 with a packet uplink");
     }
 }
+
+#[test]
+#[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
+fn a_packet_out_of_hops_hears_time_exceeded_in_both_families() {
+    let r = Rig::new();
+    let c = r.attach("net", "s6h");
+    // One hop more: through (the control).
+    c.must(&format!("ping -4 -c 1 -W 3 -t 2 {OUT4}"));
+    c.must(&format!("ping -6 -c 1 -W 3 -t 2 {OUT6}"));
+    // Out of hops at the gateway: the router's answer, from the gateway.
+    for (family, to, gw) in [("-4", OUT4, "10.170.0.1"), ("-6", OUT6, "fd00:170::1")] {
+        let o = c.sh(&format!("ping {family} -c 1 -W 3 -t 1 {to}"));
+        let text = o.stdout_text();
+        assert!(
+            text.contains(&format!("From {gw}")) && text.to_lowercase().contains("exceeded"),
+            "ping {family} -t 1: {text}"
+        );
+    }
+}
