@@ -282,3 +282,39 @@ fn packet_too_big_from_a_router_beyond_is_translated_back_to_the_container() {
     assert!(saw(lines.next().unwrap_or_default(), &s.ext6), "{got}");
     assert_eq!(sha256(lines.next().unwrap_or_default()), want, "{got}");
 }
+
+/// What `cmd` in `ns` printed on either stream.
+fn said(ns: &Netns, cmd: &str) -> String {
+    let o = ns.sh(cmd);
+    format!("{}{}", o.stdout_text(), o.stderr_text())
+}
+
+#[test]
+#[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
+fn closed_ports_on_the_uplinks_ipv6_address_are_refused_as_on_its_ipv4_one() {
+    let s = seg6(5, &[], &[]);
+    let ext4 = "198.19.105.2";
+    // Both addresses answer pings (the neighbours resolved).
+    retry(&s.out, &format!("ping -6 -c 1 -W 2 {}", s.ext6));
+    retry(&s.out, &format!("ping -c 1 -W 2 {ext4}"));
+    // Nothing listens there: TCP gets an RST and UDP port unreachable in both
+    // families, so the client learns at once instead of timing out.
+    for (family, addr) in [("TCP", ext4.to_string()), ("TCP6", format!("[{}]", s.ext6))] {
+        let text = said(
+            &s.out,
+            &format!("socat -T 3 - {family}:{addr}:7300,connect-timeout=3 </dev/null"),
+        );
+        assert!(text.contains("Connection refused"), "{family}: {text}");
+    }
+    for (family, addr) in [("UDP", ext4.to_string()), ("UDP6", format!("[{}]", s.ext6))] {
+        let text = said(
+            &s.out,
+            &format!("echo hi | socat -T 3 - {family}:{addr}:7301"),
+        );
+        assert!(text.contains("Connection refused"), "{family}: {text}");
+    }
+    // The container's own flows through that address still work beside the refusals.
+    let _t = tcp_digest(&s.out, 7302);
+    let peer = tcp_through(&s, 7302);
+    assert!(saw(&peer, &s.ext6), "{peer}");
+}

@@ -291,3 +291,180 @@ fn a_dual_stack_containers_two_families_share_one_quota() {
     let p = ports.iter().find(|p| p["name"] == "s6t").expect("port");
     assert!(p["drops"]["ping_quota"].as_u64().unwrap_or(0) >= 1, "{p}");
 }
+
+/// Sends one UDP datagram ("ping") from the container's address to a server with
+/// scapy, built as `mode` says: `plain`, `dstopt` (behind a destination-options
+/// header), or `fragment` (2000 bytes in two fragments); prints the answer the
+/// container's socket on the source port gets, or "silence".
+const UDP_EXT_PY: &str = r#"
+import socket, sys
+from scapy.all import IPv6, IPv6ExtHdrDestOpt, IPv6ExtHdrFragment, UDP, Raw, send, fragment6
+src, dst, port, mode = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+s.bind((src, 0))
+s.settimeout(3)
+udp = UDP(sport=s.getsockname()[1], dport=port)
+if mode == "plain":
+    pkts = [IPv6(src=src, dst=dst) / udp / Raw(b"ping")]
+elif mode == "dstopt":
+    pkts = [IPv6(src=src, dst=dst) / IPv6ExtHdrDestOpt() / udp / Raw(b"ping")]
+else:
+    whole = IPv6(src=src, dst=dst) / IPv6ExtHdrFragment(id=7) / udp / Raw(b"p" * 2000)
+    pkts = fragment6(whole, 1280)
+for p in pkts:
+    send(p, verbose=False)
+try:
+    print(s.recv(2048).decode().strip())
+except socket.timeout:
+    print("silence")
+"#;
+
+/// Downloads /blob from `OUT6`:8080 over a TCP socket whose every packet carries a
+/// destination-options header (`IPV6_DSTOPTS`); prints the body's sha256.
+const TCP_EXT_PY: &str = r#"
+import hashlib, socket, sys
+s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+s.setsockopt(socket.IPPROTO_IPV6, 59, bytes([0, 0, 1, 4, 0, 0, 0, 0]))
+s.settimeout(10)
+s.connect((sys.argv[1], 8080))
+s.sendall(b"GET /blob HTTP/1.0\r\n\r\n")
+data = b""
+while True:
+    b = s.recv(65536)
+    if not b:
+        break
+    data += b
+print(hashlib.sha256(data.split(b"\r\n\r\n", 1)[1]).hexdigest())
+"#;
+
+#[test]
+#[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
+fn extension_headers_are_stepped_over_and_fragments_dropped_and_counted() {
+    let r = Rig::new();
+    let c = r.attach("net", "s6x");
+    let dir = TempDir::new("s6ext");
+    let _peer = peer_server(&r.out, &dir, 9000);
+    let py = dir.path().join("udp_ext.py");
+    std::fs::write(&py, UDP_EXT_PY).unwrap();
+    let ports = r.d.ctl_json(&["port", "ls"]);
+    let me = (ports.as_array().unwrap().iter())
+        .find(|p| p["name"] == "s6x")
+        .and_then(|p| p["ip6"].as_str())
+        .expect("an IPv6 address")
+        .to_string();
+    let send = |mode: &str| {
+        c.must(&format!(
+            "/usr/bin/python3 {} {me} {OUT6} 9000 {mode}",
+            py.display()
+        ))
+    };
+    let pong = format!("pong-{HOST6}");
+    // The same datagram, plain (the control) and behind destination options.
+    assert_eq!(send("plain").trim(), pong);
+    assert_eq!(send("dstopt").trim(), pong, "behind destination options");
+    // TCP whose every segment carries destination options: the bytes arrive whole.
+    let (_http, sum) = serve(&r.out, &dir, 1_000_000);
+    let tcp = dir.path().join("tcp_ext.py");
+    std::fs::write(&tcp, TCP_EXT_PY).unwrap();
+    let got = c.must(&format!("/usr/bin/python3 {} {OUT6}", tcp.display()));
+    assert_eq!(got.trim(), sum, "TCP behind destination options");
+    // Fragments are not reassembled: dropped, and counted as such.
+    let before = r.d.ctl_json(&["stats"])["nat"]["fragments"].as_u64();
+    assert_eq!(before, Some(0));
+    assert_eq!(send("fragment").trim(), "silence");
+    let after = r.d.ctl_json(&["stats"])["nat"]["fragments"].as_u64();
+    assert_eq!(after, Some(2), "both fragments counted");
+    // The path is alive after them.
+    assert_eq!(send("dstopt").trim(), pong);
+}
+
+/// Sends a TCP SYN to `dst`:`port` (either family) with scapy; prints what came back:
+/// "rst", "unreachable" (ICMP or ICMPv6 destination unreachable), "synack" or
+/// "silence".
+const SYN_PY: &str = r#"
+import sys
+from scapy.all import IP, IPv6, TCP, ICMP, ICMPv6DestUnreach, sr1
+dst, port = sys.argv[1], int(sys.argv[2])
+ip = IPv6(dst=dst) if ":" in dst else IP(dst=dst)
+a = sr1(ip / TCP(sport=40001, dport=port, flags="S"), timeout=3, verbose=False)
+if a is None:
+    print("silence")
+elif a.haslayer(ICMPv6DestUnreach) or (a.haslayer(ICMP) and a[ICMP].type == 3):
+    print("unreachable")
+elif "R" in str(a[TCP].flags):
+    print("rst")
+else:
+    print("synack")
+"#;
+
+#[test]
+#[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
+fn the_gateways_ipv6_ports_are_refused_as_its_ipv4_ones_where_they_lead_nowhere() {
+    let r = Rig::new();
+    let dir = TempDir::new("s6gw");
+    let syn = dir.path().join("syn.py");
+    std::fs::write(&syn, SYN_PY).unwrap();
+    let _srv = r
+        .host
+        .spawn("exec socat TCP-LISTEN:7401,fork,reuseaddr SYSTEM:\"echo the-host\"");
+    listening(&r.host, 7401);
+    // A network that may not leave: GATEWAY:PORT leads nowhere, and TCP is refused
+    // with an RST in both families.
+    r.d.ctl_ok(&[
+        "network",
+        "create",
+        "shut",
+        "--subnet",
+        "10.172.0.0/24",
+        "--ipv6",
+        "--subnet",
+        "fd00:172::/64",
+        "--no-masquerade",
+    ]);
+    let s = r.attach("shut", "s6n");
+    for gw in ["10.172.0.1", "fd00:172::1"] {
+        let got = s.must(&format!("/usr/bin/python3 {} {gw} 7401", syn.display()));
+        assert_eq!(got.trim(), "rst", "a SYN to {gw}:7401");
+    }
+    // The host's listener is alive, reached through the gateway of a network that
+    // leaves (the positive control)...
+    let c = r.attach("net", "s6k");
+    let v6 = c.must("socat -T 3 - TCP6:[fd00:170::1]:7401 </dev/null");
+    assert_eq!(v6.trim(), "the-host");
+    // ...until a packet uplink routes that network: its gateway no longer stands for
+    // the host, and both families are refused alike.
+    let p = r.out.path();
+    r.d.ctl_ok(&[
+        "uplink",
+        "set",
+        "--netns",
+        &p,
+        "--address",
+        "198.18.7.2/24",
+        "--address6",
+        "2001:db8:7::2/64",
+    ]);
+    for gw in ["10.170.0.1", "fd00:170::1"] {
+        let got = c.must(&format!("/usr/bin/python3 {} {gw} 7401", syn.display()));
+        assert_eq!(got.trim(), "rst", "a SYN to {gw}:7401 with a packet uplink");
+    }
+}
+
+#[test]
+#[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
+fn a_packet_out_of_hops_hears_time_exceeded_in_both_families() {
+    let r = Rig::new();
+    let c = r.attach("net", "s6h");
+    // One hop more: through (the control).
+    c.must(&format!("ping -4 -c 1 -W 3 -t 2 {OUT4}"));
+    c.must(&format!("ping -6 -c 1 -W 3 -t 2 {OUT6}"));
+    // Out of hops at the gateway: the router's answer, from the gateway.
+    for (family, to, gw) in [("-4", OUT4, "10.170.0.1"), ("-6", OUT6, "fd00:170::1")] {
+        let o = c.sh(&format!("ping {family} -c 1 -W 3 -t 1 {to}"));
+        let text = o.stdout_text();
+        assert!(
+            text.contains(&format!("From {gw}")) && text.to_lowercase().contains("exceeded"),
+            "ping {family} -t 1: {text}"
+        );
+    }
+}

@@ -539,6 +539,9 @@ pub struct SocketNatCounters {
     /// ACK instead of ending the connection (RFC 5961).
     #[serde(default)]
     pub challenge_acks: u64,
+    /// IP fragments from containers, dropped (the socket uplink reassembles nothing).
+    #[serde(default)]
+    pub fragments: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]

@@ -435,6 +435,7 @@ impl Daemon {
                 tcp_spliced: u.tcp_spliced,
                 splice_fallbacks: u.splice_fallbacks,
                 challenge_acks: u.challenge_acks,
+                fragments: u.fragments,
             });
         let dns = gw
             .as_ref()

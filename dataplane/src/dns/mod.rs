@@ -15,9 +15,10 @@
 //! # Behaviour
 //!
 //! - **Local names.** A queries for a container name or alias answer every address of
-//!   the name, rotated by one per query (round robin; the rotation counter is per name,
-//!   in a table of at most [`MAX_ROTATION_NAMES`] names, cleared when full; networks
-//!   with a name in common share its counter, which only shifts where they start). Any other
+//!   the name, rotated by one per query (round robin; the rotation counters are per
+//!   name, one each for A, AAAA and ANY, in a table of at most [`MAX_ROTATION_NAMES`]
+//!   names, cleared when full; networks with a name in common share its counters,
+//!   which only shifts where they start). Any other
 //!   type for a local name is NODATA (NOERROR, no answer), never forwarded; ANY gets the
 //!   A and AAAA records. `d.c.b.a.in-addr.arpa` PTR queries for a container's address answer its
 //!   name(s). Matching ignores case and the trailing dot; the answer's owner name is the

@@ -18,6 +18,27 @@ use super::{Action, ClientRef, DnsConfig, Transport};
 
 /// Names whose round-robin position is remembered; the table is cleared when full.
 pub const MAX_ROTATION_NAMES: usize = 4096;
+
+/// The query types whose answers rotate, each on a counter of its own per name, so a
+/// client asking A and AAAA together sees each family turn by one per query.
+#[derive(Debug, Clone, Copy)]
+enum Rotation {
+    A,
+    Aaaa,
+    Any,
+}
+
+impl Rotation {
+    const TYPES: usize = 3;
+
+    fn of(qtype: RecordType) -> Rotation {
+        match qtype {
+            RecordType::A => Rotation::A,
+            RecordType::AAAA => Rotation::Aaaa,
+            _ => Rotation::Any,
+        }
+    }
+}
 /// The most forwarded queries [`DnsConfig::max_in_flight`] may allow: a quarter of the
 /// id space, so a fresh id for one resolver is always found quickly.
 pub const MAX_IN_FLIGHT_LIMIT: usize = 16384;
@@ -87,7 +108,9 @@ pub struct DnsServer {
     /// (deadline, sequence) -> key in `pending`; exactly one entry per pending query.
     deadlines: BTreeMap<(Instant, u64), (usize, u16)>,
     seq: u64,
-    rotation: HashMap<Box<str>, u32>,
+    /// Per name, where the next answer list starts, one counter per query type
+    /// ([`Rotation`]).
+    rotation: HashMap<Box<str>, [u32; Rotation::TYPES]>,
     stats: DnsStats,
 }
 
@@ -387,7 +410,7 @@ impl DnsServer {
                         _ => true,
                     })
                     .collect();
-                let start = self.rotation_start(key, want.len());
+                let start = self.rotation_start(key, Rotation::of(qtype), want.len());
                 let (head, tail) = want.split_at(start.min(want.len()));
                 for ip in tail.iter().chain(head) {
                     let rdata = match ip {
@@ -413,25 +436,26 @@ impl DnsServer {
             .unwrap_or_else(|| fallback_error(request, ResponseCode::ServFail))
     }
 
-    /// Where this query's answer list starts, one further than the last query's.
-    fn rotation_start(&mut self, key: &str, n: usize) -> usize {
+    /// Where this query's answer list starts, one further than the last query's of
+    /// the same type.
+    fn rotation_start(&mut self, key: &str, ty: Rotation, n: usize) -> usize {
         if n < 2 {
             return 0;
         }
-        let turn = match self.rotation.get_mut(key) {
-            Some(c) => {
-                let t = *c;
-                *c = c.wrapping_add(1);
-                t
-            }
+        let counters = match self.rotation.get_mut(key) {
+            Some(c) => c,
             None => {
                 if self.rotation.len() >= MAX_ROTATION_NAMES {
                     self.rotation.clear();
                 }
-                self.rotation.insert(key.into(), 1);
-                0
+                self.rotation.entry(key.into()).or_default()
             }
         };
+        let Some(c) = counters.get_mut(ty as usize) else {
+            return 0;
+        };
+        let turn = *c;
+        *c = c.wrapping_add(1);
         turn as usize % n
     }
 
@@ -824,6 +848,44 @@ mod tests {
         assert_eq!(a_answers(&m).len(), 2);
         let q = query_bytes(4, "api", RecordType::ANY, None);
         assert_eq!(parsed(udp(&mut s, &t, &q, Instant::now())).answers.len(), 4);
+    }
+
+    /// A client asking A and AAAA together (as getaddrinfo does) sees each family
+    /// rotate by one per query of its own type: the other type's queries do not move
+    /// it.
+    #[test]
+    fn a_and_aaaa_rotate_on_counters_of_their_own() {
+        let (a6, b6): (std::net::Ipv6Addr, std::net::Ipv6Addr) = (
+            "2001:db8:1::2".parse().unwrap(),
+            "2001:db8:1::3".parse().unwrap(),
+        );
+        let mut b = Names::builder();
+        b.gateway(GW).gateway(a6);
+        for (v4, v6) in [(WEB, a6), (DB, b6)] {
+            b.alias("api", v4).unwrap();
+            b.alias("api", v6).unwrap();
+        }
+        let t = b.build();
+        let mut s = server(1);
+        let first = |s: &mut DnsServer, ty| {
+            let q = query_bytes(1, "api", ty, None);
+            let m = parsed(udp(s, &t, &q, Instant::now()));
+            match &m.answers[0].data {
+                RData::A(A(ip)) => IpAddr::V4(*ip),
+                RData::AAAA(AAAA(ip)) => IpAddr::V6(*ip),
+                other => panic!("not an address: {other:?}"),
+            }
+        };
+        let mut seen = Vec::new();
+        for _ in 0..2 {
+            seen.push(first(&mut s, RecordType::A));
+            seen.push(first(&mut s, RecordType::AAAA));
+        }
+        let want: Vec<IpAddr> = vec![WEB.into(), a6.into(), DB.into(), b6.into()];
+        assert_eq!(seen, want);
+        // ANY turns on its own as well, leaving A where it was.
+        let _ = first(&mut s, RecordType::ANY);
+        assert_eq!(first(&mut s, RecordType::A), IpAddr::from(WEB));
     }
 
     #[test]

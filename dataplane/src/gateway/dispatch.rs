@@ -316,7 +316,7 @@ impl Gateway {
             self.stats.unanswered += 1;
             return Verdict::Done;
         }
-        self.routed(f, &net, out)
+        self.routed(f, &net, ip.ttl(), out)
     }
 
     /// An IPv4 packet for the gateway's own address: ping, DNS, a closed UDP port, or
@@ -360,10 +360,16 @@ impl Gateway {
     }
 
     /// Routed traffic: the packet uplink's (the workers translate it; what reaches the
-    /// gateway needs a neighbour resolved or a TTL answered), else the socket uplink's.
-    fn routed(&mut self, f: Inbound<'_>, net: &GatewayNet, out: &mut Actions) -> Verdict {
+    /// gateway needs a neighbour resolved or a TTL answered), else the socket uplink's,
+    /// which the gateway forwards as a router would: at TTL 1 (`ttl`) it answers "time
+    /// exceeded" instead, as for IPv6 at hop limit 1.
+    fn routed(&mut self, f: Inbound<'_>, net: &GatewayNet, ttl: u8, out: &mut Actions) -> Verdict {
         if self.cfg.uplink == UplinkMode::Packet {
             self.packet_routed(f, net, out);
+            return Verdict::Done;
+        }
+        if ttl <= 1 {
+            self.icmp_error(f, net, (IcmpType::TIME_EXCEEDED, 0), 0, out);
             return Verdict::Done;
         }
         self.stats.to_uplink += 1;

@@ -10,8 +10,9 @@
 //! neighbour) are answered by `Gateway::packet_routed6`, and what else reaches the
 //! gateway takes [`Gateway::not_yet_routed`], which answers ICMPv6 "no route to
 //! destination". TCP and UDP to the gateway's IPv6 address other than DNS and DHCPv6
-//! reach the host as they do over IPv4 (`gateway_target`: the host's main address or
-//! its loopback), or are refused with "port unreachable" where that leads nowhere.
+//! reach the host through the socket uplink as they do over IPv4, whatever uplink
+//! routes (`gateway_target`: the host's main address or its loopback), or are refused
+//! where that leads nowhere (UDP: "port unreachable" here; TCP: the uplink's RST).
 
 use std::net::{IpAddr, Ipv6Addr};
 use std::time::{Duration, Instant};
@@ -110,7 +111,10 @@ impl Gateway {
     }
 
     /// TCP or UDP to another port of the gateway's IPv6 address: the host through the
-    /// socket uplink (as over IPv4), or closed when it leads nowhere.
+    /// socket uplink whatever carries routed traffic, as over IPv4 (`for_gateway`).
+    /// Where that leads nowhere (no host address, a network that may not leave, DNS
+    /// off), UDP is refused here with "port unreachable" and TCP by the uplink with an
+    /// RST, as over IPv4.
     fn for_gateway6(
         &mut self,
         f: Inbound<'_>,
@@ -118,23 +122,22 @@ impl Gateway {
         p: &Frame6,
         out: &mut Actions,
     ) -> Verdict {
-        let port = match (p.proto, p.udp) {
-            (Some(NextHeader::UDP), Some((_, port))) => Some(port),
-            (Some(NextHeader::TCP), _) => tcp_dport(f.data),
+        match (p.proto, p.udp) {
+            (Some(NextHeader::TCP), _) => {}
+            (Some(NextHeader::UDP), Some((_, port))) => {
+                if !self.gateway_open(f.domain, port, f.host) {
+                    let kind = (Icmpv6Type::DEST_UNREACHABLE, Unreach6Code::PORT);
+                    self.icmp6_error(f, net, kind, 0, out);
+                    return Verdict::Done;
+                }
+            }
             _ => {
                 self.stats.unanswered += 1;
                 return Verdict::Done;
             }
-        };
-        let open = self.cfg.uplink == UplinkMode::Socket
-            && port.is_some_and(|port| self.gateway_open(f.domain, port, f.host));
-        if open {
-            self.stats.to_uplink += 1;
-            return Verdict::ToUplink;
         }
-        let kind = (Icmpv6Type::DEST_UNREACHABLE, Unreach6Code::PORT);
-        self.icmp6_error(f, net, kind, 0, out);
-        Verdict::Done
+        self.stats.to_uplink += 1;
+        Verdict::ToUplink
     }
 
     /// What the gateway answers itself: neighbour and router solicitations, echo,
@@ -289,17 +292,6 @@ impl Gateway {
 
 fn ipv6_ll(a: &Ipv6Addr) -> bool {
     crate::wire::ipv6::is_link_local(a)
-}
-
-/// The TCP destination port of an IPv6 frame.
-fn tcp_dport(frame: &[u8]) -> Option<u16> {
-    let eth = EthernetFrame::new_checked(frame).ok()?;
-    let ip = Ipv6Packet::new_checked(eth.into_payload()).ok()?;
-    let Upper::At { offset, .. } = ip.upper().ok()? else {
-        return None;
-    };
-    let tcp = crate::wire::TcpPacket::new_checked(ip.packet().get(offset..)?).ok()?;
-    Some(tcp.dst_port())
 }
 
 /// The UDP payload of an IPv6 frame.

@@ -178,6 +178,25 @@ pub(crate) fn ipv6_header(
     true
 }
 
+/// Appends an IP header of the addresses' family (IPv4: no options, DF clear, TTL 64;
+/// IPv6: hop limit 64) for `payload_len` bytes of `proto`. False when the families
+/// differ or the payload is too long.
+pub(crate) fn ip_header(
+    out: &mut Vec<u8>,
+    (src, dst): (std::net::IpAddr, std::net::IpAddr),
+    proto: u8,
+    payload_len: usize,
+) -> bool {
+    use std::net::IpAddr;
+    match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            ipv4_header(out, s, d, crate::wire::IpProtocol::from(proto), payload_len)
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => ipv6_header(out, (s, d), proto, 64, payload_len),
+        _ => false,
+    }
+}
+
 /// Writes a whole Ethernet frame holding an ICMPv6 message into `out`: `fill` writes
 /// the message after the headers (its checksum is filled here).
 pub(crate) fn icmp6_frame(

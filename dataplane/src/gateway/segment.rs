@@ -3,33 +3,89 @@
 //! learns the segment's neighbours for the workers, and answers what the workers punt
 //! on the way out (time exceeded, fragmentation needed, next hop unresolved).
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
 use super::action::Actions;
 use super::dispatch::{Gateway, Inbound};
-use super::{GatewayNet, arp, icmp};
+use super::{GatewayNet, arp, icmp, icmp6};
 use crate::config::UPLINK_DOMAIN;
 use crate::port::Punt;
 use crate::wire::icmp::{IcmpType, UnreachCode};
+use crate::wire::icmpv6::Unreach6Code;
+use crate::wire::ipv6::{HEADER_LEN, Icmpv6Type, NextHeader, Upper};
 use crate::wire::tcp::TcpFlags;
-use crate::wire::{EtherType, EthernetFrame, IpProtocol, Ipv4Packet, TcpPacket};
+use crate::wire::{EtherType, EthernetFrame, Ipv4Packet, Ipv6Packet, MacAddr, TcpPacket};
 
 /// How often an unresolved next hop is asked for, and flows are swept.
 const SEGMENT_TICK: Duration = Duration::from_secs(1);
 
-/// Builds the RST a host sends for a TCP segment to a closed port (RFC 9293 3.10.7.1).
-fn tcp_reset(frame: &[u8], net: &GatewayNet, out: &mut Vec<u8>) -> bool {
-    let Ok(eth) = EthernetFrame::new_checked(frame) else {
+/// A packet to one of vswitch's outside addresses that nothing listens for, in either
+/// family: who sent it (MAC and address), where to, and its upper-layer protocol and
+/// header. A fragment is not refused (a host answers only the reassembled datagram).
+struct Refused<'a> {
+    mac: MacAddr,
+    src: IpAddr,
+    dst: IpAddr,
+    proto: u8,
+    upper: &'a [u8],
+}
+
+impl<'a> Refused<'a> {
+    /// The refusal's view of `frame`: None for what is not a whole IP packet from a
+    /// unicast MAC.
+    fn parse(frame: &'a [u8]) -> Option<Refused<'a>> {
+        let eth = EthernetFrame::new_checked(frame).ok()?;
+        let (mac, ethertype) = (eth.src(), eth.ethertype());
+        if !mac.is_unicast() {
+            return None;
+        }
+        let pkt = eth.into_payload();
+        match ethertype {
+            EtherType::IPV4 => {
+                let ip = Ipv4Packet::new_checked(pkt).ok()?;
+                if ip.is_fragment() {
+                    return None;
+                }
+                let (hl, end) = (ip.header_len(), ip.total_len().min(pkt.len()));
+                Some(Refused {
+                    mac,
+                    src: ip.src().into(),
+                    dst: ip.dst().into(),
+                    proto: u8::from(ip.protocol()),
+                    upper: pkt.get(hl..end)?,
+                })
+            }
+            EtherType::IPV6 => {
+                let ip = Ipv6Packet::new_checked(pkt).ok()?;
+                let walk = ip.walk().ok()?;
+                let Upper::At { proto, offset } = walk.upper else {
+                    return None;
+                };
+                if walk.fragment {
+                    return None;
+                }
+                let end = (HEADER_LEN + ip.payload_len()).min(pkt.len());
+                Some(Refused {
+                    mac,
+                    src: ip.src().into(),
+                    dst: ip.dst().into(),
+                    proto,
+                    upper: pkt.get(offset..end)?,
+                })
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Builds the RST a host sends for a TCP segment to a closed port (RFC 9293 3.10.7.1),
+/// in the segment's family, from `mac` and the address it was sent to.
+fn tcp_reset(r: &Refused<'_>, mac: MacAddr, out: &mut Vec<u8>) -> bool {
+    let Ok(t) = TcpPacket::new_checked(r.upper) else {
         return false;
     };
-    let Ok(ip) = Ipv4Packet::new_checked(eth.payload()) else {
-        return false;
-    };
-    let Ok(t) = TcpPacket::new_checked(ip.payload()) else {
-        return false;
-    };
-    if t.rst() || !eth.src().is_unicast() {
+    if t.rst() {
         return false;
     }
     let (seq, ack, flags) = if t.ack_flag() {
@@ -40,17 +96,22 @@ fn tcp_reset(frame: &[u8], net: &GatewayNet, out: &mut Vec<u8>) -> bool {
     };
     let mut seg = [0u8; 20];
     {
-        let mut r = TcpPacket::new_unchecked(&mut seg[..]);
-        r.set_src_port(t.dst_port());
-        r.set_dst_port(t.src_port());
-        r.set_seq(seq);
-        r.set_ack(ack);
-        r.set_header_len(20);
-        r.set_flags(flags);
-        r.fill_checksum(net.gateway_ip, ip.src());
+        let mut rst = TcpPacket::new_unchecked(&mut seg[..]);
+        rst.set_src_port(t.dst_port());
+        rst.set_dst_port(t.src_port());
+        rst.set_seq(seq);
+        rst.set_ack(ack);
+        rst.set_header_len(20);
+        rst.set_flags(flags);
+        rst.fill_checksum_ip(r.dst, r.src);
     }
-    super::eth_header(out, eth.src(), net.gateway_mac, EtherType::IPV4);
-    if !super::ipv4_header(out, net.gateway_ip, ip.src(), IpProtocol::Tcp, seg.len()) {
+    let ethertype = if r.src.is_ipv4() {
+        EtherType::IPV4
+    } else {
+        EtherType::IPV6
+    };
+    super::eth_header(out, r.mac, mac, ethertype);
+    if !super::ip_header(out, (r.dst, r.src), NextHeader::TCP, seg.len()) {
         return false;
     }
     out.extend_from_slice(&seg);
@@ -103,33 +164,55 @@ impl Gateway {
             self.stats.echo_replies += 1;
             return;
         }
-        let Ok(ip) = Ipv4Packet::new_checked(eth.payload()) else {
-            return;
-        };
-        if ip.dst() != up.ext_ip || ip.is_fragment() {
-            return;
-        }
-        self.refuse_on_segment(f, &net, &ip, out);
+        self.refuse_on_segment(f, out);
     }
 
-    /// Nothing listens on vswitch's outside address: refuse as a host would (RST, or
-    /// port unreachable within the segment's rate).
-    fn refuse_on_segment(
-        &mut self,
-        f: Inbound<'_>,
-        net: &GatewayNet,
-        ip: &Ipv4Packet<&[u8]>,
-        out: &mut Actions,
-    ) {
-        if ip.protocol() == IpProtocol::Tcp {
-            out.send_with(UPLINK_DOMAIN.0, |b| tcp_reset(f.data, net, b));
-        } else if ip.protocol() == IpProtocol::Udp && self.uplink_limit.allow(f.now) {
-            let (ty, code) = (IcmpType::DEST_UNREACHABLE, UnreachCode::PORT);
-            if out.send_with(UPLINK_DOMAIN.0, |b| {
-                icmp::error(f.data, net, ty, code, 0, b)
-            }) {
+    /// Nothing listens on vswitch's outside addresses: refuse a packet to one of them
+    /// as a host would, in its family (RST, or port unreachable within the segment's
+    /// rate).
+    pub(super) fn refuse_on_segment(&mut self, f: Inbound<'_>, out: &mut Actions) {
+        let Some(up) = self.cfg.packet else { return };
+        let Some(r) = Refused::parse(f.data) else {
+            return;
+        };
+        let ours = match r.dst {
+            IpAddr::V4(d) => d == up.ext_ip,
+            IpAddr::V6(d) => up.v6.is_some_and(|v6| v6.ext_ip == d),
+        };
+        if !ours {
+            return;
+        }
+        match r.proto {
+            NextHeader::TCP => {
+                out.send_with(UPLINK_DOMAIN.0, |b| tcp_reset(&r, up.ext_mac, b));
+            }
+            NextHeader::UDP
+                if self.uplink_limit.allow(f.now)
+                    && self.port_unreachable_on_segment(f.data, r.dst, out) =>
+            {
                 self.stats.icmp_errors += 1;
             }
+            _ => {}
+        }
+    }
+
+    /// Sends "port unreachable" about the packet in `frame`, to `dst`, one of vswitch's
+    /// outside addresses, from it: ICMP or ICMPv6 by its family.
+    fn port_unreachable_on_segment(&self, frame: &[u8], dst: IpAddr, out: &mut Actions) -> bool {
+        if dst.is_ipv4() {
+            let Some(net) = self.segment_net() else {
+                return false;
+            };
+            let (ty, code) = (IcmpType::DEST_UNREACHABLE, UnreachCode::PORT);
+            out.send_with(UPLINK_DOMAIN.0, |b| {
+                icmp::error(frame, &net, ty, code, 0, b)
+            })
+        } else {
+            let Some((_, net)) = self.segment_net6() else {
+                return false;
+            };
+            let kind = (Icmpv6Type::DEST_UNREACHABLE, Unreach6Code::PORT);
+            out.send_with(UPLINK_DOMAIN.0, |b| icmp6::error(frame, &net, kind, 0, b))
         }
     }
 

@@ -1,5 +1,6 @@
 //! vswitch's IPv6 on a packet uplink's segment: it answers neighbour solicitations and
-//! pings for its address there (and its link-local one), learns the segment's
+//! pings for its address there (and its link-local one), refuses the rest as IPv4
+//! does (`segment.rs`), learns the segment's
 //! neighbours from neighbour discovery for the workers, solicits the next hop until it
 //! answers, and answers what the workers punt of routed IPv6 (hop limit exceeded,
 //! packet too big with the segment's MTU, neighbour unresolved).
@@ -17,7 +18,7 @@ use crate::wire::{EthernetFrame, Ipv6Packet};
 
 impl Gateway {
     /// vswitch's IPv6 on the segment, as the responders see a network.
-    fn segment_net6(&self) -> Option<(PacketUplink6, GatewayNet6)> {
+    pub(super) fn segment_net6(&self) -> Option<(PacketUplink6, GatewayNet6)> {
         let up = self.cfg.packet?;
         let v6 = up.v6?;
         let net = GatewayNet6 {
@@ -52,6 +53,8 @@ impl Gateway {
             self.stats.nd_replies += 1;
         } else if out.send_with(UPLINK_DOMAIN.0, |b| icmp6::echo_reply(f.data, &net, b)) {
             self.stats.echo_replies += 1;
+        } else {
+            self.refuse_on_segment(f, out);
         }
     }
 

@@ -72,6 +72,14 @@ pub struct Ipv6Packet<T: AsRef<[u8]>> {
     buffer: T,
 }
 
+/// What the extension-header walk found: where it ended, and whether it crossed a
+/// fragment header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Walk {
+    pub upper: Upper,
+    pub fragment: bool,
+}
+
 /// Where the extension-header walk ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Upper {
@@ -164,9 +172,17 @@ impl<T: AsRef<[u8]>> Ipv6Packet<T> {
 
     /// Walks the extension headers to the upper-layer header.
     pub fn upper(&self) -> Result<Upper> {
+        self.walk().map(|w| w.upper)
+    }
+
+    /// As [`Ipv6Packet::upper`], also telling whether the packet is a fragment (a
+    /// fragment header was crossed: a first fragment's upper layer is only a part).
+    pub fn walk(&self) -> Result<Walk> {
         let b = self.buffer.as_ref();
         let mut proto = self.next_header();
         let mut at = HEADER_LEN;
+        let mut fragment = false;
+        let done = |upper, fragment| Ok(Walk { upper, fragment });
         for _ in 0..=MAX_EXT_HEADERS {
             let len = match proto {
                 NextHeader::HOP_BY_HOP
@@ -183,14 +199,15 @@ impl<T: AsRef<[u8]>> Ipv6Packet<T> {
                 NextHeader::FRAGMENT => {
                     need("ipv6 fragment header", at + 8, b.len())?;
                     if be16(b, at + 2) & 0xfff8 != 0 {
-                        return Ok(Upper::LaterFragment);
+                        return done(Upper::LaterFragment, true);
                     }
+                    fragment = true;
                     8
                 }
-                NextHeader::ESP | NextHeader::NO_NEXT => return Ok(Upper::Opaque),
+                NextHeader::ESP | NextHeader::NO_NEXT => return done(Upper::Opaque, fragment),
                 _ => {
                     need("ipv6 upper-layer header", at + 1, b.len())?;
-                    return Ok(Upper::At { proto, offset: at });
+                    return done(Upper::At { proto, offset: at }, fragment);
                 }
             };
             need("ipv6 extension header", at + len, b.len())?;
@@ -330,6 +347,35 @@ pub fn multicast_mac(a: &Ipv6Addr) -> MacAddr {
     MacAddr([0x33, 0x33, o[12], o[13], o[14], o[15]])
 }
 
+/// Removes the extension headers of the IPv6 packet in `pkt` in place, for a stack
+/// that reads none but hop-by-hop (smoltcp): the fixed header moves up to sit just
+/// before the upper-layer header, which becomes its next header, and the payload
+/// length shrinks by what was removed. Returns where the packet now starts in `pkt`
+/// (0: there was nothing to remove); None for what the walk cannot follow to an upper
+/// layer, or a fragment.
+pub fn strip_extension_headers(pkt: &mut [u8]) -> Option<usize> {
+    let (proto, offset, len) = {
+        let ip = Ipv6Packet::new_checked(&pkt[..]).ok()?;
+        let walk = ip.walk().ok()?;
+        let Upper::At { proto, offset } = walk.upper else {
+            return None;
+        };
+        if walk.fragment {
+            return None;
+        }
+        (proto, offset, ip.payload_len())
+    };
+    let start = offset.checked_sub(HEADER_LEN)?;
+    if start == 0 {
+        return Some(0);
+    }
+    pkt.copy_within(..HEADER_LEN, start);
+    let mut ip = Ipv6Packet::new_unchecked(pkt.get_mut(start..)?);
+    ip.set_next_header(proto);
+    ip.set_payload_len(u16::try_from(len.checked_sub(start)?).ok()?);
+    Some(start)
+}
+
 /// All nodes on the link (ff02::1), all routers (ff02::2), and all DHCPv6 relay agents
 /// and servers (ff02::1:2).
 pub const ALL_NODES: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
@@ -388,6 +434,44 @@ mod tests {
                 offset: 72
             })
         );
+        assert!(v.walk().is_ok_and(|w| w.fragment));
+        // Without the fragment header: the same upper layer, not a fragment.
+        let mut ext = vec![NextHeader::DEST_OPTS, 0, 0, 0, 0, 0, 0, 0];
+        ext.extend_from_slice(&[NextHeader::UDP, 0, 0, 0, 0, 0, 0, 0]);
+        let p = packet(NextHeader::HOP_BY_HOP, &ext, &[0; 8]);
+        let v = Ipv6Packet::new_checked(&p[..]).expect("view");
+        let w = v.walk().expect("a chain");
+        assert_eq!(
+            w.upper,
+            Upper::At {
+                proto: 17,
+                offset: 56
+            }
+        );
+        assert!(!w.fragment);
+    }
+
+    #[test]
+    fn extension_headers_are_stripped_in_place() {
+        let mut ext = vec![NextHeader::ROUTING, 0, 0, 0, 0, 0, 0, 0];
+        ext.extend_from_slice(&[NextHeader::TCP, 0, 1, 4, 0, 0, 0, 0]);
+        let mut p = packet(NextHeader::DEST_OPTS, &ext, &[7; 20]);
+        let fixed = p[..40].to_vec();
+        assert_eq!(strip_extension_headers(&mut p), Some(16));
+        let v = Ipv6Packet::new_checked(&p[16..]).expect("view");
+        assert_eq!(v.next_header(), NextHeader::TCP);
+        assert_eq!(v.payload_len(), 20);
+        assert_eq!(v.payload(), &[7; 20]);
+        assert_eq!(p[16..20], fixed[..4]);
+        assert_eq!(p[23..56], fixed[7..40]);
+        // Nothing to strip; a fragment and a broken chain are refused.
+        let mut p = packet(NextHeader::TCP, &[], &[7; 20]);
+        assert_eq!(strip_extension_headers(&mut p), Some(0));
+        let ext = [NextHeader::TCP, 0, 0, 0, 0, 0, 0, 1];
+        let mut p = packet(NextHeader::FRAGMENT, &ext, &[7; 20]);
+        assert_eq!(strip_extension_headers(&mut p), None);
+        let mut p = packet(NextHeader::DEST_OPTS, &[NextHeader::TCP, 9], &[]);
+        assert_eq!(strip_extension_headers(&mut p), None);
     }
 
     #[test]

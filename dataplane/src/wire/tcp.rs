@@ -245,6 +245,16 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> TcpPacket<T> {
         );
         self.set_checksum(!checksum::fold(s));
     }
+    /// As [`TcpPacket::fill_checksum`] over the pseudo-header of either family (the
+    /// addresses' family must agree; when they do not, nothing is filled).
+    pub fn fill_checksum_ip(&mut self, src: std::net::IpAddr, dst: std::net::IpAddr) {
+        use std::net::IpAddr;
+        match (src, dst) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => self.fill_checksum(s, d),
+            (IpAddr::V6(s), IpAddr::V6(d)) => self.fill_checksum_v6(&s, &d),
+            _ => {}
+        }
+    }
     /// Rewrites the source port, keeping the checksum right for `csum`.
     #[inline]
     pub fn rewrite_src_port(&mut self, port: u16, csum: Checksum) {

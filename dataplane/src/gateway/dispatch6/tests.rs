@@ -213,6 +213,52 @@ fn a_containers_dns_queries_share_one_quota_whatever_their_source() {
     assert_eq!(ask(ll, 3), (false, true));
 }
 
+/// A TCP SYN from the port's address to [2001:db8:1::1]:`dport`.
+fn syn6(dport: u16) -> Vec<u8> {
+    let mut f = routed("2001:db8:1::1", 64);
+    f.truncate(54);
+    f[20] = NextHeader::TCP;
+    f[18..20].copy_from_slice(&20u16.to_be_bytes());
+    let mut t = [0u8; 20];
+    {
+        let mut seg = crate::wire::TcpPacket::new_unchecked(&mut t[..]);
+        seg.set_src_port(0x3039);
+        seg.set_dst_port(dport);
+        seg.set_header_len(20);
+        seg.set_flags(crate::wire::tcp::TcpFlags::SYN);
+        seg.fill_checksum_v6(&host6(), &"2001:db8:1::1".parse().unwrap());
+    }
+    f.extend_from_slice(&t);
+    f
+}
+
+/// TCP to the gateway's IPv6 address goes to the socket uplink whatever routes (as
+/// over IPv4: the host is reached, or the uplink answers an RST); UDP that leads
+/// nowhere is refused here in both uplink modes.
+#[test]
+fn the_gateways_ipv6_ports_reach_the_host_as_ipv4_ones_whatever_the_uplink() {
+    for mode in [UplinkMode::Socket, UplinkMode::Packet] {
+        let mut g = gateway(NetDns::Names);
+        let mut cfg = g.config().clone();
+        cfg.uplink = mode;
+        g.configure(cfg);
+        let mut out = Actions::default();
+        let f = syn6(8080);
+        assert_eq!(
+            g.frame(inbound(&f), &mut out),
+            Verdict::ToUplink,
+            "{mode:?}"
+        );
+        assert!(out.pop().is_none());
+        let e = answer(&mut g, &udp6(host6(), 9, b"x"));
+        assert_eq!(
+            icmp_type(&e[0]),
+            (Icmpv6Type::DEST_UNREACHABLE, Unreach6Code::PORT),
+            "{mode:?}"
+        );
+    }
+}
+
 #[test]
 fn closed_gateway_ports_are_unreachable_and_dns_answers_over_ipv6() {
     let mut g = gateway(NetDns::Names);

@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::wire::icmp::{IcmpType, UnreachCode};
 use crate::wire::icmpv6::{MIN_MTU, Unreach6Code};
-use crate::wire::ipv6::{HEADER_LEN as V6_HEADER, Icmpv6Type, NextHeader};
+use crate::wire::ipv6::{HEADER_LEN as V6_HEADER, Icmpv6Type, NextHeader, Upper};
 use crate::wire::{Icmpv4Packet, Icmpv6Packet, IpProtocol, Ipv4Packet, Ipv6Packet, TcpPacket};
 
 /// Upper-layer protocol numbers the uplink carries (the same in both families, but
@@ -23,7 +23,8 @@ pub(super) struct L3<'a> {
     pub(super) src: IpAddr,
     pub(super) dst: IpAddr,
     pub(super) proto: u8,
-    /// The IP header (IPv4 with its options; IPv6's fixed header).
+    /// The IP header (IPv4 with its options; IPv6's fixed header and its extension
+    /// headers).
     pub(super) header: &'a [u8],
     /// The upper-layer header and data, bounded by the IP length.
     pub(super) payload: &'a [u8],
@@ -31,7 +32,9 @@ pub(super) struct L3<'a> {
 
 impl<'a> L3<'a> {
     /// The packet's view; None for what the uplink does not carry: malformed, a
-    /// fragment, or IPv6 with extension headers.
+    /// fragment (nothing is reassembled), or IPv6 whose extension headers lead to no
+    /// upper layer it carries (more than `MAX_EXT_HEADERS` of them, ESP, no next
+    /// header). Extension headers are stepped over, their options not acted on.
     pub(super) fn parse(pkt: &'a [u8]) -> Option<L3<'a>> {
         match pkt.first().map(|b| b >> 4) {
             Some(4) => {
@@ -50,8 +53,11 @@ impl<'a> L3<'a> {
             }
             Some(6) => {
                 let ip = Ipv6Packet::new_checked(pkt).ok()?;
-                let proto = ip.next_header();
-                if !matches!(proto, TCP | UDP | ICMPV6) {
+                let walk = ip.walk().ok()?;
+                let Upper::At { proto, offset } = walk.upper else {
+                    return None;
+                };
+                if walk.fragment || !matches!(proto, TCP | UDP | ICMPV6) {
                     return None;
                 }
                 let end = (V6_HEADER + ip.payload_len()).min(pkt.len());
@@ -59,12 +65,25 @@ impl<'a> L3<'a> {
                     src: ip.src().into(),
                     dst: ip.dst().into(),
                     proto,
-                    header: pkt.get(..V6_HEADER)?,
-                    payload: pkt.get(V6_HEADER..end)?,
+                    header: pkt.get(..offset)?,
+                    payload: pkt.get(offset..end)?,
                 })
             }
             _ => None,
         }
+    }
+}
+
+/// Whether `pkt` is a fragment of an IPv4 or IPv6 datagram (what the uplink drops and
+/// counts: it reassembles nothing).
+pub(super) fn is_fragment(pkt: &[u8]) -> bool {
+    match version(pkt) {
+        4 => Ipv4Packet::new_checked(pkt).is_ok_and(|ip| ip.is_fragment()),
+        6 => Ipv6Packet::new_checked(pkt)
+            .ok()
+            .and_then(|ip| ip.walk().ok())
+            .is_some_and(|w| w.fragment),
+        _ => false,
     }
 }
 
@@ -138,11 +157,7 @@ pub(super) fn fill_tcp_checksum<T: AsRef<[u8]> + AsMut<[u8]>>(
     src: IpAddr,
     dst: IpAddr,
 ) {
-    match (src, dst) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => t.fill_checksum(s, d),
-        (IpAddr::V6(s), IpAddr::V6(d)) => t.fill_checksum_v6(&s, &d),
-        _ => {}
-    }
+    t.fill_checksum_ip(src, dst);
 }
 
 /// The protocol number of ICMP in `ip`'s family.

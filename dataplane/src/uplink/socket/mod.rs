@@ -239,6 +239,8 @@ pub struct UplinkStats {
     /// RSTs from containers inside the window but not at its start, answered with a
     /// challenge ACK instead of ending the connection (RFC 5961).
     pub challenge_acks: u64,
+    /// IP fragments from containers, dropped: the uplink reassembles nothing.
+    pub fragments: u64,
 }
 
 pub struct SocketUplink {
@@ -494,10 +496,18 @@ impl SocketUplink {
         pkt: &[u8],
     ) {
         let Some(l3) = family::L3::parse(pkt) else {
-            self.stats.dropped += 1;
+            self.not_carried(pkt);
             return;
         };
         match l3.proto {
+            // Extension headers in front: smoltcp reads none of them but hop-by-hop.
+            family::TCP
+                if l3.header.len() > crate::wire::ipv6::HEADER_LEN && family::version(pkt) == 6 =>
+            {
+                let mut owned = pkt.to_vec();
+                let ip = 0..owned.len();
+                self.tcp_from_container_frame(reg, nets, domain, &mut owned, ip);
+            }
             family::TCP => self.tcp_from_container(reg, nets, domain, Segment::Borrowed(pkt)),
             family::UDP => {
                 let Ok(u) = UdpPacket::new_checked(l3.payload) else {
@@ -533,10 +543,42 @@ impl SocketUplink {
             .and_then(family::L3::parse)
             .is_some_and(|l3| l3.proto == family::TCP);
         if tcp {
-            self.tcp_from_container(reg, nets, domain, Segment::Frame(frame, ip));
+            self.tcp_from_container_frame(reg, nets, domain, frame, ip);
         } else {
             let pkt = frame.get(ip).unwrap_or(&[]);
             self.from_container(reg, nets, domain, pkt);
+        }
+    }
+
+    /// A TCP segment at `ip` of `frame` to smoltcp, its IPv6 extension headers
+    /// removed first (smoltcp reads none but hop-by-hop).
+    fn tcp_from_container_frame(
+        &mut self,
+        reg: &Registry,
+        nets: &[Option<NetView>],
+        domain: u16,
+        frame: &mut Vec<u8>,
+        ip: std::ops::Range<usize>,
+    ) {
+        let mut ip = ip;
+        if let Some(pkt) = frame.get_mut(ip.clone())
+            && family::version(pkt) == 6
+        {
+            let Some(skip) = crate::wire::ipv6::strip_extension_headers(pkt) else {
+                self.stats.dropped += 1;
+                return;
+            };
+            ip.start += skip;
+        }
+        self.tcp_from_container(reg, nets, domain, Segment::Frame(frame, ip));
+    }
+
+    /// Counts a packet the uplink does not carry: a fragment, or anything else.
+    fn not_carried(&mut self, pkt: &[u8]) {
+        if family::is_fragment(pkt) {
+            self.stats.fragments += 1;
+        } else {
+            self.stats.dropped += 1;
         }
     }
 
