@@ -2,7 +2,7 @@
 //! to the gateway loses nothing; a container flooding the socket uplink with SYNs
 //! (its TCP quota full of half-open handshakes, then one quad again and again) slows
 //! only itself: a DNS client beside it gets its answers and `ctl stats` answers
-//! throughout.
+//! throughout, and its refused SYNs are still answered with RSTs.
 
 // Test code: a failed step is the test failing.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -163,6 +163,8 @@ fn a_syn_flooding_neighbour_slows_only_itself() {
     let evil_ip = v["ip"].as_str().expect("ip").to_string();
     d.ctl_ok(&["attach", "fair", "--name", "good", "--netns", &good.path()]);
     evil.must("iptables -A OUTPUT -p tcp --tcp-flags RST RST -j DROP");
+    // A rule that only counts the RSTs the gateway answers refused SYNs with.
+    evil.must("iptables -A INPUT -p tcp --tcp-flags RST RST");
     let (mut flood, _f) = spawn_py(
         &evil,
         SYN_FLOOD,
@@ -206,6 +208,21 @@ fn a_syn_flooding_neighbour_slows_only_itself() {
         v[0]
     );
     assert!(asked >= 8, "only {asked} stats answered in 8 s of flood");
+    // The flooder was refused (over its TCP quota: what makes a worker give its frames
+    // no polling after work) and still answered: each refused SYN gets its RST, which
+    // reached its kernel.
+    assert!(
+        port_stat(&st, "evil", &["drops", "tcp_quota"]) > 10_000,
+        "{st}"
+    );
+    let rsts: u64 = evil
+        .must("iptables -L INPUT -v -x -n")
+        .lines()
+        .find(|l| l.contains("0x04/0x04"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(rsts > 10_000, "the flooder got {rsts} RSTs");
     // What was cut was the flooder's (the neighbour may lose a few frames only when the
     // gateway thread is kept off the CPU long enough for a worker's ring to fill).
     let good_cut = port_stat(&st, "good", &["drops", "service_quota"]);

@@ -2,7 +2,9 @@
 //! UDP, DNS and published ports while a hostile container floods the daemon, `stats`
 //! is asked without pause and the daemon is killed with -9 and restarted twice. The
 //! run fails when a stream loses or corrupts bytes outside the restarts, or when the
-//! daemon's RSS or descriptors climb after its warm-up.
+//! daemon's RSS or descriptors climb after its warm-up (which waits for the flooder's
+//! fill: `bench/soak/judge.py`, fed synthetic series of a late fill and of leaks by
+//! `bench/soak/test_judge.py`, run below).
 
 // Test code: a failed step is the test failing.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -56,4 +58,18 @@ fn a_short_soak_loses_no_byte_and_holds_its_memory() {
         v["dns"]
     );
     assert!(std::fs::metadata(out.path().join("soak.svg")).is_ok());
+}
+
+/// The soak's judge, fed synthetic series: a late fill followed by a plateau is no
+/// climb, while a leak (after a fill, with connections rising to the end, with none)
+/// and descriptors that climb are; and the fixed warm-up the judge had before reads
+/// the late fill as a climb (the control).
+#[test]
+fn the_soak_judge_tells_a_late_fill_from_a_leak() {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../bench/soak/test_judge.py");
+    let o = sh(&format!("python3 {script} -v"));
+    let out = o.stderr_text();
+    println!("{out}");
+    assert!(o.status.success(), "the judge's tests failed:\n{out}");
+    assert!(out.contains("Ran 8 tests"), "{out}");
 }

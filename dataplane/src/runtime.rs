@@ -304,6 +304,7 @@ impl<S: GatewayHandler> Runtime<S> {
             cfg.flows_per_container,
         ));
         let neigh = Arc::new(crate::uplink::packet::Neighbours::default());
+        let gateway_counters = Arc::new(CounterTable::default());
         let shared = WorkerShared {
             cell: &cell,
             fdb: &fdb,
@@ -311,6 +312,7 @@ impl<S: GatewayHandler> Runtime<S> {
             nat: &nat,
             neigh: &neigh,
             tx_buckets: Arc::new(crate::shaper::SharedBuckets::default()),
+            gateway_counters: &gateway_counters,
             epoch,
         };
         for i in 0..cfg.workers.max(1) {
@@ -320,7 +322,6 @@ impl<S: GatewayHandler> Runtime<S> {
         }
         let (jtx, jrx) = mpsc::channel::<GatewayJob<S>>();
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let gateway_counters = Arc::new(CounterTable::default());
         let shared = GatewayShared {
             cell: cell.clone(),
             fdb: fdb.clone(),
@@ -611,6 +612,8 @@ struct WorkerShared<'a> {
     neigh: &'a Arc<crate::uplink::packet::Neighbours>,
     /// What every worker sends to each port, charged to one bucket a port.
     tx_buckets: Arc<crate::shaper::SharedBuckets>,
+    /// The gateway thread's counters: which ports it is refusing flows.
+    gateway_counters: &'a Arc<CounterTable>,
     epoch: Instant,
 }
 
@@ -636,6 +639,7 @@ fn spawn_worker(
     w.nat = Some(sh.nat.clone());
     w.neigh = Some(sh.neigh.clone());
     w.tx_buckets = sh.tx_buckets.clone();
+    w.set_refused(crate::worker::Refused::new(sh.gateway_counters.clone()));
     w.add_port(GATEWAY_PORT, Box::new(ring), true);
     let (tx, rx) = mpsc::channel();
     let busy = cfg.busy_poll;
@@ -714,9 +718,11 @@ fn worker_loop(
         // The poll's wait is idle; the round after it busy when it moved frames.
         time.add(moved, nanos_between(woke, now));
         round_start = now;
-        if moved {
+        // Polling after work only for frames whose answer is worth waiting for: not
+        // those of a port the gateway is refusing flows (`worker::Refused`).
+        if w.take_earned() > 0 {
             last_work = now;
-        } else if !busy && ready.is_empty() {
+        } else if !moved && !busy && ready.is_empty() {
             // Polling while idle: let a thread that has work on this core (the
             // sender or receiver of the traffic) go first.
             std::thread::yield_now();

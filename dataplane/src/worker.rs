@@ -18,6 +18,9 @@ use crate::shaper::queue::{Held, queue_limit};
 use crate::shaper::{Rate, Shaper, SharedBuckets, frames_for};
 use crate::wire::vlan::TAG_LEN;
 
+mod refused;
+pub use refused::{REFUSED_FOR_SECS, Refused};
+
 /// The coarse clock the FDB ages by: whole seconds since the worker started, or a
 /// value set by hand (tests).
 pub enum Clock {
@@ -70,6 +73,10 @@ pub struct Worker {
     held: Held,
     /// The send list of a pass over [`Worker::held`] (room for a batch).
     held_sel: Vec<TxSel>,
+    /// Ports the gateway is refusing flows (None: every frame earns polling).
+    refused: Option<Refused>,
+    /// Frames moved since [`Worker::take_earned`] that earn polling after work.
+    earned: usize,
 }
 
 /// Hands port `p` the frames of `sel` and counts them (bytes and capture first: the
@@ -195,7 +202,41 @@ impl Worker {
             tx_buckets: Arc::new(SharedBuckets::default()),
             held: Held::default(),
             held_sel: Vec::with_capacity(MAX_BATCH),
+            refused: None,
+            earned: 0,
         }
+    }
+
+    /// Tells this worker which ports the gateway is refusing flows (from the gateway
+    /// thread's counters), so their frames earn no polling after work.
+    pub fn set_refused(&mut self, mut r: Refused) {
+        r.fit(self.ports.len());
+        self.refused = Some(r);
+    }
+
+    /// The frames moved since the last call that earn polling after work: all of them
+    /// but those from a port the gateway refused a flow within the last second and
+    /// those the gateway sent to such a port (see [`Refused`]).
+    pub fn take_earned(&mut self) -> usize {
+        std::mem::take(&mut self.earned)
+    }
+
+    /// The frames of the batch just processed (`n` from `src`) that earn polling.
+    fn earning(&mut self, src: PortId, n: usize) -> usize {
+        let Some(r) = self.refused.as_mut() else {
+            return n;
+        };
+        let now = self.clock.now();
+        if src != GATEWAY_PORT {
+            return if r.recent(src, now) { 0 } else { n };
+        }
+        let egress = &self.local.egress;
+        egress
+            .touched()
+            .iter()
+            .filter(|&&p| !r.recent(p, now))
+            .map(|&p| egress.queue(p).len())
+            .sum()
     }
 
     pub fn counters(&self) -> &Arc<CounterTable> {
@@ -216,6 +257,9 @@ impl Worker {
             self.rx.push(slot);
         }
         self.local.egress.fit(self.ports.len());
+        if let Some(r) = &mut self.refused {
+            r.fit(self.ports.len());
+        }
         // Buckets sized with the port table, so a limit set later allocates nothing.
         self.shaper.fit(slot.0);
         self.held.fit(slot.0);
@@ -311,6 +355,7 @@ impl Worker {
         if shaped {
             self.police_tx();
         }
+        self.earned += self.earning(slot, n);
         self.send_all(cap.as_deref());
         self.local.egress.clear();
         n
@@ -617,6 +662,68 @@ mod tests {
             );
             assert_eq!(w.counters().read(PortId(last as u16)).rx_packets, 1);
         }
+    }
+
+    /// Frames from a port the gateway refused a flow within the last second, and the
+    /// gateway's frames to it, are forwarded as ever but earn no polling after work;
+    /// a neighbour's frames, and the gateway's to the neighbour, do (the control).
+    #[test]
+    fn a_refused_port_earns_no_polling_and_its_frames_still_go_through() {
+        let mut snap = Snapshot {
+            domains: vec![Some(domain())],
+            ports: vec![
+                Some(PortConf {
+                    role: PortRole::Gateway,
+                    mac_limit: 0,
+                    ..container(0)
+                }),
+                None,
+            ],
+            ..Default::default()
+        };
+        snap.ports.extend((2..5).map(|i| Some(container(i))));
+        snap.rebuild();
+        let cell = Arc::new(SnapshotCell::new(snap));
+        let mut w = Worker::new(
+            &cell,
+            Arc::new(Fdb::default()),
+            Arc::new(CounterTable::default()),
+        );
+        let gateway = Arc::new(CounterTable::default());
+        w.set_refused(Refused::new(gateway.clone()));
+        w.clock = Clock::Manual(100);
+        let gw_mac = domain().gateway_mac;
+        let (evil, nb) = (3usize, 4usize);
+        let to_gw = |from: usize| frame(gw_mac, mac_of(from));
+        // Both ports send to the gateway before any refusal: both earn.
+        inject(&mut w, evil, &to_gw(evil));
+        inject(&mut w, nb, &to_gw(nb));
+        assert_eq!(w.poll_all(), 2);
+        assert_eq!(w.take_earned(), 2);
+        // The gateway refuses `evil` a flow: its frames go on to the gateway (the
+        // gateway answers them) but earn nothing; its neighbour's still do.
+        gateway.count_drop(PortId(evil as u16), DropReason::TcpQuota, 1);
+        inject(&mut w, evil, &to_gw(evil));
+        assert_eq!(w.poll_all(), 1);
+        assert_eq!(w.take_earned(), 0, "a refused port's frame earned polling");
+        inject(&mut w, nb, &to_gw(nb));
+        assert_eq!(w.poll_all(), 1);
+        assert_eq!(w.take_earned(), 1, "its neighbour's frame earned none");
+        // The gateway's answers: to `evil` they earn nothing, to `nb` they do, and
+        // both are delivered.
+        let mut ring = MemoryPort::new("gateway");
+        ring.inject(&frame(mac_of(evil), gw_mac));
+        ring.inject(&frame(mac_of(nb), gw_mac));
+        w.add_port(GATEWAY_PORT, Box::new(ring), true);
+        let (e0, n0) = (tx_of(&w, evil), tx_of(&w, nb));
+        assert_eq!(w.poll_port(GATEWAY_PORT), 2);
+        assert_eq!((tx_of(&w, evil) - e0, tx_of(&w, nb) - n0), (1, 1));
+        assert_eq!(w.take_earned(), 1);
+        // Two seconds on, with no new refusal, `evil` earns again.
+        w.clock = Clock::Manual(100 + REFUSED_FOR_SECS + 1);
+        inject(&mut w, evil, &to_gw(evil));
+        assert_eq!(w.poll_all(), 1);
+        assert_eq!(w.take_earned(), 1);
     }
 
     fn inject(w: &mut Worker, slot: usize, f: &[u8]) {

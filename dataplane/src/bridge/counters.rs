@@ -259,6 +259,26 @@ impl CounterTable {
             }
         }
     }
+    /// The flows the socket uplink (or the DNS server) has refused the port over its
+    /// quotas, in all (any thread: workers read the gateway's table to tell a port
+    /// being refused, see `worker::Refused`).
+    #[inline]
+    pub fn refusals(&self, port: PortId) -> u64 {
+        let Some(c) = self.ports.get(port.index()) else {
+            return 0;
+        };
+        [
+            DropReason::TcpQuota,
+            DropReason::UdpQuota,
+            DropReason::PingQuota,
+            DropReason::DnsQuota,
+            DropReason::FdLimit,
+        ]
+        .iter()
+        .filter_map(|r| c.drops.get(*r as usize))
+        .map(|a| a.load(Relaxed))
+        .fold(0u64, u64::wrapping_add)
+    }
     /// Reads one port's counters (any thread).
     pub fn read(&self, port: PortId) -> PortStats {
         let Some(c) = self.ports.get(port.index()) else {

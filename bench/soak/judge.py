@@ -1,0 +1,54 @@
+"""Whether a daemon's RSS or descriptors climbed in one of its lives (bench/soak/run).
+
+A life's warm-up ends a quarter into it (at least 10 s) and not before the socket
+uplink has taken in the hostile container's fill: the first time its open TCP
+connections (`stats`: nat.tcp_open) reached 90% of their most in that life while the
+floods ran (but no later than half-way). On a loaded host that fill can come a minute after a restart; RSS sampled
+before it, then compared with the plateau the fill sets, reads as a climb. RSS and
+descriptors after the warm-up (the median of 10 s) are compared with the life's last
+10 s: more than 20% plus 8 MiB of RSS, or more than 64 descriptors, is a climb. A leak
+grows after the fill too, so it still shows (`test_judge.py` feeds the function
+synthetic series of both).
+"""
+import statistics
+
+MIB = 2**20
+# The seconds of samples after the warm-up and at the life's end that are compared.
+TAIL, WINDOW = 10.0, 10.0
+
+
+def fill_time(conns, start, until):
+    """When the uplink's open connections first reached 90% of their most within
+    [start, until], or None when it held none. `conns`: (time, open connections)."""
+    seen = [(t, n) for t, n in conns if start <= t <= until and n is not None]
+    most = max((n for _, n in seen), default=0)
+    if most == 0:
+        return None
+    return next(t for t, n in seen if n >= 0.9 * most)
+
+
+def warm_up_end(start, end, conns, flood_stop):
+    """The end of a life's warm-up: a quarter in (at least 10 s), after the fill, but
+    no later than half-way (a fill that never levels off, as connections that leak,
+    must leave a leak's second half to see)."""
+    warm = start + max(10.0, (end - start) / 4)
+    fill = fill_time(conns, start, min(end, flood_stop))
+    if fill is not None:
+        warm = max(warm, min(fill + 5.0, start + (end - start) / 2))
+    return warm
+
+
+def life(samples, conns, start, end, flood_stop):
+    """One life's check. `samples`: (time, rss bytes, descriptors, ...). None when a
+    window holds no sample (a life too short to judge)."""
+    warm = warm_up_end(start, end, conns, flood_stop)
+    base = [x for x in samples if warm <= x[0] <= warm + WINDOW]
+    tail = [x for x in samples if end - TAIL <= x[0] <= end]
+    if not base or not tail:
+        return None
+    b_rss, t_rss = statistics.median(x[1] for x in base), statistics.median(x[1] for x in tail)
+    b_fd, t_fd = statistics.median(x[2] for x in base), statistics.median(x[2] for x in tail)
+    return {"warm_up_s": round(warm - start, 1),
+            "rss_after_warmup_mib": round(b_rss / MIB, 1), "rss_end_mib": round(t_rss / MIB, 1),
+            "fds_after_warmup": b_fd, "fds_end": t_fd,
+            "climbed": t_rss > b_rss * 1.2 + 8 * MIB or t_fd > b_fd + 64}
