@@ -422,11 +422,17 @@ impl<A: Af> FlowTable<A> {
     pub fn touch_all(&self) {
         const PAGE: usize = 4096;
         let every = |size: usize| (PAGE / size.max(1)).max(1);
+        // A compare-and-swap of a word with itself: a write the compiler keeps (an
+        // idempotent `fetch_or(0)` may become a load, which maps the zero page).
+        let rewrite = |a: &AtomicU32| {
+            let v = a.load(Relaxed);
+            let _ = a.compare_exchange(v, v, Relaxed, Relaxed);
+        };
         for s in self.index.iter().step_by(every(size_of::<Slot>())) {
-            s.fp.fetch_or(0, Relaxed);
+            rewrite(&s.val);
         }
         for f in self.flows.iter().step_by(every(size_of::<Flow<A>>())) {
-            f.last.fetch_or(0, Relaxed);
+            rewrite(&f.last);
         }
     }
 
