@@ -704,8 +704,8 @@ impl SocketUplink {
         for c in self.splices.iter().flatten() {
             v.push(FlowInfo {
                 proto: "tcp",
-                inside: c.inside.into(),
-                outside: c.from.into(),
+                inside: c.inside,
+                outside: c.from,
                 state: "published spliced".into(),
             });
         }
