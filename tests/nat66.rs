@@ -318,3 +318,78 @@ fn closed_ports_on_the_uplinks_ipv6_address_are_refused_as_on_its_ipv4_one() {
     let peer = tcp_through(&s, 7302);
     assert!(saw(&peer, &s.ext6), "{peer}");
 }
+
+/// Sends one UDP datagram from `src`:9999 to `dst`:`dport` (either family) with hop
+/// limit or TTL `hops` by scapy; prints "time-exceeded" and who said so when an ICMP or
+/// ICMPv6 time exceeded comes back, else "silence".
+const HOPS_PY: &str = r#"
+import sys
+from scapy.all import IP, IPv6, UDP, ICMP, Raw, ICMPv6TimeExceeded, sr1
+src, dst, dport, hops = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+l3 = IPv6(src=src, dst=dst, hlim=hops) if ":" in dst else IP(src=src, dst=dst, ttl=hops)
+a = sr1(l3 / UDP(sport=9999, dport=dport) / Raw(b"in"), timeout=3, verbose=False)
+if a is not None and a.haslayer(ICMPv6TimeExceeded):
+    print("time-exceeded", a[IPv6].src)
+elif a is not None and a.haslayer(ICMP) and a[ICMP].type == 11:
+    print("time-exceeded", a[IP].src)
+else:
+    print("silence")
+"#;
+
+#[test]
+#[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
+fn a_flows_packet_out_of_hops_on_the_way_in_hears_time_exceeded_in_both_families() {
+    require(&["python3"]);
+    let s = seg6(6, &[], &[]);
+    let (ext4, host4) = ("198.19.106.2", "198.19.106.1");
+    let py = std::env::temp_dir().join(format!("vswitch-t-hops-{}.py", std::process::id()));
+    std::fs::write(&py, HOPS_PY).unwrap();
+    let families = [
+        (
+            "UDP6",
+            format!("[{}]", s.host6),
+            s.host6.clone(),
+            s.ext6.clone(),
+            40555,
+        ),
+        (
+            "UDP4",
+            host4.to_string(),
+            host4.to_string(),
+            ext4.to_string(),
+            40556,
+        ),
+    ];
+    for (socat, peer, host, ext, port) in families {
+        // The container's UDP flow to the outside host's port 9999, from `port` (kept
+        // on the uplink's address: it is free), printing what comes back.
+        let mut c = s.c.spawn(&format!(
+            "exec socat -T 20 -u {socat}-RECVFROM:{port},reuseaddr - & \
+             sleep 0.2; echo out | socat -u - {socat}-SENDTO:{peer}:9999,sourceport={port},reuseaddr; \
+             wait"
+        ));
+        let flowing = eventually(Duration::from_secs(10), || {
+            let flows = s.d.ctl_json(&["conntrack", "ls"]);
+            let rows = flows.as_array().cloned().unwrap_or_default();
+            rows.iter().any(|f| {
+                f["protocol"] == "udp" && f["outside"].as_str().is_some_and(|o| o.contains(&ext))
+            })
+        });
+        assert!(flowing, "no {socat} flow");
+        let send = |hops: u32| {
+            let py = py.display();
+            s.out
+                .must(&format!("/usr/bin/python3 {py} {host} {ext} {port} {hops}"))
+        };
+        // Out of hops at vswitch: told so, from vswitch's address.
+        let got = send(1);
+        let mut words = got.split_whitespace();
+        assert_eq!(words.next(), Some("time-exceeded"), "{socat}: {got}");
+        let from: std::net::IpAddr = words.next().unwrap_or_default().parse().expect("addr");
+        assert_eq!(from, ext.parse::<std::net::IpAddr>().unwrap(), "{socat}");
+        // With hops to spare the same datagram reaches the container (the control).
+        assert_eq!(send(64).trim(), "silence");
+        assert_eq!(c.line().trim(), "in", "{socat}");
+    }
+    let _ = std::fs::remove_file(&py);
+}

@@ -441,3 +441,38 @@ fn an_unprivileged_run_container_gets_its_ipv6_address_and_gateway() {
     assert!(!out.contains("nameserver 1"), "an IPv4 nameserver: {out}");
     assert!(out.contains("default via fd00:166::1"), "{out}");
 }
+
+#[test]
+#[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
+fn a_rootless_daemon_splices_ipv6_loopback_clients_too() {
+    require(&["setpriv", "socat"]);
+    let nd = NobodyDaemon::start();
+    let o = nd.ctl("network create pub6 --subnet 10.142.0.0/24 --ipv6 --subnet fd00:142::/64");
+    assert!(o.status.success(), "{}", o.stderr_text());
+    let _run = Proc::spawn(&as_nobody(&format!(
+        "{} run --socket {} --network pub6 --name rlx-six -p \\[::1\\]:18101:80 -- \
+         socat TCP6-LISTEN:80,reuseaddr,fork SYSTEM:\"echo \\$SOCAT_PEERADDR\"",
+        bin(),
+        nd.sock.display()
+    )));
+    let mut got = String::new();
+    let answered = eventually(Duration::from_secs(15), || {
+        got = sh("socat -T 5 -t 5 - TCP6:[::1]:18101 </dev/null").stdout_text();
+        !got.trim().is_empty()
+    });
+    assert!(answered, "nothing answered on [::1]:18101: {}", nd.log());
+    // The helper's maker made the IPv6 socket: the container sees its IPv6 gateway.
+    let seen: std::net::IpAddr = got
+        .trim()
+        .trim_matches(['[', ']'])
+        .parse()
+        .expect("an address");
+    assert_eq!(seen, "fd00:142::1".parse::<std::net::IpAddr>().unwrap());
+    let n = nat(&nd);
+    assert_eq!(
+        (n["tcp_spliced"].as_u64(), n["splice_fallbacks"].as_u64()),
+        (Some(1), Some(0)),
+        "{n}\n{}",
+        nd.log()
+    );
+}

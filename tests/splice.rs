@@ -224,3 +224,110 @@ fn a_splice_without_an_answer_inside_falls_back_to_frames() {
         "{n}"
     );
 }
+
+/// The address in socat's `SOCAT_PEERADDR` (IPv6 ones come in brackets, written out;
+/// an IPv4 client of an IPv6 listener as IPv4-mapped).
+fn peer_addr(text: &str) -> std::net::IpAddr {
+    let a = text.trim().trim_start_matches('[').replace(']', "");
+    let ip: std::net::IpAddr = a
+        .parse()
+        .unwrap_or_else(|_| panic!("not an address: {text}"));
+    ip.to_canonical()
+}
+
+#[test]
+#[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
+fn ipv6_loopback_clients_are_spliced_where_the_container_has_ipv6() {
+    require(&["socat", "sha256sum", "head", "ip"]);
+    let host = Netns::new("sph6");
+    let d = Daemon::start_in(&host, &[]);
+    d.ctl_ok(&[
+        "network",
+        "create",
+        "sp6",
+        "--subnet",
+        "10.213.0.0/24",
+        "--ipv6",
+        "--subnet",
+        "fd00:213::/64",
+    ]);
+    d.ctl_ok(&["network", "create", "sp4", "--subnet", "10.214.0.0/24"]);
+    let c = Netns::new("spc6");
+    d.ctl_ok(&["attach", "sp6", "--name", "web", "--netns", &c.path()]);
+    let c4 = Netns::new("spc4");
+    d.ctl_ok(&["attach", "sp4", "--name", "old", "--netns", &c4.path()]);
+    let r = Rig {
+        host,
+        d,
+        c,
+        gw: "fd00:213::1".into(),
+    };
+    let echo = "SYSTEM:\"echo \\$SOCAT_PEERADDR \\$SOCAT_PEERPORT\"";
+    let _srv =
+        r.c.spawn(&format!("exec socat TCP6-LISTEN:80,reuseaddr,fork {echo}"));
+    listening(&r.c, 80);
+    r.d.ctl_ok(&["publish", "web", "-p", "17505:80", "-p", "17506:81"]);
+    // A ::1 client appears from the gateway's IPv6 address and its own port, spliced.
+    let got = r
+        .host
+        .must("socat -T 5 - TCP6:[::1]:17505,sourceport=41235 </dev/null");
+    let (addr, port) = got.trim().split_once(' ').expect("address and port");
+    assert_eq!(
+        (peer_addr(addr), port),
+        (r.gw.parse().unwrap(), "41235"),
+        "{got}"
+    );
+    let n = nat(&r);
+    assert_eq!(
+        (n["tcp_spliced"].as_u64(), n["splice_fallbacks"].as_u64()),
+        (Some(1), Some(0)),
+        "{n}: {}",
+        r.d.log()
+    );
+    let rules = r.c.must("ip -6 rule");
+    assert!(
+        rules.contains(&format!("to {} ipproto tcp sport 80 lookup 30323", r.gw)),
+        "{rules}"
+    );
+    // The bytes arrive whole, both ways, without frames.
+    let dir = TempDir::new("sp6");
+    let file = dir.path().join("data").display().to_string();
+    must(&format!("head -c 16M /dev/urandom > {file}"));
+    let sum = sha256(&must(&format!("sha256sum < {file}")));
+    let before = port_packets(&r);
+    let s = r.c.spawn(&format!(
+        "exec socat -u FILE:{file} TCP6-LISTEN:81,reuseaddr"
+    ));
+    listening(&r.c, 81);
+    let got = r
+        .host
+        .must("timeout 60 sh -c 'socat -u TCP6:[::1]:17506 - | sha256sum'");
+    drop(s);
+    assert_eq!(sha256(&got), sum, "spliced read over IPv6");
+    let s = r.c.spawn("socat -u TCP6-LISTEN:81,reuseaddr - | sha256sum");
+    listening(&r.c, 81);
+    r.host
+        .must(&format!("timeout 60 socat -u FILE:{file} TCP6:[::1]:17506"));
+    let o = s.wait(Duration::from_secs(60));
+    assert_eq!(sha256(&o.stdout_text()), sum, "spliced write over IPv6");
+    let frames = port_packets(&r) - before;
+    assert!(frames < 100, "{frames} frames crossed the port");
+    // 127.0.0.1 clients of the same port are spliced beside them, over IPv4.
+    let got = r.host.must("socat -T 5 - TCP:127.0.0.1:17505 </dev/null");
+    let addr = got.split_whitespace().next().unwrap_or_default();
+    assert_eq!(peer_addr(addr).to_string(), "10.213.0.1", "{got}");
+    assert_eq!(nat(&r)["tcp_spliced"].as_u64(), Some(4));
+    // A container without IPv6: its ::1 clients take the frame path to its IPv4
+    // address, as before (not spliced, not counted as a fallback).
+    let _old = c4.spawn(&format!("exec socat TCP-LISTEN:80,reuseaddr,fork {echo}"));
+    listening(&c4, 80);
+    r.d.ctl_ok(&["publish", "old", "-p", "[::1]:17507:80"]);
+    let got = r.host.must("socat -T 5 - TCP6:[::1]:17507 </dev/null");
+    assert!(got.contains("10.214.0.1"), "{got}");
+    let n = nat(&r);
+    assert_eq!(
+        (n["tcp_spliced"].as_u64(), n["splice_fallbacks"].as_u64()),
+        (Some(4), Some(0)),
+        "{n}"
+    );
+}

@@ -414,6 +414,11 @@ fn socket_uplink(t: &mut Text, s: &Stats) {
             "Loopback clients that took the frame path.",
             n.splice_fallbacks,
         ),
+        (
+            "fragments",
+            "IP fragments from containers dropped (nothing is reassembled).",
+            n.fragments,
+        ),
     ];
     for (what, help, v) in counters {
         t.one(&format!("vswitch_uplink_{what}_total"), "counter", help, v);

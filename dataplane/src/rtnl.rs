@@ -12,6 +12,8 @@
 //! ip route add local GATEWAY dev lo table 30323
 //! ```
 //!
+//! in the family of the addresses (`ip -6` for a `::1` client's splice).
+//!
 //! Only TCP from the published container port to the gateway matches, so everything
 //! else the container sends the gateway (DNS, its own connections) is untouched.
 //!
@@ -19,7 +21,7 @@
 //! in network order; nothing here runs the `ip` binary.
 
 use std::io;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv6Addr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 /// The routing table holding the gateway as a local address.
@@ -101,17 +103,36 @@ impl Msg {
     }
 }
 
+/// An address's family (as netlink names it), its length in bits and its bytes.
+fn family_of(ip: IpAddr) -> (u8, u8, Vec<u8>) {
+    match ip {
+        IpAddr::V4(a) => (libc::AF_INET as u8, 32, a.octets().to_vec()),
+        IpAddr::V6(a) => (libc::AF_INET6 as u8, 128, a.octets().to_vec()),
+    }
+}
+
+/// The error for a container and a gateway of different families.
+fn mixed_families() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        "the container's address and the gateway's are of different families",
+    )
+}
+
 /// `ip rule add pref SPLICE_RULE_PREF from container to gateway ipproto tcp sport port
-/// lookup SPLICE_TABLE` (`kind` RTM_NEWRULE), or the same `ip rule del` (RTM_DELRULE).
-fn rule_request(kind: u16, container: Ipv4Addr, gateway: Ipv4Addr, port: u16) -> Vec<u8> {
+/// lookup SPLICE_TABLE` (`kind` RTM_NEWRULE), or the same `ip rule del` (RTM_DELRULE),
+/// in the addresses' family (the caller checks they agree).
+fn rule_request(kind: u16, container: IpAddr, gateway: IpAddr, port: u16) -> Vec<u8> {
+    let (family, bits, src) = family_of(container);
+    let (_, _, dst) = family_of(gateway);
     let mut m = Msg::new(kind);
     // struct fib_rule_hdr: family, dst_len, src_len, tos, table, res1, res2, action, flags
-    m.bytes(&[libc::AF_INET as u8, 32, 32, 0, 0, 0, 0, FR_ACT_TO_TBL])
+    m.bytes(&[family, bits, bits, 0, 0, 0, 0, FR_ACT_TO_TBL])
         .bytes(&0u32.to_ne_bytes())
         .attr(FRA_PRIORITY, &SPLICE_RULE_PREF.to_ne_bytes())
         .attr(FRA_TABLE, &SPLICE_TABLE.to_ne_bytes())
-        .attr(FRA_SRC, &container.octets())
-        .attr(FRA_DST, &gateway.octets())
+        .attr(FRA_SRC, &src)
+        .attr(FRA_DST, &dst)
         .attr(FRA_IP_PROTO, &[TCP]);
     let mut range = port.to_ne_bytes().to_vec();
     range.extend_from_slice(&port.to_ne_bytes());
@@ -119,14 +140,16 @@ fn rule_request(kind: u16, container: Ipv4Addr, gateway: Ipv4Addr, port: u16) ->
     m.finish()
 }
 
-/// `ip route add local gateway dev lo table SPLICE_TABLE`.
-fn local_route_request(gateway: Ipv4Addr) -> Vec<u8> {
+/// `ip route add local gateway dev lo table SPLICE_TABLE` (`ip -6` for an IPv6
+/// gateway).
+fn local_route_request(gateway: IpAddr) -> Vec<u8> {
+    let (family, bits, dst) = family_of(gateway);
     let mut m = Msg::new(RTM_NEWROUTE);
     // struct rtmsg: family, dst_len, src_len, tos, table, protocol, scope, type, flags
     let table = 0; // RT_TABLE_UNSPEC: the table is the attribute
     m.bytes(&[
-        libc::AF_INET as u8,
-        32,
+        family,
+        bits,
         0,
         0,
         table,
@@ -136,7 +159,7 @@ fn local_route_request(gateway: Ipv4Addr) -> Vec<u8> {
     ])
     .bytes(&0u32.to_ne_bytes())
     .attr(RTA_TABLE, &SPLICE_TABLE.to_ne_bytes())
-    .attr(RTA_DST, &gateway.octets())
+    .attr(RTA_DST, &dst)
     .attr(RTA_OIF, &LOOPBACK_IFINDEX.to_ne_bytes());
     m.finish()
 }
@@ -169,8 +192,11 @@ pub fn add_address6(index: u32, addr: Ipv6Addr, prefix: u8) -> io::Result<()> {
 }
 
 /// Installs the rule and the local route in the calling thread's namespace (already
-/// there: success).
-pub fn splice_rules(container: Ipv4Addr, gateway: Ipv4Addr, port: u16) -> io::Result<()> {
+/// there: success). The addresses must be of one family.
+pub fn splice_rules(container: IpAddr, gateway: IpAddr, port: u16) -> io::Result<()> {
+    if container.is_ipv4() != gateway.is_ipv4() {
+        return Err(mixed_families());
+    }
     let sock = netlink_socket()?;
     request(&sock, &local_route_request(gateway))?;
     request(&sock, &rule_request(RTM_NEWRULE, container, gateway, port))
@@ -178,7 +204,10 @@ pub fn splice_rules(container: Ipv4Addr, gateway: Ipv4Addr, port: u16) -> io::Re
 
 /// Removes the rule [`splice_rules`] installed (gone already: success). The local route
 /// stays: only such rules consult its table.
-pub fn remove_splice_rule(container: Ipv4Addr, gateway: Ipv4Addr, port: u16) -> io::Result<()> {
+pub fn remove_splice_rule(container: IpAddr, gateway: IpAddr, port: u16) -> io::Result<()> {
+    if container.is_ipv4() != gateway.is_ipv4() {
+        return Err(mixed_families());
+    }
     let sock = netlink_socket()?;
     match request(&sock, &rule_request(RTM_DELRULE, container, gateway, port)) {
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
@@ -252,7 +281,7 @@ mod tests {
 
     #[test]
     fn requests_are_padded_and_carry_their_length() {
-        let (c, g) = (Ipv4Addr::new(10, 0, 0, 2), Ipv4Addr::new(10, 0, 0, 1));
+        let (c, g) = (IpAddr::from([10, 0, 0, 2]), IpAddr::from([10, 0, 0, 1]));
         let r = rule_request(RTM_NEWRULE, c, g, 80);
         assert_eq!(r.len() % 4, 0);
         assert_eq!(
@@ -267,8 +296,16 @@ mod tests {
         assert_eq!(u16::from_ne_bytes([d[4], d[5]]), RTM_DELRULE);
         assert_eq!(u16::from_ne_bytes([d[6], d[7]]), NLM_F_REQUEST | NLM_F_ACK);
         assert_eq!(d[8..], r[8..]);
-        let l = local_route_request(Ipv4Addr::new(10, 0, 0, 1));
+        let l = local_route_request(g);
         assert_eq!(l.len(), 16 + 12 + 8 + 8 + 8);
+        // IPv6: the same requests with 16-byte addresses and /128s.
+        let (c6, g6): (IpAddr, IpAddr) = ("fd00::2".parse().unwrap(), "fd00::1".parse().unwrap());
+        let r6 = rule_request(RTM_NEWRULE, c6, g6, 80);
+        assert_eq!(r6.len(), 76 + 2 * 12);
+        assert_eq!(r6[16..19], [libc::AF_INET6 as u8, 128, 128]);
+        let l6 = local_route_request(g6);
+        assert_eq!(l6.len(), 16 + 12 + 8 + 20 + 8);
+        assert_eq!(l6[16..18], [libc::AF_INET6 as u8, 128]);
         // header 16 + ifaddrmsg 8 + local 20 + address 20 + flags 8
         let a = address6_request(7, Ipv6Addr::LOCALHOST, 64);
         assert_eq!(a.len(), 16 + 8 + 20 + 20 + 8);

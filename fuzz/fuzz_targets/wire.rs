@@ -394,6 +394,18 @@ fn ip6(b: &[u8]) {
     if let Ok(p) = Ipv6Packet::new_checked(b) {
         black_box((p.src(), p.dst(), p.hop_limit(), p.payload(), p.packet()));
         let _ = black_box(p.upper());
+        let _ = black_box(p.walk());
+    }
+    // Stripping in place: what is left must still be a packet whose upper layer the
+    // walk finds right behind the fixed header.
+    let mut owned = b.to_vec();
+    if let Some(start) = dataplane::wire::ipv6::strip_extension_headers(&mut owned) {
+        let p = Ipv6Packet::new_checked(&owned[start..]).expect("a stripped packet parses");
+        let at = p.upper().expect("a stripped packet's upper layer");
+        assert!(
+            matches!(at, dataplane::wire::ipv6::Upper::At { offset: 40, .. }),
+            "{at:?}"
+        );
     }
     if let Ok(i) = Icmpv6Packet::new_checked(b) {
         let a = std::net::Ipv6Addr::LOCALHOST;

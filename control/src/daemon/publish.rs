@@ -149,10 +149,9 @@ impl Daemon {
                 continue;
             };
             for sock in socks {
-                // Loopback clients are spliced over IPv4 only: the IPv6 socket needs no
-                // namespace.
-                let v4 = sock.local_addr().is_ok_and(|a| a.is_ipv4());
-                let netns = v4.then(|| Self::splice_netns(c)).flatten();
+                // Loopback clients of either socket are spliced (127.0.0.1 or ::1),
+                // each socket with a namespace descriptor of its own.
+                let netns = Self::splice_netns(c);
                 self.rt.gateway_do(move |g, ctx| {
                     if let Err(e) = g.publish(ctx.registry, sock, to, netns) {
                         eprintln!("vswitch: cannot serve published port {}: {e}", p.host_port);

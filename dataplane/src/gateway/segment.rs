@@ -146,6 +146,17 @@ impl Gateway {
             self.segment_frame6(f, out);
             return;
         }
+        // A flow's packet whose TTL ran out on the way in (the workers left it
+        // untranslated): its sender hears time exceeded from vswitch's address.
+        if f.punt == Punt::TimeExceeded {
+            let ty = IcmpType::TIME_EXCEEDED;
+            if self.uplink_limit.allow(f.now)
+                && out.send_with(UPLINK_DOMAIN.0, |b| icmp::error(f.data, &net, ty, 0, 0, b))
+            {
+                self.stats.icmp_errors += 1;
+            }
+            return;
+        }
         if eth.ethertype() == EtherType::ARP {
             if let Some((ip, mac)) = arp::sender(f.data)
                 && let Some(n) = &self.neigh

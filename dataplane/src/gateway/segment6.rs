@@ -41,6 +41,17 @@ impl Gateway {
         let Some((v6, net)) = self.segment_net6() else {
             return;
         };
+        // A flow's packet whose hop limit ran out on the way in (the workers left it
+        // untranslated): its sender hears time exceeded from vswitch's address.
+        if f.punt == Punt::TimeExceeded {
+            let kind = (Icmpv6Type::TIME_EXCEEDED, 0);
+            if self.uplink_limit.allow(f.now)
+                && out.send_with(UPLINK_DOMAIN.0, |b| icmp6::error(f.data, &net, kind, 0, b))
+            {
+                self.stats.icmp_errors += 1;
+            }
+            return;
+        }
         if let Some((ip, mac)) = ndp::announced(f.data)
             && let Some(n) = &self.neigh
         {

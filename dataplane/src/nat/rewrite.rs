@@ -34,6 +34,9 @@ pub enum NatDrop {
     /// Addressed to the uplink's own address but not a flow's (ping to it, ARP...): for
     /// the gateway service.
     Local,
+    /// A packet of a flow whose TTL or hop limit runs out here, left untranslated: the
+    /// gateway tells its sender (time exceeded), quoting it as it was sent.
+    HopLimit,
 }
 
 /// What happened to a translated packet.
@@ -366,9 +369,10 @@ impl Nat {
         Ok(NatVerdict::Out { dst })
     }
 
-    /// A packet that arrived on the uplink for `ext`. The destination becomes the
-    /// container's address and port; a new connection to a published port creates its
-    /// flow.
+    /// A packet for `ext` translated back in at once (hairpin: it left a container and
+    /// its TTL was stepped on the way out, so it is not looked at again). The
+    /// destination becomes the container's address and port; a new connection to a
+    /// published port creates its flow.
     pub fn inbound(
         &self,
         pkt: &mut [u8],
@@ -378,15 +382,30 @@ impl Nat {
         now: u32,
     ) -> Result<NatVerdict, NatDrop> {
         let ip = Self::parse(pkt)?;
-        self.inbound_ip(ip, ext, rules, partial, now)
+        self.inbound_view(ip, (ext, false), rules, partial, now)
     }
 
-    /// [`Nat::inbound`] on a packet the caller already holds a checked view of.
+    /// A packet that arrived on the uplink for `ext`, as [`Nat::inbound`], on a
+    /// checked view; one of a flow at TTL 1 is left untranslated
+    /// ([`NatDrop::HopLimit`]: forwarding it would take it to 0).
     #[inline]
     pub fn inbound_ip(
         &self,
-        mut ip: Ipv4Packet<&mut [u8]>,
+        ip: Ipv4Packet<&mut [u8]>,
         ext: Ipv4Addr,
+        rules: &DnatRules,
+        partial: bool,
+        now: u32,
+    ) -> Result<NatVerdict, NatDrop> {
+        self.inbound_view(ip, (ext, true), rules, partial, now)
+    }
+
+    /// [`Nat::inbound_ip`], checking the TTL where `hops` says.
+    #[inline(always)]
+    fn inbound_view(
+        &self,
+        mut ip: Ipv4Packet<&mut [u8]>,
+        (ext, hops): (Ipv4Addr, bool),
         rules: &DnatRules,
         partial: bool,
         now: u32,
@@ -409,6 +428,10 @@ impl Nat {
         let (hit, port) = flow_in(&self.table, (&outside, flags), now, || {
             self.inbound_new(&outside, flags, rules, now)
         })?;
+        // Forwarded to the container: a router would decrement the TTL to 0.
+        if hops && ip.ttl() <= 1 {
+            return Err(NatDrop::HopLimit);
+        }
         let csum = Checksum::partial_if(partial);
         translate(&mut ip, proto, End::Dst, hit.other.src, port, csum);
         Ok(NatVerdict::In {
@@ -624,6 +647,21 @@ mod tests {
         );
         valid(&reply);
         assert_eq!(ports(&reply), (53, 5353));
+        // At TTL 1 a flow's packet from the uplink stays as it came (time exceeded is
+        // due); hairpinned (`inbound`), its TTL was stepped on the way out already.
+        let mut late = build_udp(R, 53, EXT, pb, b"a").unwrap();
+        late[8] = 1;
+        let before = late.clone();
+        let view = Ipv4Packet::new_checked(&mut late[..]).unwrap();
+        assert_eq!(
+            nat.inbound_ip(view, EXT, &rules, false, 0),
+            Err(NatDrop::HopLimit)
+        );
+        assert_eq!(late, before);
+        assert!(matches!(
+            nat.inbound(&mut late, EXT, &rules, false, 0),
+            Ok(NatVerdict::In { .. })
+        ));
         // A zero UDP checksum stays zero.
         let mut z = build_udp(C, 6000, R, 53, b"z").unwrap();
         z[26] = 0;

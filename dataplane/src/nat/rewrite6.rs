@@ -222,6 +222,10 @@ impl Nat {
                 NatDrop::NoFlow
             })
         })?;
+        // Forwarded to the container: a router would decrement the hop limit to 0.
+        if ip.hop_limit() <= 1 {
+            return Err(NatDrop::HopLimit);
+        }
         if ext.is_some() {
             let csum = Checksum::partial_if(partial);
             let to = (End::Dst, dst, hit.other.src, port);

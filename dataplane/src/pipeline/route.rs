@@ -246,6 +246,12 @@ pub(super) fn from_uplink(
             out.push(GATEWAY_PORT, i, Encap::None);
             Ok(())
         }
+        // A flow's packet out of hops: the gateway answers time exceeded.
+        Err(NatDrop::HopLimit) => {
+            f.punt = Punt::TimeExceeded;
+            out.push(GATEWAY_PORT, i, Encap::None);
+            Ok(())
+        }
         Err(d) => Err(nat_drop(d)),
     }
 }

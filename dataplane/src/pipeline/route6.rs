@@ -179,6 +179,12 @@ pub(super) fn from_uplink6(
             out.push(GATEWAY_PORT, i, Encap::None);
             Ok(())
         }
+        // A flow's packet out of hops: the gateway answers time exceeded.
+        Err(NatDrop::HopLimit) => {
+            f.punt = Punt::TimeExceeded;
+            out.push(GATEWAY_PORT, i, Encap::None);
+            Ok(())
+        }
         Err(d) => Err(nat_drop(d)),
     }
 }

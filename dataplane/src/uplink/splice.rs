@@ -1,11 +1,13 @@
 //! Loopback clients of published ports, spliced: no frames at all.
 //!
-//! A client on the host's loopback reaches a published port; the container sees it
-//! coming from its network's gateway (Linux drops 127/8 sources arriving on eth0). On
+//! A client on the host's loopback (127.0.0.1 or ::1) reaches a published port; the
+//! container sees it coming from its network's gateway of the client's family (Linux
+//! drops 127/8 and ::1 sources arriving on eth0). On
 //! the frame path every byte then crosses smoltcp, the gateway ring, a worker and the
 //! container's TAP. Spliced, the daemon opens a socket inside the container's
-//! namespace, bound with `IP_TRANSPARENT` to GATEWAY:CLIENT_PORT (what the frame path
-//! shows the container), connects it to CONTAINER:PORT, and moves bytes between the
+//! namespace, bound with `IP_TRANSPARENT` (IPv6: `IPV6_TRANSPARENT`) to
+//! GATEWAY:CLIENT_PORT (what the frame path shows the container), connects it to
+//! CONTAINER:PORT of the same family, and moves bytes between the
 //! two sockets with `splice(2)` through two pipes, as pasta does. The container's
 //! replies are kept on its loopback by one policy rule per published container port
 //! ([`rtnl`](crate::rtnl)), installed with the first spliced connection.
@@ -15,7 +17,7 @@
 //! the frame path instead; the container sees the same either way.
 
 use std::io;
-use std::net::SocketAddrV4;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 use mio::net::TcpStream;
@@ -66,11 +68,12 @@ fn check(r: libc::c_int) -> io::Result<libc::c_int> {
     if r < 0 { Err(last_error()) } else { Ok(r) }
 }
 
-/// A TCP socket of the calling thread's namespace, non-blocking.
-fn tcp_socket() -> io::Result<OwnedFd> {
+/// A TCP socket of the calling thread's namespace, non-blocking, IPv6 when `v6`.
+fn tcp_socket(v6: bool) -> io::Result<OwnedFd> {
     let kind = libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
+    let family = if v6 { libc::AF_INET6 } else { libc::AF_INET };
     // SAFETY: plain socket(2); the descriptor is owned at once below.
-    let fd = check(unsafe { libc::socket(libc::AF_INET, kind, 0) })?;
+    let fd = check(unsafe { libc::socket(family, kind, 0) })?;
     // SAFETY: fd was just returned by socket(2) and is owned by nobody else.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
@@ -87,26 +90,59 @@ pub(super) fn set_int(
     check(unsafe { libc::setsockopt(fd, level, opt, (&raw const v).cast(), len) }).map(|_| ())
 }
 
-fn sockaddr(a: SocketAddrV4) -> libc::sockaddr_in {
-    libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: a.port().to_be(),
-        sin_addr: libc::in_addr {
-            s_addr: u32::from_ne_bytes(a.ip().octets()),
-        },
-        sin_zero: [0; 8],
+/// A socket address as the kernel takes it, of either family.
+enum RawAddr {
+    V4(libc::sockaddr_in),
+    V6(libc::sockaddr_in6),
+}
+
+impl RawAddr {
+    fn of(a: SocketAddr) -> RawAddr {
+        match a {
+            SocketAddr::V4(a) => RawAddr::V4(libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: a.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(a.ip().octets()),
+                },
+                sin_zero: [0; 8],
+            }),
+            SocketAddr::V6(a) => RawAddr::V6(libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: a.port().to_be(),
+                sin6_flowinfo: 0,
+                sin6_addr: libc::in6_addr {
+                    s6_addr: a.ip().octets(),
+                },
+                sin6_scope_id: 0,
+            }),
+        }
+    }
+
+    /// The address and its length, for bind(2) and connect(2).
+    fn as_ptr(&self) -> (*const libc::sockaddr, libc::socklen_t) {
+        match self {
+            RawAddr::V4(a) => (
+                (&raw const *a).cast(),
+                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            ),
+            RawAddr::V6(a) => (
+                (&raw const *a).cast(),
+                std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
+            ),
+        }
     }
 }
 
-/// Binds `fd` (an [`inner_socket`]: `IP_TRANSPARENT` set, so any address will do) to
-/// `from` (another port of it where that one is taken) and starts connecting to `to`.
-fn bind_and_connect(fd: &OwnedFd, from: SocketAddrV4, to: SocketAddrV4) -> io::Result<()> {
+/// Binds `fd` (an [`inner_socket`]: transparent, so any address will do) to `from`
+/// (another port of it where that one is taken) and starts connecting to `to`.
+fn bind_and_connect(fd: &OwnedFd, from: SocketAddr, to: SocketAddr) -> io::Result<()> {
     let raw = fd.as_raw_fd();
-    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-    let bind = |a: SocketAddrV4| {
-        let f = sockaddr(a);
-        // SAFETY: f is a valid sockaddr_in of `len` bytes.
-        check(unsafe { libc::bind(raw, (&raw const f).cast(), len) })
+    let bind = |a: SocketAddr| {
+        let f = RawAddr::of(a);
+        let (ptr, len) = f.as_ptr();
+        // SAFETY: ptr points at a valid socket address of `len` bytes, alive in `f`.
+        check(unsafe { libc::bind(raw, ptr, len) })
     };
     // The client's port is taken inside (a socket of the container's own, a connection
     // still in TIME-WAIT): any other port of the gateway will do.
@@ -114,11 +150,12 @@ fn bind_and_connect(fd: &OwnedFd, from: SocketAddrV4, to: SocketAddrV4) -> io::R
         if e.raw_os_error() != Some(libc::EADDRINUSE) {
             return Err(e);
         }
-        bind(SocketAddrV4::new(*from.ip(), 0))?;
+        bind(SocketAddr::new(from.ip(), 0))?;
     }
-    let t = sockaddr(to);
-    // SAFETY: t is a valid sockaddr_in of `len` bytes.
-    match check(unsafe { libc::connect(raw, (&raw const t).cast(), len) }) {
+    let t = RawAddr::of(to);
+    let (ptr, len) = t.as_ptr();
+    // SAFETY: ptr points at a valid socket address of `len` bytes, alive in `t`.
+    match check(unsafe { libc::connect(raw, ptr, len) }) {
         Err(e) if e.raw_os_error() != Some(libc::EINPROGRESS) => Err(e),
         _ => Ok(()),
     }
@@ -171,11 +208,12 @@ pub fn falls_back(e: &io::Error) -> bool {
     )
 }
 
-/// What a pool's maker is told: the container's end and the gateway it sees.
+/// What a pool's maker is told: the container's end and the gateway it sees, of one
+/// family (the pool's sockets are of it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PoolTarget {
-    pub container: SocketAddrV4,
-    pub gateway: std::net::Ipv4Addr,
+    pub container: SocketAddr,
+    pub gateway: IpAddr,
 }
 
 impl SocketPool {
@@ -184,8 +222,8 @@ impl SocketPool {
     /// cannot be entered or routed is known at once.
     pub fn start(
         netns: BorrowedFd<'_>,
-        container: SocketAddrV4,
-        gateway: std::net::Ipv4Addr,
+        container: SocketAddr,
+        gateway: IpAddr,
     ) -> Result<SocketPool, SpliceError> {
         if is_own_namespace(netns).map_err(SpliceError::Socket)? {
             return Err(SpliceError::OwnNamespace);
@@ -243,7 +281,7 @@ impl ThreadPool {
                 fill(ns, to, first_tx, tx);
                 if flag.load(std::sync::atomic::Ordering::Acquire) {
                     let c = to.container;
-                    let _ = crate::rtnl::remove_splice_rule(*c.ip(), to.gateway, c.port());
+                    let _ = crate::rtnl::remove_splice_rule(c.ip(), to.gateway, c.port());
                 }
                 let _ = done_tx.send(());
             })
@@ -273,14 +311,19 @@ impl ThreadPool {
     }
 }
 
-/// A TCP socket of the calling thread's namespace made ready for a spliced connection:
-/// `IP_TRANSPARENT` (it binds to the gateway's address, not one of the namespace's),
-/// `SO_REUSEADDR`, `TCP_NODELAY`. Set where the socket is made, by a thread or process
-/// privileged in the namespace, so the daemon needs no privilege to bind it.
-pub(super) fn inner_socket() -> io::Result<OwnedFd> {
-    let fd = tcp_socket()?;
+/// A TCP socket of the calling thread's namespace made ready for a spliced connection,
+/// IPv6 when `v6`: `IP_TRANSPARENT` or `IPV6_TRANSPARENT` (it binds to the gateway's
+/// address, not one of the namespace's), `SO_REUSEADDR`, `TCP_NODELAY`. Set where the
+/// socket is made, by a thread or process privileged in the namespace, so the daemon
+/// needs no privilege to bind it.
+pub(super) fn inner_socket(v6: bool) -> io::Result<OwnedFd> {
+    let fd = tcp_socket(v6)?;
     let raw = fd.as_raw_fd();
-    set_int(raw, libc::SOL_IP, libc::IP_TRANSPARENT, 1)?;
+    if v6 {
+        set_int(raw, libc::SOL_IPV6, libc::IPV6_TRANSPARENT, 1)?;
+    } else {
+        set_int(raw, libc::SOL_IP, libc::IP_TRANSPARENT, 1)?;
+    }
     set_int(raw, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
     set_int(raw, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1)?;
     Ok(fd)
@@ -303,16 +346,16 @@ fn fill(
     }
     drop(ns);
     let c = to.container;
-    let routed = crate::rtnl::splice_rules(*c.ip(), to.gateway, c.port());
+    let routed = crate::rtnl::splice_rules(c.ip(), to.gateway, c.port());
     let made = routed
         .map_err(SpliceError::Rules)
-        .and_then(|()| inner_socket().map_err(SpliceError::Socket));
+        .and_then(|()| inner_socket(c.is_ipv6()).map_err(SpliceError::Socket));
     let ok = made.is_ok();
     if first.send(made).is_err() || !ok {
         return;
     }
     loop {
-        match inner_socket() {
+        match inner_socket(c.is_ipv6()) {
             Ok(s) => {
                 if rest.send(s).is_err() {
                     return;
@@ -325,8 +368,8 @@ fn fill(
 }
 
 /// Binds a socket of the container's namespace to `from` and starts connecting it to
-/// `to`.
-pub fn connect(fd: OwnedFd, from: SocketAddrV4, to: SocketAddrV4) -> io::Result<TcpStream> {
+/// `to` (both of the socket's family).
+pub fn connect(fd: OwnedFd, from: SocketAddr, to: SocketAddr) -> io::Result<TcpStream> {
     bind_and_connect(&fd, from, to)?;
     Ok(TcpStream::from_std(std::net::TcpStream::from(fd)))
 }
@@ -501,8 +544,8 @@ mod tests {
     #[test]
     fn the_daemons_own_namespace_is_refused() {
         let own = std::fs::File::open("/proc/self/ns/net").unwrap();
-        let to = SocketAddrV4::new(std::net::Ipv4Addr::new(172, 17, 0, 2), 80);
-        let r = SocketPool::start(own.as_fd(), to, std::net::Ipv4Addr::new(172, 17, 0, 1));
+        let to = SocketAddr::from(([172, 17, 0, 2], 80));
+        let r = SocketPool::start(own.as_fd(), to, IpAddr::from([172, 17, 0, 1]));
         assert!(matches!(r, Err(SpliceError::OwnNamespace)), "{:?}", r.err());
         // The check itself: the own namespace is recognised, another descriptor not.
         assert!(is_own_namespace(own.as_fd()).unwrap());

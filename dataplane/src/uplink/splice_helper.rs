@@ -10,8 +10,9 @@
 //! ([`start`]), a single-threaded process that holds nothing but its end of a
 //! `SOCK_SEQPACKET` socket pair, and asks it for each spliced published port.
 //!
-//! **Requests** (daemon → helper): [`REQUEST_LEN`] bytes (magic `VSH1`, container
-//! address, gateway, container port) with exactly two descriptors (`SCM_RIGHTS`): the
+//! **Requests** (daemon → helper): [`REQUEST_LEN`] bytes (magic `VSH2`, the family,
+//! 4 or 6, container address and gateway in 16 bytes each, an IPv4 one in the first
+//! 4, container port) with exactly two descriptors (`SCM_RIGHTS`): the
 //! container's network namespace and the daemon's end of a fresh socket pair for that
 //! port. Anything else is closed and ignored. The helper forks a *maker* per request
 //! and goes back to waiting; it ends when the daemon's end closes (or the daemon dies:
@@ -32,7 +33,7 @@
 //! of the initial namespace. Where it cannot, the port takes frames, as before.
 
 use std::io;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
@@ -40,8 +41,8 @@ use std::time::Duration;
 use super::splice::{POOL_DEPTH, PoolTarget, SpliceError, inner_socket};
 
 /// A request's length and its first bytes.
-pub const REQUEST_LEN: usize = 16;
-const MAGIC: &[u8; 4] = b"VSH1";
+pub const REQUEST_LEN: usize = 39;
+const MAGIC: &[u8; 4] = b"VSH2";
 
 /// `NS_GET_USERNS`, `NS_GET_NSTYPE` (linux/nsfs.h: `_IO(0xb7, 1)`, `_IO(0xb7, 3)`).
 const NS_GET_USERNS: libc::c_ulong = 0xb701;
@@ -219,27 +220,52 @@ fn keep_only(ctl: OwnedFd) -> OwnedFd {
 /// The request's target: None when it is not one.
 fn parse_request(b: &[u8]) -> Option<PoolTarget> {
     let (magic, rest) = b.split_first_chunk::<4>()?;
-    let (c, rest) = rest.split_first_chunk::<4>()?;
-    let (g, rest) = rest.split_first_chunk::<4>()?;
+    let (family, rest) = rest.split_first()?;
+    let (c, rest) = rest.split_first_chunk::<16>()?;
+    let (g, rest) = rest.split_first_chunk::<16>()?;
     let (p, _) = rest.split_first_chunk::<2>()?;
     if magic != MAGIC {
         return None;
     }
-    let port = u16::from_be_bytes(*p);
-    let container = SocketAddrV4::new(Ipv4Addr::from(*c), port);
+    let addr = |a: &[u8; 16]| -> Option<IpAddr> {
+        match family {
+            4 => {
+                let (v4, _) = a.split_first_chunk::<4>()?;
+                Some(Ipv4Addr::from(*v4).into())
+            }
+            6 => Some(Ipv6Addr::from(*a).into()),
+            _ => None,
+        }
+    };
     Some(PoolTarget {
-        container,
-        gateway: Ipv4Addr::from(*g),
+        container: SocketAddr::new(addr(c)?, u16::from_be_bytes(*p)),
+        gateway: addr(g)?,
     })
+}
+
+/// An address in a request's 16 bytes (IPv4 in the first 4).
+fn wide(ip: IpAddr) -> [u8; 16] {
+    match ip {
+        IpAddr::V4(a) => {
+            let mut w = [0u8; 16];
+            if let Some(head) = w.first_chunk_mut::<4>() {
+                *head = a.octets();
+            }
+            w
+        }
+        IpAddr::V6(a) => a.octets(),
+    }
 }
 
 fn request(to: PoolTarget) -> [u8; REQUEST_LEN] {
     let mut b = [0u8; REQUEST_LEN];
     let c = to.container;
-    let parts: [&[u8]; 4] = [
+    let family = [if c.is_ipv4() { 4 } else { 6 }];
+    let parts: [&[u8]; 5] = [
         MAGIC,
-        &c.ip().octets(),
-        &to.gateway.octets(),
+        &family,
+        &wide(c.ip()),
+        &wide(to.gateway),
         &c.port().to_be_bytes(),
     ];
     let mut at = 0;
@@ -309,8 +335,8 @@ fn join(ns: &OwnedFd, to: PoolTarget) -> Result<OwnedFd, (JoinStage, io::Error)>
     // SAFETY: setns on the network namespace descriptor we hold.
     check(unsafe { libc::setns(raw, libc::CLONE_NEWNET) }).map_err(|e| (JoinStage::NetNs, e))?;
     let c = to.container;
-    crate::rtnl::splice_rules(*c.ip(), to.gateway, c.port()).map_err(|e| (JoinStage::Rules, e))?;
-    inner_socket().map_err(|e| (JoinStage::Socket, e))
+    crate::rtnl::splice_rules(c.ip(), to.gateway, c.port()).map_err(|e| (JoinStage::Rules, e))?;
+    inner_socket(c.is_ipv6()).map_err(|e| (JoinStage::Socket, e))
 }
 
 /// A maker: joins, then hands sockets over `pool` as the daemon's credits come.
@@ -339,10 +365,10 @@ fn maker(ns: &OwnedFd, pool: &OwnedFd, to: PoolTarget) {
         // SAFETY: reads one byte into a byte we own.
         let n = unsafe { libc::recv(p, (&raw mut b).cast(), 1, 0) };
         match (n, b) {
-            (1, b'C') => next = inner_socket().ok(),
+            (1, b'C') => next = inner_socket(to.container.is_ipv6()).ok(),
             (1, b'X') => {
                 let c = to.container;
-                let _ = crate::rtnl::remove_splice_rule(*c.ip(), to.gateway, c.port());
+                let _ = crate::rtnl::remove_splice_rule(c.ip(), to.gateway, c.port());
                 let _ = send_fds(p, b"R", &[]);
                 return;
             }
@@ -575,13 +601,21 @@ mod tests {
     #[test]
     fn requests_round_trip_and_others_are_refused() {
         let to = PoolTarget {
-            container: SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 2), 8080),
-            gateway: Ipv4Addr::new(10, 0, 0, 1),
+            container: SocketAddr::from(([10, 0, 0, 2], 8080)),
+            gateway: IpAddr::from([10, 0, 0, 1]),
         };
         let r = request(to);
         assert_eq!(parse_request(&r), Some(to));
+        let to6 = PoolTarget {
+            container: "[fd00::2]:8080".parse().unwrap(),
+            gateway: "fd00::1".parse().unwrap(),
+        };
+        assert_eq!(parse_request(&request(to6)), Some(to6));
         let mut bad = r;
         bad[0] = b'X';
+        assert_eq!(parse_request(&bad), None);
+        let mut bad = r;
+        bad[4] = 5;
         assert_eq!(parse_request(&bad), None);
         assert_eq!(parse_request(&r[..10]), None);
     }

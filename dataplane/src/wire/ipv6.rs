@@ -369,10 +369,12 @@ pub fn strip_extension_headers(pkt: &mut [u8]) -> Option<usize> {
     if start == 0 {
         return Some(0);
     }
+    // Checked before anything moves: a refusal leaves the packet as it was.
+    let len = u16::try_from(len.checked_sub(start)?).ok()?;
     pkt.copy_within(..HEADER_LEN, start);
     let mut ip = Ipv6Packet::new_unchecked(pkt.get_mut(start..)?);
     ip.set_next_header(proto);
-    ip.set_payload_len(u16::try_from(len.checked_sub(start)?).ok()?);
+    ip.set_payload_len(len);
     Some(start)
 }
 

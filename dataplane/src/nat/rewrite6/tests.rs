@@ -93,6 +93,36 @@ fn nat66_tcp_both_ways_and_states() {
     );
 }
 
+/// A flow's packet from outside at hop limit 1 is left as it came (the gateway answers
+/// time exceeded quoting it); masqueraded or routed alike.
+#[test]
+fn a_flows_packet_out_of_hops_stays_untranslated() {
+    let nat = Nat::new(64);
+    let mut a = udp((C, 5353), (R, 53), b"q");
+    nat.outbound6(&mut a, 0, Some(EXT), false, 0).unwrap();
+    let mut r = udp((R, 53), (EXT, 5353), b"a");
+    r[7] = 1;
+    let before = r.clone();
+    assert_eq!(
+        nat.inbound6(&mut r, Some(EXT), false, 0),
+        Err(NatDrop::HopLimit)
+    );
+    assert_eq!(r, before);
+    // With a hop to spare: translated (the control).
+    r[7] = 2;
+    assert_eq!(
+        nat.inbound6(&mut r, Some(EXT), false, 0),
+        Ok(NatVerdict::In { domain: 0, ip: C })
+    );
+    // Not a flow's: not this answer either.
+    let mut stray = udp((R, 53), (EXT, 999), b"a");
+    stray[7] = 1;
+    assert_eq!(
+        nat.inbound6(&mut stray, Some(EXT), false, 0),
+        Err(NatDrop::NoFlow)
+    );
+}
+
 #[test]
 fn nat66_udp_ports_collide_and_echo_ids_map() {
     let nat = Nat::new(64);

@@ -87,6 +87,14 @@ pub(super) fn is_fragment(pkt: &[u8]) -> bool {
     }
 }
 
+impl L3<'_> {
+    /// Whether IPv6 extension headers stand between the fixed header and the upper
+    /// layer.
+    pub(super) fn has_extensions(&self) -> bool {
+        self.dst.is_ipv6() && self.header.len() > V6_HEADER
+    }
+}
+
 /// Sets the IP length fields of the packet that is all of `pkt` (and IPv4's header
 /// checksum): `pkt` is a whole header cut from a longer packet, whose length fields
 /// still say the longer one's.

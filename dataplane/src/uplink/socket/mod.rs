@@ -501,12 +501,10 @@ impl SocketUplink {
         };
         match l3.proto {
             // Extension headers in front: smoltcp reads none of them but hop-by-hop.
-            family::TCP
-                if l3.header.len() > crate::wire::ipv6::HEADER_LEN && family::version(pkt) == 6 =>
-            {
+            family::TCP if l3.has_extensions() => {
                 let mut owned = pkt.to_vec();
                 let ip = 0..owned.len();
-                self.tcp_from_container_frame(reg, nets, domain, &mut owned, ip);
+                self.tcp_from_container_frame(reg, nets, domain, &mut owned, (ip, true));
             }
             family::TCP => self.tcp_from_container(reg, nets, domain, Segment::Borrowed(pkt)),
             family::UDP => {
@@ -541,9 +539,10 @@ impl SocketUplink {
         let tcp = frame
             .get(ip.clone())
             .and_then(family::L3::parse)
-            .is_some_and(|l3| l3.proto == family::TCP);
-        if tcp {
-            self.tcp_from_container_frame(reg, nets, domain, frame, ip);
+            .filter(|l3| l3.proto == family::TCP)
+            .map(|l3| l3.has_extensions());
+        if let Some(strip) = tcp {
+            self.tcp_from_container_frame(reg, nets, domain, frame, (ip, strip));
         } else {
             let pkt = frame.get(ip).unwrap_or(&[]);
             self.from_container(reg, nets, domain, pkt);
@@ -551,19 +550,16 @@ impl SocketUplink {
     }
 
     /// A TCP segment at `ip` of `frame` to smoltcp, its IPv6 extension headers
-    /// removed first (smoltcp reads none but hop-by-hop).
+    /// removed first where it has some (`strip`: smoltcp reads none but hop-by-hop).
     fn tcp_from_container_frame(
         &mut self,
         reg: &Registry,
         nets: &[Option<NetView>],
         domain: u16,
         frame: &mut Vec<u8>,
-        ip: std::ops::Range<usize>,
+        (mut ip, strip): (std::ops::Range<usize>, bool),
     ) {
-        let mut ip = ip;
-        if let Some(pkt) = frame.get_mut(ip.clone())
-            && family::version(pkt) == 6
-        {
+        if strip && let Some(pkt) = frame.get_mut(ip.clone()) {
             let Some(skip) = crate::wire::ipv6::strip_extension_headers(pkt) else {
                 self.stats.dropped += 1;
                 return;
@@ -704,8 +700,8 @@ impl SocketUplink {
         for c in self.splices.iter().flatten() {
             v.push(FlowInfo {
                 proto: "tcp",
-                inside: c.inside.into(),
-                outside: c.from.into(),
+                inside: c.inside,
+                outside: c.from,
                 state: "published spliced".into(),
             });
         }

@@ -103,9 +103,18 @@ impl PublishTarget {
         }
     }
 
+    /// The container's address of one family (IPv6 when `v6`).
+    pub(super) fn of_family(&self, v6: bool) -> Option<IpAddr> {
+        if v6 {
+            self.container6.map(IpAddr::V6)
+        } else {
+            self.container.map(IpAddr::V4)
+        }
+    }
+
     /// The container its quotas count on: its IPv4 address, else its IPv6 one (as the
     /// gateway counts a port's outbound flows of both families).
-    fn who(&self) -> Option<ContainerId> {
+    pub(super) fn who(&self) -> Option<ContainerId> {
         let ip = self.inside(Ipv4Addr::UNSPECIFIED.into())?;
         Some(ContainerId {
             domain: self.domain,
@@ -126,6 +135,8 @@ pub(super) struct Published {
     pub(super) local: SocketAddr,
     /// The container's network namespace, until its loopback clients are spliced.
     pub(super) netns: Option<OwnedFd>,
+    /// Whether its loopback clients (127.0.0.1, or ::1 on an IPv6 socket) are spliced:
+    /// only where the container has the socket's family.
     pub(super) splice: Splicing,
 }
 
@@ -175,7 +186,11 @@ impl SocketUplink {
             to,
             local,
             netns,
-            splice: Splicing::Untried,
+            splice: if to.of_family(local.is_ipv6()).is_some() {
+                Splicing::Untried
+            } else {
+                Splicing::Unavailable
+            },
         };
         fill_slot(&mut self.published, i, p);
         Ok(())
@@ -319,14 +334,6 @@ impl SocketUplink {
     pub(super) fn gateway_of(&self, domain: u16, ip: IpAddr) -> Option<IpAddr> {
         let net = self.gateways.get(usize::from(domain))?.as_ref()?;
         net.gateway_for(ip)
-    }
-
-    /// The IPv4 gateway of `domain` (unspecified: none), for spliced clients.
-    pub(super) fn gateway4_of(&self, domain: u16) -> Ipv4Addr {
-        match self.gateway_of(domain, Ipv4Addr::UNSPECIFIED.into()) {
-            Some(IpAddr::V4(a)) => a,
-            _ => Ipv4Addr::UNSPECIFIED,
-        }
     }
 
     /// Tells the uplink each network's gateway (for published ports' loopback clients).

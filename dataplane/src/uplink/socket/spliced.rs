@@ -1,5 +1,6 @@
-//! Published-port clients on the host's loopback spliced into the container's
-//! namespace, socket to socket.
+//! Published-port clients on the host's loopback (127.0.0.1 or ::1) spliced into the
+//! container's namespace, socket to socket, in the client's family (the published
+//! socket's) where the container has it.
 
 use super::*;
 
@@ -7,9 +8,10 @@ use super::*;
 pub(super) struct SplicedConn {
     pub(super) s: Splice,
     pub(super) who: ContainerId,
-    /// The container's end, and the source it sees (the gateway, the client's port).
-    pub(super) inside: SocketAddrV4,
-    pub(super) from: SocketAddrV4,
+    /// The container's end, and the source it sees (the gateway, the client's port),
+    /// of the client's family.
+    pub(super) inside: SocketAddr,
+    pub(super) from: SocketAddr,
     /// The client, and the published port it came through (for the frame path, when
     /// the inner connect fails).
     pub(super) peer: SocketAddr,
@@ -19,7 +21,9 @@ pub(super) struct SplicedConn {
 }
 impl SocketUplink {
     /// Splices a loopback client into the container's namespace; gives the stream back
-    /// when the connection is to take the frame path instead.
+    /// when the connection is to take the frame path instead: the container lacks the
+    /// client's family (the frame path leads it to the other), or its namespace cannot
+    /// be entered or routed.
     pub(super) fn try_splice(
         &mut self,
         reg: &Registry,
@@ -27,31 +31,30 @@ impl SocketUplink {
         stream: TcpStream,
         peer: SocketAddr,
     ) -> Option<TcpStream> {
-        if !matches!(peer, SocketAddr::V4(a) if a.ip().is_loopback()) {
+        if !peer.ip().is_loopback() {
             return Some(stream);
         }
         let Some(Some(p)) = self.published.get(i) else {
             return Some(stream);
         };
         let to = p.to;
-        // IPv4 only: the container's IPv4 address, seen from its IPv4 gateway.
-        let Some(container) = to.container else {
+        // The container's address of the client's family, seen from its gateway of it.
+        let (Some(container), Some(who)) = (to.of_family(peer.is_ipv6()), to.who()) else {
             return Some(stream);
         };
-        let from = SocketAddrV4::new(self.gateway4_of(to.domain), peer.port());
-        if !self.splice_ready_for(i) {
+        let Some(gateway) = self.gateway_of(to.domain, container) else {
+            return Some(stream);
+        };
+        let from = SocketAddr::new(gateway, peer.port());
+        if !self.splice_ready_for(i, peer.is_ipv6()) {
             self.stats.splice_fallbacks += 1;
             return Some(stream);
         }
-        let who = ContainerId {
-            domain: to.domain,
-            ip: container.into(),
-        };
         if !self.admit(who, FlowKind::Tcp, true) {
             self.stats.tcp_refused += 1;
             return None;
         }
-        let dst = SocketAddrV4::new(container, to.port);
+        let dst = SocketAddr::new(container, to.port);
         let inner = match self.published.get_mut(i) {
             Some(Some(Published {
                 splice: Splicing::Ready(pool),
@@ -62,7 +65,10 @@ impl SocketUplink {
         let inner =
             inner.and_then(|fd| splice::connect(fd, from, dst).map_err(SpliceError::Socket));
         match inner {
-            Ok(inner) => self.splice_opened(reg, (stream, peer), inner, (who, from, (i, to))),
+            Ok(inner) => {
+                let ends = (who, from, dst, (i, to));
+                self.splice_opened(reg, (stream, peer), inner, ends);
+            }
             // The connect failed at once (no route inside): frames, from now on.
             Err(SpliceError::Socket(e)) if splice::falls_back(&e) => {
                 self.quotas.release(who, FlowKind::Tcp, true);
@@ -82,26 +88,23 @@ impl SocketUplink {
         None
     }
 
-    /// Whether published port `i` splices: its pool is started on first use (its thread
-    /// installs the rule); a namespace that cannot be entered or routed sends its
-    /// loopback clients to the frame path from then on.
-    pub(super) fn splice_ready_for(&mut self, i: usize) -> bool {
-        let Some(domain) = self
-            .published
-            .get(i)
-            .and_then(Option::as_ref)
-            .map(|p| p.to.domain)
-        else {
+    /// Whether published port `i` splices: its pool, of the published socket's family
+    /// (IPv6 when `v6`), is started on first use (its maker installs the rule); a
+    /// namespace that cannot be entered or routed sends its loopback clients to the
+    /// frame path from then on.
+    pub(super) fn splice_ready_for(&mut self, i: usize, v6: bool) -> bool {
+        let Some(Some(p)) = self.published.get(i) else {
             return false;
         };
-        let gateway = self.gateway4_of(domain);
+        let container = p.to.of_family(v6);
+        let gateway = container.and_then(|c| self.gateway_of(p.to.domain, c));
         let Some(Some(p)) = self.published.get_mut(i) else {
             return false;
         };
         if matches!(p.splice, Splicing::Untried) {
-            let started = match (p.netns.take(), p.to.container) {
-                (Some(ns), Some(c)) => {
-                    SocketPool::start(ns.as_fd(), SocketAddrV4::new(c, p.to.port), gateway)
+            let started = match (p.netns.take(), container, gateway) {
+                (Some(ns), Some(c), Some(g)) => {
+                    SocketPool::start(ns.as_fd(), SocketAddr::new(c, p.to.port), g)
                 }
                 _ => Err(SpliceError::NoSocket),
             };
@@ -122,12 +125,8 @@ impl SocketUplink {
         reg: &Registry,
         (stream, peer): (TcpStream, SocketAddr),
         inner: TcpStream,
-        (who, from, listener): (ContainerId, SocketAddrV4, (usize, PublishTarget)),
+        (who, from, dst, listener): (ContainerId, SocketAddr, SocketAddr, (usize, PublishTarget)),
     ) {
-        let Some(container) = listener.1.container else {
-            return;
-        };
-        let dst = SocketAddrV4::new(container, listener.1.port);
         keepalive(stream.as_raw_fd());
         let slot = free_slot(&self.splices);
         let mut s = match Splice::new(stream, inner) {
