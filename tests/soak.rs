@@ -3,8 +3,8 @@
 //! is asked without pause and the daemon is killed with -9 and restarted twice. The
 //! run fails when a stream loses or corrupts bytes outside the restarts, or when the
 //! daemon's RSS or descriptors climb after its warm-up (which waits for the flooder's
-//! fill: `bench/soak/judge.py`, fed synthetic series of a late fill and of leaks by
-//! `bench/soak/test_judge.py`, run below).
+//! fill and the first turnover of the uplink's connections: `bench/soak/judge.py`, fed
+//! synthetic series of both and of leaks by `bench/soak/test_judge.py`, run below).
 
 // Test code: a failed step is the test failing.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -60,10 +60,11 @@ fn a_short_soak_loses_no_byte_and_holds_its_memory() {
     assert!(std::fs::metadata(out.path().join("soak.svg")).is_ok());
 }
 
-/// The soak's judge, fed synthetic series: a late fill followed by a plateau is no
-/// climb, while a leak (after a fill, with connections rising to the end, with none)
-/// and descriptors that climb are; and the fixed warm-up the judge had before reads
-/// the late fill as a climb (the control).
+/// The soak's judge, fed synthetic series: a late fill, or the step of the uplink's
+/// first turnover of connections, followed by a plateau is no climb, while a leak
+/// (after a fill, after the turnover, with connections rising to the end, with none)
+/// and descriptors that climb are; and without the fill or the turnover to follow the
+/// same steps read as a climb (the controls).
 #[test]
 fn the_soak_judge_tells_a_late_fill_from_a_leak() {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../bench/soak/test_judge.py");
@@ -71,5 +72,5 @@ fn the_soak_judge_tells_a_late_fill_from_a_leak() {
     let out = o.stderr_text();
     println!("{out}");
     assert!(o.status.success(), "the judge's tests failed:\n{out}");
-    assert!(out.contains("Ran 8 tests"), "{out}");
+    assert!(out.contains("Ran 11 tests"), "{out}");
 }

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Synthetic series fed to the soak's judge (judge.py): a late fill followed by a
-plateau is no climb; a leak, with or without a fill, is. `python3 test_judge.py`."""
+"""Synthetic series fed to the soak's judge (judge.py): a late fill, or the step of
+the first turnover of the uplink's connections, followed by a plateau is no climb; a
+leak, with or without a fill, is. `python3 test_judge.py`."""
 import os
 import sys
 import unittest
@@ -11,10 +12,11 @@ import judge  # noqa: E402
 MIB = judge.MIB
 
 
-def series(start, end, rss_at, fds_at=lambda t: 1217, conns_at=lambda t: 512):
-    """One sample a second over [start, end]: (time, rss, fds, threads), (time, conns)."""
+def series(start, end, rss_at, fds_at=lambda t: 1217, conns_at=lambda t: 512, out_at=lambda t: 0):
+    """One sample a second over [start, end]: (time, rss, fds, threads), and (time,
+    open connections, timeouts so far)."""
     ts = [start + i for i in range(int(end - start) + 1)]
-    return [(t, rss_at(t), fds_at(t), 9) for t in ts], [(t, conns_at(t)) for t in ts]
+    return [(t, rss_at(t), fds_at(t), 9) for t in ts], [(t, conns_at(t), out_at(t)) for t in ts]
 
 
 def step(t0, low, high):
@@ -35,6 +37,28 @@ class Judge(unittest.TestCase):
         # before the fill, and the same RSS reads as a climb.
         s, _ = series(201, 400, step(270, 51 * MIB, 104 * MIB))
         self.assertTrue(judge.life(s, [], 201, 400, flood_stop=510)["climbed"])
+
+    # The second life of a 10-minute run (the uplink's handshake timeout a minute):
+    # the fill at once (513 open from the start), then at 262 s the first half-open
+    # handshakes time out and are opened again, and RSS steps from 52 to 110 MiB and
+    # holds there to the kill at 400 s.
+    def test_the_step_of_the_first_turnover_then_a_plateau_is_no_climb(self):
+        s, c = series(201, 400, step(265, 52 * MIB, 110 * MIB), conns_at=lambda t: 513,
+                      out_at=lambda t: max(0, int(t - 262) * 8))
+        r = judge.life(s, c, 201, 400, flood_stop=510)
+        self.assertFalse(r["climbed"], r)
+        self.assertGreaterEqual(r["warm_up_s"], 262 + judge.TURNOVER - 201)
+
+    def test_without_the_turnover_that_step_reads_as_a_climb(self):
+        # The control: the same series with no timeout seen (the judge before it
+        # followed the turnover, which failed that run).
+        s, c = series(201, 400, step(265, 52 * MIB, 110 * MIB), conns_at=lambda t: 513)
+        self.assertTrue(judge.life(s, c, 201, 400, flood_stop=510)["climbed"])
+
+    def test_a_leak_after_the_turnover_climbs(self):
+        leak = lambda t: (52 + (58 + 0.3 * (t - 265) if t >= 265 else 0)) * MIB
+        s, c = series(201, 400, leak, conns_at=lambda t: 513, out_at=lambda t: max(0, int(t - 262)))
+        self.assertTrue(judge.life(s, c, 201, 400, flood_stop=510)["climbed"])
 
     def test_a_leak_after_the_fill_climbs(self):
         leak = lambda t: (104 + (0.3 * (t - 270) if t >= 270 else -53)) * MIB
@@ -59,7 +83,8 @@ class Judge(unittest.TestCase):
 
     def test_memory_given_back_after_the_floods_is_no_climb(self):
         # The third life: the floods stop at 510 s and RSS falls back.
-        s, c = series(401, 600, step(510, 110 * MIB, 40 * MIB), conns_at=step(510, 512, 0))
+        s, c = series(401, 600, step(510, 110 * MIB, 40 * MIB), conns_at=step(510, 512, 0),
+                      out_at=lambda t: max(0, int(t - 462)))
         self.assertFalse(judge.life(s, c, 401, 600, flood_stop=510)["climbed"])
 
     def test_a_life_too_short_to_judge_is_not_judged(self):
