@@ -11,6 +11,8 @@ Tests between two containers (vswitch, bridge, ovs, vde):
   sockperf_udp sockperf ping-pong over UDP, round trip p50 and p99, µs
   sockperf_tcp the same over TCP
   ping_idle    20 pings 0.5 s apart (each finds the path idle): RTT average and median, ms
+  ping_idle_user the same with ping -U: timed when ping reads the reply, not when the
+               kernel received it (shows a receiver waiting for its core)
   idle_cpu     the switch process's CPU over 10 s without traffic, % of a core (vswitch, ovs)
 Tests to the host (vswitch, slirp4netns, pasta):
   tcp_host     TCP container -> host loopback, MTU 65520 (NAT setups; Gbit/s)
@@ -298,13 +300,18 @@ def rtts(out):
     return [float(w.split("=")[1]) for l in out.splitlines() for w in l.split() if w.startswith("time=")]
 
 
-def t_ping_idle(s, _secs):
+def t_ping_idle(s, _secs, user=""):
     """20 pings 0.5 s apart: every one finds the path idle (after one ping that resolves
-    the neighbour, not counted). Average and median RTT, ms."""
+    the neighbour, not counted). Average and median RTT, ms. ping times a reply by the
+    kernel's receive timestamp; with -U, when ping itself reads it (user to user)."""
     sh(in_ns(s["a"], f"ping -c 1 -W 2 -q {s['b_ip']}"), check=False)
     time.sleep(0.5)
-    got = rtts(sh(in_ns(s["a"], f"ping -c 20 -i 0.5 {s['b_ip']}"), timeout=60))
+    got = rtts(sh(in_ns(s["a"], f"ping {user} -c 20 -i 0.5 {s['b_ip']}"), timeout=60))
     return {"avg": statistics.mean(got), "p50": statistics.median(got), "max": max(got)}
+
+
+def t_ping_idle_user(s, secs):
+    return t_ping_idle(s, secs, user="-U")
 
 
 def sockperf(s, secs, tcp):
@@ -357,7 +364,7 @@ def t_idle_cpu(s, _secs, window=10.0):
 # path is quiet by then).
 SWITCH_TESTS = {"tcp": t_tcp, "tcp6": t_tcp6, "udp64": t_udp64, "ping": t_ping,
                 "sockperf_udp": t_sockperf_udp, "sockperf_tcp": t_sockperf_tcp,
-                "ping_idle": t_ping_idle, "idle_cpu": t_idle_cpu}
+                "ping_idle": t_ping_idle, "ping_idle_user": t_ping_idle_user, "idle_cpu": t_idle_cpu}
 
 
 def t_tcp_host6(s, secs):
@@ -744,7 +751,8 @@ def run_rounds(a, only, tests, runs, secs):
 
 
 LAT_NOTE = ("Latency: `ping` 200 pings 5 ms apart (average); `ping -i 0.5` 20 pings half a second apart, "
-            "each finding the path idle (average and median); sockperf ping-pong, one 14-byte message in "
+            "each finding the path idle (average and median), timed by the kernel's receive timestamp and, "
+            "with `-U`, when ping reads the reply; sockperf ping-pong, one 14-byte message in "
             "flight for 5 s, round trips (`--full-rtt`) median and 99th percentile; idle CPU: the switch "
             "process's utime + stime over 10 s without traffic, % of one core.")
 
@@ -769,16 +777,18 @@ def tables(med, order):
             cell(n, "tcp_host6", lambda v: f"{v:.2f}"),
         ))
     lat = [
-        "| setup | ping avg, 5 ms apart (ms) | ping 0.5 s apart: avg / median (ms) | sockperf UDP RTT p50 / p99 (µs) | sockperf TCP RTT p50 / p99 (µs) | idle CPU (% of a core) |",
-        "|---|---|---|---|---|---|",
+        "| setup | ping avg, 5 ms apart (ms) | ping 0.5 s apart: avg / median (ms) | the same, user to user (`-U`): avg / median (ms) | sockperf UDP RTT p50 / p99 (µs) | sockperf TCP RTT p50 / p99 (µs) | idle CPU (% of a core) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for n in order:
-        if not any(t in med.get(n, {}) for t in ("ping", "ping_idle", "sockperf_udp", "sockperf_tcp", "idle_cpu")):
+        if not any(t in med.get(n, {}) for t in ("ping", "ping_idle", "ping_idle_user", "sockperf_udp",
+                                                  "sockperf_tcp", "idle_cpu")):
             continue
-        lat.append("| {} | {} | {} | {} | {} | {} |".format(
+        lat.append("| {} | {} | {} | {} | {} | {} | {} |".format(
             n,
             cell(n, "ping", lambda v: f"{v:.3f}"),
             cell(n, "ping_idle", lambda v: f"{v['avg']:.3f} / {v['p50']:.3f}"),
+            cell(n, "ping_idle_user", lambda v: f"{v['avg']:.3f} / {v['p50']:.3f}"),
             cell(n, "sockperf_udp", lambda v: f"{v['p50']:.1f} / {v['p99']:.1f}"),
             cell(n, "sockperf_tcp", lambda v: f"{v['p50']:.1f} / {v['p99']:.1f}"),
             cell(n, "idle_cpu", lambda v: f"{v:.2f}"),
