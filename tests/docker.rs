@@ -491,6 +491,14 @@ fn seed_commands_run_on_a_vswitch_network() {
     // -p: published by vswitch (no docker-proxy), answered from the host's loopback.
     h.run("coffee", "greatwall", &["--rm", "-p", "8080:80"], &HTTPD);
     assert_eq!(h.curl_retry(8080).trim(), PAGE);
+    // A loopback client is spliced into the container, as for `vswitch run` ones: the
+    // namespace Docker names before it exists is opened with the first client.
+    let nat = &h.daemon.ctl_json(&["stats"])["nat"];
+    assert!(
+        nat["tcp_spliced"].as_u64().unwrap_or(0) >= 1,
+        "not spliced: {nat}\n{}",
+        h.daemon.log()
+    );
     let owner = h.host.must("ss -Htlnp sport = :8080");
     assert!(
         owner.contains("vswitch") && !owner.contains("docker-proxy"),

@@ -4,11 +4,12 @@ use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use dataplane::uplink::socket::{PublishTarget, PublishedSocket};
+use dataplane::uplink::splice::NetnsRef;
 
 use super::{Daemon, DaemonError, view};
 use crate::api::Reply;
 use crate::publish::PortReq;
-use crate::state::{Container, Proto, Published};
+use crate::state::{Container, Proto, Published, Sandbox};
 
 /// Published entries with their host sockets, bound.
 pub(super) type Bound = Vec<(Published, Vec<PublishedSocket>)>;
@@ -124,14 +125,19 @@ impl Daemon {
 
     /// The container's network namespace, where loopback clients of its published
     /// ports are spliced (None: a bare TAP, a namespace that cannot be opened, a pid
-    /// that names another process now; those clients take the frame path).
-    fn splice_netns(c: &Container) -> Option<std::os::fd::OwnedFd> {
+    /// that names another process now; those clients take the frame path). An engine's
+    /// namespace (a hand-off) is opened with the first client: Docker publishes before
+    /// it binds the sandbox's namespace file.
+    fn splice_netns(c: &Container) -> Option<NetnsRef> {
         if Self::wrong_process(&c.sandbox).is_some() {
             return None;
         }
         let path = Self::namespace_of(&c.sandbox)?;
+        if matches!(c.sandbox, Sandbox::Handoff { .. }) {
+            return Some(NetnsRef::Path(path));
+        }
         match std::fs::File::open(&path) {
-            Ok(f) => Some(f.into()),
+            Ok(f) => Some(NetnsRef::Open(f.into())),
             Err(e) => {
                 eprintln!(
                     "vswitch: the ports of {} take frames: cannot open {}: {e}",

@@ -37,6 +37,11 @@ pub enum SpliceError {
     Rules(#[source] io::Error),
     #[error("cannot open a socket inside the container's namespace: {0}")]
     Socket(#[source] io::Error),
+    #[error("cannot open the container's network namespace {}: {source}", path.display())]
+    Open {
+        path: std::path::PathBuf,
+        source: io::Error,
+    },
     #[error("no socket ready inside the container's namespace (out of descriptors?)")]
     NoSocket,
     #[error("the container shares the daemon's own network namespace: not spliced")]
@@ -46,6 +51,40 @@ pub enum SpliceError {
         stage: super::splice_helper::JoinStage,
         errno: Option<io::Error>,
     },
+}
+
+/// Where a container's network namespace is, for splicing its published ports.
+#[derive(Debug)]
+pub enum NetnsRef {
+    /// Opened when the port was published.
+    Open(OwnedFd),
+    /// A path opened with the first loopback client: an engine may name a namespace
+    /// before it exists (Docker asks for a container's published ports before it binds
+    /// the sandbox's namespace at the container's start).
+    Path(std::path::PathBuf),
+}
+
+/// What a [`NetnsRef`] gives when a client comes.
+pub(crate) enum Resolved {
+    Ready(OwnedFd),
+    /// The path does not exist yet: kept for the next client.
+    NotYet(NetnsRef),
+    Failed(SpliceError),
+}
+
+impl NetnsRef {
+    pub(crate) fn resolve(self) -> Resolved {
+        match self {
+            NetnsRef::Open(fd) => Resolved::Ready(fd),
+            NetnsRef::Path(path) => match std::fs::File::open(&path) {
+                Ok(f) => Resolved::Ready(f.into()),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    Resolved::NotYet(NetnsRef::Path(path))
+                }
+                Err(source) => Resolved::Failed(SpliceError::Open { path, source }),
+            },
+        }
+    }
 }
 
 /// Whether `netns` is the network namespace the daemon itself runs in. A container's
@@ -538,6 +577,30 @@ impl Splice {
 mod tests {
     use super::*;
     use std::os::fd::AsFd;
+
+    /// A namespace named before it exists is kept for the next client, then opened
+    /// once it is there; an opened one is given as it is.
+    #[test]
+    fn a_namespace_path_is_opened_once_it_exists() {
+        let dir = std::env::temp_dir().join(format!("vsw-nsref-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("netns");
+        let kept = match NetnsRef::Path(path.clone()).resolve() {
+            Resolved::NotYet(r) => r,
+            _ => panic!("a missing path must be kept for later"),
+        };
+        std::fs::write(&path, b"").unwrap();
+        assert!(matches!(kept.resolve(), Resolved::Ready(_)));
+        let fd: OwnedFd = std::fs::File::open(&path).unwrap().into();
+        assert!(matches!(NetnsRef::Open(fd).resolve(), Resolved::Ready(_)));
+        let under_a_file = path.join("x");
+        assert!(matches!(
+            NetnsRef::Path(under_a_file).resolve(),
+            Resolved::Failed(SpliceError::Open { .. })
+        ));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     /// A "container" in the daemon's own namespace is never spliced: its return rule
     /// would route the host's own traffic.

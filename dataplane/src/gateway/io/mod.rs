@@ -119,7 +119,7 @@ impl GatewayIo {
         reg: &Registry,
         sock: PublishedSocket,
         to: PublishTarget,
-        netns: Option<std::os::fd::OwnedFd>,
+        netns: Option<crate::uplink::splice::NetnsRef>,
     ) -> std::io::Result<()> {
         self.uplink.publish(reg, sock, to, netns)
     }

@@ -55,7 +55,7 @@ use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, IpListenEndpoint, Ipv4Ad
 use super::challenge;
 use super::host::HostAddress;
 use super::quota::{FlowKind, Quotas, Refusal, UplinkLimits};
-use super::splice::{self, Pumped, SocketPool, Splice, SpliceError};
+use super::splice::{self, NetnsRef, Pumped, Resolved, SocketPool, Splice, SpliceError};
 use crate::gateway::io::token::Source;
 use crate::wire::{IpProtocol, Ipv4Packet, TcpPacket, UdpPacket, checksum};
 

@@ -134,7 +134,7 @@ pub(super) struct Published {
     /// The host address and port it listens on.
     pub(super) local: SocketAddr,
     /// The container's network namespace, until its loopback clients are spliced.
-    pub(super) netns: Option<OwnedFd>,
+    pub(super) netns: Option<NetnsRef>,
     /// Whether its loopback clients (127.0.0.1, or ::1 on an IPv6 socket) are spliced:
     /// only where the container has the socket's family.
     pub(super) splice: Splicing,
@@ -158,7 +158,7 @@ impl SocketUplink {
         reg: &Registry,
         sock: PublishedSocket,
         to: PublishTarget,
-        netns: Option<OwnedFd>,
+        netns: Option<NetnsRef>,
     ) -> io::Result<()> {
         let i = free_slot(&self.published);
         let (mut ps, local) = match sock {

@@ -102,10 +102,21 @@ impl SocketUplink {
             return false;
         };
         if matches!(p.splice, Splicing::Untried) {
-            let started = match (p.netns.take(), container, gateway) {
-                (Some(ns), Some(c), Some(g)) => {
+            let ns = match p.netns.take().map(NetnsRef::resolve) {
+                Some(Resolved::NotYet(r)) => {
+                    // Frames for this client; the next one tries again.
+                    p.netns = Some(r);
+                    return false;
+                }
+                Some(Resolved::Ready(fd)) => Ok(fd),
+                Some(Resolved::Failed(e)) => Err(e),
+                None => Err(SpliceError::NoSocket),
+            };
+            let started = match (ns, container, gateway) {
+                (Ok(ns), Some(c), Some(g)) => {
                     SocketPool::start(ns.as_fd(), SocketAddr::new(c, p.to.port), g)
                 }
+                (Err(e), _, _) => Err(e),
                 _ => Err(SpliceError::NoSocket),
             };
             p.splice = match started {
