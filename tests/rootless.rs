@@ -445,16 +445,26 @@ fn an_unprivileged_run_container_gets_its_ipv6_address_and_gateway() {
 #[test]
 #[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
 fn a_rootless_daemon_splices_ipv6_loopback_clients_too() {
-    require(&["setpriv", "socat"]);
+    require(&["setpriv", "socat", "pgrep", "nsenter", "ss"]);
     let nd = NobodyDaemon::start();
     let o = nd.ctl("network create pub6 --subnet 10.142.0.0/24 --ipv6 --subnet fd00:142::/64");
     assert!(o.status.success(), "{}", o.stderr_text());
     let _run = Proc::spawn(&as_nobody(&format!(
-        "{} run --socket {} --network pub6 --name rlx-six -p \\[::1\\]:18101:80 -- \
-         socat TCP6-LISTEN:80,reuseaddr,fork SYSTEM:\"echo \\$SOCAT_PEERADDR\"",
+        "{} run --socket {} --network pub6 --name rlx-six -p \\[::1\\]:18101:8061 -- \
+         socat TCP6-LISTEN:8061,reuseaddr,fork SYSTEM:\"echo \\$SOCAT_PEERADDR\"",
         bin(),
         nd.sock.display()
     )));
+    // The container set up and listening before the first client: a client that
+    // comes earlier finds no listener (refused, passed on) or, before the namespace's
+    // set-up, no answer (the port then falls back to frames).
+    let ready = eventually(Duration::from_secs(15), || {
+        sh("for p in $(pgrep -f 'TCP6-LISTEN:8061,reuseaddr'); do \
+            nsenter -t $p -n ss -Hltn 'sport = :8061'; done")
+        .stdout_text()
+        .contains(":8061")
+    });
+    assert!(ready, "the container never listened: {}", nd.log());
     let mut got = String::new();
     let answered = eventually(Duration::from_secs(15), || {
         got = sh("socat -T 5 -t 5 - TCP6:[::1]:18101 </dev/null").stdout_text();
@@ -469,9 +479,8 @@ fn a_rootless_daemon_splices_ipv6_loopback_clients_too() {
         .expect("an address");
     assert_eq!(seen, "fd00:142::1".parse::<std::net::IpAddr>().unwrap());
     let n = nat(&nd);
-    assert_eq!(
-        (n["tcp_spliced"].as_u64(), n["splice_fallbacks"].as_u64()),
-        (Some(1), Some(0)),
+    assert!(
+        n["tcp_spliced"].as_u64().unwrap_or(0) >= 1 && n["splice_fallbacks"] == 0,
         "{n}\n{}",
         nd.log()
     );
