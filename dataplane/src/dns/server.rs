@@ -816,8 +816,8 @@ mod tests {
         assert_eq!(a_answers(&m), vec![WEB]);
     }
 
-    #[test]
-    fn aaaa_and_a_of_a_dual_stack_name_each_rotate() {
+    /// `api` with two addresses of each family: WEB and DB, and their IPv6 pair.
+    fn dual_stack_api() -> (Names, std::net::Ipv6Addr, std::net::Ipv6Addr) {
         let (a6, b6): (std::net::Ipv6Addr, std::net::Ipv6Addr) = (
             "2001:db8:1::2".parse().unwrap(),
             "2001:db8:1::3".parse().unwrap(),
@@ -828,7 +828,12 @@ mod tests {
             b.alias("api", v4).unwrap();
             b.alias("api", v6).unwrap();
         }
-        let t = b.build();
+        (b.build(), a6, b6)
+    }
+
+    #[test]
+    fn aaaa_and_a_of_a_dual_stack_name_each_rotate() {
+        let (t, a6, b6) = dual_stack_api();
         let mut s = server(1);
         let aaaa = |s: &mut DnsServer, id| {
             let q = query_bytes(id, "api", RecordType::AAAA, None);
@@ -855,17 +860,7 @@ mod tests {
     /// it.
     #[test]
     fn a_and_aaaa_rotate_on_counters_of_their_own() {
-        let (a6, b6): (std::net::Ipv6Addr, std::net::Ipv6Addr) = (
-            "2001:db8:1::2".parse().unwrap(),
-            "2001:db8:1::3".parse().unwrap(),
-        );
-        let mut b = Names::builder();
-        b.gateway(GW).gateway(a6);
-        for (v4, v6) in [(WEB, a6), (DB, b6)] {
-            b.alias("api", v4).unwrap();
-            b.alias("api", v6).unwrap();
-        }
-        let t = b.build();
+        let (t, a6, b6) = dual_stack_api();
         let mut s = server(1);
         let first = |s: &mut DnsServer, ty| {
             let q = query_bytes(1, "api", ty, None);

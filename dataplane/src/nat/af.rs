@@ -30,7 +30,6 @@ pub trait Af: Copy + Eq + Debug + Hash + Send + Sync + 'static {
     fn unpack(proto: IpProtocol, k: &Self::Key) -> Tuple<Self>;
     /// The protocol a packed key holds.
     fn proto_of(k: &Self::Key) -> IpProtocol;
-    fn empty() -> Self::Stored;
     fn load(s: &Self::Stored) -> Self::Key;
     fn store(s: &Self::Stored, k: &Self::Key);
     /// Whether two packed tuples are the same (word by word, no call to `memcmp`).
@@ -92,10 +91,6 @@ impl Af for V4 {
     #[inline(always)]
     fn proto_of(k: &(u64, u64)) -> IpProtocol {
         IpProtocol::from(k.1 as u8)
-    }
-
-    fn empty() -> [AtomicU64; 2] {
-        [AtomicU64::new(0), AtomicU64::new(0)]
     }
 
     #[inline(always)]
@@ -169,10 +164,6 @@ impl Af for V6 {
         IpProtocol::from(p as u8)
     }
 
-    fn empty() -> [AtomicU64; 5] {
-        std::array::from_fn(|_| AtomicU64::new(0))
-    }
-
     #[inline(always)]
     fn load(s: &[AtomicU64; 5]) -> [u64; 5] {
         let [a, b, c, d, e] = s;
@@ -231,7 +222,7 @@ mod tests {
         };
         let k = V6::pack(&t6);
         assert_eq!(V6::unpack(V6::proto_of(&k), &k), t6);
-        let s = V6::empty();
+        let s: [AtomicU64; 5] = Default::default();
         V6::store(&s, &k);
         assert_eq!(V6::load(&s), k);
     }
