@@ -18,6 +18,12 @@ Tests to the host (vswitch, slirp4netns, pasta):
   tcp_host     TCP container -> host loopback, MTU 65520 (NAT setups; Gbit/s)
   tcp_host6    the same over IPv6 (vswitch: the gateway's IPv6 address, leading to the
                host's 127.0.0.1; pasta: its IPv6 gateway, mapped to the host's ::1)
+  down_host    the same connection as tcp_host, the host sending (iperf3 -R)
+  down_host6   the same over IPv6
+  pub_host     a client on the host's 127.0.0.1 -> a port published to the container
+               (vswitch `ctl publish`, pasta `-t`, slirp4netns `add_hostfwd`)
+  pub_host6    a client on the host's ::1 -> the same port over IPv6 (the container's
+               server listens on both families)
 
 With --rootless (the rootless columns: vswitch's socket uplink, pasta, slirp4netns),
 at MTU 1500 and 65520, in Gbit/s; every tool runs as an unprivileged user (nobody),
@@ -191,7 +197,7 @@ def setup_vswitch(binary, extra, mtu=1500, host=False, publish=False):
     a = netns("a")
     sh(f"{ctl} attach bench --name a --netns /run/netns/{a}")
     if publish:
-        sh(f"{ctl} publish a -p 127.0.0.1:{PUB_PORT}:{SRV_PORT}")
+        sh(f"{ctl} publish a -p 127.0.0.1:{PUB_PORT}:{SRV_PORT} -p [::1]:{PUB_PORT}:{SRV_PORT}")
     if host:
         # Over IPv6 the gateway's TCP ports lead to the host's 127.0.0.1 as well.
         return {"c": a, "host_ip": "10.251.0.1", "host_ip6": "fd00:251::1", "host_bind6": "127.0.0.1"}
@@ -218,7 +224,8 @@ def setup_slirp(mtu=65520, publish=False):
         slirp_api(api, {"execute": "add_hostfwd", "arguments": {
             "proto": "tcp", "host_addr": "127.0.0.1", "host_port": PUB_PORT, "guest_port": SRV_PORT}})
     # libslirp maps its IPv6 gateway fd00::2 to the host's ::1 as 10.0.2.2 to 127.0.0.1.
-    return {"c": c, "host_ip": "10.0.2.2", "host_ip6": "fd00::2", "host_bind6": "::1"}
+    # Its API takes no IPv6 host address for a forward (1.2.0: "bad arguments.host_addr").
+    return {"c": c, "host_ip": "10.0.2.2", "host_ip6": "fd00::2", "host_bind6": "::1", "no_pub6": True}
 
 
 def slirp_api(path, request):
@@ -235,9 +242,11 @@ def slirp_api(path, request):
 
 def setup_pasta(mtu=65520, publish=False):
     c = netns("c")
-    tcp = f"127.0.0.1/{PUB_PORT}:{SRV_PORT}" if publish else "none"
+    # One port of both families (pasta refuses 127.0.0.1 and ::1 as overlapping
+    # specifiers): it listens on the wildcard; only loopback clients reach it here.
+    tcp = f"-t {PUB_PORT}:{SRV_PORT}" if publish else "-t none"
     # As root pasta would switch to nobody and lose the namespace: keep root.
-    spawn(f"pasta --runas 0 --config-net -f -m {mtu} -t {tcp} -u none -T none -U none --netns /run/netns/{c}")
+    spawn(f"pasta --runas 0 --config-net -f -m {mtu} {tcp} -u none -T none -U none --netns /run/netns/{c}")
     gw = ""
     for _ in range(50):
         out = sh(f"ip -n {c} -4 route show default", check=False)
@@ -379,21 +388,35 @@ def t_tcp_host(s, secs):
     return j["end"]["sum_received"]["bits_per_second"] / 1e9
 
 
-HOST_TESTS = {"tcp_host": t_tcp_host, "tcp_host6": t_tcp_host6}
-
-
 def t_down(s, secs):
     j = iperf(s["c"], None, s["host_ip"], f"-t {secs} -R", bind="127.0.0.1")
     return j["end"]["sum_received"]["bits_per_second"] / 1e9
 
 
-def t_pub(s, secs):
+def t_down6(s, secs):
+    if "host_ip6" not in s:
+        raise KeyError("no IPv6 path to the host's loopback")
+    j = iperf(s["c"], None, s["host_ip6"], f"-t {secs} -R", bind=s["host_bind6"])
+    return j["end"]["sum_received"]["bits_per_second"] / 1e9
+
+
+def t_pub(s, secs, client="127.0.0.1"):
     """A client on the host's loopback to the published port; the server in the container."""
     srv = spawn(in_ns(s["c"], f"iperf3 -s -1 -p {SRV_PORT}"))
     wait_listen(s["c"], SRV_PORT)
-    out = sh(f"iperf3 -c 127.0.0.1 -p {PUB_PORT} -J -t {secs}", timeout=60)
+    out = sh(f"iperf3 -c {client} -p {PUB_PORT} -J -t {secs}", timeout=60)
     kill(srv)
     return json.loads(out)["end"]["sum_received"]["bits_per_second"] / 1e9
+
+
+def t_pub6(s, secs):
+    if s.get("no_pub6"):
+        raise KeyError("no IPv6 published port")
+    return t_pub(s, secs, client="::1")
+
+
+HOST_TESTS = {"tcp_host": t_tcp_host, "tcp_host6": t_tcp_host6, "down_host": t_down, "down_host6": t_down6,
+              "pub_host": t_pub, "pub_host6": t_pub6}
 
 
 ROOTLESS_TESTS = [("up", t_tcp_host), ("down", t_down), ("pub", t_pub)]
@@ -587,6 +610,10 @@ def svg_chart(results, order, path):
     tests = [("tcp", "TCP container→container, Gbit/s"), ("tcp6", "TCP container→container over IPv6, Gbit/s"),
              ("tcp_host", "TCP → host loopback, MTU 65520, Gbit/s"),
              ("tcp_host6", "TCP → host loopback over IPv6, MTU 65520, Gbit/s"),
+             ("down_host", "TCP ← host loopback (-R), MTU 65520, Gbit/s"),
+             ("down_host6", "TCP ← host loopback over IPv6 (-R), MTU 65520, Gbit/s"),
+             ("pub_host", "published port from 127.0.0.1, MTU 65520, Gbit/s"),
+             ("pub_host6", "published port from ::1, MTU 65520, Gbit/s"),
              ("udp64_recv", "UDP 64 B delivered, kpps"), ("ping", "ping RTT avg, µs (lower is better)"),
              ("ping_idle", "ping 0.5 s apart, median RTT, µs (lower is better)"),
              ("sockperf_udp", "sockperf UDP ping-pong, median RTT, µs (lower is better)"),
@@ -742,9 +769,9 @@ def run_rounds(a, only, tests, runs, secs):
         "vde": setup_vde,
     }
     host_setups = {
-        "vswitch": lambda: setup_vswitch(a.vswitch, a.vswitch_args, mtu=65520, host=True),
-        "slirp4netns": setup_slirp,
-        "pasta": setup_pasta,
+        "vswitch": lambda: setup_vswitch(a.vswitch, a.vswitch_args, mtu=65520, host=True, publish=True),
+        "slirp4netns": lambda: setup_slirp(publish=True),
+        "pasta": lambda: setup_pasta(publish=True),
     }
     sw = {t: f for t, f in SWITCH_TESTS.items() if t in tests}
     ho = {t: f for t, f in HOST_TESTS.items() if t in tests}
@@ -774,22 +801,30 @@ def tables(med, order):
     def cell(name, t, fmt):
         v = med.get(name, {}).get(t)
         return fmt(v) if v is not None else "—"
-    lines = [
-        "| setup | TCP c→c, MTU 1500 (Gbit/s) | TCP c→c over IPv6 (Gbit/s) | UDP 64 B at full rate: loss, delivered | TCP c→host loopback, MTU 65520 (Gbit/s) | same over IPv6 (Gbit/s) |",
-        "|---|---|---|---|---|---|",
+    lines = [] if not any(t in med.get(n, {}) for n in order for t in ("tcp", "tcp6", "udp64")) else [
+        "| setup | TCP c→c, MTU 1500 (Gbit/s) | TCP c→c over IPv6 (Gbit/s) | UDP 64 B at full rate: loss, delivered |",
+        "|---|---|---|---|",
     ]
     for n in order:
-        if not any(t in med.get(n, {}) for t in ("tcp", "tcp6", "udp64", "tcp_host", "tcp_host6")):
+        if not any(t in med.get(n, {}) for t in ("tcp", "tcp6", "udp64")):
             continue
-        lines.append("| {} | {} | {} | {} | {} | {} |".format(
+        lines.append("| {} | {} | {} | {} |".format(
             n,
             cell(n, "tcp", lambda v: f"{v:.2f}"),
             cell(n, "tcp6", lambda v: f"{v:.2f}"),
             cell(n, "udp64", lambda v: f"{v['loss_pct']:.1f}% lost, {v['recv_pps'] / 1000:.0f} kpps of {v['sent_pps'] / 1000:.0f}"),
-            cell(n, "tcp_host", lambda v: f"{v:.2f}"),
-            cell(n, "tcp_host6", lambda v: f"{v:.2f}"),
         ))
-    lat = [
+    host = [t for t in HOST_TESTS if any(t in med.get(n, {}) for n in order)]
+    if host:
+        names = {"tcp_host": "up", "tcp_host6": "up, IPv6", "down_host": "down (-R)", "down_host6": "down, IPv6",
+                 "pub_host": "published", "pub_host6": "published, IPv6"}
+        lines += ["", "To the host's loopback, MTU 65520 (Gbit/s):", "",
+                  "| setup | " + " | ".join(names[t] for t in host) + " |", "|---" * (len(host) + 1) + "|"]
+        for n in order:
+            if any(t in med.get(n, {}) for t in host):
+                lines.append(f"| {n} | " + " | ".join(cell(n, t, lambda v: f"{v:.2f}") for t in host) + " |")
+    lat = [] if not any(t in med.get(n, {}) for n in order for t in ("ping", "ping_idle", "ping_idle_user",
+                                                                     "sockperf_udp", "sockperf_tcp", "idle_cpu")) else [
         "| setup | ping avg, 5 ms apart (ms) | ping 0.5 s apart: avg / median (ms) | the same, user to user (`-U`): avg / median (ms) | sockperf UDP RTT p50 / p99 (µs) | sockperf TCP RTT p50 / p99 (µs) | idle CPU (% of a core) |",
         "|---|---|---|---|---|---|---|",
     ]

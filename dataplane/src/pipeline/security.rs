@@ -127,15 +127,45 @@ fn guard_v6(ip: &[u8]) -> Result<(), DropReason> {
 }
 
 /// The IPv6 source a secured port may use: its address, its link-local (the EUI-64 of
-/// its MAC), or :: (duplicate address detection).
+/// its MAC), or :: for what a host sends before it has an address ([`unspecified_source`]).
 #[inline]
 fn v6_source(sec: &Security, ip: &[u8]) -> Result<(), DropReason> {
     let p = Ipv6Packet::new_checked(ip).map_err(|_| DropReason::Malformed)?;
     let src = p.src();
-    if src.is_unspecified() || Some(src) == sec.ip6 || src == link_local(sec.mac) {
+    if Some(src) == sec.ip6 || src == link_local(sec.mac) {
         Ok(())
+    } else if src.is_unspecified() {
+        unspecified_source(sec, &p, ip)
     } else {
         Err(DropReason::IpSpoof)
+    }
+}
+
+/// What may come from `::` (RFC 4862, RFC 4861, RFC 3810): a neighbour solicitation
+/// probing one of the port's own addresses (duplicate address detection), a router
+/// solicitation, a multicast listener report. Anything else is a spoof; a probe for
+/// another port's address would make that port give its address up (a duplicate
+/// address detection attack) and is refused as neighbour discovery spoofing.
+fn unspecified_source(sec: &Security, p: &Ipv6Packet<&[u8]>, ip: &[u8]) -> Result<(), DropReason> {
+    let Ok(Upper::At {
+        proto: NextHeader::ICMPV6,
+        offset,
+    }) = p.upper()
+    else {
+        return Err(DropReason::IpSpoof);
+    };
+    let msg = ip.get(offset..).unwrap_or_default();
+    match icmpv6_type(msg) {
+        Some(Icmpv6Type::ROUTER_SOLICIT | Icmpv6Type::MLD_REPORT | Icmpv6Type::MLD2_REPORT) => {
+            Ok(())
+        }
+        Some(Icmpv6Type::NEIGHBOR_SOLICIT) => match NdpMessage::new_checked(msg) {
+            Ok(m) if Some(m.target()) == sec.ip6 || m.target() == link_local(sec.mac) => Ok(()),
+            Ok(_) => Err(DropReason::NdSpoof),
+            // Too short to be valid: every receiver discards it (as in `nd_guard`).
+            Err(_) => Ok(()),
+        },
+        _ => Err(DropReason::IpSpoof),
     }
 }
 

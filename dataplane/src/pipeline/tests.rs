@@ -1228,6 +1228,37 @@ fn neighbour_discovery_guard_holds_a_port_to_its_own_addresses() {
 }
 
 #[test]
+fn from_the_unspecified_address_only_probes_of_its_own_addresses_solicitations_and_reports() {
+    use crate::wire::ipv6::link_local;
+    let mut r = Rig::new();
+    secure6(&mut r, 2, "2001:db8:1::2");
+    let m6 = MacAddr([0x33, 0x33, 0, 0, 0, 1]);
+    let any: std::net::Ipv6Addr = "::".parse().unwrap();
+    let own: std::net::Ipv6Addr = "2001:db8:1::2".parse().unwrap();
+    let other: std::net::Ipv6Addr = "2001:db8:1::3".parse().unwrap();
+    let udp = [0x30, 0x39, 0x30, 0x39, 0, 8, 0, 0];
+    let v6 = |payload: Vec<u8>| frame(m6, mac(2), 0x86dd, &payload);
+    let frames = vec![
+        // Duplicate address detection of its address and its link-local, a router
+        // solicitation, an MLDv2 report: pass.
+        v6(ipv6_from(any, 58, &nd(135, own, mac(2)))),
+        v6(ipv6_from(any, 58, &nd(135, link_local(mac(2)), mac(2)))),
+        v6(ipv6_from(any, 58, &[133, 0, 0, 0, 0, 0, 0, 0])),
+        v6(ipv6_from(any, 58, &[143, 0, 0, 0])),
+        // A probe of another port's address (a duplicate address detection attack).
+        v6(ipv6_from(any, 58, &nd(135, other, mac(2)))),
+        // Anything else from :: is a spoof: UDP, an echo request.
+        v6(ipv6_from(any, 17, &udp)),
+        v6(ipv6_from(any, 58, &[128, 0, 0, 0, 0, 1, 0, 1])),
+    ];
+    let sent = r.run(2, &frames);
+    assert_eq!(sent[3].len(), 4);
+    let s = r.counters.read(PortId(2));
+    assert_eq!(s.drop_count(DropReason::NdSpoof), 1);
+    assert_eq!(s.drop_count(DropReason::IpSpoof), 2);
+}
+
+#[test]
 fn the_gateway_hears_the_ipv6_groups_it_listens_to() {
     use crate::config::Net6;
     let mut r = Rig::new();

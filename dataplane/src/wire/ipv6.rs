@@ -57,6 +57,9 @@ impl Icmpv6Type {
     pub const NEIGHBOR_SOLICIT: u8 = 135;
     pub const NEIGHBOR_ADVERT: u8 = 136;
     pub const REDIRECT: u8 = 137;
+    /// Multicast listener reports (MLDv1, RFC 2710; MLDv2, RFC 3810).
+    pub const MLD_REPORT: u8 = 131;
+    pub const MLD2_REPORT: u8 = 143;
 }
 
 /// The message type of the ICMPv6 header at the start of `b` (its first byte), None
