@@ -132,6 +132,10 @@ fn refused_requests_are_one_line_and_change_nothing() {
         (&["network", "create", "x", "--vlan", "10"], "already used"),
         (&["network", "create", "x", "--vlan", "5000"], "1 to 4094"),
         (&["network", "create", "x", "--mtu", "10"], "68 to 65520"),
+        (
+            &["network", "create", "x", "--ipv6", "--mtu", "1000"],
+            "too small for IPv6",
+        ),
         (&["network", "create", "bad/name"], "invalid name"),
         (&["network", "rm", "nope"], "not found"),
         (&["network", "rm", "bridge"], "cannot be removed"),

@@ -382,6 +382,21 @@ fn uplink_refusals() {
             "out of range",
         ),
         (
+            vec![
+                "uplink",
+                "set",
+                "--netns",
+                &p,
+                "--address",
+                "198.19.9.2/24",
+                "--address6",
+                "2001:db8:99::2/64",
+                "--mtu",
+                "1000",
+            ],
+            "too small for --address6",
+        ),
+        (
             vec!["uplink", "set", "socket", "--mtu", "1400"],
             "packet uplink",
         ),

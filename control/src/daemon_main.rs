@@ -107,6 +107,11 @@ fn config(a: DaemonArgs) -> Result<DaemonConfig, CliError> {
                 "--default-mtu {m} is out of range: use 68 to 65520"
             )));
         }
+        Some(m) if a.ipv6 && m < crate::state::IPV6_MIN_MTU => {
+            return Err(CliError::Usage(format!(
+                "--default-mtu {m} is too small for --ipv6: use 1280 or more"
+            )));
+        }
         m => m.map(|m| m as u16),
     };
     let upstream_dns = a

@@ -23,6 +23,8 @@ pub use lifecycle::{NetworkUpdate, SubnetUse};
 pub const DEFAULT_NETWORK: &str = "bridge";
 pub const DEFAULT_BRIDGE_SUBNET: &str = "172.17.0.0/16";
 pub const DEFAULT_MTU: u16 = 1500;
+/// The least MTU of a link carrying IPv6 (RFC 8200).
+pub const IPV6_MIN_MTU: u32 = 1280;
 pub const STATE_FILE: &str = "state.json";
 const STATE_VERSION: u32 = 1;
 
@@ -360,6 +362,8 @@ pub enum StateError {
     VlanTaken(u16, String),
     #[error("invalid MTU {0}: use 68 to 65520")]
     BadMtu(u32),
+    #[error("MTU {0} is too small for IPv6: use 1280 or more, or a network without IPv6")]
+    Ipv6Mtu(u32),
     #[error("network {0:?} has {1} endpoint(s) attached: detach them first or use --force")]
     NetworkInUse(String, usize),
     #[error("the default network {0:?} cannot be removed")]
@@ -777,6 +781,9 @@ impl State {
         let vlan = spec.vlan.map(|v| self.check_vlan(v)).transpose()?;
         let mtu = match spec.mtu {
             Some(m) if !(68..=65520).contains(&m) => return Err(StateError::BadMtu(m)),
+            // IPv6 links carry 1280 bytes at least (RFC 8200): hosts ignore a smaller
+            // "packet too big", so IPv6 on a smaller MTU would black-hole.
+            Some(m) if ipv6.is_some() && m < IPV6_MIN_MTU => return Err(StateError::Ipv6Mtu(m)),
             Some(m) => m as u16,
             None => DEFAULT_MTU,
         };

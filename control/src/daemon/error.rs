@@ -107,6 +107,10 @@ pub enum DaemonError {
     },
     #[error("uplink MTU {mtu} is out of range: use 576 to {top}")]
     UplinkMtu { mtu: u32, top: u32 },
+    #[error(
+        "uplink MTU {0} is too small for --address6: use 1280 or more (IPv6 links carry 1280 bytes at least)"
+    )]
+    UplinkMtu6(u32),
     #[error("unknown uplink mode {0:?}: use socket, none, or --tap/--netns with --address")]
     UplinkMode(String),
 

@@ -123,6 +123,12 @@ impl Daemon {
         self.check_uplink_address(&address, u.next_hop)?;
         let mtu = self.uplink_mtu(u.mtu)?;
         let address6 = self.uplink_address6(u.address6.as_deref(), u.next_hop6)?;
+        if let Some(m) = u.mtu
+            && address6.is_some()
+            && m < crate::state::IPV6_MIN_MTU
+        {
+            return Err(DaemonError::UplinkMtu6(m));
+        }
         match (&u.tap, &u.netns) {
             (Some(_), None) => {}
             (None, Some(n)) if Path::new(n).exists() => {}

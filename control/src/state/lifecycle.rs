@@ -62,6 +62,9 @@ impl State {
             if !(68..=65520).contains(&m) {
                 return Err(StateError::BadMtu(m));
             }
+            if n.ipv6.is_some() && m < super::IPV6_MIN_MTU {
+                return Err(StateError::Ipv6Mtu(m));
+            }
             let eps = self.endpoints_on(&n.name).count();
             if eps > 0 && m != u32::from(n.mtu) {
                 return Err(StateError::MtuInUse(n.name, eps));

@@ -280,3 +280,36 @@ fn ipv6_reservations_are_held_until_claimed_or_released() {
         StateError::NoIpv6(_)
     ));
 }
+
+#[test]
+fn ipv6_needs_an_mtu_of_1280_at_create_and_at_update() {
+    let mut s = State::new(None, None).unwrap();
+    let small = |name: &str, ipv6: bool| NetworkSpec {
+        mtu: Some(1000),
+        ..if ipv6 {
+            dual(name, None)
+        } else {
+            NetworkSpec {
+                name: name.into(),
+                ..Default::default()
+            }
+        }
+    };
+    assert!(matches!(
+        s.create_network(&small("d", true)),
+        Err(StateError::Ipv6Mtu(1000))
+    ));
+    // Without IPv6 the same MTU is a network's to choose.
+    assert_eq!(s.create_network(&small("v4", false)).unwrap().mtu, 1000);
+    s.create_network(&dual("d", None)).unwrap();
+    let to = |mtu| NetworkUpdate {
+        name: "d".into(),
+        mtu: Some(mtu),
+        ..Default::default()
+    };
+    assert!(matches!(
+        s.update_network(&to(1279)),
+        Err(StateError::Ipv6Mtu(1279))
+    ));
+    assert_eq!(s.update_network(&to(1280)).unwrap().mtu, 1280);
+}
