@@ -76,6 +76,19 @@ fn start_splice_helper() {
     }
 }
 
+/// `--default-mtu`, checked: 68 to 65520, and 1280 at least for the IPv6 of `--ipv6`.
+fn default_mtu(mtu: Option<u32>, ipv6: bool) -> Result<Option<u16>, CliError> {
+    match mtu {
+        Some(m) if !(68..=65520).contains(&m) => Err(CliError::Usage(format!(
+            "--default-mtu {m} is out of range: use 68 to 65520"
+        ))),
+        Some(m) if ipv6 && m < crate::state::IPV6_MIN_MTU => Err(CliError::Usage(format!(
+            "--default-mtu {m} is too small for --ipv6: use 1280 or more"
+        ))),
+        m => Ok(m.map(|m| m as u16)),
+    }
+}
+
 /// The daemon's configuration from its flags, each checked.
 fn config(a: DaemonArgs) -> Result<DaemonConfig, CliError> {
     if !(1..=64).contains(&a.workers) {
@@ -101,19 +114,7 @@ fn config(a: DaemonArgs) -> Result<DaemonConfig, CliError> {
             })
         })
         .transpose()?;
-    let default_mtu = match a.default_mtu {
-        Some(m) if !(68..=65520).contains(&m) => {
-            return Err(CliError::Usage(format!(
-                "--default-mtu {m} is out of range: use 68 to 65520"
-            )));
-        }
-        Some(m) if a.ipv6 && m < crate::state::IPV6_MIN_MTU => {
-            return Err(CliError::Usage(format!(
-                "--default-mtu {m} is too small for --ipv6: use 1280 or more"
-            )));
-        }
-        m => m.map(|m| m as u16),
-    };
+    let default_mtu = default_mtu(a.default_mtu, a.ipv6)?;
     let upstream_dns = a
         .upstream_dns
         .iter()
