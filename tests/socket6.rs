@@ -468,3 +468,50 @@ fn a_packet_out_of_hops_hears_time_exceeded_in_both_families() {
         );
     }
 }
+
+#[test]
+#[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
+fn an_ipv6_only_network_leaves_and_is_reached_through_the_socket_uplink() {
+    let r = Rig::new();
+    r.d.ctl_ok(&[
+        "network",
+        "create",
+        "only6",
+        "--ipv6",
+        "--ipv4=false",
+        "--subnet",
+        "fd00:173::/64",
+    ]);
+    let c = r.attach("only6", "s6o6");
+    let dir = TempDir::new("s6only");
+    // TCP out: a download, the bytes checked; UDP out: the server sees the host.
+    let (_http, sum) = serve(&r.out, &dir, 1_000_000);
+    let got = c.must(&format!(
+        "curl -6 -sS --max-time 20 http://[{OUT6}]:8080/blob | sha256sum"
+    ));
+    assert_eq!(sha256(&got), sum, "the download from an IPv6-only network");
+    let _peer = peer_server(&r.out, &dir, 9000);
+    let pong = c.must(&format!("echo ping | socat -T 3 - UDP6:[{OUT6}]:9000"));
+    assert_eq!(pong.trim(), format!("pong-{HOST6}"), "the UDP reply");
+    // Echo through a ping socket; the gateway's address stands for the host.
+    c.must(&format!("ping -6 -c 2 -W 3 {OUT6}"));
+    let _srv = r
+        .host
+        .spawn("exec socat TCP6-LISTEN:7402,fork,reuseaddr SYSTEM:\"echo the-host\"");
+    listening(&r.host, 7402);
+    let v6 = c.must("socat -T 3 - TCP6:[fd00:173::1]:7402 </dev/null");
+    assert_eq!(v6.trim(), "the-host");
+    // Published: an IPv6 client outside keeps its address; a loopback one comes from
+    // the gateway.
+    let _s = peer_server(&c, &dir, 80);
+    r.d.ctl_ok(&["publish", "s6o6", "-p", "8060:80"]);
+    let seen = peer_seen(&r.out, &format!("-6 http://[{HOST6}]:8060/"));
+    assert_eq!(seen.trim(), OUT6, "the client's address is kept");
+    let seen = peer_seen(&r.host, "-6 http://[::1]:8060/");
+    assert_eq!(seen.trim(), "fd00:173::1");
+    // The container has no IPv4 at all, and its flows are listed.
+    let v4 = c.must("ip -4 -o addr show dev eth0");
+    assert!(v4.trim().is_empty(), "{v4}");
+    let flows = r.d.ctl_ok(&["conntrack", "ls"]);
+    assert!(flows.contains(OUT6), "{flows}");
+}
