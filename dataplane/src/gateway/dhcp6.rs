@@ -154,6 +154,7 @@ fn reply_body(
     if net.dns {
         dhcpv6::push_dns(&mut b, &[net.gateway]);
     }
+    dhcpv6::push_domain_list(&mut b, &[&net.domain_name]);
     b
 }
 
@@ -235,6 +236,9 @@ mod tests {
         assert_eq!(sid, &server_duid(net().gateway_mac)[..]);
         let dns = m.option(Opt6::DNS_SERVERS).unwrap().unwrap();
         assert_eq!(dns, &net().gateway.octets()[..]);
+        // The network's name as the search list (as DHCPv4's domain name).
+        let search = m.option(Opt6::DOMAIN_LIST).unwrap().unwrap();
+        assert_eq!(search, b"\x05front\x00");
         // The client id comes back as it was.
         let sol = bytes(captured::SOLICIT);
         let q = Dhcpv6Packet::new_checked(&sol[62..]).unwrap();

@@ -615,6 +615,7 @@ fn responder_view6(n: &super::NetConfig) -> Option<GatewayNet6> {
         router: !n.internal,
         lease_secs: DHCP_LEASE_SECS,
         autonomous: n.slaac,
+        domain_name: n.name.clone(),
     })
 }
 

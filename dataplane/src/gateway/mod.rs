@@ -101,6 +101,9 @@ pub struct GatewayNet6 {
     pub lease_secs: u32,
     /// The network lets hosts form their address by SLAAC ([`super::NetConfig::slaac`]).
     pub autonomous: bool,
+    /// The domain given to DHCPv6 clients as their search list (the network's name,
+    /// as DHCPv4's domain name).
+    pub domain_name: String,
 }
 
 impl GatewayNet6 {

@@ -203,6 +203,7 @@ pub(crate) mod tests {
             router: true,
             lease_secs: 3600,
             autonomous: true,
+            domain_name: "front".into(),
         }
     }
 

@@ -31,6 +31,7 @@ impl Gateway {
             router: false,
             lease_secs: 0,
             autonomous: false,
+            domain_name: String::new(),
         };
         Some((v6, net))
     }

@@ -300,10 +300,50 @@ pub fn push_dns(out: &mut Vec<u8>, servers: &[Ipv6Addr]) {
     push_option(out, Opt6::DNS_SERVERS, &b);
 }
 
+/// The domain search list option (RFC 3646): each name as DNS labels. A name with an
+/// empty label or one over 63 bytes, or over 255 bytes whole, is left out; no option
+/// when none is left.
+pub fn push_domain_list(out: &mut Vec<u8>, names: &[&str]) {
+    let mut b = Vec::new();
+    for name in names {
+        let start = b.len();
+        let mut ok = true;
+        for label in name.trim_end_matches('.').split('.') {
+            match u8::try_from(label.len()) {
+                Ok(len @ 1..=63) => {
+                    b.push(len);
+                    b.extend_from_slice(label.as_bytes());
+                }
+                _ => ok = false,
+            }
+        }
+        b.push(0);
+        if !ok || b.len() - start > 255 {
+            b.truncate(start);
+        }
+    }
+    if !b.is_empty() {
+        push_option(out, Opt6::DOMAIN_LIST, &b);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::wire::captured::{self, bytes};
+
+    #[test]
+    fn a_domain_list_holds_the_names_that_can_be_labels() {
+        let mut out = Vec::new();
+        let long = "a".repeat(64);
+        push_domain_list(&mut out, &["front", "corp.example.", "", "a..b", &long]);
+        let mut want = vec![0, 24, 0, 21];
+        want.extend_from_slice(b"\x05front\x00\x04corp\x07example\x00");
+        assert_eq!(out, want);
+        let mut none = Vec::new();
+        push_domain_list(&mut none, &["", &long]);
+        assert!(none.is_empty());
+    }
 
     #[test]
     fn fields_round_trip_and_match_rfc_8415() {
