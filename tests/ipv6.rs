@@ -435,3 +435,39 @@ fn other_names_are_forwarded_to_an_upstream_resolver_over_ipv6() {
     let a4 = a.must("dig @fd00:165::1 +short +tries=2 +time=2 A x.example.test");
     assert_eq!(a4.trim(), "192.0.2.7");
 }
+
+#[test]
+#[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
+fn the_default_bridge_gets_ipv6_with_daemon_ipv6_also_for_its_containers_from_before() {
+    require(&["ping"]);
+    let mut d = Daemon::start(&[]);
+    let a = Netns::new("ba");
+    d.ctl_ok(&["attach", "bridge", "--name", "ba", "--netns", &a.path()]);
+    let before = d.ctl_json(&["port", "ls"]);
+    assert!(before[0]["ip6"].is_null(), "no IPv6 yet: {before}");
+    // Restarted as `dockerd --ipv6 --fixed-cidr-v6` would be.
+    d.args
+        .extend(["--ipv6", "--fixed-cidr-v6", "fd00:bb:1::/64"].map(String::from));
+    d.kill9();
+    d.launch();
+    let b = Netns::new("bb");
+    d.ctl_ok(&["attach", "bridge", "--name", "bb", "--netns", &b.path()]);
+    let (a6, b6) = (ip6_of(&d, "ba"), ip6_of(&d, "bb"));
+    for ip in [&a6, &b6] {
+        let seg = ip.parse::<std::net::Ipv6Addr>().unwrap().segments();
+        assert_eq!(seg[..4], [0xfd00, 0xbb, 1, 0], "{ip}");
+    }
+    let v = d.ctl_json(&["network", "inspect", "bridge"]);
+    assert_eq!(v[0]["EnableIPv6"], true, "{v}");
+    // The container from before has its address on eth0 and reaches the new one.
+    let configured = eventually(Duration::from_secs(5), || {
+        a.must("ip -6 addr show dev eth0").contains(&a6)
+    });
+    assert!(configured, "{}", a.must("ip -6 addr show dev eth0"));
+    let up = eventually(Duration::from_secs(5), || {
+        a.sh(&format!("ping -6 -c 1 -W 1 {b6}")).status.success()
+    });
+    assert!(up, "ba does not reach bb over IPv6: {}", d.log());
+    // IPv4 as before: the control.
+    b.must("ping -c 1 -W 2 172.17.0.2");
+}
