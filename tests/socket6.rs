@@ -515,3 +515,26 @@ fn an_ipv6_only_network_leaves_and_is_reached_through_the_socket_uplink() {
     let flows = r.d.ctl_ok(&["conntrack", "ls"]);
     assert!(flows.contains(OUT6), "{flows}");
 }
+
+#[test]
+#[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
+fn a_published_udp_port_answers_ipv6_clients_keeping_their_address() {
+    let r = Rig::new();
+    let c = r.attach("net", "s6d");
+    let dir = TempDir::new("s6udp");
+    let _s = peer_server(&c, &dir, 9000);
+    r.d.ctl_ok(&["publish", "s6d", "-p", "9010:9000/udp"]);
+    // From outside over IPv6: the container sees the client's own address.
+    let pong = r
+        .out
+        .must(&format!("echo ping | socat -T 3 - UDP6:[{HOST6}]:9010"));
+    assert_eq!(pong.trim(), format!("pong-{OUT6}"));
+    // From the host's ::1: the container sees its IPv6 gateway.
+    let pong = r.host.must("echo ping | socat -T 3 - UDP6:[::1]:9010");
+    assert_eq!(pong.trim(), "pong-fd00:170::1");
+    // IPv4 as before: the control.
+    let pong = r
+        .out
+        .must(&format!("echo ping | socat -T 3 - UDP4:{HOST4}:9010"));
+    assert_eq!(pong.trim(), format!("pong-{OUT4}"));
+}
