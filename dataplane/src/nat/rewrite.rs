@@ -243,6 +243,31 @@ pub(super) fn flow_in<A: Af>(
     Ok((hit, port))
 }
 
+/// A flow for a packet from outside (`outside`, with its TCP `flags`) that matched
+/// none: only a new connection to a published port (for TCP only a SYN) makes one,
+/// to the rule's container (DNAT, or DNAT66: the client's address kept). Both
+/// families.
+pub(super) fn published_flow<A: Af>(
+    table: &FlowTable<A>,
+    (outside, flags): (&Tuple<A>, u8),
+    rules: &DnatRules<A>,
+    now: u32,
+) -> Result<Hit<A>, NatDrop> {
+    // Echo requests to the uplink's address are the gateway's to answer.
+    if outside.proto == A::ICMP {
+        return Err(NatDrop::Local);
+    }
+    let rule = rules
+        .find(outside.proto, outside.dport)
+        .ok_or(NatDrop::NoFlow)?;
+    if outside.proto == IpProtocol::Tcp && flags & 0x12 != 0x02 {
+        return Err(NatDrop::NoFlow);
+    }
+    table
+        .create_inbound(*outside, (rule.ip, rule.port), rule.domain, now)
+        .map_err(refused)
+}
+
 /// Rewrites an ICMP error about a flow: the outer address at `end` becomes `addr`, and
 /// the quoted packet's opposite end becomes `addr` and `port`; the ICMP checksum is
 /// recomputed (errors are small).
@@ -426,7 +451,7 @@ impl Nat {
             ports_tuple(&ip, proto)?
         };
         let (hit, port) = flow_in(&self.table, (&outside, flags), now, || {
-            self.inbound_new(&outside, flags, rules, now)
+            published_flow(&self.table, (&outside, flags), rules, now)
         })?;
         // Forwarded to the container: a router would decrement the TTL to 0.
         if hops && ip.ttl() <= 1 {
@@ -438,30 +463,6 @@ impl Nat {
             domain: hit.domain,
             ip: hit.other.src,
         })
-    }
-
-    /// A flow for a packet from outside that matched none: only a new connection to a
-    /// published port (for TCP only a SYN) makes one.
-    fn inbound_new(
-        &self,
-        outside: &Tuple,
-        flags: u8,
-        rules: &DnatRules,
-        now: u32,
-    ) -> Result<Hit, NatDrop> {
-        // Echo requests to the uplink's address are the gateway's to answer.
-        if outside.proto == IpProtocol::Icmp {
-            return Err(NatDrop::Local);
-        }
-        let rule = rules
-            .find(outside.proto, outside.dport)
-            .ok_or(NatDrop::NoFlow)?;
-        if outside.proto == IpProtocol::Tcp && flags & 0x12 != 0x02 {
-            return Err(NatDrop::NoFlow);
-        }
-        self.table
-            .create_inbound(*outside, (rule.ip, rule.port), rule.domain, now)
-            .map_err(refused)
     }
 
     /// Translates an ICMP error about a tracked flow: the outer address on our side and
