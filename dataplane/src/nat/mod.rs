@@ -59,7 +59,11 @@ pub struct DnatRule<A: Af = V4> {
 /// The published ports of one family, built at configuration time, read per packet.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DnatRules<A: Af = V4> {
+    /// By (protocol, external port).
     rules: Vec<DnatRule<A>>,
+    /// The rules of routed networks' containers, by (protocol, container address and
+    /// port): reached at the container's own address too (Docker's routed mode).
+    direct: Vec<DnatRule<A>>,
 }
 
 impl<A: Af> Default for DnatRules<A> {
@@ -70,12 +74,42 @@ impl<A: Af> Default for DnatRules<A> {
 
 impl<A: Af> DnatRules<A> {
     /// No published ports.
-    pub const EMPTY: DnatRules<A> = DnatRules { rules: Vec::new() };
+    pub const EMPTY: DnatRules<A> = DnatRules {
+        rules: Vec::new(),
+        direct: Vec::new(),
+    };
 
     pub fn new(mut rules: Vec<DnatRule<A>>) -> DnatRules<A> {
         rules.sort_by_key(|r| (r.proto, r.ext_port));
         rules.dedup_by_key(|r| (r.proto, r.ext_port));
-        DnatRules { rules }
+        DnatRules {
+            rules,
+            direct: Vec::new(),
+        }
+    }
+
+    /// The same, the rules of the networks `routed` says are routed also reached at
+    /// the container's own address and port.
+    pub fn routed(mut self, routed: impl Fn(u16) -> bool) -> DnatRules<A> {
+        let mut direct: Vec<_> = self
+            .rules
+            .iter()
+            .filter(|r| routed(r.domain))
+            .copied()
+            .collect();
+        direct.sort_by_key(|r| (r.proto, r.ip, r.port));
+        direct.dedup_by_key(|r| (r.proto, r.ip, r.port));
+        self.direct = direct;
+        self
+    }
+
+    /// The rule of a routed network's container publishing `port` of `ip`.
+    #[inline]
+    pub fn find_direct(&self, proto: IpProtocol, ip: A::Addr, port: u16) -> Option<&DnatRule<A>> {
+        self.direct
+            .binary_search_by_key(&(proto, ip, port), |r| (r.proto, r.ip, r.port))
+            .ok()
+            .and_then(|i| self.direct.get(i))
     }
 
     #[inline]

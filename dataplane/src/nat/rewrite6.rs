@@ -12,9 +12,11 @@
 //!
 //! Routed mode (`ext` None): the flow is tracked with the container's own address as
 //! its outside address, nothing is rewritten, and a packet from outside to the
-//! container's address passes only for a flow the container started. A routed
-//! network's published ports are reached on the uplink's address as a masqueraded
-//! one's are: such a flow is translated both ways whatever the network's mode.
+//! container's address passes for a flow the container started, or as a new
+//! connection to a port the container publishes (Docker's routed mode: the container
+//! port, at its address, untranslated). A routed network's published ports are also
+//! reached on the uplink's address as a masqueraded one's are: such a flow is
+//! translated both ways whatever the network's mode.
 
 use std::net::Ipv6Addr;
 
@@ -256,10 +258,14 @@ impl Nat {
         let Some((outside, flags)) = key_of(&ip, upper, dst)? else {
             return self.icmp_error6(ip, upper.1, Side::Outside, ext, now);
         };
-        let (hit, port) = flow_in(&self.table6, (&outside, flags), now, || match ext {
-            // A published port (echo requests are the gateway's to answer).
-            Some(_) => published_flow(&self.table6, (&outside, flags), rules, now),
-            None => Err(NatDrop::NoFlow),
+        let (hit, port) = flow_in(&self.table6, (&outside, flags), now, || {
+            // A published port on the uplink's address, or, on a routed network's
+            // container, at its own address (echo requests: the gateway's).
+            let rule = match ext {
+                Some(_) => rules.find(outside.proto, outside.dport),
+                None => rules.find_direct(outside.proto, outside.dst, outside.dport),
+            };
+            published_flow(&self.table6, (&outside, flags), rule, now)
         })?;
         // Forwarded to the container: a router would decrement the hop limit to 0.
         if hops && ip.hop_limit() <= 1 {

@@ -1596,6 +1596,11 @@ mod nat6 {
             // A closed port: the gateway's to refuse (port unreachable).
             let closed = udp6((ext_mac, HOP), (FAR, 4000), (EXT6, 8081), 10);
             assert_eq!(who_got(&through(&mut r, nn, 1, closed)), vec![0]);
+            // The container port at the container's address: open on a routed network
+            // (Docker's routed mode), only replies on a masqueraded one.
+            let direct = udp6((ext_mac, HOP), (FAR, 4001), (INSIDE6, 80), 10);
+            let want: Vec<usize> = if routed { vec![2] } else { vec![] };
+            assert_eq!(who_got(&through(&mut r, nn, 1, direct)), want);
         }
     }
 

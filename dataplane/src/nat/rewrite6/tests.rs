@@ -463,3 +463,32 @@ fn hairpin6_a_container_reaches_a_published_port_on_the_uplinks_address() {
     assert_eq!(valid6(&reply), (EXT, C2, 8080, 43000));
     assert_eq!(nat.table6.len(), 2, "the masquerade and the DNAT66 flow");
 }
+
+#[test]
+fn a_routed_networks_published_port_is_open_at_the_containers_own_address() {
+    let nat = Nat::new(64);
+    let (masq, routed) = (published(), published().routed(|d| d == 1));
+    let mut syn = tcp((R, 55555), (C, 80), true, &[]);
+    // Masqueraded: only what the container started comes in (the control).
+    assert_eq!(
+        nat.inbound6(&mut syn.clone(), None, &masq, false, 0),
+        Err(NatDrop::NoFlow)
+    );
+    assert_eq!(
+        nat.inbound6(&mut syn, None, &routed, false, 0),
+        Ok(NatVerdict::In { domain: 1, ip: C })
+    );
+    assert_eq!(valid6(&syn), (R, C, 55555, 80), "untranslated");
+    let mut reply = tcp((C, 80), (R, 55555), false, b"page");
+    nat.outbound6(&mut reply, 1, None, &routed, false, 0)
+        .unwrap();
+    assert_eq!(valid6(&reply), (C, R, 80, 55555), "untranslated");
+    // Another port of it stays closed, and so does its host port at its address.
+    for port in [81, 8080] {
+        let mut other = tcp((R, 55555), (C, port), true, &[]);
+        assert_eq!(
+            nat.inbound6(&mut other, None, &routed, false, 0),
+            Err(NatDrop::NoFlow)
+        );
+    }
+}
