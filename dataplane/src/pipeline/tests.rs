@@ -1606,7 +1606,15 @@ mod nat6 {
 
     #[test]
     fn hairpin6_reaches_a_published_port_from_another_container_and_back() {
-        let (mut r, nat, neigh) = rig6(false, 1500);
+        for routed in [false, true] {
+            hairpin6_on(routed);
+        }
+    }
+
+    /// Hairpin on a masqueraded or a routed network: masqueraded behind the uplink's
+    /// address either way.
+    fn hairpin6_on(routed: bool) {
+        let (mut r, nat, neigh) = rig6(routed, 1500);
         let nn = (&nat, &neigh);
         through(&mut r, nn, 2, udp6((GW, mac(2)), (INSIDE6, 1), (FAR, 9), 1));
         let q = udp6((GW, mac(3)), (OTHER6, 6000), (EXT6, 8080), 10);

@@ -492,3 +492,26 @@ fn a_routed_networks_published_port_is_open_at_the_containers_own_address() {
         );
     }
 }
+
+/// The container's port unreachable about a published port's datagram leaves from the
+/// uplink's address, quoting the datagram as the client sent it; on a routed network
+/// too.
+#[test]
+fn a_containers_icmpv6_error_about_a_published_flow_is_translated_out() {
+    for ext in [Some(EXT), None] {
+        let (nat, rules) = (Nat::new(64), published());
+        let mut q = udp((R, 4000), (EXT, 8080), b"q");
+        nat.inbound6(&mut q, Some(EXT), &rules, false, 0).unwrap();
+        let mut err = error6(C, R, 1, 0, &q, q.len());
+        assert_eq!(
+            nat.outbound6(&mut err, 1, ext, &rules, false, 0),
+            Ok(NatVerdict::Out { dst: R })
+        );
+        let (src, dst, _, _) = valid6(&err);
+        assert_eq!((src, dst), (EXT, R), "{ext:?}");
+        let m = crate::wire::icmpv6::Icmpv6Packet::new_checked(&err[40..]).unwrap();
+        let inner = Ipv6Packet::new_checked(m.data()).unwrap();
+        assert_eq!((inner.src(), inner.dst()), (R, EXT));
+        assert_eq!(u16::from_be_bytes([m.data()[42], m.data()[43]]), 8080);
+    }
+}
