@@ -72,10 +72,12 @@ pub(super) fn route_out6(
     let hairpin = ip.dst() == up6.ext_ip;
     // Masqueraded where masquerade is on (and for hairpin), else routed as it is where
     // the network may reach the outside at all.
-    let ext = match (dconf.egress, up6.routes(domain)) {
-        (false, false) => return Err(DropReason::NoRoute),
-        (true, _) => Some(up6.ext_ip),
-        (false, true) => hairpin.then_some(up6.ext_ip),
+    let ext = if dconf.egress {
+        Some(up6.ext_ip)
+    } else if up6.routes(domain) {
+        hairpin.then_some(up6.ext_ip)
+    } else {
+        return Err(DropReason::NoRoute);
     };
     // IPv6 routers never fragment: too big is always answered (packet too big); not
     // for hairpin traffic, which never crosses the segment.
@@ -97,8 +99,8 @@ pub(super) fn route_out6(
         Ok(NatVerdict::In { .. }) => return Err(DropReason::NoRoute),
         Err(d) => return Err(nat_drop(d)),
     };
-    if dst == up6.ext_ip {
-        // Hairpin: masqueraded behind the uplink's address, back in at once.
+    if hairpin {
+        // Masqueraded behind the uplink's address, back in at once.
         return match nat.hairpin6(eth.payload_mut(), dst, rules, partial, ctx.now) {
             Ok(NatVerdict::In { domain, ip: to }) => {
                 deliver_in6(ing, i, f, out, (up6, DomainId(domain), to))
