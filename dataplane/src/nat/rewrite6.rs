@@ -23,7 +23,7 @@ use std::net::Ipv6Addr;
 use super::DnatRules;
 use super::af::V6;
 use super::rewrite::{Echo, End, echo_tuple, flow_in, flow_out, published_flow, quoted_flow_key};
-use super::table::{Side, Tuple};
+use super::table::{Hit, Side, Tuple};
 use super::{Nat, NatDrop, NatVerdict};
 use crate::wire::icmpv6::{Icmpv6Packet, is_error};
 use crate::wire::ipv6::{HEADER_LEN, Icmpv6Type, NextHeader, Upper};
@@ -222,7 +222,7 @@ impl Nat {
         now: u32,
     ) -> Result<NatVerdict<V6>, NatDrop> {
         let ip = Ipv6Packet::new_checked(pkt).map_err(|_| NatDrop::Malformed)?;
-        self.inbound6_view(ip, (ext, true), rules, partial, now)
+        self.inbound6_view::<true>(ip, ext, rules, partial, now)
     }
 
     /// A packet from a container for the uplink's address `ext`, masqueraded behind it
@@ -237,15 +237,15 @@ impl Nat {
         now: u32,
     ) -> Result<NatVerdict<V6>, NatDrop> {
         let ip = Ipv6Packet::new_checked(pkt).map_err(|_| NatDrop::Malformed)?;
-        self.inbound6_view(ip, (Some(ext), false), rules, partial, now)
+        self.inbound6_view::<false>(ip, Some(ext), rules, partial, now)
     }
 
-    /// [`Nat::inbound6`], checking the hop limit where `hops` says.
+    /// [`Nat::inbound6`], checking the hop limit where `HOPS` says.
     #[inline(always)]
-    fn inbound6_view(
+    fn inbound6_view<const HOPS: bool>(
         &self,
         mut ip: Ipv6Packet<&mut [u8]>,
-        (ext, hops): (Option<Ipv6Addr>, bool),
+        ext: Option<Ipv6Addr>,
         rules: &DnatRules<V6>,
         partial: bool,
         now: u32,
@@ -259,16 +259,10 @@ impl Nat {
             return self.icmp_error6(ip, upper.1, Side::Outside, ext, now);
         };
         let (hit, port) = flow_in(&self.table6, (&outside, flags), now, || {
-            // A published port on the uplink's address, or, on a routed network's
-            // container, at its own address (echo requests: the gateway's).
-            let rule = match ext {
-                Some(_) => rules.find(outside.proto, outside.dport),
-                None => rules.find_direct(outside.proto, outside.dst, outside.dport),
-            };
-            published_flow(&self.table6, (&outside, flags), rule, now)
+            self.published6((&outside, flags), ext.is_some(), rules, now)
         })?;
         // Forwarded to the container: a router would decrement the hop limit to 0.
-        if hops && ip.hop_limit() <= 1 {
+        if HOPS && ip.hop_limit() <= 1 {
             return Err(NatDrop::HopLimit);
         }
         if ext.is_some() {
@@ -280,6 +274,27 @@ impl Nat {
             domain: hit.domain,
             ip: hit.other.src,
         })
+    }
+
+    /// The flow of a packet from outside that matched none: a new connection to a port
+    /// published on the uplink's address (`on_ext`), or, on a routed network's
+    /// container, at its own address (echo requests: the gateway's). Off the fast
+    /// path: the first packet of a flow, or one of none.
+    #[cold]
+    #[inline(never)]
+    fn published6(
+        &self,
+        (outside, flags): (&Tuple<V6>, u8),
+        on_ext: bool,
+        rules: &DnatRules<V6>,
+        now: u32,
+    ) -> Result<Hit<V6>, NatDrop> {
+        let rule = if on_ext {
+            rules.find(outside.proto, outside.dport)
+        } else {
+            rules.find_direct(outside.proto, outside.dst, outside.dport)
+        };
+        published_flow(&self.table6, (outside, flags), rule, now)
     }
 
     /// Translates an ICMPv6 error about a tracked flow: the outer address on our side

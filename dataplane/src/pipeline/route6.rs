@@ -69,19 +69,18 @@ pub(super) fn route_out6(
     let vnet = f.vnet;
     let mut eth = EthernetFrame::new_checked(f.data_mut()).map_err(|_| DropReason::Malformed)?;
     let mut ip = Ipv6Packet::new_checked(eth.payload_mut()).map_err(|_| DropReason::Malformed)?;
-    let hairpin = ip.dst() == up6.ext_ip;
-    // Masqueraded where masquerade is on (and for hairpin), else routed as it is where
-    // the network may reach the outside at all.
+    // Masqueraded where masquerade is on (and for hairpin: for the uplink's address),
+    // else routed as it is where the network may reach the outside at all.
     let ext = if dconf.egress {
         Some(up6.ext_ip)
     } else if up6.routes(domain) {
-        hairpin.then_some(up6.ext_ip)
+        (ip.dst() == up6.ext_ip).then_some(up6.ext_ip)
     } else {
         return Err(DropReason::NoRoute);
     };
     // IPv6 routers never fragment: too big is always answered (packet too big); not
     // for hairpin traffic, which never crosses the segment.
-    let punt = if !hairpin && too_big6(&ip, &vnet, mtu) {
+    let punt = if too_big6(&ip, &vnet, mtu) && ip.dst() != up6.ext_ip {
         Some(Punt::TooBig)
     } else if !ip.step_hop_limit() {
         Some(Punt::TimeExceeded)
@@ -99,8 +98,8 @@ pub(super) fn route_out6(
         Ok(NatVerdict::In { .. }) => return Err(DropReason::NoRoute),
         Err(d) => return Err(nat_drop(d)),
     };
-    if hairpin {
-        // Masqueraded behind the uplink's address, back in at once.
+    if dst == up6.ext_ip {
+        // Hairpin: masqueraded behind the uplink's address, back in at once.
         return match nat.hairpin6(eth.payload_mut(), dst, rules, partial, ctx.now) {
             Ok(NatVerdict::In { domain, ip: to }) => {
                 deliver_in6(ing, i, f, out, (up6, DomainId(domain), to))
