@@ -1,8 +1,10 @@
 //! IPv6 through the packet uplink, with real kernel stacks: a dual-stack network
 //! masqueraded behind vswitch's IPv6 address on the segment (NAT66: TCP with its data
 //! checked, UDP, ping6, `conntrack ls`), a network with masquerade off routed as it is
-//! (the outside sees the container's address, and reaches it only in reply), and a
-//! segment with a smaller MTU whose packet too big reaches the container.
+//! (the outside sees the container's address, and reaches it only in reply or on a
+//! published port), published ports on vswitch's IPv6 address (DNAT66, the client's
+//! address kept; hairpin from another container; closed for a container without IPv6),
+//! and a segment with a smaller MTU whose packet too big reaches the container.
 
 // Test code: a failed step is the test failing.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -392,4 +394,118 @@ fn a_flows_packet_out_of_hops_on_the_way_in_hears_time_exceeded_in_both_families
         assert_eq!(c.line().trim(), "in", "{socat}");
     }
     let _ = std::fs::remove_file(&py);
+}
+
+/// A one-line HTTP server on `port` of `ns` (`listen`: socat's listening address type,
+/// `TCP6-LISTEN` or `TCP4-LISTEN`) whose page is the client's address as the
+/// container sees it. The script is removed with the returned guard.
+fn http_peer(ns: &Netns, listen: &str, port: u16) -> (Proc, TempDir) {
+    let dir = TempDir::new("http-peer");
+    let script = dir.path().join("peer.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\n\
+         while IFS= read -r l; do case \"$l\" in \"\"|\"$(printf '\\r')\") break;; esac; done\n\
+         printf 'HTTP/1.0 200 OK\\r\\nContent-Type: text/plain\\r\\n\\r\\n'\n\
+         echo \"$SOCAT_PEERADDR\"\n",
+    )
+    .unwrap();
+    let s = script.display();
+    ns.must(&format!("chmod +x {s}"));
+    let p = ns.spawn(&format!(
+        "exec socat {listen}:{port},reuseaddr,fork EXEC:{s}"
+    ));
+    listening(ns, port);
+    (p, dir)
+}
+
+/// What `curl` fetched from `url` in `ns` (retried while neighbours resolve).
+fn curl(ns: &Netns, url: &str) -> String {
+    retry(ns, &format!("curl -sS -m 5 --connect-timeout 3 '{url}'"))
+}
+
+#[test]
+#[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
+fn published_ports_are_reached_on_the_uplinks_ipv6_address_with_the_clients_and_hairpin() {
+    require(&["curl"]);
+    let s = seg6(7, &[], &[]);
+    let (ext4, host4) = ("198.19.107.2", "198.19.107.1");
+    let _web = http_peer(&s.c, "TCP6-LISTEN", 80);
+    let _u = udp_whoami(&s.c, 53);
+    s.d.ctl_ok(&["publish", "web", "-p", "8080:80", "-p", "8053:53/udp"]);
+    // From outside over IPv6: the page, and the container saw the real client.
+    let page = curl(&s.out, &format!("http://[{}]:8080/", s.ext6));
+    assert!(
+        saw(&page, &s.host6),
+        "the container saw {page}, not {}",
+        s.host6
+    );
+    let got = retry(
+        &s.out,
+        &format!("echo hi | socat -T 3 -t 3 - UDP6:[{}]:8053", s.ext6),
+    );
+    assert!(saw(&got, &s.host6), "UDP: {got}");
+    // The flows are the IPv6 table's: inside the container, outside the published port.
+    let rows = flows6(&s.d);
+    let dnat = rows.iter().find(|f| {
+        f["protocol"] == "tcp" && f["outside"].as_str().is_some_and(|o| o.contains("]:8080"))
+    });
+    let dnat = dnat.unwrap_or_else(|| panic!("no DNAT66 flow: {rows:?}"));
+    assert!(dnat["inside"].as_str().unwrap().contains(&s.c6), "{dnat}");
+    // Hairpin: another container reaches web at the uplink's address, seen as it.
+    let o = Netns::new("o6");
+    s.d.ctl_ok(&["attach", "front", "--name", "api", "--netns", &o.path()]);
+    let page = curl(&o, &format!("http://[{}]:8080/", s.ext6));
+    assert!(
+        saw(&page, &s.ext6),
+        "hairpin seen as {page}, not {}",
+        s.ext6
+    );
+    // A container without IPv6 (an IPv4-only network): its port is reached over IPv4
+    // (the control: its server is up) and closed over IPv6 (refused at once).
+    s.d.ctl_ok(&["network", "create", "back", "--subnet", "10.237.0.0/24"]);
+    let v4 = Netns::new("v4");
+    s.d.ctl_ok(&["attach", "back", "--name", "old", "--netns", &v4.path()]);
+    let _old = http_peer(&v4, "TCP4-LISTEN", 80);
+    s.d.ctl_ok(&["publish", "old", "-p", "8081:80"]);
+    let page = curl(&s.out, &format!("http://{ext4}:8081/"));
+    assert!(page.contains(host4), "over IPv4: {page}");
+    let text = said(
+        &s.out,
+        &format!(
+            "socat -T 3 - TCP6:[{}]:8081,connect-timeout=3 </dev/null",
+            s.ext6
+        ),
+    );
+    assert!(text.contains("Connection refused"), "over IPv6: {text}");
+}
+
+#[test]
+#[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
+fn a_routed_networks_published_port_is_reached_at_the_container_and_on_the_uplink() {
+    require(&["curl"]);
+    let s = seg6(8, &["--no-masquerade"], &[]);
+    s.out
+        .must(&format!("ip -6 route add fd00:66:8::/64 via {}", s.ext6));
+    let _web = http_peer(&s.c, "TCP6-LISTEN", 80);
+    let _other = http_peer(&s.c, "TCP6-LISTEN", 81);
+    s.d.ctl_ok(&["publish", "web", "-p", "8080:80"]);
+    // At the container's own address (Docker's routed mode) and on the uplink's
+    // (DNAT66), the container seeing the client either way.
+    for url in [
+        format!("http://[{}]:80/", s.c6),
+        format!("http://[{}]:8080/", s.ext6),
+    ] {
+        let page = curl(&s.out, &url);
+        assert!(saw(&page, &s.host6), "{url}: {page}");
+    }
+    // A port it does not publish stays shut from outside, while its server answers
+    // inside (the control).
+    let own = s.c.must(&format!("curl -sS -m 3 'http://[{}]:81/'", s.c6));
+    assert!(saw(&own, &s.c6), "{own}");
+    let o = s.out.sh(&format!(
+        "curl -sS -m 3 --connect-timeout 2 'http://[{}]:81/'",
+        s.c6
+    ));
+    assert!(!o.status.success(), "reached: {}", o.stdout_text());
 }

@@ -504,7 +504,8 @@ pub enum UplinkCmd {
         #[arg(long)]
         mtu: Option<u32>,
         /// vswitch's IPv6 address on the segment (ADDR/N): networks with IPv6 leave
-        /// through it (NAT66), or are routed as they are (`--no-masquerade`).
+        /// through it (NAT66), or are routed as they are (`--no-masquerade`); published
+        /// ports of containers with IPv6 are reached on it too (DNAT66).
         #[arg(long)]
         address6: Option<String>,
         /// The IPv6 router beyond the segment.

@@ -287,6 +287,9 @@ pub struct Uplink6 {
     pub routed: Vec<DomainId>,
     /// (domain, address) -> MAC of every port with an IPv6 address, sorted.
     pub hosts: Vec<(DomainId, u128, MacAddr)>,
+    /// Published ports on `ext_ip` (DNAT66), to the containers with an IPv6 address;
+    /// a routed network's also at the container's own address.
+    pub rules: crate::nat::DnatRules<crate::nat::V6>,
 }
 
 /// A prefix as (network, mask) integers.
@@ -316,7 +319,15 @@ impl Uplink6 {
             inside: inside.iter().map(|p| masked(*p)).collect(),
             routed,
             hosts,
+            rules: crate::nat::DnatRules::default(),
         }
+    }
+
+    /// The same, with published ports `rules` on its address (DNAT66); those of
+    /// routed networks' containers are also reached at the container's address.
+    pub fn with_rules(mut self, rules: crate::nat::DnatRules<crate::nat::V6>) -> Uplink6 {
+        self.rules = rules.routed(|d| self.routes(DomainId(d)));
+        self
     }
 
     /// Whether `ip` is on the segment itself.

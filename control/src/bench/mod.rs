@@ -451,7 +451,8 @@ impl NatPlan {
     fn translate_out(&self, nat: &dataplane::nat::Nat, ip: &mut [u8]) {
         let rules = dataplane::nat::DnatRules::default();
         let _ = if self.v6 {
-            nat.outbound6(ip, 0, Some(EXT6), false, 0).map(|_| ())
+            let none = &dataplane::nat::DnatRules::EMPTY;
+            nat.outbound6(ip, 0, Some(EXT6), none, false, 0).map(|_| ())
         } else {
             nat.outbound(ip, 0, self.ext, &rules, false, 0).map(|_| ())
         };
@@ -461,7 +462,8 @@ impl NatPlan {
     fn translate_in(&self, nat: &dataplane::nat::Nat, ip: &mut [u8]) {
         let rules = dataplane::nat::DnatRules::default();
         let _ = if self.v6 {
-            nat.inbound6(ip, Some(EXT6), false, 0).map(|_| ())
+            let none = &dataplane::nat::DnatRules::EMPTY;
+            nat.inbound6(ip, Some(EXT6), none, false, 0).map(|_| ())
         } else {
             nat.inbound(ip, self.ext, &rules, false, 0).map(|_| ())
         };

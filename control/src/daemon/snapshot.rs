@@ -19,7 +19,9 @@ use dataplane::wire::MacAddr;
 
 use super::PortRt;
 use crate::net::{Ipv4Cidr, Ipv6Cidr};
-use crate::state::{Container, DEFAULT_UPLINK_MTU, DnsMode, Network, Proto, State, Uplink};
+use crate::state::{
+    Container, DEFAULT_UPLINK_MTU, DnsMode, Endpoint, Network, Proto, State, Uplink,
+};
 
 /// What the snapshot and the gateway's configuration are built from.
 pub(super) struct Inputs<'a> {
@@ -196,7 +198,7 @@ fn uplink_conf(i: &Inputs, seg: &PacketSegment) -> UplinkConf {
     hosts.dedup_by_key(|h| (h.0, h.1));
     let rules = i
         .containers()
-        .flat_map(|c| dnat_rules(i.state, c))
+        .flat_map(|c| dnat_rules(i.state, c, |e| e.ip))
         .collect();
     UplinkConf {
         ext_ip: seg.address.addr(),
@@ -212,7 +214,8 @@ fn uplink_conf(i: &Inputs, seg: &PacketSegment) -> UplinkConf {
 }
 
 /// The packet uplink's IPv6: every network's prefix, the routed ones (masquerade off,
-/// not internal), every port's IPv6 address.
+/// not internal), every port's IPv6 address, the published ports of the containers
+/// with one (DNAT66).
 fn uplink6(i: &Inputs, address: Ipv6Cidr, next_hop: Option<Ipv6Addr>) -> Uplink6 {
     let nets = i.state.networks.values();
     let inside: Vec<Ipv6Cidr> = nets
@@ -231,15 +234,25 @@ fn uplink6(i: &Inputs, address: Ipv6Cidr, next_hop: Option<Ipv6Addr>) -> Uplink6
             Some((domain, e.ip6?, e.mac))
         })
         .collect();
+    let rules = i
+        .containers()
+        .flat_map(|c| dnat_rules(i.state, c, |e| e.ip6))
+        .collect();
     Uplink6::new(address, next_hop, &inside, routed, &hosts)
+        .with_rules(dataplane::nat::DnatRules::new(rules))
 }
 
-/// A container's published ports as DNAT rules to its first endpoint.
-fn dnat_rules(state: &State, c: &Container) -> Vec<dataplane::nat::DnatRule> {
+/// A container's published ports as DNAT rules to its first endpoint's address of one
+/// family (`addr`: none, no rules in that family).
+fn dnat_rules<A: dataplane::nat::Af>(
+    state: &State,
+    c: &Container,
+    addr: impl Fn(&Endpoint) -> Option<A::Addr>,
+) -> Vec<dataplane::nat::DnatRule<A>> {
     let Some(e) = c.endpoints.first() else {
         return Vec::new();
     };
-    let (Some(n), Some(ip)) = (state.networks.get(&e.network), e.ip) else {
+    let (Some(n), Some(ip)) = (state.networks.get(&e.network), addr(e)) else {
         return Vec::new();
     };
     c.published
@@ -591,6 +604,32 @@ mod tests {
         let c = gateway_config(&inputs(&w, true));
         assert!(matches!(c.uplink, UplinkMode::Packet));
         assert_eq!(c.packet.map(|p| p.ext_ip), Some(u.ext_ip));
+    }
+
+    #[test]
+    fn published_ports_reach_a_container_over_ipv6_only_when_it_has_an_address6() {
+        let mut w = world();
+        w.state.uplink = Uplink::Packet {
+            tap: Some("up0".into()),
+            netns: None,
+            address: "198.51.100.2/24".parse().unwrap(),
+            next_hop: None,
+            mtu: None,
+            address6: Some("2001:db8:ff::2/64".parse().unwrap()),
+            next_hop6: None,
+        };
+        let tcp = dataplane::wire::IpProtocol::Tcp;
+        // Without IPv6 the port stays closed on the uplink's IPv6 address.
+        let s = snapshot(&inputs(&w, true));
+        let u = s.uplink.as_ref().unwrap();
+        assert!(u.rules.find(tcp, 8080).is_some(), "the IPv4 rule (control)");
+        assert!(u.v6.as_ref().unwrap().rules.is_empty());
+        let ip6: Ipv6Addr = "fd00:1::5".parse().unwrap();
+        w.state.containers.get_mut("web").unwrap().endpoints[0].ip6 = Some(ip6);
+        let s = snapshot(&inputs(&w, true));
+        let v6 = s.uplink.as_ref().and_then(|u| u.v6.as_ref()).unwrap();
+        let r = v6.rules.find(tcp, 8080).unwrap();
+        assert_eq!((r.ip, r.port), (ip6, 80));
     }
 
     #[test]

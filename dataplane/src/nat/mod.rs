@@ -43,35 +43,77 @@ pub use af::{Af, V4, V6};
 pub use rewrite::{Nat, NatDrop, NatVerdict};
 pub use table::{FlowInfo, FlowTable, NatCounters, Tuple};
 
-use std::net::Ipv4Addr;
-
 use crate::wire::IpProtocol;
 
-/// A published port on the packet uplink: (protocol, external port) -> container.
+/// A published port on the packet uplink: (protocol, external port) -> container, in
+/// one address family (IPv4 on `--address`, IPv6 on `--address6`: DNAT66).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DnatRule {
+pub struct DnatRule<A: Af = V4> {
     pub proto: IpProtocol,
     pub ext_port: u16,
     pub domain: u16,
-    pub ip: Ipv4Addr,
+    pub ip: A::Addr,
     pub port: u16,
 }
 
-/// The published ports, built at configuration time, read per packet.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct DnatRules {
-    rules: Vec<DnatRule>,
+/// The published ports of one family, built at configuration time, read per packet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnatRules<A: Af = V4> {
+    /// By (protocol, external port).
+    rules: Vec<DnatRule<A>>,
+    /// The rules of routed networks' containers, by (protocol, container address and
+    /// port): reached at the container's own address too (Docker's routed mode).
+    direct: Vec<DnatRule<A>>,
 }
 
-impl DnatRules {
-    pub fn new(mut rules: Vec<DnatRule>) -> DnatRules {
+impl<A: Af> Default for DnatRules<A> {
+    fn default() -> Self {
+        Self::EMPTY
+    }
+}
+
+impl<A: Af> DnatRules<A> {
+    /// No published ports.
+    pub const EMPTY: DnatRules<A> = DnatRules {
+        rules: Vec::new(),
+        direct: Vec::new(),
+    };
+
+    pub fn new(mut rules: Vec<DnatRule<A>>) -> DnatRules<A> {
         rules.sort_by_key(|r| (r.proto, r.ext_port));
         rules.dedup_by_key(|r| (r.proto, r.ext_port));
-        DnatRules { rules }
+        DnatRules {
+            rules,
+            direct: Vec::new(),
+        }
+    }
+
+    /// The same, the rules of the networks `routed` says are routed also reached at
+    /// the container's own address and port.
+    pub fn routed(mut self, routed: impl Fn(u16) -> bool) -> DnatRules<A> {
+        let mut direct: Vec<_> = self
+            .rules
+            .iter()
+            .filter(|r| routed(r.domain))
+            .copied()
+            .collect();
+        direct.sort_by_key(|r| (r.proto, r.ip, r.port));
+        direct.dedup_by_key(|r| (r.proto, r.ip, r.port));
+        self.direct = direct;
+        self
+    }
+
+    /// The rule of a routed network's container publishing `port` of `ip`.
+    #[inline]
+    pub fn find_direct(&self, proto: IpProtocol, ip: A::Addr, port: u16) -> Option<&DnatRule<A>> {
+        self.direct
+            .binary_search_by_key(&(proto, ip, port), |r| (r.proto, r.ip, r.port))
+            .ok()
+            .and_then(|i| self.direct.get(i))
     }
 
     #[inline]
-    pub fn find(&self, proto: IpProtocol, ext_port: u16) -> Option<&DnatRule> {
+    pub fn find(&self, proto: IpProtocol, ext_port: u16) -> Option<&DnatRule<A>> {
         self.rules
             .binary_search_by_key(&(proto, ext_port), |r| (r.proto, r.ext_port))
             .ok()
@@ -82,7 +124,7 @@ impl DnatRules {
         self.rules.is_empty()
     }
 
-    pub fn rules(&self) -> &[DnatRule] {
+    pub fn rules(&self) -> &[DnatRule<A>] {
         &self.rules
     }
 }

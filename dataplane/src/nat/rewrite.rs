@@ -9,9 +9,9 @@
 
 use std::net::Ipv4Addr;
 
-use super::DnatRules;
 use super::af::{Af, V4, V6};
 use super::table::{FlowTable, Hit, Refusal, Side, Tuple};
+use super::{DnatRule, DnatRules};
 use crate::wire::icmp::{IcmpType, is_error};
 use crate::wire::ipv4::{split_quote, split_quote_mut};
 use crate::wire::{Checksum, Icmpv4Packet, IpProtocol, Ipv4Packet, PortsHeader};
@@ -243,6 +243,29 @@ pub(super) fn flow_in<A: Af>(
     Ok((hit, port))
 }
 
+/// A flow for a packet from outside (`outside`, with its TCP `flags`) that matched
+/// none: only a new connection to a published port (for TCP only a SYN; `rule`, the
+/// port's rule, found by the caller) makes one, to the rule's container (DNAT, or
+/// DNAT66: the client's address kept). Both families.
+pub(super) fn published_flow<A: Af>(
+    table: &FlowTable<A>,
+    (outside, flags): (&Tuple<A>, u8),
+    rule: Option<&DnatRule<A>>,
+    now: u32,
+) -> Result<Hit<A>, NatDrop> {
+    // Echo requests to the uplink's address are the gateway's to answer.
+    if outside.proto == A::ICMP {
+        return Err(NatDrop::Local);
+    }
+    let rule = rule.ok_or(NatDrop::NoFlow)?;
+    if outside.proto == IpProtocol::Tcp && flags & 0x12 != 0x02 {
+        return Err(NatDrop::NoFlow);
+    }
+    table
+        .create_inbound(*outside, (rule.ip, rule.port), rule.domain, now)
+        .map_err(refused)
+}
+
 /// Rewrites an ICMP error about a flow: the outer address at `end` becomes `addr`, and
 /// the quoted packet's opposite end becomes `addr` and `port`; the ICMP checksum is
 /// recomputed (errors are small).
@@ -426,7 +449,8 @@ impl Nat {
             ports_tuple(&ip, proto)?
         };
         let (hit, port) = flow_in(&self.table, (&outside, flags), now, || {
-            self.inbound_new(&outside, flags, rules, now)
+            let rule = rules.find(outside.proto, outside.dport);
+            published_flow(&self.table, (&outside, flags), rule, now)
         })?;
         // Forwarded to the container: a router would decrement the TTL to 0.
         if hops && ip.ttl() <= 1 {
@@ -438,30 +462,6 @@ impl Nat {
             domain: hit.domain,
             ip: hit.other.src,
         })
-    }
-
-    /// A flow for a packet from outside that matched none: only a new connection to a
-    /// published port (for TCP only a SYN) makes one.
-    fn inbound_new(
-        &self,
-        outside: &Tuple,
-        flags: u8,
-        rules: &DnatRules,
-        now: u32,
-    ) -> Result<Hit, NatDrop> {
-        // Echo requests to the uplink's address are the gateway's to answer.
-        if outside.proto == IpProtocol::Icmp {
-            return Err(NatDrop::Local);
-        }
-        let rule = rules
-            .find(outside.proto, outside.dport)
-            .ok_or(NatDrop::NoFlow)?;
-        if outside.proto == IpProtocol::Tcp && flags & 0x12 != 0x02 {
-            return Err(NatDrop::NoFlow);
-        }
-        self.table
-            .create_inbound(*outside, (rule.ip, rule.port), rule.domain, now)
-            .map_err(refused)
     }
 
     /// Translates an ICMP error about a tracked flow: the outer address on our side and

@@ -5,15 +5,25 @@
 //! extension headers, an ICMPv6 checksum that covers the pseudo-header (so an echo's
 //! identifier and address change together), and errors quoting an IPv6 packet.
 //!
+//! Published ports (DNAT66): a new TCP SYN or UDP datagram to the uplink's address on a
+//! published port makes a flow to the container's IPv6 address and port (the client's
+//! address kept), as IPv4's DNAT does; hairpin (a container reaching the uplink's
+//! address) goes out masqueraded and comes back in at once.
+//!
 //! Routed mode (`ext` None): the flow is tracked with the container's own address as
-//! its outside address, nothing is rewritten, and a packet from outside passes only
-//! for a flow the container started (Docker's routed mode without published ports).
+//! its outside address, nothing is rewritten, and a packet from outside to the
+//! container's address passes for a flow the container started, or as a new
+//! connection to a port the container publishes (Docker's routed mode: the container
+//! port, at its address, untranslated). A routed network's published ports are also
+//! reached on the uplink's address as a masqueraded one's are: such a flow is
+//! translated both ways whatever the network's mode.
 
 use std::net::Ipv6Addr;
 
+use super::DnatRules;
 use super::af::V6;
-use super::rewrite::{Echo, End, echo_tuple, flow_in, flow_out, quoted_flow_key};
-use super::table::{Side, Tuple};
+use super::rewrite::{Echo, End, echo_tuple, flow_in, flow_out, published_flow, quoted_flow_key};
+use super::table::{Hit, Side, Tuple};
 use super::{Nat, NatDrop, NatVerdict};
 use crate::wire::icmpv6::{Icmpv6Packet, is_error};
 use crate::wire::ipv6::{HEADER_LEN, Icmpv6Type, NextHeader, Upper};
@@ -162,12 +172,15 @@ fn translate_quote(quote: &mut [u8], end: End, addr: Ipv6Addr, port: u16) {
 
 impl Nat {
     /// An IPv6 packet from a container of `domain` leaving through the uplink: with
-    /// `ext`, masqueraded behind it (NAT66); without, tracked as it is (routed mode).
+    /// `ext`, masqueraded behind it (NAT66, never on a port `rules` publishes);
+    /// without, tracked as it is (routed mode). A reply of a published port's flow
+    /// leaves from the uplink's address and published port either way.
     pub fn outbound6(
         &self,
         pkt: &mut [u8],
         domain: u16,
         ext: Option<Ipv6Addr>,
+        rules: &DnatRules<V6>,
         partial: bool,
         now: u32,
     ) -> Result<NatVerdict<V6>, NatDrop> {
@@ -185,9 +198,10 @@ impl Nat {
             (&inside, flags),
             (outside_addr, domain),
             now,
-            |_, _| false,
+            |p, port| ext.is_some() && rules.find(p, port).is_some(),
         )?;
-        if ext.is_some() {
+        // Masqueraded, or a published port's flow (its outside end is the uplink's).
+        if ext.is_some() || hit.other.dst != inside.src {
             let csum = Checksum::partial_if(partial);
             let to = (End::Src, inside.src, hit.other.dst, port);
             translate(&mut ip, upper, to, csum);
@@ -195,17 +209,47 @@ impl Nat {
         Ok(NatVerdict::Out { dst })
     }
 
-    /// An IPv6 packet that arrived on the uplink: for `ext` (masquerade), or for a
-    /// container of a routed network (`ext` None). Only packets of a flow a container
-    /// started pass (IPv6 has no published ports on the packet uplink).
+    /// An IPv6 packet that arrived on the uplink: for `ext` (masquerade, or a new
+    /// connection to a port `rules` publishes: DNAT66), or for a container of a routed
+    /// network (`ext` None: only packets of a flow the container started pass). One of
+    /// a flow at hop limit 1 is left untranslated ([`NatDrop::HopLimit`]).
     pub fn inbound6(
         &self,
         pkt: &mut [u8],
         ext: Option<Ipv6Addr>,
+        rules: &DnatRules<V6>,
         partial: bool,
         now: u32,
     ) -> Result<NatVerdict<V6>, NatDrop> {
-        let mut ip = Ipv6Packet::new_checked(pkt).map_err(|_| NatDrop::Malformed)?;
+        let ip = Ipv6Packet::new_checked(pkt).map_err(|_| NatDrop::Malformed)?;
+        self.inbound6_view::<true>(ip, ext, rules, partial, now)
+    }
+
+    /// A packet from a container for the uplink's address `ext`, masqueraded behind it
+    /// by [`Nat::outbound6`], translated back in at once (hairpin): as
+    /// [`Nat::inbound6`], its hop limit not looked at again (stepped on the way out).
+    pub fn hairpin6(
+        &self,
+        pkt: &mut [u8],
+        ext: Ipv6Addr,
+        rules: &DnatRules<V6>,
+        partial: bool,
+        now: u32,
+    ) -> Result<NatVerdict<V6>, NatDrop> {
+        let ip = Ipv6Packet::new_checked(pkt).map_err(|_| NatDrop::Malformed)?;
+        self.inbound6_view::<false>(ip, Some(ext), rules, partial, now)
+    }
+
+    /// [`Nat::inbound6`], checking the hop limit where `HOPS` says.
+    #[inline(always)]
+    fn inbound6_view<const HOPS: bool>(
+        &self,
+        mut ip: Ipv6Packet<&mut [u8]>,
+        ext: Option<Ipv6Addr>,
+        rules: &DnatRules<V6>,
+        partial: bool,
+        now: u32,
+    ) -> Result<NatVerdict<V6>, NatDrop> {
         let upper = upper_of(&ip)?;
         let dst = ip.dst();
         if ext.is_some_and(|e| e != dst) {
@@ -215,15 +259,10 @@ impl Nat {
             return self.icmp_error6(ip, upper.1, Side::Outside, ext, now);
         };
         let (hit, port) = flow_in(&self.table6, (&outside, flags), now, || {
-            // Echo requests to the uplink's address are the gateway's to answer.
-            Err(if outside.proto == IpProtocol::Icmpv6 && ext.is_some() {
-                NatDrop::Local
-            } else {
-                NatDrop::NoFlow
-            })
+            self.published6((&outside, flags), ext.is_some(), rules, now)
         })?;
         // Forwarded to the container: a router would decrement the hop limit to 0.
-        if ip.hop_limit() <= 1 {
+        if HOPS && ip.hop_limit() <= 1 {
             return Err(NatDrop::HopLimit);
         }
         if ext.is_some() {
@@ -235,6 +274,27 @@ impl Nat {
             domain: hit.domain,
             ip: hit.other.src,
         })
+    }
+
+    /// The flow of a packet from outside that matched none: a new connection to a port
+    /// published on the uplink's address (`on_ext`), or, on a routed network's
+    /// container, at its own address (echo requests: the gateway's). Off the fast
+    /// path: the first packet of a flow, or one of none.
+    #[cold]
+    #[inline(never)]
+    fn published6(
+        &self,
+        (outside, flags): (&Tuple<V6>, u8),
+        on_ext: bool,
+        rules: &DnatRules<V6>,
+        now: u32,
+    ) -> Result<Hit<V6>, NatDrop> {
+        let rule = if on_ext {
+            rules.find(outside.proto, outside.dport)
+        } else {
+            rules.find_direct(outside.proto, outside.dst, outside.dport)
+        };
+        published_flow(&self.table6, (outside, flags), rule, now)
     }
 
     /// Translates an ICMPv6 error about a tracked flow: the outer address on our side
@@ -277,7 +337,13 @@ impl Nat {
                 hit.other.dport,
             ),
         };
-        if ext.is_some() {
+        // Translated unless the flow's two ends are the same (routed mode's own flows;
+        // a published port's flow is translated whatever the network's mode).
+        let here = match outer {
+            End::Src => ip.src(),
+            End::Dst => ip.dst(),
+        };
+        if ext.is_some() || here != addr {
             match outer {
                 End::Src => ip.rewrite_src(addr),
                 End::Dst => ip.rewrite_dst(addr),

@@ -1,8 +1,10 @@
 //! IPv6 through the packet uplink: each network's IPv6 masqueraded behind the uplink's
 //! address (NAT66) or routed as it is (a network with masquerade off), tracked by the
-//! IPv6 flow table either way; the hop limit stepped, the MACs rewritten for the next
-//! hop. What the workers cannot finish (packet too big, hop limit exceeded, an
-//! unresolved neighbour) is punted to the gateway, as for IPv4.
+//! IPv6 flow table either way; published ports reached on the uplink's address
+//! (DNAT66), from outside and from the containers (hairpin); the hop limit stepped,
+//! the MACs rewritten for the next hop. What the workers cannot finish (packet too
+//! big, hop limit exceeded, an unresolved neighbour) is punted to the gateway, as for
+//! IPv4.
 
 use std::net::Ipv6Addr;
 
@@ -16,8 +18,9 @@ use crate::port::{Frame, Punt, VnetHdr};
 use crate::wire::ipv6::{HEADER_LEN, Icmpv6Type, NextHeader, is_link_local};
 use crate::wire::{EthernetFrame, Ipv6Packet, MacAddr};
 
-/// Whether an IPv6 frame for the gateway's MAC is for somewhere outside every network,
-/// from an address that may be routed, with a packet uplink carrying IPv6 to take it.
+/// Whether an IPv6 frame for the gateway's MAC is for somewhere outside every network
+/// (or the uplink's own address: hairpin), from an address that may be routed, with a
+/// packet uplink carrying IPv6 to take it.
 #[inline(always)]
 pub(super) fn bound_outside6(ing: &Ingress<'_>, dconf: &DomainConf, frame: &[u8]) -> bool {
     let Some(up6) = ing.ctx.snap.uplink.as_ref().and_then(|u| u.v6.as_ref()) else {
@@ -37,7 +40,6 @@ pub(super) fn bound_outside6(ing: &Ingress<'_>, dconf: &DomainConf, frame: &[u8]
     routable(&src)
         && routable(&dst)
         && dconf.v6.is_none_or(|v| v.gateway != dst)
-        && dst != up6.ext_ip
         && !up6.is_inside(dst)
 }
 
@@ -50,7 +52,8 @@ fn uplink6<'a>(ing: &Ingress<'a>) -> Result<(&'a Uplink6, &'a crate::nat::Nat), 
 
 /// An IPv6 frame from a container bound outside: checked against the segment's MTU
 /// and its hop limit, tracked (and masqueraded, unless its network is routed), sent
-/// out the packet uplink.
+/// out the packet uplink; for the uplink's own address, masqueraded whatever the
+/// network's mode and translated back in at once (hairpin).
 #[inline(always)]
 pub(super) fn route_out6(
     ing: &Ingress<'_>,
@@ -62,21 +65,22 @@ pub(super) fn route_out6(
     let ctx = ing.ctx;
     let (up6, nat) = uplink6(ing)?;
     let mtu = ctx.snap.uplink.as_ref().map_or(0, |u| u.mtu);
-    // Masqueraded where masquerade is on, else routed as it is where the network may
-    // reach the outside at all.
-    let ext = if dconf.egress {
-        Some(up6.ext_ip)
-    } else if up6.routes(domain) {
-        None
-    } else {
-        return Err(DropReason::NoRoute);
-    };
     let partial = f.vnet.flags & VnetHdr::F_NEEDS_CSUM != 0;
     let vnet = f.vnet;
     let mut eth = EthernetFrame::new_checked(f.data_mut()).map_err(|_| DropReason::Malformed)?;
     let mut ip = Ipv6Packet::new_checked(eth.payload_mut()).map_err(|_| DropReason::Malformed)?;
-    // IPv6 routers never fragment: too big is always answered (packet too big).
-    let punt = if too_big6(&ip, &vnet, mtu) {
+    // Masqueraded where masquerade is on (and for hairpin: for the uplink's address),
+    // else routed as it is where the network may reach the outside at all.
+    let ext = if dconf.egress {
+        Some(up6.ext_ip)
+    } else if up6.routes(domain) {
+        (ip.dst() == up6.ext_ip).then_some(up6.ext_ip)
+    } else {
+        return Err(DropReason::NoRoute);
+    };
+    // IPv6 routers never fragment: too big is always answered (packet too big); not
+    // for hairpin traffic, which never crosses the segment.
+    let punt = if too_big6(&ip, &vnet, mtu) && ip.dst() != up6.ext_ip {
         Some(Punt::TooBig)
     } else if !ip.step_hop_limit() {
         Some(Punt::TimeExceeded)
@@ -88,11 +92,22 @@ pub(super) fn route_out6(
         out.push(GATEWAY_PORT, i, Encap::None);
         return Ok(());
     }
-    let dst = match nat.outbound6(eth.payload_mut(), domain.0, ext, partial, ctx.now) {
+    let rules = &up6.rules;
+    let dst = match nat.outbound6(eth.payload_mut(), domain.0, ext, rules, partial, ctx.now) {
         Ok(NatVerdict::Out { dst }) => dst,
         Ok(NatVerdict::In { .. }) => return Err(DropReason::NoRoute),
         Err(d) => return Err(nat_drop(d)),
     };
+    if dst == up6.ext_ip {
+        // Hairpin: masqueraded behind the uplink's address, back in at once.
+        return match nat.hairpin6(eth.payload_mut(), dst, rules, partial, ctx.now) {
+            Ok(NatVerdict::In { domain, ip: to }) => {
+                deliver_in6(ing, i, f, out, (up6, DomainId(domain), to))
+            }
+            Ok(NatVerdict::Out { .. }) => Err(DropReason::NoRoute),
+            Err(d) => Err(nat_drop(d)),
+        };
+    }
     send_out6(ing, i, f, out, (up6, dst))
 }
 
@@ -164,7 +179,7 @@ pub(super) fn from_uplink6(
         return Err(DropReason::NoNetwork);
     }
     let ext = (ip.dst() == up6.ext_ip).then_some(up6.ext_ip);
-    match nat.inbound6(eth.payload_mut(), ext, partial, ing.ctx.now) {
+    match nat.inbound6(eth.payload_mut(), ext, &up6.rules, partial, ing.ctx.now) {
         Ok(NatVerdict::In { domain, ip: to }) => {
             let stepped =
                 Ipv6Packet::new_checked(eth.payload_mut()).is_ok_and(|mut p| p.step_hop_limit());

@@ -1436,17 +1436,21 @@ fn neighbour_solicitations_are_directed_to_their_group() {
 mod nat6 {
     use super::*;
     use crate::config::{UPLINK_DOMAIN, Uplink6, UplinkConf};
+    use crate::nat::{DnatRule, DnatRules};
     use crate::wire::Ipv6Cidr;
     use std::net::Ipv6Addr;
 
     const EXT6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xff, 0, 0, 0, 0, 2);
     const INSIDE6: Ipv6Addr = Ipv6Addr::new(0xfd00, 1, 0, 0, 0, 0, 0, 2);
     const FAR: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 9, 0, 0, 0, 0, 9);
+    /// A second container (port 3), without a published port.
+    const OTHER6: Ipv6Addr = Ipv6Addr::new(0xfd00, 1, 0, 0, 0, 0, 0, 3);
     const HOP: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0x99]);
     const GW: MacAddr = MacAddr([0x02, 0x42, 10, 1, 0, 1]);
 
     /// The rig with a packet uplink carrying IPv6 on port 1 (next hop resolved);
-    /// network 0's IPv6 routed as it is when `routed`, else masqueraded.
+    /// network 0's IPv6 routed as it is when `routed`, else masqueraded; port 2's
+    /// container publishes UDP port 80 as 8080 (DNAT66).
     fn rig6(routed: bool, mtu: u16) -> (Rig, Nat, Neighbours) {
         let mut r = Rig::new();
         r.snap.ports[1] = Some(PortConf {
@@ -1469,13 +1473,25 @@ mod nat6 {
             next_hop: None,
             mtu,
             rules: Default::default(),
-            v6: Some(Uplink6::new(
-                Ipv6Cidr::new(EXT6, 64),
-                Some(Ipv6Addr::new(0x2001, 0xdb8, 0xff, 0, 0, 0, 0, 1)),
-                &[Ipv6Cidr::new(INSIDE6, 64).network()],
-                if routed { vec![DomainId(0)] } else { vec![] },
-                &[(DomainId(0), INSIDE6, mac(2))],
-            )),
+            v6: Some(
+                Uplink6::new(
+                    Ipv6Cidr::new(EXT6, 64),
+                    Some(Ipv6Addr::new(0x2001, 0xdb8, 0xff, 0, 0, 0, 0, 1)),
+                    &[Ipv6Cidr::new(INSIDE6, 64).network()],
+                    if routed { vec![DomainId(0)] } else { vec![] },
+                    &[
+                        (DomainId(0), INSIDE6, mac(2)),
+                        (DomainId(0), OTHER6, mac(3)),
+                    ],
+                )
+                .with_rules(DnatRules::new(vec![DnatRule {
+                    proto: crate::wire::IpProtocol::Udp,
+                    ext_port: 8080,
+                    domain: 0,
+                    ip: INSIDE6,
+                    port: 80,
+                }])),
+            ),
             hosts: vec![],
         });
         if let Some(Some(d)) = r.snap.domains.get_mut(0) {
@@ -1573,5 +1589,78 @@ mod nat6 {
             vec![0]
         );
         assert!(nat.table6.is_empty(), "nothing tracked");
+    }
+
+    fn src_port(f: &[u8]) -> u16 {
+        u16::from_be_bytes([f[54], f[55]])
+    }
+
+    /// Sends `frames` in on `port` through the NAT; returns what each port sent.
+    fn through(
+        r: &mut Rig,
+        (nat, neigh): (&Nat, &Neighbours),
+        port: u16,
+        f: Vec<u8>,
+    ) -> Vec<Vec<Vec<u8>>> {
+        r.run_full(port, &[f], 0, Some((nat, neigh)))
+    }
+
+    #[test]
+    fn dnat66_from_outside_reaches_the_container_and_the_reply_leaves_from_the_port() {
+        for routed in [false, true] {
+            let (mut r, nat, neigh) = rig6(routed, 1500);
+            let nn = (&nat, &neigh);
+            let ext_mac = MacAddr::from_ipv4(Ipv4Addr::new(198, 51, 100, 2));
+            // The container's MAC learned (else the first frame floods its network).
+            through(&mut r, nn, 2, udp6((GW, mac(2)), (INSIDE6, 1), (FAR, 9), 1));
+            let q = udp6((ext_mac, HOP), (FAR, 4000), (EXT6, 8080), 10);
+            let sent = through(&mut r, nn, 1, q);
+            assert_eq!(who_got(&sent), vec![2], "routed {routed}: {sent:?}");
+            let (src, dst, _) = addrs(&sent[2][0]);
+            assert_eq!((src, dst), (FAR, INSIDE6), "the client's address kept");
+            let a = udp6((GW, mac(2)), (INSIDE6, 80), (FAR, 4000), 10);
+            let sent = through(&mut r, nn, 2, a);
+            assert_eq!(who_got(&sent), vec![1]);
+            let out = &sent[1][0];
+            assert_eq!((addrs(out).0, addrs(out).1), (EXT6, FAR));
+            assert_eq!(src_port(out), 8080, "from the published port");
+            // A closed port: the gateway's to refuse (port unreachable).
+            let closed = udp6((ext_mac, HOP), (FAR, 4000), (EXT6, 8081), 10);
+            assert_eq!(who_got(&through(&mut r, nn, 1, closed)), vec![0]);
+            // The container port at the container's address: open on a routed network
+            // (Docker's routed mode), only replies on a masqueraded one.
+            let direct = udp6((ext_mac, HOP), (FAR, 4001), (INSIDE6, 80), 10);
+            let want: Vec<usize> = if routed { vec![2] } else { vec![] };
+            assert_eq!(who_got(&through(&mut r, nn, 1, direct)), want);
+        }
+    }
+
+    #[test]
+    fn hairpin6_reaches_a_published_port_from_another_container_and_back() {
+        for routed in [false, true] {
+            hairpin6_on(routed);
+        }
+    }
+
+    /// Hairpin on a masqueraded or a routed network: masqueraded behind the uplink's
+    /// address either way.
+    fn hairpin6_on(routed: bool) {
+        let (mut r, nat, neigh) = rig6(routed, 1500);
+        let nn = (&nat, &neigh);
+        through(&mut r, nn, 2, udp6((GW, mac(2)), (INSIDE6, 1), (FAR, 9), 1));
+        let q = udp6((GW, mac(3)), (OTHER6, 6000), (EXT6, 8080), 10);
+        let sent = through(&mut r, nn, 3, q);
+        assert_eq!(who_got(&sent), vec![2], "{sent:?}");
+        let (src, dst, _) = addrs(&sent[2][0]);
+        assert_eq!((src, dst), (EXT6, INSIDE6), "masqueraded as the uplink's");
+        let back_port = src_port(&sent[2][0]);
+        let a = udp6((GW, mac(2)), (INSIDE6, 80), (EXT6, back_port), 10);
+        let sent = through(&mut r, nn, 2, a);
+        assert_eq!(who_got(&sent), vec![3], "{sent:?}");
+        let (src, dst, _) = addrs(&sent[3][0]);
+        assert_eq!((src, dst, src_port(&sent[3][0])), (EXT6, OTHER6, 8080));
+        // A port nothing publishes: dropped, nothing delivered.
+        let closed = udp6((GW, mac(3)), (OTHER6, 6001), (EXT6, 8081), 10);
+        assert!(who_got(&through(&mut r, nn, 3, closed)).is_empty());
     }
 }
