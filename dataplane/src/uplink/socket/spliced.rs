@@ -6,7 +6,6 @@ use super::*;
 
 /// A published-port connection from the host's loopback, spliced into the container.
 pub(super) struct SplicedConn {
-    pub(super) s: Splice,
     pub(super) who: ContainerId,
     /// The container's end, and the source it sees (the gateway, the client's port),
     /// of the client's family.
@@ -20,39 +19,40 @@ pub(super) struct SplicedConn {
     pub(super) last: Instant,
 }
 impl SocketUplink {
-    /// Splices a loopback client into the container's namespace; gives the stream back
-    /// when the connection is to take the frame path instead: the container lacks the
-    /// client's family (the frame path leads it to the other), or its namespace cannot
-    /// be entered or routed.
+    /// Splices a loopback client, accepted into `host`, into the container's
+    /// namespace; true when the connection is to take the frame path instead (the
+    /// client left at `host`): the container lacks the client's family (the frame path
+    /// leads it to the other), or its namespace cannot be entered or routed.
     pub(super) fn try_splice(
         &mut self,
-        reg: &Registry,
+        io: &mut dyn HostSockets,
         i: usize,
-        stream: TcpStream,
+        host: TcpSock,
         peer: SocketAddr,
-    ) -> Option<TcpStream> {
+    ) -> bool {
         if !peer.ip().is_loopback() {
-            return Some(stream);
+            return true;
         }
         let Some(Some(p)) = self.published.get(i) else {
-            return Some(stream);
+            return true;
         };
         let to = p.to;
         // The container's address of the client's family, seen from its gateway of it.
         let (Some(container), Some(who)) = (to.of_family(peer.is_ipv6()), to.who()) else {
-            return Some(stream);
+            return true;
         };
         let Some(gateway) = self.gateway_of(to.domain, container) else {
-            return Some(stream);
+            return true;
         };
         let from = SocketAddr::new(gateway, peer.port());
         if !self.splice_ready_for(i, peer.is_ipv6()) {
             self.stats.splice_fallbacks += 1;
-            return Some(stream);
+            return true;
         }
         if !self.admit(who, FlowKind::Tcp, true) {
+            io.tcp_close(host);
             self.stats.tcp_refused += 1;
-            return None;
+            return false;
         }
         let dst = SocketAddr::new(container, to.port);
         let inner = match self.published.get_mut(i) {
@@ -62,30 +62,33 @@ impl SocketUplink {
             })) => pool.take(),
             _ => Err(SpliceError::NoSocket),
         };
-        let inner =
-            inner.and_then(|fd| splice::connect(fd, from, dst).map_err(SpliceError::Socket));
-        match inner {
-            Ok(inner) => {
-                let ends = (who, from, dst, (i, to));
-                self.splice_opened(reg, (stream, peer), inner, ends);
-            }
+        let slot = SpliceId(free_slot(&self.splices));
+        let spliced = inner.and_then(|fd| io.splice(slot, host, fd, (from, dst)));
+        match spliced {
+            Ok(()) => self.splice_opened(slot, peer, (who, from, dst, (i, to))),
             // The connect failed at once (no route inside): frames, from now on.
             Err(SpliceError::Socket(e)) if splice::falls_back(&e) => {
                 self.quotas.release(who, FlowKind::Tcp, true);
                 self.stop_splicing((i, to), &e);
-                return Some(stream);
+                return true;
             }
             Err(e) => {
                 // Once the rule is in, a frame-path reply would be routed to the
                 // loopback too: the connection is refused.
+                io.tcp_close(host);
                 self.quotas.release(who, FlowKind::Tcp, true);
-                self.stats.tcp_refused += 1;
-                if matches!(e, SpliceError::NoSocket) {
-                    self.refuse(who, Refusal::FdLimit);
+                match e {
+                    SpliceError::Pipes(_) => self.refuse(who, Refusal::FdLimit),
+                    SpliceError::Poll(_) => {}
+                    SpliceError::NoSocket => {
+                        self.stats.tcp_refused += 1;
+                        self.refuse(who, Refusal::FdLimit);
+                    }
+                    _ => self.stats.tcp_refused += 1,
                 }
             }
         }
-        None
+        false
     }
 
     /// Whether published port `i` splices: its pool, of the published socket's family
@@ -133,29 +136,12 @@ impl SocketUplink {
     /// Files a spliced connection (its inner socket connecting).
     pub(super) fn splice_opened(
         &mut self,
-        reg: &Registry,
-        (stream, peer): (TcpStream, SocketAddr),
-        inner: TcpStream,
+        slot: SpliceId,
+        peer: SocketAddr,
         (who, from, dst, listener): (ContainerId, SocketAddr, SocketAddr, (usize, PublishTarget)),
     ) {
-        keepalive(stream.as_raw_fd());
-        let slot = free_slot(&self.splices);
-        let mut s = match Splice::new(stream, inner) {
-            Ok(s) => s,
-            Err(_) => {
-                self.quotas.release(who, FlowKind::Tcp, true);
-                self.refuse(who, Refusal::FdLimit);
-                return;
-            }
-        };
-        if s.register(reg, Source::Splice(slot).token()).is_err() {
-            s.deregister(reg);
-            self.quotas.release(who, FlowKind::Tcp, true);
-            return;
-        }
         let now = Instant::now();
         let c = SplicedConn {
-            s,
             who,
             inside: dst,
             from,
@@ -164,23 +150,23 @@ impl SocketUplink {
             born: now,
             last: now,
         };
-        fill_slot(&mut self.splices, slot, c);
+        fill_slot(&mut self.splices, slot.0, c);
         self.stats.tcp_open += 1;
         self.stats.tcp_spliced += 1;
     }
 
     /// Moves a spliced connection's bytes; ends it when both sides are done or failed.
-    pub(super) fn splice_ready(&mut self, reg: &Registry, i: usize) {
+    pub(super) fn splice_ready(&mut self, io: &mut dyn HostSockets, i: usize) {
         let Some(Some(c)) = self.splices.get_mut(i) else {
             return;
         };
-        match c.s.pump() {
+        match io.splice_pump(SpliceId(i)) {
             Ok(Pumped::Open(true)) => c.last = Instant::now(),
             Ok(Pumped::Open(false) | Pumped::Connecting) => {}
-            Err(e) if !c.s.connected() && splice::falls_back(&e) => {
-                self.splice_fallback(reg, i);
+            Err(e) if !io.splice_connected(SpliceId(i)) && splice::falls_back(&e) => {
+                self.splice_fallback(io, i);
             }
-            Ok(Pumped::Done) | Err(_) => self.end_splice(reg, i),
+            Ok(Pumped::Done) | Err(_) => self.end_splice(io, i),
         }
     }
 
@@ -188,16 +174,16 @@ impl SocketUplink {
     /// loopback down, a firewall inside): the client takes the frame path, and so does
     /// the port from now on (its pool ended, the return rule removed, so the
     /// container's replies leave by its interface again). Counted as a fallback.
-    pub(super) fn splice_fallback(&mut self, reg: &Registry, i: usize) {
-        let Some(mut c) = self.splices.get_mut(i).and_then(Option::take) else {
+    pub(super) fn splice_fallback(&mut self, io: &mut dyn HostSockets, i: usize) {
+        let Some(c) = self.splices.get_mut(i).and_then(Option::take) else {
             return;
         };
-        c.s.deregister(reg);
+        let host = TcpSock(free_slot(&self.tcp));
+        let why = io.unsplice(SpliceId(i), host);
         self.quotas.release(c.who, FlowKind::Tcp, true);
-        let why = io::Error::from(io::ErrorKind::TimedOut);
-        let why = c.s.inner.take_error().ok().flatten().unwrap_or(why);
+        let why = why.unwrap_or_else(|| io::Error::from(io::ErrorKind::TimedOut));
         self.stop_splicing(c.listener, &why);
-        self.accept_inbound(reg, c.s.into_host(), c.peer, c.listener.1);
+        self.accept_inbound(io, host, c.peer, c.listener.1);
     }
 
     /// Published port `listener` takes frames from now on: its pool ends and the
@@ -220,9 +206,9 @@ impl SocketUplink {
         }
     }
 
-    pub(super) fn end_splice(&mut self, reg: &Registry, i: usize) {
-        if let Some(mut c) = self.splices.get_mut(i).and_then(Option::take) {
-            c.s.deregister(reg);
+    pub(super) fn end_splice(&mut self, io: &mut dyn HostSockets, i: usize) {
+        if let Some(c) = self.splices.get_mut(i).and_then(Option::take) {
+            io.splice_close(SpliceId(i));
             self.quotas.release(c.who, FlowKind::Tcp, true);
         }
     }

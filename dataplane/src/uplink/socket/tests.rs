@@ -2,6 +2,7 @@ use super::*;
 use crate::wire::Ipv6Packet;
 use crate::wire::tcp::TcpFlags;
 use mio::{Events, Poll};
+use std::os::fd::{FromRawFd, OwnedFd};
 
 const C: Ipv4Addr = Ipv4Addr::new(10, 9, 0, 2);
 const GW: Ipv4Addr = Ipv4Addr::new(10, 9, 0, 1);
