@@ -56,6 +56,8 @@ use super::quota::{FlowKind, Quotas, Refusal, UplinkLimits};
 use super::splice::{self, NetnsRef, Pumped, Resolved, SocketPool, SpliceError};
 use crate::wire::{IpProtocol, Ipv4Packet, TcpPacket, UdpPacket, checksum};
 
+#[cfg(test)]
+mod core_tests;
 mod family;
 mod ping;
 mod published;
