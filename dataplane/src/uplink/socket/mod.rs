@@ -33,7 +33,10 @@
 //!
 //! The code is split by protocol: `tcp` (smoltcp stacks in `stack`), `udp`,
 //! `ping`, `published` ports and their loopback clients `spliced` into the
-//! container; this module holds the flow tables, dispatch and housekeeping.
+//! container; this module holds the flow tables, dispatch and housekeeping. Those are
+//! the core: they hold flow state and socket ids, and ask for I/O through
+//! `sockets::HostSockets`; `sockets` is the one module with host sockets, their
+//! poll registrations and tokens, and the system calls on them.
 //!
 //! Sans-I/O towards the switch: IP packets of either family come in by
 //! [`SocketUplink::from_container`] and go out through [`SocketUplink::drain_output`];
