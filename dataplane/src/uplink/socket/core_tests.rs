@@ -19,6 +19,7 @@ enum Op {
     UdpOpen(UdpSock, SocketAddr),
     UdpSend(UdpSock, Vec<u8>),
     UdpClose(UdpSock),
+    PingOpen(PingSock, IpAddr),
 }
 
 /// Host sockets that only record what they are asked and answer as told.
@@ -38,6 +39,9 @@ fn would_block<T>() -> io::Result<T> {
 }
 
 impl HostSockets for Fake {
+    fn host_address(&mut self, _: Instant) -> Option<Ipv4Addr> {
+        Some(Ipv4Addr::new(198, 51, 100, 9))
+    }
     fn tcp_connect(&mut self, id: TcpSock, to: SocketAddr) -> io::Result<()> {
         self.ops.push(Op::TcpConnect(id, to));
         match self.connect_fails {
@@ -82,7 +86,9 @@ impl HostSockets for Fake {
     fn udp_close(&mut self, id: UdpSock) {
         self.ops.push(Op::UdpClose(id));
     }
-    fn ping_open(&mut self, _: PingSock, _: IpAddr) -> io::Result<()> {
+    fn ping_open(&mut self, id: PingSock, family: IpAddr) -> io::Result<()> {
+        self.ops.push(Op::PingOpen(id, family));
+        // As a host whose `ping_group_range` leaves this process out.
         Err(io::Error::from_raw_os_error(libc::EACCES))
     }
     fn ping_send(&mut self, _: PingSock, _: &[u8], _: IpAddr) -> io::Result<usize> {
@@ -230,4 +236,38 @@ fn a_udp_flow_opens_sends_carries_replies_and_closes_when_idle() {
     );
     assert_eq!(host.ops.last(), Some(&Op::UdpClose(UdpSock(0))));
     assert_eq!(up.flow_count(), 0);
+}
+
+#[test]
+fn the_gateway_stands_for_the_hosts_main_address_the_host_side_names() {
+    let (mut up, mut host) = (SocketUplink::new(), Fake::default());
+    let mut n = nets(true);
+    if let Some(Some(v)) = n.get_mut(0) {
+        v.host_loopback = false;
+    }
+    let gw = Ipv4Addr::new(10, 9, 0, 1);
+    let syn = tcp_packet((C, 40000), (gw, 8080), SEQ, 0, TcpFlags::SYN, &[]);
+    up.container_packet(&mut host, &n, 0, &syn);
+    let to = SocketAddr::from(([198, 51, 100, 9], 8080));
+    assert_eq!(host.ops, vec![Op::TcpConnect(TcpSock(0), to)]);
+}
+
+#[test]
+fn echo_without_ping_sockets_is_prohibited_and_not_tried_again() {
+    let (mut up, mut host) = (SocketUplink::new(), Fake::default());
+    let echo = [8u8, 0, 0, 0, 0, 7, 0, 1];
+    let pkt = family::build(C.into(), FAR.into(), family::icmp_proto(C.into()), &echo);
+    let pkt = pkt.unwrap();
+    for _ in 0..2 {
+        up.container_packet(&mut host, &nets(true), 0, &pkt);
+    }
+    // One try; each echo answered "administratively prohibited" (type 3, code 13).
+    assert_eq!(host.ops, vec![Op::PingOpen(PingSock(0), C.into())]);
+    let out = up.take_output();
+    let answers: Vec<(u8, u8)> = (out.iter())
+        .filter_map(|(_, p, _)| Ipv4Packet::new_checked(&p[..]).ok())
+        .map(|ip| (ip.payload()[0], ip.payload()[1]))
+        .collect();
+    assert_eq!(answers, vec![(3, 13), (3, 13)]);
+    assert_eq!(up.counts().2, 0);
 }

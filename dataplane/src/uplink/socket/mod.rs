@@ -54,7 +54,6 @@ use smoltcp::socket::tcp as smol_tcp;
 use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, IpListenEndpoint, Ipv4Address};
 
 use super::challenge;
-use super::host::HostAddress;
 use super::quota::{FlowKind, Quotas, Refusal, UplinkLimits};
 use super::splice::{self, NetnsRef, Pumped, Resolved, SocketPool, SpliceError};
 use crate::wire::{IpProtocol, Ipv4Packet, TcpPacket, UdpPacket, checksum};
@@ -307,8 +306,6 @@ pub struct SocketUplink {
     gateways: Vec<Option<NetView>>,
     /// DNS messages received over TCP on a gateway.
     dns_requests: Vec<DnsTcpRequest>,
-    /// The host's main address, which GATEWAY:PORT reaches without `--host-loopback`.
-    host: HostAddress,
     /// Connections something happened to since the last pump (a packet from the
     /// container, a host socket event): only these are looked at, so one container's
     /// idle connections cost the others nothing.
@@ -394,7 +391,6 @@ impl SocketUplink {
             next_generation: 0,
             quotas: Quotas::new(limits),
             refusals: Vec::new(),
-            host: HostAddress::default(),
             touched: Vec::new(),
             buffers: HashMap::new(),
             sockets: Sockets::default(),
@@ -404,7 +400,7 @@ impl SocketUplink {
     /// The host's main address, which GATEWAY:PORT stands for (looked up at most once
     /// a second).
     pub fn host_address(&mut self, now: Instant) -> Option<Ipv4Addr> {
-        self.host.get(now)
+        self.sockets.host_address(now)
     }
 
     /// The limits in force.

@@ -38,7 +38,7 @@ impl SocketUplink {
         let (src, dst, echo) = (l3.src, l3.dst, l3.payload);
         let id = family::echo_ident(echo);
         let key = (domain, src, id, dst);
-        let to = target(nets, domain, (dst, 0), self.host.get(Instant::now()));
+        let to = target(nets, domain, (dst, 0), io.host_address(Instant::now()));
         let Some(to) = to.filter(|t| t.is_ipv4() == src.is_ipv4()) else {
             self.stats.dropped += 1;
             return;

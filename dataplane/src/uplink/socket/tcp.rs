@@ -602,7 +602,7 @@ impl SocketUplink {
         quad: Quad,
         syn_seq: u32,
     ) -> Option<family::Unreachable> {
-        let host = self.host.get(Instant::now());
+        let host = io.host_address(Instant::now());
         let Some(to) = target(nets, domain, (quad.2, quad.3), host) else {
             // No listener: the SYN is answered with an RST.
             self.stats.tcp_refused += 1;

@@ -114,7 +114,7 @@ impl SocketUplink {
         key: (u16, Quad),
     ) -> Option<usize> {
         let (domain, quad) = key;
-        let host = self.host.get(Instant::now());
+        let host = io.host_address(Instant::now());
         let to = target(nets, domain, (quad.2, quad.3), host)?;
         let who = self.tenant_of(domain, quad.0);
         if !self.admit(who, FlowKind::Udp, true) {

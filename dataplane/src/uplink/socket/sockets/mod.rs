@@ -15,9 +15,9 @@ mod splice;
 pub mod token;
 
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, TcpStream, UdpSocket};
 use mio::{Interest, Registry, Token};
@@ -26,6 +26,7 @@ pub use self::listen::PublishedSocket;
 use self::splice::Splice;
 use self::token::UplinkSource;
 use super::{KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, KEEPALIVE_PROBES, SocketUplink};
+use crate::uplink::host::HostAddress;
 use crate::uplink::splice::{Pumped, SpliceError, set_int};
 
 /// A host TCP connection: the slot of its connection.
@@ -47,6 +48,10 @@ pub struct SpliceId(pub usize);
 /// What the core asks of the host's sockets. Every call is non-blocking; a socket
 /// that is not there (closed, never opened) answers `NotFound`.
 pub trait HostSockets {
+    /// The host's main address, which GATEWAY:PORT reaches without `--host-loopback`
+    /// (looked up at most once a second).
+    fn host_address(&mut self, now: Instant) -> Option<Ipv4Addr>;
+
     /// Opens a host TCP connection to `to` (keep-alive on), registered for both
     /// directions; the connect finishes later ([`HostSockets::tcp_connect_outcome`]).
     fn tcp_connect(&mut self, id: TcpSock, to: SocketAddr) -> io::Result<()>;
@@ -112,9 +117,15 @@ pub struct Sockets {
     ping: Vec<Option<UdpSocket>>,
     listen: Vec<Option<Listener>>,
     splice: Vec<Option<Splice>>,
+    host: HostAddress,
 }
 
 impl Sockets {
+    /// The host's main address ([`HostSockets::host_address`]).
+    pub fn host_address(&mut self, now: Instant) -> Option<Ipv4Addr> {
+        self.host.get(now)
+    }
+
     /// Drops the free slots at each slab's end and the room past them.
     pub fn shed(&mut self) {
         shrink(&mut self.tcp);
@@ -224,6 +235,10 @@ impl HostIo<'_> {
 const BOTH: Interest = Interest::READABLE.add(Interest::WRITABLE);
 
 impl HostSockets for HostIo<'_> {
+    fn host_address(&mut self, now: Instant) -> Option<Ipv4Addr> {
+        self.socks.host_address(now)
+    }
+
     fn tcp_connect(&mut self, id: TcpSock, to: SocketAddr) -> io::Result<()> {
         let s = TcpStream::connect(to)?;
         keepalive(s.as_raw_fd());
