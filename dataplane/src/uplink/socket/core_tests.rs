@@ -20,6 +20,10 @@ enum Op {
     UdpSend(UdpSock, Vec<u8>),
     UdpClose(UdpSock),
     PingOpen(PingSock, IpAddr),
+    Listen(ListenSock),
+    Accept(ListenSock, TcpSock),
+    TcpAdopt(TcpSock),
+    SpliceStart(ListenSock),
 }
 
 /// Host sockets that only record what they are asked and answer as told.
@@ -32,6 +36,8 @@ struct Fake {
     outcome: Option<Result<(), i32>>,
     /// Datagrams waiting on host UDP sockets.
     udp_in: VecDeque<Vec<u8>>,
+    /// Clients waiting on published TCP ports.
+    clients: VecDeque<SocketAddr>,
 }
 
 fn would_block<T>() -> io::Result<T> {
@@ -62,7 +68,8 @@ impl HostSockets for Fake {
         Ok(data.len())
     }
     fn tcp_shutdown(&mut self, _: TcpSock) {}
-    fn tcp_adopt(&mut self, _: TcpSock) -> io::Result<()> {
+    fn tcp_adopt(&mut self, id: TcpSock) -> io::Result<()> {
+        self.ops.push(Op::TcpAdopt(id));
         Ok(())
     }
     fn tcp_close(&mut self, id: TcpSock) {
@@ -98,12 +105,17 @@ impl HostSockets for Fake {
         would_block()
     }
     fn ping_close(&mut self, _: PingSock) {}
-    fn listen(&mut self, _: ListenSock, _: PublishedSocket) -> io::Result<SocketAddr> {
-        Err(io::ErrorKind::Unsupported.into())
+    fn listen(&mut self, id: ListenSock, _: PublishedSocket) -> io::Result<SocketAddr> {
+        self.ops.push(Op::Listen(id));
+        Ok(SocketAddr::from(([127, 0, 0, 1], 8080)))
     }
     fn unlisten(&mut self, _: ListenSock) {}
-    fn accept(&mut self, _: ListenSock, _: TcpSock) -> io::Result<SocketAddr> {
-        would_block()
+    fn accept(&mut self, id: ListenSock, into: TcpSock) -> io::Result<SocketAddr> {
+        let Some(peer) = self.clients.pop_front() else {
+            return would_block();
+        };
+        self.ops.push(Op::Accept(id, into));
+        Ok(peer)
     }
     fn recv_from(&mut self, _: ListenSock, _: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
         would_block()
@@ -111,11 +123,22 @@ impl HostSockets for Fake {
     fn send_to(&mut self, _: ListenSock, _: &[u8], _: SocketAddr) -> io::Result<usize> {
         would_block()
     }
+    fn splice_start(
+        &mut self,
+        id: ListenSock,
+        _: NetnsRef,
+        _: Option<(SocketAddr, IpAddr)>,
+    ) -> PoolStart {
+        self.ops.push(Op::SpliceStart(id));
+        // As a namespace the daemon may not enter.
+        PoolStart::Failed(SpliceError::OwnNamespace)
+    }
+    fn splice_abandon(&mut self, _: ListenSock) {}
     fn splice(
         &mut self,
         _: SpliceId,
         _: TcpSock,
-        _: std::os::fd::OwnedFd,
+        _: ListenSock,
         _: (SocketAddr, SocketAddr),
     ) -> Result<(), SpliceError> {
         Err(SpliceError::NoSocket)
@@ -270,4 +293,39 @@ fn echo_without_ping_sockets_is_prohibited_and_not_tried_again() {
         .collect();
     assert_eq!(answers, vec![(3, 13), (3, 13)]);
     assert_eq!(up.counts().2, 0);
+}
+
+#[test]
+fn a_loopback_client_that_cannot_be_spliced_enters_through_smoltcp_from_the_gateway() {
+    let (mut up, mut host) = (SocketUplink::new(), Fake::default());
+    up.set_gateways(&nets(true));
+    // Only a placeholder for the port's socket: the fake never uses it.
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let to = PublishTarget {
+        domain: 0,
+        container: Some(C),
+        container6: None,
+        port: 80,
+    };
+    let ns = NetnsRef::Path("/nonexistent".into());
+    up.publish_with(&mut host, PublishedSocket::Tcp(l), to, Some(ns))
+        .unwrap();
+    host.clients
+        .push_back(SocketAddr::from(([127, 0, 0, 1], 5555)));
+    up.ready(&mut host, UplinkSource::Published(0), (true, false, false));
+    let want = vec![
+        Op::Listen(ListenSock(0)),
+        Op::Accept(ListenSock(0), TcpSock(0)),
+        Op::SpliceStart(ListenSock(0)),
+        Op::TcpAdopt(TcpSock(0)),
+    ];
+    assert_eq!(host.ops, want);
+    assert_eq!((up.stats.splice_fallbacks, up.stats.tcp_spliced), (1, 0));
+    // The container is asked to accept a connection from its gateway, client's port.
+    let out = up.take_output();
+    let syns: Vec<_> = (out.iter().filter_map(|(_, p, _)| tcp_of(p)))
+        .filter(|s| s.2 == TcpFlags::SYN)
+        .map(|s| (s.0, s.1))
+        .collect();
+    assert_eq!(syns, vec![(Ipv4Addr::new(10, 9, 0, 1), C)]);
 }

@@ -45,7 +45,6 @@
 use std::collections::{BTreeSet, HashMap};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4};
-use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
@@ -55,7 +54,7 @@ use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, IpListenEndpoint, Ipv4Ad
 
 use super::challenge;
 use super::quota::{FlowKind, Quotas, Refusal, UplinkLimits};
-use super::splice::{self, NetnsRef, Pumped, Resolved, SocketPool, SpliceError};
+use super::splice::{self, NetnsRef, Pumped, SpliceError};
 use crate::wire::{IpProtocol, Ipv4Packet, TcpPacket, UdpPacket, checksum};
 
 #[cfg(test)]
@@ -76,7 +75,9 @@ use self::ping::*;
 use self::published::*;
 pub use self::published::{MAX_INBOUND_UDP, PublishTarget};
 use self::sockets::token::UplinkSource;
-use self::sockets::{HostSockets, ListenSock, PingSock, Sockets, SpliceId, TcpSock, UdpSock};
+use self::sockets::{
+    HostSockets, ListenSock, PingSock, PoolStart, Sockets, SpliceId, TcpSock, UdpSock,
+};
 pub use self::sockets::{PublishedSocket, token};
 use self::spliced::*;
 use self::stack::*;

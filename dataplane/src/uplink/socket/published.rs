@@ -68,8 +68,9 @@ pub(super) struct Published {
 pub(super) enum Splicing {
     /// Not yet: set up with the first loopback client.
     Untried,
-    /// Sockets of the container's namespace, its return rule installed.
-    Ready(SocketPool),
+    /// Sockets of the container's namespace come from a pool (the I/O module's, by the
+    /// port's [`ListenSock`]), its return rule installed.
+    Ready,
     /// The namespace cannot be entered or routed (or is not known): frames.
     Unavailable,
 }

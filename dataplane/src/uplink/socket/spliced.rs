@@ -45,7 +45,7 @@ impl SocketUplink {
             return true;
         };
         let from = SocketAddr::new(gateway, peer.port());
-        if !self.splice_ready_for(i, peer.is_ipv6()) {
+        if !self.splice_ready_for(io, i, peer.is_ipv6()) {
             self.stats.splice_fallbacks += 1;
             return true;
         }
@@ -55,21 +55,14 @@ impl SocketUplink {
             return false;
         }
         let dst = SocketAddr::new(container, to.port);
-        let inner = match self.published.get_mut(i) {
-            Some(Some(Published {
-                splice: Splicing::Ready(pool),
-                ..
-            })) => pool.take(),
-            _ => Err(SpliceError::NoSocket),
-        };
         let slot = SpliceId(free_slot(&self.splices));
-        let spliced = inner.and_then(|fd| io.splice(slot, host, fd, (from, dst)));
+        let spliced = io.splice(slot, host, ListenSock(i), (from, dst));
         match spliced {
             Ok(()) => self.splice_opened(slot, peer, (who, from, dst, (i, to))),
             // The connect failed at once (no route inside): frames, from now on.
             Err(SpliceError::Socket(e)) if splice::falls_back(&e) => {
                 self.quotas.release(who, FlowKind::Tcp, true);
-                self.stop_splicing((i, to), &e);
+                self.stop_splicing(io, (i, to), &e);
                 return true;
             }
             Err(e) => {
@@ -95,7 +88,12 @@ impl SocketUplink {
     /// (IPv6 when `v6`), is started on first use (its maker installs the rule); a
     /// namespace that cannot be entered or routed sends its loopback clients to the
     /// frame path from then on.
-    pub(super) fn splice_ready_for(&mut self, i: usize, v6: bool) -> bool {
+    pub(super) fn splice_ready_for(
+        &mut self,
+        io: &mut dyn HostSockets,
+        i: usize,
+        v6: bool,
+    ) -> bool {
         let Some(Some(p)) = self.published.get(i) else {
             return false;
         };
@@ -105,32 +103,27 @@ impl SocketUplink {
             return false;
         };
         if matches!(p.splice, Splicing::Untried) {
-            let ns = match p.netns.take().map(NetnsRef::resolve) {
-                Some(Resolved::NotYet(r)) => {
-                    // Frames for this client; the next one tries again.
-                    p.netns = Some(r);
-                    return false;
-                }
-                Some(Resolved::Ready(fd)) => Ok(fd),
-                Some(Resolved::Failed(e)) => Err(e),
-                None => Err(SpliceError::NoSocket),
-            };
-            let started = match (ns, container, gateway) {
-                (Ok(ns), Some(c), Some(g)) => {
-                    SocketPool::start(ns.as_fd(), SocketAddr::new(c, p.to.port), g)
-                }
-                (Err(e), _, _) => Err(e),
-                _ => Err(SpliceError::NoSocket),
+            let ends = container
+                .zip(gateway)
+                .map(|(c, g)| (SocketAddr::new(c, p.to.port), g));
+            let started = match p.netns.take() {
+                Some(ns) => io.splice_start(ListenSock(i), ns, ends),
+                None => PoolStart::Failed(SpliceError::NoSocket),
             };
             p.splice = match started {
-                Ok(pool) => Splicing::Ready(pool),
-                Err(e) => {
+                PoolStart::Started => Splicing::Ready,
+                PoolStart::NotYet(ns) => {
+                    // Frames for this client; the next one tries again.
+                    p.netns = Some(ns);
+                    return false;
+                }
+                PoolStart::Failed(e) => {
                     eprintln!("vswitch: published port {} takes frames: {e}", p.local);
                     Splicing::Unavailable
                 }
             };
         }
-        matches!(p.splice, Splicing::Ready(_))
+        matches!(p.splice, Splicing::Ready)
     }
 
     /// Files a spliced connection (its inner socket connecting).
@@ -182,7 +175,7 @@ impl SocketUplink {
         let why = io.unsplice(SpliceId(i), host);
         self.quotas.release(c.who, FlowKind::Tcp, true);
         let why = why.unwrap_or_else(|| io::Error::from(io::ErrorKind::TimedOut));
-        self.stop_splicing(c.listener, &why);
+        self.stop_splicing(io, c.listener, &why);
         self.accept_inbound(io, host, c.peer, c.listener.1);
     }
 
@@ -190,19 +183,20 @@ impl SocketUplink {
     /// return rule goes. Counts the client that falls back.
     pub(super) fn stop_splicing(
         &mut self,
+        io: &mut dyn HostSockets,
         (listener, to): (usize, PublishTarget),
         why: &io::Error,
     ) {
         self.stats.splice_fallbacks += 1;
         if let Some(Some(p)) = self.published.get_mut(listener)
             && p.to == to
-            && let Splicing::Ready(pool) = std::mem::replace(&mut p.splice, Splicing::Unavailable)
+            && let Splicing::Ready = std::mem::replace(&mut p.splice, Splicing::Unavailable)
         {
             eprintln!(
                 "vswitch: published port {} takes frames: cannot connect inside the container: {why}",
                 p.local
             );
-            pool.abandon();
+            io.splice_abandon(ListenSock(listener));
         }
     }
 

@@ -16,7 +16,7 @@ pub mod token;
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, TcpStream, UdpSocket};
@@ -27,7 +27,7 @@ use self::splice::Splice;
 use self::token::UplinkSource;
 use super::{KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, KEEPALIVE_PROBES, SocketUplink};
 use crate::uplink::host::HostAddress;
-use crate::uplink::splice::{Pumped, SpliceError, set_int};
+use crate::uplink::splice::{NetnsRef, Pumped, Resolved, SocketPool, SpliceError, set_int};
 
 /// A host TCP connection: the slot of its connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,14 +86,25 @@ pub trait HostSockets {
     fn recv_from(&mut self, id: ListenSock, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)>;
     fn send_to(&mut self, id: ListenSock, data: &[u8], to: SocketAddr) -> io::Result<usize>;
 
-    /// Splices the accepted client at `host` into `inner`, a socket of the container's
-    /// namespace, bound to `from` and connecting to `to`. On failure the client stays
-    /// at `host` (for the frame path, or to be closed).
+    /// Starts published port `id`'s pool of sockets inside the container's namespace
+    /// `netns` (its maker installs the return rule), for `ends`: the container's end
+    /// and the gateway it sees (none: nothing to splice to).
+    fn splice_start(
+        &mut self,
+        id: ListenSock,
+        netns: NetnsRef,
+        ends: Option<(SocketAddr, IpAddr)>,
+    ) -> PoolStart;
+    /// Ends port `id`'s pool and has its return rule removed (the port takes frames).
+    fn splice_abandon(&mut self, id: ListenSock);
+    /// Splices the accepted client at `host` into a socket of port `pool`'s pool,
+    /// bound to `from` and connecting to `to`. On failure the client stays at `host`
+    /// (for the frame path, or to be closed).
     fn splice(
         &mut self,
         id: SpliceId,
         host: TcpSock,
-        inner: OwnedFd,
+        pool: ListenSock,
         ends: (SocketAddr, SocketAddr),
     ) -> Result<(), SpliceError>;
     fn splice_pump(&mut self, id: SpliceId) -> io::Result<Pumped>;
@@ -102,6 +113,14 @@ pub trait HostSockets {
     /// (not registered), the inner socket is closed; why it failed, if known.
     fn unsplice(&mut self, id: SpliceId, into: TcpSock) -> Option<io::Error>;
     fn splice_close(&mut self, id: SpliceId);
+}
+
+/// How starting a published port's splice pool went.
+pub enum PoolStart {
+    Started,
+    /// The namespace's file is not there yet: kept for the next client.
+    NotYet(NetnsRef),
+    Failed(SpliceError),
 }
 
 enum Listener {
@@ -117,6 +136,8 @@ pub struct Sockets {
     ping: Vec<Option<UdpSocket>>,
     listen: Vec<Option<Listener>>,
     splice: Vec<Option<Splice>>,
+    /// Published ports' splice pools, by the port's id.
+    pools: Vec<Option<SocketPool>>,
     host: HostAddress,
 }
 
@@ -133,6 +154,7 @@ impl Sockets {
         shrink(&mut self.ping);
         shrink(&mut self.listen);
         shrink(&mut self.splice);
+        shrink(&mut self.pools);
     }
 }
 
@@ -338,6 +360,8 @@ impl HostSockets for HostIo<'_> {
     }
 
     fn unlisten(&mut self, id: ListenSock) {
+        // Dropped, the pool's maker ends.
+        drop(take(&mut self.socks.pools, id.0));
         match take(&mut self.socks.listen, id.0) {
             Some(Listener::Tcp(mut l)) => {
                 let _ = self.reg.deregister(&mut l);
@@ -373,13 +397,44 @@ impl HostSockets for HostIo<'_> {
         }
     }
 
+    fn splice_start(
+        &mut self,
+        id: ListenSock,
+        netns: NetnsRef,
+        ends: Option<(SocketAddr, IpAddr)>,
+    ) -> PoolStart {
+        let ns = match netns.resolve() {
+            Resolved::NotYet(r) => return PoolStart::NotYet(r),
+            Resolved::Ready(fd) => fd,
+            Resolved::Failed(e) => return PoolStart::Failed(e),
+        };
+        let Some((container, gateway)) = ends else {
+            return PoolStart::Failed(SpliceError::NoSocket);
+        };
+        match SocketPool::start(ns.as_fd(), container, gateway) {
+            Ok(pool) => {
+                put(&mut self.socks.pools, id.0, pool);
+                PoolStart::Started
+            }
+            Err(e) => PoolStart::Failed(e),
+        }
+    }
+
+    fn splice_abandon(&mut self, id: ListenSock) {
+        if let Some(pool) = take(&mut self.socks.pools, id.0) {
+            pool.abandon();
+        }
+    }
+
     fn splice(
         &mut self,
         id: SpliceId,
         host: TcpSock,
-        inner: OwnedFd,
+        pool: ListenSock,
         (from, to): (SocketAddr, SocketAddr),
     ) -> Result<(), SpliceError> {
+        let pool = self.socks.pools.get_mut(pool.0).and_then(Option::as_mut);
+        let inner = pool.ok_or(SpliceError::NoSocket)?.take()?;
         let inner = crate::uplink::splice::connect(inner, from, to).map_err(SpliceError::Socket)?;
         let inner = TcpStream::from_std(std::net::TcpStream::from(inner));
         let client = take(&mut self.socks.tcp, host.0).ok_or(SpliceError::NoSocket)?;
