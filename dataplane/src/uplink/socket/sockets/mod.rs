@@ -1,5 +1,6 @@
-//! The socket uplink's I/O: every host socket it holds, every registration of them on
-//! the poll, and every system call on them. The protocol modules (the core) hold flow
+//! The socket uplink's I/O: every host socket it holds (published ports' splice pools
+//! included), every registration of them on the poll, and every system call on them
+//! (the host's main address looked up too). The protocol modules (the core) hold flow
 //! state and the ids of their sockets only, and ask for I/O through [`HostSockets`]:
 //! implemented here by [`HostIo`] with real sockets, and by a fake in unit tests.
 //!
