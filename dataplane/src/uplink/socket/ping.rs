@@ -86,18 +86,15 @@ impl SocketUplink {
         }
         let allowed = self.ping_allowed.get_mut(family_slot(key.1))?;
         let i = free_slot(&self.ping);
-        match io.ping_open(PingSock(i), key.1) {
-            Ok(()) => {}
-            Err(e) => {
-                if ping_denied(&e) {
-                    *allowed = Some(false);
-                }
-                self.quotas.release(who, FlowKind::Ping, true);
-                if out_of_fds(&e) {
-                    self.refuse(who, Refusal::FdLimit);
-                }
-                return None;
+        if let Err(e) = io.ping_open(PingSock(i), key.1) {
+            if ping_denied(&e) {
+                *allowed = Some(false);
             }
+            self.quotas.release(who, FlowKind::Ping, true);
+            if out_of_fds(&e) {
+                self.refuse(who, Refusal::FdLimit);
+            }
+            return None;
         }
         *allowed = Some(true);
         let f = PingFlow {

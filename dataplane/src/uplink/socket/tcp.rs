@@ -615,16 +615,13 @@ impl SocketUplink {
         }
         let i = free_slot(&self.tcp);
         let host = TcpSock(i);
-        match io.tcp_connect(host, to) {
-            Ok(()) => {}
-            Err(e) => {
-                self.quotas.release(who, FlowKind::Tcp, true);
-                if out_of_fds(&e) {
-                    self.refuse(who, Refusal::FdLimit);
-                }
-                self.stats.tcp_refused += 1;
-                return family::Unreachable::of(&e);
+        if let Err(e) = io.tcp_connect(host, to) {
+            self.quotas.release(who, FlowKind::Tcp, true);
+            if out_of_fds(&e) {
+                self.refuse(who, Refusal::FdLimit);
             }
+            self.stats.tcp_refused += 1;
+            return family::Unreachable::of(&e);
         }
         let size = self.buffer_size(who);
         // It listens once the host connect finishes (`answer_syn`): a listening socket

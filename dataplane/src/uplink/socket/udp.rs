@@ -121,19 +121,16 @@ impl SocketUplink {
             return None;
         }
         let i = free_slot(&self.udp);
-        match io.udp_open(UdpSock(i), to) {
-            Ok(()) => {}
-            Err(e) => {
-                self.quotas.release(who, FlowKind::Udp, true);
-                if out_of_fds(&e) {
-                    self.refuse(who, Refusal::FdLimit);
-                } else if let Some(why) = family::Unreachable::of(&e) {
-                    // No route on the host (no IPv6 there, say): the container hears so.
-                    let p = udp_unreachable(quad, why);
-                    self.out.extend(p.map(|p| OutPacket::plain(domain, p)));
-                }
-                return None;
+        if let Err(e) = io.udp_open(UdpSock(i), to) {
+            self.quotas.release(who, FlowKind::Udp, true);
+            if out_of_fds(&e) {
+                self.refuse(who, Refusal::FdLimit);
+            } else if let Some(why) = family::Unreachable::of(&e) {
+                // No route on the host (no IPv6 there, say): the container hears so.
+                let p = udp_unreachable(quad, why);
+                self.out.extend(p.map(|p| OutPacket::plain(domain, p)));
             }
+            return None;
         }
         let f = UdpFlow {
             who,
