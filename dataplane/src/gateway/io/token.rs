@@ -1,10 +1,12 @@
 //! Every mio token the threads use, in one place.
 //!
 //! A worker's poll has one token per port (the port's slot) and [`WAKER`]. The gateway
-//! thread's poll has [`WAKER`] and one range per kind of source below; a range holds
-//! up to 2^20 sources of its kind, indexed from 0.
+//! thread's poll has [`WAKER`], the upstream resolvers' sockets below, and the socket
+//! uplink's own space ([`UplinkSource`], from [`uplink::FIRST`]) above them.
 
 use mio::Token;
+
+use crate::uplink::socket::token::{self as uplink, UplinkSource};
 
 /// The waker of every poll (a worker's and the gateway thread's).
 pub const WAKER: Token = Token(usize::MAX);
@@ -13,16 +15,12 @@ const DNS_UDP: usize = 16;
 const DNS_TCP: usize = 64;
 /// TCP connections to upstream resolvers open at once, at most.
 pub const MAX_DNS_TCP: usize = 256;
-const TCP: usize = 1 << 20;
-const UDP: usize = 2 << 20;
-const PING: usize = 3 << 20;
-const PUBLISHED: usize = 4 << 20;
-const SPLICE: usize = 5 << 20;
-const END: usize = 6 << 20;
 
 // One UDP socket per upstream resolver fits below the TCP range.
 const _: () = assert!(DNS_UDP + crate::dns::MAX_UPSTREAMS <= DNS_TCP);
-const _: () = assert!(DNS_TCP + MAX_DNS_TCP <= TCP);
+const _: () = assert!(DNS_TCP + MAX_DNS_TCP <= uplink::FIRST);
+// The waker stays out of the uplink's space.
+const _: () = assert!(uplink::END < usize::MAX);
 
 /// A source registered on the gateway thread's poll, with its index in its kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,16 +29,8 @@ pub enum Source {
     DnsUdp(usize),
     /// A TCP connection to an upstream resolver.
     DnsTcp(usize),
-    /// A host TCP connection of the socket uplink.
-    Tcp(usize),
-    /// A host UDP socket of the socket uplink.
-    Udp(usize),
-    /// A ping socket of the socket uplink.
-    Ping(usize),
-    /// A published port's listening or bound socket.
-    Published(usize),
-    /// Both sockets of a spliced published-port connection.
-    Splice(usize),
+    /// A host socket of the socket uplink.
+    Uplink(UplinkSource),
 }
 
 impl Source {
@@ -50,11 +40,7 @@ impl Source {
         Token(match self {
             Source::DnsUdp(i) => DNS_UDP + i,
             Source::DnsTcp(i) => DNS_TCP + i,
-            Source::Tcp(i) => TCP + i,
-            Source::Udp(i) => UDP + i,
-            Source::Ping(i) => PING + i,
-            Source::Published(i) => PUBLISHED + i,
-            Source::Splice(i) => SPLICE + i,
+            Source::Uplink(u) => return u.token(),
         })
     }
 
@@ -66,13 +52,11 @@ impl Source {
             _ if t < DNS_UDP => return None,
             _ if t < DNS_TCP => Source::DnsUdp(t - DNS_UDP),
             _ if t < DNS_TCP + MAX_DNS_TCP => Source::DnsTcp(t - DNS_TCP),
-            _ if t < TCP => return None,
-            _ if t < UDP => Source::Tcp(t - TCP),
-            _ if t < PING => Source::Udp(t - UDP),
-            _ if t < PUBLISHED => Source::Ping(t - PING),
-            _ if t < SPLICE => Source::Published(t - PUBLISHED),
-            _ if t < END => Source::Splice(t - SPLICE),
-            _ => return None,
+            _ if t < uplink::FIRST => return None,
+            _ => match UplinkSource::of(Token(t)) {
+                Some(u) => Source::Uplink(u),
+                None => return None,
+            },
         })
     }
 }
@@ -87,13 +71,13 @@ mod tests {
             Source::DnsUdp(0),
             Source::DnsUdp(7),
             Source::DnsTcp(MAX_DNS_TCP - 1),
-            Source::Tcp(0),
-            Source::Tcp(12345),
-            Source::Udp(9),
-            Source::Ping(3),
-            Source::Published((1 << 20) - 1),
-            Source::Splice(0),
-            Source::Splice((1 << 20) - 1),
+            Source::Uplink(UplinkSource::Tcp(0)),
+            Source::Uplink(UplinkSource::Tcp(12345)),
+            Source::Uplink(UplinkSource::Udp(9)),
+            Source::Uplink(UplinkSource::Ping(3)),
+            Source::Uplink(UplinkSource::Published((1 << 20) - 1)),
+            Source::Uplink(UplinkSource::Splice(0)),
+            Source::Uplink(UplinkSource::Splice((1 << 20) - 1)),
         ] {
             assert_eq!(Source::of(s.token()), Some(s));
         }

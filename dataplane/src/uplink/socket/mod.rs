@@ -33,35 +33,36 @@
 //!
 //! The code is split by protocol: `tcp` (smoltcp stacks in `stack`), `udp`,
 //! `ping`, `published` ports and their loopback clients `spliced` into the
-//! container; this module holds the flow tables, dispatch and housekeeping.
+//! container; this module holds the flow tables, dispatch and housekeeping. Those are
+//! the core: they hold flow state and socket ids, and ask for I/O through
+//! `sockets::HostSockets`; `sockets` is the one module with host sockets, their
+//! poll registrations and tokens, and the system calls on them.
 //!
 //! Sans-I/O towards the switch: IP packets of either family come in by
 //! [`SocketUplink::from_container`] and go out through [`SocketUplink::drain_output`];
 //! the caller frames them.
 
 use std::collections::{BTreeSet, HashMap};
-use std::io::{self, Read, Write};
+use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4};
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use mio::net::{TcpStream, UdpSocket};
-use mio::{Interest, Registry, Token};
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::phy::{self, ChecksumCapabilities, Device, DeviceCapabilities, Medium};
 use smoltcp::socket::tcp as smol_tcp;
 use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, IpListenEndpoint, Ipv4Address};
 
 use super::challenge;
-use super::host::HostAddress;
 use super::quota::{FlowKind, Quotas, Refusal, UplinkLimits};
-use super::splice::{self, NetnsRef, Pumped, Resolved, SocketPool, Splice, SpliceError};
-use crate::gateway::io::token::Source;
+use super::splice::{self, NetnsRef, Pumped, SpliceError};
 use crate::wire::{IpProtocol, Ipv4Packet, TcpPacket, UdpPacket, checksum};
 
+#[cfg(test)]
+mod core_tests;
 mod family;
 mod ping;
 mod published;
+mod sockets;
 mod spliced;
 mod stack;
 mod tcp;
@@ -72,7 +73,12 @@ mod udp;
 pub use self::ping::PING_IDLE;
 use self::ping::*;
 use self::published::*;
-pub use self::published::{MAX_INBOUND_UDP, PublishTarget, PublishedSocket};
+pub use self::published::{MAX_INBOUND_UDP, PublishTarget};
+use self::sockets::token::UplinkSource;
+use self::sockets::{
+    HostSockets, ListenSock, PingSock, PoolStart, Sockets, SpliceId, TcpSock, UdpSock,
+};
+pub use self::sockets::{PublishedSocket, token};
 use self::spliced::*;
 use self::stack::*;
 pub use self::stack::{LINK_HEADROOM, OutPacket};
@@ -301,14 +307,15 @@ pub struct SocketUplink {
     gateways: Vec<Option<NetView>>,
     /// DNS messages received over TCP on a gateway.
     dns_requests: Vec<DnsTcpRequest>,
-    /// The host's main address, which GATEWAY:PORT reaches without `--host-loopback`.
-    host: HostAddress,
     /// Connections something happened to since the last pump (a packet from the
     /// container, a host socket event): only these are looked at, so one container's
     /// idle connections cost the others nothing.
     touched: Vec<usize>,
     /// smoltcp buffer bytes each container's connections hold.
     buffers: HashMap<ContainerId, usize>,
+    /// The host sockets of all of the above, lent to the core for each call that
+    /// takes the poll ([`sockets`]).
+    sockets: Sockets,
 }
 
 impl Default for SocketUplink {
@@ -320,23 +327,6 @@ impl Default for SocketUplink {
 /// Whether an I/O error means this process (or the host) is out of descriptors.
 fn out_of_fds(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
-}
-
-/// Turns keep-alive on for a host TCP socket so a dead peer ends the connection.
-fn keepalive(fd: std::os::fd::RawFd) {
-    let set = |level, opt, v: libc::c_int| {
-        let _ = splice::set_int(fd, level, opt, v);
-    };
-    let secs = |d: Duration| libc::c_int::try_from(d.as_secs()).unwrap_or(libc::c_int::MAX);
-    set(libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1);
-    set(libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, secs(KEEPALIVE_IDLE));
-    set(
-        libc::IPPROTO_TCP,
-        libc::TCP_KEEPINTVL,
-        secs(KEEPALIVE_INTERVAL),
-    );
-    let probes = libc::c_int::try_from(KEEPALIVE_PROBES).unwrap_or(9);
-    set(libc::IPPROTO_TCP, libc::TCP_KEEPCNT, probes);
 }
 
 /// Drops the free slots at a table's end and the room past them.
@@ -402,16 +392,16 @@ impl SocketUplink {
             next_generation: 0,
             quotas: Quotas::new(limits),
             refusals: Vec::new(),
-            host: HostAddress::default(),
             touched: Vec::new(),
             buffers: HashMap::new(),
+            sockets: Sockets::default(),
         }
     }
 
     /// The host's main address, which GATEWAY:PORT stands for (looked up at most once
     /// a second).
     pub fn host_address(&mut self, now: Instant) -> Option<Ipv4Addr> {
-        self.host.get(now)
+        self.sockets.host_address(now)
     }
 
     /// The limits in force.
@@ -486,11 +476,10 @@ impl SocketUplink {
         self.next_generation
     }
 
-    /// An IP packet (of either family) from a container of `domain` for somewhere
-    /// outside its network (or for its gateway as the host).
-    pub fn from_container(
+    /// [`SocketUplink::from_container`], with the host's sockets at hand.
+    pub(super) fn container_packet(
         &mut self,
-        reg: &Registry,
+        io: &mut dyn HostSockets,
         nets: &[Option<NetView>],
         domain: u16,
         pkt: &[u8],
@@ -504,33 +493,31 @@ impl SocketUplink {
             family::TCP if l3.has_extensions() => {
                 let mut owned = pkt.to_vec();
                 let ip = 0..owned.len();
-                self.tcp_from_container_frame(reg, nets, domain, &mut owned, (ip, true));
+                self.tcp_from_container_frame(io, nets, domain, &mut owned, (ip, true));
             }
-            family::TCP => self.tcp_from_container(reg, nets, domain, Segment::Borrowed(pkt)),
+            family::TCP => self.tcp_from_container(io, nets, domain, Segment::Borrowed(pkt)),
             family::UDP => {
                 let Ok(u) = UdpPacket::new_checked(l3.payload) else {
                     self.stats.dropped += 1;
                     return;
                 };
                 let quad = (l3.src, u.src_port(), l3.dst, u.dst_port());
-                self.udp_out(reg, nets, domain, quad, u.payload());
+                self.udp_out(io, nets, domain, quad, u.payload());
             }
             p if p == family::icmp_proto(l3.src) => {
                 let ty = l3.payload.first().copied().unwrap_or(0);
                 if family::is_echo_request(l3.src, ty) && l3.payload.len() >= 8 {
-                    self.ping_out(reg, nets, domain, &l3);
+                    self.ping_out(io, nets, domain, &l3);
                 }
             }
             _ => self.stats.dropped += 1,
         }
     }
 
-    /// As [`SocketUplink::from_container`], for the IP packet at `ip` of a frame's
-    /// buffer: a TCP segment goes to smoltcp in that very buffer, and `frame` is left
-    /// holding a spare one (possibly empty) for the caller to recycle.
-    pub fn from_container_frame(
+    /// [`SocketUplink::from_container_frame`], with the host's sockets at hand.
+    pub(super) fn container_frame(
         &mut self,
-        reg: &Registry,
+        io: &mut dyn HostSockets,
         nets: &[Option<NetView>],
         domain: u16,
         frame: &mut Vec<u8>,
@@ -542,10 +529,10 @@ impl SocketUplink {
             .filter(|l3| l3.proto == family::TCP)
             .map(|l3| l3.has_extensions());
         if let Some(strip) = tcp {
-            self.tcp_from_container_frame(reg, nets, domain, frame, (ip, strip));
+            self.tcp_from_container_frame(io, nets, domain, frame, (ip, strip));
         } else {
             let pkt = frame.get(ip).unwrap_or(&[]);
-            self.from_container(reg, nets, domain, pkt);
+            self.container_packet(io, nets, domain, pkt);
         }
     }
 
@@ -553,7 +540,7 @@ impl SocketUplink {
     /// removed first where it has some (`strip`: smoltcp reads none but hop-by-hop).
     fn tcp_from_container_frame(
         &mut self,
-        reg: &Registry,
+        io: &mut dyn HostSockets,
         nets: &[Option<NetView>],
         domain: u16,
         frame: &mut Vec<u8>,
@@ -566,7 +553,7 @@ impl SocketUplink {
             };
             ip.start += skip;
         }
-        self.tcp_from_container(reg, nets, domain, Segment::Frame(frame, ip));
+        self.tcp_from_container(io, nets, domain, Segment::Frame(frame, ip));
     }
 
     /// Counts a packet the uplink does not carry: a fragment, or anything else.
@@ -600,58 +587,41 @@ impl SocketUplink {
         self.batching = true;
     }
 
-    /// Ends a batch: every stack a frame went into is polled, once.
-    pub fn end_batch(&mut self, reg: &Registry) {
+    /// [`SocketUplink::end_batch`], with the host's sockets at hand.
+    pub(super) fn end_batch_with(&mut self, io: &mut dyn HostSockets) {
         self.batching = false;
         if !self.active.is_empty() || !self.touched.is_empty() {
-            self.poll(reg);
+            self.poll(io);
         }
     }
 
-    /// A host socket of the uplink is ready. Returns false when the token is not ours.
-    pub fn event(
+    /// A host socket of the uplink is ready.
+    pub(super) fn ready(
         &mut self,
-        reg: &Registry,
-        token: Token,
-        readable: bool,
-        writable: bool,
-        error: bool,
-    ) -> bool {
-        match Source::of(token) {
-            Some(Source::Tcp(i)) => {
-                self.tcp_ready(reg, i, (readable, writable, error));
-                true
+        io: &mut dyn HostSockets,
+        src: UplinkSource,
+        (readable, writable, error): (bool, bool, bool),
+    ) {
+        match src {
+            UplinkSource::Tcp(i) => self.tcp_ready(io, i, (readable, writable, error)),
+            UplinkSource::Udp(i) => self.udp_in(io, i),
+            UplinkSource::Ping(i) => self.ping_in(io, i),
+            UplinkSource::Published(i) => {
+                self.published_ready(io, i);
+                self.poll(io);
             }
-            Some(Source::Udp(i)) => {
-                self.udp_in(i);
-                true
-            }
-            Some(Source::Ping(i)) => {
-                self.ping_in(i);
-                true
-            }
-            Some(Source::Published(i)) => {
-                self.published_ready(reg, (), i);
-                self.poll(reg);
-                true
-            }
-            Some(Source::Splice(i)) => {
-                self.splice_ready(reg, i);
-                true
-            }
-            _ => false,
+            UplinkSource::Splice(i) => self.splice_ready(io, i),
         }
     }
 
-    /// Closes idle UDP and echo flows, ends TCP connections whose handshake or idle
-    /// time ran out; returns when to run next.
-    pub fn tick(&mut self, reg: &Registry, now: Instant) -> Option<Instant> {
+    /// [`SocketUplink::tick`], with the host's sockets at hand.
+    pub(super) fn tick_with(&mut self, io: &mut dyn HostSockets, now: Instant) -> Option<Instant> {
         // Housekeeping looks at every flow: at most once a second, not on every wake-up
         // (the gateway thread wakes for every batch of frames).
         let house = self.housekeeping_at.is_none_or(|t| now >= t);
         if house {
-            self.expire_udp_and_ping(reg, now);
-            self.expire_tcp(reg, now);
+            self.expire_udp_and_ping(io, now);
+            self.expire_tcp(io, now);
             let period = Duration::from_secs(1).min(self.quotas.limits.tcp_handshake);
             self.housekeeping_at = Some(now + period);
         }
@@ -666,8 +636,8 @@ impl SocketUplink {
             }
             self.active.insert(who);
         }
-        self.retry_accepts(reg, now);
-        self.poll_with(reg, house);
+        self.retry_accepts(io, now);
+        self.poll_with(io, house);
         let mut next = self.timers.first().map(|&(at, _)| at);
         if let Some(at) = self.accept_retry_at {
             next = Some(next.map_or(at, |n| n.min(at)));
@@ -734,18 +704,20 @@ impl SocketUplink {
         v
     }
 
-    /// Drops every flow (TCP connections are reset).
-    pub fn flush(&mut self, reg: &Registry) {
+    /// [`SocketUplink::flush`], with the host's sockets at hand.
+    pub(super) fn flush_with(&mut self, io: &mut dyn HostSockets) {
         for i in 0..self.tcp.len() {
-            self.abort_tcp(reg, i);
+            self.abort_tcp(io, i);
         }
         for i in 0..self.splices.len() {
-            self.end_splice(reg, i);
+            self.end_splice(io, i);
         }
-        self.poll(reg);
-        for f in self.udp.iter_mut().flatten() {
-            let _ = reg.deregister(&mut f.sock);
-            self.quotas.release(f.who, FlowKind::Udp, true);
+        self.poll(io);
+        for (i, f) in self.udp.iter().enumerate() {
+            if let Some(f) = f {
+                io.udp_close(UdpSock(i));
+                self.quotas.release(f.who, FlowKind::Udp, true);
+            }
         }
         self.udp.clear();
         self.udp_by_key.clear();
@@ -753,9 +725,11 @@ impl SocketUplink {
             self.quotas.release(f.who, FlowKind::Udp, false);
         }
         self.inbound_udp.clear();
-        for p in self.ping.iter_mut().flatten() {
-            let _ = reg.deregister(&mut p.sock);
-            self.quotas.release(p.who, FlowKind::Ping, true);
+        for (i, p) in self.ping.iter().enumerate() {
+            if let Some(p) = p {
+                io.ping_close(PingSock(i));
+                self.quotas.release(p.who, FlowKind::Ping, true);
+            }
         }
         self.ping.clear();
         self.ping_by_key.clear();
@@ -766,6 +740,7 @@ impl SocketUplink {
     /// free slots (and maps with their room) behind otherwise, which only ever grow.
     pub fn shed(&mut self) {
         self.pool = Vec::new();
+        self.sockets.shed();
         shrink_table(&mut self.tcp);
         shrink_table(&mut self.udp);
         shrink_table(&mut self.ping);

@@ -9,33 +9,16 @@ pub const PING_IDLE: Duration = Duration::from_secs(30);
 pub(super) type PingKey = (u16, IpAddr, u16, IpAddr);
 
 pub(super) struct PingFlow {
-    pub(super) sock: mio::net::UdpSocket,
     pub(super) who: ContainerId,
     pub(super) key: PingKey,
     pub(super) last: Instant,
 }
 
-/// A ping socket of `ip`'s family, if the host lets this process have one
-/// (`net.ipv4.ping_group_range` covers both).
-pub(super) fn ping_socket(ip: IpAddr) -> io::Result<OwnedFd> {
-    let (domain, proto) = match ip {
-        IpAddr::V4(_) => (libc::AF_INET, libc::IPPROTO_ICMP),
-        IpAddr::V6(_) => (libc::AF_INET6, libc::IPPROTO_ICMPV6),
-    };
-    // SAFETY: socket(2) returns a new descriptor or -1.
-    let fd = unsafe {
-        libc::socket(
-            domain,
-            libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-            proto,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: the descriptor was just created and is owned by nobody else.
-    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-    Ok(owned)
+/// Whether a ping socket that could not be opened tells that the host lets this process
+/// have none (`net.ipv4.ping_group_range`, no IPv6): anything but running out of
+/// descriptors or memory (which may pass).
+fn ping_denied(e: &io::Error) -> bool {
+    !out_of_fds(e) && !matches!(e.raw_os_error(), Some(libc::ENOMEM | libc::ENOSPC))
 }
 
 /// Which of [`SocketUplink::ping_allowed`] a family uses.
@@ -47,7 +30,7 @@ impl SocketUplink {
     /// An echo request from a container (`l3`: its packet, ICMP or ICMPv6 by family).
     pub(super) fn ping_out(
         &mut self,
-        reg: &Registry,
+        io: &mut dyn HostSockets,
         nets: &[Option<NetView>],
         domain: u16,
         l3: &family::L3<'_>,
@@ -55,14 +38,14 @@ impl SocketUplink {
         let (src, dst, echo) = (l3.src, l3.dst, l3.payload);
         let id = family::echo_ident(echo);
         let key = (domain, src, id, dst);
-        let to = target(nets, domain, (dst, 0), self.host.get(Instant::now()));
+        let to = target(nets, domain, (dst, 0), io.host_address(Instant::now()));
         let Some(to) = to.filter(|t| t.is_ipv4() == src.is_ipv4()) else {
             self.stats.dropped += 1;
             return;
         };
         let i = match self.ping_by_key.get(&key) {
             Some(&i) => Some(i),
-            None if self.ping_allowed[family_slot(src)] != Some(false) => self.open_ping(reg, key),
+            None if self.ping_allowed[family_slot(src)] != Some(false) => self.open_ping(io, key),
             None => None,
         };
         let Some(Some(f)) = i.and_then(|i| self.ping.get_mut(i)) else {
@@ -70,7 +53,8 @@ impl SocketUplink {
             return self.unreachable_to(domain, l3, family::Unreachable::Prohibited);
         };
         f.last = Instant::now();
-        if let Err(e) = f.sock.send_to(echo, SocketAddr::new(to.ip(), 0))
+        if let Some(i) = i
+            && let Err(e) = io.ping_send(PingSock(i), echo, to.ip())
             && let Some(why) = family::Unreachable::of(&e)
         {
             self.unreachable_to(domain, l3, why);
@@ -95,37 +79,25 @@ impl SocketUplink {
     }
 
     /// A new echo flow with its ping socket; its slot.
-    pub(super) fn open_ping(&mut self, reg: &Registry, key: PingKey) -> Option<usize> {
+    pub(super) fn open_ping(&mut self, io: &mut dyn HostSockets, key: PingKey) -> Option<usize> {
         let who = self.tenant_of(key.0, key.1);
         if !self.admit(who, FlowKind::Ping, true) {
             return None;
         }
         let allowed = self.ping_allowed.get_mut(family_slot(key.1))?;
-        let s = match ping_socket(key.1) {
-            Ok(s) => s,
-            Err(e) => {
-                if !out_of_fds(&e) {
-                    *allowed = Some(false);
-                }
-                self.quotas.release(who, FlowKind::Ping, true);
-                if out_of_fds(&e) {
-                    self.refuse(who, Refusal::FdLimit);
-                }
-                return None;
-            }
-        };
-        *allowed = Some(true);
-        let mut sock = mio::net::UdpSocket::from_std(std::net::UdpSocket::from(s));
         let i = free_slot(&self.ping);
-        if reg
-            .register(&mut sock, Source::Ping(i).token(), Interest::READABLE)
-            .is_err()
-        {
+        if let Err(e) = io.ping_open(PingSock(i), key.1) {
+            if ping_denied(&e) {
+                *allowed = Some(false);
+            }
             self.quotas.release(who, FlowKind::Ping, true);
+            if out_of_fds(&e) {
+                self.refuse(who, Refusal::FdLimit);
+            }
             return None;
         }
+        *allowed = Some(true);
         let f = PingFlow {
-            sock,
             who,
             key,
             last: Instant::now(),
@@ -136,12 +108,12 @@ impl SocketUplink {
         Some(i)
     }
 
-    pub(super) fn ping_in(&mut self, i: usize) {
+    pub(super) fn ping_in(&mut self, io: &mut dyn HostSockets, i: usize) {
         let Some(Some(f)) = self.ping.get_mut(i) else {
             return;
         };
         let (domain, csrc, id, dst) = f.key;
-        while let Ok((n, _)) = f.sock.recv_from(&mut self.scratch) {
+        while let Ok(n) = io.ping_recv(PingSock(i), &mut self.scratch) {
             f.last = Instant::now();
             let Some(data) = self.scratch.get_mut(..n) else {
                 break;

@@ -8,78 +8,6 @@ pub(super) const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 /// The most inbound UDP conversations through published ports at once.
 pub const MAX_INBOUND_UDP: usize = 4096;
 
-/// A published port: a host socket and where its traffic goes.
-pub enum PublishedSocket {
-    Tcp(std::net::TcpListener),
-    Udp(std::net::UdpSocket),
-}
-
-impl PublishedSocket {
-    /// Binds a published port's host socket on `addr`. An IPv6 one takes IPv6 clients
-    /// only (`IPV6_V6ONLY`), so one on `[::]` and one on `0.0.0.0` share a port, as
-    /// Docker's do; a listener reuses the address as `std`'s do.
-    pub fn bind(tcp: bool, addr: SocketAddr) -> io::Result<PublishedSocket> {
-        match addr {
-            SocketAddr::V4(_) if tcp => {
-                Ok(PublishedSocket::Tcp(std::net::TcpListener::bind(addr)?))
-            }
-            SocketAddr::V4(_) => Ok(PublishedSocket::Udp(std::net::UdpSocket::bind(addr)?)),
-            SocketAddr::V6(a) => bind6(tcp, a),
-        }
-    }
-
-    /// The address it is bound to.
-    pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        match self {
-            PublishedSocket::Tcp(l) => l.local_addr(),
-            PublishedSocket::Udp(u) => u.local_addr(),
-        }
-    }
-}
-
-/// An IPv6-only socket bound on `a` (listening, for TCP).
-fn bind6(tcp: bool, a: std::net::SocketAddrV6) -> io::Result<PublishedSocket> {
-    let ty = if tcp {
-        libc::SOCK_STREAM
-    } else {
-        libc::SOCK_DGRAM
-    };
-    // SAFETY: socket(2) returns a new descriptor or -1.
-    let raw = unsafe { libc::socket(libc::AF_INET6, ty | libc::SOCK_CLOEXEC, 0) };
-    if raw < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: the descriptor was just created and is owned by nobody else.
-    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-    splice::set_int(raw, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, 1)?;
-    if tcp {
-        splice::set_int(raw, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
-    }
-    let sa = libc::sockaddr_in6 {
-        sin6_family: libc::AF_INET6 as libc::sa_family_t,
-        sin6_port: a.port().to_be(),
-        sin6_flowinfo: 0,
-        sin6_addr: libc::in6_addr {
-            s6_addr: a.ip().octets(),
-        },
-        sin6_scope_id: a.scope_id(),
-    };
-    let len = std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t;
-    // SAFETY: `sa` lives across the call and `len` is its size.
-    if unsafe { libc::bind(raw, (&raw const sa).cast(), len) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: listen(2) on a descriptor this function owns.
-    if tcp && unsafe { libc::listen(raw, 1024) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(if tcp {
-        PublishedSocket::Tcp(std::net::TcpListener::from(fd))
-    } else {
-        PublishedSocket::Udp(std::net::UdpSocket::from(fd))
-    })
-}
-
 /// Where a published port leads: a container's port, at its IPv4 address, its IPv6
 /// one, or both.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,13 +51,9 @@ impl PublishTarget {
     }
 }
 
-pub(super) enum PubSock {
-    Tcp(mio::net::TcpListener),
-    Udp(UdpSocket),
-}
-
 pub(super) struct Published {
-    pub(super) sock: PubSock,
+    /// TCP (a listener), else UDP; its socket is [`ListenSock`] of its slot.
+    pub(super) tcp: bool,
     pub(super) to: PublishTarget,
     /// The host address and port it listens on.
     pub(super) local: SocketAddr,
@@ -144,45 +68,29 @@ pub(super) struct Published {
 pub(super) enum Splicing {
     /// Not yet: set up with the first loopback client.
     Untried,
-    /// Sockets of the container's namespace, its return rule installed.
-    Ready(SocketPool),
+    /// Sockets of the container's namespace come from a pool (the I/O module's, by the
+    /// port's [`ListenSock`]), its return rule installed.
+    Ready,
     /// The namespace cannot be entered or routed (or is not known): frames.
     Unavailable,
 }
 impl SocketUplink {
-    /// Starts serving a published port. `gateways[domain]` is the address loopback
-    /// clients appear from inside (Linux drops 127/8 sources arriving on eth0). With the
-    /// container's namespace (`netns`), TCP clients on the host's loopback are spliced.
-    pub fn publish(
+    /// [`SocketUplink::publish`], with the host's sockets at hand.
+    pub(super) fn publish_with(
         &mut self,
-        reg: &Registry,
+        io: &mut dyn HostSockets,
         sock: PublishedSocket,
         to: PublishTarget,
         netns: Option<NetnsRef>,
     ) -> io::Result<()> {
-        let i = free_slot(&self.published);
-        let (mut ps, local) = match sock {
-            PublishedSocket::Tcp(l) => {
-                l.set_nonblocking(true)?;
-                let local = l.local_addr()?;
-                (PubSock::Tcp(mio::net::TcpListener::from_std(l)), local)
-            }
-            PublishedSocket::Udp(u) => {
-                u.set_nonblocking(true)?;
-                let local = u.local_addr()?;
-                (PubSock::Udp(UdpSocket::from_std(u)), local)
-            }
-        };
         if to.who().is_none() {
             return Err(io::Error::other("the container has no address to publish"));
         }
-        let tok = Source::Published(i).token();
-        match &mut ps {
-            PubSock::Tcp(l) => reg.register(l, tok, Interest::READABLE)?,
-            PubSock::Udp(u) => reg.register(u, tok, Interest::READABLE)?,
-        }
+        let i = free_slot(&self.published);
+        let tcp = matches!(sock, PublishedSocket::Tcp(_));
+        let local = io.listen(ListenSock(i), sock)?;
         let p = Published {
-            sock: ps,
+            tcp,
             to,
             local,
             netns,
@@ -196,22 +104,19 @@ impl SocketUplink {
         Ok(())
     }
 
-    /// Stops serving the published port listening on `local` (proto: tcp when true).
-    /// Established connections stay until they close.
-    pub fn unpublish(&mut self, reg: &Registry, local: SocketAddr, tcp: bool) -> bool {
+    /// [`SocketUplink::unpublish`], with the host's sockets at hand.
+    pub(super) fn unpublish_with(
+        &mut self,
+        io: &mut dyn HostSockets,
+        local: SocketAddr,
+        tcp: bool,
+    ) -> bool {
         for (i, slot) in self.published.iter_mut().enumerate() {
             let Some(p) = slot else { continue };
-            if p.local != local || matches!(p.sock, PubSock::Tcp(_)) != tcp {
+            if p.local != local || p.tcp != tcp {
                 continue;
             }
-            match &mut p.sock {
-                PubSock::Tcp(l) => {
-                    let _ = reg.deregister(l);
-                }
-                PubSock::Udp(u) => {
-                    let _ = reg.deregister(u);
-                }
-            }
+            io.unlisten(ListenSock(i));
             *slot = None;
             let quotas = &mut self.quotas;
             self.inbound_udp.retain(|_, f| {
@@ -231,49 +136,52 @@ impl SocketUplink {
         self.published
             .iter()
             .flatten()
-            .map(|p| (p.local, matches!(p.sock, PubSock::Tcp(_))))
+            .map(|p| (p.local, p.tcp))
             .collect()
     }
 
-    pub(super) fn published_ready(&mut self, reg: &Registry, _nets: (), i: usize) {
+    /// Published port `i` is readable: its clients are accepted (TCP) or its
+    /// datagrams carried in (UDP), as many as are waiting.
+    pub(super) fn published_ready(&mut self, io: &mut dyn HostSockets, i: usize) {
         loop {
-            let Some(Some(p)) = self.published.get_mut(i) else {
+            let Some(Some(p)) = self.published.get(i) else {
                 return;
             };
-            let to = p.to;
-            match &mut p.sock {
-                PubSock::Tcp(l) => {
-                    let (stream, peer) = match l.accept() {
-                        Ok(a) => a,
-                        Err(e) => {
-                            if out_of_fds(&e)
-                                && let Some(who) = to.who()
-                            {
-                                if !self.accept_retrying {
-                                    self.refuse(who, Refusal::FdLimit);
-                                }
-                                if !self.accept_retry.contains(&i) {
-                                    self.accept_retry.push(i);
-                                }
-                                let at = Instant::now() + ACCEPT_RETRY;
-                                self.accept_retry_at.get_or_insert(at);
-                            }
-                            return;
-                        }
-                    };
-                    if let Some(stream) = self.try_splice(reg, i, stream, peer) {
-                        self.accept_inbound(reg, stream, peer, to);
-                    }
+            let (to, tcp) = (p.to, p.tcp);
+            if !tcp {
+                let Ok((n, peer)) = io.recv_from(ListenSock(i), &mut self.scratch) else {
+                    return;
+                };
+                if !self.inbound_datagram(i, peer, n) {
+                    self.stats.dropped += 1;
                 }
-                PubSock::Udp(u) => {
-                    let Ok((n, peer)) = u.recv_from(&mut self.scratch) else {
-                        return;
-                    };
-                    if !self.inbound_datagram(i, peer, n) {
-                        self.stats.dropped += 1;
-                    }
-                }
+                continue;
             }
+            let host = TcpSock(free_slot(&self.tcp));
+            let peer = match io.accept(ListenSock(i), host) {
+                Ok(peer) => peer,
+                Err(e) => return self.accept_failed(i, to, &e),
+            };
+            if self.try_splice(io, i, host, peer) {
+                self.accept_inbound(io, host, peer, to);
+            }
+        }
+    }
+
+    /// An accept on published port `i` failed: out of descriptors, the port is tried
+    /// again on a timer (its listener is edge-triggered), the refusal counted once.
+    fn accept_failed(&mut self, i: usize, to: PublishTarget, e: &io::Error) {
+        if out_of_fds(e)
+            && let Some(who) = to.who()
+        {
+            if !self.accept_retrying {
+                self.refuse(who, Refusal::FdLimit);
+            }
+            if !self.accept_retry.contains(&i) {
+                self.accept_retry.push(i);
+            }
+            let at = Instant::now() + ACCEPT_RETRY;
+            self.accept_retry_at.get_or_insert(at);
         }
     }
 
@@ -341,28 +249,41 @@ impl SocketUplink {
         self.gateways = nets.to_vec();
     }
 
+    /// A client of a published TCP port, accepted into `host`, reaches the container
+    /// through its stack (its connection is filed at `host`'s slot); refused, the
+    /// client's socket is closed.
     pub(super) fn accept_inbound(
         &mut self,
-        reg: &Registry,
-        stream: TcpStream,
+        io: &mut dyn HostSockets,
+        host: TcpSock,
         peer: SocketAddr,
         to: PublishTarget,
     ) {
-        let (Some((inside, src)), Some(who)) = (self.inside_source(peer, to), to.who()) else {
+        if !self.inbound_tcp(io, host, peer, to) {
+            io.tcp_close(host);
             self.stats.tcp_refused += 1;
-            return;
+        }
+    }
+
+    /// As [`SocketUplink::accept_inbound`]; false when refused.
+    fn inbound_tcp(
+        &mut self,
+        io: &mut dyn HostSockets,
+        host: TcpSock,
+        peer: SocketAddr,
+        to: PublishTarget,
+    ) -> bool {
+        let (Some((inside, src)), Some(who)) = (self.inside_source(peer, to), to.who()) else {
+            return false;
         };
         let quad = (inside, to.port, src.ip(), src.port());
         if self.tcp_by_quad.contains_key(&(to.domain, quad)) {
-            self.stats.tcp_refused += 1;
-            return;
+            return false;
         }
         // The accepted descriptor exists already; refused, it is closed at once.
         if !self.admit(who, FlowKind::Tcp, true) {
-            self.stats.tcp_refused += 1;
-            return;
+            return false;
         }
-        keepalive(stream.as_raw_fd());
         let size = self.buffer_size(who);
         let mut sock = smol_tcp::Socket::new(
             smol_tcp::SocketBuffer::new(vec![0u8; size]),
@@ -378,28 +299,25 @@ impl SocketUplink {
             port: src.port(),
         };
         let cx = self.stack(who).iface.context();
-        let inserted = sock.connect(cx, remote, local).is_ok()
-            && self
-                .insert_tcp(Some(reg), sock, quad, who, Some(stream), true)
-                .is_some();
-        if !inserted {
+        if sock.connect(cx, remote, local).is_err() || io.tcp_adopt(host).is_err() {
             self.quotas.release(who, FlowKind::Tcp, true);
-            self.stats.tcp_refused += 1;
-            return;
+            return false;
         }
+        self.insert_tcp(host.0, sock, (quad, who), Some(host), true);
         self.stats.tcp_open += 1;
+        true
     }
 
     /// Accepts again, once their time has come, on the published ports that ran out of
     /// descriptors (a port still out of them goes back on the list, not counted again).
-    pub(super) fn retry_accepts(&mut self, reg: &Registry, now: Instant) {
+    pub(super) fn retry_accepts(&mut self, io: &mut dyn HostSockets, now: Instant) {
         if self.accept_retry_at.is_none_or(|at| now < at) {
             return;
         }
         self.accept_retry_at = None;
         self.accept_retrying = true;
         for i in std::mem::take(&mut self.accept_retry) {
-            self.published_ready(reg, (), i);
+            self.published_ready(io, i);
         }
         self.accept_retrying = false;
     }

@@ -6,7 +6,6 @@ use super::*;
 
 /// A published-port connection from the host's loopback, spliced into the container.
 pub(super) struct SplicedConn {
-    pub(super) s: Splice,
     pub(super) who: ContainerId,
     /// The container's end, and the source it sees (the gateway, the client's port),
     /// of the client's family.
@@ -20,79 +19,81 @@ pub(super) struct SplicedConn {
     pub(super) last: Instant,
 }
 impl SocketUplink {
-    /// Splices a loopback client into the container's namespace; gives the stream back
-    /// when the connection is to take the frame path instead: the container lacks the
-    /// client's family (the frame path leads it to the other), or its namespace cannot
-    /// be entered or routed.
+    /// Splices a loopback client, accepted into `host`, into the container's
+    /// namespace; true when the connection is to take the frame path instead (the
+    /// client left at `host`): the container lacks the client's family (the frame path
+    /// leads it to the other), or its namespace cannot be entered or routed.
     pub(super) fn try_splice(
         &mut self,
-        reg: &Registry,
+        io: &mut dyn HostSockets,
         i: usize,
-        stream: TcpStream,
+        host: TcpSock,
         peer: SocketAddr,
-    ) -> Option<TcpStream> {
+    ) -> bool {
         if !peer.ip().is_loopback() {
-            return Some(stream);
+            return true;
         }
         let Some(Some(p)) = self.published.get(i) else {
-            return Some(stream);
+            return true;
         };
         let to = p.to;
         // The container's address of the client's family, seen from its gateway of it.
         let (Some(container), Some(who)) = (to.of_family(peer.is_ipv6()), to.who()) else {
-            return Some(stream);
+            return true;
         };
         let Some(gateway) = self.gateway_of(to.domain, container) else {
-            return Some(stream);
+            return true;
         };
         let from = SocketAddr::new(gateway, peer.port());
-        if !self.splice_ready_for(i, peer.is_ipv6()) {
+        if !self.splice_ready_for(io, i, peer.is_ipv6()) {
             self.stats.splice_fallbacks += 1;
-            return Some(stream);
+            return true;
         }
         if !self.admit(who, FlowKind::Tcp, true) {
+            io.tcp_close(host);
             self.stats.tcp_refused += 1;
-            return None;
+            return false;
         }
         let dst = SocketAddr::new(container, to.port);
-        let inner = match self.published.get_mut(i) {
-            Some(Some(Published {
-                splice: Splicing::Ready(pool),
-                ..
-            })) => pool.take(),
-            _ => Err(SpliceError::NoSocket),
-        };
-        let inner =
-            inner.and_then(|fd| splice::connect(fd, from, dst).map_err(SpliceError::Socket));
-        match inner {
-            Ok(inner) => {
-                let ends = (who, from, dst, (i, to));
-                self.splice_opened(reg, (stream, peer), inner, ends);
-            }
+        let slot = SpliceId(free_slot(&self.splices));
+        let spliced = io.splice(slot, host, ListenSock(i), (from, dst));
+        match spliced {
+            Ok(()) => self.splice_opened(slot, peer, (who, from, dst, (i, to))),
             // The connect failed at once (no route inside): frames, from now on.
             Err(SpliceError::Socket(e)) if splice::falls_back(&e) => {
                 self.quotas.release(who, FlowKind::Tcp, true);
-                self.stop_splicing((i, to), &e);
-                return Some(stream);
+                self.stop_splicing(io, (i, to), &e);
+                return true;
             }
             Err(e) => {
                 // Once the rule is in, a frame-path reply would be routed to the
                 // loopback too: the connection is refused.
+                io.tcp_close(host);
                 self.quotas.release(who, FlowKind::Tcp, true);
-                self.stats.tcp_refused += 1;
-                if matches!(e, SpliceError::NoSocket) {
-                    self.refuse(who, Refusal::FdLimit);
+                match e {
+                    SpliceError::Pipes(_) => self.refuse(who, Refusal::FdLimit),
+                    SpliceError::Poll(_) => {}
+                    SpliceError::NoSocket => {
+                        self.stats.tcp_refused += 1;
+                        self.refuse(who, Refusal::FdLimit);
+                    }
+                    _ => self.stats.tcp_refused += 1,
                 }
             }
         }
-        None
+        false
     }
 
     /// Whether published port `i` splices: its pool, of the published socket's family
     /// (IPv6 when `v6`), is started on first use (its maker installs the rule); a
     /// namespace that cannot be entered or routed sends its loopback clients to the
     /// frame path from then on.
-    pub(super) fn splice_ready_for(&mut self, i: usize, v6: bool) -> bool {
+    pub(super) fn splice_ready_for(
+        &mut self,
+        io: &mut dyn HostSockets,
+        i: usize,
+        v6: bool,
+    ) -> bool {
         let Some(Some(p)) = self.published.get(i) else {
             return false;
         };
@@ -102,60 +103,38 @@ impl SocketUplink {
             return false;
         };
         if matches!(p.splice, Splicing::Untried) {
-            let ns = match p.netns.take().map(NetnsRef::resolve) {
-                Some(Resolved::NotYet(r)) => {
-                    // Frames for this client; the next one tries again.
-                    p.netns = Some(r);
-                    return false;
-                }
-                Some(Resolved::Ready(fd)) => Ok(fd),
-                Some(Resolved::Failed(e)) => Err(e),
-                None => Err(SpliceError::NoSocket),
-            };
-            let started = match (ns, container, gateway) {
-                (Ok(ns), Some(c), Some(g)) => {
-                    SocketPool::start(ns.as_fd(), SocketAddr::new(c, p.to.port), g)
-                }
-                (Err(e), _, _) => Err(e),
-                _ => Err(SpliceError::NoSocket),
+            let ends = container
+                .zip(gateway)
+                .map(|(c, g)| (SocketAddr::new(c, p.to.port), g));
+            let started = match p.netns.take() {
+                Some(ns) => io.splice_start(ListenSock(i), ns, ends),
+                None => PoolStart::Failed(SpliceError::NoSocket),
             };
             p.splice = match started {
-                Ok(pool) => Splicing::Ready(pool),
-                Err(e) => {
+                PoolStart::Started => Splicing::Ready,
+                PoolStart::NotYet(ns) => {
+                    // Frames for this client; the next one tries again.
+                    p.netns = Some(ns);
+                    return false;
+                }
+                PoolStart::Failed(e) => {
                     eprintln!("vswitch: published port {} takes frames: {e}", p.local);
                     Splicing::Unavailable
                 }
             };
         }
-        matches!(p.splice, Splicing::Ready(_))
+        matches!(p.splice, Splicing::Ready)
     }
 
     /// Files a spliced connection (its inner socket connecting).
     pub(super) fn splice_opened(
         &mut self,
-        reg: &Registry,
-        (stream, peer): (TcpStream, SocketAddr),
-        inner: TcpStream,
+        slot: SpliceId,
+        peer: SocketAddr,
         (who, from, dst, listener): (ContainerId, SocketAddr, SocketAddr, (usize, PublishTarget)),
     ) {
-        keepalive(stream.as_raw_fd());
-        let slot = free_slot(&self.splices);
-        let mut s = match Splice::new(stream, inner) {
-            Ok(s) => s,
-            Err(_) => {
-                self.quotas.release(who, FlowKind::Tcp, true);
-                self.refuse(who, Refusal::FdLimit);
-                return;
-            }
-        };
-        if s.register(reg, Source::Splice(slot).token()).is_err() {
-            s.deregister(reg);
-            self.quotas.release(who, FlowKind::Tcp, true);
-            return;
-        }
         let now = Instant::now();
         let c = SplicedConn {
-            s,
             who,
             inside: dst,
             from,
@@ -164,23 +143,23 @@ impl SocketUplink {
             born: now,
             last: now,
         };
-        fill_slot(&mut self.splices, slot, c);
+        fill_slot(&mut self.splices, slot.0, c);
         self.stats.tcp_open += 1;
         self.stats.tcp_spliced += 1;
     }
 
     /// Moves a spliced connection's bytes; ends it when both sides are done or failed.
-    pub(super) fn splice_ready(&mut self, reg: &Registry, i: usize) {
+    pub(super) fn splice_ready(&mut self, io: &mut dyn HostSockets, i: usize) {
         let Some(Some(c)) = self.splices.get_mut(i) else {
             return;
         };
-        match c.s.pump() {
+        match io.splice_pump(SpliceId(i)) {
             Ok(Pumped::Open(true)) => c.last = Instant::now(),
             Ok(Pumped::Open(false) | Pumped::Connecting) => {}
-            Err(e) if !c.s.connected() && splice::falls_back(&e) => {
-                self.splice_fallback(reg, i);
+            Err(e) if !io.splice_connected(SpliceId(i)) && splice::falls_back(&e) => {
+                self.splice_fallback(io, i);
             }
-            Ok(Pumped::Done) | Err(_) => self.end_splice(reg, i),
+            Ok(Pumped::Done) | Err(_) => self.end_splice(io, i),
         }
     }
 
@@ -188,41 +167,42 @@ impl SocketUplink {
     /// loopback down, a firewall inside): the client takes the frame path, and so does
     /// the port from now on (its pool ended, the return rule removed, so the
     /// container's replies leave by its interface again). Counted as a fallback.
-    pub(super) fn splice_fallback(&mut self, reg: &Registry, i: usize) {
-        let Some(mut c) = self.splices.get_mut(i).and_then(Option::take) else {
+    pub(super) fn splice_fallback(&mut self, io: &mut dyn HostSockets, i: usize) {
+        let Some(c) = self.splices.get_mut(i).and_then(Option::take) else {
             return;
         };
-        c.s.deregister(reg);
+        let host = TcpSock(free_slot(&self.tcp));
+        let why = io.unsplice(SpliceId(i), host);
         self.quotas.release(c.who, FlowKind::Tcp, true);
-        let why = io::Error::from(io::ErrorKind::TimedOut);
-        let why = c.s.inner.take_error().ok().flatten().unwrap_or(why);
-        self.stop_splicing(c.listener, &why);
-        self.accept_inbound(reg, c.s.into_host(), c.peer, c.listener.1);
+        let why = why.unwrap_or_else(|| io::Error::from(io::ErrorKind::TimedOut));
+        self.stop_splicing(io, c.listener, &why);
+        self.accept_inbound(io, host, c.peer, c.listener.1);
     }
 
     /// Published port `listener` takes frames from now on: its pool ends and the
     /// return rule goes. Counts the client that falls back.
     pub(super) fn stop_splicing(
         &mut self,
+        io: &mut dyn HostSockets,
         (listener, to): (usize, PublishTarget),
         why: &io::Error,
     ) {
         self.stats.splice_fallbacks += 1;
         if let Some(Some(p)) = self.published.get_mut(listener)
             && p.to == to
-            && let Splicing::Ready(pool) = std::mem::replace(&mut p.splice, Splicing::Unavailable)
+            && let Splicing::Ready = std::mem::replace(&mut p.splice, Splicing::Unavailable)
         {
             eprintln!(
                 "vswitch: published port {} takes frames: cannot connect inside the container: {why}",
                 p.local
             );
-            pool.abandon();
+            io.splice_abandon(ListenSock(listener));
         }
     }
 
-    pub(super) fn end_splice(&mut self, reg: &Registry, i: usize) {
-        if let Some(mut c) = self.splices.get_mut(i).and_then(Option::take) {
-            c.s.deregister(reg);
+    pub(super) fn end_splice(&mut self, io: &mut dyn HostSockets, i: usize) {
+        if let Some(c) = self.splices.get_mut(i).and_then(Option::take) {
+            io.splice_close(SpliceId(i));
             self.quotas.release(c.who, FlowKind::Tcp, true);
         }
     }

@@ -279,13 +279,13 @@ impl SocketUplink {
 
     /// Runs smoltcp and moves data between it and the host sockets of the connections
     /// something happened to, until nothing moves.
-    pub fn poll(&mut self, reg: &Registry) {
-        self.poll_with(reg, false);
+    pub(super) fn poll(&mut self, io: &mut dyn HostSockets) {
+        self.poll_with(io, false);
     }
 
     /// As [`SocketUplink::poll`]; `all` looks at every connection first (what smoltcp's
     /// timers did: retransmissions given up, keep-alives unanswered).
-    pub(super) fn poll_with(&mut self, reg: &Registry, all: bool) {
+    pub(super) fn poll_with(&mut self, io: &mut dyn HostSockets, all: bool) {
         if all {
             self.active.extend(self.stacks.keys().copied());
         }
@@ -324,7 +324,7 @@ impl SocketUplink {
                     }
                 }
             }
-            let moved = self.pump(reg, all && round == 0);
+            let moved = self.pump(io, all && round == 0);
             for who in &active {
                 if self.stacks.get(who).is_some_and(|s| s.is_empty())
                     && let Some(mut st) = self.stacks.remove(who)

@@ -61,7 +61,8 @@ pub(super) struct TcpConn {
     /// That SYN's headers, kept from smoltcp until the host connect finishes (smoltcp
     /// answers it then); data in the SYN is left out (unacknowledged, it is sent again).
     pub(super) held_syn: Option<Vec<u8>>,
-    pub(super) host: Option<TcpStream>,
+    /// The host socket (none: answered locally, or closed).
+    pub(super) host: Option<TcpSock>,
     /// The host connect finished.
     pub(super) connected: bool,
     pub(super) readable: bool,
@@ -206,14 +207,18 @@ pub(super) fn pump_local(
 
 /// Moves bytes between a connection's smoltcp buffers and its host socket with no
 /// copy in between, and passes FINs on. True when anything moved.
-pub(super) fn pump_host(c: &mut TcpConn, sock: &mut smol_tcp::Socket<'static>) -> bool {
-    let Some(h) = c.host.as_mut() else {
+pub(super) fn pump_host(
+    io: &mut dyn HostSockets,
+    c: &mut TcpConn,
+    sock: &mut smol_tcp::Socket<'static>,
+) -> bool {
+    let Some(h) = c.host else {
         return false;
     };
     let mut moved = false;
     // Container -> host: write straight from smoltcp's receive buffer.
     while c.writable && sock.can_recv() {
-        let r = sock.recv(|data| match h.write(data) {
+        let r = sock.recv(|data| match io.tcp_write(h, data) {
             Ok(n) => (n, n),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => (0, 0),
             Err(_) => (0, usize::MAX),
@@ -234,7 +239,7 @@ pub(super) fn pump_host(c: &mut TcpConn, sock: &mut smol_tcp::Socket<'static>) -
     }
     // Host -> container: read straight into smoltcp's transmit buffer.
     while c.readable && !c.host_eof && sock.can_send() {
-        let r = sock.send(|buf| match h.read(buf) {
+        let r = sock.send(|buf| match io.tcp_read(h, buf) {
             Ok(0) => (0, Some(0)),
             Ok(n) => (n, Some(n)),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => (0, None),
@@ -262,7 +267,7 @@ pub(super) fn pump_host(c: &mut TcpConn, sock: &mut smol_tcp::Socket<'static>) -
             | smol_tcp::State::TimeWait
     );
     if fin_in && !sock.can_recv() && !c.shut_host {
-        let _ = h.shutdown(std::net::Shutdown::Write);
+        io.tcp_shutdown(h);
         c.shut_host = true;
         moved = true;
     }
@@ -301,7 +306,7 @@ impl SocketUplink {
     /// own stack.
     pub(super) fn tcp_from_container(
         &mut self,
-        reg: &Registry,
+        io: &mut dyn HostSockets,
         nets: &[Option<NetView>],
         domain: u16,
         seg: Segment<'_>,
@@ -324,7 +329,7 @@ impl SocketUplink {
         );
         let t_ack = (t.ack_flag() && !t.rst()).then(|| t.ack());
         let conn = match self.tcp_by_quad.get(&(domain, quad)).copied() {
-            None if opening => match self.open_for(reg, nets, domain, &l3, seq) {
+            None if opening => match self.open_for(io, nets, domain, &l3, seq) {
                 Some(i) => Some(i),
                 None => return,
             },
@@ -348,14 +353,14 @@ impl SocketUplink {
             self.note_segment(i, syn.then_some(seq), t_ack);
         }
         if let Some(i) = conn
-            && self.held_back(reg, i, &pkt, opening, rst)
+            && self.held_back(io, i, &pkt, opening, rst)
         {
             give_back(&mut self.pool, pkt.buf);
             return;
         }
         if rst
             && let Some(i) = conn
-            && !self.challenge_rst(reg, i, seq, &mut pkt)
+            && !self.challenge_rst(io, i, seq, &mut pkt)
         {
             give_back(&mut self.pool, pkt.buf);
             return;
@@ -363,7 +368,7 @@ impl SocketUplink {
         self.stack(who).dev.rx.push_back(pkt);
         self.active.insert(who);
         if !self.batching {
-            self.poll(reg);
+            self.poll(io);
         }
     }
 
@@ -372,7 +377,7 @@ impl SocketUplink {
     /// the SYN answered (an RST, or unreachable where the host has no route).
     fn open_for(
         &mut self,
-        reg: &Registry,
+        io: &mut dyn HostSockets,
         nets: &[Option<NetView>],
         domain: u16,
         syn: &family::L3<'_>,
@@ -389,7 +394,7 @@ impl SocketUplink {
             self.open_local(quad, domain);
             None
         } else {
-            self.open_tcp(reg, nets, domain, quad, seq)
+            self.open_tcp(io, nets, domain, quad, seq)
         };
         let conn = self.tcp_by_quad.get(&(domain, quad)).copied();
         match (conn, unreachable) {
@@ -430,7 +435,7 @@ impl SocketUplink {
     /// apply (an RST puts a SYN-RECEIVED socket back to listening).
     pub(super) fn challenge_rst(
         &mut self,
-        reg: &Registry,
+        io: &mut dyn HostSockets,
         i: usize,
         seq: u32,
         pkt: &mut RxPacket,
@@ -445,7 +450,7 @@ impl SocketUplink {
             .get(&who)
             .is_some_and(|st| !st.dev.rx.is_empty())
         {
-            self.poll(reg);
+            self.poll(io);
         }
         let (Some(Some(c)), Some(st)) = (self.tcp.get(i), self.stacks.get(&who)) else {
             return true;
@@ -497,7 +502,7 @@ impl SocketUplink {
     /// polled without end.
     pub(super) fn held_back(
         &mut self,
-        reg: &Registry,
+        io: &mut dyn HostSockets,
         i: usize,
         pkt: &RxPacket,
         opening: bool,
@@ -510,7 +515,7 @@ impl SocketUplink {
             return false;
         }
         if rst {
-            self.abort_tcp(reg, i);
+            self.abort_tcp(io, i);
         } else if opening && c.held_syn.is_none() {
             c.held_syn = pkt.buf.get(pkt.start..pkt.end).and_then(syn_headers);
         }
@@ -591,13 +596,13 @@ impl SocketUplink {
 
     pub(super) fn open_tcp(
         &mut self,
-        reg: &Registry,
+        io: &mut dyn HostSockets,
         nets: &[Option<NetView>],
         domain: u16,
         quad: Quad,
         syn_seq: u32,
     ) -> Option<family::Unreachable> {
-        let host = self.host.get(Instant::now());
+        let host = io.host_address(Instant::now());
         let Some(to) = target(nets, domain, (quad.2, quad.3), host) else {
             // No listener: the SYN is answered with an RST.
             self.stats.tcp_refused += 1;
@@ -608,27 +613,21 @@ impl SocketUplink {
             self.stats.tcp_refused += 1;
             return None;
         }
-        let host = match TcpStream::connect(to) {
-            Ok(s) => s,
-            Err(e) => {
-                self.quotas.release(who, FlowKind::Tcp, true);
-                if out_of_fds(&e) {
-                    self.refuse(who, Refusal::FdLimit);
-                }
-                self.stats.tcp_refused += 1;
-                return family::Unreachable::of(&e);
+        let i = free_slot(&self.tcp);
+        let host = TcpSock(i);
+        if let Err(e) = io.tcp_connect(host, to) {
+            self.quotas.release(who, FlowKind::Tcp, true);
+            if out_of_fds(&e) {
+                self.refuse(who, Refusal::FdLimit);
             }
-        };
-        keepalive(host.as_raw_fd());
+            self.stats.tcp_refused += 1;
+            return family::Unreachable::of(&e);
+        }
         let size = self.buffer_size(who);
         // It listens once the host connect finishes (`answer_syn`): a listening socket
         // takes any SYN to its address and port, another connection's sent again included.
         let sock = Self::container_socket(size, size);
-        let Some(i) = self.insert_tcp(Some(reg), sock, quad, who, Some(host), false) else {
-            self.quotas.release(who, FlowKind::Tcp, true);
-            self.stats.tcp_refused += 1;
-            return None;
-        };
+        self.insert_tcp(i, sock, (quad, who), Some(host), false);
         if let Some(Some(c)) = self.tcp.get_mut(i) {
             c.syn_seq = Some(syn_seq);
         }
@@ -636,26 +635,16 @@ impl SocketUplink {
         None
     }
 
-    /// Puts a connection in a free slot (registering its host socket); its slot.
+    /// Puts a connection in free slot `i` (its host socket's id, if it has one).
     pub(super) fn insert_tcp(
         &mut self,
-        reg: Option<&Registry>,
+        i: usize,
         sock: smol_tcp::Socket<'static>,
-        quad: Quad,
-        who: ContainerId,
-        host: Option<TcpStream>,
+        (quad, who): (Quad, ContainerId),
+        host: Option<TcpSock>,
         inbound: bool,
-    ) -> Option<usize> {
-        let i = free_slot(&self.tcp);
-        let mut host = host;
-        if let Some(h) = host.as_mut() {
-            reg?.register(
-                h,
-                Source::Tcp(i).token(),
-                Interest::READABLE | Interest::WRITABLE,
-            )
-            .ok()?;
-        }
+    ) {
+        debug_assert!(self.tcp.get(i).is_none_or(Option::is_none));
         let buffers = sock.recv_capacity() + sock.send_capacity();
         let handle = self.stack(who).sockets.add(sock);
         *self.buffers.entry(who).or_default() += buffers;
@@ -691,7 +680,6 @@ impl SocketUplink {
         fill_slot(&mut self.tcp, i, conn);
         self.tcp_by_quad.insert((who.domain, quad), i);
         self.touch(i);
-        Some(i)
     }
 
     /// A connection answered by the gateway itself (DNS over TCP).
@@ -705,12 +693,8 @@ impl SocketUplink {
             self.quotas.release(who, FlowKind::Tcp, false);
             return;
         };
-        if self
-            .insert_tcp(None, sock, quad, who, None, false)
-            .is_none()
-        {
-            self.quotas.release(who, FlowKind::Tcp, false);
-        }
+        let i = free_slot(&self.tcp);
+        self.insert_tcp(i, sock, (quad, who), None, false);
     }
 
     /// Answers the SYN of connection `i` with an RST while its SYN-ACK is still held
@@ -746,27 +730,27 @@ impl SocketUplink {
     }
 
     /// Ends connection `i` now: the container gets an RST, the host socket is closed.
-    pub(super) fn abort_tcp(&mut self, reg: &Registry, i: usize) {
+    pub(super) fn abort_tcp(&mut self, io: &mut dyn HostSockets, i: usize) {
         let Some(Some(c)) = self.tcp.get_mut(i) else {
             return;
         };
         if let Some(st) = self.stacks.get_mut(&c.who) {
             st.sockets.get_mut::<smol_tcp::Socket>(c.handle).abort();
         }
-        if let Some(mut h) = c.host.take() {
-            let _ = reg.deregister(&mut h);
+        if let Some(h) = c.host.take() {
+            io.tcp_close(h);
         }
         c.reap = true;
         self.touch(i);
     }
 
     /// Removes connection `i` entirely: smoltcp socket, host socket, maps, quota.
-    pub(super) fn remove_tcp(&mut self, reg: &Registry, i: usize) {
+    pub(super) fn remove_tcp(&mut self, io: &mut dyn HostSockets, i: usize) {
         let Some(mut c) = self.tcp.get_mut(i).and_then(|s| s.take()) else {
             return;
         };
-        if let Some(mut h) = c.host.take() {
-            let _ = reg.deregister(&mut h);
+        if let Some(h) = c.host.take() {
+            io.tcp_close(h);
         }
         if let Some(st) = self.stacks.get_mut(&c.who) {
             st.sockets.remove(c.handle);
@@ -804,9 +788,8 @@ impl SocketUplink {
         std::mem::take(&mut self.dns_requests)
     }
 
-    /// Answers a DNS-over-TCP message on connection `conn`; an answer for a connection
-    /// that ended (its slot empty or reused: another generation) goes nowhere.
-    pub fn dns_reply(&mut self, reg: &Registry, conn: TcpConnId, msg: &[u8]) {
+    /// [`SocketUplink::dns_reply`], with the host's sockets at hand.
+    pub(super) fn dns_reply_with(&mut self, io: &mut dyn HostSockets, conn: TcpConnId, msg: &[u8]) {
         let Some(Some(c)) = self.tcp.get(conn.slot) else {
             return;
         };
@@ -826,14 +809,14 @@ impl SocketUplink {
             let _ = sock.send_slice(&len.to_be_bytes());
             let _ = sock.send_slice(msg);
         }
-        self.poll(reg);
+        self.poll(io);
     }
 
     /// A host TCP connection is ready: its connect finished (the container gets its
     /// SYN-ACK, or an RST), or it can be read or written.
     pub(super) fn tcp_ready(
         &mut self,
-        reg: &Registry,
+        io: &mut dyn HostSockets,
         i: usize,
         (readable, writable, error): (bool, bool, bool),
     ) {
@@ -842,17 +825,13 @@ impl SocketUplink {
             c.readable |= readable || error;
             c.writable |= writable;
             if !c.connected && (writable || error) {
-                let err = c.host.as_ref().map(|h| match h.take_error() {
-                    Ok(None) => h.peer_addr().err(),
-                    Ok(Some(e)) | Err(e) => Some(e),
-                });
-                match err {
-                    Some(None) => {
+                match c.host.and_then(|h| io.tcp_connect_outcome(h)) {
+                    Some(Ok(())) => {
                         c.connected = true;
                         c.syn_seq = None;
                         answer = true;
                     }
-                    Some(Some(e)) => failed = Some(family::Unreachable::of(&e)),
+                    Some(Err(e)) => failed = Some(family::Unreachable::of(&e)),
                     None => failed = Some(None),
                 }
             }
@@ -863,10 +842,10 @@ impl SocketUplink {
         if let Some(why) = failed {
             // Refused or unreachable on the host: the container hears it at once.
             self.fail_pending(i, why);
-            self.abort_tcp(reg, i);
+            self.abort_tcp(io, i);
         }
         self.touch(i);
-        self.poll(reg);
+        self.poll(io);
     }
 
     /// Connection `i`'s host connect finished: its socket listens and smoltcp is handed
@@ -901,7 +880,7 @@ impl SocketUplink {
 
     /// Moves bytes both ways for the touched connections (or all); true when anything
     /// moved. A connection that moved is touched again: the next round looks at it.
-    pub(super) fn pump(&mut self, reg: &Registry, all: bool) -> bool {
+    pub(super) fn pump(&mut self, io: &mut dyn HostSockets, all: bool) -> bool {
         let mut list = std::mem::take(&mut self.touched);
         for &i in &list {
             if let Some(Some(c)) = self.tcp.get_mut(i) {
@@ -914,7 +893,7 @@ impl SocketUplink {
         }
         let mut moved = false;
         for &i in &list {
-            if self.pump_one(reg, i) {
+            if self.pump_one(io, i) {
                 moved = true;
                 self.touch(i);
             }
@@ -929,13 +908,13 @@ impl SocketUplink {
 
     /// One connection's turn: bytes both ways, FINs passed on, an end noticed (or,
     /// once ended and polled, removal). True when anything moved.
-    pub(super) fn pump_one(&mut self, reg: &Registry, i: usize) -> bool {
+    pub(super) fn pump_one(&mut self, io: &mut dyn HostSockets, i: usize) -> bool {
         let Some(Some(c)) = self.tcp.get_mut(i) else {
             return false;
         };
         if c.reap {
             // smoltcp has had its poll to send the RST or last ACK: done.
-            self.remove_tcp(reg, i);
+            self.remove_tcp(io, i);
             return false;
         }
         let Some(st) = self.stacks.get_mut(&c.who) else {
@@ -948,7 +927,7 @@ impl SocketUplink {
             moved |= pump_local(c, sock, i, &mut self.dns_requests);
         }
         if c.connected && c.host.is_some() {
-            moved |= pump_host(c, sock);
+            moved |= pump_host(io, c, sock);
         }
         let st = sock.state();
         // Every connection is made on the container's SYN (smoltcp has processed it
@@ -965,8 +944,8 @@ impl SocketUplink {
         if gone {
             // Ended on one side or the other: close the host socket now, remove the
             // rest after smoltcp's next poll (which sends what is owed).
-            if let Some(mut h) = c.host.take() {
-                let _ = reg.deregister(&mut h);
+            if let Some(h) = c.host.take() {
+                io.tcp_close(h);
             }
             c.reap = true;
             moved = true;
@@ -977,7 +956,7 @@ impl SocketUplink {
     /// Ends connections still in their handshake after the handshake timeout (a SYN
     /// whose host connect or whose container ACK never came, a published connection
     /// the container never answered), and established ones idle past the idle timeout.
-    pub(super) fn expire_tcp(&mut self, reg: &Registry, now: Instant) {
+    pub(super) fn expire_tcp(&mut self, io: &mut dyn HostSockets, now: Instant) {
         let (handshake, idle) = (
             self.quotas.limits.tcp_handshake,
             self.quotas.limits.tcp_idle,
@@ -999,24 +978,26 @@ impl SocketUplink {
             if opening && now.duration_since(c.born) > handshake {
                 self.stats.tcp_handshake_timeouts += 1;
                 self.refuse_pending(i);
-                self.abort_tcp(reg, i);
+                self.abort_tcp(io, i);
             } else if !opening && now.duration_since(c.last) > idle {
                 self.stats.tcp_idle_timeouts += 1;
-                self.abort_tcp(reg, i);
+                self.abort_tcp(io, i);
             }
         }
         for i in 0..self.splices.len() {
             let Some(Some(c)) = self.splices.get(i) else {
                 continue;
             };
-            if !c.s.connected() && now.duration_since(c.born) > splice::CONNECT_TIMEOUT {
-                self.splice_fallback(reg, i);
-            } else if !c.s.connected() && now.duration_since(c.born) > handshake {
+            if !io.splice_connected(SpliceId(i))
+                && now.duration_since(c.born) > splice::CONNECT_TIMEOUT
+            {
+                self.splice_fallback(io, i);
+            } else if !io.splice_connected(SpliceId(i)) && now.duration_since(c.born) > handshake {
                 self.stats.tcp_handshake_timeouts += 1;
-                self.end_splice(reg, i);
+                self.end_splice(io, i);
             } else if now.duration_since(c.last) > idle {
                 self.stats.tcp_idle_timeouts += 1;
-                self.end_splice(reg, i);
+                self.end_splice(io, i);
             }
         }
     }

@@ -2,13 +2,14 @@ use super::*;
 use crate::wire::Ipv6Packet;
 use crate::wire::tcp::TcpFlags;
 use mio::{Events, Poll};
+use std::os::fd::{FromRawFd, OwnedFd};
 
 const C: Ipv4Addr = Ipv4Addr::new(10, 9, 0, 2);
 const GW: Ipv4Addr = Ipv4Addr::new(10, 9, 0, 1);
 const C6: Ipv6Addr = Ipv6Addr::new(0xfd00, 9, 0, 0, 0, 0, 0, 2);
 const GW6: Ipv6Addr = Ipv6Addr::new(0xfd00, 9, 0, 0, 0, 0, 0, 1);
 
-fn nets(egress: bool) -> Vec<Option<NetView>> {
+pub(super) fn nets(egress: bool) -> Vec<Option<NetView>> {
     vec![
         Some(NetView {
             gateway: GW,
@@ -34,7 +35,7 @@ fn nets(egress: bool) -> Vec<Option<NetView>> {
     ]
 }
 
-fn tcp_packet<A: Into<IpAddr> + Copy>(
+pub(super) fn tcp_packet<A: Into<IpAddr> + Copy>(
     src: (A, u16),
     dst: (A, u16),
     seq: u32,
@@ -160,7 +161,7 @@ impl Rig {
     }
 }
 
-fn tcp_of(p: &[u8]) -> Option<(Ipv4Addr, Ipv4Addr, u8, u32, u32, Vec<u8>)> {
+pub(super) fn tcp_of(p: &[u8]) -> Option<(Ipv4Addr, Ipv4Addr, u8, u32, u32, Vec<u8>)> {
     let ip = Ipv4Packet::new_checked(p).ok()?;
     if ip.protocol() != IpProtocol::Tcp {
         return None;

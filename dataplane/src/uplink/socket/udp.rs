@@ -7,7 +7,6 @@ use super::*;
 pub const UDP_IDLE: Duration = Duration::from_secs(120);
 
 pub(super) struct UdpFlow {
-    pub(super) sock: UdpSocket,
     pub(super) who: ContainerId,
     pub(super) key: (u16, Quad),
     pub(super) last: Instant,
@@ -75,17 +74,10 @@ pub(super) fn udp_unreachable(quad: Quad, why: family::Unreachable) -> Option<Ve
     family::unreachable(dst, csrc, why, &quoted)
 }
 
-/// A host UDP socket of `to`'s family connected to it.
-fn udp_socket(to: SocketAddr) -> io::Result<UdpSocket> {
-    let sock = UdpSocket::bind(SocketAddr::new(family::unspecified(to.ip()), 0))?;
-    sock.connect(to)?;
-    Ok(sock)
-}
-
 impl SocketUplink {
     pub(super) fn udp_out(
         &mut self,
-        reg: &Registry,
+        io: &mut dyn HostSockets,
         nets: &[Option<NetView>],
         domain: u16,
         quad: Quad,
@@ -95,18 +87,12 @@ impl SocketUplink {
         // A reply to a client of a published port leaves through that port's socket.
         if let Some(f) = self.inbound_udp.get_mut(&key) {
             f.last = Instant::now();
-            if let Some(Some(Published {
-                sock: PubSock::Udp(s),
-                ..
-            })) = self.published.get(f.listener)
-            {
-                let _ = s.send_to(payload, f.client);
-            }
+            let _ = io.send_to(ListenSock(f.listener), payload, f.client);
             return;
         }
         let i = match self.udp_by_key.get(&key) {
             Some(&i) => i,
-            None => match self.open_udp(reg, nets, key) {
+            None => match self.open_udp(io, nets, key) {
                 Some(i) => i,
                 None => {
                     self.stats.dropped += 1;
@@ -116,48 +102,37 @@ impl SocketUplink {
         };
         if let Some(Some(f)) = self.udp.get_mut(i) {
             f.last = Instant::now();
-            let _ = f.sock.send(payload);
+            let _ = io.udp_send(UdpSock(i), payload);
         }
     }
 
     /// A new UDP flow with its connected host socket; its slot.
     pub(super) fn open_udp(
         &mut self,
-        reg: &Registry,
+        io: &mut dyn HostSockets,
         nets: &[Option<NetView>],
         key: (u16, Quad),
     ) -> Option<usize> {
         let (domain, quad) = key;
-        let host = self.host.get(Instant::now());
+        let host = io.host_address(Instant::now());
         let to = target(nets, domain, (quad.2, quad.3), host)?;
         let who = self.tenant_of(domain, quad.0);
         if !self.admit(who, FlowKind::Udp, true) {
             return None;
         }
-        let mut sock = match udp_socket(to) {
-            Ok(s) => s,
-            Err(e) => {
-                self.quotas.release(who, FlowKind::Udp, true);
-                if out_of_fds(&e) {
-                    self.refuse(who, Refusal::FdLimit);
-                } else if let Some(why) = family::Unreachable::of(&e) {
-                    // No route on the host (no IPv6 there, say): the container hears so.
-                    let p = udp_unreachable(quad, why);
-                    self.out.extend(p.map(|p| OutPacket::plain(domain, p)));
-                }
-                return None;
-            }
-        };
         let i = free_slot(&self.udp);
-        if reg
-            .register(&mut sock, Source::Udp(i).token(), Interest::READABLE)
-            .is_err()
-        {
+        if let Err(e) = io.udp_open(UdpSock(i), to) {
             self.quotas.release(who, FlowKind::Udp, true);
+            if out_of_fds(&e) {
+                self.refuse(who, Refusal::FdLimit);
+            } else if let Some(why) = family::Unreachable::of(&e) {
+                // No route on the host (no IPv6 there, say): the container hears so.
+                let p = udp_unreachable(quad, why);
+                self.out.extend(p.map(|p| OutPacket::plain(domain, p)));
+            }
             return None;
         }
         let f = UdpFlow {
-            sock,
             who,
             key,
             last: Instant::now(),
@@ -168,13 +143,13 @@ impl SocketUplink {
         Some(i)
     }
 
-    pub(super) fn udp_in(&mut self, i: usize) {
+    pub(super) fn udp_in(&mut self, io: &mut dyn HostSockets, i: usize) {
         let Some(Some(f)) = self.udp.get_mut(i) else {
             return;
         };
         let (domain, (csrc, cport, dst, dport)) = f.key;
         loop {
-            match f.sock.recv(&mut self.scratch) {
+            match io.udp_recv(UdpSock(i), &mut self.scratch) {
                 Ok(n) => {
                     f.last = Instant::now();
                     let data = self.scratch.get(..n).unwrap_or(&[]);
@@ -195,12 +170,12 @@ impl SocketUplink {
     }
 
     /// Closes UDP and echo flows idle past their timeouts.
-    pub(super) fn expire_udp_and_ping(&mut self, reg: &Registry, now: Instant) {
-        for slot in self.udp.iter_mut() {
+    pub(super) fn expire_udp_and_ping(&mut self, io: &mut dyn HostSockets, now: Instant) {
+        for (i, slot) in self.udp.iter_mut().enumerate() {
             if let Some(f) = slot
                 && now.duration_since(f.last) > UDP_IDLE
             {
-                let _ = reg.deregister(&mut f.sock);
+                io.udp_close(UdpSock(i));
                 self.udp_by_key.remove(&f.key);
                 self.quotas.release(f.who, FlowKind::Udp, true);
                 *slot = None;
@@ -214,11 +189,11 @@ impl SocketUplink {
             }
             keep
         });
-        for slot in self.ping.iter_mut() {
+        for (i, slot) in self.ping.iter_mut().enumerate() {
             if let Some(f) = slot
                 && now.duration_since(f.last) > PING_IDLE
             {
-                let _ = reg.deregister(&mut f.sock);
+                io.ping_close(PingSock(i));
                 self.ping_by_key.remove(&f.key);
                 self.quotas.release(f.who, FlowKind::Ping, true);
                 *slot = None;
