@@ -242,6 +242,16 @@ fn a_published_port_listens_on_both_families_and_keeps_ipv6_clients_addresses() 
     // An IPv4-only container is reached by IPv6 clients over IPv4 (as Docker's proxy).
     let seen = peer_seen(&r.out, &format!("-6 http://[{HOST6}]:8090/"));
     assert_eq!(seen.trim(), "10.171.0.1");
+    let seen = peer_seen(&r.host, "-4 http://127.0.0.1:8090/");
+    assert_eq!(seen.trim(), "10.171.0.1");
+    let seen = peer_seen(&r.host, "-6 http://[::1]:8090/");
+    assert_eq!(seen.trim(), "10.171.0.1", "::1 after a spliced 127.0.0.1");
+    let seen = peer_seen(&r.out, &format!("-6 http://[{HOST6}]:8090/"));
+    assert_eq!(
+        seen.trim(),
+        "10.171.0.1",
+        "outside IPv6 after a spliced 127.0.0.1"
+    );
     // [::1]:8070 listens on the host's IPv6 loopback only.
     let seen = peer_seen(&r.host, "-6 http://[::1]:8070/");
     assert_eq!(seen.trim(), "fd00:170::1");
@@ -508,6 +518,12 @@ fn an_ipv6_only_network_leaves_and_is_reached_through_the_socket_uplink() {
     let seen = peer_seen(&r.out, &format!("-6 http://[{HOST6}]:8060/"));
     assert_eq!(seen.trim(), OUT6, "the client's address is kept");
     let seen = peer_seen(&r.host, "-6 http://[::1]:8060/");
+    assert_eq!(seen.trim(), "fd00:173::1");
+    // IPv4 clients reach it over IPv6, from its gateway (as Docker's proxy), from
+    // outside and from the loopback, after an IPv6 one was spliced.
+    let seen = peer_seen(&r.out, &format!("-4 http://{HOST4}:8060/"));
+    assert_eq!(seen.trim(), "fd00:173::1");
+    let seen = peer_seen(&r.host, "-4 http://127.0.0.1:8060/");
     assert_eq!(seen.trim(), "fd00:173::1");
     // The container has no IPv4 at all, and its flows are listed.
     let v4 = c.must("ip -4 -o addr show dev eth0");

@@ -94,7 +94,7 @@ impl SocketUplink {
             to,
             local,
             netns,
-            splice: if to.of_family(local.is_ipv6()).is_some() {
+            splice: if to.inside(local.ip()).is_some() {
                 Splicing::Untried
             } else {
                 Splicing::Unavailable

@@ -1,6 +1,10 @@
-//! Published-port clients on the host's loopback (127.0.0.1 or ::1) spliced into the
-//! container's namespace, socket to socket, in the client's family (the published
-//! socket's) where the container has it.
+//! Published-port clients that the container sees as its gateway spliced into the
+//! container's namespace, socket to socket: those on the host's loopback (127.0.0.1 or
+//! ::1), and those of the family the container lacks (an IPv6 client of an IPv4-only
+//! container, and the reverse), in the family of the container's address they reach.
+//! Once a port spliced, the return rule inside keeps every reply from that container
+//! port to that gateway on the container's loopback, so a connection from that gateway
+//! on the frame path could not be answered: every such client is spliced.
 
 use super::*;
 
@@ -19,10 +23,11 @@ pub(super) struct SplicedConn {
     pub(super) last: Instant,
 }
 impl SocketUplink {
-    /// Splices a loopback client, accepted into `host`, into the container's
+    /// Splices a client the container sees as its gateway (on the host's loopback, or
+    /// of the family the container lacks), accepted into `host`, into the container's
     /// namespace; true when the connection is to take the frame path instead (the
-    /// client left at `host`): the container lacks the client's family (the frame path
-    /// leads it to the other), or its namespace cannot be entered or routed.
+    /// client left at `host`): a client the container sees with its own address, or a
+    /// namespace that cannot be entered or routed.
     pub(super) fn try_splice(
         &mut self,
         io: &mut dyn HostSockets,
@@ -30,22 +35,23 @@ impl SocketUplink {
         host: TcpSock,
         peer: SocketAddr,
     ) -> bool {
-        if !peer.ip().is_loopback() {
-            return true;
-        }
         let Some(Some(p)) = self.published.get(i) else {
             return true;
         };
         let to = p.to;
-        // The container's address of the client's family, seen from its gateway of it.
-        let (Some(container), Some(who)) = (to.of_family(peer.is_ipv6()), to.who()) else {
+        // The container's address the client reaches (of the client's family where it
+        // has one), seen from its gateway of that family.
+        let (Some(container), Some(who)) = (to.inside(peer.ip()), to.who()) else {
             return true;
         };
+        if !peer.ip().is_loopback() && container.is_ipv6() == peer.is_ipv6() {
+            return true;
+        }
         let Some(gateway) = self.gateway_of(to.domain, container) else {
             return true;
         };
         let from = SocketAddr::new(gateway, peer.port());
-        if !self.splice_ready_for(io, i, peer.is_ipv6()) {
+        if !self.splice_ready_for(io, i, container.is_ipv6()) {
             self.stats.splice_fallbacks += 1;
             return true;
         }
@@ -84,8 +90,8 @@ impl SocketUplink {
         false
     }
 
-    /// Whether published port `i` splices: its pool, of the published socket's family
-    /// (IPv6 when `v6`), is started on first use (its maker installs the rule); a
+    /// Whether published port `i` splices: its pool, of the family of the container's
+    /// address its clients reach (IPv6 when `v6`), is started on first use (its maker installs the rule); a
     /// namespace that cannot be entered or routed sends its loopback clients to the
     /// frame path from then on.
     pub(super) fn splice_ready_for(
