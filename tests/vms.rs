@@ -3,7 +3,8 @@
 //! needed): a lease, a name resolved, a container pinged; a peer sending an over-long
 //! length or garbage cut off and counted while the port serves the next one; a
 //! reconnection keeping port and address. Then a real VM: Debian 12's QEMU (TCG)
-//! booting Debian's kernel with a busybox initramfs.
+//! booting Debian's kernel with a busybox initramfs, on a dual-stack network (IPv4 by
+//! DHCP, IPv6 by SLAAC).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[allow(dead_code)]
@@ -374,7 +375,16 @@ fn vm_lab() -> (Netns, Daemon, Netns, TempDir) {
     require(&["qemu-system-x86_64", "dpkg-deb", "busybox"]);
     let host = Netns::new("vmx-host");
     let d = Daemon::start_in(&host, &[]);
-    d.ctl_ok(&["network", "create", "vmnet", "--subnet", "10.231.8.0/24"]);
+    d.ctl_ok(&[
+        "network",
+        "create",
+        "vmnet",
+        "--subnet",
+        "10.231.8.0/24",
+        "--ipv6",
+        "--subnet",
+        "fd00:231:8::/64",
+    ]);
     let c = Netns::new("vmx-c1");
     d.ctl_ok(&["attach", "vmnet", "--name", "c1", "--netns", &c.path()]);
     (host, d, c, TempDir::new("vmx-vm"))
@@ -424,6 +434,14 @@ fn a_qemu_vm_leases_resolves_exchanges_files_is_published_and_restarts_on_its_po
     let c1 = c.must("ip -4 -o addr show eth0 | awk '{print $4}' | cut -d/ -f1");
     assert_eq!(vm.wait_for("resolved c1", boot), c1.trim());
     vm.wait_for("ping ok c1", boot);
+    // IPv6: the VM's kernel forms IPAM's address by SLAAC (port security lets it
+    // send from it), resolves the container's AAAA and pings it.
+    let ip6 = att["ip6"].as_str().unwrap_or("");
+    let slaac = vm.wait_for("slaac", boot);
+    assert_eq!(slaac, format!("{ip6}/64"), "{}", vm.console());
+    let c1v6 = c.must("ip -6 -o addr show eth0 scope global | awk '{print $4}' | cut -d/ -f1");
+    assert_eq!(vm.wait_for("resolved6 c1", boot), c1v6.trim());
+    vm.wait_for("ping6 ok", boot);
     let f = vm.wait_for("sha", boot);
     vm.wait_for("serving", boot);
     // Container -> VM, and the host -> the VM's published port.
