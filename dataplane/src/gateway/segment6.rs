@@ -108,6 +108,7 @@ impl Gateway {
                 let mtu = self.cfg.packet.map_or(0, |u| u32::from(u.mtu));
                 self.icmp6_error(f, net, (Icmpv6Type::PACKET_TOO_BIG, 0), mtu, out);
             }
+            Punt::UplinkAddress => self.for_uplink_address6(f, net, out),
             Punt::Unresolved => {
                 let dst = EthernetFrame::new_checked(f.data)
                     .ok()

@@ -266,6 +266,19 @@ pub(super) fn published_flow<A: Af>(
         .map_err(refused)
 }
 
+/// Whether a TCP or UDP packet from a container (`inside`) to the uplink's address is
+/// taken by nothing there: neither a flow of its own (a hairpin connection's reply,
+/// say) nor a published port. Both families.
+pub(super) fn unclaimed<A: Af>(
+    table: &FlowTable<A>,
+    inside: &Tuple<A>,
+    rules: &DnatRules<A>,
+    now: u32,
+) -> bool {
+    rules.find(inside.proto, inside.dport).is_none()
+        && table.lookup(inside, Side::Inside, now).is_none()
+}
+
 /// Rewrites an ICMP error about a flow: the outer address at `end` becomes `addr`, and
 /// the quoted packet's opposite end becomes `addr` and `port`; the ICMP checksum is
 /// recomputed (errors are small).
@@ -390,6 +403,30 @@ impl Nat {
         let csum = Checksum::partial_if(partial);
         translate(&mut ip, proto, End::Src, hit.other.dst, port, csum);
         Ok(NatVerdict::Out { dst })
+    }
+
+    /// Whether a packet from a container to the uplink's own address is for that
+    /// address itself: an echo request, or TCP or UDP that no flow and no published
+    /// port takes (a closed port). The gateway answers it as the address's owner
+    /// would, and no flow is made. ICMP errors, replies and what the NAT does not
+    /// carry are left to the translation. Off the fast path: the caller asks only
+    /// for a packet to the uplink's address.
+    #[cold]
+    #[inline(never)]
+    pub fn for_uplink_address(
+        &self,
+        ip: &Ipv4Packet<&mut [u8]>,
+        rules: &DnatRules,
+        now: u32,
+    ) -> bool {
+        if Self::translatable(ip).is_err() {
+            return false;
+        }
+        let proto = ip.protocol();
+        if proto == IpProtocol::Icmp {
+            return echo_fields(ip).0 == IcmpType::ECHO_REQUEST;
+        }
+        ports_tuple(ip, proto).is_ok_and(|(key, _)| unclaimed(&self.table, &key, rules, now))
     }
 
     /// A packet for `ext` translated back in at once (hairpin: it left a container and

@@ -78,6 +78,13 @@ pub(super) fn route_out6(
     } else {
         return Err(DropReason::NoRoute);
     };
+    // For the uplink's own address and nothing there takes it (a ping, a closed
+    // port): the gateway answers as its owner, untranslated and with no flow made.
+    if ip.dst() == up6.ext_ip && nat.for_uplink_address6(&ip, &up6.rules, ctx.now) {
+        f.punt = Punt::UplinkAddress;
+        out.push(GATEWAY_PORT, i, Encap::None);
+        return Ok(());
+    }
     // IPv6 routers never fragment: too big is always answered (packet too big); not
     // for hairpin traffic, which never crosses the segment.
     let punt = if too_big6(&ip, &vnet, mtu) && ip.dst() != up6.ext_ip {
