@@ -51,9 +51,10 @@ fn uplink6<'a>(ing: &Ingress<'a>) -> Result<(&'a Uplink6, &'a crate::nat::Nat), 
 }
 
 /// An IPv6 frame from a container bound outside: checked against the segment's MTU
-/// and its hop limit, tracked (and masqueraded, unless its network is routed), sent
-/// out the packet uplink; for the uplink's own address, masqueraded whatever the
-/// network's mode and translated back in at once (hairpin).
+/// and its hop limit, tracked (and masqueraded, unless its network is routed: then
+/// only from the network's own prefix), sent out the packet uplink; for the uplink's
+/// own address, masqueraded whatever the network's mode and translated back in at
+/// once (hairpin), or, what nothing there takes, answered by the gateway.
 #[inline(always)]
 pub(super) fn route_out6(
     ing: &Ingress<'_>,
@@ -74,6 +75,10 @@ pub(super) fn route_out6(
     let ext = if dconf.egress {
         Some(up6.ext_ip)
     } else if up6.routes(domain) {
+        // Routed as it is: only the network's own prefix (reverse path filtering).
+        if !dconf.v6.is_some_and(|v| v.subnet.contains(ip.src())) {
+            return Err(DropReason::SourceOutsideNetwork);
+        }
         (ip.dst() == up6.ext_ip).then_some(up6.ext_ip)
     } else {
         return Err(DropReason::NoRoute);

@@ -1542,6 +1542,10 @@ mod nat6 {
         });
         if let Some(Some(d)) = r.snap.domains.get_mut(0) {
             d.egress = !routed;
+            d.v6 = Some(crate::config::Net6::of(
+                Ipv6Addr::new(0xfd00, 1, 0, 0, 0, 0, 0, 1),
+                64,
+            ));
         }
         r.snap.rebuild();
         let neigh = Neighbours::default();
@@ -1612,6 +1616,29 @@ mod nat6 {
         assert_eq!(addrs(&sent[1][0]).0, INSIDE6, "not rewritten");
         let sent = r.run_full(1, &[probe], 0, Some((&nat, &neigh)));
         assert_eq!(who_got(&sent), vec![2], "the reply comes in");
+    }
+
+    /// A routed network routes only its own prefix's sources: a foreign source (a
+    /// port without port security may send one) is dropped and counted, untracked;
+    /// the network's own address passes (the positive control). A masqueraded
+    /// network translates any source.
+    #[test]
+    fn routed_ipv6_drops_sources_outside_the_networks_prefix() {
+        let foreign = Ipv6Addr::new(0x2001, 0xdb8, 0xbad, 0, 0, 0, 0, 2);
+        let (mut r, nat, neigh) = rig6(true, 1500);
+        let f = udp6((GW, mac(2)), (foreign, 5000), (FAR, 53), 10);
+        assert!(who_got(&r.run_full(2, &[f], 0, Some((&nat, &neigh)))).is_empty());
+        let drops = r.counters.read(PortId(2));
+        assert_eq!(drops.drop_count(DropReason::SourceOutsideNetwork), 1);
+        assert!(nat.table6.is_empty(), "not tracked");
+        let f = udp6((GW, mac(2)), (INSIDE6, 5000), (FAR, 53), 10);
+        let sent = r.run_full(2, &[f], 0, Some((&nat, &neigh)));
+        assert_eq!(who_got(&sent), vec![1], "its own address is routed");
+        assert_eq!(addrs(&sent[1][0]).0, INSIDE6);
+        let (mut r, nat, neigh) = rig6(false, 1500);
+        let f = udp6((GW, mac(2)), (foreign, 5000), (FAR, 53), 10);
+        let sent = r.run_full(2, &[f], 0, Some((&nat, &neigh)));
+        assert_eq!(addrs(&sent[1][0]).0, EXT6, "masqueraded");
     }
 
     #[test]
