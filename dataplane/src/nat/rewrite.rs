@@ -771,6 +771,54 @@ mod tests {
         assert_eq!(u16::from_be_bytes([err[48], err[49]]), 5000);
     }
 
+    /// What a container sends to the uplink's own address: a ping or a closed port is
+    /// the address's own (no flow made); a published port, a published flow's reply
+    /// (from its container, to the uplink's address) and an ICMP error are the
+    /// translation's.
+    #[test]
+    fn the_uplink_address_itself_is_told_from_published_ports_and_flows() {
+        let nat = Nat::new(64);
+        let rules = DnatRules::new(vec![DnatRule {
+            proto: IpProtocol::Tcp,
+            ext_port: 8080,
+            domain: 0,
+            ip: C,
+            port: 80,
+        }]);
+        let mine = |pkt: &mut Vec<u8>| {
+            let ip = Ipv4Packet::new_checked(&mut pkt[..]).unwrap();
+            nat.for_uplink_address(&ip, &rules, 0)
+        };
+        let other = Ipv4Addr::new(10, 0, 0, 3);
+        assert!(
+            mine(&mut tcp((other, 40000), (EXT, 9), 0x02, &[])),
+            "closed TCP"
+        );
+        let udp = build_udp(other, 5000, EXT, 53, b"q").unwrap();
+        assert!(mine(&mut udp.clone()), "closed UDP");
+        let ping = build_ip(other, EXT, IpProtocol::Icmp, &[8, 0, 0, 0, 0, 7, 0, 1]).unwrap();
+        assert!(mine(&mut ping.clone()), "ping");
+        let mut err = build_ip(other, EXT, IpProtocol::Icmp, &[3, 3, 0, 0, 0, 0, 0, 0]).unwrap();
+        err.extend_from_slice(&udp[..28]);
+        assert!(!mine(&mut err), "an ICMP error is the translation's");
+        assert!(nat.table.is_empty(), "asking makes no flow");
+        // A published port: hairpinned. Its container's reply to the uplink's address
+        // belongs to the flow the first packet made.
+        let mut syn = tcp((other, 40001), (EXT, 8080), 0x02, &[]);
+        assert!(!mine(&mut syn));
+        assert!(nat.outbound(&mut syn, 0, EXT, &rules, false, 0).is_ok());
+        let back = ports(&syn).0;
+        assert!(nat.inbound(&mut syn, EXT, &rules, false, 0).is_ok());
+        assert!(
+            !mine(&mut tcp((C, 80), (EXT, back), 0x12, &[])),
+            "the reply"
+        );
+        assert!(
+            mine(&mut tcp((C, 80), (EXT, back + 1), 0x12, &[])),
+            "no flow's"
+        );
+    }
+
     #[test]
     fn published_port_dnat_and_reply() {
         let nat = Nat::new(64);
