@@ -406,10 +406,10 @@ impl Nat {
     }
 
     /// Whether a packet from a container to the uplink's own address is for that
-    /// address itself: an echo request, or TCP or UDP that no flow and no published
-    /// port takes (a closed port). The gateway answers it as the address's owner
-    /// would, and no flow is made. ICMP errors, replies and what the NAT does not
-    /// carry are left to the translation. Off the fast path: the caller asks only
+    /// address itself: an echo request (or a reply of no flow), or TCP or UDP that no
+    /// flow and no published port takes (a closed port). The gateway answers it as
+    /// the address's owner would, and no flow is made. ICMP errors and what the NAT
+    /// does not carry are left to the translation (which makes no flow of them). Off the fast path: the caller asks only
     /// for a packet to the uplink's address.
     #[cold]
     #[inline(never)]
@@ -424,7 +424,15 @@ impl Nat {
         }
         let proto = ip.protocol();
         if proto == IpProtocol::Icmp {
-            return echo_fields(ip).0 == IcmpType::ECHO_REQUEST;
+            let (ty, id) = echo_fields(ip);
+            return match echo_of(ty) {
+                Some(Echo::Request) => true,
+                Some(Echo::Reply) => {
+                    let key = echo_tuple(Echo::Reply, id, ip.src(), ip.dst());
+                    self.table.lookup(&key, Side::Inside, now).is_none()
+                }
+                None => false,
+            };
         }
         ports_tuple(ip, proto).is_ok_and(|(key, _)| unclaimed(&self.table, &key, rules, now))
     }
@@ -798,6 +806,8 @@ mod tests {
         assert!(mine(&mut udp.clone()), "closed UDP");
         let ping = build_ip(other, EXT, IpProtocol::Icmp, &[8, 0, 0, 0, 0, 7, 0, 1]).unwrap();
         assert!(mine(&mut ping.clone()), "ping");
+        let reply = build_ip(other, EXT, IpProtocol::Icmp, &[0, 0, 0, 0, 0, 7, 0, 1]).unwrap();
+        assert!(mine(&mut reply.clone()), "an echo reply of no flow");
         let mut err = build_ip(other, EXT, IpProtocol::Icmp, &[3, 3, 0, 0, 0, 0, 0, 0]).unwrap();
         err.extend_from_slice(&udp[..28]);
         assert!(!mine(&mut err), "an ICMP error is the translation's");

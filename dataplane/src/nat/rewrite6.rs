@@ -212,8 +212,8 @@ impl Nat {
     }
 
     /// Whether an IPv6 packet from a container to the uplink's own address is for that
-    /// address itself, as [`Nat::for_uplink_address`]: an echo request, or TCP or UDP
-    /// that no flow and no published port takes.
+    /// address itself, as [`Nat::for_uplink_address`]: an echo request (or a reply of
+    /// no flow), or TCP or UDP that no flow and no published port takes.
     #[cold]
     #[inline(never)]
     pub fn for_uplink_address6(
@@ -225,11 +225,16 @@ impl Nat {
         let Ok(upper) = upper_of(ip) else {
             return false;
         };
-        if upper.0 == IpProtocol::Icmpv6 {
-            let ty = ip.packet().get(upper.1).copied();
-            return ty == Some(Icmpv6Type::ECHO_REQUEST);
+        if upper.0 == IpProtocol::Icmpv6
+            && ip.packet().get(upper.1) == Some(&Icmpv6Type::ECHO_REQUEST)
+        {
+            return true;
         }
         match key_of(ip, upper, ip.dst()) {
+            // An echo reply: the address's own unless a flow takes it.
+            Ok(Some((key, _))) if key.proto == IpProtocol::Icmpv6 => {
+                self.table6.lookup(&key, Side::Inside, now).is_none()
+            }
             Ok(Some((key, _))) => unclaimed(&self.table6, &key, rules, now),
             _ => false,
         }
