@@ -1,7 +1,8 @@
 //! vswitch on a packet uplink's segment: it answers ARP and pings for its outside
 //! address, refuses what else is sent there as a host with nothing listening would,
 //! learns the segment's neighbours for the workers, and answers what the workers punt
-//! on the way out (time exceeded, fragmentation needed, next hop unresolved).
+//! on the way out (time exceeded, fragmentation needed, next hop unresolved, the
+//! uplink's own address from inside: `own_address.rs`).
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};

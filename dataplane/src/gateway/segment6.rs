@@ -3,7 +3,8 @@
 //! does (`segment.rs`), learns the segment's
 //! neighbours from neighbour discovery for the workers, solicits the next hop until it
 //! answers, and answers what the workers punt of routed IPv6 (hop limit exceeded,
-//! packet too big with the segment's MTU, neighbour unresolved).
+//! packet too big with the segment's MTU, neighbour unresolved, the uplink's own
+//! address from inside: `own_address.rs`).
 
 use std::net::Ipv6Addr;
 
