@@ -509,3 +509,108 @@ fn a_routed_networks_published_port_is_reached_at_the_container_and_on_the_uplin
     ));
     assert!(!o.status.success(), "reached: {}", o.stdout_text());
 }
+
+/// A container reaching the uplink's IPv6 address on a port nothing publishes is
+/// refused at once (an RST, port unreachable) and its ping answered, as by a host
+/// owning the address; no flow is left behind. A published port on the same address
+/// still hairpins (the positive control).
+#[test]
+#[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
+fn the_uplinks_ipv6_address_from_inside_refuses_closed_ports_and_answers_pings() {
+    require(&["curl"]);
+    let s = seg6(9, &[], &[]);
+    let _web = http_peer(&s.c, "TCP6-LISTEN", 80);
+    s.d.ctl_ok(&["publish", "web", "-p", "8080:80"]);
+    let o = Netns::new("o6");
+    s.d.ctl_ok(&["attach", "front", "--name", "api", "--netns", &o.path()]);
+    let page = curl(&o, &format!("http://[{}]:8080/", s.ext6));
+    assert!(saw(&page, &s.ext6), "hairpin seen as {page}");
+    let text = said(
+        &o,
+        &format!(
+            "socat -T 3 - TCP6:[{}]:9,connect-timeout=20 </dev/null",
+            s.ext6
+        ),
+    );
+    assert!(text.contains("Connection refused"), "TCP: {text}");
+    let text = said(&o, &format!("echo hi | socat -T 20 - UDP6:[{}]:9", s.ext6));
+    assert!(text.contains("Connection refused"), "UDP: {text}");
+    o.must(&format!("ping -6 -c 1 -W 5 {}", s.ext6));
+    let rows = flows6(&s.d);
+    assert!(
+        rows.iter().any(|f| f["protocol"] == "tcp"),
+        "the hairpin flow is listed: {rows:?}"
+    );
+    let closed = format!("[{}]:9", s.ext6);
+    let left = rows.iter().find(|f| {
+        f["remote"] == closed.as_str()
+            || f["protocol"]
+                .as_str()
+                .is_some_and(|p| p.starts_with("icmp"))
+    });
+    assert!(
+        left.is_none(),
+        "a flow left by a refusal or a ping: {left:?}"
+    );
+}
+
+/// Reads `p`'s stderr until tcpdump says it is listening.
+fn until_listening(p: &mut Proc) {
+    use std::io::Read;
+    let err = p.child.stderr.as_mut().expect("piped stderr");
+    let (mut seen, mut b) = (Vec::new(), [0u8; 1]);
+    while let Ok(1) = err.read(&mut b) {
+        seen.push(b[0]);
+        if String::from_utf8_lossy(&seen).contains("listening on") {
+            return;
+        }
+    }
+    panic!("tcpdump did not start: {}", String::from_utf8_lossy(&seen));
+}
+
+/// A routed network routes only its own prefix: a container without port security
+/// sending from a foreign address is not seen on the segment and the drop is counted,
+/// while its own address is routed (the positive control).
+#[test]
+#[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
+fn a_routed_network_routes_only_sources_of_its_own_prefix() {
+    require(&["tcpdump"]);
+    let s = seg6(10, &["--no-masquerade"], &[]);
+    s.out
+        .must(&format!("ip -6 route add fd00:66:10::/64 via {}", s.ext6));
+    let loose = Netns::new("loose6");
+    let p = loose.path();
+    s.d.ctl_ok(&[
+        "attach",
+        "front",
+        "--name",
+        "loose",
+        "--netns",
+        &p,
+        "--no-port-security",
+    ]);
+    let own = ip6_of(&s.d, "loose");
+    let foreign = "2001:db8:bad::5";
+    loose.must(&format!("ip -6 addr add {foreign}/128 dev eth0 nodad"));
+    // The neighbours resolved before the capture.
+    retry(&loose, &format!("ping -6 -c 1 -W 2 -I {own} {}", s.host6));
+    // Echo requests (tcpdump joins the filter's words).
+    let mut sniff = s
+        .out
+        .spawn("exec tcpdump -i vswitch0 -n -l -c 2 icmp6 and ip6[40] == 128");
+    until_listening(&mut sniff);
+    let o = loose.sh(&format!("ping -6 -c 1 -W 2 -I {foreign} {}", s.host6));
+    assert!(!o.status.success(), "the foreign source got a reply");
+    loose.must(&format!("ping -6 -c 2 -W 2 -I {own} {}", s.host6));
+    let seen = sniff.wait(Duration::from_secs(10)).stdout_text();
+    let own_short = own.parse::<std::net::Ipv6Addr>().unwrap().to_string();
+    assert!(
+        seen.contains(&own_short),
+        "its own address not seen: {seen}"
+    );
+    assert!(!seen.contains(foreign), "the foreign source left: {seen}");
+    let st = s.d.ctl_json(&["stats"]);
+    let port = (st["ports"].as_array().unwrap().iter()).find(|p| p["name"] == "loose");
+    let n = port.and_then(|p| p["drops"]["source_outside_network"].as_u64());
+    assert!(n.unwrap_or(0) >= 1, "not counted: {port:?}");
+}

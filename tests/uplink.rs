@@ -407,3 +407,52 @@ fn uplink_refusals() {
     let show = d.ctl_json(&["uplink", "show"]);
     assert_eq!(show["kind"], "socket");
 }
+
+/// A container reaching the uplink's own address on a port nothing publishes is
+/// refused at once, as by a host owning the address (an RST, port unreachable), and
+/// its pings are answered; no flow is left behind. A published port on the same
+/// address still hairpins (the positive control).
+#[test]
+#[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
+fn the_uplink_address_from_inside_refuses_closed_ports_and_answers_pings() {
+    let s = seg(5, false);
+    let _t = whoami(&s.c, 80, false);
+    s.d.ctl_ok(&["publish", "web", "-p", "8080:80"]);
+    let o = Netns::new("o");
+    s.d.ctl_ok(&["attach", "front", "--name", "other", "--netns", &o.path()]);
+    let got = retry(&o, &format!("socat -T 3 - TCP:{}:8080 </dev/null", s.ext));
+    assert_eq!(got.trim(), s.ext, "the published port hairpins");
+    let tcp = o.sh(&format!(
+        "socat -T 3 - TCP:{}:9,connect-timeout=20 </dev/null",
+        s.ext
+    ));
+    assert!(!tcp.status.success());
+    assert!(
+        tcp.stderr_text().contains("Connection refused"),
+        "TCP to a closed port: {}",
+        tcp.stderr_text()
+    );
+    let udp = o.sh(&format!("echo hi | socat -T 20 - UDP:{}:9", s.ext));
+    assert!(
+        udp.stderr_text().contains("Connection refused"),
+        "UDP to a closed port: {}",
+        udp.stderr_text()
+    );
+    o.must(&format!("ping -c 1 -W 5 {}", s.ext));
+    let flows = s.d.ctl_json(&["conntrack", "ls"]);
+    let packet: Vec<&serde_json::Value> = (flows.as_array().expect("list").iter())
+        .filter(|f| f["uplink"] == "packet")
+        .collect();
+    let published = format!("{}:8080", s.ext);
+    assert!(
+        packet.iter().any(|f| f["remote"] == published.as_str()),
+        "the hairpin flow is listed: {flows}"
+    );
+    let closed = format!("{}:9", s.ext);
+    assert!(
+        !packet
+            .iter()
+            .any(|f| f["remote"] == closed.as_str() || f["protocol"] == "icmp"),
+        "a flow left by a refused attempt or a ping: {flows}"
+    );
+}

@@ -20,7 +20,7 @@ pub const PERIOD: std::time::Duration = std::time::Duration::from_secs(5);
 /// The drop reasons worth a line: a tenant hitting its quota, a guard refusing what a
 /// container sent, a table full. (Malformed frames, misses and full queues are the
 /// counters' business.)
-pub const NOTABLE: [DropReason; 16] = [
+pub const NOTABLE: [DropReason; 17] = [
     DropReason::MacSpoof,
     DropReason::IpSpoof,
     DropReason::NdSpoof,
@@ -37,6 +37,7 @@ pub const NOTABLE: [DropReason; 16] = [
     DropReason::FdLimit,
     DropReason::RateLimit,
     DropReason::VlanNotAllowed,
+    DropReason::SourceOutsideNetwork,
 ];
 
 /// The counters events are read from, at one moment.

@@ -92,11 +92,12 @@ thread_local! {
 }
 
 const PORTS: [u16; 4] = [2, 3, 5, 1];
-const PUNTS: [Punt; 4] = [
+const PUNTS: [Punt; 5] = [
     Punt::None,
     Punt::TimeExceeded,
     Punt::TooBig,
     Punt::Unresolved,
+    Punt::UplinkAddress,
 ];
 
 /// The gateway thread's counters: one table for every run (it is large).
@@ -125,7 +126,9 @@ fuzz_target!(|data: &[u8]| {
         let mut f = RingFrame::whole(body.to_vec());
         f.domain = if uplink { UPLINK_DOMAIN.0 } else { 0 };
         f.port = PORTS[usize::from(tag & 3)];
-        f.punt = PUNTS[usize::from((tag >> 2) & 3)];
+        // Bits 2, 3 and 6: the punt (past the table, none).
+        let punt = usize::from((tag >> 2) & 3 | (tag >> 4) & 4);
+        f.punt = PUNTS.get(punt).copied().unwrap_or(Punt::None);
         gw.frame(&mut ctx, f);
         BATCH.with_borrow_mut(|b| {
             while port.recv(b).is_ok_and(|n| n > 0) {

@@ -72,10 +72,13 @@ pub enum DropReason {
     /// Past the port's bandwidth limit into the container (`rate_in`; counted on the
     /// limited port).
     RateLimit,
+    /// Routed IPv6 (a network with masquerade off) from a source outside the network's
+    /// own prefix: not routed, as a router filtering by reverse path drops it.
+    SourceOutsideNetwork,
 }
 
 impl DropReason {
-    pub const COUNT: usize = 26;
+    pub const COUNT: usize = 27;
     pub const ALL: [DropReason; Self::COUNT] = [
         DropReason::Malformed,
         DropReason::VlanNotAllowed,
@@ -103,6 +106,7 @@ impl DropReason {
         DropReason::ServiceQuota,
         DropReason::NdSpoof,
         DropReason::RateLimit,
+        DropReason::SourceOutsideNetwork,
     ];
 
     /// The name shown in `stats`.
@@ -134,6 +138,7 @@ impl DropReason {
             DropReason::ServiceQuota => "service_quota",
             DropReason::NdSpoof => "nd_spoof",
             DropReason::RateLimit => "rate_limit",
+            DropReason::SourceOutsideNetwork => "source_outside_network",
         }
     }
 }

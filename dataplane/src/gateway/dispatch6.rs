@@ -7,7 +7,7 @@
 //! through [`Gateway::deliver_ip_in_place`] and [`Gateway::deliver_ip_gso`] (either
 //! family; [`Gateway::deliver_ip6`] frames the DNS server's answers). A packet uplink with an IPv6 address routes IPv6
 //! on the workers; the frames they punt (packet too big, time exceeded, an unresolved
-//! neighbour) are answered by `Gateway::packet_routed6`, and what else reaches the
+//! neighbour, the uplink's own address) are answered by `Gateway::packet_routed6`, and what else reaches the
 //! gateway takes [`Gateway::not_yet_routed`], which answers ICMPv6 "no route to
 //! destination". TCP and UDP to the gateway's IPv6 address other than DNS and DHCPv6
 //! reach the host through the socket uplink as they do over IPv4, whatever uplink

@@ -15,7 +15,8 @@
 //!   carries IPv6.
 //! - `resolver`: DNS queries to the gateway, through the sans-I/O [`crate::dns`] server.
 //! - `segment`: vswitch's own address on a packet uplink's segment, and what the
-//!   workers punt on the way out.
+//!   workers punt on the way out; `own_address`: that address as the containers
+//!   reach it (a ping, a closed port), answered as its owner would.
 //! - [`action`]: what the gateway asks its I/O to do ([`Action`]).
 //! - [`config`]: what it answers from ([`GatewayConfig`]), rebuilt by the control thread.
 //!
@@ -37,6 +38,7 @@ pub mod icmp;
 pub mod icmp6;
 pub mod io;
 pub mod ndp;
+mod own_address;
 mod resolver;
 mod segment;
 mod segment6;

@@ -1,7 +1,8 @@
 //! vswitch on a packet uplink's segment: it answers ARP and pings for its outside
 //! address, refuses what else is sent there as a host with nothing listening would,
 //! learns the segment's neighbours for the workers, and answers what the workers punt
-//! on the way out (time exceeded, fragmentation needed, next hop unresolved).
+//! on the way out (time exceeded, fragmentation needed, next hop unresolved, the
+//! uplink's own address from inside: `own_address.rs`).
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
@@ -23,18 +24,18 @@ const SEGMENT_TICK: Duration = Duration::from_secs(1);
 /// A packet to one of vswitch's outside addresses that nothing listens for, in either
 /// family: who sent it (MAC and address), where to, and its upper-layer protocol and
 /// header. A fragment is not refused (a host answers only the reassembled datagram).
-struct Refused<'a> {
+pub(super) struct Refused<'a> {
     mac: MacAddr,
     src: IpAddr,
-    dst: IpAddr,
-    proto: u8,
+    pub(super) dst: IpAddr,
+    pub(super) proto: u8,
     upper: &'a [u8],
 }
 
 impl<'a> Refused<'a> {
     /// The refusal's view of `frame`: None for what is not a whole IP packet from a
     /// unicast MAC.
-    fn parse(frame: &'a [u8]) -> Option<Refused<'a>> {
+    pub(super) fn parse(frame: &'a [u8]) -> Option<Refused<'a>> {
         let eth = EthernetFrame::new_checked(frame).ok()?;
         let (mac, ethertype) = (eth.src(), eth.ethertype());
         if !mac.is_unicast() {
@@ -81,7 +82,7 @@ impl<'a> Refused<'a> {
 
 /// Builds the RST a host sends for a TCP segment to a closed port (RFC 9293 3.10.7.1),
 /// in the segment's family, from `mac` and the address it was sent to.
-fn tcp_reset(r: &Refused<'_>, mac: MacAddr, out: &mut Vec<u8>) -> bool {
+pub(super) fn tcp_reset(r: &Refused<'_>, mac: MacAddr, out: &mut Vec<u8>) -> bool {
     let Ok(t) = TcpPacket::new_checked(r.upper) else {
         return false;
     };
@@ -251,6 +252,10 @@ impl Gateway {
             Punt::TooBig => {
                 let kind = (IcmpType::DEST_UNREACHABLE, UnreachCode::FRAG_NEEDED);
                 self.icmp_error(f, net, kind, up.mtu, out);
+                return;
+            }
+            Punt::UplinkAddress => {
+                self.for_uplink_address(f, net, out);
                 return;
             }
             Punt::Unresolved => {}

@@ -3,7 +3,8 @@
 //! does (`segment.rs`), learns the segment's
 //! neighbours from neighbour discovery for the workers, solicits the next hop until it
 //! answers, and answers what the workers punt of routed IPv6 (hop limit exceeded,
-//! packet too big with the segment's MTU, neighbour unresolved).
+//! packet too big with the segment's MTU, neighbour unresolved, the uplink's own
+//! address from inside: `own_address.rs`).
 
 use std::net::Ipv6Addr;
 
@@ -108,6 +109,7 @@ impl Gateway {
                 let mtu = self.cfg.packet.map_or(0, |u| u32::from(u.mtu));
                 self.icmp6_error(f, net, (Icmpv6Type::PACKET_TOO_BIG, 0), mtu, out);
             }
+            Punt::UplinkAddress => self.for_uplink_address6(f, net, out),
             Punt::Unresolved => {
                 let dst = EthernetFrame::new_checked(f.data)
                     .ok()

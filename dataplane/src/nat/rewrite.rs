@@ -266,6 +266,19 @@ pub(super) fn published_flow<A: Af>(
         .map_err(refused)
 }
 
+/// Whether a TCP or UDP packet from a container (`inside`) to the uplink's address is
+/// taken by nothing there: neither a flow of its own (a hairpin connection's reply,
+/// say) nor a published port. Both families.
+pub(super) fn unclaimed<A: Af>(
+    table: &FlowTable<A>,
+    inside: &Tuple<A>,
+    rules: &DnatRules<A>,
+    now: u32,
+) -> bool {
+    rules.find(inside.proto, inside.dport).is_none()
+        && table.lookup(inside, Side::Inside, now).is_none()
+}
+
 /// Rewrites an ICMP error about a flow: the outer address at `end` becomes `addr`, and
 /// the quoted packet's opposite end becomes `addr` and `port`; the ICMP checksum is
 /// recomputed (errors are small).
@@ -390,6 +403,38 @@ impl Nat {
         let csum = Checksum::partial_if(partial);
         translate(&mut ip, proto, End::Src, hit.other.dst, port, csum);
         Ok(NatVerdict::Out { dst })
+    }
+
+    /// Whether a packet from a container to the uplink's own address is for that
+    /// address itself: an echo request (or a reply of no flow), or TCP or UDP that no
+    /// flow and no published port takes (a closed port). The gateway answers it as
+    /// the address's owner would, and no flow is made. ICMP errors and what the NAT
+    /// does not carry are left to the translation (which makes no flow of them). Off the fast path: the caller asks only
+    /// for a packet to the uplink's address.
+    #[cold]
+    #[inline(never)]
+    pub fn for_uplink_address(
+        &self,
+        ip: &Ipv4Packet<&mut [u8]>,
+        rules: &DnatRules,
+        now: u32,
+    ) -> bool {
+        if Self::translatable(ip).is_err() {
+            return false;
+        }
+        let proto = ip.protocol();
+        if proto == IpProtocol::Icmp {
+            let (ty, id) = echo_fields(ip);
+            return match echo_of(ty) {
+                Some(Echo::Request) => true,
+                Some(Echo::Reply) => {
+                    let key = echo_tuple(Echo::Reply, id, ip.src(), ip.dst());
+                    self.table.lookup(&key, Side::Inside, now).is_none()
+                }
+                None => false,
+            };
+        }
+        ports_tuple(ip, proto).is_ok_and(|(key, _)| unclaimed(&self.table, &key, rules, now))
     }
 
     /// A packet for `ext` translated back in at once (hairpin: it left a container and
@@ -732,6 +777,56 @@ mod tests {
         );
         assert_eq!(inner.src(), C);
         assert_eq!(u16::from_be_bytes([err[48], err[49]]), 5000);
+    }
+
+    /// What a container sends to the uplink's own address: a ping or a closed port is
+    /// the address's own (no flow made); a published port, a published flow's reply
+    /// (from its container, to the uplink's address) and an ICMP error are the
+    /// translation's.
+    #[test]
+    fn the_uplink_address_itself_is_told_from_published_ports_and_flows() {
+        let nat = Nat::new(64);
+        let rules = DnatRules::new(vec![DnatRule {
+            proto: IpProtocol::Tcp,
+            ext_port: 8080,
+            domain: 0,
+            ip: C,
+            port: 80,
+        }]);
+        let mine = |pkt: &mut Vec<u8>| {
+            let ip = Ipv4Packet::new_checked(&mut pkt[..]).unwrap();
+            nat.for_uplink_address(&ip, &rules, 0)
+        };
+        let other = Ipv4Addr::new(10, 0, 0, 3);
+        assert!(
+            mine(&mut tcp((other, 40000), (EXT, 9), 0x02, &[])),
+            "closed TCP"
+        );
+        let udp = build_udp(other, 5000, EXT, 53, b"q").unwrap();
+        assert!(mine(&mut udp.clone()), "closed UDP");
+        let ping = build_ip(other, EXT, IpProtocol::Icmp, &[8, 0, 0, 0, 0, 7, 0, 1]).unwrap();
+        assert!(mine(&mut ping.clone()), "ping");
+        let reply = build_ip(other, EXT, IpProtocol::Icmp, &[0, 0, 0, 0, 0, 7, 0, 1]).unwrap();
+        assert!(mine(&mut reply.clone()), "an echo reply of no flow");
+        let mut err = build_ip(other, EXT, IpProtocol::Icmp, &[3, 3, 0, 0, 0, 0, 0, 0]).unwrap();
+        err.extend_from_slice(&udp[..28]);
+        assert!(!mine(&mut err), "an ICMP error is the translation's");
+        assert!(nat.table.is_empty(), "asking makes no flow");
+        // A published port: hairpinned. Its container's reply to the uplink's address
+        // belongs to the flow the first packet made.
+        let mut syn = tcp((other, 40001), (EXT, 8080), 0x02, &[]);
+        assert!(!mine(&mut syn));
+        assert!(nat.outbound(&mut syn, 0, EXT, &rules, false, 0).is_ok());
+        let back = ports(&syn).0;
+        assert!(nat.inbound(&mut syn, EXT, &rules, false, 0).is_ok());
+        assert!(
+            !mine(&mut tcp((C, 80), (EXT, back), 0x12, &[])),
+            "the reply"
+        );
+        assert!(
+            mine(&mut tcp((C, 80), (EXT, back + 1), 0x12, &[])),
+            "no flow's"
+        );
     }
 
     #[test]

@@ -22,7 +22,9 @@ use std::net::Ipv6Addr;
 
 use super::DnatRules;
 use super::af::V6;
-use super::rewrite::{Echo, End, echo_tuple, flow_in, flow_out, published_flow, quoted_flow_key};
+use super::rewrite::{
+    Echo, End, echo_tuple, flow_in, flow_out, published_flow, quoted_flow_key, unclaimed,
+};
 use super::table::{Hit, Side, Tuple};
 use super::{Nat, NatDrop, NatVerdict};
 use crate::wire::icmpv6::{Icmpv6Packet, is_error};
@@ -207,6 +209,35 @@ impl Nat {
             translate(&mut ip, upper, to, csum);
         }
         Ok(NatVerdict::Out { dst })
+    }
+
+    /// Whether an IPv6 packet from a container to the uplink's own address is for that
+    /// address itself, as [`Nat::for_uplink_address`]: an echo request (or a reply of
+    /// no flow), or TCP or UDP that no flow and no published port takes.
+    #[cold]
+    #[inline(never)]
+    pub fn for_uplink_address6(
+        &self,
+        ip: &Ipv6Packet<&mut [u8]>,
+        rules: &DnatRules<V6>,
+        now: u32,
+    ) -> bool {
+        let Ok(upper) = upper_of(ip) else {
+            return false;
+        };
+        if upper.0 == IpProtocol::Icmpv6
+            && ip.packet().get(upper.1) == Some(&Icmpv6Type::ECHO_REQUEST)
+        {
+            return true;
+        }
+        match key_of(ip, upper, ip.dst()) {
+            // An echo reply: the address's own unless a flow takes it.
+            Ok(Some((key, _))) if key.proto == IpProtocol::Icmpv6 => {
+                self.table6.lookup(&key, Side::Inside, now).is_none()
+            }
+            Ok(Some((key, _))) => unclaimed(&self.table6, &key, rules, now),
+            _ => false,
+        }
     }
 
     /// An IPv6 packet that arrived on the uplink: for `ext` (masquerade, or a new

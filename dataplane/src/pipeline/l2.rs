@@ -157,8 +157,10 @@ fn to_gateway(
         }
         return route::route_out(ing, i, f, out, domain);
     }
-    if ethertype == EtherType::IPV6 && route6::bound_outside6(ing, dconf, f.data()) {
-        return route6::route_out6(ing, i, f, out, (domain, dconf));
+    if ethertype == EtherType::IPV6
+        && let Some(to) = route6::bound_outside6(ing, dconf, f.data())
+    {
+        return route6::route_out6(ing, i, f, out, (domain, dconf, to));
     }
     out.push(GATEWAY_PORT, i, Encap::None);
     Ok(())

@@ -87,7 +87,8 @@ pub(super) fn punt_before_nat(
 }
 
 /// A frame from a container to the gateway, bound outside: translated and sent out the
-/// packet uplink (or, for its own external address, looped back in: hairpin).
+/// packet uplink (or, for its own external address, looped back in: hairpin; what
+/// nothing takes there, to the gateway, which answers for the address).
 #[inline(always)]
 pub(super) fn route_out(
     ing: &Ingress<'_>,
@@ -104,6 +105,13 @@ pub(super) fn route_out(
     let vnet = f.vnet;
     let mut eth = EthernetFrame::new_checked(f.data_mut()).map_err(|_| DropReason::Malformed)?;
     let mut ip = Ipv4Packet::new_checked(eth.payload_mut()).map_err(|_| DropReason::Malformed)?;
+    // For the uplink's own address and nothing there takes it (a ping, a closed
+    // port): the gateway answers as its owner, untranslated and with no flow made.
+    if ip.dst() == up.ext_ip && nat.for_uplink_address(&ip, &up.rules, ctx.now) {
+        f.punt = Punt::UplinkAddress;
+        out.push(GATEWAY_PORT, i, Encap::None);
+        return Ok(());
+    }
     if let Some(punt) = punt_before_nat(&mut ip, &vnet, up.mtu, up.ext_ip)? {
         f.punt = punt;
         out.push(GATEWAY_PORT, i, Encap::None);

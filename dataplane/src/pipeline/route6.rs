@@ -18,29 +18,39 @@ use crate::port::{Frame, Punt, VnetHdr};
 use crate::wire::ipv6::{HEADER_LEN, Icmpv6Type, NextHeader, is_link_local};
 use crate::wire::{EthernetFrame, Ipv6Packet, MacAddr};
 
+/// Where an IPv6 frame bound outside is for: beyond the packet uplink, or the uplink's
+/// own address (hairpin, or the gateway's to answer for it).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Outside6 {
+    Beyond,
+    UplinkAddress,
+}
+
 /// Whether an IPv6 frame for the gateway's MAC is for somewhere outside every network
-/// (or the uplink's own address: hairpin), from an address that may be routed, with a
-/// packet uplink carrying IPv6 to take it.
+/// (or the uplink's own address), from an address that may be routed, with a packet
+/// uplink carrying IPv6 to take it; and which of the two, read from the destination
+/// here once.
 #[inline(always)]
-pub(super) fn bound_outside6(ing: &Ingress<'_>, dconf: &DomainConf, frame: &[u8]) -> bool {
-    let Some(up6) = ing.ctx.snap.uplink.as_ref().and_then(|u| u.v6.as_ref()) else {
-        return false;
-    };
-    if ing.ctx.nat.is_none() {
-        return false;
-    }
-    let Ok(eth) = EthernetFrame::new_checked(frame) else {
-        return false;
-    };
-    let Ok(ip) = Ipv6Packet::new_checked(eth.payload()) else {
-        return false;
-    };
+pub(super) fn bound_outside6(
+    ing: &Ingress<'_>,
+    dconf: &DomainConf,
+    frame: &[u8],
+) -> Option<Outside6> {
+    let up6 = ing.ctx.snap.uplink.as_ref().and_then(|u| u.v6.as_ref())?;
+    ing.ctx.nat?;
+    let eth = EthernetFrame::new_checked(frame).ok()?;
+    let ip = Ipv6Packet::new_checked(eth.payload()).ok()?;
     let (src, dst) = (ip.src(), ip.dst());
     let routable = |a: &Ipv6Addr| !a.is_unspecified() && !a.is_multicast() && !is_link_local(a);
-    routable(&src)
+    let outside = routable(&src)
         && routable(&dst)
         && dconf.v6.is_none_or(|v| v.gateway != dst)
-        && !up6.is_inside(dst)
+        && !up6.is_inside(dst);
+    match (outside, dst == up6.ext_ip) {
+        (false, _) => None,
+        (true, false) => Some(Outside6::Beyond),
+        (true, true) => Some(Outside6::UplinkAddress),
+    }
 }
 
 /// The uplink's IPv6 and the NAT, when both are there.
@@ -51,19 +61,21 @@ fn uplink6<'a>(ing: &Ingress<'a>) -> Result<(&'a Uplink6, &'a crate::nat::Nat), 
 }
 
 /// An IPv6 frame from a container bound outside: checked against the segment's MTU
-/// and its hop limit, tracked (and masqueraded, unless its network is routed), sent
-/// out the packet uplink; for the uplink's own address, masqueraded whatever the
-/// network's mode and translated back in at once (hairpin).
+/// and its hop limit, tracked (and masqueraded, unless its network is routed: then
+/// only from the network's own prefix), sent out the packet uplink; for the uplink's
+/// own address, masqueraded whatever the network's mode and translated back in at
+/// once (hairpin), or, what nothing there takes, answered by the gateway.
 #[inline(always)]
 pub(super) fn route_out6(
     ing: &Ingress<'_>,
     i: usize,
     f: &mut Frame,
     out: &mut Egress,
-    (domain, dconf): (DomainId, &DomainConf),
+    (domain, dconf, to): (DomainId, &DomainConf, Outside6),
 ) -> Result<(), DropReason> {
     let ctx = ing.ctx;
     let (up6, nat) = uplink6(ing)?;
+    let to_ext = to == Outside6::UplinkAddress;
     let mtu = ctx.snap.uplink.as_ref().map_or(0, |u| u.mtu);
     let partial = f.vnet.flags & VnetHdr::F_NEEDS_CSUM != 0;
     let vnet = f.vnet;
@@ -74,13 +86,24 @@ pub(super) fn route_out6(
     let ext = if dconf.egress {
         Some(up6.ext_ip)
     } else if up6.routes(domain) {
-        (ip.dst() == up6.ext_ip).then_some(up6.ext_ip)
+        // Routed as it is: only the network's own prefix (reverse path filtering).
+        if !dconf.v6.is_some_and(|v| v.subnet.contains(ip.src())) {
+            return Err(DropReason::SourceOutsideNetwork);
+        }
+        to_ext.then_some(up6.ext_ip)
     } else {
         return Err(DropReason::NoRoute);
     };
+    // For the uplink's own address and nothing there takes it (a ping, a closed
+    // port): the gateway answers as its owner, untranslated and with no flow made.
+    if to_ext && nat.for_uplink_address6(&ip, &up6.rules, ctx.now) {
+        f.punt = Punt::UplinkAddress;
+        out.push(GATEWAY_PORT, i, Encap::None);
+        return Ok(());
+    }
     // IPv6 routers never fragment: too big is always answered (packet too big); not
     // for hairpin traffic, which never crosses the segment.
-    let punt = if too_big6(&ip, &vnet, mtu) && ip.dst() != up6.ext_ip {
+    let punt = if too_big6(&ip, &vnet, mtu) && !to_ext {
         Some(Punt::TooBig)
     } else if !ip.step_hop_limit() {
         Some(Punt::TimeExceeded)

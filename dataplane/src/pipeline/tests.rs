@@ -1064,6 +1064,52 @@ mod nat_prop {
         assert_eq!(sent[2][0][36..38], 5000u16.to_be_bytes());
     }
 
+    /// A TCP header from `sport` to `dport` with `flags`.
+    fn tcp(sport: u16, dport: u16, flags: u8) -> Vec<u8> {
+        let mut t = vec![0u8; 20];
+        t[0..2].copy_from_slice(&sport.to_be_bytes());
+        t[2..4].copy_from_slice(&dport.to_be_bytes());
+        t[12] = 0x50;
+        t[13] = flags;
+        t
+    }
+
+    /// A container reaching the uplink's own address: a closed port or a ping is the
+    /// gateway's to answer, untranslated and with no flow made; a published port is
+    /// hairpinned (the positive control).
+    #[test]
+    fn the_uplink_address_from_inside_is_the_gateways_but_for_published_ports() {
+        let (mut r, nat, neigh) = uplink_rig();
+        let gw = MacAddr([0x02, 0x42, 10, 1, 0, 1]);
+        let closed = packet(gw, INSIDE, EXT, 6, tcp(40000, 9, 0x02));
+        let ping = packet(gw, INSIDE, EXT, 1, vec![8, 0, 0, 0, 0, 7, 0, 1]);
+        let udp = packet(
+            gw,
+            INSIDE,
+            EXT,
+            17,
+            udp4(INSIDE.octets(), 5000, 53)[20..].to_vec(),
+        );
+        for f in [closed, ping, udp] {
+            let sent = r.run_full(2, std::slice::from_ref(&f), 0, Some((&nat, &neigh)));
+            assert_eq!(who_got(&sent), vec![0], "{sent:?}");
+            assert_eq!(sent[0][0], f, "untranslated, TTL untouched");
+        }
+        assert!(nat.table.is_empty(), "no flow made");
+        let published = packet(gw, INSIDE, EXT, 6, tcp(40001, 8080, 0x02));
+        let sent = r.run_full(2, &[published], 0, Some((&nat, &neigh)));
+        assert_eq!(who_got(&sent), vec![2], "hairpinned: {sent:?}");
+        assert_eq!(sent[2][0][26..30], EXT.octets());
+        assert_eq!(sent[2][0][30..34], INSIDE.octets());
+        assert_eq!(sent[2][0][36..38], 80u16.to_be_bytes());
+        // The published port's reply (to the uplink's address too) takes its flow.
+        let back_port = u16::from_be_bytes([sent[2][0][34], sent[2][0][35]]);
+        let reply = packet(gw, INSIDE, EXT, 6, tcp(80, back_port, 0x12));
+        let sent = r.run_full(2, &[reply], 0, Some((&nat, &neigh)));
+        assert_eq!(who_got(&sent), vec![2], "the reply hairpinned: {sent:?}");
+        assert_eq!(sent[2][0][36..38], 40001u16.to_be_bytes());
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(1024))]
 
@@ -1496,6 +1542,10 @@ mod nat6 {
         });
         if let Some(Some(d)) = r.snap.domains.get_mut(0) {
             d.egress = !routed;
+            d.v6 = Some(crate::config::Net6::of(
+                Ipv6Addr::new(0xfd00, 1, 0, 0, 0, 0, 0, 1),
+                64,
+            ));
         }
         r.snap.rebuild();
         let neigh = Neighbours::default();
@@ -1566,6 +1616,29 @@ mod nat6 {
         assert_eq!(addrs(&sent[1][0]).0, INSIDE6, "not rewritten");
         let sent = r.run_full(1, &[probe], 0, Some((&nat, &neigh)));
         assert_eq!(who_got(&sent), vec![2], "the reply comes in");
+    }
+
+    /// A routed network routes only its own prefix's sources: a foreign source (a
+    /// port without port security may send one) is dropped and counted, untracked;
+    /// the network's own address passes (the positive control). A masqueraded
+    /// network translates any source.
+    #[test]
+    fn routed_ipv6_drops_sources_outside_the_networks_prefix() {
+        let foreign = Ipv6Addr::new(0x2001, 0xdb8, 0xbad, 0, 0, 0, 0, 2);
+        let (mut r, nat, neigh) = rig6(true, 1500);
+        let f = udp6((GW, mac(2)), (foreign, 5000), (FAR, 53), 10);
+        assert!(who_got(&r.run_full(2, &[f], 0, Some((&nat, &neigh)))).is_empty());
+        let drops = r.counters.read(PortId(2));
+        assert_eq!(drops.drop_count(DropReason::SourceOutsideNetwork), 1);
+        assert!(nat.table6.is_empty(), "not tracked");
+        let f = udp6((GW, mac(2)), (INSIDE6, 5000), (FAR, 53), 10);
+        let sent = r.run_full(2, &[f], 0, Some((&nat, &neigh)));
+        assert_eq!(who_got(&sent), vec![1], "its own address is routed");
+        assert_eq!(addrs(&sent[1][0]).0, INSIDE6);
+        let (mut r, nat, neigh) = rig6(false, 1500);
+        let f = udp6((GW, mac(2)), (foreign, 5000), (FAR, 53), 10);
+        let sent = r.run_full(2, &[f], 0, Some((&nat, &neigh)));
+        assert_eq!(addrs(&sent[1][0]).0, EXT6, "masqueraded");
     }
 
     #[test]
@@ -1659,8 +1732,18 @@ mod nat6 {
         assert_eq!(who_got(&sent), vec![3], "{sent:?}");
         let (src, dst, _) = addrs(&sent[3][0]);
         assert_eq!((src, dst, src_port(&sent[3][0])), (EXT6, OTHER6, 8080));
-        // A port nothing publishes: dropped, nothing delivered.
+        // A port nothing publishes, or a ping: the gateway's to answer, untranslated,
+        // no flow made.
+        let flows = nat.table6.len();
         let closed = udp6((GW, mac(3)), (OTHER6, 6001), (EXT6, 8081), 10);
-        assert!(who_got(&through(&mut r, nn, 3, closed)).is_empty());
+        let mut ping = closed.clone();
+        ping[20] = 58;
+        ping[54..62].copy_from_slice(&[128, 0, 0, 0, 0, 7, 0, 1]);
+        for f in [closed, ping] {
+            let sent = through(&mut r, nn, 3, f.clone());
+            assert_eq!(who_got(&sent), vec![0], "routed {routed}: {sent:?}");
+            assert_eq!(sent[0][0], f, "untranslated, hop limit untouched");
+        }
+        assert_eq!(nat.table6.len(), flows, "no flow made");
     }
 }

@@ -70,6 +70,10 @@ pub enum Punt {
     TooBig,
     /// Translated, but its next hop is not resolved yet: ask for it (ARP).
     Unresolved,
+    /// For the packet uplink's own address, and no flow or published port takes it
+    /// (a ping, a closed port): the gateway answers as that address's owner
+    /// (untranslated).
+    UplinkAddress,
 }
 
 impl Frame {

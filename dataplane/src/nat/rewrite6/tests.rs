@@ -515,3 +515,33 @@ fn a_containers_icmpv6_error_about_a_published_flow_is_translated_out() {
         assert_eq!(u16::from_be_bytes([m.data()[42], m.data()[43]]), 8080);
     }
 }
+
+/// What a container sends to the uplink's IPv6 address: a ping or a closed port is the
+/// address's own (no flow made); a published port, its flow's reply and an ICMPv6
+/// error are the translation's.
+#[test]
+fn the_uplinks_ipv6_address_itself_is_told_from_published_ports_and_flows() {
+    let (nat, rules) = (Nat::new(64), published());
+    let mine = |mut pkt: Vec<u8>| {
+        let ip = Ipv6Packet::new_checked(&mut pkt[..]).unwrap();
+        nat.for_uplink_address6(&ip, &rules, 0)
+    };
+    assert!(mine(tcp((C2, 43000), (EXT, 9), true, &[])), "closed TCP");
+    let closed = udp((C2, 5000), (EXT, 9), b"q");
+    assert!(mine(closed.clone()), "closed UDP");
+    assert!(mine(echo(C2, EXT, true, 0)), "ping, identifier 0 too");
+    assert!(mine(echo(C2, EXT, false, 7)), "an echo reply of no flow");
+    let err = error6(C2, EXT, 1, 0, &closed, 48);
+    assert!(!mine(err), "an ICMPv6 error is the translation's");
+    assert!(nat.table6.is_empty(), "asking makes no flow");
+    let mut syn = tcp((C2, 43001), (EXT, 8080), true, &[]);
+    assert!(!mine(syn.clone()), "a published port");
+    assert!(
+        nat.outbound6(&mut syn, 2, Some(EXT), &rules, false, 0)
+            .is_ok()
+    );
+    assert!(nat.hairpin6(&mut syn, EXT, &rules, false, 0).is_ok());
+    let back = valid6(&syn).2;
+    assert!(!mine(tcp((C, 80), (EXT, back), false, &[])), "its reply");
+    assert!(mine(tcp((C, 80), (EXT, back + 1), false, &[])), "no flow's");
+}
