@@ -679,12 +679,14 @@ impl State {
     /// `--fixed-cidr-v6` or a /64 of the unique local prefix), when it has none yet;
     /// its endpoints get their IPv6 addresses. Returns whether anything changed.
     pub fn set_default_ipv6(&mut self, fixed: Option<Ipv6Cidr>) -> Result<bool, StateError> {
-        if self
-            .networks
-            .get(DEFAULT_NETWORK)
-            .is_none_or(|n| n.ipv6.is_some())
-        {
+        let Some(bridge) = self.networks.get(DEFAULT_NETWORK) else {
             return Ok(false);
+        };
+        if bridge.ipv6.is_some() {
+            return Ok(false);
+        }
+        if u32::from(bridge.mtu) < IPV6_MIN_MTU {
+            return Err(StateError::Ipv6Mtu(bridge.mtu.into()));
         }
         if fixed.is_none() {
             self.ensure_ula();

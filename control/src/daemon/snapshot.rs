@@ -198,7 +198,7 @@ fn uplink_conf(i: &Inputs, seg: &PacketSegment) -> UplinkConf {
     hosts.dedup_by_key(|h| (h.0, h.1));
     let rules = i
         .containers()
-        .flat_map(|c| dnat_rules(i.state, c, |e| e.ip))
+        .flat_map(|c| dnat_rules(i.state, c, |e| e.ip, false))
         .collect();
     UplinkConf {
         ext_ip: seg.address.addr(),
@@ -236,18 +236,21 @@ fn uplink6(i: &Inputs, address: Ipv6Cidr, next_hop: Option<Ipv6Addr>) -> Uplink6
         .collect();
     let rules = i
         .containers()
-        .flat_map(|c| dnat_rules(i.state, c, |e| e.ip6))
+        .flat_map(|c| dnat_rules(i.state, c, |e| e.ip6, true))
         .collect();
     Uplink6::new(address, next_hop, &inside, routed, &hosts)
         .with_rules(dataplane::nat::DnatRules::new(rules))
 }
 
 /// A container's published ports as DNAT rules to its first endpoint's address of one
-/// family (`addr`: none, no rules in that family).
+/// family (`addr`: none, no rules in that family; IPv6 when `v6`). A port goes to the
+/// family of its host address: an IPv4 one (`127.0.0.1:8080:80`) publishes over IPv4
+/// only, an IPv6 one (`[::1]:8080:80`, `[::]`) over IPv6 only, none (0.0.0.0) both.
 fn dnat_rules<A: dataplane::nat::Af>(
     state: &State,
     c: &Container,
     addr: impl Fn(&Endpoint) -> Option<A::Addr>,
+    v6: bool,
 ) -> Vec<dataplane::nat::DnatRule<A>> {
     let Some(e) = c.endpoints.first() else {
         return Vec::new();
@@ -255,8 +258,10 @@ fn dnat_rules<A: dataplane::nat::Af>(
     let (Some(n), Some(ip)) = (state.networks.get(&e.network), addr(e)) else {
         return Vec::new();
     };
+    let of_family = |h: std::net::IpAddr| h.is_ipv6() == v6 || h == std::net::Ipv4Addr::UNSPECIFIED;
     c.published
         .iter()
+        .filter(|p| of_family(p.host_ip))
         .map(|p| dataplane::nat::DnatRule {
             proto: match p.proto {
                 Proto::Tcp => dataplane::wire::IpProtocol::Tcp,
@@ -630,6 +635,20 @@ mod tests {
         let v6 = s.uplink.as_ref().and_then(|u| u.v6.as_ref()).unwrap();
         let r = v6.rules.find(tcp, 8080).unwrap();
         assert_eq!((r.ip, r.port), (ip6, 80));
+        // A host address picks the family: 127.0.0.1 publishes over IPv4 only, [::1]
+        // over IPv6 only.
+        let web = w.state.containers.get_mut("web").unwrap();
+        web.published[0].host_ip = Ipv4Addr::LOCALHOST.into();
+        let s = snapshot(&inputs(&w, true));
+        let u = s.uplink.as_ref().unwrap();
+        assert!(u.rules.find(tcp, 8080).is_some());
+        assert!(u.v6.as_ref().unwrap().rules.find(tcp, 8080).is_none());
+        let web = w.state.containers.get_mut("web").unwrap();
+        web.published[0].host_ip = Ipv6Addr::LOCALHOST.into();
+        let s = snapshot(&inputs(&w, true));
+        let u = s.uplink.as_ref().unwrap();
+        assert!(u.rules.find(tcp, 8080).is_none());
+        assert!(u.v6.as_ref().unwrap().rules.find(tcp, 8080).is_some());
     }
 
     #[test]

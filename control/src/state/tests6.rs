@@ -194,6 +194,13 @@ fn the_default_bridge_gets_ipv6_with_its_endpoints() {
     // Once: a restart with --ipv6 again changes nothing.
     assert!(!s.set_default_ipv6(None).unwrap());
     crate::state_check::check(&s).unwrap();
+    // A bridge made earlier with an MTU under 1280 gets no IPv6 (it would black-hole).
+    let mut small = State::new(None, Some(1000)).unwrap();
+    assert!(matches!(
+        small.set_default_ipv6(None),
+        Err(StateError::Ipv6Mtu(1000))
+    ));
+    assert!(small.networks[DEFAULT_NETWORK].ipv6.is_none());
 }
 
 #[test]

@@ -47,6 +47,8 @@ pub enum SpliceError {
     NoSocket,
     #[error("the container shares the daemon's own network namespace: not spliced")]
     OwnNamespace,
+    #[error("the port has no network namespace to splice into (a VM or a bare TAP)")]
+    NoNamespace,
     #[error("the splice helper: {stage}{}", errno.as_ref().map(|e| format!(": {e}")).unwrap_or_default())]
     Helper {
         stage: super::splice_helper::JoinStage,

@@ -24,6 +24,8 @@ enum Op {
     Accept(ListenSock, TcpSock),
     TcpAdopt(TcpSock),
     SpliceStart(ListenSock),
+    Splice(ListenSock),
+    SpliceAbandon(ListenSock),
 }
 
 /// Host sockets that only record what they are asked and answer as told.
@@ -38,6 +40,10 @@ struct Fake {
     udp_in: VecDeque<Vec<u8>>,
     /// Clients waiting on published TCP ports.
     clients: VecDeque<SocketAddr>,
+    /// The addresses published sockets listen on, in order (else 127.0.0.1:8080).
+    listen_at: VecDeque<SocketAddr>,
+    /// Splice pools start and splices open (else as a namespace not to be entered).
+    splices: bool,
 }
 
 fn would_block<T>() -> io::Result<T> {
@@ -107,7 +113,8 @@ impl HostSockets for Fake {
     fn ping_close(&mut self, _: PingSock) {}
     fn listen(&mut self, id: ListenSock, _: PublishedSocket) -> io::Result<SocketAddr> {
         self.ops.push(Op::Listen(id));
-        Ok(SocketAddr::from(([127, 0, 0, 1], 8080)))
+        let at = self.listen_at.pop_front();
+        Ok(at.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8080))))
     }
     fn unlisten(&mut self, _: ListenSock) {}
     fn accept(&mut self, id: ListenSock, into: TcpSock) -> io::Result<SocketAddr> {
@@ -130,17 +137,26 @@ impl HostSockets for Fake {
         _: Option<(SocketAddr, IpAddr)>,
     ) -> PoolStart {
         self.ops.push(Op::SpliceStart(id));
+        if self.splices {
+            return PoolStart::Started;
+        }
         // As a namespace the daemon may not enter.
         PoolStart::Failed(SpliceError::OwnNamespace)
     }
-    fn splice_abandon(&mut self, _: ListenSock) {}
+    fn splice_abandon(&mut self, id: ListenSock) {
+        self.ops.push(Op::SpliceAbandon(id));
+    }
     fn splice(
         &mut self,
         _: SpliceId,
         _: TcpSock,
-        _: ListenSock,
+        id: ListenSock,
         _: (SocketAddr, SocketAddr),
     ) -> Result<(), SpliceError> {
+        if self.splices {
+            self.ops.push(Op::Splice(id));
+            return Ok(());
+        }
         Err(SpliceError::NoSocket)
     }
     fn splice_pump(&mut self, _: SpliceId) -> io::Result<Pumped> {
@@ -328,4 +344,69 @@ fn a_loopback_client_that_cannot_be_spliced_enters_through_smoltcp_from_the_gate
         .map(|s| (s.0, s.1))
         .collect();
     assert_eq!(syns, vec![(Ipv4Addr::new(10, 9, 0, 1), C)]);
+}
+
+#[test]
+fn clients_seen_as_the_gateway_are_spliced_and_a_fallback_ends_every_pool_of_the_same_rule() {
+    let (mut up, mut host) = (SocketUplink::new(), Fake::default());
+    host.splices = true;
+    up.set_gateways(&nets(true));
+    // `-p 8080:80` of an IPv4-only container: an IPv4 and an IPv6 socket.
+    host.listen_at = [
+        SocketAddr::from(([0, 0, 0, 0], 8080)),
+        "[::]:8080".parse().unwrap(),
+    ]
+    .into();
+    let to = PublishTarget {
+        domain: 0,
+        container: Some(C),
+        container6: None,
+        port: 80,
+    };
+    for _ in 0..2 {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let ns = NetnsRef::Path("/nonexistent".into());
+        up.publish_with(&mut host, PublishedSocket::Tcp(l), to, Some(ns))
+            .unwrap();
+    }
+    // A 127.0.0.1 client, then an IPv6 one from outside (the container has no IPv6:
+    // it sees its IPv4 gateway): both spliced, each by its socket's pool.
+    host.clients
+        .push_back(SocketAddr::from(([127, 0, 0, 1], 5555)));
+    up.ready(&mut host, UplinkSource::Published(0), (true, false, false));
+    host.clients
+        .push_back("[2001:db8::7]:6666".parse().unwrap());
+    up.ready(&mut host, UplinkSource::Published(1), (true, false, false));
+    assert_eq!(up.stats.tcp_spliced, 2, "{:?}", host.ops);
+    for l in [ListenSock(0), ListenSock(1)] {
+        assert!(host.ops.contains(&Op::Splice(l)), "{:?}", host.ops);
+    }
+    // One socket falls back: both pools end (they share the return rule), and the next
+    // client of either takes frames.
+    let e = io::Error::from(io::ErrorKind::TimedOut);
+    up.stop_splicing(&mut host, (0, to), &e);
+    for l in [ListenSock(0), ListenSock(1)] {
+        assert!(host.ops.contains(&Op::SpliceAbandon(l)), "{:?}", host.ops);
+    }
+    host.ops.clear();
+    host.clients.push_back("[::1]:7777".parse().unwrap());
+    up.ready(&mut host, UplinkSource::Published(1), (true, false, false));
+    assert!(
+        host.ops.iter().any(|o| matches!(o, Op::TcpAdopt(_))),
+        "{:?}",
+        host.ops
+    );
+    assert!(!host.ops.iter().any(|o| matches!(o, Op::Splice(_))));
+    // A client seen with its own address is not spliced: the control.
+    let (mut up, mut host) = (SocketUplink::new(), Fake::default());
+    host.splices = true;
+    up.set_gateways(&nets(true));
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    up.publish_with(&mut host, PublishedSocket::Tcp(l), to, None)
+        .unwrap();
+    host.clients
+        .push_back(SocketAddr::from(([192, 0, 2, 9], 5555)));
+    up.ready(&mut host, UplinkSource::Published(0), (true, false, false));
+    assert!(!host.ops.iter().any(|o| matches!(o, Op::SpliceStart(_))));
+    assert_eq!(up.stats.tcp_spliced, 0);
 }

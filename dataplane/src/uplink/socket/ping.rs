@@ -15,10 +15,14 @@ pub(super) struct PingFlow {
 }
 
 /// Whether a ping socket that could not be opened tells that the host lets this process
-/// have none (`net.ipv4.ping_group_range`, no IPv6): anything but running out of
-/// descriptors or memory (which may pass).
+/// have none: refused by `net.ipv4.ping_group_range` (EACCES, EPERM) or a family or
+/// protocol the kernel lacks. Anything else (out of descriptors or memory, a poll
+/// registration that failed) may pass and is tried again with the next echo.
 fn ping_denied(e: &io::Error) -> bool {
-    !out_of_fds(e) && !matches!(e.raw_os_error(), Some(libc::ENOMEM | libc::ENOSPC))
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EACCES | libc::EPERM | libc::EAFNOSUPPORT | libc::EPROTONOSUPPORT)
+    )
 }
 
 /// Which of [`SocketUplink::ping_allowed`] a family uses.

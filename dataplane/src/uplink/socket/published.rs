@@ -59,8 +59,9 @@ pub(super) struct Published {
     pub(super) local: SocketAddr,
     /// The container's network namespace, until its loopback clients are spliced.
     pub(super) netns: Option<NetnsRef>,
-    /// Whether its loopback clients (127.0.0.1, or ::1 on an IPv6 socket) are spliced:
-    /// only where the container has the socket's family.
+    /// Whether its clients the container sees as its gateway (loopback ones, and those
+    /// of the family the container lacks) are spliced: only where the container has an
+    /// address they reach.
     pub(super) splice: Splicing,
 }
 

@@ -52,7 +52,11 @@ impl SocketUplink {
         };
         let from = SocketAddr::new(gateway, peer.port());
         if !self.splice_ready_for(io, i, container.is_ipv6()) {
-            self.stats.splice_fallbacks += 1;
+            // Counted for loopback clients, as ever (those of the other family from
+            // outside took frames before they could be spliced).
+            if peer.ip().is_loopback() {
+                self.stats.splice_fallbacks += 1;
+            }
             return true;
         }
         if !self.admit(who, FlowKind::Tcp, true) {
@@ -114,7 +118,7 @@ impl SocketUplink {
                 .map(|(c, g)| (SocketAddr::new(c, p.to.port), g));
             let started = match p.netns.take() {
                 Some(ns) => io.splice_start(ListenSock(i), ns, ends),
-                None => PoolStart::Failed(SpliceError::NoSocket),
+                None => PoolStart::Failed(SpliceError::NoNamespace),
             };
             p.splice = match started {
                 PoolStart::Started => Splicing::Ready,
@@ -194,15 +198,31 @@ impl SocketUplink {
         why: &io::Error,
     ) {
         self.stats.splice_fallbacks += 1;
-        if let Some(Some(p)) = self.published.get_mut(listener)
-            && p.to == to
-            && let Splicing::Ready = std::mem::replace(&mut p.splice, Splicing::Unavailable)
-        {
-            eprintln!(
-                "vswitch: published port {} takes frames: cannot connect inside the container: {why}",
-                p.local
-            );
-            io.splice_abandon(ListenSock(listener));
+        let family = |p: &Published| to.inside(p.local.ip()).map(|a| a.is_ipv6());
+        let Some(Some(first)) = self.published.get(listener) else {
+            return;
+        };
+        if first.to != to {
+            return;
+        }
+        // Every published socket splicing into the same container port in the same
+        // family shares the return rule the abandoned pool removes (the IPv4 and IPv6
+        // sockets of `-p P:80` for an IPv4-only container; two host ports of one
+        // container port): they all take frames from now on, or one of them would
+        // install the rule again and leave the others' frame-path clients unanswered.
+        let fam = family(first);
+        for (j, slot) in self.published.iter_mut().enumerate() {
+            let Some(p) = slot else { continue };
+            if p.to != to || family(p) != fam || !p.tcp {
+                continue;
+            }
+            if let Splicing::Ready = std::mem::replace(&mut p.splice, Splicing::Unavailable) {
+                eprintln!(
+                    "vswitch: published port {} takes frames: cannot connect inside the container: {why}",
+                    p.local
+                );
+                io.splice_abandon(ListenSock(j));
+            }
         }
     }
 
