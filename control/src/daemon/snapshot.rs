@@ -198,7 +198,7 @@ fn uplink_conf(i: &Inputs, seg: &PacketSegment) -> UplinkConf {
     hosts.dedup_by_key(|h| (h.0, h.1));
     let rules = i
         .containers()
-        .flat_map(|c| dnat_rules(i.state, c, |e| e.ip, false))
+        .flat_map(|c| dnat_rules(i.state, c, |e| e.ip, seg.address.addr().into()))
         .collect();
     UplinkConf {
         ext_ip: seg.address.addr(),
@@ -236,21 +236,22 @@ fn uplink6(i: &Inputs, address: Ipv6Cidr, next_hop: Option<Ipv6Addr>) -> Uplink6
         .collect();
     let rules = i
         .containers()
-        .flat_map(|c| dnat_rules(i.state, c, |e| e.ip6, true))
+        .flat_map(|c| dnat_rules(i.state, c, |e| e.ip6, address.addr().into()))
         .collect();
     Uplink6::new(address, next_hop, &inside, routed, &hosts)
         .with_rules(dataplane::nat::DnatRules::new(rules))
 }
 
 /// A container's published ports as DNAT rules to its first endpoint's address of one
-/// family (`addr`: none, no rules in that family; IPv6 when `v6`). A port goes to the
-/// family of its host address: an IPv4 one (`127.0.0.1:8080:80`) publishes over IPv4
-/// only, an IPv6 one (`[::1]:8080:80`, `[::]`) over IPv6 only, none (0.0.0.0) both.
+/// family (`addr`: none, no rules in that family) on the uplink's address `ext` of that
+/// family. A port is published there when its host address is none (0.0.0.0: both
+/// families), `::` (IPv6) or `ext` itself; one bound to another address
+/// (`127.0.0.1:8080:80`) is for that address alone, which the uplink's segment is not.
 fn dnat_rules<A: dataplane::nat::Af>(
     state: &State,
     c: &Container,
     addr: impl Fn(&Endpoint) -> Option<A::Addr>,
-    v6: bool,
+    ext: std::net::IpAddr,
 ) -> Vec<dataplane::nat::DnatRule<A>> {
     let Some(e) = c.endpoints.first() else {
         return Vec::new();
@@ -258,10 +259,13 @@ fn dnat_rules<A: dataplane::nat::Af>(
     let (Some(n), Some(ip)) = (state.networks.get(&e.network), addr(e)) else {
         return Vec::new();
     };
-    let of_family = |h: std::net::IpAddr| h.is_ipv6() == v6 || h == std::net::Ipv4Addr::UNSPECIFIED;
+    let any6 = std::net::IpAddr::from(Ipv6Addr::UNSPECIFIED);
+    let serves = |h: std::net::IpAddr| {
+        h == ext || h == std::net::Ipv4Addr::UNSPECIFIED || (ext.is_ipv6() && h == any6)
+    };
     c.published
         .iter()
-        .filter(|p| of_family(p.host_ip))
+        .filter(|p| serves(p.host_ip))
         .map(|p| dataplane::nat::DnatRule {
             proto: match p.proto {
                 Proto::Tcp => dataplane::wire::IpProtocol::Tcp,
@@ -635,20 +639,22 @@ mod tests {
         let v6 = s.uplink.as_ref().and_then(|u| u.v6.as_ref()).unwrap();
         let r = v6.rules.find(tcp, 8080).unwrap();
         assert_eq!((r.ip, r.port), (ip6, 80));
-        // A host address picks the family: 127.0.0.1 publishes over IPv4 only, [::1]
-        // over IPv6 only.
-        let web = w.state.containers.get_mut("web").unwrap();
-        web.published[0].host_ip = Ipv4Addr::LOCALHOST.into();
-        let s = snapshot(&inputs(&w, true));
-        let u = s.uplink.as_ref().unwrap();
-        assert!(u.rules.find(tcp, 8080).is_some());
-        assert!(u.v6.as_ref().unwrap().rules.find(tcp, 8080).is_none());
-        let web = w.state.containers.get_mut("web").unwrap();
-        web.published[0].host_ip = Ipv6Addr::LOCALHOST.into();
-        let s = snapshot(&inputs(&w, true));
-        let u = s.uplink.as_ref().unwrap();
-        assert!(u.rules.find(tcp, 8080).is_none());
-        assert!(u.v6.as_ref().unwrap().rules.find(tcp, 8080).is_some());
+        // A host address: the uplink's own publishes in its family, `::` over IPv6,
+        // another address (the host's loopback) nowhere on the segment.
+        let host = |w: &mut World, ip: std::net::IpAddr| {
+            w.state.containers.get_mut("web").unwrap().published[0].host_ip = ip;
+            let s = snapshot(&inputs(w, true));
+            let u = s.uplink.unwrap();
+            let v6 = u.v6.as_ref().unwrap().rules.find(tcp, 8080).is_some();
+            (u.rules.find(tcp, 8080).is_some(), v6)
+        };
+        let ext: Ipv4Addr = "198.51.100.2".parse().unwrap();
+        let ext6: Ipv6Addr = "2001:db8:ff::2".parse().unwrap();
+        assert_eq!(host(&mut w, ext.into()), (true, false));
+        assert_eq!(host(&mut w, ext6.into()), (false, true));
+        assert_eq!(host(&mut w, Ipv6Addr::UNSPECIFIED.into()), (false, true));
+        assert_eq!(host(&mut w, Ipv4Addr::LOCALHOST.into()), (false, false));
+        assert_eq!(host(&mut w, Ipv6Addr::LOCALHOST.into()), (false, false));
     }
 
     #[test]
