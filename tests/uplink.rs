@@ -291,6 +291,23 @@ fn published_ports_dnat_with_the_clients_address_and_hairpin() {
         s.ext,
         "hairpin answers come from the external address"
     );
+    // Published on the host's loopback only: nothing on the segment, while 8080 (the
+    // control) answers in the same breath.
+    s.d.ctl_ok(&["publish", "web", "-p", "127.0.0.1:8082:80"]);
+    let lo = s
+        .out
+        .sh(&format!("socat -T 2 - TCP:{}:8082 </dev/null", s.ext));
+    assert!(
+        lo.stderr_text().contains("Connection refused"),
+        "127.0.0.1:8082 is open on the segment: {}{}",
+        lo.stdout_text(),
+        lo.stderr_text()
+    );
+    let got = retry(
+        &s.out,
+        &format!("socat -T 3 - TCP:{}:8080 </dev/null", s.ext),
+    );
+    assert_eq!(got.trim(), s.host);
     // Unpublished: closed.
     s.d.ctl_ok(&["unpublish", "web", "-p", "8080:80"]);
     let o2 = s
