@@ -311,21 +311,28 @@ fn echo_without_ping_sockets_is_prohibited_and_not_tried_again() {
     assert_eq!(up.counts().2, 0);
 }
 
+/// Port 80 of the IPv4-only container C.
+const C80: PublishTarget = PublishTarget {
+    domain: 0,
+    container: Some(C),
+    container6: None,
+    port: 80,
+};
+
+/// Publishes a TCP port to `to`, with a namespace to splice into when `ns`. The socket
+/// is only a placeholder: the fake never uses it.
+fn publish_tcp(up: &mut SocketUplink, host: &mut Fake, to: PublishTarget, ns: bool) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let ns = ns.then(|| NetnsRef::Path("/nonexistent".into()));
+    up.publish_with(host, PublishedSocket::Tcp(l), to, ns)
+        .unwrap();
+}
+
 #[test]
 fn a_loopback_client_that_cannot_be_spliced_enters_through_smoltcp_from_the_gateway() {
     let (mut up, mut host) = (SocketUplink::new(), Fake::default());
     up.set_gateways(&nets(true));
-    // Only a placeholder for the port's socket: the fake never uses it.
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let to = PublishTarget {
-        domain: 0,
-        container: Some(C),
-        container6: None,
-        port: 80,
-    };
-    let ns = NetnsRef::Path("/nonexistent".into());
-    up.publish_with(&mut host, PublishedSocket::Tcp(l), to, Some(ns))
-        .unwrap();
+    publish_tcp(&mut up, &mut host, C80, true);
     host.clients
         .push_back(SocketAddr::from(([127, 0, 0, 1], 5555)));
     up.ready(&mut host, UplinkSource::Published(0), (true, false, false));
@@ -357,17 +364,9 @@ fn clients_seen_as_the_gateway_are_spliced_and_a_fallback_ends_every_pool_of_the
         "[::]:8080".parse().unwrap(),
     ]
     .into();
-    let to = PublishTarget {
-        domain: 0,
-        container: Some(C),
-        container6: None,
-        port: 80,
-    };
+    let to = C80;
     for _ in 0..2 {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let ns = NetnsRef::Path("/nonexistent".into());
-        up.publish_with(&mut host, PublishedSocket::Tcp(l), to, Some(ns))
-            .unwrap();
+        publish_tcp(&mut up, &mut host, to, true);
     }
     // A 127.0.0.1 client, then an IPv6 one from outside (the container has no IPv6:
     // it sees its IPv4 gateway): both spliced, each by its socket's pool.
@@ -401,9 +400,7 @@ fn clients_seen_as_the_gateway_are_spliced_and_a_fallback_ends_every_pool_of_the
     let (mut up, mut host) = (SocketUplink::new(), Fake::default());
     host.splices = true;
     up.set_gateways(&nets(true));
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    up.publish_with(&mut host, PublishedSocket::Tcp(l), to, None)
-        .unwrap();
+    publish_tcp(&mut up, &mut host, to, false);
     host.clients
         .push_back(SocketAddr::from(([192, 0, 2, 9], 5555)));
     up.ready(&mut host, UplinkSource::Published(0), (true, false, false));

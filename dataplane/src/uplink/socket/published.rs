@@ -57,7 +57,7 @@ pub(super) struct Published {
     pub(super) to: PublishTarget,
     /// The host address and port it listens on.
     pub(super) local: SocketAddr,
-    /// The container's network namespace, until its loopback clients are spliced.
+    /// The container's network namespace, until its splice pool starts.
     pub(super) netns: Option<NetnsRef>,
     /// Whether its clients the container sees as its gateway (loopback ones, and those
     /// of the family the container lacks) are spliced: only where the container has an
