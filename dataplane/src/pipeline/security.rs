@@ -126,27 +126,33 @@ fn guard_v6(ip: &[u8]) -> Result<(), DropReason> {
     }
 }
 
-/// The IPv6 source a secured port may use: its address, its link-local (the EUI-64 of
-/// its MAC), or :: for what a host sends before it has an address ([`unspecified_source`]).
+/// Whether `a` is one of the port's two IPv6 addresses: its IPAM address or its
+/// link-local (the EUI-64 of its MAC).
+#[inline]
+fn owns6(sec: &Security, a: std::net::Ipv6Addr) -> bool {
+    Some(a) == sec.ip6 || a == link_local(sec.mac)
+}
+
+/// The IPv6 source a secured port may use: one of its addresses ([`owns6`]), or ::
+/// for what a host sends before it has an address ([`unspecified_source`]).
 #[inline]
 fn v6_source(sec: &Security, ip: &[u8]) -> Result<(), DropReason> {
     let p = Ipv6Packet::new_checked(ip).map_err(|_| DropReason::Malformed)?;
     let src = p.src();
-    if Some(src) == sec.ip6 || src == link_local(sec.mac) {
+    if owns6(sec, src) {
         Ok(())
     } else if src.is_unspecified() {
-        unspecified_source(sec, &p, ip)
+        unspecified_source(&p, ip)
     } else {
         Err(DropReason::IpSpoof)
     }
 }
 
 /// What may come from `::` (RFC 4862, RFC 4861, RFC 3810): a neighbour solicitation
-/// probing one of the port's own addresses (duplicate address detection), a router
-/// solicitation, a multicast listener report. Anything else is a spoof; a probe for
-/// another port's address would make that port give its address up (a duplicate
-/// address detection attack) and is refused as neighbour discovery spoofing.
-fn unspecified_source(sec: &Security, p: &Ipv6Packet<&[u8]>, ip: &[u8]) -> Result<(), DropReason> {
+/// (duplicate address detection; [`nd_guard`] holds its target to the port's own
+/// addresses), a router solicitation, a multicast listener report. Anything else is a
+/// spoof.
+fn unspecified_source(p: &Ipv6Packet<&[u8]>, ip: &[u8]) -> Result<(), DropReason> {
     let Ok(Upper::At {
         proto: NextHeader::ICMPV6,
         offset,
@@ -154,24 +160,22 @@ fn unspecified_source(sec: &Security, p: &Ipv6Packet<&[u8]>, ip: &[u8]) -> Resul
     else {
         return Err(DropReason::IpSpoof);
     };
-    let msg = ip.get(offset..).unwrap_or_default();
-    match icmpv6_type(msg) {
-        Some(Icmpv6Type::ROUTER_SOLICIT | Icmpv6Type::MLD_REPORT | Icmpv6Type::MLD2_REPORT) => {
-            Ok(())
-        }
-        Some(Icmpv6Type::NEIGHBOR_SOLICIT) => match NdpMessage::new_checked(msg) {
-            Ok(m) if Some(m.target()) == sec.ip6 || m.target() == link_local(sec.mac) => Ok(()),
-            Ok(_) => Err(DropReason::NdSpoof),
-            // Too short to be valid: every receiver discards it (as in `nd_guard`).
-            Err(_) => Ok(()),
-        },
+    match icmpv6_type(ip.get(offset..).unwrap_or_default()) {
+        Some(
+            Icmpv6Type::NEIGHBOR_SOLICIT
+            | Icmpv6Type::ROUTER_SOLICIT
+            | Icmpv6Type::MLD_REPORT
+            | Icmpv6Type::MLD2_REPORT,
+        ) => Ok(()),
         _ => Err(DropReason::IpSpoof),
     }
 }
 
 /// Neighbour discovery guard: a secured port advertises only its own addresses
-/// (neighbour advertisement targets), and any link-layer address option it sends in a
-/// solicitation or advertisement is its own MAC. TCP and UDP right behind the fixed
+/// (neighbour advertisement targets) and probes only them from `::` (a probe for
+/// another port's address would make that port give it up: a duplicate address
+/// detection attack), and any link-layer address option it sends in a solicitation or
+/// advertisement is its own MAC. TCP and UDP right behind the fixed
 /// header (the usual case) are passed without a walk.
 #[inline]
 fn nd_guard(sec: &Security, ip: &[u8]) -> Result<(), DropReason> {
@@ -200,11 +204,10 @@ fn nd_guard(sec: &Security, ip: &[u8]) -> Result<(), DropReason> {
     let Ok(m) = NdpMessage::new_checked(msg) else {
         return Ok(());
     };
-    if ty == Some(Icmpv6Type::NEIGHBOR_ADVERT) {
-        let t = m.target();
-        if Some(t) != sec.ip6 && t != link_local(sec.mac) {
-            return Err(DropReason::NdSpoof);
-        }
+    let claims = ty == Some(Icmpv6Type::NEIGHBOR_ADVERT)
+        || (ty == Some(Icmpv6Type::NEIGHBOR_SOLICIT) && p.src().is_unspecified());
+    if claims && !owns6(sec, m.target()) {
+        return Err(DropReason::NdSpoof);
     }
     match m.lladdr() {
         Ok(None) => Ok(()),
