@@ -35,6 +35,7 @@ pub mod dns;
 pub mod fair;
 pub mod gateway;
 pub mod ids;
+pub mod kernel;
 pub mod nat;
 pub mod netns;
 pub mod pipeline;

@@ -1,0 +1,1 @@
+//! Routing netlink for the kernel path (veth pairs, clsact qdiscs, u32 redirects).
