@@ -105,6 +105,10 @@ pub struct PortConf {
     pub mac_limit: u32,
     /// Bandwidth limits (the worker's token buckets; none: unlimited).
     pub limits: crate::shaper::Limits,
+    /// A container's port on the kernel path whose unicast to another such port of its
+    /// network may be handed to the kernel (see [`crate::kernel`]): a veth, under port
+    /// security, with no bandwidth limit, in a network with inter-container traffic.
+    pub kernel: bool,
 }
 
 impl PortConf {
@@ -602,6 +606,7 @@ mod tests {
             mode,
             security: None,
             mac_limit: 1024,
+            kernel: false,
             limits: Default::default(),
         })
     }

@@ -942,6 +942,7 @@ mod tests {
                     },
                     security: None,
                     mac_limit: 0,
+                    kernel: false,
                     limits: Default::default(),
                 }),
                 None,
@@ -958,6 +959,7 @@ mod tests {
                 },
                 security: None,
                 mac_limit: 1024,
+                kernel: false,
                 limits: Default::default(),
             }));
         }

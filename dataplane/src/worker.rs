@@ -77,6 +77,8 @@ pub struct Worker {
     refused: Option<Refused>,
     /// Frames moved since [`Worker::take_earned`] that earn polling after work.
     earned: usize,
+    /// Where unicast between kernel-path ports is noted (a runtime with the kernel path).
+    pub kernel_pairs: Option<Arc<crate::kernel::hints::PairHints>>,
 }
 
 /// Hands port `p` the frames of `sel` and counts them (bytes and capture first: the
@@ -204,6 +206,7 @@ impl Worker {
             held_sel: Vec::with_capacity(MAX_BATCH),
             refused: None,
             earned: 0,
+            kernel_pairs: None,
         }
     }
 
@@ -350,6 +353,7 @@ impl Worker {
             nat: self.nat.as_deref(),
             neigh: self.neigh.as_deref(),
             service_room,
+            kernel_pairs: self.kernel_pairs.as_deref(),
         };
         pipeline::process(&ctx, slot, &mut self.batch, &mut self.local);
         if shaped {
@@ -581,6 +585,7 @@ mod tests {
             },
             security: None,
             mac_limit: 1024,
+            kernel: false,
             limits: Default::default(),
         }
     }
@@ -675,6 +680,7 @@ mod tests {
                 Some(PortConf {
                     role: PortRole::Gateway,
                     mac_limit: 0,
+                    kernel: false,
                     ..container(0)
                 }),
                 None,
@@ -760,6 +766,7 @@ mod tests {
                 },
                 security: None,
                 mac_limit: 1024,
+                kernel: false,
                 limits: Default::default(),
             }));
         }

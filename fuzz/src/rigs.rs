@@ -100,6 +100,7 @@ pub mod pipeline {
             mode,
             security,
             mac_limit: 64,
+            kernel: false,
             limits: Default::default(),
         })
     }

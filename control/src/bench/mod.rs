@@ -243,6 +243,7 @@ fn port(name: String, mode: PortMode, limit: u32) -> Option<PortConf> {
         mode,
         security: None,
         mac_limit: limit,
+        kernel: false,
         limits: Default::default(),
     })
 }

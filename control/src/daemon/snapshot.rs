@@ -132,6 +132,7 @@ fn fixed_port(name: &str, role: PortRole, domain: DomainId) -> PortConf {
         mode: PortMode::Access { domain },
         security: None,
         mac_limit: 0,
+        kernel: false,
         limits: Default::default(),
     }
 }
@@ -181,6 +182,7 @@ fn container_port(i: &Inputs, name: &str, p: &PortRt) -> Option<PortConf> {
             ip6: e.ip6,
         }),
         mac_limit: i.mac_limit,
+        kernel: false,
         limits: e.limits.to_dataplane(),
     })
 }

@@ -47,6 +47,12 @@ pub(super) fn forward_one(
             Err(DropReason::Icc)
         }
         Some(to) => {
+            if to.kernel
+                && ing.port.kernel
+                && let Some(h) = ing.ctx.kernel_pairs
+            {
+                h.note(ing.in_port, to.port);
+            }
             out.push(to.port, i, to.encap);
             Ok(())
         }
@@ -192,6 +198,8 @@ pub(super) struct Known {
     pub port: PortId,
     pub encap: Encap,
     pub role: PortRole,
+    /// On the kernel path (see [`crate::kernel`]).
+    pub kernel: bool,
 }
 
 /// Where `mac` was learned in `domain`, when that port (the same generation of it)
@@ -213,6 +221,7 @@ pub(super) fn known_port(
         port,
         encap,
         role: p.role,
+        kernel: p.kernel,
     })
 }
 

@@ -62,6 +62,8 @@ pub struct Context<'a> {
     pub neigh: Option<&'a Neighbours>,
     /// Free slots in this worker's gateway ring when the batch started.
     pub service_room: usize,
+    /// Where unicast between two kernel-path ports is noted for the pair manager.
+    pub kernel_pairs: Option<&'a crate::kernel::hints::PairHints>,
 }
 
 /// What every frame of one batch shares (a batch comes from one port), read once and

@@ -76,6 +76,7 @@ fn access(name: &str, domain: u16) -> Option<PortConf> {
         },
         security: None,
         mac_limit: 1024,
+        kernel: false,
         limits: Default::default(),
     })
 }
@@ -90,6 +91,7 @@ struct Rig {
     now: u32,
     local: Local,
     room: usize,
+    pairs: crate::kernel::hints::PairHints,
 }
 
 impl Rig {
@@ -103,6 +105,7 @@ impl Rig {
             },
             security: None,
             mac_limit: 0,
+            kernel: false,
             limits: Default::default(),
         });
         let mut snap = Snapshot {
@@ -128,6 +131,7 @@ impl Rig {
                     },
                     security: None,
                     mac_limit: 1024,
+                    kernel: false,
                     limits: Default::default(),
                 }),
                 access("p7", 2),
@@ -144,6 +148,7 @@ impl Rig {
             now: 0,
             local: Local::default(),
             room: crate::port::ring::RING_SLOTS,
+            pairs: Default::default(),
         }
     }
 
@@ -176,6 +181,7 @@ impl Rig {
             nat: nat.map(|n| n.0),
             neigh: nat.map(|n| n.1),
             service_room: self.room,
+            kernel_pairs: Some(&self.pairs),
         };
         process(&ctx, PortId(port), &mut batch, &mut self.local);
         let out = &mut self.local.egress;
@@ -210,6 +216,35 @@ fn unknown_unicast_floods_within_domain_then_learned_goes_direct() {
     // And now 2 -> 3 is direct too.
     let sent = r.run(2, &[frame(mac(3), mac(2), 0x0800, &[])]);
     assert_eq!(who_got(&sent), vec![3]);
+}
+
+#[test]
+fn unicast_between_kernel_path_ports_is_noted_for_the_manager_and_no_other() {
+    let mut r = Rig::new();
+    for p in [2, 3] {
+        if let Some(Some(c)) = r.snap.ports.get_mut(p) {
+            c.kernel = true;
+        }
+    }
+    r.snap.rebuild();
+    let noted = |r: &Rig| {
+        let mut v = Vec::new();
+        r.pairs.drain(|a, b| v.push((a.0, b.0)));
+        v
+    };
+    // Unknown unicast floods: not a pair yet. Port 4 (not on the kernel path) learned.
+    r.run(2, &[frame(mac(3), mac(2), 0x0800, &[])]);
+    r.run(4, &[frame(mac(2), mac(4), 0x0800, &[])]);
+    assert_eq!(noted(&r), vec![]);
+    let sent = r.run(3, &[frame(mac(2), mac(3), 0x0800, &[])]);
+    assert_eq!(who_got(&sent), vec![2]);
+    assert_eq!(noted(&r), vec![(3, 2)]);
+    // 2 -> 4 goes direct but 4 is not on the kernel path; 2 -> 3 is.
+    let sent = r.run(2, &[frame(mac(4), mac(2), 0x0800, &[])]);
+    assert_eq!(who_got(&sent), vec![4]);
+    assert_eq!(noted(&r), vec![]);
+    r.run(2, &[frame(mac(3), mac(2), 0x0800, &[])]);
+    assert_eq!(noted(&r), vec![(2, 3)]);
 }
 
 #[test]
@@ -983,6 +1018,7 @@ mod nat_prop {
             },
             security: None,
             mac_limit: 0,
+            kernel: false,
             limits: Default::default(),
         });
         r.snap.uplink = Some(UplinkConf {
@@ -1508,6 +1544,7 @@ mod nat6 {
             },
             security: None,
             mac_limit: 0,
+            kernel: false,
             limits: Default::default(),
         });
         let ext = Ipv4Addr::new(198, 51, 100, 2);
