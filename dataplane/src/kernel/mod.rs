@@ -4,3 +4,22 @@
 
 pub mod hints;
 pub mod netlink;
+pub mod pairs;
+
+use crate::wire::MacAddr;
+
+/// The host end of a kernel-path port's veth pair, named after the container's MAC
+/// (15 bytes at most, as the kernel allows).
+pub fn host_end_name(mac: MacAddr) -> String {
+    format!("vh{}", hex(mac))
+}
+
+/// The TAP in the daemon's namespace that carries a kernel-path port's frames to and
+/// from the daemon.
+pub fn tap_name(mac: MacAddr) -> String {
+    format!("vt{}", hex(mac))
+}
+
+fn hex(mac: MacAddr) -> String {
+    mac.0.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,235 @@
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use super::*;
+use crate::config::{DomainConf, Net4, PortRole, Security};
+
+/// Filters as the kernel would hold them: (device, prio) -> (protocol, keys, to).
+#[derive(Default)]
+struct Fake {
+    devices: BTreeMap<String, u32>,
+    filters: BTreeMap<(u32, u16), (u16, Vec<U32Key>, u32)>,
+    counted: BTreeMap<(u32, u16), (u64, u64)>,
+    fail_adds: bool,
+}
+
+impl KernelOps for &mut Fake {
+    fn ifindex(&mut self, name: &str) -> Option<u32> {
+        self.devices.get(name).copied()
+    }
+    fn add_redirect(&mut self, r: &Redirect<'_>) -> io::Result<()> {
+        if self.fail_adds {
+            return Err(io::Error::other("refused"));
+        }
+        let f = (r.protocol, r.keys.to_vec(), r.to);
+        assert!(self.filters.insert((r.ifindex, r.prio), f).is_none());
+        Ok(())
+    }
+    fn delete_filter(&mut self, ifindex: u32, prio: u16, protocol: u16) -> io::Result<()> {
+        let f = self.filters.remove(&(ifindex, prio));
+        assert_eq!(f.map(|f| f.0), Some(protocol));
+        Ok(())
+    }
+    fn ingress_counters(&mut self, ifindex: u32) -> io::Result<Vec<PrioCounters>> {
+        Ok((self.counted.iter())
+            .filter(|((d, _), _)| *d == ifindex)
+            .map(|((_, prio), (packets, bytes))| PrioCounters {
+                prio: *prio,
+                packets: *packets,
+                bytes: *bytes,
+            })
+            .collect())
+    }
+}
+
+fn mac(i: u16) -> MacAddr {
+    MacAddr([2, 0x42, 10, 1, 0, i as u8])
+}
+
+fn port(i: u16, domain: u16) -> Option<PortConf> {
+    Some(PortConf {
+        name: format!("p{i}"),
+        generation: Generation(1),
+        role: PortRole::Container,
+        mode: PortMode::Access {
+            domain: DomainId(domain),
+        },
+        security: Some(Security {
+            mac: mac(i),
+            ip: Some(Ipv4Addr::new(10, 1, 0, i as u8)),
+            ip6: None,
+        }),
+        mac_limit: 1,
+        limits: Default::default(),
+        kernel: true,
+    })
+}
+
+fn domain(icc: bool) -> Option<DomainConf> {
+    Some(DomainConf {
+        name: "n".into(),
+        vlan: None,
+        gateway_mac: MacAddr([2, 0x42, 10, 1, 0, 1]),
+        v4: Some(Net4::of(Ipv4Addr::new(10, 1, 0, 1), 24)),
+        v6: None,
+        icc,
+        egress: true,
+        members: vec![],
+        owners: vec![],
+        listeners: vec![],
+    })
+}
+
+/// Ports 2..=5 in domain 0, port 6 in domain 1; their host ends are devices 102..=106.
+fn world() -> (Snapshot, Fake) {
+    let mut snap = Snapshot {
+        domains: vec![domain(true), domain(true)],
+        ports: vec![None, None, port(2, 0), port(3, 0), port(4, 0), port(5, 0), port(6, 1)],
+        ..Default::default()
+    };
+    snap.rebuild();
+    let mut fake = Fake::default();
+    for i in 2..=6 {
+        fake.devices.insert(super::super::host_end_name(mac(i)), 100 + u32::from(i));
+    }
+    (snap, fake)
+}
+
+const P: fn(u16) -> PortId = PortId;
+
+#[test]
+fn a_noted_pair_gets_one_ipv4_filter_from_its_source_to_its_peer() {
+    let (snap, mut fake) = world();
+    let mut pairs = Pairs::new(&mut fake);
+    pairs.scan(&snap, &[(P(2), P(3))], None, 0);
+    assert!(pairs.carries(P(2), P(3)));
+    assert!(!pairs.carries(P(3), P(2)));
+    drop(pairs);
+    let (&(dev, prio), (proto, keys, to)) = fake.filters.iter().next().unwrap();
+    assert_eq!((dev, prio, *proto, *to), (102, PAIR_PRIO_BASE, ETH_P_IP, 103));
+    let mut want = U32Key::macs(mac(3), mac(2)).to_vec();
+    want.push(U32Key::ipv4_src(Ipv4Addr::new(10, 1, 0, 2)));
+    assert_eq!(keys, &want);
+    assert_eq!(fake.filters.len(), 1);
+}
+
+#[test]
+fn ipv6_pairs_carry_only_tcp_and_udp_from_the_port_address() {
+    let (mut snap, mut fake) = world();
+    let a6: Ipv6Addr = "fd00::2".parse().unwrap();
+    if let Some(Some(p)) = snap.ports.get_mut(2)
+        && let Some(s) = p.security.as_mut()
+    {
+        s.ip6 = Some(a6);
+    }
+    snap.rebuild();
+    Pairs::new(&mut fake).scan(&snap, &[(P(2), P(3))], None, 0);
+    let v6: Vec<_> = (fake.filters.values())
+        .filter(|f| f.0 == ETH_P_IPV6)
+        .map(|f| f.1.clone())
+        .collect();
+    assert_eq!(v6.len(), 2);
+    for (keys, nh) in v6.iter().zip([TCP, UDP]) {
+        assert!(keys.contains(&U32Key::ipv6_next_header(nh)));
+        assert!(U32Key::ipv6_src(a6).iter().all(|k| keys.contains(k)));
+    }
+}
+
+#[test]
+fn pairs_outside_one_network_or_without_the_kernel_path_are_not_installed() {
+    let (mut snap, mut fake) = world();
+    if let Some(Some(p)) = snap.ports.get_mut(4) {
+        p.kernel = false;
+    }
+    if let Some(Some(p)) = snap.ports.get_mut(5) {
+        p.security = None;
+    }
+    snap.rebuild();
+    let noted = [(P(2), P(6)), (P(2), P(4)), (P(5), P(2)), (P(2), P(2)), (P(9), P(2))];
+    let mut pairs = Pairs::new(&mut fake);
+    pairs.scan(&snap, &noted, None, 0);
+    // Positive control: a pair that may be is, in the same scan.
+    pairs.scan(&snap, &[(P(2), P(3))], None, 0);
+    assert_eq!(pairs.len(), 1);
+    drop(pairs);
+    assert_eq!(fake.filters.len(), 1);
+}
+
+#[test]
+fn a_network_without_inter_container_traffic_has_no_pairs() {
+    let (mut snap, mut fake) = world();
+    snap.domains = vec![domain(false)];
+    snap.rebuild();
+    let mut pairs = Pairs::new(&mut fake);
+    pairs.scan(&snap, &[(P(2), P(3))], None, 0);
+    assert!(pairs.is_empty());
+}
+
+#[test]
+fn a_changed_port_loses_its_pairs_both_ways_and_captured_ports_none_are_made() {
+    let (mut snap, mut fake) = world();
+    let mut pairs = Pairs::new(&mut fake);
+    let noted = [(P(2), P(3)), (P(3), P(2)), (P(4), P(5))];
+    pairs.scan(&snap, &noted, None, 0);
+    assert_eq!(pairs.len(), 3);
+    // Port 3 re-attached (new generation): 2<->3 go, 4->5 stays.
+    if let Some(Some(p)) = snap.ports.get_mut(3) {
+        p.generation = Generation(2);
+    }
+    snap.rebuild();
+    pairs.scan(&snap, &[], None, 1);
+    assert_eq!(pairs.len(), 1);
+    assert!(pairs.carries(P(4), P(5)));
+    // A capture of 5 takes 4->5 out and keeps it out while it lasts.
+    pairs.scan(&snap, &[(P(4), P(5))], Some(P(5)), 2);
+    assert!(pairs.is_empty());
+    pairs.scan(&snap, &[(P(4), P(5))], None, 3);
+    assert!(pairs.carries(P(4), P(5)));
+    pairs.clear();
+    drop(pairs);
+    assert!(fake.filters.is_empty());
+}
+
+#[test]
+fn counters_move_to_the_ports_and_idle_pairs_go() {
+    let (snap, mut fake) = world();
+    let counters = CounterTable::default();
+    // The kernel counted 10 frames on the pair's filter, and 99 on another device's.
+    fake.counted.insert((102, PAIR_PRIO_BASE), (10, 15_000));
+    fake.counted.insert((104, PAIR_PRIO_BASE), (99, 99));
+    let mut pairs = Pairs::new(&mut fake);
+    pairs.scan(&snap, &[(P(2), P(3))], None, 0);
+    pairs.count(&counters, 5);
+    let (a, b) = (counters.read(P(2)), counters.read(P(3)));
+    assert_eq!((a.rx_packets, a.rx_bytes, b.tx_packets, b.tx_bytes), (10, 15_000, 10, 15_000));
+    // Read again with nothing new: counted once.
+    pairs.count(&counters, 6);
+    assert_eq!(counters.read(P(2)).rx_packets, 10);
+    // Nothing more for IDLE_SECS after the last movement: gone.
+    pairs.count(&counters, 5 + IDLE_SECS - 1);
+    assert!(pairs.carries(P(2), P(3)));
+    pairs.count(&counters, 5 + IDLE_SECS);
+    assert!(pairs.is_empty());
+    drop(pairs);
+    assert!(fake.filters.is_empty());
+}
+
+#[test]
+fn a_port_sends_on_a_bounded_number_of_pairs_and_failures_wait() {
+    let (mut snap, mut fake) = world();
+    let n = PAIRS_PER_PORT as u16 + 4;
+    snap.ports = (0..n + 3).map(|i| if i < 2 { None } else { port(i, 0) }).collect();
+    snap.rebuild();
+    for i in 2..n + 3 {
+        fake.devices.insert(super::super::host_end_name(mac(i)), 100 + u32::from(i));
+    }
+    let noted: Vec<_> = (3..n + 3).map(|i| (P(2), P(i))).collect();
+    let mut pairs = Pairs::new(&mut fake);
+    pairs.scan(&snap, &noted, None, 0);
+    assert_eq!(pairs.len(), PAIRS_PER_PORT);
+    drop(pairs);
+    fake.fail_adds = true;
+    let mut pairs = Pairs::new(&mut fake);
+    pairs.scan(&snap, &[(P(3), P(2))], None, 0);
+    assert!(pairs.is_empty());
+}
