@@ -198,6 +198,29 @@ fn redirects_between_veth_host_ends_carry_count_and_go() {
     on_sw(&sw, |r| {
         assert!(r.delete_link("vha").unwrap());
         assert!(!r.delete_link("vha").unwrap());
+        // A refusal says what failed, and the kernel's reason.
+        let e = r.add_redirect(&Redirect {
+            ifindex: ha,
+            prio: 1,
+            protocol: ETH_P_ALL,
+            keys: &[],
+            to: hb,
+        });
+        let e = e.unwrap_err().to_string();
+        assert!(e.contains(&format!("ingress redirect of link {ha}")), "{e}");
+        let clash = Redirect {
+            ifindex: hb,
+            prio: MATCH_ALL_PRIO,
+            protocol: ETH_P_IP,
+            keys: &[],
+            to: ha,
+        };
+        let e = r.add_redirect(&clash).unwrap_err().to_string();
+        // The kernel's extended ack, beside the code.
+        assert!(
+            e.contains("Invalid argument") && e.contains("Protocol mismatch"),
+            "{e}"
+        );
     });
     assert!(
         !a.sh("ip link show eth0").status.success(),
