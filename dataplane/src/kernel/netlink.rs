@@ -16,10 +16,11 @@
 //! are in network order, as the kernel reads them. Replies are parsed with bounds
 //! checks: a malformed one is an error, never a panic.
 
+use crate::rtnl::{Msg, netlink_socket};
 use crate::wire::MacAddr;
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr};
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 
 /// Every frame, whatever its EtherType (`protocol all`).
 pub const ETH_P_ALL: u16 = 0x0003;
@@ -43,6 +44,7 @@ const NLM_F_CREATE: u16 = 0x400;
 const NLM_F_ACK_TLVS: u16 = 0x200;
 const NLMSGERR_ATTR_MSG: u16 = 1;
 const NLA_TYPE_MASK: u16 = 0x3fff;
+#[cfg(test)]
 const NLA_F_NESTED: u16 = 0x8000;
 const SOL_NETLINK: libc::c_int = 270;
 const NETLINK_CAP_ACK: libc::c_int = 10;
@@ -178,65 +180,6 @@ pub struct PrioCounters {
     pub prio: u16,
     pub packets: u64,
     pub bytes: u64,
-}
-
-/// One netlink request under construction.
-struct Msg(Vec<u8>);
-
-impl Msg {
-    fn new(kind: u16, flags: u16, seq: u32) -> Msg {
-        let mut v = Vec::with_capacity(256);
-        v.extend_from_slice(&0u32.to_ne_bytes()); // length, set by `finish`
-        v.extend_from_slice(&kind.to_ne_bytes());
-        v.extend_from_slice(&flags.to_ne_bytes());
-        v.extend_from_slice(&seq.to_ne_bytes());
-        v.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel fills it
-        Msg(v)
-    }
-
-    fn bytes(&mut self, b: &[u8]) -> &mut Msg {
-        self.0.extend_from_slice(b);
-        self
-    }
-
-    /// One attribute, padded to 4 bytes.
-    fn attr(&mut self, kind: u16, payload: &[u8]) -> &mut Msg {
-        let len = 4 + payload.len();
-        self.0.extend_from_slice(&(len as u16).to_ne_bytes());
-        self.0.extend_from_slice(&kind.to_ne_bytes());
-        self.0.extend_from_slice(payload);
-        self.0.resize(self.0.len().next_multiple_of(4), 0);
-        self
-    }
-
-    /// A NUL-terminated string attribute.
-    fn attr_str(&mut self, kind: u16, s: &str) -> &mut Msg {
-        let mut b = Vec::with_capacity(s.len() + 1);
-        b.extend_from_slice(s.as_bytes());
-        b.push(0);
-        self.attr(kind, &b)
-    }
-
-    /// A nested attribute holding what `inner` adds.
-    fn nest(&mut self, kind: u16, inner: impl FnOnce(&mut Msg)) -> &mut Msg {
-        let start = self.0.len();
-        self.0.extend_from_slice(&[0; 4]);
-        inner(self);
-        let len = ((self.0.len() - start) as u16).to_ne_bytes();
-        let kind = (kind | NLA_F_NESTED).to_ne_bytes();
-        if let Some(h) = self.0.get_mut(start..start + 4) {
-            h.copy_from_slice(&[len[0], len[1], kind[0], kind[1]]);
-        }
-        self
-    }
-
-    fn finish(mut self) -> Vec<u8> {
-        let len = (self.0.len() as u32).to_ne_bytes();
-        if let Some(h) = self.0.get_mut(..4) {
-            h.copy_from_slice(&len);
-        }
-        self.0
-    }
 }
 
 /// struct ifinfomsg, all zero (AF_UNSPEC, no index: the name says which link).
@@ -583,23 +526,12 @@ pub struct Rtnl {
 impl Rtnl {
     /// Opens the socket in the calling thread's current network namespace.
     pub fn open() -> io::Result<Rtnl> {
-        // SAFETY: plain socket(2); the descriptor is owned at once.
-        let fd = unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                libc::NETLINK_ROUTE,
-            )
-        };
-        if fd < 0 {
-            let e = io::Error::last_os_error();
-            return Err(io::Error::new(
+        let sock = netlink_socket().map_err(|e| {
+            io::Error::new(
                 e.kind(),
                 format!("cannot open a routing netlink socket: {e}"),
-            ));
-        }
-        // SAFETY: fd was just returned by socket(2) and is owned by nobody else.
-        let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+            )
+        })?;
         // Error replies carry the kernel's explanation and not the whole request (both
         // best effort: older kernels answer with the code alone).
         for opt in [NETLINK_EXT_ACK, NETLINK_CAP_ACK] {
