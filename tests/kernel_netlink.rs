@@ -10,7 +10,9 @@
 mod common;
 
 use common::*;
-use dataplane::kernel::netlink::{ETH_P_ALL, ETH_P_IP, PrioCounters, Redirect, Rtnl, U32Key};
+use dataplane::kernel::netlink::{
+    ETH_P_ALL, ETH_P_IP, ETH_P_IPV6, PrioCounters, Redirect, Rtnl, U32Key,
+};
 use dataplane::netns::{IfSocket, in_netns};
 use dataplane::wire::MacAddr;
 use std::net::Ipv4Addr;
@@ -155,6 +157,14 @@ fn redirects_between_veth_host_ends_carry_count_and_go() {
     ] {
         assert!(shown.contains(key), "{key} not in {shown}");
     }
+    for line in [
+        "protocol ip pref 100 u32",
+        "protocol all pref 200 u32",
+        "terminal",
+        "stolen",
+    ] {
+        assert!(shown.contains(line), "{line} not in {shown}");
+    }
     let (pair0, all0) = (
         counted(&sw, ha, PAIR_PRIO),
         counted(&sw, ha, MATCH_ALL_PRIO),
@@ -179,6 +189,36 @@ fn redirects_between_veth_host_ends_carry_count_and_go() {
         all2.0 > all1.0,
         "the match-all did not count the other source"
     );
+
+    // An IPv6 pair rule (b's ICMPv6 to a): the kernel takes its keys as meant.
+    let v6: std::net::Ipv6Addr = "fd77::b".parse().unwrap();
+    let mut keys6 = U32Key::macs(A_MAC, B_MAC).to_vec();
+    keys6.extend(U32Key::ipv6_src(v6));
+    keys6.push(U32Key::ipv6_next_header(58));
+    on_sw(&sw, |r| {
+        let pair6 = Redirect {
+            ifindex: hb,
+            prio: PAIR_PRIO,
+            protocol: ETH_P_IPV6,
+            keys: &keys6,
+            to: ha,
+        };
+        r.add_redirect(&pair6).unwrap();
+    });
+    let shown = must(&format!(
+        "ip netns exec {} tc -d filter show dev vhb ingress",
+        sw.name
+    ));
+    for key in [
+        "protocol ipv6 pref 100 u32",
+        "match 0000000b/ffffffff at -6",
+        "match fd770000/ffffffff at 8",
+        "match 0000000b/ffffffff at 20",
+        "match 00003a00/0000ff00 at 4",
+        "Egress Redirect to device vha",
+    ] {
+        assert!(shown.contains(key), "{key} not in {shown}");
+    }
 
     // Without the match-all, only the pair's traffic crosses (twice: idempotent).
     on_sw(&sw, |r| {
