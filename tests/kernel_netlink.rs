@@ -238,6 +238,9 @@ fn redirects_between_veth_host_ends_carry_count_and_go() {
     on_sw(&sw, |r| {
         assert!(r.delete_link("vha").unwrap());
         assert!(!r.delete_link("vha").unwrap());
+        // A name the kernel would read otherwise is refused before it is sent.
+        let e = r.delete_link("vhb\0x").unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput, "{e}");
         // A refusal says what failed, and the kernel's reason.
         let e = r.add_redirect(&Redirect {
             ifindex: ha,

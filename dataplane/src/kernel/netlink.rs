@@ -16,6 +16,7 @@
 //! are in network order, as the kernel reads them. Replies are parsed with bounds
 //! checks: a malformed one is an error, never a panic.
 
+use crate::port::tap::check_ifname;
 use crate::rtnl::{Msg, netlink_socket};
 use crate::wire::MacAddr;
 use std::io;
@@ -621,14 +622,18 @@ impl Rtnl {
         peer_mac: MacAddr,
         mtu: u32,
     ) -> io::Result<()> {
+        let what = format!("cannot create the veth pair {host}/{peer}");
+        valid_name(host)
+            .and(valid_name(peer))
+            .map_err(|e| context(e, &what))?;
         let seq = self.next_seq();
         let msg = veth_request(seq, host, peer, peer_ns, peer_mac, mtu);
-        self.request(seq, &msg)
-            .map_err(|e| context(e, &format!("cannot create the veth pair {host}/{peer}")))
+        self.request(seq, &msg).map_err(|e| context(e, &what))
     }
 
     /// Deletes the link `name` (a veth pair: both ends); Ok(false) when there is none.
     pub fn delete_link(&mut self, name: &str) -> io::Result<bool> {
+        valid_name(name).map_err(|e| context(e, &format!("cannot delete the link {name:?}")))?;
         let seq = self.next_seq();
         match self.request(seq, &del_link_request(seq, name)) {
             Ok(()) => Ok(true),
@@ -698,6 +703,12 @@ impl Rtnl {
             }
         }
     }
+}
+
+/// Refuses an interface name the kernel would refuse or read otherwise (a NUL would
+/// cut it short: another link's name).
+fn valid_name(name: &str) -> io::Result<()> {
+    check_ifname(name).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
 }
 
 /// `e` with what was being done in front of it.
