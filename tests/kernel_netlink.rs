@@ -269,6 +269,34 @@ fn redirects_between_veth_host_ends_carry_count_and_go() {
         !a.sh("ip link show eth0").status.success(),
         "a's end outlived its pair"
     );
+
+    // A dump longer than one datagram: a hundred more priorities (never matching) on
+    // b's host end, each read back, beside the match-all's counted replies.
+    on_sw(&sw, |r| {
+        for p in 0..100u16 {
+            let never = [U32Key::ipv4_src(Ipv4Addr::new(0, 0, 0, p as u8))];
+            let quiet = Redirect {
+                ifindex: hb,
+                prio: 1000 + p,
+                protocol: ETH_P_IP,
+                keys: &never,
+                to: hb,
+            };
+            r.add_redirect(&quiet).unwrap();
+        }
+        let all = r.ingress_counters(hb).unwrap();
+        assert_eq!(all.len(), 102, "{all:?}");
+        assert!(
+            all.iter()
+                .any(|c| c.prio == MATCH_ALL_PRIO && c.packets > 0),
+            "{all:?}"
+        );
+        assert!(
+            all.iter()
+                .filter(|c| c.prio >= 1000)
+                .all(|c| c.packets == 0)
+        );
+    });
     assert!(
         b.sh("ip link show eth0").status.success(),
         "b's pair went too"
