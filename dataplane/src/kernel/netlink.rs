@@ -404,7 +404,7 @@ fn error_status(r: &Reply<'_>) -> io::Result<()> {
     if code == 0 {
         return Ok(());
     }
-    let os = io::Error::from_raw_os_error(-code);
+    let os = io::Error::from_raw_os_error(code.saturating_neg());
     // With NETLINK_CAP_ACK the request is not echoed: its header alone follows the code.
     let text = match r.flags & NLM_F_ACK_TLVS {
         0 => None,
@@ -975,6 +975,8 @@ mod tests {
         let mut cut = error(0, None)[..20].to_vec();
         cut[..4].copy_from_slice(&18u32.to_ne_bytes());
         assert!(status(&cut).is_err());
+        // A code no negation can represent: an error, not an overflow.
+        assert!(status(&error(i32::MIN, None)).is_err());
         // In a dump: the error ends it as an error.
         let e = add_dump(&error(-libc::EPERM, None), 9, &mut Vec::new()).unwrap_err();
         assert_eq!(errno(&e), Some(libc::EPERM));
