@@ -459,8 +459,8 @@ fn filter_counters(payload: &[u8]) -> io::Result<PrioCounters> {
             continue;
         };
         let (packets, bytes) = basic_stats(stats)?;
-        c.packets += packets;
-        c.bytes += bytes;
+        c.packets = c.packets.saturating_add(packets);
+        c.bytes = c.bytes.saturating_add(bytes);
     }
     Ok(c)
 }
@@ -503,8 +503,8 @@ fn add_dump(buf: &[u8], seq: u32, sums: &mut Vec<PrioCounters>) -> io::Result<bo
                 let c = filter_counters(r.payload)?;
                 match sums.iter_mut().find(|s| s.prio == c.prio) {
                     Some(s) => {
-                        s.packets += c.packets;
-                        s.bytes += c.bytes;
+                        s.packets = s.packets.saturating_add(c.packets);
+                        s.bytes = s.bytes.saturating_add(c.bytes);
                     }
                     None => sums.push(c),
                 }
@@ -923,6 +923,12 @@ mod tests {
             .attr(TCA_STATS_BASIC, &basic)
             .attr(TCA_STATS_PKT64, &(1u64 << 33).to_ne_bytes());
         assert_eq!(basic_stats(&stats.0).unwrap(), (1 << 33, 7));
+        // Sums that would overflow stay at the maximum.
+        let mut sums = Vec::new();
+        let huge = filter_msg(5, 1, Some(&[(1, u64::MAX), (1, u64::MAX)]));
+        assert!(!add_dump(&huge, 5, &mut sums).unwrap());
+        assert!(!add_dump(&huge, 5, &mut sums).unwrap());
+        assert_eq!((sums[0].packets, sums[0].bytes), (4, u64::MAX));
     }
 
     #[test]
