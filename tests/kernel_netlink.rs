@@ -10,7 +10,9 @@
 mod common;
 
 use common::*;
-use dataplane::kernel::netlink::{ETH_P_ALL, ETH_P_IP, PrioCounters, Redirect, Rtnl, U32Key};
+use dataplane::kernel::netlink::{
+    ETH_P_ALL, ETH_P_IP, ETH_P_IPV6, PrioCounters, Redirect, Rtnl, U32Key,
+};
 use dataplane::netns::{IfSocket, in_netns};
 use dataplane::wire::MacAddr;
 use std::net::Ipv4Addr;
@@ -155,6 +157,14 @@ fn redirects_between_veth_host_ends_carry_count_and_go() {
     ] {
         assert!(shown.contains(key), "{key} not in {shown}");
     }
+    for line in [
+        "protocol ip pref 100 u32",
+        "protocol all pref 200 u32",
+        "terminal",
+        "stolen",
+    ] {
+        assert!(shown.contains(line), "{line} not in {shown}");
+    }
     let (pair0, all0) = (
         counted(&sw, ha, PAIR_PRIO),
         counted(&sw, ha, MATCH_ALL_PRIO),
@@ -180,6 +190,36 @@ fn redirects_between_veth_host_ends_carry_count_and_go() {
         "the match-all did not count the other source"
     );
 
+    // An IPv6 pair rule (b's ICMPv6 to a): the kernel takes its keys as meant.
+    let v6: std::net::Ipv6Addr = "fd77::b".parse().unwrap();
+    let mut keys6 = U32Key::macs(A_MAC, B_MAC).to_vec();
+    keys6.extend(U32Key::ipv6_src(v6));
+    keys6.push(U32Key::ipv6_next_header(58));
+    on_sw(&sw, |r| {
+        let pair6 = Redirect {
+            ifindex: hb,
+            prio: PAIR_PRIO,
+            protocol: ETH_P_IPV6,
+            keys: &keys6,
+            to: ha,
+        };
+        r.add_redirect(&pair6).unwrap();
+    });
+    let shown = must(&format!(
+        "ip netns exec {} tc -d filter show dev vhb ingress",
+        sw.name
+    ));
+    for key in [
+        "protocol ipv6 pref 100 u32",
+        "match 0000000b/ffffffff at -6",
+        "match fd770000/ffffffff at 8",
+        "match 0000000b/ffffffff at 20",
+        "match 00003a00/0000ff00 at 4",
+        "Egress Redirect to device vha",
+    ] {
+        assert!(shown.contains(key), "{key} not in {shown}");
+    }
+
     // Without the match-all, only the pair's traffic crosses (twice: idempotent).
     on_sw(&sw, |r| {
         r.delete_filter(ha, MATCH_ALL_PRIO, ETH_P_ALL).unwrap();
@@ -198,11 +238,65 @@ fn redirects_between_veth_host_ends_carry_count_and_go() {
     on_sw(&sw, |r| {
         assert!(r.delete_link("vha").unwrap());
         assert!(!r.delete_link("vha").unwrap());
+        // A name the kernel would read otherwise is refused before it is sent.
+        let e = r.delete_link("vhb\0x").unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput, "{e}");
+        // A refusal says what failed, and the kernel's reason.
+        let e = r.add_redirect(&Redirect {
+            ifindex: ha,
+            prio: 1,
+            protocol: ETH_P_ALL,
+            keys: &[],
+            to: hb,
+        });
+        let e = e.unwrap_err().to_string();
+        assert!(e.contains(&format!("ingress redirect of link {ha}")), "{e}");
+        let clash = Redirect {
+            ifindex: hb,
+            prio: MATCH_ALL_PRIO,
+            protocol: ETH_P_IP,
+            keys: &[],
+            to: ha,
+        };
+        let e = r.add_redirect(&clash).unwrap_err().to_string();
+        // The kernel's extended ack, beside the code.
+        assert!(
+            e.contains("Invalid argument") && e.contains("Protocol mismatch"),
+            "{e}"
+        );
     });
     assert!(
         !a.sh("ip link show eth0").status.success(),
         "a's end outlived its pair"
     );
+
+    // A dump longer than one datagram: a hundred more priorities (never matching) on
+    // b's host end, each read back, beside the match-all's counted replies.
+    on_sw(&sw, |r| {
+        for p in 0..100u16 {
+            let never = [U32Key::ipv4_src(Ipv4Addr::new(0, 0, 0, p as u8))];
+            let quiet = Redirect {
+                ifindex: hb,
+                prio: 1000 + p,
+                protocol: ETH_P_IP,
+                keys: &never,
+                to: hb,
+            };
+            r.add_redirect(&quiet).unwrap();
+        }
+        let all = r.ingress_counters(hb).unwrap();
+        assert_eq!(all.len(), 102, "{all:?}");
+        assert!(
+            all.iter()
+                .any(|c| c.prio == MATCH_ALL_PRIO && c.packets > 0),
+            "{all:?}"
+        );
+        assert!(
+            all.iter()
+                .filter(|c| c.prio >= 1000)
+                .all(|c| c.packets == 0)
+        );
+    });
     assert!(
         b.sh("ip link show eth0").status.success(),
         "b's pair went too"

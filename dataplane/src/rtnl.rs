@@ -34,6 +34,7 @@ const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_ACK: u16 = 0x4;
 const NLM_F_EXCL: u16 = 0x200;
 const NLM_F_CREATE: u16 = 0x400;
+const NLA_F_NESTED: u16 = 0x8000;
 const RTM_NEWROUTE: u16 = 24;
 const RTM_NEWADDR: u16 = 20;
 const RTM_NEWRULE: u16 = 32;
@@ -61,31 +62,28 @@ const RTN_LOCAL: u8 = 2;
 const LOOPBACK_IFINDEX: u32 = 1;
 const TCP: u8 = 6;
 
-/// One netlink request under construction.
-struct Msg(Vec<u8>);
+/// One netlink request under construction (also the kernel path's,
+/// [`kernel::netlink`](crate::kernel::netlink)).
+pub(crate) struct Msg(pub(crate) Vec<u8>);
 
 impl Msg {
-    fn new(kind: u16) -> Msg {
-        let mut v = Vec::with_capacity(96);
+    pub(crate) fn new(kind: u16, flags: u16, seq: u32) -> Msg {
+        let mut v = Vec::with_capacity(256);
         v.extend_from_slice(&0u32.to_ne_bytes()); // length, set by `finish`
         v.extend_from_slice(&kind.to_ne_bytes());
-        let flags = match kind {
-            RTM_DELRULE => NLM_F_REQUEST | NLM_F_ACK,
-            _ => NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
-        };
         v.extend_from_slice(&flags.to_ne_bytes());
-        v.extend_from_slice(&1u32.to_ne_bytes()); // sequence
+        v.extend_from_slice(&seq.to_ne_bytes());
         v.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel fills it
         Msg(v)
     }
 
-    fn bytes(&mut self, b: &[u8]) -> &mut Msg {
+    pub(crate) fn bytes(&mut self, b: &[u8]) -> &mut Msg {
         self.0.extend_from_slice(b);
         self
     }
 
     /// One attribute, padded to 4 bytes.
-    fn attr(&mut self, kind: u16, payload: &[u8]) -> &mut Msg {
+    pub(crate) fn attr(&mut self, kind: u16, payload: &[u8]) -> &mut Msg {
         let len = 4 + payload.len();
         self.0.extend_from_slice(&(len as u16).to_ne_bytes());
         self.0.extend_from_slice(&kind.to_ne_bytes());
@@ -94,12 +92,41 @@ impl Msg {
         self
     }
 
-    fn finish(mut self) -> Vec<u8> {
+    /// A NUL-terminated string attribute.
+    pub(crate) fn attr_str(&mut self, kind: u16, s: &str) -> &mut Msg {
+        let mut b = Vec::with_capacity(s.len() + 1);
+        b.extend_from_slice(s.as_bytes());
+        b.push(0);
+        self.attr(kind, &b)
+    }
+
+    /// A nested attribute holding what `inner` adds.
+    pub(crate) fn nest(&mut self, kind: u16, inner: impl FnOnce(&mut Msg)) -> &mut Msg {
+        let start = self.0.len();
+        self.0.extend_from_slice(&[0; 4]);
+        inner(self);
+        let len = ((self.0.len() - start) as u16).to_ne_bytes();
+        let kind = (kind | NLA_F_NESTED).to_ne_bytes();
+        if let Some(h) = self.0.get_mut(start..start + 4) {
+            h.copy_from_slice(&[len[0], len[1], kind[0], kind[1]]);
+        }
+        self
+    }
+
+    pub(crate) fn finish(mut self) -> Vec<u8> {
         let len = (self.0.len() as u32).to_ne_bytes();
         if let Some(h) = self.0.get_mut(..4) {
             h.copy_from_slice(&len);
         }
         self.0
+    }
+}
+
+/// A request's flags: removals acknowledged, additions created and exclusive.
+fn flags_for(kind: u16) -> u16 {
+    match kind {
+        RTM_DELRULE => NLM_F_REQUEST | NLM_F_ACK,
+        _ => NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
     }
 }
 
@@ -125,7 +152,7 @@ fn mixed_families() -> io::Error {
 fn rule_request(kind: u16, container: IpAddr, gateway: IpAddr, port: u16) -> Vec<u8> {
     let (family, bits, src) = family_of(container);
     let (_, _, dst) = family_of(gateway);
-    let mut m = Msg::new(kind);
+    let mut m = Msg::new(kind, flags_for(kind), 1);
     // struct fib_rule_hdr: family, dst_len, src_len, tos, table, res1, res2, action, flags
     m.bytes(&[family, bits, bits, 0, 0, 0, 0, FR_ACT_TO_TBL])
         .bytes(&0u32.to_ne_bytes())
@@ -144,7 +171,7 @@ fn rule_request(kind: u16, container: IpAddr, gateway: IpAddr, port: u16) -> Vec
 /// gateway).
 fn local_route_request(gateway: IpAddr) -> Vec<u8> {
     let (family, bits, dst) = family_of(gateway);
-    let mut m = Msg::new(RTM_NEWROUTE);
+    let mut m = Msg::new(RTM_NEWROUTE, flags_for(RTM_NEWROUTE), 1);
     // struct rtmsg: family, dst_len, src_len, tos, table, protocol, scope, type, flags
     let table = 0; // RT_TABLE_UNSPEC: the table is the attribute
     m.bytes(&[
@@ -168,7 +195,7 @@ fn local_route_request(gateway: IpAddr) -> Vec<u8> {
 /// tentative (an address added without `nodad` stays tentative until the kernel's
 /// address worker runs, even with `accept_dad` 0, and a bind to it fails meanwhile).
 fn address6_request(index: u32, addr: Ipv6Addr, prefix: u8) -> Vec<u8> {
-    let mut m = Msg::new(RTM_NEWADDR);
+    let mut m = Msg::new(RTM_NEWADDR, flags_for(RTM_NEWADDR), 1);
     // struct ifaddrmsg: family, prefixlen, flags, scope, index
     let flags = (IFA_F_NODAD | IFA_F_PERMANENT) as u8;
     m.bytes(&[
@@ -215,7 +242,8 @@ pub fn remove_splice_rule(container: IpAddr, gateway: IpAddr, port: u16) -> io::
     }
 }
 
-fn netlink_socket() -> io::Result<OwnedFd> {
+/// A `NETLINK_ROUTE` socket in the calling thread's namespace.
+pub(crate) fn netlink_socket() -> io::Result<OwnedFd> {
     // SAFETY: plain socket(2); the descriptor is owned at once.
     let fd = unsafe {
         libc::socket(

@@ -16,10 +16,12 @@
 //! are in network order, as the kernel reads them. Replies are parsed with bounds
 //! checks: a malformed one is an error, never a panic.
 
+use crate::port::tap::check_ifname;
+use crate::rtnl::{Msg, netlink_socket};
 use crate::wire::MacAddr;
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr};
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 
 /// Every frame, whatever its EtherType (`protocol all`).
 pub const ETH_P_ALL: u16 = 0x0003;
@@ -43,6 +45,7 @@ const NLM_F_CREATE: u16 = 0x400;
 const NLM_F_ACK_TLVS: u16 = 0x200;
 const NLMSGERR_ATTR_MSG: u16 = 1;
 const NLA_TYPE_MASK: u16 = 0x3fff;
+#[cfg(test)]
 const NLA_F_NESTED: u16 = 0x8000;
 const SOL_NETLINK: libc::c_int = 270;
 const NETLINK_CAP_ACK: libc::c_int = 10;
@@ -178,65 +181,6 @@ pub struct PrioCounters {
     pub prio: u16,
     pub packets: u64,
     pub bytes: u64,
-}
-
-/// One netlink request under construction.
-struct Msg(Vec<u8>);
-
-impl Msg {
-    fn new(kind: u16, flags: u16, seq: u32) -> Msg {
-        let mut v = Vec::with_capacity(256);
-        v.extend_from_slice(&0u32.to_ne_bytes()); // length, set by `finish`
-        v.extend_from_slice(&kind.to_ne_bytes());
-        v.extend_from_slice(&flags.to_ne_bytes());
-        v.extend_from_slice(&seq.to_ne_bytes());
-        v.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel fills it
-        Msg(v)
-    }
-
-    fn bytes(&mut self, b: &[u8]) -> &mut Msg {
-        self.0.extend_from_slice(b);
-        self
-    }
-
-    /// One attribute, padded to 4 bytes.
-    fn attr(&mut self, kind: u16, payload: &[u8]) -> &mut Msg {
-        let len = 4 + payload.len();
-        self.0.extend_from_slice(&(len as u16).to_ne_bytes());
-        self.0.extend_from_slice(&kind.to_ne_bytes());
-        self.0.extend_from_slice(payload);
-        self.0.resize(self.0.len().next_multiple_of(4), 0);
-        self
-    }
-
-    /// A NUL-terminated string attribute.
-    fn attr_str(&mut self, kind: u16, s: &str) -> &mut Msg {
-        let mut b = Vec::with_capacity(s.len() + 1);
-        b.extend_from_slice(s.as_bytes());
-        b.push(0);
-        self.attr(kind, &b)
-    }
-
-    /// A nested attribute holding what `inner` adds.
-    fn nest(&mut self, kind: u16, inner: impl FnOnce(&mut Msg)) -> &mut Msg {
-        let start = self.0.len();
-        self.0.extend_from_slice(&[0; 4]);
-        inner(self);
-        let len = ((self.0.len() - start) as u16).to_ne_bytes();
-        let kind = (kind | NLA_F_NESTED).to_ne_bytes();
-        if let Some(h) = self.0.get_mut(start..start + 4) {
-            h.copy_from_slice(&[len[0], len[1], kind[0], kind[1]]);
-        }
-        self
-    }
-
-    fn finish(mut self) -> Vec<u8> {
-        let len = (self.0.len() as u32).to_ne_bytes();
-        if let Some(h) = self.0.get_mut(..4) {
-            h.copy_from_slice(&len);
-        }
-        self.0
-    }
 }
 
 /// struct ifinfomsg, all zero (AF_UNSPEC, no index: the name says which link).
@@ -460,7 +404,7 @@ fn error_status(r: &Reply<'_>) -> io::Result<()> {
     if code == 0 {
         return Ok(());
     }
-    let os = io::Error::from_raw_os_error(-code);
+    let os = io::Error::from_raw_os_error(code.saturating_neg());
     // With NETLINK_CAP_ACK the request is not echoed: its header alone follows the code.
     let text = match r.flags & NLM_F_ACK_TLVS {
         0 => None,
@@ -515,8 +459,8 @@ fn filter_counters(payload: &[u8]) -> io::Result<PrioCounters> {
             continue;
         };
         let (packets, bytes) = basic_stats(stats)?;
-        c.packets += packets;
-        c.bytes += bytes;
+        c.packets = c.packets.saturating_add(packets);
+        c.bytes = c.bytes.saturating_add(bytes);
     }
     Ok(c)
 }
@@ -559,8 +503,8 @@ fn add_dump(buf: &[u8], seq: u32, sums: &mut Vec<PrioCounters>) -> io::Result<bo
                 let c = filter_counters(r.payload)?;
                 match sums.iter_mut().find(|s| s.prio == c.prio) {
                     Some(s) => {
-                        s.packets += c.packets;
-                        s.bytes += c.bytes;
+                        s.packets = s.packets.saturating_add(c.packets);
+                        s.bytes = s.bytes.saturating_add(c.bytes);
                     }
                     None => sums.push(c),
                 }
@@ -583,23 +527,12 @@ pub struct Rtnl {
 impl Rtnl {
     /// Opens the socket in the calling thread's current network namespace.
     pub fn open() -> io::Result<Rtnl> {
-        // SAFETY: plain socket(2); the descriptor is owned at once.
-        let fd = unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                libc::NETLINK_ROUTE,
-            )
-        };
-        if fd < 0 {
-            let e = io::Error::last_os_error();
-            return Err(io::Error::new(
+        let sock = netlink_socket().map_err(|e| {
+            io::Error::new(
                 e.kind(),
                 format!("cannot open a routing netlink socket: {e}"),
-            ));
-        }
-        // SAFETY: fd was just returned by socket(2) and is owned by nobody else.
-        let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+            )
+        })?;
         // Error replies carry the kernel's explanation and not the whole request (both
         // best effort: older kernels answer with the code alone).
         for opt in [NETLINK_EXT_ACK, NETLINK_CAP_ACK] {
@@ -689,14 +622,18 @@ impl Rtnl {
         peer_mac: MacAddr,
         mtu: u32,
     ) -> io::Result<()> {
+        let what = format!("cannot create the veth pair {host}/{peer}");
+        valid_name(host)
+            .and(valid_name(peer))
+            .map_err(|e| context(e, &what))?;
         let seq = self.next_seq();
         let msg = veth_request(seq, host, peer, peer_ns, peer_mac, mtu);
-        self.request(seq, &msg)
-            .map_err(|e| context(e, &format!("cannot create the veth pair {host}/{peer}")))
+        self.request(seq, &msg).map_err(|e| context(e, &what))
     }
 
     /// Deletes the link `name` (a veth pair: both ends); Ok(false) when there is none.
     pub fn delete_link(&mut self, name: &str) -> io::Result<bool> {
+        valid_name(name).map_err(|e| context(e, &format!("cannot delete the link {name:?}")))?;
         let seq = self.next_seq();
         match self.request(seq, &del_link_request(seq, name)) {
             Ok(()) => Ok(true),
@@ -768,7 +705,286 @@ impl Rtnl {
     }
 }
 
+/// Refuses an interface name the kernel would refuse or read otherwise (a NUL would
+/// cut it short: another link's name).
+fn valid_name(name: &str) -> io::Result<()> {
+    check_ifname(name).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
+}
+
 /// `e` with what was being done in front of it.
 fn context(e: io::Error, what: &str) -> io::Error {
     io::Error::new(e.kind(), format!("{what}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ne32(b: &[u8], at: usize) -> u32 {
+        u32_at(b, at).unwrap()
+    }
+
+    /// The single message of a request, checked: its length field, 4-byte padding.
+    fn payload(req: &[u8]) -> &[u8] {
+        assert_eq!(req.len() % 4, 0);
+        assert_eq!(ne32(req, 0) as usize, req.len());
+        let m = messages(req).unwrap();
+        assert_eq!(m.len(), 1);
+        m[0].payload
+    }
+
+    /// The nested attribute `kind` of `buf`, checking its NLA_F_NESTED flag.
+    fn nested(buf: &[u8], kind: u16) -> &[u8] {
+        let mut at = 0;
+        while let Some(len) = u16_at(buf, at) {
+            let k = u16_at(buf, at + 2).unwrap();
+            if k & NLA_TYPE_MASK == kind {
+                assert_ne!(k & NLA_F_NESTED, 0, "attribute {kind} is not marked nested");
+                return &buf[at + 4..at + len as usize];
+            }
+            at += (len as usize).next_multiple_of(4);
+        }
+        panic!("no attribute {kind}");
+    }
+
+    #[test]
+    fn keys_for_a_mac_pair_and_addresses() {
+        let dst = MacAddr([0x02, 0x77, 0x01, 0x02, 0x03, 0x0b]);
+        let src = MacAddr([0x02, 0x88, 0x04, 0x05, 0x06, 0x0a]);
+        let k = |off, val| U32Key {
+            off,
+            mask: u32::MAX,
+            val,
+        };
+        assert_eq!(
+            U32Key::macs(dst, src),
+            [k(-14, 0x0277_0102), k(-10, 0x030b_0288), k(-6, 0x0405_060a)]
+        );
+        assert_eq!(
+            U32Key::ipv4_src(Ipv4Addr::new(10, 77, 0, 1)),
+            k(12, 0x0a4d_0001)
+        );
+        let v6: Ipv6Addr = "fd00:1:2:3:4:5:6:7".parse().unwrap();
+        assert_eq!(
+            U32Key::ipv6_src(v6),
+            [
+                k(8, 0xfd00_0001),
+                k(12, 0x0002_0003),
+                k(16, 0x0004_0005),
+                k(20, 0x0006_0007)
+            ]
+        );
+        let nh = U32Key::ipv6_next_header(58);
+        assert_eq!((nh.off, nh.mask, nh.val), (4, 0x0000_ff00, 58 << 8));
+    }
+
+    #[test]
+    fn a_redirect_request_nests_selector_and_mirred_action() {
+        let keys = [U32Key::ipv4_src(Ipv4Addr::new(10, 0, 0, 1))];
+        let r = Redirect {
+            ifindex: 7,
+            prio: 100,
+            protocol: ETH_P_IP,
+            keys: &keys,
+            to: 9,
+        };
+        let req = redirect_request(42, &r);
+        assert_eq!(u16_at(&req, 4), Some(RTM_NEWTFILTER));
+        assert_eq!(ne32(&req, 8), 42);
+        let p = payload(&req);
+        // tcmsg: ifindex, handle 0 (the kernel's choice), ingress, prio << 16 | htons(proto)
+        assert_eq!([ne32(p, 4), ne32(p, 8), ne32(p, 12)], [7, 0, 0xFFFF_FFF2]);
+        assert_eq!(&p[16..20], &(100u32 << 16 | 0x0008).to_ne_bytes()[..]);
+        let tca = &p[TCMSG_LEN..];
+        assert_eq!(find(tca, TCA_KIND).unwrap(), Some(&b"u32\0"[..]));
+        let opts = nested(tca, TCA_OPTIONS);
+        let sel = find(opts, TCA_U32_SEL).unwrap().unwrap();
+        assert_eq!(sel.len(), 16 + 16);
+        assert_eq!(sel[..3], [TC_U32_TERMINAL, 0, 1]);
+        // The key: mask and value big-endian, offset native.
+        assert_eq!(sel[16..24], [0xff, 0xff, 0xff, 0xff, 10, 0, 0, 1]);
+        assert_eq!(i32::from_ne_bytes(sel[24..28].try_into().unwrap()), 12);
+        let act = nested(nested(opts, TCA_U32_ACT), 1);
+        assert_eq!(find(act, TCA_ACT_KIND).unwrap(), Some(&b"mirred\0"[..]));
+        let parms = find(nested(act, TCA_ACT_OPTIONS), TCA_MIRRED_PARMS)
+            .unwrap()
+            .unwrap();
+        assert_eq!(parms.len(), 28);
+        // action TC_ACT_STOLEN, eaction TCA_EGRESS_REDIR, ifindex 9
+        assert_eq!(
+            [ne32(parms, 8), ne32(parms, 20), ne32(parms, 24)],
+            [4, 1, 9]
+        );
+        // "mirred\0" (7 bytes) is padded to 8: every length adds up to the whole.
+        assert_eq!(req.len(), 16 + 20 + 8 + 4 + (4 + 32) + 4 + 4 + 12 + 4 + 32);
+    }
+
+    #[test]
+    fn no_keys_is_one_key_matching_every_frame() {
+        let sel = u32_sel(&[]);
+        assert_eq!(sel.len(), 32);
+        assert_eq!(sel[2], 1);
+        assert!(sel[16..].iter().all(|&b| b == 0));
+        // ETH_P_ALL in network order in tcm_info.
+        assert_eq!(filter_info(200, ETH_P_ALL).to_ne_bytes()[..2], [0, 3]);
+    }
+
+    #[test]
+    fn a_veth_request_puts_the_peer_in_its_namespace() {
+        let f = std::fs::File::open("/dev/null").unwrap();
+        let fd = std::os::fd::AsFd::as_fd(&f);
+        let mac = MacAddr([2, 0, 0, 0, 0, 1]);
+        let req = veth_request(1, "vh0", "eth0", fd, mac, 9000);
+        let p = payload(&req);
+        let attrs_of = &p[IFINFOMSG_LEN..];
+        assert_eq!(find(attrs_of, IFLA_IFNAME).unwrap(), Some(&b"vh0\0"[..]));
+        assert_eq!(ne32(find(attrs_of, IFLA_MTU).unwrap().unwrap(), 0), 9000);
+        let info = nested(attrs_of, IFLA_LINKINFO);
+        assert_eq!(find(info, IFLA_INFO_KIND).unwrap(), Some(&b"veth\0"[..]));
+        let peer = nested(nested(info, IFLA_INFO_DATA), VETH_INFO_PEER);
+        // The peer's own ifinfomsg, then its attributes.
+        assert_eq!(peer[..IFINFOMSG_LEN], [0; IFINFOMSG_LEN]);
+        let peer = &peer[IFINFOMSG_LEN..];
+        assert_eq!(find(peer, IFLA_IFNAME).unwrap(), Some(&b"eth0\0"[..]));
+        assert_eq!(find(peer, IFLA_ADDRESS).unwrap(), Some(&mac.0[..]));
+        let ns = find(peer, IFLA_NET_NS_FD).unwrap().unwrap();
+        assert_eq!(ne32(ns, 0), std::os::fd::AsRawFd::as_raw_fd(&f) as u32);
+        let clsact = clsact_request(3, RTM_NEWQDISC, 5);
+        let p = payload(&clsact);
+        assert_eq!(
+            [ne32(p, 4), ne32(p, 8), ne32(p, 12)],
+            [5, 0xFFFF_0000, 0xFFFF_FFF1]
+        );
+    }
+
+    /// A filter message of a dump: priority `prio`, one action per (packets, bytes),
+    /// or no options at all (u32's hash table entry) when `acts` is None.
+    fn filter_msg(seq: u32, prio: u16, acts: Option<&[(u32, u64)]>) -> Vec<u8> {
+        let mut m = Msg::new(RTM_NEWTFILTER, NLM_F_MULTI, seq);
+        m.bytes(&tcmsg(
+            3,
+            0x800,
+            TC_H_INGRESS_PARENT,
+            filter_info(prio, ETH_P_ALL),
+        ))
+        .attr_str(TCA_KIND, "u32");
+        if let Some(acts) = acts {
+            m.nest(TCA_OPTIONS, |m| {
+                m.attr(TCA_U32_SEL, &u32_sel(&[])).nest(TCA_U32_ACT, |m| {
+                    for (i, (packets, bytes)) in acts.iter().enumerate() {
+                        m.nest(i as u16 + 1, |m| {
+                            m.attr_str(TCA_ACT_KIND, "mirred").nest(TCA_ACT_STATS, |m| {
+                                let mut basic = bytes.to_ne_bytes().to_vec();
+                                basic.extend_from_slice(&packets.to_ne_bytes());
+                                m.attr(TCA_STATS_BASIC, &basic);
+                            });
+                        });
+                    }
+                });
+            });
+        }
+        m.finish()
+    }
+
+    fn done(seq: u32) -> Vec<u8> {
+        let mut m = Msg::new(NLMSG_DONE, NLM_F_MULTI, seq);
+        m.bytes(&0i32.to_ne_bytes());
+        m.finish()
+    }
+
+    fn dump(seq: u32) -> Vec<u8> {
+        let mut d = filter_msg(seq, 100, None);
+        d.extend(filter_msg(seq, 100, Some(&[(3, 300), (4, 400)])));
+        d.extend(filter_msg(seq, 200, Some(&[(10, 1000)])));
+        d.extend(filter_msg(seq, 100, Some(&[(1, 50)])));
+        d
+    }
+
+    #[test]
+    fn a_dump_is_summed_per_priority() {
+        let mut sums = Vec::new();
+        // Two datagrams: the end comes with the second.
+        assert!(!add_dump(&dump(5), 5, &mut sums).unwrap());
+        let mut last = filter_msg(5, 300, None);
+        last.extend(filter_msg(4, 200, Some(&[(99, 99)]))); // another request's: ignored
+        last.extend(done(5));
+        assert!(add_dump(&last, 5, &mut sums).unwrap());
+        let c = |prio, packets, bytes| PrioCounters {
+            prio,
+            packets,
+            bytes,
+        };
+        assert_eq!(sums, [c(100, 8, 750), c(200, 10, 1000), c(300, 0, 0)]);
+        // Packets beyond 32 bits come as TCA_STATS_PKT64 beside the basic stats.
+        let mut stats = Msg(Vec::new());
+        let mut basic = 7u64.to_ne_bytes().to_vec();
+        basic.extend_from_slice(&u32::MAX.to_ne_bytes());
+        stats
+            .attr(TCA_STATS_BASIC, &basic)
+            .attr(TCA_STATS_PKT64, &(1u64 << 33).to_ne_bytes());
+        assert_eq!(basic_stats(&stats.0).unwrap(), (1 << 33, 7));
+        // Sums that would overflow stay at the maximum.
+        let mut sums = Vec::new();
+        let huge = filter_msg(5, 1, Some(&[(1, u64::MAX), (1, u64::MAX)]));
+        assert!(!add_dump(&huge, 5, &mut sums).unwrap());
+        assert!(!add_dump(&huge, 5, &mut sums).unwrap());
+        assert_eq!((sums[0].packets, sums[0].bytes), (4, u64::MAX));
+    }
+
+    #[test]
+    fn malformed_replies_are_refused_without_panic() {
+        let mut whole = dump(5);
+        whole.extend(done(5));
+        // Every truncation and every corrupted byte: an error or a reading, never a panic.
+        for n in 0..whole.len() {
+            let _ = add_dump(&whole[..n], 5, &mut Vec::new());
+            for v in [0x00, 0x03, 0xff] {
+                let mut bad = whole.clone();
+                bad[n] = v;
+                let _ = add_dump(&bad, 5, &mut Vec::new());
+            }
+        }
+        // A message shorter than its header, longer than the datagram, an attribute
+        // longer than its message: refused.
+        let mut short = done(5);
+        short[..4].copy_from_slice(&8u32.to_ne_bytes());
+        assert!(add_dump(&short, 5, &mut Vec::new()).is_err());
+        let mut long = done(5);
+        long[..4].copy_from_slice(&64u32.to_ne_bytes());
+        assert!(add_dump(&long, 5, &mut Vec::new()).is_err());
+        let mut f = filter_msg(5, 1, Some(&[(1, 1)]));
+        let at = NLMSG_HDRLEN + TCMSG_LEN + 8; // TCA_OPTIONS, after TCA_KIND "u32\0"
+        f[at..at + 2].copy_from_slice(&500u16.to_ne_bytes());
+        assert!(add_dump(&f, 5, &mut Vec::new()).is_err());
+        assert!(add_dump(&[1, 2, 3], 5, &mut Vec::new()).is_err());
+    }
+
+    #[test]
+    fn errors_carry_their_code_and_the_kernels_explanation() {
+        let error = |code: i32, text: Option<&str>| {
+            let flags = if text.is_some() { NLM_F_ACK_TLVS } else { 0 };
+            let mut m = Msg::new(NLMSG_ERROR, flags, 9);
+            m.bytes(&code.to_ne_bytes()).bytes(&[0; NLMSG_HDRLEN]);
+            if let Some(t) = text {
+                m.attr_str(NLMSGERR_ATTR_MSG, t);
+            }
+            m.finish()
+        };
+        let status = |b: &[u8]| error_status(&messages(b).unwrap()[0]);
+        assert!(status(&error(0, None)).is_ok());
+        let e = status(&error(-libc::ENODEV, None)).unwrap_err();
+        assert_eq!(errno(&e), Some(libc::ENODEV));
+        let e = status(&error(-libc::EINVAL, Some("Parent Qdisc doesn't exists"))).unwrap_err();
+        assert_eq!(errno(&e), Some(libc::EINVAL));
+        assert!(e.to_string().contains("Parent Qdisc doesn't exists"), "{e}");
+        // A code cut short is refused.
+        let mut cut = error(0, None)[..20].to_vec();
+        cut[..4].copy_from_slice(&18u32.to_ne_bytes());
+        assert!(status(&cut).is_err());
+        // A code no negation can represent: an error, not an overflow.
+        assert!(status(&error(i32::MIN, None)).is_err());
+        // In a dump: the error ends it as an error.
+        let e = add_dump(&error(-libc::EPERM, None), 9, &mut Vec::new()).unwrap_err();
+        assert_eq!(errno(&e), Some(libc::EPERM));
+    }
 }
