@@ -39,6 +39,8 @@ pub enum BackendError {
     Netns(#[from] dataplane::netns::NetnsError),
     #[error(transparent)]
     VmSocket(#[from] dataplane::port::stream::StreamError),
+    #[error(transparent)]
+    KernelPath(#[from] dataplane::kernel::link::LinkError),
     #[error("cannot configure {ifname} in {}: {source}", ns.display())]
     Configure {
         ifname: String,
@@ -92,6 +94,16 @@ pub trait Backend: Send {
         mtu: u16,
         workers: usize,
     ) -> Result<Handles, BackendError>;
+    /// Whether the port of the container interface of MAC `mac` just created by
+    /// [`Backend::create_in_netns`] is on the kernel path (a veth pair and the
+    /// daemon's TAP, see `dataplane::kernel`).
+    fn kernel_port(&self, _mac: MacAddr) -> bool {
+        false
+    }
+    /// Removes a kernel-path port's veth pair and TAP.
+    fn delete_kernel_port(&mut self, _mac: MacAddr) -> Result<(), BackendError> {
+        Ok(())
+    }
     /// Removes a TAP the daemon created inside a namespace.
     fn delete_in_netns(&mut self, ns: &Path, ifname: &str) -> Result<(), BackendError>;
     /// Creates the TAP `cfg.ifname` in `at.0` (the engine's namespace), persistent, with

@@ -152,6 +152,10 @@ pub struct DaemonArgs {
     /// Workers spin instead of sleeping (lower latency, cores always busy).
     #[arg(long)]
     pub busy_poll: bool,
+    /// Give containers attached by namespace a veth pair, and let the kernel carry the
+    /// unicast between two of them once the bridge has seen it (root).
+    #[arg(long)]
+    pub kernel_path: bool,
     /// Seconds a learned MAC address stays in the FDB without traffic.
     #[arg(long, value_name = "SECS", default_value_t = dataplane::config::DEFAULT_AGING_SECS)]
     pub fdb_aging: u32,

@@ -50,8 +50,8 @@ pub fn run(a: DaemonArgs) -> Result<(), CliError> {
         .transpose()?;
     let socket = cfg.socket.clone();
     install_signal_exit(socket.clone());
-    let offload = cfg.offload;
-    let d = Daemon::start(cfg, crate::tap_backend::backend(offload))?;
+    let backend = crate::tap_backend::backend(cfg.offload, cfg.kernel_path);
+    let d = Daemon::start(cfg, backend)?;
     eprintln!("vswitch: daemon listening on {}", socket.display());
     if let Some(m) = &metrics {
         eprintln!(
@@ -148,6 +148,7 @@ fn config(a: DaemonArgs) -> Result<DaemonConfig, CliError> {
         default_mtu,
         offload: !a.no_offload,
         busy_poll: a.busy_poll,
+        kernel_path: a.kernel_path,
         fdb_aging: a.fdb_aging,
         mac_limit: a.mac_limit,
         fdb_limit: a.fdb_limit,

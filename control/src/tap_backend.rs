@@ -19,12 +19,18 @@ use crate::backend::{Backend, BackendError, Handles, IfConfig};
 pub struct TapBackend {
     offload: bool,
     uid: u32,
+    /// Containers attached by namespace get a veth pair (see `dataplane::kernel`).
+    kernel_path: bool,
 }
 
-pub fn backend(offload: bool) -> Box<dyn Backend> {
+pub fn backend(offload: bool, kernel_path: bool) -> Box<dyn Backend> {
     // SAFETY: geteuid has no preconditions.
     let uid = unsafe { libc::geteuid() };
-    Box::new(TapBackend { offload, uid })
+    Box::new(TapBackend {
+        offload,
+        uid,
+        kernel_path,
+    })
 }
 
 /// The largest frame a port of MTU `mtu` sends (header and one tag included).
@@ -48,7 +54,7 @@ impl TapBackend {
     /// worker, or one queue and duplicates when it was made with one (or one worker).
     fn queues(
         &self,
-        ns: &Path,
+        ns: NetnsRef<'_>,
         ifname: &str,
         mtu: u16,
         workers: usize,
@@ -85,6 +91,41 @@ impl TapBackend {
         Self::single(p, 1)
     }
 
+    /// A kernel-path port: the veth pair (kept when re-opening and it is there), the
+    /// TAP `vt…` of the daemon's namespace, the steering, the container's end
+    /// configured. Nothing is left behind on failure.
+    fn kernel_port_in(
+        &self,
+        ns: &Path,
+        cfg: &IfConfig,
+        workers: usize,
+        reopen: bool,
+    ) -> Result<Handles, BackendError> {
+        use dataplane::kernel::{link, tap_name};
+        let mtu = u32::from(cfg.mtu);
+        if !(reopen && link::exists(cfg.mac)) {
+            link::create_veth(ns, &cfg.ifname, cfg.mac, mtu)?;
+        }
+        let tap = tap_name(cfg.mac);
+        let built = self
+            .queues(NetnsRef::Current, &tap, cfg.mtu, workers)
+            .and_then(|h| link::steer(cfg.mac, mtu).map(|()| h).map_err(Into::into))
+            .and_then(|h| configured(h, ns, &cfg.ifname, &netns_config(cfg)));
+        match built {
+            Ok(h) => {
+                if let Err(e) = netns::loopback_up(ns) {
+                    eprintln!("vswitch: cannot bring up lo in {}: {e}", ns.display());
+                }
+                Ok(h)
+            }
+            Err(e) => {
+                let _ = link::delete_veth(cfg.mac);
+                let _ = netns::delete_tap(NetnsRef::Current, &tap);
+                Err(e)
+            }
+        }
+    }
+
     /// One reading queue for worker 0, send-only duplicates for the others.
     fn single(port: TapPort, workers: usize) -> Result<Handles, BackendError> {
         let mut h: Handles = Vec::new();
@@ -117,9 +158,15 @@ impl Backend for TapBackend {
         ns: &Path,
         cfg: &IfConfig,
         workers: usize,
-        _reopen: bool,
+        reopen: bool,
     ) -> Result<Handles, BackendError> {
-        let handles = self.queues(ns, &cfg.ifname, cfg.mtu, workers)?;
+        if self.kernel_path {
+            match self.kernel_port_in(ns, cfg, workers, reopen) {
+                Ok(h) => return Ok(h),
+                Err(e) => eprintln!("vswitch: {e}; {} gets a TAP instead", cfg.ifname),
+            }
+        }
+        let handles = self.queues(ns.into(), &cfg.ifname, cfg.mtu, workers)?;
         let ic = netns_config(cfg);
         let handles = configured(handles, ns, &cfg.ifname, &ic)?;
         // A fresh namespace (`ip netns add`) has its loopback down, and the container
@@ -151,6 +198,21 @@ impl Backend for TapBackend {
             source,
         })?;
         Self::single(p, workers)
+    }
+
+    fn kernel_port(&self, mac: dataplane::wire::MacAddr) -> bool {
+        let tap = dataplane::kernel::tap_name(mac);
+        self.kernel_path
+            && matches!(
+                netns::IfSocket::new().map(|s| s.index(&tap)),
+                Ok(Ok(Some(_)))
+            )
+    }
+
+    fn delete_kernel_port(&mut self, mac: dataplane::wire::MacAddr) -> Result<(), BackendError> {
+        dataplane::kernel::link::delete_veth(mac)?;
+        netns::delete_tap(NetnsRef::Current, &dataplane::kernel::tap_name(mac))?;
+        Ok(())
     }
 
     fn delete_in_netns(&mut self, ns: &Path, ifname: &str) -> Result<(), BackendError> {
@@ -190,15 +252,15 @@ impl Backend for TapBackend {
     ) -> Result<Handles, BackendError> {
         if reopen {
             if let Ok(Some(name)) = named_by_mac(ns, cfg.mac) {
-                return self.queues(ns, &name, cfg.mtu, workers);
+                return self.queues(ns.into(), &name, cfg.mtu, workers);
             }
             let there = netns::in_netns(host, || netns::IfSocket::new()?.index(&cfg.ifname));
             return match there {
-                Ok(Ok(Some(_))) => self.queues(host, &cfg.ifname, cfg.mtu, workers),
+                Ok(Ok(Some(_))) => self.queues(host.into(), &cfg.ifname, cfg.mtu, workers),
                 _ => Err(BackendError::HandoffGone(cfg.ifname.clone())),
             };
         }
-        let handles = self.queues(host, &cfg.ifname, cfg.mtu, workers)?;
+        let handles = self.queues(host.into(), &cfg.ifname, cfg.mtu, workers)?;
         let ic = netns::IfConfig {
             mac: Some(cfg.mac),
             mtu: Some(u32::from(cfg.mtu)),

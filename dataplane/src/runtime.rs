@@ -112,6 +112,8 @@ pub struct RuntimeConfig {
     pub flows_per_container: usize,
     /// Frames the gateway thread holds waiting for all ports (its fair queue).
     pub gateway_queue: usize,
+    /// Hand unicast between kernel-path ports to the kernel (see [`crate::kernel`]).
+    pub kernel_path: bool,
 }
 
 impl Default for RuntimeConfig {
@@ -123,6 +125,7 @@ impl Default for RuntimeConfig {
             max_flows: DEFAULT_MAX_FLOWS,
             flows_per_container: 0,
             gateway_queue: crate::fair::DEFAULT_QUEUE_FRAMES,
+            kernel_path: false,
         }
     }
 }
@@ -269,6 +272,8 @@ pub struct Runtime<S: GatewayHandler> {
     gateway: GatewayThread<S>,
     gateway_counters: Arc<CounterTable>,
     pub epoch: Instant,
+    /// The kernel path's pair manager and what it counted.
+    kernel: Option<(crate::kernel::manager::Manager, Arc<CounterTable>)>,
 }
 
 /// Error starting the threads.
@@ -280,6 +285,8 @@ pub enum RuntimeError {
     Thread(io::Error),
     #[error("the gateway thread is gone")]
     GatewayGone,
+    #[error("cannot start the kernel path's pair manager: {0}")]
+    KernelPath(io::Error),
     #[error("the daemon is busy: its gateway thread did not answer within {0:?}; try again")]
     GatewayBusy(Duration),
 }
@@ -314,12 +321,14 @@ impl<S: GatewayHandler> Runtime<S> {
             tx_buckets: Arc::new(crate::shaper::SharedBuckets::default()),
             gateway_counters: &gateway_counters,
             epoch,
+            kernel_pairs: cfg.kernel_path.then(Default::default),
         };
         for i in 0..cfg.workers.max(1) {
             let (handle, end) = spawn_worker(i, &cfg, &shared, &swaker)?;
             workers.push(handle);
             ends.push(end);
         }
+        let kernel = start_kernel_path(shared.kernel_pairs.clone(), &cell, &capture)?;
         let (jtx, jrx) = mpsc::channel::<GatewayJob<S>>();
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let shared = GatewayShared {
@@ -349,6 +358,7 @@ impl<S: GatewayHandler> Runtime<S> {
             },
             gateway_counters,
             epoch,
+            kernel,
         })
     }
 
@@ -396,6 +406,9 @@ impl<S: GatewayHandler> Runtime<S> {
     /// A port's counters, added up over the workers.
     pub fn stats(&self, slot: u16) -> PortStats {
         let mut s = self.gateway_counters.read(crate::ids::PortId(slot));
+        if let Some((_, k)) = &self.kernel {
+            s.add(&k.read(crate::ids::PortId(slot)));
+        }
         for w in &self.workers {
             s.add(&w.counters.read(crate::ids::PortId(slot)));
         }
@@ -451,6 +464,8 @@ impl<S: GatewayHandler> Runtime<S> {
     }
 
     fn stop_all(&mut self) {
+        // The kernel stops carrying pairs first (the manager removes its filters).
+        self.kernel = None;
         for w in &self.workers {
             let _ = w.cmds.send(WorkerCmd::Stop);
             let _ = w.waker.wake();
@@ -603,6 +618,26 @@ fn worker_round(w: &mut Worker, ready: &mut Ready) -> usize {
     moved
 }
 
+/// The kernel path's pair manager, when the workers note pairs, and its counters.
+fn start_kernel_path(
+    hints: Option<Arc<crate::kernel::hints::PairHints>>,
+    cell: &Arc<SnapshotCell>,
+    capture: &crate::capture::CaptureSlot,
+) -> Result<Option<(crate::kernel::manager::Manager, Arc<CounterTable>)>, RuntimeError> {
+    let Some(hints) = hints else {
+        return Ok(None);
+    };
+    let counters = Arc::new(CounterTable::default());
+    let shared = crate::kernel::manager::Shared {
+        cell: cell.clone(),
+        capture: capture.clone(),
+        hints,
+        counters: counters.clone(),
+    };
+    let m = crate::kernel::manager::Manager::start(shared).map_err(RuntimeError::KernelPath)?;
+    Ok(Some((m, counters)))
+}
+
 /// What every worker shares.
 struct WorkerShared<'a> {
     cell: &'a Arc<SnapshotCell>,
@@ -615,6 +650,8 @@ struct WorkerShared<'a> {
     /// The gateway thread's counters: which ports it is refusing flows.
     gateway_counters: &'a Arc<CounterTable>,
     epoch: Instant,
+    /// Where the workers note kernel-path pairs (a runtime with the kernel path).
+    kernel_pairs: Option<Arc<crate::kernel::hints::PairHints>>,
 }
 
 /// Starts worker `i` with its ring pair to the gateway (whose waker is `gateway`);
@@ -640,6 +677,7 @@ fn spawn_worker(
     w.neigh = Some(sh.neigh.clone());
     w.tx_buckets = sh.tx_buckets.clone();
     w.set_refused(crate::worker::Refused::new(sh.gateway_counters.clone()));
+    w.kernel_pairs = sh.kernel_pairs.clone();
     w.add_port(GATEWAY_PORT, Box::new(ring), true);
     let (tx, rx) = mpsc::channel();
     let busy = cfg.busy_poll;

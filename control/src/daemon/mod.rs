@@ -50,6 +50,9 @@ pub struct DaemonConfig {
     /// TAP offloads (vnet headers, TSO/USO, checksum).
     pub offload: bool,
     pub busy_poll: bool,
+    /// Containers attached by namespace get veth pairs; the kernel carries the unicast
+    /// pairs the bridge has seen between them.
+    pub kernel_path: bool,
     /// Seconds a learned MAC stays without traffic.
     pub fdb_aging: u32,
     /// MACs one container port may have learned at once.
@@ -85,6 +88,7 @@ impl DaemonConfig {
             default_mtu: None,
             offload: true,
             busy_poll: false,
+            kernel_path: false,
             fdb_aging: dataplane::config::DEFAULT_AGING_SECS,
             mac_limit: dataplane::bridge::fdb::DEFAULT_PORT_LIMIT,
             fdb_limit: dataplane::bridge::fdb::DEFAULT_TOTAL_LIMIT,
@@ -111,6 +115,8 @@ struct PortRt {
     /// A TAP an engine moves into the container: where it was made, where it goes, and
     /// its MAC (how it is found there under the engine's name for it).
     handoff: Option<(PathBuf, PathBuf, dataplane::wire::MacAddr)>,
+    /// A kernel-path port (a veth pair and the daemon's TAP): its container's MAC.
+    kernel: Option<dataplane::wire::MacAddr>,
 }
 
 /// The most port slots (the FDB's limit).
@@ -262,6 +268,7 @@ impl Daemon {
             max_flows: cfg.max_flows,
             flows_per_container: cfg.flows_per_container,
             gateway_queue: cfg.gateway_queue,
+            kernel_path: cfg.kernel_path,
         };
         let mut g = GatewayIo::with_limits(cfg.uplink);
         g.set_icmp_error_rate(cfg.icmp_errors_per_sec);

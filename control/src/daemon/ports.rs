@@ -64,6 +64,7 @@ impl Daemon {
             .ok_or_else(|| DaemonError::NoNetwork(e.network.clone()))?;
         let mut netns = None;
         let mut handoff = None;
+        let mut kernel = None;
         let handles: Handles = match (&c.sandbox, fd) {
             (_, Some(fd)) => self.backend.adopt_fd(fd, workers)?,
             (Sandbox::Tap { ifname }, None) => self.backend.open_tap(ifname, workers)?,
@@ -86,6 +87,7 @@ impl Daemon {
             (sb, None) => {
                 let ns = Self::namespace_of(sb).ok_or(DaemonError::NoNamespace)?;
                 let h = self.backend.create_in_netns(&ns, &cfg, workers, reopen)?;
+                kernel = self.backend.kernel_port(e.mac).then_some(e.mac);
                 netns = Some(ns);
                 h
             }
@@ -103,6 +105,7 @@ impl Daemon {
                 netns,
                 ifname: e.ifname.clone(),
                 handoff,
+                kernel,
             },
         );
         // The port's configuration first, then its frames.
@@ -119,7 +122,11 @@ impl Daemon {
         self.apply();
         self.rt.remove_port(p.slot);
         self.rt.fdb.flush(None, Some(PortId(p.slot)));
-        if delete && let Some(ns) = &p.netns {
+        if delete && let Some(mac) = p.kernel {
+            if let Err(e) = self.backend.delete_kernel_port(mac) {
+                eprintln!("vswitch: removing {name}'s kernel path: {e}");
+            }
+        } else if delete && let Some(ns) = &p.netns {
             let _ = self.backend.delete_in_netns(ns, &p.ifname);
         }
         if delete && let Some((host, ns, mac)) = &p.handoff {

@@ -182,7 +182,7 @@ fn container_port(i: &Inputs, name: &str, p: &PortRt) -> Option<PortConf> {
             ip6: e.ip6,
         }),
         mac_limit: i.mac_limit,
-        kernel: false,
+        kernel: p.kernel.is_some() && e.port_security && e.limits.to_dataplane().is_none(),
         limits: e.limits.to_dataplane(),
     })
 }
@@ -494,6 +494,7 @@ mod tests {
             netns: None,
             handoff: None,
             ifname: c.endpoints[0].ifname.clone(),
+            kernel: None,
         };
         state.attach(c);
         let mut gens = vec![0; 64];

@@ -427,6 +427,7 @@ fn attach_past_the_port_limit_is_refused_clearly() {
                 netns: None,
                 ifname: "eth0".into(),
                 handoff: None,
+                kernel: None,
             },
         );
     }

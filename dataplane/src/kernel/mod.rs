@@ -3,6 +3,8 @@
 //! redirect between the two host ends), so that it never reaches userspace.
 
 pub mod hints;
+pub mod link;
+pub mod manager;
 pub mod netlink;
 pub mod pairs;
 

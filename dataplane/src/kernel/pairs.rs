@@ -40,6 +40,8 @@ pub const IDLE_SECS: u32 = 60;
 const RETRY_SECS: u32 = 10;
 
 const ETH_P_IP: u16 = 0x0800;
+/// The Ethernet header's bytes, which tc's byte counts leave out.
+const ETH_HEADER: u64 = crate::wire::ethernet::HEADER_LEN as u64;
 const ETH_P_IPV6: u16 = 0x86dd;
 const TCP: u8 = 6;
 const UDP: u8 = 17;
@@ -97,8 +99,7 @@ fn kernel_port(snap: &Snapshot, p: PortId, captured: Option<PortId>) -> Option<&
 /// What the pair `from` → `to` would be made from now, if it may be.
 fn ends_of(snap: &Snapshot, (from, to): (PortId, PortId), cap: Option<PortId>) -> Option<Ends> {
     let (a, b) = (kernel_port(snap, from, cap)?, kernel_port(snap, to, cap)?);
-    let (PortMode::Access { domain }, PortMode::Access { domain: d2 }) = (&a.mode, &b.mode)
-    else {
+    let (PortMode::Access { domain }, PortMode::Access { domain: d2 }) = (&a.mode, &b.mode) else {
         return None;
     };
     let (sa, sb) = (a.security.as_ref()?, b.security.as_ref()?);
@@ -285,8 +286,13 @@ impl<O: KernelOps> Pairs<O> {
             let (packets, bytes) = (p.rules.iter())
                 .filter_map(|(prio, _)| read.get(&(p.from_if, *prio)))
                 .fold((0, 0), |(a, b), (c, d)| (a + c, b + d));
-            let (dp, db) = (packets.saturating_sub(p.packets), bytes.saturating_sub(p.bytes));
+            let (dp, db) = (
+                packets.saturating_sub(p.packets),
+                bytes.saturating_sub(p.bytes),
+            );
             if dp > 0 {
+                // tc counts from the network header: the Ethernet header makes the frame.
+                let db = db.saturating_add(dp.saturating_mul(ETH_HEADER));
                 counters.rx(k.0, dp, db);
                 counters.tx(k.1, dp, db);
                 (p.packets, p.bytes, p.moved) = (packets, bytes, now);

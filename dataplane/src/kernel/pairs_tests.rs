@@ -84,13 +84,22 @@ fn domain(icc: bool) -> Option<DomainConf> {
 fn world() -> (Snapshot, Fake) {
     let mut snap = Snapshot {
         domains: vec![domain(true), domain(true)],
-        ports: vec![None, None, port(2, 0), port(3, 0), port(4, 0), port(5, 0), port(6, 1)],
+        ports: vec![
+            None,
+            None,
+            port(2, 0),
+            port(3, 0),
+            port(4, 0),
+            port(5, 0),
+            port(6, 1),
+        ],
         ..Default::default()
     };
     snap.rebuild();
     let mut fake = Fake::default();
     for i in 2..=6 {
-        fake.devices.insert(super::super::host_end_name(mac(i)), 100 + u32::from(i));
+        fake.devices
+            .insert(super::super::host_end_name(mac(i)), 100 + u32::from(i));
     }
     (snap, fake)
 }
@@ -106,7 +115,10 @@ fn a_noted_pair_gets_one_ipv4_filter_from_its_source_to_its_peer() {
     assert!(!pairs.carries(P(3), P(2)));
     drop(pairs);
     let (&(dev, prio), (proto, keys, to)) = fake.filters.iter().next().unwrap();
-    assert_eq!((dev, prio, *proto, *to), (102, PAIR_PRIO_BASE, ETH_P_IP, 103));
+    assert_eq!(
+        (dev, prio, *proto, *to),
+        (102, PAIR_PRIO_BASE, ETH_P_IP, 103)
+    );
     let mut want = U32Key::macs(mac(3), mac(2)).to_vec();
     want.push(U32Key::ipv4_src(Ipv4Addr::new(10, 1, 0, 2)));
     assert_eq!(keys, &want);
@@ -145,7 +157,13 @@ fn pairs_outside_one_network_or_without_the_kernel_path_are_not_installed() {
         p.security = None;
     }
     snap.rebuild();
-    let noted = [(P(2), P(6)), (P(2), P(4)), (P(5), P(2)), (P(2), P(2)), (P(9), P(2))];
+    let noted = [
+        (P(2), P(6)),
+        (P(2), P(4)),
+        (P(5), P(2)),
+        (P(2), P(2)),
+        (P(9), P(2)),
+    ];
     let mut pairs = Pairs::new(&mut fake);
     pairs.scan(&snap, &noted, None, 0);
     // Positive control: a pair that may be is, in the same scan.
@@ -201,7 +219,10 @@ fn counters_move_to_the_ports_and_idle_pairs_go() {
     pairs.scan(&snap, &[(P(2), P(3))], None, 0);
     pairs.count(&counters, 5);
     let (a, b) = (counters.read(P(2)), counters.read(P(3)));
-    assert_eq!((a.rx_packets, a.rx_bytes, b.tx_packets, b.tx_bytes), (10, 15_000, 10, 15_000));
+    assert_eq!(
+        (a.rx_packets, a.rx_bytes, b.tx_packets, b.tx_bytes),
+        (10, 15_140, 10, 15_140)
+    );
     // Read again with nothing new: counted once.
     pairs.count(&counters, 6);
     assert_eq!(counters.read(P(2)).rx_packets, 10);
@@ -218,10 +239,13 @@ fn counters_move_to_the_ports_and_idle_pairs_go() {
 fn a_port_sends_on_a_bounded_number_of_pairs_and_failures_wait() {
     let (mut snap, mut fake) = world();
     let n = PAIRS_PER_PORT as u16 + 4;
-    snap.ports = (0..n + 3).map(|i| if i < 2 { None } else { port(i, 0) }).collect();
+    snap.ports = (0..n + 3)
+        .map(|i| if i < 2 { None } else { port(i, 0) })
+        .collect();
     snap.rebuild();
     for i in 2..n + 3 {
-        fake.devices.insert(super::super::host_end_name(mac(i)), 100 + u32::from(i));
+        fake.devices
+            .insert(super::super::host_end_name(mac(i)), 100 + u32::from(i));
     }
     let noted: Vec<_> = (3..n + 3).map(|i| (P(2), P(i))).collect();
     let mut pairs = Pairs::new(&mut fake);

@@ -1,0 +1,108 @@
+//! The pair manager's thread: every [`SCAN`] it takes the pairs the workers noted and
+//! the current snapshot to [`Pairs::scan`]; every [`COUNT`] it reads the filters'
+//! counters into its own [`CounterTable`] (added to the ports' by the runtime). On
+//! stop it removes every pair's filters.
+
+use std::ffi::CString;
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::hints::PairHints;
+use super::netlink::{PrioCounters, Redirect, Rtnl};
+use super::pairs::{KernelOps, Pairs};
+use crate::bridge::CounterTable;
+use crate::capture::CaptureSlot;
+use crate::config::SnapshotCell;
+use crate::ids::PortId;
+
+/// How often noted pairs are installed and changed ones removed.
+const SCAN: Duration = Duration::from_millis(100);
+/// How often the filters' counters are read.
+const COUNT: Duration = Duration::from_secs(1);
+
+/// The kernel, through routing netlink, in the namespace the manager started in.
+struct Netlink(Rtnl);
+
+impl KernelOps for Netlink {
+    fn ifindex(&mut self, name: &str) -> Option<u32> {
+        let c = CString::new(name).ok()?;
+        // SAFETY: c is a valid NUL-terminated string.
+        let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
+        (i != 0).then_some(i)
+    }
+    fn add_redirect(&mut self, r: &Redirect<'_>) -> io::Result<()> {
+        self.0.add_redirect(r)
+    }
+    fn delete_filter(&mut self, ifindex: u32, prio: u16, protocol: u16) -> io::Result<()> {
+        self.0.delete_filter(ifindex, prio, protocol)
+    }
+    fn ingress_counters(&mut self, ifindex: u32) -> io::Result<Vec<PrioCounters>> {
+        self.0.ingress_counters(ifindex)
+    }
+}
+
+/// What the workers and the runtime share with the manager.
+pub struct Shared {
+    pub cell: Arc<SnapshotCell>,
+    pub capture: CaptureSlot,
+    /// Where the workers note pairs.
+    pub hints: Arc<PairHints>,
+    /// What the kernel carried, per port.
+    pub counters: Arc<CounterTable>,
+}
+
+/// The running manager; stopping it (or dropping it) removes its filters.
+pub struct Manager {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Manager {
+    /// Starts the manager thread in the caller's network namespace.
+    pub fn start(shared: Shared) -> io::Result<Manager> {
+        let rtnl = Rtnl::open()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let s2 = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("vswitch-kernel".into())
+            .spawn(move || run(Pairs::new(Netlink(rtnl)), &shared, &s2))?;
+        Ok(Manager {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Manager {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            t.thread().unpark();
+            let _ = t.join();
+        }
+    }
+}
+
+fn run(mut pairs: Pairs<Netlink>, sh: &Shared, stop: &AtomicBool) {
+    let epoch = Instant::now();
+    let mut counted = Instant::now();
+    let mut noted = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::park_timeout(SCAN);
+        noted.clear();
+        sh.hints.drain(|a, b| noted.push((a, b)));
+        let snap = sh.cell.load_full();
+        let captured = sh.capture.load().as_ref().map(|c| PortId(c.slot));
+        let now = epoch.elapsed().as_secs() as u32;
+        pairs.scan(&snap, &noted, captured, now);
+        if counted.elapsed() >= COUNT && !pairs.is_empty() {
+            pairs.count(&sh.counters, now);
+            counted = Instant::now();
+        }
+    }
+    pairs.count(&sh.counters, epoch.elapsed().as_secs() as u32);
+    pairs.clear();
+}
