@@ -50,7 +50,7 @@ pub fn run(a: DaemonArgs) -> Result<(), CliError> {
         .transpose()?;
     let socket = cfg.socket.clone();
     install_signal_exit(socket.clone());
-    let backend = crate::tap_backend::backend(cfg.offload, cfg.kernel_path);
+    let backend = crate::tap_backend::backend(cfg.offload, cfg.kernel_names());
     let d = Daemon::start(cfg, backend)?;
     eprintln!("vswitch: daemon listening on {}", socket.display());
     if let Some(m) = &metrics {

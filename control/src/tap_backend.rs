@@ -9,6 +9,7 @@
 use std::os::fd::OwnedFd;
 use std::path::Path;
 
+use dataplane::kernel::{Names, link};
 use dataplane::netns::{self, NetnsRef};
 use dataplane::port::Port;
 use dataplane::port::stream::StreamPort;
@@ -19,11 +20,12 @@ use crate::backend::{Backend, BackendError, Handles, IfConfig};
 pub struct TapBackend {
     offload: bool,
     uid: u32,
-    /// Containers attached by namespace get a veth pair (see `dataplane::kernel`).
-    kernel_path: bool,
+    /// Containers attached by namespace get a veth pair, so named (see
+    /// `dataplane::kernel`).
+    kernel_path: Option<Names>,
 }
 
-pub fn backend(offload: bool, kernel_path: bool) -> Box<dyn Backend> {
+pub fn backend(offload: bool, kernel_path: Option<Names>) -> Box<dyn Backend> {
     // SAFETY: geteuid has no preconditions.
     let uid = unsafe { libc::geteuid() };
     Box::new(TapBackend {
@@ -92,24 +94,29 @@ impl TapBackend {
     }
 
     /// A kernel-path port: the veth pair (kept when re-opening and it is there), the
-    /// TAP `vt…` of the daemon's namespace, the steering, the container's end
+    /// TAP `vt…` of the daemon's namespace (not persistent: it goes with the daemon, and
+    /// a restarted daemon makes it again), the steering, the container's end
     /// configured. Nothing is left behind on failure.
     fn kernel_port_in(
         &self,
+        names: Names,
         ns: &Path,
         cfg: &IfConfig,
         workers: usize,
         reopen: bool,
     ) -> Result<Handles, BackendError> {
-        use dataplane::kernel::{link, tap_name};
         let mtu = u32::from(cfg.mtu);
-        if !(reopen && link::exists(cfg.mac)) {
-            link::create_veth(ns, &cfg.ifname, cfg.mac, mtu)?;
+        if !(reopen && link::exists(names, cfg.mac)) {
+            link::create_veth(names, ns, &cfg.ifname, cfg.mac, mtu)?;
         }
-        let tap = tap_name(cfg.mac);
+        let tap = names.tap(cfg.mac);
         let built = self
-            .queues(NetnsRef::Current, &tap, cfg.mtu, workers)
-            .and_then(|h| link::steer(cfg.mac, mtu).map(|()| h).map_err(Into::into))
+            .daemon_tap(&tap, cfg.mtu, workers)
+            .and_then(|h| {
+                link::steer(names, cfg.mac, mtu)
+                    .map(|()| h)
+                    .map_err(Into::into)
+            })
             .and_then(|h| configured(h, ns, &cfg.ifname, &netns_config(cfg)));
         match built {
             Ok(h) => {
@@ -119,11 +126,25 @@ impl TapBackend {
                 Ok(h)
             }
             Err(e) => {
-                let _ = link::delete_veth(cfg.mac);
-                let _ = netns::delete_tap(NetnsRef::Current, &tap);
+                let _ = link::delete_veth(names, cfg.mac);
                 Err(e)
             }
         }
+    }
+
+    /// A TAP of the daemon's own namespace that lives as long as its descriptors: one
+    /// queue per worker.
+    fn daemon_tap(&self, name: &str, mtu: u16, workers: usize) -> Result<Handles, BackendError> {
+        let opts = self.opts(workers.max(1), false);
+        let qs = netns::create_tap_queues_in(NetnsRef::Current, name, &opts)?;
+        Ok(qs
+            .into_iter()
+            .map(|mut q| {
+                jumbo(&mut q, mtu, self.offload);
+                let b: Box<dyn Port> = Box::new(q);
+                (b, true)
+            })
+            .collect())
     }
 
     /// One reading queue for worker 0, send-only duplicates for the others.
@@ -160,8 +181,8 @@ impl Backend for TapBackend {
         workers: usize,
         reopen: bool,
     ) -> Result<Handles, BackendError> {
-        if self.kernel_path {
-            match self.kernel_port_in(ns, cfg, workers, reopen) {
+        if let Some(names) = self.kernel_path {
+            match self.kernel_port_in(names, ns, cfg, workers, reopen) {
                 Ok(h) => return Ok(h),
                 Err(e) => eprintln!("vswitch: {e}; {} gets a TAP instead", cfg.ifname),
             }
@@ -201,17 +222,21 @@ impl Backend for TapBackend {
     }
 
     fn kernel_port(&self, mac: dataplane::wire::MacAddr) -> bool {
-        let tap = dataplane::kernel::tap_name(mac);
-        self.kernel_path
-            && matches!(
-                netns::IfSocket::new().map(|s| s.index(&tap)),
-                Ok(Ok(Some(_)))
-            )
+        let Some(names) = self.kernel_path else {
+            return false;
+        };
+        let tap = names.tap(mac);
+        matches!(
+            netns::IfSocket::new().map(|s| s.index(&tap)),
+            Ok(Ok(Some(_)))
+        )
     }
 
     fn delete_kernel_port(&mut self, mac: dataplane::wire::MacAddr) -> Result<(), BackendError> {
-        dataplane::kernel::link::delete_veth(mac)?;
-        netns::delete_tap(NetnsRef::Current, &dataplane::kernel::tap_name(mac))?;
+        // The TAP goes when the workers close it.
+        if let Some(names) = self.kernel_path {
+            link::delete_veth(names, mac)?;
+        }
         Ok(())
     }
 

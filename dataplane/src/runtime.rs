@@ -112,8 +112,9 @@ pub struct RuntimeConfig {
     pub flows_per_container: usize,
     /// Frames the gateway thread holds waiting for all ports (its fair queue).
     pub gateway_queue: usize,
-    /// Hand unicast between kernel-path ports to the kernel (see [`crate::kernel`]).
-    pub kernel_path: bool,
+    /// Hand unicast between kernel-path ports, whose devices are so named, to the
+    /// kernel (see [`crate::kernel`]).
+    pub kernel_path: Option<crate::kernel::Names>,
 }
 
 impl Default for RuntimeConfig {
@@ -125,7 +126,7 @@ impl Default for RuntimeConfig {
             max_flows: DEFAULT_MAX_FLOWS,
             flows_per_container: 0,
             gateway_queue: crate::fair::DEFAULT_QUEUE_FRAMES,
-            kernel_path: false,
+            kernel_path: None,
         }
     }
 }
@@ -321,14 +322,15 @@ impl<S: GatewayHandler> Runtime<S> {
             tx_buckets: Arc::new(crate::shaper::SharedBuckets::default()),
             gateway_counters: &gateway_counters,
             epoch,
-            kernel_pairs: cfg.kernel_path.then(Default::default),
+            kernel_pairs: cfg.kernel_path.map(|_| Default::default()),
         };
         for i in 0..cfg.workers.max(1) {
             let (handle, end) = spawn_worker(i, &cfg, &shared, &swaker)?;
             workers.push(handle);
             ends.push(end);
         }
-        let kernel = start_kernel_path(shared.kernel_pairs.clone(), &cell, &capture)?;
+        let hints = shared.kernel_pairs.clone();
+        let kernel = start_kernel_path(cfg.kernel_path.zip(hints), &cell, &capture)?;
         let (jtx, jrx) = mpsc::channel::<GatewayJob<S>>();
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let shared = GatewayShared {
@@ -620,11 +622,11 @@ fn worker_round(w: &mut Worker, ready: &mut Ready) -> usize {
 
 /// The kernel path's pair manager, when the workers note pairs, and its counters.
 fn start_kernel_path(
-    hints: Option<Arc<crate::kernel::hints::PairHints>>,
+    with: Option<(crate::kernel::Names, Arc<crate::kernel::hints::PairHints>)>,
     cell: &Arc<SnapshotCell>,
     capture: &crate::capture::CaptureSlot,
 ) -> Result<Option<(crate::kernel::manager::Manager, Arc<CounterTable>)>, RuntimeError> {
-    let Some(hints) = hints else {
+    let Some((names, hints)) = with else {
         return Ok(None);
     };
     let counters = Arc::new(CounterTable::default());
@@ -633,6 +635,7 @@ fn start_kernel_path(
         capture: capture.clone(),
         hints,
         counters: counters.clone(),
+        names,
     };
     let m = crate::kernel::manager::Manager::start(shared).map_err(RuntimeError::KernelPath)?;
     Ok(Some((m, counters)))

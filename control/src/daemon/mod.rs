@@ -76,6 +76,13 @@ pub struct DaemonConfig {
 }
 
 impl DaemonConfig {
+    /// How the kernel path's devices are named (after the state directory), when on.
+    pub fn kernel_names(&self) -> Option<dataplane::kernel::Names> {
+        use std::os::unix::ffi::OsStrExt;
+        (self.kernel_path)
+            .then(|| dataplane::kernel::Names::new(self.state_dir.as_os_str().as_bytes()))
+    }
+
     /// The defaults `vswitch daemon` starts with.
     pub fn new(socket: PathBuf, state_dir: PathBuf) -> DaemonConfig {
         DaemonConfig {
@@ -268,7 +275,7 @@ impl Daemon {
             max_flows: cfg.max_flows,
             flows_per_container: cfg.flows_per_container,
             gateway_queue: cfg.gateway_queue,
-            kernel_path: cfg.kernel_path,
+            kernel_path: cfg.kernel_names(),
         };
         let mut g = GatewayIo::with_limits(cfg.uplink);
         g.set_icmp_error_rate(cfg.icmp_errors_per_sec);

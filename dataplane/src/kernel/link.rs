@@ -13,9 +13,9 @@ use std::io;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
+use super::Names;
 use super::netlink::{Redirect, Rtnl, U32Key};
 use super::pairs::SLOW_PRIO;
-use super::{host_end_name, tap_name};
 use crate::netns::{IfSocket, NetnsError};
 use crate::wire::MacAddr;
 
@@ -45,21 +45,27 @@ pub enum LinkError {
 
 /// Creates the veth pair of the container whose interface `ifname` (MAC `mac`, MTU
 /// `mtu`) is to live in the namespace `ns`; an old host end of that MAC goes first.
-pub fn create_veth(ns: &Path, ifname: &str, mac: MacAddr, mtu: u32) -> Result<(), LinkError> {
+pub fn create_veth(
+    names: Names,
+    ns: &Path,
+    ifname: &str,
+    mac: MacAddr,
+    mtu: u32,
+) -> Result<(), LinkError> {
     let file = File::open(ns).map_err(|source| LinkError::Namespace {
         path: ns.to_path_buf(),
         source,
     })?;
     let mut rtnl = Rtnl::open().map_err(LinkError::Netlink)?;
-    let host = host_end_name(mac);
+    let host = names.host_end(mac);
     rtnl.delete_link(&host).map_err(LinkError::Netlink)?;
     rtnl.create_veth(&host, ifname, file.as_fd(), mac, mtu)
         .map_err(LinkError::Netlink)
 }
 
 /// Whether the host end of `mac`'s veth pair exists (a restarted daemon finds it).
-pub fn exists(mac: MacAddr) -> bool {
-    ifindex(&host_end_name(mac)).is_ok()
+pub fn exists(names: Names, mac: MacAddr) -> bool {
+    ifindex(&names.host_end(mac)).is_ok()
 }
 
 fn ifindex(name: &str) -> Result<u32, LinkError> {
@@ -75,8 +81,8 @@ fn ifindex(name: &str) -> Result<u32, LinkError> {
 
 /// Steers `mac`'s host end and TAP (both must exist): IPv6 off, MTU `mtu`, the
 /// filters (replacing any left by an earlier run, pairs included), then both up.
-pub fn steer(mac: MacAddr, mtu: u32) -> Result<(), LinkError> {
-    let (host, tap) = (host_end_name(mac), tap_name(mac));
+pub fn steer(names: Names, mac: MacAddr, mtu: u32) -> Result<(), LinkError> {
+    let (host, tap) = (names.host_end(mac), names.tap(mac));
     let (host_if, tap_if) = (ifindex(&host)?, ifindex(&tap)?);
     let device = |name: &str| {
         let name = name.to_string();
@@ -118,8 +124,8 @@ fn ipv6_off(name: &str) {
 
 /// Deletes `mac`'s veth pair (both ends); Ok(false) when it was already gone (the
 /// container's namespace went, taking the pair with it).
-pub fn delete_veth(mac: MacAddr) -> Result<bool, LinkError> {
+pub fn delete_veth(names: Names, mac: MacAddr) -> Result<bool, LinkError> {
     let mut rtnl = Rtnl::open().map_err(LinkError::Netlink)?;
-    rtnl.delete_link(&host_end_name(mac))
+    rtnl.delete_link(&names.host_end(mac))
         .map_err(LinkError::Netlink)
 }

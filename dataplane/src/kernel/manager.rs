@@ -52,6 +52,8 @@ pub struct Shared {
     pub hints: Arc<PairHints>,
     /// What the kernel carried, per port.
     pub counters: Arc<CounterTable>,
+    /// How the daemon named the ports' devices.
+    pub names: super::Names,
 }
 
 /// The running manager; stopping it (or dropping it) removes its filters.
@@ -68,7 +70,7 @@ impl Manager {
         let s2 = stop.clone();
         let thread = std::thread::Builder::new()
             .name("vswitch-kernel".into())
-            .spawn(move || run(Pairs::new(Netlink(rtnl)), &shared, &s2))?;
+            .spawn(move || run(Pairs::new(Netlink(rtnl), shared.names), &shared, &s2))?;
         Ok(Manager {
             stop,
             thread: Some(thread),

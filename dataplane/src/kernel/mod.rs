@@ -10,18 +10,63 @@ pub mod pairs;
 
 use crate::wire::MacAddr;
 
-/// The host end of a kernel-path port's veth pair, named after the container's MAC
-/// (15 bytes at most, as the kernel allows).
-pub fn host_end_name(mac: MacAddr) -> String {
-    format!("vh{}", hex(mac))
+/// How one daemon names its kernel-path devices: after the container's MAC and a salt
+/// of its own (its state directory), so that two daemons of one namespace with the
+/// same addresses (two tests, two users) never take each other's devices, and a
+/// restarted daemon finds its own. 15 bytes at most, as the kernel allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Names {
+    salt: u64,
 }
 
-/// The TAP in the daemon's namespace that carries a kernel-path port's frames to and
-/// from the daemon.
-pub fn tap_name(mac: MacAddr) -> String {
-    format!("vt{}", hex(mac))
+impl Names {
+    /// The names of the daemon whose state lives at `key` (any stable bytes).
+    pub fn new(key: &[u8]) -> Names {
+        Names {
+            salt: fnv1a(FNV_OFFSET, key),
+        }
+    }
+
+    /// The host end of a port's veth pair.
+    pub fn host_end(&self, mac: MacAddr) -> String {
+        format!("vh{:012x}", self.hash(mac))
+    }
+
+    /// The TAP in the daemon's namespace that carries a port's frames to and from the
+    /// daemon.
+    pub fn tap(&self, mac: MacAddr) -> String {
+        format!("vt{:012x}", self.hash(mac))
+    }
+
+    /// 48 bits of the salt and the MAC.
+    fn hash(&self, mac: MacAddr) -> u64 {
+        fnv1a(self.salt, &mac.0) & 0xffff_ffff_ffff
+    }
 }
 
-fn hex(mac: MacAddr) -> String {
-    mac.0.iter().map(|b| format!("{b:02x}")).collect()
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+fn fnv1a(mut h: u64, bytes: &[u8]) -> u64 {
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_fit_the_kernel_and_differ_between_daemons_and_ports() {
+        let (a, b) = (Names::new(b"/var/lib/vswitch"), Names::new(b"/tmp/other"));
+        let m = MacAddr([2, 0x42, 10, 1, 0, 2]);
+        let n = MacAddr([2, 0x42, 10, 1, 0, 3]);
+        assert_eq!(a.host_end(m).len(), 14);
+        assert_eq!(a.host_end(m), Names::new(b"/var/lib/vswitch").host_end(m));
+        assert_ne!(a.host_end(m), b.host_end(m));
+        assert_ne!(a.host_end(m), a.host_end(n));
+        assert_eq!(a.tap(m)[2..], a.host_end(m)[2..]);
+    }
 }

@@ -82,6 +82,7 @@ struct Pair {
 /// The installed pairs of a runtime.
 pub struct Pairs<O: KernelOps> {
     ops: O,
+    names: super::Names,
     pairs: HashMap<(PortId, PortId), Pair>,
     /// Priorities in use per host end.
     prios: HashMap<u32, BTreeSet<u16>>,
@@ -134,9 +135,10 @@ fn rules_of(e: &Ends) -> Vec<(u16, Vec<U32Key>)> {
 }
 
 impl<O: KernelOps> Pairs<O> {
-    pub fn new(ops: O) -> Pairs<O> {
+    pub fn new(ops: O, names: super::Names) -> Pairs<O> {
         Pairs {
             ops,
+            names,
             pairs: HashMap::new(),
             prios: HashMap::new(),
             failed: HashMap::new(),
@@ -229,7 +231,7 @@ impl<O: KernelOps> Pairs<O> {
     }
 
     fn host_end(&mut self, mac: MacAddr) -> io::Result<u32> {
-        let name = super::host_end_name(mac);
+        let name = self.names.host_end(mac);
         (self.ops.ifindex(&name)).ok_or_else(|| io::Error::other(format!("no device {name}")))
     }
 

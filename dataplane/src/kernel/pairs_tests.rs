@@ -99,17 +99,18 @@ fn world() -> (Snapshot, Fake) {
     let mut fake = Fake::default();
     for i in 2..=6 {
         fake.devices
-            .insert(super::super::host_end_name(mac(i)), 100 + u32::from(i));
+            .insert(NAMES.host_end(mac(i)), 100 + u32::from(i));
     }
     (snap, fake)
 }
 
 const P: fn(u16) -> PortId = PortId;
+const NAMES: super::super::Names = super::super::Names { salt: 7 };
 
 #[test]
 fn a_noted_pair_gets_one_ipv4_filter_from_its_source_to_its_peer() {
     let (snap, mut fake) = world();
-    let mut pairs = Pairs::new(&mut fake);
+    let mut pairs = Pairs::new(&mut fake, NAMES);
     pairs.scan(&snap, &[(P(2), P(3))], None, 0);
     assert!(pairs.carries(P(2), P(3)));
     assert!(!pairs.carries(P(3), P(2)));
@@ -135,7 +136,7 @@ fn ipv6_pairs_carry_only_tcp_and_udp_from_the_port_address() {
         s.ip6 = Some(a6);
     }
     snap.rebuild();
-    Pairs::new(&mut fake).scan(&snap, &[(P(2), P(3))], None, 0);
+    Pairs::new(&mut fake, NAMES).scan(&snap, &[(P(2), P(3))], None, 0);
     let v6: Vec<_> = (fake.filters.values())
         .filter(|f| f.0 == ETH_P_IPV6)
         .map(|f| f.1.clone())
@@ -164,7 +165,7 @@ fn pairs_outside_one_network_or_without_the_kernel_path_are_not_installed() {
         (P(2), P(2)),
         (P(9), P(2)),
     ];
-    let mut pairs = Pairs::new(&mut fake);
+    let mut pairs = Pairs::new(&mut fake, NAMES);
     pairs.scan(&snap, &noted, None, 0);
     // Positive control: a pair that may be is, in the same scan.
     pairs.scan(&snap, &[(P(2), P(3))], None, 0);
@@ -178,7 +179,7 @@ fn a_network_without_inter_container_traffic_has_no_pairs() {
     let (mut snap, mut fake) = world();
     snap.domains = vec![domain(false)];
     snap.rebuild();
-    let mut pairs = Pairs::new(&mut fake);
+    let mut pairs = Pairs::new(&mut fake, NAMES);
     pairs.scan(&snap, &[(P(2), P(3))], None, 0);
     assert!(pairs.is_empty());
 }
@@ -186,7 +187,7 @@ fn a_network_without_inter_container_traffic_has_no_pairs() {
 #[test]
 fn a_changed_port_loses_its_pairs_both_ways_and_captured_ports_none_are_made() {
     let (mut snap, mut fake) = world();
-    let mut pairs = Pairs::new(&mut fake);
+    let mut pairs = Pairs::new(&mut fake, NAMES);
     let noted = [(P(2), P(3)), (P(3), P(2)), (P(4), P(5))];
     pairs.scan(&snap, &noted, None, 0);
     assert_eq!(pairs.len(), 3);
@@ -215,7 +216,7 @@ fn counters_move_to_the_ports_and_idle_pairs_go() {
     // The kernel counted 10 frames on the pair's filter, and 99 on another device's.
     fake.counted.insert((102, PAIR_PRIO_BASE), (10, 15_000));
     fake.counted.insert((104, PAIR_PRIO_BASE), (99, 99));
-    let mut pairs = Pairs::new(&mut fake);
+    let mut pairs = Pairs::new(&mut fake, NAMES);
     pairs.scan(&snap, &[(P(2), P(3))], None, 0);
     pairs.count(&counters, 5);
     let (a, b) = (counters.read(P(2)), counters.read(P(3)));
@@ -245,15 +246,15 @@ fn a_port_sends_on_a_bounded_number_of_pairs_and_failures_wait() {
     snap.rebuild();
     for i in 2..n + 3 {
         fake.devices
-            .insert(super::super::host_end_name(mac(i)), 100 + u32::from(i));
+            .insert(NAMES.host_end(mac(i)), 100 + u32::from(i));
     }
     let noted: Vec<_> = (3..n + 3).map(|i| (P(2), P(i))).collect();
-    let mut pairs = Pairs::new(&mut fake);
+    let mut pairs = Pairs::new(&mut fake, NAMES);
     pairs.scan(&snap, &noted, None, 0);
     assert_eq!(pairs.len(), PAIRS_PER_PORT);
     drop(pairs);
     fake.fail_adds = true;
-    let mut pairs = Pairs::new(&mut fake);
+    let mut pairs = Pairs::new(&mut fake, NAMES);
     pairs.scan(&snap, &[(P(3), P(2))], None, 0);
     assert!(pairs.is_empty());
 }
