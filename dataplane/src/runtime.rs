@@ -405,6 +405,14 @@ impl<S: GatewayHandler> Runtime<S> {
         self.workers.iter().map(|w| w.time.read()).collect()
     }
 
+    /// Has what the kernel path carried read into the ports' counters now (a moment at
+    /// most), before a reading of them all.
+    pub fn refresh_kernel_counters(&self) {
+        if let Some((m, _)) = &self.kernel {
+            m.refresh(Duration::from_millis(300));
+        }
+    }
+
     /// A port's counters, added up over the workers.
     pub fn stats(&self, slot: u16) -> PortStats {
         let mut s = self.gateway_counters.read(crate::ids::PortId(slot));

@@ -385,6 +385,7 @@ impl Daemon {
     }
 
     pub(super) fn stats(&self) -> Stats {
+        self.rt.refresh_kernel_counters();
         let mut ports = vec![view::port_counters(
             "gateway",
             &self.rt.stats(GATEWAY_PORT.0),

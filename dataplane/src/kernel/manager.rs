@@ -6,7 +6,7 @@
 use std::ffi::CString;
 use std::io;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -60,6 +60,15 @@ pub struct Shared {
 pub struct Manager {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
+    reads: Arc<Reads>,
+}
+
+/// Counter reads asked for (`stats`) and done, so a reader sees what the kernel
+/// carried up to its request.
+#[derive(Default)]
+struct Reads {
+    asked: AtomicU64,
+    done: AtomicU64,
 }
 
 impl Manager {
@@ -67,14 +76,28 @@ impl Manager {
     pub fn start(shared: Shared) -> io::Result<Manager> {
         let rtnl = Rtnl::open()?;
         let stop = Arc::new(AtomicBool::new(false));
-        let s2 = stop.clone();
+        let reads = Arc::new(Reads::default());
+        let (s2, r2) = (stop.clone(), reads.clone());
         let thread = std::thread::Builder::new()
             .name("vswitch-kernel".into())
-            .spawn(move || run(Pairs::new(Netlink(rtnl), shared.names), &shared, &s2))?;
+            .spawn(move || run(Pairs::new(Netlink(rtnl), shared.names), &shared, (&s2, &r2)))?;
         Ok(Manager {
             stop,
             thread: Some(thread),
+            reads,
         })
+    }
+
+    /// Has the filters' counters read now, waiting for it `within` at most.
+    pub fn refresh(&self, within: Duration) {
+        let want = self.reads.asked.fetch_add(1, Ordering::SeqCst) + 1;
+        if let Some(t) = &self.thread {
+            t.thread().unpark();
+        }
+        let deadline = Instant::now() + within;
+        while self.reads.done.load(Ordering::SeqCst) < want && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_micros(200));
+        }
     }
 }
 
@@ -88,7 +111,7 @@ impl Drop for Manager {
     }
 }
 
-fn run(mut pairs: Pairs<Netlink>, sh: &Shared, stop: &AtomicBool) {
+fn run(mut pairs: Pairs<Netlink>, sh: &Shared, (stop, reads): (&AtomicBool, &Reads)) {
     let epoch = Instant::now();
     let mut counted = Instant::now();
     let mut noted = Vec::new();
@@ -100,9 +123,13 @@ fn run(mut pairs: Pairs<Netlink>, sh: &Shared, stop: &AtomicBool) {
         let captured = sh.capture.load().as_ref().map(|c| PortId(c.slot));
         let now = epoch.elapsed().as_secs() as u32;
         pairs.scan(&snap, &noted, captured, now);
-        if counted.elapsed() >= COUNT && !pairs.is_empty() {
-            pairs.count(&sh.counters, now);
+        let asked = reads.asked.load(Ordering::SeqCst);
+        if asked > reads.done.load(Ordering::SeqCst) || counted.elapsed() >= COUNT {
+            if !pairs.is_empty() {
+                pairs.count(&sh.counters, now);
+            }
             counted = Instant::now();
+            reads.done.store(asked, Ordering::SeqCst);
         }
     }
     pairs.count(&sh.counters, epoch.elapsed().as_secs() as u32);
