@@ -618,7 +618,7 @@ def svg_chart(results, order, path):
              ("ping_idle", "ping 0.5 s apart, median RTT, µs (lower is better)"),
              ("sockperf_udp", "sockperf UDP ping-pong, median RTT, µs (lower is better)"),
              ("sockperf_tcp", "sockperf TCP ping-pong, median RTT, µs (lower is better)")]
-    colors = {"vswitch": "#2b6cb0", "vswitch-kernel": "#63b3ed", "bridge": "#718096", "ovs": "#b7791f", "vde": "#c05621",
+    colors = {"vswitch": "#2b6cb0", "vswitch-tap": "#63b3ed", "bridge": "#718096", "ovs": "#b7791f", "vde": "#c05621",
               "slirp4netns": "#2f855a", "pasta": "#805ad5"}
     W, H, gh = 900, 70 + 170 * len(tests), 170
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" font-size="12">',
@@ -661,7 +661,7 @@ TOOLS = {"ip": "iproute2", "iperf3": "iperf3", "ping": "iputils-ping", "vde_swit
 NEEDS = {"vde": ["vde_switch", "vde_plug2tap"], "slirp4netns": ["slirp4netns"], "pasta": ["pasta"],
          "ovs": ["ovsdb-server", "ovs-vswitchd", "ovs-vsctl"],
          "sockperf_udp": ["sockperf"], "sockperf_tcp": ["sockperf"]}
-SETUPS = ["vswitch", "vswitch-kernel", "bridge", "ovs", "vde", "slirp4netns", "pasta"]
+SETUPS = ["vswitch", "vswitch-tap", "bridge", "ovs", "vde", "slirp4netns", "pasta"]
 
 
 def check_tools(selected):
@@ -764,16 +764,16 @@ def run_rounds(a, only, tests, runs, secs):
     """`runs` rounds of every selected setup and test, alternating setups; raw figures."""
     switch_setups = {
         "vswitch": lambda: setup_vswitch(a.vswitch, a.vswitch_args),
-        # The kernel carries the unicast pairs the bridge has seen (veth ports).
-        "vswitch-kernel": lambda: setup_vswitch(a.vswitch, a.vswitch_args + " --kernel-path"),
+        # Every frame through the daemon: TAPs, the kernel path off.
+        "vswitch-tap": lambda: setup_vswitch(a.vswitch, a.vswitch_args + " --no-kernel-path"),
         "bridge": setup_bridge,
         "ovs": setup_ovs,
         "vde": setup_vde,
     }
     host_setups = {
         "vswitch": lambda: setup_vswitch(a.vswitch, a.vswitch_args, mtu=65520, host=True, publish=True),
-        "vswitch-kernel": lambda: setup_vswitch(a.vswitch, a.vswitch_args + " --kernel-path", mtu=65520,
-                                                host=True, publish=True),
+        "vswitch-tap": lambda: setup_vswitch(a.vswitch, a.vswitch_args + " --no-kernel-path", mtu=65520,
+                                             host=True, publish=True),
         "slirp4netns": lambda: setup_slirp(publish=True),
         "pasta": lambda: setup_pasta(publish=True),
     }

@@ -153,9 +153,13 @@ pub struct DaemonArgs {
     #[arg(long)]
     pub busy_poll: bool,
     /// Give containers attached by namespace a veth pair, and let the kernel carry the
-    /// unicast between two of them once the bridge has seen it (root).
+    /// unicast between two of them once the bridge has seen it (the default as root).
     #[arg(long)]
     pub kernel_path: bool,
+    /// TAPs for every container, every frame through the daemon (the default when not
+    /// root).
+    #[arg(long, conflicts_with = "kernel_path")]
+    pub no_kernel_path: bool,
     /// Seconds a learned MAC address stays in the FDB without traffic.
     #[arg(long, value_name = "SECS", default_value_t = dataplane::config::DEFAULT_AGING_SECS)]
     pub fdb_aging: u32,

@@ -89,6 +89,15 @@ fn default_mtu(mtu: Option<u32>, ipv6: bool) -> Result<Option<u16>, CliError> {
     }
 }
 
+/// Whether containers get the kernel path: as asked, else when the daemon is root (in
+/// its namespace: a rootless daemon in a user namespace of its own is too, and gets it
+/// for the containers whose namespaces that user namespace owns).
+fn kernel_path(a: &DaemonArgs) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    a.kernel_path || (root && !a.no_kernel_path)
+}
+
 /// The daemon's configuration from its flags, each checked.
 fn config(a: DaemonArgs) -> Result<DaemonConfig, CliError> {
     if !(1..=64).contains(&a.workers) {
@@ -148,7 +157,7 @@ fn config(a: DaemonArgs) -> Result<DaemonConfig, CliError> {
         default_mtu,
         offload: !a.no_offload,
         busy_poll: a.busy_poll,
-        kernel_path: a.kernel_path,
+        kernel_path: kernel_path(&a),
         fdb_aging: a.fdb_aging,
         mac_limit: a.mac_limit,
         fdb_limit: a.fdb_limit,

@@ -20,8 +20,9 @@ use crate::ids::PortId;
 
 /// How often noted pairs are installed and changed ones removed.
 const SCAN: Duration = Duration::from_millis(100);
-/// How often the filters' counters are read.
-const COUNT: Duration = Duration::from_secs(1);
+/// How often the filters' counters are read besides when `stats` asks (a dump per host
+/// end with pairs: a millisecond or so each), for idle pairs and the metrics.
+const COUNT: Duration = Duration::from_secs(10);
 
 /// The kernel, through routing netlink, in the namespace the manager started in.
 struct Netlink(Rtnl);
@@ -115,6 +116,7 @@ fn run(mut pairs: Pairs<Netlink>, sh: &Shared, (stop, reads): (&AtomicBool, &Rea
     let epoch = Instant::now();
     let mut counted = Instant::now();
     let mut noted = Vec::new();
+    let mut last: Option<(Arc<crate::config::Snapshot>, Option<PortId>)> = None;
     while !stop.load(Ordering::Relaxed) {
         std::thread::park_timeout(SCAN);
         noted.clear();
@@ -122,7 +124,12 @@ fn run(mut pairs: Pairs<Netlink>, sh: &Shared, (stop, reads): (&AtomicBool, &Rea
         let snap = sh.cell.load_full();
         let captured = sh.capture.load().as_ref().map(|c| PortId(c.slot));
         let now = epoch.elapsed().as_secs() as u32;
-        pairs.scan(&snap, &noted, captured, now);
+        // Nothing noted and nothing changed: nothing to do.
+        let same = (last.as_ref()).is_some_and(|(s, c)| Arc::ptr_eq(s, &snap) && *c == captured);
+        if !(same && noted.is_empty()) {
+            pairs.scan(&snap, &noted, captured, now);
+            last = Some((snap, captured));
+        }
         let asked = reads.asked.load(Ordering::SeqCst);
         if asked > reads.done.load(Ordering::SeqCst) || counted.elapsed() >= COUNT {
             if !pairs.is_empty() {

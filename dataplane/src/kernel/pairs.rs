@@ -88,6 +88,8 @@ pub struct Pairs<O: KernelOps> {
     prios: HashMap<u32, BTreeSet<u16>>,
     /// Pairs that failed, and until when they are not tried again.
     failed: HashMap<(PortId, PortId), u32>,
+    /// Pairs per sending port.
+    sent: HashMap<PortId, usize>,
 }
 
 /// The kernel-path port `p` of `snap`, when its frames may be carried by the kernel
@@ -142,6 +144,7 @@ impl<O: KernelOps> Pairs<O> {
             pairs: HashMap::new(),
             prios: HashMap::new(),
             failed: HashMap::new(),
+            sent: HashMap::new(),
         }
     }
 
@@ -190,7 +193,7 @@ impl<O: KernelOps> Pairs<O> {
 
     /// The pairs A already sends on.
     fn sent_by(&self, from: PortId) -> usize {
-        self.pairs.keys().filter(|(f, _)| *f == from).count()
+        self.sent.get(&from).copied().unwrap_or(0)
     }
 
     fn install(&mut self, k: (PortId, PortId), e: Ends, now: u32) -> io::Result<()> {
@@ -227,6 +230,7 @@ impl<O: KernelOps> Pairs<O> {
             }
         }
         self.pairs.insert(k, pair);
+        *self.sent.entry(k.0).or_default() += 1;
         Ok(())
     }
 
@@ -262,6 +266,12 @@ impl<O: KernelOps> Pairs<O> {
     fn remove(&mut self, k: (PortId, PortId)) {
         if let Some(p) = self.pairs.remove(&k) {
             self.drop_rules(&p);
+            if let Some(n) = self.sent.get_mut(&k.0) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    self.sent.remove(&k.0);
+                }
+            }
         }
     }
 

@@ -252,6 +252,24 @@ fn a_port_sends_on_a_bounded_number_of_pairs_and_failures_wait() {
     let mut pairs = Pairs::new(&mut fake, NAMES);
     pairs.scan(&snap, &noted, None, 0);
     assert_eq!(pairs.len(), PAIRS_PER_PORT);
+    // One of them goes (its peer re-attached): the next noted pair takes its place.
+    let first = noted
+        .iter()
+        .copied()
+        .find(|(a, b)| pairs.carries(*a, *b))
+        .unwrap();
+    let waiting = noted
+        .iter()
+        .copied()
+        .find(|(a, b)| !pairs.carries(*a, *b))
+        .unwrap();
+    if let Some(Some(p)) = snap.ports.get_mut(first.1.index()) {
+        p.generation = Generation(9);
+    }
+    snap.rebuild();
+    pairs.scan(&snap, &[waiting], None, 20);
+    assert_eq!(pairs.len(), PAIRS_PER_PORT);
+    assert!(pairs.carries(waiting.0, waiting.1) && !pairs.carries(first.0, first.1));
     drop(pairs);
     fake.fail_adds = true;
     let mut pairs = Pairs::new(&mut fake, NAMES);
