@@ -93,6 +93,25 @@ fn pair_filters(host: &Netns) -> usize {
     n
 }
 
+/// Packets the pair filters of every host end redirected (`tc -s`).
+fn pair_packets(host: &Netns) -> u64 {
+    let mut n = 0;
+    for (dev, _, _) in devices(host).iter().filter(|d| d.0.starts_with("vh")) {
+        let out = host.must(&format!("tc -s filter show dev {dev} ingress"));
+        let mut pair = false;
+        for l in out.lines() {
+            if l.contains("Egress Redirect to device") {
+                pair = l.contains("device vh");
+            } else if pair && l.trim_start().starts_with("Sent ") {
+                let w: Vec<&str> = l.split_whitespace().collect();
+                n += w.get(3).and_then(|p| p.parse::<u64>().ok()).unwrap_or(0);
+                pair = false;
+            }
+        }
+    }
+    n
+}
+
 fn port_stat(d: &Daemon, port: &str, path: &[&str]) -> u64 {
     let st = d.ctl_json(&["stats"]);
     let p = st["ports"]
@@ -131,16 +150,19 @@ fn the_kernel_carries_a_pair_the_bridge_saw_and_stats_count_it() {
         through_daemon(&n.host),
         port_stat(&n.d, "k0", &["rx_packets"]),
     );
+    let carried = pair_packets(&n.host);
     n.ns[0].must(&format!("ping -c 300 -i 0.002 -q -W 2 {}", n.ips[1]));
-    // Counters are read each second.
+    // The kernel carried the requests and the replies.
+    assert!(pair_packets(&n.host) >= carried + 600);
+    // `stats` reads what it carried.
     let counted = eventually(Duration::from_secs(4), || {
         port_stat(&n.d, "k0", &["rx_packets"]) >= rx0 + 300
     });
     assert!(counted, "{}", n.d.ctl_ok(&["stats"]));
     assert!(port_stat(&n.d, "k1", &["tx_packets"]) >= 300);
-    // Only a few frames (a neighbour refresh) went by the daemon's TAPs.
+    // Only a few frames (neighbour refreshes) went by the daemon's TAPs.
     let moved = through_daemon(&n.host) - before;
-    assert!(moved < 30, "{moved} frames through the daemon");
+    assert!(moved < 60, "{moved} frames through the daemon");
     // TCP and IPv6 too.
     n.ns[0].must(&format!("ping -6 -c 2 -W 2 {}", n.ip6s[1]));
 }
@@ -216,15 +238,19 @@ fn a_hundred_containers_reach_their_neighbours_through_the_kernel() {
         pair_filters(&n.host) >= 2 * count
     });
     assert!(ok, "{} pair filters", pair_filters(&n.host));
-    let before = through_daemon(&n.host);
+    let (before, carried) = (through_daemon(&n.host), pair_packets(&n.host));
     for i in 0..count {
         let next = (i + 1) % count;
         n.ns[i].must(&format!("ping -c 3 -i 0.01 -q -W 2 {}", n.ips[next]));
     }
+    // 300 requests and 300 replies in the kernel; through the daemon no more than
+    // neighbour refreshes (a unicast ARP probe and its answer per neighbour gone stale).
+    let carried = pair_packets(&n.host) - carried;
     let moved = through_daemon(&n.host) - before;
+    assert!(carried >= 600, "{carried} packets carried by the kernel");
     assert!(
-        moved < 100,
-        "{moved} frames through the daemon for 600 in the kernel"
+        moved <= 4 * count as u64,
+        "{moved} frames through the daemon"
     );
 }
 
