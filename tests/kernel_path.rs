@@ -275,3 +275,44 @@ fn a_restarted_daemon_steers_its_containers_again() {
     pair_up(&n, 0, 1);
     n.ns[1].must(&format!("ping -c 2 -W 2 {}", n.ips[0]));
 }
+
+#[test]
+#[ignore = "needs root, namespaces and tools: `bash scripts/test` runs it"]
+fn a_dhcp_server_message_over_a_pair_in_the_kernel_meets_the_guard() {
+    require(&["/usr/bin/python3"]);
+    let n = net(2);
+    pair_up(&n, 0, 1);
+    let (a_mac, b_mac) = (mac_of(&n.ns[0]), mac_of(&n.ns[1]));
+    let rx = |ns: &Netns| -> u64 {
+        let s = ns.must("cat /sys/class/net/eth0/statistics/rx_packets");
+        s.trim().parse().unwrap_or(0)
+    };
+    // From container 0's own MAC and address to container 1's: UDP from port `sport`.
+    let send = |sport: u16, dport: u16| {
+        let py = format!(
+            "from scapy.all import *; sendp(Ether(src='{a_mac}', dst='{b_mac}')/IP(src='{}', \
+             dst='{}')/UDP(sport={sport}, dport={dport})/BOOTP(op=2), iface='eth0', count=5, \
+             verbose=0)",
+            n.ips[0], n.ips[1]
+        );
+        n.ns[0].must(&format!("/usr/bin/python3 -c \"{py}\""));
+    };
+    let (guarded, got) = (
+        port_stat(&n.d, "k0", &["drops", "dhcp_guard"]),
+        rx(&n.ns[1]),
+    );
+    send(67, 68);
+    assert!(
+        eventually(Duration::from_secs(2), || {
+            port_stat(&n.d, "k0", &["drops", "dhcp_guard"]) >= guarded + 5
+        }),
+        "{}",
+        n.d.ctl_ok(&["stats"])
+    );
+    assert_eq!(rx(&n.ns[1]), got, "an OFFER reached container 1");
+    // Positive control: the same datagram between other ports goes, by the kernel.
+    let carried = pair_packets(&n.host);
+    send(5067, 5068);
+    assert!(eventually(Duration::from_secs(2), || rx(&n.ns[1]) >= got + 5));
+    assert!(pair_packets(&n.host) >= carried + 5);
+}

@@ -18,6 +18,8 @@ pub type Handles = Vec<(Box<dyn Port>, bool)>;
 pub struct IfConfig {
     pub ifname: String,
     pub mac: MacAddr,
+    /// The network's bridge domain (with the MAC, what names a kernel-path port).
+    pub domain: u16,
     pub mtu: u16,
     /// IPv4 address and prefix length (None on an IPv6-only network).
     pub addr: Option<(Ipv4Addr, u8)>,
@@ -94,14 +96,16 @@ pub trait Backend: Send {
         mtu: u16,
         workers: usize,
     ) -> Result<Handles, BackendError>;
-    /// Whether the port of the container interface of MAC `mac` just created by
-    /// [`Backend::create_in_netns`] is on the kernel path (a veth pair and the
-    /// daemon's TAP, see `dataplane::kernel`).
-    fn kernel_port(&self, _mac: MacAddr) -> bool {
+    /// Whether the port `cfg` names, made by [`Backend::create_in_netns`], is on the
+    /// kernel path (a veth pair and the daemon's TAP, see `dataplane::kernel`).
+    fn kernel_port(&self, _cfg: &IfConfig) -> bool {
         false
     }
     /// Removes a kernel-path port's veth pair and TAP.
-    fn delete_kernel_port(&mut self, _mac: MacAddr) -> Result<(), BackendError> {
+    fn delete_kernel_port(
+        &mut self,
+        _port: dataplane::kernel::PortKey,
+    ) -> Result<(), BackendError> {
         Ok(())
     }
     /// Removes a TAP the daemon created inside a namespace.

@@ -224,6 +224,14 @@ fn fdb(t: &mut Text, s: &Stats) {
         "MAC addresses not learned (a port's or the FDB's limit).",
         s.fdb.learn_refused,
     );
+    if let Some(n) = s.kernel_pairs {
+        t.one(
+            "vswitch_kernel_pairs",
+            "gauge",
+            "Unicast pairs of containers the kernel carries (the kernel path).",
+            n,
+        );
+    }
 }
 
 fn gateway(t: &mut Text, s: &Stats) {

@@ -312,6 +312,9 @@ pub fn stats(v: &Stats) -> String {
         "\nfdb: {} entries (limit {}), {} moves, {} refused",
         f.entries, f.limit, f.moves, f.learn_refused
     ));
+    if let Some(n) = v.kernel_pairs {
+        out.push_str(&format!("\nkernel path: {n} pairs carried by the kernel"));
+    }
     for w in &v.workers {
         out.push_str(&format!(
             "\nworker {}: {:.1} s busy, {:.1} s idle",

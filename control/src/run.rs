@@ -476,6 +476,7 @@ fn if_config(ep: &EndpointInfo) -> Result<IfConfig, RunError> {
     Ok(IfConfig {
         ifname: "eth0".into(),
         mac: ep.mac,
+        domain: 0,
         mtu: ep.mtu.ok_or_else(bad)?,
         addr,
         gateway: ep.gateway,

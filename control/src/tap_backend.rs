@@ -9,7 +9,7 @@
 use std::os::fd::OwnedFd;
 use std::path::Path;
 
-use dataplane::kernel::{Names, link};
+use dataplane::kernel::{Names, PortKey, link};
 use dataplane::netns::{self, NetnsRef};
 use dataplane::port::Port;
 use dataplane::port::stream::StreamPort;
@@ -23,6 +23,8 @@ pub struct TapBackend {
     /// Containers attached by namespace get a veth pair, so named (see
     /// `dataplane::kernel`).
     kernel_path: Option<Names>,
+    /// The kernel-path ports made (not those that fell back to a TAP).
+    kernel_ports: std::collections::HashSet<PortKey>,
 }
 
 pub fn backend(offload: bool, kernel_path: Option<Names>) -> Box<dyn Backend> {
@@ -32,6 +34,7 @@ pub fn backend(offload: bool, kernel_path: Option<Names>) -> Box<dyn Backend> {
         offload,
         uid,
         kernel_path,
+        kernel_ports: Default::default(),
     })
 }
 
@@ -106,17 +109,14 @@ impl TapBackend {
         reopen: bool,
     ) -> Result<Handles, BackendError> {
         let mtu = u32::from(cfg.mtu);
-        if !(reopen && link::exists(names, cfg.mac)) {
-            link::create_veth(names, ns, &cfg.ifname, cfg.mac, mtu)?;
+        let key = port_key(cfg);
+        if !(reopen && link::exists(names, key)) {
+            link::create_veth(names, ns, &cfg.ifname, key, mtu)?;
         }
-        let tap = names.tap(cfg.mac);
+        let tap = names.tap(key);
         let built = self
             .daemon_tap(&tap, cfg.mtu, workers)
-            .and_then(|h| {
-                link::steer(names, cfg.mac, mtu)
-                    .map(|()| h)
-                    .map_err(Into::into)
-            })
+            .and_then(|h| link::steer(names, key, mtu).map(|()| h).map_err(Into::into))
             .and_then(|h| configured(h, ns, &cfg.ifname, &netns_config(cfg)));
         match built {
             Ok(h) => {
@@ -126,7 +126,7 @@ impl TapBackend {
                 Ok(h)
             }
             Err(e) => {
-                let _ = link::delete_veth(names, cfg.mac);
+                let _ = link::delete_veth(names, key);
                 Err(e)
             }
         }
@@ -183,7 +183,10 @@ impl Backend for TapBackend {
     ) -> Result<Handles, BackendError> {
         if let Some(names) = self.kernel_path {
             match self.kernel_port_in(names, ns, cfg, workers, reopen) {
-                Ok(h) => return Ok(h),
+                Ok(h) => {
+                    self.kernel_ports.insert(port_key(cfg));
+                    return Ok(h);
+                }
                 Err(e) => eprintln!("vswitch: {e}; {} gets a TAP instead", cfg.ifname),
             }
         }
@@ -221,21 +224,15 @@ impl Backend for TapBackend {
         Self::single(p, workers)
     }
 
-    fn kernel_port(&self, mac: dataplane::wire::MacAddr) -> bool {
-        let Some(names) = self.kernel_path else {
-            return false;
-        };
-        let tap = names.tap(mac);
-        matches!(
-            netns::IfSocket::new().map(|s| s.index(&tap)),
-            Ok(Ok(Some(_)))
-        )
+    fn kernel_port(&self, cfg: &IfConfig) -> bool {
+        self.kernel_ports.contains(&port_key(cfg))
     }
 
-    fn delete_kernel_port(&mut self, mac: dataplane::wire::MacAddr) -> Result<(), BackendError> {
+    fn delete_kernel_port(&mut self, port: PortKey) -> Result<(), BackendError> {
+        self.kernel_ports.remove(&port);
         // The TAP goes when the workers close it.
         if let Some(names) = self.kernel_path {
-            link::delete_veth(names, mac)?;
+            link::delete_veth(names, port)?;
         }
         Ok(())
     }
@@ -364,6 +361,14 @@ pub fn create_local_tap(ifname: &str, vnet_hdr: bool) -> std::io::Result<TapPort
 }
 
 /// What the dataplane's namespace code sets on an endpoint's interface.
+/// What names a kernel-path port.
+fn port_key(cfg: &IfConfig) -> PortKey {
+    PortKey {
+        domain: cfg.domain,
+        mac: cfg.mac,
+    }
+}
+
 fn netns_config(cfg: &IfConfig) -> netns::IfConfig {
     netns::IfConfig {
         mac: Some(cfg.mac),

@@ -273,8 +273,8 @@ pub struct Runtime<S: GatewayHandler> {
     gateway: GatewayThread<S>,
     gateway_counters: Arc<CounterTable>,
     pub epoch: Instant,
-    /// The kernel path's pair manager and what it counted.
-    kernel: Option<(crate::kernel::manager::Manager, Arc<CounterTable>)>,
+    /// The kernel path's pair manager, what it counted, how many pairs it holds.
+    kernel: Option<KernelPath>,
 }
 
 /// Error starting the threads.
@@ -383,6 +383,9 @@ impl<S: GatewayHandler> Runtime<S> {
         }
         // The gateway thread zeroes its own counters of the slot.
         self.gateway_do(move |_, ctx| ctx.counters.reset(crate::ids::PortId(slot)));
+        if let Some(k) = &self.kernel {
+            k.counters.reset(crate::ids::PortId(slot));
+        }
     }
 
     /// Removes the port at `slot` from every worker and waits until they let go of it.
@@ -408,16 +411,21 @@ impl<S: GatewayHandler> Runtime<S> {
     /// Has what the kernel path carried read into the ports' counters now (a moment at
     /// most), before a reading of them all.
     pub fn refresh_kernel_counters(&self) {
-        if let Some((m, _)) = &self.kernel {
-            m.refresh(Duration::from_millis(300));
+        if let Some(k) = &self.kernel {
+            k.manager.refresh(Duration::from_millis(300));
         }
+    }
+
+    /// How many unicast pairs the kernel carries (None: no kernel path).
+    pub fn kernel_pairs(&self) -> Option<usize> {
+        (self.kernel.as_ref()).map(|k| k.pairs.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     /// A port's counters, added up over the workers.
     pub fn stats(&self, slot: u16) -> PortStats {
         let mut s = self.gateway_counters.read(crate::ids::PortId(slot));
-        if let Some((_, k)) = &self.kernel {
-            s.add(&k.read(crate::ids::PortId(slot)));
+        if let Some(k) = &self.kernel {
+            s.add(&k.counters.read(crate::ids::PortId(slot)));
         }
         for w in &self.workers {
             s.add(&w.counters.read(crate::ids::PortId(slot)));
@@ -628,25 +636,39 @@ fn worker_round(w: &mut Worker, ready: &mut Ready) -> usize {
     moved
 }
 
+/// The kernel path's pair manager, what it counted and how many pairs it holds.
+struct KernelPath {
+    manager: crate::kernel::manager::Manager,
+    counters: Arc<CounterTable>,
+    pairs: Arc<std::sync::atomic::AtomicUsize>,
+}
+
 /// The kernel path's pair manager, when the workers note pairs, and its counters.
 fn start_kernel_path(
     with: Option<(crate::kernel::Names, Arc<crate::kernel::hints::PairHints>)>,
     cell: &Arc<SnapshotCell>,
     capture: &crate::capture::CaptureSlot,
-) -> Result<Option<(crate::kernel::manager::Manager, Arc<CounterTable>)>, RuntimeError> {
+) -> Result<Option<KernelPath>, RuntimeError> {
     let Some((names, hints)) = with else {
         return Ok(None);
     };
     let counters = Arc::new(CounterTable::default());
+    let pairs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let shared = crate::kernel::manager::Shared {
         cell: cell.clone(),
         capture: capture.clone(),
         hints,
         counters: counters.clone(),
         names,
+        pairs: pairs.clone(),
     };
-    let m = crate::kernel::manager::Manager::start(shared).map_err(RuntimeError::KernelPath)?;
-    Ok(Some((m, counters)))
+    let manager =
+        crate::kernel::manager::Manager::start(shared).map_err(RuntimeError::KernelPath)?;
+    Ok(Some(KernelPath {
+        manager,
+        counters,
+        pairs,
+    }))
 }
 
 /// What every worker shares.

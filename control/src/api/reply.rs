@@ -468,6 +468,9 @@ pub struct Stats {
     /// Each worker thread's time: rounds that moved frames, and the rest.
     #[serde(default)]
     pub workers: Vec<WorkerTimes>,
+    /// Unicast pairs of containers the kernel carries (`null`: no kernel path).
+    #[serde(default)]
+    pub kernel_pairs: Option<u64>,
 }
 
 /// Where one worker thread's time went since the daemon started, in nanoseconds.

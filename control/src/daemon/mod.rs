@@ -79,8 +79,9 @@ impl DaemonConfig {
     /// How the kernel path's devices are named (after the state directory), when on.
     pub fn kernel_names(&self) -> Option<dataplane::kernel::Names> {
         use std::os::unix::ffi::OsStrExt;
-        (self.kernel_path)
-            .then(|| dataplane::kernel::Names::new(self.state_dir.as_os_str().as_bytes()))
+        // The same directory however it was spelled (relative, a trailing slash).
+        let dir = std::fs::canonicalize(&self.state_dir).unwrap_or_else(|_| self.state_dir.clone());
+        (self.kernel_path).then(|| dataplane::kernel::Names::new(dir.as_os_str().as_bytes()))
     }
 
     /// The defaults `vswitch daemon` starts with.
@@ -122,8 +123,8 @@ struct PortRt {
     /// A TAP an engine moves into the container: where it was made, where it goes, and
     /// its MAC (how it is found there under the engine's name for it).
     handoff: Option<(PathBuf, PathBuf, dataplane::wire::MacAddr)>,
-    /// A kernel-path port (a veth pair and the daemon's TAP): its container's MAC.
-    kernel: Option<dataplane::wire::MacAddr>,
+    /// A kernel-path port (a veth pair and the daemon's TAP): what names it.
+    kernel: Option<dataplane::kernel::PortKey>,
 }
 
 /// The most port slots (the FDB's limit).

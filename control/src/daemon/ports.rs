@@ -36,6 +36,7 @@ impl Daemon {
         Some(IfConfig {
             ifname: e.ifname.clone(),
             mac: e.mac,
+            domain: n.domain,
             mtu: n.mtu,
             addr: e.ip.zip(n.subnet.map(|s| s.prefix_len())),
             gateway: n.gateway.filter(|_| i == 0 && !n.internal),
@@ -87,7 +88,10 @@ impl Daemon {
             (sb, None) => {
                 let ns = Self::namespace_of(sb).ok_or(DaemonError::NoNamespace)?;
                 let h = self.backend.create_in_netns(&ns, &cfg, workers, reopen)?;
-                kernel = self.backend.kernel_port(e.mac).then_some(e.mac);
+                kernel = (self.backend.kernel_port(&cfg)).then_some(dataplane::kernel::PortKey {
+                    domain: cfg.domain,
+                    mac: cfg.mac,
+                });
                 netns = Some(ns);
                 h
             }
@@ -122,8 +126,8 @@ impl Daemon {
         self.apply();
         self.rt.remove_port(p.slot);
         self.rt.fdb.flush(None, Some(PortId(p.slot)));
-        if delete && let Some(mac) = p.kernel {
-            if let Err(e) = self.backend.delete_kernel_port(mac) {
+        if delete && let Some(key) = p.kernel {
+            if let Err(e) = self.backend.delete_kernel_port(key) {
                 eprintln!("vswitch: removing {name}'s kernel path: {e}");
             }
         } else if delete && let Some(ns) = &p.netns {

@@ -457,6 +457,7 @@ impl Daemon {
             packet_nat: self.packet_nat_counters(),
             ports,
             fdb: self.fdb_counters(),
+            kernel_pairs: self.rt.kernel_pairs().map(|n| n as u64),
             drop_reasons: DropReason::ALL
                 .iter()
                 .map(|r| r.name().to_string())

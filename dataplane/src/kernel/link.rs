@@ -13,14 +13,18 @@ use std::io;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
-use super::Names;
 use super::netlink::{Redirect, Rtnl, U32Key};
 use super::pairs::SLOW_PRIO;
+use super::{Names, PortKey};
 use crate::netns::{IfSocket, NetnsError};
-use crate::wire::MacAddr;
 
 /// Every EtherType, for a filter's protocol.
 const ETH_P_ALL: u16 = 0x0003;
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
+/// The priority of the first filter that sends what the guards judge by port to the
+/// daemon (before the pairs' at `PAIR_PRIO_BASE`).
+const GUARD_PRIO: u16 = 10;
 
 /// Why a kernel-path port's devices could not be made or steered.
 #[derive(Debug, thiserror::Error)]
@@ -49,7 +53,7 @@ pub fn create_veth(
     names: Names,
     ns: &Path,
     ifname: &str,
-    mac: MacAddr,
+    port: PortKey,
     mtu: u32,
 ) -> Result<(), LinkError> {
     let file = File::open(ns).map_err(|source| LinkError::Namespace {
@@ -57,15 +61,15 @@ pub fn create_veth(
         source,
     })?;
     let mut rtnl = Rtnl::open().map_err(LinkError::Netlink)?;
-    let host = names.host_end(mac);
+    let host = names.host_end(port);
     rtnl.delete_link(&host).map_err(LinkError::Netlink)?;
-    rtnl.create_veth(&host, ifname, file.as_fd(), mac, mtu)
+    rtnl.create_veth(&host, ifname, file.as_fd(), port.mac, mtu)
         .map_err(LinkError::Netlink)
 }
 
 /// Whether the host end of `mac`'s veth pair exists (a restarted daemon finds it).
-pub fn exists(names: Names, mac: MacAddr) -> bool {
-    ifindex(&names.host_end(mac)).is_ok()
+pub fn exists(names: Names, port: PortKey) -> bool {
+    ifindex(&names.host_end(port)).is_ok()
 }
 
 fn ifindex(name: &str) -> Result<u32, LinkError> {
@@ -81,8 +85,8 @@ fn ifindex(name: &str) -> Result<u32, LinkError> {
 
 /// Steers `mac`'s host end and TAP (both must exist): IPv6 off, MTU `mtu`, the
 /// filters (replacing any left by an earlier run, pairs included), then both up.
-pub fn steer(names: Names, mac: MacAddr, mtu: u32) -> Result<(), LinkError> {
-    let (host, tap) = (names.host_end(mac), names.tap(mac));
+pub fn steer(names: Names, port: PortKey, mtu: u32) -> Result<(), LinkError> {
+    let (host, tap) = (names.host_end(port), names.tap(port));
     let (host_if, tap_if) = (ifindex(&host)?, ifindex(&tap)?);
     let device = |name: &str| {
         let name = name.to_string();
@@ -94,8 +98,10 @@ pub fn steer(names: Names, mac: MacAddr, mtu: u32) -> Result<(), LinkError> {
         s.set_mtu(name, mtu).map_err(device(name))?;
     }
     let mut rtnl = Rtnl::open().map_err(LinkError::Netlink)?;
+    rtnl.replace_clsact(host_if).map_err(LinkError::Netlink)?;
+    guard_first(&mut rtnl, host_if, tap_if)?;
+    rtnl.replace_clsact(tap_if).map_err(LinkError::Netlink)?;
     for (from, to) in [(host_if, tap_if), (tap_if, host_if)] {
-        rtnl.replace_clsact(from).map_err(LinkError::Netlink)?;
         let all = [U32Key {
             off: 0,
             mask: 0,
@@ -116,6 +122,40 @@ pub fn steer(names: Names, mac: MacAddr, mtu: u32) -> Result<(), LinkError> {
     Ok(())
 }
 
+/// Before the pairs' filters on the host end, the traffic the first-hop guards judge
+/// by port goes to the daemon whatever its pair: DHCP (UDP ports 64-71, 67 and 68
+/// among them) and DHCPv6 (546 and 547), from either port. A pair's filters match UDP
+/// only at these fixed offsets (IPv4 without options, IPv6 without extensions), so
+/// nothing else can carry a server's message past them.
+fn guard_first(rtnl: &mut Rtnl, host_if: u32, tap_if: u32) -> Result<(), LinkError> {
+    const UDP: u8 = 17;
+    let rules = [
+        (ETH_P_IP, false, 64, 0xfff8),
+        (ETH_P_IPV6, true, 546, 0xfffe),
+    ];
+    let mut prio = GUARD_PRIO;
+    for (protocol, v6, port, mask) in rules {
+        let kind = if v6 {
+            U32Key::ipv6_next_header(UDP)
+        } else {
+            U32Key::ipv4_protocol(UDP)
+        };
+        for dst in [false, true] {
+            let keys = [kind, U32Key::l4_port(v6, dst, port, mask)];
+            let r = Redirect {
+                ifindex: host_if,
+                prio,
+                protocol,
+                keys: &keys,
+                to: tap_if,
+            };
+            rtnl.add_redirect(&r).map_err(LinkError::Netlink)?;
+            prio += 1;
+        }
+    }
+    Ok(())
+}
+
 /// No IPv6 on a device of the daemon's namespace (no link-local address, no router
 /// solicitation or MLD report into the container). Absent IPv6 is as good.
 fn ipv6_off(name: &str) {
@@ -124,8 +164,8 @@ fn ipv6_off(name: &str) {
 
 /// Deletes `mac`'s veth pair (both ends); Ok(false) when it was already gone (the
 /// container's namespace went, taking the pair with it).
-pub fn delete_veth(names: Names, mac: MacAddr) -> Result<bool, LinkError> {
+pub fn delete_veth(names: Names, port: PortKey) -> Result<bool, LinkError> {
     let mut rtnl = Rtnl::open().map_err(LinkError::Netlink)?;
-    rtnl.delete_link(&names.host_end(mac))
+    rtnl.delete_link(&names.host_end(port))
         .map_err(LinkError::Netlink)
 }

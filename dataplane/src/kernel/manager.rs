@@ -6,7 +6,7 @@
 use std::ffi::CString;
 use std::io;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -55,6 +55,8 @@ pub struct Shared {
     pub counters: Arc<CounterTable>,
     /// How the daemon named the ports' devices.
     pub names: super::Names,
+    /// How many pairs the kernel carries now.
+    pub pairs: Arc<AtomicUsize>,
 }
 
 /// The running manager; stopping it (or dropping it) removes its filters.
@@ -81,7 +83,13 @@ impl Manager {
         let (s2, r2) = (stop.clone(), reads.clone());
         let thread = std::thread::Builder::new()
             .name("vswitch-kernel".into())
-            .spawn(move || run(Pairs::new(Netlink(rtnl), shared.names), &shared, (&s2, &r2)))?;
+            .spawn(move || {
+                run(
+                    Pairs::new(Netlink(rtnl), shared.names, shared.counters.clone()),
+                    &shared,
+                    (&s2, &r2),
+                )
+            })?;
         Ok(Manager {
             stop,
             thread: Some(thread),
@@ -130,15 +138,17 @@ fn run(mut pairs: Pairs<Netlink>, sh: &Shared, (stop, reads): (&AtomicBool, &Rea
             pairs.scan(&snap, &noted, captured, now);
             last = Some((snap, captured));
         }
+        sh.pairs.store(pairs.len(), Ordering::Relaxed);
         let asked = reads.asked.load(Ordering::SeqCst);
         if asked > reads.done.load(Ordering::SeqCst) || counted.elapsed() >= COUNT {
             if !pairs.is_empty() {
-                pairs.count(&sh.counters, now);
+                pairs.count(now);
             }
             counted = Instant::now();
             reads.done.store(asked, Ordering::SeqCst);
         }
     }
-    pairs.count(&sh.counters, epoch.elapsed().as_secs() as u32);
+    pairs.count(epoch.elapsed().as_secs() as u32);
     pairs.clear();
+    sh.pairs.store(0, Ordering::Relaxed);
 }

@@ -10,9 +10,10 @@ pub mod pairs;
 
 use crate::wire::MacAddr;
 
-/// How one daemon names its kernel-path devices: after the container's MAC and a salt
-/// of its own (its state directory), so that two daemons of one namespace with the
-/// same addresses (two tests, two users) never take each other's devices, and a
+/// How one daemon names its kernel-path devices: after the port's network (domain) and
+/// the container's MAC there (unique in a network, not between networks), salted by the
+/// daemon's own key (its state directory), so that two daemons of one namespace with
+/// the same addresses (two tests, two users) never take each other's devices, and a
 /// restarted daemon finds its own. 15 bytes at most, as the kernel allows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Names {
@@ -28,20 +29,28 @@ impl Names {
     }
 
     /// The host end of a port's veth pair.
-    pub fn host_end(&self, mac: MacAddr) -> String {
-        format!("vh{:012x}", self.hash(mac))
+    pub fn host_end(&self, port: PortKey) -> String {
+        format!("vh{:012x}", self.hash(port))
     }
 
     /// The TAP in the daemon's namespace that carries a port's frames to and from the
     /// daemon.
-    pub fn tap(&self, mac: MacAddr) -> String {
-        format!("vt{:012x}", self.hash(mac))
+    pub fn tap(&self, port: PortKey) -> String {
+        format!("vt{:012x}", self.hash(port))
     }
 
-    /// 48 bits of the salt and the MAC.
-    fn hash(&self, mac: MacAddr) -> u64 {
-        fnv1a(self.salt, &mac.0) & 0xffff_ffff_ffff
+    /// 48 bits of the salt, the network and the MAC.
+    fn hash(&self, port: PortKey) -> u64 {
+        let h = fnv1a(self.salt, &port.domain.to_be_bytes());
+        fnv1a(h, &port.mac.0) & 0xffff_ffff_ffff
     }
+}
+
+/// What names a kernel-path port: its network's domain and its container's MAC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PortKey {
+    pub domain: u16,
+    pub mac: MacAddr,
 }
 
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
@@ -61,12 +70,16 @@ mod tests {
     #[test]
     fn names_fit_the_kernel_and_differ_between_daemons_and_ports() {
         let (a, b) = (Names::new(b"/var/lib/vswitch"), Names::new(b"/tmp/other"));
-        let m = MacAddr([2, 0x42, 10, 1, 0, 2]);
-        let n = MacAddr([2, 0x42, 10, 1, 0, 3]);
+        let mac = |i, domain| PortKey {
+            domain,
+            mac: MacAddr([2, 0x42, 10, 1, 0, i]),
+        };
+        let (m, n, other_net) = (mac(2, 1), mac(3, 1), mac(2, 2));
         assert_eq!(a.host_end(m).len(), 14);
         assert_eq!(a.host_end(m), Names::new(b"/var/lib/vswitch").host_end(m));
         assert_ne!(a.host_end(m), b.host_end(m));
         assert_ne!(a.host_end(m), a.host_end(n));
+        assert_ne!(a.host_end(m), a.host_end(other_net));
         assert_eq!(a.tap(m)[2..], a.host_end(m)[2..]);
     }
 }

@@ -100,6 +100,12 @@ const IPV4_SRC_AT: i32 = 12;
 const IPV6_SRC_AT: i32 = 8;
 /// The IPv6 word holding payload length (2 bytes), next header and hop limit.
 const IPV6_NEXT_HEADER_WORD_AT: i32 = 4;
+/// The IPv4 word holding TTL, protocol and checksum.
+const IPV4_PROTOCOL_WORD_AT: i32 = 8;
+/// Where the transport header starts behind an IPv4 header without options.
+const IPV4_PAYLOAD_AT: i32 = 20;
+/// Where the transport header starts behind an IPv6 header without extensions.
+const IPV6_PAYLOAD_AT: i32 = 40;
 
 /// One u32 key: the 32-bit big-endian word at `off` bytes from the network header
 /// (negative offsets reach the Ethernet header: the destination MAC starts at -14),
@@ -159,6 +165,37 @@ impl U32Key {
             off: IPV6_NEXT_HEADER_WORD_AT,
             mask: 0x0000_ff00,
             val: u32::from(nh) << 8,
+        }
+    }
+
+    /// The key matching an IPv4 header without options (IHL 5), so that what follows
+    /// it sits at a fixed offset.
+    pub fn ipv4_no_options() -> U32Key {
+        U32Key {
+            off: 0,
+            mask: 0x0f00_0000,
+            val: 0x0500_0000,
+        }
+    }
+
+    /// The key matching IPv4 protocol `p` (byte 9).
+    pub fn ipv4_protocol(p: u8) -> U32Key {
+        U32Key {
+            off: IPV4_PROTOCOL_WORD_AT,
+            mask: 0x00ff_0000,
+            val: u32::from(p) << 16,
+        }
+    }
+
+    /// The key matching a transport header's source port (`dst`: its destination
+    /// port) under `mask`, right behind an IPv4 header without options (`v6`: behind
+    /// an IPv6 header without extension headers).
+    pub fn l4_port(v6: bool, dst: bool, port: u16, mask: u16) -> U32Key {
+        let shift = if dst { 0 } else { 16 };
+        U32Key {
+            off: if v6 { IPV6_PAYLOAD_AT } else { IPV4_PAYLOAD_AT },
+            mask: u32::from(mask) << shift,
+            val: u32::from(port & mask) << shift,
         }
     }
 }

@@ -18,6 +18,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::io;
+use std::sync::Arc;
 
 use super::netlink::{PrioCounters, Redirect, U32Key};
 use crate::bridge::CounterTable;
@@ -83,6 +84,8 @@ struct Pair {
 pub struct Pairs<O: KernelOps> {
     ops: O,
     names: super::Names,
+    /// What the kernel carried, per port.
+    counters: Arc<CounterTable>,
     pairs: HashMap<(PortId, PortId), Pair>,
     /// Priorities in use per host end.
     prios: HashMap<u32, BTreeSet<u16>>,
@@ -90,6 +93,9 @@ pub struct Pairs<O: KernelOps> {
     failed: HashMap<(PortId, PortId), u32>,
     /// Pairs per sending port.
     sent: HashMap<PortId, usize>,
+    /// Filters whose removal failed (device, priority, EtherType): tried again on
+    /// each scan, their priority held until then.
+    pending: Vec<(u32, u16, u16)>,
 }
 
 /// The kernel-path port `p` of `snap`, when its frames may be carried by the kernel
@@ -122,6 +128,7 @@ fn rules_of(e: &Ends) -> Vec<(u16, Vec<U32Key>)> {
     let mut v = Vec::with_capacity(RULES_PER_PAIR);
     if let Some(ip) = e.from_ip {
         let mut k = macs.to_vec();
+        k.push(U32Key::ipv4_no_options());
         k.push(U32Key::ipv4_src(ip));
         v.push((ETH_P_IP, k));
     }
@@ -137,14 +144,16 @@ fn rules_of(e: &Ends) -> Vec<(u16, Vec<U32Key>)> {
 }
 
 impl<O: KernelOps> Pairs<O> {
-    pub fn new(ops: O, names: super::Names) -> Pairs<O> {
+    pub fn new(ops: O, names: super::Names, counters: Arc<CounterTable>) -> Pairs<O> {
         Pairs {
             ops,
             names,
+            counters,
             pairs: HashMap::new(),
             prios: HashMap::new(),
             failed: HashMap::new(),
             sent: HashMap::new(),
+            pending: Vec::new(),
         }
     }
 
@@ -171,10 +180,15 @@ impl<O: KernelOps> Pairs<O> {
         captured: Option<PortId>,
         now: u32,
     ) {
+        self.retry_pending();
         let stale: Vec<_> = (self.pairs.iter())
             .filter(|(k, p)| ends_of(snap, **k, captured) != Some(p.ends))
             .map(|(k, _)| *k)
             .collect();
+        if !stale.is_empty() {
+            // What they carried since the last reading, before they go.
+            self.count(now);
+        }
         for k in stale {
             self.remove(k);
         }
@@ -200,8 +214,8 @@ impl<O: KernelOps> Pairs<O> {
         if self.sent_by(k.0) >= PAIRS_PER_PORT {
             return Err(io::Error::other("the port carries its most pairs"));
         }
-        let from_if = self.host_end(e.from_mac)?;
-        let to_if = self.host_end(e.to_mac)?;
+        let from_if = self.host_end(e.domain, e.from_mac)?;
+        let to_if = self.host_end(e.domain, e.to_mac)?;
         let mut pair = Pair {
             ends: e,
             from_if,
@@ -224,6 +238,7 @@ impl<O: KernelOps> Pairs<O> {
             match r {
                 Ok(prio) => pair.rules.push((prio, protocol)),
                 Err(err) => {
+                    self.release_failed_add(from_if);
                     self.drop_rules(&pair);
                     return Err(err);
                 }
@@ -234,9 +249,26 @@ impl<O: KernelOps> Pairs<O> {
         Ok(())
     }
 
-    fn host_end(&mut self, mac: MacAddr) -> io::Result<u32> {
-        let name = self.names.host_end(mac);
+    fn host_end(&mut self, domain: DomainId, mac: MacAddr) -> io::Result<u32> {
+        let name = (self.names).host_end(super::PortKey {
+            domain: domain.0,
+            mac,
+        });
         (self.ops.ifindex(&name)).ok_or_else(|| io::Error::other(format!("no device {name}")))
+    }
+
+    /// Gives back the priority an add that failed had taken (the highest taken last is
+    /// not it: the lowest free one was taken, so the one taken is the lowest not in a
+    /// pair).
+    fn release_failed_add(&mut self, ifindex: u32) {
+        let held: BTreeSet<u16> = (self.pairs.values())
+            .filter(|p| p.from_if == ifindex)
+            .flat_map(|p| p.rules.iter().map(|r| r.0))
+            .chain(self.pending.iter().filter(|d| d.0 == ifindex).map(|d| d.1))
+            .collect();
+        if let Some(used) = self.prios.get_mut(&ifindex) {
+            used.retain(|p| held.contains(p));
+        }
     }
 
     /// Takes the lowest free pair priority of `ifindex`.
@@ -252,14 +284,32 @@ impl<O: KernelOps> Pairs<O> {
 
     fn drop_rules(&mut self, p: &Pair) {
         for &(prio, protocol) in &p.rules {
-            // A filter already gone (the device deleted) is what is wanted.
-            let _ = self.ops.delete_filter(p.from_if, prio, protocol);
-            if let Some(used) = self.prios.get_mut(&p.from_if) {
-                used.remove(&prio);
+            self.delete_rule(p.from_if, prio, protocol);
+        }
+    }
+
+    /// Removes one filter, or keeps it to try again (its priority held) when the
+    /// kernel refused for another reason than its being gone already.
+    fn delete_rule(&mut self, ifindex: u32, prio: u16, protocol: u16) {
+        match self.ops.delete_filter(ifindex, prio, protocol) {
+            Err(e) if !matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENODEV)) => {
+                self.pending.push((ifindex, prio, protocol));
+            }
+            _ => {
+                if let Some(used) = self.prios.get_mut(&ifindex) {
+                    used.remove(&prio);
+                }
+                if self.prios.get(&ifindex).is_some_and(BTreeSet::is_empty) {
+                    self.prios.remove(&ifindex);
+                }
             }
         }
-        if self.prios.get(&p.from_if).is_some_and(BTreeSet::is_empty) {
-            self.prios.remove(&p.from_if);
+    }
+
+    /// Tries the removals that failed again.
+    fn retry_pending(&mut self) {
+        for (ifindex, prio, protocol) in std::mem::take(&mut self.pending) {
+            self.delete_rule(ifindex, prio, protocol);
         }
     }
 
@@ -284,8 +334,9 @@ impl<O: KernelOps> Pairs<O> {
     }
 
     /// Reads the filters' counters: what moved since the last read is counted as
-    /// received on A and sent on B in `counters`; pairs idle for [`IDLE_SECS`] go.
-    pub fn count(&mut self, counters: &CounterTable, now: u32) {
+    /// received on A and sent on B in the pairs' counter table; pairs idle for
+    /// [`IDLE_SECS`] go.
+    pub fn count(&mut self, now: u32) {
         let devices: BTreeSet<u32> = self.pairs.values().map(|p| p.from_if).collect();
         let mut read: HashMap<(u32, u16), (u64, u64)> = HashMap::new();
         for dev in devices {
@@ -305,8 +356,8 @@ impl<O: KernelOps> Pairs<O> {
             if dp > 0 {
                 // tc counts from the network header: the Ethernet header makes the frame.
                 let db = db.saturating_add(dp.saturating_mul(ETH_HEADER));
-                counters.rx(k.0, dp, db);
-                counters.tx(k.1, dp, db);
+                self.counters.rx(k.0, dp, db);
+                self.counters.tx(k.1, dp, db);
                 (p.packets, p.bytes, p.moved) = (packets, bytes, now);
             } else if now.saturating_sub(p.moved) >= IDLE_SECS {
                 idle.push(*k);

@@ -1,5 +1,6 @@
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
 
 use super::*;
 use crate::config::{DomainConf, Net4, PortRole, Security};
@@ -11,6 +12,7 @@ struct Fake {
     filters: BTreeMap<(u32, u16), (u16, Vec<U32Key>, u32)>,
     counted: BTreeMap<(u32, u16), (u64, u64)>,
     fail_adds: bool,
+    fail_deletes: bool,
 }
 
 impl KernelOps for &mut Fake {
@@ -26,6 +28,9 @@ impl KernelOps for &mut Fake {
         Ok(())
     }
     fn delete_filter(&mut self, ifindex: u32, prio: u16, protocol: u16) -> io::Result<()> {
+        if self.fail_deletes {
+            return Err(io::Error::from_raw_os_error(libc::EBUSY));
+        }
         let f = self.filters.remove(&(ifindex, prio));
         assert_eq!(f.map(|f| f.0), Some(protocol));
         Ok(())
@@ -44,6 +49,13 @@ impl KernelOps for &mut Fake {
 
 fn mac(i: u16) -> MacAddr {
     MacAddr([2, 0x42, 10, 1, 0, i as u8])
+}
+
+fn key(i: u16, domain: u16) -> super::super::PortKey {
+    super::super::PortKey {
+        domain,
+        mac: mac(i),
+    }
 }
 
 fn port(i: u16, domain: u16) -> Option<PortConf> {
@@ -98,8 +110,8 @@ fn world() -> (Snapshot, Fake) {
     snap.rebuild();
     let mut fake = Fake::default();
     for i in 2..=6 {
-        fake.devices
-            .insert(NAMES.host_end(mac(i)), 100 + u32::from(i));
+        let domain = if i == 6 { 1 } else { 0 };
+        (fake.devices).insert(NAMES.host_end(key(i, domain)), 100 + u32::from(i));
     }
     (snap, fake)
 }
@@ -110,7 +122,7 @@ const NAMES: super::super::Names = super::super::Names { salt: 7 };
 #[test]
 fn a_noted_pair_gets_one_ipv4_filter_from_its_source_to_its_peer() {
     let (snap, mut fake) = world();
-    let mut pairs = Pairs::new(&mut fake, NAMES);
+    let mut pairs = Pairs::new(&mut fake, NAMES, Arc::default());
     pairs.scan(&snap, &[(P(2), P(3))], None, 0);
     assert!(pairs.carries(P(2), P(3)));
     assert!(!pairs.carries(P(3), P(2)));
@@ -121,6 +133,7 @@ fn a_noted_pair_gets_one_ipv4_filter_from_its_source_to_its_peer() {
         (102, PAIR_PRIO_BASE, ETH_P_IP, 103)
     );
     let mut want = U32Key::macs(mac(3), mac(2)).to_vec();
+    want.push(U32Key::ipv4_no_options());
     want.push(U32Key::ipv4_src(Ipv4Addr::new(10, 1, 0, 2)));
     assert_eq!(keys, &want);
     assert_eq!(fake.filters.len(), 1);
@@ -136,7 +149,7 @@ fn ipv6_pairs_carry_only_tcp_and_udp_from_the_port_address() {
         s.ip6 = Some(a6);
     }
     snap.rebuild();
-    Pairs::new(&mut fake, NAMES).scan(&snap, &[(P(2), P(3))], None, 0);
+    Pairs::new(&mut fake, NAMES, Arc::default()).scan(&snap, &[(P(2), P(3))], None, 0);
     let v6: Vec<_> = (fake.filters.values())
         .filter(|f| f.0 == ETH_P_IPV6)
         .map(|f| f.1.clone())
@@ -165,7 +178,7 @@ fn pairs_outside_one_network_or_without_the_kernel_path_are_not_installed() {
         (P(2), P(2)),
         (P(9), P(2)),
     ];
-    let mut pairs = Pairs::new(&mut fake, NAMES);
+    let mut pairs = Pairs::new(&mut fake, NAMES, Arc::default());
     pairs.scan(&snap, &noted, None, 0);
     // Positive control: a pair that may be is, in the same scan.
     pairs.scan(&snap, &[(P(2), P(3))], None, 0);
@@ -179,7 +192,7 @@ fn a_network_without_inter_container_traffic_has_no_pairs() {
     let (mut snap, mut fake) = world();
     snap.domains = vec![domain(false)];
     snap.rebuild();
-    let mut pairs = Pairs::new(&mut fake, NAMES);
+    let mut pairs = Pairs::new(&mut fake, NAMES, Arc::default());
     pairs.scan(&snap, &[(P(2), P(3))], None, 0);
     assert!(pairs.is_empty());
 }
@@ -187,7 +200,7 @@ fn a_network_without_inter_container_traffic_has_no_pairs() {
 #[test]
 fn a_changed_port_loses_its_pairs_both_ways_and_captured_ports_none_are_made() {
     let (mut snap, mut fake) = world();
-    let mut pairs = Pairs::new(&mut fake, NAMES);
+    let mut pairs = Pairs::new(&mut fake, NAMES, Arc::default());
     let noted = [(P(2), P(3)), (P(3), P(2)), (P(4), P(5))];
     pairs.scan(&snap, &noted, None, 0);
     assert_eq!(pairs.len(), 3);
@@ -212,25 +225,25 @@ fn a_changed_port_loses_its_pairs_both_ways_and_captured_ports_none_are_made() {
 #[test]
 fn counters_move_to_the_ports_and_idle_pairs_go() {
     let (snap, mut fake) = world();
-    let counters = CounterTable::default();
+    let counters = Arc::new(CounterTable::default());
     // The kernel counted 10 frames on the pair's filter, and 99 on another device's.
     fake.counted.insert((102, PAIR_PRIO_BASE), (10, 15_000));
     fake.counted.insert((104, PAIR_PRIO_BASE), (99, 99));
-    let mut pairs = Pairs::new(&mut fake, NAMES);
+    let mut pairs = Pairs::new(&mut fake, NAMES, counters.clone());
     pairs.scan(&snap, &[(P(2), P(3))], None, 0);
-    pairs.count(&counters, 5);
+    pairs.count(5);
     let (a, b) = (counters.read(P(2)), counters.read(P(3)));
     assert_eq!(
         (a.rx_packets, a.rx_bytes, b.tx_packets, b.tx_bytes),
         (10, 15_140, 10, 15_140)
     );
     // Read again with nothing new: counted once.
-    pairs.count(&counters, 6);
+    pairs.count(6);
     assert_eq!(counters.read(P(2)).rx_packets, 10);
     // Nothing more for IDLE_SECS after the last movement: gone.
-    pairs.count(&counters, 5 + IDLE_SECS - 1);
+    pairs.count(5 + IDLE_SECS - 1);
     assert!(pairs.carries(P(2), P(3)));
-    pairs.count(&counters, 5 + IDLE_SECS);
+    pairs.count(5 + IDLE_SECS);
     assert!(pairs.is_empty());
     drop(pairs);
     assert!(fake.filters.is_empty());
@@ -246,10 +259,10 @@ fn a_port_sends_on_a_bounded_number_of_pairs_and_failures_wait() {
     snap.rebuild();
     for i in 2..n + 3 {
         fake.devices
-            .insert(NAMES.host_end(mac(i)), 100 + u32::from(i));
+            .insert(NAMES.host_end(key(i, 0)), 100 + u32::from(i));
     }
     let noted: Vec<_> = (3..n + 3).map(|i| (P(2), P(i))).collect();
-    let mut pairs = Pairs::new(&mut fake, NAMES);
+    let mut pairs = Pairs::new(&mut fake, NAMES, Arc::default());
     pairs.scan(&snap, &noted, None, 0);
     assert_eq!(pairs.len(), PAIRS_PER_PORT);
     // One of them goes (its peer re-attached): the next noted pair takes its place.
@@ -272,7 +285,32 @@ fn a_port_sends_on_a_bounded_number_of_pairs_and_failures_wait() {
     assert!(pairs.carries(waiting.0, waiting.1) && !pairs.carries(first.0, first.1));
     drop(pairs);
     fake.fail_adds = true;
-    let mut pairs = Pairs::new(&mut fake, NAMES);
+    let mut pairs = Pairs::new(&mut fake, NAMES, Arc::default());
     pairs.scan(&snap, &[(P(3), P(2))], None, 0);
     assert!(pairs.is_empty());
+}
+
+#[test]
+fn a_failed_add_gives_its_priority_back_and_a_failed_removal_is_tried_again() {
+    let (mut snap, _) = world();
+    let (snap2, mut fake2) = world();
+    let mut pairs = Pairs::new(&mut fake2, NAMES, Arc::default());
+    pairs.ops.fail_adds = true;
+    pairs.scan(&snap2, &[(P(2), P(3))], None, 0);
+    pairs.ops.fail_adds = false;
+    pairs.scan(&snap2, &[(P(2), P(3))], None, RETRY_SECS);
+    assert!(pairs.carries(P(2), P(3)));
+    assert!(pairs.ops.filters.contains_key(&(102, PAIR_PRIO_BASE)));
+    // Removal refused (busy): the filter stays listed and is removed on a later scan.
+    pairs.ops.fail_deletes = true;
+    if let Some(Some(p)) = snap.ports.get_mut(3) {
+        p.generation = Generation(5);
+    }
+    snap.rebuild();
+    pairs.scan(&snap, &[], None, 20);
+    assert!(pairs.is_empty());
+    assert_eq!(pairs.ops.filters.len(), 1);
+    pairs.ops.fail_deletes = false;
+    pairs.scan(&snap, &[], None, 21);
+    assert!(pairs.ops.filters.is_empty());
 }
