@@ -281,6 +281,7 @@ pub mod pipeline {
                 // A gateway ring always with room and the default share: the share's
                 // arithmetic runs, cutting only what a flood past it would lose.
                 service_room: dataplane::port::ring::RING_SLOTS,
+                kernel_pairs: None,
             };
             process(&ctx, PortId(port), &mut self.batch, &mut self.local);
             let out = &mut self.local.egress;

@@ -13,15 +13,11 @@ use std::io;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
-use super::netlink::{Redirect, Rtnl, U32Key};
+use super::netlink::{ETH_P_ALL, ETH_P_IP, ETH_P_IPV6, Redirect, Rtnl, U32Key};
 use super::pairs::SLOW_PRIO;
 use super::{Names, PortKey};
 use crate::netns::{IfSocket, NetnsError};
 
-/// Every EtherType, for a filter's protocol.
-const ETH_P_ALL: u16 = 0x0003;
-const ETH_P_IP: u16 = 0x0800;
-const ETH_P_IPV6: u16 = 0x86dd;
 /// The priority of the first filter that sends what the guards judge by port to the
 /// daemon (before the pairs' at `PAIR_PRIO_BASE`).
 const GUARD_PRIO: u16 = 10;

@@ -20,7 +20,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::io;
 use std::sync::Arc;
 
-use super::netlink::{PrioCounters, Redirect, U32Key};
+use super::netlink::{ETH_P_IP, ETH_P_IPV6, PrioCounters, Redirect, U32Key};
 use crate::bridge::CounterTable;
 use crate::config::{PortConf, PortMode, Snapshot};
 use crate::ids::{DomainId, Generation, PortId};
@@ -40,10 +40,8 @@ pub const IDLE_SECS: u32 = 60;
 /// A pair that could not be installed is not tried again for this long.
 const RETRY_SECS: u32 = 10;
 
-const ETH_P_IP: u16 = 0x0800;
 /// The Ethernet header's bytes, which tc's byte counts leave out.
 const ETH_HEADER: u64 = crate::wire::ethernet::HEADER_LEN as u64;
-const ETH_P_IPV6: u16 = 0x86dd;
 const TCP: u8 = 6;
 const UDP: u8 = 17;
 
