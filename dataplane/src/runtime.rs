@@ -330,7 +330,7 @@ impl<S: GatewayHandler> Runtime<S> {
             ends.push(end);
         }
         let hints = shared.kernel_pairs.clone();
-        let kernel = start_kernel_path(cfg.kernel_path.zip(hints), &cell, &capture)?;
+        let kernel = start_kernel_path(cfg.kernel_path.zip(hints), &cell, &capture, (&fdb, epoch))?;
         let (jtx, jrx) = mpsc::channel::<GatewayJob<S>>();
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let shared = GatewayShared {
@@ -648,6 +648,7 @@ fn start_kernel_path(
     with: Option<(crate::kernel::Names, Arc<crate::kernel::hints::PairHints>)>,
     cell: &Arc<SnapshotCell>,
     capture: &crate::capture::CaptureSlot,
+    (fdb, epoch): (&Arc<Fdb>, Instant),
 ) -> Result<Option<KernelPath>, RuntimeError> {
     let Some((names, hints)) = with else {
         return Ok(None);
@@ -661,6 +662,7 @@ fn start_kernel_path(
         counters: counters.clone(),
         names,
         pairs: pairs.clone(),
+        fdb: (fdb.clone(), epoch),
     };
     let manager =
         crate::kernel::manager::Manager::start(shared).map_err(RuntimeError::KernelPath)?;

@@ -21,8 +21,11 @@ use crate::ids::PortId;
 /// How often noted pairs are installed and changed ones removed.
 const SCAN: Duration = Duration::from_millis(100);
 /// How often the filters' counters are read besides when `stats` asks (a dump per host
-/// end with pairs: a millisecond or so each), for idle pairs and the metrics.
-const COUNT: Duration = Duration::from_secs(10);
+/// end with pairs: a millisecond or so each), for idle pairs, the metrics and the FDB:
+/// a quarter of the FDB's aging time, 10 s at most, 1 s at least.
+fn count_every(aging_secs: u32) -> Duration {
+    Duration::from_secs(u64::from((aging_secs / 4).clamp(1, 10)))
+}
 
 /// The kernel, through routing netlink, in the namespace the manager started in.
 struct Netlink(Rtnl);
@@ -57,6 +60,9 @@ pub struct Shared {
     pub names: super::Names,
     /// How many pairs the kernel carries now.
     pub pairs: Arc<AtomicUsize>,
+    /// The FDB, whose entries for the senders of pairs are kept fresh, and the
+    /// workers' clock's epoch (its ages are seconds since then).
+    pub fdb: (Arc<crate::bridge::Fdb>, Instant),
 }
 
 /// The running manager; stopping it (or dropping it) removes its filters.
@@ -120,6 +126,22 @@ impl Drop for Manager {
     }
 }
 
+/// Learns again the MACs that sent through the kernel since the last reading, so that
+/// they do not age out of the FDB while their traffic bypasses the workers.
+fn refresh_fdb(
+    pairs: &mut Pairs<Netlink>,
+    snap: &crate::config::Snapshot,
+    (fdb, epoch): &(Arc<crate::bridge::Fdb>, Instant),
+) {
+    let now = epoch.elapsed().as_secs() as u32;
+    let pinned = fdb.pin();
+    for s in pairs.take_active() {
+        if let Some(p) = snap.port(s.port) {
+            pinned.learn(s.domain, s.mac, s.port, s.generation, now, p.mac_limit);
+        }
+    }
+}
+
 fn run(mut pairs: Pairs<Netlink>, sh: &Shared, (stop, reads): (&AtomicBool, &Reads)) {
     let epoch = Instant::now();
     let mut counted = Instant::now();
@@ -136,13 +158,15 @@ fn run(mut pairs: Pairs<Netlink>, sh: &Shared, (stop, reads): (&AtomicBool, &Rea
         let same = (last.as_ref()).is_some_and(|(s, c)| Arc::ptr_eq(s, &snap) && *c == captured);
         if !(same && noted.is_empty()) {
             pairs.scan(&snap, &noted, captured, now);
-            last = Some((snap, captured));
+            last = Some((snap.clone(), captured));
         }
         sh.pairs.store(pairs.len(), Ordering::Relaxed);
         let asked = reads.asked.load(Ordering::SeqCst);
-        if asked > reads.done.load(Ordering::SeqCst) || counted.elapsed() >= COUNT {
+        let every = count_every(snap.aging_secs);
+        if asked > reads.done.load(Ordering::SeqCst) || counted.elapsed() >= every {
             if !pairs.is_empty() {
                 pairs.count(now);
+                refresh_fdb(&mut pairs, &snap, &sh.fdb);
             }
             counted = Instant::now();
             reads.done.store(asked, Ordering::SeqCst);

@@ -94,6 +94,18 @@ pub struct Pairs<O: KernelOps> {
     /// Filters whose removal failed (device, priority, EtherType): tried again on
     /// each scan, their priority held until then.
     pending: Vec<(u32, u16, u16)>,
+    /// The senders whose pairs moved frames at the last reading (see [`Pairs::take_active`]).
+    active: Vec<Sender>,
+}
+
+/// A port that sent through the kernel: its MAC stays learned in the FDB, as its
+/// frames through the daemon would keep it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sender {
+    pub port: PortId,
+    pub generation: Generation,
+    pub domain: DomainId,
+    pub mac: MacAddr,
 }
 
 /// The kernel-path port `p` of `snap`, when its frames may be carried by the kernel
@@ -152,6 +164,7 @@ impl<O: KernelOps> Pairs<O> {
             failed: HashMap::new(),
             sent: HashMap::new(),
             pending: Vec::new(),
+            active: Vec::new(),
         }
     }
 
@@ -323,6 +336,11 @@ impl<O: KernelOps> Pairs<O> {
         }
     }
 
+    /// The senders whose pairs moved frames since the last call.
+    pub fn take_active(&mut self) -> Vec<Sender> {
+        std::mem::take(&mut self.active)
+    }
+
     /// Removes every pair (the runtime stops).
     pub fn clear(&mut self) {
         let keys: Vec<_> = self.pairs.keys().copied().collect();
@@ -356,6 +374,12 @@ impl<O: KernelOps> Pairs<O> {
                 let db = db.saturating_add(dp.saturating_mul(ETH_HEADER));
                 self.counters.rx(k.0, dp, db);
                 self.counters.tx(k.1, dp, db);
+                self.active.push(Sender {
+                    port: k.0,
+                    generation: p.ends.gens.0,
+                    domain: p.ends.domain,
+                    mac: p.ends.from_mac,
+                });
                 (p.packets, p.bytes, p.moved) = (packets, bytes, now);
             } else if now.saturating_sub(p.moved) >= IDLE_SECS {
                 idle.push(*k);

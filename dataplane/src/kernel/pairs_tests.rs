@@ -237,9 +237,17 @@ fn counters_move_to_the_ports_and_idle_pairs_go() {
         (a.rx_packets, a.rx_bytes, b.tx_packets, b.tx_bytes),
         (10, 15_140, 10, 15_140)
     );
-    // Read again with nothing new: counted once.
+    // The sender is kept learned in the FDB.
+    let active = pairs.take_active();
+    assert_eq!(active.len(), 1);
+    assert_eq!(
+        (active[0].port, active[0].mac, active[0].domain),
+        (P(2), mac(2), DomainId(0))
+    );
+    // Read again with nothing new: counted once, nobody active.
     pairs.count(6);
     assert_eq!(counters.read(P(2)).rx_packets, 10);
+    assert!(pairs.take_active().is_empty());
     // Nothing more for IDLE_SECS after the last movement: gone.
     pairs.count(5 + IDLE_SECS - 1);
     assert!(pairs.carries(P(2), P(3)));
