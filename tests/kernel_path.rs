@@ -21,17 +21,11 @@ struct Net {
 }
 
 fn net(n: usize) -> Net {
-    net_with(n, &[])
-}
-
-fn net_with(n: usize, args: &[&str]) -> Net {
     require_root();
     require(&["ip", "ping", "tc"]);
     let host = Netns::new("kph");
     host.must("ip link set lo up");
-    let mut all = vec!["--kernel-path"];
-    all.extend_from_slice(args);
-    let d = Daemon::start_in(&host, &all);
+    let d = Daemon::start_in(&host, &["--kernel-path"]);
     d.ctl_ok(&[
         "network",
         "create",

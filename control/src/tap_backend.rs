@@ -66,14 +66,7 @@ impl TapBackend {
     ) -> Result<Handles, BackendError> {
         if workers > 1 {
             return match netns::create_tap_queues_in(ns, ifname, &self.opts(workers, true)) {
-                Ok(qs) => Ok(qs
-                    .into_iter()
-                    .map(|mut q| {
-                        jumbo(&mut q, mtu, self.offload);
-                        let b: Box<dyn Port> = Box::new(q);
-                        (b, true)
-                    })
-                    .collect()),
+                Ok(qs) => Ok(self.every_queue(qs, mtu)),
                 // A TAP created with one queue (an earlier run with one worker).
                 Err(_) => {
                     let mut p = netns::create_tap_in(ns, ifname, &self.opts(1, true))
@@ -137,14 +130,18 @@ impl TapBackend {
     fn daemon_tap(&self, name: &str, mtu: u16, workers: usize) -> Result<Handles, BackendError> {
         let opts = self.opts(workers.max(1), false);
         let qs = netns::create_tap_queues_in(NetnsRef::Current, name, &opts)?;
-        Ok(qs
-            .into_iter()
+        Ok(self.every_queue(qs, mtu))
+    }
+
+    /// One receiving queue per worker.
+    fn every_queue(&self, qs: Vec<TapPort>, mtu: u16) -> Handles {
+        qs.into_iter()
             .map(|mut q| {
                 jumbo(&mut q, mtu, self.offload);
                 let b: Box<dyn Port> = Box::new(q);
                 (b, true)
             })
-            .collect())
+            .collect()
     }
 
     /// One reading queue for worker 0, send-only duplicates for the others.

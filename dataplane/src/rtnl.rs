@@ -29,12 +29,13 @@ pub const SPLICE_TABLE: u32 = 30323;
 /// The rule's preference: after the local table's (0), before the main table's (32766).
 pub const SPLICE_RULE_PREF: u32 = 31000;
 
-const NLMSG_ERROR: u16 = 2;
-const NLM_F_REQUEST: u16 = 0x1;
-const NLM_F_ACK: u16 = 0x4;
-const NLM_F_EXCL: u16 = 0x200;
-const NLM_F_CREATE: u16 = 0x400;
-const NLA_F_NESTED: u16 = 0x8000;
+// The netlink header's values, shared with the kernel path's requests.
+pub(crate) const NLMSG_ERROR: u16 = 2;
+pub(crate) const NLM_F_REQUEST: u16 = 0x1;
+pub(crate) const NLM_F_ACK: u16 = 0x4;
+pub(crate) const NLM_F_EXCL: u16 = 0x200;
+pub(crate) const NLM_F_CREATE: u16 = 0x400;
+pub(crate) const NLA_F_NESTED: u16 = 0x8000;
 const RTM_NEWROUTE: u16 = 24;
 const RTM_NEWADDR: u16 = 20;
 const RTM_NEWRULE: u16 = 32;

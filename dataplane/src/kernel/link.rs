@@ -68,7 +68,8 @@ pub fn exists(names: Names, port: PortKey) -> bool {
     ifindex(&names.host_end(port)).is_ok()
 }
 
-fn ifindex(name: &str) -> Result<u32, LinkError> {
+/// The index of the device `name` of the caller's namespace.
+pub(super) fn ifindex(name: &str) -> Result<u32, LinkError> {
     let s = IfSocket::new().map_err(|source| LinkError::Device {
         name: name.to_string(),
         source,

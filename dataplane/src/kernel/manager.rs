@@ -3,7 +3,6 @@
 //! counters into its own [`CounterTable`] (added to the ports' by the runtime). On
 //! stop it removes every pair's filters.
 
-use std::ffi::CString;
 use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -32,10 +31,7 @@ struct Netlink(Rtnl);
 
 impl KernelOps for Netlink {
     fn ifindex(&mut self, name: &str) -> Option<u32> {
-        let c = CString::new(name).ok()?;
-        // SAFETY: c is a valid NUL-terminated string.
-        let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
-        (i != 0).then_some(i)
+        super::link::ifindex(name).ok()
     }
     fn add_redirect(&mut self, r: &Redirect<'_>) -> io::Result<()> {
         self.0.add_redirect(r)

@@ -17,7 +17,11 @@
 //! checks: a malformed one is an error, never a panic.
 
 use crate::port::tap::check_ifname;
-use crate::rtnl::{Msg, netlink_socket};
+#[cfg(test)]
+use crate::rtnl::NLA_F_NESTED;
+use crate::rtnl::{
+    Msg, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST, NLMSG_ERROR, netlink_socket,
+};
 use crate::wire::MacAddr;
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -33,20 +37,13 @@ pub const ETH_P_IPV6: u16 = 0x86dd;
 pub const ETH_P_ARP: u16 = 0x0806;
 
 const NLMSG_HDRLEN: usize = 16;
-const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
-const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_MULTI: u16 = 0x2;
-const NLM_F_ACK: u16 = 0x4;
 const NLM_F_DUMP: u16 = 0x300;
-const NLM_F_EXCL: u16 = 0x200;
-const NLM_F_CREATE: u16 = 0x400;
 /// In an error reply: extended-ack attributes follow the echoed header.
 const NLM_F_ACK_TLVS: u16 = 0x200;
 const NLMSGERR_ATTR_MSG: u16 = 1;
 const NLA_TYPE_MASK: u16 = 0x3fff;
-#[cfg(test)]
-const NLA_F_NESTED: u16 = 0x8000;
 const SOL_NETLINK: libc::c_int = 270;
 const NETLINK_CAP_ACK: libc::c_int = 10;
 const NETLINK_EXT_ACK: libc::c_int = 11;

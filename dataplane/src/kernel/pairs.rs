@@ -236,7 +236,7 @@ impl<O: KernelOps> Pairs<O> {
             moved: now,
         };
         for (protocol, keys) in rules_of(&e) {
-            let r = self.free_prio(from_if).and_then(|prio| {
+            let added = self.free_prio(from_if).and_then(|prio| {
                 let r = Redirect {
                     ifindex: from_if,
                     prio,
@@ -244,12 +244,15 @@ impl<O: KernelOps> Pairs<O> {
                     keys: &keys,
                     to: to_if,
                 };
-                self.ops.add_redirect(&r).map(|()| prio)
+                // A refused add gives its priority back.
+                self.ops
+                    .add_redirect(&r)
+                    .inspect_err(|_| self.release(from_if, prio))?;
+                Ok(prio)
             });
-            match r {
+            match added {
                 Ok(prio) => pair.rules.push((prio, protocol)),
                 Err(err) => {
-                    self.release_failed_add(from_if);
                     self.drop_rules(&pair);
                     return Err(err);
                 }
@@ -266,20 +269,6 @@ impl<O: KernelOps> Pairs<O> {
             mac,
         });
         (self.ops.ifindex(&name)).ok_or_else(|| io::Error::other(format!("no device {name}")))
-    }
-
-    /// Gives back the priority an add that failed had taken (the highest taken last is
-    /// not it: the lowest free one was taken, so the one taken is the lowest not in a
-    /// pair).
-    fn release_failed_add(&mut self, ifindex: u32) {
-        let held: BTreeSet<u16> = (self.pairs.values())
-            .filter(|p| p.from_if == ifindex)
-            .flat_map(|p| p.rules.iter().map(|r| r.0))
-            .chain(self.pending.iter().filter(|d| d.0 == ifindex).map(|d| d.1))
-            .collect();
-        if let Some(used) = self.prios.get_mut(&ifindex) {
-            used.retain(|p| held.contains(p));
-        }
     }
 
     /// Takes the lowest free pair priority of `ifindex`.
@@ -306,14 +295,17 @@ impl<O: KernelOps> Pairs<O> {
             Err(e) if !matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENODEV)) => {
                 self.pending.push((ifindex, prio, protocol));
             }
-            _ => {
-                if let Some(used) = self.prios.get_mut(&ifindex) {
-                    used.remove(&prio);
-                }
-                if self.prios.get(&ifindex).is_some_and(BTreeSet::is_empty) {
-                    self.prios.remove(&ifindex);
-                }
-            }
+            _ => self.release(ifindex, prio),
+        }
+    }
+
+    /// Frees `prio` of `ifindex`.
+    fn release(&mut self, ifindex: u32, prio: u16) {
+        if let Some(used) = self.prios.get_mut(&ifindex) {
+            used.remove(&prio);
+        }
+        if self.prios.get(&ifindex).is_some_and(BTreeSet::is_empty) {
+            self.prios.remove(&ifindex);
         }
     }
 
